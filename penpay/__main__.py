@@ -1,0 +1,5 @@
+import sys
+
+from penpay.cli import main
+
+sys.exit(main())

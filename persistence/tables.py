@@ -1,0 +1,340 @@
+"""The schema (PEC 3.4 and 11), as SQLAlchemy Core tables.
+
+Money is BIGINT minor units with a CHAR(3) currency beside it; timestamps are UTC;
+aggregate ids are UUIDv7 in BINARY(16) (see persistence.types.UUIDv7 for why).
+Migrations in migrations/versions must agree with this file: tests/integration/
+test_migrations.py runs Alembic's autogenerate comparison against both databases.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from persistence.types import UtcDateTime, UUIDv7
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _timestamps() -> list[Column[object]]:
+    return [
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("updated_at", UtcDateTime(), nullable=False),
+    ]
+
+
+def _money(prefix: str, nullable: bool = False) -> list[Column[object]]:
+    return [
+        Column(f"{prefix}_cents", BigInteger, nullable=nullable),
+        Column(f"{prefix}_currency", String(3), nullable=nullable),
+    ]
+
+
+# --- Identity -------------------------------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("phone", String(15), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("email_verified", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("roles", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    *_timestamps(),
+)
+
+# KYC/profile attributes that are not secrets; sensitive ones are AES-GCM ciphertexts.
+user_profile = Table(
+    "user_profile",
+    metadata,
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), primary_key=True),
+    Column("first_name", String(100), nullable=True),
+    Column("last_name", String(100), nullable=True),
+    Column("date_of_birth_enc", LargeBinary, nullable=True),
+    Column("citizen", String(2), nullable=True),
+    Column("place_of_birth", String(2), nullable=True),
+    Column("pii_key_id", String(32), nullable=True),
+    *_timestamps(),
+)
+
+# Regulatory state: the one authoritative KycSnapshot (PEC 3.1.3) plus compliance flags.
+user_compliance = Table(
+    "user_compliance",
+    metadata,
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), primary_key=True),
+    Column("kyc_snapshot_enc", LargeBinary, nullable=True),
+    Column("kyc_taken_at", UtcDateTime(), nullable=True),
+    Column("kyc_status", String(16), nullable=False),
+    Column("tax_residence", String(64), nullable=True),
+    Column("tax_identification_number_enc", LargeBinary, nullable=True),
+    Column("aml_risk", String(16), nullable=False),
+    Column("pii_key_id", String(32), nullable=True),
+    *_timestamps(),
+)
+
+user_address = Table(
+    "user_address",
+    metadata,
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), primary_key=True),
+    Column("address_line_1_enc", LargeBinary, nullable=True),
+    Column("address_line_2_enc", LargeBinary, nullable=True),
+    Column("city", String(100), nullable=True),
+    Column("state", String(100), nullable=True),
+    Column("postcode_enc", LargeBinary, nullable=True),
+    Column("country_code", String(2), nullable=True),
+    Column("pii_key_id", String(32), nullable=True),
+    *_timestamps(),
+)
+
+user_phone_verification = Table(
+    "user_phone_verification",
+    metadata,
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), primary_key=True),
+    Column("phone", String(15), nullable=False),
+    Column("verified", Boolean, nullable=False),
+    Column("verified_at", UtcDateTime(), nullable=True),
+    *_timestamps(),
+)
+
+user_devices = Table(
+    "user_devices",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("added_at", UtcDateTime(), nullable=False),
+    Column("last_seen_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("user_id", "device_id"),
+)
+
+deriv_accounts = Table(
+    "deriv_accounts",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=False),
+    Column("deriv_login_id", String(32), nullable=False, unique=True),
+    Column("currency", String(3), nullable=False),
+    Column("token_enc", LargeBinary, nullable=True),
+    Column("token_key_id", String(32), nullable=True),
+    Column("scopes", String(255), nullable=False),
+    *_timestamps(),
+    # PEC 3.1.2: one user <-> one USD Deriv account.
+    UniqueConstraint("user_id", "currency"),
+)
+
+# --- Payments -------------------------------------------------------------------------
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
+    *_money("amount"),
+    *_money("converted_amount", nullable=True),
+    Column("rate_quote_id", String(64), nullable=True),
+    Column("rate_base", String(3), nullable=True),
+    Column("rate_quote", String(3), nullable=True),
+    # Exact rational "numerator/denominator": never a float, never a rounded decimal.
+    Column("rate_value", String(64), nullable=True),
+    Column("rate_locked_at", UtcDateTime(), nullable=True),
+    Column("rate_expires_at", UtcDateTime(), nullable=True),
+    Column("phone", String(15), nullable=False),
+    Column("deriv_login_id", String(32), nullable=False),
+    # Hash of the client's key, scoped by user and operation (domain IdempotencyKey).
+    Column("idempotency_key_hash", String(64), nullable=False, unique=True),
+    Column("failure_reason", String(255), nullable=True),
+    Column("version", Integer, nullable=False),
+    *_timestamps(),
+    CheckConstraint("amount_cents > 0", name="amount_positive"),
+    Index(None, "user_id", "created_at"),
+    Index(None, "status", "updated_at"),
+)
+
+mpesa_requests = Table(
+    "mpesa_requests",
+    metadata,
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), primary_key=True),
+    Column("checkout_request_id", String(64), nullable=False, unique=True),
+    Column("merchant_request_id", String(64), nullable=False),
+    Column("phone", String(15), nullable=False),
+    *_money("amount"),
+    Column("status", String(16), nullable=False),
+    Column("result_code", Integer, nullable=True),
+    Column("result_desc", String(255), nullable=True),
+    Column("mpesa_receipt_number", String(32), nullable=True, unique=True),
+    Column("raw_callback", Text, nullable=True),
+    *_timestamps(),
+)
+
+mpesa_disbursements = Table(
+    "mpesa_disbursements",
+    metadata,
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), primary_key=True),
+    Column("originator_conversation_id", String(64), nullable=False, unique=True),
+    Column("conversation_id", String(64), nullable=True),
+    Column("phone", String(15), nullable=False),
+    *_money("amount"),
+    Column("status", String(16), nullable=False),
+    Column("result_code", Integer, nullable=True),
+    Column("result_desc", String(255), nullable=True),
+    Column("transaction_receipt", String(32), nullable=True, unique=True),
+    Column("raw_result", Text, nullable=True),
+    *_timestamps(),
+)
+
+deriv_transfers = Table(
+    "deriv_transfers",
+    metadata,
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), primary_key=True),
+    Column("transfer_id", String(64), nullable=False, unique=True),
+    Column("client_loginid", String(32), nullable=False),
+    *_money("amount"),
+    Column("deriv_transaction_id", BigInteger, nullable=True, unique=True),
+    Column("status", String(16), nullable=False),
+    *_timestamps(),
+)
+
+deriv_withdrawals = Table(
+    "deriv_withdrawals",
+    metadata,
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), primary_key=True),
+    Column("client_loginid", String(32), nullable=False),
+    *_money("amount"),
+    Column("deriv_transaction_id", BigInteger, nullable=True, unique=True),
+    Column("status", String(16), nullable=False),
+    *_timestamps(),
+)
+
+# Request-level idempotency (PEC 10): one row per key hash and scope; the stored response
+# is replayed to a repeat with the same request, for the retention window.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("scope", String(128), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("request_fingerprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("response_code", Integer, nullable=True),
+    Column("response_body", LargeBinary, nullable=True),
+    Column("transaction_id", UUIDv7(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("scope", "key_hash"),
+)
+
+# --- Outbox, inbox, audit -------------------------------------------------------------
+
+domain_events = Table(
+    "domain_events",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("stream", String(64), nullable=False),
+    Column("aggregate_type", String(64), nullable=False),
+    Column("aggregate_id", String(64), nullable=False),
+    Column("aggregate_version", Integer, nullable=True),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("published_at", UtcDateTime(), nullable=True),
+    Column("publish_attempts", Integer, nullable=False),
+    # The relay claims unpublished rows with FOR UPDATE SKIP LOCKED through this index.
+    Index(None, "published_at", "occurred_at"),
+)
+
+# Consumer tracking ("inbox"): written in the same transaction as the consumer's effect,
+# so a redelivered event finds its row and does nothing.
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("event_id", UUIDv7(), primary_key=True),
+    Column("processed_at", UtcDateTime(), nullable=False),
+)
+
+audit_logs = Table(
+    "audit_logs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject_type", String(32), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("details", Text, nullable=False),
+    # Hash chain (tamper evidence): each row carries the hash of the previous one.
+    Column("prev_hash", String(64), nullable=True),
+    Column("row_hash", String(64), nullable=True),
+    Index(None, "subject_type", "subject_id"),
+)
+
+# --- Wallet (double-entry ledger) -----------------------------------------------------
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("code", String(128), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=True),
+    Column("normal_side", String(6), nullable=False),
+    Column("no_overdraft", Boolean, nullable=False),
+    Column("balance_cents", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+    *_timestamps(),
+)
+
+ledger_postings = Table(
+    "ledger_postings",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), nullable=True),
+    Column("description", String(255), nullable=False),
+    # A posting can be reversed once; the reversal points at it.
+    Column("reverses_posting_id", UUIDv7(), ForeignKey("ledger_postings.id"), nullable=True, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "transaction_id"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("posting_id", UUIDv7(), ForeignKey("ledger_postings.id"), nullable=False),
+    Column("account_id", UUIDv7(), ForeignKey("ledger_accounts.id"), nullable=False),
+    Column("side", String(6), nullable=False),
+    *_money("amount"),
+    Column("transaction_id", UUIDv7(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    CheckConstraint("amount_cents > 0", name="amount_positive"),
+    Index(None, "account_id", "created_at"),
+    Index(None, "posting_id"),
+)

@@ -1,0 +1,61 @@
+"""Generate Python code from protos/ with grpcio-tools (part of the build, never committed).
+
+Output goes next to the hand-written `penpay` package as `penpay/<service>/v1/*_pb2*.py`.
+The google/api/*.proto imports come from the googleapis-common-protos wheel and are also
+copied to build/proto-deps so `buf lint` resolves them without any remote registry.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOS = ROOT / "protos"
+DEPS = ROOT / "build" / "proto-deps"
+GOOGLE_API_FILES = ("annotations.proto", "http.proto", "field_behavior.proto")
+GOOGLE_RPC_FILES = ("status.proto", "error_details.proto", "code.proto")
+
+
+def copy_google_protos() -> Path:
+    import google.api
+    import google.rpc
+
+    for package, names in ((google.api, GOOGLE_API_FILES), (google.rpc, GOOGLE_RPC_FILES)):
+        source = Path(package.__path__[0])
+        target = DEPS / "google" / source.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copyfile(source / name, target / name)
+    return DEPS
+
+
+def main() -> int:
+    deps = copy_google_protos()
+    well_known = str(resources.files("grpc_tools") / "_proto")
+    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    if not files:
+        print("no .proto files under protos/", file=sys.stderr)
+        return 1
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{deps}",
+        f"-I{well_known}",
+        f"--python_out={ROOT}",
+        f"--pyi_out={ROOT}",
+        f"--grpc_python_out={ROOT}",
+        *files,
+    ]
+    code = protoc.main(args)
+    if code != 0:
+        print(f"protoc failed with exit code {code}", file=sys.stderr)
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

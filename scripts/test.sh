@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, services, linters, type check, proto lint, then pytest with coverage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+bash scripts/setup.sh
+bash scripts/services.sh
+
+export APP_ENV=testing PENPAY_APP_ENV=testing
+
+echo "== ruff"; .venv/bin/ruff check .
+echo "== mypy --strict domain/"; .venv/bin/mypy --strict domain/
+echo "== buf lint"; node_modules/.bin/buf lint && echo "buf lint: clean"
+echo "== pytest"
+.venv/bin/pytest -p no:cacheprovider --cov --cov-report=term:skip-covered "$@"
+echo "== test.sh finished in $(( $(date +%s) - start )) s"
