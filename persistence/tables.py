@@ -338,3 +338,27 @@ ledger_entries = Table(
     Index(None, "account_id", "created_at"),
     Index(None, "posting_id"),
 )
+
+# --- Deriv gateway journal -------------------------------------------------------------
+
+# The gateway's own write-ahead record of every money-moving Deriv call: "sending" is
+# committed before the frame leaves, the result after. Deriv has no idempotency key, so a
+# row left in SENDING after a crash means "outcome unknown: look in the statement first".
+# Kept in the database, not Redis: the Redis here keeps nothing across a restart.
+deriv_gateway_operations = Table(
+    "deriv_gateway_operations",
+    metadata,
+    Column("operation_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("client_loginid", String(32), nullable=False),
+    *_money("amount"),
+    Column("description", String(250), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("fencing_token", BigInteger, nullable=True),
+    Column("deriv_transaction_id", BigInteger, nullable=True, unique=True),
+    Column("error_code", String(64), nullable=True),
+    Column("error_message", String(255), nullable=True),
+    Column("result", Text, nullable=True),
+    *_timestamps(),
+)
