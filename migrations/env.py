@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from persistence.engine import create_engine
+from persistence.schema_compare import compare_type
 from persistence.tables import metadata
 
 config = context.config
@@ -29,7 +30,7 @@ def configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
-        compare_type=True,
+        compare_type=compare_type,
         # SQLite cannot ALTER most things: batch mode recreates tables there.
         render_as_batch=connection.dialect.name == "sqlite",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -30,6 +31,15 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+async def upgrade_async(database_url: str, revision: str = "head") -> None:
+    """upgrade() from inside an event loop: Alembic's env runs its own loop, so use a thread."""
+    await asyncio.to_thread(upgrade, database_url, revision)
+
+
+async def downgrade_async(database_url: str, revision: str = "base") -> None:
+    await asyncio.to_thread(downgrade, database_url, revision)
 
 
 def head_revision(database_url: str) -> str | None:

@@ -384,16 +384,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_ledger_entries_posting_id"))
-        batch_op.drop_index(batch_op.f("ix_ledger_entries_account_id_created_at"))
-
+    # Dropping a table drops its indexes; dropping them first fails on MariaDB for
+    # indexes that back a foreign key. Children before parents.
     op.drop_table("ledger_entries")
     op.drop_table("mpesa_requests")
     op.drop_table("mpesa_disbursements")
-    with op.batch_alter_table("ledger_postings", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_ledger_postings_transaction_id"))
-
     op.drop_table("ledger_postings")
     op.drop_table("deriv_withdrawals")
     op.drop_table("deriv_transfers")
@@ -402,21 +397,11 @@ def downgrade() -> None:
     op.drop_table("user_devices")
     op.drop_table("user_compliance")
     op.drop_table("user_address")
-    with op.batch_alter_table("transactions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_transactions_user_id_created_at"))
-        batch_op.drop_index(batch_op.f("ix_transactions_status_updated_at"))
-
     op.drop_table("transactions")
     op.drop_table("ledger_accounts")
     op.drop_table("deriv_accounts")
     op.drop_table("users")
     op.drop_table("processed_events")
     op.drop_table("idempotency_keys")
-    with op.batch_alter_table("domain_events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_domain_events_published_at_occurred_at"))
-
     op.drop_table("domain_events")
-    with op.batch_alter_table("audit_logs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_audit_logs_subject_type_subject_id"))
-
     op.drop_table("audit_logs")

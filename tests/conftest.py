@@ -1,0 +1,80 @@
+"""Shared fixtures: real MariaDB, SQLite and Redis on loopback. Nothing here is a mock."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from persistence import migrate
+from tests import databases
+
+os.environ.setdefault("APP_ENV", "testing")
+os.environ.setdefault("PENPAY_APP_ENV", "testing")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("PENPAY_SHARED_DIR", REPO_ROOT.parent / "shared"))
+REDIS_URL = os.environ.get("PENPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the repository: the specification and wire anchors."""
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A migrated MariaDB database shared by the whole session (tests use their own ids)."""
+    name, url = databases.create_mysql_database()
+    yield url
+    databases.drop_mysql_database(name)
+
+
+@pytest.fixture
+def fresh_mariadb_url() -> Iterator[str]:
+    """A migrated MariaDB database of this test's own, for whole-database assertions."""
+    name, url = databases.create_mysql_database()
+    yield url
+    databases.drop_mysql_database(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite file of this test's own."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'penpay.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["mariadb", "sqlite"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Runs a test once on MariaDB and once on SQLite, each with a database of its own."""
+    if request.param == "mariadb":
+        return str(request.getfixturevalue("fresh_mariadb_url"))
+    return str(request.getfixturevalue("sqlite_url"))
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis key prefix of this test's own."""
+    return f"penpay-test:{secrets.token_hex(4)}:"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[object]:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    async for key in client.scan_iter(match=f"{key_prefix}*"):
+        await client.delete(key)
+    await client.aclose()
