@@ -1,0 +1,123 @@
+"""SqlUnitOfWork: one database transaction per business operation.
+
+Commits, together or not at all: the aggregates the repositories touched, their new
+domain events as outbox rows (`domain_events`), `audit_logs` rows for every financial
+event and for explicit audit records, and idempotency records. Nothing is published
+before commit: the outbox relay only ever sees committed rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from application.unit_of_work import EventSource
+from domain.shared.clock import Clock, SystemClock
+from domain.shared.events import DomainEvent
+from domain.shared.json_value import JSONValue
+from persistence import audit, outbox
+from persistence.idempotency_store import complete
+from persistence.ledger_repository import SqlLedgerRepository
+
+
+class SqlUnitOfWork:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None, actor: str = "system") -> None:
+        self._engine = engine
+        self.clock: Clock = clock or SystemClock()
+        self.actor = actor
+        self._connection: AsyncConnection | None = None
+        self._events: list[DomainEvent] = []
+        self._sources: list[EventSource] = []
+        self._audit_records: list[audit.AuditRecord] = []
+        self._committed = False
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._connection is None:
+            raise RuntimeError("the unit of work is not open: use `async with uow:`")
+        return self._connection
+
+    async def __aenter__(self) -> Self:
+        self._connection = await self._engine.connect()
+        await self._connection.begin()
+        self._events, self._sources, self._audit_records = [], [], []
+        self._committed = False
+        self.ledger = SqlLedgerRepository(self._connection, self.clock)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if not self._committed:
+                await connection.rollback()
+        finally:
+            await connection.close()
+
+    # --- what the operation hands to the unit of work --------------------------------
+
+    def track(self, source: EventSource) -> None:
+        """An aggregate whose new events are collected at commit."""
+        if all(source is not seen for seen in self._sources):
+            self._sources.append(source)
+
+    def record_events(self, events: Iterable[DomainEvent]) -> None:
+        """Events not held by a tracked aggregate (e.g. BalanceChanged from a posting)."""
+        self._events.extend(events)
+
+    def audit(
+        self, *, action: str, subject_type: str, subject_id: str, details: dict[str, JSONValue] | None = None
+    ) -> None:
+        self._audit_records.append(
+            audit.AuditRecord(
+                occurred_at=self.clock.now(),
+                actor=self.actor,
+                action=action,
+                subject_type=subject_type,
+                subject_id=subject_id,
+                details=details or {},
+            )
+        )
+
+    async def complete_idempotency_key(
+        self,
+        *,
+        scope: str,
+        key_hash: str,
+        response_code: int,
+        response_body: bytes,
+        transaction_id: Any = None,
+    ) -> None:
+        await complete(
+            self.connection,
+            scope=scope,
+            key_hash=key_hash,
+            response_code=response_code,
+            response_body=response_body,
+            now=self.clock.now(),
+            transaction_id=transaction_id,
+        )
+
+    # --- the transaction ----------------------------------------------------------------
+
+    async def commit(self) -> None:
+        connection = self.connection
+        events = [*self._events]
+        for source in self._sources:
+            events.extend(source.pull_events())
+        records = [*self._audit_records]
+        records.extend(audit.record_for_event(e, self.actor) for e in events if audit.is_financial(e))
+        await outbox.write_events(connection, events)
+        await audit.write_records(connection, records)
+        await connection.commit()
+        self._committed = True
+        self._events, self._sources, self._audit_records = [], [], []
+
+    async def rollback(self) -> None:
+        await self.connection.rollback()

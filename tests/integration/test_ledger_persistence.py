@@ -1,0 +1,91 @@
+"""Booking postings through the unit of work, on MariaDB and SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.ledger import book
+from domain.wallet.errors import Overdraft
+from persistence.engine import create_engine
+from persistence.tables import audit_logs, domain_events, ledger_entries, ledger_postings
+from persistence.unit_of_work import SqlUnitOfWork
+from tests.integration.ledger_helpers import balance_of, fund, net_by_currency, pay_out, wallet_and_float
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def count(engine: AsyncEngine, table) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as connection:
+        return int((await connection.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_a_posting_commits_balances_entries_outbox_events_and_audit_together(
+    engine: AsyncEngine,
+) -> None:
+    wallet, float_account = await wallet_and_float(engine)
+
+    await fund(engine, wallet, float_account, 100_00)
+
+    assert await balance_of(engine, wallet) == 100_00
+    assert await balance_of(engine, float_account) == 100_00
+    assert await count(engine, ledger_postings) == 1
+    assert await count(engine, ledger_entries) == 2
+    async with engine.connect() as connection:
+        events = (await connection.execute(select(domain_events))).all()
+        audits = (await connection.execute(select(audit_logs))).all()
+    assert sorted(e.event_type for e in events) == ["BalanceChanged", "BalanceChanged"]
+    assert {e.stream for e in events} == {"penpay.wallet"}
+    assert all(e.published_at is None for e in events)
+    assert {json.loads(e.payload)["balance_minor"] for e in events} == {100_00}
+    assert sorted(a.action for a in audits) == ["BalanceChanged", "BalanceChanged"]
+    assert all(len(a.row_hash) == 64 for a in audits)
+    assert await net_by_currency(engine) == {"KES": 0}
+
+
+async def test_a_refused_posting_changes_nothing(engine: AsyncEngine) -> None:
+    wallet, float_account = await wallet_and_float(engine)
+    await fund(engine, wallet, float_account, 50_00)
+    before = (
+        await count(engine, ledger_entries),
+        await count(engine, domain_events),
+        await count(engine, audit_logs),
+    )
+
+    with pytest.raises(Overdraft):
+        async with SqlUnitOfWork(engine) as uow:
+            await book(uow, pay_out(wallet, float_account, 50_01))
+            await uow.commit()
+
+    assert await balance_of(engine, wallet) == 50_00
+    after = (
+        await count(engine, ledger_entries),
+        await count(engine, domain_events),
+        await count(engine, audit_logs),
+    )
+    assert after == before
+
+
+async def test_a_crash_before_commit_leaves_no_trace(engine: AsyncEngine) -> None:
+    wallet, float_account = await wallet_and_float(engine)
+    await fund(engine, wallet, float_account, 10_00)
+    before = (await count(engine, ledger_entries), await count(engine, domain_events))
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        async with SqlUnitOfWork(engine) as uow:
+            await book(uow, pay_out(wallet, float_account, 4_00))
+            raise RuntimeError("power cut")
+
+    assert await balance_of(engine, wallet) == 10_00
+    assert (await count(engine, ledger_entries), await count(engine, domain_events)) == before
