@@ -21,6 +21,7 @@ from domain.shared.json_value import JSONValue
 from persistence import audit, outbox
 from persistence.idempotency_store import complete
 from persistence.ledger_repository import SqlLedgerRepository
+from persistence.transaction_repository import SqlTransactionRepository
 
 
 class SqlUnitOfWork:
@@ -46,6 +47,7 @@ class SqlUnitOfWork:
         self._events, self._sources, self._audit_records = [], [], []
         self._committed = False
         self.ledger = SqlLedgerRepository(self._connection, self.clock)
+        self.transactions = SqlTransactionRepository(self._connection, self.track)
         return self
 
     async def __aexit__(

@@ -1,0 +1,1 @@
+"""Payments use cases: starting and moving deposits and withdrawals."""

@@ -1,0 +1,330 @@
+"""TransactionRepository: the Transaction aggregate and its evidence attachments (PEC 3.1.5-3.1.6).
+
+One row in `transactions` plus at most one row in each attachment table. Writes check the
+version read (optimistic), and get_for_update() takes the row lock for the whole
+transaction, so two workers cannot both move one transaction forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from application.errors import DuplicateIdempotencyKey
+from application.unit_of_work import EventSource
+from domain.payments.attachments import DerivTransfer, DerivWithdrawal, MpesaDisbursement, MpesaRequest
+from domain.payments.status import TransactionStatus, TransactionType
+from domain.payments.transaction import Transaction
+from domain.shared.errors import ConcurrentModification
+from domain.shared.ids import TransactionId, UserId
+from domain.user.deriv_login_id import DerivLoginId
+from domain.user.phone_number import PhoneNumber
+from domain.wallet.locked_rate import LockedRate
+from domain.wallet.money import Currency, Money
+from persistence.tables import (
+    deriv_transfers,
+    deriv_withdrawals,
+    mpesa_disbursements,
+    mpesa_requests,
+    transactions,
+)
+
+Attachment = MpesaRequest | MpesaDisbursement | DerivTransfer | DerivWithdrawal
+
+_SELECT = select(transactions)
+_BY_ID = _SELECT.where(transactions.c.id == bindparam("tx_id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
+_BY_KEY = _SELECT.where(
+    transactions.c.idempotency_key_hash == bindparam("key_hash"),
+    transactions.c.user_id == bindparam("user_id"),
+)
+_ID_BY_CHECKOUT = select(mpesa_requests.c.transaction_id).where(
+    mpesa_requests.c.checkout_request_id == bindparam("value")
+)
+_ID_BY_ORIGINATOR = select(mpesa_disbursements.c.transaction_id).where(
+    mpesa_disbursements.c.originator_conversation_id == bindparam("value")
+)
+_INSERT = insert(transactions)
+_UPDATE = (
+    update(transactions)
+    .where(transactions.c.id == bindparam("b_id"), transactions.c.version == bindparam("b_old_version"))
+    .values(
+        status=bindparam("status"),
+        converted_amount_cents=bindparam("converted_amount_cents"),
+        converted_amount_currency=bindparam("converted_amount_currency"),
+        rate_quote_id=bindparam("rate_quote_id"),
+        rate_base=bindparam("rate_base"),
+        rate_quote=bindparam("rate_quote"),
+        rate_value=bindparam("rate_value"),
+        rate_locked_at=bindparam("rate_locked_at"),
+        rate_expires_at=bindparam("rate_expires_at"),
+        failure_reason=bindparam("failure_reason"),
+        version=bindparam("version"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+# Which attachment lives in which table, and which attachments each flow has.
+_ATTACHMENT_TABLES: dict[str, Table] = {
+    "mpesa_request": mpesa_requests,
+    "mpesa_disbursement": mpesa_disbursements,
+    "deriv_transfer": deriv_transfers,
+    "deriv_withdrawal": deriv_withdrawals,
+}
+_FLOW_ATTACHMENTS = {
+    TransactionType.DEPOSIT: ("mpesa_request", "deriv_transfer"),
+    TransactionType.WITHDRAWAL: ("mpesa_disbursement", "deriv_withdrawal"),
+}
+_ATTACHMENT_BY_TX = {
+    name: select(table).where(table.c.transaction_id == bindparam("tx_id"))
+    for name, table in _ATTACHMENT_TABLES.items()
+}
+
+
+def _money(cents: int | None, currency: str | None) -> Money | None:
+    return None if cents is None or currency is None else Money(int(cents), Currency(currency))
+
+
+def _transaction_row(tx: Transaction) -> dict[str, Any]:
+    rate = tx.locked_rate
+    return {
+        "status": tx.status.value,
+        "converted_amount_cents": tx.converted_amount.amount_minor if tx.converted_amount else None,
+        "converted_amount_currency": tx.converted_amount.currency.value if tx.converted_amount else None,
+        "rate_quote_id": rate.quote_id if rate else None,
+        "rate_base": rate.base.value if rate else None,
+        "rate_quote": rate.quote.value if rate else None,
+        "rate_value": f"{rate.rate.numerator}/{rate.rate.denominator}" if rate else None,
+        "rate_locked_at": rate.locked_at if rate else None,
+        "rate_expires_at": rate.expires_at if rate else None,
+        "failure_reason": tx.failure_reason,
+        "version": tx.version,
+        "updated_at": tx.updated_at,
+    }
+
+
+def _rate_from_row(row: Row[Any]) -> LockedRate | None:
+    if row.rate_value is None:
+        return None
+    return LockedRate(
+        row.rate_quote_id,
+        Currency(row.rate_base),
+        Currency(row.rate_quote),
+        Fraction(row.rate_value),
+        row.rate_locked_at,
+        row.rate_expires_at,
+    )
+
+
+def _attachment_row(record: Attachment) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "transaction_id": record.transaction_id.value,
+        "amount_cents": record.amount.amount_minor,
+        "amount_currency": record.amount.currency.value,
+        "status": str(record.status),
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+    if isinstance(record, MpesaRequest):
+        row |= {
+            "checkout_request_id": record.checkout_request_id,
+            "merchant_request_id": record.merchant_request_id,
+            "phone": record.phone.value,
+            "result_code": record.result_code,
+            "result_desc": record.result_desc,
+            "mpesa_receipt_number": record.mpesa_receipt_number,
+            "raw_callback": record.raw_callback,
+        }
+    elif isinstance(record, MpesaDisbursement):
+        row |= {
+            "originator_conversation_id": record.originator_conversation_id,
+            "conversation_id": record.conversation_id,
+            "phone": record.phone.value,
+            "result_code": record.result_code,
+            "result_desc": record.result_desc,
+            "transaction_receipt": record.transaction_receipt,
+            "raw_result": record.raw_result,
+        }
+    elif isinstance(record, DerivTransfer):
+        row |= {
+            "transfer_id": record.transfer_id,
+            "client_loginid": record.client_loginid.value,
+            "deriv_transaction_id": record.deriv_transaction_id,
+        }
+    else:
+        row |= {
+            "client_loginid": record.client_loginid.value,
+            "deriv_transaction_id": record.deriv_transaction_id,
+        }
+    return row
+
+
+def _attachment_from_row(name: str, row: Row[Any]) -> Attachment:
+    common: dict[str, Any] = {
+        "transaction_id": TransactionId(row.transaction_id),
+        "amount": Money(int(row.amount_cents), Currency(row.amount_currency)),
+        "status": row.status,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+    if name == "mpesa_request":
+        return MpesaRequest(
+            **common,
+            checkout_request_id=row.checkout_request_id,
+            merchant_request_id=row.merchant_request_id,
+            phone=PhoneNumber(row.phone),
+            result_code=row.result_code,
+            result_desc=row.result_desc,
+            mpesa_receipt_number=row.mpesa_receipt_number,
+            raw_callback=row.raw_callback,
+        )
+    if name == "mpesa_disbursement":
+        return MpesaDisbursement(
+            **common,
+            originator_conversation_id=row.originator_conversation_id,
+            conversation_id=row.conversation_id,
+            phone=PhoneNumber(row.phone),
+            result_code=row.result_code,
+            result_desc=row.result_desc,
+            transaction_receipt=row.transaction_receipt,
+            raw_result=row.raw_result,
+        )
+    if name == "deriv_transfer":
+        return DerivTransfer(
+            **common,
+            transfer_id=row.transfer_id,
+            client_loginid=DerivLoginId(row.client_loginid),
+            deriv_transaction_id=row.deriv_transaction_id,
+        )
+    return DerivWithdrawal(
+        **common,
+        client_loginid=DerivLoginId(row.client_loginid),
+        deriv_transaction_id=row.deriv_transaction_id,
+    )
+
+
+class SqlTransactionRepository:
+    def __init__(self, connection: AsyncConnection, track: Callable[[EventSource], None]) -> None:
+        self._connection = connection
+        self._track = track
+        # What was read, so save() knows the version to check and which rows exist.
+        self._loaded: dict[TransactionId, tuple[int, dict[str, Attachment | None]]] = {}
+
+    async def add(self, tx: Transaction) -> None:
+        try:
+            async with self._connection.begin_nested():
+                await self._insert(tx)
+        except IntegrityError as error:
+            if "idempotency_key_hash" in str(error.orig):
+                raise DuplicateIdempotencyKey("a transaction with this idempotency key exists") from error
+            raise
+        self._track(tx)
+
+    async def _insert(self, tx: Transaction) -> None:
+        await self._connection.execute(
+            _INSERT,
+            {
+                "id": tx.id.value,
+                "user_id": tx.user_id.value,
+                "type": tx.type.value,
+                "amount_cents": tx.amount.amount_minor,
+                "amount_currency": tx.amount.currency.value,
+                "phone": tx.phone.value,
+                "deriv_login_id": tx.deriv_loginid.value,
+                "idempotency_key_hash": tx.idempotency_key_hash,
+                "created_at": tx.created_at,
+                **_transaction_row(tx),
+            },
+        )
+        attachments = self._attachments_of(tx)
+        for name, record in attachments.items():
+            if record is not None:
+                await self._connection.execute(insert(_ATTACHMENT_TABLES[name]), _attachment_row(record))
+        self._loaded[tx.id] = (tx.version, attachments)
+
+    async def get(self, tx_id: TransactionId) -> Transaction | None:
+        return await self._load(_BY_ID, {"tx_id": tx_id.value})
+
+    async def get_for_update(self, tx_id: TransactionId) -> Transaction | None:
+        return await self._load(_BY_ID_FOR_UPDATE, {"tx_id": tx_id.value})
+
+    async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None:
+        return await self._load(_BY_KEY, {"key_hash": key_hash, "user_id": user_id.value})
+
+    async def find_by_checkout_request_id(self, checkout_request_id: str) -> Transaction | None:
+        return await self._load_by_attachment(_ID_BY_CHECKOUT, checkout_request_id)
+
+    async def find_by_originator_conversation_id(self, originator_conversation_id: str) -> Transaction | None:
+        return await self._load_by_attachment(_ID_BY_ORIGINATOR, originator_conversation_id)
+
+    async def save(self, tx: Transaction) -> None:
+        loaded = self._loaded.get(tx.id)
+        if loaded is None:
+            raise ConcurrentModification(f"transaction {tx.id} was not loaded in this unit of work")
+        old_version, old_attachments = loaded
+        if tx.version != old_version:
+            result = await self._connection.execute(
+                _UPDATE, {"b_id": tx.id.value, "b_old_version": old_version, **_transaction_row(tx)}
+            )
+            if result.rowcount != 1:
+                raise ConcurrentModification(f"transaction {tx.id} changed since it was read")
+        attachments = self._attachments_of(tx)
+        for name, record in attachments.items():
+            before = old_attachments.get(name)
+            if record is None or record == before:
+                continue
+            table = _ATTACHMENT_TABLES[name]
+            row = _attachment_row(record)
+            if before is None:
+                await self._connection.execute(insert(table), row)
+            else:
+                await self._connection.execute(
+                    update(table).where(table.c.transaction_id == tx.id.value).values(row)
+                )
+        self._loaded[tx.id] = (tx.version, attachments)
+        self._track(tx)
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def _load_by_attachment(self, statement: Any, value: str) -> Transaction | None:
+        tx_id = (await self._connection.execute(statement, {"value": value})).scalar_one_or_none()
+        return None if tx_id is None else await self.get(TransactionId(tx_id))
+
+    async def _load(self, statement: Any, params: dict[str, Any]) -> Transaction | None:
+        row = (await self._connection.execute(statement, params)).first()
+        if row is None:
+            return None
+        tx_type = TransactionType(row.type)
+        attachments: dict[str, Attachment | None] = {}
+        for name in _FLOW_ATTACHMENTS[tx_type]:
+            found = (await self._connection.execute(_ATTACHMENT_BY_TX[name], {"tx_id": row.id})).first()
+            attachments[name] = _attachment_from_row(name, found) if found else None
+        tx = Transaction.reconstitute(
+            id=TransactionId(row.id),
+            user_id=UserId(row.user_id),
+            type=tx_type,
+            status=TransactionStatus(row.status),
+            amount=Money(int(row.amount_cents), Currency(row.amount_currency)),
+            idempotency_key_hash=row.idempotency_key_hash,
+            locked_rate=_rate_from_row(row),
+            converted_amount=_money(row.converted_amount_cents, row.converted_amount_currency),
+            phone=PhoneNumber(row.phone),
+            deriv_loginid=DerivLoginId(row.deriv_login_id),
+            failure_reason=row.failure_reason,
+            version=int(row.version),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            **attachments,  # type: ignore[arg-type]
+        )
+        self._loaded[tx.id] = (tx.version, attachments)
+        self._track(tx)
+        return tx
+
+    @staticmethod
+    def _attachments_of(tx: Transaction) -> dict[str, Attachment | None]:
+        return {name: getattr(tx, name) for name in _FLOW_ATTACHMENTS[tx.type]}

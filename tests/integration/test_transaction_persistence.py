@@ -1,0 +1,165 @@
+"""TransactionRepository through the unit of work, on MariaDB and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.errors import DuplicateIdempotencyKey
+from application.payments.create_once import create_once
+from domain.payments.status import TransactionStatus
+from domain.shared.errors import ConcurrentModification
+from persistence.engine import create_engine
+from persistence.tables import audit_logs, domain_events, transactions
+from persistence.unit_of_work import SqlUnitOfWork
+from tests.integration.ledger_helpers import insert_user
+from tests.integration.payments_helpers import deposit_key, new_deposit, stk_request
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_deposit_round_trips_with_its_evidence_events_and_audit(engine: AsyncEngine) -> None:
+    user_id = await insert_user(engine)
+    tx = new_deposit(user_id, deposit_key(user_id))
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.transactions.add(tx)
+        await uow.commit()
+
+    async with SqlUnitOfWork(engine) as uow:
+        loaded = await uow.transactions.get_for_update(tx.id)
+        assert loaded is not None
+        loaded.stk_push_sent(stk_request(loaded, "ws_CO_191220191020363925"))
+        await uow.transactions.save(loaded)
+        await uow.commit()
+
+    async with SqlUnitOfWork(engine) as uow:
+        found = await uow.transactions.find_by_checkout_request_id("ws_CO_191220191020363925")
+    assert found is not None
+    assert (found.id, found.status, found.version) == (
+        tx.id,
+        TransactionStatus.AWAITING_MPESA,
+        loaded.version,
+    )
+    assert found.amount == tx.amount and found.locked_rate == tx.locked_rate
+    assert found.mpesa_request == loaded.mpesa_request
+
+    async with engine.connect() as connection:
+        events = (await connection.execute(select(domain_events).order_by(domain_events.c.id))).all()
+        audited = (await connection.execute(select(audit_logs.c.action))).scalars().all()
+    types = [e.event_type for e in events]
+    assert types[:2] == ["TransactionCreated", "DepositInitiated"]
+    assert "TransactionStatusChanged" in types
+    assert {e.stream for e in events} == {"penpay.payments"}
+    assert [json.loads(e.payload)["version"] for e in events] == sorted(
+        json.loads(e.payload)["version"] for e in events
+    )
+    assert sorted(audited) == sorted(types)  # every payments event is a financial action
+
+
+async def test_of_two_writers_that_read_the_same_version_only_the_first_may_save(
+    fresh_mariadb_url: str,
+) -> None:
+    # MariaDB only: SQLite's BEGIN IMMEDIATE never lets two writers hold a copy at once.
+    engine = create_engine(fresh_mariadb_url)
+    try:
+        user_id = await insert_user(engine)
+        tx = new_deposit(user_id, deposit_key(user_id))
+        async with SqlUnitOfWork(engine) as uow:
+            await uow.transactions.add(tx)
+            await uow.commit()
+
+        async with SqlUnitOfWork(engine) as slow, SqlUnitOfWork(engine) as fast:
+            slow_copy = await slow.transactions.get(tx.id)  # plain read: no lock taken
+            fast_copy = await fast.transactions.get(tx.id)
+            assert slow_copy is not None and fast_copy is not None
+            fast_copy.fail("customer changed their mind")
+            await fast.transactions.save(fast_copy)
+            await fast.commit()
+
+            slow_copy.stk_push_sent(stk_request(slow_copy, "ws_CO_stale"))
+            with pytest.raises(ConcurrentModification):
+                await slow.transactions.save(slow_copy)
+
+        async with SqlUnitOfWork(engine) as uow:
+            final = await uow.transactions.get(tx.id)
+        assert final is not None and final.status is TransactionStatus.FAILED
+    finally:
+        await engine.dispose()
+
+
+async def test_a_second_insert_with_the_same_idempotency_key_is_refused(engine: AsyncEngine) -> None:
+    user_id = await insert_user(engine)
+    key = deposit_key(user_id)
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.transactions.add(new_deposit(user_id, key))
+        await uow.commit()
+
+    with pytest.raises(DuplicateIdempotencyKey):
+        async with SqlUnitOfWork(engine) as uow:
+            await uow.transactions.add(new_deposit(user_id, key))
+
+
+class ReadersMeetUnitOfWork(SqlUnitOfWork):
+    """A real unit of work whose first idempotency lookup in each racing task waits until
+    every racer has looked, so all find nothing and all try to insert: the worst
+    interleaving, on every run."""
+
+    def __init__(self, engine: AsyncEngine, barrier: asyncio.Barrier, met: set[asyncio.Task[object]]) -> None:
+        super().__init__(engine)
+        self._barrier, self._met = barrier, met
+
+    async def __aenter__(self) -> ReadersMeetUnitOfWork:
+        await super().__aenter__()
+        real_lookup = self.transactions.find_by_idempotency_key
+
+        async def lookup_then_meet(user_id, key_hash):  # type: ignore[no-untyped-def]
+            found = await real_lookup(user_id, key_hash)
+            task = asyncio.current_task()
+            if task not in self._met:
+                self._met.add(task)  # type: ignore[arg-type]
+                await asyncio.wait_for(self._barrier.wait(), timeout=10)
+            return found
+
+        self.transactions.find_by_idempotency_key = lookup_then_meet  # type: ignore[method-assign]
+        return self
+
+
+async def test_requests_racing_with_one_idempotency_key_create_one_transaction_and_all_see_it(
+    fresh_mariadb_url: str,
+) -> None:
+    engine = create_engine(fresh_mariadb_url, pool_size=12)
+    try:
+        user_id = await insert_user(engine)
+        key = deposit_key(user_id, "double-click")
+        racers = 10
+        barrier, met = asyncio.Barrier(racers), set()  # type: ignore[var-annotated]
+
+        async def request():  # type: ignore[no-untyped-def]
+            return await create_once(
+                lambda: ReadersMeetUnitOfWork(engine, barrier, met),
+                user_id=user_id,
+                key_hash=key.hash_hex,
+                build=lambda: new_deposit(user_id, key),
+            )
+
+        results = await asyncio.gather(*(request() for _ in range(racers)))
+
+        assert sum(r.created for r in results) == 1
+        assert len({r.transaction.id for r in results}) == 1
+        async with engine.connect() as connection:
+            stored = (await connection.execute(select(func.count()).select_from(transactions))).scalar_one()
+        assert stored == 1
+    finally:
+        await engine.dispose()
