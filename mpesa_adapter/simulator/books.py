@@ -1,0 +1,173 @@
+"""What the simulated M-Pesa really charged and paid, in integer shillings. Pure logic.
+
+A test (or an operator) compares PenPay's ledger with these books: STK successes per phone and per
+CheckoutRequestID, B2C payouts per OriginatorConversationID, and the organisation's account balances.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class StkRecord:
+    checkout_request_id: str
+    merchant_request_id: str
+    shortcode: str
+    transaction_type: str
+    party_b: str
+    phone: str
+    amount: int
+    account_reference: str
+    callback_url: str
+    requested_at: datetime
+    receipt_candidate: str
+    status: str = "pending"  # pending | completed
+    result_code: int | str | None = None
+    receipt: str | None = None
+    charged: bool = False
+    completed_at: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("receipt_candidate")
+        out["requested_at"] = self.requested_at.isoformat()
+        out["completed_at"] = self.completed_at.isoformat() if self.completed_at else None
+        return out
+
+
+@dataclass
+class B2CRecord:
+    originator_conversation_id: str
+    conversation_id: str
+    transaction_id: str
+    command_id: str
+    party_a: str
+    phone: str
+    amount: int
+    result_url: str
+    queue_timeout_url: str
+    requested_at: datetime
+    recipient_name: str
+    status: str = "pending"  # pending | completed
+    result_code: int | str | None = None
+    paid: bool = False
+    queue_timed_out: bool = False
+    completed_at: datetime | None = None
+
+    @property
+    def receipt(self) -> str | None:
+        return self.transaction_id if self.paid else None
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["receipt"] = self.receipt
+        out["requested_at"] = self.requested_at.isoformat()
+        out["completed_at"] = self.completed_at.isoformat() if self.completed_at else None
+        return out
+
+
+class Books:
+    def __init__(self, utility: int, working: int) -> None:
+        self.opening_utility = utility
+        self.working = working
+        self.reset()
+
+    def reset(self, utility: int | None = None, working: int | None = None) -> None:
+        if utility is not None:
+            self.opening_utility = utility
+        if working is not None:
+            self.working = working
+        self.utility = self.opening_utility
+        self.stk: dict[str, StkRecord] = {}
+        self.b2c: dict[str, B2CRecord] = {}
+
+    # --- STK ---------------------------------------------------------------------------------------
+    def add_stk(self, record: StkRecord) -> None:
+        self.stk[record.checkout_request_id] = record
+
+    def pending_push_for(self, phone: str) -> bool:
+        return any(r.status == "pending" and r.phone == phone for r in self.stk.values())
+
+    def charge(self, record: StkRecord, at: datetime) -> None:
+        record.status, record.result_code, record.completed_at = "completed", 0, at
+        record.receipt, record.charged = record.receipt_candidate, True
+        self.utility += record.amount
+
+    def decline_stk(self, record: StkRecord, code: int | str, at: datetime) -> None:
+        record.status, record.result_code, record.completed_at = "completed", code, at
+
+    def charged_on(self, phone: str, day: datetime) -> int:
+        return sum(
+            r.amount
+            for r in self.stk.values()
+            if r.charged and r.phone == phone and r.completed_at and r.completed_at.date() == day.date()
+        )
+
+    # --- B2C ---------------------------------------------------------------------------------------
+    def add_b2c(self, record: B2CRecord) -> None:
+        self.b2c[record.originator_conversation_id] = record
+
+    def pay(self, record: B2CRecord, at: datetime) -> None:
+        record.status, record.result_code, record.completed_at, record.paid = "completed", 0, at, True
+        self.utility -= record.amount
+
+    def decline_b2c(self, record: B2CRecord, code: int | str, at: datetime) -> None:
+        record.status, record.result_code, record.completed_at = "completed", code, at
+
+    def paid_on(self, phone: str, day: datetime) -> int:
+        return sum(
+            r.amount
+            for r in self.b2c.values()
+            if r.paid and r.phone == phone and r.completed_at and r.completed_at.date() == day.date()
+        )
+
+    # --- lookups -----------------------------------------------------------------------------------
+    def by_transaction_id(self, transaction_id: str) -> StkRecord | B2CRecord | None:
+        for b in self.b2c.values():
+            if b.transaction_id == transaction_id:
+                return b
+        for s in self.stk.values():
+            if s.receipt == transaction_id:
+                return s
+        return None
+
+    def phone(self, phone: str) -> dict[str, Any]:
+        return {
+            "phone": phone,
+            "charged": sum(r.amount for r in self.stk.values() if r.charged and r.phone == phone),
+            "paid": sum(r.amount for r in self.b2c.values() if r.paid and r.phone == phone),
+            "stk": [r.public() for r in self.stk.values() if r.phone == phone],
+            "b2c": [r.public() for r in self.b2c.values() if r.phone == phone],
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        charged: dict[str, int] = defaultdict(int)
+        paid: dict[str, int] = defaultdict(int)
+        for s in self.stk.values():
+            if s.charged:
+                charged[s.phone] += s.amount
+        for b in self.b2c.values():
+            if b.paid:
+                paid[b.phone] += b.amount
+        return {
+            "currency": "KES",
+            "stk": {
+                "total_charged": sum(charged.values()),
+                "charged_by_phone": dict(charged),
+                "transactions": [r.public() for r in self.stk.values()],
+            },
+            "b2c": {
+                "total_paid": sum(paid.values()),
+                "paid_by_phone": dict(paid),
+                "transactions": [r.public() for r in self.b2c.values()],
+            },
+            "accounts": {
+                "utility": self.utility,
+                "working": self.working,
+                "opening_utility": self.opening_utility,
+            },
+        }
