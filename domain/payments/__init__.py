@@ -1,0 +1,1 @@
+"""Payments context (PEC 2.2): the Transaction aggregate for deposits and withdrawals."""

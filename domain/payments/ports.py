@@ -1,0 +1,39 @@
+"""Ports of the payments context, implemented by persistence (PEC 7).
+
+The application is asyncio, so the methods are declared `async`; this is typing only.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from domain.payments.transaction import Transaction
+from domain.shared.ids import TransactionId, UserId
+from domain.wallet.ports import LedgerRepository
+
+__all__ = ["LedgerRepository", "TransactionRepository"]
+
+
+class TransactionRepository(Protocol):
+    async def add(self, tx: Transaction) -> None:
+        """Insert the transaction, its attachments and pending events (outbox) atomically."""
+        ...
+
+    async def get(self, tx_id: TransactionId) -> Transaction | None: ...
+
+    async def get_for_update(self, tx_id: TransactionId) -> Transaction | None:
+        """Load with a row lock held until the surrounding database transaction ends."""
+        ...
+
+    async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None: ...
+
+    async def save(self, tx: Transaction) -> None:
+        """Update with an optimistic version check (ConcurrentModification), upsert the
+        attachments and append pending events to the outbox."""
+        ...
+
+    async def find_by_checkout_request_id(self, checkout_request_id: str) -> Transaction | None: ...
+
+    async def find_by_originator_conversation_id(
+        self, originator_conversation_id: str
+    ) -> Transaction | None: ...

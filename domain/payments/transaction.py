@@ -1,0 +1,638 @@
+"""Transaction aggregate (PEC 3.1.5, 3.3.2): one deposit or withdrawal, start to end.
+
+Every status change goes through status.assert_transition (the one table) and records
+TransactionStatusChanged; `version` grows by one per change, and every event carries it.
+Evidence records are attached BEFORE the external call where the id is ours (Deriv
+transfer, B2C), so a crash between call and answer still leaves something to reconcile.
+
+`failure_reason` holds the reason of the latest move to OUTCOME_UNKNOWN, NEEDS_REVIEW,
+FAILED or REVERSED; it is not cleared when that problem is later resolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypedDict
+
+from domain.payments.attachments import (
+    DerivTransfer,
+    DerivWithdrawal,
+    EvidenceStatus,
+    MpesaDisbursement,
+    MpesaRequest,
+)
+from domain.payments.errors import AmountMismatch, IllegalTransition, InvalidEvidence
+from domain.payments.events import (
+    DepositInitiated,
+    DerivTransferCompleted,
+    MpesaCallbackReceived,
+    MpesaDisbursementCompleted,
+    NeedsReview,
+    TransactionCompleted,
+    TransactionCreated,
+    TransactionFailed,
+    TransactionStatusChanged,
+    WithdrawalInitiated,
+)
+from domain.payments.idempotency import IdempotencyKey
+from domain.payments.status import (
+    OUTCOME_RESOLUTIONS,
+    TransactionStatus,
+    TransactionType,
+    assert_transition,
+)
+from domain.shared.clock import require_utc, utc_now
+from domain.shared.events import DomainEvent
+from domain.shared.ids import TransactionId, UserId
+from domain.user.deriv_login_id import DerivLoginId
+from domain.user.phone_number import PhoneNumber
+from domain.wallet.errors import CurrencyMismatch, InvalidAmount
+from domain.wallet.locked_rate import LockedRate
+from domain.wallet.money import Currency, Money
+from domain.wallet.mpesa_rules import require_mpesa_amount
+
+Status = TransactionStatus
+MAX_REASON_LENGTH = 255
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+# What the user asks for, and what it converts to, by flow.
+_ASKED_CURRENCY = {TransactionType.DEPOSIT: Currency.KES, TransactionType.WITHDRAWAL: Currency.USD}
+_CONVERTED_CURRENCY = {TransactionType.DEPOSIT: Currency.USD, TransactionType.WITHDRAWAL: Currency.KES}
+
+
+class _EventEnvelope(TypedDict):
+    transaction_id: TransactionId
+    version: int
+    occurred_at: datetime
+
+
+def _at(now: datetime | None) -> datetime:
+    return utc_now() if now is None else require_utc(now, "now")
+
+
+def _reason(text: str) -> str:
+    # A note for people (often a gateway's error text): cut to fit the column, never refuse.
+    cleaned = " ".join(str(text).split())
+    return (cleaned or "unspecified")[:MAX_REASON_LENGTH]
+
+
+@dataclass(eq=False, kw_only=True)
+class Transaction:
+    id: TransactionId
+    user_id: UserId
+    type: TransactionType
+    status: TransactionStatus
+    amount: Money
+    idempotency_key_hash: str
+    locked_rate: LockedRate | None
+    converted_amount: Money | None
+    phone: PhoneNumber
+    deriv_loginid: DerivLoginId
+    failure_reason: str | None = None
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+    mpesa_request: MpesaRequest | None = None
+    mpesa_disbursement: MpesaDisbursement | None = None
+    deriv_transfer: DerivTransfer | None = None
+    deriv_withdrawal: DerivWithdrawal | None = None
+    _pending_events: list[DomainEvent] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.amount.currency is not _ASKED_CURRENCY[self.type]:
+            raise CurrencyMismatch(f"a {self.type.value} is asked in {_ASKED_CURRENCY[self.type]}")
+        if not self.amount.is_positive():
+            raise InvalidAmount(f"a transaction moves a positive amount, got {self.amount}")
+        if (
+            self.converted_amount is not None
+            and self.converted_amount.currency is not _CONVERTED_CURRENCY[self.type]
+        ):
+            raise CurrencyMismatch(f"a {self.type.value} converts to {_CONVERTED_CURRENCY[self.type]}")
+        if not _SHA256_HEX.fullmatch(self.idempotency_key_hash):
+            raise InvalidEvidence(
+                "idempotency_key_hash must be a SHA-256 hex digest", field="idempotency_key"
+            )
+        is_deposit = self.type is TransactionType.DEPOSIT
+        if not is_deposit and (self.mpesa_request or self.deriv_transfer):
+            raise InvalidEvidence("a withdrawal has no STK push or Deriv transfer")
+        if is_deposit and (self.mpesa_disbursement or self.deriv_withdrawal):
+            raise InvalidEvidence("a deposit has no B2C payment or Deriv withdrawal")
+        for record in (
+            self.mpesa_request,
+            self.mpesa_disbursement,
+            self.deriv_transfer,
+            self.deriv_withdrawal,
+        ):
+            if record is not None and record.transaction_id != self.id:
+                raise InvalidEvidence(f"{type(record).__name__} belongs to another transaction")
+        self.created_at = require_utc(self.created_at, "created_at")
+        self.updated_at = require_utc(self.updated_at, "updated_at")
+
+    # --- creation ---------------------------------------------------------------------------
+
+    @classmethod
+    def start_deposit(
+        cls,
+        *,
+        user_id: UserId,
+        amount: Money,
+        idempotency_key: IdempotencyKey,
+        locked_rate: LockedRate,
+        phone: PhoneNumber,
+        deriv_loginid: DerivLoginId,
+        now: datetime | None = None,
+    ) -> Transaction:
+        """KES paid by STK push (whole shillings, M-Pesa limits) becomes USD on Deriv."""
+        require_mpesa_amount(amount)
+        return cls._start(
+            TransactionType.DEPOSIT, user_id, amount, idempotency_key, locked_rate, phone, deriv_loginid, now
+        )
+
+    @classmethod
+    def start_withdrawal(
+        cls,
+        *,
+        user_id: UserId,
+        amount: Money,
+        idempotency_key: IdempotencyKey,
+        locked_rate: LockedRate,
+        phone: PhoneNumber,
+        deriv_loginid: DerivLoginId,
+        now: datetime | None = None,
+    ) -> Transaction:
+        """USD taken from Deriv becomes whole KES paid out by B2C (within M-Pesa limits)."""
+        if amount.currency is not Currency.USD:
+            raise CurrencyMismatch(f"a withdrawal is asked in USD, not {amount.currency}")
+        return cls._start(
+            TransactionType.WITHDRAWAL,
+            user_id,
+            amount,
+            idempotency_key,
+            locked_rate,
+            phone,
+            deriv_loginid,
+            now,
+        )
+
+    @classmethod
+    def _start(
+        cls,
+        type_: TransactionType,
+        user_id: UserId,
+        amount: Money,
+        idempotency_key: IdempotencyKey,
+        locked_rate: LockedRate,
+        phone: PhoneNumber,
+        deriv_loginid: DerivLoginId,
+        now: datetime | None,
+    ) -> Transaction:
+        at = _at(now)
+        phone.require_mpesa_kenya()
+        deriv_loginid.require_real_money()
+        if locked_rate.quote is not _CONVERTED_CURRENCY[type_]:
+            raise CurrencyMismatch(
+                f"a {type_.value} needs a rate into {_CONVERTED_CURRENCY[type_]}", field="rate"
+            )
+        if type_ is TransactionType.DEPOSIT:
+            converted = locked_rate.convert(amount, at=at).target
+        else:
+            # M-Pesa pays whole shillings: round down to them, never up.
+            converted = require_mpesa_amount(locked_rate.convert_to_whole_units(amount, at=at).target)
+        if not converted.is_positive():
+            raise InvalidAmount(f"{amount} is too small: it converts to {converted}")
+        tx = cls(
+            id=TransactionId.new(),
+            user_id=user_id,
+            type=type_,
+            status=Status.PENDING,
+            amount=amount,
+            idempotency_key_hash=idempotency_key.hash_hex,
+            locked_rate=locked_rate,
+            converted_amount=converted,
+            phone=phone,
+            deriv_loginid=deriv_loginid,
+            created_at=at,
+            updated_at=at,
+        )
+        common = tx._common(at)
+        tx._record(TransactionCreated(**common, user_id=user_id, type=type_, status=tx.status, amount=amount))
+        initiated = DepositInitiated if type_ is TransactionType.DEPOSIT else WithdrawalInitiated
+        tx._record(
+            initiated(
+                **common,
+                user_id=user_id,
+                amount=amount,
+                converted_amount=converted,
+                rate_quote_id=locked_rate.quote_id,
+            )
+        )
+        return tx
+
+    @classmethod
+    def reconstitute(
+        cls,
+        *,
+        id: TransactionId,
+        user_id: UserId,
+        type: TransactionType,
+        status: TransactionStatus,
+        amount: Money,
+        idempotency_key_hash: str,
+        locked_rate: LockedRate | None,
+        converted_amount: Money | None,
+        phone: PhoneNumber,
+        deriv_loginid: DerivLoginId,
+        failure_reason: str | None,
+        version: int,
+        created_at: datetime,
+        updated_at: datetime,
+        mpesa_request: MpesaRequest | None = None,
+        mpesa_disbursement: MpesaDisbursement | None = None,
+        deriv_transfer: DerivTransfer | None = None,
+        deriv_withdrawal: DerivWithdrawal | None = None,
+    ) -> Transaction:
+        """Rebuild from storage; raises no events."""
+        return cls(
+            id=id,
+            user_id=user_id,
+            type=type,
+            status=status,
+            amount=amount,
+            idempotency_key_hash=idempotency_key_hash,
+            locked_rate=locked_rate,
+            converted_amount=converted_amount,
+            phone=phone,
+            deriv_loginid=deriv_loginid,
+            failure_reason=failure_reason,
+            version=version,
+            created_at=created_at,
+            updated_at=updated_at,
+            mpesa_request=mpesa_request,
+            mpesa_disbursement=mpesa_disbursement,
+            deriv_transfer=deriv_transfer,
+            deriv_withdrawal=deriv_withdrawal,
+        )
+
+    # --- queries ----------------------------------------------------------------------------
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def outcome_unknown_step(self) -> TransactionStatus | None:
+        """While OUTCOME_UNKNOWN: the step whose answer was lost, read from the evidence
+        attached so far (so it needs no column of its own)."""
+        if self.status is not Status.OUTCOME_UNKNOWN:
+            return None
+        if self.type is TransactionType.DEPOSIT:
+            if self.deriv_transfer is not None:
+                return Status.DERIV_TRANSFER_SENT
+            return Status.AWAITING_MPESA if self.mpesa_request is not None else Status.PENDING
+        if self.mpesa_disbursement is not None:
+            return Status.MPESA_DISBURSEMENT_SENT
+        return Status.AWAITING_WITHDRAWAL_CODE
+
+    # --- deposit flow -----------------------------------------------------------------------
+
+    def stk_push_sent(self, mpesa_request: MpesaRequest, *, now: datetime | None = None) -> None:
+        """M-Pesa accepted the STK push: wait for the customer to pay."""
+        self._require_type(TransactionType.DEPOSIT)
+        if mpesa_request.transaction_id != self.id:
+            raise InvalidEvidence("the STK push belongs to another transaction")
+        if mpesa_request.amount != self.amount or mpesa_request.phone != self.phone:
+            raise InvalidEvidence("the STK push must ask this transaction's phone for its amount")
+        at = _at(now)
+        self._move_to(Status.AWAITING_MPESA, at)
+        self.mpesa_request = mpesa_request
+
+    def mpesa_confirmed(
+        self,
+        *,
+        mpesa_receipt_number: str,
+        amount: Money,
+        raw_callback: str | None,
+        result_desc: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """The STK callback says paid. A repeat of the same callback changes nothing."""
+        request = self._require_mpesa_request()
+        if (
+            request.status == EvidenceStatus.CONFIRMED
+            and request.mpesa_receipt_number == mpesa_receipt_number
+        ):
+            return
+        if amount != self.amount:
+            raise AmountMismatch(f"M-Pesa reports {amount} paid for a request of {self.amount}")
+        at = _at(now)
+        confirmed = request.with_callback(
+            result_code=0,
+            result_desc=result_desc,
+            mpesa_receipt_number=mpesa_receipt_number,
+            raw_callback=raw_callback,
+            now=at,
+        )
+        self._move_to(Status.MPESA_CONFIRMED, at)
+        self.mpesa_request = confirmed
+        self._record(
+            MpesaCallbackReceived(
+                **self._common(at),
+                checkout_request_id=request.checkout_request_id,
+                result_code=0,
+                mpesa_receipt_number=mpesa_receipt_number,
+            )
+        )
+
+    def mpesa_failed(
+        self,
+        *,
+        result_code: int,
+        result_desc: str | None,
+        raw_callback: str | None,
+        now: datetime | None = None,
+    ) -> None:
+        """The STK callback says not paid (cancelled, timeout, insufficient funds...)."""
+        if result_code == 0:
+            raise InvalidEvidence("result code 0 means paid; use mpesa_confirmed", field="result_code")
+        request = self._require_mpesa_request()
+        if request.status == EvidenceStatus.FAILED and self.status is Status.FAILED:
+            return
+        at = _at(now)
+        reason = f"M-Pesa payment not made ({result_code}): {result_desc or 'no description'}"
+        failed = request.with_callback(
+            result_code=result_code,
+            result_desc=result_desc,
+            mpesa_receipt_number=None,
+            raw_callback=raw_callback,
+            now=at,
+        )
+        self._move_to(Status.FAILED, at, reason=reason)
+        self.mpesa_request = failed
+        self._record(
+            MpesaCallbackReceived(
+                **self._common(at),
+                checkout_request_id=request.checkout_request_id,
+                result_code=result_code,
+                mpesa_receipt_number=None,
+            )
+        )
+        self._record(
+            TransactionFailed(**self._common(at), type=self.type, reason=self.failure_reason or reason)
+        )
+
+    def deriv_transfer_sent(self, *, now: datetime | None = None) -> DerivTransfer:
+        """Record the Deriv transfer about to be sent (before sending it)."""
+        self._require_type(TransactionType.DEPOSIT)
+        at = _at(now)
+        transfer = DerivTransfer.sent(
+            transaction_id=self.id, client_loginid=self.deriv_loginid, amount=self._converted(), now=at
+        )
+        self._move_to(Status.DERIV_TRANSFER_SENT, at)
+        self.deriv_transfer = transfer
+        return transfer
+
+    def deriv_transfer_completed(self, *, deriv_transaction_id: int, now: datetime | None = None) -> None:
+        transfer = self._require_deriv_transfer()
+        if (
+            transfer.status == EvidenceStatus.CONFIRMED
+            and transfer.deriv_transaction_id == deriv_transaction_id
+        ):
+            return
+        at = _at(now)
+        confirmed = transfer.confirmed(deriv_transaction_id=deriv_transaction_id, now=at)
+        self._move_to(Status.COMPLETED, at)
+        self.deriv_transfer = confirmed
+        self._record(
+            DerivTransferCompleted(
+                **self._common(at), deriv_transaction_id=deriv_transaction_id, amount=transfer.amount
+            )
+        )
+        self._record(TransactionCompleted(**self._common(at), type=self.type))
+
+    def deriv_transfer_refused(self, reason: str, *, now: datetime | None = None) -> None:
+        """Deriv refused for good after the customer paid: a person must decide (refund?)."""
+        transfer = self._require_deriv_transfer()
+        at = _at(now)
+        self._move_to(Status.NEEDS_REVIEW, at, reason=f"Deriv refused the transfer: {reason}")
+        self.deriv_transfer = transfer.failed(now=at)
+        self._record(NeedsReview(**self._common(at), type=self.type, reason=self.failure_reason or reason))
+
+    def retry_deriv_transfer(self, *, now: datetime | None = None) -> None:
+        """The lost transfer is proven absent on Deriv's statement: go back and send it again."""
+        transfer = self._require_deriv_transfer()
+        at = _at(now)
+        self._move_to(Status.MPESA_CONFIRMED, at)
+        self.deriv_transfer = transfer.failed(now=at)
+
+    # --- withdrawal flow --------------------------------------------------------------------
+
+    def withdrawal_code_sent(self, *, now: datetime | None = None) -> None:
+        """Deriv emailed the user the verification code that authorises the withdrawal."""
+        self._require_type(TransactionType.WITHDRAWAL)
+        self._move_to(Status.AWAITING_WITHDRAWAL_CODE, _at(now))
+
+    def deriv_withdrawal_requested(self, *, now: datetime | None = None) -> DerivWithdrawal:
+        """Record the Deriv withdrawal about to be sent (before sending it); no status change."""
+        self._require_type(TransactionType.WITHDRAWAL)
+        if self.status is not Status.AWAITING_WITHDRAWAL_CODE:
+            raise IllegalTransition(
+                f"a Deriv withdrawal is requested only while {Status.AWAITING_WITHDRAWAL_CODE}"
+            )
+        at = _at(now)
+        self.deriv_withdrawal = DerivWithdrawal.sent(
+            transaction_id=self.id, client_loginid=self.deriv_loginid, amount=self.amount, now=at
+        )
+        self._touch(at)
+        return self.deriv_withdrawal
+
+    def deriv_withdrawal_done(self, *, deriv_transaction_id: int, now: datetime | None = None) -> None:
+        self._require_type(TransactionType.WITHDRAWAL)
+        at = _at(now)
+        requested = self.deriv_withdrawal or DerivWithdrawal.sent(
+            transaction_id=self.id, client_loginid=self.deriv_loginid, amount=self.amount, now=at
+        )
+        confirmed = requested.confirmed(deriv_transaction_id=deriv_transaction_id, now=at)
+        self._move_to(Status.DERIV_WITHDRAWAL_DONE, at)
+        self.deriv_withdrawal = confirmed
+
+    def mpesa_disbursement_sent(
+        self,
+        *,
+        originator_conversation_id: str,
+        conversation_id: str | None = None,
+        now: datetime | None = None,
+    ) -> MpesaDisbursement:
+        """Record the B2C payment about to be sent, under PenPay's OriginatorConversationID."""
+        self._require_type(TransactionType.WITHDRAWAL)
+        at = _at(now)
+        disbursement = MpesaDisbursement.sent(
+            transaction_id=self.id,
+            originator_conversation_id=originator_conversation_id,
+            conversation_id=conversation_id,
+            phone=self.phone,
+            amount=self._converted(),
+            now=at,
+        )
+        self._move_to(Status.MPESA_DISBURSEMENT_SENT, at)
+        self.mpesa_disbursement = disbursement
+        return disbursement
+
+    def mpesa_disbursement_accepted(self, *, conversation_id: str, now: datetime | None = None) -> None:
+        """M-Pesa accepted the B2C request (its ConversationID); the result comes later."""
+        disbursement = self._require_disbursement()
+        if disbursement.conversation_id == conversation_id:
+            return
+        at = _at(now)
+        self.mpesa_disbursement = dataclasses.replace(
+            disbursement, conversation_id=conversation_id, updated_at=at
+        )
+        self._touch(at)
+
+    def mpesa_disbursement_completed(
+        self,
+        *,
+        transaction_receipt: str | None,
+        result_desc: str | None,
+        raw_result: str | None,
+        now: datetime | None = None,
+    ) -> None:
+        """The B2C result says paid. A repeat of the same result changes nothing."""
+        disbursement = self._require_disbursement()
+        if disbursement.status == EvidenceStatus.CONFIRMED:
+            return
+        at = _at(now)
+        paid = disbursement.with_result(
+            result_code=0,
+            result_desc=result_desc,
+            transaction_receipt=transaction_receipt,
+            raw_result=raw_result,
+            now=at,
+        )
+        self._move_to(Status.COMPLETED, at)
+        self.mpesa_disbursement = paid
+        self._record(
+            MpesaDisbursementCompleted(
+                **self._common(at),
+                originator_conversation_id=disbursement.originator_conversation_id,
+                transaction_receipt=transaction_receipt,
+                amount=disbursement.amount,
+            )
+        )
+        self._record(TransactionCompleted(**self._common(at), type=self.type))
+
+    def mpesa_disbursement_failed(
+        self,
+        *,
+        result_code: int,
+        result_desc: str | None,
+        raw_result: str | None,
+        now: datetime | None = None,
+    ) -> None:
+        """The B2C result says not paid. Only evidence is recorded: the caller then either
+        sends the USD back to Deriv and calls reverse(), or retries (retry_mpesa_disbursement)."""
+        if result_code == 0:
+            raise InvalidEvidence("result code 0 means paid", field="result_code")
+        disbursement = self._require_disbursement()
+        if disbursement.status != EvidenceStatus.SENT:
+            return
+        at = _at(now)
+        self.mpesa_disbursement = disbursement.with_result(
+            result_code=result_code,
+            result_desc=result_desc,
+            transaction_receipt=None,
+            raw_result=raw_result,
+            now=at,
+        )
+        self._touch(at)
+
+    def retry_mpesa_disbursement(self, *, now: datetime | None = None) -> None:
+        """The B2C payment is proven not made: go back to DERIV_WITHDRAWAL_DONE to send it again."""
+        self._require_disbursement()
+        self._move_to(Status.DERIV_WITHDRAWAL_DONE, _at(now))
+
+    # --- any flow ---------------------------------------------------------------------------
+
+    def mark_outcome_unknown(self, reason: str, *, now: datetime | None = None) -> None:
+        """A call that may have moved money got no answer; the step is the current status."""
+        self._move_to(Status.OUTCOME_UNKNOWN, _at(now), reason=reason)
+
+    def fail(self, reason: str, *, now: datetime | None = None) -> None:
+        """End without any money having moved."""
+        at = _at(now)
+        self._move_to(Status.FAILED, at, reason=reason)
+        self._record(TransactionFailed(**self._common(at), type=self.type, reason=_reason(reason)))
+
+    def needs_review(self, reason: str, *, now: datetime | None = None) -> None:
+        at = _at(now)
+        self._move_to(Status.NEEDS_REVIEW, at, reason=reason)
+        self._record(NeedsReview(**self._common(at), type=self.type, reason=_reason(reason)))
+
+    def reverse(self, reason: str, *, now: datetime | None = None) -> None:
+        """End with the money given back to where it came from (refund done)."""
+        self._move_to(Status.REVERSED, _at(now), reason=reason)
+
+    def complete_after_review(self, note: str, *, now: datetime | None = None) -> None:
+        """An operator proved the transaction went through."""
+        if self.status is not Status.NEEDS_REVIEW:
+            raise IllegalTransition("only a transaction under review is completed by an operator")
+        at = _at(now)
+        self._move_to(Status.COMPLETED, at)
+        self._record(TransactionCompleted(**self._common(at), type=self.type))
+
+    def pull_events(self) -> list[DomainEvent]:
+        events, self._pending_events = self._pending_events, []
+        return events
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _move_to(self, to: TransactionStatus, at: datetime, *, reason: str | None = None) -> None:
+        assert_transition(self.type, self.status, to)
+        step = self.outcome_unknown_step
+        if step is not None and to not in OUTCOME_RESOLUTIONS[step]:
+            raise IllegalTransition(f"an unknown outcome at {step.value} cannot be resolved as {to.value}")
+        from_status = self.status
+        self.status = to
+        if reason is not None:
+            self.failure_reason = _reason(reason)
+        self._touch(at)
+        self._record(TransactionStatusChanged(**self._common(at), from_status=from_status, to_status=to))
+
+    def _touch(self, at: datetime) -> None:
+        self.version += 1
+        self.updated_at = at
+
+    def _common(self, at: datetime) -> _EventEnvelope:
+        return {"transaction_id": self.id, "version": self.version, "occurred_at": at}
+
+    def _record(self, event: DomainEvent) -> None:
+        self._pending_events.append(event)
+
+    def _require_type(self, type_: TransactionType) -> None:
+        if self.type is not type_:
+            raise IllegalTransition(f"this is a {self.type.value}, not a {type_.value}")
+
+    def _converted(self) -> Money:
+        if self.converted_amount is None:
+            raise InvalidAmount("this transaction has no converted amount")
+        return self.converted_amount
+
+    def _require_mpesa_request(self) -> MpesaRequest:
+        self._require_type(TransactionType.DEPOSIT)
+        if self.mpesa_request is None:
+            raise InvalidEvidence("no STK push was recorded for this transaction")
+        return self.mpesa_request
+
+    def _require_deriv_transfer(self) -> DerivTransfer:
+        self._require_type(TransactionType.DEPOSIT)
+        if self.deriv_transfer is None:
+            raise InvalidEvidence("no Deriv transfer was recorded for this transaction")
+        return self.deriv_transfer
+
+    def _require_disbursement(self) -> MpesaDisbursement:
+        self._require_type(TransactionType.WITHDRAWAL)
+        if self.mpesa_disbursement is None:
+            raise InvalidEvidence("no B2C payment was recorded for this transaction")
+        return self.mpesa_disbursement

@@ -1,0 +1,1 @@
+"""Shared kernel (PEC 2.6): identifiers, domain events, errors, clock."""

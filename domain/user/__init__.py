@@ -1,0 +1,1 @@
+"""Identity context (PEC 2.1): users, their contacts, devices, Deriv binding and KYC."""

@@ -1,0 +1,45 @@
+"""Ledger sides and account kinds, and what each kind implies."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class LedgerSide(StrEnum):
+    DEBIT = "DEBIT"
+    CREDIT = "CREDIT"
+
+    def opposite(self) -> LedgerSide:
+        return LedgerSide.CREDIT if self is LedgerSide.DEBIT else LedgerSide.DEBIT
+
+
+class AccountKind(StrEnum):
+    USER_WALLET = "USER_WALLET"
+    MPESA_FLOAT = "MPESA_FLOAT"
+    DERIV_AGENT_FLOAT = "DERIV_AGENT_FLOAT"
+    FX = "FX"
+    FEES = "FEES"
+    SUSPENSE = "SUSPENSE"
+
+    @property
+    def normal_side(self) -> LedgerSide:
+        """Assets (money PenPay holds at M-Pesa or Deriv) are debit-normal; what PenPay
+        owes users, its FX position, fee income and suspense are credit-normal."""
+        return _NORMAL_SIDE[self]
+
+    @property
+    def default_no_overdraft(self) -> bool:
+        """Real balances cannot be negative; FX, fees and suspense are clearing accounts."""
+        return self in _NO_OVERDRAFT
+
+
+_NORMAL_SIDE = {
+    AccountKind.USER_WALLET: LedgerSide.CREDIT,
+    AccountKind.MPESA_FLOAT: LedgerSide.DEBIT,
+    AccountKind.DERIV_AGENT_FLOAT: LedgerSide.DEBIT,
+    AccountKind.FX: LedgerSide.CREDIT,
+    AccountKind.FEES: LedgerSide.CREDIT,
+    AccountKind.SUSPENSE: LedgerSide.CREDIT,
+}
+
+_NO_OVERDRAFT = frozenset({AccountKind.USER_WALLET, AccountKind.MPESA_FLOAT, AccountKind.DERIV_AGENT_FLOAT})

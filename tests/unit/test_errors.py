@@ -1,0 +1,42 @@
+"""Every domain error carries a stable UPPER_SNAKE reason (it is the gRPC ErrorInfo reason)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+
+import pytest
+
+import domain
+from domain.shared.errors import DomainError
+
+pytestmark = pytest.mark.unit
+
+
+def _all_error_classes() -> list[type[DomainError]]:
+    for module in pkgutil.walk_packages(domain.__path__, "domain."):
+        importlib.import_module(module.name)
+    found: list[type[DomainError]] = []
+    stack: list[type[DomainError]] = [DomainError]
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_reason_is_upper_snake_and_unique() -> None:
+    classes = _all_error_classes()
+    assert len(classes) > 20
+    reasons = [cls.reason for cls in classes]
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*", r) for r in reasons)
+    assert len(set(reasons)) == len(reasons)
+
+
+def test_field_can_be_given_per_instance_over_the_class_default() -> None:
+    from domain.wallet.errors import InvalidAmount
+
+    assert InvalidAmount("x").field == "amount"
+    assert InvalidAmount("x", field="amount_cents").field == "amount_cents"
+    assert str(InvalidAmount("bad amount")) == "bad amount"
