@@ -20,7 +20,7 @@ stamp=.venv/.penpay-deps
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python dependencies"
-  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   # compat mode puts the repository root on sys.path, so generated penpay/<svc>/v1 modules import.
   .venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
   echo "$want" > "$stamp"
@@ -29,7 +29,8 @@ fi
 if [ ! -x node_modules/.bin/buf ]; then
   command -v npm >/dev/null 2>&1 || { log "installing npm"; apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
   log "installing buf from npm"
-  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  # Exact pin in package.json; no lock file (npm 11 leaves optional platform packages out of it).
+  npm install --no-package-lock --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 log "generating protobuf code"
