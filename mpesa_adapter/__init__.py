@@ -1,1 +1,2 @@
-"""M-Pesa (Safaricom Daraja) integration: the adapter and, in `mpesa_adapter.simulator`, a faithful Daraja simulator."""
+"""M-Pesa (Safaricom Daraja) integration: the Daraja client, the callback endpoints and, in
+`mpesa_adapter.simulator`, a faithful Daraja simulator."""
