@@ -1,0 +1,52 @@
+"""The `penpay` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def penpay(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "penpay", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_migrate_brings_an_empty_embedded_database_to_head_and_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "PENPAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'penpay.db'}"}
+
+    first = penpay("migrate", env=env)
+    again = penpay("migrate", env=env)
+
+    assert first.returncode == 0, first.stderr
+    assert "is at schema revision" in first.stdout
+    assert again.returncode == 0 and again.stdout == first.stdout  # idempotent
+    assert (tmp_path / "penpay.db").exists()
+
+
+def test_migrate_hides_the_database_password(mariadb_url: str) -> None:
+    env = {**os.environ, "PENPAY_DATABASE_URL": mariadb_url}
+
+    result = penpay("migrate", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert ":***@" in result.stdout
+    password = mariadb_url.split(":")[2].split("@")[0]
+    assert f":{password}@" not in result.stdout + result.stderr
+
+
+def test_an_unknown_command_is_refused_with_usage() -> None:
+    result = penpay("teleport", env=dict(os.environ))
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
