@@ -1,0 +1,106 @@
+"""Client-side rate limiting, sized from `website_status.api_call_limits` (pure: the caller passes `now`).
+
+Deriv counts calls per loginid in per-minute and per-hour windows; going over gives `RateLimit`.
+`SlidingWindowLimiter.reserve(now)` records a call and returns how long the caller must wait before
+sending it, so calls are spaced rather than refused. A safety factor keeps PenPay below the limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class _Window:
+    seconds: float
+    limit: int
+    sent: deque[float] = field(default_factory=deque)
+
+    def delay(self, now: float) -> float:
+        while self.sent and self.sent[0] <= now - self.seconds:
+            self.sent.popleft()
+        if len(self.sent) < self.limit:
+            return 0.0
+        # the call that would be (limit)th-from-last must have left the window
+        return self.sent[len(self.sent) - self.limit] + self.seconds - now
+
+
+class SlidingWindowLimiter:
+    """At most `limit` calls in any `seconds` window, for each window given."""
+
+    def __init__(self, windows: list[tuple[float, int]]) -> None:
+        self._windows = [_Window(seconds, max(1, limit)) for seconds, limit in windows if limit > 0]
+
+    @property
+    def windows(self) -> list[tuple[float, int]]:
+        return [(w.seconds, w.limit) for w in self._windows]
+
+    def reserve(self, now: float) -> float:
+        """Reserve a slot; returns the delay (seconds) after which the call may be sent."""
+        delay = 0.0
+        for window in self._windows:
+            delay = max(delay, window.delay(now))
+        at = now + delay
+        for window in self._windows:
+            window.sent.append(at)
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    general_minutely: int = 180
+    general_hourly: int = 14400
+    outcome_minutely: int = 25
+    outcome_hourly: int = 1500
+
+    @classmethod
+    def from_website_status(cls, website_status: dict[str, Any], safety: float = 0.9) -> CallLimits:
+        limits = website_status.get("api_call_limits") or {}
+        general = limits.get("max_requestes_general") or limits.get("max_requests_general") or {}
+        outcome = limits.get("max_requests_outcome") or {}
+        default = cls()
+
+        def scaled(block: dict[str, Any], key: str, fallback: int) -> int:
+            value = block.get(key)
+            if not isinstance(value, int | float) or value <= 0:
+                return fallback
+            return max(1, int(value * safety))
+
+        return cls(
+            general_minutely=scaled(general, "minutely", default.general_minutely),
+            general_hourly=scaled(general, "hourly", default.general_hourly),
+            outcome_minutely=scaled(outcome, "minutely", default.outcome_minutely),
+            outcome_hourly=scaled(outcome, "hourly", default.outcome_hourly),
+        )
+
+
+# Calls Deriv counts in the "outcome"/expensive bucket as well as the general one.
+OUTCOME_CALLS = frozenset({"statement", "profit_table", "portfolio"})
+# Answered by the WS layer with its own per-connection limit (10/s); not counted here.
+UNCOUNTED_CALLS = frozenset({"ping", "time"})
+
+
+class RateLimiter:
+    """The limiter set for one authorized account."""
+
+    def __init__(self, limits: CallLimits | None = None) -> None:
+        self.configure(limits or CallLimits())
+
+    def configure(self, limits: CallLimits) -> None:
+        self.limits = limits
+        self._general = SlidingWindowLimiter(
+            [(60.0, limits.general_minutely), (3600.0, limits.general_hourly)]
+        )
+        self._outcome = SlidingWindowLimiter(
+            [(60.0, limits.outcome_minutely), (3600.0, limits.outcome_hourly)]
+        )
+
+    def reserve(self, call: str, now: float) -> float:
+        if call in UNCOUNTED_CALLS:
+            return 0.0
+        delay = self._general.reserve(now)
+        if call in OUTCOME_CALLS:
+            delay = max(delay, self._outcome.reserve(now))
+        return delay

@@ -1,0 +1,269 @@
+"""The gRPC face of the gateway (grpc.aio): DerivGatewayService, health and reflection.
+
+`GatewayServer(config)` is the in-process form (tests, `penpay up`); `penpay gateway` runs one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from deriv_gateway.config import GatewayConfig
+from deriv_gateway.grpc_errors import DETAILS_KEY, to_status
+from deriv_gateway.journal import Journal
+from deriv_gateway.lease import Lease, LocalLease, RedisLease
+from deriv_gateway.logs import get_logger
+from deriv_gateway.service import Balance, DerivGateway, MoneyResult
+from penpay.common.v1 import money_pb2
+from penpay.deriv.v1 import deriv_gateway_pb2 as pb
+from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
+
+log = get_logger("deriv_gateway.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DerivGatewayService"].full_name
+T = TypeVar("T")
+
+
+async def _call(context: grpc.aio.ServicerContext, rpc: str, work: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await work()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        code, message, details = to_status(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("grpc.internal_error", rpc=rpc)
+        else:
+            log.info("grpc.error", rpc=rpc, code=code.name, reason=getattr(exc, "code", type(exc).__name__))
+        await context.abort(code, message, trailing_metadata=((DETAILS_KEY, details),))
+        raise AssertionError("abort returns only by raising") from None
+
+
+def _money(cents: int, currency: str) -> money_pb2.Money:
+    return money_pb2.Money(amount_cents=cents, currency=currency)
+
+
+def _str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
+    def __init__(self, gateway: DerivGateway) -> None:
+        self.gateway = gateway
+
+    async def Transfer(
+        self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TransferResponse:
+        result: MoneyResult = await _call(
+            context,
+            "Transfer",
+            lambda: self.gateway.transfer(
+                request.transfer_id,
+                request.client_loginid,
+                request.amount.amount_cents,
+                request.amount.currency,
+            ),
+        )
+        return pb.TransferResponse(
+            transfer_id=result.operation_id,
+            deriv_transaction_id=result.deriv_transaction_id,
+            client_loginid=result.client_loginid,
+            client_full_name=result.counterparty_name,
+            amount=_money(result.amount_cents, result.currency),
+            replayed=result.replayed,
+            resolved_from_statement=result.resolved_from_statement,
+        )
+
+    async def Withdraw(
+        self, request: pb.WithdrawRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WithdrawResponse:
+        result: MoneyResult = await _call(
+            context,
+            "Withdraw",
+            lambda: self.gateway.withdraw(
+                request.withdrawal_id,
+                request.client_token,
+                request.verification_code,
+                request.amount.amount_cents,
+                request.amount.currency,
+            ),
+        )
+        return pb.WithdrawResponse(
+            withdrawal_id=result.operation_id,
+            deriv_transaction_id=result.deriv_transaction_id,
+            client_loginid=result.client_loginid,
+            payment_agent_name=result.counterparty_name,
+            amount=_money(result.amount_cents, result.currency),
+            replayed=result.replayed,
+            resolved_from_statement=result.resolved_from_statement,
+        )
+
+    async def RequestWithdrawalCode(
+        self, request: pb.RequestWithdrawalCodeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestWithdrawalCodeResponse:
+        amount = request.amount if request.HasField("amount") else None
+        loginid = await _call(
+            context,
+            "RequestWithdrawalCode",
+            lambda: self.gateway.request_withdrawal_code(
+                request.client_token,
+                amount.amount_cents if amount else None,
+                amount.currency if amount else None,
+            ),
+        )
+        return pb.RequestWithdrawalCodeResponse(client_loginid=loginid)
+
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBalanceResponse:
+        balance: Balance = await _call(context, "GetBalance", self.gateway.get_balance)
+        return pb.GetBalanceResponse(loginid=balance.loginid, balance=_money(balance.cents, balance.currency))
+
+    async def WatchBalance(
+        self, request: pb.WatchBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchBalanceResponse]:
+        if not self.gateway.is_leader:
+            await _call(context, "WatchBalance", self._not_leader)
+        async for balance in self.gateway.watch_balance():
+            yield pb.WatchBalanceResponse(
+                loginid=balance.loginid, balance=_money(balance.cents, balance.currency)
+            )
+
+    async def _not_leader(self) -> None:
+        self.gateway._token()
+
+    async def GetSettings(
+        self, request: pb.GetSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSettingsResponse:
+        loginid, s = await _call(
+            context, "GetSettings", lambda: self.gateway.get_settings(request.client_token)
+        )
+        dob = s.get("date_of_birth")
+        return pb.GetSettingsResponse(
+            client_loginid=loginid,
+            email=_str(s.get("email")),
+            first_name=_str(s.get("first_name")),
+            last_name=_str(s.get("last_name")),
+            date_of_birth=int(dob) if isinstance(dob, int | float) else 0,
+            phone=_str(s.get("phone")),
+            country_code=_str(s.get("country_code")),
+            residence=_str(s.get("residence")),
+            citizen=_str(s.get("citizen")),
+            place_of_birth=_str(s.get("place_of_birth")),
+            address_line_1=_str(s.get("address_line_1")),
+            address_line_2=_str(s.get("address_line_2")),
+            address_city=_str(s.get("address_city")),
+            address_state=_str(s.get("address_state")),
+            address_postcode=_str(s.get("address_postcode")),
+            tax_residence=_str(s.get("tax_residence")),
+            is_authenticated_payment_agent=bool(s.get("is_authenticated_payment_agent")),
+        )
+
+    async def Authorize(
+        self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthorizeResponse:
+        a = await _call(context, "Authorize", lambda: self.gateway.authorize(request.client_token))
+        return pb.AuthorizeResponse(
+            loginid=_str(a.get("loginid")),
+            currency=_str(a.get("currency")),
+            scopes=[str(s) for s in a.get("scopes") or []],
+            is_virtual=bool(a.get("is_virtual")),
+            fullname=_str(a.get("fullname")),
+            email=_str(a.get("email")),
+            country=_str(a.get("country")),
+            landing_company_name=_str(a.get("landing_company_name")),
+        )
+
+
+def make_lease(config: GatewayConfig) -> Lease:
+    if not config.redis_url:
+        return LocalLease()
+    return RedisLease(config.redis_url, config.lease_key, ttl=config.lease_ttl, retry=config.lease_retry)
+
+
+class GatewayServer:
+    """gRPC server + gateway + journal + lease, started and stopped together."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        journal: Journal | None = None,
+        lease: Lease | None = None,
+    ) -> None:
+        self.config = config
+        self.journal = journal or Journal.from_url(config.database_url)
+        self.lease = lease or make_lease(config)
+        self.gateway = DerivGateway(config, self.journal, self.lease)
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self.port: int | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.config.grpc_addr.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_DerivGatewayServiceServicer_to_server(DerivGatewayServicer(self.gateway), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(self.config.grpc_addr)
+        if not self.port:
+            raise RuntimeError(f"cannot bind {self.config.grpc_addr}")
+        await self._set_health(False)
+        await server.start()
+        self._server = server
+        self.lease.on_change(lambda leader, _token: self._set_health(leader))
+        await self.gateway.start()
+        log.info("gateway.started", addr=self.address, redis=bool(self.config.redis_url))
+
+    async def _set_health(self, leader: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if leader else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        result = self.health.set(SERVICE_NAME, status)
+        if asyncio.iscoroutine(result):
+            await result
+        result = self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def stop(self, grace: float = 1.0) -> None:
+        with contextlib.suppress(Exception):
+            await self.gateway.stop()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        await self.journal.close()
+        log.info("gateway.stopped")
+
+    async def wait_serving(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Until this instance is leader and its agent connection is authorized."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.gateway.serving:
+            if loop.time() > deadline:
+                raise TimeoutError("gateway not serving")
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> GatewayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()

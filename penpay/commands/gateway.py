@@ -1,0 +1,66 @@
+"""`penpay gateway`: the single-instance Deriv gateway daemon (gRPC DerivGatewayService).
+
+Configuration by environment: PENPAY_DERIV_WS_URL, PENPAY_DERIV_APP_ID, PENPAY_DERIV_AGENT_TOKEN,
+PENPAY_GATEWAY_ADDR, PENPAY_REDIS_URL (absent: embedded mode, always leader), PENPAY_DATABASE_URL;
+optional PENPAY_GATEWAY_LEASE_TTL / _LEASE_RETRY / _REQUEST_TIMEOUT / _UNKNOWN_SETTLE (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("gateway", help="run the Deriv gateway daemon (gRPC, one agent WebSocket)")
+    parser.add_argument("--addr", help="gRPC listen address (overrides PENPAY_GATEWAY_ADDR)")
+    parser.add_argument("--ws-url", help="Deriv WebSocket URL (overrides PENPAY_DERIV_WS_URL)")
+    parser.add_argument("--database-url", help="journal database (overrides PENPAY_DATABASE_URL)")
+    parser.add_argument("--redis-url", help="lease Redis (overrides PENPAY_REDIS_URL)")
+    parser.add_argument("--lease-ttl", type=float, help="lease TTL in seconds (takeover bound ~ ttl + retry)")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--json-logs", action="store_true")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deriv_gateway import logs
+    from deriv_gateway.config import GatewayConfig
+
+    logs.configure(args.log_level, json_output=args.json_logs)
+    overrides = {
+        key: value
+        for key, value in (
+            ("grpc_addr", args.addr),
+            ("ws_url", args.ws_url),
+            ("database_url", args.database_url),
+            ("redis_url", args.redis_url),
+            ("lease_ttl", args.lease_ttl),
+        )
+        if value is not None
+    }
+    config = GatewayConfig.from_settings(**overrides)
+    if not config.agent_token:
+        print("PENPAY_DERIV_AGENT_TOKEN is not set")
+        return 2
+    asyncio.run(_serve(config))
+    return 0
+
+
+async def _serve(config: object) -> None:
+    from deriv_gateway.server import GatewayServer
+
+    server = GatewayServer(config)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(f"penpay gateway listening on {server.address}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
