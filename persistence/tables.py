@@ -362,3 +362,28 @@ deriv_gateway_operations = Table(
     Column("result", Text, nullable=True),
     *_timestamps(),
 )
+
+# --- M-Pesa callbacks kept for a person ---------------------------------------------------
+
+# Callbacks that must never be acted on automatically (unknown id, mismatching amount or
+# phone, reused receipt, wrong secret or address): the exact bytes, for review.
+mpesa_callback_reviews = Table(
+    "mpesa_callback_reviews",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("detail", String(255), nullable=True),
+    # The CheckoutRequestID or OriginatorConversationID the callback claims (untrusted).
+    Column("correlation_id", String(64), nullable=True),
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), nullable=True),
+    Column("remote_addr", String(45), nullable=True),
+    Column("raw_body", LargeBinary, nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("resolved_at", UtcDateTime(), nullable=True),
+    Column("resolved_by", String(64), nullable=True),
+    Index(None, "correlation_id"),
+    Index(None, "status", "received_at"),
+)

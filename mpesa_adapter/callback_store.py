@@ -1,0 +1,718 @@
+"""SQL adapter of `CallbackInbox` (and of the confirmer's store), SQLAlchemy Core on the existing tables.
+
+Each callback is one short transaction:
+1. lock the stored request by its correlation id (SELECT ... FOR UPDATE; SQLite: BEGIN IMMEDIATE),
+2. cross-check it (MerchantRequestID / ConversationID, amount, unmasked phone, receipt format),
+3. apply the terminal state with a guarded UPDATE (`... WHERE id = :id AND status = 'SENT'`), so a second
+   delivery changes nothing; the UNIQUE receipt column turns a reused receipt into an IntegrityError,
+   caught in a savepoint and recorded for review,
+4. write an outbox row (`domain_events`, stream `penpay.mpesa`) for the worker that confirms and credits,
+all in the same transaction. The raw body is kept: in the request row (raw_callback / raw_result) when it
+settled the request, in `mpesa_callback_reviews` when it was unknown, mismatching, conflicting or rejected.
+
+Attachment states written here (String(16)):
+  mpesa_requests:      SENT -> SUCCEEDED -> CONFIRMED | REVIEW ;  SENT -> FAILED ;  SENT -> CONFIRMED (query)
+  mpesa_disbursements: SENT|UNKNOWN -> SUCCEEDED -> CONFIRMED | REVIEW ; SENT|UNKNOWN -> FAILED ;
+                       SENT -> UNKNOWN (queue timeout) ;
+                       SENT|UNKNOWN|SUCCEEDED -> CONFIRMED (Transaction Status)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mpesa_adapter.callback_parsing import (
+    B2CQueueTimeout,
+    B2CResult,
+    StkCallback,
+    TransactionStatusResult,
+    cents,
+)
+from mpesa_adapter.inbox import Delivery, Outcome, Rejection, ReviewReason
+from mpesa_adapter.review_table import mpesa_callback_reviews
+from mpesa_adapter.routes import CallbackKind
+from persistence.tables import domain_events, mpesa_disbursements, mpesa_requests
+
+log = logging.getLogger("penpay.mpesa.callbacks")
+
+SENT = "SENT"
+SUCCEEDED = "SUCCEEDED"
+CONFIRMED = "CONFIRMED"
+FAILED = "FAILED"
+UNKNOWN = "UNKNOWN"
+REVIEW = "REVIEW"
+
+RECEIPT_RE = re.compile(r"^[A-Z0-9]{10}$")
+EVENT_STREAM = "penpay.mpesa"
+
+
+def new_uuid7() -> uuid.UUID:
+    """Local UUIDv7 (ms timestamp + random), so this package needs nothing unfinished from domain/."""
+    value = (time.time_ns() // 1_000_000 & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62 | secrets.randbits(62)
+    return uuid.UUID(int=value)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _digits(phone: str | None) -> str:
+    return "".join(c for c in (phone or "") if c.isdigit())
+
+
+def _code_int(code: str | None) -> int | None:
+    if code is None:
+        return None
+    try:
+        return int(code)
+    except ValueError:
+        return None  # non-numeric codes (SFC_IC0003) live in result_desc
+
+
+def _desc(code: str, desc: str) -> str:
+    text = desc if _code_int(code) is not None else f"[{code}] {desc}"
+    return text[:255]
+
+
+def _raw_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    transaction_id: uuid.UUID
+    checkout_request_id: str
+    merchant_request_id: str
+    phone: str
+    amount_cents: int
+    amount_currency: str
+    status: str
+    result_code: int | None
+    mpesa_receipt_number: str | None
+
+
+@dataclass(frozen=True)
+class StoredDisbursement:
+    transaction_id: uuid.UUID
+    originator_conversation_id: str
+    conversation_id: str | None
+    phone: str
+    amount_cents: int
+    amount_currency: str
+    status: str
+    result_code: int | None
+    transaction_receipt: str | None
+
+
+class SqlCallbackInbox:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    # --- STK ------------------------------------------------------------------------------
+
+    async def record_stk_callback(self, cb: StkCallback, delivery: Delivery) -> Outcome:
+        kind = CallbackKind.STK
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(mpesa_requests)
+                    .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.UNKNOWN_ID,
+                    "no such CheckoutRequestID",
+                    cb.checkout_request_id,
+                    None,
+                    cb.raw,
+                    delivery,
+                    Outcome.UNKNOWN,
+                )
+            tx_id = row.transaction_id
+
+            async def review(
+                reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
+            ) -> Outcome:
+                return await self._review(
+                    conn, kind, reason, detail, cb.checkout_request_id, tx_id, cb.raw, delivery, outcome
+                )
+
+            if row.merchant_request_id != cb.merchant_request_id:
+                return await review(ReviewReason.MERCHANT_ID_MISMATCH, "MerchantRequestID differs")
+            if cb.succeeded:
+                problem = self._stk_success_problem(cb, row)
+                if problem is not None:
+                    return await review(*problem)
+            if row.status != SENT:
+                return await self._stk_repeat(conn, cb, row, review)
+
+            values: dict[str, Any] = {
+                "result_code": _code_int(cb.result_code),
+                "result_desc": _desc(cb.result_code, cb.result_desc),
+                "raw_callback": _raw_text(cb.raw),
+                "updated_at": _now(),
+            }
+            if cb.succeeded:
+                values |= {"status": SUCCEEDED, "mpesa_receipt_number": cb.receipt}
+            else:
+                values |= {"status": FAILED}
+            guarded = (
+                update(mpesa_requests)
+                .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
+                .where(mpesa_requests.c.status == SENT)
+                .values(**values)
+            )
+            try:
+                async with conn.begin_nested():
+                    changed = (await conn.execute(guarded)).rowcount
+            except IntegrityError:
+                return await review(ReviewReason.RECEIPT_REUSED, "MpesaReceiptNumber already used")
+            if changed != 1:
+                return Outcome.DUPLICATE  # cannot happen under the row lock; kept as the last guard
+            outcome = Outcome.SUCCESS_RECORDED if cb.succeeded else Outcome.FAILURE_RECORDED
+            await self._event(
+                conn,
+                tx_id,
+                "MpesaStkCallbackRecorded",
+                {
+                    "checkout_request_id": cb.checkout_request_id,
+                    "outcome": outcome.value,
+                    "result_code": cb.result_code,
+                    "mpesa_receipt_number": cb.receipt,
+                },
+            )
+        log.info(
+            "stk callback checkout_request_id=%s result_code=%s -> %s",
+            cb.checkout_request_id,
+            cb.result_code,
+            outcome,
+        )
+        return outcome
+
+    @staticmethod
+    def _stk_success_problem(cb: StkCallback, row: Any) -> tuple[ReviewReason, str] | None:
+        if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
+            return (
+                ReviewReason.AMOUNT_MISMATCH,
+                f"callback amount {cb.amount} vs stored {row.amount_cents} cents",
+            )
+        if not cb.receipt:
+            return ReviewReason.RECEIPT_MISSING, "success without MpesaReceiptNumber"
+        if not RECEIPT_RE.match(cb.receipt):
+            return ReviewReason.RECEIPT_INVALID, "MpesaReceiptNumber has not the receipt format"
+        if cb.phone_masked:
+            log.info("stk callback %s: masked PhoneNumber, phone check skipped", cb.checkout_request_id)
+        elif cb.phone is not None and _digits(cb.phone) != _digits(row.phone):
+            return ReviewReason.PHONE_MISMATCH, "PhoneNumber differs from the stored MSISDN"
+        return None
+
+    async def _stk_repeat(
+        self, conn: AsyncConnection, cb: StkCallback, row: Any, review: Callable[..., Awaitable[Outcome]]
+    ) -> Outcome:
+        """The request is settled already: the same evidence is a duplicate, anything else a conflict."""
+        if cb.succeeded and row.status in (SUCCEEDED, CONFIRMED):
+            if row.mpesa_receipt_number == cb.receipt:
+                return Outcome.DUPLICATE
+            if row.mpesa_receipt_number is None and row.status == CONFIRMED:
+                # Confirmed by STK Query alone (lost callback); the late callback brings the receipt.
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            update(mpesa_requests)
+                            .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
+                            .where(mpesa_requests.c.mpesa_receipt_number.is_(None))
+                            .values(
+                                mpesa_receipt_number=cb.receipt,
+                                raw_callback=_raw_text(cb.raw),
+                                updated_at=_now(),
+                            )
+                        )
+                except IntegrityError:
+                    return await review(ReviewReason.RECEIPT_REUSED, "MpesaReceiptNumber already used")
+                return Outcome.DUPLICATE
+        if not cb.succeeded and row.status == FAILED and row.result_code == _code_int(cb.result_code):
+            return Outcome.DUPLICATE
+        return await review(
+            ReviewReason.CONFLICTING_RESULT,
+            f"ResultCode {cb.result_code} for a request already {row.status}",
+            Outcome.CONFLICT,
+        )
+
+    # --- B2C ------------------------------------------------------------------------------
+
+    async def record_b2c_result(self, cb: B2CResult, delivery: Delivery) -> Outcome:
+        kind = CallbackKind.B2C_RESULT
+        ocid = cb.originator_conversation_id
+        async with self._engine.begin() as conn:
+            row = await self._lock_disbursement(conn, ocid)
+            if row is None:
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.UNKNOWN_ID,
+                    "no such OriginatorConversationID",
+                    ocid,
+                    None,
+                    cb.raw,
+                    delivery,
+                    Outcome.UNKNOWN,
+                )
+            tx_id = row.transaction_id
+
+            async def review(
+                reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
+            ) -> Outcome:
+                return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
+
+            if row.conversation_id and cb.conversation_id and row.conversation_id != cb.conversation_id:
+                return await review(ReviewReason.CONVERSATION_ID_MISMATCH, "ConversationID differs")
+            if cb.succeeded:
+                if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
+                    return await review(
+                        ReviewReason.AMOUNT_MISMATCH,
+                        f"result amount {cb.amount} vs stored {row.amount_cents} cents",
+                    )
+                if not cb.receipt:
+                    return await review(ReviewReason.RECEIPT_MISSING, "success without TransactionReceipt")
+                if not RECEIPT_RE.match(cb.receipt):
+                    return await review(
+                        ReviewReason.RECEIPT_INVALID, "TransactionReceipt has not the receipt format"
+                    )
+            if row.status not in (SENT, UNKNOWN):
+                if (
+                    cb.succeeded
+                    and row.status in (SUCCEEDED, CONFIRMED)
+                    and row.transaction_receipt == cb.receipt
+                ):
+                    return Outcome.DUPLICATE
+                if (
+                    not cb.succeeded
+                    and row.status == FAILED
+                    and row.result_code == _code_int(cb.envelope.result_code)
+                ):
+                    return Outcome.DUPLICATE
+                return await review(
+                    ReviewReason.CONFLICTING_RESULT,
+                    f"ResultCode {cb.envelope.result_code} for a disbursement already {row.status}",
+                    Outcome.CONFLICT,
+                )
+            values: dict[str, Any] = {
+                "result_code": _code_int(cb.envelope.result_code),
+                "result_desc": _desc(cb.envelope.result_code, cb.envelope.result_desc),
+                "raw_result": _raw_text(cb.raw),
+                "updated_at": _now(),
+                "status": SUCCEEDED if cb.succeeded else FAILED,
+            }
+            if cb.conversation_id and not row.conversation_id:
+                values["conversation_id"] = cb.conversation_id
+            if cb.succeeded:
+                values["transaction_receipt"] = cb.receipt
+            guarded = (
+                update(mpesa_disbursements)
+                .where(mpesa_disbursements.c.originator_conversation_id == ocid)
+                .where(mpesa_disbursements.c.status == row.status)
+                .values(**values)
+            )
+            try:
+                async with conn.begin_nested():
+                    changed = (await conn.execute(guarded)).rowcount
+            except IntegrityError:
+                return await review(ReviewReason.RECEIPT_REUSED, "TransactionReceipt already used")
+            if changed != 1:
+                return Outcome.DUPLICATE
+            outcome = Outcome.SUCCESS_RECORDED if cb.succeeded else Outcome.FAILURE_RECORDED
+            await self._event(
+                conn,
+                tx_id,
+                "MpesaB2CResultRecorded",
+                {
+                    "originator_conversation_id": ocid,
+                    "outcome": outcome.value,
+                    "result_code": cb.envelope.result_code,
+                    "transaction_receipt": cb.receipt,
+                },
+            )
+        log.info(
+            "b2c result originator_conversation_id=%s result_code=%s -> %s",
+            ocid,
+            cb.envelope.result_code,
+            outcome,
+        )
+        return outcome
+
+    async def record_b2c_timeout(self, cb: B2CQueueTimeout, delivery: Delivery) -> Outcome:
+        """Not a failure: the payout may or may not have happened. SENT -> UNKNOWN, for Transaction Status."""
+        kind = CallbackKind.B2C_TIMEOUT
+        ocid = cb.originator_conversation_id
+        async with self._engine.begin() as conn:
+            row = await self._lock_disbursement(conn, ocid)
+            if row is None:
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.UNKNOWN_ID,
+                    "no such OriginatorConversationID",
+                    ocid,
+                    None,
+                    cb.raw,
+                    delivery,
+                    Outcome.UNKNOWN,
+                )
+            if row.conversation_id and cb.conversation_id and row.conversation_id != cb.conversation_id:
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.CONVERSATION_ID_MISMATCH,
+                    "ConversationID differs",
+                    ocid,
+                    row.transaction_id,
+                    cb.raw,
+                    delivery,
+                    Outcome.MISMATCH,
+                )
+            if row.status != SENT:
+                return Outcome.DUPLICATE  # a late timeout after the result, or a second timeout
+            await conn.execute(
+                update(mpesa_disbursements)
+                .where(mpesa_disbursements.c.originator_conversation_id == ocid)
+                .where(mpesa_disbursements.c.status == SENT)
+                .values(
+                    status=UNKNOWN,
+                    result_code=_code_int(cb.envelope.result_code),
+                    result_desc=_desc(cb.envelope.result_code, cb.envelope.result_desc),
+                    raw_result=_raw_text(cb.raw),
+                    updated_at=_now(),
+                )
+            )
+            await self._event(
+                conn,
+                row.transaction_id,
+                "MpesaB2COutcomeUnknown",
+                {"originator_conversation_id": ocid, "outcome": Outcome.TIMEOUT_RECORDED.value},
+            )
+        log.info("b2c queue timeout originator_conversation_id=%s -> outcome unknown", ocid)
+        return Outcome.TIMEOUT_RECORDED
+
+    async def record_status_result(self, cb: TransactionStatusResult, delivery: Delivery) -> Outcome:
+        """A Transaction Status answer about one of our B2C payouts: "Completed" settles it as CONFIRMED
+        (exactly one payout: the disbursement row holds the receipt, UNIQUE); a final failure of a payout
+        still SENT/UNKNOWN settles it as FAILED; anything else is kept as evidence only."""
+        kind = CallbackKind.STATUS_RESULT
+        ocid = cb.subject_originator_conversation_id
+        if ocid is None and not cb.envelope.succeeded:
+            # e.g. "could not be found" (ResultCode 25) or a credential failure: such a result names
+            # nothing we can correlate; the worker's next confirm_b2c asks again.
+            log.warning(
+                "status result without a subject: result_code=%s conversation_id=%s",
+                cb.envelope.result_code,
+                cb.envelope.conversation_id,
+            )
+            return Outcome.STATUS_RECORDED
+        async with self._engine.begin() as conn:
+            row = await self._lock_disbursement(conn, ocid) if ocid else None
+            if row is None or ocid is None:
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.UNKNOWN_ID,
+                    "status result for no known disbursement",
+                    ocid,
+                    None,
+                    cb.raw,
+                    delivery,
+                    Outcome.UNKNOWN,
+                )
+            tx_id = row.transaction_id
+
+            async def review(
+                reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
+            ) -> Outcome:
+                return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
+
+            if cb.completed:
+                if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
+                    return await review(ReviewReason.AMOUNT_MISMATCH, f"status amount {cb.amount} vs stored")
+                if not cb.receipt or not RECEIPT_RE.match(cb.receipt):
+                    return await review(
+                        ReviewReason.RECEIPT_INVALID, "status result without a valid ReceiptNo"
+                    )
+                if row.status == CONFIRMED:
+                    if row.transaction_receipt == cb.receipt:
+                        return Outcome.DUPLICATE
+                    return await review(ReviewReason.CONFIRMATION_MISMATCH, "a second receipt for one payout")
+                if row.status == SUCCEEDED and row.transaction_receipt != cb.receipt:
+                    await self._set_disbursement(conn, ocid, row.status, status=REVIEW)
+                    return await review(
+                        ReviewReason.CONFIRMATION_MISMATCH, "status receipt differs from the result's"
+                    )
+                if row.status not in (SENT, UNKNOWN, SUCCEEDED):
+                    return await review(
+                        ReviewReason.CONFIRMATION_MISMATCH,
+                        f"Completed for a disbursement {row.status}",
+                        Outcome.CONFLICT,
+                    )
+                try:
+                    async with conn.begin_nested():
+                        changed = await self._set_disbursement(
+                            conn,
+                            ocid,
+                            row.status,
+                            status=CONFIRMED,
+                            transaction_receipt=cb.receipt,
+                            **(
+                                {}
+                                if row.status == SUCCEEDED
+                                else {"result_code": 0, "raw_result": _raw_text(cb.raw)}
+                            ),
+                        )
+                except IntegrityError:
+                    return await review(ReviewReason.RECEIPT_REUSED, "ReceiptNo already used")
+                if changed != 1:
+                    return Outcome.DUPLICATE
+                await self._event(
+                    conn,
+                    tx_id,
+                    "MpesaB2CConfirmed",
+                    {
+                        "originator_conversation_id": ocid,
+                        "transaction_receipt": cb.receipt,
+                        "outcome": "CONFIRMED",
+                    },
+                )
+                log.info("status result originator_conversation_id=%s: payout confirmed", ocid)
+                return Outcome.CONFIRMED
+            if cb.final_failure and row.status in (SENT, UNKNOWN):
+                await self._set_disbursement(
+                    conn,
+                    ocid,
+                    row.status,
+                    status=FAILED,
+                    result_desc=f"status: {cb.transaction_status}"[:255],
+                    raw_result=_raw_text(cb.raw),
+                )
+                await self._event(
+                    conn,
+                    tx_id,
+                    "MpesaB2CResultRecorded",
+                    {"originator_conversation_id": ocid, "outcome": Outcome.FAILURE_RECORDED.value},
+                )
+                return Outcome.FAILURE_RECORDED
+            if cb.final_failure and row.status in (SUCCEEDED, CONFIRMED):
+                await self._set_disbursement(conn, ocid, row.status, status=REVIEW)
+                return await review(
+                    ReviewReason.CONFIRMATION_MISMATCH, f"status {cb.transaction_status} after success"
+                )
+        log.info(
+            "status result originator_conversation_id=%s result_code=%s status=%s: nothing settled",
+            ocid,
+            cb.envelope.result_code,
+            cb.transaction_status,
+        )
+        return Outcome.STATUS_RECORDED
+
+    async def record_rejected(self, rejection: Rejection) -> Outcome:
+        async with self._engine.begin() as conn:
+            return await self._review(
+                conn,
+                rejection.kind,
+                rejection.reason,
+                rejection.detail,
+                None,
+                None,
+                rejection.raw,
+                rejection.delivery,
+                Outcome.REJECTED,
+            )
+
+    # --- used by CallbackConfirmer -------------------------------------------------------
+
+    async def stk_request(self, checkout_request_id: str) -> StoredRequest | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(mpesa_requests).where(mpesa_requests.c.checkout_request_id == checkout_request_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        return StoredRequest(
+            row.transaction_id,
+            row.checkout_request_id,
+            row.merchant_request_id,
+            row.phone,
+            row.amount_cents,
+            row.amount_currency,
+            row.status,
+            row.result_code,
+            row.mpesa_receipt_number,
+        )
+
+    async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(mpesa_disbursements).where(
+                        mpesa_disbursements.c.originator_conversation_id == originator_conversation_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        return StoredDisbursement(
+            row.transaction_id,
+            row.originator_conversation_id,
+            row.conversation_id,
+            row.phone,
+            row.amount_cents,
+            row.amount_currency,
+            row.status,
+            row.result_code,
+            row.transaction_receipt,
+        )
+
+    async def transition_stk(
+        self,
+        checkout_request_id: str,
+        from_status: str,
+        to_status: str,
+        *,
+        note: str | None = None,
+        result_code: int | None = None,
+        evidence: str | None = None,
+    ) -> bool:
+        """Guarded state change; True for exactly one of any number of concurrent callers."""
+        values: dict[str, Any] = {"status": to_status, "updated_at": _now()}
+        if note is not None:
+            values["result_desc"] = note[:255]
+        if result_code is not None:
+            values["result_code"] = result_code
+        async with self._engine.begin() as conn:
+            changed = (
+                await conn.execute(
+                    update(mpesa_requests)
+                    .where(mpesa_requests.c.checkout_request_id == checkout_request_id)
+                    .where(mpesa_requests.c.status == from_status)
+                    .values(**values)
+                )
+            ).rowcount
+            if changed == 1 and to_status == REVIEW and evidence is not None:
+                row = (
+                    await conn.execute(
+                        select(mpesa_requests.c.transaction_id).where(
+                            mpesa_requests.c.checkout_request_id == checkout_request_id
+                        )
+                    )
+                ).first()
+                await self._review(
+                    conn,
+                    "confirmation",
+                    ReviewReason.CONFIRMATION_MISMATCH,
+                    note or "",
+                    checkout_request_id,
+                    row.transaction_id if row else None,
+                    evidence.encode(),
+                    Delivery(None),
+                    Outcome.MISMATCH,
+                )
+        return changed == 1
+
+    async def transition_disbursement(self, ocid: str, from_status: str, to_status: str) -> bool:
+        async with self._engine.begin() as conn:
+            return await self._set_disbursement(conn, ocid, from_status, status=to_status) == 1
+
+    # --- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    async def _lock_disbursement(conn: AsyncConnection, ocid: str | None) -> Any:
+        return (
+            await conn.execute(
+                select(mpesa_disbursements)
+                .where(mpesa_disbursements.c.originator_conversation_id == ocid)
+                .with_for_update()
+            )
+        ).first()
+
+    @staticmethod
+    async def _set_disbursement(conn: AsyncConnection, ocid: str, from_status: str, **values: Any) -> int:
+        values["updated_at"] = _now()
+        result = await conn.execute(
+            update(mpesa_disbursements)
+            .where(mpesa_disbursements.c.originator_conversation_id == ocid)
+            .where(mpesa_disbursements.c.status == from_status)
+            .values(**values)
+        )
+        return int(result.rowcount)
+
+    @staticmethod
+    async def _event(
+        conn: AsyncConnection, transaction_id: uuid.UUID, event_type: str, payload: dict[str, Any]
+    ) -> None:
+        await conn.execute(
+            insert(domain_events).values(
+                id=new_uuid7(),
+                stream=EVENT_STREAM,
+                aggregate_type="Transaction",
+                aggregate_id=str(transaction_id),
+                aggregate_version=None,
+                event_type=event_type,
+                payload=json.dumps(payload, separators=(",", ":"), sort_keys=True),
+                occurred_at=_now(),
+                published_at=None,
+                publish_attempts=0,
+            )
+        )
+
+    @staticmethod
+    async def _review(
+        conn: AsyncConnection,
+        kind: str,
+        reason: ReviewReason,
+        detail: str,
+        correlation_id: str | None,
+        transaction_id: uuid.UUID | None,
+        raw: bytes,
+        delivery: Delivery,
+        outcome: Outcome,
+    ) -> Outcome:
+        await conn.execute(
+            insert(mpesa_callback_reviews).values(
+                id=new_uuid7(),
+                kind=str(kind),
+                reason=reason.value,
+                detail=detail[:255],
+                correlation_id=(correlation_id or None) and correlation_id[:64],
+                transaction_id=transaction_id,
+                remote_addr=(delivery.remote_addr or None) and (delivery.remote_addr or "")[:45],
+                raw_body=raw,
+                body_sha256=hashlib.sha256(raw).hexdigest(),
+                status="OPEN",
+                received_at=delivery.received_at,
+            )
+        )
+        log.warning(
+            "mpesa callback recorded for review: kind=%s reason=%s correlation_id=%s remote=%s",
+            kind,
+            reason.value,
+            correlation_id,
+            delivery.remote_addr,
+        )
+        return outcome

@@ -1,0 +1,187 @@
+"""Out-of-band confirmation of a recorded callback, before anything is credited (daraja-protocol.md 10.2.4).
+
+Called by the saga workers (from the outbox event the inbox wrote), never in the HTTP request path.
+
+STK: STK Query is synchronous, so `confirm_stk` answers at once:
+  recorded success + query "0"        -> CONFIRMED (row SUCCEEDED -> CONFIRMED; `newly_confirmed` is True
+                                         for exactly one caller: that caller credits)
+  recorded success + query failure    -> MISMATCH  (row -> REVIEW, evidence kept for review)
+  query "being processed"/unknown/
+  spike arrest/transport failure      -> PENDING   (ask again later)
+  no callback yet (row SENT): query "0" -> CONFIRMED without a receipt; query failure -> FAILED.
+
+B2C: Transaction Status answers asynchronously (to the status ResultURL, where the inbox settles the row),
+so `confirm_b2c` returns what the row already proves, or sends one Transaction Status query and returns
+PENDING; the worker calls again later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from mpesa_adapter import errors
+from mpesa_adapter.callback_store import (
+    CONFIRMED,
+    FAILED,
+    REVIEW,
+    SENT,
+    SUCCEEDED,
+    UNKNOWN,
+    StoredDisbursement,
+    StoredRequest,
+)
+from mpesa_adapter.types import RequestAccepted, StkQueryResult, StkQueryStatus
+
+log = logging.getLogger("penpay.mpesa.confirmer")
+
+
+class Verdict(StrEnum):
+    CONFIRMED = "CONFIRMED"
+    MISMATCH = "MISMATCH"
+    PENDING = "PENDING"
+    FAILED = "FAILED"  # proven not paid (only for a request that had no success recorded)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    verdict: Verdict
+    # True for the one caller whose call moved the row to CONFIRMED: only that caller credits.
+    newly_confirmed: bool = False
+    detail: str = ""
+
+
+class DarajaQueries(Protocol):
+    async def stk_query(self, checkout_request_id: str) -> StkQueryResult: ...
+
+    async def transaction_status(
+        self,
+        *,
+        originator_conversation_id: str | None = None,
+        transaction_id: str | None = None,
+        remarks: str = ...,
+        occasion: str | None = None,
+    ) -> RequestAccepted: ...
+
+
+class ConfirmationStore(Protocol):
+    async def stk_request(self, checkout_request_id: str) -> StoredRequest | None: ...
+
+    async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None: ...
+
+    async def transition_stk(
+        self,
+        checkout_request_id: str,
+        from_status: str,
+        to_status: str,
+        *,
+        note: str | None = None,
+        result_code: int | None = None,
+        evidence: str | None = None,
+    ) -> bool: ...
+
+
+class CallbackConfirmer:
+    def __init__(self, client: DarajaQueries, store: ConfirmationStore) -> None:
+        self._client = client
+        self._store = store
+
+    async def confirm_stk(self, checkout_request_id: str) -> Confirmation:
+        row = await self._store.stk_request(checkout_request_id)
+        if row is None:
+            raise LookupError(f"no stored MpesaRequest {checkout_request_id}")
+        settled = _settled_stk(row)
+        if settled is not None:
+            return settled
+        try:
+            query = await self._client.stk_query(checkout_request_id)
+        except (errors.SpikeArrest, errors.TransportError) as exc:
+            return Confirmation(Verdict.PENDING, detail=f"query not answered: {type(exc).__name__}")
+        if query.status in (StkQueryStatus.PENDING, StkQueryStatus.UNKNOWN):
+            return Confirmation(Verdict.PENDING, detail=f"STK Query: {query.status}")
+        evidence = json.dumps(
+            {
+                "source": "STK Query",
+                "status": query.status,
+                "result_code": query.result_code,
+                "result_desc": query.result_desc,
+                "checkout_request_id": checkout_request_id,
+            }
+        )
+        if row.status == SUCCEEDED:
+            if query.status == StkQueryStatus.COMPLETED:
+                moved = await self._store.transition_stk(checkout_request_id, SUCCEEDED, CONFIRMED)
+                return await self._after(checkout_request_id, moved, Verdict.CONFIRMED)
+            moved = await self._store.transition_stk(
+                checkout_request_id,
+                SUCCEEDED,
+                REVIEW,
+                note=f"callback said paid, STK Query says {query.result_code}",
+                evidence=evidence,
+            )
+            log.warning(
+                "stk %s: callback success contradicted by STK Query %s",
+                checkout_request_id,
+                query.result_code,
+            )
+            return await self._after(checkout_request_id, moved, Verdict.MISMATCH)
+        # SENT: no callback has arrived; the query settles it (a lost callback).
+        if query.status == StkQueryStatus.COMPLETED:
+            moved = await self._store.transition_stk(
+                checkout_request_id,
+                SENT,
+                CONFIRMED,
+                note="confirmed by STK Query (no callback)",
+                result_code=0,
+            )
+            return await self._after(checkout_request_id, moved, Verdict.CONFIRMED)
+        code = query.result_code or ""
+        moved = await self._store.transition_stk(
+            checkout_request_id,
+            SENT,
+            FAILED,
+            note=f"STK Query: {query.result_desc or code}",
+            result_code=int(code) if code.lstrip("-").isdigit() else None,
+        )
+        return await self._after(checkout_request_id, moved, Verdict.FAILED)
+
+    async def _after(self, checkout_request_id: str, moved: bool, verdict: Verdict) -> Confirmation:
+        if moved:
+            return Confirmation(verdict, newly_confirmed=verdict == Verdict.CONFIRMED)
+        # Someone else settled it meanwhile: report what the row says now.
+        row = await self._store.stk_request(checkout_request_id)
+        settled = _settled_stk(row) if row is not None else None
+        return settled or Confirmation(Verdict.PENDING, detail="row changed concurrently")
+
+    async def confirm_b2c(self, originator_conversation_id: str) -> Confirmation:
+        row = await self._store.disbursement(originator_conversation_id)
+        if row is None:
+            raise LookupError(f"no stored MpesaDisbursement {originator_conversation_id}")
+        if row.status == CONFIRMED:
+            return Confirmation(Verdict.CONFIRMED, detail=f"receipt {row.transaction_receipt}")
+        if row.status == REVIEW:
+            return Confirmation(Verdict.MISMATCH, detail="recorded for review")
+        if row.status == FAILED:
+            return Confirmation(Verdict.FAILED, detail="result or status says not paid")
+        if row.status not in (SENT, UNKNOWN, SUCCEEDED):
+            return Confirmation(Verdict.PENDING, detail=f"unexpected status {row.status}")
+        try:
+            await self._client.transaction_status(originator_conversation_id=originator_conversation_id)
+        except (errors.SpikeArrest, errors.TransportError) as exc:
+            return Confirmation(Verdict.PENDING, detail=f"status query not sent: {type(exc).__name__}")
+        return Confirmation(Verdict.PENDING, detail="Transaction Status requested")
+
+
+def _settled_stk(row: StoredRequest) -> Confirmation | None:
+    if row.status == CONFIRMED:
+        return Confirmation(Verdict.CONFIRMED, detail="already confirmed")
+    if row.status == REVIEW:
+        return Confirmation(Verdict.MISMATCH, detail="recorded for review")
+    if row.status == FAILED:
+        return Confirmation(Verdict.FAILED, detail="recorded failure")
+    if row.status in (SENT, SUCCEEDED):
+        return None
+    return Confirmation(Verdict.PENDING, detail=f"unexpected status {row.status}")

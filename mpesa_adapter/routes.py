@@ -1,0 +1,33 @@
+"""Callback URL paths. No "mpesa"/"safaricom"/"query"/... in them (daraja-protocol.md 10.4)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CallbackKind(StrEnum):
+    STK = "stk"
+    B2C_RESULT = "b2c_result"
+    B2C_TIMEOUT = "b2c_timeout"
+    STATUS_RESULT = "status_result"
+    STATUS_TIMEOUT = "status_timeout"
+    BALANCE_RESULT = "balance_result"
+    BALANCE_TIMEOUT = "balance_timeout"
+
+
+PATHS: dict[CallbackKind, str] = {
+    CallbackKind.STK: "/payments/stk",
+    CallbackKind.B2C_RESULT: "/payments/b2c/result",
+    CallbackKind.B2C_TIMEOUT: "/payments/b2c/timeout",
+    CallbackKind.STATUS_RESULT: "/payments/status/result",
+    CallbackKind.STATUS_TIMEOUT: "/payments/status/timeout",
+    CallbackKind.BALANCE_RESULT: "/payments/balance/result",
+    CallbackKind.BALANCE_TIMEOUT: "/payments/balance/timeout",
+}
+
+
+def callback_url(base_url: str, kind: CallbackKind, secret: str) -> str:
+    """The URL handed to Daraja: base + path + the secret path token."""
+    if not secret:
+        raise ValueError("a callback secret is required (PENPAY_MPESA_CALLBACK_SECRET)")
+    return f"{base_url.rstrip('/')}{PATHS[kind]}/{secret}"
