@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from mpesa_adapter.simulator.clock import Clock
 
@@ -149,6 +150,14 @@ class Dispatcher:
         }
         self.log.append(entry)
         if error:
-            log.warning("callback %s %s to %s failed: %s", d.kind, d.ref, d.url, error)
+            log.warning("callback %s %s to %s failed: %s", d.kind, d.ref, _origin(d.url), error)
         else:
-            log.info("callback %s %s to %s -> %s %s", d.kind, d.ref, d.url, status, note or "")
+            log.info("callback %s %s to %s -> %s %s", d.kind, d.ref, _origin(d.url), status, note or "")
+
+
+def _origin(url: str) -> str:
+    """Only scheme, host and port: callback paths carry the receiver's secret."""
+    try:
+        return str(URL(url).origin())
+    except ValueError:
+        return "<unparseable url>"
