@@ -1,0 +1,226 @@
+"""The consumer runtime: inbox (effectively once), claims of a dead consumer's messages,
+dead letters with their metric, and replay; on MariaDB + Redis and SQLite + in-process bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+
+from penpay import cli
+from persistence.tables import processed_events
+from persistence.unit_of_work import SqlUnitOfWork
+from tests.workers.conftest import STREAM, Backend, audit_count, insert_events
+from workers.bus import MessageBus
+from workers.consumer import EventConsumer, Outcome
+from workers.envelope import EventEnvelope
+from workers.relay import OutboxRelay
+
+pytestmark = pytest.mark.integration
+
+
+class ConsumerCrashed(BaseException):
+    """The process dies: nothing after this point runs."""
+
+
+class CrashBeforeAck:
+    """The real bus, except that the consumer dies when it is about to acknowledge."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self._bus = bus
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    async def ack(self, stream: str, group: str, message_id: str) -> None:
+        raise ConsumerCrashed
+
+
+class AuditingHandler:
+    """A real table effect: one audit row per handled event, through the unit of work."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.broken = False
+
+    async def __call__(self, event: EventEnvelope, uow: SqlUnitOfWork) -> None:
+        self.calls += 1
+        uow.audit(action="test.handled", subject_type="test_event", subject_id=str(event.event_id))
+        if self.broken:
+            raise RuntimeError("boom: the handler is broken")
+
+
+def group_name() -> str:
+    return f"test-{secrets.token_hex(4)}"
+
+
+def consumer(backend: Backend, group: str, handler: AuditingHandler, **kwargs: Any) -> EventConsumer:
+    options: dict[str, Any] = {"block_ms": 0, "claim_idle_ms": 60_000, "max_deliveries": 3}
+    options.update(kwargs)
+    bus = options.pop("bus", backend.bus)
+    runtime = EventConsumer(bus, backend.engine, group=group, streams=[STREAM], **options)
+    runtime.register("TestHappened", handler)
+    return runtime
+
+
+async def inbox_rows(backend: Backend, group: str) -> int:
+    async with backend.engine.connect() as connection:
+        statement = select(func.count()).where(processed_events.c.consumer == group)
+        return int((await connection.execute(statement)).scalar_one())
+
+
+def statuses(outcomes: list[Outcome]) -> list[str]:
+    return [o.status for o in outcomes]
+
+
+async def test_each_event_is_handled_once_and_acked(backend: Backend) -> None:
+    group, handler = group_name(), AuditingHandler()
+    runtime = consumer(backend, group, handler)
+    await runtime.start()
+    rows = await insert_events(backend.engine, 3)
+    await insert_events(backend.engine, event_type="SomethingElse")
+    await OutboxRelay(backend.engine, backend.bus).drain()
+
+    assert statuses(await runtime.process_once()) == ["handled", "handled", "handled", "ignored"]
+    assert [await audit_count(backend.engine, str(r["id"])) for r in rows] == [1, 1, 1]
+    assert await inbox_rows(backend, group) == 3
+    assert await backend.bus.pending_count(STREAM, group) == 0
+    assert await runtime.process_once() == []
+
+
+async def test_a_crash_after_commit_before_ack_is_redelivered_and_is_a_no_op(backend: Backend) -> None:
+    group, handler = group_name(), AuditingHandler()
+    dying = consumer(backend, group, handler, bus=CrashBeforeAck(backend.bus), consumer="dying")
+    survivor = consumer(backend, group, handler, consumer="survivor", claim_idle_ms=20)
+    await dying.start()
+    (row,) = await insert_events(backend.engine)
+    await OutboxRelay(backend.engine, backend.bus).drain()
+
+    with pytest.raises(ConsumerCrashed):
+        await dying.process_once()
+    assert await audit_count(backend.engine, str(row["id"])) == 1  # the effect committed
+    assert await backend.bus.pending_count(STREAM, group) == 1  # but the message was never acked
+
+    await asyncio.sleep(0.05)  # the dying consumer's message goes idle past the threshold
+    (outcome,) = await survivor.process_once()  # XAUTOCLAIM hands it to the survivor
+
+    assert outcome.status == "duplicate"
+    assert outcome.event_id == str(row["id"])
+    assert handler.calls == 1  # the handler did not run again
+    assert await audit_count(backend.engine, str(row["id"])) == 1  # effect happened once
+    assert await backend.bus.pending_count(STREAM, group) == 0
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered_counted_and_replayed(
+    backend: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group, handler = group_name(), AuditingHandler()
+    handler.broken = True
+    runtime = consumer(backend, group, handler, claim_idle_ms=10, max_deliveries=3)
+    await runtime.start()
+    (row,) = await insert_events(backend.engine)
+    await OutboxRelay(backend.engine, backend.bus).drain()
+
+    seen: list[str] = []
+    for _ in range(50):
+        seen += statuses(await runtime.process_once())
+        if "dead" in seen:
+            break
+        await asyncio.sleep(0.02)
+    assert seen == ["retry", "retry", "dead"]
+    assert handler.calls == 3
+    assert await audit_count(backend.engine, str(row["id"])) == 0  # every attempt rolled back
+    assert await backend.bus.pending_count(STREAM, group) == 0  # acked from the original stream
+    assert REGISTRY.get_sample_value("penpay_dead_letters_total", {"stream": STREAM, "group": group}) == 1
+
+    (letter,) = await backend.bus.list_dead(STREAM)
+    assert letter.group == group
+    assert letter.deliveries == 3
+    assert letter.error == "RuntimeError: boom: the handler is broken"
+    assert letter.fields["event_id"] == str(row["id"])
+    assert await backend.bus.dead_letter_streams() == [STREAM]
+
+    handler.broken = False  # the handler is fixed; replay the dead letter
+    if backend.name == "mariadb-redis":
+        common = ["--redis-url", str(backend.redis_url), "--stream-prefix", backend.prefix]
+        assert await asyncio.to_thread(cli.main, ["dead-letters", "list", *common]) == 0
+        listed = capsys.readouterr().out
+        assert letter.dead_id in listed and str(row["id"]) in listed and "boom" in listed
+        assert "payload-must-not-be-logged" not in listed
+        replay = ["dead-letters", "replay", "--stream", STREAM, "--id", letter.dead_id, *common]
+        assert await asyncio.to_thread(cli.main, replay) == 0
+    else:
+        assert await backend.bus.replay_dead(STREAM, letter.dead_id) is not None
+    assert await backend.bus.list_dead(STREAM) == []
+
+    assert statuses(await runtime.process_once()) == ["handled"]
+    assert await audit_count(backend.engine, str(row["id"])) == 1
+    assert await runtime.process_once() == []
+    assert await backend.bus.pending_count(STREAM, group) == 0
+    assert REGISTRY.get_sample_value("penpay_dead_letters_total", {"stream": STREAM, "group": group}) == 1
+
+
+async def test_a_message_whose_consumers_keep_dying_is_dead_lettered(backend: Backend) -> None:
+    group, handler = group_name(), AuditingHandler()
+    handler.broken = True
+    runtime = consumer(backend, group, handler, claim_idle_ms=10, max_deliveries=1)
+    await runtime.start()
+    (row,) = await insert_events(backend.engine)
+    await OutboxRelay(backend.engine, backend.bus).drain()
+    # Delivered once, never acked (the consumer died): the claim is delivery 2 > 1.
+    await backend.bus.read([STREAM], group, "died", count=10, block_ms=0)
+    await asyncio.sleep(0.03)
+
+    assert statuses(await runtime.process_once()) == ["dead"]
+    assert handler.calls == 0
+    (letter,) = await backend.bus.list_dead(STREAM)
+    assert letter.fields["event_id"] == str(row["id"])
+    assert "without an acknowledgement" in letter.error
+
+
+async def test_every_group_sees_every_event_and_a_replay_is_skipped_by_groups_that_had_it(
+    backend: Backend,
+) -> None:
+    fine, broken = AuditingHandler(), AuditingHandler()
+    broken.broken = True
+    group_a, group_b = group_name(), group_name()
+    runtime_a = consumer(backend, group_a, fine)
+    runtime_b = consumer(backend, group_b, broken, max_deliveries=1)
+    await runtime_a.start()
+    await runtime_b.start()
+    (row,) = await insert_events(backend.engine)
+    await OutboxRelay(backend.engine, backend.bus).drain()
+
+    assert statuses(await runtime_a.process_once()) == ["handled"]
+    assert statuses(await runtime_b.process_once()) == ["dead"]
+    (letter,) = await backend.bus.list_dead(STREAM)
+    await backend.bus.replay_dead(STREAM, letter.dead_id)
+    broken.broken = False
+
+    assert statuses(await runtime_a.process_once()) == ["duplicate"]
+    assert statuses(await runtime_b.process_once()) == ["handled"]
+    assert await audit_count(backend.engine, str(row["id"])) == 2  # one per group
+    assert fine.calls == 1
+
+
+async def test_consumer_and_relay_run_together_until_stopped(sqlite_memory: Backend) -> None:
+    from workers.host import run_workers
+
+    group, handler = group_name(), AuditingHandler()
+    runtime = consumer(sqlite_memory, group, handler, block_ms=50)
+    relay = OutboxRelay(sqlite_memory.engine, sqlite_memory.bus, poll_interval=0.02)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_workers(stop, relay=relay, consumers=[runtime]))
+    rows = await insert_events(sqlite_memory.engine, 5)
+    for _ in range(200):
+        if await inbox_rows(sqlite_memory, group) == 5:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert [await audit_count(sqlite_memory.engine, str(r["id"])) for r in rows] == [1] * 5

@@ -1,0 +1,236 @@
+"""EventConsumer: the runtime a saga (or any event handler) plugs into.
+
+    consumer = EventConsumer(bus, engine, group="deposit-saga", streams=["penpay.payments"])
+
+    @consumer.handler("DepositPaid")
+    async def on_deposit_paid(event: EventEnvelope, uow: SqlUnitOfWork) -> None:
+        ...  # read/write through uow; record new events with uow.track/record_events
+
+    await consumer.run(stop)          # or process_once() in tests
+
+For each delivered message the runtime:
+
+1. opens a SqlUnitOfWork and inserts the inbox row (group, event id) into `processed_events`;
+   if the row exists the event was already handled: roll back, ack, done (effectively once);
+2. calls the handler, then commits (the handler never commits), then XACKs.
+
+A crash after the commit and before the ack leaves the message pending; another consumer
+claims it after `claim_idle_ms` (XAUTOCLAIM) and the inbox turns it into a no-op. A handler
+that raises rolls everything back and leaves the message pending: it is redelivered after
+`claim_idle_ms`, and on its `max_deliveries`-th failed delivery it goes to `<stream>.dead`
+(counted in `penpay_dead_letters_total{stream,group}`); `penpay dead-letters replay` puts it
+back. A message delivered more than `max_deliveries` times without an ack (its consumer keeps
+dying) is dead-lettered without running the handler again.
+
+`claim_idle_ms` must exceed the longest handler run: a handler still running when its message
+is claimed runs twice concurrently; the inbox key makes one of them a no-op, but side effects
+outside the database transaction (calls to Deriv, M-Pesa) are the saga's to make idempotent,
+e.g. by committing its intent first and calling out in a later step.
+
+Order: a consumer group does not preserve per-aggregate order (several consumers, claims,
+replays). Handlers check the aggregate's stored version/state against
+`event.aggregate_version` and ignore stale events instead of applying them.
+
+The group name is also the inbox's consumer name (at most 64 characters): every process of
+one group shares one inbox; `consumer` names the process inside the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.shared.clock import Clock, SystemClock
+from persistence import inbox
+from persistence.unit_of_work import SqlUnitOfWork
+from workers import metrics
+from workers.bus import Delivery, MessageBus
+from workers.envelope import EventEnvelope, MalformedMessage
+
+log = structlog.get_logger("penpay.consumer")
+
+Handler = Callable[[EventEnvelope, SqlUnitOfWork], Awaitable[None]]
+ANY_EVENT = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one delivery (for tests and logs)."""
+
+    status: str  # handled | duplicate | ignored | retry | dead | unacked
+    message_id: str
+    event_id: str | None = None
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        bus: MessageBus,
+        engine: AsyncEngine,
+        *,
+        group: str,
+        streams: Sequence[str],
+        consumer: str | None = None,
+        max_deliveries: int = 5,
+        claim_idle_ms: int = 60_000,
+        batch_size: int = 10,
+        block_ms: int = 1_000,
+        clock: Clock | None = None,
+        uow_factory: Callable[[], SqlUnitOfWork] | None = None,
+    ) -> None:
+        if len(group) > 64:
+            raise ValueError("the group name is the inbox consumer name: at most 64 characters")
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        self._bus = bus
+        self.group = group
+        self.streams = list(streams)
+        self.consumer = consumer or default_consumer_name()
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self._clock = clock or SystemClock()
+        self._uow_factory = uow_factory or (
+            lambda: SqlUnitOfWork(engine, clock=self._clock, actor=f"worker:{group}")
+        )
+        self._handlers: dict[str, Handler] = {}
+        self._started = False
+
+    # --- registration -------------------------------------------------------------------
+
+    def register(self, event_type: str, handler: Handler) -> None:
+        """Handle events of `event_type` (or every event: "*"). One handler per type."""
+        if event_type in self._handlers:
+            raise ValueError(f"{event_type} already has a handler in group {self.group}")
+        self._handlers[event_type] = handler
+
+    def handler(self, *event_types: str) -> Callable[[Handler], Handler]:
+        def decorate(fn: Handler) -> Handler:
+            for event_type in event_types or (ANY_EVENT,):
+                self.register(event_type, fn)
+            return fn
+
+        return decorate
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for stream in self.streams:
+            await self._bus.ensure_group(stream, self.group)
+        self._started = True
+
+    async def process_once(self) -> list[Outcome]:
+        """Claim stale messages, read new ones (waiting up to block_ms), handle them all."""
+        if not self._started:
+            await self.start()
+        deliveries: list[Delivery] = []
+        for stream in self.streams:
+            deliveries += await self._bus.claim_stale(
+                stream, self.group, self.consumer, min_idle_ms=self.claim_idle_ms, count=self.batch_size
+            )
+        deliveries += await self._bus.read(
+            self.streams,
+            self.group,
+            self.consumer,
+            count=self.batch_size,
+            block_ms=0 if deliveries else self.block_ms,
+        )
+        return [await self.handle(delivery) for delivery in deliveries]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("consumer.started", group=self.group, consumer=self.consumer, streams=self.streams)
+        delay = 0.0
+        while not stop.is_set():
+            try:
+                await self.process_once()
+                delay = 0.0
+            except Exception as exc:
+                delay = min(max(delay * 2, 0.5), 30.0)
+                log.warning("consumer.failed", group=self.group, error=type(exc).__name__, retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        log.info("consumer.stopped", group=self.group, consumer=self.consumer)
+
+    # --- one delivery -------------------------------------------------------------------
+
+    async def handle(self, delivery: Delivery) -> Outcome:
+        try:
+            event = EventEnvelope.from_fields(delivery.fields)
+        except MalformedMessage as exc:
+            await self._dead_letter(delivery, None, str(exc))
+            return Outcome("dead", delivery.message_id)
+        context = {
+            **event.log_context(),
+            "stream": delivery.stream,
+            "group": self.group,
+            "message_id": delivery.message_id,
+            "delivery": delivery.delivery_count,
+        }
+        event_id = str(event.event_id)
+        if delivery.delivery_count > self.max_deliveries:
+            error = f"delivered {delivery.delivery_count} times without an acknowledgement"
+            await self._dead_letter(delivery, event, error)
+            return Outcome("dead", delivery.message_id, event_id)
+        handler = self._handlers.get(event.event_type) or self._handlers.get(ANY_EVENT)
+        if handler is None:
+            return await self._ack(delivery, Outcome("ignored", delivery.message_id, event_id), context)
+        try:
+            async with self._uow_factory() as uow:
+                first = await inbox.record_processed(
+                    uow.connection, self.group, event.event_id, uow.clock.now()
+                )
+                if first:
+                    await handler(event, uow)
+                    await uow.commit()
+        except Exception as exc:
+            metrics.HANDLER_FAILURES.labels(stream=delivery.stream, group=self.group).inc()
+            error = f"{type(exc).__name__}: {exc}"
+            if delivery.delivery_count >= self.max_deliveries:
+                await self._dead_letter(delivery, event, error)
+                return Outcome("dead", delivery.message_id, event_id)
+            log.warning("event.failed", **context, error=type(exc).__name__)
+            return Outcome("retry", delivery.message_id, event_id)
+        if first:
+            metrics.EVENTS_HANDLED.labels(
+                stream=delivery.stream, group=self.group, event_type=event.event_type
+            ).inc()
+            log.info("event.handled", **context)
+            return await self._ack(delivery, Outcome("handled", delivery.message_id, event_id), context)
+        metrics.DUPLICATES_SKIPPED.labels(stream=delivery.stream, group=self.group).inc()
+        log.info("event.duplicate", **context)
+        return await self._ack(delivery, Outcome("duplicate", delivery.message_id, event_id), context)
+
+    async def _ack(self, delivery: Delivery, outcome: Outcome, context: dict[str, object]) -> Outcome:
+        try:
+            await self._bus.ack(delivery.stream, self.group, delivery.message_id)
+        except Exception as exc:
+            # The effect is committed; the message stays pending and its redelivery is a no-op.
+            log.warning("event.ack_failed", **context, error=type(exc).__name__)
+            return Outcome("unacked", outcome.message_id, outcome.event_id)
+        return outcome
+
+    async def _dead_letter(self, delivery: Delivery, event: EventEnvelope | None, error: str) -> None:
+        dead_id = await self._bus.dead_letter(delivery, group=self.group, consumer=self.consumer, error=error)
+        metrics.DEAD_LETTERS.labels(stream=delivery.stream, group=self.group).inc()
+        log.error(
+            "event.dead_lettered",
+            **(event.log_context() if event else {}),
+            stream=delivery.stream,
+            group=self.group,
+            message_id=delivery.message_id,
+            dead_id=dead_id,
+            deliveries=delivery.delivery_count,
+        )
