@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 # (direction, frame) for every frame on the agent and client connections: "send" or "recv".
 FrameObserver = Callable[[str, dict[str, Any]], None]
-
-
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
 
 
 @dataclass
@@ -67,12 +61,11 @@ class GatewayConfig:
             grpc_addr=settings.gateway_addr,
             redis_url=settings.redis_url,
             database_url=settings.database_url,
-            # not in penpay.settings (yet): read with defaults
-            lease_key=os.environ.get("PENPAY_GATEWAY_LEASE_KEY") or cls.lease_key,
-            lease_ttl=_env_float("PENPAY_GATEWAY_LEASE_TTL", 5.0),
-            lease_retry=_env_float("PENPAY_GATEWAY_LEASE_RETRY", 0.5),
-            request_timeout=_env_float("PENPAY_GATEWAY_REQUEST_TIMEOUT", 20.0),
-            unknown_settle=_env_float("PENPAY_GATEWAY_UNKNOWN_SETTLE", 30.0),
+            lease_key=settings.gateway_lease_key,
+            lease_ttl=settings.gateway_lease_ttl,
+            lease_retry=settings.gateway_lease_retry,
+            request_timeout=settings.gateway_request_timeout,
+            unknown_settle=settings.gateway_unknown_settle,
         )
         for key, value in overrides.items():
             setattr(config, key, value)

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     deriv_app_id: str = "1089"
     deriv_agent_token: SecretStr = SecretStr("")
 
+    # Deriv gateway: leader lease (Redis SET NX PX with a fencing token) and call timeouts
+    gateway_lease_key: str = "penpay:deriv-gateway:leader"
+    gateway_lease_ttl: float = 5.0
+    gateway_lease_retry: float = 0.5
+    gateway_request_timeout: float = 20.0
+    # How old a journal row in SENDING must be before "not in the statement" means "never executed".
+    gateway_unknown_settle: float = 30.0
+
     # M-Pesa (Daraja)
     mpesa_base_url: str = "http://127.0.0.1:8766"
     mpesa_consumer_key: SecretStr = SecretStr("")
