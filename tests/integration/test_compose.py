@@ -47,3 +47,12 @@ def test_the_gateway_runs_as_exactly_one_replica() -> None:
 def test_a_command_the_cli_does_not_know_would_be_caught() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["teleport"])
+
+
+def test_env_example_lists_every_setting() -> None:
+    listed = {
+        line.split("=", 1)[0]
+        for line in (COMPOSE.parent / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert listed == {f"PENPAY_{name.upper()}" for name in Settings.model_fields}
