@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     mpesa_callback_base_url: str = "http://127.0.0.1:8767"
     mpesa_callback_secret: SecretStr = SecretStr("")
     mpesa_allowed_ips: str = "127.0.0.1"
+
+    @field_validator("redis_url", "mpesa_cert_file", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # `PENPAY_REDIS_URL=` (as in .env.example) means "not configured", not "".
+        return None if value == "" else value
 
 
 @lru_cache(maxsize=1)
