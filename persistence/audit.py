@@ -1,7 +1,18 @@
-"""Audit log writer: append-only `audit_logs` rows, in the same transaction as the action.
+"""Audit log writer: append-only `audit_logs` rows, in the same transaction as the action,
+linked into one SHA-256 hash chain (tamper evidence).
 
-Each row carries a SHA-256 over its own content (row_hash). Chaining rows to each other
-(prev_hash) is done by the audit chain work of the identity/security issue.
+Each row carries prev_hash (the row_hash of the row before it in the chain) and
+row_hash = SHA-256(prev_hash + "\\n" + content), content being occurred_at, actor, action,
+subject and details. Chain order is id order. The chain head (last hash, row count) lives in
+the one-row `audit_chain_head` table, which every writer locks (SELECT ... FOR UPDATE; on
+SQLite the transaction already holds the write lock, BEGIN IMMEDIATE) inside the writing
+transaction, right before inserting: concurrent writers are serialised for that short moment
+only, and each sees the committed head of the one before. verify_chain() walks the rows and
+finds any changed, removed or inserted row, and a cut tail (against the head).
+
+Database triggers (migration 0004) refuse UPDATE and DELETE on audit_logs and ledger_entries.
+The chain proves integrity relative to the head: publishing the head hash elsewhere from time
+to time (e.g. in a daily report) also covers someone able to rewrite the head itself.
 """
 
 from __future__ import annotations
@@ -9,22 +20,62 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.shared.clock import utc_now
 from domain.shared.events import DomainEvent
 from domain.shared.json_value import JSONValue
 from persistence.outbox import bounded_context
-from persistence.tables import audit_logs
+from persistence.tables import audit_chain_head, audit_logs
+
+GENESIS_HASH = "0" * 64
+HEAD_ID = 1
 
 _INSERT_AUDIT = insert(audit_logs)
+_LOCK_HEAD = select(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).with_for_update()
+_INSERT_HEAD = insert(audit_chain_head)
+_UPDATE_HEAD = (
+    update(audit_chain_head)
+    .where(audit_chain_head.c.id == HEAD_ID)
+    .values(
+        last_audit_id=bindparam("last_audit_id"),
+        last_hash=bindparam("last_hash"),
+        row_count=bindparam("row_count"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_MAX_ID = select(func.max(audit_logs.c.id))
+_READ_HEAD = select(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID)
+_PAGE = (
+    select(audit_logs)
+    .where(audit_logs.c.id > bindparam("after"))
+    .order_by(audit_logs.c.id)
+    .limit(bindparam("page_size"))
+)
 
 # Events of these bounded contexts are financial actions and are audited automatically.
 FINANCIAL_CONTEXTS = frozenset({"payments", "wallet"})
+
+
+def content_of(
+    occurred_at: datetime, actor: str, action: str, subject_type: str, subject_id: str, details: str
+) -> str:
+    return "|".join(
+        (occurred_at.astimezone(UTC).isoformat(), actor, action, subject_type, subject_id, details)
+    )
+
+
+def chain_hash(prev_hash: str, content: str) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{content}".encode()).hexdigest()
+
+
+def row_content(row: Any) -> str:
+    return content_of(row.occurred_at, row.actor, row.action, row.subject_type, row.subject_id, row.details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +87,10 @@ class AuditRecord:
     subject_id: str
     details: Mapping[str, JSONValue]
 
-    def row(self) -> dict[str, Any]:
+    def row(self, prev_hash: str = GENESIS_HASH) -> dict[str, Any]:
         details = json.dumps(self.details, separators=(",", ":"), sort_keys=True)
-        content = "|".join(
-            (
-                self.occurred_at.isoformat(),
-                self.actor,
-                self.action,
-                self.subject_type,
-                self.subject_id,
-                details,
-            )
+        content = content_of(
+            self.occurred_at, self.actor, self.action, self.subject_type, self.subject_id, details
         )
         return {
             "occurred_at": self.occurred_at,
@@ -55,8 +99,8 @@ class AuditRecord:
             "subject_type": self.subject_type,
             "subject_id": self.subject_id,
             "details": details,
-            "prev_hash": None,
-            "row_hash": hashlib.sha256(content.encode()).hexdigest(),
+            "prev_hash": prev_hash,
+            "row_hash": chain_hash(prev_hash, content),
         }
 
 
@@ -75,6 +119,88 @@ def record_for_event(event: DomainEvent, actor: str) -> AuditRecord:
     )
 
 
+async def _lock_head(connection: AsyncConnection) -> tuple[str, int]:
+    head = (await connection.execute(_LOCK_HEAD)).first()
+    if head is None:
+        # Only a database not made by the migrations lacks the head row (0004 creates it).
+        await connection.execute(
+            _INSERT_HEAD,
+            {
+                "id": HEAD_ID,
+                "last_audit_id": None,
+                "last_hash": GENESIS_HASH,
+                "row_count": 0,
+                "updated_at": utc_now(),
+            },
+        )
+        head = (await connection.execute(_LOCK_HEAD)).one()
+    return str(head.last_hash), int(head.row_count)
+
+
 async def write_records(connection: AsyncConnection, records: Sequence[AuditRecord]) -> None:
-    if records:
-        await connection.execute(_INSERT_AUDIT, [r.row() for r in records])
+    if not records:
+        return
+    prev, count = await _lock_head(connection)
+    rows = []
+    for record in records:
+        row = record.row(prev)
+        rows.append(row)
+        prev = row["row_hash"]
+    await connection.execute(_INSERT_AUDIT, rows)
+    last_id = (await connection.execute(_MAX_ID)).scalar_one()
+    await connection.execute(
+        _UPDATE_HEAD,
+        {
+            "last_audit_id": last_id,
+            "last_hash": prev,
+            "row_count": count + len(rows),
+            "updated_at": utc_now(),
+        },
+    )
+
+
+@dataclass
+class ChainReport:
+    rows_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify_chain(
+    connection: AsyncConnection, *, page_size: int = 1000, max_problems: int = 100
+) -> ChainReport:
+    """Walk audit_logs in id order; report every row whose hash or link does not hold."""
+    report = ChainReport()
+    prev_hash, prev_id, after = GENESIS_HASH, None, -1
+    while len(report.problems) < max_problems:
+        rows = (await connection.execute(_PAGE, {"after": after, "page_size": page_size})).all()
+        if not rows:
+            break
+        for row in rows:
+            report.rows_checked += 1
+            if row.prev_hash != prev_hash:
+                where = f"after row {prev_id}" if prev_id is not None else "at the start"
+                report.problems.append(
+                    f"row {row.id}: chain broken {where} (a row was removed or inserted here)"
+                )
+            if row.row_hash != chain_hash(row.prev_hash or "", row_content(row)):
+                report.problems.append(f"row {row.id}: content does not match its hash (changed)")
+            prev_hash, prev_id = row.row_hash, row.id
+        after = rows[-1].id
+    head = (await connection.execute(_READ_HEAD)).first()
+    if head is None:
+        if report.rows_checked:
+            report.problems.append("the chain head is missing")
+    else:
+        if head.last_hash != prev_hash:
+            report.problems.append(
+                f"the last row ({prev_id}) is not the chain head (rows removed from or added at the end)"
+            )
+        if int(head.row_count) != report.rows_checked:
+            report.problems.append(
+                f"the head counts {head.row_count} rows, the table has {report.rows_checked}"
+            )
+    return report

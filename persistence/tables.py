@@ -387,3 +387,50 @@ mpesa_callback_reviews = Table(
     Index(None, "correlation_id"),
     Index(None, "status", "received_at"),
 )
+
+# --- Identity security (migration 0004) -------------------------------------------------
+
+# Opaque refresh tokens, stored as SHA-256 only; rotated on every use. A family is one login
+# session on one device: reusing a used token revokes the whole family.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=False),
+    Column("family_id", UUIDv7(), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("used_at", UtcDateTime(), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+    Index(None, "family_id"),
+    Index(None, "user_id", "device_id"),
+)
+
+# One-time codes for phone and email verification: keyed hash only, expiring, attempt-limited.
+verification_codes = Table(
+    "verification_codes",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("code_hash", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("consumed_at", UtcDateTime(), nullable=True),
+    Index(None, "user_id", "purpose"),
+)
+
+# The head of the audit_logs hash chain: one row (id 1), locked FOR UPDATE by every writer of
+# audit rows, so chain order is serialised and equals id order.
+audit_chain_head = Table(
+    "audit_chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_audit_id", BigInteger, nullable=True),
+    Column("last_hash", String(64), nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)

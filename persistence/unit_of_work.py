@@ -22,6 +22,7 @@ from persistence import audit, outbox
 from persistence.idempotency_store import complete
 from persistence.ledger_repository import SqlLedgerRepository
 from persistence.transaction_repository import SqlTransactionRepository
+from persistence.user_repository import SqlUserRepository
 
 
 class SqlUnitOfWork:
@@ -48,6 +49,7 @@ class SqlUnitOfWork:
         self._committed = False
         self.ledger = SqlLedgerRepository(self._connection, self.clock)
         self.transactions = SqlTransactionRepository(self._connection, self.track)
+        self.users = SqlUserRepository(self._connection, self.track)
         return self
 
     async def __aexit__(

@@ -28,6 +28,13 @@ def _country(settings: Mapping[str, object], key: str) -> str | None:
     return value.lower() if value else None
 
 
+def _country_code(settings: Mapping[str, object], key: str) -> str | None:
+    """Only a two-letter code: Deriv's get_settings sends `residence` as a country *name*
+    ("Kenya") beside `country_code` ("ke")."""
+    value = _country(settings, key)
+    return value if value is not None and len(value) == 2 and value.isalpha() else None
+
+
 def _epoch(settings: Mapping[str, object], key: str) -> int | None:
     value = settings.get(key)
     if value is None or value == "":
@@ -67,7 +74,7 @@ class KycSnapshot:
             date_of_birth=_epoch(settings, "date_of_birth"),
             citizen=_country(settings, "citizen"),
             place_of_birth=_country(settings, "place_of_birth"),
-            residence=_country(settings, "residence") or _country(settings, "country_code"),
+            residence=_country_code(settings, "country_code") or _country_code(settings, "residence"),
             address_line_1=_text(settings, "address_line_1"),
             address_line_2=_text(settings, "address_line_2"),
             address_city=_text(settings, "address_city"),

@@ -1,0 +1,82 @@
+"""Errors of the identity use cases. `reason` codes are stable (they reach API clients)."""
+
+from __future__ import annotations
+
+from domain.shared.errors import DomainError
+
+
+class WeakPassword(DomainError):
+    reason = "WEAK_PASSWORD"
+    field = "password"
+
+
+class AlreadyRegistered(DomainError):
+    reason = "ALREADY_REGISTERED"
+
+
+class UserNotFound(DomainError):
+    reason = "USER_NOT_FOUND"
+
+
+class InvalidCredentials(DomainError):
+    """Wrong email/phone or password; deliberately does not say which."""
+
+    reason = "INVALID_CREDENTIALS"
+
+
+class InvalidAccessToken(DomainError):
+    reason = "INVALID_ACCESS_TOKEN"
+
+
+class InvalidRefreshToken(DomainError):
+    reason = "INVALID_REFRESH_TOKEN"
+
+
+class RefreshTokenReused(InvalidRefreshToken):
+    """A refresh token was presented twice: its whole family (session) has been revoked."""
+
+    reason = "REFRESH_TOKEN_REUSED"
+
+
+class VerificationCodeInvalid(DomainError):
+    reason = "VERIFICATION_CODE_INVALID"
+    field = "code"
+
+    def __init__(self, message: str, *, attempts_left: int = 0) -> None:
+        super().__init__(message)
+        self.attempts_left = attempts_left
+
+
+class VerificationAttemptsExhausted(DomainError):
+    reason = "VERIFICATION_ATTEMPTS_EXHAUSTED"
+    field = "code"
+
+
+class RateLimited(DomainError):
+    """Too many calls; the API maps it to RESOURCE_EXHAUSTED with retry-after."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+
+
+class DerivBindingRefused(DomainError):
+    reason = "DERIV_BINDING_REFUSED"
+    field = "deriv_token"
+
+
+class DerivAccountNotBound(DomainError):
+    reason = "DERIV_ACCOUNT_NOT_BOUND"
+
+
+class ComplianceRefused(DomainError):
+    """A money movement refused (or held for review) by the KYC/AML policy."""
+
+    reason = "COMPLIANCE_REFUSED"
+
+    def __init__(self, message: str, *, rule: str, hold_for_review: bool = False) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.hold_for_review = hold_for_review

@@ -1,0 +1,153 @@
+"""Ports the identity use cases need; adapters live in security/ and persistence/."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import NamedTuple, Protocol, Self
+
+from domain.shared.clock import Clock
+from domain.shared.ids import UserId
+from domain.shared.json_value import JSONValue
+from domain.user.ports import UserRepository
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+    async def burn(self, password: str) -> None:
+        """Spend a verification's cost (unknown account: same timing as a known one)."""
+        ...
+
+    def needs_rehash(self, password_hash: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: str
+    device_id: str
+    session_id: str
+    expires_at: int  # epoch seconds
+
+
+class AccessTokenIssuer(Protocol):
+    def issue(
+        self, *, user_id: str, device_id: str, session_id: str, now: datetime
+    ) -> tuple[str, datetime]: ...
+
+    def verify(self, token: str, *, now: datetime | None = None) -> AccessClaims: ...
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class IssuedRefreshToken:
+    token: str  # shown to the client once; only its SHA-256 is stored
+    family_id: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"IssuedRefreshToken(family_id={self.family_id!r}, token='***')"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class RotatedRefreshToken:
+    user_id: UserId
+    device_id: str
+    issued: IssuedRefreshToken
+
+
+class RefreshTokenStore(Protocol):
+    async def issue(
+        self, *, user_id: UserId, device_id: str, now: datetime, family_id: str | None = None
+    ) -> IssuedRefreshToken: ...
+
+    async def rotate(self, token: str, *, now: datetime) -> RotatedRefreshToken:
+        """Use a token once: it is marked used and a new one of the same family returned.
+        A used or revoked token revokes its whole family (InvalidRefreshToken/RefreshTokenReused)."""
+        ...
+
+    async def revoke_family_of(self, token: str, *, now: datetime) -> bool: ...
+
+    async def revoke_device(self, user_id: UserId, device_id: str, *, now: datetime) -> int: ...
+
+
+class VerificationPurpose(StrEnum):
+    PHONE = "phone"
+    EMAIL = "email"
+
+
+class VerificationCodeStore(Protocol):
+    async def create(
+        self, *, user_id: UserId, purpose: VerificationPurpose, code: str, now: datetime
+    ) -> None:
+        """Store a new code (hashed), superseding earlier unused codes of the same purpose."""
+        ...
+
+    async def consume(
+        self, *, user_id: UserId, purpose: VerificationPurpose, code: str, now: datetime
+    ) -> None:
+        """Accept the code once, or count a failed attempt and raise (attempt-limited)."""
+        ...
+
+
+class Notifier(Protocol):
+    async def send_email(self, *, to: str, subject: str, body: str) -> None: ...
+
+    async def send_sms(self, *, to: str, body: str) -> None: ...
+
+
+class DerivAuthorization(NamedTuple):
+    loginid: str
+    currency: str
+    scopes: tuple[str, ...]
+    is_virtual: bool
+    fullname: str
+    email: str
+
+
+class DerivAccountGateway(Protocol):
+    """Deriv calls made with the user's own OAuth token (the gateway's gRPC Authorize/GetSettings)."""
+
+    async def authorize(self, token: str) -> DerivAuthorization: ...
+
+    async def get_settings(self, token: str) -> Mapping[str, object]: ...
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, *, limit: int, window_seconds: int) -> None:
+        """Count one call under `key`; raise RateLimited (with retry-after) past `limit` per window."""
+        ...
+
+
+class TransactionStats(Protocol):
+    """Read-only figures from the `transactions` table for the AML limits."""
+
+    async def amount_since(self, user_id: UserId, currency: str, since: datetime) -> int: ...
+
+    async def count_since(self, user_id: UserId, since: datetime) -> int: ...
+
+
+class IdentityUserRepository(UserRepository, Protocol):
+    async def store_deriv_credentials(self, user_id: UserId, *, token: str, scopes: tuple[str, ...]) -> None:
+        """Keep the user's Deriv OAuth token (encrypted) beside the bound account."""
+        ...
+
+    async def load_deriv_token(self, user_id: UserId) -> str | None: ...
+
+
+class IdentityUnitOfWork(Protocol):
+    clock: Clock
+    users: IdentityUserRepository
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def audit(
+        self, *, action: str, subject_type: str, subject_id: str, details: dict[str, JSONValue] | None = None
+    ) -> None: ...
+
+    async def commit(self) -> None: ...

@@ -1,0 +1,45 @@
+"""Per-user figures from `transactions` for the AML limits (application.identity.ports.TransactionStats).
+
+Uses the (user_id, created_at) index. Failed and reversed transactions moved no money, so they
+do not count towards amount limits; every started transaction counts towards velocity.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.payments.status import TransactionStatus
+from domain.shared.ids import UserId
+from persistence.tables import transactions
+
+_t = transactions
+_NO_MONEY_MOVED = [TransactionStatus.FAILED.value, TransactionStatus.REVERSED.value]
+_AMOUNT_SINCE = select(func.coalesce(func.sum(_t.c.amount_cents), 0)).where(
+    _t.c.user_id == bindparam("user_id"),
+    _t.c.created_at >= bindparam("since"),
+    _t.c.amount_currency == bindparam("currency"),
+    _t.c.status.not_in(_NO_MONEY_MOVED),
+)
+_COUNT_SINCE = select(func.count()).where(
+    _t.c.user_id == bindparam("user_id"), _t.c.created_at >= bindparam("since")
+)
+
+
+class SqlTransactionStats:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def amount_since(self, user_id: UserId, currency: str, since: datetime) -> int:
+        async with self._engine.connect() as connection:
+            value = await connection.scalar(
+                _AMOUNT_SINCE, {"user_id": user_id.value, "since": since, "currency": currency}
+            )
+        return int(value or 0)
+
+    async def count_since(self, user_id: UserId, since: datetime) -> int:
+        async with self._engine.connect() as connection:
+            value = await connection.scalar(_COUNT_SINCE, {"user_id": user_id.value, "since": since})
+        return int(value or 0)

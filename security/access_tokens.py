@@ -1,0 +1,202 @@
+"""Access tokens: JWT signed RS256 with rotatable keys, published as a JWKS document.
+
+- The algorithm is pinned: only RS256 verifies (alg "none", HS256 made with the public key and
+  any other algorithm are refused), and the header's `kid` must name a key we hold.
+- TTL is at most 15 minutes; issuer and audience are checked; exp, iat, sub, aud, iss, jti required.
+- Rotation: keys are an ordered list, the first signs; older keys stay listed (and in the JWKS)
+  until the tokens they signed have expired, then are dropped.
+
+Keys come from PENPAY_JWT_PRIVATE_KEYS ("kid1:/path/key1.pem,kid2:/path/key2.pem", PEM RSA private
+keys, first = current). Outside production, a fresh 2048-bit key per process is made when unset.
+Issuer and audience: PENPAY_JWT_ISSUER (default "penpay"), PENPAY_JWT_AUDIENCE (default "penpay-api").
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from application.identity.errors import InvalidAccessToken
+from application.identity.ports import AccessClaims
+from security.config import MissingSecret, is_production
+
+ALGORITHM = "RS256"
+MAX_TTL = timedelta(minutes=15)
+DEFAULT_TTL = timedelta(minutes=10)
+LEEWAY_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={self.kid!r})"
+
+    @classmethod
+    def generate(cls, kid: str | None = None) -> SigningKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return cls(kid or f"k{secrets.token_hex(4)}", key)
+
+    @classmethod
+    def from_pem(cls, kid: str, pem: bytes) -> SigningKey:
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+            raise ValueError(f"JWT key {kid} must be an RSA private key of at least 2048 bits")
+        return cls(kid, key)
+
+    def public_pem(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def jwk(self) -> dict[str, str]:
+        numbers = self.private_key.public_key().public_numbers()
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "alg": ALGORITHM,
+            "kid": self.kid,
+            "n": _b64uint(numbers.n),
+            "e": _b64uint(numbers.e),
+        }
+
+
+def _b64uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class RsaAccessTokens:
+    """Implements application.identity.ports.AccessTokenIssuer."""
+
+    def __init__(
+        self,
+        keys: Sequence[SigningKey],
+        *,
+        issuer: str = "penpay",
+        audience: str = "penpay-api",
+        ttl: timedelta = DEFAULT_TTL,
+    ) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is needed")
+        if ttl > MAX_TTL or ttl <= timedelta(0):
+            raise ValueError("access token TTL must be positive and at most 15 minutes")
+        kids = [k.kid for k in keys]
+        if len(set(kids)) != len(kids):
+            raise ValueError("JWT key ids must be unique")
+        self._keys = list(keys)
+        self._by_kid = {k.kid: k for k in keys}
+        self._public = {k.kid: k.private_key.public_key() for k in keys}
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RsaAccessTokens:
+        env = os.environ if env is None else env
+        spec = env.get("PENPAY_JWT_PRIVATE_KEYS", "").strip()
+        if spec:
+            keys = []
+            for part in (p.strip() for p in spec.split(",") if p.strip()):
+                kid, _, path = part.partition(":")
+                keys.append(SigningKey.from_pem(kid.strip(), Path(path.strip()).read_bytes()))
+        elif is_production(env):
+            raise MissingSecret("PENPAY_JWT_PRIVATE_KEYS must be set in production")
+        else:
+            keys = [SigningKey.generate()]
+        ttl = timedelta(seconds=int(env.get("PENPAY_JWT_TTL_SECONDS", int(DEFAULT_TTL.total_seconds()))))
+        return cls(
+            keys,
+            issuer=env.get("PENPAY_JWT_ISSUER", "penpay"),
+            audience=env.get("PENPAY_JWT_AUDIENCE", "penpay-api"),
+            ttl=ttl,
+        )
+
+    @property
+    def current_kid(self) -> str:
+        return self._keys[0].kid
+
+    def rotated(self, new_key: SigningKey, *, keep: int = 2) -> RsaAccessTokens:
+        """A new key signs from now on; the `keep - 1` most recent old keys still verify."""
+        return RsaAccessTokens(
+            [new_key, *self._keys][:keep], issuer=self.issuer, audience=self.audience, ttl=self.ttl
+        )
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [k.jwk() for k in self._keys]}
+
+    def issue(self, *, user_id: str, device_id: str, session_id: str, now: datetime) -> tuple[str, datetime]:
+        expires = now + self.ttl
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": user_id,
+            "did": device_id,
+            "sid": session_id,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "jti": secrets.token_hex(16),
+        }
+        token = jwt.encode(
+            claims, self._keys[0].private_key, algorithm=ALGORITHM, headers={"kid": self.current_kid}
+        )
+        return token, expires
+
+    def verify(self, token: str, *, now: datetime | None = None) -> AccessClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidAccessToken("malformed access token") from exc
+        if header.get("alg") != ALGORITHM:
+            raise InvalidAccessToken("access token algorithm refused")
+        kid = header.get("kid")
+        key = self._public.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidAccessToken("access token signed by an unknown key")
+        options: Any = {"require": ["exp", "iat", "sub", "aud", "iss", "jti"]}
+        try:
+            if now is not None:
+                # Verify as of `now` (tests with a fixed clock): PyJWT reads the wall clock.
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[ALGORITHM],
+                    audience=self.audience,
+                    issuer=self.issuer,
+                    options={**options, "verify_exp": False, "verify_nbf": False},  # type: ignore[arg-type]
+                )
+                if int(claims["exp"]) + LEEWAY_SECONDS < now.timestamp():
+                    raise jwt.ExpiredSignatureError("Signature has expired")
+            else:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[ALGORITHM],
+                    audience=self.audience,
+                    issuer=self.issuer,
+                    options=options,
+                    leeway=LEEWAY_SECONDS,
+                )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidAccessToken("access token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidAccessToken(f"access token refused: {type(exc).__name__}") from exc
+        return AccessClaims(
+            user_id=str(claims["sub"]),
+            device_id=str(claims.get("did", "")),
+            session_id=str(claims.get("sid", "")),
+            expires_at=int(claims["exp"]),
+        )

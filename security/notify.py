@@ -1,0 +1,106 @@
+"""Notification delivery (application.identity.ports.Notifier): SMTP for email, and a
+development sink that keeps messages in memory and appends them to a JSON-lines file.
+
+SMTP uses the standard library's smtplib in a worker thread (no extra dependency), with STARTTLS
+when asked. SMS has no production adapter yet (an Africa's Talking / Safaricom SMS adapter goes
+here); SmtpNotifier refuses SMS rather than dropping it silently.
+Message bodies hold one-time codes: they are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("penpay.notify")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SentMessage:
+    channel: str  # "email" or "sms"
+    to: str
+    subject: str
+    body: str
+    sent_at: datetime
+
+    def __repr__(self) -> str:
+        return f"SentMessage(channel={self.channel!r}, subject={self.subject!r}, body='***')"
+
+
+class DevelopmentNotifier:
+    """Keeps every message (tests read `sent`); optionally appends each to a JSONL file."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.sent: list[SentMessage] = []
+        self._path = path
+
+    def _keep(self, message: SentMessage) -> None:
+        self.sent.append(message)
+        if self._path is not None:
+            line = json.dumps(
+                {
+                    "channel": message.channel,
+                    "to": message.to,
+                    "subject": message.subject,
+                    "body": message.body,
+                    "sent_at": message.sent_at.isoformat(),
+                }
+            )
+            with self._path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        log.info("notify.dev_sink", channel=message.channel)
+
+    async def send_email(self, *, to: str, subject: str, body: str) -> None:
+        self._keep(SentMessage("email", to, subject, body, datetime.now(UTC)))
+
+    async def send_sms(self, *, to: str, body: str) -> None:
+        self._keep(SentMessage("sms", to, "", body, datetime.now(UTC)))
+
+    def latest(self, channel: str, to: str) -> SentMessage:
+        return next(m for m in reversed(self.sent) if m.channel == channel and m.to == to)
+
+
+class SmtpNotifier:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int = 587,
+        sender: str,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
+        self._host, self._port, self._sender = host, port, sender
+        self._username, self._password = username, password
+        self._starttls, self._timeout = starttls, timeout
+
+    def __repr__(self) -> str:
+        return f"SmtpNotifier(host={self._host!r}, port={self._port}, sender={self._sender!r})"
+
+    def _send(self, message: EmailMessage) -> None:
+        with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
+            if self._starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if self._username and self._password:
+                smtp.login(self._username, self._password)
+            smtp.send_message(message)
+
+    async def send_email(self, *, to: str, subject: str, body: str) -> None:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = self._sender, to, subject
+        message.set_content(body)
+        await asyncio.to_thread(self._send, message)
+        log.info("notify.email_sent")
+
+    async def send_sms(self, *, to: str, body: str) -> None:
+        raise NotImplementedError("no SMS provider is configured")

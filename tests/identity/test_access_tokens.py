@@ -1,0 +1,119 @@
+"""RS256 access tokens: alg pinned, kid required, TTL bounded, expiry/audience/issuer checked, JWKS."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from jwt.algorithms import RSAAlgorithm
+
+from application.identity.errors import InvalidAccessToken
+from security.access_tokens import RsaAccessTokens, SigningKey
+
+pytestmark = pytest.mark.unit
+
+KEY = SigningKey.generate("k1")
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def tokens() -> RsaAccessTokens:
+    return RsaAccessTokens([KEY])
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "iss": "penpay",
+        "aud": "penpay-api",
+        "sub": "u1",
+        "iat": int(NOW.timestamp()),
+        "exp": int((NOW + timedelta(minutes=5)).timestamp()),
+        "jti": "j1",
+    }
+    base.update(overrides)
+    return base
+
+
+def test_a_token_round_trips_with_kid_and_short_ttl(tokens: RsaAccessTokens) -> None:
+    token, expires = tokens.issue(user_id="u1", device_id="device-1", session_id="s1", now=NOW)
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "kid": "k1", "typ": "JWT"}
+    assert expires - NOW <= timedelta(minutes=15)
+    claims = tokens.verify(token, now=NOW)
+    assert (claims.user_id, claims.device_id, claims.session_id) == ("u1", "device-1", "s1")
+    assert tokens.verify(token).user_id == "u1"  # wall clock too
+
+
+def test_alg_none_is_refused(tokens: RsaAccessTokens) -> None:
+    header = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": "k1"}).encode())
+    body = _b64(json.dumps(_claims()).encode())
+    with pytest.raises(InvalidAccessToken):
+        tokens.verify(f"{header}.{body}.", now=NOW)
+
+
+def test_hs256_signed_with_the_public_key_is_refused(tokens: RsaAccessTokens) -> None:
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
+    body = _b64(json.dumps(_claims()).encode())
+    signature = hmac.new(KEY.public_pem(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    with pytest.raises(InvalidAccessToken):
+        tokens.verify(f"{header}.{body}.{_b64(signature)}", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("claims", "headers"),
+    [
+        (_claims(exp=int((NOW - timedelta(minutes=2)).timestamp())), {"kid": "k1"}),  # expired
+        (_claims(aud="someone-else"), {"kid": "k1"}),  # wrong audience
+        (_claims(iss="evil"), {"kid": "k1"}),  # wrong issuer
+        (_claims(), {"kid": "unknown"}),  # unknown kid
+        (_claims(), {}),  # no kid
+        ({k: v for k, v in _claims().items() if k != "jti"}, {"kid": "k1"}),  # a required claim missing
+    ],
+    ids=["expired", "wrong-audience", "wrong-issuer", "unknown-kid", "no-kid", "missing-claim"],
+)
+def test_bad_tokens_are_refused(
+    tokens: RsaAccessTokens, claims: dict[str, object], headers: dict[str, str]
+) -> None:
+    token = jwt.encode(claims, KEY.private_key, algorithm="RS256", headers=headers)
+    with pytest.raises(InvalidAccessToken):
+        tokens.verify(token, now=NOW)
+
+
+def test_a_token_from_another_key_with_a_known_kid_is_refused(tokens: RsaAccessTokens) -> None:
+    forged = jwt.encode(
+        _claims(), SigningKey.generate("k1").private_key, algorithm="RS256", headers={"kid": "k1"}
+    )
+    with pytest.raises(InvalidAccessToken):
+        tokens.verify(forged, now=NOW)
+
+
+def test_rotation_keeps_old_tokens_valid_and_the_jwks_lists_both(tokens: RsaAccessTokens) -> None:
+    old_token, _ = tokens.issue(user_id="u1", device_id="d", session_id="s", now=NOW)
+    rotated = tokens.rotated(SigningKey.generate("k2"))
+    new_token, _ = rotated.issue(user_id="u2", device_id="d", session_id="s", now=NOW)
+    assert jwt.get_unverified_header(new_token)["kid"] == "k2"
+    assert rotated.verify(old_token, now=NOW).user_id == "u1"
+    jwks = rotated.jwks()
+    assert [k["kid"] for k in jwks["keys"]] == ["k2", "k1"]
+    assert all(k["alg"] == "RS256" and k["kty"] == "RSA" and "d" not in k for k in jwks["keys"])
+    # the JWKS really carries the public key: a standard client verifies with it
+    public = RSAAlgorithm.from_jwk(json.dumps(jwks["keys"][0]))
+    assert jwt.decode(new_token, public, algorithms=["RS256"], audience="penpay-api")["sub"] == "u2"
+    # once dropped, the old key's tokens are refused
+    with pytest.raises(InvalidAccessToken):
+        rotated.rotated(SigningKey.generate("k3")).rotated(SigningKey.generate("k4")).verify(
+            old_token, now=NOW
+        )
+
+
+def test_ttl_above_fifteen_minutes_is_refused() -> None:
+    with pytest.raises(ValueError):
+        RsaAccessTokens([KEY], ttl=timedelta(minutes=16))
