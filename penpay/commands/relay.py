@@ -60,14 +60,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _relay(database_url: str, redis_url: str, args: argparse.Namespace) -> None:
-    from persistence.engine import create_engine
+    from penpay.bootstrap import bootstrap
+    from penpay.settings import get_settings
     from workers.host import run_workers, stop_on_signals
-    from workers.redis_bus import RedisStreamsBus
     from workers.relay import OutboxRelay
 
-    engine = create_engine(database_url, pool_size=2)
-    bus = RedisStreamsBus.from_url(redis_url, prefix=args.stream_prefix, maxlen=args.stream_maxlen)
-    relay = OutboxRelay(engine, bus, batch_size=args.batch_size, poll_interval=args.poll_interval)
+    settings = get_settings().model_copy(update={"database_url": database_url, "redis_url": redis_url})
+    core = bootstrap(settings, pool_size=2)
+    bus = core.message_bus(stream_prefix=args.stream_prefix, stream_maxlen=args.stream_maxlen)
+    relay = OutboxRelay(core.engine, bus, batch_size=args.batch_size, poll_interval=args.poll_interval)
     try:
         if args.once:
             published = await relay.drain()
@@ -77,5 +78,4 @@ async def _relay(database_url: str, redis_url: str, args: argparse.Namespace) ->
             stop_on_signals(stop)
             await run_workers(stop, relay=relay)
     finally:
-        await bus.close()
-        await engine.dispose()
+        await core.close()

@@ -1,0 +1,88 @@
+"""The composition root: settings in, adapters wired to ports out.
+
+Entrypoints (commands, daemons, the future API and saga workers) ask this module for what
+they need instead of building adapters themselves, so there is one place that decides, for
+example, "Redis Streams when PENPAY_REDIS_URL is set, the in-process bus otherwise".
+Modelled on cosmicpython's bootstrap.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from domain.shared.clock import Clock, SystemClock
+from penpay.settings import Settings, get_settings
+from persistence.engine import create_engine
+from persistence.idempotency_store import SqlIdempotencyStore
+from persistence.unit_of_work import SqlUnitOfWork
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from mpesa_adapter.config import DarajaConfig
+    from workers.bus import MessageBus
+
+
+def message_bus(
+    settings: Settings, *, stream_prefix: str = "", stream_maxlen: int | None = None
+) -> MessageBus:
+    """Redis Streams when configured; otherwise the in-process bus of the embedded stack."""
+    if settings.redis_url:
+        from workers.redis_bus import DEFAULT_MAXLEN, RedisStreamsBus
+
+        return RedisStreamsBus.from_url(
+            settings.redis_url, prefix=stream_prefix, maxlen=stream_maxlen or DEFAULT_MAXLEN
+        )
+    from workers.memory_bus import DEFAULT_MAXLEN as MEMORY_MAXLEN
+    from workers.memory_bus import InProcessBus
+
+    return InProcessBus(maxlen=stream_maxlen or MEMORY_MAXLEN)
+
+
+def daraja_config(settings: Settings) -> DarajaConfig:
+    from mpesa_adapter.config import DarajaConfig
+
+    return DarajaConfig(
+        base_url=settings.mpesa_base_url,
+        consumer_key=settings.mpesa_consumer_key.get_secret_value(),
+        consumer_secret=settings.mpesa_consumer_secret.get_secret_value(),
+        shortcode=settings.mpesa_shortcode,
+        passkey=settings.mpesa_passkey.get_secret_value(),
+        initiator_name=settings.mpesa_initiator_name,
+        initiator_password=settings.mpesa_initiator_password.get_secret_value(),
+        cert_file=settings.mpesa_cert_file,
+        callback_base_url=settings.mpesa_callback_base_url,
+        callback_secret=settings.mpesa_callback_secret.get_secret_value(),
+    )
+
+
+@dataclass
+class Core:
+    """What every PenPay process that touches the database shares."""
+
+    settings: Settings
+    engine: AsyncEngine
+    clock: Clock
+    idempotency: SqlIdempotencyStore
+    _buses: list[MessageBus] = field(default_factory=list)
+
+    def unit_of_work(self, *, actor: str = "system") -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, clock=self.clock, actor=actor)
+
+    def message_bus(self, *, stream_prefix: str = "", stream_maxlen: int | None = None) -> MessageBus:
+        bus = message_bus(self.settings, stream_prefix=stream_prefix, stream_maxlen=stream_maxlen)
+        self._buses.append(bus)
+        return bus
+
+    async def close(self) -> None:
+        for bus in self._buses:
+            await bus.close()
+        await self.engine.dispose()
+
+
+def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, pool_size: int = 20) -> Core:
+    settings = settings or get_settings()
+    clock = clock or SystemClock()
+    engine = create_engine(settings.database_url, pool_size=pool_size)
+    return Core(settings=settings, engine=engine, clock=clock, idempotency=SqlIdempotencyStore(engine, clock))
