@@ -8,6 +8,7 @@ Modelled on cosmicpython's bootstrap.py.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ from persistence.unit_of_work import SqlUnitOfWork
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from application.payments.saga import PaymentSaga
+    from application.payments.service import MoneyMovementPolicy, PaymentsApplication
     from mpesa_adapter.config import DarajaConfig
     from workers.bus import MessageBus
 
@@ -79,6 +82,94 @@ class Core:
         for bus in self._buses:
             await bus.close()
         await self.engine.dispose()
+
+
+def crash_checkpoint(settings: Settings) -> Callable[[str], None]:
+    """The saga checkpoint: a no-op, or (fault injection, never in production) kill -9 of this
+    process when it reaches the named point, as a crash test or a chaos run asks."""
+    from application.payments.saga import no_checkpoint
+
+    target = settings.crash_at
+    if not target:
+        return no_checkpoint
+    if settings.app_env == "production":
+        raise RuntimeError("PENPAY_CRASH_AT is fault injection: refused in production")
+
+    def checkpoint(name: str) -> None:
+        if name == target:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return checkpoint
+
+
+@dataclass
+class Payments:
+    """The payment sagas and use cases, wired to Daraja and the Deriv gateway."""
+
+    saga: PaymentSaga
+    application: PaymentsApplication
+    _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for close in self._closers:
+            await close()
+
+
+def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Payments:
+    from datetime import timedelta
+
+    import grpc
+
+    from application.payments.decisions import SagaPolicy
+    from application.payments.rates import FixedRates
+    from application.payments.saga import PaymentSaga
+    from application.payments.service import PaymentsApplication
+    from deriv_gateway.payments_client import GatewayDerivPayments
+    from domain.wallet.account_kind import AccountKind
+    from mpesa_adapter.callback_store import SqlCallbackInbox
+    from mpesa_adapter.client import DarajaClient
+    from mpesa_adapter.confirmer import CallbackConfirmer
+    from mpesa_adapter.saga_port import DarajaSagaPort
+
+    s = core.settings
+    daraja = DarajaClient(daraja_config(s))
+    channel = grpc.aio.insecure_channel(s.gateway_addr)
+    deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
+    mpesa = DarajaSagaPort(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
+    checkpoint = crash_checkpoint(s)
+    saga = PaymentSaga(
+        unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+        mpesa=mpesa,
+        deriv=deriv,
+        policy=SagaPolicy(
+            call_grace=timedelta(seconds=s.saga_call_grace),
+            stk_callback_wait=timedelta(seconds=s.saga_stk_callback_wait),
+            b2c_result_wait=timedelta(seconds=s.saga_b2c_result_wait),
+            query_interval=timedelta(seconds=s.saga_query_interval),
+            max_attempts=s.saga_max_attempts,
+        ),
+        checkpoint=checkpoint,
+        float_thresholds={
+            AccountKind.DERIV_AGENT_FLOAT: s.float_low_usd_cents,
+            AccountKind.MPESA_FLOAT: s.float_low_kes_cents,
+        },
+    )
+    application = PaymentsApplication(
+        unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+        rates=FixedRates(
+            kes_per_usd_buy=s.fx_kes_per_usd_buy,
+            kes_per_usd_sell=s.fx_kes_per_usd_sell,
+            ttl=timedelta(seconds=s.fx_quote_ttl),
+        ),
+        deriv=deriv,
+        saga=saga,
+        policy=policy,
+        checkpoint=checkpoint,
+    )
+    return Payments(saga, application, [daraja.close, channel.close])
 
 
 def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, pool_size: int = 20) -> Core:

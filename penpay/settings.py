@@ -51,7 +51,36 @@ class Settings(BaseSettings):
     mpesa_callback_secret: SecretStr = SecretStr("")
     mpesa_allowed_ips: str = "127.0.0.1"
 
-    @field_validator("redis_url", "mpesa_cert_file", mode="before")
+    # Payment sagas: the quote PenPay honours, timeouts (seconds) and bounds of the workers
+    fx_kes_per_usd_buy: str = "130.00"  # a deposit: KES the user pays per USD credited
+    fx_kes_per_usd_sell: str = "128.00"  # a withdrawal: KES paid out per USD withdrawn
+    fx_quote_ttl: float = 120.0
+    saga_call_grace: float = 30.0  # a call started less than this ago is still in flight
+    saga_stk_callback_wait: float = 60.0  # no STK callback by then: STK Query
+    saga_b2c_result_wait: float = 60.0  # no B2C result by then: Transaction Status
+    saga_query_interval: float = 15.0
+    saga_max_attempts: int = 5
+    sweeper_interval: float = 5.0
+    sweeper_min_age: float = 5.0
+    float_low_usd_cents: int = 100_000  # FloatLow below this Deriv agent balance
+    float_low_kes_cents: int = 5_000_000  # FloatLow below this M-Pesa float
+    # Fault injection for crash tests and chaos runs: kill -9 this process at a named saga
+    # checkpoint (see application/payments/saga.py). Refused when app_env is production.
+    crash_at: str | None = None
+
+    # Public gRPC API (penpay api): peers whose x-forwarded-for is believed for the client IP
+    # (the HTTP bridge), comma-separated; anyone else's would let a client pick its rate-limit bucket.
+    api_trusted_proxies: str = "127.0.0.1,::1"
+    # Email for verification codes in production (outside production a development notifier
+    # keeps messages in memory, readable through the dev-only DevService). Empty host: not configured.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_sender: str = "no-reply@penpay.io"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+
+    @field_validator("redis_url", "mpesa_cert_file", "crash_at", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `PENPAY_REDIS_URL=` (as in .env.example) means "not configured", not "".

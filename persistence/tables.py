@@ -279,6 +279,21 @@ processed_events = Table(
     Column("processed_at", UtcDateTime(), nullable=False),
 )
 
+# The saga's step journal: an external call that cannot be made idempotent by an id of ours
+# (STK push) or that must be counted (queries, refunds) is written here, committed, before
+# the call leaves; a worker that finds a started step it did not finish knows the call may
+# have happened.
+saga_steps = Table(
+    "saga_steps",
+    metadata,
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), primary_key=True),
+    Column("step", String(32), primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("detail", String(255), nullable=True),
+)
+
 audit_logs = Table(
     "audit_logs",
     metadata,

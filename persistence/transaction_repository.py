@@ -256,6 +256,21 @@ class SqlTransactionRepository:
     async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None:
         return await self._load(_BY_KEY, {"key_hash": key_hash, "user_id": user_id.value})
 
+    async def list_for_user(
+        self, user_id: UserId, *, limit: int, before: TransactionId | None = None
+    ) -> list[Transaction]:
+        query = (
+            select(transactions.c.id)
+            .where(transactions.c.user_id == user_id.value)
+            .order_by(transactions.c.id.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(transactions.c.id < before.value)
+        ids = (await self._connection.execute(query)).scalars().all()
+        found = [await self.get(TransactionId(tx_id)) for tx_id in ids]
+        return [tx for tx in found if tx is not None]
+
     async def find_by_checkout_request_id(self, checkout_request_id: str) -> Transaction | None:
         return await self._load_by_attachment(_ID_BY_CHECKOUT, checkout_request_id)
 

@@ -21,6 +21,7 @@ from domain.shared.json_value import JSONValue
 from persistence import audit, outbox
 from persistence.idempotency_store import complete
 from persistence.ledger_repository import SqlLedgerRepository
+from persistence.saga_steps import SqlSagaSteps
 from persistence.transaction_repository import SqlTransactionRepository
 from persistence.user_repository import SqlUserRepository
 
@@ -50,6 +51,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedgerRepository(self._connection, self.clock)
         self.transactions = SqlTransactionRepository(self._connection, self.track)
         self.users = SqlUserRepository(self._connection, self.track)
+        self.saga_steps = SqlSagaSteps(self._connection)
         return self
 
     async def __aexit__(

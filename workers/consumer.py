@@ -58,6 +58,9 @@ from workers.envelope import EventEnvelope, MalformedMessage
 log = structlog.get_logger("penpay.consumer")
 
 Handler = Callable[[EventEnvelope, SqlUnitOfWork], Awaitable[None]]
+# A handler that opens its own transactions (a saga step that calls out between commits) and
+# is idempotent by itself; the inbox row is written after it returns.
+StandaloneHandler = Callable[[EventEnvelope], Awaitable[None]]
 ANY_EVENT = "*"
 
 
@@ -107,15 +110,25 @@ class EventConsumer:
             lambda: SqlUnitOfWork(engine, clock=self._clock, actor=f"worker:{group}")
         )
         self._handlers: dict[str, Handler] = {}
+        self._standalone: dict[str, StandaloneHandler] = {}
         self._started = False
 
     # --- registration -------------------------------------------------------------------
 
     def register(self, event_type: str, handler: Handler) -> None:
         """Handle events of `event_type` (or every event: "*"). One handler per type."""
-        if event_type in self._handlers:
+        if event_type in self._handlers or event_type in self._standalone:
             raise ValueError(f"{event_type} already has a handler in group {self.group}")
         self._handlers[event_type] = handler
+
+    def register_standalone(self, event_type: str, handler: StandaloneHandler) -> None:
+        """Handle `event_type` with a handler that commits its own work and is idempotent by
+        itself (re-running it after a crash is harmless). It runs outside the inbox's
+        transaction, so it may commit several times and call out between commits (SQLite has
+        one writer: holding the inbox transaction open would block the handler's own)."""
+        if event_type in self._handlers or event_type in self._standalone:
+            raise ValueError(f"{event_type} already has a handler in group {self.group}")
+        self._standalone[event_type] = handler
 
     def handler(self, *event_types: str) -> Callable[[Handler], Handler]:
         def decorate(fn: Handler) -> Handler:
@@ -148,7 +161,17 @@ class EventConsumer:
             count=self.batch_size,
             block_ms=0 if deliveries else self.block_ms,
         )
-        return [await self.handle(delivery) for delivery in deliveries]
+        # Messages of one aggregate are handled in order; different aggregates concurrently.
+        by_aggregate: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            key = delivery.fields.get("aggregate_id") or delivery.message_id
+            by_aggregate.setdefault(str(key), []).append(delivery)
+
+        async def in_order(group: list[Delivery]) -> list[Outcome]:
+            return [await self.handle(delivery) for delivery in group]
+
+        results = await asyncio.gather(*(in_order(group) for group in by_aggregate.values()))
+        return [outcome for group in results for outcome in group]
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consumer.started", group=self.group, consumer=self.consumer, streams=self.streams)
@@ -184,6 +207,9 @@ class EventConsumer:
             error = f"delivered {delivery.delivery_count} times without an acknowledgement"
             await self._dead_letter(delivery, event, error)
             return Outcome("dead", delivery.message_id, event_id)
+        standalone = self._standalone.get(event.event_type)
+        if standalone is not None:
+            return await self._handle_standalone(delivery, event, standalone, context)
         handler = self._handlers.get(event.event_type) or self._handlers.get(ANY_EVENT)
         if handler is None:
             return await self._ack(delivery, Outcome("ignored", delivery.message_id, event_id), context)
@@ -212,6 +238,38 @@ class EventConsumer:
         metrics.DUPLICATES_SKIPPED.labels(stream=delivery.stream, group=self.group).inc()
         log.info("event.duplicate", **context)
         return await self._ack(delivery, Outcome("duplicate", delivery.message_id, event_id), context)
+
+    async def _handle_standalone(
+        self,
+        delivery: Delivery,
+        event: EventEnvelope,
+        handler: StandaloneHandler,
+        context: dict[str, object],
+    ) -> Outcome:
+        event_id = str(event.event_id)
+        try:
+            async with self._uow_factory() as uow:
+                seen = await inbox.was_processed(uow.connection, self.group, event.event_id)
+            if not seen:
+                await handler(event)
+                async with self._uow_factory() as uow:
+                    # False: a concurrent delivery finished first; both runs were harmless.
+                    await inbox.record_processed(uow.connection, self.group, event.event_id, uow.clock.now())
+                    await uow.commit()
+        except Exception as exc:
+            metrics.HANDLER_FAILURES.labels(stream=delivery.stream, group=self.group).inc()
+            if delivery.delivery_count >= self.max_deliveries:
+                await self._dead_letter(delivery, event, f"{type(exc).__name__}: {exc}")
+                return Outcome("dead", delivery.message_id, event_id)
+            log.warning("event.failed", **context, error=type(exc).__name__)
+            return Outcome("retry", delivery.message_id, event_id)
+        if seen:
+            metrics.DUPLICATES_SKIPPED.labels(stream=delivery.stream, group=self.group).inc()
+            return await self._ack(delivery, Outcome("duplicate", delivery.message_id, event_id), context)
+        metrics.EVENTS_HANDLED.labels(
+            stream=delivery.stream, group=self.group, event_type=event.event_type
+        ).inc()
+        return await self._ack(delivery, Outcome("handled", delivery.message_id, event_id), context)
 
     async def _ack(self, delivery: Delivery, outcome: Outcome, context: dict[str, object]) -> Outcome:
         try:

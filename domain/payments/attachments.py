@@ -25,6 +25,10 @@ class EvidenceStatus(StrEnum):
     SENT = "SENT"
     CONFIRMED = "CONFIRMED"
     FAILED = "FAILED"
+    # Written by the M-Pesa callback inbox, which trusts no callback on its own:
+    SUCCEEDED = "SUCCEEDED"  # a callback says paid; not yet cross-checked by a query
+    UNKNOWN = "UNKNOWN"  # B2C queue timeout: the payout may or may not have happened
+    REVIEW = "REVIEW"  # callback and query disagree, or the callback did not match: a person decides
 
 
 def _check_common(record: object, amount: Money, currency: Currency, status: str) -> None:

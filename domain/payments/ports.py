@@ -34,6 +34,12 @@ class TransactionRepository(Protocol):
 
     async def find_by_checkout_request_id(self, checkout_request_id: str) -> Transaction | None: ...
 
+    async def list_for_user(
+        self, user_id: UserId, *, limit: int, before: TransactionId | None = None
+    ) -> list[Transaction]:
+        """The user's transactions, newest first (ids are UUIDv7: time-ordered)."""
+        ...
+
     async def find_by_originator_conversation_id(
         self, originator_conversation_id: str
     ) -> Transaction | None: ...

@@ -312,7 +312,7 @@ class Transaction:
     def mpesa_confirmed(
         self,
         *,
-        mpesa_receipt_number: str,
+        mpesa_receipt_number: str | None,
         amount: Money,
         raw_callback: str | None,
         result_desc: str | None = None,
@@ -320,11 +320,9 @@ class Transaction:
     ) -> None:
         """The STK callback says paid. A repeat of the same callback changes nothing."""
         request = self._require_mpesa_request()
-        if (
-            request.status == EvidenceStatus.CONFIRMED
-            and request.mpesa_receipt_number == mpesa_receipt_number
-        ):
-            return
+        if self.status not in (Status.AWAITING_MPESA, Status.OUTCOME_UNKNOWN):
+            if request.status == EvidenceStatus.CONFIRMED:
+                return  # a repeat of the confirmation already applied
         if amount != self.amount:
             raise AmountMismatch(f"M-Pesa reports {amount} paid for a request of {self.amount}")
         at = _at(now)
@@ -501,7 +499,7 @@ class Transaction:
     ) -> None:
         """The B2C result says paid. A repeat of the same result changes nothing."""
         disbursement = self._require_disbursement()
-        if disbursement.status == EvidenceStatus.CONFIRMED:
+        if self.status is Status.COMPLETED:
             return
         at = _at(now)
         paid = disbursement.with_result(

@@ -24,3 +24,21 @@ class BalanceChanged(DomainEvent):
 
     def aggregate_version(self) -> int | None:
         return self.version
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FloatLow(DomainEvent):
+    """A float account (M-Pesa or Deriv agent) is below its threshold, or too low for a
+    payment that is now waiting for a top-up."""
+
+    aggregate_type = "LedgerAccount"
+
+    account_id: LedgerAccountId
+    kind: str
+    currency: Currency
+    balance_minor: int
+    needed_minor: int  # what the waiting payment needs (0: only below the threshold)
+    threshold_minor: int
+
+    def aggregate_id(self) -> str:
+        return str(self.account_id)

@@ -1,0 +1,387 @@
+"""The sagas' decisions: what to do next with a transaction, from what is stored about it.
+
+Pure: no I/O, no clock of its own. `decide(view, policy)` reads the transaction's status,
+its evidence records and the saga-step journal, and returns one Action. The worker
+(application.payments.saga) executes it and asks again. Because the decision is derived
+from committed state only, a duplicate, late, reordered or lost wake-up event, a crash or a
+second worker running the same transaction all lead to the same next step.
+
+One table per saga (DEPOSIT_RULES, WITHDRAWAL_RULES): the first rule whose status matches
+and whose guard holds wins. Guards only look at evidence, step attempts and ages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from application.payments.ports import StepRecord
+from domain.payments.attachments import EvidenceStatus as E
+from domain.payments.status import TransactionStatus as S
+from domain.payments.status import TransactionType
+
+
+class Action(StrEnum):
+    WAIT = "WAIT"  # nothing to do now (waiting for a callback, a person, or a call in flight)
+    # deposit
+    SEND_STK_PUSH = "SEND_STK_PUSH"
+    MARK_STK_UNKNOWN = "MARK_STK_UNKNOWN"  # a push was started and its answer lost
+    CONFIRM_STK = "CONFIRM_STK"  # STK Query: cross-check a callback, or ask when none came
+    CREDIT_DEPOSIT = "CREDIT_DEPOSIT"  # book the KES received and the conversion to USD
+    FAIL_DEPOSIT = "FAIL_DEPOSIT"  # M-Pesa says not paid
+    SEND_DERIV_TRANSFER = "SEND_DERIV_TRANSFER"  # reserve the agent float, record, send
+    RESOLVE_DERIV_TRANSFER = "RESOLVE_DERIV_TRANSFER"  # ask the gateway again, same transfer id
+    # withdrawal
+    FAIL_WITHDRAWAL = "FAIL_WITHDRAWAL"  # no money moved (code never sent, or expired)
+    RESOLVE_DERIV_WITHDRAWAL = "RESOLVE_DERIV_WITHDRAWAL"  # resolve-only lookup, never a new debit
+    SEND_B2C = "SEND_B2C"  # reserve the M-Pesa float, record, send (or re-send, same id)
+    CONFIRM_B2C = "CONFIRM_B2C"  # Transaction Status query
+    COMPLETE_WITHDRAWAL = "COMPLETE_WITHDRAWAL"
+    START_REFUND = "START_REFUND"  # B2C failed for good: undo the bookings, send the USD back
+    RESOLVE_REFUND = "RESOLVE_REFUND"  # the refund transfer's answer was lost: ask again, same id
+    # both
+    REVIEW = "REVIEW"  # bounded attempts exhausted or contradictory evidence: a person decides
+
+
+class Step(StrEnum):
+    """Names in the saga-step journal (saga_steps.step)."""
+
+    STK_PUSH = "stk_push"
+    STK_QUERY = "stk_query"
+    DERIV_TRANSFER = "deriv_transfer"
+    DERIV_WITHDRAWAL = "deriv_withdrawal"
+    B2C = "b2c"
+    B2C_QUERY = "b2c_query"
+    REFUND = "refund"
+    FLOAT_WAIT = "float_wait"
+
+
+@dataclass(frozen=True, slots=True)
+class SagaPolicy:
+    """The timeouts and bounds of both sagas (settings feed them)."""
+
+    call_grace: timedelta = timedelta(seconds=30)  # a started call younger than this is in flight
+    stk_callback_wait: timedelta = timedelta(seconds=60)  # then ask STK Query
+    b2c_result_wait: timedelta = timedelta(seconds=60)  # then ask Transaction Status
+    query_interval: timedelta = timedelta(seconds=15)  # between two queries of one kind
+    max_attempts: int = 5  # per step, then review
+    withdrawal_code_ttl: timedelta = timedelta(seconds=3600)  # Deriv's code lifetime
+    float_retry: timedelta = timedelta(seconds=30)  # a float too low: try again after
+
+
+@dataclass(frozen=True, slots=True)
+class SagaView:
+    """What decide() needs to know about one transaction, read from storage."""
+
+    type: TransactionType
+    status: S
+    unknown_step: S | None  # while OUTCOME_UNKNOWN: the step whose answer was lost
+    updated_at: datetime
+    now: datetime
+    mpesa_request: str | None = None
+    mpesa_disbursement: str | None = None
+    disbursement_accepted: bool = False  # Daraja returned a ConversationID
+    deriv_transfer: str | None = None
+    deriv_withdrawal: str | None = None
+    steps: Mapping[str, StepRecord] = field(default_factory=dict)
+
+    def age(self) -> timedelta:
+        return self.now - self.updated_at
+
+    def step(self, step: Step) -> StepRecord | None:
+        return self.steps.get(step.value)
+
+    def attempts(self, step: Step) -> int:
+        record = self.step(step)
+        return record.attempts if record else 0
+
+    def since(self, step: Step) -> timedelta | None:
+        record = self.step(step)
+        return None if record is None else self.now - record.updated_at
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str = ""
+
+
+Guard = Callable[[SagaView, SagaPolicy], bool]
+Rule = tuple[S, Guard, Action, str]
+
+
+def _always(v: SagaView, p: SagaPolicy) -> bool:
+    return True
+
+
+def _exhausted(step: Step) -> Guard:
+    return lambda v, p: v.attempts(step) >= p.max_attempts
+
+
+def _due(step: Step, after: Callable[[SagaPolicy], timedelta]) -> Guard:
+    """The step may run again: never run, or its last attempt is older than `after`."""
+
+    def guard(v: SagaView, p: SagaPolicy) -> bool:
+        since = v.since(step)
+        return since is None or since >= after(p)
+
+    return guard
+
+
+def _all(*guards: Guard) -> Guard:
+    return lambda v, p: all(g(v, p) for g in guards)
+
+
+def _evidence(attr: str, *statuses: E | None) -> Guard:
+    wanted = {None if s is None else s.value for s in statuses}
+    return lambda v, p: getattr(v, attr) in wanted
+
+
+def _stale(v: SagaView, p: SagaPolicy) -> bool:
+    """Nobody has touched the transaction for longer than a call may take."""
+    return v.age() >= p.call_grace
+
+
+def _unknown_at(step: S) -> Guard:
+    return lambda v, p: v.unknown_step is step
+
+
+def _float_due(v: SagaView, p: SagaPolicy) -> bool:
+    since = v.since(Step.FLOAT_WAIT)
+    return since is None or since >= p.float_retry
+
+
+_stk = "mpesa_request"
+_b2c = "mpesa_disbursement"
+
+DEPOSIT_RULES: tuple[Rule, ...] = (
+    # PENDING: push once; a push started and never recorded has an unknown outcome.
+    (S.PENDING, lambda v, p: v.step(Step.STK_PUSH) is None, Action.SEND_STK_PUSH, "send the STK push"),
+    (
+        S.PENDING,
+        _due(Step.STK_PUSH, lambda p: p.call_grace),
+        Action.MARK_STK_UNKNOWN,
+        "the STK push was sent and its answer lost",
+    ),
+    # AWAITING_MPESA: the callback inbox writes the evidence; we cross-check or ask.
+    (S.AWAITING_MPESA, _evidence(_stk, E.CONFIRMED), Action.CREDIT_DEPOSIT, "M-Pesa payment confirmed"),
+    (S.AWAITING_MPESA, _evidence(_stk, E.FAILED), Action.FAIL_DEPOSIT, "M-Pesa payment not made"),
+    (S.AWAITING_MPESA, _evidence(_stk, E.REVIEW), Action.REVIEW, "M-Pesa evidence contradicts itself"),
+    (S.AWAITING_MPESA, _exhausted(Step.STK_QUERY), Action.REVIEW, "STK Query attempts exhausted"),
+    (
+        S.AWAITING_MPESA,
+        _all(_evidence(_stk, E.SUCCEEDED), _due(Step.STK_QUERY, lambda p: p.query_interval)),
+        Action.CONFIRM_STK,
+        "cross-check the callback with STK Query",
+    ),
+    (
+        S.AWAITING_MPESA,
+        _all(
+            _evidence(_stk, E.SENT),
+            lambda v, p: v.age() >= p.stk_callback_wait,
+            _due(Step.STK_QUERY, lambda p: p.query_interval),
+        ),
+        Action.CONFIRM_STK,
+        "no callback in time: ask STK Query",
+    ),
+    # MPESA_CONFIRMED: fund the Deriv account (waits while the agent float is too low).
+    (S.MPESA_CONFIRMED, _exhausted(Step.DERIV_TRANSFER), Action.REVIEW, "Deriv transfer attempts exhausted"),
+    (S.MPESA_CONFIRMED, _float_due, Action.SEND_DERIV_TRANSFER, "fund the user's Deriv account"),
+    # DERIV_TRANSFER_SENT: a transfer in flight elsewhere, or lost by a crash: same id again.
+    (
+        S.DERIV_TRANSFER_SENT,
+        _exhausted(Step.DERIV_TRANSFER),
+        Action.REVIEW,
+        "Deriv transfer attempts exhausted",
+    ),
+    (
+        S.DERIV_TRANSFER_SENT,
+        _all(_stale, _due(Step.DERIV_TRANSFER, lambda p: p.call_grace)),
+        Action.RESOLVE_DERIV_TRANSFER,
+        "the Deriv transfer's answer was lost",
+    ),
+    # OUTCOME_UNKNOWN, by the step whose answer was lost.
+    (
+        S.OUTCOME_UNKNOWN,
+        _unknown_at(S.PENDING),
+        Action.REVIEW,
+        "the STK push's answer was lost: no CheckoutRequestID to query",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(_unknown_at(S.AWAITING_MPESA), _exhausted(Step.STK_QUERY)),
+        Action.REVIEW,
+        "STK Query attempts exhausted",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(_unknown_at(S.AWAITING_MPESA), _evidence(_stk, E.CONFIRMED)),
+        Action.CREDIT_DEPOSIT,
+        "M-Pesa payment confirmed",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(_unknown_at(S.AWAITING_MPESA), _evidence(_stk, E.FAILED)),
+        Action.FAIL_DEPOSIT,
+        "M-Pesa payment not made",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(_unknown_at(S.AWAITING_MPESA), _due(Step.STK_QUERY, lambda p: p.query_interval)),
+        Action.CONFIRM_STK,
+        "resolve the M-Pesa payment by STK Query",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(_unknown_at(S.DERIV_TRANSFER_SENT), _exhausted(Step.DERIV_TRANSFER)),
+        Action.REVIEW,
+        "Deriv transfer attempts exhausted",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(_unknown_at(S.DERIV_TRANSFER_SENT), _due(Step.DERIV_TRANSFER, lambda p: p.query_interval)),
+        Action.RESOLVE_DERIV_TRANSFER,
+        "resolve the Deriv transfer through the gateway",
+    ),
+)
+
+WITHDRAWAL_RULES: tuple[Rule, ...] = (
+    # PENDING is left inline by InitiateWithdrawal (the code is requested there); still PENDING
+    # long after means that request crashed before asking Deriv: nothing moved.
+    (S.PENDING, _stale, Action.FAIL_WITHDRAWAL, "the withdrawal code was never requested"),
+    # AWAITING_WITHDRAWAL_CODE: ConfirmWithdrawal runs the debit inline; a debit recorded as
+    # sent and never answered is resolved without the code (resolve-only, never a new debit).
+    (
+        S.AWAITING_WITHDRAWAL_CODE,
+        _exhausted(Step.DERIV_WITHDRAWAL),
+        Action.REVIEW,
+        "Deriv withdrawal lookups exhausted",
+    ),
+    (
+        S.AWAITING_WITHDRAWAL_CODE,
+        _all(_evidence("deriv_withdrawal", E.SENT), _stale),
+        Action.RESOLVE_DERIV_WITHDRAWAL,
+        "the Deriv withdrawal's answer was lost",
+    ),
+    (
+        S.AWAITING_WITHDRAWAL_CODE,
+        _all(_evidence("deriv_withdrawal", None), lambda v, p: v.age() >= p.withdrawal_code_ttl),
+        Action.FAIL_WITHDRAWAL,
+        "the verification code expired unused",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(_unknown_at(S.AWAITING_WITHDRAWAL_CODE), _exhausted(Step.DERIV_WITHDRAWAL)),
+        Action.REVIEW,
+        "Deriv withdrawal lookups exhausted",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(
+            _unknown_at(S.AWAITING_WITHDRAWAL_CODE), _due(Step.DERIV_WITHDRAWAL, lambda p: p.query_interval)
+        ),
+        Action.RESOLVE_DERIV_WITHDRAWAL,
+        "resolve the Deriv withdrawal through the gateway",
+    ),
+    # DERIV_WITHDRAWAL_DONE: pay out by B2C (waits while the M-Pesa float is too low).
+    (S.DERIV_WITHDRAWAL_DONE, _exhausted(Step.B2C), Action.REVIEW, "B2C attempts exhausted"),
+    (S.DERIV_WITHDRAWAL_DONE, _float_due, Action.SEND_B2C, "pay the user by B2C"),
+    # MPESA_DISBURSEMENT_SENT (and OUTCOME_UNKNOWN of it): evidence first, then queries.
+    *(
+        rule
+        for status, guard in (
+            (S.MPESA_DISBURSEMENT_SENT, _always),
+            (S.OUTCOME_UNKNOWN, _unknown_at(S.MPESA_DISBURSEMENT_SENT)),
+        )
+        for rule in (
+            (status, _all(guard, _evidence(_b2c, E.CONFIRMED)), Action.COMPLETE_WITHDRAWAL, "B2C paid"),
+            (
+                status,
+                _all(guard, _evidence(_b2c, E.REVIEW)),
+                Action.REVIEW,
+                "B2C evidence contradicts itself",
+            ),
+            (
+                status,
+                _all(guard, _evidence(_b2c, E.FAILED), lambda v, p: v.step(Step.REFUND) is None),
+                Action.START_REFUND,
+                "B2C failed: send the USD back to Deriv",
+            ),
+            (
+                status,
+                _all(guard, _evidence(_b2c, E.FAILED), _exhausted(Step.REFUND)),
+                Action.REVIEW,
+                "refund transfer attempts exhausted",
+            ),
+            (
+                status,
+                _all(guard, _evidence(_b2c, E.FAILED), _due(Step.REFUND, lambda p: p.call_grace)),
+                Action.RESOLVE_REFUND,
+                "the refund transfer's answer was lost",
+            ),
+            (
+                status,
+                _all(
+                    guard,
+                    _evidence(_b2c, E.SENT),
+                    lambda v, p: not v.disbursement_accepted,
+                    _exhausted(Step.B2C),
+                ),
+                Action.REVIEW,
+                "B2C attempts exhausted",
+            ),
+            (
+                status,
+                _all(
+                    guard,
+                    _evidence(_b2c, E.SENT),
+                    lambda v, p: not v.disbursement_accepted,
+                    _due(Step.B2C, lambda p: p.call_grace),
+                ),
+                Action.SEND_B2C,
+                "B2C not accepted yet: send again with the same id",
+            ),
+            (
+                status,
+                _all(guard, _evidence(_b2c, E.SENT, E.SUCCEEDED, E.UNKNOWN), _exhausted(Step.B2C_QUERY)),
+                Action.REVIEW,
+                "Transaction Status attempts exhausted",
+            ),
+            (
+                status,
+                _all(
+                    guard,
+                    _evidence(_b2c, E.SUCCEEDED, E.UNKNOWN),
+                    _due(Step.B2C_QUERY, lambda p: p.query_interval),
+                ),
+                Action.CONFIRM_B2C,
+                "cross-check the B2C result with Transaction Status",
+            ),
+            (
+                status,
+                _all(
+                    guard,
+                    _evidence(_b2c, E.SENT),
+                    lambda v, p: v.age() >= p.b2c_result_wait,
+                    _due(Step.B2C_QUERY, lambda p: p.query_interval),
+                ),
+                Action.CONFIRM_B2C,
+                "no B2C result in time: ask Transaction Status",
+            ),
+        )
+    ),
+)
+
+RULES: Mapping[TransactionType, tuple[Rule, ...]] = {
+    TransactionType.DEPOSIT: DEPOSIT_RULES,
+    TransactionType.WITHDRAWAL: WITHDRAWAL_RULES,
+}
+
+
+def decide(view: SagaView, policy: SagaPolicy) -> Decision:
+    for status, guard, action, reason in RULES[view.type]:
+        if status is view.status and guard(view, policy):
+            return Decision(action, reason)
+    return Decision(Action.WAIT)

@@ -1,0 +1,69 @@
+"""Errors of the payments use cases and of the ports they call.
+
+The ports (M-Pesa, Deriv) classify every failure of an external call into one of three
+kinds, because the saga's next move depends only on that: refused (nothing moved, and it
+will not move), unavailable (nothing moved yet; ask again later with the same id) and
+outcome unknown (it may have moved; resolve before anything else).
+"""
+
+from __future__ import annotations
+
+from domain.shared.errors import DomainError
+
+
+class PaymentsError(DomainError):
+    reason = "PAYMENTS_ERROR"
+
+
+class TransactionNotFound(PaymentsError):
+    reason = "TRANSACTION_NOT_FOUND"
+
+
+class NotAwaitingCode(PaymentsError):
+    """ConfirmWithdrawal on a transaction that is not waiting for its code."""
+
+    reason = "WITHDRAWAL_NOT_AWAITING_CODE"
+
+
+class VerificationCodeRejected(PaymentsError):
+    reason = "VERIFICATION_CODE_REJECTED"
+
+
+class DerivAccountNotBound(PaymentsError):
+    reason = "DERIV_ACCOUNT_NOT_BOUND"
+
+
+class PaymentRefused(PaymentsError):
+    """A money call was refused at initiation (e.g. M-Pesa refused the STK push)."""
+
+    reason = "PAYMENT_REFUSED"
+
+
+class ServiceUnavailable(PaymentsError):
+    reason = "UPSTREAM_UNAVAILABLE"
+
+
+# --- what the ports raise ---------------------------------------------------------------
+
+
+class CallFailed(Exception):
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class CallRefused(CallFailed):
+    """Definitive: the other side refused, nothing moved."""
+
+
+class CallUnavailable(CallFailed):
+    """Nothing moved yet (not sent, rate-limited, not connected): try again later, same id."""
+
+
+class CallOutcomeUnknown(CallFailed):
+    """Sent, no answer: it may have moved money. Resolve by id before anything else."""
+
+
+class NotExecuted(CallFailed):
+    """A resolve-only lookup proved the operation never executed."""

@@ -1,0 +1,137 @@
+"""Ports of the payment sagas: what they need from M-Pesa, Deriv, rates and storage.
+
+Adapters: mpesa_adapter.saga_port (Daraja + the callback inbox), deriv_gateway.payments_client
+(the gateway's gRPC API), persistence (unit of work, saga steps). Every failure of a call is
+raised as one of application.payments.errors' CallRefused / CallUnavailable /
+CallOutcomeUnknown / NotExecuted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol, Self
+
+from domain.payments.ports import TransactionRepository
+from domain.shared.clock import Clock
+from domain.shared.events import DomainEvent
+from domain.shared.ids import TransactionId, UserId
+from domain.shared.json_value import JSONValue
+from domain.user.deriv_login_id import DerivLoginId
+from domain.user.user import User
+from domain.wallet.locked_rate import LockedRate
+from domain.wallet.money import Currency, Money
+from domain.wallet.ports import LedgerRepository
+
+# --- external calls ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StkPushAccepted:
+    checkout_request_id: str
+    merchant_request_id: str
+
+
+class Verdict(StrEnum):
+    CONFIRMED = "CONFIRMED"  # paid, cross-checked
+    FAILED = "FAILED"  # not paid
+    PENDING = "PENDING"  # not known yet (a query was sent or could not be)
+    MISMATCH = "MISMATCH"  # the evidence disagrees: a person decides
+
+
+class MpesaPayments(Protocol):
+    async def stk_push(
+        self, *, transaction_id: TransactionId, phone: str, amount: Money
+    ) -> StkPushAccepted: ...
+
+    async def confirm_stk(self, checkout_request_id: str) -> Verdict:
+        """Cross-check a callback (or its absence) with STK Query; writes the evidence row."""
+        ...
+
+    async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
+        """Send (or re-send, same id) a B2C payment; returns Daraja's ConversationID.
+        A duplicate OriginatorConversationID means an earlier attempt got through: the adapter
+        returns normally (with an empty ConversationID) in that case."""
+        ...
+
+    async def confirm_b2c(self, originator_conversation_id: str) -> Verdict: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DerivReceipt:
+    operation_id: str
+    deriv_transaction_id: int
+
+
+class DerivPayments(Protocol):
+    async def transfer(self, *, transfer_id: str, loginid: DerivLoginId, amount: Money) -> DerivReceipt:
+        """paymentagent_transfer, at most once per transfer_id (the gateway's journal)."""
+        ...
+
+    async def request_withdrawal_code(self, *, client_token: str, amount: Money) -> None: ...
+
+    async def withdraw(
+        self,
+        *,
+        withdrawal_id: str,
+        client_token: str,
+        verification_code: str,
+        amount: Money,
+        resolve_only: bool = False,
+    ) -> DerivReceipt: ...
+
+
+class RateSource(Protocol):
+    def lock(self, *, base: Currency, quote: Currency, now: datetime) -> LockedRate:
+        """A quote PenPay honours until its expiry."""
+        ...
+
+
+# --- storage ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    step: str
+    attempts: int
+    started_at: datetime
+    updated_at: datetime
+    detail: str | None = None
+
+
+class SagaSteps(Protocol):
+    async def get(self, transaction_id: TransactionId) -> Mapping[str, StepRecord]: ...
+
+    async def start(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str | None = None
+    ) -> StepRecord:
+        """Record one more attempt of `step` (insert, or attempts + 1)."""
+        ...
+
+
+class PaymentUsers(Protocol):
+    async def get(self, user_id: UserId) -> User | None: ...
+
+    async def load_deriv_token(self, user_id: UserId) -> str | None: ...
+
+
+class PaymentsUnitOfWork(Protocol):
+    clock: Clock
+    ledger: LedgerRepository
+    transactions: TransactionRepository
+    saga_steps: SagaSteps
+    users: PaymentUsers
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def record_events(self, events: list[DomainEvent]) -> None: ...
+
+    def audit(
+        self, *, action: str, subject_type: str, subject_id: str, details: dict[str, JSONValue] | None = None
+    ) -> None: ...
+
+    async def commit(self) -> None: ...

@@ -1,0 +1,279 @@
+"""PaymentsApplication: the use cases behind PaymentsService (InitiateDeposit, ...).
+
+Initiation only stores the Transaction (with its locked quote) and returns: the deposit saga
+picks it up from the DepositInitiated event. Two withdrawal steps run inline because the
+user is waiting for them: asking Deriv to email the code (InitiateWithdrawal) and the debit
+with that code (ConfirmWithdrawal, whose code is never stored). Both follow the saga's rule:
+intent committed before the call, answer recorded after, the sweeper resolves the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from application.payments.create_once import create_once
+from application.payments.errors import (
+    CallOutcomeUnknown,
+    CallRefused,
+    CallUnavailable,
+    DerivAccountNotBound,
+    NotAwaitingCode,
+    PaymentRefused,
+    ServiceUnavailable,
+    TransactionNotFound,
+    VerificationCodeRejected,
+)
+from application.payments.ports import DerivPayments, PaymentsUnitOfWork, RateSource
+from application.payments.saga import PaymentSaga, no_checkpoint
+from domain.payments.idempotency import IdempotencyKey
+from domain.payments.status import TransactionStatus as S
+from domain.payments.transaction import Transaction
+from domain.shared.errors import InvalidValue
+from domain.shared.ids import TransactionId, UserId
+from domain.user.phone_number import PhoneNumber
+from domain.user.user import User
+from domain.wallet.money import Currency, Money
+
+log = structlog.get_logger("penpay.payments")
+
+MAX_PAGE_SIZE = 100
+
+
+class MoneyMovementPolicy(Protocol):
+    """KYC, limits and velocity (application.identity.compliance.CompliancePolicy)."""
+
+    async def check_money_movement(
+        self, *, user_id: UserId, amount: Money, client_ip: str | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionPage:
+    items: list[Transaction]
+    next_page_token: str
+
+
+class PaymentsApplication:
+    def __init__(
+        self,
+        *,
+        unit_of_work: Callable[[], PaymentsUnitOfWork],
+        rates: RateSource,
+        deriv: DerivPayments,
+        saga: PaymentSaga,
+        policy: MoneyMovementPolicy | None = None,
+        checkpoint: Callable[[str], None] = no_checkpoint,
+    ) -> None:
+        self._uow = unit_of_work
+        self._rates = rates
+        self._deriv = deriv
+        self._saga = saga
+        self._policy = policy
+        self._checkpoint = checkpoint
+
+    # --- initiation -------------------------------------------------------------------------
+
+    async def initiate_deposit(
+        self,
+        *,
+        user_id: UserId,
+        amount: Money,
+        phone: str | None,
+        idempotency_key_hash: str,
+        client_ip: str | None = None,
+    ) -> Transaction:
+        if amount.currency is not Currency.KES:
+            raise InvalidValue("a deposit is paid in KES", field="currency")
+        existing = await self._existing(user_id, idempotency_key_hash)
+        if existing is not None:
+            return existing
+        if self._policy is not None:
+            await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
+        user = await self._user(user_id)
+        payer = PhoneNumber(phone) if phone else user.phone
+        async with self._uow() as uow:
+            now = uow.clock.now()
+        rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
+        assert user.deriv_loginid is not None
+        created = await create_once(
+            self._uow,  # type: ignore[arg-type]
+            user_id=user_id,
+            key_hash=idempotency_key_hash,
+            build=lambda: Transaction.start_deposit(
+                user_id=user_id,
+                amount=amount,
+                idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "deposit"),
+                locked_rate=rate,
+                phone=payer,
+                deriv_loginid=user.deriv_loginid,  # type: ignore[arg-type]
+                now=now,
+            ),
+        )
+        return created.transaction
+
+    async def initiate_withdrawal(
+        self,
+        *,
+        user_id: UserId,
+        amount: Money,
+        idempotency_key_hash: str,
+        client_ip: str | None = None,
+    ) -> Transaction:
+        if amount.currency is not Currency.USD:
+            raise InvalidValue("a withdrawal is asked in USD", field="currency")
+        existing = await self._existing(user_id, idempotency_key_hash)
+        if existing is not None:
+            return existing
+        if self._policy is not None:
+            await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
+        user = await self._user(user_id)
+        async with self._uow() as uow:
+            now = uow.clock.now()
+            token = await uow.users.load_deriv_token(user_id)
+        if not token:
+            raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
+        rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=now)
+        created = await create_once(
+            self._uow,  # type: ignore[arg-type]
+            user_id=user_id,
+            key_hash=idempotency_key_hash,
+            build=lambda: Transaction.start_withdrawal(
+                user_id=user_id,
+                amount=amount,
+                idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "withdrawal"),
+                locked_rate=rate,
+                phone=user.phone,
+                deriv_loginid=user.deriv_loginid,  # type: ignore[arg-type]
+                now=now,
+            ),
+        )
+        tx = created.transaction
+        if not created.created:
+            return tx
+        self._checkpoint("withdrawal.code.before_call")
+        try:
+            await self._deriv.request_withdrawal_code(client_token=token, amount=amount)
+        except CallRefused as refused:
+            reason = f"Deriv refused to send the verification code: {refused.reason}"
+            await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.PENDING)
+            raise PaymentRefused(reason) from None
+        except (CallUnavailable, CallOutcomeUnknown) as lost:
+            # PENDING stays; the sweeper fails it (no money can move without a code).
+            raise ServiceUnavailable(f"Deriv is not answering: {lost.reason}") from None
+        return await self._change(tx.id, lambda t, now: t.withdrawal_code_sent(now=now), S.PENDING)
+
+    async def confirm_withdrawal(
+        self, *, user_id: UserId, transaction_id: TransactionId, verification_code: str
+    ) -> Transaction:
+        code = (verification_code or "").strip()
+        if not code or len(code) > 64:
+            raise InvalidValue("verification_code is required", field="verification_code")
+        async with self._uow() as uow:
+            tx = await uow.transactions.get_for_update(transaction_id)
+            if tx is None or tx.user_id != user_id or tx.type.value != "WITHDRAWAL":
+                raise TransactionNotFound("no such withdrawal", field="transaction_id")
+            if tx.status is not S.AWAITING_WITHDRAWAL_CODE or tx.deriv_withdrawal is not None:
+                if tx.status is S.PENDING:
+                    raise NotAwaitingCode("the verification code has not been sent yet")
+                if tx.deriv_withdrawal is not None:
+                    return tx  # confirmed before: the saga carries on from here
+                raise NotAwaitingCode(f"the withdrawal is {tx.status.value}, not waiting for a code")
+            token = await uow.users.load_deriv_token(user_id)
+            if not token:
+                raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
+            tx.deriv_withdrawal_requested(now=uow.clock.now())
+            await uow.transactions.save(tx)
+            await uow.commit()
+        self._checkpoint("withdrawal.debit.before_call")
+        try:
+            receipt = await self._deriv.withdraw(
+                withdrawal_id=str(tx.id), client_token=token, verification_code=code, amount=tx.amount
+            )
+        except CallRefused as refused:
+            reason = f"Deriv refused the withdrawal: {refused.reason}"
+            await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.AWAITING_WITHDRAWAL_CODE)
+            raise VerificationCodeRejected(reason, field="verification_code") from None
+        except (CallUnavailable, CallOutcomeUnknown) as lost:
+            log.warning("withdrawal.debit_unresolved", transaction_id=str(tx.id), error=lost.reason)
+            if isinstance(lost, CallOutcomeUnknown):
+                note = f"Deriv withdrawal: {lost.reason}"
+                await self._change(
+                    tx.id, lambda t, now: t.mark_outcome_unknown(note, now=now), S.AWAITING_WITHDRAWAL_CODE
+                )
+            return await self._get(tx.id)  # the sweeper resolves it without the code
+        self._checkpoint("withdrawal.debit.after_call")
+        await self._saga.record_deriv_withdrawal(tx.id, receipt.deriv_transaction_id)
+        return await self._get(tx.id)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def get_transaction(self, *, user_id: UserId, transaction_id: TransactionId) -> Transaction:
+        async with self._uow() as uow:
+            tx = await uow.transactions.get(transaction_id)
+        if tx is None or tx.user_id != user_id:
+            raise TransactionNotFound("no such transaction", field="transaction_id")
+        return tx
+
+    async def list_transactions(
+        self, *, user_id: UserId, page_size: int, page_token: str | None
+    ) -> TransactionPage:
+        size = min(max(page_size or 20, 1), MAX_PAGE_SIZE)
+        before = _decode_token(page_token) if page_token else None
+        async with self._uow() as uow:
+            items = await uow.transactions.list_for_user(user_id, limit=size + 1, before=before)
+        more = len(items) > size
+        items = items[:size]
+        token = _encode_token(items[-1].id) if more and items else ""
+        return TransactionPage(items, token)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _existing(self, user_id: UserId, key_hash: str) -> Transaction | None:
+        async with self._uow() as uow:
+            return await uow.transactions.find_by_idempotency_key(user_id, key_hash)
+
+    async def _user(self, user_id: UserId) -> User:
+        async with self._uow() as uow:
+            user = await uow.users.get(user_id)
+        if user is None:
+            raise TransactionNotFound("no such user", field="user_id")
+        if user.deriv_loginid is None:
+            raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
+        return user
+
+    async def _get(self, tx_id: TransactionId) -> Transaction:
+        async with self._uow() as uow:
+            tx = await uow.transactions.get(tx_id)
+        assert tx is not None
+        return tx
+
+    async def _change(
+        self, tx_id: TransactionId, change: Callable[[Transaction, object], None], expected: S
+    ) -> Transaction:
+        async with self._uow() as uow:
+            tx = await uow.transactions.get_for_update(tx_id)
+            assert tx is not None
+            if tx.status is expected:
+                change(tx, uow.clock.now())
+                await uow.transactions.save(tx)
+                await uow.commit()
+        return tx
+
+
+def _encode_token(tx_id: TransactionId) -> str:
+    return base64.urlsafe_b64encode(tx_id.value.bytes).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> TransactionId:
+    import uuid
+
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return TransactionId(uuid.UUID(bytes=raw))
+    except (ValueError, TypeError):
+        raise InvalidValue("page_token is not valid", field="page_token") from None

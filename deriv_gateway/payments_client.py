@@ -1,0 +1,113 @@
+"""DerivPayments over the gateway's gRPC API: the sagas' view of Deriv money calls.
+
+Every gRPC failure is classified for the saga (application.payments.errors):
+- refused for good: INVALID_ARGUMENT, FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED,
+  ALREADY_EXISTS (the id was used for another operation), NOT_FOUND;
+- never executed (resolve-only lookups): FAILED_PRECONDITION with ErrorInfo reason NOT_EXECUTED;
+- outcome unknown: DEADLINE_EXCEEDED, UNAVAILABLE carrying ErrorInfo outcome=unknown, a
+  transport failure after the request may have left;
+- unavailable (retry later, same id): everything else (UNAVAILABLE, RESOURCE_EXHAUSTED, ...).
+The user's token and verification code travel in the request body only; they are never logged.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+
+from application.payments.errors import CallOutcomeUnknown, CallRefused, CallUnavailable, NotExecuted
+from application.payments.ports import DerivReceipt
+from deriv_gateway.grpc_errors import parse_details
+from domain.user.deriv_login_id import DerivLoginId
+from domain.wallet.money import Money
+from penpay.common.v1 import money_pb2
+from penpay.deriv.v1 import deriv_gateway_pb2 as pb
+from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
+
+_REFUSED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+
+
+def _money(amount: Money) -> money_pb2.Money:
+    return money_pb2.Money(amount_cents=amount.amount_minor, currency=amount.currency.value)
+
+
+def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    status = parse_details(error.trailing_metadata())
+    if status is None:
+        return None
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    return None
+
+
+def classify(error: grpc.aio.AioRpcError) -> Exception:
+    code = error.code()
+    info = _error_info(error)
+    reason = info.reason if info is not None else code.name
+    text = f"{reason}: {error.details() or ''}".strip()
+    if info is not None and (info.reason == "NOT_EXECUTED" or info.metadata.get("outcome") == "not_executed"):
+        return NotExecuted(text, code=reason)
+    if code in _REFUSED:
+        return CallRefused(text, code=reason)
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED or (
+        info is not None and info.metadata.get("outcome") == "unknown"
+    ):
+        return CallOutcomeUnknown(text, code=reason)
+    return CallUnavailable(text, code=reason)
+
+
+class GatewayDerivPayments:
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0) -> None:
+        self._stub = pb_grpc.DerivGatewayServiceStub(channel)
+        self._timeout = timeout
+
+    async def transfer(self, *, transfer_id: str, loginid: DerivLoginId, amount: Money) -> DerivReceipt:
+        request = pb.TransferRequest(
+            transfer_id=transfer_id, client_loginid=loginid.value, amount=_money(amount)
+        )
+        try:
+            reply = await self._stub.Transfer(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise classify(error) from None
+        return DerivReceipt(reply.transfer_id, reply.deriv_transaction_id)
+
+    async def request_withdrawal_code(self, *, client_token: str, amount: Money) -> None:
+        request = pb.RequestWithdrawalCodeRequest(client_token=client_token, amount=_money(amount))
+        try:
+            await self._stub.RequestWithdrawalCode(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise classify(error) from None
+
+    async def withdraw(
+        self,
+        *,
+        withdrawal_id: str,
+        client_token: str,
+        verification_code: str,
+        amount: Money,
+        resolve_only: bool = False,
+    ) -> DerivReceipt:
+        request = pb.WithdrawRequest(
+            withdrawal_id=withdrawal_id,
+            client_token=client_token,
+            verification_code=verification_code,
+            amount=_money(amount),
+        )
+        if resolve_only:
+            request.resolve_only = True
+        try:
+            reply = await self._stub.Withdraw(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise classify(error) from None
+        return DerivReceipt(reply.withdrawal_id, reply.deriv_transaction_id)

@@ -1,0 +1,77 @@
+"""MpesaPayments for the sagas: the Daraja client plus the callback inbox's confirmer.
+
+Failures become the saga's three kinds (application.payments.errors): anything that proves
+nothing was sent or accepted is refused (STK) or unavailable (B2C, re-sent later with the same
+OriginatorConversationID); a timeout after the request left is an unknown outcome.
+"""
+
+from __future__ import annotations
+
+from application.payments.errors import CallOutcomeUnknown, CallRefused, CallUnavailable
+from application.payments.ports import StkPushAccepted, Verdict
+from domain.shared.ids import TransactionId
+from domain.wallet.money import Money
+from mpesa_adapter import errors
+from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.confirmer import CallbackConfirmer
+from mpesa_adapter.confirmer import Verdict as AdapterVerdict
+
+_VERDICTS = {
+    AdapterVerdict.CONFIRMED: Verdict.CONFIRMED,
+    AdapterVerdict.FAILED: Verdict.FAILED,
+    AdapterVerdict.PENDING: Verdict.PENDING,
+    AdapterVerdict.MISMATCH: Verdict.MISMATCH,
+}
+
+# Our set-up is wrong (credentials, shortcode): nothing was paid; wait for an operator.
+_OURS = (errors.DarajaConfigurationError, errors.AuthenticationFailed, errors.InvalidAccessToken)
+
+
+def account_reference(tx_id: TransactionId) -> str:
+    # Daraja allows 12 alphanumerics; the head of a UUIDv7 is its timestamp, so take the tail.
+    return tx_id.value.hex[-12:].upper()
+
+
+class DarajaSagaPort:
+    def __init__(self, client: DarajaClient, confirmer: CallbackConfirmer) -> None:
+        self._client = client
+        self._confirmer = confirmer
+
+    async def stk_push(self, *, transaction_id: TransactionId, phone: str, amount: Money) -> StkPushAccepted:
+        try:
+            accepted = await self._client.stk_push(
+                phone=phone,
+                amount_cents=amount.amount_minor,
+                account_reference=account_reference(transaction_id),
+                description="PenPay",
+            )
+        except errors.OutcomeUnknown as exc:
+            raise CallOutcomeUnknown(f"STK push: {exc}") from None
+        except (errors.SpikeArrest, errors.SubscriberLocked, errors.TransportError, *_OURS) as exc:
+            raise CallUnavailable(f"STK push not sent: {type(exc).__name__}") from None
+        except (errors.DarajaError, errors.InvalidRequest) as exc:
+            raise CallRefused(f"STK push refused: {exc}") from None
+        return StkPushAccepted(accepted.checkout_request_id, accepted.merchant_request_id)
+
+    async def confirm_stk(self, checkout_request_id: str) -> Verdict:
+        return _VERDICTS[(await self._confirmer.confirm_stk(checkout_request_id)).verdict]
+
+    async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
+        try:
+            accepted = await self._client.b2c_payment(
+                originator_conversation_id=originator_conversation_id,
+                phone=phone,
+                amount_cents=amount.amount_minor,
+            )
+        except errors.DuplicateOriginatorConversationID:
+            return ""  # an earlier attempt with this id was accepted
+        except errors.OutcomeUnknown as exc:
+            raise CallOutcomeUnknown(f"B2C: {exc}") from None
+        except (errors.SpikeArrest, errors.SubscriberLocked, errors.TransportError, *_OURS) as exc:
+            raise CallUnavailable(f"B2C not sent: {type(exc).__name__}") from None
+        except (errors.DarajaError, errors.InvalidRequest) as exc:
+            raise CallRefused(f"B2C refused: {exc}") from None
+        return accepted.conversation_id
+
+    async def confirm_b2c(self, originator_conversation_id: str) -> Verdict:
+        return _VERDICTS[(await self._confirmer.confirm_b2c(originator_conversation_id)).verdict]

@@ -1,0 +1,66 @@
+"""`penpay callbacks`: serve the M-Pesa (Daraja) callback endpoints until SIGTERM.
+
+Listens on the host:port of PENPAY_MPESA_CALLBACK_BASE_URL; the path secret is
+PENPAY_MPESA_CALLBACK_SECRET and only PENPAY_MPESA_ALLOWED_IPS may call. Every callback is
+checked and stored (mpesa_adapter.callback_store); the saga worker acts on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("callbacks", help="serve the M-Pesa callback endpoints")
+    parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
+    parser.add_argument("--listen", help="host:port (default: from PENPAY_MPESA_CALLBACK_BASE_URL)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from security.logs import configure_logging
+
+    configure_logging()
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from mpesa_adapter.callback_server import CallbackServer
+    from mpesa_adapter.callback_store import SqlCallbackInbox
+    from mpesa_adapter.config import CallbackServerConfig
+    from penpay.bootstrap import bootstrap
+    from penpay.settings import get_settings
+    from workers.host import stop_on_signals
+
+    settings = get_settings()
+    if args.database_url:
+        settings = settings.model_copy(update={"database_url": args.database_url})
+    secret = settings.mpesa_callback_secret.get_secret_value()
+    if not secret:
+        print("penpay callbacks needs PENPAY_MPESA_CALLBACK_SECRET (the secret path segment)")
+        return 2
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+    else:
+        url = urlsplit(settings.mpesa_callback_base_url)
+        host, port = url.hostname or "127.0.0.1", str(url.port or 80)
+    core = bootstrap(settings, pool_size=5)
+    server = CallbackServer(
+        CallbackServerConfig.from_strings(secret, settings.mpesa_allowed_ips),
+        SqlCallbackInbox(core.engine),
+        host=host,
+        port=int(port),
+    )
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await server.start()
+    print(f"M-Pesa callbacks on {server.base_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        await core.close()
+    return 0

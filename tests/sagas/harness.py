@@ -1,0 +1,319 @@
+"""The whole money path over real sockets, for the saga tests.
+
+Both simulators, the Deriv gateway (gRPC over TCP, journal in the same database), the M-Pesa
+callback endpoints, the outbox relay and the saga consumer on Redis Streams (or the in-process
+bus), all against one real database. Tests drive the workers step by step (`pump`) so that
+nothing runs behind their back; the crash tests run the saga worker as a separate process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import grpc
+
+from application.payments.decisions import SagaPolicy
+from application.payments.floats import fund_float
+from application.payments.rates import FixedRates
+from application.payments.saga import PaymentSaga, no_checkpoint
+from application.payments.service import PaymentsApplication
+from deriv_gateway.config import GatewayConfig
+from deriv_gateway.payments_client import GatewayDerivPayments
+from deriv_gateway.server import GatewayServer
+from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator
+from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
+from domain.payments.idempotency import IdempotencyKey
+from domain.payments.status import TransactionStatus
+from domain.payments.transaction import Transaction
+from domain.shared.ids import TransactionId, UserId
+from domain.user.deriv_login_id import DerivLoginId
+from domain.user.email import Email
+from domain.user.password_hash import PasswordHash
+from domain.user.phone_number import PhoneNumber
+from domain.user.user import User
+from domain.wallet.account_kind import AccountKind
+from domain.wallet.money import Currency, Money
+from mpesa_adapter.callback_server import CallbackServer
+from mpesa_adapter.callback_store import SqlCallbackInbox
+from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.config import CallbackServerConfig, DarajaConfig
+from mpesa_adapter.confirmer import CallbackConfirmer
+from mpesa_adapter.saga_port import DarajaSagaPort
+from mpesa_adapter.simulator import DarajaSimulator
+from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
+from mpesa_adapter.simulator.config import DEFAULT_INITIATOR_PASSWORD, SANDBOX_PASSKEY, SANDBOX_SHORTCODE
+from persistence.engine import create_engine
+from persistence.unit_of_work import SqlUnitOfWork
+from workers.bus import MessageBus
+from workers.consumer import EventConsumer
+from workers.relay import OutboxRelay
+from workers.sagas import Sweeper, saga_consumer
+
+CONSUMER_KEY = "penpay-saga-test-key"
+CONSUMER_SECRET = "penpay-saga-test-secret"
+B2C_SHORTCODE = "600992"
+CLIENT_LOGINID = "CR90000001"
+CLIENT_TOKEN = "sim-client1-token"
+AGENT_FLOAT_USD = Money(50_000_00, Currency.USD)  # the simulator's agent balance
+MPESA_FLOAT_KES = Money(5_000_000_00, Currency.KES)
+
+FAST_POLICY = SagaPolicy(
+    call_grace=timedelta(seconds=1),
+    stk_callback_wait=timedelta(seconds=2),
+    b2c_result_wait=timedelta(seconds=2),
+    query_interval=timedelta(seconds=0.5),
+    max_attempts=4,
+    float_retry=timedelta(seconds=0.5),
+)
+
+
+@dataclass
+class Stack:
+    database_url: str
+    engine: Any
+    deriv_sim: DerivSimulator
+    mpesa_sim: DarajaSimulator
+    gateway: GatewayServer
+    callbacks: CallbackServer
+    daraja_config: DarajaConfig
+    saga: PaymentSaga
+    app: PaymentsApplication
+    bus: MessageBus
+    relay: OutboxRelay
+    consumer: EventConsumer
+    sweeper: Sweeper
+    http: aiohttp.ClientSession
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)
+
+    # --- people and money -----------------------------------------------------------------
+
+    async def user(self, phone: str = "254712345678", loginid: str = CLIENT_LOGINID) -> UserId:
+        """A user with a verified phone and a bound Deriv account (token stored encrypted)."""
+        user = User.register(
+            email=Email(f"u{secrets.token_hex(4)}@example.com"),
+            phone=PhoneNumber.mpesa(phone),
+            password_hash=PasswordHash("$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"),
+        )
+        user.verify_phone()
+        user.bind_deriv_account(DerivLoginId(loginid))
+        async with self.uow() as uow:
+            await uow.users.add(user)
+            await uow.commit()
+        async with self.uow() as uow:
+            await uow.users.store_deriv_credentials(user.id, token=CLIENT_TOKEN, scopes=("payments", "read"))
+            await uow.commit()
+        return user.id
+
+    async def fund_floats(self, usd: Money = AGENT_FLOAT_USD, kes: Money = MPESA_FLOAT_KES) -> None:
+        async with self.uow() as uow:
+            if usd.is_positive():
+                await fund_float(uow, AccountKind.DERIV_AGENT_FLOAT, usd, "opening balance")
+            if kes.is_positive():
+                await fund_float(uow, AccountKind.MPESA_FLOAT, kes, "opening balance")
+            await uow.commit()
+
+    async def deposit(self, user_id: UserId, shillings: int, key: str | None = None) -> Transaction:
+        return await self.app.initiate_deposit(
+            user_id=user_id,
+            amount=Money(shillings * 100, Currency.KES),
+            phone=None,
+            idempotency_key_hash=_key(user_id, key or secrets.token_hex(8), "deposit"),
+        )
+
+    async def withdrawal(self, user_id: UserId, cents: int, key: str | None = None) -> Transaction:
+        return await self.app.initiate_withdrawal(
+            user_id=user_id,
+            amount=Money(cents, Currency.USD),
+            idempotency_key_hash=_key(user_id, key or secrets.token_hex(8), "withdrawal"),
+        )
+
+    async def withdrawal_code(self, loginid: str = CLIENT_LOGINID) -> str:
+        async with self.http.get(f"{self.deriv_sim.control_url}/mailbox/{loginid}") as response:
+            assert response.status == 200, await response.text()
+            mails = await response.json()
+        items = mails if isinstance(mails, list) else mails.get("mails") or mails.get("messages") or []
+        assert items, f"no mail for {loginid}: {mails}"
+        return str(items[-1]["code"])
+
+    async def get(self, tx_id: TransactionId) -> Transaction:
+        async with self.uow() as uow:
+            tx = await uow.transactions.get(tx_id)
+        assert tx is not None
+        return tx
+
+    # --- driving the workers ----------------------------------------------------------------
+
+    async def pump(self) -> None:
+        await self.relay.relay_once()
+        await self.consumer.process_once()
+
+    async def settle(
+        self, tx_id: TransactionId, until: set[TransactionStatus] | None = None, timeout: float = 20.0
+    ) -> Transaction:
+        """Run relay, consumer and sweeper until the transaction reaches one of `until`
+        (default: any terminal status or NEEDS_REVIEW)."""
+        wanted = until or {
+            TransactionStatus.COMPLETED,
+            TransactionStatus.FAILED,
+            TransactionStatus.REVERSED,
+            TransactionStatus.NEEDS_REVIEW,
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            await self.pump()
+            tx = await self.get(tx_id)
+            if tx.status in wanted:
+                return tx
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{tx_id} stuck in {tx.status} ({tx.failure_reason})")
+            await self.sweeper.sweep_once()
+            await asyncio.sleep(0.05)
+
+    # --- the simulators' books --------------------------------------------------------------
+
+    async def deriv_transfers(self, reference: str) -> int:
+        async with self.http.get(
+            f"{self.deriv_sim.control_url}/books/transfers", params={"description_contains": reference}
+        ) as response:
+            return int((await response.json())["count"])
+
+    async def mpesa_books(self) -> dict[str, Any]:
+        async with self.http.get(f"{self.mpesa_sim.base_url}/__control__/books") as response:
+            return dict(await response.json())
+
+
+def _key(user_id: UserId, raw: str, operation: str) -> str:
+    return IdempotencyKey.create(raw, scope=str(user_id), operation=operation).hash_hex
+
+
+def daraja_config(sim: DarajaSimulator, callbacks: CallbackServer, secret: str) -> DarajaConfig:
+    assert sim.base_url is not None
+    return DarajaConfig(
+        base_url=sim.base_url,
+        consumer_key=CONSUMER_KEY,
+        consumer_secret=CONSUMER_SECRET,
+        shortcode=SANDBOX_SHORTCODE,
+        passkey=SANDBOX_PASSKEY,
+        initiator_name="testapi",
+        initiator_password=DEFAULT_INITIATOR_PASSWORD,
+        cert_pem=sim.certificate_pem().encode(),
+        callback_base_url=callbacks.base_url,
+        callback_secret=secret,
+        b2c_shortcode=B2C_SHORTCODE,
+        request_timeout=3.0,
+        connect_timeout=1.0,
+        retry_initial_wait=0.01,
+        retry_max_wait=0.05,
+    )
+
+
+@asynccontextmanager
+async def running_stack(
+    database_url: str,
+    bus: MessageBus,
+    *,
+    policy: SagaPolicy = FAST_POLICY,
+    deriv_overrides: dict[str, Any] | None = None,
+    mpesa_overrides: dict[str, Any] | None = None,
+    gateway_overrides: dict[str, Any] | None = None,
+) -> AsyncIterator[Stack]:
+    async with AsyncExitStack() as stack:
+        engine = create_engine(database_url, pool_size=10)
+        stack.push_async_callback(engine.dispose)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+
+        deriv_sim = DerivSimulator(
+            DerivSimConfig(port=0, control_port=0, seed=7, request_timeout=3.0, **(deriv_overrides or {}))
+        )
+        await stack.enter_async_context(deriv_sim)
+        mpesa_sim = DarajaSimulator(
+            MpesaSimConfig(
+                port=0,
+                seed=secrets.randbelow(10**9),
+                consumer_key=CONSUMER_KEY,
+                consumer_secret=CONSUMER_SECRET,
+                **(
+                    {"callback_delay": 0.2, "late_delay": 0.6, "callback_timeout": 5.0}
+                    | (mpesa_overrides or {})
+                ),
+            )
+        )
+        await mpesa_sim.start()
+        stack.push_async_callback(mpesa_sim.stop)
+
+        secret = secrets.token_urlsafe(24)
+        callbacks = CallbackServer(
+            CallbackServerConfig.from_strings(secret, "127.0.0.1"), SqlCallbackInbox(engine), port=0
+        )
+        await callbacks.start()
+        stack.push_async_callback(callbacks.stop)
+
+        gateway = GatewayServer(
+            GatewayConfig(
+                ws_url=deriv_sim.url(app_id=None),
+                app_id="1089",
+                agent_token=DEFAULT_AGENT_TOKEN,
+                grpc_addr="127.0.0.1:0",
+                database_url=database_url,
+                request_timeout=5.0,
+                backoff_initial=0.05,
+                backoff_max=0.5,
+                **({"unknown_settle": 1.0} | (gateway_overrides or {})),
+            )
+        )
+        await gateway.start()
+        stack.push_async_callback(gateway.stop, 0.2)
+        await gateway.wait_serving(10)
+        channel = grpc.aio.insecure_channel(gateway.address)
+        stack.push_async_callback(channel.close)
+
+        config = daraja_config(mpesa_sim, callbacks, secret)
+        daraja = DarajaClient(config)
+        stack.push_async_callback(daraja.close)
+        deriv = GatewayDerivPayments(channel, timeout=10.0)
+
+        def uow() -> SqlUnitOfWork:
+            return SqlUnitOfWork(engine)
+
+        saga = PaymentSaga(
+            unit_of_work=uow,  # type: ignore[arg-type]
+            mpesa=DarajaSagaPort(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(engine))),
+            deriv=deriv,
+            policy=policy,
+            checkpoint=no_checkpoint,
+        )
+        app = PaymentsApplication(
+            unit_of_work=uow,  # type: ignore[arg-type]
+            rates=FixedRates(),
+            deriv=deriv,
+            saga=saga,
+        )
+        relay = OutboxRelay(engine, bus, batch_size=200)
+        consumer = saga_consumer(bus, engine, saga, block_ms=50, claim_idle_ms=2_000)
+        sweeper = Sweeper(engine, saga, min_age=timedelta(seconds=0.3), interval=0.2)
+        yield Stack(
+            database_url=database_url,
+            engine=engine,
+            deriv_sim=deriv_sim,
+            mpesa_sim=mpesa_sim,
+            gateway=gateway,
+            callbacks=callbacks,
+            daraja_config=config,
+            saga=saga,
+            app=app,
+            bus=bus,
+            relay=relay,
+            consumer=consumer,
+            sweeper=sweeper,
+            http=http,
+        )

@@ -1,0 +1,215 @@
+"""kill -9 of the saga worker at each step, then a restart: the outcome is the one without the crash.
+
+The worker is a real `penpay worker saga` process (MariaDB, Redis Streams, both simulators and the
+gateway over sockets); PENPAY_CRASH_AT makes it SIGKILL itself at a named checkpoint: before a
+commit, after a commit but before its XACK (the handler has not returned), before a call, and
+after a call before its answer is recorded. After the restart the test checks one M-Pesa charge,
+one Deriv transfer (or withdrawal), one B2C payout per transaction, and the ledger balanced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from domain.payments.status import TransactionStatus as S
+from domain.shared.ids import TransactionId
+from persistence.tables import ledger_entries
+from tests.sagas.harness import Stack, running_stack
+from workers.redis_bus import RedisStreamsBus
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Worker:
+    """`penpay worker saga` as a child process."""
+
+    def __init__(self, stack: Stack, stream_prefix: str, tmp: Path) -> None:
+        cert = tmp / "daraja-cert.pem"
+        cert.write_bytes(stack.daraja_config.certificate_pem())
+        cfg = stack.daraja_config
+        self.env = {
+            **os.environ,
+            "PENPAY_APP_ENV": "testing",
+            "PENPAY_DATABASE_URL": stack.database_url,
+            "PENPAY_REDIS_URL": os.environ.get("PENPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            "PENPAY_GATEWAY_ADDR": stack.gateway.address,
+            "PENPAY_MPESA_BASE_URL": cfg.base_url,
+            "PENPAY_MPESA_CONSUMER_KEY": cfg.consumer_key,
+            "PENPAY_MPESA_CONSUMER_SECRET": cfg.consumer_secret,
+            "PENPAY_MPESA_SHORTCODE": cfg.shortcode,
+            "PENPAY_MPESA_PASSKEY": cfg.passkey,
+            "PENPAY_MPESA_INITIATOR_NAME": cfg.initiator_name,
+            "PENPAY_MPESA_INITIATOR_PASSWORD": cfg.initiator_password,
+            "PENPAY_MPESA_CERT_FILE": str(cert),
+            "PENPAY_MPESA_CALLBACK_BASE_URL": cfg.callback_base_url,
+            "PENPAY_MPESA_CALLBACK_SECRET": cfg.callback_secret,
+            "PENPAY_SAGA_CALL_GRACE": "1",
+            "PENPAY_SAGA_STK_CALLBACK_WAIT": "2",
+            "PENPAY_SAGA_B2C_RESULT_WAIT": "2",
+            "PENPAY_SAGA_QUERY_INTERVAL": "0.5",
+            "PENPAY_SWEEPER_INTERVAL": "0.3",
+            "PENPAY_SWEEPER_MIN_AGE": "0.5",
+            "PENPAY_CRASH_AT": "",
+        }
+        self.args = [
+            sys.executable, "-m", "penpay", "worker", "saga",
+            "--stream-prefix", stream_prefix, "--claim-idle-ms", "1500",
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "worker.log"
+
+    def start(self, crash_at: str = "") -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.args, cwd=ROOT, env={**self.env, "PENPAY_CRASH_AT": crash_at}, stdout=out, stderr=out
+            )
+
+    async def killed_by_itself(self, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("the worker did not reach its crash point:\n" + self.tail())
+            await asyncio.sleep(0.05)
+        return self.process.returncode
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+
+@pytest.fixture
+async def crash_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Stack]:
+    bus = RedisStreamsBus.from_url(redis_url, prefix=key_prefix)
+    try:
+        async with running_stack(fresh_mariadb_url, bus) as running:
+            await running.fund_floats()
+            yield running
+    finally:
+        await bus.close()
+
+
+@pytest.fixture
+def worker(crash_stack: Stack, key_prefix: str, tmp_path: Path) -> Iterator[Worker]:
+    process = Worker(crash_stack, key_prefix, tmp_path)
+    yield process
+    process.stop()
+
+
+async def relay_until(
+    stack: Stack, tx_id: TransactionId, worker: Worker, until: set[S], timeout: float = 30
+) -> S:
+    """Only the relay runs here; the worker process does the rest."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await stack.relay.relay_once()
+        status = (await stack.get(tx_id)).status
+        if status in until:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"stuck in {status}:\n{worker.tail()}")
+        await asyncio.sleep(0.1)
+
+
+async def assert_ledger_balanced(stack: Stack) -> None:
+    async with stack.engine.connect() as connection:
+        rows = await connection.execute(
+            select(
+                ledger_entries.c.amount_currency,
+                ledger_entries.c.side,
+                func.sum(ledger_entries.c.amount_cents),
+            ).group_by(ledger_entries.c.amount_currency, ledger_entries.c.side)
+        )
+        sums: dict[str, dict[str, int]] = {}
+        for currency, side, total in rows:
+            sums.setdefault(currency, {})[side] = int(total)
+    for currency, sides in sums.items():
+        assert sides.get("DEBIT", 0) == sides.get("CREDIT", 0), f"{currency} unbalanced: {sides}"
+
+
+async def charged_and_paid(stack: Stack, phone: str) -> tuple[int, int]:
+    """(STK charges, B2C payouts) the M-Pesa simulator's books hold for this phone."""
+    books = await stack.mpesa_books()
+    phone = "".join(ch for ch in phone if ch.isdigit())
+    charged = sum(1 for r in books["stk"]["transactions"] if r["phone"] == phone and r.get("charged"))
+    paid = sum(1 for r in books["b2c"]["transactions"] if r["phone"] == phone and r.get("paid"))
+    return charged, paid
+
+
+DEPOSIT_POINTS = [
+    "deposit.credit.before_commit",
+    "deposit.credit.after_commit",
+    "deposit.transfer.before_commit",
+    "deposit.transfer.before_call",
+    "deposit.transfer.after_call",
+]
+
+
+@pytest.mark.parametrize("crash_at", DEPOSIT_POINTS)
+async def test_a_deposit_survives_a_worker_killed_at(
+    crash_at: str, crash_stack: Stack, worker: Worker
+) -> None:
+    user = await crash_stack.user()
+    worker.start(crash_at=crash_at)
+    tx = await crash_stack.deposit(user, 1_300)
+    await crash_stack.relay.relay_once()
+
+    assert await worker.killed_by_itself() == -9
+
+    worker.start()
+    status = await relay_until(crash_stack, tx.id, worker, {S.COMPLETED, S.NEEDS_REVIEW, S.FAILED})
+    assert status is S.COMPLETED, worker.tail()
+    assert await crash_stack.deriv_transfers(str(tx.id)) == 1
+    assert await charged_and_paid(crash_stack, tx.phone.value) == (1, 0)
+    await assert_ledger_balanced(crash_stack)
+
+
+WITHDRAWAL_POINTS = [
+    ("withdrawal.b2c.before_commit", "254712345678", S.COMPLETED),
+    ("withdrawal.b2c.before_call", "254712345678", S.COMPLETED),
+    ("withdrawal.b2c.after_call", "254712345678", S.COMPLETED),
+    ("withdrawal.refund.before_commit", "254712342040", S.REVERSED),
+    ("withdrawal.refund.before_call", "254712342040", S.REVERSED),
+    ("withdrawal.refund.after_call", "254712342040", S.REVERSED),
+]
+
+
+@pytest.mark.parametrize(("crash_at", "phone", "outcome"), WITHDRAWAL_POINTS)
+async def test_a_withdrawal_survives_a_worker_killed_at(
+    crash_at: str, phone: str, outcome: S, crash_stack: Stack, worker: Worker
+) -> None:
+    user = await crash_stack.user(phone=phone)
+    worker.start(crash_at=crash_at)
+    tx = await crash_stack.withdrawal(user, 10_00)
+    await crash_stack.app.confirm_withdrawal(
+        user_id=user, transaction_id=tx.id, verification_code=await crash_stack.withdrawal_code()
+    )
+    await crash_stack.relay.relay_once()
+
+    assert await worker.killed_by_itself() == -9
+
+    worker.start()
+    status = await relay_until(
+        crash_stack, tx.id, worker, {S.COMPLETED, S.REVERSED, S.NEEDS_REVIEW, S.FAILED}
+    )
+    assert status is outcome, worker.tail()
+    assert await crash_stack.deriv_transfers(str(tx.id)) == 1  # one paymentagent_withdraw
+    refunds = await crash_stack.deriv_transfers(f"{tx.id}-refund")
+    assert refunds == (1 if outcome is S.REVERSED else 0)
+    assert await charged_and_paid(crash_stack, tx.phone.value) == (0, 1 if outcome is S.COMPLETED else 0)
+    await assert_ledger_balanced(crash_stack)

@@ -1,0 +1,173 @@
+"""The sagas' decision table, with no I/O: what happens next, from what is stored."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from application.payments.decisions import (
+    DEPOSIT_RULES,
+    WITHDRAWAL_RULES,
+    Action,
+    SagaPolicy,
+    SagaView,
+    Step,
+    decide,
+)
+from application.payments.ports import StepRecord
+from domain.payments.status import TRANSITIONS, TransactionType
+from domain.payments.status import TransactionStatus as S
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+POLICY = SagaPolicy()
+DEPOSIT = TransactionType.DEPOSIT
+WITHDRAWAL = TransactionType.WITHDRAWAL
+
+
+def step(name: Step, attempts: int = 1, ago: float = 0.0) -> dict[str, StepRecord]:
+    at = NOW - timedelta(seconds=ago)
+    return {name.value: StepRecord(name.value, attempts, at, at)}
+
+
+def view(type_: TransactionType, status: S, *, age: float = 0.0, **evidence: object) -> SagaView:
+    return SagaView(
+        type=type_,
+        status=status,
+        unknown_step=evidence.pop("unknown_step", None),  # type: ignore[arg-type]
+        updated_at=NOW - timedelta(seconds=age),
+        now=NOW,
+        **evidence,  # type: ignore[arg-type]
+    )
+
+
+def test_a_new_deposit_sends_its_stk_push() -> None:
+    assert decide(view(DEPOSIT, S.PENDING), POLICY).action is Action.SEND_STK_PUSH
+
+
+def test_a_push_in_flight_is_left_alone_and_a_lost_one_is_marked_unknown() -> None:
+    in_flight = view(DEPOSIT, S.PENDING, steps=step(Step.STK_PUSH, ago=5))
+    lost = view(DEPOSIT, S.PENDING, steps=step(Step.STK_PUSH, ago=31))
+    assert decide(in_flight, POLICY).action is Action.WAIT
+    assert decide(lost, POLICY).action is Action.MARK_STK_UNKNOWN
+
+
+def test_a_lost_push_answer_goes_to_review_because_nothing_can_be_queried() -> None:
+    unknown = view(DEPOSIT, S.OUTCOME_UNKNOWN, unknown_step=S.PENDING)
+    assert decide(unknown, POLICY).action is Action.REVIEW
+
+
+@pytest.mark.parametrize(
+    ("evidence", "age", "action"),
+    [
+        ("CONFIRMED", 0, Action.CREDIT_DEPOSIT),
+        ("FAILED", 0, Action.FAIL_DEPOSIT),
+        ("REVIEW", 0, Action.REVIEW),
+        ("SUCCEEDED", 0, Action.CONFIRM_STK),  # a callback is cross-checked by STK Query
+        ("SENT", 10, Action.WAIT),  # waiting for the callback
+        ("SENT", 61, Action.CONFIRM_STK),  # no callback in time
+    ],
+)
+def test_awaiting_mpesa_follows_the_evidence(evidence: str, age: float, action: Action) -> None:
+    assert decide(view(DEPOSIT, S.AWAITING_MPESA, age=age, mpesa_request=evidence), POLICY).action is action
+
+
+def test_stk_queries_are_spaced_and_bounded() -> None:
+    recent = view(
+        DEPOSIT, S.AWAITING_MPESA, age=100, mpesa_request="SENT", steps=step(Step.STK_QUERY, 1, ago=3)
+    )
+    spent = view(
+        DEPOSIT, S.AWAITING_MPESA, age=100, mpesa_request="SENT", steps=step(Step.STK_QUERY, 5, ago=60)
+    )
+    assert decide(recent, POLICY).action is Action.WAIT
+    assert decide(spent, POLICY).action is Action.REVIEW
+
+
+def test_a_paid_deposit_funds_deriv_and_waits_while_the_float_is_low() -> None:
+    assert decide(view(DEPOSIT, S.MPESA_CONFIRMED), POLICY).action is Action.SEND_DERIV_TRANSFER
+    waiting = view(DEPOSIT, S.MPESA_CONFIRMED, steps=step(Step.FLOAT_WAIT, ago=1))
+    assert decide(waiting, POLICY).action is Action.WAIT
+
+
+def test_a_transfer_is_only_ever_resolved_by_its_id_never_failed() -> None:
+    fresh = view(DEPOSIT, S.DERIV_TRANSFER_SENT, age=1, steps=step(Step.DERIV_TRANSFER, ago=1))
+    lost = view(DEPOSIT, S.DERIV_TRANSFER_SENT, age=40, steps=step(Step.DERIV_TRANSFER, ago=40))
+    unknown = view(
+        DEPOSIT,
+        S.OUTCOME_UNKNOWN,
+        unknown_step=S.DERIV_TRANSFER_SENT,
+        steps=step(Step.DERIV_TRANSFER, ago=20),
+    )
+    assert decide(fresh, POLICY).action is Action.WAIT
+    assert decide(lost, POLICY).action is Action.RESOLVE_DERIV_TRANSFER
+    assert decide(unknown, POLICY).action is Action.RESOLVE_DERIV_TRANSFER
+    # every action a deposit can take after the customer paid keeps the money: never FAIL_DEPOSIT
+    for status in (S.MPESA_CONFIRMED, S.DERIV_TRANSFER_SENT):
+        for ago in (0, 100, 10_000):
+            for attempts in (0, 1, 10):
+                steps = step(Step.DERIV_TRANSFER, attempts, ago=ago) if attempts else {}
+                action = decide(view(DEPOSIT, status, age=ago, steps=steps), POLICY).action
+                assert action in {
+                    Action.WAIT,
+                    Action.SEND_DERIV_TRANSFER,
+                    Action.RESOLVE_DERIV_TRANSFER,
+                    Action.REVIEW,
+                }
+
+
+@pytest.mark.parametrize(
+    ("evidence", "accepted", "age", "action"),
+    [
+        ("CONFIRMED", True, 0, Action.COMPLETE_WITHDRAWAL),
+        ("FAILED", True, 0, Action.START_REFUND),
+        ("REVIEW", True, 0, Action.REVIEW),
+        ("SUCCEEDED", True, 0, Action.CONFIRM_B2C),
+        ("UNKNOWN", True, 0, Action.CONFIRM_B2C),  # queue timeout: Transaction Status
+        ("SENT", True, 10, Action.WAIT),
+        ("SENT", True, 61, Action.CONFIRM_B2C),
+        ("SENT", False, 0, Action.SEND_B2C),  # never accepted: same OriginatorConversationID again
+    ],
+)
+def test_a_b2c_payout_follows_the_evidence(evidence: str, accepted: bool, age: float, action: Action) -> None:
+    v = view(
+        WITHDRAWAL,
+        S.MPESA_DISBURSEMENT_SENT,
+        age=age,
+        mpesa_disbursement=evidence,
+        disbursement_accepted=accepted,
+    )
+    assert decide(v, POLICY).action is action
+
+
+def test_a_refund_already_started_is_resolved_by_its_id() -> None:
+    v = view(
+        WITHDRAWAL, S.MPESA_DISBURSEMENT_SENT, mpesa_disbursement="FAILED", steps=step(Step.REFUND, ago=40)
+    )
+    assert decide(v, POLICY).action is Action.RESOLVE_REFUND
+
+
+def test_a_withdrawal_debit_with_a_lost_answer_is_resolved_without_the_code() -> None:
+    v = view(WITHDRAWAL, S.AWAITING_WITHDRAWAL_CODE, age=40, deriv_withdrawal="SENT")
+    assert decide(v, POLICY).action is Action.RESOLVE_DERIV_WITHDRAWAL
+
+
+def test_an_unused_code_expires_into_a_failed_withdrawal() -> None:
+    assert decide(view(WITHDRAWAL, S.AWAITING_WITHDRAWAL_CODE, age=100), POLICY).action is Action.WAIT
+    assert (
+        decide(view(WITHDRAWAL, S.AWAITING_WITHDRAWAL_CODE, age=3601), POLICY).action
+        is Action.FAIL_WITHDRAWAL
+    )
+
+
+@pytest.mark.parametrize("status", [S.COMPLETED, S.FAILED, S.REVERSED, S.NEEDS_REVIEW])
+@pytest.mark.parametrize("type_", [DEPOSIT, WITHDRAWAL])
+def test_finished_and_reviewed_transactions_are_never_touched(status: S, type_: TransactionType) -> None:
+    assert decide(view(type_, status, age=10**6), POLICY).action is Action.WAIT
+
+
+@pytest.mark.parametrize(("type_", "rules"), [(DEPOSIT, DEPOSIT_RULES), (WITHDRAWAL, WITHDRAWAL_RULES)])
+def test_every_rule_acts_on_a_status_the_flow_has(type_: TransactionType, rules: tuple) -> None:  # type: ignore[type-arg]
+    statuses = {s for pair in TRANSITIONS[type_] for s in pair}
+    assert {rule[0] for rule in rules} <= statuses

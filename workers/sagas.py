@@ -1,0 +1,101 @@
+"""The saga workers: wake-ups from the bus, and the sweeper for whatever no event wakes.
+
+Events only say "look at transaction X again"; what to do is decided from the database by
+PaymentSaga.advance(), so a duplicate, late, reordered or lost event changes nothing. The
+sweeper is what makes a lost event (in-process bus after a restart, a message dead-lettered,
+a callback that never came) harmless: every waiting transaction is looked at again after a
+while, and the decisions' timeouts and bounded attempts take it from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.payments.saga import PaymentSaga
+from domain.shared.clock import Clock, SystemClock
+from domain.shared.ids import TransactionId
+from persistence.saga_queries import stale_transaction_ids
+from workers.bus import MessageBus
+from workers.consumer import EventConsumer
+from workers.envelope import EventEnvelope
+
+log = structlog.get_logger("penpay.sagas")
+
+SAGA_GROUP = "payment-saga"
+SAGA_STREAMS = ("penpay.payments", "penpay.mpesa")
+
+# Events after which a transaction may have something to do now.
+WAKE_UPS = (
+    "DepositInitiated",
+    "TransactionStatusChanged",
+    "MpesaStkCallbackRecorded",
+    "MpesaB2CResultRecorded",
+    "MpesaB2COutcomeUnknown",
+    "MpesaB2CConfirmed",
+)
+
+
+def saga_consumer(
+    bus: MessageBus, engine: AsyncEngine, saga: PaymentSaga, *, clock: Clock | None = None, **options: object
+) -> EventConsumer:
+    consumer = EventConsumer(bus, engine, group=SAGA_GROUP, streams=SAGA_STREAMS, clock=clock, **options)  # type: ignore[arg-type]
+
+    async def wake(event: EventEnvelope) -> None:
+        await saga.advance(TransactionId.from_str(event.aggregate_id))
+
+    for event_type in WAKE_UPS:
+        consumer.register_standalone(event_type, wake)
+    return consumer
+
+
+class Sweeper:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        saga: PaymentSaga,
+        *,
+        min_age: timedelta = timedelta(seconds=5),
+        interval: float = 5.0,
+        batch: int = 200,
+        concurrency: int = 8,
+        clock: Clock | None = None,
+    ) -> None:
+        self._engine = engine
+        self._saga = saga
+        self.min_age = min_age
+        self.interval = interval
+        self.batch = batch
+        self._clock = clock or SystemClock()
+        self._limit = asyncio.Semaphore(concurrency)
+
+    async def sweep_once(self) -> int:
+        """Advance every transaction untouched for min_age; returns how many were looked at."""
+        ids = await stale_transaction_ids(
+            self._engine, untouched_since=self._clock.now() - self.min_age, limit=self.batch
+        )
+
+        async def one(tx_id: TransactionId) -> None:
+            async with self._limit:
+                try:
+                    await self._saga.advance(tx_id)
+                except Exception as exc:  # one bad transaction must not stop the sweep
+                    log.warning("sweeper.advance_failed", transaction_id=str(tx_id), error=type(exc).__name__)
+
+        await asyncio.gather(*(one(tx_id) for tx_id in ids))
+        return len(ids)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("sweeper.started", interval=self.interval, min_age=self.min_age.total_seconds())
+        while not stop.is_set():
+            try:
+                await self.sweep_once()
+            except Exception as exc:
+                log.warning("sweeper.failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+        log.info("sweeper.stopped")
