@@ -42,7 +42,7 @@ async def test_a_wrong_code_fails_the_withdrawal_and_moves_nothing(stack: Stack)
 
 async def test_a_failed_b2c_sends_the_usd_back_to_deriv_and_reverses(stack: Stack) -> None:
     user = await stack.user(phone="254712342040")  # B2C 2040: unregistered customer
-    tx = await stack.withdrawal(user, 7_50)
+    tx = await stack.withdrawal(user, 12_50)
     await stack.app.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
     )
