@@ -36,9 +36,11 @@ from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
-from domain.wallet.account_kind import AccountKind
+from domain.wallet.account_kind import AccountKind, LedgerSide
 from domain.wallet.errors import Overdraft
 from domain.wallet.events import FloatLow
+from domain.wallet.money import Money
+from domain.wallet.posting import Posting
 
 log = structlog.get_logger("penpay.saga")
 
@@ -508,40 +510,55 @@ class PaymentSaga:
         return await self._finish_with(tx_id, review, expected=Action.REVIEW)
 
     async def _reserve(
-        self, uow: PaymentsUnitOfWork, tx: Transaction, posting: Any, kind: AccountKind
+        self, uow: PaymentsUnitOfWork, tx: Transaction, posting: Posting, kind: AccountKind
     ) -> bool:
         """Book a float reservation; a float too low leaves the transaction waiting (committed
-        step + FloatLow event) instead of failing it. True when booked."""
+        FLOAT_WAIT step + FloatLow event) instead of failing it. True when booked. Crossing the
+        low-float threshold downwards raises FloatLow too (once per crossing)."""
+        needed = next(e.amount for e in posting.entries if e.side is LedgerSide.CREDIT)
+        threshold = self._float_thresholds.get(kind, 0)
         try:
             await book(uow, posting)
         except Overdraft:
-            amount = (
-                tx.converted_amount
-                if tx.type.value == "DEPOSIT" or kind is AccountKind.MPESA_FLOAT
-                else tx.amount
-            )
-            account = await uow.ledger.get_or_create_account(
-                kind=kind, currency=posting.entries[0].amount.currency
-            )
-            uow.record_events(
-                [
-                    FloatLow(
-                        account_id=account.id,
-                        kind=kind.value,
-                        currency=account.currency,
-                        balance_minor=account.balance.amount_minor,
-                        needed_minor=amount.amount_minor if amount else 0,
-                        threshold_minor=self._float_thresholds.get(kind, 0),
-                    )
-                ]
-            )
+            await self._float_low(uow, kind, needed, needed.amount_minor, threshold)
             await uow.saga_steps.start(
                 tx.id, Step.FLOAT_WAIT, now=uow.clock.now(), detail=f"{kind.value} too low"
             )
             await uow.commit()
             log.warning("saga.float_too_low", transaction_id=str(tx.id), float=kind.value)
             return False
+        after = await self._float_low(uow, kind, needed, 0, threshold, only_if_crossed=True)
+        if after is not None:
+            log.warning("saga.float_below_threshold", float=kind.value, balance_minor=after)
         return True
+
+    @staticmethod
+    async def _float_low(
+        uow: PaymentsUnitOfWork,
+        kind: AccountKind,
+        amount: Money,
+        needed_minor: int,
+        threshold: int,
+        *,
+        only_if_crossed: bool = False,
+    ) -> int | None:
+        account = await uow.ledger.get_or_create_account(kind=kind, currency=amount.currency)
+        balance = account.balance.amount_minor
+        if only_if_crossed and not (balance < threshold <= balance + amount.amount_minor):
+            return None
+        uow.record_events(
+            [
+                FloatLow(
+                    account_id=account.id,
+                    kind=kind.value,
+                    currency=account.currency,
+                    balance_minor=balance,
+                    needed_minor=needed_minor,
+                    threshold_minor=threshold,
+                )
+            ]
+        )
+        return balance
 
     async def _finish(
         self,

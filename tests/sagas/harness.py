@@ -179,6 +179,29 @@ class Stack:
             await self.sweeper.sweep_once()
             await asyncio.sleep(0.05)
 
+    async def deriv_fault(self, **rule: Any) -> None:
+        async with self.http.post(f"{self.deriv_sim.control_url}/faults", json=rule) as response:
+            assert response.status in (200, 201), await response.text()
+
+    async def events(self, event_type: str) -> list[str]:
+        """Payloads of the outbox rows of this type."""
+        from sqlalchemy import select
+
+        from persistence.tables import domain_events
+
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(
+                select(domain_events.c.payload).where(domain_events.c.event_type == event_type)
+            )
+            return [row.payload for row in rows]
+
+    async def wallet_balance(self, user_id: UserId, currency: Currency) -> int:
+        async with self.uow() as uow:
+            account = await uow.ledger.get_or_create_account(
+                kind=AccountKind.USER_WALLET, currency=currency, user_id=user_id
+            )
+            return account.balance_minor
+
     # --- the simulators' books --------------------------------------------------------------
 
     async def deriv_transfers(self, reference: str) -> int:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from application.payments.floats import fund_float
 from domain.payments.status import TransactionStatus as S
-from tests.sagas.harness import CLIENT_LOGINID, Stack
+from domain.wallet.account_kind import AccountKind
+from domain.wallet.money import Currency, Money
+from tests.sagas.harness import AGENT_FLOAT_USD, CLIENT_LOGINID, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +36,74 @@ async def test_a_cancelled_stk_push_fails_without_moving_money(stack: Stack) -> 
     assert done.status is S.FAILED
     assert "1032" in (done.failure_reason or "")
     assert await stack.deriv_transfers(str(tx.id)) == 0
+
+
+async def test_a_lost_stk_callback_is_settled_by_stk_query(stack: Stack) -> None:
+    user = await stack.user(phone="254700031234")  # lab range F=3: the callback is never delivered
+
+    tx = await stack.deposit(user, 1_300)
+    done = await stack.settle(tx.id)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert await stack.deriv_transfers(str(tx.id)) == 1
+
+
+async def test_a_duplicated_callback_credits_once(stack: Stack) -> None:
+    user = await stack.user(phone="254700011234")  # F=1: every callback arrives twice
+
+    tx = await stack.deposit(user, 2_600)
+    done = await stack.settle(tx.id)
+    for _ in range(5):  # let the duplicate land and be handled
+        await stack.pump()
+
+    assert done.status is S.COMPLETED
+    assert await stack.deriv_transfers(str(tx.id)) == 1
+    assert len(await stack.events("DerivTransferCompleted")) == 1
+
+
+async def test_a_transfer_whose_answer_is_lost_is_resolved_not_resent(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)
+    await stack.deriv_fault(
+        kind="drop_after", call="paymentagent_transfer", match={"description": str(tx.id)}, times=1
+    )
+
+    done = await stack.settle(tx.id, timeout=30)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert await stack.deriv_transfers(str(tx.id)) == 1
+
+
+async def test_a_transfer_refused_for_good_keeps_the_usd_for_the_user_and_asks_for_review(
+    stack: Stack,
+) -> None:
+    user = await stack.user(loginid="CR90000099")  # no such Deriv account: Deriv refuses the transfer
+    tx = await stack.deposit(user, 1_300)
+
+    done = await stack.settle(tx.id)
+
+    assert done.status is S.NEEDS_REVIEW
+    assert "Deriv refused the transfer" in (done.failure_reason or "")
+    assert await stack.deriv_transfers(str(tx.id)) == 0
+    assert await stack.wallet_balance(user, Currency.USD) == 10_00  # booked to the user, refundable
+
+
+async def test_a_deposit_waits_for_the_agent_float_and_goes_on_once_it_is_funded(stack: Stack) -> None:
+    async with stack.uow() as uow:  # empty the agent float the fixture funded
+        await fund_float(uow, AccountKind.DERIV_AGENT_FLOAT, -AGENT_FLOAT_USD, "withdrawn by the operator")
+        await uow.commit()
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)
+
+    waiting = await stack.settle(tx.id, until={S.MPESA_CONFIRMED}, timeout=10)
+    for _ in range(3):
+        await stack.sweeper.sweep_once()
+    assert (await stack.get(tx.id)).status is S.MPESA_CONFIRMED
+    assert waiting.deriv_transfer is None
+    assert await stack.events("FloatLow")
+    assert await stack.deriv_transfers(str(tx.id)) == 0
+
+    await stack.fund_floats(kes=Money(0, Currency.KES))
+    done = await stack.settle(tx.id)
+    assert done.status is S.COMPLETED
+    assert await stack.deriv_transfers(str(tx.id)) == 1

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 from application.payments.errors import VerificationCodeRejected
+from application.payments.floats import fund_float
 from domain.payments.status import TransactionStatus as S
-from tests.sagas.harness import Stack
+from domain.payments.transaction import Transaction
+from domain.shared.ids import TransactionId, UserId
+from domain.wallet.account_kind import AccountKind
+from domain.wallet.money import Currency, Money
+from tests.sagas.harness import MPESA_FLOAT_KES, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +56,53 @@ async def test_a_failed_b2c_sends_the_usd_back_to_deriv_and_reverses(stack: Stac
 
     assert done.status is S.REVERSED, done.failure_reason
     assert await stack.deriv_transfers(f"{tx.id}-refund") == 1
+
+
+async def confirm(stack: Stack, user: UserId, tx_id: TransactionId) -> Transaction:
+    return await stack.app.confirm_withdrawal(
+        user_id=user, transaction_id=tx_id, verification_code=await stack.withdrawal_code()
+    )
+
+
+async def test_a_b2c_queue_timeout_is_settled_by_transaction_status_not_paid_again(stack: Stack) -> None:
+    user = await stack.user(phone="254700061234")  # F=6: the money moves, only QueueTimeOutURL is called
+    tx = await stack.withdrawal(user, 10_00)
+    await confirm(stack, user, tx.id)
+
+    done = await stack.settle(tx.id, timeout=30)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    books = await stack.mpesa_books()
+    payouts = [r for r in books["b2c"]["transactions"] if r["phone"] == "254700061234" and r["paid"]]
+    assert len(payouts) == 1
+
+
+async def test_a_debit_whose_answer_is_lost_is_resolved_without_the_code(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    await stack.deriv_fault(kind="drop_after", call="paymentagent_withdraw", times=1)
+
+    after_confirm = await confirm(stack, user, tx.id)
+    # The gateway may resolve it through the statement within the call; otherwise the sweeper does.
+    assert after_confirm.status in (S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN, S.DERIV_WITHDRAWAL_DONE)
+
+    done = await stack.settle(tx.id, timeout=30)
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert await stack.deriv_transfers(str(tx.id)) == 1
+
+
+async def test_a_payout_waits_for_the_mpesa_float(stack: Stack) -> None:
+    async with stack.uow() as uow:
+        await fund_float(uow, AccountKind.MPESA_FLOAT, -MPESA_FLOAT_KES, "withdrawn by the operator")
+        await uow.commit()
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    await confirm(stack, user, tx.id)
+    for _ in range(3):
+        await stack.pump()
+        await stack.sweeper.sweep_once()
+    assert (await stack.get(tx.id)).status is S.DERIV_WITHDRAWAL_DONE
+    assert await stack.events("FloatLow")
+
+    await stack.fund_floats(usd=Money(0, Currency.USD))
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
