@@ -1,0 +1,207 @@
+"""The whole stack in one process on embedded defaults: what `penpay up` runs.
+
+SQLite file, in-process bus, both simulators, the Deriv gateway, the M-Pesa callback endpoints,
+the outbox relay, the saga consumer and sweeper, the gRPC API and the HTTP bridge. Each part is
+the same object the separate processes run (`penpay gateway`, `penpay api`, ...), started here
+side by side on loopback. Settings still come from PENPAY_* (so ports can move); where a
+credential is unset, the simulators' public sandbox values are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from pydantic import SecretStr
+
+from penpay.settings import Settings
+
+log = structlog.get_logger("penpay.up")
+
+
+def _port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
+    """Fill what the simulators need and the user did not set."""
+    from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
+    from mpesa_adapter.simulator.config import (
+        DEFAULT_INITIATOR_PASSWORD,
+        SANDBOX_PASSKEY,
+        SANDBOX_SHORTCODE,
+    )
+
+    updates: dict[str, Any] = {"redis_url": None}
+    if not settings.deriv_agent_token.get_secret_value():
+        updates["deriv_agent_token"] = SecretStr(DEFAULT_AGENT_TOKEN)
+    if not settings.mpesa_consumer_key.get_secret_value():
+        updates["mpesa_consumer_key"] = SecretStr("penpay-embedded")
+        updates["mpesa_consumer_secret"] = SecretStr("penpay-embedded-secret")
+    if not settings.mpesa_passkey.get_secret_value():
+        updates["mpesa_passkey"] = SecretStr(SANDBOX_PASSKEY)
+        updates["mpesa_shortcode"] = SANDBOX_SHORTCODE
+    if not settings.mpesa_initiator_password.get_secret_value():
+        updates["mpesa_initiator_password"] = SecretStr(DEFAULT_INITIATOR_PASSWORD)
+    if not settings.mpesa_callback_secret.get_secret_value():
+        updates["mpesa_callback_secret"] = SecretStr(secrets.token_urlsafe(24))
+    if not settings.mpesa_cert_file:
+        updates["mpesa_cert_file"] = str(state_dir / "daraja-sim-cert.pem")
+    if settings.app_env == "production":
+        raise RuntimeError("penpay up runs simulators: not for production")
+    return settings.model_copy(update=updates)
+
+
+@dataclass
+class EmbeddedStack:
+    settings: Settings
+    state_dir: Path
+    addresses: dict[str, str] = field(default_factory=dict)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        from datetime import timedelta
+
+        from deriv_gateway.config import GatewayConfig
+        from deriv_gateway.server import GatewayServer
+        from deriv_gateway.simulator import DerivSimulator
+        from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
+        from mpesa_adapter.callback_server import CallbackServer
+        from mpesa_adapter.callback_store import SqlCallbackInbox
+        from mpesa_adapter.config import CallbackServerConfig
+        from mpesa_adapter.simulator import DarajaSimulator
+        from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
+        from penpay.bootstrap import bootstrap, payments
+        from persistence.migrate import upgrade_async
+        from workers.relay import OutboxRelay
+        from workers.sagas import Sweeper, saga_consumer
+
+        s = self.settings
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        await upgrade_async(s.database_url)
+
+        # Simulators: Deriv (WebSocket + control API), Daraja (HTTP).
+        ws = urlsplit(s.deriv_ws_url)
+        deriv_sim = DerivSimulator(
+            DerivSimConfig(
+                host=ws.hostname or "127.0.0.1", port=ws.port or 8765, control_port=(ws.port or 8765) + 3
+            )
+        )
+        await self._stack.enter_async_context(deriv_sim)
+        self.addresses["Deriv simulator"] = deriv_sim.url(app_id=None)
+        self.addresses["Deriv simulator control"] = deriv_sim.control_url
+        mpesa_url = urlsplit(s.mpesa_base_url)
+        mpesa_sim = DarajaSimulator(
+            MpesaSimConfig(
+                host=mpesa_url.hostname or "127.0.0.1",
+                port=mpesa_url.port or 8766,
+                seed=secrets.randbelow(10**9),
+                consumer_key=s.mpesa_consumer_key.get_secret_value(),
+                consumer_secret=s.mpesa_consumer_secret.get_secret_value(),
+                callback_delay=1.0,
+            )
+        )
+        await mpesa_sim.start()
+        self._stack.push_async_callback(mpesa_sim.stop)
+        assert s.mpesa_cert_file is not None
+        await asyncio.to_thread(Path(s.mpesa_cert_file).write_text, mpesa_sim.certificate_pem())
+        self.addresses["Daraja simulator"] = str(mpesa_sim.base_url)
+
+        core = bootstrap(s, pool_size=5)
+        self._stack.push_async_callback(core.close)
+
+        callbacks_url = urlsplit(s.mpesa_callback_base_url)
+        callbacks = CallbackServer(
+            CallbackServerConfig.from_strings(
+                s.mpesa_callback_secret.get_secret_value(), s.mpesa_allowed_ips
+            ),
+            SqlCallbackInbox(core.engine),
+            host=callbacks_url.hostname or "127.0.0.1",
+            port=callbacks_url.port or 8767,
+        )
+        await callbacks.start()
+        self._stack.push_async_callback(callbacks.stop)
+        self.addresses["M-Pesa callbacks"] = callbacks.base_url
+
+        gateway = GatewayServer(
+            GatewayConfig(
+                ws_url=s.deriv_ws_url,
+                app_id=s.deriv_app_id,
+                agent_token=s.deriv_agent_token.get_secret_value(),
+                grpc_addr=s.gateway_addr,
+                redis_url=None,
+                database_url=s.database_url,
+                request_timeout=s.gateway_request_timeout,
+                unknown_settle=s.gateway_unknown_settle,
+            )
+        )
+        await gateway.start()
+        self._stack.push_async_callback(gateway.stop, 1.0)
+        await gateway.wait_serving(15)
+        self.addresses["Deriv gateway (gRPC)"] = gateway.address
+
+        wired = payments(core)
+        self._stack.push_async_callback(wired.close)
+        await self._fund_floats_once(core)
+
+        bus = core.message_bus()
+        relay = OutboxRelay(core.engine, bus, poll_interval=0.1)
+        consumer = saga_consumer(bus, core.engine, wired.saga, block_ms=200)
+        sweeper = Sweeper(
+            core.engine,
+            wired.saga,
+            min_age=timedelta(seconds=s.sweeper_min_age),
+            interval=s.sweeper_interval,
+        )
+        await consumer.start()
+        for runner in (relay.run(self._stop), consumer.run(self._stop), sweeper.run(self._stop)):
+            self._tasks.append(asyncio.create_task(runner))
+
+        await self._start_public_surface(core, wired)
+
+    async def _start_public_surface(self, core: Any, wired: Any) -> None:
+        """The gRPC API and the HTTP bridge (penpay_api), when they are installed."""
+        try:
+            from penpay_api.embedded import start_public_surface
+        except ImportError:
+            log.warning("up.no_api", reason="penpay_api.embedded not available")
+            return
+        addresses = await start_public_surface(self._stack, core, wired)
+        self.addresses.update(addresses)
+
+    async def _fund_floats_once(self, core: Any) -> None:
+        """First start: the ledger's floats open at the simulators' balances (audited)."""
+        from application.payments.floats import fund_float
+        from domain.wallet.account_kind import AccountKind
+        from domain.wallet.money import Currency, Money
+
+        marker = self.state_dir / "floats-funded"
+        if marker.exists():
+            return
+        async with core.unit_of_work(actor="penpay-up") as uow:
+            await fund_float(
+                uow, AccountKind.DERIV_AGENT_FLOAT, Money(50_000_00, Currency.USD), "simulator agent balance"
+            )
+            await fund_float(
+                uow, AccountKind.MPESA_FLOAT, Money(10_000_000_00, Currency.KES), "simulator B2C float"
+            )
+            await uow.commit()
+        marker.write_text("yes\n")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 5)
+            except Exception:  # stopping: report nothing, cancel the rest
+                task.cancel()
+        await self._stack.aclose()
