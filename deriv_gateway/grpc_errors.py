@@ -14,7 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from deriv_gateway.journal import StaleFencingToken
 from deriv_gateway.protocol import errors
-from deriv_gateway.service import InvalidRequest, OperationConflict
+from deriv_gateway.service import InvalidRequest, OperationConflict, OperationNotExecuted
 
 DOMAIN = "deriv.com"
 GATEWAY_DOMAIN = "penpay.deriv-gateway"
@@ -26,6 +26,9 @@ def _code_for(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, OperationConflict):
         return grpc.StatusCode.ALREADY_EXISTS
+    if isinstance(exc, OperationNotExecuted):
+        # a definite answer, not a transient one: the caller decides (send it, or give up)
+        return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, errors.NotLeader | StaleFencingToken):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, errors.RateLimit):
@@ -96,6 +99,13 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, bytes]:
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.reason)
                 ]
+            )
+        )
+    elif isinstance(exc, OperationNotExecuted):
+        message = str(exc)
+        details.append(
+            error_details_pb2.ErrorInfo(
+                reason="NOT_EXECUTED", domain=GATEWAY_DOMAIN, metadata={"outcome": "not_executed"}
             )
         )
     elif isinstance(exc, OperationConflict | StaleFencingToken):

@@ -8,6 +8,11 @@ Row life: SENDING (committed before the frame leaves) -> DONE | FAILED | NOT_SEN
   statement before anything else.
 The primary key decides between concurrent inserts (across processes). Every write after the insert
 carries the writer's fencing token in its WHERE clause, so a deposed leader cannot record.
+
+The fence: one reserved row (FENCE_ID, outside the operation id pattern) holds the highest fencing
+token seen by this journal. Every write that may lead to a send (claim, take over, resend) raises it
+to the writer's token, or is refused when it is already higher, in the same transaction as the write
+itself, so a deposed leader cannot start an operation once a newer leader has written anything.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from persistence.engine import create_engine
 from persistence.tables import deriv_gateway_operations as ops
@@ -32,8 +38,18 @@ FAILED = "FAILED"
 NOT_SENT = "NOT_SENT"
 
 
+# The fence row's id: never an operation id (those match ^[0-9A-Za-z-]{1,64}$), never listed as one.
+FENCE_ID = "~fence"
+FENCE = "FENCE"
+
+
 class StaleFencingToken(Exception):
     """The row belongs to a newer leader (or moved on): this writer may not record."""
+
+    def __init__(self, message: str, *, current: int | None = None) -> None:
+        super().__init__(message)
+        # the journal's fence when the refusal came from it (a newer leader's token)
+        self.current = current
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +125,8 @@ _FINISH = (
         updated_at=bindparam("now"),
     )
 )
+# updated_at is left alone: for a SENDING row it is the time of its last send, which the settle
+# window ("not in the statement this long after the send": never executed) is measured from.
 _TAKE_OVER = (
     update(ops)
     .where(
@@ -118,7 +136,7 @@ _TAKE_OVER = (
             or_(ops.c.fencing_token.is_(None), ops.c.fencing_token <= bindparam("token")),
         )
     )
-    .values(fencing_token=bindparam("new_token"), updated_at=bindparam("now"))
+    .values(fencing_token=bindparam("new_token"))
 )
 _RESEND = (
     update(ops)
@@ -141,6 +159,56 @@ _RESEND = (
 )
 
 
+# The fence. Why one row and not MAX(fencing_token) over the operations: under REPEATABLE READ a
+# plain SELECT MAX() is a snapshot read that neither sees nor waits for a newer leader's uncommitted
+# claim, so an old and a new leader could both pass the check and commit (write skew); a locking
+# MAX() would need next-key locks over the whole index (blocking every insert) and a full scan.
+# The UPDATE below is a locking read of the latest committed fence: its row lock orders every claim
+# against a new leader's raise. Either the old leader's claim commits first (and the new leader's
+# sweep, which runs after its raise, finds that SENDING row), or the raise commits first and the
+# UPDATE no longer matches. On SQLite, BEGIN IMMEDIATE serializes the writers anyway.
+_FENCE_RAISE = (
+    update(ops)
+    .where(and_(ops.c.operation_id == FENCE_ID, ops.c.fencing_token <= bindparam("token")))
+    .values(fencing_token=bindparam("token"), updated_at=bindparam("now"))
+)
+_FENCE_GET = select(ops.c.fencing_token).where(ops.c.operation_id == FENCE_ID)
+
+
+class FenceMissing(RuntimeError):
+    """The fence row was deleted behind the journal's back: created again on the next write."""
+
+
+async def _pass_fence(conn: AsyncConnection, token: int) -> None:
+    """Raise the fence to `token` inside the caller's transaction, or refuse (StaleFencingToken)."""
+    if (await conn.execute(_FENCE_RAISE, {"token": token, "now": _now()})).rowcount == 1:
+        return
+    current = (await conn.execute(_FENCE_GET)).scalar()
+    if current is None:
+        raise FenceMissing("the journal's fence row is missing")
+    raise StaleFencingToken(f"fencing token {token} is older than the journal's {current}", current=current)
+
+
+def _fence_row(now: datetime) -> dict[str, Any]:
+    return {
+        "operation_id": FENCE_ID,
+        "kind": "fence",
+        "client_loginid": "",
+        "amount_cents": 0,
+        "amount_currency": "",
+        "description": "highest fencing token seen by this journal",
+        "status": FENCE,
+        "attempts": 0,
+        "fencing_token": 0,
+        "deriv_transaction_id": None,
+        "error_code": None,
+        "error_message": None,
+        "result": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 class _GroupCommit:
     """Group commit: claims and outcomes queued while a transaction commits go into the next one.
 
@@ -148,8 +216,15 @@ class _GroupCommit:
     its own row is committed, so "committed before the frame leaves" holds for every operation.
     """
 
-    def __init__(self, engine: AsyncEngine, max_batch: int = 256, lanes: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ensure_fence: Callable[[], Awaitable[None]],
+        max_batch: int = 256,
+        lanes: int | None = None,
+    ) -> None:
         self.engine = engine
+        self._ensure_fence = ensure_fence
         self.max_batch = max_batch
         # lanes > 1 commits several batches at once (server databases only; measured no gain here)
         self.lanes = lanes or 1
@@ -210,8 +285,28 @@ class _GroupCommit:
 
     async def _commit(self, batch: list[tuple[str, dict[str, Any], asyncio.Future[Any]]]) -> list[Any]:
         results: list[Any] = [None] * len(batch)
+        inserts = [(i, p) for i, (kind, p, _) in enumerate(batch) if kind == "insert"]
+        if inserts:
+            await self._ensure_fence()
         async with self.engine.begin() as conn:
-            inserts = [(i, p) for i, (kind, p, _) in enumerate(batch) if kind == "insert"]
+            if inserts:
+                # one fence check per batch, with its newest token; older tokens in it are refused
+                newest = max(p["fencing_token"] for _, p in inserts)
+                refused: StaleFencingToken | None = None
+                try:
+                    await _pass_fence(conn, newest)
+                except StaleFencingToken as exc:
+                    refused = exc
+                kept = []
+                for i, p in inserts:
+                    if refused is None and p["fencing_token"] == newest:
+                        kept.append((i, p))
+                    else:
+                        results[i] = StaleFencingToken(
+                            f"operation {p['operation_id']}: fencing token {p['fencing_token']} is stale",
+                            current=refused.current if refused is not None else newest,
+                        )
+                inserts = kept
             if inserts:
                 ids = list({p["operation_id"] for _, p in inserts})
                 existing = set(
@@ -239,7 +334,8 @@ class Journal:
     def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False, group_commit: bool = True) -> None:
         self.engine = engine
         self._owns_engine = owns_engine
-        self._group = _GroupCommit(engine) if group_commit else None
+        self._fence_ready = False
+        self._group = _GroupCommit(engine, self._ensure_fence) if group_commit else None
 
     @classmethod
     def from_url(cls, url: str) -> Journal:
@@ -251,7 +347,43 @@ class Journal:
         if self._owns_engine:
             await self.engine.dispose()
 
+    async def _ensure_fence(self) -> None:
+        """Create the fence row (token 0) if this database has none yet; once per Journal."""
+        if self._fence_ready:
+            return
+        async with self.engine.connect() as conn:
+            exists = (await conn.execute(_FENCE_GET)).first() is not None
+        if not exists:
+            with contextlib.suppress(IntegrityError):  # another process created it meanwhile
+                async with self.engine.begin() as conn:
+                    await conn.execute(_INSERT, _fence_row(_now()))
+        self._fence_ready = True
+
+    @contextlib.asynccontextmanager
+    async def _fenced(self, token: int) -> AsyncIterator[AsyncConnection]:
+        """A transaction that has passed the fence with `token` (raised it, or was refused)."""
+        await self._ensure_fence()
+        try:
+            async with self.engine.begin() as conn:
+                await _pass_fence(conn, token)
+                yield conn
+        except FenceMissing:
+            self._fence_ready = False
+            raise
+
+    async def raise_fence(self, token: int) -> None:
+        """A new leader's first write: from now on, writers with older tokens cannot start operations."""
+        async with self._fenced(token):
+            pass
+
+    async def fence(self) -> int:
+        """The highest fencing token this journal has seen (0 if none)."""
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(_FENCE_GET)).scalar() or 0)
+
     async def get(self, operation_id: str) -> Operation | None:
+        if operation_id == FENCE_ID:
+            return None
         async with self.engine.connect() as conn:
             row = (await conn.execute(_SELECT, {"op_id": operation_id})).first()
         return _row(row) if row is not None else None
@@ -267,9 +399,10 @@ class Journal:
         description: str,
         token: int,
     ) -> tuple[bool, Operation]:
-        """Insert the SENDING row and commit.
+        """Insert the SENDING row and commit, having passed the fence in the same transaction.
 
-        Returns (True, row) if this call created it, else (False, existing row).
+        Returns (True, row) if this call created it, else (False, existing row). Raises
+        StaleFencingToken when a newer token has been seen by this journal.
         """
         now = _now()
         values = {
@@ -289,21 +422,70 @@ class Journal:
             "created_at": now,
             "updated_at": now,
         }
-        if self._group is not None:
-            created = await self._group.submit("insert", values)
-        else:
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(_INSERT, values)
-                created = True
-            except IntegrityError:
-                created = False
+        created = await self._insert(values)
         if created:
             return True, _row_from_values(values)
         existing = await self.get(operation_id)
         if existing is None:  # inserted and deleted in between: not something the gateway does
             raise RuntimeError(f"operation {operation_id} vanished")
         return False, existing
+
+    async def _insert(self, values: dict[str, Any]) -> bool:
+        if self._group is not None:
+            try:
+                result = await self._group.submit("insert", values)
+            except FenceMissing:
+                self._fence_ready = False
+                raise
+            return bool(result)
+        try:
+            async with self._fenced(values["fencing_token"]) as conn:
+                await conn.execute(_INSERT, values)
+        except IntegrityError:
+            return False
+        return True
+
+    async def record_unjournaled(
+        self,
+        *,
+        operation_id: str,
+        kind: str,
+        client_loginid: str,
+        amount_cents: int,
+        currency: str,
+        description: str,
+        token: int,
+        deriv_transaction_id: int,
+        result: dict[str, Any],
+    ) -> bool:
+        """A DONE row for an operation found in Deriv's statement with no row here (a lost journal row).
+
+        False if a row with this id exists (then that row is the one to read).
+        """
+        now = _now()
+        values = {
+            "operation_id": operation_id,
+            "kind": kind,
+            "client_loginid": client_loginid,
+            "amount_cents": amount_cents,
+            "amount_currency": currency,
+            "description": description,
+            "status": DONE,
+            "attempts": 0,
+            "fencing_token": token,
+            "deriv_transaction_id": deriv_transaction_id,
+            "error_code": None,
+            "error_message": None,
+            "result": json.dumps(result, separators=(",", ":")),
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self._fenced(token) as conn:
+                await conn.execute(_INSERT, values)
+        except IntegrityError:
+            return False
+        return True
 
     async def finish(
         self,
@@ -316,7 +498,11 @@ class Journal:
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> None:
-        """Record the outcome of the SENDING row this writer owns (fencing token compared in the WHERE)."""
+        """Record the outcome of the SENDING row this writer owns (fencing token compared in the WHERE).
+
+        No fence check: this records what already happened to a frame this writer sent, which stays
+        true after a newer leader appears; the row's own token keeps it from overwriting a take-over.
+        """
         params = {
             "op_id": operation_id,
             "token": token,
@@ -337,18 +523,16 @@ class Journal:
 
     async def take_over(self, operation_id: str, token: int) -> None:
         """Make a SENDING row of an earlier attempt (or an earlier leader) ours before resolving it."""
-        async with self.engine.begin() as conn:
+        async with self._fenced(token) as conn:
             count = (
-                await conn.execute(
-                    _TAKE_OVER, {"op_id": operation_id, "token": token, "new_token": token, "now": _now()}
-                )
+                await conn.execute(_TAKE_OVER, {"op_id": operation_id, "token": token, "new_token": token})
             ).rowcount
         if count != 1:
             raise StaleFencingToken(f"operation {operation_id}: cannot take over with fencing token {token}")
 
     async def resend(self, operation_id: str, token: int, expected_status: str) -> None:
         """NOT_SENT (or a SENDING proven absent from the statement) -> SENDING again, attempts + 1."""
-        async with self.engine.begin() as conn:
+        async with self._fenced(token) as conn:
             count = (
                 await conn.execute(
                     _RESEND,
@@ -364,9 +548,15 @@ class Journal:
         if count != 1:
             raise StaleFencingToken(f"operation {operation_id}: cannot resend with fencing token {token}")
 
-    async def list_sending(self, limit: int = 100) -> list[Operation]:
+    async def list_sending(
+        self, limit: int = 100, *, sent_before: datetime | None = None, after: str = ""
+    ) -> list[Operation]:
+        """SENDING rows in operation id order (`after`: paging), optionally last sent before a time."""
+        query = select(ops).where(and_(ops.c.status == SENDING, ops.c.operation_id > after))
+        if sent_before is not None:
+            query = query.where(ops.c.updated_at < sent_before)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(ops).where(ops.c.status == SENDING).limit(limit))).all()
+            rows = (await conn.execute(query.order_by(ops.c.operation_id).limit(limit))).all()
         return [_row(r) for r in rows]
 
 

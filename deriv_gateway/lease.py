@@ -34,6 +34,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Move the fence counter up to ARGV[2] (never down), then give up the lease if we hold it.
+_FENCE_BEHIND = """
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class Lease:
@@ -47,6 +58,11 @@ class Lease:
         raise NotImplementedError
 
     async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def fence_behind(self, seen: int) -> None:
+        """The journal has seen token `seen`, newer than the one this lease handed out: the token
+        source went back (Redis lost its data). Make every later token larger than `seen`."""
         raise NotImplementedError
 
     def on_change(self, callback: LeadershipCallback) -> None:
@@ -83,6 +99,12 @@ class LocalLease(Lease):
         if self._held:
             self._held = False
             self._notify(False)
+
+    async def fence_behind(self, seen: int) -> None:
+        # the only gateway on this database: carry on with a token the journal accepts
+        if self._held and (self.token or 0) <= seen:
+            self.token = seen + 1
+            self._notify(True)
 
 
 class RedisLease(Lease):
@@ -130,6 +152,13 @@ class RedisLease(Lease):
                 with contextlib.suppress(Exception):
                     await self._redis.eval(_RELEASE, 1, self.key, self.instance_id)
         await self._redis.aclose()
+
+    async def fence_behind(self, seen: int) -> None:
+        # a fresh acquisition (INCR) after this hands out seen + 1 or more, to whoever wins it
+        log.error("lease.fence_behind_journal", token=self.token, journal=seen, instance=self.instance_id)
+        with contextlib.suppress(Exception):
+            await self._redis.eval(_FENCE_BEHIND, 2, self.key, self.fence_key, self.instance_id, seen)
+        self._set_held(False)
 
     def kill_renewer(self) -> None:
         """Stop renewing without releasing (a crash, for tests): the key expires on its own."""

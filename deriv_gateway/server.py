@@ -68,6 +68,7 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
                 request.client_loginid,
                 request.amount.amount_cents,
                 request.amount.currency,
+                resolve_only=request.resolve_only,
             ),
         )
         return pb.TransferResponse(
@@ -92,6 +93,7 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
                 request.verification_code,
                 request.amount.amount_cents,
                 request.amount.currency,
+                resolve_only=request.resolve_only,
             ),
         )
         return pb.WithdrawResponse(

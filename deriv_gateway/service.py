@@ -39,6 +39,10 @@ from deriv_gateway.protocol.messages import (
 log = get_logger("deriv_gateway.service")
 
 STATEMENT_PAGE = 100
+SWEEP_PAGE = 100
+
+# `request("statement", fields)` on the agent's connection or on a client's own session
+StatementRequest = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class InvalidRequest(ValueError):
@@ -52,6 +56,10 @@ class InvalidRequest(ValueError):
 
 class OperationConflict(Exception):
     """The operation id was used before with different parameters."""
+
+
+class OperationNotExecuted(Exception):
+    """resolve_only: the operation did not execute at Deriv (and the journal now says so)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +103,12 @@ class DerivGateway:
             observer=config.frame_observer,
             can_send=lambda: self.lease.is_leader,
         )
-        self._inflight: dict[str, asyncio.Future[MoneyResult]] = {}
+        # operation key -> (mode, attempt) for single-flight (see _single_flight)
+        self._inflight: dict[str, tuple[str, asyncio.Future[MoneyResult]]] = {}
+        # the token the journal's fence was raised to in this term (None: not yet)
+        self._fenced_token: int | None = None
+        self._fence_event = asyncio.Event()
+        self._term_task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Queue[Balance]] = set()
         self.balance: Balance | None = None
         self._subscribed = False
@@ -113,6 +126,7 @@ class DerivGateway:
 
     async def stop(self) -> None:
         await self.lease.stop()
+        await self._end_term()
         await self.agent.close()
         for queue in list(self._watchers):
             queue.put_nowait(None)  # type: ignore[arg-type]
@@ -120,12 +134,23 @@ class DerivGateway:
     async def _on_leadership(self, leader: bool, token: int | None) -> None:
         async with self._leadership_lock:
             self.leadership_changes += 1
+            await self._end_term()
             if leader:
                 log.info("gateway.leader", fence=token)
                 await self.agent.start()
+                if token is not None:
+                    self._term_task = asyncio.create_task(self._run_term(token), name="gateway-term")
             else:
                 log.warning("gateway.standby", fence=token)
                 await self.agent.close()
+
+    async def _end_term(self) -> None:
+        self._fenced_token = None
+        task, self._term_task = self._term_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     @property
     def is_leader(self) -> bool:
@@ -133,7 +158,8 @@ class DerivGateway:
 
     @property
     def serving(self) -> bool:
-        return self.lease.is_leader and self.agent.ready
+        """Leader, connected, and the journal's fence raised to this term's token."""
+        return self.lease.is_leader and self.agent.ready and self._fenced_token == self.lease.token
 
     def _token(self) -> int:
         token = self.lease.token
@@ -235,12 +261,21 @@ class DerivGateway:
 
     # --- money: single-flight ----------------------------------------------------------
 
-    async def _single_flight(self, key: str, factory: Callable[[], Awaitable[MoneyResult]]) -> MoneyResult:
-        existing = self._inflight.get(key)
-        if existing is not None:
-            return await asyncio.shield(existing)
+    async def _single_flight(
+        self, key: str, mode: str, factory: Callable[[], Awaitable[MoneyResult]]
+    ) -> MoneyResult:
+        """One attempt per operation in this process: calls in the same mode share it; a call in
+        another mode (send / resolve / sweep) waits for it to end, so they never overlap."""
+        while True:
+            current = self._inflight.get(key)
+            if current is None:
+                break
+            current_mode, existing = current
+            if current_mode == mode:
+                return await asyncio.shield(existing)
+            await asyncio.wait([existing])
         future: asyncio.Future[MoneyResult] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        self._inflight[key] = (mode, future)
         try:
             result = await factory()
         except BaseException as exc:
@@ -256,7 +291,9 @@ class DerivGateway:
         finally:
             self._inflight.pop(key, None)
 
-    async def transfer(self, transfer_id: str, loginid: str, amount_cents: int, currency: str) -> MoneyResult:
+    async def transfer(
+        self, transfer_id: str, loginid: str, amount_cents: int, currency: str, *, resolve_only: bool = False
+    ) -> MoneyResult:
         if not OPERATION_ID_PATTERN.match(transfer_id or ""):
             raise InvalidRequest("transfer_id", "must match ^[0-9A-Za-z-]{1,64}$")
         if not LOGINID_PATTERN.match(loginid or ""):
@@ -266,47 +303,75 @@ class DerivGateway:
         if not currency:
             raise InvalidRequest("amount.currency", "required")
         self._token()
-        # shielded: a cancelled RPC must not abandon a journal row half-way
-        return await asyncio.shield(
-            self._single_flight(
-                f"transfer:{transfer_id}",
-                lambda: self._transfer(transfer_id, loginid.upper(), amount_cents, currency),
+        key = f"transfer:{transfer_id}"
+        if resolve_only:
+            factory = lambda: self._resolve_only(  # noqa: E731
+                "transfer", transfer_id, loginid.upper(), amount_cents, currency, ""
             )
-        )
+        else:
+            factory = lambda: self._transfer(transfer_id, loginid.upper(), amount_cents, currency)  # noqa: E731
+        # shielded: a cancelled RPC must not abandon a journal row half-way
+        return await asyncio.shield(self._single_flight(key, "resolve" if resolve_only else "send", factory))
 
     async def withdraw(
-        self, withdrawal_id: str, token: str, code: str, amount_cents: int, currency: str
+        self,
+        withdrawal_id: str,
+        token: str,
+        code: str,
+        amount_cents: int,
+        currency: str,
+        *,
+        resolve_only: bool = False,
     ) -> MoneyResult:
         if not OPERATION_ID_PATTERN.match(withdrawal_id or ""):
             raise InvalidRequest("withdrawal_id", "must match ^[0-9A-Za-z-]{1,64}$")
-        if not code:
+        if not code and not resolve_only:
             raise InvalidRequest("verification_code", "required")
         if amount_cents <= 0:
             raise InvalidRequest("amount.amount_cents", "must be positive")
         if not currency:
             raise InvalidRequest("amount.currency", "required")
         self._token()
-        return await asyncio.shield(
-            self._single_flight(
-                f"withdraw:{withdrawal_id}",
-                lambda: self._withdraw(withdrawal_id, token, code, amount_cents, currency),
+        key = f"withdraw:{withdrawal_id}"
+        if resolve_only:
+            factory = lambda: self._resolve_only(  # noqa: E731
+                "withdraw", withdrawal_id, None, amount_cents, currency, token
             )
-        )
+        else:
+            factory = lambda: self._withdraw(withdrawal_id, token, code, amount_cents, currency)  # noqa: E731
+        return await asyncio.shield(self._single_flight(key, "resolve" if resolve_only else "send", factory))
 
     # --- money: the journal protocol -------------------------------------------------
 
+    async def _claim(
+        self,
+        operation_id: str,
+        kind: str,
+        loginid: str,
+        cents: int,
+        currency: str,
+        description: str,
+        token: int,
+    ) -> tuple[bool, jn.Operation]:
+        try:
+            return await self.journal.claim(
+                operation_id=operation_id,
+                kind=kind,
+                client_loginid=loginid,
+                amount_cents=cents,
+                currency=currency,
+                description=description,
+                token=token,
+            )
+        except jn.StaleFencingToken:
+            raise errors.NotLeader("a newer leader has written to the journal") from None
+
     async def _transfer(self, transfer_id: str, loginid: str, cents: int, currency: str) -> MoneyResult:
-        token = self._token()
+        token = await self._term_token()
         await self._agent_ready()
         description = reference(transfer_id, self.config.reference_prefix)
-        created, row = await self.journal.claim(
-            operation_id=transfer_id,
-            kind="transfer",
-            client_loginid=loginid,
-            amount_cents=cents,
-            currency=currency,
-            description=description,
-            token=token,
+        created, row = await self._claim(
+            transfer_id, "transfer", loginid, cents, currency, description, token
         )
         if not created:
             if not row.same_request("transfer", loginid, cents, currency):
@@ -326,7 +391,7 @@ class DerivGateway:
     async def _withdraw(
         self, withdrawal_id: str, token_value: str, code: str, cents: int, currency: str
     ) -> MoneyResult:
-        token = self._token()
+        token = await self._term_token()
         existing = await self.journal.get(withdrawal_id)
         if existing is not None and existing.kind == "withdraw" and existing.status in (jn.DONE, jn.FAILED):
             if existing.amount_cents != cents or existing.currency != currency:
@@ -339,14 +404,8 @@ class DerivGateway:
         description = reference(withdrawal_id, self.config.reference_prefix)
         async with self._client(token_value) as session:
             loginid = session.loginid
-            created, row = await self.journal.claim(
-                operation_id=withdrawal_id,
-                kind="withdraw",
-                client_loginid=loginid,
-                amount_cents=cents,
-                currency=currency,
-                description=description,
-                token=token,
+            created, row = await self._claim(
+                withdrawal_id, "withdraw", loginid, cents, currency, description, token
             )
             if not created:
                 if not row.same_request("withdraw", loginid, cents, currency):
@@ -386,6 +445,20 @@ class DerivGateway:
             resolved_from_statement=bool(result.get("resolved_from_statement")),
         )
 
+    async def _take_over(self, row: jn.Operation, token: int) -> None:
+        try:
+            await self.journal.take_over(row.operation_id, token)
+        except jn.StaleFencingToken:
+            raise errors.NotLeader("a newer leader owns this operation") from None
+
+    def _unknown(self, row: jn.Operation, age: float) -> errors.OutcomeUnknown:
+        wait = self.config.unknown_settle - age
+        return errors.OutcomeUnknown(
+            f"outcome of operation {row.operation_id} is not yet known; retry in {wait:.0f}s",
+            code="OutcomeUnknown",
+            details={"retry_after": wait},
+        )
+
     async def _settle_existing(self, row: jn.Operation, token: int) -> MoneyResult | None:
         """For a row that already exists: the final result, or None if it may be (re)sent now."""
         if row.status in (jn.DONE, jn.FAILED):
@@ -394,46 +467,291 @@ class DerivGateway:
             await self.journal.resend(row.operation_id, token, jn.NOT_SENT)
             return None
         # SENDING, and not by a request of this process (single-flight): outcome unknown.
-        try:
-            await self.journal.take_over(row.operation_id, token)
-        except jn.StaleFencingToken:
-            raise errors.NotLeader("a newer leader owns this operation") from None
+        await self._take_over(row, token)
         log.info("gateway.resolving_unknown", operation_id=row.operation_id, kind=row.kind)
         found = await self._resolve(row.description, row.created_at)
         if found is not None:
             return await self._record_found(
                 row.operation_id, row.kind, row.client_loginid, row.amount_cents, row.currency, token, found
             )
-        age = (datetime.now(UTC) - row.updated_at).total_seconds()
+        age = _age(row)
         if age < self.config.unknown_settle:
-            raise errors.OutcomeUnknown(
-                f"outcome of operation {row.operation_id} is not yet known; retry in "
-                f"{self.config.unknown_settle - age:.0f}s",
-                code="OutcomeUnknown",
-                details={"retry_after": self.config.unknown_settle - age},
-            )
+            raise self._unknown(row, age)
         # Not in the statement long after the last send: it never executed. Send again.
         log.warning("gateway.unknown_resolved_absent", operation_id=row.operation_id, attempts=row.attempts)
         await self.journal.resend(row.operation_id, token, jn.SENDING)
         return None
 
+    # --- money: resolve without sending ------------------------------------------------
+
+    async def _resolve_only(
+        self,
+        kind: str,
+        operation_id: str,
+        loginid: str | None,
+        cents: int,
+        currency: str,
+        client_token: str,
+    ) -> MoneyResult:
+        """The outcome of an operation from the journal or Deriv's statement; never sends a money frame.
+
+        A withdrawal with the client's token is looked up in the client's statement (its transaction id
+        is then the client-side debit, as in a direct reply); without it, in the agent's statement (the
+        agent-side credit).
+        """
+        token = await self._term_token()
+        row = await self.journal.get(operation_id)
+        if row is not None:
+            self._check_same(row, kind, loginid, cents, currency)
+            if row.status in (jn.DONE, jn.FAILED):
+                return self._replay(row)
+            if row.status == jn.NOT_SENT:
+                raise OperationNotExecuted(f"operation {operation_id} was not executed (journal: NOT_SENT)")
+        await self._agent_ready()
+        if kind == "withdraw" and client_token:
+            async with self._client(client_token) as session:
+                if row is not None:
+                    self._check_same(row, kind, session.loginid, cents, currency)
+                return await self._resolve_row(
+                    kind, operation_id, session.loginid, cents, currency, row, token, session.request
+                )
+        return await self._resolve_row(
+            kind, operation_id, loginid, cents, currency, row, token, self.agent.request
+        )
+
+    def _check_same(
+        self, row: jn.Operation, kind: str, loginid: str | None, cents: int, currency: str
+    ) -> None:
+        same = row.kind == kind and row.amount_cents == cents and row.currency == currency
+        if not same or (loginid is not None and row.client_loginid.upper() != loginid.upper()):
+            raise OperationConflict(f"operation id {row.operation_id} was used for a different {row.kind}")
+
+    async def _resolve_row(
+        self,
+        kind: str,
+        operation_id: str,
+        loginid: str | None,
+        cents: int,
+        currency: str,
+        row: jn.Operation | None,
+        token: int,
+        request: StatementRequest,
+    ) -> MoneyResult:
+        if row is not None:
+            await self._take_over(row, token)
+            description, since = row.description, row.created_at
+        else:
+            # No row: the gateway never claimed it, so never sent it. The statement is still read
+            # (a lost journal row must not turn into a second execution), as far back as the lookback.
+            description = reference(operation_id, self.config.reference_prefix)
+            since = datetime.now(UTC)
+        found = (await self._scan_statement({description}, since, request)).get(description)
+        if found is not None:
+            if row is not None:
+                return await self._record_found(
+                    operation_id, kind, row.client_loginid, cents, currency, token, found
+                )
+            return await self._record_unjournaled(kind, operation_id, loginid, cents, currency, token, found)
+        if row is None:
+            raise OperationNotExecuted(f"operation {operation_id} was never sent (no journal row)")
+        age = _age(row)
+        if age < self.config.unknown_settle:
+            raise self._unknown(row, age)
+        await self._mark_not_executed(row, token, age)
+        raise OperationNotExecuted(
+            f"operation {operation_id} is not in the statement {age:.0f}s after it was sent: not executed"
+        )
+
+    async def _mark_not_executed(self, row: jn.Operation, token: int, age: float) -> None:
+        """SENDING and absent from the statement after the settle window -> NOT_SENT (may be sent later)."""
+        try:
+            await self.journal.finish(
+                row.operation_id,
+                token,
+                jn.NOT_SENT,
+                error_code="NOT_EXECUTED",
+                error_message=f"not in the statement {age:.0f}s after the last send",
+            )
+        except jn.StaleFencingToken:
+            raise errors.NotLeader("a newer leader owns this operation") from None
+        log.warning("gateway.unknown_resolved_absent", operation_id=row.operation_id, attempts=row.attempts)
+
+    async def _record_unjournaled(
+        self,
+        kind: str,
+        operation_id: str,
+        loginid: str | None,
+        cents: int,
+        currency: str,
+        token: int,
+        found: StatementMatch,
+    ) -> MoneyResult:
+        # the client: the other side of the agent's line (a transfer goes to it, a withdrawal comes from it)
+        counterparty = found.to_loginid if kind == "transfer" else found.from_loginid
+        client = loginid or counterparty or ""
+        result = {"counterparty_name": "", "resolved_from_statement": True, "longcode": found.longcode[:200]}
+        try:
+            created = await self.journal.record_unjournaled(
+                operation_id=operation_id,
+                kind=kind,
+                client_loginid=client,
+                amount_cents=cents,
+                currency=currency,
+                description=reference(operation_id, self.config.reference_prefix),
+                token=token,
+                deriv_transaction_id=found.transaction_id,
+                result=result,
+            )
+        except jn.StaleFencingToken:
+            raise errors.NotLeader("a newer leader has written to the journal") from None
+        if not created:
+            raise errors.OutcomeUnknown(
+                f"operation {operation_id} appeared in the journal meanwhile; retry", code="OutcomeUnknown"
+            )
+        log.error("gateway.executed_without_journal_row", operation_id=operation_id, kind=kind)
+        return MoneyResult(operation_id, found.transaction_id, client, cents, currency, "", False, True)
+
+    # --- leadership: the fence and the sweep ---------------------------------------------
+
+    async def _term_token(self) -> int:
+        """This term's token, once the journal's fence has been raised to it.
+
+        A new leader does nothing with the journal before that: afterwards an old leader can no
+        longer claim, so the sweep sees every row a previous leader could still leave SENDING.
+        """
+        token = self._token()
+        if self._fenced_token == token:
+            return token
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.request_timeout
+        while self._fenced_token != token:
+            if loop.time() > deadline:
+                raise errors.NotLeader("this gateway is taking over (journal fence not raised yet)")
+            self._fence_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._fence_event.wait(), max(0.0, deadline - loop.time()))
+            token = self._token()
+        return token
+
+    def _holds(self, token: int) -> bool:
+        return self.lease.is_leader and self.lease.token == token
+
+    async def _run_term(self, token: int) -> None:
+        """A new leader: raise the journal's fence, then resolve what earlier leaders left SENDING."""
+        started = datetime.now(UTC)
+        delay = 0.1
+        while self._holds(token):
+            try:
+                await self.journal.raise_fence(token)
+                break
+            except jn.StaleFencingToken as exc:
+                await self.lease.fence_behind(exc.current if exc.current is not None else token)
+                return
+            except Exception as exc:
+                log.warning("gateway.fence_failed", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        else:
+            return
+        self._fenced_token = token
+        self._fence_event.set()
+        log.info("gateway.fence_raised", fence=token)
+        await self._sweep(token, started)
+
+    async def _sweep(self, token: int, started: datetime) -> None:
+        """Every row left SENDING before this term: found in the statement -> DONE; absent after the
+        settle window -> NOT_SENT (a later request sends it); inside the window -> looked at again
+        when it ends. Never sends a money frame."""
+        delay = 1.0
+        while self._holds(token):
+            retry_in: float | None = None
+            after = ""
+            try:
+                await self._agent_ready()
+                while True:
+                    rows = await self.journal.list_sending(SWEEP_PAGE, sent_before=started, after=after)
+                    if not rows:
+                        break
+                    after = rows[-1].operation_id
+                    wait = await self._sweep_rows(rows, token)
+                    if wait is not None:
+                        retry_in = wait if retry_in is None else min(retry_in, wait)
+            except errors.NotLeader:
+                return
+            except Exception as exc:
+                code = exc.code if isinstance(exc, errors.DerivError) else type(exc).__name__
+                log.warning("gateway.sweep_failed", error=code)
+                retry_in, delay = delay, min(delay * 2, 30.0)
+            if retry_in is None:
+                log.info("gateway.sweep_done", fence=token)
+                return
+            await asyncio.sleep(max(0.05, retry_in))
+
+    async def _sweep_rows(self, rows: list[jn.Operation], token: int) -> float | None:
+        """Settle one page of rows with one statement scan; the seconds until one can be looked at again."""
+        since = min(row.created_at for row in rows)
+        found = await self._scan_statement({row.description for row in rows}, since, self.agent.request)
+        retry_in: float | None = None
+        for row in rows:
+
+            async def settle(row: jn.Operation = row) -> MoneyResult:
+                return await self._sweep_one(row.operation_id, token, found.get(row.description))
+
+            try:
+                await asyncio.shield(self._single_flight(f"{row.kind}:{row.operation_id}", "sweep", settle))
+            except errors.OutcomeUnknown as exc:
+                wait = float(exc.details.get("retry_after") or self.config.unknown_settle)
+                retry_in = wait if retry_in is None else min(retry_in, wait)
+            except OperationNotExecuted:
+                pass
+        return retry_in
+
+    async def _sweep_one(self, operation_id: str, token: int, found: StatementMatch | None) -> MoneyResult:
+        row = await self.journal.get(operation_id)
+        if row is None or row.status != jn.SENDING:
+            # settled meanwhile (a request, or the sender of this process finishing)
+            return MoneyResult(operation_id, 0, "", 0, "", "", True, False)
+        await self._take_over(row, token)
+        if found is not None:
+            return await self._record_found(
+                row.operation_id, row.kind, row.client_loginid, row.amount_cents, row.currency, token, found
+            )
+        age = _age(row)
+        if age < self.config.unknown_settle:
+            raise self._unknown(row, age)
+        await self._mark_not_executed(row, token, age)
+        raise OperationNotExecuted(operation_id)
+
+    # --- money: the statement --------------------------------------------------------
+
     async def _resolve(self, description: str, since: datetime) -> StatementMatch | None:
         """Search the agent's statement for the reference (paged, from shortly before the row was created)."""
         await self._agent_ready()
+        return (await self._scan_statement({description}, since, self.agent.request)).get(description)
+
+    async def _scan_statement(
+        self, descriptions: set[str], since: datetime, request: StatementRequest
+    ) -> dict[str, StatementMatch]:
+        """The statement lines carrying these references, read from `since` minus the lookback."""
         date_from = max(0, int(since.timestamp() - self.config.statement_lookback))
+        wanted = set(descriptions)
+        matches: dict[str, StatementMatch] = {}
         offset = 0
-        while True:
-            message = await self.agent.request(
+        while wanted:
+            message = await request(
                 "statement",
                 {"description": 1, "limit": STATEMENT_PAGE, "offset": offset, "date_from": date_from},
             )
-            match = find_in_statement(message, description)
-            if match is not None:
-                return match
+            for description in list(wanted):
+                match = find_in_statement(message, description)
+                if match is not None:
+                    matches[description] = match
+                    wanted.discard(description)
             count = statement_count(message)
             if count < STATEMENT_PAGE:
-                return None
+                break
             offset += count
+        return matches
 
     async def _record_found(
         self,
@@ -549,3 +867,8 @@ class DerivGateway:
             )
         except jn.StaleFencingToken:
             log.error("gateway.deposed_after_send", operation_id=operation_id)
+
+
+def _age(row: jn.Operation) -> float:
+    """Seconds since the row's last send (updated_at is not moved by a take-over)."""
+    return (datetime.now(UTC) - row.updated_at).total_seconds()

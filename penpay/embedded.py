@@ -179,23 +179,21 @@ class EmbeddedStack:
         self.addresses.update(addresses)
 
     async def _fund_floats_once(self, core: Any) -> None:
-        """First start: the ledger's floats open at the simulators' balances (audited)."""
+        """A new database: the ledger's floats open at the simulators' balances (audited)."""
         from application.payments.floats import fund_float
         from domain.wallet.account_kind import AccountKind
         from domain.wallet.money import Currency, Money
 
-        marker = self.state_dir / "floats-funded"
-        if marker.exists():
-            return
+        opening = {
+            AccountKind.DERIV_AGENT_FLOAT: Money(50_000_00, Currency.USD),  # the simulator agent's balance
+            AccountKind.MPESA_FLOAT: Money(10_000_000_00, Currency.KES),
+        }
         async with core.unit_of_work(actor="penpay-up") as uow:
-            await fund_float(
-                uow, AccountKind.DERIV_AGENT_FLOAT, Money(50_000_00, Currency.USD), "simulator agent balance"
-            )
-            await fund_float(
-                uow, AccountKind.MPESA_FLOAT, Money(10_000_000_00, Currency.KES), "simulator B2C float"
-            )
+            for kind, amount in opening.items():
+                account = await uow.ledger.get_or_create_account(kind=kind, currency=amount.currency)
+                if account.version == 0 and account.balance_minor == 0:  # never funded: a new database
+                    await fund_float(uow, kind, amount, "simulator opening balance")
             await uow.commit()
-        marker.write_text("yes\n")
 
     async def stop(self) -> None:
         self._stop.set()

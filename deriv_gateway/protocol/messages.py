@@ -80,6 +80,8 @@ class StatementMatch:
     amount_cents: int
     longcode: str
     transaction_time: int | None
+    from_loginid: str | None = None
+    to_loginid: str | None = None
 
 
 def find_in_statement(
@@ -97,8 +99,15 @@ def find_in_statement(
                 amount_cents=abs(from_wire_amount(amount, digits)) if amount is not None else 0,
                 longcode=longcode,
                 transaction_time=line.get("transaction_time"),
+                from_loginid=_loginid_of(line.get("from")),
+                to_loginid=_loginid_of(line.get("to")),
             )
     return None
+
+
+def _loginid_of(party: Any) -> str | None:
+    loginid = party.get("loginid") if isinstance(party, dict) else None
+    return str(loginid) if loginid else None
 
 
 def statement_count(statement: dict[str, Any]) -> int:

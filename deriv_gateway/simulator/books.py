@@ -18,6 +18,22 @@ from .money import format_amount, to_number
 
 CODE_ALPHABET = string.ascii_letters + string.digits
 
+SEED_LANES = 1000
+LANE_WIDTH = 10**12
+
+
+def first_transaction_id(seed: int, started_at: float) -> int:
+    """Where a run's transaction ids start when the configuration does not fix it.
+
+    Ids are unique in PenPay's database (the gateway journal, the ledger evidence), and several simulator
+    runs may write to one database. The start time in microseconds keeps consecutive runs apart: a run
+    that started earlier has used fewer ids than microseconds have passed since (it would need a million
+    postings a second). The seed picks one of SEED_LANES lanes LANE_WIDTH apart, so runs started at the
+    same moment with different seeds (mod SEED_LANES) are apart too. The result stays below 2**53 until
+    about 2250, so a client reading JSON numbers as doubles still gets them exactly.
+    """
+    return 1 + (seed % SEED_LANES) * LANE_WIDTH + int(started_at * 1_000_000)
+
 
 class IdSource:
     """Seeded identifiers, so a run with the same seed produces the same transcript."""
@@ -137,7 +153,7 @@ class InsufficientFunds(Exception):
 
 
 class Books:
-    def __init__(self, seed: int, seed_data: dict[str, Any]) -> None:
+    def __init__(self, seed: int, seed_data: dict[str, Any], first_txn: int = 10_000_000_001) -> None:
         self.ids = IdSource(seed)
         self.accounts: dict[str, Account] = {}
         self.tokens: dict[str, Token] = {}
@@ -145,12 +161,16 @@ class Books:
         self.transfers: list[Transfer] = []
         self.mailbox: list[VerificationMail] = []
         self.events: list[BalanceEvent] = []
-        self._next_txn = 10_000_000_001
+        self._next_txn = first_txn
         self._next_transfer = 1
         # per-currency sum of opening balances and adjustments: the books balance if totals equal this
         self.injected: dict[str, int] = {}
         self.load(seed_data, now=0)
         self.events.clear()
+
+    @property
+    def next_transaction_id(self) -> int:
+        return self._next_txn
 
     # ---- accounts and tokens -------------------------------------------------------------------------
 

@@ -55,3 +55,5 @@ class SimulatorConfig:
     # empty: any app_id matching ^(?!0)[0-9]{1,19}$ is accepted
     allowed_app_ids: frozenset[str] = frozenset()
     max_message_bytes: int = 1 << 20
+    # the first transaction id; None: derived from the seed and the start time (books.first_transaction_id)
+    transaction_id_start: int | None = None

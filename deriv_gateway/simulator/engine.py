@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .accounts import DEFAULT_SEED, Account, Token
-from .books import Books
+from .books import Books, first_transaction_id
 from .clock import Clock
 from .config import SimulatorConfig
 from .errors import ApiError
@@ -276,10 +277,16 @@ class Engine:
         self.clock = clock or Clock()
         self.handlers: dict[str, Handler] = dict(HANDLERS)
         self.seed_data = self._seed_data(config)
-        self.books = Books(config.seed, self.seed_data)
+        self.books = Books(config.seed, self.seed_data, self._first_txn())
         self.limiter = RateLimiter(config.rate_limits)
         self.sessions: dict[int, Session] = {}
         self._ids = itertools.count(1)
+
+    def _first_txn(self) -> int:
+        if self.config.transaction_id_start is not None:
+            return self.config.transaction_id_start
+        # real time, not the simulated clock the control API moves: ids must not go back
+        return first_transaction_id(self.config.seed, time.time())
 
     @staticmethod
     def _seed_data(config: SimulatorConfig) -> dict[str, Any]:
@@ -301,8 +308,16 @@ class Engine:
         self.limiter.windows.forget(("conn", session.id))
 
     def reset(self) -> None:
-        """Back to the seed: fresh books (same seed, so the same ids), no rate-limit history."""
-        self.books = Books(self.config.seed, self.seed_data)
+        """Back to the seed: fresh books (same seed, so the same ids), no rate-limit history.
+
+        Transaction ids restart at an explicit `transaction_id_start`; otherwise they carry on from
+        where they were, so a reset never hands out an id of this run twice.
+        """
+        carry_on = self.books.next_transaction_id
+        first = self._first_txn()
+        if self.config.transaction_id_start is None:
+            first = max(first, carry_on)
+        self.books = Books(self.config.seed, self.seed_data, first)
         self.limiter.windows.clear()
         self.clock.reset()
         for session in self.sessions.values():

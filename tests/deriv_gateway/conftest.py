@@ -118,7 +118,8 @@ async def sim() -> AsyncIterator[Sim]:
 def journal_url(request: pytest.FixtureRequest) -> str:
     """The journal on a fresh MariaDB database and on a SQLite file.
 
-    Fresh, because every simulator starts its transaction ids at the same number (unique column).
+    Fresh, because the journal's state is global: its fence (the highest fencing token seen) and the
+    sweep of SENDING rows a new leader runs would meet other tests' rows and tokens.
     """
     if request.param == "mariadb":
         return str(request.getfixturevalue("fresh_mariadb_url"))

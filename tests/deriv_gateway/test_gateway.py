@@ -26,6 +26,7 @@ from deriv_gateway.simulator import DEFAULT_AGENT_LOGINID, DEFAULT_AGENT_TOKEN, 
 from penpay.common.v1 import money_pb2
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
+from persistence.engine import create_engine
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -98,8 +99,8 @@ async def test_twenty_concurrent_calls_with_one_id_execute_once(sim, start_gatew
     assert len([f for f in frames.sent("paymentagent_transfer") if tid in f["description"]]) == 1
 
 
-async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(mariadb_url):
-    journals = [jn.Journal.from_url(mariadb_url) for _ in range(2)]
+async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(fresh_mariadb_url):
+    journals = [jn.Journal.from_url(fresh_mariadb_url) for _ in range(2)]
     tid = str(uuid.uuid4())
     try:
         claims = await asyncio.gather(
@@ -111,9 +112,9 @@ async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(ma
                     amount_cents=100,
                     currency="USD",
                     description=f"PenPay {tid}",
-                    token=5 + i,
+                    token=5,
                 )
-                for i, j in enumerate(journals)
+                for j in journals
             )
         )
         assert sorted(created for created, _ in claims) == [False, True]
@@ -132,6 +133,60 @@ async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(ma
     finally:
         for j in journals:
             await j.close()
+
+
+def _claim(journal: jn.Journal, op: str, token: int) -> Any:
+    return journal.claim(
+        operation_id=op,
+        kind="transfer",
+        client_loginid=CLIENT,
+        amount_cents=100,
+        currency="USD",
+        description=f"PenPay {op}",
+        token=token,
+    )
+
+
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-by-one"])
+async def test_a_deposed_leader_cannot_claim_once_a_newer_leader_has_written(journal_url, group_commit):
+    old = jn.Journal(create_engine(journal_url), owns_engine=True, group_commit=group_commit)
+    new = jn.Journal(create_engine(journal_url), owns_engine=True, group_commit=group_commit)
+    try:
+        before = str(uuid.uuid4())
+        assert (await _claim(old, before, 3))[0]
+        await new.raise_fence(4)
+        assert await new.fence() == 4
+        late = str(uuid.uuid4())
+        with pytest.raises(jn.StaleFencingToken) as refused:
+            await _claim(old, late, 3)
+        assert refused.value.current == 4
+        assert await old.get(late) is None
+        # nor may it take a row over or send one again
+        with pytest.raises(jn.StaleFencingToken):
+            await old.take_over(before, 3)
+        # the new leader works as usual (equal tokens pass the fence)
+        assert (await _claim(new, late, 4))[0]
+        await new.take_over(before, 4)
+
+        # racing: old-leader claims around a raise; none that starts after the raise committed succeeds,
+        # and every one that succeeded is in the journal (so the new leader's sweep finds it)
+        async def old_claim(op: str) -> bool:
+            try:
+                return (await _claim(old, op, 4))[0]
+            except jn.StaleFencingToken:
+                return False
+
+        ops = [str(uuid.uuid4()) for _ in range(30)]
+        racing = [asyncio.create_task(old_claim(op)) for op in ops[:20]]
+        await new.raise_fence(5)
+        after = [await old_claim(op) for op in ops[20:]]
+        outcomes = await asyncio.gather(*racing)
+        assert not any(after)
+        for op, ok in zip(ops[:20], outcomes, strict=True):
+            assert (await new.get(op) is not None) == ok
+    finally:
+        await old.close()
+        await new.close()
 
 
 async def _raw_transfer(sim, description: str, cents: int) -> None:

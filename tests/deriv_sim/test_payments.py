@@ -130,6 +130,20 @@ async def test_verify_email_code_lifecycle(connect_client, sim, control):
     assert (await control.get(f"/mailbox/{ALICE}"))["latest"] is None
 
 
+async def test_mailbox_shows_a_code_requested_with_an_amount(connect_client, sim, control):
+    # amounts in url_parameters are parsed as Decimal: the control API must still serialise them
+    alice = await connect_client(sim, ALICE_TOKEN)
+    params = {"pa_amount": 25.5, "pa_currency": "USD", "pa_loginid": AGENT}
+    reply = await alice.call(
+        {"verify_email": ALICE_EMAIL, "type": "paymentagent_withdraw", "url_parameters": params}
+    )
+    assert reply["verify_email"] == 1
+    box = await control.get(f"/mailbox/{ALICE}")
+    assert box["latest"] and box["messages"][-1]["url_parameters"] == params
+    listed = await control.get("/mailbox", loginid=ALICE)
+    assert listed["messages"][-1]["url_parameters"]["pa_amount"] == 25.5
+
+
 async def test_code_expires_after_an_hour(connect_client, sim, control):
     alice = await connect_client(sim, ALICE_TOKEN)
     await alice.call({"verify_email": ALICE_EMAIL, "type": "paymentagent_withdraw"})
