@@ -191,7 +191,7 @@ class EmbeddedStack:
         async with core.unit_of_work(actor="penpay-up") as uow:
             for kind, amount in opening.items():
                 account = await uow.ledger.get_or_create_account(kind=kind, currency=amount.currency)
-                if account.version == 0 and account.balance_minor == 0:  # never funded: a new database
+                if account.version == 1 and account.balance_minor == 0:  # never booked: a new database
                     await fund_float(uow, kind, amount, "simulator opening balance")
             await uow.commit()
 
