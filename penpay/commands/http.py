@@ -1,0 +1,97 @@
+"""`penpay http`: the HTTP/JSON bridge (grpc-gateway semantics) in front of the gRPC API.
+
+Routes come from the `google.api.http` rules of the services: by default every
+`penpay.<name>.v1.*Service` with http rules in the generated packages (auth, payments, wallet, ops;
+missing ones are skipped). Serves /openapi.json and /healthz. Stops on SIGINT / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("http", help="run the HTTP/JSON bridge to the gRPC API")
+    parser.add_argument("--listen", help="host:port to serve HTTP on (default PENPAY_HTTP_ADDR)")
+    parser.add_argument("--grpc-target", help="gRPC server to forward to (default PENPAY_GRPC_ADDR)")
+    parser.add_argument(
+        "--service",
+        action="append",
+        dest="services",
+        metavar="NAME",
+        help="fully qualified service to bridge (repeatable; default: every penpay v1 service with rules)",
+    )
+    parser.add_argument(
+        "--insecure-cookies",
+        action="store_true",
+        help="session cookies without the Secure attribute (local development over plain http only)",
+    )
+    parser.add_argument(
+        "--trust-forwarded-for",
+        action="store_true",
+        help="behind a reverse proxy: keep the client's X-Forwarded-For and append the peer address",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="default unary deadline in seconds (30)")
+    parser.add_argument("--log-level", default="INFO")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from penpay.settings import get_settings
+    from penpay_api.http import (
+        BridgeConfig,
+        CookiePolicy,
+        ForwardingPolicy,
+        build_app,
+        discover_services,
+        parse_listen,
+    )
+    from security.logs import configure_logging
+
+    configure_logging(args.log_level)
+    settings = get_settings()
+    listen = args.listen or settings.http_addr
+    target = args.grpc_target or settings.grpc_addr
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        print(exc)
+        return 2
+    discovered = discover_services()  # also imports the generated modules that --service may name
+    services = args.services or discovered
+    if not services:
+        print("no service with google.api.http rules found (run scripts/gen_protos.py?)")
+        return 2
+    config = BridgeConfig(
+        cookie_policy=CookiePolicy(secure=not args.insecure_cookies),
+        forwarding=ForwardingPolicy(trust_forwarded_for=args.trust_forwarded_for),
+        default_timeout=args.timeout if args.timeout > 0 else None,
+    )
+    try:
+        app = build_app(services, target, config=config)
+    except ValueError as exc:  # RuleError / TemplateError: an unknown service or a bad http rule
+        print(f"cannot bridge: {exc}")
+        return 2
+    asyncio.run(_serve(app, host, port, target, services))
+    return 0
+
+
+async def _serve(app: object, host: str, port: int, target: str, services: list[str]) -> None:
+    from penpay_api.http import start_server
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    runner, bound = await start_server(app, host, port)  # type: ignore[arg-type]
+    print(
+        f"penpay http listening on {host}:{bound}, forwarding to {target}: {', '.join(services)}", flush=True
+    )
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
