@@ -106,3 +106,20 @@ async def test_a_payout_waits_for_the_mpesa_float(stack: Stack) -> None:
 
     await stack.fund_floats(usd=Money(0, Currency.USD))
     assert (await stack.settle(tx.id)).status is S.COMPLETED
+
+
+async def test_a_debit_recorded_but_never_sent_is_proven_absent_and_fails_cleanly(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    async with stack.uow() as uow:  # ConfirmWithdrawal died after recording its intent, before the call
+        locked = await uow.transactions.get_for_update(tx.id)
+        assert locked is not None
+        locked.deriv_withdrawal_requested()
+        await uow.transactions.save(locked)
+        await uow.commit()
+
+    done = await stack.settle(tx.id, timeout=30)
+
+    assert done.status is S.FAILED, done.failure_reason
+    assert "did not happen" in (done.failure_reason or "")
+    assert await stack.deriv_transfers(str(tx.id)) == 0
