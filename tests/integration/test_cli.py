@@ -50,3 +50,17 @@ def test_an_unknown_command_is_refused_with_usage() -> None:
     result = penpay("teleport", env=dict(os.environ))
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_float_fund_books_operator_money_and_refuses_zero(tmp_path: Path) -> None:
+    env = {**os.environ, "PENPAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'penpay.db'}"}
+    assert penpay("migrate", env=env).returncode == 0
+
+    funded = penpay("float", "fund", "deriv", "250000", "--note", "opening", env=env)
+    drawn = penpay("float", "fund", "deriv", "-50000", env=env)
+    zero = penpay("float", "fund", "mpesa", "0", env=env)
+
+    assert funded.returncode == 0, funded.stderr
+    assert "DERIV_AGENT_FLOAT USD balance: 2500.00" in funded.stdout
+    assert "balance: 2000.00" in drawn.stdout
+    assert zero.returncode == 2
