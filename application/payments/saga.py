@@ -54,7 +54,7 @@ def no_checkpoint(name: str) -> None:
 def originator_conversation_id(tx_id: TransactionId) -> str:
     # Deterministic from the transaction id: a re-send carries the same id, and Daraja refuses
     # a duplicate instead of paying twice.
-    return f"PP-{tx_id.value.hex}"
+    return f"PENPAY-{tx_id.value.hex}"  # = mpesa_adapter.client.originator_conversation_id_for
 
 
 def refund_transfer_id(tx_id: TransactionId) -> str:

@@ -202,6 +202,21 @@ class Stack:
             )
             return account.balance_minor
 
+    async def assert_consistent(self) -> None:
+        """The consistency checker over the database and both simulators' books."""
+        from datetime import UTC, datetime
+
+        from penpay.consistency import fetch_simulator_books
+        from persistence.consistency import check_consistency
+
+        books = await fetch_simulator_books(
+            deriv_control_url=self.deriv_sim.control_url,
+            mpesa_control_url=f"{self.mpesa_sim.base_url}/__control__",
+            deriv_opening_balance_cents=AGENT_FLOAT_USD.amount_minor,
+        )
+        report = await check_consistency(self.engine, now=datetime.now(UTC), books=books)
+        assert not report.violations, [f"{v.code}: {v.message}" for v in report.violations]
+
     # --- the simulators' books --------------------------------------------------------------
 
     async def deriv_transfers(self, reference: str) -> int:
