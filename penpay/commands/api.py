@@ -1,0 +1,81 @@
+"""`penpay api`: the public gRPC API (Auth, Payments, Wallet, Ops; Dev outside production),
+with health per service, server reflection and Prometheus metrics.
+
+Listens on PENPAY_GRPC_ADDR (metrics on PENPAY_METRICS_ADDR); stops cleanly on SIGINT/SIGTERM:
+health turns NOT_SERVING, calls in flight get a grace period, then everything closes.
+
+`penpay api --issue-operator-token NAME` prints an access token with the operator role (for
+OpsService) and exits. It needs PENPAY_JWT_PRIVATE_KEYS: without it every process makes its
+own key, and a running server would not accept a token signed by another process's key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("api", help="run the public gRPC API (auth, payments, wallet, ops)")
+    parser.add_argument("--addr", help="gRPC listen address (overrides PENPAY_GRPC_ADDR)")
+    parser.add_argument("--metrics-addr", help="Prometheus /metrics address (overrides PENPAY_METRICS_ADDR)")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds calls in flight get at shutdown")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--issue-operator-token",
+        metavar="NAME",
+        help="print an operator access token for NAME and exit (needs PENPAY_JWT_PRIVATE_KEYS)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from security.logs import configure_logging
+
+    configure_logging(args.log_level)
+    if args.issue_operator_token:
+        return _issue_operator_token(args.issue_operator_token)
+    asyncio.run(_serve(args))
+    return 0
+
+
+def _issue_operator_token(name: str) -> int:
+    from domain.shared.clock import SystemClock
+    from penpay_api.auth import RoleAwareAccessTokens
+
+    if not os.environ.get("PENPAY_JWT_PRIVATE_KEYS", "").strip():
+        print("set PENPAY_JWT_PRIVATE_KEYS (the API server's signing keys) to issue an operator token")
+        return 2
+    tokens = RoleAwareAccessTokens.from_env()
+    try:
+        token, expires = tokens.issue_operator_token(operator=name, now=SystemClock().now())
+    except ValueError as exc:
+        print(str(exc))
+        return 2
+    print(token)
+    print(f"# expires {expires.isoformat()}", flush=True)
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from penpay import bootstrap
+    from penpay_api.composition import build_api
+
+    core = bootstrap.bootstrap()
+    api = build_api(core, grpc_addr=args.addr, metrics_addr=args.metrics_addr or core.settings.metrics_addr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await api.server.start()
+        print(f"penpay api listening on {api.server.address}", flush=True)
+        await stop.wait()
+        await api.server.stop(grace=args.grace)
+    finally:
+        await api.close()
+        await core.close()

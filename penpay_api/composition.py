@@ -1,0 +1,287 @@
+"""Wiring of the public gRPC API from a bootstrap.Core (the lead's composition root stays in
+penpay/bootstrap.py; this module adds the API's part of it).
+
+    core = bootstrap.bootstrap(settings)
+    api = build_api(core)              # every adapter chosen from core.settings
+    await api.server.start() ... await api.close()
+
+Every adapter can be handed in instead (tests pass a fast hasher, a fixed clock via the Core,
+a gateway channel of their own). What is chosen from settings:
+- access tokens: RS256 keys from PENPAY_JWT_PRIVATE_KEYS (security/access_tokens.py; outside
+  production a fresh key per process when unset), with operator roles (penpay_api/auth.py);
+- Argon2id from PENPAY_ARGON2_*; rate limits in Redis when PENPAY_REDIS_URL is set;
+- Deriv binding and KYC through the Deriv gateway's gRPC (PENPAY_GATEWAY_ADDR);
+- notifications: the development notifier outside production (readable through the dev-only
+  penpay.dev.v1.DevService), SMTP (PENPAY_SMTP_*) in production;
+- payments: bootstrap.payments(core, policy=<KYC/AML CompliancePolicy>);
+- the consistency check: persistence.consistency.check_consistency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+
+from application.identity.compliance import CompliancePolicy
+from application.identity.ports import (
+    DerivAccountGateway,
+    IdentityUnitOfWork,
+    Notifier,
+    PasswordHasher,
+    RateLimiter,
+)
+from application.identity.rate_limits import RateLimitGuard
+from application.identity.service import IdentityService
+from application.wallet.queries import WalletQueries
+from penpay.bootstrap import Core
+from penpay_api.auth import RoleAwareAccessTokens
+from penpay_api.context import current_call_or_none
+from penpay_api.idempotency import IdempotencyInterceptor
+from penpay_api.server import ApiServer, Service
+from penpay_api.services.payments import PaymentsApplication
+from persistence.auth_store import CODE_TTL, SqlRefreshTokenStore, SqlVerificationCodeStore
+from persistence.transaction_stats import SqlTransactionStats
+from persistence.wallet_queries import SqlWalletReadModel
+from security.notify import DevelopmentNotifier
+from workers.bus import MessageBus
+
+DEFAULT = object()  # "build it from settings"
+
+
+def is_production(core: Core) -> bool:
+    return core.settings.app_env == "production"
+
+
+def api_actor() -> str:
+    """Audit actor of the API's units of work: the caller named by the access token."""
+    state = current_call_or_none()
+    if state is not None and state.principal is not None:
+        subject = state.principal.subject
+        return subject if subject.startswith("operator:") else f"user:{subject}"
+    return "api"
+
+
+def _notifier(core: Core) -> Notifier:
+    s = core.settings
+    if not is_production(core):
+        return DevelopmentNotifier()
+    if not s.smtp_host:
+        raise RuntimeError("PENPAY_SMTP_HOST must be set in production (verification codes go by email)")
+    from security.notify import SmtpNotifier
+
+    return SmtpNotifier(
+        host=s.smtp_host,
+        port=s.smtp_port,
+        sender=s.smtp_sender,
+        username=s.smtp_username or None,
+        password=s.smtp_password.get_secret_value() or None,
+        starttls=s.smtp_starttls,
+    )
+
+
+@dataclass
+class Api:
+    """The built API: its server and the parts tests and `penpay up` reach for."""
+
+    server: ApiServer
+    identity: IdentityService
+    tokens: RoleAwareAccessTokens
+    notifier: Notifier
+    wallet: WalletQueries
+    payments: PaymentsApplication | None
+    _closers: list[Callable[[], Awaitable[object] | object]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.server.stop()
+        for close in reversed(self._closers):
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
+
+
+def build_api(
+    core: Core,
+    *,
+    grpc_addr: str | None = None,
+    metrics_addr: str | object | None = DEFAULT,
+    tokens: RoleAwareAccessTokens | None = None,
+    hasher: PasswordHasher | None = None,
+    notifier: Notifier | None = None,
+    deriv: DerivAccountGateway | None = None,
+    rate_limiter: RateLimiter | None = None,
+    payments: PaymentsApplication | object | None = DEFAULT,
+    consistency_check: Callable[..., Awaitable[Any]] | object | None = DEFAULT,
+    dev_services: bool | None = None,
+    extra_services: list[Service] | None = None,
+    extra_handlers: list[grpc.GenericRpcHandler] | None = None,
+    extra_money_methods: Collection[str] = (),
+    bus: MessageBus | None = None,
+    fingerprint_key: bytes | None = None,
+) -> Api:
+    """The API server with every service, wired to `core` (nothing is started)."""
+    from penpay.auth.v1 import auth_pb2_grpc
+    from penpay.dev.v1 import dev_pb2_grpc
+    from penpay.ops.v1 import ops_pb2_grpc
+    from penpay.payments.v1 import payments_pb2_grpc
+    from penpay.wallet.v1 import wallet_pb2_grpc
+    from penpay_api.services import auth, dev, ops, wallet
+    from penpay_api.services import payments as payments_service
+    from security.passwords import Argon2idHasher
+    from security.rate_limit import rate_limiter_from_url
+
+    s = core.settings
+    closers: list[Callable[[], Awaitable[object] | object]] = []
+
+    def unit_of_work() -> IdentityUnitOfWork:
+        # SqlUnitOfWork implements the identity unit of work (its users repository is the SQL one).
+        return cast(IdentityUnitOfWork, core.unit_of_work(actor=api_actor()))
+
+    if tokens is None:
+        tokens = RoleAwareAccessTokens.from_env()
+    if hasher is None:
+        argon = Argon2idHasher.from_env()
+        closers.append(argon.close)
+        hasher = argon
+    notifier = notifier or _notifier(core)
+    if is_production(core) and isinstance(notifier, DevelopmentNotifier):
+        raise RuntimeError("the development notifier keeps codes in memory: not in production")
+    if deriv is None:
+        from deriv_gateway.accounts_client import GatewayDerivAccounts
+
+        channel = grpc.aio.insecure_channel(s.gateway_addr)
+        closers.append(channel.close)
+        deriv = GatewayDerivAccounts(channel, timeout=s.gateway_request_timeout + 10)
+    if rate_limiter is None:
+        limiter = rate_limiter_from_url(s.redis_url)
+        if hasattr(limiter, "aclose"):
+            closers.append(limiter.aclose)
+        rate_limiter = limiter
+    guard = RateLimitGuard(rate_limiter)
+    identity = IdentityService(
+        unit_of_work=unit_of_work,
+        hasher=hasher,
+        access_tokens=tokens,
+        refresh_tokens=SqlRefreshTokenStore(core.engine),
+        codes=SqlVerificationCodeStore(core.engine),
+        notifier=notifier,
+        deriv=deriv,
+        rate_limits=guard,
+        clock=core.clock,
+    )
+
+    if payments is DEFAULT:
+        from penpay import bootstrap
+
+        policy = CompliancePolicy(
+            unit_of_work=unit_of_work,
+            stats=SqlTransactionStats(core.engine),
+            refresh_kyc=identity.refresh_kyc,
+            clock=core.clock,
+            rate_limits=guard,
+        )
+        built = bootstrap.payments(core, policy=policy)
+        closers.append(built.close)
+        payments = built.application
+    if consistency_check is DEFAULT:
+        from persistence.consistency import check_consistency
+
+        consistency_check = check_consistency
+
+    wallet_queries = WalletQueries(SqlWalletReadModel(core.engine))
+    if bus is None:
+        bus = core.message_bus()  # closed by core.close()
+
+    services = [
+        Service(
+            name=auth.SERVICE_NAME,
+            servicer=auth.AuthServicer(
+                identity, unit_of_work=unit_of_work, clock=core.clock, code_ttl=CODE_TTL
+            ),
+            add_to_server=auth_pb2_grpc.add_AuthServiceServicer_to_server,
+            public_methods=auth.PUBLIC_METHODS,
+            field_aliases=auth.FIELD_ALIASES,
+        ),
+        Service(
+            name=wallet.SERVICE_NAME,
+            servicer=wallet.WalletServicer(wallet_queries),
+            add_to_server=wallet_pb2_grpc.add_WalletServiceServicer_to_server,
+        ),
+        Service(
+            name=ops.SERVICE_NAME,
+            servicer=ops.OpsServicer(
+                engine=core.engine,
+                bus=bus,
+                clock=core.clock,
+                consistency_check=consistency_check,  # type: ignore[arg-type]
+            ),
+            add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
+            operator_only=True,
+        ),
+    ]
+    if payments is not None:
+        services.append(
+            Service(
+                name=payments_service.SERVICE_NAME,
+                servicer=payments_service.PaymentsServicer(payments),  # type: ignore[arg-type]
+                add_to_server=payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
+                money_methods=payments_service.MONEY_METHODS,
+                field_aliases=payments_service.FIELD_ALIASES,
+            )
+        )
+    if dev_services is None:
+        dev_services = not is_production(core)
+    if dev_services:
+        if is_production(core):
+            raise RuntimeError("penpay.dev.v1.DevService is never served in production")
+        if not isinstance(notifier, DevelopmentNotifier):
+            raise RuntimeError("DevService needs the development notifier")
+        services.append(
+            Service(
+                name=dev.SERVICE_NAME,
+                servicer=dev.DevServicer(notifier, unit_of_work=unit_of_work),
+                add_to_server=dev_pb2_grpc.add_DevServiceServicer_to_server,
+            )
+        )
+    services.extend(extra_services or ())
+
+    if fingerprint_key is None:
+        from security.pii import default_cipher
+
+        fingerprint_key = default_cipher().derive_key("penpay-api idempotency request fingerprint")
+    idempotency = IdempotencyInterceptor(
+        store=core.idempotency,
+        engine=core.engine,
+        clock=core.clock,
+        money_methods=extra_money_methods,
+        fingerprint_key=fingerprint_key,
+    )
+    server = ApiServer(
+        services,
+        tokens=tokens,
+        idempotency=idempotency,
+        clock=core.clock,
+        grpc_addr=grpc_addr or s.grpc_addr,
+        metrics_addr=s.metrics_addr if metrics_addr is DEFAULT else metrics_addr,  # type: ignore[arg-type]
+        trusted_proxies=_split(s.api_trusted_proxies),
+        extra_handlers=extra_handlers or (),
+    )
+    return Api(
+        server=server,
+        identity=identity,
+        tokens=tokens,
+        notifier=notifier,
+        wallet=wallet_queries,
+        payments=payments,  # type: ignore[arg-type]
+        _closers=closers,
+    )
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def service_names(api: Api) -> Mapping[str, Service]:
+    return {s.name: s for s in api.server.services}

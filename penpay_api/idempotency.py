@@ -1,0 +1,232 @@
+"""One idempotency contract for every money RPC (PEC 3.1.7 and 10).
+
+- The key is required: metadata `idempotency-key` (HTTP header Idempotency-Key). Missing:
+  INVALID_ARGUMENT with a BadRequest violation on `idempotency_key`.
+- Only its hash is stored: domain IdempotencyKey, scoped by the user (from the access token)
+  and the method, so the same client key of another user or on another method is another key.
+  The request's fingerprint is an HMAC under a server key (requests carry phone numbers and
+  withdrawal codes, which a plain hash would not hide).
+- First request (CLAIMED): the servicer runs; its serialized response, or its error status
+  with details, is stored with complete() in a short transaction of its own (the application's
+  own transaction has already committed; a crash in between is safe because the transaction
+  table's unique idempotency_key_hash makes the retried operation return the same transaction).
+- Repeat with the same key and request within 24 h (REPLAY): the stored bytes are sent as they
+  are (success: byte-identical response; error: the same status and details), with trailing
+  metadata `idempotent-replayed: true`.
+- Repeat while the first is still running (IN_FLIGHT): ABORTED, reason IDEMPOTENCY_KEY_IN_FLIGHT.
+- Same key, different request (MISMATCH): FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED,
+  and trailing metadata `x-http-code: 422` for the HTTP bridge.
+- Retryable failures (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED, INTERNAL,
+  UNKNOWN, cancellation) are not stored: the claim is released so the same key can be retried
+  at once (Stripe does the same for 429/409-like outcomes); what is stored is an answer that
+  would be the same next time.
+
+The clock is the one given (a FixedClock in tests proves the 24 h expiry); the store must be
+built with the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import uuid
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import grpc
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.payments.idempotency import IdempotencyKey, request_fingerprint
+from domain.shared.clock import Clock
+from penpay_api.context import current_call, metadata_value
+from penpay_api.errors import (
+    HTTP_CODE_KEY,
+    RETRYABLE_CODES,
+    RpcFailure,
+    Violation,
+    invalid_argument,
+    to_failure,
+)
+from penpay_api.interceptors import Behavior, Continuation, replace_unary
+from persistence.idempotency_release import release_claim
+from persistence.idempotency_store import ClaimOutcome, SqlIdempotencyStore, complete
+
+log = structlog.get_logger("penpay.api.idempotency")
+
+IDEMPOTENCY_KEY = "idempotency-key"
+REPLAYED_KEY = "idempotent-replayed"
+OK_CODE = 0
+
+
+def _passthrough(serializer: Any) -> Any:
+    """A response serializer that sends stored bytes as they are."""
+
+    def serialize(response: Any) -> bytes:
+        if isinstance(response, bytes):
+            return response
+        data: bytes = serializer(response) if serializer else response.SerializeToString()
+        return data
+
+    return serialize
+
+
+def _transaction_id_of(response: Any) -> uuid.UUID | None:
+    transaction = getattr(response, "transaction", None)
+    text = getattr(transaction, "transaction_id", "") if transaction is not None else ""
+    try:
+        return uuid.UUID(text) if text else None
+    except ValueError:
+        return None
+
+
+class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        *,
+        store: SqlIdempotencyStore,
+        engine: AsyncEngine,
+        clock: Clock,
+        money_methods: Collection[str],
+        fingerprint_key: bytes | None = None,
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._clock = clock
+        self.money_methods = set(money_methods)
+        self._fingerprint_key = fingerprint_key
+        # Per method, domain field names -> request field names (set by the server, as for errors).
+        self.field_aliases: dict[str, Mapping[str, str]] = {}
+
+    def fingerprint(self, request: Any) -> str:
+        """Which request a key was used for. Keyed (HMAC-SHA256) when a key is given: a request can
+        hold a phone number or a withdrawal code, and a plain hash of so small a space is reversible."""
+        payload = request.SerializeToString(deterministic=True)
+        if self._fingerprint_key is None:
+            return request_fingerprint(payload)
+        return hmac.new(self._fingerprint_key, payload, hashlib.sha256).hexdigest()
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method not in self.money_methods:
+            return handler
+        if handler.unary_unary is None:
+            raise RuntimeError(f"money method {method} must be unary-unary")
+        inner: Behavior = handler.unary_unary
+        serializer = handler.response_serializer
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self._guard(method, inner, serializer, request, context)
+
+        return replace_unary(handler, behavior, response_serializer=_passthrough(serializer))
+
+    async def _guard(
+        self,
+        method: str,
+        inner: Behavior,
+        serializer: Any,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        state = current_call()
+        raw = metadata_value(context.invocation_metadata(), IDEMPOTENCY_KEY)
+        if not raw:
+            raise invalid_argument(
+                "idempotency_key",
+                "money calls need an idempotency key (metadata idempotency-key, header Idempotency-Key)",
+                reason="IDEMPOTENCY_KEY_REQUIRED",
+            )
+        principal = state.principal
+        if principal is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNAUTHENTICATED, "not authenticated", reason="UNAUTHENTICATED"
+            )
+        key = IdempotencyKey.create(raw, scope=principal.subject, operation=method)
+        scope = f"{principal.subject}{method}"
+        fingerprint = self.fingerprint(request)
+        claim = await self._store.claim(scope=scope, key_hash=key.hash_hex, fingerprint=fingerprint)
+
+        if claim.outcome is ClaimOutcome.MISMATCH:
+            raise RpcFailure.build(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this idempotency key was used for a different request; use a new key for a new request",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                metadata={"field": "idempotency_key"},
+                violations=[Violation("idempotency_key", "already used for a different request")],
+                extra_trailers=((HTTP_CODE_KEY, "422"),),
+            )
+        if claim.outcome is ClaimOutcome.IN_FLIGHT:
+            raise RpcFailure.build(
+                grpc.StatusCode.ABORTED,
+                "a request with this idempotency key is still being processed; retry shortly",
+                reason="IDEMPOTENCY_KEY_IN_FLIGHT",
+                retry_after_seconds=1,
+                extra_trailers=((HTTP_CODE_KEY, "409"),),
+            )
+        if claim.outcome is ClaimOutcome.REPLAY:
+            state.replayed = True
+            body = claim.response_body or b""
+            if claim.response_code == OK_CODE:
+                context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
+                return body
+            raise RpcFailure.from_status_bytes(body, ((REPLAYED_KEY, "true"),))
+
+        # CLAIMED: this call owns the key.
+        state.idempotency_key_hash = key.hash_hex
+        try:
+            response = await inner(request, context)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(scope, key.hash_hex, fingerprint))
+            raise
+        except grpc.aio.AbortError:
+            # The servicer aborted by itself: its status is not ours to store.
+            await self._release(scope, key.hash_hex, fingerprint)
+            raise
+        except Exception as exc:
+            failure = to_failure(
+                exc, request_id=state.request_id, field_aliases=self.field_aliases.get(method)
+            )
+            if failure.code is grpc.StatusCode.INTERNAL and not isinstance(exc, RpcFailure):
+                log.error(
+                    "rpc.internal_error",
+                    method=method,
+                    request_id=state.request_id,
+                    error_type=type(exc).__name__,
+                    exc_info=exc,
+                )
+            if failure.code in RETRYABLE_CODES:
+                await self._release(scope, key.hash_hex, fingerprint)
+            else:
+                await self._complete(scope, key.hash_hex, failure.code.value[0], failure.status, None)
+            raise failure from None
+        body = _passthrough(serializer)(response)
+        await self._complete(scope, key.hash_hex, OK_CODE, body, _transaction_id_of(response))
+        return body
+
+    async def _complete(
+        self, scope: str, key_hash: str, code: int, body: bytes, transaction_id: uuid.UUID | None
+    ) -> None:
+        try:
+            async with self._engine.begin() as connection:
+                await complete(
+                    connection,
+                    scope=scope,
+                    key_hash=key_hash,
+                    response_code=code,
+                    response_body=body,
+                    now=self._clock.now(),
+                    transaction_id=transaction_id,
+                )
+        except LookupError:
+            # Our lease ran out and a retry took the key over: it will store its own answer.
+            log.warning("idempotency.claim_lost", response_code=code)
+
+    async def _release(self, scope: str, key_hash: str, fingerprint: str) -> None:
+        try:
+            await release_claim(self._engine, scope=scope, key_hash=key_hash, fingerprint=fingerprint)
+        except Exception as exc:  # the lease expires by itself; never hide the call's own error
+            log.warning("idempotency.release_failed", error_type=type(exc).__name__)

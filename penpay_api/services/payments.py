@@ -1,0 +1,168 @@
+"""penpay.payments.v1.PaymentsService over application.payments.service.PaymentsApplication.
+
+The three money RPCs run behind the idempotency interceptor, which hands over the hash of the
+caller's idempotency key (the application stores it on the Transaction, unique).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Protocol
+
+import grpc
+
+from domain.payments.status import TransactionType
+from domain.payments.transaction import Transaction
+from domain.shared.ids import TransactionId, UserId
+from domain.wallet.money import Currency, Money
+from penpay.payments.v1 import payments_pb2 as pb
+from penpay.payments.v1 import payments_pb2_grpc as pb_grpc
+from penpay_api.context import current_call
+from penpay_api.errors import RpcFailure
+from penpay_api.services._common import caller_id, client_ip, money, timestamp
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+MONEY_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal", "ConfirmWithdrawal")
+)
+FIELD_ALIASES = {f"/{SERVICE_NAME}/ConfirmWithdrawal": {"code": "verification_code"}}
+_TYPES = {
+    TransactionType.DEPOSIT: pb.TRANSACTION_TYPE_DEPOSIT,
+    TransactionType.WITHDRAWAL: pb.TRANSACTION_TYPE_WITHDRAWAL,
+}
+
+
+class TransactionPage(Protocol):
+    items: list[Transaction]
+    next_page_token: str | None
+
+
+class PaymentsApplication(Protocol):
+    """application.payments.service.PaymentsApplication, as the servicer uses it."""
+
+    async def initiate_deposit(
+        self,
+        *,
+        user_id: UserId,
+        amount: Money,
+        phone: str | None,
+        idempotency_key_hash: str,
+        client_ip: str | None = None,
+    ) -> Transaction: ...
+
+    async def initiate_withdrawal(
+        self, *, user_id: UserId, amount: Money, idempotency_key_hash: str, client_ip: str | None = None
+    ) -> Transaction: ...
+
+    async def confirm_withdrawal(
+        self, *, user_id: UserId, transaction_id: TransactionId, verification_code: str
+    ) -> Transaction: ...
+
+    async def get_transaction(self, *, user_id: UserId, transaction_id: TransactionId) -> Transaction: ...
+
+    async def list_transactions(
+        self, *, user_id: UserId, page_size: int, page_token: str | None
+    ) -> TransactionPage: ...
+
+
+def rate_text(rate: Fraction) -> str:
+    """An exact decimal when the rate has one (a denominator of only 2s and 5s), else "p/q"."""
+    rest, twos, fives = rate.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:
+        return f"{rate.numerator}/{rate.denominator}"
+    digits = max(twos, fives)
+    scaled = rate.numerator * 10**digits // rate.denominator  # exact: 10**digits is a multiple
+    if digits == 0:
+        return str(scaled)
+    sign, text = ("-" if scaled < 0 else ""), str(abs(scaled)).rjust(digits + 1, "0")
+    return f"{sign}{text[:-digits]}.{text[-digits:]}"
+
+
+def transaction_pb(tx: Transaction) -> pb.Transaction:
+    return pb.Transaction(
+        transaction_id=str(tx.id),
+        user_id=str(tx.user_id),
+        type=_TYPES[tx.type],
+        status=tx.status.value.lower(),
+        amount=money(tx.amount),
+        converted_amount=money(tx.converted_amount),
+        rate=rate_text(tx.locked_rate.rate) if tx.locked_rate is not None else "",
+        deriv_login_id=tx.deriv_loginid.value,
+        failure_reason=tx.failure_reason or "",
+        created_at=timestamp(tx.created_at),
+        updated_at=timestamp(tx.updated_at),
+    )
+
+
+def _key_hash() -> str:
+    key_hash = current_call().idempotency_key_hash
+    if key_hash is None:  # the idempotency interceptor is not installed on this method
+        raise RpcFailure.build(
+            grpc.StatusCode.INTERNAL, "internal error", reason="IDEMPOTENCY_NOT_CONFIGURED"
+        )
+    return key_hash
+
+
+class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
+    def __init__(self, payments: PaymentsApplication) -> None:
+        self._payments = payments
+
+    async def InitiateDeposit(
+        self, request: pb.InitiateDepositRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InitiateDepositResponse:
+        tx = await self._payments.initiate_deposit(
+            user_id=caller_id(),
+            amount=Money(request.amount_cents, Currency.parse(request.currency)),
+            phone=request.phone_number or None,
+            idempotency_key_hash=_key_hash(),
+            client_ip=client_ip(),
+        )
+        return pb.InitiateDepositResponse(transaction=transaction_pb(tx))
+
+    async def InitiateWithdrawal(
+        self, request: pb.InitiateWithdrawalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InitiateWithdrawalResponse:
+        tx = await self._payments.initiate_withdrawal(
+            user_id=caller_id(),
+            amount=Money(request.amount_cents, Currency.parse(request.currency)),
+            idempotency_key_hash=_key_hash(),
+            client_ip=client_ip(),
+        )
+        return pb.InitiateWithdrawalResponse(
+            transaction=transaction_pb(tx), quoted_payout=money(tx.converted_amount)
+        )
+
+    async def ConfirmWithdrawal(
+        self, request: pb.ConfirmWithdrawalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmWithdrawalResponse:
+        user_id = caller_id()
+        _key_hash()
+        tx = await self._payments.confirm_withdrawal(
+            user_id=user_id,
+            transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
+            verification_code=request.verification_code,
+        )
+        return pb.ConfirmWithdrawalResponse(transaction=transaction_pb(tx))
+
+    async def GetTransaction(
+        self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTransactionResponse:
+        tx = await self._payments.get_transaction(
+            user_id=caller_id(),
+            transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
+        )
+        return pb.GetTransactionResponse(transaction=transaction_pb(tx))
+
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTransactionsResponse:
+        page = await self._payments.list_transactions(
+            user_id=caller_id(), page_size=request.page_size, page_token=request.page_token or None
+        )
+        return pb.ListTransactionsResponse(
+            transactions=[transaction_pb(tx) for tx in page.items], next_page_token=page.next_page_token or ""
+        )

@@ -1,0 +1,151 @@
+"""Read-only figures for operators (OpsService): ledger and transactions side by side, and the
+state of the outbox. Aggregate queries only; one short connection per report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.payments.status import TransactionStatus
+from domain.wallet.account_kind import LedgerSide
+from persistence.tables import (
+    domain_events,
+    ledger_accounts,
+    ledger_entries,
+    mpesa_callback_reviews,
+    transactions,
+)
+
+ATTENTION_STATUSES = (TransactionStatus.OUTCOME_UNKNOWN.value, TransactionStatus.NEEDS_REVIEW.value)
+
+
+@dataclass(frozen=True, slots=True)
+class KindTotal:
+    kind: str
+    currency: str
+    balance_cents: int
+    account_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyTotal:
+    currency: str
+    debits_cents: int
+    credits_cents: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.debits_cents == self.credits_cents
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    type: str
+    status: str
+    currency: str
+    count: int
+    amount_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationReport:
+    kinds: list[KindTotal]
+    currencies: list[CurrencyTotal]
+    statuses: list[StatusCount]
+    needing_attention: int
+    open_callback_reviews: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    published: int
+    pending_with_failed_attempts: int
+    max_publish_attempts: int
+    oldest_pending_occurred_at: datetime | None
+    pending_by_stream: dict[str, int] = field(default_factory=dict)
+
+
+async def reconciliation_report(engine: AsyncEngine) -> ReconciliationReport:
+    a, e, t = ledger_accounts, ledger_entries, transactions
+    debit = LedgerSide.DEBIT.value
+    async with engine.connect() as connection:
+        kinds = (
+            await connection.execute(
+                select(a.c.kind, a.c.currency, func.sum(a.c.balance_cents), func.count())
+                .group_by(a.c.kind, a.c.currency)
+                .order_by(a.c.kind, a.c.currency)
+            )
+        ).all()
+        currencies = (
+            await connection.execute(
+                select(
+                    e.c.amount_currency,
+                    func.coalesce(func.sum(case((e.c.side == debit, e.c.amount_cents), else_=0)), 0),
+                    func.coalesce(func.sum(case((e.c.side != debit, e.c.amount_cents), else_=0)), 0),
+                )
+                .group_by(e.c.amount_currency)
+                .order_by(e.c.amount_currency)
+            )
+        ).all()
+        statuses = (
+            await connection.execute(
+                select(t.c.type, t.c.status, t.c.amount_currency, func.count(), func.sum(t.c.amount_cents))
+                .group_by(t.c.type, t.c.status, t.c.amount_currency)
+                .order_by(t.c.type, t.c.status, t.c.amount_currency)
+            )
+        ).all()
+        attention = (
+            await connection.execute(
+                select(func.count()).select_from(t).where(t.c.status.in_(ATTENTION_STATUSES))
+            )
+        ).scalar_one()
+        reviews = (
+            await connection.execute(
+                select(func.count())
+                .select_from(mpesa_callback_reviews)
+                .where(mpesa_callback_reviews.c.resolved_at.is_(None))
+            )
+        ).scalar_one()
+    return ReconciliationReport(
+        kinds=[KindTotal(k, c, int(b or 0), int(n)) for k, c, b, n in kinds],
+        currencies=[CurrencyTotal(c, int(d), int(cr)) for c, d, cr in currencies],
+        statuses=[StatusCount(ty, st, cur, int(n), int(s or 0)) for ty, st, cur, n, s in statuses],
+        needing_attention=int(attention),
+        open_callback_reviews=int(reviews),
+    )
+
+
+async def outbox_stats(engine: AsyncEngine) -> OutboxStats:
+    d = domain_events
+    pending = d.c.published_at.is_(None)
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                select(
+                    func.coalesce(func.sum(case((pending, 1), else_=0)), 0),
+                    func.coalesce(func.sum(case((pending, 0), else_=1)), 0),
+                    func.coalesce(func.sum(case((pending & (d.c.publish_attempts > 0), 1), else_=0)), 0),
+                    func.coalesce(func.max(d.c.publish_attempts), 0),
+                )
+            )
+        ).one()
+        oldest = (await connection.execute(select(func.min(d.c.occurred_at)).where(pending))).scalar_one()
+        by_stream = (
+            await connection.execute(select(d.c.stream, func.count()).where(pending).group_by(d.c.stream))
+        ).all()
+    if oldest is not None and oldest.tzinfo is None:
+        # Stored values are UTC (persistence.types.UtcDateTime).
+        oldest = oldest.replace(tzinfo=UTC)
+    return OutboxStats(
+        pending=int(row[0]),
+        published=int(row[1]),
+        pending_with_failed_attempts=int(row[2]),
+        max_publish_attempts=int(row[3]),
+        oldest_pending_occurred_at=oldest,
+        pending_by_stream={str(s): int(n) for s, n in by_stream},
+    )

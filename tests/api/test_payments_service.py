@@ -1,0 +1,124 @@
+"""penpay.payments.v1.PaymentsService over the real PaymentsApplication, the real Deriv gateway
+and the Deriv simulator (the saga's later steps are the payments tests' business)."""
+
+from __future__ import annotations
+
+import secrets
+
+import grpc
+import pytest
+
+from penpay.auth.v1 import auth_pb2
+from penpay.payments.v1 import payments_pb2
+
+from .conftest import CLIENT_TOKEN, Account, Gateway, Harness, StartApi, details_of
+
+pytestmark = pytest.mark.integration
+
+
+def key() -> tuple[tuple[str, str]]:
+    return (("idempotency-key", f"k-{secrets.token_hex(8)}"),)
+
+
+@pytest.fixture
+async def payer(start_api: StartApi, gateway: Gateway) -> tuple[Harness, Account, Gateway]:
+    api = await start_api(gateway=gateway)
+    account = await api.verified_account()
+    await api.auth.BindDerivAccount(
+        auth_pb2.BindDerivAccountRequest(deriv_token=CLIENT_TOKEN), metadata=account.auth
+    )
+    return api, account, gateway
+
+
+def mailed_code(gateway: Gateway) -> str:
+    mails = [m for m in gateway.simulator.engine.books.mailbox if m.loginid == "CR90000001"]
+    assert mails, "Deriv sent no verification email"
+    return str(mails[-1].code)
+
+
+async def test_deposit_then_read_it_back(payer: tuple[Harness, Account, Gateway]) -> None:
+    api, account, _ = payer
+    started = await api.payments.InitiateDeposit(
+        payments_pb2.InitiateDepositRequest(amount_cents=1_300_00, currency="KES"),
+        metadata=(*account.auth, *key()),
+    )
+    tx = started.transaction
+    assert tx.type == payments_pb2.TRANSACTION_TYPE_DEPOSIT and tx.status == "pending"
+    assert (tx.amount.amount_cents, tx.amount.currency) == (1_300_00, "KES")
+    assert (tx.converted_amount.amount_cents, tx.converted_amount.currency) == (10_00, "USD")  # 130 KES/USD
+    assert tx.deriv_login_id == "CR90000001" and tx.user_id == account.user_id and tx.rate
+
+    got = await api.payments.GetTransaction(
+        payments_pb2.GetTransactionRequest(transaction_id=tx.transaction_id), metadata=account.auth
+    )
+    assert got.transaction == tx
+    listed = await api.payments.ListTransactions(
+        payments_pb2.ListTransactionsRequest(), metadata=account.auth
+    )
+    assert [t.transaction_id for t in listed.transactions] == [tx.transaction_id]
+
+
+async def test_withdrawal_is_quoted_then_confirmed_with_the_emailed_code(
+    payer: tuple[Harness, Account, Gateway],
+) -> None:
+    api, account, gateway = payer
+    started = await api.payments.InitiateWithdrawal(
+        payments_pb2.InitiateWithdrawalRequest(amount_cents=20_00, currency="USD"),
+        metadata=(*account.auth, *key()),
+    )
+    tx = started.transaction
+    assert tx.status == "awaiting_withdrawal_code" and tx.type == payments_pb2.TRANSACTION_TYPE_WITHDRAWAL
+    assert (started.quoted_payout.amount_cents, started.quoted_payout.currency) == (
+        2_560_00,
+        "KES",
+    )  # 128 KES/USD
+    assert started.quoted_payout == tx.converted_amount
+
+    with pytest.raises(grpc.aio.AioRpcError) as no_key:
+        await api.payments.ConfirmWithdrawal(
+            payments_pb2.ConfirmWithdrawalRequest(transaction_id=tx.transaction_id, verification_code="x"),
+            metadata=account.auth,
+        )
+    assert [v.field for v in details_of(no_key.value).violations] == ["idempotency_key"]
+
+    confirmed = await api.payments.ConfirmWithdrawal(
+        payments_pb2.ConfirmWithdrawalRequest(
+            transaction_id=tx.transaction_id, verification_code=mailed_code(gateway)
+        ),
+        metadata=(*account.auth, *key()),
+    )
+    assert confirmed.transaction.transaction_id == tx.transaction_id
+    assert confirmed.transaction.status == "deriv_withdrawal_done"
+
+
+async def test_a_wrong_withdrawal_code_names_the_field(payer: tuple[Harness, Account, Gateway]) -> None:
+    api, account, _ = payer
+    started = await api.payments.InitiateWithdrawal(
+        payments_pb2.InitiateWithdrawalRequest(amount_cents=15_00, currency="USD"),
+        metadata=(*account.auth, *key()),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await api.payments.ConfirmWithdrawal(
+            payments_pb2.ConfirmWithdrawalRequest(
+                transaction_id=started.transaction.transaction_id, verification_code="WRONGCODE1"
+            ),
+            metadata=(*account.auth, *key()),
+        )
+    assert wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    parsed = details_of(wrong.value)
+    assert parsed.error_info.reason == "VERIFICATION_CODE_REJECTED"
+    assert [v.field for v in parsed.violations] == ["verification_code"]
+
+
+async def test_money_moves_only_for_a_verified_user(start_api: StartApi, gateway: Gateway) -> None:
+    api = await start_api(gateway=gateway)
+    account = await api.new_account()  # phone not verified, no Deriv account
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await api.payments.InitiateDeposit(
+            payments_pb2.InitiateDepositRequest(amount_cents=1_000_00, currency="KES"),
+            metadata=(*account.auth, *key()),
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    parsed = details_of(refused.value)
+    assert parsed.error_info.reason == "COMPLIANCE_REFUSED"
+    assert parsed.error_info.metadata["rule"] == "PHONE_NOT_VERIFIED"

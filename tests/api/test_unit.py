@@ -1,0 +1,108 @@
+"""Pure pieces of the API layer: the proto surface, access policy, client IPs, conversions."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from fractions import Fraction
+
+import pytest
+from google.api import annotations_pb2
+
+from application.wallet.queries import EntryCursor
+from domain.shared.errors import InvalidValue
+from penpay.auth.v1 import auth_pb2
+from penpay.dev.v1 import dev_pb2
+from penpay.ops.v1 import ops_pb2
+from penpay.payments.v1 import payments_pb2
+from penpay.wallet.v1 import wallet_pb2
+from penpay_api.auth import Access, AccessPolicy, RoleAwareAccessTokens
+from penpay_api.context import client_ip_from, peer_ip
+from penpay_api.services.payments import rate_text
+
+from .conftest import SIGNING_KEY
+
+pytestmark = pytest.mark.unit
+
+MODULES = (auth_pb2, payments_pb2, wallet_pb2, ops_pb2, dev_pb2)
+SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+
+
+def test_every_rpc_has_an_http_rule_and_snake_case_fields() -> None:
+    for module in MODULES:
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                rule = method.GetOptions().Extensions[annotations_pb2.http]
+                assert rule.WhichOneof("pattern"), f"{method.full_name} has no google.api.http rule"
+                for message in (method.input_type, method.output_type):
+                    for f in message.fields:
+                        assert SNAKE.fullmatch(f.name), f"{message.full_name}.{f.name}"
+
+
+def test_pec_names_are_used_for_money_and_ids() -> None:
+    names = {
+        f.name
+        for module in MODULES
+        for message in module.DESCRIPTOR.message_types_by_name.values()
+        for f in message.fields
+    }
+    assert {"amount_cents", "currency", "deriv_login_id"} <= names
+    assert not names & {"amountCents", "deriv_user_id", "derivLoginId", "amount_in_cents", "idempotencyKey"}
+
+
+def test_no_user_facing_request_carries_a_user_id() -> None:
+    """The user id comes from the access token only, never from a request field."""
+    for module in (auth_pb2, payments_pb2, wallet_pb2, dev_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                assert "user_id" not in {f.name for f in method.input_type.fields}, method.full_name
+
+
+def test_access_policy() -> None:
+    policy = AccessPolicy(
+        public_methods=["/p.A/Login"], public_services=["grpc.health.v1.Health"], operator_services=["p.Ops"]
+    )
+    assert policy.access("/p.A/Login") is Access.PUBLIC
+    assert policy.access("/grpc.health.v1.Health/Check") is Access.PUBLIC
+    assert policy.access("/p.Ops/GetOutboxStats") is Access.OPERATOR
+    assert policy.access("/p.A/ListDevices") is Access.USER
+    assert policy.access("/p.Unknown/Anything") is Access.USER  # not listed: needs a user
+
+
+def test_client_ip_believes_forwarded_for_only_from_a_trusted_proxy() -> None:
+    md = [("x-forwarded-for", "203.0.113.9, 10.0.0.1")]
+    assert peer_ip("ipv4:127.0.0.1:5555") == "127.0.0.1" and peer_ip("ipv6:[::1]:5555") == "::1"
+    assert client_ip_from("ipv4:127.0.0.1:5555", md, {"127.0.0.1"}) == "203.0.113.9"
+    assert client_ip_from("ipv4:198.51.100.7:5555", md, {"127.0.0.1"}) == "198.51.100.7"
+    assert client_ip_from("ipv4:127.0.0.1:5555", [("x-forwarded-for", "junk")], {"127.0.0.1"}) == "127.0.0.1"
+    assert client_ip_from("unix:/tmp/s", md, {"127.0.0.1"}) is None
+
+
+def test_operator_tokens() -> None:
+    tokens = RoleAwareAccessTokens([SIGNING_KEY])
+    now = datetime.now(UTC)
+    with pytest.raises(ValueError):
+        tokens.issue_operator_token(operator="Robert'); DROP", now=now)
+    token, _ = tokens.issue_operator_token(operator=f"op-{secrets.token_hex(2)}", now=now)
+    principal = tokens.verify_principal(token, now=now)
+    assert principal.roles == {"operator"} and principal.user_id is None
+    user_token, _ = tokens.issue(user_id=str(uuid.uuid4()), device_id="d", session_id="s", now=now)
+    user = tokens.verify_principal(user_token, now=now)
+    assert user.roles == frozenset() and user.user_id is not None
+
+
+def test_rates_are_exact() -> None:
+    assert rate_text(Fraction(13001, 100)) == "130.01"
+    assert rate_text(Fraction(1, 8)) == "0.125"
+    assert rate_text(Fraction(128)) == "128"
+    assert rate_text(Fraction(1, 130)) == "1/130"  # no finite decimal: the exact fraction
+
+
+def test_entry_cursor_round_trip_and_refusal() -> None:
+    cursor = EntryCursor(datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), uuid.uuid4())
+    assert EntryCursor.decode(cursor.encode()) == cursor
+    with pytest.raises(InvalidValue) as bad:
+        EntryCursor.decode("bm90IGEgY3Vyc29y")
+    assert bad.value.field == "page_token"
