@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults (SQLite file, no Redis needed).
-# Today: set up, migrate the embedded database and print its schema version.
-# The whole stack (`penpay up`: simulators, gateway, API, HTTP bridge, workers) replaces
-# this smoke run when it lands.
+# The main job on embedded defaults: set up, then `penpay up` — the whole stack in one process
+# (SQLite file, in-process bus, both simulators, Deriv gateway, M-Pesa callbacks, relay, saga
+# workers, gRPC API, HTTP bridge). It prints the addresses; Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/penpay migrate "$@"
+exec .venv/bin/penpay up "$@"

@@ -64,3 +64,28 @@ def test_float_fund_books_operator_money_and_refuses_zero(tmp_path: Path) -> Non
     assert "DERIV_AGENT_FLOAT USD balance: 2500.00" in funded.stdout
     assert "balance: 2000.00" in drawn.stdout
     assert zero.returncode == 2
+
+
+def test_up_runs_the_whole_embedded_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PENPAY_APP_ENV": "development",
+        "PENPAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'penpay.db'}",
+        "PENPAY_REDIS_URL": "",
+        "PENPAY_DERIV_WS_URL": "ws://127.0.0.1:18765/websockets/v3",
+        "PENPAY_MPESA_BASE_URL": "http://127.0.0.1:18766",
+        "PENPAY_MPESA_CALLBACK_BASE_URL": "http://127.0.0.1:18767",
+        "PENPAY_GATEWAY_ADDR": "127.0.0.1:18052",
+        "PENPAY_GRPC_ADDR": "127.0.0.1:18051",
+        "PENPAY_HTTP_ADDR": "127.0.0.1:18080",
+        "PENPAY_METRICS_ADDR": "127.0.0.1:18100",
+    }
+
+    run = subprocess.run(
+        [sys.executable, "-m", "penpay", "up", "--state-dir", str(tmp_path / "state"), "--for-seconds", "2"],
+        env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    for part in ("Deriv gateway (gRPC)", "HTTP/JSON bridge", "M-Pesa callbacks", "ready", "stopped"):
+        assert part in run.stdout, run.stdout

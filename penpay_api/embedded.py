@@ -1,0 +1,34 @@
+"""The public surface inside `penpay up`: the gRPC API and the HTTP bridge in the same process.
+
+The same objects `penpay api` and `penpay http` run; the bridge forwards to the API over a real
+gRPC channel on loopback. Outside production the dev-only DevService is bridged too, so a
+frontend (and `penpay demo`) can read the verification codes the development notifier kept.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+
+async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> dict[str, str]:
+    from penpay_api.composition import build_api
+    from penpay_api.http import build_app, discover_services, start_server
+    from penpay_api.http.discovery import DEFAULT_PACKAGES
+
+    settings = core.settings
+    api = build_api(core, payments=wired.application)
+    await api.server.start()
+    stack.push_async_callback(api.close)
+    grpc_addr = settings.grpc_addr
+    packages = (*DEFAULT_PACKAGES, "penpay.dev.v1") if settings.app_env != "production" else DEFAULT_PACKAGES
+    host, _, port = settings.http_addr.rpartition(":")
+    app = build_app(discover_services(packages), grpc_addr)
+    runner, bound = await start_server(app, host or "127.0.0.1", int(port))
+    stack.push_async_callback(runner.cleanup)
+    return {
+        "gRPC API (health, reflection)": grpc_addr,
+        "HTTP/JSON bridge": f"http://{host or '127.0.0.1'}:{bound}",
+        "OpenAPI": f"http://{host or '127.0.0.1'}:{bound}/openapi.json",
+        "metrics": f"http://{settings.metrics_addr}/metrics",
+    }
