@@ -8,6 +8,8 @@ outcome unknown (it may have moved; resolve before anything else).
 
 from __future__ import annotations
 
+# One error for "bind your Deriv account first", shared with identity (re-exported).
+from application.identity.errors import DerivAccountNotBound as DerivAccountNotBound
 from domain.shared.errors import DomainError
 
 
@@ -27,10 +29,6 @@ class NotAwaitingCode(PaymentsError):
 
 class VerificationCodeRejected(PaymentsError):
     reason = "VERIFICATION_CODE_REJECTED"
-
-
-class DerivAccountNotBound(PaymentsError):
-    reason = "DERIV_ACCOUNT_NOT_BOUND"
 
 
 class PaymentRefused(PaymentsError):
