@@ -6,6 +6,8 @@ beside a raw grpcio unary echo and a raw websockets round trip measured in the s
 Every server (simulator, gateway, echo servers) runs in a process of its own, the load generator in this
 one, so the three measurements share one topology: client process -> server process (-> simulator process).
 Absolute numbers drift between runs on this machine: read the ratios. Bounded: well under 60 s.
+The CPU columns (Linux) say where the time goes: CPU milliseconds per operation of the load generator,
+the server (echo server or gateway) and the simulator; the journal database's own CPU is not included.
 """
 
 from __future__ import annotations
@@ -101,10 +103,23 @@ async def _role_ws_echo(compression: bool) -> None:
 # --- load generation -------------------------------------------------------------------------------
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _run_load(
-    n: int, seconds: float, warmup: float, one: Callable[[], Awaitable[None]]
-) -> tuple[float, float]:
-    """(ops/s, p99 ms) with n concurrent loops, after a warm-up."""
+    n: int,
+    seconds: float,
+    warmup: float,
+    one: Callable[[], Awaitable[None]],
+    pids: dict[str, int] | None = None,
+) -> tuple[float, float, dict[str, float]]:
+    """(ops/s, p99 ms, CPU ms per op of each process in `pids`) with n concurrent loops, after a warm-up."""
     stop_at = 0.0
     measuring = False
     latencies: list[float] = []
@@ -122,13 +137,16 @@ async def _run_load(
     stop_at = time.monotonic() + warmup
     await asyncio.gather(*(worker() for _ in range(n)))
     measuring = True
+    pids = pids or {}
+    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
     stop_at = started + seconds
     await asyncio.gather(*(worker() for _ in range(n)))
     elapsed = time.monotonic() - started
+    cpu = {name: (_cpu_seconds(pid) - cpu_before[name]) * 1000 / max(count, 1) for name, pid in pids.items()}
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan")
-    return count / elapsed, p99
+    return count / elapsed, p99, cpu
 
 
 def _spawn(role: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
@@ -188,7 +206,8 @@ async def _bench(args: argparse.Namespace) -> None:
         procs.append(ws_echo)
 
         n, seconds, warmup = args.inflight, args.seconds, args.warmup
-        results: dict[str, tuple[float, float]] = {}
+        results: dict[str, tuple[float, float, dict[str, float]]] = {}
+        me = os.getpid()
 
         # raw grpcio unary echo, same payload size as a TransferRequest
         sample = pb.TransferRequest(
@@ -202,7 +221,9 @@ async def _bench(args: argparse.Namespace) -> None:
             async def echo_once() -> None:
                 await call(sample)
 
-            results["grpc unary echo"] = await _run_load(n, seconds, warmup, echo_once)
+            results["grpc unary echo"] = await _run_load(
+                n, seconds, warmup, echo_once, {"client": me, "server": echo.pid}
+            )
 
         # raw websockets round trips, n in flight on one connection (correlated by req_id)
         async with connect(
@@ -233,7 +254,9 @@ async def _bench(args: argparse.Namespace) -> None:
                 await ws.send(json.dumps({**frame, "req_id": req_id}))
                 await fut
 
-            results["websockets round trip"] = await _run_load(n, seconds, warmup, ws_once)
+            results["websockets round trip"] = await _run_load(
+                n, seconds, warmup, ws_once, {"client": me, "server": ws_echo.pid}
+            )
             reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader_task
@@ -250,7 +273,9 @@ async def _bench(args: argparse.Namespace) -> None:
                     )
                 )
 
-            results["gateway Transfer"] = await _run_load(n, seconds, warmup, transfer_once)
+            results["gateway Transfer"] = await _run_load(
+                n, seconds, warmup, transfer_once, {"client": me, "server": gateway.pid, "simulator": sim.pid}
+            )
             async with aiohttp.ClientSession() as http, http.get(f"{sim_info['control']}/books/summary") as r:
                 summary = await r.json()
 
@@ -260,9 +285,16 @@ async def _bench(args: argparse.Namespace) -> None:
             f"compression {'on' if args.compression else 'off'}, journal {database_url.split(':', 1)[0]}, "
             f"{os.cpu_count()} CPUs"
         )
-        print(f"{'path':<24}{'ops/s':>10}{'p99 ms':>10}{'vs grpc echo':>15}")
-        for name, (rate, p99) in results.items():
-            print(f"{name:<24}{rate:>10.0f}{p99:>10.1f}{rate / base:>15.2f}")
+        print(
+            f"{'path':<24}{'ops/s':>10}{'p99 ms':>10}{'vs grpc echo':>15}"
+            f"   CPU ms/op: {'client':>7}{'server':>8}{'sim':>6}"
+        )
+        for name, (rate, p99, cpu) in results.items():
+            sim_cpu = f"{cpu['simulator']:>6.2f}" if "simulator" in cpu else f"{'':>6}"
+            print(
+                f"{name:<24}{rate:>10.0f}{p99:>10.1f}{rate / base:>15.2f}"
+                f"              {cpu.get('client', 0):>7.2f}{cpu.get('server', 0):>8.2f}{sim_cpu}"
+            )
         ratio = results["gateway Transfer"][0] / base
         print(
             f"\ngateway / raw grpcio unary = {ratio:.2f} "

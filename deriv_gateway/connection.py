@@ -150,7 +150,8 @@ class Link:
             self.core.cancel(outgoing.req_id)
             raise errors.NotConnected("connection closed before the frame was written") from None
         try:
-            reply = await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # one timer; wait_for would add a waiter and callbacks
+                reply = await future
         except TimeoutError:
             self._waiters.pop(outgoing.req_id, None)
             self.core.cancel(outgoing.req_id)
@@ -240,7 +241,23 @@ class DerivConnection:
             self._task = asyncio.create_task(self._run(), name=f"deriv-conn-{self.name}")
 
     async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        if self._usable():  # the usual case: no wait_for task and timer per request
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if not self._ready.is_set():
+                await asyncio.wait_for(self._ready.wait(), max(0.0, deadline - loop.time()))
+            if self._usable():
+                return
+            # still flagged ready for a link that has just closed: the run loop clears it shortly
+            if loop.time() >= deadline:
+                raise TimeoutError
+            await asyncio.sleep(0.005)
+
+    def _usable(self) -> bool:
+        link = self._link
+        return self._ready.is_set() and link is not None and not link.closed.is_set()
 
     @property
     def ready(self) -> bool:
@@ -331,6 +348,7 @@ class DerivConnection:
             raise
         self.connects += 1
         log.info("deriv.connected", link=self.name, loginid=self.loginid, connects=self.connects)
+        self._link = link  # before the flag: "ready" always refers to this link
         self._ready.set()
         if self._on_ready is not None:
             asyncio.create_task(self._on_ready(self))  # noqa: RUF006 - fire and forget hook
@@ -383,7 +401,7 @@ class DerivConnection:
         if not self._can_send():
             raise errors.NotLeader("this gateway does not hold the lease")
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            await self.wait_ready(timeout)
         except TimeoutError:
             raise errors.NotConnected("not connected to Deriv") from None
         if self.rate_limit_enabled:

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from deriv_gateway import journal as jn
@@ -304,12 +305,11 @@ class DerivGateway:
             raise InvalidRequest("amount.currency", "required")
         self._token()
         key = f"transfer:{transfer_id}"
-        if resolve_only:
-            factory = lambda: self._resolve_only(  # noqa: E731
-                "transfer", transfer_id, loginid.upper(), amount_cents, currency, ""
-            )
-        else:
-            factory = lambda: self._transfer(transfer_id, loginid.upper(), amount_cents, currency)  # noqa: E731
+        factory = (
+            partial(self._resolve_only, "transfer", transfer_id, loginid.upper(), amount_cents, currency, "")
+            if resolve_only
+            else partial(self._transfer, transfer_id, loginid.upper(), amount_cents, currency)
+        )
         # shielded: a cancelled RPC must not abandon a journal row half-way
         return await asyncio.shield(self._single_flight(key, "resolve" if resolve_only else "send", factory))
 
@@ -333,12 +333,11 @@ class DerivGateway:
             raise InvalidRequest("amount.currency", "required")
         self._token()
         key = f"withdraw:{withdrawal_id}"
-        if resolve_only:
-            factory = lambda: self._resolve_only(  # noqa: E731
-                "withdraw", withdrawal_id, None, amount_cents, currency, token
-            )
-        else:
-            factory = lambda: self._withdraw(withdrawal_id, token, code, amount_cents, currency)  # noqa: E731
+        factory = (
+            partial(self._resolve_only, "withdraw", withdrawal_id, None, amount_cents, currency, token)
+            if resolve_only
+            else partial(self._withdraw, withdrawal_id, token, code, amount_cents, currency)
+        )
         return await asyncio.shield(self._single_flight(key, "resolve" if resolve_only else "send", factory))
 
     # --- money: the journal protocol -------------------------------------------------
@@ -469,12 +468,13 @@ class DerivGateway:
         # SENDING, and not by a request of this process (single-flight): outcome unknown.
         await self._take_over(row, token)
         log.info("gateway.resolving_unknown", operation_id=row.operation_id, kind=row.kind)
+        scanned_at = datetime.now(UTC)
         found = await self._resolve(row.description, row.created_at)
         if found is not None:
             return await self._record_found(
                 row.operation_id, row.kind, row.client_loginid, row.amount_cents, row.currency, token, found
             )
-        age = _age(row)
+        age = _age(row, scanned_at)
         if age < self.config.unknown_settle:
             raise self._unknown(row, age)
         # Not in the statement long after the last send: it never executed. Send again.
@@ -545,6 +545,7 @@ class DerivGateway:
             # (a lost journal row must not turn into a second execution), as far back as the lookback.
             description = reference(operation_id, self.config.reference_prefix)
             since = datetime.now(UTC)
+        scanned_at = datetime.now(UTC)
         found = (await self._scan_statement({description}, since, request)).get(description)
         if found is not None:
             if row is not None:
@@ -554,7 +555,7 @@ class DerivGateway:
             return await self._record_unjournaled(kind, operation_id, loginid, cents, currency, token, found)
         if row is None:
             raise OperationNotExecuted(f"operation {operation_id} was never sent (no journal row)")
-        age = _age(row)
+        age = _age(row, scanned_at)
         if age < self.config.unknown_settle:
             raise self._unknown(row, age)
         await self._mark_not_executed(row, token, age)
@@ -690,12 +691,13 @@ class DerivGateway:
     async def _sweep_rows(self, rows: list[jn.Operation], token: int) -> float | None:
         """Settle one page of rows with one statement scan; the seconds until one can be looked at again."""
         since = min(row.created_at for row in rows)
+        scanned_at = datetime.now(UTC)
         found = await self._scan_statement({row.description for row in rows}, since, self.agent.request)
         retry_in: float | None = None
         for row in rows:
 
             async def settle(row: jn.Operation = row) -> MoneyResult:
-                return await self._sweep_one(row.operation_id, token, found.get(row.description))
+                return await self._sweep_one(row.operation_id, token, found.get(row.description), scanned_at)
 
             try:
                 await asyncio.shield(self._single_flight(f"{row.kind}:{row.operation_id}", "sweep", settle))
@@ -706,7 +708,9 @@ class DerivGateway:
                 pass
         return retry_in
 
-    async def _sweep_one(self, operation_id: str, token: int, found: StatementMatch | None) -> MoneyResult:
+    async def _sweep_one(
+        self, operation_id: str, token: int, found: StatementMatch | None, scanned_at: datetime
+    ) -> MoneyResult:
         row = await self.journal.get(operation_id)
         if row is None or row.status != jn.SENDING:
             # settled meanwhile (a request, or the sender of this process finishing)
@@ -716,7 +720,7 @@ class DerivGateway:
             return await self._record_found(
                 row.operation_id, row.kind, row.client_loginid, row.amount_cents, row.currency, token, found
             )
-        age = _age(row)
+        age = _age(row, scanned_at)
         if age < self.config.unknown_settle:
             raise self._unknown(row, age)
         await self._mark_not_executed(row, token, age)
@@ -869,6 +873,8 @@ class DerivGateway:
             log.error("gateway.deposed_after_send", operation_id=operation_id)
 
 
-def _age(row: jn.Operation) -> float:
-    """Seconds since the row's last send (updated_at is not moved by a take-over)."""
-    return (datetime.now(UTC) - row.updated_at).total_seconds()
+def _age(row: jn.Operation, scanned_at: datetime) -> float:
+    """Seconds from the row's last send (updated_at, not moved by a take-over) to the start of the
+    statement scan that did not find it: "absent" only counts for a scan begun a settle window after
+    the send, however long the caller waited between that scan and this check."""
+    return (scanned_at - row.updated_at).total_seconds()

@@ -534,3 +534,57 @@ async def test_every_frame_matches_the_official_schemas(sim, start_gateway, fram
         "ping",
     } <= calls
     assert not frames.problems()
+
+
+async def test_batched_claims_and_outcomes_keep_their_own_answers(journal_url, monkeypatch):
+    """Claims and outcomes committed together (group commit): every caller still gets its own row's answer."""
+    sizes: list[int] = []
+    for name in ("_finish_many", "_mysql_finishes"):
+        original = getattr(jn, name)
+
+        async def spy(cur: Any, items: list[dict[str, Any]], *args: Any, _original: Any = original) -> Any:
+            sizes.append(len(items))
+            return await _original(cur, items, *args)
+
+        monkeypatch.setattr(jn, name, spy)
+    journal, newer = jn.Journal.from_url(journal_url), jn.Journal.from_url(journal_url)
+    try:
+        known = [str(uuid.uuid4()) for _ in range(3)]
+        for op in known:
+            assert (await _claim(journal, op, 1))[0]
+        new = [str(uuid.uuid4()) for _ in range(6)]
+        # one batch of claims, three ids already taken: those are reported as existing, the rest created
+        claims = await asyncio.gather(*(_claim(journal, op, 1) for op in known + new))
+        assert [created for created, _ in claims] == [False] * 3 + [True] * 6
+
+        await newer.take_over(new[0], 2)  # a newer leader took this row
+        await journal.finish(new[1], 1, jn.DONE, deriv_transaction_id=7_000_001)  # already recorded
+        outcomes = await asyncio.gather(
+            *(
+                journal.finish(op, 1, jn.DONE, deriv_transaction_id=7_000_010 + i, result={"n": i})
+                for i, op in enumerate(new[:5])
+            ),
+            return_exceptions=True,
+        )
+        assert [type(o).__name__ for o in outcomes] == ["StaleFencingToken"] * 2 + ["NoneType"] * 3
+        # the same row twice in one batch: the first outcome counts
+        outcomes = await asyncio.gather(
+            journal.finish(new[5], 1, jn.DONE, deriv_transaction_id=7_000_015, result={"n": 5}),
+            journal.finish(new[5], 1, jn.FAILED, error_code="Late"),
+            return_exceptions=True,
+        )
+        assert [type(o).__name__ for o in outcomes] == ["NoneType", "StaleFencingToken"]
+        assert sizes[-2:] == [5, 2], sizes  # each gather was written as one batch
+        rows = [await journal.get(op) for op in new]
+        assert (rows[0].status, rows[0].fencing_token) == (jn.SENDING, 2)
+        assert (rows[1].status, rows[1].deriv_transaction_id) == (jn.DONE, 7_000_001)
+        for i, row in enumerate(rows[2:], start=2):
+            assert (row.status, row.deriv_transaction_id, row.result, row.error_code) == (
+                jn.DONE,
+                7_000_010 + i,
+                {"n": i},
+                None,
+            )
+    finally:
+        await journal.close()
+        await newer.close()

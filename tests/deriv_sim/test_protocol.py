@@ -10,6 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from deriv_gateway.simulator import RateLimitConfig
+from deriv_gateway.simulator.ratelimit import SlidingWindows
 
 from .helpers import AGENT_TOKEN, ALICE_TOKEN
 
@@ -142,6 +143,21 @@ async def test_rate_limit_comes_first_and_is_per_account(make_sim, connect_clien
     status = await (await connect_client(sim)).call({"website_status": 1})
     limits = status["website_status"]["api_call_limits"]["max_requestes_general"]
     assert (limits["minutely"], limits["hourly"]) == (3, 100)
+
+
+def test_sliding_windows_count_each_window_on_its_own():
+    now = [1000.0]
+    windows = SlidingWindows(lambda: now[0])
+    limits = [(60.0, 3), (3600.0, 5)]
+    key = ("login", "CR90000001", "general")
+    assert [windows.allow(key, limits) for _ in range(4)] == [True, True, True, False]  # the minute is full
+    assert windows.allow(("login", "CR90000002", "general"), limits)  # another account: its own windows
+    now[0] += 60.0  # the three hits leave the minute, not the hour; the refused one was never counted
+    assert [windows.allow(key, limits) for _ in range(3)] == [True, True, False]  # the hour is full
+    now[0] += 3540.0  # the first three leave the hour too: room for three more (minute 3, hour 5)
+    assert [windows.allow(key, limits) for _ in range(4)] == [True, True, True, False]
+    windows.forget("login")
+    assert windows.allow(key, limits)
 
 
 async def test_ping_flood_closes_with_policy_violation(make_sim, connect_client):
