@@ -34,6 +34,7 @@ from application.payments.errors import (
 from application.payments.ports import DerivPayments, MpesaPayments, PaymentsUnitOfWork, Verdict
 from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
+from domain.payments.status import is_legal_transition
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
 from domain.wallet.account_kind import AccountKind, LedgerSide
@@ -503,7 +504,8 @@ class PaymentSaga:
     async def _review(self, tx_id: TransactionId, decision: Decision) -> bool:
         async def review(uow: PaymentsUnitOfWork, t: Transaction) -> None:
             now = uow.clock.now()
-            if t.status is S.PENDING:
+            # Waiting states (no answer yet) reach review through OUTCOME_UNKNOWN, as the table says.
+            if not is_legal_transition(t.type, t.status, S.NEEDS_REVIEW):
                 t.mark_outcome_unknown(decision.reason, now=now)
             t.needs_review(decision.reason, now=now)
 

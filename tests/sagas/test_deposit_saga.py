@@ -107,3 +107,25 @@ async def test_a_deposit_waits_for_the_agent_float_and_goes_on_once_it_is_funded
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED
     assert await stack.deriv_transfers(str(tx.id)) == 1
+
+
+async def test_contradicting_mpesa_evidence_goes_to_review_through_outcome_unknown(stack: Stack) -> None:
+    from sqlalchemy import update
+
+    from persistence.tables import mpesa_requests
+
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)
+    pushed = await stack.settle(tx.id, until={S.AWAITING_MPESA})
+    async with stack.engine.begin() as connection:  # the callback inbox found callback and query disagree
+        await connection.execute(
+            update(mpesa_requests)
+            .where(mpesa_requests.c.transaction_id == pushed.id.value)
+            .values(status="REVIEW")
+        )
+
+    done = await stack.settle(tx.id)
+
+    assert done.status is S.NEEDS_REVIEW
+    assert "contradicts" in (done.failure_reason or "")
+    assert await stack.deriv_transfers(str(tx.id)) == 0

@@ -171,3 +171,14 @@ def test_finished_and_reviewed_transactions_are_never_touched(status: S, type_: 
 def test_every_rule_acts_on_a_status_the_flow_has(type_: TransactionType, rules: tuple) -> None:  # type: ignore[type-arg]
     statuses = {s for pair in TRANSITIONS[type_] for s in pair}
     assert {rule[0] for rule in rules} <= statuses
+
+
+@pytest.mark.parametrize(("type_", "rules"), [(DEPOSIT, DEPOSIT_RULES), (WITHDRAWAL, WITHDRAWAL_RULES)])
+def test_every_review_decision_has_a_legal_way_to_needs_review(type_: TransactionType, rules: tuple) -> None:  # type: ignore[type-arg]
+    # The runner goes straight to NEEDS_REVIEW, or through OUTCOME_UNKNOWN when that is the only way.
+    legal = TRANSITIONS[type_]
+    for status, _guard, action, _why in rules:
+        if action is Action.REVIEW:
+            direct = (status, S.NEEDS_REVIEW) in legal
+            via_unknown = (status, S.OUTCOME_UNKNOWN) in legal or status is S.OUTCOME_UNKNOWN
+            assert direct or via_unknown, status
