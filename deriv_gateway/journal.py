@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -349,11 +349,10 @@ class _GroupCommit:
                         results[i] = True
                 if fresh:
                     await conn.execute(_INSERT, fresh)
-            finishes = [(i, p) for i, (kind, p, _) in enumerate(batch) if kind == "finish"]
-            if finishes:
-                counts = await _finish_many(conn, [p for _, p in finishes])
-                for (i, _), count in zip(finishes, counts, strict=True):
-                    results[i] = count
+            # one conditional UPDATE each: SQLite has a single writer, and a statement costs little there
+            for i, (kind, p, _) in enumerate(batch):
+                if kind == "finish":
+                    results[i] = (await conn.execute(_FINISH, p)).rowcount
         return results
 
 
@@ -522,7 +521,8 @@ async def _mysql_claims(
 
 
 async def _mysql_finishes(cur: Any, items: list[dict[str, Any]], optimistic: bool) -> list[int]:
-    """As _finish_many, with one UPDATE for the whole batch.
+    """The outcomes of a batch, with one UPDATE for all of them; per item 1 if recorded, 0 if its row
+    is not SENDING under its token (or an earlier item of the batch recorded the same row).
 
     Optimistic (distinct rows, one token): the UPDATE checks status and token itself and must match
     every row, else _Missed. Checked: a locking read decides which items may write first.
@@ -593,52 +593,6 @@ def _transient(exc: BaseException) -> bool:
         # deadlock, lock wait timeout; gone away, lost, cannot connect; connection already closed
         return code in (1205, 1213, 2006, 2013, 2003, 0) or isinstance(exc, pymysql.err.InterfaceError)
     return False
-
-
-async def _finish_many(conn: AsyncConnection, items: list[dict[str, Any]]) -> list[int]:
-    """Record many outcomes with two statements; per item 1 if recorded, 0 if its row is not SENDING
-    under its token (or an earlier item of the batch recorded the same row)."""
-    if len(items) == 1:
-        return [(await conn.execute(_FINISH, items[0])).rowcount]
-    ids = list({p["op_id"] for p in items})
-    # a locking read (latest committed values, rows held until commit) decides which items may write
-    current = {
-        r.operation_id: (r.status, r.fencing_token)
-        for r in await conn.execute(
-            select(ops.c.operation_id, ops.c.status, ops.c.fencing_token)
-            .where(ops.c.operation_id.in_(ids))
-            .with_for_update()
-        )
-    }
-    counts, chosen = [], {}
-    for p in items:
-        ok = current.get(p["op_id"]) == (SENDING, p["token"]) and p["op_id"] not in chosen
-        if ok:
-            chosen[p["op_id"]] = p
-        counts.append(1 if ok else 0)
-    if chosen:
-        rows = list(chosen.values())
-
-        def per_row(key: str, column: Any) -> Any:
-            whens = {p["op_id"]: literal(p[key], column.type) for p in rows}
-            return case(whens, value=ops.c.operation_id, else_=column)
-
-        statement = (
-            update(ops)
-            .where(and_(ops.c.operation_id.in_(list(chosen)), ops.c.status == SENDING))
-            .values(
-                status=per_row("new_status", ops.c.status),
-                deriv_transaction_id=per_row("txn", ops.c.deriv_transaction_id),
-                error_code=per_row("err_code", ops.c.error_code),
-                error_message=per_row("err_message", ops.c.error_message),
-                result=per_row("res", ops.c.result),
-                updated_at=per_row("now", ops.c.updated_at),
-            )
-        )
-        updated = (await conn.execute(statement)).rowcount
-        if updated != len(rows):  # the rows are locked: cannot happen unless the database lies
-            raise RuntimeError(f"journal: {updated} of {len(rows)} outcomes written")
-    return counts
 
 
 class Journal:
