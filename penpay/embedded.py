@@ -169,14 +169,10 @@ class EmbeddedStack:
         await self._start_public_surface(core, wired)
 
     async def _start_public_surface(self, core: Any, wired: Any) -> None:
-        """The gRPC API and the HTTP bridge (penpay_api), when they are installed."""
-        try:
-            from penpay_api.embedded import start_public_surface
-        except ImportError:
-            log.warning("up.no_api", reason="penpay_api.embedded not available")
-            return
-        addresses = await start_public_surface(self._stack, core, wired)
-        self.addresses.update(addresses)
+        """The gRPC API and the HTTP bridge."""
+        from penpay_api.embedded import start_public_surface
+
+        self.addresses.update(await start_public_surface(self._stack, core, wired))
 
     async def _fund_floats_once(self, core: Any) -> None:
         """A new database: the ledger's floats open at the simulators' balances (audited)."""

@@ -423,20 +423,14 @@ class PaymentSaga:
             log.warning("saga.b2c_unresolved", transaction_id=str(tx_id), error=lost_reason)
             return False  # re-sent with the same id after the grace period
         self._checkpoint("withdrawal.b2c.after_call")
-        if conversation_id:
-            await self._finish(
-                tx_id,
-                lambda t, now: t.mpesa_disbursement_accepted(conversation_id=conversation_id, now=now),
-                only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN),
-            )
-        else:
-            # Duplicate OriginatorConversationID: an earlier attempt got through; count this
-            # attempt as accepted so we wait for its result instead of sending again.
-            await self._finish(
-                tx_id,
-                lambda t, now: t.mpesa_disbursement_accepted(conversation_id="DUPLICATE-OCID", now=now),
-                only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN),
-            )
+        # An empty ConversationID means a duplicate OriginatorConversationID: an earlier attempt
+        # got through. Count it as accepted so we wait for its result instead of sending again.
+        accepted_as = conversation_id or "DUPLICATE-OCID"
+        await self._finish(
+            tx_id,
+            lambda t, now: t.mpesa_disbursement_accepted(conversation_id=accepted_as, now=now),
+            only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN),
+        )
         return False  # the result callback wakes us
 
     async def _confirm_b2c(self, tx_id: TransactionId, decision: Decision) -> bool:

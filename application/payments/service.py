@@ -10,6 +10,7 @@ intent committed before the call, answer recorded after, the sweeper resolves th
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -270,8 +271,6 @@ def _encode_token(tx_id: TransactionId) -> str:
 
 
 def _decode_token(token: str) -> TransactionId:
-    import uuid
-
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         return TransactionId(uuid.UUID(bytes=raw))
