@@ -121,12 +121,11 @@ class Payments:
 def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Payments:
     from datetime import timedelta
 
-    import grpc
-
     from application.payments.decisions import SagaPolicy
     from application.payments.rates import FixedRates
     from application.payments.saga import PaymentSaga
     from application.payments.service import PaymentsApplication
+    from deriv_gateway.channel import gateway_channel
     from deriv_gateway.payments_client import GatewayDerivPayments
     from domain.wallet.account_kind import AccountKind
     from mpesa_adapter.callback_store import SqlCallbackInbox
@@ -136,7 +135,7 @@ def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Paymen
 
     s = core.settings
     daraja = DarajaClient(daraja_config(s))
-    channel = grpc.aio.insecure_channel(s.gateway_addr)
+    channel = gateway_channel(s.gateway_addr)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
     mpesa = DarajaSagaPort(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
     checkpoint = crash_checkpoint(s)

@@ -150,8 +150,9 @@ def build_api(
         raise RuntimeError("the development notifier keeps codes in memory: not in production")
     if deriv is None:
         from deriv_gateway.accounts_client import GatewayDerivAccounts
+        from deriv_gateway.channel import gateway_channel
 
-        channel = grpc.aio.insecure_channel(s.gateway_addr)
+        channel = gateway_channel(s.gateway_addr)
         closers.append(channel.close)
         deriv = GatewayDerivAccounts(channel, timeout=s.gateway_request_timeout + 10)
     if rate_limiter is None:
