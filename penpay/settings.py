@@ -22,6 +22,8 @@ class Settings(BaseSettings):
 
     grpc_addr: str = "127.0.0.1:50051"
     http_addr: str = "127.0.0.1:8080"
+    # The gateway listens here; clients may list the leader and its standbys, comma-separated,
+    # and follow whichever holds the lease (deriv_gateway/channel.py).
     gateway_addr: str = "127.0.0.1:50052"
     metrics_addr: str = "127.0.0.1:9100"
 
