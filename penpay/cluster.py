@@ -95,13 +95,23 @@ FAST_SAGA_ENV = {
 }
 
 
+PENPAY = (sys.executable, "-m", "penpay")
+
+
 class ManagedProcess:
-    """One `python -m penpay ...` child: start, probe until ready, signal, restart."""
+    """One child (`python -m penpay ...`, or any `program`): start, probe until ready, signal, restart."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path, ready: Probe | None
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log: Path,
+        ready: Probe | None,
+        program: Sequence[str] = PENPAY,
     ) -> None:
         self.name = name
+        self.program = list(program)
         self.argv = list(argv)
         self.env = dict(env)
         self.log = log
@@ -122,7 +132,7 @@ class ManagedProcess:
             out.write(f"\n=== start {self.starts + 1} of {self.name}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                [sys.executable, "-m", "penpay", *self.argv],
+                [*self.program, *self.argv],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
@@ -304,13 +314,25 @@ class Cluster:
         return written and await tcp_open(self.ports["mpesa"])
 
     async def _gateway_probe(self) -> bool:
-        """Some instance leads and is authorized (the leader may be either one after a failover)."""
+        return await self.leading_gateway() is not None
+
+    async def leading_gateway(self) -> str | None:
+        """The gateway process that holds the lease and is authorized, if any (either, after a failover)."""
         from deriv_gateway.channel import SERVICE_NAME
 
-        for addr in self.gateway_addr.split(","):
-            if await grpc_serving(addr, SERVICE_NAME):
-                return True
-        return False
+        names = ("gateway", "gateway-standby") if self.config.standby_gateway else ("gateway",)
+        for name in names:
+            if await grpc_serving(f"127.0.0.1:{self.ports[name.replace('-', '_')]}", SERVICE_NAME):
+                return name
+        return None
+
+    async def wait_for_gateway_leader(self, timeout: float) -> str:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while (leader := await self.leading_gateway()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no gateway leads after {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+        return leader
 
     async def _run_once(self, *argv: str) -> None:
         process = await asyncio.create_subprocess_exec(
@@ -384,6 +406,16 @@ class Cluster:
         proc.spawn()
         if wait:
             await proc.wait_ready(self.config.start_timeout)
+
+    async def gateway_leader(self) -> str | None:
+        """The name of the gateway process that holds the lease now (None: none does)."""
+        from deriv_gateway.channel import SERVICE_NAME
+
+        names = ["gateway", "gateway-standby"] if self.config.standby_gateway else ["gateway"]
+        for name, addr in zip(names, self.gateway_addr.split(","), strict=True):
+            if self.processes[name].alive and await grpc_serving(addr, SERVICE_NAME):
+                return name
+        return None
 
     def logs(self) -> dict[str, str]:
         return {name: proc.tail() for name, proc in self.processes.items()}

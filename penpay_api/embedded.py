@@ -14,16 +14,15 @@ from typing import Any
 async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> dict[str, str]:
     from penpay_api.composition import build_api
     from penpay_api.http import build_app, discover_services, start_server
-    from penpay_api.http.discovery import DEFAULT_PACKAGES
+    from penpay_api.http.discovery import packages_for
 
     settings = core.settings
     api = build_api(core, payments=wired.application)
     await api.server.start()
     stack.push_async_callback(api.close)
     grpc_addr = settings.grpc_addr
-    packages = (*DEFAULT_PACKAGES, "penpay.dev.v1") if settings.app_env != "production" else DEFAULT_PACKAGES
     host, _, port = settings.http_addr.rpartition(":")
-    app = build_app(discover_services(packages), grpc_addr)
+    app = build_app(discover_services(packages_for(settings.app_env)), grpc_addr)
     runner, bound = await start_server(app, host or "127.0.0.1", int(port))
     stack.push_async_callback(runner.cleanup)
     return {

@@ -22,7 +22,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         dest="services",
         metavar="NAME",
-        help="fully qualified service to bridge (repeatable; default: every penpay v1 service with rules)",
+        help=(
+            "fully qualified service to bridge (repeatable; default: every penpay v1 service with rules,"
+            " and the dev sinks outside production)"
+        ),
     )
     parser.add_argument(
         "--insecure-cookies",
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         discover_services,
         parse_listen,
     )
+    from penpay_api.http.discovery import packages_for
     from security.logs import configure_logging
 
     configure_logging(args.log_level)
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc)
         return 2
-    discovered = discover_services()  # also imports the generated modules that --service may name
+    # also imports the generated modules that --service may name
+    discovered = discover_services(packages_for(settings.app_env))
     services = args.services or discovered
     if not services:
         print("no service with google.api.http rules found (run scripts/gen_protos.py?)")
