@@ -17,7 +17,7 @@ from google.rpc import error_details_pb2
 
 from application.payments.errors import CallOutcomeUnknown, CallRefused, CallUnavailable, NotExecuted
 from application.payments.ports import DerivReceipt
-from deriv_gateway.grpc_errors import parse_details
+from deriv_gateway.grpc_errors import GATEWAY_DOMAIN, parse_details
 from domain.user.deriv_login_id import DerivLoginId
 from domain.wallet.money import Money
 from penpay.common.v1 import money_pb2
@@ -56,7 +56,10 @@ def classify(error: grpc.aio.AioRpcError) -> Exception:
     info = _error_info(error)
     reason = info.reason if info is not None else code.name
     text = f"{reason}: {error.details() or ''}".strip()
-    if info is not None and (info.reason == "NOT_EXECUTED" or info.metadata.get("outcome") == "not_executed"):
+    # Only the gateway's own NOT_EXECUTED proves the *operation* never executed. Deriv's
+    # "not executed" errors (RateLimit, NotLeader of a standby, a refused statement call) say so of
+    # the call that carried them, nothing of the operation: those are retried, never taken as proof.
+    if info is not None and info.reason == "NOT_EXECUTED" and info.domain == GATEWAY_DOMAIN:
         return NotExecuted(text, code=reason)
     if code in _REFUSED:
         return CallRefused(text, code=reason)

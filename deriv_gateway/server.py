@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -43,6 +44,66 @@ async def _call(context: grpc.aio.ServicerContext, rpc: str, work: Callable[[], 
             log.info("grpc.error", rpc=rpc, code=code.name, reason=getattr(exc, "code", type(exc).__name__))
         await context.abort(code, message, trailing_metadata=((DETAILS_KEY, details),))
         raise AssertionError("abort returns only by raising") from None
+
+
+def _decoding(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The handler, parsing its request itself: bytes that are not the method's message (corrupt wire
+    format, invalid UTF-8 in a string) are INVALID_ARGUMENT; grpcio answers UNKNOWN, as if we had failed."""
+    parse = handler.request_deserializer
+
+    async def refuse(context: grpc.aio.ServicerContext) -> None:
+        log.info("grpc.undecodable_request", rpc=method)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid message")
+
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                request = parse(raw)
+            except DecodeError:
+                await refuse(context)
+            return await unary(request, context)
+
+        return handler._replace(request_deserializer=None, unary_unary=unary_unary)
+    stream = handler.unary_stream
+
+    async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            request = parse(raw)
+        except DecodeError:
+            await refuse(context)
+        async for item in stream(request, context):
+            yield item
+
+    return handler._replace(request_deserializer=None, unary_stream=unary_stream)
+
+
+class _Registrar:
+    """Stands in for the server while the generated code registers the service, so that each method
+    handler can be wrapped before the real server gets it (a server interceptor cost ~15% of a bare echo
+    call, measured here)."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers arrive by name in add_registered_method_handlers
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.handlers = handlers
+
+
+def add_gateway_service(servicer: DerivGatewayServicer, server: grpc.aio.Server) -> None:
+    registrar = _Registrar()
+    pb_grpc.add_DerivGatewayServiceServicer_to_server(servicer, registrar)
+    if not registrar.handlers:
+        raise RuntimeError("the generated code registered no DerivGatewayService methods")
+    handlers = {name: _decoding(name, handler) for name, handler in registrar.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def _money(cents: int, currency: str) -> money_pb2.Money:
@@ -215,7 +276,7 @@ class GatewayServer:
 
     async def start(self) -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_DerivGatewayServiceServicer_to_server(DerivGatewayServicer(self.gateway), server)
+        add_gateway_service(DerivGatewayServicer(self.gateway), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

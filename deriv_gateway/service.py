@@ -25,8 +25,6 @@ from deriv_gateway.lease import Lease
 from deriv_gateway.logs import get_logger
 from deriv_gateway.protocol import errors
 from deriv_gateway.protocol.messages import (
-    LOGINID_PATTERN,
-    OPERATION_ID_PATTERN,
     StatementMatch,
     currency_digits,
     find_in_statement,
@@ -36,6 +34,14 @@ from deriv_gateway.protocol.messages import (
     transfer_fields,
     withdraw_fields,
 )
+from deriv_gateway.request_rules import (
+    check_agent_currency,
+    check_amount,
+    check_client_token,
+    check_loginid,
+    check_operation_id,
+    check_verification_code,
+)
 
 log = get_logger("deriv_gateway.service")
 
@@ -44,15 +50,6 @@ SWEEP_PAGE = 100
 
 # `request("statement", fields)` on the agent's connection or on a client's own session
 StatementRequest = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class InvalidRequest(ValueError):
-    """The gRPC request itself is malformed (field -> reason)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class OperationConflict(Exception):
@@ -177,6 +174,10 @@ class DerivGateway:
     def _digits(self, currency: str) -> int:
         return currency_digits(self.agent.website_status, currency)
 
+    def _check_agent_currency(self, currency: str) -> None:
+        """After `_agent_ready`: the agent's account currency is known from its authorization."""
+        check_agent_currency(currency, self.agent.authorization.get("currency"))
+
     # --- balance ---------------------------------------------------------------------
 
     def _on_balance(self, message: dict[str, Any]) -> None:
@@ -220,8 +221,7 @@ class DerivGateway:
     # --- client-token calls (short-lived connections) --------------------------------
 
     def _client(self, token: str) -> ClientSession:
-        if not token:
-            raise InvalidRequest("client_token", "required")
+        check_client_token(token)
         return ClientSession(
             self.config.ws_url,
             self.config.app_id,
@@ -245,8 +245,13 @@ class DerivGateway:
     async def request_withdrawal_code(
         self, token: str, amount_cents: int | None = None, currency: str | None = None
     ) -> str:
+        check_client_token(token)
+        if amount_cents is not None or currency is not None:
+            check_amount(amount_cents or 0, currency or "")
         self._token()
         await self._agent_ready()
+        if currency is not None:
+            self._check_agent_currency(currency)
         async with self._client(token) as session:
             email = session.authorization.get("email")
             if not email:
@@ -295,14 +300,9 @@ class DerivGateway:
     async def transfer(
         self, transfer_id: str, loginid: str, amount_cents: int, currency: str, *, resolve_only: bool = False
     ) -> MoneyResult:
-        if not OPERATION_ID_PATTERN.match(transfer_id or ""):
-            raise InvalidRequest("transfer_id", "must match ^[0-9A-Za-z-]{1,64}$")
-        if not LOGINID_PATTERN.match(loginid or ""):
-            raise InvalidRequest("client_loginid", "must match ^[A-Za-z]+[0-9]+$")
-        if amount_cents <= 0:
-            raise InvalidRequest("amount.amount_cents", "must be positive")
-        if not currency:
-            raise InvalidRequest("amount.currency", "required")
+        check_operation_id("transfer_id", transfer_id)
+        check_loginid("client_loginid", loginid)
+        check_amount(amount_cents, currency)
         self._token()
         key = f"transfer:{transfer_id}"
         factory = (
@@ -323,14 +323,12 @@ class DerivGateway:
         *,
         resolve_only: bool = False,
     ) -> MoneyResult:
-        if not OPERATION_ID_PATTERN.match(withdrawal_id or ""):
-            raise InvalidRequest("withdrawal_id", "must match ^[0-9A-Za-z-]{1,64}$")
-        if not code and not resolve_only:
-            raise InvalidRequest("verification_code", "required")
-        if amount_cents <= 0:
-            raise InvalidRequest("amount.amount_cents", "must be positive")
-        if not currency:
-            raise InvalidRequest("amount.currency", "required")
+        check_operation_id("withdrawal_id", withdrawal_id)
+        if token or not resolve_only:  # resolve_only without a token reads the agent's statement
+            check_client_token(token)
+        if not resolve_only:  # resolve_only never sends, so needs no code
+            check_verification_code(code)
+        check_amount(amount_cents, currency)
         self._token()
         key = f"withdraw:{withdrawal_id}"
         factory = (
@@ -368,6 +366,7 @@ class DerivGateway:
     async def _transfer(self, transfer_id: str, loginid: str, cents: int, currency: str) -> MoneyResult:
         token = await self._term_token()
         await self._agent_ready()
+        self._check_agent_currency(currency)
         description = reference(transfer_id, self.config.reference_prefix)
         created, row = await self._claim(
             transfer_id, "transfer", loginid, cents, currency, description, token
@@ -397,6 +396,7 @@ class DerivGateway:
                 raise OperationConflict(f"withdrawal id {withdrawal_id} was used for a different withdrawal")
             return self._replay(existing)
         await self._agent_ready()
+        self._check_agent_currency(currency)
         agent_loginid = self.agent.loginid
         if not agent_loginid:
             raise errors.NotConnected("agent account not authorized yet")
@@ -508,6 +508,7 @@ class DerivGateway:
             if row.status == jn.NOT_SENT:
                 raise OperationNotExecuted(f"operation {operation_id} was not executed (journal: NOT_SENT)")
         await self._agent_ready()
+        self._check_agent_currency(currency)  # else a statement match would be journaled in it
         if kind == "withdraw" and client_token:
             async with self._client(client_token) as session:
                 if row is not None:
@@ -546,7 +547,14 @@ class DerivGateway:
             description = reference(operation_id, self.config.reference_prefix)
             since = datetime.now(UTC)
         scanned_at = datetime.now(UTC)
-        found = (await self._scan_statement({description}, since, request)).get(description)
+        try:
+            found = (await self._scan_statement({description}, since, request)).get(description)
+        except errors.DerivError as exc:
+            # The statement call was refused (RateLimit is a NotExecuted of *that* call): it says
+            # nothing about the operation, which must not be reported as not executed.
+            raise errors.OutcomeUnknown(
+                f"the statement is unavailable ({exc.code}); retry later", code="OutcomeUnknown"
+            ) from exc
         if found is not None:
             if row is not None:
                 return await self._record_found(

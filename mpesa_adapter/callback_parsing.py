@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
 Scalar = str | int | Decimal | bool | None
@@ -47,7 +48,29 @@ def strict_json(raw: bytes) -> dict[str, Any]:
         raise MalformedCallback(f"invalid JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise MalformedCallback("body is not a JSON object")
+    if "\\u" in text and _has_lone_surrogate(data):
+        raise MalformedCallback("a string holds a lone surrogate (\\ud800-\\udfff escape)")
     return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """A \\ud800 escape alone is valid JSON text but no Unicode character (I-JSON, RFC 7493 2.1 refuses
+    it): no database or log encoding can hold it. Only an escape can make one; UTF-8 input cannot."""
+    stack = [data]
+    while stack:  # iterative: the parser allows nesting deeper than a recursive walk could go
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 # --- field helpers ----------------------------------------------------------------------
@@ -80,14 +103,19 @@ def _str(data: dict[str, Any], key: str, *, required: bool = True) -> str | None
 
 
 def result_code(value: Any, key: str = "ResultCode") -> str:
+    """A code of at most 32 characters, as text ("0", "1032", "SFC_IC0003")."""
     if isinstance(value, bool) or value is None:
         raise MalformedCallback(f"{key} missing or not a code")
     if isinstance(value, Decimal):
-        if value != value.to_integral_value():
-            raise MalformedCallback(f"{key} is not an integer")
-        return str(int(value))
+        # adjusted() first: int(Decimal("1e999999")) would be a million digits
+        if value.adjusted() >= 32 or value != value.to_integral_value():
+            raise MalformedCallback(f"{key} is not an integer code")
+        value = int(value)
     if isinstance(value, int):
-        return str(value)
+        text = str(value)
+        if len(text) > 32:
+            raise MalformedCallback(f"{key} is too long")
+        return text
     if isinstance(value, str) and value.strip() and len(value) <= 32:
         text = value.strip()
         return str(int(text)) if text.lstrip("-").isdigit() else text
@@ -119,11 +147,14 @@ def amount(value: Scalar) -> Decimal | None:
 
 
 def cents(value: Decimal | None) -> int | None:
-    """Exact KES -> cents, or None when it is not a whole number of cents."""
-    if value is None:
+    """Exact KES -> cents, or None when it is not a whole number of cents (or absurdly large or small).
+
+    Exact: Decimal arithmetic rounds to 28 digits (80.000...0001 would become 80), and overflows on
+    1e999999; a Fraction does neither, and the exponent bound keeps its integers small."""
+    if value is None or not value.is_finite() or not -30 <= value.adjusted() <= 30:
         return None
-    scaled = value * 100
-    return int(scaled) if scaled == scaled.to_integral_value() else None
+    exact = Fraction(value) * 100
+    return exact.numerator if exact.denominator == 1 else None
 
 
 def _pairs(container: Any, list_key: str, name_key: str, what: str) -> tuple[tuple[str, Scalar], ...]:

@@ -38,17 +38,29 @@ ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 _Handler = Callable[[dict[str, Any], bytes, Delivery], Awaitable[Outcome]]
 
 
+SECRET_MIN_LENGTH = 16
+
+
+def redacted_path(path: str) -> str:
+    """The path without the secret: under a callback prefix everything after it; elsewhere (the secret sent
+    to a wrong path, e.g. `/payments//stk/<secret>`) every segment long enough to be or hold the secret."""
+    for prefix in PATHS.values():
+        if path.startswith(prefix + "/"):
+            return prefix + "/***"
+    return "/".join("***" if len(part) >= SECRET_MIN_LENGTH else part for part in path.split("/"))
+
+
 class RedactingAccessLogger(AbstractAccessLogger):
     """Access log lines without the secret path segment."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        path = request.path
-        for prefix in PATHS.values():
-            if path.startswith(prefix + "/"):
-                path = prefix + "/***"
-                break
         self.logger.info(
-            "%s %s %s %d %.1fms", request.remote, request.method, path, response.status, time * 1000
+            "%s %s %s %d %.1fms",
+            request.remote,
+            request.method,
+            redacted_path(request.path),
+            response.status,
+            time * 1000,
         )
 
 
@@ -86,7 +98,7 @@ def _in(address: str, networks: tuple[IpNetwork, ...]) -> bool:
 
 class CallbackEndpoints:
     def __init__(self, config: CallbackServerConfig, inbox: CallbackInbox) -> None:
-        if len(config.secret) < 16:
+        if len(config.secret) < SECRET_MIN_LENGTH:
             raise ValueError("the callback secret must be at least 16 characters (128 bits recommended)")
         self._cfg = config
         self._inbox = inbox

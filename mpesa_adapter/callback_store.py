@@ -75,13 +75,17 @@ def _digits(phone: str | None) -> str:
     return "".join(c for c in (phone or "") if c.isdigit())
 
 
+INT32 = range(-(2**31), 2**31)  # result_code is an INTEGER column
+
+
 def _code_int(code: str | None) -> int | None:
     if code is None:
         return None
     try:
-        return int(code)
+        value = int(code)
     except ValueError:
         return None  # non-numeric codes (SFC_IC0003) live in result_desc
+    return value if value in INT32 else None  # so do codes no INTEGER column holds
 
 
 def _desc(code: str, desc: str) -> str:
