@@ -42,6 +42,7 @@ from penpay_api.context import current_call_or_none
 from penpay_api.idempotency import IdempotencyInterceptor
 from penpay_api.server import ApiServer, Service
 from penpay_api.services.payments import PaymentsApplication
+from penpay_api.sessions import SqlSessionCheck
 from persistence.auth_store import CODE_TTL, SqlRefreshTokenStore, SqlVerificationCodeStore
 from persistence.transaction_stats import SqlTransactionStats
 from persistence.wallet_queries import SqlWalletReadModel
@@ -268,6 +269,7 @@ def build_api(
         metrics_addr=s.metrics_addr if metrics_addr is DEFAULT else metrics_addr,  # type: ignore[arg-type]
         trusted_proxies=_split(s.api_trusted_proxies),
         extra_handlers=extra_handlers or (),
+        sessions=SqlSessionCheck(core.engine),
     )
     return Api(
         server=server,

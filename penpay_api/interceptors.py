@@ -7,7 +7,8 @@
    google.rpc details (penpay_api.errors); unexpected ones become INTERNAL and are logged here,
    with their traceback, and nothing of them reaches the client.
 3. AuthenticationInterceptor: `authorization: Bearer <jwt>` verified (RS256) for every method
-   that is not public; the principal goes into the CallState.
+   that is not public, and a user's session still open (penpay_api.sessions: logout ends it at
+   once); the principal goes into the CallState.
 4. AuthorisationInterceptor: operator services need the operator role; every other
    authenticated method needs a user's token (the servicer then acts on that user only).
 5. IdempotencyInterceptor (penpay_api.idempotency): the money methods.
@@ -40,6 +41,7 @@ from penpay_api.context import (
     request_id_from,
 )
 from penpay_api.errors import RpcFailure, to_failure
+from penpay_api.sessions import SessionCheck
 
 log = structlog.get_logger("penpay.api")
 
@@ -164,10 +166,17 @@ def _unauthenticated(message: str, reason: str = "UNAUTHENTICATED") -> RpcFailur
 
 
 class AuthenticationInterceptor(UnaryInterceptor):
-    def __init__(self, tokens: RoleAwareAccessTokens, policy: AccessPolicy, clock: Clock) -> None:
+    def __init__(
+        self,
+        tokens: RoleAwareAccessTokens,
+        policy: AccessPolicy,
+        clock: Clock,
+        sessions: SessionCheck | None = None,
+    ) -> None:
         self._tokens = tokens
         self._policy = policy
         self._clock = clock
+        self._sessions = sessions
 
     def applies(self, method: str) -> bool:
         return self._policy.access(method) is not Access.PUBLIC
@@ -181,7 +190,15 @@ class AuthenticationInterceptor(UnaryInterceptor):
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthenticated("the authorization metadata must be 'Bearer <access token>'")
-        principal = self._tokens.verify_principal(token.strip(), now=self._clock.now())
+        now = self._clock.now()
+        principal = self._tokens.verify_principal(token.strip(), now=now)
+        # Operator tokens open no session (no refresh family); they simply expire.
+        if (
+            self._sessions is not None
+            and principal.user_id is not None
+            and not await self._sessions.is_open(principal.session_id, now=now)
+        ):
+            raise _unauthenticated("this session has ended; sign in again", reason="SESSION_ENDED")
         current_call().principal = principal
         return await behavior(request, context)
 

@@ -27,6 +27,7 @@ from penpay_api.interceptors import (
     ObservabilityInterceptor,
 )
 from penpay_api.metrics import MetricsServer
+from penpay_api.sessions import SessionCheck
 
 log = structlog.get_logger("penpay.api")
 
@@ -60,6 +61,7 @@ class ApiServer:
         metrics_addr: str | None = None,
         trusted_proxies: Collection[str] = (),
         extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+        sessions: SessionCheck | None = None,
     ) -> None:
         self.services = list(services)
         self.grpc_addr = grpc_addr
@@ -77,7 +79,7 @@ class ApiServer:
         self.interceptors: list[grpc.aio.ServerInterceptor] = [
             ObservabilityInterceptor(trusted_proxies=trusted_proxies),
             ErrorMappingInterceptor(field_aliases=aliases),
-            AuthenticationInterceptor(tokens, self.policy, clock),
+            AuthenticationInterceptor(tokens, self.policy, clock, sessions),
             AuthorisationInterceptor(self.policy),
             idempotency,
         ]

@@ -22,6 +22,7 @@ from application.identity.errors import (
     InvalidCredentials,
     InvalidRefreshToken,
     UserNotFound,
+    VerificationCodeInvalid,
 )
 from application.identity.password_policy import check_password
 from application.identity.ports import (
@@ -264,6 +265,35 @@ class IdentityService:
         async with self._uow() as uow:
             user = await self._require_user(uow, user_id)
         await self._limits.check("verification_confirm", ip=client_ip, phone=user.phone.value)
+        await self._consume_code(user_id, purpose, code)
+
+    async def confirm_contact(
+        self, *, purpose: VerificationPurpose, contact: str, code: str, client_ip: str | None = None
+    ) -> None:
+        """Confirm the phone or email address `contact` names (the public VerifyPhone/VerifyEmail).
+
+        The attempt is counted before anything else is decided: an unknown contact costs an attempt
+        like a wrong code and gets the same answer, so neither guessing codes nor probing which
+        contacts have accounts is free."""
+        if purpose is VerificationPurpose.PHONE:
+            phone = PhoneNumber(contact)
+            async with self._uow() as uow:
+                user = await uow.users.find_by_phone(phone)
+            limited_phone: str | None = phone.value
+        else:
+            email = Email(contact)
+            async with self._uow() as uow:
+                user = await uow.users.find_by_email(email)
+            limited_phone = user.phone.value if user is not None else None
+        await self._limits.check("verification_confirm", ip=client_ip, phone=limited_phone)
+        if user is None:
+            raise VerificationCodeInvalid("no valid code: request a new one")
+        try:
+            await self._consume_code(user.id, purpose, code)
+        except UserNotFound:
+            raise VerificationCodeInvalid("no valid code: request a new one") from None
+
+    async def _consume_code(self, user_id: UserId, purpose: VerificationPurpose, code: str) -> None:
         now = self._clock.now()
         await self._codes.consume(user_id=user_id, purpose=purpose, code=code.strip(), now=now)
         async with self._uow() as uow:

@@ -376,7 +376,9 @@ def build_app(
     app[_STATE] = bridge
     app.on_startup.append(bridge.open)
     app.on_cleanup.append(bridge.close)
-    app.router.add_route("*", "/{tail:.*}", bridge.handle)
+    # [\s\S], not ".": the path is matched decoded, and a %0A in it must reach the bridge's own
+    # router (and its JSON 404 or 400), not aiohttp's text/plain 404.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", bridge.handle)
     return app
 
 

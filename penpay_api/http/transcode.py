@@ -4,7 +4,10 @@ The request message is built in grpc-gateway's order: the body (`body: "*"` fill
 `body: "field"` one top-level field), then the path variables (they win over the body), then, for
 fields bound neither by the path nor by the body, the query parameters (`a.b=1`, repeated keys for
 repeated fields). Unknown body fields are an error; unknown query parameters are ignored, as in
-grpc-gateway. Every failure is a TranscodeError, which the bridge answers with 400 INVALID_ARGUMENT.
+grpc-gateway. A JSON null, and a string or an array where a message is expected, are refused as the
+OpenAPI document refuses them (ParseDict would read them as "unset" / an empty message); a 64-bit
+integer may still come as a JSON number, as proto JSON allows and clients send small amounts.
+Every failure is a TranscodeError, which the bridge answers with 400 INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 # Well-known messages whose JSON form is a string, so one query/path value can set them.
 _STRING_WKT = {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
+_VALUE = "google.protobuf.Value"
 _WRAPPERS = {
     f"google.protobuf.{n}Value"
     for n in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
@@ -141,6 +145,46 @@ def _query_tree(
     return tree
 
 
+def _check_shape(data: Any, descriptor: Descriptor, where: str) -> None:
+    """TranscodeError where the JSON's shape is not the document's, in two places ParseDict is lenient:
+    a null (it reads "unset"; only wrappers and Value are nullable) and a string or an array where an
+    object is expected (it iterates them as if they were one: "" and [] became an empty message)."""
+    if not isinstance(data, dict):
+        raise TranscodeError(f"body: {where or 'the body'} must be a JSON object")
+    for key, value in data.items():
+        fd = descriptor.fields_by_name.get(key)
+        fd = fd or next((f for f in descriptor.fields if f.json_name == key), None)
+        if fd is None:
+            continue  # ParseDict reports unknown fields
+        path = f"{where}.{fd.name}" if where else fd.name
+        message = fd.message_type
+        if value is None:
+            if message is not None and (message.full_name in _WRAPPERS or message.full_name == _VALUE):
+                continue
+            raise TranscodeError(f"body: {path}: null is not allowed")
+        if message is None:
+            continue  # scalars: ParseDict checks them
+        if message.GetOptions().map_entry:
+            if not isinstance(value, dict):
+                raise TranscodeError(f"body: {path} must be a JSON object")
+            entry = message.fields_by_name["value"].message_type
+            if None in value.values() and (entry is None or entry.full_name != _VALUE):
+                raise TranscodeError(f"body: {path}: null is not allowed")
+            if entry is not None and not entry.full_name.startswith("google.protobuf."):
+                for item in value.values():
+                    _check_shape(item, entry, path)
+            continue
+        if message.full_name.startswith("google.protobuf."):
+            continue  # well-known types have JSON forms of their own, which ParseDict checks
+        if is_repeated(fd):
+            if not isinstance(value, list):
+                raise TranscodeError(f"body: {path} must be a JSON array")
+            for item in value:
+                _check_shape(item, message, path)
+        else:
+            _check_shape(value, message, path)
+
+
 def _parse_into(data: Any, message: Message, what: str) -> None:
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=False)
@@ -163,6 +207,7 @@ def build_request(
     body_rule = route.binding.body
     if body_rule and body.strip():
         data = parse_json(body)
+        _check_shape(data if body_rule == "*" else {body_rule: data}, descriptor, "")
         if body_rule == "*":
             _parse_into(data, message, "body")
         else:

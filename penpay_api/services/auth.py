@@ -7,12 +7,10 @@ from datetime import timedelta
 
 import grpc
 
-from application.identity.errors import UserNotFound, VerificationCodeInvalid
+from application.identity.errors import UserNotFound
 from application.identity.ports import IdentityUnitOfWork, VerificationPurpose
 from application.identity.service import IdentityService, Session
 from domain.shared.clock import Clock
-from domain.user.email import Email
-from domain.user.phone_number import PhoneNumber
 from domain.user.user import User
 from penpay.auth.v1 import auth_pb2 as pb
 from penpay.auth.v1 import auth_pb2_grpc as pb_grpc
@@ -87,29 +85,21 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     async def VerifyPhone(
         self, request: pb.VerifyPhoneRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyPhoneResponse:
-        phone = PhoneNumber(request.phone_number)
-        user = await self._user(lambda uow: uow.users.find_by_phone(phone))
-        await self._confirm(user, VerificationPurpose.PHONE, request.code)
+        await self._identity.confirm_contact(
+            purpose=VerificationPurpose.PHONE,
+            contact=request.phone_number,
+            code=request.code,
+            client_ip=client_ip(),
+        )
         return pb.VerifyPhoneResponse()
 
     async def VerifyEmail(
         self, request: pb.VerifyEmailRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyEmailResponse:
-        email = Email(request.email)
-        user = await self._user(lambda uow: uow.users.find_by_email(email))
-        await self._confirm(user, VerificationPurpose.EMAIL, request.code)
+        await self._identity.confirm_contact(
+            purpose=VerificationPurpose.EMAIL, contact=request.email, code=request.code, client_ip=client_ip()
+        )
         return pb.VerifyEmailResponse()
-
-    async def _confirm(self, user: User | None, purpose: VerificationPurpose, code: str) -> None:
-        # An unknown contact gets the same answer as a wrong code: no account enumeration.
-        if user is None:
-            raise VerificationCodeInvalid("no valid code: request a new one")
-        try:
-            await self._identity.confirm_verification(
-                user_id=user.id, purpose=purpose, code=code, client_ip=client_ip()
-            )
-        except UserNotFound:
-            raise VerificationCodeInvalid("no valid code: request a new one") from None
 
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.LoginResponse:
         session = await self._identity.login(

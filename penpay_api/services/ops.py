@@ -24,6 +24,7 @@ DEFAULT_REPLAY_LIMIT = 100
 MAX_REPLAY_LIMIT = 1000
 DEAD_LETTER_SCAN = 100_000
 DEFAULT_STALE_AFTER = timedelta(hours=1)
+MAX_STALE_AFTER_SECONDS = 10 * 366 * 24 * 3600  # ten years
 
 # (engine, now=, stale_after=) -> persistence.consistency.ConsistencyReport
 ConsistencyCheck = Callable[..., Awaitable[Any]]
@@ -138,8 +139,11 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         if self._check is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the consistency check is not available")
         assert self._check is not None
-        if request.stale_after_seconds < 0:
-            raise InvalidValue("stale_after_seconds must not be negative", field="stale_after_seconds")
+        if not 0 <= request.stale_after_seconds <= MAX_STALE_AFTER_SECONDS:
+            # The upper bound also keeps timedelta (and now - stale_after) from overflowing.
+            raise InvalidValue(
+                f"stale_after_seconds must be 0 to {MAX_STALE_AFTER_SECONDS}", field="stale_after_seconds"
+            )
         stale_after = (
             timedelta(seconds=request.stale_after_seconds)
             if request.stale_after_seconds
