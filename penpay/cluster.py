@@ -407,15 +407,5 @@ class Cluster:
         if wait:
             await proc.wait_ready(self.config.start_timeout)
 
-    async def gateway_leader(self) -> str | None:
-        """The name of the gateway process that holds the lease now (None: none does)."""
-        from deriv_gateway.channel import SERVICE_NAME
-
-        names = ["gateway", "gateway-standby"] if self.config.standby_gateway else ["gateway"]
-        for name, addr in zip(names, self.gateway_addr.split(","), strict=True):
-            if self.processes[name].alive and await grpc_serving(addr, SERVICE_NAME):
-                return name
-        return None
-
     def logs(self) -> dict[str, str]:
         return {name: proc.tail() for name, proc in self.processes.items()}

@@ -76,7 +76,9 @@ Against the simulators' books (SimulatorBooks):
   DERIV_FLOAT_MISMATCH    ledger DERIV_AGENT_FLOAT USD movements (postings with a transaction)
                           != the agent's balance change in the simulator (current - opening),
                           beyond what in-flight transactions explain
-  STK_CHARGE_UNKNOWN      a charged STK push matches no mpesa_requests row
+  STK_CHARGE_UNKNOWN      a charged STK push matches no mpesa_requests row (and no NEEDS_REVIEW
+                          deposit of the same phone and amount that never recorded its push's
+                          answer: that one is warning STK_CHARGE_IN_REVIEW, the review's to settle)
   STK_CHARGE_UNBOOKED     a charged STK push whose request is not CONFIRMED while its
                           transaction is terminal (NEEDS_REVIEW and in-flight: not a violation)
   STK_CONFIRMED_NOT_CHARGED  a CONFIRMED mpesa_requests row the M-Pesa books never charged
@@ -175,6 +177,7 @@ class WarningCode(StrEnum):
     STK_CHARGE_PENDING = "STK_CHARGE_PENDING"
     B2C_PAID_PENDING = "B2C_PAID_PENDING"
     SIMULATOR_ADJUSTMENTS = "SIMULATOR_ADJUSTMENTS"
+    STK_CHARGE_IN_REVIEW = "STK_CHARGE_IN_REVIEW"
     TRUNCATED = "TRUNCATED"
 
 
@@ -1269,6 +1272,27 @@ def _expected_deriv_move(tx: _TxRow, refund: bool) -> tuple[str | None, int | No
     return DERIV_WITHDRAW_KIND, tx.amount_cents
 
 
+async def _deposits_in_review_without_request(
+    connection: AsyncConnection,
+) -> dict[tuple[str, int], list[uuid.UUID]]:
+    """NEEDS_REVIEW deposits that never recorded an STK push answer, by (phone, amount)."""
+    rows = await connection.execute(
+        select(_t.c.id, _t.c.phone, _t.c.amount_cents)
+        .where(
+            _t.c.type == _DEPOSIT,
+            _t.c.status == S.NEEDS_REVIEW.value,
+            ~select(mpesa_requests.c.transaction_id)
+            .where(mpesa_requests.c.transaction_id == _t.c.id)
+            .exists(),
+        )
+        .order_by(_t.c.created_at, _t.c.id)
+    )
+    found: dict[tuple[str, int], list[uuid.UUID]] = defaultdict(list)
+    for row in rows:
+        found[(str(row.phone), int(row.amount_cents))].append(row.id)
+    return found
+
+
 async def _check_mpesa_books(connection: AsyncConnection, out: _Collector, books: MpesaBooks) -> None:
     mr = mpesa_requests
     md = mpesa_disbursements
@@ -1293,9 +1317,23 @@ async def _check_mpesa_books(connection: AsyncConnection, out: _Collector, books
         )
         for found in rows:
             requests[found.checkout_request_id] = found
+    in_review = await _deposits_in_review_without_request(connection)
     for checkout_id, charge in sorted(charged.items()):
         row = requests.get(checkout_id)
         if row is None:
+            candidates = in_review.get((charge.phone, charge.amount_cents))
+            if candidates:
+                owner = candidates.pop(0)
+                # The push's answer (its CheckoutRequestID) was lost and the deposit is in review
+                # for it: the charge is that review's to settle, not money gone astray.
+                sim_net[owner] += charge.amount_cents
+                out.warning(
+                    WarningCode.STK_CHARGE_IN_REVIEW,
+                    f"M-Pesa charged {charge.phone} {_money(charge.amount_cents, 'KES')} for STK push "
+                    f"{checkout_id}, whose answer the deposit in review never recorded",
+                    owner,
+                )
+                continue
             out.violation(
                 Code.STK_CHARGE_UNKNOWN,
                 f"M-Pesa charged {charge.phone} {_money(charge.amount_cents, 'KES')} "

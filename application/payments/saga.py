@@ -16,6 +16,7 @@ kills the process at a named point.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import is_legal_transition
 from domain.payments.transaction import Transaction
+from domain.shared.errors import DomainError
 from domain.shared.ids import TransactionId
 from domain.wallet.account_kind import AccountKind, LedgerSide
 from domain.wallet.errors import Overdraft
@@ -44,6 +46,10 @@ from domain.wallet.money import Money
 from domain.wallet.posting import Posting
 
 log = structlog.get_logger("penpay.saga")
+
+# How long a worker holds an STK push's answer while the database cannot store it (seconds).
+# Past the call grace (PENPAY_SAGA_CALL_GRACE) other workers take the answer for lost anyway.
+STK_ANSWER_PATIENCE = 60.0
 
 MAX_STEPS_PER_ADVANCE = 12
 
@@ -209,8 +215,31 @@ class PaymentSaga:
                 now=now,
             )
 
-        await self._finish(tx_id, record, only_if=S.PENDING)
+        await self._record_stk_answer(tx_id, record)
         return False  # now the customer pays; the callback wakes us
+
+    async def _record_stk_answer(
+        self, tx_id: TransactionId, record: Callable[[Transaction, Any], None]
+    ) -> None:
+        """An STK push carries no id of ours: its CheckoutRequestID, held only in memory here, is
+        the one way to query the payment later. Keep trying to store it while the database is
+        away (a restart, a failover) instead of dropping it and leaving the charge to review."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STK_ANSWER_PATIENCE
+        while True:
+            try:
+                await self._finish(tx_id, record, only_if=S.PENDING)
+                return
+            except DomainError:
+                raise
+            except Exception as error:
+                if loop.time() > deadline:
+                    raise
+                log.warning(
+                    "saga.stk_answer_not_stored_yet", transaction_id=str(tx_id), error=type(error).__name__
+                )
+                # Short steps: the answer must land before another worker's call grace runs out.
+                await asyncio.sleep(0.25)
 
     async def _mark_stk_unknown(self, tx_id: TransactionId, decision: Decision) -> bool:
         return await self._finish(

@@ -316,3 +316,30 @@ async def test_a_b2c_paid_while_the_withdrawal_waits_for_its_result_is_a_warning
     assert (WarningCode.B2C_PAID_PENDING, str(withdrawal.id)) in {
         (w.code, w.transaction_id) for w in report.warnings
     }
+
+
+async def test_an_stk_charge_whose_answer_a_deposit_in_review_lost_is_that_reviews(run: Run) -> None:
+    from persistence.unit_of_work import SqlUnitOfWork
+    from tests.consistency.helpers import start_deposit
+
+    # The worker sent the push, M-Pesa charged the phone, and the answer never reached the database.
+    lost = start_deposit(run.world.deposit.user_id, shillings=1_234, phone="254711999888")
+    lost.mark_outcome_unknown("the STK push was sent and its answer lost")
+    lost.needs_review("the STK push's answer was lost: no CheckoutRequestID to query")
+    async with SqlUnitOfWork(run.world.engine) as uow:
+        await uow.transactions.add(lost)
+        await uow.commit()
+    await run.mpesa.stk("254711999888", 1_234)
+
+    report = await run.check()
+
+    assert report.violations == []
+    assert {(w.code, w.transaction_id) for w in report.warnings} == {
+        (WarningCode.STK_CHARGE_IN_REVIEW, str(lost.id))
+    }
+    assert report.floats[1].unexplained_cents == 0
+
+    # a second charge of the same phone and amount has no review left to belong to
+    await run.mpesa.stk("254711999888", 1_234)
+    again = await run.check()
+    assert Code.STK_CHARGE_UNKNOWN in again.codes()

@@ -413,3 +413,84 @@ async def test_withdraw_resolve_only_needs_no_code_and_never_sends(sim, start_ga
             pb.WithdrawRequest(withdrawal_id=unsent, client_token=CLIENT_TOKEN, amount=usd(1300))
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_refused_statement_does_not_make_an_executed_withdrawal_not_executed(
+    sim, start_gateway, journal_url
+):
+    # Found by the chaos soak: the statement answered RateLimit (a "not executed" of the statement
+    # call itself) and resolve_only passed it on as NOT_EXECUTED of the withdrawal, which the saga
+    # then failed while Deriv had debited the user.
+    gw = await start_gateway(database_url=journal_url, unknown_settle=0.0)
+    executed = str(uuid.uuid4())
+    await _claim(journal_url, executed, kind="withdraw")
+    await _execute_behind_the_gateway(sim, executed, kind="withdraw")
+    await sim.fault(kind="rate_limit", call="statement", times=1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gw.stub.Withdraw(_withdraw(executed))
+
+    info, _ = error_info(caught.value)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info is not None and info.reason == "OutcomeUnknown" and "RateLimit" in caught.value.details()
+    assert (await gw.server.journal.get(executed)).status == jn.SENDING
+    found = await gw.stub.Withdraw(_withdraw(executed))  # the statement answers again
+    assert found.resolved_from_statement
+
+
+async def test_only_the_gateways_own_verdict_proves_an_operation_was_not_executed(
+    sim, start_gateway, journal_url, redis_url, key_prefix
+):
+    # Found by the chaos soak: a resolve_only Withdraw that reached the standby came back
+    # NotLeader (a "not executed" of that request), the saga took it for NOT_EXECUTED of the
+    # withdrawal and failed it, while Deriv had debited the user.
+    from application.payments.errors import CallOutcomeUnknown, CallUnavailable, NotExecuted
+    from deriv_gateway.lease import RedisLease
+    from deriv_gateway.payments_client import GatewayDerivPayments
+    from domain.wallet.money import Currency, Money
+
+    key = f"{key_prefix}lease"
+    leader = await start_gateway(
+        database_url=journal_url, lease=RedisLease(redis_url, key, ttl=5.0, retry=0.1)
+    )
+    standby = await start_gateway(
+        database_url=journal_url, wait=False, lease=RedisLease(redis_url, key, ttl=5.0, retry=0.1)
+    )
+    executed = str(uuid.uuid4())
+    await _claim(journal_url, executed, kind="withdraw")
+    await _execute_behind_the_gateway(sim, executed, kind="withdraw")
+    amount = Money(1300, Currency.USD)
+    not_proof = (CallUnavailable, CallOutcomeUnknown)  # the saga asks again later
+
+    async with grpc.aio.insecure_channel(standby.server.address) as channel:
+        with pytest.raises(not_proof):
+            await GatewayDerivPayments(channel, timeout=10).withdraw(
+                withdrawal_id=executed,
+                client_token="",
+                verification_code="",
+                amount=amount,
+                resolve_only=True,
+            )
+    async with grpc.aio.insecure_channel(leader.server.address) as channel:
+        client = GatewayDerivPayments(channel, timeout=10)
+        await sim.fault(kind="rate_limit", call="statement", times=1)
+        with pytest.raises(not_proof):
+            await client.withdraw(
+                withdrawal_id=executed,
+                client_token="",
+                verification_code="",
+                amount=amount,
+                resolve_only=True,
+            )
+        found = await client.withdraw(
+            withdrawal_id=executed, client_token="", verification_code="", amount=amount, resolve_only=True
+        )
+        assert found.deriv_transaction_id
+        with pytest.raises(NotExecuted):  # never sent: the gateway's own proof
+            await client.withdraw(
+                withdrawal_id=str(uuid.uuid4()),
+                client_token="",
+                verification_code="",
+                amount=amount,
+                resolve_only=True,
+            )
