@@ -1,14 +1,20 @@
-"""Audit log writer: append-only `audit_logs` rows, in the same transaction as the action,
-linked into one SHA-256 hash chain (tamper evidence).
+"""Audit log: append-only `audit_logs` rows linked into one SHA-256 hash chain (tamper evidence).
 
 Each row carries prev_hash (the row_hash of the row before it in the chain) and
 row_hash = SHA-256(prev_hash + "\\n" + content), content being occurred_at, actor, action,
 subject and details. Chain order is id order. The chain head (last hash, row count) lives in
-the one-row `audit_chain_head` table, which every writer locks (SELECT ... FOR UPDATE; on
-SQLite the transaction already holds the write lock, BEGIN IMMEDIATE) inside the writing
-transaction, right before inserting: concurrent writers are serialised for that short moment
-only, and each sees the committed head of the one before. verify_chain() walks the rows and
-finds any changed, removed or inserted row, and a cut tail (against the head).
+the one-row `audit_chain_head` table.
+
+Writing is in two steps, so that no business transaction waits for the chain head:
+1. write_pending(): inside the action's own transaction, the records go to `audit_pending`
+   (committed with the action or not at all; no lock beyond the rows inserted);
+2. seal_pending(): right after the commit (persistence/audit_sealer.py), a short transaction locks
+   the head (SELECT ... FOR UPDATE; on SQLite the transaction holds the write lock), moves every
+   committed pending record into audit_logs in id order, chained, deletes them from audit_pending
+   and moves the head. Sealers of every process serialise on the head, once per batch of records
+   instead of once per business commit; chain order is the order records were sealed in.
+verify_chain() walks the rows and finds any changed, removed or inserted row, and a cut tail
+(against the head); records still waiting in audit_pending are counted, not checked.
 
 Database triggers (migration 0004) refuse UPDATE and DELETE on audit_logs and ledger_entries.
 The chain proves integrity relative to the head: publishing the head hash elsewhere from time
@@ -24,19 +30,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.shared.clock import utc_now
 from domain.shared.events import DomainEvent
 from domain.shared.json_value import JSONValue
 from persistence.outbox import bounded_context
-from persistence.tables import audit_chain_head, audit_logs
+from persistence.tables import audit_chain_head, audit_logs, audit_pending
 
 GENESIS_HASH = "0" * 64
 HEAD_ID = 1
 
 _INSERT_AUDIT = insert(audit_logs)
+_INSERT_PENDING = insert(audit_pending)
+_PENDING_BATCH = (
+    select(audit_pending).order_by(audit_pending.c.id).limit(bindparam("batch_size")).with_for_update()
+)
+_DELETE_PENDING = delete(audit_pending).where(audit_pending.c.id.in_(bindparam("ids", expanding=True)))
+_COUNT_PENDING = select(func.count()).select_from(audit_pending)
 _LOCK_HEAD = select(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).with_for_update()
 _INSERT_HEAD = insert(audit_chain_head)
 _UPDATE_HEAD = (
@@ -87,21 +99,29 @@ class AuditRecord:
     subject_id: str
     details: Mapping[str, JSONValue]
 
-    def row(self, prev_hash: str = GENESIS_HASH) -> dict[str, Any]:
-        details = json.dumps(self.details, separators=(",", ":"), sort_keys=True)
-        content = content_of(
-            self.occurred_at, self.actor, self.action, self.subject_type, self.subject_id, details
-        )
+    def pending_row(self) -> dict[str, Any]:
+        """The record's content as audit_pending (and audit_logs) store it."""
         return {
             "occurred_at": self.occurred_at,
             "actor": self.actor,
             "action": self.action,
             "subject_type": self.subject_type,
             "subject_id": self.subject_id,
-            "details": details,
-            "prev_hash": prev_hash,
-            "row_hash": chain_hash(prev_hash, content),
+            "details": json.dumps(self.details, separators=(",", ":"), sort_keys=True),
         }
+
+    def row(self, prev_hash: str = GENESIS_HASH) -> dict[str, Any]:
+        return chained(self.pending_row(), prev_hash)
+
+
+def chained(content: Mapping[str, Any], prev_hash: str) -> dict[str, Any]:
+    """An audit_logs row: the record's content (as pending_row() gives it), linked to `prev_hash`."""
+    row: dict[str, Any] = {key: content[key] for key in CONTENT_COLUMNS}
+    text = content_of(*(row[key] for key in CONTENT_COLUMNS))
+    return {**row, "prev_hash": prev_hash, "row_hash": chain_hash(prev_hash, text)}
+
+
+CONTENT_COLUMNS = ("occurred_at", "actor", "action", "subject_type", "subject_id", "details")
 
 
 def is_financial(event: DomainEvent) -> bool:
@@ -137,16 +157,27 @@ async def _lock_head(connection: AsyncConnection) -> tuple[str, int]:
     return str(head.last_hash), int(head.row_count)
 
 
-async def write_records(connection: AsyncConnection, records: Sequence[AuditRecord]) -> None:
-    if not records:
-        return
+async def write_pending(connection: AsyncConnection, records: Sequence[AuditRecord]) -> None:
+    """Step 1, in the action's transaction: the records wait in audit_pending (no lock taken)."""
+    if records:
+        await connection.execute(_INSERT_PENDING, [record.pending_row() for record in records])
+
+
+async def seal_pending(connection: AsyncConnection, *, batch_size: int = 1000) -> int:
+    """Step 2, in a transaction of its own (the caller commits): chain up to `batch_size` committed
+    pending records into audit_logs under the head lock. Returns how many were sealed."""
     prev, count = await _lock_head(connection)
+    # A locking read: the latest committed pending rows, whatever this transaction's snapshot.
+    pending = (await connection.execute(_PENDING_BATCH, {"batch_size": batch_size})).all()
+    if not pending:
+        return 0
     rows = []
-    for record in records:
-        row = record.row(prev)
+    for record in pending:
+        row = chained(record._mapping, prev)
         rows.append(row)
         prev = row["row_hash"]
     await connection.execute(_INSERT_AUDIT, rows)
+    await connection.execute(_DELETE_PENDING, {"ids": [record.id for record in pending]})
     last_id = (await connection.execute(_MAX_ID)).scalar_one()
     await connection.execute(
         _UPDATE_HEAD,
@@ -157,12 +188,18 @@ async def write_records(connection: AsyncConnection, records: Sequence[AuditReco
             "updated_at": utc_now(),
         },
     )
+    return len(rows)
+
+
+async def count_pending(connection: AsyncConnection) -> int:
+    return int((await connection.execute(_COUNT_PENDING)).scalar_one())
 
 
 @dataclass
 class ChainReport:
     rows_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    pending: int = 0  # records committed but not sealed yet (not part of the chain so far)
 
     @property
     def ok(self) -> bool:
@@ -190,6 +227,7 @@ async def verify_chain(
                 report.problems.append(f"row {row.id}: content does not match its hash (changed)")
             prev_hash, prev_id = row.row_hash, row.id
         after = rows[-1].id
+    report.pending = await count_pending(connection)
     head = (await connection.execute(_READ_HEAD)).first()
     if head is None:
         if report.rows_checked:

@@ -57,13 +57,17 @@ _REVOKE_DEVICE = (
 
 _vc = verification_codes
 _INSERT_CODE = insert(_vc)
+# Superseding goes through the primary key of the codes a plain read found: an UPDATE over the
+# (user_id, purpose) range would take InnoDB gap locks, and two new users (UUIDv7 ids: the same gap
+# at the end of the index) asking for a code at once would deadlock on their INSERTs.
+_UNCONSUMED_CODES = select(_vc.c.id).where(
+    _vc.c.user_id == bindparam("b_user_id"),
+    _vc.c.purpose == bindparam("b_purpose"),
+    _vc.c.consumed_at.is_(None),
+)
 _SUPERSEDE_CODES = (
     update(_vc)
-    .where(
-        _vc.c.user_id == bindparam("b_user_id"),
-        _vc.c.purpose == bindparam("b_purpose"),
-        _vc.c.consumed_at.is_(None),
-    )
+    .where(_vc.c.id.in_(bindparam("ids", expanding=True)), _vc.c.consumed_at.is_(None))
     .values(consumed_at=bindparam("at"))
 )
 _LATEST_CODE = (
@@ -186,9 +190,19 @@ class SqlVerificationCodeStore:
         self, *, user_id: UserId, purpose: VerificationPurpose, code: str, now: datetime
     ) -> None:
         async with self._engine.begin() as connection:
-            await connection.execute(
-                _SUPERSEDE_CODES, {"b_user_id": user_id.value, "b_purpose": purpose.value, "at": now}
+            # A code made concurrently for the same user may stay unconsumed: consume() only ever
+            # checks the latest one, so it can never be used.
+            older = (
+                (
+                    await connection.execute(
+                        _UNCONSUMED_CODES, {"b_user_id": user_id.value, "b_purpose": purpose.value}
+                    )
+                )
+                .scalars()
+                .all()
             )
+            if older:
+                await connection.execute(_SUPERSEDE_CODES, {"ids": list(older), "at": now})
             await connection.execute(
                 _INSERT_CODE,
                 {

@@ -438,8 +438,23 @@ verification_codes = Table(
     Index(None, "user_id", "purpose"),
 )
 
-# The head of the audit_logs hash chain: one row (id 1), locked FOR UPDATE by every writer of
-# audit rows, so chain order is serialised and equals id order.
+# Audit records committed with their action but not yet in the chain: the sealer
+# (persistence/audit_sealer.py) moves them into audit_logs, chained, right after the commit, so a
+# business transaction never waits for the chain head. Rows here are deleted once sealed.
+audit_pending = Table(
+    "audit_pending",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject_type", String(32), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("details", Text, nullable=False),
+)
+
+# The head of the audit_logs hash chain: one row (id 1), locked FOR UPDATE by the sealer while it
+# appends, so chain order is serialised and equals id order.
 audit_chain_head = Table(
     "audit_chain_head",
     metadata,

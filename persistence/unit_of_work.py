@@ -1,9 +1,15 @@
 """SqlUnitOfWork: one database transaction per business operation.
 
 Commits, together or not at all: the aggregates the repositories touched, their new
-domain events as outbox rows (`domain_events`), `audit_logs` rows for every financial
-event and for explicit audit records, and idempotency records. Nothing is published
-before commit: the outbox relay only ever sees committed rows.
+domain events as outbox rows (`domain_events`), audit records for every financial event and
+for explicit audit records, and idempotency records. Nothing is published before commit: the
+outbox relay only ever sees committed rows.
+
+Audit records are committed to `audit_pending` and chained into `audit_logs` right after the
+commit (persistence/audit.py): on MariaDB by the audit sealer, once this unit of work's
+connection is back in the pool (leaving the `async with` waits for it), so concurrent commits
+never queue on the chain head; on SQLite, whose transaction holds the database's write lock
+anyway, in the same transaction.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from domain.shared.clock import Clock, SystemClock
 from domain.shared.events import DomainEvent
 from domain.shared.json_value import JSONValue
 from persistence import audit, outbox
+from persistence.audit_sealer import sealer_for
 from persistence.idempotency_store import complete
 from persistence.ledger_repository import SqlLedgerRepository
 from persistence.saga_steps import SqlSagaSteps
@@ -36,6 +43,9 @@ class SqlUnitOfWork:
         self._sources: list[EventSource] = []
         self._audit_records: list[audit.AuditRecord] = []
         self._committed = False
+        self._to_seal = False
+        # SQLite: one writer at a time already, so the records are chained in the transaction itself.
+        self._seal_in_transaction = engine.dialect.name == "sqlite"
 
     @property
     def connection(self) -> AsyncConnection:
@@ -48,6 +58,7 @@ class SqlUnitOfWork:
         await self._connection.begin()
         self._events, self._sources, self._audit_records = [], [], []
         self._committed = False
+        self._to_seal = False
         self.ledger = SqlLedgerRepository(self._connection, self.clock)
         self.transactions = SqlTransactionRepository(self._connection, self.track)
         self.users = SqlUserRepository(self._connection, self.track)
@@ -65,6 +76,9 @@ class SqlUnitOfWork:
                 await connection.rollback()
         finally:
             await connection.close()
+        if self._to_seal:
+            self._to_seal = False
+            await sealer_for(self._engine).sealed()
 
     # --- what the operation hands to the unit of work --------------------------------
 
@@ -120,9 +134,12 @@ class SqlUnitOfWork:
         records = [*self._audit_records]
         records.extend(audit.record_for_event(e, self.actor) for e in events if audit.is_financial(e))
         await outbox.write_events(connection, events)
-        await audit.write_records(connection, records)
+        await audit.write_pending(connection, records)
+        if records and self._seal_in_transaction:
+            await audit.seal_pending(connection, batch_size=max(1000, len(records)))
         await connection.commit()
         self._committed = True
+        self._to_seal = self._to_seal or (bool(records) and not self._seal_in_transaction)
         self._events, self._sources, self._audit_records = [], [], []
 
     async def rollback(self) -> None:

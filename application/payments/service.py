@@ -90,15 +90,18 @@ class PaymentsApplication:
     ) -> Transaction:
         if amount.currency is not Currency.KES:
             raise InvalidValue("a deposit is paid in KES", field="currency")
-        existing = await self._existing(user_id, idempotency_key_hash)
+        # One read for both (each unit of work is a pooled connection and its round trips); the
+        # user is judged after the policy, whose refusals come first.
+        async with self._uow() as uow:
+            existing = await uow.transactions.find_by_idempotency_key(user_id, idempotency_key_hash)
+            found = await uow.users.get(user_id) if existing is None else None
         if existing is not None:
             return existing
         if self._policy is not None:
             await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
-        user = await self._user(user_id)
+        user = _bound(found)
         payer = PhoneNumber(phone) if phone else user.phone
-        async with self._uow() as uow:
-            now = uow.clock.now()
+        now = self._uow().clock.now()  # the clock only: no unit of work is entered
         rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
         assert user.deriv_loginid is not None
         created = await create_once(
@@ -241,11 +244,7 @@ class PaymentsApplication:
     async def _user(self, user_id: UserId) -> User:
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
-        if user is None:
-            raise TransactionNotFound("no such user", field="user_id")
-        if user.deriv_loginid is None:
-            raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
-        return user
+        return _bound(user)
 
     async def _get(self, tx_id: TransactionId) -> Transaction:
         async with self._uow() as uow:
@@ -264,6 +263,15 @@ class PaymentsApplication:
                 await uow.transactions.save(tx)
                 await uow.commit()
         return tx
+
+
+def _bound(user: User | None) -> User:
+    """The user, who must exist and have a Deriv account bound."""
+    if user is None:
+        raise TransactionNotFound("no such user", field="user_id")
+    if user.deriv_loginid is None:
+        raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
+    return user
 
 
 def _encode_token(tx_id: TransactionId) -> str:

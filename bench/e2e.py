@@ -1,0 +1,455 @@
+"""End to end on the multi-process cluster (penpay/cluster.py): MariaDB + Redis, both simulators at
+zero delay, and every PenPay process on its own (api, http, gateway, callbacks, relay, 2 saga workers).
+
+Phases, one cluster:
+1. rate-limit burst: the Deriv simulator's call limits set to `BURST_LIMIT_PER_MINUTE` (below what
+   the cluster completes here, so a burst larger than a minute's allowance waits on the limit) and
+   the gateway's socket dropped so it reads website_status again; B deposits at once; then the
+   cluster's logs are searched for a RateLimit answer received. First, while Deriv's limit window
+   is fresh (lowering the limit after the other phases' calls would find the window full already).
+2. deposits: D deposits initiated through gRPC, 16 in flight; the InitiateDeposit latency is the
+   caller's; completion is read from the database (transactions.updated_at of the COMPLETED row), so
+   nothing polls the API. deposits/s = completed / (last completion - first initiation).
+3. withdrawals: W withdrawals (InitiateWithdrawal, the code from the Deriv simulator's mailbox,
+   ConfirmWithdrawal), 16 in flight, measured the same way.
+In phases 2 and 3 the simulator's limits are lifted, so the figures measure PenPay, not Deriv's limits.
+The CPU each cluster process spent in phases 2 and 3, per completed transaction, says where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.load import Sample, counted
+from bench.results import Figure, Goal, Results
+from bench.users import DEPOSITS_PER_USER, BenchUser, make_users
+
+GROUP = "e2e"
+CONCURRENCY = 16
+BURST_LIMIT_PER_MINUTE = 60  # binds once a burst is larger than a minute's allowance (x 0.9)
+NO_LIMITS = {
+    "general_minutely": 10**8,
+    "general_hourly": 10**9,
+    "outcome_minutely": 10**8,
+    "outcome_hourly": 10**9,
+}
+FAST_ARGON2 = {  # registering the bench's users is set-up, not what is measured
+    "PENPAY_ARGON2_TIME_COST": "1",
+    "PENPAY_ARGON2_MEMORY_KIB": "1024",
+    "PENPAY_ARGON2_PARALLELISM": "1",
+}
+FINAL = ("COMPLETED", "FAILED", "REVERSED", "NEEDS_REVIEW")
+
+
+def sizes(args: argparse.Namespace) -> tuple[int, int, int]:
+    """(deposits, withdrawals, burst deposits)"""
+    deposits, withdrawals, burst = (30, 10, 20) if args.quick else (200, 50, 100)
+    return deposits, withdrawals, getattr(args, "burst", None) or burst
+
+
+def _log(started: float, what: str) -> None:
+    print(f"  e2e: {what} ({time.monotonic() - started:.0f} s)", flush=True)
+
+
+async def _sim_limits(control: str, limits: dict[str, int], cluster: Any) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{control}/config", json={"rate_limits": limits}) as r:
+            r.raise_for_status()
+        async with http.post(f"{control}/connections/drop", json={}) as r:
+            r.raise_for_status()
+    await asyncio.sleep(0.5)
+    await cluster.wait_for_gateway_leader(30)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    created: float  # epoch seconds
+    updated: float  # the last update: for a COMPLETED row, when it completed
+    reason: str | None = None  # failure_reason, for the note
+
+    @property
+    def seconds(self) -> float:
+        return self.updated - self.created
+
+
+async def _outcomes(url: str, kind: str, since: datetime) -> list[Outcome]:
+    """The transactions of `kind` created since `since`, read from the database."""
+    from sqlalchemy import select
+
+    from persistence.tables import transactions as t
+
+    async with _engine(url).connect() as connection:
+        rows = (
+            await connection.execute(
+                select(t.c.status, t.c.created_at, t.c.updated_at, t.c.failure_reason).where(
+                    t.c.type == kind, t.c.created_at >= since
+                )
+            )
+        ).all()
+    return [
+        Outcome(r.status, r.created_at.timestamp(), r.updated_at.timestamp(), r.failure_reason) for r in rows
+    ]
+
+
+def _reasons(rows: list[Outcome]) -> str:
+    """The most frequent failure reasons of the rows that did not complete."""
+    counts: dict[str, int] = {}
+    for o in rows:
+        if o.status != "COMPLETED" and o.reason:
+            counts[o.reason[:80]] = counts.get(o.reason[:80], 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:2]
+    return "; why: " + "; ".join(f"{n} x {reason}" for reason, n in top) if top else ""
+
+
+_engines: dict[str, Any] = {}
+
+
+def _engine(url: str) -> Any:
+    """One small engine per database for the polls (disposed with the scratch database)."""
+    from persistence.engine import create_engine
+
+    if url not in _engines:
+        _engines[url] = create_engine(url, pool_size=1)
+    return _engines[url]
+
+
+async def _dispose_engine(url: str) -> None:
+    engine = _engines.pop(url, None)
+    if engine is not None:
+        await engine.dispose()
+
+
+async def _wait_final(url: str, kind: str, since: datetime, count: int, timeout: float) -> list[Outcome]:
+    """Poll the database (not the API) until `count` transactions are final, or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await _outcomes(url, kind, since)
+        if sum(1 for o in rows if o.status in FINAL) >= count or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.5)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def _completion_figures(
+    results: Results,
+    label: str,
+    rows: list[Outcome],
+    started: float,
+    initiated: int,
+    goal: Goal | None,
+    baseline: str | None,
+    cpu_seconds: dict[str, float] | None = None,
+) -> None:
+    """Completed per second from the phase's first initiation to its last completion, and the
+    initiation-to-completed latencies, from the rows' own timestamps; `cpu_seconds`: CPU each
+    process spent in the phase (shown per completed transaction: where the time goes)."""
+    done = [o for o in rows if o.status == "COMPLETED"]
+    cpu = {name: round(sec * 1000 / max(len(done), 1), 2) for name, sec in (cpu_seconds or {}).items()}
+    others: dict[str, int] = {}
+    for o in rows:
+        if o.status != "COMPLETED":
+            others[o.status] = others.get(o.status, 0) + 1
+    span = max(o.updated for o in done) - started if done else None
+    seconds = [o.seconds for o in done]
+    results.add(
+        Figure(
+            group=GROUP,
+            name=f"{label} completed end to end",
+            value=len(done) / span if span else None,
+            unit="/s",
+            concurrency=CONCURRENCY,
+            count=len(done),
+            errors=initiated - len(done),
+            p50_ms=_ms(_percentile(seconds, 0.5)),
+            p99_ms=_ms(_percentile(seconds, 0.99)),
+            cpu_ms_per_op=cpu,
+            baseline=baseline,
+            goal=goal,
+            note=f"p50/p99: initiation to completed; {initiated} initiated, {len(done)} completed"
+            + (f" in {span:.1f} s" if span else "")
+            + (f"; not completed: {others}" if others else "")
+            + _reasons(rows),
+        )
+    )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _latency_figure(results: Results, name: str, sample: Sample, goal: Goal | None) -> None:
+    results.add(
+        Figure(
+            group=GROUP,
+            name=name,
+            value=sample.p99_ms,
+            unit="ms",
+            concurrency=sample.concurrency,
+            count=sample.count,
+            errors=sample.errors,
+            p50_ms=sample.p50_ms,
+            p99_ms=sample.p99_ms,
+            cpu_ms_per_op={k: round(v, 3) for k, v in sample.cpu_ms_per_op.items()},
+            goal=goal,
+            note=f"{sample.rate:.0f}/s initiated while the cluster completes them",
+            first_error=sample.first_error,
+        )
+    )
+
+
+def _cpu_snapshot(cluster: Any) -> dict[str, float]:
+    """CPU seconds so far of every cluster process (the bench itself as "client")."""
+    import os
+
+    from bench.load import cpu_seconds
+
+    pids = {name: proc.pid for name, proc in cluster.processes.items() if proc.pid}
+    pids["client"] = os.getpid()
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def _cpu_since(before: dict[str, float], cluster: Any) -> dict[str, float]:
+    now = _cpu_snapshot(cluster)
+    return {name: now[name] - before.get(name, 0.0) for name in now}
+
+
+def _log_sizes(workdir: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in workdir.glob("*.log")}
+
+
+def _rate_limit_lines(workdir: Path, since: dict[Path, int]) -> list[str]:
+    found = []
+    for path in workdir.glob("*.log"):
+        with path.open("rb") as f:
+            f.seek(since.get(path, 0))
+            for raw in f:
+                text = raw.decode(errors="replace")
+                if "RateLimit" in text:  # Deriv's error code, as the gateway and workers log it
+                    plain = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
+                    found.append(f"{path.name}: {plain[:200]}")
+    return found
+
+
+async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
+    try:
+        from penpay.cluster import Cluster, ClusterConfig
+    except ImportError:
+        results.notes.append("e2e: penpay/cluster.py is not there yet: the end-to-end group was not run")
+        return
+    import aiohttp
+    import grpc
+
+    from bench.groups import DEPOSITS_GOAL, P99_GOAL, raw_ledger_name
+    from bench.scratch import scratch_database
+    from penpay.payments.v1 import payments_pb2, payments_pb2_grpc
+
+    deposits, withdrawals, burst = sizes(args)
+    # at least 2 users per call in flight: one user's deposits never overlap (each refreshes its KYC)
+    dep_users_n = max(-(-deposits // DEPOSITS_PER_USER), 2 * CONCURRENCY)
+    burst_users_n = max(-(-burst // DEPOSITS_PER_USER), 2 * CONCURRENCY)
+    wd_users_n = -(-withdrawals // DEPOSITS_PER_USER)
+    t0 = time.monotonic()
+    with (
+        scratch_database(args.mysql_url, migrated=False) as (_name, url),
+        tempfile.TemporaryDirectory(prefix="penpay-bench-e2e-") as tmp,
+    ):
+        config = ClusterConfig(
+            database_url=url,
+            redis_url=args.redis_url,
+            workdir=Path(tmp),
+            seed=7,
+            float_usd_cents=10_000_000_00,
+            float_kes_cents=1_000_000_000_00,
+            env=FAST_ARGON2,
+            # the cluster's fast saga timings (its default): with production timings a deposit waited
+            # for the STK Query timer (p50 initiation-to-completed 68 s, measured), not for its callback
+        )
+        async with Cluster(config) as cluster, contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(_dispose_engine, url)
+            _log(t0, "cluster started")
+            addr, control = cluster.addresses["grpc"], cluster.addresses["deriv_control"]
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{control}/accounts/CR90000000/adjust",
+                    json={"amount": "10000000.00", "note": "bench float"},
+                ) as r,
+            ):
+                r.raise_for_status()
+            await _sim_limits(control, NO_LIMITS, cluster)
+            users = await make_users(addr, control, dep_users_n + burst_users_n + wd_users_n)
+            _log(t0, f"{len(users)} users made")
+            dep_users = users[:dep_users_n]
+            burst_users = users[dep_users_n : dep_users_n + burst_users_n]
+            wd_users = users[dep_users_n + burst_users_n :]
+
+            async with grpc.aio.insecure_channel(addr) as channel:
+                payments = payments_pb2_grpc.PaymentsServiceStub(channel)
+
+                def deposit(user: BenchUser) -> Any:
+                    async def one() -> None:
+                        key = ("idempotency-key", f"bench-{secrets.token_hex(8)}")
+                        request = payments_pb2.InitiateDepositRequest(amount_cents=1_300_00, currency="KES")
+                        try:
+                            await payments.InitiateDeposit(request, metadata=user.metadata(key))
+                        except grpc.aio.AioRpcError as exc:  # a client retries ABORTED with the same key
+                            if exc.code() is not grpc.StatusCode.ABORTED:
+                                raise
+                            await asyncio.sleep(0.1)
+                            await payments.InitiateDeposit(request, metadata=user.metadata(key))
+
+                    return one
+
+                # 1. the rate-limit burst, at Deriv's limit
+                burst_ops = [deposit(u) for _ in range(DEPOSITS_PER_USER) for u in burst_users][:burst]
+                await _burst(results, url, control, cluster, Path(tmp), burst_ops, t0)
+
+                # 2. deposits
+                since = datetime.now(UTC).replace(microsecond=0)
+                await asyncio.sleep(1)  # created_at >= since, whatever the rounding
+                since_wall = time.time()
+                cpu_before = _cpu_snapshot(cluster)
+                ops = [deposit(u) for _ in range(DEPOSITS_PER_USER) for u in dep_users][:deposits]
+                sample = await counted(CONCURRENCY, ops, pids={"api": cluster.processes["api"].pid or 0})
+                _latency_figure(
+                    results, f"InitiateDeposit p99 under e2e load, {CONCURRENCY} in flight", sample, P99_GOAL
+                )
+                rows = await _wait_final(url, "DEPOSIT", since, sample.count, 60 if args.quick else 120)
+                _log(t0, "deposits final")
+                _completion_figures(
+                    results,
+                    "deposits",
+                    rows,
+                    since_wall,
+                    len(ops),
+                    DEPOSITS_GOAL,
+                    raw_ledger_name(16),
+                    _cpu_since(cpu_before, cluster),
+                )
+
+                # 3. withdrawals
+                await _withdrawals(results, args, url, control, channel, wd_users, withdrawals, cluster)
+
+
+async def _burst(
+    results: Results, url: str, control: str, cluster: Any, workdir: Path, ops: list[Any], t0: float
+) -> None:
+    """B deposits at once against Deriv's call limit (a fresh limit window: run before the other
+    phases, whose calls would already fill it), then the RateLimit answers the cluster received."""
+    await _sim_limits(control, {"general_minutely": BURST_LIMIT_PER_MINUTE}, cluster)
+    marks = _log_sizes(workdir)
+    since = datetime.now(UTC).replace(microsecond=0)
+    await asyncio.sleep(1)  # created_at >= since, whatever the rounding
+    since_wall = time.time()
+    await counted(CONCURRENCY, ops)
+    _log(t0, f"burst of {len(ops)} initiated")
+    timeout = len(ops) / (BURST_LIMIT_PER_MINUTE * 0.9 / 60) * 1.5 + 30
+    rows = await _wait_final(url, "DEPOSIT", since, len(ops), timeout)
+    _log(t0, "burst final")
+    completed = [o.updated for o in rows if o.status == "COMPLETED"]
+    others: dict[str, int] = {}
+    for o in rows:
+        if o.status != "COMPLETED":
+            others[o.status] = others.get(o.status, 0) + 1
+    done, span = len(completed), (max(completed) - since_wall if completed else 0.0)
+    limited = _rate_limit_lines(workdir, marks)
+    # the gateway's own limiter refuses before Deriv would ("client-side"); the rest came from Deriv
+    own = [line for line in limited if "client-side" in line]
+    deriv = [line for line in limited if "client-side" not in line]
+    binds = len(ops) > BURST_LIMIT_PER_MINUTE * 0.9
+    results.add(
+        Figure(
+            group=GROUP,
+            name=f"rate-limit burst: {len(ops)} deposits, RateLimit errors received",
+            value=float(len(limited)),
+            unit="errors",
+            count=done,
+            goal=Goal("0 RateLimit errors", "value_at_most", 0),
+            note=f"{done} of {len(ops)} completed in {span:.0f} s ({done / max(span, 1e-3):.1f}/s)"
+            + (f", not completed: {others}" if others else "")
+            + _reasons(rows)
+            + f"; Deriv's limit {BURST_LIMIT_PER_MINUTE} calls/min, the gateway allows itself 90%: "
+            + ("the limit bound" if binds else "too small a burst for the limit to bind (use --burst)")
+            + f"; RateLimit log lines: {len(deriv)} answered by Deriv, "
+            f"{len(own)} from the gateway's own limiter"
+            + (f"; first from Deriv: {deriv[0]}" if deriv else "")
+            + (f"; first from the gateway: {own[0]}" if own else ""),
+        )
+    )
+    await _sim_limits(control, NO_LIMITS, cluster)  # the other phases measure PenPay, not the limit
+
+
+async def _withdrawals(
+    results: Results,
+    args: argparse.Namespace,
+    url: str,
+    control: str,
+    channel: Any,
+    users: list[BenchUser],
+    count: int,
+    cluster: Any,
+) -> None:
+    import aiohttp
+
+    from penpay.payments.v1 import payments_pb2, payments_pb2_grpc
+
+    payments = payments_pb2_grpc.PaymentsServiceStub(channel)
+    async with aiohttp.ClientSession() as http:
+        for user in users:  # the users' Deriv accounts hold the USD they withdraw
+            async with http.post(
+                f"{control}/accounts/{user.loginid}/adjust", json={"amount": "1000.00", "note": "bench"}
+            ) as r:
+                r.raise_for_status()
+        locks = {user.loginid: asyncio.Lock() for user in users}
+
+        def withdrawal(user: BenchUser) -> Any:
+            async def one() -> None:
+                # one at a time per user: the mailbox's latest code must be this withdrawal's
+                async with locks[user.loginid]:
+                    started = await payments.InitiateWithdrawal(
+                        payments_pb2.InitiateWithdrawalRequest(amount_cents=10_00, currency="USD"),
+                        metadata=user.metadata(("idempotency-key", f"bench-{secrets.token_hex(8)}")),
+                    )
+                    async with http.get(f"{control}/mailbox/{user.loginid}") as r:
+                        code = (await r.json())["latest"]
+                    await payments.ConfirmWithdrawal(
+                        payments_pb2.ConfirmWithdrawalRequest(
+                            transaction_id=started.transaction.transaction_id, verification_code=code
+                        ),
+                        metadata=user.metadata(("idempotency-key", f"bench-{secrets.token_hex(8)}")),
+                    )
+
+            return one
+
+        since = datetime.now(UTC).replace(microsecond=0)
+        await asyncio.sleep(1)
+        since_wall = time.time()
+        cpu_before = _cpu_snapshot(cluster)
+        ops = [withdrawal(u) for _ in range(DEPOSITS_PER_USER) for u in users][:count]
+        sample = await counted(CONCURRENCY, ops, pids={"api": cluster.processes["api"].pid or 0})
+        _latency_figure(
+            results, f"InitiateWithdrawal + ConfirmWithdrawal p99, {CONCURRENCY} in flight", sample, None
+        )
+        rows = await _wait_final(url, "WITHDRAWAL", since, sample.count, 60 if args.quick else 120)
+        _completion_figures(
+            results, "withdrawals", rows, since_wall, len(ops), None, None, _cpu_since(cpu_before, cluster)
+        )

@@ -1,0 +1,211 @@
+"""Servers the benchmark runs in child processes, one process each, so the load generator (this
+process) and each server have their own interpreter and GIL, as in production.
+
+    spawn("grpc-echo") -> (process, {"addr": "127.0.0.1:NNNN"})
+
+A role prints one JSON line with its addresses once it serves, then runs until killed.
+Run as `python -m bench.roles ROLE '{"json": "args"}'`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ECHO_METHOD = "/bench.Echo/Echo"
+
+
+def _ready(info: dict[str, Any]) -> None:
+    print(json.dumps(info), flush=True)
+
+
+async def deriv_sim(compression: bool = False, enforce_limits: bool = False, seed: int = 3) -> None:
+    from deriv_gateway.simulator import DerivSimulator, RateLimitConfig, SimulatorConfig
+
+    limits = (
+        RateLimitConfig()
+        if enforce_limits
+        else RateLimitConfig(
+            general_minutely=10**8,
+            general_hourly=10**9,
+            outcome_minutely=10**8,
+            outcome_hourly=10**9,
+            ping_per_second=10**6,
+        )
+    )
+    config = SimulatorConfig(port=0, control_port=0, seed=seed, compression=compression, rate_limits=limits)
+    async with DerivSimulator(config) as sim:
+        _ready({"ws": sim.url(app_id=None), "control": sim.control_url})
+        await asyncio.Event().wait()
+
+
+async def gateway(ws_url: str, database_url: str, compression: bool = False) -> None:
+    from deriv_gateway import logs
+    from deriv_gateway.config import GatewayConfig
+    from deriv_gateway.server import GatewayServer
+    from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
+
+    logs.configure("WARNING")
+    config = GatewayConfig(
+        ws_url=ws_url,
+        app_id="1089",
+        agent_token=DEFAULT_AGENT_TOKEN,
+        grpc_addr="127.0.0.1:0",
+        database_url=database_url,
+        compression=compression,
+    )
+    server = GatewayServer(config)
+    await server.start()
+    await server.wait_serving(10)
+    _ready({"addr": server.address})
+    await asyncio.Event().wait()
+
+
+async def grpc_echo() -> None:
+    import grpc
+
+    async def echo(request: bytes, context: object) -> bytes:
+        return request
+
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _ready({"addr": f"127.0.0.1:{port}"})
+    await server.wait_for_termination()
+
+
+async def ws_echo(compression: bool = False) -> None:
+    from websockets.asyncio.server import serve
+
+    async def handler(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(handler, "127.0.0.1", 0, compression="deflate" if compression else None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        _ready({"url": f"ws://127.0.0.1:{port}"})
+        await asyncio.Event().wait()
+
+
+async def mpesa_sim() -> None:
+    from mpesa_adapter.simulator import DarajaSimulator, SimulatorConfig
+
+    async with DarajaSimulator(SimulatorConfig(port=0, seed=3)) as sim:
+        _ready({"url": sim.base_url})
+        await asyncio.Event().wait()
+
+
+async def api(settings: dict[str, Any]) -> None:
+    """The real public gRPC API (penpay_api.composition.build_api), as `penpay api` builds it, with
+    a cheap Argon2 cost (registering the bench's users is set-up, not what is measured)."""
+    import logging
+
+    import structlog
+
+    from penpay import bootstrap
+    from penpay.settings import Settings
+    from penpay_api.composition import build_api
+    from security.passwords import FAST_FOR_TESTS, Argon2idHasher
+
+    logging.disable(logging.WARNING)  # request logs would cost the figures their own time
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    core = bootstrap.bootstrap(Settings(**settings))
+    built = build_api(core, hasher=Argon2idHasher(FAST_FOR_TESTS), metrics_addr=None)
+    await built.server.start()
+    _ready({"addr": built.server.address})
+    await asyncio.Event().wait()
+
+
+async def bridge(grpc_addr: str) -> None:
+    """The HTTP/JSON bridge (`penpay http`) in front of the API at `grpc_addr`."""
+    import logging
+
+    import structlog
+
+    from penpay_api.http import build_app, discover_services, start_server
+    from penpay_api.http.discovery import DEFAULT_PACKAGES
+
+    logging.disable(logging.WARNING)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    app = build_app(discover_services((*DEFAULT_PACKAGES, "penpay.dev.v1")), grpc_addr)
+    _runner, port = await start_server(app, "127.0.0.1", 0)
+    _ready({"url": f"http://127.0.0.1:{port}"})
+    await asyncio.Event().wait()
+
+
+ROLES: dict[str, Callable[..., Awaitable[None]]] = {
+    "deriv-sim": deriv_sim,
+    "gateway": gateway,
+    "grpc-echo": grpc_echo,
+    "ws-echo": ws_echo,
+    "mpesa-sim": mpesa_sim,
+    "api": api,
+    "bridge": bridge,
+}
+
+
+def spawn(
+    role: str, env: dict[str, str] | None = None, **kwargs: Any
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start `role` in a child process; returns it and the addresses it printed. Its output after
+    that line is drained (a full pipe would stall it) into a log file kept for a failed start."""
+    log = tempfile.NamedTemporaryFile(prefix=f"penpay-bench-{role}-", suffix=".log", delete=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.roles", role, json.dumps(kwargs)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    text = proc.stdout.readline()
+    if not text:
+        proc.wait(10)
+        raise RuntimeError(f"bench role {role} did not start:\n{Path(log.name).read_text()[-3000:]}")
+    threading.Thread(target=_drain, args=(proc.stdout, log.name), daemon=True).start()
+    info = json.loads(text)
+    info["log"] = log.name
+    return proc, info
+
+
+def _drain(stream: Any, path: str) -> None:
+    with open(path, "a") as out:
+        for text in stream:
+            out.write(text)
+
+
+@contextmanager
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Every child appended to the list is killed on the way out, whatever happened."""
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(10)
+
+
+def main() -> int:
+    role, args = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    asyncio.run(ROLES[role](**args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

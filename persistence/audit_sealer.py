@@ -1,0 +1,76 @@
+"""The audit sealer: chains committed audit records (audit_pending) into audit_logs, right after the
+commits that wrote them, one short transaction per batch.
+
+One sealer per engine and event loop. A unit of work that committed audit records calls
+`await sealer_for(engine).sealed()` once its connection is back in the pool: that returns after a
+seal that started after the call has finished, so the caller's records are in the chain (this
+process's sealer or another's moved them). Calls that arrive while a seal runs are served together
+by the next one (group commit): N concurrent commits cost about one head lock, not N.
+
+A record whose process died before its seal stays in audit_pending, committed, and is chained by
+the next seal of any process (every seal takes every pending record, not only its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from persistence.audit import seal_pending
+
+BATCH_SIZE = 1000
+
+log = structlog.get_logger("penpay.audit")
+
+
+class AuditSealer:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._lock = asyncio.Lock()
+        self._requested = 0  # calls to sealed() so far
+        self._covered = 0  # every call up to this number is sealed
+
+    async def sealed(self) -> None:
+        """Return once the records committed before this call are in the chain (best effort: a seal
+        that fails is logged and left to the next one; the records stay committed in audit_pending)."""
+        self._requested += 1
+        ticket = self._requested
+        async with self._lock:
+            if self._covered >= ticket:
+                return  # a seal that started after our call has run
+            covers = self._requested
+            try:
+                await self.seal_all()
+            except Exception as exc:  # the business commit stands; the next seal takes these records
+                log.warning("audit.seal_failed", error_type=type(exc).__name__, error=str(exc)[:200])
+                return
+            self._covered = max(self._covered, covers)
+
+    async def seal_all(self) -> int:
+        """Seal every committed pending record, a batch per transaction; returns how many."""
+        sealed = 0
+        while True:
+            async with self._engine.begin() as connection:
+                batch = await seal_pending(connection, batch_size=BATCH_SIZE)
+            sealed += batch
+            if batch < BATCH_SIZE:
+                return sealed
+
+
+_sealers: weakref.WeakKeyDictionary[AsyncEngine, dict[asyncio.AbstractEventLoop, AuditSealer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sealer_for(engine: AsyncEngine) -> AuditSealer:
+    loop = asyncio.get_running_loop()
+    per_loop = _sealers.setdefault(engine, {})
+    sealer = per_loop.get(loop)
+    if sealer is None:
+        for stale in [other for other in per_loop if other.is_closed()]:
+            del per_loop[stale]
+        sealer = per_loop[loop] = AuditSealer(engine)
+    return sealer
