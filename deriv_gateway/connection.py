@@ -405,9 +405,10 @@ class DerivConnection:
         except TimeoutError:
             raise errors.NotConnected("not connected to Deriv") from None
         if self.rate_limit_enabled:
-            delay = self.limiter.reserve(call, time.monotonic())
+            now = time.monotonic()
+            delay = self.limiter.reserve(call, now, max_delay=deadline - now)
             if delay > 0:
-                if time.monotonic() + delay > deadline:
+                if now + delay > deadline:  # not reserved: refused, retry after `delay`
                     raise errors.RateLimit(
                         f"client-side rate limit for {call}: retry in {delay:.1f}s",
                         details={"retry_after": delay},

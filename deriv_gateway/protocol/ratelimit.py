@@ -37,14 +37,18 @@ class SlidingWindowLimiter:
     def windows(self) -> list[tuple[float, int]]:
         return [(w.seconds, w.limit) for w in self._windows]
 
-    def reserve(self, now: float) -> float:
-        """Reserve a slot; returns the delay (seconds) after which the call may be sent."""
-        delay = 0.0
-        for window in self._windows:
-            delay = max(delay, window.delay(now))
-        at = now + delay
+    def delay(self, now: float) -> float:
+        """How long a call made now would wait (nothing is reserved)."""
+        return max((window.delay(now) for window in self._windows), default=0.0)
+
+    def record(self, at: float) -> None:
         for window in self._windows:
             window.sent.append(at)
+
+    def reserve(self, now: float) -> float:
+        """Reserve a slot; returns the delay (seconds) after which the call may be sent."""
+        delay = self.delay(now)
+        self.record(now + delay)
         return delay
 
 
@@ -97,10 +101,18 @@ class RateLimiter:
             [(60.0, limits.outcome_minutely), (3600.0, limits.outcome_hourly)]
         )
 
-    def reserve(self, call: str, now: float) -> float:
+    def reserve(self, call: str, now: float, max_delay: float | None = None) -> float:
+        """Reserve the call's slot in each bucket it counts in, sent at the latest of their delays.
+
+        A call that would wait longer than `max_delay` reserves nothing (the caller refuses it):
+        a refused call holding a future slot would push every later call further out.
+        """
         if call in UNCOUNTED_CALLS:
             return 0.0
-        delay = self._general.reserve(now)
-        if call in OUTCOME_CALLS:
-            delay = max(delay, self._outcome.reserve(now))
+        buckets = [self._general, self._outcome] if call in OUTCOME_CALLS else [self._general]
+        delay = max(bucket.delay(now) for bucket in buckets)
+        if max_delay is not None and delay > max_delay:
+            return delay
+        for bucket in buckets:
+            bucket.record(now + delay)
         return delay

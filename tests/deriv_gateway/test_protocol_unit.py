@@ -179,6 +179,16 @@ def test_limits_sized_from_website_status() -> None:
     assert limiter.reserve("balance", 0) == pytest.approx(60.0)  # general bucket full
 
 
+def test_a_call_refused_for_waiting_too_long_holds_no_slot() -> None:
+    limiter = RateLimiter(CallLimits(general_minutely=2))
+    assert limiter.reserve("balance", 0, max_delay=5) == 0
+    assert limiter.reserve("balance", 0, max_delay=5) == 0
+    # A burst of refusals (each would wait 60 s > 5 s) must not push the next free slot out.
+    for _ in range(50):
+        assert limiter.reserve("balance", 1, max_delay=5) == pytest.approx(59.0)
+    assert limiter.reserve("balance", 60, max_delay=5) == pytest.approx(0.0)
+
+
 def test_amounts_and_references() -> None:
     assert to_wire_amount(1050) == 10.5 and to_wire_amount(1000) == 10 and to_wire_amount(1) == 0.01
     assert from_wire_amount("4998.95") == 499895 and from_wire_amount(10.1) == 1010
