@@ -33,14 +33,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
-    import structlog
-
     from penpay.settings import get_settings
+    from security.logs import configure_logging
 
-    level = logging.getLevelNamesMapping().get(str(args.log_level).upper(), logging.INFO)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    # JSON with secrets redacted, tracebacks as plain text: structlog's default console renderer
+    # would print rich tracebacks with every local variable.
+    configure_logging(str(args.log_level).upper())
 
     settings = get_settings()
     redis_url = args.redis_url or settings.redis_url
