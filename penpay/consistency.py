@@ -67,7 +67,7 @@ def operation_id_of(description: str, prefix: str = DEFAULT_REFERENCE_PREFIX) ->
     if not description.startswith(head):
         return None
     operation_id = description[len(head) :]
-    if not OPERATION_ID_PATTERN.match(operation_id):
+    if not OPERATION_ID_PATTERN.fullmatch(operation_id):
         return None
     try:
         return operation_id if reference(operation_id, prefix) == description else None

@@ -48,7 +48,8 @@ def from_wire_amount(value: Any, digits: int = DEFAULT_DIGITS) -> int:
 def reference(operation_id: str, prefix: str = "PenPay") -> str:
     """The description written to Deriv: how a statement line is matched back to a PenPay operation."""
     text = f"{prefix} {operation_id}"
-    if not OPERATION_ID_PATTERN.match(operation_id) or not DESCRIPTION_PATTERN.match(text):
+    # fullmatch: with match, "$" also accepts a final newline
+    if not OPERATION_ID_PATTERN.fullmatch(operation_id) or not DESCRIPTION_PATTERN.fullmatch(text):
         raise ValueError("operation id must match ^[0-9A-Za-z-]{1,64}$")
     return text
 

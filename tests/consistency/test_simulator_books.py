@@ -210,6 +210,7 @@ def test_references_and_ids_are_read_back_exactly() -> None:
     tx = new_uuid7()
     assert operation_id_of(f"PenPay {tx}") == str(tx)
     assert operation_id_of(f"PenPay {tx}-refund") == f"{tx}-refund"
+    assert operation_id_of(f"PenPay {tx}\n") is None
     assert operation_id_of(f"PenPay ref {tx}") is None
     assert operation_id_of(f"Other {tx}") is None
     assert transaction_of_ocid(originator_conversation_id_for(tx)) == str(tx)

@@ -197,6 +197,8 @@ def test_amounts_and_references() -> None:
     assert reference("0b8f-Aa") == "PenPay 0b8f-Aa"
     with pytest.raises(ValueError):
         reference("bad id!")
+    with pytest.raises(ValueError):  # "$" alone would let a final newline through
+        reference("0b8f-Aa\n")
     assert transfer_fields("CR1", 1234, "USD", "PenPay x", 2)["amount"] == 12.34
 
 
