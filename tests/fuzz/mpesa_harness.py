@@ -23,10 +23,9 @@ from persistence.tables import (
     mpesa_disbursements,
     mpesa_requests,
     transactions,
-    users,
 )
 from tests.fuzz.daraja_mutations import Kind
-from tests.mpesa_adapter.conftest import Harness, phone
+from tests.mpesa_adapter.conftest import Harness, insert_user_row, phone
 
 AMOUNT = 80  # KES of every stored request and disbursement
 STATE_TABLES = (
@@ -139,20 +138,7 @@ async def store_sent(h: Harness, kind: Kind, correlation_id: str, merchant: str,
         "updated_at": now,
     }
     async with h.engine.begin() as conn:
-        await conn.execute(
-            insert(users).values(
-                id=user_id,
-                email=f"{user_id.hex}@example.test",
-                phone=f"+{secrets.randbelow(10**12):012d}",
-                password_hash="x",
-                email_verified=True,
-                status="ACTIVE",
-                roles="user",
-                version=1,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        await insert_user_row(conn, user_id, now)
         await conn.execute(
             insert(transactions).values(
                 id=tx_id,

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mpesa_adapter import review_table
 from mpesa_adapter.callback_parsing import B2CQueueTimeout, B2CResult, StkCallback, TransactionStatusResult
@@ -76,6 +76,24 @@ async def db(mariadb_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+async def insert_user_row(conn: AsyncConnection, user_id: uuid.UUID, now: datetime) -> None:
+    """A bare user row, for transactions the M-Pesa tests write as the saga would."""
+    await conn.execute(
+        insert(users).values(
+            id=user_id,
+            email=f"{user_id.hex}@example.test",
+            phone=f"+{secrets.randbelow(10**12):012d}",
+            password_hash="x",
+            email_verified=True,
+            status="ACTIVE",
+            roles="user",
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
 def sim_config(**overrides: Any) -> SimulatorConfig:
     values: dict[str, Any] = {
         "port": 0,
@@ -125,20 +143,7 @@ class Harness:
         now = datetime.now(UTC)
         user_id, tx_id = uuid.uuid4(), uuid.uuid4()
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(users).values(
-                    id=user_id,
-                    email=f"{user_id.hex}@example.test",
-                    phone=f"+{secrets.randbelow(10**12):012d}",
-                    password_hash="x",
-                    email_verified=True,
-                    status="ACTIVE",
-                    roles="user",
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            await insert_user_row(conn, user_id, now)
             await conn.execute(
                 insert(transactions).values(
                     id=tx_id,
