@@ -6,16 +6,27 @@ Every gRPC failure is classified for the saga (application.payments.errors):
 - never executed (resolve-only lookups): FAILED_PRECONDITION with ErrorInfo reason NOT_EXECUTED;
 - outcome unknown: DEADLINE_EXCEEDED, UNAVAILABLE carrying ErrorInfo outcome=unknown, a
   transport failure after the request may have left;
-- unavailable (retry later, same id): everything else (UNAVAILABLE, RESOURCE_EXHAUSTED, ...).
+- deferred (held back by a rate limit before it was sent; not an attempt): RESOURCE_EXHAUSTED, after
+  its RetryInfo delay;
+- unavailable (retry later, same id): everything else (UNAVAILABLE, ...).
 The user's token and verification code travel in the request body only; they are never logged.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
-from application.payments.errors import CallOutcomeUnknown, CallRefused, CallUnavailable, NotExecuted
+from application.payments.errors import (
+    CallDeferred,
+    CallOutcomeUnknown,
+    CallRefused,
+    CallUnavailable,
+    NotExecuted,
+)
 from application.payments.ports import DerivReceipt
 from deriv_gateway.grpc_errors import GATEWAY_DOMAIN, parse_details
 from domain.user.deriv_login_id import DerivLoginId
@@ -23,6 +34,8 @@ from domain.wallet.money import Money
 from penpay.common.v1 import money_pb2
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
+
+T = TypeVar("T", bound=Message)
 
 _REFUSED = frozenset(
     {
@@ -40,20 +53,31 @@ def _money(amount: Money) -> money_pb2.Money:
     return money_pb2.Money(amount_cents=amount.amount_minor, currency=amount.currency.value)
 
 
-def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+# Deriv's RateLimit says nothing of when to come back; the gateway's own limiter does.
+DEFAULT_RETRY_AFTER = 60.0
+
+
+def _detail(error: grpc.aio.AioRpcError, kind: type[T]) -> T | None:
     status = parse_details(error.trailing_metadata())
     if status is None:
         return None
     for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info
+        found = kind()
+        if detail.Unpack(found):
+            return found
     return None
+
+
+def _retry_after(error: grpc.aio.AioRpcError) -> float:
+    info = _detail(error, error_details_pb2.RetryInfo)
+    if info is None or not info.HasField("retry_delay"):
+        return DEFAULT_RETRY_AFTER
+    return max(0.0, info.retry_delay.ToTimedelta().total_seconds())
 
 
 def classify(error: grpc.aio.AioRpcError) -> Exception:
     code = error.code()
-    info = _error_info(error)
+    info = _detail(error, error_details_pb2.ErrorInfo)
     reason = info.reason if info is not None else code.name
     text = f"{reason}: {error.details() or ''}".strip()
     # Only the gateway's own NOT_EXECUTED proves the *operation* never executed. Deriv's
@@ -67,6 +91,8 @@ def classify(error: grpc.aio.AioRpcError) -> Exception:
         info is not None and info.metadata.get("outcome") == "unknown"
     ):
         return CallOutcomeUnknown(text, code=reason)
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return CallDeferred(text, retry_after=_retry_after(error), code=reason)
     return CallUnavailable(text, code=reason)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,6 +23,7 @@ def _record(row: object) -> StepRecord:
         started_at=row.started_at,  # type: ignore[attr-defined]
         updated_at=row.updated_at,  # type: ignore[attr-defined]
         detail=row.detail,  # type: ignore[attr-defined]
+        retry_at=row.retry_at,  # type: ignore[attr-defined]
     )
 
 
@@ -40,7 +41,9 @@ class SqlSagaSteps:
         key = (_t.c.transaction_id == transaction_id.value) & (_t.c.step == step)
         detail = detail[:255] if detail else None
         changed = await self._connection.execute(
-            update(_t).where(key).values(attempts=_t.c.attempts + 1, updated_at=now, detail=detail)
+            update(_t)
+            .where(key)
+            .values(attempts=_t.c.attempts + 1, updated_at=now, detail=detail, retry_at=None)
         )
         if changed.rowcount == 0:
             try:
@@ -59,7 +62,24 @@ class SqlSagaSteps:
                 # A concurrent first attempt inserted it (the caller holds the transaction's
                 # row lock, so only on SQLite-less races); count this one too.
                 await self._connection.execute(
-                    update(_t).where(key).values(attempts=_t.c.attempts + 1, updated_at=now, detail=detail)
+                    update(_t)
+                    .where(key)
+                    .values(attempts=_t.c.attempts + 1, updated_at=now, detail=detail, retry_at=None)
                 )
         row = (await self._connection.execute(select(_t).where(key))).one()
         return _record(row)
+
+    async def defer(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
+    ) -> None:
+        key = (_t.c.transaction_id == transaction_id.value) & (_t.c.step == step)
+        await self._connection.execute(
+            update(_t)
+            .where(key)
+            .values(
+                attempts=case((_t.c.attempts > 0, _t.c.attempts - 1), else_=0),
+                updated_at=now,
+                retry_at=until,
+                detail=detail[:255],
+            )
+        )

@@ -292,6 +292,8 @@ saga_steps = Table(
     Column("started_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("detail", String(255), nullable=True),
+    # a call held back unsent (rate limit) waits until then; it did not count as an attempt
+    Column("retry_at", UtcDateTime(), nullable=True),
 )
 
 audit_logs = Table(

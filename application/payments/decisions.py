@@ -69,6 +69,7 @@ class SagaPolicy:
     max_attempts: int = 5  # per step, then review
     withdrawal_code_ttl: timedelta = timedelta(seconds=3600)  # Deriv's code lifetime
     float_retry: timedelta = timedelta(seconds=30)  # a float too low: try again after
+    deferral_cap: timedelta = timedelta(minutes=5)  # longest wait a rate limit can ask of a step
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +122,36 @@ def _exhausted(step: Step) -> Guard:
 
 
 def _due(step: Step, after: Callable[[SagaPolicy], timedelta]) -> Guard:
-    """The step may run again: never run, or its last attempt is older than `after`."""
+    """The step may run again: never run, its deferral is over, or its last attempt is older
+    than `after`."""
 
     def guard(v: SagaView, p: SagaPolicy) -> bool:
-        since = v.since(step)
-        return since is None or since >= after(p)
+        record = v.step(step)
+        if record is None:
+            return True
+        if record.retry_at is not None:
+            return v.now >= record.retry_at
+        return v.now - record.updated_at >= after(p)
+
+    return guard
+
+
+def _deferral_over(step: Step) -> Guard:
+    """The step's call was held back unsent (rate limit) and its wait is over: nothing is in flight."""
+
+    def guard(v: SagaView, p: SagaPolicy) -> bool:
+        record = v.step(step)
+        return record is not None and record.retry_at is not None and v.now >= record.retry_at
 
     return guard
 
 
 def _all(*guards: Guard) -> Guard:
     return lambda v, p: all(g(v, p) for g in guards)
+
+
+def _any(*guards: Guard) -> Guard:
+    return lambda v, p: any(g(v, p) for g in guards)
 
 
 def _evidence(attr: str, *statuses: E | None) -> Guard:
@@ -198,7 +218,10 @@ DEPOSIT_RULES: tuple[Rule, ...] = (
     ),
     (
         S.DERIV_TRANSFER_SENT,
-        _all(_stale, _due(Step.DERIV_TRANSFER, lambda p: p.call_grace)),
+        _any(
+            _deferral_over(Step.DERIV_TRANSFER),
+            _all(_stale, _due(Step.DERIV_TRANSFER, lambda p: p.call_grace)),
+        ),
         Action.RESOLVE_DERIV_TRANSFER,
         "the Deriv transfer's answer was lost",
     ),
@@ -261,7 +284,11 @@ WITHDRAWAL_RULES: tuple[Rule, ...] = (
     ),
     (
         S.AWAITING_WITHDRAWAL_CODE,
-        _all(_evidence("deriv_withdrawal", E.SENT), _stale),
+        _all(
+            _evidence("deriv_withdrawal", E.SENT),
+            _stale,
+            _due(Step.DERIV_WITHDRAWAL, lambda p: p.query_interval),
+        ),
         Action.RESOLVE_DERIV_WITHDRAWAL,
         "the Deriv withdrawal's answer was lost",
     ),

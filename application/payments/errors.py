@@ -59,6 +59,15 @@ class CallUnavailable(CallFailed):
     """Nothing moved yet (not sent, rate-limited, not connected): try again later, same id."""
 
 
+class CallDeferred(CallUnavailable):
+    """Held back before it was sent (a rate limit, ours or Deriv's): nothing moved and nothing was
+    tried, so it is not an attempt. Ask again, same id, after `retry_after` seconds."""
+
+    def __init__(self, reason: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(reason, code=code)
+        self.retry_after = retry_after
+
+
 class CallOutcomeUnknown(CallFailed):
     """Sent, no answer: it may have moved money. Resolve by id before anything else."""
 

@@ -99,6 +99,7 @@ class StepRecord:
     started_at: datetime
     updated_at: datetime
     detail: str | None = None
+    retry_at: datetime | None = None  # deferred: not to be tried again before this
 
 
 class SagaSteps(Protocol):
@@ -107,7 +108,13 @@ class SagaSteps(Protocol):
     async def start(
         self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str | None = None
     ) -> StepRecord:
-        """Record one more attempt of `step` (insert, or attempts + 1)."""
+        """Record one more attempt of `step` (insert, or attempts + 1); clears a deferral."""
+        ...
+
+    async def defer(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
+    ) -> None:
+        """The attempt just started was held back unsent: take it back, and wait until `until`."""
         ...
 
 

@@ -17,8 +17,10 @@ kills the process at a named point.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -27,6 +29,7 @@ from application.ledger import book
 from application.payments import bookings
 from application.payments.decisions import Action, Decision, SagaPolicy, SagaView, Step, decide
 from application.payments.errors import (
+    CallDeferred,
     CallOutcomeUnknown,
     CallRefused,
     CallUnavailable,
@@ -52,6 +55,10 @@ log = structlog.get_logger("penpay.saga")
 STK_ANSWER_PATIENCE = 60.0
 
 MAX_STEPS_PER_ADVANCE = 12
+
+# A call held back by a rate limit waits what the limiter said (at most the policy's cap), spread by
+# up to this fraction so the calls it refused together do not all come back in the same instant.
+DEFERRAL_JITTER = 0.25
 
 
 def no_checkpoint(name: str) -> None:
@@ -335,6 +342,9 @@ class PaymentSaga:
                 t.deriv_transfer_refused(refused_reason, now=uow.clock.now())
 
             return await self._finish_with(tx.id, refuse, only_if=(S.DERIV_TRANSFER_SENT, S.OUTCOME_UNKNOWN))
+        except CallDeferred as deferred:
+            await self._defer(tx.id, Step.DERIV_TRANSFER, deferred)
+            return False
         except (CallOutcomeUnknown, CallUnavailable, NotExecuted) as lost:
             lost_reason = lost.reason
             lost_unknown = isinstance(lost, CallOutcomeUnknown)
@@ -387,6 +397,9 @@ class PaymentSaga:
                 lambda t, now: t.fail(f"the Deriv withdrawal did not happen: {absent_reason}", now=now),
                 only_if=(S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN),
             )
+        except CallDeferred as deferred:
+            await self._defer(tx_id, Step.DERIV_WITHDRAWAL, deferred)
+            return False
         except (CallOutcomeUnknown, CallUnavailable) as lost:
             lost_reason = lost.reason
             lost_unknown = isinstance(lost, CallOutcomeUnknown)
@@ -509,6 +522,9 @@ class PaymentSaga:
                 lambda t, now: t.needs_review(f"refund transfer refused by Deriv: {refused_reason}", now=now),
                 only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN),
             )
+        except CallDeferred as deferred:
+            await self._defer(tx.id, Step.REFUND, deferred)
+            return False
         except (CallOutcomeUnknown, CallUnavailable, NotExecuted) as lost:
             lost_reason = lost.reason
             log.warning("saga.refund_unresolved", transaction_id=str(tx.id), error=lost_reason)
@@ -523,6 +539,20 @@ class PaymentSaga:
         return False
 
     # --- both -------------------------------------------------------------------------------
+
+    async def _defer(self, tx_id: TransactionId, step: Step, deferred: CallDeferred) -> None:
+        """A call held back unsent: the attempt started for it is given back, and the step waits
+        out the limiter instead of being retried (and counted) at the usual pace."""
+        wait = min(max(deferred.retry_after, 0.0), self.policy.deferral_cap.total_seconds())
+        wait *= 1.0 + random.uniform(0.0, DEFERRAL_JITTER)  # spreading retries, not a secret
+        async with self._uow() as uow:
+            now = uow.clock.now()
+            until = now + timedelta(seconds=wait)
+            await uow.saga_steps.defer(
+                tx_id, step, now=now, until=until, detail=f"deferred: {deferred.reason}"
+            )
+            await uow.commit()
+        log.info("saga.call_deferred", transaction_id=str(tx_id), step=step.value, seconds=round(wait, 1))
 
     async def _review(self, tx_id: TransactionId, decision: Decision) -> bool:
         async def review(uow: PaymentsUnitOfWork, t: Transaction) -> None:

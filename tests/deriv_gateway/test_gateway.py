@@ -326,6 +326,33 @@ async def test_rate_limit_and_timeouts_surface_as_clear_grpc_statuses(sim, start
     assert info is not None and info.reason == "ClientTimeout"
 
 
+async def test_a_transfer_our_limiter_cannot_fit_before_its_deadline_is_deferred_unsent(
+    sim, start_gateway, frames
+):
+    from application.payments.errors import CallDeferred
+    from deriv_gateway.payments_client import GatewayDerivPayments
+    from deriv_gateway.protocol.ratelimit import CallLimits
+    from domain.user.deriv_login_id import DerivLoginId
+    from domain.wallet.money import Currency, Money
+
+    gw = await start_gateway(request_timeout=1.0)
+    gw.server.gateway.agent.limiter.configure(CallLimits(general_minutely=2))
+    client = GatewayDerivPayments(gw.channel, timeout=5.0)
+    amount, loginid = Money(1250, Currency.USD), DerivLoginId(CLIENT)
+    for _ in range(2):  # the minute's allowance
+        await client.transfer(transfer_id=str(uuid.uuid4()), loginid=loginid, amount=amount)
+
+    held = str(uuid.uuid4())
+    with pytest.raises(CallDeferred) as deferred:
+        await client.transfer(transfer_id=held, loginid=loginid, amount=amount)
+
+    assert 55.0 < deferred.value.retry_after <= 60.0  # when the window has room again, not a guess
+    assert await sim.executed(f"PenPay {held}") == 0
+    row = await gw.server.journal.get(held)
+    assert row is not None and row.status == jn.NOT_SENT  # free to be sent later, same id
+    assert not [f for f in frames.sent("paymentagent_transfer") if f.get("description") == f"PenPay {held}"]
+
+
 async def test_withdrawal_flow_on_the_clients_own_connection(sim, start_gateway, frames):
     gw = await start_gateway()
     auth = await gw.stub.Authorize(pb.AuthorizeRequest(client_token=CLIENT_TOKEN))

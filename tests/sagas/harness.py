@@ -72,6 +72,7 @@ FAST_POLICY = SagaPolicy(
     query_interval=timedelta(seconds=0.5),
     max_attempts=4,
     float_retry=timedelta(seconds=0.5),
+    deferral_cap=timedelta(seconds=0.3),  # Deriv's RateLimit asks for 60 s
 )
 
 

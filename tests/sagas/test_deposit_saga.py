@@ -74,6 +74,26 @@ async def test_a_transfer_whose_answer_is_lost_is_resolved_not_resent(stack: Sta
     assert await stack.deriv_transfers(str(tx.id)) == 1
 
 
+async def test_a_rate_limited_transfer_waits_out_the_limit_without_using_up_its_attempts(
+    stack: Stack,
+) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)
+    refusals = stack.saga.policy.max_attempts + 2  # more than the attempts a lost answer gets
+    await stack.deriv_fault(
+        kind="rate_limit", call="paymentagent_transfer", match={"description": str(tx.id)}, times=refusals
+    )
+
+    done = await stack.settle(tx.id, timeout=30)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert await stack.deriv_transfers(str(tx.id)) == 1
+    async with stack.uow() as uow:
+        step = (await uow.saga_steps.get(tx.id))["deriv_transfer"]
+    assert step.attempts == 1  # the one that went through; the held-back calls gave theirs back
+    assert step.retry_at is None
+
+
 async def test_a_transfer_refused_for_good_keeps_the_usd_for_the_user_and_asks_for_review(
     stack: Stack,
 ) -> None:

@@ -153,6 +153,61 @@ def test_a_withdrawal_debit_with_a_lost_answer_is_resolved_without_the_code() ->
     assert decide(v, POLICY).action is Action.RESOLVE_DERIV_WITHDRAWAL
 
 
+def test_withdrawal_lookups_are_spaced_like_queries() -> None:
+    just_asked = view(
+        WITHDRAWAL,
+        S.AWAITING_WITHDRAWAL_CODE,
+        age=40,
+        deriv_withdrawal="SENT",
+        steps=step(Step.DERIV_WITHDRAWAL, ago=5),
+    )
+    assert decide(just_asked, POLICY).action is Action.WAIT
+
+
+def deferred(name: Step, *, retry_in: float, attempts: int = 0, ago: float = 0.0) -> dict[str, StepRecord]:
+    at = NOW - timedelta(seconds=ago)
+    return {name.value: StepRecord(name.value, attempts, at, at, retry_at=NOW + timedelta(seconds=retry_in))}
+
+
+def test_a_rate_limited_transfer_waits_for_its_retry_time_however_stale_it_looks() -> None:
+    waiting = view(DEPOSIT, S.DERIV_TRANSFER_SENT, age=600, steps=deferred(Step.DERIV_TRANSFER, retry_in=5))
+    assert decide(waiting, POLICY).action is Action.WAIT
+
+
+def test_a_rate_limited_transfer_goes_again_as_soon_as_its_wait_is_over() -> None:
+    # not stale (touched 2 s ago), yet nothing is in flight: the call was held back unsent
+    over = view(DEPOSIT, S.DERIV_TRANSFER_SENT, age=2, steps=deferred(Step.DERIV_TRANSFER, retry_in=0, ago=2))
+    assert decide(over, POLICY).action is Action.RESOLVE_DERIV_TRANSFER
+
+
+def test_deferrals_do_not_count_towards_review() -> None:
+    # four deferred calls gave their attempts back: one used attempt is far from the bound
+    v = view(
+        DEPOSIT, S.DERIV_TRANSFER_SENT, age=60, steps=deferred(Step.DERIV_TRANSFER, retry_in=-1, attempts=1)
+    )
+    assert decide(v, POLICY).action is Action.RESOLVE_DERIV_TRANSFER
+
+
+@pytest.mark.parametrize(
+    ("status", "type_", "step_", "extra", "action"),
+    [
+        (S.OUTCOME_UNKNOWN, DEPOSIT, Step.DERIV_TRANSFER, {"unknown_step": S.DERIV_TRANSFER_SENT},
+         Action.RESOLVE_DERIV_TRANSFER),
+        (S.OUTCOME_UNKNOWN, WITHDRAWAL, Step.DERIV_WITHDRAWAL, {"unknown_step": S.AWAITING_WITHDRAWAL_CODE},
+         Action.RESOLVE_DERIV_WITHDRAWAL),
+        (S.MPESA_DISBURSEMENT_SENT, WITHDRAWAL, Step.REFUND, {"mpesa_disbursement": "FAILED"},
+         Action.RESOLVE_REFUND),
+    ],
+)  # fmt: skip
+def test_every_deferred_deriv_call_waits_then_goes_again(
+    status: S, type_: TransactionType, step_: Step, extra: dict[str, object], action: Action
+) -> None:
+    before = view(type_, status, age=600, steps=deferred(step_, retry_in=3, ago=600), **extra)
+    after = view(type_, status, age=600, steps=deferred(step_, retry_in=-0.001, ago=600), **extra)
+    assert decide(before, POLICY).action is Action.WAIT
+    assert decide(after, POLICY).action is action
+
+
 def test_an_unused_code_expires_into_a_failed_withdrawal() -> None:
     assert decide(view(WITHDRAWAL, S.AWAITING_WITHDRAWAL_CODE, age=100), POLICY).action is Action.WAIT
     assert (
