@@ -14,6 +14,7 @@ GET    /books/transfers                executed transfers; filters description_c
                                        loginid, reference -> {"count", "transfers"}
 GET    /books/ledger                   ledger entries; filter loginid
 GET    /books/summary                  per-currency totals; "balanced": sum(balances) == injected
+GET    /stats/rate_limited             RateLimit answers the call limits gave: {"total", "by_call"}
 POST   /reset                          back to the seed (accounts, books, mailbox, clock, faults)
 GET    /faults                         rules with their seen/fired counters
 POST   /faults                         one rule, or {"rules": [...]} -> the created rules
@@ -230,6 +231,11 @@ async def summary(request: web.Request) -> web.Response:
     return _json(_sim(request).engine.books.summary())
 
 
+async def rate_limited(request: web.Request) -> web.Response:
+    refused = _sim(request).engine.limiter.refused
+    return _json({"total": sum(refused.values()), "by_call": dict(refused)})
+
+
 async def reset(request: web.Request) -> web.Response:
     _sim(request).reset()
     return _json({"reset": True})
@@ -300,6 +306,7 @@ def build_app(sim: DerivSimulator) -> web.Application:
     app.router.add_get("/books/transfers", transfers)
     app.router.add_get("/books/ledger", ledger)
     app.router.add_get("/books/summary", summary)
+    app.router.add_get("/stats/rate_limited", rate_limited)
     app.router.add_post("/reset", reset)
     app.router.add_get("/faults", list_faults)
     app.router.add_post("/faults", add_faults)

@@ -319,6 +319,7 @@ class Engine:
             first = max(first, carry_on)
         self.books = Books(self.config.seed, self.seed_data, first)
         self.limiter.windows.clear()
+        self.limiter.refused.clear()
         self.clock.reset()
         for session in self.sessions.values():
             session.loginid = None

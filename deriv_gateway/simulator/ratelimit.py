@@ -51,9 +51,18 @@ class RateLimiter:
     def __init__(self, config: RateLimitConfig, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.windows = SlidingWindows(monotonic)
+        # RateLimit answers the limits gave (injected faults not included), by call: so a client can
+        # be shown to stay under Deriv's limits, not just assumed to
+        self.refused: dict[str, int] = {}
 
     def check(self, call: str, connection_id: int, loginid: str | None) -> bool:
         """True if the request may proceed."""
+        allowed = self._allow(call, connection_id, loginid)
+        if not allowed:
+            self.refused[call] = self.refused.get(call, 0) + 1
+        return allowed
+
+    def _allow(self, call: str, connection_id: int, loginid: str | None) -> bool:
         cfg = self.config
         if not cfg.enabled:
             return True

@@ -22,6 +22,7 @@ async def test_health_config_and_clock(control, sim, client):
     assert health["status"] == "ok" and health["ws_port"] == sim.ports.ws and health["connections"] == 1
     config = await control.post("/config", {"request_timeout": 3, "rate_limits": {"general_minutely": 7}})
     assert config["request_timeout"] == 3 and config["rate_limits"]["general_minutely"] == 7
+    assert await control.get("/stats/rate_limited") == {"total": 0, "by_call": {}}
     before = (await client.call({"time": 1}))["time"]
     await control.post("/clock", {"advance": 86400})
     assert (await client.call({"time": 1}))["time"] - before >= 86400

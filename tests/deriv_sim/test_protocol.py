@@ -143,6 +143,7 @@ async def test_rate_limit_comes_first_and_is_per_account(make_sim, connect_clien
     status = await (await connect_client(sim)).call({"website_status": 1})
     limits = status["website_status"]["api_call_limits"]["max_requestes_general"]
     assert (limits["minutely"], limits["hourly"]) == (3, 100)
+    assert sim.engine.limiter.refused == {"balance": 1}  # counted, for /stats/rate_limited
 
 
 def test_sliding_windows_count_each_window_on_its_own():
