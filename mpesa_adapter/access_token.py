@@ -5,6 +5,10 @@ must share one token: `TokenCache.shared(...)` returns the process-wide cache fo
 key, consumer secret) triple on the running event loop. Refresh happens under a lock, before expiry
 (`margin`), and on demand when an API call reports the token invalid (`invalidate(token)` only drops the
 token if it is still the current one, so N concurrent 404.001.03s cause one refresh, not N).
+
+That is enough for one process (the embedded stack). Several processes on one consumer key would revoke
+each other's tokens: with Redis, `mpesa_adapter.shared_token.RedisTokenCache` shares one token between
+them behind the same `AccessTokens` interface.
 """
 
 from __future__ import annotations
@@ -15,8 +19,28 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 Fetch = Callable[[], Awaitable[tuple[str, float]]]  # -> (access_token, expires_in seconds)
+
+
+class AccessTokens(Protocol):
+    """What the Daraja client needs of a token cache."""
+
+    fetches: int  # tokens this cache obtained from Daraja
+
+    async def get(self, fetch: Fetch) -> str: ...
+
+    def invalidate(self, token: str) -> None:
+        """The gateway called `token` invalid: forget it, unless it has already been replaced."""
+
+    def known_tokens(self) -> tuple[str, ...]:
+        """Tokens this cache handed out recently, for scrubbing them from error messages."""
+
+
+def refresh_margin(margin: float, expires_in: float) -> float:
+    """How long before expiry to refresh: `margin`, but at most half the lifetime of a short-lived token."""
+    return min(margin, max(expires_in, 0.0) / 2)
 
 
 @dataclass
@@ -65,7 +89,7 @@ class TokenCache:
                 return value
             access_token, expires_in = await fetch()
             self.fetches += 1
-            margin = min(self._margin, max(expires_in, 0.0) / 2)
+            margin = refresh_margin(self._margin, expires_in)
             self._token = _Token(access_token, self._now() + max(expires_in, 0.0) - margin)
             return access_token
 

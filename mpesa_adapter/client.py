@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from mpesa_adapter import errors
-from mpesa_adapter.access_token import TokenCache
+from mpesa_adapter.access_token import AccessTokens, TokenCache
 from mpesa_adapter.config import DarajaConfig
 from mpesa_adapter.routes import CallbackKind, callback_url
 from mpesa_adapter.security import load_public_key, security_credential, stk_password, stk_timestamp
@@ -98,7 +98,7 @@ class DarajaClient:
         config: DarajaConfig,
         *,
         session: aiohttp.ClientSession | None = None,
-        token_cache: TokenCache | None = None,
+        token_cache: AccessTokens | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._cfg = config
@@ -130,7 +130,7 @@ class DarajaClient:
         return self._session
 
     @property
-    def token_cache(self) -> TokenCache:
+    def token_cache(self) -> AccessTokens:
         if self._tokens is None:
             cfg = self._cfg
             self._tokens = TokenCache.shared(

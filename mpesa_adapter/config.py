@@ -54,6 +54,10 @@ class DarajaConfig:
     request_timeout: float = 30.0
     connect_timeout: float = 5.0
     token_refresh_margin: float = 120.0
+    # With Redis (shared_token.py): a refresh lock left by a dead process blocks the others this long at
+    # most, and a process trusts its copy of the shared token this long before reading Redis again.
+    token_lock_ttl: float = 10.0
+    token_local_ttl: float = 5.0
     query_attempts: int = 4
     token_attempts: int = 3
     retry_initial_wait: float = 0.2
@@ -62,6 +66,11 @@ class DarajaConfig:
     @property
     def b2c_party(self) -> str:
         return self.b2c_shortcode or self.shortcode
+
+    @property
+    def token_fetch_budget(self) -> float:
+        """The longest a token fetch can take: every attempt timing out, with the backoff between them."""
+        return self.token_attempts * (self.request_timeout + self.retry_max_wait)
 
     def certificate_pem(self) -> bytes:
         if self.cert_file:

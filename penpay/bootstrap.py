@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from application.payments.saga import PaymentSaga
     from application.payments.service import MoneyMovementPolicy, PaymentsApplication
     from mpesa_adapter.config import DarajaConfig
+    from mpesa_adapter.shared_token import RedisTokenCache
     from workers.bus import MessageBus
 
 
@@ -58,6 +59,16 @@ def daraja_config(settings: Settings) -> DarajaConfig:
         callback_base_url=settings.mpesa_callback_base_url,
         callback_secret=settings.mpesa_callback_secret.get_secret_value(),
     )
+
+
+def daraja_token_cache(settings: Settings, config: DarajaConfig) -> RedisTokenCache | None:
+    """With Redis, one Daraja access token shared by every process (Daraja revokes a consumer key's
+    previous token on each issue); None: the Daraja client's in-process cache (the embedded stack)."""
+    if not settings.redis_url:
+        return None
+    from mpesa_adapter.shared_token import RedisTokenCache
+
+    return RedisTokenCache.for_config(settings.redis_url, config)
 
 
 @dataclass
@@ -134,7 +145,9 @@ def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Paymen
     from mpesa_adapter.saga_port import DarajaSagaPort
 
     s = core.settings
-    daraja = DarajaClient(daraja_config(s))
+    mpesa_config = daraja_config(s)
+    tokens = daraja_token_cache(s, mpesa_config)
+    daraja = DarajaClient(mpesa_config, token_cache=tokens)
     channel = gateway_channel(s.gateway_addr)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
     mpesa = DarajaSagaPort(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
@@ -168,7 +181,10 @@ def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Paymen
         policy=policy,
         checkpoint=checkpoint,
     )
-    return Payments(saga, application, [daraja.close, channel.close])
+    closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
+    if tokens is not None:
+        closers.append(tokens.close)
+    return Payments(saga, application, closers)
 
 
 def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, pool_size: int = 20) -> Core:
