@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.payments.status import TransactionStatus
@@ -17,16 +18,41 @@ SWEPT_STATUSES = tuple(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class SweepPosition:
+    """Where a sweep stopped: the next one starts after this (updated_at, id)."""
+
+    updated_at: datetime
+    transaction_id: TransactionId
+
+
 async def stale_transaction_ids(
-    engine: AsyncEngine, *, untouched_since: datetime, limit: int = 200
-) -> list[TransactionId]:
-    """Oldest first: uses the (status, updated_at) index."""
+    engine: AsyncEngine,
+    *,
+    untouched_since: datetime,
+    limit: int = 200,
+    after: SweepPosition | None = None,
+) -> tuple[list[TransactionId], SweepPosition | None]:
+    """Oldest first, from `after` on (the (status, updated_at) index); with the position to carry on
+    from, or None when this page reached the end. Without the position every sweep would re-read the
+    same oldest `limit` rows: withdrawals waiting an hour for their code would starve the rest."""
+    t = transactions.c
     query = (
-        select(transactions.c.id)
-        .where(transactions.c.status.in_(SWEPT_STATUSES), transactions.c.updated_at < untouched_since)
-        .order_by(transactions.c.updated_at)
+        select(t.id, t.updated_at)
+        .where(t.status.in_(SWEPT_STATUSES), t.updated_at < untouched_since)
+        .order_by(t.updated_at, t.id)
         .limit(limit)
     )
+    if after is not None:
+        query = query.where(
+            or_(
+                t.updated_at > after.updated_at,
+                and_(t.updated_at == after.updated_at, t.id > after.transaction_id.value),
+            )
+        )
     async with engine.connect() as connection:
-        rows = (await connection.execute(query)).scalars().all()
-    return [TransactionId(row) for row in rows]
+        rows = (await connection.execute(query)).all()
+    ids = [TransactionId(row.id) for row in rows]
+    if len(rows) < limit:
+        return ids, None
+    return ids, SweepPosition(rows[-1].updated_at, ids[-1])

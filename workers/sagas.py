@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.payments.saga import PaymentSaga
 from domain.shared.clock import Clock, SystemClock
 from domain.shared.ids import TransactionId
-from persistence.saga_queries import stale_transaction_ids
+from persistence.saga_queries import SweepPosition, stale_transaction_ids
 from workers.bus import MessageBus
 from workers.consumer import EventConsumer
 from workers.envelope import EventEnvelope
@@ -72,11 +72,16 @@ class Sweeper:
         self.batch = batch
         self._clock = clock or SystemClock()
         self._limit = asyncio.Semaphore(concurrency)
+        self._position: SweepPosition | None = None
 
     async def sweep_once(self) -> int:
-        """Advance every transaction untouched for min_age; returns how many were looked at."""
-        ids = await stale_transaction_ids(
-            self._engine, untouched_since=self._clock.now() - self.min_age, limit=self.batch
+        """Advance the next `batch` transactions untouched for min_age (each sweep carries on where
+        the last stopped, and starts again from the oldest after the end); returns how many."""
+        ids, self._position = await stale_transaction_ids(
+            self._engine,
+            untouched_since=self._clock.now() - self.min_age,
+            limit=self.batch,
+            after=self._position,
         )
 
         async def one(tx_id: TransactionId) -> None:

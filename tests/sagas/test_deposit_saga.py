@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from application.payments.floats import fund_float
@@ -9,6 +11,7 @@ from domain.payments.status import TransactionStatus as S
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
 from tests.sagas.harness import AGENT_FLOAT_USD, CLIENT_LOGINID, Stack
+from workers.sagas import Sweeper
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +152,18 @@ async def test_contradicting_mpesa_evidence_goes_to_review_through_outcome_unkno
     assert done.status is S.NEEDS_REVIEW
     assert "contradicts" in (done.failure_reason or "")
     assert await stack.deriv_transfers(str(tx.id)) == 0
+
+
+async def test_the_sweeper_reaches_every_waiting_transaction_not_only_the_oldest_page(stack: Stack) -> None:
+    user = await stack.user()
+    for _ in range(3):  # the oldest: each waits up to an hour for its verification code
+        waiting = await stack.withdrawal(user, 10_00)
+        assert waiting.status is S.AWAITING_WITHDRAWAL_CODE
+    deposit = await stack.deposit(user, 1_300)  # its wake-up event is never delivered: only a sweep sees it
+    sweeper = Sweeper(stack.engine, stack.saga, min_age=timedelta(0), batch=2)
+
+    for _ in range(2):
+        await sweeper.sweep_once()
+
+    assert (await stack.get(deposit.id)).status is S.AWAITING_MPESA  # its STK push went out
+    await stack.settle(deposit.id)
