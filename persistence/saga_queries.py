@@ -32,10 +32,11 @@ async def stale_transaction_ids(
     untouched_since: datetime,
     limit: int = 200,
     after: SweepPosition | None = None,
-) -> tuple[list[TransactionId], SweepPosition | None]:
-    """Oldest first, from `after` on (the (status, updated_at) index); with the position to carry on
-    from, or None when this page reached the end. Without the position every sweep would re-read the
-    same oldest `limit` rows: withdrawals waiting an hour for their code would starve the rest."""
+) -> tuple[list[tuple[TransactionId, datetime]], SweepPosition | None]:
+    """(id, updated_at), oldest first, from `after` on (the (status, updated_at) index); with the
+    position to carry on from, or None when this page reached the end. Without the position every
+    sweep would re-read the same oldest `limit` rows: withdrawals waiting an hour for their code
+    would starve the rest."""
     t = transactions.c
     query = (
         select(t.id, t.updated_at)
@@ -52,7 +53,7 @@ async def stale_transaction_ids(
         )
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
-    ids = [TransactionId(row.id) for row in rows]
+    found = [(TransactionId(row.id), row.updated_at) for row in rows]
     if len(rows) < limit:
-        return ids, None
-    return ids, SweepPosition(rows[-1].updated_at, ids[-1])
+        return found, None
+    return found, SweepPosition(rows[-1].updated_at, found[-1][0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -54,6 +54,16 @@ def saga_consumer(
 
 
 class Sweeper:
+    """Looks again at transactions no event has moved for `min_age`.
+
+    A transaction the saga left waiting is not read again on every sweep: advance() says when time
+    alone will give it something to do (decisions.next_due), and the sweeper skips it until then,
+    unless it changed meanwhile, and never for longer than `max_quiet` (the bound on how late a
+    change that came with no event, e.g. evidence whose wake-up was lost, is noticed). Without
+    that, every sweep re-read every waiting transaction: under load the sweeper took most of the
+    workers' CPU, which made transactions wait longer, which gave it more to re-read.
+    """
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -63,6 +73,7 @@ class Sweeper:
         interval: float = 5.0,
         batch: int = 200,
         concurrency: int = 8,
+        max_quiet: timedelta = timedelta(seconds=30),
         clock: Clock | None = None,
     ) -> None:
         self._engine = engine
@@ -70,29 +81,43 @@ class Sweeper:
         self.min_age = min_age
         self.interval = interval
         self.batch = batch
+        self.max_quiet = max_quiet
         self._clock = clock or SystemClock()
         self._limit = asyncio.Semaphore(concurrency)
         self._position: SweepPosition | None = None
+        # transaction -> (its updated_at when the saga left it waiting, when to look again)
+        self._quiet: dict[TransactionId, tuple[datetime, datetime]] = {}
 
     async def sweep_once(self) -> int:
         """Advance the next `batch` transactions untouched for min_age (each sweep carries on where
-        the last stopped, and starts again from the oldest after the end); returns how many."""
-        ids, self._position = await stale_transaction_ids(
-            self._engine,
-            untouched_since=self._clock.now() - self.min_age,
-            limit=self.batch,
-            after=self._position,
+        the last stopped, and starts again from the oldest after the end), skipping those still
+        quiet; returns how many were advanced."""
+        now = self._clock.now()
+        found, self._position = await stale_transaction_ids(
+            self._engine, untouched_since=now - self.min_age, limit=self.batch, after=self._position
         )
+        due = [tx_id for tx_id, updated_at in found if not self._still_quiet(tx_id, updated_at, now)]
 
         async def one(tx_id: TransactionId) -> None:
             async with self._limit:
                 try:
-                    await self._saga.advance(tx_id)
+                    advanced = await self._saga.advance(tx_id)
                 except Exception as exc:  # one bad transaction must not stop the sweep
                     log.warning("sweeper.advance_failed", transaction_id=str(tx_id), error=type(exc).__name__)
+                    return
+            if advanced.waiting_since is not None:
+                latest = self._clock.now() + self.max_quiet
+                until = latest if advanced.due_at is None else min(advanced.due_at, latest)
+                self._quiet[tx_id] = (advanced.waiting_since, until)
 
-        await asyncio.gather(*(one(tx_id) for tx_id in ids))
-        return len(ids)
+        await asyncio.gather(*(one(tx_id) for tx_id in due))
+        if self._position is None:  # a full round: forget what is gone or due anyway
+            self._quiet = {k: v for k, v in self._quiet.items() if v[1] > now}
+        return len(due)
+
+    def _still_quiet(self, tx_id: TransactionId, updated_at: datetime, now: datetime) -> bool:
+        quiet = self._quiet.get(tx_id)
+        return quiet is not None and quiet[0] == updated_at and now < quiet[1]
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("sweeper.started", interval=self.interval, min_age=self.min_age.total_seconds())

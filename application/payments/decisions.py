@@ -13,7 +13,7 @@ and whose guard holds wins. Guards only look at evidence, step attempts and ages
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -412,3 +412,18 @@ def decide(view: SagaView, policy: SagaPolicy) -> Decision:
         if status is view.status and guard(view, policy):
             return Decision(action, reason)
     return Decision(Action.WAIT)
+
+
+def next_due(view: SagaView, policy: SagaPolicy) -> datetime | None:
+    """For a view decide() says WAIT to: the earliest time at which time alone makes it act, or None
+    when only new evidence, an event or a person can. Every time guard compares an age (since the
+    transaction's or a step's last update) with a policy duration, or the clock with a step's retry
+    time, so the candidates are exactly those sums: the first one decide() acts at is the answer."""
+    durations = [value for f in fields(policy) if isinstance(value := getattr(policy, f.name), timedelta)]
+    marks = [view.updated_at, *(record.updated_at for record in view.steps.values())]
+    candidates = {mark + d for mark in marks for d in durations}
+    candidates.update(record.retry_at for record in view.steps.values() if record.retry_at is not None)
+    for at in sorted(c for c in candidates if c > view.now):
+        if decide(replace(view, now=at), policy).action is not Action.WAIT:
+            return at
+    return None

@@ -20,14 +20,22 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from application.ledger import book
 from application.payments import bookings
-from application.payments.decisions import Action, Decision, SagaPolicy, SagaView, Step, decide
+from application.payments.decisions import (
+    Action,
+    Decision,
+    SagaPolicy,
+    SagaView,
+    Step,
+    decide,
+    next_due,
+)
 from application.payments.errors import (
     CallDeferred,
     CallOutcomeUnknown,
@@ -82,6 +90,10 @@ class Advanced:
     transaction_id: TransactionId
     status: S | None
     actions: tuple[Action, ...]
+    # Set when it stopped on WAIT: the transaction's updated_at then, and when time alone will
+    # give it something to do (None: only new evidence, an event or a person will)
+    waiting_since: datetime | None = None
+    due_at: datetime | None = None
 
 
 class PaymentSaga:
@@ -112,10 +124,11 @@ class PaymentSaga:
                 tx = await uow.transactions.get(tx_id)
                 if tx is None:
                     return Advanced(tx_id, None, tuple(actions))
-                decision = decide(await self._view(uow, tx), self.policy)
+                view = await self._view(uow, tx)
+                decision = decide(view, self.policy)
             status = tx.status
             if decision.action is Action.WAIT:
-                break
+                return Advanced(tx_id, status, tuple(actions), view.updated_at, next_due(view, self.policy))
             actions.append(decision.action)
             log.info(
                 "saga.step",

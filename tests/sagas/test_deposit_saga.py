@@ -167,3 +167,20 @@ async def test_the_sweeper_reaches_every_waiting_transaction_not_only_the_oldest
 
     assert (await stack.get(deposit.id)).status is S.AWAITING_MPESA  # its STK push went out
     await stack.settle(deposit.id)
+
+
+async def test_a_waiting_transaction_is_not_read_again_until_time_or_a_change_can_move_it(
+    stack: Stack,
+) -> None:
+    user = await stack.user()
+    waiting = await stack.withdrawal(user, 10_00)  # nothing moves it for an hour but its code
+    sweeper = Sweeper(stack.engine, stack.saga, min_age=timedelta(0), max_quiet=timedelta(minutes=5))
+
+    assert await sweeper.sweep_once() == 1
+    assert await sweeper.sweep_once() == 0  # still waiting: not read again
+
+    code = await stack.withdrawal_code()
+    await stack.app.confirm_withdrawal(user_id=user, transaction_id=waiting.id, verification_code=code)
+    assert await sweeper.sweep_once() == 1  # it changed: looked at again, and the B2C goes out
+    assert (await stack.get(waiting.id)).status is S.MPESA_DISBURSEMENT_SENT
+    await stack.settle(waiting.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from application.payments.decisions import (
     SagaView,
     Step,
     decide,
+    next_due,
 )
 from application.payments.ports import StepRecord
 from domain.payments.status import TRANSITIONS, TransactionType
@@ -237,3 +239,50 @@ def test_every_review_decision_has_a_legal_way_to_needs_review(type_: Transactio
             direct = (status, S.NEEDS_REVIEW) in legal
             via_unknown = (status, S.OUTCOME_UNKNOWN) in legal or status is S.OUTCOME_UNKNOWN
             assert direct or via_unknown, status
+
+
+# --- when time alone makes a waiting transaction act (the sweeper skips it until then) ---------
+
+
+def test_a_transfer_in_flight_is_due_when_its_call_grace_runs_out() -> None:
+    v = view(DEPOSIT, S.DERIV_TRANSFER_SENT, age=1, steps=step(Step.DERIV_TRANSFER, ago=1))
+    assert next_due(v, POLICY) == NOW - timedelta(seconds=1) + POLICY.call_grace
+
+
+def test_a_deferred_call_is_due_at_its_retry_time() -> None:
+    v = view(DEPOSIT, S.DERIV_TRANSFER_SENT, age=1, steps=deferred(Step.DERIV_TRANSFER, retry_in=7, ago=1))
+    assert next_due(v, POLICY) == NOW + timedelta(seconds=7)
+
+
+def test_a_push_waiting_for_its_callback_is_due_when_stk_query_may_ask() -> None:
+    v = view(DEPOSIT, S.AWAITING_MPESA, age=10, mpesa_request="SENT", steps=step(Step.STK_PUSH, ago=10))
+    assert next_due(v, POLICY) == NOW - timedelta(seconds=10) + POLICY.stk_callback_wait
+
+
+def test_a_withdrawal_waiting_for_its_code_is_due_when_the_code_expires() -> None:
+    v = view(WITHDRAWAL, S.AWAITING_WITHDRAWAL_CODE, age=100)
+    assert next_due(v, POLICY) == NOW - timedelta(seconds=100) + POLICY.withdrawal_code_ttl
+
+
+def test_what_only_a_person_can_move_is_never_due() -> None:
+    assert next_due(view(DEPOSIT, S.NEEDS_REVIEW, age=10), POLICY) is None
+
+
+@pytest.mark.parametrize(
+    "v",
+    [
+        view(DEPOSIT, S.PENDING, steps=step(Step.STK_PUSH, ago=3)),
+        view(DEPOSIT, S.AWAITING_MPESA, age=3, mpesa_request="SUCCEEDED", steps=step(Step.STK_QUERY, ago=3)),
+        view(DEPOSIT, S.MPESA_CONFIRMED, age=3, steps=step(Step.FLOAT_WAIT, ago=3)),
+        view(WITHDRAWAL, S.AWAITING_WITHDRAWAL_CODE, age=40, deriv_withdrawal="SENT",
+             steps=step(Step.DERIV_WITHDRAWAL, ago=2)),
+        view(WITHDRAWAL, S.MPESA_DISBURSEMENT_SENT, age=1, mpesa_disbursement="SENT",
+             disbursement_accepted=True),
+    ],
+)  # fmt: skip
+def test_a_waiting_transaction_waits_right_up_to_its_due_time_and_acts_at_it(v: SagaView) -> None:
+    assert decide(v, POLICY).action is Action.WAIT
+    due = next_due(v, POLICY)
+    assert due is not None
+    assert decide(replace(v, now=due - timedelta(microseconds=1)), POLICY).action is Action.WAIT
+    assert decide(replace(v, now=due), POLICY).action is not Action.WAIT
