@@ -111,6 +111,7 @@ class EventConsumer:
         )
         self._handlers: dict[str, Handler] = {}
         self._standalone: dict[str, StandaloneHandler] = {}
+        self._without_inbox: set[str] = set()
         self._started = False
 
     # --- registration -------------------------------------------------------------------
@@ -121,14 +122,18 @@ class EventConsumer:
             raise ValueError(f"{event_type} already has a handler in group {self.group}")
         self._handlers[event_type] = handler
 
-    def register_standalone(self, event_type: str, handler: StandaloneHandler) -> None:
+    def register_standalone(self, event_type: str, handler: StandaloneHandler, *, inbox: bool = True) -> None:
         """Handle `event_type` with a handler that commits its own work and is idempotent by
         itself (re-running it after a crash is harmless). It runs outside the inbox's
         transaction, so it may commit several times and call out between commits (SQLite has
-        one writer: holding the inbox transaction open would block the handler's own)."""
+        one writer: holding the inbox transaction open would block the handler's own).
+        inbox=False: the handler only looks again at what the event names (a saga wake-up), so
+        a repeat costs one look and nothing else; the inbox's read and write would cost more."""
         if event_type in self._handlers or event_type in self._standalone:
             raise ValueError(f"{event_type} already has a handler in group {self.group}")
         self._standalone[event_type] = handler
+        if not inbox:
+            self._without_inbox.add(event_type)
 
     def handler(self, *event_types: str) -> Callable[[Handler], Handler]:
         def decorate(fn: Handler) -> Handler:
@@ -247,11 +252,15 @@ class EventConsumer:
         context: dict[str, object],
     ) -> Outcome:
         event_id = str(event.event_id)
+        remembered = event.event_type not in self._without_inbox
         try:
-            async with self._uow_factory() as uow:
-                seen = await inbox.was_processed(uow.connection, self.group, event.event_id)
+            seen = False
+            if remembered:
+                async with self._uow_factory() as uow:
+                    seen = await inbox.was_processed(uow.connection, self.group, event.event_id)
             if not seen:
                 await handler(event)
+            if not seen and remembered:
                 async with self._uow_factory() as uow:
                     # False: a concurrent delivery finished first; both runs were harmless.
                     await inbox.record_processed(uow.connection, self.group, event.event_id, uow.clock.now())

@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.payments.saga import PaymentSaga
+from domain.payments.status import TransactionStatus
 from domain.shared.clock import Clock, SystemClock
 from domain.shared.ids import TransactionId
 from persistence.saga_queries import SweepPosition, stale_transaction_ids
@@ -46,11 +47,32 @@ def saga_consumer(
     consumer = EventConsumer(bus, engine, group=SAGA_GROUP, streams=SAGA_STREAMS, clock=clock, **options)  # type: ignore[arg-type]
 
     async def wake(event: EventEnvelope) -> None:
+        if event.event_type == "TransactionStatusChanged" and not wakes_the_saga(event):
+            return
         await saga.advance(TransactionId.from_str(event.aggregate_id))
 
     for event_type in WAKE_UPS:
-        consumer.register_standalone(event_type, wake)
+        consumer.register_standalone(event_type, wake, inbox=False)  # a repeated look is harmless
     return consumer
+
+
+def wakes_the_saga(event: EventEnvelope) -> bool:
+    """A status change into a state where a fresh transaction has nothing to do, only evidence
+    (whose own events wake the saga) or time (the sweeper) moving it, wakes nothing: most status
+    changes are the saga's own, and looking again after each doubled its reads."""
+    return str(event.data().get("to_status")) not in QUIET_STATUSES
+
+
+_WAITING_FOR_EVIDENCE_OR_TIME = (
+    TransactionStatus.NEEDS_REVIEW,
+    TransactionStatus.AWAITING_MPESA,
+    TransactionStatus.AWAITING_WITHDRAWAL_CODE,
+    TransactionStatus.DERIV_TRANSFER_SENT,
+    TransactionStatus.MPESA_DISBURSEMENT_SENT,
+)
+QUIET_STATUSES = frozenset(
+    s.value for s in TransactionStatus if s.is_terminal or s in _WAITING_FOR_EVIDENCE_OR_TIME
+)
 
 
 class Sweeper:

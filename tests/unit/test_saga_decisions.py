@@ -20,6 +20,7 @@ from application.payments.decisions import (
 from application.payments.ports import StepRecord
 from domain.payments.status import TRANSITIONS, TransactionType
 from domain.payments.status import TransactionStatus as S
+from workers.sagas import QUIET_STATUSES
 
 pytestmark = pytest.mark.unit
 
@@ -286,3 +287,20 @@ def test_a_waiting_transaction_waits_right_up_to_its_due_time_and_acts_at_it(v: 
     assert due is not None
     assert decide(replace(v, now=due - timedelta(microseconds=1)), POLICY).action is Action.WAIT
     assert decide(replace(v, now=due), POLICY).action is not Action.WAIT
+
+
+# --- which status changes wake the saga (workers.sagas) ------------------------------------
+
+
+@pytest.mark.parametrize("status", sorted(QUIET_STATUSES))
+def test_a_status_change_wakes_nothing_where_a_fresh_transaction_has_nothing_to_do(status: str) -> None:
+    for type_ in (DEPOSIT, WITHDRAWAL):
+        assert decide(view(type_, S(status)), POLICY).action is Action.WAIT
+
+
+def test_a_status_change_someone_else_made_into_a_state_with_work_wakes_the_saga() -> None:
+    # ConfirmWithdrawal (the API) books the Deriv debit: the B2C payout is the saga's to send now
+    fresh = view(WITHDRAWAL, S.DERIV_WITHDRAWAL_DONE)
+    assert decide(fresh, POLICY).action is Action.SEND_B2C
+    assert S.DERIV_WITHDRAWAL_DONE.value not in QUIET_STATUSES
+    assert S.OUTCOME_UNKNOWN.value not in QUIET_STATUSES

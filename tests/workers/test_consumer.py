@@ -224,3 +224,23 @@ async def test_consumer_and_relay_run_together_until_stopped(sqlite_memory: Back
     stop.set()
     await asyncio.wait_for(task, 5)
     assert [await audit_count(sqlite_memory.engine, str(r["id"])) for r in rows] == [1] * 5
+
+
+async def test_a_wake_up_handler_runs_without_inbox_rows_and_a_repeat_just_looks_again(
+    backend: Backend,
+) -> None:
+    group, looks = group_name(), []
+    runtime = EventConsumer(backend.bus, backend.engine, group=group, streams=[STREAM], block_ms=0)
+
+    async def look_again(event: EventEnvelope) -> None:
+        looks.append(str(event.event_id))
+
+    runtime.register_standalone("TestHappened", look_again, inbox=False)
+    await runtime.start()
+    (row,) = await insert_events(backend.engine)
+    await OutboxRelay(backend.engine, backend.bus).drain()
+
+    assert statuses(await runtime.process_once()) == ["handled"]
+    assert await inbox_rows(backend, group) == 0  # no inbox read or write for a look
+    assert await backend.bus.pending_count(STREAM, group) == 0
+    assert looks == [str(row["id"])]
