@@ -159,6 +159,7 @@ def _completion_figures(
     goal: Goal | None,
     baseline: str | None,
     cpu_seconds: dict[str, float] | None = None,
+    sql: str = "",
 ) -> None:
     """Completed per second from the phase's first initiation to its last completion, and the
     initiation-to-completed latencies, from the rows' own timestamps; `cpu_seconds`: CPU each
@@ -188,7 +189,8 @@ def _completion_figures(
             note=f"p50/p99: initiation to completed; {initiated} initiated, {len(done)} completed"
             + (f" in {span:.1f} s" if span else "")
             + (f"; not completed: {others}" if others else "")
-            + _reasons(rows),
+            + _reasons(rows)
+            + sql,
         )
     )
 
@@ -231,6 +233,23 @@ def _cpu_snapshot(cluster: Any) -> dict[str, float]:
 def _cpu_since(before: dict[str, float], cluster: Any) -> dict[str, float]:
     now = _cpu_snapshot(cluster)
     return {name: now[name] - before.get(name, 0.0) for name in now}
+
+
+async def _server_counters(url: str) -> dict[str, int]:
+    """MariaDB's own counts of statements and commits so far (server-wide: the bench is alone on it)."""
+    from sqlalchemy import text
+
+    query = text("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit')")
+    async with _engine(url).connect() as connection:
+        rows = (await connection.execute(query)).all()
+    return {str(name): int(value) for name, value in rows}
+
+
+def _per_completed(before: dict[str, int], after: dict[str, int], rows: list[Outcome]) -> str:
+    done = max(sum(1 for o in rows if o.status == "COMPLETED"), 1)
+    statements = (after.get("Questions", 0) - before.get("Questions", 0)) / done
+    commits = (after.get("Com_commit", 0) - before.get("Com_commit", 0)) / done
+    return f"; per completed: {statements:.0f} SQL statements, {commits:.0f} commits (all processes)"
 
 
 def _log_sizes(workdir: Path) -> dict[Path, int]:
@@ -347,6 +366,7 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
                 await asyncio.sleep(1)  # created_at >= since, whatever the rounding
                 since_wall = time.time()
                 cpu_before = _cpu_snapshot(cluster)
+                sql_before = await _server_counters(url)
                 ops = [deposit(u) for _ in range(DEPOSITS_PER_USER) for u in dep_users][:deposits]
                 sample = await counted(CONCURRENCY, ops, pids={"api": cluster.processes["api"].pid or 0})
                 _latency_figure(
@@ -363,6 +383,7 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
                     DEPOSITS_GOAL,
                     raw_ledger_name(16),
                     _cpu_since(cpu_before, cluster),
+                    _per_completed(sql_before, await _server_counters(url), rows),
                 )
 
                 # 3. withdrawals
@@ -462,6 +483,7 @@ async def _withdrawals(
         await asyncio.sleep(1)
         since_wall = time.time()
         cpu_before = _cpu_snapshot(cluster)
+        sql_before = await _server_counters(url)
         ops = [withdrawal(u) for _ in range(DEPOSITS_PER_USER) for u in users][:count]
         sample = await counted(CONCURRENCY, ops, pids={"api": cluster.processes["api"].pid or 0})
         _latency_figure(
@@ -469,5 +491,13 @@ async def _withdrawals(
         )
         rows = await _wait_final(url, "WITHDRAWAL", since, sample.count, 60 if args.quick else 120)
         _completion_figures(
-            results, "withdrawals", rows, since_wall, len(ops), None, None, _cpu_since(cpu_before, cluster)
+            results,
+            "withdrawals",
+            rows,
+            since_wall,
+            len(ops),
+            None,
+            None,
+            _cpu_since(cpu_before, cluster),
+            _per_completed(sql_before, await _server_counters(url), rows),
         )

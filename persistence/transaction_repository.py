@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import Row, Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,13 +37,7 @@ from persistence.tables import (
 
 Attachment = MpesaRequest | MpesaDisbursement | DerivTransfer | DerivWithdrawal
 
-_SELECT = select(transactions)
-_BY_ID = _SELECT.where(transactions.c.id == bindparam("tx_id"))
-_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
-_BY_KEY = _SELECT.where(
-    transactions.c.idempotency_key_hash == bindparam("key_hash"),
-    transactions.c.user_id == bindparam("user_id"),
-)
+_BY_ID_FOR_UPDATE = select(transactions).where(transactions.c.id == bindparam("tx_id")).with_for_update()
 _ID_BY_CHECKOUT = select(mpesa_requests.c.transaction_id).where(
     mpesa_requests.c.checkout_request_id == bindparam("value")
 )
@@ -80,10 +75,26 @@ _FLOW_ATTACHMENTS = {
     TransactionType.DEPOSIT: ("mpesa_request", "deriv_transfer"),
     TransactionType.WITHDRAWAL: ("mpesa_disbursement", "deriv_withdrawal"),
 }
-_ATTACHMENT_BY_TX = {
-    name: select(table).where(table.c.transaction_id == bindparam("tx_id"))
-    for name, table in _ATTACHMENT_TABLES.items()
-}
+
+
+def _with_attachments(*columns: Any) -> Select[Any]:
+    """`columns` and every attachment row of the transaction in one statement: each attachment is
+    1:1 by its primary key transaction_id, its columns labelled "<attachment>__<column>"."""
+    joined: Any = transactions
+    for name, table in _ATTACHMENT_TABLES.items():
+        columns = (*columns, *(c.label(f"{name}__{c.name}") for c in table.c))
+        joined = joined.outerjoin(table, table.c.transaction_id == transactions.c.id)
+    return select(*columns).select_from(joined)
+
+
+# A plain read: the row and its attachments in one statement. A locking read: the row under its
+# lock, then the attachments (a join would lock their rows too, which the callbacks write).
+_READ_BY_ID = _with_attachments(*transactions.c).where(transactions.c.id == bindparam("tx_id"))
+_READ_BY_KEY = _with_attachments(*transactions.c).where(
+    transactions.c.idempotency_key_hash == bindparam("key_hash"),
+    transactions.c.user_id == bindparam("user_id"),
+)
+_ATTACHMENTS_BY_ID = _with_attachments().where(transactions.c.id == bindparam("tx_id"))
 
 
 def _money(cents: int | None, currency: str | None) -> Money | None:
@@ -164,7 +175,7 @@ def _attachment_row(record: Attachment) -> dict[str, Any]:
     return row
 
 
-def _attachment_from_row(name: str, row: Row[Any]) -> Attachment:
+def _attachment_from_row(name: str, row: Any) -> Attachment:
     common: dict[str, Any] = {
         "transaction_id": TransactionId(row.transaction_id),
         "amount": Money(int(row.amount_cents), Currency(row.amount_currency)),
@@ -248,13 +259,20 @@ class SqlTransactionRepository:
         self._loaded[tx.id] = (tx.version, attachments)
 
     async def get(self, tx_id: TransactionId) -> Transaction | None:
-        return await self._load(_BY_ID, {"tx_id": tx_id.value})
+        row = (await self._connection.execute(_READ_BY_ID, {"tx_id": tx_id.value})).first()
+        return None if row is None else self._reconstitute(row, row)
 
     async def get_for_update(self, tx_id: TransactionId) -> Transaction | None:
-        return await self._load(_BY_ID_FOR_UPDATE, {"tx_id": tx_id.value})
+        row = (await self._connection.execute(_BY_ID_FOR_UPDATE, {"tx_id": tx_id.value})).first()
+        if row is None:
+            return None
+        attached = (await self._connection.execute(_ATTACHMENTS_BY_ID, {"tx_id": tx_id.value})).one()
+        return self._reconstitute(row, attached)
 
     async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None:
-        return await self._load(_BY_KEY, {"key_hash": key_hash, "user_id": user_id.value})
+        params = {"key_hash": key_hash, "user_id": user_id.value}
+        row = (await self._connection.execute(_READ_BY_KEY, params)).first()
+        return None if row is None else self._reconstitute(row, row)
 
     async def list_for_user(
         self, user_id: UserId, *, limit: int, before: TransactionId | None = None
@@ -310,15 +328,17 @@ class SqlTransactionRepository:
         tx_id = (await self._connection.execute(statement, {"value": value})).scalar_one_or_none()
         return None if tx_id is None else await self.get(TransactionId(tx_id))
 
-    async def _load(self, statement: Any, params: dict[str, Any]) -> Transaction | None:
-        row = (await self._connection.execute(statement, params)).first()
-        if row is None:
-            return None
+    def _reconstitute(self, row: Row[Any], attached: Row[Any]) -> Transaction:
+        """The aggregate from its `transactions` row and the labelled attachment columns."""
         tx_type = TransactionType(row.type)
         attachments: dict[str, Attachment | None] = {}
+        values = attached._mapping
         for name in _FLOW_ATTACHMENTS[tx_type]:
-            found = (await self._connection.execute(_ATTACHMENT_BY_TX[name], {"tx_id": row.id})).first()
-            attachments[name] = _attachment_from_row(name, found) if found else None
+            if values[f"{name}__transaction_id"] is None:
+                attachments[name] = None
+                continue
+            columns = {c.name: values[f"{name}__{c.name}"] for c in _ATTACHMENT_TABLES[name].c}
+            attachments[name] = _attachment_from_row(name, SimpleNamespace(**columns))
         tx = Transaction.reconstitute(
             id=TransactionId(row.id),
             user_id=UserId(row.user_id),
