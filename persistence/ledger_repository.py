@@ -8,11 +8,12 @@ two postings on the same pair), and balances are written back with a version che
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Engine, Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -79,12 +80,35 @@ def account_row(account: LedgerAccount) -> dict[str, Any]:
     }
 
 
+# Account code -> id, per database (engine), of accounts read back committed: a posting names its
+# accounts by code, and reading each id every time was a statement per account per posting.
+_KNOWN_IDS: weakref.WeakKeyDictionary[Engine, dict[str, LedgerAccountId]] = weakref.WeakKeyDictionary()
+
+
+def _code(kind: AccountKind, currency: Currency, user_id: UserId | None) -> str:
+    return user_wallet_code(user_id, currency) if user_id is not None else system_account_code(kind, currency)
+
+
 class SqlLedgerRepository:
     def __init__(self, connection: AsyncConnection, clock: Clock) -> None:
         self._connection = connection
         self._clock = clock
         # Version each account had when it was loaded: the optimistic check on save.
         self._loaded_versions: dict[LedgerAccountId, int] = {}
+        # Accounts this unit of work created: not remembered, as it may still roll back.
+        self._created: set[str] = set()
+
+    async def account_id(
+        self, *, kind: AccountKind, currency: Currency, user_id: UserId | None = None
+    ) -> LedgerAccountId:
+        known = _KNOWN_IDS.setdefault(self._connection.sync_engine, {})
+        code = _code(kind, currency, user_id)
+        found = known.get(code)
+        if found is None:
+            found = (await self.get_or_create_account(kind=kind, currency=currency, user_id=user_id)).id
+            if code not in self._created:
+                known[code] = found
+        return found
 
     async def get_accounts_for_update(
         self, ids: Collection[LedgerAccountId]
@@ -98,11 +122,7 @@ class SqlLedgerRepository:
     async def get_or_create_account(
         self, *, kind: AccountKind, currency: Currency, user_id: UserId | None = None
     ) -> LedgerAccount:
-        code = (
-            user_wallet_code(user_id, currency)
-            if user_id is not None
-            else system_account_code(kind, currency)
-        )
+        code = _code(kind, currency, user_id)
         row = (await self._connection.execute(_SELECT_BY_CODE, {"code": code})).first()
         if row is not None:
             return account_from_row(row)
@@ -115,6 +135,7 @@ class SqlLedgerRepository:
         try:
             async with self._connection.begin_nested():
                 await self._connection.execute(_INSERT_ACCOUNT, account_row(account))
+            self._created.add(code)
         except IntegrityError:
             # Created concurrently: a locking read sees the latest committed row even under
             # REPEATABLE READ, where a plain read would still show our older snapshot.

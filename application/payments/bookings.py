@@ -32,7 +32,7 @@ async def _account(
     ledger: LedgerRepository, kind: K, currency: Currency, tx: Transaction | None = None
 ) -> LedgerAccountId:
     user_id = tx.user_id if kind is K.USER_WALLET and tx is not None else None
-    return (await ledger.get_or_create_account(kind=kind, currency=currency, user_id=user_id)).id
+    return await ledger.account_id(kind=kind, currency=currency, user_id=user_id)
 
 
 async def _posting(

@@ -25,6 +25,13 @@ class LedgerRepository(Protocol):
         """The user's wallet (kind USER_WALLET, user_id given) or the system account of that kind."""
         ...
 
+    async def account_id(
+        self, *, kind: AccountKind, currency: Currency, user_id: UserId | None = None
+    ) -> LedgerAccountId:
+        """The id of get_or_create_account's account. An account, once committed, keeps its id
+        forever, so an implementation may remember ids instead of reading them every posting."""
+        ...
+
     async def add_posting(self, posting: Posting) -> None: ...
 
     async def save_accounts(self, accounts: Iterable[LedgerAccount]) -> None:

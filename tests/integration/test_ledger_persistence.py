@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.ledger import book
 from domain.wallet.errors import Overdraft
 from persistence.engine import create_engine
-from persistence.tables import audit_logs, domain_events, ledger_entries, ledger_postings
+from persistence.tables import audit_logs, domain_events, ledger_accounts, ledger_entries, ledger_postings
 from persistence.unit_of_work import SqlUnitOfWork
 from tests.integration.ledger_helpers import balance_of, fund, net_by_currency, pay_out, wallet_and_float
 
@@ -89,3 +89,28 @@ async def test_a_crash_before_commit_leaves_no_trace(engine: AsyncEngine) -> Non
 
     assert await balance_of(engine, wallet) == 10_00
     assert (await count(engine, ledger_entries), await count(engine, domain_events)) == before
+
+
+async def test_an_account_id_is_remembered_once_committed_never_from_a_rolled_back_creation(
+    engine: AsyncEngine,
+) -> None:
+    from domain.wallet.account_kind import AccountKind
+    from domain.wallet.money import Currency
+
+    kind, currency = AccountKind.MPESA_FLOAT, Currency.KES
+    async with SqlUnitOfWork(engine) as uow:  # created, then rolled back: that id never existed
+        phantom = await uow.ledger.account_id(kind=kind, currency=currency)
+        assert await uow.ledger.account_id(kind=kind, currency=currency) == phantom
+    async with SqlUnitOfWork(engine) as uow:
+        created = await uow.ledger.account_id(kind=kind, currency=currency)
+        await uow.commit()
+    assert created != phantom
+
+    async with SqlUnitOfWork(engine) as uow:  # read back committed: remembered from now on
+        assert await uow.ledger.account_id(kind=kind, currency=currency) == created
+    async with engine.begin() as connection:  # so a rename behind its back goes unnoticed
+        await connection.execute(
+            ledger_accounts.update().where(ledger_accounts.c.id == created.value).values(code="moved")
+        )
+    async with SqlUnitOfWork(engine) as uow:
+        assert await uow.ledger.account_id(kind=kind, currency=currency) == created

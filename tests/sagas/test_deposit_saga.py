@@ -33,7 +33,7 @@ async def test_a_paid_deposit_credits_the_deriv_account_once(stack: Stack) -> No
 async def test_a_cancelled_stk_push_fails_without_moving_money(stack: Stack) -> None:
     user = await stack.user(phone="254712341032")  # the simulator's "cancelled by user"
 
-    tx = await stack.deposit(user, 500)
+    tx = await stack.deposit(user, 1_300)
     done = await stack.settle(tx.id)
 
     assert done.status is S.FAILED
