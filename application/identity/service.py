@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -53,6 +53,8 @@ DERIV_CURRENCY = "USD"
 # read: get_settings for the KYC snapshot; payments: the user's side of paymentagent_withdraw.
 REQUIRED_DERIV_SCOPES = frozenset({"read", "payments"})
 CODE_DIGITS = 6
+# An unchanged KYC snapshot is stored again (re-stamped) at most this often.
+KYC_RESTAMP_AFTER = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -348,13 +350,18 @@ class IdentityService:
     async def refresh_kyc(self, user_id: UserId) -> KycSnapshot:
         """A fresh KycSnapshot from Deriv's get_settings (on demand and before money moves)."""
         async with self._uow() as uow:
-            await self._require_user(uow, user_id)
+            stored = (await self._require_user(uow, user_id)).kyc
             token = await uow.users.load_deriv_token(user_id)
         if token is None:
             raise DerivAccountNotBound("bind a Deriv account first")
         settings = await self._deriv.get_settings(token)
         now = self._clock.now()
         snapshot = KycSnapshot.from_get_settings(settings, now)
+        if stored is not None and stored.same_profile(snapshot) and now - stored.taken_at < KYC_RESTAMP_AFTER:
+            # Checked against Deriv just now and unchanged: writing it back (the user row, an
+            # event, an audit record) at every payment was the API's largest cost per deposit.
+            log.info("kyc.unchanged", user_id=str(user_id), acceptable=snapshot.is_acceptable())
+            return snapshot
         async with self._uow() as uow:
             user = await self._require_user(uow, user_id)
             user.take_kyc_snapshot(snapshot, now=now)

@@ -7,7 +7,7 @@ are never patched one by one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from domain.shared.clock import require_utc
@@ -99,3 +99,7 @@ class KycSnapshot:
 
     def is_acceptable(self) -> bool:
         return not self.missing_for_payments()
+
+    def same_profile(self, other: KycSnapshot) -> bool:
+        """The same KYC data, whenever each was taken."""
+        return replace(self, taken_at=other.taken_at) == other

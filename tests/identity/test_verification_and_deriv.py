@@ -14,8 +14,10 @@ from application.identity.errors import (
     VerificationCodeInvalid,
 )
 from application.identity.ports import VerificationPurpose
+from deriv_gateway.simulator import DerivSimulator
 from domain.shared.ids import UserId
 from domain.user.errors import DerivAccountAlreadyBound, VirtualAccountRefused
+from domain.user.kyc_snapshot import KycSnapshot
 from persistence.tables import deriv_accounts, verification_codes
 
 from .conftest import PASSWORD, Identity, unique_email, unique_phone
@@ -107,8 +109,15 @@ async def test_codes_expire_and_a_new_code_supersedes_the_old(identity: Identity
     )
 
 
+async def stored_kyc(identity: Identity, user_id: UserId) -> KycSnapshot:
+    async with identity.uow() as uow:
+        user = await uow.users.get(user_id)
+    assert user is not None and user.kyc is not None
+    return user.kyc
+
+
 async def test_binding_a_real_usd_deriv_account_takes_a_kyc_snapshot_and_keeps_the_token_encrypted(
-    any_identity: Identity,
+    any_identity: Identity, deriv_sim: DerivSimulator
 ) -> None:
     user_id, _, _ = await new_user(any_identity)
     with pytest.raises(DerivAccountNotBound):
@@ -135,6 +144,17 @@ async def test_binding_a_real_usd_deriv_account_takes_a_kyc_snapshot_and_keeps_t
     any_identity.clock.advance(timedelta(minutes=5))
     refreshed = await any_identity.service.refresh_kyc(user_id)
     assert refreshed.taken_at > first_taken and refreshed.first_name == "Alice"
+    assert (await stored_kyc(any_identity, user_id)).taken_at == first_taken  # unchanged: not written again
+
+    any_identity.clock.advance(timedelta(hours=24))  # unchanged, but a day old: stamped again
+    restamped = await any_identity.service.refresh_kyc(user_id)
+    assert (await stored_kyc(any_identity, user_id)).taken_at == restamped.taken_at
+
+    deriv_sim.engine.books.accounts["CR90000001"].first_name = "Alicia"  # changed on Deriv: stored at once
+    any_identity.clock.advance(timedelta(minutes=1))
+    await any_identity.service.refresh_kyc(user_id)
+    assert (await stored_kyc(any_identity, user_id)).first_name == "Alicia"
+    deriv_sim.engine.books.accounts["CR90000001"].first_name = "Alice"
 
     # binding the same account again is a no-op; another account is refused
     await any_identity.service.bind_deriv_account(user_id=user_id, deriv_token="sim-client1-token")
