@@ -53,7 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--burst",
         type=int,
         help="deposits in the e2e rate-limit burst (default 100, quick 20; issue 8 asks for 500: "
-        "about 6 minutes at the bench's Deriv limit)",
+        "about 3 minutes at Deriv's limit of 180 calls/min)",
+    )
+    parser.add_argument(
+        "--saga-timings",
+        choices=("fast", "production"),
+        default="fast",
+        help="e2e cluster's saga and sweeper timings: the cluster's fast ones (call grace 2 s, sweeper "
+        "every 0.5 s) or production's defaults (30 s, every 5 s)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     args = parser.parse_args(argv)

@@ -318,6 +318,7 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
             float_usd_cents=10_000_000_00,
             float_kes_cents=1_000_000_000_00,
             env=FAST_ARGON2,
+            fast_sagas=getattr(args, "saga_timings", "fast") == "fast",
             # the cluster's fast saga timings (its default): with production timings a deposit waited
             # for the STK Query timer (p50 initiation-to-completed 68 s, measured), not for its callback
         )
