@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from domain.shared.clock import Clock, SystemClock
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from application.payments.saga import PaymentSaga
     from application.payments.service import MoneyMovementPolicy, PaymentsApplication
+    from domain.wallet.deriv_rules import DerivTransferLimits
     from mpesa_adapter.config import DarajaConfig
     from mpesa_adapter.shared_token import RedisTokenCache
     from workers.bus import MessageBus
@@ -69,6 +71,17 @@ def daraja_token_cache(settings: Settings, config: DarajaConfig) -> RedisTokenCa
     from mpesa_adapter.shared_token import RedisTokenCache
 
     return RedisTokenCache.for_config(settings.redis_url, config)
+
+
+def deriv_transfer_limits(settings: Settings) -> DerivTransferLimits:
+    """PENPAY_DERIV_TRANSFER_MIN_USD / _MAX_USD (exact decimals of at most 2 places) as USD Money."""
+    from domain.wallet.deriv_rules import DerivTransferLimits
+    from domain.wallet.money import Currency, Money
+
+    def usd(amount: Decimal) -> Money:
+        return Money(int(amount.scaleb(Currency.USD.minor_digits)), Currency.USD)
+
+    return DerivTransferLimits(usd(settings.deriv_transfer_min_usd), usd(settings.deriv_transfer_max_usd))
 
 
 @dataclass
@@ -178,6 +191,7 @@ def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Paymen
         ),
         deriv=deriv,
         saga=saga,
+        transfer_limits=deriv_transfer_limits(s),
         policy=policy,
         checkpoint=checkpoint,
     )

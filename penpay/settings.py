@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +32,10 @@ class Settings(BaseSettings):
     deriv_ws_url: str = "ws://127.0.0.1:8765/websockets/v3"
     deriv_app_id: str = "1089"
     deriv_agent_token: SecretStr = SecretStr("")
+    # The payment agent's per-transfer limits in USD (Deriv's default for a fiat agent: 10 to 2,000).
+    # A payment outside them is refused when it starts, before the customer pays or asks for a code.
+    deriv_transfer_min_usd: Decimal = Field(default=Decimal("10"), gt=0, decimal_places=2)
+    deriv_transfer_max_usd: Decimal = Field(default=Decimal("2000"), gt=0, decimal_places=2)
 
     # Deriv gateway: leader lease (Redis SET NX PX with a fencing token) and call timeouts
     gateway_lease_key: str = "penpay:deriv-gateway:leader"
@@ -87,6 +92,20 @@ class Settings(BaseSettings):
     def _empty_means_unset(cls, value: object) -> object:
         # `PENPAY_REDIS_URL=` (as in .env.example) means "not configured", not "".
         return None if value == "" else value
+
+    @field_validator("deriv_transfer_min_usd", "deriv_transfer_max_usd", mode="before")
+    @classmethod
+    def _exact_amount(cls, value: object) -> object:
+        # Money is exact: 9.99 as a float is 9.9900000000000002131628...
+        if isinstance(value, float):
+            raise ValueError("give the amount as a decimal string, never a float")
+        return value
+
+    @model_validator(mode="after")
+    def _transfer_limits_in_order(self) -> Self:
+        if self.deriv_transfer_min_usd > self.deriv_transfer_max_usd:
+            raise ValueError("PENPAY_DERIV_TRANSFER_MIN_USD is above PENPAY_DERIV_TRANSFER_MAX_USD")
+        return self
 
 
 @lru_cache(maxsize=1)

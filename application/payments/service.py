@@ -5,6 +5,10 @@ picks it up from the DepositInitiated event. Two withdrawal steps run inline bec
 user is waiting for them: asking Deriv to email the code (InitiateWithdrawal) and the debit
 with that code (ConfirmWithdrawal, whose code is never stored). Both follow the saga's rule:
 intent committed before the call, answer recorded after, the sweeper resolves the rest.
+
+An amount Deriv would refuse (outside the payment agent's transfer limits) is refused first, before
+the compliance policy or anything else can write: the customer has not paid, no code is asked for,
+and no Transaction takes the idempotency key, so a corrected request can start afresh.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from domain.shared.errors import InvalidValue
 from domain.shared.ids import TransactionId, UserId
 from domain.user.phone_number import PhoneNumber
 from domain.user.user import User
+from domain.wallet.deriv_rules import DerivTransferLimits
 from domain.wallet.money import Currency, Money
+from domain.wallet.mpesa_rules import require_mpesa_amount
 
 log = structlog.get_logger("penpay.payments")
 
@@ -67,10 +73,12 @@ class PaymentsApplication:
         rates: RateSource,
         deriv: DerivPayments,
         saga: PaymentSaga,
+        transfer_limits: DerivTransferLimits,
         policy: MoneyMovementPolicy | None = None,
         checkpoint: Callable[[str], None] = no_checkpoint,
     ) -> None:
         self._uow = unit_of_work
+        self._limits = transfer_limits
         self._rates = rates
         self._deriv = deriv
         self._saga = saga
@@ -97,12 +105,16 @@ class PaymentsApplication:
             found = await uow.users.get(user_id) if existing is None else None
         if existing is not None:
             return existing
+        # The amount first (what M-Pesa takes, then the USD it buys at the quote against what Deriv
+        # accepts): refused here, nothing was written and the customer is never charged.
+        require_mpesa_amount(amount)
+        now = self._uow().clock.now()  # the clock only: no unit of work is entered
+        rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
+        self._limits.check_deposit(amount, rate, at=now)
         if self._policy is not None:
             await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
         user = _bound(found)
         payer = PhoneNumber(phone) if phone else user.phone
-        now = self._uow().clock.now()  # the clock only: no unit of work is entered
-        rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
         assert user.deriv_loginid is not None
         created = await create_once(
             self._uow,  # type: ignore[arg-type]
@@ -133,6 +145,7 @@ class PaymentsApplication:
         existing = await self._existing(user_id, idempotency_key_hash)
         if existing is not None:
             return existing
+        self._limits.check(amount, what="withdrawals")  # before anything is written or a code is asked for
         if self._policy is not None:
             await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
         user = await self._user(user_id)

@@ -32,6 +32,13 @@ class MpesaAmountOutOfRange(DomainError):
     field = "amount"
 
 
+class DerivAmountOutOfRange(DomainError):
+    """Outside the Deriv payment agent's per-transfer limits: Deriv would refuse the transfer."""
+
+    reason = "DERIV_AMOUNT_OUT_OF_RANGE"
+    field = "amount"
+
+
 class InvalidRate(DomainError):
     reason = "INVALID_RATE"
     field = "rate"

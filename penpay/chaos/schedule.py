@@ -53,6 +53,11 @@ WITHDRAWAL_SCENARIOS: tuple[tuple[str, int], ...] = (
     ("b2c_spike_arrest", 1),
 )
 DEPOSIT_SHARE = 0.6
+# PenPay refuses at initiation what Deriv would refuse by amount (PENPAY_DERIV_TRANSFER_MIN_USD,
+# USD 10 by default). The soak's cluster lowers PenPay's minimum to USD 1 while the simulator's
+# agent keeps its USD 10: "deriv_refused" and "deriv_below_minimum" pass PenPay's check and still
+# meet Deriv's own refusal, the path a payment takes when the agent's limits change at Deriv.
+CLUSTER_ENV = {"PENPAY_DERIV_TRANSFER_MIN_USD": "1"}
 
 # Fault kinds and their targets. "kill" = SIGKILL, down for a while, start again.
 KILL_TARGETS = ("worker-1", "worker-2", "relay", "gateway-leader", "gateway-standby", "api", "callbacks")

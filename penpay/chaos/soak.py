@@ -26,7 +26,7 @@ from penpay.chaos.driver import TrafficDriver
 from penpay.chaos.faults import FaultInjector
 from penpay.chaos.population import AccessTokens, create_users, load_deriv_accounts, write_signing_key
 from penpay.chaos.report import SoakReport, build_report
-from penpay.chaos.schedule import Schedule, build_schedule
+from penpay.chaos.schedule import CLUSTER_ENV, Schedule, build_schedule
 from penpay.chaos.servers import PrivateMariaDB, PrivateRedis
 from penpay.chaos.tcpcut import TcpCut
 from penpay.cluster import Cluster, ClusterConfig
@@ -106,7 +106,7 @@ class ChaosSoak:
                 standby_gateway=True,
                 mpesa_callback_delay=0.3,
                 mpesa_sim_args=("--late-delay", str(c.late_callback_delay)),
-                env={**jwt_env, "PENPAY_SAGA_CALL_GRACE": str(c.call_grace)},
+                env={**jwt_env, **CLUSTER_ENV, "PENPAY_SAGA_CALL_GRACE": str(c.call_grace)},
                 start_timeout=90.0,
             )
         )

@@ -38,7 +38,7 @@ TEST_METHOD = "/penpay.test.v1.MoneyTestService/Move"
 DAY = timedelta(hours=24)
 
 
-def deposit(amount_cents: int = 1_000_00, currency: str = "KES") -> payments_pb2.InitiateDepositRequest:
+def deposit(amount_cents: int = 1_300_00, currency: str = "KES") -> payments_pb2.InitiateDepositRequest:
     return payments_pb2.InitiateDepositRequest(amount_cents=amount_cents, currency=currency)
 
 
@@ -99,7 +99,7 @@ async def test_a_repeat_replays_the_first_response_byte_for_byte(payer: tuple[Ha
 
     assert second == first
     response = payments_pb2.InitiateDepositResponse.FromString(first)
-    assert response.transaction.amount.amount_cents == 1_000_00
+    assert response.transaction.amount.amount_cents == 1_300_00
     assert response.transaction.status == "pending"
     assert dict(first_trailers).get("idempotent-replayed") is None
     assert dict(second_trailers).get("idempotent-replayed") == "true"
@@ -130,7 +130,7 @@ async def test_a_repeat_replays_the_first_response_byte_for_byte(payer: tuple[Ha
 async def test_the_same_key_for_another_request_is_refused(payer: tuple[Harness, Account]) -> None:
     api, account = payer
     key = f"deposit-{secrets.token_hex(8)}"
-    await raw_call(api, DEPOSIT, deposit(1_000_00), account, key)
+    await raw_call(api, DEPOSIT, deposit(1_300_00), account, key)
     error = await failing_call(api, DEPOSIT, deposit(2_000_00), account, key)
 
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -177,7 +177,7 @@ async def test_after_24_hours_the_key_is_free_but_still_one_transaction(
 ) -> None:
     api, account = payer
     key = f"deposit-{secrets.token_hex(8)}"
-    first, _ = await raw_call(api, DEPOSIT, deposit(1_000_00), account, key)
+    first, _ = await raw_call(api, DEPOSIT, deposit(1_300_00), account, key)
 
     api.clock.advance(DAY - timedelta(seconds=1))
     await api.relogin(account)

@@ -34,7 +34,7 @@ async def test_logs_name_each_call_and_hold_no_secret(start_api: StartApi, gatew
             auth_pb2.BindDerivAccountRequest(deriv_token=CLIENT_TOKEN), metadata=account.auth
         )
         await api.payments.InitiateDeposit(
-            payments_pb2.InitiateDepositRequest(amount_cents=500_00, currency="KES"),
+            payments_pb2.InitiateDepositRequest(amount_cents=1_300_00, currency="KES"),
             metadata=(*account.auth, ("idempotency-key", key)),
         )
         refreshed = await api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=account.refresh_token))

@@ -115,10 +115,58 @@ async def test_money_moves_only_for_a_verified_user(start_api: StartApi, gateway
     account = await api.new_account()  # phone not verified, no Deriv account
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await api.payments.InitiateDeposit(
-            payments_pb2.InitiateDepositRequest(amount_cents=1_000_00, currency="KES"),
+            payments_pb2.InitiateDepositRequest(amount_cents=1_300_00, currency="KES"),
             metadata=(*account.auth, *key()),
         )
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     parsed = details_of(refused.value)
     assert parsed.error_info.reason == "COMPLIANCE_REFUSED"
     assert parsed.error_info.metadata["rule"] == "PHONE_NOT_VERIFIED"
+
+
+async def test_a_deposit_converting_below_deriv_s_minimum_is_an_invalid_amount_cents(
+    payer: tuple[Harness, Account, Gateway],
+) -> None:
+    api, account, _ = payer
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await api.payments.InitiateDeposit(
+            payments_pb2.InitiateDepositRequest(amount_cents=650_00, currency="KES"),  # USD 5.00
+            metadata=(*account.auth, *key()),
+        )
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    message = (
+        "deposits must convert to between USD 10.00 and USD 2,000.00; KES 650.00 converts to USD 5.00"
+        " at the quoted rate (deposit at least KES 1,300.00)"
+    )
+    assert refused.value.details() == message
+    parsed = details_of(refused.value)
+    assert parsed.error_info.reason == "DERIV_AMOUNT_OUT_OF_RANGE" and parsed.error_info.domain == "penpay.io"
+    assert dict(parsed.error_info.metadata) == {"field": "amount_cents"}
+    assert [(v.field, v.description) for v in parsed.violations] == [("amount_cents", message)]
+    listed = await api.payments.ListTransactions(
+        payments_pb2.ListTransactionsRequest(), metadata=account.auth
+    )
+    assert list(listed.transactions) == []
+
+
+@pytest.mark.parametrize(
+    ("cents", "side"),
+    [(5_00, "USD 5.00 is below the minimum"), (2_000_01, "USD 2,000.01 is above the maximum")],
+)
+async def test_a_withdrawal_outside_deriv_s_limits_is_an_invalid_amount_cents(
+    payer: tuple[Harness, Account, Gateway], cents: int, side: str
+) -> None:
+    api, account, gateway = payer
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await api.payments.InitiateWithdrawal(
+            payments_pb2.InitiateWithdrawalRequest(amount_cents=cents, currency="USD"),
+            metadata=(*account.auth, *key()),
+        )
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == f"withdrawals must be between USD 10.00 and USD 2,000.00; {side}"
+    parsed = details_of(refused.value)
+    assert parsed.error_info.reason == "DERIV_AMOUNT_OUT_OF_RANGE"
+    assert [v.field for v in parsed.violations] == ["amount_cents"]
+    assert not [m for m in gateway.simulator.engine.books.mailbox if m.loginid == "CR90000001"]

@@ -19,7 +19,7 @@ from .conftest import PASSWORD, Surface, User, error_shape
 pytestmark = pytest.mark.integration
 
 DAY = timedelta(hours=24)
-DEPOSIT = {"amount_cents": "100000", "currency": "KES"}
+DEPOSIT = {"amount_cents": "130000", "currency": "KES"}
 
 
 def key() -> dict[str, str]:

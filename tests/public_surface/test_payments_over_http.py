@@ -5,12 +5,16 @@ The saga's later steps (STK push, callbacks, transfers) are the payments tests' 
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import select
 
-from persistence.tables import transactions
+from domain.shared.clock import FixedClock
+from persistence.tables import idempotency_keys, transactions
 
-from .conftest import Surface, User, error_shape
+from .conftest import Gateway, Surface, User, error_shape, serve_surface
+from .state import fingerprint
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +32,13 @@ def mailed_code(surface: Surface) -> str:
 @pytest.fixture
 async def payer(surface: Surface) -> User:
     return await surface.payer()
+
+
+@pytest.fixture
+async def on_mariadb(fresh_mariadb_url: str, clock: FixedClock, gateway: Gateway) -> AsyncIterator[Surface]:
+    """The surface on MariaDB only: CHECKSUM TABLE fingerprints the whole database."""
+    async with serve_surface(fresh_mariadb_url, clock, gateway) as served:
+        yield served
 
 
 async def test_deposit_initiated_then_read_back(surface: Surface, payer: User) -> None:
@@ -59,7 +70,7 @@ async def test_deposit_initiated_then_read_back(surface: Surface, payer: User) -
 
 async def test_transactions_of_others_and_bad_ids_are_refused(surface: Surface, payer: User) -> None:
     started = await payer.browser.post(
-        "/v1/deposits", {"amount_cents": "50000", "currency": "KES"}, headers=key()
+        "/v1/deposits", {"amount_cents": "130000", "currency": "KES"}, headers=key()
     )
     tx_id = started.json["transaction"]["transaction_id"]
     stranger = await surface.sign_up()
@@ -126,7 +137,7 @@ async def test_json_the_document_refuses_is_refused(surface: Surface, payer: Use
     # Found by schemathesis: proto JSON's parser read a null as "unset" and a string or an array as an
     # empty message, where /openapi.json says string and object. The bridge now refuses them.
     null = await payer.browser.post(
-        "/v1/deposits", {"amount_cents": "100000", "currency": None}, headers=key()
+        "/v1/deposits", {"amount_cents": "130000", "currency": None}, headers=key()
     )
     assert null.status == 400 and null.json["code"] == 3
     assert null.json["message"] == "body: currency: null is not allowed"
@@ -139,6 +150,72 @@ async def test_json_the_document_refuses_is_refused(surface: Surface, payer: Use
     assert await surface.count(transactions) == 0
     # An int64 may still come as a JSON number, as proto JSON allows (penpay demo sends amounts so).
     accepted = await payer.browser.post(
-        "/v1/deposits", {"amount_cents": 100000, "currency": "KES"}, headers=key()
+        "/v1/deposits", {"amount_cents": 130000, "currency": "KES"}, headers=key()
     )
-    assert accepted.status == 200 and accepted.json["transaction"]["amount"]["amount_cents"] == "100000"
+    assert accepted.status == 200 and accepted.json["transaction"]["amount"]["amount_cents"] == "130000"
+
+
+# --- amounts the Deriv payment agent would refuse (USD 10 to 2,000 per transfer) -----------------------
+
+
+async def test_a_deposit_converting_below_deriv_s_minimum_is_refused_before_anything_is_written(
+    on_mariadb: Surface,
+) -> None:
+    surface = on_mariadb
+    payer = await surface.payer()
+    before = await fingerprint(surface.core.engine)
+    same = key()
+    too_small = {"amount_cents": "65000", "currency": "KES"}  # KES 650 = USD 5.00 at 130 KES/USD
+
+    refused = await payer.browser.post("/v1/deposits", too_small, headers=same)
+
+    error_shape(refused, 400, 3)  # INVALID_ARGUMENT
+    message = (
+        "deposits must convert to between USD 10.00 and USD 2,000.00; KES 650.00 converts to USD 5.00"
+        " at the quoted rate (deposit at least KES 1,300.00)"
+    )
+    assert refused.json["message"] == message
+    assert refused.reason == "DERIV_AMOUNT_OUT_OF_RANGE"
+    assert refused.detail("ErrorInfo")["metadata"] == {"field": "amount_cents"}
+    assert refused.detail("BadRequest")["field_violations"] == [
+        {"field": "amount_cents", "description": message}
+    ]
+    # No transaction, no event for the saga (so no STK push), no audit row, no compliance check: only
+    # the key's stored answer, which a repeat of the same request gets for 24 h.
+    after = await fingerprint(surface.core.engine)
+    assert before.changed_tables(after) == ["idempotency_keys"]
+    assert after.last_audit_id == before.last_audit_id
+    async with surface.core.engine.connect() as connection:
+        stored = (await connection.execute(select(idempotency_keys))).one()
+    assert (stored.response_code, stored.transaction_id) == (3, None)
+
+    again = await payer.browser.post("/v1/deposits", too_small, headers=same)
+    assert again.status == 400 and again.raw == refused.raw
+    # A corrected amount is another request: under the same key it is a key reused, under a new one it starts.
+    corrected = {"amount_cents": "130000", "currency": "KES"}
+    reused = await payer.browser.post("/v1/deposits", corrected, headers=same)
+    assert reused.status == 422 and reused.reason == "IDEMPOTENCY_KEY_REUSED"
+    started = await payer.browser.post("/v1/deposits", corrected, headers=key())
+    assert started.status == 200, started.json
+    assert started.json["transaction"]["converted_amount"] == {"amount_cents": "1000", "currency": "USD"}
+
+
+async def test_a_withdrawal_of_usd_5_is_refused_before_deriv_emails_a_code(on_mariadb: Surface) -> None:
+    surface = on_mariadb
+    payer = await surface.payer()
+    mails = len(surface.gateway.simulator.engine.books.mailbox)
+    before = await fingerprint(surface.core.engine)
+
+    refused = await payer.browser.post(
+        "/v1/withdrawals", {"amount_cents": "500", "currency": "USD"}, headers=key()
+    )
+
+    error_shape(refused, 400, 3)
+    assert refused.reason == "DERIV_AMOUNT_OUT_OF_RANGE" and refused.violated_fields == ["amount_cents"]
+    assert refused.json["message"] == (
+        "withdrawals must be between USD 10.00 and USD 2,000.00; USD 5.00 is below the minimum"
+    )
+    after = await fingerprint(surface.core.engine)
+    assert before.changed_tables(after) == ["idempotency_keys"]
+    assert after.last_audit_id == before.last_audit_id
+    assert len(surface.gateway.simulator.engine.books.mailbox) == mails  # no verification code asked for

@@ -109,7 +109,7 @@ def _key() -> dict[str, str]:
 
 
 VALID_BODIES: dict[str, list[tuple[dict[str, Any], dict[str, str]]]] = {
-    "POST /v1/deposits": [({"amount_cents": "100000", "currency": "KES"}, _key())],
+    "POST /v1/deposits": [({"amount_cents": "130000", "currency": "KES"}, _key())],
     "POST /v1/withdrawals": [({"amount_cents": "1500", "currency": "USD"}, _key())],
     "POST /v1/users": [({"email": unique_email(), "phone_number": unique_phone(), "password": PASSWORD}, {})],
 }

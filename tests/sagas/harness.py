@@ -40,6 +40,7 @@ from domain.user.password_hash import PasswordHash
 from domain.user.phone_number import PhoneNumber
 from domain.user.user import User
 from domain.wallet.account_kind import AccountKind
+from domain.wallet.deriv_rules import DerivTransferLimits
 from domain.wallet.money import Currency, Money
 from mpesa_adapter.callback_server import CallbackServer
 from mpesa_adapter.callback_store import SqlCallbackInbox
@@ -64,6 +65,8 @@ CLIENT_LOGINID = "CR90000001"
 CLIENT_TOKEN = "sim-client1-token"
 AGENT_FLOAT_USD = Money(50_000_00, Currency.USD)  # the simulator's agent balance
 MPESA_FLOAT_KES = Money(5_000_000_00, Currency.KES)
+# The simulator's default agent accepts USD 10 to 2,000 per transfer: PenPay checks the same at initiation.
+TRANSFER_LIMITS = DerivTransferLimits(Money(10_00, Currency.USD), Money(2_000_00, Currency.USD))
 
 FAST_POLICY = SagaPolicy(
     call_grace=timedelta(seconds=1),
@@ -336,6 +339,7 @@ async def running_stack(
             rates=FixedRates(),
             deriv=deriv,
             saga=saga,
+            transfer_limits=TRANSFER_LIMITS,
         )
         relay = OutboxRelay(engine, bus, batch_size=200)
         consumer = saga_consumer(bus, engine, saga, block_ms=50, claim_idle_ms=2_000)

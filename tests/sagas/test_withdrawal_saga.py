@@ -36,7 +36,7 @@ async def test_a_confirmed_withdrawal_pays_kes_by_b2c_once(stack: Stack) -> None
 
 async def test_a_wrong_code_fails_the_withdrawal_and_moves_nothing(stack: Stack) -> None:
     user = await stack.user()
-    tx = await stack.withdrawal(user, 5_00)
+    tx = await stack.withdrawal(user, 10_00)
 
     with pytest.raises(VerificationCodeRejected):
         await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code="WRONG123")
