@@ -10,6 +10,10 @@ Each callback is one short transaction:
 all in the same transaction. The raw body is kept: in the request row (raw_callback / raw_result) when it
 settled the request, in `mpesa_callback_reviews` when it was unknown, mismatching, conflicting or rejected.
 
+An STK callback can beat the saga's commit of the push's answer (the CheckoutRequestID is known only
+after the call): it is parked as UNKNOWN_ID, and once the saga has stored the request it calls
+`adopt_early_stk_callbacks`, which applies the parked callback as if it arrived now (review row ADOPTED).
+
 Attachment states written here (String(16)):
   mpesa_requests:      SENT -> SUCCEEDED -> CONFIRMED | REVIEW ;  SENT -> FAILED ;  SENT -> CONFIRMED (query)
   mpesa_disbursements: SENT|UNKNOWN -> SUCCEEDED -> CONFIRMED | REVIEW ; SENT|UNKNOWN -> FAILED ;
@@ -38,9 +42,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mpesa_adapter.callback_parsing import (
     B2CQueueTimeout,
     B2CResult,
+    MalformedCallback,
     StkCallback,
     TransactionStatusResult,
     cents,
+    parse_stk_callback,
+    strict_json,
 )
 from mpesa_adapter.inbox import Delivery, Outcome, Rejection, ReviewReason
 from mpesa_adapter.review_table import mpesa_callback_reviews
@@ -55,6 +62,14 @@ CONFIRMED = "CONFIRMED"
 FAILED = "FAILED"
 UNKNOWN = "UNKNOWN"
 REVIEW = "REVIEW"
+
+# mpesa_callback_reviews.status: OPEN for a person; ADOPTED when an STK callback that came before its
+# request was stored has been applied to it (resolved_by says so).
+REVIEW_OPEN = "OPEN"
+REVIEW_ADOPTED = "ADOPTED"
+ADOPTED_BY = "penpay:adopted-early-callback"
+
+_RECORDED = (Outcome.SUCCESS_RECORDED, Outcome.FAILURE_RECORDED)
 
 RECEIPT_RE = re.compile(r"^[A-Z0-9]{10}$")
 EVENT_STREAM = "penpay.mpesa"
@@ -130,85 +145,162 @@ class SqlCallbackInbox:
     # --- STK ------------------------------------------------------------------------------
 
     async def record_stk_callback(self, cb: StkCallback, delivery: Delivery) -> Outcome:
-        kind = CallbackKind.STK
         async with self._engine.begin() as conn:
-            row = (
+            outcome = await self._record_stk(conn, cb, delivery)
+        if outcome in _RECORDED:
+            log.info(
+                "stk callback checkout_request_id=%s result_code=%s -> %s",
+                cb.checkout_request_id,
+                cb.result_code,
+                outcome,
+            )
+        return outcome
+
+    async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]:
+        """Take in the STK callbacks parked as UNKNOWN_ID because they arrived before the saga stored
+        the push's answer (a fast payer beats the commit). Each is applied as `record_stk_callback`
+        would apply it now (the same cross-checks; a mismatch is recorded for review as usual) and its
+        parked row is marked ADOPTED. One transaction; the parked rows are locked, so a callback is
+        adopted once however many workers ask. Returns the outcomes, empty when nothing was parked.
+
+        The bodies are re-parsed with the endpoint's parser: each was authenticated (path secret,
+        allow-list) before it was parked, so it deserves what a callback arriving now would get."""
+        t = mpesa_callback_reviews
+        parked_here = (
+            select(t.c.id)
+            .where(t.c.correlation_id == checkout_request_id)
+            .where(t.c.status == REVIEW_OPEN)
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:  # almost always nothing: one indexed read, no locks
+            if (await conn.execute(parked_here)).first() is None:
+                return ()
+        adopted: list[tuple[StkCallback, Outcome]] = []
+        async with self._engine.begin() as conn:
+            # The request row first, then the review rows: the lock order of a callback being recorded.
+            request = (
                 await conn.execute(
-                    select(mpesa_requests)
-                    .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
+                    select(mpesa_requests.c.transaction_id)
+                    .where(mpesa_requests.c.checkout_request_id == checkout_request_id)
                     .with_for_update()
                 )
             ).first()
-            if row is None:
-                return await self._review(
-                    conn,
-                    kind,
-                    ReviewReason.UNKNOWN_ID,
-                    "no such CheckoutRequestID",
-                    cb.checkout_request_id,
-                    None,
-                    cb.raw,
-                    delivery,
-                    Outcome.UNKNOWN,
+            if request is None:
+                return ()
+            parked = (
+                await conn.execute(
+                    select(t.c.id, t.c.raw_body, t.c.remote_addr, t.c.received_at)
+                    .where(t.c.kind == CallbackKind.STK.value)
+                    .where(t.c.reason == ReviewReason.UNKNOWN_ID.value)
+                    .where(t.c.status == REVIEW_OPEN)
+                    .where(t.c.correlation_id == checkout_request_id)
+                    .order_by(t.c.received_at, t.c.id)
+                    .with_for_update()
                 )
-            tx_id = row.transaction_id
-
-            async def review(
-                reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
-            ) -> Outcome:
-                return await self._review(
-                    conn, kind, reason, detail, cb.checkout_request_id, tx_id, cb.raw, delivery, outcome
+            ).all()
+            for row in parked:
+                raw = bytes(row.raw_body)
+                try:
+                    cb = parse_stk_callback(strict_json(raw), raw)
+                except MalformedCallback as exc:  # parsed once already; a stricter parser may refuse it now
+                    log.warning("parked stk callback %s not adopted: %s", row.id, exc)
+                    continue
+                if cb.checkout_request_id != checkout_request_id:
+                    continue  # a longer id, cut to the column's 64 characters: not this request
+                outcome = await self._record_stk(conn, cb, Delivery(row.remote_addr, row.received_at))
+                await conn.execute(
+                    update(t)
+                    .where(t.c.id == row.id)
+                    .where(t.c.status == REVIEW_OPEN)
+                    .values(
+                        status=REVIEW_ADOPTED,
+                        transaction_id=request.transaction_id,
+                        resolved_at=_now(),
+                        resolved_by=ADOPTED_BY,
+                    )
                 )
+                adopted.append((cb, outcome))
+        for cb, outcome in adopted:
+            log.info(
+                "early stk callback adopted checkout_request_id=%s result_code=%s -> %s",
+                cb.checkout_request_id,
+                cb.result_code,
+                outcome,
+            )
+        return tuple(outcome for _, outcome in adopted)
 
-            if row.merchant_request_id != cb.merchant_request_id:
-                return await review(ReviewReason.MERCHANT_ID_MISMATCH, "MerchantRequestID differs")
-            if cb.succeeded:
-                problem = self._stk_success_problem(cb, row)
-                if problem is not None:
-                    return await review(*problem)
-            if row.status != SENT:
-                return await self._stk_repeat(conn, cb, row, review)
-
-            values: dict[str, Any] = {
-                "result_code": _code_int(cb.result_code),
-                "result_desc": _desc(cb.result_code, cb.result_desc),
-                "raw_callback": _raw_text(cb.raw),
-                "updated_at": _now(),
-            }
-            if cb.succeeded:
-                values |= {"status": SUCCEEDED, "mpesa_receipt_number": cb.receipt}
-            else:
-                values |= {"status": FAILED}
-            guarded = (
-                update(mpesa_requests)
+    async def _record_stk(self, conn: AsyncConnection, cb: StkCallback, delivery: Delivery) -> Outcome:
+        """Record one STK callback inside the caller's transaction (see the module docstring)."""
+        kind = CallbackKind.STK
+        row = (
+            await conn.execute(
+                select(mpesa_requests)
                 .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
-                .where(mpesa_requests.c.status == SENT)
-                .values(**values)
+                .with_for_update()
             )
-            try:
-                async with conn.begin_nested():
-                    changed = (await conn.execute(guarded)).rowcount
-            except IntegrityError:
-                return await review(ReviewReason.RECEIPT_REUSED, "MpesaReceiptNumber already used")
-            if changed != 1:
-                return Outcome.DUPLICATE  # cannot happen under the row lock; kept as the last guard
-            outcome = Outcome.SUCCESS_RECORDED if cb.succeeded else Outcome.FAILURE_RECORDED
-            await self._event(
+        ).first()
+        if row is None:
+            return await self._review(
                 conn,
-                tx_id,
-                "MpesaStkCallbackRecorded",
-                {
-                    "checkout_request_id": cb.checkout_request_id,
-                    "outcome": outcome.value,
-                    "result_code": cb.result_code,
-                    "mpesa_receipt_number": cb.receipt,
-                },
+                kind,
+                ReviewReason.UNKNOWN_ID,
+                "no such CheckoutRequestID",
+                cb.checkout_request_id,
+                None,
+                cb.raw,
+                delivery,
+                Outcome.UNKNOWN,
             )
-        log.info(
-            "stk callback checkout_request_id=%s result_code=%s -> %s",
-            cb.checkout_request_id,
-            cb.result_code,
-            outcome,
+        tx_id = row.transaction_id
+
+        async def review(reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH) -> Outcome:
+            return await self._review(
+                conn, kind, reason, detail, cb.checkout_request_id, tx_id, cb.raw, delivery, outcome
+            )
+
+        if row.merchant_request_id != cb.merchant_request_id:
+            return await review(ReviewReason.MERCHANT_ID_MISMATCH, "MerchantRequestID differs")
+        if cb.succeeded:
+            problem = self._stk_success_problem(cb, row)
+            if problem is not None:
+                return await review(*problem)
+        if row.status != SENT:
+            return await self._stk_repeat(conn, cb, row, review)
+
+        values: dict[str, Any] = {
+            "result_code": _code_int(cb.result_code),
+            "result_desc": _desc(cb.result_code, cb.result_desc),
+            "raw_callback": _raw_text(cb.raw),
+            "updated_at": _now(),
+        }
+        if cb.succeeded:
+            values |= {"status": SUCCEEDED, "mpesa_receipt_number": cb.receipt}
+        else:
+            values |= {"status": FAILED}
+        guarded = (
+            update(mpesa_requests)
+            .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
+            .where(mpesa_requests.c.status == SENT)
+            .values(**values)
+        )
+        try:
+            async with conn.begin_nested():
+                changed = (await conn.execute(guarded)).rowcount
+        except IntegrityError:
+            return await review(ReviewReason.RECEIPT_REUSED, "MpesaReceiptNumber already used")
+        if changed != 1:
+            return Outcome.DUPLICATE  # cannot happen under the row lock; kept as the last guard
+        outcome = Outcome.SUCCESS_RECORDED if cb.succeeded else Outcome.FAILURE_RECORDED
+        await self._event(
+            conn,
+            tx_id,
+            "MpesaStkCallbackRecorded",
+            {
+                "checkout_request_id": cb.checkout_request_id,
+                "outcome": outcome.value,
+                "result_code": cb.result_code,
+                "mpesa_receipt_number": cb.receipt,
+            },
         )
         return outcome
 
@@ -708,7 +800,7 @@ class SqlCallbackInbox:
                 remote_addr=(delivery.remote_addr or None) and (delivery.remote_addr or "")[:45],
                 raw_body=raw,
                 body_sha256=hashlib.sha256(raw).hexdigest(),
-                status="OPEN",
+                status=REVIEW_OPEN,
                 received_at=delivery.received_at,
             )
         )

@@ -9,6 +9,7 @@ STK: STK Query is synchronous, so `confirm_stk` answers at once:
   query "being processed"/unknown/
   spike arrest/transport failure      -> PENDING   (ask again later)
   no callback yet (row SENT): query "0" -> CONFIRMED without a receipt; query failure -> FAILED.
+`adopt_early_stk` takes in a callback that arrived before the saga stored the push's answer.
 
 B2C: Transaction Status answers asynchronously (to the status ResultURL, where the inbox settles the row),
 so `confirm_b2c` returns what the row already proves, or sends one Transaction Status query and returns
@@ -34,6 +35,7 @@ from mpesa_adapter.callback_store import (
     StoredDisbursement,
     StoredRequest,
 )
+from mpesa_adapter.inbox import Outcome
 from mpesa_adapter.types import RequestAccepted, StkQueryResult, StkQueryStatus
 
 log = logging.getLogger("penpay.mpesa.confirmer")
@@ -82,6 +84,8 @@ class ConfirmationStore(Protocol):
         result_code: int | None = None,
         evidence: str | None = None,
     ) -> bool: ...
+
+    async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]: ...
 
 
 class CallbackConfirmer:
@@ -147,6 +151,11 @@ class CallbackConfirmer:
             result_code=int(code) if code.lstrip("-").isdigit() else None,
         )
         return await self._after(checkout_request_id, moved, Verdict.FAILED)
+
+    async def adopt_early_stk(self, checkout_request_id: str) -> bool:
+        """The push's answer is stored now: a callback that came before it (parked as unknown) is
+        recorded as evidence (or for review, when it disagrees). True when one was taken in."""
+        return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id))
 
     async def _after(self, checkout_request_id: str, moved: bool, verdict: Verdict) -> Confirmation:
         if moved:

@@ -56,6 +56,9 @@ class DarajaSagaPort:
     async def confirm_stk(self, checkout_request_id: str) -> Verdict:
         return _VERDICTS[(await self._confirmer.confirm_stk(checkout_request_id)).verdict]
 
+    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
+        return await self._confirmer.adopt_early_stk(checkout_request_id)
+
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
         try:
             accepted = await self._client.b2c_payment(

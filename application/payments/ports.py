@@ -50,6 +50,11 @@ class MpesaPayments(Protocol):
         """Cross-check a callback (or its absence) with STK Query; writes the evidence row."""
         ...
 
+    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
+        """The push's answer is stored: a callback that came before it (kept aside as unknown) is
+        taken in now. True when one was, so the saga decides again at once."""
+        ...
+
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
         """Send (or re-send, same id) a B2C payment; returns Daraja's ConversationID.
         A duplicate OriginatorConversationID means an earlier attempt got through: the adapter

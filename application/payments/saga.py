@@ -236,7 +236,17 @@ class PaymentSaga:
             )
 
         await self._record_stk_answer(tx_id, record)
-        return False  # now the customer pays; the callback wakes us
+        # A fast payer's callback can beat that commit; the inbox kept it aside as unknown. Take it
+        # in now instead of waiting for the STK-callback timer. A crash or failure here leaves it
+        # parked, and the timer's STK Query settles the deposit as before.
+        try:
+            adopted = await self._mpesa.stk_answer_recorded(accepted.checkout_request_id)
+        except Exception as error:
+            log.warning(
+                "saga.early_callback_not_adopted", transaction_id=str(tx_id), error=type(error).__name__
+            )
+            return False
+        return adopted  # True: the evidence is there, decide again; else the callback wakes us
 
     async def _record_stk_answer(
         self, tx_id: TransactionId, record: Callable[[Transaction, Any], None]

@@ -53,7 +53,8 @@ async def test_an_accepted_stk_push_is_recorded_once_the_database_is_back(stack:
 
         pushed = await stack.get(tx.id)
         assert cut.cuts == 1
-        assert pushed.status is S.AWAITING_MPESA
+        # COMPLETED: its callback came during the outage, was parked, and was adopted once stored.
+        assert pushed.status in (S.AWAITING_MPESA, S.COMPLETED)
         assert pushed.mpesa_request is not None and pushed.mpesa_request.checkout_request_id
         done = await stack.settle(tx.id)
         assert done.status is S.COMPLETED, done.failure_reason

@@ -1,0 +1,135 @@
+"""The customer pays before the saga has stored the STK push's answer: the callback reaches the endpoint
+first and is parked as unknown. The saga takes it in as soon as the answer is stored, so the deposit
+does not wait for the STK-callback timer (MariaDB, Redis Streams, both simulators over sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from application.payments.decisions import Action
+from application.payments.ports import MpesaPayments, StkPushAccepted, Verdict
+from application.payments.saga import PaymentSaga
+from domain.payments.status import TransactionStatus as S
+from domain.shared.ids import TransactionId
+from domain.wallet.money import Money
+from persistence.tables import mpesa_callback_reviews
+from tests.sagas.harness import FAST_POLICY, Stack, running_stack
+from workers.redis_bus import RedisStreamsBus
+
+pytestmark = pytest.mark.integration
+
+# The production wait: a deposit that needs the timer cannot settle within SETTLE_SECONDS.
+PRODUCTION_WAIT = replace(FAST_POLICY, stk_callback_wait=timedelta(seconds=60))
+SETTLE_SECONDS = 10.0
+
+
+@pytest.fixture
+async def slow_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Stack]:
+    """The saga stack with the production STK-callback wait and callbacks sent at once (as in the
+    e2e benchmark)."""
+    bus = RedisStreamsBus.from_url(redis_url, prefix=key_prefix)
+    try:
+        async with running_stack(
+            fresh_mariadb_url, bus, policy=PRODUCTION_WAIT, mpesa_overrides={"callback_delay": 0.0}
+        ) as running:
+            await running.fund_floats()
+            yield running
+            await running.assert_consistent()
+    finally:
+        await bus.close()
+
+
+class AnswerAfterTheCallback:
+    """The stack's own M-Pesa port, except that Daraja's answer to the push reaches the saga only once
+    the callback for it has been parked: the race the e2e benchmark loses nearly every time, made certain."""
+
+    def __init__(self, stack: Stack, *, adoption_fails: bool = False) -> None:
+        self._stack = stack
+        self._inner: MpesaPayments = stack.saga._mpesa
+        self._adoption_fails = adoption_fails
+
+    async def stk_push(self, *, transaction_id: TransactionId, phone: str, amount: Money) -> StkPushAccepted:
+        accepted = await self._inner.stk_push(transaction_id=transaction_id, phone=phone, amount=amount)
+        async with asyncio.timeout(5):
+            while not await self.parked(accepted.checkout_request_id):
+                await asyncio.sleep(0.02)
+        return accepted
+
+    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
+        if self._adoption_fails:
+            raise ConnectionError("database away")
+        return await self._inner.stk_answer_recorded(checkout_request_id)
+
+    async def confirm_stk(self, checkout_request_id: str) -> Verdict:
+        return await self._inner.confirm_stk(checkout_request_id)
+
+    async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
+        return await self._inner.b2c(
+            originator_conversation_id=originator_conversation_id, phone=phone, amount=amount
+        )
+
+    async def confirm_b2c(self, originator_conversation_id: str) -> Verdict:
+        return await self._inner.confirm_b2c(originator_conversation_id)
+
+    async def parked(self, checkout_request_id: str) -> list[Any]:
+        return await reviews(self._stack, checkout_request_id)
+
+
+async def reviews(stack: Stack, checkout_request_id: str) -> list[Any]:
+    t = mpesa_callback_reviews
+    async with stack.engine.connect() as connection:
+        rows = await connection.execute(select(t).where(t.c.correlation_id == checkout_request_id))
+        return list(rows.all())
+
+
+def racing_saga(stack: Stack, port: AnswerAfterTheCallback) -> PaymentSaga:
+    return PaymentSaga(
+        unit_of_work=stack.uow,  # type: ignore[arg-type]
+        mpesa=port,
+        deriv=stack.saga._deriv,
+        policy=stack.saga.policy,
+    )
+
+
+async def test_a_callback_that_beats_the_stored_answer_settles_the_deposit_without_the_timer(
+    slow_stack: Stack,
+) -> None:
+    user = await slow_stack.user()
+    tx = await slow_stack.deposit(user, 1_300)
+
+    advanced = await racing_saga(slow_stack, AnswerAfterTheCallback(slow_stack)).advance(tx.id)
+    done = await slow_stack.settle(tx.id, timeout=SETTLE_SECONDS)  # the timer alone would take 60 s
+
+    # The same advance went on at once with the adopted evidence: no wake-up event needed.
+    assert advanced.actions[:2] == (Action.SEND_STK_PUSH, Action.CONFIRM_STK)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert done.mpesa_request is not None and done.mpesa_request.mpesa_receipt_number
+    assert await slow_stack.deriv_transfers(str(tx.id)) == 1
+    (parked,) = await reviews(slow_stack, done.mpesa_request.checkout_request_id)
+    assert (parked.reason, parked.status) == ("UNKNOWN_ID", "ADOPTED")
+    assert parked.resolved_by == "penpay:adopted-early-callback" and parked.resolved_at is not None
+    assert parked.transaction_id == tx.id.value
+
+
+async def test_when_adoption_fails_the_deposit_still_settles_by_the_timer(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)
+
+    advanced = await racing_saga(stack, AnswerAfterTheCallback(stack, adoption_fails=True)).advance(tx.id)
+
+    assert advanced.status is S.PENDING and len(advanced.actions) == 1  # the step itself went through
+    pushed = await stack.get(tx.id)
+    assert pushed.status is S.AWAITING_MPESA and pushed.mpesa_request is not None
+    done = await stack.settle(tx.id)  # FAST_POLICY: the STK-callback timer, then STK Query
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert await stack.deriv_transfers(str(tx.id)) == 1
+    (parked,) = await reviews(stack, pushed.mpesa_request.checkout_request_id)
+    assert parked.status == "OPEN"  # left for a person, as before adoption existed
