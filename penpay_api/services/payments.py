@@ -14,6 +14,7 @@ import grpc
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId, UserId
+from domain.wallet.locked_rate import LockedRate
 from domain.wallet.money import Currency, Money
 from penpay.payments.v1 import payments_pb2 as pb
 from penpay.payments.v1 import payments_pb2_grpc as pb_grpc
@@ -82,6 +83,14 @@ def rate_text(rate: Fraction) -> str:
     return f"{sign}{text[:-digits]}.{text[-digits:]}"
 
 
+def kes_per_usd_text(rate: LockedRate | None) -> str:
+    """The locked rate as the price of a dollar in shillings, whichever way the money went."""
+    if rate is None:
+        return ""
+    price = rate.rate if rate.base is Currency.USD else 1 / rate.rate
+    return rate_text(price)
+
+
 def transaction_pb(tx: Transaction) -> pb.Transaction:
     return pb.Transaction(
         transaction_id=str(tx.id),
@@ -91,6 +100,7 @@ def transaction_pb(tx: Transaction) -> pb.Transaction:
         amount=money(tx.amount),
         converted_amount=money(tx.converted_amount),
         rate=rate_text(tx.locked_rate.rate) if tx.locked_rate is not None else "",
+        kes_per_usd=kes_per_usd_text(tx.locked_rate),
         deriv_login_id=tx.deriv_loginid.value,
         failure_reason=tx.failure_reason or "",
         created_at=timestamp(tx.created_at),

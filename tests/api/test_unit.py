@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import pytest
@@ -13,6 +13,8 @@ from google.api import annotations_pb2
 
 from application.wallet.queries import EntryCursor
 from domain.shared.errors import InvalidValue
+from domain.wallet.locked_rate import LockedRate
+from domain.wallet.money import Currency
 from penpay.auth.v1 import auth_pb2
 from penpay.dev.v1 import dev_pb2
 from penpay.ops.v1 import ops_pb2
@@ -20,7 +22,7 @@ from penpay.payments.v1 import payments_pb2
 from penpay.wallet.v1 import wallet_pb2
 from penpay_api.auth import Access, AccessPolicy, RoleAwareAccessTokens
 from penpay_api.context import client_ip_from, peer_ip
-from penpay_api.services.payments import rate_text
+from penpay_api.services.payments import kes_per_usd_text, rate_text
 
 from .conftest import SIGNING_KEY
 
@@ -98,6 +100,24 @@ def test_rates_are_exact() -> None:
     assert rate_text(Fraction(1, 8)) == "0.125"
     assert rate_text(Fraction(128)) == "128"
     assert rate_text(Fraction(1, 130)) == "1/130"  # no finite decimal: the exact fraction
+
+
+def test_the_locked_rate_is_also_shown_as_the_price_of_a_dollar_in_shillings_both_ways() -> None:
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+
+    def locked(base: Currency, quote: Currency, rate: Fraction) -> LockedRate:
+        return LockedRate(
+            quote_id="q-1",
+            base=base,
+            quote=quote,
+            rate=rate,
+            locked_at=now,
+            expires_at=now + timedelta(minutes=5),
+        )
+
+    assert kes_per_usd_text(locked(Currency.KES, Currency.USD, Fraction(2, 259))) == "129.5"  # a deposit
+    assert kes_per_usd_text(locked(Currency.USD, Currency.KES, Fraction(128))) == "128"  # a withdrawal
+    assert kes_per_usd_text(None) == ""
 
 
 def test_entry_cursor_round_trip_and_refusal() -> None:

@@ -50,6 +50,7 @@ async def test_deposit_initiated_then_read_back(surface: Surface, payer: User) -
     assert tx["type"] == "TRANSACTION_TYPE_DEPOSIT" and tx["status"] == "pending"
     assert tx["amount"] == {"amount_cents": "130000", "currency": "KES"}  # int64 as a JSON string
     assert tx["converted_amount"] == {"amount_cents": "1000", "currency": "USD"}  # 130 KES/USD
+    assert (tx["rate"], tx["kes_per_usd"]) == ("1/130", "130")  # exact both ways
     assert tx["user_id"] == payer.user_id and tx["deriv_login_id"] == "CR90000001"
     assert tx["created_at"].endswith("Z") and tx["failure_reason"] == ""  # unpopulated fields emitted
 
