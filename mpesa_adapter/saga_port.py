@@ -7,7 +7,7 @@ OriginatorConversationID); a timeout after the request left is an unknown outcom
 
 from __future__ import annotations
 
-from application.payments.errors import CallOutcomeUnknown, CallRefused, CallUnavailable
+from application.payments.errors import CallDeferred, CallOutcomeUnknown, CallRefused, CallUnavailable
 from application.payments.ports import StkPushAccepted, Verdict
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
@@ -25,6 +25,10 @@ _VERDICTS = {
 
 # Our set-up is wrong (credentials, shortcode): nothing was paid; wait for an operator.
 _OURS = (errors.DarajaConfigurationError, errors.AuthenticationFailed, errors.InvalidAccessToken)
+# Daraja publishes no limits and no Retry-After ("System is busy. Please try again in few minutes."):
+# a per-second spike arrest clears quickly, a spent quota does not.
+SPIKE_ARREST_RETRY_AFTER = 5.0
+QUOTA_RETRY_AFTER = 300.0
 
 
 def account_reference(tx_id: TransactionId) -> str:
@@ -70,7 +74,10 @@ class DarajaSagaPort:
             return ""  # an earlier attempt with this id was accepted
         except errors.OutcomeUnknown as exc:
             raise CallOutcomeUnknown(f"B2C: {exc}") from None
-        except (errors.SpikeArrest, errors.SubscriberLocked, errors.TransportError, *_OURS) as exc:
+        except errors.SpikeArrest as exc:  # Apigee refused it before M-Pesa saw it: not an attempt
+            wait = QUOTA_RETRY_AFTER if isinstance(exc, errors.QuotaViolation) else SPIKE_ARREST_RETRY_AFTER
+            raise CallDeferred(f"B2C held back: {type(exc).__name__}", retry_after=wait) from None
+        except (errors.SubscriberLocked, errors.TransportError, *_OURS) as exc:
             raise CallUnavailable(f"B2C not sent: {type(exc).__name__}") from None
         except (errors.DarajaError, errors.InvalidRequest) as exc:
             raise CallRefused(f"B2C refused: {exc}") from None

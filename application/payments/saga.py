@@ -483,6 +483,9 @@ class PaymentSaga:
                 )
 
             return await self._finish(tx_id, failed, only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN))
+        except CallDeferred as deferred:
+            await self._defer(tx_id, Step.B2C, deferred)
+            return False
         except (CallUnavailable, CallOutcomeUnknown) as lost:
             lost_reason = lost.reason
             log.warning("saga.b2c_unresolved", transaction_id=str(tx_id), error=lost_reason)

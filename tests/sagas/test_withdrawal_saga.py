@@ -34,6 +34,30 @@ async def test_a_confirmed_withdrawal_pays_kes_by_b2c_once(stack: Stack) -> None
     assert await stack.deriv_transfers(str(tx.id)) == 1  # the paymentagent_withdraw
 
 
+async def test_a_payout_held_back_by_spike_arrest_waits_and_pays_once_without_using_its_attempts(
+    stack: Stack,
+) -> None:
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    arrests = stack.saga.policy.max_attempts + 2  # more than a lost answer is allowed
+    async with stack.http.post(
+        f"{stack.mpesa_sim.base_url}/__control__/faults",
+        json={"kind": "spike_arrest", "api": "b2c", "count": arrests},
+    ) as response:
+        assert response.status in (200, 201), await response.text()
+    await stack.app.confirm_withdrawal(
+        user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
+    )
+
+    done = await stack.settle(tx.id, timeout=30)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    payouts = [r for r in (await stack.mpesa_books())["b2c"]["transactions"] if r["paid"]]
+    assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
+    async with stack.uow() as uow:
+        assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
+
+
 async def test_a_wrong_code_fails_the_withdrawal_and_moves_nothing(stack: Stack) -> None:
     user = await stack.user()
     tx = await stack.withdrawal(user, 10_00)
