@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.payments.decisions import next_due
 from application.payments.saga import PaymentSaga
 from domain.payments.status import TransactionStatus
 from domain.shared.clock import Clock, SystemClock
@@ -127,10 +128,11 @@ class Sweeper:
                 except Exception as exc:  # one bad transaction must not stop the sweep
                     log.warning("sweeper.advance_failed", transaction_id=str(tx_id), error=type(exc).__name__)
                     return
-            if advanced.waiting_since is not None:
+            if advanced.waiting is not None:
                 latest = self._clock.now() + self.max_quiet
-                until = latest if advanced.due_at is None else min(advanced.due_at, latest)
-                self._quiet[tx_id] = (advanced.waiting_since, until)
+                due_at = next_due(advanced.waiting, self._saga.policy)
+                until = latest if due_at is None else min(due_at, latest)
+                self._quiet[tx_id] = (advanced.waiting.updated_at, until)
 
         await asyncio.gather(*(one(tx_id) for tx_id in due))
         if self._position is None:  # a full round: forget what is gone or due anyway

@@ -20,7 +20,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -34,7 +34,6 @@ from application.payments.decisions import (
     SagaView,
     Step,
     decide,
-    next_due,
 )
 from application.payments.errors import (
     CallDeferred,
@@ -90,10 +89,8 @@ class Advanced:
     transaction_id: TransactionId
     status: S | None
     actions: tuple[Action, ...]
-    # Set when it stopped on WAIT: the transaction's updated_at then, and when time alone will
-    # give it something to do (None: only new evidence, an event or a person will)
-    waiting_since: datetime | None = None
-    due_at: datetime | None = None
+    # What it stopped on, when that was WAIT (the sweeper asks decisions.next_due of it)
+    waiting: SagaView | None = None
 
 
 class PaymentSaga:
@@ -128,7 +125,7 @@ class PaymentSaga:
                 decision = decide(view, self.policy)
             status = tx.status
             if decision.action is Action.WAIT:
-                return Advanced(tx_id, status, tuple(actions), view.updated_at, next_due(view, self.policy))
+                return Advanced(tx_id, status, tuple(actions), waiting=view)
             actions.append(decision.action)
             log.info(
                 "saga.step",
