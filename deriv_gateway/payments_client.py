@@ -68,10 +68,10 @@ def _detail(error: grpc.aio.AioRpcError, kind: type[T]) -> T | None:
     return None
 
 
-def _retry_after(error: grpc.aio.AioRpcError) -> float:
+def _retry_after(error: grpc.aio.AioRpcError, default: float | None = DEFAULT_RETRY_AFTER) -> float | None:
     info = _detail(error, error_details_pb2.RetryInfo)
     if info is None or not info.HasField("retry_delay"):
-        return DEFAULT_RETRY_AFTER
+        return default
     return max(0.0, info.retry_delay.ToTimedelta().total_seconds())
 
 
@@ -90,9 +90,9 @@ def classify(error: grpc.aio.AioRpcError) -> Exception:
     if code is grpc.StatusCode.DEADLINE_EXCEEDED or (
         info is not None and info.metadata.get("outcome") == "unknown"
     ):
-        return CallOutcomeUnknown(text, code=reason)
+        return CallOutcomeUnknown(text, code=reason, retry_after=_retry_after(error, None))
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return CallDeferred(text, retry_after=_retry_after(error), code=reason)
+        return CallDeferred(text, retry_after=_retry_after(error) or 0.0, code=reason)
     return CallUnavailable(text, code=reason)
 
 

@@ -553,7 +553,9 @@ class DerivGateway:
             # The statement call was refused (RateLimit is a NotExecuted of *that* call): it says
             # nothing about the operation, which must not be reported as not executed.
             raise errors.OutcomeUnknown(
-                f"the statement is unavailable ({exc.code}); retry later", code="OutcomeUnknown"
+                f"the statement is unavailable ({exc.code}); retry later",
+                code="OutcomeUnknown",
+                details=_retry_details(exc),
             ) from exc
         if found is not None:
             if row is not None:
@@ -859,6 +861,7 @@ class DerivGateway:
             raise errors.OutcomeUnknown(
                 f"outcome unknown ({cause.code}) and the statement is unavailable ({exc.code}); retry later",
                 code="OutcomeUnknown",
+                details=_retry_details(exc),
             ) from exc
         if found is None:
             # keep the cause's type and code (Timeout -> DEADLINE_EXCEEDED, ConnectionLost -> UNAVAILABLE)
@@ -886,3 +889,12 @@ def _age(row: jn.Operation, scanned_at: datetime) -> float:
     statement scan that did not find it: "absent" only counts for a scan begun a settle window after
     the send, however long the caller waited between that scan and this check."""
     return (scanned_at - row.updated_at).total_seconds()
+
+
+def _retry_details(statement_error: errors.DerivError) -> dict[str, Any] | None:
+    """When a refused statement lookup may be asked again: a RateLimit (ours says when; Deriv's does
+    not, so a minute), so the caller waits instead of spending an attempt on each refusal."""
+    if not isinstance(statement_error, errors.RateLimit):
+        return None
+    retry_after = (statement_error.details or {}).get("retry_after")
+    return {"retry_after": float(retry_after) if isinstance(retry_after, int | float) else 60.0}

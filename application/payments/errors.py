@@ -69,7 +69,13 @@ class CallDeferred(CallUnavailable):
 
 
 class CallOutcomeUnknown(CallFailed):
-    """Sent, no answer: it may have moved money. Resolve by id before anything else."""
+    """Sent, no answer: it may have moved money. Resolve by id before anything else.
+    `retry_after`: the other side said when to ask again (its lookup was rate-limited, or the
+    operation is too young to settle): asking sooner is not an attempt worth counting."""
+
+    def __init__(self, reason: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(reason, code=code)
+        self.retry_after = retry_after
 
 
 class NotExecuted(CallFailed):

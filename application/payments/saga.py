@@ -375,6 +375,8 @@ class PaymentSaga:
                     lambda t, now: t.mark_outcome_unknown(f"Deriv transfer: {lost_reason}", now=now),
                     only_if=S.DERIV_TRANSFER_SENT,
                 )
+            if isinstance(lost, CallOutcomeUnknown) and lost.retry_after is not None:
+                await self._defer(tx.id, Step.DERIV_TRANSFER, lost)
             return False
         self._checkpoint("deposit.transfer.after_call")
         await self._finish(
@@ -430,6 +432,8 @@ class PaymentSaga:
                     lambda t, now: t.mark_outcome_unknown(f"Deriv withdrawal: {lost_reason}", now=now),
                     only_if=S.AWAITING_WITHDRAWAL_CODE,
                 )
+            if isinstance(lost, CallOutcomeUnknown) and lost.retry_after is not None:
+                await self._defer(tx_id, Step.DERIV_WITHDRAWAL, lost)
             return False
         return await self.record_deriv_withdrawal(tx_id, receipt.deriv_transaction_id)
 
@@ -551,6 +555,8 @@ class PaymentSaga:
         except (CallOutcomeUnknown, CallUnavailable, NotExecuted) as lost:
             lost_reason = lost.reason
             log.warning("saga.refund_unresolved", transaction_id=str(tx.id), error=lost_reason)
+            if isinstance(lost, CallOutcomeUnknown) and lost.retry_after is not None:
+                await self._defer(tx.id, Step.REFUND, lost)
             return False
         self._checkpoint("withdrawal.refund.after_call")
         reason = "B2C payout failed; the USD was sent back to the user's Deriv account"
@@ -563,10 +569,13 @@ class PaymentSaga:
 
     # --- both -------------------------------------------------------------------------------
 
-    async def _defer(self, tx_id: TransactionId, step: Step, deferred: CallDeferred) -> None:
-        """A call held back unsent: the attempt started for it is given back, and the step waits
-        out the limiter instead of being retried (and counted) at the usual pace."""
-        wait = min(max(deferred.retry_after, 0.0), self.policy.deferral_cap.total_seconds())
+    async def _defer(
+        self, tx_id: TransactionId, step: Step, deferred: CallDeferred | CallOutcomeUnknown
+    ) -> None:
+        """A call held back unsent, or a lookup told when to ask again: the attempt started for it
+        is given back, and the step waits that long instead of being retried (and counted) at the
+        usual pace."""
+        wait = min(max(deferred.retry_after or 0.0, 0.0), self.policy.deferral_cap.total_seconds())
         wait *= 1.0 + random.uniform(0.0, DEFERRAL_JITTER)  # spreading retries, not a secret
         async with self._uow() as uow:
             now = uow.clock.now()

@@ -115,6 +115,22 @@ async def test_a_debit_whose_answer_is_lost_is_resolved_without_the_code(stack: 
     assert await stack.deriv_transfers(str(tx.id)) == 1
 
 
+async def test_a_lost_debit_whose_statement_lookups_are_rate_limited_waits_instead_of_going_to_review(
+    stack: Stack,
+) -> None:
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    await stack.deriv_fault(kind="drop_after", call="paymentagent_withdraw", times=1)
+    # every lookup of the lost debit is refused, more often than a lookup is allowed to fail
+    await stack.deriv_fault(kind="rate_limit", call="statement", times=stack.saga.policy.max_attempts + 3)
+
+    await confirm(stack, user, tx.id)
+    done = await stack.settle(tx.id, timeout=30)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert await stack.deriv_transfers(str(tx.id)) == 1
+
+
 async def test_a_payout_waits_for_the_mpesa_float(stack: Stack) -> None:
     async with stack.uow() as uow:
         await fund_float(uow, AccountKind.MPESA_FLOAT, -MPESA_FLOAT_KES, "withdrawn by the operator")
