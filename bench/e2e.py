@@ -363,32 +363,59 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
                 await _burst(results, url, control, cluster, Path(tmp), burst_ops, t0)
 
                 # 2. deposits
-                since = datetime.now(UTC).replace(microsecond=0)
-                await asyncio.sleep(1)  # created_at >= since, whatever the rounding
-                since_wall = time.time()
-                cpu_before = _cpu_snapshot(cluster)
-                sql_before = await _server_counters(url)
                 ops = [deposit(u) for _ in range(DEPOSITS_PER_USER) for u in dep_users][:deposits]
-                sample = await counted(CONCURRENCY, ops, pids={"api": cluster.processes["api"].pid or 0})
-                _latency_figure(
-                    results, f"InitiateDeposit p99 under e2e load, {CONCURRENCY} in flight", sample, P99_GOAL
-                )
-                rows = await _wait_final(url, "DEPOSIT", since, sample.count, 60 if args.quick else 120)
-                _log(t0, "deposits final")
-                _completion_figures(
+                await _measured_phase(
                     results,
-                    "deposits",
-                    rows,
-                    since_wall,
-                    len(ops),
-                    DEPOSITS_GOAL,
-                    raw_ledger_name(16),
-                    _cpu_since(cpu_before, cluster),
-                    _per_completed(sql_before, await _server_counters(url), rows),
+                    args,
+                    url,
+                    cluster,
+                    "DEPOSIT",
+                    ops,
+                    latency_name=f"InitiateDeposit p99 under e2e load, {CONCURRENCY} in flight",
+                    latency_goal=P99_GOAL,
+                    goal=DEPOSITS_GOAL,
+                    baseline=raw_ledger_name(16),
                 )
+                _log(t0, "deposits final")
 
                 # 3. withdrawals
                 await _withdrawals(results, args, url, control, channel, wd_users, withdrawals, cluster)
+
+
+async def _measured_phase(
+    results: Results,
+    args: argparse.Namespace,
+    url: str,
+    cluster: Any,
+    kind: str,
+    ops: list[Any],
+    *,
+    latency_name: str,
+    latency_goal: Goal | None = None,
+    goal: Goal | None = None,
+    baseline: str | None = None,
+) -> None:
+    """One phase of deposits or withdrawals: `ops` at CONCURRENCY, the callers' latency, then the
+    completions from the database, with each process's CPU and MariaDB's statements per completed."""
+    since = datetime.now(UTC).replace(microsecond=0)
+    await asyncio.sleep(1)  # created_at >= since, whatever the rounding
+    since_wall = time.time()
+    cpu_before = _cpu_snapshot(cluster)
+    sql_before = await _server_counters(url)
+    sample = await counted(CONCURRENCY, ops, pids={"api": cluster.processes["api"].pid or 0})
+    _latency_figure(results, latency_name, sample, latency_goal)
+    rows = await _wait_final(url, kind, since, sample.count, 60 if args.quick else 120)
+    _completion_figures(
+        results,
+        f"{kind.lower()}s",
+        rows,
+        since_wall,
+        len(ops),
+        goal,
+        baseline,
+        _cpu_since(cpu_before, cluster),
+        _per_completed(sql_before, await _server_counters(url), rows),
+    )
 
 
 async def _burst(
@@ -480,25 +507,13 @@ async def _withdrawals(
 
             return one
 
-        since = datetime.now(UTC).replace(microsecond=0)
-        await asyncio.sleep(1)
-        since_wall = time.time()
-        cpu_before = _cpu_snapshot(cluster)
-        sql_before = await _server_counters(url)
         ops = [withdrawal(u) for _ in range(DEPOSITS_PER_USER) for u in users][:count]
-        sample = await counted(CONCURRENCY, ops, pids={"api": cluster.processes["api"].pid or 0})
-        _latency_figure(
-            results, f"InitiateWithdrawal + ConfirmWithdrawal p99, {CONCURRENCY} in flight", sample, None
-        )
-        rows = await _wait_final(url, "WITHDRAWAL", since, sample.count, 60 if args.quick else 120)
-        _completion_figures(
+        await _measured_phase(
             results,
-            "withdrawals",
-            rows,
-            since_wall,
-            len(ops),
-            None,
-            None,
-            _cpu_since(cpu_before, cluster),
-            _per_completed(sql_before, await _server_counters(url), rows),
+            args,
+            url,
+            cluster,
+            "WITHDRAWAL",
+            ops,
+            latency_name=f"InitiateWithdrawal + ConfirmWithdrawal p99, {CONCURRENCY} in flight",
         )
