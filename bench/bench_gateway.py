@@ -21,7 +21,7 @@ import sys
 import tempfile
 import uuid
 
-from bench.load import timed
+from bench.load import Sample, timed
 from bench.results import Goal, Results, print_table
 from bench.roles import processes, spawn
 
@@ -41,6 +41,7 @@ async def run_gateway_group(
     import grpc
 
     from bench.baselines import grpc_echo, ws_echo
+    from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
     from penpay.common.v1 import money_pb2
     from penpay.deriv.v1 import deriv_gateway_pb2 as pb
     from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
@@ -104,33 +105,51 @@ async def run_gateway_group(
         )
         results.rate(GROUP, ws_name, sample, unit="rt/s")
 
-        async with grpc.aio.insecure_channel(gw_info["addr"]) as channel:
-            stub = pb_grpc.DerivGatewayServiceStub(channel)
-            amount = money_pb2.Money(amount_cents=1000, currency="USD")
+        amount = money_pb2.Money(amount_cents=1000, currency="USD")
 
-            async def transfer_once() -> None:
-                await stub.Transfer(
-                    pb.TransferRequest(
-                        transfer_id=str(uuid.uuid4()), client_loginid="CR90000001", amount=amount
+        async def transfers(addr: str, pids: dict[str, int]) -> Sample:
+            async with grpc.aio.insecure_channel(addr) as channel:
+                stub = pb_grpc.DerivGatewayServiceStub(channel)
+
+                async def transfer_once() -> None:
+                    await stub.Transfer(
+                        pb.TransferRequest(
+                            transfer_id=str(uuid.uuid4()), client_loginid="CR90000001", amount=amount
+                        )
                     )
-                )
 
-            sample = await timed(
-                n,
-                transfer_once,
-                seconds=seconds,
-                warmup=warmup,
-                pids={"client": me, "gateway": gateway.pid, "simulator": sim.pid},
-            )
-            results.rate(
-                GROUP,
-                f"gateway Transfer (gRPC->WS->Deriv sim), {n} in flight",
-                sample,
-                unit="rpc/s",
-                baseline=echo_name,
-                goal=GATEWAY_GOAL,
-                note=f"journal {journal.split(':', 1)[0]}, compression {'on' if compression else 'off'}",
-            )
+                return await timed(n, transfer_once, seconds=seconds, warmup=warmup, pids=pids)
+
+        # the floor: the same calls through a forwarder that does nothing but forward (bench/roles.py)
+        forwarder, fw_info = spawn("bare-forwarder", ws_url=sim_info["ws"], token=DEFAULT_AGENT_TOKEN)
+        procs.append(forwarder)
+        floor_name = f"floor: bare gRPC->WS forwarder, {n} in flight"
+        floor = await transfers(
+            fw_info["addr"], {"client": me, "forwarder": forwarder.pid, "simulator": sim.pid}
+        )
+        results.rate(
+            GROUP,
+            floor_name,
+            floor,
+            unit="rpc/s",
+            baseline=echo_name,
+            note="the same Transfer calls to the same simulator; no journal, no checks, no limiter",
+        )
+        forwarder.kill()
+
+        sample = await transfers(
+            gw_info["addr"], {"client": me, "gateway": gateway.pid, "simulator": sim.pid}
+        )
+        results.rate(
+            GROUP,
+            f"gateway Transfer (gRPC->WS->Deriv sim), {n} in flight",
+            sample,
+            unit="rpc/s",
+            baseline=echo_name,
+            goal=GATEWAY_GOAL,
+            note=f"journal {journal.split(':', 1)[0]}, compression {'on' if compression else 'off'}; "
+            f"{sample.rate / floor.rate:.2f} of the bare forwarder",
+        )
         async with aiohttp.ClientSession() as http, http.get(f"{sim_info['control']}/books/summary") as r:
             summary = await r.json()
         if not summary.get("balanced"):

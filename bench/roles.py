@@ -87,6 +87,71 @@ async def grpc_echo() -> None:
     await server.wait_for_termination()
 
 
+async def bare_forwarder(ws_url: str, token: str) -> None:
+    """The floor under any gateway on this topology: a grpc.aio Transfer handler that decodes the
+    request, sends one paymentagent_transfer frame on one authorized WebSocket to the same simulator
+    and answers from the reply. No journal, no fencing, no single-flight, no checks, no rate limiter:
+    what the gateway costs beyond this is what its guarantees cost."""
+    import grpc
+    from websockets.asyncio.client import connect
+
+    from penpay.deriv.v1 import deriv_gateway_pb2 as pb
+
+    waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+    req_ids = iter(range(1, 1 << 62))
+    loop = asyncio.get_running_loop()
+    ws = await connect(f"{ws_url}?app_id=1089&l=EN", compression=None, max_queue=None, proxy=None)
+
+    async def reader() -> None:
+        async for text in ws:
+            reply = json.loads(text)
+            waiter = waiters.pop(reply.get("req_id", 0), None)
+            if waiter is not None:
+                waiter.set_result(reply)
+
+    async def call(request: dict[str, Any]) -> dict[str, Any]:
+        req_id = next(req_ids)
+        waiter = waiters[req_id] = loop.create_future()
+        await ws.send(json.dumps({**request, "req_id": req_id}))
+        return await waiter
+
+    reading = asyncio.create_task(reader())
+    if "error" in await call({"authorize": token}):
+        raise RuntimeError("the forwarder's agent token was refused")
+
+    async def transfer(raw: bytes, context: object) -> bytes:
+        request = pb.TransferRequest.FromString(raw)
+        reply = await call(
+            {
+                "paymentagent_transfer": 1,
+                "amount": request.amount.amount_cents / 100,
+                "currency": request.amount.currency,
+                "transfer_to": request.client_loginid,
+                "description": f"PenPay {request.transfer_id}",
+            }
+        )
+        return pb.TransferResponse(
+            transfer_id=request.transfer_id,
+            deriv_transaction_id=reply["transaction_id"],
+            client_loginid=request.client_loginid,
+            client_full_name=reply.get("client_to_full_name", ""),
+            amount=request.amount,
+        ).SerializeToString()
+
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        "penpay.deriv.v1.DerivGatewayService", {"Transfer": grpc.unary_unary_rpc_method_handler(transfer)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _ready({"addr": f"127.0.0.1:{port}"})
+    try:
+        await server.wait_for_termination()
+    finally:
+        reading.cancel()
+
+
 async def ws_echo(compression: bool = False) -> None:
     from websockets.asyncio.server import serve
 
@@ -151,6 +216,7 @@ ROLES: dict[str, Callable[..., Awaitable[None]]] = {
     "gateway": gateway,
     "grpc-echo": grpc_echo,
     "ws-echo": ws_echo,
+    "bare-forwarder": bare_forwarder,
     "mpesa-sim": mpesa_sim,
     "api": api,
     "bridge": bridge,
