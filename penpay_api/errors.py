@@ -55,6 +55,7 @@ _CODE_BY_REASON: Mapping[str, grpc.StatusCode] = {
     "VERIFICATION_CODE_REJECTED": grpc.StatusCode.INVALID_ARGUMENT,
     "PAYMENT_REFUSED": grpc.StatusCode.FAILED_PRECONDITION,
     "UPSTREAM_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "DERIV_BUSY": grpc.StatusCode.UNAVAILABLE,
     # The amount itself must change (not the system's state), even where the quoted rate decides it.
     "DERIV_AMOUNT_OUT_OF_RANGE": grpc.StatusCode.INVALID_ARGUMENT,
     "RATE_EXPIRED": grpc.StatusCode.FAILED_PRECONDITION,

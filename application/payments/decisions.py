@@ -294,7 +294,8 @@ WITHDRAWAL_RULES: tuple[Rule, ...] = (
     ),
     (
         S.AWAITING_WITHDRAWAL_CODE,
-        _all(_evidence("deriv_withdrawal", None), lambda v, p: v.age() >= p.withdrawal_code_ttl),
+        # no debit requested, or one held back unsent (the user may confirm again until the code expires)
+        _all(_evidence("deriv_withdrawal", None, E.FAILED), lambda v, p: v.age() >= p.withdrawal_code_ttl),
         Action.FAIL_WITHDRAWAL,
         "the verification code expired unused",
     ),

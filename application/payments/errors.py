@@ -41,6 +41,17 @@ class ServiceUnavailable(PaymentsError):
     reason = "UPSTREAM_UNAVAILABLE"
 
 
+class DerivBusy(ServiceUnavailable):
+    """Deriv (or our own limiter of calls to it) held the call back unsent: nothing changed, ask
+    again, with the same input, after `retry_after_seconds` (RetryInfo, HTTP Retry-After)."""
+
+    reason = "DERIV_BUSY"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+
+
 # --- what the ports raise ---------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ and no Transaction takes the idempotency key, so a corrected request can start a
 from __future__ import annotations
 
 import base64
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ import structlog
 
 from application.payments.create_once import create_once
 from application.payments.errors import (
+    CallDeferred,
     CallOutcomeUnknown,
     CallRefused,
     CallUnavailable,
     DerivAccountNotBound,
+    DerivBusy,
     NotAwaitingCode,
     PaymentRefused,
     ServiceUnavailable,
@@ -143,17 +146,23 @@ class PaymentsApplication:
         if amount.currency is not Currency.USD:
             raise InvalidValue("a withdrawal is asked in USD", field="currency")
         existing = await self._existing(user_id, idempotency_key_hash)
-        if existing is not None:
+        if existing is not None and existing.status is not S.PENDING:
             return existing
-        self._limits.check(amount, what="withdrawals")  # before anything is written or a code is asked for
-        if self._policy is not None:
-            await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
+        if existing is None:
+            # before anything is written or a code is asked for
+            self._limits.check(amount, what="withdrawals")
+            if self._policy is not None:
+                await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
         user = await self._user(user_id)
         async with self._uow() as uow:
             now = uow.clock.now()
             token = await uow.users.load_deriv_token(user_id)
         if not token:
             raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
+        if existing is not None:
+            # The same request again while its code was never sent (Deriv was not answering, or held
+            # the request back): ask again. A new code cancels an earlier one that may have gone out.
+            return await self._request_withdrawal_code(existing, token)
         rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=now)
         created = await create_once(
             self._uow,  # type: ignore[arg-type]
@@ -169,18 +178,28 @@ class PaymentsApplication:
                 now=now,
             ),
         )
-        tx = created.transaction
-        if not created.created:
-            return tx
+        if not created.created and created.transaction.status is not S.PENDING:
+            return created.transaction
+        return await self._request_withdrawal_code(created.transaction, token)
+
+    async def _request_withdrawal_code(self, tx: Transaction, token: str) -> Transaction:
+        """Ask Deriv to email the code of the PENDING withdrawal `tx`; AWAITING_WITHDRAWAL_CODE after."""
         self._checkpoint("withdrawal.code.before_call")
         try:
-            await self._deriv.request_withdrawal_code(client_token=token, amount=amount)
+            await self._deriv.request_withdrawal_code(client_token=token, amount=tx.amount)
         except CallRefused as refused:
             reason = f"Deriv refused to send the verification code: {refused.reason}"
             await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.PENDING)
             raise PaymentRefused(reason) from None
+        except CallDeferred as deferred:
+            seconds = math.ceil(deferred.retry_after)
+            raise DerivBusy(
+                f"Deriv is taking no more requests for now; send the same request again in {seconds} s",
+                retry_after_seconds=seconds,
+            ) from None
         except (CallUnavailable, CallOutcomeUnknown) as lost:
-            # PENDING stays; the sweeper fails it (no money can move without a code).
+            # PENDING stays: the same request again asks again; else the sweeper fails it (no money
+            # can move without a code).
             raise ServiceUnavailable(f"Deriv is not answering: {lost.reason}") from None
         return await self._change(tx.id, lambda t, now: t.withdrawal_code_sent(now=now), S.PENDING)
 
@@ -194,10 +213,10 @@ class PaymentsApplication:
             tx = await uow.transactions.get_for_update(transaction_id)
             if tx is None or tx.user_id != user_id or tx.type.value != "WITHDRAWAL":
                 raise TransactionNotFound("no such withdrawal", field="transaction_id")
-            if tx.status is not S.AWAITING_WITHDRAWAL_CODE or tx.deriv_withdrawal is not None:
+            if tx.status is not S.AWAITING_WITHDRAWAL_CODE or tx.deriv_withdrawal_may_have_gone():
                 if tx.status is S.PENDING:
                     raise NotAwaitingCode("the verification code has not been sent yet")
-                if tx.deriv_withdrawal is not None:
+                if tx.deriv_withdrawal_may_have_gone():
                     return tx  # confirmed before: the saga carries on from here
                 raise NotAwaitingCode(f"the withdrawal is {tx.status.value}, not waiting for a code")
             token = await uow.users.load_deriv_token(user_id)
@@ -215,6 +234,17 @@ class PaymentsApplication:
             reason = f"Deriv refused the withdrawal: {refused.reason}"
             await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.AWAITING_WITHDRAWAL_CODE)
             raise VerificationCodeRejected(reason, field="verification_code") from None
+        except CallDeferred as deferred:
+            # Held back before it reached Deriv: the code is unused, so the user confirms again with
+            # it. (A plain CallUnavailable may follow a frame that left: that one stays requested.)
+            await self._change(
+                tx.id, lambda t, now: t.deriv_withdrawal_not_sent(now=now), S.AWAITING_WITHDRAWAL_CODE
+            )
+            raise DerivBusy(
+                "Deriv is taking no more withdrawals for now; confirm again with the same code "
+                f"in {math.ceil(deferred.retry_after)} s",
+                retry_after_seconds=math.ceil(deferred.retry_after),
+            ) from None
         except (CallUnavailable, CallOutcomeUnknown) as lost:
             log.warning("withdrawal.debit_unresolved", transaction_id=str(tx.id), error=lost.reason)
             if isinstance(lost, CallOutcomeUnknown):

@@ -433,18 +433,41 @@ class Transaction:
         self._move_to(Status.AWAITING_WITHDRAWAL_CODE, _at(now))
 
     def deriv_withdrawal_requested(self, *, now: datetime | None = None) -> DerivWithdrawal:
-        """Record the Deriv withdrawal about to be sent (before sending it); no status change."""
+        """Record the Deriv withdrawal about to be sent (before sending it); no status change.
+        Again after one that was held back unsent (deriv_withdrawal_not_sent), never after one that
+        may have gone."""
         self._require_type(TransactionType.WITHDRAWAL)
         if self.status is not Status.AWAITING_WITHDRAWAL_CODE:
             raise IllegalTransition(
                 f"a Deriv withdrawal is requested only while {Status.AWAITING_WITHDRAWAL_CODE}"
             )
+        if self.deriv_withdrawal_may_have_gone():
+            raise IllegalTransition("this withdrawal's Deriv debit was already requested")
         at = _at(now)
         self.deriv_withdrawal = DerivWithdrawal.sent(
             transaction_id=self.id, client_loginid=self.deriv_loginid, amount=self.amount, now=at
         )
         self._touch(at)
         return self.deriv_withdrawal
+
+    def deriv_withdrawal_may_have_gone(self) -> bool:
+        """A Deriv debit was requested and not proven unsent: it may have moved the user's money."""
+        return self.deriv_withdrawal is not None and self.deriv_withdrawal.status != EvidenceStatus.FAILED
+
+    def deriv_withdrawal_not_sent(self, *, now: datetime | None = None) -> None:
+        """The requested debit was held back before it reached Deriv (a rate limit): nothing moved and
+        the emailed code is unused, so the user may confirm again with it. No status change."""
+        self._require_type(TransactionType.WITHDRAWAL)
+        requested = self.deriv_withdrawal
+        if (
+            self.status is not Status.AWAITING_WITHDRAWAL_CODE
+            or requested is None
+            or requested.status != EvidenceStatus.SENT
+        ):
+            raise IllegalTransition("only a Deriv debit requested and unanswered can be marked not sent")
+        at = _at(now)
+        self.deriv_withdrawal = requested.failed(now=at)
+        self._touch(at)
 
     def deriv_withdrawal_done(self, *, deriv_transaction_id: int, now: datetime | None = None) -> None:
         self._require_type(TransactionType.WITHDRAWAL)

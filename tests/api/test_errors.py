@@ -11,7 +11,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from application.identity.errors import ComplianceRefused, RateLimited, WeakPassword
-from application.payments.errors import ServiceUnavailable, TransactionNotFound
+from application.payments.errors import DerivBusy, ServiceUnavailable, TransactionNotFound
 from domain.payments.errors import InvalidEvidence
 from domain.shared.errors import DomainError
 from domain.wallet.errors import InvalidAmount
@@ -82,6 +82,15 @@ def test_a_rate_limit_carries_retry_info_and_a_retry_after_trailer() -> None:
     assert failure.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert _parsed(failure).retry_delay_seconds == 42
     assert ("retry-after", "42") in failure.trailing_metadata
+
+
+@pytest.mark.unit
+def test_deriv_holding_a_call_back_is_unavailable_with_retry_info() -> None:
+    failure = to_failure(DerivBusy("confirm again in 7 s", retry_after_seconds=7))
+    assert failure.code is grpc.StatusCode.UNAVAILABLE
+    assert _parsed(failure).error_info.reason == "DERIV_BUSY"
+    assert _parsed(failure).retry_delay_seconds == 7
+    assert ("retry-after", "7") in failure.trailing_metadata
 
 
 @pytest.mark.unit

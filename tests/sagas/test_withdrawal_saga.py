@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from application.payments.errors import VerificationCodeRejected
+from application.payments.errors import DerivBusy, VerificationCodeRejected
 from application.payments.floats import fund_float
 from domain.payments.status import TransactionStatus as S
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId, UserId
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
-from tests.sagas.harness import MPESA_FLOAT_KES, Stack
+from tests.sagas.harness import MPESA_FLOAT_KES, Stack, _key
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +163,49 @@ async def test_a_debit_recorded_but_never_sent_is_proven_absent_and_fails_cleanl
     assert done.status is S.FAILED, done.failure_reason
     assert "did not happen" in (done.failure_reason or "")
     assert await stack.deriv_transfers(str(tx.id)) == 0
+
+
+async def test_a_debit_deriv_held_back_unsent_is_confirmed_again_with_the_same_code(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    code = await stack.withdrawal_code()
+    await stack.deriv_fault(kind="rate_limit", call="paymentagent_withdraw", times=1)
+
+    with pytest.raises(DerivBusy) as busy:
+        await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
+
+    assert busy.value.retry_after_seconds >= 1
+    held = await stack.get(tx.id)
+    assert held.status is S.AWAITING_WITHDRAWAL_CODE  # still waiting for the (unused) code
+    assert not held.deriv_withdrawal_may_have_gone()
+    assert await stack.deriv_transfers(str(tx.id)) == 0
+    for _ in range(3):  # the sweeper neither fails it nor looks it up while the code is valid
+        await stack.pump()
+        await stack.sweeper.sweep_once()
+    assert (await stack.get(tx.id)).status is S.AWAITING_WITHDRAWAL_CODE
+
+    again = await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
+
+    assert again.status is S.DERIV_WITHDRAWAL_DONE
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
+    assert await stack.deriv_transfers(str(tx.id)) == 1
+
+
+async def test_the_same_withdrawal_request_again_asks_for_the_code_deriv_held_back(stack: Stack) -> None:
+    user = await stack.user()
+    await stack.deriv_fault(kind="rate_limit", call="verify_email", times=1)
+
+    with pytest.raises(DerivBusy):
+        await stack.withdrawal(user, 10_00, key="same-key")
+    async with stack.uow() as uow:
+        pending = await uow.transactions.find_by_idempotency_key(user, _key(user, "same-key", "withdrawal"))
+    assert pending is not None and pending.status is S.PENDING
+
+    again = await stack.withdrawal(user, 10_00, key="same-key")
+
+    assert again.id == pending.id
+    assert again.status is S.AWAITING_WITHDRAWAL_CODE
+    await stack.app.confirm_withdrawal(
+        user_id=user, transaction_id=again.id, verification_code=await stack.withdrawal_code()
+    )
+    assert (await stack.settle(again.id)).status is S.COMPLETED

@@ -105,6 +105,41 @@ def test_wrong_code_fails_without_moving_money(withdrawal: Transaction, now: dat
     assert withdrawal.status is S.FAILED
 
 
+def test_a_debit_held_back_unsent_may_be_requested_again(withdrawal: Transaction, now: datetime) -> None:
+    withdrawal.withdrawal_code_sent(now=now)
+    withdrawal.deriv_withdrawal_requested(now=now)
+    assert withdrawal.deriv_withdrawal_may_have_gone()
+
+    withdrawal.deriv_withdrawal_not_sent(now=now)
+
+    assert withdrawal.status is S.AWAITING_WITHDRAWAL_CODE
+    assert withdrawal.deriv_withdrawal is not None
+    assert withdrawal.deriv_withdrawal.status == EvidenceStatus.FAILED
+    assert not withdrawal.deriv_withdrawal_may_have_gone()
+    withdrawal.deriv_withdrawal_requested(now=now)
+    assert withdrawal.deriv_withdrawal.status == EvidenceStatus.SENT
+
+
+def test_a_debit_that_may_have_gone_is_never_requested_twice(withdrawal: Transaction, now: datetime) -> None:
+    withdrawal.withdrawal_code_sent(now=now)
+    withdrawal.deriv_withdrawal_requested(now=now)
+
+    with pytest.raises(IllegalTransition):
+        withdrawal.deriv_withdrawal_requested(now=now)
+
+
+def test_only_a_requested_unanswered_debit_can_be_marked_not_sent(
+    withdrawal: Transaction, now: datetime
+) -> None:
+    withdrawal.withdrawal_code_sent(now=now)
+    with pytest.raises(IllegalTransition):  # nothing requested
+        withdrawal.deriv_withdrawal_not_sent(now=now)
+    withdrawal.deriv_withdrawal_requested(now=now)
+    withdrawal.deriv_withdrawal_done(deriv_transaction_id=7, now=now)
+    with pytest.raises(IllegalTransition):  # it went through
+        withdrawal.deriv_withdrawal_not_sent(now=now)
+
+
 def test_b2c_fails_for_good_then_usd_goes_back(withdrawal: Transaction, now: datetime) -> None:
     _debited(withdrawal, now)
     withdrawal.mpesa_disbursement_sent(originator_conversation_id="oc-1", now=now)
