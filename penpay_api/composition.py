@@ -230,6 +230,7 @@ def build_api(
                 servicer=payments_service.PaymentsServicer(payments),  # type: ignore[arg-type]
                 add_to_server=payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
                 money_methods=payments_service.MONEY_METHODS,
+                creates_transaction_under_key=payments_service.CREATES_TRANSACTION_UNDER_KEY,
                 field_aliases=payments_service.FIELD_ALIASES,
             )
         )

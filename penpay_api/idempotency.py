@@ -20,6 +20,16 @@
   UNKNOWN, cancellation) are not stored: the claim is released so the same key can be retried
   at once (Stripe does the same for 429/409-like outcomes); what is stored is an answer that
   would be the same next time.
+- A definitive error is stored only if the call executed, i.e. changed something a repeat must
+  not redo (Stripe: "if incoming parameters failed validation, no idempotent result is saved").
+  InitiateDeposit and InitiateWithdrawal (a service's creates_transaction_under_key) write their Transaction
+  under the key's hash, so they executed exactly when that Transaction exists after the call
+  (e.g. Deriv refused to email the code: the withdrawal is FAILED, and the refusal is replayed).
+  When none exists (an amount out of range, a compliance refusal, an unbound Deriv account),
+  nothing was executed: the claim is released and the key stays free, for the same request or
+  a corrected one. Any other money method acts on an existing transaction, and may refuse after
+  changing it (a rejected verification code fails the withdrawal): its definitive errors are
+  always stored. The check is one read of the unique key hash, on the error path only.
 
 The clock is the one given (a FixedClock in tests proves the 24 h expiry); the store must be
 built with the same clock.
@@ -51,7 +61,12 @@ from penpay_api.errors import (
 )
 from penpay_api.interceptors import Behavior, Continuation, replace_unary
 from persistence.idempotency_release import release_claim
-from persistence.idempotency_store import ClaimOutcome, SqlIdempotencyStore, complete
+from persistence.idempotency_store import (
+    ClaimOutcome,
+    SqlIdempotencyStore,
+    complete,
+    transaction_exists_under_key,
+)
 
 log = structlog.get_logger("penpay.api.idempotency")
 
@@ -90,11 +105,14 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
         clock: Clock,
         money_methods: Collection[str],
         fingerprint_key: bytes | None = None,
+        creates_transaction_under_key: Collection[str] = (),
     ) -> None:
         self._store = store
         self._engine = engine
         self._clock = clock
         self.money_methods = set(money_methods)
+        # set by the server from its services, as money_methods
+        self.creates_transaction_under_key = set(creates_transaction_under_key)
         self._fingerprint_key = fingerprint_key
         # Per method, domain field names -> request field names (set by the server, as for errors).
         self.field_aliases: dict[str, Mapping[str, str]] = {}
@@ -198,7 +216,7 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
                     error_type=type(exc).__name__,
                     exc_info=exc,
                 )
-            if failure.code in RETRYABLE_CODES:
+            if failure.code in RETRYABLE_CODES or not await self._executed(method, key.hash_hex):
                 await self._release(scope, key.hash_hex, fingerprint)
             else:
                 await self._complete(scope, key.hash_hex, failure.code.value[0], failure.status, None)
@@ -206,6 +224,16 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
         body = _passthrough(serializer)(response)
         await self._complete(scope, key.hash_hex, OK_CODE, body, _transaction_id_of(response))
         return body
+
+    async def _executed(self, method: str, key_hash: str) -> bool:
+        """Whether a call that ended in a definitive error changed something (see the contract)."""
+        if method not in self.creates_transaction_under_key:
+            return True
+        try:
+            return await transaction_exists_under_key(self._engine, key_hash)
+        except Exception as exc:  # unsure: keep the answer, as for any other method
+            log.warning("idempotency.execution_check_failed", error_type=type(exc).__name__)
+            return True
 
     async def _complete(
         self, scope: str, key_hash: str, code: int, body: bytes, transaction_id: uuid.UUID | None

@@ -46,6 +46,8 @@ class Service:
     public_methods: Collection[str] = ()
     operator_only: bool = False
     money_methods: Collection[str] = ()
+    # of money_methods, those whose refusals free the key when they created nothing under it
+    creates_transaction_under_key: Collection[str] = ()
     field_aliases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
@@ -72,6 +74,9 @@ class ApiServer:
         )
         self.idempotency = idempotency
         self.idempotency.money_methods.update(m for s in services for m in s.money_methods)
+        self.idempotency.creates_transaction_under_key.update(
+            m for s in services for m in s.creates_transaction_under_key
+        )
         aliases: dict[str, Mapping[str, str]] = {}
         for s in services:
             aliases.update(s.field_aliases)

@@ -7,6 +7,8 @@ Two phases, so a concurrent repeat can be told "still in flight" instead of wait
      effect and "this key is done" commit together or not at all.
 A claim whose holder died (lease passed, never completed) may be taken over; the
 operation's own uniqueness (e.g. transactions.idempotency_key_hash) still stops a double effect.
+transaction_exists_under_key() reads that uniqueness: whether a refused call had created its
+Transaction before it was refused.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.shared.clock import Clock
 from domain.shared.ids import new_uuid7
-from persistence.tables import idempotency_keys
+from persistence.tables import idempotency_keys, transactions
 
 RETENTION = timedelta(hours=24)
 IN_FLIGHT_LEASE = timedelta(seconds=60)
@@ -63,6 +65,9 @@ _COMPLETE = (
         transaction_id=bindparam("transaction_id"),
         expires_at=bindparam("expires_at"),
     )
+)
+_TRANSACTION_UNDER_KEY = (
+    select(transactions.c.id).where(transactions.c.idempotency_key_hash == bindparam("key_hash")).limit(1)
 )
 
 
@@ -160,3 +165,10 @@ async def complete(
     )
     if result.rowcount != 1:
         raise LookupError("idempotency key was not claimed, or was completed already")
+
+
+async def transaction_exists_under_key(engine: AsyncEngine, key_hash: str) -> bool:
+    """Whether a Transaction was stored under this key hash (one read of its unique index)."""
+    async with engine.connect() as connection:
+        found = await connection.execute(_TRANSACTION_UNDER_KEY, {"key_hash": key_hash})
+        return found.first() is not None

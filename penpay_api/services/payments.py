@@ -26,6 +26,13 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
 MONEY_METHODS = frozenset(
     f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal", "ConfirmWithdrawal")
 )
+# The money methods whose use case stores a new Transaction under the call's key hash
+# (transactions.idempotency_key_hash, create_once): only for them does "no Transaction under the
+# key" prove that a refused call changed nothing, and frees the key (penpay_api/idempotency.py).
+# Left out, a method keeps every refusal (the safe side: a key burnt, never an effect redone).
+CREATES_TRANSACTION_UNDER_KEY = frozenset(
+    f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal")
+)
 FIELD_ALIASES = {f"/{SERVICE_NAME}/ConfirmWithdrawal": {"code": "verification_code"}}
 _TYPES = {
     TransactionType.DEPOSIT: pb.TRANSACTION_TYPE_DEPOSIT,

@@ -1,8 +1,10 @@
 """The idempotency contract of the money RPCs.
 
 On InitiateDeposit with the real PaymentsApplication (a verified user with a bound Deriv account
-through the real gateway): key required, byte-identical replay, mismatch, stored errors, scope
-per user, only the hash stored, one transaction per key even after the 24 h window.
+through the real gateway): key required, byte-identical replay, mismatch, scope per user, only the
+hash stored, one transaction per key even after the 24 h window. Errors of the real money RPCs: a
+refusal before the Transaction was written leaves the key free; one after it (InitiateWithdrawal
+refused by Deriv) or from ConfirmWithdrawal is stored and replayed.
 On a test-only money RPC registered through the same interceptor (it is generic), where the
 test controls the servicer: in flight, retryable failures not stored, expiry after 24 h.
 """
@@ -34,12 +36,18 @@ from .conftest import CLIENT_TOKEN, Account, Gateway, Harness, StartApi, details
 pytestmark = pytest.mark.integration
 
 DEPOSIT = "/penpay.payments.v1.PaymentsService/InitiateDeposit"
+WITHDRAWAL = "/penpay.payments.v1.PaymentsService/InitiateWithdrawal"
+CONFIRM = "/penpay.payments.v1.PaymentsService/ConfirmWithdrawal"
 TEST_METHOD = "/penpay.test.v1.MoneyTestService/Move"
 DAY = timedelta(hours=24)
 
 
 def deposit(amount_cents: int = 1_300_00, currency: str = "KES") -> payments_pb2.InitiateDepositRequest:
     return payments_pb2.InitiateDepositRequest(amount_cents=amount_cents, currency=currency)
+
+
+def withdrawal(amount_cents: int = 15_00) -> payments_pb2.InitiateWithdrawalRequest:
+    return payments_pb2.InitiateWithdrawalRequest(amount_cents=amount_cents, currency="USD")
 
 
 async def raw_call(
@@ -140,17 +148,84 @@ async def test_the_same_key_for_another_request_is_refused(payer: tuple[Harness,
     assert await count_transactions(api) == 1
 
 
-async def test_an_error_is_replayed_too(payer: tuple[Harness, Account]) -> None:
+def status_details(error: grpc.aio.AioRpcError) -> bytes:
+    """The error's details (google.rpc.Status) as they came over the wire."""
+    details: bytes = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    return details
+
+
+async def count_stored_answers(api: Harness) -> int:
+    async with api.core.engine.connect() as connection:
+        return len((await connection.execute(select(idempotency_keys.c.id))).all())
+
+
+async def test_a_refusal_before_anything_was_written_leaves_the_key_free(
+    payer: tuple[Harness, Account],
+) -> None:
     api, account = payer
     key = f"deposit-{secrets.token_hex(8)}"
-    first = await failing_call(api, DEPOSIT, deposit(currency="USD"), account, key)  # deposits are KES
-    second = await failing_call(api, DEPOSIT, deposit(currency="USD"), account, key)
+    too_small = deposit(650_00)  # KES 650 = USD 5.00, below what Deriv takes
+    first = await failing_call(api, DEPOSIT, too_small, account, key)
+    assert first.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(first).error_info.reason == "DERIV_AMOUNT_OUT_OF_RANGE"
+    assert await count_transactions(api) == 0 and await count_stored_answers(api) == 0
 
-    assert first.code() == second.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert first.details() == second.details()
-    assert trailer(first, "grpc-status-details-bin") == trailer(second, "grpc-status-details-bin")
-    assert [v.field for v in details_of(second).violations] == ["currency"]
+    # The same request again is judged again (not replayed), and refused the same way.
+    again = await failing_call(api, DEPOSIT, too_small, account, key)
+    assert again.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_details(again) == status_details(first)
+    assert trailer(again, "idempotent-replayed") is None and await count_stored_answers(api) == 0
+
+    # The corrected request under the same key starts the deposit.
+    body, trailers = await raw_call(api, DEPOSIT, deposit(1_300_00), account, key)
+    started = payments_pb2.InitiateDepositResponse.FromString(body).transaction
+    assert started.status == "pending" and started.amount.amount_cents == 1_300_00
+    assert "idempotent-replayed" not in dict(trailers)
+    assert await count_transactions(api) == 1
+
+
+async def test_a_refusal_after_the_transaction_was_created_is_replayed(
+    payer: tuple[Harness, Account], gateway: Gateway
+) -> None:
+    api, account = payer
+    books = gateway.simulator.engine.books  # an empty Deriv account: no code is emailed for it
+    books.adjust("CR90000001", -books.accounts["CR90000001"].balance, "emptied by the test", now=0)
+    key = f"withdrawal-{secrets.token_hex(8)}"
+    first = await failing_call(api, WITHDRAWAL, withdrawal(), account, key)
+    assert first.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details_of(first).error_info.reason == "PAYMENT_REFUSED"
+    async with api.core.engine.connect() as connection:
+        failed = (await connection.execute(select(transactions.c.status))).scalar_one()
+    assert failed == "FAILED"
+
+    second = await failing_call(api, WITHDRAWAL, withdrawal(), account, key)
+    assert second.code() == first.code() and second.details() == first.details()
+    assert status_details(second) == status_details(first)
     assert trailer(first, "idempotent-replayed") is None and trailer(second, "idempotent-replayed") == "true"
+    # The key went into that withdrawal: another request under it is a key reused.
+    other = await failing_call(api, WITHDRAWAL, withdrawal(20_00), account, key)
+    assert details_of(other).error_info.reason == "IDEMPOTENCY_KEY_REUSED"
+    assert await count_transactions(api) == 1
+
+
+async def test_a_rejected_verification_code_is_stored_and_replayed(
+    payer: tuple[Harness, Account],
+) -> None:
+    api, account = payer
+    started, _ = await raw_call(api, WITHDRAWAL, withdrawal(), account, f"w-{secrets.token_hex(8)}")
+    tx = payments_pb2.InitiateWithdrawalResponse.FromString(started).transaction
+    wrong = payments_pb2.ConfirmWithdrawalRequest(
+        transaction_id=tx.transaction_id, verification_code="WRONG1"
+    )
+    key = f"confirm-{secrets.token_hex(8)}"
+
+    # The rejection failed the withdrawal: computed again, the answer would be another one.
+    first = await failing_call(api, CONFIRM, wrong, account, key)
+    second = await failing_call(api, CONFIRM, wrong, account, key)
+    assert first.code() == second.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(first).error_info.reason == "VERIFICATION_CODE_REJECTED"
+    assert status_details(second) == status_details(first)
+    assert trailer(second, "idempotent-replayed") == "true"
 
 
 async def test_keys_are_scoped_by_user(start_api: StartApi, gateway: Gateway) -> None:

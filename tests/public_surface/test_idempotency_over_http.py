@@ -1,7 +1,8 @@
 """The idempotency contract on HTTP, against the real InitiateDeposit (IETF Idempotency-Key draft):
 the header is required, a repeat replays the first body, a repeat while the first is in flight gets
-409, the same key with another body 422, and after 24 h (a FixedClock moved forward) the key no
-longer binds the request, while the transaction table still holds one transaction per key."""
+409, the same key with another body 422, a refusal that wrote nothing leaves the key free for the
+corrected body, and after 24 h (a FixedClock moved forward) the key no longer binds the request,
+while the transaction table still holds one transaction per key."""
 
 from __future__ import annotations
 
@@ -59,13 +60,24 @@ async def test_a_repeat_replays_the_first_body(surface: Surface, payer: User) ->
     assert second.raw == first.raw
     assert await surface.count(transactions) == 1
 
-    error_key = key()  # an error answer is replayed too
-    refused = await payer.browser.post("/v1/deposits", {**DEPOSIT, "currency": "USD"}, headers=error_key)
-    again = await payer.browser.post("/v1/deposits", {**DEPOSIT, "currency": "USD"}, headers=error_key)
-    assert refused.status == again.status == 400
+
+async def test_a_refusal_that_wrote_nothing_leaves_the_key_for_the_corrected_body(
+    surface: Surface, payer: User
+) -> None:
+    same = key()
+    refused = await payer.browser.post("/v1/deposits", {**DEPOSIT, "currency": "USD"}, headers=same)
+    again = await payer.browser.post("/v1/deposits", {**DEPOSIT, "currency": "USD"}, headers=same)
+    assert refused.status == again.status == 400 and refused.violated_fields == ["currency"]
     assert (
         again.json["details"] == refused.json["details"] and again.json["message"] == refused.json["message"]
     )
+    assert await surface.count(idempotency_keys) == 0  # not stored: judged again each time
+
+    corrected = await payer.browser.post("/v1/deposits", DEPOSIT, headers=same)
+    assert corrected.status == 200, corrected.json
+    replay = await payer.browser.post("/v1/deposits", DEPOSIT, headers=same)
+    assert replay.raw == corrected.raw
+    assert await surface.count(transactions) == 1
 
 
 async def test_a_repeat_while_the_first_is_in_flight_gets_409(surface: Surface, payer: User) -> None:

@@ -115,7 +115,8 @@ VALID_BODIES: dict[str, list[tuple[dict[str, Any], dict[str, str]]]] = {
 }
 
 # What a refusal may leave behind, by design: a money call's definitive error is stored to be replayed
-# for 24 h (idempotency_keys), and a compliance refusal is audited (audit_logs and its chain head).
+# for 24 h (idempotency_keys) when the call executed (any ConfirmWithdrawal refusal; an initiation's
+# only once its Transaction was written), and a compliance refusal is audited (audit_logs, chain head).
 REFUSAL_RECORDS = frozenset({"idempotency_keys", "audit_logs", "audit_chain_head"})
 REFUSAL_AUDIT_ACTIONS = frozenset({"ComplianceRefused", "ComplianceHeld"})
 
