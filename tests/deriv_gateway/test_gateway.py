@@ -615,3 +615,37 @@ async def test_batched_claims_and_outcomes_keep_their_own_answers(journal_url, m
     finally:
         await journal.close()
         await newer.close()
+
+
+async def test_the_sqlite_lane_writes_rows_the_engine_reads_back_exactly(sqlite_url):
+    """The SQLite batches bypass SQLAlchemy (one thread hop per batch): what they write must read back
+    through the engine as SQLAlchemy itself would have stored it, timestamps to the microsecond."""
+    journal = jn.Journal.from_url(sqlite_url)
+    try:
+        assert isinstance(journal._group, jn._SQLiteGroupCommit)
+        op = str(uuid.uuid4())
+        before = datetime.now(UTC)
+        created, claimed = await _claim(journal, op, 1)
+        assert created
+        row = await journal.get(op)
+        assert row is not None and (row.created_at, row.updated_at) == (
+            claimed.created_at,
+            claimed.updated_at,
+        )
+        assert row.created_at >= before and row.created_at.tzinfo is not None
+        assert [r.operation_id for r in await journal.list_sending(sent_before=datetime.now(UTC))] == [op]
+        assert await journal.list_sending(sent_before=before) == []
+
+        await journal.finish(
+            op, 1, jn.DONE, deriv_transaction_id=7_100_001, result={"counterparty_name": "Ann"}
+        )
+        done = await journal.get(op)
+        assert done is not None
+        assert (done.status, done.deriv_transaction_id, done.result) == (
+            jn.DONE,
+            7_100_001,
+            {"counterparty_name": "Ann"},
+        )
+        assert done.updated_at >= row.updated_at and done.created_at == row.created_at
+    finally:
+        await journal.close()
