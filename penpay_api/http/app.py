@@ -270,9 +270,8 @@ class Bridge:
             details = errors.details_from_trailers(exc.trailing_metadata())
             headers = response_headers(exc.initial_metadata())
             status = http_code_override(exc.initial_metadata(), exc.trailing_metadata(), success=False)
-            response = _error(
-                exc.code(), exc.details() or "", details, status=status, headers={**headers, **reply_headers}
-            )
+            headers = {**headers, **errors.retry_after_header(details), **reply_headers}
+            response = _error(exc.code(), exc.details() or "", details, status=status, headers=headers)
             if route.rpc in policy.logout_rpcs:
                 cookies.clear_session_cookies(policy, response)
             return response

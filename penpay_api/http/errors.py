@@ -9,6 +9,7 @@ It is served as `application/json`.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -86,6 +87,20 @@ def details_from_trailers(
             return []
         return [_detail_json(d) for d in status.details]
     return []
+
+
+def retry_after_header(details: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """`Retry-After` (RFC 9110, whole seconds, rounded up) from a RetryInfo detail, for HTTP
+    clients that read the header rather than the problem's details."""
+    for detail in details:
+        delay = detail.get("retryDelay", detail.get("retry_delay"))
+        if str(detail.get("@type", "")).endswith(".RetryInfo") and isinstance(delay, str):
+            try:
+                seconds = float(delay.rstrip("s"))
+            except ValueError:
+                return {}
+            return {"Retry-After": str(max(0, math.ceil(seconds)))}
+    return {}
 
 
 def error_body(

@@ -104,7 +104,9 @@ async def test_email_verification(surface: Surface) -> None:
     limited = await user.browser.post("/v1/users/me/email:requestVerification")
     error_shape(limited, 429, RESOURCE_EXHAUSTED)
     assert limited.reason == "RATE_LIMITED"
-    assert int(limited.detail("RetryInfo")["retry_delay"].rstrip("s")) > 0
+    delay = int(limited.detail("RetryInfo")["retry_delay"].rstrip("s"))
+    assert delay > 0
+    assert limited.headers["Retry-After"] == str(delay)
 
 
 async def test_refresh_and_logout(surface: Surface) -> None:
