@@ -10,13 +10,18 @@ Writing is in two steps, so that no business transaction waits for the chain hea
    (committed with the action or not at all; no lock beyond the rows inserted);
 2. seal_pending(): right after the commit (persistence/audit_sealer.py), a short transaction locks
    the head (SELECT ... FOR UPDATE; on SQLite the transaction holds the write lock), moves every
-   committed pending record into audit_logs in id order, chained, deletes them from audit_pending
-   and moves the head. Sealers of every process serialise on the head, once per batch of records
-   instead of once per business commit; chain order is the order records were sealed in.
+   committed pending record into audit_logs in id order, chained, each with the pending_id it came
+   from, deletes them from audit_pending and moves the head. Sealers of every process serialise on
+   the head, once per batch of records instead of once per business commit; chain order is the
+   order records were sealed in.
 verify_chain() walks the rows and finds any changed, removed or inserted row, and a cut tail
 (against the head); records still waiting in audit_pending are counted, not checked.
 
-Database triggers (migration 0004) refuse UPDATE and DELETE on audit_logs and ledger_entries.
+Database triggers (migration 0004) refuse UPDATE and DELETE on audit_logs and ledger_entries;
+those of migration 0008 refuse any UPDATE of audit_pending, and a DELETE of a pending record no
+audit_logs row holds verbatim under its pending_id, so a record cannot be changed or dropped
+before it is sealed.
+pending_id is not part of row_hash (rows sealed before it existed keep verifying).
 The chain proves integrity relative to the head: publishing the head hash elsewhere from time
 to time (e.g. in a daily report) also covers someone able to rewrite the head itself.
 """
@@ -174,7 +179,8 @@ async def seal_pending(connection: AsyncConnection, *, batch_size: int = 1000) -
     rows = []
     for record in pending:
         row = chained(record._mapping, prev)
-        rows.append(row)
+        # pending_id (outside the hash) is what lets the delete below past audit_pending's guard.
+        rows.append({**row, "pending_id": record.id})
         prev = row["row_hash"]
     await connection.execute(_INSERT_AUDIT, rows)
     await connection.execute(_DELETE_PENDING, {"ids": [record.id for record in pending]})

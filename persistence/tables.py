@@ -309,7 +309,11 @@ audit_logs = Table(
     # Hash chain (tamper evidence): each row carries the hash of the previous one.
     Column("prev_hash", String(64), nullable=True),
     Column("row_hash", String(64), nullable=True),
+    # The audit_pending row this one was sealed from (NULL if sealed before migration 0008): a
+    # pending row may be deleted only once a row here names it. Not hashed, so older rows verify.
+    Column("pending_id", BigInteger, nullable=True),
     Index(None, "subject_type", "subject_id"),
+    Index(None, "pending_id", unique=True),
 )
 
 # --- Wallet (double-entry ledger) -----------------------------------------------------
@@ -453,6 +457,7 @@ audit_pending = Table(
     Column("subject_type", String(32), nullable=False),
     Column("subject_id", String(64), nullable=False),
     Column("details", Text, nullable=False),
+    sqlite_autoincrement=True,  # ids never reused (migration 0008): the delete guard names them
 )
 
 # The head of the audit_logs hash chain: one row (id 1), locked FOR UPDATE by the sealer while it
