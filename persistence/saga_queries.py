@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.payments.status import TransactionStatus
@@ -16,6 +16,34 @@ from persistence.tables import transactions
 SWEPT_STATUSES = tuple(
     s.value for s in TransactionStatus if not s.is_terminal and s is not TransactionStatus.NEEDS_REVIEW
 )
+
+
+# What is in flight, for the operators: the swept states and the ones waiting for a person.
+IN_FLIGHT_STATUSES = (*SWEPT_STATUSES, TransactionStatus.NEEDS_REVIEW.value)
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """How many transactions of one type wait in one status, and since when the oldest exists."""
+
+    type: str
+    status: str
+    count: int
+    oldest_created_at: datetime
+
+
+async def in_flight(engine: AsyncEngine) -> list[InFlight]:
+    """One grouped read over the in-flight transactions (few, next to the terminal ones)."""
+    t = transactions.c
+    query = (
+        select(t.type, t.status, func.count(), func.min(t.created_at))
+        .where(t.status.in_(IN_FLIGHT_STATUSES))
+        .group_by(t.type, t.status)
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(query)).all()
+    # MIN() takes its argument's type: the UtcDateTime column's aware datetime, on either database
+    return [InFlight(type_, status, count, oldest) for type_, status, count, oldest in rows]
 
 
 @dataclass(frozen=True, slots=True)

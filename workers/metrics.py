@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 DEAD_LETTERS = Counter(
     "penpay_dead_letters",
@@ -18,3 +18,17 @@ DUPLICATES_SKIPPED = Counter(
     "penpay_events_duplicate", "Redelivered events skipped by the inbox", ["stream", "group"]
 )
 HANDLER_FAILURES = Counter("penpay_handler_failures", "Handler or commit failures", ["stream", "group"])
+
+# Set by the sweeper (workers/sagas.py report_in_flight): money that is still moving, or waiting for
+# a person, and for how long. A step Deriv keeps rate-limiting, a lost wake-up the sweeper cannot
+# move, a review nobody takes: each shows as an age that keeps growing. Alert on the age.
+IN_FLIGHT = Gauge(
+    "penpay_transactions_in_flight",
+    "Transactions not finished (NEEDS_REVIEW included), by type and status",
+    ["type", "status"],
+)
+OLDEST_IN_FLIGHT = Gauge(
+    "penpay_transactions_oldest_in_flight_seconds",
+    "Age (since creation) of the oldest transaction in this type and status; 0 when there is none",
+    ["type", "status"],
+)

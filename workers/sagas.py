@@ -18,13 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.payments.decisions import next_due
 from application.payments.saga import PaymentSaga
-from domain.payments.status import TransactionStatus
+from domain.payments.status import TransactionStatus, TransactionType
 from domain.shared.clock import Clock, SystemClock
 from domain.shared.ids import TransactionId
-from persistence.saga_queries import SweepPosition, stale_transaction_ids
+from persistence.saga_queries import IN_FLIGHT_STATUSES, SweepPosition, in_flight, stale_transaction_ids
 from workers.bus import MessageBus
 from workers.consumer import EventConsumer
 from workers.envelope import EventEnvelope
+from workers.metrics import IN_FLIGHT, OLDEST_IN_FLIGHT
 
 log = structlog.get_logger("penpay.sagas")
 
@@ -76,6 +77,17 @@ QUIET_STATUSES = frozenset(
 )
 
 
+async def report_in_flight(engine: AsyncEngine, now: datetime) -> None:
+    """Set the in-flight gauges from one grouped read: every (type, status), 0 where none waits."""
+    found = {(f.type, f.status): f for f in await in_flight(engine)}
+    for type_ in TransactionType:
+        for status in IN_FLIGHT_STATUSES:
+            f = found.get((type_.value, status))
+            IN_FLIGHT.labels(type_.value, status).set(f.count if f else 0)
+            age = (now - f.oldest_created_at).total_seconds() if f else 0.0
+            OLDEST_IN_FLIGHT.labels(type_.value, status).set(max(0.0, age))
+
+
 class Sweeper:
     """Looks again at transactions no event has moved for `min_age`.
 
@@ -97,6 +109,7 @@ class Sweeper:
         batch: int = 200,
         concurrency: int = 8,
         max_quiet: timedelta = timedelta(seconds=30),
+        report_every: timedelta = timedelta(seconds=30),
         clock: Clock | None = None,
     ) -> None:
         self._engine = engine
@@ -105,6 +118,8 @@ class Sweeper:
         self.interval = interval
         self.batch = batch
         self.max_quiet = max_quiet
+        self.report_every = report_every
+        self._reported_at: datetime | None = None
         self._clock = clock or SystemClock()
         self._limit = asyncio.Semaphore(concurrency)
         self._position: SweepPosition | None = None
@@ -139,6 +154,16 @@ class Sweeper:
             self._quiet = {k: v for k, v in self._quiet.items() if v[1] > now}
         return len(due)
 
+    async def _report_when_due(self) -> None:
+        now = self._clock.now()
+        if self._reported_at is not None and now - self._reported_at < self.report_every:
+            return
+        self._reported_at = now
+        try:
+            await report_in_flight(self._engine, now)
+        except Exception as exc:  # the gauges go stale; the sweeping goes on
+            log.warning("sweeper.report_failed", error=type(exc).__name__)
+
     def _still_quiet(self, tx_id: TransactionId, updated_at: datetime, now: datetime) -> bool:
         quiet = self._quiet.get(tx_id)
         return quiet is not None and quiet[0] == updated_at and now < quiet[1]
@@ -150,6 +175,7 @@ class Sweeper:
                 await self.sweep_once()
             except Exception as exc:
                 log.warning("sweeper.failed", error=type(exc).__name__)
+            await self._report_when_due()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
         log.info("sweeper.stopped")

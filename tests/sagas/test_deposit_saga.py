@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from application.payments.floats import fund_float
 from domain.payments.status import TransactionStatus as S
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
 from tests.sagas.harness import AGENT_FLOAT_USD, CLIENT_LOGINID, Stack
-from workers.sagas import Sweeper
+from workers.sagas import Sweeper, report_in_flight
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +185,24 @@ async def test_a_waiting_transaction_is_not_read_again_until_time_or_a_change_ca
     assert await sweeper.sweep_once() == 1  # it changed: looked at again, and the B2C goes out
     assert (await stack.get(waiting.id)).status is S.MPESA_DISBURSEMENT_SENT
     await stack.settle(waiting.id)
+
+
+async def test_the_sweeper_reports_how_much_money_is_in_flight_and_for_how_long(stack: Stack) -> None:
+    user = await stack.user()
+    first = await stack.withdrawal(user, 10_00)
+    await stack.withdrawal(user, 20_00)
+    await stack.deposit(user, 1_300)  # PENDING: its wake-up is not pumped
+    ten_minutes_on = first.created_at + timedelta(minutes=10)
+
+    await report_in_flight(stack.engine, ten_minutes_on)
+
+    def sample(name: str, type_: str, status: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"type": type_, "status": status})
+
+    waiting = ("WITHDRAWAL", "AWAITING_WITHDRAWAL_CODE")
+    assert sample("penpay_transactions_in_flight", *waiting) == 2
+    assert sample("penpay_transactions_oldest_in_flight_seconds", *waiting) == pytest.approx(600, abs=1)
+    assert sample("penpay_transactions_in_flight", "DEPOSIT", "PENDING") == 1
+    assert sample("penpay_transactions_in_flight", "DEPOSIT", "NEEDS_REVIEW") == 0
+    assert sample("penpay_transactions_oldest_in_flight_seconds", "DEPOSIT", "NEEDS_REVIEW") == 0
+    assert sample("penpay_transactions_in_flight", "DEPOSIT", "COMPLETED") is None  # finished: not reported
