@@ -469,7 +469,17 @@ class DerivGateway:
         await self._take_over(row, token)
         log.info("gateway.resolving_unknown", operation_id=row.operation_id, kind=row.kind)
         scanned_at = datetime.now(UTC)
-        found = await self._resolve(row.description, row.created_at)
+        try:
+            found = await self._resolve(row.description, row.created_at)
+        except errors.DerivError as exc:
+            # The earlier frame may have executed: the caller must hear "outcome unknown", never a
+            # RateLimit / not-connected of the lookup, which reads as "held back, nothing moved".
+            raise errors.OutcomeUnknown(
+                f"outcome of operation {row.operation_id} unknown: the statement is unavailable "
+                f"({exc.code}); retry later",
+                code="OutcomeUnknown",
+                details=_retry_details(exc),
+            ) from exc
         if found is not None:
             return await self._record_found(
                 row.operation_id, row.kind, row.client_loginid, row.amount_cents, row.currency, token, found

@@ -494,3 +494,27 @@ async def test_only_the_gateways_own_verdict_proves_an_operation_was_not_execute
                 amount=amount,
                 resolve_only=True,
             )
+
+
+async def test_a_send_that_meets_an_unresolved_earlier_send_answers_outcome_unknown_not_held_back(
+    sim, start_gateway, journal_url
+):
+    # RESOURCE_EXHAUSTED tells the caller "held back, nothing moved": ConfirmWithdrawal then lets the
+    # user confirm again and the code-expiry rule may fail the withdrawal. For an operation whose
+    # earlier frame may have executed, a rate-limited statement lookup must say "outcome unknown".
+    gw = await start_gateway(database_url=journal_url, unknown_settle=0.0)
+    earlier = str(uuid.uuid4())
+    await _claim(journal_url, earlier)
+    await _execute_behind_the_gateway(sim, earlier)
+    await sim.fault(kind="rate_limit", call="statement", times=1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gw.stub.Transfer(transfer(earlier, cents=1300))
+
+    info, _ = error_info(caught.value)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info is not None and info.reason == "OutcomeUnknown" and info.metadata["outcome"] == "unknown"
+    assert (await gw.server.journal.get(earlier)).status == jn.SENDING
+    again = await gw.stub.Transfer(transfer(earlier, cents=1300))  # the statement answers now
+    assert again.resolved_from_statement  # found, not sent again
+    await _books(sim, earlier)  # exactly one transfer with this reference
