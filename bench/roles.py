@@ -70,15 +70,13 @@ async def gateway(ws_url: str, database_url: str, compression: bool = False) -> 
     await asyncio.Event().wait()
 
 
-async def grpc_echo() -> None:
+async def _serve_unary(service: str, method: str, behaviour: Callable[..., Awaitable[bytes]]) -> None:
+    """A bare grpc.aio server of one bytes-in, bytes-out method (no (de)serializers) until killed."""
     import grpc
-
-    async def echo(request: bytes, context: object) -> bytes:
-        return request
 
     server = grpc.aio.server()
     handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        service, {method: grpc.unary_unary_rpc_method_handler(behaviour)}
     )
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -87,12 +85,19 @@ async def grpc_echo() -> None:
     await server.wait_for_termination()
 
 
+async def grpc_echo() -> None:
+
+    async def echo(request: bytes, context: object) -> bytes:
+        return request
+
+    await _serve_unary("bench.Echo", "Echo", echo)
+
+
 async def bare_forwarder(ws_url: str, token: str) -> None:
     """The floor under any gateway on this topology: a grpc.aio Transfer handler that decodes the
     request, sends one paymentagent_transfer frame on one authorized WebSocket to the same simulator
     and answers from the reply. No journal, no fencing, no single-flight, no checks, no rate limiter:
     what the gateway costs beyond this is what its guarantees cost."""
-    import grpc
     from websockets.asyncio.client import connect
 
     from penpay.deriv.v1 import deriv_gateway_pb2 as pb
@@ -138,16 +143,8 @@ async def bare_forwarder(ws_url: str, token: str) -> None:
             amount=request.amount,
         ).SerializeToString()
 
-    server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler(
-        "penpay.deriv.v1.DerivGatewayService", {"Transfer": grpc.unary_unary_rpc_method_handler(transfer)}
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    _ready({"addr": f"127.0.0.1:{port}"})
     try:
-        await server.wait_for_termination()
+        await _serve_unary("penpay.deriv.v1.DerivGatewayService", "Transfer", transfer)
     finally:
         reading.cancel()
 

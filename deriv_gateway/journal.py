@@ -526,6 +526,22 @@ def _sqlite_row(values: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(_sqlite_stamp(values[c]) if c in _TIMESTAMP_COLUMNS else values[c] for c in _COLUMNS)
 
 
+def _past_the_fence(
+    inserts: list[tuple[int, dict[str, Any]]], newest: int, current: int
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, Any]]]:
+    """A batch passes the fence once, with its newest token: the claims carrying that token go on
+    when the fence is now that token; every other claim gets its StaleFencingToken."""
+    kept: list[tuple[int, dict[str, Any]]] = []
+    refused: list[tuple[int, Any]] = []
+    for i, p in inserts:
+        if p["fencing_token"] == newest and current == newest:
+            kept.append((i, p))
+        else:
+            stale = f"operation {p['operation_id']}: fencing token {p['fencing_token']} is stale"
+            refused.append((i, StaleFencingToken(stale, current=current)))
+    return kept, refused
+
+
 def _sqlite_claims(
     db: sqlite3.Connection, inserts: list[tuple[int, dict[str, Any]]]
 ) -> list[tuple[int, Any]]:
@@ -539,14 +555,7 @@ def _sqlite_claims(
         if row is None:
             raise FenceMissing("the journal's fence row is missing")
         current = int(row[0])
-    out: list[tuple[int, Any]] = []
-    kept = []
-    for i, p in inserts:
-        if p["fencing_token"] == newest and current == newest:
-            kept.append((i, p))
-        else:
-            stale = f"operation {p['operation_id']}: fencing token {p['fencing_token']} is stale"
-            out.append((i, StaleFencingToken(stale, current=current)))
+    kept, out = _past_the_fence(inserts, newest, current)
     if not kept:
         return out
     ids = list({p["operation_id"] for _, p in kept})
@@ -626,14 +635,7 @@ async def _mysql_claims(
         if row is None:
             raise FenceMissing("the journal's fence row is missing")
         current = int(row[0])
-    out: list[tuple[int, Any]] = []
-    kept = []
-    for i, p in inserts:
-        if p["fencing_token"] == newest and current == newest:
-            kept.append((i, p))
-        else:
-            stale = f"operation {p['operation_id']}: fencing token {p['fencing_token']} is stale"
-            out.append((i, StaleFencingToken(stale, current=current)))
+    kept, out = _past_the_fence(inserts, newest, current)
     if not kept:
         return out
     existing: set[str] = set()
