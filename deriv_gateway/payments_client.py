@@ -55,6 +55,11 @@ def _money(amount: Money) -> money_pb2.Money:
 
 # Deriv's RateLimit says nothing of when to come back; the gateway's own limiter does.
 DEFAULT_RETRY_AFTER = 60.0
+# grpc's words for a call that found no connection to send on (the gateway is down or failing
+# over): the request never left this process. Not "Socket closed" and the like, which can follow
+# a request the gateway received, and may have acted on.
+_NEVER_SENT = ("failed to connect to all addresses", "connections to all backends failing")
+UNREACHABLE_RETRY_AFTER = 2.0
 
 
 def _detail(error: grpc.aio.AioRpcError, kind: type[T]) -> T | None:
@@ -93,7 +98,15 @@ def classify(error: grpc.aio.AioRpcError) -> Exception:
         return CallOutcomeUnknown(text, code=reason, retry_after=_retry_after(error, None))
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return CallDeferred(text, retry_after=_retry_after(error) or 0.0, code=reason)
+    if code is grpc.StatusCode.UNAVAILABLE and info is None and _never_sent(error):
+        # nothing was asked, so nothing moved: a wait (a failover takes seconds), not an attempt
+        return CallDeferred(text, retry_after=UNREACHABLE_RETRY_AFTER, code="GATEWAY_UNREACHABLE")
     return CallUnavailable(text, code=reason)
+
+
+def _never_sent(error: grpc.aio.AioRpcError) -> bool:
+    details = error.details() or ""
+    return any(words in details for words in _NEVER_SENT)
 
 
 class GatewayDerivPayments:

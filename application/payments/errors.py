@@ -42,8 +42,9 @@ class ServiceUnavailable(PaymentsError):
 
 
 class DerivBusy(ServiceUnavailable):
-    """Deriv (or our own limiter of calls to it) held the call back unsent: nothing changed, ask
-    again, with the same input, after `retry_after_seconds` (RetryInfo, HTTP Retry-After)."""
+    """The call was held back unsent (a rate limit, ours or Deriv's; the gateway unreachable):
+    nothing changed; ask again, with the same input, after `retry_after_seconds` (RetryInfo,
+    HTTP Retry-After)."""
 
     reason = "DERIV_BUSY"
 
@@ -71,8 +72,9 @@ class CallUnavailable(CallFailed):
 
 
 class CallDeferred(CallUnavailable):
-    """Held back before it was sent (a rate limit, ours or Deriv's): nothing moved and nothing was
-    tried, so it is not an attempt. Ask again, same id, after `retry_after` seconds."""
+    """Held back before it was sent (a rate limit, ours or Deriv's; no connection to the gateway):
+    nothing moved and nothing was tried, so it is not an attempt. Ask again, same id, after
+    `retry_after` seconds."""
 
     def __init__(self, reason: str, *, retry_after: float, code: str | None = None) -> None:
         super().__init__(reason, code=code)

@@ -194,7 +194,8 @@ class PaymentsApplication:
         except CallDeferred as deferred:
             seconds = math.ceil(deferred.retry_after)
             raise DerivBusy(
-                f"Deriv is taking no more requests for now; send the same request again in {seconds} s",
+                "the code request could not go to Deriv just now (nothing was asked); send the same "
+                f"request again in {seconds} s",
                 retry_after_seconds=seconds,
             ) from None
         except (CallUnavailable, CallOutcomeUnknown) as lost:
@@ -240,10 +241,11 @@ class PaymentsApplication:
             await self._change(
                 tx.id, lambda t, now: t.deriv_withdrawal_not_sent(now=now), S.AWAITING_WITHDRAWAL_CODE
             )
+            seconds = math.ceil(deferred.retry_after)
             raise DerivBusy(
-                "Deriv is taking no more withdrawals for now; confirm again with the same code "
-                f"in {math.ceil(deferred.retry_after)} s",
-                retry_after_seconds=math.ceil(deferred.retry_after),
+                "the withdrawal could not go to Deriv just now (nothing moved); confirm again with the "
+                f"same code in {seconds} s",
+                retry_after_seconds=seconds,
             ) from None
         except (CallUnavailable, CallOutcomeUnknown) as lost:
             log.warning("withdrawal.debit_unresolved", transaction_id=str(tx.id), error=lost.reason)

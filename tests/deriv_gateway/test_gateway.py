@@ -353,6 +353,45 @@ async def test_a_transfer_our_limiter_cannot_fit_before_its_deadline_is_deferred
     assert not [f for f in frames.sent("paymentagent_transfer") if f.get("description") == f"PenPay {held}"]
 
 
+async def test_a_gateway_nobody_can_connect_to_defers_the_call_and_a_running_one_does_not():
+    import socket
+
+    from application.payments.errors import CallDeferred
+    from deriv_gateway.payments_client import GatewayDerivPayments
+    from domain.user.deriv_login_id import DerivLoginId
+    from domain.wallet.money import Currency, Money
+
+    with socket.socket() as probe:  # a port nothing listens on: the gateway is down
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    amount, loginid = Money(1250, Currency.USD), DerivLoginId(CLIENT)
+
+    async with grpc.aio.insecure_channel(dead) as channel:
+        with pytest.raises(CallDeferred) as deferred:
+            await GatewayDerivPayments(channel, timeout=5.0).transfer(
+                transfer_id=str(uuid.uuid4()), loginid=loginid, amount=amount
+            )
+
+    # never sent, so not an attempt: the saga waits a moment (a failover takes seconds)
+    assert deferred.value.code == "GATEWAY_UNREACHABLE" and 0 < deferred.value.retry_after <= 5
+
+
+async def test_an_unavailable_answer_from_a_running_gateway_is_not_taken_for_unsent(sim, start_gateway):
+    from application.payments.errors import CallOutcomeUnknown
+    from deriv_gateway.payments_client import GatewayDerivPayments
+    from domain.user.deriv_login_id import DerivLoginId
+    from domain.wallet.money import Currency, Money
+
+    gw = await start_gateway()
+    await sim.fault(kind="drop_before", call="paymentagent_transfer", times=1)  # Deriv's socket drops
+
+    # UNAVAILABLE too, but from a gateway that received the call: never "held back, nothing moved"
+    with pytest.raises(CallOutcomeUnknown):
+        await GatewayDerivPayments(gw.channel, timeout=10.0).transfer(
+            transfer_id=str(uuid.uuid4()), loginid=DerivLoginId(CLIENT), amount=Money(1250, Currency.USD)
+        )
+
+
 async def test_withdrawal_flow_on_the_clients_own_connection(sim, start_gateway, frames):
     gw = await start_gateway()
     auth = await gw.stub.Authorize(pb.AuthorizeRequest(client_token=CLIENT_TOKEN))
