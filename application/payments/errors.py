@@ -8,6 +8,8 @@ outcome unknown (it may have moved; resolve before anything else).
 
 from __future__ import annotations
 
+import math
+
 # One error for "bind your Deriv account first", shared with identity (re-exported).
 from application.identity.errors import DerivAccountNotBound as DerivAccountNotBound
 from domain.shared.errors import DomainError
@@ -51,6 +53,14 @@ class DerivBusy(ServiceUnavailable):
     def __init__(self, message: str, *, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = max(1, int(retry_after_seconds))
+
+    @classmethod
+    def held_back(cls, deferred: CallDeferred, what: str, then: str) -> DerivBusy:
+        seconds = math.ceil(deferred.retry_after)
+        return cls(
+            f"{what} could not go to Deriv just now (nothing moved); {then} in {seconds} s",
+            retry_after_seconds=seconds,
+        )
 
 
 # --- what the ports raise ---------------------------------------------------------------

@@ -14,7 +14,6 @@ and no Transaction takes the idempotency key, so a corrected request can start a
 from __future__ import annotations
 
 import base64
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,12 +191,7 @@ class PaymentsApplication:
             await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.PENDING)
             raise PaymentRefused(reason) from None
         except CallDeferred as deferred:
-            seconds = math.ceil(deferred.retry_after)
-            raise DerivBusy(
-                "the code request could not go to Deriv just now (nothing was asked); send the same "
-                f"request again in {seconds} s",
-                retry_after_seconds=seconds,
-            ) from None
+            raise DerivBusy.held_back(deferred, "the code request", "send the same request again") from None
         except (CallUnavailable, CallOutcomeUnknown) as lost:
             # PENDING stays: the same request again asks again; else the sweeper fails it (no money
             # can move without a code).
@@ -241,12 +235,7 @@ class PaymentsApplication:
             await self._change(
                 tx.id, lambda t, now: t.deriv_withdrawal_not_sent(now=now), S.AWAITING_WITHDRAWAL_CODE
             )
-            seconds = math.ceil(deferred.retry_after)
-            raise DerivBusy(
-                "the withdrawal could not go to Deriv just now (nothing moved); confirm again with the "
-                f"same code in {seconds} s",
-                retry_after_seconds=seconds,
-            ) from None
+            raise DerivBusy.held_back(deferred, "the withdrawal", "confirm with the same code") from None
         except (CallUnavailable, CallOutcomeUnknown) as lost:
             log.warning("withdrawal.debit_unresolved", transaction_id=str(tx.id), error=lost.reason)
             if isinstance(lost, CallOutcomeUnknown):
