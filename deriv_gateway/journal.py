@@ -218,8 +218,8 @@ class _GroupCommit:
 
     One transaction (one fsync) then covers many operations; each caller still returns only after
     its own row is committed, so "committed before the frame leaves" holds for every operation.
-    A lane keeps one connection. This class runs the batches through SQLAlchemy (an in-memory
-    SQLite); _SQLiteGroupCommit runs them on a SQLite file, _MySQLGroupCommit on MariaDB/MySQL.
+    A lane keeps one connection of its own. This class queues and batches; a subclass commits a
+    batch: _SQLiteGroupCommit on a SQLite file, _MySQLGroupCommit on MariaDB/MySQL.
     """
 
     def __init__(
@@ -236,7 +236,6 @@ class _GroupCommit:
         self._queue: list[tuple[str, dict[str, Any], asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._conn: AsyncConnection | None = None
 
     async def submit(self, kind: str, params: dict[str, Any]) -> Any:
         if not self._tasks or any(t.done() for t in self._tasks):
@@ -257,16 +256,9 @@ class _GroupCommit:
                 await task
         await self._drop_connection()
 
-    async def _connection(self) -> AsyncConnection:
-        if self._conn is None:
-            self._conn = await self.engine.connect()
-        return self._conn
-
     async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+        """Close the lane's connection (after a failed batch, or at close); the next batch opens one."""
+        raise NotImplementedError
 
     async def _run(self) -> None:
         while True:
@@ -312,52 +304,8 @@ class _GroupCommit:
             return exc
 
     async def _commit(self, batch: list[tuple[str, dict[str, Any], asyncio.Future[Any]]]) -> list[Any]:
-        results: list[Any] = [None] * len(batch)
-        inserts = [(i, p) for i, (kind, p, _) in enumerate(batch) if kind == "insert"]
-        if inserts:
-            await self._ensure_fence()
-        conn = await self._connection()
-        async with conn.begin():
-            if inserts:
-                # one fence check per batch, with its newest token; older tokens in it are refused
-                newest = max(p["fencing_token"] for _, p in inserts)
-                refused: StaleFencingToken | None = None
-                try:
-                    await _pass_fence(conn, newest)
-                except StaleFencingToken as exc:
-                    refused = exc
-                kept = []
-                for i, p in inserts:
-                    if refused is None and p["fencing_token"] == newest:
-                        kept.append((i, p))
-                    else:
-                        results[i] = StaleFencingToken(
-                            f"operation {p['operation_id']}: fencing token {p['fencing_token']} is stale",
-                            current=refused.current if refused is not None else newest,
-                        )
-                inserts = kept
-            if inserts:
-                ids = list({p["operation_id"] for _, p in inserts})
-                existing = set(
-                    (
-                        await conn.execute(select(ops.c.operation_id).where(ops.c.operation_id.in_(ids)))
-                    ).scalars()
-                )
-                fresh: list[dict[str, Any]] = []
-                for i, p in inserts:
-                    if p["operation_id"] in existing:
-                        results[i] = False
-                    else:
-                        existing.add(p["operation_id"])
-                        fresh.append(p)
-                        results[i] = True
-                if fresh:
-                    await conn.execute(_INSERT, fresh)
-            # one conditional UPDATE each: SQLite has a single writer, and a statement costs little there
-            for i, (kind, p, _) in enumerate(batch):
-                if kind == "finish":
-                    results[i] = (await conn.execute(_FINISH, p)).rowcount
-        return results
+        """Commit the batch in one transaction; per item, its answer (or exception) in order."""
+        raise NotImplementedError
 
 
 class _MySQLGroupCommit(_GroupCommit):
@@ -754,11 +702,11 @@ class Journal:
                 # waits for a batch of outcomes (InnoDB group-commits the two fsyncs).
                 self._group = _MySQLGroupCommit(engine, self._ensure_fence, "claims")
                 self._outcomes = _MySQLGroupCommit(engine, self._ensure_fence, "outcomes")
-            elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-                # SQLite has one writer at a time: one lane
+            elif engine.url.database not in (None, "", ":memory:"):
+                # SQLite has one writer at a time: one lane (its own connection to the same file)
                 self._group = self._outcomes = _SQLiteGroupCommit(engine, self._ensure_fence, "journal")
-            else:
-                self._group = self._outcomes = _GroupCommit(engine, self._ensure_fence, "journal")
+            # else an in-memory SQLite, which a connection of the lane's own would not see: one
+            # transaction per write, through the engine
 
     @classmethod
     def from_url(cls, url: str) -> Journal:
