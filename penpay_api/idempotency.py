@@ -22,8 +22,8 @@
   would be the same next time.
 - A definitive error is stored only if the call executed, i.e. changed something a repeat must
   not redo (Stripe: "if incoming parameters failed validation, no idempotent result is saved").
-  InitiateDeposit and InitiateWithdrawal (a service's creates_transaction_under_key) write their Transaction
-  under the key's hash, so they executed exactly when that Transaction exists after the call
+  InitiateDeposit and InitiateWithdrawal (a service's creates_transaction_under_key) write their
+  Transaction under the key's hash, so they executed exactly when that Transaction exists after the call
   (e.g. Deriv refused to email the code: the withdrawal is FAILED, and the refusal is replayed).
   When none exists (an amount out of range, a compliance refusal, an unbound Deriv account),
   nothing was executed: the claim is released and the key stays free, for the same request or
