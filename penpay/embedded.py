@@ -1,10 +1,11 @@
 """The whole stack in one process on embedded defaults: what `penpay up` runs.
 
-SQLite file, in-process bus, both simulators, the Deriv gateway, the M-Pesa callback endpoints,
-the outbox relay, the saga consumer and sweeper, the gRPC API and the HTTP bridge. Each part is
-the same object the separate processes run (`penpay gateway`, `penpay api`, ...), started here
-side by side on loopback. Settings still come from PENPAY_* (so ports can move); where a
-credential is unset, the simulators' public sandbox values are used.
+SQLite file, in-process bus, the Deriv, Daraja and SMS (Africa's Talking) simulators, the Deriv
+gateway, the M-Pesa callback endpoints, the outbox relay, the saga consumer and sweeper, the
+notifications consumer, the gRPC API and the HTTP bridge. Each part is the same object the
+separate processes run (`penpay gateway`, `penpay api`, ...), started here side by side on
+loopback. Settings still come from PENPAY_* (so ports can move); where a credential is unset, the
+simulators' public sandbox values are used.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from pydantic import SecretStr
 from penpay.settings import Settings
 
 log = structlog.get_logger("penpay.up")
+
+DEFAULT_SMS_SIMULATOR_URL = "http://127.0.0.1:8769"
+SMS_SIMULATOR = "SMS simulator (Africa's Talking)"
 
 
 def _port(addr: str) -> tuple[str, int]:
@@ -54,6 +58,15 @@ def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
         updates["mpesa_callback_secret"] = SecretStr(secrets.token_urlsafe(24))
     if not settings.mpesa_cert_file:
         updates["mpesa_cert_file"] = str(state_dir / "daraja-sim-cert.pem")
+    # SMS always goes to the simulator here (its mailbox is where the demo reads phone codes); its
+    # port is the loopback one PENPAY_SMS_AT_BASE_URL names, else the default.
+    from sms_adapter.simulator import DEFAULT_API_KEY, DEFAULT_USERNAME
+
+    sms_url = urlsplit(settings.sms_at_base_url)
+    updates["sms_at_username"] = DEFAULT_USERNAME
+    updates["sms_at_api_key"] = SecretStr(DEFAULT_API_KEY)
+    if not (sms_url.scheme == "http" and sms_url.hostname == "127.0.0.1" and sms_url.port):
+        updates["sms_at_base_url"] = DEFAULT_SMS_SIMULATOR_URL
     if settings.app_env == "production":
         raise RuntimeError("penpay up runs simulators: not for production")
     return settings.model_copy(update=updates)
@@ -82,6 +95,7 @@ class EmbeddedStack:
         from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
         from penpay.bootstrap import bootstrap, payments
         from persistence.migrate import upgrade_async
+        from sms_adapter.simulator import SmsSimulator
         from workers.relay import OutboxRelay
         from workers.sagas import Sweeper, saga_consumer
 
@@ -115,6 +129,17 @@ class EmbeddedStack:
         assert s.mpesa_cert_file is not None
         await asyncio.to_thread(Path(s.mpesa_cert_file).write_text, mpesa_sim.certificate_pem())
         self.addresses["Daraja simulator"] = str(mpesa_sim.base_url)
+
+        sms_url = urlsplit(s.sms_at_base_url)
+        sms_sim = SmsSimulator(
+            host=sms_url.hostname or "127.0.0.1",
+            port=sms_url.port or 8769,
+            username=s.sms_at_username,
+            api_key=s.sms_at_api_key.get_secret_value(),
+        )
+        await sms_sim.start()
+        self._stack.push_async_callback(sms_sim.stop)
+        self.addresses[SMS_SIMULATOR] = sms_sim.base_url
 
         core = bootstrap(s, pool_size=5)
         self._stack.push_async_callback(core.close)

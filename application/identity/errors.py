@@ -62,6 +62,12 @@ class RateLimited(DomainError):
         self.retry_after_seconds = max(1, int(retry_after_seconds))
 
 
+class MessageNotDelivered(DomainError):
+    """The SMS or email provider did not take a message (down, or it refused it): try again later."""
+
+    reason = "MESSAGE_NOT_DELIVERED"
+
+
 class DerivBindingRefused(DomainError):
     reason = "DERIV_BINDING_REFUSED"
     field = "deriv_token"

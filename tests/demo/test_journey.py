@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -132,6 +133,14 @@ async def test_a_second_run_on_the_same_stack_is_a_new_user_with_a_fresh_simulat
     assert (again.email, again.phone) != (first_run.email, first_run.phone)
     assert again.deriv_login_id not in ("", first_run.deriv_login_id)
     assert any("bound to an earlier demo user" in line for line in lines)
+    # The phone code went by SMS through the Africa's Talking simulator, and was read from its mailbox.
+    assert "phone verified with the code from the SMS simulator's mailbox" in lines
+    assert stack.endpoints.sms_url is not None
+    async with aiohttp.ClientSession() as session:
+        url = f"{stack.endpoints.sms_url}/__control__/messages"
+        async with session.get(url, params={"to": again.phone}) as answer:
+            bodies = [m["body"] for m in (await answer.json())["messages"]]
+    assert any("verification code is" in body for body in bodies)
     assert again.withdrawal is not None and again.withdrawal.status == "completed"
     assert again.deriv_before_cents == 0  # a new simulated client starts empty
     assert again.deriv_after_withdrawal_cents == again.deposit.converted_cents - 10_00  # type: ignore[union-attr]
