@@ -96,6 +96,7 @@ class EmbeddedStack:
         from penpay.bootstrap import bootstrap, payments
         from persistence.migrate import upgrade_async
         from sms_adapter.simulator import SmsSimulator
+        from workers.notifications import notification_consumers
         from workers.relay import OutboxRelay
         from workers.sagas import Sweeper, saga_consumer
 
@@ -191,13 +192,22 @@ class EmbeddedStack:
         for runner in (relay.run(self._stop), consumer.run(self._stop), sweeper.run(self._stop)):
             self._tasks.append(asyncio.create_task(runner))
 
-        await self._start_public_surface(core, wired)
+        api = await self._start_public_surface(core, wired)
 
-    async def _start_public_surface(self, core: Any, wired: Any) -> None:
-        """The gRPC API and the HTTP bridge."""
+        # Payment notices (SMS to the simulator, email to the API's development sink), read from
+        # the same in-process bus by consumer groups of their own: the saga never waits on them.
+        notices = notification_consumers(bus, core.engine, api.notifier, block_ms=200)
+        for notice_consumer in notices:
+            await notice_consumer.start()
+            self._tasks.append(asyncio.create_task(notice_consumer.run(self._stop)))
+
+    async def _start_public_surface(self, core: Any, wired: Any) -> Any:
+        """The gRPC API and the HTTP bridge; returns the built API."""
         from penpay_api.embedded import start_public_surface
 
-        self.addresses.update(await start_public_surface(self._stack, core, wired))
+        addresses, api = await start_public_surface(self._stack, core, wired)
+        self.addresses.update(addresses)
+        return api
 
     async def _fund_floats_once(self, core: Any) -> None:
         """A new database: the ledger's floats open at the simulators' balances (audited)."""

@@ -170,3 +170,18 @@ def test_penpay_api_in_production_without_an_sms_provider_exits_2_naming_the_set
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("PENPAY_SMS_AT_USERNAME must be set in production")
+
+
+def test_penpay_worker_notify_without_redis_exits_2_naming_the_setting(tmp_path: object) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PENPAY_")}
+    env["PENPAY_APP_ENV"] = "development"
+    done = subprocess.run(
+        [sys.executable, "-m", "penpay", "worker", "notify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(tmp_path),
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("PENPAY_REDIS_URL must be set for penpay worker notify")
