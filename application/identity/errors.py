@@ -24,6 +24,13 @@ class InvalidCredentials(DomainError):
     reason = "INVALID_CREDENTIALS"
 
 
+class CurrentPasswordWrong(DomainError):
+    """ChangePassword with a wrong current password (not UNAUTHENTICATED: the session is fine)."""
+
+    reason = "CURRENT_PASSWORD_WRONG"
+    field = "current_password"
+
+
 class InvalidAccessToken(DomainError):
     reason = "INVALID_ACCESS_TOKEN"
 
