@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     sms_at_sender_id: str = ""  # registered sender id or short code; empty: Africa's Talking's default
     sms_at_base_url: str = "https://api.africastalking.com"
     sms_timeout: float = Field(default=10.0, gt=0)
+    # Secret path token of the delivery-report URL served by `penpay callbacks`
+    # (<PENPAY_MPESA_CALLBACK_BASE_URL>/sms/delivery-reports/<token>); empty: not served.
+    sms_at_delivery_report_token: SecretStr = SecretStr("")
     # Per recipient and channel, at most this many messages per window (seconds): codes and notices.
     notify_recipient_limit: int = Field(default=30, ge=1)
     notify_recipient_window: int = Field(default=3600, ge=1)

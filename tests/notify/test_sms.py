@@ -3,10 +3,12 @@ per-recipient limits, masked phones in logs, and production's refusal to start w
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -14,15 +16,21 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 
 from application.identity.errors import MessageNotDelivered, RateLimited
+from mpesa_adapter.callback_server import CallbackServer
+from mpesa_adapter.callback_store import SqlCallbackInbox
+from mpesa_adapter.config import CallbackServerConfig
 from penpay.notifiers import build_notifier, missing_provider
 from penpay.settings import Settings
+from persistence.engine import create_engine
 from security.logs import configure_logging
 from security.notify import DevelopmentNotifier
 from security.notify_limits import RecipientLimitedNotifier
 from security.rate_limit import InProcessRateLimiter
 from sms_adapter.africastalking import AfricasTalkingSms
+from sms_adapter.delivery_reports import DeliveryReports
 from sms_adapter.simulator import DEFAULT_API_KEY, DEFAULT_USERNAME, SmsSimulator
 
 pytestmark = pytest.mark.integration
@@ -185,3 +193,51 @@ def test_penpay_worker_notify_without_redis_exits_2_naming_the_setting(tmp_path:
     )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("PENPAY_REDIS_URL must be set for penpay worker notify")
+
+
+async def test_delivery_reports_reach_penpay_callbacks_and_are_counted(
+    sqlite_url: str, captured: io.StringIO
+) -> None:
+    token = secrets.token_urlsafe(24)
+    engine = create_engine(sqlite_url)
+    server = CallbackServer(
+        CallbackServerConfig.from_strings(secrets.token_urlsafe(24), "127.0.0.1"),
+        SqlCallbackInbox(engine),
+        extra_routes=DeliveryReports(token).routes(),
+    )
+    await server.start()
+    before = REGISTRY.get_sample_value("penpay_sms_delivery_reports_total", {"status": "Success"}) or 0.0
+    try:
+        url = f"{server.base_url}/sms/delivery-reports/{token}"
+        async with SmsSimulator(delivery_report_url=url) as sim:
+            at = client(sim)
+            receipt = await at.send(to=PHONE, body="hello")
+            await at.aclose()
+            for _ in range(200):  # the simulator reports asynchronously, as Africa's Talking does
+                now = REGISTRY.get_sample_value("penpay_sms_delivery_reports_total", {"status": "Success"})
+                if now == before + 1:
+                    break
+                await asyncio.sleep(0.02)
+        assert (
+            REGISTRY.get_sample_value("penpay_sms_delivery_reports_total", {"status": "Success"})
+            == before + 1
+        )
+        reports = [
+            json.loads(line) for line in captured.getvalue().splitlines() if "sms.delivery_report" in line
+        ]
+        assert (
+            reports
+            and reports[-1]["message_id"] == receipt.message_id
+            and reports[-1]["to"] == "254******678"
+        )
+
+        async with aiohttp.ClientSession() as session:
+            wrong = f"{server.base_url}/sms/delivery-reports/{'x' * 32}"
+            async with session.post(wrong, data={"id": "ATXid_1", "status": "Success"}) as r:
+                assert r.status == 404
+            async with session.post(url, data={"id": "ATXid_1", "status": "Exploded"}) as r:
+                assert r.status == 400
+        assert token not in captured.getvalue()  # the access log hides the secret segment
+    finally:
+        await server.stop()
+        await engine.dispose()
