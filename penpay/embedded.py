@@ -34,6 +34,15 @@ def _port(addr: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def sms_simulator_url(settings: Settings) -> str:
+    """Where the embedded stack runs the SMS simulator: PENPAY_SMS_AT_BASE_URL when it names a
+    loopback http port (the demo's own stack picks a free one), else the default."""
+    url = urlsplit(settings.sms_at_base_url)
+    if url.scheme == "http" and url.hostname == "127.0.0.1" and url.port:
+        return settings.sms_at_base_url
+    return DEFAULT_SMS_SIMULATOR_URL
+
+
 def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
     """Fill what the simulators need and the user did not set."""
     from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
@@ -62,11 +71,11 @@ def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
     # port is the loopback one PENPAY_SMS_AT_BASE_URL names, else the default.
     from sms_adapter.simulator import DEFAULT_API_KEY, DEFAULT_USERNAME
 
-    sms_url = urlsplit(settings.sms_at_base_url)
+    if not settings.sms_at_delivery_report_token.get_secret_value():
+        updates["sms_at_delivery_report_token"] = SecretStr(secrets.token_urlsafe(24))
     updates["sms_at_username"] = DEFAULT_USERNAME
     updates["sms_at_api_key"] = SecretStr(DEFAULT_API_KEY)
-    if not (sms_url.scheme == "http" and sms_url.hostname == "127.0.0.1" and sms_url.port):
-        updates["sms_at_base_url"] = DEFAULT_SMS_SIMULATOR_URL
+    updates["sms_at_base_url"] = sms_simulator_url(settings)
     if settings.app_env == "production":
         raise RuntimeError("penpay up runs simulators: not for production")
     return settings.model_copy(update=updates)
@@ -95,6 +104,7 @@ class EmbeddedStack:
         from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
         from penpay.bootstrap import bootstrap, payments
         from persistence.migrate import upgrade_async
+        from sms_adapter.delivery_reports import DeliveryReports
         from sms_adapter.simulator import SmsSimulator
         from workers.notifications import notification_consumers
         from workers.relay import OutboxRelay
@@ -132,11 +142,14 @@ class EmbeddedStack:
         self.addresses["Daraja simulator"] = str(mpesa_sim.base_url)
 
         sms_url = urlsplit(s.sms_at_base_url)
+        report_token = s.sms_at_delivery_report_token.get_secret_value()
         sms_sim = SmsSimulator(
             host=sms_url.hostname or "127.0.0.1",
             port=sms_url.port or 8769,
             username=s.sms_at_username,
             api_key=s.sms_at_api_key.get_secret_value(),
+            # Its delivery reports go to the callback endpoints below, as Africa's Talking's would.
+            delivery_report_url=f"{s.mpesa_callback_base_url.rstrip('/')}/sms/delivery-reports/{report_token}",
         )
         await sms_sim.start()
         self._stack.push_async_callback(sms_sim.stop)
@@ -153,6 +166,7 @@ class EmbeddedStack:
             SqlCallbackInbox(core.engine),
             host=callbacks_url.hostname or "127.0.0.1",
             port=callbacks_url.port or 8767,
+            extra_routes=DeliveryReports(report_token).routes(),
         )
         await callbacks.start()
         self._stack.push_async_callback(callbacks.stop)

@@ -97,11 +97,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _default_endpoints(args: argparse.Namespace, settings: Any) -> Any:
-    from pathlib import Path
-
     from penpay.demo import Endpoints
     from penpay.demo.own_stack import DERIV_CONTROL_OFFSET
-    from penpay.embedded import embedded_settings
+    from penpay.embedded import sms_simulator_url
 
     ws = urlsplit(settings.deriv_ws_url)
     deriv_control = f"http://{ws.hostname or '127.0.0.1'}:{(ws.port or 8765) + DERIV_CONTROL_OFFSET}"
@@ -109,7 +107,7 @@ def _default_endpoints(args: argparse.Namespace, settings: Any) -> Any:
         bridge_url=args.bridge or f"http://{settings.http_addr}",
         deriv_control_url=args.deriv_control or deriv_control,
         mpesa_url=args.mpesa or settings.mpesa_base_url,
-        sms_url=args.sms or embedded_settings(settings, Path(".")).sms_at_base_url,
+        sms_url=args.sms or sms_simulator_url(settings),
     )
 
 
