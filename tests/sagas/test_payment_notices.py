@@ -3,8 +3,14 @@ Africa's Talking simulator over a real socket), effectively once through their i
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -127,3 +133,42 @@ async def test_a_provider_that_refuses_gets_the_notice_again_later_and_it_goes_o
     assert "deposit of KES 1,300.00 (USD 10.00) did not go through" in sms.body
     assert notices.email.sent == []  # the address was never verified: no email
     assert await notices_audited(stack, str(tx.id)) == 1
+
+
+async def test_penpay_worker_notify_sends_the_notice_from_redis_streams(
+    stack: Stack, key_prefix: str, redis_url: str, tmp_path: Path
+) -> None:
+    phone = f"2547{secrets.randbelow(100):02d}{secrets.randbelow(100):02d}{3000 + secrets.randbelow(5000)}"
+    user = await stack.user(phone=phone)
+    tx = await stack.deposit(user, 1_300)
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
+    await stack.relay.drain()
+    async with SmsSimulator() as sim:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PENPAY_")}
+        env.update(
+            {
+                "PENPAY_APP_ENV": "testing",
+                "PENPAY_DATABASE_URL": stack.database_url,
+                "PENPAY_REDIS_URL": redis_url,
+                "PENPAY_SMS_AT_USERNAME": DEFAULT_USERNAME,
+                "PENPAY_SMS_AT_API_KEY": DEFAULT_API_KEY,
+                "PENPAY_SMS_AT_BASE_URL": sim.base_url,
+            }
+        )
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "penpay", "worker", "notify", "--stream-prefix", key_prefix,
+            env=env, cwd=str(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            for _ in range(300):  # bounded wait for the process to start and send
+                if sim.sent_to(f"+{phone}") or worker.returncode is not None:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            if worker.returncode is None:
+                worker.send_signal(signal.SIGTERM)
+            output = (await worker.communicate())[0].decode()
+        [sms] = sim.sent_to(f"+{phone}")
+    assert "deposit of KES 1,300.00 is complete: USD 10.00" in sms.body
+    assert worker.returncode == 0, output[-2000:]
+    assert '"notice.sent"' in output and phone not in output  # its logs mask the phone
