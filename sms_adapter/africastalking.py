@@ -32,6 +32,8 @@ MESSAGING_PATH = "/version1/messaging"
 LIVE_BASE_URL = "https://api.africastalking.com"
 SANDBOX_BASE_URL = "https://api.sandbox.africastalking.com"
 ACCEPTED_STATUS_CODES = frozenset({100, 101, 102})
+# What a client is told (an operator's balance or key problems are not its business; logs say them).
+NOT_SENT = "the SMS could not be sent; try again shortly"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +107,17 @@ class AfricasTalkingSms:
                 text = await response.text()
                 if response.status not in (200, 201):
                     log.warning("sms.refused", to=masked, http_status=response.status)
-                    raise MessageNotDelivered(f"the SMS provider answered HTTP {response.status}")
+                    raise MessageNotDelivered(NOT_SENT, provider_status=f"HTTP {response.status}")
                 receipt = parse_recipient(await response.json(content_type=None) if text else None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("sms.unreachable", to=masked, error=type(exc).__name__)
-            raise MessageNotDelivered("the SMS provider did not answer; try again shortly") from None
+            raise MessageNotDelivered(NOT_SENT, provider_status="no answer") from None
         except ValueError as exc:
             log.warning("sms.bad_answer", to=masked, error=str(exc))
-            raise MessageNotDelivered("the SMS provider gave an answer PenPay cannot read") from None
+            raise MessageNotDelivered(NOT_SENT, provider_status="unreadable answer") from None
         if receipt.status_code not in ACCEPTED_STATUS_CODES:
             log.warning("sms.rejected", to=masked, status_code=receipt.status_code, status=receipt.status)
-            raise MessageNotDelivered(f"the SMS provider refused the message: {receipt.status}")
+            raise MessageNotDelivered(NOT_SENT, provider_status=receipt.status)
         log.info(
             "sms.sent", to=masked, message_id=receipt.message_id, status=receipt.status, cost=receipt.cost
         )

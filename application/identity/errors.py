@@ -70,9 +70,14 @@ class RateLimited(DomainError):
 
 
 class MessageNotDelivered(DomainError):
-    """The SMS or email provider did not take a message (down, or it refused it): try again later."""
+    """The SMS or email provider did not take a message (down, or it refused it): try again later.
+    The message clients see stays generic; `provider_status` (logged) says what the provider said."""
 
     reason = "MESSAGE_NOT_DELIVERED"
+
+    def __init__(self, message: str, *, provider_status: str = "") -> None:
+        super().__init__(message)
+        self.provider_status = provider_status
 
 
 class DerivBindingRefused(DomainError):

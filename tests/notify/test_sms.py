@@ -93,25 +93,30 @@ async def test_a_message_reaches_the_mailbox_with_africas_talkings_receipt(
 
 async def test_a_wrong_key_a_refused_recipient_and_no_answer_are_not_delivered(sim: SmsSimulator) -> None:
     wrong = client(sim, api_key="not-the-key")
-    with pytest.raises(MessageNotDelivered, match="HTTP 401"):
+    with pytest.raises(MessageNotDelivered) as unauthorised:
         await wrong.send_sms(to=PHONE, body="x")
+    assert unauthorised.value.provider_status == "HTTP 401"
+    assert unauthorised.value.message == "the SMS could not be sent; try again shortly"
     await wrong.aclose()
 
     at = client(sim)
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{sim.base_url}/__control__/refuse", json={"status_code": 405}) as r:
             assert r.status == 200
-    with pytest.raises(MessageNotDelivered, match="InsufficientBalance"):
+    with pytest.raises(MessageNotDelivered) as broke:
         await at.send_sms(to=PHONE, body="x")
-    with pytest.raises(MessageNotDelivered, match="InvalidPhoneNumber"):
+    assert broke.value.provider_status == "InsufficientBalance"
+    with pytest.raises(MessageNotDelivered) as invalid:
         await at.send_sms(to="0712345678", body="x")  # not E.164
+    assert invalid.value.provider_status == "InvalidPhoneNumber"
     await at.aclose()
     assert sim.mailbox == []
 
     await sim.stop()
     gone = client(sim)
-    with pytest.raises(MessageNotDelivered, match="did not answer"):
+    with pytest.raises(MessageNotDelivered) as silent:
         await gone.send_sms(to=PHONE, body="x")
+    assert silent.value.provider_status == "no answer"
     await gone.aclose()
 
 
