@@ -21,7 +21,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -200,9 +200,15 @@ class CallbackServer:
     """The endpoints on their own listening socket (tests, `penpay serve`)."""
 
     def __init__(
-        self, config: CallbackServerConfig, inbox: CallbackInbox, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: CallbackServerConfig,
+        inbox: CallbackInbox,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        extra_routes: Sequence[web.RouteDef] = (),
     ):
         self._endpoints = CallbackEndpoints(config, inbox)
+        self._extra_routes = list(extra_routes)  # other providers' callbacks (SMS delivery reports)
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -215,7 +221,9 @@ class CallbackServer:
         return f"http://{self._host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._endpoints.app(), access_log_class=RedactingAccessLogger)
+        app = self._endpoints.app()
+        app.router.add_routes(self._extra_routes)
+        self._runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from penpay import commands
 
 GROUPS = {
-    "sim": "run a simulator of an external system (Deriv, Daraja)",
+    "sim": "run a simulator of an external system (Deriv, Daraja, SMS)",
     "worker": "run a background worker",
 }
 

@@ -1,10 +1,11 @@
 """The whole stack in one process on embedded defaults: what `penpay up` runs.
 
-SQLite file, in-process bus, both simulators, the Deriv gateway, the M-Pesa callback endpoints,
-the outbox relay, the saga consumer and sweeper, the gRPC API and the HTTP bridge. Each part is
-the same object the separate processes run (`penpay gateway`, `penpay api`, ...), started here
-side by side on loopback. Settings still come from PENPAY_* (so ports can move); where a
-credential is unset, the simulators' public sandbox values are used.
+SQLite file, in-process bus, the Deriv, Daraja and SMS (Africa's Talking) simulators, the Deriv
+gateway, the M-Pesa callback endpoints, the outbox relay, the saga consumer and sweeper, the
+notifications consumer, the gRPC API and the HTTP bridge. Each part is the same object the
+separate processes run (`penpay gateway`, `penpay api`, ...), started here side by side on
+loopback. Settings still come from PENPAY_* (so ports can move); where a credential is unset, the
+simulators' public sandbox values are used.
 """
 
 from __future__ import annotations
@@ -24,10 +25,22 @@ from penpay.settings import Settings
 
 log = structlog.get_logger("penpay.up")
 
+DEFAULT_SMS_SIMULATOR_URL = "http://127.0.0.1:8769"
+SMS_SIMULATOR = "SMS simulator (Africa's Talking)"
+
 
 def _port(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+def sms_simulator_url(settings: Settings) -> str:
+    """Where the embedded stack runs the SMS simulator: PENPAY_SMS_AT_BASE_URL when it names a
+    loopback http port (the demo's own stack picks a free one), else the default."""
+    url = urlsplit(settings.sms_at_base_url)
+    if url.scheme == "http" and url.hostname == "127.0.0.1" and url.port:
+        return settings.sms_at_base_url
+    return DEFAULT_SMS_SIMULATOR_URL
 
 
 def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
@@ -54,6 +67,15 @@ def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
         updates["mpesa_callback_secret"] = SecretStr(secrets.token_urlsafe(24))
     if not settings.mpesa_cert_file:
         updates["mpesa_cert_file"] = str(state_dir / "daraja-sim-cert.pem")
+    # SMS always goes to the simulator here (its mailbox is where the demo reads phone codes); its
+    # port is the loopback one PENPAY_SMS_AT_BASE_URL names, else the default.
+    from sms_adapter.simulator import DEFAULT_API_KEY, DEFAULT_USERNAME
+
+    if not settings.sms_at_delivery_report_token.get_secret_value():
+        updates["sms_at_delivery_report_token"] = SecretStr(secrets.token_urlsafe(24))
+    updates["sms_at_username"] = DEFAULT_USERNAME
+    updates["sms_at_api_key"] = SecretStr(DEFAULT_API_KEY)
+    updates["sms_at_base_url"] = sms_simulator_url(settings)
     if settings.app_env == "production":
         raise RuntimeError("penpay up runs simulators: not for production")
     return settings.model_copy(update=updates)
@@ -82,6 +104,9 @@ class EmbeddedStack:
         from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
         from penpay.bootstrap import bootstrap, payments
         from persistence.migrate import upgrade_async
+        from sms_adapter.delivery_reports import DeliveryReports
+        from sms_adapter.simulator import SmsSimulator
+        from workers.notifications import notification_consumers
         from workers.relay import OutboxRelay
         from workers.sagas import Sweeper, saga_consumer
 
@@ -116,6 +141,20 @@ class EmbeddedStack:
         await asyncio.to_thread(Path(s.mpesa_cert_file).write_text, mpesa_sim.certificate_pem())
         self.addresses["Daraja simulator"] = str(mpesa_sim.base_url)
 
+        sms_url = urlsplit(s.sms_at_base_url)
+        report_token = s.sms_at_delivery_report_token.get_secret_value()
+        sms_sim = SmsSimulator(
+            host=sms_url.hostname or "127.0.0.1",
+            port=sms_url.port or 8769,
+            username=s.sms_at_username,
+            api_key=s.sms_at_api_key.get_secret_value(),
+            # Its delivery reports go to the callback endpoints below, as Africa's Talking's would.
+            delivery_report_url=f"{s.mpesa_callback_base_url.rstrip('/')}/sms/delivery-reports/{report_token}",
+        )
+        await sms_sim.start()
+        self._stack.push_async_callback(sms_sim.stop)
+        self.addresses[SMS_SIMULATOR] = sms_sim.base_url
+
         core = bootstrap(s, pool_size=5)
         self._stack.push_async_callback(core.close)
 
@@ -127,6 +166,7 @@ class EmbeddedStack:
             SqlCallbackInbox(core.engine),
             host=callbacks_url.hostname or "127.0.0.1",
             port=callbacks_url.port or 8767,
+            extra_routes=DeliveryReports(report_token).routes(),
         )
         await callbacks.start()
         self._stack.push_async_callback(callbacks.stop)
@@ -166,13 +206,22 @@ class EmbeddedStack:
         for runner in (relay.run(self._stop), consumer.run(self._stop), sweeper.run(self._stop)):
             self._tasks.append(asyncio.create_task(runner))
 
-        await self._start_public_surface(core, wired)
+        api = await self._start_public_surface(core, wired)
 
-    async def _start_public_surface(self, core: Any, wired: Any) -> None:
-        """The gRPC API and the HTTP bridge."""
+        # Payment notices (SMS to the simulator, email to the API's development sink), read from
+        # the same in-process bus by consumer groups of their own: the saga never waits on them.
+        notices = notification_consumers(bus, core.engine, api.notifier, block_ms=200)
+        for notice_consumer in notices:
+            await notice_consumer.start()
+            self._tasks.append(asyncio.create_task(notice_consumer.run(self._stop)))
+
+    async def _start_public_surface(self, core: Any, wired: Any) -> Any:
+        """The gRPC API and the HTTP bridge; returns the built API."""
         from penpay_api.embedded import start_public_surface
 
-        self.addresses.update(await start_public_surface(self._stack, core, wired))
+        addresses, api = await start_public_surface(self._stack, core, wired)
+        self.addresses.update(addresses)
+        return api
 
     async def _fund_floats_once(self, core: Any) -> None:
         """A new database: the ledger's floats open at the simulators' balances (audited)."""

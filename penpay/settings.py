@@ -87,6 +87,22 @@ class Settings(BaseSettings):
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = True
 
+    # --- Notifications: SMS by Africa's Talking (email is SMTP, above) ----------------------
+    # Production refuses to start without an SMS and an email provider (penpay/notifiers.py).
+    # Outside production an unset provider is the development sink; `penpay up` points SMS at the
+    # simulator (`penpay sim sms`). Sandbox: https://api.sandbox.africastalking.com, username "sandbox".
+    sms_at_username: str = ""
+    sms_at_api_key: SecretStr = SecretStr("")
+    sms_at_sender_id: str = ""  # registered sender id or short code; empty: Africa's Talking's default
+    sms_at_base_url: str = "https://api.africastalking.com"
+    sms_timeout: float = Field(default=10.0, gt=0)
+    # Secret path token of the delivery-report URL served by `penpay callbacks`
+    # (<PENPAY_MPESA_CALLBACK_BASE_URL>/sms/delivery-reports/<token>); empty: not served.
+    sms_at_delivery_report_token: SecretStr = SecretStr("")
+    # Per recipient and channel, at most this many messages per window (seconds): codes and notices.
+    notify_recipient_limit: int = Field(default=30, ge=1)
+    notify_recipient_window: int = Field(default=3600, ge=1)
+
     @field_validator("redis_url", "mpesa_cert_file", "crash_at", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:

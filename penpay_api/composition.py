@@ -11,8 +11,9 @@ a gateway channel of their own). What is chosen from settings:
   production a fresh key per process when unset), with operator roles (penpay_api/auth.py);
 - Argon2id from PENPAY_ARGON2_*; rate limits in Redis when PENPAY_REDIS_URL is set;
 - Deriv binding and KYC through the Deriv gateway's gRPC (PENPAY_GATEWAY_ADDR);
-- notifications: the development notifier outside production (readable through the dev-only
-  penpay.dev.v1.DevService), SMTP (PENPAY_SMTP_*) in production;
+- notifications (penpay/notifiers.py): SMS by Africa's Talking (PENPAY_SMS_AT_*), email by SMTP
+  (PENPAY_SMTP_*), both required in production; outside production an unset one is the
+  development notifier (readable through the dev-only penpay.dev.v1.DevService);
 - payments: bootstrap.payments(core, policy=<KYC/AML CompliancePolicy>);
 - the consistency check: persistence.consistency.check_consistency.
 """
@@ -63,24 +64,6 @@ def api_actor() -> str:
         subject = state.principal.subject
         return subject if subject.startswith("operator:") else f"user:{subject}"
     return "api"
-
-
-def _notifier(core: Core) -> Notifier:
-    s = core.settings
-    if not is_production(core):
-        return DevelopmentNotifier()
-    if not s.smtp_host:
-        raise RuntimeError("PENPAY_SMTP_HOST must be set in production (verification codes go by email)")
-    from security.notify import SmtpNotifier
-
-    return SmtpNotifier(
-        host=s.smtp_host,
-        port=s.smtp_port,
-        sender=s.smtp_sender,
-        username=s.smtp_username or None,
-        password=s.smtp_password.get_secret_value() or None,
-        starttls=s.smtp_starttls,
-    )
 
 
 @dataclass
@@ -146,9 +129,6 @@ def build_api(
         argon = Argon2idHasher.from_env()
         closers.append(argon.close)
         hasher = argon
-    notifier = notifier or _notifier(core)
-    if is_production(core) and isinstance(notifier, DevelopmentNotifier):
-        raise RuntimeError("the development notifier keeps codes in memory: not in production")
     if deriv is None:
         from deriv_gateway.accounts_client import GatewayDerivAccounts
         from deriv_gateway.channel import gateway_channel
@@ -161,6 +141,15 @@ def build_api(
         if hasattr(limiter, "aclose"):
             closers.append(limiter.aclose)
         rate_limiter = limiter
+    dev_sink = notifier if isinstance(notifier, DevelopmentNotifier) else None
+    if notifier is None:
+        from penpay.notifiers import build_notifier
+
+        notifiers = build_notifier(s, rate_limiter)  # MissingSecret in production without providers
+        closers.append(notifiers.aclose)
+        notifier, dev_sink = notifiers.notifier, notifiers.dev_sink
+    if is_production(core) and dev_sink is not None:
+        raise RuntimeError("the development notifier keeps codes in memory: not in production")
     guard = RateLimitGuard(rate_limiter)
     identity = IdentityService(
         unit_of_work=unit_of_work,
@@ -235,16 +224,16 @@ def build_api(
             )
         )
     if dev_services is None:
-        dev_services = not is_production(core)
+        dev_services = not is_production(core) and dev_sink is not None
     if dev_services:
         if is_production(core):
             raise RuntimeError("penpay.dev.v1.DevService is never served in production")
-        if not isinstance(notifier, DevelopmentNotifier):
+        if dev_sink is None:
             raise RuntimeError("DevService needs the development notifier")
         services.append(
             Service(
                 name=dev.SERVICE_NAME,
-                servicer=dev.DevServicer(notifier, unit_of_work=unit_of_work),
+                servicer=dev.DevServicer(dev_sink, unit_of_work=unit_of_work),
                 add_to_server=dev_pb2_grpc.add_DevServiceServicer_to_server,
             )
         )

@@ -11,7 +11,8 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 
-async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> dict[str, str]:
+async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> tuple[dict[str, str], Any]:
+    """Start both; returns their addresses and the built API (its notifier serves the notices too)."""
     from penpay_api.composition import build_api
     from penpay_api.http import build_app, discover_services, start_server
     from penpay_api.http.discovery import packages_for
@@ -30,4 +31,4 @@ async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> 
         "HTTP/JSON bridge": f"http://{host or '127.0.0.1'}:{bound}",
         "OpenAPI": f"http://{host or '127.0.0.1'}:{bound}/openapi.json",
         "metrics": f"http://{settings.metrics_addr}/metrics",
-    }
+    }, api

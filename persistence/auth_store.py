@@ -18,7 +18,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, distinct, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.identity.errors import (
@@ -52,6 +52,18 @@ _REVOKE_DEVICE = (
         _rt.c.device_id == bindparam("b_device_id"),
         _rt.c.revoked_at.is_(None),
     )
+    .values(revoked_at=bindparam("at"))
+)
+# Open sessions: families holding a token neither used, revoked nor expired.
+_OPEN_FAMILIES = select(func.count(distinct(_rt.c.family_id))).where(
+    _rt.c.user_id == bindparam("b_user_id"),
+    _rt.c.revoked_at.is_(None),
+    _rt.c.used_at.is_(None),
+    _rt.c.expires_at > bindparam("at"),
+)
+_REVOKE_USER = (
+    update(_rt)
+    .where(_rt.c.user_id == bindparam("b_user_id"), _rt.c.revoked_at.is_(None))
     .values(revoked_at=bindparam("at"))
 )
 
@@ -164,6 +176,15 @@ class SqlRefreshTokenStore:
                 _REVOKE_DEVICE, {"b_user_id": user_id.value, "b_device_id": device_id, "at": now}
             )
             return int(result.rowcount)
+
+    async def revoke_user(self, user_id: UserId, *, now: datetime) -> int:
+        """Every token of the user, so every session (family) is closed: SqlSessionCheck then
+        refuses their access tokens at once."""
+        values = {"b_user_id": user_id.value, "at": now}
+        async with self._engine.begin() as connection:
+            sessions = int((await connection.execute(_OPEN_FAMILIES, values)).scalar_one())
+            await connection.execute(_REVOKE_USER, values)
+            return sessions
 
 
 class SqlVerificationCodeStore:

@@ -1,9 +1,10 @@
-"""Notification delivery (application.identity.ports.Notifier): SMTP for email, and a
-development sink that keeps messages in memory and appends them to a JSON-lines file.
+"""Notification delivery (application.identity.ports.Notifier): SMTP for email, a development
+sink that keeps messages in memory and appends them to a JSON-lines file, and SplitNotifier, which
+sends each channel through its own provider (SMS: sms_adapter.africastalking; the wiring is
+penpay/notifiers.py).
 
 SMTP uses the standard library's smtplib in a worker thread (no extra dependency), with STARTTLS
-when asked. SMS has no production adapter yet (an Africa's Talking / Safaricom SMS adapter goes
-here); SmtpNotifier refuses SMS rather than dropping it silently.
+when asked. SmtpNotifier refuses SMS rather than dropping it silently.
 Message bodies hold one-time codes: they are never logged.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -103,4 +105,28 @@ class SmtpNotifier:
         log.info("notify.email_sent")
 
     async def send_sms(self, *, to: str, body: str) -> None:
-        raise NotImplementedError("no SMS provider is configured")
+        raise NotImplementedError("SMTP sends email only: route SMS through SplitNotifier")
+
+
+class SmsSender(Protocol):
+    async def send_sms(self, *, to: str, body: str) -> None: ...
+
+
+class EmailSender(Protocol):
+    async def send_email(self, *, to: str, subject: str, body: str) -> None: ...
+
+
+class SplitNotifier:
+    """One provider per channel (Africa's Talking for SMS, SMTP for email)."""
+
+    def __init__(self, *, sms: SmsSender, email: EmailSender) -> None:
+        self.sms, self.email = sms, email
+
+    def __repr__(self) -> str:
+        return f"SplitNotifier(sms={self.sms!r}, email={self.email!r})"
+
+    async def send_sms(self, *, to: str, body: str) -> None:
+        await self.sms.send_sms(to=to, body=body)
+
+    async def send_email(self, *, to: str, subject: str, body: str) -> None:
+        await self.email.send_email(to=to, subject=subject, body=body)

@@ -24,6 +24,13 @@ class InvalidCredentials(DomainError):
     reason = "INVALID_CREDENTIALS"
 
 
+class CurrentPasswordWrong(DomainError):
+    """ChangePassword with a wrong current password (not UNAUTHENTICATED: the session is fine)."""
+
+    reason = "CURRENT_PASSWORD_WRONG"
+    field = "current_password"
+
+
 class InvalidAccessToken(DomainError):
     reason = "INVALID_ACCESS_TOKEN"
 
@@ -60,6 +67,17 @@ class RateLimited(DomainError):
     def __init__(self, message: str, *, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = max(1, int(retry_after_seconds))
+
+
+class MessageNotDelivered(DomainError):
+    """The SMS or email provider did not take a message (down, or it refused it): try again later.
+    The message clients see stays generic; `provider_status` (logged) says what the provider said."""
+
+    reason = "MESSAGE_NOT_DELIVERED"
+
+    def __init__(self, message: str, *, provider_status: str = "") -> None:
+        super().__init__(message)
+        self.provider_status = provider_status
 
 
 class DerivBindingRefused(DomainError):

@@ -73,10 +73,15 @@ class RefreshTokenStore(Protocol):
 
     async def revoke_device(self, user_id: UserId, device_id: str, *, now: datetime) -> int: ...
 
+    async def revoke_user(self, user_id: UserId, *, now: datetime) -> int:
+        """End every session of the user (a password reset or change); how many were open."""
+        ...
+
 
 class VerificationPurpose(StrEnum):
     PHONE = "phone"
     EMAIL = "email"
+    PASSWORD_RESET = "password_reset"
 
 
 class VerificationCodeStore(Protocol):

@@ -29,6 +29,10 @@ DEFAULT_RULES: Mapping[str, tuple[RateRule, ...]] = {
     "verification_request": (RateRule("ip", 20, 3600), RateRule("phone", 5, 3600)),
     "verification_confirm": (RateRule("ip", 30, 600), RateRule("phone", 10, 600)),
     "money": (RateRule("ip", 30, 60), RateRule("phone", 10, 60)),
+    # account: the login named (reset) or the user id (change).
+    "password_reset_request": (RateRule("ip", 10, 3600), RateRule("account", 3, 3600)),
+    "password_reset": (RateRule("ip", 30, 600), RateRule("account", 10, 600)),
+    "password_change": (RateRule("ip", 30, 600), RateRule("account", 5, 900)),
 }
 
 

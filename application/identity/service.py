@@ -1,5 +1,6 @@
 """Identity use cases: register, log in (binding a device), refresh, log out, remove a device,
-verify phone and email by one-time codes, bind the user's Deriv account and refresh the KYC snapshot.
+verify phone and email by one-time codes, reset (by a code) and change the password, bind the
+user's Deriv account and refresh the KYC snapshot.
 
 Slow or remote work (Argon2, Deriv calls, sending messages) happens outside database
 transactions, so no connection is held while waiting on them.
@@ -17,10 +18,12 @@ import structlog
 
 from application.identity.errors import (
     AlreadyRegistered,
+    CurrentPasswordWrong,
     DerivAccountNotBound,
     DerivBindingRefused,
     InvalidCredentials,
     InvalidRefreshToken,
+    RateLimited,
     UserNotFound,
     VerificationCodeInvalid,
 )
@@ -39,6 +42,7 @@ from application.identity.ports import (
 from application.identity.rate_limits import RateLimitGuard
 from domain.shared.clock import Clock
 from domain.shared.ids import UserId
+from domain.shared.json_value import JSONValue
 from domain.user.deriv_login_id import DerivLoginId
 from domain.user.device import Device
 from domain.user.email import Email
@@ -307,6 +311,129 @@ class IdentityService:
             await uow.users.save(user)
             await uow.commit()
         log.info("verification.confirmed", user_id=str(user_id), purpose=purpose.value)
+
+    # --- password reset and change ---------------------------------------------------------
+
+    async def _verified_contact(self, login: str) -> tuple[User, VerificationPurpose] | None:
+        """The account whose *verified* email or phone `login` is, and which of the two it is."""
+        async with self._uow() as uow:
+            user = await self._find_for_login(uow, login)
+        if user is None:
+            return None
+        if "@" in login:
+            return (user, VerificationPurpose.EMAIL) if user.email_verified else None
+        return (user, VerificationPurpose.PHONE) if user.phone_verified else None
+
+    async def request_password_reset(self, *, login: str, client_ip: str | None = None) -> None:
+        """Send a reset code to `login` if it is an account's verified email or phone. Says nothing
+        either way (the caller answers the same), so no account can be discovered through it."""
+        login = login.strip()
+        await self._limits.check("password_reset_request", ip=client_ip, account=login.lower())
+        found = await self._verified_contact(login)
+        if found is None:
+            log.info("password_reset.not_sent", reason="no_verified_contact")
+            return
+        user, via = found
+        code = self._new_code()
+        await self._codes.create(
+            user_id=user.id, purpose=VerificationPurpose.PASSWORD_RESET, code=code, now=self._clock.now()
+        )
+        text = f"Your PenPay password reset code is {code}. If you did not ask for it, ignore this message."
+        try:
+            if via is VerificationPurpose.PHONE:
+                await self._notifier.send_sms(to=user.phone.e164, body=text)
+            else:
+                await self._notifier.send_email(
+                    to=user.email.value, subject="Your PenPay password reset code", body=text
+                )
+        except RateLimited:  # the recipient's own limit: answering differently would tell it exists
+            log.warning("password_reset.not_sent", user_id=str(user.id), reason="recipient_rate_limit")
+            return
+        async with self._uow() as uow:
+            uow.audit(
+                action="PasswordResetRequested",
+                subject_type="User",
+                subject_id=str(user.id),
+                details={"via": "sms" if via is VerificationPurpose.PHONE else "email"},
+            )
+            await uow.commit()
+        log.info("password_reset.sent", user_id=str(user.id), via=via.value)
+
+    async def reset_password(
+        self, *, login: str, code: str, new_password: str, client_ip: str | None = None
+    ) -> int:
+        """Set a new password with a reset code; every session ends. Returns how many did."""
+        login = login.strip()
+        await self._limits.check("password_reset", ip=client_ip, account=login.lower())
+        # The policy is judged before the account is looked up (with the login only), so a weak
+        # password gets the same answer whether or not the account exists.
+        is_email = "@" in login
+        password = check_password(
+            new_password, email=login if is_email else "", phone="" if is_email else login
+        )
+        found = await self._verified_contact(login)
+        if found is None:
+            raise VerificationCodeInvalid("no valid code: request a new one")
+        user, via = found
+        await self._codes.consume(
+            user_id=user.id,
+            purpose=VerificationPurpose.PASSWORD_RESET,
+            code=code.strip(),
+            now=self._clock.now(),
+        )
+        revoked = await self._set_password(
+            user.id,
+            password,
+            action="PasswordReset",
+            details={"via": "sms" if via is VerificationPurpose.PHONE else "email"},
+        )
+        log.info("password.reset", user_id=str(user.id), sessions_revoked=revoked)
+        return revoked
+
+    async def change_password(
+        self, *, user_id: UserId, current_password: str, new_password: str, client_ip: str | None = None
+    ) -> int:
+        """The signed-in user's new password, given the current one; every session ends (theirs too)."""
+        await self._limits.check("password_change", ip=client_ip, account=str(user_id))
+        async with self._uow() as uow:
+            user = await self._require_user(uow, user_id)
+        if not await self._hasher.verify(user.password_hash.value, current_password):
+            log.info("password.change_refused", user_id=str(user_id), reason="bad_current_password")
+            raise CurrentPasswordWrong("the current password is wrong")
+        password = check_password(new_password, email=user.email.value, phone=user.phone.value)
+        revoked = await self._set_password(user_id, password, action="PasswordChanged", details={})
+        log.info("password.changed", user_id=str(user_id), sessions_revoked=revoked)
+        return revoked
+
+    async def _set_password(
+        self, user_id: UserId, password: str, *, action: str, details: dict[str, JSONValue]
+    ) -> int:
+        """Hash, end every session, store the hash (devices signed out) with its audit record, end
+        sessions again.
+
+        Sessions end first: a crash before the new hash is stored leaves the account signed out with
+        its old password (safe; the user tries again), never the new password with old sessions
+        alive. The second pass ends a session refreshed in between."""
+        password_hash = PasswordHash(await self._hasher.hash(password))
+        now = self._clock.now()
+        revoked = await self._refresh.revoke_user(user_id, now=now)
+        async with self._uow() as uow:
+            user = await self._require_user(uow, user_id)
+            user.change_password_hash(password_hash, now=now)
+            # Every device signs in again (a reset after a lost phone must not leave the
+            # two-device limit held by devices that no longer have a session).
+            signed_out = [d.device_id for d in user.devices]
+            for device_id in signed_out:
+                user.remove_device(device_id, now=now)
+            await uow.users.save(user)
+            uow.audit(
+                action=action,
+                subject_type="User",
+                subject_id=str(user_id),
+                details={**details, "sessions_revoked": revoked, "devices_signed_out": len(signed_out)},
+            )
+            await uow.commit()
+        return revoked + await self._refresh.revoke_user(user_id, now=self._clock.now())
 
     # --- Deriv binding and KYC --------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +39,13 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     if args.issue_operator_token:
         return _issue_operator_token(args.issue_operator_token)
+    from penpay.notifiers import missing_provider
+    from penpay.settings import get_settings
+
+    problem = missing_provider(get_settings())
+    if problem is not None:  # codes could not be sent: nobody could verify a phone and pay
+        print(problem, file=sys.stderr)
+        return 2
     asyncio.run(_serve(args))
     return 0
 

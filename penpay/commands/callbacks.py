@@ -2,7 +2,9 @@
 
 Listens on the host:port of PENPAY_MPESA_CALLBACK_BASE_URL; the path secret is
 PENPAY_MPESA_CALLBACK_SECRET and only PENPAY_MPESA_ALLOWED_IPS may call. Every callback is
-checked and stored (mpesa_adapter.callback_store); the saga worker acts on it.
+checked and stored (mpesa_adapter.callback_store); the saga worker acts on it. With
+PENPAY_SMS_AT_DELIVERY_REPORT_TOKEN set it also takes Africa's Talking's SMS delivery reports
+(sms_adapter/delivery_reports.py) under /sms/delivery-reports/<token>.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ async def _run(args: argparse.Namespace) -> int:
     from mpesa_adapter.config import CallbackServerConfig
     from penpay.bootstrap import bootstrap
     from penpay.settings import get_settings
+    from sms_adapter.delivery_reports import DeliveryReports
     from workers.host import stop_on_signals
 
     settings = get_settings()
@@ -47,12 +50,15 @@ async def _run(args: argparse.Namespace) -> int:
     else:
         url = urlsplit(settings.mpesa_callback_base_url)
         host, port = url.hostname or "127.0.0.1", str(url.port or 80)
+    report_token = settings.sms_at_delivery_report_token.get_secret_value()
+    reports = DeliveryReports(report_token).routes() if report_token else []
     core = bootstrap(settings, pool_size=5)
     server = CallbackServer(
         CallbackServerConfig.from_strings(secret, settings.mpesa_allowed_ips),
         SqlCallbackInbox(core.engine),
         host=host,
         port=int(port),
+        extra_routes=reports,
     )
     stop = asyncio.Event()
     stop_on_signals(stop)

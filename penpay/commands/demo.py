@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the Deriv simulator's control API (default: PENPAY_DERIV_WS_URL's port + 3, as penpay up)",
     )
     parser.add_argument("--mpesa", metavar="URL", help="the Daraja simulator (default PENPAY_MPESA_BASE_URL)")
+    parser.add_argument(
+        "--sms",
+        metavar="URL",
+        help="the SMS simulator whose mailbox holds phone codes (default: where `penpay up` runs it)",
+    )
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
         "--start",
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 def _default_endpoints(args: argparse.Namespace, settings: Any) -> Any:
     from penpay.demo import Endpoints
     from penpay.demo.own_stack import DERIV_CONTROL_OFFSET
+    from penpay.embedded import sms_simulator_url
 
     ws = urlsplit(settings.deriv_ws_url)
     deriv_control = f"http://{ws.hostname or '127.0.0.1'}:{(ws.port or 8765) + DERIV_CONTROL_OFFSET}"
@@ -101,6 +107,7 @@ def _default_endpoints(args: argparse.Namespace, settings: Any) -> Any:
         bridge_url=args.bridge or f"http://{settings.http_addr}",
         deriv_control_url=args.deriv_control or deriv_control,
         mpesa_url=args.mpesa or settings.mpesa_base_url,
+        sms_url=args.sms or sms_simulator_url(settings),
     )
 
 

@@ -2,14 +2,18 @@
 
 With Redis (PENPAY_REDIS_URL) it reads the streams the relay fills, as one consumer of the
 group "payment-saga" (run as many as you like). Without Redis it is the embedded worker: it
-runs the outbox relay on an in-process bus too, and the sweeper picks up whatever a restart
-lost. PENPAY_CRASH_AT (fault injection, not in production) kills it at a named checkpoint.
+runs the outbox relay on an in-process bus too, and the payment notices beside it
+(workers/notifications.py; with Redis they are `penpay worker notify`'s); the sweeper picks up
+whatever a restart lost. PENPAY_CRASH_AT (fault injection, not in production) kills it at a
+named checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from collections.abc import Awaitable, Callable
 
 GROUP = "worker"
 
@@ -29,9 +33,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from penpay.notifiers import missing_provider
+    from penpay.settings import get_settings
     from security.logs import configure_logging
 
     configure_logging()
+    problem = missing_provider(get_settings())
+    if problem is not None and not get_settings().redis_url:  # it sends the notices itself
+        print(problem, file=sys.stderr)
+        return 2
     if args.metrics_addr:
         from prometheus_client import start_http_server
 
@@ -45,8 +55,11 @@ async def _run(args: argparse.Namespace) -> None:
     from datetime import timedelta
 
     from penpay.bootstrap import bootstrap, payments
+    from penpay.notifiers import build_notifier
     from penpay.settings import get_settings
+    from security.rate_limit import InProcessRateLimiter
     from workers.host import run_workers, stop_on_signals
+    from workers.notifications import notification_consumers
     from workers.relay import OutboxRelay
     from workers.sagas import Sweeper, saga_consumer
 
@@ -58,6 +71,7 @@ async def _run(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
     tasks = []
+    closers: list[Callable[[], Awaitable[None]]] = []
     try:
         consumers = []
         relay = None
@@ -66,6 +80,10 @@ async def _run(args: argparse.Namespace) -> None:
             consumers.append(saga_consumer(bus, core.engine, wired.saga, claim_idle_ms=args.claim_idle_ms))
             if not settings.redis_url:
                 relay = OutboxRelay(core.engine, bus, poll_interval=0.1)
+                # The in-process bus is this process's alone: the notices must be read here too.
+                notifiers = build_notifier(settings, InProcessRateLimiter())
+                closers.append(notifiers.aclose)
+                consumers += notification_consumers(bus, core.engine, notifiers.notifier)
         if not args.no_sweeper:
             sweeper = Sweeper(
                 core.engine,
@@ -77,5 +95,7 @@ async def _run(args: argparse.Namespace) -> None:
         tasks.append(run_workers(stop, relay=relay, consumers=consumers))
         await asyncio.gather(*tasks)
     finally:
+        for close in closers:
+            await close()
         await wired.close()
         await core.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -114,3 +115,18 @@ class MpesaSimulatorControl:
     async def phone(self, msisdn: str) -> PhoneBooks:
         books = await _json(self._session, "GET", f"{self.control_url}/books/phone/{msisdn.lstrip('+')}")
         return PhoneBooks(int(books["charged"]) * 100, int(books["paid"]) * 100)
+
+
+class SmsSimulatorControl:
+    """The SMS simulator's mailbox (sms_adapter/simulator.py): what PenPay sent to a phone."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+
+    async def bodies_to(self, phone: str) -> list[str]:
+        """Bodies of the messages to `phone`, newest first."""
+        answer = await _json(
+            self._session, "GET", f"{self.base_url}/__control__/messages?to={quote(phone)}&limit=20"
+        )
+        return [str(m.get("body", "")) for m in answer.get("messages", [])]

@@ -47,7 +47,15 @@ DEFAULT_MONEY_RPCS = frozenset(
 # Only for the OpenAPI document (the backend enforces authentication): RPCs callable without a token.
 DEFAULT_PUBLIC_RPCS = frozenset(
     f"penpay.auth.v1.AuthService/{name}"
-    for name in ("Register", "Login", "Refresh", "VerifyPhone", "VerifyEmail")
+    for name in (
+        "Register",
+        "Login",
+        "Refresh",
+        "VerifyPhone",
+        "VerifyEmail",
+        "RequestPasswordReset",
+        "ResetPassword",
+    )
 )
 HEALTH_PATH = "/healthz"
 OPENAPI_PATH = "/openapi.json"

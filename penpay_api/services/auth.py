@@ -19,11 +19,22 @@ from penpay_api.services._common import caller_device_id, caller_id, client_ip, 
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthService"].full_name
 PUBLIC_METHODS = frozenset(
-    f"/{SERVICE_NAME}/{name}" for name in ("Register", "Login", "Refresh", "VerifyPhone", "VerifyEmail")
+    f"/{SERVICE_NAME}/{name}"
+    for name in (
+        "Register",
+        "Login",
+        "Refresh",
+        "VerifyPhone",
+        "VerifyEmail",
+        "RequestPasswordReset",
+        "ResetPassword",
+    )
 )
 # Domain field names -> request field names, where they differ per method.
 FIELD_ALIASES = {
     f"/{SERVICE_NAME}/Login": {"name": "device_name"},
+    f"/{SERVICE_NAME}/ResetPassword": {"password": "new_password"},
+    f"/{SERVICE_NAME}/ChangePassword": {"password": "new_password"},
 }
 TOKEN_TYPE = "Bearer"
 
@@ -100,6 +111,31 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             purpose=VerificationPurpose.EMAIL, contact=request.email, code=request.code, client_ip=client_ip()
         )
         return pb.VerifyEmailResponse()
+
+    async def RequestPasswordReset(
+        self, request: pb.RequestPasswordResetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestPasswordResetResponse:
+        await self._identity.request_password_reset(login=request.login, client_ip=client_ip())
+        return pb.RequestPasswordResetResponse(expires_in=self._code_ttl)
+
+    async def ResetPassword(
+        self, request: pb.ResetPasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResetPasswordResponse:
+        revoked = await self._identity.reset_password(
+            login=request.login, code=request.code, new_password=request.new_password, client_ip=client_ip()
+        )
+        return pb.ResetPasswordResponse(sessions_revoked=revoked)
+
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangePasswordResponse:
+        revoked = await self._identity.change_password(
+            user_id=caller_id(),
+            current_password=request.current_password,
+            new_password=request.new_password,
+            client_ip=client_ip(),
+        )
+        return pb.ChangePasswordResponse(sessions_revoked=revoked)
 
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.LoginResponse:
         session = await self._identity.login(

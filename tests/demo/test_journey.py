@@ -4,6 +4,7 @@ books and with the consistency checker."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -132,9 +134,35 @@ async def test_a_second_run_on_the_same_stack_is_a_new_user_with_a_fresh_simulat
     assert (again.email, again.phone) != (first_run.email, first_run.phone)
     assert again.deriv_login_id not in ("", first_run.deriv_login_id)
     assert any("bound to an earlier demo user" in line for line in lines)
+    # The phone code went by SMS through the Africa's Talking simulator, and was read from its mailbox.
+    assert "phone verified with the code from the SMS simulator's mailbox" in lines
+    assert stack.endpoints.sms_url is not None
+    async with aiohttp.ClientSession() as session:
+        url = f"{stack.endpoints.sms_url}/__control__/messages"
+        async with session.get(url, params={"to": again.phone}) as answer:
+            bodies = [m["body"] for m in (await answer.json())["messages"]]
+    assert any("verification code is" in body for body in bodies)
     assert again.withdrawal is not None and again.withdrawal.status == "completed"
     assert again.deriv_before_cents == 0  # a new simulated client starts empty
     assert again.deriv_after_withdrawal_cents == again.deposit.converted_cents - 10_00  # type: ignore[union-attr]
+
+
+async def test_the_user_is_told_by_sms_of_the_completed_deposit_and_the_paid_withdrawal(
+    stack: Stack, first_run: JourneyResult
+) -> None:
+    assert stack.endpoints.sms_url is not None
+    wanted = ("deposit of KES 2,600.00 is complete: USD 20.00", "USD 10.00 withdrawn from Deriv")
+    url = f"{stack.endpoints.sms_url}/__control__/messages"
+    bodies: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):  # the notices follow the saga through the bus: bounded wait for them
+            async with session.get(url, params={"to": first_run.phone}) as answer:
+                bodies = [m["body"] for m in (await answer.json())["messages"]]
+            if all(any(w in b for b in bodies) for w in wanted):
+                break
+            await asyncio.sleep(0.1)
+    for w in wanted:
+        assert sum(w in b for b in bodies) == 1, bodies
 
 
 async def test_a_refused_step_stops_the_journey_with_the_bridges_problem(stack: Stack) -> None:

@@ -1,0 +1,67 @@
+"""`penpay worker notify`: payment notices by SMS and email (workers/notifications.py), until SIGTERM.
+
+It reads the status changes the relay publishes to Redis Streams (PENPAY_REDIS_URL), as one
+consumer of the groups "payment-notice-sms" and "payment-notice-email" (run as many as you like).
+Without Redis the bus lives inside one process: `penpay worker saga` then runs the notices beside
+the relay, and this command refuses to start. Production needs both providers (exit 2 otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+GROUP = "worker"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("notify", help="send payment notices by SMS and email (needs Redis)")
+    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
+    parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
+    parser.add_argument("--log-level", default="INFO")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from penpay.notifiers import missing_provider
+    from penpay.settings import get_settings
+    from security.logs import configure_logging
+
+    configure_logging(args.log_level)
+    settings = get_settings()
+    problem = missing_provider(settings)
+    if problem is None and not settings.redis_url:
+        problem = "PENPAY_REDIS_URL must be set for penpay worker notify (without it, worker saga sends them)"
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    asyncio.run(_run(args))
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> None:
+    from penpay.bootstrap import bootstrap
+    from penpay.notifiers import build_notifier
+    from penpay.settings import get_settings
+    from security.rate_limit import rate_limiter_from_url
+    from workers.host import run_workers, stop_on_signals
+    from workers.notifications import notification_consumers
+
+    settings = get_settings()
+    core = bootstrap(settings, pool_size=5)
+    limiter = rate_limiter_from_url(settings.redis_url)
+    notifiers = build_notifier(settings, limiter)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        bus = core.message_bus(stream_prefix=args.stream_prefix)
+        consumers = notification_consumers(
+            bus, core.engine, notifiers.notifier, claim_idle_ms=args.claim_idle_ms
+        )
+        await run_workers(stop, consumers=consumers)
+    finally:
+        await notifiers.aclose()
+        if hasattr(limiter, "aclose"):
+            await limiter.aclose()
+        await core.close()
