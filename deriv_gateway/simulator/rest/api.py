@@ -328,6 +328,11 @@ class RestApi:
             return Reply(0, None, drop=True)
         if fault.kind == "timeout_after":
             return self.error(request, Refusal(504, "InternalError", "Gateway timeout"))
+        if fault.kind == "foreign_answer" and isinstance(reply.body, dict):
+            meta = reply.body.get("metadata")
+            if isinstance(meta, dict):
+                meta["endpoint"] = request.path.rsplit("/", 1)[0] + "/someone-elses-request"
+            return reply
         if fault.kind == "request_id_used":
             return self.error(request, Refusal(400, "RequestIDUsed", "The request_id has already been used"))
         return reply

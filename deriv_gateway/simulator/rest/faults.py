@@ -11,6 +11,8 @@ Kinds:
   request_id_used   execute, then answer 400 RequestIDUsed (the answer to a first attempt was lost
                     and a retry reached the server: the client sees only the retry's answer)
   otp_rate_limit    answer the verification-code request OtpRateLimitExceeded (+ next_request_at)
+  foreign_answer    answer as if about another request (metadata.endpoint names another
+                    request_id): a client must not use it (issue 21)
 
 `endpoint` names the operation: transfer, transfer_status, withdraw, withdraw_status,
 verification_code, wallets, transactions, agents, or "*". `match` compares fields of the request's
@@ -32,6 +34,7 @@ KINDS = (
     "rate_limit",
     "request_id_used",
     "otp_rate_limit",
+    "foreign_answer",
 )
 _FIELDS = {
     "id", "kind", "endpoint", "match", "nth", "times", "probability",

@@ -42,6 +42,27 @@ def _pa_ok(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _PA_ERROR = {"$ref": "#/components/schemas/PAErrorResponse"}
+# wallet errors: a flat list without data/metadata (a third-party observation, anchors §11)
+_WALLET_ERROR = {
+    "type": "object",
+    "properties": {
+        "errors": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "integer"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+                "required": ["status", "code", "message"],
+            },
+        }
+    },
+    "required": ["errors"],
+}
+_WALLET_ERRORS = {str(status): _WALLET_ERROR for status in (400, 401, 403, 404, 500, 503, 504)}
 
 # (method, path template) -> {"request": schema | None, "responses": {status: schema}}
 OVERLAY: dict[tuple[str, str], dict[str, Any]] = {
@@ -139,7 +160,8 @@ OVERLAY: dict[tuple[str, str], dict[str, Any]] = {
                     }
                 },
                 "required": ["data"],
-            }
+            },
+            **_WALLET_ERRORS,
         },
     },
     ("GET", "/wallet/v1/transactions/{wallet_type}"): {
@@ -165,7 +187,8 @@ OVERLAY: dict[tuple[str, str], dict[str, Any]] = {
                     },
                 },
                 "required": ["data"],
-            }
+            },
+            **_WALLET_ERRORS,
         },
     },
 }
