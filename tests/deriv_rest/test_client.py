@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from deriv_gateway.protocol import errors
-from deriv_gateway.rest import RestResult
+from deriv_gateway.rest import OAuthClient, RestResult, authorize_url, pkce_pair
 
 from .conftest import AGENT, ALICE, World
 
@@ -235,3 +236,26 @@ async def test_balance_from_wallets(world: World) -> None:
         )
         after = await client.balance(AGENT)
     assert (before.currency, before.minor - after.minor) == ("USD", 2000)
+
+
+async def test_oauth_bind_then_pay_with_the_access_token(world: World) -> None:
+    verifier, challenge = pkce_pair()
+    url = authorize_url(
+        world.rest.base_url, client_id="app-sim-1", redirect_uri="https://penpay.example/cb",
+        scopes=["payment"], state="s1", challenge=challenge,
+    )  # fmt: skip
+    async with world.http.get(url, allow_redirects=False) as r:
+        code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
+    oauth = OAuthClient(world.rest.base_url, "app-sim-1", session=world.http, clock=world.clock.now)
+    tokens = await oauth.exchange(code, redirect_uri="https://penpay.example/cb", verifier=verifier)
+    assert tokens.expires_at == world.clock.now() + 3600 and tokens.refresh_token
+    with pytest.raises(errors.InvalidToken):  # codes are single use: bind again
+        await oauth.exchange(code, redirect_uri="https://penpay.example/cb", verifier=verifier)
+    # concurrent refreshes share one request (a second would find the token rotated away)
+    fresh = await asyncio.gather(*(oauth.refresh(tokens.refresh_token) for _ in range(5)))
+    assert len({t.access_token for t in fresh}) == 1
+    async with world.client() as client:
+        settings, _ = await client.call(
+            "GET", "/payment-agents/v1/clients/me", fresh[0].access_token, call="get_settings"
+        )
+    assert settings["deposit_enabled"] is True
