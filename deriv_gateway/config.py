@@ -49,6 +49,13 @@ class GatewayConfig:
 
     frame_observer: FrameObserver | None = field(default=None, repr=False, compare=False)
 
+    # Deriv's REST Payment-Agent API (the transport for new-API accounts); empty: not configured
+    rest_base_url: str = ""
+    rest_app_id: str = ""
+    rest_agent_token: str = field(default="", repr=False)
+    rest_per_minute: int = 60
+    rest_poll_interval: float = 2.0  # how often a pending transfer or withdrawal is looked at
+
     @classmethod
     def from_settings(cls, **overrides: Any) -> GatewayConfig:
         from penpay.settings import get_settings

@@ -12,6 +12,7 @@ export APP_ENV=testing PENPAY_APP_ENV=testing
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy --strict domain/"; .venv/bin/mypy --strict domain/
 echo "== buf lint"; node_modules/.bin/buf lint && echo "buf lint: clean"
+echo "== buf breaking"; bash scripts/buf_breaking.sh
 echo "== pytest"
 .venv/bin/pytest -p no:cacheprovider --cov --cov-report=term:skip-covered "$@"
 echo "== test.sh finished in $(( $(date +%s) - start )) s"

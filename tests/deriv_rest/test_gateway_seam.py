@@ -1,0 +1,161 @@
+"""The transport seam: penpay.deriv.v1 over gRPC drives v3 and REST accounts in one gateway.
+
+A REST request is marked `api: DERIV_API_REST` and names the client by nickname; an old caller's
+request (no `api`) still goes to v3. Both kinds of money land in the one simulated world, each
+operation id executing at most once under the gateway's journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from deriv_gateway.config import GatewayConfig
+from deriv_gateway.payments_client import classify
+from deriv_gateway.server import GatewayServer
+from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator, SimulatorConfig
+from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
+from penpay.common.v1 import money_pb2
+from penpay.deriv.v1 import deriv_gateway_pb2 as pb
+from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
+
+from .conftest import ALICE, OPENAPI
+
+pytestmark = pytest.mark.integration
+REST = pb.DERIV_API_REST
+
+
+class Seam:
+    def __init__(
+        self, v3: DerivSimulator, rest: DerivRestSimulator, stub: Any, http: aiohttp.ClientSession
+    ) -> None:
+        self.v3 = v3
+        self.rest = rest
+        self.stub = stub
+        self.http = http
+
+    async def fault(self, **rule: Any) -> None:
+        async with self.http.post(f"{self.rest.base_url}/__control__/faults", json=rule) as r:
+            assert r.status == 201
+
+    def executed(self, operation_id: str) -> int:
+        return len(self.v3.engine.books.find_transfers(reference=operation_id))
+
+    def posts(self, path: str) -> int:
+        return sum(1 for e in self.rest.wire if e["method"] == "POST" and e["path"] == path)
+
+
+@pytest.fixture
+async def seam(sqlite_url: str) -> AsyncIterator[Seam]:
+    if not OPENAPI.exists():
+        pytest.skip("Deriv's OpenAPI document is not in ../shared")
+    v3 = DerivSimulator(SimulatorConfig(port=0, control_port=0, seed=21, request_timeout=3.0))
+    await v3.start()
+    rest = DerivRestSimulator(v3, RestServerConfig(port=0, openapi=OPENAPI))
+    await rest.start()
+    config = GatewayConfig(
+        ws_url=v3.url(app_id=None),
+        app_id="1089",
+        agent_token=DEFAULT_AGENT_TOKEN,
+        grpc_addr="127.0.0.1:0",
+        database_url=sqlite_url,
+        request_timeout=5.0,
+        backoff_initial=0.05,
+        rest_base_url=rest.base_url,
+        rest_app_id="app-sim-1",
+        rest_agent_token="sim-rest-agent-pat",
+        rest_poll_interval=0.01,
+        unknown_settle=0.0,
+    )
+    server = GatewayServer(config)
+    await server.start()
+    await server.wait_serving(10)
+    channel = grpc.aio.insecure_channel(server.address)
+    async with aiohttp.ClientSession() as http:
+        yield Seam(v3, rest, pb_grpc.DerivGatewayServiceStub(channel), http)
+    await channel.close()
+    await server.stop(grace=0.2)
+    await rest.stop()
+    await v3.stop()
+    assert not rest.api.violations, rest.api.violations[:5]
+    assert v3.engine.books.summary()["balanced"]
+
+
+def _usd(cents: int) -> money_pb2.Money:
+    return money_pb2.Money(amount_cents=cents, currency="USD")
+
+
+def _rest_transfer(op: str, cents: int = 2000, **kw: Any) -> pb.TransferRequest:
+    return pb.TransferRequest(transfer_id=op, client_nickname="alice_w", amount=_usd(cents), api=REST, **kw)
+
+
+async def test_v3_and_rest_transfers_in_one_gateway(seam: Seam) -> None:
+    v3 = await seam.stub.Transfer(
+        pb.TransferRequest(transfer_id="op-v3", client_loginid="CR90000002", amount=_usd(1000))
+    )
+    rest = await seam.stub.Transfer(_rest_transfer("op-rest"))
+    assert v3.client_loginid == "CR90000002" and rest.client_loginid == "@alice_w"
+    assert rest.deriv_transaction_id > 0 and not rest.replayed
+    again = await seam.stub.Transfer(_rest_transfer("op-rest"))
+    assert again.replayed and again.deriv_transaction_id == rest.deriv_transaction_id
+    assert seam.executed("op-rest") == 1 and seam.posts("/payment-agents/v1/transfer") == 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await seam.stub.Transfer(_rest_transfer("op-rest", cents=2500))
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    balance = await seam.stub.GetBalance(pb.GetBalanceRequest(api=REST))
+    assert balance.balance.amount_cents == 5_000_000 - 1000 - 2000
+
+
+@pytest.mark.parametrize("kind", ["drop_after", "timeout_after"])
+async def test_rest_unknown_outcome_resolves_to_one_transfer(seam: Seam, kind: str) -> None:
+    await seam.fault(kind=kind, endpoint="transfer", times=1)
+    op = f"op-{kind}".replace("_", "-")
+    reply = await seam.stub.Transfer(_rest_transfer(op))
+    assert reply.resolved_from_statement and reply.deriv_transaction_id > 0
+    assert seam.executed(op) == 1 and seam.posts("/payment-agents/v1/transfer") == 1
+
+
+async def test_rest_unknown_then_not_found_is_sent_again_once(seam: Seam) -> None:
+    await seam.fault(kind="transient_500", endpoint="transfer", times=1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await seam.stub.Transfer(_rest_transfer("op-500"))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert type(classify(caught.value)).__name__ == "CallOutcomeUnknown"
+    reply = await seam.stub.Transfer(_rest_transfer("op-500"))  # looked up, absent, sent again
+    assert not reply.replayed and seam.executed("op-500") == 1
+    assert seam.posts("/payment-agents/v1/transfer") == 2
+
+
+async def test_rest_429_defers_and_is_not_an_attempt(seam: Seam) -> None:
+    await seam.fault(kind="rate_limit", endpoint="transfer", retry_in=5, times=1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await seam.stub.Transfer(_rest_transfer("op-429"))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert type(classify(caught.value)).__name__ == "CallDeferred"
+    assert seam.executed("op-429") == 0
+
+
+async def test_rest_resolve_only_never_sends(seam: Seam) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await seam.stub.Transfer(_rest_transfer("op-never", resolve_only=True))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # NOT_EXECUTED
+    assert seam.posts("/payment-agents/v1/transfer") == 0
+
+
+async def test_rest_withdrawal_through_the_gateway(seam: Seam) -> None:
+    await seam.stub.RequestWithdrawalCode(
+        pb.RequestWithdrawalCodeRequest(client_token=ALICE, amount=_usd(1500), api=REST)
+    )
+    code = next(m.code for m in reversed(seam.v3.engine.books.mailbox) if m.loginid == "CR90000001")
+    request = pb.WithdrawRequest(
+        withdrawal_id="wd-seam", client_token=ALICE, client_nickname="alice_w", verification_code=code,
+        amount=_usd(1500), api=REST,
+    )  # fmt: skip
+    reply = await seam.stub.Withdraw(request)
+    assert reply.deriv_transaction_id > 0 and seam.executed("wd-seam") == 1
+    again = await seam.stub.Withdraw(request)
+    assert again.replayed and seam.posts("/payment-agents/v1/withdraw") == 1
