@@ -308,6 +308,8 @@ class GatewayServer:
         await server.start()
         self._server = server
         self.lease.on_change(lambda leader, _token: self._set_health(leader))
+        if self.rest is not None:
+            self.rest.start()
         await self.gateway.start()
         log.info("gateway.started", addr=self.address, redis=bool(self.config.redis_url))
 

@@ -14,6 +14,7 @@ loginid for v3 rows); amounts travel as decimal strings in the agent's currency.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,14 @@ NICKNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,31}$")
 BEARER = re.compile(r"^[A-Za-z0-9._~+/=\-]{1,4096}$")
 REST_CODE = re.compile(r"^[0-9]{6}$")
 DIGITS = 2  # USD, the agent's currency; Deriv's REST amounts are decimal strings
+
+
+SWEEP_PAGE = 100
+
+
+def is_rest_client(client: str) -> bool:
+    """A journal row of a REST client (its client column is `@<nickname>`, never a loginid)."""
+    return client.startswith("@")
 
 
 def _check(field: str, value: str, pattern: re.Pattern[str], what: str) -> None:
@@ -62,9 +71,27 @@ class RestTransport:
         self.client = client
         self._agent_token = agent_token
         self._profile: AgentProfile | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Before the lease starts: each term sweeps the REST rows earlier leaders left SENDING."""
+        self.gateway.lease.on_change(self._on_leadership)
 
     async def close(self) -> None:
+        await self._stop_sweep()
         await self.client.close()
+
+    async def _stop_sweep(self) -> None:
+        task, self._sweep_task = self._sweep_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _on_leadership(self, leader: bool, token: int | None) -> None:
+        await self._stop_sweep()
+        if leader and token is not None:
+            self._sweep_task = asyncio.create_task(self._sweep(token), name="gateway-rest-sweep")
 
     async def profile(self) -> AgentProfile:
         """The agent's own id and currency (GET /agents/me), read once."""
@@ -88,6 +115,73 @@ class RestTransport:
         found = await self.client.balance(self._agent_token)
         profile = await self.profile()
         return Balance(f"@{profile.nickname or profile.agent_id}", found.minor, found.currency)
+
+    # ---- the sweep: REST rows left SENDING ----------------------------------------------------------
+
+    async def _sweep(self, token: int) -> None:
+        """Like the v3 sweep (which leaves REST rows alone), by request_id lookups on the agent's token
+        (the agent may read both its transfers and withdrawals made to it). Never sends money."""
+        started = datetime.now(UTC)
+        delay = 1.0
+        while True:
+            try:
+                if await self.gateway._term_token() != token:
+                    return
+                retry_in = await self._sweep_once(token, started)
+            except errors.NotLeader:
+                return
+            except Exception as exc:
+                code = exc.code if isinstance(exc, errors.DerivError) else type(exc).__name__
+                log.warning("gateway.rest_sweep_failed", error=code)
+                retry_in, delay = delay, min(delay * 2, 30.0)
+            if retry_in is None:
+                log.info("gateway.rest_sweep_done", fence=token)
+                return
+            await asyncio.sleep(max(0.05, retry_in))
+
+    async def _sweep_once(self, token: int, started: datetime) -> float | None:
+        retry_in: float | None = None
+        after = ""
+        while True:
+            rows = await self.gateway.journal.list_sending(SWEEP_PAGE, sent_before=started, after=after)
+            if not rows:
+                return retry_in
+            after = rows[-1].operation_id
+            for row in rows:
+                if not is_rest_client(row.client_loginid):
+                    continue
+                settle = partial(self._sweep_one, row.operation_id, row.kind, token)
+                flight = self.gateway._single_flight(f"{row.kind}:{row.operation_id}", "sweep", settle)
+                try:
+                    await asyncio.shield(flight)
+                except errors.OutcomeUnknown as exc:
+                    wait = float(exc.details.get("retry_after") or self.gateway.config.unknown_settle)
+                    retry_in = wait if retry_in is None else min(retry_in, wait)
+                except OperationNotExecuted:
+                    pass
+
+    async def _sweep_one(self, operation_id: str, kind: str, token: int) -> MoneyResult:
+        gw = self.gateway
+        row = await gw.journal.get(operation_id)
+        if row is None or row.status != jn.SENDING:
+            return MoneyResult(operation_id, 0, "", 0, "", "", True, False)  # settled meanwhile
+        await gw._take_over(row, token)
+        lookup: Lookup
+        if kind == "transfer":
+            lookup = partial(self.client.lookup_transfer, self._agent_token, operation_id)
+        else:
+            lookup = partial(self.client.lookup_withdrawal, self._agent_token, operation_id)
+        scanned_at = datetime.now(UTC)
+        found = await self._lookup(lookup, kind, operation_id)
+        if found is not None:
+            return await self._done(
+                kind, operation_id, row.client_loginid, row.amount_cents, row.currency, token, found
+            )
+        age = (scanned_at - row.updated_at).total_seconds()
+        if age < gw.config.unknown_settle:
+            raise gw._unknown(row, age)
+        await gw._mark_not_executed(row, token, age)
+        raise OperationNotExecuted(operation_id)
 
     # ---- deposits ---------------------------------------------------------------------------------
 

@@ -7,13 +7,16 @@ operation id executing at most once under the gateway's journal.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
 
+from deriv_gateway import journal as jn
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.payments_client import classify
 from deriv_gateway.server import GatewayServer
@@ -31,8 +34,14 @@ REST = pb.DERIV_API_REST
 
 class Seam:
     def __init__(
-        self, v3: DerivSimulator, rest: DerivRestSimulator, stub: Any, http: aiohttp.ClientSession
+        self,
+        v3: DerivSimulator,
+        rest: DerivRestSimulator,
+        stub: Any,
+        http: aiohttp.ClientSession,
+        server: Any,
     ) -> None:
+        self.server = server
         self.v3 = v3
         self.rest = rest
         self.stub = stub
@@ -49,14 +58,18 @@ class Seam:
         return sum(1 for e in self.rest.wire if e["method"] == "POST" and e["path"] == path)
 
 
-@pytest.fixture
-async def seam(sqlite_url: str) -> AsyncIterator[Seam]:
+@contextlib.asynccontextmanager
+async def open_seam(
+    sqlite_url: str, before_start: Callable[[DerivRestSimulator], Awaitable[None]] | None = None
+) -> AsyncIterator[Seam]:
     if not OPENAPI.exists():
         pytest.skip("Deriv's OpenAPI document is not in ../shared")
     v3 = DerivSimulator(SimulatorConfig(port=0, control_port=0, seed=21, request_timeout=3.0))
     await v3.start()
     rest = DerivRestSimulator(v3, RestServerConfig(port=0, openapi=OPENAPI))
     await rest.start()
+    if before_start is not None:
+        await before_start(rest)
     config = GatewayConfig(
         ws_url=v3.url(app_id=None),
         app_id="1089",
@@ -75,14 +88,22 @@ async def seam(sqlite_url: str) -> AsyncIterator[Seam]:
     await server.start()
     await server.wait_serving(10)
     channel = grpc.aio.insecure_channel(server.address)
-    async with aiohttp.ClientSession() as http:
-        yield Seam(v3, rest, pb_grpc.DerivGatewayServiceStub(channel), http)
-    await channel.close()
-    await server.stop(grace=0.2)
-    await rest.stop()
-    await v3.stop()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Seam(v3, rest, pb_grpc.DerivGatewayServiceStub(channel), http, server)
+    finally:
+        await channel.close()
+        await server.stop(grace=0.2)
+        await rest.stop()
+        await v3.stop()
     assert not rest.api.violations, rest.api.violations[:5]
     assert v3.engine.books.summary()["balanced"]
+
+
+@pytest.fixture
+async def seam(sqlite_url: str) -> AsyncIterator[Seam]:
+    async with open_seam(sqlite_url) as opened:
+        yield opened
 
 
 def _usd(cents: int) -> money_pb2.Money:
@@ -159,3 +180,46 @@ async def test_rest_withdrawal_through_the_gateway(seam: Seam) -> None:
     assert reply.deriv_transaction_id > 0 and seam.executed("wd-seam") == 1
     again = await seam.stub.Withdraw(request)
     assert again.replayed and seam.posts("/payment-agents/v1/withdraw") == 1
+
+
+async def test_a_new_leader_sweeps_rest_rows_by_request_id(sqlite_url: str) -> None:
+    """Rows an earlier leader left SENDING: executed at Deriv -> DONE; unknown there -> NOT_SENT.
+    The v3 sweep (which reads the v3 statement) must leave them alone."""
+    journal = jn.Journal.from_url(sqlite_url)
+    for op in ("op-swept-ran", "op-swept-absent"):
+        created, _ = await journal.claim(
+            operation_id=op, kind="transfer", client_loginid="@alice_w", amount_cents=700,
+            currency="USD", description=op, token=0,
+        )  # fmt: skip
+        assert created
+    await journal.close()
+
+    async def the_first_post_ran(rest: DerivRestSimulator) -> None:
+        body = {
+            "data": {
+                "to_nickname": "alice_w",
+                "amount": "7.00",
+                "currency": "USD",
+                "request_id": "op-swept-ran",
+            }
+        }
+        headers = {"Authorization": "Bearer sim-rest-agent-pat", "Deriv-App-ID": "app-sim-1"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(rest.base_url + "/payment-agents/v1/transfer", json=body, headers=headers) as r,
+        ):
+            assert r.status == 200
+
+    async with open_seam(sqlite_url, the_first_post_ran) as seam:
+        journal = seam.server.journal
+        for _ in range(500):  # the sweep runs once the fence is raised: wait for it, bounded
+            rows = [await journal.get(op) for op in ("op-swept-ran", "op-swept-absent")]
+            if all(row is not None and row.status != jn.SENDING for row in rows):
+                break
+            await asyncio.sleep(0.01)
+        ran, absent = rows
+        assert ran is not None and ran.status == jn.DONE
+        ran_transfer = seam.v3.engine.books.find_transfers(reference="op-swept-ran")[0]
+        assert ran.deriv_transaction_id == ran_transfer.debit_transaction_id
+        assert absent is not None and absent.status == jn.NOT_SENT
+        assert seam.posts("/payment-agents/v1/transfer") == 1  # the sweep never sends
