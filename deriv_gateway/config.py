@@ -73,6 +73,10 @@ class GatewayConfig:
             lease_retry=settings.gateway_lease_retry,
             request_timeout=settings.gateway_request_timeout,
             unknown_settle=settings.gateway_unknown_settle,
+            rest_base_url=settings.deriv_rest_base_url,
+            rest_app_id=settings.deriv_rest_app_id,
+            rest_agent_token=settings.deriv_rest_agent_token.get_secret_value(),
+            rest_per_minute=settings.deriv_rest_per_minute,
         )
         for key, value in overrides.items():
             setattr(config, key, value)
