@@ -25,6 +25,7 @@ from functools import partial
 from deriv_gateway import journal as jn
 from deriv_gateway.logs import get_logger
 from deriv_gateway.protocol import errors
+from deriv_gateway.protocol.messages import reference
 from deriv_gateway.request_rules import InvalidRequest, check_amount, check_operation_id
 from deriv_gateway.rest import DerivRestClient, RestResult
 from deriv_gateway.service import Balance, DerivGateway, MoneyResult, OperationConflict, OperationNotExecuted
@@ -204,7 +205,7 @@ class RestTransport:
                 to_nickname=nickname,
                 amount=_amount(cents),
                 currency=currency,
-                notes=f"PenPay {transfer_id}",
+                notes=reference(transfer_id, self.gateway.config.reference_prefix),
             )
 
         work = partial(self._operation, "transfer", transfer_id, client, cents, currency, lookup, send)
@@ -255,6 +256,7 @@ class RestTransport:
                 amount=_amount(cents),
                 currency=currency,
                 verification_code=code,
+                notes=reference(withdrawal_id, self.gateway.config.reference_prefix),
             )
 
         client = f"@{nickname}"

@@ -23,6 +23,7 @@ from deriv_gateway.server import GatewayServer
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator, SimulatorConfig
 from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
 from penpay.common.v1 import money_pb2
+from penpay.consistency import operation_id_of
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
 
@@ -124,6 +125,8 @@ async def test_v3_and_rest_transfers_in_one_gateway(seam: Seam) -> None:
     again = await seam.stub.Transfer(_rest_transfer("op-rest"))
     assert again.replayed and again.deriv_transaction_id == rest.deriv_transaction_id
     assert seam.executed("op-rest") == 1 and seam.posts("/payment-agents/v1/transfer") == 1
+    moves = seam.v3.engine.books.find_transfers(reference="op-rest")
+    assert [(m.kind, operation_id_of(m.description)) for m in moves] == [("paymentagent_transfer", "op-rest")]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await seam.stub.Transfer(_rest_transfer("op-rest", cents=2500))
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -180,6 +183,9 @@ async def test_rest_withdrawal_through_the_gateway(seam: Seam) -> None:
     assert reply.deriv_transaction_id > 0 and seam.executed("wd-seam") == 1
     again = await seam.stub.Withdraw(request)
     assert again.replayed and seam.posts("/payment-agents/v1/withdraw") == 1
+    # the books read as v3 books do: the consistency checker maps them to PenPay operations
+    moves = seam.v3.engine.books.find_transfers(reference="wd-seam")
+    assert [(m.kind, operation_id_of(m.description)) for m in moves] == [("paymentagent_withdraw", "wd-seam")]
 
 
 async def test_a_new_leader_sweeps_rest_rows_by_request_id(sqlite_url: str) -> None:

@@ -242,8 +242,9 @@ class RestState:
         source = self.books.accounts[op.source]
         target = self.books.accounts[op.target]
         try:
+            # the v3 kinds: the same economic move, so the consistency checker reads both APIs alike
             transfer = self.books.move(
-                f"rest_{op.kind}",
+                "paymentagent_transfer" if op.kind == "transfer" else "paymentagent_withdraw",
                 source,
                 target,
                 op.amount,
