@@ -45,6 +45,14 @@ async def test_unknown_outcome_after_execution_resolves_to_one_transfer(
         assert lookups == [f"{TRANSFER}/{result.request_id}"]
 
 
+async def test_a_client_timeout_after_the_server_executed_resolves(world: World) -> None:
+    # a real socket timeout needs real time: kept to a tenth of a second
+    await world.fault(kind="delay_after", endpoint="transfer", delay=0.5, times=1)
+    result = await _deposit(world, "dep-timeout", request_timeout=0.1)
+    assert result.resolved and world.executed("dep-timeout") == 1
+    assert world.posts(TRANSFER) == 1
+
+
 async def test_same_request_id_twenty_times_at_once_executes_once(world: World) -> None:
     async with world.client() as client:
         results = await asyncio.gather(

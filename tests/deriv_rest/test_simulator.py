@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import json
+import signal
+import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 
 from .conftest import AGENT, ALICE, World
@@ -181,3 +186,30 @@ async def test_oauth_code_with_pkce(world: World) -> None:
     world.clock.advance(3601)
     status, _ = await _req(world, "GET", "/payment-agents/v1/clients/me", token=fresh["access_token"])
     assert status == 401
+
+
+async def test_penpay_sim_deriv_serves_rest_on_the_same_books() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "penpay", "sim", "deriv", "--port", "0", "--control-port", "0",
+        "--rest-port", "0", "--rest-generation", "june",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        headers = {"Authorization": f"Bearer {AGENT}", **HEADERS}
+        body = {
+            "data": {"to_nickname": "brian_o", "amount": "1.00", "currency": "USD", "request_id": "cli-1"}
+        }
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                line["rest_url"] + "/payment-agents/v1/transfer", json=body, headers=headers
+            ) as r:
+                assert r.status == 200 and set((await r.json())["data"]) == {"status", "transaction_id"}
+            async with http.get(line["rest_url"] + "/payment-agents/v1/transfer/cli-1", headers=headers) as r:
+                assert r.status == 404  # the June generation has no transfer status
+            async with http.get(line["control_url"] + "/books/transfers", params={"reference": "cli-1"}) as r:
+                assert (await r.json())["count"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0

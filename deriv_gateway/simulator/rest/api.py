@@ -71,6 +71,7 @@ class Reply:
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection instead of answering
+    delay: float = 0.0  # answer after this many seconds (the I/O layer waits)
 
 
 @dataclass
@@ -328,6 +329,9 @@ class RestApi:
             return Reply(0, None, drop=True)
         if fault.kind == "timeout_after":
             return self.error(request, Refusal(504, "InternalError", "Gateway timeout"))
+        if fault.kind == "delay_after":
+            reply.delay = fault.delay
+            return reply
         if fault.kind == "foreign_answer" and isinstance(reply.body, dict):
             meta = reply.body.get("metadata")
             if isinstance(meta, dict):

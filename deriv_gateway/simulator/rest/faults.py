@@ -11,6 +11,7 @@ Kinds:
   request_id_used   execute, then answer 400 RequestIDUsed (the answer to a first attempt was lost
                     and a retry reached the server: the client sees only the retry's answer)
   otp_rate_limit    answer the verification-code request OtpRateLimitExceeded (+ next_request_at)
+  delay_after       execute, then answer after `delay` seconds of real time (a client timeout)
   foreign_answer    answer as if about another request (metadata.endpoint names another
                     request_id): a client must not use it (issue 21)
 
@@ -35,10 +36,11 @@ KINDS = (
     "request_id_used",
     "otp_rate_limit",
     "foreign_answer",
+    "delay_after",
 )
 _FIELDS = {
     "id", "kind", "endpoint", "match", "nth", "times", "probability",
-    "settle_to", "settle_after", "retry_in", "code",
+    "settle_to", "settle_after", "retry_in", "code", "delay",
 }  # fmt: skip
 
 
@@ -59,6 +61,7 @@ class RestFault:
     settle_after: float = 0.0
     retry_in: int = 30
     code: str | None = None  # transient_500: which code (default per endpoint)
+    delay: float = 0.0  # delay_after: seconds
     seen: int = 0
     fired: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -93,6 +96,7 @@ class RestFault:
             settle_after=float(data.get("settle_after", 0.0)),
             retry_in=int(data.get("retry_in", 30)),
             code=str(data["code"]) if data.get("code") else None,
+            delay=float(data.get("delay", 0.0)),
             rng=random.Random(f"{seed}:rest:{rid}"),
         )
 
@@ -109,6 +113,7 @@ class RestFault:
             "settle_after": self.settle_after,
             "retry_in": self.retry_in,
             "code": self.code,
+            "delay": self.delay,
             "seen": self.seen,
             "fired": self.fired,
         }

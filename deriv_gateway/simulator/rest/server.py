@@ -13,6 +13,7 @@ the schema violations found with the OpenAPI document loaded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -166,6 +167,8 @@ async def _api(request: web.Request) -> web.StreamResponse:
     del state
     sim.record(rest_request, reply)
     sim.v3.engine.flush()  # v3 balance streams see REST money moves
+    if reply.delay > 0:
+        await asyncio.sleep(reply.delay)
     if reply.drop:
         transport = request.transport
         if transport is not None:
