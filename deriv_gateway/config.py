@@ -55,6 +55,7 @@ class GatewayConfig:
     rest_agent_token: str = field(default="", repr=False)
     rest_per_minute: int = 60
     rest_poll_interval: float = 2.0  # how often a pending transfer or withdrawal is looked at
+    rest_balance_poll: float = 10.0  # WatchBalance: 6 of the token's 60 requests a minute
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> GatewayConfig:

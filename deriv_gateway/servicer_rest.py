@@ -3,6 +3,8 @@ transport, every other request to the v3 path unchanged (old callers never set `
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc  # type: ignore[import-untyped]
 
 from deriv_gateway.request_rules import InvalidRequest
@@ -101,3 +103,21 @@ class SeamServicer(DerivGatewayServicer):
             return await super().GetBalance(request, context)
         balance = await _call(context, "GetBalance", lambda: self._rest().balance())
         return pb.GetBalanceResponse(loginid=balance.loginid, balance=_money(balance.cents, balance.currency))
+
+    async def WatchBalance(
+        self, request: pb.WatchBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchBalanceResponse]:
+        if request.api != REST:
+            async for item in super().WatchBalance(request, context):
+                yield item
+            return
+        rest = await _call(context, "WatchBalance", self._watchable)
+        async for balance in rest.watch_balance():
+            yield pb.WatchBalanceResponse(
+                loginid=balance.loginid, balance=_money(balance.cents, balance.currency)
+            )
+
+    async def _watchable(self) -> RestTransport:
+        rest = self._rest()
+        self.gateway._token()
+        return rest

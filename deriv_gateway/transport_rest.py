@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -73,6 +73,9 @@ class RestTransport:
         self._agent_token = agent_token
         self._profile: AgentProfile | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Queue[Balance | None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+        self.latest: Balance | None = None
 
     def start(self) -> None:
         """Before the lease starts: each term sweeps the REST rows earlier leaders left SENDING."""
@@ -80,6 +83,13 @@ class RestTransport:
 
     async def close(self) -> None:
         await self._stop_sweep()
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await poller
+        for queue in list(self._watchers):
+            queue.put_nowait(None)
         await self.client.close()
 
     async def _stop_sweep(self) -> None:
@@ -116,6 +126,43 @@ class RestTransport:
         found = await self.client.balance(self._agent_token)
         profile = await self.profile()
         return Balance(f"@{profile.nickname or profile.agent_id}", found.minor, found.currency)
+
+    async def watch_balance(self) -> AsyncIterator[Balance]:
+        """The balance now, then each change. One poller serves every watcher (the budget is per token)."""
+        self.gateway._token()
+        queue: asyncio.Queue[Balance | None] = asyncio.Queue(maxsize=100)
+        self._watchers.add(queue)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll_balance(), name="gateway-rest-balance")
+        try:
+            if self.latest is not None:
+                yield self.latest
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            self._watchers.discard(queue)
+
+    async def _poll_balance(self) -> None:
+        interval = self.gateway.config.rest_balance_poll
+        while self._watchers:
+            wait = interval
+            try:
+                if self.gateway.is_leader:
+                    balance = await self.balance()
+                    if balance != self.latest:
+                        self.latest = balance
+                        for queue in list(self._watchers):
+                            with contextlib.suppress(asyncio.QueueFull):
+                                queue.put_nowait(balance)
+            except errors.RateLimit as exc:
+                wait = max(interval, float(exc.details.get("retry_after") or interval))
+            except Exception as exc:
+                code = exc.code if isinstance(exc, errors.DerivError) else type(exc).__name__
+                log.warning("gateway.rest_balance_failed", error=code)
+            await asyncio.sleep(wait)
 
     # ---- the sweep: REST rows left SENDING ----------------------------------------------------------
 

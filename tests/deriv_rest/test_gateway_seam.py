@@ -61,7 +61,9 @@ class Seam:
 
 @contextlib.asynccontextmanager
 async def open_seam(
-    sqlite_url: str, before_start: Callable[[DerivRestSimulator], Awaitable[None]] | None = None
+    sqlite_url: str,
+    before_start: Callable[[DerivRestSimulator], Awaitable[None]] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Seam]:
     if not OPENAPI.exists():
         pytest.skip("Deriv's OpenAPI document is not in ../shared")
@@ -85,6 +87,8 @@ async def open_seam(
         rest_poll_interval=0.01,
         unknown_settle=0.0,
     )
+    for key, value in overrides.items():
+        setattr(config, key, value)
     server = GatewayServer(config)
     await server.start()
     await server.wait_serving(10)
@@ -229,3 +233,14 @@ async def test_a_new_leader_sweeps_rest_rows_by_request_id(sqlite_url: str) -> N
         assert ran.deriv_transaction_id == ran_transfer.debit_transaction_id
         assert absent is not None and absent.status == jn.NOT_SENT
         assert seam.posts("/payment-agents/v1/transfer") == 1  # the sweep never sends
+
+
+async def test_rest_watch_balance_streams_changes(sqlite_url: str) -> None:
+    async with open_seam(sqlite_url, rest_balance_poll=0.02) as seam:
+        stream = seam.stub.WatchBalance(pb.WatchBalanceRequest(api=REST))
+        first = await asyncio.wait_for(stream.read(), 10)
+        await seam.stub.Transfer(_rest_transfer("op-watch"))
+        second = await asyncio.wait_for(stream.read(), 10)  # the next poll that sees a change
+        stream.cancel()
+    assert first.balance.amount_cents - second.balance.amount_cents == 2000
+    assert second.loginid == "@penpay_agent"
