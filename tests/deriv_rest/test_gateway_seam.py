@@ -19,6 +19,7 @@ import pytest
 from deriv_gateway import journal as jn
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.payments_client import classify
+from deriv_gateway.protocol.messages import reference
 from deriv_gateway.server import GatewayServer
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator, SimulatorConfig
 from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
@@ -244,3 +245,25 @@ async def test_rest_watch_balance_streams_changes(sqlite_url: str) -> None:
         stream.cancel()
     assert first.balance.amount_cents - second.balance.amount_cents == 2000
     assert second.loginid == "@penpay_agent"
+
+
+async def test_the_v3_sweep_leaves_rest_rows_alone(sqlite_url: str) -> None:
+    """REST rows are not in the v3 statement: the v3 sweep must not take their absence for "not executed"."""
+    journal = jn.Journal.from_url(sqlite_url)
+    for op, client in (("op-v3-left", "CR90000002"), ("op-rest-left", "@alice_w")):
+        created, _ = await journal.claim(
+            operation_id=op, kind="transfer", client_loginid=client, amount_cents=700,
+            currency="USD", description=reference(op), token=0,
+        )  # fmt: skip
+        assert created
+    await journal.close()
+    async with open_seam(sqlite_url, rest_base_url="") as seam:  # v3 only: nothing else sweeps
+        journal = seam.server.journal
+        for _ in range(500):  # until the v3 sweep has settled its own row, bounded
+            v3_row = await journal.get("op-v3-left")
+            if v3_row is not None and v3_row.status != jn.SENDING:
+                break
+            await asyncio.sleep(0.01)
+        assert v3_row is not None and v3_row.status == jn.NOT_SENT
+        rest_row = await journal.get("op-rest-left")
+        assert rest_row is not None and rest_row.status == jn.SENDING
