@@ -46,6 +46,24 @@ def is_rest_client(client: str) -> bool:
     return client.startswith("@")
 
 
+@contextlib.asynccontextmanager
+async def agent_token_in_use() -> AsyncIterator[None]:
+    """Deriv refusing the *agent's* token (revoked, expired, without the payment scope) is an
+    operator's problem, not the customer's: nothing moved, so the call is unavailable (retried later
+    with the same id), never a refusal that would fail the customer's payment for good."""
+    try:
+        yield
+    except (errors.InvalidToken, errors.PermissionDenied) as exc:
+        status = exc.details.get("http_status") if exc.details else None
+        if status not in (401, 403):
+            raise
+        log.error("gateway.rest_agent_token_refused", status=status, code=exc.code)
+        raise errors.ServiceUnavailable(
+            "Deriv refused the payment agent's REST token; the operator must renew it",
+            code="AgentTokenRefused",
+        ) from None
+
+
 def _check(field: str, value: str, pattern: re.Pattern[str], what: str) -> None:
     if not pattern.fullmatch(value):
         raise InvalidRequest(field, what)
@@ -107,9 +125,10 @@ class RestTransport:
     async def profile(self) -> AgentProfile:
         """The agent's own id and currency (GET /agents/me), read once."""
         if self._profile is None:
-            data, _ = await self.client.call(
-                "GET", "/payment-agents/v1/agents/me", self._agent_token, call="paymentagent_details"
-            )
+            async with agent_token_in_use():
+                data, _ = await self.client.call(
+                    "GET", "/payment-agents/v1/agents/me", self._agent_token, call="paymentagent_details"
+                )
             currencies = data.get("currencies") or [{}]
             self._profile = AgentProfile(
                 int(data["id"]), str(currencies[0].get("currency") or "USD"), data.get("nickname")
@@ -123,7 +142,8 @@ class RestTransport:
 
     async def balance(self) -> Balance:
         self.gateway._token()
-        found = await self.client.balance(self._agent_token)
+        async with agent_token_in_use():
+            found = await self.client.balance(self._agent_token)
         profile = await self.profile()
         return Balance(f"@{profile.nickname or profile.agent_id}", found.minor, found.currency)
 
@@ -246,19 +266,23 @@ class RestTransport:
             return await self.client.lookup_transfer(self._agent_token, transfer_id)
 
         async def send() -> RestResult:
-            return await self.client.transfer(
-                self._agent_token,
-                request_id=transfer_id,
-                to_nickname=nickname,
-                amount=_amount(cents),
-                currency=currency,
-                notes=reference(transfer_id, self.gateway.config.reference_prefix),
-            )
+            async with agent_token_in_use():
+                return await self._send_transfer(transfer_id, nickname, cents, currency)
 
         work = partial(self._operation, "transfer", transfer_id, client, cents, currency, lookup, send)
         mode = "resolve" if resolve_only else "send"
         flight = self.gateway._single_flight(f"transfer:{transfer_id}", mode, partial(work, resolve_only))
         return await asyncio.shield(flight)
+
+    async def _send_transfer(self, transfer_id: str, nickname: str, cents: int, currency: str) -> RestResult:
+        return await self.client.transfer(
+            self._agent_token,
+            request_id=transfer_id,
+            to_nickname=nickname,
+            amount=_amount(cents),
+            currency=currency,
+            notes=reference(transfer_id, self.gateway.config.reference_prefix),
+        )
 
     # ---- withdrawals ------------------------------------------------------------------------------
 
@@ -359,8 +383,11 @@ class RestTransport:
     async def _lookup(self, lookup: Lookup, kind: str, operation_id: str) -> RestResult | None:
         try:
             return await lookup()
-        except (errors.NotExecuted, errors.OutcomeUnknown) as exc:
-            # the lookup said nothing of the operation: unknown, never "not sent"
+        except errors.DerivError as exc:
+            if isinstance(exc, errors.PaymentAgentTransferError | errors.PaymentAgentWithdrawError):
+                raise  # settled rejected / failed: definite
+            # the lookup said nothing of the operation (refused, limited, lost): unknown, never
+            # "not sent", never a refusal of the operation
             raise errors.OutcomeUnknown(
                 f"outcome of {kind} {operation_id} unknown: the lookup failed ({exc.code}); retry later",
                 code="OutcomeUnknown",

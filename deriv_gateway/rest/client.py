@@ -184,10 +184,10 @@ class DerivRestClient:
         except errors.RateLimit as exc:
             if status == 429:
                 limiter.block(self.clock() + float(exc.details.get("retry_after", 60.0)))
-            log.info("deriv_rest.refused", path=_template(path), status=status, code=exc.code)
+            log.info("deriv_rest.refused", path=path, status=status, code=exc.code)
             raise
         except errors.DerivError as exc:
-            log.info("deriv_rest.refused", path=_template(path), status=status, code=exc.code)
+            log.info("deriv_rest.refused", path=path, status=status, code=exc.code)
             raise
         return data, answer
 
@@ -342,10 +342,12 @@ class DerivRestClient:
                 found = await self.lookup_transfer(token, request_id)
             else:
                 found = await self.lookup_withdrawal(token, request_id)
-        except (errors.OutcomeUnknown, errors.NotExecuted) as probe:
-            if isinstance(probe, OperationPending):
-                raise
-            # the lookup could not answer: still unknown, never "not sent"
+        except errors.DerivError as probe:
+            if isinstance(
+                probe, OperationPending | errors.PaymentAgentTransferError | errors.PaymentAgentWithdrawError
+            ):
+                raise  # about the operation itself: pending, or settled rejected / failed
+            # the lookup could not answer (refused, limited, lost): still unknown, never "not sent"
             raise type(cause)(
                 f"outcome unknown ({cause.code}) and the lookup failed ({probe.code}); retry later",
                 code=cause.code,
@@ -429,8 +431,3 @@ def _refusal(kind: str, status: str, request_id: str) -> errors.DerivError:
     call = CALL_TRANSFER if kind == "transfer" else CALL_WITHDRAW
     code = f"{kind.capitalize()}{status.capitalize()}"
     return cls(f"{kind} {request_id} {status}", code=code, msg_type=call)
-
-
-def _template(path: str) -> str:
-    """The path as logged: request ids kept (ours), nothing else variable appears in our paths."""
-    return path

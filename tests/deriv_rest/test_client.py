@@ -150,6 +150,15 @@ async def test_transient_500_is_unknown_and_resolved_as_not_executed(world: Worl
     assert world.executed("dep-500") == 1 and not result.resolved
 
 
+async def test_a_refused_lookup_leaves_the_outcome_unknown(world: World) -> None:
+    await world.fault(kind="drop_after", endpoint="transfer", times=1)
+    await world.fault(kind="forbidden", endpoint="transfer_status", times=1)
+    with pytest.raises(errors.OutcomeUnknown) as caught:
+        await _deposit(world, "dep-forbidden")
+    assert caught.value.details.get("lookup") == "InputError"  # never a refusal of the transfer
+    assert world.executed("dep-forbidden") == 1
+
+
 async def test_connection_refused_is_not_sent(world: World) -> None:
     async with world.client() as client:
         client.base_url = "http://127.0.0.1:9"  # nothing listens on the discard port

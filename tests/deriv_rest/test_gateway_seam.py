@@ -267,3 +267,12 @@ async def test_the_v3_sweep_leaves_rest_rows_alone(sqlite_url: str) -> None:
         assert v3_row is not None and v3_row.status == jn.NOT_SENT
         rest_row = await journal.get("op-rest-left")
         assert rest_row is not None and rest_row.status == jn.SENDING
+
+
+async def test_a_refused_agent_token_is_unavailable_not_a_refusal(sqlite_url: str) -> None:
+    async with open_seam(sqlite_url, rest_agent_token="sim-rest-agent-trade") as seam:  # no payment scope
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await seam.stub.Transfer(_rest_transfer("op-badtoken"))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert type(classify(caught.value)).__name__ == "CallUnavailable"  # retried later, same id
+        assert seam.executed("op-badtoken") == 0

@@ -312,6 +312,10 @@ class RestApi:
                 request.path, "InternalError"
             )
             return self.error(request, Refusal(500, code, "A transient failure; retrying is reasonable"))
+        if fault.kind == "forbidden":
+            return self.error(
+                request, Refusal(403, "InputError", "The payment scope is required for this endpoint")
+            )
         if fault.kind == "rate_limit":
             self.rate_limited += 1
             at = int(now) + fault.retry_in

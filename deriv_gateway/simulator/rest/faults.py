@@ -11,6 +11,7 @@ Kinds:
   request_id_used   execute, then answer 400 RequestIDUsed (the answer to a first attempt was lost
                     and a retry reached the server: the client sees only the retry's answer)
   otp_rate_limit    answer the verification-code request OtpRateLimitExceeded (+ next_request_at)
+  forbidden         answer 403 (the token lacks the scope), without executing
   delay_after       execute, then answer after `delay` seconds of real time (a client timeout)
   foreign_answer    answer as if about another request (metadata.endpoint names another
                     request_id): a client must not use it (issue 21)
@@ -37,6 +38,7 @@ KINDS = (
     "otp_rate_limit",
     "foreign_answer",
     "delay_after",
+    "forbidden",
 )
 _FIELDS = {
     "id", "kind", "endpoint", "match", "nth", "times", "probability",
