@@ -263,6 +263,9 @@ def _rest_transport(config: GatewayConfig, gateway: DerivGateway) -> Any:
         per_minute=config.rest_per_minute,
         request_timeout=config.request_timeout,
         poll_interval=config.rest_poll_interval,
+        # a pending transfer is followed for at most one request timeout: the RPC then answers
+        # "unknown" and the row, still SENDING, is looked up again on the next call or sweep
+        follow_for=config.request_timeout,
     )
     return RestTransport(gateway, client, config.rest_agent_token)
 
