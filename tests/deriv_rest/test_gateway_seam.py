@@ -276,3 +276,20 @@ async def test_a_refused_agent_token_is_unavailable_not_a_refusal(sqlite_url: st
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert type(classify(caught.value)).__name__ == "CallUnavailable"  # retried later, same id
         assert seam.executed("op-badtoken") == 0
+
+
+@pytest.mark.parametrize("settle_to", ["complete", "rejected"])
+async def test_rest_pending_transfer_settles_through_the_gateway(seam: Seam, settle_to: str) -> None:
+    await seam.fault(kind="pending", endpoint="transfer", settle_to=settle_to, settle_after=0.05, times=1)
+    op = f"op-pending-{settle_to}"
+    if settle_to == "complete":
+        reply = await seam.stub.Transfer(_rest_transfer(op))
+        assert reply.deriv_transaction_id > 0 and seam.executed(op) == 1
+    else:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await seam.stub.Transfer(_rest_transfer(op))
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # definite: nothing moved
+        assert seam.executed(op) == 0
+        row = await seam.server.journal.get(op)
+        assert row is not None and row.status == jn.FAILED
+    assert seam.posts("/payment-agents/v1/transfer") == 1
