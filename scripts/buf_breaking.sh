@@ -1,19 +1,15 @@
 #!/usr/bin/env bash
-# buf breaking: the protos of this tree against those of a git ref (default main), both built as
-# images with the googleapis deps gen_protos.py copied to build/proto-deps (not in git, so
-# buf's .git# input cannot build the old side by itself).
+# buf breaking: the protos must stay wire- and source-compatible with the last landed main.
+# That commit is named in protos/BREAKING_BASELINE (a session moves it forward to the main it
+# started from). The baseline is extracted with git archive, beside the same well-known deps
+# (build/proto-deps, copied by scripts/gen_protos.py), because buf's .git input would not hold them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ref="${1:-${PENPAY_BUF_AGAINST:-main}}"
-if ! git rev-parse --verify --quiet "$ref^{commit}" >/dev/null; then
-  echo "buf breaking: no ref $ref here, skipped"
-  exit 0
-fi
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-git archive "$ref" protos buf.yaml | tar -x -C "$work"
-mkdir -p "$work/build" && cp -r build/proto-deps "$work/build/"
-(cd "$work" && "$OLDPWD/node_modules/.bin/buf" build -o "$work/old.binpb")
-node_modules/.bin/buf build -o "$work/new.binpb"
-node_modules/.bin/buf breaking "$work/new.binpb" --against "$work/old.binpb"
-echo "buf breaking against $ref: compatible"
+base=$(tr -d '[:space:]' < protos/BREAKING_BASELINE)
+git cat-file -e "$base^{commit}" 2>/dev/null || { echo "buf breaking: baseline $base is not in this clone's history" >&2; exit 2; }
+against=build/buf-against
+rm -rf "$against" && mkdir -p "$against/build"
+git archive "$base" buf.yaml protos | tar -x -C "$against"
+cp -r build/proto-deps "$against/build/proto-deps"
+node_modules/.bin/buf breaking --against "$against"
+echo "buf breaking: compatible with ${base:0:12}"
