@@ -237,9 +237,19 @@ class OpenApi:
                 return template
         return None
 
+    @cached_property
+    def _validators(self) -> dict[int, jsonschema.Draft202012Validator]:
+        return {}
+
     def _validator(self, schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
-        # components travel with each schema so that "#/components/..." resolves
-        return jsonschema.Draft202012Validator({**schema, "components": self.document["components"]})
+        # one per schema object (they live as long as the document): building one per request
+        # cost more than the simulator's own work
+        found = self._validators.get(id(schema))
+        if found is None:
+            # components travel with each schema so that "#/components/..." resolves
+            found = jsonschema.Draft202012Validator({**schema, "components": self.document["components"]})
+            self._validators[id(schema)] = found
+        return found
 
     def request_schema(self, method: str, template: str) -> dict[str, Any] | None:
         over = self.overlay.get((method, template))
