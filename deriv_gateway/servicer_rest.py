@@ -121,3 +121,13 @@ class SeamServicer(DerivGatewayServicer):
         rest = self._rest()
         self.gateway._token()
         return rest
+
+    async def Authorize(
+        self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthorizeResponse:
+        if request.api != REST:
+            return await super().Authorize(request, context)
+        nickname, currency = await _call(
+            context, "Authorize", lambda: self._rest().authorize(request.client_token)
+        )
+        return pb.AuthorizeResponse(nickname=nickname, currency=currency)

@@ -147,6 +147,20 @@ class RestTransport:
         profile = await self.profile()
         return Balance(f"@{profile.nickname or profile.agent_id}", found.minor, found.currency)
 
+    async def authorize(self, client_token: str) -> tuple[str, str]:
+        """(nickname, main wallet currency) of a client's token: what a binding needs to know.
+
+        GET /account/v1/nickname wants the account_manage scope; /wallet/v1/wallets the payment one.
+        """
+        _check("client_token", client_token, BEARER, "must be a bearer token")
+        self.gateway._token()
+        data, _ = await self.client.call("GET", "/account/v1/nickname", client_token, call="authorize")
+        nickname = data.get("nickname") if isinstance(data, dict) else None
+        if not isinstance(nickname, str) or not nickname:
+            raise errors.UnexpectedReply("no nickname in the answer", msg_type="authorize")
+        wallet = await self.client.balance(client_token, wallet_type="main")
+        return nickname, wallet.currency
+
     async def watch_balance(self) -> AsyncIterator[Balance]:
         """The balance now, then each change. One poller serves every watcher (the budget is per token)."""
         self.gateway._token()

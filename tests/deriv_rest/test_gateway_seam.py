@@ -293,3 +293,11 @@ async def test_rest_pending_transfer_settles_through_the_gateway(seam: Seam, set
         row = await seam.server.journal.get(op)
         assert row is not None and row.status == jn.FAILED
     assert seam.posts("/payment-agents/v1/transfer") == 1
+
+
+async def test_rest_authorize_names_the_account_by_nickname(seam: Seam) -> None:
+    reply = await seam.stub.Authorize(pb.AuthorizeRequest(client_token=ALICE, api=REST))
+    assert (reply.nickname, reply.currency, reply.loginid) == ("alice_w", "USD", "")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a token without account_manage
+        await seam.stub.Authorize(pb.AuthorizeRequest(client_token="sim-rest-client2-pat", api=REST))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
