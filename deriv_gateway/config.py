@@ -49,6 +49,14 @@ class GatewayConfig:
 
     frame_observer: FrameObserver | None = field(default=None, repr=False, compare=False)
 
+    # Deriv's REST Payment-Agent API (the transport for new-API accounts); empty: not configured
+    rest_base_url: str = ""
+    rest_app_id: str = ""
+    rest_agent_token: str = field(default="", repr=False)
+    rest_per_minute: int = 60
+    rest_poll_interval: float = 2.0  # how often a pending transfer or withdrawal is looked at
+    rest_balance_poll: float = 10.0  # WatchBalance: 6 of the token's 60 requests a minute
+
     @classmethod
     def from_settings(cls, **overrides: Any) -> GatewayConfig:
         from penpay.settings import get_settings
@@ -66,6 +74,10 @@ class GatewayConfig:
             lease_retry=settings.gateway_lease_retry,
             request_timeout=settings.gateway_request_timeout,
             unknown_settle=settings.gateway_unknown_settle,
+            rest_base_url=settings.deriv_rest_base_url,
+            rest_app_id=settings.deriv_rest_app_id,
+            rest_agent_token=settings.deriv_rest_agent_token.get_secret_value(),
+            rest_per_minute=settings.deriv_rest_per_minute,
         )
         for key, value in overrides.items():
             setattr(config, key, value)

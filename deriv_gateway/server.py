@@ -250,6 +250,26 @@ def make_lease(config: GatewayConfig) -> Lease:
     return RedisLease(config.redis_url, config.lease_key, ttl=config.lease_ttl, retry=config.lease_retry)
 
 
+def _rest_transport(config: GatewayConfig, gateway: DerivGateway) -> Any:
+    """The REST transport when configured (imported late: it builds on this module's servicer)."""
+    if not config.rest_base_url:
+        return None
+    from deriv_gateway.rest import DerivRestClient
+    from deriv_gateway.transport_rest import RestTransport
+
+    client = DerivRestClient(
+        config.rest_base_url,
+        config.rest_app_id,
+        per_minute=config.rest_per_minute,
+        request_timeout=config.request_timeout,
+        poll_interval=config.rest_poll_interval,
+        # a pending transfer is followed for at most one request timeout: the RPC then answers
+        # "unknown" and the row, still SENDING, is looked up again on the next call or sweep
+        follow_for=config.request_timeout,
+    )
+    return RestTransport(gateway, client, config.rest_agent_token)
+
+
 class GatewayServer:
     """gRPC server + gateway + journal + lease, started and stopped together."""
 
@@ -264,6 +284,7 @@ class GatewayServer:
         self.journal = journal or Journal.from_url(config.database_url)
         self.lease = lease or make_lease(config)
         self.gateway = DerivGateway(config, self.journal, self.lease)
+        self.rest = _rest_transport(config, self.gateway)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
@@ -276,7 +297,9 @@ class GatewayServer:
 
     async def start(self) -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        add_gateway_service(DerivGatewayServicer(self.gateway), server)
+        from deriv_gateway.servicer_rest import SeamServicer
+
+        add_gateway_service(SeamServicer(self.gateway, self.rest), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -288,6 +311,8 @@ class GatewayServer:
         await server.start()
         self._server = server
         self.lease.on_change(lambda leader, _token: self._set_health(leader))
+        if self.rest is not None:
+            self.rest.start()
         await self.gateway.start()
         log.info("gateway.started", addr=self.address, redis=bool(self.config.redis_url))
 
@@ -305,6 +330,8 @@ class GatewayServer:
     async def stop(self, grace: float = 1.0) -> None:
         with contextlib.suppress(Exception):
             await self.gateway.stop()
+        if self.rest is not None:
+            await self.rest.close()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

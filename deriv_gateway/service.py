@@ -694,7 +694,9 @@ class DerivGateway:
                     if not rows:
                         break
                     after = rows[-1].operation_id
-                    wait = await self._sweep_rows(rows, token)
+                    # REST rows (client "@nickname") are the REST transport's to sweep
+                    rows = [row for row in rows if not row.client_loginid.startswith("@")]
+                    wait = await self._sweep_rows(rows, token) if rows else None
                     if wait is not None:
                         retry_in = wait if retry_in is None else min(retry_in, wait)
             except errors.NotLeader:

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     deriv_ws_url: str = "ws://127.0.0.1:8765/websockets/v3"
     deriv_app_id: str = "1089"
     deriv_agent_token: SecretStr = SecretStr("")
+    # Deriv's REST Payment-Agent API, for new-API accounts (empty base URL: no REST transport)
+    deriv_rest_base_url: str = ""
+    deriv_rest_app_id: str = ""
+    deriv_rest_agent_token: SecretStr = SecretStr("")
+    deriv_rest_per_minute: int = Field(default=60, ge=1)
     # The payment agent's per-transfer limits in USD (Deriv's default for a fiat agent: 10 to 2,000).
     # A payment outside them is refused when it starts, before the customer pays or asks for a code.
     deriv_transfer_min_usd: Decimal = Field(default=Decimal("10"), gt=0, decimal_places=2)

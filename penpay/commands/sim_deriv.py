@@ -37,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--no-rate-limit", action="store_true", help="disable rate limiting")
     parser.add_argument("--request-timeout", type=float, default=15.0, help="seconds before Timeout")
     parser.add_argument("--idle-timeout", type=float, default=120.0, help="seconds before an idle drop")
+    parser.add_argument(
+        "--rest-port",
+        type=int,
+        default=None,
+        help="also serve Deriv's REST Payment-Agent API on this port, on the same books (0: any)",
+    )
+    parser.add_argument(
+        "--rest-generation", choices=("june", "newer"), default="newer", help="REST API generation"
+    )
+    parser.add_argument("--rest-openapi", type=Path, help="rest-api-openapi.json: validate REST traffic")
     parser.add_argument("--log-level", default="INFO")
     parser.set_defaults(handler=run)
 
@@ -62,18 +72,33 @@ def build_config(args: argparse.Namespace) -> Any:
     )
 
 
-async def _serve(config: Any) -> None:
+async def _serve(config: Any, args: argparse.Namespace | None = None) -> None:
     from deriv_gateway.simulator import DerivSimulator
 
     sim = DerivSimulator(config)
     ports = await sim.start()
+    line: dict[str, Any] = {
+        "ws_url": sim.url(app_id=None),
+        "ws_port": ports.ws,
+        "control_url": sim.control_url,
+    }
+    rest = None
+    if args is not None and getattr(args, "rest_port", None) is not None:
+        from deriv_gateway.simulator.rest import DerivRestSimulator, RestConfig, RestServerConfig
+
+        rest = DerivRestSimulator(
+            sim,
+            RestServerConfig(
+                host=args.host,
+                port=args.rest_port,
+                openapi=args.rest_openapi,
+                api=RestConfig(generation=args.rest_generation),
+            ),
+        )
+        await rest.start()
+        line["rest_url"] = rest.base_url
     # one JSON line so scripts can find the ports when started with port 0
-    print(
-        json.dumps(
-            {"ws_url": sim.url(app_id=None), "ws_port": ports.ws, "control_url": sim.control_url},
-        ),
-        flush=True,
-    )
+    print(json.dumps(line), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,6 +107,8 @@ async def _serve(config: Any) -> None:
     try:
         await stop.wait()
     finally:
+        if rest is not None:
+            await rest.stop()
         await sim.stop()
 
 
@@ -96,5 +123,5 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"penpay sim deriv: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, args))
     return 0
