@@ -39,6 +39,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from application.alerts import raise_alert
 from mpesa_adapter.callback_parsing import (
     B2CQueueTimeout,
     B2CResult,
@@ -73,6 +74,22 @@ _RECORDED = (Outcome.SUCCESS_RECORDED, Outcome.FAILURE_RECORDED)
 
 RECEIPT_RE = re.compile(r"^[A-Z0-9]{10}$")
 EVENT_STREAM = "penpay.mpesa"
+
+# Review reasons that mean "Daraja answered about another request than the one we hold": an operator
+# hears about them at once (alert). An STK callback for an unknown CheckoutRequestID is not one of them:
+# a fast payer's callback routinely beats the saga's commit of the push's answer and is adopted later.
+FOREIGN_ANSWER_ALERT = "mpesa_foreign_answer"
+_FOREIGN_REASONS = frozenset(
+    {ReviewReason.FOREIGN_ANSWER, ReviewReason.CONVERSATION_ID_MISMATCH, ReviewReason.MERCHANT_ID_MISMATCH}
+)
+# The saga stores this instead of a ConversationID when Daraja refused a re-sent B2C as a duplicate
+# (application.payments.saga): it is no id of Daraja's, so nothing is compared with it.
+NO_CONVERSATION_ID = "DUPLICATE-OCID"
+
+
+def _held_conversation_id(row: Any) -> str | None:
+    held = row.conversation_id
+    return None if held in (None, "", NO_CONVERSATION_ID) else str(held)
 
 
 def new_uuid7() -> uuid.UUID:
@@ -379,7 +396,8 @@ class SqlCallbackInbox:
             ) -> Outcome:
                 return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
 
-            if row.conversation_id and cb.conversation_id and row.conversation_id != cb.conversation_id:
+            held = _held_conversation_id(row)
+            if held and cb.conversation_id and held != cb.conversation_id:
                 return await review(ReviewReason.CONVERSATION_ID_MISMATCH, "ConversationID differs")
             if cb.succeeded:
                 if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
@@ -418,7 +436,7 @@ class SqlCallbackInbox:
                 "updated_at": _now(),
                 "status": SUCCEEDED if cb.succeeded else FAILED,
             }
-            if cb.conversation_id and not row.conversation_id:
+            if cb.conversation_id and not _held_conversation_id(row):
                 values["conversation_id"] = cb.conversation_id
             if cb.succeeded:
                 values["transaction_receipt"] = cb.receipt
@@ -473,7 +491,8 @@ class SqlCallbackInbox:
                     delivery,
                     Outcome.UNKNOWN,
                 )
-            if row.conversation_id and cb.conversation_id and row.conversation_id != cb.conversation_id:
+            held = _held_conversation_id(row)
+            if held and cb.conversation_id and held != cb.conversation_id:
                 return await self._review(
                     conn,
                     kind,
@@ -524,6 +543,20 @@ class SqlCallbackInbox:
             )
             return Outcome.STATUS_RECORDED
         async with self._engine.begin() as conn:
+            if cb.names_another_than_asked():
+                # The Occasion is ours (the id we asked about); the parameters are about another payment.
+                asked = await self._lock_disbursement(conn, cb.occasion)
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.FOREIGN_ANSWER,
+                    f"asked about {cb.occasion}, answered about {cb.named_originator_conversation_id}",
+                    cb.occasion,
+                    asked.transaction_id if asked is not None else None,
+                    cb.raw,
+                    delivery,
+                    Outcome.MISMATCH,
+                )
             row = await self._lock_disbursement(conn, ocid) if ocid else None
             if row is None or ocid is None:
                 return await self._review(
@@ -543,6 +576,14 @@ class SqlCallbackInbox:
                 reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
             ) -> Outcome:
                 return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
+
+            # Whatever it says, an answer naming another ConversationID or receipt than the ones we hold
+            # is about another payment: it settles nothing and changes nothing.
+            held = _held_conversation_id(row)
+            if held and cb.subject_conversation_id and held != cb.subject_conversation_id:
+                return await review(ReviewReason.FOREIGN_ANSWER, "status result names another ConversationID")
+            if row.transaction_receipt and cb.receipt and row.transaction_receipt != cb.receipt:
+                return await review(ReviewReason.FOREIGN_ANSWER, "status result names another receipt")
 
             if cb.completed:
                 if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
@@ -731,6 +772,34 @@ class SqlCallbackInbox:
                 )
         return changed == 1
 
+    async def keep_answer_for_review(self, api: str, detail: str, correlation_id: str, raw: bytes) -> None:
+        """A synchronous answer to one of our requests that is about another (client.ForeignAnswer): kept
+        with the id we asked about (a CheckoutRequestID or an OriginatorConversationID), for a person."""
+        async with self._engine.begin() as conn:
+            found = (
+                await conn.execute(
+                    select(mpesa_requests.c.transaction_id)
+                    .where(mpesa_requests.c.checkout_request_id == correlation_id)
+                    .union_all(
+                        select(mpesa_disbursements.c.transaction_id).where(
+                            mpesa_disbursements.c.originator_conversation_id == correlation_id
+                        )
+                    )
+                )
+            ).first()
+            await self._review(
+                conn,
+                api,
+                ReviewReason.FOREIGN_ANSWER,
+                detail,
+                correlation_id,
+                found.transaction_id if found is not None else None,
+                raw,
+                Delivery(None),
+                Outcome.MISMATCH,
+                alert=False,  # the caller raised it before storing (CallbackConfirmer.keep_foreign_answer)
+            )
+
     async def transition_disbursement(self, ocid: str, from_status: str, to_status: str) -> bool:
         async with self._engine.begin() as conn:
             return await self._set_disbursement(conn, ocid, from_status, status=to_status) == 1
@@ -788,6 +857,8 @@ class SqlCallbackInbox:
         raw: bytes,
         delivery: Delivery,
         outcome: Outcome,
+        *,
+        alert: bool = True,
     ) -> Outcome:
         await conn.execute(
             insert(mpesa_callback_reviews).values(
@@ -811,4 +882,15 @@ class SqlCallbackInbox:
             correlation_id,
             delivery.remote_addr,
         )
+        if alert and (
+            reason in _FOREIGN_REASONS or (reason is ReviewReason.UNKNOWN_ID and kind != CallbackKind.STK)
+        ):
+            raise_alert(
+                FOREIGN_ANSWER_ALERT,
+                f"Daraja answered about another id than ours; kept for review, nothing changed ({detail})",
+                api=str(kind),
+                reason=reason.value,
+                correlation_id=correlation_id,
+                transaction_id=None if transaction_id is None else str(transaction_id),
+            )
         return outcome
