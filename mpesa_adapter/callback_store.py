@@ -44,6 +44,7 @@ from mpesa_adapter.callback_parsing import (
     B2CQueueTimeout,
     B2CResult,
     MalformedCallback,
+    ResultEnvelope,
     StkCallback,
     TransactionStatusResult,
     cents,
@@ -53,7 +54,10 @@ from mpesa_adapter.callback_parsing import (
 from mpesa_adapter.inbox import Delivery, Outcome, Rejection, ReviewReason
 from mpesa_adapter.review_table import mpesa_callback_reviews
 from mpesa_adapter.routes import CallbackKind
-from persistence.tables import domain_events, mpesa_disbursements, mpesa_requests
+from mpesa_adapter.types import RequestAccepted
+from persistence.audit import AuditRecord, write_pending
+from persistence.audit_sealer import sealer_for
+from persistence.tables import audit_logs, audit_pending, domain_events, mpesa_disbursements, mpesa_requests
 
 log = logging.getLogger("penpay.mpesa.callbacks")
 
@@ -85,6 +89,14 @@ _FOREIGN_REASONS = frozenset(
 # The saga stores this instead of a ConversationID when Daraja refused a re-sent B2C as a duplicate
 # (application.payments.saga): it is no id of Daraja's, so nothing is compared with it.
 NO_CONVERSATION_ID = "DUPLICATE-OCID"
+
+
+# Account Balance queries we sent live in the audit trail (a step PenPay took, with the ids Daraja gave
+# it), subject MpesaBalanceQuery / ConversationID: a balance result is believed only when it answers one.
+BALANCE_QUERY_SUBJECT = "MpesaBalanceQuery"
+BALANCE_QUERY_SENT = "mpesa.balance_query.sent"
+BALANCE_QUERY_ANSWERED = "mpesa.balance_query.answered"
+ADAPTER_ACTOR = "penpay:mpesa-adapter"
 
 
 def _held_conversation_id(row: Any) -> str | None:
@@ -665,6 +677,81 @@ class SqlCallbackInbox:
             cb.transaction_status,
         )
         return Outcome.STATUS_RECORDED
+
+    # --- Account Balance --------------------------------------------------------------------
+
+    async def record_balance_query(self, accepted: RequestAccepted, *, now: datetime) -> None:
+        """The query just accepted: its ids go to the audit trail, for `record_balance_result`."""
+        record = AuditRecord(
+            occurred_at=now,
+            actor=ADAPTER_ACTOR,
+            action=BALANCE_QUERY_SENT,
+            subject_type=BALANCE_QUERY_SUBJECT,
+            subject_id=accepted.conversation_id,
+            details={"originator_conversation_id": accepted.originator_conversation_id},
+        )
+        async with self._engine.begin() as conn:
+            await write_pending(conn, [record])
+        await sealer_for(self._engine).sealed()
+
+    async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome:
+        """An Account Balance result is taken (audited with the balance it gives) only when it answers
+        a query we sent: its ConversationID and OriginatorConversationID both those of the query's
+        answer. Anything else is kept for review, with an alert."""
+        kind = CallbackKind.BALANCE_RESULT
+        async with self._engine.begin() as conn:
+            asked = await self._balance_query(conn, env.conversation_id)
+            if asked is None or asked != env.originator_conversation_id:
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.UNKNOWN_ID if asked is None else ReviewReason.CONVERSATION_ID_MISMATCH,
+                    "balance result for no Account Balance query of ours",
+                    env.conversation_id,
+                    None,
+                    env.raw,
+                    delivery,
+                    Outcome.UNKNOWN,
+                )
+            balance = env.param("AccountBalance")
+            await write_pending(
+                conn,
+                [
+                    AuditRecord(
+                        occurred_at=delivery.received_at,
+                        actor=ADAPTER_ACTOR,
+                        action=BALANCE_QUERY_ANSWERED,
+                        subject_type=BALANCE_QUERY_SUBJECT,
+                        subject_id=str(env.conversation_id),
+                        details={
+                            "result_code": env.result_code,
+                            "account_balance": None if balance is None else str(balance),
+                        },
+                    )
+                ],
+            )
+        await sealer_for(self._engine).sealed()
+        log.info("balance result conversation_id=%s result_code=%s", env.conversation_id, env.result_code)
+        return Outcome.STATUS_RECORDED
+
+    @staticmethod
+    async def _balance_query(conn: AsyncConnection, conversation_id: str | None) -> str | None:
+        """The OriginatorConversationID our query with this ConversationID was given, if we sent one
+        (sealed into audit_logs, or still in audit_pending)."""
+        if not conversation_id:
+            return None
+        sent = [
+            select(t.c.details)
+            .where(t.c.subject_type == BALANCE_QUERY_SUBJECT)
+            .where(t.c.subject_id == conversation_id)
+            .where(t.c.action == BALANCE_QUERY_SENT)
+            for t in (audit_logs, audit_pending)
+        ]
+        row = (await conn.execute(sent[0].union_all(sent[1]))).first()
+        if row is None:
+            return None
+        ocid = json.loads(row.details).get("originator_conversation_id")
+        return str(ocid) if ocid else None
 
     async def record_rejected(self, rejection: Rejection) -> Outcome:
         async with self._engine.begin() as conn:

@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from mpesa_adapter.callback_parsing import B2CQueueTimeout, B2CResult, StkCallback, TransactionStatusResult
+from mpesa_adapter.callback_parsing import (
+    B2CQueueTimeout,
+    B2CResult,
+    ResultEnvelope,
+    StkCallback,
+    TransactionStatusResult,
+)
 from mpesa_adapter.routes import CallbackKind
 
 
@@ -71,5 +77,7 @@ class CallbackInbox(Protocol):
     async def record_b2c_timeout(self, cb: B2CQueueTimeout, delivery: Delivery) -> Outcome: ...
 
     async def record_status_result(self, cb: TransactionStatusResult, delivery: Delivery) -> Outcome: ...
+
+    async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome: ...
 
     async def record_rejected(self, rejection: Rejection) -> Outcome: ...

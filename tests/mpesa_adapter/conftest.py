@@ -18,7 +18,13 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mpesa_adapter import review_table
-from mpesa_adapter.callback_parsing import B2CQueueTimeout, B2CResult, StkCallback, TransactionStatusResult
+from mpesa_adapter.callback_parsing import (
+    B2CQueueTimeout,
+    B2CResult,
+    ResultEnvelope,
+    StkCallback,
+    TransactionStatusResult,
+)
 from mpesa_adapter.callback_server import CallbackServer
 from mpesa_adapter.callback_store import SENT, SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
@@ -53,6 +59,9 @@ class RecordingInbox:
 
     async def record_status_result(self, cb: TransactionStatusResult, delivery: Delivery) -> Outcome:
         return self._note("status_result", await self.inner.record_status_result(cb, delivery))
+
+    async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome:
+        return self._note("balance_result", await self.inner.record_balance_result(env, delivery))
 
     async def record_rejected(self, rejection: Rejection) -> Outcome:
         return self._note(f"rejected:{rejection.reason}", await self.inner.record_rejected(rejection))

@@ -6,18 +6,28 @@ from __future__ import annotations
 
 import copy
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import select
 
 from application.payments.errors import CallOutcomeUnknown
 from domain.wallet.money import Currency, Money
-from mpesa_adapter.callback_store import CONFIRMED, FOREIGN_ANSWER_ALERT, SENT, SUCCEEDED
+from mpesa_adapter.balance_queries import ask_account_balance
+from mpesa_adapter.callback_store import (
+    BALANCE_QUERY_SUBJECT,
+    CONFIRMED,
+    FOREIGN_ANSWER_ALERT,
+    SENT,
+    SUCCEEDED,
+)
 from mpesa_adapter.confirmer import Verdict
 from mpesa_adapter.inbox import Outcome
 from mpesa_adapter.routes import PATHS, CallbackKind
 from mpesa_adapter.saga_port import DarajaSagaPort
+from persistence.tables import audit_logs
 from tests.mpesa_adapter.conftest import Harness, phone
 from workers.alert_metrics import count_alerts
 
@@ -180,3 +190,44 @@ async def test_transaction_status_naming_another_receipt_than_ours_changes_nothi
     (kept,) = await h.reviews(ocid)
     assert (kept.reason, kept.transaction_id) == ("FOREIGN_ANSWER", tx_id)
     assert alerts.counted() == 1
+
+
+async def test_account_balance_result_is_taken_only_when_it_answers_a_query_of_ours(
+    h: Harness, alerts: Alerts
+) -> None:
+    asked_at = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
+    ours = await ask_account_balance(h.client, h.store, now=asked_at)
+    await h.drain()
+    h.sim.add_fault("foreign_result", api="balance")
+    other = await ask_account_balance(h.client, h.store, now=asked_at)
+    await h.drain()
+
+    assert h.inbox.of("balance_result") == [Outcome.STATUS_RECORDED, Outcome.UNKNOWN]
+    (delivered,) = [
+        c
+        for c in h.sim.callbacks
+        if c["kind"] == "balance_result" and c["ref"] == other.originator_conversation_id
+    ]
+    foreign = delivered["body"]["Result"]["ConversationID"]
+    assert foreign != other.conversation_id
+    (kept,) = await h.reviews(foreign)
+    assert (kept.kind, kept.reason) == ("balance_result", "UNKNOWN_ID")
+    assert await h.reviews(ours.conversation_id) == []
+    assert [r.correlation_id for r in alerts.records()] == [foreign]
+    assert alerts.counted() == 1
+    async with h.engine.connect() as conn:
+        audited = (
+            await conn.execute(
+                select(audit_logs.c.action, audit_logs.c.subject_id).where(
+                    audit_logs.c.subject_type == BALANCE_QUERY_SUBJECT
+                )
+            )
+        ).all()
+    # Both queries are on record; only ours was answered.
+    assert sorted(map(tuple, audited)) == sorted(
+        [
+            ("mpesa.balance_query.sent", ours.conversation_id),
+            ("mpesa.balance_query.sent", other.conversation_id),
+            ("mpesa.balance_query.answered", ours.conversation_id),
+        ]
+    )
