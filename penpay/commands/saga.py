@@ -30,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from security.logs import configure_logging
+    from workers.alert_metrics import count_alerts
 
     configure_logging()
+    count_alerts()  # penpay_alerts_total{kind}: Daraja set-up errors and foreign answers raised here
     if args.metrics_addr:
         from prometheus_client import start_http_server
 
