@@ -83,8 +83,16 @@ EVENT_STREAM = "penpay.mpesa"
 # hears about them at once (alert). An STK callback for an unknown CheckoutRequestID is not one of them:
 # a fast payer's callback routinely beats the saga's commit of the push's answer and is adopted later.
 FOREIGN_ANSWER_ALERT = "mpesa_foreign_answer"
+# A second, different result for a settled request, or a receipt another request holds, is as much an
+# answer about another payment as a wrong id.
 _FOREIGN_REASONS = frozenset(
-    {ReviewReason.FOREIGN_ANSWER, ReviewReason.CONVERSATION_ID_MISMATCH, ReviewReason.MERCHANT_ID_MISMATCH}
+    {
+        ReviewReason.FOREIGN_ANSWER,
+        ReviewReason.CONVERSATION_ID_MISMATCH,
+        ReviewReason.MERCHANT_ID_MISMATCH,
+        ReviewReason.CONFLICTING_RESULT,
+        ReviewReason.RECEIPT_REUSED,
+    }
 )
 # The saga stores this instead of a ConversationID when Daraja refused a re-sent B2C as a duplicate
 # (application.payments.saga): it is no id of Daraja's, so nothing is compared with it.

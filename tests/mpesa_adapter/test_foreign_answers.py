@@ -231,3 +231,28 @@ async def test_account_balance_result_is_taken_only_when_it_answers_a_query_of_o
             ("mpesa.balance_query.answered", ours.conversation_id),
         ]
     )
+
+
+async def test_b2c_result_naming_another_receipt_than_the_one_we_hold_changes_nothing(
+    h: Harness, alerts: Alerts
+) -> None:
+    msisdn = phone()
+    _, ocid = await h.payout(msisdn, 140)
+    await h.drain()
+    held = await h.disbursement_row(ocid)
+    assert held.status == SUCCEEDED
+    (result,) = h.callbacks(ocid, "b2c_result")
+    body: dict[str, Any] = copy.deepcopy(result["body"])
+    for item in body["Result"]["ResultParameters"]["ResultParameter"]:
+        if item["Key"] == "TransactionReceipt":
+            item["Value"] = "UKZ0OTHER2"
+
+    assert (await h.post_raw(PATHS[CallbackKind.B2C_RESULT], body))[0] == 200
+
+    assert h.inbox.of("b2c_result") == [Outcome.SUCCESS_RECORDED, Outcome.CONFLICT]
+    row = await h.disbursement_row(ocid)
+    assert (row.status, row.transaction_receipt) == (SUCCEEDED, held.transaction_receipt)
+    (kept,) = await h.reviews(ocid)
+    assert (kept.reason, kept.transaction_id) == ("CONFLICTING_RESULT", held.transaction_id)
+    assert [r.correlation_id for r in alerts.records()] == [ocid]
+    assert alerts.counted() == 1
