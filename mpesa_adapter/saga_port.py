@@ -62,7 +62,7 @@ class DarajaSagaPort:
             raise CallUnavailable(f"STK push not sent: {type(exc).__name__}") from None
         except errors.DarajaError as exc:
             if errors.is_setup_error(exc):
-                raise _waiting("stk_push", transaction_id, exc) from None
+                raise _waiting("stk_push", exc, transaction_id=str(transaction_id)) from None
             raise CallRefused(f"STK push refused: {exc}") from None
         except errors.InvalidRequest as exc:
             raise CallRefused(f"STK push refused: {exc}") from None
@@ -97,7 +97,7 @@ class DarajaSagaPort:
             raise CallUnavailable(f"B2C not sent: {type(exc).__name__}") from None
         except errors.DarajaError as exc:
             if errors.is_setup_error(exc):
-                raise _waiting("b2c", originator_conversation_id, exc) from None
+                raise _waiting("b2c", exc, correlation_id=originator_conversation_id) from None
             raise CallRefused(f"B2C refused: {exc}") from None
         except errors.InvalidRequest as exc:
             raise CallRefused(f"B2C refused: {exc}") from None
@@ -107,13 +107,13 @@ class DarajaSagaPort:
         return _VERDICTS[(await self._confirmer.confirm_b2c(originator_conversation_id)).verdict]
 
 
-def _waiting(api: str, ours: object, exc: errors.DarajaError) -> CallOutcomeUnknown:
+def _waiting(api: str, exc: errors.DarajaError, **ids: str) -> CallOutcomeUnknown:
     """A set-up error: alert, and leave the payment waiting. Unknown rather than unavailable because an
     answer that is not Daraja's (a proxy's page) does not prove the request stopped there."""
     raise_alert(
         SETUP_ERROR_ALERT,
         f"Daraja {api} not accepted (HTTP {exc.http_status} {exc.error_code}); the payment waits",
         api=api,
-        correlation_id=str(ours),
+        **ids,
     )
     return CallOutcomeUnknown(f"{api} set-up error: {type(exc).__name__} {exc.error_code}")
