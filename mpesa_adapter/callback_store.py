@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.alerts import raise_alert
+from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT
 from mpesa_adapter.callback_parsing import (
     B2CQueueTimeout,
     B2CResult,
@@ -82,7 +83,6 @@ EVENT_STREAM = "penpay.mpesa"
 # Review reasons that mean "Daraja answered about another request than the one we hold": an operator
 # hears about them at once (alert). An STK callback for an unknown CheckoutRequestID is not one of them:
 # a fast payer's callback routinely beats the saga's commit of the push's answer and is adopted later.
-FOREIGN_ANSWER_ALERT = "mpesa_foreign_answer"
 # A second, different result for a settled request, or a receipt another request holds, is as much an
 # answer about another payment as a wrong id.
 _FOREIGN_REASONS = frozenset(

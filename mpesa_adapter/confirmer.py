@@ -28,10 +28,10 @@ from typing import Protocol
 
 from application.alerts import raise_alert
 from mpesa_adapter import errors
+from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT, alert_setup_error
 from mpesa_adapter.callback_store import (
     CONFIRMED,
     FAILED,
-    FOREIGN_ANSWER_ALERT,
     REVIEW,
     SENT,
     SUCCEEDED,
@@ -120,6 +120,11 @@ class CallbackConfirmer:
             # Never paid, never failed on an answer about someone else: ask again later.
             await self.keep_foreign_answer(foreign)
             return Confirmation(Verdict.PENDING, detail=str(foreign))
+        except errors.DarajaError as exc:
+            if not errors.is_setup_error(exc):
+                raise
+            alert_setup_error("stk_query", exc, correlation_id=checkout_request_id)
+            return Confirmation(Verdict.PENDING, detail=f"STK Query set-up error: {exc.error_code}")
         if query.status in (StkQueryStatus.PENDING, StkQueryStatus.UNKNOWN):
             return Confirmation(Verdict.PENDING, detail=f"STK Query: {query.status}")
         evidence = json.dumps(
@@ -212,6 +217,11 @@ class CallbackConfirmer:
             await self._client.transaction_status(originator_conversation_id=originator_conversation_id)
         except (errors.SpikeArrest, errors.TransportError) as exc:
             return Confirmation(Verdict.PENDING, detail=f"status query not sent: {type(exc).__name__}")
+        except errors.DarajaError as exc:
+            if not errors.is_setup_error(exc):
+                raise
+            alert_setup_error("transaction_status", exc, correlation_id=originator_conversation_id)
+            return Confirmation(Verdict.PENDING, detail=f"Transaction Status set-up error: {exc.error_code}")
         return Confirmation(Verdict.PENDING, detail="Transaction Status requested")
 
 

@@ -14,12 +14,12 @@ is raised.
 
 from __future__ import annotations
 
-from application.alerts import raise_alert
 from application.payments.errors import CallDeferred, CallOutcomeUnknown, CallRefused, CallUnavailable
 from application.payments.ports import StkPushAccepted, Verdict
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
 from mpesa_adapter import errors
+from mpesa_adapter.alerting import SETUP_ERROR_ALERT, alert_setup_error
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.confirmer import CallbackConfirmer
 from mpesa_adapter.confirmer import Verdict as AdapterVerdict
@@ -31,7 +31,6 @@ _VERDICTS = {
     AdapterVerdict.MISMATCH: Verdict.MISMATCH,
 }
 
-SETUP_ERROR_ALERT = "mpesa_setup_error"
 # Daraja publishes no limits and no Retry-After ("System is busy. Please try again in few minutes."):
 # a per-second spike arrest clears quickly, a spent quota does not.
 SPIKE_ARREST_RETRY_AFTER = 5.0
@@ -41,6 +40,9 @@ QUOTA_RETRY_AFTER = 300.0
 def account_reference(tx_id: TransactionId) -> str:
     # Daraja allows 12 alphanumerics; the head of a UUIDv7 is its timestamp, so take the tail.
     return tx_id.value.hex[-12:].upper()
+
+
+__all__ = ["SETUP_ERROR_ALERT", "DarajaSagaPort", "account_reference"]
 
 
 class DarajaSagaPort:
@@ -110,10 +112,5 @@ class DarajaSagaPort:
 def _waiting(api: str, exc: errors.DarajaError, **ids: str) -> CallOutcomeUnknown:
     """A set-up error: alert, and leave the payment waiting. Unknown rather than unavailable because an
     answer that is not Daraja's (a proxy's page) does not prove the request stopped there."""
-    raise_alert(
-        SETUP_ERROR_ALERT,
-        f"Daraja {api} not accepted (HTTP {exc.http_status} {exc.error_code}); the payment waits",
-        api=api,
-        **ids,
-    )
+    alert_setup_error(api, exc, **ids)
     return CallOutcomeUnknown(f"{api} set-up error: {type(exc).__name__} {exc.error_code}")

@@ -418,3 +418,45 @@ class DelayingProxy:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+NOT_FOUND_PAGE = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
+
+
+class WrongProxy:
+    """Between PenPay and the simulator: while `broken`, the given paths answer an nginx-style HTML 404
+    (a wrong base URL or proxy rule); everything else is forwarded."""
+
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self.paths = paths
+        self.broken = True
+        self.upstream = ""
+        self.refused: list[str] = []
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.broken and request.path in self.paths:
+            self.refused.append(request.path)
+            return web.Response(status=404, body=NOT_FOUND_PAGE, content_type="text/html")
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, self.upstream + request.path_qs, data=await request.read(), headers=headers
+            ) as resp,
+        ):
+            return web.Response(body=await resp.read(), status=resp.status, content_type=resp.content_type)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
