@@ -333,6 +333,19 @@ class TransactionStatusResult:
     receipt: str | None
     amount: Decimal | None
     transaction_status: str | None  # Completed / Cancelled / Declined / Expired / ...
+    # Our own words echoed back: the Occasion we sent (the id we asked about), and the subject's
+    # ConversationID from ResultParameters (not the envelope's, which is the query's own).
+    occasion: str | None = None
+    named_originator_conversation_id: str | None = None
+    subject_conversation_id: str | None = None
+
+    def names_another_than_asked(self) -> bool:
+        """The Occasion we sent names the id we asked about (an OriginatorConversationID or a receipt);
+        an answer whose parameters name neither is about another transaction."""
+        if self.occasion is None:
+            return False
+        named = {self.named_originator_conversation_id, self.receipt} - {None}
+        return bool(named) and self.occasion not in named
 
     @property
     def raw(self) -> bytes:
@@ -354,13 +367,15 @@ class TransactionStatusResult:
 
 def parse_status_result(data: dict[str, Any], raw: bytes) -> TransactionStatusResult:
     env = parse_result(data, raw, require_ocid=False)
-    subject = _text(env.param("OriginatorConversationID", "Originator Conversation ID")) or _text(
-        env.ref("Occasion", "Occassion")
-    )
+    named = _text(env.param("OriginatorConversationID", "Originator Conversation ID"))
+    occasion = _text(env.ref("Occasion", "Occassion"))
     return TransactionStatusResult(
         envelope=env,
-        subject_originator_conversation_id=subject,
+        subject_originator_conversation_id=named or occasion,
         receipt=_text(env.param("ReceiptNo", "TransactionReceipt")),
         amount=amount(env.param("Amount", "TransactionAmount")),
         transaction_status=_text(env.param("TransactionStatus")),
+        occasion=occasion,
+        named_originator_conversation_id=named,
+        subject_conversation_id=_text(env.param("ConversationID", "Conversation ID")),
     )

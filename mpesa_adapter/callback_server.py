@@ -109,7 +109,7 @@ class CallbackEndpoints:
             CallbackKind.B2C_TIMEOUT: self._b2c_timeout,
             CallbackKind.STATUS_RESULT: self._status_result,
             CallbackKind.STATUS_TIMEOUT: self._ack_only,
-            CallbackKind.BALANCE_RESULT: self._ack_only,
+            CallbackKind.BALANCE_RESULT: self._balance_result,
             CallbackKind.BALANCE_TIMEOUT: self._ack_only,
         }
 
@@ -185,8 +185,12 @@ class CallbackEndpoints:
     async def _status_result(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> Outcome:
         return await self._inbox.record_status_result(parsing.parse_status_result(data, raw), delivery)
 
+    async def _balance_result(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> Outcome:
+        envelope = parsing.parse_result(data, raw, require_ocid=False)
+        return await self._inbox.record_balance_result(envelope, delivery)
+
     async def _ack_only(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> Outcome:
-        # Status-query timeouts and balance answers settle nothing; the shape is still checked.
+        # Status-query and balance timeouts settle nothing; the shape is still checked.
         envelope = parsing.parse_result(data, raw, require_ocid=False)
         log.info(
             "mpesa result (no action) result_code=%s conversation_id=%s",

@@ -39,10 +39,13 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from application.alerts import raise_alert
+from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT
 from mpesa_adapter.callback_parsing import (
     B2CQueueTimeout,
     B2CResult,
     MalformedCallback,
+    ResultEnvelope,
     StkCallback,
     TransactionStatusResult,
     cents,
@@ -52,7 +55,10 @@ from mpesa_adapter.callback_parsing import (
 from mpesa_adapter.inbox import Delivery, Outcome, Rejection, ReviewReason
 from mpesa_adapter.review_table import mpesa_callback_reviews
 from mpesa_adapter.routes import CallbackKind
-from persistence.tables import domain_events, mpesa_disbursements, mpesa_requests
+from mpesa_adapter.types import RequestAccepted
+from persistence.audit import AuditRecord, write_pending
+from persistence.audit_sealer import sealer_for
+from persistence.tables import audit_logs, audit_pending, domain_events, mpesa_disbursements, mpesa_requests
 
 log = logging.getLogger("penpay.mpesa.callbacks")
 
@@ -73,6 +79,37 @@ _RECORDED = (Outcome.SUCCESS_RECORDED, Outcome.FAILURE_RECORDED)
 
 RECEIPT_RE = re.compile(r"^[A-Z0-9]{10}$")
 EVENT_STREAM = "penpay.mpesa"
+
+# Review reasons that mean "Daraja answered about another request than the one we hold": an operator
+# hears about them at once (alert). An STK callback for an unknown CheckoutRequestID is not one of them:
+# a fast payer's callback routinely beats the saga's commit of the push's answer and is adopted later.
+# A second, different result for a settled request, or a receipt another request holds, is as much an
+# answer about another payment as a wrong id.
+_FOREIGN_REASONS = frozenset(
+    {
+        ReviewReason.FOREIGN_ANSWER,
+        ReviewReason.CONVERSATION_ID_MISMATCH,
+        ReviewReason.MERCHANT_ID_MISMATCH,
+        ReviewReason.CONFLICTING_RESULT,
+        ReviewReason.RECEIPT_REUSED,
+    }
+)
+# The saga stores this instead of a ConversationID when Daraja refused a re-sent B2C as a duplicate
+# (application.payments.saga): it is no id of Daraja's, so nothing is compared with it.
+NO_CONVERSATION_ID = "DUPLICATE-OCID"
+
+
+# Account Balance queries we sent live in the audit trail (a step PenPay took, with the ids Daraja gave
+# it), subject MpesaBalanceQuery / ConversationID: a balance result is believed only when it answers one.
+BALANCE_QUERY_SUBJECT = "MpesaBalanceQuery"
+BALANCE_QUERY_SENT = "mpesa.balance_query.sent"
+BALANCE_QUERY_ANSWERED = "mpesa.balance_query.answered"
+ADAPTER_ACTOR = "penpay:mpesa-adapter"
+
+
+def _held_conversation_id(row: Any) -> str | None:
+    held = row.conversation_id
+    return None if held in (None, "", NO_CONVERSATION_ID) else str(held)
 
 
 def new_uuid7() -> uuid.UUID:
@@ -379,7 +416,8 @@ class SqlCallbackInbox:
             ) -> Outcome:
                 return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
 
-            if row.conversation_id and cb.conversation_id and row.conversation_id != cb.conversation_id:
+            held = _held_conversation_id(row)
+            if held and cb.conversation_id and held != cb.conversation_id:
                 return await review(ReviewReason.CONVERSATION_ID_MISMATCH, "ConversationID differs")
             if cb.succeeded:
                 if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
@@ -418,7 +456,7 @@ class SqlCallbackInbox:
                 "updated_at": _now(),
                 "status": SUCCEEDED if cb.succeeded else FAILED,
             }
-            if cb.conversation_id and not row.conversation_id:
+            if cb.conversation_id and not _held_conversation_id(row):
                 values["conversation_id"] = cb.conversation_id
             if cb.succeeded:
                 values["transaction_receipt"] = cb.receipt
@@ -473,7 +511,8 @@ class SqlCallbackInbox:
                     delivery,
                     Outcome.UNKNOWN,
                 )
-            if row.conversation_id and cb.conversation_id and row.conversation_id != cb.conversation_id:
+            held = _held_conversation_id(row)
+            if held and cb.conversation_id and held != cb.conversation_id:
                 return await self._review(
                     conn,
                     kind,
@@ -524,6 +563,20 @@ class SqlCallbackInbox:
             )
             return Outcome.STATUS_RECORDED
         async with self._engine.begin() as conn:
+            if cb.names_another_than_asked():
+                # The Occasion is ours (the id we asked about); the parameters are about another payment.
+                asked = await self._lock_disbursement(conn, cb.occasion)
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.FOREIGN_ANSWER,
+                    f"asked about {cb.occasion}, answered about {cb.named_originator_conversation_id}",
+                    cb.occasion,
+                    asked.transaction_id if asked is not None else None,
+                    cb.raw,
+                    delivery,
+                    Outcome.MISMATCH,
+                )
             row = await self._lock_disbursement(conn, ocid) if ocid else None
             if row is None or ocid is None:
                 return await self._review(
@@ -543,6 +596,14 @@ class SqlCallbackInbox:
                 reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
             ) -> Outcome:
                 return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
+
+            # Whatever it says, an answer naming another ConversationID or receipt than the ones we hold
+            # is about another payment: it settles nothing and changes nothing.
+            held = _held_conversation_id(row)
+            if held and cb.subject_conversation_id and held != cb.subject_conversation_id:
+                return await review(ReviewReason.FOREIGN_ANSWER, "status result names another ConversationID")
+            if row.transaction_receipt and cb.receipt and row.transaction_receipt != cb.receipt:
+                return await review(ReviewReason.FOREIGN_ANSWER, "status result names another receipt")
 
             if cb.completed:
                 if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
@@ -624,6 +685,81 @@ class SqlCallbackInbox:
             cb.transaction_status,
         )
         return Outcome.STATUS_RECORDED
+
+    # --- Account Balance --------------------------------------------------------------------
+
+    async def record_balance_query(self, accepted: RequestAccepted, *, now: datetime) -> None:
+        """The query just accepted: its ids go to the audit trail, for `record_balance_result`."""
+        record = AuditRecord(
+            occurred_at=now,
+            actor=ADAPTER_ACTOR,
+            action=BALANCE_QUERY_SENT,
+            subject_type=BALANCE_QUERY_SUBJECT,
+            subject_id=accepted.conversation_id,
+            details={"originator_conversation_id": accepted.originator_conversation_id},
+        )
+        async with self._engine.begin() as conn:
+            await write_pending(conn, [record])
+        await sealer_for(self._engine).sealed()
+
+    async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome:
+        """An Account Balance result is taken (audited with the balance it gives) only when it answers
+        a query we sent: its ConversationID and OriginatorConversationID both those of the query's
+        answer. Anything else is kept for review, with an alert."""
+        kind = CallbackKind.BALANCE_RESULT
+        async with self._engine.begin() as conn:
+            asked = await self._balance_query(conn, env.conversation_id)
+            if asked is None or asked != env.originator_conversation_id:
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.UNKNOWN_ID if asked is None else ReviewReason.CONVERSATION_ID_MISMATCH,
+                    "balance result for no Account Balance query of ours",
+                    env.conversation_id,
+                    None,
+                    env.raw,
+                    delivery,
+                    Outcome.UNKNOWN,
+                )
+            balance = env.param("AccountBalance")
+            await write_pending(
+                conn,
+                [
+                    AuditRecord(
+                        occurred_at=delivery.received_at,
+                        actor=ADAPTER_ACTOR,
+                        action=BALANCE_QUERY_ANSWERED,
+                        subject_type=BALANCE_QUERY_SUBJECT,
+                        subject_id=str(env.conversation_id),
+                        details={
+                            "result_code": env.result_code,
+                            "account_balance": None if balance is None else str(balance),
+                        },
+                    )
+                ],
+            )
+        await sealer_for(self._engine).sealed()
+        log.info("balance result conversation_id=%s result_code=%s", env.conversation_id, env.result_code)
+        return Outcome.STATUS_RECORDED
+
+    @staticmethod
+    async def _balance_query(conn: AsyncConnection, conversation_id: str | None) -> str | None:
+        """The OriginatorConversationID our query with this ConversationID was given, if we sent one
+        (sealed into audit_logs, or still in audit_pending)."""
+        if not conversation_id:
+            return None
+        sent = [
+            select(t.c.details)
+            .where(t.c.subject_type == BALANCE_QUERY_SUBJECT)
+            .where(t.c.subject_id == conversation_id)
+            .where(t.c.action == BALANCE_QUERY_SENT)
+            for t in (audit_logs, audit_pending)
+        ]
+        row = (await conn.execute(sent[0].union_all(sent[1]))).first()
+        if row is None:
+            return None
+        ocid = json.loads(row.details).get("originator_conversation_id")
+        return str(ocid) if ocid else None
 
     async def record_rejected(self, rejection: Rejection) -> Outcome:
         async with self._engine.begin() as conn:
@@ -731,6 +867,34 @@ class SqlCallbackInbox:
                 )
         return changed == 1
 
+    async def keep_answer_for_review(self, api: str, detail: str, correlation_id: str, raw: bytes) -> None:
+        """A synchronous answer to one of our requests that is about another (client.ForeignAnswer): kept
+        with the id we asked about (a CheckoutRequestID or an OriginatorConversationID), for a person."""
+        async with self._engine.begin() as conn:
+            found = (
+                await conn.execute(
+                    select(mpesa_requests.c.transaction_id)
+                    .where(mpesa_requests.c.checkout_request_id == correlation_id)
+                    .union_all(
+                        select(mpesa_disbursements.c.transaction_id).where(
+                            mpesa_disbursements.c.originator_conversation_id == correlation_id
+                        )
+                    )
+                )
+            ).first()
+            await self._review(
+                conn,
+                api,
+                ReviewReason.FOREIGN_ANSWER,
+                detail,
+                correlation_id,
+                found.transaction_id if found is not None else None,
+                raw,
+                Delivery(None),
+                Outcome.MISMATCH,
+                alert=False,  # the caller raised it before storing (CallbackConfirmer.keep_foreign_answer)
+            )
+
     async def transition_disbursement(self, ocid: str, from_status: str, to_status: str) -> bool:
         async with self._engine.begin() as conn:
             return await self._set_disbursement(conn, ocid, from_status, status=to_status) == 1
@@ -788,6 +952,8 @@ class SqlCallbackInbox:
         raw: bytes,
         delivery: Delivery,
         outcome: Outcome,
+        *,
+        alert: bool = True,
     ) -> Outcome:
         await conn.execute(
             insert(mpesa_callback_reviews).values(
@@ -811,4 +977,15 @@ class SqlCallbackInbox:
             correlation_id,
             delivery.remote_addr,
         )
+        if alert and (
+            reason in _FOREIGN_REASONS or (reason is ReviewReason.UNKNOWN_ID and kind != CallbackKind.STK)
+        ):
+            raise_alert(
+                FOREIGN_ANSWER_ALERT,
+                f"Daraja answered about another id than ours; kept for review, nothing changed ({detail})",
+                api=str(kind),
+                reason=reason.value,
+                correlation_id=correlation_id,
+                transaction_id=None if transaction_id is None else str(transaction_id),
+            )
         return outcome

@@ -191,7 +191,7 @@ class DarajaClient:
             "AccountReference": account_reference,
             "TransactionDesc": description,
         }
-        data = await self._money_moving("stk_push", STK_PUSH, body)
+        data, _ = await self._money_moving("stk_push", STK_PUSH, body)
         accepted = StkPushAccepted(
             merchant_request_id=_s(data, "MerchantRequestID"),
             checkout_request_id=_s(data, "CheckoutRequestID"),
@@ -206,7 +206,12 @@ class DarajaClient:
         )
         return accepted
 
-    async def stk_query(self, checkout_request_id: str) -> StkQueryResult:
+    async def stk_query(
+        self, checkout_request_id: str, *, merchant_request_id: str | None = None
+    ) -> StkQueryResult:
+        """STK Query. The answer must name the CheckoutRequestID asked about (and the MerchantRequestID,
+        when the caller holds one and the answer gives one): otherwise `ForeignAnswer`, never a status."""
+
         async def attempt() -> StkQueryResult:
             password, timestamp = self._stk_auth()  # a fresh Timestamp per attempt
             body = {
@@ -216,7 +221,7 @@ class DarajaClient:
                 "CheckoutRequestID": checkout_request_id,
             }
             try:
-                data = await self._call("stk_query", STK_QUERY, body, money_moving=False)
+                data, raw = await self._call("stk_query", STK_QUERY, body, money_moving=False)
             except errors.DarajaError as exc:
                 if exc.error_code == "500.001.1001":
                     text = exc.error_message.lower()
@@ -225,13 +230,17 @@ class DarajaClient:
                     if "does not exist" in text:
                         return StkQueryResult(StkQueryStatus.UNKNOWN, checkout_request_id)
                 raise
+            # A status is only ever read from an answer about this very request.
+            _require_same("stk_query", "CheckoutRequestID", checkout_request_id, data, raw)
+            if merchant_request_id is not None and _opt(data, "MerchantRequestID") is not None:
+                _require_same("stk_query", "MerchantRequestID", merchant_request_id, data, raw)
             code = _code(data.get("ResultCode"))
             status = StkQueryStatus.COMPLETED if code == "0" else StkQueryStatus.FAILED
             if code is None:
-                raise errors.DarajaError("invalid_response", "STK Query answer without ResultCode")
+                raise errors.UnexpectedAnswer("invalid_response", "STK Query answer without ResultCode")
             return StkQueryResult(
                 status=status,
-                checkout_request_id=_opt(data, "CheckoutRequestID") or checkout_request_id,
+                checkout_request_id=checkout_request_id,
                 merchant_request_id=_opt(data, "MerchantRequestID"),
                 result_code=code,
                 result_desc=_opt(data, "ResultDesc"),
@@ -277,10 +286,13 @@ class DarajaClient:
         }
         if occasion:
             body["Occassion"] = occasion  # sic: the portal's B2C v3 spelling
-        data = await self._money_moving(
+        data, raw = await self._money_moving(
             "b2c", B2C, body, originator_conversation_id=originator_conversation_id
         )
-        accepted = _accepted(data, fallback_ocid=originator_conversation_id)
+        # The answer must be about our OriginatorConversationID; ours, never the server's, is what we
+        # report and log from here on.
+        _require_same("b2c", "OriginatorConversationID", originator_conversation_id, data, raw)
+        accepted = _accepted(data, ours=originator_conversation_id)
         log.info(
             "daraja b2c accepted originator_conversation_id=%s conversation_id=%s",
             accepted.originator_conversation_id,
@@ -319,9 +331,8 @@ class DarajaClient:
             body["OriginalConversationID"] = originator_conversation_id
 
         async def attempt() -> RequestAccepted:
-            return _accepted(
-                await self._call("transaction_status", TRANSACTION_STATUS, body, money_moving=False)
-            )
+            data, _ = await self._call("transaction_status", TRANSACTION_STATUS, body, money_moving=False)
+            return _accepted(data)
 
         accepted = await self._retrying("transaction_status", attempt)
         log.info(
@@ -347,7 +358,8 @@ class DarajaClient:
         }
 
         async def attempt() -> RequestAccepted:
-            return _accepted(await self._call("account_balance", ACCOUNT_BALANCE, body, money_moving=False))
+            data, _ = await self._call("account_balance", ACCOUNT_BALANCE, body, money_moving=False)
+            return _accepted(data)
 
         return await self._retrying("account_balance", attempt)
 
@@ -387,7 +399,7 @@ class DarajaClient:
 
     async def _money_moving(
         self, api: str, path: str, body: dict[str, Any], *, originator_conversation_id: str | None = None
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bytes]:
         try:
             return await self._call(api, path, body, money_moving=True)
         except errors.OutcomeUnknown as exc:
@@ -395,7 +407,9 @@ class DarajaClient:
                 api, exc.reason, originator_conversation_id=originator_conversation_id
             ) from None
 
-    async def _call(self, api: str, path: str, body: dict[str, Any], *, money_moving: bool) -> dict[str, Any]:
+    async def _call(
+        self, api: str, path: str, body: dict[str, Any], *, money_moving: bool
+    ) -> tuple[dict[str, Any], bytes]:
         """One authorised POST; on an invalid-token answer, refresh the token and send it once more."""
         for refreshed in (False, True):
             token = await self.access_token()
@@ -415,7 +429,8 @@ class DarajaClient:
 
     async def _post(
         self, api: str, path: str, body: dict[str, Any], token: str, *, money_moving: bool
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bytes]:
+        """The answer as a JSON object, with its bytes (the evidence of what was answered)."""
         session = self._ensure_session()
         started = time.monotonic()
         try:
@@ -441,7 +456,7 @@ class DarajaClient:
         data = _json_object(raw)
         if status == 200 and data is not None and "errorCode" not in data:
             log.debug("daraja %s: HTTP 200 in %.0f ms", api, elapsed_ms)
-            return data
+            return data, raw
         error = self._error(status, data, raw)
         log.warning(
             "daraja %s: HTTP %d %s %s (requestId %s) in %.0f ms",
@@ -478,9 +493,11 @@ class DarajaClient:
             request_id = data.get("requestId")
             rid = str(request_id) if request_id is not None else None
         else:
+            # Not Daraja's error envelope (an HTML page, an empty body, some other JSON): not its own
+            # answer, so not its business refusal either.
             code = f"HTTP{status}"
             message = self._scrub(raw[:200].decode("utf-8", "replace")) if raw else ""
-            rid = None
+            return errors.UnexpectedAnswer(code, message, None, status)
         cls: type[errors.DarajaError] = errors.DarajaError
         lowered = message.lower()
         if code == "500.003.03":
@@ -556,7 +573,7 @@ def _code(value: Any) -> str | None:
 def _s(data: dict[str, Any], key: str) -> str:
     value = data.get(key)
     if value is None:
-        raise errors.DarajaError("invalid_response", f"Daraja answer without {key}")
+        raise errors.UnexpectedAnswer("invalid_response", f"Daraja answer without {key}")
     return str(value)
 
 
@@ -565,9 +582,18 @@ def _opt(data: dict[str, Any], key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _accepted(data: dict[str, Any], fallback_ocid: str | None = None) -> RequestAccepted:
+def _require_same(api: str, key: str, ours: str, data: dict[str, Any], raw: bytes) -> None:
+    """The answer names `ours` under `key`, or it is about another request (a missing id included:
+    Daraja always sends it, and an answer that names nothing cannot be matched to ours)."""
+    theirs = _opt(data, key)
+    if theirs is None or theirs.strip() != ours:
+        log.warning("daraja %s: answer names %s %r, not ours %r", api, key, theirs, ours)
+        raise errors.ForeignAnswer(api, key, ours, theirs, raw)
+
+
+def _accepted(data: dict[str, Any], ours: str | None = None) -> RequestAccepted:
     return RequestAccepted(
-        originator_conversation_id=_opt(data, "OriginatorConversationID") or fallback_ocid or "",
+        originator_conversation_id=ours or _opt(data, "OriginatorConversationID") or "",
         conversation_id=_s(data, "ConversationID"),
         response_code=_s(data, "ResponseCode"),
         response_description=_opt(data, "ResponseDescription") or "",

@@ -9,6 +9,8 @@ STK: STK Query is synchronous, so `confirm_stk` answers at once:
   query "being processed"/unknown/
   spike arrest/transport failure      -> PENDING   (ask again later)
   no callback yet (row SENT): query "0" -> CONFIRMED without a receipt; query failure -> FAILED.
+  query answered about another CheckoutRequestID/MerchantRequestID -> PENDING (nothing changes; the
+                                         answer is kept for review and an alert raised)
 `adopt_early_stk` takes in a callback that arrived before the saga stored the push's answer.
 
 B2C: Transaction Status answers asynchronously (to the status ResultURL, where the inbox settles the row),
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from application.alerts import raise_alert
 from mpesa_adapter import errors
+from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT, alert_setup_error
 from mpesa_adapter.callback_store import (
     CONFIRMED,
     FAILED,
@@ -57,7 +61,9 @@ class Confirmation:
 
 
 class DarajaQueries(Protocol):
-    async def stk_query(self, checkout_request_id: str) -> StkQueryResult: ...
+    async def stk_query(
+        self, checkout_request_id: str, *, merchant_request_id: str | None = None
+    ) -> StkQueryResult: ...
 
     async def transaction_status(
         self,
@@ -87,6 +93,10 @@ class ConfirmationStore(Protocol):
 
     async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]: ...
 
+    async def keep_answer_for_review(
+        self, api: str, detail: str, correlation_id: str, raw: bytes
+    ) -> None: ...
+
 
 class CallbackConfirmer:
     def __init__(self, client: DarajaQueries, store: ConfirmationStore) -> None:
@@ -101,9 +111,20 @@ class CallbackConfirmer:
         if settled is not None:
             return settled
         try:
-            query = await self._client.stk_query(checkout_request_id)
+            query = await self._client.stk_query(
+                checkout_request_id, merchant_request_id=row.merchant_request_id
+            )
         except (errors.SpikeArrest, errors.TransportError) as exc:
             return Confirmation(Verdict.PENDING, detail=f"query not answered: {type(exc).__name__}")
+        except errors.ForeignAnswer as foreign:
+            # Never paid, never failed on an answer about someone else: ask again later.
+            await self.keep_foreign_answer(foreign)
+            return Confirmation(Verdict.PENDING, detail=str(foreign))
+        except errors.DarajaError as exc:
+            if not errors.is_setup_error(exc):
+                raise
+            alert_setup_error("stk_query", exc, correlation_id=checkout_request_id)
+            return Confirmation(Verdict.PENDING, detail=f"STK Query set-up error: {exc.error_code}")
         if query.status in (StkQueryStatus.PENDING, StkQueryStatus.UNKNOWN):
             return Confirmation(Verdict.PENDING, detail=f"STK Query: {query.status}")
         evidence = json.dumps(
@@ -152,6 +173,21 @@ class CallbackConfirmer:
         )
         return await self._after(checkout_request_id, moved, Verdict.FAILED)
 
+    async def keep_foreign_answer(self, foreign: errors.ForeignAnswer) -> None:
+        """An answer about another request than ours: an alert now, the raw answer kept for review under
+        our id. The alert comes first: losing the review row (the database away) must not silence it."""
+        raise_alert(
+            FOREIGN_ANSWER_ALERT,
+            f"Daraja's {foreign.api} answer is about {foreign.field} {foreign.got!r}, not ours; "
+            "not used, kept for review",
+            api=foreign.api,
+            correlation_id=foreign.expected,
+        )
+        try:
+            await self._store.keep_answer_for_review(foreign.api, str(foreign), foreign.expected, foreign.raw)
+        except Exception as error:  # the alert is out; the caller still treats the answer as unknown
+            log.error("foreign %s answer for %s not stored: %s", foreign.api, foreign.expected, error)
+
     async def adopt_early_stk(self, checkout_request_id: str) -> bool:
         """The push's answer is stored now: a callback that came before it (parked as unknown) is
         recorded as evidence (or for review, when it disagrees). True when one was taken in."""
@@ -181,6 +217,11 @@ class CallbackConfirmer:
             await self._client.transaction_status(originator_conversation_id=originator_conversation_id)
         except (errors.SpikeArrest, errors.TransportError) as exc:
             return Confirmation(Verdict.PENDING, detail=f"status query not sent: {type(exc).__name__}")
+        except errors.DarajaError as exc:
+            if not errors.is_setup_error(exc):
+                raise
+            alert_setup_error("transaction_status", exc, correlation_id=originator_conversation_id)
+            return Confirmation(Verdict.PENDING, detail=f"Transaction Status set-up error: {exc.error_code}")
         return Confirmation(Verdict.PENDING, detail="Transaction Status requested")
 
 

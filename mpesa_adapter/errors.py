@@ -59,6 +59,40 @@ class DarajaConfigurationError(DarajaError):
     """500.001.1001 "Wrong credentials" / "Merchant does not exist", 2028-style set-up errors: no retry."""
 
 
+class UnexpectedAnswer(DarajaError):
+    """An answer that is not Daraja's own: an HTML page, an empty or non-JSON body, a JSON object without
+    the fields Daraja always sends. Something between us and Daraja (a wrong base URL, a proxy) answered,
+    or Daraja changed: it proves neither that the request was refused nor that it was not acted on."""
+
+
+class ForeignAnswer(MpesaAdapterError):
+    """Daraja answered, but about another request: an id in the answer is not the one we asked about
+    (`field`: ours `expected`, theirs `got`). Nothing in it may be used; `raw` is the answer's bytes,
+    kept for review. Never retried automatically: asking again is the caller's decision."""
+
+    def __init__(self, api: str, field: str, expected: str, got: str | None, raw: bytes) -> None:
+        super().__init__(f"{api}: the answer is about {field} {got!r}, not ours {expected!r}")
+        self.api = api
+        self.field = field
+        self.expected = expected
+        self.got = got
+        self.raw = raw
+
+
+# HTTP statuses Daraja uses for a request that never reached M-Pesa because of our set-up (wrong URL,
+# method, credentials, token), whatever the body says.
+SETUP_HTTP_STATUSES = frozenset({401, 403, 404, 405, 407})
+
+
+def is_setup_error(exc: DarajaError) -> bool:
+    """Not the provider's own business refusal: our set-up, or whatever sits between us and Daraja, is
+    wrong. Such an answer must never end a payment (no final refusal, no refund): it waits for a person."""
+    ours = UnexpectedAnswer | DarajaConfigurationError | AuthenticationFailed | InvalidAccessToken
+    if isinstance(exc, ours):
+        return True
+    return (exc.http_status or 0) in SETUP_HTTP_STATUSES
+
+
 class TransportError(MpesaAdapterError):
     """A query could not be completed (timeout, connection lost) after its retries; nothing moved."""
 

@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from mpesa_adapter.callback_parsing import B2CQueueTimeout, B2CResult, StkCallback, TransactionStatusResult
+from mpesa_adapter.callback_parsing import (
+    B2CQueueTimeout,
+    B2CResult,
+    ResultEnvelope,
+    StkCallback,
+    TransactionStatusResult,
+)
 from mpesa_adapter.routes import CallbackKind
 
 
@@ -40,6 +46,7 @@ class ReviewReason(StrEnum):
     RECEIPT_REUSED = "RECEIPT_REUSED"
     CONFLICTING_RESULT = "CONFLICTING_RESULT"
     CONFIRMATION_MISMATCH = "CONFIRMATION_MISMATCH"
+    FOREIGN_ANSWER = "FOREIGN_ANSWER"  # an answer to our request that is about another id
     BAD_PATH_SECRET = "BAD_PATH_SECRET"
     IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
     MALFORMED = "MALFORMED"
@@ -70,5 +77,7 @@ class CallbackInbox(Protocol):
     async def record_b2c_timeout(self, cb: B2CQueueTimeout, delivery: Delivery) -> Outcome: ...
 
     async def record_status_result(self, cb: TransactionStatusResult, delivery: Delivery) -> Outcome: ...
+
+    async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome: ...
 
     async def record_rejected(self, rejection: Rejection) -> Outcome: ...

@@ -67,6 +67,33 @@ def queue_timeout_body(engine: Engine, ocid: str, conversation_id: str) -> dict[
     }
 
 
+FOREIGN = "foreign"  # the id stream of answers about another request (faults foreign_answer/_result)
+
+
+def foreign_answer(engine: Engine, answer: dict[str, str]) -> dict[str, str]:
+    """Fault `foreign_answer`: the payment was accepted, the answer names another request's ids."""
+    now = engine.clock.now()
+    return answer | {
+        "OriginatorConversationID": engine.ids.gateway_id(FOREIGN),
+        "ConversationID": engine.ids.conversation_id(now, FOREIGN),
+    }
+
+
+def foreign_result_body(engine: Engine, record: B2CRecord) -> dict[str, Any]:
+    """Fault `foreign_result`: this payout's Result, naming another payout's ids and receipt."""
+    now = engine.clock.now()
+    body = result_body(engine, record)
+    result = body["Result"]
+    receipt = engine.ids.receipt(now, FOREIGN)
+    result["OriginatorConversationID"] = engine.ids.gateway_id(FOREIGN)
+    result["ConversationID"] = engine.ids.conversation_id(now, FOREIGN)
+    result["TransactionID"] = receipt
+    for item in result.get("ResultParameters", {}).get("ResultParameter", []):
+        if item["Key"] == "TransactionReceipt":
+            item["Value"] = receipt
+    return body
+
+
 def _decide(engine: Engine, req: B2CPayment, drawn: int | str) -> int | str | None:
     if not engine.check_credential(req.initiator, req.credential):
         return 2001
@@ -132,6 +159,13 @@ def pay(engine: Engine, req: B2CPayment) -> dict[str, str]:
             body = queue_timeout_body(engine, record.originator_conversation_id, record.conversation_id)
             d = Delivery(
                 record.queue_timeout_url, body, "b2c_queue_timeout", record.originator_conversation_id
+            )
+        elif "foreign_result" in plan:
+            d = Delivery(
+                record.result_url,
+                foreign_result_body(engine, record),
+                "b2c_result_foreign",
+                record.originator_conversation_id,
             )
         else:
             d = Delivery(

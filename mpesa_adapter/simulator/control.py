@@ -6,7 +6,8 @@ POST   /__control__/security-credential      {"password"?} -> {"SecurityCredenti
 GET    /__control__/config                   current settings;  PATCH: change runtime settings
 GET    /__control__/faults                   fault and outcome rules;  DELETE: clear fault rules
 POST   /__control__/faults                   {"kind", "api"="any", "count"=1|null, "probability"=1,
-                                              "phone"?, "seconds"? (delay), "copies"? (duplicate)}
+                                              "phone"?, "seconds"? (delay), "copies"? (duplicate),
+                                              "params"? ({"result_code"} of a foreign_answer)}
 GET    /__control__/outcomes                 outcome rules;  DELETE: clear
 POST   /__control__/outcomes                 {"api": "stk"|"b2c", "result_code", "count"=1|null, "phone"?}
 GET    /__control__/books                    all books;  /books/stk/{CheckoutRequestID},

@@ -63,12 +63,19 @@ CALLBACK_FAULTS: dict[str, tuple[str, ...]] = {
     "delay": CALLBACK_APIS,
     "unknown_callback": ("stk", "b2c"),
     "queue_timeout": ("b2c", "status", "balance"),
+    # The Result is about another transaction: other ids (and receipt) than the request's. B2C: the
+    # payout happens, only its Result names another one; status/balance: the subject is another's.
+    "foreign_result": ("b2c", "status", "balance"),
 }
-FAULT_KINDS = tuple(SYNC_FAULTS) + tuple(CALLBACK_FAULTS)
+# A synchronous answer about another request: STK Query answers (ResultCode 0 unless
+# params.result_code) for another CheckoutRequestID and MerchantRequestID; B2C accepts the payment
+# and answers with another OriginatorConversationID and ConversationID.
+ANSWER_FAULTS: dict[str, tuple[str, ...]] = {"foreign_answer": ("stk_query", "b2c")}
+FAULT_KINDS = tuple(SYNC_FAULTS) + tuple(CALLBACK_FAULTS) + tuple(ANSWER_FAULTS)
 
 
 def _applies(kind: str, api: str) -> bool:
-    return kind in SYNC_FAULTS or api in CALLBACK_FAULTS.get(kind, ())
+    return kind in SYNC_FAULTS or api in CALLBACK_FAULTS.get(kind, ()) or api in ANSWER_FAULTS.get(kind, ())
 
 
 @dataclass
@@ -182,6 +189,11 @@ class FaultBook:
             return SYNC_FAULTS[lab_fault(phone) or ""]
         fired = self._fire(api, phone, SYNC_FAULTS)
         return SYNC_FAULTS[fired[0].kind] if fired else None
+
+    def answer_fault(self, api: str, phone: str | None) -> FaultRule | None:
+        """The rule that makes this synchronous answer name another request, if one fires."""
+        fired = self._fire(api, phone, ANSWER_FAULTS)
+        return fired[0] if fired else None
 
     def plan(self, api: str, phone: str | None, phone_rules: bool) -> Plan:
         plan = Plan()

@@ -85,14 +85,14 @@ class IdFactory:
                 return value
         raise RuntimeError("too many pushes to one subscriber in one second")
 
-    def conversation_id(self, now: datetime) -> str:
-        rng = self._s("ids")
+    def conversation_id(self, now: datetime, stream: str = "ids") -> str:
+        rng = self._s(stream)
         day = now.astimezone(EAT).strftime("%Y%m%d")
         return self._unique(lambda: f"AG_{day}_{_hex(rng, 20)}")
 
-    def receipt(self, now: datetime) -> str:
+    def receipt(self, now: datetime, stream: str = "receipts") -> str:
         """`[year][month][day]` + 7 alphanumerics, e.g. `UK5...` for 2026-11-05."""
-        rng = self._s("receipts")
+        rng = self._s(stream)
         return self._unique(lambda: receipt_prefix(now) + "".join(rng.choice(_ALNUM) for _ in range(7)))
 
     def token(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mpesa_adapter.simulator import errors
-from mpesa_adapter.simulator.b2c import ACCEPTED, queue_timeout_body
+from mpesa_adapter.simulator.b2c import ACCEPTED, FOREIGN, queue_timeout_body
 from mpesa_adapter.simulator.books import B2CRecord, StkRecord
 from mpesa_adapter.simulator.clock import compact
 from mpesa_adapter.simulator.delivery import Delivery
@@ -129,6 +129,8 @@ def transaction_status(engine: Engine, req: ReportRequest) -> dict[str, str]:
                     "TransactionID": placeholder,
                 }
             }
+            if "foreign_result" in plan:
+                _about_another(engine, body["Result"]["ResultParameters"]["ResultParameter"])
         return [_route(engine, plan, req, body, "status_result", ocid, conv)]
 
     engine.dispatcher.schedule(plan.delay if plan.delay is not None else config.callback_delay, complete)
@@ -183,6 +185,9 @@ def account_balance(engine: Engine, req: ReportRequest) -> dict[str, str]:
                     "ReferenceData": BALANCE_REFERENCE,
                 }
             }
+        if "foreign_result" in plan:  # about another request than the one answered synchronously
+            body["Result"]["OriginatorConversationID"] = engine.ids.gateway_id(FOREIGN)
+            body["Result"]["ConversationID"] = engine.ids.conversation_id(at, FOREIGN)
         return [_route(engine, plan, req, body, "balance_result", ocid, conv)]
 
     engine.dispatcher.schedule(plan.delay if plan.delay is not None else config.callback_delay, complete)
@@ -197,3 +202,17 @@ def _route(
         kind = kind.replace("_result", "_queue_timeout")
         return apply_plan(engine, plan, Delivery(req.queue_timeout_url, timeout, kind, ocid))
     return apply_plan(engine, plan, Delivery(req.result_url, body, kind, ocid))
+
+
+def _about_another(engine: Engine, params: list[dict[str, Any]]) -> None:
+    """Fault `foreign_result` on Transaction Status: the Occasion still echoes the request, the
+    parameters describe another transaction (its ids and receipt)."""
+    now = engine.clock.now()
+    other = {
+        "OriginatorConversationID": engine.ids.gateway_id(FOREIGN),
+        "ConversationID": engine.ids.conversation_id(now, FOREIGN),
+        "ReceiptNo": engine.ids.receipt(now, FOREIGN),
+    }
+    for item in params:
+        if item["Key"] in other:
+            item["Value"] = other[item["Key"]]

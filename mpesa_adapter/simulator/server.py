@@ -99,7 +99,14 @@ def api_handler(
                 raise engine.error(fault)
             engine.rate_limit(api)
             _authorize(engine, request, api)
-            return web.json_response(serve(engine, body))
+            foreign = engine.faults.answer_fault(api, _phone_of(api, body))
+            if foreign is not None and api == "stk_query":
+                validation.stk_query(body, engine.config.shortcodes)  # a bad request is still refused
+                return web.json_response(stk.foreign_query_body(engine, foreign.params))
+            answer = serve(engine, body)
+            if foreign is not None:  # b2c: accepted and paid, but the answer names another request
+                answer = b2c.foreign_answer(engine, answer)
+            return web.json_response(answer)
         except DarajaError as exc:
             return error_response(exc, engine)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from mpesa_adapter.simulator import errors
 from mpesa_adapter.simulator.books import StkRecord
-from mpesa_adapter.simulator.clock import compact
+from mpesa_adapter.simulator.clock import EAT, compact
 from mpesa_adapter.simulator.delivery import Delivery
 from mpesa_adapter.simulator.engine import Engine
 from mpesa_adapter.simulator.faults import Plan, draw_outcome, phone_outcome
@@ -57,6 +57,22 @@ def query_body(record: StkRecord) -> dict[str, str]:
         "ResponseDescription": "The service request has been accepted successfully",
         "MerchantRequestID": record.merchant_request_id,
         "CheckoutRequestID": record.checkout_request_id,
+        "ResultCode": str(code),
+        "ResultDesc": result_desc(code),
+    }
+
+
+def foreign_query_body(engine: Engine, params: dict[str, Any]) -> dict[str, str]:
+    """Fault `foreign_answer`: an STK Query answer about a checkout nobody asked about (completed,
+    unless params.result_code says otherwise). Ids from their own stream: the seed's others stay put."""
+    rng = engine.streams("foreign")
+    stamp = engine.clock.now().astimezone(EAT).strftime("%d%m%Y%H%M%S")
+    code = errors.parse_code(params.get("result_code", 0))
+    return {
+        "ResponseCode": "0",
+        "ResponseDescription": "The service request has been accepted successfully",
+        "MerchantRequestID": engine.ids.gateway_id("foreign"),
+        "CheckoutRequestID": f"ws_CO_{stamp}{rng.randrange(10**12):012d}",
         "ResultCode": str(code),
         "ResultDesc": result_desc(code),
     }

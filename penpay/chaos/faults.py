@@ -12,6 +12,8 @@ Faults (penpay.chaos.schedule.PlannedFault):
                    Timeout (executed first), duplicate reply, on transfers or withdrawals
   mpesa_rule       a Daraja simulator fault: spike arrest, duplicate/late/lost/reordered
                    callbacks, delay
+  mpesa_foreign    a Daraja simulator answer about another request: an STK Query or B2C
+                   answer, a B2C or Transaction Status result naming other ids
 
 The supervisor plays the deployment's restart policy (docker-compose `restart: unless-stopped`):
 a process that exits without being killed by a fault is started again, and counted as a crash
@@ -117,7 +119,7 @@ class FaultInjector:
             return await self._post(f"{self.deriv_control}/connections/drop", {})
         if fault.kind == "deriv_rule":
             return await self._post(f"{self.deriv_control}/faults", fault.params)
-        if fault.kind == "mpesa_rule":
+        if fault.kind in ("mpesa_rule", "mpesa_foreign"):
             return await self._post(f"{self.mpesa_control}/faults", fault.params)
         return f"unknown fault kind {fault.kind}"
 

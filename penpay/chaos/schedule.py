@@ -64,7 +64,23 @@ KILL_TARGETS = ("worker-1", "worker-2", "relay", "gateway-leader", "gateway-stan
 DERIV_RULES = ("drop_before", "drop_after", "delay", "rate_limit", "timeout", "duplicate")
 DERIV_CALLS = ("paymentagent_transfer", "paymentagent_withdraw")
 MPESA_RULES = ("spike_arrest", "duplicate", "late", "drop", "out_of_order", "delay")
-FAULT_KINDS = ("kill", "ws_cut", "deriv_rule", "mpesa_rule", "redis_restart", "mariadb_restart")
+# Daraja answering about another request than the one asked (simulator faults foreign_answer /
+# foreign_result): the payment it holds must wait for a correct answer, never be paid or failed on it.
+MPESA_FOREIGN = (
+    ("foreign_answer", "stk_query"),
+    ("foreign_answer", "b2c"),
+    ("foreign_result", "b2c"),
+    ("foreign_result", "status"),
+)
+FAULT_KINDS = (
+    "kill",
+    "ws_cut",
+    "deriv_rule",
+    "mpesa_rule",
+    "mpesa_foreign",
+    "redis_restart",
+    "mariadb_restart",
+)
 
 USER_DERIV_BALANCE_CENTS = 1_000_00
 FIRST_LOGINID = 91_000_000
@@ -210,6 +226,9 @@ def _fault(rng: random.Random, kind: str) -> tuple[str, float, dict[str, Any]]:
         if rule == "delay":
             params["seconds"] = round(rng.uniform(0.5, 3.0), 2)
         return "mpesa-sim", 0.0, params
+    if kind == "mpesa_foreign":
+        rule, api = rng.choice(MPESA_FOREIGN)
+        return "mpesa-sim", 0.0, {"kind": rule, "api": api, "count": rng.randint(1, 3)}
     if kind == "redis_restart":
         return "redis", round(rng.uniform(1.0, 4.0), 2), {}
     return "mariadb", round(rng.uniform(1.0, 4.0), 2), {}
@@ -226,6 +245,7 @@ def _faults(rng: random.Random, duration: float) -> tuple[PlannedFault, ...]:
         "ws_cut": 2,
         "deriv_rule": 4,
         "mpesa_rule": 3,
+        "mpesa_foreign": 2,
         "redis_restart": 1,
         "mariadb_restart": 1,
     }

@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from security.logs import configure_logging
+    from workers.alert_metrics import count_alerts
 
     configure_logging()
+    count_alerts()  # foreign Daraja results are alerted here (the log line is what leaves this process)
     return asyncio.run(_run(args))
 
 

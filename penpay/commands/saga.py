@@ -36,12 +36,14 @@ def run(args: argparse.Namespace) -> int:
     from penpay.notifiers import missing_provider
     from penpay.settings import get_settings
     from security.logs import configure_logging
+    from workers.alert_metrics import count_alerts
 
     configure_logging()
     problem = missing_provider(get_settings())
     if problem is not None and not get_settings().redis_url:  # it sends the notices itself
         print(problem, file=sys.stderr)
         return 2
+    count_alerts()  # penpay_alerts_total{kind}: Daraja set-up errors and foreign answers raised here
     if args.metrics_addr:
         from prometheus_client import start_http_server
 

@@ -19,8 +19,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from security.logs import configure_logging
+    from workers.alert_metrics import count_alerts
 
     configure_logging("WARNING")
+    count_alerts()  # served with the API's metrics in this one process
     return asyncio.run(_run(args))
 
 

@@ -18,7 +18,13 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mpesa_adapter import review_table
-from mpesa_adapter.callback_parsing import B2CQueueTimeout, B2CResult, StkCallback, TransactionStatusResult
+from mpesa_adapter.callback_parsing import (
+    B2CQueueTimeout,
+    B2CResult,
+    ResultEnvelope,
+    StkCallback,
+    TransactionStatusResult,
+)
 from mpesa_adapter.callback_server import CallbackServer
 from mpesa_adapter.callback_store import SENT, SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
@@ -53,6 +59,9 @@ class RecordingInbox:
 
     async def record_status_result(self, cb: TransactionStatusResult, delivery: Delivery) -> Outcome:
         return self._note("status_result", await self.inner.record_status_result(cb, delivery))
+
+    async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome:
+        return self._note("balance_result", await self.inner.record_balance_result(env, delivery))
 
     async def record_rejected(self, rejection: Rejection) -> Outcome:
         return self._note(f"rejected:{rejection.reason}", await self.inner.record_rejected(rejection))
@@ -405,6 +414,48 @@ class DelayingProxy:
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}"
         return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+NOT_FOUND_PAGE = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
+
+
+class WrongProxy:
+    """Between PenPay and the simulator: while `broken`, the given paths answer an nginx-style HTML 404
+    (a wrong base URL or proxy rule); everything else is forwarded."""
+
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self.paths = paths
+        self.broken = True
+        self.upstream = ""
+        self.refused: list[str] = []
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.broken and request.path in self.paths:
+            self.refused.append(request.path)
+            return web.Response(status=404, body=NOT_FOUND_PAGE, content_type="text/html")
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, self.upstream + request.path_qs, data=await request.read(), headers=headers
+            ) as resp,
+        ):
+            return web.Response(body=await resp.read(), status=resp.status, content_type=resp.content_type)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -211,3 +211,39 @@ async def test_token_cache_single_flight_and_conditional_invalidate() -> None:
     assert await cache.get(fetch) == "t2"
     cache.invalidate("t2")
     assert await cache.get(fetch) == "t3" and calls == 3
+
+
+def _status(occasion: str | None, named: str | None, receipt: str | None) -> p.TransactionStatusResult:
+    params = [{"Key": "OriginatorConversationID", "Value": named}, {"Key": "ReceiptNo", "Value": receipt}]
+    reference = {"Key": "Occasion", **({"Value": occasion} if occasion else {})}
+    data = {
+        "Result": {
+            "ResultCode": 0,
+            "ResultDesc": "ok",
+            "ReferenceData": {"ReferenceItem": reference},
+            "ResultParameters": {"ResultParameter": [x for x in params if x["Value"]]},
+        }
+    }
+    return p.parse_status_result(data, b"")
+
+
+def test_a_status_result_is_about_what_its_occasion_asked() -> None:
+    assert not _status("PENPAY-a", "PENPAY-a", "UKZ0000001").names_another_than_asked()
+    assert not _status("UKZ0000001", "PENPAY-a", "UKZ0000001").names_another_than_asked()  # by receipt
+    assert not _status(None, "PENPAY-b", None).names_another_than_asked()  # nothing echoed: no claim
+    assert _status("PENPAY-a", "PENPAY-b", "UKZ0000002").names_another_than_asked()
+    other = _status("PENPAY-a", "PENPAY-b", None)
+    assert other.names_another_than_asked() and other.subject_originator_conversation_id == "PENPAY-b"
+
+
+def test_only_darajas_own_business_refusal_is_not_a_set_up_error() -> None:
+    from mpesa_adapter import errors as e
+
+    assert e.is_setup_error(e.UnexpectedAnswer("HTTP404", "<html>", None, 404))
+    assert e.is_setup_error(e.UnexpectedAnswer("HTTP200", "<html>", None, 200))  # a portal page
+    assert e.is_setup_error(e.DarajaError("404.001.01", "Resource not found", "r", 404))
+    assert e.is_setup_error(e.DarajaError("401.002.01", "Invalid token", "r", 401))
+    assert e.is_setup_error(e.DarajaConfigurationError("500.001.1001", "Wrong credentials", "r", 500))
+    assert e.is_setup_error(e.AuthenticationFailed("HTTP400", "", None, 400))
+    assert not e.is_setup_error(e.DarajaError("400.002.02", "Bad Request - Invalid PhoneNumber", "r", 400))
+    assert not e.is_setup_error(e.SubscriberLocked("500.001.1001", "Unable to lock subscriber", "r", 500))

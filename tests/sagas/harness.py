@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -268,6 +268,7 @@ async def running_stack(
     deriv_overrides: dict[str, Any] | None = None,
     mpesa_overrides: dict[str, Any] | None = None,
     gateway_overrides: dict[str, Any] | None = None,
+    mpesa_base_url: str | None = None,  # PenPay's Daraja client goes there (a proxy) instead
 ) -> AsyncIterator[Stack]:
     async with AsyncExitStack() as stack:
         engine = create_engine(database_url, pool_size=10)
@@ -320,6 +321,8 @@ async def running_stack(
         stack.push_async_callback(channel.close)
 
         config = daraja_config(mpesa_sim, callbacks, secret)
+        if mpesa_base_url is not None:
+            config = replace(config, base_url=mpesa_base_url)
         daraja = DarajaClient(config)
         stack.push_async_callback(daraja.close)
         deriv = GatewayDerivPayments(channel, timeout=10.0)
