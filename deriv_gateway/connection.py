@@ -396,10 +396,13 @@ class DerivConnection:
             await asyncio.sleep(self.ping_interval)
             try:
                 await link.request("ping", timeout=self.pong_timeout)
-            except errors.DerivError as exc:
-                log.warning("deriv.ping_failed", link=self.name, code=exc.code)
+            except errors.RequestTimeout:
+                log.warning("deriv.ping_unanswered", link=self.name)
                 await link.abort()
                 return
+            except errors.DerivError as exc:
+                # any answer (RateLimit, say) proves the socket alive; a lost one ends the reader anyway
+                log.warning("deriv.ping_refused", link=self.name, code=exc.code)
 
     # --- requests --------------------------------------------------------------------
 
