@@ -35,10 +35,13 @@ from deriv_gateway.protocol.messages import (
     withdraw_fields,
 )
 from deriv_gateway.request_rules import (
+    InvalidRequest,
     check_agent_currency,
+    check_agent_limits,
     check_amount,
     check_client_token,
     check_loginid,
+    check_not_the_agent,
     check_operation_id,
     check_verification_code,
 )
@@ -363,10 +366,21 @@ class DerivGateway:
         except jn.StaleFencingToken:
             raise errors.NotLeader("a newer leader has written to the journal") from None
 
+    def _check_limits(self, cents: int, currency: str) -> None:
+        """Deriv refuses a new operation outside the agent's limits: refused before any row or frame."""
+        check_agent_limits(cents, currency, self.config.transfer_min_cents, self.config.transfer_max_cents)
+
     async def _transfer(self, transfer_id: str, loginid: str, cents: int, currency: str) -> MoneyResult:
         token = await self._term_token()
         await self._agent_ready()
         self._check_agent_currency(currency)
+        try:
+            self._check_limits(cents, currency)
+            check_not_the_agent("client_loginid", loginid, self.agent.loginid)
+        except InvalidRequest:
+            # an operation already journaled (sent under earlier limits, say) is settled, never refused
+            if await self.journal.get(transfer_id) is None:
+                raise
         description = reference(transfer_id, self.config.reference_prefix)
         created, row = await self._claim(
             transfer_id, "transfer", loginid, cents, currency, description, token
@@ -401,8 +415,13 @@ class DerivGateway:
         if not agent_loginid:
             raise errors.NotConnected("agent account not authorized yet")
         description = reference(withdrawal_id, self.config.reference_prefix)
+        # a journaled withdrawal (sent under earlier limits, say) is settled, never refused
+        if existing is None:
+            self._check_limits(cents, currency)
         async with self._client(token_value) as session:
             loginid = session.loginid
+            if existing is None:
+                check_not_the_agent("client_token", loginid, agent_loginid)
             created, row = await self._claim(
                 withdrawal_id, "withdraw", loginid, cents, currency, description, token
             )

@@ -10,9 +10,13 @@ import time
 import uuid
 from typing import Any
 
+import grpc
 import pytest
 
-from tests.deriv_gateway.test_gateway import transfer
+from deriv_gateway.simulator import DEFAULT_AGENT_LOGINID
+from penpay.deriv.v1 import deriv_gateway_pb2 as pb
+from tests.deriv_gateway.test_gateway import CLIENT, CLIENT_TOKEN, transfer, usd
+from tests.deriv_gateway.test_takeover_and_resolve import _claim, _execute_behind_the_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +52,52 @@ async def test_a_rate_limited_ping_does_not_drop_a_live_socket(sim, start_gatewa
     tid = str(uuid.uuid4())
     await gw.stub.Transfer(transfer(tid))
     assert await sim.executed(f"PenPay {tid}") == 1
+
+
+# --- 4. what Deriv would refuse anyway is refused before any frame --------------------------------
+
+
+async def test_a_transfer_to_the_agent_itself_or_outside_its_limits_is_refused_before_any_frame(
+    sim, start_gateway, frames
+):
+    gw = await start_gateway(transfer_min_cents=10_00, transfer_max_cents=2_000_00)
+    refused = {
+        str(uuid.uuid4()): transfer_to(DEFAULT_AGENT_LOGINID, 12_50),  # the agent's own account
+        str(uuid.uuid4()): transfer_to(CLIENT, 9_99),  # below the minimum
+        str(uuid.uuid4()): transfer_to(CLIENT, 2_000_01),  # above the maximum
+    }
+    for tid, (loginid, cents) in refused.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await gw.stub.Transfer(transfer(tid, cents, loginid=loginid))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        assert await gw.server.journal.get(tid) is None  # nothing journaled either
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gw.stub.Withdraw(withdraw(str(uuid.uuid4()), 2_000_01))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "USD 2,000.00" in caught.value.details()
+    assert not frames.sent("paymentagent_transfer") and not frames.sent("paymentagent_withdraw")
+    # the edges are Deriv's own: both allowed
+    for cents in (10_00, 2_000_00):
+        await gw.stub.Transfer(transfer(str(uuid.uuid4()), cents))
+
+
+async def test_an_operation_journaled_before_the_limits_changed_is_settled_not_refused(
+    sim, start_gateway, sqlite_url
+):
+    executed = str(uuid.uuid4())
+    await _claim(sqlite_url, executed)  # 13.00 sent by an earlier leader, executed at Deriv
+    await _execute_behind_the_gateway(sim, executed)
+    gw = await start_gateway(transfer_max_cents=10_00, unknown_settle=0.0)
+    result = await gw.stub.Transfer(transfer(executed, 13_00))
+    assert result.resolved_from_statement
+    assert await sim.executed(f"PenPay {executed}") == 1
+
+
+def transfer_to(loginid: str, cents: int) -> tuple[str, int]:
+    return loginid, cents
+
+
+def withdraw(wid: str, cents: int) -> pb.WithdrawRequest:
+    return pb.WithdrawRequest(
+        withdrawal_id=wid, client_token=CLIENT_TOKEN, verification_code="abcdefgh", amount=usd(cents)
+    )
