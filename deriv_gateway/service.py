@@ -45,6 +45,7 @@ from deriv_gateway.request_rules import (
     check_operation_id,
     check_verification_code,
 )
+from deriv_gateway.statement_batch import StatementBatcher
 
 log = get_logger("deriv_gateway.service")
 
@@ -103,6 +104,10 @@ class DerivGateway:
             rate_limit_safety=config.rate_limit_safety,
             observer=config.frame_observer,
             can_send=lambda: self.lease.is_leader,
+        )
+        # unknown outcomes looked up in the agent's statement together (a drop makes many at once)
+        self.statements = StatementBatcher(
+            lambda wanted, since: self._scan_statement(wanted, since, self.agent.request), self._agent_ready
         )
         # operation key -> (mode, attempt) for single-flight (see _single_flight)
         self._inflight: dict[str, tuple[str, asyncio.Future[MoneyResult]]] = {}
@@ -545,9 +550,7 @@ class DerivGateway:
                 return await self._resolve_row(
                     kind, operation_id, session.loginid, cents, currency, row, token, session.request
                 )
-        return await self._resolve_row(
-            kind, operation_id, loginid, cents, currency, row, token, self.agent.request
-        )
+        return await self._resolve_row(kind, operation_id, loginid, cents, currency, row, token, None)
 
     def _check_same(
         self, row: jn.Operation, kind: str, loginid: str | None, cents: int, currency: str
@@ -565,7 +568,7 @@ class DerivGateway:
         currency: str,
         row: jn.Operation | None,
         token: int,
-        request: StatementRequest,
+        request: StatementRequest | None,  # None: the agent's statement
     ) -> MoneyResult:
         if row is not None:
             await self._take_over(row, token)
@@ -577,7 +580,10 @@ class DerivGateway:
             since = datetime.now(UTC)
         scanned_at = datetime.now(UTC)
         try:
-            found = (await self._scan_statement({description}, since, request)).get(description)
+            if request is None:
+                found = await self._resolve(description, since)
+            else:
+                found = (await self._scan_statement({description}, since, request)).get(description)
         except errors.DerivError as exc:
             # The statement call was refused (RateLimit is a NotExecuted of *that* call): it says
             # nothing about the operation, which must not be reported as not executed.
@@ -768,9 +774,9 @@ class DerivGateway:
     # --- money: the statement --------------------------------------------------------
 
     async def _resolve(self, description: str, since: datetime) -> StatementMatch | None:
-        """Search the agent's statement for the reference (paged, from shortly before the row was created)."""
-        await self._agent_ready()
-        return (await self._scan_statement({description}, since, self.agent.request)).get(description)
+        """Search the agent's statement for the reference (paged, from shortly before the row was
+        created), in one read with the other lookups waiting for one."""
+        return await self.statements.find(description, since)
 
     async def _scan_statement(
         self, descriptions: set[str], since: datetime, request: StatementRequest

@@ -101,3 +101,32 @@ def withdraw(wid: str, cents: int) -> pb.WithdrawRequest:
     return pb.WithdrawRequest(
         withdrawal_id=wid, client_token=CLIENT_TOKEN, verification_code="abcdefgh", amount=usd(cents)
     )
+
+
+# --- 1. a drop with many transfers in flight ---------------------------------------------------------
+
+
+async def test_a_drop_with_many_transfers_in_flight_resolves_them_from_one_statement_read(
+    sim, start_gateway, frames
+):
+    # more unknown outcomes at once than Deriv's statement allowance (25 a minute; ours 22)
+    count = 30
+    gw = await start_gateway(request_timeout=8.0)
+    # each transfer executes at once and its reply is held back: all in flight when the socket drops
+    await sim.fault(kind="delay", call="paymentagent_transfer", delay=2.5, times=count)
+    tids = [str(uuid.uuid4()) for _ in range(count)]
+    calls = [asyncio.ensure_future(gw.stub.Transfer(transfer(tid))) for tid in tids]
+
+    async def all_executed() -> bool:
+        return int((await sim.get("/books/transfers", kind="paymentagent_transfer"))["count"]) >= count
+
+    await _until(all_executed)
+    statements_before = len(frames.sent("statement"))
+    assert await sim.drop_connections() >= 1
+
+    results = await asyncio.gather(*calls)  # none held back for the statement's rate limit
+    assert all(r.resolved_from_statement for r in results)
+    assert len({r.deriv_transaction_id for r in results}) == count
+    for tid in tids:
+        assert await sim.executed(f"PenPay {tid}") == 1
+    assert len(frames.sent("statement")) - statements_before <= 2
