@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from deriv_gateway import foreign_answers
 from deriv_gateway.config import FrameObserver
 from deriv_gateway.logs import get_logger, register_secret
 from deriv_gateway.protocol import errors
@@ -147,6 +148,16 @@ class Link:
         finally:
             self._forget(outgoing.req_id, future)
         if reply.error is not None:
+            if isinstance(reply.error, errors.ForeignAnswer):
+                reference = outgoing.payload.get("description")
+                foreign_answers.report(
+                    f"the answer to {call} names another request",
+                    reply.message,
+                    call=call,
+                    req_id=outgoing.req_id,
+                    link=self.name,
+                    reference=reference if isinstance(reference, str) else None,
+                )
             raise reply.error
         return reply
 

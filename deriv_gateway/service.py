@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from deriv_gateway import foreign_answers
 from deriv_gateway import journal as jn
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.connection import ClientSession, DerivConnection
@@ -632,6 +633,7 @@ class DerivGateway:
         token: int,
         found: StatementMatch,
     ) -> MoneyResult:
+        self._check_line_is_ours(operation_id, kind, loginid, cents, found)
         # the client: the other side of the agent's line (a transfer goes to it, a withdrawal comes from it)
         counterparty = found.to_loginid if kind == "transfer" else found.from_loginid
         client = loginid or counterparty or ""
@@ -802,6 +804,44 @@ class DerivGateway:
             offset += count
         return matches
 
+    def _check_line_is_ours(
+        self, operation_id: str, kind: str, loginid: str | None, cents: int, found: StatementMatch
+    ) -> None:
+        """A statement line carrying our reference proves our operation executed only if it is about
+        it: our amount, our client, the agent. Otherwise it is someone else's line (or a server that
+        answers with its own): an unknown outcome and an alert, never "executed"."""
+        client, agent = (
+            (found.to_loginid, found.from_loginid)
+            if kind == "transfer"
+            else (found.from_loginid, found.to_loginid)
+        )
+        problem = None
+        if found.amount_cents != cents:
+            problem = f"amount {found.amount_cents} where ours is {cents}"
+        elif loginid and client and client.upper() != loginid.upper():
+            problem = f"client {client} where ours is {loginid}"
+        elif self.agent.loginid and agent and agent.upper() != self.agent.loginid.upper():
+            problem = f"agent {agent} where ours is {self.agent.loginid}"
+        if problem is None:
+            return
+        foreign_answers.report(
+            f"a statement line with our reference names another operation ({problem})",
+            {
+                "transaction_id": found.transaction_id,
+                "amount_cents": found.amount_cents,
+                "from": found.from_loginid,
+                "to": found.to_loginid,
+                "longcode": found.longcode,
+            },
+            operation_id=operation_id,
+            operation_kind=kind,
+            deriv_transaction_id=found.transaction_id,
+        )
+        raise errors.ForeignAnswer(
+            f"the statement line for {operation_id} names another operation ({problem}); outcome unknown",
+            details={"retry_after": self.config.unknown_settle, "outcome": "unknown"},
+        )
+
     async def _record_found(
         self,
         operation_id: str,
@@ -812,6 +852,7 @@ class DerivGateway:
         token: int,
         found: StatementMatch,
     ) -> MoneyResult:
+        self._check_line_is_ours(operation_id, kind, loginid, cents, found)
         result = {"counterparty_name": "", "resolved_from_statement": True, "longcode": found.longcode[:200]}
         try:
             await self.journal.finish(
@@ -855,6 +896,19 @@ class DerivGateway:
             exc2 = errors.UnexpectedReply(f"{call} reply without transaction_id")
             return await self._resolve_after_failure(
                 operation_id, kind, loginid, cents, currency, description, token, exc2
+            )
+        to = reply.get("client_to_loginid")
+        if kind == "transfer" and to is not None and str(to).upper() != loginid.upper():
+            # the echo was ours, the credited client is not: not proof of our transfer either way
+            foreign_answers.report(
+                "the transfer reply names another client",
+                reply,
+                operation_id=operation_id,
+                operation_kind=kind,
+            )
+            exc3 = errors.ForeignAnswer(f"{call} reply names client {to}, not {loginid}")
+            return await self._resolve_after_failure(
+                operation_id, kind, loginid, cents, currency, description, token, exc3
             )
         name = str(reply.get("client_to_full_name") or reply.get("paymentagent_name") or "")
         try:

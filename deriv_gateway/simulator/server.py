@@ -27,6 +27,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from . import foreign
 from .clock import Clock
 from .config import SimulatorConfig
 from .engine import Engine, Push, Session, find_call
@@ -241,6 +242,14 @@ class DerivSimulator:
             if fault.kind == "timeout" and not fault.execute:
                 wait = fault.delay if fault.delay is not None else cfg.request_timeout
                 self._later(conn, session.timeout_reply(request), wait, force=True)
+                return
+            if fault.kind in ("other_operation", "other_line"):
+                if fault.kind == "other_operation":
+                    answer = foreign.other_operation(session, call, request, fault.execute)
+                else:
+                    answer = foreign.other_line(session, request)
+                self._send(conn, answer)
+                self.engine.flush()
                 return
         outcome = session.handle(request)
         reply = outcome.reply

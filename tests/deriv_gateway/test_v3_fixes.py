@@ -13,10 +13,11 @@ from typing import Any
 import grpc
 import pytest
 
+from deriv_gateway import journal as jn
 from deriv_gateway.simulator import DEFAULT_AGENT_LOGINID
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
-from tests.deriv_gateway.test_gateway import CLIENT, CLIENT_TOKEN, transfer, usd
-from tests.deriv_gateway.test_takeover_and_resolve import _claim, _execute_behind_the_gateway
+from tests.deriv_gateway.test_gateway import CLIENT, CLIENT_TOKEN, error_info, transfer, usd
+from tests.deriv_gateway.test_takeover_and_resolve import _books, _claim, _execute_behind_the_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +131,85 @@ async def test_a_drop_with_many_transfers_in_flight_resolves_them_from_one_state
     for tid in tids:
         assert await sim.executed(f"PenPay {tid}") == 1
     assert len(frames.sent("statement")) - statements_before <= 2
+
+
+# --- 6. (issue 21) an answer about another operation ------------------------------------------------
+
+
+def _alerts() -> float:
+    from prometheus_client import REGISTRY
+
+    import workers.alert_metrics  # noqa: F401 - installs the counter on the alerts logger
+
+    return REGISTRY.get_sample_value("penpay_alerts_total", {"kind": "deriv_foreign_answer"}) or 0.0
+
+
+async def test_a_transfer_reply_about_another_operation_is_not_taken_for_ours(sim, start_gateway):
+    gw = await start_gateway(unknown_settle=30.0)
+    alerts = _alerts()
+    # executed, answered as another operation: found in our own statement line instead
+    executed = str(uuid.uuid4())
+    await sim.fault(kind="other_operation", call="paymentagent_transfer", match={"description": executed})
+    result = await gw.stub.Transfer(transfer(executed))
+    line = await _books(sim, executed)
+    assert result.resolved_from_statement
+    assert result.deriv_transaction_id == line["debit_transaction_id"]  # not the answer's id
+    assert _alerts() == alerts + 1
+
+    # not executed, answered "done" as another operation: neither done nor not sent
+    unsent = str(uuid.uuid4())
+    await sim.fault(
+        kind="other_operation", call="paymentagent_transfer", match={"description": unsent}, execute=False
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gw.stub.Transfer(transfer(unsent))
+    info, _ = error_info(caught.value)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and info.metadata["outcome"] == "unknown"
+    assert (await gw.server.journal.get(unsent)).status == jn.SENDING  # resolved later, never resent blind
+    assert await sim.executed(f"PenPay {unsent}") == 0
+    assert _alerts() == alerts + 2
+
+
+async def test_a_withdraw_reply_about_another_operation_is_not_taken_for_ours(sim, start_gateway):
+    gw = await start_gateway(unknown_settle=30.0)
+    alerts = _alerts()
+    await gw.stub.RequestWithdrawalCode(pb.RequestWithdrawalCodeRequest(client_token=CLIENT_TOKEN))
+    code = (await sim.get(f"/mailbox/{CLIENT}"))["latest"]
+    wid = str(uuid.uuid4())
+    await sim.fault(kind="other_operation", call="paymentagent_withdraw", execute=False)
+    request = pb.WithdrawRequest(
+        withdrawal_id=wid, client_token=CLIENT_TOKEN, verification_code=code, amount=usd(20_00)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gw.stub.Withdraw(request)
+    info, _ = error_info(caught.value)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and info.metadata["outcome"] == "unknown"
+    assert (await gw.server.journal.get(wid)).status == jn.SENDING
+    assert await sim.executed(f"PenPay {wid}") == 0
+    assert _alerts() == alerts + 1
+
+
+@pytest.mark.parametrize("kind", ["other_operation", "other_line"])
+async def test_a_statement_about_other_operations_proves_nothing_about_ours(
+    sim, start_gateway, sqlite_url, kind
+):
+    gw = await start_gateway(unknown_settle=0.0)
+    # an earlier attempt's frame executed at Deriv; its row is SENDING, past the settle window
+    earlier = str(uuid.uuid4())
+    await _claim(sqlite_url, earlier)
+    await _execute_behind_the_gateway(sim, earlier)
+    alerts = _alerts()
+    await sim.fault(kind=kind, call="statement", times=1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gw.stub.Transfer(transfer(earlier, 13_00))
+
+    # another query's page (no line of ours) is not "not executed": nothing sent again;
+    # a line with our reference about another client and amount is not "executed" either
+    info, _ = error_info(caught.value)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and info.metadata["outcome"] == "unknown"
+    assert (await gw.server.journal.get(earlier)).status == jn.SENDING
+    assert _alerts() == alerts + 1
+    found = await gw.stub.Transfer(transfer(earlier, 13_00))  # our statement, answered about ours
+    assert found.resolved_from_statement
+    await _books(sim, earlier)  # exactly one transfer with this reference
