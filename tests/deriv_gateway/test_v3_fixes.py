@@ -17,6 +17,7 @@ from deriv_gateway import journal as jn
 from deriv_gateway.simulator import DEFAULT_AGENT_LOGINID
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from tests.deriv_gateway.test_gateway import CLIENT, CLIENT_TOKEN, error_info, transfer, usd
+from tests.deriv_gateway.test_link_send import ExceptionsReported
 from tests.deriv_gateway.test_takeover_and_resolve import _books, _claim, _execute_behind_the_gateway
 
 pytestmark = pytest.mark.integration
@@ -123,9 +124,10 @@ async def test_a_drop_with_many_transfers_in_flight_resolves_them_from_one_state
 
     await _until(all_executed)
     statements_before = len(frames.sent("statement"))
-    assert await sim.drop_connections() >= 1
-
-    results = await asyncio.gather(*calls)  # none held back for the statement's rate limit
+    with ExceptionsReported(asyncio.get_running_loop()) as reported:
+        assert await sim.drop_connections() >= 1
+        results = await asyncio.gather(*calls)  # none held back for the statement's rate limit
+        assert not reported.never_retrieved()  # every reply waiter the drop failed was awaited
     assert all(r.resolved_from_statement for r in results)
     assert len({r.deriv_transaction_id for r in results}) == count
     for tid in tids:
