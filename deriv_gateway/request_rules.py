@@ -62,6 +62,8 @@ def check_agent_limits(amount_cents: int, currency: str, minimum_cents: int, max
     before a journal row or a frame, with the rule and message of domain/wallet/deriv_rules.py."""
     if currency != Currency.USD.value:
         return  # the limits are USD; another currency is refused as not the agent's (check_agent_currency)
+    if minimum_cents <= amount_cents <= maximum_cents:
+        return  # the usual case, on every transfer: no Money objects
     try:
         limits = DerivTransferLimits(Money(minimum_cents, Currency.USD), Money(maximum_cents, Currency.USD))
         limits.check(Money(amount_cents, Currency.USD), what="payment agent transfers")
