@@ -191,17 +191,19 @@ class ProtocolCore:
 def echo_matches(sent: dict[str, Any], echo: Any) -> bool:
     """Whether `echo` (a reply's echo_req) is the request `sent`: the same fields, each equal (a number
     by value, so 10 and 10.0 agree) or redacted by Deriv."""
+    if echo == sent:  # the usual case, in one C-level comparison (a hot path: every transfer)
+        return True
     if not isinstance(echo, dict) or echo.keys() != sent.keys():
         return False
     return all(echo[key] == REDACTED or _same_value(value, echo[key]) for key, value in sent.items())
 
 
 def _same_value(sent: Any, echoed: Any) -> bool:
-    if isinstance(sent, bool) or isinstance(echoed, bool):
-        return sent == echoed and type(sent) is type(echoed)
-    if isinstance(sent, int | float) and isinstance(echoed, int | float | str):
-        try:
-            return Decimal(str(sent)) == Decimal(str(echoed))
+    if sent == echoed:  # Python compares 10 and 10.0 exactly
+        return True
+    if isinstance(sent, int | float) and not isinstance(sent, bool) and isinstance(echoed, str):
+        try:  # a number echoed as a numeric string
+            return Decimal(str(sent)) == Decimal(echoed)
         except InvalidOperation:
             return False
-    return bool(sent == echoed)
+    return False
