@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from deriv_gateway import foreign_answers
 from deriv_gateway import journal as jn
 from deriv_gateway.config import GatewayConfig
@@ -919,7 +921,20 @@ class DerivGateway:
                 deriv_transaction_id=txn,
                 result={"counterparty_name": name, "client_to_loginid": reply.get("client_to_loginid")},
             )
-        except jn.StaleFencingToken:
+        except (jn.StaleFencingToken, IntegrityError):
+            if await self._still_ours(operation_id, token):
+                # not deposed: the journal refused the transaction id, another operation's already
+                foreign_answers.report(
+                    f"the {call} reply carries transaction id {txn}, another operation's",
+                    reply,
+                    operation_id=operation_id,
+                    operation_kind=kind,
+                    deriv_transaction_id=txn,
+                )
+                exc4 = errors.ForeignAnswer(f"{call} reply carries another operation's transaction id {txn}")
+                return await self._resolve_after_failure(
+                    operation_id, kind, loginid, cents, currency, description, token, exc4
+                )
             log.error("gateway.deposed_after_send", operation_id=operation_id, kind=kind)
             raise errors.NotLeader(
                 "lease lost while the call was in flight; a newer leader resolves it"
@@ -931,6 +946,11 @@ class DerivGateway:
             ms=round((time.monotonic() - started) * 1000),
         )
         return MoneyResult(operation_id, txn, loginid, cents, currency, name, False, False)
+
+    async def _still_ours(self, operation_id: str, token: int) -> bool:
+        """After a failed outcome write: the row is still SENDING under our token (we were not deposed)."""
+        row = await self.journal.get(operation_id)
+        return row is not None and row.status == jn.SENDING and row.fencing_token == token
 
     async def _resolve_after_failure(
         self,

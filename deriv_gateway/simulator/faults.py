@@ -18,6 +18,7 @@ Kinds:
                 reference and transaction id (executing ours first unless `execute` is false); a
                 statement's reply is another query's page
   other_line    a statement reply to our query whose lines name another client and amount
+  reused_transaction_id  execute a money call and answer it with the previous transfer's id
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ REQUEST_KINDS = (
     "duplicate",
     "other_operation",
     "other_line",
+    "reused_transaction_id",
 )
 # the calls a kind applies to (any call when absent)
 KIND_CALLS = {
     "other_operation": ("paymentagent_transfer", "paymentagent_withdraw", "statement"),
     "other_line": ("statement",),
+    "reused_transaction_id": ("paymentagent_transfer", "paymentagent_withdraw"),
 }
 KINDS = (*REQUEST_KINDS, "skip_stream")
 

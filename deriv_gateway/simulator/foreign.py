@@ -8,6 +8,8 @@ when it is provably about its own request (issue 21). Two kinds (see faults.py):
   false, without; the answer to a `statement` is the page of another query (a later offset).
 - `other_line`: a `statement` answer to our own query whose lines are about other operations: each
   keeps its reference but names another client and amount.
+- `reused_transaction_id`: a money call executed and answered about it, except for the transaction
+  id: the one of the transfer before it in the books (another operation's).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from .engine import Session, envelope
 
 OTHER_CLIENT = "CR90000999"
 MONEY_CALLS = ("paymentagent_transfer", "paymentagent_withdraw")
-CALLS = {"other_operation": (*MONEY_CALLS, "statement"), "other_line": ("statement",)}
 
 
 def other_operation(session: Session, call: str, request: dict[str, Any], execute: bool) -> dict[str, Any]:
@@ -67,3 +68,12 @@ def other_line(session: Session, request: dict[str, Any]) -> dict[str, Any]:
             if isinstance(line.get(side), dict):
                 line[side] = {"loginid": OTHER_CLIENT}
     return reply
+
+
+def reused_transaction_id(session: Session, request: dict[str, Any]) -> dict[str, Any]:
+    reply = session.handle(request).reply
+    assert reply is not None
+    transfers = session.engine.books.transfers
+    if "error" in reply or len(transfers) < 2:
+        return reply
+    return {**reply, "transaction_id": transfers[-2].debit_transaction_id}

@@ -243,11 +243,13 @@ class DerivSimulator:
                 wait = fault.delay if fault.delay is not None else cfg.request_timeout
                 self._later(conn, session.timeout_reply(request), wait, force=True)
                 return
-            if fault.kind in ("other_operation", "other_line"):
+            if fault.kind in ("other_operation", "other_line", "reused_transaction_id"):
                 if fault.kind == "other_operation":
                     answer = foreign.other_operation(session, call, request, fault.execute)
-                else:
+                elif fault.kind == "other_line":
                     answer = foreign.other_line(session, request)
+                else:
+                    answer = foreign.reused_transaction_id(session, request)
                 self._send(conn, answer)
                 self.engine.flush()
                 return

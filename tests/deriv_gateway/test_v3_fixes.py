@@ -215,3 +215,19 @@ async def test_a_statement_about_other_operations_proves_nothing_about_ours(
     found = await gw.stub.Transfer(transfer(earlier, 13_00))  # our statement, answered about ours
     assert found.resolved_from_statement
     await _books(sim, earlier)  # exactly one transfer with this reference
+
+
+async def test_a_reply_carrying_another_operations_transaction_id_is_not_taken_for_ours(
+    sim, start_gateway, journal_url
+):
+    gw = await start_gateway(database_url=journal_url)
+    first = await gw.stub.Transfer(transfer(str(uuid.uuid4())))
+    alerts = _alerts()
+    tid = str(uuid.uuid4())
+    await sim.fault(kind="reused_transaction_id", call="paymentagent_transfer", times=1)
+    result = await gw.stub.Transfer(transfer(tid))  # answered with the first transfer's id
+    line = await _books(sim, tid)
+    assert result.resolved_from_statement and result.deriv_transaction_id == line["debit_transaction_id"]
+    assert result.deriv_transaction_id != first.deriv_transaction_id
+    assert (await gw.server.journal.get(tid)).deriv_transaction_id == line["debit_transaction_id"]
+    assert _alerts() == alerts + 1
