@@ -243,7 +243,7 @@ class DerivSimulator:
                 wait = fault.delay if fault.delay is not None else cfg.request_timeout
                 self._later(conn, session.timeout_reply(request), wait, force=True)
                 return
-            if fault.kind in ("other_operation", "other_line", "reused_transaction_id"):
+            if call is not None and fault.kind in ("other_operation", "other_line", "reused_transaction_id"):
                 if fault.kind == "other_operation":
                     answer = foreign.other_operation(session, call, request, fault.execute)
                 elif fault.kind == "other_line":
