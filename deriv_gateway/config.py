@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 # (direction, frame) for every frame on the agent and client connections: "send" or "recv".
@@ -44,6 +45,11 @@ class GatewayConfig:
     unknown_settle: float = 30.0
     reference_prefix: str = "PenPay"
 
+    # The payment agent's per-transfer range in USD cents (PENPAY_DERIV_TRANSFER_MIN_USD / _MAX_USD):
+    # a transfer or withdrawal outside it is refused before anything is journaled or sent.
+    transfer_min_cents: int = 10_00
+    transfer_max_cents: int = 2_000_00
+
     # Client-token (short-lived) connections
     client_timeout: float = 20.0
 
@@ -78,7 +84,14 @@ class GatewayConfig:
             rest_app_id=settings.deriv_rest_app_id,
             rest_agent_token=settings.deriv_rest_agent_token.get_secret_value(),
             rest_per_minute=settings.deriv_rest_per_minute,
+            transfer_min_cents=usd_cents(settings.deriv_transfer_min_usd),
+            transfer_max_cents=usd_cents(settings.deriv_transfer_max_usd),
         )
         for key, value in overrides.items():
             setattr(config, key, value)
         return config
+
+
+def usd_cents(amount: Decimal) -> int:
+    """A USD setting (an exact decimal of at most 2 places) in cents."""
+    return int(amount.scaleb(2))

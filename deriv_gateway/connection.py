@@ -22,11 +22,13 @@ import websockets
 from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
+from deriv_gateway import foreign_answers
 from deriv_gateway.config import FrameObserver
 from deriv_gateway.logs import get_logger, register_secret
 from deriv_gateway.protocol import errors
-from deriv_gateway.protocol.core import ProtocolCore, ProtocolError, Reply, StreamMessage
+from deriv_gateway.protocol.core import Outgoing, ProtocolCore, ProtocolError, Reply, StreamMessage
 from deriv_gateway.protocol.ratelimit import CallLimits, RateLimiter
 
 log = get_logger("deriv_gateway.connection")
@@ -141,24 +143,58 @@ class Link:
         outgoing = self.core.encode(call, fields, value=value)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiters[outgoing.req_id] = future
+        try:
+            reply = await self._exchange(outgoing, future, timeout)
+        finally:
+            self._forget(outgoing.req_id, future)
+        if reply.error is not None:
+            if isinstance(reply.error, errors.ForeignAnswer):
+                reference = outgoing.payload.get("description")
+                foreign_answers.report(
+                    f"the answer to {call} names another request",
+                    reply.message,
+                    call=call,
+                    req_id=outgoing.req_id,
+                    link=self.name,
+                    reference=reference if isinstance(reference, str) else None,
+                )
+            raise reply.error
+        return reply
+
+    async def _exchange(self, outgoing: Outgoing, future: asyncio.Future[Reply], timeout: float) -> Reply:  # noqa: ASYNC109
         if self._observer is not None:
             self._observer("send", outgoing.payload)
+        # websockets writes the frame to the transport synchronously when the connection is OPEN, and
+        # only then waits for the buffer to drain: a ConnectionClosed raised after that (a drop under
+        # backpressure) does not mean the frame stayed here. Only a send refused on entry is "not sent".
+        handed_over = self.ws.protocol.state is State.OPEN
         try:
             await self.ws.send(outgoing.text)
         except ConnectionClosed:
-            self._waiters.pop(outgoing.req_id, None)
-            self.core.cancel(outgoing.req_id)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                return future.result()  # answered while the buffer drained: the answer stands
+            if handed_over:
+                raise errors.ConnectionLost(
+                    "connection lost while the frame was being written; it may have left",
+                    req_id=outgoing.req_id,
+                ) from None
             raise errors.NotConnected("connection closed before the frame was written") from None
         try:
             async with asyncio.timeout(timeout):  # one timer; wait_for would add a waiter and callbacks
-                reply = await future
+                return await future
         except TimeoutError:
-            self._waiters.pop(outgoing.req_id, None)
-            self.core.cancel(outgoing.req_id)
-            raise errors.RequestTimeout(f"no reply to {call} within {timeout:g}s") from None
-        if reply.error is not None:
-            raise reply.error
-        return reply
+            raise errors.RequestTimeout(f"no reply to {outgoing.call} within {timeout:g}s") from None
+
+    def _forget(self, req_id: int, future: asyncio.Future[Reply]) -> None:
+        """No orphan waiter once the caller stops waiting (answered, failed, timed out, cancelled): a
+        late reply becomes unsolicited, and an exception a connection loss set on the future meanwhile
+        is marked retrieved (else asyncio logs "Future exception was never retrieved")."""
+        if self._waiters.pop(req_id, None) is not None:
+            self.core.cancel(req_id)
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -371,10 +407,13 @@ class DerivConnection:
             await asyncio.sleep(self.ping_interval)
             try:
                 await link.request("ping", timeout=self.pong_timeout)
-            except errors.DerivError as exc:
-                log.warning("deriv.ping_failed", link=self.name, code=exc.code)
+            except errors.RequestTimeout:
+                log.warning("deriv.ping_unanswered", link=self.name)
                 await link.abort()
                 return
+            except errors.DerivError as exc:
+                # any answer (RateLimit, say) proves the socket alive; a lost one ends the reader anyway
+                log.warning("deriv.ping_refused", link=self.name, code=exc.code)
 
     # --- requests --------------------------------------------------------------------
 

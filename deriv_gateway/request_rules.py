@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import re
 
+from domain.shared.errors import DomainError
+from domain.wallet.deriv_rules import DerivTransferLimits
+from domain.wallet.money import Currency, Money
+
 OPERATION_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 LOGINID = re.compile(r"[A-Za-z]+[0-9]+")
 LOGINID_MAX = 32
@@ -51,6 +55,26 @@ def check_agent_currency(currency: str, agent_currency: str | None) -> None:
     """Deriv moves money between a payment agent and a client only in the agent's account currency."""
     if agent_currency and currency != agent_currency:
         raise InvalidRequest("amount.currency", f"must be the agent account's currency, {agent_currency}")
+
+
+def check_agent_limits(amount_cents: int, currency: str, minimum_cents: int, maximum_cents: int) -> None:
+    """Deriv refuses a payment agent transfer or withdrawal outside the agent's USD range: refused here,
+    before a journal row or a frame, with the rule and message of domain/wallet/deriv_rules.py."""
+    if currency != Currency.USD.value:
+        return  # the limits are USD; another currency is refused as not the agent's (check_agent_currency)
+    if minimum_cents <= amount_cents <= maximum_cents:
+        return  # the usual case, on every transfer: no Money objects
+    try:
+        limits = DerivTransferLimits(Money(minimum_cents, Currency.USD), Money(maximum_cents, Currency.USD))
+        limits.check(Money(amount_cents, Currency.USD), what="payment agent transfers")
+    except DomainError as exc:
+        raise InvalidRequest("amount.amount_cents", str(exc)) from None
+
+
+def check_not_the_agent(field: str, loginid: str, agent_loginid: str | None) -> None:
+    """Deriv refuses money moved between the agent's account and itself: refused before any frame."""
+    if agent_loginid and loginid.upper() == agent_loginid.upper():
+        raise InvalidRequest(field, "must not be the payment agent's own account")
 
 
 def check_client_token(value: str) -> None:

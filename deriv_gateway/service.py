@@ -18,6 +18,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
+from deriv_gateway import foreign_answers
 from deriv_gateway import journal as jn
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.connection import ClientSession, DerivConnection
@@ -35,13 +38,17 @@ from deriv_gateway.protocol.messages import (
     withdraw_fields,
 )
 from deriv_gateway.request_rules import (
+    InvalidRequest,
     check_agent_currency,
+    check_agent_limits,
     check_amount,
     check_client_token,
     check_loginid,
+    check_not_the_agent,
     check_operation_id,
     check_verification_code,
 )
+from deriv_gateway.statement_batch import StatementBatcher
 
 log = get_logger("deriv_gateway.service")
 
@@ -100,6 +107,10 @@ class DerivGateway:
             rate_limit_safety=config.rate_limit_safety,
             observer=config.frame_observer,
             can_send=lambda: self.lease.is_leader,
+        )
+        # unknown outcomes looked up in the agent's statement together (a drop makes many at once)
+        self.statements = StatementBatcher(
+            lambda wanted, since: self._scan_statement(wanted, since, self.agent.request), self._agent_ready
         )
         # operation key -> (mode, attempt) for single-flight (see _single_flight)
         self._inflight: dict[str, tuple[str, asyncio.Future[MoneyResult]]] = {}
@@ -363,10 +374,21 @@ class DerivGateway:
         except jn.StaleFencingToken:
             raise errors.NotLeader("a newer leader has written to the journal") from None
 
+    def _check_limits(self, cents: int, currency: str) -> None:
+        """Deriv refuses a new operation outside the agent's limits: refused before any row or frame."""
+        check_agent_limits(cents, currency, self.config.transfer_min_cents, self.config.transfer_max_cents)
+
     async def _transfer(self, transfer_id: str, loginid: str, cents: int, currency: str) -> MoneyResult:
         token = await self._term_token()
         await self._agent_ready()
         self._check_agent_currency(currency)
+        try:
+            self._check_limits(cents, currency)
+            check_not_the_agent("client_loginid", loginid, self.agent.loginid)
+        except InvalidRequest:
+            # an operation already journaled (sent under earlier limits, say) is settled, never refused
+            if await self.journal.get(transfer_id) is None:
+                raise
         description = reference(transfer_id, self.config.reference_prefix)
         created, row = await self._claim(
             transfer_id, "transfer", loginid, cents, currency, description, token
@@ -401,8 +423,13 @@ class DerivGateway:
         if not agent_loginid:
             raise errors.NotConnected("agent account not authorized yet")
         description = reference(withdrawal_id, self.config.reference_prefix)
+        # a journaled withdrawal (sent under earlier limits, say) is settled, never refused
+        if existing is None:
+            self._check_limits(cents, currency)
         async with self._client(token_value) as session:
             loginid = session.loginid
+            if existing is None:
+                check_not_the_agent("client_token", loginid, agent_loginid)
             created, row = await self._claim(
                 withdrawal_id, "withdraw", loginid, cents, currency, description, token
             )
@@ -526,9 +553,7 @@ class DerivGateway:
                 return await self._resolve_row(
                     kind, operation_id, session.loginid, cents, currency, row, token, session.request
                 )
-        return await self._resolve_row(
-            kind, operation_id, loginid, cents, currency, row, token, self.agent.request
-        )
+        return await self._resolve_row(kind, operation_id, loginid, cents, currency, row, token, None)
 
     def _check_same(
         self, row: jn.Operation, kind: str, loginid: str | None, cents: int, currency: str
@@ -546,7 +571,7 @@ class DerivGateway:
         currency: str,
         row: jn.Operation | None,
         token: int,
-        request: StatementRequest,
+        request: StatementRequest | None,  # None: the agent's statement
     ) -> MoneyResult:
         if row is not None:
             await self._take_over(row, token)
@@ -558,7 +583,10 @@ class DerivGateway:
             since = datetime.now(UTC)
         scanned_at = datetime.now(UTC)
         try:
-            found = (await self._scan_statement({description}, since, request)).get(description)
+            if request is None:
+                found = await self._resolve(description, since)
+            else:
+                found = (await self._scan_statement({description}, since, request)).get(description)
         except errors.DerivError as exc:
             # The statement call was refused (RateLimit is a NotExecuted of *that* call): it says
             # nothing about the operation, which must not be reported as not executed.
@@ -607,6 +635,7 @@ class DerivGateway:
         token: int,
         found: StatementMatch,
     ) -> MoneyResult:
+        self._check_line_is_ours(operation_id, kind, loginid, cents, found)
         # the client: the other side of the agent's line (a transfer goes to it, a withdrawal comes from it)
         counterparty = found.to_loginid if kind == "transfer" else found.from_loginid
         client = loginid or counterparty or ""
@@ -751,9 +780,9 @@ class DerivGateway:
     # --- money: the statement --------------------------------------------------------
 
     async def _resolve(self, description: str, since: datetime) -> StatementMatch | None:
-        """Search the agent's statement for the reference (paged, from shortly before the row was created)."""
-        await self._agent_ready()
-        return (await self._scan_statement({description}, since, self.agent.request)).get(description)
+        """Search the agent's statement for the reference (paged, from shortly before the row was
+        created), in one read with the other lookups waiting for one."""
+        return await self.statements.find(description, since)
 
     async def _scan_statement(
         self, descriptions: set[str], since: datetime, request: StatementRequest
@@ -779,6 +808,44 @@ class DerivGateway:
             offset += count
         return matches
 
+    def _check_line_is_ours(
+        self, operation_id: str, kind: str, loginid: str | None, cents: int, found: StatementMatch
+    ) -> None:
+        """A statement line carrying our reference proves our operation executed only if it is about
+        it: our amount, our client, the agent. Otherwise it is someone else's line (or a server that
+        answers with its own): an unknown outcome and an alert, never "executed"."""
+        client, agent = (
+            (found.to_loginid, found.from_loginid)
+            if kind == "transfer"
+            else (found.from_loginid, found.to_loginid)
+        )
+        problem = None
+        if found.amount_cents != cents:
+            problem = f"amount {found.amount_cents} where ours is {cents}"
+        elif loginid and client and client.upper() != loginid.upper():
+            problem = f"client {client} where ours is {loginid}"
+        elif self.agent.loginid and agent and agent.upper() != self.agent.loginid.upper():
+            problem = f"agent {agent} where ours is {self.agent.loginid}"
+        if problem is None:
+            return
+        foreign_answers.report(
+            f"a statement line with our reference names another operation ({problem})",
+            {
+                "transaction_id": found.transaction_id,
+                "amount_cents": found.amount_cents,
+                "from": found.from_loginid,
+                "to": found.to_loginid,
+                "longcode": found.longcode,
+            },
+            operation_id=operation_id,
+            operation_kind=kind,
+            deriv_transaction_id=found.transaction_id,
+        )
+        raise errors.ForeignAnswer(
+            f"the statement line for {operation_id} names another operation ({problem}); outcome unknown",
+            details={"retry_after": self.config.unknown_settle, "outcome": "unknown"},
+        )
+
     async def _record_found(
         self,
         operation_id: str,
@@ -789,6 +856,7 @@ class DerivGateway:
         token: int,
         found: StatementMatch,
     ) -> MoneyResult:
+        self._check_line_is_ours(operation_id, kind, loginid, cents, found)
         result = {"counterparty_name": "", "resolved_from_statement": True, "longcode": found.longcode[:200]}
         try:
             await self.journal.finish(
@@ -833,6 +901,19 @@ class DerivGateway:
             return await self._resolve_after_failure(
                 operation_id, kind, loginid, cents, currency, description, token, exc2
             )
+        to = reply.get("client_to_loginid")
+        if kind == "transfer" and to is not None and str(to).upper() != loginid.upper():
+            # the echo was ours, the credited client is not: not proof of our transfer either way
+            foreign_answers.report(
+                "the transfer reply names another client",
+                reply,
+                operation_id=operation_id,
+                operation_kind=kind,
+            )
+            exc3 = errors.ForeignAnswer(f"{call} reply names client {to}, not {loginid}")
+            return await self._resolve_after_failure(
+                operation_id, kind, loginid, cents, currency, description, token, exc3
+            )
         name = str(reply.get("client_to_full_name") or reply.get("paymentagent_name") or "")
         try:
             await self.journal.finish(
@@ -842,7 +923,20 @@ class DerivGateway:
                 deriv_transaction_id=txn,
                 result={"counterparty_name": name, "client_to_loginid": reply.get("client_to_loginid")},
             )
-        except jn.StaleFencingToken:
+        except (jn.StaleFencingToken, IntegrityError):
+            if await self._still_ours(operation_id, token):
+                # not deposed: the journal refused the transaction id, another operation's already
+                foreign_answers.report(
+                    f"the {call} reply carries transaction id {txn}, another operation's",
+                    reply,
+                    operation_id=operation_id,
+                    operation_kind=kind,
+                    deriv_transaction_id=txn,
+                )
+                exc4 = errors.ForeignAnswer(f"{call} reply carries another operation's transaction id {txn}")
+                return await self._resolve_after_failure(
+                    operation_id, kind, loginid, cents, currency, description, token, exc4
+                )
             log.error("gateway.deposed_after_send", operation_id=operation_id, kind=kind)
             raise errors.NotLeader(
                 "lease lost while the call was in flight; a newer leader resolves it"
@@ -854,6 +948,11 @@ class DerivGateway:
             ms=round((time.monotonic() - started) * 1000),
         )
         return MoneyResult(operation_id, txn, loginid, cents, currency, name, False, False)
+
+    async def _still_ours(self, operation_id: str, token: int) -> bool:
+        """After a failed outcome write: the row is still SENDING under our token (we were not deposed)."""
+        row = await self.journal.get(operation_id)
+        return row is not None and row.status == jn.SENDING and row.fencing_token == token
 
     async def _resolve_after_failure(
         self,

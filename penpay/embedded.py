@@ -93,7 +93,7 @@ class EmbeddedStack:
     async def start(self) -> None:
         from datetime import timedelta
 
-        from deriv_gateway.config import GatewayConfig
+        from deriv_gateway.config import GatewayConfig, usd_cents
         from deriv_gateway.server import GatewayServer
         from deriv_gateway.simulator import DerivSimulator
         from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
@@ -182,6 +182,8 @@ class EmbeddedStack:
                 database_url=s.database_url,
                 request_timeout=s.gateway_request_timeout,
                 unknown_settle=s.gateway_unknown_settle,
+                transfer_min_cents=usd_cents(s.deriv_transfer_min_usd),
+                transfer_max_cents=usd_cents(s.deriv_transfer_max_usd),
             )
         )
         await gateway.start()

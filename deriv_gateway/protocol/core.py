@@ -7,6 +7,8 @@ Like the websockets library's `Protocol`, it only turns bytes/text into events a
   (with a typed `DerivError` when the reply carries `error`), a `StreamMessage` for a subscription
   (stream messages carry the subscribing request's `req_id`), or an `Unsolicited` frame;
 - `connection_lost()` forgets everything and tells which requests were in flight.
+A reply to a call that names an operation (`ECHO_CHECKED`) counts only if its `echo_req` is the
+request sent under that `req_id`; otherwise it is a `ForeignAnswer` (outcome unknown), error or not.
 The asyncio layer (deriv_gateway.connection) owns the socket, the futures and the timers.
 """
 
@@ -15,11 +17,16 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from deriv_gateway.protocol.errors import DerivError, UnexpectedReply, decode_error
+from deriv_gateway.protocol.errors import DerivError, ForeignAnswer, UnexpectedReply, decode_error
 
 REQ_ID_LIMIT = 2**31 - 1  # Deriv's req_id is an integer; keep it in a signed 32-bit range
+# Calls whose answer says whether money moved (or, for a statement, where to look): used only when
+# it is provably about the request we sent (issue 21). Other calls skip the comparison.
+ECHO_CHECKED = frozenset({"paymentagent_transfer", "paymentagent_withdraw", "statement"})
+REDACTED = "<not shown>"  # Deriv's echo of a field its schema marks sensitive
 
 
 class ProtocolError(Exception):
@@ -70,6 +77,7 @@ Event = Reply | StreamMessage | Unsolicited
 class _Pending:
     call: str
     subscribe: bool
+    sent: dict[str, Any] | None = None  # the request, for calls in ECHO_CHECKED
 
 
 @dataclass(slots=True)
@@ -106,7 +114,7 @@ class ProtocolCore:
         req_id = self.next_req_id()
         payload["req_id"] = req_id
         subscribe = payload.get("subscribe") == 1
-        self._pending[req_id] = _Pending(call, subscribe)
+        self._pending[req_id] = _Pending(call, subscribe, payload if call in ECHO_CHECKED else None)
         return Outgoing(req_id, call, json.dumps(payload, separators=(",", ":")), payload)
 
     def cancel(self, req_id: int) -> None:
@@ -132,6 +140,15 @@ class ProtocolCore:
         subscription_id = subscription.get("id") if isinstance(subscription, dict) else None
         pending = self._pending.pop(req_id, None)
         if pending is not None:
+            if pending.sent is not None and not echo_matches(pending.sent, message.get("echo_req")):
+                foreign = ForeignAnswer(
+                    f"the answer to {pending.call!r} names another request: {message.get('echo_req')!r}"[
+                        :300
+                    ],
+                    msg_type=pending.call,
+                    req_id=req_id,
+                )
+                return Reply(req_id, pending.call, message, foreign)
             error = decode_error(message) if "error" in message else None
             if (
                 error is None
@@ -169,3 +186,24 @@ class ProtocolCore:
 
     def subscription_id(self, req_id: int) -> str | None:
         return self._streams.get(req_id)
+
+
+def echo_matches(sent: dict[str, Any], echo: Any) -> bool:
+    """Whether `echo` (a reply's echo_req) is the request `sent`: the same fields, each equal (a number
+    by value, so 10 and 10.0 agree) or redacted by Deriv."""
+    if echo == sent:  # the usual case, in one C-level comparison (a hot path: every transfer)
+        return True
+    if not isinstance(echo, dict) or echo.keys() != sent.keys():
+        return False
+    return all(echo[key] == REDACTED or _same_value(value, echo[key]) for key, value in sent.items())
+
+
+def _same_value(sent: Any, echoed: Any) -> bool:
+    if sent == echoed:  # Python compares 10 and 10.0 exactly
+        return True
+    if isinstance(sent, int | float) and not isinstance(sent, bool) and isinstance(echoed, str):
+        try:  # a number echoed as a numeric string
+            return Decimal(str(sent)) == Decimal(echoed)
+        except InvalidOperation:
+            return False
+    return False

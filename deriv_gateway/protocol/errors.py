@@ -132,6 +132,13 @@ class UnexpectedReply(OutcomeUnknown):
     code = "UnexpectedReply"
 
 
+class ForeignAnswer(OutcomeUnknown):
+    """An answer that names another operation than ours (its echo_req, reference or transaction id):
+    it proves nothing about ours, neither executed nor not executed."""
+
+    code = "ForeignAnswer"
+
+
 _BY_CODE: dict[str, type[DerivError]] = {
     "RateLimit": RateLimit,
     "RateLimitExceeded": RateLimit,

@@ -14,6 +14,11 @@ Kinds:
                 `execute` is false, the ambiguous case a money client must survive
   duplicate     execute once, send the reply twice
   skip_stream   drop balance/transaction stream updates (call = "balance", "transaction" or "*")
+  other_operation  answer about another operation (foreign.py): a money call's reply names another
+                reference and transaction id (executing ours first unless `execute` is false); a
+                statement's reply is another query's page
+  other_line    a statement reply to our query whose lines name another client and amount
+  reused_transaction_id  execute a money call and answer it with the previous transfer's id
 """
 
 from __future__ import annotations
@@ -22,7 +27,23 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-REQUEST_KINDS = ("drop_before", "drop_after", "delay", "rate_limit", "timeout", "duplicate")
+REQUEST_KINDS = (
+    "drop_before",
+    "drop_after",
+    "delay",
+    "rate_limit",
+    "timeout",
+    "duplicate",
+    "other_operation",
+    "other_line",
+    "reused_transaction_id",
+)
+# the calls a kind applies to (any call when absent)
+KIND_CALLS = {
+    "other_operation": ("paymentagent_transfer", "paymentagent_withdraw", "statement"),
+    "other_line": ("statement",),
+    "reused_transaction_id": ("paymentagent_transfer", "paymentagent_withdraw"),
+}
 KINDS = (*REQUEST_KINDS, "skip_stream")
 
 
@@ -76,6 +97,8 @@ class FaultRule:
         delay = data.get("delay")
         if kind == "delay" and delay is None:
             raise FaultError("a delay fault needs delay (seconds)")
+        if kind in KIND_CALLS and data.get("call") not in KIND_CALLS[kind]:
+            raise FaultError(f"a {kind} fault needs call: one of {', '.join(KIND_CALLS[kind])}")
         rid = str(data.get("id") or rule_id)
         return cls(
             id=rid,

@@ -27,6 +27,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from . import foreign
 from .clock import Clock
 from .config import SimulatorConfig
 from .engine import Engine, Push, Session, find_call
@@ -241,6 +242,16 @@ class DerivSimulator:
             if fault.kind == "timeout" and not fault.execute:
                 wait = fault.delay if fault.delay is not None else cfg.request_timeout
                 self._later(conn, session.timeout_reply(request), wait, force=True)
+                return
+            if call is not None and fault.kind in ("other_operation", "other_line", "reused_transaction_id"):
+                if fault.kind == "other_operation":
+                    answer = foreign.other_operation(session, call, request, fault.execute)
+                elif fault.kind == "other_line":
+                    answer = foreign.other_line(session, request)
+                else:
+                    answer = foreign.reused_transaction_id(session, request)
+                self._send(conn, answer)
+                self.engine.flush()
                 return
         outcome = session.handle(request)
         reply = outcome.reply

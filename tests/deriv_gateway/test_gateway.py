@@ -393,7 +393,8 @@ async def test_an_unavailable_answer_from_a_running_gateway_is_not_taken_for_uns
 
 
 async def test_withdrawal_flow_on_the_clients_own_connection(sim, start_gateway, frames):
-    gw = await start_gateway()
+    # the gateway's own maximum above the agent's at Deriv (changed there): Deriv's refusal is met below
+    gw = await start_gateway(transfer_max_cents=10_000_00)
     auth = await gw.stub.Authorize(pb.AuthorizeRequest(client_token=CLIENT_TOKEN))
     assert (auth.loginid, auth.currency, auth.is_virtual) == (CLIENT, "USD", False)
     assert "payments" in auth.scopes and auth.email

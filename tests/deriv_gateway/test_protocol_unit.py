@@ -11,7 +11,14 @@ from google.rpc import error_details_pb2, status_pb2
 from deriv_gateway import logs
 from deriv_gateway.grpc_errors import to_status
 from deriv_gateway.protocol import errors
-from deriv_gateway.protocol.core import ProtocolCore, ProtocolError, Reply, StreamMessage, Unsolicited
+from deriv_gateway.protocol.core import (
+    ProtocolCore,
+    ProtocolError,
+    Reply,
+    StreamMessage,
+    Unsolicited,
+    echo_matches,
+)
 from deriv_gateway.protocol.messages import (
     find_in_statement,
     from_wire_amount,
@@ -63,7 +70,7 @@ def test_error_replies_decode_into_typed_errors() -> None:
     core = ProtocolCore()
     out = core.encode("paymentagent_transfer", {"amount": 1, "currency": "USD", "transfer_to": "CR1"})
     frame = {
-        "echo_req": {},
+        "echo_req": out.payload,
         "msg_type": "paymentagent_transfer",
         "req_id": out.req_id,
         "error": {"code": "PaymentAgentTransferError", "message": "Your account balance is insufficient"},
@@ -88,6 +95,46 @@ def test_error_replies_decode_into_typed_errors() -> None:
     assert issubclass(errors.RateLimit, errors.NotExecuted)
     assert issubclass(errors.ServerTimeout, errors.OutcomeUnknown)
     assert issubclass(errors.ConnectionLost, errors.OutcomeUnknown)
+
+
+def test_an_answer_naming_another_request_is_foreign_whatever_it_says() -> None:
+    core = ProtocolCore()
+    fields = {"amount": 10, "currency": "USD", "transfer_to": "CR1", "description": "PenPay a-1"}
+    ours = core.encode("paymentagent_transfer", fields)
+
+    def answer(echo: object, **body: object) -> dict[str, object]:
+        return {"echo_req": echo, "msg_type": "paymentagent_transfer", "req_id": ours.req_id, **body}
+
+    # our echo, the amount as another JSON number, a field Deriv redacts: ours
+    assert echo_matches(ours.payload, {**ours.payload, "amount": 10.0, "transfer_to": "<not shown>"})
+    others: list[object] = [
+        {**ours.payload, "description": "PenPay b-2"},  # another operation's reference
+        {**ours.payload, "req_id": ours.req_id + 1},  # another request's echo
+        {**ours.payload, "dry_run": 1},  # another request with one more field
+        {k: v for k, v in ours.payload.items() if k != "description"},
+        {**ours.payload, "amount": 10.01},
+        None,  # no echo at all: nothing shows it is ours
+    ]
+    for echo in others:
+        assert not echo_matches(ours.payload, echo)
+    # success or refusal about another request: neither counts, it is an unknown outcome
+    for body in (
+        {"paymentagent_transfer": 1, "transaction_id": 9},
+        {"error": {"code": "RateLimit", "message": "m"}},
+    ):
+        again = core.encode("paymentagent_transfer", fields)
+        event = core.receive(
+            json.dumps(
+                answer({**again.payload, "description": "PenPay b-2"}, **body) | {"req_id": again.req_id}
+            )
+        )
+        assert isinstance(event, Reply) and isinstance(event.error, errors.ForeignAnswer)
+        assert isinstance(event.error, errors.OutcomeUnknown)
+    event = core.receive(json.dumps(answer(ours.payload, paymentagent_transfer=1, transaction_id=9)))
+    assert isinstance(event, Reply) and event.ok
+    # calls that name no operation are not compared (a balance is about the account)
+    balance = core.encode("balance")
+    assert core.receive(json.dumps({"echo_req": {}, "msg_type": "balance", "req_id": balance.req_id})).ok
 
 
 def test_top_level_error_reply_with_msg_type_error_resolves_the_request() -> None:

@@ -298,7 +298,8 @@ async def _not_executed(call: Any) -> None:
 
 
 async def test_transfer_resolve_only_never_sends(sim, start_gateway, frames, journal_url):
-    gw = await start_gateway(database_url=journal_url, unknown_settle=1.0)
+    # the gateway's own maximum above the agent's at Deriv: Deriv's refusal is recorded below
+    gw = await start_gateway(database_url=journal_url, unknown_settle=1.0, transfer_max_cents=10_000_00)
     journal = gw.server.journal
 
     # never seen: not executed, and nothing written
