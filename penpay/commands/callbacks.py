@@ -15,13 +15,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("callbacks", help="serve the M-Pesa callback endpoints")
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     parser.add_argument("--listen", help="host:port (default: from PENPAY_MPESA_CALLBACK_BASE_URL)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from security.logs import configure_logging
-
-    configure_logging()
     return asyncio.run(_run(args))
 
 
@@ -49,7 +47,7 @@ async def _run(args: argparse.Namespace) -> int:
         host, port = url.hostname or "127.0.0.1", str(url.port or 80)
     core = bootstrap(settings, pool_size=5)
     server = CallbackServer(
-        CallbackServerConfig.from_strings(secret, settings.mpesa_allowed_ips),
+        CallbackServerConfig.from_strings(secret, settings.mpesa_allowed_ips, settings.trusted_proxies),
         SqlCallbackInbox(core.engine),
         host=host,
         port=int(port),

@@ -25,13 +25,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--metrics-addr",
         help="serve Prometheus metrics here, e.g. 127.0.0.1:9102 (in-flight gauges; default off)",
     )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from security.logs import configure_logging
-
-    configure_logging()
     if args.metrics_addr:
         from prometheus_client import start_http_server
 

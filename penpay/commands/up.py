@@ -14,13 +14,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("up", help="run the whole stack on embedded defaults (simulators)")
     parser.add_argument("--state-dir", default=".penpay", help="where the embedded stack keeps its files")
     parser.add_argument("--for-seconds", type=float, help="stop after this long (smoke runs)")
-    parser.set_defaults(handler=run)
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, WARNING)")
+    parser.set_defaults(handler=run, default_log_level="WARNING")
 
 
 def run(args: argparse.Namespace) -> int:
-    from security.logs import configure_logging
-
-    configure_logging("WARNING")
     return asyncio.run(_run(args))
 
 

@@ -57,7 +57,7 @@ def penpay_http_config() -> BridgeConfig:
     """BridgeConfig exactly as penpay/commands/http.py builds it from its defaults."""
     return BridgeConfig(
         cookie_policy=CookiePolicy(secure=True),
-        forwarding=ForwardingPolicy(trust_forwarded_for=False),
+        forwarding=ForwardingPolicy(),  # no trusted proxy
         default_timeout=30.0,
     )
 
