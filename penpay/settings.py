@@ -116,6 +116,22 @@ class Settings(BaseSettings):
     def _level_in_capitals(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from security.proxies import parse_networks
+
+        parse_networks(value)  # "not an IP address or network: 'x'" at start-up, not at the first request
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        from security.origins import parse_origins
+
+        parse_origins(value)
+        return value
+
     @field_validator("deriv_transfer_min_usd", "deriv_transfer_max_usd", mode="before")
     @classmethod
     def _exact_amount(cls, value: object) -> object:

@@ -44,14 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from penpay_api.http import (
         BridgeConfig,
         CookiePolicy,
-        CorsPolicy,
-        ForwardingPolicy,
         build_app,
         discover_services,
         parse_listen,
     )
+    from penpay_api.http.app import edge_config
     from penpay_api.http.discovery import packages_for
-    from security.proxies import TrustedProxies
 
     settings = get_settings()
     if args.trust_forwarded_for:
@@ -71,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = BridgeConfig(
         cookie_policy=CookiePolicy(secure=not args.insecure_cookies),
-        forwarding=ForwardingPolicy(TrustedProxies.parse(settings.trusted_proxies)),
-        cors=CorsPolicy.parse(settings.cors_allowed_origins),
-        tokens_in_body=settings.http_tokens_in_body,
+        **edge_config(settings),
         default_timeout=args.timeout if args.timeout > 0 else None,
     )
     try:

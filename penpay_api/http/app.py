@@ -36,6 +36,7 @@ from penpay_api.http.openapi import build_openapi
 from penpay_api.http.rules import Match, MethodNotAllowed, Route, Router, load_routes
 from penpay_api.http.transcode import TranscodeError, build_request, dumps, response_payload
 from security.http_edge import ProblemJsonRunner
+from security.proxies import TrustedProxies
 
 log = structlog.get_logger("penpay_api.http")
 
@@ -76,6 +77,16 @@ class BridgeConfig:
     max_body_bytes: int = 1024 * 1024
     title: str = "PenPay API"
     version: str = "v1"
+
+
+def edge_config(settings: Any) -> dict[str, Any]:
+    """BridgeConfig fields from the edge settings (PENPAY_TRUSTED_PROXIES, PENPAY_CORS_ALLOWED_ORIGINS,
+    PENPAY_HTTP_TOKENS_IN_BODY), the same for `penpay http` and `penpay up`."""
+    return {
+        "forwarding": ForwardingPolicy(TrustedProxies.parse(settings.trusted_proxies)),
+        "cors": CorsPolicy.parse(settings.cors_allowed_origins),
+        "tokens_in_body": bool(settings.http_tokens_in_body),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from security.http_edge import problem_response
+from security.origins import parse_origins
 
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE"
 # What a frontend sends: JSON bodies, the CSRF echo, idempotency keys, request ids, a deadline.
@@ -27,20 +27,13 @@ PREFLIGHT_MAX_AGE = "600"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _origin(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-        raise ValueError(f"a CORS origin is scheme://host[:port], got {text.strip()!r}")
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 @dataclass(frozen=True)
 class CorsPolicy:
     allowed_origins: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> CorsPolicy:
-        return cls(frozenset(_origin(part) for part in text.split(",") if part.strip()))
+        return cls(parse_origins(text))
 
     def allows(self, origin: str) -> bool:
         return origin.lower() in self.allowed_origins
