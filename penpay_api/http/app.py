@@ -395,9 +395,8 @@ def build_app(
         channel_options=channel_options,
         pool=pool,
     )
-    app = web.Application(
-        middlewares=[_log_requests, config.cors.middleware()], client_max_size=config.max_body_bytes
-    )
+    app = web.Application(middlewares=[_log_requests], client_max_size=config.max_body_bytes)
+    config.cors.install(app)
     app[_STATE] = bridge
     app.on_startup.append(bridge.open)
     app.on_cleanup.append(bridge.close)

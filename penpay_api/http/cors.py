@@ -38,32 +38,36 @@ class CorsPolicy:
     def allows(self, origin: str) -> bool:
         return origin.lower() in self.allowed_origins
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-        @web.middleware
-        async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-            origin = request.headers.get("Origin")
-            if origin is None:
-                return await handler(request)
-            preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
-            if preflight:
-                if not self.allows(origin):
-                    return problem_response(403, "origin not allowed (PENPAY_CORS_ALLOWED_ORIGINS)")
-                response: web.StreamResponse = web.Response(status=204)
-                response.headers.update(
-                    {
-                        "Access-Control-Allow-Methods": ALLOWED_METHODS,
-                        "Access-Control-Allow-Headers": ALLOWED_HEADERS,
-                        "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
-                    }
-                )
-            else:
-                response = await handler(request)
-            if self.allows(origin) and not response.prepared:
-                response.headers["Access-Control-Allow-Origin"] = origin
-                response.headers["Access-Control-Allow-Credentials"] = "true"
-                response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-            if not response.prepared:
-                response.headers.add("Vary", "Origin")
-            return response
+    def install(self, app: web.Application) -> None:
+        """Preflights answered by a middleware; the CORS headers of every other answer added just
+        before it is sent (on_response_prepare), so streamed answers (NDJSON, SSE) get them too."""
+        app.middlewares.append(self._preflight)
+        app.on_response_prepare.append(self._decorate)
 
-        return cors
+    @web.middleware
+    async def _preflight(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        if origin is None or not preflight:
+            return await handler(request)
+        if not self.allows(origin):
+            return problem_response(403, "origin not allowed (PENPAY_CORS_ALLOWED_ORIGINS)")
+        response = web.Response(status=204)
+        response.headers.update(
+            {
+                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+            }
+        )
+        return response
+
+    async def _decorate(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return
+        response.headers.add("Vary", "Origin")
+        if self.allows(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS

@@ -127,6 +127,13 @@ async def test_an_allowed_frontend_origin_gets_credentialed_cors(serve_bridge: A
             assert response.status == 200
             assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
             assert "X-Request-Id" in response.headers["Access-Control-Expose-Headers"]
+        # a streamed answer (headers sent before the handler returns) gets them too
+        async with bridge.http.get(
+            "/v1/items:watch", params={"count": "1"}, headers={"Origin": FRONTEND}
+        ) as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+            await response.read()
         async with bridge.http.get("/v1/whoami", headers={"Origin": "https://evil.example"}) as response:
             assert "Access-Control-Allow-Origin" not in response.headers
         preflight["Origin"] = "https://evil.example"
