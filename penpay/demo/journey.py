@@ -228,7 +228,7 @@ class _Journey:
         device_id = f"demo-{secrets.token_hex(8)}"
         with _step("log in"):
             # The tokens arrive in HttpOnly cookies only (PEC §13): the jar keeps them, as a browser's.
-            await self.bridge.request(
+            login = await self.bridge.request(
                 "POST",
                 "/v1/sessions",
                 body={
@@ -238,6 +238,8 @@ class _Journey:
                     "device_name": "penpay demo",
                 },
             )
+        if {"access_token", "refresh_token"} & set(login):
+            raise DemoFailed("log in", "the login answer shows its tokens to scripts (PEC §13)")
         if self.bridge.csrf_token() is None:
             raise DemoFailed("log in", "the bridge set no CSRF cookie (penpay_csrf)")
         self.say(f"logged in on device {device_id}: session cookies set, CSRF token received")
