@@ -31,6 +31,8 @@ from mpesa_adapter import callback_parsing as parsing
 from mpesa_adapter.config import CallbackServerConfig, IpNetwork
 from mpesa_adapter.inbox import CallbackInbox, Delivery, Outcome, Rejection, ReviewReason
 from mpesa_adapter.routes import PATHS, CallbackKind
+from security.http_edge import ProblemJsonRunner
+from security.proxies import TrustedProxies
 
 log = logging.getLogger("penpay.mpesa.callbacks")
 
@@ -65,27 +67,8 @@ class RedactingAccessLogger(AbstractAccessLogger):
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[IpNetwork, ...]) -> str | None:
-    """The caller's address: the peer, unless the peer is a trusted proxy; then the right-most address in
-    X-Forwarded-For that is not itself a trusted proxy."""
-    if peer is None:
-        return None
-    if not forwarded_for or not _in(peer, trusted):
-        return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _valid_ip(hop):
-            return peer  # a garbled header: trust only what we saw
-        if not _in(hop, trusted):
-            return hop
-    return hops[0] if hops else peer
-
-
-def _valid_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    """The caller's address: the peer, unless it is a trusted proxy (security/proxies.py)."""
+    return TrustedProxies(trusted).client_address(peer, forwarded_for)
 
 
 def _in(address: str, networks: tuple[IpNetwork, ...]) -> bool:
@@ -128,7 +111,9 @@ class CallbackEndpoints:
 
     async def _handle(self, kind: CallbackKind, request: web.Request) -> web.StreamResponse:
         remote = client_address(
-            request.remote, request.headers.get("X-Forwarded-For"), self._cfg.trusted_proxies
+            request.remote,
+            ", ".join(request.headers.getall("X-Forwarded-For", ())),
+            self._cfg.trusted_proxies,
         )
         delivery = Delivery(remote)
         raw = await self._read(request)
@@ -227,7 +212,8 @@ class CallbackServer:
     async def start(self) -> None:
         app = self._endpoints.app()
         app.router.add_routes(self._extra_routes)
-        self._runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
+        # ProblemJsonRunner: an over-large head gets 431 problem JSON, its content neither echoed nor logged
+        self._runner = ProblemJsonRunner(app, access_log_class=RedactingAccessLogger)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()

@@ -6,10 +6,12 @@ The composition root maps `penpay.settings.Settings` (PENPAY_MPESA_*) onto these
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from security.proxies import IpNetwork, parse_networks
+
+__all__ = ["SAFARICOM_CALLBACK_IPS", "CallbackServerConfig", "DarajaConfig", "IpNetwork", "parse_networks"]
+
 
 # Commonly published Safaricom callback source addresses (daraja-protocol.md 10.2 item 5). Unverified:
 # the list is configurable and the allow-list can run in "log only" mode until it is.
@@ -18,16 +20,6 @@ SAFARICOM_CALLBACK_IPS = (
     "196.201.213.44, 196.201.212.127, 196.201.212.138, 196.201.212.129, 196.201.212.136, "
     "196.201.212.74, 196.201.212.69"
 )
-
-
-def parse_networks(text: str | None) -> tuple[IpNetwork, ...]:
-    """ "1.2.3.4, 10.0.0.0/8" -> networks. Blank entries are ignored; a bad entry raises ValueError."""
-    out: list[IpNetwork] = []
-    for part in (text or "").replace(";", ",").split(","):
-        part = part.strip()
-        if part:
-            out.append(ipaddress.ip_network(part, strict=False))
-    return tuple(out)
 
 
 @dataclass(frozen=True)

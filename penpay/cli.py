@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from penpay import commands
+from penpay.logging_setup import setup_logging
 
 GROUPS = {
     "sim": "run a simulator of an external system (Deriv, Daraja, SMS)",
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # One logging set-up for every command (security/logs.py): JSON, secrets redacted.
+    setup_logging(getattr(args, "log_level", None), default=getattr(args, "default_log_level", None))
     result = args.handler(args)
     return int(result or 0)
 

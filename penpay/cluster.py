@@ -82,6 +82,7 @@ class ClusterConfig:
     float_usd_cents: int = 50_000_00  # the Deriv simulator agent's opening balance
     float_kes_cents: int = 10_000_000_00
     env: Mapping[str, str] = field(default_factory=dict)  # extra PENPAY_* for every process
+    log_level: str = "WARNING"  # of every process (DEBUG: the log-secrets test reads everything)
     start_timeout: float = 60.0
 
 
@@ -271,6 +272,7 @@ class Cluster:
     def _define(self) -> None:
         c, p, env = self.config, self.ports, self.env
         stream = ["--stream-prefix", self.prefix]
+        level = ["--log-level", c.log_level]
 
         def add(name: str, argv: Sequence[str], ready: Probe | None) -> None:
             self.processes[name] = ManagedProcess(name, argv, env, self.workdir / f"{name}.log", ready)
@@ -278,7 +280,7 @@ class Cluster:
         add(
             "deriv-sim",
             ["sim", "deriv", "--port", str(p["deriv_ws"]), "--control-port", str(p["deriv_control"]),
-             "--seed", str(c.seed), "--log-level", "WARNING", *c.deriv_sim_args],
+             "--seed", str(c.seed), "--log-level", c.log_level, *c.deriv_sim_args],
             lambda: tcp_open(p["deriv_control"]),
         )  # fmt: skip
         add(
@@ -287,25 +289,25 @@ class Cluster:
              "--consumer-key", env["PENPAY_MPESA_CONSUMER_KEY"],
              "--consumer-secret", env["PENPAY_MPESA_CONSUMER_SECRET"],
              "--key-seed", f"cluster-{c.seed}", "--write-cert", env["PENPAY_MPESA_CERT_FILE"],
-             "--callback-delay", str(c.mpesa_callback_delay), "--log-level", "WARNING", *c.mpesa_sim_args],
+             "--callback-delay", str(c.mpesa_callback_delay), "--log-level", c.log_level, *c.mpesa_sim_args],
             self._mpesa_probe,
         )  # fmt: skip
         gateway_ready = self._gateway_probe
-        add("gateway", ["gateway", "--addr", f"127.0.0.1:{p['gateway']}", "--log-level", "WARNING"],
+        add("gateway", ["gateway", "--addr", f"127.0.0.1:{p['gateway']}", "--log-level", c.log_level],
             gateway_ready)  # fmt: skip
         if c.standby_gateway:
             add(
                 "gateway-standby",
-                ["gateway", "--addr", f"127.0.0.1:{p['gateway_standby']}", "--log-level", "WARNING"],
+                ["gateway", "--addr", f"127.0.0.1:{p['gateway_standby']}", "--log-level", c.log_level],
                 lambda: tcp_open(p["gateway_standby"]),
             )
-        add("callbacks", ["callbacks"], lambda: tcp_open(p["callbacks"]))
+        add("callbacks", ["callbacks", "--log-level", c.log_level], lambda: tcp_open(p["callbacks"]))
         for n in range(1, c.relays + 1):
-            add(f"relay-{n}" if c.relays > 1 else "relay", ["relay", *stream, "--log-level", "WARNING"], None)
+            add(f"relay-{n}" if c.relays > 1 else "relay", ["relay", *stream, *level], None)
         for n in range(1, c.workers + 1):
-            add(f"worker-{n}", ["worker", "saga", *stream, "--claim-idle-ms", "3000"], None)
-        add("api", ["api", "--log-level", "WARNING"], lambda: grpc_serving(self.addresses["grpc"]))
-        add("http", ["http", "--log-level", "WARNING"], lambda: tcp_open(p["http"]))
+            add(f"worker-{n}", ["worker", "saga", *stream, "--claim-idle-ms", "3000", *level], None)
+        add("api", ["api", "--log-level", c.log_level], lambda: grpc_serving(self.addresses["grpc"]))
+        add("http", ["http", "--log-level", c.log_level], lambda: tcp_open(p["http"]))
 
     async def _mpesa_probe(self) -> bool:
         """Listening, and its certificate written (the B2C SecurityCredential is encrypted to it)."""

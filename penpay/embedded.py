@@ -161,7 +161,7 @@ class EmbeddedStack:
         callbacks_url = urlsplit(s.mpesa_callback_base_url)
         callbacks = CallbackServer(
             CallbackServerConfig.from_strings(
-                s.mpesa_callback_secret.get_secret_value(), s.mpesa_allowed_ips
+                s.mpesa_callback_secret.get_secret_value(), s.mpesa_allowed_ips, s.trusted_proxies
             ),
             SqlCallbackInbox(core.engine),
             host=callbacks_url.hostname or "127.0.0.1",

@@ -6,7 +6,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,9 +80,6 @@ class Settings(BaseSettings):
     # checkpoint (see application/payments/saga.py). Refused when app_env is production.
     crash_at: str | None = None
 
-    # Public gRPC API (penpay api): peers whose x-forwarded-for is believed for the client IP
-    # (the HTTP bridge), comma-separated; anyone else's would let a client pick its rate-limit bucket.
-    api_trusted_proxies: str = "127.0.0.1,::1"
     # Email for verification codes in production (outside production a development notifier
     # keeps messages in memory, readable through the dev-only DevService). Empty host: not configured.
     smtp_host: str = ""
@@ -108,11 +105,53 @@ class Settings(BaseSettings):
     notify_recipient_limit: int = Field(default=30, ge=1)
     notify_recipient_window: int = Field(default=3600, ge=1)
 
+    # --- Edge: logging, proxies, browsers (one meaning in every process) ---------------------------
+    # Level of every process's JSON logs; a command's --log-level overrides it. Secrets are redacted
+    # at any level (security/logs.py).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # Reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed,
+    # by the HTTP bridge, the gRPC API's per-IP rate limits and the M-Pesa callback allow-list alike:
+    # the chain is walked from the right and the first hop not in this list is the client. Put here
+    # every hop between a client and the process: the load balancer, and the bridge for the API.
+    # PENPAY_API_TRUSTED_PROXIES is its deprecated former name (read when this one is unset).
+    trusted_proxies: str = Field(
+        default="127.0.0.1,::1",
+        validation_alias=AliasChoices("PENPAY_TRUSTED_PROXIES", "PENPAY_API_TRUSTED_PROXIES"),
+    )
+    # Browser origins other than the bridge's own allowed to call it with credentials (CORS),
+    # comma-separated exact origins ("https://app.example.co.ke"). Empty: same-origin only.
+    cors_allowed_origins: str = ""
+    # The HTTP bridge's login and refresh answers carry the tokens in HttpOnly cookies only (PEC §13).
+    # True lets a non-browser client that sends `X-PenPay-Token-Delivery: body` (and no session
+    # cookie) get them in the JSON body instead. Off: browsers' scripts never see a token.
+    http_tokens_in_body: bool = False
+
     @field_validator("redis_url", "mpesa_cert_file", "crash_at", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `PENPAY_REDIS_URL=` (as in .env.example) means "not configured", not "".
         return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from security.proxies import parse_networks
+
+        parse_networks(value)  # "not an IP address or network: 'x'" at start-up, not at the first request
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        from security.origins import parse_origins
+
+        parse_origins(value)
+        return value
 
     @field_validator("deriv_transfer_min_usd", "deriv_transfer_max_usd", mode="before")
     @classmethod

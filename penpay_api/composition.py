@@ -48,6 +48,7 @@ from persistence.auth_store import CODE_TTL, SqlRefreshTokenStore, SqlVerificati
 from persistence.transaction_stats import SqlTransactionStats
 from persistence.wallet_queries import SqlWalletReadModel
 from security.notify import DevelopmentNotifier
+from security.proxies import TrustedProxies
 from workers.bus import MessageBus
 
 DEFAULT = object()  # "build it from settings"
@@ -108,10 +109,11 @@ def build_api(
     """The API server with every service, wired to `core` (nothing is started)."""
     from penpay.auth.v1 import auth_pb2_grpc
     from penpay.dev.v1 import dev_pb2_grpc
+    from penpay.keys.v1 import keys_pb2_grpc
     from penpay.ops.v1 import ops_pb2_grpc
     from penpay.payments.v1 import payments_pb2_grpc
     from penpay.wallet.v1 import wallet_pb2_grpc
-    from penpay_api.services import auth, dev, ops, wallet
+    from penpay_api.services import auth, dev, keys, ops, wallet
     from penpay_api.services import payments as payments_service
     from security.passwords import Argon2idHasher
     from security.rate_limit import rate_limiter_from_url
@@ -211,6 +213,12 @@ def build_api(
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,
         ),
+        Service(
+            name=keys.SERVICE_NAME,
+            servicer=keys.KeysServicer(tokens),
+            add_to_server=keys_pb2_grpc.add_KeysServiceServicer_to_server,
+            public_methods=keys.PUBLIC_METHODS,
+        ),
     ]
     if payments is not None:
         services.append(
@@ -257,7 +265,7 @@ def build_api(
         clock=core.clock,
         grpc_addr=grpc_addr or s.grpc_addr,
         metrics_addr=s.metrics_addr if metrics_addr is DEFAULT else metrics_addr,  # type: ignore[arg-type]
-        trusted_proxies=_split(s.api_trusted_proxies),
+        trusted_proxies=TrustedProxies.parse(s.trusted_proxies),
         extra_handlers=extra_handlers or (),
         sessions=SqlSessionCheck(core.engine),
     )

@@ -8,7 +8,6 @@ the error-mapping interceptor the final code. Servicers read the caller's identi
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import secrets
 from collections.abc import Collection, Iterable
@@ -19,6 +18,7 @@ import grpc
 
 from domain.shared.errors import InvalidIdentifier
 from domain.shared.ids import UserId
+from security.proxies import TrustedProxies
 
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -108,17 +108,18 @@ def peer_ip(peer: str | None) -> str | None:
 
 
 def client_ip_from(
-    peer: str | None, metadata: Iterable[tuple[str, object]] | None, trusted_proxies: Collection[str]
+    peer: str | None,
+    metadata: Iterable[tuple[str, object]] | None,
+    trusted_proxies: TrustedProxies | Collection[str],
 ) -> str | None:
-    """The caller's IP (for rate limits). x-forwarded-for is believed only from a trusted proxy
-    (the HTTP bridge); from anyone else it would let a client pick its own rate-limit bucket."""
-    ip = peer_ip(peer)
-    if ip is not None and ip in trusted_proxies:
-        forwarded = metadata_value(metadata, "x-forwarded-for")
-        if forwarded:
-            first = forwarded.split(",")[0].strip()
-            try:
-                return str(ipaddress.ip_address(first))
-            except ValueError:
-                return ip
-    return ip
+    """The caller's IP (for rate limits): x-forwarded-for walked from the right, believed only from a
+    trusted proxy (security/proxies.py); anyone else's would let a client pick its rate-limit bucket."""
+    trusted = (
+        trusted_proxies
+        if isinstance(trusted_proxies, TrustedProxies)
+        else TrustedProxies.parse(trusted_proxies)
+    )
+    forwarded = ", ".join(
+        str(value) for key, value in (metadata or ()) if key == "x-forwarded-for" and isinstance(value, str)
+    )
+    return trusted.client_address(peer_ip(peer), forwarded or None)

@@ -14,7 +14,8 @@ from typing import Any
 async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> tuple[dict[str, str], Any]:
     """Start both; returns their addresses and the built API (its notifier serves the notices too)."""
     from penpay_api.composition import build_api
-    from penpay_api.http import build_app, discover_services, start_server
+    from penpay_api.http import BridgeConfig, build_app, discover_services, start_server
+    from penpay_api.http.app import edge_config
     from penpay_api.http.discovery import packages_for
 
     settings = core.settings
@@ -23,7 +24,8 @@ async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> 
     stack.push_async_callback(api.close)
     grpc_addr = settings.grpc_addr
     host, _, port = settings.http_addr.rpartition(":")
-    app = build_app(discover_services(packages_for(settings.app_env)), grpc_addr)
+    services = discover_services(packages_for(settings.app_env))
+    app = build_app(services, grpc_addr, config=BridgeConfig(**edge_config(settings)))
     runner, bound = await start_server(app, host or "127.0.0.1", int(port))
     stack.push_async_callback(runner.cleanup)
     return {

@@ -42,6 +42,7 @@ from penpay_api.context import (
 )
 from penpay_api.errors import RpcFailure, to_failure
 from penpay_api.sessions import SessionCheck
+from security.proxies import TrustedProxies
 
 log = structlog.get_logger("penpay.api")
 
@@ -86,8 +87,8 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
 
 
 class ObservabilityInterceptor(UnaryInterceptor):
-    def __init__(self, *, trusted_proxies: Collection[str] = ()) -> None:
-        self._trusted = frozenset(trusted_proxies)
+    def __init__(self, *, trusted_proxies: TrustedProxies | Collection[str] = ()) -> None:
+        self._trusted = TrustedProxies.of(trusted_proxies)
 
     async def around(
         self, method: str, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext

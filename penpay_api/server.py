@@ -28,6 +28,7 @@ from penpay_api.interceptors import (
 )
 from penpay_api.metrics import MetricsServer
 from penpay_api.sessions import SessionCheck
+from security.proxies import TrustedProxies
 
 log = structlog.get_logger("penpay.api")
 
@@ -61,7 +62,7 @@ class ApiServer:
         clock: Clock,
         grpc_addr: str,
         metrics_addr: str | None = None,
-        trusted_proxies: Collection[str] = (),
+        trusted_proxies: TrustedProxies | Collection[str] = (),
         extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
         sessions: SessionCheck | None = None,
     ) -> None:

@@ -1,12 +1,16 @@
-"""Structured JSON logs (structlog) with secrets removed before anything is written.
+"""The one logging set-up of every `penpay` process: structured JSON with secrets removed.
 
 configure_logging() routes structlog and the standard library's logging through one pipeline
 ending in a JSON renderer; redact_secrets() runs last before rendering and replaces:
 - values under sensitive key names (password, token, secret, authorization, code/otp/pin,
   SecurityCredential, api keys, cookies, ... at any nesting depth);
-- JWTs and "Bearer ..." credentials found inside any string value, whatever its key.
-Wire-level loggers that would print frames or SQL parameters (websockets, sqlalchemy.engine,
-aiomysql) are held at WARNING so a DEBUG root level cannot leak request bodies.
+- JWTs and "Bearer ..." credentials found inside any string value, whatever its key;
+- every registered secret value (register_secret: the Deriv agent's and customers' tokens, each
+  `SecretStr` setting) wherever it appears inside a string, e.g. a frame a library prints;
+- Kenyan phone numbers (2547..., +2547..., 07...), masked to their first and last digits.
+Wire-level loggers that would print frames, SQL parameters or raw request heads (websockets,
+sqlalchemy.engine, aiomysql, aiohttp.server) are held at WARNING so a DEBUG root level cannot
+leak what they carry; what they still say at WARNING goes through the same redaction.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 REDACTED = "[REDACTED]"
+MASK = REDACTED  # the name deriv_gateway's loggers used
 
 _SENSITIVE_KEY = re.compile(
     r"(pass(word|wd|phrase)?$|^pwd$|secret|token|authori[sz]ation|^authorize$|api_?key|cookie|"
@@ -29,7 +35,43 @@ _SENSITIVE_KEY = re.compile(
 )
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_QUIET_LOGGERS = ("websockets", "sqlalchemy.engine", "aiomysql", "aiosqlite", "asyncio", "urllib3")
+# Kenyan mobile numbers as Daraja and our domain write them: 2547XXXXXXXX / 2541XXXXXXXX, with or
+# without "+", and the national 07XXXXXXXX / 01XXXXXXXX. Not inside a longer run of digits.
+_PHONE = re.compile(r"(?<![\d*])(\+?254[17]\d{8}|0[17]\d{8})(?!\d)")
+_QUIET_LOGGERS = (
+    "websockets",  # DEBUG prints every frame: `authorize` carries a Deriv token
+    "sqlalchemy.engine",  # INFO prints statements' parameters
+    "aiomysql",
+    "aiosqlite",
+    "asyncio",
+    "urllib3",
+    "aiohttp.server",  # "Error handling request" quotes the raw request head (cookies, tokens)
+    "grpc",
+    "hpack",
+)
+_MIN_SECRET = 4  # shorter values would mask ordinary words
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` wherever a log line would contain it, from now on (values under 4 chars ignored)."""
+    if value and len(value) >= _MIN_SECRET:
+        with _lock:
+            _secrets.add(value)
+
+
+def forget_secret(value: str | None) -> None:
+    if value:
+        with _lock:
+            _secrets.discard(value)
+
+
+def mask_phone(number: str) -> str:
+    """2547****5678 -> keeps what tells a support agent which line it was, not the number."""
+    keep_head = 5 if number.startswith("+") else 4
+    return number[:keep_head] + "*" * (len(number) - keep_head - 3) + number[-3:]
 
 
 def is_sensitive_key(key: object) -> bool:
@@ -37,8 +79,14 @@ def is_sensitive_key(key: object) -> bool:
 
 
 def scrub_text(text: str) -> str:
+    if _secrets:
+        # longest first: a secret that contains another is masked whole
+        for secret in sorted(tuple(_secrets), key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, REDACTED)
     text = _JWT.sub(REDACTED, text)
-    return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    return _PHONE.sub(lambda m: mask_phone(m.group(1)), text)
 
 
 def scrub(value: Any, depth: int = 0) -> Any:
@@ -52,16 +100,25 @@ def scrub(value: Any, depth: int = 0) -> Any:
         return [scrub(v, depth + 1) for v in value]
     if isinstance(value, bytes):
         return REDACTED
+    if isinstance(value, int) and not isinstance(value, bool) and _PHONE.fullmatch(str(value)):
+        return mask_phone(str(value))  # a phone number logged as an integer (Daraja's PartyA)
     return value
 
 
 def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: the last step before rendering."""
-    return {k: REDACTED if is_sensitive_key(k) else scrub(v) for k, v in event_dict.items()}
+    return {
+        k: REDACTED if (is_sensitive_key(k) and k != "event") else scrub(v) for k, v in event_dict.items()
+    }
 
 
 def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -> None:
-    """JSON logs on `stream` (stderr) for structlog and stdlib loggers, secrets redacted."""
+    """JSON logs on `stream` (stderr) for structlog and stdlib loggers, secrets redacted.
+
+    `penpay` commands call it through penpay.logging_setup (level and secrets from the settings).
+    """
+    if isinstance(level, str):
+        level = level.upper()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -98,3 +155,36 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
     root.setLevel(level)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class RedactingLogger:
+    """Scrubs every event before it reaches structlog, whatever processors are configured (a
+    library or test that never called configure_logging still logs no token)."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+
+    def bind(self, **kw: Any) -> RedactingLogger:
+        return RedactingLogger(self._logger.bind(**redact_secrets(None, "", dict(kw))))
+
+    def _log(self, method: str, event: str, **kw: Any) -> None:
+        getattr(self._logger, method)(scrub_text(event), **redact_secrets(None, method, dict(kw)))
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._log("debug", event, **kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._log("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._log("warning", event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._log("error", event, **kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self._log("exception", event, **kw)
+
+
+def get_logger(name: str) -> RedactingLogger:
+    return RedactingLogger(structlog.get_logger(name))

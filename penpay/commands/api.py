@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--addr", help="gRPC listen address (overrides PENPAY_GRPC_ADDR)")
     parser.add_argument("--metrics-addr", help="Prometheus /metrics address (overrides PENPAY_METRICS_ADDR)")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds calls in flight get at shutdown")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.add_argument(
         "--issue-operator-token",
         metavar="NAME",
@@ -34,9 +34,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from security.logs import configure_logging
-
-    configure_logging(args.log_level)
     if args.issue_operator_token:
         return _issue_operator_token(args.issue_operator_token)
     from penpay.notifiers import missing_provider

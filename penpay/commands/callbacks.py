@@ -17,14 +17,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("callbacks", help="serve the M-Pesa callback endpoints")
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     parser.add_argument("--listen", help="host:port (default: from PENPAY_MPESA_CALLBACK_BASE_URL)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from security.logs import configure_logging
     from workers.alert_metrics import count_alerts
 
-    configure_logging()
     count_alerts()  # foreign Daraja results are alerted here (the log line is what leaves this process)
     return asyncio.run(_run(args))
 
@@ -56,7 +55,7 @@ async def _run(args: argparse.Namespace) -> int:
     reports = DeliveryReports(report_token).routes() if report_token else []
     core = bootstrap(settings, pool_size=5)
     server = CallbackServer(
-        CallbackServerConfig.from_strings(secret, settings.mpesa_allowed_ips),
+        CallbackServerConfig.from_strings(secret, settings.mpesa_allowed_ips, settings.trusted_proxies),
         SqlCallbackInbox(core.engine),
         host=host,
         port=int(port),

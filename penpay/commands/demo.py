@@ -86,13 +86,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how long any one wait (a transaction to complete, money to show up, a code) may take (60)",
     )
-    parser.set_defaults(handler=run)
+    # the demo's own lines are the output; a failure explains itself
+    parser.set_defaults(handler=run, default_log_level="ERROR")
 
 
 def run(args: argparse.Namespace) -> int:
-    from security.logs import configure_logging
-
-    configure_logging("ERROR")  # the demo's own lines are the output; a failure explains itself
     return asyncio.run(_run(args))
 
 

@@ -20,16 +20,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--database-url", help="journal database (overrides PENPAY_DATABASE_URL)")
     parser.add_argument("--redis-url", help="lease Redis (overrides PENPAY_REDIS_URL)")
     parser.add_argument("--lease-ttl", type=float, help="lease TTL in seconds (takeover bound ~ ttl + retry)")
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--json-logs", action="store_true")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
+    # Deprecated: every process logs JSON (security/logs.py); kept so old command lines still run.
+    parser.add_argument("--json-logs", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from deriv_gateway import logs
     from deriv_gateway.config import GatewayConfig
 
-    logs.configure(args.log_level, json_output=args.json_logs)
     overrides = {
         key: value
         for key, value in (

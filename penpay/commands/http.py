@@ -32,13 +32,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="session cookies without the Secure attribute (local development over plain http only)",
     )
-    parser.add_argument(
-        "--trust-forwarded-for",
-        action="store_true",
-        help="behind a reverse proxy: keep the client's X-Forwarded-For and append the peer address",
-    )
+    # Deprecated: which proxies to believe is PENPAY_TRUSTED_PROXIES, the same for every process.
+    parser.add_argument("--trust-forwarded-for", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=30.0, help="default unary deadline in seconds (30)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 
 
@@ -47,16 +44,16 @@ def run(args: argparse.Namespace) -> int:
     from penpay_api.http import (
         BridgeConfig,
         CookiePolicy,
-        ForwardingPolicy,
         build_app,
         discover_services,
         parse_listen,
     )
+    from penpay_api.http.app import edge_config
     from penpay_api.http.discovery import packages_for
-    from security.logs import configure_logging
 
-    configure_logging(args.log_level)
     settings = get_settings()
+    if args.trust_forwarded_for:
+        print("--trust-forwarded-for is deprecated and ignored: PENPAY_TRUSTED_PROXIES says whom to believe")
     listen = args.listen or settings.http_addr
     target = args.grpc_target or settings.grpc_addr
     try:
@@ -72,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = BridgeConfig(
         cookie_policy=CookiePolicy(secure=not args.insecure_cookies),
-        forwarding=ForwardingPolicy(trust_forwarded_for=args.trust_forwarded_for),
+        **edge_config(settings),
         default_timeout=args.timeout if args.timeout > 0 else None,
     )
     try:

@@ -28,18 +28,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--metrics-addr", help="host:port to serve Prometheus metrics on (default off)")
     parser.add_argument("--once", action="store_true", help="publish everything pending, then exit")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG logs every published batch (ids only)")
+    parser.add_argument("--log-level", help="DEBUG: every published batch, ids only")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from penpay.settings import get_settings
-    from security.logs import configure_logging
-
-    # JSON with secrets redacted, tracebacks as plain text: structlog's default console renderer
-    # would print rich tracebacks with every local variable.
-    configure_logging(str(args.log_level).upper())
-
     settings = get_settings()
     redis_url = args.redis_url or settings.redis_url
     if not redis_url:

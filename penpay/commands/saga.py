@@ -29,16 +29,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--metrics-addr",
         help="serve Prometheus metrics here, e.g. 127.0.0.1:9102 (in-flight gauges; default off)",
     )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from penpay.notifiers import missing_provider
     from penpay.settings import get_settings
-    from security.logs import configure_logging
     from workers.alert_metrics import count_alerts
 
-    configure_logging()
     problem = missing_provider(get_settings())
     if problem is not None and not get_settings().redis_url:  # it sends the notices itself
         print(problem, file=sys.stderr)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -47,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--rest-generation", choices=("june", "newer"), default="newer", help="REST API generation"
     )
     parser.add_argument("--rest-openapi", type=Path, help="rest-api-openapi.json: validate REST traffic")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 
 
@@ -113,11 +112,6 @@ async def _serve(config: Any, args: argparse.Namespace | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         config = build_config(args)
     except (OSError, ValueError) as exc:

@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--spike-arrest-rps", type=float, default=None, help="requests/s per API (500.003.02)")
     p.add_argument("--invalid-token-style", choices=("uniform", "per_api"), default="uniform")
     p.add_argument("--ban-url-keywords", action="store_true", help="reject URLs containing mpesa/query/...")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     p.set_defaults(handler=run)
 
 
@@ -91,9 +91,6 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return asyncio.run(_serve(build_config(args), args.write_cert))
 
 

@@ -14,14 +14,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("up", help="run the whole stack on embedded defaults (simulators)")
     parser.add_argument("--state-dir", default=".penpay", help="where the embedded stack keeps its files")
     parser.add_argument("--for-seconds", type=float, help="stop after this long (smoke runs)")
-    parser.set_defaults(handler=run)
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, WARNING)")
+    parser.set_defaults(handler=run, default_log_level="WARNING")
 
 
 def run(args: argparse.Namespace) -> int:
-    from security.logs import configure_logging
     from workers.alert_metrics import count_alerts
 
-    configure_logging("WARNING")
     count_alerts()  # served with the API's metrics in this one process
     return asyncio.run(_run(args))
 

@@ -74,6 +74,10 @@ class BridgeClient:
                 return cookie.value
         return None
 
+    def cookie_values(self) -> list[str]:
+        """The values of the cookies the bridge set (session tokens, CSRF token)."""
+        return [cookie.value for cookie in self._session.cookie_jar if cookie.value]
+
     async def request(
         self,
         method: str,

@@ -153,6 +153,9 @@ class JourneyResult:
     mpesa_after_withdrawal: PhoneBooks = field(default_factory=lambda: PhoneBooks(0, 0))
     wallet_balances: dict[str, int] = field(default_factory=dict)  # currency -> cents
     ledger: list[LedgerLine] = field(default_factory=list)  # oldest first
+    # Every secret the journey handled (password, verification and withdrawal codes, the Deriv
+    # token, the session cookies): what no log line may contain (tests/demo). Never printed.
+    handled_secrets: list[str] = field(default_factory=list, repr=False)
 
 
 def fresh_phone() -> str:
@@ -213,6 +216,7 @@ class _Journey:
         await self.deposit()
         await self.withdraw()
         await self.read_wallet()
+        self.result.handled_secrets.extend(self.bridge.cookie_values())
         return self.result
 
     # --- identity ---------------------------------------------------------------------------
@@ -221,6 +225,7 @@ class _Journey:
         r = self.result
         r.email, r.phone = fresh_email(), fresh_phone()
         password = f"Demo-{secrets.token_hex(8)}"  # never printed
+        r.handled_secrets.append(password)
         with _step("register"):
             answer = await self.bridge.request(
                 "POST", "/v1/users", body={"email": r.email, "phone_number": r.phone, "password": password}
@@ -229,8 +234,8 @@ class _Journey:
         self.say(f"registered {r.email} / {r.phone} (user {r.user_id})")
         device_id = f"demo-{secrets.token_hex(8)}"
         with _step("log in"):
-            # The answer carries the tokens too (for non-browser clients): left unread, like a browser.
-            await self.bridge.request(
+            # The tokens arrive in HttpOnly cookies only (PEC §13): the jar keeps them, as a browser's.
+            login = await self.bridge.request(
                 "POST",
                 "/v1/sessions",
                 body={
@@ -240,6 +245,8 @@ class _Journey:
                     "device_name": "penpay demo",
                 },
             )
+        if {"access_token", "refresh_token"} & set(login):
+            raise DemoFailed("log in", "the login answer shows its tokens to scripts (PEC §13)")
         if self.bridge.csrf_token() is None:
             raise DemoFailed("log in", "the bridge set no CSRF cookie (penpay_csrf)")
         self.say(f"logged in on device {device_id}: session cookies set, CSRF token received")
@@ -261,6 +268,7 @@ class _Journey:
             else (lambda: self._sent_code(sink_channel)),
             what=f"a verification {sink_channel} in {where}",
         )
+        r.handled_secrets.append(code)
         with _step(f"verify {channel}"):
             body = {"phone_number": r.phone, "code": code} if phone else {"email": r.email, "code": code}
             await self.bridge.request("POST", f"/v1/{channel}:verify", body=body)
@@ -293,6 +301,7 @@ class _Journey:
 
     async def bind_deriv(self) -> None:
         token = self.options.deriv_token
+        self.result.handled_secrets.append(token)
         try:
             bound = await self.bridge.request("POST", "/v1/deriv_account:bind", body={"deriv_token": token})
         except BridgeError as error:
@@ -309,6 +318,7 @@ class _Journey:
                 "that Deriv account is bound to an earlier demo user; "
                 f"opened the simulated client {client.loginid} instead"
             )
+            self.result.handled_secrets.append(client.token)
             with _step("bind Deriv account"):
                 bound = await self.bridge.request(
                     "POST", "/v1/deriv_account:bind", body={"deriv_token": client.token}
@@ -386,6 +396,7 @@ class _Journey:
         self.say(
             f"Deriv emailed the verification code (read from the simulator's mailbox of {r.deriv_login_id})"
         )
+        r.handled_secrets.append(code)
         with _step("confirm withdrawal"):
             confirmed = await self.bridge.request(
                 "POST",

@@ -12,12 +12,14 @@ streaming (NDJSON / SSE), openapi (OpenAPI 3 document), app (aiohttp application
 
 from penpay_api.http.app import BridgeConfig, build_app, parse_listen, start_server
 from penpay_api.http.cookies import CookiePolicy
+from penpay_api.http.cors import CorsPolicy
 from penpay_api.http.discovery import discover_services
 from penpay_api.http.metadata import ForwardingPolicy
 
 __all__ = [
     "BridgeConfig",
     "CookiePolicy",
+    "CorsPolicy",
     "ForwardingPolicy",
     "build_app",
     "discover_services",

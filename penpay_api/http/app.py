@@ -22,6 +22,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from penpay_api.http import cookies, errors, streaming
+from penpay_api.http.cors import CorsPolicy
 from penpay_api.http.metadata import (
     ForwardingPolicy,
     HeaderError,
@@ -34,6 +35,8 @@ from penpay_api.http.metadata import (
 from penpay_api.http.openapi import build_openapi
 from penpay_api.http.rules import Match, MethodNotAllowed, Route, Router, load_routes
 from penpay_api.http.transcode import TranscodeError, build_request, dumps, response_payload
+from security.http_edge import ProblemJsonRunner
+from security.proxies import TrustedProxies
 
 log = structlog.get_logger("penpay_api.http")
 
@@ -56,8 +59,9 @@ DEFAULT_PUBLIC_RPCS = frozenset(
         "RequestPasswordReset",
         "ResetPassword",
     )
-)
+) | {"penpay.keys.v1.KeysService/GetJwks"}
 HEALTH_PATH = "/healthz"
+TOKEN_DELIVERY_HEADER = "X-PenPay-Token-Delivery"
 OPENAPI_PATH = "/openapi.json"
 _JSON_TYPES = ("application/json",)
 # Request storage key (aiohttp >= 3.13 prefers typed keys; a string works everywhere).
@@ -71,11 +75,26 @@ class BridgeConfig:
     public_rpcs: frozenset[str] = DEFAULT_PUBLIC_RPCS  # documented without security in OpenAPI
     default_timeout: float | None = 30.0  # unary deadline when the client sends no Grpc-Timeout
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
+    cors: CorsPolicy = field(default_factory=CorsPolicy)  # same-origin only unless origins are listed
+    # Login / Refresh put the tokens in the JSON body only for a request that asks with
+    # `X-PenPay-Token-Delivery: body` and carries no session cookie, and only when this is True
+    # (PENPAY_HTTP_TOKENS_IN_BODY, for non-browser clients). Otherwise: HttpOnly cookies only.
+    tokens_in_body: bool = False
     emit_unpopulated: bool = True  # grpc-gateway v2's default marshaler
     sse_heartbeat: float = 15.0
     max_body_bytes: int = 1024 * 1024
     title: str = "PenPay API"
     version: str = "v1"
+
+
+def edge_config(settings: Any) -> dict[str, Any]:
+    """BridgeConfig fields from the edge settings (PENPAY_TRUSTED_PROXIES, PENPAY_CORS_ALLOWED_ORIGINS,
+    PENPAY_HTTP_TOKENS_IN_BODY), the same for `penpay http` and `penpay up`."""
+    return {
+        "forwarding": ForwardingPolicy(TrustedProxies.parse(settings.trusted_proxies)),
+        "cors": CorsPolicy.parse(settings.cors_allowed_origins),
+        "tokens_in_body": bool(settings.http_tokens_in_body),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +308,13 @@ class Bridge:
         http_code = http_code_override(initial, await call.trailing_metadata(), success=True)
         payload = response_payload(route, reply, emit_unpopulated=self.config.emit_unpopulated)
         response = _json(http_code or 200, payload, {**headers, **reply_headers})
-        if route.rpc in policy.session_rpcs and cookies.issue_session_cookies(policy, response, reply):
-            if credentials.from_cookie or policy.strip_tokens_from_body:
+        if route.rpc in policy.session_rpcs:
+            wants_body = request.headers.get(TOKEN_DELIVERY_HEADER, "").strip().lower() == "body"
+            if self.config.tokens_in_body and wants_body and not credentials.from_cookie:
+                info["tokens"] = "body"  # a non-browser client, explicitly: no cookies
+            else:
+                # PEC §13: a browser's tokens travel in HttpOnly cookies only; no script reads them.
+                cookies.issue_session_cookies(policy, response, reply)
                 response.body = dumps(cookies.strip_tokens(payload))
         if route.rpc in policy.logout_rpcs:
             cookies.clear_session_cookies(policy, response)
@@ -380,6 +404,7 @@ def build_app(
         pool=pool,
     )
     app = web.Application(middlewares=[_log_requests], client_max_size=config.max_body_bytes)
+    config.cors.install(app)
     app[_STATE] = bridge
     app.on_startup.append(bridge.open)
     app.on_cleanup.append(bridge.close)
@@ -405,8 +430,9 @@ async def start_server(app: web.Application, host: str, port: int) -> tuple[web.
     """Serve `app` on host:port (0 picks a free port); returns the runner and the bound port.
 
     aiohttp's access log is off: it would print query strings. The bridge logs its own lines.
+    An over-large request head gets problem JSON 431 (security/http_edge.py).
     """
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = ProblemJsonRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -12,8 +12,9 @@
 - A state-changing request (any method but GET, HEAD, OPTIONS) that the bridge authenticated from
   a cookie must carry `X-CSRF-Token` equal to the `penpay_csrf` cookie, or it is refused (403)
   before reaching the backend. A request with its own Authorization header is not cookie-authenticated.
-- The tokens are removed from the JSON body of a session response to a cookie-authenticated
-  request (always, with `strip_tokens_from_body`), so a script cannot read what the cookies hide.
+- The tokens are removed from the JSON body of every session response (PEC §13: HttpOnly only),
+  so a script cannot read what the cookies hide; the bridge's explicit, off-by-default token-in-body
+  flow for non-browser clients is in app.py (BridgeConfig.tokens_in_body).
 - A logout RPC clears all three cookies (whatever the backend answered).
 """
 
@@ -61,10 +62,6 @@ class CookiePolicy:
     csrf_cookie: str = "penpay_csrf"
     csrf_header: str = "X-CSRF-Token"
     secure: bool = True  # False only for local development over plain http
-    # Tokens stay in the JSON body for non-browser clients, except in answers to a request that
-    # was itself authenticated by cookie (a browser: a script must never read a refreshed token).
-    # True removes them from every session response (browser-only deployments).
-    strip_tokens_from_body: bool = False
     path: str = "/"
     enabled: bool = True
 

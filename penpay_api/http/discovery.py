@@ -13,7 +13,13 @@ from collections.abc import Iterable
 
 from penpay_api.http.rules import http_bindings
 
-DEFAULT_PACKAGES = ("penpay.auth.v1", "penpay.payments.v1", "penpay.wallet.v1", "penpay.ops.v1")
+DEFAULT_PACKAGES = (
+    "penpay.auth.v1",
+    "penpay.payments.v1",
+    "penpay.wallet.v1",
+    "penpay.ops.v1",
+    "penpay.keys.v1",
+)
 DEV_PACKAGE = "penpay.dev.v1"  # the development sinks: never bridged in production
 SERVICE_NAME = re.compile(r"penpay\.[a-z0-9_]+\.v1\.[A-Za-z0-9_]*Service")
 

@@ -5,8 +5,9 @@ Forwarded: `Authorization` -> `authorization`, `Idempotency-Key` -> `idempotency
 (base64-decoded for `-bin` keys), the client IP as `x-forwarded-for` and the Host as
 `x-forwarded-host`. `Grpc-Metadata-*` may not set a key the bridge sets itself (authorization,
 x-forwarded-*, idempotency-key, x-request-id) nor a reserved one (grpc-*, content-type, te...).
-A client's own `X-Forwarded-For` is ignored unless the bridge is told to trust it (it runs behind
-a reverse proxy); then the peer address is appended, as grpc-gateway does.
+The forwarded `x-forwarded-for` is one address, the client's: the peer, or, when the peer is a
+trusted proxy (PENPAY_TRUSTED_PROXIES), the first untrusted hop of X-Forwarded-For walked from the
+right (security/proxies.py). The API trusts the bridge and so believes that one address.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import binascii
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from security.proxies import TrustedProxies
 
 METADATA_PREFIX = "grpc-metadata-"
 HTTP_CODE_KEY = "x-http-code"
@@ -45,7 +48,9 @@ def request_id_of(headers: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ForwardingPolicy:
-    trust_forwarded_for: bool = False
+    # Reverse proxies in front of the bridge; none by default (the library's), `penpay http` passes
+    # PENPAY_TRUSTED_PROXIES.
+    trusted: TrustedProxies = field(default_factory=TrustedProxies)
 
 
 def request_metadata(
@@ -58,6 +63,7 @@ def request_metadata(
     policy: ForwardingPolicy = ForwardingPolicy(),
 ) -> Metadata:
     """`headers` answers single look-ups; `items` is every (name, value) pair, repeats included."""
+    items = list(items)  # walked twice: X-Forwarded-For, then Grpc-Metadata-*
     metadata: Metadata = []
     if authorization is not None:
         if not printable(authorization):
@@ -69,11 +75,8 @@ def request_metadata(
             raise HeaderError("Idempotency-Key must be printable ASCII")
         metadata.append(("idempotency-key", idempotency_key))
     metadata.append(("x-request-id", request_id))
-    forwarded = peer or ""
-    if policy.trust_forwarded_for:
-        earlier = headers.get("X-Forwarded-For", "").strip()
-        if earlier and printable(earlier):
-            forwarded = f"{earlier}, {peer}" if peer else earlier
+    chain = ", ".join(value for name, value in items if name.lower() == "x-forwarded-for")
+    forwarded = policy.trusted.client_address(peer, chain or None)
     if forwarded:
         metadata.append(("x-forwarded-for", forwarded))
     host = headers.get("Host")

@@ -76,7 +76,10 @@ def test_access_policy() -> None:
 def test_client_ip_believes_forwarded_for_only_from_a_trusted_proxy() -> None:
     md = [("x-forwarded-for", "203.0.113.9, 10.0.0.1")]
     assert peer_ip("ipv4:127.0.0.1:5555") == "127.0.0.1" and peer_ip("ipv6:[::1]:5555") == "::1"
-    assert client_ip_from("ipv4:127.0.0.1:5555", md, {"127.0.0.1"}) == "203.0.113.9"
+    # walked from the right: 10.0.0.1 is the first hop the API does not trust; 203.0.113.9 is
+    # only what 10.0.0.1 was told, and believed only when 10.0.0.1 is itself a trusted proxy
+    assert client_ip_from("ipv4:127.0.0.1:5555", md, {"127.0.0.1"}) == "10.0.0.1"
+    assert client_ip_from("ipv4:127.0.0.1:5555", md, {"127.0.0.1", "10.0.0.0/8"}) == "203.0.113.9"
     assert client_ip_from("ipv4:198.51.100.7:5555", md, {"127.0.0.1"}) == "198.51.100.7"
     assert client_ip_from("ipv4:127.0.0.1:5555", [("x-forwarded-for", "junk")], {"127.0.0.1"}) == "127.0.0.1"
     assert client_ip_from("unix:/tmp/s", md, {"127.0.0.1"}) is None

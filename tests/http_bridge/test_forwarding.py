@@ -259,17 +259,20 @@ async def test_a_request_id_is_generated_when_absent(bridge: Bridge) -> None:
     assert bridge.recorder.last("Whoami").metadata["x-request-id"] == generated
 
 
-async def test_forwarded_for_is_appended_when_trusted(serve_bridge: Any) -> None:
+async def test_forwarded_for_is_believed_from_a_trusted_proxy(serve_bridge: Any) -> None:
     import dataclasses
 
     from penpay_api.http import ForwardingPolicy
+    from security.proxies import TrustedProxies
     from tests.http_bridge.conftest import TEST_CONFIG
 
-    config = dataclasses.replace(TEST_CONFIG, forwarding=ForwardingPolicy(trust_forwarded_for=True))
+    config = dataclasses.replace(TEST_CONFIG, forwarding=ForwardingPolicy(TrustedProxies.parse("127.0.0.1")))
     async with serve_bridge(config) as bridge:
-        async with bridge.http.get("/v1/whoami", headers={"X-Forwarded-For": "203.0.113.9"}) as response:
+        headers = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9"}  # 6.6.6.6: whatever the client wrote
+        async with bridge.http.get("/v1/whoami", headers=headers) as response:
             assert response.status == 200
-        assert bridge.recorder.last("Whoami").metadata["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+        # one address, the client's: the API believes it from the bridge
+        assert bridge.recorder.last("Whoami").metadata["x-forwarded-for"] == "203.0.113.9"
 
 
 async def test_grpc_timeout_header_sets_the_deadline(bridge: Bridge) -> None:

@@ -18,6 +18,7 @@ from penpay_api.http.metadata import (
     request_metadata,
     response_headers,
 )
+from security.proxies import TrustedProxies
 from tests.http_bridge.conftest import LOGIN, LOGOUT, REFRESH, TEST_POLICY
 
 pytestmark = pytest.mark.unit
@@ -61,8 +62,10 @@ def test_forwarded_headers_and_grpc_metadata_prefix() -> None:
 def test_the_client_forwarded_for_is_kept_only_when_trusted() -> None:
     headers = {"X-Forwarded-For": "198.51.100.1"}
     assert _metadata(headers)["x-forwarded-for"] == "10.0.0.9"
-    trusted = _metadata(headers, policy=ForwardingPolicy(trust_forwarded_for=True))
-    assert trusted["x-forwarded-for"] == "198.51.100.1, 10.0.0.9"
+    trusted = _metadata(headers, policy=ForwardingPolicy(TrustedProxies.parse("10.0.0.0/8")))
+    assert trusted["x-forwarded-for"] == "198.51.100.1"
+    other = _metadata(headers, policy=ForwardingPolicy(TrustedProxies.parse("192.0.2.1")))
+    assert other["x-forwarded-for"] == "10.0.0.9"  # the peer is not a trusted proxy
 
 
 @pytest.mark.parametrize("header", ["Authorization", "Idempotency-Key"])

@@ -14,7 +14,6 @@ from tests.http_bridge.conftest import (
     PASSWORD,
     REFRESH_TOKEN,
     TEST_CONFIG,
-    TEST_POLICY,
     Bridge,
     cookie_header,
     set_cookies,
@@ -47,7 +46,7 @@ async def test_login_sets_the_session_cookies_with_their_attributes(bridge: Brid
     assert access["max-age"] == "900"
     assert refresh["max-age"] == "86400" and csrf["max-age"] == "86400"
     assert len(csrf.value) >= 32
-    assert body["access_token"] == ACCESS_TOKEN  # non-browser clients still get their tokens
+    assert "access_token" not in body and "refresh_token" not in body  # PEC §13: HttpOnly cookies only
 
 
 async def test_each_login_gets_a_new_csrf_token(bridge: Bridge) -> None:
@@ -146,18 +145,50 @@ async def test_refresh_with_the_token_in_the_body_needs_no_cookie(bridge: Bridge
     async with bridge.http.post("/v1/sessions:refresh", json={"refresh_token": REFRESH_TOKEN}) as response:
         assert response.status == 200
         body = await response.json()
+        assert set_cookies(response)["penpay_access"].value == NEW_ACCESS_TOKEN
     assert bridge.recorder.last("Refresh").request.refresh_token == REFRESH_TOKEN
-    assert body["access_token"] == NEW_ACCESS_TOKEN  # a non-browser client keeps its tokens
+    assert "access_token" not in body and "refresh_token" not in body
 
 
-async def test_tokens_can_be_kept_out_of_every_body(serve_bridge: Any) -> None:
-    policy = dataclasses.replace(TEST_POLICY, strip_tokens_from_body=True)
-    async with serve_bridge(dataclasses.replace(TEST_CONFIG, cookie_policy=policy)) as bridge:
-        async with bridge.http.post("/v1/sessions", json={"login": "ann", "password": PASSWORD}) as response:
+async def test_asking_for_tokens_in_the_body_is_refused_unless_the_setting_allows(bridge: Bridge) -> None:
+    ask = {"X-PenPay-Token-Delivery": "body"}
+    async with bridge.http.post(
+        "/v1/sessions", json={"login": "ann", "password": PASSWORD}, headers=ask
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
+        assert set_cookies(response)["penpay_access"].value == ACCESS_TOKEN  # the cookie flow, as ever
+    assert "access_token" not in body and "refresh_token" not in body
+
+
+async def test_the_explicit_token_in_body_flow_for_non_browser_clients(serve_bridge: Any) -> None:
+    ask = {"X-PenPay-Token-Delivery": "body"}
+    async with serve_bridge(dataclasses.replace(TEST_CONFIG, tokens_in_body=True)) as bridge:
+        async with bridge.http.post(
+            "/v1/sessions", json={"login": "ann", "password": PASSWORD}, headers=ask
+        ) as response:
             assert response.status == 200
             body = await response.json()
-            assert set_cookies(response)["penpay_access"].value == ACCESS_TOKEN
-    assert "access_token" not in body and "refresh_token" not in body
+            assert set_cookies(response) == {}  # a non-browser client: no cookie jar to fill
+        assert (body["access_token"], body["refresh_token"]) == (ACCESS_TOKEN, REFRESH_TOKEN)
+        # without the request flag, the cookie flow even with the setting on
+        async with bridge.http.post("/v1/sessions", json={"login": "ann", "password": PASSWORD}) as response:
+            body = await response.json()
+            cookies = set_cookies(response)
+        assert "access_token" not in body and cookies["penpay_access"].value == ACCESS_TOKEN
+        # a request that a session cookie authenticates is a browser's: never in the body
+        async with bridge.http.post(
+            "/v1/sessions:refresh",
+            json={},
+            headers={
+                **ask,
+                **cookie_header(**{k: v.value for k, v in cookies.items()}),
+                "X-CSRF-Token": cookies["penpay_csrf"].value,
+            },
+        ) as response:
+            assert response.status == 200
+            body = await response.json()
+        assert "access_token" not in body and "refresh_token" not in body
 
 
 async def test_logout_clears_the_cookies(bridge: Bridge) -> None:

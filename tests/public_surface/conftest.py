@@ -57,7 +57,7 @@ def penpay_http_config() -> BridgeConfig:
     """BridgeConfig exactly as penpay/commands/http.py builds it from its defaults."""
     return BridgeConfig(
         cookie_policy=CookiePolicy(secure=True),
-        forwarding=ForwardingPolicy(trust_forwarded_for=False),
+        forwarding=ForwardingPolicy(),  # no trusted proxy
         default_timeout=30.0,
     )
 
@@ -233,7 +233,13 @@ class _HeaderBrowser(Browser):
 
 @asynccontextmanager
 async def serve_surface(
-    database_url: str, clock: FixedClock, gateway: Gateway, **overrides: Any
+    database_url: str,
+    clock: FixedClock,
+    gateway: Gateway,
+    *,
+    settings_update: Mapping[str, Any] | None = None,
+    bridge_config: BridgeConfig | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Surface]:
     """The API (build_api, as tests/api/conftest.py's start_api builds it) and the bridge in front."""
     settings = Settings(
@@ -243,7 +249,7 @@ async def serve_surface(
         grpc_addr="127.0.0.1:0",
         metrics_addr="127.0.0.1:0",
         gateway_addr=gateway.server.address,
-    )
+    ).model_copy(update=dict(settings_update or {}))
     core = bootstrap.bootstrap(settings, clock=clock, pool_size=5)
     hasher = Argon2idHasher(FAST_FOR_TESTS)
     tokens = RoleAwareAccessTokens([SIGNING_KEY])
@@ -262,7 +268,11 @@ async def serve_surface(
     await api.server.start()
     runner = None
     try:
-        app = build_app(discover_services(BRIDGED_PACKAGES), api.server.address, config=penpay_http_config())
+        app = build_app(
+            discover_services(BRIDGED_PACKAGES),
+            api.server.address,
+            config=bridge_config or penpay_http_config(),
+        )
         runner, port = await start_bridge(app, "127.0.0.1", 0)
         base_url = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession(base_url=base_url, cookie_jar=aiohttp.DummyCookieJar()) as http:

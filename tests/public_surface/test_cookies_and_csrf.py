@@ -28,8 +28,8 @@ async def test_login_sets_httponly_secure_strict_cookies(surface: Surface) -> No
         assert morsel["secure"] is True and morsel["samesite"] == "Strict" and morsel["path"] == "/"
     assert cookies["penpay_access"]["httponly"] is True and cookies["penpay_refresh"]["httponly"] is True
     assert not cookies["penpay_csrf"]["httponly"]  # the page's script reads it to echo it
-    assert cookies["penpay_access"].value == login.json["access_token"]
-    assert cookies["penpay_refresh"].value == login.json["refresh_token"]
+    # PEC §13: the tokens travel in the HttpOnly cookies only, never where a script reads them
+    assert "access_token" not in login.json and "refresh_token" not in login.json
     assert cookies["penpay_access"]["max-age"] == str(login.json["expires_in"])
     assert cookies["penpay_refresh"]["max-age"] == str(login.json["refresh_expires_in"])
     # The access token is a real one: the API accepts it.
@@ -93,7 +93,7 @@ async def test_logout_ends_the_session_at_once(surface: Surface) -> None:
         {"login": user.email, "password": PASSWORD, "device_id": user.device_id, "device_name": "Web"},
     )
     assert again.status == 200
-    fresh = again.json["access_token"]
+    fresh = again.set_cookies["penpay_access"].value
     assert (
         await surface.browser().get("/v1/devices", headers={"Authorization": f"Bearer {fresh}"})
     ).status == 200
