@@ -60,6 +60,10 @@ def daraja_config(settings: Settings) -> DarajaConfig:
         cert_file=settings.mpesa_cert_file,
         callback_base_url=settings.mpesa_callback_base_url,
         callback_secret=settings.mpesa_callback_secret.get_secret_value(),
+        security_credential=settings.mpesa_security_credential.get_secret_value(),
+        b2c_shortcode=settings.mpesa_b2c_shortcode,
+        transaction_type=settings.mpesa_transaction_type,
+        till_number=settings.mpesa_till_number,
     )
 
 

@@ -108,6 +108,13 @@ class EmbeddedStack:
                 consumer_key=s.mpesa_consumer_key.get_secret_value(),
                 consumer_secret=s.mpesa_consumer_secret.get_secret_value(),
                 callback_delay=1.0,
+                # The simulated organisation is the configured one: its paybill (or store and till)
+                # collects, its own B2C shortcode pays out, its initiator signs.
+                shortcodes={s.mpesa_shortcode: s.mpesa_passkey.get_secret_value()},
+                tills={s.mpesa_shortcode: [s.mpesa_till_number]} if s.mpesa_till_number else {},
+                b2c_shortcodes=[s.mpesa_b2c_shortcode],
+                initiator_name=s.mpesa_initiator_name,
+                initiator_password=s.mpesa_initiator_password.get_secret_value(),
             )
         )
         await mpesa_sim.start()
@@ -115,6 +122,9 @@ class EmbeddedStack:
         assert s.mpesa_cert_file is not None
         await asyncio.to_thread(Path(s.mpesa_cert_file).write_text, mpesa_sim.certificate_pem())
         self.addresses["Daraja simulator"] = str(mpesa_sim.base_url)
+        collection = s.mpesa_till_number and f"till {s.mpesa_till_number} of store {s.mpesa_shortcode}"
+        self.addresses["M-Pesa collection (STK)"] = collection or f"paybill {s.mpesa_shortcode}"
+        self.addresses["M-Pesa disbursement (B2C)"] = f"shortcode {s.mpesa_b2c_shortcode}"
 
         core = bootstrap(s, pool_size=5)
         self._stack.push_async_callback(core.close)

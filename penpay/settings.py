@@ -9,6 +9,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+StkTransactionType = Literal["CustomerPayBillOnline", "CustomerBuyGoodsOnline"]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PENPAY_", env_file=".env", extra="ignore")
@@ -45,18 +47,33 @@ class Settings(BaseSettings):
     # How old a journal row in SENDING must be before "not in the statement" means "never executed".
     gateway_unknown_settle: float = 30.0
 
-    # M-Pesa (Daraja)
+    # M-Pesa (Daraja). Defaults are Safaricom's sandbox and the simulator; production refuses them.
+    # https in production (the consumer key, secret and access token travel to the base URL).
     mpesa_base_url: str = "http://127.0.0.1:8766"
     mpesa_consumer_key: SecretStr = SecretStr("")
     mpesa_consumer_secret: SecretStr = SecretStr("")
-    mpesa_shortcode: str = "174379"
-    mpesa_passkey: SecretStr = SecretStr("")
-    mpesa_initiator_name: str = "testapi"
-    mpesa_initiator_password: SecretStr = SecretStr("")
     mpesa_cert_file: str | None = None
+    # https in production: Safaricom posts the payment results (CallBackURL, ResultURL) here.
     mpesa_callback_base_url: str = "http://127.0.0.1:8767"
     mpesa_callback_secret: SecretStr = SecretStr("")
     mpesa_allowed_ips: str = "127.0.0.1"
+
+    # M-Pesa collection (STK Push, STK Query): BusinessShortCode is the paybill, or for a till the
+    # head-office/store number; the passkey belongs to it. TransactionType CustomerPayBillOnline sends
+    # PartyB = the paybill; CustomerBuyGoodsOnline sends PartyB = the till number (required then).
+    mpesa_shortcode: str = "174379"
+    mpesa_passkey: SecretStr = SecretStr("")
+    mpesa_transaction_type: StkTransactionType = "CustomerPayBillOnline"
+    mpesa_till_number: str | None = None
+
+    # M-Pesa disbursement (B2C, Transaction Status, Account Balance): PartyA is the B2C shortcode, a
+    # different account from the collection paybill; its API operator (initiator) signs with the
+    # SecurityCredential: given as the portal generates it, or made from the initiator password and
+    # the certificate (PENPAY_MPESA_CERT_FILE).
+    mpesa_b2c_shortcode: str = "600992"
+    mpesa_initiator_name: str = "testapi"
+    mpesa_initiator_password: SecretStr = SecretStr("")
+    mpesa_security_credential: SecretStr = SecretStr("")
 
     # Payment sagas: the quote PenPay honours, timeouts (seconds) and bounds of the workers
     fx_kes_per_usd_buy: str = "130.00"  # a deposit: KES the user pays per USD credited
@@ -87,7 +104,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = True
 
-    @field_validator("redis_url", "mpesa_cert_file", "crash_at", mode="before")
+    @field_validator("redis_url", "mpesa_cert_file", "mpesa_till_number", "crash_at", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `PENPAY_REDIS_URL=` (as in .env.example) means "not configured", not "".
@@ -105,6 +122,23 @@ class Settings(BaseSettings):
     def _transfer_limits_in_order(self) -> Self:
         if self.deriv_transfer_min_usd > self.deriv_transfer_max_usd:
             raise ValueError("PENPAY_DERIV_TRANSFER_MIN_USD is above PENPAY_DERIV_TRANSFER_MAX_USD")
+        return self
+
+    @model_validator(mode="after")
+    def _till_with_buy_goods(self) -> Self:
+        # PartyB is the till for CustomerBuyGoodsOnline and the paybill otherwise: a till without
+        # BuyGoods (or BuyGoods without a till) would send a PartyB Daraja refuses (2028).
+        buy_goods = self.mpesa_transaction_type == "CustomerBuyGoodsOnline"
+        if buy_goods and not self.mpesa_till_number:
+            raise ValueError(
+                "PENPAY_MPESA_TILL_NUMBER: expected the till number (PartyB) with "
+                "PENPAY_MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline"
+            )
+        if self.mpesa_till_number and not buy_goods:
+            raise ValueError(
+                "PENPAY_MPESA_TILL_NUMBER is set: expected "
+                "PENPAY_MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline"
+            )
         return self
 
 

@@ -70,6 +70,8 @@ def queue_timeout_body(engine: Engine, ocid: str, conversation_id: str) -> dict[
 def _decide(engine: Engine, req: B2CPayment, drawn: int | str) -> int | str | None:
     if not engine.check_credential(req.initiator, req.credential):
         return 2001
+    if req.party_a not in engine.config.b2c_shortcodes:
+        return 21
     override = engine.faults.outcome_override("b2c", req.party_b)
     if override is not None:
         return override

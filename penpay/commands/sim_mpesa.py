@@ -39,6 +39,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--consumer-secret", help="require this consumer secret")
     p.add_argument("--shortcode", default=None, help="Lipa na M-Pesa shortcode (default 174379)")
     p.add_argument("--passkey", default=None, help="passkey of --shortcode (default: the sandbox passkey)")
+    p.add_argument(
+        "--b2c-shortcode",
+        action="append",
+        default=None,
+        help="the organisation's B2C shortcode (PartyA of B2C, status, balance); repeatable (default 600992)",
+    )
     p.add_argument("--initiator-name", default=None, help="B2C/status/balance initiator (default testapi)")
     p.add_argument("--initiator-password", default=None, help="password inside SecurityCredential")
     p.add_argument("--key-seed", default=None, help="derive the certificate's RSA key from this seed")
@@ -76,6 +82,8 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.shortcode or args.passkey:
         short = args.shortcode or SANDBOX_SHORTCODE
         config.shortcodes = {short: args.passkey or SANDBOX_PASSKEY}
+    if args.b2c_shortcode:
+        config.b2c_shortcodes = list(args.b2c_shortcode)
     if args.initiator_name:
         config.initiator_name = args.initiator_name
     if args.initiator_password:
@@ -117,6 +125,7 @@ async def _serve(config: Any, write_cert: str | None) -> int:
                     "control": f"{base_url}/__control__",
                     "certificate": write_cert or f"{base_url}/__control__/certificate",
                     "shortcodes": sorted(config.shortcodes),
+                    "b2c_shortcodes": sorted(config.b2c_shortcodes),
                     "initiator": config.initiator_name,
                     "seed": config.seed,
                 }
