@@ -1,4 +1,11 @@
-"""Configuration by environment (prefix PENPAY_), read once by the entrypoints."""
+"""Every PenPay setting: environment variables with the prefix PENPAY_, or the same names in `.env`
+(read from the working directory; a real environment variable wins). Read once by the entrypoints;
+nothing else in PenPay reads the environment. `.env.example` lists every field with its default
+(tests/test_settings_model.py holds the two together).
+
+Blocks are grouped by what they configure, so additions (logging, proxies, SMS...) stay apart.
+What production refuses (development keys, sandbox values, http URLs) is in penpay/production.py.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +13,21 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StkTransactionType = Literal["CustomerPayBillOnline", "CustomerBuyGoodsOnline"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PENPAY_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PENPAY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
-    app_env: Literal["development", "testing", "production"] = "development"
+    # APP_ENV is the spec's name (PEC 12: tests run with APP_ENV=testing); PENPAY_APP_ENV wins.
+    app_env: Literal["development", "testing", "production"] = Field(
+        default="development", validation_alias=AliasChoices("PENPAY_APP_ENV", "APP_ENV")
+    )
 
     # Persistence: SQLite is the embedded default; MariaDB looks like
     # mysql+aiomysql://user:pass@127.0.0.1:3306/penpay
@@ -95,6 +107,23 @@ class Settings(BaseSettings):
     # Public gRPC API (penpay api): peers whose x-forwarded-for is believed for the client IP
     # (the HTTP bridge), comma-separated; anyone else's would let a client pick its rate-limit bucket.
     api_trusted_proxies: str = "127.0.0.1,::1"
+    # Security (security/): access tokens, password hashing, PII encryption at rest.
+    # JWT signing keys, "kid:/path/key.pem,kid2:/path/older.pem" (PEM RSA >= 2048 bits, first signs).
+    # Empty: outside production a throwaway key per process; production refuses to start.
+    jwt_private_keys: SecretStr = SecretStr("")
+    jwt_issuer: str = "penpay"
+    jwt_audience: str = "penpay-api"
+    jwt_ttl_seconds: int = Field(default=600, gt=0, le=900)  # at most 15 minutes
+    # AES-256-GCM keys, "kid:base64key,kid2:base64key" (first encrypts). Empty: outside production a
+    # fixed development key; production refuses to start. `python -c "from security.pii import
+    # PiiCipher; print(PiiCipher.generate_key())"` makes one.
+    pii_keys: SecretStr = SecretStr("")
+    # Argon2id (RFC 9106 second recommendation); production refuses less than OWASP's minimum.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+    argon2_max_concurrency: int = Field(default=2, ge=1)  # hashes at once (2 threads)
+
     # Email for verification codes in production (outside production a development notifier
     # keeps messages in memory, readable through the dev-only DevService). Empty host: not configured.
     smtp_host: str = ""
@@ -142,6 +171,33 @@ class Settings(BaseSettings):
         return self
 
 
+class SettingsError(ValueError):
+    """A setting PenPay cannot start with; the message is one line naming it and what is expected."""
+
+
+def env_name(field: str) -> str:
+    name = field.upper()
+    return name if name.startswith("PENPAY_") or name == "APP_ENV" else f"PENPAY_{name}"
+
+
+def describe(error: ValidationError) -> list[str]:
+    """One line per bad setting: its variable and what it expects (never its value: it may be a secret)."""
+    lines = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        field = str(item["loc"][0]) if item["loc"] else ""
+        lines.append(f"{env_name(field)}: {message}" if field else message)
+    return lines
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and `.env`; SettingsError (one line per bad variable) otherwise."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError("\n".join(describe(error))) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 
 
@@ -44,12 +43,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _issue_operator_token(name: str) -> int:
     from domain.shared.clock import SystemClock
+    from penpay.bootstrap import access_tokens
+    from penpay.settings import get_settings
     from penpay_api.auth import RoleAwareAccessTokens
 
-    if not os.environ.get("PENPAY_JWT_PRIVATE_KEYS", "").strip():
+    settings = get_settings()
+    if not settings.jwt_private_keys.get_secret_value().strip():
         print("set PENPAY_JWT_PRIVATE_KEYS (the API server's signing keys) to issue an operator token")
         return 2
-    tokens = RoleAwareAccessTokens.from_env()
+    tokens = access_tokens(settings, RoleAwareAccessTokens)
     try:
         token, expires = tokens.issue_operator_token(operator=name, now=SystemClock().now())
     except ValueError as exc:
