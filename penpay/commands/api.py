@@ -16,13 +16,15 @@ import asyncio
 import contextlib
 import signal
 
+from penpay.cli_args import add_listen, add_metrics_listen
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("api", help="run the public gRPC API (auth, payments, wallet, ops)")
-    parser.add_argument("--addr", help="gRPC listen address (overrides PENPAY_GRPC_ADDR)")
-    parser.add_argument("--metrics-addr", help="Prometheus /metrics address (overrides PENPAY_METRICS_ADDR)")
+    add_listen(parser, what="serve gRPC here", default="PENPAY_GRPC_ADDR", aliases=("--addr",))
+    add_metrics_listen(parser, default="PENPAY_METRICS_ADDR")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds calls in flight get at shutdown")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     parser.add_argument(
         "--issue-operator-token",
         metavar="NAME",
@@ -67,7 +69,8 @@ async def _serve(args: argparse.Namespace) -> None:
     from penpay_api.composition import build_api
 
     core = bootstrap.bootstrap()
-    api = build_api(core, grpc_addr=args.addr, metrics_addr=args.metrics_addr or core.settings.metrics_addr)
+    metrics = args.metrics_listen or core.settings.metrics_addr
+    api = build_api(core, grpc_addr=args.listen, metrics_addr=metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

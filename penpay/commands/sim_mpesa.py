@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from penpay.cli_args import add_simulator_listen, listen_of
+
 GROUP = "sim"
 
 
@@ -30,8 +32,7 @@ def register(subparsers: Any) -> None:
             "or through the /__control__ API. See mpesa_adapter/simulator/README.md."
         ),
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8766)
+    add_simulator_listen(p, default_port=8766, what="serve the Daraja API (and /__control__) here")
     p.add_argument("--seed", default="0", help="seed for ids, receipts and outcome draws (reproducible runs)")
     p.add_argument("--callback-delay", type=float, default=2.0, help="seconds from acceptance to callback")
     p.add_argument("--late-delay", type=float, default=30.0, help="extra seconds for 'late' callbacks")
@@ -55,18 +56,24 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-phone-rules", action="store_true", help="ignore magic phone suffixes")
     p.add_argument("--repeat-rule-seconds", type=float, default=0.0, help="ResultCode 17 window (0: off)")
     p.add_argument("--spike-arrest-rps", type=float, default=None, help="requests/s per API (500.003.02)")
-    p.add_argument("--invalid-token-style", choices=("uniform", "per_api"), default="uniform")
+    p.add_argument(
+        "--invalid-token-style",
+        choices=("uniform", "per_api"),
+        default="uniform",
+        help="how a bad token is answered: one code for every API, or each API's own (default uniform)",
+    )
     p.add_argument("--ban-url-keywords", action="store_true", help="reject URLs containing mpesa/query/...")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     p.set_defaults(handler=run)
 
 
 def build_config(args: argparse.Namespace) -> Any:
     from mpesa_adapter.simulator.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE, SimulatorConfig
 
+    host, port = listen_of(args)
     config = SimulatorConfig(
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         seed=int(args.seed) if str(args.seed).lstrip("-").isdigit() else args.seed,
         callback_delay=args.callback_delay,
         late_delay=args.late_delay,
