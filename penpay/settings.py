@@ -177,7 +177,7 @@ class SettingsError(ValueError):
 
 def env_name(field: str) -> str:
     name = field.upper()
-    return name if name.startswith("PENPAY_") or name == "APP_ENV" else f"PENPAY_{name}"
+    return name if name.startswith("PENPAY_") else f"PENPAY_{name}"
 
 
 def describe(error: ValidationError) -> list[str]:
