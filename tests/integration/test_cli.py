@@ -64,7 +64,8 @@ def test_float_fund_books_money_written_with_its_currency_and_refuses_bare_cents
     assert "DERIV_AGENT_FLOAT USD balance: 2500.00" in funded.stdout
     assert bare.returncode == 2 and "Traceback" not in bare.stderr
     assert bare.stderr.strip().splitlines() == [
-        "penpay float fund: expected the amount with its currency, e.g. USD 1000 or KES 50000.00; got '250000'"
+        "penpay float fund: expected the amount with its currency, "
+        "e.g. USD 1000 or KES 50000.00; got '250000'"
     ]
     assert "balance: 1999.99" in drawn.stdout  # the refused one booked nothing
 
