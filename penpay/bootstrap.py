@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from domain.shared.clock import Clock, SystemClock
 from penpay.production import Part, refuse_development_values
-from penpay.settings import Settings, get_settings
+from penpay.settings import Settings, SettingsError, get_settings
 from persistence.engine import create_engine
 from persistence.idempotency_store import SqlIdempotencyStore
 from persistence.unit_of_work import SqlUnitOfWork
@@ -166,7 +166,7 @@ def crash_checkpoint(settings: Settings) -> Callable[[str], None]:
     if not target:
         return no_checkpoint
     if settings.app_env == "production":
-        raise RuntimeError("PENPAY_CRASH_AT is fault injection: refused in production")
+        raise SettingsError("PENPAY_CRASH_AT: fault injection, refused in production; expected it unset")
 
     def checkpoint(name: str) -> None:
         if name == target:

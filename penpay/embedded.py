@@ -55,7 +55,9 @@ def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
     if not settings.mpesa_cert_file:
         updates["mpesa_cert_file"] = str(state_dir / "daraja-sim-cert.pem")
     if settings.app_env == "production":
-        raise RuntimeError("penpay up runs simulators: not for production")
+        from penpay.settings import SettingsError
+
+        raise SettingsError("PENPAY_APP_ENV: penpay up runs simulators; expected development or testing")
     return settings.model_copy(update=updates)
 
 
