@@ -65,9 +65,14 @@ class GatewayConfig:
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> GatewayConfig:
+        from penpay.production import Part, refuse_development_values
         from penpay.settings import get_settings
 
         settings = get_settings()
+        # What the process will use: the settings with the command line's overrides applied.
+        names = {"ws_url": "deriv_ws_url", "database_url": "database_url"}
+        used = {names[key]: value for key, value in overrides.items() if key in names}
+        refuse_development_values(settings.model_copy(update=used), Part.DERIV, Part.DATABASE)
         config = cls(
             ws_url=settings.deriv_ws_url,
             app_id=settings.deriv_app_id,

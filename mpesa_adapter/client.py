@@ -141,7 +141,10 @@ class DarajaClient:
     # --- credentials ----------------------------------------------------------------------
 
     def security_credential(self) -> str:
-        """SecurityCredential from the configured certificate; computed once and reused."""
+        """SecurityCredential: as configured (the portal generates one), else made from the initiator
+        password and the certificate once and reused."""
+        if self._credential is None and self._cfg.security_credential:
+            self._credential = self._cfg.security_credential
         if self._credential is None:
             if self._public_key is None:
                 self._public_key = load_public_key(self._cfg.certificate_pem())

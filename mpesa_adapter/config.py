@@ -36,6 +36,9 @@ class DarajaConfig:
     cert_pem: bytes | None = field(default=None, repr=False)
     callback_base_url: str = "http://127.0.0.1:8767"
     callback_secret: str = field(default="", repr=False)
+    # A SecurityCredential as the Daraja portal generates it; when set, used instead of encrypting
+    # initiator_password with the certificate.
+    security_credential: str = field(default="", repr=False)
     # B2C / Transaction Status / Account Balance PartyA; defaults to `shortcode`. (The sandbox uses a
     # different one, 600xxx, from the STK paybill 174379.)
     b2c_shortcode: str | None = None

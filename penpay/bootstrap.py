@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from domain.shared.clock import Clock, SystemClock
-from penpay.settings import Settings, get_settings
+from penpay.production import Part, refuse_development_values
+from penpay.settings import Settings, SettingsError, get_settings
 from persistence.engine import create_engine
 from persistence.idempotency_store import SqlIdempotencyStore
 from persistence.unit_of_work import SqlUnitOfWork
@@ -27,7 +28,13 @@ if TYPE_CHECKING:
     from domain.wallet.deriv_rules import DerivTransferLimits
     from mpesa_adapter.config import DarajaConfig
     from mpesa_adapter.shared_token import RedisTokenCache
+    from security.access_tokens import RsaAccessTokens
+    from security.passwords import Argon2idHasher
+    from security.pii import PiiCipher
     from workers.bus import MessageBus
+
+
+TokensT = TypeVar("TokensT", bound="RsaAccessTokens")
 
 
 def message_bus(
@@ -49,6 +56,8 @@ def message_bus(
 def daraja_config(settings: Settings) -> DarajaConfig:
     from mpesa_adapter.config import DarajaConfig
 
+    refuse_development_values(settings, Part.MPESA)
+
     return DarajaConfig(
         base_url=settings.mpesa_base_url,
         consumer_key=settings.mpesa_consumer_key.get_secret_value(),
@@ -60,6 +69,10 @@ def daraja_config(settings: Settings) -> DarajaConfig:
         cert_file=settings.mpesa_cert_file,
         callback_base_url=settings.mpesa_callback_base_url,
         callback_secret=settings.mpesa_callback_secret.get_secret_value(),
+        security_credential=settings.mpesa_security_credential.get_secret_value(),
+        b2c_shortcode=settings.mpesa_b2c_shortcode,
+        transaction_type=settings.mpesa_transaction_type,
+        till_number=settings.mpesa_till_number,
     )
 
 
@@ -84,6 +97,41 @@ def deriv_transfer_limits(settings: Settings) -> DerivTransferLimits:
     return DerivTransferLimits(usd(settings.deriv_transfer_min_usd), usd(settings.deriv_transfer_max_usd))
 
 
+def access_tokens(settings: Settings, cls: type[TokensT]) -> TokensT:
+    """PENPAY_JWT_*: the signing keys (a throwaway key outside production when unset)."""
+    from datetime import timedelta
+
+    return cls.configured(
+        settings.jwt_private_keys.get_secret_value(),
+        production=settings.app_env == "production",
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl=timedelta(seconds=settings.jwt_ttl_seconds),
+    )
+
+
+def password_hasher(settings: Settings) -> Argon2idHasher:
+    """PENPAY_ARGON2_*: Argon2id parameters (production refuses less than OWASP's minimum)."""
+    from security.passwords import Argon2idHasher, Argon2Parameters
+
+    parameters = Argon2Parameters.configured(
+        time_cost=settings.argon2_time_cost,
+        memory_cost_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+        production=settings.app_env == "production",
+    )
+    return Argon2idHasher(parameters, max_concurrency=settings.argon2_max_concurrency)
+
+
+def pii_cipher(settings: Settings) -> PiiCipher:
+    """PENPAY_PII_KEYS: AES-256-GCM keys (the development key outside production when unset)."""
+    from security.pii import PiiCipher
+
+    return PiiCipher.configured(
+        settings.pii_keys.get_secret_value(), production=settings.app_env == "production"
+    )
+
+
 @dataclass
 class Core:
     """What every PenPay process that touches the database shares."""
@@ -92,10 +140,11 @@ class Core:
     engine: AsyncEngine
     clock: Clock
     idempotency: SqlIdempotencyStore
+    pii: PiiCipher  # PENPAY_PII_KEYS: personal data at rest
     _buses: list[MessageBus] = field(default_factory=list)
 
     def unit_of_work(self, *, actor: str = "system") -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, clock=self.clock, actor=actor)
+        return SqlUnitOfWork(self.engine, clock=self.clock, actor=actor, cipher=self.pii)
 
     def message_bus(self, *, stream_prefix: str = "", stream_maxlen: int | None = None) -> MessageBus:
         bus = message_bus(self.settings, stream_prefix=stream_prefix, stream_maxlen=stream_maxlen)
@@ -117,7 +166,7 @@ def crash_checkpoint(settings: Settings) -> Callable[[str], None]:
     if not target:
         return no_checkpoint
     if settings.app_env == "production":
-        raise RuntimeError("PENPAY_CRASH_AT is fault injection: refused in production")
+        raise SettingsError("PENPAY_CRASH_AT: fault injection, refused in production; expected it unset")
 
     def checkpoint(name: str) -> None:
         if name == target:
@@ -203,6 +252,14 @@ def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Paymen
 
 def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, pool_size: int = 20) -> Core:
     settings = settings or get_settings()
+    refuse_development_values(settings, Part.DATABASE)
+    cipher = pii_cipher(settings)  # in production: refused at start when PENPAY_PII_KEYS is unset
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url, pool_size=pool_size)
-    return Core(settings=settings, engine=engine, clock=clock, idempotency=SqlIdempotencyStore(engine, clock))
+    return Core(
+        settings=settings,
+        engine=engine,
+        clock=clock,
+        idempotency=SqlIdempotencyStore(engine, clock),
+        pii=cipher,
+    )

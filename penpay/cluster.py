@@ -377,8 +377,13 @@ class Cluster:
             await engine.dispose()
         if funded:
             return
-        for kind, cents in (("deriv", self.config.float_usd_cents), ("mpesa", self.config.float_kes_cents)):
-            await self._run_once("float", "fund", kind, str(cents), "--note", "simulator opening balance")
+        for kind, currency, cents in (
+            ("deriv", "USD", self.config.float_usd_cents),
+            ("mpesa", "KES", self.config.float_kes_cents),
+        ):
+            amount = f"{cents // 100}.{cents % 100:02d}"  # the command takes money as written
+            note = "simulator opening balance"
+            await self._run_once("float", "fund", kind, currency, amount, "--note", note)
 
     async def stop(self) -> None:
         """SIGTERM everything, clients before servers; SIGKILL what does not leave in time."""

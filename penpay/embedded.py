@@ -77,7 +77,9 @@ def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
     updates["sms_at_api_key"] = SecretStr(DEFAULT_API_KEY)
     updates["sms_at_base_url"] = sms_simulator_url(settings)
     if settings.app_env == "production":
-        raise RuntimeError("penpay up runs simulators: not for production")
+        from penpay.settings import SettingsError
+
+        raise SettingsError("PENPAY_APP_ENV: penpay up runs simulators; expected development or testing")
     return settings.model_copy(update=updates)
 
 
@@ -133,6 +135,13 @@ class EmbeddedStack:
                 consumer_key=s.mpesa_consumer_key.get_secret_value(),
                 consumer_secret=s.mpesa_consumer_secret.get_secret_value(),
                 callback_delay=1.0,
+                # The simulated organisation is the configured one: its paybill (or store and till)
+                # collects, its own B2C shortcode pays out, its initiator signs.
+                shortcodes={s.mpesa_shortcode: s.mpesa_passkey.get_secret_value()},
+                tills={s.mpesa_shortcode: [s.mpesa_till_number]} if s.mpesa_till_number else {},
+                b2c_shortcodes=[s.mpesa_b2c_shortcode],
+                initiator_name=s.mpesa_initiator_name,
+                initiator_password=s.mpesa_initiator_password.get_secret_value(),
             )
         )
         await mpesa_sim.start()
@@ -140,6 +149,9 @@ class EmbeddedStack:
         assert s.mpesa_cert_file is not None
         await asyncio.to_thread(Path(s.mpesa_cert_file).write_text, mpesa_sim.certificate_pem())
         self.addresses["Daraja simulator"] = str(mpesa_sim.base_url)
+        collection = s.mpesa_till_number and f"till {s.mpesa_till_number} of store {s.mpesa_shortcode}"
+        self.addresses["M-Pesa collection (STK)"] = collection or f"paybill {s.mpesa_shortcode}"
+        self.addresses["M-Pesa disbursement (B2C)"] = f"shortcode {s.mpesa_b2c_shortcode}"
 
         sms_url = urlsplit(s.sms_at_base_url)
         report_token = s.sms_at_delivery_report_token.get_secret_value()

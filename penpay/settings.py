@@ -1,4 +1,11 @@
-"""Configuration by environment (prefix PENPAY_), read once by the entrypoints."""
+"""Every PenPay setting: environment variables with the prefix PENPAY_, or the same names in `.env`
+(read from the working directory; a real environment variable wins). Read once by the entrypoints;
+nothing else in PenPay reads the environment. `.env.example` lists every field with its default
+(tests/test_settings_model.py holds the two together).
+
+Blocks are grouped by what they configure, so additions (logging, proxies, SMS...) stay apart.
+What production refuses (development keys, sandbox values, http URLs) is in penpay/production.py.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,21 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StkTransactionType = Literal["CustomerPayBillOnline", "CustomerBuyGoodsOnline"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PENPAY_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PENPAY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
-    app_env: Literal["development", "testing", "production"] = "development"
+    # APP_ENV is the spec's name (PEC 12: tests run with APP_ENV=testing); PENPAY_APP_ENV wins.
+    app_env: Literal["development", "testing", "production"] = Field(
+        default="development", validation_alias=AliasChoices("PENPAY_APP_ENV", "APP_ENV")
+    )
 
     # Persistence: SQLite is the embedded default; MariaDB looks like
     # mysql+aiomysql://user:pass@127.0.0.1:3306/penpay
@@ -50,18 +64,33 @@ class Settings(BaseSettings):
     # How old a journal row in SENDING must be before "not in the statement" means "never executed".
     gateway_unknown_settle: float = 30.0
 
-    # M-Pesa (Daraja)
+    # M-Pesa (Daraja). Defaults are Safaricom's sandbox and the simulator; production refuses them.
+    # https in production (the consumer key, secret and access token travel to the base URL).
     mpesa_base_url: str = "http://127.0.0.1:8766"
     mpesa_consumer_key: SecretStr = SecretStr("")
     mpesa_consumer_secret: SecretStr = SecretStr("")
-    mpesa_shortcode: str = "174379"
-    mpesa_passkey: SecretStr = SecretStr("")
-    mpesa_initiator_name: str = "testapi"
-    mpesa_initiator_password: SecretStr = SecretStr("")
     mpesa_cert_file: str | None = None
+    # https in production: Safaricom posts the payment results (CallBackURL, ResultURL) here.
     mpesa_callback_base_url: str = "http://127.0.0.1:8767"
     mpesa_callback_secret: SecretStr = SecretStr("")
     mpesa_allowed_ips: str = "127.0.0.1"
+
+    # M-Pesa collection (STK Push, STK Query): BusinessShortCode is the paybill, or for a till the
+    # head-office/store number; the passkey belongs to it. TransactionType CustomerPayBillOnline sends
+    # PartyB = the paybill; CustomerBuyGoodsOnline sends PartyB = the till number (required then).
+    mpesa_shortcode: str = "174379"
+    mpesa_passkey: SecretStr = SecretStr("")
+    mpesa_transaction_type: StkTransactionType = "CustomerPayBillOnline"
+    mpesa_till_number: str | None = None
+
+    # M-Pesa disbursement (B2C, Transaction Status, Account Balance): PartyA is the B2C shortcode, a
+    # different account from the collection paybill; its API operator (initiator) signs with the
+    # SecurityCredential: given as the portal generates it, or made from the initiator password and
+    # the certificate (PENPAY_MPESA_CERT_FILE).
+    mpesa_b2c_shortcode: str = "600992"
+    mpesa_initiator_name: str = "testapi"
+    mpesa_initiator_password: SecretStr = SecretStr("")
+    mpesa_security_credential: SecretStr = SecretStr("")
 
     # Payment sagas: the quote PenPay honours, timeouts (seconds) and bounds of the workers
     fx_kes_per_usd_buy: str = "130.00"  # a deposit: KES the user pays per USD credited
@@ -79,6 +108,23 @@ class Settings(BaseSettings):
     # Fault injection for crash tests and chaos runs: kill -9 this process at a named saga
     # checkpoint (see application/payments/saga.py). Refused when app_env is production.
     crash_at: str | None = None
+
+    # Security (security/): access tokens, password hashing, PII encryption at rest.
+    # JWT signing keys, "kid:/path/key.pem,kid2:/path/older.pem" (PEM RSA >= 2048 bits, first signs).
+    # Empty: outside production a throwaway key per process; production refuses to start.
+    jwt_private_keys: SecretStr = SecretStr("")
+    jwt_issuer: str = "penpay"
+    jwt_audience: str = "penpay-api"
+    jwt_ttl_seconds: int = Field(default=600, gt=0, le=900)  # at most 15 minutes
+    # AES-256-GCM keys, "kid:base64key,kid2:base64key" (first encrypts). Empty: outside production a
+    # fixed development key; production refuses to start. `python -c "from security.pii import
+    # PiiCipher; print(PiiCipher.generate_key())"` makes one.
+    pii_keys: SecretStr = SecretStr("")
+    # Argon2id (RFC 9106 second recommendation); production refuses less than OWASP's minimum.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+    argon2_max_concurrency: int = Field(default=2, ge=1)  # hashes at once (2 threads)
 
     # Email for verification codes in production (outside production a development notifier
     # keeps messages in memory, readable through the dev-only DevService). Empty host: not configured.
@@ -126,7 +172,7 @@ class Settings(BaseSettings):
     # cookie) get them in the JSON body instead. Off: browsers' scripts never see a token.
     http_tokens_in_body: bool = False
 
-    @field_validator("redis_url", "mpesa_cert_file", "crash_at", mode="before")
+    @field_validator("redis_url", "mpesa_cert_file", "mpesa_till_number", "crash_at", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `PENPAY_REDIS_URL=` (as in .env.example) means "not configured", not "".
@@ -167,7 +213,51 @@ class Settings(BaseSettings):
             raise ValueError("PENPAY_DERIV_TRANSFER_MIN_USD is above PENPAY_DERIV_TRANSFER_MAX_USD")
         return self
 
+    @model_validator(mode="after")
+    def _till_with_buy_goods(self) -> Self:
+        # PartyB is the till for CustomerBuyGoodsOnline and the paybill otherwise: a till without
+        # BuyGoods (or BuyGoods without a till) would send a PartyB Daraja refuses (2028).
+        buy_goods = self.mpesa_transaction_type == "CustomerBuyGoodsOnline"
+        if buy_goods and not self.mpesa_till_number:
+            raise ValueError(
+                "PENPAY_MPESA_TILL_NUMBER: expected the till number (PartyB) with "
+                "PENPAY_MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline"
+            )
+        if self.mpesa_till_number and not buy_goods:
+            raise ValueError(
+                "PENPAY_MPESA_TILL_NUMBER is set: expected "
+                "PENPAY_MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline"
+            )
+        return self
+
+
+class SettingsError(ValueError):
+    """A setting PenPay cannot start with; the message is one line naming it and what is expected."""
+
+
+def env_name(field: str) -> str:
+    name = field.upper()
+    return name if name.startswith("PENPAY_") else f"PENPAY_{name}"
+
+
+def describe(error: ValidationError) -> list[str]:
+    """One line per bad setting: its variable and what it expects (never its value: it may be a secret)."""
+    lines = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        field = str(item["loc"][0]) if item["loc"] else ""
+        lines.append(f"{env_name(field)}: {message}" if field else message)
+    return lines
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and `.env`; SettingsError (one line per bad variable) otherwise."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError("\n".join(describe(error))) from None
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

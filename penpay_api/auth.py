@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -29,12 +29,6 @@ _OPERATOR_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
 
 class RoleAwareAccessTokens(RsaAccessTokens):
     """RsaAccessTokens that can also issue and read role-bearing (operator) tokens."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RoleAwareAccessTokens:
-        tokens = super().from_env(env)  # built with cls(...): this class
-        assert isinstance(tokens, RoleAwareAccessTokens)
-        return tokens
 
     def issue_operator_token(self, *, operator: str, now: datetime) -> tuple[str, datetime]:
         if not _OPERATOR_NAME.fullmatch(operator):

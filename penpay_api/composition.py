@@ -108,6 +108,7 @@ def build_api(
 ) -> Api:
     """The API server with every service, wired to `core` (nothing is started)."""
     from penpay.auth.v1 import auth_pb2_grpc
+    from penpay.bootstrap import access_tokens, password_hasher
     from penpay.dev.v1 import dev_pb2_grpc
     from penpay.keys.v1 import keys_pb2_grpc
     from penpay.ops.v1 import ops_pb2_grpc
@@ -115,7 +116,6 @@ def build_api(
     from penpay.wallet.v1 import wallet_pb2_grpc
     from penpay_api.services import auth, dev, keys, ops, wallet
     from penpay_api.services import payments as payments_service
-    from security.passwords import Argon2idHasher
     from security.rate_limit import rate_limiter_from_url
 
     s = core.settings
@@ -126,9 +126,9 @@ def build_api(
         return cast(IdentityUnitOfWork, core.unit_of_work(actor=api_actor()))
 
     if tokens is None:
-        tokens = RoleAwareAccessTokens.from_env()
+        tokens = access_tokens(s, RoleAwareAccessTokens)
     if hasher is None:
-        argon = Argon2idHasher.from_env()
+        argon = password_hasher(s)
         closers.append(argon.close)
         hasher = argon
     if deriv is None:
@@ -158,7 +158,7 @@ def build_api(
         hasher=hasher,
         access_tokens=tokens,
         refresh_tokens=SqlRefreshTokenStore(core.engine),
-        codes=SqlVerificationCodeStore(core.engine),
+        codes=SqlVerificationCodeStore(core.engine, cipher=core.pii),
         notifier=notifier,
         deriv=deriv,
         rate_limits=guard,
@@ -248,9 +248,7 @@ def build_api(
     services.extend(extra_services or ())
 
     if fingerprint_key is None:
-        from security.pii import default_cipher
-
-        fingerprint_key = default_cipher().derive_key("penpay-api idempotency request fingerprint")
+        fingerprint_key = core.pii.derive_key("penpay-api idempotency request fingerprint")
     idempotency = IdempotencyInterceptor(
         store=core.idempotency,
         engine=core.engine,

@@ -57,3 +57,28 @@ async def current_revision(database_url: str) -> str | None:
             return await connection.run_sync(read)
     finally:
         await engine.dispose()
+
+
+async def schema_problem(database_url: str) -> str | None:
+    """Why PenPay cannot use this database as it is (None: it is at head). Reads only: a missing
+    SQLite file is not created, a missing MariaDB database is not made."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not await asyncio.to_thread(Path(str(url.database)).exists):
+            return "the database does not exist"
+    try:
+        current = await current_revision(database_url)
+    except DBAPIError as error:
+        code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+        if code == 1049:  # MySQL/MariaDB ER_BAD_DB_ERROR: "Unknown database"
+            return "the database does not exist"
+        raise
+    if current is None:
+        return "the database has no PenPay schema"
+    head = head_revision(database_url)
+    if current != head:
+        return f"the database is at schema revision {current}, not {head}"
+    return None

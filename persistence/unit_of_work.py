@@ -31,11 +31,22 @@ from persistence.ledger_repository import SqlLedgerRepository
 from persistence.saga_steps import SqlSagaSteps
 from persistence.transaction_repository import SqlTransactionRepository
 from persistence.user_repository import SqlUserRepository
+from security.pii import PiiCipher
 
 
 class SqlUnitOfWork:
-    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None, actor: str = "system") -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock | None = None,
+        actor: str = "system",
+        cipher: PiiCipher | None = None,
+    ) -> None:
         self._engine = engine
+        # Personal data is encrypted with the configured keys (the composition root's); None: the
+        # development key (security.pii.default_cipher), for tests without one.
+        self._cipher = cipher
         self.clock: Clock = clock or SystemClock()
         self.actor = actor
         self._connection: AsyncConnection | None = None
@@ -61,7 +72,7 @@ class SqlUnitOfWork:
         self._to_seal = False
         self.ledger = SqlLedgerRepository(self._connection, self.clock)
         self.transactions = SqlTransactionRepository(self._connection, self.track)
-        self.users = SqlUserRepository(self._connection, self.track)
+        self.users = SqlUserRepository(self._connection, self.track, self._cipher)
         self.saga_steps = SqlSagaSteps(self._connection)
         return self
 

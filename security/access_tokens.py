@@ -9,18 +9,18 @@
 Keys come from PENPAY_JWT_PRIVATE_KEYS ("kid1:/path/key1.pem,kid2:/path/key2.pem", PEM RSA private
 keys, first = current). Outside production, a fresh 2048-bit key per process is made when unset.
 Issuer and audience: PENPAY_JWT_ISSUER (default "penpay"), PENPAY_JWT_AUDIENCE (default "penpay-api").
+All are read by penpay/settings.py and handed in by the composition root (`configured`).
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from application.identity.errors import InvalidAccessToken
 from application.identity.ports import AccessClaims
-from security.config import MissingSecret, is_production
+from security.config import MissingSecret
 
 ALGORITHM = "RS256"
 MAX_TTL = timedelta(minutes=15)
@@ -104,25 +104,30 @@ class RsaAccessTokens:
         self.ttl = ttl
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RsaAccessTokens:
-        env = os.environ if env is None else env
-        spec = env.get("PENPAY_JWT_PRIVATE_KEYS", "").strip()
+    def configured(
+        cls,
+        private_keys: str,
+        *,
+        production: bool,
+        issuer: str = "penpay",
+        audience: str = "penpay-api",
+        ttl: timedelta = DEFAULT_TTL,
+    ) -> Self:
+        """From PENPAY_JWT_PRIVATE_KEYS; unset: a throwaway key, or MissingSecret in production."""
+        spec = private_keys.strip()
         if spec:
             keys = []
             for part in (p.strip() for p in spec.split(",") if p.strip()):
                 kid, _, path = part.partition(":")
                 keys.append(SigningKey.from_pem(kid.strip(), Path(path.strip()).read_bytes()))
-        elif is_production(env):
-            raise MissingSecret("PENPAY_JWT_PRIVATE_KEYS must be set in production")
+        elif production:
+            raise MissingSecret(
+                "PENPAY_JWT_PRIVATE_KEYS: expected kid:/path/key.pem[,kid:/path/older.pem]; "
+                "production has no default"
+            )
         else:
             keys = [SigningKey.generate()]
-        ttl = timedelta(seconds=int(env.get("PENPAY_JWT_TTL_SECONDS", int(DEFAULT_TTL.total_seconds()))))
-        return cls(
-            keys,
-            issuer=env.get("PENPAY_JWT_ISSUER", "penpay"),
-            audience=env.get("PENPAY_JWT_AUDIENCE", "penpay-api"),
-            ttl=ttl,
-        )
+        return cls(keys, issuer=issuer, audience=audience, ttl=ttl)
 
     @property
     def current_kid(self) -> str:

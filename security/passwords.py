@@ -11,24 +11,21 @@ queues on the semaphore instead of stalling other coroutines or taking every CPU
 `max_concurrency` x memory_cost of RAM is in use for hashing.
 
 Parameters can be changed by configuration (PENPAY_ARGON2_TIME_COST, PENPAY_ARGON2_MEMORY_KIB,
-PENPAY_ARGON2_PARALLELISM, PENPAY_ARGON2_MAX_CONCURRENCY); production refuses anything below the
-OWASP minimum. Hashes made with other parameters are upgraded at the next successful login
-(needs_rehash).
+PENPAY_ARGON2_PARALLELISM, PENPAY_ARGON2_MAX_CONCURRENCY in penpay/settings.py, handed in
+by the composition root); production refuses anything below the OWASP minimum. Hashes made
+with other parameters are upgraded at the next successful login (needs_rehash).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-
-from security.config import is_production
 
 T = TypeVar("T")
 
@@ -45,16 +42,14 @@ class Argon2Parameters:
         return self.memory_cost_kib >= 19 * 1024 and self.time_cost >= 2 and self.parallelism >= 1
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Argon2Parameters:
-        env = os.environ if env is None else env
-        base = PRODUCTION
-        params = cls(
-            time_cost=int(env.get("PENPAY_ARGON2_TIME_COST", base.time_cost)),
-            memory_cost_kib=int(env.get("PENPAY_ARGON2_MEMORY_KIB", base.memory_cost_kib)),
-            parallelism=int(env.get("PENPAY_ARGON2_PARALLELISM", base.parallelism)),
-        )
-        if is_production(env) and not params.meets_owasp_minimum():
-            raise ValueError("Argon2 parameters below the OWASP minimum (m=19 MiB, t=2, p=1) in production")
+    def configured(
+        cls, *, time_cost: int, memory_cost_kib: int, parallelism: int, production: bool
+    ) -> Argon2Parameters:
+        params = cls(time_cost=time_cost, memory_cost_kib=memory_cost_kib, parallelism=parallelism)
+        if production and not params.meets_owasp_minimum():
+            raise ValueError(
+                "PENPAY_ARGON2_*: below the OWASP minimum (m=19 MiB, t=2, p=1), refused in production"
+            )
         return params
 
 
@@ -82,13 +77,6 @@ class Argon2idHasher:
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="argon2")
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._dummy_hash: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Argon2idHasher:
-        env = os.environ if env is None else env
-        return cls(
-            Argon2Parameters.from_env(env), max_concurrency=int(env.get("PENPAY_ARGON2_MAX_CONCURRENCY", 2))
-        )
 
     def _semaphore(self) -> asyncio.Semaphore:
         # One per event loop: asyncio primitives belong to the loop they are first used in.

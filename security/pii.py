@@ -1,6 +1,7 @@
 """AES-256-GCM encryption of personal data at rest, with key ids for rotation.
 
-Keys come from PENPAY_PII_KEYS: "kid1:<base64 32 bytes>,kid2:<base64 32 bytes>", the first being
+Keys come from PENPAY_PII_KEYS (penpay/settings.py, handed in by the composition root):
+"kid1:<base64 32 bytes>,kid2:<base64 32 bytes>", the first being
 the current (encrypting) key; the others only decrypt, so a rotation is: put the new key first,
 keep the old one until every row has been re-encrypted (a row is rewritten with the current key
 whenever it is saved). Outside production a fixed development key is used when the variable is unset.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import secrets
 from collections.abc import Mapping
 from functools import lru_cache
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from security.config import MissingSecret, is_production
+from security.config import MissingSecret
 
 ENV_VAR = "PENPAY_PII_KEYS"
 _VERSION = 1
@@ -75,13 +75,18 @@ class PiiCipher:
         return cls(keys, current)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PiiCipher:
-        env = os.environ if env is None else env
-        text = env.get(ENV_VAR, "").strip()
-        if text:
+    def configured(cls, text: str, *, production: bool) -> PiiCipher:
+        """The keys of PENPAY_PII_KEYS; unset: the development key, or MissingSecret in production."""
+        if text.strip():
             return cls.from_config(text)
-        if is_production(env):
-            raise MissingSecret(f"{ENV_VAR} must be set in production")
+        if production:
+            raise MissingSecret(
+                f"{ENV_VAR}: expected kid:base64-32-byte-key[,kid:older]; production has no default"
+            )
+        return cls.development()
+
+    @classmethod
+    def development(cls) -> PiiCipher:
         return cls({DEV_KEY_ID: _DEV_KEY}, DEV_KEY_ID)
 
     @staticmethod
@@ -128,5 +133,6 @@ class PiiCipher:
 
 @lru_cache(maxsize=1)
 def default_cipher() -> PiiCipher:
-    """The process-wide cipher from the environment (cached; tests may call cache_clear())."""
-    return PiiCipher.from_env()
+    """The development key: what repositories built without a cipher use (tests). Every process
+    built by the composition root hands its repositories the configured cipher (bootstrap.Core.pii)."""
+    return PiiCipher.development()

@@ -97,6 +97,8 @@ def foreign_result_body(engine: Engine, record: B2CRecord) -> dict[str, Any]:
 def _decide(engine: Engine, req: B2CPayment, drawn: int | str) -> int | str | None:
     if not engine.check_credential(req.initiator, req.credential):
         return 2001
+    if req.party_a not in engine.config.b2c_shortcodes:
+        return 21
     override = engine.faults.outcome_override("b2c", req.party_b)
     if override is not None:
         return override

@@ -138,6 +138,9 @@ class Books:
     def phone(self, phone: str) -> dict[str, Any]:
         return {
             "phone": phone,
+            # Which of the organisation's accounts collected from and paid this phone.
+            "charged_by": sorted({r.shortcode for r in self.stk.values() if r.charged and r.phone == phone}),
+            "paid_from": sorted({r.party_a for r in self.b2c.values() if r.paid and r.phone == phone}),
             "charged": sum(r.amount for r in self.stk.values() if r.charged and r.phone == phone),
             "paid": sum(r.amount for r in self.b2c.values() if r.paid and r.phone == phone),
             "stk": [r.public() for r in self.stk.values() if r.phone == phone],

@@ -32,6 +32,9 @@ class SimulatorConfig:
     # (CustomerBuyGoodsOnline PartyB). A store absent from tills accepts any numeric PartyB.
     shortcodes: dict[str, str] = field(default_factory=lambda: {SANDBOX_SHORTCODE: SANDBOX_PASSKEY})
     tills: dict[str, list[str]] = field(default_factory=dict)
+    # The organisation's B2C ("one account") shortcodes: PartyA of B2C, Transaction Status and Account
+    # Balance. Any other PartyA is the initiator acting for an account it has no rights on: ResultCode 21.
+    b2c_shortcodes: list[str] = field(default_factory=lambda: [SANDBOX_B2C_SHORTCODE])
     initiator_name: str = SANDBOX_INITIATOR
     initiator_password: str = DEFAULT_INITIATOR_PASSWORD
     # The RSA key behind the SecurityCredential certificate is derived from key_seed (not from seed), so a

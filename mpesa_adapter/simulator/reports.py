@@ -110,6 +110,8 @@ def transaction_status(engine: Engine, req: ReportRequest) -> dict[str, str]:
             record = engine.books.b2c.get(req.original_conversation_id)
         if not credential_ok:
             body = _failure(2001, errors.B2C_RESULTS[2001], ocid, conv, placeholder)
+        elif req.party_a not in config.b2c_shortcodes:
+            body = _failure(21, errors.B2C_RESULTS[21], ocid, conv, placeholder)
         elif record is None:
             code = config.status_not_found_result_code
             body = _failure(code, errors.STATUS_NOT_FOUND_DESC, ocid, conv, placeholder)
@@ -161,8 +163,9 @@ def account_balance(engine: Engine, req: ReportRequest) -> dict[str, str]:
     def complete() -> list[Delivery]:
         at = engine.clock.now()
         placeholder = placeholder_transaction_id(at)
-        if not credential_ok:
-            body = _failure("2001", errors.B2C_RESULTS[2001], ocid, conv, placeholder)
+        if not credential_ok or req.party_a not in config.b2c_shortcodes:
+            code = 2001 if not credential_ok else 21
+            body = _failure(str(code), errors.B2C_RESULTS[code], ocid, conv, placeholder)
             body["Result"]["ResultType"] = "0"
         else:
             body = {

@@ -14,15 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
+
+from penpay.cli_args import add_listen, add_metrics_listen
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("api", help="run the public gRPC API (auth, payments, wallet, ops)")
-    parser.add_argument("--addr", help="gRPC listen address (overrides PENPAY_GRPC_ADDR)")
-    parser.add_argument("--metrics-addr", help="Prometheus /metrics address (overrides PENPAY_METRICS_ADDR)")
+    add_listen(parser, what="serve gRPC here", default="PENPAY_GRPC_ADDR", aliases=("--addr",))
+    add_metrics_listen(parser, default="PENPAY_METRICS_ADDR")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds calls in flight get at shutdown")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.add_argument(
@@ -49,12 +50,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _issue_operator_token(name: str) -> int:
     from domain.shared.clock import SystemClock
+    from penpay.bootstrap import access_tokens
+    from penpay.settings import get_settings
     from penpay_api.auth import RoleAwareAccessTokens
 
-    if not os.environ.get("PENPAY_JWT_PRIVATE_KEYS", "").strip():
+    settings = get_settings()
+    if not settings.jwt_private_keys.get_secret_value().strip():
         print("set PENPAY_JWT_PRIVATE_KEYS (the API server's signing keys) to issue an operator token")
         return 2
-    tokens = RoleAwareAccessTokens.from_env()
+    tokens = access_tokens(settings, RoleAwareAccessTokens)
     try:
         token, expires = tokens.issue_operator_token(operator=name, now=SystemClock().now())
     except ValueError as exc:
@@ -70,7 +74,8 @@ async def _serve(args: argparse.Namespace) -> None:
     from penpay_api.composition import build_api
 
     core = bootstrap.bootstrap()
-    api = build_api(core, grpc_addr=args.addr, metrics_addr=args.metrics_addr or core.settings.metrics_addr)
+    metrics = args.metrics_listen or core.settings.metrics_addr
+    api = build_api(core, grpc_addr=args.listen, metrics_addr=metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

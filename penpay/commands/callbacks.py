@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from penpay.cli_args import add_listen
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("callbacks", help="serve the M-Pesa callback endpoints")
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
-    parser.add_argument("--listen", help="host:port (default: from PENPAY_MPESA_CALLBACK_BASE_URL)")
+    add_listen(parser, what="serve the callbacks here", default="from PENPAY_MPESA_CALLBACK_BASE_URL")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 

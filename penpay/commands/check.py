@@ -173,9 +173,14 @@ def render(report: Any, database: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from penpay.consistency import BooksUnavailable
     from penpay.settings import get_settings
+    from persistence.migrate import schema_problem
     from persistence.urls import redact
 
     url = args.database_url or get_settings().database_url
+    problem = asyncio.run(schema_problem(url))
+    if problem:
+        print(f"penpay check: {problem} ({redact(url)}): run `penpay migrate` first", file=sys.stderr)
+        return 2
     try:
         report = asyncio.run(_check(args, url))
     except BooksUnavailable as error:

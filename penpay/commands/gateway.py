@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import signal
 
+from penpay.cli_args import add_listen
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("gateway", help="run the Deriv gateway daemon (gRPC, one agent WebSocket)")
-    parser.add_argument("--addr", help="gRPC listen address (overrides PENPAY_GATEWAY_ADDR)")
+    add_listen(parser, what="serve gRPC here", default="PENPAY_GATEWAY_ADDR", aliases=("--addr",))
     parser.add_argument("--ws-url", help="Deriv WebSocket URL (overrides PENPAY_DERIV_WS_URL)")
     parser.add_argument("--database-url", help="journal database (overrides PENPAY_DATABASE_URL)")
     parser.add_argument("--redis-url", help="lease Redis (overrides PENPAY_REDIS_URL)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         key: value
         for key, value in (
-            ("grpc_addr", args.addr),
+            ("grpc_addr", args.listen),
             ("ws_url", args.ws_url),
             ("database_url", args.database_url),
             ("redis_url", args.redis_url),

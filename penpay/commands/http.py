@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import signal
 
+from penpay.cli_args import add_listen
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("http", help="run the HTTP/JSON bridge to the gRPC API")
-    parser.add_argument("--listen", help="host:port to serve HTTP on (default PENPAY_HTTP_ADDR)")
+    add_listen(parser, what="serve HTTP here", default="PENPAY_HTTP_ADDR")
     parser.add_argument("--grpc-target", help="gRPC server to forward to (default PENPAY_GRPC_ADDR)")
     parser.add_argument(
         "--service",

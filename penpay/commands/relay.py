@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from penpay.cli_args import add_metrics_listen
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("relay", help="relay the transactional outbox to Redis Streams")
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1_000_000,
         help="approximate length bound of each stream, XADD MAXLEN ~ (default 1000000)",
     )
-    parser.add_argument("--metrics-addr", help="host:port to serve Prometheus metrics on (default off)")
+    add_metrics_listen(parser, default="off")
     parser.add_argument("--once", action="store_true", help="publish everything pending, then exit")
     parser.add_argument("--log-level", help="DEBUG: every published batch, ids only")
     parser.set_defaults(handler=run)
@@ -42,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
             "bus runs inside the embedded stack, relay and consumers together"
         )
         return 2
-    if args.metrics_addr:
+    if args.metrics_listen:
         from prometheus_client import start_http_server
 
-        host, _, port = args.metrics_addr.rpartition(":")
+        host, _, port = args.metrics_listen.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1")
     asyncio.run(_relay(args.database_url or settings.database_url, redis_url, args))
     return 0

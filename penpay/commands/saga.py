@@ -15,6 +15,8 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
+from penpay.cli_args import add_metrics_listen
+
 GROUP = "worker"
 
 
@@ -25,10 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--sweeper-only", action="store_true", help="run only the sweeper")
     parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
     parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
-    parser.add_argument(
-        "--metrics-addr",
-        help="serve Prometheus metrics here, e.g. 127.0.0.1:9102 (in-flight gauges; default off)",
-    )
+    add_metrics_listen(parser, default="off; the in-flight gauges")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 
@@ -43,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return 2
     count_alerts()  # penpay_alerts_total{kind}: Daraja set-up errors and foreign answers raised here
-    if args.metrics_addr:
+    if args.metrics_listen:
         from prometheus_client import start_http_server
 
-        host, _, port = args.metrics_addr.rpartition(":")
+        host, _, port = args.metrics_listen.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1")
     asyncio.run(_run(args))
     return 0

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from penpay.cli_args import add_simulator_listen, listen_of
+
 GROUP = "sim"
 
 
@@ -20,8 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="Deriv WebSocket API v3 simulator",
         description="Serve ws://HOST:PORT/websockets/v3?app_id=N with seeded accounts, books and faults.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="WebSocket port (0: any free port)")
+    add_simulator_listen(parser, default_port=8765, what="serve the WebSocket API here")
     parser.add_argument("--seed", type=int, default=0, help="seed for ids, codes and fault schedules")
     parser.add_argument(
         "--control-port",
@@ -57,9 +58,10 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.faults is not None:
         loaded = json.loads(args.faults.read_text())
         faults = loaded.get("rules", []) if isinstance(loaded, dict) else loaded
+    host, port = listen_of(args)
     return SimulatorConfig(
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         control_port=None if args.no_control else args.control_port,
         seed=args.seed,
         accounts_file=args.accounts,

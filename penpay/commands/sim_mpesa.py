@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from penpay.cli_args import add_simulator_listen, listen_of
+
 GROUP = "sim"
 
 
@@ -30,8 +32,7 @@ def register(subparsers: Any) -> None:
             "or through the /__control__ API. See mpesa_adapter/simulator/README.md."
         ),
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8766)
+    add_simulator_listen(p, default_port=8766, what="serve the Daraja API (and /__control__) here")
     p.add_argument("--seed", default="0", help="seed for ids, receipts and outcome draws (reproducible runs)")
     p.add_argument("--callback-delay", type=float, default=2.0, help="seconds from acceptance to callback")
     p.add_argument("--late-delay", type=float, default=30.0, help="extra seconds for 'late' callbacks")
@@ -39,6 +40,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--consumer-secret", help="require this consumer secret")
     p.add_argument("--shortcode", default=None, help="Lipa na M-Pesa shortcode (default 174379)")
     p.add_argument("--passkey", default=None, help="passkey of --shortcode (default: the sandbox passkey)")
+    p.add_argument(
+        "--b2c-shortcode",
+        action="append",
+        default=None,
+        help="the organisation's B2C shortcode (PartyA of B2C, status, balance); repeatable (default 600992)",
+    )
     p.add_argument("--initiator-name", default=None, help="B2C/status/balance initiator (default testapi)")
     p.add_argument("--initiator-password", default=None, help="password inside SecurityCredential")
     p.add_argument("--key-seed", default=None, help="derive the certificate's RSA key from this seed")
@@ -49,7 +56,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-phone-rules", action="store_true", help="ignore magic phone suffixes")
     p.add_argument("--repeat-rule-seconds", type=float, default=0.0, help="ResultCode 17 window (0: off)")
     p.add_argument("--spike-arrest-rps", type=float, default=None, help="requests/s per API (500.003.02)")
-    p.add_argument("--invalid-token-style", choices=("uniform", "per_api"), default="uniform")
+    p.add_argument(
+        "--invalid-token-style",
+        choices=("uniform", "per_api"),
+        default="uniform",
+        help="how a bad token is answered: one code for every API, or each API's own (default uniform)",
+    )
     p.add_argument("--ban-url-keywords", action="store_true", help="reject URLs containing mpesa/query/...")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     p.set_defaults(handler=run)
@@ -58,9 +70,10 @@ def register(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace) -> Any:
     from mpesa_adapter.simulator.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE, SimulatorConfig
 
+    host, port = listen_of(args)
     config = SimulatorConfig(
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         seed=int(args.seed) if str(args.seed).lstrip("-").isdigit() else args.seed,
         callback_delay=args.callback_delay,
         late_delay=args.late_delay,
@@ -76,6 +89,8 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.shortcode or args.passkey:
         short = args.shortcode or SANDBOX_SHORTCODE
         config.shortcodes = {short: args.passkey or SANDBOX_PASSKEY}
+    if args.b2c_shortcode:
+        config.b2c_shortcodes = list(args.b2c_shortcode)
     if args.initiator_name:
         config.initiator_name = args.initiator_name
     if args.initiator_password:
@@ -114,6 +129,7 @@ async def _serve(config: Any, write_cert: str | None) -> int:
                     "control": f"{base_url}/__control__",
                     "certificate": write_cert or f"{base_url}/__control__/certificate",
                     "shortcodes": sorted(config.shortcodes),
+                    "b2c_shortcodes": sorted(config.b2c_shortcodes),
                     "initiator": config.initiator_name,
                     "seed": config.seed,
                 }

@@ -363,7 +363,10 @@ class _Journey:
         with _step("read the M-Pesa books"):
             r.mpesa_after_deposit = await self.mpesa.phone(r.phone)
         charged = r.mpesa_after_deposit.charged_cents - r.mpesa_before.charged_cents
-        self.say(f"M-Pesa charged {r.phone} {money(charged, 'KES')} by STK Push")
+        self.say(
+            f"M-Pesa charged {r.phone} {money(charged, 'KES')} by STK Push "
+            f"to shortcode {', '.join(r.mpesa_after_deposit.charged_by) or '?'}"
+        )
 
     # --- withdrawal -------------------------------------------------------------------------
 
@@ -422,7 +425,10 @@ class _Journey:
             what=f"{r.phone} paid {money(expected_paid, 'KES')} in total",
         )
         received = r.mpesa_after_withdrawal.paid_cents - r.mpesa_after_deposit.paid_cents
-        self.say(f"KES arrived at M-Pesa: {r.phone} received {money(received, 'KES')} by B2C")
+        self.say(
+            f"KES arrived at M-Pesa: {r.phone} received {money(received, 'KES')} by B2C "
+            f"from shortcode {', '.join(r.mpesa_after_withdrawal.paid_from) or '?'}"
+        )
 
     # --- wallet -----------------------------------------------------------------------------
 

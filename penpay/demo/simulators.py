@@ -5,7 +5,8 @@ Deriv (`penpay sim deriv`, control on its own port, default http://127.0.0.1:876
   GET  /mailbox/{loginid}    {"latest": the newest active verification code or null}
   POST /accounts             open an extra simulated client (a demo user of its own)
 Daraja (`penpay sim mpesa`, control under /__control__ on the API's port):
-  GET  /__control__/books/phone/{msisdn}   {"charged", "paid"} in whole shillings
+  GET  /__control__/books/phone/{msisdn}   {"charged", "paid"} in whole shillings, and the
+                                           shortcodes that collected ("charged_by") and paid ("paid_from")
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class DerivSimulatorControl:
 class PhoneBooks:
     charged_cents: int  # STK Push collections from the phone
     paid_cents: int  # B2C payouts to the phone
+    # The organisation's shortcodes that collected from (STK BusinessShortCode) and paid (B2C PartyA)
+    # the phone: a paybill collects, a B2C shortcode of its own pays out.
+    charged_by: tuple[str, ...] = ()
+    paid_from: tuple[str, ...] = ()
 
 
 class MpesaSimulatorControl:
@@ -114,7 +119,12 @@ class MpesaSimulatorControl:
 
     async def phone(self, msisdn: str) -> PhoneBooks:
         books = await _json(self._session, "GET", f"{self.control_url}/books/phone/{msisdn.lstrip('+')}")
-        return PhoneBooks(int(books["charged"]) * 100, int(books["paid"]) * 100)
+        return PhoneBooks(
+            int(books["charged"]) * 100,
+            int(books["paid"]) * 100,
+            tuple(books.get("charged_by", ())),
+            tuple(books.get("paid_from", ())),
+        )
 
 
 class SmsSimulatorControl:

@@ -12,6 +12,7 @@ from penpay.auth.v1 import auth_pb2
 from penpay.dev.v1 import dev_pb2
 from persistence.tables import deriv_accounts, refresh_tokens, user_phone_verification, users
 from security.notify import SmtpNotifier
+from security.pii import PiiCipher
 
 from .conftest import (
     CLIENT_TOKEN,
@@ -268,7 +269,7 @@ async def test_dev_service_shows_a_user_only_their_own_messages(api: Harness) ->
 
 async def test_production_serves_no_dev_service(start_api: StartApi) -> None:
     api = await start_api(
-        settings={"app_env": "production"},
+        settings={"app_env": "production", "pii_keys": f"k1:{PiiCipher.generate_key()}"},
         notifier=SmtpNotifier(host="127.0.0.1", sender="a@b.c"),
         payments=None,
     )

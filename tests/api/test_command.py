@@ -88,8 +88,8 @@ def server(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[byt
 
 
 def test_the_cli_knows_the_api_command() -> None:
-    args = build_parser().parse_args(["api", "--addr", "127.0.0.1:0", "--grace", "1"])
-    assert args.addr == "127.0.0.1:0" and args.grace == 1.0 and callable(args.handler)
+    args = build_parser().parse_args(["api", "--listen", "127.0.0.1:0", "--grace", "1"])
+    assert args.listen == "127.0.0.1:0" and args.grace == 1.0 and callable(args.handler)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

@@ -81,6 +81,17 @@ async def test_the_withdrawal_leaves_deriv_and_pays_the_phone_the_quoted_kes(
     assert paid == r.withdrawal.converted_cents
 
 
+async def test_the_payout_leaves_the_b2c_shortcode_and_the_deposit_lands_on_the_paybill(
+    stack: Stack, first_run: JourneyResult
+) -> None:
+    """Two accounts of one organisation, as a real merchant has: the STK paybill collects, a B2C
+    shortcode of its own pays out (PartyA of B2C), each as the settings name it."""
+    s = stack.settings
+    assert s.mpesa_b2c_shortcode != s.mpesa_shortcode
+    assert first_run.mpesa_after_deposit.charged_by == (s.mpesa_shortcode,)
+    assert first_run.mpesa_after_withdrawal.paid_from == (s.mpesa_b2c_shortcode,)
+
+
 async def test_the_wallet_ledger_shows_both_legs_of_each_payment_and_nets_to_the_balance(
     first_run: JourneyResult,
 ) -> None:

@@ -9,6 +9,8 @@ import pytest
 
 from application.identity.errors import WeakPassword
 from application.identity.password_policy import check_password
+from penpay.bootstrap import password_hasher
+from penpay.settings import Settings
 from security.passwords import FAST_FOR_TESTS, PRODUCTION, Argon2idHasher, Argon2Parameters
 
 pytestmark = pytest.mark.unit
@@ -69,15 +71,17 @@ async def test_a_hash_made_with_other_parameters_needs_rehash() -> None:
 
 
 def test_parameters_from_configuration_and_the_production_floor() -> None:
-    assert Argon2Parameters.from_env({}) == PRODUCTION
-    cheap = {
-        "PENPAY_ARGON2_TIME_COST": "1",
-        "PENPAY_ARGON2_MEMORY_KIB": "1024",
-        "PENPAY_ARGON2_PARALLELISM": "1",
-    }
-    assert Argon2Parameters.from_env(cheap) == FAST_FOR_TESTS
-    with pytest.raises(ValueError):
-        Argon2Parameters.from_env({**cheap, "APP_ENV": "production"})
+    defaults = password_hasher(Settings(app_env="testing"))
+    defaults.close()
+    assert defaults.parameters == PRODUCTION
+    cheap = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
+    hasher = password_hasher(Settings(app_env="testing", **cheap))
+    try:
+        assert hasher.parameters == FAST_FOR_TESTS
+    finally:
+        hasher.close()
+    with pytest.raises(ValueError, match="PENPAY_ARGON2"):
+        password_hasher(Settings(app_env="production", **cheap))
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,7 @@ async def test_sensitive_kyc_fields_and_the_deriv_token_are_encrypted_at_rest(
     assert {profile.pii_key_id, address.pii_key_id, compliance.pii_key_id, account.token_key_id} == {"dev"}
 
     # a ciphertext copied into another user's row does not decrypt (bound by associated data)
-    cipher = PiiCipher.from_env({})
+    cipher = PiiCipher.configured("", production=False)
     with pytest.raises(PiiDecryptionError):
         cipher.decrypt(profile.date_of_birth_enc, aad="user_profile.date_of_birth_enc:someone-else")
     assert (
@@ -248,13 +248,13 @@ async def test_the_database_keeps_emails_phones_and_deriv_accounts_unique(engine
 
 def test_pii_keys_come_from_configuration_and_production_has_no_default() -> None:
     key = PiiCipher.generate_key()
-    cipher = PiiCipher.from_env({"PENPAY_PII_KEYS": f"k2:{key},k1:{base64.b64encode(b'x' * 32).decode()}"})
+    cipher = PiiCipher.configured(f"k2:{key},k1:{base64.b64encode(b'x' * 32).decode()}", production=True)
     assert cipher.current_key_id == "k2"
     blob = cipher.encrypt("hello", aad="t")
     assert PiiCipher.key_id_of(blob) == "k2" and cipher.decrypt(blob, aad="t") == "hello"
     with pytest.raises(MissingSecret):
-        PiiCipher.from_env({"APP_ENV": "production"})
+        PiiCipher.configured("", production=True)
     with pytest.raises(ValueError):
-        PiiCipher.from_env({"PENPAY_PII_KEYS": "k1:" + base64.b64encode(b"short").decode()})
+        PiiCipher.configured("k1:" + base64.b64encode(b"short").decode(), production=False)
     assert "x" * 8 not in repr(cipher)
     assert timedelta(0) == timedelta(0)

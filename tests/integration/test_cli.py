@@ -52,18 +52,22 @@ def test_an_unknown_command_is_refused_with_usage() -> None:
     assert "invalid choice" in result.stderr
 
 
-def test_float_fund_books_operator_money_and_refuses_zero(tmp_path: Path) -> None:
+def test_float_fund_books_money_written_with_its_currency_and_refuses_bare_cents(tmp_path: Path) -> None:
     env = {**os.environ, "PENPAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'penpay.db'}"}
     assert penpay("migrate", env=env).returncode == 0
 
-    funded = penpay("float", "fund", "deriv", "250000", "--note", "opening", env=env)
-    drawn = penpay("float", "fund", "deriv", "-50000", env=env)
-    zero = penpay("float", "fund", "mpesa", "0", env=env)
+    funded = penpay("float", "fund", "deriv", "USD", "2500", "--note", "opening", env=env)
+    bare = penpay("float", "fund", "deriv", "250000", env=env)
+    drawn = penpay("float", "fund", "deriv", "USD -500.01", env=env)
 
     assert funded.returncode == 0, funded.stderr
     assert "DERIV_AGENT_FLOAT USD balance: 2500.00" in funded.stdout
-    assert "balance: 2000.00" in drawn.stdout
-    assert zero.returncode == 2
+    assert bare.returncode == 2 and "Traceback" not in bare.stderr
+    assert bare.stderr.strip().splitlines() == [
+        "penpay float fund: expected the amount with its currency, "
+        "e.g. USD 1000 or KES 50000.00; got '250000'"
+    ]
+    assert "balance: 1999.99" in drawn.stdout  # the refused one booked nothing
 
 
 def test_up_runs_the_whole_embedded_stack_and_stops_cleanly(tmp_path: Path) -> None:
