@@ -4,7 +4,8 @@
 # checkout (requirements.lock by hash, then the wheel alone), and from an empty directory run
 # `penpay migrate`, `penpay migrate --sql`, `penpay up` and `penpay demo` against it.
 #   bash scripts/wheel_check.sh            # all of it (scripts/test.sh runs this)
-#   bash scripts/wheel_check.sh --install  # build and install only; prints the venv's path last
+#   bash scripts/wheel_check.sh --install  # build and install only
+# Either way the venv's path is the one line on stdout (the rest goes to stderr).
 # Network: only the package registry, and pip's cache makes a repeated install local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,11 +40,22 @@ wheel=$(ls "$dist"/penpay-*.whl)
 unzip -l "$wheel" | grep -q "penpay/auth/v1/auth_pb2.py" || { log "no generated protobuf code in $wheel"; exit 1; }
 unzip -l "$wheel" | grep -q "persistence/_migrations/alembic.ini" || { log "no alembic.ini in $wheel"; exit 1; }
 
+# The locked dependencies as wheels, fetched once per lock (by hash, from the registry or pip's
+# cache); the new venv then installs from there without asking any index.
+house=${PENPAY_WHEELHOUSE:-${TMPDIR:-/tmp}/penpay-wheelhouse}/$(sha256sum requirements.lock | cut -c1-16)
+if [ ! -e "$house/.complete" ]; then
+  log "fetching the locked dependencies into $house"
+  mkdir -p "$house"
+  pip_in .venv/bin/python download -q --require-hashes --only-binary=:all: -d "$house" -r requirements.lock
+  touch "$house/.complete"
+fi
 log "installing it into a new venv: $venv"
-python3 -m venv "$venv"
-pip_in "$venv/bin/python" install -q --require-hashes -r requirements.lock
-pip_in "$venv/bin/python" install -q --no-deps "$wheel"
-pip_in "$venv/bin/python" check
+python3 -m venv --without-pip "$venv"
+# The checkout's pip (from the lock) installs into the new venv; --no-compile: bytecode on first import.
+pip_in .venv/bin/python --python "$venv/bin/python" install -q --no-compile --no-index --find-links "$house" \
+  --require-hashes -r requirements.lock
+pip_in .venv/bin/python --python "$venv/bin/python" install -q --no-compile --no-index --no-deps "$wheel"
+pip_in .venv/bin/python --python "$venv/bin/python" check
 log "built and installed in $(( $(date +%s) - start )) s"
 if [ "${1:-}" = "--install" ]; then echo "$venv"; exit 0; fi
 
@@ -82,3 +94,4 @@ log "penpay demo"
 tail -n 3 demo.log >&2
 stop_up; trap - EXIT
 log "wheel check passed in $(( $(date +%s) - start )) s"
+echo "$venv"
