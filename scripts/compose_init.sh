@@ -36,6 +36,6 @@ if [ ! -e "$env" ]; then
       -e "s|@GENERATED-CALLBACK-SECRET@|$(random 48 32)|" "$template" > "$env"
   echo "wrote $env from $template"
 fi
-if grep -q "@SET-ME@" "$env"; then
-  echo "fill in these settings in $env:"; grep "@SET-ME@" "$env" | cut -d= -f1 | sed 's/^/  /'
+if grep -qE "^PENPAY_[A-Z0-9_]+=$" "$env"; then
+  echo "fill in these settings in $env:"; grep -E "^PENPAY_[A-Z0-9_]+=$" "$env" | cut -d= -f1 | sed 's/^/  /'
 fi
