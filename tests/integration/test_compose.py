@@ -478,3 +478,26 @@ def test_the_production_api_refuses_to_start_without_its_keys(
     output = (done.stdout + done.stderr).decode(errors="replace")
     assert done.returncode != 0, output
     assert named.lower() in output.lower(), output
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("probe", ["--grpc", "--http", "--tcp"])
+def test_a_healthcheck_fails_where_nothing_answers(probe: str) -> None:
+    from penpay.cli import main
+
+    port = free_port()  # bound and released: nothing listens there
+    target = f"http://127.0.0.1:{port}/healthz" if probe == "--http" else f"127.0.0.1:{port}"
+    assert main(["healthcheck", probe, target, "--timeout", "2"]) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="module")
+async def test_every_healthcheck_passes_on_the_running_stack(
+    stack: tuple[ComposeOnLoopback, Loopback],
+) -> None:
+    running, _ = stack
+    checked = [s for s in running.services.values() if s.healthcheck is not None and s.process is not None]
+    names = {s.name for s in checked}
+    assert names >= {"gateway", "gateway-standby", "api", "http", "relay", "workers", "callbacks"}
+    for service in checked:
+        assert await healthy(service), service.name
