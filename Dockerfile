@@ -30,7 +30,7 @@ FROM ${BASE_IMAGE}
 RUN python3 -c "import sys; assert sys.version_info >= (3, 11)" 2>/dev/null || { apt-get update \
     && apt-get install -y --no-install-recommends python3 ca-certificates \
     && rm -rf /var/lib/apt/lists/*; }
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/penpay --create-home penpay \
+RUN useradd --no-log-init --uid 10001 --user-group --home-dir /var/lib/penpay --create-home penpay \
     && mkdir -p /var/lib/penpay/sim-daraja && chown -R penpay:penpay /var/lib/penpay
 COPY --from=build /opt/penpay /opt/penpay
 ENV PATH=/opt/penpay/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
