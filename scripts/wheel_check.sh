@@ -37,8 +37,10 @@ log "building the wheel from a clean copy of the tree"
 git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C "$src"
 pip_in .venv/bin/python wheel -q --no-deps --no-build-isolation -w "$dist" "$src"
 wheel=$(ls "$dist"/penpay-*.whl)
-unzip -l "$wheel" | grep -q "penpay/auth/v1/auth_pb2.py" || { log "no generated protobuf code in $wheel"; exit 1; }
-unzip -l "$wheel" | grep -q "persistence/_migrations/alembic.ini" || { log "no alembic.ini in $wheel"; exit 1; }
+# (A listing held in a variable: `unzip | grep -q` fails under pipefail when grep stops reading early.)
+listing=$(unzip -Z1 "$wheel")
+grep -qx "penpay/auth/v1/auth_pb2.py" <<<"$listing" || { log "no generated protobuf code in $wheel"; exit 1; }
+grep -qx "persistence/_migrations/alembic.ini" <<<"$listing" || { log "no alembic.ini in $wheel"; exit 1; }
 
 # The locked dependencies as wheels, fetched once per lock (by hash, from the registry or pip's
 # cache); the new venv then installs from there without asking any index.

@@ -3,8 +3,9 @@ would give it (environment, env_file, secrets, volumes, interpolation), started 
 wheel as separate processes on loopback, in the order depends_on asks, each judged by its own
 healthcheck; then the demo journey against them.
 
-What stands in for the containers: each service name resolves to 127.0.0.1 and each port it
-listens on moves to a free one (the machine is shared); MySQL is the machine's MariaDB (a database of
+What stands in for the containers: each service name becomes "localhost" (still a name the
+clients resolve) and each port moves to a free one (the machine is shared), servers listening on
+127.0.0.1; MySQL is the machine's MariaDB (a database of
 the test's own); Redis is the compose file's own redis-server command; secrets and named volumes
 are files and directories under a temporary directory. The stack is the sandbox: profile
 "simulators", PENPAY_APP_ENV=development (the demo reads verification codes from the dev sinks),
@@ -206,7 +207,10 @@ class Loopback:
     def address(self, host: str, port: int) -> str:
         if host == "mysql":
             return f"{self.database[0]}:{self.database[1]}"
-        return f"127.0.0.1:{self.port(port)}"
+        if host in ("0.0.0.0", "127.0.0.1"):  # where a server listens
+            return f"127.0.0.1:{self.port(port)}"
+        # A name stays a name (clients must resolve it, as on a compose network): loopback's.
+        return f"localhost:{self.port(port)}"
 
     def text(self, value: str) -> str:
         for inside, outside in sorted(self.paths.items(), key=lambda kv: -len(kv[0])):
