@@ -110,8 +110,10 @@ class ManagedProcess:
         log: Path,
         ready: Probe | None,
         program: Sequence[str] = PENPAY,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
+        self.cwd = cwd
         self.program = list(program)
         self.argv = list(argv)
         self.env = dict(env)
@@ -134,7 +136,7 @@ class ManagedProcess:
             out.flush()
             self.popen = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
                 [*self.program, *self.argv],
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -14,11 +15,21 @@ from sqlalchemy import Connection
 from persistence.engine import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
+# Where a wheel carries alembic.ini and migrations/ (setup.py's build hook puts them there).
+PACKAGED = Path(__file__).resolve().parent / "_migrations"
+
+
+def alembic_home() -> Path:
+    """The directory holding alembic.ini and migrations/: the installed copy, else the checkout."""
+    return PACKAGED if (PACKAGED / "alembic.ini").is_file() else ROOT
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    home = alembic_home()
+    config = Config(str(home / "alembic.ini"))
+    config.set_main_option("script_location", str(home / "migrations"))
+    # The code is installed; a `persistence/` in the working directory must not shadow it.
+    config.set_main_option("prepend_sys_path", "")
     # '%' is ConfigParser's interpolation character; URLs may contain it.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
@@ -27,6 +38,16 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+def upgrade_sql(database_url: str, revision: str = "head", output: TextIO | None = None) -> None:
+    """Offline mode: the SQL of `upgrade base:revision` for a DBA, written to `output`; nothing runs.
+
+    For a new, empty database (data steps assume no rows yet, see migrations/versions/0004)."""
+    config = alembic_config(database_url)
+    if output is not None:
+        config.output_buffer = output
+    command.upgrade(config, revision, sql=True)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

@@ -1,8 +1,9 @@
 """Generate Python code from protos/ with grpcio-tools (part of the build, never committed).
 
-Output goes next to the hand-written `penpay` package as `penpay/<service>/v1/*_pb2*.py`.
-The google/api/*.proto imports come from the googleapis-common-protos wheel and are also
-copied to build/proto-deps so `buf lint` resolves them without any remote registry.
+Output goes next to the hand-written `penpay` package as `penpay/<service>/v1/*_pb2*.py` (in the
+checkout; `setup.py` calls `generate(build_lib)` so a wheel carries them too). The google/api/*.proto
+imports come from the googleapis-common-protos wheel and are also copied to build/proto-deps so
+`buf lint` resolves them without any remote registry.
 """
 
 from __future__ import annotations
@@ -21,21 +22,22 @@ GOOGLE_API_FILES = ("annotations.proto", "http.proto", "field_behavior.proto")
 GOOGLE_RPC_FILES = ("status.proto", "error_details.proto", "code.proto")
 
 
-def copy_google_protos() -> Path:
+def copy_google_protos(deps: Path = DEPS) -> Path:
     import google.api
     import google.rpc
 
     for package, names in ((google.api, GOOGLE_API_FILES), (google.rpc, GOOGLE_RPC_FILES)):
         source = Path(package.__path__[0])
-        target = DEPS / "google" / source.name
+        target = deps / "google" / source.name
         target.mkdir(parents=True, exist_ok=True)
         for name in names:
             shutil.copyfile(source / name, target / name)
-    return DEPS
+    return deps
 
 
-def main() -> int:
-    deps = copy_google_protos()
+def generate(out: Path = ROOT, deps: Path = DEPS) -> int:
+    """protoc for every protos/**/*.proto into `out` (a tree holding the `penpay` package)."""
+    deps = copy_google_protos(deps)
     well_known = str(resources.files("grpc_tools") / "_proto")
     files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     if not files:
@@ -46,15 +48,19 @@ def main() -> int:
         f"-I{PROTOS}",
         f"-I{deps}",
         f"-I{well_known}",
-        f"--python_out={ROOT}",
-        f"--pyi_out={ROOT}",
-        f"--grpc_python_out={ROOT}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
         *files,
     ]
     code = protoc.main(args)
     if code != 0:
         print(f"protoc failed with exit code {code}", file=sys.stderr)
     return int(code)
+
+
+def main() -> int:
+    return generate()
 
 
 if __name__ == "__main__":

@@ -15,14 +15,26 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && "$PYTHON" -m venv .venv; }
 fi
 
-# Reinstall only when the dependency list changed.
+# pip, without the machine's notes about its file:// indexes; pip's own exit status.
+pip_quiet() {
+  local out; out=$(mktemp)
+  if .venv/bin/python -m pip "$@" >"$out" 2>&1; then status=0; else status=$?; fi
+  grep -v "^WARNING: Location" "$out" >&2 || true
+  rm -f "$out"; return "$status"
+}
+
+# Reinstall only when the lock or the project's metadata changed.
 stamp=.venv/.penpay-deps
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat requirements-dev.lock pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing Python dependencies"
+  log "installing Python dependencies (requirements-dev.lock)"
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  # compat mode puts the repository root on sys.path, so generated penpay/<svc>/v1 modules import.
-  .venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+  # Exactly the locked versions, checked by hash; then the project itself, editable, built by the
+  # setuptools of the lock. The editable finder maps `penpay` to ./penpay, so the protobuf modules
+  # generated below into penpay/<svc>/v1 import without the repository root on sys.path.
+  pip_quiet install -q --require-hashes -r requirements-dev.lock
+  pip_quiet install -q --no-deps --no-build-isolation -e .
+  .venv/bin/python -c "import penpay" || { log "the project did not install"; exit 1; }
   echo "$want" > "$stamp"
 fi
 

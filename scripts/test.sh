@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, services, linters, type check, proto lint, then pytest with coverage.
+# The whole test suite: set-up, services, linters, type check, proto lint, the wheel check, then
+# pytest with coverage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -13,6 +14,10 @@ echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy --strict domain/"; .venv/bin/mypy --strict domain/
 echo "== buf lint"; node_modules/.bin/buf lint && echo "buf lint: clean"
 echo "== buf breaking"; bash scripts/buf_breaking.sh
+echo "== wheel check (build, install outside the checkout, migrate, up, demo)"
+# Its venv also serves tests/integration/test_compose.py (the compose services from the wheel).
+PENPAY_WHEEL_VENV=$(bash scripts/wheel_check.sh | tail -n 1)
+export PENPAY_WHEEL_VENV
 echo "== pytest"
 .venv/bin/pytest -p no:cacheprovider --cov --cov-report=term:skip-covered "$@"
 echo "== test.sh finished in $(( $(date +%s) - start )) s"

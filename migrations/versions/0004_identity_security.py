@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 from persistence.types import UtcDateTime, UUIDv7
 
@@ -80,6 +80,16 @@ def _chain_existing_audit_rows() -> None:
         sa.column("updated_at", _Utc()),
     )
     prev, count, last_id = GENESIS_HASH, 0, None
+    from datetime import UTC, datetime
+
+    if context.is_offline_mode():
+        # Offline SQL (`--sql`) is for a new database: no audit rows yet, the head starts at genesis.
+        op.execute(
+            sa.insert(head).values(
+                id=HEAD_ID, last_audit_id=None, last_hash=prev, row_count=0, updated_at=datetime.now(UTC)
+            )
+        )
+        return
     for row in bind.execute(sa.select(audit).order_by(audit.c.id)).all():
         content = content_of(
             row.occurred_at, row.actor, row.action, row.subject_type, row.subject_id, row.details
@@ -87,7 +97,6 @@ def _chain_existing_audit_rows() -> None:
         row_hash = chain_hash(prev, content)
         bind.execute(sa.update(audit).where(audit.c.id == row.id).values(prev_hash=prev, row_hash=row_hash))
         prev, count, last_id = row_hash, count + 1, row.id
-    from datetime import UTC, datetime
 
     bind.execute(
         sa.insert(head).values(

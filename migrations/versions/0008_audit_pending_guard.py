@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -81,6 +81,15 @@ def upgrade() -> None:
     else:
         triggers = MARIADB_TRIGGERS
     for trigger in triggers:
+        _create(trigger)
+
+
+def _create(trigger: str) -> None:
+    if context.is_offline_mode() and op.get_context().dialect.name != "sqlite" and ";" in trigger:
+        # Offline SQL goes through the mysql client, which splits at ';': a compound trigger body
+        # needs another delimiter there.
+        op.get_context().impl.static_output(f"DELIMITER //\n{trigger} //\nDELIMITER ;\n")
+    else:
         op.execute(trigger)
 
 

@@ -9,7 +9,7 @@ import uuid
 import grpc
 import pytest
 
-from deriv_gateway.channel import gateway_channel
+from deriv_gateway.channel import address_list_target, gateway_channel
 from deriv_gateway.lease import RedisLease
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
 
@@ -29,7 +29,11 @@ async def test_calls_go_to_the_leader_and_follow_it_when_it_is_deposed(
     assert a.server.lease.is_leader and not b.server.lease.is_leader
 
     # The standby listed first: round robin over the SERVING instance only still picks the leader.
-    async with gateway_channel(f"{b.server.address},{a.server.address}") as channel:
+    # By name, as compose lists them ("gateway:50052,gateway-standby:50053").
+    addresses = (b.server.address, a.server.address)
+    by_name = ",".join(addr.replace("127.0.0.1:", "localhost:") for addr in addresses)
+    assert by_name.count("localhost:") == 2
+    async with gateway_channel(by_name) as channel:
         stub = pb_grpc.DerivGatewayServiceStub(channel)
         for _ in range(5):
             tid = str(uuid.uuid4())
@@ -51,3 +55,11 @@ async def test_calls_go_to_the_leader_and_follow_it_when_it_is_deposed(
         row = await b.server.journal.get(tid)
         assert row is not None and row.fencing_token == b.server.lease.token
 
+
+
+def test_an_address_list_resolves_names_and_keeps_literals() -> None:
+    target = address_list_target(["localhost:50052", "127.0.0.2:50053"])
+    assert target == "ipv4:127.0.0.1:50052,127.0.0.2:50053"
+    assert address_list_target(["[::1]:1", "::1:2"]) == "ipv6:[::1]:1,[::1]:2"
+    with pytest.raises(ValueError, match="mix"):
+        address_list_target(["127.0.0.1:1", "[::1]:2"])
