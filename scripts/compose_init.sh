@@ -33,7 +33,8 @@ env=$dir/penpay.env
 if [ ! -e "$env" ]; then
   sed -e "s|@GENERATED-MYSQL-PASSWORD@|$(cat "$secrets/mysql-password")|" \
       -e "s|@GENERATED-PII-KEY@|k1:$(head -c 32 /dev/urandom | base64)|" \
-      -e "s|@GENERATED-CALLBACK-SECRET@|$(random 48 32)|" "$template" > "$env"
+      -e "s|@GENERATED-CALLBACK-SECRET@|$(random 48 32)|" \
+      -e "s|@GENERATED-SMS-REPORT-TOKEN@|$(random 48 32)|" "$template" > "$env"
   echo "wrote $env from $template"
 fi
 if grep -qE "^PENPAY_[A-Z0-9_]+=$" "$env"; then

@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import sys
 
+from penpay.cli_args import add_metrics_listen
+
 GROUP = "worker"
 
 
@@ -19,16 +21,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("notify", help="send payment notices by SMS and email (needs Redis)")
     parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
     parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
-    parser.add_argument("--log-level", default="INFO")
+    add_metrics_listen(parser, default="off")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from penpay.notifiers import missing_provider
     from penpay.settings import get_settings
-    from security.logs import configure_logging
-
-    configure_logging(args.log_level)
     settings = get_settings()
     problem = missing_provider(settings)
     if problem is None and not settings.redis_url:
@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
+    if args.metrics_listen:  # the dead letters and handled counters; compose's healthcheck reads it
+        from prometheus_client import start_http_server
+
+        host, _, port = args.metrics_listen.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1")
     asyncio.run(_run(args))
     return 0
 

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import signal
 
+from penpay.cli_args import add_simulator_listen, listen_of
+
 GROUP = "sim"
 
 
@@ -22,19 +24,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "at it with PENPAY_SMS_AT_USERNAME / PENPAY_SMS_AT_API_KEY set to --username / --api-key."
         ),
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8769)
+    add_simulator_listen(p, default_port=8769, what="serve the messaging API and its mailbox here")
     p.add_argument("--username", default=DEFAULT_USERNAME)
     p.add_argument("--api-key", default=DEFAULT_API_KEY, help="the apiKey header it requires")
     p.add_argument("--delivery-report-url", help="POST a delivery report here per accepted message")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from security.logs import configure_logging
-
-    configure_logging(args.log_level)
     asyncio.run(_serve(args))
     return 0
 
@@ -42,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> None:
     from sms_adapter.simulator import SmsSimulator
 
+    host, port = listen_of(args)
     simulator = SmsSimulator(
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         username=args.username,
         api_key=args.api_key,
         delivery_report_url=args.delivery_report_url,

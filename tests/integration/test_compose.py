@@ -418,10 +418,11 @@ async def test_the_demo_journey_runs_on_the_compose_services_from_the_installed_
 ) -> None:
     running, loop = stack
     http, deriv_control, mpesa = loop.ports[8080], loop.ports[8768], loop.ports[8766]
+    sms = loop.ports[8769]  # the sim-sms service: phone codes come from its mailbox
     demo = await asyncio.create_subprocess_exec(
         str(wheel_venv / "bin" / "penpay"), "demo", "--no-start", "--timeout", "60",
         "--bridge", f"http://127.0.0.1:{http}", "--deriv-control", f"http://127.0.0.1:{deriv_control}",
-        "--mpesa", f"http://127.0.0.1:{mpesa}",
+        "--mpesa", f"http://127.0.0.1:{mpesa}", "--sms", f"http://127.0.0.1:{sms}",
         env={"PATH": os.environ["PATH"], "HOME": str(running.workdir)}, cwd=running.workdir,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
