@@ -11,31 +11,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from application.identity.ports import Notifier, RateLimiter
-from penpay.settings import Settings
-from security.config import MissingSecret
+from penpay.production import Part, refuse_development_values
+from penpay.settings import Settings, SettingsError
 from security.notify import DevelopmentNotifier, EmailSender, SmsSender, SplitNotifier
 from security.notify_limits import RecipientLimitedNotifier
 
 
 def missing_provider(settings: Settings) -> str | None:
     """The one line naming the first provider setting production lacks, or None."""
-    if settings.app_env != "production":
-        return None
-    if not settings.smtp_host:
-        return (
-            "PENPAY_SMTP_HOST must be set in production: verification codes and payment notices go by email"
-        )
-    if not settings.sms_at_username:
-        return "PENPAY_SMS_AT_USERNAME must be set in production: phone codes and payment notices go by SMS"
-    if not settings.sms_at_api_key.get_secret_value():
-        return "PENPAY_SMS_AT_API_KEY must be set in production: phone codes and payment notices go by SMS"
+    try:
+        refuse_development_values(settings, Part.NOTIFY)
+    except SettingsError as problem:
+        return str(problem)
     return None
 
 
 def require_providers(settings: Settings) -> None:
-    problem = missing_provider(settings)
-    if problem is not None:
-        raise MissingSecret(problem)
+    refuse_development_values(settings, Part.NOTIFY)
 
 
 @dataclass

@@ -28,6 +28,7 @@ class Part(StrEnum):
     MPESA = "mpesa"  # the Daraja client: collection and disbursement
     CALLBACKS = "callbacks"  # the M-Pesa callback endpoints
     DERIV = "deriv"  # the Deriv gateway's agent connection
+    NOTIFY = "notify"  # codes and payment notices: SMS (Africa's Talking) and email (SMTP)
     # The JWT and PII keys are refused where they are built (security/, MissingSecret).
 
 
@@ -122,9 +123,17 @@ def _deriv(s: Settings) -> Iterator[str]:
         )
 
 
+def _notify(s: Settings) -> Iterator[str]:
+    # Every payment needs a verified phone: without an SMS provider nobody could pay.
+    yield from _secret("PENPAY_SMTP_HOST", s.smtp_host, "the SMTP server that sends codes and notices")
+    yield from _secret("PENPAY_SMS_AT_USERNAME", s.sms_at_username, "the Africa's Talking username")
+    yield from _secret("PENPAY_SMS_AT_API_KEY", s.sms_at_api_key.get_secret_value(), "its API key")
+
+
 _CHECKS: dict[Part, Callable[[Settings], Iterator[str]]] = {
     Part.DATABASE: _database,
     Part.MPESA: _mpesa,
     Part.CALLBACKS: _callbacks,
     Part.DERIV: _deriv,
+    Part.NOTIFY: _notify,
 }

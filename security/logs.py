@@ -45,6 +45,7 @@ _QUIET_LOGGERS = (
     "aiosqlite",
     "asyncio",
     "urllib3",
+    "alembic.runtime.plugins",  # INFO lists each autogenerate plugin on every start: noise
     "aiohttp.server",  # "Error handling request" quotes the raw request head (cookies, tokens)
     "grpc",
     "hpack",

@@ -34,6 +34,9 @@ PRODUCTION: dict[str, Any] = {
     "mpesa_callback_base_url": "https://callbacks.penpay.example",
     "mpesa_callback_secret": "a-long-random-path-secret",
     "pii_keys": "k1:" + base64.b64encode(b"p" * 32).decode(),
+    "smtp_host": "smtp.penpay.example",
+    "sms_at_username": "penpay",
+    "sms_at_api_key": "at-api-key",
 }
 ALL_PARTS = tuple(Part)
 

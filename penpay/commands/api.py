@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     problem = missing_provider(get_settings())
     if problem is not None:  # codes could not be sent: nobody could verify a phone and pay
-        print(problem, file=sys.stderr)
+        print(f"penpay: {problem}", file=sys.stderr)
         return 2
     asyncio.run(_serve(args))
     return 0

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is None and not settings.redis_url:
         problem = "PENPAY_REDIS_URL must be set for penpay worker notify (without it, worker saga sends them)"
     if problem is not None:
-        print(problem, file=sys.stderr)
+        print(f"penpay: {problem}", file=sys.stderr)
         return 2
     if args.metrics_listen:  # the dead letters and handled counters; compose's healthcheck reads it
         from prometheus_client import start_http_server

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     problem = missing_provider(get_settings())
     if problem is not None and not get_settings().redis_url:  # it sends the notices itself
-        print(problem, file=sys.stderr)
+        print(f"penpay: {problem}", file=sys.stderr)
         return 2
     count_alerts()  # penpay_alerts_total{kind}: Daraja set-up errors and foreign answers raised here
     if args.metrics_listen:

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     add_simulator_listen(p, default_port=8769, what="serve the messaging API and its mailbox here")
-    p.add_argument("--username", default=DEFAULT_USERNAME)
+    p.add_argument("--username", default=DEFAULT_USERNAME, help="the username it requires")
     p.add_argument("--api-key", default=DEFAULT_API_KEY, help="the apiKey header it requires")
     p.add_argument("--delivery-report-url", help="POST a delivery report here per accepted message")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")

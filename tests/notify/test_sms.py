@@ -158,11 +158,11 @@ async def test_the_notifier_from_settings_sends_sms_through_africas_talking(sim:
 def test_production_names_the_first_missing_provider_setting() -> None:
     prod = {"app_env": "production"}
     assert missing_provider(Settings(app_env="development")) is None
-    assert str(missing_provider(Settings(**prod))).startswith("PENPAY_SMTP_HOST must be set")
+    assert str(missing_provider(Settings(**prod))).startswith("PENPAY_SMTP_HOST: expected")
     with_email = Settings(**prod, smtp_host="smtp.example.com")
-    assert str(missing_provider(with_email)).startswith("PENPAY_SMS_AT_USERNAME must be set")
+    assert str(missing_provider(with_email)).startswith("PENPAY_SMS_AT_USERNAME: expected")
     with_user = Settings(**prod, smtp_host="smtp.example.com", sms_at_username="penpay")
-    assert str(missing_provider(with_user)).startswith("PENPAY_SMS_AT_API_KEY must be set")
+    assert str(missing_provider(with_user)).startswith("PENPAY_SMS_AT_API_KEY: expected")
     ready = Settings(**prod, smtp_host="smtp.example.com", sms_at_username="penpay", sms_at_api_key="k")
     assert missing_provider(ready) is None
 
@@ -182,7 +182,7 @@ def test_penpay_api_in_production_without_an_sms_provider_exits_2_naming_the_set
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("PENPAY_SMS_AT_USERNAME must be set in production")
+    assert len(lines) == 1 and lines[0].startswith("penpay: PENPAY_SMS_AT_USERNAME: expected")
 
 
 def test_penpay_worker_notify_without_redis_exits_2_naming_the_setting(tmp_path: object) -> None:
@@ -197,7 +197,7 @@ def test_penpay_worker_notify_without_redis_exits_2_naming_the_setting(tmp_path:
         cwd=str(tmp_path),
     )
     assert done.returncode == 2
-    assert done.stderr.strip().startswith("PENPAY_REDIS_URL must be set for penpay worker notify")
+    assert done.stderr.strip().startswith("penpay: PENPAY_REDIS_URL must be set for penpay worker notify")
 
 
 async def test_delivery_reports_reach_penpay_callbacks_and_are_counted(
