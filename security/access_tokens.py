@@ -119,7 +119,14 @@ class RsaAccessTokens:
             keys = []
             for part in (p.strip() for p in spec.split(",") if p.strip()):
                 kid, _, path = part.partition(":")
-                keys.append(SigningKey.from_pem(kid.strip(), Path(path.strip()).read_bytes()))
+                try:
+                    keys.append(SigningKey.from_pem(kid.strip(), Path(path.strip()).read_bytes()))
+                except (OSError, ValueError, TypeError) as error:
+                    # One line naming the setting (the CLI prints it), never the key's bytes.
+                    raise MissingSecret(
+                        f"PENPAY_JWT_PRIVATE_KEYS: key {kid.strip()!r} at {path.strip()!r} is not a "
+                        f"readable RSA private key in PEM of at least 2048 bits ({type(error).__name__})"
+                    ) from None
         elif production:
             raise MissingSecret(
                 "PENPAY_JWT_PRIVATE_KEYS: expected kid:/path/key.pem[,kid:/path/older.pem]; "
