@@ -83,6 +83,9 @@ class ClusterConfig:
     float_kes_cents: int = 10_000_000_00
     env: Mapping[str, str] = field(default_factory=dict)  # extra PENPAY_* for every process
     log_level: str = "WARNING"  # of every process (DEBUG: the log-secrets test reads everything)
+    # SMS through the Africa's Talking simulator (its mailbox holds the codes); off: the development
+    # sink, which the bench's users read through DevService.
+    sms_simulator: bool = False
     start_timeout: float = 60.0
 
 
@@ -197,7 +200,7 @@ class Cluster:
             name: free_port()
             for name in (
                 "deriv_ws", "deriv_control", "mpesa", "callbacks", "gateway", "gateway_standby",
-                "grpc", "http", "metrics",
+                "grpc", "http", "metrics", "sms",
             )
         }  # fmt: skip
         self.callback_secret = secrets.token_urlsafe(24)
@@ -218,6 +221,7 @@ class Cluster:
             "deriv_control": f"http://127.0.0.1:{p['deriv_control']}",
             "mpesa": f"http://127.0.0.1:{p['mpesa']}",
             "callbacks": f"http://127.0.0.1:{p['callbacks']}",
+            "sms": f"http://127.0.0.1:{p['sms']}",
         }
 
     @property
@@ -236,6 +240,7 @@ class Cluster:
             SANDBOX_PASSKEY,
             SANDBOX_SHORTCODE,
         )
+        from sms_adapter.simulator import DEFAULT_API_KEY, DEFAULT_USERNAME
 
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("PENPAY_")}
         env = {
@@ -248,6 +253,7 @@ class Cluster:
             "PENPAY_METRICS_ADDR": f"127.0.0.1:{self.ports['metrics']}",
             "PENPAY_GATEWAY_ADDR": self.gateway_addr,
             "PENPAY_GATEWAY_LEASE_KEY": f"{self.prefix}deriv-gateway:leader",
+            "PENPAY_RATE_LIMIT_PREFIX": self.prefix,  # its own per-IP counters on a shared Redis
             "PENPAY_GATEWAY_LEASE_TTL": "3",
             "PENPAY_GATEWAY_LEASE_RETRY": "0.3",
             "PENPAY_GATEWAY_UNKNOWN_SETTLE": "5",
@@ -264,6 +270,14 @@ class Cluster:
             "PENPAY_MPESA_CALLBACK_SECRET": self.callback_secret,
             "PYTHONUNBUFFERED": "1",
         }
+        if self.config.sms_simulator:  # codes and payment notices by SMS through the simulator
+            env.update(
+                {
+                    "PENPAY_SMS_AT_BASE_URL": self.addresses["sms"],
+                    "PENPAY_SMS_AT_USERNAME": DEFAULT_USERNAME,
+                    "PENPAY_SMS_AT_API_KEY": DEFAULT_API_KEY,
+                }
+            )
         if self.config.fast_sagas:
             env.update(FAST_SAGA_ENV)
         env.update(self.config.env)
@@ -294,6 +308,12 @@ class Cluster:
              "--callback-delay", str(c.mpesa_callback_delay), "--log-level", c.log_level, *c.mpesa_sim_args],
             self._mpesa_probe,
         )  # fmt: skip
+        if c.sms_simulator:
+            add(
+                "sms-sim",
+                ["sim", "sms", "--listen", f"127.0.0.1:{p['sms']}", "--log-level", c.log_level],
+                lambda: tcp_open(p["sms"]),
+            )
         gateway_ready = self._gateway_probe
         add("gateway", ["gateway", "--addr", f"127.0.0.1:{p['gateway']}", "--log-level", c.log_level],
             gateway_ready)  # fmt: skip
@@ -308,6 +328,7 @@ class Cluster:
             add(f"relay-{n}" if c.relays > 1 else "relay", ["relay", *stream, *level], None)
         for n in range(1, c.workers + 1):
             add(f"worker-{n}", ["worker", "saga", *stream, "--claim-idle-ms", "3000", *level], None)
+        add("notify", ["worker", "notify", *stream, "--claim-idle-ms", "3000", *level], None)
         add("api", ["api", "--log-level", c.log_level], lambda: grpc_serving(self.addresses["grpc"]))
         add("http", ["http", "--log-level", c.log_level], lambda: tcp_open(p["http"]))
 
@@ -390,7 +411,7 @@ class Cluster:
     async def stop(self) -> None:
         """SIGTERM everything, clients before servers; SIGKILL what does not leave in time."""
         order = ["http", "api"] + [n for n in self.processes if n.startswith(("worker", "relay"))]
-        order += ["callbacks", "gateway-standby", "gateway", "mpesa-sim", "deriv-sim"]
+        order += ["notify", "callbacks", "gateway-standby", "gateway", "mpesa-sim", "deriv-sim", "sms-sim"]
         for name in order:
             proc = self.processes.get(name)
             if proc is not None:

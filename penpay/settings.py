@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     notify_recipient_limit: int = Field(default=30, ge=1)
     notify_recipient_window: int = Field(default=3600, ge=1)
 
+    # Prefix of the rate limiters' Redis keys: stacks sharing one Redis (a staging and a test stack,
+    # parallel test clusters) keep their own counters.
+    rate_limit_prefix: str = "penpay:"
+
     # --- Edge: logging, proxies, browsers (one meaning in every process) ---------------------------
     # Level of every process's JSON logs; a command's --log-level overrides it. Secrets are redacted
     # at any level (security/logs.py).

@@ -139,7 +139,7 @@ def build_api(
         closers.append(channel.close)
         deriv = GatewayDerivAccounts(channel, timeout=s.gateway_request_timeout + 10)
     if rate_limiter is None:
-        limiter = rate_limiter_from_url(s.redis_url)
+        limiter = rate_limiter_from_url(s.redis_url, prefix=s.rate_limit_prefix)
         if hasattr(limiter, "aclose"):
             closers.append(limiter.aclose)
         rate_limiter = limiter

@@ -55,7 +55,7 @@ async def _run(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     core = bootstrap(settings, pool_size=5)
-    limiter = rate_limiter_from_url(settings.redis_url)
+    limiter = rate_limiter_from_url(settings.redis_url, prefix=settings.rate_limit_prefix)
     notifiers = build_notifier(settings, limiter)
     stop = asyncio.Event()
     stop_on_signals(stop)

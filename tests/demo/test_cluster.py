@@ -45,7 +45,12 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     try:
         workdir: Path = tmp_path_factory.mktemp("cluster")
         config = ClusterConfig(
-            database_url=url, redis_url=REDIS_URL, workdir=workdir, standby_gateway=True, log_level="DEBUG"
+            database_url=url,
+            redis_url=REDIS_URL,
+            workdir=workdir,
+            standby_gateway=True,
+            log_level="DEBUG",
+            sms_simulator=True,
         )
         async with Cluster(config) as running:
             yield running
@@ -55,7 +60,9 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
 
 def endpoints(cluster: Cluster) -> Endpoints:
     a = cluster.addresses
-    return Endpoints(bridge_url=a["http"], deriv_control_url=a["deriv_control"], mpesa_url=a["mpesa"])
+    return Endpoints(
+        bridge_url=a["http"], deriv_control_url=a["deriv_control"], mpesa_url=a["mpesa"], sms_url=a["sms"]
+    )
 
 
 async def assert_consistent(cluster: Cluster) -> None:
