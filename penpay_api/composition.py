@@ -196,7 +196,9 @@ def build_api(
             clock=core.clock,
             rate_limits=guard,
         )
-        built = bootstrap.payments(core, policy=policy)
+        built = bootstrap.payments(
+            core, policy=policy, rest_token=rest_binding.token if rest_binding is not None else None
+        )
         closers.append(built.close)
         payments = built.application
     if consistency_check is DEFAULT:
