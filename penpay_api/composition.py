@@ -201,6 +201,9 @@ def build_api(
         )
         closers.append(built.close)
         payments = built.application
+    elif rest_binding is not None and hasattr(payments, "use_rest_tokens"):
+        # built before this API (penpay up): its REST users' tokens come from the binding built here
+        payments.use_rest_tokens(rest_binding.token)
     if consistency_check is DEFAULT:
         from persistence.consistency import check_consistency
 

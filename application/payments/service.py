@@ -255,6 +255,11 @@ class PaymentsApplication:
         await self._saga.record_deriv_withdrawal(tx.id, receipt.deriv_transaction_id)
         return await self._get(tx.id)
 
+    def use_rest_tokens(self, rest_token: Callable[[UserId], Awaitable[str]]) -> None:
+        """Take REST users' tokens from here (wired after construction where the identity service
+        holding the binding is built later, as in `penpay up`)."""
+        self._rest_token = rest_token
+
     async def _client_token(self, user_id: UserId) -> str:
         """The user's Deriv token for their side of a withdrawal (v3 API token or REST OAuth token)."""
         async with self._uow() as uow:
