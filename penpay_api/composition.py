@@ -158,6 +158,9 @@ def build_api(
     rest_binding = None
     if deriv_oauth is None and s.deriv_rest_app_id and s.deriv_rest_redirect_uri:
         from deriv_gateway.oauth_binding import DerivOAuthAdapter
+        from penpay.production import Part, refuse_development_values
+
+        refuse_development_values(s, Part.DERIV_OAUTH)
 
         adapter = DerivOAuthAdapter(
             auth_base=s.deriv_rest_oauth_url,
