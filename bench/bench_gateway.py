@@ -1,5 +1,6 @@
 """Benchmark: Transfer RPCs/s through gRPC -> gateway -> WebSocket -> Deriv simulator, with N in flight,
-beside a raw grpcio unary echo and a raw websockets round trip measured in the same run.
+beside a raw grpcio unary echo and a raw websockets round trip measured in the same run, and the
+same Transfer through the gateway's REST transport (gRPC -> gateway -> HTTP -> Deriv REST simulator).
 
     .venv/bin/python -m bench.bench_gateway [--inflight 64] [--seconds 5] [--database-url URL]
     .venv/bin/python -m bench --groups gateway          # the same, as a group of the whole benchmark
@@ -53,7 +54,7 @@ async def run_gateway_group(
             from persistence import migrate
 
             await asyncio.to_thread(migrate.upgrade, journal)
-        sim, sim_info = spawn("deriv-sim", compression=compression)
+        sim, sim_info = spawn("deriv-sim", compression=compression, rest=True)
         procs.append(sim)
         async with (
             aiohttp.ClientSession() as http,
@@ -64,7 +65,11 @@ async def run_gateway_group(
         ):
             r.raise_for_status()
         gateway, gw_info = spawn(
-            "gateway", ws_url=sim_info["ws"], database_url=journal, compression=compression
+            "gateway",
+            ws_url=sim_info["ws"],
+            database_url=journal,
+            compression=compression,
+            rest_url=sim_info["rest"],
         )
         procs.append(gateway)
         echo, echo_info = spawn("grpc-echo")
@@ -107,16 +112,24 @@ async def run_gateway_group(
 
         amount = money_pb2.Money(amount_cents=1000, currency="USD")
 
-        async def transfers(addr: str, pids: dict[str, int]) -> Sample:
+        async def transfers(addr: str, pids: dict[str, int], *, rest: bool = False) -> Sample:
             async with grpc.aio.insecure_channel(addr) as channel:
                 stub = pb_grpc.DerivGatewayServiceStub(channel)
 
-                async def transfer_once() -> None:
-                    await stub.Transfer(
-                        pb.TransferRequest(
-                            transfer_id=str(uuid.uuid4()), client_loginid="CR90000001", amount=amount
+                def request() -> pb.TransferRequest:
+                    if rest:  # the same client on Deriv's new API, by nickname
+                        return pb.TransferRequest(
+                            transfer_id=str(uuid.uuid4()),
+                            client_nickname="alice_w",
+                            amount=amount,
+                            api=pb.DERIV_API_REST,
                         )
+                    return pb.TransferRequest(
+                        transfer_id=str(uuid.uuid4()), client_loginid="CR90000001", amount=amount
                     )
+
+                async def transfer_once() -> None:
+                    await stub.Transfer(request())
 
                 return await timed(n, transfer_once, seconds=seconds, warmup=warmup, pids=pids)
 
@@ -149,6 +162,19 @@ async def run_gateway_group(
             goal=GATEWAY_GOAL,
             note=f"journal {journal.split(':', 1)[0]}, compression {'on' if compression else 'off'}; "
             f"{sample.rate / floor.rate:.2f} of the bare forwarder",
+        )
+        rest_sample = await transfers(
+            gw_info["addr"], {"client": me, "gateway": gateway.pid, "simulator": sim.pid}, rest=True
+        )
+        results.rate(
+            GROUP,
+            f"gateway Transfer over REST (gRPC->HTTP->sim), {n} in flight",
+            rest_sample,
+            unit="rpc/s",
+            baseline=echo_name,
+            note=f"the same gateway and journal, api=DERIV_API_REST by nickname (token limiter off); "
+            f"{rest_sample.rate / sample.rate:.2f} of the v3 gateway, "
+            f"{rest_sample.rate / floor.rate:.2f} of the bare forwarder",
         )
         async with aiohttp.ClientSession() as http, http.get(f"{sim_info['control']}/books/summary") as r:
             summary = await r.json()

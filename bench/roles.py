@@ -28,8 +28,11 @@ def _ready(info: dict[str, Any]) -> None:
     print(json.dumps(info), flush=True)
 
 
-async def deriv_sim(compression: bool = False, enforce_limits: bool = False, seed: int = 3) -> None:
+async def deriv_sim(
+    compression: bool = False, enforce_limits: bool = False, seed: int = 3, rest: bool = False
+) -> None:
     from deriv_gateway.simulator import DerivSimulator, RateLimitConfig, SimulatorConfig
+    from deriv_gateway.simulator.rest import DerivRestSimulator, RestConfig, RestServerConfig
 
     limits = (
         RateLimitConfig()
@@ -44,11 +47,20 @@ async def deriv_sim(compression: bool = False, enforce_limits: bool = False, see
     )
     config = SimulatorConfig(port=0, control_port=0, seed=seed, compression=compression, rate_limits=limits)
     async with DerivSimulator(config) as sim:
-        _ready({"ws": sim.url(app_id=None), "control": sim.control_url})
+        info = {"ws": sim.url(app_id=None), "control": sim.control_url}
+        if rest:
+            # the REST API on the same books; its 60-a-minute token limit off, as the v3 limits
+            api = RestConfig(rate_limit_enabled=enforce_limits)
+            rest_sim = DerivRestSimulator(sim, RestServerConfig(port=0, api=api))
+            await rest_sim.start()
+            info["rest"] = rest_sim.base_url
+        _ready(info)
         await asyncio.Event().wait()
 
 
-async def gateway(ws_url: str, database_url: str, compression: bool = False) -> None:
+async def gateway(
+    ws_url: str, database_url: str, compression: bool = False, rest_url: str = ""
+) -> None:
     from deriv_gateway import logs
     from deriv_gateway.config import GatewayConfig
     from deriv_gateway.server import GatewayServer
@@ -62,6 +74,10 @@ async def gateway(ws_url: str, database_url: str, compression: bool = False) -> 
         grpc_addr="127.0.0.1:0",
         database_url=database_url,
         compression=compression,
+        rest_base_url=rest_url,
+        rest_app_id="app-sim-1",
+        rest_agent_token="sim-rest-agent-pat",
+        rest_per_minute=10**9,  # the simulator's limit is off too: this measures the transport
     )
     server = GatewayServer(config)
     await server.start()

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 
 import grpc
 
-from application.identity.errors import DerivBindingRefused
-from application.identity.ports import DerivAuthorization
+from application.identity.errors import DerivBindingRefused, DerivRebindRequired
+from application.identity.ports import DerivAuthorization, DerivRestAccount
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
 
@@ -24,6 +24,12 @@ _REFUSALS = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.NOT_FOUND,
     }
+)
+
+# A REST token Deriv refuses (401: revoked or expired; 403: a scope taken back; INVALID_ARGUMENT:
+# not a token at all) is dead for good: the user must go through Deriv's consent again.
+_TOKEN_DEAD = frozenset(
+    {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT}
 )
 
 # get_settings fields that KycSnapshot.from_get_settings reads, as the gateway returns them.
@@ -64,6 +70,20 @@ class GatewayDerivAccounts:
             fullname=reply.fullname,
             email=reply.email,
         )
+
+    async def authorize_rest(self, token: str) -> DerivRestAccount:
+        """The new-API account an OAuth access token opens (nickname, main wallet currency)."""
+        try:
+            reply = await self._stub.Authorize(
+                pb.AuthorizeRequest(client_token=token, api=pb.DERIV_API_REST), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in _TOKEN_DEAD:
+                raise DerivRebindRequired(
+                    "Deriv no longer accepts your sign-in: bind your Deriv account again"
+                ) from None
+            raise _refusal_or_error(error) from None
+        return DerivRestAccount(nickname=reply.nickname, currency=reply.currency)
 
     async def get_settings(self, token: str) -> Mapping[str, object]:
         try:

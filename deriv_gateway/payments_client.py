@@ -115,17 +115,29 @@ class GatewayDerivPayments:
         self._timeout = timeout
 
     async def transfer(self, *, transfer_id: str, loginid: DerivLoginId, amount: Money) -> DerivReceipt:
-        request = pb.TransferRequest(
-            transfer_id=transfer_id, client_loginid=loginid.value, amount=_money(amount)
-        )
+        if loginid.is_rest:  # a new-API account: the REST transport, addressed by nickname
+            request = pb.TransferRequest(
+                transfer_id=transfer_id,
+                client_nickname=loginid.nickname,
+                amount=_money(amount),
+                api=pb.DERIV_API_REST,
+            )
+        else:
+            request = pb.TransferRequest(
+                transfer_id=transfer_id, client_loginid=loginid.value, amount=_money(amount)
+            )
         try:
             reply = await self._stub.Transfer(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             raise classify(error) from None
         return DerivReceipt(reply.transfer_id, reply.deriv_transaction_id)
 
-    async def request_withdrawal_code(self, *, client_token: str, amount: Money) -> None:
+    async def request_withdrawal_code(
+        self, *, client_token: str, amount: Money, account: DerivLoginId | None = None
+    ) -> None:
         request = pb.RequestWithdrawalCodeRequest(client_token=client_token, amount=_money(amount))
+        if account is not None and account.is_rest:
+            request.api = pb.DERIV_API_REST
         try:
             await self._stub.RequestWithdrawalCode(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
@@ -139,6 +151,7 @@ class GatewayDerivPayments:
         verification_code: str,
         amount: Money,
         resolve_only: bool = False,
+        account: DerivLoginId | None = None,
     ) -> DerivReceipt:
         request = pb.WithdrawRequest(
             withdrawal_id=withdrawal_id,
@@ -146,6 +159,10 @@ class GatewayDerivPayments:
             verification_code=verification_code,
             amount=_money(amount),
         )
+        if account is not None and account.is_rest:
+            # the REST transport; an empty client_token with resolve_only looks on the agent's token
+            request.api = pb.DERIV_API_REST
+            request.client_nickname = account.nickname
         if resolve_only:
             request.resolve_only = True
         try:

@@ -322,7 +322,11 @@ class RestTransport:
         resolve_only: bool = False,
     ) -> MoneyResult:
         check_operation_id("withdrawal_id", withdrawal_id)
-        _check("client_token", client_token, BEARER, "must be a bearer token")
+        # resolve_only without the client's token: the agent may read the withdrawal's status too
+        # (anchors §4.8), so a saga resolves it even when the user's token has died meanwhile.
+        on_agent = resolve_only and not client_token
+        if not on_agent:
+            _check("client_token", client_token, BEARER, "must be a bearer token")
         _check("client_nickname", nickname, NICKNAME, "must match ^[A-Za-z0-9_.-]{1,31}$")
         if not resolve_only:
             _check("verification_code", code, REST_CODE, "must be the 6-digit code")
@@ -330,6 +334,9 @@ class RestTransport:
         self.gateway._token()
 
         async def lookup() -> RestResult | None:
+            if on_agent:
+                async with agent_token_in_use():
+                    return await self.client.lookup_withdrawal(self._agent_token, withdrawal_id)
             return await self.client.lookup_withdrawal(client_token, withdrawal_id)
 
         async def send() -> RestResult:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from application.payments.saga import PaymentSaga
     from application.payments.service import MoneyMovementPolicy, PaymentsApplication
+    from domain.shared.ids import UserId
     from domain.wallet.deriv_rules import DerivTransferLimits
     from mpesa_adapter.config import DarajaConfig
     from mpesa_adapter.shared_token import RedisTokenCache
@@ -191,7 +192,12 @@ class Payments:
             await close()
 
 
-def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Payments:
+def payments(
+    core: Core,
+    *,
+    policy: MoneyMovementPolicy | None = None,
+    rest_token: Callable[[UserId], Awaitable[str]] | None = None,
+) -> Payments:
     from datetime import timedelta
 
     from application.payments.decisions import SagaPolicy
@@ -243,6 +249,7 @@ def payments(core: Core, *, policy: MoneyMovementPolicy | None = None) -> Paymen
         transfer_limits=deriv_transfer_limits(s),
         policy=policy,
         checkpoint=checkpoint,
+        rest_token=rest_token,
     )
     closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
     if tokens is not None:

@@ -199,8 +199,8 @@ class Cluster:
         self.ports = {
             name: free_port()
             for name in (
-                "deriv_ws", "deriv_control", "mpesa", "callbacks", "gateway", "gateway_standby",
-                "grpc", "http", "metrics", "sms",
+                "deriv_ws", "deriv_control", "deriv_rest", "mpesa", "callbacks", "gateway",
+                "gateway_standby", "grpc", "http", "metrics", "sms",
             )
         }  # fmt: skip
         self.callback_secret = secrets.token_urlsafe(24)
@@ -219,6 +219,7 @@ class Cluster:
             "gateway": self.gateway_addr,
             "deriv_ws": f"ws://127.0.0.1:{p['deriv_ws']}/websockets/v3",
             "deriv_control": f"http://127.0.0.1:{p['deriv_control']}",
+            "deriv_rest": f"http://127.0.0.1:{p['deriv_rest']}",
             "mpesa": f"http://127.0.0.1:{p['mpesa']}",
             "callbacks": f"http://127.0.0.1:{p['callbacks']}",
             "sms": f"http://127.0.0.1:{p['sms']}",
@@ -240,6 +241,7 @@ class Cluster:
             SANDBOX_PASSKEY,
             SANDBOX_SHORTCODE,
         )
+        from penpay.embedded import DERIV_REST_SIM_AGENT_TOKEN, DERIV_REST_SIM_APP_ID, OAUTH_CALLBACK_PATH
         from sms_adapter.simulator import DEFAULT_API_KEY, DEFAULT_USERNAME
 
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("PENPAY_")}
@@ -259,6 +261,13 @@ class Cluster:
             "PENPAY_GATEWAY_UNKNOWN_SETTLE": "5",
             "PENPAY_DERIV_WS_URL": self.addresses["deriv_ws"],
             "PENPAY_DERIV_AGENT_TOKEN": DEFAULT_AGENT_TOKEN,
+            # Deriv's REST API on the v3 simulator's books (new-API users): the gateway's REST
+            # transport, and OAuth binding offered by the API (Deriv's redirect to the bridge).
+            "PENPAY_DERIV_REST_BASE_URL": self.addresses["deriv_rest"],
+            "PENPAY_DERIV_REST_APP_ID": DERIV_REST_SIM_APP_ID,
+            "PENPAY_DERIV_REST_AGENT_TOKEN": DERIV_REST_SIM_AGENT_TOKEN,
+            "PENPAY_DERIV_REST_OAUTH_URL": self.addresses["deriv_rest"],
+            "PENPAY_DERIV_REST_REDIRECT_URI": f"{self.addresses['http']}{OAUTH_CALLBACK_PATH}",
             "PENPAY_MPESA_BASE_URL": self.addresses["mpesa"],
             "PENPAY_MPESA_CONSUMER_KEY": "penpay-cluster",
             "PENPAY_MPESA_CONSUMER_SECRET": "penpay-cluster-secret",
@@ -296,6 +305,7 @@ class Cluster:
         add(
             "deriv-sim",
             ["sim", "deriv", "--port", str(p["deriv_ws"]), "--control-port", str(p["deriv_control"]),
+             "--rest-port", str(p["deriv_rest"]),
              "--seed", str(c.seed), "--log-level", c.log_level, *c.deriv_sim_args],
             lambda: tcp_open(p["deriv_control"]),
         )  # fmt: skip

@@ -27,6 +27,24 @@ log = structlog.get_logger("penpay.up")
 
 DEFAULT_SMS_SIMULATOR_URL = "http://127.0.0.1:8769"
 SMS_SIMULATOR = "SMS simulator (Africa's Talking)"
+# Deriv's REST API simulator (new-API accounts), beside the v3 one on its books: `penpay sim deriv
+# --rest-port 8770` in the separate-process layout.
+DEFAULT_DERIV_REST_SIMULATOR_URL = "http://127.0.0.1:8770"
+DERIV_REST_SIMULATOR = "Deriv REST simulator"
+DERIV_REST_SIM_APP_ID = "app-sim-1"
+DERIV_REST_SIM_AGENT_TOKEN = "sim-rest-agent-pat"  # the v3 agent's account (CR90000000) on the new API
+OAUTH_CALLBACK_PATH = "/v1/deriv_account/oauth/callback"
+
+
+def deriv_rest_simulator_url(settings: Settings) -> str | None:
+    """Where the embedded REST simulator listens: the loopback URL PENPAY_DERIV_REST_BASE_URL names,
+    the default when it is unset; None when it names a real API (no simulator then)."""
+    if not settings.deriv_rest_base_url:
+        return DEFAULT_DERIV_REST_SIMULATOR_URL
+    url = urlsplit(settings.deriv_rest_base_url)
+    if url.scheme == "http" and url.hostname == "127.0.0.1" and url.port:
+        return settings.deriv_rest_base_url
+    return None
 
 
 def _port(addr: str) -> tuple[str, int]:
@@ -76,6 +94,16 @@ def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
     updates["sms_at_username"] = DEFAULT_USERNAME
     updates["sms_at_api_key"] = SecretStr(DEFAULT_API_KEY)
     updates["sms_at_base_url"] = sms_simulator_url(settings)
+    rest_sim = deriv_rest_simulator_url(settings)
+    if rest_sim is not None:
+        # New-API users bind by OAuth on the simulator; Deriv's redirect comes back to the bridge.
+        updates["deriv_rest_base_url"] = rest_sim
+        updates["deriv_rest_oauth_url"] = rest_sim
+        updates["deriv_rest_app_id"] = settings.deriv_rest_app_id or DERIV_REST_SIM_APP_ID
+        if not settings.deriv_rest_agent_token.get_secret_value():
+            updates["deriv_rest_agent_token"] = SecretStr(DERIV_REST_SIM_AGENT_TOKEN)
+        if not settings.deriv_rest_redirect_uri:
+            updates["deriv_rest_redirect_uri"] = f"http://{settings.http_addr}{OAUTH_CALLBACK_PATH}"
     if settings.app_env == "production":
         from penpay.settings import SettingsError
 
@@ -126,6 +154,16 @@ class EmbeddedStack:
         await self._stack.enter_async_context(deriv_sim)
         self.addresses["Deriv simulator"] = deriv_sim.url(app_id=None)
         self.addresses["Deriv simulator control"] = deriv_sim.control_url
+        rest_url = urlsplit(deriv_rest_simulator_url(s) or "")
+        if rest_url.port:
+            from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
+
+            rest_sim = DerivRestSimulator(
+                deriv_sim, RestServerConfig(host=rest_url.hostname or "127.0.0.1", port=rest_url.port)
+            )
+            await rest_sim.start()
+            self._stack.push_async_callback(rest_sim.stop)
+            self.addresses[DERIV_REST_SIMULATOR] = rest_sim.base_url
         mpesa_url = urlsplit(s.mpesa_base_url)
         mpesa_sim = DarajaSimulator(
             MpesaSimConfig(
@@ -196,6 +234,10 @@ class EmbeddedStack:
                 unknown_settle=s.gateway_unknown_settle,
                 transfer_min_cents=usd_cents(s.deriv_transfer_min_usd),
                 transfer_max_cents=usd_cents(s.deriv_transfer_max_usd),
+                rest_base_url=s.deriv_rest_base_url,
+                rest_app_id=s.deriv_rest_app_id,
+                rest_agent_token=s.deriv_rest_agent_token.get_secret_value(),
+                rest_per_minute=s.deriv_rest_per_minute,
             )
         )
         await gateway.start()

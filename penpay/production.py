@@ -27,7 +27,8 @@ class Part(StrEnum):
     DATABASE = "database"
     MPESA = "mpesa"  # the Daraja client: collection and disbursement
     CALLBACKS = "callbacks"  # the M-Pesa callback endpoints
-    DERIV = "deriv"  # the Deriv gateway's agent connection
+    DERIV = "deriv"  # the Deriv gateway's agent connection (v3, and REST when configured)
+    DERIV_OAUTH = "deriv_oauth"  # users binding new-API accounts by OAuth (penpay api), when offered
     NOTIFY = "notify"  # codes and payment notices: SMS (Africa's Talking) and email (SMTP)
     # The JWT and PII keys are refused where they are built (security/, MissingSecret).
 
@@ -123,6 +124,33 @@ def _deriv(s: Settings) -> Iterator[str]:
         )
 
 
+def _deriv_rest(s: Settings) -> Iterator[str]:
+    if not s.deriv_rest_base_url:
+        return  # no REST transport: nothing of it is used
+    # the agent's token goes there on every request
+    yield from _scheme("PENPAY_DERIV_REST_BASE_URL", s.deriv_rest_base_url, ("https",))
+    yield from _secret("PENPAY_DERIV_REST_APP_ID", s.deriv_rest_app_id, "the app id registered with Deriv")
+    yield from _secret(
+        "PENPAY_DERIV_REST_AGENT_TOKEN",
+        s.deriv_rest_agent_token.get_secret_value(),
+        "the payment agent's PAT or OAuth token",
+    )
+
+
+def _deriv_both(s: Settings) -> Iterator[str]:
+    yield from _deriv(s)
+    yield from _deriv_rest(s)
+
+
+def _deriv_oauth(s: Settings) -> Iterator[str]:
+    if not s.deriv_rest_redirect_uri:
+        return  # no REST binding offered
+    # codes come back to the redirect URL and are exchanged at the OAuth server: never in clear
+    yield from _scheme("PENPAY_DERIV_REST_REDIRECT_URI", s.deriv_rest_redirect_uri, ("https",))
+    yield from _scheme("PENPAY_DERIV_REST_OAUTH_URL", s.deriv_rest_oauth_url, ("https",))
+    yield from _secret("PENPAY_DERIV_REST_APP_ID", s.deriv_rest_app_id, "the OAuth app's id (client_id)")
+
+
 def _notify(s: Settings) -> Iterator[str]:
     # Every payment needs a verified phone: without an SMS provider nobody could pay.
     yield from _secret("PENPAY_SMTP_HOST", s.smtp_host, "the SMTP server that sends codes and notices")
@@ -134,6 +162,7 @@ _CHECKS: dict[Part, Callable[[Settings], Iterator[str]]] = {
     Part.DATABASE: _database,
     Part.MPESA: _mpesa,
     Part.CALLBACKS: _callbacks,
-    Part.DERIV: _deriv,
+    Part.DERIV: _deriv_both,
+    Part.DERIV_OAUTH: _deriv_oauth,
     Part.NOTIFY: _notify,
 }

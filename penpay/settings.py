@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     deriv_rest_app_id: str = ""
     deriv_rest_agent_token: SecretStr = SecretStr("")
     deriv_rest_per_minute: int = Field(default=60, ge=1)
+    # Users bind new-API accounts by OAuth2 (client_id = deriv_rest_app_id): Deriv's OAuth server and
+    # the bridge's redirect route as registered with the app (empty: no REST binding offered).
+    deriv_rest_oauth_url: str = "https://auth.deriv.com"
+    deriv_rest_redirect_uri: str = ""
     # The payment agent's per-transfer limits in USD (Deriv's default for a fiat agent: 10 to 2,000).
     # A payment outside them is refused when it starts, before the customer pays or asks for a code.
     deriv_transfer_min_usd: Decimal = Field(default=Decimal("10"), gt=0, decimal_places=2)

@@ -29,6 +29,7 @@ import grpc
 from application.identity.compliance import CompliancePolicy
 from application.identity.ports import (
     DerivAccountGateway,
+    DerivOAuth,
     IdentityUnitOfWork,
     Notifier,
     PasswordHasher,
@@ -96,6 +97,7 @@ def build_api(
     hasher: PasswordHasher | None = None,
     notifier: Notifier | None = None,
     deriv: DerivAccountGateway | None = None,
+    deriv_oauth: DerivOAuth | None = None,
     rate_limiter: RateLimiter | None = None,
     payments: PaymentsApplication | object | None = DEFAULT,
     consistency_check: Callable[..., Awaitable[Any]] | object | None = DEFAULT,
@@ -153,6 +155,27 @@ def build_api(
     if is_production(core) and dev_sink is not None:
         raise RuntimeError("the development notifier keeps codes in memory: not in production")
     guard = RateLimitGuard(rate_limiter)
+    rest_binding = None
+    if deriv_oauth is None and s.deriv_rest_app_id and s.deriv_rest_redirect_uri:
+        from deriv_gateway.oauth_binding import DerivOAuthAdapter
+        from penpay.production import Part, refuse_development_values
+
+        refuse_development_values(s, Part.DERIV_OAUTH)
+
+        adapter = DerivOAuthAdapter(
+            auth_base=s.deriv_rest_oauth_url,
+            client_id=s.deriv_rest_app_id,
+            redirect_uri=s.deriv_rest_redirect_uri,
+            clock=lambda: core.clock.now().timestamp(),
+        )
+        closers.append(adapter.close)
+        deriv_oauth = adapter
+    if deriv_oauth is not None:
+        from application.identity.deriv_rest import DerivRestBinding
+
+        rest_binding = DerivRestBinding(
+            unit_of_work=unit_of_work, oauth=deriv_oauth, deriv=deriv, box=core.pii, clock=core.clock
+        )
     identity = IdentityService(
         unit_of_work=unit_of_work,
         hasher=hasher,
@@ -163,6 +186,7 @@ def build_api(
         deriv=deriv,
         rate_limits=guard,
         clock=core.clock,
+        rest=rest_binding,
     )
 
     if payments is DEFAULT:
@@ -175,9 +199,14 @@ def build_api(
             clock=core.clock,
             rate_limits=guard,
         )
-        built = bootstrap.payments(core, policy=policy)
+        built = bootstrap.payments(
+            core, policy=policy, rest_token=rest_binding.token if rest_binding is not None else None
+        )
         closers.append(built.close)
         payments = built.application
+    elif rest_binding is not None and hasattr(payments, "use_rest_tokens"):
+        # built before this API (penpay up): its REST users' tokens come from the binding built here
+        payments.use_rest_tokens(rest_binding.token)
     if consistency_check is DEFAULT:
         from persistence.consistency import check_consistency
 

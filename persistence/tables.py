@@ -142,6 +142,10 @@ deriv_accounts = Table(
     Column("token_enc", LargeBinary, nullable=True),
     Column("token_key_id", String(32), nullable=True),
     Column("scopes", String(255), nullable=False),
+    # REST (new-API) bindings: the OAuth refresh token (encrypted, same key id) and the access
+    # token's expiry. A REST account's deriv_login_id is "@nickname".
+    Column("refresh_token_enc", LargeBinary, nullable=True),
+    Column("token_expires_at", UtcDateTime(), nullable=True),
     *_timestamps(),
     # PEC 3.1.2: one user <-> one USD Deriv account.
     UniqueConstraint("user_id", "currency"),

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.identity.errors import AlreadyRegistered, DerivAccountNotBound
+from application.identity.ports import DerivCredentials
 from application.unit_of_work import EventSource
 from domain.shared.clock import utc_now
 from domain.shared.errors import ConcurrentModification
@@ -160,10 +161,29 @@ _UPDATE_DERIV_TOKEN = (
         token_enc=bindparam("token_enc"),
         token_key_id=bindparam("token_key_id"),
         scopes=bindparam("scopes"),
+        refresh_token_enc=bindparam("refresh_token_enc"),
+        token_expires_at=bindparam("token_expires_at"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+# A move to the new API re-addresses the one USD account row; the v3 token goes with the old address.
+_MOVE_DERIV = (
+    update(deriv_accounts)
+    .where(_DERIV_WHERE)
+    .values(
+        deriv_login_id=bindparam("deriv_login_id"),
+        token_enc=None,
+        token_key_id=None,
+        refresh_token_enc=None,
+        token_expires_at=None,
+        scopes="",
         updated_at=bindparam("updated_at"),
     )
 )
 _SELECT_DERIV_TOKEN = select(_da.c.token_enc).where(_DERIV_WHERE)
+_SELECT_DERIV_CREDENTIALS = select(
+    _da.c.token_enc, _da.c.refresh_token_enc, _da.c.token_expires_at, _da.c.scopes
+).where(_DERIV_WHERE)
 _SELECT_PII_KEYS = (
     select(
         _uc.c.pii_key_id.label("compliance"),
@@ -381,6 +401,8 @@ class SqlUserRepository:
             )
         if user.deriv_loginid is not None and loaded.deriv_loginid is None:
             await self._insert_deriv(user)
+        elif user.deriv_loginid is not None and user.deriv_loginid != loaded.deriv_loginid:
+            await self._move_deriv(user)
         if user.kyc is not None and user.kyc is not loaded.kyc:
             await self._write_kyc(user.id, user.kyc, user.updated_at)
         self._remember(user)
@@ -401,6 +423,23 @@ class SqlUserRepository:
                         "token_key_id": None,
                         "scopes": "",
                         "created_at": user.updated_at,
+                        "updated_at": user.updated_at,
+                    },
+                )
+        except IntegrityError as exc:
+            raise DerivAccountAlreadyBound(
+                f"Deriv account {user.deriv_loginid} is already bound to a PenPay user"
+            ) from exc
+
+    async def _move_deriv(self, user: User) -> None:
+        assert user.deriv_loginid is not None
+        try:
+            async with self._connection.begin_nested():
+                await self._connection.execute(
+                    _MOVE_DERIV,
+                    {
+                        "b_user_id": user.id.value,
+                        "deriv_login_id": user.deriv_loginid.value,
                         "updated_at": user.updated_at,
                     },
                 )
@@ -469,7 +508,15 @@ class SqlUserRepository:
 
     # --- Deriv credentials --------------------------------------------------------------------
 
-    async def store_deriv_credentials(self, user_id: UserId, *, token: str, scopes: tuple[str, ...]) -> None:
+    async def store_deriv_credentials(
+        self,
+        user_id: UserId,
+        *,
+        token: str,
+        scopes: tuple[str, ...],
+        refresh_token: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> None:
         result = await self._connection.execute(
             _UPDATE_DERIV_TOKEN,
             {
@@ -477,6 +524,10 @@ class SqlUserRepository:
                 "token_enc": self._cipher.encrypt(token, aad=aad("deriv_accounts.token_enc", user_id)),
                 "token_key_id": self._cipher.current_key_id,
                 "scopes": " ".join(sorted(scopes))[:255],
+                "refresh_token_enc": self._cipher.encrypt_optional(
+                    refresh_token, aad=aad("deriv_accounts.refresh_token_enc", user_id)
+                ),
+                "token_expires_at": expires_at,
                 "updated_at": utc_now(),
             },
         )
@@ -491,6 +542,21 @@ class SqlUserRepository:
             return None
         return self._cipher.decrypt(blob, aad=aad("deriv_accounts.token_enc", user_id))
 
+    async def load_deriv_credentials(self, user_id: UserId) -> DerivCredentials | None:
+        row = (
+            await self._connection.execute(_SELECT_DERIV_CREDENTIALS, {"b_user_id": user_id.value})
+        ).first()
+        if row is None or row.token_enc is None:
+            return None
+        return DerivCredentials(
+            token=self._cipher.decrypt(row.token_enc, aad=aad("deriv_accounts.token_enc", user_id)),
+            scopes=tuple(row.scopes.split()),
+            refresh_token=self._cipher.decrypt_optional(
+                row.refresh_token_enc, aad=aad("deriv_accounts.refresh_token_enc", user_id)
+            ),
+            expires_at=row.token_expires_at,
+        )
+
     # --- key rotation -------------------------------------------------------------------------
 
     async def reencrypt(self, user_id: UserId) -> bool:
@@ -500,10 +566,10 @@ class SqlUserRepository:
             return False
         current = self._cipher.current_key_id
         keys = (await self._connection.execute(_SELECT_PII_KEYS, {"b_user_id": user_id.value})).first()
-        token = await self.load_deriv_token(user_id)
+        credentials = await self.load_deriv_credentials(user_id)
         token_row = (
             await self._connection.execute(
-                select(_da.c.token_key_id, _da.c.scopes).where(_DERIV_WHERE), {"b_user_id": user_id.value}
+                select(_da.c.token_key_id).where(_DERIV_WHERE), {"b_user_id": user_id.value}
             )
         ).first()
         changed = False
@@ -514,8 +580,14 @@ class SqlUserRepository:
         ):
             await self._write_kyc(user_id, user.kyc, user.updated_at)
             changed = True
-        if token is not None and token_row is not None and token_row.token_key_id != current:
-            await self.store_deriv_credentials(user_id, token=token, scopes=tuple(token_row.scopes.split()))
+        if credentials is not None and token_row is not None and token_row.token_key_id != current:
+            await self.store_deriv_credentials(
+                user_id,
+                token=credentials.token,
+                scopes=credentials.scopes,
+                refresh_token=credentials.refresh_token,
+                expires_at=credentials.expires_at,
+            )
             changed = True
         return changed
 

@@ -68,6 +68,23 @@ def test_a_complete_production_configuration_starts() -> None:
         ({"mpesa_security_credential": ""}, "PENPAY_MPESA_INITIATOR_PASSWORD"),
         ({"mpesa_security_credential": "", "mpesa_initiator_password": "pw"}, "PENPAY_MPESA_CERT_FILE"),
         ({"database_url": "sqlite+aiosqlite:///./penpay.db"}, "PENPAY_DATABASE_URL"),
+        (
+            {"deriv_rest_base_url": "http://api.derivws.com", "deriv_rest_app_id": "app1"},
+            "PENPAY_DERIV_REST_BASE_URL: expected a https://",
+        ),
+        (
+            {"deriv_rest_base_url": "https://api.derivws.com", "deriv_rest_app_id": "app1"},
+            "PENPAY_DERIV_REST_AGENT_TOKEN",
+        ),
+        (
+            {"deriv_rest_redirect_uri": "http://penpay.example/v1/deriv_account/oauth/callback"},
+            "PENPAY_DERIV_REST_REDIRECT_URI: expected a https://",
+        ),
+        (
+            {"deriv_rest_redirect_uri": "https://penpay.example/cb", "deriv_rest_oauth_url": "http://a.b"},
+            "PENPAY_DERIV_REST_OAUTH_URL: expected a https://",
+        ),
+        ({"deriv_rest_redirect_uri": "https://penpay.example/cb"}, "PENPAY_DERIV_REST_APP_ID"),
     ],
 )
 def test_each_development_value_is_refused_naming_its_setting(change: dict[str, Any], named: str) -> None:

@@ -2,7 +2,10 @@
 
 Refuses unless: the phone is verified, a real-money USD Deriv account is bound, and a fresh
 KycSnapshot (refreshed from Deriv right before the check) is acceptable with an allowed
-residence. Then per-user limits from the `transactions` table: a daily and a weekly amount per
+residence. A new-API (REST) account: Deriv's new API shares no profile, so the snapshot is the one
+taken from the user's v3 account (at the move, or earlier), used once the REST token is checked to
+still open the bound account; with none, KYC_UNAVAILABLE.
+Then per-user limits from the `transactions` table: a daily and a weekly amount per
 currency (failed and reversed transactions do not count) and a velocity rule (at most N
 transactions started per hour). A breach refuses, or holds for review when configured so, and
 is written to the audit log in a transaction of its own (it stays even though the movement does not happen).
@@ -70,6 +73,15 @@ class CompliancePolicy:
             await self._refuse(user_id, "PHONE_NOT_VERIFIED", "verify your phone number first", amount)
         if user.deriv_loginid is None:
             await self._refuse(user_id, "DERIV_NOT_BOUND", "bind your Deriv USD account first", amount)
+        if user.deriv_loginid is not None and user.deriv_loginid.is_rest and user.kyc is None:
+            # Deriv's new API shares no profile (no get_settings): without the snapshot kept from the
+            # user's v3 account there is nothing to judge, so no money moves.
+            await self._refuse(
+                user_id,
+                "KYC_UNAVAILABLE",
+                "Deriv's new API does not share your profile with PenPay; contact PenPay support",
+                amount,
+            )
         snapshot = await self._refresh_kyc(user_id) if refresh else user.kyc
         if snapshot is None or not snapshot.is_acceptable():
             missing = ", ".join(snapshot.missing_for_payments()) if snapshot else "everything"

@@ -85,6 +85,27 @@ class DerivBindingRefused(DomainError):
     field = "deriv_token"
 
 
+class DerivRebindRequired(DomainError):
+    """The user's Deriv token stopped working (revoked, expired without a refresh token, refresh
+    refused, or Deriv moved the account to its new API): only binding again helps."""
+
+    reason = "DERIV_REBIND_REQUIRED"
+    field = "deriv_token"
+
+
+class DerivOAuthStateInvalid(DomainError):
+    """The OAuth redirect's state is not one PenPay issued, or it expired: start the binding again."""
+
+    reason = "DERIV_OAUTH_STATE_INVALID"
+    field = "state"
+
+
+class DerivUnavailable(DomainError):
+    """Deriv's sign-in service did not answer (timeout, 5xx, no connection): try again shortly."""
+
+    reason = "DERIV_UNAVAILABLE"
+
+
 class DerivAccountNotBound(DomainError):
     reason = "DERIV_ACCOUNT_NOT_BOUND"
 

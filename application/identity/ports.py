@@ -113,12 +113,61 @@ class DerivAuthorization(NamedTuple):
     email: str
 
 
+class DerivRestAccount(NamedTuple):
+    """What Deriv's new API says of a user's token: the account's nickname and main wallet currency."""
+
+    nickname: str
+    currency: str
+
+
 class DerivAccountGateway(Protocol):
     """Deriv calls made with the user's own OAuth token (the gateway's gRPC Authorize/GetSettings)."""
 
     async def authorize(self, token: str) -> DerivAuthorization: ...
 
     async def get_settings(self, token: str) -> Mapping[str, object]: ...
+
+    async def authorize_rest(self, token: str) -> DerivRestAccount:
+        """The new-API account of an OAuth access token; DerivRebindRequired when Deriv refuses it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class DerivOAuthTokens:
+    access_token: str
+    refresh_token: str | None
+    expires_at: datetime | None
+    scopes: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"DerivOAuthTokens(scopes={self.scopes!r}, expires_at={self.expires_at!r}, tokens='***')"
+
+
+class DerivOAuth(Protocol):
+    """Deriv's OAuth2 authorization code + PKCE (new API): the URL, the exchange, the refresh."""
+
+    def authorize_url(self, *, state: str, challenge: str, scopes: tuple[str, ...]) -> str: ...
+
+    async def exchange(self, *, code: str, verifier: str) -> DerivOAuthTokens:
+        """DerivRebindRequired when Deriv refuses the code (used, expired, wrong verifier)."""
+        ...
+
+    async def refresh(self, refresh_token: str) -> DerivOAuthTokens:
+        """Coalesced per refresh token; DerivRebindRequired when Deriv refuses it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class DerivCredentials:
+    """A user's Deriv token as stored (decrypted): v3 API token, or REST OAuth access token."""
+
+    token: str
+    scopes: tuple[str, ...]
+    refresh_token: str | None = None
+    expires_at: datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"DerivCredentials(scopes={self.scopes!r}, expires_at={self.expires_at!r}, tokens='***')"
 
 
 class RateLimiter(Protocol):
@@ -136,11 +185,21 @@ class TransactionStats(Protocol):
 
 
 class IdentityUserRepository(UserRepository, Protocol):
-    async def store_deriv_credentials(self, user_id: UserId, *, token: str, scopes: tuple[str, ...]) -> None:
-        """Keep the user's Deriv OAuth token (encrypted) beside the bound account."""
+    async def store_deriv_credentials(
+        self,
+        user_id: UserId,
+        *,
+        token: str,
+        scopes: tuple[str, ...],
+        refresh_token: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> None:
+        """Keep the user's Deriv token(s) (encrypted) beside the bound account."""
         ...
 
     async def load_deriv_token(self, user_id: UserId) -> str | None: ...
+
+    async def load_deriv_credentials(self, user_id: UserId) -> DerivCredentials | None: ...
 
 
 class IdentityUnitOfWork(Protocol):

@@ -16,11 +16,13 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from application.identity.deriv_rest import DerivRestBinding
 from application.identity.errors import (
     AlreadyRegistered,
     CurrentPasswordWrong,
     DerivAccountNotBound,
     DerivBindingRefused,
+    DerivRebindRequired,
     InvalidCredentials,
     InvalidRefreshToken,
     RateLimited,
@@ -92,6 +94,7 @@ class IdentityService:
         rate_limits: RateLimitGuard,
         clock: Clock,
         code_generator: Callable[[], str] = new_code,
+        rest: DerivRestBinding | None = None,
     ) -> None:
         self._uow = unit_of_work
         self._hasher = hasher
@@ -103,6 +106,7 @@ class IdentityService:
         self._limits = rate_limits
         self._clock = clock
         self._new_code = code_generator
+        self.rest = rest  # new-API (REST) binding; None: this deployment binds v3 accounts only
 
     # --- registration and sessions ----------------------------------------------------------
 
@@ -475,13 +479,32 @@ class IdentityService:
         return login_id
 
     async def refresh_kyc(self, user_id: UserId) -> KycSnapshot:
-        """A fresh KycSnapshot from Deriv's get_settings (on demand and before money moves)."""
+        """A fresh KycSnapshot from Deriv's get_settings (on demand and before money moves).
+
+        A new-API (REST) account: that API shares no profile, so the snapshot is the one kept from
+        the user's v3 account, after checking the token still opens the bound account."""
         async with self._uow() as uow:
-            stored = (await self._require_user(uow, user_id)).kyc
+            user = await self._require_user(uow, user_id)
+            stored = user.kyc
             token = await uow.users.load_deriv_token(user_id)
         if token is None:
             raise DerivAccountNotBound("bind a Deriv account first")
-        settings = await self._deriv.get_settings(token)
+        if user.deriv_loginid is not None and user.deriv_loginid.is_rest:
+            if self.rest is None:
+                raise DerivRebindRequired("this PenPay does not reach Deriv's new API yet")
+            await self.rest.check_account(user_id, user.deriv_loginid)
+            if stored is None:
+                raise DerivAccountNotBound("no KYC snapshot is kept for this account")
+            return stored
+        try:
+            settings = await self._deriv.get_settings(token)
+        except DerivBindingRefused:
+            # The token that worked at binding no longer does: revoked, or Deriv moved the user to
+            # its new API (where v3 tokens stop working). Only binding again helps.
+            raise DerivRebindRequired(
+                "Deriv no longer accepts your token (your account may have moved to Deriv's new API): "
+                "bind your Deriv account again"
+            ) from None
         now = self._clock.now()
         snapshot = KycSnapshot.from_get_settings(settings, now)
         if stored is not None and stored.same_profile(snapshot) and now - stored.taken_at < KYC_RESTAMP_AFTER:

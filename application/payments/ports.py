@@ -75,7 +75,11 @@ class DerivPayments(Protocol):
         """paymentagent_transfer, at most once per transfer_id (the gateway's journal)."""
         ...
 
-    async def request_withdrawal_code(self, *, client_token: str, amount: Money) -> None: ...
+    async def request_withdrawal_code(
+        self, *, client_token: str, amount: Money, account: DerivLoginId | None = None
+    ) -> None:
+        """`account`: the user's Deriv account; a new-API one (`is_rest`) goes over REST."""
+        ...
 
     async def withdraw(
         self,
@@ -85,6 +89,7 @@ class DerivPayments(Protocol):
         verification_code: str,
         amount: Money,
         resolve_only: bool = False,
+        account: DerivLoginId | None = None,
     ) -> DerivReceipt: ...
 
 

@@ -407,10 +407,11 @@ class PaymentSaga:
         try:
             receipt = await self._deriv.withdraw(
                 withdrawal_id=str(tx.id),
-                client_token="",
+                client_token="",  # looked up on the agent's side: the user's token is not needed
                 verification_code="",
                 amount=tx.amount,
                 resolve_only=True,
+                account=tx.deriv_loginid,  # the transport the debit went out on
             )
         except (NotExecuted, CallRefused) as absent:
             absent_reason = absent.reason

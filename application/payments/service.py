@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,8 +78,12 @@ class PaymentsApplication:
         transfer_limits: DerivTransferLimits,
         policy: MoneyMovementPolicy | None = None,
         checkpoint: Callable[[str], None] = no_checkpoint,
+        rest_token: Callable[[UserId], Awaitable[str]] | None = None,
     ) -> None:
         self._uow = unit_of_work
+        # A new-API (REST) user's usable OAuth token (refreshed when about to expire; raises
+        # DerivRebindRequired when it is dead). None: the stored token as it is.
+        self._rest_token = rest_token
         self._limits = transfer_limits
         self._rates = rates
         self._deriv = deriv
@@ -153,11 +157,9 @@ class PaymentsApplication:
             if self._policy is not None:
                 await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
         user = await self._user(user_id)
+        token = await self._client_token(user_id)
         async with self._uow() as uow:
             now = uow.clock.now()
-            token = await uow.users.load_deriv_token(user_id)
-        if not token:
-            raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
         if existing is not None:
             # The same request again while its code was never sent (Deriv was not answering, or held
             # the request back): ask again. A new code cancels an earlier one that may have gone out.
@@ -185,7 +187,9 @@ class PaymentsApplication:
         """Ask Deriv to email the code of the PENDING withdrawal `tx`; AWAITING_WITHDRAWAL_CODE after."""
         self._checkpoint("withdrawal.code.before_call")
         try:
-            await self._deriv.request_withdrawal_code(client_token=token, amount=tx.amount)
+            await self._deriv.request_withdrawal_code(
+                client_token=token, amount=tx.amount, account=tx.deriv_loginid
+            )
         except CallRefused as refused:
             reason = f"Deriv refused to send the verification code: {refused.reason}"
             await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.PENDING)
@@ -204,6 +208,8 @@ class PaymentsApplication:
         code = (verification_code or "").strip()
         if not code or len(code) > 64:
             raise InvalidValue("verification_code is required", field="verification_code")
+        # Before the lock: a REST token may need a refresh (a call to Deriv's OAuth server).
+        token = await self._client_token(user_id)
         async with self._uow() as uow:
             tx = await uow.transactions.get_for_update(transaction_id)
             if tx is None or tx.user_id != user_id or tx.type.value != "WITHDRAWAL":
@@ -214,16 +220,17 @@ class PaymentsApplication:
                 if tx.deriv_withdrawal_may_have_gone():
                     return tx  # confirmed before: the saga carries on from here
                 raise NotAwaitingCode(f"the withdrawal is {tx.status.value}, not waiting for a code")
-            token = await uow.users.load_deriv_token(user_id)
-            if not token:
-                raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
             tx.deriv_withdrawal_requested(now=uow.clock.now())
             await uow.transactions.save(tx)
             await uow.commit()
         self._checkpoint("withdrawal.debit.before_call")
         try:
             receipt = await self._deriv.withdraw(
-                withdrawal_id=str(tx.id), client_token=token, verification_code=code, amount=tx.amount
+                withdrawal_id=str(tx.id),
+                client_token=token,
+                verification_code=code,
+                amount=tx.amount,
+                account=tx.deriv_loginid,
             )
         except CallRefused as refused:
             reason = f"Deriv refused the withdrawal: {refused.reason}"
@@ -247,6 +254,22 @@ class PaymentsApplication:
         self._checkpoint("withdrawal.debit.after_call")
         await self._saga.record_deriv_withdrawal(tx.id, receipt.deriv_transaction_id)
         return await self._get(tx.id)
+
+    def use_rest_tokens(self, rest_token: Callable[[UserId], Awaitable[str]]) -> None:
+        """Take REST users' tokens from here (wired after construction where the identity service
+        holding the binding is built later, as in `penpay up`)."""
+        self._rest_token = rest_token
+
+    async def _client_token(self, user_id: UserId) -> str:
+        """The user's Deriv token for their side of a withdrawal (v3 API token or REST OAuth token)."""
+        async with self._uow() as uow:
+            user = await uow.users.get(user_id)
+            token = await uow.users.load_deriv_token(user_id)
+        if user is None or user.deriv_loginid is None or not token:
+            raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
+        if user.deriv_loginid.is_rest and self._rest_token is not None:
+            return await self._rest_token(user_id)
+        return token
 
     # --- reading ----------------------------------------------------------------------------
 

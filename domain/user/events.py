@@ -55,6 +55,14 @@ class DerivAccountBound(UserEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DerivAccountMoved(UserEvent):
+    """A v3 account's user moved to Deriv's new API: the binding changes, the history stays."""
+
+    from_login_id: str
+    deriv_login_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KycSnapshotTaken(UserEvent):
     taken_at: datetime
     is_acceptable: bool

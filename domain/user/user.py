@@ -14,6 +14,7 @@ from domain.user.email import Email
 from domain.user.errors import DerivAccountAlreadyBound, DeviceLimitReached, DeviceNotFound
 from domain.user.events import (
     DerivAccountBound,
+    DerivAccountMoved,
     DeviceAdded,
     DeviceRemoved,
     EmailVerified,
@@ -171,6 +172,36 @@ class User:
         self._record(
             DerivAccountBound(
                 user_id=self.id, version=self.version, deriv_login_id=login_id.value, occurred_at=at
+            )
+        )
+
+    def move_deriv_account_to_rest(self, rest_id: DerivLoginId, *, now: datetime | None = None) -> None:
+        """Deriv moved this user to its new API: bind their new-API account in place of the v3 one.
+
+        Only from a v3 binding (one user, one account: a REST binding is not swapped for another
+        user's nickname); the same nickname again is a no-op. Transactions keep the account they
+        were made with, so history and the ledger stay as they are."""
+        if not rest_id.is_rest:
+            raise DerivAccountAlreadyBound("a move goes to a new-API (@nickname) account")
+        if self.deriv_loginid is None:
+            self.bind_deriv_account(rest_id, now=now)
+            return
+        if self.deriv_loginid == rest_id:
+            return
+        if self.deriv_loginid.is_rest:
+            raise DerivAccountAlreadyBound(
+                f"this user is already bound to Deriv account {self.deriv_loginid}"
+            )
+        at = _at(now)
+        previous, self.deriv_loginid = self.deriv_loginid, rest_id
+        self._changed(at)
+        self._record(
+            DerivAccountMoved(
+                user_id=self.id,
+                version=self.version,
+                from_login_id=previous.value,
+                deriv_login_id=rest_id.value,
+                occurred_at=at,
             )
         )
 

@@ -28,6 +28,7 @@ KID = "chaos"
 UNUSABLE_PASSWORD_HASH = "$argon2id$v=19$m=65536,t=3,p=4$Y2hhb3NzYWx0$bm90LWEtcmVhbC1wYXNzd29yZC1oYXNo"
 SESSION_TTL = timedelta(hours=6)  # the refresh-token family: the session the access tokens name
 _CLIENT_SCOPES = ["read", "trade", "trading_information", "payments"]
+_REST_SCOPES = ("account_manage", "payment")
 
 
 class AccessTokens:
@@ -72,7 +73,39 @@ def write_signing_key(workdir: Path) -> tuple[SigningKey, dict[str, str]]:
 
 
 def deriv_token_of(plan: PlannedUser, seed: int) -> str:
+    if plan.rest:  # a new-API token (a PAT here: it does not expire, so no refresh in the soak)
+        return f"chaos-{seed}-rest-{plan.loginid.lower()}"
     return f"chaos-{seed}-{plan.loginid.lower()}"
+
+
+def rest_nickname_of(plan: PlannedUser) -> str:
+    return f"chaos_{plan.loginid.lower()}"
+
+
+def rest_identities(plans: tuple[PlannedUser, ...], seed: int) -> dict[str, Any]:
+    """The REST users' accounts on the REST simulator: a nickname and a token each."""
+    rest = [p for p in plans if p.rest]
+    return {
+        "identities": [{"loginid": p.loginid, "nickname": rest_nickname_of(p)} for p in rest],
+        "tokens": [
+            {"token": deriv_token_of(p, seed), "loginid": p.loginid, "scopes": list(_REST_SCOPES)}
+            for p in rest
+        ],
+    }
+
+
+def _settings_of(plan: PlannedUser) -> dict[str, Any]:
+    """The user's profile as the simulator's get_settings gives it (KYC complete, residence ke)."""
+    return {
+        "first_name": "Chaos",
+        "last_name": f"User{plan.index}",
+        "email": f"{plan.loginid.lower()}@chaos.sim",
+        "residence": "ke",
+        "phone": f"+{plan.phone}",
+        "date_of_birth": 631_152_000,  # epoch seconds, as Deriv keeps it (1990-01-01)
+        "address_line_1": "1 Soak Road",
+        "address_city": "Nairobi",
+    }
 
 
 def deriv_accounts(plans: list[PlannedUser] | tuple[PlannedUser, ...], seed: int) -> dict[str, Any]:
@@ -80,19 +113,7 @@ def deriv_accounts(plans: list[PlannedUser] | tuple[PlannedUser, ...], seed: int
     whole, cents = divmod(USER_DERIV_BALANCE_CENTS, 100)
     return {
         "accounts": [
-            {
-                "loginid": p.loginid,
-                "currency": "USD",
-                "balance": f"{whole}.{cents:02d}",
-                "first_name": "Chaos",
-                "last_name": f"User{p.index}",
-                "email": f"{p.loginid.lower()}@chaos.sim",
-                "residence": "ke",
-                "phone": f"+{p.phone}",
-                "date_of_birth": 631_152_000,  # epoch seconds, as Deriv keeps it (1990-01-01)
-                "address_line_1": "1 Soak Road",
-                "address_city": "Nairobi",
-            }
+            {"loginid": p.loginid, "currency": "USD", "balance": f"{whole}.{cents:02d}", **_settings_of(p)}
             for p in plans
         ],
         "tokens": [
@@ -101,13 +122,31 @@ def deriv_accounts(plans: list[PlannedUser] | tuple[PlannedUser, ...], seed: int
     }
 
 
-async def load_deriv_accounts(deriv_control: str, plans: tuple[PlannedUser, ...], seed: int) -> None:
+async def load_deriv_accounts(
+    deriv_control: str, plans: tuple[PlannedUser, ...], seed: int, deriv_rest: str | None = None
+) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{deriv_control}/accounts", json=deriv_accounts(plans, seed)) as response:
             if response.status != 201:
                 raise RuntimeError(
                     f"the Deriv simulator refused the soak's accounts: {await response.text()}"
                 )
+        if deriv_rest is None or not any(p.rest for p in plans):
+            return
+        # after the v3 accounts (the REST side names accounts of the same books)
+        url = f"{deriv_rest}/__control__/identities"
+        for attempt in range(50):  # the REST port opens just after the control port the probe saw
+            try:
+                async with http.post(url, json=rest_identities(plans, seed)) as response:
+                    if response.status != 201:
+                        raise RuntimeError(
+                            f"the Deriv REST simulator refused the soak's users: {await response.text()}"
+                        )
+                    return
+            except aiohttp.ClientConnectionError:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
 
 
 async def create_users(
@@ -116,6 +155,7 @@ async def create_users(
     from domain.user.deriv_login_id import DerivLoginId
     from domain.user.device import Device
     from domain.user.email import Email
+    from domain.user.kyc_snapshot import KycSnapshot
     from domain.user.password_hash import PasswordHash
     from domain.user.phone_number import PhoneNumber
     from domain.user.user import User
@@ -137,7 +177,12 @@ async def create_users(
                 now=now,
             )
             user.verify_phone(now=now)
-            user.bind_deriv_account(DerivLoginId(plan.loginid), now=now)
+            if plan.rest:
+                # moved from v3 to the new API: bound by nickname, the v3 KYC snapshot kept
+                user.bind_deriv_account(DerivLoginId.rest(rest_nickname_of(plan)), now=now)
+                user.take_kyc_snapshot(KycSnapshot.from_get_settings(_settings_of(plan), now), now=now)
+            else:
+                user.bind_deriv_account(DerivLoginId(plan.loginid), now=now)
             user.add_device(Device.register(DEVICE_ID, "chaos soak", now=now), now=now)
             deriv_token = deriv_token_of(plan, seed)
             async with SqlUnitOfWork(engine) as uow:
@@ -145,7 +190,7 @@ async def create_users(
                 await uow.commit()
             async with SqlUnitOfWork(engine) as uow:
                 await uow.users.store_deriv_credentials(
-                    user.id, token=deriv_token, scopes=tuple(_CLIENT_SCOPES)
+                    user.id, token=deriv_token, scopes=_REST_SCOPES if plan.rest else tuple(_CLIENT_SCOPES)
                 )
                 await uow.commit()
             session = await sessions.issue(user_id=user.id, device_id=DEVICE_ID, now=now)

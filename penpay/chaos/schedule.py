@@ -92,6 +92,8 @@ class PlannedUser:
     loginid: str  # the user's own simulated Deriv account
     phone: str  # the user's own M-Pesa phone (no magic suffix: outcomes are set per request)
     client_ip: str  # the address the API sees (x-forwarded-for), for its per-IP rate limits
+    # Moved to Deriv's new API: bound to the account's nickname, paid over the REST transport.
+    rest: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,7 @@ def _users(rng: random.Random, count: int) -> tuple[PlannedUser, ...]:
             loginid=f"CR{FIRST_LOGINID + index}",
             phone=f"2547{base + index // 1_000:04d}{5_000 + index % 1_000:04d}",
             client_ip=f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}",
+            rest=index % 2 == 1,  # a mix: every other user is on Deriv's new (REST) API
         )
         for index in range(count)
     )

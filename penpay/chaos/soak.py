@@ -116,7 +116,9 @@ class ChaosSoak:
 
         began = time.monotonic()
         plans = self.schedule.users
-        await load_deriv_accounts(self.cluster.addresses["deriv_control"], plans, c.seed)
+        await load_deriv_accounts(
+            self.cluster.addresses["deriv_control"], plans, c.seed, self.cluster.addresses["deriv_rest"]
+        )
         self.users = await create_users(self.database_url, plans, c.seed)
         self.tokens = AccessTokens(key)
         self.timings["users"] = time.monotonic() - began

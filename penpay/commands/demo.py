@@ -77,6 +77,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--withdraw-usd", type=cents, default=cents("10"), metavar="USD", help="USD to withdraw (10)"
     )
     parser.add_argument(
+        "--deriv",
+        choices=("v3", "rest"),
+        default="v3",
+        help="rest: after binding, move the user to Deriv's new API by OAuth (REST transport) (v3)",
+    )
+    parser.add_argument(
+        "--deriv-rest",
+        metavar="URL",
+        help="the Deriv REST simulator (default: PENPAY_DERIV_REST_BASE_URL, as penpay up runs it)",
+    )
+    parser.add_argument(
         "--deriv-token", default=None, help="the Deriv client token to bind (default sim-client1-token)"
     )
     parser.add_argument(
@@ -97,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 def _default_endpoints(args: argparse.Namespace, settings: Any) -> Any:
     from penpay.demo import Endpoints
     from penpay.demo.own_stack import DERIV_CONTROL_OFFSET
-    from penpay.embedded import sms_simulator_url
+    from penpay.embedded import deriv_rest_simulator_url, sms_simulator_url
 
     ws = urlsplit(settings.deriv_ws_url)
     deriv_control = f"http://{ws.hostname or '127.0.0.1'}:{(ws.port or 8765) + DERIV_CONTROL_OFFSET}"
@@ -106,6 +117,7 @@ def _default_endpoints(args: argparse.Namespace, settings: Any) -> Any:
         deriv_control_url=args.deriv_control or deriv_control,
         mpesa_url=args.mpesa or settings.mpesa_base_url,
         sms_url=args.sms or sms_simulator_url(settings),
+        deriv_rest_url=args.deriv_rest or deriv_rest_simulator_url(settings),
     )
 
 
@@ -162,6 +174,7 @@ async def _journey(args: argparse.Namespace, endpoints: Any, say: Callable[[str]
         deposit_kes_cents=args.deposit_kes,
         withdraw_usd_cents=args.withdraw_usd,
         deriv_token=args.deriv_token or DEFAULT_DERIV_TOKEN,
+        deriv_api=args.deriv,
         wait_timeout=args.timeout,
     )
     say(

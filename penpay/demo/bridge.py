@@ -107,6 +107,20 @@ class BridgeClient:
             return document
 
 
+    async def follow(self, url: str) -> Any:
+        """GET an absolute URL as a browser navigates: redirects followed (Deriv's consent page
+        sends the browser back to the bridge); the JSON answer where it ends, as `request`."""
+        async with self._session.get(url, headers={"Accept": "application/json"}) as response:
+            text = await response.text()
+            try:
+                document = json.loads(text) if text else {}
+            except ValueError:
+                document = {"status": response.status, "body": text[:500]}
+            if response.status >= 300:
+                raise BridgeError(HttpProblem(response.status, document))
+            return document
+
+
 async def bridge_answers(base_url: str, seconds: float = 3.0) -> bool:
     """True when an HTTP bridge serves /healthz at `base_url`."""
     try:

@@ -31,6 +31,7 @@ from penpay.demo.bridge import BridgeClient, BridgeError, DemoFailed, open_sessi
 from penpay.demo.report import money, signed
 from penpay.demo.simulators import (
     ControlApiError,
+    DerivRestSimulatorControl,
     DerivSimulatorControl,
     MpesaSimulatorControl,
     PhoneBooks,
@@ -54,6 +55,8 @@ class Endpoints:
     # The SMS simulator (Africa's Talking) whose mailbox holds the phone codes, http://127.0.0.1:8769;
     # None: the API keeps SMS in its development sink (/v1/dev/sent_messages).
     sms_url: str | None = None
+    # The Deriv REST simulator (new-API accounts, on the v3 simulator's books), http://127.0.0.1:8770.
+    deriv_rest_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,9 @@ class JourneyOptions:
     # When the token's account is bound to another PenPay user already (an earlier run on the
     # same stack), open a fresh client on the Deriv simulator and bind that one instead.
     fresh_deriv_account_if_bound: bool = True
+    # "rest": after binding the v3 account, move to Deriv's new API by OAuth (as Deriv migrates a
+    # user), so the deposit and the withdrawal go through the REST transport.
+    deriv_api: str = "v3"
     wait_timeout: float = 60.0  # each wait: a transaction to complete, money to show up, a code
     poll_interval: float = 0.25
     request_timeout: float = 30.0
@@ -140,6 +146,9 @@ class JourneyResult:
     phone: str = ""
     user_id: str = ""
     deriv_login_id: str = ""
+    # The account in the simulators' books (a v3 loginid; for a REST account, the one behind its
+    # nickname): where balances and codes are read.
+    deriv_books_loginid: str = ""
     deposit: TransactionFigures | None = None
     withdrawal: TransactionFigures | None = None
     quoted_payout_cents: int = 0
@@ -186,6 +195,11 @@ async def run_journey(
             options,
             say,
             SmsSimulatorControl(control, endpoints.sms_url) if endpoints.sms_url else None,
+            (
+                DerivRestSimulatorControl(control, endpoints.deriv_rest_url)
+                if endpoints.deriv_rest_url
+                else None
+            ),
         )
         return await journey.run()
 
@@ -199,8 +213,10 @@ class _Journey:
         options: JourneyOptions,
         say: Say,
         sms: SmsSimulatorControl | None = None,
+        rest: DerivRestSimulatorControl | None = None,
     ) -> None:
         self.sms = sms
+        self.rest = rest
         self.bridge = bridge
         self.deriv = deriv
         self.mpesa = mpesa
@@ -213,6 +229,8 @@ class _Journey:
         await self.verify("phone")
         await self.verify("email")
         await self.bind_deriv()
+        if self.options.deriv_api == "rest":
+            await self.move_to_rest()
         await self.deposit()
         await self.withdraw()
         await self.read_wallet()
@@ -324,15 +342,39 @@ class _Journey:
                     "POST", "/v1/deriv_account:bind", body={"deriv_token": client.token}
                 )
         self.result.deriv_login_id = str(bound["deriv_login_id"])
+        self.result.deriv_books_loginid = self.result.deriv_login_id
         acceptable = "acceptable" if bound.get("kyc_acceptable") else "NOT acceptable"
         self.say(f"bound Deriv account {self.result.deriv_login_id} (KYC snapshot from Deriv: {acceptable})")
+
+    async def move_to_rest(self) -> None:
+        """Deriv moved the user to its new API: bind the new-API account by OAuth2 + PKCE, as a
+        browser does (PenPay's authorize URL, Deriv's consent page, Deriv's redirect to the bridge)."""
+        r = self.result
+        if self.rest is None:
+            raise DemoFailed("move to Deriv's new API", "no Deriv REST simulator address (--deriv-rest)")
+        with _step("find the account's nickname on Deriv's new API"):
+            nickname = await self.rest.nickname_of(r.deriv_books_loginid)
+        with _step("start the Deriv OAuth binding"):
+            started = await self.bridge.request("POST", "/v1/deriv_account/oauth:start", body={})
+        url = str(started["authorize_url"])
+        self.say(f"Deriv moved {r.deriv_books_loginid} to its new API: consenting as @{nickname} on Deriv")
+        with _step("consent on Deriv and follow its redirect to PenPay"):
+            # the simulator consents at once as `sim_login`; the redirect lands on the bridge's
+            # callback route, which exchanges the code from the backend
+            bound = await self.bridge.follow(f"{url}&sim_login={nickname}")
+        r.deriv_login_id = str(bound["deriv_login_id"])
+        acceptable = "acceptable" if bound.get("kyc_acceptable") else "NOT acceptable"
+        self.say(
+            f"bound the new-API account {r.deriv_login_id} in place of {r.deriv_books_loginid}: "
+            f"history kept, KYC snapshot kept from v3 ({acceptable})"
+        )
 
     # --- deposit ----------------------------------------------------------------------------
 
     async def deposit(self) -> None:
         r, o = self.result, self.options
         with _step("read the balances before the deposit"):
-            r.deriv_before_cents = await self.deriv.balance_cents(r.deriv_login_id)
+            r.deriv_before_cents = await self.deriv.balance_cents(r.deriv_books_loginid)
             r.mpesa_before = await self.mpesa.phone(r.phone)
         self.say(f"Deriv {r.deriv_login_id} holds {money(r.deriv_before_cents, 'USD')} before the deposit")
         with _step("initiate deposit"):
@@ -393,8 +435,8 @@ class _Journey:
         )
         code = await self._wait(
             "read the withdrawal code from the Deriv simulator's mailbox",
-            lambda: self.deriv.latest_code(r.deriv_login_id),
-            what=f"an active code in /mailbox/{r.deriv_login_id}",
+            lambda: self.deriv.latest_code(r.deriv_books_loginid),
+            what=f"an active code in /mailbox/{r.deriv_books_loginid}",
         )
         self.say(
             f"Deriv emailed the verification code (read from the simulator's mailbox of {r.deriv_login_id})"
@@ -411,7 +453,7 @@ class _Journey:
         self.say(f"withdrawal confirmed with the code: status {status}")
         r.withdrawal = await self._until_completed("withdrawal", started.transaction_id, status)
         with _step("read the Deriv balance"):
-            r.deriv_after_withdrawal_cents = await self.deriv.balance_cents(r.deriv_login_id)
+            r.deriv_after_withdrawal_cents = await self.deriv.balance_cents(r.deriv_books_loginid)
         self.say(
             f"USD left Deriv: {r.deriv_login_id} {money(r.deriv_after_deposit_cents, 'USD')} -> "
             f"{money(r.deriv_after_withdrawal_cents, 'USD')} "
@@ -485,7 +527,7 @@ class _Journey:
         return True if tx["status"] == status else None
 
     async def _deriv_balance_at(self, cents: int) -> int | None:
-        balance = await self.deriv.balance_cents(self.result.deriv_login_id)
+        balance = await self.deriv.balance_cents(self.result.deriv_books_loginid)
         return balance if balance == cents else None
 
     async def _mpesa_paid_at(self, phone: str, paid_cents: int) -> PhoneBooks | None:

@@ -47,7 +47,7 @@ def free_ports(count: int) -> tuple[int, list[int]]:
 def own_stack_settings(base: Settings, state_dir: Path) -> Settings:
     from penpay.embedded import embedded_settings
 
-    deriv, (mpesa, callbacks, gateway, grpc_port, http, metrics, sms) = free_ports(7)
+    deriv, (mpesa, callbacks, gateway, grpc_port, http, metrics, sms, rest) = free_ports(8)
     updates = {
         "database_url": f"sqlite+aiosqlite:///{state_dir / 'penpay.db'}",
         "deriv_ws_url": f"ws://127.0.0.1:{deriv}/websockets/v3",
@@ -58,16 +58,18 @@ def own_stack_settings(base: Settings, state_dir: Path) -> Settings:
         "http_addr": f"127.0.0.1:{http}",
         "metrics_addr": f"127.0.0.1:{metrics}",
         "sms_at_base_url": f"http://127.0.0.1:{sms}",
+        "deriv_rest_base_url": f"http://127.0.0.1:{rest}",
     }
     return embedded_settings(base.model_copy(update=updates), state_dir)
 
 
 def endpoints_of(addresses: dict[str, str]) -> Endpoints:
     """The demo's endpoints from the addresses an EmbeddedStack reports (what `penpay up` prints)."""
-    from penpay.embedded import SMS_SIMULATOR
+    from penpay.embedded import DERIV_REST_SIMULATOR, SMS_SIMULATOR
 
     return Endpoints(
         sms_url=addresses.get(SMS_SIMULATOR),
+        deriv_rest_url=addresses.get(DERIV_REST_SIMULATOR),
         bridge_url=addresses["HTTP/JSON bridge"],
         deriv_control_url=addresses["Deriv simulator control"],
         mpesa_url=addresses["Daraja simulator"],

@@ -140,3 +140,27 @@ class SmsSimulatorControl:
             self._session, "GET", f"{self.base_url}/__control__/messages?to={quote(phone)}&limit=20"
         )
         return [str(m.get("body", "")) for m in answer.get("messages", [])]
+
+
+class DerivRestSimulatorControl:
+    """The Deriv REST simulator's control API: each books account's name on the new API."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+
+    async def nickname_of(self, loginid: str) -> str:
+        """The account's nickname on the new API, giving it one when it has none yet (a client
+        the demo opened on the v3 simulator)."""
+        state = await _json(self._session, "GET", f"{self.base_url}/__control__/state")
+        for identity in state.get("identities", []):
+            if identity.get("loginid") == loginid:
+                return str(identity["nickname"])
+        nickname = f"demo_{loginid.lower()}"
+        await _json(
+            self._session,
+            "POST",
+            f"{self.base_url}/__control__/identities",
+            {"identities": [{"loginid": loginid, "nickname": nickname}]},
+        )
+        return nickname

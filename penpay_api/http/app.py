@@ -58,6 +58,7 @@ DEFAULT_PUBLIC_RPCS = frozenset(
         "VerifyEmail",
         "RequestPasswordReset",
         "ResetPassword",
+        "CompleteDerivOAuth",
     )
 ) | {"penpay.keys.v1.KeysService/GetJwks"}
 HEALTH_PATH = "/healthz"

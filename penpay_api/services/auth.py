@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import grpc
 
-from application.identity.errors import UserNotFound
+from application.identity.deriv_rest import DerivRestBinding
+from application.identity.errors import DerivBindingRefused, UserNotFound
 from application.identity.ports import IdentityUnitOfWork, VerificationPurpose
 from application.identity.service import IdentityService, Session
 from domain.shared.clock import Clock
@@ -28,6 +29,7 @@ PUBLIC_METHODS = frozenset(
         "VerifyEmail",
         "RequestPasswordReset",
         "ResetPassword",
+        "CompleteDerivOAuth",  # Deriv's redirect: the sealed state names the user
     )
 )
 # Domain field names -> request field names, where they differ per method.
@@ -193,3 +195,25 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         user = await self._user(lambda uow: uow.users.get(user_id))
         acceptable = bool(user and user.kyc and user.kyc.is_acceptable())
         return pb.BindDerivAccountResponse(deriv_login_id=login_id.value, kyc_acceptable=acceptable)
+
+    def _rest(self) -> DerivRestBinding:
+        if self._identity.rest is None:
+            raise DerivBindingRefused("this PenPay is not set up for Deriv's new API (PENPAY_DERIV_REST_*)")
+        return self._identity.rest
+
+    async def StartDerivOAuth(
+        self, request: pb.StartDerivOAuthRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartDerivOAuthResponse:
+        url = await self._rest().start(user_id=caller_id())
+        return pb.StartDerivOAuthResponse(authorize_url=url)
+
+    async def CompleteDerivOAuth(
+        self, request: pb.CompleteDerivOAuthRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteDerivOAuthResponse:
+        if request.error:
+            # the user declined on Deriv's page (or Deriv refused): nothing to exchange
+            raise DerivBindingRefused(f"Deriv did not grant access ({request.error[:64]}): bind again")
+        user_id, login_id = await self._rest().complete(state=request.state, code=request.code)
+        user = await self._user(lambda uow: uow.users.get(user_id))
+        acceptable = bool(user and user.kyc and user.kyc.is_acceptable())
+        return pb.CompleteDerivOAuthResponse(deriv_login_id=login_id.value, kyc_acceptable=acceptable)

@@ -66,6 +66,24 @@ async def test_the_soak_really_ran_traffic_and_faults(soak: tuple[ChaosSoak, Soa
     assert any(f["kind"] == "kill" and f["target"].startswith("gateway") for f in struck)
 
 
+async def test_v3_and_rest_users_both_moved_money(soak: tuple[ChaosSoak, SoakReport]) -> None:
+    running, _ = soak
+    engine = create_engine(running.database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(transactions.c.type, transactions.c.deriv_login_id).where(
+                        transactions.c.status == "COMPLETED"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    api_of = {(t, "rest" if login.startswith("@") else "v3") for t, login in rows}
+    assert {("DEPOSIT", "v3"), ("DEPOSIT", "rest"), ("WITHDRAWAL", "v3"), ("WITHDRAWAL", "rest")} <= api_of
+
+
 async def _completed_deposit(running: ChaosSoak) -> tuple[str, int, str]:
     engine = create_engine(running.database_url, pool_size=1)
     try:
@@ -77,7 +95,11 @@ async def _completed_deposit(running: ChaosSoak) -> tuple[str, int, str]:
                         transactions.c.converted_amount_cents,
                         transactions.c.deriv_login_id,
                     )
-                    .where(transactions.c.type == "DEPOSIT", transactions.c.status == "COMPLETED")
+                    .where(
+                        transactions.c.type == "DEPOSIT",
+                        transactions.c.status == "COMPLETED",
+                        ~transactions.c.deriv_login_id.startswith("@"),  # a v3 user's: paid again on v3
+                    )
                     .limit(1)
                 )
             ).one()

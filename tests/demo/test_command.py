@@ -62,6 +62,25 @@ def test_demo_starts_its_own_stack_and_moves_money_both_ways(tmp_path: Path) -> 
     assert "PenPay wallet        KES 0.00, USD 0.00" in out
 
 
+def test_demo_over_deriv_rest_moves_the_user_to_the_new_api_and_moves_money_both_ways(
+    tmp_path: Path,
+) -> None:
+    run = penpay_demo("--start", "--deriv", "rest", "--timeout", "40", cwd=tmp_path)
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "bound Deriv account CR90000001" in out
+    # the v3 binding moved to the new-API account: every later Deriv call addresses @alice_w
+    assert "bound the new-API account @alice_w in place of CR90000001" in out, out
+    _, usd_credited = amount(rf"deposit \S+ of KES {AMOUNT} started \(USD {AMOUNT} at", out)
+    before, after = amount(rf"USD arrived on Deriv: @alice_w USD {AMOUNT} -> USD {AMOUNT}", out)
+    assert after - before == usd_credited > 0
+    usd_out, _ = amount(rf"withdrawal \S+ of USD {AMOUNT} started \(quoted payout KES {AMOUNT}", out)
+    left_from, left_to = amount(rf"USD left Deriv: @alice_w USD {AMOUNT} -> USD {AMOUNT}", out)
+    assert left_from - left_to == usd_out
+    assert "demo passed" in out
+
+
 def test_demo_without_a_stack_and_told_not_to_start_one_says_so_and_fails(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

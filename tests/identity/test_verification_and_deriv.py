@@ -10,6 +10,7 @@ from sqlalchemy import select
 from application.identity.errors import (
     DerivAccountNotBound,
     DerivBindingRefused,
+    DerivRebindRequired,
     VerificationAttemptsExhausted,
     VerificationCodeInvalid,
 )
@@ -175,3 +176,19 @@ async def test_deriv_binding_refusals(identity: Identity) -> None:
     other, _, _ = await new_user(identity)
     with pytest.raises(DerivAccountAlreadyBound):
         await identity.service.bind_deriv_account(user_id=other, deriv_token="sim-client3-token")
+
+
+async def test_a_v3_token_that_stopped_working_asks_the_user_to_bind_again(
+    fresh_identity: Identity, deriv_sim: DerivSimulator
+) -> None:
+    """Deriv revoked the token, or moved the user to its new API (v3 tokens stop working there):
+    the KYC refresh before money moves says DERIV_REBIND_REQUIRED, not a generic refusal."""
+    user_id, _, _ = await new_user(fresh_identity)
+    await fresh_identity.service.bind_deriv_account(user_id=user_id, deriv_token="sim-client2-token")
+    revoked = deriv_sim.engine.books.tokens.pop("sim-client2-token")
+    try:
+        with pytest.raises(DerivRebindRequired) as refused:
+            await fresh_identity.service.refresh_kyc(user_id)
+        assert refused.value.reason == "DERIV_REBIND_REQUIRED"
+    finally:
+        deriv_sim.engine.books.tokens["sim-client2-token"] = revoked

@@ -30,6 +30,7 @@ from deriv_gateway.payments_client import GatewayDerivPayments
 from deriv_gateway.server import GatewayServer
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator
 from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
+from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus
 from domain.payments.transaction import Transaction
@@ -63,6 +64,10 @@ CONSUMER_SECRET = "penpay-saga-test-secret"
 B2C_SHORTCODE = "600992"
 CLIENT_LOGINID = "CR90000001"
 CLIENT_TOKEN = "sim-client1-token"
+# The same simulated people on Deriv's new (REST) API: a user bound there is "@nickname".
+REST_CLIENT_NICKNAME = "alice_w"  # CR90000001's nickname
+REST_CLIENT_TOKEN = "sim-rest-client1-pat"
+REST_AGENT_TOKEN = "sim-rest-agent-pat"  # CR90000000, the v3 agent's account
 AGENT_FLOAT_USD = Money(50_000_00, Currency.USD)  # the simulator's agent balance
 MPESA_FLOAT_KES = Money(5_000_000_00, Currency.KES)
 # The simulator's default agent accepts USD 10 to 2,000 per transfer: PenPay checks the same at initiation.
@@ -84,6 +89,7 @@ class Stack:
     database_url: str
     engine: Any
     deriv_sim: DerivSimulator
+    rest_sim: DerivRestSimulator
     mpesa_sim: DarajaSimulator
     gateway: GatewayServer
     callbacks: CallbackServer
@@ -117,6 +123,44 @@ class Stack:
             await uow.users.store_deriv_credentials(user.id, token=CLIENT_TOKEN, scopes=("payments", "read"))
             await uow.commit()
         return user.id
+
+    async def rest_user(
+        self,
+        phone: str = "254712345679",
+        nickname: str = REST_CLIENT_NICKNAME,
+        token: str = REST_CLIENT_TOKEN,
+    ) -> UserId:
+        """A user with a verified phone bound to a new-API (REST) account (token stored encrypted)."""
+        user = User.register(
+            email=Email(f"r{secrets.token_hex(4)}@example.com"),
+            phone=PhoneNumber.mpesa(phone),
+            password_hash=PasswordHash("$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"),
+        )
+        user.verify_phone()
+        user.bind_deriv_account(DerivLoginId.rest(nickname))
+        async with self.uow() as uow:
+            await uow.users.add(user)
+            await uow.commit()
+        async with self.uow() as uow:
+            await uow.users.store_deriv_credentials(
+                user.id, token=token, scopes=("account_manage", "payment")
+            )
+            await uow.commit()
+        return user.id
+
+    def rest_posts(self, path: str, request_id: str | None = None) -> int:
+        """POSTs the REST simulator received on `path` (for `request_id` when given)."""
+        return sum(
+            1
+            for e in self.rest_sim.wire
+            if e["method"] == "POST"
+            and e["path"] == path
+            and (request_id is None or (e.get("body") or {}).get("data", {}).get("request_id") == request_id)
+        )
+
+    async def rest_fault(self, **rule: Any) -> None:
+        async with self.http.post(f"{self.rest_sim.base_url}/__control__/faults", json=rule) as response:
+            assert response.status in (200, 201), await response.text()
 
     async def fund_floats(self, usd: Money = AGENT_FLOAT_USD, kes: Money = MPESA_FLOAT_KES) -> None:
         async with self.uow() as uow:
@@ -279,6 +323,9 @@ async def running_stack(
             DerivSimConfig(port=0, control_port=0, seed=7, request_timeout=3.0, **(deriv_overrides or {}))
         )
         await stack.enter_async_context(deriv_sim)
+        rest_sim = DerivRestSimulator(deriv_sim, RestServerConfig(port=0))  # the same books
+        await rest_sim.start()
+        stack.push_async_callback(rest_sim.stop)
         mpesa_sim = DarajaSimulator(
             MpesaSimConfig(
                 port=0,
@@ -311,6 +358,10 @@ async def running_stack(
                 request_timeout=5.0,
                 backoff_initial=0.05,
                 backoff_max=0.5,
+                rest_base_url=rest_sim.base_url,
+                rest_app_id="app-sim-1",
+                rest_agent_token=REST_AGENT_TOKEN,
+                rest_poll_interval=0.05,
                 **({"unknown_settle": 1.0} | (gateway_overrides or {})),
             )
         )
@@ -351,6 +402,7 @@ async def running_stack(
             database_url=database_url,
             engine=engine,
             deriv_sim=deriv_sim,
+            rest_sim=rest_sim,
             mpesa_sim=mpesa_sim,
             gateway=gateway,
             callbacks=callbacks,

@@ -9,11 +9,13 @@ from domain.user.errors import (
     DerivAccountAlreadyBound,
     DeviceLimitReached,
     DeviceNotFound,
+    InvalidDerivLoginId,
     InvalidDevice,
     VirtualAccountRefused,
 )
 from domain.user.events import (
     DerivAccountBound,
+    DerivAccountMoved,
     DeviceAdded,
     DeviceRemoved,
     EmailVerified,
@@ -117,6 +119,34 @@ def test_one_user_one_real_deriv_account(now: datetime) -> None:
     with pytest.raises(DerivAccountAlreadyBound):
         user.bind_deriv_account(DerivLoginId("CR2"), now=now)
     assert [type(e) for e in user.pull_events()] == [DerivAccountBound]
+
+
+def test_a_new_api_account_is_its_nickname_and_keeps_its_case() -> None:
+    rest = DerivLoginId.rest("Alice_W")
+    assert rest.value == "@Alice_W" and rest.is_rest and rest.nickname == "Alice_W"
+    assert DerivLoginId(" @Alice_W ") == rest and not rest.is_virtual
+    assert not DerivLoginId("CR1").is_rest and DerivLoginId("CR1").nickname == ""
+    for bad in ("@", "@has space", "@" + "x" * 32, "@a/b"):
+        with pytest.raises(InvalidDerivLoginId):
+            DerivLoginId(bad)
+
+
+def test_a_v3_user_moves_to_one_new_api_account(now: datetime) -> None:
+    user = _user(now)
+    user.bind_deriv_account(DerivLoginId("CR1"), now=now)
+    user.pull_events()
+    with pytest.raises(DerivAccountAlreadyBound):
+        user.move_deriv_account_to_rest(DerivLoginId("CR2"), now=now)  # a move goes to @nickname
+    user.move_deriv_account_to_rest(DerivLoginId.rest("alice"), now=now)
+    user.move_deriv_account_to_rest(DerivLoginId.rest("alice"), now=now)  # the same one: no-op
+    assert user.deriv_loginid == DerivLoginId.rest("alice")
+    moved = user.pull_events()
+    assert [type(e) for e in moved] == [DerivAccountMoved]
+    assert isinstance(moved[0], DerivAccountMoved) and moved[0].from_login_id == "CR1"
+    with pytest.raises(DerivAccountAlreadyBound):
+        user.move_deriv_account_to_rest(DerivLoginId.rest("brian"), now=now)
+    with pytest.raises(DerivAccountAlreadyBound):
+        user.bind_deriv_account(DerivLoginId("CR1"), now=now)  # no way back to v3
 
 
 def test_kyc_snapshot_replaces_the_previous_one(now: datetime) -> None:
