@@ -73,6 +73,7 @@ export PENPAY_GRPC_ADDR=127.0.0.1:$(free_port) PENPAY_HTTP_ADDR=127.0.0.1:$(free
 export PENPAY_GATEWAY_ADDR=127.0.0.1:$(free_port) PENPAY_METRICS_ADDR=127.0.0.1:$(free_port)
 export PENPAY_DERIV_WS_URL=ws://127.0.0.1:$ws/websockets/v3
 export PENPAY_MPESA_BASE_URL=http://127.0.0.1:$(free_port) PENPAY_MPESA_CALLBACK_BASE_URL=http://127.0.0.1:$(free_port)
+export PENPAY_SMS_AT_BASE_URL=http://127.0.0.1:$(free_port) PENPAY_DERIV_REST_BASE_URL=http://127.0.0.1:$(free_port)
 
 log "penpay migrate"
 "$venv/bin/penpay" migrate >&2

@@ -83,6 +83,8 @@ def test_up_runs_the_whole_embedded_stack_and_stops_cleanly(tmp_path: Path) -> N
         "PENPAY_GRPC_ADDR": "127.0.0.1:18051",
         "PENPAY_HTTP_ADDR": "127.0.0.1:18080",
         "PENPAY_METRICS_ADDR": "127.0.0.1:18100",
+        "PENPAY_DERIV_REST_BASE_URL": "http://127.0.0.1:18770",
+        "PENPAY_SMS_AT_BASE_URL": "http://127.0.0.1:18769",
     }
 
     run = subprocess.run(
