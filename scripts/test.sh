@@ -19,5 +19,8 @@ echo "== wheel check (build, install outside the checkout, migrate, up, demo)"
 PENPAY_WHEEL_VENV=$(bash scripts/wheel_check.sh | tail -n 1)
 export PENPAY_WHEEL_VENV
 echo "== pytest"
-.venv/bin/pytest -p no:cacheprovider --cov --cov-report=term:skip-covered "$@"
+# Three processes, a test file each at a time (--dist loadfile: a file's module fixtures, such as a
+# cluster, stay in one process). Each process has its own MariaDB database and Redis key prefixes.
+.venv/bin/pytest -p no:cacheprovider -n "${PENPAY_TEST_PROCESSES:-3}" --dist loadfile \
+  --cov --cov-report=term:skip-covered "$@"
 echo "== test.sh finished in $(( $(date +%s) - start )) s"
