@@ -6,6 +6,7 @@ Deposit (per transaction):
                Dr FX USD           / Cr USER_WALLET USD          converted_amount
   transfer     Dr USER_WALLET USD  / Cr DERIV_AGENT_FLOAT USD    converted_amount  (reserved before sending)
   refused      the mirror of `transfer`
+  proven       `transfer` again, when review proves Deriv paid after all (the refusal gave it back)
 Withdrawal:
   debited      Dr DERIV_AGENT_FLOAT USD / Cr USER_WALLET USD     amount
   converted    Dr USER_WALLET USD  / Cr FX USD                   amount
@@ -92,6 +93,16 @@ async def deposit_transfer_refused(ledger: LedgerRepository, tx: Transaction) ->
         tx,
         "deposit: Deriv refused the transfer, USD back to the user's wallet",
         [(K.DERIV_AGENT_FLOAT, K.USER_WALLET, _converted(tx))],
+    )
+
+
+async def deposit_transfer_proven(ledger: LedgerRepository, tx: Transaction) -> Posting:
+    """An operator proved (on Deriv's statement) a transfer the saga had booked as refused."""
+    return await _posting(
+        ledger,
+        tx,
+        "deposit: Deriv transfer proven by review",
+        [(K.USER_WALLET, K.DERIV_AGENT_FLOAT, _converted(tx))],
     )
 
 

@@ -595,12 +595,27 @@ class Transaction:
         """End with the money given back to where it came from (refund done)."""
         self._move_to(Status.REVERSED, _at(now), reason=reason)
 
-    def complete_after_review(self, note: str, *, now: datetime | None = None) -> None:
-        """An operator proved the transaction went through."""
+    def complete_after_review(
+        self, note: str, *, deriv_transaction_id: int | None = None, now: datetime | None = None
+    ) -> None:
+        """An operator proved the transaction went through. For a deposit, the Deriv transaction id
+        the provider confirmed (when given) settles its Deriv transfer evidence."""
         if self.status is not Status.NEEDS_REVIEW:
             raise IllegalTransition("only a transaction under review is completed by an operator")
         at = _at(now)
+        transfer = None
+        if deriv_transaction_id is not None:
+            if deriv_transaction_id <= 0:
+                raise InvalidEvidence("a Deriv transaction id is positive", field="deriv_transaction_id")
+            transfer = self._require_deriv_transfer()
         self._move_to(Status.COMPLETED, at)
+        if transfer is not None and deriv_transaction_id is not None:
+            self.deriv_transfer = transfer.confirmed(deriv_transaction_id=deriv_transaction_id, now=at)
+            self._record(
+                DerivTransferCompleted(
+                    **self._common(at), deriv_transaction_id=deriv_transaction_id, amount=transfer.amount
+                )
+            )
         self._record(TransactionCompleted(**self._common(at), type=self.type))
 
     def pull_events(self) -> list[DomainEvent]:
