@@ -5,10 +5,6 @@ from __future__ import annotations
 from domain.shared.errors import DomainError
 
 
-class ReviewTransactionNotFound(DomainError):
-    reason = "TRANSACTION_NOT_FOUND"
-
-
 class ReviewActionNotFound(DomainError):
     reason = "REVIEW_ACTION_NOT_FOUND"
 

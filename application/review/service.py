@@ -20,7 +20,13 @@ from typing import Any
 
 from application.ledger import book
 from application.payments import bookings
-from application.payments.errors import CallOutcomeUnknown, CallRefused, CallUnavailable, NotExecuted
+from application.payments.errors import (
+    CallOutcomeUnknown,
+    CallRefused,
+    CallUnavailable,
+    NotExecuted,
+    TransactionNotFound,
+)
 from application.review.errors import (
     ActionNotPossible,
     EvidenceDenied,
@@ -29,7 +35,6 @@ from application.review.errors import (
     ProposalAlreadyOpen,
     ProposalNotOpen,
     ReviewActionNotFound,
-    ReviewTransactionNotFound,
 )
 from application.review.ports import DerivStatement, Proposal, ReviewUnitOfWork, StatementLine
 from application.review.rules import ActionKind, Evidence, ProposalStatus, ReviewView, refusal
@@ -124,7 +129,7 @@ class ReviewService:
         async with self._uow(staff) as uow:
             tx = await uow.transactions.get_for_update(transaction_id)
             if tx is None:
-                raise ReviewTransactionNotFound("no such transaction")
+                raise TransactionNotFound("no such transaction")
             refused = refusal(kind, view_of(tx), evidence)
             if refused is not None:
                 raise ActionNotPossible(refused)
