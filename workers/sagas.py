@@ -40,6 +40,7 @@ WAKE_UPS = (
     "MpesaB2CResultRecorded",
     "MpesaB2COutcomeUnknown",
     "MpesaB2CConfirmed",
+    "RefundRequested",
 )
 
 

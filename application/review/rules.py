@@ -67,6 +67,8 @@ def _resolve_completed(v: ReviewView, e: Evidence) -> str | None:
             return "the customer's M-Pesa payment is not confirmed: a deposit completes only after it"
         if v.deriv_transfer is None:
             return "no Deriv transfer was ever recorded for this deposit"
+        if v.mpesa_disbursement is not None:
+            return "this deposit's KES refund was requested"
         if e.deriv_transaction_id is None:
             return "a deposit is completed on the Deriv transaction id of its transfer"
         if e.mpesa_receipt:
@@ -77,13 +79,29 @@ def _resolve_completed(v: ReviewView, e: Evidence) -> str | None:
     return "completing a withdrawal on an M-Pesa receipt is not available yet"
 
 
+def _refund(v: ReviewView, e: Evidence) -> str | None:
+    if v.status is not S.NEEDS_REVIEW:
+        return NOT_UNDER_REVIEW
+    if v.type is not T.DEPOSIT:
+        return "a withdrawal under review is not refunded by B2C (its USD goes back to Deriv)"
+    if v.mpesa_request != E.CONFIRMED.value:
+        return "the customer's M-Pesa payment is not confirmed: there is nothing to refund"
+    if v.deriv_transfer not in (None, E.FAILED.value):
+        return "the Deriv transfer may have reached the user: resolve it, do not refund"
+    if v.mpesa_disbursement is not None:
+        return "this deposit's refund was already requested"
+    if e.deriv_transaction_id is not None or e.mpesa_receipt:
+        return "a refund takes no evidence"
+    return None
+
+
 def _not_built(what: str) -> Rule:
     return lambda v, e: f"{what} is not available yet"
 
 
 RULES: Mapping[ActionKind, Rule] = {
     ActionKind.RESOLVE_COMPLETED: _resolve_completed,
-    ActionKind.REFUND: _not_built("a refund"),
+    ActionKind.REFUND: _refund,
     ActionKind.FAIL: _not_built("failing a transaction under review"),
     ActionKind.RETRY: _not_built("retrying a step"),
 }
@@ -97,4 +115,8 @@ def refusal(kind: ActionKind, view: ReviewView, evidence: Evidence) -> str | Non
 def possible(view: ReviewView) -> list[ActionKind]:
     """The kinds that could be proposed with suitable evidence (shown to the operator)."""
     probe = Evidence(deriv_transaction_id=1) if view.type is T.DEPOSIT else Evidence(mpesa_receipt="X")
-    return [kind for kind in ActionKind if refusal(kind, view, probe) is None]
+    return [
+        kind
+        for kind in ActionKind
+        if refusal(kind, view, probe) is None or refusal(kind, view, Evidence()) is None
+    ]

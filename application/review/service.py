@@ -46,6 +46,13 @@ from domain.shared.ids import TransactionId, new_uuid7
 from domain.shared.json_value import JSONValue
 
 MAX_REASON = 255
+
+
+def refund_originator_conversation_id(tx_id: TransactionId) -> str:
+    """The one OriginatorConversationID of a deposit's refund (Daraja refuses a duplicate)."""
+    return f"PENPAY-{tx_id.value.hex}-R"
+
+
 SUBJECT = "transaction"
 
 
@@ -253,6 +260,13 @@ class ReviewService:
                 now=now,
             )
             return "completed on the provider's confirmation"
+        if proposal.kind is ActionKind.REFUND:
+            # The intent first: reversing postings, the B2C reservation and the refund's one id,
+            # committed with the approval. The saga pays it (and only resolves it after a crash).
+            for posting in await bookings.deposit_refund(uow.ledger, tx):
+                await book(uow, posting)
+            tx.refund_requested(originator_conversation_id=refund_originator_conversation_id(tx.id), now=now)
+            return "refund approved: the B2C refund is on its way"
         raise ActionNotPossible(f"{proposal.kind.value} is not available yet")  # rules refuse it first
 
     # --- reject -----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 REFUSED_CLIENT = "CR90000004"  # residence ug: outside the simulated agent's portfolio (ke)
 RESOLVE = pb.REVIEW_ACTION_KIND_RESOLVE_COMPLETED
+REFUND = pb.REVIEW_ACTION_KIND_REFUND
 PASSWORD = "correct horse battery 9"
 
 
@@ -98,7 +99,7 @@ async def test_the_queue_is_for_staff_and_each_action_for_its_role(review: Revie
     assert any(step.step == "deriv_transfer" and step.attempts == 1 for step in item.saga_steps)
     assert any(a.source == "stk_callback" and a.body for a in item.provider_answers)
     assert {"NeedsReview", "TransactionCreated"} <= {a.action for a in item.audit_records}
-    assert list(item.possible_actions) == ["RESOLVE_COMPLETED"]
+    assert list(item.possible_actions) == ["RESOLVE_COMPLETED", "REFUND"]
 
     for who, method, request in (
         (viewer, review.ops.ProposeReviewAction, pb.ProposeReviewActionRequest(
@@ -231,3 +232,44 @@ async def test_the_gateway_reads_the_statement_for_evidence_and_refuses_bad_refe
             deriv_pb2.FindStatementLineRequest(reference=str(uuid.uuid4()), since_unix=1)
         )
         assert not nothing.found
+
+
+async def test_an_approved_refund_pays_the_customer_back_once(review: Review) -> None:
+    stack = review.stack
+    tx_id = await refused_deposit(review)
+    olga, amos = review.staff("olga", "operator"), review.staff("amos", "approver")
+    user_id = (await stack.get(tx_id)).user_id
+
+    proposed = await review.ops.ProposeReviewAction(
+        pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=REFUND, reason="Deriv refuses: refund"),
+        metadata=olga,
+    )
+    assert (await stack.mpesa_books())["b2c"]["transactions"] == []  # a proposal moves nothing
+    approved = await review.ops.ApproveReviewAction(
+        pb.ApproveReviewActionRequest(action_id=proposed.action.action_id), metadata=amos
+    )
+    assert approved.action.status == pb.REVIEW_ACTION_STATUS_EXECUTED
+
+    done = await stack.settle(tx_id, until={S.REVERSED})
+    assert done.mpesa_disbursement is not None and done.mpesa_disbursement.transaction_receipt
+    paid = [b for b in (await stack.mpesa_books())["b2c"]["transactions"] if b.get("paid")]
+    assert [(b["originator_conversation_id"], b["amount"]) for b in paid] == [
+        (done.mpesa_disbursement.originator_conversation_id, 1_300)
+    ]
+    for _ in range(3):  # late callbacks and sweeps change nothing
+        await stack.pump()
+        await stack.sweeper.sweep_once()
+    assert len([b for b in (await stack.mpesa_books())["b2c"]["transactions"] if b.get("paid")]) == 1
+    assert await stack.wallet_balance(user_id, Currency.KES) == 0
+    assert await stack.wallet_balance(user_id, Currency.USD) == 0
+    trail = await audit_actions(review, tx_id)
+    assert [(actor, action) for actor, action, _ in trail] == [
+        ("operator:olga", "review.proposed"),
+        ("operator:amos", "review.approved"),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await review.ops.ProposeReviewAction(
+            pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=REFUND, reason="again"),
+            metadata=olga,
+        )
+    assert reason_of(again.value) == "REVIEW_ACTION_NOT_POSSIBLE"

@@ -27,7 +27,26 @@ DERIV = Evidence(deriv_transaction_id=77)
 
 def test_a_refused_deposit_may_be_resolved_on_a_deriv_transaction_id() -> None:
     assert refusal(ActionKind.RESOLVE_COMPLETED, REFUSED, DERIV) is None
-    assert possible(REFUSED) == [ActionKind.RESOLVE_COMPLETED]
+    assert possible(REFUSED) == [ActionKind.RESOLVE_COMPLETED, ActionKind.REFUND]
+
+
+def test_a_refund_needs_the_payment_received_and_the_transfer_failed() -> None:
+    assert refusal(ActionKind.REFUND, REFUSED, Evidence()) is None
+    sent = ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, mpesa_request=E.CONFIRMED.value, deriv_transfer=E.SENT.value)
+    assert "may have reached" in (refusal(ActionKind.REFUND, sent, Evidence()) or "")
+    unpaid = ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, mpesa_request=E.SENT.value)
+    assert "nothing to refund" in (refusal(ActionKind.REFUND, unpaid, Evidence()) or "")
+    asked = ReviewView(
+        T.DEPOSIT,
+        S.NEEDS_REVIEW,
+        E.CONFIRMED.value,
+        mpesa_disbursement=E.SENT.value,
+        deriv_transfer=E.FAILED.value,
+    )
+    assert "already requested" in (refusal(ActionKind.REFUND, asked, Evidence()) or "")
+    assert refusal(ActionKind.RESOLVE_COMPLETED, asked, DERIV) is not None
+    withdrawal = ReviewView(T.WITHDRAWAL, S.NEEDS_REVIEW)
+    assert refusal(ActionKind.REFUND, withdrawal, Evidence()) is not None
 
 
 @pytest.mark.parametrize(
@@ -46,7 +65,7 @@ def test_what_cannot_be_resolved(view: ReviewView, evidence: Evidence, why: str)
     assert refused is not None and why in refused
 
 
-@pytest.mark.parametrize("kind", [ActionKind.REFUND, ActionKind.FAIL, ActionKind.RETRY])
+@pytest.mark.parametrize("kind", [ActionKind.FAIL, ActionKind.RETRY])
 def test_actions_not_built_yet_are_refused(kind: ActionKind) -> None:
     assert refusal(kind, REFUSED, DERIV) is not None
 
