@@ -158,7 +158,7 @@ class GatewayDerivPayments:
 
 
 class GatewayDerivStatement:
-    """application.review.ports.DerivStatement over the gateway: the agent's statement, read-only."""
+    """application.review.ports.DerivStatement and DerivLookups over the gateway: read-only."""
 
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0) -> None:
         self._stub = pb_grpc.DerivGatewayServiceStub(channel)
@@ -179,3 +179,15 @@ class GatewayDerivStatement:
             from_loginid=reply.from_loginid,
             to_loginid=reply.to_loginid,
         )
+
+    async def withdrawal_executed(self, *, withdrawal_id: str, amount: Money) -> int | None:
+        """Resolve-only: the gateway's journal or Deriv's statement, never a new debit."""
+        request = pb.WithdrawRequest(withdrawal_id=withdrawal_id, amount=_money(amount), resolve_only=True)
+        try:
+            reply = await self._stub.Withdraw(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            failure = classify(error)
+            if isinstance(failure, (NotExecuted, CallRefused)):
+                return None  # as the saga reads it: the debit did not happen
+            raise failure from None
+        return int(reply.deriv_transaction_id)

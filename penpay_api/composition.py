@@ -196,6 +196,7 @@ def build_api(
     review = ReviewService(
         unit_of_work=lambda actor: cast(ReviewUnitOfWork, core.unit_of_work(actor=actor)),
         deriv_statement=deriv_statement,
+        deriv_lookups=deriv_statement,
     )
 
     wallet_queries = WalletQueries(SqlWalletReadModel(core.engine))

@@ -41,6 +41,7 @@ WAKE_UPS = (
     "MpesaB2COutcomeUnknown",
     "MpesaB2CConfirmed",
     "RefundRequested",
+    "ReviewRetryApproved",
 )
 
 

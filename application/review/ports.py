@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from application.payments.ports import StepRecord
 from application.review.rules import ActionKind, ProposalStatus
 from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
 from domain.shared.ids import TransactionId
+from domain.wallet.money import Money
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,21 @@ class ReviewUnitOfWork(UnitOfWork, Protocol):
 
     transactions: TransactionRepository
     review_actions: ReviewActions
+    saga_steps: ReviewSteps
+
+
+class ReviewSteps(Protocol):
+    """The saga-step journal, as a retry approved in review re-arms it."""
+
+    async def get(self, transaction_id: TransactionId) -> Mapping[str, StepRecord]: ...
+
+    async def defer(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
+    ) -> None: ...
+
+    async def reset(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +78,14 @@ class StatementLine:
     currency: str
     from_loginid: str
     to_loginid: str
+
+
+class DerivLookups(Protocol):
+    async def withdrawal_executed(self, *, withdrawal_id: str, amount: Money) -> int | None:
+        """Resolve-only (never a new debit): Deriv's transaction id of the withdrawal, or None when
+        the gateway proves it never executed. Raises application.payments.errors' Call* errors
+        (CallOutcomeUnknown, CallUnavailable, ...) when that cannot be known now."""
+        ...
 
 
 class DerivStatement(Protocol):

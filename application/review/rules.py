@@ -44,6 +44,7 @@ class ReviewView:
     mpesa_disbursement: str | None = None
     deriv_transfer: str | None = None
     deriv_withdrawal: str | None = None
+    disbursement_accepted: bool = False  # Daraja gave the B2C a ConversationID
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +96,43 @@ def _refund(v: ReviewView, e: Evidence) -> str | None:
     return None
 
 
-def _not_built(what: str) -> Rule:
-    return lambda v, e: f"{what} is not available yet"
+def _fail(v: ReviewView, e: Evidence) -> str | None:
+    if v.status is not S.NEEDS_REVIEW:
+        return NOT_UNDER_REVIEW
+    if e.deriv_transaction_id is not None or e.mpesa_receipt:
+        return "failing takes no evidence: the provider's own records are asked"
+    if v.type is T.WITHDRAWAL:
+        if v.mpesa_disbursement is not None:
+            return "a B2C payout was recorded: money may have moved"
+        if v.deriv_withdrawal == E.CONFIRMED.value:
+            return "Deriv debited the user: money moved"
+        return None  # never sent, held back unsent, or sent: then Deriv is asked (resolve-only)
+    if v.mpesa_request == E.CONFIRMED.value:
+        return "the customer paid by M-Pesa: refund the deposit instead"
+    if v.mpesa_request is None:
+        return "the STK push's answer was lost: M-Pesa may have charged the customer"
+    if v.mpesa_request != E.FAILED.value:
+        return "M-Pesa has not said the payment failed"
+    if v.deriv_transfer is not None:
+        return "a Deriv transfer was recorded"
+    return None
+
+
+def _retry(v: ReviewView, e: Evidence) -> str | None:
+    if v.status is not S.NEEDS_REVIEW:
+        return NOT_UNDER_REVIEW
+    if e.deriv_transaction_id is not None or e.mpesa_receipt:
+        return "a retry takes no evidence"
+    if v.type is T.DEPOSIT and v.mpesa_disbursement == E.SENT.value and not v.disbursement_accepted:
+        return None  # the refund's send, again under its one id (Daraja refuses a duplicate)
+    return "retrying this step is not available yet (only a refund M-Pesa never acknowledged)"
 
 
 RULES: Mapping[ActionKind, Rule] = {
     ActionKind.RESOLVE_COMPLETED: _resolve_completed,
     ActionKind.REFUND: _refund,
-    ActionKind.FAIL: _not_built("failing a transaction under review"),
-    ActionKind.RETRY: _not_built("retrying a step"),
+    ActionKind.FAIL: _fail,
+    ActionKind.RETRY: _retry,
 }
 
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from application.ledger import book
 from application.payments import bookings
+from application.payments.decisions import Step
 from application.payments.errors import (
+    CallDeferred,
     CallOutcomeUnknown,
     CallRefused,
     CallUnavailable,
@@ -36,7 +38,13 @@ from application.review.errors import (
     ProposalNotOpen,
     ReviewActionNotFound,
 )
-from application.review.ports import DerivStatement, Proposal, ReviewUnitOfWork, StatementLine
+from application.review.ports import (
+    DerivLookups,
+    DerivStatement,
+    Proposal,
+    ReviewUnitOfWork,
+    StatementLine,
+)
 from application.review.rules import ActionKind, Evidence, ProposalStatus, ReviewView, refusal
 from domain.payments.attachments import EvidenceStatus
 from domain.payments.status import TransactionType
@@ -67,6 +75,7 @@ def view_of(tx: Transaction) -> ReviewView:
         mpesa_disbursement=status(tx.mpesa_disbursement),
         deriv_transfer=status(tx.deriv_transfer),
         deriv_withdrawal=status(tx.deriv_withdrawal),
+        disbursement_accepted=bool(tx.mpesa_disbursement and tx.mpesa_disbursement.conversation_id),
     )
 
 
@@ -114,10 +123,15 @@ def _line_details(line: StatementLine | None) -> JSONValue:
 
 class ReviewService:
     def __init__(
-        self, *, unit_of_work: Callable[[str], ReviewUnitOfWork], deriv_statement: DerivStatement
+        self,
+        *,
+        unit_of_work: Callable[[str], ReviewUnitOfWork],
+        deriv_statement: DerivStatement,
+        deriv_lookups: DerivLookups,
     ) -> None:
         self._uow = unit_of_work  # actor -> unit of work auditing as that actor
         self._deriv = deriv_statement
+        self._lookups = deriv_lookups
 
     # --- propose ----------------------------------------------------------------------------
 
@@ -237,6 +251,21 @@ class ReviewService:
         self, tx: Transaction, proposal: Proposal
     ) -> tuple[StatementLine | None, str | None]:
         """Ask the provider (no lock held). (line, why denied)."""
+        if (
+            proposal.kind is ActionKind.FAIL
+            and tx.type is TransactionType.WITHDRAWAL
+            and tx.deriv_withdrawal is not None
+            and tx.deriv_withdrawal.status == EvidenceStatus.SENT
+        ):
+            try:
+                executed = await self._lookups.withdrawal_executed(withdrawal_id=str(tx.id), amount=tx.amount)
+            except (CallUnavailable, CallOutcomeUnknown, CallDeferred) as error:
+                raise EvidenceUnavailable(
+                    f"Deriv cannot say now whether the debit executed ({error}); nothing changed"
+                ) from None
+            if executed is not None:
+                return None, f"Deriv executed the debit (transaction {executed}): money moved"
+            return None, None
         if proposal.kind is not ActionKind.RESOLVE_COMPLETED or tx.type is not TransactionType.DEPOSIT:
             return None, None
         try:
@@ -267,6 +296,17 @@ class ReviewService:
                 await book(uow, posting)
             tx.refund_requested(originator_conversation_id=refund_originator_conversation_id(tx.id), now=now)
             return "refund approved: the B2C refund is on its way"
+        if proposal.kind is ActionKind.FAIL:
+            tx.fail_after_review(f"failed in review: {proposal.reason}", now=now)
+            return "failed: no money moved"
+        if proposal.kind is ActionKind.RETRY:
+            # The refund's one send, armed again (same OriginatorConversationID), and its
+            # Transaction Status attempts started over. The saga does the rest.
+            detail = f"retry approved in review {proposal.id}"
+            await uow.saga_steps.defer(tx.id, Step.REFUND_B2C.value, now=now, until=now, detail=detail)
+            await uow.saga_steps.reset(tx.id, Step.REFUND_B2C_QUERY.value, now=now, detail=detail)
+            tx.retry_approved(Step.REFUND_B2C.value, now=now)
+            return "retry approved: the saga sends the refund again under its one id"
         raise ActionNotPossible(f"{proposal.kind.value} is not available yet")  # rules refuse it first
 
     # --- reject -----------------------------------------------------------------------------

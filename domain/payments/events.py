@@ -98,3 +98,10 @@ class RefundRequested(TransactionEvent):
 
     originator_conversation_id: str
     amount: Money
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewRetryApproved(TransactionEvent):
+    """Two people approved running a stuck saga step again."""
+
+    step: str

@@ -32,6 +32,7 @@ from domain.payments.events import (
     MpesaDisbursementCompleted,
     NeedsReview,
     RefundRequested,
+    ReviewRetryApproved,
     TransactionCompleted,
     TransactionCreated,
     TransactionFailed,
@@ -634,6 +635,24 @@ class Transaction:
         self.failure_reason = _reason(f"refund B2C not paid: {reason}")
         self._touch(at)
         self._record(NeedsReview(**self._common(at), type=self.type, reason=self.failure_reason))
+
+    def fail_after_review(self, reason: str, *, now: datetime | None = None) -> None:
+        """Two people proved that no money moved (the provider says the call never executed, or
+        it was never sent): end FAILED, a debit requested and unanswered marked not executed."""
+        if self.status is not Status.NEEDS_REVIEW:
+            raise IllegalTransition("only a transaction under review is failed by an operator")
+        at = _at(now)
+        if self.deriv_withdrawal is not None and self.deriv_withdrawal.status == EvidenceStatus.SENT:
+            self.deriv_withdrawal = self.deriv_withdrawal.failed(now=at)
+        self.fail(reason, now=at)
+
+    def retry_approved(self, step: str, *, now: datetime | None = None) -> None:
+        """Two people approved running a stuck step again (the saga does it, with the same ids)."""
+        if self.status is not Status.NEEDS_REVIEW:
+            raise IllegalTransition("only a step of a transaction under review is retried in review")
+        at = _at(now)
+        self._touch(at)
+        self._record(ReviewRetryApproved(**self._common(at), step=step))
 
     # --- any flow ---------------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from application.payments.decisions import Step
 from domain.payments.status import TransactionStatus as S
 from penpay.ops.v1 import ops_pb2 as pb
 from tests.ops.conftest import Review
-from tests.ops.test_review_queue import REFUND, refused_deposit
+from tests.ops.test_review_queue import REFUND, RETRY, refused_deposit
 from tests.sagas.test_crash_recovery import Worker, assert_ledger_balanced, relay_until
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ async def test_a_refund_is_paid_once_across_a_killed_worker(
 async def test_a_refund_lost_before_its_call_is_never_sent_blindly(review: Review, worker: Worker) -> None:
     """Killed after marking the send, before making it: Daraja never heard of it, Transaction Status
     cannot settle it, and the refund is not sent again on a guess: it waits for a person, nothing
-    paid (the RETRY action is theirs)."""
+    paid. Two people then approve a RETRY: sent again under its one id, paid once."""
     stack = review.stack
     tx_id = await refused_deposit(review)
     worker.start(crash_at="refund.b2c.before_call")
@@ -103,3 +104,24 @@ async def test_a_refund_lost_before_its_call_is_never_sent_blindly(review: Revie
     assert not [b for b in (await stack.mpesa_books())["b2c"]["transactions"] if b.get("paid")]
     async with stack.uow() as uow:
         assert (await uow.saga_steps.get(tx_id))[Step.REFUND_B2C.value].attempts == 1
+
+    retry = await review.ops.ProposeReviewAction(
+        pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=RETRY, reason="M-Pesa never got it"),
+        metadata=review.staff("olga", "operator"),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as own:
+        await review.ops.ApproveReviewAction(
+            pb.ApproveReviewActionRequest(action_id=retry.action.action_id),
+            metadata=review.staff("olga", "operator", "approver"),
+        )
+    assert own.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    await review.ops.ApproveReviewAction(
+        pb.ApproveReviewActionRequest(action_id=retry.action.action_id),
+        metadata=review.staff("amos", "approver"),
+    )
+    assert await relay_until(stack, tx_id, worker, {S.REVERSED}, timeout=40) is S.REVERSED, worker.tail()
+    paid = [b for b in (await stack.mpesa_books())["b2c"]["transactions"] if b.get("paid")]
+    assert [b["originator_conversation_id"] for b in paid] == [
+        tx.mpesa_disbursement.originator_conversation_id
+    ]
+    await assert_ledger_balanced(stack)

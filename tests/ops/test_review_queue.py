@@ -8,6 +8,7 @@ through the gateway.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
 
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from domain.payments.status import TransactionStatus as S
-from domain.shared.ids import TransactionId
+from domain.shared.ids import TransactionId, UserId
 from domain.wallet.money import Currency
 from penpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from penpay.deriv.v1 import deriv_gateway_pb2 as deriv_pb2
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.integration
 REFUSED_CLIENT = "CR90000004"  # residence ug: outside the simulated agent's portfolio (ke)
 RESOLVE = pb.REVIEW_ACTION_KIND_RESOLVE_COMPLETED
 REFUND = pb.REVIEW_ACTION_KIND_REFUND
+FAIL = pb.REVIEW_ACTION_KIND_FAIL
+RETRY = pb.REVIEW_ACTION_KIND_RETRY
 PASSWORD = "correct horse battery 9"
 
 
@@ -273,3 +276,74 @@ async def test_an_approved_refund_pays_the_customer_back_once(review: Review) ->
             metadata=olga,
         )
     assert reason_of(again.value) == "REVIEW_ACTION_NOT_POSSIBLE"
+
+
+async def withdrawal_in_review(review: Review, user: UserId, *, debit_executed: bool) -> TransactionId:
+    """A withdrawal under review whose Deriv debit was requested and never answered: either it
+    never reached Deriv (the request was recorded, then the worker died), or Deriv executed it
+    and the answer was lost (the socket dropped after the debit)."""
+    stack = review.stack
+    tx = await stack.withdrawal(user, 10_00)
+    if debit_executed:
+        await stack.deriv_fault(
+            kind="drop_after", call="paymentagent_withdraw", match={"description": str(tx.id)}, times=1
+        )
+        # ... and Deriv's statement cannot be read: the debit's outcome stays unknown
+        await stack.deriv_fault(kind="rate_limit", call="statement")
+        with contextlib.suppress(Exception):
+            await stack.app.confirm_withdrawal(
+                user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
+            )
+        await review.deriv_control("DELETE", "/faults")
+    async with stack.uow() as uow:
+        stuck = await uow.transactions.get_for_update(tx.id)
+        assert stuck is not None
+        if stuck.status is S.AWAITING_WITHDRAWAL_CODE:
+            if not stuck.deriv_withdrawal_may_have_gone():
+                stuck.deriv_withdrawal_requested()
+            stuck.mark_outcome_unknown("Deriv withdrawal: no answer")
+        assert stuck.status is S.OUTCOME_UNKNOWN, stuck.status
+        stuck.needs_review("Deriv withdrawal lookups exhausted")
+        await uow.transactions.save(stuck)
+        await uow.commit()
+    return tx.id
+
+
+async def test_fail_only_where_the_provider_proves_no_money_moved(review: Review) -> None:
+    stack = review.stack
+    olga, amos = review.staff("olga", "operator"), review.staff("amos", "approver")
+    user = await stack.user()
+    never_sent = await withdrawal_in_review(review, user, debit_executed=False)
+    debited = await withdrawal_in_review(review, user, debit_executed=True)
+
+    async def fail(tx_id: TransactionId) -> pb.ApproveReviewActionResponse:
+        proposed = await review.ops.ProposeReviewAction(
+            pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=FAIL, reason="never reached Deriv"),
+            metadata=olga,
+        )
+        response: pb.ApproveReviewActionResponse = await review.ops.ApproveReviewAction(
+            pb.ApproveReviewActionRequest(action_id=proposed.action.action_id), metadata=amos
+        )
+        return response
+
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await fail(debited)
+    assert reason_of(denied.value) == "EVIDENCE_DENIED"
+    assert "money moved" in (denied.value.details() or "")
+    assert (await stack.get(debited)).status is S.NEEDS_REVIEW
+
+    failed = await fail(never_sent)
+    assert failed.action.status == pb.REVIEW_ACTION_STATUS_EXECUTED
+    done = await stack.get(never_sent)
+    assert done.status is S.FAILED and "failed in review" in (done.failure_reason or "")
+    assert done.deriv_withdrawal is not None and done.deriv_withdrawal.status == "FAILED"
+    assert await stack.deriv_transfers(str(never_sent)) == 0
+    assert [a for _, a, _ in await audit_actions(review, never_sent)] == [
+        "review.proposed",
+        "review.approved",
+    ]
+    assert [a for _, a, _ in await audit_actions(review, debited)] == ["review.proposed", "review.refused"]
+    # The executed debit is the review's to settle: resolve the queue item so the books agree.
+    async with stack.uow() as uow:
+        still = await uow.transactions.get_for_update(debited)
+        assert still is not None and still.status is S.NEEDS_REVIEW

@@ -65,11 +65,6 @@ def test_what_cannot_be_resolved(view: ReviewView, evidence: Evidence, why: str)
     assert refused is not None and why in refused
 
 
-@pytest.mark.parametrize("kind", [ActionKind.FAIL, ActionKind.RETRY])
-def test_actions_not_built_yet_are_refused(kind: ActionKind) -> None:
-    assert refusal(kind, REFUSED, DERIV) is not None
-
-
 def _under_review(deposit: Transaction, now: datetime) -> Transaction:
     deposit.stk_push_sent(
         MpesaRequest.sent(
@@ -119,3 +114,41 @@ def test_a_statement_line_proves_only_our_transfer(deposit: Transaction, now: da
     assert "USD" in (deriv_denial(deposit, 9, StatementLine(9, cents + 1, "USD", "CR90000000", "")) or "")
     other = StatementLine(9, cents, "USD", "CR90000000", "CR90000999")
     assert "to CR90000999" in (deriv_denial(deposit, 9, other) or "")
+
+
+def test_fail_only_where_no_money_can_have_moved() -> None:
+    w = T.WITHDRAWAL
+    assert refusal(ActionKind.FAIL, ReviewView(w, S.NEEDS_REVIEW), Evidence()) is None
+    asked = ReviewView(w, S.NEEDS_REVIEW, deriv_withdrawal=E.SENT.value)
+    assert refusal(ActionKind.FAIL, asked, Evidence()) is None  # Deriv is asked at approval
+    debited = ReviewView(w, S.NEEDS_REVIEW, deriv_withdrawal=E.CONFIRMED.value)
+    assert "money moved" in (refusal(ActionKind.FAIL, debited, Evidence()) or "")
+    paying = ReviewView(w, S.NEEDS_REVIEW, deriv_withdrawal=E.FAILED.value, mpesa_disbursement=E.SENT.value)
+    assert refusal(ActionKind.FAIL, paying, Evidence()) is not None
+    assert "refund" in (refusal(ActionKind.FAIL, REFUSED, Evidence()) or "")
+    lost_push = ReviewView(T.DEPOSIT, S.NEEDS_REVIEW)
+    assert "may have charged" in (refusal(ActionKind.FAIL, lost_push, Evidence()) or "")
+    unpaid = ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, mpesa_request=E.FAILED.value)
+    assert refusal(ActionKind.FAIL, unpaid, Evidence()) is None
+    assert refusal(ActionKind.FAIL, unpaid, DERIV) is not None
+
+
+def test_retry_only_a_refund_mpesa_never_acknowledged() -> None:
+    stuck = ReviewView(
+        T.DEPOSIT,
+        S.NEEDS_REVIEW,
+        E.CONFIRMED.value,
+        mpesa_disbursement=E.SENT.value,
+        deriv_transfer=E.FAILED.value,
+    )
+    assert refusal(ActionKind.RETRY, stuck, Evidence()) is None
+    accepted = ReviewView(
+        T.DEPOSIT,
+        S.NEEDS_REVIEW,
+        E.CONFIRMED.value,
+        mpesa_disbursement=E.SENT.value,
+        deriv_transfer=E.FAILED.value,
+        disbursement_accepted=True,
+    )
+    assert refusal(ActionKind.RETRY, accepted, Evidence()) is not None
+    assert refusal(ActionKind.RETRY, REFUSED, Evidence()) is not None
