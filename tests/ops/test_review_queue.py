@@ -347,3 +347,59 @@ async def test_fail_only_where_the_provider_proves_no_money_moved(review: Review
     async with stack.uow() as uow:
         still = await uow.transactions.get_for_update(debited)
         assert still is not None and still.status is S.NEEDS_REVIEW
+
+
+async def test_a_rejected_proposal_moves_nothing_and_frees_the_transaction(review: Review) -> None:
+    stack = review.stack
+    tx_id = await refused_deposit(review)
+    olga = review.staff("olga", "operator", "approver")
+    amos = review.staff("amos", "approver")
+    before = await stack.get(tx_id)
+    proposed = await review.ops.ProposeReviewAction(
+        pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=REFUND, reason="refund it"),
+        metadata=olga,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as twice:
+        await review.ops.ProposeReviewAction(
+            pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=REFUND, reason="again"),
+            metadata=olga,
+        )
+    assert reason_of(twice.value) == "REVIEW_ACTION_ALREADY_OPEN"
+    with pytest.raises(grpc.aio.AioRpcError) as own:
+        await review.ops.RejectReviewAction(
+            pb.RejectReviewActionRequest(action_id=proposed.action.action_id, reason="changed my mind"),
+            metadata=olga,
+        )
+    assert reason_of(own.value) == "FOUR_EYES_REQUIRED"
+    with pytest.raises(grpc.aio.AioRpcError) as no_reason:
+        await review.ops.RejectReviewAction(
+            pb.RejectReviewActionRequest(action_id=proposed.action.action_id, reason=" "), metadata=amos
+        )
+    assert no_reason.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    rejected = await review.ops.RejectReviewAction(
+        pb.RejectReviewActionRequest(action_id=proposed.action.action_id, reason="ask the customer first"),
+        metadata=amos,
+    )
+    assert rejected.action.status == pb.REVIEW_ACTION_STATUS_REJECTED
+    assert (rejected.action.decided_by, rejected.action.outcome) == (
+        "operator:amos",
+        "ask the customer first",
+    )
+    after = await stack.get(tx_id)
+    assert (after.status, after.version, after.mpesa_disbursement) == (S.NEEDS_REVIEW, before.version, None)
+    assert not (await stack.mpesa_books())["b2c"]["transactions"]
+    trail = await audit_actions(review, tx_id)
+    assert [(actor, action) for actor, action, _ in trail] == [
+        ("operator:olga", "review.proposed"),
+        ("operator:olga", "review.rejection_refused"),
+        ("operator:amos", "review.rejected"),
+    ]
+    queue = await review.ops.ListReviewQueue(
+        pb.ListReviewQueueRequest(transaction_id=str(tx_id)), metadata=review.staff("vera", "viewer")
+    )
+    assert [a.status for a in queue.items[0].review_actions] == [pb.REVIEW_ACTION_STATUS_REJECTED]
+    again = await review.ops.ProposeReviewAction(  # the transaction is free for a new proposal
+        pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=REFUND, reason="customer agreed"),
+        metadata=olga,
+    )
+    assert again.action.status == pb.REVIEW_ACTION_STATUS_PROPOSED
