@@ -403,3 +403,28 @@ async def test_a_rejected_proposal_moves_nothing_and_frees_the_transaction(revie
         metadata=olga,
     )
     assert again.action.status == pb.REVIEW_ACTION_STATUS_PROPOSED
+
+
+async def test_a_proposal_made_on_an_older_state_is_refused_not_executed(review: Review) -> None:
+    stack = review.stack
+    tx_id = await refused_deposit(review)
+    proposed = await review.ops.ProposeReviewAction(
+        pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=REFUND, reason="refund it"),
+        metadata=review.staff("olga", "operator"),
+    )
+    async with stack.uow() as uow:  # something else touched the transaction meanwhile
+        moved = await uow.transactions.get_for_update(tx_id)
+        assert moved is not None
+        moved.retry_approved("elsewhere")
+        await uow.transactions.save(moved)
+        await uow.commit()
+
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await review.ops.ApproveReviewAction(
+            pb.ApproveReviewActionRequest(action_id=proposed.action.action_id),
+            metadata=review.staff("amos", "approver"),
+        )
+    assert reason_of(stale.value) == "REVIEW_ACTION_NOT_POSSIBLE"
+    assert "changed after the proposal" in (stale.value.details() or "")
+    assert (await stack.get(tx_id)).mpesa_disbursement is None
+    assert [a for _, a, _ in await audit_actions(review, tx_id)] == ["review.proposed", "review.refused"]
