@@ -44,9 +44,9 @@ def reason_of(error: grpc.aio.AioRpcError) -> str:
     return parsed.error_info.reason
 
 
-async def refused_deposit(review: Review) -> TransactionId:
+async def refused_deposit(review: Review, user: UserId | None = None) -> TransactionId:
     stack = review.stack
-    user = await stack.user(loginid=REFUSED_CLIENT)
+    user = user or await stack.user(loginid=REFUSED_CLIENT)
     tx = await stack.deposit(user, 1_300)  # USD 10.00
     done = await stack.settle(tx.id)
     assert done.status is S.NEEDS_REVIEW, done.failure_reason
@@ -428,3 +428,28 @@ async def test_a_proposal_made_on_an_older_state_is_refused_not_executed(review:
     assert "changed after the proposal" in (stale.value.details() or "")
     assert (await stack.get(tx_id)).mpesa_disbursement is None
     assert [a for _, a, _ in await audit_actions(review, tx_id)] == ["review.proposed", "review.refused"]
+
+
+async def test_the_queue_pages_and_filters(review: Review) -> None:
+    user = await review.stack.user(loginid=REFUSED_CLIENT)
+    first, second = await refused_deposit(review, user), await refused_deposit(review, user)
+    viewer = review.staff("vera", "viewer")
+    page = await review.ops.ListReviewQueue(pb.ListReviewQueueRequest(page_size=1), metadata=viewer)
+    assert [i.transaction_id for i in page.items] == [str(first)] and page.next_page_token
+    rest = await review.ops.ListReviewQueue(
+        pb.ListReviewQueueRequest(page_size=1, page_token=page.next_page_token), metadata=viewer
+    )
+    assert [i.transaction_id for i in rest.items] == [str(second)] and not rest.next_page_token
+    withdrawals = await review.ops.ListReviewQueue(
+        pb.ListReviewQueueRequest(type="WITHDRAWAL"), metadata=viewer
+    )
+    assert not withdrawals.items
+    for bad in (
+        pb.ListReviewQueueRequest(page_size=101),
+        pb.ListReviewQueueRequest(page_token="not-a-token"),
+        pb.ListReviewQueueRequest(type="LOAN"),
+        pb.ListReviewQueueRequest(transaction_id="42"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await review.ops.ListReviewQueue(bad, metadata=viewer)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, bad
