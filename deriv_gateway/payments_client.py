@@ -14,6 +14,7 @@ The user's token and verification code travel in the request body only; they are
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
@@ -28,6 +29,7 @@ from application.payments.errors import (
     NotExecuted,
 )
 from application.payments.ports import DerivReceipt
+from application.review.ports import StatementLine
 from deriv_gateway.grpc_errors import GATEWAY_DOMAIN, parse_details
 from domain.user.deriv_login_id import DerivLoginId
 from domain.wallet.money import Money
@@ -170,3 +172,39 @@ class GatewayDerivPayments:
         except grpc.aio.AioRpcError as error:
             raise classify(error) from None
         return DerivReceipt(reply.withdrawal_id, reply.deriv_transaction_id)
+
+
+class GatewayDerivStatement:
+    """application.review.ports.DerivStatement and DerivLookups over the gateway: read-only."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0) -> None:
+        self._stub = pb_grpc.DerivGatewayServiceStub(channel)
+        self._timeout = timeout
+
+    async def find_line(self, reference: str, since: datetime) -> StatementLine | None:
+        request = pb.FindStatementLineRequest(reference=reference, since_unix=int(since.timestamp()))
+        try:
+            reply = await self._stub.FindStatementLine(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise classify(error) from None
+        if not reply.found:
+            return None
+        return StatementLine(
+            deriv_transaction_id=reply.deriv_transaction_id,
+            amount_cents=reply.amount.amount_cents,
+            currency=reply.amount.currency,
+            from_loginid=reply.from_loginid,
+            to_loginid=reply.to_loginid,
+        )
+
+    async def withdrawal_executed(self, *, withdrawal_id: str, amount: Money) -> int | None:
+        """Resolve-only: the gateway's journal or Deriv's statement, never a new debit."""
+        request = pb.WithdrawRequest(withdrawal_id=withdrawal_id, amount=_money(amount), resolve_only=True)
+        try:
+            reply = await self._stub.Withdraw(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            failure = classify(error)
+            if isinstance(failure, (NotExecuted, CallRefused)):
+                return None  # as the saga reads it: the debit did not happen
+            raise failure from None
+        return int(reply.deriv_transaction_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -29,6 +30,10 @@ log = get_logger("deriv_gateway.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DerivGatewayService"].full_name
 T = TypeVar("T")
+
+
+# How far back FindStatementLine reads at most.
+STATEMENT_SEARCH_WINDOW = timedelta(days=30)
 
 
 async def _call(context: grpc.aio.ServicerContext, rpc: str, work: Callable[[], Awaitable[T]]) -> T:
@@ -198,7 +203,33 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
                 loginid=balance.loginid, balance=_money(balance.cents, balance.currency)
             )
 
-    async def _not_leader(self) -> None:
+    async def FindStatementLine(
+        self, request: pb.FindStatementLineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindStatementLineResponse:
+        now = datetime.now(UTC)
+        oldest = now - STATEMENT_SEARCH_WINDOW
+        since = oldest
+        if request.since_unix > 0:
+            asked = datetime.fromtimestamp(min(request.since_unix, int(now.timestamp())), UTC)
+            since = max(asked, oldest)
+        found = await _call(
+            context,
+            "FindStatementLine",
+            lambda: self.gateway.find_statement_line(request.reference, since),
+        )
+        if found is None:
+            return pb.FindStatementLineResponse(found=False)
+        currency = str(self.gateway.agent.authorization.get("currency") or "")
+        return pb.FindStatementLineResponse(
+            found=True,
+            deriv_transaction_id=found.transaction_id,
+            amount=_money(found.amount_cents, currency),
+            from_loginid=found.from_loginid or "",
+            to_loginid=found.to_loginid or "",
+            longcode=found.longcode[:500],
+            transaction_time=found.transaction_time or 0,
+        )
+
         self.gateway._token()
 
     async def GetSettings(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from deriv_gateway.statement_batch import StatementBatcher
 log = get_logger("deriv_gateway.service")
 
 STATEMENT_PAGE = 100
+_REFERENCE = re.compile(r"[A-Za-z0-9-]{1,64}")
 SWEEP_PAGE = 100
 
 # `request("statement", fields)` on the agent's connection or on a client's own session
@@ -778,6 +780,14 @@ class DerivGateway:
         raise OperationNotExecuted(operation_id)
 
     # --- money: the statement --------------------------------------------------------
+
+    async def find_statement_line(self, reference: str, since: datetime) -> StatementMatch | None:
+        """Read-only: the agent's statement line carrying `reference` (operators' evidence checks).
+        Joins the batched statement reads; never sends a money frame."""
+        if not _REFERENCE.fullmatch(reference):
+            raise errors.InputValidationFailed("reference: 1 to 64 of A-Z a-z 0-9 and '-'")
+        self._token()
+        return await self.statements.find(reference, since)
 
     async def _resolve(self, description: str, since: datetime) -> StatementMatch | None:
         """Search the agent's statement for the reference (paged, from shortly before the row was

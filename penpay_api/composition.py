@@ -37,6 +37,8 @@ from application.identity.ports import (
 )
 from application.identity.rate_limits import RateLimitGuard
 from application.identity.service import IdentityService
+from application.review.ports import ReviewUnitOfWork
+from application.review.service import ReviewService
 from application.wallet.queries import WalletQueries
 from penpay.bootstrap import Core
 from penpay_api.auth import RoleAwareAccessTokens
@@ -107,6 +109,7 @@ def build_api(
     extra_money_methods: Collection[str] = (),
     bus: MessageBus | None = None,
     fingerprint_key: bytes | None = None,
+    deriv_statement: Any = None,
 ) -> Api:
     """The API server with every service, wired to `core` (nothing is started)."""
     from penpay.auth.v1 import auth_pb2_grpc
@@ -212,6 +215,19 @@ def build_api(
 
         consistency_check = check_consistency
 
+    if deriv_statement is None:
+        from deriv_gateway.channel import gateway_channel
+        from deriv_gateway.payments_client import GatewayDerivStatement
+
+        statement_channel = gateway_channel(s.gateway_addr)
+        closers.append(statement_channel.close)
+        deriv_statement = GatewayDerivStatement(statement_channel, timeout=s.gateway_request_timeout + 10)
+    review = ReviewService(
+        unit_of_work=lambda actor: cast(ReviewUnitOfWork, core.unit_of_work(actor=actor)),
+        deriv_statement=deriv_statement,
+        deriv_lookups=deriv_statement,
+    )
+
     wallet_queries = WalletQueries(SqlWalletReadModel(core.engine))
     if bus is None:
         bus = core.message_bus()  # closed by core.close()
@@ -238,9 +254,11 @@ def build_api(
                 bus=bus,
                 clock=core.clock,
                 consistency_check=consistency_check,  # type: ignore[arg-type]
+                review=review,
             ),
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,
+            method_roles=ops.METHOD_ROLES,
         ),
         Service(
             name=keys.SERVICE_NAME,

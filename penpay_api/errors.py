@@ -64,6 +64,11 @@ _CODE_BY_REASON: Mapping[str, grpc.StatusCode] = {
     "RATE_EXPIRED": grpc.StatusCode.FAILED_PRECONDITION,
     "OVERDRAFT": grpc.StatusCode.FAILED_PRECONDITION,
     "ILLEGAL_TRANSITION": grpc.StatusCode.FAILED_PRECONDITION,
+    # review queue
+    "FOUR_EYES_REQUIRED": grpc.StatusCode.PERMISSION_DENIED,
+    "EVIDENCE_DENIED": grpc.StatusCode.FAILED_PRECONDITION,
+    "EVIDENCE_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "REVIEW_ACTION_ALREADY_OPEN": grpc.StatusCode.FAILED_PRECONDITION,
     # concurrency: the client may retry
     "CONCURRENT_MODIFICATION": grpc.StatusCode.ABORTED,
     "IDEMPOTENCY_KEY_ALREADY_USED": grpc.StatusCode.ABORTED,

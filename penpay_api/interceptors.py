@@ -9,7 +9,8 @@
 3. AuthenticationInterceptor: `authorization: Bearer <jwt>` verified (RS256) for every method
    that is not public, and a user's session still open (penpay_api.sessions: logout ends it at
    once); the principal goes into the CallState.
-4. AuthorisationInterceptor: operator services need the operator role; every other
+4. AuthorisationInterceptor: operator services need a staff role, and the role their method
+   needs (AccessPolicy.roles_for); every other
    authenticated method needs a user's token (the servicer then acts on that user only).
 5. IdempotencyInterceptor (penpay_api.idempotency): the money methods.
 
@@ -29,7 +30,7 @@ import structlog
 
 from domain.shared.clock import Clock
 from penpay_api import metrics
-from penpay_api.auth import Access, AccessPolicy, RoleAwareAccessTokens
+from penpay_api.auth import STAFF_ROLES, Access, AccessPolicy, RoleAwareAccessTokens
 from penpay_api.context import (
     REQUEST_ID_KEY,
     CallState,
@@ -218,13 +219,22 @@ class AuthorisationInterceptor(UnaryInterceptor):
         if principal is None:  # the authentication layer is missing: refuse rather than guess
             raise _unauthenticated("not authenticated")
         access = self._policy.access(method)
-        if access is Access.OPERATOR and not principal.has_role("operator"):
-            raise RpcFailure.build(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "this call is for PenPay operators",
-                reason="OPERATOR_ROLE_REQUIRED",
-                metadata={"required_role": "operator"},
-            )
+        if access is Access.OPERATOR:
+            if not principal.roles & STAFF_ROLES:
+                raise RpcFailure.build(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "this call is for PenPay operators",
+                    reason="OPERATOR_ROLE_REQUIRED",
+                    metadata={"required_role": "operator"},
+                )
+            needed = self._policy.roles_for(method)
+            if not principal.roles & needed:
+                raise RpcFailure.build(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"this call needs the role {' or '.join(sorted(needed))}",
+                    reason="ROLE_REQUIRED",
+                    metadata={"required_role": ",".join(sorted(needed))},
+                )
         if access is Access.USER and principal.user_id is None:
             raise RpcFailure.build(
                 grpc.StatusCode.PERMISSION_DENIED,

@@ -46,6 +46,8 @@ class Service:
     add_to_server: Any  # pb_grpc.add_<Service>Servicer_to_server
     public_methods: Collection[str] = ()
     operator_only: bool = False
+    # staff methods (of an operator_only service) -> the roles of which the caller needs one
+    method_roles: Mapping[str, Collection[str]] = field(default_factory=dict)
     money_methods: Collection[str] = ()
     # of money_methods, those whose refusals free the key when they created nothing under it
     creates_transaction_under_key: Collection[str] = ()
@@ -72,6 +74,7 @@ class ApiServer:
             public_methods=[m for s in services for m in s.public_methods],
             public_services=PUBLIC_SERVICES,
             operator_services=[s.name for s in services if s.operator_only],
+            method_roles={m: r for s in services for m, r in s.method_roles.items()},
         )
         self.idempotency = idempotency
         self.idempotency.money_methods.update(m for s in services for m in s.money_methods)

@@ -39,7 +39,9 @@ Evidence (transactions and their attachment rows):
   EVIDENCE_AMOUNT_MISMATCH       a confirmed evidence row's amount is not the transaction's
                                  (STK and Deriv withdrawal: amount; Deriv transfer and B2C:
                                  converted_amount)
-  EVIDENCE_WRONG_FLOW            a deposit with withdrawal evidence, or the reverse
+  EVIDENCE_WRONG_FLOW            a deposit with withdrawal evidence (its B2C record is allowed as
+                                 the refund of a received payment whose Deriv transfer failed),
+                                 or the reverse
   FAILED_WITH_MONEY              FAILED transaction with CONFIRMED money evidence (a paid STK,
                                  a Deriv credit or debit, a B2C payout): money moved, not handled
   REVERSED_BUT_DELIVERED         REVERSED deposit whose Deriv transfer is CONFIRMED, or REVERSED
@@ -55,9 +57,10 @@ Ledger per transaction (terminal transactions; postings' transaction_id):
                         -converted_amount, wallets net 0.
   REVERSED withdrawal:  both floats net 0 and wallets net 0: the debit (+amount) was refunded
                         (-amount); when the float net is still +amount: REVERSAL_WITHOUT_REFUND.
-  REVERSED deposit:     Deriv agent float net 0 (the USD never reached the user); the KES
-                        refund is not a posting of these flows: a KES balance left in the
-                        M-Pesa float or the wallets is a warning (REVERSED_DEPOSIT_KES_KEPT).
+  REVERSED deposit:     Deriv agent float net 0 (the USD never reached the user); refunded by
+                        B2C after review (bookings.deposit_refund) the M-Pesa float and the
+                        wallets net 0; a KES balance left in them is a warning
+                        (REVERSED_DEPOSIT_KES_KEPT).
   FAILED:               no float moved (FAILED_FLOAT_MOVED) and wallets net 0.
   Codes: FLOAT_MOVEMENT_MISMATCH, FAILED_FLOAT_MOVED, REVERSAL_WITHOUT_REFUND,
   WALLET_NOT_SETTLED, WRONG_USER_WALLET (a transaction's entry on another user's wallet).
@@ -866,8 +869,12 @@ def _classify_evidence(out: _Collector, row: Any) -> None:
                 tx,
             )
 
-    if is_deposit and (row.dw_id is not None or row.md_id is not None):
-        out.violation(Code.EVIDENCE_WRONG_FLOW, "a deposit has a Deriv withdrawal or B2C record", tx)
+    # A deposit's B2C record is its refund (approved in review): for the whole amount, and only
+    # once the customer's payment was received and the Deriv transfer failed.
+    if is_deposit and row.dw_id is not None:
+        out.violation(Code.EVIDENCE_WRONG_FLOW, "a deposit has a Deriv withdrawal record", tx)
+    if is_deposit and row.md_id is not None and not (mr_ok and not dt_ok):
+        out.violation(Code.EVIDENCE_WRONG_FLOW, "a deposit has a B2C refund without a received payment", tx)
     if not is_deposit and (row.mr_id is not None or row.dt_id is not None):
         out.violation(Code.EVIDENCE_WRONG_FLOW, "a withdrawal has an STK push or Deriv transfer record", tx)
 
@@ -1293,6 +1300,28 @@ async def _deposits_in_review_without_request(
     return found
 
 
+def _check_refund_payout(out: _Collector, tx: _TxRow, paid: list[B2CPayout], ids: str) -> None:
+    """B2C payouts of a deposit: its refund, once, of the whole amount, booked as REVERSED."""
+    if len(paid) > 1:
+        out.violation(Code.PAID_TWICE, f"M-Pesa paid {len(paid)} refunds ({ids})", tx.id)
+    for payout in paid:
+        if payout.amount_cents != tx.amount_cents:
+            out.violation(
+                Code.BOOKS_AMOUNT_MISMATCH,
+                f"refund B2C {payout.originator_conversation_id} paid {_money(payout.amount_cents, 'KES')}, "
+                f"the deposit was {_money(tx.amount_cents, 'KES')}",
+                tx.id,
+            )
+    if tx.status == S.NEEDS_REVIEW.value:
+        out.warning(
+            WarningCode.B2C_PAID_PENDING, f"M-Pesa paid refund {ids}; the deposit is in review", tx.id
+        )
+    elif tx.status != S.REVERSED.value:
+        out.violation(
+            Code.B2C_PAID_NOT_BOOKED, f"M-Pesa paid refund {ids} but the deposit is {tx.status}", tx.id
+        )
+
+
 async def _check_mpesa_books(connection: AsyncConnection, out: _Collector, books: MpesaBooks) -> None:
     mr = mpesa_requests
     md = mpesa_disbursements
@@ -1424,6 +1453,9 @@ async def _check_mpesa_books(connection: AsyncConnection, out: _Collector, books
         sim_net[tx_id] -= sum(p.amount_cents for p in paid_for_tx)
         tx = known.get(tx_id)
         ids = ", ".join(p.originator_conversation_id for p in paid_for_tx)
+        if tx is not None and tx.type == _DEPOSIT:
+            _check_refund_payout(out, tx, paid_for_tx, ids)
+            continue
         if tx is None or tx.type != _WITHDRAWAL:
             out.violation(Code.B2C_PAYOUT_UNKNOWN, f"B2C {ids} names no withdrawal ({tx_id})", tx_id)
             continue

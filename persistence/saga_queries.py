@@ -8,13 +8,28 @@ from datetime import datetime
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.payments.status import TransactionStatus
+from domain.payments.attachments import EvidenceStatus
+from domain.payments.status import TransactionStatus, TransactionType
 from domain.shared.ids import TransactionId
-from persistence.tables import transactions
+from persistence.tables import mpesa_disbursements, transactions
 
 # Waiting states the saga drives on its own. NEEDS_REVIEW waits for a person; terminal ones are done.
 SWEPT_STATUSES = tuple(
     s.value for s in TransactionStatus if not s.is_terminal and s is not TransactionStatus.NEEDS_REVIEW
+)
+
+
+# A deposit under review whose refund two people approved: the saga pays it (until it is paid,
+# or M-Pesa's refusal hands it back to a person: evidence REVIEW).
+_REFUND_IN_FLIGHT = and_(
+    transactions.c.status == TransactionStatus.NEEDS_REVIEW.value,
+    transactions.c.type == TransactionType.DEPOSIT.value,
+    select(mpesa_disbursements.c.transaction_id)
+    .where(
+        mpesa_disbursements.c.transaction_id == transactions.c.id,
+        mpesa_disbursements.c.status != EvidenceStatus.REVIEW.value,
+    )
+    .exists(),
 )
 
 
@@ -68,7 +83,7 @@ async def stale_transaction_ids(
     t = transactions.c
     query = (
         select(t.id, t.updated_at)
-        .where(t.status.in_(SWEPT_STATUSES), t.updated_at < untouched_since)
+        .where(or_(t.status.in_(SWEPT_STATUSES), _REFUND_IN_FLIGHT), t.updated_at < untouched_since)
         .order_by(t.updated_at, t.id)
         .limit(limit)
     )

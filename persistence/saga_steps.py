@@ -83,3 +83,10 @@ class SqlSagaSteps:
                 detail=detail[:255],
             )
         )
+
+    async def reset(self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str) -> None:
+        """A person approved trying the step again: its attempts start over."""
+        key = (_t.c.transaction_id == transaction_id.value) & (_t.c.step == step)
+        await self._connection.execute(
+            update(_t).where(key).values(attempts=0, updated_at=now, retry_at=None, detail=detail[:255])
+        )

@@ -413,6 +413,33 @@ mpesa_callback_reviews = Table(
     Index(None, "status", "received_at"),
 )
 
+# --- Review queue (migration 0009) -----------------------------------------------------
+
+# Operators' proposals on transactions under review and their four-eyes decisions.
+# open_transaction_id: the transaction id while PROPOSED, NULL once decided (one open proposal
+# per transaction, by its unique index).
+review_actions = Table(
+    "review_actions",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), nullable=False),
+    Column("open_transaction_id", UUIDv7(), nullable=True),
+    Column("transaction_version", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(255), nullable=False),
+    Column("deriv_transaction_id", BigInteger, nullable=True),
+    Column("mpesa_receipt", String(32), nullable=True),
+    Column("proposed_by", String(64), nullable=False),
+    Column("proposed_at", UtcDateTime(), nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", UtcDateTime(), nullable=True),
+    Column("outcome", String(255), nullable=True),
+    Index("ix_review_actions_transaction_id", "transaction_id"),
+    Index("ix_review_actions_status", "status", "proposed_at"),
+    Index("ux_review_actions_open_transaction_id", "open_transaction_id", unique=True),
+)
+
 # --- Identity security (migration 0004) -------------------------------------------------
 
 # Opaque refresh tokens, stored as SHA-256 only; rotated on every use. A family is one login

@@ -72,7 +72,8 @@ _ATTACHMENT_TABLES: dict[str, Table] = {
     "deriv_withdrawal": deriv_withdrawals,
 }
 _FLOW_ATTACHMENTS = {
-    TransactionType.DEPOSIT: ("mpesa_request", "deriv_transfer"),
+    # a deposit's B2C record is its refund (approved in review)
+    TransactionType.DEPOSIT: ("mpesa_request", "deriv_transfer", "mpesa_disbursement"),
     TransactionType.WITHDRAWAL: ("mpesa_disbursement", "deriv_withdrawal"),
 }
 

@@ -40,6 +40,8 @@ WAKE_UPS = (
     "MpesaB2CResultRecorded",
     "MpesaB2COutcomeUnknown",
     "MpesaB2CConfirmed",
+    "RefundRequested",
+    "ReviewRetryApproved",
 )
 
 

@@ -1,5 +1,5 @@
-"""The notice a user gets when a payment ends: deposit completed or failed, withdrawal paid or
-reversed. Amounts are shown in both currencies (what the user paid or asked, and what it converted
+"""The notice a user gets when a payment ends: deposit completed, failed or refunded, withdrawal
+paid or reversed. Amounts are shown in both currencies (what the user paid or asked, and what it converted
 to at the locked rate). Pure: the consumer in workers/notifications.py loads and delivers."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from domain.wallet.money import Money
 NOTIFIED: dict[tuple[TransactionType, TransactionStatus], str] = {
     (TransactionType.DEPOSIT, TransactionStatus.COMPLETED): "deposit completed",
     (TransactionType.DEPOSIT, TransactionStatus.FAILED): "deposit failed",
+    # refunded by B2C after review (Deriv refused the transfer for good)
+    (TransactionType.DEPOSIT, TransactionStatus.REVERSED): "deposit refunded",
     (TransactionType.WITHDRAWAL, TransactionStatus.COMPLETED): "withdrawal paid",
     (TransactionType.WITHDRAWAL, TransactionStatus.REVERSED): "withdrawal reversed",
 }
@@ -49,6 +51,11 @@ def notice_for(tx: Transaction, reached: TransactionStatus) -> PaymentNotice | N
     elif kind == "deposit failed":
         subject = "Your PenPay deposit did not go through"
         line = f"Your deposit of {paid} ({got}) did not go through; nothing was credited to Deriv {deriv}."
+    elif kind == "deposit refunded":
+        subject = "Your PenPay deposit was refunded"
+        line = (
+            f"Deriv {deriv} could not be credited; your {paid} was sent back to M-Pesa {tx.phone.masked()}."
+        )
     elif kind == "withdrawal paid":
         subject = "Your PenPay withdrawal is paid"
         line = f"{paid} withdrawn from Deriv {deriv}: {got} paid to your M-Pesa {tx.phone.masked()}."

@@ -6,6 +6,11 @@ Deposit (per transaction):
                Dr FX USD           / Cr USER_WALLET USD          converted_amount
   transfer     Dr USER_WALLET USD  / Cr DERIV_AGENT_FLOAT USD    converted_amount  (reserved before sending)
   refused      the mirror of `transfer`
+  proven       `transfer` again, when review proves Deriv paid after all (the refusal gave it back)
+  refund       (two people approved giving the KES back by B2C, after Deriv refused for good)
+               the mirror of `converted`, then
+               Dr USER_WALLET KES  / Cr MPESA_FLOAT KES          amount            (reserved before sending)
+  refund failed  the mirror of the refund's payout (the KES waits in the user's wallet for a person)
 Withdrawal:
   debited      Dr DERIV_AGENT_FLOAT USD / Cr USER_WALLET USD     amount
   converted    Dr USER_WALLET USD  / Cr FX USD                   amount
@@ -92,6 +97,41 @@ async def deposit_transfer_refused(ledger: LedgerRepository, tx: Transaction) ->
         tx,
         "deposit: Deriv refused the transfer, USD back to the user's wallet",
         [(K.DERIV_AGENT_FLOAT, K.USER_WALLET, _converted(tx))],
+    )
+
+
+async def deposit_transfer_proven(ledger: LedgerRepository, tx: Transaction) -> Posting:
+    """An operator proved (on Deriv's statement) a transfer the saga had booked as refused."""
+    return await _posting(
+        ledger,
+        tx,
+        "deposit: Deriv transfer proven by review",
+        [(K.USER_WALLET, K.DERIV_AGENT_FLOAT, _converted(tx))],
+    )
+
+
+async def deposit_refund(ledger: LedgerRepository, tx: Transaction) -> list[Posting]:
+    """Reversing postings of a deposit Deriv refused for good, and the refund's B2C reservation."""
+    kes, usd = tx.amount, _converted(tx)
+    return [
+        await _posting(
+            ledger,
+            tx,
+            "deposit refunded: USD back to KES at the same quote",
+            [(K.USER_WALLET, K.FX, usd), (K.FX, K.USER_WALLET, kes)],
+        ),
+        await _posting(
+            ledger, tx, "deposit refunded: B2C refund to the customer", [(K.USER_WALLET, K.MPESA_FLOAT, kes)]
+        ),
+    ]
+
+
+async def deposit_refund_failed(ledger: LedgerRepository, tx: Transaction) -> Posting:
+    return await _posting(
+        ledger,
+        tx,
+        "deposit refund not paid: KES back to the user's wallet",
+        [(K.MPESA_FLOAT, K.USER_WALLET, tx.amount)],
     )
 
 

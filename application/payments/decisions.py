@@ -41,6 +41,11 @@ class Action(StrEnum):
     COMPLETE_WITHDRAWAL = "COMPLETE_WITHDRAWAL"
     START_REFUND = "START_REFUND"  # B2C failed for good: undo the bookings, send the USD back
     RESOLVE_REFUND = "RESOLVE_REFUND"  # the refund transfer's answer was lost: ask again, same id
+    # deposit refund (approved by two people; the intent committed with the approval)
+    SEND_REFUND_B2C = "SEND_REFUND_B2C"  # the one send of the refund (again only if held back unsent)
+    CONFIRM_REFUND_B2C = "CONFIRM_REFUND_B2C"  # Transaction Status: a refund is resolved, never resent
+    COMPLETE_REFUND = "COMPLETE_REFUND"  # paid: REVERSED
+    REFUND_NOT_PAID = "REFUND_NOT_PAID"  # M-Pesa did not pay it: back to a person
     # both
     REVIEW = "REVIEW"  # bounded attempts exhausted or contradictory evidence: a person decides
 
@@ -56,6 +61,8 @@ class Step(StrEnum):
     B2C_QUERY = "b2c_query"
     REFUND = "refund"
     FLOAT_WAIT = "float_wait"
+    REFUND_B2C = "refund_b2c"
+    REFUND_B2C_QUERY = "refund_b2c_query"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,7 @@ def _float_due(v: SagaView, p: SagaPolicy) -> bool:
 
 
 _stk = "mpesa_request"
+_NO_STEP = StepRecord("", 0, datetime.min, datetime.min)
 _b2c = "mpesa_disbursement"
 
 DEPOSIT_RULES: tuple[Rule, ...] = (
@@ -267,6 +275,63 @@ DEPOSIT_RULES: tuple[Rule, ...] = (
         _all(_unknown_at(S.DERIV_TRANSFER_SENT), _due(Step.DERIV_TRANSFER, lambda p: p.query_interval)),
         Action.RESOLVE_DERIV_TRANSFER,
         "resolve the Deriv transfer through the gateway",
+    ),
+)
+
+# NEEDS_REVIEW waits for a person, except for a deposit's refund two people approved: its B2C is
+# sent once; an answer lost after the send is resolved by Transaction Status, never sent again.
+_refund_status = S.NEEDS_REVIEW
+DEPOSIT_RULES += (
+    (_refund_status, _evidence(_b2c, E.CONFIRMED), Action.COMPLETE_REFUND, "the refund was paid"),
+    (_refund_status, _evidence(_b2c, E.FAILED), Action.REFUND_NOT_PAID, "the refund was not paid"),
+    (
+        _refund_status,
+        _all(_evidence(_b2c, E.SENT), lambda v, p: v.step(Step.REFUND_B2C) is None),
+        Action.SEND_REFUND_B2C,
+        "send the approved refund",
+    ),
+    (
+        _refund_status,
+        _all(_evidence(_b2c, E.SENT), _deferral_over(Step.REFUND_B2C)),
+        Action.SEND_REFUND_B2C,
+        "the refund was held back unsent: send it now",
+    ),
+    (
+        _refund_status,
+        _all(_evidence(_b2c, E.SENT, E.SUCCEEDED, E.UNKNOWN), _exhausted(Step.REFUND_B2C_QUERY)),
+        Action.WAIT,
+        "Transaction Status never settled the refund: a person decides (retry it)",
+    ),
+    (
+        _refund_status,
+        _all(
+            _evidence(_b2c, E.SENT),
+            lambda v, p: not v.disbursement_accepted,
+            lambda v, p: (v.step(Step.REFUND_B2C) or _NO_STEP).retry_at is None,
+            _due(Step.REFUND_B2C, lambda p: p.call_grace),
+            _due(Step.REFUND_B2C_QUERY, lambda p: p.query_interval),
+        ),
+        Action.CONFIRM_REFUND_B2C,
+        "the refund's answer was lost: ask Transaction Status, never send again",
+    ),
+    (
+        _refund_status,
+        _all(
+            _evidence(_b2c, E.SUCCEEDED, E.UNKNOWN), _due(Step.REFUND_B2C_QUERY, lambda p: p.query_interval)
+        ),
+        Action.CONFIRM_REFUND_B2C,
+        "cross-check the refund's result with Transaction Status",
+    ),
+    (
+        _refund_status,
+        _all(
+            _evidence(_b2c, E.SENT),
+            lambda v, p: v.disbursement_accepted,
+            lambda v, p: v.age() >= p.b2c_result_wait,
+            _due(Step.REFUND_B2C_QUERY, lambda p: p.query_interval),
+        ),
+        Action.CONFIRM_REFUND_B2C,
+        "no refund result in time: ask Transaction Status",
     ),
 )
 

@@ -184,6 +184,10 @@ class PaymentSaga:
             Action.COMPLETE_WITHDRAWAL: self._complete_withdrawal,
             Action.START_REFUND: self._start_refund,
             Action.RESOLVE_REFUND: self._resolve_refund,
+            Action.SEND_REFUND_B2C: self._send_refund_b2c,
+            Action.CONFIRM_REFUND_B2C: self._confirm_refund_b2c,
+            Action.COMPLETE_REFUND: self._complete_refund,
+            Action.REFUND_NOT_PAID: self._refund_not_paid,
             Action.REVIEW: self._review,
         }[decision.action]
         return await handler(tx_id, decision)
@@ -567,6 +571,75 @@ class PaymentSaga:
             only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN),
         )
         return False
+
+    # --- deposit refund (approved in review) ---------------------------------------------
+
+    async def _send_refund_b2c(self, tx_id: TransactionId, decision: Decision) -> bool:
+        async with self._uow() as uow:
+            tx = await self._locked(uow, tx_id, Action.SEND_REFUND_B2C)
+            if tx is None or tx.mpesa_disbursement is None:
+                return True
+            # The step is the mark that the one send may have left: after it, only queries.
+            await uow.saga_steps.start(tx.id, Step.REFUND_B2C, now=uow.clock.now(), detail=decision.reason)
+            self._checkpoint("refund.b2c.before_commit")
+            await uow.commit()
+        self._checkpoint("refund.b2c.before_call")
+        refund = tx.mpesa_disbursement
+        try:
+            conversation_id = await self._mpesa.b2c(
+                originator_conversation_id=refund.originator_conversation_id,
+                phone=tx.phone.value,
+                amount=refund.amount,
+            )
+        except CallRefused as refused:
+            refused_reason = refused.reason
+
+            def failed(t: Transaction, now: Any) -> None:
+                t.mpesa_disbursement_failed(
+                    result_code=1, result_desc=f"refused: {refused_reason}"[:255], raw_result=None, now=now
+                )
+
+            return await self._finish(tx_id, failed, only_if=S.NEEDS_REVIEW)
+        except CallDeferred as deferred:
+            await self._defer(tx_id, Step.REFUND_B2C, deferred)
+            return False
+        except (CallUnavailable, CallOutcomeUnknown) as lost:
+            log.warning("saga.refund_b2c_unresolved", transaction_id=str(tx_id), error=lost.reason)
+            return False  # resolved by Transaction Status after the grace period
+        self._checkpoint("refund.b2c.after_call")
+        accepted_as = conversation_id or "DUPLICATE-OCID"
+        await self._finish(
+            tx_id,
+            lambda t, now: t.mpesa_disbursement_accepted(conversation_id=accepted_as, now=now),
+            only_if=S.NEEDS_REVIEW,
+        )
+        return False  # the result callback wakes us
+
+    async def _confirm_refund_b2c(self, tx_id: TransactionId, decision: Decision) -> bool:
+        async with self._uow() as uow:
+            tx = await self._locked(uow, tx_id, Action.CONFIRM_REFUND_B2C)
+            if tx is None or tx.mpesa_disbursement is None:
+                return True
+            await uow.saga_steps.start(
+                tx.id, Step.REFUND_B2C_QUERY, now=uow.clock.now(), detail=decision.reason
+            )
+            await uow.commit()
+        verdict = await self._mpesa.confirm_b2c(tx.mpesa_disbursement.originator_conversation_id)
+        return verdict is not Verdict.PENDING
+
+    async def _complete_refund(self, tx_id: TransactionId, decision: Decision) -> bool:
+        return await self._finish(
+            tx_id, lambda t, now: t.refund_paid(now=now), expected=Action.COMPLETE_REFUND
+        )
+
+    async def _refund_not_paid(self, tx_id: TransactionId, decision: Decision) -> bool:
+        async def not_paid(uow: PaymentsUnitOfWork, t: Transaction) -> None:
+            await book(uow, await bookings.deposit_refund_failed(uow.ledger, t))
+            refund = t.mpesa_disbursement
+            why = (refund.result_desc if refund is not None else None) or "no description"
+            t.refund_not_paid(why, now=uow.clock.now())
+
+        return await self._finish_with(tx_id, not_paid, expected=Action.REFUND_NOT_PAID)
 
     # --- both -------------------------------------------------------------------------------
 

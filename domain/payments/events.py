@@ -90,3 +90,18 @@ class TransactionFailed(TransactionEvent):
 class NeedsReview(TransactionEvent):
     type: TransactionType
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundRequested(TransactionEvent):
+    """Two people approved giving a deposit's KES back by B2C; the intent is committed."""
+
+    originator_conversation_id: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewRetryApproved(TransactionEvent):
+    """Two people approved running a stuck saga step again."""
+
+    step: str

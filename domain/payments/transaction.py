@@ -31,6 +31,8 @@ from domain.payments.events import (
     MpesaCallbackReceived,
     MpesaDisbursementCompleted,
     NeedsReview,
+    RefundRequested,
+    ReviewRetryApproved,
     TransactionCompleted,
     TransactionCreated,
     TransactionFailed,
@@ -118,8 +120,10 @@ class Transaction:
         is_deposit = self.type is TransactionType.DEPOSIT
         if not is_deposit and (self.mpesa_request or self.deriv_transfer):
             raise InvalidEvidence("a withdrawal has no STK push or Deriv transfer")
-        if is_deposit and (self.mpesa_disbursement or self.deriv_withdrawal):
-            raise InvalidEvidence("a deposit has no B2C payment or Deriv withdrawal")
+        if is_deposit and self.deriv_withdrawal:
+            raise InvalidEvidence("a deposit has no Deriv withdrawal")
+        if is_deposit and self.mpesa_disbursement and self.mpesa_disbursement.amount != self.amount:
+            raise InvalidEvidence("a deposit's B2C payment is the refund of its KES, in full")
         for record in (
             self.mpesa_request,
             self.mpesa_disbursement,
@@ -521,6 +525,7 @@ class Transaction:
         now: datetime | None = None,
     ) -> None:
         """The B2C result says paid. A repeat of the same result changes nothing."""
+        self._require_type(TransactionType.WITHDRAWAL)
         disbursement = self._require_disbursement()
         if self.status is Status.COMPLETED:
             return
@@ -571,8 +576,83 @@ class Transaction:
 
     def retry_mpesa_disbursement(self, *, now: datetime | None = None) -> None:
         """The B2C payment is proven not made: go back to DERIV_WITHDRAWAL_DONE to send it again."""
+        self._require_type(TransactionType.WITHDRAWAL)
         self._require_disbursement()
         self._move_to(Status.DERIV_WITHDRAWAL_DONE, _at(now))
+
+    # --- deposit refund (after review) ------------------------------------------------------
+
+    def refund_requested(
+        self, *, originator_conversation_id: str, now: datetime | None = None
+    ) -> MpesaDisbursement:
+        """Record the B2C refund of the customer's KES about to be sent (approved by two people,
+        before sending it). Only for a deposit under review whose M-Pesa payment was received and
+        whose Deriv transfer never reached the user. No status change: REVERSED once paid."""
+        self._require_type(TransactionType.DEPOSIT)
+        if self.status is not Status.NEEDS_REVIEW:
+            raise IllegalTransition("only a deposit under review is refunded")
+        request = self._require_mpesa_request()
+        if request.status != EvidenceStatus.CONFIRMED:
+            raise IllegalTransition("the customer's M-Pesa payment is not confirmed: nothing to refund")
+        if self.deriv_transfer is not None and self.deriv_transfer.status != EvidenceStatus.FAILED:
+            raise IllegalTransition("the Deriv transfer may have reached the user: not refunded")
+        if self.mpesa_disbursement is not None:
+            raise IllegalTransition("this deposit's refund was already requested")
+        at = _at(now)
+        self.mpesa_disbursement = MpesaDisbursement.sent(
+            transaction_id=self.id,
+            originator_conversation_id=originator_conversation_id,
+            conversation_id=None,
+            phone=self.phone,
+            amount=self.amount,
+            now=at,
+        )
+        self._touch(at)
+        self._record(
+            RefundRequested(
+                **self._common(at), originator_conversation_id=originator_conversation_id, amount=self.amount
+            )
+        )
+        return self.mpesa_disbursement
+
+    def refund_paid(self, *, now: datetime | None = None) -> None:
+        """M-Pesa paid the refund (cross-checked): the deposit ends REVERSED."""
+        self._require_type(TransactionType.DEPOSIT)
+        refund = self._require_disbursement()
+        if refund.status != EvidenceStatus.CONFIRMED:
+            raise IllegalTransition("the refund is not confirmed paid")
+        receipt = refund.transaction_receipt or "no receipt"
+        self.reverse(f"the customer's KES was refunded by B2C ({receipt})", now=now)
+
+    def refund_not_paid(self, reason: str, *, now: datetime | None = None) -> None:
+        """M-Pesa did not pay the refund: the evidence goes to REVIEW (a person decides again)."""
+        self._require_type(TransactionType.DEPOSIT)
+        refund = self._require_disbursement()
+        if self.status is not Status.NEEDS_REVIEW or refund.status != EvidenceStatus.FAILED:
+            raise IllegalTransition("only a failed refund of a deposit under review")
+        at = _at(now)
+        self.mpesa_disbursement = dataclasses.replace(refund, status=EvidenceStatus.REVIEW, updated_at=at)
+        self.failure_reason = _reason(f"refund B2C not paid: {reason}")
+        self._touch(at)
+        self._record(NeedsReview(**self._common(at), type=self.type, reason=self.failure_reason))
+
+    def fail_after_review(self, reason: str, *, now: datetime | None = None) -> None:
+        """Two people proved that no money moved (the provider says the call never executed, or
+        it was never sent): end FAILED, a debit requested and unanswered marked not executed."""
+        if self.status is not Status.NEEDS_REVIEW:
+            raise IllegalTransition("only a transaction under review is failed by an operator")
+        at = _at(now)
+        if self.deriv_withdrawal is not None and self.deriv_withdrawal.status == EvidenceStatus.SENT:
+            self.deriv_withdrawal = self.deriv_withdrawal.failed(now=at)
+        self.fail(reason, now=at)
+
+    def retry_approved(self, step: str, *, now: datetime | None = None) -> None:
+        """Two people approved running a stuck step again (the saga does it, with the same ids)."""
+        if self.status is not Status.NEEDS_REVIEW:
+            raise IllegalTransition("only a step of a transaction under review is retried in review")
+        at = _at(now)
+        self._touch(at)
+        self._record(ReviewRetryApproved(**self._common(at), step=step))
 
     # --- any flow ---------------------------------------------------------------------------
 
@@ -595,12 +675,27 @@ class Transaction:
         """End with the money given back to where it came from (refund done)."""
         self._move_to(Status.REVERSED, _at(now), reason=reason)
 
-    def complete_after_review(self, note: str, *, now: datetime | None = None) -> None:
-        """An operator proved the transaction went through."""
+    def complete_after_review(
+        self, note: str, *, deriv_transaction_id: int | None = None, now: datetime | None = None
+    ) -> None:
+        """An operator proved the transaction went through. For a deposit, the Deriv transaction id
+        the provider confirmed (when given) settles its Deriv transfer evidence."""
         if self.status is not Status.NEEDS_REVIEW:
             raise IllegalTransition("only a transaction under review is completed by an operator")
         at = _at(now)
+        transfer = None
+        if deriv_transaction_id is not None:
+            if deriv_transaction_id <= 0:
+                raise InvalidEvidence("a Deriv transaction id is positive", field="deriv_transaction_id")
+            transfer = self._require_deriv_transfer()
         self._move_to(Status.COMPLETED, at)
+        if transfer is not None and deriv_transaction_id is not None:
+            self.deriv_transfer = transfer.confirmed(deriv_transaction_id=deriv_transaction_id, now=at)
+            self._record(
+                DerivTransferCompleted(
+                    **self._common(at), deriv_transaction_id=deriv_transaction_id, amount=transfer.amount
+                )
+            )
         self._record(TransactionCompleted(**self._common(at), type=self.type))
 
     def pull_events(self) -> list[DomainEvent]:
@@ -653,7 +748,7 @@ class Transaction:
         return self.deriv_transfer
 
     def _require_disbursement(self) -> MpesaDisbursement:
-        self._require_type(TransactionType.WITHDRAWAL)
+        """A withdrawal's payout, or a deposit's refund."""
         if self.mpesa_disbursement is None:
             raise InvalidEvidence("no B2C payment was recorded for this transaction")
         return self.mpesa_disbursement

@@ -4,9 +4,10 @@ with health per service, server reflection and Prometheus metrics.
 Listens on PENPAY_GRPC_ADDR (metrics on PENPAY_METRICS_ADDR); stops cleanly on SIGINT/SIGTERM:
 health turns NOT_SERVING, calls in flight get a grace period, then everything closes.
 
-`penpay api --issue-operator-token NAME` prints an access token with the operator role (for
-OpsService) and exits. It needs PENPAY_JWT_PRIVATE_KEYS: without it every process makes its
-own key, and a running server would not accept a token signed by another process's key.
+`penpay api --issue-operator-token NAME [--roles viewer,operator,approver]` prints a staff access
+token (for OpsService; default role operator) and exits. It needs PENPAY_JWT_PRIVATE_KEYS:
+without it every process makes its own key, and a running server would not accept a token signed
+by another process's key.
 """
 
 from __future__ import annotations
@@ -31,12 +32,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME",
         help="print an operator access token for NAME and exit (needs PENPAY_JWT_PRIVATE_KEYS)",
     )
+    parser.add_argument(
+        "--roles",
+        default="operator",
+        help="with --issue-operator-token: comma-separated staff roles, of viewer, operator, approver",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.issue_operator_token:
-        return _issue_operator_token(args.issue_operator_token)
+        return _issue_operator_token(args.issue_operator_token, args.roles)
     from penpay.notifiers import missing_provider
     from penpay.settings import get_settings
 
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _issue_operator_token(name: str) -> int:
+def _issue_operator_token(name: str, roles: str = "operator") -> int:
     from domain.shared.clock import SystemClock
     from penpay.bootstrap import access_tokens
     from penpay.settings import get_settings
@@ -60,7 +66,9 @@ def _issue_operator_token(name: str) -> int:
         return 2
     tokens = access_tokens(settings, RoleAwareAccessTokens)
     try:
-        token, expires = tokens.issue_operator_token(operator=name, now=SystemClock().now())
+        token, expires = tokens.issue_operator_token(
+            operator=name, now=SystemClock().now(), roles=[r.strip() for r in roles.split(",") if r.strip()]
+        )
     except ValueError as exc:
         print(str(exc))
         return 2

@@ -1,8 +1,11 @@
-"""penpay.ops.v1.OpsService: reports for operators (the operator role is checked by the
-authorisation interceptor before any of this runs)."""
+"""penpay.ops.v1.OpsService: reports and the review queue for PenPay's staff (the roles are
+checked by the authorisation interceptor, per method by METHOD_ROLES, before any of this runs).
+The review actions are application.review.service.ReviewService's; this only translates."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -11,15 +14,51 @@ from typing import Any
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.review.ports import Proposal
+from application.review.rules import ActionKind, Evidence, ProposalStatus, possible
+from application.review.service import ReviewService, view_of
+from domain.payments.status import TransactionStatus, TransactionType
 from domain.shared.clock import Clock
 from domain.shared.errors import InvalidValue
+from domain.shared.ids import TransactionId
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay.ops.v1 import ops_pb2_grpc as pb_grpc
-from penpay_api.services._common import money_of, timestamp
+from penpay_api.auth import APPROVER_ROLE, OPERATOR_ROLE, VIEWER_ROLE
+from penpay_api.context import current_call
+from penpay_api.errors import RpcFailure
+from penpay_api.services._common import money, money_of, timestamp
 from persistence.ops_queries import outbox_stats, reconciliation_report
+from persistence.review_queue import QueueItem, review_queue
 from workers.bus import MessageBus
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OpsService"].full_name
+_READERS = (VIEWER_ROLE, OPERATOR_ROLE, APPROVER_ROLE)
+METHOD_ROLES = {
+    f"/{SERVICE_NAME}/{name}": roles
+    for names, roles in (
+        (("GetReconciliationReport", "GetOutboxStats", "GetDeadLetterStats", "ListReviewQueue"), _READERS),
+        (("ReplayDeadLetters", "RunConsistencyCheck", "ProposeReviewAction"), (OPERATOR_ROLE,)),
+        (("ApproveReviewAction", "RejectReviewAction"), (APPROVER_ROLE,)),
+    )
+    for name in names
+}
+QUEUE_STATUSES = (TransactionStatus.NEEDS_REVIEW.value, TransactionStatus.OUTCOME_UNKNOWN.value)
+DEFAULT_QUEUE_PAGE = 20
+MAX_QUEUE_PAGE = 100
+_KINDS = {
+    pb.REVIEW_ACTION_KIND_RESOLVE_COMPLETED: ActionKind.RESOLVE_COMPLETED,
+    pb.REVIEW_ACTION_KIND_REFUND: ActionKind.REFUND,
+    pb.REVIEW_ACTION_KIND_FAIL: ActionKind.FAIL,
+    pb.REVIEW_ACTION_KIND_RETRY: ActionKind.RETRY,
+}
+_KIND_PB = {kind: value for value, kind in _KINDS.items()}
+_STATUS_PB = {
+    ProposalStatus.PROPOSED: pb.REVIEW_ACTION_STATUS_PROPOSED,
+    ProposalStatus.EXECUTED: pb.REVIEW_ACTION_STATUS_EXECUTED,
+    ProposalStatus.REJECTED: pb.REVIEW_ACTION_STATUS_REJECTED,
+    ProposalStatus.REFUSED: pb.REVIEW_ACTION_STATUS_REFUSED,
+}
+_MPESA_RECEIPT = re.compile(r"[A-Z0-9]{8,20}")
 DEFAULT_REPLAY_LIMIT = 100
 MAX_REPLAY_LIMIT = 1000
 DEAD_LETTER_SCAN = 100_000
@@ -38,11 +77,13 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         bus: MessageBus,
         clock: Clock,
         consistency_check: ConsistencyCheck | None = None,
+        review: ReviewService | None = None,
     ) -> None:
         self._engine = engine
         self._bus = bus
         self._clock = clock
         self._check = consistency_check
+        self._review = review
 
     async def GetReconciliationReport(
         self, request: pb.GetReconciliationReportRequest, context: grpc.aio.ServicerContext
@@ -173,3 +214,174 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
             problems=problems,
             warnings=warnings,
         )
+
+    # --- the review queue -----------------------------------------------------------------
+
+    async def ListReviewQueue(
+        self, request: pb.ListReviewQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReviewQueueResponse:
+        statuses = list(dict.fromkeys(s.strip().upper() for s in request.statuses)) or [QUEUE_STATUSES[0]]
+        if any(s not in QUEUE_STATUSES for s in statuses):
+            raise InvalidValue(f"statuses: {' or '.join(QUEUE_STATUSES)}", field="statuses")
+        type_ = request.type.strip().upper() or None
+        if type_ is not None and type_ not in TransactionType.__members__:
+            raise InvalidValue("type: DEPOSIT or WITHDRAWAL", field="type")
+        if not 0 <= request.page_size <= MAX_QUEUE_PAGE:
+            raise InvalidValue(f"page_size must be 0 to {MAX_QUEUE_PAGE}", field="page_size")
+        transaction_id = (
+            TransactionId.from_str(request.transaction_id, field="transaction_id")
+            if request.transaction_id
+            else None
+        )
+        after = None
+        if request.page_token:
+            try:
+                after = uuid.UUID(request.page_token)
+            except ValueError:
+                raise InvalidValue("page_token is not one this API gave", field="page_token") from None
+        page = await review_queue(
+            self._engine,
+            statuses=statuses,
+            type_=type_,
+            transaction_id=transaction_id,
+            page_size=request.page_size or DEFAULT_QUEUE_PAGE,
+            after=after,
+        )
+        return pb.ListReviewQueueResponse(
+            items=[_item_pb(item) for item in page.items],
+            next_page_token=str(page.next_after) if page.next_after else "",
+        )
+
+    async def ProposeReviewAction(
+        self, request: pb.ProposeReviewActionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProposeReviewActionResponse:
+        review = self._review_service()
+        kind = _KINDS.get(request.kind)
+        if kind is None:
+            raise InvalidValue("kind: RESOLVE_COMPLETED, REFUND, FAIL or RETRY", field="kind")
+        if request.deriv_transaction_id < 0:
+            raise InvalidValue("a Deriv transaction id is positive", field="deriv_transaction_id")
+        receipt = request.mpesa_receipt.strip().upper() or None
+        if receipt is not None and not _MPESA_RECEIPT.fullmatch(receipt):
+            raise InvalidValue("an M-Pesa receipt is 8 to 20 of A-Z 0-9", field="mpesa_receipt")
+        proposal = await review.propose(
+            staff=_staff(),
+            transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
+            kind=kind,
+            reason=request.reason,
+            evidence=Evidence(
+                deriv_transaction_id=request.deriv_transaction_id or None, mpesa_receipt=receipt
+            ),
+        )
+        return pb.ProposeReviewActionResponse(action=_action_pb(proposal))
+
+    async def ApproveReviewAction(
+        self, request: pb.ApproveReviewActionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApproveReviewActionResponse:
+        review = self._review_service()
+        proposal = await review.approve(staff=_staff(), action_id=_action_id(request.action_id))
+        return pb.ApproveReviewActionResponse(action=_action_pb(proposal))
+
+    async def RejectReviewAction(
+        self, request: pb.RejectReviewActionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RejectReviewActionResponse:
+        review = self._review_service()
+        proposal = await review.reject(
+            staff=_staff(), action_id=_action_id(request.action_id), reason=request.reason
+        )
+        return pb.RejectReviewActionResponse(action=_action_pb(proposal))
+
+    def _review_service(self) -> ReviewService:
+        if self._review is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED, "review actions are not available here", reason="UNIMPLEMENTED"
+            )
+        return self._review
+
+
+def _staff() -> str:
+    principal = current_call().principal
+    assert principal is not None  # the authentication interceptor put it there
+    return principal.subject
+
+
+def _action_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidValue("action_id is not a review action's id", field="action_id") from None
+
+
+def _action_pb(p: Proposal) -> pb.ReviewAction:
+    return pb.ReviewAction(
+        action_id=str(p.id),
+        transaction_id=str(p.transaction_id),
+        kind=_KIND_PB[p.kind],
+        status=_STATUS_PB[p.status],
+        reason=p.reason,
+        deriv_transaction_id=p.deriv_transaction_id or 0,
+        mpesa_receipt=p.mpesa_receipt or "",
+        proposed_by=p.proposed_by,
+        proposed_at=timestamp(p.proposed_at),
+        decided_by=p.decided_by or "",
+        decided_at=timestamp(p.decided_at),
+        outcome=p.outcome or "",
+    )
+
+
+def _item_pb(item: QueueItem) -> pb.ReviewItem:
+    tx = item.transaction
+    return pb.ReviewItem(
+        transaction_id=str(tx.id),
+        user_id=str(tx.user_id),
+        type=tx.type.value,
+        status=tx.status.value,
+        reason=tx.failure_reason or "",
+        amount=money(tx.amount),
+        converted_amount=money(tx.converted_amount),
+        deriv_login_id=tx.deriv_loginid.value,
+        created_at=timestamp(tx.created_at),
+        updated_at=timestamp(tx.updated_at),
+        version=tx.version,
+        evidence=[
+            pb.EvidenceRecord(
+                kind=e.kind, status=e.status, fields=e.fields, updated_at=timestamp(e.updated_at)
+            )
+            for e in item.evidence
+        ],
+        saga_steps=[
+            pb.SagaStepRecord(
+                step=s.step,
+                attempts=s.attempts,
+                started_at=timestamp(s.started_at),
+                updated_at=timestamp(s.updated_at),
+                detail=s.detail or "",
+            )
+            for s in item.steps.values()
+        ],
+        provider_answers=[
+            pb.ProviderAnswer(
+                source=a.source,
+                kind=a.kind,
+                reason=a.reason,
+                detail=a.detail,
+                correlation_id=a.correlation_id,
+                body=a.body,
+                received_at=timestamp(a.received_at),
+                status=a.status,
+            )
+            for a in item.answers
+        ],
+        audit_records=[
+            pb.AuditRecord(
+                id=a.id,
+                occurred_at=timestamp(a.occurred_at),
+                actor=a.actor,
+                action=a.action,
+                details_json=a.details,
+            )
+            for a in item.audit
+        ],
+        review_actions=[_action_pb(p) for p in item.proposals],
+        possible_actions=[kind.value for kind in possible(view_of(tx))],
+    )

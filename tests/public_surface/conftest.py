@@ -176,9 +176,9 @@ class Surface:
     def browser(self) -> Browser:
         return Browser(self.http)
 
-    def operator(self) -> Browser:
-        """A non-browser operator client: bearer token, no cookies."""
-        token, _ = self.tokens.issue_operator_token(operator="alice", now=self.clock.now())
+    def operator(self, name: str = "alice", roles: tuple[str, ...] = ("operator",)) -> Browser:
+        """A non-browser staff client: bearer token, no cookies."""
+        token, _ = self.tokens.issue_operator_token(operator=name, now=self.clock.now(), roles=roles)
         return _HeaderBrowser(self.http, headers={"Authorization": f"Bearer {token}"})
 
     async def count(self, table: Table) -> int:

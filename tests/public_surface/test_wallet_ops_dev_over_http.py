@@ -4,6 +4,7 @@ transcoded into the request (paging, RFC 3339 timestamps)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from .conftest import Surface, error_shape
 
 pytestmark = pytest.mark.integration
 
-INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED = 3, 7, 16
+INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED = 3, 5, 7, 16
 
 
 def rfc3339(moment: object) -> str:
@@ -119,6 +120,32 @@ async def test_ops_reports_for_operators_only(surface: Surface) -> None:
     huge = await operator.post("/v1/ops/consistency_checks", {"stale_after_seconds": str(2**63 - 1)})
     error_shape(huge, 400, INVALID_ARGUMENT)  # found by schemathesis: was a 500 (timedelta overflow)
     assert huge.violated_fields == ["stale_after_seconds"]
+
+
+async def test_the_review_queue_over_the_bridge(surface: Surface) -> None:
+    user = await surface.sign_up()
+    viewer = surface.operator("vera", ("viewer",))
+    empty = await viewer.get("/v1/ops/review_queue", params={"statuses": "NEEDS_REVIEW", "type": "DEPOSIT"})
+    assert empty.status == 200 and empty.json.get("items", []) == [], empty.json
+    refused = await user.browser.get("/v1/ops/review_queue")
+    error_shape(refused, 403, PERMISSION_DENIED)
+    bad = await viewer.get("/v1/ops/review_queue", params={"statuses": "COMPLETED"})
+    error_shape(bad, 400, INVALID_ARGUMENT)
+    assert bad.violated_fields == ["statuses"]
+
+    body = {"transaction_id": str(uuid.uuid4()), "kind": "REVIEW_ACTION_KIND_REFUND", "reason": "why"}
+    by_viewer = await viewer.post("/v1/ops/review_actions", body)
+    error_shape(by_viewer, 403, PERMISSION_DENIED)
+    assert by_viewer.reason == "ROLE_REQUIRED"
+    unknown = await surface.operator("olga").post("/v1/ops/review_actions", body)
+    error_shape(unknown, 404, NOT_FOUND)
+    approve = await surface.operator("olga").post(f"/v1/ops/review_actions/{uuid.uuid4()}:approve", {})
+    error_shape(approve, 403, PERMISSION_DENIED)
+    missing = await surface.operator("amos", ("approver",)).post(
+        f"/v1/ops/review_actions/{uuid.uuid4()}:approve", {}
+    )
+    error_shape(missing, 404, NOT_FOUND)
+    assert missing.reason == "REVIEW_ACTION_NOT_FOUND"
 
 
 async def test_dead_letters_counted_and_replayed(surface: Surface) -> None:

@@ -34,8 +34,14 @@ def test_a_paid_and_a_reversed_withdrawal_show_usd_taken_and_kes_paid(withdrawal
     assert reversed_ is not None and "could not pay KES 1,295.00; your USD 10.00 went back" in reversed_.sms
 
 
+def test_a_refunded_deposit_tells_the_kes_went_back_to_mpesa(deposit: Transaction) -> None:
+    refunded = notice_for(deposit, S.REVERSED)
+    assert refunded is not None and refunded.kind == "deposit refunded"
+    assert "your KES 1,000.00 was sent back to M-Pesa 254******678" in refunded.sms
+    assert len(refunded.sms) <= 160 and "712345" not in refunded.sms + refunded.email
+
+
 def test_other_statuses_are_not_told(deposit: Transaction, withdrawal: Transaction) -> None:
-    assert notice_for(deposit, S.REVERSED) is None
     assert notice_for(deposit, S.NEEDS_REVIEW) is None
     assert notice_for(withdrawal, S.FAILED) is None
     assert notice_for(withdrawal, S.AWAITING_WITHDRAWAL_CODE) is None

@@ -1,0 +1,95 @@
+"""Ports of the review queue: the proposals' storage and the providers' records it checks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from application.payments.ports import StepRecord
+from application.review.rules import ActionKind, ProposalStatus
+from application.unit_of_work import UnitOfWork
+from domain.payments.ports import TransactionRepository
+from domain.shared.ids import TransactionId
+from domain.wallet.money import Money
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """One operator's proposed action on a transaction under review, and its decision."""
+
+    id: uuid.UUID
+    transaction_id: TransactionId
+    transaction_version: int  # the transaction as the proposer saw it
+    kind: ActionKind
+    status: ProposalStatus
+    reason: str
+    proposed_by: str
+    proposed_at: datetime
+    deriv_transaction_id: int | None = None
+    mpesa_receipt: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    outcome: str | None = None
+
+
+class ReviewActions(Protocol):
+    async def add(self, proposal: Proposal) -> None: ...
+
+    async def get(self, action_id: uuid.UUID, *, for_update: bool = False) -> Proposal | None: ...
+
+    async def open_for(self, transaction_id: TransactionId) -> Proposal | None: ...
+
+    async def decide(self, proposal: Proposal) -> None:
+        """Store the decision (status, decided_by/at, outcome); the proposal is no longer open."""
+        ...
+
+
+class ReviewUnitOfWork(UnitOfWork, Protocol):
+    """The unit of work of review actions: the ledger, transactions and proposals, audited."""
+
+    transactions: TransactionRepository
+    review_actions: ReviewActions
+    saga_steps: ReviewSteps
+
+
+class ReviewSteps(Protocol):
+    """The saga-step journal, as a retry approved in review re-arms it."""
+
+    async def get(self, transaction_id: TransactionId) -> Mapping[str, StepRecord]: ...
+
+    async def defer(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
+    ) -> None: ...
+
+    async def reset(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """A line of the payment agent's Deriv statement."""
+
+    deriv_transaction_id: int
+    amount_cents: int
+    currency: str
+    from_loginid: str
+    to_loginid: str
+
+
+class DerivLookups(Protocol):
+    async def withdrawal_executed(self, *, withdrawal_id: str, amount: Money) -> int | None:
+        """Resolve-only (never a new debit): Deriv's transaction id of the withdrawal, or None when
+        the gateway proves it never executed. Raises application.payments.errors' Call* errors
+        (CallOutcomeUnknown, CallUnavailable, ...) when that cannot be known now."""
+        ...
+
+
+class DerivStatement(Protocol):
+    async def find_line(self, reference: str, since: datetime) -> StatementLine | None:
+        """The agent's statement line whose description carries `reference` (read-only). Raises
+        application.payments.errors' Call* errors when Deriv cannot be asked."""
+        ...

@@ -1,0 +1,151 @@
+"""What may be proposed for a transaction under review: one table, pure (no I/O, no clock).
+
+`refusal(kind, view)` says why an action cannot be proposed (or approved) for the transaction as
+it stands, or None when it can. Approval asks again under the transaction's row lock, so a
+proposal made on a state that has since moved is refused, never executed on the new state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from domain.payments.attachments import EvidenceStatus as E
+from domain.payments.status import TransactionStatus as S
+from domain.payments.status import TransactionType as T
+
+
+class ActionKind(StrEnum):
+    RESOLVE_COMPLETED = "RESOLVE_COMPLETED"  # the money went through, on evidence the provider confirms
+    REFUND = "REFUND"  # give the customer's KES back by B2C
+    FAIL = "FAIL"  # end as failed: provably no money moved
+    RETRY = "RETRY"  # run a stuck saga step again
+
+
+class ProposalStatus(StrEnum):
+    PROPOSED = "PROPOSED"
+    EXECUTED = "EXECUTED"
+    REJECTED = "REJECTED"  # an approver said no
+    REFUSED = "REFUSED"  # the provider denied the evidence, or the transaction moved on
+
+
+# Actions that move money or settle where money is: each needs a second person.
+MONEY_MOVING = frozenset(ActionKind)
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewView:
+    """What the rules need to know about one transaction (read from storage)."""
+
+    type: T
+    status: S
+    mpesa_request: str | None = None
+    mpesa_disbursement: str | None = None
+    deriv_transfer: str | None = None
+    deriv_withdrawal: str | None = None
+    disbursement_accepted: bool = False  # Daraja gave the B2C a ConversationID
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the proposer offers as proof."""
+
+    deriv_transaction_id: int | None = None
+    mpesa_receipt: str | None = None
+
+
+Rule = Callable[[ReviewView, Evidence], "str | None"]
+
+NOT_UNDER_REVIEW = "the transaction is not under review"
+
+
+def _resolve_completed(v: ReviewView, e: Evidence) -> str | None:
+    if v.status is not S.NEEDS_REVIEW:
+        return NOT_UNDER_REVIEW
+    if v.type is T.DEPOSIT:
+        if v.mpesa_request != E.CONFIRMED.value:
+            return "the customer's M-Pesa payment is not confirmed: a deposit completes only after it"
+        if v.deriv_transfer is None:
+            return "no Deriv transfer was ever recorded for this deposit"
+        if v.mpesa_disbursement is not None:
+            return "this deposit's KES refund was requested"
+        if e.deriv_transaction_id is None:
+            return "a deposit is completed on the Deriv transaction id of its transfer"
+        if e.mpesa_receipt:
+            return "a deposit is completed on a Deriv transaction id, not an M-Pesa receipt"
+        return None
+    # A withdrawal completes on the B2C receipt; Daraja answers Transaction Status asynchronously,
+    # and checking a receipt that way is not built yet: refuse rather than accept it unchecked.
+    return "completing a withdrawal on an M-Pesa receipt is not available yet"
+
+
+def _refund(v: ReviewView, e: Evidence) -> str | None:
+    if v.status is not S.NEEDS_REVIEW:
+        return NOT_UNDER_REVIEW
+    if v.type is not T.DEPOSIT:
+        return "a withdrawal under review is not refunded by B2C (its USD goes back to Deriv)"
+    if v.mpesa_request != E.CONFIRMED.value:
+        return "the customer's M-Pesa payment is not confirmed: there is nothing to refund"
+    if v.deriv_transfer not in (None, E.FAILED.value):
+        return "the Deriv transfer may have reached the user: resolve it, do not refund"
+    if v.mpesa_disbursement is not None:
+        return "this deposit's refund was already requested"
+    if e.deriv_transaction_id is not None or e.mpesa_receipt:
+        return "a refund takes no evidence"
+    return None
+
+
+def _fail(v: ReviewView, e: Evidence) -> str | None:
+    if v.status is not S.NEEDS_REVIEW:
+        return NOT_UNDER_REVIEW
+    if e.deriv_transaction_id is not None or e.mpesa_receipt:
+        return "failing takes no evidence: the provider's own records are asked"
+    if v.type is T.WITHDRAWAL:
+        if v.mpesa_disbursement is not None:
+            return "a B2C payout was recorded: money may have moved"
+        if v.deriv_withdrawal == E.CONFIRMED.value:
+            return "Deriv debited the user: money moved"
+        return None  # never sent, held back unsent, or sent: then Deriv is asked (resolve-only)
+    if v.mpesa_request == E.CONFIRMED.value:
+        return "the customer paid by M-Pesa: refund the deposit instead"
+    if v.mpesa_request is None:
+        return "the STK push's answer was lost: M-Pesa may have charged the customer"
+    if v.mpesa_request != E.FAILED.value:
+        return "M-Pesa has not said the payment failed"
+    if v.deriv_transfer is not None:
+        return "a Deriv transfer was recorded"
+    return None
+
+
+def _retry(v: ReviewView, e: Evidence) -> str | None:
+    if v.status is not S.NEEDS_REVIEW:
+        return NOT_UNDER_REVIEW
+    if e.deriv_transaction_id is not None or e.mpesa_receipt:
+        return "a retry takes no evidence"
+    if v.type is T.DEPOSIT and v.mpesa_disbursement == E.SENT.value and not v.disbursement_accepted:
+        return None  # the refund's send, again under its one id (Daraja refuses a duplicate)
+    return "retrying this step is not available yet (only a refund M-Pesa never acknowledged)"
+
+
+RULES: Mapping[ActionKind, Rule] = {
+    ActionKind.RESOLVE_COMPLETED: _resolve_completed,
+    ActionKind.REFUND: _refund,
+    ActionKind.FAIL: _fail,
+    ActionKind.RETRY: _retry,
+}
+
+
+def refusal(kind: ActionKind, view: ReviewView, evidence: Evidence) -> str | None:
+    """Why `kind` cannot be proposed or executed now, or None."""
+    return RULES[kind](view, evidence)
+
+
+def possible(view: ReviewView) -> list[ActionKind]:
+    """The kinds that could be proposed with suitable evidence (shown to the operator)."""
+    probe = Evidence(deriv_transaction_id=1) if view.type is T.DEPOSIT else Evidence(mpesa_receipt="X")
+    return [
+        kind
+        for kind in ActionKind
+        if refusal(kind, view, probe) is None or refusal(kind, view, Evidence()) is None
+    ]
