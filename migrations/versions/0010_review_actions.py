@@ -5,8 +5,8 @@ evidence, and who approved, rejected or saw it refused. `open_transaction_id` ho
 transaction id while the proposal is open and NULL once it is decided: its unique index allows
 one open proposal per transaction (NULLs never collide, on MariaDB and SQLite alike).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from alembic import op
 
 from persistence.types import UtcDateTime, UUIDv7
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
