@@ -34,8 +34,24 @@ ROOT = Path(__file__).resolve().parents[1]
 Probe = Callable[[], Awaitable[bool]]
 
 
+# Ports for servers we start come from below Linux's ephemeral range (32768-60999 by default). A port
+# the kernel hands out for port 0 is in that range, where any outgoing connection (to MariaDB, Redis,
+# a simulator) may take it between our check and the server's bind: with tests in several processes
+# that race lost a soak its M-Pesa simulator. Below it, only another listener choosing at random can.
+_LISTEN_PORTS = range(20_000, 32_768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on now, chosen where outgoing connections never take one."""
+    for _ in range(64):
+        port = _LISTEN_PORTS.start + secrets.randbelow(len(_LISTEN_PORTS))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
+from penpay.cluster import free_port
 from penpay.demo.journey import Endpoints
 from penpay.settings import Settings
 
@@ -22,6 +23,9 @@ _ATTEMPTS = 50
 
 
 def _hold(stack: ExitStack, port: int = 0) -> int | None:
+    """Bind and keep `port`; 0: one below the ephemeral range (penpay.cluster.free_port says why)."""
+    if port == 0:
+        port = free_port()
     sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     try:
         sock.bind(("127.0.0.1", port))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from penpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from penpay.cli import build_parser
+from penpay.cluster import free_port
 from penpay.ops.v1 import ops_pb2, ops_pb2_grpc
 
 from .conftest import PASSWORD, unique_email, unique_phone
@@ -32,10 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PENPAY = [sys.executable, "-m", "penpay"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import aiohttp
 import pytest
 
 from penpay.cli import build_parser
+from penpay.cluster import free_port as _free_port
 from penpay_api.http import discover_services, parse_listen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +48,6 @@ def test_discovery_skips_missing_packages_and_keeps_services_with_rules() -> Non
     assert found == ["penpay.payments.v1.PaymentsService"]  # the Deriv gateway service has no http rule
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.integration
