@@ -115,6 +115,32 @@ def _money(cents: int, currency: str) -> money_pb2.Money:
     return money_pb2.Money(amount_cents=cents, currency=currency)
 
 
+def transfer_response(result: MoneyResult) -> pb.TransferResponse:
+    """A Transfer's answer, whichever transport moved the money (v3 or REST)."""
+    return pb.TransferResponse(
+        transfer_id=result.operation_id,
+        deriv_transaction_id=result.deriv_transaction_id,
+        client_loginid=result.client_loginid,
+        client_full_name=result.counterparty_name,
+        amount=_money(result.amount_cents, result.currency),
+        replayed=result.replayed,
+        resolved_from_statement=result.resolved_from_statement,
+    )
+
+
+def withdraw_response(result: MoneyResult) -> pb.WithdrawResponse:
+    """A Withdraw's answer, whichever transport moved the money (v3 or REST)."""
+    return pb.WithdrawResponse(
+        withdrawal_id=result.operation_id,
+        deriv_transaction_id=result.deriv_transaction_id,
+        client_loginid=result.client_loginid,
+        payment_agent_name=result.counterparty_name,
+        amount=_money(result.amount_cents, result.currency),
+        replayed=result.replayed,
+        resolved_from_statement=result.resolved_from_statement,
+    )
+
+
 def _str(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -137,15 +163,7 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
                 resolve_only=request.resolve_only,
             ),
         )
-        return pb.TransferResponse(
-            transfer_id=result.operation_id,
-            deriv_transaction_id=result.deriv_transaction_id,
-            client_loginid=result.client_loginid,
-            client_full_name=result.counterparty_name,
-            amount=_money(result.amount_cents, result.currency),
-            replayed=result.replayed,
-            resolved_from_statement=result.resolved_from_statement,
-        )
+        return transfer_response(result)
 
     async def Withdraw(
         self, request: pb.WithdrawRequest, context: grpc.aio.ServicerContext
@@ -162,15 +180,7 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
                 resolve_only=request.resolve_only,
             ),
         )
-        return pb.WithdrawResponse(
-            withdrawal_id=result.operation_id,
-            deriv_transaction_id=result.deriv_transaction_id,
-            client_loginid=result.client_loginid,
-            payment_agent_name=result.counterparty_name,
-            amount=_money(result.amount_cents, result.currency),
-            replayed=result.replayed,
-            resolved_from_statement=result.resolved_from_statement,
-        )
+        return withdraw_response(result)
 
     async def RequestWithdrawalCode(
         self, request: pb.RequestWithdrawalCodeRequest, context: grpc.aio.ServicerContext

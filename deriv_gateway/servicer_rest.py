@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc  # type: ignore[import-untyped]
 
 from deriv_gateway.request_rules import InvalidRequest
-from deriv_gateway.server import DerivGatewayServicer, _call, _money
+from deriv_gateway.server import DerivGatewayServicer, _call, _money, transfer_response, withdraw_response
 from deriv_gateway.service import DerivGateway
 from deriv_gateway.transport_rest import RestTransport
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
@@ -42,15 +42,7 @@ class SeamServicer(DerivGatewayServicer):
                 resolve_only=request.resolve_only,
             ),
         )
-        return pb.TransferResponse(
-            transfer_id=result.operation_id,
-            deriv_transaction_id=result.deriv_transaction_id,
-            client_loginid=result.client_loginid,
-            client_full_name=result.counterparty_name,
-            amount=_money(result.amount_cents, result.currency),
-            replayed=result.replayed,
-            resolved_from_statement=result.resolved_from_statement,
-        )
+        return transfer_response(result)
 
     async def Withdraw(
         self, request: pb.WithdrawRequest, context: grpc.aio.ServicerContext
@@ -70,15 +62,7 @@ class SeamServicer(DerivGatewayServicer):
                 resolve_only=request.resolve_only,
             ),
         )
-        return pb.WithdrawResponse(
-            withdrawal_id=result.operation_id,
-            deriv_transaction_id=result.deriv_transaction_id,
-            client_loginid=result.client_loginid,
-            payment_agent_name=result.counterparty_name,
-            amount=_money(result.amount_cents, result.currency),
-            replayed=result.replayed,
-            resolved_from_statement=result.resolved_from_statement,
-        )
+        return withdraw_response(result)
 
     async def RequestWithdrawalCode(
         self, request: pb.RequestWithdrawalCodeRequest, context: grpc.aio.ServicerContext
