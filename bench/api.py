@@ -1,4 +1,4 @@
-"""The public surface: the real gRPC API (penpay_api composition.build_api, as `penpay api` runs it)
+"""The public surface: the real gRPC API (penpay.wiring.api.build_api, as `penpay api` runs it)
 and the HTTP/JSON bridge (`penpay http`) in front of it, each in a process of its own, on a scratch
 MariaDB, with the Deriv simulator + gateway (KYC refresh and binding) and the Daraja simulator.
 

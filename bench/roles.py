@@ -187,7 +187,7 @@ async def mpesa_sim() -> None:
 
 
 async def api(settings: dict[str, Any]) -> None:
-    """The real public gRPC API (penpay_api.composition.build_api), as `penpay api` builds it, with
+    """The real public gRPC API (penpay.wiring.api.build_api), as `penpay api` builds it, with
     a cheap Argon2 cost (registering the bench's users is set-up, not what is measured)."""
     import logging
 
@@ -195,7 +195,7 @@ async def api(settings: dict[str, Any]) -> None:
 
     from penpay import bootstrap
     from penpay.settings import Settings
-    from penpay_api.composition import build_api
+    from penpay.wiring.api import build_api
     from security.passwords import FAST_FOR_TESTS, Argon2idHasher
 
     logging.disable(logging.WARNING)  # request logs would cost the figures their own time

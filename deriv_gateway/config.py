@@ -1,4 +1,5 @@
-"""Gateway configuration: environment (penpay.settings) plus gateway-specific knobs with defaults."""
+"""Gateway configuration: what the daemon is built from, with defaults (the composition root fills
+it from the settings: penpay/wiring/gateway.py)."""
 
 from __future__ import annotations
 
@@ -62,39 +63,6 @@ class GatewayConfig:
     rest_per_minute: int = 60
     rest_poll_interval: float = 2.0  # how often a pending transfer or withdrawal is looked at
     rest_balance_poll: float = 10.0  # WatchBalance: 6 of the token's 60 requests a minute
-
-    @classmethod
-    def from_settings(cls, **overrides: Any) -> GatewayConfig:
-        from penpay.production import Part, refuse_development_values
-        from penpay.settings import get_settings
-
-        settings = get_settings()
-        # What the process will use: the settings with the command line's overrides applied.
-        names = {"ws_url": "deriv_ws_url", "database_url": "database_url"}
-        used = {names[key]: value for key, value in overrides.items() if key in names}
-        refuse_development_values(settings.model_copy(update=used), Part.DERIV, Part.DATABASE)
-        config = cls(
-            ws_url=settings.deriv_ws_url,
-            app_id=settings.deriv_app_id,
-            agent_token=settings.deriv_agent_token.get_secret_value(),
-            grpc_addr=settings.gateway_addr,
-            redis_url=settings.redis_url,
-            database_url=settings.database_url,
-            lease_key=settings.gateway_lease_key,
-            lease_ttl=settings.gateway_lease_ttl,
-            lease_retry=settings.gateway_lease_retry,
-            request_timeout=settings.gateway_request_timeout,
-            unknown_settle=settings.gateway_unknown_settle,
-            rest_base_url=settings.deriv_rest_base_url,
-            rest_app_id=settings.deriv_rest_app_id,
-            rest_agent_token=settings.deriv_rest_agent_token.get_secret_value(),
-            rest_per_minute=settings.deriv_rest_per_minute,
-            transfer_min_cents=usd_cents(settings.deriv_transfer_min_usd),
-            transfer_max_cents=usd_cents(settings.deriv_transfer_max_usd),
-        )
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        return config
 
 
 def usd_cents(amount: Decimal) -> int:

@@ -123,7 +123,6 @@ class EmbeddedStack:
     async def start(self) -> None:
         from datetime import timedelta
 
-        from deriv_gateway.config import GatewayConfig, usd_cents
         from deriv_gateway.server import GatewayServer
         from deriv_gateway.simulator import DerivSimulator
         from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
@@ -133,6 +132,7 @@ class EmbeddedStack:
         from mpesa_adapter.simulator import DarajaSimulator
         from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
         from penpay.bootstrap import bootstrap, payments
+        from penpay.wiring.gateway import gateway_config
         from persistence.migrate import upgrade_async
         from sms_adapter.delivery_reports import DeliveryReports
         from sms_adapter.simulator import SmsSimulator
@@ -222,24 +222,8 @@ class EmbeddedStack:
         self._stack.push_async_callback(callbacks.stop)
         self.addresses["M-Pesa callbacks"] = callbacks.base_url
 
-        gateway = GatewayServer(
-            GatewayConfig(
-                ws_url=s.deriv_ws_url,
-                app_id=s.deriv_app_id,
-                agent_token=s.deriv_agent_token.get_secret_value(),
-                grpc_addr=s.gateway_addr,
-                redis_url=None,
-                database_url=s.database_url,
-                request_timeout=s.gateway_request_timeout,
-                unknown_settle=s.gateway_unknown_settle,
-                transfer_min_cents=usd_cents(s.deriv_transfer_min_usd),
-                transfer_max_cents=usd_cents(s.deriv_transfer_max_usd),
-                rest_base_url=s.deriv_rest_base_url,
-                rest_app_id=s.deriv_rest_app_id,
-                rest_agent_token=s.deriv_rest_agent_token.get_secret_value(),
-                rest_per_minute=s.deriv_rest_per_minute,
-            )
-        )
+        # The embedded stack holds no Redis lease: it is the only gateway of its world.
+        gateway = GatewayServer(gateway_config(s, redis_url=None))
         await gateway.start()
         self._stack.push_async_callback(gateway.stop, 1.0)
         await gateway.wait_serving(15)
@@ -273,7 +257,7 @@ class EmbeddedStack:
 
     async def _start_public_surface(self, core: Any, wired: Any) -> Any:
         """The gRPC API and the HTTP bridge; returns the built API."""
-        from penpay_api.embedded import start_public_surface
+        from penpay.wiring.public_surface import start_public_surface
 
         addresses, api = await start_public_surface(self._stack, core, wired)
         self.addresses.update(addresses)

@@ -18,7 +18,7 @@ import base64
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -179,29 +179,22 @@ class RsaAccessTokens:
         if key is None:
             raise InvalidAccessToken("access token signed by an unknown key")
         options: Any = {"require": ["exp", "iat", "sub", "aud", "iss", "jti"]}
+        # Expiry and not-before are checked here against `now` (an injected instant, the wall clock
+        # only by default): PyJWT's own checks would read the wall clock behind the caller's back.
+        instant = (now or datetime.now(UTC)).timestamp()
         try:
-            if now is not None:
-                # Verify as of `now` (tests with a fixed clock): PyJWT reads the wall clock.
-                claims = jwt.decode(
-                    token,
-                    key,
-                    algorithms=[ALGORITHM],
-                    audience=self.audience,
-                    issuer=self.issuer,
-                    options={**options, "verify_exp": False, "verify_nbf": False},  # type: ignore[arg-type]
-                )
-                if int(claims["exp"]) + LEEWAY_SECONDS < now.timestamp():
-                    raise jwt.ExpiredSignatureError("Signature has expired")
-            else:
-                claims = jwt.decode(
-                    token,
-                    key,
-                    algorithms=[ALGORITHM],
-                    audience=self.audience,
-                    issuer=self.issuer,
-                    options=options,
-                    leeway=LEEWAY_SECONDS,
-                )
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={**options, "verify_exp": False, "verify_nbf": False, "verify_iat": False},  # type: ignore[arg-type]
+            )
+            if int(claims["exp"]) + LEEWAY_SECONDS < instant:
+                raise jwt.ExpiredSignatureError("Signature has expired")
+            if int(claims.get("nbf", claims["iat"])) - LEEWAY_SECONDS > instant:
+                raise jwt.ImmatureSignatureError("The token is not yet valid")
         except jwt.ExpiredSignatureError as exc:
             raise InvalidAccessToken("access token expired") from exc
         except jwt.PyJWTError as exc:

@@ -79,7 +79,7 @@ def _issue_operator_token(name: str, roles: str = "operator") -> int:
 
 async def _serve(args: argparse.Namespace) -> None:
     from penpay import bootstrap
-    from penpay_api.composition import build_api
+    from penpay.wiring.api import build_api
 
     core = bootstrap.bootstrap()
     metrics = args.metrics_listen or core.settings.metrics_addr

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from deriv_gateway.config import GatewayConfig
+    from penpay.settings import get_settings
+    from penpay.wiring.gateway import gateway_config
 
     overrides = {
         key: value
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    config = GatewayConfig.from_settings(**overrides)
+    config = gateway_config(get_settings(), **overrides)
     if not config.agent_token:
         print("PENPAY_DERIV_AGENT_TOKEN is not set")
         return 2

@@ -1,5 +1,5 @@
 """The public gRPC API as a client sees it: a real grpc.aio server on 127.0.0.1:0 built by
-penpay_api.composition.build_api over a real database (MariaDB and SQLite), real stubs over TCP.
+penpay.wiring.api.build_api over a real database (MariaDB and SQLite), real stubs over TCP.
 
 Deriv binding goes through a real Deriv gateway (deriv_gateway.server) in front of the Deriv
 simulator, when a test asks for `gateway`. Nothing here is a mock.
@@ -29,8 +29,8 @@ from penpay.ops.v1 import ops_pb2_grpc
 from penpay.payments.v1 import payments_pb2_grpc
 from penpay.settings import Settings
 from penpay.wallet.v1 import wallet_pb2_grpc
+from penpay.wiring.api import DEFAULT, Api, build_api
 from penpay_api.auth import RoleAwareAccessTokens
-from penpay_api.composition import DEFAULT, Api, build_api
 from persistence import migrate
 from security.access_tokens import SigningKey
 from security.notify import DevelopmentNotifier

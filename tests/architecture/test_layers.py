@@ -1,8 +1,18 @@
-"""The import direction is one way: domain <- application <- persistence/adapters <- entrypoints."""
+"""The import direction is one way, floor by floor:
+
+    domain  <-  application  <-  adapters  <-  composition root (penpay: wiring, CLI, tools)
+
+Adapters are every package that implements a port or drives the use cases: persistence, security,
+the provider adapters, the workers and the public API's servicers. The generated contracts
+(`penpay/<package>/v1`, produced by the build from protos/) sit beside the domain: anyone may
+import them, they import nothing of ours. Nothing imports upwards, and no two packages of one floor
+import each other in a circle."""
 
 from __future__ import annotations
 
 import ast
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -11,40 +21,130 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
-ENTRYPOINTS = {"penpay", "penpay_api", "deriv_gateway", "mpesa_adapter", "workers"}
+CONTRACTS = "contracts"
+FLOORS: dict[str, int] = {
+    CONTRACTS: 0,
+    "domain": 0,
+    "application": 1,
+    "persistence": 2,
+    "security": 2,
+    "mpesa_adapter": 2,
+    "deriv_gateway": 2,
+    "sms_adapter": 2,
+    "workers": 2,
+    "penpay_api": 2,
+    "penpay": 3,
+}
 IO_LIBRARIES = {"sqlalchemy", "grpc", "aiohttp", "redis", "websockets", "alembic"}
-
-FORBIDDEN = {
-    # the domain is pure Python
-    "domain": IO_LIBRARIES | ENTRYPOINTS | {"asyncio", "pydantic", "application", "persistence"},
-    # use cases depend on ports, not on adapters or entrypoints
-    "application": IO_LIBRARIES | ENTRYPOINTS | {"persistence"},
-    # adapters never reach up into entrypoints
-    "persistence": ENTRYPOINTS,
+# Libraries a floor must not use at all (the domain is pure; use cases speak only to ports).
+FORBIDDEN_LIBRARIES = {
+    "domain": IO_LIBRARIES | {"asyncio", "pydantic"},
+    "application": IO_LIBRARIES,
 }
 
 
-def imported_top_level_packages(path: Path) -> set[str]:
+def contract_packages(root: Path) -> set[str]:
+    """penpay.<name> packages that are generated contracts (they hold a versioned proto package)."""
+    return {p.parent.name for p in (root / "protos" / "penpay").glob("*/v1")}
+
+
+def unit_of(module: str, contracts: set[str]) -> str:
+    parts = module.split(".")
+    if parts[0] == "penpay" and len(parts) > 1 and parts[1] in contracts:
+        return CONTRACTS
+    return parts[0]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every absolute import of a module, wherever it is in the file (lazy imports count)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            found.add(node.module)
     return found
 
 
-@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
-def test_layer_imports_nothing_it_must_not(layer: str) -> None:
+def imported_top_level_packages(path: Path) -> set[str]:
+    return {module.split(".")[0] for module in imported_modules(path)}
+
+
+def package_edges(root: Path, contracts: set[str]) -> dict[tuple[str, str], list[str]]:
+    """(importer unit, imported unit) -> the files and modules that make the edge."""
+    edges: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for package in (p for p in FLOORS if p != CONTRACTS):
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root)
+            source = unit_of(".".join(relative.with_suffix("").parts), contracts)
+            for module in sorted(imported_modules(path)):
+                target = unit_of(module, contracts)
+                if target in FLOORS and target != source:
+                    edges[(source, target)].append(f"{relative}: {module}")
+    return edges
+
+
+def upward(edges: Mapping[tuple[str, str], list[str]]) -> dict[str, list[str]]:
+    return {
+        f"{source} -> {target}": files
+        for (source, target), files in edges.items()
+        if FLOORS[target] > FLOORS[source]
+    }
+
+
+def circles(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Every simple cycle's smallest member first, each once (the graph has ten nodes)."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for source, target in edges:
+        graph[source].add(target)
+    found: set[tuple[str, ...]] = set()
+
+    def walk(start: str, node: str, path: list[str]) -> None:
+        for nxt in graph[node]:
+            if nxt == start:
+                found.add(tuple(path))
+            elif nxt not in path and nxt > start:
+                walk(start, nxt, [*path, nxt])
+
+    for start in sorted(graph):
+        walk(start, start, [start])
+    return [list(cycle) for cycle in sorted(found)]
+
+
+def test_no_package_imports_a_floor_above_its_own() -> None:
+    contracts = contract_packages(ROOT)
+    assert contracts, "no generated contracts found: protos/penpay/*/v1"
+    assert upward(package_edges(ROOT, contracts)) == {}
+
+
+def test_no_two_packages_import_each_other_in_a_circle() -> None:
+    assert circles(package_edges(ROOT, contract_packages(ROOT))) == []
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN_LIBRARIES))
+def test_inner_floors_use_no_io_library(layer: str) -> None:
     offences = {
-        str(path.relative_to(ROOT)): sorted(imported_top_level_packages(path) & FORBIDDEN[layer])
+        str(path.relative_to(ROOT)): sorted(imported_top_level_packages(path) & FORBIDDEN_LIBRARIES[layer])
         for path in sorted((ROOT / layer).rglob("*.py"))
     }
     assert {file: names for file, names in offences.items() if names} == {}
 
 
-def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
-    module = tmp_path / "leaky.py"
-    module.write_text("import sqlalchemy\nfrom redis.asyncio import Redis\nfrom . import sibling\n")
-    assert imported_top_level_packages(module) == {"sqlalchemy", "redis"}
+def test_the_checker_sees_upward_imports_and_circles(tmp_path: Path) -> None:
+    (tmp_path / "protos" / "penpay" / "ops" / "v1").mkdir(parents=True)
+    files = {
+        "domain/model.py": "import penpay.ops.v1.ops_pb2\n",  # a contract: allowed
+        "application/use.py": "from domain import model\n",
+        "persistence/store.py": "from application import use\n",
+        "workers/relay.py": "def later():\n    from penpay.cli import main\n",  # lazy, still upward
+        "mpesa_adapter/a.py": "import sms_adapter.b\n",
+        "sms_adapter/b.py": "from mpesa_adapter import a\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    edges = package_edges(tmp_path, contract_packages(tmp_path))
+    assert upward(edges) == {"workers -> penpay": ["workers/relay.py: penpay.cli"]}
+    assert circles(edges) == [["mpesa_adapter", "sms_adapter"]]
+    assert ("domain", CONTRACTS) in edges

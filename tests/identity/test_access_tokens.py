@@ -18,7 +18,8 @@ from security.access_tokens import RsaAccessTokens, SigningKey
 pytestmark = pytest.mark.unit
 
 KEY = SigningKey.generate("k1")
-NOW = datetime.now(UTC).replace(microsecond=0)
+# A fixed instant, not the wall clock: every check here is made as of `now=NOW`.
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -49,7 +50,15 @@ def test_a_token_round_trips_with_kid_and_short_ttl(tokens: RsaAccessTokens) -> 
     assert expires - NOW <= timedelta(minutes=15)
     claims = tokens.verify(token, now=NOW)
     assert (claims.user_id, claims.device_id, claims.session_id) == ("u1", "device-1", "s1")
-    assert tokens.verify(token).user_id == "u1"  # wall clock too
+
+
+def test_a_token_is_refused_before_it_is_valid_and_after_it_expires(tokens: RsaAccessTokens) -> None:
+    token, expires = tokens.issue(user_id="u1", device_id="d", session_id="s", now=NOW)
+    with pytest.raises(InvalidAccessToken):
+        tokens.verify(token, now=NOW - timedelta(minutes=5))
+    assert tokens.verify(token, now=expires).user_id == "u1"  # within the leeway
+    with pytest.raises(InvalidAccessToken, match="expired"):
+        tokens.verify(token, now=expires + timedelta(minutes=1))
 
 
 def test_alg_none_is_refused(tokens: RsaAccessTokens) -> None:
@@ -104,9 +113,13 @@ def test_rotation_keeps_old_tokens_valid_and_the_jwks_lists_both(tokens: RsaAcce
     jwks = rotated.jwks()
     assert [k["kid"] for k in jwks["keys"]] == ["k2", "k1"]
     assert all(k["alg"] == "RS256" and k["kty"] == "RSA" and "d" not in k for k in jwks["keys"])
-    # the JWKS really carries the public key: a standard client verifies with it
+    # the JWKS really carries the public key: a standard client verifies the signature with it
+    # (its expiry check would read the wall clock; expiry is tested above, as of a fixed instant)
     public = RSAAlgorithm.from_jwk(json.dumps(jwks["keys"][0]))
-    assert jwt.decode(new_token, public, algorithms=["RS256"], audience="penpay-api")["sub"] == "u2"
+    claims = jwt.decode(
+        new_token, public, algorithms=["RS256"], audience="penpay-api", options={"verify_exp": False}
+    )
+    assert claims["sub"] == "u2"
     # once dropped, the old key's tokens are refused
     with pytest.raises(InvalidAccessToken):
         rotated.rotated(SigningKey.generate("k3")).rotated(SigningKey.generate("k4")).verify(

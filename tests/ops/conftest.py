@@ -21,8 +21,8 @@ from domain.shared.clock import FixedClock
 from penpay import bootstrap
 from penpay.ops.v1 import ops_pb2_grpc
 from penpay.settings import Settings
+from penpay.wiring.api import Api, build_api
 from penpay_api.auth import RoleAwareAccessTokens
-from penpay_api.composition import Api, build_api
 from security.access_tokens import SigningKey
 from security.notify import DevelopmentNotifier
 from security.passwords import FAST_FOR_TESTS, Argon2idHasher

@@ -1,4 +1,4 @@
-"""The public surface as a frontend meets it: the real PenPay gRPC API (penpay_api.composition.build_api
+"""The public surface as a frontend meets it: the real PenPay gRPC API (penpay.wiring.api.build_api
 over MariaDB or SQLite, built as tests/api does) with the real HTTP bridge in front of it, configured as
 `penpay http` configures it (Secure cookies, no trusted X-Forwarded-For, 30 s deadline), every service
 `penpay up` bridges outside production, all on 127.0.0.1:0 over real sockets.
@@ -25,8 +25,8 @@ from deriv_gateway.accounts_client import GatewayDerivAccounts
 from domain.shared.clock import FixedClock
 from penpay import bootstrap
 from penpay.settings import Settings
+from penpay.wiring.api import Api, build_api
 from penpay_api.auth import RoleAwareAccessTokens
-from penpay_api.composition import Api, build_api
 from penpay_api.http import BridgeConfig, CookiePolicy, ForwardingPolicy, build_app, discover_services
 from penpay_api.http import start_server as start_bridge
 from penpay_api.http.discovery import DEFAULT_PACKAGES

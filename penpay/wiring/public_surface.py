@@ -13,7 +13,7 @@ from typing import Any
 
 async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> tuple[dict[str, str], Any]:
     """Start both; returns their addresses and the built API (its notifier serves the notices too)."""
-    from penpay_api.composition import build_api
+    from penpay.wiring.api import build_api
     from penpay_api.http import BridgeConfig, build_app, discover_services, start_server
     from penpay_api.http.app import edge_config
     from penpay_api.http.discovery import packages_for
