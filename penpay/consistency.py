@@ -38,8 +38,9 @@ from persistence.consistency import (
 
 MPESA_CONTROL_PREFIX = "/__control__"
 DEFAULT_REFERENCE_PREFIX = "PenPay"
-# OriginatorConversationIDs PenPay has used for a withdrawal: mpesa_adapter.client's
-# originator_conversation_id_for ("PENPAY-<hex>") and the saga's ("PP-<hex>").
+# OriginatorConversationIDs of PenPay's withdrawals: "PENPAY-<hex>" (the saga's, equal to
+# mpesa_adapter.client's originator_conversation_id_for). "PP-<hex>" was the saga's own form until
+# the two were made one; books written then still hold it.
 _PENPAY_OCID = re.compile(r"^(?:PENPAY|PP)-([0-9a-f]{32})$")
 
 
