@@ -17,8 +17,10 @@ class EventSource(Protocol):
 
 
 class UnitOfWork(Protocol):
-    clock: Clock
-    ledger: LedgerRepository
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def ledger(self) -> LedgerRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -99,4 +99,5 @@ class GatewayDerivAccounts:
 def _refusal_or_error(error: grpc.aio.AioRpcError) -> Exception:
     if error.code() in _REFUSALS:
         return DerivBindingRefused(f"Deriv refused the token ({error.code().name})")
-    return error
+    refused: Exception = error
+    return refused

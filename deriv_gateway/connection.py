@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -241,7 +241,7 @@ class DerivConnection:
         rate_limit_safety: float = 0.9,
         observer: FrameObserver | None = None,
         can_send: Callable[[], bool] | None = None,
-        on_ready: Callable[[DerivConnection], Awaitable[None]] | None = None,
+        on_ready: Callable[[DerivConnection], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         register_secret(token)
         self.url = build_url(url, app_id)

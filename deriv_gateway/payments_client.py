@@ -69,7 +69,7 @@ def _detail(error: grpc.aio.AioRpcError, kind: type[T]) -> T | None:
     if status is None:
         return None
     for detail in status.details:
-        found = kind()
+        found: T = kind()
         if detail.Unpack(found):
             return found
     return None
@@ -79,7 +79,8 @@ def _retry_after(error: grpc.aio.AioRpcError, default: float | None = DEFAULT_RE
     info = _detail(error, error_details_pb2.RetryInfo)
     if info is None or not info.HasField("retry_delay"):
         return default
-    return max(0.0, info.retry_delay.ToTimedelta().total_seconds())
+    delay: float = info.retry_delay.ToTimedelta().total_seconds()
+    return max(0.0, delay)
 
 
 def classify(error: grpc.aio.AioRpcError) -> Exception:

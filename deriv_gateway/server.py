@@ -21,6 +21,7 @@ from deriv_gateway.grpc_errors import DETAILS_KEY, to_status
 from deriv_gateway.journal import Journal
 from deriv_gateway.lease import Lease, LocalLease, RedisLease
 from deriv_gateway.logs import get_logger
+from deriv_gateway.protocol import errors
 from deriv_gateway.service import Balance, DerivGateway, MoneyResult
 from penpay.common.v1 import money_pb2
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
@@ -49,6 +50,10 @@ async def _call(context: grpc.aio.ServicerContext, rpc: str, work: Callable[[], 
             log.info("grpc.error", rpc=rpc, code=code.name, reason=getattr(exc, "code", type(exc).__name__))
         await context.abort(code, message, trailing_metadata=((DETAILS_KEY, details),))
         raise AssertionError("abort returns only by raising") from None
+
+
+async def _standby() -> None:
+    raise errors.NotLeader("this gateway is on standby (it does not hold the lease)")
 
 
 def _decoding(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -207,7 +212,7 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
         self, request: pb.WatchBalanceRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchBalanceResponse]:
         if not self.gateway.is_leader:
-            await _call(context, "WatchBalance", self._not_leader)
+            await _call(context, "WatchBalance", _standby)
         async for balance in self.gateway.watch_balance():
             yield pb.WatchBalanceResponse(
                 loginid=balance.loginid, balance=_money(balance.cents, balance.currency)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc  # type: ignore[import-untyped]
+import grpc
 
 from deriv_gateway.request_rules import InvalidRequest
 from deriv_gateway.server import DerivGatewayServicer, _call, _money, transfer_response, withdraw_response

@@ -221,7 +221,7 @@ def payments(
     mpesa = DarajaSagaPort(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
     checkpoint = crash_checkpoint(s)
     saga = PaymentSaga(
-        unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+        unit_of_work=core.unit_of_work,
         mpesa=mpesa,
         deriv=deriv,
         policy=SagaPolicy(
@@ -238,7 +238,7 @@ def payments(
         },
     )
     application = PaymentsApplication(
-        unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+        unit_of_work=core.unit_of_work,
         rates=FixedRates(
             kes_per_usd_buy=s.fx_kes_per_usd_buy,
             kes_per_usd_sell=s.fx_kes_per_usd_sell,

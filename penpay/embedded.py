@@ -153,7 +153,8 @@ class EmbeddedStack:
         )
         await self._stack.enter_async_context(deriv_sim)
         self.addresses["Deriv simulator"] = deriv_sim.url(app_id=None)
-        self.addresses["Deriv simulator control"] = deriv_sim.control_url
+        if deriv_sim.control_url:
+            self.addresses["Deriv simulator control"] = deriv_sim.control_url
         rest_url = urlsplit(deriv_rest_simulator_url(s) or "")
         if rest_url.port:
             from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig

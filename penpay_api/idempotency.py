@@ -96,7 +96,7 @@ def _transaction_id_of(response: Any) -> uuid.UUID | None:
         return None
 
 
-class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
+class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     def __init__(
         self,
         *,

@@ -61,7 +61,7 @@ def replace_unary(
     )
 
 
-class UnaryInterceptor(grpc.aio.ServerInterceptor):
+class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Wraps the behaviour of the unary-unary methods `applies()` selects with `around()`."""
 
     def applies(self, method: str) -> bool:

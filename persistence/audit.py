@@ -119,7 +119,7 @@ class AuditRecord:
         return chained(self.pending_row(), prev_hash)
 
 
-def chained(content: Mapping[str, Any], prev_hash: str) -> dict[str, Any]:
+def chained(content: Mapping[Any, Any], prev_hash: str) -> dict[str, Any]:
     """An audit_logs row: the record's content (as pending_row() gives it), linked to `prev_hash`."""
     row: dict[str, Any] = {key: content[key] for key in CONTENT_COLUMNS}
     text = content_of(*(row[key] for key in CONTENT_COLUMNS))

@@ -11,7 +11,10 @@ bash scripts/services.sh
 export APP_ENV=testing PENPAY_APP_ENV=testing
 
 echo "== ruff"; .venv/bin/ruff check .
-echo "== mypy --strict domain/"; .venv/bin/mypy --strict domain/
+# Every package that ships (generated gRPC code excluded in pyproject.toml); tests/ and bench/ are not
+# held to it yet.
+PACKAGES="domain application persistence security mpesa_adapter deriv_gateway sms_adapter workers penpay_api penpay"
+echo "== mypy --strict $PACKAGES"; .venv/bin/mypy --strict $PACKAGES
 echo "== buf lint"; node_modules/.bin/buf lint && echo "buf lint: clean"
 echo "== buf breaking"; bash scripts/buf_breaking.sh
 echo "== wheel check (build, install outside the checkout, migrate, up, demo)"

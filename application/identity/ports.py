@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import NamedTuple, Protocol, Self
+from typing import NamedTuple, Protocol
 
-from domain.shared.clock import Clock
+from application.unit_of_work import UnitOfWork
 from domain.shared.ids import UserId
-from domain.shared.json_value import JSONValue
 from domain.user.ports import UserRepository
 
 
@@ -202,16 +201,8 @@ class IdentityUserRepository(UserRepository, Protocol):
     async def load_deriv_credentials(self, user_id: UserId) -> DerivCredentials | None: ...
 
 
-class IdentityUnitOfWork(Protocol):
-    clock: Clock
-    users: IdentityUserRepository
+class IdentityUnitOfWork(UnitOfWork, Protocol):
+    """The unit of work of the identity use cases: the one port, with the users' repository."""
 
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
-
-    def audit(
-        self, *, action: str, subject_type: str, subject_id: str, details: dict[str, JSONValue] | None = None
-    ) -> None: ...
-
-    async def commit(self) -> None: ...
+    @property
+    def users(self) -> IdentityUserRepository: ...

@@ -12,21 +12,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from application.errors import DuplicateIdempotencyKey
+from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
 from domain.payments.transaction import Transaction
 from domain.shared.ids import UserId
 
 
-class TransactionUnitOfWork(Protocol):
-    """The part of the unit of work this use case needs."""
+class TransactionUnitOfWork(UnitOfWork, Protocol):
+    """The part of the unit of work this use case needs: the one port, with transactions."""
 
-    transactions: TransactionRepository
-
-    async def __aenter__(self) -> TransactionUnitOfWork: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
-
-    async def commit(self) -> None: ...
+    @property
+    def transactions(self) -> TransactionRepository: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,18 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, Self
+from typing import Protocol
 
+from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
-from domain.shared.clock import Clock
-from domain.shared.events import DomainEvent
 from domain.shared.ids import TransactionId, UserId
-from domain.shared.json_value import JSONValue
 from domain.user.deriv_login_id import DerivLoginId
 from domain.user.user import User
 from domain.wallet.locked_rate import LockedRate
 from domain.wallet.money import Currency, Money
-from domain.wallet.ports import LedgerRepository
 
 # --- external calls ---------------------------------------------------------------------
 
@@ -134,21 +131,12 @@ class PaymentUsers(Protocol):
     async def load_deriv_token(self, user_id: UserId) -> str | None: ...
 
 
-class PaymentsUnitOfWork(Protocol):
-    clock: Clock
-    ledger: LedgerRepository
-    transactions: TransactionRepository
-    saga_steps: SagaSteps
-    users: PaymentUsers
+class PaymentsUnitOfWork(UnitOfWork, Protocol):
+    """The unit of work of the payment use cases and sagas: the one port, with their repositories."""
 
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
-
-    def record_events(self, events: list[DomainEvent]) -> None: ...
-
-    def audit(
-        self, *, action: str, subject_type: str, subject_id: str, details: dict[str, JSONValue] | None = None
-    ) -> None: ...
-
-    async def commit(self) -> None: ...
+    @property
+    def transactions(self) -> TransactionRepository: ...
+    @property
+    def saga_steps(self) -> SagaSteps: ...
+    @property
+    def users(self) -> PaymentUsers: ...

@@ -17,6 +17,7 @@ import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import structlog
@@ -123,7 +124,7 @@ class PaymentsApplication:
         payer = PhoneNumber(phone) if phone else user.phone
         assert user.deriv_loginid is not None
         created = await create_once(
-            self._uow,  # type: ignore[arg-type]
+            self._uow,
             user_id=user_id,
             key_hash=idempotency_key_hash,
             build=lambda: Transaction.start_deposit(
@@ -166,7 +167,7 @@ class PaymentsApplication:
             return await self._request_withdrawal_code(existing, token)
         rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=now)
         created = await create_once(
-            self._uow,  # type: ignore[arg-type]
+            self._uow,
             user_id=user_id,
             key_hash=idempotency_key_hash,
             build=lambda: Transaction.start_withdrawal(
@@ -310,7 +311,7 @@ class PaymentsApplication:
         return tx
 
     async def _change(
-        self, tx_id: TransactionId, change: Callable[[Transaction, object], None], expected: S
+        self, tx_id: TransactionId, change: Callable[[Transaction, datetime], None], expected: S
     ) -> Transaction:
         async with self._uow() as uow:
             tx = await uow.transactions.get_for_update(tx_id)

@@ -50,9 +50,12 @@ class ReviewActions(Protocol):
 class ReviewUnitOfWork(UnitOfWork, Protocol):
     """The unit of work of review actions: the ledger, transactions and proposals, audited."""
 
-    transactions: TransactionRepository
-    review_actions: ReviewActions
-    saga_steps: ReviewSteps
+    @property
+    def transactions(self) -> TransactionRepository: ...
+    @property
+    def review_actions(self) -> ReviewActions: ...
+    @property
+    def saga_steps(self) -> ReviewSteps: ...
 
 
 class ReviewSteps(Protocol):

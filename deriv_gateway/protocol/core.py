@@ -85,7 +85,7 @@ class ProtocolCore:
     """Correlation state of one WebSocket connection."""
 
     first_req_id: int = 1
-    _ids: Any = field(init=False, repr=False)
+    _ids: itertools.count[int] = field(init=False, repr=False)
     _pending: dict[int, _Pending] = field(init=False, default_factory=dict)
     # req_id of a live subscription -> subscription id (once known)
     _streams: dict[int, str | None] = field(init=False, default_factory=dict)

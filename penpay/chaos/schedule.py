@@ -263,7 +263,8 @@ def _faults(rng: random.Random, duration: float) -> tuple[PlannedFault, ...]:
             at = max(at, last_outage + 12.0)
             last_outage = at
         if kind == "kill-gateway-leader":
-            target, down, params = "gateway-leader", round(rng.uniform(0.5, 3.0), 2), {}
+            target, down = "gateway-leader", round(rng.uniform(0.5, 3.0), 2)
+            params: dict[str, Any] = {}
             kind = "kill"
         else:
             target, down, params = _fault(rng, kind)

@@ -16,7 +16,9 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from domain.wallet.account_kind import AccountKind
     from domain.wallet.money import Currency, Money
+    from penpay.bootstrap import Core
 
 KINDS = {"deriv": "DERIV_AGENT_FLOAT", "mpesa": "MPESA_FLOAT"}
 CURRENCIES = {"deriv": "USD", "mpesa": "KES"}
@@ -100,7 +102,8 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _balance(core, kind, currency):  # type: ignore[no-untyped-def]
+async def _balance(core: Core, kind: AccountKind, currency: Currency) -> str:
     async with core.unit_of_work() as uow:
         account = await uow.ledger.get_or_create_account(kind=kind, currency=currency)
-        return account.balance.to_decimal_string()
+        text: str = account.balance.to_decimal_string()
+        return text

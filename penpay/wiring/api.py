@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
@@ -37,7 +37,6 @@ from application.identity.ports import (
 )
 from application.identity.rate_limits import RateLimitGuard
 from application.identity.service import IdentityService
-from application.review.ports import ReviewUnitOfWork
 from application.review.service import ReviewService
 from application.wallet.queries import WalletQueries
 from penpay.bootstrap import Core
@@ -128,7 +127,7 @@ def build_api(
 
     def unit_of_work() -> IdentityUnitOfWork:
         # SqlUnitOfWork implements the identity unit of work (its users repository is the SQL one).
-        return cast(IdentityUnitOfWork, core.unit_of_work(actor=api_actor()))
+        return core.unit_of_work(actor=api_actor())
 
     if tokens is None:
         tokens = access_tokens(s, RoleAwareAccessTokens)
@@ -223,7 +222,7 @@ def build_api(
         closers.append(statement_channel.close)
         deriv_statement = GatewayDerivStatement(statement_channel, timeout=s.gateway_request_timeout + 10)
     review = ReviewService(
-        unit_of_work=lambda actor: cast(ReviewUnitOfWork, core.unit_of_work(actor=actor)),
+        unit_of_work=lambda actor: core.unit_of_work(actor=actor),
         deriv_statement=deriv_statement,
         deriv_lookups=deriv_statement,
     )

@@ -556,6 +556,11 @@ async def test_leader_process_dies_and_the_standby_serves_within_the_bound(
             )
             await asyncio.sleep(0.5)
             assert not standby.server.lease.is_leader
+            # a standby refuses the balance stream as a standby (UNAVAILABLE: try the leader)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in standby.stub.WatchBalance(pb.WatchBalanceRequest()):
+                    pass
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
             leader.kill()  # SIGKILL: no release, the lease must expire
             leader.wait(5)
