@@ -1,4 +1,4 @@
-"""MpesaPayments for the sagas: the Daraja client plus the callback inbox's confirmer.
+"""MpesaGateway for the sagas: the Daraja client plus the callback inbox's confirmer.
 
 Failures become the saga's three kinds (application.payments.errors): anything that proves
 nothing was sent or accepted is refused (STK) or unavailable (B2C, re-sent later with the same
@@ -42,10 +42,10 @@ def account_reference(tx_id: TransactionId) -> str:
     return tx_id.value.hex[-12:].upper()
 
 
-__all__ = ["SETUP_ERROR_ALERT", "DarajaSagaPort", "account_reference"]
+__all__ = ["SETUP_ERROR_ALERT", "DarajaMpesaGateway", "account_reference"]
 
 
-class DarajaSagaPort:
+class DarajaMpesaGateway:
     def __init__(self, client: DarajaClient, confirmer: CallbackConfirmer) -> None:
         self._client = client
         self._confirmer = confirmer

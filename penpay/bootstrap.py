@@ -210,7 +210,7 @@ def payments(
     from mpesa_adapter.callback_store import SqlCallbackInbox
     from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.confirmer import CallbackConfirmer
-    from mpesa_adapter.saga_port import DarajaSagaPort
+    from mpesa_adapter.saga_port import DarajaMpesaGateway
 
     s = core.settings
     mpesa_config = daraja_config(s)
@@ -218,7 +218,7 @@ def payments(
     daraja = DarajaClient(mpesa_config, token_cache=tokens)
     channel = gateway_channel(s.gateway_addr)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
-    mpesa = DarajaSagaPort(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
+    mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
     checkpoint = crash_checkpoint(s)
     saga = PaymentSaga(
         unit_of_work=core.unit_of_work,

@@ -227,7 +227,7 @@ class _Loaded:
     devices: dict[str, Device]
     phone: str
     phone_verified: bool
-    deriv_loginid: DerivLoginId | None
+    deriv_login_id: DerivLoginId | None
     kyc: KycSnapshot | None
 
 
@@ -284,7 +284,7 @@ class SqlUserRepository:
             devices=devices,
             phone_verified=phone_verified,
             email_verified=bool(row.email_verified),
-            deriv_loginid=DerivLoginId(row.deriv_login_id) if row.deriv_login_id else None,
+            deriv_login_id=DerivLoginId(row.deriv_login_id) if row.deriv_login_id else None,
             kyc=kyc,
             version=int(row.version),
             created_at=row.created_at,
@@ -299,7 +299,7 @@ class SqlUserRepository:
             devices={d.device_id: d for d in user.devices},
             phone=user.phone.value,
             phone_verified=user.phone_verified,
-            deriv_loginid=user.deriv_loginid,
+            deriv_login_id=user.deriv_login_id,
             kyc=user.kyc,
         )
 
@@ -343,7 +343,7 @@ class SqlUserRepository:
         await self._connection.execute(_INSERT_ADDRESS, stamps)
         for device in user.devices:
             await self._connection.execute(_INSERT_DEVICE, _device_row(user.id, device))
-        if user.deriv_loginid is not None:
+        if user.deriv_login_id is not None:
             await self._insert_deriv(user)
         if user.kyc is not None:
             await self._write_kyc(user.id, user.kyc, at)
@@ -399,9 +399,9 @@ class SqlUserRepository:
                     "updated_at": user.updated_at,
                 },
             )
-        if user.deriv_loginid is not None and loaded.deriv_loginid is None:
+        if user.deriv_login_id is not None and loaded.deriv_login_id is None:
             await self._insert_deriv(user)
-        elif user.deriv_loginid is not None and user.deriv_loginid != loaded.deriv_loginid:
+        elif user.deriv_login_id is not None and user.deriv_login_id != loaded.deriv_login_id:
             await self._move_deriv(user)
         if user.kyc is not None and user.kyc is not loaded.kyc:
             await self._write_kyc(user.id, user.kyc, user.updated_at)
@@ -409,7 +409,7 @@ class SqlUserRepository:
         self._track(user)
 
     async def _insert_deriv(self, user: User) -> None:
-        assert user.deriv_loginid is not None
+        assert user.deriv_login_id is not None
         try:
             async with self._connection.begin_nested():
                 await self._connection.execute(
@@ -417,7 +417,7 @@ class SqlUserRepository:
                     {
                         "id": DeviceId.new().value,  # any UUIDv7
                         "user_id": user.id.value,
-                        "deriv_login_id": user.deriv_loginid.value,
+                        "deriv_login_id": user.deriv_login_id.value,
                         "currency": DERIV_CURRENCY,
                         "token_enc": None,
                         "token_key_id": None,
@@ -428,24 +428,24 @@ class SqlUserRepository:
                 )
         except IntegrityError as exc:
             raise DerivAccountAlreadyBound(
-                f"Deriv account {user.deriv_loginid} is already bound to a PenPay user"
+                f"Deriv account {user.deriv_login_id} is already bound to a PenPay user"
             ) from exc
 
     async def _move_deriv(self, user: User) -> None:
-        assert user.deriv_loginid is not None
+        assert user.deriv_login_id is not None
         try:
             async with self._connection.begin_nested():
                 await self._connection.execute(
                     _MOVE_DERIV,
                     {
                         "b_user_id": user.id.value,
-                        "deriv_login_id": user.deriv_loginid.value,
+                        "deriv_login_id": user.deriv_login_id.value,
                         "updated_at": user.updated_at,
                     },
                 )
         except IntegrityError as exc:
             raise DerivAccountAlreadyBound(
-                f"Deriv account {user.deriv_loginid} is already bound to a PenPay user"
+                f"Deriv account {user.deriv_login_id} is already bound to a PenPay user"
             ) from exc
 
     async def _write_kyc(self, user_id: UserId, kyc: KycSnapshot, at: datetime) -> None:

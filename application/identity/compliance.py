@@ -71,9 +71,9 @@ class CompliancePolicy:
             await self._rate_limits.check("money", ip=client_ip, phone=user.phone.value)
         if not user.phone_verified:
             await self._refuse(user_id, "PHONE_NOT_VERIFIED", "verify your phone number first", amount)
-        if user.deriv_loginid is None:
+        if user.deriv_login_id is None:
             await self._refuse(user_id, "DERIV_NOT_BOUND", "bind your Deriv USD account first", amount)
-        if user.deriv_loginid is not None and user.deriv_loginid.is_rest and user.kyc is None:
+        if user.deriv_login_id is not None and user.deriv_login_id.is_rest and user.kyc is None:
             # Deriv's new API shares no profile (no get_settings): without the snapshot kept from the
             # user's v3 account there is nothing to judge, so no money moves.
             await self._refuse(

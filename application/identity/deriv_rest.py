@@ -147,7 +147,7 @@ class DerivRestBinding:
             user = await uow.users.get(user_id)
             if user is None:
                 raise UserNotFound("no such user")
-            previous = user.deriv_loginid
+            previous = user.deriv_login_id
             user.move_deriv_account_to_rest(rest_id, now=now)  # DerivAccountAlreadyBound if another
             if snapshot is not None:
                 user.take_kyc_snapshot(snapshot, now=now)
@@ -181,7 +181,7 @@ class DerivRestBinding:
         the snapshot already stored then stays."""
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
-            if user is None or user.deriv_loginid is None or user.deriv_loginid.is_rest:
+            if user is None or user.deriv_login_id is None or user.deriv_login_id.is_rest:
                 return None
             token = await uow.users.load_deriv_token(user_id)
         if not token:

@@ -489,10 +489,10 @@ class IdentityService:
             token = await uow.users.load_deriv_token(user_id)
         if token is None:
             raise DerivAccountNotBound("bind a Deriv account first")
-        if user.deriv_loginid is not None and user.deriv_loginid.is_rest:
+        if user.deriv_login_id is not None and user.deriv_login_id.is_rest:
             if self.rest is None:
                 raise DerivRebindRequired("this PenPay does not reach Deriv's new API yet")
-            await self.rest.check_account(user_id, user.deriv_loginid)
+            await self.rest.check_account(user_id, user.deriv_login_id)
             if stored is None:
                 raise DerivAccountNotBound("no KYC snapshot is kept for this account")
             return stored

@@ -44,7 +44,7 @@ def notice_for(tx: Transaction, reached: TransactionStatus) -> PaymentNotice | N
     paid, got = shown(tx.amount), shown(tx.converted_amount)
     ref = str(tx.id)
     short = ref[-8:]
-    deriv = tx.deriv_loginid.value
+    deriv = tx.deriv_login_id.value
     if kind == "deposit completed":
         subject = "Your PenPay deposit is complete"
         line = f"Your deposit of {paid} is complete: {got} credited to Deriv {deriv}."

@@ -38,7 +38,7 @@ class Verdict(StrEnum):
     MISMATCH = "MISMATCH"  # the evidence disagrees: a person decides
 
 
-class MpesaPayments(Protocol):
+class MpesaGateway(Protocol):
     async def stk_push(
         self, *, transaction_id: TransactionId, phone: str, amount: Money
     ) -> StkPushAccepted: ...

@@ -42,7 +42,7 @@ from application.payments.errors import (
     CallUnavailable,
     NotExecuted,
 )
-from application.payments.ports import DerivPayments, MpesaPayments, PaymentsUnitOfWork, Verdict
+from application.payments.ports import DerivPayments, MpesaGateway, PaymentsUnitOfWork, Verdict
 from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import is_legal_transition
@@ -98,7 +98,7 @@ class PaymentSaga:
         self,
         *,
         unit_of_work: Callable[[], PaymentsUnitOfWork],
-        mpesa: MpesaPayments,
+        mpesa: MpesaGateway,
         deriv: DerivPayments,
         policy: SagaPolicy | None = None,
         checkpoint: Callable[[str], None] = no_checkpoint,
@@ -356,7 +356,7 @@ class PaymentSaga:
         assert tx.converted_amount is not None
         try:
             receipt = await self._deriv.transfer(
-                transfer_id=str(tx.id), loginid=tx.deriv_loginid, amount=tx.converted_amount
+                transfer_id=str(tx.id), loginid=tx.deriv_login_id, amount=tx.converted_amount
             )
         except CallRefused as refused:
             refused_reason = refused.reason
@@ -415,7 +415,7 @@ class PaymentSaga:
                 verification_code="",
                 amount=tx.amount,
                 resolve_only=True,
-                account=tx.deriv_loginid,  # the transport the debit went out on
+                account=tx.deriv_login_id,  # the transport the debit went out on
             )
         except (NotExecuted, CallRefused) as absent:
             absent_reason = absent.reason
@@ -545,7 +545,7 @@ class PaymentSaga:
     async def _call_refund(self, tx: Transaction) -> bool:
         try:
             await self._deriv.transfer(
-                transfer_id=refund_transfer_id(tx.id), loginid=tx.deriv_loginid, amount=tx.amount
+                transfer_id=refund_transfer_id(tx.id), loginid=tx.deriv_login_id, amount=tx.amount
             )
         except CallRefused as refused:
             refused_reason = refused.reason

@@ -122,7 +122,7 @@ class PaymentsApplication:
             await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
         user = _bound(found)
         payer = PhoneNumber(phone) if phone else user.phone
-        assert user.deriv_loginid is not None
+        assert user.deriv_login_id is not None
         created = await create_once(
             self._uow,
             user_id=user_id,
@@ -133,7 +133,7 @@ class PaymentsApplication:
                 idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "deposit"),
                 locked_rate=rate,
                 phone=payer,
-                deriv_loginid=user.deriv_loginid,  # type: ignore[arg-type]
+                deriv_login_id=user.deriv_login_id,  # type: ignore[arg-type]
                 now=now,
             ),
         )
@@ -176,7 +176,7 @@ class PaymentsApplication:
                 idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "withdrawal"),
                 locked_rate=rate,
                 phone=user.phone,
-                deriv_loginid=user.deriv_loginid,  # type: ignore[arg-type]
+                deriv_login_id=user.deriv_login_id,  # type: ignore[arg-type]
                 now=now,
             ),
         )
@@ -189,7 +189,7 @@ class PaymentsApplication:
         self._checkpoint("withdrawal.code.before_call")
         try:
             await self._deriv.request_withdrawal_code(
-                client_token=token, amount=tx.amount, account=tx.deriv_loginid
+                client_token=token, amount=tx.amount, account=tx.deriv_login_id
             )
         except CallRefused as refused:
             reason = f"Deriv refused to send the verification code: {refused.reason}"
@@ -231,7 +231,7 @@ class PaymentsApplication:
                 client_token=token,
                 verification_code=code,
                 amount=tx.amount,
-                account=tx.deriv_loginid,
+                account=tx.deriv_login_id,
             )
         except CallRefused as refused:
             reason = f"Deriv refused the withdrawal: {refused.reason}"
@@ -266,9 +266,9 @@ class PaymentsApplication:
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
             token = await uow.users.load_deriv_token(user_id)
-        if user is None or user.deriv_loginid is None or not token:
+        if user is None or user.deriv_login_id is None or not token:
             raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
-        if user.deriv_loginid.is_rest and self._rest_token is not None:
+        if user.deriv_login_id.is_rest and self._rest_token is not None:
             return await self._rest_token(user_id)
         return token
 
@@ -327,7 +327,7 @@ def _bound(user: User | None) -> User:
     """The user, who must exist and have a Deriv account bound."""
     if user is None:
         raise TransactionNotFound("no such user", field="user_id")
-    if user.deriv_loginid is None:
+    if user.deriv_login_id is None:
         raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
     return user
 

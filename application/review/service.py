@@ -104,8 +104,8 @@ def deriv_denial(tx: Transaction, claimed: int | None, line: StatementLine | Non
         or line.currency != expected.currency.value
     ):
         return f"Deriv's statement shows {line.amount_cents} {line.currency} where the transfer is {expected}"
-    if line.to_loginid and line.to_loginid.upper() != tx.deriv_loginid.value.upper():
-        return f"Deriv's statement shows the transfer to {line.to_loginid}, not {tx.deriv_loginid.value}"
+    if line.to_loginid and line.to_loginid.upper() != tx.deriv_login_id.value.upper():
+        return f"Deriv's statement shows the transfer to {line.to_loginid}, not {tx.deriv_login_id.value}"
     return None
 
 

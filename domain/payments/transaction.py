@@ -92,7 +92,7 @@ class Transaction:
     locked_rate: LockedRate | None
     converted_amount: Money | None
     phone: PhoneNumber
-    deriv_loginid: DerivLoginId
+    deriv_login_id: DerivLoginId
     failure_reason: str | None = None
     version: int = 1
     created_at: datetime
@@ -146,13 +146,13 @@ class Transaction:
         idempotency_key: IdempotencyKey,
         locked_rate: LockedRate,
         phone: PhoneNumber,
-        deriv_loginid: DerivLoginId,
+        deriv_login_id: DerivLoginId,
         now: datetime | None = None,
     ) -> Transaction:
         """KES paid by STK push (whole shillings, M-Pesa limits) becomes USD on Deriv."""
         require_mpesa_amount(amount)
         return cls._start(
-            TransactionType.DEPOSIT, user_id, amount, idempotency_key, locked_rate, phone, deriv_loginid, now
+            TransactionType.DEPOSIT, user_id, amount, idempotency_key, locked_rate, phone, deriv_login_id, now
         )
 
     @classmethod
@@ -164,7 +164,7 @@ class Transaction:
         idempotency_key: IdempotencyKey,
         locked_rate: LockedRate,
         phone: PhoneNumber,
-        deriv_loginid: DerivLoginId,
+        deriv_login_id: DerivLoginId,
         now: datetime | None = None,
     ) -> Transaction:
         """USD taken from Deriv becomes whole KES paid out by B2C (within M-Pesa limits)."""
@@ -177,7 +177,7 @@ class Transaction:
             idempotency_key,
             locked_rate,
             phone,
-            deriv_loginid,
+            deriv_login_id,
             now,
         )
 
@@ -190,12 +190,12 @@ class Transaction:
         idempotency_key: IdempotencyKey,
         locked_rate: LockedRate,
         phone: PhoneNumber,
-        deriv_loginid: DerivLoginId,
+        deriv_login_id: DerivLoginId,
         now: datetime | None,
     ) -> Transaction:
         at = _at(now)
         phone.require_mpesa_kenya()
-        deriv_loginid.require_real_money()
+        deriv_login_id.require_real_money()
         if locked_rate.quote is not _CONVERTED_CURRENCY[type_]:
             raise CurrencyMismatch(
                 f"a {type_.value} needs a rate into {_CONVERTED_CURRENCY[type_]}", field="rate"
@@ -217,7 +217,7 @@ class Transaction:
             locked_rate=locked_rate,
             converted_amount=converted,
             phone=phone,
-            deriv_loginid=deriv_loginid,
+            deriv_login_id=deriv_login_id,
             created_at=at,
             updated_at=at,
         )
@@ -248,7 +248,7 @@ class Transaction:
         locked_rate: LockedRate | None,
         converted_amount: Money | None,
         phone: PhoneNumber,
-        deriv_loginid: DerivLoginId,
+        deriv_login_id: DerivLoginId,
         failure_reason: str | None,
         version: int,
         created_at: datetime,
@@ -269,7 +269,7 @@ class Transaction:
             locked_rate=locked_rate,
             converted_amount=converted_amount,
             phone=phone,
-            deriv_loginid=deriv_loginid,
+            deriv_login_id=deriv_login_id,
             failure_reason=failure_reason,
             version=version,
             created_at=created_at,
@@ -390,7 +390,7 @@ class Transaction:
         self._require_type(TransactionType.DEPOSIT)
         at = _at(now)
         transfer = DerivTransfer.sent(
-            transaction_id=self.id, client_loginid=self.deriv_loginid, amount=self._converted(), now=at
+            transaction_id=self.id, client_loginid=self.deriv_login_id, amount=self._converted(), now=at
         )
         self._move_to(Status.DERIV_TRANSFER_SENT, at)
         self.deriv_transfer = transfer
@@ -449,7 +449,7 @@ class Transaction:
             raise IllegalTransition("this withdrawal's Deriv debit was already requested")
         at = _at(now)
         self.deriv_withdrawal = DerivWithdrawal.sent(
-            transaction_id=self.id, client_loginid=self.deriv_loginid, amount=self.amount, now=at
+            transaction_id=self.id, client_loginid=self.deriv_login_id, amount=self.amount, now=at
         )
         self._touch(at)
         return self.deriv_withdrawal
@@ -477,7 +477,7 @@ class Transaction:
         self._require_type(TransactionType.WITHDRAWAL)
         at = _at(now)
         requested = self.deriv_withdrawal or DerivWithdrawal.sent(
-            transaction_id=self.id, client_loginid=self.deriv_loginid, amount=self.amount, now=at
+            transaction_id=self.id, client_loginid=self.deriv_login_id, amount=self.amount, now=at
         )
         confirmed = requested.confirmed(deriv_transaction_id=deriv_transaction_id, now=at)
         self._move_to(Status.DERIV_WITHDRAWAL_DONE, at)

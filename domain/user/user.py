@@ -42,7 +42,7 @@ class User:
     devices: tuple[Device, ...] = ()
     phone_verified: bool = False
     email_verified: bool = False
-    deriv_loginid: DerivLoginId | None = None
+    deriv_login_id: DerivLoginId | None = None
     kyc: KycSnapshot | None = None
     version: int = 1
     created_at: datetime
@@ -83,7 +83,7 @@ class User:
         devices: tuple[Device, ...],
         phone_verified: bool,
         email_verified: bool,
-        deriv_loginid: DerivLoginId | None,
+        deriv_login_id: DerivLoginId | None,
         kyc: KycSnapshot | None,
         version: int,
         created_at: datetime,
@@ -98,7 +98,7 @@ class User:
             devices=devices,
             phone_verified=phone_verified,
             email_verified=email_verified,
-            deriv_loginid=deriv_loginid,
+            deriv_login_id=deriv_login_id,
             kyc=kyc,
             version=version,
             created_at=created_at,
@@ -160,14 +160,14 @@ class User:
     def bind_deriv_account(self, login_id: DerivLoginId, *, now: datetime | None = None) -> None:
         """Bind the user's one real-money Deriv account; binding the same one again is a no-op."""
         login_id.require_real_money()
-        if self.deriv_loginid == login_id:
+        if self.deriv_login_id == login_id:
             return
-        if self.deriv_loginid is not None:
+        if self.deriv_login_id is not None:
             raise DerivAccountAlreadyBound(
-                f"this user is already bound to Deriv account {self.deriv_loginid}"
+                f"this user is already bound to Deriv account {self.deriv_login_id}"
             )
         at = _at(now)
-        self.deriv_loginid = login_id
+        self.deriv_login_id = login_id
         self._changed(at)
         self._record(
             DerivAccountBound(
@@ -183,17 +183,17 @@ class User:
         were made with, so history and the ledger stay as they are."""
         if not rest_id.is_rest:
             raise DerivAccountAlreadyBound("a move goes to a new-API (@nickname) account")
-        if self.deriv_loginid is None:
+        if self.deriv_login_id is None:
             self.bind_deriv_account(rest_id, now=now)
             return
-        if self.deriv_loginid == rest_id:
+        if self.deriv_login_id == rest_id:
             return
-        if self.deriv_loginid.is_rest:
+        if self.deriv_login_id.is_rest:
             raise DerivAccountAlreadyBound(
-                f"this user is already bound to Deriv account {self.deriv_loginid}"
+                f"this user is already bound to Deriv account {self.deriv_login_id}"
             )
         at = _at(now)
-        previous, self.deriv_loginid = self.deriv_loginid, rest_id
+        previous, self.deriv_login_id = self.deriv_login_id, rest_id
         self._changed(at)
         self._record(
             DerivAccountMoved(

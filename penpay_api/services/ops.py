@@ -339,7 +339,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
         reason=tx.failure_reason or "",
         amount=money(tx.amount),
         converted_amount=money(tx.converted_amount),
-        deriv_login_id=tx.deriv_loginid.value,
+        deriv_login_id=tx.deriv_login_id.value,
         created_at=timestamp(tx.created_at),
         updated_at=timestamp(tx.updated_at),
         version=tx.version,

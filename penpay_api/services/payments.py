@@ -108,7 +108,7 @@ def transaction_pb(tx: Transaction) -> pb.Transaction:
         converted_amount=money(tx.converted_amount),
         rate=rate_text(tx.locked_rate.rate) if tx.locked_rate is not None else "",
         kes_per_usd=kes_per_usd_text(tx.locked_rate),
-        deriv_login_id=tx.deriv_loginid.value,
+        deriv_login_id=tx.deriv_login_id.value,
         failure_reason=tx.failure_reason or "",
         created_at=timestamp(tx.created_at),
         updated_at=timestamp(tx.updated_at),

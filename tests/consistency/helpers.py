@@ -84,7 +84,7 @@ def start_deposit(user_id: UserId, *, shillings: int = DEPOSIT_KES, phone: str =
         idempotency_key=_key(user_id, "deposit"),
         locked_rate=_rate(KES, USD, "0.0077"),
         phone=PhoneNumber.mpesa(phone),
-        deriv_loginid=DerivLoginId(CLIENT),
+        deriv_login_id=DerivLoginId(CLIENT),
     )
 
 
@@ -95,7 +95,7 @@ def start_withdrawal(user_id: UserId, *, dollars: int = WITHDRAWAL_USD, phone: s
         idempotency_key=_key(user_id, "withdrawal"),
         locked_rate=_rate(USD, KES, "129.5"),
         phone=PhoneNumber.mpesa(phone),
-        deriv_loginid=DerivLoginId(CLIENT),
+        deriv_login_id=DerivLoginId(CLIENT),
     )
 
 

@@ -140,7 +140,7 @@ async def test_a_v3_user_moves_to_rest_keeping_kyc_with_tokens_encrypted(world: 
     async with world.identity.uow() as uow:
         user = await uow.users.get(user_id)
         credentials = await uow.users.load_deriv_credentials(user_id)
-    assert user is not None and user.deriv_loginid == rest_id
+    assert user is not None and user.deriv_login_id == rest_id
     assert user.kyc is not None and user.kyc.is_acceptable()  # the v3 profile came along
     assert credentials is not None and credentials.refresh_token and credentials.expires_at
     row = await account_row(world, user_id)
@@ -184,7 +184,7 @@ async def test_bad_or_late_state_changes_nothing(world: World) -> None:
     assert world.token_posts() == 0  # nothing reached Deriv's token endpoint
     async with world.identity.uow() as uow:
         user = await uow.users.get(user_id)
-    assert user is not None and user.deriv_loginid is None
+    assert user is not None and user.deriv_login_id is None
 
 
 async def test_expiring_token_refreshed_once_for_many_callers_then_rebind(world: World) -> None:

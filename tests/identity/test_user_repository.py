@@ -91,7 +91,7 @@ async def test_a_user_round_trips_with_devices_verification_deriv_and_kyc(any_en
     assert by_id.id == by_email.id == by_phone.id == by_deriv.id == user.id
     assert [d.device_id for d in by_id.devices] == ["device-aaaa-1111", "device-bbbb-2222"]
     assert by_id.phone_verified and by_id.email_verified
-    assert by_id.deriv_loginid == deriv
+    assert by_id.deriv_login_id == deriv
     assert by_id.kyc == KycSnapshot.from_get_settings(SETTINGS, NOW)
     assert by_id.kyc is not None and by_id.kyc.residence == "ke"
     assert by_id.version == user.version + 6

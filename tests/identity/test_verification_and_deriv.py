@@ -128,7 +128,7 @@ async def test_binding_a_real_usd_deriv_account_takes_a_kyc_snapshot_and_keeps_t
     async with any_identity.uow() as uow:
         user = await uow.users.get(user_id)
         assert await uow.users.load_deriv_token(user_id) == "sim-client1-token"
-    assert user is not None and user.deriv_loginid == login_id
+    assert user is not None and user.deriv_login_id == login_id
     assert user.kyc is not None and user.kyc.is_acceptable() and user.kyc.residence == "ke"
     async with any_identity.engine.connect() as connection:
         row = (

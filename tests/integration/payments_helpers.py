@@ -37,7 +37,7 @@ def new_deposit(user_id: UserId, key: IdempotencyKey, shillings: int = 1_000) ->
         idempotency_key=key,
         locked_rate=rate,
         phone=PHONE,
-        deriv_loginid=DerivLoginId("CR100001"),
+        deriv_login_id=DerivLoginId("CR100001"),
         now=now,
     )
 

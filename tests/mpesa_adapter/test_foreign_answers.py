@@ -26,7 +26,7 @@ from mpesa_adapter.callback_store import (
 from mpesa_adapter.confirmer import Verdict
 from mpesa_adapter.inbox import Outcome
 from mpesa_adapter.routes import PATHS, CallbackKind
-from mpesa_adapter.saga_port import DarajaSagaPort
+from mpesa_adapter.saga_port import DarajaMpesaGateway
 from persistence.tables import audit_logs
 from tests.mpesa_adapter.conftest import Harness, phone
 from workers.alert_metrics import count_alerts
@@ -103,7 +103,7 @@ async def test_b2c_answer_naming_another_originator_conversation_id_is_not_taken
     h.sim.add_fault("foreign_answer", api="b2c", phone=msisdn)
 
     # Through the saga's port: not accepted, not refused (it may have gone): an unknown outcome.
-    port = DarajaSagaPort(h.client, h.confirmer)
+    port = DarajaMpesaGateway(h.client, h.confirmer)
     with pytest.raises(CallOutcomeUnknown) as raised:
         await port.b2c(originator_conversation_id=ocid, phone=msisdn, amount=Money(300_00, Currency.KES))
     assert ocid in raised.value.reason

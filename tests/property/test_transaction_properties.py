@@ -97,7 +97,7 @@ def _start(type_: TransactionType) -> Transaction:
             idempotency_key=key,
             locked_rate=USD_TO_KES.inverse(),
             phone=phone,
-            deriv_loginid=login_id,
+            deriv_login_id=login_id,
             now=NOW,
         )
     return Transaction.start_withdrawal(
@@ -106,7 +106,7 @@ def _start(type_: TransactionType) -> Transaction:
         idempotency_key=key,
         locked_rate=USD_TO_KES,
         phone=phone,
-        deriv_loginid=login_id,
+        deriv_login_id=login_id,
         now=NOW,
     )
 

@@ -48,7 +48,7 @@ from mpesa_adapter.callback_store import SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.config import CallbackServerConfig, DarajaConfig
 from mpesa_adapter.confirmer import CallbackConfirmer
-from mpesa_adapter.saga_port import DarajaSagaPort
+from mpesa_adapter.saga_port import DarajaMpesaGateway
 from mpesa_adapter.simulator import DarajaSimulator
 from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
 from mpesa_adapter.simulator.config import DEFAULT_INITIATOR_PASSWORD, SANDBOX_PASSKEY, SANDBOX_SHORTCODE
@@ -383,7 +383,7 @@ async def running_stack(
 
         saga = PaymentSaga(
             unit_of_work=uow,  # type: ignore[arg-type]
-            mpesa=DarajaSagaPort(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(engine))),
+            mpesa=DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(engine))),
             deriv=deriv,
             policy=policy,
             checkpoint=no_checkpoint,

@@ -28,7 +28,7 @@ async def test_a_paid_deposit_credits_the_deriv_account_once(stack: Stack) -> No
     assert done.deriv_transfer is not None and done.deriv_transfer.deriv_transaction_id
     assert done.mpesa_request is not None and done.mpesa_request.mpesa_receipt_number
     assert await stack.deriv_transfers(str(tx.id)) == 1
-    assert done.deriv_loginid.value == CLIENT_LOGINID
+    assert done.deriv_login_id.value == CLIENT_LOGINID
 
 
 async def test_a_cancelled_stk_push_fails_without_moving_money(stack: Stack) -> None:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from application.payments.decisions import Action
-from application.payments.ports import MpesaPayments, StkPushAccepted, Verdict
+from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
 from application.payments.saga import PaymentSaga
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId
@@ -52,7 +52,7 @@ class AnswerAfterTheCallback:
 
     def __init__(self, stack: Stack, *, adoption_fails: bool = False) -> None:
         self._stack = stack
-        self._inner: MpesaPayments = stack.saga._mpesa
+        self._inner: MpesaGateway = stack.saga._mpesa
         self._adoption_fails = adoption_fails
 
     async def stk_push(self, *, transaction_id: TransactionId, phone: str, amount: Money) -> StkPushAccepted:

@@ -20,7 +20,7 @@ async def test_deposits_of_a_rest_user_and_a_v3_user_each_take_their_transport(s
     v3_user = await stack.user(phone="254712345670", loginid="CR90000002")
     rest_tx = await stack.deposit(rest_user, 2_600)
     v3_tx = await stack.deposit(v3_user, 2_600)
-    assert str(rest_tx.deriv_loginid) == "@alice_w"
+    assert str(rest_tx.deriv_login_id) == "@alice_w"
 
     rest_done, v3_done = await stack.settle(rest_tx.id), await stack.settle(v3_tx.id)
 

@@ -61,7 +61,7 @@ def deposit(kes_to_usd: LockedRate, phone: PhoneNumber, login_id: DerivLoginId) 
         idempotency_key=IdempotencyKey.create("dep-1", scope=str(user_id), operation="deposit"),
         locked_rate=kes_to_usd,
         phone=phone,
-        deriv_loginid=login_id,
+        deriv_login_id=login_id,
         now=NOW,
     )
     tx.pull_events()
@@ -78,7 +78,7 @@ def withdrawal(usd_to_kes: LockedRate, phone: PhoneNumber, login_id: DerivLoginI
         idempotency_key=IdempotencyKey.create("wd-1", scope=str(user_id), operation="withdrawal"),
         locked_rate=usd_to_kes,
         phone=phone,
-        deriv_loginid=login_id,
+        deriv_login_id=login_id,
         now=NOW,
     )
     tx.pull_events()

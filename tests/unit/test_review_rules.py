@@ -107,7 +107,7 @@ def test_completion_refuses_a_bad_id(deposit: Transaction, now: datetime) -> Non
 def test_a_statement_line_proves_only_our_transfer(deposit: Transaction, now: datetime) -> None:
     assert deposit.converted_amount is not None
     cents = deposit.converted_amount.amount_minor
-    line = StatementLine(9, cents, "USD", "CR90000000", deposit.deriv_loginid.value)
+    line = StatementLine(9, cents, "USD", "CR90000000", deposit.deriv_login_id.value)
     assert deriv_denial(deposit, 9, line) is None
     assert "no transfer" in (deriv_denial(deposit, 9, None) or "")
     assert "not 8" in (deriv_denial(deposit, 8, line) or "")

@@ -48,7 +48,7 @@ def _start(
         idempotency_key=IdempotencyKey.create("k", scope=str(user_id), operation="deposit"),
         locked_rate=rate,
         phone=PhoneNumber(phone),
-        deriv_loginid=DerivLoginId(login),
+        deriv_login_id=DerivLoginId(login),
         now=now,
     )
 
@@ -278,7 +278,7 @@ def test_reconstitute_raises_no_events(deposit: Transaction) -> None:
         locked_rate=deposit.locked_rate,
         converted_amount=deposit.converted_amount,
         phone=deposit.phone,
-        deriv_loginid=deposit.deriv_loginid,
+        deriv_login_id=deposit.deriv_login_id,
         failure_reason=None,
         version=7,
         created_at=deposit.created_at,

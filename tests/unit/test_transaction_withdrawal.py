@@ -43,7 +43,7 @@ def _start(rate: LockedRate, amount: Money, now: datetime) -> Transaction:
         idempotency_key=IdempotencyKey.create("k", scope=str(user_id), operation="withdrawal"),
         locked_rate=rate,
         phone=PhoneNumber("+254112345678"),
-        deriv_loginid=DerivLoginId("CR9"),
+        deriv_login_id=DerivLoginId("CR9"),
         now=now,
     )
 

@@ -139,7 +139,7 @@ def test_a_v3_user_moves_to_one_new_api_account(now: datetime) -> None:
         user.move_deriv_account_to_rest(DerivLoginId("CR2"), now=now)  # a move goes to @nickname
     user.move_deriv_account_to_rest(DerivLoginId.rest("alice"), now=now)
     user.move_deriv_account_to_rest(DerivLoginId.rest("alice"), now=now)  # the same one: no-op
-    assert user.deriv_loginid == DerivLoginId.rest("alice")
+    assert user.deriv_login_id == DerivLoginId.rest("alice")
     moved = user.pull_events()
     assert [type(e) for e in moved] == [DerivAccountMoved]
     assert isinstance(moved[0], DerivAccountMoved) and moved[0].from_login_id == "CR1"
