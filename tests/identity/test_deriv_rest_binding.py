@@ -19,6 +19,7 @@ from application.identity.compliance import CompliancePolicy
 from application.identity.deriv_rest import DerivRestBinding
 from application.identity.errors import (
     ComplianceRefused,
+    DerivOAuthBrowserMismatch,
     DerivOAuthStateInvalid,
     DerivRebindRequired,
 )
@@ -52,15 +53,17 @@ class World:
     http: aiohttp.ClientSession
     oauth: DerivOAuthAdapter
 
-    async def consent(self, user_id: UserId, login: str = "alice_w") -> tuple[str, str]:
-        """Deriv's consent page followed as a browser would: (code, state) from the redirect."""
-        url = await self.rest.start(user_id=user_id)
+    async def consent(self, user_id: UserId, login: str = "alice_w") -> tuple[str, str, str]:
+        """Deriv's consent page followed as a browser would: (code, state) from the redirect, and
+        the nonce the starting browser keeps."""
+        started = await self.rest.start(user_id=user_id)
+        url = started.authorize_url
         async with self.http.get(f"{url}&sim_login={login}", allow_redirects=False) as response:
             assert response.status == 302, await response.text()
             location = response.headers["Location"]
         assert location.startswith(REDIRECT)
         query = parse_qs(urlsplit(location).query)
-        return query["code"][0], query["state"][0]
+        return query["code"][0], query["state"][0], started.browser_nonce
 
     def token_posts(self) -> int:
         """Tokens Deriv's token endpoint issued (one per exchange or refresh)."""
@@ -133,8 +136,8 @@ async def test_a_v3_user_moves_to_rest_keeping_kyc_with_tokens_encrypted(world: 
     v3_id = await world.identity.service.bind_deriv_account(user_id=user_id, deriv_token="sim-client1-token")
     assert v3_id == DerivLoginId("CR90000001")
 
-    code, state = await world.consent(user_id)
-    bound_user, rest_id = await world.rest.complete(state=state, code=code)
+    code, state, nonce = await world.consent(user_id)
+    bound_user, rest_id = await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     assert bound_user == user_id and rest_id == DerivLoginId.rest("alice_w") and rest_id.is_rest
 
     async with world.identity.uow() as uow:
@@ -162,25 +165,40 @@ async def test_a_v3_user_moves_to_rest_keeping_kyc_with_tokens_encrypted(world: 
 
     with pytest.raises(DerivAccountAlreadyBound):
         await world.identity.service.bind_deriv_account(user_id=user_id, deriv_token="sim-client1-token")
-    code, state = await world.consent(user_id, login="brian_o")
+    code, state, nonce = await world.consent(user_id, login="brian_o")
     with pytest.raises(DerivAccountAlreadyBound):
-        await world.rest.complete(state=state, code=code)
+        await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     # The code is single-use: replaying the redirect is refused as a dead sign-in.
     with pytest.raises(DerivRebindRequired):
-        await world.rest.complete(state=state, code=code)
+        await world.rest.complete(state=state, code=code, browser_nonce=nonce)
 
 
 async def test_bad_or_late_state_changes_nothing(world: World) -> None:
     user_id = await new_user(world)
-    code, state = await world.consent(user_id)
+    code, state, nonce = await world.consent(user_id)
     tampered = state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")
     with pytest.raises(DerivOAuthStateInvalid):
-        await world.rest.complete(state=tampered, code=code)
+        await world.rest.complete(state=tampered, code=code, browser_nonce=nonce)
     with pytest.raises(DerivOAuthStateInvalid):
-        await world.rest.complete(state="not-ours", code=code)
+        await world.rest.complete(state="not-ours", code=code, browser_nonce=nonce)
+    # The redirect from a browser without this binding's nonce (someone else consented) is
+    # refused before the code is spent, and audited.
+    _, _, other_nonce = await world.consent(await new_user(world), login="brian_o")
+    for wrong in ("", other_nonce):
+        with pytest.raises(DerivOAuthBrowserMismatch):
+            await world.rest.complete(state=state, code=code, browser_nonce=wrong)
+    async with world.identity.engine.connect() as connection:
+        refusals = [
+            row
+            for table in (audit_pending, audit_logs)
+            for row in (await connection.execute(select(table.c.action, table.c.subject_id))).all()
+            if row.action == "DerivOAuthCallbackRefused"
+        ]
+    # (a row sealed meanwhile may sit in both tables)
+    assert len(refusals) >= 2 and {r.subject_id for r in refusals} == {str(user_id)}
     world.identity.clock.advance(timedelta(minutes=11))
     with pytest.raises(DerivOAuthStateInvalid):
-        await world.rest.complete(state=state, code=code)
+        await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     assert world.token_posts() == 0  # nothing reached Deriv's token endpoint
     async with world.identity.uow() as uow:
         user = await uow.users.get(user_id)
@@ -189,8 +207,8 @@ async def test_bad_or_late_state_changes_nothing(world: World) -> None:
 
 async def test_expiring_token_refreshed_once_for_many_callers_then_rebind(world: World) -> None:
     user_id = await new_user(world)
-    code, state = await world.consent(user_id)
-    await world.rest.complete(state=state, code=code)
+    code, state, nonce = await world.consent(user_id)
+    await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     first = await world.rest.token(user_id)
     assert await world.rest.token(user_id) == first and world.token_posts() == 1  # still fresh
 
@@ -209,8 +227,8 @@ async def test_expiring_token_refreshed_once_for_many_callers_then_rebind(world:
         await world.rest.token(user_id)
 
     # Binding again (same account) replaces the tokens and money may move again.
-    code, state = await world.consent(user_id)
-    await world.rest.complete(state=state, code=code)
+    code, state, nonce = await world.consent(user_id)
+    await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     await world.rest.check_account(user_id, DerivLoginId.rest("alice_w"))
 
 
@@ -222,8 +240,8 @@ async def test_a_rest_only_user_has_no_kyc_to_judge_so_no_money_moves(world: Wor
         user.verify_phone()
         await uow.users.save(user)
         await uow.commit()
-    code, state = await world.consent(user_id, login="carol_n")
-    await world.rest.complete(state=state, code=code)
+    code, state, nonce = await world.consent(user_id, login="carol_n")
+    await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     policy = CompliancePolicy(
         unit_of_work=world.identity.uow,
         stats=SqlTransactionStats(world.identity.engine),
