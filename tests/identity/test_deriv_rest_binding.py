@@ -5,9 +5,10 @@ refresh, the "bind again" answer, and a v3 user moving to REST with their histor
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -23,6 +24,7 @@ from application.identity.errors import (
     DerivOAuthStateInvalid,
     DerivRebindRequired,
 )
+from application.identity.kyc_attestation import KycAttestation, KycAttestationRefused, attest_kyc
 from deriv_gateway.accounts_client import GatewayDerivAccounts
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.oauth_binding import DerivOAuthAdapter
@@ -52,6 +54,7 @@ class World:
     v3: DerivSimulator
     http: aiohttp.ClientSession
     oauth: DerivOAuthAdapter
+    database_url: str
 
     async def consent(self, user_id: UserId, login: str = "alice_w") -> tuple[str, str, str]:
         """Deriv's consent page followed as a browser would: (code, state) from the redirect, and
@@ -109,7 +112,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
     identity.service.rest = rest
     try:
         async with aiohttp.ClientSession() as http:
-            yield World(identity, rest, sim, v3, http, oauth)
+            yield World(identity, rest, sim, v3, http, oauth, database_url)
     finally:
         await oauth.close()
         await engine.dispose()
@@ -251,3 +254,80 @@ async def test_a_rest_only_user_has_no_kyc_to_judge_so_no_money_moves(world: Wor
     with pytest.raises(ComplianceRefused) as refused:
         await policy.check_money_movement(user_id=user_id, amount=Money(1000_00, Currency.KES))
     assert refused.value.rule == "KYC_UNAVAILABLE"
+    assert "identity document" in refused.value.message
+
+
+def attestation(residence: str = "ke", **changes: str) -> KycAttestation:
+    fields = {"first_name": "Carol", "last_name": "Njeri", "evidence": "TICKET-7", "attested_by": "alice"}
+    fields.update(changes)
+    return KycAttestation(date_of_birth=date(1991, 3, 14), residence=residence, **fields)
+
+
+async def verified_rest_user(world: World, login: str) -> UserId:
+    user_id = await new_user(world)
+    async with world.identity.uow() as uow:
+        user = await uow.users.get(user_id)
+        assert user is not None
+        user.verify_phone()
+        await uow.users.save(user)
+        await uow.commit()
+    code, state, nonce = await world.consent(user_id, login=login)
+    await world.rest.complete(state=state, code=code, browser_nonce=nonce)
+    return user_id
+
+
+def compliance(world: World) -> CompliancePolicy:
+    return CompliancePolicy(
+        unit_of_work=world.identity.uow,
+        stats=SqlTransactionStats(world.identity.engine),
+        refresh_kyc=world.identity.service.refresh_kyc,
+        clock=world.identity.clock,
+    )
+
+
+async def test_an_operator_attests_a_rest_only_users_kyc_and_the_policy_judges_it(world: World) -> None:
+    user_id = await verified_rest_user(world, "carol_n")
+    policy, amount = compliance(world), Money(1000_00, Currency.KES)
+    uow, clock = world.identity.uow, world.identity.clock
+
+    # A bad attestation changes nothing; a v3 user's KYC is Deriv's, not attested.
+    with pytest.raises(KycAttestationRefused):
+        await attest_kyc(uow, clock, user_id, attestation(evidence=" "))
+    with pytest.raises(ComplianceRefused) as still:
+        await policy.check_money_movement(user_id=user_id, amount=amount)
+    assert still.value.rule == "KYC_UNAVAILABLE"
+    v3_user = await new_user(world)
+    await world.identity.service.bind_deriv_account(user_id=v3_user, deriv_token="sim-client1-token")
+    with pytest.raises(KycAttestationRefused):
+        await attest_kyc(uow, clock, v3_user, attestation())
+
+    snapshot = await attest_kyc(uow, clock, user_id, attestation())
+    assert snapshot.is_acceptable() and snapshot.residence == "ke"
+    await policy.check_money_movement(user_id=user_id, amount=amount)  # money may move now
+    with pytest.raises(KycAttestationRefused):  # kept: not overwritten
+        await attest_kyc(uow, clock, user_id, attestation(residence="ug"))
+    async with world.identity.engine.connect() as connection:
+        details = [
+            json.loads(row.details)
+            for table in (audit_pending, audit_logs)
+            for row in (await connection.execute(select(table.c.action, table.c.details))).all()
+            if row.action == "KycAttestedByOperator"
+        ]
+    assert details and details[0]["attested_by"] == "alice" and details[0]["evidence"] == "TICKET-7"
+    assert "Njeri" not in json.dumps(details)  # no personal data in the audit record
+
+
+async def test_the_command_attests_and_the_policy_still_refuses_a_non_resident(world: World) -> None:
+    from penpay.cli import main
+
+    user_id = await verified_rest_user(world, "brian_o")
+    argv = [
+        "kyc", "attest", str(user_id), "--first-name", "Brian", "--last-name", "Odhiambo",
+        "--date-of-birth", "1988-01-30", "--residence", "ug", "--evidence", "TICKET-9",
+        "--operator", "bob", "--database-url", world.database_url,
+    ]  # fmt: skip
+    assert await asyncio.to_thread(main, argv) == 0
+    with pytest.raises(ComplianceRefused) as refused:
+        await compliance(world).check_money_movement(user_id=user_id, amount=Money(1000_00, Currency.KES))
+    assert refused.value.rule == "RESIDENCE_NOT_SUPPORTED"
+    assert await asyncio.to_thread(main, argv) == 1  # a second attestation is refused
