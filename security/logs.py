@@ -30,7 +30,7 @@ MASK = REDACTED  # the name deriv_gateway's loggers used
 _SENSITIVE_KEY = re.compile(
     r"(pass(word|wd|phrase)?$|^pwd$|secret|token|authori[sz]ation|^authorize$|api_?key|cookie|"
     r"^code$|verification_code|otp|(^|_)pin$|mpesa_pin|security_?credential|private_?key|"
-    r"credential|^refresh$|^session$|^jwt$|national_id|tax_identification_number)",
+    r"credential|^refresh$|^session$|^jwt$|national_id|tax_identification_number|nonce)",
     re.IGNORECASE,
 )
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")

@@ -3,8 +3,9 @@
 Refuses unless: the phone is verified, a real-money USD Deriv account is bound, and a fresh
 KycSnapshot (refreshed from Deriv right before the check) is acceptable with an allowed
 residence. A new-API (REST) account: Deriv's new API shares no profile, so the snapshot is the one
-taken from the user's v3 account (at the move, or earlier), used once the REST token is checked to
-still open the bound account; with none, KYC_UNAVAILABLE.
+taken from the user's v3 account (at the move, or earlier) or, for a user who never had one, the
+one an operator attested from the user's documents (kyc_attestation.py), used once the REST token
+is checked to still open the bound account; with none, KYC_UNAVAILABLE.
 Then per-user limits from the `transactions` table: a daily and a weekly amount per
 currency (failed and reversed transactions do not count) and a velocity rule (at most N
 transactions started per hour). A breach refuses, or holds for review when configured so, and
@@ -75,11 +76,12 @@ class CompliancePolicy:
             await self._refuse(user_id, "DERIV_NOT_BOUND", "bind your Deriv USD account first", amount)
         if user.deriv_login_id is not None and user.deriv_login_id.is_rest and user.kyc is None:
             # Deriv's new API shares no profile (no get_settings): without the snapshot kept from the
-            # user's v3 account there is nothing to judge, so no money moves.
+            # user's v3 account, or one PenPay attested, there is nothing to judge: no money moves.
             await self._refuse(
                 user_id,
                 "KYC_UNAVAILABLE",
-                "Deriv's new API does not share your profile with PenPay; contact PenPay support",
+                "Deriv's new API does not share your profile with PenPay: send PenPay support your "
+                "identity document so they can verify you; money moves once they have",
                 amount,
             )
         snapshot = await self._refresh_kyc(user_id) if refresh else user.kyc

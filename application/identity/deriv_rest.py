@@ -4,10 +4,13 @@ OAuth2 authorization code + PKCE: `start` gives the URL the user's browser goes 
 browser back to PenPay's redirect route with `code` and `state`; `complete` exchanges the code (from
 the backend, with the verifier) and binds the account its token names, by nickname.
 
-The state is sealed (AES-GCM with the PII key) around the user id, the PKCE verifier and an expiry,
-so nothing is stored between the two steps and the redirect needs no session cookie (a SameSite=
-Strict cookie is not sent on the cross-site redirect from Deriv). A state replayed after its binding
-is harmless: Deriv's codes are single-use.
+The state is sealed (AES-GCM with the PII key) around the user id, the PKCE verifier, an expiry and
+the SHA-256 of a browser nonce, so nothing is stored between the two steps and the redirect needs no
+session cookie (a SameSite=Strict cookie is not sent on the cross-site redirect from Deriv). The
+nonce goes to the browser that started (the bridge keeps it in a SameSite=Lax cookie, which does
+travel on that top-level redirect) and must come back with the code: otherwise a user could send
+their authorize URL to someone else and bind that person's Deriv account when they consent
+(login CSRF). A state replayed after its binding is harmless: Deriv's codes are single-use.
 
 A v3 user who binds a REST account moves to it: the one USD account row is re-addressed to
 "@nickname", the transactions keep the account they were made with (history and ledger unchanged).
@@ -23,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -34,6 +39,7 @@ import structlog
 from application.identity.errors import (
     DerivAccountNotBound,
     DerivBindingRefused,
+    DerivOAuthBrowserMismatch,
     DerivOAuthStateInvalid,
     DerivRebindRequired,
     UserNotFound,
@@ -69,6 +75,26 @@ class SecretBox(Protocol):
     def decrypt(self, blob: bytes, *, aad: str) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class OAuthStart:
+    """Where to send the browser, and the nonce that browser must bring back to the callback."""
+
+    authorize_url: str
+    browser_nonce: str
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    user_id: UserId
+    verifier: str
+    nonce_hash: str
+
+
+def _nonce_hash(nonce: str) -> str:
+    digest = hashlib.sha256(nonce.encode("utf-8", "replace")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 def pkce_pair() -> tuple[str, str]:
     """(code_verifier, code_challenge): 64 url-safe characters and BASE64URL(SHA256(verifier))."""
     verifier = secrets.token_urlsafe(48)
@@ -95,38 +121,65 @@ class DerivRestBinding:
 
     # --- the two steps of the binding -------------------------------------------------------
 
-    async def start(self, *, user_id: UserId) -> str:
-        """The URL of Deriv's consent page for this user (PKCE S256, sealed state)."""
+    async def start(self, *, user_id: UserId) -> OAuthStart:
+        """The URL of Deriv's consent page for this user (PKCE S256, sealed state) and the nonce
+        the starting browser keeps for the callback."""
         async with self._uow() as uow:
             if await uow.users.get(user_id) is None:
                 raise UserNotFound("no such user")
         verifier, challenge = pkce_pair()
+        nonce = secrets.token_urlsafe(32)
         expires = int((self._clock.now() + STATE_TTL).timestamp())
-        payload = json.dumps({"u": str(user_id), "v": verifier, "e": expires}, separators=(",", ":"))
+        payload = json.dumps(
+            {"u": str(user_id), "v": verifier, "e": expires, "n": _nonce_hash(nonce)}, separators=(",", ":")
+        )
         sealed = self._box.encrypt(payload, aad=_STATE_AAD)
         state = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
         log.info("deriv_rest.binding_started", user_id=str(user_id))
-        return self._oauth.authorize_url(state=state, challenge=challenge, scopes=REST_SCOPES)
+        url = self._oauth.authorize_url(state=state, challenge=challenge, scopes=REST_SCOPES)
+        return OAuthStart(authorize_url=url, browser_nonce=nonce)
 
-    def _open_state(self, state: str) -> tuple[UserId, str]:
+    def _open_state(self, state: str) -> _State:
         try:
             sealed = base64.urlsafe_b64decode(state + "=" * (-len(state) % 4))
             data = json.loads(self._box.decrypt(sealed, aad=_STATE_AAD))
-            user_id, verifier, expires = UserId.from_str(data["u"]), str(data["v"]), int(data["e"])
+            opened = _State(UserId.from_str(data["u"]), str(data["v"]), str(data["n"]))
+            expires = int(data["e"])
         except Exception:
-            # whatever is wrong with it (not ours, damaged, not JSON), the answer is the same
+            # whatever is wrong with it (not ours, damaged, not JSON, sealed before browser
+            # nonces), the answer is the same
             raise DerivOAuthStateInvalid("this Deriv sign-in link is not valid: bind again") from None
         if self._clock.now() >= datetime.fromtimestamp(expires, UTC):
             raise DerivOAuthStateInvalid("this Deriv sign-in took too long: start the binding again")
-        return user_id, verifier
+        return opened
 
-    async def complete(self, *, state: str, code: str) -> tuple[UserId, DerivLoginId]:
-        """The redirect's code and state -> the user's REST account bound (or moved to)."""
-        user_id, verifier = self._open_state(state)
+    async def complete(self, *, state: str, code: str, browser_nonce: str) -> tuple[UserId, DerivLoginId]:
+        """The redirect's code and state, from the browser holding the nonce -> the user's REST
+        account bound (or moved to). The nonce is checked before the code is spent."""
+        opened = self._open_state(state)
+        if not browser_nonce or not hmac.compare_digest(_nonce_hash(browser_nonce), opened.nonce_hash):
+            await self._refuse_callback(opened.user_id, missing=not browser_nonce)
         if not code:
             raise DerivBindingRefused("Deriv sent no authorization code: start the binding again")
-        tokens = await self._oauth.exchange(code=code, verifier=verifier)
-        return user_id, await self.bind(user_id, tokens)
+        tokens = await self._oauth.exchange(code=code, verifier=opened.verifier)
+        return opened.user_id, await self.bind(opened.user_id, tokens)
+
+    async def _refuse_callback(self, user_id: UserId, *, missing: bool) -> None:
+        """Audit the refused redirect (nothing else changes) and raise DerivOAuthBrowserMismatch."""
+        reason = "browser_nonce_missing" if missing else "browser_nonce_mismatch"
+        async with self._uow() as uow:
+            uow.audit(
+                action="DerivOAuthCallbackRefused",
+                subject_type="User",
+                subject_id=str(user_id),
+                details={"reason": reason},
+            )
+            await uow.commit()
+        log.warning("deriv_rest.callback_refused", user_id=str(user_id), reason=reason)
+        raise DerivOAuthBrowserMismatch(
+            "this Deriv sign-in did not come back to the browser that started it: "
+            "start the binding again from PenPay in this browser"
+        )
 
     async def bind(self, user_id: UserId, tokens: DerivOAuthTokens) -> DerivLoginId:
         missing = set(REST_SCOPES) - set(tokens.scopes) if tokens.scopes else set()

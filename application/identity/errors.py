@@ -100,6 +100,14 @@ class DerivOAuthStateInvalid(DomainError):
     field = "state"
 
 
+class DerivOAuthBrowserMismatch(DomainError):
+    """The OAuth redirect reached PenPay from a browser other than the one that started the binding
+    (its nonce cookie is missing or different): someone else's consent must not bind this user."""
+
+    reason = "DERIV_OAUTH_BROWSER_MISMATCH"
+    field = "browser_nonce"
+
+
 class DerivUnavailable(DomainError):
     """Deriv's sign-in service did not answer (timeout, 5xx, no connection): try again shortly."""
 

@@ -10,6 +10,9 @@ Faults (penpay.chaos.schedule.PlannedFault):
   ws_cut           the Deriv simulator drops every WebSocket (requests in flight are cut)
   deriv_rule       a Deriv simulator fault rule: drop before/after executing, delay, RateLimit,
                    Timeout (executed first), duplicate reply, on transfers or withdrawals
+  rest_rule        a Deriv REST simulator fault rule on the REST users' transfers or withdrawals:
+                   drop or 504 after executing, transient 500, pending settling later (complete,
+                   rejected, failed), 429 with next_request_at, RequestIDUsed
   mpesa_rule       a Daraja simulator fault: spike arrest, duplicate/late/lost/reordered
                    callbacks, delay
   mpesa_foreign    a Daraja simulator answer about another request: an STK Query or B2C
@@ -68,6 +71,7 @@ class FaultInjector:
         self.cuts = cuts or {}
         self.deriv_control = cluster.addresses["deriv_control"]
         self.mpesa_control = cluster.addresses["mpesa"] + "/__control__"
+        self.deriv_rest_control = cluster.addresses["deriv_rest"] + "/__control__"
         self.records: list[FaultRecord] = []
         self.crashes: Counter[str] = Counter()
         self._held: set[str] = set()  # down on purpose: the supervisor leaves them alone
@@ -119,6 +123,8 @@ class FaultInjector:
             return await self._post(f"{self.deriv_control}/connections/drop", {})
         if fault.kind == "deriv_rule":
             return await self._post(f"{self.deriv_control}/faults", fault.params)
+        if fault.kind == "rest_rule":
+            return await self._post(f"{self.deriv_rest_control}/faults", fault.params)
         if fault.kind in ("mpesa_rule", "mpesa_foreign"):
             return await self._post(f"{self.mpesa_control}/faults", fault.params)
         return f"unknown fault kind {fault.kind}"
@@ -189,13 +195,17 @@ class FaultInjector:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
             async with http.get(f"{self.deriv_control}/faults") as response:
                 deriv = await response.json()
+            async with http.get(f"{self.deriv_rest_control}/faults") as response:
+                deriv_rest = await response.json()
             async with http.get(f"{self.mpesa_control}/faults") as response:
                 mpesa = await response.json()
-        return {"deriv": deriv, "mpesa": mpesa}
+        return {"deriv": deriv, "deriv_rest": deriv_rest, "mpesa": mpesa}
 
     async def clear_rules(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
             async with http.delete(f"{self.deriv_control}/faults"):
+                pass
+            async with http.delete(f"{self.deriv_rest_control}/faults"):
                 pass
             async with http.delete(f"{self.mpesa_control}/faults"):
                 pass

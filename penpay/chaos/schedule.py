@@ -72,10 +72,18 @@ MPESA_FOREIGN = (
     ("foreign_result", "b2c"),
     ("foreign_result", "status"),
 )
+# Deriv REST simulator fault rules (deriv_gateway/simulator/rest/faults.py) on the REST users' money
+# calls: executed then the answer lost (drop) or a 504, a transient 500 (not executed), `pending`
+# that settles later to each outcome, 429 with next_request_at, RequestIDUsed (executed, a retry's
+# answer seen). Every one must end as exactly one transfer or withdrawal, or none, never two.
+REST_RULES = ("drop_after", "timeout_after", "transient_500", "pending", "rate_limit", "request_id_used")
+REST_ENDPOINTS = ("transfer", "withdraw")
+REST_SETTLEMENTS = ("complete", "rejected", "failed")
 FAULT_KINDS = (
     "kill",
     "ws_cut",
     "deriv_rule",
+    "rest_rule",
     "mpesa_rule",
     "mpesa_foreign",
     "redis_restart",
@@ -223,6 +231,14 @@ def _fault(rng: random.Random, kind: str) -> tuple[str, float, dict[str, Any]]:
         if rule in ("delay", "timeout"):
             params["delay"] = round(rng.uniform(0.5, 3.0), 2)
         return "deriv-sim", 0.0, params
+    if kind == "rest_rule":
+        rule = rng.choice(REST_RULES)
+        params = {"kind": rule, "endpoint": rng.choice(REST_ENDPOINTS), "times": rng.randint(1, 3)}
+        if rule == "pending":  # settle_to: set in turn by _faults
+            params["settle_after"] = round(rng.uniform(1.0, 8.0), 2)
+        if rule == "rate_limit":
+            params["retry_in"] = rng.randint(1, 5)  # seconds to next_request_at
+        return "deriv-rest-sim", 0.0, params
     if kind == "mpesa_rule":
         rule = rng.choice(MPESA_RULES)
         params = {"kind": rule, "api": rng.choice(("stk", "b2c")), "count": rng.randint(1, 3)}
@@ -247,6 +263,7 @@ def _faults(rng: random.Random, duration: float) -> tuple[PlannedFault, ...]:
         "kill": 5,
         "ws_cut": 2,
         "deriv_rule": 4,
+        "rest_rule": 4,
         "mpesa_rule": 3,
         "mpesa_foreign": 2,
         "redis_restart": 1,
@@ -258,6 +275,7 @@ def _faults(rng: random.Random, duration: float) -> tuple[PlannedFault, ...]:
     # Server restarts apart from each other: one outage heals before the next begins.
     faults: list[PlannedFault] = []
     last_outage = -math.inf
+    pendings = 0
     for kind, at in zip(kinds, times, strict=True):
         if kind in ("redis_restart", "mariadb_restart"):
             at = max(at, last_outage + 12.0)
@@ -268,6 +286,10 @@ def _faults(rng: random.Random, duration: float) -> tuple[PlannedFault, ...]:
             kind = "kill"
         else:
             target, down, params = _fault(rng, kind)
+        if params.get("kind") == "pending" and kind == "rest_rule":
+            # each outcome in turn, so a soak with three pending rules meets them all
+            params["settle_to"] = REST_SETTLEMENTS[pendings % len(REST_SETTLEMENTS)]
+            pendings += 1
         faults.append(PlannedFault(0, round(at, 3), kind, target, down, params))
     faults.sort(key=lambda f: (f.at, f.kind, f.target))
     return tuple(PlannedFault(i, f.at, f.kind, f.target, f.down, f.params) for i, f in enumerate(faults))

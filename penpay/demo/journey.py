@@ -357,6 +357,8 @@ class _Journey:
         with _step("start the Deriv OAuth binding"):
             started = await self.bridge.request("POST", "/v1/deriv_account/oauth:start", body={})
         url = str(started["authorize_url"])
+        # the browser nonce cookie the bridge just set (cleared by the callback): no log may hold it
+        self.result.handled_secrets.extend(self.bridge.cookie_values())
         self.say(f"Deriv moved {r.deriv_books_loginid} to its new API: consenting as @{nickname} on Deriv")
         with _step("consent on Deriv and follow its redirect to PenPay"):
             # the simulator consents at once as `sim_login`; the redirect lands on the bridge's

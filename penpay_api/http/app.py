@@ -251,6 +251,7 @@ class Bridge:
         credentials = cookies.resolve_credentials(
             policy, route.rpc, request.headers, request.cookies, message
         )
+        cookies.fill_oauth_nonce(policy, route.rpc, request.cookies, message)
         info["auth"] = (
             "cookie" if credentials.from_cookie else ("header" if credentials.authorization else "none")
         )
@@ -319,6 +320,10 @@ class Bridge:
                 response.body = dumps(cookies.strip_tokens(payload))
         if route.rpc in policy.logout_rpcs:
             cookies.clear_session_cookies(policy, response)
+        if route.rpc in policy.oauth_start_rpcs and cookies.issue_oauth_nonce(policy, response, reply):
+            response.body = dumps(cookies.strip_field(payload, policy.oauth_nonce_field))
+        if route.rpc in policy.oauth_callback_rpcs:
+            cookies.clear_oauth_nonce(policy, response)  # one binding per nonce
         return response
 
 

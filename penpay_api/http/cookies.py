@@ -16,6 +16,11 @@
   so a script cannot read what the cookies hide; the bridge's explicit, off-by-default token-in-body
   flow for non-browser clients is in app.py (BridgeConfig.tokens_in_body).
 - A logout RPC clears all three cookies (whatever the backend answered).
+- Deriv's OAuth binding is tied to the browser that started it: the start RPC's `browser_nonce`
+  moves from the body into `penpay_deriv_oauth` (HttpOnly, SameSite=Lax so it travels on Deriv's
+  top-level redirect back, Secure unless local development, Path=the OAuth routes, 10 minutes);
+  on the callback RPC the field is set from that cookie only (a value in the query string is
+  overwritten, so a crafted link cannot supply it), and a successful callback clears the cookie.
 """
 
 from __future__ import annotations
@@ -64,6 +69,17 @@ class CookiePolicy:
     secure: bool = True  # False only for local development over plain http
     path: str = "/"
     enabled: bool = True
+    # The OAuth browser nonce (independent of `enabled`: the callback through the bridge needs it).
+    oauth_start_rpcs: frozenset[str] = field(
+        default_factory=lambda: _rpcs("penpay.auth.v1.AuthService/StartDerivOAuth")
+    )
+    oauth_callback_rpcs: frozenset[str] = field(
+        default_factory=lambda: _rpcs("penpay.auth.v1.AuthService/CompleteDerivOAuth")
+    )
+    oauth_nonce_cookie: str = "penpay_deriv_oauth"
+    oauth_nonce_field: str = "browser_nonce"
+    oauth_nonce_path: str = "/v1/deriv_account/oauth"
+    oauth_nonce_max_age: int = 600  # the state's lifetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,4 +213,44 @@ def strip_tokens(payload: object) -> object:
     """The response JSON without the token fields (they travel in HttpOnly cookies only)."""
     if isinstance(payload, dict):
         return {k: v for k, v in payload.items() if k not in (ACCESS_FIELD, REFRESH_FIELD)}
+    return payload
+
+
+def fill_oauth_nonce(policy: CookiePolicy, rpc: str, cookies: Mapping[str, str], request: Message) -> None:
+    """On the OAuth callback, the nonce comes from the starting browser's cookie and nowhere else."""
+    if rpc in policy.oauth_callback_rpcs and _string_field(request, policy.oauth_nonce_field) is not None:
+        setattr(request, policy.oauth_nonce_field, cookies.get(policy.oauth_nonce_cookie, ""))
+
+
+def _oauth_cookie(policy: CookiePolicy, response: web.StreamResponse, value: str, max_age: int) -> None:
+    response.set_cookie(
+        policy.oauth_nonce_cookie,
+        value,
+        max_age=max_age,
+        expires="Thu, 01 Jan 1970 00:00:00 GMT" if max_age == 0 else None,
+        path=policy.oauth_nonce_path,
+        secure=policy.secure,
+        httponly=True,
+        samesite="Lax",  # Strict would not travel on Deriv's cross-site redirect back
+    )
+
+
+def issue_oauth_nonce(policy: CookiePolicy, response: web.StreamResponse, message: Message) -> bool:
+    """Move the start RPC's nonce into its cookie; True when the body must drop the field."""
+    if _string_field(message, policy.oauth_nonce_field) is None:
+        return False
+    nonce = getattr(message, policy.oauth_nonce_field)
+    if not nonce:
+        return False
+    _oauth_cookie(policy, response, nonce, policy.oauth_nonce_max_age)
+    return True
+
+
+def clear_oauth_nonce(policy: CookiePolicy, response: web.StreamResponse) -> None:
+    _oauth_cookie(policy, response, "", 0)
+
+
+def strip_field(payload: object, name: str) -> object:
+    if isinstance(payload, dict):
+        return {k: v for k, v in payload.items() if k != name}
     return payload

@@ -303,6 +303,8 @@ def build_openapi(
         parameters = [_path_parameter(builder, route, v.field_path) for v in template.variables]
         if route.binding.body != "*":
             reserved = (*route.path_fields, *((route.binding.body,) if route.binding.body else ()))
+            if route.rpc in policy.oauth_callback_rpcs:
+                reserved = (*reserved, policy.oauth_nonce_field)  # from the cookie, never the query
             parameters.extend(_query_parameters(builder, route.descriptor.input_type, reserved))
         if route.rpc in money:
             parameters.append(

@@ -204,8 +204,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     async def StartDerivOAuth(
         self, request: pb.StartDerivOAuthRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartDerivOAuthResponse:
-        url = await self._rest().start(user_id=caller_id())
-        return pb.StartDerivOAuthResponse(authorize_url=url)
+        started = await self._rest().start(user_id=caller_id())
+        return pb.StartDerivOAuthResponse(
+            authorize_url=started.authorize_url, browser_nonce=started.browser_nonce
+        )
 
     async def CompleteDerivOAuth(
         self, request: pb.CompleteDerivOAuthRequest, context: grpc.aio.ServicerContext
@@ -213,7 +215,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         if request.error:
             # the user declined on Deriv's page (or Deriv refused): nothing to exchange
             raise DerivBindingRefused(f"Deriv did not grant access ({request.error[:64]}): bind again")
-        user_id, login_id = await self._rest().complete(state=request.state, code=request.code)
+        user_id, login_id = await self._rest().complete(
+            state=request.state, code=request.code, browser_nonce=request.browser_nonce
+        )
         user = await self._user(lambda uow: uow.users.get(user_id))
         acceptable = bool(user and user.kyc and user.kyc.is_acceptable())
         return pb.CompleteDerivOAuthResponse(deriv_login_id=login_id.value, kyc_acceptable=acceptable)

@@ -75,9 +75,10 @@ async def test_binding_over_the_api_and_refusals(
         "payment",
         "account_manage",
     }
-    async with aiohttp.ClientSession() as http, http.get(
-        started.authorize_url, allow_redirects=False
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(started.authorize_url, allow_redirects=False) as response,
+    ):
         back = parse_qs(urlsplit(response.headers["Location"]).query)
     code, state = back["code"][0], back["state"][0]
 
@@ -99,10 +100,21 @@ async def test_binding_over_the_api_and_refusals(
         assert refused.value.code() is status
         assert details_of(refused.value).error_info.reason == reason
 
+    # Without the nonce the starting browser holds, the redirect binds nothing.
+    with pytest.raises(grpc.aio.AioRpcError) as elsewhere:
+        await api.auth.CompleteDerivOAuth(auth_pb2.CompleteDerivOAuthRequest(code=code, state=state))
+    assert elsewhere.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert details_of(elsewhere.value).error_info.reason == "DERIV_OAUTH_BROWSER_MISMATCH"
+
     # The redirect itself carries no session: the sealed state names the user.
-    done = await api.auth.CompleteDerivOAuth(auth_pb2.CompleteDerivOAuthRequest(code=code, state=state))
+    nonce = started.browser_nonce
+    done = await api.auth.CompleteDerivOAuth(
+        auth_pb2.CompleteDerivOAuthRequest(code=code, state=state, browser_nonce=nonce)
+    )
     assert done.deriv_login_id == "@alice_w"
     with pytest.raises(grpc.aio.AioRpcError) as replayed:
-        await api.auth.CompleteDerivOAuth(auth_pb2.CompleteDerivOAuthRequest(code=code, state=state))
+        await api.auth.CompleteDerivOAuth(
+            auth_pb2.CompleteDerivOAuthRequest(code=code, state=state, browser_nonce=nonce)
+        )
     assert details_of(replayed.value).error_info.reason == "DERIV_REBIND_REQUIRED"
     assert code not in (replayed.value.details() or "")

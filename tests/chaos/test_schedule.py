@@ -7,9 +7,12 @@ from collections import Counter
 
 import pytest
 
+from deriv_gateway.simulator.rest.faults import RestFault
 from penpay.chaos.schedule import (
     DEPOSIT_SCENARIOS,
     FAULT_KINDS,
+    REST_RULES,
+    REST_SETTLEMENTS,
     TX_PER_USER,
     WITHDRAWAL_SCENARIOS,
     build_schedule,
@@ -41,6 +44,21 @@ def test_every_fault_kind_strikes_and_the_gateway_leader_is_killed() -> None:
     assert {f.kind for f in schedule.faults} == set(FAULT_KINDS)
     assert any(f.kind == "kill" and f.target == "gateway-leader" for f in schedule.faults)
     assert all(0 < f.at < schedule.duration for f in schedule.faults)
+
+
+def test_rest_users_meet_every_rest_fault_the_simulator_takes() -> None:
+    """Over a long soak every REST fault rule strikes (pending settling to each outcome), on
+    transfers and withdrawals, each a rule the REST simulator's control API accepts as it is."""
+    schedule = build_schedule(seed=2026, transactions=2000, duration=900)
+    rules = [f.params for f in schedule.faults if f.kind == "rest_rule"]
+
+    assert {r["kind"] for r in rules} == set(REST_RULES)
+    assert {r["settle_to"] for r in rules if r["kind"] == "pending"} == set(REST_SETTLEMENTS)
+    assert {r["endpoint"] for r in rules} == {"transfer", "withdraw"}
+    assert all(1 <= r["retry_in"] <= 5 for r in rules if r["kind"] == "rate_limit")
+    for index, rule in enumerate(rules):
+        assert RestFault.from_dict(dict(rule), f"r{index}", seed=1).kind == rule["kind"]
+    assert {f.target for f in schedule.faults if f.kind == "rest_rule"} == {"deriv-rest-sim"}
 
 
 def test_database_and_redis_outages_do_not_overlap() -> None:

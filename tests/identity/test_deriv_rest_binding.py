@@ -5,9 +5,10 @@ refresh, the "bind again" answer, and a v3 user moving to REST with their histor
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -19,9 +20,11 @@ from application.identity.compliance import CompliancePolicy
 from application.identity.deriv_rest import DerivRestBinding
 from application.identity.errors import (
     ComplianceRefused,
+    DerivOAuthBrowserMismatch,
     DerivOAuthStateInvalid,
     DerivRebindRequired,
 )
+from application.identity.kyc_attestation import KycAttestation, KycAttestationRefused, attest_kyc
 from deriv_gateway.accounts_client import GatewayDerivAccounts
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.oauth_binding import DerivOAuthAdapter
@@ -51,16 +54,19 @@ class World:
     v3: DerivSimulator
     http: aiohttp.ClientSession
     oauth: DerivOAuthAdapter
+    database_url: str
 
-    async def consent(self, user_id: UserId, login: str = "alice_w") -> tuple[str, str]:
-        """Deriv's consent page followed as a browser would: (code, state) from the redirect."""
-        url = await self.rest.start(user_id=user_id)
+    async def consent(self, user_id: UserId, login: str = "alice_w") -> tuple[str, str, str]:
+        """Deriv's consent page followed as a browser would: (code, state) from the redirect, and
+        the nonce the starting browser keeps."""
+        started = await self.rest.start(user_id=user_id)
+        url = started.authorize_url
         async with self.http.get(f"{url}&sim_login={login}", allow_redirects=False) as response:
             assert response.status == 302, await response.text()
             location = response.headers["Location"]
         assert location.startswith(REDIRECT)
         query = parse_qs(urlsplit(location).query)
-        return query["code"][0], query["state"][0]
+        return query["code"][0], query["state"][0], started.browser_nonce
 
     def token_posts(self) -> int:
         """Tokens Deriv's token endpoint issued (one per exchange or refresh)."""
@@ -106,7 +112,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
     identity.service.rest = rest
     try:
         async with aiohttp.ClientSession() as http:
-            yield World(identity, rest, sim, v3, http, oauth)
+            yield World(identity, rest, sim, v3, http, oauth, database_url)
     finally:
         await oauth.close()
         await engine.dispose()
@@ -133,8 +139,8 @@ async def test_a_v3_user_moves_to_rest_keeping_kyc_with_tokens_encrypted(world: 
     v3_id = await world.identity.service.bind_deriv_account(user_id=user_id, deriv_token="sim-client1-token")
     assert v3_id == DerivLoginId("CR90000001")
 
-    code, state = await world.consent(user_id)
-    bound_user, rest_id = await world.rest.complete(state=state, code=code)
+    code, state, nonce = await world.consent(user_id)
+    bound_user, rest_id = await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     assert bound_user == user_id and rest_id == DerivLoginId.rest("alice_w") and rest_id.is_rest
 
     async with world.identity.uow() as uow:
@@ -162,25 +168,40 @@ async def test_a_v3_user_moves_to_rest_keeping_kyc_with_tokens_encrypted(world: 
 
     with pytest.raises(DerivAccountAlreadyBound):
         await world.identity.service.bind_deriv_account(user_id=user_id, deriv_token="sim-client1-token")
-    code, state = await world.consent(user_id, login="brian_o")
+    code, state, nonce = await world.consent(user_id, login="brian_o")
     with pytest.raises(DerivAccountAlreadyBound):
-        await world.rest.complete(state=state, code=code)
+        await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     # The code is single-use: replaying the redirect is refused as a dead sign-in.
     with pytest.raises(DerivRebindRequired):
-        await world.rest.complete(state=state, code=code)
+        await world.rest.complete(state=state, code=code, browser_nonce=nonce)
 
 
 async def test_bad_or_late_state_changes_nothing(world: World) -> None:
     user_id = await new_user(world)
-    code, state = await world.consent(user_id)
+    code, state, nonce = await world.consent(user_id)
     tampered = state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")
     with pytest.raises(DerivOAuthStateInvalid):
-        await world.rest.complete(state=tampered, code=code)
+        await world.rest.complete(state=tampered, code=code, browser_nonce=nonce)
     with pytest.raises(DerivOAuthStateInvalid):
-        await world.rest.complete(state="not-ours", code=code)
+        await world.rest.complete(state="not-ours", code=code, browser_nonce=nonce)
+    # The redirect from a browser without this binding's nonce (someone else consented) is
+    # refused before the code is spent, and audited.
+    _, _, other_nonce = await world.consent(await new_user(world), login="brian_o")
+    for wrong in ("", other_nonce):
+        with pytest.raises(DerivOAuthBrowserMismatch):
+            await world.rest.complete(state=state, code=code, browser_nonce=wrong)
+    async with world.identity.engine.connect() as connection:
+        refusals = [
+            row
+            for table in (audit_pending, audit_logs)
+            for row in (await connection.execute(select(table.c.action, table.c.subject_id))).all()
+            if row.action == "DerivOAuthCallbackRefused"
+        ]
+    # (a row sealed meanwhile may sit in both tables)
+    assert len(refusals) >= 2 and {r.subject_id for r in refusals} == {str(user_id)}
     world.identity.clock.advance(timedelta(minutes=11))
     with pytest.raises(DerivOAuthStateInvalid):
-        await world.rest.complete(state=state, code=code)
+        await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     assert world.token_posts() == 0  # nothing reached Deriv's token endpoint
     async with world.identity.uow() as uow:
         user = await uow.users.get(user_id)
@@ -189,8 +210,8 @@ async def test_bad_or_late_state_changes_nothing(world: World) -> None:
 
 async def test_expiring_token_refreshed_once_for_many_callers_then_rebind(world: World) -> None:
     user_id = await new_user(world)
-    code, state = await world.consent(user_id)
-    await world.rest.complete(state=state, code=code)
+    code, state, nonce = await world.consent(user_id)
+    await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     first = await world.rest.token(user_id)
     assert await world.rest.token(user_id) == first and world.token_posts() == 1  # still fresh
 
@@ -209,8 +230,8 @@ async def test_expiring_token_refreshed_once_for_many_callers_then_rebind(world:
         await world.rest.token(user_id)
 
     # Binding again (same account) replaces the tokens and money may move again.
-    code, state = await world.consent(user_id)
-    await world.rest.complete(state=state, code=code)
+    code, state, nonce = await world.consent(user_id)
+    await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     await world.rest.check_account(user_id, DerivLoginId.rest("alice_w"))
 
 
@@ -222,8 +243,8 @@ async def test_a_rest_only_user_has_no_kyc_to_judge_so_no_money_moves(world: Wor
         user.verify_phone()
         await uow.users.save(user)
         await uow.commit()
-    code, state = await world.consent(user_id, login="carol_n")
-    await world.rest.complete(state=state, code=code)
+    code, state, nonce = await world.consent(user_id, login="carol_n")
+    await world.rest.complete(state=state, code=code, browser_nonce=nonce)
     policy = CompliancePolicy(
         unit_of_work=world.identity.uow,
         stats=SqlTransactionStats(world.identity.engine),
@@ -233,3 +254,80 @@ async def test_a_rest_only_user_has_no_kyc_to_judge_so_no_money_moves(world: Wor
     with pytest.raises(ComplianceRefused) as refused:
         await policy.check_money_movement(user_id=user_id, amount=Money(1000_00, Currency.KES))
     assert refused.value.rule == "KYC_UNAVAILABLE"
+    assert "identity document" in refused.value.message
+
+
+def attestation(residence: str = "ke", **changes: str) -> KycAttestation:
+    fields = {"first_name": "Carol", "last_name": "Njeri", "evidence": "TICKET-7", "attested_by": "alice"}
+    fields.update(changes)
+    return KycAttestation(date_of_birth=date(1991, 3, 14), residence=residence, **fields)
+
+
+async def verified_rest_user(world: World, login: str) -> UserId:
+    user_id = await new_user(world)
+    async with world.identity.uow() as uow:
+        user = await uow.users.get(user_id)
+        assert user is not None
+        user.verify_phone()
+        await uow.users.save(user)
+        await uow.commit()
+    code, state, nonce = await world.consent(user_id, login=login)
+    await world.rest.complete(state=state, code=code, browser_nonce=nonce)
+    return user_id
+
+
+def compliance(world: World) -> CompliancePolicy:
+    return CompliancePolicy(
+        unit_of_work=world.identity.uow,
+        stats=SqlTransactionStats(world.identity.engine),
+        refresh_kyc=world.identity.service.refresh_kyc,
+        clock=world.identity.clock,
+    )
+
+
+async def test_an_operator_attests_a_rest_only_users_kyc_and_the_policy_judges_it(world: World) -> None:
+    user_id = await verified_rest_user(world, "carol_n")
+    policy, amount = compliance(world), Money(1000_00, Currency.KES)
+    uow, clock = world.identity.uow, world.identity.clock
+
+    # A bad attestation changes nothing; a v3 user's KYC is Deriv's, not attested.
+    with pytest.raises(KycAttestationRefused):
+        await attest_kyc(uow, clock, user_id, attestation(evidence=" "))
+    with pytest.raises(ComplianceRefused) as still:
+        await policy.check_money_movement(user_id=user_id, amount=amount)
+    assert still.value.rule == "KYC_UNAVAILABLE"
+    v3_user = await new_user(world)
+    await world.identity.service.bind_deriv_account(user_id=v3_user, deriv_token="sim-client1-token")
+    with pytest.raises(KycAttestationRefused):
+        await attest_kyc(uow, clock, v3_user, attestation())
+
+    snapshot = await attest_kyc(uow, clock, user_id, attestation())
+    assert snapshot.is_acceptable() and snapshot.residence == "ke"
+    await policy.check_money_movement(user_id=user_id, amount=amount)  # money may move now
+    with pytest.raises(KycAttestationRefused):  # kept: not overwritten
+        await attest_kyc(uow, clock, user_id, attestation(residence="ug"))
+    async with world.identity.engine.connect() as connection:
+        details = [
+            json.loads(row.details)
+            for table in (audit_pending, audit_logs)
+            for row in (await connection.execute(select(table.c.action, table.c.details))).all()
+            if row.action == "KycAttestedByOperator"
+        ]
+    assert details and details[0]["attested_by"] == "alice" and details[0]["evidence"] == "TICKET-7"
+    assert "Njeri" not in json.dumps(details)  # no personal data in the audit record
+
+
+async def test_the_command_attests_and_the_policy_still_refuses_a_non_resident(world: World) -> None:
+    from penpay.cli import main
+
+    user_id = await verified_rest_user(world, "brian_o")
+    argv = [
+        "kyc", "attest", str(user_id), "--first-name", "Brian", "--last-name", "Odhiambo",
+        "--date-of-birth", "1988-01-30", "--residence", "ug", "--evidence", "TICKET-9",
+        "--operator", "bob", "--database-url", world.database_url,
+    ]  # fmt: skip
+    assert await asyncio.to_thread(main, argv) == 0
+    with pytest.raises(ComplianceRefused) as refused:
+        await compliance(world).check_money_movement(user_id=user_id, amount=Money(1000_00, Currency.KES))
+    assert refused.value.rule == "RESIDENCE_NOT_SUPPORTED"
+    assert await asyncio.to_thread(main, argv) == 1  # a second attestation is refused
