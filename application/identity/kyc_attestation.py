@@ -84,7 +84,7 @@ async def attest_kyc(
         user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFound("no such user")
-        if user.deriv_loginid is None or not user.deriv_loginid.is_rest:
+        if user.deriv_login_id is None or not user.deriv_login_id.is_rest:
             raise KycAttestationRefused(
                 "only a user bound to Deriv's new API is attested by PenPay: a v3 account's KYC comes "
                 "from Deriv (bind it first)"
@@ -100,7 +100,7 @@ async def attest_kyc(
             details={
                 "attested_by": attestation.attested_by,
                 "evidence": attestation.evidence,
-                "deriv_login_id": user.deriv_loginid.value,
+                "deriv_login_id": user.deriv_login_id.value,
                 "residence": snapshot.residence,
                 "acceptable": snapshot.is_acceptable(),
             },
