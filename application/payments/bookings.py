@@ -2,7 +2,8 @@
 
 Deposit (per transaction):
   received     Dr MPESA_FLOAT KES  / Cr USER_WALLET KES          amount
-  converted    Dr USER_WALLET KES  / Cr FX KES                   amount
+  converted    Dr USER_WALLET KES  / Cr FX KES                   conversion (amount at the reference rate)
+               Dr USER_WALLET KES  / Cr FX_SPREAD KES            spread (amount - conversion; no line when 0)
                Dr FX USD           / Cr USER_WALLET USD          converted_amount
   transfer     Dr USER_WALLET USD  / Cr DERIV_AGENT_FLOAT USD    converted_amount  (reserved before sending)
   refused      the mirror of `transfer`
@@ -13,13 +14,16 @@ Deposit (per transaction):
   refund failed  the mirror of the refund's payout (the KES waits in the user's wallet for a person)
 Withdrawal:
   debited      Dr DERIV_AGENT_FLOAT USD / Cr USER_WALLET USD     amount
-  converted    Dr USER_WALLET USD  / Cr FX USD                   amount
+  converted    Dr USER_WALLET USD  / Cr FX USD                   conversion
+               Dr USER_WALLET USD  / Cr FX_SPREAD USD            spread
                Dr FX KES           / Cr USER_WALLET KES          converted_amount
   payout       Dr USER_WALLET KES  / Cr MPESA_FLOAT KES          converted_amount  (reserved before sending)
   reversal     the mirrors of `payout` and `converted`, then a `transfer` back of amount USD
 
-The FX account holds both legs of every conversion; what the rounding down kept (the
-residue) stays there, per currency, and is reported in the posting's description.
+The FX account holds both legs of every conversion valued at the quote's reference (mid) rate, so
+it says what position PenPay holds; what the customer's rate and the rounding down earned goes to
+FX_SPREAD in the source currency (LockedRate.spread_split; a quote without a reference books no
+spread line). Reversals mirror the same split, so a refund gives the spread back.
 """
 
 from __future__ import annotations
@@ -59,6 +63,27 @@ def _converted(tx: Transaction) -> Money:
     return tx.converted_amount
 
 
+def _split(tx: Transaction) -> tuple[Money, Money]:
+    """(conversion, spread) of the transaction's amount, in its currency."""
+    if tx.locked_rate is None:
+        return tx.amount, Money(0, tx.amount.currency)
+    return tx.locked_rate.spread_split(tx.amount, _converted(tx))
+
+
+def _conversion_legs(tx: Transaction) -> list[tuple[K, K, Money]]:
+    """The `converted` legs: the amount into FX (and FX_SPREAD), the converted amount out of FX."""
+    conversion, spread = _split(tx)
+    legs = [(K.USER_WALLET, K.FX, conversion)]
+    if spread.is_positive():
+        legs.append((K.USER_WALLET, K.FX_SPREAD, spread))
+    return [*legs, (K.FX, K.USER_WALLET, _converted(tx))]
+
+
+def _conversion_reversed_legs(tx: Transaction) -> list[tuple[K, K, Money]]:
+    """The mirror of `_conversion_legs`: the converted amount back into FX, the amount out again."""
+    return [(credited, debited, amount) for debited, credited, amount in _conversion_legs(tx)]
+
+
 def _rate(tx: Transaction) -> str:
     rate = tx.locked_rate
     return (
@@ -70,14 +95,14 @@ def _rate(tx: Transaction) -> str:
 
 
 async def deposit_received(ledger: LedgerRepository, tx: Transaction) -> list[Posting]:
-    kes, usd = tx.amount, _converted(tx)
+    kes = tx.amount
     return [
         await _posting(ledger, tx, "deposit: M-Pesa payment received", [(K.MPESA_FLOAT, K.USER_WALLET, kes)]),
         await _posting(
             ledger,
             tx,
             f"deposit: KES to USD{_rate(tx)}",
-            [(K.USER_WALLET, K.FX, kes), (K.FX, K.USER_WALLET, usd)],
+            _conversion_legs(tx),
         ),
     ]
 
@@ -112,13 +137,13 @@ async def deposit_transfer_proven(ledger: LedgerRepository, tx: Transaction) -> 
 
 async def deposit_refund(ledger: LedgerRepository, tx: Transaction) -> list[Posting]:
     """Reversing postings of a deposit Deriv refused for good, and the refund's B2C reservation."""
-    kes, usd = tx.amount, _converted(tx)
+    kes = tx.amount
     return [
         await _posting(
             ledger,
             tx,
             "deposit refunded: USD back to KES at the same quote",
-            [(K.USER_WALLET, K.FX, usd), (K.FX, K.USER_WALLET, kes)],
+            _conversion_reversed_legs(tx),
         ),
         await _posting(
             ledger, tx, "deposit refunded: B2C refund to the customer", [(K.USER_WALLET, K.MPESA_FLOAT, kes)]
@@ -139,7 +164,7 @@ async def deposit_refund_failed(ledger: LedgerRepository, tx: Transaction) -> Po
 
 
 async def withdrawal_debited(ledger: LedgerRepository, tx: Transaction) -> list[Posting]:
-    usd, kes = tx.amount, _converted(tx)
+    usd = tx.amount
     return [
         await _posting(
             ledger, tx, "withdrawal: Deriv account debited", [(K.DERIV_AGENT_FLOAT, K.USER_WALLET, usd)]
@@ -148,7 +173,7 @@ async def withdrawal_debited(ledger: LedgerRepository, tx: Transaction) -> list[
             ledger,
             tx,
             f"withdrawal: USD to KES{_rate(tx)}",
-            [(K.USER_WALLET, K.FX, usd), (K.FX, K.USER_WALLET, kes)],
+            _conversion_legs(tx),
         ),
     ]
 
@@ -169,7 +194,7 @@ async def withdrawal_reversal(ledger: LedgerRepository, tx: Transaction) -> list
             ledger,
             tx,
             "withdrawal reversed: KES back to USD at the same quote",
-            [(K.USER_WALLET, K.FX, kes), (K.FX, K.USER_WALLET, usd)],
+            _conversion_reversed_legs(tx),
         ),
         await _posting(
             ledger,

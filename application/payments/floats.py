@@ -10,15 +10,25 @@ from application.ledger import book
 from application.payments import bookings
 from application.unit_of_work import UnitOfWork
 from domain.wallet.account_kind import AccountKind
-from domain.wallet.money import Money
+from domain.wallet.money import Currency, Money
 
 FLOAT_KINDS = (AccountKind.DERIV_AGENT_FLOAT, AccountKind.MPESA_FLOAT)
+# The system accounts every report lists, opened with the floats (also made on first use).
+SYSTEM_KINDS = (AccountKind.FX, AccountKind.FX_SPREAD, AccountKind.FEES, AccountKind.SUSPENSE)
+
+
+async def open_system_accounts(uow: UnitOfWork) -> None:
+    """Make sure every system account exists in every currency (inside `uow`; idempotent)."""
+    for kind in SYSTEM_KINDS:
+        for currency in Currency:
+            await uow.ledger.get_or_create_account(kind=kind, currency=currency)
 
 
 async def fund_float(uow: UnitOfWork, kind: AccountKind, amount: Money, note: str) -> None:
     """Book the funding inside `uow` and audit it (the caller commits)."""
     if kind not in FLOAT_KINDS:
         raise ValueError(f"{kind} is not a float account")
+    await open_system_accounts(uow)
     posting = await bookings.float_funding(uow.ledger, kind, amount, note)
     await book(uow, posting)
     uow.audit(
