@@ -281,7 +281,7 @@ class EmbeddedStack:
 
     async def _fund_floats_once(self, core: Any) -> None:
         """A new database: the ledger's floats open at the simulators' balances (audited)."""
-        from application.payments.floats import fund_float
+        from application.payments.floats import fund_new_floats
         from domain.wallet.account_kind import AccountKind
         from domain.wallet.money import Currency, Money
 
@@ -290,10 +290,7 @@ class EmbeddedStack:
             AccountKind.MPESA_FLOAT: Money(10_000_000_00, Currency.KES),
         }
         async with core.unit_of_work(actor="penpay-up") as uow:
-            for kind, amount in opening.items():
-                account = await uow.ledger.get_or_create_account(kind=kind, currency=amount.currency)
-                if account.version == 1 and account.balance_minor == 0:  # never booked: a new database
-                    await fund_float(uow, kind, amount, "simulator opening balance")
+            await fund_new_floats(uow, opening, "simulator opening balance")
             await uow.commit()
 
     async def stop(self) -> None:

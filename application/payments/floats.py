@@ -6,6 +6,8 @@ the M-Pesa B2C shortcode); a payment that would overdraw one waits (FloatLow) un
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from application.ledger import book
 from application.payments import bookings
 from application.unit_of_work import UnitOfWork
@@ -37,3 +39,11 @@ async def fund_float(uow: UnitOfWork, kind: AccountKind, amount: Money, note: st
         subject_id=kind.value,
         details={"amount_minor": amount.amount_minor, "currency": amount.currency.value, "note": note},
     )
+
+
+async def fund_new_floats(uow: UnitOfWork, opening: Mapping[AccountKind, Money], note: str) -> None:
+    """Fund each float that was never booked (a new database) with its opening amount (inside `uow`)."""
+    for kind, amount in opening.items():
+        account = await uow.ledger.get_or_create_account(kind=kind, currency=amount.currency)
+        if account.version == 1 and account.balance_minor == 0:
+            await fund_float(uow, kind, amount, note)
