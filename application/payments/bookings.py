@@ -2,8 +2,9 @@
 
 Deposit (per transaction):
   received     Dr MPESA_FLOAT KES  / Cr USER_WALLET KES          amount
-  converted    Dr USER_WALLET KES  / Cr FX KES                   conversion (amount at the reference rate)
-               Dr USER_WALLET KES  / Cr FX_SPREAD KES            spread (amount - conversion; no line when 0)
+  converted    Dr USER_WALLET KES                                amount
+                                   / Cr FX KES                   conversion (amount at the reference rate)
+                                   / Cr FX_SPREAD KES            spread (amount - conversion; no line when 0)
                Dr FX USD           / Cr USER_WALLET USD          converted_amount
   transfer     Dr USER_WALLET USD  / Cr DERIV_AGENT_FLOAT USD    converted_amount  (reserved before sending)
   refused      the mirror of `transfer`
@@ -14,8 +15,9 @@ Deposit (per transaction):
   refund failed  the mirror of the refund's payout (the KES waits in the user's wallet for a person)
 Withdrawal:
   debited      Dr DERIV_AGENT_FLOAT USD / Cr USER_WALLET USD     amount
-  converted    Dr USER_WALLET USD  / Cr FX USD                   conversion
-               Dr USER_WALLET USD  / Cr FX_SPREAD USD            spread
+  converted    Dr USER_WALLET USD                                amount
+                                   / Cr FX USD                   conversion
+                                   / Cr FX_SPREAD USD            spread
                Dr FX KES           / Cr USER_WALLET KES          converted_amount
   payout       Dr USER_WALLET KES  / Cr MPESA_FLOAT KES          converted_amount  (reserved before sending)
   reversal     the mirrors of `payout` and `converted`, then a `transfer` back of amount USD
@@ -70,18 +72,24 @@ def _split(tx: Transaction) -> tuple[Money, Money]:
     return tx.locked_rate.spread_split(tx.amount, _converted(tx))
 
 
-def _conversion_legs(tx: Transaction) -> list[tuple[K, K, Money]]:
-    """The `converted` legs: the amount into FX (and FX_SPREAD), the converted amount out of FX."""
+async def _conversion(
+    ledger: LedgerRepository, tx: Transaction, description: str, *, back: bool = False
+) -> Posting:
+    """The `converted` posting: the user's source amount in one line, split between FX (the
+    conversion at the reference rate) and FX_SPREAD (no line when zero), and the converted amount
+    out of FX to the user. `back`: its mirror (every line on the other side), for reversals."""
     conversion, spread = _split(tx)
-    legs = [(K.USER_WALLET, K.FX, conversion)]
+    target = _converted(tx)
+    # (account kind, amount, debited?) in the forward direction
+    sides = [(K.USER_WALLET, tx.amount, True), (K.FX, conversion, False)]
     if spread.is_positive():
-        legs.append((K.USER_WALLET, K.FX_SPREAD, spread))
-    return [*legs, (K.FX, K.USER_WALLET, _converted(tx))]
-
-
-def _conversion_reversed_legs(tx: Transaction) -> list[tuple[K, K, Money]]:
-    """The mirror of `_conversion_legs`: the converted amount back into FX, the amount out again."""
-    return [(credited, debited, amount) for debited, credited, amount in _conversion_legs(tx)]
+        sides.append((K.FX_SPREAD, spread, False))
+    sides += [(K.FX, target, True), (K.USER_WALLET, target, False)]
+    lines: list[PostingLine] = []
+    for kind, amount, debited in sides:
+        account = await _account(ledger, kind, amount.currency, tx)
+        lines.append(debit(account, amount) if debited != back else credit(account, amount))
+    return Posting.create(lines=lines, description=description, transaction_id=tx.id)
 
 
 def _rate(tx: Transaction) -> str:
@@ -98,12 +106,7 @@ async def deposit_received(ledger: LedgerRepository, tx: Transaction) -> list[Po
     kes = tx.amount
     return [
         await _posting(ledger, tx, "deposit: M-Pesa payment received", [(K.MPESA_FLOAT, K.USER_WALLET, kes)]),
-        await _posting(
-            ledger,
-            tx,
-            f"deposit: KES to USD{_rate(tx)}",
-            _conversion_legs(tx),
-        ),
+        await _conversion(ledger, tx, f"deposit: KES to USD{_rate(tx)}"),
     ]
 
 
@@ -139,12 +142,7 @@ async def deposit_refund(ledger: LedgerRepository, tx: Transaction) -> list[Post
     """Reversing postings of a deposit Deriv refused for good, and the refund's B2C reservation."""
     kes = tx.amount
     return [
-        await _posting(
-            ledger,
-            tx,
-            "deposit refunded: USD back to KES at the same quote",
-            _conversion_reversed_legs(tx),
-        ),
+        await _conversion(ledger, tx, "deposit refunded: USD back to KES at the same quote", back=True),
         await _posting(
             ledger, tx, "deposit refunded: B2C refund to the customer", [(K.USER_WALLET, K.MPESA_FLOAT, kes)]
         ),
@@ -169,12 +167,7 @@ async def withdrawal_debited(ledger: LedgerRepository, tx: Transaction) -> list[
         await _posting(
             ledger, tx, "withdrawal: Deriv account debited", [(K.DERIV_AGENT_FLOAT, K.USER_WALLET, usd)]
         ),
-        await _posting(
-            ledger,
-            tx,
-            f"withdrawal: USD to KES{_rate(tx)}",
-            _conversion_legs(tx),
-        ),
+        await _conversion(ledger, tx, f"withdrawal: USD to KES{_rate(tx)}"),
     ]
 
 
@@ -190,12 +183,7 @@ async def withdrawal_reversal(ledger: LedgerRepository, tx: Transaction) -> list
         await _posting(
             ledger, tx, "withdrawal reversed: B2C payout failed", [(K.MPESA_FLOAT, K.USER_WALLET, kes)]
         ),
-        await _posting(
-            ledger,
-            tx,
-            "withdrawal reversed: KES back to USD at the same quote",
-            _conversion_reversed_legs(tx),
-        ),
+        await _conversion(ledger, tx, "withdrawal reversed: KES back to USD at the same quote", back=True),
         await _posting(
             ledger,
             tx,
