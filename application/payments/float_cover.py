@@ -23,6 +23,7 @@ class _Ledgered(Protocol):
     @property
     def ledger(self) -> LedgerRepository: ...
 
+
 # Which float pays each flow out, and in words for the customer.
 PAYING_FLOAT = {
     TransactionType.DEPOSIT: (AccountKind.DERIV_AGENT_FLOAT, "to your Deriv account", "Nothing was charged"),

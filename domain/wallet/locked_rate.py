@@ -78,9 +78,7 @@ class LockedRate:
         object.__setattr__(self, "expires_at", require_utc(self.expires_at, "expires_at"))
         if self.expires_at <= self.locked_at:
             raise InvalidRate("a rate must expire after it was locked", field="expires_at")
-        if self.reference is not None and (
-            not isinstance(self.reference, Fraction) or self.reference <= 0
-        ):
+        if self.reference is not None and (not isinstance(self.reference, Fraction) or self.reference <= 0):
             raise InvalidRate("a reference rate must be a positive Fraction", field="reference")
 
     @classmethod
