@@ -5,7 +5,8 @@ rests on, checked incrementally where a full pass would grow with the database.
   no_overdraft         no account that may not be overdrawn is below zero
   account_balances     each account touched since the checkpoint holds what its entries add up to
                        (the checkpoint is the newest entry seen, read back with an overlap so an
-                       entry committed late is still seen)
+                       entry committed late is still seen); every account once per
+                       `full_pass_every` (a balance changed without an entry touches no account)
   audit_chain          the hash chain verified from its last verified row (persistence.audit)
   float_deriv          the ledger's Deriv agent float against the agent's balance (gateway GetBalance)
   float_mpesa          the ledger's M-Pesa float, as its entries stood when Daraja answered, against the
@@ -64,6 +65,8 @@ class AuditorConfig:
     float_tolerance: tuple[tuple[Currency, int], ...] = ((Currency.USD, 10_000), (Currency.KES, 1_000_000))
     retention: timedelta = timedelta(days=7)
     interval: float = 60.0
+    # Every account is recomputed this often (a balance changed without an entry is seen then).
+    full_pass_every: timedelta = timedelta(hours=24)
 
     def tolerance(self, currency: Currency) -> int:
         return dict(self.float_tolerance).get(currency, 0)
@@ -109,7 +112,7 @@ class Auditor:
             verdicts = [
                 await self._ledger_sums(conn),
                 await self._no_overdraft(conn),
-                await self._account_balances(conn, checkpoints),
+                await self._account_balances(conn, checkpoints, now),
                 await self._audit_chain(conn, checkpoints),
                 deriv,
                 await self._float_mpesa(conn),
@@ -184,14 +187,20 @@ class Auditor:
             )
         return Verdict("no_overdraft", OK, "no no-overdraft account is below zero", details)
 
-    async def _account_balances(self, conn: AsyncConnection, out: dict[str, dict[str, Any]]) -> Verdict:
-        saved = await read_checkpoint(conn, "account_balances")
-        since = None if saved is None else datetime.fromisoformat(str(saved["entries_until"]))
+    async def _account_balances(
+        self, conn: AsyncConnection, out: dict[str, dict[str, Any]], now: datetime
+    ) -> Verdict:
+        saved = await read_checkpoint(conn, "account_balances") or {}
+        full_at = saved.get("full_at")
+        full = full_at is None or now - datetime.fromisoformat(str(full_at)) >= self.config.full_pass_every
+        until_saved = saved.get("entries_until")
+        since = None if full or not until_saved else datetime.fromisoformat(str(until_saved))
         accounts, newest = await q.touched_since(conn, None if since is None else since - ENTRY_OVERLAP)
         found = await q.balance_mismatches(conn, accounts)
         metrics.AUDIT_BALANCE_MISMATCHES.set(len(found))
         details: dict[str, Any] = {
             "accounts_checked": len(accounts),
+            "full_pass": since is None,
             "from": None if since is None else since.isoformat(),
             "mismatches": [p.to_dict() for p in found[:_LISTED]],
         }
@@ -200,9 +209,12 @@ class Auditor:
             names = ", ".join(p.code for p in found[:5])
             summary = f"{len(found)} accounts do not hold what their entries add up to: {names}"
             return Verdict("account_balances", FAIL, summary, details)
-        if newest is not None:
-            out["account_balances"] = {"entries_until": newest.isoformat()}
-        details["to"] = None if newest is None else newest.isoformat()
+        until = newest.isoformat() if newest is not None else saved.get("entries_until")
+        out["account_balances"] = {
+            "entries_until": until,
+            "full_at": now.isoformat() if since is None else full_at,
+        }
+        details["to"] = until
         return Verdict(
             "account_balances",
             OK,

@@ -22,7 +22,7 @@ from mpesa_adapter.callback_store import (
     BALANCE_QUERY_SUBJECT,
 )
 from persistence.audit import AuditRecord, seal_pending, write_pending
-from persistence.auditor_store import read_checkpoint, recent_verdicts
+from persistence.auditor_store import read_checkpoint, recent_verdicts, write_checkpoint
 from persistence.tables import audit_logs, ledger_accounts, transactions
 from tests.consistency.helpers import World, insert_posting, raw_sql, tx_uuid
 from workers.auditor import CHECKS, Auditor, AuditorConfig, parse_utility_balance
@@ -255,3 +255,29 @@ async def _answer_balance(engine: AsyncEngine, utility_cents: int, at: datetime)
             ],
         )
         await seal_pending(conn)
+
+
+async def test_a_balance_changed_without_an_entry_is_found_by_the_periodic_full_pass(world: World) -> None:
+    now = await _now(world.engine)
+    auditor = await _auditor(world, now=now)
+    await auditor.run_once()  # the first run is a full pass
+    async with world.engine.begin() as conn:  # as if every entry had been read long ago
+        await write_checkpoint(
+            conn,
+            "account_balances",
+            {"entries_until": (now + timedelta(days=365)).isoformat(), "full_at": now.isoformat()},
+            now=now,
+        )
+    with raw_sql(world.url) as conn:
+        conn.execute(
+            sa.update(ledger_accounts)
+            .where(ledger_accounts.c.id == world.accounts.suspense_kes.value)
+            .values(balance_cents=ledger_accounts.c.balance_cents + 1)
+        )
+
+    incremental = await auditor.run_once()
+    assert _status(incremental, "account_balances") == "OK"  # no entry touched the account
+    later = await _auditor(world, now=now + auditor.config.full_pass_every)
+    full = await later.run_once()
+    assert _status(full, "account_balances") == "FAIL"
+    assert next(v for v in full if v.check == "account_balances").details["full_pass"] is True
