@@ -193,14 +193,24 @@ async def api(settings: dict[str, Any]) -> None:
 
     import structlog
 
+    from application.payments.floats import fund_new_floats
+    from domain.wallet.account_kind import AccountKind
+    from domain.wallet.money import Currency, Money
     from penpay import bootstrap
     from penpay.settings import Settings
     from penpay.wiring.api import build_api
     from security.passwords import FAST_FOR_TESTS, Argon2idHasher
 
+    BENCH_FLOATS = {
+        AccountKind.DERIV_AGENT_FLOAT: Money(10_000_000_00, Currency.USD),
+        AccountKind.MPESA_FLOAT: Money(10_000_000_000_00, Currency.KES),
+    }
     logging.disable(logging.WARNING)  # request logs would cost the figures their own time
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     core = bootstrap.bootstrap(Settings(**settings))
+    async with core.unit_of_work(actor="bench") as uow:  # payments need floats that can pay them out
+        await fund_new_floats(uow, BENCH_FLOATS, "bench opening balance")
+        await uow.commit()
     built = build_api(core, hasher=Argon2idHasher(FAST_FOR_TESTS), metrics_addr=None)
     await built.server.start()
     _ready({"addr": built.server.address})

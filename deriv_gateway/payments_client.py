@@ -32,7 +32,7 @@ from application.payments.ports import DerivReceipt
 from application.review.ports import StatementLine
 from deriv_gateway.grpc_errors import GATEWAY_DOMAIN, parse_details
 from domain.user.deriv_login_id import DerivLoginId
-from domain.wallet.money import Money
+from domain.wallet.money import Currency, Money
 from penpay.common.v1 import money_pb2
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
@@ -209,3 +209,18 @@ class GatewayDerivStatement:
                 return None  # as the saga reads it: the debit did not happen
             raise failure from None
         return int(reply.deriv_transaction_id)
+
+
+class GatewayDerivBalance:
+    """The payment agent's balance at Deriv, read through the gateway (GetBalance; read-only)."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0) -> None:
+        self._stub = pb_grpc.DerivGatewayServiceStub(channel)
+        self._timeout = timeout
+
+    async def agent_balance(self) -> Money:
+        try:
+            reply = await self._stub.GetBalance(pb.GetBalanceRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise classify(error) from None
+        return Money(int(reply.balance.amount_cents), Currency(reply.balance.currency))

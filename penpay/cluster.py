@@ -7,7 +7,8 @@ real topology, the end-to-end benchmark and the chaos soak.
         await cluster.restart("gateway")        # start it again, wait until it is ready
 
 Processes (names): deriv-sim, mpesa-sim, gateway (and gateway-standby), callbacks, relay,
-worker-1..N (saga consumer + sweeper), api, http. Each is `python -m penpay ...` as an operator
+worker-1..N (saga consumer + sweeper), notify, audit (auditor + FloatLow alerts), api, http.
+Each is `python -m penpay ...` as an operator
 would run it, configured only by PENPAY_* environment, with its output in `<workdir>/<name>.log`.
 Ports are picked free on loopback at construction and kept across restarts, so a restarted
 process is found where its clients expect it. Streams, consumer groups and the gateway lease
@@ -355,6 +356,8 @@ class Cluster:
         for n in range(1, c.workers + 1):
             add(f"worker-{n}", ["worker", "saga", *stream, "--claim-idle-ms", "3000", *level], None)
         add("notify", ["worker", "notify", *stream, "--claim-idle-ms", "3000", *level], None)
+        # The continuous auditor and the FloatLow alerts (its verdicts: OpsService.GetAuditorVerdicts).
+        add("audit", ["worker", "audit", *stream, "--claim-idle-ms", "3000", *level], None)
         add("api", ["api", "--log-level", c.log_level], lambda: grpc_serving(self.addresses["grpc"]))
         add("http", ["http", "--log-level", c.log_level], lambda: tcp_open(p["http"]))
 
@@ -419,9 +422,7 @@ class Cluster:
         engine = create_async_engine(self.config.database_url)
         try:
             async with engine.connect() as conn:
-                funded = (
-                    await conn.execute(text("SELECT COUNT(*) FROM ledger_entries"))
-                ).scalar_one()
+                funded = (await conn.execute(text("SELECT COUNT(*) FROM ledger_entries"))).scalar_one()
         finally:
             await engine.dispose()
         if funded:
@@ -437,7 +438,16 @@ class Cluster:
     async def stop(self) -> None:
         """SIGTERM everything, clients before servers; SIGKILL what does not leave in time."""
         order = ["http", "api"] + [n for n in self.processes if n.startswith(("worker", "relay"))]
-        order += ["notify", "callbacks", "gateway-standby", "gateway", "mpesa-sim", "deriv-sim", "sms-sim"]
+        order += [
+            "notify",
+            "audit",
+            "callbacks",
+            "gateway-standby",
+            "gateway",
+            "mpesa-sim",
+            "deriv-sim",
+            "sms-sim",
+        ]
         for name in order:
             proc = self.processes.get(name)
             if proc is not None:

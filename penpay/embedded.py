@@ -2,10 +2,10 @@
 
 SQLite file, in-process bus, the Deriv, Daraja and SMS (Africa's Talking) simulators, the Deriv
 gateway, the M-Pesa callback endpoints, the outbox relay, the saga consumer and sweeper, the
-notifications consumer, the gRPC API and the HTTP bridge. Each part is the same object the
-separate processes run (`penpay gateway`, `penpay api`, ...), started here side by side on
-loopback. Settings still come from PENPAY_* (so ports can move); where a credential is unset, the
-simulators' public sandbox values are used.
+notifications and FloatLow consumers, the continuous auditor, the gRPC API and the HTTP bridge.
+Each part is the same object the separate processes run (`penpay gateway`, `penpay api`, ...),
+started here side by side on loopback. Settings still come from PENPAY_* (so ports can move); where
+a credential is unset, the simulators' public sandbox values are used.
 """
 
 from __future__ import annotations
@@ -136,6 +136,7 @@ class EmbeddedStack:
         from persistence.migrate import upgrade_async
         from sms_adapter.delivery_reports import DeliveryReports
         from sms_adapter.simulator import SmsSimulator
+        from workers.float_low import float_low_consumer
         from workers.notifications import notification_consumers
         from workers.relay import OutboxRelay
         from workers.sagas import Sweeper, saga_consumer
@@ -252,9 +253,39 @@ class EmbeddedStack:
         # Payment notices (SMS to the simulator, email to the API's development sink), read from
         # the same in-process bus by consumer groups of their own: the saga never waits on them.
         notices = notification_consumers(bus, core.engine, api.notifier, block_ms=200)
+        # FloatLow alerts, from the same bus, and the continuous auditor (`penpay worker audit`).
+        notices.append(float_low_consumer(bus, core.engine, block_ms=200))
         for notice_consumer in notices:
             await notice_consumer.start()
             self._tasks.append(asyncio.create_task(notice_consumer.run(self._stop)))
+        self._tasks.append(asyncio.create_task(self._auditor(core).run(self._stop)))
+
+    def _auditor(self, core: Any) -> Any:
+        from deriv_gateway.channel import gateway_channel
+        from deriv_gateway.payments_client import GatewayDerivBalance
+        from mpesa_adapter.balance_queries import ask_account_balance
+        from mpesa_adapter.callback_store import SqlCallbackInbox
+        from mpesa_adapter.client import DarajaClient
+        from penpay.bootstrap import daraja_config
+        from penpay.commands.audit_worker import auditor_config
+        from workers.auditor import Auditor
+
+        s = self.settings
+        channel = gateway_channel(s.gateway_addr)
+        self._stack.push_async_callback(channel.close)
+        daraja = DarajaClient(daraja_config(s))
+        self._stack.push_async_callback(daraja.close)
+        inbox = SqlCallbackInbox(core.engine)
+
+        async def ask() -> object:
+            return await ask_account_balance(daraja, inbox)
+
+        return Auditor(
+            core.engine,
+            config=auditor_config(s),
+            deriv_balance=GatewayDerivBalance(channel, timeout=s.gateway_request_timeout).agent_balance,
+            ask_mpesa_balance=ask,
+        )
 
     async def _start_public_surface(self, core: Any, wired: Any) -> Any:
         """The gRPC API and the HTTP bridge; returns the built API."""
@@ -266,7 +297,7 @@ class EmbeddedStack:
 
     async def _fund_floats_once(self, core: Any) -> None:
         """A new database: the ledger's floats open at the simulators' balances (audited)."""
-        from application.payments.floats import fund_float
+        from application.payments.floats import fund_new_floats
         from domain.wallet.account_kind import AccountKind
         from domain.wallet.money import Currency, Money
 
@@ -275,10 +306,7 @@ class EmbeddedStack:
             AccountKind.MPESA_FLOAT: Money(10_000_000_00, Currency.KES),
         }
         async with core.unit_of_work(actor="penpay-up") as uow:
-            for kind, amount in opening.items():
-                account = await uow.ledger.get_or_create_account(kind=kind, currency=amount.currency)
-                if account.version == 1 and account.balance_minor == 0:  # never booked: a new database
-                    await fund_float(uow, kind, amount, "simulator opening balance")
+            await fund_new_floats(uow, opening, "simulator opening balance")
             await uow.commit()
 
     async def stop(self) -> None:

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     sweeper_min_age: float = 5.0
     float_low_usd_cents: int = 100_000  # FloatLow below this Deriv agent balance
     float_low_kes_cents: int = 5_000_000  # FloatLow below this M-Pesa float
+    # The continuous auditor (`penpay worker audit`): how often it runs (seconds), how long a
+    # transaction may stay in one non-terminal status, how far a float may differ from the provider's
+    # balance (in-flight payments explain small differences) and how long verdicts are kept (days).
+    audit_interval: float = Field(default=60.0, gt=0)
+    audit_stale_after: float = Field(default=900.0, gt=0)
+    audit_float_tolerance_usd_cents: int = Field(default=10_000, ge=0)
+    audit_float_tolerance_kes_cents: int = Field(default=1_000_000, ge=0)
+    audit_verdict_retention_days: int = Field(default=7, ge=1)
     # Fault injection for crash tests and chaos runs: kill -9 this process at a named saga
     # checkpoint (see application/payments/saga.py). Refused when app_env is production.
     crash_at: str | None = None

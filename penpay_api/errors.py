@@ -58,6 +58,7 @@ _CODE_BY_REASON: Mapping[str, grpc.StatusCode] = {
     "WITHDRAWAL_NOT_AWAITING_CODE": grpc.StatusCode.FAILED_PRECONDITION,
     "VERIFICATION_CODE_REJECTED": grpc.StatusCode.INVALID_ARGUMENT,
     "PAYMENT_REFUSED": grpc.StatusCode.FAILED_PRECONDITION,
+    "FLOAT_INSUFFICIENT": grpc.StatusCode.FAILED_PRECONDITION,
     "UPSTREAM_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "DERIV_BUSY": grpc.StatusCode.UNAVAILABLE,
     # The amount itself must change (not the system's state), even where the quoted rate decides it.

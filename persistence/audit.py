@@ -206,18 +206,49 @@ class ChainReport:
     rows_checked: int = 0
     problems: list[str] = field(default_factory=list)
     pending: int = 0  # records committed but not sealed yet (not part of the chain so far)
+    # The last row walked (the next incremental walk starts after it); None: no row at all.
+    last_id: int | None = None
+    last_hash: str = GENESIS_HASH
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
+@dataclass(frozen=True, slots=True)
+class ChainPoint:
+    """A verified row of the chain: its id, its row_hash and how many rows the chain held up to it."""
+
+    row_id: int
+    row_hash: str
+    rows: int
+
+
+_ROW_BY_ID = select(audit_logs).where(audit_logs.c.id == bindparam("row_id"))
+
+
 async def verify_chain(
-    connection: AsyncConnection, *, page_size: int = 1000, max_problems: int = 100
+    connection: AsyncConnection,
+    *,
+    page_size: int = 1000,
+    max_problems: int = 100,
+    start: ChainPoint | None = None,
 ) -> ChainReport:
-    """Walk audit_logs in id order; report every row whose hash or link does not hold."""
+    """Walk audit_logs in id order; report every row whose hash or link does not hold.
+    From `start` (a point an earlier walk verified): the row there must still be what it was, and
+    only the rows after it are walked (the head's count is checked against start.rows + those)."""
     report = ChainReport()
-    prev_hash, prev_id, after = GENESIS_HASH, None, -1
+    prev_hash, prev_id, after, rows_before = GENESIS_HASH, None, -1, 0
+    if start is not None:
+        anchor = (await connection.execute(_ROW_BY_ID, {"row_id": start.row_id})).first()
+        if anchor is None or anchor.row_hash != start.row_hash:
+            report.problems.append(
+                f"row {start.row_id}: no longer the row verified before (removed or changed)"
+            )
+        elif anchor.row_hash != chain_hash(anchor.prev_hash or "", row_content(anchor)):
+            report.problems.append(f"row {start.row_id}: content does not match its hash (changed)")
+        prev_hash, prev_id, after, rows_before = start.row_hash, start.row_id, start.row_id, start.rows
+    report.last_id, report.last_hash = prev_id, prev_hash
     while len(report.problems) < max_problems:
         rows = (await connection.execute(_PAGE, {"after": after, "page_size": page_size})).all()
         if not rows:
@@ -233,18 +264,19 @@ async def verify_chain(
                 report.problems.append(f"row {row.id}: content does not match its hash (changed)")
             prev_hash, prev_id = row.row_hash, row.id
         after = rows[-1].id
+    report.last_id, report.last_hash = prev_id, prev_hash
     report.pending = await count_pending(connection)
     head = (await connection.execute(_READ_HEAD)).first()
     if head is None:
-        if report.rows_checked:
+        if report.rows_checked or rows_before:
             report.problems.append("the chain head is missing")
     else:
         if head.last_hash != prev_hash:
             report.problems.append(
                 f"the last row ({prev_id}) is not the chain head (rows removed from or added at the end)"
             )
-        if int(head.row_count) != report.rows_checked:
+        if int(head.row_count) != rows_before + report.rows_checked:
             report.problems.append(
-                f"the head counts {head.row_count} rows, the table has {report.rows_checked}"
+                f"the head counts {head.row_count} rows, the table has {rows_before + report.rows_checked}"
             )
     return report

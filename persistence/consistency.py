@@ -8,7 +8,10 @@ compares the database with those books.
 
 Sign convention used below: a "net" is sum(DEBIT) - sum(CREDIT) of a set of entries, in
 minor units of one currency. A debit-normal account (the floats) grows by its net; a
-credit-normal one (wallets, FX, fees, suspense) shrinks by it.
+credit-normal one (wallets, FX, FX spread, fees, suspense) shrinks by it. FX and FX_SPREAD are
+clearing accounts (bookings.py: the conversion at the quote's reference rate, and what the customer's
+rate and rounding earned): no per-transaction rule reads them, the sums per currency cover them, and
+their balances are reported (balances_by_kind).
 
 The rules
 ---------

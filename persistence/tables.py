@@ -169,6 +169,8 @@ transactions = Table(
     Column("rate_value", String(64), nullable=True),
     Column("rate_locked_at", UtcDateTime(), nullable=True),
     Column("rate_expires_at", UtcDateTime(), nullable=True),
+    # The quote's reference (mid) rate, "numerator/denominator" (migration 0013); NULL: no spread.
+    Column("rate_reference", String(64), nullable=True),
     Column("phone", String(15), nullable=False),
     Column("deriv_login_id", String(32), nullable=False),
     # Hash of the client's key, scoped by user and operation (domain IdempotencyKey).
@@ -500,5 +502,31 @@ audit_chain_head = Table(
     Column("last_audit_id", BigInteger, nullable=True),
     Column("last_hash", String(64), nullable=False),
     Column("row_count", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# --- The continuous auditor (migration 0013) --------------------------------------------
+
+# One row per check per auditor run: what an ops console shows (OpsService.GetAuditorVerdicts).
+audit_verdicts = Table(
+    "audit_verdicts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("check_name", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # OK, FAIL, SKIPPED
+    Column("summary", String(1000), nullable=False),
+    Column("details", Text, nullable=False),  # JSON
+    Column("checked_at", UtcDateTime(), nullable=False),
+    Index("ix_audit_verdicts_checked_at", "checked_at"),
+    Index("ix_audit_verdicts_check_name", "check_name", "id"),
+)
+
+# Where each incremental check got to (one row per check): the next run starts there.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", Text, nullable=False),  # JSON, the check's own shape
     Column("updated_at", UtcDateTime(), nullable=False),
 )

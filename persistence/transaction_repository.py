@@ -58,6 +58,7 @@ _UPDATE = (
         rate_value=bindparam("rate_value"),
         rate_locked_at=bindparam("rate_locked_at"),
         rate_expires_at=bindparam("rate_expires_at"),
+        rate_reference=bindparam("rate_reference"),
         failure_reason=bindparam("failure_reason"),
         version=bindparam("version"),
         updated_at=bindparam("updated_at"),
@@ -114,10 +115,15 @@ def _transaction_row(tx: Transaction) -> dict[str, Any]:
         "rate_value": f"{rate.rate.numerator}/{rate.rate.denominator}" if rate else None,
         "rate_locked_at": rate.locked_at if rate else None,
         "rate_expires_at": rate.expires_at if rate else None,
+        "rate_reference": _fraction_text(rate.reference) if rate else None,
         "failure_reason": tx.failure_reason,
         "version": tx.version,
         "updated_at": tx.updated_at,
     }
+
+
+def _fraction_text(value: Fraction | None) -> str | None:
+    return None if value is None else f"{value.numerator}/{value.denominator}"
 
 
 def _rate_from_row(row: Row[Any]) -> LockedRate | None:
@@ -130,6 +136,7 @@ def _rate_from_row(row: Row[Any]) -> LockedRate | None:
         Fraction(row.rate_value),
         row.rate_locked_at,
         row.rate_expires_at,
+        None if row.rate_reference is None else Fraction(row.rate_reference),
     )
 
 

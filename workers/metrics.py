@@ -32,3 +32,38 @@ OLDEST_IN_FLIGHT = Gauge(
     "Age (since creation) of the oldest transaction in this type and status; 0 when there is none",
     ["type", "status"],
 )
+
+# Set by the continuous auditor (workers/auditor.py, `penpay worker audit`) after each run.
+AUDIT_CHECK_OK = Gauge(
+    "penpay_audit_check_ok",
+    "1: the auditor's last run found the check healthy, 0: failed, -1: skipped",
+    ["check"],
+)
+AUDIT_RUNS = Counter("penpay_audit_runs", "Auditor runs completed")
+AUDIT_LEDGER_SUM = Gauge(
+    "penpay_audit_ledger_sum_minor",
+    "Ledger debits - credits, per currency (0 in a sound ledger)",
+    ["currency"],
+)
+AUDIT_OVERDRAWN = Gauge("penpay_audit_overdrawn_accounts", "No-overdraft accounts below zero")
+AUDIT_BALANCE_MISMATCHES = Gauge(
+    "penpay_audit_balance_mismatches",
+    "Accounts (touched since the checkpoint) whose balance is not their entries",
+)
+AUDIT_CHAIN_PROBLEMS = Gauge("penpay_audit_chain_problems", "Problems the audit chain walk found")
+AUDIT_FLOAT_DIFFERENCE = Gauge(
+    "penpay_audit_float_difference_minor",
+    "A float in the ledger minus the provider's balance (minor units)",
+    ["float", "currency"],
+)
+AUDIT_PAST_TIME_LIMIT = Gauge(
+    "penpay_audit_transactions_past_limit",
+    "Non-terminal transactions whose status has not changed within PENPAY_AUDIT_STALE_AFTER",
+    ["type", "status"],
+)
+# Set by the FloatLow consumer (workers/float_low.py).
+FLOAT_LOW_BALANCE = Gauge(
+    "penpay_float_low_balance_minor",
+    "A float's balance when it last raised FloatLow (minor units)",
+    ["kind", "currency"],
+)

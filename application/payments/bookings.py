@@ -2,7 +2,9 @@
 
 Deposit (per transaction):
   received     Dr MPESA_FLOAT KES  / Cr USER_WALLET KES          amount
-  converted    Dr USER_WALLET KES  / Cr FX KES                   amount
+  converted    Dr USER_WALLET KES                                amount
+                                   / Cr FX KES                   conversion (amount at the reference rate)
+                                   / Cr FX_SPREAD KES            spread (amount - conversion; no line when 0)
                Dr FX USD           / Cr USER_WALLET USD          converted_amount
   transfer     Dr USER_WALLET USD  / Cr DERIV_AGENT_FLOAT USD    converted_amount  (reserved before sending)
   refused      the mirror of `transfer`
@@ -13,13 +15,17 @@ Deposit (per transaction):
   refund failed  the mirror of the refund's payout (the KES waits in the user's wallet for a person)
 Withdrawal:
   debited      Dr DERIV_AGENT_FLOAT USD / Cr USER_WALLET USD     amount
-  converted    Dr USER_WALLET USD  / Cr FX USD                   amount
+  converted    Dr USER_WALLET USD                                amount
+                                   / Cr FX USD                   conversion
+                                   / Cr FX_SPREAD USD            spread
                Dr FX KES           / Cr USER_WALLET KES          converted_amount
   payout       Dr USER_WALLET KES  / Cr MPESA_FLOAT KES          converted_amount  (reserved before sending)
   reversal     the mirrors of `payout` and `converted`, then a `transfer` back of amount USD
 
-The FX account holds both legs of every conversion; what the rounding down kept (the
-residue) stays there, per currency, and is reported in the posting's description.
+The FX account holds both legs of every conversion valued at the quote's reference (mid) rate, so
+it says what position PenPay holds; what the customer's rate and the rounding down earned goes to
+FX_SPREAD in the source currency (LockedRate.spread_split; a quote without a reference books no
+spread line). Reversals mirror the same split, so a refund gives the spread back.
 """
 
 from __future__ import annotations
@@ -59,6 +65,33 @@ def _converted(tx: Transaction) -> Money:
     return tx.converted_amount
 
 
+def _split(tx: Transaction) -> tuple[Money, Money]:
+    """(conversion, spread) of the transaction's amount, in its currency."""
+    if tx.locked_rate is None:
+        return tx.amount, Money(0, tx.amount.currency)
+    return tx.locked_rate.spread_split(tx.amount, _converted(tx))
+
+
+async def _conversion(
+    ledger: LedgerRepository, tx: Transaction, description: str, *, back: bool = False
+) -> Posting:
+    """The `converted` posting: the user's source amount in one line, split between FX (the
+    conversion at the reference rate) and FX_SPREAD (no line when zero), and the converted amount
+    out of FX to the user. `back`: its mirror (every line on the other side), for reversals."""
+    conversion, spread = _split(tx)
+    target = _converted(tx)
+    # (account kind, amount, debited?) in the forward direction
+    sides = [(K.USER_WALLET, tx.amount, True), (K.FX, conversion, False)]
+    if spread.is_positive():
+        sides.append((K.FX_SPREAD, spread, False))
+    sides += [(K.FX, target, True), (K.USER_WALLET, target, False)]
+    lines: list[PostingLine] = []
+    for kind, amount, debited in sides:
+        account = await _account(ledger, kind, amount.currency, tx)
+        lines.append(debit(account, amount) if debited != back else credit(account, amount))
+    return Posting.create(lines=lines, description=description, transaction_id=tx.id)
+
+
 def _rate(tx: Transaction) -> str:
     rate = tx.locked_rate
     return (
@@ -70,15 +103,10 @@ def _rate(tx: Transaction) -> str:
 
 
 async def deposit_received(ledger: LedgerRepository, tx: Transaction) -> list[Posting]:
-    kes, usd = tx.amount, _converted(tx)
+    kes = tx.amount
     return [
         await _posting(ledger, tx, "deposit: M-Pesa payment received", [(K.MPESA_FLOAT, K.USER_WALLET, kes)]),
-        await _posting(
-            ledger,
-            tx,
-            f"deposit: KES to USD{_rate(tx)}",
-            [(K.USER_WALLET, K.FX, kes), (K.FX, K.USER_WALLET, usd)],
-        ),
+        await _conversion(ledger, tx, f"deposit: KES to USD{_rate(tx)}"),
     ]
 
 
@@ -112,14 +140,9 @@ async def deposit_transfer_proven(ledger: LedgerRepository, tx: Transaction) -> 
 
 async def deposit_refund(ledger: LedgerRepository, tx: Transaction) -> list[Posting]:
     """Reversing postings of a deposit Deriv refused for good, and the refund's B2C reservation."""
-    kes, usd = tx.amount, _converted(tx)
+    kes = tx.amount
     return [
-        await _posting(
-            ledger,
-            tx,
-            "deposit refunded: USD back to KES at the same quote",
-            [(K.USER_WALLET, K.FX, usd), (K.FX, K.USER_WALLET, kes)],
-        ),
+        await _conversion(ledger, tx, "deposit refunded: USD back to KES at the same quote", back=True),
         await _posting(
             ledger, tx, "deposit refunded: B2C refund to the customer", [(K.USER_WALLET, K.MPESA_FLOAT, kes)]
         ),
@@ -139,17 +162,12 @@ async def deposit_refund_failed(ledger: LedgerRepository, tx: Transaction) -> Po
 
 
 async def withdrawal_debited(ledger: LedgerRepository, tx: Transaction) -> list[Posting]:
-    usd, kes = tx.amount, _converted(tx)
+    usd = tx.amount
     return [
         await _posting(
             ledger, tx, "withdrawal: Deriv account debited", [(K.DERIV_AGENT_FLOAT, K.USER_WALLET, usd)]
         ),
-        await _posting(
-            ledger,
-            tx,
-            f"withdrawal: USD to KES{_rate(tx)}",
-            [(K.USER_WALLET, K.FX, usd), (K.FX, K.USER_WALLET, kes)],
-        ),
+        await _conversion(ledger, tx, f"withdrawal: USD to KES{_rate(tx)}"),
     ]
 
 
@@ -165,12 +183,7 @@ async def withdrawal_reversal(ledger: LedgerRepository, tx: Transaction) -> list
         await _posting(
             ledger, tx, "withdrawal reversed: B2C payout failed", [(K.MPESA_FLOAT, K.USER_WALLET, kes)]
         ),
-        await _posting(
-            ledger,
-            tx,
-            "withdrawal reversed: KES back to USD at the same quote",
-            [(K.USER_WALLET, K.FX, kes), (K.FX, K.USER_WALLET, usd)],
-        ),
+        await _conversion(ledger, tx, "withdrawal reversed: KES back to USD at the same quote", back=True),
         await _posting(
             ledger,
             tx,

@@ -39,6 +39,17 @@ class PaymentRefused(PaymentsError):
     reason = "PAYMENT_REFUSED"
 
 
+class FloatInsufficient(PaymentsError):
+    """The float that must pay this payment out cannot cover it now: refused before anything was
+    written or charged; the same request succeeds once the float is funded."""
+
+    reason = "FLOAT_INSUFFICIENT"
+
+    def __init__(self, message: str, *, float_kind: str) -> None:
+        super().__init__(message)
+        self.rule = float_kind  # ErrorInfo metadata "rule": which float (DERIV_AGENT_FLOAT, MPESA_FLOAT)
+
+
 class ServiceUnavailable(PaymentsError):
     reason = "UPSTREAM_UNAVAILABLE"
 

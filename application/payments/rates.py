@@ -2,7 +2,9 @@
 
 A deposit buys USD (the user pays `kes_per_usd_buy` shillings per dollar); a withdrawal sells
 USD (the user receives `kes_per_usd_sell` per dollar). Both are exact decimals; the quote is
-honoured until `ttl` after it was locked. A live rate feed is another adapter of the same port.
+honoured until `ttl` after it was locked. The reference (mid) rate each quote carries is the middle
+of the two, so the spread booked to FX_SPREAD is half the buy/sell difference either way. A live
+rate feed is another adapter of the same port.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ class FixedRates:
         if self._buy <= 0 or self._sell <= 0:
             raise InvalidValue("exchange rates must be positive")
         self._ttl = ttl
+        self._mid = (self._buy + self._sell) / 2
 
     def lock(self, *, base: Currency, quote: Currency, now: datetime) -> LockedRate:
         if (base, quote) == (Currency.KES, Currency.USD):
-            rate = 1 / self._buy
+            rate, reference = 1 / self._buy, 1 / self._mid
         elif (base, quote) == (Currency.USD, Currency.KES):
-            rate = self._sell
+            rate, reference = self._sell, self._mid
         else:
             raise InvalidValue(f"no rate from {base} to {quote}")
         return LockedRate.create(
@@ -45,4 +48,5 @@ class FixedRates:
             rate=rate,
             locked_at=now,
             expires_at=now + self._ttl,
+            reference=reference,
         )

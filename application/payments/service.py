@@ -36,10 +36,12 @@ from application.payments.errors import (
     TransactionNotFound,
     VerificationCodeRejected,
 )
+from application.payments.float_cover import require_float_cover
 from application.payments.ports import DerivPayments, PaymentsUnitOfWork, RateSource
 from application.payments.saga import PaymentSaga, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
+from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
 from domain.shared.errors import InvalidValue
 from domain.shared.ids import TransactionId, UserId
@@ -118,6 +120,9 @@ class PaymentsApplication:
         now = self._uow().clock.now()  # the clock only: no unit of work is entered
         rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
         self._limits.check_deposit(amount, rate, at=now)
+        # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
+        async with self._uow() as uow:
+            await require_float_cover(uow, TransactionType.DEPOSIT, rate.convert(amount, at=now).target)
         if self._policy is not None:
             await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
         user = _bound(found)
@@ -152,9 +157,15 @@ class PaymentsApplication:
         existing = await self._existing(user_id, idempotency_key_hash)
         if existing is not None and existing.status is not S.PENDING:
             return existing
+        rate = None
         if existing is None:
             # before anything is written or a code is asked for
             self._limits.check(amount, what="withdrawals")
+            # The M-Pesa float must hold the KES now: no code is asked for a payout it cannot make.
+            async with self._uow() as uow:
+                rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=uow.clock.now())
+                payout = rate.convert_to_whole_units(amount, at=uow.clock.now()).target
+                await require_float_cover(uow, TransactionType.WITHDRAWAL, payout)
             if self._policy is not None:
                 await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
         user = await self._user(user_id)
@@ -165,7 +176,7 @@ class PaymentsApplication:
             # The same request again while its code was never sent (Deriv was not answering, or held
             # the request back): ask again. A new code cancels an earlier one that may have gone out.
             return await self._request_withdrawal_code(existing, token)
-        rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=now)
+        assert rate is not None  # locked above, for this new withdrawal
         created = await create_once(
             self._uow,
             user_id=user_id,

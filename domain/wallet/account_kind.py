@@ -18,18 +18,21 @@ class AccountKind(StrEnum):
     MPESA_FLOAT = "MPESA_FLOAT"
     DERIV_AGENT_FLOAT = "DERIV_AGENT_FLOAT"
     FX = "FX"
+    # What a conversion earned: the customer's rate against the reference (mid) rate, plus what
+    # rounding down kept. FX then holds only the conversion itself, valued at the reference rate.
+    FX_SPREAD = "FX_SPREAD"
     FEES = "FEES"
     SUSPENSE = "SUSPENSE"
 
     @property
     def normal_side(self) -> LedgerSide:
         """Assets (money PenPay holds at M-Pesa or Deriv) are debit-normal; what PenPay
-        owes users, its FX position, fee income and suspense are credit-normal."""
+        owes users, its FX position, spread and fee income and suspense are credit-normal."""
         return _NORMAL_SIDE[self]
 
     @property
     def default_no_overdraft(self) -> bool:
-        """Real balances cannot be negative; FX, fees and suspense are clearing accounts."""
+        """Real balances cannot be negative; FX, spread, fees and suspense are clearing accounts."""
         return self in _NO_OVERDRAFT
 
 
@@ -38,6 +41,7 @@ _NORMAL_SIDE = {
     AccountKind.MPESA_FLOAT: LedgerSide.DEBIT,
     AccountKind.DERIV_AGENT_FLOAT: LedgerSide.DEBIT,
     AccountKind.FX: LedgerSide.CREDIT,
+    AccountKind.FX_SPREAD: LedgerSide.CREDIT,
     AccountKind.FEES: LedgerSide.CREDIT,
     AccountKind.SUSPENSE: LedgerSide.CREDIT,
 }

@@ -11,10 +11,16 @@ source amount into the FX account in the source currency and the target amount o
 in the target currency, and each currency balances by itself. The residue is the FX
 account's value gain on that trade; it is exposed (exactly, as a Fraction) for reporting
 and for tests that prove conversion never creates money.
+
+`reference` is the market (mid) rate the customer's rate was priced from, fixed with the quote.
+`spread_split` cuts the source amount in two: what buys the target at the reference rate (the
+conversion itself, booked to FX) and the rest, PenPay's spread with the rounding residue (booked
+to FX_SPREAD). Without a reference (quotes locked before it existed) the spread is zero.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -54,6 +60,8 @@ class LockedRate:
     rate: Fraction
     locked_at: datetime
     expires_at: datetime
+    # The market (mid) rate, same direction as `rate`; None: no spread is told apart.
+    reference: Fraction | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.quote_id, str) or not self.quote_id.strip() or len(self.quote_id) > 64:
@@ -70,6 +78,8 @@ class LockedRate:
         object.__setattr__(self, "expires_at", require_utc(self.expires_at, "expires_at"))
         if self.expires_at <= self.locked_at:
             raise InvalidRate("a rate must expire after it was locked", field="expires_at")
+        if self.reference is not None and (not isinstance(self.reference, Fraction) or self.reference <= 0):
+            raise InvalidRate("a reference rate must be a positive Fraction", field="reference")
 
     @classmethod
     def create(
@@ -81,17 +91,37 @@ class LockedRate:
         rate: Fraction | Decimal | str | int,
         locked_at: datetime,
         expires_at: datetime,
+        reference: Fraction | Decimal | str | int | None = None,
     ) -> LockedRate:
-        return cls(quote_id, base, quote, _exact_rate(rate), locked_at, expires_at)
+        ref = None if reference is None else _exact_rate(reference)
+        return cls(quote_id, base, quote, _exact_rate(rate), locked_at, expires_at, ref)
 
     def is_expired(self, at: datetime) -> bool:
         return require_utc(at, "at") >= self.expires_at
 
     def inverse(self) -> LockedRate:
         """The same quote read the other way round (quote -> base)."""
+        reference = None if self.reference is None else 1 / self.reference
         return LockedRate(
-            self.quote_id, self.quote, self.base, 1 / self.rate, self.locked_at, self.expires_at
+            self.quote_id, self.quote, self.base, 1 / self.rate, self.locked_at, self.expires_at, reference
         )
+
+    def spread_split(self, source: Money, target: Money) -> tuple[Money, Money]:
+        """(conversion, spread) of `source`, which bought `target` at this quote: `conversion` is what
+        buys `target` at the reference rate (rounded up, so FX is never short), `spread` the rest
+        (never negative: a customer rate better than the reference leaves FX the difference).
+        Pure arithmetic on the booked amounts, so a reversal repeats it exactly; no expiry check."""
+        if source.currency is not self.base or target.currency is not self.quote:
+            raise CurrencyMismatch(f"rate {self.quote_id} converts {self.base} to {self.quote}")
+        if self.reference is None:
+            return source, Money(0, source.currency)
+        exact = (
+            Fraction(target.amount_minor)
+            * self.base.minor_per_unit
+            / (self.reference * self.quote.minor_per_unit)
+        )
+        conversion = min(math.ceil(exact), source.amount_minor)
+        return Money(conversion, source.currency), Money(source.amount_minor - conversion, source.currency)
 
     def convert(self, money: Money, *, at: datetime) -> Conversion:
         """Convert to the quote currency, rounded down to a whole minor unit."""

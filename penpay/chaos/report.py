@@ -8,6 +8,8 @@ have stopped and the sweeper has had its time, turned into the invariants the so
                           B2C, no deposit charged twice by STK push (counted from the books, beside
                           the checker's PAID_TWICE)
   ledger sums         0   per currency, debits - credits
+  (reported, not judged: what the system accounts hold — FX at the reference rate, the FX spread
+  earned, fees, suspense — so a spread or suspense balance nobody expects is seen)
   unresolved          0   every transaction terminal or NEEDS_REVIEW (each review listed with its reason)
   audit chain             verified from the first row to the last
   violations          0   every other rule of persistence.consistency
@@ -43,6 +45,8 @@ LOST_CODES = frozenset(
         Code.MPESA_FLOAT_MISMATCH,
     }
 )
+# What the report lists beside the ledger sums: where conversion, spread, fees and unexplained money sit.
+SYSTEM_ACCOUNT_KINDS = ("FX", "FX_SPREAD", "FEES", "SUSPENSE")
 # A soak in which the API refused most of the traffic proved nothing: it fails.
 MIN_ACCEPTED_SHARE = 0.5
 
@@ -80,6 +84,15 @@ class SoakReport:
         return {
             currency: sums["debit_cents"] - sums["credit_cents"]
             for currency, sums in sorted(self.consistency.sums_by_currency.items())
+        }
+
+    @property
+    def system_accounts(self) -> dict[str, int]:
+        """Balances of the system accounts that are not floats, "<KIND> <CURRENCY>" -> minor units."""
+        return {
+            key: value
+            for key, value in sorted(self.consistency.balances_by_kind.items())
+            if key.split(" ")[0] in SYSTEM_ACCOUNT_KINDS
         }
 
     @property
@@ -133,6 +146,7 @@ class SoakReport:
             "failure_reasons": self.failure_reasons,
             "paid_twice": self.paid_twice,
             "ledger_sums_cents": self.ledger_sums,
+            "system_accounts_cents": self.system_accounts,
             "unresolved": [u.to_dict() for u in self.consistency.unresolved],
             "needs_review": [
                 {"transaction_id": r.transaction_id, "reason": r.reason}
@@ -185,6 +199,10 @@ class SoakReport:
         out.append(
             "ledger sums per currency (debits - credits): "
             + ", ".join(f"{cur} {_cents(v)}" for cur, v in self.ledger_sums.items())
+        )
+        out.append(
+            "system accounts (FX at the reference rate, spread earned, fees, suspense): "
+            + (", ".join(f"{k} {_cents(v)}" for k, v in self.system_accounts.items()) or "none")
         )
         out.append(f"transactions left unresolved (outside NEEDS_REVIEW): {len(c.unresolved)}")
         for u in c.unresolved:

@@ -2,8 +2,9 @@
 
 With Redis (PENPAY_REDIS_URL) it reads the streams the relay fills, as one consumer of the
 group "payment-saga" (run as many as you like). Without Redis it is the embedded worker: it
-runs the outbox relay on an in-process bus too, and the payment notices beside it
-(workers/notifications.py; with Redis they are `penpay worker notify`'s); the sweeper picks up
+runs the outbox relay on an in-process bus too, and the payment notices and FloatLow alerts beside
+it (workers/notifications.py, workers/float_low.py; with Redis they are `penpay worker notify`'s and
+`penpay worker audit`'s); the sweeper picks up
 whatever a restart lost. PENPAY_CRASH_AT (fault injection, not in production) kills it at a
 named checkpoint.
 """
@@ -58,6 +59,7 @@ async def _run(args: argparse.Namespace) -> None:
     from penpay.notifiers import build_notifier
     from penpay.settings import get_settings
     from security.rate_limit import InProcessRateLimiter
+    from workers.float_low import float_low_consumer
     from workers.host import run_workers, stop_on_signals
     from workers.notifications import notification_consumers
     from workers.relay import OutboxRelay
@@ -84,6 +86,7 @@ async def _run(args: argparse.Namespace) -> None:
                 notifiers = build_notifier(settings, InProcessRateLimiter())
                 closers.append(notifiers.aclose)
                 consumers += notification_consumers(bus, core.engine, notifiers.notifier)
+                consumers.append(float_low_consumer(bus, core.engine))  # `worker audit`'s with Redis
         if not args.no_sweeper:
             sweeper = Sweeper(
                 core.engine,

@@ -4,6 +4,7 @@ The review actions are application.review.service.ReviewService's; this only tra
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections import Counter
@@ -27,6 +28,7 @@ from penpay_api.auth import APPROVER_ROLE, OPERATOR_ROLE, VIEWER_ROLE
 from penpay_api.context import current_call
 from penpay_api.errors import RpcFailure
 from penpay_api.services._common import money, money_of, timestamp
+from persistence.auditor_store import AUDIT_CHECKS, recent_verdicts
 from persistence.ops_queries import outbox_stats, reconciliation_report
 from persistence.review_queue import QueueItem, review_queue
 from workers.bus import MessageBus
@@ -36,7 +38,16 @@ _READERS = (VIEWER_ROLE, OPERATOR_ROLE, APPROVER_ROLE)
 METHOD_ROLES = {
     f"/{SERVICE_NAME}/{name}": roles
     for names, roles in (
-        (("GetReconciliationReport", "GetOutboxStats", "GetDeadLetterStats", "ListReviewQueue"), _READERS),
+        (
+            (
+                "GetReconciliationReport",
+                "GetOutboxStats",
+                "GetDeadLetterStats",
+                "ListReviewQueue",
+                "GetAuditorVerdicts",
+            ),
+            _READERS,
+        ),
         (("ReplayDeadLetters", "RunConsistencyCheck", "ProposeReviewAction"), (OPERATOR_ROLE,)),
         (("ApproveReviewAction", "RejectReviewAction"), (APPROVER_ROLE,)),
     )
@@ -64,6 +75,7 @@ MAX_REPLAY_LIMIT = 1000
 DEAD_LETTER_SCAN = 100_000
 DEFAULT_STALE_AFTER = timedelta(hours=1)
 MAX_STALE_AFTER_SECONDS = 10 * 366 * 24 * 3600  # ten years
+MAX_AUDIT_RUNS = 100
 
 # (engine, now=, stale_after=) -> persistence.consistency.ConsistencyReport
 ConsistencyCheck = Callable[..., Awaitable[Any]]
@@ -290,6 +302,32 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
             staff=_staff(), action_id=_action_id(request.action_id), reason=request.reason
         )
         return pb.RejectReviewActionResponse(action=_action_pb(proposal))
+
+    async def GetAuditorVerdicts(
+        self, request: pb.GetAuditorVerdictsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAuditorVerdictsResponse:
+        runs = request.runs or 1
+        if not 1 <= runs <= MAX_AUDIT_RUNS:
+            raise InvalidValue(f"runs must be 1 to {MAX_AUDIT_RUNS}", field="runs")
+        check = request.check.strip()
+        if check and check not in AUDIT_CHECKS:
+            raise InvalidValue(f"check must be one of {', '.join(AUDIT_CHECKS)}", field="check")
+        async with self._engine.connect() as conn:
+            verdicts = await recent_verdicts(conn, runs=runs, check=check or None)
+        return pb.GetAuditorVerdictsResponse(
+            verdicts=[
+                pb.AuditorVerdict(
+                    run_id=v.run_id,
+                    check=v.check,
+                    status=v.status,
+                    summary=v.summary,
+                    details_json=json.dumps(v.details, sort_keys=True),
+                    checked_at=timestamp(v.checked_at),
+                )
+                for v in verdicts
+            ],
+            failing=any(v.failed for v in verdicts),
+        )
 
     def _review_service(self) -> ReviewService:
         if self._review is None:

@@ -36,6 +36,7 @@ from security.access_tokens import SigningKey
 from security.notify import DevelopmentNotifier
 from security.passwords import FAST_FOR_TESTS, Argon2idHasher
 from security.rate_limit import InProcessRateLimiter
+from tests.floats import fund_test_floats
 
 PASSWORD = "correct horse battery 9"
 SIGNING_KEY = SigningKey.generate("api-test-k1")  # one per session: ~50 ms each
@@ -214,6 +215,8 @@ async def start_api(database_url: str, clock: FixedClock) -> AsyncIterator[Start
         }
         values.update(settings or {})
         core = bootstrap.bootstrap(Settings(**values), clock=clock, pool_size=5)
+        if gateway is not None:  # an API that can move money: floats that can pay it out
+            await fund_test_floats(core)
         hasher = Argon2idHasher(FAST_FOR_TESTS)
         tokens = RoleAwareAccessTokens([SIGNING_KEY])
         notifier = DevelopmentNotifier()

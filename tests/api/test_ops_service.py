@@ -160,3 +160,46 @@ async def test_consistency_check_unavailable_is_unimplemented(start_api: StartAp
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await api.ops.RunConsistencyCheck(ops_pb2.RunConsistencyCheckRequest(), metadata=api.operator_auth())
     assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_auditor_verdicts_for_any_staff_role_and_no_user(api: Harness) -> None:
+    from datetime import timedelta
+
+    from penpay_api.auth import VIEWER_ROLE
+    from workers.auditor import Auditor
+
+    await move(api, (await api.new_account()).user_id, 1_000_00)
+    auditor = Auditor(api.core.engine, clock=api.clock)
+    await auditor.run_once()
+    api.clock.advance(timedelta(minutes=1))
+    await auditor.run_once()
+    token, _ = api.tokens.issue_operator_token(operator="vera", now=api.clock.now(), roles=(VIEWER_ROLE,))
+    viewer = (("authorization", f"Bearer {token}"),)
+
+    latest = await api.ops.GetAuditorVerdicts(ops_pb2.GetAuditorVerdictsRequest(), metadata=viewer)
+    assert [v.check for v in latest.verdicts] == [
+        "stale_transactions",
+        "float_mpesa",
+        "float_deriv",
+        "audit_chain",
+        "account_balances",
+        "no_overdraft",
+        "ledger_sums",
+    ]  # newest first: one run
+    assert len({v.run_id for v in latest.verdicts}) == 1 and not latest.failing
+    sums = next(v for v in latest.verdicts if v.check == "ledger_sums")
+    assert sums.status == "OK" and '"KES": 0' in sums.details_json
+    both = await api.ops.GetAuditorVerdicts(
+        ops_pb2.GetAuditorVerdictsRequest(runs=2, check="ledger_sums"), metadata=viewer
+    )
+    assert [v.check for v in both.verdicts] == ["ledger_sums", "ledger_sums"]
+    assert len({v.run_id for v in both.verdicts}) == 2
+
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await api.ops.GetAuditorVerdicts(ops_pb2.GetAuditorVerdictsRequest(check="nope"), metadata=viewer)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in details_of(bad.value).violations] == ["check"]
+    user = await api.new_account()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await api.ops.GetAuditorVerdicts(ops_pb2.GetAuditorVerdictsRequest(), metadata=user.auth)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

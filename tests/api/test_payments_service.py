@@ -8,12 +8,19 @@ import secrets
 import grpc
 import pytest
 
+from application.payments.floats import fund_float
+from domain.wallet.account_kind import AccountKind
+from domain.wallet.money import Currency, Money
 from penpay.auth.v1 import auth_pb2
 from penpay.payments.v1 import payments_pb2
+from tests.floats import OPENING
 
 from .conftest import CLIENT_TOKEN, Account, Gateway, Harness, StartApi, details_of
 
 pytestmark = pytest.mark.integration
+
+
+OPENING_USD = OPENING[AccountKind.DERIV_AGENT_FLOAT]
 
 
 def key() -> tuple[tuple[str, str]]:
@@ -170,3 +177,41 @@ async def test_a_withdrawal_outside_deriv_s_limits_is_an_invalid_amount_cents(
     assert parsed.error_info.reason == "DERIV_AMOUNT_OUT_OF_RANGE"
     assert [v.field for v in parsed.violations] == ["amount_cents"]
     assert not [m for m in gateway.simulator.engine.books.mailbox if m.loginid == "CR90000001"]
+
+
+async def test_a_deposit_the_float_cannot_pay_out_is_failed_precondition_until_funded(
+    payer: tuple[Harness, Account, Gateway],
+) -> None:
+    api, account, _ = payer
+    async with api.core.unit_of_work(actor="tests") as uow:  # USD 5 left at Deriv; the deposit needs 10
+        await fund_float(uow, AccountKind.DERIV_AGENT_FLOAT, -(OPENING_USD - Money(5_00, Currency.USD)), "t")
+        await uow.commit()
+    same_key = key()
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await api.payments.InitiateDeposit(
+            payments_pb2.InitiateDepositRequest(amount_cents=1_300_00, currency="KES"),
+            metadata=(*account.auth, *same_key),
+        )
+
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details() == (
+        "PenPay cannot take this deposit right now: it cannot pay out 10.00 USD to your Deriv account at "
+        "the moment. Nothing was charged; please try again later or with a smaller amount."
+    )
+    parsed = details_of(refused.value)
+    assert parsed.error_info.reason == "FLOAT_INSUFFICIENT"
+    assert parsed.error_info.metadata["rule"] == "DERIV_AGENT_FLOAT"
+    listed = await api.payments.ListTransactions(
+        payments_pb2.ListTransactionsRequest(), metadata=account.auth
+    )
+    assert list(listed.transactions) == []
+
+    async with api.core.unit_of_work(actor="tests") as uow:
+        await fund_float(uow, AccountKind.DERIV_AGENT_FLOAT, Money(100_00, Currency.USD), "t")
+        await uow.commit()
+    started = await api.payments.InitiateDeposit(
+        payments_pb2.InitiateDepositRequest(amount_cents=1_300_00, currency="KES"),
+        metadata=(*account.auth, *same_key),
+    )
+    assert started.transaction.status == "pending"

@@ -42,6 +42,7 @@ from tests.api.conftest import (
     unique_email,
     unique_phone,
 )
+from tests.floats import fund_test_floats
 from workers.memory_bus import InProcessBus
 
 # tests/api's fixtures, reused as they are: the Deriv simulator and gateway, the FixedClock.
@@ -251,6 +252,7 @@ async def serve_surface(
         gateway_addr=gateway.server.address,
     ).model_copy(update=dict(settings_update or {}))
     core = bootstrap.bootstrap(settings, clock=clock, pool_size=5)
+    await fund_test_floats(core)  # payments are refused when their float cannot pay them out
     hasher = Argon2idHasher(FAST_FOR_TESTS)
     tokens = RoleAwareAccessTokens([SIGNING_KEY])
     notifier = DevelopmentNotifier()

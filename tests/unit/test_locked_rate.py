@@ -80,3 +80,52 @@ def test_inverse_swaps_currencies_and_inverts_exactly(now: datetime) -> None:
     assert (inverse.base, inverse.quote) == (Currency.KES, Currency.USD)
     assert inverse.rate * rate.rate == 1
     assert inverse.inverse() == rate
+
+
+# --- the spread, told apart from the conversion ------------------------------------------------
+
+
+def _quote(now: datetime, *, rate: object, reference: object | None) -> LockedRate:
+    return LockedRate.create(
+        quote_id="q",
+        base=Currency.KES,
+        quote=Currency.USD,
+        rate=rate,  # type: ignore[arg-type]
+        locked_at=now,
+        expires_at=now + timedelta(minutes=5),
+        reference=reference,  # type: ignore[arg-type]
+    )
+
+
+def test_the_spread_is_what_the_source_paid_above_the_reference_rate(now: datetime) -> None:
+    # Buy at 130 KES/USD, mid 129: KES 2,600 buys USD 20; at mid USD 20 costs KES 2,580.
+    quote = _quote(now, rate=Fraction(1, 130), reference=Fraction(1, 129))
+    kes = Money.parse("2600", Currency.KES)
+    usd = quote.convert(kes, at=now).target
+    conversion, spread = quote.spread_split(kes, usd)
+    assert usd == Money.parse("20", Currency.USD)
+    assert conversion == Money.parse("2580", Currency.KES)
+    assert spread == Money.parse("20", Currency.KES)
+
+
+def test_the_split_adds_up_rounds_the_conversion_up_and_never_goes_negative(now: datetime) -> None:
+    quote = _quote(now, rate=Fraction(1, 130), reference=Fraction(1, 129))
+    for minor in (1, 99, 12_345, 1_000_001, 25_000_000):
+        kes = Money(minor, Currency.KES)
+        usd = quote.convert(kes, at=now).target
+        conversion, spread = quote.spread_split(kes, usd)
+        assert conversion.amount_minor + spread.amount_minor == minor
+        assert spread.amount_minor >= 0
+        assert conversion.amount_minor >= usd.amount_minor * 129  # FX never short at the reference
+    better_than_mid = _quote(now, rate=Fraction(1, 128), reference=Fraction(1, 129))
+    kes = Money.parse("2560", Currency.KES)
+    assert better_than_mid.spread_split(kes, better_than_mid.convert(kes, at=now).target)[1].amount_minor == 0
+
+
+def test_without_a_reference_there_is_no_spread_and_the_reference_inverts(now: datetime) -> None:
+    quote = _quote(now, rate=Fraction(1, 130), reference=None)
+    kes = Money.parse("1300", Currency.KES)
+    assert quote.spread_split(kes, Money.parse("10", Currency.USD)) == (kes, Money(0, Currency.KES))
+    assert _quote(now, rate=Fraction(1, 130), reference="0.0078125").inverse().reference == Fraction(128)
+    with pytest.raises(InvalidRate):
+        _quote(now, rate=Fraction(1, 130), reference="0")

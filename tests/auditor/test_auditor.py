@@ -1,0 +1,283 @@
+"""The continuous auditor on a real MariaDB: healthy on a clean world, each broken invariant seeded by
+SQL found (and alerted once), checkpoints that advance only past what was verified, floats compared
+with the providers' balances, verdicts stored for the ops console."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.alerts import ALERTS_LOGGER
+from domain.shared.clock import FixedClock
+from domain.wallet.money import Currency, Money
+from mpesa_adapter.callback_store import (
+    ADAPTER_ACTOR,
+    BALANCE_QUERY_ANSWERED,
+    BALANCE_QUERY_SUBJECT,
+)
+from persistence.audit import AuditRecord, seal_pending, write_pending
+from persistence.auditor_store import read_checkpoint, recent_verdicts, write_checkpoint
+from persistence.tables import audit_logs, ledger_accounts, transactions
+from tests.consistency.helpers import World, insert_posting, raw_sql, tx_uuid
+from workers.auditor import CHECKS, Auditor, AuditorConfig, parse_utility_balance
+
+pytestmark = pytest.mark.integration
+
+
+async def _now(engine: AsyncEngine) -> datetime:
+    """The auditor's 'now': just after the world's newest transaction (no wall clock in tests)."""
+    async with engine.connect() as conn:
+        newest = (await conn.execute(sa.select(sa.func.max(transactions.c.updated_at)))).scalar_one()
+    return newest + timedelta(minutes=1)
+
+
+async def _auditor(
+    world: World, *, deriv: Callable[[], Awaitable[Money]] | None = None, now: datetime | None = None
+) -> Auditor:
+    clock = FixedClock(now or await _now(world.engine))
+    config = AuditorConfig(stale_after=timedelta(minutes=15))
+    return Auditor(world.engine, config=config, clock=clock, deriv_balance=deriv)
+
+
+def _status(verdicts: list, check: str) -> str:  # type: ignore[type-arg]
+    return next(v.status for v in verdicts if v.check == check)
+
+
+def _failed(verdicts: list) -> set[str]:  # type: ignore[type-arg]
+    return {v.check for v in verdicts if v.failed}
+
+
+async def test_a_clean_world_is_healthy_and_its_verdicts_are_stored(world: World) -> None:
+    auditor = await _auditor(world)
+    verdicts = await auditor.run_once()
+
+    assert _failed(verdicts) == set(), [v.summary for v in verdicts if v.failed]
+    assert [v.check for v in verdicts] == list(CHECKS)
+    assert _status(verdicts, "float_deriv") == "SKIPPED"  # no gateway given
+    assert _status(verdicts, "float_mpesa") == "SKIPPED"  # no Account Balance answered yet
+    async with world.engine.connect() as conn:
+        stored = await recent_verdicts(conn)
+    assert {v.check: v.status for v in stored} == {v.check: v.status for v in verdicts}
+    assert REGISTRY.get_sample_value("penpay_audit_check_ok", {"check": "ledger_sums"}) == 1
+
+
+async def test_an_entry_without_its_counterpart_breaks_the_sums_and_the_balance(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    auditor = await _auditor(world)
+    assert not _failed(await auditor.run_once())
+    with raw_sql(world.url) as conn:  # a lone debit on the M-Pesa float: no credit, balance not moved
+        insert_posting(conn, [(world.accounts.mpesa_float, "DEBIT", 100, "KES")], adjust_balances=False)
+
+    with caplog.at_level(logging.ERROR, logger=ALERTS_LOGGER):
+        first = await auditor.run_once()
+        second = await auditor.run_once()
+
+    assert {"ledger_sums", "account_balances"} <= _failed(first)
+    assert next(v for v in first if v.check == "ledger_sums").details["sums"]["KES"] == 100
+    mismatch = next(v for v in first if v.check == "account_balances").details["mismatches"]
+    assert [m["account"] for m in mismatch] == ["system:mpesa_float:KES"]
+    assert _failed(second) == _failed(first)
+    kinds = [getattr(r, "alert", None) for r in caplog.records if r.name == ALERTS_LOGGER]
+    assert kinds.count("audit_ledger_sums") == 1  # raised when it broke, not again while it stays broken
+    assert REGISTRY.get_sample_value("penpay_audit_ledger_sum_minor", {"currency": "KES"}) == 100
+
+
+async def test_a_no_overdraft_account_below_zero_is_found(world: World) -> None:
+    auditor = await _auditor(world)
+    with raw_sql(world.url) as conn:
+        conn.execute(
+            sa.update(ledger_accounts)
+            .where(ledger_accounts.c.id == world.accounts.wallet_kes.value)
+            .values(balance_cents=-1)
+        )
+    verdicts = await auditor.run_once()
+    assert "no_overdraft" in _failed(verdicts)
+    overdrawn = next(v for v in verdicts if v.check == "no_overdraft").details["accounts"]
+    assert [a["stored_cents"] for a in overdrawn] == [-1]
+
+
+async def test_a_balance_that_is_not_its_entries_is_found(world: World) -> None:
+    auditor = await _auditor(world)
+    with raw_sql(world.url) as conn:
+        conn.execute(
+            sa.update(ledger_accounts)
+            .where(ledger_accounts.c.id == world.accounts.deriv_float.value)
+            .values(balance_cents=ledger_accounts.c.balance_cents + 1)
+        )
+    verdicts = await auditor.run_once()
+    assert _failed(verdicts) == {"account_balances"}
+
+
+async def test_a_row_slipped_into_the_audit_chain_is_found(world: World) -> None:
+    auditor = await _auditor(world)
+    assert not _failed(await auditor.run_once())
+    with raw_sql(world.url) as conn:
+        conn.execute(
+            sa.insert(audit_logs).values(
+                occurred_at=datetime(2030, 1, 1, tzinfo=UTC),
+                actor="intruder",
+                action="ledger.rewritten",
+                subject_type="LedgerAccount",
+                subject_id="x",
+                details="{}",
+                prev_hash="0" * 64,
+                row_hash="f" * 64,
+            )
+        )
+    verdicts = await auditor.run_once()
+    assert _failed(verdicts) == {"audit_chain"}
+    problems = next(v for v in verdicts if v.check == "audit_chain").details["problems"]
+    assert any("chain broken" in p for p in problems)
+
+
+async def test_a_transaction_past_its_time_limit_is_found_by_status(world: World) -> None:
+    now = await _now(world.engine)
+    auditor = await _auditor(world, now=now)
+    assert "stale_transactions" not in _failed(await auditor.run_once())
+    with raw_sql(world.url) as conn:
+        conn.execute(
+            sa.update(transactions)
+            .where(transactions.c.id == tx_uuid(world.pending_deposit))
+            .values(updated_at=now - timedelta(hours=1))
+        )
+    verdicts = await auditor.run_once()
+    assert _failed(verdicts) == {"stale_transactions"}
+    stale = next(v for v in verdicts if v.check == "stale_transactions")
+    assert stale.details["by_status"] == {"DEPOSIT AWAITING_MPESA": 1}
+    assert (
+        REGISTRY.get_sample_value(
+            "penpay_audit_transactions_past_limit", {"type": "DEPOSIT", "status": "AWAITING_MPESA"}
+        )
+        == 1
+    )
+
+
+async def test_checkpoints_advance_and_the_next_run_reads_only_what_is_new(world: World) -> None:
+    auditor = await _auditor(world)
+    await auditor.run_once()
+    async with world.engine.connect() as conn:
+        chain = await read_checkpoint(conn, "audit_chain")
+        entries = await read_checkpoint(conn, "account_balances")
+    assert chain is not None and entries is not None
+    async with world.engine.begin() as conn:  # one new audited action, sealed as the sealer would
+        await write_pending(conn, [_record("ops.note", "n-1", {"note": "new"})])
+        await seal_pending(conn)
+
+    verdicts = await auditor.run_once()
+
+    assert not _failed(verdicts)
+    walked = next(v for v in verdicts if v.check == "audit_chain").details
+    assert walked["from_row"] == chain["row_id"] and walked["rows_checked"] == 1
+    async with world.engine.connect() as conn:
+        moved = await read_checkpoint(conn, "audit_chain")
+    assert moved is not None and moved["row_id"] > chain["row_id"] and moved["rows"] == chain["rows"] + 1
+    balances = next(v for v in verdicts if v.check == "account_balances").details
+    assert balances["from"] == entries["entries_until"]
+
+
+async def test_the_floats_are_compared_with_the_providers_balances(world: World) -> None:
+    async with world.engine.connect() as conn:
+        ledger_usd = int(
+            (
+                await conn.execute(
+                    sa.select(ledger_accounts.c.balance_cents).where(
+                        ledger_accounts.c.id == world.accounts.deriv_float.value
+                    )
+                )
+            ).scalar_one()
+        )
+        ledger_kes = int(
+            (
+                await conn.execute(
+                    sa.select(ledger_accounts.c.balance_cents).where(
+                        ledger_accounts.c.id == world.accounts.mpesa_float.value
+                    )
+                )
+            ).scalar_one()
+        )
+    deriv_says = Money(ledger_usd + 5_00, Currency.USD)  # within the USD 100 tolerance
+
+    async def deriv() -> Money:
+        return deriv_says
+
+    auditor = await _auditor(world, deriv=deriv)
+    await _answer_balance(world.engine, ledger_kes - 50_000_00, await _now(world.engine))  # KES 50,000 short
+
+    verdicts = await auditor.run_once()
+
+    assert _status(verdicts, "float_deriv") == "OK"
+    assert next(v for v in verdicts if v.check == "float_deriv").details["difference_cents"] == -5_00
+    assert _status(verdicts, "float_mpesa") == "FAIL"
+    mpesa = next(v for v in verdicts if v.check == "float_mpesa").details
+    assert mpesa["difference_cents"] == 50_000_00 and mpesa["conversation_id"] == "AG_test_balance"
+
+    deriv_says = Money(ledger_usd + 200_00, Currency.USD)  # beyond tolerance
+    assert _status(await auditor.run_once(), "float_deriv") == "FAIL"
+
+
+def test_the_utility_account_is_read_from_darajas_balance_string() -> None:
+    text = "Working Account|KES|10.00|10.00|0.00|0.00&Utility Account|KES|481000.50|481000.00|0.00|0.00"
+    assert parse_utility_balance(text) == Money(48_100_000, Currency.KES)
+    assert parse_utility_balance("Working Account|KES|1.00|1.00|0.00|0.00") is None
+    assert parse_utility_balance(None) is None
+
+
+def _record(action: str, subject: str, details: dict[str, object], at: datetime | None = None) -> AuditRecord:
+    return AuditRecord(
+        occurred_at=at or datetime(2026, 1, 1, tzinfo=UTC),
+        actor=ADAPTER_ACTOR,
+        action=action,
+        subject_type=BALANCE_QUERY_SUBJECT,
+        subject_id=subject,
+        details=details,
+    )
+
+
+async def _answer_balance(engine: AsyncEngine, utility_cents: int, at: datetime) -> None:
+    """An Account Balance result as the M-Pesa adapter records one it took."""
+    whole, cents = divmod(utility_cents, 100)
+    amount = f"{whole}.{cents:02d}"
+    text = f"Working Account|KES|0.00|0.00|0.00|0.00&Utility Account|KES|{amount}|{amount}|0.00|0.00"
+    async with engine.begin() as conn:
+        await write_pending(
+            conn,
+            [
+                _record(
+                    BALANCE_QUERY_ANSWERED, "AG_test_balance", {"result_code": 0, "account_balance": text}, at
+                )
+            ],
+        )
+        await seal_pending(conn)
+
+
+async def test_a_balance_changed_without_an_entry_is_found_by_the_periodic_full_pass(world: World) -> None:
+    now = await _now(world.engine)
+    auditor = await _auditor(world, now=now)
+    await auditor.run_once()  # the first run is a full pass
+    async with world.engine.begin() as conn:  # as if every entry had been read long ago
+        await write_checkpoint(
+            conn,
+            "account_balances",
+            {"entries_until": (now + timedelta(days=365)).isoformat(), "full_at": now.isoformat()},
+            now=now,
+        )
+    with raw_sql(world.url) as conn:
+        conn.execute(
+            sa.update(ledger_accounts)
+            .where(ledger_accounts.c.id == world.accounts.suspense_kes.value)
+            .values(balance_cents=ledger_accounts.c.balance_cents + 1)
+        )
+
+    incremental = await auditor.run_once()
+    assert _status(incremental, "account_balances") == "OK"  # no entry touched the account
+    later = await _auditor(world, now=now + auditor.config.full_pass_every)
+    full = await later.run_once()
+    assert _status(full, "account_balances") == "FAIL"
+    assert next(v for v in full if v.check == "account_balances").details["full_pass"] is True

@@ -1,0 +1,46 @@
+"""`penpay worker audit --once`, run as an operator runs it: one audit of the database, each check's
+verdict printed, exit 0 when nothing failed and 1 when something did."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from persistence.tables import ledger_accounts
+from tests.consistency.helpers import World, raw_sql
+
+pytestmark = pytest.mark.integration
+
+
+def audit_once(url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PENPAY_DATABASE_URL": url, "PENPAY_APP_ENV": "testing"}
+    return subprocess.run(
+        [sys.executable, "-m", "penpay", "worker", "audit", "--once", "--no-deriv-balance"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_audit_once_says_healthy_then_names_what_broke(world: World) -> None:
+    healthy = audit_once(world.url)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "OK       ledger_sums" in healthy.stdout
+    assert "SKIPPED  float_deriv" in healthy.stdout
+
+    with raw_sql(world.url) as conn:
+        conn.execute(
+            sa.update(ledger_accounts)
+            .where(ledger_accounts.c.id == world.accounts.deriv_float.value)
+            .values(balance_cents=-5)
+        )
+    broken = audit_once(world.url)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "FAIL     no_overdraft" in broken.stdout
+    assert "system:deriv_agent_float:USD" in broken.stdout
