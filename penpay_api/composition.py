@@ -113,7 +113,7 @@ def build_api(
 ) -> Api:
     """The API server with every service, wired to `core` (nothing is started)."""
     from penpay.auth.v1 import auth_pb2_grpc
-    from penpay.bootstrap import access_tokens, password_hasher
+    from penpay.bootstrap import access_tokens, password_hasher, paybill_deposits
     from penpay.dev.v1 import dev_pb2_grpc
     from penpay.keys.v1 import keys_pb2_grpc
     from penpay.ops.v1 import ops_pb2_grpc
@@ -271,7 +271,10 @@ def build_api(
         services.append(
             Service(
                 name=payments_service.SERVICE_NAME,
-                servicer=payments_service.PaymentsServicer(payments),  # type: ignore[arg-type]
+                servicer=payments_service.PaymentsServicer(
+                    payments,  # type: ignore[arg-type]
+                    paybill_deposits(core),
+                ),
                 add_to_server=payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
                 money_methods=payments_service.MONEY_METHODS,
                 creates_transaction_under_key=payments_service.CREATES_TRANSACTION_UNDER_KEY,

@@ -21,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     add_listen(parser, what="serve the callbacks here", default="from PENPAY_MPESA_CALLBACK_BASE_URL")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
+    parser.add_argument(
+        "--register-urls",
+        action="store_true",
+        help="once listening, register the paybill's C2B URLs with Daraja (penpay mpesa register-urls)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -69,6 +74,12 @@ async def _run(args: argparse.Namespace) -> int:
     stop_on_signals(stop)
     await server.start()
     print(f"M-Pesa callbacks on {server.base_url}", flush=True)
+    if args.register_urls:
+        from penpay.commands.mpesa import register_urls
+
+        # A Daraja that cannot be reached now must not stop the callbacks: say so and serve on.
+        if await register_urls() != 0:
+            print("penpay callbacks: the paybill URLs are not registered; run penpay mpesa register-urls")
     try:
         await stop.wait()
     finally:
