@@ -2,8 +2,9 @@
 
 The deposit reference is what a customer types as the account number (BillRefNumber) when paying
 PenPay's paybill: `PP` and eight characters of an alphabet without 0/O and 1/I (read aloud, typed on
-a phone keypad), the last a check character over the others, so a mistyped reference is refused at
-validation instead of landing on another user's account.
+a phone keypad), the last a check character over the others (any one mistyped character or two
+neighbours swapped is caught), so a mistyped reference is refused at validation instead of landing on
+another user's account.
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ _SHAPE = re.compile(rf"^{PREFIX}[{ALPHABET}]{{{_BODY + 1}}}$")
 _MASK = re.compile(r"[*xX#]")
 
 
+def _times_x(value: int) -> int:
+    """value * x in GF(32) = GF(2)[x] / (x^5 + x^2 + 1)."""
+    value <<= 1
+    return value ^ 0b100101 if value & 0b100000 else value
+
+
 def _check(body: str) -> str:
-    # Weighted sum mod 32: catches any single substitution and any swap of two neighbours.
-    total = sum((i + 1) * ALPHABET.index(c) for i, c in enumerate(body))
-    return ALPHABET[total % len(ALPHABET)]
+    # Damm's construction over GF(32), a*i + c with a = x: every single substitution and every swap
+    # of two neighbours (the check character included) changes the sum, so the check fails.
+    total = 0
+    for c in body:
+        total = _times_x(total) ^ ALPHABET.index(c)
+    return ALPHABET[_times_x(total)]
 
 
 def new_reference(randbelow: Callable[[int], int]) -> str:
