@@ -112,6 +112,7 @@ def build_api(
     deriv_statement: Any = None,
 ) -> Api:
     """The API server with every service, wired to `core` (nothing is started)."""
+    from application.review.paybill import PaybillSuspenseReview
     from penpay.auth.v1 import auth_pb2_grpc
     from penpay.bootstrap import access_tokens, password_hasher, paybill_deposits
     from penpay.dev.v1 import dev_pb2_grpc
@@ -255,6 +256,10 @@ def build_api(
                 clock=core.clock,
                 consistency_check=consistency_check,  # type: ignore[arg-type]
                 review=review,
+                paybill=PaybillSuspenseReview(
+                    unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+                    deposits=paybill_deposits(core),
+                ),
             ),
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,

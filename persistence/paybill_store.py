@@ -51,18 +51,21 @@ class SqlPaybillStore:
     async def lock(self, trans_id: str) -> StoredPayment | None:
         t = c2b_payments
         row = (await self._c.execute(select(t).where(t.c.trans_id == trans_id).with_for_update())).first()
-        if row is None:
-            return None
-        return StoredPayment(
-            trans_id=row.trans_id,
-            shortcode=row.shortcode,
-            bill_ref=row.bill_ref,
-            amount_minor=int(row.amount_cents),
-            msisdn_shown=row.msisdn_shown,
-            status=Status(row.status),
-            result_code=row.result_code,
-            user_id=None if row.user_id is None else UserId(row.user_id),
-            transaction_id=None if row.transaction_id is None else TransactionId(row.transaction_id),
+        return None if row is None else _stored(row)
+
+    async def in_suspense(self, *, limit: int) -> list[StoredPayment]:
+        t = c2b_payments
+        rows = await self._c.execute(
+            select(t).where(t.c.status == Status.SUSPENSE.value).order_by(t.c.updated_at, t.c.id).limit(limit)
+        )
+        return [_stored(row) for row in rows]
+
+    async def close_reviews(self, trans_id: str, *, by: str, now: datetime) -> None:
+        t = mpesa_callback_reviews
+        await self._c.execute(
+            update(t)
+            .where(t.c.correlation_id == trans_id, t.c.kind == REVIEW_KIND, t.c.status == "OPEN")
+            .values(status="RESOLVED", resolved_at=now, resolved_by=by[:64])
         )
 
     async def insert(
@@ -116,6 +119,24 @@ class SqlPaybillStore:
                 received_at=now,
             )
         )
+
+
+def _stored(row: Any) -> StoredPayment:
+    return StoredPayment(
+        trans_id=row.trans_id,
+        shortcode=row.shortcode,
+        bill_ref=row.bill_ref,
+        amount_minor=int(row.amount_cents),
+        msisdn_shown=row.msisdn_shown,
+        status=Status(row.status),
+        result_code=row.result_code,
+        user_id=None if row.user_id is None else UserId(row.user_id),
+        transaction_id=None if row.transaction_id is None else TransactionId(row.transaction_id),
+        reason=row.reason,
+        proposed_user_id=None if row.proposed_user_id is None else UserId(row.proposed_user_id),
+        proposed_by=row.proposed_by,
+        raw_confirmation=row.raw_confirmation,
+    )
 
 
 def _columns(values: dict[str, object]) -> dict[str, object]:

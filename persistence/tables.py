@@ -471,6 +471,10 @@ c2b_payments = Table(
     Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), nullable=True),
     Column("raw_validation", Text, nullable=True),
     Column("raw_confirmation", Text, nullable=True),
+    # A suspense payment's open proposal (four eyes): give it to this user, proposed by whom;
+    # resolved_by is the approver who carried it out.
+    Column("proposed_user_id", UUIDv7(), nullable=True),
+    Column("proposed_by", String(64), nullable=True),
     Column("resolved_by", String(64), nullable=True),
     *_timestamps(),
     Index("ux_c2b_payments_trans_id", "trans_id", unique=True),

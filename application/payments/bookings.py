@@ -23,6 +23,7 @@ Paybill (C2B) deposit: the same postings as a deposit (received, converted, tran
   (unknown reference, validation skipped, values that disagree with what was validated):
   suspense     Dr MPESA_FLOAT KES  / Cr SUSPENSE KES              amount  (no transaction; the TransID
                in the description), until a person assigns or refunds it
+  released     the mirror of `suspense`, when two people assigned it to a user: a deposit follows
 
 The FX account holds both legs of every conversion; what the rounding down kept (the
 residue) stays there, per currency, and is reported in the posting's description.
@@ -196,6 +197,19 @@ async def paybill_suspense(ledger: LedgerRepository, amount: Money, trans_id: st
     return Posting.create(
         lines=[debit(float_id, amount), credit(suspense_id, amount)],
         description=f"paybill payment {trans_id} held in suspense: {why}"[:255],
+    )
+
+
+async def paybill_suspense_released(
+    ledger: LedgerRepository, amount: Money, trans_id: str, to: str
+) -> Posting:
+    """Two people gave a suspense payment to its owner: the mirror of `paybill_suspense`, after which
+    the deposit books the payment as received like any other (no transaction here either)."""
+    float_id = await _account(ledger, K.MPESA_FLOAT, amount.currency)
+    suspense_id = await _account(ledger, K.SUSPENSE, amount.currency)
+    return Posting.create(
+        lines=[debit(suspense_id, amount), credit(float_id, amount)],
+        description=f"paybill payment {trans_id} released from suspense to {to}"[:255],
     )
 
 

@@ -36,6 +36,7 @@ from domain.shared.clock import Clock
 from domain.shared.errors import DomainError
 from domain.shared.events import DomainEvent
 from domain.shared.ids import TransactionId, UserId
+from domain.shared.json_value import JSONValue
 from domain.wallet.deriv_rules import DerivTransferLimits
 from domain.wallet.money import Currency, Money
 from domain.wallet.mpesa_rules import require_mpesa_amount
@@ -100,6 +101,10 @@ class StoredPayment:
     result_code: str | None
     user_id: UserId | None
     transaction_id: TransactionId | None
+    reason: str | None = None
+    proposed_user_id: UserId | None = None
+    proposed_by: str | None = None
+    raw_confirmation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,14 @@ class PaybillStore(Protocol):
         """The payment's body in the M-Pesa review table (mpesa_callback_reviews), for a person."""
         ...
 
+    async def in_suspense(self, *, limit: int) -> list[StoredPayment]:
+        """Payments held in suspense, oldest first."""
+        ...
+
+    async def close_reviews(self, trans_id: str, *, by: str, now: datetime) -> None:
+        """Mark the payment's open review rows resolved."""
+        ...
+
 
 class PaybillUnitOfWork(Protocol):
     clock: Clock
@@ -157,6 +170,10 @@ class PaybillUnitOfWork(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
     def record_events(self, events: list[DomainEvent]) -> None: ...
+
+    def audit(
+        self, *, action: str, subject_type: str, subject_id: str, details: dict[str, JSONValue] | None = None
+    ) -> None: ...
 
     async def commit(self) -> None: ...
 
@@ -303,15 +320,21 @@ class PaybillDeposits:
             return "the validated reference names no user"
         return ""
 
-    async def _deposit(
+    async def deposit_problem(
         self, uow: PaybillUnitOfWork, payment: PaybillPayment, user_id: UserId, now: datetime
-    ) -> Settled:
+    ) -> str:
+        """Why this payment cannot be the user's deposit now, or "" (the rate of this moment)."""
         user = await uow.users.get(user_id)
-        problem = self._amount_problem(payment, now)  # at the quote of this moment, which may have moved
+        problem = self._amount_problem(payment, now)
         if user is None or user.deriv_loginid is None:
-            problem = problem or "the reference's user has no Deriv account bound"
-        if problem:
-            return await self._suspense(uow, payment, problem, now)
+            problem = problem or "the user has no Deriv account bound"
+        return problem
+
+    async def start_deposit(
+        self, uow: PaybillUnitOfWork, payment: PaybillPayment, user_id: UserId, now: datetime
+    ) -> Transaction:
+        """The DEPOSIT the payment becomes (its M-Pesa side confirmed), added to the unit of work."""
+        user = await uow.users.get(user_id)
         assert user is not None and user.deriv_loginid is not None and payment.amount_minor is not None
         amount = Money(payment.amount_minor, Currency.KES)
         tx = Transaction.start_paybill_deposit(
@@ -326,8 +349,17 @@ class PaybillDeposits:
             raw_confirmation=payment.raw,
             now=now,
         )
+        await uow.transactions.add(tx)
+        return tx
+
+    async def _deposit(
+        self, uow: PaybillUnitOfWork, payment: PaybillPayment, user_id: UserId, now: datetime
+    ) -> Settled:
+        problem = await self.deposit_problem(uow, payment, user_id, now)  # the quote may have moved
+        if problem:
+            return await self._suspense(uow, payment, problem, now)
         try:
-            await uow.transactions.add(tx)
+            tx = await self.start_deposit(uow, payment, user_id, now)
         except DuplicateIdempotencyKey:  # cannot happen under the TransID's row lock; the last guard
             return Settled(Outcome.DUPLICATE)
         await uow.paybill.update(

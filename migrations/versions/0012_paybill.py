@@ -50,6 +50,8 @@ def upgrade() -> None:
         sa.Column("transaction_id", UUIDv7(), nullable=True),
         sa.Column("raw_validation", sa.Text(), nullable=True),
         sa.Column("raw_confirmation", sa.Text(), nullable=True),
+        sa.Column("proposed_user_id", UUIDv7(), nullable=True),
+        sa.Column("proposed_by", sa.String(length=64), nullable=True),
         sa.Column("resolved_by", sa.String(length=64), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
