@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from application.payments.saga import PaymentSaga
     from application.payments.service import MoneyMovementPolicy, PaymentsApplication
     from domain.shared.ids import UserId
+    from domain.user.kyc_snapshot import KycSnapshot
     from domain.wallet.deriv_rules import DerivTransferLimits
     from mpesa_adapter.config import DarajaConfig
     from mpesa_adapter.shared_token import RedisTokenCache
@@ -264,8 +265,13 @@ def paybill_deposits(core: Core) -> PaybillDeposits:
     """The paybill (C2B) use case the callback endpoints hand validations and confirmations to."""
     from datetime import timedelta
 
+    from application.identity.compliance import CompliancePolicy
     from application.payments.paybill import PaybillDeposits
     from application.payments.rates import FixedRates
+    from persistence.transaction_stats import SqlTransactionStats
+
+    async def no_refresh(user_id: UserId) -> KycSnapshot:
+        raise RuntimeError("paybill validation judges the KYC snapshot PenPay holds")
 
     s = core.settings
     return PaybillDeposits(
@@ -277,6 +283,12 @@ def paybill_deposits(core: Core) -> PaybillDeposits:
         ),
         transfer_limits=deriv_transfer_limits(s),
         shortcode=s.mpesa_c2b_shortcode or s.mpesa_shortcode,
+        policy=CompliancePolicy(
+            unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+            stats=SqlTransactionStats(core.engine),
+            refresh_kyc=no_refresh,
+            clock=core.clock,
+        ),
     )
 
 

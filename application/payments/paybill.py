@@ -2,8 +2,9 @@
 
 A customer pays PenPay's paybill with their deposit reference (domain.payments.paybill) as the account
 number. M-Pesa asks first (validation): PenPay accepts only a known reference of a user who can take
-a deposit, and an amount M-Pesa and Deriv both take at the quote of the moment; the answer is stored
-per TransID. Then M-Pesa confirms: a payment that matches the validation PenPay accepted (TransID,
+a deposit, an amount M-Pesa and Deriv both take at the quote of the moment, and what the compliance
+policy allows (KYC on the snapshot PenPay holds, velocity and limits); the answer is stored per
+TransID. Then M-Pesa confirms: a payment that matches the validation PenPay accepted (TransID,
 amount, reference, shortcode, the visible digits of the masked MSISDN) becomes a DEPOSIT transaction
 whose M-Pesa side is already confirmed, and the deposit saga books and transfers it to Deriv exactly
 as an STK deposit. Anything else (no validation seen, a refused one, values that disagree, a rate
@@ -46,6 +47,18 @@ log = structlog.get_logger("penpay.paybill")
 
 SUSPENSE_ALERT = "paybill_suspense"
 ACCEPTED = "0"
+
+
+# Compliance rules about amounts (answered as an invalid amount); the others are about the customer.
+LIMIT_RULES = frozenset({"VELOCITY", "DAILY_LIMIT", "WEEKLY_LIMIT"})
+
+
+class CompliancePolicy(Protocol):
+    """application.identity.compliance.CompliancePolicy, as validation uses it."""
+
+    async def check_money_movement(
+        self, *, user_id: UserId, amount: Money, client_ip: str | None = None, refresh: bool = True
+    ) -> None: ...
 
 
 class Refusal(StrEnum):
@@ -191,9 +204,11 @@ class PaybillDeposits:
         rates: RateSource,
         transfer_limits: DerivTransferLimits,
         shortcode: str,
+        policy: CompliancePolicy | None = None,
         randbelow: Callable[[int], int] = secrets.randbelow,
     ) -> None:
         self._uow = unit_of_work
+        self._policy = policy
         self._rates = rates
         self._limits = transfer_limits
         self._shortcode = shortcode
@@ -220,17 +235,26 @@ class PaybillDeposits:
 
     async def validate(self, payment: PaybillPayment) -> Answer:
         """M-Pesa asks whether to take this payment. The answer is stored with the TransID, and a
-        repeated question gets the same answer."""
+        repeated question gets the same answer. It is judged holding no lock: the compliance policy
+        reads and audits in units of work of its own."""
         async with self._uow() as uow:
             stored = await uow.paybill.lock(payment.trans_id)
-            if stored is not None:
-                return _answer(stored.result_code or ACCEPTED)
-            now = uow.clock.now()
-            refusal, why, user_id = await self._judge(uow, payment, now)
-            status = Status.VALIDATED if refusal is None else Status.REFUSED
-            code = ACCEPTED if refusal is None else refusal.value
+        if stored is not None:
+            return _answer(stored.result_code or ACCEPTED)
+        async with self._uow() as uow:
+            refusal, why, user_id = await self._judge(uow, payment, uow.clock.now())
+        if refusal is None and user_id is not None and self._policy is not None:
+            refusal, why = await self._compliance(user_id, payment)
+        status = Status.VALIDATED if refusal is None else Status.REFUSED
+        code = ACCEPTED if refusal is None else refusal.value
+        async with self._uow() as uow:
             inserted = await uow.paybill.insert(
-                payment, status=status, now=now, result_code=code, reason=why or None, user_id=user_id
+                payment,
+                status=status,
+                now=uow.clock.now(),
+                result_code=code,
+                reason=why or None,
+                user_id=user_id,
             )
             if not inserted:  # the same question racing itself: the first answer stands
                 stored = await uow.paybill.lock(payment.trans_id)
@@ -238,6 +262,20 @@ class PaybillDeposits:
             await uow.commit()
         log.info("paybill.validated", trans_id=payment.trans_id, result_code=code, why=why)
         return _answer(code)
+
+    async def _compliance(self, user_id: UserId, payment: PaybillPayment) -> tuple[Refusal | None, str]:
+        """The KYC/AML policy an STK deposit meets, on the KYC snapshot PenPay holds (M-Pesa waits
+        for the answer: no call to Deriv here)."""
+        assert self._policy is not None and payment.amount_minor is not None
+        try:
+            await self._policy.check_money_movement(
+                user_id=user_id, amount=Money(payment.amount_minor, Currency.KES), refresh=False
+            )
+        except DomainError as refused:
+            rule = str(getattr(refused, "rule", ""))
+            code = Refusal.INVALID_AMOUNT if rule in LIMIT_RULES else Refusal.INVALID_KYC
+            return code, f"compliance: {rule or type(refused).__name__}: {refused}"[:200]
+        return None, ""
 
     async def _judge(
         self, uow: PaybillUnitOfWork, payment: PaybillPayment, now: datetime

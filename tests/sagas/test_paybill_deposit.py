@@ -216,3 +216,38 @@ async def test_a_confirmation_with_a_wrong_path_secret_is_refused_and_changes_no
     row = await _row(stack, paid["TransID"])
     assert row.status == "DEPOSIT"
     assert (await stack.settle(TransactionId(row.transaction_id))).status is S.COMPLETED
+
+
+async def test_validation_holds_a_paybill_deposit_to_the_compliance_policy(stack: Stack) -> None:
+    from application.identity.compliance import CompliancePolicy
+    from application.payments.paybill import PaybillDeposits, PaybillPayment
+    from application.payments.rates import FixedRates
+    from domain.shared.clock import SystemClock
+    from persistence.transaction_stats import SqlTransactionStats
+    from tests.sagas.harness import TRANSFER_LIMITS
+
+    async def no_refresh(user_id: UserId) -> Any:
+        raise AssertionError("validation must not call Deriv")
+
+    guarded = PaybillDeposits(
+        unit_of_work=stack.uow,  # type: ignore[arg-type]
+        rates=FixedRates(),
+        transfer_limits=TRANSFER_LIMITS,
+        shortcode=stack.paybill.shortcode,
+        policy=CompliancePolicy(
+            unit_of_work=stack.uow,  # type: ignore[arg-type]
+            stats=SqlTransactionStats(stack.engine),
+            refresh_kyc=no_refresh,
+            clock=SystemClock(),
+        ),
+    )
+    user = await stack.user()  # phone verified, Deriv bound, but no KYC snapshot held
+    reference = await guarded.reference_for(user)
+    payment = PaybillPayment("UL6KYC0001", stack.paybill.shortcode, reference, 2_600_00, "0712***678", "{}")
+
+    answer = await guarded.validate(payment)
+
+    assert (answer.result_code, answer.accepted) == ("C2B00014", False)
+    row = await _row(stack, "UL6KYC0001")
+    assert row.status == "REFUSED" and "KYC_INCOMPLETE" in row.reason
+    assert (await guarded.validate(payment)).result_code == "C2B00014"  # asked again: the same answer
