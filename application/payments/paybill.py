@@ -316,7 +316,14 @@ class PaybillDeposits:
             now = uow.clock.now()
             stored = await uow.paybill.lock(payment.trans_id)
             if stored is not None and stored.status in SETTLED:
-                return await self._repeat(uow, payment, stored, now)
+                repeated = await self._repeat(uow, payment, stored, now)
+                if repeated.outcome is Outcome.CONFLICT:
+                    raise_alert(
+                        SUSPENSE_ALERT,
+                        "a second confirmation of a settled paybill payment disagrees with the first",
+                        trans_id=payment.trans_id,
+                    )
+                return repeated
             why = self._mismatch(payment, stored)
             if stored is None:
                 if not await uow.paybill.insert(payment, status=Status.SUSPENSE, now=now, reason="settling"):
