@@ -251,3 +251,22 @@ async def test_validation_holds_a_paybill_deposit_to_the_compliance_policy(stack
     row = await _row(stack, "UL6KYC0001")
     assert row.status == "REFUSED" and "KYC_INCOMPLETE" in row.reason
     assert (await guarded.validate(payment)).result_code == "C2B00014"  # asked again: the same answer
+
+
+async def test_a_repeat_confirmation_with_other_values_changes_nothing_and_is_kept(stack: Stack) -> None:
+    await _register(stack)
+    user = await stack.user()
+    paid = await _pay(stack, await stack.paybill.reference_for(user), 2_600)
+    row = await _settled_row(stack, paid["TransID"])
+    assert row.status == "DEPOSIT"
+    path = PATHS[CallbackKind.C2B_CONFIRMATION]
+    url = f"{stack.callbacks.base_url}{path}/{stack.daraja_config.callback_secret}"
+
+    async with stack.http.post(url, json=dict(paid["body"], TransAmount="26000.00")) as response:
+        assert response.status == 200
+
+    assert (await _row(stack, paid["TransID"])).transaction_id == row.transaction_id
+    assert [r.reason for r in await _reviews(stack, paid["TransID"])] == ["CONFLICTING_RESULT"]
+    assert len(await _deposits_of(stack, user)) == 1
+    done = await stack.settle(TransactionId(row.transaction_id))
+    assert done.status is S.COMPLETED and done.amount.amount_minor == 2_600_00
