@@ -379,3 +379,68 @@ def parse_status_result(data: dict[str, Any], raw: bytes) -> TransactionStatusRe
         named_originator_conversation_id=named,
         subject_conversation_id=_text(env.param("ConversationID", "Conversation ID")),
     )
+
+
+# --- C2B (paybill): validation and confirmation share one body ---------------------------
+
+_TRANS_ID = re.compile(r"^[A-Z0-9]{10}$")
+_C2B_REQUIRED = ("TransID", "TransAmount", "BusinessShortCode", "BillRefNumber")
+_C2B_TEXT_MAX = 64
+
+
+@dataclass(frozen=True)
+class C2BNotification:
+    """A paybill payment as M-Pesa describes it to the ValidationURL and then the ConfirmationURL.
+
+    The MSISDN is kept only as shown: masked (`0722***000`, `2547 ***** 126`) since 2026, or whole.
+    It is cross-checked on its visible digits and never used as a key. The payer's names are not
+    kept (personal data PenPay does not need)."""
+
+    trans_id: str
+    amount: Decimal | None
+    shortcode: str
+    bill_ref: str
+    msisdn: str | None
+    transaction_type: str | None = None
+    trans_time: str | None = None
+    raw: bytes = field(default=b"", repr=False)
+
+    @property
+    def msisdn_masked(self) -> bool:
+        return self.msisdn is not None and bool(_MASKED.search(self.msisdn))
+
+
+def parse_c2b(data: dict[str, Any], raw: bytes) -> C2BNotification:
+    """Daraja's C2B body (v1/v2): flat, every value a string or a number. Unknown keys are allowed
+    (Daraja adds fields) but must hold scalars; the ones PenPay acts on must be there and sane."""
+    for key, value in data.items():
+        if isinstance(value, dict | list):
+            raise MalformedCallback(f"{key} is not a scalar")
+        if isinstance(value, str) and len(value) > 255:
+            raise MalformedCallback(f"{key} is too long")
+    for key in _C2B_REQUIRED:
+        if key not in data:
+            raise MalformedCallback(f"{key} missing")
+    trans_id = _str(data, "TransID") or ""
+    if not _TRANS_ID.match(trans_id):
+        raise MalformedCallback("TransID has not the receipt format")
+    shortcode = _str(data, "BusinessShortCode") or ""
+    if not shortcode.isdigit():
+        raise MalformedCallback("BusinessShortCode is not a number")
+    bill_ref = data.get("BillRefNumber")
+    if isinstance(bill_ref, bool) or not isinstance(bill_ref, str | int):
+        raise MalformedCallback("BillRefNumber is not a string")
+    money = amount(_scalar(data.get("TransAmount"), "TransAmount"))
+    if money is None:
+        raise MalformedCallback("TransAmount is not a number")
+    shown = _text(_scalar(data.get("MSISDN"), "MSISDN"))
+    return C2BNotification(
+        trans_id=trans_id,
+        amount=money,
+        shortcode=shortcode,
+        bill_ref=str(bill_ref).strip()[:_C2B_TEXT_MAX],
+        msisdn=shown[:24] if shown else None,
+        transaction_type=_text(_scalar(data.get("TransactionType"), "TransactionType")),
+        trans_time=_text(_scalar(data.get("TransTime"), "TransTime")),
+        raw=raw,
+    )

@@ -2,7 +2,8 @@
 
 Routes (routes.PATHS): POST /payments/stk/{token}, /payments/b2c/result/{token},
 /payments/b2c/timeout/{token}, /payments/status/result/{token}, /payments/status/timeout/{token},
-/payments/balance/{result,timeout}/{token}.
+/payments/balance/{result,timeout}/{token}; with a paybill use case, the C2B validation and
+confirmation URLs /payments/paybill/{validate,confirm}/{token} (mpesa_adapter/c2b.py).
 
 Order of checks, cheapest first; every refusal is recorded for review through the inbox (raw body as
 evidence) and nothing is credited:
@@ -12,7 +13,8 @@ evidence) and nothing is credited:
   3. the body size limit                                     -> 413
   4. strict JSON and the callback's shape                    -> 400
 Then the typed callback goes to the `CallbackInbox`, and the answer is always the same 200
-`{"ResultCode": 0, "ResultDesc": "Accepted"}`, whether it was new, a duplicate, unknown or mismatching.
+`{"ResultCode": 0, "ResultDesc": "Accepted"}`, whether it was new, a duplicate, unknown or mismatching
+(a C2B validation gets PenPay's decision instead, a confirmation Daraja's "Success").
 The access log never shows the path token.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from mpesa_adapter import c2b
 from mpesa_adapter import callback_parsing as parsing
 from mpesa_adapter.config import CallbackServerConfig, IpNetwork
 from mpesa_adapter.inbox import CallbackInbox, Delivery, Outcome, Rejection, ReviewReason
@@ -37,7 +40,8 @@ from security.proxies import TrustedProxies
 log = logging.getLogger("penpay.mpesa.callbacks")
 
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
-_Handler = Callable[[dict[str, Any], bytes, Delivery], Awaitable[Outcome]]
+# An Outcome is answered with ACCEPTED; a dict is the answer itself (C2B).
+_Handler = Callable[[dict[str, Any], bytes, Delivery], Awaitable[Outcome | dict[str, Any]]]
 
 
 SECRET_MIN_LENGTH = 16
@@ -80,7 +84,9 @@ def _in(address: str, networks: tuple[IpNetwork, ...]) -> bool:
 
 
 class CallbackEndpoints:
-    def __init__(self, config: CallbackServerConfig, inbox: CallbackInbox) -> None:
+    def __init__(
+        self, config: CallbackServerConfig, inbox: CallbackInbox, paybill: c2b.Paybill | None = None
+    ) -> None:
         if len(config.secret) < SECRET_MIN_LENGTH:
             raise ValueError("the callback secret must be at least 16 characters (128 bits recommended)")
         self._cfg = config
@@ -95,12 +101,17 @@ class CallbackEndpoints:
             CallbackKind.BALANCE_RESULT: self._balance_result,
             CallbackKind.BALANCE_TIMEOUT: self._ack_only,
         }
+        self._paybill = paybill
+        if paybill is not None:
+            self._handlers[CallbackKind.C2B_VALIDATION] = self._c2b_validation
+            self._handlers[CallbackKind.C2B_CONFIRMATION] = self._c2b_confirmation
 
     def app(self) -> web.Application:
         # client_max_size: aiohttp refuses a bigger body with 413 before it is buffered.
         application = web.Application(client_max_size=self._cfg.max_body_bytes)
         for kind, path in PATHS.items():
-            application.router.add_post(path + "/{token}", self._endpoint(kind))
+            if kind in self._handlers:
+                application.router.add_post(path + "/{token}", self._endpoint(kind))
         return application
 
     def _endpoint(self, kind: CallbackKind) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -142,6 +153,9 @@ class CallbackEndpoints:
         except parsing.MalformedCallback as exc:
             await self._reject(kind, ReviewReason.MALFORMED, str(exc), raw, delivery)
             return web.json_response({"error": "malformed callback"}, status=400)
+        if isinstance(outcome, dict):
+            log.info("mpesa callback %s from %s: %s", kind, remote, outcome.get("ResultCode"))
+            return web.json_response(outcome)
         log.info("mpesa callback %s from %s: %s", kind, remote, outcome)
         return web.json_response(ACCEPTED)
 
@@ -174,6 +188,16 @@ class CallbackEndpoints:
         envelope = parsing.parse_result(data, raw, require_ocid=False)
         return await self._inbox.record_balance_result(envelope, delivery)
 
+    async def _c2b_validation(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> dict[str, Any]:
+        assert self._paybill is not None
+        return await c2b.validation(self._paybill, parsing.parse_c2b(data, raw))
+
+    async def _c2b_confirmation(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> dict[str, Any]:
+        assert self._paybill is not None
+        settled = await c2b.confirmation(self._paybill, parsing.parse_c2b(data, raw))
+        log.info("paybill confirmation from %s: %s", delivery.remote_addr, settled.outcome)
+        return c2b.CONFIRMED
+
     async def _ack_only(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> Outcome:
         # Status-query and balance timeouts settle nothing; the shape is still checked.
         envelope = parsing.parse_result(data, raw, require_ocid=False)
@@ -195,8 +219,9 @@ class CallbackServer:
         host: str = "127.0.0.1",
         port: int = 0,
         extra_routes: Sequence[web.RouteDef] = (),
+        paybill: c2b.Paybill | None = None,
     ):
-        self._endpoints = CallbackEndpoints(config, inbox)
+        self._endpoints = CallbackEndpoints(config, inbox, paybill)
         self._extra_routes = list(extra_routes)  # other providers' callbacks (SMS delivery reports)
         self._host = host
         self._port = port

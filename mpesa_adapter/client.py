@@ -36,7 +36,13 @@ from mpesa_adapter.access_token import AccessTokens, TokenCache
 from mpesa_adapter.config import DarajaConfig
 from mpesa_adapter.routes import CallbackKind, callback_url
 from mpesa_adapter.security import load_public_key, security_credential, stk_password, stk_timestamp
-from mpesa_adapter.types import RequestAccepted, StkPushAccepted, StkQueryResult, StkQueryStatus
+from mpesa_adapter.types import (
+    C2BUrlsRegistered,
+    RequestAccepted,
+    StkPushAccepted,
+    StkQueryResult,
+    StkQueryStatus,
+)
 
 log = logging.getLogger("penpay.mpesa.client")
 T = TypeVar("T")
@@ -50,6 +56,7 @@ STK_QUERY = "/mpesa/stkpushquery/v1/query"
 B2C = "/mpesa/b2c/v3/paymentrequest"
 TRANSACTION_STATUS = "/mpesa/transactionstatus/v1/query"
 ACCOUNT_BALANCE = "/mpesa/accountbalance/v1/query"
+C2B_REGISTER_URL = "/mpesa/c2b/v1/registerurl"
 OAUTH = "/oauth/v1/generate"
 
 
@@ -365,6 +372,35 @@ class DarajaClient:
             return _accepted(data)
 
         return await self._retrying("account_balance", attempt)
+
+    async def register_c2b_urls(self) -> C2BUrlsRegistered:
+        """Register the paybill's ValidationURL and ConfirmationURL (C2B Register URL). Safe to repeat:
+        it moves no money; in production Safaricom keeps the first registration until it is deleted on
+        the portal, so a change of URL needs that step too (README)."""
+        cfg = self._cfg
+        if cfg.c2b_response_type not in ("Completed", "Cancelled"):
+            raise errors.InvalidRequest("c2b_response_type must be Completed or Cancelled")
+        body = {
+            "ShortCode": cfg.c2b_party,
+            "ResponseType": cfg.c2b_response_type,
+            "ConfirmationURL": self._callback(CallbackKind.C2B_CONFIRMATION),
+            "ValidationURL": self._callback(CallbackKind.C2B_VALIDATION),
+        }
+
+        async def attempt() -> C2BUrlsRegistered:
+            data, _ = await self._call("c2b_register", C2B_REGISTER_URL, body, money_moving=False)
+            code = _code(data.get("ResponseCode"))
+            if code != "0":
+                raise errors.DarajaError(
+                    code or "", str(data.get("ResponseDescription", ""))[:255], None, 200
+                )
+            return C2BUrlsRegistered(
+                shortcode=cfg.c2b_party,
+                response_type=cfg.c2b_response_type,
+                response_description=_opt(data, "ResponseDescription") or "",
+            )
+
+        return await self._retrying("c2b_register", attempt)
 
     # --- plumbing -------------------------------------------------------------------------
 

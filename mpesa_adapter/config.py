@@ -45,6 +45,11 @@ class DarajaConfig:
     # CustomerPayBillOnline (paybill) or CustomerBuyGoodsOnline (till: then set till_number as PartyB).
     transaction_type: str = "CustomerPayBillOnline"
     till_number: str | None = None
+    # C2B (paybill deposits): the paybill customers pay with their deposit reference as the account
+    # number (defaults to `shortcode`), and what M-Pesa does when our ValidationURL cannot answer:
+    # "Cancelled" refuses the payment, "Completed" takes it (it then lands in suspense for a person).
+    c2b_shortcode: str | None = None
+    c2b_response_type: str = "Cancelled"
     # Timeouts and retries.
     request_timeout: float = 30.0
     connect_timeout: float = 5.0
@@ -61,6 +66,10 @@ class DarajaConfig:
     @property
     def b2c_party(self) -> str:
         return self.b2c_shortcode or self.shortcode
+
+    @property
+    def c2b_party(self) -> str:
+        return self.c2b_shortcode or self.shortcode
 
     @property
     def token_fetch_budget(self) -> float:

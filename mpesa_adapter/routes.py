@@ -13,6 +13,8 @@ class CallbackKind(StrEnum):
     STATUS_TIMEOUT = "status_timeout"
     BALANCE_RESULT = "balance_result"
     BALANCE_TIMEOUT = "balance_timeout"
+    C2B_VALIDATION = "c2b_validation"  # paybill: may this payment be taken? (answered synchronously)
+    C2B_CONFIRMATION = "c2b_confirmation"  # paybill: the payment was taken
 
 
 PATHS: dict[CallbackKind, str] = {
@@ -23,6 +25,8 @@ PATHS: dict[CallbackKind, str] = {
     CallbackKind.STATUS_TIMEOUT: "/payments/status/timeout",
     CallbackKind.BALANCE_RESULT: "/payments/balance/result",
     CallbackKind.BALANCE_TIMEOUT: "/payments/balance/timeout",
+    CallbackKind.C2B_VALIDATION: "/payments/paybill/validate",
+    CallbackKind.C2B_CONFIRMATION: "/payments/paybill/confirm",
 }
 
 

@@ -41,3 +41,12 @@ class RequestAccepted:
     conversation_id: str
     response_code: str
     response_description: str
+
+
+@dataclass(frozen=True)
+class C2BUrlsRegistered:
+    """Register URL's answer: Daraja holds our ValidationURL and ConfirmationURL for the shortcode."""
+
+    shortcode: str
+    response_type: str
+    response_description: str

@@ -23,9 +23,11 @@ from persistence.unit_of_work import SqlUnitOfWork
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from application.payments.paybill import PaybillDeposits
     from application.payments.saga import PaymentSaga
     from application.payments.service import MoneyMovementPolicy, PaymentsApplication
     from domain.shared.ids import UserId
+    from domain.user.kyc_snapshot import KycSnapshot
     from domain.wallet.deriv_rules import DerivTransferLimits
     from mpesa_adapter.config import DarajaConfig
     from mpesa_adapter.shared_token import RedisTokenCache
@@ -74,6 +76,8 @@ def daraja_config(settings: Settings) -> DarajaConfig:
         b2c_shortcode=settings.mpesa_b2c_shortcode,
         transaction_type=settings.mpesa_transaction_type,
         till_number=settings.mpesa_till_number,
+        c2b_shortcode=settings.mpesa_c2b_shortcode,
+        c2b_response_type=settings.mpesa_c2b_response_type,
     )
 
 
@@ -255,6 +259,37 @@ def payments(
     if tokens is not None:
         closers.append(tokens.close)
     return Payments(saga, application, closers)
+
+
+def paybill_deposits(core: Core) -> PaybillDeposits:
+    """The paybill (C2B) use case the callback endpoints hand validations and confirmations to."""
+    from datetime import timedelta
+
+    from application.identity.compliance import CompliancePolicy
+    from application.payments.paybill import PaybillDeposits
+    from application.payments.rates import FixedRates
+    from persistence.transaction_stats import SqlTransactionStats
+
+    async def no_refresh(user_id: UserId) -> KycSnapshot:
+        raise RuntimeError("paybill validation judges the KYC snapshot PenPay holds")
+
+    s = core.settings
+    return PaybillDeposits(
+        unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+        rates=FixedRates(
+            kes_per_usd_buy=s.fx_kes_per_usd_buy,
+            kes_per_usd_sell=s.fx_kes_per_usd_sell,
+            ttl=timedelta(seconds=s.fx_quote_ttl),
+        ),
+        transfer_limits=deriv_transfer_limits(s),
+        shortcode=s.mpesa_c2b_shortcode or s.mpesa_shortcode,
+        policy=CompliancePolicy(
+            unit_of_work=core.unit_of_work,
+            stats=SqlTransactionStats(core.engine),
+            refresh_kyc=no_refresh,
+            clock=core.clock,
+        ),
+    )
 
 
 def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, pool_size: int = 20) -> Core:

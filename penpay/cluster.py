@@ -350,7 +350,11 @@ class Cluster:
                 ["gateway", "--addr", f"127.0.0.1:{p['gateway_standby']}", "--log-level", c.log_level],
                 lambda: tcp_open(p["gateway_standby"]),
             )
-        add("callbacks", ["callbacks", "--log-level", c.log_level], lambda: tcp_open(p["callbacks"]))
+        add(
+            "callbacks",
+            ["callbacks", "--log-level", c.log_level, "--register-urls"],
+            lambda: tcp_open(p["callbacks"]),
+        )
         for n in range(1, c.relays + 1):
             add(f"relay-{n}" if c.relays > 1 else "relay", ["relay", *stream, *level], None)
         for n in range(1, c.workers + 1):

@@ -166,6 +166,16 @@ async def fetch_mpesa_books(session: aiohttp.ClientSession, control_url: str) ->
             receipt=s.get("receipt"),
         )
         for s in books["stk"]["transactions"]
+    ) + tuple(
+        # A paybill collection is a charge too, under the MpesaRequest id of a paybill deposit.
+        StkCharge(
+            checkout_request_id=f"C2B-{c['trans_id']}",
+            amount_cents=int(c["amount"]) * 100,
+            phone=str(c["phone"]),
+            charged=bool(c["collected"]),
+            receipt=str(c["trans_id"]),
+        )
+        for c in books.get("c2b", {}).get("transactions", [])
     )
     b2c = tuple(
         B2CPayout(

@@ -131,7 +131,7 @@ class EmbeddedStack:
         from mpesa_adapter.config import CallbackServerConfig
         from mpesa_adapter.simulator import DarajaSimulator
         from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
-        from penpay.bootstrap import bootstrap, payments
+        from penpay.bootstrap import bootstrap, paybill_deposits, payments
         from penpay.wiring.gateway import gateway_config
         from persistence.migrate import upgrade_async
         from sms_adapter.delivery_reports import DeliveryReports
@@ -219,10 +219,12 @@ class EmbeddedStack:
             host=callbacks_url.hostname or "127.0.0.1",
             port=callbacks_url.port or 8767,
             extra_routes=DeliveryReports(report_token).routes(),
+            paybill=paybill_deposits(core),
         )
         await callbacks.start()
         self._stack.push_async_callback(callbacks.stop)
         self.addresses["M-Pesa callbacks"] = callbacks.base_url
+        await self._register_paybill_urls(s)
 
         # The embedded stack holds no Redis lease: it is the only gateway of its world.
         gateway = GatewayServer(gateway_config(s, redis_url=None))
@@ -294,6 +296,16 @@ class EmbeddedStack:
         addresses, api = await start_public_surface(self._stack, core, wired)
         self.addresses.update(addresses)
         return api
+
+    @staticmethod
+    async def _register_paybill_urls(s: Settings) -> None:
+        """C2B Register URL at start-up, as an operator does once (`penpay mpesa register-urls`), so
+        the simulator knows where to ask about and confirm paybill payments."""
+        from mpesa_adapter.client import DarajaClient
+        from penpay.bootstrap import daraja_config
+
+        async with DarajaClient(daraja_config(s)) as daraja:
+            await daraja.register_c2b_urls()
 
     async def _fund_floats_once(self, core: Any) -> None:
         """A new database: the ledger's floats open at the simulators' balances (audited)."""

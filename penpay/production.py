@@ -83,6 +83,7 @@ def _mpesa(s: Settings) -> Iterator[str]:
     for name, code in (
         ("PENPAY_MPESA_SHORTCODE", s.mpesa_shortcode),
         ("PENPAY_MPESA_B2C_SHORTCODE", s.mpesa_b2c_shortcode),
+        ("PENPAY_MPESA_C2B_SHORTCODE", s.mpesa_c2b_shortcode),
     ):
         if code in SANDBOX_SHORTCODES:
             yield f"{name}: expected the organisation's own shortcode, not the sandbox's {code}"

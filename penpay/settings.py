@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StkTransactionType = Literal["CustomerPayBillOnline", "CustomerBuyGoodsOnline"]
+C2BResponseType = Literal["Completed", "Cancelled"]
 
 
 class Settings(BaseSettings):
@@ -86,6 +87,12 @@ class Settings(BaseSettings):
     mpesa_passkey: SecretStr = SecretStr("")
     mpesa_transaction_type: StkTransactionType = "CustomerPayBillOnline"
     mpesa_till_number: str | None = None
+    # Paybill (C2B) deposits: the paybill customers pay with their deposit reference as the account
+    # number (empty: PENPAY_MPESA_SHORTCODE), and Register URL's ResponseType: what M-Pesa does when
+    # PenPay's ValidationURL cannot answer (Cancelled: the payment is refused; Completed: it is taken
+    # and, unvalidated, held in suspense for a person).
+    mpesa_c2b_shortcode: str | None = None
+    mpesa_c2b_response_type: C2BResponseType = "Cancelled"
 
     # M-Pesa disbursement (B2C, Transaction Status, Account Balance): PartyA is the B2C shortcode, a
     # different account from the collection paybill; its API operator (initiator) signs with the
@@ -188,7 +195,9 @@ class Settings(BaseSettings):
     # cookie) get them in the JSON body instead. Off: browsers' scripts never see a token.
     http_tokens_in_body: bool = False
 
-    @field_validator("redis_url", "mpesa_cert_file", "mpesa_till_number", "crash_at", mode="before")
+    @field_validator(
+        "redis_url", "mpesa_cert_file", "mpesa_till_number", "mpesa_c2b_shortcode", "crash_at", mode="before"
+    )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `PENPAY_REDIS_URL=` (as in .env.example) means "not configured", not "".

@@ -93,6 +93,9 @@ Against the simulators' books (SimulatorBooks):
   B2C_PAYOUT_UNKNOWN      a paid B2C belongs to no withdrawal
   B2C_PAID_NOT_BOOKED     a paid B2C of a FAILED or REVERSED withdrawal
   MPESA_FLOAT_MISMATCH    as DERIV_FLOAT_MISMATCH, for the M-Pesa float and the utility account
+A paybill (C2B) collection is a charge like an STK push, under `C2B-<TransID>` (the MpesaRequest
+of a paybill deposit); one held in suspense (c2b_payments SUSPENSE) is warning PAYBILL_IN_SUSPENSE,
+and its suspense posting (no transaction) counts in the M-Pesa float's movement.
 
 `ok` is true when there is no violation and no unresolved transaction.
 """
@@ -114,6 +117,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from domain.payments.status import TERMINAL_STATUSES, TransactionStatus, TransactionType
 from domain.wallet.account_kind import AccountKind, LedgerSide
 from persistence.tables import (
+    c2b_payments,
     deriv_transfers,
     deriv_withdrawals,
     ledger_accounts,
@@ -184,6 +188,7 @@ class WarningCode(StrEnum):
     B2C_PAID_PENDING = "B2C_PAID_PENDING"
     SIMULATOR_ADJUSTMENTS = "SIMULATOR_ADJUSTMENTS"
     STK_CHARGE_IN_REVIEW = "STK_CHARGE_IN_REVIEW"
+    PAYBILL_IN_SUSPENSE = "PAYBILL_IN_SUSPENSE"
     TRUNCATED = "TRUNCATED"
 
 
@@ -1103,6 +1108,19 @@ async def _in_flight_ids(connection: AsyncConnection) -> set[uuid.UUID]:
     return {row.id for row in rows}
 
 
+PAYBILL_PREFIX = "C2B-"
+
+
+async def _paybill_suspense(connection: AsyncConnection) -> dict[str, int]:
+    """TransID -> amount of the paybill payments booked to suspense."""
+    rows = await connection.execute(
+        select(c2b_payments.c.trans_id, c2b_payments.c.amount_cents).where(
+            c2b_payments.c.status == "SUSPENSE"
+        )
+    )
+    return {row.trans_id: int(row.amount_cents) for row in rows}
+
+
 async def _float_totals(connection: AsyncConnection, kind: AccountKind, currency: str) -> tuple[int, int]:
     """(net of the float's entries booked for transactions, stored balance) in debit terms."""
     movement = await connection.scalar(
@@ -1350,8 +1368,16 @@ async def _check_mpesa_books(connection: AsyncConnection, out: _Collector, books
         for found in rows:
             requests[found.checkout_request_id] = found
     in_review = await _deposits_in_review_without_request(connection)
+    suspense = await _paybill_suspense(connection)
     for checkout_id, charge in sorted(charged.items()):
         row = requests.get(checkout_id)
+        if row is None and checkout_id.removeprefix(PAYBILL_PREFIX) in suspense:
+            out.warning(
+                WarningCode.PAYBILL_IN_SUSPENSE,
+                f"paybill payment {checkout_id.removeprefix(PAYBILL_PREFIX)} of "
+                f"{_money(charge.amount_cents, 'KES')} is held in suspense for a person",
+            )
+            continue
         if row is None:
             candidates = in_review.get((charge.phone, charge.amount_cents))
             if candidates:
@@ -1502,6 +1528,7 @@ async def _check_mpesa_books(connection: AsyncConnection, out: _Collector, books
     ledger_net = await _ledger_nets(connection, in_flight, "mpesa_kes")
     in_flight_difference = sum(ledger_net.get(t, 0) - sim_net.get(t, 0) for t in in_flight)
     movement, balance = await _float_totals(connection, AccountKind.MPESA_FLOAT, "KES")
+    movement += sum(suspense.values())  # paybill money booked to suspense, with no transaction
     comparison = FloatComparison(
         name="mpesa",
         currency="KES",

@@ -442,6 +442,47 @@ review_actions = Table(
     Index("ux_review_actions_open_transaction_id", "open_transaction_id", unique=True),
 )
 
+# --- Paybill (C2B) deposits (migration 0012) --------------------------------------------
+
+# A user's deposit reference: the account number (BillRefNumber) they pay the paybill with.
+paybill_references = Table(
+    "paybill_references",
+    metadata,
+    Column("reference", String(16), primary_key=True),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ux_paybill_references_user_id", "user_id", unique=True),
+)
+
+# One row per M-Pesa TransID (the inbox of paybill payments): the validation we answered and the
+# confirmation that followed, and where the money went (a DEPOSIT transaction, or SUSPENSE). The
+# MSISDN is kept only in its masked form.
+c2b_payments = Table(
+    "c2b_payments",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("trans_id", String(32), nullable=False),
+    Column("shortcode", String(16), nullable=False),
+    Column("bill_ref", String(32), nullable=False),
+    *_money("amount"),
+    Column("msisdn_shown", String(24), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("result_code", String(16), nullable=True),
+    Column("reason", String(255), nullable=True),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=True),
+    Column("transaction_id", UUIDv7(), ForeignKey("transactions.id"), nullable=True),
+    Column("raw_validation", Text, nullable=True),
+    Column("raw_confirmation", Text, nullable=True),
+    # A suspense payment's open proposal (four eyes): give it to this user, proposed by whom;
+    # resolved_by is the approver who carried it out.
+    Column("proposed_user_id", UUIDv7(), nullable=True),
+    Column("proposed_by", String(64), nullable=True),
+    Column("resolved_by", String(64), nullable=True),
+    *_timestamps(),
+    Index("ux_c2b_payments_trans_id", "trans_id", unique=True),
+    Index("ix_c2b_payments_status", "status", "updated_at"),
+)
+
 # --- Identity security (migration 0004) -------------------------------------------------
 
 # Opaque refresh tokens, stored as SHA-256 only; rotated on every use. A family is one login

@@ -28,6 +28,7 @@ from persistence import audit, outbox
 from persistence.audit_sealer import sealer_for
 from persistence.idempotency_store import complete
 from persistence.ledger_repository import SqlLedgerRepository
+from persistence.paybill_store import SqlPaybillStore
 from persistence.review_actions import SqlReviewActions
 from persistence.saga_steps import SqlSagaSteps
 from persistence.transaction_repository import SqlTransactionRepository
@@ -76,6 +77,7 @@ class SqlUnitOfWork:
         self.users = SqlUserRepository(self._connection, self.track, self._cipher)
         self.saga_steps = SqlSagaSteps(self._connection)
         self.review_actions = SqlReviewActions(self._connection)
+        self.paybill = SqlPaybillStore(self._connection)
         return self
 
     async def __aexit__(

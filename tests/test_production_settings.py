@@ -61,6 +61,7 @@ def test_a_complete_production_configuration_starts() -> None:
         ({"deriv_agent_token": ""}, "PENPAY_DERIV_AGENT_TOKEN"),
         ({"mpesa_shortcode": "174379"}, "PENPAY_MPESA_SHORTCODE: expected the organisation's own"),
         ({"mpesa_b2c_shortcode": "600992"}, "PENPAY_MPESA_B2C_SHORTCODE"),
+        ({"mpesa_c2b_shortcode": "600000"}, "PENPAY_MPESA_C2B_SHORTCODE"),
         ({"mpesa_initiator_name": "testapi"}, "PENPAY_MPESA_INITIATOR_NAME"),
         ({"mpesa_consumer_secret": ""}, "PENPAY_MPESA_CONSUMER_SECRET"),
         ({"mpesa_passkey": ""}, "PENPAY_MPESA_PASSKEY"),

@@ -22,6 +22,14 @@ Withdrawal:
   payout       Dr USER_WALLET KES  / Cr MPESA_FLOAT KES          converted_amount  (reserved before sending)
   reversal     the mirrors of `payout` and `converted`, then a `transfer` back of amount USD
 
+Paybill (C2B) deposit: the same postings as a deposit (received, converted, transfer, ...): the
+  transaction starts with its M-Pesa payment confirmed. A paybill payment that is no one's deposit
+  (unknown reference, validation skipped, values that disagree with what was validated):
+  suspense     Dr MPESA_FLOAT KES  / Cr SUSPENSE KES              amount  (no transaction; the TransID
+               in the description), until a person assigns or refunds it
+  released     the mirror of `suspense`, when two people assigned it to a user: a deposit follows
+
+
 The FX account holds both legs of every conversion valued at the quote's reference (mid) rate, so
 it says what position PenPay holds; what the customer's rate and the rounding down earned goes to
 FX_SPREAD in the source currency (LockedRate.spread_split; a quote without a reference books no
@@ -191,6 +199,32 @@ async def withdrawal_reversal(ledger: LedgerRepository, tx: Transaction) -> list
             [(K.USER_WALLET, K.DERIV_AGENT_FLOAT, usd)],
         ),
     ]
+
+
+# --- paybill ---------------------------------------------------------------------------
+
+
+async def paybill_suspense(ledger: LedgerRepository, amount: Money, trans_id: str, why: str) -> Posting:
+    """KES that arrived at the paybill for no deposit: held in suspense for a person."""
+    float_id = await _account(ledger, K.MPESA_FLOAT, amount.currency)
+    suspense_id = await _account(ledger, K.SUSPENSE, amount.currency)
+    return Posting.create(
+        lines=[debit(float_id, amount), credit(suspense_id, amount)],
+        description=f"paybill payment {trans_id} held in suspense: {why}"[:255],
+    )
+
+
+async def paybill_suspense_released(
+    ledger: LedgerRepository, amount: Money, trans_id: str, to: str
+) -> Posting:
+    """Two people gave a suspense payment to its owner: the mirror of `paybill_suspense`, after which
+    the deposit books the payment as received like any other (no transaction here either)."""
+    float_id = await _account(ledger, K.MPESA_FLOAT, amount.currency)
+    suspense_id = await _account(ledger, K.SUSPENSE, amount.currency)
+    return Posting.create(
+        lines=[debit(suspense_id, amount), credit(float_id, amount)],
+        description=f"paybill payment {trans_id} released from suspense to {to}"[:255],
+    )
 
 
 # --- floats -----------------------------------------------------------------------------

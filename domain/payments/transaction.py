@@ -81,6 +81,10 @@ def _reason(text: str) -> str:
     return (cleaned or "unspecified")[:MAX_REASON_LENGTH]
 
 
+# The MpesaRequest of a paybill deposit has no CheckoutRequestID: it holds this and the TransID.
+PAYBILL_REQUEST_PREFIX = "C2B-"
+
+
 @dataclass(eq=False, kw_only=True)
 class Transaction:
     id: TransactionId
@@ -154,6 +158,52 @@ class Transaction:
         return cls._start(
             TransactionType.DEPOSIT, user_id, amount, idempotency_key, locked_rate, phone, deriv_login_id, now
         )
+
+    @classmethod
+    def start_paybill_deposit(
+        cls,
+        *,
+        user_id: UserId,
+        amount: Money,
+        idempotency_key: IdempotencyKey,
+        locked_rate: LockedRate,
+        phone: PhoneNumber,
+        deriv_login_id: DerivLoginId,
+        mpesa_receipt_number: str,
+        shortcode: str,
+        raw_confirmation: str | None,
+        now: datetime | None = None,
+    ) -> Transaction:
+        """KES the customer already paid to the paybill (C2B) becomes USD on Deriv. The M-Pesa side
+        is over before the transaction exists: it starts AWAITING_MPESA with its payment CONFIRMED
+        (the receipt is the M-Pesa TransID), and the saga carries on from the credit exactly as for
+        an STK deposit. `phone` is the user's own number: the payer's is masked, never a key."""
+        tx = cls.start_deposit(
+            user_id=user_id,
+            amount=amount,
+            idempotency_key=idempotency_key,
+            locked_rate=locked_rate,
+            phone=phone,
+            deriv_login_id=deriv_login_id,
+            now=now,
+        )
+        at = tx.created_at
+        tx.mpesa_request = MpesaRequest(
+            transaction_id=tx.id,
+            checkout_request_id=f"{PAYBILL_REQUEST_PREFIX}{mpesa_receipt_number}",
+            merchant_request_id=shortcode,
+            phone=phone,
+            amount=amount,
+            status=EvidenceStatus.CONFIRMED,
+            result_code=0,
+            result_desc="paybill payment confirmed",
+            mpesa_receipt_number=mpesa_receipt_number,
+            raw_callback=raw_confirmation,
+            created_at=at,
+            updated_at=at,
+        )
+        tx._move_to(Status.AWAITING_MPESA, at)
+        return tx
 
     @classmethod
     def start_withdrawal(

@@ -7,7 +7,7 @@
 - the SYSTEM FX_SPREAD accounts, one per currency (credit-normal, may go below zero like FX).
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from domain.shared.ids import new_uuid7
 from persistence.types import UtcDateTime, UUIDv7
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -70,6 +70,29 @@ class B2CRecord:
         return out
 
 
+@dataclass
+class C2BRecord:
+    """A customer's payment to a paybill (C2B): what Pull Transactions lists once it is completed."""
+
+    trans_id: str
+    shortcode: str
+    phone: str
+    amount: int
+    bill_ref: str
+    payer_name: str
+    requested_at: datetime
+    status: str = "pending"  # pending | completed | declined
+    result_code: str | None = None
+    collected: bool = False
+    completed_at: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["requested_at"] = self.requested_at.isoformat()
+        out["completed_at"] = self.completed_at.isoformat() if self.completed_at else None
+        return out
+
+
 class Books:
     def __init__(self, utility: int, working: int) -> None:
         self.opening_utility = utility
@@ -84,6 +107,7 @@ class Books:
         self.utility = self.opening_utility
         self.stk: dict[str, StkRecord] = {}
         self.b2c: dict[str, B2CRecord] = {}
+        self.c2b: dict[str, C2BRecord] = {}
 
     # --- STK ---------------------------------------------------------------------------------------
     def add_stk(self, record: StkRecord) -> None:
@@ -125,6 +149,17 @@ class Books:
             if r.paid and r.phone == phone and r.completed_at and r.completed_at.date() == day.date()
         )
 
+    # --- C2B (paybill) ------------------------------------------------------------------------------
+    def add_c2b(self, record: C2BRecord) -> None:
+        self.c2b[record.trans_id] = record
+
+    def collect(self, record: C2BRecord, at: datetime) -> None:
+        record.status, record.result_code, record.completed_at, record.collected = "completed", "0", at, True
+        self.utility += record.amount
+
+    def decline_c2b(self, record: C2BRecord, code: str, at: datetime) -> None:
+        record.status, record.result_code, record.completed_at = "declined", code, at
+
     # --- lookups -----------------------------------------------------------------------------------
     def by_transaction_id(self, transaction_id: str) -> StkRecord | B2CRecord | None:
         for b in self.b2c.values():
@@ -134,6 +169,9 @@ class Books:
             if s.receipt == transaction_id:
                 return s
         return None
+
+    def c2b_collected(self) -> list[C2BRecord]:
+        return [r for r in self.c2b.values() if r.collected]
 
     def phone(self, phone: str) -> dict[str, Any]:
         return {
@@ -167,6 +205,10 @@ class Books:
                 "total_paid": sum(paid.values()),
                 "paid_by_phone": dict(paid),
                 "transactions": [r.public() for r in self.b2c.values()],
+            },
+            "c2b": {
+                "total_collected": sum(r.amount for r in self.c2b_collected()),
+                "transactions": [r.public() for r in self.c2b.values()],
             },
             "accounts": {
                 "utility": self.utility,

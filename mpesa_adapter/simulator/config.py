@@ -67,6 +67,10 @@ class SimulatorConfig:
     invalid_token_style: Literal["uniform", "per_api"] = "uniform"
     ban_url_keywords: bool = False  # reject CallBackURL/ResultURL containing mpesa/safaricom/exe/...
     mask_phone_numbers: bool = False  # STK PhoneNumber as "0722000***" (the 2026 masking report)
+    # C2B (paybill): the MSISDN in validation and confirmation bodies ("masked": 0722***000, or "full"),
+    # and whether M-Pesa asks the ValidationURL before completing (an option Safaricom enables per shortcode).
+    c2b_msisdn: Literal["masked", "full"] = "masked"
+    c2b_external_validation: bool = True
     queue_timeout_result_code: int = 100000000
     status_not_found_result_code: int = 25
     spike_arrest_rps: float | None = None  # per API; None: only injected spike arrests

@@ -17,6 +17,11 @@ GET    /__control__/callbacks                delivery log (?ref=, ?kind=);  DELE
 POST   /__control__/drain                    wait until every scheduled completion/callback is done
 POST   /__control__/oauth/expire             expire every issued access token
 POST   /__control__/stk/unknown-callback     {"url", "result_code"=0, "amount"=1, "phone"?}
+GET    /__control__/c2b/urls                 the paybill URLs registered by Register URL
+POST   /__control__/c2b/pay                  a customer pays the paybill (stands for their phone):
+                                             {"amount", "account" (BillRefNumber), "phone"?, "shortcode"?,
+                                              "validation"? (ask the ValidationURL), "copies"?} ->
+                                             {"TransID", "status": completed|declined, "validation"}
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mpesa_adapter.simulator import stk
+from mpesa_adapter.simulator import c2b, stk
 from mpesa_adapter.simulator.config import SANDBOX_PHONE
 from mpesa_adapter.simulator.engine import Engine
 from mpesa_adapter.simulator.errors import parse_code
@@ -185,5 +190,17 @@ def add_control_routes(app: web.Application, engine: Engine, prefix: str) -> Non
             return _bad("phone must be 254(7|1)XXXXXXXX and amount a positive integer")
         delivery = stk.spoof_callback(engine, str(url), parse_code(body.get("result_code", 0)), amount, phone)
         return web.json_response({"CheckoutRequestID": delivery.ref, "body": delivery.body}, status=202)
+
+    @routes.get(f"{prefix}/c2b/urls")
+    async def c2b_urls(request: web.Request) -> web.Response:
+        return web.json_response(engine.c2b.public())
+
+    @routes.post(f"{prefix}/c2b/pay")
+    async def c2b_pay(request: web.Request) -> web.Response:
+        try:
+            payment = c2b.payment_request(engine, await _json(request))
+        except ValueError as exc:
+            return _bad(str(exc))
+        return web.json_response(await c2b.pay(engine, payment), status=201)
 
     app.router.add_routes(routes)

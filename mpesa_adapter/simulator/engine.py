@@ -10,6 +10,7 @@ from collections import defaultdict, deque
 from mpesa_adapter.simulator import errors
 from mpesa_adapter.simulator.auth import TokenStore
 from mpesa_adapter.simulator.books import Books
+from mpesa_adapter.simulator.c2b import C2BRegistry
 from mpesa_adapter.simulator.clock import Clock
 from mpesa_adapter.simulator.config import SimulatorConfig
 from mpesa_adapter.simulator.credentials import CredentialChecker
@@ -35,6 +36,7 @@ class Engine:
         )
         self.dispatcher = Dispatcher(self.clock, self._delivery_settings)
         self.books = Books(config.utility_balance, config.working_balance)
+        self.c2b = C2BRegistry()  # paybill URLs registered by Register URL
         self._hits: dict[str, deque[float]] = defaultdict(deque)
         self.reseed(config.seed)
         self.tokens = TokenStore(lambda: self.ids.token(), self.clock.monotonic)

@@ -30,6 +30,7 @@ INVALID_TOKEN_PER_API = {
     "b2c": (401, "401.002.01", "Error Occurred - Invalid Access Token - {token}"),
     "balance": (401, "401.002.01", "Error Occurred - Invalid Access Token - {token}"),
     "status": (400, "400.003.01", "Invalid Access Token"),
+    "c2b_register": INVALID_TOKEN,
 }
 INVALID_AUTH_HEADER = (404, "404.001.04", "Invalid Authentication Header")
 RESOURCE_NOT_FOUND = (404, "404.001.01", "Resource not found")

@@ -48,8 +48,8 @@ PHONE_FAULTS: dict[str, str] = {
     "7": "spike_arrest",
 }
 
-APIS = ("oauth", "stk", "stk_query", "b2c", "status", "balance")
-CALLBACK_APIS = ("stk", "b2c", "status", "balance")
+APIS = ("oauth", "stk", "stk_query", "b2c", "status", "balance", "c2b")
+CALLBACK_APIS = ("stk", "b2c", "status", "balance", "c2b")  # c2b: the paybill confirmation
 SYNC_FAULTS: dict[str, tuple[int, str, str]] = {
     "spike_arrest": errors.SPIKE_ARREST,
     "quota": errors.QUOTA_VIOLATION,

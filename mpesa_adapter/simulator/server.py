@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mpesa_adapter.simulator import b2c, errors, reports, stk, validation
+from mpesa_adapter.simulator import b2c, c2b, errors, reports, stk, validation
 from mpesa_adapter.simulator.config import SimulatorConfig
 from mpesa_adapter.simulator.control import add_control_routes
 from mpesa_adapter.simulator.engine import Engine
@@ -127,6 +127,10 @@ def _serve_b2c(engine: Engine, body: Any) -> dict[str, Any]:
     return b2c.pay(engine, validation.b2c_payment(body, c.b2c_limits_sync, c.ban_url_keywords))
 
 
+def _serve_c2b_register(engine: Engine, body: Any) -> dict[str, Any]:
+    return c2b.register(engine, body)
+
+
 def _serve_status(engine: Engine, body: Any) -> dict[str, Any]:
     return reports.transaction_status(
         engine, validation.transaction_status(body, engine.config.ban_url_keywords)
@@ -168,6 +172,8 @@ def build_app(engine: Engine) -> web.Application:
         (BALANCE_PATH, "balance", _serve_balance),
     ):
         app.router.add_post(path, api_handler(api, serve))
+    for path in c2b.REGISTER_PATHS:
+        app.router.add_post(path, api_handler("c2b_register", _serve_c2b_register))
     add_control_routes(app, engine, CONTROL_PREFIX)
     return app
 

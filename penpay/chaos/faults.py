@@ -17,6 +17,9 @@ Faults (penpay.chaos.schedule.PlannedFault):
                    callbacks, delay
   mpesa_foreign    a Daraja simulator answer about another request: an STK Query or B2C
                    answer, a B2C or Transaction Status result naming other ids
+  paybill_unsolicited  money with no transaction: a customer pays the paybill with an account
+                   number PenPay never issued and validation skipped; it must end in suspense
+                   (not while the callbacks process is being killed: M-Pesa never resends it)
 
 The supervisor plays the deployment's restart policy (docker-compose `restart: unless-stopped`):
 a process that exits without being killed by a fault is started again, and counted as a crash
@@ -77,6 +80,8 @@ class FaultInjector:
         self._held: set[str] = set()  # down on purpose: the supervisor leaves them alone
         self._stopping = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
+        # A paybill confirmation is delivered once: no kill of the callbacks while one is under way.
+        self._callbacks_in_use = asyncio.Lock()
 
     # --- the schedule ------------------------------------------------------------------------------
 
@@ -127,6 +132,8 @@ class FaultInjector:
             return await self._post(f"{self.deriv_rest_control}/faults", fault.params)
         if fault.kind in ("mpesa_rule", "mpesa_foreign"):
             return await self._post(f"{self.mpesa_control}/faults", fault.params)
+        if fault.kind == "paybill_unsolicited":
+            return await self._unsolicited_paybill(fault.params)
         return f"unknown fault kind {fault.kind}"
 
     async def _resolve(self, target: str) -> str:
@@ -137,7 +144,22 @@ class FaultInjector:
             return leader
         return "gateway-standby" if leader == "gateway" else "gateway"
 
+    async def _unsolicited_paybill(self, params: dict[str, Any]) -> str:
+        async with self._callbacks_in_use:
+            while "callbacks" in self._held:  # noqa: ASYNC110 - a restart under way: wait it out
+                await asyncio.sleep(0.2)
+            body = {**params, "validation": False}
+            outcome = await self._post(f"{self.mpesa_control}/c2b/pay", body)
+            await self._post(f"{self.mpesa_control}/drain", {"timeout": 30})
+        return outcome
+
     async def _bounce(self, process: ManagedProcess, down: float) -> str:
+        if process.name == "callbacks":
+            async with self._callbacks_in_use:
+                return await self._bounce_now(process, down)
+        return await self._bounce_now(process, down)
+
+    async def _bounce_now(self, process: ManagedProcess, down: float) -> str:
         if process.name in self._held:
             return f"skipped: {process.name} is already down"
         self._held.add(process.name)

@@ -88,6 +88,7 @@ FAULT_KINDS = (
     "mpesa_foreign",
     "redis_restart",
     "mariadb_restart",
+    "paybill_unsolicited",
 )
 
 USER_DERIV_BALANCE_CENTS = 1_000_00
@@ -248,6 +249,11 @@ def _fault(rng: random.Random, kind: str) -> tuple[str, float, dict[str, Any]]:
     if kind == "mpesa_foreign":
         rule, api = rng.choice(MPESA_FOREIGN)
         return "mpesa-sim", 0.0, {"kind": rule, "api": api, "count": rng.randint(1, 3)}
+    if kind == "paybill_unsolicited":
+        # Money arrives with no transaction: a customer pays the paybill with an account number
+        # PenPay never issued, and M-Pesa skips validation. It must end in suspense, for a person.
+        account = f"UNKNOWN{rng.randrange(10**6):06d}"
+        return "mpesa-sim", 0.0, {"amount": rng.randrange(100, 5_001, 50), "account": account}
     if kind == "redis_restart":
         return "redis", round(rng.uniform(1.0, 4.0), 2), {}
     return "mariadb", round(rng.uniform(1.0, 4.0), 2), {}
@@ -268,6 +274,7 @@ def _faults(rng: random.Random, duration: float) -> tuple[PlannedFault, ...]:
         "mpesa_foreign": 2,
         "redis_restart": 1,
         "mariadb_restart": 1,
+        "paybill_unsolicited": 1,
     }
     kinds += rng.choices(list(weights), weights=list(weights.values()), k=extra)
     times = sorted(rng.uniform(start, end) for _ in kinds)

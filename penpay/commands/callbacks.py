@@ -4,7 +4,8 @@ Listens on the host:port of PENPAY_MPESA_CALLBACK_BASE_URL; the path secret is
 PENPAY_MPESA_CALLBACK_SECRET and only PENPAY_MPESA_ALLOWED_IPS may call. Every callback is
 checked and stored (mpesa_adapter.callback_store); the saga worker acts on it. With
 PENPAY_SMS_AT_DELIVERY_REPORT_TOKEN set it also takes Africa's Talking's SMS delivery reports
-(sms_adapter/delivery_reports.py) under /sms/delivery-reports/<token>.
+(sms_adapter/delivery_reports.py) under /sms/delivery-reports/<token>. The paybill's C2B
+validation and confirmation URLs are served too (register them with `penpay mpesa register-urls`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     add_listen(parser, what="serve the callbacks here", default="from PENPAY_MPESA_CALLBACK_BASE_URL")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
+    parser.add_argument(
+        "--register-urls",
+        action="store_true",
+        help="once listening, register the paybill's C2B URLs with Daraja (penpay mpesa register-urls)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -36,7 +42,7 @@ async def _run(args: argparse.Namespace) -> int:
     from mpesa_adapter.callback_server import CallbackServer
     from mpesa_adapter.callback_store import SqlCallbackInbox
     from mpesa_adapter.config import CallbackServerConfig
-    from penpay.bootstrap import bootstrap
+    from penpay.bootstrap import bootstrap, paybill_deposits
     from penpay.settings import get_settings
     from sms_adapter.delivery_reports import DeliveryReports
     from workers.host import stop_on_signals
@@ -62,11 +68,18 @@ async def _run(args: argparse.Namespace) -> int:
         host=host,
         port=int(port),
         extra_routes=reports,
+        paybill=paybill_deposits(core),
     )
     stop = asyncio.Event()
     stop_on_signals(stop)
     await server.start()
     print(f"M-Pesa callbacks on {server.base_url}", flush=True)
+    if args.register_urls:
+        from penpay.commands.mpesa import register_urls
+
+        # A Daraja that cannot be reached now must not stop the callbacks: say so and serve on.
+        if await register_urls() != 0:
+            print("penpay callbacks: the paybill URLs are not registered; run penpay mpesa register-urls")
     try:
         await stop.wait()
     finally:

@@ -63,6 +63,8 @@ class Endpoints:
 class JourneyOptions:
     deposit_kes_cents: int = 2_600_00  # KES 2,600 = USD 20.00 at the default 130 KES/USD
     withdraw_usd_cents: int = 10_00  # Deriv's payment agent minimum
+    # Then KES paid to the paybill with the user's deposit reference (no STK prompt); 0: skipped.
+    paybill_kes_cents: int = 1_300_00  # KES 1,300 = USD 10.00
     deriv_token: str = DEFAULT_DERIV_TOKEN
     # When the token's account is bound to another PenPay user already (an earlier run on the
     # same stack), open a fresh client on the Deriv simulator and bind that one instead.
@@ -160,6 +162,13 @@ class JourneyResult:
     mpesa_before: PhoneBooks = field(default_factory=lambda: PhoneBooks(0, 0))
     mpesa_after_deposit: PhoneBooks = field(default_factory=lambda: PhoneBooks(0, 0))
     mpesa_after_withdrawal: PhoneBooks = field(default_factory=lambda: PhoneBooks(0, 0))
+    # The paybill deposit (after the withdrawal and the wallet read): the reference the app showed,
+    # the M-Pesa TransID, the transaction it became and the Deriv balance after it.
+    paybill_business_number: str = ""
+    paybill_reference: str = ""
+    paybill_trans_id: str = ""
+    paybill_deposit: TransactionFigures | None = None
+    deriv_after_paybill_cents: int = 0
     wallet_balances: dict[str, int] = field(default_factory=dict)  # currency -> cents
     ledger: list[LedgerLine] = field(default_factory=list)  # oldest first
     # Every secret the journey handled (password, verification and withdrawal codes, the Deriv
@@ -234,6 +243,8 @@ class _Journey:
         await self.deposit()
         await self.withdraw()
         await self.read_wallet()
+        if self.options.paybill_kes_cents:
+            await self.paybill_deposit()
         self.result.handled_secrets.extend(self.bridge.cookie_values())
         return self.result
 
@@ -472,6 +483,58 @@ class _Journey:
         self.say(
             f"KES arrived at M-Pesa: {r.phone} received {money(received, 'KES')} by B2C "
             f"from shortcode {', '.join(r.mpesa_after_withdrawal.paid_from) or '?'}"
+        )
+
+    # --- paybill deposit ---------------------------------------------------------------------
+
+    async def paybill_deposit(self) -> None:
+        """The customer pays the paybill from their phone's M-Pesa menu with the deposit reference
+        the app shows: M-Pesa asks PenPay (validation), takes the money, confirms, and the deposit
+        goes to Deriv like an STK one."""
+        r, o = self.result, self.options
+        with _step("get the paybill details"):
+            details = await self.bridge.request("GET", "/v1/paybill")
+        r.paybill_business_number = str(details["business_number"])
+        r.paybill_reference = str(details["account_number"])
+        self.say(
+            f"paybill deposit: pay business number {r.paybill_business_number}, "
+            f"account number {r.paybill_reference}"
+        )
+        known = {t.transaction_id for t in (r.deposit, r.withdrawal) if t is not None}
+        before = await self.deriv.balance_cents(r.deriv_books_loginid)
+        with _step("pay the paybill from the M-Pesa phone"):
+            paid = await self.mpesa.pay_paybill(
+                shortcode=r.paybill_business_number,
+                phone=r.phone,
+                amount_cents=o.paybill_kes_cents,
+                account=r.paybill_reference,
+            )
+        r.paybill_trans_id = str(paid["TransID"])
+        if paid.get("status") != "completed":
+            raise DemoFailed("pay the paybill", f"M-Pesa did not take the payment: {paid}", paid)
+        self.say(
+            f"M-Pesa took {money(o.paybill_kes_cents, 'KES')} from {r.phone} for paybill "
+            f"{r.paybill_business_number} (TransID {r.paybill_trans_id}, PenPay validated it first)"
+        )
+
+        async def new_deposit() -> dict[str, Any] | None:
+            page = await self.bridge.request("GET", "/v1/transactions", params={"page_size": "10"})
+            for tx in page.get("transactions", []):
+                if tx["transaction_id"] not in known and tx.get("type") in ("TRANSACTION_TYPE_DEPOSIT", 1):
+                    return dict(tx)
+            return None
+
+        tx = await self._wait("see the paybill deposit", new_deposit, what="a new deposit transaction")
+        r.paybill_deposit = await self._until_completed("paybill deposit", tx["transaction_id"], tx["status"])
+        credited = r.paybill_deposit.converted_cents
+        r.deriv_after_paybill_cents = await self._wait(
+            "watch the paybill deposit's USD arrive on Deriv",
+            lambda: self._deriv_balance_at(before + credited),
+            what=f"{r.deriv_login_id} at {money(before + credited, 'USD')}",
+        )
+        self.say(
+            f"USD arrived on Deriv: {r.deriv_login_id} {money(before, 'USD')} -> "
+            f"{money(r.deriv_after_paybill_cents, 'USD')} ({signed(credited)} USD credited by paybill)"
         )
 
     # --- wallet -----------------------------------------------------------------------------

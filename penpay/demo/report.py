@@ -36,6 +36,14 @@ def render(result: JourneyResult) -> list[str]:
         f"  M-Pesa {r.phone:<13} charged {money(charged, 'KES')}, received {money(received, 'KES')} "
         f"(net {signed(received - charged)} KES)"
     )
+    if r.paybill_deposit is not None:
+        p = r.paybill_deposit
+        lines.append(
+            f"  Paybill {r.paybill_business_number} account {r.paybill_reference}: "
+            f"{money(p.amount_cents, p.currency)} (TransID {r.paybill_trans_id}) -> "
+            f"{money(p.converted_cents, p.converted_currency)} on Deriv, then "
+            f"{money(r.deriv_after_paybill_cents, 'USD')}"
+        )
     wallet = ", ".join(money(c, cur) for cur, c in sorted(r.wallet_balances.items())) or "no accounts"
     lines.append(f"  PenPay wallet        {wallet}")
 

@@ -126,6 +126,16 @@ class MpesaSimulatorControl:
             tuple(books.get("paid_from", ())),
         )
 
+    async def pay_paybill(self, *, shortcode: str, phone: str, amount_cents: int, account: str) -> Any:
+        """The customer pays the paybill from their phone (the simulator's stand-in for it)."""
+        body = {
+            "shortcode": shortcode,
+            "phone": phone.lstrip("+"),
+            "amount": amount_cents // 100,
+            "account": account,
+        }
+        return await _json(self._session, "POST", f"{self.control_url}/c2b/pay", body)
+
 
 class SmsSimulatorControl:
     """The SMS simulator's mailbox (sms_adapter/simulator.py): what PenPay sent to a phone."""

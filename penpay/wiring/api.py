@@ -111,8 +111,9 @@ def build_api(
     deriv_statement: Any = None,
 ) -> Api:
     """The API server with every service, wired to `core` (nothing is started)."""
+    from application.review.paybill import PaybillSuspenseReview
     from penpay.auth.v1 import auth_pb2_grpc
-    from penpay.bootstrap import access_tokens, password_hasher
+    from penpay.bootstrap import access_tokens, password_hasher, paybill_deposits
     from penpay.dev.v1 import dev_pb2_grpc
     from penpay.keys.v1 import keys_pb2_grpc
     from penpay.ops.v1 import ops_pb2_grpc
@@ -254,6 +255,10 @@ def build_api(
                 clock=core.clock,
                 consistency_check=consistency_check,  # type: ignore[arg-type]
                 review=review,
+                paybill=PaybillSuspenseReview(
+                    unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+                    deposits=paybill_deposits(core),
+                ),
             ),
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,
@@ -270,7 +275,10 @@ def build_api(
         services.append(
             Service(
                 name=payments_service.SERVICE_NAME,
-                servicer=payments_service.PaymentsServicer(payments),  # type: ignore[arg-type]
+                servicer=payments_service.PaymentsServicer(
+                    payments,  # type: ignore[arg-type]
+                    paybill_deposits(core),
+                ),
                 add_to_server=payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
                 money_methods=payments_service.MONEY_METHODS,
                 creates_transaction_under_key=payments_service.CREATES_TRANSACTION_UNDER_KEY,

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.review.paybill import PaybillSuspenseReview
 from application.review.ports import Proposal
 from application.review.rules import ActionKind, Evidence, ProposalStatus, possible
 from application.review.service import ReviewService, view_of
@@ -45,11 +46,23 @@ METHOD_ROLES = {
                 "GetDeadLetterStats",
                 "ListReviewQueue",
                 "GetAuditorVerdicts",
+                "ListPaybillSuspense",
             ),
             _READERS,
         ),
-        (("ReplayDeadLetters", "RunConsistencyCheck", "ProposeReviewAction"), (OPERATOR_ROLE,)),
-        (("ApproveReviewAction", "RejectReviewAction"), (APPROVER_ROLE,)),
+        (
+            ("ReplayDeadLetters", "RunConsistencyCheck", "ProposeReviewAction", "ProposePaybillAssignment"),
+            (OPERATOR_ROLE,),
+        ),
+        (
+            (
+                "ApproveReviewAction",
+                "RejectReviewAction",
+                "ApprovePaybillAssignment",
+                "RejectPaybillAssignment",
+            ),
+            (APPROVER_ROLE,),
+        ),
     )
     for name in names
 }
@@ -90,7 +103,9 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         clock: Clock,
         consistency_check: ConsistencyCheck | None = None,
         review: ReviewService | None = None,
+        paybill: PaybillSuspenseReview | None = None,
     ) -> None:
+        self._paybill = paybill
         self._engine = engine
         self._bus = bus
         self._clock = clock
@@ -329,6 +344,61 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
             failing=any(v.failed for v in verdicts),
         )
 
+    async def ListPaybillSuspense(
+        self, request: pb.ListPaybillSuspenseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPaybillSuspenseResponse:
+        if request.page_size < 0:
+            raise InvalidValue("page_size is not negative", field="page_size")
+        items = await self._suspense().list(limit=request.page_size or 50)
+        return pb.ListPaybillSuspenseResponse(
+            items=[
+                pb.PaybillSuspenseItem(
+                    trans_id=i.trans_id,
+                    amount=money(i.amount),
+                    bill_ref=i.bill_ref,
+                    msisdn_shown=i.msisdn_shown or "",
+                    reason=i.reason,
+                    proposed_user_id=str(i.proposed_user_id or ""),
+                    proposed_by=i.proposed_by or "",
+                )
+                for i in items
+            ]
+        )
+
+    async def ProposePaybillAssignment(
+        self, request: pb.ProposePaybillAssignmentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProposePaybillAssignmentResponse:
+        user_id = await self._suspense().propose_assignment(
+            staff=_staff(),
+            trans_id=_trans_id(request.trans_id),
+            reference=request.reference,
+            reason=request.reason,
+        )
+        return pb.ProposePaybillAssignmentResponse(user_id=str(user_id))
+
+    async def ApprovePaybillAssignment(
+        self, request: pb.ApprovePaybillAssignmentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApprovePaybillAssignmentResponse:
+        tx_id = await self._suspense().approve_assignment(
+            staff=_staff(), trans_id=_trans_id(request.trans_id)
+        )
+        return pb.ApprovePaybillAssignmentResponse(transaction_id=str(tx_id))
+
+    async def RejectPaybillAssignment(
+        self, request: pb.RejectPaybillAssignmentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RejectPaybillAssignmentResponse:
+        await self._suspense().reject_assignment(
+            staff=_staff(), trans_id=_trans_id(request.trans_id), reason=request.reason
+        )
+        return pb.RejectPaybillAssignmentResponse()
+
+    def _suspense(self) -> PaybillSuspenseReview:
+        if self._paybill is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED, "paybill suspense is not handled here", reason="UNIMPLEMENTED"
+            )
+        return self._paybill
+
     def _review_service(self) -> ReviewService:
         if self._review is None:
             raise RpcFailure.build(
@@ -341,6 +411,13 @@ def _staff() -> str:
     principal = current_call().principal
     assert principal is not None  # the authentication interceptor put it there
     return principal.subject
+
+
+def _trans_id(text: str) -> str:
+    trans_id = text.strip().upper()
+    if not _MPESA_RECEIPT.fullmatch(trans_id):
+        raise InvalidValue("a TransID is an M-Pesa receipt, 8 to 20 of A-Z 0-9", field="trans_id")
+    return trans_id
 
 
 def _action_id(text: str) -> uuid.UUID:

@@ -73,6 +73,15 @@ class PaymentsApplication(Protocol):
     ) -> TransactionPage: ...
 
 
+class PaybillReferences(Protocol):
+    """application.payments.paybill.PaybillDeposits, as the servicer uses it."""
+
+    @property
+    def shortcode(self) -> str: ...
+
+    async def reference_for(self, user_id: UserId) -> str: ...
+
+
 def rate_text(rate: Fraction) -> str:
     """An exact decimal when the rate has one (a denominator of only 2s and 5s), else "p/q"."""
     rest, twos, fives = rate.denominator, 0, 0
@@ -125,8 +134,9 @@ def _key_hash() -> str:
 
 
 class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
-    def __init__(self, payments: PaymentsApplication) -> None:
+    def __init__(self, payments: PaymentsApplication, paybill: PaybillReferences | None = None) -> None:
         self._payments = payments
+        self._paybill = paybill
 
     async def InitiateDeposit(
         self, request: pb.InitiateDepositRequest, context: grpc.aio.ServicerContext
@@ -183,3 +193,13 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         return pb.ListTransactionsResponse(
             transactions=[transaction_pb(tx) for tx in page.items], next_page_token=page.next_page_token or ""
         )
+
+    async def GetPaybillDetails(
+        self, request: pb.GetPaybillDetailsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPaybillDetailsResponse:
+        if self._paybill is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED, "paybill deposits are not offered here", reason="NO_PAYBILL"
+            )
+        reference = await self._paybill.reference_for(caller_id())
+        return pb.GetPaybillDetailsResponse(business_number=self._paybill.shortcode, account_number=reference)

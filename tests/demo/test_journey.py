@@ -187,3 +187,21 @@ async def test_a_refused_step_stops_the_journey_with_the_bridges_problem(stack: 
     reasons = [d.get("reason") for d in failed.value.problem["details"]]
     assert "MPESA_AMOUNT_OUT_OF_RANGE" in reasons
     assert "MPESA_AMOUNT_OUT_OF_RANGE" in failed.value.explain()
+
+
+async def test_a_paybill_payment_with_the_deposit_reference_lands_on_deriv(
+    stack: Stack, first_run: JourneyResult
+) -> None:
+    r = first_run
+    assert r.paybill_business_number == (stack.settings.mpesa_c2b_shortcode or stack.settings.mpesa_shortcode)
+    assert r.paybill_reference.startswith("PP") and len(r.paybill_reference) == 10
+    assert r.paybill_deposit is not None and r.paybill_deposit.status == "completed"
+    assert (r.paybill_deposit.amount_cents, r.paybill_deposit.currency) == (1_300_00, "KES")
+    assert r.paybill_deposit.converted_cents == 10_00
+    assert r.deriv_after_paybill_cents - r.deriv_after_withdrawal_cents == r.paybill_deposit.converted_cents
+    assert r.paybill_deposit.statuses_seen[-1] == "completed"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{stack.endpoints.mpesa_url}/__control__/books") as answer:
+            collected = [c for c in (await answer.json())["c2b"]["transactions"] if c["collected"]]
+    assert [c["bill_ref"] for c in collected if c["trans_id"] == r.paybill_trans_id] == [r.paybill_reference]
+    assert f"account {r.paybill_reference}" in "\n".join(render(r))

@@ -22,6 +22,7 @@ import grpc
 
 from application.payments.decisions import SagaPolicy
 from application.payments.floats import fund_float
+from application.payments.paybill import PaybillDeposits
 from application.payments.rates import FixedRates
 from application.payments.saga import PaymentSaga, no_checkpoint
 from application.payments.service import PaymentsApplication
@@ -101,6 +102,7 @@ class Stack:
     consumer: EventConsumer
     sweeper: Sweeper
     http: aiohttp.ClientSession
+    paybill: PaybillDeposits
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
@@ -342,8 +344,17 @@ async def running_stack(
         stack.push_async_callback(mpesa_sim.stop)
 
         secret = secrets.token_urlsafe(24)
+        paybill = PaybillDeposits(
+            unit_of_work=lambda: SqlUnitOfWork(engine),  # type: ignore[arg-type,return-value]
+            rates=FixedRates(),
+            transfer_limits=TRANSFER_LIMITS,
+            shortcode=SANDBOX_SHORTCODE,
+        )
         callbacks = CallbackServer(
-            CallbackServerConfig.from_strings(secret, "127.0.0.1"), SqlCallbackInbox(engine), port=0
+            CallbackServerConfig.from_strings(secret, "127.0.0.1"),
+            SqlCallbackInbox(engine),
+            port=0,
+            paybill=paybill,
         )
         await callbacks.start()
         stack.push_async_callback(callbacks.stop)
@@ -414,4 +425,5 @@ async def running_stack(
             consumer=consumer,
             sweeper=sweeper,
             http=http,
+            paybill=paybill,
         )

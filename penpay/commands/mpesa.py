@@ -1,0 +1,57 @@
+"""`penpay mpesa register-urls`: register the paybill's C2B ValidationURL and ConfirmationURL.
+
+Daraja's C2B Register URL for PENPAY_MPESA_C2B_SHORTCODE (default PENPAY_MPESA_SHORTCODE), with
+ResponseType PENPAY_MPESA_C2B_RESPONSE_TYPE and the URLs under PENPAY_MPESA_CALLBACK_BASE_URL
+(`/payments/paybill/validate/<secret>`, `/payments/paybill/confirm/<secret>`, served by
+`penpay callbacks`). Moves no money, so it is safe to repeat; in production Safaricom keeps the first
+registration of a shortcode until it is deleted on the Daraja portal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "mpesa",
+        help="M-Pesa (Daraja) set-up tasks",
+        description="M-Pesa (Daraja) set-up tasks.",
+    )
+    sub = parser.add_subparsers(dest="mpesa_command", required=True, metavar="ACTION")
+    urls = sub.add_parser(
+        "register-urls",
+        help="register the paybill's C2B validation and confirmation URLs with Daraja",
+        description="C2B Register URL: tell Daraja where to ask about, and confirm, paybill payments.",
+    )
+    urls.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(register_urls())
+
+
+async def register_urls() -> int:
+    from mpesa_adapter.client import DarajaClient
+    from mpesa_adapter.errors import MpesaAdapterError
+    from penpay.bootstrap import daraja_config
+    from penpay.settings import get_settings
+
+    settings = get_settings()
+    config = daraja_config(settings)
+    if not config.callback_secret:
+        print("penpay mpesa register-urls needs PENPAY_MPESA_CALLBACK_SECRET (the secret path segment)")
+        return 2
+    async with DarajaClient(config) as client:
+        try:
+            registered = await client.register_c2b_urls()
+        except MpesaAdapterError as exc:
+            print(f"penpay: Register URL refused: {exc}")
+            return 1
+    base = config.callback_base_url.rstrip("/")
+    print(
+        f"registered paybill {registered.shortcode} (ResponseType {registered.response_type}): "
+        f"{base}/payments/paybill/validate/***, {base}/payments/paybill/confirm/***"
+    )
+    return 0
