@@ -110,6 +110,7 @@ def build_api(
     bus: MessageBus | None = None,
     fingerprint_key: bytes | None = None,
     deriv_statement: Any = None,
+    mpesa_lookups: Any = None,
 ) -> Api:
     """The API server with every service, wired to `core` (nothing is started)."""
     from penpay.auth.v1 import auth_pb2_grpc
@@ -222,10 +223,20 @@ def build_api(
         statement_channel = gateway_channel(s.gateway_addr)
         closers.append(statement_channel.close)
         deriv_statement = GatewayDerivStatement(statement_channel, timeout=s.gateway_request_timeout + 10)
+    if mpesa_lookups is None:
+        from mpesa_adapter.client import DarajaClient
+        from mpesa_adapter.review_lookups import DarajaReviewLookups
+        from penpay.bootstrap import daraja_config, daraja_token_cache
+
+        mpesa_config = daraja_config(s)
+        review_daraja = DarajaClient(mpesa_config, token_cache=daraja_token_cache(s, mpesa_config))
+        closers.append(review_daraja.close)
+        mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine)
     review = ReviewService(
         unit_of_work=lambda actor: cast(ReviewUnitOfWork, core.unit_of_work(actor=actor)),
         deriv_statement=deriv_statement,
         deriv_lookups=deriv_statement,
+        mpesa_lookups=mpesa_lookups,
     )
 
     wallet_queries = WalletQueries(SqlWalletReadModel(core.engine))
