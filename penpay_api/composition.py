@@ -324,6 +324,7 @@ def build_api(
         trusted_proxies=TrustedProxies.parse(s.trusted_proxies),
         extra_handlers=extra_handlers or (),
         sessions=SqlSessionCheck(core.engine),
+        refusal_audit=_refusal_audit(core),
     )
     return Api(
         server=server,
@@ -334,6 +335,22 @@ def build_api(
         payments=payments,  # type: ignore[arg-type]
         _closers=closers,
     )
+
+
+def _refusal_audit(core: Any) -> Callable[[str, str, str, Mapping[str, Any]], Awaitable[None]]:
+    """A staff call refused for its roles, as an `access.refused` record of the audit chain."""
+
+    async def record(actor: str, method: str, reason: str, details: Mapping[str, Any]) -> None:
+        async with core.unit_of_work(actor=actor) as uow:
+            uow.audit(
+                action="access.refused",
+                subject_type="rpc",
+                subject_id=method[:64],
+                details={"reason": reason, **details},
+            )
+            await uow.commit()
+
+    return record
 
 
 def _split(text: str) -> list[str]:

@@ -17,9 +17,9 @@ from websockets.asyncio.client import connect
 from deriv_gateway.accounts_client import GatewayDerivAccounts
 from deriv_gateway.payments_client import GatewayDerivStatement
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
+from domain.shared.clock import FixedClock
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.review_lookups import DarajaReviewLookups
-from domain.shared.clock import FixedClock
 from penpay import bootstrap
 from penpay.ops.v1 import ops_pb2_grpc
 from penpay.settings import Settings
