@@ -67,7 +67,8 @@ class DarajaReviewLookups:
             return StkOutcome(StkAnswer.OPEN, detail=f"STK Query not answered: {type(error).__name__}")
         except errors.DarajaError as error:
             return StkOutcome(StkAnswer.OPEN, detail=f"STK Query refused: {error.error_code}")
-        code = int(result.result_code) if (result.result_code or "").lstrip("-").isdigit() else None
+        text = result.result_code or ""
+        code = int(text) if text.lstrip("-").isdigit() else None
         detail = f"STK Query: {result.status} {result.result_code or ''} {result.result_desc or ''}".strip()
         if result.status is StkQueryStatus.COMPLETED:
             return StkOutcome(StkAnswer.PAID, code, detail)
