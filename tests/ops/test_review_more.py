@@ -20,6 +20,7 @@ from persistence.audit import verify_chain
 from persistence.tables import audit_logs
 from tests.ops.conftest import Review, bearer
 from tests.ops.test_review_queue import audit_actions, reason_of, user_token
+from tests.sagas.harness import CLIENT_LOGINID
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +212,35 @@ async def test_role_refusals_are_in_the_audit_chain(review: Review) -> None:
     assert rows[0].actor == "operator:vera"
     assert json.loads(rows[0].details)["reason"] == "ROLE_REQUIRED"
     assert json.loads(rows[1].details)["reason"] == "OPERATOR_ROLE_REQUIRED"
+
+
+async def test_a_rest_deposit_is_checked_on_deriv_s_record_of_our_request_id(review: Review) -> None:
+    """On the REST API a transfer is proven by Deriv's record of our request id (GET
+    transfer/{request_id}, resolve-only), not by a statement line that merely carries our reference."""
+    stack = review.stack
+    user = await stack.rest_user()
+    await stack.rest_fault(kind="forbidden", endpoint="transfer")  # refused, never executed
+    tx = await stack.deposit(user, 2_600)
+    refused = await stack.settle(tx.id)
+    assert refused.status is S.NEEDS_REVIEW, refused.failure_reason
+    async with stack.http.delete(f"{stack.rest_sim.base_url}/__control__/faults") as response:
+        assert response.status == 200
+    # someone pays the same client by hand over v3 with our reference: not our REST transfer
+    await review.pay_by_hand(CLIENT_LOGINID, "20.00", f"PenPay {tx.id}")
+    [manual] = (await review.deriv_control("GET", f"/books/transfers?description_contains={tx.id}"))[
+        "transfers"
+    ]
+    action = await review.ops.ProposeReviewAction(
+        pb.ProposeReviewActionRequest(
+            transaction_id=str(tx.id),
+            kind=RESOLVE,
+            reason="a transfer with our reference",
+            deriv_transaction_id=int(manual["debit_transaction_id"]),
+        ),
+        metadata=review.staff("olga", "operator"),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await approve(review, action.action.action_id)
+    assert reason_of(denied.value) == "EVIDENCE_DENIED"
+    assert "has no transfer" in (denied.value.details() or "")
+    assert (await stack.get(tx.id)).status is S.NEEDS_REVIEW
