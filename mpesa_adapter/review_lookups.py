@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.review.ports import ReceiptCheck, StkAnswer, StkOutcome
 from mpesa_adapter import errors
 from mpesa_adapter.callback_store import CONFIRMED, FAILED, REVIEW, SqlCallbackInbox
+from mpesa_adapter.confirmer import CallbackConfirmer
 from mpesa_adapter.types import RequestAccepted, StkQueryResult, StkQueryStatus
 from persistence.tables import mpesa_callback_reviews
 
@@ -63,6 +64,10 @@ class DarajaReviewLookups:
             result = await self._client.stk_query(
                 checkout_request_id, merchant_request_id=merchant_request_id
             )
+        except errors.ForeignAnswer as foreign:
+            # about another request: never a status; kept for review and alerted, as the sagas do
+            await CallbackConfirmer(self._client, self._store).keep_foreign_answer(foreign)
+            return StkOutcome(StkAnswer.OPEN, detail=str(foreign))
         except _NOT_ANSWERED as error:
             return StkOutcome(StkAnswer.OPEN, detail=f"STK Query not answered: {type(error).__name__}")
         except errors.DarajaError as error:

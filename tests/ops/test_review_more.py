@@ -114,7 +114,10 @@ async def test_a_withdrawal_completes_on_a_receipt_transaction_status_confirms(r
     ]
     refused = records[1][2]
     assert (refused["proposed_by"], refused["approved_by"]) == ("operator:olga", "operator:abel")
-    assert records[3][2]["mpesa_receipt"] == receipt
+    approved = records[3][2]
+    assert approved["mpesa_receipt"] == receipt
+    assert (approved["proposed_by"], approved["approved_by"]) == ("operator:olga", "operator:abel")
+    assert records[3][0] == "operator:abel"  # the approval is recorded as the approver's act
     async with review.stack.engine.connect() as connection:
         assert (await verify_chain(connection)).ok
 
@@ -153,6 +156,9 @@ async def test_a_deposit_with_no_mpesa_answer_fails_only_when_stk_query_says_unp
     assert tx.status is S.FAILED
     assert tx.mpesa_request is not None and tx.mpesa_request.status == E.FAILED
     assert await review.stack.deriv_transfers(str(tx_id)) == 0
+    [*_, (actor, action_name, details)] = await audit_actions(review, tx_id)
+    assert (actor, action_name) == ("operator:abel", "review.approved")
+    assert details["provider_answer"]["answer"] == "NOT_PAID"  # STK Query's word, kept
 
 
 async def test_a_paid_deposit_is_not_failed_and_a_retry_finishes_it(review: Review) -> None:
