@@ -223,7 +223,9 @@ def build_api(
         statement_channel = gateway_channel(s.gateway_addr)
         closers.append(statement_channel.close)
         deriv_statement = GatewayDerivStatement(statement_channel, timeout=s.gateway_request_timeout + 10)
-    if mpesa_lookups is None:
+    if mpesa_lookups is None and payments is not None:
+        # Only where this API moves money is M-Pesa configured; without it, the review actions
+        # that need M-Pesa's word answer EVIDENCE_UNAVAILABLE.
         from mpesa_adapter.client import DarajaClient
         from mpesa_adapter.review_lookups import DarajaReviewLookups
         from penpay.bootstrap import daraja_config, daraja_token_cache
