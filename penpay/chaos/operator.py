@@ -80,6 +80,8 @@ def choose(
             or pick("RETRY", "an outcome is open: resolve it again under the same id")
             or pick("REFUND", "the customer paid and Deriv holds no transfer: give the KES back")
         )
+    if type_ != "WITHDRAWAL":
+        return None  # another kind of item (e.g. money in suspense): not this operator's to judge
     if payout_receipt is not None:
         return pick("RESOLVE_COMPLETED", "M-Pesa's books show the payout", mpesa_receipt=payout_receipt)
     return pick("FAIL", "the Deriv debit never executed") or pick(

@@ -79,3 +79,9 @@ def test_nothing_is_chosen_when_nothing_is_possible() -> None:
         )
         is None
     )
+
+
+def test_an_item_of_another_kind_is_left_alone() -> None:
+    assert (
+        choose(type_="SUSPENSE", evidence={}, possible=ALL, deriv_paid_as=None, payout_receipt=None) is None
+    )
