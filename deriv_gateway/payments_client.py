@@ -198,6 +198,32 @@ class GatewayDerivStatement:
             to_loginid=reply.to_loginid,
         )
 
+    async def transfer_executed(
+        self, *, transfer_id: str, loginid: DerivLoginId, amount: Money
+    ) -> StatementLine | None:
+        """Resolve-only on the REST transport (GET transfer/{request_id}), never a new transfer."""
+        request = pb.TransferRequest(
+            transfer_id=transfer_id,
+            client_nickname=loginid.nickname,
+            amount=_money(amount),
+            api=pb.DERIV_API_REST,
+            resolve_only=True,
+        )
+        try:
+            reply = await self._stub.Transfer(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            failure = classify(error)
+            if isinstance(failure, (NotExecuted, CallRefused)):
+                return None  # Deriv holds no executed transfer under our request id
+            raise failure from None
+        return StatementLine(
+            deriv_transaction_id=reply.deriv_transaction_id,
+            amount_cents=reply.amount.amount_cents,
+            currency=reply.amount.currency,
+            from_loginid="",
+            to_loginid="",  # a REST account is addressed by nickname; the request id names ours
+        )
+
     async def withdrawal_executed(self, *, withdrawal_id: str, amount: Money) -> int | None:
         """Resolve-only: the gateway's journal or Deriv's statement, never a new debit."""
         request = pb.WithdrawRequest(withdrawal_id=withdrawal_id, amount=_money(amount), resolve_only=True)

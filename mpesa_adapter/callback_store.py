@@ -145,6 +145,10 @@ def _desc(code: str, desc: str) -> str:
     return text[:255]
 
 
+def _status_failure(cb: TransactionStatusResult) -> str:
+    return _desc(str(cb.envelope.result_code), cb.envelope.result_desc or "Transaction Status failed")
+
+
 def _raw_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
@@ -555,13 +559,26 @@ class SqlCallbackInbox:
         ocid = cb.subject_originator_conversation_id
         if ocid is None and not cb.envelope.succeeded:
             # e.g. "could not be found" (ResultCode 25) or a credential failure: such a result names
-            # nothing we can correlate; the worker's next confirm_b2c asks again.
+            # only the query's own ConversationID; the worker's next confirm_b2c asks again. It is
+            # kept under that id: a review approval that asked about a receipt reads it there.
             log.warning(
                 "status result without a subject: result_code=%s conversation_id=%s",
                 cb.envelope.result_code,
                 cb.envelope.conversation_id,
             )
-            return Outcome.STATUS_RECORDED
+            async with self._engine.begin() as conn:
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.STATUS_FAILED,
+                    _status_failure(cb),
+                    cb.envelope.conversation_id,
+                    None,
+                    cb.raw,
+                    delivery,
+                    Outcome.STATUS_RECORDED,
+                    alert=False,
+                )
         async with self._engine.begin() as conn:
             if cb.names_another_than_asked():
                 # The Occasion is ours (the id we asked about); the parameters are about another payment.
@@ -596,6 +613,22 @@ class SqlCallbackInbox:
                 reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
             ) -> Outcome:
                 return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
+
+            if not cb.envelope.succeeded and cb.named_originator_conversation_id is None:
+                # The query itself failed (e.g. "no such transaction" for a receipt an operator
+                # offered): it settles nothing, and is kept as the provider's word under our id.
+                return await self._review(
+                    conn,
+                    kind,
+                    ReviewReason.STATUS_FAILED,
+                    _status_failure(cb),
+                    ocid,
+                    tx_id,
+                    cb.raw,
+                    delivery,
+                    Outcome.STATUS_RECORDED,
+                    alert=False,
+                )
 
             # Whatever it says, an answer naming another ConversationID or receipt than the ones we hold
             # is about another payment: it settles nothing and changes nothing.

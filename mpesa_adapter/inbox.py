@@ -47,6 +47,7 @@ class ReviewReason(StrEnum):
     CONFLICTING_RESULT = "CONFLICTING_RESULT"
     CONFIRMATION_MISMATCH = "CONFIRMATION_MISMATCH"
     FOREIGN_ANSWER = "FOREIGN_ANSWER"  # an answer to our request that is about another id
+    STATUS_FAILED = "STATUS_FAILED"  # Transaction Status failed for one of ours (e.g. no such receipt)
     BAD_PATH_SECRET = "BAD_PATH_SECRET"
     IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
     MALFORMED = "MALFORMED"

@@ -205,9 +205,28 @@ class AuthenticationInterceptor(UnaryInterceptor):
         return await behavior(request, context)
 
 
+# Records a refused staff call in the audit chain: (actor, method, reason, details).
+RefusalAudit = Callable[[str, str, str, Mapping[str, Any]], Awaitable[None]]
+
+
 class AuthorisationInterceptor(UnaryInterceptor):
-    def __init__(self, policy: AccessPolicy) -> None:
+    def __init__(self, policy: AccessPolicy, refusal_audit: RefusalAudit | None = None) -> None:
         self._policy = policy
+        self._audit = refusal_audit
+
+    async def _refuse(self, method: str, principal: Any, failure: RpcFailure, needed: str) -> RpcFailure:
+        """A call to a staff service refused for its roles is audited (who, which method, why)
+        before the refusal is answered; an audit that cannot be written is logged, and the
+        call is refused all the same."""
+        if self._audit is not None:
+            subject = principal.subject
+            actor = subject if subject.startswith("operator:") else f"user:{subject}"
+            details = {"method": method, "required_role": needed, "roles": sorted(principal.roles)}
+            try:
+                await self._audit(actor, method, failure.reason or "", details)
+            except Exception as error:
+                log.error("access.refusal_not_audited", method=method, error_type=type(error).__name__)
+        return failure
 
     def applies(self, method: str) -> bool:
         return self._policy.access(method) is not Access.PUBLIC
@@ -221,20 +240,22 @@ class AuthorisationInterceptor(UnaryInterceptor):
         access = self._policy.access(method)
         if access is Access.OPERATOR:
             if not principal.roles & STAFF_ROLES:
-                raise RpcFailure.build(
+                failure = RpcFailure.build(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "this call is for PenPay operators",
                     reason="OPERATOR_ROLE_REQUIRED",
                     metadata={"required_role": "operator"},
                 )
+                raise await self._refuse(method, principal, failure, "operator")
             needed = self._policy.roles_for(method)
             if not principal.roles & needed:
-                raise RpcFailure.build(
+                failure = RpcFailure.build(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"this call needs the role {' or '.join(sorted(needed))}",
                     reason="ROLE_REQUIRED",
                     metadata={"required_role": ",".join(sorted(needed))},
                 )
+                raise await self._refuse(method, principal, failure, ",".join(sorted(needed)))
         if access is Access.USER and principal.user_id is None:
             raise RpcFailure.build(
                 grpc.StatusCode.PERMISSION_DENIED,

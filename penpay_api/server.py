@@ -25,6 +25,7 @@ from penpay_api.interceptors import (
     AuthorisationInterceptor,
     ErrorMappingInterceptor,
     ObservabilityInterceptor,
+    RefusalAudit,
 )
 from penpay_api.metrics import MetricsServer
 from penpay_api.sessions import SessionCheck
@@ -67,6 +68,7 @@ class ApiServer:
         trusted_proxies: TrustedProxies | Collection[str] = (),
         extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
         sessions: SessionCheck | None = None,
+        refusal_audit: RefusalAudit | None = None,
     ) -> None:
         self.services = list(services)
         self.grpc_addr = grpc_addr
@@ -89,7 +91,7 @@ class ApiServer:
             ObservabilityInterceptor(trusted_proxies=trusted_proxies),
             ErrorMappingInterceptor(field_aliases=aliases),
             AuthenticationInterceptor(tokens, self.policy, clock, sessions),
-            AuthorisationInterceptor(self.policy),
+            AuthorisationInterceptor(self.policy, refusal_audit),
             idempotency,
         ]
         self.health = health.aio.HealthServicer()

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from application.payments.ports import StepRecord
@@ -13,6 +14,7 @@ from application.review.rules import ActionKind, ProposalStatus
 from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
 from domain.shared.ids import TransactionId
+from domain.user.deriv_login_id import DerivLoginId
 from domain.wallet.money import Money
 
 
@@ -88,6 +90,50 @@ class DerivLookups(Protocol):
         """Resolve-only (never a new debit): Deriv's transaction id of the withdrawal, or None when
         the gateway proves it never executed. Raises application.payments.errors' Call* errors
         (CallOutcomeUnknown, CallUnavailable, ...) when that cannot be known now."""
+        ...
+
+    async def transfer_executed(
+        self, *, transfer_id: str, loginid: DerivLoginId, amount: Money
+    ) -> StatementLine | None:
+        """Resolve-only (never a new transfer), for an account on Deriv's REST API: the transfer
+        Deriv holds under our request id (GET transfer/{request_id} through the gateway), or None
+        when the gateway proves it never executed. Raises Call* errors when that cannot be known."""
+        ...
+
+
+class StkAnswer(StrEnum):
+    PAID = "PAID"
+    NOT_PAID = "NOT_PAID"
+    OPEN = "OPEN"  # still being processed, not found yet, or the query not answered
+
+
+@dataclass(frozen=True, slots=True)
+class StkOutcome:
+    """STK Query's answer about one of our pushes (only an answer naming our ids is one)."""
+
+    answer: StkAnswer
+    result_code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptCheck:
+    """What M-Pesa's Transaction Status said about a receipt offered for one of our payouts."""
+
+    confirmed: bool | None  # None: no answer yet (ask again later)
+    detail: str = ""
+
+
+class MpesaLookups(Protocol):
+    async def stk_outcome(self, *, checkout_request_id: str, merchant_request_id: str | None) -> StkOutcome:
+        """STK Query (read-only: no evidence row is written)."""
+        ...
+
+    async def check_receipt(self, *, originator_conversation_id: str, receipt: str) -> ReceiptCheck:
+        """Transaction Status of `receipt`, correlated to our payout `originator_conversation_id`:
+        confirmed when M-Pesa's answer names that payout, its amount and ConversationID (the
+        callback inbox then holds the payout as CONFIRMED with that receipt); denied when it names
+        another payout, another amount, or no such transaction."""
         ...
 
 

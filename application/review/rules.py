@@ -7,6 +7,7 @@ proposal made on a state that has since moved is refused, never executed on the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -60,6 +61,9 @@ Rule = Callable[[ReviewView, Evidence], "str | None"]
 NOT_UNDER_REVIEW = "the transaction is not under review"
 
 
+RECEIPT = re.compile(r"[A-Z0-9]{10}")  # an M-Pesa receipt (TransactionID), e.g. UAB1CD2EF3
+
+
 def _resolve_completed(v: ReviewView, e: Evidence) -> str | None:
     if v.status is not S.NEEDS_REVIEW:
         return NOT_UNDER_REVIEW
@@ -75,9 +79,25 @@ def _resolve_completed(v: ReviewView, e: Evidence) -> str | None:
         if e.mpesa_receipt:
             return "a deposit is completed on a Deriv transaction id, not an M-Pesa receipt"
         return None
-    # A withdrawal completes on the B2C receipt; Daraja answers Transaction Status asynchronously,
-    # and checking a receipt that way is not built yet: refuse rather than accept it unchecked.
-    return "completing a withdrawal on an M-Pesa receipt is not available yet"
+    # A withdrawal completes on the B2C's receipt, which M-Pesa's Transaction Status must confirm
+    # (about this payout, its amount and its ConversationID) before anything is booked.
+    if v.deriv_withdrawal != E.CONFIRMED.value:
+        return "Deriv never debited the user: there is no payout to complete"
+    if v.mpesa_disbursement is None:
+        return "no B2C payout was ever recorded for this withdrawal"
+    if v.mpesa_disbursement not in _PAYOUT_OPEN:
+        return f"the B2C payout is {v.mpesa_disbursement}: it cannot be completed on a receipt"
+    if e.deriv_transaction_id is not None:
+        return "a withdrawal is completed on the M-Pesa receipt of its payout, not a Deriv id"
+    if not e.mpesa_receipt:
+        return "a withdrawal is completed on the M-Pesa receipt of its payout"
+    if not RECEIPT.fullmatch(e.mpesa_receipt):
+        return "an M-Pesa receipt is 10 capital letters and digits"
+    return None
+
+
+# A payout whose outcome M-Pesa has not settled for us (or settled paid): a receipt may complete it.
+_PAYOUT_OPEN = frozenset({E.SENT.value, E.SUCCEEDED.value, E.UNKNOWN.value, E.CONFIRMED.value})
 
 
 def _refund(v: ReviewView, e: Evidence) -> str | None:
@@ -111,10 +131,74 @@ def _fail(v: ReviewView, e: Evidence) -> str | None:
         return "the customer paid by M-Pesa: refund the deposit instead"
     if v.mpesa_request is None:
         return "the STK push's answer was lost: M-Pesa may have charged the customer"
-    if v.mpesa_request != E.FAILED.value:
-        return "M-Pesa has not said the payment failed"
     if v.deriv_transfer is not None:
         return "a Deriv transfer was recorded"
+    if v.mpesa_request == E.SENT.value:
+        return None  # no answer yet: STK Query is asked at approval, and must say "not paid"
+    if v.mpesa_request != E.FAILED.value:
+        return f"M-Pesa's evidence is {v.mpesa_request}: it may have charged the customer"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A stuck step two people may run again: the transaction goes back to OUTCOME_UNKNOWN at the
+    step (derived from its evidence), the steps' attempts start over, and the saga resolves it
+    again under the same ids (transfer id, CheckoutRequestID, OriginatorConversationID), never new
+    ones."""
+
+    what: str
+    reset: tuple[str, ...]  # saga_steps whose attempts start over
+    back_to_saga: bool = True  # False: the deposit's refund, which the saga runs from NEEDS_REVIEW
+
+
+_OPEN = (E.SENT.value, E.SUCCEEDED.value, E.UNKNOWN.value)
+
+# (type, guard, retry): the first whose guard holds. Names of saga_steps (decisions.Step) as text:
+# rules.py stays free of the saga's module.
+RETRYABLE: tuple[tuple[T, Callable[[ReviewView], bool], Retry], ...] = (
+    (
+        T.DEPOSIT,
+        lambda v: v.mpesa_disbursement == E.SENT.value and not v.disbursement_accepted,
+        Retry("send the refund again under its one id", ("refund_b2c", "refund_b2c_query"), False),
+    ),
+    (
+        T.DEPOSIT,
+        lambda v: v.mpesa_disbursement is None and v.deriv_transfer in _OPEN,
+        Retry("resolve the Deriv transfer again (same transfer id)", ("deriv_transfer",)),
+    ),
+    (
+        T.DEPOSIT,
+        lambda v: (
+            v.mpesa_disbursement is None
+            and v.deriv_transfer is None
+            and v.mpesa_request in (E.SENT.value, E.SUCCEEDED.value)
+        ),
+        Retry("ask STK Query again (same CheckoutRequestID)", ("stk_query",)),
+    ),
+    (
+        T.WITHDRAWAL,
+        lambda v: v.deriv_withdrawal == E.CONFIRMED.value and v.mpesa_disbursement in _OPEN,
+        Retry("resolve the B2C payout again (same OriginatorConversationID)", ("b2c", "b2c_query")),
+    ),
+    (
+        T.WITHDRAWAL,
+        lambda v: v.deriv_withdrawal == E.CONFIRMED.value and v.mpesa_disbursement == E.FAILED.value,
+        Retry("send the USD back to Deriv again (same refund transfer id)", ("refund",)),
+    ),
+    (
+        T.WITHDRAWAL,
+        lambda v: v.mpesa_disbursement is None and v.deriv_withdrawal == E.SENT.value,
+        Retry("resolve the Deriv debit again, resolve-only (never a new debit)", ("deriv_withdrawal",)),
+    ),
+)
+
+
+def retry_of(v: ReviewView) -> Retry | None:
+    """The stuck step a RETRY would run again, or None."""
+    for type_, guard, retry in RETRYABLE:
+        if type_ is v.type and guard(v):
+            return retry
     return None
 
 
@@ -123,9 +207,9 @@ def _retry(v: ReviewView, e: Evidence) -> str | None:
         return NOT_UNDER_REVIEW
     if e.deriv_transaction_id is not None or e.mpesa_receipt:
         return "a retry takes no evidence"
-    if v.type is T.DEPOSIT and v.mpesa_disbursement == E.SENT.value and not v.disbursement_accepted:
-        return None  # the refund's send, again under its one id (Daraja refuses a duplicate)
-    return "retrying this step is not available yet (only a refund M-Pesa never acknowledged)"
+    if retry_of(v) is None:
+        return "no step of this transaction can be retried: resolve, refund or fail it instead"
+    return None
 
 
 RULES: Mapping[ActionKind, Rule] = {
@@ -143,7 +227,9 @@ def refusal(kind: ActionKind, view: ReviewView, evidence: Evidence) -> str | Non
 
 def possible(view: ReviewView) -> list[ActionKind]:
     """The kinds that could be proposed with suitable evidence (shown to the operator)."""
-    probe = Evidence(deriv_transaction_id=1) if view.type is T.DEPOSIT else Evidence(mpesa_receipt="X")
+    probe = Evidence(deriv_transaction_id=1)
+    if view.type is T.WITHDRAWAL:
+        probe = Evidence(mpesa_receipt="ABCDE12345")
     return [
         kind
         for kind in ActionKind

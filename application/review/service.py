@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from application.ledger import book
@@ -41,11 +42,14 @@ from application.review.errors import (
 from application.review.ports import (
     DerivLookups,
     DerivStatement,
+    MpesaLookups,
     Proposal,
     ReviewUnitOfWork,
     StatementLine,
+    StkAnswer,
+    StkOutcome,
 )
-from application.review.rules import ActionKind, Evidence, ProposalStatus, ReviewView, refusal
+from application.review.rules import ActionKind, Evidence, ProposalStatus, ReviewView, refusal, retry_of
 from domain.payments.attachments import EvidenceStatus
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
@@ -121,6 +125,16 @@ def _line_details(line: StatementLine | None) -> JSONValue:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What the provider said about a proposal's evidence (asked with no lock held)."""
+
+    line: StatementLine | None = None
+    denial: str | None = None  # why the provider's records refuse the proposal
+    answer: JSONValue = None  # the provider's answer, for the audit record
+    stk: StkOutcome | None = None  # STK Query proved a push unpaid
+
+
 class ReviewService:
     def __init__(
         self,
@@ -128,10 +142,12 @@ class ReviewService:
         unit_of_work: Callable[[str], ReviewUnitOfWork],
         deriv_statement: DerivStatement,
         deriv_lookups: DerivLookups,
+        mpesa_lookups: MpesaLookups | None = None,
     ) -> None:
         self._uow = unit_of_work  # actor -> unit of work auditing as that actor
         self._deriv = deriv_statement
         self._lookups = deriv_lookups
+        self._mpesa = mpesa_lookups  # None: the actions that need M-Pesa's word are refused
 
     # --- propose ----------------------------------------------------------------------------
 
@@ -197,7 +213,8 @@ class ReviewService:
             tx = await uow.transactions.get(proposal.transaction_id)
             assert tx is not None  # a proposal references its transaction (foreign key)
 
-        line, denial = await self._check_evidence(tx, proposal)
+        checked = await self._check_evidence(tx, proposal)
+        line, denial = checked.line, checked.denial
 
         async with self._uow(staff) as uow:
             tx = await uow.transactions.get_for_update(proposal.transaction_id)
@@ -222,13 +239,17 @@ class ReviewService:
                     action="review.refused",
                     subject_type=SUBJECT,
                     subject_id=str(tx.id),
-                    details={**self._details(refused), "provider_line": _line_details(line)},
+                    details={
+                        **self._details(refused),
+                        "provider_line": _line_details(line),
+                        "provider_answer": checked.answer,
+                    },
                 )
                 await uow.commit()
                 if denial is not None:
                     raise EvidenceDenied(f"the provider denies the evidence: {denial}")
                 raise ActionNotPossible(why)
-            outcome = await self._execute(uow, tx, proposal)
+            outcome = await self._execute(uow, tx, proposal, checked)
             executed = dataclasses.replace(
                 proposal, status=ProposalStatus.EXECUTED, decided_by=staff, decided_at=now, outcome=outcome
             )
@@ -241,43 +262,129 @@ class ReviewService:
                 details={
                     **self._details(executed),
                     "provider_line": _line_details(line),
+                    "provider_answer": checked.answer,
                     "tx_status": tx.status.value,
                 },
             )
             await uow.commit()
         return executed
 
-    async def _check_evidence(
-        self, tx: Transaction, proposal: Proposal
-    ) -> tuple[StatementLine | None, str | None]:
-        """Ask the provider (no lock held). (line, why denied)."""
-        if (
-            proposal.kind is ActionKind.FAIL
-            and tx.type is TransactionType.WITHDRAWAL
-            and tx.deriv_withdrawal is not None
-            and tx.deriv_withdrawal.status == EvidenceStatus.SENT
-        ):
-            try:
-                executed = await self._lookups.withdrawal_executed(withdrawal_id=str(tx.id), amount=tx.amount)
-            except (CallUnavailable, CallOutcomeUnknown, CallDeferred) as error:
-                raise EvidenceUnavailable(
-                    f"Deriv cannot say now whether the debit executed ({error}); nothing changed"
-                ) from None
-            if executed is not None:
-                return None, f"Deriv executed the debit (transaction {executed}): money moved"
-            return None, None
-        if proposal.kind is not ActionKind.RESOLVE_COMPLETED or tx.type is not TransactionType.DEPOSIT:
-            return None, None
-        try:
-            line = await self._deriv.find_line(str(tx.id), tx.created_at)
-        except (CallUnavailable, CallOutcomeUnknown, NotExecuted, CallRefused) as error:
-            raise EvidenceUnavailable(
-                f"Deriv's statement cannot be read now ({error}); nothing changed, approve again later"
-            ) from None
-        return line, deriv_denial(tx, proposal.deriv_transaction_id, line)
+    async def _check_evidence(self, tx: Transaction, proposal: Proposal) -> Checked:
+        """Ask the provider (no lock held)."""
+        kind, deposit = proposal.kind, tx.type is TransactionType.DEPOSIT
+        if kind is ActionKind.FAIL and not deposit:
+            return await self._check_debit_not_executed(tx)
+        request = tx.mpesa_request
+        if kind is ActionKind.FAIL and request is not None and request.status == EvidenceStatus.SENT:
+            return await self._check_not_paid(tx)
+        if kind is ActionKind.RESOLVE_COMPLETED and deposit:
+            return await self._check_transfer(tx, proposal)
+        if kind is ActionKind.RESOLVE_COMPLETED:
+            return await self._check_receipt(tx, proposal)
+        return Checked()
 
-    async def _execute(self, uow: ReviewUnitOfWork, tx: Transaction, proposal: Proposal) -> str:
+    async def _check_debit_not_executed(self, tx: Transaction) -> Checked:
+        if tx.deriv_withdrawal is None or tx.deriv_withdrawal.status != EvidenceStatus.SENT:
+            return Checked()
+        try:
+            executed = await self._lookups.withdrawal_executed(withdrawal_id=str(tx.id), amount=tx.amount)
+        except (CallUnavailable, CallOutcomeUnknown, CallDeferred) as error:
+            raise EvidenceUnavailable(
+                f"Deriv cannot say now whether the debit executed ({error}); nothing changed"
+            ) from None
+        if executed is not None:
+            return Checked(denial=f"Deriv executed the debit (transaction {executed}): money moved")
+        return Checked()
+
+    async def _check_not_paid(self, tx: Transaction) -> Checked:
+        """A deposit with no M-Pesa answer: only STK Query saying "not paid" lets it fail."""
+        request = tx.mpesa_request
+        assert request is not None
+        if self._mpesa is None:
+            raise EvidenceUnavailable("M-Pesa cannot be asked from here; nothing changed")
+        outcome = await self._mpesa.stk_outcome(
+            checkout_request_id=request.checkout_request_id, merchant_request_id=request.merchant_request_id
+        )
+        answer: JSONValue = {
+            "api": "stk_query",
+            "answer": outcome.answer.value,
+            "result_code": outcome.result_code,
+            "detail": outcome.detail,
+        }
+        if outcome.answer is StkAnswer.OPEN:
+            raise EvidenceUnavailable(
+                f"M-Pesa has not settled the payment yet ({outcome.detail}); "
+                "nothing changed, approve again later"
+            )
+        if outcome.answer is StkAnswer.PAID:
+            why = "STK Query says the customer paid: money moved (retry the deposit so the saga credits it)"
+            return Checked(denial=why, answer=answer)
+        return Checked(answer=answer, stk=outcome)
+
+    async def _check_transfer(self, tx: Transaction, proposal: Proposal) -> Checked:
+        try:
+            if tx.deriv_loginid.is_rest:
+                # the REST API has no agent statement to search: Deriv's own record of our request id
+                assert tx.converted_amount is not None
+                line = await self._lookups.transfer_executed(
+                    transfer_id=str(tx.id), loginid=tx.deriv_loginid, amount=tx.converted_amount
+                )
+            else:
+                line = await self._deriv.find_line(str(tx.id), tx.created_at)
+        except (CallUnavailable, CallOutcomeUnknown, NotExecuted, CallRefused, CallDeferred) as error:
+            raise EvidenceUnavailable(
+                f"Deriv's records cannot be read now ({error}); nothing changed, approve again later"
+            ) from None
+        return Checked(line=line, denial=deriv_denial(tx, proposal.deriv_transaction_id, line))
+
+    async def _check_receipt(self, tx: Transaction, proposal: Proposal) -> Checked:
+        payout = tx.mpesa_disbursement
+        assert payout is not None and proposal.mpesa_receipt is not None  # the rules require both
+        if payout.status == EvidenceStatus.CONFIRMED:
+            if payout.transaction_receipt == proposal.mpesa_receipt:
+                return Checked(answer={"api": "transaction_status", "receipt": payout.transaction_receipt})
+            held = payout.transaction_receipt
+            offered = proposal.mpesa_receipt
+            return Checked(denial=f"M-Pesa confirmed this payout with receipt {held}, not {offered}")
+        if self._mpesa is None:
+            raise EvidenceUnavailable("M-Pesa cannot be asked from here; nothing changed")
+        check = await self._mpesa.check_receipt(
+            originator_conversation_id=payout.originator_conversation_id, receipt=proposal.mpesa_receipt
+        )
+        answer: JSONValue = {
+            "api": "transaction_status",
+            "confirmed": check.confirmed,
+            "detail": check.detail,
+        }
+        if check.confirmed is None:
+            raise EvidenceUnavailable(
+                f"M-Pesa has not answered Transaction Status yet ({check.detail}); "
+                "nothing changed, approve again later"
+            )
+        if not check.confirmed:
+            return Checked(denial=check.detail, answer=answer)
+        return Checked(answer=answer)
+
+    async def _execute(
+        self, uow: ReviewUnitOfWork, tx: Transaction, proposal: Proposal, checked: Checked
+    ) -> str:
         now = uow.clock.now()
+        if proposal.kind is ActionKind.RESOLVE_COMPLETED and tx.type is TransactionType.WITHDRAWAL:
+            payout = tx.mpesa_disbursement
+            if (
+                payout is None
+                or payout.status != EvidenceStatus.CONFIRMED
+                or payout.transaction_receipt != proposal.mpesa_receipt
+            ):
+                raise ActionNotPossible("M-Pesa's confirmation of the payout is not recorded: approve again")
+            # What the saga's COMPLETE_WITHDRAWAL does: the payout was booked when it was reserved.
+            tx.mpesa_disbursement_completed(
+                transaction_receipt=payout.transaction_receipt,
+                result_desc=payout.result_desc,
+                raw_result=payout.raw_result,
+                now=now,
+            )
+            return f"completed on M-Pesa receipt {payout.transaction_receipt} (Transaction Status)"
         if proposal.kind is ActionKind.RESOLVE_COMPLETED:
             transfer = tx.deriv_transfer
             if transfer is not None and transfer.status == EvidenceStatus.FAILED:
@@ -296,17 +403,33 @@ class ReviewService:
                 await book(uow, posting)
             tx.refund_requested(originator_conversation_id=refund_originator_conversation_id(tx.id), now=now)
             return "refund approved: the B2C refund is on its way"
+        if proposal.kind is ActionKind.FAIL and checked.stk is not None:
+            # STK Query proved the push unpaid: recorded as the payment's evidence, as a callback would be.
+            tx.mpesa_failed(
+                result_code=checked.stk.result_code or 1,
+                result_desc=f"STK Query in review: {checked.stk.detail}"[:255],
+                raw_callback=None,
+                now=now,
+            )
+            return "failed: STK Query says the customer was not charged"
         if proposal.kind is ActionKind.FAIL:
             tx.fail_after_review(f"failed in review: {proposal.reason}", now=now)
             return "failed: no money moved"
         if proposal.kind is ActionKind.RETRY:
-            # The refund's one send, armed again (same OriginatorConversationID), and its
-            # Transaction Status attempts started over. The saga does the rest.
+            retry = retry_of(view_of(tx))
+            assert retry is not None  # the rules were asked under this lock
             detail = f"retry approved in review {proposal.id}"
-            await uow.saga_steps.defer(tx.id, Step.REFUND_B2C.value, now=now, until=now, detail=detail)
-            await uow.saga_steps.reset(tx.id, Step.REFUND_B2C_QUERY.value, now=now, detail=detail)
-            tx.retry_approved(Step.REFUND_B2C.value, now=now)
-            return "retry approved: the saga sends the refund again under its one id"
+            if not retry.back_to_saga:
+                # The refund's one send, armed again (same OriginatorConversationID), and its
+                # Transaction Status attempts started over. The saga does the rest.
+                await uow.saga_steps.defer(tx.id, Step.REFUND_B2C.value, now=now, until=now, detail=detail)
+                await uow.saga_steps.reset(tx.id, Step.REFUND_B2C_QUERY.value, now=now, detail=detail)
+                tx.retry_approved(Step.REFUND_B2C.value, now=now)
+                return "retry approved: the saga sends the refund again under its one id"
+            for step in retry.reset:
+                await uow.saga_steps.reset(tx.id, step, now=now, detail=detail)
+            tx.resume_after_review(retry.reset[0], now=now)
+            return f"retry approved: the saga will {retry.what}"
         raise ActionNotPossible(f"{proposal.kind.value} is not available yet")  # rules refuse it first
 
     # --- reject -----------------------------------------------------------------------------

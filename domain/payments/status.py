@@ -73,6 +73,7 @@ _DEPOSIT_TRANSITIONS = frozenset(
         (S.NEEDS_REVIEW, S.COMPLETED),
         (S.NEEDS_REVIEW, S.REVERSED),  # customer refunded
         (S.NEEDS_REVIEW, S.FAILED),  # proven that no money moved
+        (S.NEEDS_REVIEW, S.OUTCOME_UNKNOWN),  # a stuck step retried: resolved again, same ids
     }
 )
 
@@ -106,6 +107,7 @@ _WITHDRAWAL_TRANSITIONS = frozenset(
         (S.NEEDS_REVIEW, S.COMPLETED),
         (S.NEEDS_REVIEW, S.REVERSED),
         (S.NEEDS_REVIEW, S.FAILED),
+        (S.NEEDS_REVIEW, S.OUTCOME_UNKNOWN),  # a stuck step retried: resolved again, same ids
     }
 )
 

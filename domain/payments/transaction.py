@@ -704,6 +704,15 @@ class Transaction:
         self._touch(at)
         self._record(ReviewRetryApproved(**self._common(at), step=step))
 
+    def resume_after_review(self, step: str, *, now: datetime | None = None) -> None:
+        """Two people approved resolving a stuck step again: back to OUTCOME_UNKNOWN, whose step
+        is read from the evidence, so the saga resolves it under the ids it already holds."""
+        if self.status is not Status.NEEDS_REVIEW:
+            raise IllegalTransition("only a step of a transaction under review is retried in review")
+        at = _at(now)
+        self._move_to(Status.OUTCOME_UNKNOWN, at, reason=f"retry approved in review: {step}")
+        self._record(ReviewRetryApproved(**self._common(at), step=step))
+
     # --- any flow ---------------------------------------------------------------------------
 
     def mark_outcome_unknown(self, reason: str, *, now: datetime | None = None) -> None:

@@ -68,6 +68,8 @@ class SoakReport:
     crashes: dict[str, int] = field(default_factory=dict)
     rule_counters: dict[str, Any] = field(default_factory=dict)
     settled: bool = True
+    # the scripted operator's work on the review queue (penpay.chaos.operator); empty: not run
+    review: dict[str, Any] = field(default_factory=dict)
 
     # --- the invariants ------------------------------------------------------------------------
 
@@ -107,6 +109,10 @@ class SoakReport:
             broken.append(f"ledger does not sum to zero: {self.ledger_sums}")
         if self.consistency.unresolved:
             broken.append(f"unresolved transactions: {len(self.consistency.unresolved)}")
+        if self.review and self.consistency.needs_review:
+            broken.append(f"left under review by the scripted operator: {len(self.consistency.needs_review)}")
+        if self.review and self.review.get("proposed") and not self.review.get("four_eyes_checked"):
+            broken.append("the proposer's own approval was not refused (four-eyes)")
         if self.audit_problems:
             broken.append(f"audit chain broken: {len(self.audit_problems)} problems")
         others = [v for v in self.consistency.violations if v.code not in LOST_CODES]
@@ -153,6 +159,7 @@ class SoakReport:
                 for r in self.consistency.needs_review
             ],
             "audit": {"rows_checked": self.audit_rows, "problems": self.audit_problems},
+            "review_by_operator": self.review,
             "settled_before_check": self.settled,
             "driver": self.driver,
             "faults": self.faults,
@@ -207,6 +214,14 @@ class SoakReport:
         out.append(f"transactions left unresolved (outside NEEDS_REVIEW): {len(c.unresolved)}")
         for u in c.unresolved:
             out.append(f"  {u.transaction_id}: {u.type} {u.status} ({u.failure_reason or 'no reason'})")
+        if self.review:
+            r = self.review
+            out.append(
+                f"review queue (scripted operator, four-eyes): {r.get('reviewed', 0)} under review, "
+                f"{r.get('rounds', 0)} rounds; proposed {r.get('proposed') or {}}, "
+                f"executed {r.get('executed') or {}}, refused by the provider {r.get('refused') or {}}; "
+                f"own approval refused: {'yes' if r.get('four_eyes_checked') else 'no'}"
+            )
         out.append(f"NEEDS_REVIEW: {len(c.needs_review)}")
         for r in c.needs_review:
             out.append(f"  {r.transaction_id}: {r.reason or '(no reason recorded)'}")

@@ -48,6 +48,8 @@ class SoakConfig:
     # Longer than the soak's outages (a server down 1-4 s, then recovering): a worker holding a
     # call's answer through an outage stores it before others take it for lost (production: 30 s).
     call_grace: float = 15.0
+    # After settling: a scripted operator resolves every NEEDS_REVIEW through the review API.
+    review: bool = True
 
 
 class ChaosSoak:
@@ -96,6 +98,7 @@ class ChaosSoak:
         else:
             redis_url = await self._through_cut("redis", c.redis_url)
         key, jwt_env = write_signing_key(c.workdir)
+        self.signing_key = key
         self.cluster = Cluster(
             ClusterConfig(
                 database_url=self.database_url,
@@ -175,12 +178,33 @@ class ChaosSoak:
             self.settled = await self._settle()
             self.timings["settle"] = time.monotonic() - began
             self.say(f"settled={self.settled} in {self.timings['settle']:.1f}s")
+            if self.config.review:
+                await self._review()
         finally:
             progress.cancel()
             self.injector.stop_supervising()
             await supervisor
             await api.close()
         return await self.verdict()
+
+    async def _review(self) -> None:
+        """Every NEEDS_REVIEW through the review API: one staff identity proposes, another approves."""
+        from penpay.chaos.operator import ScriptedOperator
+
+        assert self.cluster is not None
+        began = time.monotonic()
+        operator = ScriptedOperator(
+            self.cluster.addresses["grpc"],
+            self.signing_key,
+            deriv_control=self.cluster.addresses["deriv_control"],
+            mpesa_control=self.cluster.addresses["mpesa"] + "/__control__",
+            in_flight=self._in_flight,
+            say=self.say,
+        )
+        self.operator_report = await operator.run(settle_timeout=self.config.settle_timeout / 2)
+        await self._settle()  # refunds and retries end in the sagas
+        self.timings["review"] = time.monotonic() - began
+        self.say(f"review queue worked in {self.timings['review']:.1f}s: {self.operator_report.to_dict()}")
 
     async def _in_flight(self) -> dict[str, int]:
         from sqlalchemy import func, select
@@ -266,4 +290,7 @@ class ChaosSoak:
             report.faults = [f.to_dict() for f in self.injector.records]
             report.crashes = dict(self.injector.crashes)
             report.rule_counters = getattr(self, "rule_counters", {})
+        operator = getattr(self, "operator_report", None)
+        if operator is not None:
+            report.review = operator.to_dict()
         return report

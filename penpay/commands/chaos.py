@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--settle-timeout", type=float, default=240.0, help="seconds to let in-flight work end"
     )
+    parser.add_argument(
+        "--no-review",
+        action="store_true",
+        help="leave NEEDS_REVIEW for a person (default: a scripted operator works the review queue)",
+    )
     parser.add_argument("--workdir", type=Path, help="logs, private servers' data (default: a temp dir)")
     parser.add_argument("--database-url", help="use this MariaDB database (not restarted by the soak)")
     parser.add_argument("--redis-url", help="use this Redis (not restarted by the soak)")
@@ -63,6 +68,7 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
         database_url=args.database_url,
         redis_url=args.redis_url,
         settle_timeout=args.settle_timeout,
+        review=not args.no_review,
     )
     began = time.monotonic()
     async with ChaosSoak(config, say=_say) as soak:

@@ -109,6 +109,7 @@ def build_api(
     bus: MessageBus | None = None,
     fingerprint_key: bytes | None = None,
     deriv_statement: Any = None,
+    mpesa_lookups: Any = None,
 ) -> Api:
     """The API server with every service, wired to `core` (nothing is started)."""
     from application.review.paybill import PaybillSuspenseReview
@@ -222,10 +223,22 @@ def build_api(
         statement_channel = gateway_channel(s.gateway_addr)
         closers.append(statement_channel.close)
         deriv_statement = GatewayDerivStatement(statement_channel, timeout=s.gateway_request_timeout + 10)
+    if mpesa_lookups is None and payments is not None:
+        # Only where this API moves money is M-Pesa configured; without it, the review actions
+        # that need M-Pesa's word answer EVIDENCE_UNAVAILABLE.
+        from mpesa_adapter.client import DarajaClient
+        from mpesa_adapter.review_lookups import DarajaReviewLookups
+        from penpay.bootstrap import daraja_config, daraja_token_cache
+
+        mpesa_config = daraja_config(s)
+        review_daraja = DarajaClient(mpesa_config, token_cache=daraja_token_cache(s, mpesa_config))
+        closers.append(review_daraja.close)
+        mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine)
     review = ReviewService(
         unit_of_work=lambda actor: core.unit_of_work(actor=actor),
         deriv_statement=deriv_statement,
         deriv_lookups=deriv_statement,
+        mpesa_lookups=mpesa_lookups,
     )
 
     wallet_queries = WalletQueries(SqlWalletReadModel(core.engine))
@@ -320,6 +333,7 @@ def build_api(
         trusted_proxies=TrustedProxies.parse(s.trusted_proxies),
         extra_handlers=extra_handlers or (),
         sessions=SqlSessionCheck(core.engine),
+        refusal_audit=_refusal_audit(core),
     )
     return Api(
         server=server,
@@ -330,6 +344,22 @@ def build_api(
         payments=payments,  # type: ignore[arg-type]
         _closers=closers,
     )
+
+
+def _refusal_audit(core: Any) -> Callable[[str, str, str, Mapping[str, Any]], Awaitable[None]]:
+    """A staff call refused for its roles, as an `access.refused` record of the audit chain."""
+
+    async def record(actor: str, method: str, reason: str, details: Mapping[str, Any]) -> None:
+        async with core.unit_of_work(actor=actor) as uow:
+            uow.audit(
+                action="access.refused",
+                subject_type="rpc",
+                subject_id=method[:64],
+                details={"reason": reason, **details},
+            )
+            await uow.commit()
+
+    return record
 
 
 def _split(text: str) -> list[str]:

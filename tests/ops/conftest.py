@@ -18,6 +18,8 @@ from deriv_gateway.accounts_client import GatewayDerivAccounts
 from deriv_gateway.payments_client import GatewayDerivStatement
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
 from domain.shared.clock import FixedClock
+from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.review_lookups import DarajaReviewLookups
 from penpay import bootstrap
 from penpay.ops.v1 import ops_pb2_grpc
 from penpay.settings import Settings
@@ -97,6 +99,7 @@ async def review(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> Asy
             gateway = grpc.aio.insecure_channel(stack.gateway.address)
             hasher = Argon2idHasher(FAST_FOR_TESTS)
             tokens = RoleAwareAccessTokens([SIGNING_KEY])
+            daraja = DarajaClient(stack.daraja_config)
             api = build_api(
                 core,
                 metrics_addr=None,
@@ -107,6 +110,7 @@ async def review(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> Asy
                 rate_limiter=InProcessRateLimiter(),
                 payments=None,
                 deriv_statement=GatewayDerivStatement(gateway, timeout=10.0),
+                mpesa_lookups=DarajaReviewLookups(daraja, core.engine, polls=100, poll_interval=0.05),
             )
             await api.server.start()
             channel = grpc.aio.insecure_channel(api.server.address)
@@ -118,6 +122,7 @@ async def review(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> Asy
                 await api.close()
                 await core.close()
                 await gateway.close()
+                await daraja.close()
                 hasher.close()
     finally:
         await bus.close()

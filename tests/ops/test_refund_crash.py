@@ -125,3 +125,46 @@ async def test_a_refund_lost_before_its_call_is_never_sent_blindly(review: Revie
         tx.mpesa_disbursement.originator_conversation_id
     ]
     await assert_ledger_balanced(stack)
+
+
+async def test_a_retried_payout_is_paid_once_across_a_killed_worker(review: Review, worker: Worker) -> None:
+    """RETRY moves money when the B2C was never accepted: the saga sends it again under its one
+    OriginatorConversationID. Killed after that send, before recording it: the restarted worker
+    sends the same id again, Daraja refuses the duplicate, and the customer is paid once."""
+    stack = review.stack
+    user = await stack.user()
+    control = f"{stack.mpesa_sim.base_url}/__control__/faults"
+    async with stack.http.post(
+        control, json={"kind": "internal_error", "api": "b2c", "count": None}
+    ) as response:
+        assert response.status == 201, await response.text()
+    tx = await stack.withdrawal(user, 10_00)
+    await stack.app.confirm_withdrawal(
+        user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
+    )
+    stuck = await stack.settle(tx.id)
+    assert stuck.status is S.NEEDS_REVIEW, stuck.failure_reason
+    assert stuck.mpesa_disbursement is not None and not stuck.mpesa_disbursement.conversation_id
+    async with stack.http.delete(control) as response:
+        assert response.status == 200
+    assert not [b for b in (await stack.mpesa_books())["b2c"]["transactions"] if b.get("paid")]
+
+    worker.start(crash_at="withdrawal.b2c.after_call")
+    retry = await review.ops.ProposeReviewAction(
+        pb.ProposeReviewActionRequest(transaction_id=str(tx.id), kind=RETRY, reason="M-Pesa is back"),
+        metadata=review.staff("olga", "operator"),
+    )
+    await review.ops.ApproveReviewAction(
+        pb.ApproveReviewActionRequest(action_id=retry.action.action_id),
+        metadata=review.staff("amos", "approver"),
+    )
+    await stack.relay.relay_once()
+    assert await worker.killed_by_itself() == -9
+
+    worker.start()
+    assert await relay_until(stack, tx.id, worker, {S.COMPLETED}, timeout=40) is S.COMPLETED, worker.tail()
+    paid = [b for b in (await stack.mpesa_books())["b2c"]["transactions"] if b.get("paid")]
+    assert [b["originator_conversation_id"] for b in paid] == [
+        stuck.mpesa_disbursement.originator_conversation_id
+    ]
+    await assert_ledger_balanced(stack)

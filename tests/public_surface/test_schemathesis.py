@@ -118,7 +118,8 @@ VALID_BODIES: dict[str, list[tuple[dict[str, Any], dict[str, str]]]] = {
 # for 24 h (idempotency_keys) when the call executed (any ConfirmWithdrawal refusal; an initiation's
 # only once its Transaction was written), and a compliance refusal is audited (audit_logs, chain head).
 REFUSAL_RECORDS = frozenset({"idempotency_keys", "audit_logs", "audit_chain_head"})
-REFUSAL_AUDIT_ACTIONS = frozenset({"ComplianceRefused", "ComplianceHeld"})
+# ... and a staff call refused for its roles is audited (access.refused, penpay_api.interceptors).
+REFUSAL_AUDIT_ACTIONS = frozenset({"ComplianceRefused", "ComplianceHeld", "access.refused"})
 
 
 @dataclass

@@ -7,12 +7,12 @@ from datetime import datetime
 import pytest
 
 from application.review.ports import StatementLine
-from application.review.rules import ActionKind, Evidence, ReviewView, possible, refusal
+from application.review.rules import ActionKind, Evidence, ReviewView, possible, refusal, retry_of
 from application.review.service import deriv_denial
 from domain.payments.attachments import EvidenceStatus as E
 from domain.payments.attachments import MpesaRequest
 from domain.payments.errors import IllegalTransition, InvalidEvidence
-from domain.payments.events import DerivTransferCompleted
+from domain.payments.events import DerivTransferCompleted, ReviewRetryApproved
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import TransactionType as T
 from domain.payments.transaction import Transaction
@@ -23,6 +23,15 @@ REFUSED = ReviewView(
     T.DEPOSIT, S.NEEDS_REVIEW, mpesa_request=E.CONFIRMED.value, deriv_transfer=E.FAILED.value
 )
 DERIV = Evidence(deriv_transaction_id=77)
+NR = S.NEEDS_REVIEW
+PAYOUT_OPEN = ReviewView(
+    T.WITHDRAWAL, S.NEEDS_REVIEW, deriv_withdrawal=E.CONFIRMED.value, mpesa_disbursement=E.UNKNOWN.value
+)
+
+
+def test_a_withdrawal_may_be_resolved_on_an_mpesa_receipt() -> None:
+    assert refusal(ActionKind.RESOLVE_COMPLETED, PAYOUT_OPEN, Evidence(mpesa_receipt="QKX1234567")) is None
+    assert ActionKind.RESOLVE_COMPLETED in possible(PAYOUT_OPEN)
 
 
 def test_a_refused_deposit_may_be_resolved_on_a_deriv_transaction_id() -> None:
@@ -57,7 +66,20 @@ def test_a_refund_needs_the_payment_received_and_the_transfer_failed() -> None:
         (ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, E.CONFIRMED.value), DERIV, "no Deriv transfer"),
         (REFUSED, Evidence(), "Deriv transaction id"),
         (REFUSED, Evidence(deriv_transaction_id=77, mpesa_receipt="QKX1"), "not an M-Pesa receipt"),
-        (ReviewView(T.WITHDRAWAL, S.NEEDS_REVIEW), Evidence(mpesa_receipt="QKX1"), "not available yet"),
+        (ReviewView(T.WITHDRAWAL, S.NEEDS_REVIEW), Evidence(mpesa_receipt="QKX1234567"), "never debited"),
+        (PAYOUT_OPEN, Evidence(mpesa_receipt="QKX1"), "10 capital letters"),
+        (PAYOUT_OPEN, Evidence(), "M-Pesa receipt"),
+        (PAYOUT_OPEN, Evidence(deriv_transaction_id=5, mpesa_receipt="QKX1234567"), "not a Deriv id"),
+        (
+            ReviewView(
+                T.WITHDRAWAL,
+                S.NEEDS_REVIEW,
+                deriv_withdrawal=E.CONFIRMED.value,
+                mpesa_disbursement=E.FAILED.value,
+            ),
+            Evidence(mpesa_receipt="QKX1234567"),
+            "cannot be completed on a receipt",
+        ),
     ],
 )
 def test_what_cannot_be_resolved(view: ReviewView, evidence: Evidence, why: str) -> None:
@@ -131,6 +153,57 @@ def test_fail_only_where_no_money_can_have_moved() -> None:
     unpaid = ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, mpesa_request=E.FAILED.value)
     assert refusal(ActionKind.FAIL, unpaid, Evidence()) is None
     assert refusal(ActionKind.FAIL, unpaid, DERIV) is not None
+    # no answer from M-Pesa yet: proposed now, STK Query decides at approval
+    open_push = ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, mpesa_request=E.SENT.value)
+    assert refusal(ActionKind.FAIL, open_push, Evidence()) is None
+    said_paid = ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, mpesa_request=E.SUCCEEDED.value)
+    assert "may have charged" in (refusal(ActionKind.FAIL, said_paid, Evidence()) or "")
+
+
+@pytest.mark.parametrize(
+    ("view", "resets"),
+    [
+        (
+            ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, E.CONFIRMED.value, deriv_transfer=E.SENT.value),
+            ("deriv_transfer",),
+        ),
+        (ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, E.SENT.value), ("stk_query",)),
+        (ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, E.SUCCEEDED.value), ("stk_query",)),
+        (PAYOUT_OPEN, ("b2c", "b2c_query")),
+        (
+            ReviewView(
+                T.WITHDRAWAL,
+                S.NEEDS_REVIEW,
+                deriv_withdrawal=E.CONFIRMED.value,
+                mpesa_disbursement=E.FAILED.value,
+            ),
+            ("refund",),
+        ),
+        (ReviewView(T.WITHDRAWAL, S.NEEDS_REVIEW, deriv_withdrawal=E.SENT.value), ("deriv_withdrawal",)),
+    ],
+)
+def test_a_stuck_step_is_retried_under_its_ids(view: ReviewView, resets: tuple[str, ...]) -> None:
+    assert refusal(ActionKind.RETRY, view, Evidence()) is None
+    retry = retry_of(view)
+    assert retry is not None and retry.reset == resets and retry.back_to_saga
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        REFUSED,  # Deriv refused for good: resolve or refund, never resend
+        ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, E.CONFIRMED.value),  # paid, credited, no transfer
+        ReviewView(T.DEPOSIT, S.NEEDS_REVIEW),  # the push's answer was lost: no id to ask about
+        ReviewView(T.DEPOSIT, S.NEEDS_REVIEW, E.REVIEW.value),  # contradictory: a person decides
+        ReviewView(
+            T.WITHDRAWAL, S.NEEDS_REVIEW, deriv_withdrawal=E.CONFIRMED.value, mpesa_disbursement="REVIEW"
+        ),
+        ReviewView(T.WITHDRAWAL, S.NEEDS_REVIEW),
+    ],
+)
+def test_what_is_not_retried(view: ReviewView) -> None:
+    assert retry_of(view) is None
+    assert "can be retried" in (refusal(ActionKind.RETRY, view, Evidence()) or "")
 
 
 def test_retry_only_a_refund_mpesa_never_acknowledged() -> None:
@@ -152,3 +225,15 @@ def test_retry_only_a_refund_mpesa_never_acknowledged() -> None:
     )
     assert refusal(ActionKind.RETRY, accepted, Evidence()) is not None
     assert refusal(ActionKind.RETRY, REFUSED, Evidence()) is not None
+
+
+def test_a_retried_step_goes_back_to_outcome_unknown_at_that_step(
+    deposit: Transaction, now: datetime
+) -> None:
+    tx = _under_review(deposit, now)
+    tx.resume_after_review("deriv_transfer", now=now)
+    assert tx.status is S.OUTCOME_UNKNOWN
+    assert tx.outcome_unknown_step is S.DERIV_TRANSFER_SENT  # the saga resolves the same transfer id
+    assert any(isinstance(e, ReviewRetryApproved) for e in tx.pull_events())
+    with pytest.raises(IllegalTransition):
+        tx.resume_after_review("deriv_transfer", now=now)

@@ -1,0 +1,137 @@
+"""application.review.ports.MpesaLookups over Daraja: what M-Pesa says about a review's evidence.
+
+STK Query is synchronous: `stk_outcome` asks it and writes nothing (the approval records what it
+proves). Transaction Status answers asynchronously, at the callback endpoints (possibly another
+process), whose inbox checks the answer as it checks the sagas' own (it must name our payout, its
+ConversationID and amount) and records it: the payout CONFIRMED with the receipt, or a row in
+`mpesa_callback_reviews` saying why not. `check_receipt` asks about the receipt under our payout's
+OriginatorConversationID (the Occasion), then reads those records for a bounded number of polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.review.ports import ReceiptCheck, StkAnswer, StkOutcome
+from mpesa_adapter import errors
+from mpesa_adapter.callback_store import CONFIRMED, FAILED, REVIEW, SqlCallbackInbox
+from mpesa_adapter.confirmer import CallbackConfirmer
+from mpesa_adapter.types import RequestAccepted, StkQueryResult, StkQueryStatus
+from persistence.tables import mpesa_callback_reviews
+
+log = logging.getLogger("penpay.mpesa.review")
+
+_NOT_ANSWERED = (errors.SpikeArrest, errors.TransportError, errors.ForeignAnswer)
+
+
+class ReviewQueries(Protocol):
+    async def stk_query(
+        self, checkout_request_id: str, *, merchant_request_id: str | None = None
+    ) -> StkQueryResult: ...
+
+    async def transaction_status(
+        self,
+        *,
+        originator_conversation_id: str | None = None,
+        transaction_id: str | None = None,
+        remarks: str = ...,
+        occasion: str | None = None,
+    ) -> RequestAccepted: ...
+
+
+class DarajaReviewLookups:
+    def __init__(
+        self,
+        client: ReviewQueries,
+        engine: AsyncEngine,
+        *,
+        polls: int = 100,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self._client = client
+        self._engine = engine
+        self._store = SqlCallbackInbox(engine)
+        self._polls = polls
+        self._interval = poll_interval
+
+    async def stk_outcome(self, *, checkout_request_id: str, merchant_request_id: str | None) -> StkOutcome:
+        try:
+            result = await self._client.stk_query(
+                checkout_request_id, merchant_request_id=merchant_request_id
+            )
+        except errors.ForeignAnswer as foreign:
+            # about another request: never a status; kept for review and alerted, as the sagas do
+            await CallbackConfirmer(self._client, self._store).keep_foreign_answer(foreign)
+            return StkOutcome(StkAnswer.OPEN, detail=str(foreign))
+        except _NOT_ANSWERED as error:
+            return StkOutcome(StkAnswer.OPEN, detail=f"STK Query not answered: {type(error).__name__}")
+        except errors.DarajaError as error:
+            return StkOutcome(StkAnswer.OPEN, detail=f"STK Query refused: {error.error_code}")
+        text = result.result_code or ""
+        code = int(text) if text.lstrip("-").isdigit() else None
+        detail = f"STK Query: {result.status} {result.result_code or ''} {result.result_desc or ''}".strip()
+        if result.status is StkQueryStatus.COMPLETED:
+            return StkOutcome(StkAnswer.PAID, code, detail)
+        if result.status is StkQueryStatus.FAILED:
+            return StkOutcome(StkAnswer.NOT_PAID, code, detail)
+        return StkOutcome(StkAnswer.OPEN, code, detail)  # being processed, or not found yet
+
+    async def check_receipt(self, *, originator_conversation_id: str, receipt: str) -> ReceiptCheck:
+        ocid = originator_conversation_id
+        settled = await self._settled(ocid, receipt)
+        if settled is not None:
+            return settled
+        before = await self._reviews(ocid, None)
+        try:
+            accepted = await self._client.transaction_status(
+                transaction_id=receipt, occasion=ocid, remarks="PenPay review evidence"
+            )
+        except _NOT_ANSWERED as error:
+            return ReceiptCheck(None, f"Transaction Status not sent: {type(error).__name__}")
+        except errors.DarajaError as error:
+            return ReceiptCheck(None, f"Transaction Status refused: {error.error_code}")
+        query = accepted.conversation_id
+        for _ in range(self._polls):
+            settled = await self._settled(ocid, receipt)
+            if settled is not None:
+                return settled
+            now = await self._reviews(ocid, query)
+            if now[0] > before[0]:
+                return ReceiptCheck(False, f"M-Pesa does not confirm {receipt} for this payout: {now[1]}")
+            await asyncio.sleep(self._interval)
+        return ReceiptCheck(None, f"Transaction Status asked (ConversationID {query}), no answer yet")
+
+    async def _settled(self, ocid: str, receipt: str) -> ReceiptCheck | None:
+        row = await self._store.disbursement(ocid)
+        if row is None:
+            return ReceiptCheck(False, "no such payout")
+        if row.status == CONFIRMED:
+            if row.transaction_receipt == receipt:
+                return ReceiptCheck(True, f"Transaction Status confirms {receipt} for this payout")
+            held = row.transaction_receipt
+            return ReceiptCheck(False, f"M-Pesa confirmed this payout as {held}, not {receipt}")
+        if row.status == FAILED:
+            return ReceiptCheck(False, "M-Pesa says this payout was not made")
+        if row.status == REVIEW:
+            return ReceiptCheck(False, "M-Pesa's answers about this payout contradict each other")
+        return None
+
+    async def _reviews(self, ocid: str, query: str | None) -> tuple[int, str]:
+        """How many answers were kept for review under our payout (or the query's own id), and
+        what the newest says."""
+        t = mpesa_callback_reviews
+        ids = [ocid] if query is None else [ocid, query]
+        where = or_(*(t.c.correlation_id == i for i in ids))
+        async with self._engine.connect() as conn:
+            count = (await conn.execute(select(func.count()).where(where))).scalar_one()
+            newest = (
+                await conn.execute(
+                    select(t.c.reason, t.c.detail).where(where).order_by(t.c.id.desc()).limit(1)
+                )
+            ).first()
+        return int(count), "" if newest is None else f"{newest.reason}: {newest.detail or ''}"

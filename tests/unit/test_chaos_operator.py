@@ -1,0 +1,87 @@
+"""The soak's scripted operator chooses a review action from the evidence (penpay.chaos.operator)."""
+
+from __future__ import annotations
+
+import pytest
+
+from penpay.chaos.operator import choose
+
+pytestmark = pytest.mark.unit
+
+ALL = frozenset({"RESOLVE_COMPLETED", "REFUND", "FAIL", "RETRY"})
+
+
+def test_a_deposit_deriv_holds_is_resolved_on_deriv_s_id() -> None:
+    picked = choose(
+        type_="DEPOSIT",
+        evidence={"MPESA_REQUEST": "CONFIRMED", "DERIV_TRANSFER": "FAILED"},
+        possible=frozenset({"RESOLVE_COMPLETED", "REFUND"}),
+        deriv_paid_as=4242,
+        payout_receipt=None,
+    )
+    assert picked is not None and (picked.kind, picked.deriv_transaction_id) == ("RESOLVE_COMPLETED", 4242)
+
+
+def test_a_deposit_deriv_refused_and_does_not_hold_is_refunded() -> None:
+    picked = choose(
+        type_="DEPOSIT",
+        evidence={"MPESA_REQUEST": "CONFIRMED", "DERIV_TRANSFER": "FAILED"},
+        possible=frozenset({"RESOLVE_COMPLETED", "REFUND"}),
+        deriv_paid_as=None,
+        payout_receipt=None,
+    )
+    assert picked is not None and picked.kind == "REFUND"
+
+
+def test_a_push_with_no_answer_is_failed_and_retried_once_the_provider_says_paid() -> None:
+    evidence = {"MPESA_REQUEST": "SENT"}
+    possible = frozenset({"FAIL", "RETRY"})
+    first = choose(
+        type_="DEPOSIT", evidence=evidence, possible=possible, deriv_paid_as=None, payout_receipt=None
+    )
+    assert first is not None and first.kind == "FAIL"
+    then = choose(
+        type_="DEPOSIT",
+        evidence=evidence,
+        possible=possible,
+        deriv_paid_as=None,
+        payout_receipt=None,
+        denied=frozenset({"FAIL"}),
+    )
+    assert then is not None and then.kind == "RETRY"
+
+
+def test_a_payout_m_pesa_made_is_resolved_on_its_receipt_else_retried() -> None:
+    evidence = {"DERIV_WITHDRAWAL": "CONFIRMED", "MPESA_DISBURSEMENT": "SENT"}
+    possible = frozenset({"RESOLVE_COMPLETED", "RETRY"})
+    paid = choose(
+        type_="WITHDRAWAL",
+        evidence=evidence,
+        possible=possible,
+        deriv_paid_as=None,
+        payout_receipt="QKX1234567",
+    )
+    assert paid is not None and (paid.kind, paid.mpesa_receipt) == ("RESOLVE_COMPLETED", "QKX1234567")
+    unpaid = choose(
+        type_="WITHDRAWAL", evidence=evidence, possible=possible, deriv_paid_as=None, payout_receipt=None
+    )
+    assert unpaid is not None and unpaid.kind == "RETRY"
+
+
+def test_nothing_is_chosen_when_nothing_is_possible() -> None:
+    assert (
+        choose(
+            type_="DEPOSIT",
+            evidence={"MPESA_REQUEST": "REVIEW"},
+            possible=frozenset(),
+            deriv_paid_as=None,
+            payout_receipt=None,
+        )
+        is None
+    )
+
+
+def test_an_item_of_another_kind_is_left_alone() -> None:
+    assert (
+        choose(type_="SUSPENSE", evidence={}, possible=ALL, deriv_paid_as=None, payout_receipt=None) is None
+    )
