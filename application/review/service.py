@@ -323,11 +323,11 @@ class ReviewService:
 
     async def _check_transfer(self, tx: Transaction, proposal: Proposal) -> Checked:
         try:
-            if tx.deriv_loginid.is_rest:
+            if tx.deriv_login_id.is_rest:
                 # the REST API has no agent statement to search: Deriv's own record of our request id
                 assert tx.converted_amount is not None
                 line = await self._lookups.transfer_executed(
-                    transfer_id=str(tx.id), loginid=tx.deriv_loginid, amount=tx.converted_amount
+                    transfer_id=str(tx.id), loginid=tx.deriv_login_id, amount=tx.converted_amount
                 )
             else:
                 line = await self._deriv.find_line(str(tx.id), tx.created_at)

@@ -223,8 +223,8 @@ class SoakReport:
                 f"own approval refused: {'yes' if r.get('four_eyes_checked') else 'no'}"
             )
         out.append(f"NEEDS_REVIEW: {len(c.needs_review)}")
-        for r in c.needs_review:
-            out.append(f"  {r.transaction_id}: {r.reason or '(no reason recorded)'}")
+        for item in c.needs_review:
+            out.append(f"  {item.transaction_id}: {item.reason or '(no reason recorded)'}")
         verdict = "verified" if not self.audit_problems else f"BROKEN ({len(self.audit_problems)} problems)"
         out.append(f"audit chain: {verdict}, {self.audit_rows} rows")
         out += [f"  {p}" for p in self.audit_problems[:20]]
