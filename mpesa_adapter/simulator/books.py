@@ -70,6 +70,25 @@ class B2CRecord:
         return out
 
 
+@dataclass
+class C2BRecord:
+    """A payment a customer made to a shortcode (paybill or till) from the phone's M-Pesa menu: what
+    Pull Transactions lists beside the STK payments. Fed by simulator/pull.py (and paybill C2B)."""
+
+    receipt: str
+    shortcode: str
+    phone: str
+    amount: int
+    bill_reference: str
+    paid_at: datetime
+    transaction_type: str = "c2b-pay-bill-debit"
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["paid_at"] = self.paid_at.isoformat()
+        return out
+
+
 class Books:
     def __init__(self, utility: int, working: int) -> None:
         self.opening_utility = utility
@@ -84,6 +103,8 @@ class Books:
         self.utility = self.opening_utility
         self.stk: dict[str, StkRecord] = {}
         self.b2c: dict[str, B2CRecord] = {}
+        self.c2b: list[C2BRecord] = []
+        self.pull_registrations: dict[str, str] = {}  # shortcode -> CallBackURL
 
     # --- STK ---------------------------------------------------------------------------------------
     def add_stk(self, record: StkRecord) -> None:
@@ -124,6 +145,11 @@ class Books:
             for r in self.b2c.values()
             if r.paid and r.phone == phone and r.completed_at and r.completed_at.date() == day.date()
         )
+
+    # --- C2B (paybill / till) ----------------------------------------------------------------------
+    def receive_c2b(self, record: C2BRecord) -> None:
+        self.c2b.append(record)
+        self.utility += record.amount
 
     # --- lookups -----------------------------------------------------------------------------------
     def by_transaction_id(self, transaction_id: str) -> StkRecord | B2CRecord | None:
@@ -167,6 +193,10 @@ class Books:
                 "total_paid": sum(paid.values()),
                 "paid_by_phone": dict(paid),
                 "transactions": [r.public() for r in self.b2c.values()],
+            },
+            "c2b": {
+                "total_received": sum(c.amount for c in self.c2b),
+                "transactions": [c.public() for c in self.c2b],
             },
             "accounts": {
                 "utility": self.utility,

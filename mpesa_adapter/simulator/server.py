@@ -16,6 +16,7 @@ from mpesa_adapter.simulator.config import SimulatorConfig
 from mpesa_adapter.simulator.control import add_control_routes
 from mpesa_adapter.simulator.engine import Engine
 from mpesa_adapter.simulator.errors import DarajaError
+from mpesa_adapter.simulator.pull import add_pull_routes
 
 log = logging.getLogger("penpay.sim.mpesa")
 
@@ -168,6 +169,7 @@ def build_app(engine: Engine) -> web.Application:
         (BALANCE_PATH, "balance", _serve_balance),
     ):
         app.router.add_post(path, api_handler(api, serve))
+    add_pull_routes(app, engine, CONTROL_PREFIX)
     add_control_routes(app, engine, CONTROL_PREFIX)
     return app
 
