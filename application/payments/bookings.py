@@ -18,6 +18,10 @@ Withdrawal:
   payout       Dr USER_WALLET KES  / Cr MPESA_FLOAT KES          converted_amount  (reserved before sending)
   reversal     the mirrors of `payout` and `converted`, then a `transfer` back of amount USD
 
+Reconciliation (money a provider moved that no PenPay transaction explains):
+  into a float Dr MPESA_FLOAT or DERIV_AGENT_FLOAT / Cr SUSPENSE   amount
+  out of one   Dr SUSPENSE / Cr the float                          amount
+
 The FX account holds both legs of every conversion; what the rounding down kept (the
 residue) stays there, per currency, and is reported in the posting's description.
 """
@@ -192,3 +196,21 @@ async def float_funding(ledger: LedgerRepository, kind: K, amount: Money, note: 
     else:
         lines = [credit(float_id, -amount), debit(suspense_id, -amount)]
     return Posting.create(lines=lines, description=f"float funding: {note}"[:255])
+
+
+# --- reconciliation ---------------------------------------------------------------------
+
+
+async def unexplained_at_provider(
+    ledger: LedgerRepository, kind: K, amount: Money, *, into_float: bool, note: str
+) -> Posting:
+    """Money a provider moved that no PenPay transaction explains (reconciliation), held in suspense
+    until a person says whose it is: into the float (a payment received) Dr float / Cr SUSPENSE, out
+    of it Dr SUSPENSE / Cr float."""
+    float_id = await _account(ledger, kind, amount.currency)
+    suspense_id = await _account(ledger, K.SUSPENSE, amount.currency)
+    if into_float:
+        lines = [debit(float_id, amount), credit(suspense_id, amount)]
+    else:
+        lines = [debit(suspense_id, amount), credit(float_id, amount)]
+    return Posting.create(lines=lines, description=f"reconciliation suspense: {note}"[:255])
