@@ -419,9 +419,7 @@ class Cluster:
         engine = create_async_engine(self.config.database_url)
         try:
             async with engine.connect() as conn:
-                funded = (
-                    await conn.execute(text("SELECT COUNT(*) FROM ledger_entries"))
-                ).scalar_one()
+                funded = (await conn.execute(text("SELECT COUNT(*) FROM ledger_entries"))).scalar_one()
         finally:
             await engine.dispose()
         if funded:
