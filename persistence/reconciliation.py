@@ -346,8 +346,27 @@ class SqlReconciliationStore:
             query = select(reconciliation_runs).order_by(reconciliation_runs.c.started_at.desc()).limit(limit)
             return list((await conn.execute(query)).all())
 
-    async def items(self, run_id: str) -> list[Any]:
+    async def items(
+        self,
+        run_id: str,
+        *,
+        item_class: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """The items a run saw last (by item key)."""
         t = reconciliation_items
+        query = select(t).where(t.c.last_run_id == _uuid(run_id)).order_by(t.c.item_key)
+        if item_class:
+            query = query.where(t.c.item_class == item_class)
+        if after:
+            query = query.where(t.c.item_key > after)
+        if limit:
+            query = query.limit(limit)
         async with self._engine.connect() as conn:
-            query = select(t).where(t.c.last_run_id == _uuid(run_id)).order_by(t.c.source, t.c.item_key)
             return list((await conn.execute(query)).all())
+
+    async def run_exists(self, run_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            query = select(reconciliation_runs.c.id).where(reconciliation_runs.c.id == _uuid(run_id))
+            return (await conn.execute(query)).first() is not None
