@@ -82,3 +82,13 @@ async def test_a_window_that_ends_before_it_starts_is_refused(world: World, tmp_
     assert done.returncode == 2 and "--to must be after --from" in done.stderr
     bad = await penpay("reconcile", "export", "not-a-run", env=env)
     assert bad.returncode == 2 and "not a run id" in bad.stderr
+
+
+async def test_the_worker_reconciles_from_its_cursor(world: World, tmp_path: Path) -> None:
+    await a_deposit_and_a_withdrawal(world.stack)
+    env = environment(world, tmp_path) | {"PENPAY_RECONCILE_LAG": "0"}
+    done = await penpay("worker", "reconcile", "--once", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run] = await world.store.runs()
+    assert (run.trigger, run.status, run.unexplained) == ("worker", "SUCCEEDED", 0), run
+    assert await world.store.cursor("mpesa_c2b") == run.window_to  # the next run starts there
