@@ -139,7 +139,7 @@ class SqlReconciliationStore:
             t.c.amount_currency,
             t.c.status,
             t.c.created_at,
-        ).where(t.c.mpesa_receipt_number.is_not(None), t.c.status.in_(_PAID_STK))
+        ).where(t.c.status.in_(_PAID_STK))
 
     async def stk_evidence(self, start: datetime, end: datetime) -> list[Evidence]:
         t = mpesa_requests
@@ -149,7 +149,10 @@ class SqlReconciliationStore:
     async def stk_evidence_by_receipt(self, receipts: list[str]) -> dict[str, Evidence]:
         if not receipts:
             return {}
-        query = self._stk_query().where(mpesa_requests.c.mpesa_receipt_number.in_(receipts))
+        query = self._stk_query().where(
+            mpesa_requests.c.mpesa_receipt_number.is_not(None),
+            mpesa_requests.c.mpesa_receipt_number.in_(receipts),
+        )
         return {e.provider_ref: e for e in await self._evidence(query) if e.provider_ref}
 
     @staticmethod

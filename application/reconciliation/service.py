@@ -32,6 +32,11 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 EDGE = timedelta(minutes=10)
 
 
+def account_reference(transaction_id: str) -> str:
+    """The AccountReference PenPay sends with an STK push (mpesa_adapter.saga_port.account_reference)."""
+    return transaction_id.replace("-", "")[-12:].upper()
+
+
 def transaction_hint(text: str) -> str | None:
     """The PenPay transaction id a provider record's description names, if any: the last id in it (Deriv
     writes its own transaction reference first, then the note PenPay sent)."""
@@ -112,16 +117,23 @@ class Reconciler:
     async def _mpesa_c2b(self, start: datetime, end: datetime) -> list[Item]:
         pulled = await self._reads.pulled_c2b(start - EDGE, end + EDGE)
         copies = Counter(p.ref for p in pulled)
-        evidence = {e.provider_ref: e for e in await self._store.stk_evidence(start - EDGE, end + EDGE)}
+        paid = await self._store.stk_evidence(start - EDGE, end + EDGE)
+        evidence = {e.provider_ref: e for e in paid if e.provider_ref}
+        # A payment confirmed by STK Query alone has no receipt at PenPay: it is found by the account
+        # reference PenPay sent (the tail of its transaction id) and the amount.
+        no_receipt = {(account_reference(e.transaction_id), e.amount): e for e in paid if not e.provider_ref}
         in_window = [p for p in pulled if start <= p.occurred_at < end]
         missing = [p.ref for p in in_window if p.ref not in evidence]
         evidence.update(await self._store.stk_evidence_by_receipt(missing))
         ledger = await self._store.float_movement(
-            [e.transaction_id for e in evidence.values()], "MPESA_FLOAT"
+            [e.transaction_id for e in paid] + [e.transaction_id for e in evidence.values()], "MPESA_FLOAT"
         )
         items: list[Item] = []
+        seen: set[str] = set()
         for record in _unique(in_window):
-            ev = evidence.get(record.ref)
+            ev = evidence.get(record.ref) or no_receipt.pop((record.reference.upper(), record.amount), None)
+            if ev is not None:
+                seen.add(ev.transaction_id)
             comparison = Comparison(
                 provider=record.amount,
                 evidence=ev.amount if ev else None,
@@ -139,10 +151,15 @@ class Reconciler:
                 )
             )
         pulled_refs = {p.ref for p in pulled}
-        for ev in evidence.values():
-            if start <= ev.created_at < end and ev.provider_ref not in pulled_refs:
+        for ev in paid:
+            if (
+                start <= ev.created_at < end
+                and ev.transaction_id not in seen
+                and ev.provider_ref not in pulled_refs
+            ):
                 comparison = Comparison(provider=None, evidence=ev.amount, ledger=None)
-                items.append(_item(ports.MPESA_C2B, f"c2b:{ev.provider_ref}", classify(comparison), None, ev))
+                key = f"c2b:{ev.provider_ref or ev.transaction_id}"
+                items.append(_item(ports.MPESA_C2B, key, classify(comparison), None, ev))
         return items
 
     # --- Deriv: the agent's statement against DerivTransfer / DerivWithdrawal and the agent float --
@@ -189,9 +206,13 @@ class Reconciler:
             net = sum(o.amount.cents if o.credit else -o.amount.cents for o in operation)
             booked = ledger.get(tx) if tx else None
             ledger_ok = booked is not None and booked.cents == net
+            # A line naming one of our transactions that no evidence row holds (the transfer back of a
+            # reversed withdrawal: its id is in the gateway's journal only) is PenPay's when the
+            # transaction's postings moved the float exactly as its lines did.
+            vouched = ev is None and tx in known and ledger_ok and len(same) == 1
             comparison = Comparison(
                 provider=line.amount,
-                evidence=ev.amount if ev else None,
+                evidence=ev.amount if ev else line.amount if vouched else None,
                 ledger=line.amount if ledger_ok else booked,
                 provider_copies=len(same),
                 names_penpay_transaction=tx in known if tx else False,

@@ -74,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _run_async(args: argparse.Namespace) -> int:
     from application.reconciliation.ports import SOURCES
+    from application.reconciliation.rules import CLASSES, ItemClass
     from penpay.reconcile.export import ProgressBar
     from penpay.reconcile.wiring import reconciliation
 
@@ -84,17 +85,24 @@ async def _run_async(args: argparse.Namespace) -> int:
         report = await wired.reconciler.run(
             args.start, args.end, now=datetime.now(UTC), trigger="cli", progress=bar.step
         )
+        unexplained = [
+            {"item_key": row.item_key, "item_class": row.item_class, "detail": row.detail}
+            for row in await wired.store.items(report.run_id)
+            if not CLASSES[ItemClass(row.item_class)].explained
+        ]
     finally:
         await wired.close()
         await core.close()
     if args.json:
-        print(json.dumps(report.__dict__, sort_keys=True))
+        print(json.dumps(report.__dict__ | {"unexplained_items": unexplained}, sort_keys=True))
     else:
         print(f"run {report.run_id}: {report.status}, {report.unexplained} unexplained")
         for item_class, count in sorted(report.counts.items()):
             print(f"  {item_class:<24} {count}")
         if report.error:
             print(f"  error: {report.error}")
+        for item in unexplained:
+            print(f"  {item['item_class']:<24} {item['item_key']}: {item['detail']}")
     return 0 if report.status == "SUCCEEDED" and not report.unexplained else 1
 
 

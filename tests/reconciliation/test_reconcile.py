@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 
 from application.reconciliation.service import Reconciler
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
+from domain.payments.status import TransactionStatus
 from persistence.tables import (
     ledger_postings,
     mpesa_disbursements,
@@ -138,3 +139,34 @@ async def test_a_payout_mpesa_does_not_know_is_asked_about_then_missing(world: W
     start, end = await world.window()
     second = await strict.run(start, end, now=end)
     assert classes(await world.items(second))[f"b2c:{unknown}"] == "MISSING_AT_PROVIDER"
+
+
+async def test_a_payment_confirmed_by_stk_query_alone_is_found_by_its_account_reference(world: World) -> None:
+    deposit, _ = await a_deposit_and_a_withdrawal(world.stack)
+    async with world.stack.engine.begin() as conn:  # a lost callback: PenPay holds no receipt
+        await conn.execute(
+            update(mpesa_requests)
+            .where(mpesa_requests.c.transaction_id == deposit.id.value)
+            .values(mpesa_receipt_number=None)
+        )
+    report = await world.run()
+    assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
+    suspense = ledger_postings.c.description.like("reconciliation suspense:%")
+    assert await world.count(ledger_postings, suspense) == 0
+
+
+async def test_a_reversed_withdrawal_and_its_transfer_back_reconcile(world: World) -> None:
+    stack = world.stack
+    user = await stack.user(phone="254712342040")  # M-Pesa refuses payouts to this number (2040)
+    deposit = await stack.deposit(user, 2_600)
+    assert (await stack.settle(deposit.id)).status == TransactionStatus.COMPLETED
+    withdrawal = await stack.withdrawal(user, 10_00)
+    await stack.settle(withdrawal.id, until={TransactionStatus.AWAITING_WITHDRAWAL_CODE})
+    await stack.app.confirm_withdrawal(
+        user_id=user, transaction_id=withdrawal.id, verification_code=await stack.withdrawal_code()
+    )
+    assert (await stack.settle(withdrawal.id)).status == TransactionStatus.REVERSED
+    report = await world.run()
+    assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
+    deriv = [r for r in await world.items(report) if r.source == "deriv_statement"]
+    assert len(deriv) == 3  # the deposit's transfer, the withdrawal, the USD sent back
