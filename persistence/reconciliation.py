@@ -139,9 +139,11 @@ class SqlReconciliationStore:
             t.c.amount_currency,
             t.c.status,
             t.c.created_at,
-        ).where(t.c.status.in_(_PAID_STK))
+        )
 
     async def stk_evidence(self, start: datetime, end: datetime) -> list[Evidence]:
+        """Every STK push of the window, whatever its status (one still open explains a payment M-Pesa
+        already lists)."""
         t = mpesa_requests
         query = self._stk_query().where(t.c.created_at >= start, t.c.created_at < end)
         return await self._evidence(query)
@@ -150,6 +152,7 @@ class SqlReconciliationStore:
         if not receipts:
             return {}
         query = self._stk_query().where(
+            mpesa_requests.c.status.in_(_PAID_STK),
             mpesa_requests.c.mpesa_receipt_number.is_not(None),
             mpesa_requests.c.mpesa_receipt_number.in_(receipts),
         )

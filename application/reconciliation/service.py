@@ -25,6 +25,7 @@ from application.reconciliation.rules import (
 )
 
 READ_FAILED_ALERT = "reconciliation_read_failed"
+PAID_STK = ("CONFIRMED", "SUCCEEDED")  # MpesaRequest statuses of a payment PenPay holds as made
 UNEXPLAINED_ALERT = "reconciliation_unexplained"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Records a little outside the window are read too, so that a record and its evidence stamped on
@@ -117,11 +118,16 @@ class Reconciler:
     async def _mpesa_c2b(self, start: datetime, end: datetime) -> list[Item]:
         pulled = await self._reads.pulled_c2b(start - EDGE, end + EDGE)
         copies = Counter(p.ref for p in pulled)
-        paid = await self._store.stk_evidence(start - EDGE, end + EDGE)
+        pushes = await self._store.stk_evidence(start - EDGE, end + EDGE)
+        paid = [e for e in pushes if e.status in PAID_STK]
         evidence = {e.provider_ref: e for e in paid if e.provider_ref}
-        # A payment confirmed by STK Query alone has no receipt at PenPay: it is found by the account
-        # reference PenPay sent (the tail of its transaction id) and the amount.
-        no_receipt = {(account_reference(e.transaction_id), e.amount): e for e in paid if not e.provider_ref}
+        # A payment PenPay holds no receipt for (confirmed by STK Query alone, or its callback still on
+        # the way) is found by the account reference PenPay sent (its transaction id's tail) and amount.
+        by_reference = {
+            (account_reference(e.transaction_id), e.amount): e
+            for e in pushes
+            if not (e.provider_ref and e.status in PAID_STK)
+        }
         in_window = [p for p in pulled if start <= p.occurred_at < end]
         missing = [p.ref for p in in_window if p.ref not in evidence]
         evidence.update(await self._store.stk_evidence_by_receipt(missing))
@@ -131,24 +137,22 @@ class Reconciler:
         items: list[Item] = []
         seen: set[str] = set()
         for record in _unique(in_window):
-            ev = evidence.get(record.ref) or no_receipt.pop((record.reference.upper(), record.amount), None)
+            ev = evidence.get(record.ref) or by_reference.pop((record.reference.upper(), record.amount), None)
             if ev is not None:
                 seen.add(ev.transaction_id)
-            comparison = Comparison(
-                provider=record.amount,
-                evidence=ev.amount if ev else None,
-                ledger=ledger.get(ev.transaction_id) if ev else None,
-                provider_copies=copies[record.ref],
-            )
-            items.append(
-                _item(
-                    ports.MPESA_C2B,
-                    f"c2b:{record.ref}",
-                    classify(comparison),
-                    record,
-                    ev,
-                    float_kind="MPESA_FLOAT",
+            if ev is not None and ev.status not in PAID_STK:
+                # paid at M-Pesa, not yet confirmed at PenPay: the saga will book it; never suspense
+                item_class = ItemClass.AWAITING_PROVIDER
+            else:
+                comparison = Comparison(
+                    provider=record.amount,
+                    evidence=ev.amount if ev else None,
+                    ledger=ledger.get(ev.transaction_id) if ev else None,
+                    provider_copies=copies[record.ref],
                 )
+                item_class = classify(comparison)
+            items.append(
+                _item(ports.MPESA_C2B, f"c2b:{record.ref}", item_class, record, ev, float_kind="MPESA_FLOAT")
             )
         pulled_refs = {p.ref for p in pulled}
         for ev in paid:

@@ -25,8 +25,8 @@ COLUMNS = (
 )
 
 
-def items_csv(rows: Sequence[Any], out: TextIO | None = None) -> str:
-    buffer = out or io.StringIO()
+def items_csv(rows: Sequence[Any]) -> str:
+    buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
     for row in rows:
@@ -37,7 +37,7 @@ def items_csv(rows: Sequence[Any], out: TextIO | None = None) -> str:
                 "" if value is None else value.isoformat() if hasattr(value, "isoformat") else value
             )
         writer.writerow(values)
-    return buffer.getvalue() if out is None else ""
+    return buffer.getvalue()
 
 
 class ProgressBar:

@@ -170,3 +170,18 @@ async def test_a_reversed_withdrawal_and_its_transfer_back_reconcile(world: Worl
     assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
     deriv = [r for r in await world.items(report) if r.source == "deriv_statement"]
     assert len(deriv) == 3  # the deposit's transfer, the withdrawal, the USD sent back
+
+
+async def test_a_payment_penpay_has_not_confirmed_yet_waits_and_is_never_suspense(world: World) -> None:
+    deposit, _ = await a_deposit_and_a_withdrawal(world.stack)
+    async with world.stack.engine.begin() as conn:  # as if its callback were still on the way
+        await conn.execute(
+            update(mpesa_requests)
+            .where(mpesa_requests.c.transaction_id == deposit.id.value)
+            .values(mpesa_receipt_number=None, status="SENT")
+        )
+    report = await world.run()
+    c2b = [r for r in await world.items(report) if r.source == "mpesa_c2b"]
+    assert [r.item_class for r in c2b] == ["AWAITING_PROVIDER"]
+    suspense = ledger_postings.c.description.like("reconciliation suspense:%")
+    assert await world.count(ledger_postings, suspense) == 0
