@@ -218,6 +218,37 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
                 loginid=balance.loginid, balance=_money(balance.cents, balance.currency)
             )
 
+    async def ListStatement(
+        self, request: pb.ListStatementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStatementResponse:
+        now = int(datetime.now(UTC).timestamp())
+        oldest = now - int(STATEMENT_SEARCH_WINDOW.total_seconds())
+        date_from = max(request.date_from_unix, oldest) if request.date_from_unix > 0 else oldest
+        date_to = min(request.date_to_unix, now) if request.date_to_unix > 0 else now
+        lines, more = await _call(
+            context,
+            "ListStatement",
+            lambda: self.gateway.list_statement(date_from, date_to, request.offset, request.limit),
+        )
+        currency = str(self.gateway.agent.authorization.get("currency") or "")
+        return pb.ListStatementResponse(
+            entries=[
+                pb.StatementEntry(
+                    deriv_transaction_id=line.transaction_id,
+                    action_type=line.action_type,
+                    amount=_money(abs(line.amount_cents), currency),
+                    credit=line.amount_cents > 0,
+                    from_loginid=line.from_loginid,
+                    to_loginid=line.to_loginid,
+                    longcode=line.longcode[:500],
+                    transaction_time=line.transaction_time,
+                    balance_after=_money(line.balance_after_cents, currency),
+                )
+                for line in lines
+            ],
+            more=more,
+        )
+
     async def FindStatementLine(
         self, request: pb.FindStatementLineRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindStatementLineResponse:

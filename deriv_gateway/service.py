@@ -50,6 +50,7 @@ from deriv_gateway.request_rules import (
     check_verification_code,
 )
 from deriv_gateway.statement_batch import StatementBatcher
+from deriv_gateway.statement_pages import StatementLine, page_size, statement_lines
 
 log = get_logger("deriv_gateway.service")
 
@@ -788,6 +789,24 @@ class DerivGateway:
             raise errors.InputValidationFailed("reference: 1 to 64 of A-Z a-z 0-9 and '-'")
         self._token()
         return await self.statements.find(reference, since)
+
+    async def list_statement(
+        self, date_from: int, date_to: int, offset: int, limit: int
+    ) -> tuple[list[StatementLine], bool]:
+        """Read-only: one page of the agent's statement in [date_from, date_to] (Unix seconds), and
+        whether it was full (more may follow). Reconciliation reads Deriv's records this way."""
+        if date_from < 0 or date_to < date_from or offset < 0:
+            raise errors.InputValidationFailed("date range or offset out of bounds")
+        self._token()
+        await self._agent_ready()
+        size = page_size(limit)
+        message = await self.agent.request(
+            "statement",
+            {"description": 1, "limit": size, "offset": offset, "date_from": date_from, "date_to": date_to},
+        )
+        currency = str(self.agent.authorization.get("currency") or "USD")
+        lines = statement_lines(message, self._digits(currency))
+        return lines, statement_count(message) >= size
 
     async def _resolve(self, description: str, since: datetime) -> StatementMatch | None:
         """Search the agent's statement for the reference (paged, from shortly before the row was

@@ -34,6 +34,15 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from mpesa_adapter import errors
 from mpesa_adapter.access_token import AccessTokens, TokenCache
 from mpesa_adapter.config import DarajaConfig
+from mpesa_adapter.pull_transactions import (
+    PULL_QUERY,
+    PULL_REGISTER,
+    PulledTransaction,
+    parse_query,
+    parse_register,
+    query_body,
+    register_body,
+)
 from mpesa_adapter.routes import CallbackKind, callback_url
 from mpesa_adapter.security import load_public_key, security_credential, stk_password, stk_timestamp
 from mpesa_adapter.types import (
@@ -401,6 +410,32 @@ class DarajaClient:
             )
 
         return await self._retrying("c2b_register", attempt)
+
+    async def pull_register(self, *, nominated_number: str, callback_url: str) -> str:
+        """Register the shortcode for Pull Transactions (once); the ResponseRefID."""
+        body = register_body(self._cfg.shortcode, nominated_number, callback_url)
+
+        async def attempt() -> str:
+            data, _ = await self._call("pull_register", PULL_REGISTER, body, money_moving=False)
+            return parse_register(data)
+
+        return await self._retrying("pull_register", attempt)
+
+    async def pull_transactions(self, start: datetime, end: datetime) -> list[PulledTransaction]:
+        """Every C2B payment of the shortcode in [start, end], all pages. A page answered with HTTP 200
+        and a ResponseCode other than 1000 raises `PullFailed`: never read as "nothing to import"."""
+        found: list[PulledTransaction] = []
+        while True:
+            body = query_body(self._cfg.shortcode, start, end, len(found))
+
+            async def attempt(body: dict[str, str] = body) -> list[PulledTransaction]:
+                data, _ = await self._call("pull_query", PULL_QUERY, body, money_moving=False)
+                return list(parse_query(data).transactions)
+
+            page = await self._retrying("pull_query", attempt)
+            if not page:
+                return found
+            found.extend(page)
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     audit_float_tolerance_usd_cents: int = Field(default=10_000, ge=0)
     audit_float_tolerance_kes_cents: int = Field(default=1_000_000, ge=0)
     audit_verdict_retention_days: int = Field(default=7, ge=1)
+    # Reconciliation against the providers (penpay reconcile run, penpay worker reconcile), seconds
+    reconcile_interval: float = 300.0  # between the worker's runs
+    reconcile_lag: float = 120.0  # a run ends this long before now: records still settling wait
+    reconcile_b2c_grace: float = 1800.0  # a payout still unconfirmed after this is missing at M-Pesa
+    reconcile_balance_wait: float = 30.0  # the longest wait for Account Balance's result callback
+    # Pull Transactions registration: the Safaricom number nominated for the shortcode
+    mpesa_pull_nominated_number: str = "254708374149"
     # Fault injection for crash tests and chaos runs: kill -9 this process at a named saga
     # checkpoint (see application/payments/saga.py). Refused when app_env is production.
     crash_at: str | None = None

@@ -571,3 +571,55 @@ audit_checkpoints = Table(
     Column("position", Text, nullable=False),  # JSON, the check's own shape
     Column("updated_at", UtcDateTime(), nullable=False),
 )
+
+# --- Reconciliation against the providers (application/reconciliation) -------------------
+
+# One row per reconciliation run: its window, how it ended and how many items of each class it saw.
+reconciliation_runs = Table(
+    "reconciliation_runs",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("trigger", String(16), nullable=False),  # cli | worker
+    Column("window_from", UtcDateTime(), nullable=False),
+    Column("window_to", UtcDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),  # RUNNING | SUCCEEDED | FAILED
+    Column("error", String(500), nullable=True),
+    Column("counts", Text, nullable=False),  # JSON {class: count} of the items this run saw
+    Column("unexplained", Integer, nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Index(None, "started_at"),
+)
+
+# One row per difference (or match) found, once: `item_key` names the provider record or the
+# evidence it is about, so re-running a window updates the row instead of adding another.
+reconciliation_items = Table(
+    "reconciliation_items",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("item_key", String(160), nullable=False, unique=True),
+    Column("first_run_id", UUIDv7(), ForeignKey("reconciliation_runs.id"), nullable=False),
+    Column("last_run_id", UUIDv7(), ForeignKey("reconciliation_runs.id"), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("item_class", String(32), nullable=False),
+    Column("provider_ref", String(64), nullable=True),
+    Column("transaction_id", UUIDv7(), nullable=True),
+    *_money("provider_amount", nullable=True),
+    *_money("penpay_amount", nullable=True),
+    Column("occurred_at", UtcDateTime(), nullable=True),
+    Column("detail", String(500), nullable=False),
+    Column("review_status", String(16), nullable=False),  # NONE | OPEN
+    Column("suspense_posting_id", UUIDv7(), ForeignKey("ledger_postings.id"), nullable=True),
+    *_timestamps(),
+    Index(None, "last_run_id"),
+    Index(None, "item_class", "review_status"),
+)
+
+# How far each source has been reconciled (incremental runs start there).
+reconciliation_cursors = Table(
+    "reconciliation_cursors",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("reconciled_to", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)

@@ -29,6 +29,9 @@ Paybill (C2B) deposit: the same postings as a deposit (received, converted, tran
                in the description), until a person assigns or refunds it
   released     the mirror of `suspense`, when two people assigned it to a user: a deposit follows
 
+Reconciliation (money a provider moved that no PenPay transaction explains):
+  into a float Dr MPESA_FLOAT or DERIV_AGENT_FLOAT / Cr SUSPENSE   amount
+  out of one   Dr SUSPENSE / Cr the float                          amount
 
 The FX account holds both legs of every conversion valued at the quote's reference (mid) rate, so
 it says what position PenPay holds; what the customer's rate and the rounding down earned goes to
@@ -239,3 +242,21 @@ async def float_funding(ledger: LedgerRepository, kind: K, amount: Money, note: 
     else:
         lines = [credit(float_id, -amount), debit(suspense_id, -amount)]
     return Posting.create(lines=lines, description=f"float funding: {note}"[:255])
+
+
+# --- reconciliation ---------------------------------------------------------------------
+
+
+async def unexplained_at_provider(
+    ledger: LedgerRepository, kind: K, amount: Money, *, into_float: bool, note: str
+) -> Posting:
+    """Money a provider moved that no PenPay transaction explains (reconciliation), held in suspense
+    until a person says whose it is: into the float (a payment received) Dr float / Cr SUSPENSE, out
+    of it Dr SUSPENSE / Cr float."""
+    float_id = await _account(ledger, kind, amount.currency)
+    suspense_id = await _account(ledger, K.SUSPENSE, amount.currency)
+    if into_float:
+        lines = [debit(float_id, amount), credit(suspense_id, amount)]
+    else:
+        lines = [debit(suspense_id, amount), credit(float_id, amount)]
+    return Posting.create(lines=lines, description=f"reconciliation suspense: {note}"[:255])

@@ -6,7 +6,7 @@ validation PenPay answered, the confirmation that followed, and where the money 
 transaction, or SUSPENSE for a person). The MSISDN is kept masked only.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from alembic import op
 from persistence.types import UtcDateTime, UUIDv7
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

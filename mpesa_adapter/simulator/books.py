@@ -108,6 +108,7 @@ class Books:
         self.stk: dict[str, StkRecord] = {}
         self.b2c: dict[str, B2CRecord] = {}
         self.c2b: dict[str, C2BRecord] = {}
+        self.pull_registrations: dict[str, str] = {}  # shortcode -> CallBackURL
 
     # --- STK ---------------------------------------------------------------------------------------
     def add_stk(self, record: StkRecord) -> None:

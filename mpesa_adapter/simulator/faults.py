@@ -48,7 +48,7 @@ PHONE_FAULTS: dict[str, str] = {
     "7": "spike_arrest",
 }
 
-APIS = ("oauth", "stk", "stk_query", "b2c", "status", "balance", "c2b")
+APIS = ("oauth", "stk", "stk_query", "b2c", "status", "balance", "c2b", "pull_query")
 CALLBACK_APIS = ("stk", "b2c", "status", "balance", "c2b")  # c2b: the paybill confirmation
 SYNC_FAULTS: dict[str, tuple[int, str, str]] = {
     "spike_arrest": errors.SPIKE_ARREST,
@@ -71,11 +71,18 @@ CALLBACK_FAULTS: dict[str, tuple[str, ...]] = {
 # params.result_code) for another CheckoutRequestID and MerchantRequestID; B2C accepts the payment
 # and answers with another OriginatorConversationID and ConversationID.
 ANSWER_FAULTS: dict[str, tuple[str, ...]] = {"foreign_answer": ("stk_query", "b2c")}
-FAULT_KINDS = tuple(SYNC_FAULTS) + tuple(CALLBACK_FAULTS) + tuple(ANSWER_FAULTS)
+# Pull Transactions answers a failed pull with HTTP 200 and ResponseCode 1001 (simulator/pull.py).
+PULL_FAULTS: dict[str, tuple[str, ...]] = {"pull_failure": ("pull_query",)}
+FAULT_KINDS = tuple(SYNC_FAULTS) + tuple(CALLBACK_FAULTS) + tuple(ANSWER_FAULTS) + tuple(PULL_FAULTS)
 
 
 def _applies(kind: str, api: str) -> bool:
-    return kind in SYNC_FAULTS or api in CALLBACK_FAULTS.get(kind, ()) or api in ANSWER_FAULTS.get(kind, ())
+    return (
+        kind in SYNC_FAULTS
+        or api in CALLBACK_FAULTS.get(kind, ())
+        or api in ANSWER_FAULTS.get(kind, ())
+        or api in PULL_FAULTS.get(kind, ())
+    )
 
 
 @dataclass
@@ -193,6 +200,11 @@ class FaultBook:
     def answer_fault(self, api: str, phone: str | None) -> FaultRule | None:
         """The rule that makes this synchronous answer name another request, if one fires."""
         fired = self._fire(api, phone, ANSWER_FAULTS)
+        return fired[0] if fired else None
+
+    def pull_fault(self, api: str) -> FaultRule | None:
+        """The rule that makes this Pull Transactions answer a failure (HTTP 200, 1001), if one fires."""
+        fired = self._fire(api, None, PULL_FAULTS)
         return fired[0] if fired else None
 
     def plan(self, api: str, phone: str | None, phone_rules: bool) -> Plan:

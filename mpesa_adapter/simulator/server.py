@@ -16,6 +16,7 @@ from mpesa_adapter.simulator.config import SimulatorConfig
 from mpesa_adapter.simulator.control import add_control_routes
 from mpesa_adapter.simulator.engine import Engine
 from mpesa_adapter.simulator.errors import DarajaError
+from mpesa_adapter.simulator.pull import add_pull_routes
 
 log = logging.getLogger("penpay.sim.mpesa")
 
@@ -174,6 +175,7 @@ def build_app(engine: Engine) -> web.Application:
         app.router.add_post(path, api_handler(api, serve))
     for path in c2b.REGISTER_PATHS:
         app.router.add_post(path, api_handler("c2b_register", _serve_c2b_register))
+    add_pull_routes(app, engine, CONTROL_PREFIX)
     add_control_routes(app, engine, CONTROL_PREFIX)
     return app
 

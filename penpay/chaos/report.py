@@ -70,6 +70,8 @@ class SoakReport:
     settled: bool = True
     # the scripted operator's work on the review queue (penpay.chaos.operator); empty: not run
     review: dict[str, Any] = field(default_factory=dict)
+    # `penpay reconcile run --json` over the soak's window: provider APIs only (never a control API)
+    reconciliation: dict[str, Any] = field(default_factory=dict)
 
     # --- the invariants ------------------------------------------------------------------------
 
@@ -128,6 +130,8 @@ class SoakReport:
             broken.append("no transaction completed")
         if len(self.consistency.books_checked) < 2:
             broken.append("the simulators' books were not both compared")
+        if self.reconciliation and self.reconciliation.get("status") != "SUCCEEDED":
+            broken.append(f"reconciliation with the providers failed: {self.reconciliation.get('error')}")
         return broken
 
     @property
@@ -166,6 +170,7 @@ class SoakReport:
             "process_crashes": self.crashes,
             "simulator_rule_counters": self.rule_counters,
             "consistency": self.consistency.to_dict(),
+            "reconciliation": self.reconciliation,
         }
 
     def render(self) -> str:
@@ -232,6 +237,15 @@ class SoakReport:
         out.append(f"other violations: {len(others)}")
         out += [f"  {v.code}: {v.message}" for v in others[:50]]
         out.append(f"simulator books compared: {', '.join(c.books_checked) or 'none'}")
+        if self.reconciliation:
+            r = self.reconciliation
+            out.append(
+                f"reconciliation with the providers' APIs: {r.get('status')}, "
+                f"{r.get('unexplained')} unexplained {r.get('counts')}"
+            )
+            out += [
+                f"  {i['item_class']} {i['item_key']}: {i['detail']}" for i in r.get("unexplained_items", [])
+            ]
         out.append("")
         out.append("RESULT: PASS" if self.ok else "RESULT: FAIL: " + "; ".join(self.failures))
         return "\n".join(out)

@@ -15,9 +15,12 @@ and the simulators have delivered every callback -> the report.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,7 @@ class ChaosSoak:
         progress = asyncio.create_task(self._progress())
         began = time.monotonic()
         started = began + 0.5
+        self.window_start = datetime.now(UTC) - timedelta(minutes=1)
         try:
             await asyncio.gather(
                 self.driver.run(self.schedule.traffic, started),
@@ -205,6 +209,39 @@ class ChaosSoak:
         await self._settle()  # refunds and retries end in the sagas
         self.timings["review"] = time.monotonic() - began
         self.say(f"review queue worked in {self.timings['review']:.1f}s: {self.operator_report.to_dict()}")
+
+    async def _reconcile(self) -> dict[str, Any]:
+        """`penpay reconcile run` over the soak's window, as an operator would run it: Deriv's statement
+        and balance through the gateway, M-Pesa's Pull Transactions, Transaction Status and Account
+        Balance over Daraja; no control API."""
+        assert self.cluster is not None
+        start = getattr(self, "window_start", None)
+        if start is None:
+            return {}
+        end = datetime.now(UTC) + timedelta(seconds=1)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "penpay",
+            "reconcile",
+            "run",
+            "--json",
+            "--from",
+            start.isoformat(),
+            "--to",
+            end.isoformat(),
+            env=self.cluster.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        try:
+            result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            return {"status": "FAILED", "error": f"exit {process.returncode}: {' | '.join(tail)}"}
+        self.say(f"reconciliation: {result.get('status')}, {result.get('unexplained')} unexplained")
+        return result
 
     async def _in_flight(self) -> dict[str, int]:
         from sqlalchemy import func, select
@@ -282,6 +319,7 @@ class ChaosSoak:
             deriv_opening_balance_cents=self.cluster.config.float_usd_cents,
             outcomes_of=outcomes,
         )
+        report.reconciliation = await self._reconcile()
         report.timings = {k: round(v, 1) for k, v in self.timings.items()}
         report.settled = self.settled
         if self.driver is not None:

@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from penpay.notifiers import missing_provider
     from penpay.settings import get_settings
+
     settings = get_settings()
     problem = missing_provider(settings)
     if problem is None and not settings.redis_url:

@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from penpay.settings import get_settings
+
     settings = get_settings()
     redis_url = args.redis_url or settings.redis_url
     if not redis_url:

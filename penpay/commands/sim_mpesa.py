@@ -106,6 +106,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+
     return asyncio.run(_serve(build_config(args), args.write_cert))
 
 

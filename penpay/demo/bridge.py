@@ -106,7 +106,6 @@ class BridgeClient:
                 raise BridgeError(HttpProblem(response.status, document))
             return document
 
-
     async def follow(self, url: str) -> Any:
         """GET an absolute URL as a browser navigates: redirects followed (Deriv's consent page
         sends the browser back to the bridge); the JSON answer where it ends, as `request`."""

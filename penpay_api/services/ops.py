@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.reconciliation.errors import RunNotFound
+from application.reconciliation.rules import ItemClass
 from application.review.paybill import PaybillSuspenseReview
 from application.review.ports import Proposal
 from application.review.rules import ActionKind, Evidence, ProposalStatus, possible
@@ -31,6 +33,7 @@ from penpay_api.errors import RpcFailure
 from penpay_api.services._common import money, money_of, timestamp
 from persistence.auditor_store import AUDIT_CHECKS, recent_verdicts
 from persistence.ops_queries import outbox_stats, reconciliation_report
+from persistence.reconciliation import SqlReconciliationStore
 from persistence.review_queue import QueueItem, review_queue
 from workers.bus import MessageBus
 
@@ -47,6 +50,8 @@ METHOD_ROLES = {
                 "ListReviewQueue",
                 "GetAuditorVerdicts",
                 "ListPaybillSuspense",
+                "ListReconciliationRuns",
+                "ListReconciliationItems",
             ),
             _READERS,
         ),
@@ -69,6 +74,8 @@ METHOD_ROLES = {
 QUEUE_STATUSES = (TransactionStatus.NEEDS_REVIEW.value, TransactionStatus.OUTCOME_UNKNOWN.value)
 DEFAULT_QUEUE_PAGE = 20
 MAX_QUEUE_PAGE = 100
+DEFAULT_ITEMS_PAGE = 100
+MAX_ITEMS_PAGE = 500
 _KINDS = {
     pb.REVIEW_ACTION_KIND_RESOLVE_COMPLETED: ActionKind.RESOLVE_COMPLETED,
     pb.REVIEW_ACTION_KIND_REFUND: ActionKind.REFUND,
@@ -111,6 +118,38 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         self._clock = clock
         self._check = consistency_check
         self._review = review
+
+    async def ListReconciliationRuns(
+        self, request: pb.ListReconciliationRunsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReconciliationRunsResponse:
+        if not 0 <= request.page_size <= MAX_QUEUE_PAGE:
+            raise InvalidValue(f"page_size must be 0 to {MAX_QUEUE_PAGE}", field="page_size")
+        rows = await SqlReconciliationStore(self._engine).runs(request.page_size or DEFAULT_QUEUE_PAGE)
+        return pb.ListReconciliationRunsResponse(runs=[_run(row) for row in rows])
+
+    async def ListReconciliationItems(
+        self, request: pb.ListReconciliationItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReconciliationItemsResponse:
+        try:
+            run_id = str(uuid.UUID(request.run_id))
+        except ValueError:
+            raise InvalidValue("run_id is not a run's id", field="run_id") from None
+        item_class = request.item_class.strip().upper()
+        if item_class and item_class not in ItemClass.__members__:
+            raise InvalidValue(f"item_class: one of {', '.join(ItemClass)}", field="item_class")
+        if not 0 <= request.page_size <= MAX_ITEMS_PAGE:
+            raise InvalidValue(f"page_size must be 0 to {MAX_ITEMS_PAGE}", field="page_size")
+        store = SqlReconciliationStore(self._engine)
+        if not await store.run_exists(run_id):
+            raise RunNotFound("no such reconciliation run")
+        size = request.page_size or DEFAULT_ITEMS_PAGE
+        rows = await store.items(
+            run_id, item_class=item_class or None, after=request.page_token or None, limit=size
+        )
+        return pb.ListReconciliationItemsResponse(
+            items=[_item(row) for row in rows],
+            next_page_token=rows[-1].item_key if len(rows) == size else "",
+        )
 
     async def GetReconciliationReport(
         self, request: pb.GetReconciliationReportRequest, context: grpc.aio.ServicerContext
@@ -499,4 +538,39 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
         ],
         review_actions=[_action_pb(p) for p in item.proposals],
         possible_actions=[kind.value for kind in possible(view_of(tx))],
+    )
+
+
+def _run(row: Any) -> pb.ReconciliationRun:
+    return pb.ReconciliationRun(
+        run_id=str(row.id),
+        trigger=row.trigger,
+        window_from=timestamp(row.window_from),
+        window_to=timestamp(row.window_to),
+        status=row.status,
+        error=row.error or "",
+        counts={str(k): int(v) for k, v in json.loads(row.counts or "{}").items()},
+        unexplained=row.unexplained,
+        started_at=timestamp(row.started_at),
+        finished_at=timestamp(row.finished_at),
+    )
+
+
+def _item(row: Any) -> pb.ReconciliationItem:
+    def amount(prefix: str) -> Any:
+        cents = getattr(row, f"{prefix}_cents")
+        return None if cents is None else money_of(int(cents), str(getattr(row, f"{prefix}_currency")))
+
+    return pb.ReconciliationItem(
+        item_key=row.item_key,
+        source=row.source,
+        item_class=row.item_class,
+        provider_ref=row.provider_ref or "",
+        transaction_id=str(row.transaction_id) if row.transaction_id else "",
+        provider_amount=amount("provider_amount"),
+        penpay_amount=amount("penpay_amount"),
+        occurred_at=timestamp(row.occurred_at),
+        detail=row.detail,
+        review_status=row.review_status,
+        suspense_posting_id=str(row.suspense_posting_id) if row.suspense_posting_id else "",
     )

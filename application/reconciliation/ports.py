@@ -1,0 +1,110 @@
+"""What reconciliation reads from the providers and keeps in the database (implemented by adapters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from application.reconciliation.rules import Amount, ItemClass
+
+MPESA_C2B = "mpesa_c2b"  # Pull Transactions
+MPESA_B2C = "mpesa_b2c"  # Transaction Status
+DERIV_STATEMENT = "deriv_statement"  # the agent's statement (v3)
+MPESA_FLOAT = "mpesa_float"  # Account Balance
+DERIV_FLOAT = "deriv_float"  # the agent's balance
+SOURCES = (MPESA_C2B, MPESA_B2C, DERIV_STATEMENT, MPESA_FLOAT, DERIV_FLOAT)
+
+
+class ProviderReadFailed(Exception):
+    """A provider's read failed (a pull answered with HTTP 200 and 1001 included): the run fails."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+
+
+@dataclass(frozen=True)
+class ProviderRecord:
+    ref: str  # M-Pesa receipt, Deriv transaction id
+    amount: Amount  # unsigned
+    credit: bool  # money into PenPay's account at the provider
+    occurred_at: datetime
+    reference: str  # bill reference / statement description
+    transaction_hint: str | None = None  # a PenPay transaction id the record names, if any
+
+
+@dataclass(frozen=True)
+class Evidence:
+    transaction_id: str
+    provider_ref: str | None  # receipt, Deriv transaction id, OriginatorConversationID
+    amount: Amount
+    status: str
+    created_at: datetime
+    # Deriv: "transfer" (agent -> client, a debit of the agent) or "withdrawal" (client -> agent)
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    source: str
+    item_class: ItemClass
+    detail: str
+    provider_ref: str | None = None
+    transaction_id: str | None = None
+    provider_amount: Amount | None = None
+    penpay_amount: Amount | None = None
+    occurred_at: datetime | None = None
+    credit: bool = True  # direction of a provider record (suspense posting)
+    float_kind: str | None = None  # the float a suspense posting books against
+
+
+class ProviderReads(Protocol):
+    async def pulled_c2b(self, start: datetime, end: datetime) -> list[ProviderRecord]: ...
+
+    async def deriv_statement(self, start: datetime, end: datetime) -> list[ProviderRecord]: ...
+
+    async def ask_b2c_status(self, originator_conversation_id: str) -> None: ...
+
+    async def mpesa_balance(self) -> Amount: ...
+
+    async def deriv_balance(self) -> Amount: ...
+
+
+class ReconciliationStore(Protocol):
+    async def start_run(self, trigger: str, start: datetime, end: datetime, now: datetime) -> str: ...
+
+    async def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        counts: dict[str, int],
+        unexplained: int,
+        error: str | None,
+        now: datetime,
+    ) -> None: ...
+
+    async def cursor(self, source: str) -> datetime | None: ...
+
+    async def advance_cursor(self, source: str, to: datetime, now: datetime) -> None: ...
+
+    async def stk_evidence(self, start: datetime, end: datetime) -> list[Evidence]: ...
+
+    async def stk_evidence_by_receipt(self, receipts: list[str]) -> dict[str, Evidence]: ...
+
+    async def deriv_evidence(self, start: datetime, end: datetime) -> list[Evidence]: ...
+
+    async def deriv_evidence_by_ref(self, refs: list[str]) -> dict[str, Evidence]: ...
+
+    async def deriv_evidence_of(self, transaction_ids: list[str]) -> list[Evidence]: ...
+
+    async def known_transactions(self, ids: list[str]) -> set[str]: ...
+
+    async def unconfirmed_b2c(self, start: datetime, end: datetime) -> list[Evidence]: ...
+
+    async def float_movement(self, transaction_ids: list[str], float_kind: str) -> dict[str, Amount]: ...
+
+    async def float_balance(self, float_kind: str, currency: str) -> Amount: ...
+
+    async def record_item(self, run_id: str, item: Item, now: datetime) -> None: ...

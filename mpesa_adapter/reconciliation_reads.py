@@ -1,0 +1,127 @@
+"""Reconciliation's reads of M-Pesa over Daraja's own APIs (never the simulator's control API):
+Pull Transactions for the shortcode's C2B payments, Transaction Status for a payout not yet confirmed,
+Account Balance (asked, then its result awaited from the callback the inbox audits)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.reconciliation.ports import (
+    MPESA_B2C,
+    MPESA_C2B,
+    MPESA_FLOAT,
+    ProviderReadFailed,
+    ProviderRecord,
+)
+from application.reconciliation.rules import Amount
+from mpesa_adapter import errors
+from mpesa_adapter.balance_queries import ask_account_balance
+from mpesa_adapter.callback_store import BALANCE_QUERY_ANSWERED, BALANCE_QUERY_SUBJECT, SqlCallbackInbox
+from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.confirmer import CallbackConfirmer
+from mpesa_adapter.pull_transactions import PullFailed
+from persistence.tables import audit_logs, audit_pending
+
+# B2C pays from the Utility Account, and collections land there in PenPay's set-up: the float mirrors it.
+FLOAT_ACCOUNT = "Utility Account"
+
+
+def utility_balance(account_balance: str, account: str = FLOAT_ACCOUNT) -> Amount:
+    """`name|currency|amount|...&...`: the first amount of `account`, in minor units."""
+    for part in account_balance.split("&"):
+        fields = part.split("|")
+        if len(fields) >= 3 and fields[0].strip() == account:
+            try:
+                cents = Decimal(fields[2]) * 100
+            except InvalidOperation:
+                break
+            return Amount(int(cents), fields[1].strip())
+    raise ProviderReadFailed(MPESA_FLOAT, f"no {account} in the Account Balance result")
+
+
+class DarajaReconciliationReads:
+    def __init__(
+        self,
+        client: DarajaClient,
+        engine: AsyncEngine,
+        *,
+        nominated_number: str,
+        pull_callback_url: str,
+        balance_wait: float = 30.0,
+    ) -> None:
+        self._client = client
+        self._engine = engine
+        self._store = SqlCallbackInbox(engine)
+        self._confirmer = CallbackConfirmer(client, self._store)
+        self._nominated = nominated_number
+        self._pull_callback = pull_callback_url
+        self._balance_wait = balance_wait
+        self._registered = False
+
+    async def pulled_c2b(self, start: datetime, end: datetime) -> list[ProviderRecord]:
+        try:
+            if not self._registered:
+                await self._client.pull_register(
+                    nominated_number=self._nominated, callback_url=self._pull_callback
+                )
+                self._registered = True
+            pulled = await self._client.pull_transactions(start, end)
+        except (PullFailed, errors.MpesaAdapterError) as failed:
+            raise ProviderReadFailed(MPESA_C2B, str(failed)) from None
+        return [
+            ProviderRecord(
+                ref=p.receipt,
+                amount=Amount(p.amount_cents, "KES"),
+                credit=True,
+                occurred_at=p.occurred_at.astimezone(UTC),
+                reference=p.bill_reference,
+            )
+            for p in pulled
+        ]
+
+    async def ask_b2c_status(self, originator_conversation_id: str) -> None:
+        """Transaction Status by OriginatorConversationID: the answer settles the row at the status
+        ResultURL (the inbox), where the sagas and the next run read it."""
+        try:
+            await self._confirmer.confirm_b2c(originator_conversation_id)
+        except errors.MpesaAdapterError as failed:
+            raise ProviderReadFailed(MPESA_B2C, str(failed)) from None
+
+    async def mpesa_balance(self) -> Amount:
+        try:
+            accepted = await ask_account_balance(self._client, self._store)
+        except errors.MpesaAdapterError as failed:
+            raise ProviderReadFailed(MPESA_FLOAT, str(failed)) from None
+        try:
+            async with asyncio.timeout(self._balance_wait):
+                while True:
+                    answer = await self._answer(accepted.conversation_id)
+                    if answer is not None:
+                        return answer
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise ProviderReadFailed(MPESA_FLOAT, "no Account Balance result arrived") from None
+
+    async def _answer(self, conversation_id: str) -> Amount | None:
+        async with self._engine.connect() as conn:
+            for t in (audit_logs, audit_pending):
+                row = (
+                    await conn.execute(
+                        select(t.c.details)
+                        .where(t.c.subject_type == BALANCE_QUERY_SUBJECT)
+                        .where(t.c.subject_id == conversation_id)
+                        .where(t.c.action == BALANCE_QUERY_ANSWERED)
+                    )
+                ).first()
+                if row is not None:
+                    details = json.loads(row.details)
+                    if str(details.get("result_code")) != "0" or not details.get("account_balance"):
+                        raise ProviderReadFailed(MPESA_FLOAT, f"Account Balance failed: {details}")
+                    return utility_balance(str(details["account_balance"]))
+        return None

@@ -1,0 +1,81 @@
+"""The provider reads of a reconciliation run, from both adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from application.reconciliation.ports import ProviderRecord
+from application.reconciliation.rules import Amount
+from application.reconciliation.service import Reconciler
+from deriv_gateway.statement_client import GatewayDerivReads
+from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
+from persistence.reconciliation import SqlReconciliationStore
+
+if TYPE_CHECKING:
+    from penpay.bootstrap import Core
+
+
+class ProviderReadsOverApis:
+    def __init__(self, mpesa: DarajaReconciliationReads, deriv: GatewayDerivReads) -> None:
+        self._mpesa = mpesa
+        self._deriv = deriv
+
+    async def pulled_c2b(self, start: datetime, end: datetime) -> list[ProviderRecord]:
+        return await self._mpesa.pulled_c2b(start, end)
+
+    async def deriv_statement(self, start: datetime, end: datetime) -> list[ProviderRecord]:
+        return await self._deriv.statement(start, end)
+
+    async def ask_b2c_status(self, originator_conversation_id: str) -> None:
+        await self._mpesa.ask_b2c_status(originator_conversation_id)
+
+    async def mpesa_balance(self) -> Amount:
+        return await self._mpesa.mpesa_balance()
+
+    async def deriv_balance(self) -> Amount:
+        return await self._deriv.balance()
+
+
+@dataclass
+class Reconciliation:
+    reconciler: Reconciler
+    store: SqlReconciliationStore
+    _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for close in self._closers:
+            await close()
+
+
+def reconciliation(core: Core) -> Reconciliation:
+    """Reconciliation wired to Daraja (its own APIs) and the Deriv gateway (read-only RPCs)."""
+    from datetime import timedelta
+
+    from deriv_gateway.channel import gateway_channel
+    from mpesa_adapter.client import DarajaClient
+    from penpay.bootstrap import daraja_config, daraja_token_cache
+
+    s = core.settings
+    config = daraja_config(s)
+    tokens = daraja_token_cache(s, config)
+    daraja = DarajaClient(config, token_cache=tokens)
+    channel = gateway_channel(s.gateway_addr)
+    reads = ProviderReadsOverApis(
+        DarajaReconciliationReads(
+            daraja,
+            core.engine,
+            nominated_number=s.mpesa_pull_nominated_number,
+            pull_callback_url=f"{s.mpesa_callback_base_url.rstrip('/')}/pulltransactions",
+            balance_wait=s.reconcile_balance_wait,
+        ),
+        GatewayDerivReads(channel, timeout=s.gateway_request_timeout + 10),
+    )
+    store = SqlReconciliationStore(core.engine)
+    reconciler = Reconciler(reads, store, b2c_grace=timedelta(seconds=s.reconcile_b2c_grace))
+    closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
+    if tokens is not None:
+        closers.append(tokens.close)
+    return Reconciliation(reconciler, store, closers)

@@ -1,0 +1,378 @@
+"""Reconciliation's storage: runs, items (once per item_key), cursors; the evidence and ledger reads it
+compares with the providers' records. Suspense postings are booked in the transaction that first
+records their item, so a re-run never books one twice."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.ledger import book
+from application.payments import bookings
+from application.reconciliation.ports import Evidence, Item
+from application.reconciliation.rules import CLASSES, Amount
+from domain.shared.ids import new_uuid7
+from domain.wallet.account_kind import AccountKind
+from domain.wallet.money import Currency, Money
+from persistence.tables import (
+    deriv_transfers,
+    deriv_withdrawals,
+    ledger_accounts,
+    ledger_entries,
+    mpesa_disbursements,
+    mpesa_requests,
+    reconciliation_cursors,
+    reconciliation_items,
+    reconciliation_runs,
+    transactions,
+)
+from persistence.unit_of_work import SqlUnitOfWork
+
+_UNSETTLED_B2C = ("SENT", "UNKNOWN", "SUCCEEDED")
+_PAID_STK = ("CONFIRMED", "SUCCEEDED")
+
+
+def _uuid(text: str) -> Any:
+    import uuid
+
+    return uuid.UUID(text)
+
+
+class SqlReconciliationStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    # --- runs and cursors ------------------------------------------------------------------------
+
+    async def start_run(self, trigger: str, start: datetime, end: datetime, now: datetime) -> str:
+        run_id = new_uuid7()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                reconciliation_runs.insert().values(
+                    id=run_id,
+                    trigger=trigger,
+                    window_from=start,
+                    window_to=end,
+                    status="RUNNING",
+                    counts="{}",
+                    unexplained=0,
+                    started_at=now,
+                )
+            )
+        return str(run_id)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        counts: dict[str, int],
+        unexplained: int,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(reconciliation_runs)
+                .where(reconciliation_runs.c.id == _uuid(run_id))
+                .values(
+                    status=status,
+                    counts=json.dumps(counts, sort_keys=True),
+                    unexplained=unexplained,
+                    error=error[:500] if error else None,
+                    finished_at=now,
+                )
+            )
+
+    async def cursor(self, source: str) -> datetime | None:
+        async with self._engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(reconciliation_cursors.c.reconciled_to).where(
+                        reconciliation_cursors.c.source == source
+                    )
+                )
+            ).scalar_one_or_none()
+        return value
+
+    async def advance_cursor(self, source: str, to: datetime, now: datetime) -> None:
+        async with self._engine.begin() as conn:
+            t = reconciliation_cursors
+            current = (
+                await conn.execute(select(t.c.reconciled_to).where(t.c.source == source).with_for_update())
+            ).scalar_one_or_none()
+            if current is None:
+                await conn.execute(t.insert().values(source=source, reconciled_to=to, updated_at=now))
+            elif current < to:
+                await conn.execute(
+                    update(t).where(t.c.source == source).values(reconciled_to=to, updated_at=now)
+                )
+
+    # --- evidence --------------------------------------------------------------------------------
+
+    async def _evidence(self, query: Any, kind: str = "") -> list[Evidence]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Evidence(
+                transaction_id=str(r.transaction_id),
+                provider_ref=None if r.ref is None else str(r.ref),
+                amount=Amount(int(r.amount_cents), str(r.amount_currency)),
+                status=str(r.status),
+                created_at=r.created_at,
+                kind=kind,
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _stk_query() -> Any:
+        t = mpesa_requests
+        return select(
+            t.c.transaction_id,
+            t.c.mpesa_receipt_number.label("ref"),
+            t.c.amount_cents,
+            t.c.amount_currency,
+            t.c.status,
+            t.c.created_at,
+        )
+
+    async def stk_evidence(self, start: datetime, end: datetime) -> list[Evidence]:
+        """Every STK push of the window, whatever its status (one still open explains a payment M-Pesa
+        already lists)."""
+        t = mpesa_requests
+        query = self._stk_query().where(t.c.created_at >= start, t.c.created_at < end)
+        return await self._evidence(query)
+
+    async def stk_evidence_by_receipt(self, receipts: list[str]) -> dict[str, Evidence]:
+        if not receipts:
+            return {}
+        query = self._stk_query().where(
+            mpesa_requests.c.status.in_(_PAID_STK),
+            mpesa_requests.c.mpesa_receipt_number.is_not(None),
+            mpesa_requests.c.mpesa_receipt_number.in_(receipts),
+        )
+        return {e.provider_ref: e for e in await self._evidence(query) if e.provider_ref}
+
+    @staticmethod
+    def _deriv_queries() -> list[Any]:
+        queries = []
+        for t in (deriv_transfers, deriv_withdrawals):
+            queries.append(
+                select(
+                    t.c.transaction_id,
+                    t.c.deriv_transaction_id.label("ref"),
+                    t.c.amount_cents,
+                    t.c.amount_currency,
+                    t.c.status,
+                    t.c.created_at,
+                ).where(t.c.deriv_transaction_id.is_not(None))
+            )
+        return queries
+
+    async def deriv_evidence(self, start: datetime, end: datetime) -> list[Evidence]:
+        found = []
+        for query, t, kind in self._deriv_tables():
+            found += await self._evidence(query.where(t.c.created_at >= start, t.c.created_at < end), kind)
+        return found
+
+    def _deriv_tables(self) -> list[tuple[Any, Any, str]]:
+        return list(
+            zip(
+                self._deriv_queries(),
+                (deriv_transfers, deriv_withdrawals),
+                ("transfer", "withdrawal"),
+                strict=True,
+            )
+        )
+
+    async def deriv_evidence_of(self, transaction_ids: list[str]) -> list[Evidence]:
+        ids = [_uuid(t) for t in set(transaction_ids)]
+        if not ids:
+            return []
+        found = []
+        for query, t, kind in self._deriv_tables():
+            found += await self._evidence(query.where(t.c.transaction_id.in_(ids)), kind)
+        return found
+
+    async def deriv_evidence_by_ref(self, refs: list[str]) -> dict[str, Evidence]:
+        ids = [int(r) for r in refs if r.isdigit()]
+        if not ids:
+            return {}
+        found: dict[str, Evidence] = {}
+        for query, t, kind in self._deriv_tables():
+            for e in await self._evidence(query.where(t.c.deriv_transaction_id.in_(ids)), kind):
+                if e.provider_ref:
+                    found[e.provider_ref] = e
+        return found
+
+    async def known_transactions(self, ids: list[str]) -> set[str]:
+        wanted = []
+        for text in ids:
+            try:
+                wanted.append(_uuid(text))
+            except ValueError:
+                continue
+        if not wanted:
+            return set()
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(transactions.c.id).where(transactions.c.id.in_(wanted)))
+            return {str(r.id) for r in rows}
+
+    async def unconfirmed_b2c(self, start: datetime, end: datetime) -> list[Evidence]:
+        t = mpesa_disbursements
+        query = select(
+            t.c.transaction_id,
+            t.c.originator_conversation_id.label("ref"),
+            t.c.amount_cents,
+            t.c.amount_currency,
+            t.c.status,
+            t.c.created_at,
+        ).where(t.c.status.in_(_UNSETTLED_B2C), t.c.created_at >= start, t.c.created_at < end)
+        return await self._evidence(query)
+
+    # --- ledger ----------------------------------------------------------------------------------
+
+    async def float_movement(self, transaction_ids: list[str], float_kind: str) -> dict[str, Amount]:
+        """Net movement of the float per transaction: a debit (money into the provider account) counts
+        positive, a credit negative."""
+        ids = [_uuid(t) for t in set(transaction_ids)]
+        if not ids:
+            return {}
+        e, a = ledger_entries, ledger_accounts
+        signed = func.sum(
+            func.IF(e.c.side == "DEBIT", e.c.amount_cents, -e.c.amount_cents)
+            if self._engine.dialect.name != "sqlite"
+            else func.iif(e.c.side == "DEBIT", e.c.amount_cents, -e.c.amount_cents)
+        )
+        query = (
+            select(e.c.transaction_id, e.c.amount_currency, signed.label("net"))
+            .select_from(e.join(a, e.c.account_id == a.c.id))
+            .where(and_(a.c.kind == float_kind, e.c.transaction_id.in_(ids)))
+            .group_by(e.c.transaction_id, e.c.amount_currency)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(r.transaction_id): Amount(int(r.net), str(r.amount_currency)) for r in rows}
+
+    async def float_balance(self, float_kind: str, currency: str) -> Amount:
+        a = ledger_accounts
+        async with self._engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(func.sum(a.c.balance_cents)).where(
+                        a.c.kind == float_kind, a.c.currency == currency
+                    )
+                )
+            ).scalar_one_or_none()
+        return Amount(int(value or 0), currency)
+
+    # --- items -----------------------------------------------------------------------------------
+
+    async def record_item(self, run_id: str, item: Item, now: datetime) -> None:
+        """Insert the item once; a later run updates its class and run. Its suspense posting (if its
+        class books one) is written with the insert, in one transaction."""
+        t = reconciliation_items
+        async with SqlUnitOfWork(self._engine, actor="reconciliation") as uow:
+            conn = uow.connection
+            existing = (
+                await conn.execute(
+                    select(t.c.id, t.c.item_class).where(t.c.item_key == item.key).with_for_update()
+                )
+            ).first()
+            if existing is not None:
+                await conn.execute(
+                    update(t)
+                    .where(t.c.id == existing.id)
+                    .values(
+                        item_class=item.item_class.value,
+                        last_run_id=_uuid(run_id),
+                        detail=item.detail,
+                        review_status="OPEN" if CLASSES[item.item_class].review else "NONE",
+                        updated_at=now,
+                    )
+                )
+                await uow.commit()
+                return
+            posting_id = None
+            if item.float_kind and item.provider_amount is not None:
+                amount = Money(item.provider_amount.cents, Currency(item.provider_amount.currency))
+                posting = await bookings.unexplained_at_provider(
+                    uow.ledger,
+                    AccountKind(item.float_kind),
+                    amount,
+                    into_float=item.credit,
+                    note=f"{item.source} {item.provider_ref}",
+                )
+                await book(uow, posting)
+                posting_id = posting.id.value
+            await conn.execute(
+                t.insert().values(
+                    id=new_uuid7(),
+                    item_key=item.key,
+                    first_run_id=_uuid(run_id),
+                    last_run_id=_uuid(run_id),
+                    source=item.source,
+                    item_class=item.item_class.value,
+                    provider_ref=item.provider_ref,
+                    transaction_id=_uuid(item.transaction_id) if item.transaction_id else None,
+                    provider_amount_cents=item.provider_amount.cents if item.provider_amount else None,
+                    provider_amount_currency=item.provider_amount.currency if item.provider_amount else None,
+                    penpay_amount_cents=item.penpay_amount.cents if item.penpay_amount else None,
+                    penpay_amount_currency=item.penpay_amount.currency if item.penpay_amount else None,
+                    occurred_at=item.occurred_at,
+                    detail=item.detail,
+                    review_status="OPEN" if CLASSES[item.item_class].review else "NONE",
+                    suspense_posting_id=posting_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if CLASSES[item.item_class].review:
+                uow.audit(
+                    action="reconciliation.item_queued",
+                    subject_type="ReconciliationItem",
+                    subject_id=item.key[:64],
+                    details={"class": item.item_class.value, "detail": item.detail},
+                )
+            try:
+                await uow.commit()
+            except IntegrityError:
+                # another run recorded it first: theirs stands (and its posting), ours rolls back
+                return
+
+    # --- reads for operators ---------------------------------------------------------------------
+
+    async def runs(self, limit: int = 50) -> list[Any]:
+        async with self._engine.connect() as conn:
+            query = select(reconciliation_runs).order_by(reconciliation_runs.c.started_at.desc()).limit(limit)
+            return list((await conn.execute(query)).all())
+
+    async def items(
+        self,
+        run_id: str,
+        *,
+        item_class: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """The items a run saw last (by item key)."""
+        t = reconciliation_items
+        query = select(t).where(t.c.last_run_id == _uuid(run_id)).order_by(t.c.item_key)
+        if item_class:
+            query = query.where(t.c.item_class == item_class)
+        if after:
+            query = query.where(t.c.item_key > after)
+        if limit:
+            query = query.limit(limit)
+        async with self._engine.connect() as conn:
+            return list((await conn.execute(query)).all())
+
+    async def run_exists(self, run_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            query = select(reconciliation_runs.c.id).where(reconciliation_runs.c.id == _uuid(run_id))
+            return (await conn.execute(query)).first() is not None

@@ -1,0 +1,50 @@
+"""Reconciliation runs and items through the HTTP bridge: staff (viewer and up) read them, users do not."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from application.reconciliation.ports import Item
+from application.reconciliation.rules import Amount, ItemClass
+from persistence.reconciliation import SqlReconciliationStore
+
+from .conftest import Surface, error_shape
+
+pytestmark = pytest.mark.integration
+
+INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED = 3, 5, 7
+
+
+async def test_reconciliation_runs_and_items_over_the_bridge(surface: Surface) -> None:
+    store = SqlReconciliationStore(surface.core.engine)
+    now = surface.clock.now()
+    run_id = await store.start_run("worker", now - timedelta(hours=1), now, now)
+    item = Item(
+        key=f"c2b:HTTP{run_id[-8:]}",
+        source="mpesa_c2b",
+        item_class=ItemClass.MATCHED,
+        detail="matched",
+        provider_ref="HTTP1",
+        provider_amount=Amount(2_600_00, "KES"),
+        penpay_amount=Amount(2_600_00, "KES"),
+    )
+    await store.record_item(run_id, item, now)
+    await store.finish_run(run_id, "SUCCEEDED", {"MATCHED": 1}, 0, None, now)
+
+    viewer = surface.operator("vera", ("viewer",))
+    runs = await viewer.get("/v1/ops/reconciliation_runs")
+    assert runs.status == 200, runs.json
+    assert run_id in [r["run_id"] for r in runs.json["runs"]]
+    items = await viewer.get(f"/v1/ops/reconciliation_runs/{run_id}/items", params={"item_class": "MATCHED"})
+    assert items.status == 200, items.json
+    [row] = items.json["items"]
+    assert row["provider_ref"] == "HTTP1" and row["provider_amount"]["amount_cents"] == "260000"
+
+    user = await surface.sign_up()
+    error_shape(await user.browser.get("/v1/ops/reconciliation_runs"), 403, PERMISSION_DENIED)
+    bad = await viewer.get(f"/v1/ops/reconciliation_runs/{run_id}/items", params={"item_class": "NOPE"})
+    error_shape(bad, 400, INVALID_ARGUMENT)
+    error_shape(await viewer.get(f"/v1/ops/reconciliation_runs/{uuid.uuid4()}/items"), 404, NOT_FOUND)

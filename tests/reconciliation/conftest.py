@@ -1,0 +1,102 @@
+"""The reconciliation stack: the saga stack of tests/sagas with reconciliation wired to its simulators
+through their provider APIs (Daraja's, the gateway's), never their control APIs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from application.reconciliation.service import Reconciler, RunReport
+from deriv_gateway.statement_client import GatewayDerivReads
+from domain.payments.status import TransactionStatus
+from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
+from penpay.reconcile.wiring import ProviderReadsOverApis
+from persistence.reconciliation import SqlReconciliationStore
+from persistence.tables import transactions
+from tests.sagas.harness import MPESA_FLOAT_KES, Stack, running_stack
+from workers.memory_bus import InProcessBus
+
+
+@dataclass
+class World:
+    stack: Stack
+    reconciler: Reconciler
+    store: SqlReconciliationStore
+
+    async def window(self) -> tuple[datetime, datetime]:
+        """From a minute before the first transaction to a minute after the last (never the wall clock)."""
+        async with self.stack.engine.connect() as conn:
+            first, last = (
+                await conn.execute(
+                    select(func.min(transactions.c.created_at), func.max(transactions.c.updated_at))
+                )
+            ).one()
+        return first - timedelta(minutes=1), last + timedelta(minutes=1)
+
+    async def run(self) -> RunReport:
+        start, end = await self.window()
+        return await self.reconciler.run(start, end, now=end)
+
+    async def items(self, report: RunReport) -> list[Any]:
+        return await self.store.items(report.run_id)
+
+    async def customer_pays_paybill(self, phone: str, amount: int) -> dict[str, Any]:
+        async with self.stack.http.post(
+            f"{self.stack.mpesa_sim.base_url}/__control__/c2b/pay",
+            json={"phone": phone, "amount": amount, "bill_reference": "NOSUCHREF"},
+        ) as response:
+            assert response.status == 201, await response.text()
+            return dict(await response.json())
+
+    async def count(self, table: Any, *where: Any) -> int:
+        async with self.stack.engine.connect() as conn:
+            return int(
+                (await conn.execute(select(func.count()).select_from(table).where(*where))).scalar_one()
+            )
+
+
+@pytest.fixture
+async def world(fresh_mariadb_url: str) -> AsyncIterator[World]:
+    bus = InProcessBus()
+    # The simulator's utility account starts where the ledger's M-Pesa float does.
+    overrides = {"utility_balance": MPESA_FLOAT_KES.amount_minor // 100}
+    async with running_stack(fresh_mariadb_url, bus, mpesa_overrides=overrides) as stack:
+        await stack.fund_floats()
+        daraja = DarajaClient(stack.daraja_config)
+        channel = grpc.aio.insecure_channel(stack.gateway.address)
+        try:
+            reads = ProviderReadsOverApis(
+                DarajaReconciliationReads(
+                    daraja,
+                    stack.engine,
+                    nominated_number="254708374149",
+                    pull_callback_url=f"{stack.callbacks.base_url}/pull",
+                    balance_wait=10.0,
+                ),
+                GatewayDerivReads(channel, timeout=10.0),
+            )
+            store = SqlReconciliationStore(stack.engine)
+            yield World(stack, Reconciler(reads, store), store)
+        finally:
+            await channel.close()
+            await daraja.close()
+
+
+async def a_deposit_and_a_withdrawal(stack: Stack) -> tuple[Any, Any]:
+    user = await stack.user()
+    deposit = await stack.deposit(user, 2_600)
+    assert (await stack.settle(deposit.id)).status == TransactionStatus.COMPLETED
+    withdrawal = await stack.withdrawal(user, 10_00)
+    await stack.settle(withdrawal.id, until={TransactionStatus.AWAITING_WITHDRAWAL_CODE})
+    await stack.app.confirm_withdrawal(
+        user_id=user, transaction_id=withdrawal.id, verification_code=await stack.withdrawal_code()
+    )
+    assert (await stack.settle(withdrawal.id)).status == TransactionStatus.COMPLETED
+    return deposit, withdrawal

@@ -1,0 +1,187 @@
+"""Reconciliation against the providers over real sockets: the saga stack of tests/sagas (MariaDB, both
+simulators, the Deriv gateway, the M-Pesa callback endpoints), read only through Daraja's and the
+gateway's APIs; the simulators' control API only seeds situations, as a customer or Deriv would."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from websockets.asyncio.client import connect
+
+from application.reconciliation.service import Reconciler
+from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
+from domain.payments.status import TransactionStatus
+from persistence.tables import (
+    ledger_postings,
+    mpesa_disbursements,
+    mpesa_requests,
+    reconciliation_items,
+)
+from tests.reconciliation.conftest import World, a_deposit_and_a_withdrawal
+
+pytestmark = pytest.mark.integration
+
+
+def classes(items: list[Any]) -> dict[str, str]:
+    return {row.item_key: row.item_class for row in items}
+
+
+async def test_a_clean_world_has_no_unexplained_difference_and_a_rerun_adds_nothing(world: World) -> None:
+    await a_deposit_and_a_withdrawal(world.stack)
+    report = await world.run()
+    assert report.status == "SUCCEEDED", report
+    assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
+    found = classes(await world.items(report))
+    # the STK payment, the Deriv transfer and withdrawal lines, both floats: all matched
+    assert sorted(k.split(":")[0] for k in found) == ["c2b", "deriv", "deriv", "float", "float"]
+    assert set(found.values()) == {"MATCHED"}
+
+    before = await world.count(reconciliation_items)
+    again = await world.run()
+    assert again.unexplained == 0
+    # every provider record (and the floats, as of the same moment) is recorded once
+    assert await world.count(reconciliation_items) == before
+
+
+async def test_money_at_mpesa_with_no_transaction_goes_to_suspense_once(world: World) -> None:
+    await a_deposit_and_a_withdrawal(world.stack)
+    paid = await world.customer_pays_paybill("254711222333", 500)
+
+    report = await world.run()
+    found = classes(await world.items(report))
+    assert found[f"c2b:{paid['receipt']}"] == "UNKNOWN_AT_PENPAY"
+    # booked to suspense: the M-Pesa float now holds it, and matches M-Pesa's balance again
+    assert found[next(k for k in found if k.startswith("float:mpesa"))] == "MATCHED"
+    assert report.unexplained == 1
+    suspense = ledger_postings.c.description.like("reconciliation suspense:%")
+    assert await world.count(ledger_postings, suspense) == 1
+
+    await world.run()  # the same window again: no second posting, no second item
+    assert await world.count(ledger_postings, suspense) == 1
+    assert (
+        await world.count(reconciliation_items, reconciliation_items.c.item_key == f"c2b:{paid['receipt']}")
+        == 1
+    )
+
+
+async def test_an_amount_penpay_recorded_differently_is_a_mismatch(world: World) -> None:
+    deposit, _ = await a_deposit_and_a_withdrawal(world.stack)
+    async with world.stack.engine.begin() as conn:
+        await conn.execute(
+            update(mpesa_requests)
+            .where(mpesa_requests.c.transaction_id == deposit.id.value)
+            .values(amount_cents=mpesa_requests.c.amount_cents + 100)
+        )
+    report = await world.run()
+    found = classes(await world.items(report))
+    assert [v for k, v in found.items() if k.startswith("c2b:")] == ["AMOUNT_MISMATCH"]
+
+
+async def test_a_transfer_deriv_made_twice_is_paid_twice(world: World) -> None:
+    deposit, _ = await a_deposit_and_a_withdrawal(world.stack)
+    # someone repeats the transfer by hand with PenPay's reference
+    async with connect(world.stack.deriv_sim.url(app_id=1089)) as ws:
+        await ws.send(json.dumps({"authorize": DEFAULT_AGENT_TOKEN, "req_id": 1}))
+        assert "error" not in json.loads(await ws.recv())
+        await ws.send(
+            json.dumps(
+                {
+                    "paymentagent_transfer": 1,
+                    "transfer_to": "CR90000001",
+                    "amount": deposit.converted_amount.amount_minor / 100,
+                    "currency": "USD",
+                    "description": str(deposit.id.value),
+                    "req_id": 2,
+                }
+            )
+        )
+        assert "error" not in json.loads(await ws.recv())
+    report = await world.run()
+    values = sorted(v for k, v in classes(await world.items(report)).items() if k.startswith("deriv:"))
+    assert values == ["DUPLICATE_AT_PROVIDER", "MATCHED", "MATCHED"]
+    floats = [r for r in await world.items(report) if r.source == "deriv_float"]
+    assert [r.item_class for r in floats] == ["FLOAT_MISMATCH"]
+
+
+async def test_a_pull_failing_with_http_200_fails_the_run_with_an_alarm(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    await a_deposit_and_a_withdrawal(world.stack)
+    world.stack.mpesa_sim.add_fault("pull_failure", api="pull_query", count=None)
+    with caplog.at_level(logging.ERROR, logger="penpay.alerts"):
+        report = await world.run()
+    assert report.status == "FAILED" and "1001" in (report.error or "")
+    assert any(getattr(r, "alert", None) == "reconciliation_read_failed" for r in caplog.records)
+    assert await world.store.cursor("mpesa_c2b") is None  # nothing was taken as reconciled
+
+
+async def test_a_payout_mpesa_does_not_know_is_asked_about_then_missing(world: World) -> None:
+    _, withdrawal = await a_deposit_and_a_withdrawal(world.stack)
+    unknown = "PENPAY-never-sent-to-daraja"
+    async with world.stack.engine.begin() as conn:  # evidence of a payout M-Pesa never received
+        await conn.execute(
+            update(mpesa_disbursements)
+            .where(mpesa_disbursements.c.transaction_id == withdrawal.id.value)
+            .values(originator_conversation_id=unknown, status="SENT", transaction_receipt=None)
+        )
+    first = await world.run()
+    found = classes(await world.items(first))
+    assert found[f"b2c:{unknown}"] == "AWAITING_PROVIDER"  # Transaction Status asked, within the grace
+    asked = [c for c in world.stack.mpesa_sim.callbacks if c["kind"].startswith("status")]
+    assert asked, "no Transaction Status was sent"
+
+    strict = Reconciler(world.reconciler._reads, world.store, b2c_grace=timedelta(0))
+    start, end = await world.window()
+    second = await strict.run(start, end, now=end)
+    assert classes(await world.items(second))[f"b2c:{unknown}"] == "MISSING_AT_PROVIDER"
+
+
+async def test_a_payment_confirmed_by_stk_query_alone_is_found_by_its_account_reference(world: World) -> None:
+    deposit, _ = await a_deposit_and_a_withdrawal(world.stack)
+    async with world.stack.engine.begin() as conn:  # a lost callback: PenPay holds no receipt
+        await conn.execute(
+            update(mpesa_requests)
+            .where(mpesa_requests.c.transaction_id == deposit.id.value)
+            .values(mpesa_receipt_number=None)
+        )
+    report = await world.run()
+    assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
+    suspense = ledger_postings.c.description.like("reconciliation suspense:%")
+    assert await world.count(ledger_postings, suspense) == 0
+
+
+async def test_a_reversed_withdrawal_and_its_transfer_back_reconcile(world: World) -> None:
+    stack = world.stack
+    user = await stack.user(phone="254712342040")  # M-Pesa refuses payouts to this number (2040)
+    deposit = await stack.deposit(user, 2_600)
+    assert (await stack.settle(deposit.id)).status == TransactionStatus.COMPLETED
+    withdrawal = await stack.withdrawal(user, 10_00)
+    await stack.settle(withdrawal.id, until={TransactionStatus.AWAITING_WITHDRAWAL_CODE})
+    await stack.app.confirm_withdrawal(
+        user_id=user, transaction_id=withdrawal.id, verification_code=await stack.withdrawal_code()
+    )
+    assert (await stack.settle(withdrawal.id)).status == TransactionStatus.REVERSED
+    report = await world.run()
+    assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
+    deriv = [r for r in await world.items(report) if r.source == "deriv_statement"]
+    assert len(deriv) == 3  # the deposit's transfer, the withdrawal, the USD sent back
+
+
+async def test_a_payment_penpay_has_not_confirmed_yet_waits_and_is_never_suspense(world: World) -> None:
+    deposit, _ = await a_deposit_and_a_withdrawal(world.stack)
+    async with world.stack.engine.begin() as conn:  # as if its callback were still on the way
+        await conn.execute(
+            update(mpesa_requests)
+            .where(mpesa_requests.c.transaction_id == deposit.id.value)
+            .values(mpesa_receipt_number=None, status="SENT")
+        )
+    report = await world.run()
+    c2b = [r for r in await world.items(report) if r.source == "mpesa_c2b"]
+    assert [r.item_class for r in c2b] == ["AWAITING_PROVIDER"]
+    suspense = ledger_postings.c.description.like("reconciliation suspense:%")
+    assert await world.count(ledger_postings, suspense) == 0
