@@ -21,7 +21,7 @@ from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
-from penpay_api.http import cookies, errors, streaming
+from penpay_api.http import cookies, errors, facts, proto_docs, streaming
 from penpay_api.http.cors import CorsPolicy
 from penpay_api.http.metadata import (
     ForwardingPolicy,
@@ -86,6 +86,9 @@ class BridgeConfig:
     max_body_bytes: int = 1024 * 1024
     title: str = "PenPay API"
     version: str = "v1"
+    # OpenAPI truth the protos cannot carry (facts.py): ranges and values, required request fields.
+    field_facts: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: facts.FIELD_FACTS)
+    required_fields: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: facts.REQUIRED_FIELDS)
 
 
 def edge_config(settings: Any) -> dict[str, Any]:
@@ -168,6 +171,10 @@ class Bridge:
                 money_rpcs=config.money_rpcs,
                 public_rpcs=config.public_rpcs,
                 cookie_policy=config.cookie_policy,
+                docs=proto_docs.load(),
+                field_facts=config.field_facts,
+                required_fields=config.required_fields,
+                emit_unpopulated=config.emit_unpopulated,
             )
         )
         self._credentials = channel_credentials
