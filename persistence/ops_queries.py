@@ -49,6 +49,7 @@ class StatusCount:
     currency: str
     count: int
     amount_cents: int
+    oldest_created_at: datetime | None = None  # of the transactions in this type and status
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,13 @@ class OutboxStats:
     max_publish_attempts: int
     oldest_pending_occurred_at: datetime | None
     pending_by_stream: dict[str, int] = field(default_factory=dict)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    # Stored values are UTC (persistence.types.UtcDateTime); an aggregate comes back naive.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 async def reconciliation_report(engine: AsyncEngine) -> ReconciliationReport:
@@ -94,7 +102,14 @@ async def reconciliation_report(engine: AsyncEngine) -> ReconciliationReport:
         ).all()
         statuses = (
             await connection.execute(
-                select(t.c.type, t.c.status, t.c.amount_currency, func.count(), func.sum(t.c.amount_cents))
+                select(
+                    t.c.type,
+                    t.c.status,
+                    t.c.amount_currency,
+                    func.count(),
+                    func.sum(t.c.amount_cents),
+                    func.min(t.c.created_at),
+                )
                 .group_by(t.c.type, t.c.status, t.c.amount_currency)
                 .order_by(t.c.type, t.c.status, t.c.amount_currency)
             )
@@ -114,7 +129,10 @@ async def reconciliation_report(engine: AsyncEngine) -> ReconciliationReport:
     return ReconciliationReport(
         kinds=[KindTotal(k, c, int(b or 0), int(n)) for k, c, b, n in kinds],
         currencies=[CurrencyTotal(c, int(d), int(cr)) for c, d, cr in currencies],
-        statuses=[StatusCount(ty, st, cur, int(n), int(s or 0)) for ty, st, cur, n, s in statuses],
+        statuses=[
+            StatusCount(ty, st, cur, int(n), int(s or 0), as_utc(oldest))
+            for ty, st, cur, n, s, oldest in statuses
+        ],
         needing_attention=int(attention),
         open_callback_reviews=int(reviews),
     )

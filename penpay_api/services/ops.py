@@ -108,7 +108,11 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
             ],
             transactions=[
                 pb.TransactionStatusCount(
-                    type=s.type, status=s.status, count=s.count, amount=money_of(s.amount_cents, s.currency)
+                    type=s.type,
+                    status=s.status,
+                    count=s.count,
+                    amount=money_of(s.amount_cents, s.currency),
+                    oldest_created_at=timestamp(s.oldest_created_at),
                 )
                 for s in report.statuses
             ],
