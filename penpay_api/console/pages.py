@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -268,10 +267,15 @@ class Console:
     async def search(self, request: web.Request) -> web.StreamResponse:
         query = request.query.get("q", "").strip()
         try:
-            tx_id = str(uuid.UUID(query))
-        except ValueError:
-            return self.render("search.html", query=query, staff=True, status=400)
-        return self._redirect(f"/ops/transactions/{tx_id}")
+            answer = await self.rpc(request, "SearchTransactions", pb.SearchTransactionsRequest(query=query))
+        except grpc.aio.AioRpcError as exc:
+            return self.render(
+                "search.html", query=query, matches=[], error=exc.details(), staff=True, status=400
+            )
+        matches = [views.match(m) for m in answer.matches]
+        if len(matches) == 1:
+            return self._redirect(f"/ops/transactions/{matches[0]['id']}")
+        return self.render("search.html", query=query, matches=matches, error=None, staff=True)
 
     async def _story(self, request: web.Request, tx_id: str) -> dict[str, Any] | None:
         answer = await self.rpc(request, "ListReviewQueue", pb.ListReviewQueueRequest(transaction_id=tx_id))
@@ -282,10 +286,12 @@ class Console:
         try:
             item = await self._story(request, tx_id)
         except grpc.aio.AioRpcError as exc:
-            return self.render("search.html", query=tx_id, staff=True, status=400, error=exc.details())
+            return self.render(
+                "search.html", query=tx_id, matches=[], staff=True, status=400, error=exc.details()
+            )
         if item is None:
             return self.render(
-                "search.html", query=tx_id, staff=True, status=404, error="No such transaction."
+                "search.html", query=tx_id, matches=[], staff=True, status=404, error="No such transaction."
             )
         template = "_story.html" if request.headers.get("HX-Request") else "transaction.html"
         return self.render(template, t=item, notice=None, error=None, staff=True)
@@ -301,7 +307,7 @@ class Console:
         item = await self._story(request, tx_id)
         if item is None:
             return self.render(
-                "search.html", query=tx_id, staff=True, status=404, error="No such transaction."
+                "search.html", query=tx_id, matches=[], staff=True, status=404, error="No such transaction."
             )
         return self.render(
             "_story.html",
@@ -344,4 +350,12 @@ class Console:
 
 
 # Refused reads end the page (403); a refused action is shown beside the action (e.g. four-eyes).
-_READS = frozenset({"GetReconciliationReport", "GetOutboxStats", "GetDeadLetterStats", "ListReviewQueue"})
+_READS = frozenset(
+    {
+        "GetReconciliationReport",
+        "GetOutboxStats",
+        "GetDeadLetterStats",
+        "ListReviewQueue",
+        "SearchTransactions",
+    }
+)

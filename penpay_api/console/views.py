@@ -153,6 +153,18 @@ def action(a: pb.ReviewAction) -> dict[str, Any]:
     }
 
 
+def match(m: pb.TransactionMatch) -> dict[str, Any]:
+    return {
+        "id": m.transaction_id,
+        "type": m.type,
+        "status": m.status,
+        "amount": money(m.amount),
+        "matched_on": m.matched_on,
+        "phone": m.phone,
+        "created_at": when(m.created_at),
+    }
+
+
 def story(item: pb.ReviewItem) -> dict[str, Any]:
     """One transaction with everything the API knows of it; personal data masked."""
     actions = [action(a) for a in item.review_actions]
@@ -201,6 +213,18 @@ def story(item: pb.ReviewItem) -> dict[str, Any]:
                 "at": when(p.received_at),
             }
             for p in item.provider_answers
+        ],
+        "ledger": [
+            {
+                "posting": line.posting_id,
+                "description": line.description,
+                "account": line.account_kind,
+                "side": line.side,
+                "amount": money(line.amount),
+                "at": when(line.created_at),
+                "reverses": line.reverses_posting_id,
+            }
+            for line in item.ledger_lines
         ],
         "audit": [
             {

@@ -41,6 +41,15 @@ FIELD_FACTS: Mapping[str, Mapping[str, Any]] = {
     f"{_OPS}.ProposeReviewActionRequest.reason": {"minLength": 1, "maxLength": 255},
     f"{_OPS}.RejectReviewActionRequest.reason": {"minLength": 1, "maxLength": 255},
     "penpay.payments.v1.Transaction.status": {"enum": [s.lower() for s in _STATUSES]},
+    f"{_OPS}.SearchTransactionsRequest.page_size": {"minimum": 0, "maximum": 50, "default": 20},
+    f"{_OPS}.SearchTransactionsRequest.query": {"minLength": 1, "maxLength": 64},
+    f"{_OPS}.TransactionMatch.type": {"enum": _TYPES},
+    f"{_OPS}.TransactionMatch.status": {"enum": _STATUSES},
+    f"{_OPS}.TransactionMatch.matched_on": {
+        "enum": ["TRANSACTION_ID", "MPESA_RECEIPT", "DERIV_TRANSACTION_ID", "PHONE"]
+    },
+    f"{_OPS}.LedgerLine.side": {"enum": ["DEBIT", "CREDIT"]},
+    f"{_OPS}.LedgerLine.account_kind": {"enum": [k.value for k in AccountKind]},
 }
 
 # Request messages: the fields the server refuses to go without (proto3 cannot say it).

@@ -29,6 +29,7 @@ from penpay_api.errors import RpcFailure
 from penpay_api.services._common import money, money_of, timestamp
 from persistence.ops_queries import outbox_stats, reconciliation_report
 from persistence.review_queue import QueueItem, review_queue
+from persistence.transaction_search import MAX_MATCHES, search_transactions
 from workers.bus import MessageBus
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OpsService"].full_name
@@ -36,7 +37,11 @@ _READERS = (VIEWER_ROLE, OPERATOR_ROLE, APPROVER_ROLE)
 METHOD_ROLES = {
     f"/{SERVICE_NAME}/{name}": roles
     for names, roles in (
-        (("GetReconciliationReport", "GetOutboxStats", "GetDeadLetterStats", "ListReviewQueue"), _READERS),
+        (
+            ("GetReconciliationReport", "GetOutboxStats", "GetDeadLetterStats", "ListReviewQueue"),
+            _READERS,
+        ),
+        (("SearchTransactions",), _READERS),
         (("ReplayDeadLetters", "RunConsistencyCheck", "ProposeReviewAction"), (OPERATOR_ROLE,)),
         (("ApproveReviewAction", "RejectReviewAction"), (APPROVER_ROLE,)),
     )
@@ -59,6 +64,8 @@ _STATUS_PB = {
     ProposalStatus.REFUSED: pb.REVIEW_ACTION_STATUS_REFUSED,
 }
 _MPESA_RECEIPT = re.compile(r"[A-Z0-9]{8,20}")
+DEFAULT_SEARCH_PAGE = 20
+MAX_SEARCH_QUERY = 64
 DEFAULT_REPLAY_LIMIT = 100
 MAX_REPLAY_LIMIT = 1000
 DEAD_LETTER_SCAN = 100_000
@@ -221,6 +228,30 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
 
     # --- the review queue -----------------------------------------------------------------
 
+    async def SearchTransactions(
+        self, request: pb.SearchTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchTransactionsResponse:
+        query = request.query.strip()
+        if not query or len(query) > MAX_SEARCH_QUERY or not query.isprintable():
+            raise InvalidValue(f"query: 1 to {MAX_SEARCH_QUERY} printable characters", field="query")
+        if not 0 <= request.page_size <= MAX_MATCHES:
+            raise InvalidValue(f"page_size must be 0 to {MAX_MATCHES}", field="page_size")
+        found = await search_transactions(self._engine, query, request.page_size or DEFAULT_SEARCH_PAGE)
+        return pb.SearchTransactionsResponse(
+            matches=[
+                pb.TransactionMatch(
+                    transaction_id=m.transaction_id,
+                    type=m.type,
+                    status=m.status,
+                    amount=money_of(m.amount_cents, m.currency),
+                    matched_on=m.matched_on,
+                    phone=m.phone,
+                    created_at=timestamp(m.created_at),
+                )
+                for m in found
+            ]
+        )
+
     async def ListReviewQueue(
         self, request: pb.ListReviewQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListReviewQueueResponse:
@@ -375,6 +406,18 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
                 status=a.status,
             )
             for a in item.answers
+        ],
+        ledger_lines=[
+            pb.LedgerLine(
+                posting_id=line.posting_id,
+                description=line.description,
+                account_kind=line.account_kind,
+                side=line.side,
+                amount=money_of(line.amount_cents, line.currency),
+                created_at=timestamp(line.created_at),
+                reverses_posting_id=line.reverses_posting_id,
+            )
+            for line in item.ledger
         ],
         audit_records=[
             pb.AuditRecord(

@@ -82,8 +82,22 @@ async def test_two_operators_refund_a_refused_deposit_in_the_browser(console: Co
     await expect(audit).to_contain_text("review.approved")
     await expect(audit).to_contain_text("operator:amos")
     await expect(audit).to_contain_text("operator:olga")
+    ledger = amos.get_by_test_id("ledger")
+    await expect(ledger).to_contain_text("MPESA_FLOAT")
+    await expect(ledger).to_contain_text("deposit refunded: B2C refund to the customer")
     assert await console.axe(amos) == []
     await console.screenshot(amos, "refunded")
+
+    # The customer calls with the receipt of their payment: the search box finds the story.
+    assert done.mpesa_request is not None and done.mpesa_request.mpesa_receipt_number
+    await amos.goto(f"{console.url}/ops/")
+    await amos.get_by_label("Search transactions").fill(done.mpesa_request.mpesa_receipt_number)
+    await amos.get_by_role("button", name="Find").click()
+    await amos.wait_for_url(f"{console.url}/ops/transactions/{tx_id}")
+    await expect(amos.get_by_test_id("status")).to_have_text("REVERSED")
+    await amos.get_by_label("Search transactions").fill("0712***678")  # masked, as Safaricom shows it
+    await amos.get_by_role("button", name="Find").click()
+    await amos.wait_for_url(f"{console.url}/ops/transactions/{tx_id}")
 
 
 async def test_a_user_token_is_refused_the_console(console: Console) -> None:

@@ -15,6 +15,7 @@ from penpay_api.http.app import Bridge, BridgeConfig
 from penpay_api.http.discovery import packages_for
 from penpay_api.services.dev import MAX_PAGE_SIZE as DEV_MAX_PAGE
 from penpay_api.services.ops import DEFAULT_QUEUE_PAGE, MAX_QUEUE_PAGE
+from persistence.transaction_search import MAX_MATCHES
 
 pytestmark = pytest.mark.unit
 
@@ -39,6 +40,8 @@ def _schema(document: dict[str, Any], name: str) -> dict[str, Any]:
 def test_page_sizes_carry_the_servicers_limits(document: dict[str, Any]) -> None:
     queue = _param(document, "/v1/ops/review_queue", "page_size")["schema"]
     assert (queue["minimum"], queue["maximum"], queue["default"]) == (0, MAX_QUEUE_PAGE, DEFAULT_QUEUE_PAGE)
+    search = _param(document, "/v1/ops/transaction_search", "page_size")["schema"]
+    assert search["maximum"] == MAX_MATCHES
     dev = _param(document, "/v1/dev/sent_messages", "page_size")["schema"]
     assert dev["maximum"] == DEV_MAX_PAGE
     wallet = [

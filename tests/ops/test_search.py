@@ -1,0 +1,79 @@
+"""Finding a transaction the way an operator is asked about it (OpsService.SearchTransactions over
+real sockets), and its ledger lines in the review item."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from domain.payments.status import TransactionStatus as S
+from penpay.ops.v1 import ops_pb2 as pb
+from persistence.transaction_search import phone_pattern
+from tests.ops.conftest import Review, bearer
+from tests.ops.test_review_queue import refused_deposit, user_token
+
+pytestmark = pytest.mark.integration
+
+
+def test_phone_patterns_compare_only_the_visible_digits() -> None:
+    assert phone_pattern("0712***678") == "254712___678"
+    assert phone_pattern("2547*****678") == "2547_____678"
+    assert phone_pattern("+254 712 345 678") == "254712345678"
+    assert phone_pattern("0712345678") == "254712345678"
+    for not_a_phone in ("0812***678", "07123", "CR90000001", "12345", "0712****678"):
+        assert phone_pattern(not_a_phone) is None, not_a_phone
+
+
+async def test_a_transaction_is_found_by_id_receipt_deriv_id_and_masked_phone(review: Review) -> None:
+    stack = review.stack
+    user = await stack.user(phone="254712345670")
+    done = await stack.settle((await stack.deposit(user, 2_600)).id)
+    assert done.status is S.COMPLETED
+    assert done.mpesa_request is not None and done.deriv_transfer is not None
+    receipt = done.mpesa_request.mpesa_receipt_number
+    deriv_id = done.deriv_transfer.deriv_transaction_id
+    assert receipt and deriv_id
+    other = await refused_deposit(review)  # phone 254712345678: same visible head, other tail
+    vera = review.staff("vera", "viewer")
+
+    async def search(query: str) -> list[tuple[str, str]]:
+        answer = await review.ops.SearchTransactions(pb.SearchTransactionsRequest(query=query), metadata=vera)
+        return [(m.transaction_id, m.matched_on) for m in answer.matches]
+
+    tx = str(done.id)
+    assert await search(tx) == [(tx, "TRANSACTION_ID")]
+    assert await search(receipt) == [(tx, "MPESA_RECEIPT")]
+    assert await search(receipt.lower()) == [(tx, "MPESA_RECEIPT")]
+    assert await search(str(deriv_id)) == [(tx, "DERIV_TRANSACTION_ID")]
+    assert await search("0712***670") == [(tx, "PHONE")]
+    assert await search("0712***678") == [(str(other), "PHONE")]
+    assert {t for t, _ in await search("0712******")} == set()  # nothing visible at the end: no match
+    assert await search("0799***670") == []
+    answer = await review.ops.SearchTransactions(pb.SearchTransactionsRequest(query=tx), metadata=vera)
+    assert answer.matches[0].phone == "2547*****670"  # never the whole number
+
+    for bad in ("", "x" * 65, "a\x00b"):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await review.ops.SearchTransactions(pb.SearchTransactionsRequest(query=bad), metadata=vera)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await review.ops.SearchTransactions(
+            pb.SearchTransactionsRequest(query=tx), metadata=bearer(await user_token(review))
+        )
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_review_item_carries_its_ledger_lines(review: Review) -> None:
+    tx_id = await refused_deposit(review)
+    answer = await review.ops.ListReviewQueue(
+        pb.ListReviewQueueRequest(transaction_id=str(tx_id)), metadata=review.staff("vera", "viewer")
+    )
+    lines = answer.items[0].ledger_lines
+    assert lines, "the confirmed M-Pesa payment was booked"
+    by_posting: dict[str, dict[str, int]] = {}
+    for line in lines:
+        sign = 1 if line.side == "DEBIT" else -1
+        totals = by_posting.setdefault(line.posting_id, {})
+        totals[line.amount.currency] = totals.get(line.amount.currency, 0) + sign * line.amount.amount_cents
+    assert all(total == 0 for totals in by_posting.values() for total in totals.values())
+    assert {line.account_kind for line in lines} >= {"MPESA_FLOAT", "USER_WALLET"}
