@@ -73,6 +73,7 @@ class Console:
         r.add_get("/ops/search", self.guarded(self.search))
         r.add_get("/ops/transactions/{tx_id}", self.guarded(self.transaction))
         r.add_post("/ops/transactions/{tx_id}/proposals", self.guarded(self.propose, write=True))
+        r.add_post("/ops/transactions/{tx_id}/reveal", self.guarded(self.reveal, write=True))
         r.add_post("/ops/actions/{action_id}/approve", self.guarded(self.approve, write=True))
         r.add_post("/ops/actions/{action_id}/reject", self.guarded(self.reject, write=True))
 
@@ -331,6 +332,23 @@ class Console:
         return await self._act(
             request, tx_id, "ProposeReviewAction", message, "Proposed: waiting for an approver."
         )
+
+    async def reveal(self, request: web.Request) -> web.StreamResponse:
+        """The customer's number for this one answer (never cached); the API audits who and why."""
+        tx_id = request.match_info["tx_id"]
+        form = await request.post()
+        message = pb.RevealCustomerPhoneRequest(transaction_id=tx_id, reason=str(form.get("reason", "")))
+        revealed, error = None, None
+        try:
+            revealed = (await self.rpc(request, "RevealCustomerPhone", message)).phone
+        except grpc.aio.AioRpcError as exc:
+            error = exc.details() or exc.code().name
+        item = await self._story(request, tx_id)
+        if item is None:
+            return self.render(
+                "search.html", query=tx_id, matches=[], staff=True, status=404, error="No such transaction."
+            )
+        return self.render("_story.html", t=item, notice=None, error=error, revealed=revealed)
 
     async def approve(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()

@@ -44,6 +44,7 @@ METHOD_ROLES = {
         (("SearchTransactions",), _READERS),
         (("ReplayDeadLetters", "RunConsistencyCheck", "ProposeReviewAction"), (OPERATOR_ROLE,)),
         (("ApproveReviewAction", "RejectReviewAction"), (APPROVER_ROLE,)),
+        (("RevealCustomerPhone",), (OPERATOR_ROLE, APPROVER_ROLE)),
     )
     for name in names
 }
@@ -325,6 +326,17 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
             staff=_staff(), action_id=_action_id(request.action_id), reason=request.reason
         )
         return pb.RejectReviewActionResponse(action=_action_pb(proposal))
+
+    async def RevealCustomerPhone(
+        self, request: pb.RevealCustomerPhoneRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevealCustomerPhoneResponse:
+        review = self._review_service()
+        phone = await review.reveal_phone(
+            staff=_staff(),
+            transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
+            reason=request.reason,
+        )
+        return pb.RevealCustomerPhoneResponse(phone=phone)
 
     def _review_service(self) -> ReviewService:
         if self._review is None:

@@ -88,6 +88,13 @@ async def test_two_operators_refund_a_refused_deposit_in_the_browser(console: Co
     assert await console.axe(amos) == []
     await console.screenshot(amos, "refunded")
 
+    # The number stays masked until someone says why they need it; the reveal is audited.
+    await amos.get_by_label("Why reveal the customer's number (audited)").fill("call the customer back")
+    await amos.get_by_role("button", name="Reveal phone number").click()
+    await expect(amos.get_by_test_id("revealed-phone")).to_have_text("+254712345678")
+    await expect(audit).to_contain_text("ops.pii_revealed")
+    await expect(audit).to_contain_text("call the customer back")
+
     # The customer calls with the receipt of their payment: the search box finds the story.
     assert done.mpesa_request is not None and done.mpesa_request.mpesa_receipt_number
     await amos.goto(f"{console.url}/ops/")

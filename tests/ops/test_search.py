@@ -77,3 +77,52 @@ async def test_a_review_item_carries_its_ledger_lines(review: Review) -> None:
         totals[line.amount.currency] = totals.get(line.amount.currency, 0) + sign * line.amount.amount_cents
     assert all(total == 0 for totals in by_posting.values() for total in totals.values())
     assert {line.account_kind for line in lines} >= {"MPESA_FLOAT", "USER_WALLET"}
+
+
+async def test_revealing_a_phone_number_is_audited_and_for_operators_only(review: Review) -> None:
+    import json
+
+    from sqlalchemy import select
+
+    from persistence.tables import audit_logs
+
+    tx_id = await refused_deposit(review)  # phone 254712345678
+
+    async def reveals() -> list[tuple[str, dict[str, object]]]:
+        async with review.stack.engine.connect() as connection:
+            rows = await connection.execute(
+                select(audit_logs.c.actor, audit_logs.c.details).where(
+                    audit_logs.c.subject_id == str(tx_id), audit_logs.c.action == "ops.pii_revealed"
+                )
+            )
+            return [(r.actor, json.loads(r.details)) for r in rows]
+
+    refusals = [
+        (review.staff("vera", "viewer"), "customer called", grpc.StatusCode.PERMISSION_DENIED),
+        (review.staff("olga", "operator"), "  ", grpc.StatusCode.INVALID_ARGUMENT),
+    ]
+    for staff, reason, code in refusals:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await review.ops.RevealCustomerPhone(
+                pb.RevealCustomerPhoneRequest(transaction_id=str(tx_id), reason=reason), metadata=staff
+            )
+        assert refused.value.code() is code
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await review.ops.RevealCustomerPhone(
+            pb.RevealCustomerPhoneRequest(transaction_id="01890a5d-ac96-774b-bcce-b302099a8057", reason="x"),
+            metadata=review.staff("olga", "operator"),
+        )
+    assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+    assert await reveals() == []  # nothing revealed, nothing recorded
+
+    answer = await review.ops.RevealCustomerPhone(
+        pb.RevealCustomerPhoneRequest(transaction_id=str(tx_id), reason="customer asked for a call back"),
+        metadata=review.staff("olga", "operator"),
+    )
+    assert answer.phone == "254712345678"
+    assert await reveals() == [
+        (
+            "operator:olga",
+            {"field": "phone", "revealed_to": "operator:olga", "reason": "customer asked for a call back"},
+        )
+    ]
