@@ -279,17 +279,20 @@ class Console:
         return self.render("search.html", query=query, matches=matches, error=None, staff=True)
 
     async def _story(self, request: web.Request, tx_id: str) -> dict[str, Any] | None:
-        answer = await self.rpc(request, "ListReviewQueue", pb.ListReviewQueueRequest(transaction_id=tx_id))
+        """The transaction's story, or None when there is no such transaction (or id)."""
+        try:
+            answer = await self.rpc(
+                request, "ListReviewQueue", pb.ListReviewQueueRequest(transaction_id=tx_id)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                return None
+            raise
         return views.story(answer.items[0]) if answer.items else None
 
     async def transaction(self, request: web.Request) -> web.StreamResponse:
         tx_id = request.match_info["tx_id"]
-        try:
-            item = await self._story(request, tx_id)
-        except grpc.aio.AioRpcError as exc:
-            return self.render(
-                "search.html", query=tx_id, matches=[], staff=True, status=400, error=exc.details()
-            )
+        item = await self._story(request, tx_id)
         if item is None:
             return self.render(
                 "search.html", query=tx_id, matches=[], staff=True, status=404, error="No such transaction."

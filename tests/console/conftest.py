@@ -58,7 +58,8 @@ class Console:
 
 @pytest.fixture
 async def console(review: Review) -> AsyncIterator[Console]:  # noqa: F811
-    playwright_api = pytest.importorskip("playwright.async_api")
+    from playwright.async_api import async_playwright
+
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
         pytest.fail(f"no Chromium at {CHROMIUM}: scripts/services.sh installs it (apt-get install chromium)")
     if not AXE.exists():
@@ -67,7 +68,7 @@ async def console(review: Review) -> AsyncIterator[Console]:  # noqa: F811
     app = build_app(services, review.api.server.address, config=BridgeConfig())
     runner, port = await start_server(app, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"
-    async with playwright_api.async_playwright() as playwright:
+    async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
         )

@@ -181,3 +181,7 @@ async def test_console_pages_carry_the_security_headers_and_csrf_rule(console: C
             assert "CSRF" in await refused.text()
         async with http.post("/ops/login", data={"token": token}) as login_csrf:
             assert login_csrf.status == 403
+        # With the header: the API answers (a viewer may not approve), and a bad id is a 404 page.
+        csrf = {"X-CSRF-Token": "c" * 43}
+        async with http.post("/ops/actions/x/approve", data={"transaction_id": "x"}, headers=csrf) as bad:
+            assert bad.status == 404 and "No such transaction" in await bad.text()
