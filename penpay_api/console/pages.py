@@ -141,6 +141,9 @@ class Console:
                 if refused.status == 401 and not self._wants_json(request):
                     return self._redirect("/ops/login", request)
                 return self.refusal(request, refused.status, refused.message)
+            except grpc.aio.AioRpcError as exc:  # the API is down or failed: say so, keep the page
+                status = 503 if exc.code() in _UNAVAILABLE else 502
+                return self.render("unavailable.html", status=status, message=exc.details() or "", staff=True)
 
         return handle
 
@@ -370,6 +373,7 @@ class Console:
         )
 
 
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # Refused reads end the page (403); a refused action is shown beside the action (e.g. four-eyes).
 _READS = frozenset(
     {
