@@ -33,3 +33,33 @@ def bar_chart(
         for index, (label, value) in enumerate(values)
     )
     return BarChart(bars, width, max(row, row * len(bars)), label_width)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    label: str  # for the title a screen reader and a hover show
+    value: int
+    x: int
+    y: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnChart:
+    columns: tuple[Column, ...]
+    width: int
+    height: int
+    column_width: int
+    total: int
+    peak: int
+
+
+def column_chart(values: Sequence[tuple[str, int]], *, height: int = 60, column: int = 12) -> ColumnChart:
+    """Vertical columns, one per value, scaled to the largest (a sparkline of counts over time)."""
+    top = max((v for _, v in values), default=0)
+    columns = tuple(
+        Column(label, value, i * column, height - h, h)
+        for i, (label, value) in enumerate(values)
+        for h in [round((height - 2) * value / top) if top else 0]
+    )
+    return ColumnChart(columns, column * len(columns), height, column - 2, sum(v for _, v in values), top)

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from penpay.common.v1 import money_pb2
 from penpay.ops.v1 import ops_pb2 as pb
-from penpay_api.console.charts import BarChart, bar_chart
+from penpay_api.console.charts import BarChart, ColumnChart, bar_chart, column_chart
 from penpay_api.console.mask import mask_fields, mask_text
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "REVERSED"})
@@ -83,6 +83,7 @@ class Dashboard:
     generated_at: datetime | None
     in_flight: list[InFlight]
     in_flight_chart: BarChart
+    completed_chart: ColumnChart
     completed: list[InFlight]
     needing_attention: int
     open_callback_reviews: int
@@ -124,6 +125,13 @@ def dashboard(
         generated_at=now,
         in_flight=in_flight,
         in_flight_chart=bar_chart([(f"{r.type} {r.status}", r.count) for r in in_flight]),
+        completed_chart=column_chart(
+            [
+                (f"{start:%Y-%m-%d %H:%M} UTC: {h.count}", h.count)
+                for h in report.completed_by_hour
+                for start in [when(h.start) or datetime.min]
+            ]
+        ),
         completed=[r for r in rows if r.status in TERMINAL],
         needing_attention=report.transactions_needing_attention,
         open_callback_reviews=report.open_mpesa_callback_reviews,

@@ -96,9 +96,10 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
     async def GetReconciliationReport(
         self, request: pb.GetReconciliationReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetReconciliationReportResponse:
-        report = await reconciliation_report(self._engine)
+        now = self._clock.now()
+        report = await reconciliation_report(self._engine, now=now)
         return pb.GetReconciliationReportResponse(
-            generated_at=timestamp(self._clock.now()),
+            generated_at=timestamp(now),
             account_totals=[
                 pb.AccountKindTotal(
                     kind=k.kind, balance=money_of(k.balance_cents, k.currency), account_count=k.account_count
@@ -125,6 +126,10 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
                 for s in report.statuses
             ],
             transactions_needing_attention=report.needing_attention,
+            completed_by_hour=[
+                pb.HourlyCount(start=timestamp(start), count=count)
+                for start, count in report.completed_by_hour
+            ],
             open_mpesa_callback_reviews=report.open_callback_reviews,
         )
 

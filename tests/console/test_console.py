@@ -14,14 +14,14 @@ import pytest
 from domain.payments.status import TransactionStatus as S
 from penpay.ops.v1 import ops_pb2 as pb
 from tests.console.conftest import ROOT, Console
-from tests.ops.conftest import NOW
 from tests.ops.test_review_queue import refused_deposit, user_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
 def staff_token(console: Console, name: str, *roles: str) -> str:
-    token, _ = console.review.tokens.issue_operator_token(operator=name, now=NOW, roles=roles)
+    now = console.review.core.clock.now()  # the API's clock
+    token, _ = console.review.tokens.issue_operator_token(operator=name, now=now, roles=roles)
     return token
 
 
@@ -35,9 +35,16 @@ async def test_two_operators_refund_a_refused_deposit_in_the_browser(console: Co
         assert done.status is S.COMPLETED, done.failure_reason
     refused = await refused_deposit(console.review)
     tx_id = str(refused)
+    # The API's clock (fixed in these tests) set to when the stack, on its own clock, put the
+    # deposit under review (never ahead of it: tokens are issued as of this clock): the
+    # dashboard's ages and its last 24 hours then cover these payments.
+    under_review = (await stack.get(refused)).updated_at
+    assert under_review is not None
+    console.review.core.clock.set(under_review)
     # The dashboard's "oldest" comes from the report: when the oldest of each status was created.
     report = await console.review.ops.GetReconciliationReport(
-        pb.GetReconciliationReportRequest(), metadata=console.review.staff("vera", "viewer")
+        pb.GetReconciliationReportRequest(),
+        metadata=(("authorization", f"Bearer {staff_token(console, 'vera', 'viewer')}"),),
     )
     row = next(r for r in report.transactions if r.status == "NEEDS_REVIEW")
     created = (await stack.get(refused)).created_at
@@ -48,6 +55,7 @@ async def test_two_operators_refund_a_refused_deposit_in_the_browser(console: Co
     olga = await console.page_for(staff_token(console, "olga", "operator", "approver"))
     await expect(olga.get_by_role("heading", name="Needs a person")).to_be_visible()
     await expect(olga.locator("p.big")).to_have_text("1")
+    await expect(olga.get_by_test_id("completed-24h")).to_contain_text("2 completed in the last 24 hours")
     assert await console.axe(olga) == []
     dashboard = await console.screenshot(olga, "dashboard")
     if os.environ.get("PENPAY_UPDATE_README_SCREENSHOT"):

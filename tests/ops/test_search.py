@@ -126,3 +126,46 @@ async def test_revealing_a_phone_number_is_audited_and_for_operators_only(review
             {"field": "phone", "revealed_to": "operator:olga", "reason": "customer asked for a call back"},
         )
     ]
+
+
+def test_hourly_counts_put_each_moment_in_its_hour() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from persistence.ops_queries import hourly
+
+    now = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    moments = [
+        now,
+        now - timedelta(minutes=59),
+        now - timedelta(minutes=61),
+        now - timedelta(hours=3, minutes=1),
+    ]
+    moments += [now - timedelta(hours=24), now + timedelta(seconds=1)]  # outside the window
+    hours = hourly(moments, now, 24)
+    assert len(hours) == 24 and hours[0][0] == now - timedelta(hours=24)
+    assert [c for _, c in hours][-4:] == [1, 0, 1, 2]
+    assert sum(c for _, c in hours) == 4
+
+
+async def test_the_report_counts_completions_in_the_last_24_hours(review: Review) -> None:
+    from datetime import timedelta
+
+    from persistence.ops_queries import reconciliation_report
+
+    stack = review.stack
+    user = await stack.user(phone="254712345670")
+    done = await stack.settle((await stack.deposit(user, 2_600)).id)
+    assert done.status is S.COMPLETED and done.updated_at is not None
+    report = await reconciliation_report(stack.engine, now=done.updated_at + timedelta(minutes=5))
+    assert [c for _, c in report.completed_by_hour][-1] == 1
+    assert sum(c for _, c in report.completed_by_hour) == 1
+    later = await reconciliation_report(stack.engine, now=done.updated_at + timedelta(hours=25))
+    assert sum(c for _, c in later.completed_by_hour) == 0
+    # Over the API: 24 hours ending at the answer's own time.
+    answer = await review.ops.GetReconciliationReport(
+        pb.GetReconciliationReportRequest(), metadata=review.staff("vera", "viewer")
+    )
+    assert len(answer.completed_by_hour) == 24
+    assert answer.completed_by_hour[-1].start.ToDatetime() == (
+        answer.generated_at.ToDatetime() - timedelta(hours=1)
+    )
