@@ -116,6 +116,7 @@ class EmbeddedStack:
     settings: Settings
     state_dir: Path
     addresses: dict[str, str] = field(default_factory=dict)
+    api: Any = None  # the built gRPC API, once started
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -295,6 +296,7 @@ class EmbeddedStack:
 
         addresses, api = await start_public_surface(self._stack, core, wired)
         self.addresses.update(addresses)
+        self.api = api  # `penpay up` issues the console's staff tokens with its keys
         return api
 
     @staticmethod

@@ -5,7 +5,7 @@ state of the outbox. Aggregate queries only; one short connection per report.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +49,7 @@ class StatusCount:
     currency: str
     count: int
     amount_cents: int
+    oldest_created_at: datetime | None = None  # of the transactions in this type and status
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class ReconciliationReport:
     statuses: list[StatusCount]
     needing_attention: int
     open_callback_reviews: int
+    # Completions per hour, oldest first: the hour ending at `now` is the last (empty without `now`).
+    completed_by_hour: list[tuple[datetime, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,26 @@ class OutboxStats:
     pending_by_stream: dict[str, int] = field(default_factory=dict)
 
 
-async def reconciliation_report(engine: AsyncEngine) -> ReconciliationReport:
+def as_utc(moment: datetime | None) -> datetime | None:
+    # Stored values are UTC (persistence.types.UtcDateTime); an aggregate comes back naive.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def hourly(moments: list[datetime], now: datetime, hours: int) -> list[tuple[datetime, int]]:
+    """(start of each hour, how many moments fall in it), for the `hours` hours ending at `now`."""
+    counts = [0] * hours
+    for moment in moments:
+        back = int((now - moment) / timedelta(hours=1))
+        if 0 <= back < hours and moment <= now:
+            counts[hours - 1 - back] += 1
+    return [(now - timedelta(hours=hours - i), counts[i]) for i in range(hours)]
+
+
+async def reconciliation_report(
+    engine: AsyncEngine, *, now: datetime | None = None, hours: int = 24
+) -> ReconciliationReport:
     a, e, t = ledger_accounts, ledger_entries, transactions
     debit = LedgerSide.DEBIT.value
     async with engine.connect() as connection:
@@ -94,7 +116,14 @@ async def reconciliation_report(engine: AsyncEngine) -> ReconciliationReport:
         ).all()
         statuses = (
             await connection.execute(
-                select(t.c.type, t.c.status, t.c.amount_currency, func.count(), func.sum(t.c.amount_cents))
+                select(
+                    t.c.type,
+                    t.c.status,
+                    t.c.amount_currency,
+                    func.count(),
+                    func.sum(t.c.amount_cents),
+                    func.min(t.c.created_at),
+                )
                 .group_by(t.c.type, t.c.status, t.c.amount_currency)
                 .order_by(t.c.type, t.c.status, t.c.amount_currency)
             )
@@ -104,6 +133,15 @@ async def reconciliation_report(engine: AsyncEngine) -> ReconciliationReport:
                 select(func.count()).select_from(t).where(t.c.status.in_(ATTENTION_STATUSES))
             )
         ).scalar_one()
+        completed: list[datetime] = []
+        if now is not None:
+            rows = await connection.execute(
+                select(t.c.updated_at).where(
+                    t.c.status == TransactionStatus.COMPLETED.value,
+                    t.c.updated_at > now - timedelta(hours=hours),
+                )
+            )
+            completed = [m for m in (as_utc(r.updated_at) for r in rows) if m is not None]
         reviews = (
             await connection.execute(
                 select(func.count())
@@ -114,9 +152,13 @@ async def reconciliation_report(engine: AsyncEngine) -> ReconciliationReport:
     return ReconciliationReport(
         kinds=[KindTotal(k, c, int(b or 0), int(n)) for k, c, b, n in kinds],
         currencies=[CurrencyTotal(c, int(d), int(cr)) for c, d, cr in currencies],
-        statuses=[StatusCount(ty, st, cur, int(n), int(s or 0)) for ty, st, cur, n, s in statuses],
+        statuses=[
+            StatusCount(ty, st, cur, int(n), int(s or 0), as_utc(oldest))
+            for ty, st, cur, n, s, oldest in statuses
+        ],
         needing_attention=int(attention),
         open_callback_reviews=int(reviews),
+        completed_by_hour=hourly(completed, now, hours) if now is not None else [],
     )
 
 

@@ -1,5 +1,6 @@
 """The review queue's read side: transactions that need a person, with everything stored about
-them (evidence, saga steps, the providers' answers kept for review, audit records, proposals).
+them (evidence, saga steps, the providers' answers kept for review, audit records, proposals,
+ledger lines).
 
 One short connection per page; a page holds at most MAX_PAGE transactions.
 """
@@ -21,7 +22,15 @@ from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
 from persistence.review_actions import proposal_of
 from persistence.saga_steps import SqlSagaSteps
-from persistence.tables import audit_logs, mpesa_callback_reviews, review_actions, transactions
+from persistence.tables import (
+    audit_logs,
+    ledger_accounts,
+    ledger_entries,
+    ledger_postings,
+    mpesa_callback_reviews,
+    review_actions,
+    transactions,
+)
 from persistence.transaction_repository import SqlTransactionRepository
 
 MAX_PAGE = 100
@@ -59,6 +68,18 @@ class AuditRow:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerLineRow:
+    posting_id: str
+    description: str
+    account_kind: str
+    side: str
+    amount_cents: int
+    currency: str
+    created_at: datetime
+    reverses_posting_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class QueueItem:
     transaction: Transaction
     evidence: list[EvidenceRow]
@@ -66,6 +87,7 @@ class QueueItem:
     answers: list[ProviderAnswerRow]
     audit: list[AuditRow]
     proposals: list[Proposal]
+    ledger: list[LedgerLineRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +205,24 @@ async def _audit(connection: AsyncConnection, tx_id: TransactionId) -> list[Audi
     return [AuditRow(int(row.id), row.occurred_at, row.actor, row.action, row.details) for row in rows]
 
 
+async def _ledger(connection: AsyncConnection, tx_id: TransactionId) -> list[LedgerLineRow]:
+    p, e, a = ledger_postings, ledger_entries, ledger_accounts
+    rows = await connection.execute(
+        select(p.c.id, p.c.description, p.c.reverses_posting_id, p.c.created_at, a.c.kind, e.c.side)
+        .add_columns(e.c.amount_cents, e.c.amount_currency)
+        .select_from(p.join(e, e.c.posting_id == p.c.id).join(a, a.c.id == e.c.account_id))
+        .where(p.c.transaction_id == tx_id.value)
+        .order_by(p.c.created_at, p.c.id, e.c.id)
+    )
+    return [
+        LedgerLineRow(
+            str(row.id), row.description, row.kind, row.side, int(row.amount_cents), row.amount_currency,
+            row.created_at, _text(row.reverses_posting_id),
+        )
+        for row in rows
+    ]  # fmt: skip
+
+
 async def _proposals(connection: AsyncConnection, tx_id: TransactionId) -> list[Proposal]:
     r = review_actions
     rows = await connection.execute(
@@ -232,6 +272,7 @@ async def review_queue(
                     answers=answers,
                     audit=await _audit(connection, tx_id),
                     proposals=await _proposals(connection, tx_id),
+                    ledger=await _ledger(connection, tx_id),
                 )
             )
     return QueuePage(items=items, next_after=ids[-1] if more and ids else None)

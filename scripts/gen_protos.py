@@ -20,6 +20,7 @@ PROTOS = ROOT / "protos"
 DEPS = ROOT / "build" / "proto-deps"
 GOOGLE_API_FILES = ("annotations.proto", "http.proto", "field_behavior.proto")
 GOOGLE_RPC_FILES = ("status.proto", "error_details.proto", "code.proto")
+DOCS_FILE = Path("penpay") / "proto_docs.binpb"
 
 
 def copy_google_protos(deps: Path = DEPS) -> Path:
@@ -38,6 +39,7 @@ def copy_google_protos(deps: Path = DEPS) -> Path:
 def generate(out: Path = ROOT, deps: Path = DEPS) -> int:
     """protoc for every protos/**/*.proto into `out` (a tree holding the `penpay` package)."""
     deps = copy_google_protos(deps)
+    (out / DOCS_FILE).parent.mkdir(parents=True, exist_ok=True)
     well_known = str(resources.files("grpc_tools") / "_proto")
     files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     if not files:
@@ -51,6 +53,10 @@ def generate(out: Path = ROOT, deps: Path = DEPS) -> int:
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
+        # The proto comments (source info) for the OpenAPI document's descriptions
+        # (penpay_api/http/proto_docs.py); the Python modules do not keep them.
+        f"--descriptor_set_out={out / DOCS_FILE}",
+        "--include_source_info",
         *files,
     ]
     code = protoc.main(args)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure MariaDB and Redis answer on loopback, installing and starting them when they
-# do not, and create the test user. Idempotent, and quick when everything is already up.
+# do not, and create the test user; install Chromium (browser tests) when it is missing.
+# Idempotent, and quick when everything is already up.
 set -euo pipefail
 
 DB_USER=${PENPAY_TEST_DB_USER:-penpay}
@@ -65,6 +66,13 @@ ensure_redis() {
   wait_port 6379 Redis
 }
 
+# The browser tests (marker `browser`) drive Debian's Chromium headless with Playwright.
+ensure_chromium() {
+  [ -x "${PENPAY_CHROMIUM:-/usr/bin/chromium}" ] && return 0
+  apt_install chromium
+}
+
 ensure_mariadb
 ensure_redis
+ensure_chromium
 log "MariaDB 127.0.0.1:3306 (user ${DB_USER}) and Redis 127.0.0.1:6379 are up"

@@ -38,12 +38,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if [ ! -x node_modules/.bin/buf ]; then
+# Every package of package.json present (buf, and the console's browser assets)?
+node_ok=1
+for pkg in $(node -e 'console.log(Object.keys(require("./package.json").devDependencies).join(" "))' 2>/dev/null || echo missing); do
+  [ -f "node_modules/$pkg/package.json" ] || node_ok=0
+done
+if [ "$node_ok" = 0 ] || [ ! -x node_modules/.bin/buf ]; then
   command -v npm >/dev/null 2>&1 || { log "installing npm"; apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
-  log "installing buf from npm"
-  # Exact pin in package.json; no lock file (npm 11 leaves optional platform packages out of it).
+  log "installing buf, htmx, Swagger UI and axe-core from npm"
+  # Exact pins in package.json; no lock file (npm 11 leaves optional platform packages out of it).
   npm install --no-package-lock --no-audit --no-fund --loglevel=error >/dev/null
 fi
+
+log "copying the console's browser assets (scripts/vendor_assets.py)"
+.venv/bin/python scripts/vendor_assets.py >/dev/null
 
 log "generating protobuf code"
 .venv/bin/python scripts/gen_protos.py

@@ -35,12 +35,20 @@ done
 
 log "building the wheel from a clean copy of the tree"
 git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C "$src"
+# The npm packages the build copies the console's assets from (scripts/vendor_assets.py would
+# otherwise `npm install` them into the copy).
+[ -d node_modules ] && ln -s "$repo/node_modules" "$src/node_modules"
 pip_in .venv/bin/python wheel -q --no-deps --no-build-isolation -w "$dist" "$src"
 wheel=$(ls "$dist"/penpay-*.whl)
 # (A listing held in a variable: `unzip | grep -q` fails under pipefail when grep stops reading early.)
 listing=$(unzip -Z1 "$wheel")
 grep -qx "penpay/auth/v1/auth_pb2.py" <<<"$listing" || { log "no generated protobuf code in $wheel"; exit 1; }
 grep -qx "persistence/_migrations/alembic.ini" <<<"$listing" || { log "no alembic.ini in $wheel"; exit 1; }
+for asset in penpay/proto_docs.binpb penpay_api/console/templates/dashboard.html \
+  penpay_api/console/static/console.js penpay_api/console/static/vendor/htmx.min.js \
+  penpay_api/console/static/vendor/swagger-ui-bundle.js; do
+  grep -qx "$asset" <<<"$listing" || { log "no $asset in $wheel"; exit 1; }
+done
 
 # The locked dependencies as wheels, fetched once per lock (by hash, from the registry or pip's
 # cache); the new venv then installs from there without asking any index.
@@ -91,6 +99,15 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 grep -q "^ready" up.log || { cat up.log >&2; log "penpay up not ready after 60 s"; exit 1; }
+
+log "the ops console and the API docs from the installed wheel"
+for path in /ops/login /docs /static/console/vendor/htmx.min.js /static/console/vendor/swagger-ui-bundle.js; do
+  "$venv/bin/python" - "http://$PENPAY_HTTP_ADDR$path" <<'PY' || { cat up.log >&2; log "GET $path failed"; exit 1; }
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=10) as answer:  # noqa: S310 - our own loopback
+    assert answer.status == 200 and len(answer.read()) > 200, answer.status
+PY
+done
 
 log "penpay demo"
 "$venv/bin/penpay" demo --no-start --timeout 60 > demo.log 2>&1 || { cat demo.log up.log >&2; log "penpay demo failed"; exit 1; }

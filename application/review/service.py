@@ -434,6 +434,23 @@ class ReviewService:
 
     # --- reject -----------------------------------------------------------------------------
 
+    async def reveal_phone(self, *, staff: str, transaction_id: TransactionId, reason: str) -> str:
+        """The customer's number, unmasked for a person who must call them: who asked and why is an
+        audit record committed before the number is given."""
+        why = _clean_reason(reason)
+        async with self._uow(staff) as uow:
+            tx = await uow.transactions.get(transaction_id)
+            if tx is None:
+                raise TransactionNotFound("no such transaction")
+            uow.audit(
+                action="ops.pii_revealed",
+                subject_type=SUBJECT,
+                subject_id=str(tx.id),
+                details={"field": "phone", "revealed_to": staff, "reason": why},
+            )
+            await uow.commit()
+        return tx.phone.value
+
     async def reject(self, *, staff: str, action_id: uuid.UUID, reason: str) -> Proposal:
         why = _clean_reason(reason)
         async with self._uow(staff) as uow:

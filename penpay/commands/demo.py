@@ -162,11 +162,13 @@ async def _run(args: argparse.Namespace) -> int:
                 print(f"FAILED: could not start the embedded stack: {error}", file=sys.stderr)
                 return 1
             say(f"embedded stack up (SQLite in {state}, in-process bus, simulators)")
-            return await _journey(args, endpoints, say)
+            return await _journey(args, endpoints, say, own_stack=True)
     return 1  # not reached: the block returns
 
 
-async def _journey(args: argparse.Namespace, endpoints: Any, say: Callable[[str], None]) -> int:
+async def _journey(
+    args: argparse.Namespace, endpoints: Any, say: Callable[[str], None], *, own_stack: bool = False
+) -> int:
     from penpay.demo import DemoFailed, JourneyOptions, render, run_journey
     from penpay.demo.journey import DEFAULT_DERIV_TOKEN
 
@@ -188,5 +190,11 @@ async def _journey(args: argparse.Namespace, endpoints: Any, say: Callable[[str]
         return 1
     for line in render(result):
         print(line)
-    print("\ndemo passed: the deposit and the withdrawal completed", flush=True)
+    print("\ndemo passed: the deposit and the withdrawal completed")
+    console = f"{endpoints.bridge_url.rstrip('/')}/ops/"
+    if own_stack:  # stopped when the demo ends
+        last = f"ops console: keep a stack with `penpay up` and open its /ops/ (this one was {console})"
+    else:
+        last = f"ops console: {console} (staff tokens: ops-tokens.txt in `penpay up`'s state directory)"
+    print(last, flush=True)
     return 0

@@ -32,5 +32,7 @@ async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> 
         "gRPC API (health, reflection)": grpc_addr,
         "HTTP/JSON bridge": f"http://{host or '127.0.0.1'}:{bound}",
         "OpenAPI": f"http://{host or '127.0.0.1'}:{bound}/openapi.json",
+        "API docs": f"http://{host or '127.0.0.1'}:{bound}/docs",
+        "ops console": f"http://{host or '127.0.0.1'}:{bound}/ops/",
         "metrics": f"http://{settings.metrics_addr}/metrics",
     }, api

@@ -21,7 +21,7 @@ from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
-from penpay_api.http import cookies, errors, streaming
+from penpay_api.http import cookies, errors, facts, proto_docs, streaming
 from penpay_api.http.cors import CorsPolicy
 from penpay_api.http.metadata import (
     ForwardingPolicy,
@@ -86,6 +86,12 @@ class BridgeConfig:
     max_body_bytes: int = 1024 * 1024
     title: str = "PenPay API"
     version: str = "v1"
+    # OpenAPI truth the protos cannot carry (facts.py): ranges and values, required request fields.
+    field_facts: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: facts.FIELD_FACTS)
+    required_fields: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: facts.REQUIRED_FIELDS)
+    # The ops console (/ops/) and the API docs (/docs) on the same origin (penpay_api/console).
+    console: bool = True
+    console_options: Mapping[str, Any] = field(default_factory=dict)  # penpay_api.console.ConsoleOptions
 
 
 def edge_config(settings: Any) -> dict[str, Any]:
@@ -95,6 +101,13 @@ def edge_config(settings: Any) -> dict[str, Any]:
         "forwarding": ForwardingPolicy(TrustedProxies.parse(settings.trusted_proxies)),
         "cors": CorsPolicy.parse(settings.cors_allowed_origins),
         "tokens_in_body": bool(settings.http_tokens_in_body),
+        # The console shows the floats against the thresholds the saga workers use (FloatLow).
+        "console_options": {
+            "float_thresholds": {
+                "MPESA_FLOAT": ("KES", int(settings.float_low_kes_cents)),
+                "DERIV_AGENT_FLOAT": ("USD", int(settings.float_low_usd_cents)),
+            }
+        },
     }
 
 
@@ -168,6 +181,10 @@ class Bridge:
                 money_rpcs=config.money_rpcs,
                 public_rpcs=config.public_rpcs,
                 cookie_policy=config.cookie_policy,
+                docs=proto_docs.load(),
+                field_facts=config.field_facts,
+                required_fields=config.required_fields,
+                emit_unpopulated=config.emit_unpopulated,
             )
         )
         self._credentials = channel_credentials
@@ -195,6 +212,24 @@ class Bridge:
         if self.channel is not None:
             await self.channel.close(grace=None)
             self.channel = None
+
+    async def call(
+        self, rpc: str, message: Message, *, authorization: str | None, request: web.Request
+    ) -> Message:
+        """One unary RPC for a page of the bridge's own (the ops console), with the caller's
+        credentials and the same metadata rules as a bridged call; raises grpc.aio.AioRpcError."""
+        metadata = request_metadata(
+            request.headers,
+            request.headers.items(),
+            authorization=authorization,
+            request_id=request[_INFO]["request_id"],
+            peer=request.remote,
+            policy=self.config.forwarding,
+        )
+        reply: Message = await self._callables[rpc](
+            message, metadata=metadata, timeout=self.config.default_timeout
+        )
+        return reply
 
     # -- handling ----------------------------------------------------------------------------
 
@@ -414,6 +449,10 @@ def build_app(
     app[_STATE] = bridge
     app.on_startup.append(bridge.open)
     app.on_cleanup.append(bridge.close)
+    if config.console:
+        from penpay_api.console import install
+
+        install(app, bridge, config.console_options)
     # [\s\S], not ".": the path is matched decoded, and a %0A in it must reach the bridge's own
     # router (and its JSON 404 or 400), not aiohttp's text/plain 404.
     app.router.add_route("*", r"/{tail:[\s\S]*}", bridge.handle)

@@ -5,12 +5,18 @@ Schemas follow proto JSON as the bridge writes it: proto field names, enums as t
 objects, and unknown properties refused (the bridge refuses them with 400). Messages are
 `components/schemas/<full.proto.Name>`. Fields annotated `(google.api.field_behavior) = REQUIRED`
 are required; `OUTPUT_ONLY` ones are readOnly.
+
+Told as it is: descriptions come from the proto comments (proto_docs); a message a request can
+carry requires what `required_fields` names for it (the servers' own rule); a message found only in
+answers lists as required the fields the bridge always writes (no field presence, when it emits
+unpopulated fields);
+`field_facts` add ranges and the values of string fields (facts.py).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.api import field_behavior_pb2
@@ -88,11 +94,52 @@ def _is_wrapper(desc: Descriptor) -> bool:
     )
 
 
+def _has_presence(fd: FieldDescriptor) -> bool:
+    """Omitted from proto JSON when unset even with unpopulated fields emitted."""
+    if is_repeated(fd):
+        return False
+    return fd.type == _T.TYPE_MESSAGE or fd.containing_oneof is not None
+
+
+def _reachable(roots: Iterable[Descriptor]) -> set[str]:
+    """The messages a request can carry: its own and every message inside it, at any depth."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        desc = stack.pop()
+        if desc.full_name in seen:
+            continue
+        seen.add(desc.full_name)
+        stack.extend(fd.message_type for fd in desc.fields if fd.type == _T.TYPE_MESSAGE)
+    return seen
+
+
+def _describe(schema: dict[str, Any], text: str | None) -> dict[str, Any]:
+    if not text:
+        return schema
+    if "$ref" in schema:  # OpenAPI 3.0 ignores a $ref's siblings
+        return {"allOf": [schema], "description": text}
+    return {**schema, "description": text}
+
+
 class SchemaBuilder:
     """components/schemas, filled on demand from message descriptors."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        docs: Mapping[str, str] | None = None,
+        facts: Mapping[str, Mapping[str, Any]] | None = None,
+        required_fields: Mapping[str, Iterable[str]] | None = None,
+        inputs: Iterable[str] = (),
+        emit_unpopulated: bool = True,
+    ) -> None:
         self.schemas: dict[str, dict[str, Any]] = {}
+        self.docs = docs or {}
+        self.facts = facts or {}
+        self.required_fields = {k: tuple(v) for k, v in (required_fields or {}).items()}
+        self.inputs = frozenset(inputs)  # messages a request carries: required only where told
+        self.emit_unpopulated = emit_unpopulated
 
     def message_ref(self, desc: Descriptor) -> dict[str, Any]:
         inline = self.inline_message(desc)
@@ -120,8 +167,20 @@ class SchemaBuilder:
         if fd.type == _T.TYPE_MESSAGE:
             return self.message_ref(fd.message_type)
         if fd.type == _T.TYPE_ENUM:
-            return {"type": "string", "enum": [v.name for v in fd.enum_type.values]}
-        return copy.deepcopy(_SCALARS[fd.type])
+            schema: dict[str, Any] = {"type": "string", "enum": [v.name for v in fd.enum_type.values]}
+            values = [
+                f"{v.name}: {self.docs[f'{fd.enum_type.full_name}.{v.name}']}"
+                for v in fd.enum_type.values
+                if f"{fd.enum_type.full_name}.{v.name}" in self.docs
+            ]
+            if values:
+                schema["description"] = "; ".join(values)
+            return schema
+        value = copy.deepcopy(_SCALARS[fd.type])
+        facts = self.facts.get(fd.full_name)
+        if facts:
+            value.update(copy.deepcopy(dict(facts)))
+        return value
 
     def field_schema(self, fd: FieldDescriptor) -> dict[str, Any]:
         if _is_map(fd):
@@ -131,24 +190,35 @@ class SchemaBuilder:
             return {"type": "array", "items": self.single_value(fd)}
         return self.single_value(fd)
 
+    def _required(self, desc: Descriptor, fds: Iterable[FieldDescriptor]) -> list[str]:
+        named = set(self.required_fields.get(desc.full_name, ()))
+        if desc.full_name in self.inputs:
+            return [
+                fd.name for fd in fds if fd.name in named or field_behavior_pb2.REQUIRED in _behaviors(fd)
+            ]
+        return [
+            fd.name
+            for fd in fds
+            if fd.name in named
+            or field_behavior_pb2.REQUIRED in _behaviors(fd)
+            or (self.emit_unpopulated and not _has_presence(fd))
+        ]
+
     def message_schema(self, desc: Descriptor, exclude: Iterable[str] = ()) -> dict[str, Any]:
         skip = set(exclude)
         properties: dict[str, Any] = {}
-        required: list[str] = []
-        for fd in desc.fields:
-            if fd.name in skip:
-                continue
+        fields = [fd for fd in desc.fields if fd.name not in skip]
+        for fd in fields:
             prop = self.field_schema(fd)
             behaviors = _behaviors(fd)
             if field_behavior_pb2.OUTPUT_ONLY in behaviors:
                 prop = {"allOf": [prop], "readOnly": True} if "$ref" in prop else {**prop, "readOnly": True}
-            if field_behavior_pb2.REQUIRED in behaviors:
-                required.append(fd.name)
-            properties[fd.name] = prop
+            properties[fd.name] = _describe(prop, self.docs.get(fd.full_name))
         schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+        required = self._required(desc, fields)
         if required:
             schema["required"] = required
-        return schema
+        return _describe(schema, self.docs.get(desc.full_name))
 
 
 def any_schema() -> dict[str, Any]:
@@ -216,6 +286,8 @@ def _query_parameters(
             "required": False,
             "schema": builder.field_schema(fd),
         }
+        if fd.full_name in builder.docs:
+            param["description"] = builder.docs[fd.full_name]
         if is_repeated(fd):
             param.update(style="form", explode=True)
         params.append(param)
@@ -288,17 +360,36 @@ def build_openapi(
     money_rpcs: Iterable[str] = (),
     public_rpcs: Iterable[str] = (),
     cookie_policy: CookiePolicy | None = None,
+    docs: Mapping[str, str] | None = None,
+    field_facts: Mapping[str, Mapping[str, Any]] | None = None,
+    required_fields: Mapping[str, Iterable[str]] | None = None,
+    emit_unpopulated: bool = True,
 ) -> dict[str, Any]:
     policy = cookie_policy or CookiePolicy()
     money, public = set(money_rpcs), set(public_rpcs)
-    builder = SchemaBuilder()
+    routes = list(routes)
+    docs = docs or {}
+    builder = SchemaBuilder(
+        docs=docs,
+        facts=field_facts,
+        required_fields=required_fields,
+        inputs=_reachable(route.descriptor.input_type for route in routes),
+        emit_unpopulated=emit_unpopulated,
+    )
     builder.schemas[ANY_SCHEMA] = any_schema()
     builder.schemas[ERROR_SCHEMA] = error_schema()
     paths: dict[str, dict[str, Any]] = {}
     tags: dict[str, dict[str, Any]] = {}
     for route in routes:
         tag = route.service.rsplit(".", 1)[-1]
-        tags.setdefault(tag, {"name": tag, "description": f"gRPC service {route.service}"})
+        service_doc = docs.get(route.service)
+        tags.setdefault(
+            tag,
+            {
+                "name": tag,
+                "description": f"gRPC service {route.service}" + (f": {service_doc}" if service_doc else ""),
+            },
+        )
         template = route.binding.template
         parameters = [_path_parameter(builder, route, v.field_path) for v in template.variables]
         if route.binding.body != "*":
@@ -334,6 +425,9 @@ def build_openapi(
             "tags": [tag],
             "responses": _responses(builder, route),
         }
+        method_doc = docs.get(f"{route.service}.{route.method}")
+        if method_doc:
+            operation["description"] = method_doc
         if parameters:
             operation["parameters"] = parameters
         body = _request_body(builder, route)

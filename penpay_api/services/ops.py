@@ -35,6 +35,7 @@ from persistence.auditor_store import AUDIT_CHECKS, recent_verdicts
 from persistence.ops_queries import outbox_stats, reconciliation_report
 from persistence.reconciliation import SqlReconciliationStore
 from persistence.review_queue import QueueItem, review_queue
+from persistence.transaction_search import MAX_MATCHES, search_transactions
 from workers.bus import MessageBus
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OpsService"].full_name
@@ -55,6 +56,7 @@ METHOD_ROLES = {
             ),
             _READERS,
         ),
+        (("SearchTransactions",), _READERS),
         (
             ("ReplayDeadLetters", "RunConsistencyCheck", "ProposeReviewAction", "ProposePaybillAssignment"),
             (OPERATOR_ROLE,),
@@ -68,6 +70,7 @@ METHOD_ROLES = {
             ),
             (APPROVER_ROLE,),
         ),
+        (("RevealCustomerPhone",), (OPERATOR_ROLE, APPROVER_ROLE)),
     )
     for name in names
 }
@@ -90,6 +93,8 @@ _STATUS_PB = {
     ProposalStatus.REFUSED: pb.REVIEW_ACTION_STATUS_REFUSED,
 }
 _MPESA_RECEIPT = re.compile(r"[A-Z0-9]{8,20}")
+DEFAULT_SEARCH_PAGE = 20
+MAX_SEARCH_QUERY = 64
 DEFAULT_REPLAY_LIMIT = 100
 MAX_REPLAY_LIMIT = 1000
 DEAD_LETTER_SCAN = 100_000
@@ -154,9 +159,10 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
     async def GetReconciliationReport(
         self, request: pb.GetReconciliationReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetReconciliationReportResponse:
-        report = await reconciliation_report(self._engine)
+        now = self._clock.now()
+        report = await reconciliation_report(self._engine, now=now)
         return pb.GetReconciliationReportResponse(
-            generated_at=timestamp(self._clock.now()),
+            generated_at=timestamp(now),
             account_totals=[
                 pb.AccountKindTotal(
                     kind=k.kind, balance=money_of(k.balance_cents, k.currency), account_count=k.account_count
@@ -174,11 +180,19 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
             ],
             transactions=[
                 pb.TransactionStatusCount(
-                    type=s.type, status=s.status, count=s.count, amount=money_of(s.amount_cents, s.currency)
+                    type=s.type,
+                    status=s.status,
+                    count=s.count,
+                    amount=money_of(s.amount_cents, s.currency),
+                    oldest_created_at=timestamp(s.oldest_created_at),
                 )
                 for s in report.statuses
             ],
             transactions_needing_attention=report.needing_attention,
+            completed_by_hour=[
+                pb.HourlyCount(start=timestamp(start), count=count)
+                for start, count in report.completed_by_hour
+            ],
             open_mpesa_callback_reviews=report.open_callback_reviews,
         )
 
@@ -282,6 +296,30 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         )
 
     # --- the review queue -----------------------------------------------------------------
+
+    async def SearchTransactions(
+        self, request: pb.SearchTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchTransactionsResponse:
+        query = request.query.strip()
+        if not query or len(query) > MAX_SEARCH_QUERY or not query.isprintable():
+            raise InvalidValue(f"query: 1 to {MAX_SEARCH_QUERY} printable characters", field="query")
+        if not 0 <= request.page_size <= MAX_MATCHES:
+            raise InvalidValue(f"page_size must be 0 to {MAX_MATCHES}", field="page_size")
+        found = await search_transactions(self._engine, query, request.page_size or DEFAULT_SEARCH_PAGE)
+        return pb.SearchTransactionsResponse(
+            matches=[
+                pb.TransactionMatch(
+                    transaction_id=m.transaction_id,
+                    type=m.type,
+                    status=m.status,
+                    amount=money_of(m.amount_cents, m.currency),
+                    matched_on=m.matched_on,
+                    phone=m.phone,
+                    created_at=timestamp(m.created_at),
+                )
+                for m in found
+            ]
+        )
 
     async def ListReviewQueue(
         self, request: pb.ListReviewQueueRequest, context: grpc.aio.ServicerContext
@@ -438,6 +476,17 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
             )
         return self._paybill
 
+    async def RevealCustomerPhone(
+        self, request: pb.RevealCustomerPhoneRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevealCustomerPhoneResponse:
+        review = self._review_service()
+        phone = await review.reveal_phone(
+            staff=_staff(),
+            transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
+            reason=request.reason,
+        )
+        return pb.RevealCustomerPhoneResponse(phone=phone)
+
     def _review_service(self) -> ReviewService:
         if self._review is None:
             raise RpcFailure.build(
@@ -525,6 +574,18 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
                 status=a.status,
             )
             for a in item.answers
+        ],
+        ledger_lines=[
+            pb.LedgerLine(
+                posting_id=line.posting_id,
+                description=line.description,
+                account_kind=line.account_kind,
+                side=line.side,
+                amount=money_of(line.amount_cents, line.currency),
+                created_at=timestamp(line.created_at),
+                reverses_posting_id=line.reverses_posting_id,
+            )
+            for line in item.ledger
         ],
         audit_records=[
             pb.AuditRecord(

@@ -60,6 +60,7 @@ def test_demo_starts_its_own_stack_and_moves_money_both_ways(tmp_path: Path) -> 
 
     assert "Ledger of demo-" in out and "(8 entries, oldest first)" in out
     assert "PenPay wallet        KES 0.00, USD 0.00" in out
+    assert re.fullmatch(r"ops console: .*http://127\.0\.0\.1:\d+/ops/.*", out.strip().splitlines()[-1])
 
 
 def test_demo_over_deriv_rest_moves_the_user_to_the_new_api_and_moves_money_both_ways(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,7 @@ def test_up_runs_the_whole_embedded_stack_and_stops_cleanly(tmp_path: Path) -> N
     assert run.returncode == 0, run.stderr[-2000:]
     for part in ("Deriv gateway (gRPC)", "HTTP/JSON bridge", "M-Pesa callbacks", "ready", "stopped"):
         assert part in run.stdout, run.stdout
+    assert re.search(r"ops console +http://127\.0\.0\.1:18080/ops/", run.stdout), run.stdout
+    tokens = (tmp_path / "state" / "ops-tokens.txt").read_text().splitlines()
+    assert len([line for line in tokens if line and not line.startswith("#")]) == 2  # four-eyes: two people
+    assert (tmp_path / "state" / "ops-tokens.txt").stat().st_mode & 0o077 == 0

@@ -1,0 +1,386 @@
+"""The console's pages and actions (aiohttp handlers). Who may see and do what is the API's
+decision: each handler calls OpsService with the caller's token and shows the answer, or the
+refusal. State-changing requests follow the bridge's rules: authenticated by cookie, they carry
+X-CSRF-Token equal to the penpay_csrf cookie (static/console.js adds it to htmx requests)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any
+
+import grpc
+import jinja2
+from aiohttp import web
+from google.protobuf.message import Message
+
+from penpay.ops.v1 import ops_pb2 as pb
+from penpay_api.console import security, views
+from penpay_api.http import cookies, errors
+from penpay_api.http.transcode import dumps
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPS = "penpay.ops.v1.OpsService"
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+_STATIC_NAME = re.compile(r"(vendor/)?[a-z0-9][a-z0-9._-]*\.(js|css|png)")
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]{20,4096}")
+# Request storage key (aiohttp >= 3.13 prefers typed keys; a string works everywhere).
+_AUTH: Any = (
+    web.RequestKey("penpay_console_auth", str) if hasattr(web, "RequestKey") else "penpay_console_auth"
+)
+DEFAULT_THRESHOLDS = {"MPESA_FLOAT": ("KES", 5_000_000), "DERIV_AGENT_FLOAT": ("USD", 100_000)}
+
+
+class Refused(Exception):
+    """The API refused the caller (no staff token, or a user's)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("penpay_api.console", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["dt"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S UTC") if d else ""
+    return env
+
+
+class Console:
+    def __init__(self, bridge: Any, *, float_thresholds: Mapping[str, tuple[str, int]] | None = None) -> None:
+        self.bridge = bridge
+        self.policy: cookies.CookiePolicy = bridge.config.cookie_policy
+        self.thresholds = dict(float_thresholds or DEFAULT_THRESHOLDS)
+        self.env = _env()
+        self.static = resources.files("penpay_api.console") / "static"
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/docs", self.docs)
+        r.add_get("/static/console/{name:.+}", self.static_file)
+        r.add_get("/ops", self.to_dashboard)
+        r.add_get("/ops/", self.guarded(self.dashboard))
+        r.add_get("/ops/login", self.login_page)
+        r.add_post("/ops/login", self.login)
+        r.add_post("/ops/logout", self.logout)
+        r.add_get("/ops/queue", self.guarded(self.queue))
+        r.add_get("/ops/search", self.guarded(self.search))
+        r.add_get("/ops/transactions/{tx_id}", self.guarded(self.transaction))
+        r.add_post("/ops/transactions/{tx_id}/proposals", self.guarded(self.propose, write=True))
+        r.add_post("/ops/transactions/{tx_id}/reveal", self.guarded(self.reveal, write=True))
+        r.add_post("/ops/actions/{action_id}/approve", self.guarded(self.approve, write=True))
+        r.add_post("/ops/actions/{action_id}/reject", self.guarded(self.reject, write=True))
+
+    async def to_dashboard(self, request: web.Request) -> web.StreamResponse:
+        return self._redirect("/ops/")
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def render(self, template: str, *, status: int = 200, **context: Any) -> web.Response:
+        html = self.env.get_template(template).render(**context)
+        response = web.Response(status=status, text=html, content_type="text/html")
+        security.harden(response)
+        return response
+
+    @staticmethod
+    def _redirect(location: str, request: web.Request | None = None) -> web.Response:
+        if request is not None and request.headers.get("HX-Request"):
+            response = web.Response(status=200, headers={"HX-Redirect": location})
+        else:
+            response = web.Response(status=303, headers={"Location": location})
+        security.harden(response)
+        return response
+
+    def _authorization(self, request: web.Request) -> tuple[str | None, bool]:
+        explicit = request.headers.get("Authorization")
+        if explicit is not None:
+            return explicit, False
+        token = request.cookies.get(self.policy.access_cookie)
+        return (f"Bearer {token}", True) if token else (None, False)
+
+    @staticmethod
+    def _wants_json(request: web.Request) -> bool:
+        accept = request.headers.get("Accept", "")
+        return "application/json" in accept and "text/html" not in accept
+
+    def refusal(self, request: web.Request, status: int, message: str) -> web.Response:
+        if self._wants_json(request):
+            code = grpc.StatusCode.PERMISSION_DENIED if status == 403 else grpc.StatusCode.UNAUTHENTICATED
+            response = web.Response(
+                status=status,
+                body=dumps(errors.error_body(code, message)),
+                content_type="application/problem+json",
+            )
+            security.harden(response)
+            return response
+        return self.render("refused.html", status=status, message=message, staff=None)
+
+    def guarded(self, page: Handler, *, write: bool = False) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            authorization, from_cookie = self._authorization(request)
+            if authorization is None:
+                if self._wants_json(request):
+                    return self.refusal(request, 401, "a staff access token is required")
+                return self._redirect("/ops/login", request)
+            if (
+                write
+                and from_cookie
+                and not cookies.csrf_valid(self.policy, request.headers, request.cookies)
+            ):
+                return self.refusal(request, 403, "CSRF token missing or invalid")
+            request[_AUTH] = authorization
+            try:
+                return await page(request)
+            except Refused as refused:
+                if refused.status == 401 and not self._wants_json(request):
+                    return self._redirect("/ops/login", request)
+                return self.refusal(request, refused.status, refused.message)
+            except grpc.aio.AioRpcError as exc:  # the API is down or failed: say so, keep the page
+                status = 503 if exc.code() in _UNAVAILABLE else 502
+                return self.render("unavailable.html", status=status, message=exc.details() or "", staff=True)
+
+        return handle
+
+    async def rpc(self, request: web.Request, method: str, message: Message) -> Any:
+        """An OpsService call as the caller; a refusal of the caller becomes Refused."""
+        try:
+            return await self.bridge.call(
+                f"{OPS}/{method}", message, authorization=request[_AUTH], request=request
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
+                raise Refused(401, exc.details() or "sign in again") from exc
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED and method in _READS:
+                raise Refused(403, exc.details() or "staff only") from exc
+            raise
+
+    # -- static files and docs ---------------------------------------------------------------
+
+    async def static_file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if not _STATIC_NAME.fullmatch(name):
+            raise web.HTTPNotFound()
+        resource = self.static.joinpath(*name.split("/"))
+        try:
+            body = resource.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise web.HTTPNotFound() from exc
+        suffix = name[name.rfind(".") :]
+        response = web.Response(body=body, content_type=STATIC_TYPES[suffix])
+        security.harden(response, private=False)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+    async def docs(self, request: web.Request) -> web.StreamResponse:
+        html = self.env.get_template("docs.html").render()
+        response = web.Response(text=html, content_type="text/html")
+        security.harden(response, csp=security.DOCS_CSP, private=False)
+        return response
+
+    # -- signing in --------------------------------------------------------------------------
+
+    def _csrf_cookie(self, response: web.StreamResponse) -> str:
+        value = secrets.token_urlsafe(32)
+        response.set_cookie(
+            self.policy.csrf_cookie,
+            value,
+            path=self.policy.path,
+            secure=self.policy.secure,
+            httponly=False,
+            samesite="Strict",
+        )
+        return value
+
+    async def login_page(self, request: web.Request) -> web.StreamResponse:
+        response = self.render("login.html", error=None, staff=None)
+        if not request.cookies.get(self.policy.csrf_cookie):
+            self._csrf_cookie(response)  # double-submit: the sign-in request must echo it
+        return response
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        """A staff token (`penpay api --issue-operator-token`) becomes the session cookie. Like any
+        state-changing request it must carry X-CSRF-Token equal to the penpay_csrf cookie (a page
+        of another site can neither read that cookie nor send the header)."""
+        if not cookies.csrf_valid(self.policy, request.headers, request.cookies):
+            return self.refusal(request, 403, "CSRF token missing or invalid")
+        form = await request.post()
+        token = str(form.get("token", "")).strip()
+        if token.lower().startswith("bearer "):
+            token = token[7:].strip()
+        if not _TOKEN.fullmatch(token):
+            return self.render("login.html", status=400, error="That is not an access token.", staff=None)
+        request[_AUTH] = f"Bearer {token}"
+        try:
+            await self.rpc(request, "GetOutboxStats", pb.GetOutboxStatsRequest())
+        except Refused as refused:
+            return self.render("login.html", status=refused.status, error=refused.message, staff=None)
+        response = self._redirect("/ops/", request)
+        response.set_cookie(
+            self.policy.access_cookie,
+            token,
+            path=self.policy.path,
+            secure=self.policy.secure,
+            httponly=True,
+            samesite="Strict",
+        )
+        self._csrf_cookie(response)  # a new session, a new CSRF token
+        return response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        if not cookies.csrf_valid(self.policy, request.headers, request.cookies):
+            return self.refusal(request, 403, "CSRF token missing or invalid")
+        response = self._redirect("/ops/login", request)
+        cookies.clear_session_cookies(self.policy, response)
+        return response
+
+    # -- pages -------------------------------------------------------------------------------
+
+    async def dashboard(self, request: web.Request) -> web.StreamResponse:
+        report = await self.rpc(request, "GetReconciliationReport", pb.GetReconciliationReportRequest())
+        outbox = await self.rpc(request, "GetOutboxStats", pb.GetOutboxStatsRequest())
+        dead = await self.rpc(request, "GetDeadLetterStats", pb.GetDeadLetterStatsRequest())
+        view = views.dashboard(report, outbox, dead, self.thresholds)
+        return self.render("dashboard.html", d=view, staff=True)
+
+    async def queue(self, request: web.Request) -> web.StreamResponse:
+        status = request.query.get("status", "NEEDS_REVIEW")
+        type_ = request.query.get("type", "")
+        message = pb.ListReviewQueueRequest(
+            statuses=[status] if status in ("NEEDS_REVIEW", "OUTCOME_UNKNOWN") else [],
+            type=type_ if type_ in ("DEPOSIT", "WITHDRAWAL") else "",
+            page_size=50,
+            page_token=request.query.get("page_token", ""),
+        )
+        answer = await self.rpc(request, "ListReviewQueue", message)
+        items = [views.story(i) for i in answer.items]
+        return self.render(
+            "queue.html",
+            items=items,
+            next_page=answer.next_page_token,
+            filter_status=status,
+            filter_type=type_,
+            staff=True,
+        )
+
+    async def search(self, request: web.Request) -> web.StreamResponse:
+        query = request.query.get("q", "").strip()
+        try:
+            answer = await self.rpc(request, "SearchTransactions", pb.SearchTransactionsRequest(query=query))
+        except grpc.aio.AioRpcError as exc:
+            return self.render(
+                "search.html", query=query, matches=[], error=exc.details(), staff=True, status=400
+            )
+        matches = [views.match(m) for m in answer.matches]
+        if len(matches) == 1:
+            return self._redirect(f"/ops/transactions/{matches[0]['id']}")
+        return self.render("search.html", query=query, matches=matches, error=None, staff=True)
+
+    async def _story(self, request: web.Request, tx_id: str) -> dict[str, Any] | None:
+        """The transaction's story, or None when there is no such transaction (or id)."""
+        try:
+            answer = await self.rpc(
+                request, "ListReviewQueue", pb.ListReviewQueueRequest(transaction_id=tx_id)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                return None
+            raise
+        return views.story(answer.items[0]) if answer.items else None
+
+    async def transaction(self, request: web.Request) -> web.StreamResponse:
+        tx_id = request.match_info["tx_id"]
+        item = await self._story(request, tx_id)
+        if item is None:
+            return self.render(
+                "search.html", query=tx_id, matches=[], staff=True, status=404, error="No such transaction."
+            )
+        template = "_story.html" if request.headers.get("HX-Request") else "transaction.html"
+        return self.render(template, t=item, notice=None, error=None, staff=True)
+
+    async def _act(
+        self, request: web.Request, tx_id: str, method: str, message: Message, done: str
+    ) -> web.Response:
+        error = None
+        try:
+            await self.rpc(request, method, message)
+        except grpc.aio.AioRpcError as exc:
+            error = exc.details() or exc.code().name
+        item = await self._story(request, tx_id)
+        if item is None:
+            return self.render(
+                "search.html", query=tx_id, matches=[], staff=True, status=404, error="No such transaction."
+            )
+        return self.render(
+            "_story.html",
+            status=200 if error is None else 409,
+            t=item,
+            notice=None if error else done,
+            error=error,
+        )
+
+    async def propose(self, request: web.Request) -> web.StreamResponse:
+        tx_id = request.match_info["tx_id"]
+        form = await request.post()
+        kind = views.KIND_NUMBER.get(str(form.get("kind", "")), 0)
+        evidence = str(form.get("deriv_transaction_id", "")).strip()
+        message = pb.ProposeReviewActionRequest(
+            transaction_id=tx_id,
+            kind=kind,
+            reason=str(form.get("reason", "")),
+            deriv_transaction_id=int(evidence) if evidence.isdigit() and len(evidence) < 19 else 0,
+        )
+        return await self._act(
+            request, tx_id, "ProposeReviewAction", message, "Proposed: waiting for an approver."
+        )
+
+    async def reveal(self, request: web.Request) -> web.StreamResponse:
+        """The customer's number for this one answer (never cached); the API audits who and why."""
+        tx_id = request.match_info["tx_id"]
+        form = await request.post()
+        message = pb.RevealCustomerPhoneRequest(transaction_id=tx_id, reason=str(form.get("reason", "")))
+        revealed, error = None, None
+        try:
+            revealed = (await self.rpc(request, "RevealCustomerPhone", message)).phone
+        except grpc.aio.AioRpcError as exc:
+            error = exc.details() or exc.code().name
+        item = await self._story(request, tx_id)
+        if item is None:
+            return self.render(
+                "search.html", query=tx_id, matches=[], staff=True, status=404, error="No such transaction."
+            )
+        return self.render("_story.html", t=item, notice=None, error=error, revealed=revealed)
+
+    async def approve(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        message = pb.ApproveReviewActionRequest(action_id=request.match_info["action_id"])
+        return await self._act(
+            request, str(form.get("transaction_id", "")), "ApproveReviewAction", message, "Approved."
+        )
+
+    async def reject(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        message = pb.RejectReviewActionRequest(
+            action_id=request.match_info["action_id"], reason=str(form.get("reason", ""))
+        )
+        return await self._act(
+            request, str(form.get("transaction_id", "")), "RejectReviewAction", message, "Rejected."
+        )
+
+
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# Refused reads end the page (403); a refused action is shown beside the action (e.g. four-eyes).
+_READS = frozenset(
+    {
+        "GetReconciliationReport",
+        "GetOutboxStats",
+        "GetDeadLetterStats",
+        "ListReviewQueue",
+        "SearchTransactions",
+    }
+)
