@@ -303,6 +303,11 @@ class DerivConnection:
         return self._ready.is_set() and link is not None and not link.closed.is_set()
 
     @property
+    def usable(self) -> bool:
+        """Authorized on a socket that is still open: a request may go now."""
+        return self._usable()
+
+    @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
@@ -468,7 +473,8 @@ class DerivConnection:
         if not self._can_send():
             raise errors.NotLeader("this gateway does not hold the lease")
         try:
-            await self.wait_ready(timeout)
+            if not self.usable:
+                await self.wait_ready(timeout)
         except TimeoutError:
             raise errors.NotConnected("not connected to Deriv") from None
         if self.rate_limit_enabled:

@@ -399,8 +399,12 @@ class DerivGateway:
         check_agent_limits(cents, currency, self.config.transfer_min_cents, self.config.transfer_max_cents)
 
     async def _transfer(self, transfer_id: str, loginid: str, cents: int, currency: str) -> MoneyResult:
-        token = await self._term_token()
-        await self._agent_ready()
+        # the usual case (fence raised, agent connected) without a coroutine for each wait
+        token = self._token()
+        if self._fenced_token != token:
+            token = await self._term_token()
+        if not self.agent.usable:
+            await self._agent_ready()
         self._check_agent_currency(currency)
         try:
             self._check_limits(cents, currency)
