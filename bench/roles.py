@@ -235,13 +235,14 @@ ROLES: dict[str, Callable[..., Awaitable[None]]] = {
 
 
 def spawn(
-    role: str, env: dict[str, str] | None = None, **kwargs: Any
+    role: str, env: dict[str, str] | None = None, wrapper: list[str] | None = None, **kwargs: Any
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start `role` in a child process; returns it and the addresses it printed. Its output after
-    that line is drained (a full pipe would stall it) into a log file kept for a failed start."""
+    """Start `role` in a child process (under `wrapper`, e.g. valgrind, when given); returns it and
+    the addresses it printed. Its output after that line is drained (a full pipe would stall it)
+    into a log file kept for a failed start."""
     log = tempfile.NamedTemporaryFile(prefix=f"penpay-bench-{role}-", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.roles", role, json.dumps(kwargs)],
+        [*(wrapper or []), sys.executable, "-m", "bench.roles", role, json.dumps(kwargs)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,

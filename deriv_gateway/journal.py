@@ -21,9 +21,10 @@ import asyncio
 import contextlib
 import json
 import operator
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -395,19 +396,19 @@ class _SQLiteGroupCommit(_GroupCommit):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._thread: ThreadPoolExecutor | None = None  # started by the first batch, ended by close()
+        self._thread: _LaneThread | None = None  # started by the first batch, ended by close()
         self._db: sqlite3.Connection | None = None  # touched on self._thread only
 
     async def close(self) -> None:
         await super().close()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.shutdown(wait=False)
+            thread.shutdown()
 
     async def _on_thread(self, work: Callable[..., T], *args: Any) -> T:
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"journal-{self.name}")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+            self._thread = _LaneThread(f"journal-{self.name}")
+        return await self._thread.run(work, *args)
 
     async def _drop_connection(self) -> None:
         if self._thread is not None:
@@ -462,6 +463,45 @@ class _SQLiteGroupCommit(_GroupCommit):
                 db.execute("ROLLBACK")
             raise
         return results
+
+
+class _LaneThread:
+    """The SQLite lane's one thread, running its work in order. Lighter than run_in_executor, which
+    per batch took locks and a condition in concurrent.futures and chained two futures: here a job
+    is a queue entry, and its answer one call_soon_threadsafe."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def run(self, work: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((work, args, future))
+        return future
+
+    def shutdown(self) -> None:
+        """The thread ends after the jobs already queued (nobody waits for it)."""
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            work, args, future = job
+            try:
+                result, error = work(*args), None
+            except BaseException as exc:  # the caller's to handle, as from run_in_executor
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _sqlite_stamp(value: datetime) -> str:
