@@ -127,6 +127,7 @@ class DerivGateway:
         self.balance: Balance | None = None
         self._balance_stream: Subscription | None = None
         self._balance_lock = asyncio.Lock()
+        self._balance_closing: asyncio.Task[None] | None = None
         self._leadership_lock = asyncio.Lock()
         self.leadership_changes = 0
 
@@ -234,7 +235,8 @@ class DerivGateway:
             self._watchers.discard(queue)
             if not self._watchers:
                 # not awaited here: a generator closed by a cancelled RPC may not await in finally
-                asyncio.get_running_loop().create_task(self._close_balance_stream())
+                # (the task is kept: the loop holds only a weak reference to it)
+                self._balance_closing = asyncio.get_running_loop().create_task(self._close_balance_stream())
 
     async def _open_balance_stream(self) -> None:
         async with self._balance_lock:
