@@ -22,7 +22,7 @@ import sys
 import tempfile
 import uuid
 
-from bench.load import Sample, timed
+from bench.load import Sample, thread_cpu_seconds, timed
 from bench.results import Goal, Results, print_table
 from bench.roles import processes, spawn
 
@@ -131,7 +131,19 @@ async def run_gateway_group(
                 async def transfer_once() -> None:
                     await stub.Transfer(request())
 
-                return await timed(n, transfer_once, seconds=seconds, warmup=warmup, pids=pids)
+                server = next(name for name in pids if name not in ("client", "simulator"))
+                before = thread_cpu_seconds(pids[server])
+                sample = await timed(n, transfer_once, seconds=seconds, warmup=warmup, pids=pids)
+                # where the server's CPU goes: its event loop, gRPC core's threads, the journal's thread
+                # (the warm-up is in the window too: a share, next to the process's figure)
+                after = thread_cpu_seconds(pids[server])
+                share = sum(after.values()) - sum(before.values())
+                total = sample.cpu_ms_per_op.get(server, 0.0)
+                for group, spent in after.items():
+                    used = spent - before.get(group, 0.0)
+                    if share > 0 and used > 0:
+                        sample.cpu_ms_per_op[f"{server}: {group}"] = total * used / share
+                return sample
 
         # the floor: the same calls through a forwarder that does nothing but forward (bench/roles.py)
         forwarder, fw_info = spawn("bare-forwarder", ws_url=sim_info["ws"], token=DEFAULT_AGENT_TOKEN)
@@ -148,7 +160,7 @@ async def run_gateway_group(
             baseline=echo_name,
             note="the same Transfer calls to the same simulator; no journal, no checks, no limiter",
         )
-        forwarder.kill()
+        forwarder.terminate()  # (a profiled forwarder writes its profile on SIGTERM)
 
         sample = await transfers(
             gw_info["addr"], {"client": me, "gateway": gateway.pid, "simulator": sim.pid}

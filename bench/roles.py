@@ -58,9 +58,7 @@ async def deriv_sim(
         await asyncio.Event().wait()
 
 
-async def gateway(
-    ws_url: str, database_url: str, compression: bool = False, rest_url: str = ""
-) -> None:
+async def gateway(ws_url: str, database_url: str, compression: bool = False, rest_url: str = "") -> None:
     from deriv_gateway import logs
     from deriv_gateway.config import GatewayConfig
     from deriv_gateway.server import GatewayServer
@@ -247,13 +245,14 @@ ROLES: dict[str, Callable[..., Awaitable[None]]] = {
 
 
 def spawn(
-    role: str, env: dict[str, str] | None = None, **kwargs: Any
+    role: str, env: dict[str, str] | None = None, wrapper: list[str] | None = None, **kwargs: Any
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start `role` in a child process; returns it and the addresses it printed. Its output after
-    that line is drained (a full pipe would stall it) into a log file kept for a failed start."""
+    """Start `role` in a child process (under `wrapper`, e.g. valgrind, when given); returns it and
+    the addresses it printed. Its output after that line is drained (a full pipe would stall it)
+    into a log file kept for a failed start."""
     log = tempfile.NamedTemporaryFile(prefix=f"penpay-bench-{role}-", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.roles", role, json.dumps(kwargs)],
+        [*(wrapper or []), sys.executable, "-m", "bench.roles", role, json.dumps(kwargs)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,
@@ -285,13 +284,43 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
         yield procs
     finally:
         for proc in procs:
-            proc.kill()
+            proc.terminate()  # a profiled role writes its profile on SIGTERM
         for proc in procs:
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def _profile_until_terminated(role: str, directory: str) -> None:
+    """cProfile of this role's main thread (its CPU clock, so waiting costs nothing), written to
+    `directory/<role>-<pid>.prof` when the role is terminated (SIGTERM): `processes()` ends the
+    children that way first. Read with `python -m pstats` or snakeviz."""
+    import cProfile
+    import os
+    import signal
+    import time
+
+    profile = cProfile.Profile(time.thread_time)
+
+    def dump(*_: object) -> None:
+        profile.disable()
+        profile.dump_stats(os.path.join(directory, f"{role}-{os.getpid()}.prof"))
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, dump)
+    profile.enable()
 
 
 def main() -> int:
+    import os
+
     role, args = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    profile_dir = os.environ.get("PENPAY_BENCH_PROFILE")
+    profiled = os.environ.get("PENPAY_BENCH_PROFILE_ROLES", "gateway,bare-forwarder").split(",")
+    if profile_dir and role in profiled:
+        _profile_until_terminated(role, profile_dir)
     asyncio.run(ROLES[role](**args))
     return 0
 

@@ -179,11 +179,13 @@ class Link:
                     req_id=outgoing.req_id,
                 ) from None
             raise errors.NotConnected("connection closed before the frame was written") from None
+        # One timer that fails the reply's future (asyncio.timeout would add a context manager, and
+        # wait_for a waiter and callbacks, on every request); cancelled once the reply is in.
+        timer = future.get_loop().call_later(timeout, _time_out, future, outgoing.call, timeout)
         try:
-            async with asyncio.timeout(timeout):  # one timer; wait_for would add a waiter and callbacks
-                return await future
-        except TimeoutError:
-            raise errors.RequestTimeout(f"no reply to {outgoing.call} within {timeout:g}s") from None
+            return await future
+        finally:
+            timer.cancel()
 
     def _forget(self, req_id: int, future: asyncio.Future[Reply]) -> None:
         """No orphan waiter once the caller stops waiting (answered, failed, timed out, cancelled): a
@@ -210,6 +212,11 @@ class Link:
         if transport is not None:
             transport.abort()
         await self.close()
+
+
+def _time_out(future: asyncio.Future[Reply], call: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(errors.RequestTimeout(f"no reply to {call} within {timeout:g}s"))
 
 
 @dataclass
@@ -294,6 +301,11 @@ class DerivConnection:
     def _usable(self) -> bool:
         link = self._link
         return self._ready.is_set() and link is not None and not link.closed.is_set()
+
+    @property
+    def usable(self) -> bool:
+        """Authorized on a socket that is still open: a request may go now."""
+        return self._usable()
 
     @property
     def ready(self) -> bool:
@@ -418,13 +430,34 @@ class DerivConnection:
     # --- requests --------------------------------------------------------------------
 
     async def subscribe(self, call: str, fields: dict[str, Any], handler: StreamHandler) -> Subscription:
-        """A stream kept across reconnects (re-subscribed after each re-authorization)."""
+        """A stream kept across reconnects (re-subscribed after each re-authorization). A refused
+        subscription is logged and kept: it is asked for again with the next connection."""
         sub = Subscription(call, dict(fields), handler)
         self._subs.append(sub)
         link = self._link
         if self._ready.is_set() and link is not None:
-            await self._subscribe_on(link, sub)
+            try:
+                await self._subscribe_on(link, sub)
+            except errors.DerivError as exc:
+                log.warning("deriv.subscribe_failed", link=self.name, call=call, code=exc.code)
         return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """End a stream: not subscribed again after a reconnect, and forgotten at Deriv now (its late
+        messages become unsolicited frames). A failed `forget` is only logged: the stream is gone here."""
+        with contextlib.suppress(ValueError):
+            self._subs.remove(sub)
+        req_id, sub.req_id = sub.req_id, None
+        link = self._link
+        if req_id is None or link is None:
+            return
+        stream_id = link.core.forget_stream(req_id)
+        if not stream_id or link.closed.is_set():
+            return
+        try:
+            await self.request("forget", value=stream_id)
+        except errors.DerivError as exc:
+            log.info("deriv.forget_failed", link=self.name, call=sub.call, code=exc.code)
 
     async def request(
         self,
@@ -440,7 +473,8 @@ class DerivConnection:
         if not self._can_send():
             raise errors.NotLeader("this gateway does not hold the lease")
         try:
-            await self.wait_ready(timeout)
+            if not self.usable:
+                await self.wait_ready(timeout)
         except TimeoutError:
             raise errors.NotConnected("not connected to Deriv") from None
         if self.rate_limit_enabled:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from deriv_gateway import foreign_answers
 from deriv_gateway import journal as jn
 from deriv_gateway.config import GatewayConfig
-from deriv_gateway.connection import ClientSession, DerivConnection
+from deriv_gateway.connection import ClientSession, DerivConnection, Subscription
 from deriv_gateway.lease import Lease
 from deriv_gateway.logs import get_logger
 from deriv_gateway.protocol import errors
@@ -122,17 +122,19 @@ class DerivGateway:
         self._fence_event = asyncio.Event()
         self._term_task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Queue[Balance]] = set()
+        # The agent's balance stream, open while someone watches (WatchBalance): Deriv pushes a
+        # balance message after every transfer, which cost ~8% of the gateway's CPU per Transfer
+        # with nobody reading it (bench/README.md).
         self.balance: Balance | None = None
-        self._subscribed = False
+        self._balance_stream: Subscription | None = None
+        self._balance_lock = asyncio.Lock()
+        self._balance_closing: asyncio.Task[None] | None = None
         self._leadership_lock = asyncio.Lock()
         self.leadership_changes = 0
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        if not self._subscribed:
-            await self.agent.subscribe("balance", {}, self._on_balance)
-            self._subscribed = True
         self.lease.on_change(self._on_leadership)
         await self.lease.start()
 
@@ -220,6 +222,7 @@ class DerivGateway:
     async def watch_balance(self) -> AsyncIterator[Balance]:
         self._token()
         queue: asyncio.Queue[Balance] = asyncio.Queue(maxsize=1000)
+        await self._open_balance_stream()  # its first message (the balance now) sets self.balance
         self._watchers.add(queue)
         try:
             if self.balance is not None:
@@ -231,6 +234,24 @@ class DerivGateway:
                 yield item
         finally:
             self._watchers.discard(queue)
+            if not self._watchers:
+                # not awaited here: a generator closed by a cancelled RPC may not await in finally
+                # (the task is kept: the loop holds only a weak reference to it)
+                self._balance_closing = asyncio.get_running_loop().create_task(self._close_balance_stream())
+
+    async def _open_balance_stream(self) -> None:
+        async with self._balance_lock:
+            if self._balance_stream is not None:
+                return
+            self._balance_stream = await self.agent.subscribe("balance", {}, self._on_balance)
+
+    async def _close_balance_stream(self) -> None:
+        async with self._balance_lock:
+            stream = self._balance_stream
+            if stream is None or self._watchers:
+                return
+            self._balance_stream, self.balance = None, None  # not kept current any more
+            await self.agent.unsubscribe(stream)
 
     # --- client-token calls (short-lived connections) --------------------------------
 
@@ -285,7 +306,12 @@ class DerivGateway:
         self, key: str, mode: str, factory: Callable[[], Awaitable[MoneyResult]]
     ) -> MoneyResult:
         """One attempt per operation in this process: calls in the same mode share it; a call in
-        another mode (send / resolve / sweep) waits for it to end, so they never overlap."""
+        another mode (send / resolve / sweep) waits for it to end, so they never overlap.
+
+        The attempt is a task of its own, awaited through a shield: a cancelled caller (an RPC
+        cancelled by its client) stops waiting, the attempt runs on to its end, so a journal row is
+        never abandoned half-way; nothing more needs shielding around this call.
+        """
         while True:
             current = self._inflight.get(key)
             if current is None:
@@ -294,22 +320,17 @@ class DerivGateway:
             if current_mode == mode:
                 return await asyncio.shield(existing)
             await asyncio.wait([existing])
-        future: asyncio.Future[MoneyResult] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = (mode, future)
-        try:
-            result = await factory()
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: coalesced callers may be gone
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            self._inflight.pop(key, None)
+        attempt: asyncio.Future[MoneyResult] = asyncio.ensure_future(factory())
+        self._inflight[key] = (mode, attempt)
+        attempt.add_done_callback(partial(self._attempt_ended, key))
+        return await asyncio.shield(attempt)
+
+    def _attempt_ended(self, key: str, attempt: asyncio.Future[MoneyResult]) -> None:
+        current = self._inflight.get(key)
+        if current is not None and current[1] is attempt:
+            del self._inflight[key]
+        if not attempt.cancelled():
+            attempt.exception()  # mark retrieved: coalesced callers may be gone
 
     async def transfer(
         self, transfer_id: str, loginid: str, amount_cents: int, currency: str, *, resolve_only: bool = False
@@ -324,8 +345,7 @@ class DerivGateway:
             if resolve_only
             else partial(self._transfer, transfer_id, loginid.upper(), amount_cents, currency)
         )
-        # shielded: a cancelled RPC must not abandon a journal row half-way
-        return await asyncio.shield(self._single_flight(key, "resolve" if resolve_only else "send", factory))
+        return await self._single_flight(key, "resolve" if resolve_only else "send", factory)
 
     async def withdraw(
         self,
@@ -350,7 +370,7 @@ class DerivGateway:
             if resolve_only
             else partial(self._withdraw, withdrawal_id, token, code, amount_cents, currency)
         )
-        return await asyncio.shield(self._single_flight(key, "resolve" if resolve_only else "send", factory))
+        return await self._single_flight(key, "resolve" if resolve_only else "send", factory)
 
     # --- money: the journal protocol -------------------------------------------------
 
@@ -382,8 +402,12 @@ class DerivGateway:
         check_agent_limits(cents, currency, self.config.transfer_min_cents, self.config.transfer_max_cents)
 
     async def _transfer(self, transfer_id: str, loginid: str, cents: int, currency: str) -> MoneyResult:
-        token = await self._term_token()
-        await self._agent_ready()
+        # the usual case (fence raised, agent connected) without a coroutine for each wait
+        token = self._token()
+        if self._fenced_token != token:
+            token = await self._term_token()
+        if not self.agent.usable:
+            await self._agent_ready()
         self._check_agent_currency(currency)
         try:
             self._check_limits(cents, currency)
@@ -754,7 +778,7 @@ class DerivGateway:
                 return await self._sweep_one(row.operation_id, token, found.get(row.description), scanned_at)
 
             try:
-                await asyncio.shield(self._single_flight(f"{row.kind}:{row.operation_id}", "sweep", settle))
+                await self._single_flight(f"{row.kind}:{row.operation_id}", "sweep", settle)
             except errors.OutcomeUnknown as exc:
                 wait = float(exc.details.get("retry_after") or self.config.unknown_settle)
                 retry_in = wait if retry_in is None else min(retry_in, wait)

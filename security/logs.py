@@ -158,17 +158,41 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+}
+
+
+def _dropped_by_level(stdlib_logger: logging.Logger, method: str) -> bool:
+    """Whether the event would reach logging only to be dropped by its level: under
+    configure_logging's pipeline (its last processor hands the event to logging) and the logger
+    not enabled for that level. Any other pipeline (a test capturing events) sees every event.
+    Checked first, so a line that is never written costs no scrubbing (one per transfer)."""
+    if stdlib_logger.isEnabledFor(_LEVELS[method]):
+        return False
+    processors = structlog.get_config()["processors"]
+    return bool(processors) and processors[-1] is structlog.stdlib.ProcessorFormatter.wrap_for_formatter
+
+
 class RedactingLogger:
     """Scrubs every event before it reaches structlog, whatever processors are configured (a
     library or test that never called configure_logging still logs no token)."""
 
-    def __init__(self, logger: Any) -> None:
+    def __init__(self, logger: Any, name: str = "") -> None:
         self._logger = logger
+        self._name = name
+        self._stdlib = logging.getLogger(name or None)
 
     def bind(self, **kw: Any) -> RedactingLogger:
-        return RedactingLogger(self._logger.bind(**redact_secrets(None, "", dict(kw))))
+        return RedactingLogger(self._logger.bind(**redact_secrets(None, "", dict(kw))), self._name)
 
     def _log(self, method: str, event: str, **kw: Any) -> None:
+        if _dropped_by_level(self._stdlib, method):
+            return
         getattr(self._logger, method)(scrub_text(event), **redact_secrets(None, method, dict(kw)))
 
     def debug(self, event: str, **kw: Any) -> None:
@@ -188,4 +212,4 @@ class RedactingLogger:
 
 
 def get_logger(name: str) -> RedactingLogger:
-    return RedactingLogger(structlog.get_logger(name))
+    return RedactingLogger(structlog.get_logger(name), name)

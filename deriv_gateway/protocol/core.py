@@ -27,6 +27,8 @@ REQ_ID_LIMIT = 2**31 - 1  # Deriv's req_id is an integer; keep it in a signed 32
 # it is provably about the request we sent (issue 21). Other calls skip the comparison.
 ECHO_CHECKED = frozenset({"paymentagent_transfer", "paymentagent_withdraw", "statement"})
 REDACTED = "<not shown>"  # Deriv's echo of a field its schema marks sensitive
+# json.dumps with separators builds an encoder per call; one, built once, writes the same text
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class ProtocolError(Exception):
@@ -115,7 +117,7 @@ class ProtocolCore:
         payload["req_id"] = req_id
         subscribe = payload.get("subscribe") == 1
         self._pending[req_id] = _Pending(call, subscribe, payload if call in ECHO_CHECKED else None)
-        return Outgoing(req_id, call, json.dumps(payload, separators=(",", ":")), payload)
+        return Outgoing(req_id, call, _compact_json(payload), payload)
 
     def cancel(self, req_id: int) -> None:
         """Forget a request the caller gave up on; a late reply becomes `Unsolicited`."""

@@ -39,7 +39,12 @@ class SlidingWindowLimiter:
 
     def delay(self, now: float) -> float:
         """How long a call made now would wait (nothing is reserved)."""
-        return max((window.delay(now) for window in self._windows), default=0.0)
+        longest = 0.0
+        for window in self._windows:  # a loop, not max() over a generator: once per Deriv call
+            wait = window.delay(now)
+            if wait > longest:
+                longest = wait
+        return longest
 
     def record(self, at: float) -> None:
         for window in self._windows:
@@ -109,10 +114,14 @@ class RateLimiter:
         """
         if call in UNCOUNTED_CALLS:
             return 0.0
-        buckets = [self._general, self._outcome] if call in OUTCOME_CALLS else [self._general]
-        delay = max(bucket.delay(now) for bucket in buckets)
+        general = self._general
+        delay = general.delay(now)
+        outcome = self._outcome if call in OUTCOME_CALLS else None
+        if outcome is not None:
+            delay = max(delay, outcome.delay(now))
         if max_delay is not None and delay > max_delay:
             return delay
-        for bucket in buckets:
-            bucket.record(now + delay)
+        general.record(now + delay)
+        if outcome is not None:
+            outcome.record(now + delay)
         return delay

@@ -284,6 +284,52 @@ async def test_reconnect_restores_authorization_and_the_balance_stream(sim, star
             await watcher
 
 
+async def test_the_balance_stream_is_open_only_while_someone_watches(sim, start_gateway, frames):
+    """Deriv pushes a balance message after every transfer: the gateway subscribes only while
+    WatchBalance has a watcher, and tells Deriv to forget the stream when the last one leaves."""
+    gw = await start_gateway()
+
+    def subscribed() -> list[dict[str, Any]]:
+        return [f for f in frames.sent("balance") if f.get("subscribe") == 1]
+
+    def pushed() -> list[dict[str, Any]]:  # stream messages carry "subscription"; replies do not
+        received = [f for d, f in frames.frames if d == "recv"]
+        return [f for f in received if f.get("msg_type") == "balance" and "subscription" in f]
+
+    async def settled() -> None:  # a round trip on the agent's socket: every earlier push is in
+        await gw.stub.GetBalance(pb.GetBalanceRequest())
+
+    await gw.stub.Transfer(transfer(str(uuid.uuid4()), 1000))
+    await settled()
+    assert subscribed() == [] and pushed() == []
+
+    updates: asyncio.Queue[pb.WatchBalanceResponse] = asyncio.Queue()
+
+    async def watch() -> None:
+        async for update in gw.stub.WatchBalance(pb.WatchBalanceRequest()):
+            updates.put_nowait(update)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        initial = await asyncio.wait_for(updates.get(), 5)
+        await gw.stub.Transfer(transfer(str(uuid.uuid4()), 1000))
+        update = await asyncio.wait_for(updates.get(), 5)
+        assert update.balance.amount_cents == initial.balance.amount_cents - 1000
+        assert len(subscribed()) == 1
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await watcher
+    deadline = time.monotonic() + 5
+    while not frames.sent("forget"):
+        assert time.monotonic() < deadline, "the balance stream was not forgotten"
+        await asyncio.sleep(0.02)
+    seen = len(pushed())
+    await gw.stub.Transfer(transfer(str(uuid.uuid4()), 1000))
+    await settled()
+    assert len(pushed()) == seen
+
+
 async def test_rate_limit_and_timeouts_surface_as_clear_grpc_statuses(sim, start_gateway):
     gw = await start_gateway(request_timeout=1.0)
     tid = str(uuid.uuid4())

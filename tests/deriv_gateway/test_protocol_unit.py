@@ -318,3 +318,32 @@ def test_redaction_masks_sensitive_keys_and_registered_secrets() -> None:
     assert out["frame"] == {"authorize": logs.MASK, "amount": 1}
     assert "a1-super-secret-token" not in out["note"]
     assert out["fence"] == 3
+
+
+def test_a_line_below_the_level_is_not_written_and_a_capture_still_sees_it() -> None:
+    """Loggers skip a line the level drops before scrubbing it (once per transfer: bench/README.md);
+    under a pipeline that is not configure_logging's (a test capturing events) every line counts."""
+    import io
+    import logging
+
+    import structlog
+
+    stream, root = io.StringIO(), logging.getLogger()
+    level = root.level
+    logs.configure("WARNING", stream)
+    try:
+        log = logs.get_logger("deriv_gateway.test_levels")
+        logs.register_secret("b2-another-secret-token")
+        log.info("gateway.sent", note="b2-another-secret-token")
+        log.warning("gateway.kept", note="b2-another-secret-token")
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 1 and "gateway.kept" in lines[0]
+        assert "b2-another-secret-token" not in lines[0]
+        with structlog.testing.capture_logs() as events:
+            log.info("gateway.sent", operation_id="op-1")
+        assert [e["event"] for e in events] == ["gateway.sent"]
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "penpay-json"]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        structlog.reset_defaults()

@@ -1,0 +1,127 @@
+"""Instructions per Transfer of the gateway or of the bare forwarder, counted by valgrind's callgrind:
+a figure that, unlike the rates, does not move with what else runs on the machine.
+
+    .venv/bin/python -m bench.instructions                          # the gateway, 1,000 transfers
+    .venv/bin/python -m bench.instructions --role bare-forwarder    # the floor
+    .venv/bin/python -m bench.instructions --transfers 2000 --keep /tmp/cg.out
+
+The role runs under `valgrind --tool=callgrind --instr-atstart=no` (about 50x slower, so one
+server process is the bottleneck and requests queue in front of it, as under full load); counting is
+switched on (callgrind_control -i on) after a warm-up of 200 transfers and off after N transfers at
+64 in flight. The count covers every thread of the process (the journal's too), user space only: the
+kernel's share (fsync, sockets) is in the bench's CPU figures, not here. `--keep` keeps callgrind's
+file for `callgrind_annotate`. Needs valgrind (Debian package `valgrind`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+
+from bench.load import counted
+from bench.roles import processes, spawn
+
+WARMUP = 200
+INFLIGHT = 64
+
+
+def _control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=False)
+
+
+def _instructions(path_prefix: str) -> int:
+    """The largest event total among callgrind's files (the dump taken after the window)."""
+    total = 0
+    for path in glob.glob(path_prefix + "*"):
+        with open(path) as text:
+            for line in text:
+                if line.startswith(("summary:", "totals:")):
+                    total = max(total, int(line.split()[1]))
+    return total
+
+
+async def measure(role: str, transfers: int, keep: str | None) -> tuple[int, int]:
+    """(transfers completed, instructions counted) for `transfers` Transfer calls through `role`."""
+    import aiohttp
+    import grpc
+
+    from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
+    from penpay.common.v1 import money_pb2
+    from penpay.deriv.v1 import deriv_gateway_pb2 as pb
+    from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
+    from persistence import migrate
+
+    with tempfile.TemporaryDirectory(prefix="penpay-instr-") as tmp, processes() as procs:
+        out = os.path.join(tmp, "callgrind.out")
+        journal = f"sqlite+aiosqlite:///{tmp}/journal.db"
+        await asyncio.to_thread(migrate.upgrade, journal)
+        sim, sim_info = spawn("deriv-sim")
+        procs.append(sim)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{sim_info['control']}/accounts/CR90000000/adjust",
+                json={"amount": "100000000.00", "note": "bench float"},
+            ) as r,
+        ):
+            r.raise_for_status()
+        wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        if role == "gateway":
+            server, info = spawn("gateway", wrapper=wrapper, ws_url=sim_info["ws"], database_url=journal)
+        else:
+            server, info = spawn(role, wrapper=wrapper, ws_url=sim_info["ws"], token=DEFAULT_AGENT_TOKEN)
+        procs.append(server)
+        amount = money_pb2.Money(amount_cents=1000, currency="USD")
+        async with grpc.aio.insecure_channel(info["addr"]) as channel:
+            stub = pb_grpc.DerivGatewayServiceStub(channel)
+
+            async def one() -> None:
+                request = pb.TransferRequest(
+                    transfer_id=str(uuid.uuid4()), client_loginid="CR90000001", amount=amount
+                )
+                await stub.Transfer(request, timeout=120)
+
+            await counted(INFLIGHT, [one] * WARMUP)
+            _control(server.pid, "-i", "on")
+            sample = await counted(INFLIGHT, [one] * transfers)
+            _control(server.pid, "-i", "off")
+            _control(server.pid, "-d")
+        if sample.errors:
+            raise RuntimeError(f"{sample.errors} transfers failed: {sample.first_error}")
+        count = 0
+        for _ in range(100):  # the dump is written by the role's process, shortly after the request
+            count = _instructions(out)
+            if count:
+                break
+            await asyncio.sleep(0.2)
+        if keep:
+            for path in glob.glob(out + "*"):
+                shutil.copy(path, keep + path[len(out) :])
+        return sample.count, count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--role", default="gateway", choices=["gateway", "bare-forwarder"])
+    parser.add_argument("--transfers", type=int, default=1000)
+    parser.add_argument("--keep", help="copy callgrind's output files to this path prefix")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    done, instructions = asyncio.run(measure(args.role, args.transfers, args.keep))
+    print(f"{args.role}: {instructions / max(done, 1):,.0f} instructions per Transfer ({done} transfers)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
