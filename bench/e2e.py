@@ -55,6 +55,7 @@ FINAL = ("COMPLETED", "FAILED", "REVERSED", "NEEDS_REVIEW")
 def sizes(args: argparse.Namespace) -> tuple[int, int, int]:
     """(deposits, withdrawals, burst deposits)"""
     deposits, withdrawals, burst = (30, 10, 20) if args.quick else (200, 50, 100)
+    deposits = getattr(args, "deposits", None) or deposits
     return deposits, withdrawals, getattr(args, "burst", None) or burst
 
 
