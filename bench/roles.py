@@ -58,7 +58,9 @@ async def deriv_sim(
         await asyncio.Event().wait()
 
 
-async def gateway(ws_url: str, database_url: str, compression: bool = False, rest_url: str = "") -> None:
+async def gateway(
+    ws_url: str, database_url: str, compression: bool = False, rest_url: str = ""
+) -> None:
     from deriv_gateway import logs
     from deriv_gateway.config import GatewayConfig
     from deriv_gateway.server import GatewayServer
