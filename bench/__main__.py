@@ -50,6 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--redis-url", default=os.environ.get("PENPAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument(
+        "--shared-mariadb",
+        action="store_true",
+        help="e2e on --mysql-url instead of a private mariadbd of its own (then MariaDB's counters "
+        "and CPU are server-wide: valid only while nothing else uses that server)",
+    )
+    parser.add_argument(
+        "--deposits",
+        type=int,
+        help="deposits in the e2e deposit phase (default 200, quick 30): more deposits spread the "
+        "idle passes of the sweeper and relay thinner in the per-deposit figures",
+    )
+    parser.add_argument(
         "--burst",
         type=int,
         help="deposits in the e2e rate-limit burst (default 100, quick 20; issue 8 asks for 500: "

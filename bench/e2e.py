@@ -55,6 +55,7 @@ FINAL = ("COMPLETED", "FAILED", "REVERSED", "NEEDS_REVIEW")
 def sizes(args: argparse.Namespace) -> tuple[int, int, int]:
     """(deposits, withdrawals, burst deposits)"""
     deposits, withdrawals, burst = (30, 10, 20) if args.quick else (200, 50, 100)
+    deposits = getattr(args, "deposits", None) or deposits
     return deposits, withdrawals, getattr(args, "burst", None) or burst
 
 
@@ -120,10 +121,12 @@ _engines: dict[str, Any] = {}
 
 def _engine(url: str) -> Any:
     """One small engine per database for the polls (disposed with the scratch database)."""
-    from persistence.engine import create_engine
+    from sqlalchemy.ext.asyncio import create_async_engine
 
     if url not in _engines:
-        _engines[url] = create_engine(url, pool_size=1)
+        # no ping and no reset ROLLBACK per poll: the bench's own statements stay out of the
+        # per-deposit counts whatever the product's engine settings are
+        _engines[url] = create_async_engine(url, pool_size=1, pool_pre_ping=False, pool_reset_on_return=None)
     return _engines[url]
 
 
@@ -219,37 +222,125 @@ def _latency_figure(results: Results, name: str, sample: Sample, goal: Goal | No
     )
 
 
-def _cpu_snapshot(cluster: Any) -> dict[str, float]:
-    """CPU seconds so far of every cluster process (the bench itself as "client")."""
+def _cpu_snapshot(cluster: Any, db: Database) -> dict[str, float]:
+    """CPU seconds so far of every cluster process (the bench itself as "client", and mariadbd)."""
     import os
 
     from bench.load import cpu_seconds
 
     pids = {name: proc.pid for name, proc in cluster.processes.items() if proc.pid}
     pids["client"] = os.getpid()
+    if db.pid:
+        pids["mariadbd"] = db.pid
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
 
-def _cpu_since(before: dict[str, float], cluster: Any) -> dict[str, float]:
-    now = _cpu_snapshot(cluster)
+def _cpu_since(before: dict[str, float], cluster: Any, db: Database) -> dict[str, float]:
+    now = _cpu_snapshot(cluster, db)
     return {name: now[name] - before.get(name, 0.0) for name in now}
 
 
+COUNTERS = (
+    "Questions",
+    "Com_select",
+    "Com_insert",
+    "Com_update",
+    "Com_delete",
+    "Com_commit",
+    "Com_rollback",
+    "Com_savepoint",
+    "Com_release_savepoint",
+    "Com_set_option",
+    "Com_admin_commands",  # COM_PING is counted here (MariaDB does not count it in Questions)
+    "Innodb_row_lock_waits",
+    "Innodb_row_lock_time",
+)
+
+
 async def _server_counters(url: str) -> dict[str, int]:
-    """MariaDB's own counts of statements and commits so far (server-wide: the bench is alone on it)."""
+    """MariaDB's own global counts so far: statements by kind, commits, pings, row-lock waits.
+    Server-wide: on the bench's private server they are this run's alone."""
     from sqlalchemy import text
 
-    query = text("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit')")
+    names = ", ".join(f"'{name}'" for name in COUNTERS)
+    query = text(f"SHOW GLOBAL STATUS WHERE Variable_name IN ({names})")
     async with _engine(url).connect() as connection:
         rows = (await connection.execute(query)).all()
     return {str(name): int(value) for name, value in rows}
 
 
-def _per_completed(before: dict[str, int], after: dict[str, int], rows: list[Outcome]) -> str:
-    done = max(sum(1 for o in rows if o.status == "COMPLETED"), 1)
-    statements = (after.get("Questions", 0) - before.get("Questions", 0)) / done
-    commits = (after.get("Com_commit", 0) - before.get("Com_commit", 0)) / done
-    return f"; per completed: {statements:.0f} SQL statements, {commits:.0f} commits (all processes)"
+async def _reset_digests(url: str) -> bool:
+    """Empty performance_schema's statement digests (the private server has it on); False if off."""
+    from sqlalchemy import text
+
+    try:
+        async with _engine(url).connect() as connection:
+            on = (await connection.execute(text("SELECT @@performance_schema"))).scalar()
+            if not on:
+                return False
+            await connection.execute(text("TRUNCATE performance_schema.events_statements_summary_by_digest"))
+            await connection.commit()
+    except Exception:
+        return False
+    return True
+
+
+async def _top_digests(url: str, per: int, limit: int = 25) -> list[str]:
+    """The most frequent statements since `_reset_digests`, per completed transaction."""
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT COUNT_STAR, LEFT(REGEXP_REPLACE(DIGEST_TEXT, '[[:space:]]+', ' '), 150) FROM "
+        "performance_schema.events_statements_summary_by_digest "
+        "WHERE SCHEMA_NAME IS NULL OR SCHEMA_NAME <> 'performance_schema' ORDER BY COUNT_STAR DESC LIMIT :n"
+    )
+    async with _engine(url).connect() as connection:
+        rows = (await connection.execute(query, {"n": limit})).all()
+    return [f"{int(count) / max(per, 1):6.2f}  {digest}" for count, digest in rows]
+
+
+@dataclass(frozen=True)
+class PerCompleted:
+    """MariaDB's counters between two snapshots, divided by the transactions completed."""
+
+    counts: dict[str, float]
+    done: int
+    private: bool
+
+    def get(self, name: str) -> float:
+        return self.counts.get(name, 0.0)
+
+    @property
+    def statements(self) -> float:
+        return self.get("Questions")
+
+    @property
+    def pings(self) -> float:
+        return self.get("Com_admin_commands")
+
+    @property
+    def round_trips(self) -> float:
+        return self.statements + self.pings
+
+    def describe(self) -> str:
+        where = "a private mariadbd: this run alone" if self.private else "server-wide: the shared server"
+        g = self.get
+        return (
+            f"; per completed ({where}): {self.round_trips:.1f} round trips = {self.statements:.1f} SQL "
+            f"statements (select {g('Com_select'):.1f}, insert {g('Com_insert'):.1f}, update "
+            f"{g('Com_update'):.1f}, delete {g('Com_delete'):.1f}, savepoint {g('Com_savepoint'):.1f}, "
+            f"release {g('Com_release_savepoint'):.1f}, set {g('Com_set_option'):.1f}) + {self.pings:.1f} "
+            f"pings; {g('Com_commit'):.1f} commits, {g('Com_rollback'):.1f} rollbacks; "
+            f"{g('Innodb_row_lock_waits'):.2f} row-lock waits ({g('Innodb_row_lock_time'):.0f} ms waited)"
+        )
+
+
+def _per_completed(
+    before: dict[str, int], after: dict[str, int], rows: list[Outcome], private: bool
+) -> PerCompleted:
+    done = sum(1 for o in rows if o.status == "COMPLETED")
+    counts = {name: (after.get(name, 0) - before.get(name, 0)) / max(done, 1) for name in COUNTERS}
+    return PerCompleted(counts, done, private)
 
 
 def _log_sizes(workdir: Path) -> dict[Path, int]:
@@ -288,17 +379,12 @@ def _rate_limit_lines(workdir: Path, since: dict[Path, int]) -> list[str]:
 
 
 async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
-    try:
-        from penpay.cluster import Cluster, ClusterConfig
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("penpay.cluster") is None:
         results.notes.append("e2e: penpay/cluster.py is not there yet: the end-to-end group was not run")
         return
-    import aiohttp
-    import grpc
-
-    from bench.groups import DEPOSITS_GOAL, P99_GOAL, raw_ledger_name
-    from bench.scratch import scratch_database
-    from penpay.payments.v1 import payments_pb2, payments_pb2_grpc
+    from bench.private_mariadb import private_mariadb
 
     deposits, withdrawals, burst = sizes(args)
     # at least 2 users per call in flight: one user's deposits never overlap (each refreshes its KYC)
@@ -306,8 +392,62 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
     burst_users_n = max(-(-burst // DEPOSITS_PER_USER), 2 * CONCURRENCY)
     wd_users_n = -(-withdrawals // DEPOSITS_PER_USER)
     t0 = time.monotonic()
+    with contextlib.ExitStack() as servers:
+        server = None if getattr(args, "shared_mariadb", False) else servers.enter_context(private_mariadb())
+        if server is None:
+            results.notes.append(
+                "e2e: MariaDB counters are server-wide (the shared server): valid only while this run is "
+                "the only one on it"
+            )
+        else:
+            _log(t0, f"private mariadbd on port {server.port}")
+        db = Database(
+            admin_url=server.admin_url if server else args.mysql_url,
+            pid=server.pid if server else _mariadbd_pid(),
+            private=server is not None,
+        )
+        await _run_on(
+            args, results, db, t0, deposits, withdrawals, burst, dep_users_n, burst_users_n, wd_users_n
+        )
+
+
+@dataclass(frozen=True)
+class Database:
+    admin_url: str
+    pid: int | None  # mariadbd's, for its CPU
+    private: bool
+
+
+def _mariadbd_pid() -> int | None:
+    """The shared server's pid, when it runs on this machine (its CPU is then server-wide too)."""
+    import subprocess
+
+    found = subprocess.run(["pidof", "mariadbd"], capture_output=True, text=True, check=False).stdout.split()
+    return int(found[0]) if len(found) == 1 else None
+
+
+async def _run_on(
+    args: argparse.Namespace,
+    results: Results,
+    db: Database,
+    t0: float,
+    deposits: int,
+    withdrawals: int,
+    burst: int,
+    dep_users_n: int,
+    burst_users_n: int,
+    wd_users_n: int,
+) -> None:
+    import aiohttp
+    import grpc
+
+    from bench.groups import DEPOSITS_GOAL, P99_GOAL, raw_ledger_name
+    from bench.scratch import scratch_database
+    from penpay.cluster import Cluster, ClusterConfig
+    from penpay.payments.v1 import payments_pb2, payments_pb2_grpc
+
     with (
-        scratch_database(args.mysql_url, migrated=False) as (_name, url),
+        scratch_database(db.admin_url, migrated=False) as (_name, url),
         tempfile.TemporaryDirectory(prefix="penpay-bench-e2e-") as tmp,
     ):
         config = ClusterConfig(
@@ -368,6 +508,7 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
                     results,
                     args,
                     url,
+                    db,
                     cluster,
                     "DEPOSIT",
                     ops,
@@ -379,13 +520,14 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
                 _log(t0, "deposits final")
 
                 # 3. withdrawals
-                await _withdrawals(results, args, url, control, channel, wd_users, withdrawals, cluster)
+                await _withdrawals(results, args, url, db, control, channel, wd_users, withdrawals, cluster)
 
 
 async def _measured_phase(
     results: Results,
     args: argparse.Namespace,
     url: str,
+    db: Database,
     cluster: Any,
     kind: str,
     ops: list[Any],
@@ -400,21 +542,78 @@ async def _measured_phase(
     since = datetime.now(UTC).replace(microsecond=0)
     await asyncio.sleep(1)  # created_at >= since, whatever the rounding
     since_wall = time.time()
-    cpu_before = _cpu_snapshot(cluster)
+    digests = await _reset_digests(url)
+    cpu_before = _cpu_snapshot(cluster, db)
     sql_before = await _server_counters(url)
     sample = await counted(CONCURRENCY, ops, pids={"api": cluster.processes["api"].pid or 0})
     _latency_figure(results, latency_name, sample, latency_goal)
     rows = await _wait_final(url, kind, since, sample.count, 60 if args.quick else 120)
+    per = _per_completed(sql_before, await _server_counters(url), rows, db.private)
+    cpu = _cpu_since(cpu_before, cluster, db)
     _completion_figures(
-        results,
-        f"{kind.lower()}s",
-        rows,
-        since_wall,
-        len(ops),
-        goal,
-        baseline,
-        _cpu_since(cpu_before, cluster),
-        _per_completed(sql_before, await _server_counters(url), rows),
+        results, f"{kind.lower()}s", rows, since_wall, len(ops), goal, baseline, cpu, per.describe()
+    )
+    _floor_figures(results, kind.lower(), per, cpu)
+    if digests and per.done:
+        top = await _top_digests(url, per.done)
+        results.notes.append(
+            f"e2e {kind.lower()}s: the most frequent statements per completed {kind.lower()} "
+            "(performance_schema digests, all processes):\n    " + "\n    ".join(top)
+        )
+
+
+FLOOR_GOALS = {  # issue 19's goals, per completed deposit / withdrawal
+    "deposit": (45, 8, 15.0, 0.1),
+    "withdrawal": (50, 9, None, None),
+}
+
+
+def _floor_figures(results: Results, kind: str, per: PerCompleted, cpu: dict[str, float]) -> None:
+    """Issue 19's per-transaction figures, each a figure of its own so it is judged and kept in the JSON."""
+    if not per.done:
+        return
+    statements, commits, cpu_goal, waits_goal = FLOOR_GOALS[kind]
+    penpay = sum(
+        sec for name, sec in cpu.items() if name not in ("client", "mariadbd", "deriv-sim", "mpesa-sim")
+    )
+    mariadbd = cpu.get("mariadbd")
+
+    def add(name: str, value: float, unit: str, goal: Goal | None, note: str = "") -> None:
+        results.add(
+            Figure(group=GROUP, name=name, value=value, unit=unit, count=per.done, goal=goal, note=note)
+        )
+
+    add(
+        f"SQL round trips per completed {kind} (pings counted)",
+        per.round_trips,
+        "stmts",
+        Goal(f"<= {statements}", "value_at_most", statements),
+        f"{per.statements:.1f} statements + {per.pings:.1f} pings",
+    )
+    add(
+        f"commits per completed {kind}",
+        per.get("Com_commit"),
+        "commits",
+        Goal(f"<= {commits}", "value_at_most", commits),
+        f"{per.get('Com_rollback'):.1f} rollbacks",
+    )
+    add(
+        f"row-lock waits per completed {kind}",
+        per.get("Innodb_row_lock_waits"),
+        "waits",
+        Goal(f"<= {waits_goal}", "value_at_most", waits_goal) if waits_goal is not None else None,
+    )
+    add(
+        f"CPU per completed {kind}, PenPay's processes",
+        penpay * 1000 / per.done,
+        "ms",
+        Goal(f"<= {cpu_goal} ms", "value_at_most", cpu_goal) if cpu_goal is not None else None,
+        (
+            f"mariadbd beside it: {mariadbd * 1000 / per.done:.1f} ms"
+            if mariadbd is not None
+            else "mariadbd: not measured"
+        )
+        + ("" if per.private else " (server-wide)"),
     )
 
 
@@ -469,6 +668,7 @@ async def _withdrawals(
     results: Results,
     args: argparse.Namespace,
     url: str,
+    db: Database,
     control: str,
     channel: Any,
     users: list[BenchUser],
@@ -512,6 +712,7 @@ async def _withdrawals(
             results,
             args,
             url,
+            db,
             cluster,
             "WITHDRAWAL",
             ops,

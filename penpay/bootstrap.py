@@ -148,8 +148,10 @@ class Core:
     pii: PiiCipher  # PENPAY_PII_KEYS: personal data at rest
     _buses: list[MessageBus] = field(default_factory=list)
 
-    def unit_of_work(self, *, actor: str = "system") -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, clock=self.clock, actor=actor, cipher=self.pii)
+    def unit_of_work(self, *, actor: str = "system", wait_for_seal: bool = True) -> SqlUnitOfWork:
+        return SqlUnitOfWork(
+            self.engine, clock=self.clock, actor=actor, cipher=self.pii, wait_for_seal=wait_for_seal
+        )
 
     def message_bus(self, *, stream_prefix: str = "", stream_maxlen: int | None = None) -> MessageBus:
         bus = message_bus(self.settings, stream_prefix=stream_prefix, stream_maxlen=stream_maxlen)
@@ -242,7 +244,9 @@ def payments(
         },
     )
     application = PaymentsApplication(
-        unit_of_work=core.unit_of_work,
+        # The API answers without waiting for the audit seal: the records are committed with the
+        # action (audit_pending) and chained by the background seal a moment later.
+        unit_of_work=lambda: core.unit_of_work(wait_for_seal=False),
         rates=FixedRates(
             kes_per_usd_buy=s.fx_kes_per_usd_buy,
             kes_per_usd_sell=s.fx_kes_per_usd_sell,
@@ -266,11 +270,12 @@ def paybill_deposits(core: Core) -> PaybillDeposits:
     from datetime import timedelta
 
     from application.identity.compliance import CompliancePolicy
+    from application.identity.ports import KnownUser
     from application.payments.paybill import PaybillDeposits
     from application.payments.rates import FixedRates
     from persistence.transaction_stats import SqlTransactionStats
 
-    async def no_refresh(user_id: UserId) -> KycSnapshot:
+    async def no_refresh(user_id: UserId, *, known: KnownUser | None = None) -> KycSnapshot:
         raise RuntimeError("paybill validation judges the KYC snapshot PenPay holds")
 
     s = core.settings

@@ -32,6 +32,25 @@ class AuditSealer:
         self._lock = asyncio.Lock()
         self._requested = 0  # calls to sealed() so far
         self._covered = 0  # every call up to this number is sealed
+        self._wanted = False  # seal_soon() called since the background seal last started
+        self._background: asyncio.Task[None] | None = None
+
+    def seal_soon(self) -> None:
+        """Seal in the background: for a caller that need not find its records chained when it
+        returns (they are committed in audit_pending with the action either way)."""
+        self._wanted = True
+        if self._background is None or self._background.done():
+            self._background = asyncio.get_running_loop().create_task(self._seal_while_wanted())
+
+    async def settled(self) -> None:
+        """Return once the background seal (if one runs) has finished: for an orderly shutdown."""
+        while self._background is not None and not self._background.done():
+            await asyncio.shield(self._background)
+
+    async def _seal_while_wanted(self) -> None:
+        while self._wanted:
+            self._wanted = False
+            await self.sealed()
 
     async def sealed(self) -> None:
         """Return once the records committed before this call are in the chain (best effort: a seal

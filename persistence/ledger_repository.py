@@ -9,11 +9,11 @@ two postings on the same pair), and balances are written back with a version che
 from __future__ import annotations
 
 import weakref
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, insert, select, update
+from sqlalchemy import Engine, Row, bindparam, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -133,8 +133,9 @@ class SqlLedgerRepository:
             else LedgerAccount.system(kind, currency, now=now)
         )
         try:
-            async with self._connection.begin_nested():
-                await self._connection.execute(_INSERT_ACCOUNT, account_row(account))
+            # No savepoint: a duplicate fails this one insert, which then wrote nothing, and InnoDB
+            # (and SQLite) undo a failed statement alone, the transaction going on.
+            await self._connection.execute(_INSERT_ACCOUNT, account_row(account))
             self._created.add(code)
         except IntegrityError:
             # Created concurrently: a locking read sees the latest committed row even under
@@ -144,16 +145,24 @@ class SqlLedgerRepository:
         return account
 
     async def add_posting(self, posting: Posting) -> None:
-        transaction_id = posting.transaction_id.value if posting.transaction_id else None
+        await self.add_postings([posting])
+
+    async def add_postings(self, postings: Sequence[Posting]) -> None:
+        """Every posting in one insert, every entry of them in another."""
+        if not postings:
+            return
         await self._connection.execute(
             _INSERT_POSTING,
-            {
-                "id": posting.id.value,
-                "transaction_id": transaction_id,
-                "description": posting.description,
-                "reverses_posting_id": posting.reverses.value if posting.reverses else None,
-                "created_at": posting.created_at,
-            },
+            [
+                {
+                    "id": posting.id.value,
+                    "transaction_id": _transaction_id(posting),
+                    "description": posting.description,
+                    "reverses_posting_id": posting.reverses.value if posting.reverses else None,
+                    "created_at": posting.created_at,
+                }
+                for posting in postings
+            ],
         )
         await self._connection.execute(
             _INSERT_ENTRY,
@@ -165,29 +174,56 @@ class SqlLedgerRepository:
                     "side": entry.side.value,
                     "amount_cents": entry.amount.amount_minor,
                     "amount_currency": entry.amount.currency.value,
-                    "transaction_id": transaction_id,
+                    "transaction_id": _transaction_id(posting),
                     "created_at": entry.created_at,
                 }
+                for posting in postings
                 for entry in posting.entries
             ],
         )
 
     async def save_accounts(self, accounts: Iterable[LedgerAccount]) -> None:
-        now: datetime = self._clock.now()
-        for account in accounts:
-            old_version = self._loaded_versions.get(account.id)
-            if old_version is None:
+        """Every balance in one UPDATE (a CASE per column), each row matched with the version it
+        was read at: fewer rows matched than accounts given means one changed meanwhile."""
+        changed = list({account.id: account for account in accounts}.values())
+        if not changed:
+            return
+        old: dict[LedgerAccountId, int] = {}
+        for account in changed:
+            version = self._loaded_versions.get(account.id)
+            if version is None:
                 raise ConcurrentModification(f"account {account.code} was not loaded for update")
+            old[account.id] = version
+        now: datetime = self._clock.now()
+        if len(changed) == 1:
+            account = changed[0]
             result = await self._connection.execute(
                 _UPDATE_BALANCE,
                 {
                     "account_id": account.id.value,
-                    "old_version": old_version,
+                    "old_version": old[account.id],
                     "new_version": account.version,
                     "balance_cents": account.balance_minor,
                     "now": now,
                 },
             )
-            if result.rowcount != 1:
-                raise ConcurrentModification(f"account {account.code} changed since it was read")
+        else:
+            a = ledger_accounts.c
+            result = await self._connection.execute(
+                update(ledger_accounts)
+                .where(or_(*[(a.id == acc.id.value) & (a.version == old[acc.id]) for acc in changed]))
+                .values(
+                    balance_cents=case(*[(a.id == acc.id.value, acc.balance_minor) for acc in changed]),
+                    version=case(*[(a.id == acc.id.value, acc.version) for acc in changed]),
+                    updated_at=now,
+                )
+            )
+        if result.rowcount != len(changed):
+            codes = ", ".join(account.code for account in changed)
+            raise ConcurrentModification(f"an account of {codes} changed since it was read")
+        for account in changed:
             self._loaded_versions[account.id] = account.version
+
+
+def _transaction_id(posting: Posting) -> Any:
+    return posting.transaction_id.value if posting.transaction_id else None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, select, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.payments.ports import StepRecord
@@ -37,37 +39,37 @@ class SqlSagaSteps:
 
     async def start(
         self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str | None = None
-    ) -> StepRecord:
-        key = (_t.c.transaction_id == transaction_id.value) & (_t.c.step == step)
-        detail = detail[:255] if detail else None
-        changed = await self._connection.execute(
-            update(_t)
-            .where(key)
-            .values(attempts=_t.c.attempts + 1, updated_at=now, detail=detail, retry_at=None)
-        )
-        if changed.rowcount == 0:
-            try:
-                async with self._connection.begin_nested():
-                    await self._connection.execute(
-                        insert(_t).values(
-                            transaction_id=transaction_id.value,
-                            step=step,
-                            attempts=1,
-                            started_at=now,
-                            updated_at=now,
-                            detail=detail,
-                        )
-                    )
-            except IntegrityError:
-                # A concurrent first attempt inserted it (the caller holds the transaction's
-                # row lock, so only on SQLite-less races); count this one too.
-                await self._connection.execute(
-                    update(_t)
-                    .where(key)
-                    .values(attempts=_t.c.attempts + 1, updated_at=now, detail=detail, retry_at=None)
-                )
-        row = (await self._connection.execute(select(_t).where(key))).one()
-        return _record(row)
+    ) -> None:
+        # One statement: insert the first attempt, or count one more (and clear a deferral).
+        row = {
+            "transaction_id": transaction_id.value,
+            "step": step,
+            "attempts": 1,
+            "started_at": now,
+            "updated_at": now,
+            "detail": detail[:255] if detail else None,
+            "retry_at": None,
+        }
+        if self._connection.dialect.name == "sqlite":
+            lite = sqlite_insert(_t).values(row)
+            statement: Any = lite.on_conflict_do_update(
+                index_elements=[_t.c.transaction_id, _t.c.step],
+                set_={
+                    "attempts": _t.c.attempts + 1,
+                    "updated_at": lite.excluded.updated_at,
+                    "detail": lite.excluded.detail,
+                    "retry_at": None,
+                },
+            )
+        else:
+            my = mysql_insert(_t).values(row)
+            statement = my.on_duplicate_key_update(
+                attempts=_t.c.attempts + 1,
+                updated_at=my.inserted.updated_at,
+                detail=my.inserted.detail,
+                retry_at=None,
+            )
+        await self._connection.execute(statement)
 
     async def defer(
         self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str

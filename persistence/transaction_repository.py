@@ -235,9 +235,10 @@ class SqlTransactionRepository:
         self._loaded: dict[TransactionId, tuple[int, dict[str, Attachment | None]]] = {}
 
     async def add(self, tx: Transaction) -> None:
+        # No savepoint: a duplicate key fails the first insert, which writes nothing, and the
+        # caller abandons the unit of work (create_once).
         try:
-            async with self._connection.begin_nested():
-                await self._insert(tx)
+            await self._insert(tx)
         except IntegrityError as error:
             if "idempotency_key_hash" in str(error.orig):
                 raise DuplicateIdempotencyKey("a transaction with this idempotency key exists") from error

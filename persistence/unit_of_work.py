@@ -44,8 +44,12 @@ class SqlUnitOfWork:
         clock: Clock | None = None,
         actor: str = "system",
         cipher: PiiCipher | None = None,
+        wait_for_seal: bool = True,
     ) -> None:
         self._engine = engine
+        # False: the audit seal runs in the background (AuditSealer.seal_soon); the caller returns
+        # without waiting for its records to be chained (they are committed either way).
+        self._wait_for_seal = wait_for_seal
         # Personal data is encrypted with the configured keys (the composition root's); None: the
         # development key (security.pii.default_cipher), for tests without one.
         self._cipher = cipher
@@ -93,7 +97,10 @@ class SqlUnitOfWork:
             await connection.close()
         if self._to_seal:
             self._to_seal = False
-            await sealer_for(self._engine).sealed()
+            if self._wait_for_seal:
+                await sealer_for(self._engine).sealed()
+            else:
+                sealer_for(self._engine).seal_soon()
 
     # --- what the operation hands to the unit of work --------------------------------
 

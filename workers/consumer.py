@@ -112,15 +112,22 @@ class EventConsumer:
         self._handlers: dict[str, Handler] = {}
         self._standalone: dict[str, StandaloneHandler] = {}
         self._without_inbox: set[str] = set()
+        self._wants: dict[str, Callable[[EventEnvelope], bool]] = {}
         self._started = False
 
     # --- registration -------------------------------------------------------------------
 
-    def register(self, event_type: str, handler: Handler) -> None:
-        """Handle events of `event_type` (or every event: "*"). One handler per type."""
+    def register(
+        self, event_type: str, handler: Handler, *, wants: Callable[[EventEnvelope], bool] | None = None
+    ) -> None:
+        """Handle events of `event_type` (or every event: "*"). One handler per type.
+        `wants`: judged on the event alone; one it turns down is acknowledged at once, without the
+        inbox's row and commit (the handler would have done nothing with it)."""
         if event_type in self._handlers or event_type in self._standalone:
             raise ValueError(f"{event_type} already has a handler in group {self.group}")
         self._handlers[event_type] = handler
+        if wants is not None:
+            self._wants[event_type] = wants
 
     def register_standalone(self, event_type: str, handler: StandaloneHandler, *, inbox: bool = True) -> None:
         """Handle `event_type` with a handler that commits its own work and is idempotent by
@@ -216,7 +223,8 @@ class EventConsumer:
         if standalone is not None:
             return await self._handle_standalone(delivery, event, standalone, context)
         handler = self._handlers.get(event.event_type) or self._handlers.get(ANY_EVENT)
-        if handler is None:
+        wants = self._wants.get(event.event_type if event.event_type in self._handlers else ANY_EVENT)
+        if handler is None or (wants is not None and not wants(event)):
             return await self._ack(delivery, Outcome("ignored", delivery.message_id, event_id), context)
         try:
             async with self._uow_factory() as uow:

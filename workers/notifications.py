@@ -53,9 +53,18 @@ def notification_consumers(
         consumer = EventConsumer(
             bus, engine, group=NOTICE_GROUPS[channel], streams=NOTICE_STREAMS, clock=clock, **options
         )
-        consumer.register("TransactionStatusChanged", _handler(channel, notifier))
+        # Only a final status makes a notice: the others are acknowledged without an inbox row
+        # (two per status change and channel, for nothing).
+        consumer.register("TransactionStatusChanged", _handler(channel, notifier), wants=_reaches_final)
         consumers.append(consumer)
     return consumers
+
+
+def _reaches_final(event: EventEnvelope) -> bool:
+    try:
+        return TransactionStatus(str(event.data().get("to_status"))) in _REACHED
+    except ValueError:
+        return False
 
 
 def _handler(channel: str, notifier: Notifier) -> Any:

@@ -13,6 +13,11 @@ loop backs off. Relays may run side by side (MariaDB: disjoint batches by SKIP L
 SQLite: serialised by BEGIN IMMEDIATE). On MariaDB the relay's transaction runs at READ
 COMMITTED so its locking read takes record locks only, no gap locks that would stall
 writers inserting new events.
+
+While `run()` loops on MariaDB it keeps one connection, its isolation level set once, and an idle
+pass ends nothing: at READ COMMITTED a claim that found no row holds no lock and no snapshot, so the
+transaction it opened simply serves the next pass (an idle pass is one statement, not a SET, the
+claim, an empty COMMIT and the SET back). A pass that claimed rows commits as before.
 """
 
 from __future__ import annotations
@@ -50,32 +55,51 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self._clock = clock or SystemClock()
 
+    @property
+    def _mariadb(self) -> bool:
+        return self._engine.dialect.name in ("mysql", "mariadb")
+
     async def _connect(self) -> AsyncConnection:
         connection = await self._engine.connect()
-        if self._engine.dialect.name in ("mysql", "mariadb"):
+        if self._mariadb:
             await connection.execution_options(isolation_level="READ COMMITTED")
         return connection
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many events were published."""
-        failure: Exception | None = None
         connection = await self._connect()
         try:
-            async with connection.begin():
-                rows = await outbox_reader.claim_pending(connection, self.batch_size)
-                if not rows:
-                    return 0
-                messages = [(row.stream, EventEnvelope.from_pending(row).to_fields()) for row in rows]
-                ids = [row.id for row in rows]
-                try:
-                    await self._bus.publish(messages)
-                except Exception as exc:
-                    failure = exc  # commit the attempt count, then report
-                    await outbox_reader.count_failed_attempt(connection, ids)
-                else:
-                    await outbox_reader.mark_published(connection, ids, self._clock.now())
+            return await self._pass(connection, keep_idle=False)
         finally:
             await connection.close()
+
+    async def _pass(self, connection: AsyncConnection, *, keep_idle: bool) -> int:
+        """One claim on `connection`; `keep_idle`: leave the transaction open when nothing was
+        claimed (MariaDB at READ COMMITTED only: it then holds nothing)."""
+        failure: Exception | None = None
+        if not connection.in_transaction():
+            await connection.begin()
+        try:
+            rows = await outbox_reader.claim_pending(connection, self.batch_size)
+            if not rows:
+                if not keep_idle:
+                    await connection.commit()
+                return 0
+            messages = [(row.stream, EventEnvelope.from_pending(row).to_fields()) for row in rows]
+            ids = [row.id for row in rows]
+            try:
+                await self._bus.publish(messages)
+            except Exception as exc:
+                failure = exc  # commit the attempt count, then report
+                await outbox_reader.count_failed_attempt(connection, ids)
+            else:
+                await outbox_reader.mark_published(connection, ids, self._clock.now())
+            await connection.commit()
+        except BaseException:
+            if connection.in_transaction():
+                with contextlib.suppress(Exception):  # a dead connection: the caller's error stands
+                    await connection.rollback()
+            raise
         if failure is not None:
             metrics.PUBLISH_FAILURES.inc()
             raise failure
@@ -95,14 +119,29 @@ class OutboxRelay:
         """Relay until `stop` is set: full batches back to back, else one pass per interval."""
         log.info("relay.started", batch_size=self.batch_size, poll_interval=self.poll_interval)
         delay = self.poll_interval
-        while not stop.is_set():
-            try:
-                published = await self.relay_once()
-                delay = 0.0 if published >= self.batch_size else self.poll_interval
-            except Exception as exc:
-                delay = min(max(delay * 2, self.poll_interval, 0.1), self.max_backoff)
-                log.warning("relay.failed", error=type(exc).__name__, retry_in=delay)
-            if delay:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+        held: AsyncConnection | None = None  # MariaDB: one connection for the whole loop
+        try:
+            while not stop.is_set():
+                try:
+                    if not self._mariadb:
+                        published = await self.relay_once()
+                    else:
+                        if held is None:
+                            held = await self._connect()
+                        published = await self._pass(held, keep_idle=True)
+                    delay = 0.0 if published >= self.batch_size else self.poll_interval
+                except Exception as exc:
+                    if held is not None:  # a fresh connection next pass (the old may be dead)
+                        with contextlib.suppress(Exception):
+                            await held.close()
+                        held = None
+                    delay = min(max(delay * 2, self.poll_interval, 0.1), self.max_backoff)
+                    log.warning("relay.failed", error=type(exc).__name__, retry_in=delay)
+                if delay:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            if held is not None:
+                with contextlib.suppress(Exception):
+                    await held.close()
         log.info("relay.stopped")

@@ -17,19 +17,27 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 import structlog
 
 from application.identity.errors import ComplianceRefused, UserNotFound
-from application.identity.ports import IdentityUnitOfWork, TransactionStats
+from application.identity.ports import IdentityUnitOfWork, KnownUser, TransactionStats
 from application.identity.rate_limits import RateLimitGuard
 from domain.shared.clock import Clock
 from domain.shared.ids import UserId
 from domain.shared.json_value import JSONValue
 from domain.user.kyc_snapshot import KycSnapshot
+from domain.user.user import User
 from domain.wallet.money import Money
 
 log = structlog.get_logger("penpay.compliance")
+
+
+class RefreshKyc(Protocol):
+    """IdentityService.refresh_kyc"""
+
+    def __call__(self, user_id: UserId, *, known: KnownUser | None = None) -> Awaitable[KycSnapshot]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +56,7 @@ class CompliancePolicy:
         *,
         unit_of_work: Callable[[], IdentityUnitOfWork],
         stats: TransactionStats,
-        refresh_kyc: Callable[[UserId], Awaitable[KycSnapshot]],
+        refresh_kyc: RefreshKyc,
         clock: Clock,
         limits: AmlLimits | None = None,
         rate_limits: RateLimitGuard | None = None,
@@ -61,11 +69,21 @@ class CompliancePolicy:
         self._rate_limits = rate_limits
 
     async def check_money_movement(
-        self, *, user_id: UserId, amount: Money, client_ip: str | None = None, refresh: bool = True
+        self,
+        *,
+        user_id: UserId,
+        amount: Money,
+        client_ip: str | None = None,
+        refresh: bool = True,
+        known: KnownUser | None = None,
     ) -> None:
-        """Return if `amount` may move for this user now; raise ComplianceRefused otherwise."""
-        async with self._uow() as uow:
-            user = await uow.users.get(user_id)
+        """Return if `amount` may move for this user now; raise ComplianceRefused otherwise.
+        `known`: the user (and token) the caller read in this request, judged without reading again."""
+        if known is not None and known.user.id == user_id:
+            user: User | None = known.user
+        else:
+            async with self._uow() as uow:
+                user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFound("no such user")
         if self._rate_limits is not None:
@@ -84,7 +102,7 @@ class CompliancePolicy:
                 "identity document so they can verify you; money moves once they have",
                 amount,
             )
-        snapshot = await self._refresh_kyc(user_id) if refresh else user.kyc
+        snapshot = await self._refresh_kyc(user_id, known=known) if refresh else user.kyc
         if snapshot is None or not snapshot.is_acceptable():
             missing = ", ".join(snapshot.missing_for_payments()) if snapshot else "everything"
             await self._refuse(
@@ -98,8 +116,22 @@ class CompliancePolicy:
 
         now = self._clock.now()
         currency = amount.currency.value
-        recent = await self._stats.count_since(user_id, now - timedelta(hours=1))
-        if recent >= self.limits.max_transactions_per_hour:
+        windows = [
+            (rule, window, ceiling)
+            for rule, window, table in (
+                ("DAILY_LIMIT", timedelta(days=1), self.limits.daily_minor),
+                ("WEEKLY_LIMIT", timedelta(days=7), self.limits.weekly_minor),
+            )
+            if (ceiling := table.get(currency)) is not None
+        ]
+        # one read for the velocity rule and every amount window
+        usage = await self._stats.usage(
+            user_id,
+            currency,
+            count_since=now - timedelta(hours=1),
+            amounts_since=[now - window for _, window, _ in windows],
+        )
+        if usage.started >= self.limits.max_transactions_per_hour:
             await self._refuse(
                 user_id,
                 "VELOCITY",
@@ -107,14 +139,7 @@ class CompliancePolicy:
                 amount,
                 limit_breach=True,
             )
-        for rule, window, table in (
-            ("DAILY_LIMIT", timedelta(days=1), self.limits.daily_minor),
-            ("WEEKLY_LIMIT", timedelta(days=7), self.limits.weekly_minor),
-        ):
-            ceiling = table.get(currency)
-            if ceiling is None:
-                continue
-            used = await self._stats.amount_since(user_id, currency, now - window)
+        for (rule, _, ceiling), used in zip(windows, usage.amounts, strict=True):
             if used + amount.amount_minor > ceiling:
                 await self._refuse(
                     user_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -11,6 +11,7 @@ from typing import NamedTuple, Protocol
 from application.unit_of_work import UnitOfWork
 from domain.shared.ids import UserId
 from domain.user.ports import UserRepository
+from domain.user.user import User
 
 
 class PasswordHasher(Protocol):
@@ -181,6 +182,27 @@ class TransactionStats(Protocol):
     async def amount_since(self, user_id: UserId, currency: str, since: datetime) -> int: ...
 
     async def count_since(self, user_id: UserId, since: datetime) -> int: ...
+
+    async def usage(
+        self, user_id: UserId, currency: str, *, count_since: datetime, amounts_since: Sequence[datetime]
+    ) -> Usage:
+        """count_since and amount_since for each of `amounts_since`, in one read."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class KnownUser:
+    """A user and their Deriv token as read earlier in the same request, handed on so the
+    compliance check and the KYC refresh do not read them again."""
+
+    user: User
+    deriv_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    started: int  # transactions started since count_since (every status: velocity)
+    amounts: tuple[int, ...]  # minor units of the currency moved since each of amounts_since
 
 
 class IdentityUserRepository(UserRepository, Protocol):

@@ -35,6 +35,7 @@ from application.identity.ports import (
     AccessTokenIssuer,
     DerivAccountGateway,
     IdentityUnitOfWork,
+    KnownUser,
     Notifier,
     PasswordHasher,
     RefreshTokenStore,
@@ -478,15 +479,19 @@ class IdentityService:
         log.info("deriv.bound", user_id=str(user_id), deriv_login_id=login_id.value)
         return login_id
 
-    async def refresh_kyc(self, user_id: UserId) -> KycSnapshot:
+    async def refresh_kyc(self, user_id: UserId, *, known: KnownUser | None = None) -> KycSnapshot:
         """A fresh KycSnapshot from Deriv's get_settings (on demand and before money moves).
 
         A new-API (REST) account: that API shares no profile, so the snapshot is the one kept from
-        the user's v3 account, after checking the token still opens the bound account."""
-        async with self._uow() as uow:
-            user = await self._require_user(uow, user_id)
-            stored = user.kyc
-            token = await uow.users.load_deriv_token(user_id)
+        the user's v3 account, after checking the token still opens the bound account.
+        `known`: the user and token the caller read in this request (no second read of either)."""
+        if known is not None and known.user.id == user_id:
+            user, token = known.user, known.deriv_token
+        else:
+            async with self._uow() as uow:
+                user = await self._require_user(uow, user_id)
+                token = await uow.users.load_deriv_token(user_id)
+        stored = user.kyc
         if token is None:
             raise DerivAccountNotBound("bind a Deriv account first")
         if user.deriv_login_id is not None and user.deriv_login_id.is_rest:

@@ -37,9 +37,12 @@ async def create_once(
     user_id: UserId,
     key_hash: str,
     build: Callable[[], Transaction],
+    looked: bool = False,
 ) -> Created:
+    """`looked`: the caller found no transaction under the key a moment ago, so it is not read
+    again; the unique key hash still decides a race."""
     async with unit_of_work() as uow:
-        existing = await uow.transactions.find_by_idempotency_key(user_id, key_hash)
+        existing = None if looked else await uow.transactions.find_by_idempotency_key(user_id, key_hash)
         if existing is not None:
             return Created(existing, created=False)
         transaction = build()

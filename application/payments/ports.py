@@ -114,7 +114,7 @@ class SagaSteps(Protocol):
 
     async def start(
         self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str | None = None
-    ) -> StepRecord:
+    ) -> None:
         """Record one more attempt of `step` (insert, or attempts + 1); clears a deferral."""
         ...
 

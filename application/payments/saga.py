@@ -17,6 +17,7 @@ kills the process at a named point.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from application.ledger import book
+from application.ledger import book, book_all
 from application.payments import bookings
 from application.payments.decisions import (
     Action,
@@ -52,6 +53,7 @@ from domain.shared.ids import TransactionId
 from domain.wallet.account_kind import AccountKind, LedgerSide
 from domain.wallet.errors import Overdraft
 from domain.wallet.events import FloatLow
+from domain.wallet.ledger_account import LedgerAccount
 from domain.wallet.money import Money
 from domain.wallet.posting import Posting
 
@@ -134,7 +136,11 @@ class PaymentSaga:
                 action=decision.action.value,
                 why=decision.reason,
             )
-            if not await self._execute(tx_id, decision):
+            if decision.action is Action.CONFIRM_STK:
+                # Read-only: no intent row, no lock; the query runs from the state just read.
+                if not await self._query_stk(tx, decision):
+                    break
+            elif not await self._execute(tx_id, decision):
                 break
         return Advanced(tx_id, status, tuple(actions))
 
@@ -281,13 +287,31 @@ class PaymentSaga:
 
     async def _confirm_stk(self, tx_id: TransactionId, decision: Decision) -> bool:
         async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.CONFIRM_STK)
-            if tx is None or tx.mpesa_request is None:
-                return True
-            await uow.saga_steps.start(tx.id, Step.STK_QUERY, now=uow.clock.now(), detail=decision.reason)
+            tx = await uow.transactions.get(tx_id)
+        return True if tx is None else await self._query_stk(tx, decision)
+
+    async def _query_stk(self, tx: Transaction, decision: Decision) -> bool:
+        """The STK Query moves no money, so no intent is written before it: its attempt is counted
+        with the answer when that answer settles nothing (a crash before that only asks again).
+        A settled answer is the evidence row itself (the confirmer moves it), so nothing else is
+        written then."""
+        if tx.mpesa_request is None:
+            return True
+        try:
+            verdict = await self._mpesa.confirm_stk(tx.mpesa_request.checkout_request_id)
+        except Exception:
+            with contextlib.suppress(Exception):  # the query's own error is the one to report
+                await self._count_attempt(tx.id, Step.STK_QUERY, decision.reason)
+            raise
+        if verdict is Verdict.PENDING:
+            await self._count_attempt(tx.id, Step.STK_QUERY, decision.reason)
+            return False
+        return True  # the evidence row changed: decide again
+
+    async def _count_attempt(self, tx_id: TransactionId, step: Step, detail: str) -> None:
+        async with self._uow() as uow:
+            await uow.saga_steps.start(tx_id, step, now=uow.clock.now(), detail=detail)
             await uow.commit()
-        verdict = await self._mpesa.confirm_stk(tx.mpesa_request.checkout_request_id)
-        return verdict is not Verdict.PENDING  # the evidence row changed: decide again
 
     async def _credit_deposit(self, tx_id: TransactionId, decision: Decision) -> bool:
         async with self._uow() as uow:
@@ -295,8 +319,7 @@ class PaymentSaga:
             if tx is None or tx.mpesa_request is None:
                 return True
             now = uow.clock.now()
-            for posting in await bookings.deposit_received(uow.ledger, tx):
-                await book(uow, posting)
+            await book_all(uow, await bookings.deposit_received(uow.ledger, tx))
             request = tx.mpesa_request
             tx.mpesa_confirmed(
                 mpesa_receipt_number=request.mpesa_receipt_number,
@@ -446,8 +469,7 @@ class PaymentSaga:
         """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal)."""
 
         async def debited(uow: PaymentsUnitOfWork, t: Transaction) -> None:
-            for posting in await bookings.withdrawal_debited(uow.ledger, t):
-                await book(uow, posting)
+            await book_all(uow, await bookings.withdrawal_debited(uow.ledger, t))
             t.deriv_withdrawal_done(deriv_transaction_id=deriv_transaction_id, now=uow.clock.now())
 
         return await self._finish_with(
@@ -525,8 +547,7 @@ class PaymentSaga:
             tx = await self._locked(uow, tx_id, Action.START_REFUND)
             if tx is None:
                 return True
-            for posting in await bookings.withdrawal_reversal(uow.ledger, tx):
-                await book(uow, posting)
+            await book_all(uow, await bookings.withdrawal_reversal(uow.ledger, tx))
             await uow.saga_steps.start(tx.id, Step.REFUND, now=uow.clock.now(), detail=decision.reason)
             self._checkpoint("withdrawal.refund.before_commit")
             await uow.commit()
@@ -679,7 +700,7 @@ class PaymentSaga:
         needed = next(e.amount for e in posting.entries if e.side is LedgerSide.CREDIT)
         threshold = self._float_thresholds.get(kind, 0)
         try:
-            await book(uow, posting)
+            accounts = await book(uow, posting)
         except Overdraft:
             await self._float_low(uow, kind, needed, needed.amount_minor, threshold)
             await uow.saga_steps.start(
@@ -688,7 +709,13 @@ class PaymentSaga:
             await uow.commit()
             log.warning("saga.float_too_low", transaction_id=str(tx.id), float=kind.value)
             return False
-        after = await self._float_low(uow, kind, needed, 0, threshold, only_if_crossed=True)
+        # the float as the posting left it: locked and updated, not read again
+        float_account = next(
+            (a for a in accounts.values() if a.kind is kind and a.currency is needed.currency), None
+        )
+        after = await self._float_low(
+            uow, kind, needed, 0, threshold, only_if_crossed=True, account=float_account
+        )
         if after is not None:
             log.warning("saga.float_below_threshold", float=kind.value, balance_minor=after)
         return True
@@ -702,8 +729,10 @@ class PaymentSaga:
         threshold: int,
         *,
         only_if_crossed: bool = False,
+        account: LedgerAccount | None = None,
     ) -> int | None:
-        account = await uow.ledger.get_or_create_account(kind=kind, currency=amount.currency)
+        if account is None:
+            account = await uow.ledger.get_or_create_account(kind=kind, currency=amount.currency)
         balance = account.balance.amount_minor
         if only_if_crossed and not (balance < threshold <= balance + amount.amount_minor):
             return None

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from application.identity.ports import KnownUser
 from application.payments.create_once import create_once
 from application.payments.errors import (
     CallDeferred,
@@ -60,7 +61,7 @@ class MoneyMovementPolicy(Protocol):
     """KYC, limits and velocity (application.identity.compliance.CompliancePolicy)."""
 
     async def check_money_movement(
-        self, *, user_id: UserId, amount: Money, client_ip: str | None = None
+        self, *, user_id: UserId, amount: Money, client_ip: str | None = None, known: KnownUser | None = None
     ) -> None: ...
 
 
@@ -109,9 +110,12 @@ class PaymentsApplication:
             raise InvalidValue("a deposit is paid in KES", field="currency")
         # One read for both (each unit of work is a pooled connection and its round trips); the
         # user is judged after the policy, whose refusals come first.
+        # The user and their Deriv token are read here once, for the compliance check and the
+        # KYC refresh too (each unit of work is a pooled connection and its round trips).
         async with self._uow() as uow:
             existing = await uow.transactions.find_by_idempotency_key(user_id, idempotency_key_hash)
             found = await uow.users.get(user_id) if existing is None else None
+            token = await uow.users.load_deriv_token(user_id) if found is not None else None
         if existing is not None:
             return existing
         # The amount first (what M-Pesa takes, then the USD it buys at the quote against what Deriv
@@ -124,7 +128,10 @@ class PaymentsApplication:
         async with self._uow() as uow:
             await require_float_cover(uow, TransactionType.DEPOSIT, rate.convert(amount, at=now).target)
         if self._policy is not None:
-            await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
+            known = KnownUser(found, token) if found is not None else None
+            await self._policy.check_money_movement(
+                user_id=user_id, amount=amount, client_ip=client_ip, known=known
+            )
         user = _bound(found)
         payer = PhoneNumber(phone) if phone else user.phone
         assert user.deriv_login_id is not None
@@ -132,6 +139,7 @@ class PaymentsApplication:
             self._uow,
             user_id=user_id,
             key_hash=idempotency_key_hash,
+            looked=True,
             build=lambda: Transaction.start_deposit(
                 user_id=user_id,
                 amount=amount,

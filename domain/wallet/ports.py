@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
 from domain.shared.ids import LedgerAccountId, UserId
@@ -33,6 +33,10 @@ class LedgerRepository(Protocol):
         ...
 
     async def add_posting(self, posting: Posting) -> None: ...
+
+    async def add_postings(self, postings: Sequence[Posting]) -> None:
+        """Write these postings and all their entries (one insert each where the store allows)."""
+        ...
 
     async def save_accounts(self, accounts: Iterable[LedgerAccount]) -> None:
         """Persist balances with an optimistic version check (ConcurrentModification)."""

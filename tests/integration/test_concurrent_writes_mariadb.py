@@ -87,6 +87,30 @@ async def test_a_failed_seal_leaves_the_records_committed_for_the_next_one(
     assert report.ok and report.pending == 0 and report.rows_checked == 2
 
 
+async def test_a_unit_of_work_that_does_not_wait_leaves_its_seal_to_the_background(
+    engine: AsyncEngine,
+) -> None:
+    from persistence.audit_sealer import sealer_for
+    from persistence.tables import audit_chain_head
+
+    holder = await engine.connect()  # holds the chain head: no seal can finish meanwhile
+    await holder.begin()
+    await holder.execute(select(audit_chain_head).with_for_update())
+    async with SqlUnitOfWork(engine, actor="api", wait_for_seal=False) as uow:
+        uow.audit(action="Test", subject_type="Test", subject_id="no-wait")
+        await uow.commit()
+    # back with the seal still blocked: the record is committed, waiting in audit_pending
+    async with engine.connect() as connection:
+        assert (await verify_chain(connection)).pending == 1
+    await holder.rollback()
+    await holder.close()
+
+    await sealer_for(engine).settled()
+    async with engine.connect() as connection:
+        report = await verify_chain(connection)
+    assert report.ok and report.pending == 0 and report.rows_checked == 1
+
+
 def new_user() -> User:
     return User.register(
         email=Email(f"codes{secrets.token_hex(5)}@example.co.ke"),

@@ -114,3 +114,72 @@ async def test_an_account_id_is_remembered_once_committed_never_from_a_rolled_ba
         )
     async with SqlUnitOfWork(engine) as uow:
         assert await uow.ledger.account_id(kind=kind, currency=currency) == created
+
+
+async def test_postings_booked_together_are_written_in_order_with_one_balance_each(
+    engine: AsyncEngine,
+) -> None:
+    from application.ledger import book_all
+
+    wallet, float_account = await wallet_and_float(engine)
+    await fund(engine, wallet, float_account, 100_00)
+    async with SqlUnitOfWork(engine) as uow:
+        # the second may only pass because the first is applied before it is checked
+        accounts = await book_all(
+            uow, [pay_out(wallet, float_account, 60_00), pay_out(wallet, float_account, 40_00)]
+        )
+        await uow.commit()
+    assert accounts[wallet.id].balance_minor == 0
+    assert await balance_of(engine, wallet) == 0
+    assert await balance_of(engine, float_account) == 0
+    assert await count(engine, ledger_postings) == 3
+    assert await count(engine, ledger_entries) == 6
+    assert await net_by_currency(engine) == {"KES": 0}
+    async with engine.connect() as connection:
+        payloads = [
+            json.loads(p)
+            for p in (
+                await connection.execute(
+                    select(domain_events.c.payload).where(domain_events.c.aggregate_id == str(wallet.id))
+                )
+            ).scalars()
+        ]
+    assert sorted(p["balance_minor"] for p in payloads) == [0, 40_00, 100_00]
+
+
+async def test_postings_booked_together_are_refused_whole(engine: AsyncEngine) -> None:
+    from application.ledger import book_all
+
+    wallet, float_account = await wallet_and_float(engine)
+    await fund(engine, wallet, float_account, 50_00)
+    with pytest.raises(Overdraft):
+        async with SqlUnitOfWork(engine) as uow:
+            await book_all(
+                uow, [pay_out(wallet, float_account, 30_00), pay_out(wallet, float_account, 30_00)]
+            )
+            await uow.commit()
+    assert await balance_of(engine, wallet) == 50_00
+    assert await count(engine, ledger_postings) == 1
+
+
+async def test_balances_written_together_are_refused_when_one_changed_since_it_was_read(
+    engine: AsyncEngine,
+) -> None:
+    from sqlalchemy import update
+
+    from domain.shared.errors import ConcurrentModification
+    from domain.wallet.posting_service import post
+
+    wallet, float_account = await wallet_and_float(engine)
+    await fund(engine, wallet, float_account, 50_00)
+    async with SqlUnitOfWork(engine) as uow:
+        accounts = await uow.ledger.get_accounts_for_update([wallet.id, float_account.id])
+        # another writer's change, as the version check would meet it
+        await uow.connection.execute(
+            update(ledger_accounts)
+            .where(ledger_accounts.c.id == float_account.id.value)
+            .values(version=ledger_accounts.c.version + 1)
+        )
+        post(pay_out(wallet, float_account, 10_00), accounts)
+        with pytest.raises(ConcurrentModification):
+            await uow.ledger.save_accounts([accounts[wallet.id], accounts[float_account.id]])

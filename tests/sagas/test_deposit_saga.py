@@ -29,6 +29,13 @@ async def test_a_paid_deposit_credits_the_deriv_account_once(stack: Stack) -> No
     assert done.mpesa_request is not None and done.mpesa_request.mpesa_receipt_number
     assert await stack.deriv_transfers(str(tx.id)) == 1
     assert done.deriv_login_id.value == CLIENT_LOGINID
+    async with stack.uow() as uow:
+        steps = await uow.saga_steps.get(tx.id)
+    # the callback was cross-checked by an STK Query (CONFIRMED), which wrote no intent row: it
+    # moves no money, and an answer that settles the payment needs no attempt counted
+    assert done.mpesa_request.status == "CONFIRMED"
+    assert "stk_query" not in steps
+    assert steps["stk_push"].attempts == 1 and steps["deriv_transfer"].attempts == 1
 
 
 async def test_a_cancelled_stk_push_fails_without_moving_money(stack: Stack) -> None:

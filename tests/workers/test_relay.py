@@ -226,3 +226,43 @@ async def test_penpay_relay_process_publishes_and_stops_on_sigterm(mariadb_redis
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_the_relay_loop_keeps_one_connection_and_commits_only_what_it_claimed(
+    mariadb_redis: Backend,
+) -> None:
+    """Idle passes on MariaDB are the claim alone: no checkout (and isolation switch) per pass, no
+    empty COMMIT; a pass that claims rows commits them as before."""
+    from sqlalchemy import event
+
+    engine = mariadb_redis.engine
+    counts = {"checkouts": 0, "commits": 0, "claims": 0}
+
+    def on_checkout(*_: object) -> None:
+        counts["checkouts"] += 1
+
+    def on_commit(*_: object) -> None:
+        counts["commits"] += 1
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "SKIP LOCKED" in statement:
+            counts["claims"] += 1
+
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
+    event.listen(engine.sync_engine, "commit", on_commit)
+    event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(engine, mariadb_redis.bus, poll_interval=0.01).run(stop))
+    try:
+        while counts["claims"] < 5:  # five idle passes
+            await asyncio.sleep(0.01)
+        assert counts == {"checkouts": 1, "commits": 0, "claims": counts["claims"]}
+        rows = await insert_events(engine, 2)  # its own connection: one checkout, one commit
+        while len(await published_event_ids(mariadb_redis.bus)) < 2:
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert await published_event_ids(mariadb_redis.bus) == [str(r["id"]) for r in rows]
+    assert await pending_rows(engine) == 0
+    assert counts["commits"] == 2  # the insert's, and the relay's pass that published the rows
