@@ -37,6 +37,12 @@ KES = Amount(2_600_00, "KES")
             Comparison(provider=KES, evidence=KES, ledger=KES, provider_copies=2),
             ItemClass.DUPLICATE_AT_PROVIDER,
         ),
+        # a paybill payment PenPay put in suspense itself: explained by its suspense, at its amount
+        (Comparison(provider=KES, evidence=KES, ledger=KES, in_suspense=True), ItemClass.HELD_IN_SUSPENSE),
+        (
+            Comparison(provider=KES, evidence=Amount(1_00, "KES"), ledger=None, in_suspense=True),
+            ItemClass.AMOUNT_MISMATCH,
+        ),
     ],
 )
 def test_classify(comparison: Comparison, expected: ItemClass) -> None:
@@ -51,6 +57,7 @@ def test_floats_and_what_each_class_asks() -> None:
     assert {c for c, rule in CLASSES.items() if rule.explained} == {
         ItemClass.MATCHED,
         ItemClass.AWAITING_PROVIDER,
+        ItemClass.HELD_IN_SUSPENSE,
     }
     with pytest.raises(ValueError, match="nothing"):
         classify(Comparison(provider=None, evidence=None, ledger=None))
