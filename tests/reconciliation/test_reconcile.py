@@ -13,7 +13,10 @@ import pytest
 from sqlalchemy import update
 from websockets.asyncio.client import connect
 
+from application.reconciliation.ports import Item
+from application.reconciliation.rules import Amount, ItemClass
 from application.reconciliation.service import Reconciler
+from application.review.paybill import PaybillSuspenseReview
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
 from domain.payments.status import TransactionStatus
 from domain.shared.ids import TransactionId
@@ -26,6 +29,7 @@ from persistence.tables import (
     reconciliation_items,
     transactions,
 )
+from persistence.unit_of_work import SqlUnitOfWork
 from tests.reconciliation.conftest import World, a_deposit_and_a_withdrawal
 
 pytestmark = pytest.mark.integration
@@ -110,6 +114,20 @@ async def test_a_validated_payment_whose_confirmation_comes_after_reconciliation
     assert again.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(again)]
     assert classes(await world.items(again))[f"c2b:{trans_id}"] == "HELD_IN_SUSPENSE"
     assert await world.count(ledger_postings, SUSPENSE) == 1
+
+    # two people give it to its owner (the paybill suspense review): a deposit, matched from then on
+    review = PaybillSuspenseReview(
+        unit_of_work=lambda: SqlUnitOfWork(stack.engine),  # type: ignore[arg-type,return-value]
+        deposits=stack.paybill,
+    )
+    await review.propose_assignment(staff="op-1", trans_id=trans_id, reference=reference, reason="SMS")
+    tx = await review.approve_assignment(staff="op-2", trans_id=trans_id)
+    assert (await stack.settle(tx)).status == TransactionStatus.COMPLETED
+    last = await world.run()
+    assert last.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(last)]
+    found = classes(await world.items(last))
+    assert found[f"c2b:{trans_id}"] == "MATCHED"
+    assert found[next(k for k in found if k.startswith("float:mpesa"))] == "MATCHED"
 
 
 async def test_a_paybill_deposit_is_matched(world: World) -> None:
@@ -259,3 +277,25 @@ async def test_a_payment_penpay_has_not_confirmed_yet_waits_and_is_never_suspens
     c2b = [r for r in await world.items(report) if r.source == "mpesa_c2b"]
     assert [r.item_class for r in c2b] == ["AWAITING_PROVIDER"]
     assert await world.count(ledger_postings, SUSPENSE) == 0
+
+
+async def test_a_confirmation_settling_it_while_a_run_looks_leaves_nothing_to_book(world: World) -> None:
+    # The run read the pull before the confirmation landed, and classified the payment unknown;
+    # recording it finds the TransID settled under its row lock and books nothing.
+    paid = await world.customer_pays_paybill("254711222333", 500, "NOSUCHREF", validation=False)
+    report = await world.run()
+    late = Item(
+        key="c2b:race-test",
+        source="mpesa_c2b",
+        item_class=ItemClass.UNKNOWN_AT_PENPAY,
+        detail="read before the confirmation",
+        provider_ref=paid["TransID"],
+        provider_amount=Amount(500_00, "KES"),
+        float_kind="MPESA_FLOAT",
+        reference="NOSUCHREF",
+        account=world.stack.daraja_config.shortcode,
+    )
+    _, end = await world.window()
+    await world.store.record_item(report.run_id, late, end)
+    assert await world.count(ledger_postings, SUSPENSE) == 0
+    assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 1
