@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from application.payments.paybill import Status as PaybillStatus
+
 
 class ItemClass(StrEnum):
     MATCHED = "MATCHED"
@@ -89,6 +91,13 @@ def classify(c: Comparison) -> ItemClass:
     if c.evidence != c.provider or c.ledger != c.provider:
         return ItemClass.AMOUNT_MISMATCH
     return ItemClass.MATCHED
+
+
+def held_in_suspense(paybill_status: str | None) -> bool:
+    """Whether PenPay's paybill endpoints booked a C2B payment to SUSPENSE themselves (its c2b_payments
+    status). A DEPOSIT is explained by its MpesaRequest (receipt = TransID) instead; VALIDATED or
+    REFUSED means only the validation reached PenPay, never the confirmation: the money is unknown."""
+    return paybill_status == PaybillStatus.SUSPENSE
 
 
 def classify_float(provider: Amount, ledger: Amount) -> ItemClass:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from application.alerts import raise_alert
-from application.payments.paybill import Status as PaybillStatus
 from application.reconciliation import ports
 from application.reconciliation.ports import Evidence, Item, ProviderReadFailed, ProviderRecord
 from application.reconciliation.rules import (
@@ -23,6 +22,7 @@ from application.reconciliation.rules import (
     ItemClass,
     classify,
     classify_float,
+    held_in_suspense,
 )
 
 READ_FAILED_ALERT = "reconciliation_read_failed"
@@ -133,14 +133,13 @@ class Reconciler:
         missing = [p.ref for p in in_window if p.ref not in evidence]
         evidence.update(await self._store.stk_evidence_by_receipt(missing))
         # A paybill payment's TransID is the receipt of the DEPOSIT it became; one PenPay's confirmation
-        # endpoint put in suspense has no transaction: its c2b_payments row explains it. A row that saw
-        # only the validation (VALIDATED, REFUSED) does not: the confirmation never reached PenPay.
+        # endpoint put in suspense has no transaction: its c2b_payments row explains it.
         held = {
             ref: h
             for ref, h in (
                 await self._store.paybill_payments([r for r in missing if r not in evidence])
             ).items()
-            if h.status == PaybillStatus.SUSPENSE
+            if held_in_suspense(h.status)
         }
         ledger = await self._store.float_movement(
             [e.transaction_id for e in paid] + [e.transaction_id for e in evidence.values()], "MPESA_FLOAT"

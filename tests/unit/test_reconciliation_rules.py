@@ -11,6 +11,7 @@ from application.reconciliation.rules import (
     ItemClass,
     classify,
     classify_float,
+    held_in_suspense,
 )
 from application.reconciliation.service import transaction_hint
 
@@ -71,3 +72,10 @@ def test_the_reference_penpay_wrote_is_the_last_id_in_a_statement_line() -> None
     )
     assert transaction_hint(line) == "01a24ad1-e57e-712f-81ed-d23dce7366b6"
     assert transaction_hint("no reference") is None
+
+
+def test_only_a_confirmed_paybill_payment_put_in_suspense_is_held_there() -> None:
+    assert held_in_suspense("SUSPENSE")
+    # only the validation reached PenPay (or nothing did): the money is unknown at PenPay
+    assert not any(held_in_suspense(s) for s in ("VALIDATED", "REFUSED", None))
+    assert not held_in_suspense("DEPOSIT")  # explained by its MpesaRequest instead
