@@ -146,6 +146,11 @@ class DarajaClient:
         return self._session
 
     @property
+    def shortcode(self) -> str:
+        """The shortcode PenPay collects under (Pull Transactions lists its C2B payments)."""
+        return self._cfg.shortcode
+
+    @property
     def token_cache(self) -> AccessTokens:
         if self._tokens is None:
             cfg = self._cfg

@@ -81,6 +81,8 @@ class DarajaReconciliationReads:
                 credit=True,
                 occurred_at=p.occurred_at.astimezone(UTC),
                 reference=p.bill_reference,
+                party=p.msisdn_shown,
+                account=self._client.shortcode,
             )
             for p in pulled
         ]

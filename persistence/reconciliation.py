@@ -14,12 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.ledger import book
 from application.payments import bookings
-from application.reconciliation.ports import Evidence, Item
+from application.payments.paybill import SETTLED, PaybillPayment
+from application.payments.paybill import Status as PaybillStatus
+from application.reconciliation.ports import MPESA_C2B, Evidence, Item, PaybillHeld
 from application.reconciliation.rules import CLASSES, Amount
 from domain.shared.ids import new_uuid7
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
 from persistence.tables import (
+    c2b_payments,
     deriv_transfers,
     deriv_withdrawals,
     ledger_accounts,
@@ -210,6 +213,22 @@ class SqlReconciliationStore:
                     found[e.provider_ref] = e
         return found
 
+    async def paybill_payments(self, trans_ids: list[str]) -> dict[str, PaybillHeld]:
+        if not trans_ids:
+            return {}
+        t = c2b_payments
+        query = select(t.c.trans_id, t.c.amount_cents, t.c.amount_currency, t.c.status).where(
+            t.c.trans_id.in_(sorted(set(trans_ids)))
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {
+            str(r.trans_id): PaybillHeld(
+                str(r.trans_id), Amount(int(r.amount_cents), str(r.amount_currency)), str(r.status)
+            )
+            for r in rows
+        }
+
     async def known_transactions(self, ids: list[str]) -> set[str]:
         wanted = []
         for text in ids:
@@ -299,7 +318,10 @@ class SqlReconciliationStore:
                 await uow.commit()
                 return
             posting_id = None
-            if item.float_kind and item.provider_amount is not None:
+            book_suspense = item.float_kind is not None and item.provider_amount is not None
+            if book_suspense and item.source == MPESA_C2B:
+                book_suspense = await self._paybill_suspense(uow, item, now)
+            if book_suspense and item.float_kind and item.provider_amount is not None:
                 amount = Money(item.provider_amount.cents, Currency(item.provider_amount.currency))
                 posting = await bookings.unexplained_at_provider(
                     uow.ledger,
@@ -344,6 +366,40 @@ class SqlReconciliationStore:
             except IntegrityError:
                 # another run recorded it first: theirs stands (and its posting), ours rolls back
                 return
+
+    @staticmethod
+    async def _paybill_suspense(uow: SqlUnitOfWork, item: Item, now: datetime) -> bool:
+        """A C2B payment M-Pesa holds whose confirmation never reached PenPay: its c2b_payments row is
+        made (or moved) to SUSPENSE under the TransID's row lock, in the transaction that books it, so
+        a confirmation arriving later is a repeat that changes nothing, and the paybill suspense review
+        gives it to its owner. False: a confirmation settled it meanwhile (nothing to book; the next
+        run sees how)."""
+        assert item.provider_ref is not None and item.provider_amount is not None
+        why = "reconciliation: M-Pesa holds this payment; its confirmation never reached PenPay"
+        payment = PaybillPayment(
+            trans_id=item.provider_ref,
+            shortcode=item.account,
+            bill_ref=item.reference,
+            amount_minor=item.provider_amount.cents,
+            msisdn=item.party or None,
+            raw=json.dumps({"reconciliation_item": item.key, "detail": item.detail}),
+        )
+        stored = await uow.paybill.lock(item.provider_ref)
+        if stored is not None and stored.status in SETTLED:
+            return False
+        if stored is None:
+            if not await uow.paybill.insert(payment, status=PaybillStatus.SUSPENSE, now=now, reason=why):
+                return False  # a confirmation inserted it just now: settled by its own path
+        else:
+            await uow.paybill.update(
+                item.provider_ref,
+                now=now,
+                status=PaybillStatus.SUSPENSE,
+                reason=f"{why} (validated {stored.result_code})"[:255],
+                raw_confirmation=payment.raw,
+            )
+        await uow.paybill.keep_for_review(payment, "PAYBILL_SUSPENSE", why, now=now)
+        return True
 
     # --- reads for operators ---------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ class ProviderRecord:
     occurred_at: datetime
     reference: str  # bill reference / statement description
     transaction_hint: str | None = None  # a PenPay transaction id the record names, if any
+    party: str = ""  # the payer as the provider shows them (an M-Pesa MSISDN, maybe masked)
+    account: str = ""  # PenPay's account at the provider the record is of (the paybill shortcode)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,15 @@ class Evidence:
     created_at: datetime
     # Deriv: "transfer" (agent -> client, a debit of the agent) or "withdrawal" (client -> agent)
     kind: str = ""
+
+
+@dataclass(frozen=True)
+class PaybillHeld:
+    """A paybill payment PenPay's C2B endpoints know of (a c2b_payments row), by its TransID."""
+
+    trans_id: str
+    amount: Amount
+    status: str  # application.payments.paybill.Status
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,10 @@ class Item:
     occurred_at: datetime | None = None
     credit: bool = True  # direction of a provider record (suspense posting)
     float_kind: str | None = None  # the float a suspense posting books against
+    # a C2B payment booked to suspense: what the paybill suspense row is made of
+    reference: str = ""
+    party: str = ""
+    account: str = ""
 
 
 class ProviderReads(Protocol):
@@ -98,6 +113,8 @@ class ReconciliationStore(Protocol):
     async def deriv_evidence_by_ref(self, refs: list[str]) -> dict[str, Evidence]: ...
 
     async def deriv_evidence_of(self, transaction_ids: list[str]) -> list[Evidence]: ...
+
+    async def paybill_payments(self, trans_ids: list[str]) -> dict[str, PaybillHeld]: ...
 
     async def known_transactions(self, ids: list[str]) -> set[str]: ...
 

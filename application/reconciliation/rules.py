@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from application.payments.paybill import Status as PaybillStatus
+
 
 class ItemClass(StrEnum):
     MATCHED = "MATCHED"
@@ -26,6 +28,9 @@ class ItemClass(StrEnum):
     FLOAT_MISMATCH = "FLOAT_MISMATCH"
     # asked (Transaction Status): the answer has not come yet; the next run looks again
     AWAITING_PROVIDER = "AWAITING_PROVIDER"
+    # a paybill payment PenPay's confirmation endpoint put in SUSPENSE itself when it arrived: booked
+    # once already, and the paybill suspense review owns it
+    HELD_IN_SUSPENSE = "HELD_IN_SUSPENSE"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class ClassRule:
 CLASSES: dict[ItemClass, ClassRule] = {
     ItemClass.MATCHED: ClassRule(explained=True, review=False, suspense=False),
     ItemClass.AWAITING_PROVIDER: ClassRule(explained=True, review=False, suspense=False),
+    ItemClass.HELD_IN_SUSPENSE: ClassRule(explained=True, review=False, suspense=False),
     ItemClass.UNKNOWN_AT_PENPAY: ClassRule(explained=False, review=True, suspense=True),
     ItemClass.MISSING_AT_PROVIDER: ClassRule(explained=False, review=True, suspense=False),
     ItemClass.AMOUNT_MISMATCH: ClassRule(explained=False, review=True, suspense=False),
@@ -63,6 +69,9 @@ class Comparison:
     names_penpay_transaction: bool = False  # the provider's record names a PenPay transaction
     awaiting: bool = False  # evidence not settled and the provider was asked just now
     overdue: bool = False  # ... and it has been waiting longer than the grace
+    # the evidence is a paybill payment PenPay holds in suspense (no transaction, no float movement
+    # of a transaction: the suspense posting booked `evidence`)
+    in_suspense: bool = False
 
 
 def classify(c: Comparison) -> ItemClass:
@@ -77,9 +86,18 @@ def classify(c: Comparison) -> ItemClass:
     if c.evidence is None:
         # Even when it names one of our transactions: the ledger does not carry it, suspense does.
         return ItemClass.UNKNOWN_AT_PENPAY
+    if c.in_suspense:
+        return ItemClass.HELD_IN_SUSPENSE if c.evidence == c.provider else ItemClass.AMOUNT_MISMATCH
     if c.evidence != c.provider or c.ledger != c.provider:
         return ItemClass.AMOUNT_MISMATCH
     return ItemClass.MATCHED
+
+
+def held_in_suspense(paybill_status: str | None) -> bool:
+    """Whether PenPay's paybill endpoints booked a C2B payment to SUSPENSE themselves (its c2b_payments
+    status). A DEPOSIT is explained by its MpesaRequest (receipt = TransID) instead; VALIDATED or
+    REFUSED means only the validation reached PenPay, never the confirmation: the money is unknown."""
+    return paybill_status == PaybillStatus.SUSPENSE
 
 
 def classify_float(provider: Amount, ledger: Amount) -> ItemClass:

@@ -22,6 +22,7 @@ from application.reconciliation.rules import (
     ItemClass,
     classify,
     classify_float,
+    held_in_suspense,
 )
 
 READ_FAILED_ALERT = "reconciliation_read_failed"
@@ -131,16 +132,37 @@ class Reconciler:
         in_window = [p for p in pulled if start <= p.occurred_at < end]
         missing = [p.ref for p in in_window if p.ref not in evidence]
         evidence.update(await self._store.stk_evidence_by_receipt(missing))
+        # A paybill payment's TransID is the receipt of the DEPOSIT it became; one PenPay's confirmation
+        # endpoint put in suspense has no transaction: its c2b_payments row explains it.
+        held = {
+            ref: h
+            for ref, h in (
+                await self._store.paybill_payments([r for r in missing if r not in evidence])
+            ).items()
+            if held_in_suspense(h.status)
+        }
         ledger = await self._store.float_movement(
             [e.transaction_id for e in paid] + [e.transaction_id for e in evidence.values()], "MPESA_FLOAT"
         )
         items: list[Item] = []
         seen: set[str] = set()
         for record in _unique(in_window):
-            ev = evidence.get(record.ref) or by_reference.pop((record.reference.upper(), record.amount), None)
+            ev = evidence.get(record.ref)
+            suspended = held.get(record.ref) if ev is None else None
+            if ev is None and suspended is None:
+                ev = by_reference.pop((record.reference.upper(), record.amount), None)
             if ev is not None:
                 seen.add(ev.transaction_id)
-            if ev is not None and ev.status not in PAID_STK:
+            if suspended is not None:
+                comparison = Comparison(
+                    provider=record.amount,
+                    evidence=suspended.amount,
+                    ledger=suspended.amount,
+                    provider_copies=copies[record.ref],
+                    in_suspense=True,
+                )
+                item_class = classify(comparison)
+            elif ev is not None and ev.status not in PAID_STK:
                 # paid at M-Pesa, not yet confirmed at PenPay: the saga will book it; never suspense
                 item_class = ItemClass.AWAITING_PROVIDER
             else:
@@ -313,6 +335,8 @@ def _item(
             parts.append(f"ref {record.reference[:80]}")
     if ev is not None:
         parts.append(f"evidence {ev.transaction_id} {ev.status} {ev.amount.cents} {ev.amount.currency}")
+    if item_class is ItemClass.HELD_IN_SUSPENSE:
+        parts.append("held in paybill suspense since it arrived")
     return Item(
         key=key,
         source=source,
@@ -325,6 +349,9 @@ def _item(
         occurred_at=record.occurred_at if record else ev.created_at if ev else None,
         credit=record.credit if record else True,
         float_kind=float_kind if CLASSES[item_class].suspense else None,
+        reference=record.reference if record else "",
+        party=record.party if record else "",
+        account=record.account if record else "",
     )
 
 

@@ -19,7 +19,7 @@ from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.reconcile.wiring import ProviderReadsOverApis
 from persistence.reconciliation import SqlReconciliationStore
-from persistence.tables import transactions
+from persistence.tables import c2b_payments, transactions
 from tests.sagas.harness import MPESA_FLOAT_KES, Stack, running_stack
 from workers.memory_bus import InProcessBus
 
@@ -31,14 +31,16 @@ class World:
     store: SqlReconciliationStore
 
     async def window(self) -> tuple[datetime, datetime]:
-        """From a minute before the first transaction to a minute after the last (never the wall clock)."""
+        """From a minute before the first transaction or paybill payment to a minute after the last
+        (never the wall clock)."""
+        bounds: list[datetime] = []
         async with self.stack.engine.connect() as conn:
-            first, last = (
-                await conn.execute(
-                    select(func.min(transactions.c.created_at), func.max(transactions.c.updated_at))
-                )
-            ).one()
-        return first - timedelta(minutes=1), last + timedelta(minutes=1)
+            for table in (transactions, c2b_payments):
+                first, last = (
+                    await conn.execute(select(func.min(table.c.created_at), func.max(table.c.updated_at)))
+                ).one()
+                bounds += [b for b in (first, last) if b is not None]
+        return min(bounds) - timedelta(minutes=1), max(bounds) + timedelta(minutes=1)
 
     async def run(self) -> RunReport:
         start, end = await self.window()
@@ -47,13 +49,23 @@ class World:
     async def items(self, report: RunReport) -> list[Any]:
         return await self.store.items(report.run_id)
 
-    async def customer_pays_paybill(self, phone: str, amount: int) -> dict[str, Any]:
+    async def customer_pays_paybill(
+        self, phone: str, amount: int, account: str = "NOSUCHREF", **extra: Any
+    ) -> dict[str, Any]:
+        """The customer's phone pays the paybill (the simulator's control API stands for it), then the
+        simulator's deliveries (validation, confirmation) drain. The answer: {"TransID", "status", ...}."""
         async with self.stack.http.post(
             f"{self.stack.mpesa_sim.base_url}/__control__/c2b/pay",
-            json={"phone": phone, "amount": amount, "bill_reference": "NOSUCHREF"},
+            json={"phone": phone, "amount": amount, "account": account, **extra},
         ) as response:
             assert response.status == 201, await response.text()
-            return dict(await response.json())
+            paid = dict(await response.json())
+        await self.stack.mpesa_sim.drain()
+        return paid
+
+    async def rows(self, table: Any, *where: Any) -> list[Any]:
+        async with self.stack.engine.connect() as conn:
+            return list((await conn.execute(select(table).where(*where))).all())
 
     async def count(self, table: Any, *where: Any) -> int:
         async with self.stack.engine.connect() as conn:
@@ -70,6 +82,7 @@ async def world(fresh_mariadb_url: str) -> AsyncIterator[World]:
     async with running_stack(fresh_mariadb_url, bus, mpesa_overrides=overrides) as stack:
         await stack.fund_floats()
         daraja = DarajaClient(stack.daraja_config)
+        await daraja.register_c2b_urls()  # the paybill's validation and confirmation URLs
         channel = grpc.aio.insecure_channel(stack.gateway.address)
         try:
             reads = ProviderReadsOverApis(

@@ -13,15 +13,23 @@ import pytest
 from sqlalchemy import update
 from websockets.asyncio.client import connect
 
+from application.reconciliation.ports import Item
+from application.reconciliation.rules import Amount, ItemClass
 from application.reconciliation.service import Reconciler
+from application.review.paybill import PaybillSuspenseReview
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
 from domain.payments.status import TransactionStatus
+from domain.shared.ids import TransactionId
+from mpesa_adapter.routes import PATHS, CallbackKind
 from persistence.tables import (
+    c2b_payments,
     ledger_postings,
     mpesa_disbursements,
     mpesa_requests,
     reconciliation_items,
+    transactions,
 )
+from persistence.unit_of_work import SqlUnitOfWork
 from tests.reconciliation.conftest import World, a_deposit_and_a_withdrawal
 
 pytestmark = pytest.mark.integration
@@ -48,25 +56,111 @@ async def test_a_clean_world_has_no_unexplained_difference_and_a_rerun_adds_noth
     assert await world.count(reconciliation_items) == before
 
 
-async def test_money_at_mpesa_with_no_transaction_goes_to_suspense_once(world: World) -> None:
+SUSPENSE = ledger_postings.c.description.like("reconciliation suspense:%")
+PAYBILL_SUSPENSE = ledger_postings.c.description.like("paybill payment % held in suspense:%")
+
+
+async def test_money_at_mpesa_whose_confirmation_never_came_goes_to_suspense_once(world: World) -> None:
     await a_deposit_and_a_withdrawal(world.stack)
-    paid = await world.customer_pays_paybill("254711222333", 500)
+    world.stack.mpesa_sim.add_fault("drop", api="c2b")  # M-Pesa takes it; its confirmation is lost
+    paid = await world.customer_pays_paybill("254711222333", 500, validation=False)
+    assert paid["status"] == "completed"
+    trans_id = paid["TransID"]
 
     report = await world.run()
     found = classes(await world.items(report))
-    assert found[f"c2b:{paid['receipt']}"] == "UNKNOWN_AT_PENPAY"
+    assert found[f"c2b:{trans_id}"] == "UNKNOWN_AT_PENPAY"
     # booked to suspense: the M-Pesa float now holds it, and matches M-Pesa's balance again
     assert found[next(k for k in found if k.startswith("float:mpesa"))] == "MATCHED"
     assert report.unexplained == 1
-    suspense = ledger_postings.c.description.like("reconciliation suspense:%")
-    assert await world.count(ledger_postings, suspense) == 1
-
-    await world.run()  # the same window again: no second posting, no second item
-    assert await world.count(ledger_postings, suspense) == 1
+    assert await world.count(ledger_postings, SUSPENSE) == 1
+    # ... and it is a paybill payment in suspense now, for the paybill suspense review to assign
     assert (
-        await world.count(reconciliation_items, reconciliation_items.c.item_key == f"c2b:{paid['receipt']}")
+        await world.count(
+            c2b_payments, c2b_payments.c.trans_id == trans_id, c2b_payments.c.status == "SUSPENSE"
+        )
         == 1
     )
+
+    await world.run()  # the same window again: no second posting, no second item
+    assert await world.count(ledger_postings, SUSPENSE) == 1
+    assert await world.count(reconciliation_items, reconciliation_items.c.item_key == f"c2b:{trans_id}") == 1
+    assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 0
+
+
+async def test_a_validated_payment_whose_confirmation_comes_after_reconciliation_is_booked_once(
+    world: World,
+) -> None:
+    stack = world.stack
+    user = await stack.user()
+    reference = await stack.paybill.reference_for(user)
+    stack.mpesa_sim.add_fault("drop", api="c2b")
+    paid = await world.customer_pays_paybill("254711222333", 2_600, reference)
+    trans_id = paid["TransID"]
+    # PenPay heard the validation only: the money is not PenPay's to know of yet
+    assert await world.count(c2b_payments, c2b_payments.c.status == "VALIDATED") == 1
+
+    report = await world.run()
+    assert classes(await world.items(report))[f"c2b:{trans_id}"] == "UNKNOWN_AT_PENPAY"
+    assert await world.count(ledger_postings, SUSPENSE) == 1
+
+    # the confirmation arrives at last: a repeat of a settled payment, nothing booked, no deposit
+    confirm = f"{stack.callbacks.base_url}{PATHS[CallbackKind.C2B_CONFIRMATION]}"
+    async with stack.http.post(f"{confirm}/{stack.daraja_config.callback_secret}", json=paid["body"]) as r:
+        assert r.status == 200
+    assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 0
+    assert await world.count(transactions) == 0
+    again = await world.run()
+    assert again.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(again)]
+    assert classes(await world.items(again))[f"c2b:{trans_id}"] == "HELD_IN_SUSPENSE"
+    assert await world.count(ledger_postings, SUSPENSE) == 1
+
+    # two people give it to its owner (the paybill suspense review): a deposit, matched from then on
+    review = PaybillSuspenseReview(
+        unit_of_work=lambda: SqlUnitOfWork(stack.engine),  # type: ignore[arg-type,return-value]
+        deposits=stack.paybill,
+    )
+    await review.propose_assignment(staff="op-1", trans_id=trans_id, reference=reference, reason="SMS")
+    tx = await review.approve_assignment(staff="op-2", trans_id=trans_id)
+    assert (await stack.settle(tx)).status == TransactionStatus.COMPLETED
+    last = await world.run()
+    assert last.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(last)]
+    found = classes(await world.items(last))
+    assert found[f"c2b:{trans_id}"] == "MATCHED"
+    assert found[next(k for k in found if k.startswith("float:mpesa"))] == "MATCHED"
+
+
+async def test_a_paybill_deposit_is_matched(world: World) -> None:
+    stack = world.stack
+    user = await stack.user()
+    reference = await stack.paybill.reference_for(user)
+    paid = await world.customer_pays_paybill("254711222333", 2_600, reference)
+    [row] = await world.rows(c2b_payments)
+    assert (row.trans_id, row.status) == (paid["TransID"], "DEPOSIT")
+    tx = await stack.settle(TransactionId(row.transaction_id))
+    assert tx.status == TransactionStatus.COMPLETED
+
+    report = await world.run()
+    assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
+    assert classes(await world.items(report))[f"c2b:{paid['TransID']}"] == "MATCHED"
+    assert await world.count(ledger_postings, SUSPENSE) == 0
+
+
+async def test_a_payment_penpay_put_in_suspense_itself_is_explained_and_not_booked_again(
+    world: World,
+) -> None:
+    await a_deposit_and_a_withdrawal(world.stack)
+    # an account number PenPay never issued, validation skipped: the confirmation books it to suspense
+    paid = await world.customer_pays_paybill("254711222333", 500, "NOSUCHREF", validation=False)
+    assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 1
+
+    report = await world.run()
+    assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
+    found = classes(await world.items(report))
+    assert found[f"c2b:{paid['TransID']}"] == "HELD_IN_SUSPENSE"
+    assert found[next(k for k in found if k.startswith("float:mpesa"))] == "MATCHED"
+    assert await world.count(ledger_postings, SUSPENSE) == 0
+    assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 1
 
 
 async def test_an_amount_penpay_recorded_differently_is_a_mismatch(world: World) -> None:
@@ -151,8 +245,7 @@ async def test_a_payment_confirmed_by_stk_query_alone_is_found_by_its_account_re
         )
     report = await world.run()
     assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
-    suspense = ledger_postings.c.description.like("reconciliation suspense:%")
-    assert await world.count(ledger_postings, suspense) == 0
+    assert await world.count(ledger_postings, SUSPENSE) == 0
 
 
 async def test_a_reversed_withdrawal_and_its_transfer_back_reconcile(world: World) -> None:
@@ -183,5 +276,26 @@ async def test_a_payment_penpay_has_not_confirmed_yet_waits_and_is_never_suspens
     report = await world.run()
     c2b = [r for r in await world.items(report) if r.source == "mpesa_c2b"]
     assert [r.item_class for r in c2b] == ["AWAITING_PROVIDER"]
-    suspense = ledger_postings.c.description.like("reconciliation suspense:%")
-    assert await world.count(ledger_postings, suspense) == 0
+    assert await world.count(ledger_postings, SUSPENSE) == 0
+
+
+async def test_a_confirmation_settling_it_while_a_run_looks_leaves_nothing_to_book(world: World) -> None:
+    # The run read the pull before the confirmation landed, and classified the payment unknown;
+    # recording it finds the TransID settled under its row lock and books nothing.
+    paid = await world.customer_pays_paybill("254711222333", 500, "NOSUCHREF", validation=False)
+    report = await world.run()
+    late = Item(
+        key="c2b:race-test",
+        source="mpesa_c2b",
+        item_class=ItemClass.UNKNOWN_AT_PENPAY,
+        detail="read before the confirmation",
+        provider_ref=paid["TransID"],
+        provider_amount=Amount(500_00, "KES"),
+        float_kind="MPESA_FLOAT",
+        reference="NOSUCHREF",
+        account=world.stack.daraja_config.shortcode,
+    )
+    _, end = await world.window()
+    await world.store.record_item(report.run_id, late, end)
+    assert await world.count(ledger_postings, SUSPENSE) == 0
+    assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 1

@@ -11,6 +11,7 @@ from application.reconciliation.rules import (
     ItemClass,
     classify,
     classify_float,
+    held_in_suspense,
 )
 from application.reconciliation.service import transaction_hint
 
@@ -37,6 +38,12 @@ KES = Amount(2_600_00, "KES")
             Comparison(provider=KES, evidence=KES, ledger=KES, provider_copies=2),
             ItemClass.DUPLICATE_AT_PROVIDER,
         ),
+        # a paybill payment PenPay put in suspense itself: explained by its suspense, at its amount
+        (Comparison(provider=KES, evidence=KES, ledger=KES, in_suspense=True), ItemClass.HELD_IN_SUSPENSE),
+        (
+            Comparison(provider=KES, evidence=Amount(1_00, "KES"), ledger=None, in_suspense=True),
+            ItemClass.AMOUNT_MISMATCH,
+        ),
     ],
 )
 def test_classify(comparison: Comparison, expected: ItemClass) -> None:
@@ -51,6 +58,7 @@ def test_floats_and_what_each_class_asks() -> None:
     assert {c for c, rule in CLASSES.items() if rule.explained} == {
         ItemClass.MATCHED,
         ItemClass.AWAITING_PROVIDER,
+        ItemClass.HELD_IN_SUSPENSE,
     }
     with pytest.raises(ValueError, match="nothing"):
         classify(Comparison(provider=None, evidence=None, ledger=None))
@@ -64,3 +72,10 @@ def test_the_reference_penpay_wrote_is_the_last_id_in_a_statement_line() -> None
     )
     assert transaction_hint(line) == "01a24ad1-e57e-712f-81ed-d23dce7366b6"
     assert transaction_hint("no reference") is None
+
+
+def test_only_a_confirmed_paybill_payment_put_in_suspense_is_held_there() -> None:
+    assert held_in_suspense("SUSPENSE")
+    # only the validation reached PenPay (or nothing did): the money is unknown at PenPay
+    assert not any(held_in_suspense(s) for s in ("VALIDATED", "REFUSED", None))
+    assert not held_in_suspense("DEPOSIT")  # explained by its MpesaRequest instead
