@@ -16,7 +16,7 @@ from penpay.ops.v1 import ops_pb2 as pb
 from tests.console.conftest import ROOT, Console
 from tests.ops.test_review_queue import refused_deposit, user_token
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 
 def staff_token(console: Console, name: str, *roles: str) -> str:
