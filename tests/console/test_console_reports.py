@@ -30,6 +30,7 @@ from persistence.tables import transactions
 from tests.console.conftest import Console
 from tests.console.test_console import staff_token
 from tests.ops.test_paybill_suspense import _suspense_payment as suspense_payment
+from tests.ops.test_review_more import stuck_payout
 from tests.ops.test_review_queue import user_token
 from workers.auditor import Auditor
 
@@ -189,6 +190,33 @@ async def test_a_suspense_payment_goes_to_its_owner_with_four_eyes(console: Cons
     assert match is not None
     done = await stack.settle(TransactionId.from_str(match.group(1), field="transaction_id"))
     assert done.status is S.COMPLETED and done.user_id == user
+
+
+async def test_a_stuck_withdrawal_is_completed_on_its_payout_receipt(console: Console) -> None:
+    """The proposal form offers what the API allows for a withdrawal whose payout's outcome was
+    lost (resolve on an M-Pesa receipt, or retry) and sends the receipt as the evidence."""
+    from playwright.async_api import expect
+
+    tx_id, _, receipt = await stuck_payout(console.review, await console.customer())
+    olga = await console.page_for(staff_token(console, "olga", "operator"))
+    await olga.goto(f"{console.url}/ops/transactions/{tx_id}")
+    await expect(olga.get_by_role("radio", name="RESOLVE_COMPLETED")).to_be_visible()
+    await expect(olga.get_by_role("radio", name="RETRY")).to_be_visible()
+    await expect(olga.get_by_role("radio", name="REFUND")).to_have_count(0)  # not for a withdrawal
+    await expect(olga.get_by_label("Deriv transaction id", exact=False)).to_have_count(0)
+    assert await console.axe(olga) == []
+    await olga.get_by_role("radio", name="RESOLVE_COMPLETED").check()
+    await olga.get_by_label("Reason", exact=True).fill("M-Pesa's statement shows the payout")
+    await olga.get_by_label("M-Pesa receipt of the payout", exact=False).fill(receipt.lower())
+    await olga.get_by_role("button", name="Propose").click()
+    await expect(olga.get_by_role("status")).to_have_text("Proposed: waiting for an approver.")
+    await expect(olga.get_by_role("cell", name=f"RESOLVE_COMPLETED ({receipt})")).to_be_visible()
+
+    amos = await console.page_for(staff_token(console, "amos", "approver"))
+    await amos.goto(f"{console.url}/ops/transactions/{tx_id}")
+    await amos.get_by_role("button", name="Approve").click()
+    await expect(amos.get_by_test_id("action-status")).to_have_text("EXECUTED")
+    await expect(amos.get_by_test_id("status")).to_have_text("COMPLETED")
 
 
 async def test_a_user_token_is_refused_the_new_pages(console: Console) -> None:
