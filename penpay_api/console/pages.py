@@ -36,6 +36,10 @@ _AUTH: Any = (
 DEFAULT_THRESHOLDS = {"MPESA_FLOAT": ("KES", 5_000_000), "DERIV_AGENT_FLOAT": ("USD", 100_000)}
 
 
+class ExportInterrupted(RuntimeError):
+    """A download failed after its first bytes were sent (not an answer the guard can render)."""
+
+
 class Refused(Exception):
     """The API refused the caller (no staff token, or a user's)."""
 
@@ -349,14 +353,18 @@ class Console:
         )
         security.harden(response)
         await response.prepare(request)
-        # A later page that fails leaves the download unfinished (aiohttp closes the connection
-        # when a handler fails after the headers went out), never a file that looks complete.
         await response.write(_csv_lines([list(views.CSV_COLUMNS)]))
         while True:
             await response.write(_csv_lines([views.csv_row(i) for i in answer.items]))
             if not answer.next_page_token:
                 break
-            answer = await page(answer.next_page_token)
+            try:
+                answer = await page(answer.next_page_token)
+            except (grpc.aio.AioRpcError, Refused) as exc:
+                # The headers went out: no error page can follow. Failing past the guard makes
+                # aiohttp close the connection before the last chunk, so the browser reports a
+                # failed download, never a short file that looks complete.
+                raise ExportInterrupted(f"reconciliation export of {run_id} stopped: {exc}") from exc
         await response.write_eof()
         return response
 
