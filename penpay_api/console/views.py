@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from application.reconciliation.rules import ItemClass
+from application.reconciliation.rules import CLASSES, ItemClass
 from penpay.common.v1 import money_pb2
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay_api.console.charts import BarChart, ColumnChart, bar_chart, column_chart
@@ -319,6 +319,8 @@ def recon_item(i: pb.ReconciliationItem) -> dict[str, Any]:
         "key": i.item_key,
         "source": i.source,
         "item_class": i.item_class,
+        # Nothing for a person to do (matched, awaiting the provider, ...): the rules say which.
+        "explained": i.item_class in ITEM_CLASSES and CLASSES[ItemClass(i.item_class)].explained,
         "provider_ref": i.provider_ref,
         "transaction_id": i.transaction_id,
         "provider_amount": money(i.provider_amount) if i.HasField("provider_amount") else "",

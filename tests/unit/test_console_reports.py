@@ -56,3 +56,10 @@ def test_verdicts_are_grouped_by_run_and_a_run_with_a_fail_is_failing() -> None:
 def test_a_suspense_item_shows_what_the_customer_typed_masked() -> None:
     shown = views.suspense_item(pb.PaybillSuspenseItem(trans_id="UAB1CD2EF3", bill_ref="0712345678"))
     assert shown["bill_ref"] == "0712***678"
+
+
+def test_an_item_is_flagged_for_a_person_as_the_reconciliation_rules_say() -> None:
+    assert views.recon_item(pb.ReconciliationItem(item_class="MATCHED"))["explained"] is True
+    assert views.recon_item(pb.ReconciliationItem(item_class="AWAITING_PROVIDER"))["explained"] is True
+    assert views.recon_item(pb.ReconciliationItem(item_class="AMOUNT_MISMATCH"))["explained"] is False
+    assert views.recon_item(pb.ReconciliationItem(item_class="NO_SUCH_CLASS"))["explained"] is False
