@@ -305,9 +305,7 @@ class Console:
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
                 raise
-            return self.render(
-                "search.html", query=run_id, matches=[], staff=True, status=404, error=exc.details()
-            )
+            return self._no_run(exc)
         # The run's own line, when it is among the latest (there is no RPC for one run).
         runs = await self.rpc(
             request, "ListReconciliationRuns", pb.ListReconciliationRunsRequest(page_size=RUNS_LISTED)
@@ -321,6 +319,16 @@ class Console:
             next_page=answer.next_page_token,
             item_class=item_class,
             classes=views.ITEM_CLASSES,
+            staff=True,
+        )
+
+    def _no_run(self, exc: grpc.aio.AioRpcError) -> web.Response:
+        return self.render(
+            "missing.html",
+            status=404,
+            what="reconciliation run",
+            message=exc.details() or "",
+            back="/ops/reconciliation",
             staff=True,
         )
 
@@ -341,9 +349,7 @@ class Console:
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
                 raise
-            return self.render(
-                "search.html", query=run_id, matches=[], staff=True, status=404, error=exc.details()
-            )
+            return self._no_run(exc)
         name = f"reconciliation-{answer_safe(run_id)}{'-' + item_class.lower() if item_class else ''}.csv"
         response = web.StreamResponse(
             headers={

@@ -121,6 +121,10 @@ async def test_a_reconciliation_run_is_listed_with_its_items_and_downloads_as_cs
         assert len(every) - 1 == total
         async with http.get("/ops/reconciliation/not-a-run/items.csv") as bad:
             assert bad.status == 404
+    missing = await olga.goto(f"{console.url}/ops/reconciliation/{deposit.id}")  # an id, not a run's
+    assert missing is not None and missing.status == 404
+    await expect(olga.get_by_role("heading", name="No such reconciliation run")).to_be_visible()
+    assert await console.axe(olga) == []
 
 
 async def test_the_dashboard_shows_the_auditors_verdicts_and_a_page_their_history(console: Console) -> None:
