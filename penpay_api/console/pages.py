@@ -5,6 +5,9 @@ X-CSRF-Token equal to the penpay_csrf cookie (static/console.js adds it to htmx 
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +36,10 @@ _AUTH: Any = (
 DEFAULT_THRESHOLDS = {"MPESA_FLOAT": ("KES", 5_000_000), "DERIV_AGENT_FLOAT": ("USD", 100_000)}
 
 
+class ExportInterrupted(RuntimeError):
+    """A download failed after its first bytes were sent (not an answer the guard can render)."""
+
+
 class Refused(Exception):
     """The API refused the caller (no staff token, or a user's)."""
 
@@ -49,6 +56,7 @@ def _env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["dt"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S UTC") if d else ""
+    env.globals["hints"] = views.ACTION_HINT
     return env
 
 
@@ -76,6 +84,17 @@ class Console:
         r.add_post("/ops/transactions/{tx_id}/reveal", self.guarded(self.reveal, write=True))
         r.add_post("/ops/actions/{action_id}/approve", self.guarded(self.approve, write=True))
         r.add_post("/ops/actions/{action_id}/reject", self.guarded(self.reject, write=True))
+        r.add_get("/ops/auditor", self.guarded(self.auditor))
+        r.add_get("/ops/reconciliation", self.guarded(self.reconciliation))
+        r.add_get("/ops/reconciliation/{run_id}", self.guarded(self.reconciliation_run))
+        r.add_get("/ops/reconciliation/{run_id}/items.csv", self.guarded(self.reconciliation_csv))
+        r.add_get("/ops/paybill", self.guarded(self.paybill))
+        for verb, handler in (
+            ("propose", self.paybill_propose),
+            ("approve", self.paybill_approve),
+            ("reject", self.paybill_reject),
+        ):
+            r.add_post(f"/ops/paybill/{{trans_id}}/{verb}", self.guarded(handler, write=True))
 
     async def to_dashboard(self, request: web.Request) -> web.StreamResponse:
         return self._redirect("/ops/")
@@ -242,11 +261,179 @@ class Console:
     # -- pages -------------------------------------------------------------------------------
 
     async def dashboard(self, request: web.Request) -> web.StreamResponse:
-        report = await self.rpc(request, "GetReconciliationReport", pb.GetReconciliationReportRequest())
-        outbox = await self.rpc(request, "GetOutboxStats", pb.GetOutboxStatsRequest())
-        dead = await self.rpc(request, "GetDeadLetterStats", pb.GetDeadLetterStatsRequest())
-        view = views.dashboard(report, outbox, dead, self.thresholds)
+        report, outbox, dead, audit, runs = await asyncio.gather(
+            self.rpc(request, "GetReconciliationReport", pb.GetReconciliationReportRequest()),
+            self.rpc(request, "GetOutboxStats", pb.GetOutboxStatsRequest()),
+            self.rpc(request, "GetDeadLetterStats", pb.GetDeadLetterStatsRequest()),
+            self.rpc(request, "GetAuditorVerdicts", pb.GetAuditorVerdictsRequest()),
+            self.rpc(request, "ListReconciliationRuns", pb.ListReconciliationRunsRequest(page_size=1)),
+        )
+        view = views.dashboard(report, outbox, dead, self.thresholds, audit, runs)
         return self.render("dashboard.html", d=view, staff=True)
+
+    async def auditor(self, request: web.Request) -> web.StreamResponse:
+        check = request.query.get("check", "")
+        check = check if check in views.AUDIT_CHECKS else ""
+        answer = await self.rpc(
+            request, "GetAuditorVerdicts", pb.GetAuditorVerdictsRequest(runs=AUDIT_HISTORY, check=check)
+        )
+        return self.render(
+            "auditor.html", runs=views.audit_runs(answer), check=check, checks=views.AUDIT_CHECKS, staff=True
+        )
+
+    async def reconciliation(self, request: web.Request) -> web.StreamResponse:
+        answer = await self.rpc(
+            request, "ListReconciliationRuns", pb.ListReconciliationRunsRequest(page_size=RUNS_LISTED)
+        )
+        return self.render("reconciliation.html", runs=[views.recon_run(r) for r in answer.runs], staff=True)
+
+    def _item_class(self, request: web.Request) -> str:
+        item_class = request.query.get("class", "").strip().upper()
+        return item_class if item_class in views.ITEM_CLASSES else ""
+
+    async def reconciliation_run(self, request: web.Request) -> web.StreamResponse:
+        run_id = request.match_info["run_id"]
+        item_class = self._item_class(request)
+        message = pb.ListReconciliationItemsRequest(
+            run_id=run_id,
+            item_class=item_class,
+            page_size=ITEMS_PER_PAGE,
+            page_token=request.query.get("page_token", ""),
+        )
+        try:
+            answer = await self.rpc(request, "ListReconciliationItems", message)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                raise
+            return self._no_run(exc)
+        # The run's own line, when it is among the latest (there is no RPC for one run).
+        runs = await self.rpc(
+            request, "ListReconciliationRuns", pb.ListReconciliationRunsRequest(page_size=RUNS_LISTED)
+        )
+        run = next((views.recon_run(r) for r in runs.runs if r.run_id == run_id), None)
+        return self.render(
+            "reconciliation_run.html",
+            run_id=run_id,
+            run=run,
+            items=[views.recon_item(i) for i in answer.items],
+            next_page=answer.next_page_token,
+            item_class=item_class,
+            classes=views.ITEM_CLASSES,
+            staff=True,
+        )
+
+    def _no_run(self, exc: grpc.aio.AioRpcError) -> web.Response:
+        return self.render(
+            "missing.html",
+            status=404,
+            what="reconciliation run",
+            message=exc.details() or "",
+            back="/ops/reconciliation",
+            staff=True,
+        )
+
+    async def reconciliation_csv(self, request: web.Request) -> web.StreamResponse:
+        """A run's items (of one class, or all) as CSV, read page by page from the API and sent as
+        it comes: never cached, phone numbers masked, text a spreadsheet would run made inert."""
+        run_id = request.match_info["run_id"]
+        item_class = self._item_class(request)
+
+        async def page(token: str) -> Any:
+            message = pb.ListReconciliationItemsRequest(
+                run_id=run_id, item_class=item_class, page_size=CSV_PAGE, page_token=token
+            )
+            return await self.rpc(request, "ListReconciliationItems", message)
+
+        try:
+            answer = await page("")  # before any header is sent: a refusal is still a page
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                raise
+            return self._no_run(exc)
+        name = f"reconciliation-{answer_safe(run_id)}{'-' + item_class.lower() if item_class else ''}.csv"
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/csv; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="{name}"',
+            }
+        )
+        security.harden(response)
+        await response.prepare(request)
+        await response.write(_csv_lines([list(views.CSV_COLUMNS)]))
+        while True:
+            await response.write(_csv_lines([views.csv_row(i) for i in answer.items]))
+            if not answer.next_page_token:
+                break
+            try:
+                answer = await page(answer.next_page_token)
+            except (grpc.aio.AioRpcError, Refused) as exc:
+                # The headers went out: no error page can follow. Failing past the guard makes
+                # aiohttp close the connection before the last chunk, so the browser reports a
+                # failed download, never a short file that looks complete.
+                raise ExportInterrupted(f"reconciliation export of {run_id} stopped: {exc}") from exc
+        await response.write_eof()
+        return response
+
+    # -- paybill suspense ----------------------------------------------------------------------
+
+    async def _suspense(
+        self, request: web.Request, *, status: int = 200, notice: str | None = None, error: str | None = None
+    ) -> dict[str, Any]:
+        try:
+            answer = await self.rpc(
+                request, "ListPaybillSuspense", pb.ListPaybillSuspenseRequest(page_size=200)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            return {"rows": [], "notice": None, "error": exc.details(), "status": 501}
+        items = [views.suspense_item(i) for i in answer.items]
+        return {"rows": items, "notice": notice, "error": error, "status": status}
+
+    async def paybill(self, request: web.Request) -> web.StreamResponse:
+        s = await self._suspense(request)
+        return self.render("paybill.html", status=s.pop("status"), s=s, staff=True)
+
+    async def _paybill_act(
+        self, request: web.Request, method: str, message: Message, done: str
+    ) -> web.StreamResponse:
+        error, answer = None, None
+        try:
+            answer = await self.rpc(request, method, message)
+        except grpc.aio.AioRpcError as exc:
+            error = exc.details() or exc.code().name
+        if answer is not None and method == "ApprovePaybillAssignment":
+            done = f"{done} It is now deposit {answer.transaction_id}."
+        s = await self._suspense(request, notice=None if error else done, error=error)
+        s.pop("status")
+        response = self.render("_paybill.html", status=200 if error is None else 409, s=s)
+        if answer is not None and method == "ApprovePaybillAssignment":
+            response.headers["X-Transaction-Id"] = answer.transaction_id
+        return response
+
+    async def paybill_propose(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        message = pb.ProposePaybillAssignmentRequest(
+            trans_id=request.match_info["trans_id"],
+            reference=str(form.get("reference", "")).strip(),
+            reason=str(form.get("reason", "")),
+        )
+        return await self._paybill_act(
+            request, "ProposePaybillAssignment", message, "Proposed: waiting for an approver."
+        )
+
+    async def paybill_approve(self, request: web.Request) -> web.StreamResponse:
+        message = pb.ApprovePaybillAssignmentRequest(trans_id=request.match_info["trans_id"])
+        return await self._paybill_act(request, "ApprovePaybillAssignment", message, "Approved.")
+
+    async def paybill_reject(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        message = pb.RejectPaybillAssignmentRequest(
+            trans_id=request.match_info["trans_id"], reason=str(form.get("reason", ""))
+        )
+        return await self._paybill_act(
+            request, "RejectPaybillAssignment", message, "Rejected: the payment stays in suspense."
+        )
 
     async def queue(self, request: web.Request) -> web.StreamResponse:
         status = request.query.get("status", "NEEDS_REVIEW")
@@ -334,6 +521,8 @@ class Console:
             kind=kind,
             reason=str(form.get("reason", "")),
             deriv_transaction_id=int(evidence) if evidence.isdigit() and len(evidence) < 19 else 0,
+            # A withdrawal completes on its payout's receipt: the API checks its form and M-Pesa.
+            mpesa_receipt=str(form.get("mpesa_receipt", "")).strip().upper()[:64],
         )
         return await self._act(
             request, tx_id, "ProposeReviewAction", message, "Proposed: waiting for an approver."
@@ -373,7 +562,22 @@ class Console:
         )
 
 
+def answer_safe(text: str) -> str:
+    """A value fit for a header's quoted file name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "", text)[:64]
+
+
+def _csv_lines(rows: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode()
+
+
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+AUDIT_HISTORY = 20  # auditor runs on the history page
+RUNS_LISTED = 50
+ITEMS_PER_PAGE = 100
+CSV_PAGE = 500  # the API's largest page
 # Refused reads end the page (403); a refused action is shown beside the action (e.g. four-eyes).
 _READS = frozenset(
     {
@@ -382,5 +586,9 @@ _READS = frozenset(
         "GetDeadLetterStats",
         "ListReviewQueue",
         "SearchTransactions",
+        "GetAuditorVerdicts",
+        "ListReconciliationRuns",
+        "ListReconciliationItems",
+        "ListPaybillSuspense",
     }
 )

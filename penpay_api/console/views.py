@@ -8,10 +8,12 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from application.reconciliation.rules import CLASSES, ItemClass
 from penpay.common.v1 import money_pb2
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay_api.console.charts import BarChart, ColumnChart, bar_chart, column_chart
-from penpay_api.console.mask import mask_fields, mask_text
+from penpay_api.console.mask import mask_fields, mask_phone, mask_text
+from persistence.auditor_store import AUDIT_CHECKS as AUDIT_CHECKS  # the pages' filter
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "REVERSED"})
 ACTION_STATUS = {
@@ -95,6 +97,9 @@ class Dashboard:
     outbox_by_stream: dict[str, int]
     dead_letters: int
     dead_letter_streams: list[tuple[str, int]]
+    verdicts: list[dict[str, Any]]
+    auditor_failing: bool
+    last_run: dict[str, Any] | None
 
 
 def dashboard(
@@ -102,6 +107,8 @@ def dashboard(
     outbox: pb.GetOutboxStatsResponse,
     dead: pb.GetDeadLetterStatsResponse,
     thresholds: dict[str, tuple[str, int]],
+    audit: pb.GetAuditorVerdictsResponse | None = None,
+    runs: pb.ListReconciliationRunsResponse | None = None,
 ) -> Dashboard:
     now = when(report.generated_at)
     rows = [
@@ -143,6 +150,9 @@ def dashboard(
         outbox_by_stream=dict(sorted(outbox.pending_by_stream.items())),
         dead_letters=dead.total,
         dead_letter_streams=[(s.stream, s.count) for s in dead.streams],
+        verdicts=sorted((verdict(v) for v in audit.verdicts), key=lambda v: str(v["check"])) if audit else [],
+        auditor_failing=bool(audit and audit.failing),
+        last_run=recon_run(runs.runs[0]) if runs and runs.runs else None,
     )
 
 
@@ -248,4 +258,134 @@ def story(item: pb.ReviewItem) -> dict[str, Any]:
         "open_action": next((a for a in actions if a["status"] == "PROPOSED"), None),
         "possible": list(item.possible_actions),
         "in_motion": item.status not in TERMINAL and (item.status != "NEEDS_REVIEW" or refund_running),
+    }
+
+
+# -- the auditor, reconciliation and paybill suspense ----------------------------------------
+
+ITEM_CLASSES = tuple(c.value for c in ItemClass)
+# What each kind of review action does, beside its radio button (the API decides which are offered).
+ACTION_HINT = {
+    "RESOLVE_COMPLETED": "the money went through: complete on the provider's evidence",
+    "REFUND": "give the customer's KES back by B2C",
+    "FAIL": "end as failed: only where no money moved (the provider is asked)",
+    "RETRY": "run the stuck step again under its own ids",
+}
+
+
+def verdict(v: pb.AuditorVerdict) -> dict[str, Any]:
+    return {
+        "run_id": v.run_id,
+        "check": v.check,
+        "status": v.status,
+        "summary": mask_phone(v.summary),
+        "details": mask_text(v.details_json) if v.details_json else "",
+        "checked_at": when(v.checked_at),
+    }
+
+
+def audit_runs(answer: pb.GetAuditorVerdictsResponse) -> list[dict[str, Any]]:
+    """The verdicts grouped by auditor run, newest run first (the API's order)."""
+    runs: dict[str, dict[str, Any]] = {}
+    for v in answer.verdicts:
+        run = runs.setdefault(
+            v.run_id, {"run_id": v.run_id, "checked_at": when(v.checked_at), "verdicts": []}
+        )
+        run["verdicts"].append(verdict(v))
+    for run in runs.values():
+        run["verdicts"].sort(key=lambda one: one["check"])
+        run["failing"] = any(one["status"] == "FAIL" for one in run["verdicts"])
+    return list(runs.values())
+
+
+def recon_run(r: pb.ReconciliationRun) -> dict[str, Any]:
+    return {
+        "id": r.run_id,
+        "trigger": r.trigger,
+        "window_from": when(r.window_from),
+        "window_to": when(r.window_to),
+        "status": r.status,
+        "error": mask_phone(r.error),
+        "counts": sorted(r.counts.items()),
+        "total": sum(r.counts.values()),
+        "unexplained": r.unexplained,
+        "started_at": when(r.started_at),
+        "finished_at": when(r.finished_at),
+    }
+
+
+def recon_item(i: pb.ReconciliationItem) -> dict[str, Any]:
+    return {
+        "key": i.item_key,
+        "source": i.source,
+        "item_class": i.item_class,
+        # Nothing for a person to do (matched, awaiting the provider, ...): the rules say which.
+        "explained": i.item_class in ITEM_CLASSES and CLASSES[ItemClass(i.item_class)].explained,
+        "provider_ref": i.provider_ref,
+        "transaction_id": i.transaction_id,
+        "provider_amount": money(i.provider_amount) if i.HasField("provider_amount") else "",
+        "penpay_amount": money(i.penpay_amount) if i.HasField("penpay_amount") else "",
+        "occurred_at": when(i.occurred_at),
+        "detail": mask_phone(i.detail),
+        "review_status": i.review_status,
+        "suspense_posting_id": i.suspense_posting_id,
+    }
+
+
+# The columns of `penpay reconcile export`, so a file from either opens the same way.
+CSV_COLUMNS = (
+    "item_key",
+    "source",
+    "item_class",
+    "provider_ref",
+    "transaction_id",
+    "provider_amount_cents",
+    "provider_amount_currency",
+    "penpay_amount_cents",
+    "penpay_amount_currency",
+    "occurred_at",
+    "review_status",
+    "suspense_posting_id",
+    "detail",
+)
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """Text a spreadsheet would run as a formula is kept as text (OWASP's CSV injection advice)."""
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+def csv_row(i: pb.ReconciliationItem) -> list[str]:
+    """One item as a CSV row: amounts as integer minor units, text made safe, phone numbers masked."""
+
+    def amount(value: money_pb2.Money, present: bool) -> list[str]:
+        return [str(value.amount_cents), value.currency] if present else ["", ""]
+
+    occurred = when(i.occurred_at)
+    return [
+        _cell(i.item_key),
+        _cell(i.source),
+        _cell(i.item_class),
+        _cell(i.provider_ref),
+        _cell(i.transaction_id),
+        *amount(i.provider_amount, i.HasField("provider_amount")),
+        *amount(i.penpay_amount, i.HasField("penpay_amount")),
+        occurred.isoformat() if occurred else "",
+        _cell(i.review_status),
+        _cell(i.suspense_posting_id),
+        _cell(mask_phone(i.detail)),
+    ]
+
+
+def suspense_item(i: pb.PaybillSuspenseItem) -> dict[str, Any]:
+    return {
+        "trans_id": i.trans_id,
+        "amount": money(i.amount),
+        # What the customer typed as the account number is often their phone number.
+        "bill_ref": mask_phone(i.bill_ref),
+        "msisdn": mask_phone(i.msisdn_shown),
+        "reason": i.reason,
+        "proposed_user_id": i.proposed_user_id,
+        "proposed_by": i.proposed_by,
     }

@@ -5,18 +5,23 @@ Chromium driven headless by Playwright. Screenshots go to build/console-screensh
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from penpay_api.http import BridgeConfig, build_app, discover_services, start_server
 from penpay_api.http.discovery import packages_for
-from tests.ops.conftest import Review, review  # noqa: F401 - the fixture, reused
+from tests import databases
+from tests.conftest import REDIS_URL
+from tests.ops.conftest import Review, review_stack
+from tests.sagas.harness import MPESA_FLOAT_KES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "build" / "console-screenshots"
@@ -30,6 +35,13 @@ class Console:
     url: str
     http: aiohttp.ClientSession
     browser: Any
+    _customer: Any = None
+
+    async def customer(self) -> Any:
+        """The module's customer (the Deriv simulator has one client to bind), made once."""
+        if self._customer is None:
+            self._customer = await self.review.stack.user(phone="254712345671")
+        return self._customer
 
     async def page_for(self, token: str | None) -> Any:
         """A fresh browser context (its own cookies), signed in with `token` when given."""
@@ -56,25 +68,43 @@ class Console:
         return path
 
 
-@pytest.fixture
-async def console(review: Review) -> AsyncIterator[Console]:  # noqa: F811
+@pytest.fixture(scope="module")
+def module_mariadb_url() -> Iterator[str]:
+    """A migrated MariaDB database of this module's own (migrations run outside the event loop)."""
+    name, url = databases.create_mysql_database()
+    yield url
+    databases.drop_mysql_database(name)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def console(module_mariadb_url: str) -> AsyncIterator[Console]:
+    """One stack, bridge and browser for a whole test module (tests in it run in file order on one
+    event loop: mark the module `pytest.mark.asyncio(loop_scope="module")`)."""
     from playwright.async_api import async_playwright
 
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
         pytest.fail(f"no Chromium at {CHROMIUM}: scripts/services.sh installs it (apt-get install chromium)")
     if not AXE.exists():
         pytest.fail("node_modules/axe-core is missing: run scripts/setup.sh")
-    services = discover_services(packages_for("testing"))
-    app = build_app(services, review.api.server.address, config=BridgeConfig())
-    runner, port = await start_server(app, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{port}"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
+    database_url = module_mariadb_url
+    # The simulator's utility account starts where the ledger's M-Pesa float does, so a
+    # reconciliation of this stack finds the floats matched.
+    overrides = {"utility_balance": MPESA_FLOAT_KES.amount_minor // 100}
+    prefix = f"penpay-test:{secrets.token_hex(4)}:"
+    async with review_stack(database_url, REDIS_URL, prefix, mpesa_overrides=overrides) as review:
+        services = discover_services(packages_for("testing"))
+        app = build_app(services, review.api.server.address, config=BridgeConfig())
+        runner, port = await start_server(app, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}"
         try:
-            async with aiohttp.ClientSession(base_url=url) as http:
-                yield Console(review, url, http, browser)
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+                )
+                try:
+                    async with aiohttp.ClientSession(base_url=url) as http:
+                        yield Console(review, url, http, browser)
+                finally:
+                    await browser.close()
         finally:
-            await browser.close()
             await runner.cleanup()

@@ -12,11 +12,13 @@ import aiohttp
 import pytest
 
 from domain.payments.status import TransactionStatus as S
+from domain.shared.clock import FixedClock
 from penpay.ops.v1 import ops_pb2 as pb
 from tests.console.conftest import ROOT, Console
 from tests.ops.test_review_queue import refused_deposit, user_token
+from workers.auditor import Auditor
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 
 def staff_token(console: Console, name: str, *roles: str) -> str:
@@ -52,8 +54,12 @@ async def test_two_operators_refund_a_refused_deposit_in_the_browser(console: Co
         microsecond=0
     )
 
+    # The continuous auditor has looked once, as of the same moment (its verdicts are on the dashboard).
+    await Auditor(stack.engine, clock=FixedClock(under_review)).run_once()
+
     olga = await console.page_for(staff_token(console, "olga", "operator", "approver"))
     await expect(olga.get_by_role("heading", name="Needs a person")).to_be_visible()
+    await expect(olga.get_by_test_id("verdicts")).to_contain_text("stale_transactions")
     await expect(olga.locator("p.big")).to_have_text("1")
     await expect(olga.get_by_test_id("completed-24h")).to_contain_text("2 completed in the last 24 hours")
     assert await console.axe(olga) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -82,15 +83,18 @@ class Review:
             return await response.json()
 
 
-@pytest.fixture
-async def review(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Review]:
+@asynccontextmanager
+async def review_stack(
+    database_url: str, redis_url: str, key_prefix: str, **stack_options: Any
+) -> AsyncIterator[Review]:
+    """The review stack on a migrated database; checked for consistency when the block ends well."""
     bus = RedisStreamsBus.from_url(redis_url, prefix=key_prefix)
     try:
-        async with running_stack(fresh_mariadb_url, bus) as stack:
+        async with running_stack(database_url, bus, **stack_options) as stack:
             await stack.fund_floats()
             settings = Settings(
                 app_env="testing",
-                database_url=fresh_mariadb_url,
+                database_url=database_url,
                 redis_url=None,
                 grpc_addr="127.0.0.1:0",
                 gateway_addr=stack.gateway.address,
@@ -126,3 +130,9 @@ async def review(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> Asy
                 hasher.close()
     finally:
         await bus.close()
+
+
+@pytest.fixture
+async def review(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Review]:
+    async with review_stack(fresh_mariadb_url, redis_url, key_prefix) as stack:
+        yield stack
