@@ -75,9 +75,11 @@ def comments_of(files: descriptor_pb2.FileDescriptorSet) -> dict[str, str]:
 
 
 def default_path() -> Path:
-    import penpay
+    # Generated beside the contracts' modules (penpay/<service>/v1/...): found from one of them, so
+    # this adapter depends on the contracts, never on the composition root's package.
+    from penpay.common.v1 import money_pb2
 
-    return Path(penpay.__file__).resolve().parent / "proto_docs.binpb"
+    return Path(money_pb2.__file__).resolve().parents[2] / "proto_docs.binpb"
 
 
 @functools.cache
