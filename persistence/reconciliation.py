@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -256,9 +256,12 @@ class SqlReconciliationStore:
 
     # --- ledger ----------------------------------------------------------------------------------
 
-    async def float_movement(self, transaction_ids: list[str], float_kind: str) -> dict[str, Amount]:
+    async def float_movement(
+        self, transaction_ids: list[str], float_kind: str, *, into_float_only: bool = False
+    ) -> dict[str, Amount]:
         """Net movement of the float per transaction: a debit (money into the provider account) counts
-        positive, a credit negative."""
+        positive, a credit negative. `into_float_only`: the debits alone (a customer's payment, compared
+        with what M-Pesa received; a refund of it is a payout of its own, checked as one)."""
         ids = [_uuid(t) for t in set(transaction_ids)]
         if not ids:
             return {}
@@ -272,6 +275,7 @@ class SqlReconciliationStore:
             select(e.c.transaction_id, e.c.amount_currency, signed.label("net"))
             .select_from(e.join(a, e.c.account_id == a.c.id))
             .where(and_(a.c.kind == float_kind, e.c.transaction_id.in_(ids)))
+            .where(e.c.side == "DEBIT" if into_float_only else true())
             .group_by(e.c.transaction_id, e.c.amount_currency)
         )
         async with self._engine.connect() as conn:

@@ -38,6 +38,9 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 # Kenyan mobile numbers as Daraja and our domain write them: 2547XXXXXXXX / 2541XXXXXXXX, with or
 # without "+", and the national 07XXXXXXXX / 01XXXXXXXX. Not inside a longer run of digits.
 _PHONE = re.compile(r"(?<![\d*])(\+?254[17]\d{8}|0[17]\d{8})(?!\d)")
+# Daraja's CheckoutRequestID ends with the subscriber's number without 254 (`ws_CO_` + DDMMYYYYHHmmss
+# + 3-digit ms + 9 digits): its last 3 digits stay, so a line can still be told apart and searched.
+_CHECKOUT_ID = re.compile(r"(ws_CO_\d{17})\d{6}(\d{3})(?!\d)")
 _QUIET_LOGGERS = (
     "websockets",  # DEBUG prints every frame: `authorize` carries a Deriv token
     "sqlalchemy.engine",  # INFO prints statements' parameters
@@ -87,6 +90,7 @@ def scrub_text(text: str) -> str:
                 text = text.replace(secret, REDACTED)
     text = _JWT.sub(REDACTED, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _CHECKOUT_ID.sub(r"\1******\2", text)
     return _PHONE.sub(lambda m: mask_phone(m.group(1)), text)
 
 

@@ -141,8 +141,12 @@ class Reconciler:
             ).items()
             if held_in_suspense(h.status)
         }
+        # What came into the float for each payment: a deposit refunded by B2C later has a net movement
+        # of nil, yet M-Pesa did receive the customer's payment (the refund is reconciled as a payout).
         ledger = await self._store.float_movement(
-            [e.transaction_id for e in paid] + [e.transaction_id for e in evidence.values()], "MPESA_FLOAT"
+            [e.transaction_id for e in paid] + [e.transaction_id for e in evidence.values()],
+            "MPESA_FLOAT",
+            into_float_only=True,
         )
         items: list[Item] = []
         seen: set[str] = set()

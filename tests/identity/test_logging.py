@@ -71,6 +71,14 @@ def test_the_redaction_processor_removes_secrets_by_key_and_by_value() -> None:
 
 
 @pytest.mark.integration
+def test_a_checkout_request_id_keeps_no_subscriber_number() -> None:
+    # Daraja's format: ws_CO_ + DDMMYYYYHHmmss + ms + the subscriber's number without 254.
+    checkout = "ws_CO_061220261417360" + "90" + "787294948"
+    event = redact_secrets(None, "info", {"event": f"stk_push accepted checkout_request_id={checkout}"})
+    assert "787294948" not in event["event"] and "0787294948" not in event["event"]
+    assert "checkout_request_id=ws_CO_06122026141736090******948" in event["event"]
+
+
 async def test_a_full_identity_flow_logs_no_secret(identity: Identity, captured: io.StringIO) -> None:
     email, phone = unique_email(), unique_phone()
     service = identity.service
