@@ -190,7 +190,7 @@ async def redis_xadd(redis_url: str, concurrency: int, *, seconds: float, warmup
 
     client = redis.Redis.from_url(redis_url)
     stream = f"penpay-bench:{secrets.token_hex(4)}:xadd"
-    fields = {
+    fields: dict[Any, Any] = {  # redis-py types the mapping invariantly
         "event_type": "BalanceChanged",
         "payload": json.dumps({"account_id": str(new_uuid7()), "balance": 100000, "currency": "KES"}),
     }

@@ -78,7 +78,7 @@ class LedgerPostings:
         async with self.engine.begin() as connection:
             for start in range(0, len(rows), 2000):
                 await connection.execute(insert(idempotency_keys), rows[start : start + 2000])
-        self._keys.extend(r["key_hash"] for r in rows)
+        self._keys.extend(str(r["key_hash"]) for r in rows)
 
     async def _key(self) -> str:
         if self._keys:

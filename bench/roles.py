@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,8 @@ async def bare_forwarder(ws_url: str, token: str) -> None:
         req_id = next(req_ids)
         waiter = waiters[req_id] = loop.create_future()
         await ws.send(json.dumps({**request, "req_id": req_id}))
-        return await waiter
+        reply: dict[str, Any] = await waiter
+        return reply
 
     reading = asyncio.create_task(reader())
     if "error" in await call({"authorize": token}):
@@ -149,13 +150,14 @@ async def bare_forwarder(ws_url: str, token: str) -> None:
                 "description": f"PenPay {request.transfer_id}",
             }
         )
-        return pb.TransferResponse(
+        answer: bytes = pb.TransferResponse(
             transfer_id=request.transfer_id,
             deriv_transaction_id=reply["transaction_id"],
             client_loginid=request.client_loginid,
             client_full_name=reply.get("client_to_full_name", ""),
             amount=request.amount,
         ).SerializeToString()
+        return answer
 
     try:
         await _serve_unary("penpay.deriv.v1.DerivGatewayService", "Transfer", transfer)
@@ -232,7 +234,7 @@ async def bridge(grpc_addr: str) -> None:
     await asyncio.Event().wait()
 
 
-ROLES: dict[str, Callable[..., Awaitable[None]]] = {
+ROLES: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
     "deriv-sim": deriv_sim,
     "gateway": gateway,
     "grpc-echo": grpc_echo,
