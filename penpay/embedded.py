@@ -255,7 +255,7 @@ class EmbeddedStack:
 
         # Payment notices (SMS to the simulator, email to the API's development sink), read from
         # the same in-process bus by consumer groups of their own: the saga never waits on them.
-        notices = notification_consumers(bus, core.engine, api.notifier, block_ms=200)
+        notices = notification_consumers(bus, core.engine, api.notifier, cipher=core.pii, block_ms=200)
         # FloatLow alerts, from the same bus, and the continuous auditor (`penpay worker audit`).
         notices.append(float_low_consumer(bus, core.engine, block_ms=200))
         for notice_consumer in notices:

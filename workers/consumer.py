@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.shared.clock import Clock, SystemClock
 from persistence import inbox
 from persistence.unit_of_work import SqlUnitOfWork
+from security.pii import PiiCipher
 from workers import metrics
 from workers.bus import Delivery, MessageBus
 from workers.envelope import EventEnvelope, MalformedMessage
@@ -92,6 +93,7 @@ class EventConsumer:
         block_ms: int = 1_000,
         clock: Clock | None = None,
         uow_factory: Callable[[], SqlUnitOfWork] | None = None,
+        cipher: PiiCipher | None = None,
     ) -> None:
         if len(group) > 64:
             raise ValueError("the group name is the inbox consumer name: at most 64 characters")
@@ -107,7 +109,9 @@ class EventConsumer:
         self.block_ms = block_ms
         self._clock = clock or SystemClock()
         self._uow_factory = uow_factory or (
-            lambda: SqlUnitOfWork(engine, clock=self._clock, actor=f"worker:{group}")
+            # `cipher`: the deployment's PII keys, for handlers that read users (None: the
+            # development key, which cannot read what production wrote).
+            lambda: SqlUnitOfWork(engine, clock=self._clock, actor=f"worker:{group}", cipher=cipher)
         )
         self._handlers: dict[str, Handler] = {}
         self._standalone: dict[str, StandaloneHandler] = {}

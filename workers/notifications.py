@@ -28,6 +28,7 @@ from domain.payments.status import TransactionStatus
 from domain.shared.clock import Clock
 from domain.shared.ids import TransactionId
 from persistence.unit_of_work import SqlUnitOfWork
+from security.pii import PiiCipher
 from workers.bus import MessageBus
 from workers.consumer import EventConsumer
 from workers.envelope import EventEnvelope
@@ -44,6 +45,7 @@ def notification_consumers(
     engine: AsyncEngine,
     notifier: Notifier,
     *,
+    cipher: PiiCipher | None,
     channels: Sequence[str] = ("sms", "email"),
     clock: Clock | None = None,
     **options: Any,
@@ -51,7 +53,13 @@ def notification_consumers(
     consumers = []
     for channel in channels:
         consumer = EventConsumer(
-            bus, engine, group=NOTICE_GROUPS[channel], streams=NOTICE_STREAMS, clock=clock, **options
+            bus,
+            engine,
+            group=NOTICE_GROUPS[channel],
+            streams=NOTICE_STREAMS,
+            clock=clock,
+            cipher=cipher,  # a notice reads the user's phone and email: the deployment's PII keys
+            **options,
         )
         # Only a final status makes a notice: the others are acknowledged without an inbox row
         # (two per status change and channel, for nothing).

@@ -63,7 +63,7 @@ async def _run(args: argparse.Namespace) -> None:
     try:
         bus = core.message_bus(stream_prefix=args.stream_prefix)
         consumers = notification_consumers(
-            bus, core.engine, notifiers.notifier, claim_idle_ms=args.claim_idle_ms
+            bus, core.engine, notifiers.notifier, cipher=core.pii, claim_idle_ms=args.claim_idle_ms
         )
         await run_workers(stop, consumers=consumers)
     finally:

@@ -85,7 +85,7 @@ async def _run(args: argparse.Namespace) -> None:
                 # The in-process bus is this process's alone: the notices must be read here too.
                 notifiers = build_notifier(settings, InProcessRateLimiter())
                 closers.append(notifiers.aclose)
-                consumers += notification_consumers(bus, core.engine, notifiers.notifier)
+                consumers += notification_consumers(bus, core.engine, notifiers.notifier, cipher=core.pii)
                 consumers.append(float_low_consumer(bus, core.engine))  # `worker audit`'s with Redis
         if not args.no_sweeper:
             sweeper = Sweeper(

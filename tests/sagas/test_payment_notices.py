@@ -4,12 +4,14 @@ Africa's Talking simulator over a real socket), effectively once through their i
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,11 @@ from sqlalchemy import func, select
 
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import UserId
+from domain.user.kyc_snapshot import KycSnapshot
 from persistence.tables import audit_logs, audit_pending
+from persistence.unit_of_work import SqlUnitOfWork
 from security.notify import DevelopmentNotifier, SplitNotifier
+from security.pii import _DEV_KEY, DEV_KEY_ID, PiiCipher
 from sms_adapter.africastalking import AfricasTalkingSms
 from sms_adapter.simulator import DEFAULT_API_KEY, DEFAULT_USERNAME, SmsSimulator
 from tests.sagas.harness import Stack
@@ -56,7 +61,12 @@ async def notices(stack: Stack) -> AsyncIterator[Notices]:
         )
         email = DevelopmentNotifier()
         consumers = notification_consumers(
-            stack.bus, stack.engine, SplitNotifier(sms=at, email=email), block_ms=10, claim_idle_ms=0
+            stack.bus,
+            stack.engine,
+            SplitNotifier(sms=at, email=email),
+            cipher=None,  # the harness writes users under the development key
+            block_ms=10,
+            claim_idle_ms=0,
         )
         yield Notices(simulator, email, consumers)
         await at.aclose()
@@ -175,3 +185,51 @@ async def test_penpay_worker_notify_sends_the_notice_from_redis_streams(
     assert "deposit of KES 1,300.00 is complete: USD 10.00" in sms.body
     assert worker.returncode == 0, output[-2000:]
     assert '"notice.sent"' in output and phone not in output  # its logs mask the phone
+
+
+async def test_notices_read_users_written_under_the_deployments_pii_keys(stack: Stack) -> None:
+    """Production writes users under PENPAY_PII_KEYS; the notice consumers must read them with the
+    same keys (they once built their units of work with the development key: every notice failed)."""
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    deployment = PiiCipher.configured(f"k9:{key}", production=True)
+    user_id = await verified_user(stack, phone="254712345699")
+    tx = await stack.deposit(user_id, 2_600)
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
+    # The user written again under the deployment's key (read with the harness's development key,
+    # kept as an old key during the rotation), as production's API writes every user.
+    raw = base64.b64decode(key)
+    rotating = PiiCipher({"k9": raw, DEV_KEY_ID: _DEV_KEY}, "k9")
+    async with SqlUnitOfWork(stack.engine, cipher=rotating) as uow:
+        user = await uow.users.get(user_id)
+        assert user is not None
+        # Encrypted at rest: what a notice's read of the user must decrypt.
+        user.take_kyc_snapshot(
+            KycSnapshot(
+                first_name="Amina",
+                last_name="Otieno",
+                date_of_birth=0,
+                citizen="ke",
+                residence="ke",
+                taken_at=datetime(2026, 3, 1, tzinfo=UTC),
+            )
+        )
+        await uow.users.save(user)
+        await uow.commit()
+
+    async with SmsSimulator() as simulator:
+        sms = AfricasTalkingSms(
+            username=DEFAULT_USERNAME,
+            api_key=DEFAULT_API_KEY,
+            sender_id="PENPAY",
+            base_url=simulator.base_url,
+        )
+        email = DevelopmentNotifier()
+        consumers = notification_consumers(
+            stack.bus, stack.engine, SplitNotifier(sms=sms, email=email), cipher=deployment, block_ms=10
+        )
+        notices = Notices(simulator, email, consumers)
+        outcomes = await notices.drain(stack)
+        await sms.aclose()
+        assert [o.status for o in outcomes].count("handled") == 2, outcomes
+        [sent] = simulator.sent_to("+254712345699")
+        assert "KES 2,600.00" in sent.body
