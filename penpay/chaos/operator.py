@@ -135,6 +135,7 @@ class PaybillReport:
     seen: int = 0  # suspense payments it found
     proposed: int = 0
     assigned: int = 0  # approved: now the user's deposit
+    deposits: list[str] = field(default_factory=list)  # the transactions the assigned payments became
     four_eyes_checked: bool = False  # the proposer's own approval was refused
     left: list[str] = field(default_factory=list)  # still in suspense at the end: for a person, with why
 
@@ -143,6 +144,7 @@ class PaybillReport:
             "seen": self.seen,
             "proposed": self.proposed,
             "assigned": self.assigned,
+            "deposits": self.deposits,
             "four_eyes_checked": self.four_eyes_checked,
             "left_for_a_person": self.left,
         }
@@ -332,7 +334,7 @@ class ScriptedOperator:
         from penpay.ops.v1 import ops_pb2 as pb
 
         try:
-            await self._ops.ApprovePaybillAssignment(
+            approved = await self._ops.ApprovePaybillAssignment(
                 pb.ApprovePaybillAssignmentRequest(trans_id=trans_id), metadata=self._approver, timeout=60
             )
         except grpc.aio.AioRpcError as error:
@@ -348,6 +350,7 @@ class ScriptedOperator:
                 self._say(f"operator: the proposal for paybill {trans_id} not rejected: {error.details()}")
             return 0
         self.report.paybill.assigned += 1
+        self.report.paybill.deposits.append(approved.transaction_id)
         return 1
 
     async def _c2b_payers(self) -> dict[str, str]:

@@ -320,6 +320,9 @@ class ChaosSoak:
             for r in (self.driver.records if self.driver else [])
             if r.transaction_id
         }
+        operator = getattr(self, "operator_report", None)
+        if operator is not None:  # what the paybill payments the operator assigned became
+            outcomes.update((tx, "paybill:unsolicited") for tx in operator.paybill.deposits)
         # Reconciliation first, as an operator closes the day: money M-Pesa holds that PenPay never
         # heard of (a confirmation lost with the callbacks process) is booked to suspense by it, and
         # the consistency check then finds it explained there.
@@ -342,7 +345,6 @@ class ChaosSoak:
             report.faults = [f.to_dict() for f in self.injector.records]
             report.crashes = dict(self.injector.crashes)
             report.rule_counters = getattr(self, "rule_counters", {})
-        operator = getattr(self, "operator_report", None)
         if operator is not None:
             report.review = operator.to_dict()
         return report
