@@ -100,3 +100,21 @@ class ApiClient:
 
         request = payments_pb2.ConfirmWithdrawalRequest(transaction_id=transaction_id, verification_code=code)
         return await self._call(self._stub.ConfirmWithdrawal, request, user, str(uuid.uuid4()))
+
+    async def paybill_reference(self, user: SoakUser) -> str | None:
+        """The user's deposit reference (GetPaybillDetails, as the user); None when it is not had."""
+        from penpay.payments.v1 import payments_pb2
+
+        for attempt in range(5):
+            try:
+                reply = await self._stub.GetPaybillDetails(
+                    payments_pb2.GetPaybillDetailsRequest(),
+                    metadata=self._metadata(user, str(uuid.uuid4())),
+                    timeout=self._call_timeout,
+                )
+                return str(reply.account_number)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in RETRYABLE or attempt == 4:
+                    return None
+                await asyncio.sleep(0.5 * (attempt + 1))
+        return None

@@ -15,6 +15,12 @@ What the operator reads of the providers stands in for their back-office portals
 simulator's transfer book, the M-Pesa simulator's B2C book); the review API checks every piece of
 evidence again with the providers' own APIs before anything is booked. A proposal the provider
 denies is REFUSED: the operator then retries the step instead.
+
+Paybill payments in suspense (money with no transaction) are worked first in each round
+(`choose_paybill`, pure): the payer's phone read from M-Pesa's C2B book, matched to a soak user,
+proposed as that user's deposit by their deposit reference and approved by the other staff member.
+A payment whose payer is no user of ours, or that PenPay refuses as the user's deposit, is left in
+suspense for a person, with why.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import grpc
 
+from domain.payments.paybill import visible_digits_agree
 from security.access_tokens import SigningKey
 
 PROPOSER = "soak-olga"
@@ -89,6 +96,60 @@ def choose(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PaybillChoice:
+    action: str  # PROPOSE | APPROVE | LEAVE
+    why: str
+
+
+def choose_paybill(
+    *,
+    msisdn_shown: str,
+    payer_phone: str | None,
+    user_phones: frozenset[str],
+    proposed_by: str,
+    refused: str | None = None,
+) -> PaybillChoice:
+    """What to do with one suspense payment: `payer_phone` is the payer in M-Pesa's C2B book (None:
+    not there), `msisdn_shown` what the confirmation showed (masked), `proposed_by` the open
+    proposal's author ("" none), `refused` why PenPay already refused our assignment of it."""
+    if refused is not None:
+        return PaybillChoice("LEAVE", f"PenPay refused it as the payer's deposit: {refused}")
+    if payer_phone is None:
+        return PaybillChoice("LEAVE", "M-Pesa's books show no such payment")
+    if not visible_digits_agree(msisdn_shown, payer_phone):
+        return PaybillChoice("LEAVE", "M-Pesa's books name another payer than the confirmation did")
+    if payer_phone not in user_phones:
+        return PaybillChoice("LEAVE", "the payer is no user of ours: a person must find them")
+    if proposed_by == PROPOSER:
+        return PaybillChoice("APPROVE", "our proposal is open: the other staff member approves it")
+    if proposed_by:
+        return PaybillChoice("LEAVE", f"{proposed_by} proposed an assignment: theirs to see through")
+    return PaybillChoice("PROPOSE", "the payer's phone is a user's: the payment is their deposit")
+
+
+@dataclass
+class PaybillReport:
+    """The scripted operator's work on paybill suspense."""
+
+    seen: int = 0  # suspense payments it found
+    proposed: int = 0
+    assigned: int = 0  # approved: now the user's deposit
+    deposits: list[str] = field(default_factory=list)  # the transactions the assigned payments became
+    four_eyes_checked: bool = False  # the proposer's own approval was refused
+    left: list[str] = field(default_factory=list)  # still in suspense at the end: for a person, with why
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seen": self.seen,
+            "proposed": self.proposed,
+            "assigned": self.assigned,
+            "deposits": self.deposits,
+            "four_eyes_checked": self.four_eyes_checked,
+            "left_for_a_person": self.left,
+        }
+
+
 @dataclass
 class OperatorReport:
     """What the scripted operator did (in the soak's report)."""
@@ -100,6 +161,7 @@ class OperatorReport:
     four_eyes_checked: bool = False  # the proposer's own approval was refused
     left: list[str] = field(default_factory=list)  # still under review at the end, with why
     rounds: int = 0
+    paybill: PaybillReport = field(default_factory=PaybillReport)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +172,7 @@ class OperatorReport:
             "four_eyes_checked": self.four_eyes_checked,
             "left_under_review": self.left,
             "rounds": self.rounds,
+            "paybill_suspense": self.paybill.to_dict(),
         }
 
 
@@ -122,8 +185,12 @@ class ScriptedOperator:
         deriv_control: str,
         mpesa_control: str,
         in_flight: Callable[[], Any],
+        user_phones: frozenset[str] = frozenset(),
+        reference_of: Callable[[str], Awaitable[str | None]] | None = None,
         say: Callable[[str], None] = print,
     ) -> None:
+        """`user_phones`: the soak users' phones; `reference_of(phone)`: that user's deposit reference
+        (None: not to be had). Without `reference_of`, paybill suspense is left for a person."""
         from penpay_api.auth import RoleAwareAccessTokens
 
         tokens = RoleAwareAccessTokens([key])
@@ -141,6 +208,10 @@ class ScriptedOperator:
         self._say = say
         self.report = OperatorReport()
         self._denied: dict[str, set[str]] = {}
+        self._user_phones = user_phones
+        self._reference_of = reference_of
+        self._paybill_refused: dict[str, str] = {}  # TransID -> why PenPay refused our assignment
+        self._paybill_why: dict[str, str] = {}  # TransID -> why it was last left alone
 
     async def run(self, *, rounds: int = 6, settle_timeout: float = 120.0) -> OperatorReport:
         from penpay.ops.v1 import ops_pb2_grpc
@@ -151,10 +222,16 @@ class ScriptedOperator:
             self._ops = ops_pb2_grpc.OpsServiceStub(channel)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
                 self._http = http
+                suspense: set[str] = set()
                 for _ in range(rounds):
+                    # first: an assigned payment becomes a deposit the sagas take, perhaps into review
+                    assigned = await self._work_suspense(suspense)
                     items = await self._queue()
                     seen.update(i.transaction_id for i in items)
                     if not items:
+                        if assigned:
+                            await self._wait_for_sagas(settle_timeout)
+                            continue
                         break
                     self.report.rounds += 1
                     for item in items:
@@ -162,6 +239,12 @@ class ScriptedOperator:
                     await self._wait_for_sagas(settle_timeout)
                 self.report.reviewed = len(seen)
                 self.report.left = [f"{i.transaction_id} {i.type}: {i.reason}" for i in await self._queue()]
+                self.report.paybill.seen = len(suspense)
+                self.report.paybill.left = [
+                    f"{i.trans_id} KES {i.amount.amount_cents // 100}: "
+                    + self._paybill_why.get(i.trans_id, i.reason)
+                    for i in await self._suspense()
+                ]
         finally:
             await channel.close()
         return self.report
@@ -181,6 +264,100 @@ class ScriptedOperator:
             token = reply.next_page_token
             if not token:
                 return items
+
+    async def _suspense(self) -> list[Any]:
+        from penpay.ops.v1 import ops_pb2 as pb
+
+        reply = await self._ops.ListPaybillSuspense(
+            pb.ListPaybillSuspenseRequest(page_size=200), metadata=self._proposer, timeout=30
+        )
+        return list(reply.items)
+
+    async def _work_suspense(self, seen: set[str]) -> int:
+        """Each suspense payment assigned to the soak user who paid it, where one did: how many."""
+        items = await self._suspense()
+        seen.update(i.trans_id for i in items)
+        if not items:
+            return 0
+        payers = await self._c2b_payers()
+        assigned = 0
+        for item in items:
+            choice = choose_paybill(
+                msisdn_shown=item.msisdn_shown,
+                payer_phone=payers.get(item.trans_id),
+                user_phones=self._user_phones if self._reference_of is not None else frozenset(),
+                proposed_by=item.proposed_by,
+                refused=self._paybill_refused.get(item.trans_id),
+            )
+            self._paybill_why[item.trans_id] = choice.why
+            if choice.action == "PROPOSE":
+                if not await self._propose_paybill(item.trans_id, payers[item.trans_id], choice.why):
+                    continue
+            elif choice.action != "APPROVE":
+                continue
+            assigned += await self._approve_paybill(item.trans_id)
+        return assigned
+
+    async def _propose_paybill(self, trans_id: str, phone: str, why: str) -> bool:
+        from penpay.ops.v1 import ops_pb2 as pb
+
+        assert self._reference_of is not None
+        reference = await self._reference_of(phone)
+        if reference is None:
+            self._paybill_why[trans_id] = "the payer's deposit reference could not be had"
+            return False
+        try:
+            await self._ops.ProposePaybillAssignment(
+                pb.ProposePaybillAssignmentRequest(
+                    trans_id=trans_id, reference=reference, reason=f"soak operator: {why}"
+                ),
+                metadata=self._proposer,
+                timeout=60,
+            )
+        except grpc.aio.AioRpcError as error:
+            self._paybill_refused[trans_id] = error.details() or error.code().name
+            self._say(f"operator: assigning paybill {trans_id} not proposed: {error.details()}")
+            return False
+        self.report.paybill.proposed += 1
+        if not self.report.paybill.four_eyes_checked:
+            # once per soak: the proposer's own approval must be refused here too
+            try:
+                await self._ops.ApprovePaybillAssignment(
+                    pb.ApprovePaybillAssignmentRequest(trans_id=trans_id), metadata=self._proposer, timeout=60
+                )
+                raise AssertionError("the proposer approved their own paybill assignment")
+            except grpc.aio.AioRpcError as error:
+                self.report.paybill.four_eyes_checked = error.code() is grpc.StatusCode.PERMISSION_DENIED
+        return True
+
+    async def _approve_paybill(self, trans_id: str) -> int:
+        from penpay.ops.v1 import ops_pb2 as pb
+
+        try:
+            approved = await self._ops.ApprovePaybillAssignment(
+                pb.ApprovePaybillAssignmentRequest(trans_id=trans_id), metadata=self._approver, timeout=60
+            )
+        except grpc.aio.AioRpcError as error:
+            self._paybill_refused[trans_id] = error.details() or error.code().name
+            self._say(f"operator: assigning paybill {trans_id} refused: {error.details()}")
+            try:  # the refused proposal is closed, so a person starts from a clean payment
+                await self._ops.RejectPaybillAssignment(
+                    pb.RejectPaybillAssignmentRequest(trans_id=trans_id, reason="refused on approval"),
+                    metadata=self._approver,
+                    timeout=30,
+                )
+            except grpc.aio.AioRpcError as error:
+                self._say(f"operator: the proposal for paybill {trans_id} not rejected: {error.details()}")
+            return 0
+        self.report.paybill.assigned += 1
+        self.report.paybill.deposits.append(approved.transaction_id)
+        return 1
+
+    async def _c2b_payers(self) -> dict[str, str]:
+        """TransID -> the payer's phone, from M-Pesa's C2B book (the provider's portal, here)."""
+        async with self._http.get(f"{self._mpesa}/books") as response:
+            book = await response.json()
+        return {str(r["trans_id"]): str(r["phone"]) for r in book.get("c2b", {}).get("transactions", [])}
 
     async def _work(self, item: Any) -> None:
         from penpay.ops.v1 import ops_pb2 as pb

@@ -227,6 +227,15 @@ class SoakReport:
                 f"executed {r.get('executed') or {}}, refused by the provider {r.get('refused') or {}}; "
                 f"own approval refused: {'yes' if r.get('four_eyes_checked') else 'no'}"
             )
+            pay = r.get("paybill_suspense") or {}
+            out.append(
+                f"paybill suspense (scripted operator, four-eyes): {pay.get('seen', 0)} in suspense; "
+                f"assigned to the user who paid {pay.get('assigned', 0)} "
+                f"(proposed {pay.get('proposed', 0)}); "
+                f"left for a person {len(pay.get('left_for_a_person') or [])}"
+                + ("; own approval refused: yes" if pay.get("four_eyes_checked") else "")
+            )
+            out += [f"  left: {why}" for why in pay.get("left_for_a_person") or []]
         out.append(f"NEEDS_REVIEW: {len(c.needs_review)}")
         for item in c.needs_review:
             out.append(f"  {item.transaction_id}: {item.reason or '(no reason recorded)'}")

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 TRAFFIC_SHARE = 0.8
@@ -251,7 +251,8 @@ def _fault(rng: random.Random, kind: str) -> tuple[str, float, dict[str, Any]]:
         return "mpesa-sim", 0.0, {"kind": rule, "api": api, "count": rng.randint(1, 3)}
     if kind == "paybill_unsolicited":
         # Money arrives with no transaction: a customer pays the paybill with an account number
-        # PenPay never issued, and M-Pesa skips validation. It must end in suspense, for a person.
+        # PenPay never issued, and M-Pesa skips validation. It must end in suspense, for a person
+        # (the payer's phone is set by _paid_by_users, without a draw).
         account = f"UNKNOWN{rng.randrange(10**6):06d}"
         return "mpesa-sim", 0.0, {"amount": rng.randrange(100, 5_001, 50), "account": account}
     if kind == "redis_restart":
@@ -302,6 +303,20 @@ def _faults(rng: random.Random, duration: float) -> tuple[PlannedFault, ...]:
     return tuple(PlannedFault(i, f.at, f.kind, f.target, f.down, f.params) for i, f in enumerate(faults))
 
 
+def _paid_by_users(
+    faults: tuple[PlannedFault, ...], users: tuple[PlannedUser, ...]
+) -> tuple[PlannedFault, ...]:
+    """An unsolicited paybill payment comes from a soak user's phone, so the scripted operator can
+    find whose money it is. The payer follows from the account number already drawn: no extra draw,
+    so every other fault, time and transaction stays as the seed gave it before."""
+    return tuple(
+        replace(f, params={**f.params, "phone": users[int(f.params["account"][-6:]) % len(users)].phone})
+        if f.kind == "paybill_unsolicited"
+        else f
+        for f in faults
+    )
+
+
 def users_needed(transactions: int) -> int:
     return max(4, math.ceil(transactions / TX_PER_USER))
 
@@ -314,5 +329,5 @@ def build_schedule(seed: int, transactions: int, duration: float) -> Schedule:
     rng = random.Random(f"penpay-chaos:{seed}")
     users = _users(random.Random(f"penpay-chaos:{seed}:users"), users_needed(transactions))
     traffic = _traffic(rng, transactions, duration * TRAFFIC_SHARE, len(users))
-    faults = _faults(random.Random(f"penpay-chaos:{seed}:faults"), duration)
+    faults = _paid_by_users(_faults(random.Random(f"penpay-chaos:{seed}:faults"), duration), users)
     return Schedule(seed, transactions, float(duration), users, traffic, faults)

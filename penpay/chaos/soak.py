@@ -183,7 +183,7 @@ class ChaosSoak:
             self.timings["settle"] = time.monotonic() - began
             self.say(f"settled={self.settled} in {self.timings['settle']:.1f}s")
             if self.config.review:
-                await self._review()
+                await self._review(api)
         finally:
             progress.cancel()
             self.injector.stop_supervising()
@@ -191,18 +191,28 @@ class ChaosSoak:
             await api.close()
         return await self.verdict()
 
-    async def _review(self) -> None:
-        """Every NEEDS_REVIEW through the review API: one staff identity proposes, another approves."""
+    async def _review(self, api: ApiClient) -> None:
+        """Every NEEDS_REVIEW through the review API, and every paybill payment in suspense that a
+        soak user paid: one staff identity proposes, another approves."""
         from penpay.chaos.operator import ScriptedOperator
 
         assert self.cluster is not None
         began = time.monotonic()
+        by_phone = {u.plan.phone: u for u in self.users}
+
+        async def reference_of(phone: str) -> str | None:
+            # what the user would show support: the reference their app gives them
+            user = by_phone.get(phone)
+            return None if user is None else await api.paybill_reference(user)
+
         operator = ScriptedOperator(
             self.cluster.addresses["grpc"],
             self.signing_key,
             deriv_control=self.cluster.addresses["deriv_control"],
             mpesa_control=self.cluster.addresses["mpesa"] + "/__control__",
             in_flight=self._in_flight,
+            user_phones=frozenset(by_phone),
+            reference_of=reference_of,
             say=self.say,
         )
         self.operator_report = await operator.run(settle_timeout=self.config.settle_timeout / 2)
@@ -310,6 +320,9 @@ class ChaosSoak:
             for r in (self.driver.records if self.driver else [])
             if r.transaction_id
         }
+        operator = getattr(self, "operator_report", None)
+        if operator is not None:  # what the paybill payments the operator assigned became
+            outcomes.update((tx, "paybill:unsolicited") for tx in operator.paybill.deposits)
         # Reconciliation first, as an operator closes the day: money M-Pesa holds that PenPay never
         # heard of (a confirmation lost with the callbacks process) is booked to suspense by it, and
         # the consistency check then finds it explained there.
@@ -332,7 +345,6 @@ class ChaosSoak:
             report.faults = [f.to_dict() for f in self.injector.records]
             report.crashes = dict(self.injector.crashes)
             report.rule_counters = getattr(self, "rule_counters", {})
-        operator = getattr(self, "operator_report", None)
         if operator is not None:
             report.review = operator.to_dict()
         return report

@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-review",
         action="store_true",
-        help="leave NEEDS_REVIEW for a person (default: a scripted operator works the review queue)",
+        help="leave NEEDS_REVIEW and paybill suspense for a person (default: a scripted operator "
+        "works the review queue and assigns suspense payments to the soak user who paid them)",
     )
     parser.add_argument("--workdir", type=Path, help="logs, private servers' data (default: a temp dir)")
     parser.add_argument("--database-url", help="use this MariaDB database (not restarted by the soak)")

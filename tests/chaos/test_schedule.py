@@ -77,6 +77,25 @@ def test_a_long_soak_covers_every_scenario_of_both_flows() -> None:
     assert {f"withdrawal:{name}" for name, _ in WITHDRAWAL_SCENARIOS} <= set(planned)
 
 
+def test_an_unsolicited_paybill_payment_comes_from_a_soak_user_and_moves_no_draw() -> None:
+    """The payer is a soak user (so the operator can find whose money it is), chosen without a draw:
+    the faults are the ones the seed gave before the payer was added, the payer aside."""
+    import random
+
+    from penpay.chaos.schedule import _faults
+
+    schedule = build_schedule(seed=7, transactions=40, duration=90)
+    unsolicited = [f for f in schedule.faults if f.kind == "paybill_unsolicited"]
+    drawn = _faults(random.Random("penpay-chaos:7:faults"), 90)
+
+    assert unsolicited
+    assert {f.params["phone"] for f in unsolicited} <= {u.phone for u in schedule.users}
+    assert [
+        (f.at, f.kind, f.target, {k: v for k, v in f.params.items() if k != "phone"}) for f in schedule.faults
+    ] == [(f.at, f.kind, f.target, f.params) for f in drawn]
+    assert [f.params["account"] for f in unsolicited] == ["UNKNOWN101167", "UNKNOWN949713"]
+
+
 def test_no_user_is_planned_past_the_compliance_velocity_and_phones_are_unique() -> None:
     schedule = build_schedule(seed=11, transactions=500, duration=200)
     per_user = Counter(t.user for t in schedule.traffic)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from penpay.chaos.operator import choose
+from penpay.chaos.operator import APPROVER, PROPOSER, choose, choose_paybill
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +85,47 @@ def test_an_item_of_another_kind_is_left_alone() -> None:
     assert (
         choose(type_="SUSPENSE", evidence={}, possible=ALL, deriv_paid_as=None, payout_receipt=None) is None
     )
+
+
+USERS = frozenset({"254755395007", "254755395003"})
+
+
+def _paybill(**given: object) -> str:
+    arguments: dict[str, object] = {
+        "msisdn_shown": "0755***007",
+        "payer_phone": "254755395007",
+        "user_phones": USERS,
+        "proposed_by": "",
+    }
+    arguments.update(given)
+    return choose_paybill(**arguments).action  # type: ignore[arg-type]
+
+
+def test_a_suspense_payment_a_user_paid_is_proposed_as_theirs_then_approved() -> None:
+    assert _paybill() == "PROPOSE"
+    assert _paybill(proposed_by=PROPOSER) == "APPROVE"
+
+
+def test_a_suspense_payment_no_user_paid_is_left_for_a_person() -> None:
+    choice = choose_paybill(
+        msisdn_shown="0712***678", payer_phone="254712345678", user_phones=USERS, proposed_by=""
+    )
+    assert choice.action == "LEAVE" and "no user of ours" in choice.why
+
+
+def test_a_suspense_payment_is_left_when_the_books_do_not_back_the_payer() -> None:
+    assert _paybill(payer_phone=None) == "LEAVE"  # M-Pesa's books do not show it
+    assert _paybill(msisdn_shown="0711***007") == "LEAVE"  # the books name another payer
+
+
+def test_a_suspense_payment_someone_else_proposed_or_penpay_refused_is_left() -> None:
+    assert _paybill(proposed_by=APPROVER) == "LEAVE"
+    assert _paybill(proposed_by="ops-mary") == "LEAVE"
+    refused = choose_paybill(
+        msisdn_shown="0755***007",
+        payer_phone="254755395007",
+        user_phones=USERS,
+        proposed_by="",
+        refused="the amount is below the minimum",
+    )
+    assert refused.action == "LEAVE" and "below the minimum" in refused.why
