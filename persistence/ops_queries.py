@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.payments.status import TransactionStatus
+from domain.payments.status import TERMINAL_STATUSES, TransactionStatus
 from domain.wallet.account_kind import LedgerSide
 from persistence.tables import (
     domain_events,
@@ -61,6 +61,8 @@ class ReconciliationReport:
     open_callback_reviews: int
     # Completions per hour, oldest first: the hour ending at `now` is the last (empty without `now`).
     completed_by_hour: list[tuple[datetime, int]] = field(default_factory=list)
+    # Transactions in flight at some point of each of those hours (same hours, same order).
+    in_flight_by_hour: list[tuple[datetime, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,21 @@ def hourly(moments: list[datetime], now: datetime, hours: int) -> list[tuple[dat
         if 0 <= back < hours and moment <= now:
             counts[hours - 1 - back] += 1
     return [(now - timedelta(hours=hours - i), counts[i]) for i in range(hours)]
+
+
+def in_flight_hourly(
+    spans: list[tuple[datetime, datetime | None]], now: datetime, hours: int
+) -> list[tuple[datetime, int]]:
+    """(start of each hour, how many transactions were in flight during it), for the `hours` hours
+    ending at `now`. A span is (created_at, when it became final, or None while it is not): it was in
+    flight during an hour if it was created before the hour ended and was not yet final when it began.
+    """
+    starts = [now - timedelta(hours=hours - i) for i in range(hours)]
+    return [
+        (start, sum(1 for created, final in spans if created < end and (final is None or final > start)))
+        for start in starts
+        for end in [start + timedelta(hours=1)]
+    ]
 
 
 async def reconciliation_report(
@@ -134,14 +151,31 @@ async def reconciliation_report(
             )
         ).scalar_one()
         completed: list[datetime] = []
+        spans: list[tuple[datetime, datetime | None]] = []
         if now is not None:
+            # What is still in flight, and whatever became final within the window: a final
+            # status is not left again (status.py), so its updated_at is when it became final.
+            since = now - timedelta(hours=hours)
+            final = [s.value for s in TERMINAL_STATUSES]
+            open_ = [s.value for s in TransactionStatus if s not in TERMINAL_STATUSES]
+            # Two ranges of the (status, updated_at) index rather than one OR over the table.
+            columns = (t.c.status, t.c.created_at, t.c.updated_at)
             rows = await connection.execute(
-                select(t.c.updated_at).where(
-                    t.c.status == TransactionStatus.COMPLETED.value,
-                    t.c.updated_at > now - timedelta(hours=hours),
+                union_all(
+                    select(*columns).where(t.c.status.in_(open_), t.c.created_at < now),
+                    select(*columns).where(
+                        t.c.status.in_(final), t.c.updated_at > since, t.c.created_at < now
+                    ),
                 )
             )
-            completed = [m for m in (as_utc(r.updated_at) for r in rows) if m is not None]
+            for r in rows:
+                created, updated = as_utc(r.created_at), as_utc(r.updated_at)
+                if created is None or updated is None:
+                    continue
+                done = r.status in final
+                spans.append((created, updated if done else None))
+                if r.status == TransactionStatus.COMPLETED.value and updated > since:
+                    completed.append(updated)
         reviews = (
             await connection.execute(
                 select(func.count())
@@ -159,6 +193,7 @@ async def reconciliation_report(
         needing_attention=int(attention),
         open_callback_reviews=int(reviews),
         completed_by_hour=hourly(completed, now, hours) if now is not None else [],
+        in_flight_by_hour=in_flight_hourly(spans, now, hours) if now is not None else [],
     )
 
 

@@ -288,6 +288,7 @@ class Auditor:
         ).set(difference)
         details = {
             **details,
+            "currency": provider.currency.value,  # the console shows the figures as money
             "ledger_cents": ledger,
             "provider_cents": provider.amount_minor,
             "difference_cents": difference,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,11 +74,60 @@ class InFlight:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderBalance:
+    """The provider's side of a float as the auditor's latest verdict on it saw it."""
+
+    status: str  # the verdict: OK, FAIL or SKIPPED
+    balance: str  # "" when the auditor had no figure (SKIPPED)
+    seen_at: datetime | None
+    difference: str  # the ledger's float at that moment minus the provider's balance
+    summary: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAIL"
+
+
+@dataclass(frozen=True, slots=True)
 class Float:
     kind: str
     balance: str
     threshold: str
     low: bool
+    provider: ProviderBalance | None = None  # None until the auditor has looked
+
+
+# Which auditor check compares which float with its provider (workers/auditor.py).
+FLOAT_CHECKS = {"DERIV_AGENT_FLOAT": "float_deriv", "MPESA_FLOAT": "float_mpesa"}
+
+
+def _moment(text: object) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    # Shown like the API's timestamps: naive UTC, whole seconds.
+    return moment.replace(tzinfo=None, microsecond=0) - (moment.utcoffset() or timedelta(0))
+
+
+def provider_balance(v: pb.AuditorVerdict, currency: str) -> ProviderBalance:
+    """The figures of a float verdict: the provider's balance, when it was seen (Daraja's answer for
+    M-Pesa, the auditor's run for Deriv, which asks the gateway then) and the difference."""
+    try:
+        details = json.loads(v.details_json) if v.details_json else {}
+    except ValueError:
+        details = {}
+    details = details if isinstance(details, dict) else {}
+    currency = str(details.get("currency") or currency)
+    provider, difference = details.get("provider_cents"), details.get("difference_cents")
+    seen = _moment(details["answered_at"]) if "answered_at" in details else when(v.checked_at)
+    return ProviderBalance(
+        status=v.status,
+        balance=cents(int(provider), currency) if isinstance(provider, int) else "",
+        seen_at=seen,
+        difference=cents(int(difference), currency) if isinstance(difference, int) else "",
+        summary=mask_phone(v.summary),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +136,7 @@ class Dashboard:
     in_flight: list[InFlight]
     in_flight_chart: BarChart
     completed_chart: ColumnChart
+    in_flight_hours_chart: ColumnChart
     completed: list[InFlight]
     needing_attention: int
     open_callback_reviews: int
@@ -116,6 +167,9 @@ def dashboard(
         for s in report.transactions
     ]
     in_flight = [r for r in rows if r.status not in TERMINAL]
+    latest: dict[str, pb.AuditorVerdict] = {}
+    for v in audit.verdicts if audit else ():  # newest first (the API's order)
+        latest.setdefault(v.check, v)
     floats = []
     for total in report.account_totals:
         if total.kind not in thresholds:
@@ -123,22 +177,22 @@ def dashboard(
         currency, limit = thresholds[total.kind]
         if total.balance.currency != currency:
             continue
+        check = latest.get(FLOAT_CHECKS.get(total.kind, ""))
         floats.append(
             Float(
-                total.kind, money(total.balance), cents(limit, currency), total.balance.amount_cents < limit
+                total.kind,
+                money(total.balance),
+                cents(limit, currency),
+                total.balance.amount_cents < limit,
+                provider_balance(check, currency) if check is not None else None,
             )
         )
     return Dashboard(
         generated_at=now,
         in_flight=in_flight,
         in_flight_chart=bar_chart([(f"{r.type} {r.status}", r.count) for r in in_flight]),
-        completed_chart=column_chart(
-            [
-                (f"{start:%Y-%m-%d %H:%M} UTC: {h.count}", h.count)
-                for h in report.completed_by_hour
-                for start in [when(h.start) or datetime.min]
-            ]
-        ),
+        completed_chart=column_chart(hourly_columns(report.completed_by_hour)),
+        in_flight_hours_chart=column_chart(hourly_columns(report.in_flight_by_hour)),
         completed=[r for r in rows if r.status in TERMINAL],
         needing_attention=report.transactions_needing_attention,
         open_callback_reviews=report.open_mpesa_callback_reviews,
@@ -154,6 +208,15 @@ def dashboard(
         auditor_failing=bool(audit and audit.failing),
         last_run=recon_run(runs.runs[0]) if runs and runs.runs else None,
     )
+
+
+def hourly_columns(hours: Any) -> list[tuple[str, int]]:
+    """One column per HourlyCount, titled with the hour's start and its count."""
+    return [
+        (f"{start:%Y-%m-%d %H:%M} UTC: {h.count}", h.count)
+        for h in hours
+        for start in [when(h.start) or datetime.min]
+    ]
 
 
 def action(a: pb.ReviewAction) -> dict[str, Any]:

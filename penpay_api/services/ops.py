@@ -193,6 +193,10 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
                 pb.HourlyCount(start=timestamp(start), count=count)
                 for start, count in report.completed_by_hour
             ],
+            in_flight_by_hour=[
+                pb.HourlyCount(start=timestamp(start), count=count)
+                for start, count in report.in_flight_by_hour
+            ],
             open_mpesa_callback_reviews=report.open_callback_reviews,
         )
 

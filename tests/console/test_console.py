@@ -6,19 +6,32 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import aiohttp
 import pytest
 
 from domain.payments.status import TransactionStatus as S
 from domain.shared.clock import FixedClock
+from domain.wallet.account_kind import AccountKind
+from domain.wallet.money import Currency, Money
 from penpay.ops.v1 import ops_pb2 as pb
+from penpay_api.console.views import cents
+from persistence.auditor_queries import float_balance
+from tests.auditor.test_auditor import _answer_balance as answer_balance
 from tests.console.conftest import ROOT, Console
 from tests.ops.test_review_queue import refused_deposit, user_token
 from workers.auditor import Auditor
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+
+
+def usd(amount: int) -> str:
+    return cents(amount, "USD")
+
+
+def kes(amount: int) -> str:
+    return cents(amount, "KES")
 
 
 def staff_token(console: Console, name: str, *roles: str) -> str:
@@ -54,14 +67,49 @@ async def test_two_operators_refund_a_refused_deposit_in_the_browser(console: Co
         microsecond=0
     )
 
-    # The continuous auditor has looked once, as of the same moment (its verdicts are on the dashboard).
-    await Auditor(stack.engine, clock=FixedClock(under_review)).run_once()
+    # The continuous auditor has looked once, as of the same moment (its verdicts are on the
+    # dashboard): Deriv's agent balance USD 5 above the ledger's float (within tolerance), and
+    # M-Pesa's last Account Balance answer (taken in the same second) KES 50,000 below it (a mismatch).
+    answered = under_review.replace(microsecond=0)
+    async with stack.engine.connect() as conn:
+        deriv_ledger = await float_balance(conn, AccountKind.DERIV_AGENT_FLOAT, "USD")
+        mpesa_ledger = await float_balance(conn, AccountKind.MPESA_FLOAT, "KES", at=answered)
+    await answer_balance(stack.engine, mpesa_ledger - 50_000_00, answered)
+
+    async def deriv_balance() -> Money:
+        return Money(deriv_ledger + 5_00, Currency.USD)
+
+    auditor = Auditor(stack.engine, clock=FixedClock(under_review), deriv_balance=deriv_balance)
+    await auditor.run_once()
 
     olga = await console.page_for(staff_token(console, "olga", "operator", "approver"))
     await expect(olga.get_by_role("heading", name="Needs a person")).to_be_visible()
     await expect(olga.get_by_test_id("verdicts")).to_contain_text("stale_transactions")
     await expect(olga.locator("p.big")).to_have_text("1")
     await expect(olga.get_by_test_id("completed-24h")).to_contain_text("2 completed in the last 24 hours")
+    # In flight per hour: the three deposits ran within the last hour, none before it.
+    await expect(olga.get_by_test_id("in-flight-24h")).to_have_text(
+        "In flight over the last 24 hours: at most 3 in an hour, 3 in the last hour"
+    )
+    hours = olga.get_by_role("img", name="Transactions in flight during each hour, the last 24 hours")
+    assert await hours.locator("rect > title").count() == 24
+    assert await hours.locator("rect > title").last.text_content() == (
+        f"{under_review - timedelta(hours=1):%Y-%m-%d %H:%M} UTC: 3"
+    )
+    assert await hours.locator("rect > title").first.text_content() == (
+        f"{under_review - timedelta(hours=24):%Y-%m-%d %H:%M} UTC: 0"
+    )
+    # Each float beside the provider's balance as the auditor saw it, when, and the difference.
+    deriv_row = olga.get_by_test_id("float-DERIV_AGENT_FLOAT")
+    await expect(deriv_row).to_contain_text(usd(deriv_ledger + 5_00))
+    await expect(deriv_row).to_contain_text(f"{under_review:%Y-%m-%d %H:%M:%S} UTC")
+    await expect(olga.get_by_test_id("difference-DERIV_AGENT_FLOAT")).to_have_text("USD -5.00")
+    await expect(deriv_row).not_to_have_class("warn")
+    mpesa_row = olga.get_by_test_id("float-MPESA_FLOAT")
+    await expect(mpesa_row).to_contain_text(kes(mpesa_ledger - 50_000_00))
+    await expect(mpesa_row).to_contain_text(f"{answered:%Y-%m-%d %H:%M:%S} UTC")
+    await expect(olga.get_by_test_id("difference-MPESA_FLOAT")).to_have_text("KES 50,000.00 · MISMATCH")
+    await expect(mpesa_row).to_have_class("warn")
     assert await console.axe(olga) == []
     dashboard = await console.screenshot(olga, "dashboard")
     if os.environ.get("PENPAY_UPDATE_README_SCREENSHOT"):

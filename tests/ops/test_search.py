@@ -159,13 +159,17 @@ async def test_the_report_counts_completions_in_the_last_24_hours(review: Review
     report = await reconciliation_report(stack.engine, now=done.updated_at + timedelta(minutes=5))
     assert [c for _, c in report.completed_by_hour][-1] == 1
     assert sum(c for _, c in report.completed_by_hour) == 1
+    # In flight, from its timestamps: in the hour it ran, in no other.
+    assert [c for _, c in report.in_flight_by_hour] == [0] * 23 + [1]
     later = await reconciliation_report(stack.engine, now=done.updated_at + timedelta(hours=25))
     assert sum(c for _, c in later.completed_by_hour) == 0
+    assert sum(c for _, c in later.in_flight_by_hour) == 0
     # Over the API: 24 hours ending at the answer's own time.
     answer = await review.ops.GetReconciliationReport(
         pb.GetReconciliationReportRequest(), metadata=review.staff("vera", "viewer")
     )
     assert len(answer.completed_by_hour) == 24
+    assert [h.start for h in answer.in_flight_by_hour] == [h.start for h in answer.completed_by_hour]
     assert answer.completed_by_hour[-1].start.ToDatetime() == (
         answer.generated_at.ToDatetime() - timedelta(hours=1)
     )
