@@ -8,21 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-COLUMNS = (
-    "item_key",
-    "source",
-    "item_class",
-    "provider_ref",
-    "transaction_id",
-    "provider_amount_cents",
-    "provider_amount_currency",
-    "penpay_amount_cents",
-    "penpay_amount_currency",
-    "occurred_at",
-    "review_status",
-    "suspense_posting_id",
-    "detail",
-)
+from application.reconciliation.export import CSV_COLUMNS, csv_cell
+
+COLUMNS = CSV_COLUMNS  # one set of columns with the console's download
 
 
 def items_csv(rows: Sequence[Any]) -> str:
@@ -33,9 +21,8 @@ def items_csv(rows: Sequence[Any]) -> str:
         values = []
         for column in COLUMNS:
             value = getattr(row, column)
-            values.append(
-                "" if value is None else value.isoformat() if hasattr(value, "isoformat") else value
-            )
+            text = "" if value is None else value.isoformat() if hasattr(value, "isoformat") else value
+            values.append(csv_cell(text) if isinstance(text, str) else text)
         writer.writerow(values)
     return buffer.getvalue()
 

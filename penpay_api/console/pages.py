@@ -19,6 +19,7 @@ import jinja2
 from aiohttp import web
 from google.protobuf.message import Message
 
+from application.reconciliation.export import CSV_COLUMNS
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay_api.console import security, views
 from penpay_api.http import cookies, errors
@@ -359,7 +360,7 @@ class Console:
         )
         security.harden(response)
         await response.prepare(request)
-        await response.write(_csv_lines([list(views.CSV_COLUMNS)]))
+        await response.write(_csv_lines([list(CSV_COLUMNS)]))
         while True:
             await response.write(_csv_lines([views.csv_row(i) for i in answer.items]))
             if not answer.next_page_token:

@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from application.reconciliation.export import csv_cell
 from application.reconciliation.rules import CLASSES, ItemClass
 from penpay.common.v1 import money_pb2
 from penpay.ops.v1 import ops_pb2 as pb
@@ -395,30 +396,6 @@ def recon_item(i: pb.ReconciliationItem) -> dict[str, Any]:
     }
 
 
-# The columns of `penpay reconcile export`, so a file from either opens the same way.
-CSV_COLUMNS = (
-    "item_key",
-    "source",
-    "item_class",
-    "provider_ref",
-    "transaction_id",
-    "provider_amount_cents",
-    "provider_amount_currency",
-    "penpay_amount_cents",
-    "penpay_amount_currency",
-    "occurred_at",
-    "review_status",
-    "suspense_posting_id",
-    "detail",
-)
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(text: str) -> str:
-    """Text a spreadsheet would run as a formula is kept as text (OWASP's CSV injection advice)."""
-    return "'" + text if text.startswith(_FORMULA) else text
-
-
 def csv_row(i: pb.ReconciliationItem) -> list[str]:
     """One item as a CSV row: amounts as integer minor units, text made safe, phone numbers masked."""
 
@@ -427,17 +404,17 @@ def csv_row(i: pb.ReconciliationItem) -> list[str]:
 
     occurred = when(i.occurred_at)
     return [
-        _cell(i.item_key),
-        _cell(i.source),
-        _cell(i.item_class),
-        _cell(i.provider_ref),
-        _cell(i.transaction_id),
+        csv_cell(i.item_key),
+        csv_cell(i.source),
+        csv_cell(i.item_class),
+        csv_cell(i.provider_ref),
+        csv_cell(i.transaction_id),
         *amount(i.provider_amount, i.HasField("provider_amount")),
         *amount(i.penpay_amount, i.HasField("penpay_amount")),
         occurred.isoformat() if occurred else "",
-        _cell(i.review_status),
-        _cell(i.suspense_posting_id),
-        _cell(mask_phone(i.detail)),
+        csv_cell(i.review_status),
+        csv_cell(i.suspense_posting_id),
+        csv_cell(mask_phone(i.detail)),
     ]
 
 

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
+from application.reconciliation.export import CSV_COLUMNS
 from application.reconciliation.service import Reconciler, RunReport
 from deriv_gateway.statement_client import GatewayDerivReads
 from domain.payments.status import TransactionStatus as S
@@ -24,7 +25,6 @@ from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay.reconcile.wiring import ProviderReadsOverApis
-from penpay_api.console.views import CSV_COLUMNS
 from persistence.reconciliation import SqlReconciliationStore
 from persistence.tables import transactions
 from tests.console.conftest import Console

@@ -8,6 +8,7 @@ import io
 
 import pytest
 
+from application.reconciliation.export import CSV_COLUMNS
 from penpay.common.v1 import money_pb2
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay_api.console import views
@@ -25,8 +26,8 @@ def test_a_csv_row_masks_phone_numbers_and_disarms_formulas() -> None:
         detail="paid by 254712345678 with no reference; @SUM(A1)",
     )
     row = views.csv_row(item)
-    assert len(row) == len(views.CSV_COLUMNS)
-    by_name = dict(zip(views.CSV_COLUMNS, row, strict=True))
+    assert len(row) == len(CSV_COLUMNS)
+    by_name = dict(zip(CSV_COLUMNS, row, strict=True))
     assert by_name["item_key"].startswith("'=")
     assert (by_name["provider_amount_cents"], by_name["provider_amount_currency"]) == ("-50000", "KES")
     assert (by_name["penpay_amount_cents"], by_name["penpay_amount_currency"]) == ("", "")
@@ -34,7 +35,7 @@ def test_a_csv_row_masks_phone_numbers_and_disarms_formulas() -> None:
     assert "254712345678" not in by_name["detail"] and "2547*****678" in by_name["detail"]
     # A whole file reads back as it was written.
     buffer = io.StringIO()
-    csv.writer(buffer).writerows([list(views.CSV_COLUMNS), row])
+    csv.writer(buffer).writerows([list(CSV_COLUMNS), row])
     assert list(csv.reader(io.StringIO(buffer.getvalue())))[1] == row
 
 
