@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.review.ports import ReceiptCheck, StkAnswer, StkOutcome
 from mpesa_adapter import errors
 from mpesa_adapter.callback_store import CONFIRMED, FAILED, REVIEW, SqlCallbackInbox
-from mpesa_adapter.confirmer import CallbackConfirmer
-from mpesa_adapter.types import RequestAccepted, StkQueryResult, StkQueryStatus
+from mpesa_adapter.confirmer import CallbackConfirmer, DarajaQueries
+from mpesa_adapter.types import StkQueryStatus
 from persistence.tables import mpesa_callback_reviews
 
 log = logging.getLogger("penpay.mpesa.review")
@@ -29,25 +28,10 @@ log = logging.getLogger("penpay.mpesa.review")
 _NOT_ANSWERED = (errors.SpikeArrest, errors.TransportError, errors.ForeignAnswer)
 
 
-class ReviewQueries(Protocol):
-    async def stk_query(
-        self, checkout_request_id: str, *, merchant_request_id: str | None = None
-    ) -> StkQueryResult: ...
-
-    async def transaction_status(
-        self,
-        *,
-        originator_conversation_id: str | None = None,
-        transaction_id: str | None = None,
-        remarks: str = ...,
-        occasion: str | None = None,
-    ) -> RequestAccepted: ...
-
-
 class DarajaReviewLookups:
     def __init__(
         self,
-        client: ReviewQueries,
+        client: DarajaQueries,  # the same two read-only Daraja calls the confirmer makes
         engine: AsyncEngine,
         *,
         polls: int = 100,
