@@ -12,6 +12,8 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+from penpay.cli_args import add_metrics_listen
+
 GROUP = "worker"
 log = logging.getLogger("penpay.reconcile")
 
@@ -20,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("reconcile", help="reconcile with the providers periodically")
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     parser.add_argument("--once", action="store_true", help="one run, then exit")
+    add_metrics_listen(parser, default="off; penpay_alerts_total (a failed provider read is an alert)")
     parser.set_defaults(handler=run)
 
 
@@ -27,6 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from workers.alert_metrics import count_alerts
 
     count_alerts()
+    if args.metrics_listen and not args.once:
+        from prometheus_client import start_http_server
+
+        host, _, port = args.metrics_listen.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1")
     asyncio.run(_run(args))
     return 0
 
