@@ -280,7 +280,7 @@ def paybill_deposits(core: Core) -> PaybillDeposits:
 
     s = core.settings
     return PaybillDeposits(
-        unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+        unit_of_work=core.unit_of_work,
         rates=FixedRates(
             kes_per_usd_buy=s.fx_kes_per_usd_buy,
             kes_per_usd_sell=s.fx_kes_per_usd_sell,

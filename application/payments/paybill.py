@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, Self
+from typing import Protocol
 
 import structlog
 
@@ -29,19 +29,16 @@ from application.errors import DuplicateIdempotencyKey
 from application.ledger import book
 from application.payments import bookings
 from application.payments.ports import PaymentUsers, RateSource
+from application.unit_of_work import UnitOfWork
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.paybill import masked, new_reference, normalise_reference, visible_digits_agree
 from domain.payments.ports import TransactionRepository
 from domain.payments.transaction import Transaction
-from domain.shared.clock import Clock
 from domain.shared.errors import DomainError
-from domain.shared.events import DomainEvent
 from domain.shared.ids import TransactionId, UserId
-from domain.shared.json_value import JSONValue
 from domain.wallet.deriv_rules import DerivTransferLimits
 from domain.wallet.money import Currency, Money
 from domain.wallet.mpesa_rules import require_mpesa_amount
-from domain.wallet.ports import LedgerRepository
 
 log = structlog.get_logger("penpay.paybill")
 
@@ -171,24 +168,15 @@ class PaybillStore(Protocol):
         ...
 
 
-class PaybillUnitOfWork(Protocol):
-    clock: Clock
-    ledger: LedgerRepository
-    transactions: TransactionRepository
-    users: PaymentUsers
-    paybill: PaybillStore
+class PaybillUnitOfWork(UnitOfWork, Protocol):
+    """The unit of work of paybill deposits: the one port, with their repositories."""
 
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
-
-    def record_events(self, events: list[DomainEvent]) -> None: ...
-
-    def audit(
-        self, *, action: str, subject_type: str, subject_id: str, details: dict[str, JSONValue] | None = None
-    ) -> None: ...
-
-    async def commit(self) -> None: ...
+    @property
+    def transactions(self) -> TransactionRepository: ...
+    @property
+    def users(self) -> PaymentUsers: ...
+    @property
+    def paybill(self) -> PaybillStore: ...
 
 
 def key_hash(trans_id: str) -> str:
@@ -423,7 +411,7 @@ class PaybillDeposits:
         amount_minor = payment.amount_minor
         if amount_minor is not None and amount_minor > 0:
             await book(
-                uow,  # type: ignore[arg-type]
+                uow,
                 await bookings.paybill_suspense(
                     uow.ledger, Money(amount_minor, Currency.KES), payment.trans_id, why
                 ),

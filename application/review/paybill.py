@@ -113,7 +113,7 @@ class PaybillSuspenseReview:
                 raise ActionNotPossible(f"it cannot be this user's deposit now: {problem}")
             amount = Money(stored.amount_minor, Currency.KES)
             await book(
-                uow,  # type: ignore[arg-type]
+                uow,
                 await bookings.paybill_suspense_released(
                     uow.ledger, amount, trans_id, str(stored.proposed_user_id)
                 ),

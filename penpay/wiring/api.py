@@ -269,7 +269,7 @@ def build_api(
                 consistency_check=consistency_check,  # type: ignore[arg-type]
                 review=review,
                 paybill=PaybillSuspenseReview(
-                    unit_of_work=core.unit_of_work,  # type: ignore[arg-type]
+                    unit_of_work=core.unit_of_work,
                     deposits=paybill_deposits(core),
                 ),
             ),
