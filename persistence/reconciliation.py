@@ -5,6 +5,7 @@ records their item, so a re-run never books one twice."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -47,8 +48,13 @@ def _uuid(text: str) -> Any:
 
 
 class SqlReconciliationStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, unit_of_work: Callable[[], SqlUnitOfWork] | None = None
+    ) -> None:
         self._engine = engine
+        # The composition root hands in its own (the deployment's clock and PII keys); reads alone
+        # (the Ops API's lists) need none.
+        self._uow = unit_of_work or (lambda: SqlUnitOfWork(engine, actor="reconciliation"))
 
     # --- runs and cursors ------------------------------------------------------------------------
 
@@ -300,7 +306,7 @@ class SqlReconciliationStore:
         """Insert the item once; a later run updates its class and run. Its suspense posting (if its
         class books one) is written with the insert, in one transaction."""
         t = reconciliation_items
-        async with SqlUnitOfWork(self._engine, actor="reconciliation") as uow:
+        async with self._uow() as uow:
             conn = uow.connection
             existing = (
                 await conn.execute(

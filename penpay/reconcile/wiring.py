@@ -73,7 +73,9 @@ def reconciliation(core: Core) -> Reconciliation:
         ),
         GatewayDerivReads(channel, timeout=s.gateway_request_timeout + 10),
     )
-    store = SqlReconciliationStore(core.engine)
+    store = SqlReconciliationStore(
+        core.engine, unit_of_work=lambda: core.unit_of_work(actor="reconciliation")
+    )
     reconciler = Reconciler(reads, store, b2c_grace=timedelta(seconds=s.reconcile_b2c_grace))
     closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
     if tokens is not None:
