@@ -15,6 +15,7 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 
 def moment(text: str) -> datetime:
@@ -55,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.set_defaults(handler=_export)
 
 
-def _core(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+if TYPE_CHECKING:
+    from penpay.bootstrap import Core
+
+
+def _core(args: argparse.Namespace) -> Core:
     from penpay.bootstrap import bootstrap
     from penpay.settings import get_settings
 
@@ -83,7 +88,7 @@ async def _run_async(args: argparse.Namespace) -> int:
     try:
         bar = ProgressBar(len(SOURCES))
         report = await wired.reconciler.run(
-            args.start, args.end, now=datetime.now(UTC), trigger="cli", progress=bar.step
+            args.start, args.end, now=core.clock.now(), trigger="cli", progress=bar.step
         )
         unexplained = [
             {"item_key": row.item_key, "item_class": row.item_class, "detail": row.detail}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from penpay.cli_args import add_metrics_listen
 
@@ -57,7 +57,7 @@ async def _run(args: argparse.Namespace) -> None:
     stop_on_signals(stop)
     try:
         while not stop.is_set():
-            now = datetime.now(UTC)
+            now = core.clock.now()
             oldest = now - PULL_WINDOW + timedelta(minutes=5)
             cursor = await wired.store.cursor(MPESA_C2B)
             start = cursor or oldest
