@@ -3,7 +3,7 @@
 `check_consistency(engine, now=..., stale_after=...)` reads the database (one connection, so
 on MariaDB one REPEATABLE READ snapshot) with aggregate queries that return only the rows
 that break a rule, and answers a `ConsistencyReport`. Given `SimulatorBooks` (what the
-Deriv and M-Pesa simulators really executed, fetched by penpay.consistency), it also
+Deriv and M-Pesa simulators really executed, fetched by proving.simulator_books), it also
 compares the database with those books.
 
 Sign convention used below: a "net" is sum(DEBIT) - sum(CREDIT) of a set of entries, in
@@ -303,7 +303,7 @@ class ConsistencyReport:
         }
 
 
-# --- what the simulators executed (filled in by penpay.consistency) ------------------------
+# --- what the simulators executed (filled in by proving.simulator_books) ------------------------
 
 DERIV_TRANSFER_KIND = "paymentagent_transfer"  # agent -> client
 DERIV_WITHDRAW_KIND = "paymentagent_withdraw"  # client -> agent

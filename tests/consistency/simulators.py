@@ -24,8 +24,8 @@ from mpesa_adapter.client import originator_conversation_id_for
 from mpesa_adapter.simulator import DarajaSimulator
 from mpesa_adapter.simulator.clock import EAT
 from mpesa_adapter.simulator.config import SANDBOX_B2C_SHORTCODE, SANDBOX_PASSKEY, SANDBOX_SHORTCODE
-from penpay.consistency import fetch_simulator_books
 from persistence.consistency import ConsistencyReport, check_consistency
+from proving.simulator_books import fetch_simulator_books
 from tests.consistency.helpers import (
     B2C_FAILING_PHONE,
     CANCELLING_PHONE,
