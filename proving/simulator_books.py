@@ -27,7 +27,7 @@ import aiohttp
 
 from deriv_gateway.protocol.messages import OPERATION_ID_PATTERN, reference
 from mpesa_adapter.client import originator_conversation_id_for
-from persistence.consistency import (
+from persistence.consistency.books import (
     B2CPayout,
     DerivBooks,
     DerivBookTransfer,

@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def _check(args: argparse.Namespace, url: str) -> Any:
-    from persistence.consistency import check_consistency
+    from persistence.consistency.check import check_consistency
     from persistence.engine import create_engine
     from proving.simulator_books import fetch_simulator_books
 

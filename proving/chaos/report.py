@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from persistence.consistency import Code, ConsistencyReport, SimulatorBooks
+from persistence.consistency.books import SimulatorBooks
+from persistence.consistency.report import Code, ConsistencyReport
 
 # Money that left a user, a float or a simulator account and neither arrived nor came back.
 LOST_CODES = frozenset(
@@ -301,7 +302,7 @@ async def build_report(
     from sqlalchemy import select
 
     from persistence.audit import verify_chain
-    from persistence.consistency import check_consistency
+    from persistence.consistency.check import check_consistency
     from persistence.engine import create_engine
     from persistence.tables import mpesa_requests, transactions
     from proving.simulator_books import fetch_simulator_books

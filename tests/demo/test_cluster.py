@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from persistence.consistency import check_consistency
+from persistence.consistency.check import check_consistency
 from persistence.engine import create_engine
 from proving.cluster import Cluster, ClusterConfig
 from proving.demo import Endpoints, JourneyOptions, run_journey

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from penpay.embedded import EmbeddedStack
 from penpay.settings import Settings
-from persistence.consistency import check_consistency
+from persistence.consistency.check import check_consistency
 from persistence.engine import create_engine
 from proving.demo import DemoFailed, Endpoints, JourneyOptions, JourneyResult, render, run_journey
 from proving.demo.own_stack import endpoints_of, own_stack_settings

@@ -256,7 +256,7 @@ class Stack:
         """The consistency checker over the database and both simulators' books."""
         from datetime import UTC, datetime
 
-        from persistence.consistency import check_consistency
+        from persistence.consistency.check import check_consistency
         from proving.simulator_books import fetch_simulator_books
 
         books = await fetch_simulator_books(
