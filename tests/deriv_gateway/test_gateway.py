@@ -640,7 +640,7 @@ async def test_every_frame_matches_the_official_schemas(sim, start_gateway, fram
     await gw.stub.GetBalance(pb.GetBalanceRequest())
     await gw.stub.GetSettings(pb.GetSettingsRequest(client_token=CLIENT_TOKEN))
     await gw.stub.RequestWithdrawalCode(pb.RequestWithdrawalCodeRequest(client_token=CLIENT_TOKEN))
-    await gw.server.gateway._resolve("PenPay nothing-here", datetime.now(UTC))
+    await gw.server.gateway.statements.find("PenPay nothing-here", datetime.now(UTC))
     await gw.server.gateway.agent.request("ping")
     calls = {next(iter(f)) for d, f in frames.frames if d == "send"}
     assert {
