@@ -1,4 +1,4 @@
-"""End to end on the multi-process cluster (penpay/cluster.py): MariaDB + Redis, both simulators at
+"""End to end on the multi-process cluster (proving/cluster.py): MariaDB + Redis, both simulators at
 zero delay, and every PenPay process on its own (api, http, gateway, callbacks, relay, 2 saga workers).
 
 Phases, one cluster:
@@ -381,8 +381,8 @@ def _rate_limit_lines(workdir: Path, since: dict[Path, int]) -> list[str]:
 async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("penpay.cluster") is None:
-        results.notes.append("e2e: penpay/cluster.py is not there yet: the end-to-end group was not run")
+    if importlib.util.find_spec("proving.cluster") is None:
+        results.notes.append("e2e: proving/cluster.py is not there yet: the end-to-end group was not run")
         return
     from bench.private_mariadb import private_mariadb
 
@@ -443,8 +443,8 @@ async def _run_on(
 
     from bench.groups import DEPOSITS_GOAL, P99_GOAL, raw_ledger_name
     from bench.scratch import scratch_database
-    from penpay.cluster import Cluster, ClusterConfig
     from penpay.payments.v1 import payments_pb2, payments_pb2_grpc
+    from proving.cluster import Cluster, ClusterConfig
 
     with (
         scratch_database(db.admin_url, migrated=False) as (_name, url),

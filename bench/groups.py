@@ -5,7 +5,7 @@ api      grpcio echo vs the real gRPC API (GetBalances) vs the HTTP bridge on th
          InitiateDeposit p50/p99 through gRPC
 gateway  grpcio echo and websockets echo vs gateway Transfer (gRPC -> gateway -> WebSocket -> Deriv sim)
 bus      redis-py XADD
-e2e      deposits and withdrawals end to end on the multi-process cluster (penpay/cluster.py)
+e2e      deposits and withdrawals end to end on the multi-process cluster (proving/cluster.py)
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pymysql
 
-from penpay.cluster import free_port
+from proving.cluster import free_port
 
 
 @dataclass(frozen=True)

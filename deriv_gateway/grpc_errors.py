@@ -13,9 +13,9 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from deriv_gateway.journal import StaleFencingToken
+from deriv_gateway.money_call import OperationConflict, OperationNotExecuted
 from deriv_gateway.protocol import errors
 from deriv_gateway.request_rules import InvalidRequest
-from deriv_gateway.service import OperationConflict, OperationNotExecuted
 
 DOMAIN = "deriv.com"
 GATEWAY_DOMAIN = "penpay.deriv-gateway"

@@ -16,13 +16,15 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from deriv_gateway.balance_watch import Balance
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.grpc_errors import DETAILS_KEY, to_status
 from deriv_gateway.journal import Journal
 from deriv_gateway.lease import Lease, LocalLease, RedisLease
 from deriv_gateway.logs import get_logger
+from deriv_gateway.money_call import MoneyResult
 from deriv_gateway.protocol import errors
-from deriv_gateway.service import Balance, DerivGateway, MoneyResult
+from deriv_gateway.service import DerivGateway
 from penpay.common.v1 import money_pb2
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
@@ -296,7 +298,7 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
             transaction_time=found.transaction_time or 0,
         )
 
-        self.gateway._token()
+        self.gateway.term.token()
 
     async def GetSettings(
         self, request: pb.GetSettingsRequest, context: grpc.aio.ServicerContext

@@ -103,7 +103,7 @@ class SeamServicer(DerivGatewayServicer):
 
     async def _watchable(self) -> RestTransport:
         rest = self._rest()
-        self.gateway._token()
+        self.gateway.term.token()
         return rest
 
     async def Authorize(

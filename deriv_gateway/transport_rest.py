@@ -23,12 +23,14 @@ from decimal import Decimal
 from functools import partial
 
 from deriv_gateway import journal as jn
+from deriv_gateway.balance_watch import Balance
 from deriv_gateway.logs import get_logger
+from deriv_gateway.money_call import MoneyCall, MoneyResult, OperationConflict, OperationNotExecuted
 from deriv_gateway.protocol import errors
 from deriv_gateway.protocol.messages import reference
 from deriv_gateway.request_rules import InvalidRequest, check_amount, check_operation_id
 from deriv_gateway.rest import DerivRestClient, RestResult
-from deriv_gateway.service import Balance, DerivGateway, MoneyResult, OperationConflict, OperationNotExecuted
+from deriv_gateway.service import DerivGateway
 
 log = get_logger("deriv_gateway.transport_rest")
 
@@ -141,7 +143,7 @@ class RestTransport:
             raise InvalidRequest("amount.currency", f"must be the agent's currency {profile.currency}")
 
     async def balance(self) -> Balance:
-        self.gateway._token()
+        self.gateway.term.token()
         async with agent_token_in_use():
             found = await self.client.balance(self._agent_token)
         profile = await self.profile()
@@ -153,7 +155,7 @@ class RestTransport:
         GET /account/v1/nickname wants the account_manage scope; /wallet/v1/wallets the payment one.
         """
         _check("client_token", client_token, BEARER, "must be a bearer token")
-        self.gateway._token()
+        self.gateway.term.token()
         data, _ = await self.client.call("GET", "/account/v1/nickname", client_token, call="authorize")
         nickname = data.get("nickname") if isinstance(data, dict) else None
         if not isinstance(nickname, str) or not nickname:
@@ -163,7 +165,7 @@ class RestTransport:
 
     async def watch_balance(self) -> AsyncIterator[Balance]:
         """The balance now, then each change. One poller serves every watcher (the budget is per token)."""
-        self.gateway._token()
+        self.gateway.term.token()
         queue: asyncio.Queue[Balance | None] = asyncio.Queue(maxsize=100)
         self._watchers.add(queue)
         if self._poller is None or self._poller.done():
@@ -207,7 +209,7 @@ class RestTransport:
         delay = 1.0
         while True:
             try:
-                if await self.gateway._term_token() != token:
+                if await self.gateway.term.fenced() != token:
                     return
                 retry_in = await self._sweep_once(token, started)
             except errors.NotLeader:
@@ -233,7 +235,7 @@ class RestTransport:
                 if not is_rest_client(row.client_loginid):
                     continue
                 settle = partial(self._sweep_one, row.operation_id, row.kind, token)
-                flight = self.gateway._single_flight(f"{row.kind}:{row.operation_id}", "sweep", settle)
+                flight = self.gateway.flights.run(f"{row.kind}:{row.operation_id}", "sweep", settle)
                 try:
                     await asyncio.shield(flight)
                 except errors.OutcomeUnknown as exc:
@@ -247,7 +249,7 @@ class RestTransport:
         row = await gw.journal.get(operation_id)
         if row is None or row.status != jn.SENDING:
             return MoneyResult(operation_id, 0, "", 0, "", "", True, False)  # settled meanwhile
-        await gw._take_over(row, token)
+        await gw.steps.take_over(row, token)
         lookup: Lookup
         if kind == "transfer":
             lookup = partial(self.client.lookup_transfer, self._agent_token, operation_id)
@@ -261,8 +263,8 @@ class RestTransport:
             )
         age = (scanned_at - row.updated_at).total_seconds()
         if age < gw.config.unknown_settle:
-            raise gw._unknown(row, age)
-        await gw._mark_not_executed(row, token, age)
+            raise gw.steps.unknown(row, age)
+        await gw.steps.mark_not_executed(row, token, age)
         raise OperationNotExecuted(operation_id)
 
     # ---- deposits ---------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ class RestTransport:
         check_operation_id("transfer_id", transfer_id)
         _check("client_nickname", nickname, NICKNAME, "must match ^[A-Za-z0-9_.-]{1,31}$")
         check_amount(cents, currency)
-        self.gateway._token()
+        self.gateway.term.token()
         client = f"@{nickname}"
 
         async def lookup() -> RestResult | None:
@@ -285,7 +287,7 @@ class RestTransport:
 
         work = partial(self._operation, "transfer", transfer_id, client, cents, currency, lookup, send)
         mode = "resolve" if resolve_only else "send"
-        flight = self.gateway._single_flight(f"transfer:{transfer_id}", mode, partial(work, resolve_only))
+        flight = self.gateway.flights.run(f"transfer:{transfer_id}", mode, partial(work, resolve_only))
         return await asyncio.shield(flight)
 
     async def _send_transfer(self, transfer_id: str, nickname: str, cents: int, currency: str) -> RestResult:
@@ -303,7 +305,7 @@ class RestTransport:
     async def request_withdrawal_code(self, client_token: str, cents: int, currency: str) -> None:
         _check("client_token", client_token, BEARER, "must be a bearer token")
         check_amount(cents, currency)
-        self.gateway._token()
+        self.gateway.term.token()
         await self._check_currency(currency)
         profile = await self.profile()
         await self.client.request_withdrawal_code(
@@ -331,7 +333,7 @@ class RestTransport:
         if not resolve_only:
             _check("verification_code", code, REST_CODE, "must be the 6-digit code")
         check_amount(cents, currency)
-        self.gateway._token()
+        self.gateway.term.token()
 
         async def lookup() -> RestResult | None:
             if on_agent:
@@ -354,7 +356,7 @@ class RestTransport:
         client = f"@{nickname}"
         work = partial(self._operation, "withdraw", withdrawal_id, client, cents, currency, lookup, send)
         mode = "resolve" if resolve_only else "send"
-        flight = self.gateway._single_flight(f"withdraw:{withdrawal_id}", mode, partial(work, resolve_only))
+        flight = self.gateway.flights.run(f"withdraw:{withdrawal_id}", mode, partial(work, resolve_only))
         return await asyncio.shield(flight)
 
     # ---- the journal protocol ---------------------------------------------------------------------
@@ -371,23 +373,25 @@ class RestTransport:
         resolve_only: bool,
     ) -> MoneyResult:
         gw = self.gateway
-        token = await gw._term_token()
+        token = await gw.term.fenced()
         await self._check_currency(currency)
         row = await gw.journal.get(operation_id)
         if row is not None and not row.same_request(kind, client, cents, currency):
             raise OperationConflict(f"{kind} id {operation_id} was used for a different {kind}")
         if row is not None and row.status in (jn.DONE, jn.FAILED):
-            return gw._replay(row)
+            return gw.steps.replay(row)
         if resolve_only:
             return await self._resolve_only(kind, operation_id, client, cents, currency, row, token, lookup)
         if row is None:
-            created, row = await gw._claim(operation_id, kind, client, cents, currency, operation_id, token)
+            # a REST row carries its request_id as its description
+            call = MoneyCall(operation_id, kind, client, cents, currency, operation_id, token)
+            created, row = await gw.steps.claim(call)
             if not created:
                 return await self._operation(kind, operation_id, client, cents, currency, lookup, send, False)
         elif row.status == jn.NOT_SENT:
             await gw.journal.resend(operation_id, token, jn.NOT_SENT)
         else:  # SENDING, left by an earlier attempt: look it up first
-            await gw._take_over(row, token)
+            await gw.steps.take_over(row, token)
             scanned_at = datetime.now(UTC)
             found = await self._lookup(lookup, kind, operation_id)
             if found is not None:
@@ -397,7 +401,7 @@ class RestTransport:
             # window (and a POST that did run then answers RequestIDUsed and is looked up).
             age = (scanned_at - row.updated_at).total_seconds()
             if age < gw.config.unknown_settle:
-                raise gw._unknown(row, age)
+                raise gw.steps.unknown(row, age)
             await gw.journal.resend(operation_id, token, jn.SENDING)
         return await self._send(kind, operation_id, client, cents, currency, token, send)
 
@@ -422,13 +426,13 @@ class RestTransport:
         try:
             result = await send()
         except errors.NotExecuted as exc:
-            await gw._finish_quietly(operation_id, token, jn.NOT_SENT, exc)
+            await gw.steps.finish_quietly(operation_id, token, jn.NOT_SENT, exc)
             raise
         except errors.OutcomeUnknown as exc:
             log.warning("gateway.rest_outcome_unknown", operation_id=operation_id, kind=kind, code=exc.code)
             raise  # the row stays SENDING: the next call (or resolve_only) looks it up
         except errors.DerivError as exc:
-            await gw._finish_quietly(operation_id, token, jn.FAILED, exc)
+            await gw.steps.finish_quietly(operation_id, token, jn.FAILED, exc)
             raise
         return await self._done(kind, operation_id, client, cents, currency, token, result)
 
@@ -472,7 +476,7 @@ class RestTransport:
         if row is not None and row.status == jn.NOT_SENT:
             raise OperationNotExecuted(f"operation {operation_id} was not executed (journal: NOT_SENT)")
         if row is not None:
-            await gw._take_over(row, token)
+            await gw.steps.take_over(row, token)
         scanned_at = datetime.now(UTC)
         found = await self._lookup(lookup, kind, operation_id)
         if found is not None:
@@ -483,8 +487,8 @@ class RestTransport:
             raise OperationNotExecuted(f"operation {operation_id} was never sent (no journal row)")
         age = (scanned_at - row.updated_at).total_seconds()
         if age < gw.config.unknown_settle:
-            raise gw._unknown(row, age)
-        await gw._mark_not_executed(row, token, age)
+            raise gw.steps.unknown(row, age)
+        await gw.steps.mark_not_executed(row, token, age)
         raise OperationNotExecuted(f"{kind} {operation_id} unknown to Deriv {age:.0f}s after it was sent")
 
     async def _unjournaled(

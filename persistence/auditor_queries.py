@@ -1,5 +1,5 @@
 """The continuous auditor's reads: each answers one invariant with an aggregate query that returns only
-what breaks it (persistence/consistency.py is the full, one-shot checker; this is the cheap, repeated
+what breaks it (persistence/consistency/ is the full, one-shot checker; this is the cheap, repeated
 one). Sign convention as there: a net is sum(DEBIT) - sum(CREDIT) in minor units of one currency."""
 
 from __future__ import annotations

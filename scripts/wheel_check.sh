@@ -44,7 +44,7 @@ wheel=$(ls "$dist"/penpay-*.whl)
 listing=$(unzip -Z1 "$wheel")
 grep -qx "penpay/auth/v1/auth_pb2.py" <<<"$listing" || { log "no generated protobuf code in $wheel"; exit 1; }
 grep -qx "persistence/_migrations/alembic.ini" <<<"$listing" || { log "no alembic.ini in $wheel"; exit 1; }
-for asset in penpay/proto_docs.binpb penpay_api/console/templates/dashboard.html \
+for asset in penpay/proto_docs.binpb proving/demo/journey.py penpay_api/console/templates/dashboard.html \
   penpay_api/console/static/console.js penpay_api/console/static/vendor/htmx.min.js \
   penpay_api/console/static/vendor/swagger-ui-bundle.js; do
   grep -qx "$asset" <<<"$listing" || { log "no $asset in $wheel"; exit 1; }

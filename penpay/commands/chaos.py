@@ -1,4 +1,4 @@
-"""`penpay chaos`: the seeded chaos soak (penpay.chaos).
+"""`penpay chaos`: the seeded chaos soak (proving.chaos).
 
     penpay chaos --seed 7 --transactions 2000 --duration 900 [--workdir DIR] [--json report.json]
                  [--database-url URL] [--redis-url URL] [--settle-timeout 240] [--print-schedule]
@@ -59,7 +59,7 @@ def _say(line: str) -> None:
 
 
 async def _soak(args: argparse.Namespace, workdir: Path) -> int:
-    from penpay.chaos.soak import ChaosSoak, SoakConfig
+    from proving.chaos.soak import ChaosSoak, SoakConfig
 
     config = SoakConfig(
         seed=args.seed,
@@ -85,7 +85,7 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from penpay.chaos.schedule import build_schedule
+    from proving.chaos.schedule import build_schedule
 
     if args.print_schedule:
         schedule = build_schedule(args.seed, args.transactions, args.duration)

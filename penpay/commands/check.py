@@ -71,9 +71,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def _check(args: argparse.Namespace, url: str) -> Any:
-    from penpay.consistency import fetch_simulator_books
-    from persistence.consistency import check_consistency
+    from persistence.consistency.check import check_consistency
     from persistence.engine import create_engine
+    from proving.simulator_books import fetch_simulator_books
 
     books = await fetch_simulator_books(
         deriv_control_url=args.deriv_control,
@@ -171,10 +171,10 @@ def render(report: Any, database: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from penpay.consistency import BooksUnavailable
     from penpay.settings import get_settings
     from persistence.migrate import schema_problem
     from persistence.urls import redact
+    from proving.simulator_books import BooksUnavailable
 
     url = args.database_url or get_settings().database_url
     problem = asyncio.run(schema_problem(url))

@@ -1,4 +1,4 @@
-"""`penpay demo`: the scripted journey (penpay.demo) against a running stack, or one of its own.
+"""`penpay demo`: the scripted journey (proving.demo) against a running stack, or one of its own.
 
     penpay demo                      # the stack `penpay up` runs, or an embedded one when none answers
     penpay demo --start              # always an embedded stack of its own (temp dir, free ports)
@@ -106,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _default_endpoints(args: argparse.Namespace, settings: Any) -> Any:
-    from penpay.demo import Endpoints
-    from penpay.demo.own_stack import DERIV_CONTROL_OFFSET
     from penpay.embedded import deriv_rest_simulator_url, sms_simulator_url
+    from proving.demo import Endpoints
+    from proving.demo.own_stack import DERIV_CONTROL_OFFSET
 
     ws = urlsplit(settings.deriv_ws_url)
     deriv_control = f"http://{ws.hostname or '127.0.0.1'}:{(ws.port or 8765) + DERIV_CONTROL_OFFSET}"
@@ -135,9 +135,9 @@ async def _run(args: argparse.Namespace) -> int:
     from contextlib import AsyncExitStack
     from pathlib import Path
 
-    from penpay.demo.bridge import bridge_answers
-    from penpay.demo.own_stack import own_stack
     from penpay.settings import get_settings
+    from proving.demo.bridge import bridge_answers
+    from proving.demo.own_stack import own_stack
 
     say = _timed_printer()
     settings = get_settings()
@@ -169,8 +169,8 @@ async def _run(args: argparse.Namespace) -> int:
 async def _journey(
     args: argparse.Namespace, endpoints: Any, say: Callable[[str], None], *, own_stack: bool = False
 ) -> int:
-    from penpay.demo import DemoFailed, JourneyOptions, render, run_journey
-    from penpay.demo.journey import DEFAULT_DERIV_TOKEN
+    from proving.demo import DemoFailed, JourneyOptions, render, run_journey
+    from proving.demo.journey import DEFAULT_DERIV_TOKEN
 
     options = JourneyOptions(
         deposit_kes_cents=args.deposit_kes,

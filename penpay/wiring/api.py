@@ -212,7 +212,7 @@ def build_api(
         # built before this API (penpay up): its REST users' tokens come from the binding built here
         payments.use_rest_tokens(rest_binding.token)
     if consistency_check is DEFAULT:
-        from persistence.consistency import check_consistency
+        from persistence.consistency.check import check_consistency
 
         consistency_check = check_consistency
 

@@ -102,7 +102,7 @@ DEFAULT_STALE_AFTER = timedelta(hours=1)
 MAX_STALE_AFTER_SECONDS = 10 * 366 * 24 * 3600  # ten years
 MAX_AUDIT_RUNS = 100
 
-# (engine, now=, stale_after=) -> persistence.consistency.ConsistencyReport
+# (engine, now=, stale_after=) -> persistence.consistency.report.ConsistencyReport
 ConsistencyCheck = Callable[..., Awaitable[Any]]
 
 

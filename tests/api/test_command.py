@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from penpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from penpay.cli import build_parser
-from penpay.cluster import free_port
 from penpay.ops.v1 import ops_pb2, ops_pb2_grpc
+from proving.cluster import free_port
 
 from .conftest import PASSWORD, unique_email, unique_phone
 

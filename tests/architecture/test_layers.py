@@ -1,12 +1,15 @@
 """The import direction is one way, floor by floor:
 
-    domain  <-  application  <-  adapters  <-  composition root (penpay: wiring, CLI, tools)
+    domain  <-  application  <-  adapters  <-  composition root (penpay)  <-  proving tools  <-  CLI
 
 Adapters are every package that implements a port or drives the use cases: persistence, security,
-the provider adapters, the workers and the public API's servicers. The generated contracts
-(`penpay/<package>/v1`, produced by the build from protos/) sit beside the domain: anyone may
-import them, they import nothing of ours. Nothing imports upwards, and no two packages of one floor
-import each other in a circle."""
+the provider adapters, the workers and the public API's servicers. The proving tools (`proving`:
+demo, cluster, chaos soak, the simulators' books) start PenPay through its composition root; nothing
+shipped imports them but the `penpay` command's modules (penpay/commands), which start them: those
+files count as a floor of their own (CLI) as importers, and as the composition root when imported.
+The generated contracts (`penpay/<package>/v1`, produced by the build from protos/) sit beside the
+domain: anyone may import them, they import nothing of ours. Nothing imports upwards, and no two
+packages of one floor import each other in a circle."""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 CONTRACTS = "contracts"
+CLI = "cli"
+# The command modules: the only shipped files that may import the proving tools (they start them).
+CLI_FILES = "penpay/commands/"
 FLOORS: dict[str, int] = {
     CONTRACTS: 0,
     "domain": 0,
@@ -34,6 +40,8 @@ FLOORS: dict[str, int] = {
     "workers": 2,
     "penpay_api": 2,
     "penpay": 3,
+    "proving": 4,
+    CLI: 5,
 }
 IO_LIBRARIES = {"sqlalchemy", "grpc", "aiohttp", "redis", "websockets", "alembic"}
 # Libraries a floor must not use at all (the domain is pure; use cases speak only to ports).
@@ -74,10 +82,12 @@ def imported_top_level_packages(path: Path) -> set[str]:
 def package_edges(root: Path, contracts: set[str]) -> dict[tuple[str, str], list[str]]:
     """(importer unit, imported unit) -> the files and modules that make the edge."""
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for package in (p for p in FLOORS if p != CONTRACTS):
+    for package in (p for p in FLOORS if p not in (CONTRACTS, CLI)):
         for path in sorted((root / package).rglob("*.py")):
             relative = path.relative_to(root)
             source = unit_of(".".join(relative.with_suffix("").parts), contracts)
+            if relative.as_posix().startswith(CLI_FILES):
+                source = CLI
             for module in sorted(imported_modules(path)):
                 target = unit_of(module, contracts)
                 if target in FLOORS and target != source:
@@ -140,11 +150,19 @@ def test_the_checker_sees_upward_imports_and_circles(tmp_path: Path) -> None:
         "workers/relay.py": "def later():\n    from penpay.cli import main\n",  # lazy, still upward
         "mpesa_adapter/a.py": "import sms_adapter.b\n",
         "sms_adapter/b.py": "from mpesa_adapter import a\n",
+        "proving/demo.py": "from penpay.bootstrap import core\n",  # a tool starts the root: allowed
+        "penpay/commands/demo.py": "from proving import demo\n",  # the command starts the tool: allowed
+        "penpay/bootstrap.py": "def later():\n    import proving.demo\n",  # the root itself may not
+        "penpay_api/app.py": "from proving.demo import journey\n",  # nor any adapter
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     edges = package_edges(tmp_path, contract_packages(tmp_path))
-    assert upward(edges) == {"workers -> penpay": ["workers/relay.py: penpay.cli"]}
-    assert circles(edges) == [["mpesa_adapter", "sms_adapter"]]
+    assert upward(edges) == {
+        "workers -> penpay": ["workers/relay.py: penpay.cli"],
+        "penpay -> proving": ["penpay/bootstrap.py: proving.demo"],
+        "penpay_api -> proving": ["penpay_api/app.py: proving.demo"],
+    }
+    assert circles(edges) == [["mpesa_adapter", "sms_adapter"], ["penpay", "proving"]]
     assert ("domain", CONTRACTS) in edges

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from deriv_gateway.simulator.rest.faults import RestFault
-from penpay.chaos.schedule import (
+from proving.chaos.schedule import (
     DEPOSIT_SCENARIOS,
     FAULT_KINDS,
     REST_RULES,
@@ -82,7 +82,7 @@ def test_an_unsolicited_paybill_payment_comes_from_a_soak_user_and_moves_no_draw
     the faults are the ones the seed gave before the payer was added, the payer aside."""
     import random
 
-    from penpay.chaos.schedule import _faults
+    from proving.chaos.schedule import _faults
 
     schedule = build_schedule(seed=7, transactions=40, duration=90)
     unsolicited = [f for f in schedule.faults if f.kind == "paybill_unsolicited"]

@@ -15,10 +15,10 @@ import websockets
 from sqlalchemy import select, update
 
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
-from penpay.chaos.report import SoakReport
-from penpay.chaos.soak import ChaosSoak, SoakConfig
 from persistence.engine import create_engine
 from persistence.tables import ledger_accounts, transactions
+from proving.chaos.report import SoakReport
+from proving.chaos.soak import ChaosSoak, SoakConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

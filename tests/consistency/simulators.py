@@ -24,8 +24,9 @@ from mpesa_adapter.client import originator_conversation_id_for
 from mpesa_adapter.simulator import DarajaSimulator
 from mpesa_adapter.simulator.clock import EAT
 from mpesa_adapter.simulator.config import SANDBOX_B2C_SHORTCODE, SANDBOX_PASSKEY, SANDBOX_SHORTCODE
-from penpay.consistency import fetch_simulator_books
-from persistence.consistency import ConsistencyReport, check_consistency
+from persistence.consistency.check import check_consistency
+from persistence.consistency.report import ConsistencyReport
+from proving.simulator_books import fetch_simulator_books
 from tests.consistency.helpers import (
     B2C_FAILING_PHONE,
     CANCELLING_PHONE,

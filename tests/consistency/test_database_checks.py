@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.shared.ids import new_uuid7
-from persistence.consistency import Code, ConsistencyReport, WarningCode, check_consistency
+from persistence.consistency.check import check_consistency
+from persistence.consistency.report import Code, ConsistencyReport, WarningCode
 from persistence.tables import (
     deriv_transfers,
     deriv_withdrawals,

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.shared.ids import new_uuid7
 from mpesa_adapter.client import originator_conversation_id_for
-from penpay.consistency import operation_id_of, transaction_of_ocid
-from persistence.consistency import Code, ConsistencyReport, WarningCode
+from persistence.consistency.report import Code, ConsistencyReport, WarningCode
 from persistence.tables import mpesa_requests, transactions
+from proving.simulator_books import operation_id_of, transaction_of_ocid
 from tests.consistency.helpers import PHONE, raw_sql, tx_uuid
 from tests.consistency.simulators import Deriv, Mpesa, Run, cents, run_with_books
 

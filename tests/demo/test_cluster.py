@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from penpay.cluster import Cluster, ClusterConfig
-from penpay.consistency import fetch_simulator_books
-from penpay.demo import Endpoints, JourneyOptions, run_journey
-from penpay.demo.journey import JourneyResult
-from persistence.consistency import check_consistency
+from persistence.consistency.check import check_consistency
 from persistence.engine import create_engine
+from proving.cluster import Cluster, ClusterConfig
+from proving.demo import Endpoints, JourneyOptions, run_journey
+from proving.demo.journey import JourneyResult
+from proving.simulator_books import fetch_simulator_books
 from tests.conftest import REDIS_URL
 from tests.databases import create_mysql_database, drop_mysql_database
 from tests.demo.log_secrets import find_leaks

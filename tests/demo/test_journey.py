@@ -1,4 +1,4 @@
-"""The demo journey (penpay.demo.run_journey) against an EmbeddedStack started here, in this
+"""The demo journey (proving.demo.run_journey) against an EmbeddedStack started here, in this
 process: the figures it returns agree with each other, with the quote, with the simulators'
 books and with the consistency checker."""
 
@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from penpay.consistency import fetch_simulator_books
-from penpay.demo import DemoFailed, Endpoints, JourneyOptions, JourneyResult, render, run_journey
-from penpay.demo.own_stack import endpoints_of, own_stack_settings
 from penpay.embedded import EmbeddedStack
 from penpay.settings import Settings
-from persistence.consistency import check_consistency
+from persistence.consistency.check import check_consistency
 from persistence.engine import create_engine
+from proving.demo import DemoFailed, Endpoints, JourneyOptions, JourneyResult, render, run_journey
+from proving.demo.own_stack import endpoints_of, own_stack_settings
+from proving.simulator_books import fetch_simulator_books
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -21,6 +21,8 @@ from google.rpc import error_details_pb2
 
 from deriv_gateway import journal as jn
 from deriv_gateway.grpc_errors import parse_details
+from deriv_gateway.journal import mariadb as journal_mariadb
+from deriv_gateway.journal.sqlite import SQLiteGroupCommit
 from deriv_gateway.lease import RedisLease
 from deriv_gateway.simulator import DEFAULT_AGENT_LOGINID, DEFAULT_AGENT_TOKEN, DEFAULT_CLIENTS
 from penpay.common.v1 import money_pb2
@@ -638,7 +640,7 @@ async def test_every_frame_matches_the_official_schemas(sim, start_gateway, fram
     await gw.stub.GetBalance(pb.GetBalanceRequest())
     await gw.stub.GetSettings(pb.GetSettingsRequest(client_token=CLIENT_TOKEN))
     await gw.stub.RequestWithdrawalCode(pb.RequestWithdrawalCodeRequest(client_token=CLIENT_TOKEN))
-    await gw.server.gateway._resolve("PenPay nothing-here", datetime.now(UTC))
+    await gw.server.gateway.statements.find("PenPay nothing-here", datetime.now(UTC))
     await gw.server.gateway.agent.request("ping")
     calls = {next(iter(f)) for d, f in frames.frames if d == "send"}
     assert {
@@ -657,13 +659,13 @@ async def test_every_frame_matches_the_official_schemas(sim, start_gateway, fram
 async def test_batched_claims_and_outcomes_keep_their_own_answers(journal_url, monkeypatch):
     """Claims and outcomes committed together (group commit): every caller still gets its own row's answer."""
     sizes: list[int] = []  # MariaDB: the outcomes per multi-row UPDATE (SQLite writes them one by one)
-    original = jn._mysql_finishes
+    original = journal_mariadb.finish_rows
 
     async def spy(cur: Any, items: list[dict[str, Any]], optimistic: bool) -> Any:
         sizes.append(len(items))
         return await original(cur, items, optimistic)
 
-    monkeypatch.setattr(jn, "_mysql_finishes", spy)
+    monkeypatch.setattr(journal_mariadb, "finish_rows", spy)
     journal, newer = jn.Journal.from_url(journal_url), jn.Journal.from_url(journal_url)
     try:
         known = [str(uuid.uuid4()) for _ in range(3)]
@@ -713,7 +715,7 @@ async def test_the_sqlite_lane_writes_rows_the_engine_reads_back_exactly(sqlite_
     through the engine as SQLAlchemy itself would have stored it, timestamps to the microsecond."""
     journal = jn.Journal.from_url(sqlite_url)
     try:
-        assert isinstance(journal._group, jn._SQLiteGroupCommit)
+        assert isinstance(journal._group, SQLiteGroupCommit)
         op = str(uuid.uuid4())
         before = datetime.now(UTC)
         created, claimed = await _claim(journal, op, 1)

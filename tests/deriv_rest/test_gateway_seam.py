@@ -24,9 +24,9 @@ from deriv_gateway.server import GatewayServer
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator, SimulatorConfig
 from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
 from penpay.common.v1 import money_pb2
-from penpay.consistency import operation_id_of
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
+from proving.simulator_books import operation_id_of
 
 from .conftest import ALICE, OPENAPI
 

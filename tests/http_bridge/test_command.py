@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from penpay.cli import build_parser
-from penpay.cluster import free_port as _free_port
 from penpay_api.http import discover_services, parse_listen
+from proving.cluster import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -30,8 +30,8 @@ import pytest_asyncio
 import yaml
 
 from penpay.cli import build_parser
-from penpay.cluster import ManagedProcess, free_port
 from penpay.settings import Settings
+from proving.cluster import ManagedProcess, free_port
 from tests.databases import MYSQL_HOST, MYSQL_PORT, create_mysql_database, drop_mysql_database, mysql_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -436,7 +436,7 @@ async def test_the_demo_journey_runs_on_the_compose_services_from_the_installed_
 @pytest.mark.asyncio(loop_scope="module")
 async def test_one_gateway_leads_and_the_other_stands_by(stack: tuple[ComposeOnLoopback, Loopback]) -> None:
     from deriv_gateway.channel import SERVICE_NAME
-    from penpay.cluster import grpc_serving
+    from proving.cluster import grpc_serving
 
     _, loop = stack
     leading = [await grpc_serving(f"127.0.0.1:{loop.ports[port]}", SERVICE_NAME) for port in (50052, 50053)]

@@ -256,8 +256,8 @@ class Stack:
         """The consistency checker over the database and both simulators' books."""
         from datetime import UTC, datetime
 
-        from penpay.consistency import fetch_simulator_books
-        from persistence.consistency import check_consistency
+        from persistence.consistency.check import check_consistency
+        from proving.simulator_books import fetch_simulator_books
 
         books = await fetch_simulator_books(
             deriv_control_url=self.deriv_sim.control_url,

@@ -11,9 +11,9 @@ from sqlalchemy.engine import make_url
 
 from application.payments.saga import PaymentSaga
 from domain.payments.status import TransactionStatus as S
-from penpay.chaos.tcpcut import TcpCut
 from persistence.engine import create_engine
 from persistence.unit_of_work import SqlUnitOfWork
+from proving.chaos.tcpcut import TcpCut
 from tests.sagas.harness import FAST_POLICY, Stack
 
 pytestmark = pytest.mark.integration

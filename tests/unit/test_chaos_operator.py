@@ -1,10 +1,10 @@
-"""The soak's scripted operator chooses a review action from the evidence (penpay.chaos.operator)."""
+"""The soak's scripted operator chooses a review action from the evidence (proving.chaos.operator)."""
 
 from __future__ import annotations
 
 import pytest
 
-from penpay.chaos.operator import APPROVER, PROPOSER, choose, choose_paybill
+from proving.chaos.operator import APPROVER, PROPOSER, choose, choose_paybill
 
 pytestmark = pytest.mark.unit
 

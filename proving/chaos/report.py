@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from persistence.consistency import Code, ConsistencyReport, SimulatorBooks
+from persistence.consistency.books import SimulatorBooks
+from persistence.consistency.report import Code, ConsistencyReport
 
 # Money that left a user, a float or a simulator account and neither arrived nor came back.
 LOST_CODES = frozenset(
@@ -68,7 +69,7 @@ class SoakReport:
     crashes: dict[str, int] = field(default_factory=dict)
     rule_counters: dict[str, Any] = field(default_factory=dict)
     settled: bool = True
-    # the scripted operator's work on the review queue (penpay.chaos.operator); empty: not run
+    # the scripted operator's work on the review queue (proving.chaos.operator); empty: not run
     review: dict[str, Any] = field(default_factory=dict)
     # `penpay reconcile run --json` over the soak's window: provider APIs only (never a control API)
     reconciliation: dict[str, Any] = field(default_factory=dict)
@@ -300,11 +301,11 @@ async def build_report(
 ) -> SoakReport:
     from sqlalchemy import select
 
-    from penpay.consistency import fetch_simulator_books
     from persistence.audit import verify_chain
-    from persistence.consistency import check_consistency
+    from persistence.consistency.check import check_consistency
     from persistence.engine import create_engine
     from persistence.tables import mpesa_requests, transactions
+    from proving.simulator_books import fetch_simulator_books
 
     books = await fetch_simulator_books(
         deriv_control_url=deriv_control,

@@ -24,15 +24,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from penpay.chaos.client import ApiClient
-from penpay.chaos.driver import TrafficDriver
-from penpay.chaos.faults import FaultInjector
-from penpay.chaos.population import AccessTokens, create_users, load_deriv_accounts, write_signing_key
-from penpay.chaos.report import SoakReport, build_report
-from penpay.chaos.schedule import CLUSTER_ENV, Schedule, build_schedule
-from penpay.chaos.servers import PrivateMariaDB, PrivateRedis
-from penpay.chaos.tcpcut import TcpCut
-from penpay.cluster import Cluster, ClusterConfig
+from proving.chaos.client import ApiClient
+from proving.chaos.driver import TrafficDriver
+from proving.chaos.faults import FaultInjector
+from proving.chaos.population import AccessTokens, create_users, load_deriv_accounts, write_signing_key
+from proving.chaos.report import SoakReport, build_report
+from proving.chaos.schedule import CLUSTER_ENV, Schedule, build_schedule
+from proving.chaos.servers import PrivateMariaDB, PrivateRedis
+from proving.chaos.tcpcut import TcpCut
+from proving.cluster import Cluster, ClusterConfig
 
 PROGRESS_EVERY = 15.0
 
@@ -194,7 +194,7 @@ class ChaosSoak:
     async def _review(self, api: ApiClient) -> None:
         """Every NEEDS_REVIEW through the review API, and every paybill payment in suspense that a
         soak user paid: one staff identity proposes, another approves."""
-        from penpay.chaos.operator import ScriptedOperator
+        from proving.chaos.operator import ScriptedOperator
 
         assert self.cluster is not None
         began = time.monotonic()

@@ -1,6 +1,6 @@
 """Injecting the scheduled faults, and a supervisor that starts again what died by itself.
 
-Faults (penpay.chaos.schedule.PlannedFault):
+Faults (proving.chaos.schedule.PlannedFault):
   kill             SIGKILL a PenPay process (the gateway leader resolved at that moment, or its
                    standby), keep it down `down` seconds, start it again
   redis_restart    SIGKILL the soak's private redis-server (nothing persisted), start it again
@@ -36,10 +36,10 @@ from typing import Any
 
 import aiohttp
 
-from penpay.chaos.schedule import PlannedFault
-from penpay.chaos.servers import PrivateMariaDB, PrivateRedis
-from penpay.chaos.tcpcut import TcpCut
-from penpay.cluster import Cluster, ManagedProcess
+from proving.chaos.schedule import PlannedFault
+from proving.chaos.servers import PrivateMariaDB, PrivateRedis
+from proving.chaos.tcpcut import TcpCut
+from proving.cluster import Cluster, ManagedProcess
 
 RESTART_TIMEOUT = 90.0
 

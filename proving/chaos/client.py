@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from penpay.chaos.population import AccessTokens, SoakUser
+from proving.chaos.population import AccessTokens, SoakUser
 
 RETRYABLE = frozenset(
     {

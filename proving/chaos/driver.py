@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 
-from penpay.chaos.client import Answer, ApiClient
-from penpay.chaos.population import SoakUser
-from penpay.chaos.schedule import PlannedTransaction
+from proving.chaos.client import Answer, ApiClient
+from proving.chaos.population import SoakUser
+from proving.chaos.schedule import PlannedTransaction
 
 WRONG_CODE = "WRONG123"
 

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
-from penpay.cluster import free_port
-from penpay.demo.journey import Endpoints
 from penpay.settings import Settings
+from proving.cluster import free_port
+from proving.demo.journey import Endpoints
 
 # EmbeddedStack puts the Deriv simulator's control API on the WebSocket port + 3 (as `penpay up`: 8765/8768).
 DERIV_CONTROL_OFFSET = 3
@@ -23,7 +23,7 @@ _ATTEMPTS = 50
 
 
 def _hold(stack: ExitStack, port: int = 0) -> int | None:
-    """Bind and keep `port`; 0: one below the ephemeral range (penpay.cluster.free_port says why)."""
+    """Bind and keep `port`; 0: one below the ephemeral range (proving.cluster.free_port says why)."""
     if port == 0:
         port = free_port()
     sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))

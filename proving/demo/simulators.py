@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from penpay.consistency import minor_units, mpesa_control_base
+from proving.simulator_books import minor_units, mpesa_control_base
 
 # The seeded clients' scopes (deriv_gateway/simulator/accounts.py): PenPay needs read and payments.
 CLIENT_SCOPES = ("read", "trade", "trading_information", "payments")

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from penpay.demo.journey import JourneyResult
+    from proving.demo.journey import JourneyResult
 
 
 def money(cents: int, currency: str) -> str:

@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from penpay.demo.bridge import BridgeClient, BridgeError, DemoFailed, open_session
-from penpay.demo.report import money, signed
-from penpay.demo.simulators import (
+from proving.demo.bridge import BridgeClient, BridgeError, DemoFailed, open_session
+from proving.demo.report import money, signed
+from proving.demo.simulators import (
     ControlApiError,
     DerivRestSimulatorControl,
     DerivSimulatorControl,

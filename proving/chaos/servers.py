@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from penpay.cluster import ManagedProcess, free_port, tcp_open
+from proving.cluster import ManagedProcess, free_port, tcp_open
 
 DATABASE = "penpay"
 

@@ -27,7 +27,7 @@ import aiohttp
 
 from deriv_gateway.protocol.messages import OPERATION_ID_PATTERN, reference
 from mpesa_adapter.client import originator_conversation_id_for
-from persistence.consistency import (
+from persistence.consistency.books import (
     B2CPayout,
     DerivBooks,
     DerivBookTransfer,
@@ -38,9 +38,13 @@ from persistence.consistency import (
 
 MPESA_CONTROL_PREFIX = "/__control__"
 DEFAULT_REFERENCE_PREFIX = "PenPay"
-# OriginatorConversationIDs of PenPay's withdrawals: "PENPAY-<hex>" (the saga's, equal to
-# mpesa_adapter.client's originator_conversation_id_for). "PP-<hex>" was the saga's own form until
-# the two were made one; books written then still hold it.
+# The withdrawal a paid B2C names by its OriginatorConversationID alone, read only for a payout no
+# mpesa_disbursements row holds (persistence.consistency looks there first). The saga's form is
+# "PENPAY-<hex>" (application/payments/saga.py, the same as mpesa_adapter.client's
+# originator_conversation_id_for). "PP-<hex>" was its form until the two were made one; no running
+# simulator holds it any more (the books live in the simulator's memory), and it is still read as
+# that withdrawal's, so a payout under it counts as a second one (tests/consistency pay one so). A
+# deposit's refund ("PENPAY-<hex>-R", application/review/service.py) is matched by its row only.
 _PENPAY_OCID = re.compile(r"^(?:PENPAY|PP)-([0-9a-f]{32})$")
 
 

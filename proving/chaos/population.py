@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from cryptography.hazmat.primitives import serialization
 
-from penpay.chaos.schedule import USER_DERIV_BALANCE_CENTS, PlannedUser
+from proving.chaos.schedule import USER_DERIV_BALANCE_CENTS, PlannedUser
 from security.access_tokens import RsaAccessTokens, SigningKey
 
 DEVICE_ID = "chaos-soak-device"

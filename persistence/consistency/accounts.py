@@ -1,0 +1,94 @@
+"""Every ledger account: its stored balance is its entries', it is set up as its kind says, and
+one that may not be overdrawn is not. Also the balances by kind the report lists.
+
+  ACCOUNT_MISCONFIGURED    normal_side is not the kind's (domain AccountKind), an unknown
+                           kind, or a user wallet without a user (or a system account with one)
+  BALANCE_MISMATCH         balance_cents != sum(entries on the normal side) - sum(the others)
+  NEGATIVE_BALANCE         an account that may not be overdrawn (no_overdraft, or a kind whose
+                           default is no-overdraft: user wallets and both floats) is below zero,
+                           stored or recomputed
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.wallet.account_kind import AccountKind
+from persistence.consistency.collector import Collector, money
+from persistence.consistency.queries import DEBIT, NO_OVERDRAFT_KINDS, as_int, signed
+from persistence.consistency.report import Code
+from persistence.tables import ledger_accounts as _a
+from persistence.tables import ledger_entries as _e
+
+
+async def check_accounts(connection: AsyncConnection, out: Collector) -> None:
+    per_account = (
+        select(_e.c.account_id.label("account_id"), func.sum(signed()).label("net"))
+        .group_by(_e.c.account_id)
+        .subquery("per_account")
+    )
+    net = func.coalesce(per_account.c.net, 0)
+    computed = case((_a.c.normal_side == DEBIT, net), else_=-net)
+    expected_side = case(*[(_a.c.kind == k.value, k.normal_side.value) for k in AccountKind], else_=None)
+    may_not_go_negative = or_(_a.c.no_overdraft.is_(True), _a.c.kind.in_(NO_OVERDRAFT_KINDS))
+    misconfigured = or_(
+        expected_side.is_(None),
+        _a.c.normal_side != expected_side,
+        and_(_a.c.kind == AccountKind.USER_WALLET.value, _a.c.user_id.is_(None)),
+        and_(_a.c.kind != AccountKind.USER_WALLET.value, _a.c.user_id.is_not(None)),
+    )
+    statement = (
+        select(
+            _a.c.id,
+            _a.c.code,
+            _a.c.kind,
+            _a.c.currency,
+            _a.c.normal_side,
+            _a.c.user_id,
+            _a.c.balance_cents,
+            computed.label("computed"),
+            may_not_go_negative.label("guarded"),
+            expected_side.label("expected_side"),
+        )
+        .select_from(_a.outerjoin(per_account, per_account.c.account_id == _a.c.id))
+        .where(
+            or_(
+                _a.c.balance_cents != computed,
+                and_(may_not_go_negative, or_(_a.c.balance_cents < 0, computed < 0)),
+                misconfigured,
+            )
+        )
+        .order_by(_a.c.id)
+    )
+    for row in await out.rows(connection, statement, "accounts"):
+        stored, recomputed = as_int(row.balance_cents), as_int(row.computed)
+        if row.expected_side is None or row.normal_side != row.expected_side:
+            out.violation(
+                Code.ACCOUNT_MISCONFIGURED,
+                f"account {row.code}: kind {row.kind} is {row.expected_side or 'not a known kind'}-normal, "
+                f"the row says {row.normal_side}",
+            )
+        if (row.kind == AccountKind.USER_WALLET.value) != (row.user_id is not None):
+            out.violation(
+                Code.ACCOUNT_MISCONFIGURED,
+                f"account {row.code}: a user wallet, and only a user wallet, belongs to a user",
+            )
+        if stored != recomputed:
+            out.violation(
+                Code.BALANCE_MISMATCH,
+                f"account {row.code}: stored balance {money(stored, row.currency)}, its entries on the "
+                f"{row.normal_side} side make {money(recomputed, row.currency)}",
+            )
+        if row.guarded and (stored < 0 or recomputed < 0):
+            out.violation(
+                Code.NEGATIVE_BALANCE,
+                f"account {row.code} may not be overdrawn and is at "
+                f"{money(min(stored, recomputed), row.currency)}",
+            )
+
+    by_kind = await connection.execute(
+        select(_a.c.kind, _a.c.currency, func.sum(_a.c.balance_cents)).group_by(_a.c.kind, _a.c.currency)
+    )
+    for kind, currency, total in by_kind:
+        out.report.balances_by_kind[f"{kind} {currency}"] = as_int(total)
