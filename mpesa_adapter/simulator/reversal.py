@@ -16,6 +16,7 @@ from typing import Any
 from mpesa_adapter.simulator import errors
 from mpesa_adapter.simulator.b2c import ACCEPTED, money, queue_timeout_body
 from mpesa_adapter.simulator.books import B2CRecord, ReversalRecord
+from mpesa_adapter.simulator.c2b import shown_msisdn
 from mpesa_adapter.simulator.clock import compact
 from mpesa_adapter.simulator.delivery import Delivery
 from mpesa_adapter.simulator.engine import ORG_NAME, Engine, customer_name
@@ -41,6 +42,11 @@ def _original(engine: Engine, trans_id: str) -> tuple[str, int, str] | None:
     if not record.charged:
         return None
     return record.party_b, record.amount, record.phone
+
+
+def _payer(engine: Engine, phone: str) -> str:
+    """The payer as C2B shows them (masked since 2026, c2b_msisdn), with their registered name."""
+    return f"{shown_msisdn(engine, phone)} - {customer_name(phone)}"
 
 
 def _decide(engine: Engine, req: ReversalRequest) -> int | str:
@@ -78,7 +84,7 @@ def result_body(engine: Engine, record: ReversalRecord, phone: str | None) -> di
                 {"Key": "TransCompletedTime", "Value": int(compact(record.completed_at))},
                 {"Key": "OriginalTransactionID", "Value": record.original_trans_id},
                 {"Key": "Charge", "Value": 0.0},
-                {"Key": "CreditPartyPublicName", "Value": engine.public_name(phone)},
+                {"Key": "CreditPartyPublicName", "Value": _payer(engine, phone)},
                 {"Key": "DebitPartyPublicName", "Value": f"{record.shortcode} - {ORG_NAME}"},
             ]
         }
@@ -139,7 +145,7 @@ def status_parameters(engine: Engine, record: ReversalRecord) -> list[dict[str, 
     """Transaction Status about a reversal (shaped like the portal's B2C sample; inferred)."""
     word = "Initiated" if record.status == "pending" else ("Completed" if record.reversed else "Declined")
     original = _original(engine, record.original_trans_id)
-    payer = engine.public_name(original[2]) if original else customer_name(record.original_trans_id)
+    payer = _payer(engine, original[2]) if original else customer_name(record.original_trans_id)
     return [
         {"Key": "DebitPartyName", "Value": f"{record.shortcode} - {ORG_NAME}"},
         {"Key": "CreditPartyName", "Value": payer},
