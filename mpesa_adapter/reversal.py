@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from application.review.errors import EvidenceUnavailable
 from application.review.paybill_refund import (
     ReversalAccepted,
     ReversalOutcomeUnknown,
@@ -101,11 +102,15 @@ class DarajaReversals:
         return ReversalAccepted(accepted.originator_conversation_id, accepted.conversation_id)
 
     async def ask_reversal_status(self, *, originator_conversation_id: str) -> None:
-        await self._client.transaction_status(
-            originator_conversation_id=originator_conversation_id,
-            remarks="PenPay refund status",
-            result_kind=CallbackKind.REVERSAL_STATUS,
-        )
+        try:
+            await self._client.transaction_status(
+                originator_conversation_id=originator_conversation_id,
+                remarks="PenPay refund status",
+                result_kind=CallbackKind.REVERSAL_STATUS,
+            )
+        except errors.MpesaAdapterError as exc:  # nothing changed: the approver asks again later
+            log.warning("reversal status not asked: %s", type(exc).__name__)
+            raise EvidenceUnavailable("M-Pesa could not be asked now; approve again later") from None
 
 
 def acknowledged(outcome: str) -> dict[str, Any]:

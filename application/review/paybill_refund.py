@@ -337,8 +337,14 @@ class SuspenseRefunds:
                 await uow.paybill.lock(refund.trans_id)  # the payment's lock, as every writer takes it
                 refund = await uow.paybill.refund_by_ocid(ocid)
             if refund is None:
+                # e.g. Transaction Status finding no such request (it names none), or a stranger's
                 await _keep(uow, result, "UNKNOWN_ID", "a reversal result for no refund of ours", now)
                 await uow.commit()
+                raise_alert(
+                    REFUND_ALERT,
+                    "a reversal answer names no refund of ours: kept for a person",
+                    result_code=result.result_code,
+                )
                 return "unknown"
             foreign = _foreign(refund, result)
             if foreign:
