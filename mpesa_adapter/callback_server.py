@@ -3,7 +3,9 @@
 Routes (routes.PATHS): POST /payments/stk/{token}, /payments/b2c/result/{token},
 /payments/b2c/timeout/{token}, /payments/status/result/{token}, /payments/status/timeout/{token},
 /payments/balance/{result,timeout}/{token}; with a paybill use case, the C2B validation and
-confirmation URLs /payments/paybill/{validate,confirm}/{token} (mpesa_adapter/c2b.py).
+confirmation URLs /payments/paybill/{validate,confirm}/{token} (mpesa_adapter/c2b.py); with a refunds
+use case, a suspense refund's Reversal result, queue timeout and Transaction Status answer
+/payments/paybill/refund/{result,timeout,status}/{token} (mpesa_adapter/reversal.py).
 
 Order of checks, cheapest first; every refusal is recorded for review through the inbox (raw body as
 evidence) and nothing is credited:
@@ -29,7 +31,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from mpesa_adapter import c2b
+from mpesa_adapter import c2b, reversal
 from mpesa_adapter import callback_parsing as parsing
 from mpesa_adapter.config import CallbackServerConfig, IpNetwork
 from mpesa_adapter.inbox import CallbackInbox, Delivery, Outcome, Rejection, ReviewReason
@@ -85,7 +87,11 @@ def _in(address: str, networks: tuple[IpNetwork, ...]) -> bool:
 
 class CallbackEndpoints:
     def __init__(
-        self, config: CallbackServerConfig, inbox: CallbackInbox, paybill: c2b.Paybill | None = None
+        self,
+        config: CallbackServerConfig,
+        inbox: CallbackInbox,
+        paybill: c2b.Paybill | None = None,
+        refunds: reversal.ReversalResults | None = None,
     ) -> None:
         if len(config.secret) < SECRET_MIN_LENGTH:
             raise ValueError("the callback secret must be at least 16 characters (128 bits recommended)")
@@ -105,6 +111,11 @@ class CallbackEndpoints:
         if paybill is not None:
             self._handlers[CallbackKind.C2B_VALIDATION] = self._c2b_validation
             self._handlers[CallbackKind.C2B_CONFIRMATION] = self._c2b_confirmation
+        self._refunds = refunds
+        if refunds is not None:
+            self._handlers[CallbackKind.REVERSAL_RESULT] = self._reversal_result
+            self._handlers[CallbackKind.REVERSAL_TIMEOUT] = self._reversal_timeout
+            self._handlers[CallbackKind.REVERSAL_STATUS] = self._reversal_status
 
     def app(self) -> web.Application:
         # client_max_size: aiohttp refuses a bigger body with 413 before it is buffered.
@@ -198,6 +209,22 @@ class CallbackEndpoints:
         log.info("paybill confirmation from %s: %s", delivery.remote_addr, settled.outcome)
         return c2b.CONFIRMED
 
+    async def _reversal_result(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> dict[str, Any]:
+        assert self._refunds is not None
+        outcome = await self._refunds.record(reversal.from_result(parsing.parse_result(data, raw)))
+        return reversal.acknowledged(outcome)
+
+    async def _reversal_timeout(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> dict[str, Any]:
+        assert self._refunds is not None
+        envelope = parsing.parse_result(data, raw)
+        outcome = await self._refunds.record(reversal.from_result(envelope, timeout=True))
+        return reversal.acknowledged(outcome)
+
+    async def _reversal_status(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> dict[str, Any]:
+        assert self._refunds is not None
+        outcome = await self._refunds.record(reversal.from_status(parsing.parse_status_result(data, raw)))
+        return reversal.acknowledged(outcome)
+
     async def _ack_only(self, data: dict[str, Any], raw: bytes, delivery: Delivery) -> Outcome:
         # Status-query and balance timeouts settle nothing; the shape is still checked.
         envelope = parsing.parse_result(data, raw, require_ocid=False)
@@ -220,8 +247,9 @@ class CallbackServer:
         port: int = 0,
         extra_routes: Sequence[web.RouteDef] = (),
         paybill: c2b.Paybill | None = None,
+        refunds: reversal.ReversalResults | None = None,
     ):
-        self._endpoints = CallbackEndpoints(config, inbox, paybill)
+        self._endpoints = CallbackEndpoints(config, inbox, paybill, refunds)
         self._extra_routes = list(extra_routes)  # other providers' callbacks (SMS delivery reports)
         self._host = host
         self._port = port

@@ -1,14 +1,15 @@
-"""The Daraja client: OAuth, STK Push/Query, B2C v3, Transaction Status, Account Balance (aiohttp).
+"""The Daraja client: OAuth, STK Push/Query, B2C v3, Reversal, Transaction Status, Account Balance (aiohttp).
 
 Retry rules (daraja-protocol.md 2.3, 3.3, 7):
 - Token fetches and queries (STK Query, Transaction Status, Account Balance) are safe to repeat: they are
   retried with tenacity (exponential backoff with jitter) on timeouts, lost connections, spike arrest,
   quota and 500.003.1001.
-- A money-moving POST (STK Push, B2C) is sent once. If it times out or the connection drops after it may
-  have left, it raises `OutcomeUnknown`; the caller resolves it by STK Query / Transaction Status. The one
-  automatic repeat is after an invalid-token answer (the gateway refused the call before it reached
-  M-Pesa): the token is refreshed and the call sent once more. A B2C retry is explicit, by the caller,
-  and must reuse the same OriginatorConversationID (`originator_conversation_id_for`).
+- A money-moving POST (STK Push, B2C, Reversal) is sent once. If it times out or the connection drops
+  after it may have left, it raises `OutcomeUnknown`; the caller resolves it by STK Query /
+  Transaction Status. The one automatic repeat is after an invalid-token answer (the gateway
+  refused the call before it reached M-Pesa): the token is refreshed and the call sent once more.
+  A B2C retry is explicit, by the caller, and must reuse the same OriginatorConversationID
+  (`originator_conversation_id_for`); a Reversal is never sent again (Transaction Status resolves it).
 
 No secret (consumer secret, passkey, STK Password, initiator password, SecurityCredential, Authorization
 header, access token) is ever logged or put in an exception message: log lines carry the API name, HTTP
@@ -65,6 +66,10 @@ STK_QUERY = "/mpesa/stkpushquery/v1/query"
 B2C = "/mpesa/b2c/v3/paymentrequest"
 TRANSACTION_STATUS = "/mpesa/transactionstatus/v1/query"
 ACCOUNT_BALANCE = "/mpesa/accountbalance/v1/query"
+REVERSAL = "/mpesa/reversal/v1/request"
+# Reversal's receiver identifier type for an organisation's shortcode (public SDKs and samples send
+# "11"; the wire key is misspelt RecieverIdentifierType, daraja-protocol.md 11).
+REVERSAL_RECEIVER_TYPE = "11"
 C2B_REGISTER_URL = "/mpesa/c2b/v1/registerurl"
 OAUTH = "/oauth/v1/generate"
 
@@ -331,8 +336,10 @@ class DarajaClient:
         transaction_id: str | None = None,
         remarks: str = "PenPay reconciliation",
         occasion: str | None = None,
+        result_kind: CallbackKind = CallbackKind.STATUS_RESULT,
     ) -> RequestAccepted:
         """Ask for the status of a B2C (by OriginatorConversationID) or any receipt (TransactionID).
+        `result_kind`: where the answer goes (a reversal's status goes to the reversal endpoints).
         The answer arrives at the status ResultURL; `occasion` defaults to the id asked about, so the result
         can be correlated even when M-Pesa omits it from ResultParameters."""
         if not originator_conversation_id and not transaction_id:
@@ -344,7 +351,7 @@ class DarajaClient:
             "CommandID": "TransactionStatusQuery",
             "PartyA": cfg.b2c_party,
             "IdentifierType": "4",
-            "ResultURL": self._callback(CallbackKind.STATUS_RESULT),
+            "ResultURL": self._callback(result_kind),
             "QueueTimeOutURL": self._callback(CallbackKind.STATUS_TIMEOUT),
             "Remarks": remarks,
             "Occasion": occasion or originator_conversation_id or transaction_id,
@@ -365,6 +372,58 @@ class DarajaClient:
             originator_conversation_id,
             transaction_id,
             accepted.conversation_id,
+        )
+        return accepted
+
+    async def reversal(
+        self,
+        *,
+        originator_conversation_id: str,
+        transaction_id: str,
+        amount_cents: int,
+        remarks: str = "PenPay refund",
+    ) -> RequestAccepted:
+        """Reversal of a C2B payment (its TransID) back to its payer. Sent once: a timeout is
+        `OutcomeUnknown`, resolved by Transaction Status about `originator_conversation_id`.
+
+        The public contract (developer.safaricom.co.ke/APIs/Reversal, and every SDK we read) has no
+        OriginatorConversationID in the request; PenPay sends its own anyway, as B2C v3 takes one,
+        and in `Occasion` (echoed in results' ReferenceData), so that the request has one id of
+        ours from before it leaves. The answer must name it (inferred: if production Daraja named
+        only an id of its own, the answer is a ForeignAnswer, the refund waits as an unknown
+        outcome and a person settles it; nothing is paid twice either way, as M-Pesa reverses a
+        TransID once)."""
+        if not originator_conversation_id or len(originator_conversation_id) > 64:
+            raise errors.InvalidRequest("OriginatorConversationID must be 1-64 characters")
+        if not transaction_id or len(transaction_id) > 32 or not transaction_id.isalnum():
+            raise errors.InvalidRequest("TransactionID must be an M-Pesa receipt")
+        if not 2 <= len(remarks) <= 100:
+            raise errors.InvalidRequest("Remarks must be 2-100 characters")
+        cfg = self._cfg
+        body: dict[str, Any] = {
+            "Initiator": cfg.initiator_name,
+            "SecurityCredential": self.security_credential(),
+            "CommandID": "TransactionReversal",
+            "TransactionID": transaction_id,
+            "Amount": whole_shillings(amount_cents, minimum=1),
+            "ReceiverParty": cfg.c2b_party,
+            "RecieverIdentifierType": REVERSAL_RECEIVER_TYPE,  # sic: Daraja's spelling on the wire
+            "ResultURL": self._callback(CallbackKind.REVERSAL_RESULT),
+            "QueueTimeOutURL": self._callback(CallbackKind.REVERSAL_TIMEOUT),
+            "Remarks": remarks,
+            "Occasion": originator_conversation_id,
+            "OriginatorConversationID": originator_conversation_id,
+        }
+        data, raw = await self._money_moving(
+            "reversal", REVERSAL, body, originator_conversation_id=originator_conversation_id
+        )
+        _require_same("reversal", "OriginatorConversationID", originator_conversation_id, data, raw)
+        accepted = _accepted(data, ours=originator_conversation_id)
+        log.info(
+            "daraja reversal accepted originator_conversation_id=%s conversation_id=%s transaction_id=%s",
+            accepted.originator_conversation_id,
+            accepted.conversation_id,
+            transaction_id,
         )
         return accepted
 

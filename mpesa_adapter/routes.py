@@ -15,6 +15,9 @@ class CallbackKind(StrEnum):
     BALANCE_TIMEOUT = "balance_timeout"
     C2B_VALIDATION = "c2b_validation"  # paybill: may this payment be taken? (answered synchronously)
     C2B_CONFIRMATION = "c2b_confirmation"  # paybill: the payment was taken
+    REVERSAL_RESULT = "reversal_result"  # a suspense refund's Reversal: its Result
+    REVERSAL_TIMEOUT = "reversal_timeout"  # ... its queue timeout
+    REVERSAL_STATUS = "reversal_status"  # Transaction Status about a reversal of ours
 
 
 PATHS: dict[CallbackKind, str] = {
@@ -27,6 +30,9 @@ PATHS: dict[CallbackKind, str] = {
     CallbackKind.BALANCE_TIMEOUT: "/payments/balance/timeout",
     CallbackKind.C2B_VALIDATION: "/payments/paybill/validate",
     CallbackKind.C2B_CONFIRMATION: "/payments/paybill/confirm",
+    CallbackKind.REVERSAL_RESULT: "/payments/paybill/refund/result",
+    CallbackKind.REVERSAL_TIMEOUT: "/payments/paybill/refund/timeout",
+    CallbackKind.REVERSAL_STATUS: "/payments/paybill/refund/status",
 }
 
 

@@ -124,6 +124,7 @@ class EmbeddedStack:
     async def start(self) -> None:
         from datetime import timedelta
 
+        from application.review.paybill_refund import SuspenseRefunds
         from deriv_gateway.server import GatewayServer
         from deriv_gateway.simulator import DerivSimulator
         from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
@@ -221,6 +222,7 @@ class EmbeddedStack:
             port=callbacks_url.port or 8767,
             extra_routes=DeliveryReports(report_token).routes(),
             paybill=paybill_deposits(core),
+            refunds=SuspenseRefunds(unit_of_work=core.unit_of_work),
         )
         await callbacks.start()
         self._stack.push_async_callback(callbacks.stop)

@@ -11,13 +11,14 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.payments.paybill import PaybillPayment, Status, StoredPayment, shown_msisdn
+from application.review.paybill_refund import OPEN, RefundStatus, StoredRefund
 from domain.shared.ids import TransactionId, UserId, new_uuid7
-from persistence.tables import c2b_payments, mpesa_callback_reviews, paybill_references
+from persistence.tables import c2b_payments, mpesa_callback_reviews, paybill_references, paybill_refunds
 
 REVIEW_KIND = "c2b_confirmation"
 
@@ -120,6 +121,74 @@ class SqlPaybillStore:
             )
         )
 
+    # --- refunds (application.review.paybill_refund); every writer holds the payment's row lock ---
+
+    async def has_open_refund(self, trans_id: str) -> bool:
+        return await self.open_refund(trans_id) is not None
+
+    async def open_refund(self, trans_id: str) -> StoredRefund | None:
+        t = paybill_refunds
+        row = (
+            await self._c.execute(
+                select(t)
+                .where(t.c.trans_id == trans_id, t.c.status.in_([s.value for s in OPEN]))
+                .order_by(t.c.created_at.desc(), t.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return None if row is None else _refund(row)
+
+    async def refund_by_ocid(self, ocid: str) -> StoredRefund | None:
+        t = paybill_refunds
+        row = (
+            await self._c.execute(
+                select(t)
+                .where(or_(t.c.originator_conversation_id == ocid, t.c.answered_ocid == ocid))
+                .order_by(t.c.created_at.desc())
+                .limit(1)
+            )
+        ).first()
+        return None if row is None else _refund(row)
+
+    async def add_refund(self, refund: StoredRefund, *, now: datetime) -> None:
+        await self._c.execute(
+            insert(paybill_refunds).values(
+                id=new_uuid7(),
+                trans_id=refund.trans_id,
+                originator_conversation_id=refund.originator_conversation_id,
+                amount_cents=refund.amount_minor,
+                amount_currency="KES",
+                status=refund.status.value,
+                reason=refund.reason[:255],
+                proposed_by=refund.proposed_by[:64],
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def update_refund(self, ocid: str, *, now: datetime, **values: object) -> None:
+        t = paybill_refunds
+        await self._c.execute(
+            update(t).where(t.c.originator_conversation_id == ocid).values(updated_at=now, **_columns(values))
+        )
+
+
+def _refund(row: Any) -> StoredRefund:
+    return StoredRefund(
+        trans_id=row.trans_id,
+        originator_conversation_id=row.originator_conversation_id,
+        amount_minor=int(row.amount_cents),
+        status=RefundStatus(row.status),
+        reason=row.reason,
+        proposed_by=row.proposed_by,
+        approved_by=row.approved_by,
+        answered_ocid=row.answered_ocid,
+        conversation_id=row.conversation_id,
+        reversal_receipt=row.reversal_receipt,
+        result_code=row.result_code,
+        result_desc=row.result_desc,
+    )
+
 
 def _stored(row: Any) -> StoredPayment:
     return StoredPayment(
@@ -145,7 +214,7 @@ def _columns(values: dict[str, object]) -> dict[str, object]:
     for key, value in values.items():
         if isinstance(value, UserId | TransactionId):
             value = value.value
-        elif isinstance(value, Status):
+        elif isinstance(value, Status | RefundStatus):
             value = value.value
         out[key] = value
     return out

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.ledger import book
 from application.payments import bookings
-from application.payments.paybill import SETTLED, PaybillPayment
+from application.payments.paybill import RECONCILED, SETTLED, PaybillPayment
 from application.payments.paybill import Status as PaybillStatus
 from application.reconciliation.ports import MPESA_C2B, Evidence, Item, PaybillHeld
 from application.reconciliation.rules import CLASSES, Amount
@@ -385,7 +385,7 @@ class SqlReconciliationStore:
         gives it to its owner. False: a confirmation settled it meanwhile (nothing to book; the next
         run sees how)."""
         assert item.provider_ref is not None and item.provider_amount is not None
-        why = "reconciliation: M-Pesa holds this payment; its confirmation never reached PenPay"
+        why = f"{RECONCILED} M-Pesa holds this payment; its confirmation never reached PenPay"
         payment = PaybillPayment(
             trans_id=item.provider_ref,
             shortcode=item.account,

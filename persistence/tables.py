@@ -483,6 +483,32 @@ c2b_payments = Table(
     Index("ix_c2b_payments_status", "status", "updated_at"),
 )
 
+# A suspense payment refunded to its payer by Daraja's Reversal API (migration 0014): one row per
+# reversal request, its OriginatorConversationID chosen when proposed and never changed.
+paybill_refunds = Table(
+    "paybill_refunds",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("trans_id", String(32), nullable=False),
+    Column("originator_conversation_id", String(64), nullable=False),
+    *_money("amount"),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(255), nullable=False),
+    Column("proposed_by", String(64), nullable=False),
+    Column("approved_by", String(64), nullable=True),
+    Column("answered_ocid", String(64), nullable=True),  # the id the gateway's sync answer named
+    Column("conversation_id", String(64), nullable=True),
+    Column("reversal_receipt", String(32), nullable=True),
+    Column("result_code", String(32), nullable=True),
+    Column("result_desc", String(255), nullable=True),
+    Column("raw_result", Text, nullable=True),
+    Column("posting_id", UUIDv7(), ForeignKey("ledger_postings.id"), nullable=True),
+    *_timestamps(),
+    Index("ux_paybill_refunds_ocid", "originator_conversation_id", unique=True),
+    Index("ux_paybill_refunds_receipt", "reversal_receipt", unique=True),
+    Index("ix_paybill_refunds_trans_id", "trans_id", "status"),
+)
+
 # --- Identity security (migration 0004) -------------------------------------------------
 
 # Opaque refresh tokens, stored as SHA-256 only; rotated on every use. A family is one login

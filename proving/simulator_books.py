@@ -161,6 +161,11 @@ async def fetch_mpesa_books(session: aiohttp.ClientSession, control_url: str) ->
     books = await _get(session, f"{mpesa_control_base(control_url)}/books")
     if books.get("currency", "KES") != "KES":
         raise BooksUnavailable(f"M-Pesa books in {books.get('currency')}, expected KES")
+    reversed_c2b = {
+        str(r["original_trans_id"])
+        for r in books.get("reversals", {}).get("transactions", [])
+        if r.get("reversed")
+    }
     stk = tuple(
         StkCharge(
             checkout_request_id=str(s["checkout_request_id"]),
@@ -171,12 +176,13 @@ async def fetch_mpesa_books(session: aiohttp.ClientSession, control_url: str) ->
         )
         for s in books["stk"]["transactions"]
     ) + tuple(
-        # A paybill collection is a charge too, under the MpesaRequest id of a paybill deposit.
+        # A paybill collection is a charge too, under the MpesaRequest id of a paybill deposit; one
+        # M-Pesa reversed (a suspense refund) was given back: it nets to nothing at M-Pesa.
         StkCharge(
             checkout_request_id=f"C2B-{c['trans_id']}",
             amount_cents=int(c["amount"]) * 100,
             phone=str(c["phone"]),
-            charged=bool(c["collected"]),
+            charged=bool(c["collected"]) and str(c["trans_id"]) not in reversed_c2b,
             receipt=str(c["trans_id"]),
         )
         for c in books.get("c2b", {}).get("transactions", [])

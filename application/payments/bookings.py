@@ -27,7 +27,11 @@ Paybill (C2B) deposit: the same postings as a deposit (received, converted, tran
   (unknown reference, validation skipped, values that disagree with what was validated):
   suspense     Dr MPESA_FLOAT KES  / Cr SUSPENSE KES              amount  (no transaction; the TransID
                in the description), until a person assigns or refunds it
-  released     the mirror of `suspense`, when two people assigned it to a user: a deposit follows
+  released     the mirror of `suspense`, when two people assigned it to a user (or, automatically,
+               when its lost confirmation arrives late and matches an accepted validation): a
+               deposit follows in the same database transaction
+  refunded     Dr SUSPENSE KES     / Cr MPESA_FLOAT KES           amount  (no transaction), when
+               two people had it reversed to its payer and M-Pesa confirmed the Reversal
 
 Reconciliation (money a provider moved that no PenPay transaction explains):
   into a float Dr MPESA_FLOAT or DERIV_AGENT_FLOAT / Cr SUSPENSE   amount
@@ -227,6 +231,17 @@ async def paybill_suspense_released(
     return Posting.create(
         lines=[debit(suspense_id, amount), credit(float_id, amount)],
         description=f"paybill payment {trans_id} released from suspense to {to}"[:255],
+    )
+
+
+async def paybill_suspense_refunded(ledger: LedgerRepository, amount: Money, trans_id: str) -> Posting:
+    """M-Pesa confirmed the Reversal of a suspense payment to its payer: the KES leaves the float,
+    and the suspense that held it is cleared (booked only on the confirmation, never on the request)."""
+    float_id = await _account(ledger, K.MPESA_FLOAT, amount.currency)
+    suspense_id = await _account(ledger, K.SUSPENSE, amount.currency)
+    return Posting.create(
+        lines=[debit(suspense_id, amount), credit(float_id, amount)],
+        description=f"paybill payment {trans_id} refunded to its payer by M-Pesa Reversal"[:255],
     )
 
 

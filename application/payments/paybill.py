@@ -43,6 +43,9 @@ from domain.wallet.mpesa_rules import require_mpesa_amount
 log = structlog.get_logger("penpay.paybill")
 
 SUSPENSE_ALERT = "paybill_suspense"
+# The reason reconciliation gives a C2B payment it found at M-Pesa with no confirmation at PenPay
+# (persistence.reconciliation): such a suspense is released by the confirmation arriving late.
+RECONCILED = "reconciliation:"
 ACCEPTED = "0"
 
 
@@ -76,9 +79,10 @@ class Status(StrEnum):
     REFUSED = "REFUSED"  # PenPay refused the validation (result_code)
     DEPOSIT = "DEPOSIT"  # confirmed and made a DEPOSIT transaction
     SUSPENSE = "SUSPENSE"  # confirmed, booked to suspense: a person assigns or refunds it
+    REFUNDED = "REFUNDED"  # given back to its payer by M-Pesa's Reversal (application.review.paybill_refund)
 
 
-SETTLED = frozenset({Status.DEPOSIT, Status.SUSPENSE})
+SETTLED = frozenset({Status.DEPOSIT, Status.SUSPENSE, Status.REFUNDED})
 
 
 class Outcome(StrEnum):
@@ -165,6 +169,10 @@ class PaybillStore(Protocol):
 
     async def close_reviews(self, trans_id: str, *, by: str, now: datetime) -> None:
         """Mark the payment's open review rows resolved."""
+        ...
+
+    async def has_open_refund(self, trans_id: str) -> bool:
+        """Whether a refund of it (application.review.paybill_refund) is proposed or under way."""
         ...
 
 
@@ -303,6 +311,11 @@ class PaybillDeposits:
         async with self._uow() as uow:
             now = uow.clock.now()
             stored = await uow.paybill.lock(payment.trans_id)
+            released = None if stored is None else await self._released_late(uow, payment, stored, now)
+            if released is not None:
+                await uow.commit()
+                log.info("paybill.released_late", trans_id=payment.trans_id, transaction_id=str(released))
+                return Settled(Outcome.DEPOSIT, released)
             if stored is not None and stored.status in SETTLED:
                 repeated = await self._repeat(uow, payment, stored, now)
                 if repeated.outcome is Outcome.CONFLICT:
@@ -333,6 +346,54 @@ class PaybillDeposits:
             "paybill.confirmed", trans_id=payment.trans_id, outcome=settled.outcome.value, why=settled.reason
         )
         return settled
+
+    async def _released_late(
+        self, uow: PaybillUnitOfWork, payment: PaybillPayment, stored: StoredPayment, now: datetime
+    ) -> TransactionId | None:
+        """A confirmation Daraja retried after reconciliation put the payment in suspense (its first
+        delivery was lost): when it matches the validation PenPay accepted for a known reference,
+        and nobody is deciding about the payment, the suspense is released and the deposit started
+        in this one database transaction, as the confirmation would have done on time. Otherwise
+        it is a repeat and the payment stays in suspense for a person. The deposit started, or None."""
+        if not (
+            stored.status is Status.SUSPENSE
+            and (stored.reason or "").startswith(RECONCILED)
+            and stored.result_code == ACCEPTED
+            and stored.user_id is not None
+            and stored.proposed_by is None
+            and not self._mismatch(payment, stored)
+            and payment.amount_minor == stored.amount_minor
+        ):
+            return None
+        if await uow.paybill.has_open_refund(stored.trans_id):
+            return None
+        if await self.deposit_problem(uow, payment, stored.user_id, now):
+            return None  # the rate moved it out of Deriv's limits: a person decides
+        amount = Money(stored.amount_minor, Currency.KES)
+        await book(
+            uow,
+            await bookings.paybill_suspense_released(
+                uow.ledger, amount, stored.trans_id, str(stored.user_id)
+            ),
+        )
+        tx = await self.start_deposit(uow, payment, stored.user_id, now)
+        await uow.paybill.update(
+            stored.trans_id,
+            now=now,
+            status=Status.DEPOSIT,
+            transaction_id=tx.id,
+            reason=None,
+            raw_confirmation=payment.raw,
+            resolved_by="m-pesa:late-confirmation",
+        )
+        await uow.paybill.close_reviews(stored.trans_id, by="m-pesa:late-confirmation", now=now)
+        uow.audit(
+            action="paybill.suspense_released_late",
+            subject_type="PaybillPayment",
+            subject_id=stored.trans_id,
+            details={"user_id": str(stored.user_id), "transaction_id": str(tx.id), "was": stored.reason},
+        )
+        return tx.id
 
     @staticmethod
     def _mismatch(payment: PaybillPayment, stored: StoredPayment | None) -> str:

@@ -96,8 +96,9 @@ def classify(c: Comparison) -> ItemClass:
 def held_in_suspense(paybill_status: str | None) -> bool:
     """Whether PenPay's paybill endpoints booked a C2B payment to SUSPENSE themselves (its c2b_payments
     status). A DEPOSIT is explained by its MpesaRequest (receipt = TransID) instead; VALIDATED or
-    REFUSED means only the validation reached PenPay, never the confirmation: the money is unknown."""
-    return paybill_status == PaybillStatus.SUSPENSE
+    REFUSED means only the validation reached PenPay, never the confirmation: the money is unknown.
+    A REFUNDED payment was held in suspense until M-Pesa reversed it: its row explains it too."""
+    return paybill_status in (PaybillStatus.SUSPENSE, PaybillStatus.REFUNDED)
 
 
 def classify_float(provider: Amount, ledger: Amount) -> ItemClass:

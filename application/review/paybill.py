@@ -6,8 +6,8 @@ proposes whom it belongs to (the user's deposit reference, e.g. read from the cu
 an approver, never the proposer, carries it out: in one database transaction the suspense posting
 is mirrored and the payment becomes that user's DEPOSIT, which the deposit saga books and transfers
 to Deriv as any other. Every proposal, approval, rejection and refused attempt is an audit record
-naming both people. Refunding a suspense payment needs Daraja's Reversal API, which PenPay does not
-call yet: it is not offered here.
+naming both people. Refunding a suspense payment to its payer (Daraja's Reversal API, four eyes too)
+is application.review.paybill_refund; while a refund is open the payment cannot be assigned.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from application.payments import bookings
 from application.payments.paybill import (
     PaybillDeposits,
     PaybillPayment,
-    PaybillUnitOfWork,
     Status,
     StoredPayment,
 )
@@ -31,6 +30,7 @@ from application.review.errors import (
     ProposalNotOpen,
     ReviewActionNotFound,
 )
+from application.review.paybill_refund import RefundUnitOfWork
 from domain.payments.paybill import normalise_reference
 from domain.shared.errors import InvalidValue
 from domain.shared.ids import TransactionId, UserId
@@ -49,16 +49,19 @@ class SuspenseItem:
     reason: str
     proposed_user_id: UserId | None
     proposed_by: str | None
+    refund_status: str = ""
+    refund_proposed_by: str = ""
 
 
 class PaybillSuspenseReview:
-    def __init__(self, *, unit_of_work: Callable[[], PaybillUnitOfWork], deposits: PaybillDeposits) -> None:
+    def __init__(self, *, unit_of_work: Callable[[], RefundUnitOfWork], deposits: PaybillDeposits) -> None:
         self._uow = unit_of_work
         self._deposits = deposits
 
     async def list(self, *, limit: int = 50) -> list[SuspenseItem]:
         async with self._uow() as uow:
             rows = await uow.paybill.in_suspense(limit=min(max(limit, 1), MAX_LIST))
+            refunds = {r.trans_id: await uow.paybill.open_refund(r.trans_id) for r in rows}
         return [
             SuspenseItem(
                 trans_id=r.trans_id,
@@ -68,6 +71,8 @@ class PaybillSuspenseReview:
                 reason=r.reason or "",
                 proposed_user_id=r.proposed_user_id,
                 proposed_by=r.proposed_by,
+                refund_status=(refund.status.value if (refund := refunds[r.trans_id]) else ""),
+                refund_proposed_by=refund.proposed_by if refund else "",
             )
             for r in rows
         ]
@@ -161,17 +166,20 @@ class PaybillSuspenseReview:
             await uow.commit()
 
     @staticmethod
-    async def _suspended(uow: PaybillUnitOfWork, trans_id: str) -> StoredPayment:
+    async def _suspended(uow: RefundUnitOfWork, trans_id: str) -> StoredPayment:
         stored = await uow.paybill.lock(trans_id.strip().upper())
         if stored is None:
             raise ReviewActionNotFound("no paybill payment with this TransID", field="trans_id")
         if stored.status is not Status.SUSPENSE:
             raise ActionNotPossible(f"the payment is {stored.status.value}, not in suspense")
+        refund = await uow.paybill.open_refund(stored.trans_id)
+        if refund is not None:
+            raise ActionNotPossible(f"its refund ({refund.status.value}) is open: it cannot be assigned")
         return stored
 
     @staticmethod
     def _audit(
-        uow: PaybillUnitOfWork,
+        uow: RefundUnitOfWork,
         action: str,
         trans_id: str,
         proposed_by: str | None,

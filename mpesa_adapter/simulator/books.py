@@ -93,6 +93,31 @@ class C2BRecord:
         return out
 
 
+@dataclass
+class ReversalRecord:
+    """A Reversal request: the C2B payment (TransID) it returns to its payer."""
+
+    originator_conversation_id: str
+    conversation_id: str
+    transaction_id: str  # the reversal's own receipt
+    original_trans_id: str
+    shortcode: str
+    amount: int
+    result_url: str
+    queue_timeout_url: str
+    requested_at: datetime
+    status: str = "pending"  # pending | completed
+    result_code: int | str | None = None
+    reversed: bool = False
+    completed_at: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["requested_at"] = self.requested_at.isoformat()
+        out["completed_at"] = self.completed_at.isoformat() if self.completed_at else None
+        return out
+
+
 class Books:
     def __init__(self, utility: int, working: int) -> None:
         self.opening_utility = utility
@@ -108,6 +133,7 @@ class Books:
         self.stk: dict[str, StkRecord] = {}
         self.b2c: dict[str, B2CRecord] = {}
         self.c2b: dict[str, C2BRecord] = {}
+        self.reversals: dict[str, ReversalRecord] = {}  # by OriginatorConversationID
         self.pull_registrations: dict[str, str] = {}  # shortcode -> CallBackURL
 
     # --- STK ---------------------------------------------------------------------------------------
@@ -161,8 +187,29 @@ class Books:
     def decline_c2b(self, record: C2BRecord, code: str, at: datetime) -> None:
         record.status, record.result_code, record.completed_at = "declined", code, at
 
+    # --- Reversal (of a C2B payment) ------------------------------------------------------------------
+    def add_reversal(self, record: ReversalRecord) -> None:
+        self.reversals[record.originator_conversation_id] = record
+
+    def reversal_of(self, trans_id: str) -> ReversalRecord | None:
+        """The reversal that returned (or is returning) this payment, if any."""
+        for r in self.reversals.values():
+            if r.original_trans_id == trans_id and (r.reversed or r.status == "pending"):
+                return r
+        return None
+
+    def reverse(self, record: ReversalRecord, at: datetime) -> None:
+        record.status, record.result_code, record.completed_at, record.reversed = "completed", 0, at, True
+        self.utility -= record.amount
+
+    def decline_reversal(self, record: ReversalRecord, code: int | str, at: datetime) -> None:
+        record.status, record.result_code, record.completed_at = "completed", code, at
+
     # --- lookups -----------------------------------------------------------------------------------
-    def by_transaction_id(self, transaction_id: str) -> StkRecord | B2CRecord | None:
+    def by_transaction_id(self, transaction_id: str) -> StkRecord | B2CRecord | ReversalRecord | None:
+        for r in self.reversals.values():
+            if r.transaction_id == transaction_id:
+                return r
         for b in self.b2c.values():
             if b.transaction_id == transaction_id:
                 return b
@@ -210,6 +257,10 @@ class Books:
             "c2b": {
                 "total_collected": sum(r.amount for r in self.c2b_collected()),
                 "transactions": [r.public() for r in self.c2b.values()],
+            },
+            "reversals": {
+                "total_reversed": sum(r.amount for r in self.reversals.values() if r.reversed),
+                "transactions": [r.public() for r in self.reversals.values()],
             },
             "accounts": {
                 "utility": self.utility,

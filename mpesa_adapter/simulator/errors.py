@@ -30,6 +30,7 @@ INVALID_TOKEN_PER_API = {
     "b2c": (401, "401.002.01", "Error Occurred - Invalid Access Token - {token}"),
     "balance": (401, "401.002.01", "Error Occurred - Invalid Access Token - {token}"),
     "status": (400, "400.003.01", "Invalid Access Token"),
+    "reversal": (401, "401.002.01", "Error Occurred - Invalid Access Token - {token}"),
     "c2b_register": INVALID_TOKEN,
 }
 INVALID_AUTH_HEADER = (404, "404.001.04", "Invalid Authentication Header")
@@ -101,6 +102,19 @@ B2C_RESULTS: dict[int | str, str] = {
     ),
     8006: "The security credential is locked.",
     "SFC_IC0003": "The operator does not exist.",
+}
+
+# Reversal's refusals (inferred: the public page lists no codes; these are the ones integrators
+# report). A receipt that is no C2B payment of the receiver (unknown, a B2C, another shortcode's)
+# is R000002; a payment already reversed (or being reversed) is R000001.
+REVERSAL_RESULTS: dict[int | str, str] = {
+    0: SUCCESS_DESC,
+    "R000001": "The transaction has already been reversed.",
+    "R000002": "The OriginalTransID is invalid.",
+    "R000003": "The reversal amount is not the original transaction's amount.",
+    1: "The balance is insufficient for the transaction.",
+    21: B2C_RESULTS[21],
+    2001: B2C_RESULTS[2001],
 }
 
 QUEUE_TIMEOUT_DESC = "The service request timed out."

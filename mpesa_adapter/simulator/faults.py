@@ -48,8 +48,9 @@ PHONE_FAULTS: dict[str, str] = {
     "7": "spike_arrest",
 }
 
-APIS = ("oauth", "stk", "stk_query", "b2c", "status", "balance", "c2b", "pull_query")
-CALLBACK_APIS = ("stk", "b2c", "status", "balance", "c2b")  # c2b: the paybill confirmation
+APIS = ("oauth", "stk", "stk_query", "b2c", "status", "balance", "c2b", "pull_query", "reversal")
+# c2b: the paybill confirmation; reversal: a Reversal's Result
+CALLBACK_APIS = ("stk", "b2c", "status", "balance", "c2b", "reversal")
 SYNC_FAULTS: dict[str, tuple[int, str, str]] = {
     "spike_arrest": errors.SPIKE_ARREST,
     "quota": errors.QUOTA_VIOLATION,
@@ -62,7 +63,7 @@ CALLBACK_FAULTS: dict[str, tuple[str, ...]] = {
     "out_of_order": CALLBACK_APIS,
     "delay": CALLBACK_APIS,
     "unknown_callback": ("stk", "b2c"),
-    "queue_timeout": ("b2c", "status", "balance"),
+    "queue_timeout": ("b2c", "status", "balance", "reversal"),
     # The Result is about another transaction: other ids (and receipt) than the request's. B2C: the
     # payout happens, only its Result names another one; status/balance: the subject is another's.
     "foreign_result": ("b2c", "status", "balance"),
@@ -70,7 +71,12 @@ CALLBACK_FAULTS: dict[str, tuple[str, ...]] = {
 # A synchronous answer about another request: STK Query answers (ResultCode 0 unless
 # params.result_code) for another CheckoutRequestID and MerchantRequestID; B2C accepts the payment
 # and answers with another OriginatorConversationID and ConversationID.
-ANSWER_FAULTS: dict[str, tuple[str, ...]] = {"foreign_answer": ("stk_query", "b2c")}
+# `answer_lost`: the request is carried out, and its answer is lost on the way back (the client sees
+# 500.003.1001, an unknown outcome for a money-moving call): the crash case of a Reversal.
+ANSWER_FAULTS: dict[str, tuple[str, ...]] = {
+    "foreign_answer": ("stk_query", "b2c"),
+    "answer_lost": ("reversal",),
+}
 # Pull Transactions answers a failed pull with HTTP 200 and ResponseCode 1001 (simulator/pull.py).
 PULL_FAULTS: dict[str, tuple[str, ...]] = {"pull_failure": ("pull_query",)}
 FAULT_KINDS = tuple(SYNC_FAULTS) + tuple(CALLBACK_FAULTS) + tuple(ANSWER_FAULTS) + tuple(PULL_FAULTS)
@@ -197,9 +203,10 @@ class FaultBook:
         fired = self._fire(api, phone, SYNC_FAULTS)
         return SYNC_FAULTS[fired[0].kind] if fired else None
 
-    def answer_fault(self, api: str, phone: str | None) -> FaultRule | None:
-        """The rule that makes this synchronous answer name another request, if one fires."""
-        fired = self._fire(api, phone, ANSWER_FAULTS)
+    def answer_fault(self, api: str, phone: str | None, kind: str = "foreign_answer") -> FaultRule | None:
+        """The rule that makes this synchronous answer name another request (or, `answer_lost`, never
+        arrive), if one fires."""
+        fired = self._fire(api, phone, (kind,))
         return fired[0] if fired else None
 
     def pull_fault(self, api: str) -> FaultRule | None:

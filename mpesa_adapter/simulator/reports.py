@@ -6,7 +6,7 @@ from typing import Any
 
 from mpesa_adapter.simulator import errors
 from mpesa_adapter.simulator.b2c import ACCEPTED, FOREIGN, queue_timeout_body
-from mpesa_adapter.simulator.books import B2CRecord, StkRecord
+from mpesa_adapter.simulator.books import B2CRecord, ReversalRecord, StkRecord
 from mpesa_adapter.simulator.clock import compact
 from mpesa_adapter.simulator.delivery import Delivery
 from mpesa_adapter.simulator.engine import ORG_NAME, Engine
@@ -28,8 +28,12 @@ def _status_word(record: StkRecord | B2CRecord) -> str:
     return "Completed" if record.result_code == 0 else "Declined"
 
 
-def status_parameters(engine: Engine, record: StkRecord | B2CRecord) -> list[dict[str, Any]]:
+def status_parameters(engine: Engine, record: StkRecord | B2CRecord | ReversalRecord) -> list[dict[str, Any]]:
     """Shaped like the portal sample, including its duplicated DebitPartyName and a key without Value."""
+    if isinstance(record, ReversalRecord):
+        from mpesa_adapter.simulator.reversal import status_parameters as reversal_parameters
+
+        return reversal_parameters(engine, record)
     finalised = compact(record.completed_at) if record.completed_at else ""
     if isinstance(record, B2CRecord):
         params: list[dict[str, Any]] = [
@@ -103,11 +107,12 @@ def transaction_status(engine: Engine, req: ReportRequest) -> dict[str, str]:
     def complete() -> list[Delivery]:
         at = engine.clock.now()
         placeholder = placeholder_transaction_id(at)
-        record: StkRecord | B2CRecord | None = None
+        record: StkRecord | B2CRecord | ReversalRecord | None = None
         if req.transaction_id:
             record = engine.books.by_transaction_id(req.transaction_id)
         if record is None and req.original_conversation_id:
-            record = engine.books.b2c.get(req.original_conversation_id)
+            asked = req.original_conversation_id
+            record = engine.books.b2c.get(asked) or engine.books.reversals.get(asked)
         if not credential_ok:
             body = _failure(2001, errors.B2C_RESULTS[2001], ocid, conv, placeholder)
         elif req.party_a not in config.b2c_shortcodes:

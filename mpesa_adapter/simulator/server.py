@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mpesa_adapter.simulator import b2c, c2b, errors, reports, stk, validation
+from mpesa_adapter.simulator import b2c, c2b, errors, reports, reversal, stk, validation
 from mpesa_adapter.simulator.config import SimulatorConfig
 from mpesa_adapter.simulator.control import add_control_routes
 from mpesa_adapter.simulator.engine import Engine
@@ -29,6 +29,7 @@ STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
 B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
 STATUS_PATH = "/mpesa/transactionstatus/v1/query"
 BALANCE_PATH = "/mpesa/accountbalance/v1/query"
+REVERSAL_PATH = "/mpesa/reversal/v1/request"
 
 
 def error_response(exc: DarajaError, engine: Engine) -> web.Response:
@@ -107,6 +108,8 @@ def api_handler(
             answer = serve(engine, body)
             if foreign is not None:  # b2c: accepted and paid, but the answer names another request
                 answer = b2c.foreign_answer(engine, answer)
+            if engine.faults.answer_fault(api, None, "answer_lost") is not None:
+                raise engine.error(errors.INTERNAL_ERROR)  # carried out; its answer never gets back
             return web.json_response(answer)
         except DarajaError as exc:
             return error_response(exc, engine)
@@ -126,6 +129,10 @@ def _serve_stk_query(engine: Engine, body: Any) -> dict[str, Any]:
 def _serve_b2c(engine: Engine, body: Any) -> dict[str, Any]:
     c = engine.config
     return b2c.pay(engine, validation.b2c_payment(body, c.b2c_limits_sync, c.ban_url_keywords))
+
+
+def _serve_reversal(engine: Engine, body: Any) -> dict[str, Any]:
+    return reversal.reverse(engine, validation.reversal(body, engine.config.ban_url_keywords))
 
 
 def _serve_c2b_register(engine: Engine, body: Any) -> dict[str, Any]:
@@ -171,6 +178,7 @@ def build_app(engine: Engine) -> web.Application:
         (B2C_PATH, "b2c", _serve_b2c),
         (STATUS_PATH, "status", _serve_status),
         (BALANCE_PATH, "balance", _serve_balance),
+        (REVERSAL_PATH, "reversal", _serve_reversal),
     ):
         app.router.add_post(path, api_handler(api, serve))
     for path in c2b.REGISTER_PATHS:

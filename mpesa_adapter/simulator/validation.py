@@ -299,3 +299,61 @@ def transaction_status(body: Any, ban_url_keywords: bool) -> ReportRequest:
 def account_balance(body: Any, ban_url_keywords: bool) -> ReportRequest:
     body = as_object(body)
     return ReportRequest(**_report_common(body, "AccountBalance", ban_url_keywords))
+
+
+REVERSAL_RECEIVER_TYPES = ("11", "4")  # "11" is what public SDKs send for a shortcode; "4" tolerated
+
+
+@dataclass(frozen=True)
+class ReversalRequest:
+    initiator: str
+    credential: str
+    transaction_id: str
+    amount: int
+    receiver_party: str
+    remarks: str
+    queue_timeout_url: str
+    result_url: str
+    occasion: str
+    originator_conversation_id: str  # "" when the caller sent none (the gateway then makes one)
+
+
+def reversal(body: Any, ban_url_keywords: bool) -> ReversalRequest:
+    """Reversal (inferred from the public Reversal page: Initiator, SecurityCredential, CommandID
+    TransactionReversal, TransactionID, Amount, ReceiverParty, RecieverIdentifierType, ResultURL,
+    QueueTimeOutURL, Remarks, Occasion). The misspelt `RecieverIdentifierType` is the wire's; the
+    correct spelling is tolerated too."""
+    body = as_object(body)
+    initiator = _require_str(body, "Initiator", 1, 100)
+    credential = _require_str(body, "SecurityCredential", 1, 4096)
+    if body.get("CommandID") != "TransactionReversal":
+        raise bad_request("CommandID")
+    transaction_id = _text(body.get("TransactionID"))
+    if transaction_id is None or not transaction_id.isalnum() or not 8 <= len(transaction_id) <= 20:
+        raise bad_request("TransactionID")
+    amount = whole_shillings(body.get("Amount"))
+    if amount is None or amount < 1:
+        raise bad_request("Amount")
+    receiver = shortcode(body.get("ReceiverParty"))
+    if receiver is None:
+        raise bad_request("ReceiverParty")
+    kind = _text(body.get("RecieverIdentifierType", body.get("ReceiverIdentifierType")))
+    if kind not in REVERSAL_RECEIVER_TYPES:
+        raise bad_request("RecieverIdentifierType")
+    remarks = _require_str(body, "Remarks", 1, 100)
+    queue_timeout_url = _require_url(body, "QueueTimeOutURL", ban_url_keywords)
+    result_url = _require_url(body, "ResultURL", ban_url_keywords)
+    occasion = _optional_str(body, ("Occasion", "Occassion"), 100)
+    ocid = _optional_str(body, ("OriginatorConversationID",), 100)
+    return ReversalRequest(
+        initiator,
+        credential,
+        transaction_id,
+        amount,
+        receiver,
+        remarks,
+        queue_timeout_url,
+        result_url,
+        occasion,
+        ocid,
+    )

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
+    from application.review.paybill_refund import SuspenseRefunds
     from mpesa_adapter.callback_server import CallbackServer
     from mpesa_adapter.callback_store import SqlCallbackInbox
     from mpesa_adapter.config import CallbackServerConfig
@@ -69,6 +70,7 @@ async def _run(args: argparse.Namespace) -> int:
         port=int(port),
         extra_routes=reports,
         paybill=paybill_deposits(core),
+        refunds=SuspenseRefunds(unit_of_work=core.unit_of_work),
     )
     stop = asyncio.Event()
     stop_on_signals(stop)

@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-review",
         action="store_true",
         help="leave NEEDS_REVIEW and paybill suspense for a person (default: a scripted operator "
-        "works the review queue and assigns suspense payments to the soak user who paid them)",
+        "works the review queue, assigns suspense payments to the soak user who paid them and "
+        "refunds one no soak user paid by M-Pesa Reversal)",
     )
     parser.add_argument("--workdir", type=Path, help="logs, private servers' data (default: a temp dir)")
     parser.add_argument("--database-url", help="use this MariaDB database (not restarted by the soak)")

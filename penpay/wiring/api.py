@@ -110,9 +110,11 @@ def build_api(
     fingerprint_key: bytes | None = None,
     deriv_statement: Any = None,
     mpesa_lookups: Any = None,
+    mpesa_reversals: Any = None,
 ) -> Api:
     """The API server with every service, wired to `core` (nothing is started)."""
     from application.review.paybill import PaybillSuspenseReview
+    from application.review.paybill_refund import SuspenseRefunds
     from penpay.auth.v1 import auth_pb2_grpc
     from penpay.bootstrap import access_tokens, password_hasher, paybill_deposits
     from penpay.dev.v1 import dev_pb2_grpc
@@ -234,6 +236,10 @@ def build_api(
         review_daraja = DarajaClient(mpesa_config, token_cache=daraja_token_cache(s, mpesa_config))
         closers.append(review_daraja.close)
         mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine)
+        if mpesa_reversals is None:
+            from mpesa_adapter.reversal import DarajaReversals
+
+            mpesa_reversals = DarajaReversals(review_daraja)
     review = ReviewService(
         unit_of_work=lambda actor: core.unit_of_work(actor=actor),
         deriv_statement=deriv_statement,
@@ -272,6 +278,8 @@ def build_api(
                     unit_of_work=core.unit_of_work,
                     deposits=paybill_deposits(core),
                 ),
+                # Without M-Pesa configured here, approving a refund says so (ActionNotPossible).
+                refunds=SuspenseRefunds(unit_of_work=core.unit_of_work, reversals=mpesa_reversals),
             ),
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,

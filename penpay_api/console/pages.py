@@ -94,6 +94,9 @@ class Console:
             ("propose", self.paybill_propose),
             ("approve", self.paybill_approve),
             ("reject", self.paybill_reject),
+            ("propose_refund", self.paybill_propose_refund),
+            ("approve_refund", self.paybill_approve_refund),
+            ("reject_refund", self.paybill_reject_refund),
         ):
             r.add_post(f"/ops/paybill/{{trans_id}}/{verb}", self.guarded(handler, write=True))
 
@@ -405,6 +408,8 @@ class Console:
             error = exc.details() or exc.code().name
         if answer is not None and method == "ApprovePaybillAssignment":
             done = f"{done} It is now deposit {answer.transaction_id}."
+        if answer is not None and method == "ApprovePaybillRefund":
+            done = f"{done} Refund {answer.refund.status}: {answer.refund.detail}"
         s = await self._suspense(request, notice=None if error else done, error=error)
         s.pop("status")
         response = self.render("_paybill.html", status=200 if error is None else 409, s=s)
@@ -434,6 +439,28 @@ class Console:
         )
         return await self._paybill_act(
             request, "RejectPaybillAssignment", message, "Rejected: the payment stays in suspense."
+        )
+
+    async def paybill_propose_refund(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        message = pb.ProposePaybillRefundRequest(
+            trans_id=request.match_info["trans_id"], reason=str(form.get("reason", ""))
+        )
+        return await self._paybill_act(
+            request, "ProposePaybillRefund", message, "Refund proposed: waiting for an approver."
+        )
+
+    async def paybill_approve_refund(self, request: web.Request) -> web.StreamResponse:
+        message = pb.ApprovePaybillRefundRequest(trans_id=request.match_info["trans_id"])
+        return await self._paybill_act(request, "ApprovePaybillRefund", message, "Approved.")
+
+    async def paybill_reject_refund(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        message = pb.RejectPaybillRefundRequest(
+            trans_id=request.match_info["trans_id"], reason=str(form.get("reason", ""))
+        )
+        return await self._paybill_act(
+            request, "RejectPaybillRefund", message, "Refund rejected: the payment stays in suspense."
         )
 
     async def queue(self, request: web.Request) -> web.StreamResponse:

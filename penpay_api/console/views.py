@@ -428,4 +428,6 @@ def suspense_item(i: pb.PaybillSuspenseItem) -> dict[str, Any]:
         "reason": i.reason,
         "proposed_user_id": i.proposed_user_id,
         "proposed_by": i.proposed_by,
+        "refund_status": i.refund_status,
+        "refund_proposed_by": i.refund_proposed_by,
     }

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.reconciliation.errors import RunNotFound
 from application.reconciliation.rules import ItemClass
 from application.review.paybill import PaybillSuspenseReview
+from application.review.paybill_refund import RefundView, SuspenseRefunds
 from application.review.ports import Proposal
 from application.review.rules import ActionKind, Evidence, ProposalStatus, possible
 from application.review.service import ReviewService, view_of
@@ -58,7 +59,13 @@ METHOD_ROLES = {
         ),
         (("SearchTransactions",), _READERS),
         (
-            ("ReplayDeadLetters", "RunConsistencyCheck", "ProposeReviewAction", "ProposePaybillAssignment"),
+            (
+                "ReplayDeadLetters",
+                "RunConsistencyCheck",
+                "ProposeReviewAction",
+                "ProposePaybillAssignment",
+                "ProposePaybillRefund",
+            ),
             (OPERATOR_ROLE,),
         ),
         (
@@ -67,6 +74,8 @@ METHOD_ROLES = {
                 "RejectReviewAction",
                 "ApprovePaybillAssignment",
                 "RejectPaybillAssignment",
+                "ApprovePaybillRefund",
+                "RejectPaybillRefund",
             ),
             (APPROVER_ROLE,),
         ),
@@ -116,8 +125,10 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         consistency_check: ConsistencyCheck | None = None,
         review: ReviewService | None = None,
         paybill: PaybillSuspenseReview | None = None,
+        refunds: SuspenseRefunds | None = None,
     ) -> None:
         self._paybill = paybill
+        self._refunds = refunds
         self._engine = engine
         self._bus = bus
         self._clock = clock
@@ -441,6 +452,8 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
                     reason=i.reason,
                     proposed_user_id=str(i.proposed_user_id or ""),
                     proposed_by=i.proposed_by or "",
+                    refund_status=i.refund_status,
+                    refund_proposed_by=i.refund_proposed_by,
                 )
                 for i in items
             ]
@@ -473,6 +486,35 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         )
         return pb.RejectPaybillAssignmentResponse()
 
+    async def ProposePaybillRefund(
+        self, request: pb.ProposePaybillRefundRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProposePaybillRefundResponse:
+        view = await self._refund_use_case().propose(
+            staff=_staff(), trans_id=_trans_id(request.trans_id), reason=request.reason
+        )
+        return pb.ProposePaybillRefundResponse(refund=_refund(view))
+
+    async def ApprovePaybillRefund(
+        self, request: pb.ApprovePaybillRefundRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApprovePaybillRefundResponse:
+        view = await self._refund_use_case().approve(staff=_staff(), trans_id=_trans_id(request.trans_id))
+        return pb.ApprovePaybillRefundResponse(refund=_refund(view))
+
+    async def RejectPaybillRefund(
+        self, request: pb.RejectPaybillRefundRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RejectPaybillRefundResponse:
+        await self._refund_use_case().reject(
+            staff=_staff(), trans_id=_trans_id(request.trans_id), reason=request.reason
+        )
+        return pb.RejectPaybillRefundResponse()
+
+    def _refund_use_case(self) -> SuspenseRefunds:
+        if self._refunds is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED, "paybill refunds are not handled here", reason="UNIMPLEMENTED"
+            )
+        return self._refunds
+
     def _suspense(self) -> PaybillSuspenseReview:
         if self._paybill is None:
             raise RpcFailure.build(
@@ -497,6 +539,17 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
                 grpc.StatusCode.UNIMPLEMENTED, "review actions are not available here", reason="UNIMPLEMENTED"
             )
         return self._review
+
+
+def _refund(view: RefundView) -> pb.PaybillRefund:
+    return pb.PaybillRefund(
+        trans_id=view.trans_id,
+        status=view.status.value,
+        originator_conversation_id=view.originator_conversation_id,
+        proposed_by=view.proposed_by,
+        approved_by=view.approved_by or "",
+        detail=view.detail,
+    )
 
 
 def _staff() -> str:

@@ -19,7 +19,8 @@ Faults (proving.chaos.schedule.PlannedFault):
                    answer, a B2C or Transaction Status result naming other ids
   paybill_unsolicited  money with no transaction: a customer pays the paybill with an account
                    number PenPay never issued and validation skipped; it must end in suspense
-                   (not while the callbacks process is being killed: M-Pesa never resends it)
+                   (not while the callbacks process is being killed: M-Pesa never resends it);
+                   the first of a soak is paid again by a stranger, for the operator to refund
 
 The supervisor plays the deployment's restart policy (docker-compose `restart: unless-stopped`):
 a process that exits without being killed by a fault is started again, and counted as a crash
@@ -148,8 +149,13 @@ class FaultInjector:
         async with self._callbacks_in_use:
             while "callbacks" in self._held:  # noqa: ASYNC110 - a restart under way: wait it out
                 await asyncio.sleep(0.2)
-            body = {**params, "validation": False}
+            stranger = params.get("stranger_phone")
+            body = {k: v for k, v in params.items() if k != "stranger_phone"} | {"validation": False}
             outcome = await self._post(f"{self.mpesa_control}/c2b/pay", body)
+            if stranger:  # the same again from a phone no user has: it can only be refunded
+                outcome += "; " + await self._post(
+                    f"{self.mpesa_control}/c2b/pay", body | {"phone": stranger}
+                )
             await self._post(f"{self.mpesa_control}/drain", {"timeout": 30})
         return outcome
 

@@ -19,8 +19,10 @@ denies is REFUSED: the operator then retries the step instead.
 Paybill payments in suspense (money with no transaction) are worked first in each round
 (`choose_paybill`, pure): the payer's phone read from M-Pesa's C2B book, matched to a soak user,
 proposed as that user's deposit by their deposit reference and approved by the other staff member.
-A payment whose payer is no user of ours, or that PenPay refuses as the user's deposit, is left in
-suspense for a person, with why.
+A payment whose payer is no user of ours is given back to its payer by M-Pesa's Reversal (once per
+soak, four-eyes: the other staff member approves; a refund whose answer was lost is asked about by
+approving it again, never sent again). One PenPay refuses as the user's deposit, and any further
+stranger's payment, is left in suspense for a person, with why.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def choose(
 
 @dataclass(frozen=True, slots=True)
 class PaybillChoice:
-    action: str  # PROPOSE | APPROVE | LEAVE
+    action: str  # PROPOSE | APPROVE | REFUND | APPROVE_REFUND | LEAVE
     why: str
 
 
@@ -109,10 +111,23 @@ def choose_paybill(
     user_phones: frozenset[str],
     proposed_by: str,
     refused: str | None = None,
+    refund_status: str = "",
+    refund_proposed_by: str = "",
+    may_refund: bool = False,
 ) -> PaybillChoice:
     """What to do with one suspense payment: `payer_phone` is the payer in M-Pesa's C2B book (None:
     not there), `msisdn_shown` what the confirmation showed (masked), `proposed_by` the open
-    proposal's author ("" none), `refused` why PenPay already refused our assignment of it."""
+    proposal's author ("" none), `refused` why PenPay already refused our assignment of it,
+    `refund_status` / `refund_proposed_by` its open refund ("" none), `may_refund` whether this
+    operator may still propose a refund (once per soak)."""
+    if refund_status == "PROPOSED":
+        if refund_proposed_by == PROPOSER:
+            return PaybillChoice("APPROVE_REFUND", "our refund proposal is open: the other approves it")
+        return PaybillChoice("LEAVE", f"{refund_proposed_by} proposed its refund: theirs to see through")
+    if refund_status == "UNKNOWN":
+        return PaybillChoice("APPROVE_REFUND", "the refund's answer was lost: ask M-Pesa, send nothing")
+    if refund_status:
+        return PaybillChoice("LEAVE", f"its refund is {refund_status}: M-Pesa's result is awaited")
     if refused is not None:
         return PaybillChoice("LEAVE", f"PenPay refused it as the payer's deposit: {refused}")
     if payer_phone is None:
@@ -120,6 +135,8 @@ def choose_paybill(
     if not visible_digits_agree(msisdn_shown, payer_phone):
         return PaybillChoice("LEAVE", "M-Pesa's books name another payer than the confirmation did")
     if payer_phone not in user_phones:
+        if may_refund and not proposed_by:
+            return PaybillChoice("REFUND", "the payer is no user of ours: give it back by Reversal")
         return PaybillChoice("LEAVE", "the payer is no user of ours: a person must find them")
     if proposed_by == PROPOSER:
         return PaybillChoice("APPROVE", "our proposal is open: the other staff member approves it")
@@ -138,6 +155,10 @@ class PaybillReport:
     deposits: list[str] = field(default_factory=list)  # the transactions the assigned payments became
     four_eyes_checked: bool = False  # the proposer's own approval was refused
     left: list[str] = field(default_factory=list)  # still in suspense at the end: for a person, with why
+    refunds_proposed: list[str] = field(default_factory=list)  # TransIDs proposed for a Reversal
+    refund_four_eyes_checked: bool = False
+    refund_approvals: int = 0  # approvals sent (the first sends the Reversal, later ones only ask)
+    refunded: list[str] = field(default_factory=list)  # TransIDs out of suspense by Reversal at the end
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +167,10 @@ class PaybillReport:
             "assigned": self.assigned,
             "deposits": self.deposits,
             "four_eyes_checked": self.four_eyes_checked,
+            "refunds_proposed": self.refunds_proposed,
+            "refund_four_eyes_checked": self.refund_four_eyes_checked,
+            "refund_approvals": self.refund_approvals,
+            "refunded": self.refunded,
             "left_for_a_person": self.left,
         }
 
@@ -232,6 +257,9 @@ class ScriptedOperator:
                         if assigned:
                             await self._wait_for_sagas(settle_timeout)
                             continue
+                        if await self._refund_pending():
+                            await asyncio.sleep(2.0)  # M-Pesa's result is on its way
+                            continue
                         break
                     self.report.rounds += 1
                     for item in items:
@@ -240,10 +268,15 @@ class ScriptedOperator:
                 self.report.reviewed = len(seen)
                 self.report.left = [f"{i.transaction_id} {i.type}: {i.reason}" for i in await self._queue()]
                 self.report.paybill.seen = len(suspense)
+                still = await self._suspense()
                 self.report.paybill.left = [
                     f"{i.trans_id} KES {i.amount.amount_cents // 100}: "
                     + self._paybill_why.get(i.trans_id, i.reason)
-                    for i in await self._suspense()
+                    for i in still
+                ]
+                held = {i.trans_id for i in still}
+                self.report.paybill.refunded = [
+                    t for t in self.report.paybill.refunds_proposed if t not in held
                 ]
         finally:
             await channel.close()
@@ -288,8 +321,18 @@ class ScriptedOperator:
                 user_phones=self._user_phones if self._reference_of is not None else frozenset(),
                 proposed_by=item.proposed_by,
                 refused=self._paybill_refused.get(item.trans_id),
+                refund_status=item.refund_status,
+                refund_proposed_by=item.refund_proposed_by,
+                may_refund=self._reference_of is not None and not self.report.paybill.refunds_proposed,
             )
             self._paybill_why[item.trans_id] = choice.why
+            if choice.action == "REFUND":
+                if await self._propose_refund(item.trans_id, choice.why):
+                    await self._approve_refund(item.trans_id)
+                continue
+            if choice.action == "APPROVE_REFUND":
+                await self._approve_refund(item.trans_id)
+                continue
             if choice.action == "PROPOSE":
                 if not await self._propose_paybill(item.trans_id, payers[item.trans_id], choice.why):
                     continue
@@ -352,6 +395,49 @@ class ScriptedOperator:
         self.report.paybill.assigned += 1
         self.report.paybill.deposits.append(approved.transaction_id)
         return 1
+
+    async def _propose_refund(self, trans_id: str, why: str) -> bool:
+        from penpay.ops.v1 import ops_pb2 as pb
+
+        try:
+            await self._ops.ProposePaybillRefund(
+                pb.ProposePaybillRefundRequest(trans_id=trans_id, reason=f"soak operator: {why}"),
+                metadata=self._proposer,
+                timeout=60,
+            )
+        except grpc.aio.AioRpcError as error:
+            self._say(f"operator: refunding paybill {trans_id} not proposed: {error.details()}")
+            return False
+        self.report.paybill.refunds_proposed.append(trans_id)
+        try:  # four eyes: the proposer's own approval is refused (and audited)
+            await self._ops.ApprovePaybillRefund(
+                pb.ApprovePaybillRefundRequest(trans_id=trans_id), metadata=self._proposer, timeout=60
+            )
+            raise AssertionError("the proposer approved their own paybill refund")
+        except grpc.aio.AioRpcError as error:
+            self.report.paybill.refund_four_eyes_checked = error.code() is grpc.StatusCode.PERMISSION_DENIED
+        return True
+
+    async def _approve_refund(self, trans_id: str) -> None:
+        from penpay.ops.v1 import ops_pb2 as pb
+
+        try:
+            answer = await self._ops.ApprovePaybillRefund(
+                pb.ApprovePaybillRefundRequest(trans_id=trans_id), metadata=self._approver, timeout=90
+            )
+        except grpc.aio.AioRpcError as error:
+            self._say(f"operator: refund of paybill {trans_id} not approved: {error.details()}")
+            return
+        self.report.paybill.refund_approvals += 1
+        self._say(f"operator: refund of paybill {trans_id}: {answer.refund.status} {answer.refund.detail}")
+
+    async def _refund_pending(self) -> bool:
+        """A refund of ours whose result has not come yet (bounded by the rounds)."""
+        return any(
+            i.refund_status in ("SENDING", "ACCEPTED", "UNKNOWN")
+            for i in await self._suspense()
+            if i.trans_id in self.report.paybill.refunds_proposed
+        )
 
     async def _c2b_payers(self) -> dict[str, str]:
         """TransID -> the payer's phone, from M-Pesa's C2B book (the provider's portal, here)."""

@@ -236,6 +236,12 @@ class SoakReport:
                 f"left for a person {len(pay.get('left_for_a_person') or [])}"
                 + ("; own approval refused: yes" if pay.get("four_eyes_checked") else "")
             )
+            refunds = len(pay.get("refunds_proposed") or [])
+            out.append(
+                f"paybill refunds (M-Pesa Reversal, four-eyes): proposed {refunds}, "
+                f"approvals {pay.get('refund_approvals', 0)}, refunded {len(pay.get('refunded') or [])}"
+                + ("; own approval refused: yes" if pay.get("refund_four_eyes_checked") else "")
+            )
             out += [f"  left: {why}" for why in pay.get("left_for_a_person") or []]
         out.append(f"NEEDS_REVIEW: {len(c.needs_review)}")
         for item in c.needs_review:

@@ -307,14 +307,27 @@ def _paid_by_users(
     faults: tuple[PlannedFault, ...], users: tuple[PlannedUser, ...]
 ) -> tuple[PlannedFault, ...]:
     """An unsolicited paybill payment comes from a soak user's phone, so the scripted operator can
-    find whose money it is. The payer follows from the account number already drawn: no extra draw,
-    so every other fault, time and transaction stays as the seed gave it before."""
-    return tuple(
-        replace(f, params={**f.params, "phone": users[int(f.params["account"][-6:]) % len(users)].phone})
-        if f.kind == "paybill_unsolicited"
-        else f
-        for f in faults
-    )
+    find whose money it is. The first one of a soak is paid a second time by a stranger (a phone no
+    soak user has): that payment cannot be assigned, so the operator gives it back by Reversal. The
+    payers follow from the account number already drawn: no extra draw, so every other fault, time
+    and transaction stays as the seed gave it before."""
+    out: list[PlannedFault] = []
+    stranger_planned = False
+    for f in faults:
+        if f.kind == "paybill_unsolicited":
+            drawn = int(f.params["account"][-6:])
+            params = {**f.params, "phone": users[drawn % len(users)].phone}
+            if not stranger_planned:
+                params["stranger_phone"] = stranger_phone(drawn)
+                stranger_planned = True
+            f = replace(f, params=params)
+        out.append(f)
+    return tuple(out)
+
+
+def stranger_phone(drawn: int) -> str:
+    """A Kenyan MSISDN no soak user has (users' are 2547...; this is 2541 1...)."""
+    return f"25411{drawn % 10**7:07d}"
 
 
 def users_needed(transactions: int) -> int:

@@ -196,6 +196,35 @@ async def test_a_suspense_payment_goes_to_its_owner_with_four_eyes(console: Cons
     assert done.status is S.COMPLETED and done.user_id == user
 
 
+async def test_a_suspense_payment_nobody_owns_is_refunded_to_its_payer_with_four_eyes(
+    console: Console,
+) -> None:
+    from playwright.async_api import expect
+
+    stack = console.review.stack
+    trans_id = await suspense_payment(console.review, "no such account", 1_500)
+
+    olga = await console.page_for(staff_token(console, "olga", "operator", "approver"))
+    await olga.goto(f"{console.url}/ops/paybill")
+    await olga.get_by_label(f"Why refund {trans_id} (audited)").fill("the payer called: wrong paybill")
+    await olga.get_by_role("button", name=f"Propose refund of {trans_id}").click()
+    await expect(olga.get_by_role("status")).to_have_text("Refund proposed: waiting for an approver.")
+    await expect(olga.get_by_test_id(f"refund-{trans_id}")).to_contain_text("PROPOSED")
+    await olga.get_by_role("button", name=f"Approve refund of {trans_id}").click()  # four eyes
+    await expect(olga.get_by_role("alert")).to_be_visible()
+    assert await console.axe(olga) == []
+
+    amos = await console.page_for(staff_token(console, "amos", "approver"))
+    await amos.goto(f"{console.url}/ops/paybill")
+    await amos.get_by_role("button", name=f"Approve refund of {trans_id}").click()
+    await expect(amos.get_by_role("status")).to_contain_text("Refund ACCEPTED")
+    await stack.mpesa_sim.drain()
+    await amos.goto(f"{console.url}/ops/paybill")
+    await expect(amos.get_by_test_id("suspense")).not_to_contain_text(trans_id)
+    reversals = (await stack.mpesa_books())["reversals"]["transactions"]
+    assert [(r["original_trans_id"], r["reversed"]) for r in reversals] == [(trans_id, True)]
+
+
 async def test_a_stuck_withdrawal_is_completed_on_its_payout_receipt(console: Console) -> None:
     """The proposal form offers what the API allows for a withdrawal whose payout's outcome was
     lost (resolve on an M-Pesa receipt, or retry) and sends the receipt as the evidence."""

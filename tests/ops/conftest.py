@@ -20,6 +20,7 @@ from deriv_gateway.payments_client import GatewayDerivStatement
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
 from domain.shared.clock import FixedClock
 from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.reversal import DarajaReversals
 from mpesa_adapter.review_lookups import DarajaReviewLookups
 from penpay import bootstrap
 from penpay.ops.v1 import ops_pb2_grpc
@@ -115,6 +116,7 @@ async def review_stack(
                 payments=None,
                 deriv_statement=GatewayDerivStatement(gateway, timeout=10.0),
                 mpesa_lookups=DarajaReviewLookups(daraja, core.engine, polls=100, poll_interval=0.05),
+                mpesa_reversals=DarajaReversals(daraja),
             )
             await api.server.start()
             channel = grpc.aio.insecure_channel(api.server.address)

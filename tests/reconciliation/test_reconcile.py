@@ -88,7 +88,18 @@ async def test_money_at_mpesa_whose_confirmation_never_came_goes_to_suspense_onc
     assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 0
 
 
-async def test_a_validated_payment_whose_confirmation_comes_after_reconciliation_is_booked_once(
+RELEASED = ledger_postings.c.description.like("paybill payment % released from suspense to %")
+
+
+async def _confirm_late(world: World, body: Any) -> None:
+    """Daraja retries the confirmation whose first delivery was lost (the simulator's body, as sent)."""
+    stack = world.stack
+    confirm = f"{stack.callbacks.base_url}{PATHS[CallbackKind.C2B_CONFIRMATION]}"
+    async with stack.http.post(f"{confirm}/{stack.daraja_config.callback_secret}", json=body) as r:
+        assert r.status == 200
+
+
+async def test_a_validated_payment_confirmed_after_reconciliation_is_released_to_its_deposit_once(
     world: World,
 ) -> None:
     stack = world.stack
@@ -104,12 +115,54 @@ async def test_a_validated_payment_whose_confirmation_comes_after_reconciliation
     assert classes(await world.items(report))[f"c2b:{trans_id}"] == "UNKNOWN_AT_PENPAY"
     assert await world.count(ledger_postings, SUSPENSE) == 1
 
-    # the confirmation arrives at last: a repeat of a settled payment, nothing booked, no deposit
-    confirm = f"{stack.callbacks.base_url}{PATHS[CallbackKind.C2B_CONFIRMATION]}"
-    async with stack.http.post(f"{confirm}/{stack.daraja_config.callback_secret}", json=paid["body"]) as r:
-        assert r.status == 200
+    # the confirmation arrives at last and matches the validation PenPay accepted for a known
+    # reference: the suspense is released and the deposit started, in one database transaction
+    await _confirm_late(world, paid["body"])
+    [row] = await world.rows(c2b_payments, c2b_payments.c.trans_id == trans_id)
+    assert (row.status, row.resolved_by) == ("DEPOSIT", "m-pesa:late-confirmation")
+    assert await world.count(transactions) == 1
+    assert await world.count(ledger_postings, RELEASED) == 1
     assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 0
-    assert await world.count(transactions) == 0
+    # Daraja retries it once more: a repeat, nothing booked twice
+    await _confirm_late(world, paid["body"])
+    assert await world.count(transactions) == 1
+    assert await world.count(ledger_postings, RELEASED) == 1
+    tx = TransactionId(row.transaction_id)
+    done = await stack.settle(tx)
+    assert done.status == TransactionStatus.COMPLETED, done.failure_reason
+    assert await stack.deriv_transfers(str(tx)) == 1
+
+    # a later run meets the payment handled: no second suspense posting, matched from then on
+    last = await world.run()
+    assert last.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(last)]
+    found = classes(await world.items(last))
+    assert found[f"c2b:{trans_id}"] == "MATCHED"
+    assert found[next(k for k in found if k.startswith("float:mpesa"))] == "MATCHED"
+    assert await world.count(ledger_postings, SUSPENSE) == 1
+    assert await world.count(ledger_postings, RELEASED) == 1
+
+
+async def test_a_payment_never_validated_confirmed_after_reconciliation_stays_in_suspense(
+    world: World,
+) -> None:
+    stack = world.stack
+    deposit, _ = await a_deposit_and_a_withdrawal(stack)  # (the run's window needs a transaction)
+    reference = await stack.paybill.reference_for(deposit.user_id)
+    stack.mpesa_sim.add_fault("drop", api="c2b")
+    # a known reference, but the validation was skipped: no accepted validation to match
+    paid = await world.customer_pays_paybill("254711222333", 2_600, reference, validation=False)
+    trans_id = paid["TransID"]
+
+    report = await world.run()
+    assert classes(await world.items(report))[f"c2b:{trans_id}"] == "UNKNOWN_AT_PENPAY"
+    assert await world.count(ledger_postings, SUSPENSE) == 1
+
+    # the confirmation arrives at last: a repeat of a settled payment, nothing booked, no deposit
+    await _confirm_late(world, paid["body"])
+    assert await world.count(ledger_postings, PAYBILL_SUSPENSE) == 0
+    assert await world.count(ledger_postings, RELEASED) == 0
+    assert await world.count(transactions) == 2
+    assert await world.count(c2b_payments, c2b_payments.c.status == "SUSPENSE") == 1
     again = await world.run()
     assert again.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(again)]
     assert classes(await world.items(again))[f"c2b:{trans_id}"] == "HELD_IN_SUSPENSE"
@@ -128,6 +181,7 @@ async def test_a_validated_payment_whose_confirmation_comes_after_reconciliation
     found = classes(await world.items(last))
     assert found[f"c2b:{trans_id}"] == "MATCHED"
     assert found[next(k for k in found if k.startswith("float:mpesa"))] == "MATCHED"
+    assert await world.count(ledger_postings, SUSPENSE) == 1
 
 
 async def test_a_paybill_deposit_is_matched(world: World) -> None:

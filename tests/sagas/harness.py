@@ -26,6 +26,7 @@ from application.payments.paybill import PaybillDeposits
 from application.payments.rates import FixedRates
 from application.payments.saga import PaymentSaga, no_checkpoint
 from application.payments.service import PaymentsApplication
+from application.review.paybill_refund import SuspenseRefunds
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.payments_client import GatewayDerivPayments
 from deriv_gateway.server import GatewayServer
@@ -355,6 +356,7 @@ async def running_stack(
             SqlCallbackInbox(engine),
             port=0,
             paybill=paybill,
+            refunds=SuspenseRefunds(unit_of_work=lambda: SqlUnitOfWork(engine)),  # type: ignore[arg-type,return-value]
         )
         await callbacks.start()
         stack.push_async_callback(callbacks.stop)

@@ -113,6 +113,19 @@ def test_a_suspense_payment_no_user_paid_is_left_for_a_person() -> None:
     assert choice.action == "LEAVE" and "no user of ours" in choice.why
 
 
+def test_a_stranger_s_payment_is_refunded_once_per_soak_and_its_refund_seen_through() -> None:
+    stranger = {"msisdn_shown": "0712***678", "payer_phone": "254712345678"}
+    assert _paybill(**stranger, may_refund=True) == "REFUND"
+    assert _paybill(**stranger, may_refund=False) == "LEAVE"  # one per soak: the rest for a person
+    assert _paybill(**stranger, refund_status="PROPOSED", refund_proposed_by=PROPOSER) == "APPROVE_REFUND"
+    assert _paybill(**stranger, refund_status="PROPOSED", refund_proposed_by="ops-mary") == "LEAVE"
+    # an answer lost: approving again asks M-Pesa (never sends again); an accepted one waits
+    assert _paybill(**stranger, refund_status="UNKNOWN", refund_proposed_by=PROPOSER) == "APPROVE_REFUND"
+    assert _paybill(**stranger, refund_status="ACCEPTED", refund_proposed_by=PROPOSER) == "LEAVE"
+    # a user's payment is never refunded: it is theirs
+    assert _paybill(may_refund=True) == "PROPOSE"
+
+
 def test_a_suspense_payment_is_left_when_the_books_do_not_back_the_payer() -> None:
     assert _paybill(payer_phone=None) == "LEAVE"  # M-Pesa's books do not show it
     assert _paybill(msisdn_shown="0711***007") == "LEAVE"  # the books name another payer

@@ -76,6 +76,7 @@ def test_the_reference_penpay_wrote_is_the_last_id_in_a_statement_line() -> None
 
 def test_only_a_confirmed_paybill_payment_put_in_suspense_is_held_there() -> None:
     assert held_in_suspense("SUSPENSE")
+    assert held_in_suspense("REFUNDED")  # held in suspense until M-Pesa reversed it
     # only the validation reached PenPay (or nothing did): the money is unknown at PenPay
     assert not any(held_in_suspense(s) for s in ("VALIDATED", "REFUSED", None))
     assert not held_in_suspense("DEPOSIT")  # explained by its MpesaRequest instead
