@@ -43,6 +43,7 @@ from penpay.bootstrap import Core
 from penpay_api.auth import RoleAwareAccessTokens
 from penpay_api.context import current_call_or_none
 from penpay_api.idempotency import IdempotencyInterceptor
+from penpay_api.refusal_throttle import RefusalThrottle
 from penpay_api.server import ApiServer, Service
 from penpay_api.services.payments import PaymentsApplication
 from penpay_api.sessions import SqlSessionCheck
@@ -323,6 +324,9 @@ def build_api(
         money_methods=extra_money_methods,
         fingerprint_key=fingerprint_key,
     )
+    # One access.refused row per (caller, method, reason) a minute, with the count of the others.
+    refusal_audit = RefusalThrottle(_refusal_audit(core), core.clock)
+    closers.append(refusal_audit.flush)
     server = ApiServer(
         services,
         tokens=tokens,
@@ -333,7 +337,7 @@ def build_api(
         trusted_proxies=TrustedProxies.parse(s.trusted_proxies),
         extra_handlers=extra_handlers or (),
         sessions=SqlSessionCheck(core.engine),
-        refusal_audit=_refusal_audit(core),
+        refusal_audit=refusal_audit,
     )
     return Api(
         server=server,
