@@ -28,6 +28,7 @@ from domain.shared.ids import TransactionId
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay.ops.v1 import ops_pb2_grpc as pb_grpc
 from penpay_api.auth import APPROVER_ROLE, OPERATOR_ROLE, VIEWER_ROLE
+from penpay_api.console.mask import mask_fields, mask_phone, mask_text
 from penpay_api.context import current_call
 from penpay_api.errors import RpcFailure
 from penpay_api.services._common import money, money_of, timestamp
@@ -318,7 +319,7 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
                     status=m.status,
                     amount=money_of(m.amount_cents, m.currency),
                     matched_on=m.matched_on,
-                    phone=m.phone,
+                    phone=mask_phone(m.phone),  # masked by the search already; kept so here too
                     created_at=timestamp(m.created_at),
                 )
                 for m in found
@@ -436,8 +437,8 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
                 pb.PaybillSuspenseItem(
                     trans_id=i.trans_id,
                     amount=money(i.amount),
-                    bill_ref=i.bill_ref,
-                    msisdn_shown=i.msisdn_shown or "",
+                    bill_ref=mask_phone(i.bill_ref),  # payers type their number as the account
+                    msisdn_shown=mask_phone(i.msisdn_shown or ""),
                     reason=i.reason,
                     proposed_user_id=str(i.proposed_user_id or ""),
                     proposed_by=i.proposed_by or "",
@@ -543,7 +544,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
         user_id=str(tx.user_id),
         type=tx.type.value,
         status=tx.status.value,
-        reason=tx.failure_reason or "",
+        reason=mask_phone(tx.failure_reason or ""),
         amount=money(tx.amount),
         converted_amount=money(tx.converted_amount),
         deriv_login_id=tx.deriv_login_id.value,
@@ -552,7 +553,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
         version=tx.version,
         evidence=[
             pb.EvidenceRecord(
-                kind=e.kind, status=e.status, fields=e.fields, updated_at=timestamp(e.updated_at)
+                kind=e.kind, status=e.status, fields=mask_fields(e.fields), updated_at=timestamp(e.updated_at)
             )
             for e in item.evidence
         ],
@@ -562,7 +563,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
                 attempts=s.attempts,
                 started_at=timestamp(s.started_at),
                 updated_at=timestamp(s.updated_at),
-                detail=s.detail or "",
+                detail=mask_phone(s.detail or ""),
             )
             for s in item.steps.values()
         ],
@@ -571,9 +572,9 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
                 source=a.source,
                 kind=a.kind,
                 reason=a.reason,
-                detail=a.detail,
+                detail=mask_text(a.detail) if a.detail else "",
                 correlation_id=a.correlation_id,
-                body=a.body,
+                body=mask_text(a.body) if a.body else "",
                 received_at=timestamp(a.received_at),
                 status=a.status,
             )
@@ -597,7 +598,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
                 occurred_at=timestamp(a.occurred_at),
                 actor=a.actor,
                 action=a.action,
-                details_json=a.details,
+                details_json=mask_text(a.details) if a.details else "",
             )
             for a in item.audit
         ],
@@ -635,7 +636,7 @@ def _item(row: Any) -> pb.ReconciliationItem:
         provider_amount=amount("provider_amount"),
         penpay_amount=amount("penpay_amount"),
         occurred_at=timestamp(row.occurred_at),
-        detail=row.detail,
+        detail=mask_phone(row.detail or ""),
         review_status=row.review_status,
         suspense_posting_id=str(row.suspense_posting_id) if row.suspense_posting_id else "",
     )
