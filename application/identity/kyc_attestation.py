@@ -15,7 +15,7 @@ names the operator and the evidence reference (a ticket or document id, no perso
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import structlog
@@ -30,19 +30,24 @@ from domain.user.kyc_snapshot import KycSnapshot
 log = structlog.get_logger("penpay.identity.kyc_attestation")
 
 
+MAX_NAME = 100  # user_profile's columns
+MAX_EVIDENCE = 128
+
+
 class KycAttestationRefused(DomainError):
     reason = "KYC_ATTESTATION_REFUSED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KycAttestation:
-    """What the operator saw on the user's documents, and who saw it where."""
+    """What the operator saw on the user's documents, and who saw it where. The identity fields
+    are personal data: kept out of repr, so no log line or traceback prints them."""
 
-    first_name: str
-    last_name: str
-    date_of_birth: date
-    residence: str  # ISO 3166-1 alpha-2
-    citizen: str | None = None
+    first_name: str = field(repr=False)
+    last_name: str = field(repr=False)
+    date_of_birth: date = field(repr=False)
+    residence: str = field(repr=False)  # ISO 3166-1 alpha-2
+    citizen: str | None = field(default=None, repr=False)
     evidence: str  # where the documents are (ticket / document id), never the documents
     attested_by: str  # the operator
 
@@ -50,7 +55,12 @@ class KycAttestation:
         for name in ("first_name", "last_name", "evidence", "attested_by"):
             if not getattr(self, name).strip():
                 raise KycAttestationRefused(f"{name.replace('_', ' ')} must not be empty", field=name)
-        if len(self.attested_by) > 48:  # the audit actor is "operator:<name>", 64 characters at most
+        for name, longest in (("first_name", MAX_NAME), ("last_name", MAX_NAME), ("evidence", MAX_EVIDENCE)):
+            if len(getattr(self, name).strip()) > longest:
+                raise KycAttestationRefused(
+                    f"{name.replace('_', ' ')}: {longest} characters at most", field=name
+                )
+        if len(self.attested_by) > 64:  # an audit actor / proposed_by column: 64 characters at most
             raise KycAttestationRefused("the operator name is too long", field="attested_by")
         for name in ("residence", "citizen"):
             value = getattr(self, name)

@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from application.identity.compliance import CompliancePolicy
+from application.identity.kyc_review import KycAttestationReview
 from application.identity.ports import (
     DerivAccountGateway,
     DerivOAuth,
@@ -273,6 +274,7 @@ def build_api(
                     unit_of_work=core.unit_of_work,
                     deposits=paybill_deposits(core),
                 ),
+                kyc=KycAttestationReview(unit_of_work=lambda actor: core.unit_of_work(actor=actor)),
             ),
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,
