@@ -4,8 +4,11 @@ Deriv's new API shares no profile (no get_settings: only the account's nickname 
 settings deposit_enabled / withdraw_enabled / show_real_name), so a user who never had a v3
 account has no KycSnapshot, and the compliance policy refuses their money (KYC_UNAVAILABLE). The
 way out is a person: PenPay's support checks the user's identity documents and an operator records
-what they show (`penpay kyc attest`). The snapshot it makes is judged by the same policy as one
-from Deriv (names, date of birth, residence in Kenya, limits); nothing is waived.
+what they show: proposed by one operator and approved by another (OpsService
+ProposeKycAttestation / ApproveKycAttestation, application/identity/kyc_review.py), or, break-glass
+only, by one operator alone (`penpay kyc attest --break-glass INCIDENT`). The snapshot it makes is
+judged by the same policy as one from Deriv (names, date of birth, residence in Kenya, limits);
+nothing is waived.
 
 Only for a REST-bound user without a snapshot: a v3 user's KYC comes from Deriv, and a snapshot
 already kept (from the v3 account, or attested before) is not overwritten here. The audit record
@@ -86,8 +89,13 @@ async def attest_kyc(
     clock: Clock,
     user_id: UserId,
     attestation: KycAttestation,
+    *,
+    incident: str | None = None,
 ) -> KycSnapshot:
-    """Record the operator's KycSnapshot for a REST-only user; KycAttestationRefused otherwise."""
+    """Record the operator's KycSnapshot for a REST-only user at once, one person alone: the
+    break-glass path of `penpay kyc attest` (the normal path is four-eyes,
+    application/identity/kyc_review.py). `incident` names why the glass was broken (audited).
+    KycAttestationRefused when the user cannot be attested."""
     now = clock.now()
     snapshot = attestation.snapshot(now)
     async with unit_of_work() as uow:
@@ -113,8 +121,11 @@ async def attest_kyc(
                 "deriv_login_id": user.deriv_login_id.value,
                 "residence": snapshot.residence,
                 "acceptable": snapshot.is_acceptable(),
+                "four_eyes": False,
+                "break_glass": True,
+                "incident": incident,
             },
         )
         await uow.commit()
-    log.info("kyc.attested", user_id=str(user_id), attested_by=attestation.attested_by)
+    log.warning("kyc.attested_break_glass", user_id=str(user_id), attested_by=attestation.attested_by)
     return snapshot
