@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.identity.kyc_attestation import KycAttestation
 from application.identity.kyc_review import AttestationStatus, ProposedAttestation
-from application.review.errors import ProposalAlreadyOpen
+from application.review.errors import ProposalAlreadyOpen, ProposalNotOpen
 from domain.shared.ids import UserId
 from persistence.tables import deriv_accounts, kyc_attestations
 from security.pii import PiiCipher, default_cipher
@@ -83,7 +83,7 @@ class SqlKycAttestations:
         return [self._of(row) for row in rows]
 
     async def decide(self, proposal: ProposedAttestation) -> None:
-        await self._connection.execute(
+        result = await self._connection.execute(
             update(_k)
             .where(_k.c.id == proposal.id, _k.c.status == AttestationStatus.PROPOSED.value)
             .values(
@@ -94,6 +94,8 @@ class SqlKycAttestations:
                 outcome=None if proposal.outcome is None else proposal.outcome[:255],
             )
         )
+        if result.rowcount != 1:  # decided meanwhile (SQLite takes no row lock): nothing of this commits
+            raise ProposalNotOpen("this attestation was decided meanwhile")
 
     def _of(self, row: Any) -> ProposedAttestation:
         identity = json.loads(self._cipher.decrypt(row.identity_enc, aad=_aad(row.user_id, row.id)))

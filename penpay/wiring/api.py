@@ -279,6 +279,7 @@ def build_api(
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,
             method_roles=ops.METHOD_ROLES,
+            field_aliases=ops.FIELD_ALIASES,
         ),
         Service(
             name=keys.SERVICE_NAME,

@@ -88,6 +88,13 @@ METHOD_ROLES = {
     )
     for name in names
 }
+# The attestation's fields, as the request names them (the domain names them without the message).
+FIELD_ALIASES = {
+    f"/{SERVICE_NAME}/ProposeKycAttestation": {
+        name: f"identity.{name}"
+        for name in ("first_name", "last_name", "date_of_birth", "residence", "citizen")
+    },
+}
 QUEUE_STATUSES = (TransactionStatus.NEEDS_REVIEW.value, TransactionStatus.OUTCOME_UNKNOWN.value)
 DEFAULT_QUEUE_PAGE = 20
 MAX_QUEUE_PAGE = 100

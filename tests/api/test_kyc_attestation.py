@@ -5,6 +5,7 @@ logs; unmasking it is audited first."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -17,8 +18,10 @@ from domain.shared.ids import UserId
 from domain.user.deriv_login_id import DerivLoginId
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay_api.auth import APPROVER_ROLE, OPERATOR_ROLE, VIEWER_ROLE
+from penpay_api.errors import ParsedStatus
+from penpay_api.errors import parse_status as parse_trailers
 from persistence.audit import verify_chain
-from persistence.tables import audit_logs, kyc_attestations, user_compliance
+from persistence.tables import audit_logs, domain_events, kyc_attestations, user_compliance
 from persistence.unit_of_work import SqlUnitOfWork
 
 from .conftest import Harness, bearer
@@ -29,9 +32,13 @@ FIRST, LAST, BORN = "Carolyne", "Njeri", "1991-03-14"
 IDENTITY = pb.KycIdentity(first_name=FIRST, last_name=LAST, date_of_birth=BORN, residence="ke")
 
 
-def reason_of(error: grpc.aio.AioRpcError) -> str:
-    from penpay_api.errors import parse_status
+def parse_status(metadata: Any) -> ParsedStatus:
+    parsed = parse_trailers(metadata)
+    assert parsed is not None
+    return parsed
 
+
+def reason_of(error: grpc.aio.AioRpcError) -> str:
     parsed = parse_status(error.trailing_metadata())
     assert parsed is not None and parsed.error_info is not None
     return str(parsed.error_info.reason)
@@ -102,6 +109,12 @@ async def test_an_attestation_takes_two_people_and_stores_the_snapshot_once(
     assert (
         await refused(api.ops.ProposeKycAttestation, bad, olga)
     ).code() is grpc.StatusCode.INVALID_ARGUMENT
+    kenya = pb.ProposeKycAttestationRequest(
+        user_id=user_id, evidence="TICKET-7",
+        identity=pb.KycIdentity(first_name=FIRST, last_name=LAST, date_of_birth=BORN, residence="kenya"),
+    )  # fmt: skip
+    named = await refused(api.ops.ProposeKycAttestation, kenya, olga)
+    assert [v.field for v in parse_status(named.trailing_metadata()).violations] == ["identity.residence"]
 
     proposed = (await api.ops.ProposeKycAttestation(propose, metadata=olga)).attestation
     assert proposed.status == "PROPOSED" and proposed.proposed_by == "operator:olga"
@@ -229,3 +242,38 @@ async def test_a_snapshot_that_came_first_is_kept_and_a_rejection_stores_nothing
             )
         ).scalar_one()
     assert status == "NONE"
+
+
+async def test_two_approvers_at_once_store_the_snapshot_once(api: Harness) -> None:
+    """Two approvals of one attestation racing: one executes it, the other is refused, and the
+    user gets one snapshot (one KycAttestedByOperator record, one KycSnapshotTaken event)."""
+    user_id = await rest_user(api, "fay_m")
+    proposal = (
+        await api.ops.ProposeKycAttestation(
+            pb.ProposeKycAttestationRequest(user_id=user_id, identity=IDENTITY, evidence="TICKET-10"),
+            metadata=staff(api, "olga", OPERATOR_ROLE),
+        )
+    ).attestation
+    approve = pb.ApproveKycAttestationRequest(attestation_id=proposal.attestation_id)
+    outcomes = await asyncio.gather(
+        api.ops.ApproveKycAttestation(approve, metadata=staff(api, "amos", APPROVER_ROLE)),
+        api.ops.ApproveKycAttestation(approve, metadata=staff(api, "abel", APPROVER_ROLE)),
+        return_exceptions=True,
+    )
+    executed = [o for o in outcomes if not isinstance(o, BaseException)]
+    losers = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(executed) == 1 and executed[0].attestation.status == "EXECUTED"
+    assert len(losers) == 1 and reason_of(losers[0]) in ("REVIEW_ACTION_NOT_OPEN", "CONCURRENT_MODIFICATION")
+    assert (await kyc_of(api, user_id)).first_name == FIRST
+    rows = await audit_rows(api, user_id)
+    assert [r.action for r in rows].count("KycAttestedByOperator") == 1
+    async with api.core.engine.connect() as connection:
+        taken = (
+            await connection.execute(
+                select(domain_events.c.id).where(
+                    domain_events.c.event_type == "KycSnapshotTaken",
+                    domain_events.c.aggregate_id == user_id,
+                )
+            )
+        ).all()
+    assert len(taken) == 1
