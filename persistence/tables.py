@@ -649,3 +649,28 @@ reconciliation_cursors = Table(
     Column("reconciled_to", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
 )
+
+# --- KYC attestations under four-eyes (migration 0016) -----------------------------------
+
+# An operator's proposed KycSnapshot for a user on Deriv's REST API only, until a second person
+# decides it. The identity fields are one AES-GCM ciphertext (key id beside it); one open
+# proposal per user (open_user_id is NULL once decided).
+kyc_attestations = Table(
+    "kyc_attestations",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("user_id", UUIDv7(), ForeignKey("users.id"), nullable=False),
+    Column("open_user_id", UUIDv7(), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("identity_enc", LargeBinary, nullable=False),
+    Column("pii_key_id", String(32), nullable=False),
+    Column("evidence", String(128), nullable=False),
+    Column("proposed_by", String(64), nullable=False),
+    Column("proposed_at", UtcDateTime(), nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", UtcDateTime(), nullable=True),
+    Column("outcome", String(255), nullable=True),
+    Index("ix_kyc_attestations_user_id", "user_id"),
+    Index("ix_kyc_attestations_status", "status", "proposed_at"),
+    Index("ux_kyc_attestations_open_user_id", "open_user_id", unique=True),
+)

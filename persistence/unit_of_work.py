@@ -27,6 +27,7 @@ from domain.shared.json_value import JSONValue
 from persistence import audit, outbox
 from persistence.audit_sealer import sealer_for
 from persistence.idempotency_store import complete
+from persistence.kyc_attestations import SqlKycAttestations
 from persistence.ledger_repository import SqlLedgerRepository
 from persistence.paybill_store import SqlPaybillStore
 from persistence.review_actions import SqlReviewActions
@@ -82,6 +83,7 @@ class SqlUnitOfWork:
         self.saga_steps = SqlSagaSteps(self._connection)
         self.review_actions = SqlReviewActions(self._connection)
         self.paybill = SqlPaybillStore(self._connection)
+        self.kyc_attestations = SqlKycAttestations(self._connection, self._cipher)
         return self
 
     async def __aexit__(

@@ -4,8 +4,11 @@ Deriv's new API shares no profile (no get_settings: only the account's nickname 
 settings deposit_enabled / withdraw_enabled / show_real_name), so a user who never had a v3
 account has no KycSnapshot, and the compliance policy refuses their money (KYC_UNAVAILABLE). The
 way out is a person: PenPay's support checks the user's identity documents and an operator records
-what they show (`penpay kyc attest`). The snapshot it makes is judged by the same policy as one
-from Deriv (names, date of birth, residence in Kenya, limits); nothing is waived.
+what they show: proposed by one operator and approved by another (OpsService
+ProposeKycAttestation / ApproveKycAttestation, application/identity/kyc_review.py), or, break-glass
+only, by one operator alone (`penpay kyc attest --break-glass INCIDENT`). The snapshot it makes is
+judged by the same policy as one from Deriv (names, date of birth, residence in Kenya, limits);
+nothing is waived.
 
 Only for a REST-bound user without a snapshot: a v3 user's KYC comes from Deriv, and a snapshot
 already kept (from the v3 account, or attested before) is not overwritten here. The audit record
@@ -15,7 +18,7 @@ names the operator and the evidence reference (a ticket or document id, no perso
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import structlog
@@ -30,19 +33,24 @@ from domain.user.kyc_snapshot import KycSnapshot
 log = structlog.get_logger("penpay.identity.kyc_attestation")
 
 
+MAX_NAME = 100  # user_profile's columns
+MAX_EVIDENCE = 128
+
+
 class KycAttestationRefused(DomainError):
     reason = "KYC_ATTESTATION_REFUSED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KycAttestation:
-    """What the operator saw on the user's documents, and who saw it where."""
+    """What the operator saw on the user's documents, and who saw it where. The identity fields
+    are personal data: kept out of repr, so no log line or traceback prints them."""
 
-    first_name: str
-    last_name: str
-    date_of_birth: date
-    residence: str  # ISO 3166-1 alpha-2
-    citizen: str | None = None
+    first_name: str = field(repr=False)
+    last_name: str = field(repr=False)
+    date_of_birth: date = field(repr=False)
+    residence: str = field(repr=False)  # ISO 3166-1 alpha-2
+    citizen: str | None = field(default=None, repr=False)
     evidence: str  # where the documents are (ticket / document id), never the documents
     attested_by: str  # the operator
 
@@ -50,7 +58,12 @@ class KycAttestation:
         for name in ("first_name", "last_name", "evidence", "attested_by"):
             if not getattr(self, name).strip():
                 raise KycAttestationRefused(f"{name.replace('_', ' ')} must not be empty", field=name)
-        if len(self.attested_by) > 48:  # the audit actor is "operator:<name>", 64 characters at most
+        for name, longest in (("first_name", MAX_NAME), ("last_name", MAX_NAME), ("evidence", MAX_EVIDENCE)):
+            if len(getattr(self, name).strip()) > longest:
+                raise KycAttestationRefused(
+                    f"{name.replace('_', ' ')}: {longest} characters at most", field=name
+                )
+        if len(self.attested_by) > 64:  # an audit actor / proposed_by column: 64 characters at most
             raise KycAttestationRefused("the operator name is too long", field="attested_by")
         for name in ("residence", "citizen"):
             value = getattr(self, name)
@@ -76,8 +89,13 @@ async def attest_kyc(
     clock: Clock,
     user_id: UserId,
     attestation: KycAttestation,
+    *,
+    incident: str | None = None,
 ) -> KycSnapshot:
-    """Record the operator's KycSnapshot for a REST-only user; KycAttestationRefused otherwise."""
+    """Record the operator's KycSnapshot for a REST-only user at once, one person alone: the
+    break-glass path of `penpay kyc attest` (the normal path is four-eyes,
+    application/identity/kyc_review.py). `incident` names why the glass was broken (audited).
+    KycAttestationRefused when the user cannot be attested."""
     now = clock.now()
     snapshot = attestation.snapshot(now)
     async with unit_of_work() as uow:
@@ -103,8 +121,11 @@ async def attest_kyc(
                 "deriv_login_id": user.deriv_login_id.value,
                 "residence": snapshot.residence,
                 "acceptable": snapshot.is_acceptable(),
+                "four_eyes": False,
+                "break_glass": True,
+                "incident": incident,
             },
         )
         await uow.commit()
-    log.info("kyc.attested", user_id=str(user_id), attested_by=attestation.attested_by)
+    log.warning("kyc.attested_break_glass", user_id=str(user_id), attested_by=attestation.attested_by)
     return snapshot

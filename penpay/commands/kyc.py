@@ -1,8 +1,13 @@
-"""`penpay kyc attest`: PenPay's own KYC for a user on Deriv's new API only (no v3 profile to read).
+"""`penpay kyc attest --break-glass INCIDENT`: one operator records a REST-only user's KYC at once.
 
-Support checks the user's identity documents; the operator records what they show. The snapshot is
-judged by the compliance policy like one from Deriv; the audit log names the operator and the
-evidence reference (application/identity/kyc_attestation.py).
+The normal path takes two people and goes through the API: an operator proposes the attestation
+(OpsService ProposeKycAttestation, the console's KYC page) and a different approver approves it
+(application/identity/kyc_review.py). This command is kept only for break-glass, when the API
+cannot be reached and a user must be attested now: it needs database access, which is already
+more power than four-eyes can bound, so a client of the API here would add nothing the console
+and the bridge do not already give. It refuses to run without `--break-glass` naming the incident,
+warns on stderr, and its audit record (KycAttestedByOperator) says break_glass, four_eyes false
+and the incident, for the review every broken glass gets afterwards.
 """
 
 from __future__ import annotations
@@ -15,19 +20,25 @@ from typing import cast
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("kyc", help="KYC for users on Deriv's new API (operator attestation)")
+    parser = subparsers.add_parser(
+        "kyc", help="KYC for users on Deriv's new API: break-glass attestation (the API takes two people)"
+    )
     sub = parser.add_subparsers(dest="kyc_command", required=True, metavar="ACTION")
     attest = sub.add_parser(
         "attest",
-        help="record the KYC of a REST-only user from documents support checked (audited)",
+        help="BREAK-GLASS: record a REST-only user's KYC alone (normally: propose + approve in the API)",
         description=(
             "Deriv's new API shares no profile, so a user bound only to it has no KYC snapshot and "
-            "money does not move for them (KYC_UNAVAILABLE). After support has checked the user's "
-            "identity documents, record what they show. The compliance policy judges it as it "
-            "judges Deriv's (names, date of birth, residence in Kenya, limits). Audited."
+            "money does not move for them (KYC_UNAVAILABLE). The normal way is four-eyes through "
+            "the API: ProposeKycAttestation by an operator, ApproveKycAttestation by a different "
+            "approver (the console's KYC page). This command records the snapshot at once, one "
+            "person alone, and is for break-glass only (the API down and a user who cannot wait): "
+            "it refuses to run without --break-glass naming the incident. The compliance policy "
+            "judges the snapshot as it judges Deriv's. Audited with break_glass and the incident."
         ),
         epilog="example: penpay kyc attest 0193... --first-name Amina --last-name Otieno "
-        "--date-of-birth 1990-04-02 --residence ke --evidence TICKET-1234 --operator alice",
+        "--date-of-birth 1990-04-02 --residence ke --evidence TICKET-1234 --operator alice "
+        "--break-glass INC-42",
     )
     attest.add_argument("user_id", help="the PenPay user id")
     attest.add_argument("--first-name", required=True, help="as on the identity document")
@@ -37,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     attest.add_argument("--citizen", help="two-letter country code")
     attest.add_argument("--evidence", required=True, help="where the documents are (ticket or document id)")
     attest.add_argument("--operator", required=True, help="who checked them (audited)")
+    attest.add_argument(
+        "--break-glass",
+        metavar="INCIDENT",
+        help="the incident that makes four-eyes through the API impossible now (required; audited)",
+    )
     attest.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     attest.set_defaults(handler=run)
 
@@ -53,6 +69,24 @@ async def _run(args: argparse.Namespace) -> int:
     from penpay.bootstrap import bootstrap
     from penpay.settings import get_settings
 
+    incident = (args.break_glass or "").strip()
+    if not incident:
+        print(
+            "penpay kyc attest: KYC attestation takes two people: propose it through the API "
+            "(OpsService ProposeKycAttestation, or the console's KYC page) and have a different "
+            "approver approve it. This command is break-glass only: run it again with "
+            "--break-glass INCIDENT if the API cannot be used and the user cannot wait.",
+            file=sys.stderr,
+        )
+        return 2
+    if len(incident) > 64 or len(args.operator) > 48:  # the audit actor is "operator:<name>"
+        print("penpay kyc attest: the incident (64) or operator name (48) is too long", file=sys.stderr)
+        return 2
+    print(
+        f"WARNING: break-glass KYC attestation by {args.operator} alone (incident {incident}): "
+        "no second person checks it. It is audited as break-glass; have it reviewed afterwards.",
+        file=sys.stderr,
+    )
     settings = get_settings()
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})
@@ -77,6 +111,7 @@ async def _run(args: argparse.Namespace) -> int:
             core.clock,
             user_id,
             attestation,
+            incident=incident,
         )
     except DomainError as error:
         print(f"penpay kyc attest: {error.message}", file=sys.stderr)

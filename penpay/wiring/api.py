@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from application.identity.compliance import CompliancePolicy
+from application.identity.kyc_review import KycAttestationReview
 from application.identity.ports import (
     DerivAccountGateway,
     DerivOAuth,
@@ -43,6 +44,7 @@ from penpay.bootstrap import Core
 from penpay_api.auth import RoleAwareAccessTokens
 from penpay_api.context import current_call_or_none
 from penpay_api.idempotency import IdempotencyInterceptor
+from penpay_api.refusal_throttle import RefusalThrottle
 from penpay_api.server import ApiServer, Service
 from penpay_api.services.payments import PaymentsApplication
 from penpay_api.sessions import SqlSessionCheck
@@ -280,10 +282,12 @@ def build_api(
                 ),
                 # Without M-Pesa configured here, approving a refund says so (ActionNotPossible).
                 refunds=SuspenseRefunds(unit_of_work=core.unit_of_work, reversals=mpesa_reversals),
+                kyc=KycAttestationReview(unit_of_work=lambda actor: core.unit_of_work(actor=actor)),
             ),
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,
             method_roles=ops.METHOD_ROLES,
+            field_aliases=ops.FIELD_ALIASES,
         ),
         Service(
             name=keys.SERVICE_NAME,
@@ -331,6 +335,9 @@ def build_api(
         money_methods=extra_money_methods,
         fingerprint_key=fingerprint_key,
     )
+    # One access.refused row per (caller, method, reason) a minute, with the count of the others.
+    refusal_audit = RefusalThrottle(_refusal_audit(core), core.clock)
+    closers.append(refusal_audit.flush)
     server = ApiServer(
         services,
         tokens=tokens,
@@ -341,7 +348,7 @@ def build_api(
         trusted_proxies=TrustedProxies.parse(s.trusted_proxies),
         extra_handlers=extra_handlers or (),
         sessions=SqlSessionCheck(core.engine),
-        refusal_audit=_refusal_audit(core),
+        refusal_audit=refusal_audit,
     )
     return Api(
         server=server,

@@ -25,8 +25,19 @@ def mask_phone(text: str) -> str:
     return _DIGITS.sub(one, text)
 
 
+# Daraja's lists of pairs: STK CallbackMetadata {"Name": "PhoneNumber", "Value": ...}, B2C
+# ResultParameters {"Key": "ReceiverPartyPublicName", "Value": ...}: the label names the value.
+_LABELS = ("Name", "Key")
+
+
 def mask_value(key: str, value: Any) -> Any:
     if isinstance(value, dict):
+        label = next((value[k] for k in _LABELS if isinstance(value.get(k), str)), None)
+        if label is not None and "Value" in value:
+            return {
+                k: v if k in _LABELS else mask_value(label if k == "Value" else k, v)
+                for k, v in value.items()
+            }
         return {k: mask_value(k, v) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_value(key, v) for v in value]

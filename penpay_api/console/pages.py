@@ -99,6 +99,14 @@ class Console:
             ("reject_refund", self.paybill_reject_refund),
         ):
             r.add_post(f"/ops/paybill/{{trans_id}}/{verb}", self.guarded(handler, write=True))
+        r.add_get("/ops/kyc", self.guarded(self.kyc))
+        r.add_post("/ops/kyc", self.guarded(self.kyc_propose, write=True))
+        for verb, handler in (
+            ("approve", self.kyc_approve),
+            ("reject", self.kyc_reject),
+            ("reveal", self.kyc_reveal),
+        ):
+            r.add_post(f"/ops/kyc/{{attestation_id}}/{verb}", self.guarded(handler, write=True))
 
     async def to_dashboard(self, request: web.Request) -> web.StreamResponse:
         return self._redirect("/ops/")
@@ -462,6 +470,85 @@ class Console:
         return await self._paybill_act(
             request, "RejectPaybillRefund", message, "Refund rejected: the payment stays in suspense."
         )
+    # -- KYC attestations (four-eyes) ----------------------------------------------------------
+
+    async def _attestations(self, request: web.Request, **shown: Any) -> dict[str, Any]:
+        try:
+            answer = await self.rpc(
+                request, "ListKycAttestations", pb.ListKycAttestationsRequest(page_size=200)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            return {"rows": [], "error": exc.details(), "status": 501}
+        rows = [views.kyc_attestation(a) for a in answer.attestations]
+        return {"rows": rows, "notice": None, "error": None, "revealed": None, "status": 200, **shown}
+
+    async def kyc(self, request: web.Request) -> web.StreamResponse:
+        k = await self._attestations(request)
+        return self.render("kyc.html", status=k.pop("status"), k=k, staff=True)
+
+    async def _kyc_act(
+        self, request: web.Request, method: str, message: Message, done: str
+    ) -> tuple[Any, web.StreamResponse]:
+        error, answer = None, None
+        try:
+            answer = await self.rpc(request, method, message)
+        except grpc.aio.AioRpcError as exc:
+            error = exc.details() or exc.code().name
+        k = await self._attestations(request, notice=None if error else done, error=error)
+        k.pop("status")
+        if answer is not None and method == "RevealKycAttestation":
+            k["revealed"] = views.kyc_attestation(answer.attestation)
+        return answer, self.render("_kyc.html", status=200 if error is None else 409, k=k)
+
+    async def kyc_propose(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+
+        def field(name: str) -> str:
+            return str(form.get(name, "")).strip()
+
+        message = pb.ProposeKycAttestationRequest(
+            user_id=field("user_id"),
+            identity=pb.KycIdentity(
+                first_name=field("first_name"),
+                last_name=field("last_name"),
+                date_of_birth=field("date_of_birth"),
+                residence=field("residence"),
+                citizen=field("citizen"),
+            ),
+            evidence=field("evidence"),
+        )
+        _, response = await self._kyc_act(
+            request, "ProposeKycAttestation", message, "Proposed: waiting for a different approver."
+        )
+        return response
+
+    async def kyc_approve(self, request: web.Request) -> web.StreamResponse:
+        message = pb.ApproveKycAttestationRequest(attestation_id=request.match_info["attestation_id"])
+        _, response = await self._kyc_act(
+            request, "ApproveKycAttestation", message, "Approved: the user's KYC snapshot is stored."
+        )
+        return response
+
+    async def kyc_reject(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        message = pb.RejectKycAttestationRequest(
+            attestation_id=request.match_info["attestation_id"], reason=str(form.get("reason", ""))
+        )
+        _, response = await self._kyc_act(
+            request, "RejectKycAttestation", message, "Rejected: nothing stored."
+        )
+        return response
+
+    async def kyc_reveal(self, request: web.Request) -> web.StreamResponse:
+        """The identity as proposed, in this one answer (never cached); the API audits who and why."""
+        form = await request.post()
+        message = pb.RevealKycAttestationRequest(
+            attestation_id=request.match_info["attestation_id"], reason=str(form.get("reason", ""))
+        )
+        _, response = await self._kyc_act(request, "RevealKycAttestation", message, "Shown below; audited.")
+        return response
 
     async def queue(self, request: web.Request) -> web.StreamResponse:
         status = request.query.get("status", "NEEDS_REVIEW")
@@ -618,5 +705,6 @@ _READS = frozenset(
         "ListReconciliationRuns",
         "ListReconciliationItems",
         "ListPaybillSuspense",
+        "ListKycAttestations",
     }
 )

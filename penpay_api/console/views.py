@@ -431,3 +431,22 @@ def suspense_item(i: pb.PaybillSuspenseItem) -> dict[str, Any]:
         "refund_status": i.refund_status,
         "refund_proposed_by": i.refund_proposed_by,
     }
+
+
+def kyc_attestation(a: pb.KycAttestation) -> dict[str, Any]:
+    """An attestation as the API answered it (masked in the list, whole only when revealed)."""
+    i = a.identity
+    return {
+        "id": a.attestation_id,
+        "user_id": a.user_id,
+        "deriv_login_id": a.deriv_login_id,
+        "status": a.status,
+        "name": f"{i.first_name} {i.last_name}".strip(),
+        "date_of_birth": i.date_of_birth,
+        "residence": i.residence.upper(),
+        "citizen": i.citizen.upper(),
+        "evidence": a.evidence,
+        "acceptable": a.acceptable,
+        "proposed_by": a.proposed_by,
+        "proposed_at": when(a.proposed_at),
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from application.identity.kyc_review import AttestationStatus
 from domain.payments.attachments import EvidenceStatus
 from domain.payments.status import TransactionStatus, TransactionType
 from domain.wallet.account_kind import AccountKind
@@ -50,6 +51,11 @@ FIELD_FACTS: Mapping[str, Mapping[str, Any]] = {
         "enum": ["TRANSACTION_ID", "MPESA_RECEIPT", "DERIV_TRANSACTION_ID", "PHONE"]
     },
     f"{_OPS}.LedgerLine.side": {"enum": ["DEBIT", "CREDIT"]},
+    f"{_OPS}.ListKycAttestationsRequest.page_size": {"minimum": 0, "maximum": 200, "default": 50},
+    f"{_OPS}.ProposeKycAttestationRequest.evidence": {"minLength": 1, "maxLength": 128},
+    f"{_OPS}.RejectKycAttestationRequest.reason": {"minLength": 1, "maxLength": 255},
+    f"{_OPS}.RevealKycAttestationRequest.reason": {"minLength": 1, "maxLength": 255},
+    f"{_OPS}.KycAttestation.status": {"enum": [s.value for s in AttestationStatus]},
     f"{_OPS}.LedgerLine.account_kind": {"enum": [k.value for k in AccountKind]},
 }
 
@@ -59,6 +65,10 @@ REQUIRED_FIELDS: Mapping[str, tuple[str, ...]] = {
     f"{_OPS}.ApproveReviewActionRequest": ("action_id",),
     f"{_OPS}.RejectReviewActionRequest": ("action_id", "reason"),
     f"{_OPS}.RevealCustomerPhoneRequest": ("transaction_id", "reason"),
+    f"{_OPS}.ProposeKycAttestationRequest": ("user_id", "identity", "evidence"),
+    f"{_OPS}.ApproveKycAttestationRequest": ("attestation_id",),
+    f"{_OPS}.RejectKycAttestationRequest": ("attestation_id", "reason"),
+    f"{_OPS}.RevealKycAttestationRequest": ("attestation_id", "reason"),
     "penpay.auth.v1.RegisterRequest": ("email", "phone_number", "password"),
     "penpay.auth.v1.LoginRequest": ("login", "password"),
     "penpay.auth.v1.VerifyPhoneRequest": ("phone_number", "code"),

@@ -9,12 +9,14 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.identity.kyc_attestation import KycAttestation, KycAttestationRefused
+from application.identity.kyc_review import KycAttestationReview, ProposedAttestation
 from application.reconciliation.errors import RunNotFound
 from application.reconciliation.rules import ItemClass
 from application.review.paybill import PaybillSuspenseReview
@@ -25,10 +27,11 @@ from application.review.service import ReviewService, view_of
 from domain.payments.status import TransactionStatus, TransactionType
 from domain.shared.clock import Clock
 from domain.shared.errors import InvalidValue
-from domain.shared.ids import TransactionId
+from domain.shared.ids import TransactionId, UserId
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay.ops.v1 import ops_pb2_grpc as pb_grpc
 from penpay_api.auth import APPROVER_ROLE, OPERATOR_ROLE, VIEWER_ROLE
+from penpay_api.console.mask import mask_fields, mask_phone, mask_text
 from penpay_api.context import current_call
 from penpay_api.errors import RpcFailure
 from penpay_api.services._common import money, money_of, timestamp
@@ -54,6 +57,7 @@ METHOD_ROLES = {
                 "ListPaybillSuspense",
                 "ListReconciliationRuns",
                 "ListReconciliationItems",
+                "ListKycAttestations",
             ),
             _READERS,
         ),
@@ -65,6 +69,7 @@ METHOD_ROLES = {
                 "ProposeReviewAction",
                 "ProposePaybillAssignment",
                 "ProposePaybillRefund",
+                "ProposeKycAttestation",
             ),
             (OPERATOR_ROLE,),
         ),
@@ -76,12 +81,23 @@ METHOD_ROLES = {
                 "RejectPaybillAssignment",
                 "ApprovePaybillRefund",
                 "RejectPaybillRefund",
+                "ApproveKycAttestation",
+                "RejectKycAttestation",
+                # the approver compares the identity with the documents; the proposer typed it
+                "RevealKycAttestation",
             ),
             (APPROVER_ROLE,),
         ),
         (("RevealCustomerPhone",), (OPERATOR_ROLE, APPROVER_ROLE)),
     )
     for name in names
+}
+# The attestation's fields, as the request names them (the domain names them without the message).
+FIELD_ALIASES = {
+    f"/{SERVICE_NAME}/ProposeKycAttestation": {
+        name: f"identity.{name}"
+        for name in ("first_name", "last_name", "date_of_birth", "residence", "citizen")
+    },
 }
 QUEUE_STATUSES = (TransactionStatus.NEEDS_REVIEW.value, TransactionStatus.OUTCOME_UNKNOWN.value)
 DEFAULT_QUEUE_PAGE = 20
@@ -110,6 +126,8 @@ DEAD_LETTER_SCAN = 100_000
 DEFAULT_STALE_AFTER = timedelta(hours=1)
 MAX_STALE_AFTER_SECONDS = 10 * 366 * 24 * 3600  # ten years
 MAX_AUDIT_RUNS = 100
+DEFAULT_KYC_PAGE = 50
+MAX_KYC_PAGE = 200
 
 # (engine, now=, stale_after=) -> persistence.consistency.report.ConsistencyReport
 ConsistencyCheck = Callable[..., Awaitable[Any]]
@@ -126,9 +144,11 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         review: ReviewService | None = None,
         paybill: PaybillSuspenseReview | None = None,
         refunds: SuspenseRefunds | None = None,
+        kyc: KycAttestationReview | None = None,
     ) -> None:
         self._paybill = paybill
         self._refunds = refunds
+        self._kyc = kyc
         self._engine = engine
         self._bus = bus
         self._clock = clock
@@ -329,7 +349,7 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
                     status=m.status,
                     amount=money_of(m.amount_cents, m.currency),
                     matched_on=m.matched_on,
-                    phone=m.phone,
+                    phone=mask_phone(m.phone),  # masked by the search already; kept so here too
                     created_at=timestamp(m.created_at),
                 )
                 for m in found
@@ -447,8 +467,8 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
                 pb.PaybillSuspenseItem(
                     trans_id=i.trans_id,
                     amount=money(i.amount),
-                    bill_ref=i.bill_ref,
-                    msisdn_shown=i.msisdn_shown or "",
+                    bill_ref=mask_phone(i.bill_ref),  # payers type their number as the account
+                    msisdn_shown=mask_phone(i.msisdn_shown or ""),
                     reason=i.reason,
                     proposed_user_id=str(i.proposed_user_id or ""),
                     proposed_by=i.proposed_by or "",
@@ -533,6 +553,97 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         )
         return pb.RevealCustomerPhoneResponse(phone=phone)
 
+    # --- KYC attestations (four-eyes) -------------------------------------------------------
+
+    async def ProposeKycAttestation(
+        self, request: pb.ProposeKycAttestationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProposeKycAttestationResponse:
+        identity = request.identity
+        try:
+            born = date.fromisoformat(identity.date_of_birth)
+        except ValueError:
+            raise InvalidValue("identity.date_of_birth: YYYY-MM-DD", field="identity.date_of_birth") from None
+        proposal = await self._kyc_review().propose(
+            staff=_staff(),
+            user_id=UserId.from_str(request.user_id, field="user_id"),
+            attestation=KycAttestation(
+                first_name=identity.first_name,
+                last_name=identity.last_name,
+                date_of_birth=born,
+                residence=identity.residence.strip(),
+                citizen=identity.citizen.strip() or None,
+                evidence=request.evidence.strip(),
+                attested_by=_staff(),
+            ),
+        )
+        return pb.ProposeKycAttestationResponse(attestation=self._attestation_pb(proposal))
+
+    async def ApproveKycAttestation(
+        self, request: pb.ApproveKycAttestationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApproveKycAttestationResponse:
+        approved = await self._kyc_review().approve(
+            staff=_staff(), attestation_id=_attestation_id(request.attestation_id)
+        )
+        return pb.ApproveKycAttestationResponse(attestation=self._attestation_pb(approved))
+
+    async def RejectKycAttestation(
+        self, request: pb.RejectKycAttestationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RejectKycAttestationResponse:
+        rejected = await self._kyc_review().reject(
+            staff=_staff(), attestation_id=_attestation_id(request.attestation_id), reason=request.reason
+        )
+        return pb.RejectKycAttestationResponse(attestation=self._attestation_pb(rejected))
+
+    async def ListKycAttestations(
+        self, request: pb.ListKycAttestationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListKycAttestationsResponse:
+        if not 0 <= request.page_size <= MAX_KYC_PAGE:
+            raise InvalidValue(f"page_size must be 0 to {MAX_KYC_PAGE}", field="page_size")
+        pending = await self._kyc_review().pending(limit=request.page_size or DEFAULT_KYC_PAGE)
+        return pb.ListKycAttestationsResponse(attestations=[self._attestation_pb(p) for p in pending])
+
+    async def RevealKycAttestation(
+        self, request: pb.RevealKycAttestationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevealKycAttestationResponse:
+        proposal = await self._kyc_review().reveal(
+            staff=_staff(), attestation_id=_attestation_id(request.attestation_id), reason=request.reason
+        )
+        return pb.RevealKycAttestationResponse(attestation=self._attestation_pb(proposal, masked=False))
+
+    def _kyc_review(self) -> KycAttestationReview:
+        if self._kyc is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED, "KYC attestations are not handled here", reason="UNIMPLEMENTED"
+            )
+        return self._kyc
+
+    def _attestation_pb(self, p: ProposedAttestation, *, masked: bool = True) -> pb.KycAttestation:
+        a = p.attestation
+        try:
+            acceptable = a.snapshot(self._clock.now()).is_acceptable()
+        except KycAttestationRefused:
+            acceptable = False
+        return pb.KycAttestation(
+            attestation_id=str(p.id),
+            user_id=str(p.user_id),
+            deriv_login_id=p.deriv_login_id,
+            status=p.status.value,
+            identity=pb.KycIdentity(
+                first_name=_initial(a.first_name) if masked else a.first_name,
+                last_name=_initial(a.last_name) if masked else a.last_name,
+                date_of_birth="" if masked else a.date_of_birth.isoformat(),
+                residence=a.residence,
+                citizen=a.citizen or "",
+            ),
+            evidence=a.evidence,
+            acceptable=acceptable,
+            proposed_by=p.proposed_by,
+            proposed_at=timestamp(p.proposed_at),
+            decided_by=p.decided_by or "",
+            decided_at=timestamp(p.decided_at),
+            outcome=p.outcome or "",
+        )
+
     def _review_service(self) -> ReviewService:
         if self._review is None:
             raise RpcFailure.build(
@@ -556,6 +667,19 @@ def _staff() -> str:
     principal = current_call().principal
     assert principal is not None  # the authentication interceptor put it there
     return principal.subject
+
+
+def _initial(name: str) -> str:
+    """A name masked to its initial: enough to tell two proposals apart, not to read the name."""
+    name = name.strip()
+    return f"{name[:1]}***" if name else ""
+
+
+def _attestation_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidValue("attestation_id is not an attestation's id", field="attestation_id") from None
 
 
 def _trans_id(text: str) -> str:
@@ -596,7 +720,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
         user_id=str(tx.user_id),
         type=tx.type.value,
         status=tx.status.value,
-        reason=tx.failure_reason or "",
+        reason=mask_phone(tx.failure_reason or ""),
         amount=money(tx.amount),
         converted_amount=money(tx.converted_amount),
         deriv_login_id=tx.deriv_login_id.value,
@@ -605,7 +729,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
         version=tx.version,
         evidence=[
             pb.EvidenceRecord(
-                kind=e.kind, status=e.status, fields=e.fields, updated_at=timestamp(e.updated_at)
+                kind=e.kind, status=e.status, fields=mask_fields(e.fields), updated_at=timestamp(e.updated_at)
             )
             for e in item.evidence
         ],
@@ -615,7 +739,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
                 attempts=s.attempts,
                 started_at=timestamp(s.started_at),
                 updated_at=timestamp(s.updated_at),
-                detail=s.detail or "",
+                detail=mask_phone(s.detail or ""),
             )
             for s in item.steps.values()
         ],
@@ -624,9 +748,9 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
                 source=a.source,
                 kind=a.kind,
                 reason=a.reason,
-                detail=a.detail,
+                detail=mask_text(a.detail) if a.detail else "",
                 correlation_id=a.correlation_id,
-                body=a.body,
+                body=mask_text(a.body) if a.body else "",
                 received_at=timestamp(a.received_at),
                 status=a.status,
             )
@@ -650,7 +774,7 @@ def _item_pb(item: QueueItem) -> pb.ReviewItem:
                 occurred_at=timestamp(a.occurred_at),
                 actor=a.actor,
                 action=a.action,
-                details_json=a.details,
+                details_json=mask_text(a.details) if a.details else "",
             )
             for a in item.audit
         ],
@@ -688,7 +812,7 @@ def _item(row: Any) -> pb.ReconciliationItem:
         provider_amount=amount("provider_amount"),
         penpay_amount=amount("penpay_amount"),
         occurred_at=timestamp(row.occurred_at),
-        detail=row.detail,
+        detail=mask_phone(row.detail or ""),
         review_status=row.review_status,
         suspense_posting_id=str(row.suspense_posting_id) if row.suspense_posting_id else "",
     )

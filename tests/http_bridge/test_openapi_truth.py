@@ -14,7 +14,7 @@ from penpay_api.http import discover_services
 from penpay_api.http.app import Bridge, BridgeConfig
 from penpay_api.http.discovery import packages_for
 from penpay_api.services.dev import MAX_PAGE_SIZE as DEV_MAX_PAGE
-from penpay_api.services.ops import DEFAULT_QUEUE_PAGE, MAX_QUEUE_PAGE
+from penpay_api.services.ops import DEFAULT_KYC_PAGE, DEFAULT_QUEUE_PAGE, MAX_KYC_PAGE, MAX_QUEUE_PAGE
 from persistence.transaction_search import MAX_MATCHES
 
 pytestmark = pytest.mark.unit
@@ -42,6 +42,8 @@ def test_page_sizes_carry_the_servicers_limits(document: dict[str, Any]) -> None
     assert (queue["minimum"], queue["maximum"], queue["default"]) == (0, MAX_QUEUE_PAGE, DEFAULT_QUEUE_PAGE)
     search = _param(document, "/v1/ops/transaction_search", "page_size")["schema"]
     assert search["maximum"] == MAX_MATCHES
+    kyc = _param(document, "/v1/ops/kyc_attestations", "page_size")["schema"]
+    assert (kyc["minimum"], kyc["maximum"], kyc["default"]) == (0, MAX_KYC_PAGE, DEFAULT_KYC_PAGE)
     dev = _param(document, "/v1/dev/sent_messages", "page_size")["schema"]
     assert dev["maximum"] == DEV_MAX_PAGE
     wallet = [

@@ -317,7 +317,9 @@ async def test_an_operator_attests_a_rest_only_users_kyc_and_the_policy_judges_i
     assert "Njeri" not in json.dumps(details)  # no personal data in the audit record
 
 
-async def test_the_command_attests_and_the_policy_still_refuses_a_non_resident(world: World) -> None:
+async def test_the_command_attests_and_the_policy_still_refuses_a_non_resident(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     from penpay.cli import main
 
     user_id = await verified_rest_user(world, "brian_o")
@@ -326,8 +328,21 @@ async def test_the_command_attests_and_the_policy_still_refuses_a_non_resident(w
         "--date-of-birth", "1988-01-30", "--residence", "ug", "--evidence", "TICKET-9",
         "--operator", "bob", "--database-url", world.database_url,
     ]  # fmt: skip
+    assert await asyncio.to_thread(main, argv) == 2  # four-eyes is the API's: break-glass must be said
+    assert "two people" in capsys.readouterr().err
+    argv += ["--break-glass", "INC-42"]
     assert await asyncio.to_thread(main, argv) == 0
+    assert "WARNING: break-glass" in capsys.readouterr().err
     with pytest.raises(ComplianceRefused) as refused:
         await compliance(world).check_money_movement(user_id=user_id, amount=Money(1000_00, Currency.KES))
     assert refused.value.rule == "RESIDENCE_NOT_SUPPORTED"
     assert await asyncio.to_thread(main, argv) == 1  # a second attestation is refused
+    async with world.identity.engine.connect() as connection:
+        rows = [
+            row
+            for table in (audit_pending, audit_logs)
+            for row in (await connection.execute(select(table.c.action, table.c.subject_id, table.c.details)))
+            if row.action == "KycAttestedByOperator" and row.subject_id == str(user_id)
+        ]
+    details = json.loads(rows[0].details)
+    assert (details["break_glass"], details["four_eyes"], details["incident"]) == (True, False, "INC-42")

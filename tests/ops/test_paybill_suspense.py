@@ -108,3 +108,14 @@ async def test_suspense_goes_to_its_owner_only_with_two_people_and_is_credited_o
         ("review.paybill.assign_approved", "operator:alice", "operator:bob"),
     ]
     assert [r.status for r in reviews] == ["RESOLVED"]
+
+
+async def test_an_account_typed_as_a_phone_number_is_listed_masked(review: Review) -> None:
+    """Payers often type their own number as the account: no staff list shows it whole."""
+    trans_id = await _suspense_payment(review, "0712345678", 1_000)
+    for role in ("viewer", "operator", "approver"):
+        listed = await review.ops.ListPaybillSuspense(
+            pb.ListPaybillSuspenseRequest(), metadata=review.staff("vic", role)
+        )
+        [item] = [i for i in listed.items if i.trans_id == trans_id]
+        assert item.bill_ref == "0712***678" and "712345678" not in str(listed)

@@ -45,3 +45,23 @@ def test_a_provider_answer_hides_names_and_numbers() -> None:
     assert masked["PhoneNumber"] == "2547*****678"
     assert masked["Amount"] == 1300 and masked["TransactionID"] == "UL6DTM4WU5"
     assert "Jane" not in mask_text(body)
+
+
+def test_daraja_name_value_pairs_are_masked_by_their_label() -> None:
+    body = json.dumps(
+        {
+            "Item": [
+                {"Name": "PhoneNumber", "Value": 254712345678},
+                {"Name": "FirstName", "Value": "Wanjiru"},
+                {"Name": "MpesaReceiptNumber", "Value": "QKX1234567"},
+            ],
+            "ResultParameter": [{"Key": "ReceiverPartyPublicName", "Value": "254712345678 - Jane Wanjiru"}],
+        }
+    )
+    masked = json.loads(mask_text(body))
+    assert masked["Item"] == [
+        {"Name": "PhoneNumber", "Value": "2547*****678"},
+        {"Name": "FirstName", "Value": "***"},
+        {"Name": "MpesaReceiptNumber", "Value": "QKX1234567"},
+    ]
+    assert masked["ResultParameter"] == [{"Key": "ReceiverPartyPublicName", "Value": "2547*****678 - ***"}]
