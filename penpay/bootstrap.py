@@ -23,6 +23,7 @@ from persistence.unit_of_work import SqlUnitOfWork
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from application.payments.decisions import SagaPolicy
     from application.payments.paybill import PaybillDeposits
     from application.payments.saga import PaymentSaga
     from application.payments.service import MoneyMovementPolicy, PaymentsApplication
@@ -203,7 +204,11 @@ def payments(
     *,
     policy: MoneyMovementPolicy | None = None,
     rest_token: Callable[[UserId], Awaitable[str]] | None = None,
+    mpesa_config: DarajaConfig | None = None,
+    saga_policy: SagaPolicy | None = None,
 ) -> Payments:
+    """The sagas and use cases from settings; tests hand in a Daraja configuration (the simulator's
+    certificate, short retries) and saga timings the settings do not carry."""
     from datetime import timedelta
 
     from application.payments.decisions import SagaPolicy
@@ -219,7 +224,7 @@ def payments(
     from mpesa_adapter.saga_port import DarajaMpesaGateway
 
     s = core.settings
-    mpesa_config = daraja_config(s)
+    mpesa_config = mpesa_config or daraja_config(s)
     tokens = daraja_token_cache(s, mpesa_config)
     daraja = DarajaClient(mpesa_config, token_cache=tokens)
     channel = gateway_channel(s.gateway_addr)
@@ -230,7 +235,8 @@ def payments(
         unit_of_work=core.unit_of_work,
         mpesa=mpesa,
         deriv=deriv,
-        policy=SagaPolicy(
+        policy=saga_policy
+        or SagaPolicy(
             call_grace=timedelta(seconds=s.saga_call_grace),
             stk_callback_wait=timedelta(seconds=s.saga_stk_callback_wait),
             b2c_result_wait=timedelta(seconds=s.saga_b2c_result_wait),

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 
 def host_port(text: str) -> str:
@@ -58,3 +62,21 @@ def add_simulator_listen(parser: argparse.ArgumentParser, *, default_port: int, 
 
 def listen_of(args: argparse.Namespace) -> tuple[str, int]:
     return split_host_port(args.listen) if args.listen else (args.host, args.port)
+
+
+def serve_metrics(listen: str | None) -> None:
+    """--metrics-listen: Prometheus /metrics of this process on HOST:PORT (nothing when unset)."""
+    if listen:
+        from prometheus_client import start_http_server
+
+        host, port = split_host_port(listen)
+        start_http_server(port, addr=host or "127.0.0.1")
+
+
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The settings, with what the command line overrides (--database-url, --redis-url) applied."""
+    from penpay.settings import get_settings
+
+    updates = {name: value for name in ("database_url", "redis_url") if (value := getattr(args, name, None))}
+    settings = get_settings()
+    return settings.model_copy(update=updates) if updates else settings

@@ -50,6 +50,11 @@ class Reconciliation:
             await close()
 
 
+def reconciliation_store(core: Core) -> SqlReconciliationStore:
+    """Runs, items and cursors; what a run books, it books as the actor "reconciliation"."""
+    return SqlReconciliationStore(core.engine, unit_of_work=lambda: core.unit_of_work(actor="reconciliation"))
+
+
 def reconciliation(core: Core) -> Reconciliation:
     """Reconciliation wired to Daraja (its own APIs) and the Deriv gateway (read-only RPCs)."""
     from datetime import timedelta
@@ -73,9 +78,7 @@ def reconciliation(core: Core) -> Reconciliation:
         ),
         GatewayDerivReads(channel, timeout=s.gateway_request_timeout + 10),
     )
-    store = SqlReconciliationStore(
-        core.engine, unit_of_work=lambda: core.unit_of_work(actor="reconciliation")
-    )
+    store = reconciliation_store(core)
     reconciler = Reconciler(reads, store, b2c_grace=timedelta(seconds=s.reconcile_b2c_grace))
     closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
     if tokens is not None:
