@@ -48,6 +48,13 @@ def add_metrics_listen(parser: argparse.ArgumentParser, *, default: str) -> None
     parser.add_argument("--metrics-addr", dest="metrics_listen", type=host_port, help=argparse.SUPPRESS)
 
 
+def add_stream_options(parser: argparse.ArgumentParser, *, consumer: bool = True) -> None:
+    """--stream-prefix (dest `stream_prefix`) and, for a consumer, --claim-idle-ms (`claim_idle_ms`)."""
+    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
+    if consumer:
+        parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
+
+
 def add_simulator_listen(parser: argparse.ArgumentParser, *, default_port: int, what: str) -> None:
     """A simulator's --listen HOST:PORT; its older --host / --port still parse (see `listen_of`)."""
     parser.add_argument(

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
-from penpay.cli_args import add_metrics_listen, command_settings, serve_metrics
+from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
 
 if TYPE_CHECKING:
     from penpay.settings import Settings
@@ -33,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-deriv-balance", action="store_true", help="never ask the gateway for the balance"
     )
-    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
-    parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
+    add_stream_options(parser)
     add_metrics_listen(parser, default="off; the audit gauges and penpay_alerts_total")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)

@@ -13,7 +13,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from penpay.cli_args import add_metrics_listen, command_settings, serve_metrics
+from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
 
 if TYPE_CHECKING:
     from penpay.settings import Settings
@@ -23,8 +23,7 @@ GROUP = "worker"
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("notify", help="send payment notices by SMS and email (needs Redis)")
-    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
-    parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
+    add_stream_options(parser)
     add_metrics_listen(parser, default="off")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)

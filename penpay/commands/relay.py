@@ -11,7 +11,7 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
-from penpay.cli_args import add_metrics_listen, command_settings, serve_metrics
+from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
 
 if TYPE_CHECKING:
     from penpay.settings import Settings
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("relay", help="relay the transactional outbox to Redis Streams")
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     parser.add_argument("--redis-url", help="overrides PENPAY_REDIS_URL")
-    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
+    add_stream_options(parser, consumer=False)
     parser.add_argument("--batch-size", type=int, default=100, help="rows claimed per pass (default 100)")
     parser.add_argument(
         "--poll-interval", type=float, default=0.5, help="seconds between passes when idle (default 0.5)"

@@ -16,7 +16,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from penpay.cli_args import add_metrics_listen, command_settings, serve_metrics
+from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
 
 if TYPE_CHECKING:
     from penpay.settings import Settings
@@ -29,8 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     parser.add_argument("--no-sweeper", action="store_true", help="consume events only")
     parser.add_argument("--sweeper-only", action="store_true", help="run only the sweeper")
-    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
-    parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
+    add_stream_options(parser)
     add_metrics_listen(parser, default="off; the in-flight gauges")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
