@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from domain.shared.ids import UserId
     from domain.user.kyc_snapshot import KycSnapshot
     from domain.wallet.deriv_rules import DerivTransferLimits
+    from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.config import DarajaConfig
     from mpesa_adapter.shared_token import RedisTokenCache
     from security.access_tokens import RsaAccessTokens
@@ -90,6 +91,24 @@ def daraja_token_cache(settings: Settings, config: DarajaConfig) -> RedisTokenCa
     from mpesa_adapter.shared_token import RedisTokenCache
 
     return RedisTokenCache.for_config(settings.redis_url, config)
+
+
+def daraja_client(
+    settings: Settings,
+    on_close: Callable[[Callable[[], Awaitable[object]]], object],
+    config: DarajaConfig | None = None,
+) -> DarajaClient:
+    """A Daraja client on `config` (default: from settings) with the shared token cache; what closes
+    both is handed to `on_close` (a list's append)."""
+    from mpesa_adapter.client import DarajaClient
+
+    config = config or daraja_config(settings)
+    tokens = daraja_token_cache(settings, config)
+    client = DarajaClient(config, token_cache=tokens)
+    on_close(client.close)
+    if tokens is not None:
+        on_close(tokens.close)
+    return client
 
 
 def deriv_transfer_limits(settings: Settings) -> DerivTransferLimits:
@@ -219,15 +238,14 @@ def payments(
     from deriv_gateway.payments_client import GatewayDerivPayments
     from domain.wallet.account_kind import AccountKind
     from mpesa_adapter.callback_store import SqlCallbackInbox
-    from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.confirmer import CallbackConfirmer
     from mpesa_adapter.saga_port import DarajaMpesaGateway
 
     s = core.settings
-    mpesa_config = mpesa_config or daraja_config(s)
-    tokens = daraja_token_cache(s, mpesa_config)
-    daraja = DarajaClient(mpesa_config, token_cache=tokens)
+    closers: list[Callable[[], Awaitable[object]]] = []
+    daraja = daraja_client(s, closers.append, mpesa_config)
     channel = gateway_channel(s.gateway_addr)
+    closers.append(channel.close)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
     mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
     checkpoint = crash_checkpoint(s)
@@ -265,9 +283,6 @@ def payments(
         checkpoint=checkpoint,
         rest_token=rest_token,
     )
-    closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
-    if tokens is not None:
-        closers.append(tokens.close)
     return Payments(saga, application, closers)
 
 

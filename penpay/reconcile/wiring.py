@@ -60,14 +60,13 @@ def reconciliation(core: Core) -> Reconciliation:
     from datetime import timedelta
 
     from deriv_gateway.channel import gateway_channel
-    from mpesa_adapter.client import DarajaClient
-    from penpay.bootstrap import daraja_config, daraja_token_cache
+    from penpay.bootstrap import daraja_client
 
     s = core.settings
-    config = daraja_config(s)
-    tokens = daraja_token_cache(s, config)
-    daraja = DarajaClient(config, token_cache=tokens)
+    closers: list[Callable[[], Awaitable[object]]] = []
+    daraja = daraja_client(s, closers.append)
     channel = gateway_channel(s.gateway_addr)
+    closers.append(channel.close)
     reads = ProviderReadsOverApis(
         DarajaReconciliationReads(
             daraja,
@@ -80,7 +79,4 @@ def reconciliation(core: Core) -> Reconciliation:
     )
     store = reconciliation_store(core)
     reconciler = Reconciler(reads, store, b2c_grace=timedelta(seconds=s.reconcile_b2c_grace))
-    closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
-    if tokens is not None:
-        closers.append(tokens.close)
     return Reconciliation(reconciler, store, closers)

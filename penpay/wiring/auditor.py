@@ -64,15 +64,9 @@ def build_audit_worker(
     if ask_mpesa_balance:
         from mpesa_adapter.balance_queries import ask_account_balance
         from mpesa_adapter.callback_store import SqlCallbackInbox
-        from mpesa_adapter.client import DarajaClient
-        from penpay.bootstrap import daraja_config, daraja_token_cache
+        from penpay.bootstrap import daraja_client
 
-        config = daraja_config(s)
-        tokens = daraja_token_cache(s, config)
-        daraja = DarajaClient(config, token_cache=tokens)
-        worker.closers.append(daraja.close)
-        if tokens is not None:
-            worker.closers.append(tokens.close)
+        daraja = daraja_client(s, worker.closers.append)
         inbox = SqlCallbackInbox(core.engine)
 
         async def ask() -> object:

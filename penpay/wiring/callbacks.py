@@ -4,6 +4,7 @@ delivery reports when PENPAY_SMS_AT_DELIVERY_REPORT_TOKEN is set."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -50,8 +51,12 @@ def build_callback_server(
 async def register_paybill_urls(settings: Settings) -> C2BUrlsRegistered:
     """C2B Register URL: tell Daraja where the paybill's validations and confirmations go (what an
     operator does once, `penpay mpesa register-urls`; the embedded stack at every start)."""
-    from mpesa_adapter.client import DarajaClient
-    from penpay.bootstrap import daraja_config
+    from penpay.bootstrap import daraja_client
 
-    async with DarajaClient(daraja_config(settings)) as daraja:
-        return await daraja.register_c2b_urls()
+    closers: list[Callable[[], Awaitable[object]]] = []
+    try:
+        # The shared token cache: a token of its own would revoke the one the workers use.
+        return await daraja_client(settings, closers.append).register_c2b_urls()
+    finally:
+        for close in closers:
+            await close()
