@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 
 from penpay.cli_args import add_listen
 
@@ -78,12 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(app: object, host: str, port: int, target: str, services: list[str]) -> None:
     from penpay_api.http import start_server
+    from workers.host import stop_on_signals
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     runner, bound = await start_server(app, host, port)  # type: ignore[arg-type]
     print(
         f"penpay http listening on {host}:{bound}, forwarding to {target}: {', '.join(services)}", flush=True
