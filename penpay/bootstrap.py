@@ -23,12 +23,14 @@ from persistence.unit_of_work import SqlUnitOfWork
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from application.payments.decisions import SagaPolicy
     from application.payments.paybill import PaybillDeposits
     from application.payments.saga import PaymentSaga
     from application.payments.service import MoneyMovementPolicy, PaymentsApplication
     from domain.shared.ids import UserId
     from domain.user.kyc_snapshot import KycSnapshot
     from domain.wallet.deriv_rules import DerivTransferLimits
+    from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.config import DarajaConfig
     from mpesa_adapter.shared_token import RedisTokenCache
     from security.access_tokens import RsaAccessTokens
@@ -89,6 +91,24 @@ def daraja_token_cache(settings: Settings, config: DarajaConfig) -> RedisTokenCa
     from mpesa_adapter.shared_token import RedisTokenCache
 
     return RedisTokenCache.for_config(settings.redis_url, config)
+
+
+def daraja_client(
+    settings: Settings,
+    on_close: Callable[[Callable[[], Awaitable[object]]], object],
+    config: DarajaConfig | None = None,
+) -> DarajaClient:
+    """A Daraja client on `config` (default: from settings) with the shared token cache; what closes
+    both is handed to `on_close` (a list's append)."""
+    from mpesa_adapter.client import DarajaClient
+
+    config = config or daraja_config(settings)
+    tokens = daraja_token_cache(settings, config)
+    client = DarajaClient(config, token_cache=tokens)
+    on_close(client.close)
+    if tokens is not None:
+        on_close(tokens.close)
+    return client
 
 
 def deriv_transfer_limits(settings: Settings) -> DerivTransferLimits:
@@ -203,7 +223,11 @@ def payments(
     *,
     policy: MoneyMovementPolicy | None = None,
     rest_token: Callable[[UserId], Awaitable[str]] | None = None,
+    mpesa_config: DarajaConfig | None = None,
+    saga_policy: SagaPolicy | None = None,
 ) -> Payments:
+    """The sagas and use cases from settings; tests hand in a Daraja configuration (the simulator's
+    certificate, short retries) and saga timings the settings do not carry."""
     from datetime import timedelta
 
     from application.payments.decisions import SagaPolicy
@@ -214,15 +238,14 @@ def payments(
     from deriv_gateway.payments_client import GatewayDerivPayments
     from domain.wallet.account_kind import AccountKind
     from mpesa_adapter.callback_store import SqlCallbackInbox
-    from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.confirmer import CallbackConfirmer
     from mpesa_adapter.saga_port import DarajaMpesaGateway
 
     s = core.settings
-    mpesa_config = daraja_config(s)
-    tokens = daraja_token_cache(s, mpesa_config)
-    daraja = DarajaClient(mpesa_config, token_cache=tokens)
+    closers: list[Callable[[], Awaitable[object]]] = []
+    daraja = daraja_client(s, closers.append, mpesa_config)
     channel = gateway_channel(s.gateway_addr)
+    closers.append(channel.close)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
     mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
     checkpoint = crash_checkpoint(s)
@@ -230,7 +253,8 @@ def payments(
         unit_of_work=core.unit_of_work,
         mpesa=mpesa,
         deriv=deriv,
-        policy=SagaPolicy(
+        policy=saga_policy
+        or SagaPolicy(
             call_grace=timedelta(seconds=s.saga_call_grace),
             stk_callback_wait=timedelta(seconds=s.saga_stk_callback_wait),
             b2c_result_wait=timedelta(seconds=s.saga_b2c_result_wait),
@@ -259,9 +283,6 @@ def payments(
         checkpoint=checkpoint,
         rest_token=rest_token,
     )
-    closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
-    if tokens is not None:
-        closers.append(tokens.close)
     return Payments(saga, application, closers)
 
 

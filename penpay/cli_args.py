@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 
 def host_port(text: str) -> str:
@@ -44,6 +48,13 @@ def add_metrics_listen(parser: argparse.ArgumentParser, *, default: str) -> None
     parser.add_argument("--metrics-addr", dest="metrics_listen", type=host_port, help=argparse.SUPPRESS)
 
 
+def add_stream_options(parser: argparse.ArgumentParser, *, consumer: bool = True) -> None:
+    """--stream-prefix (dest `stream_prefix`) and, for a consumer, --claim-idle-ms (`claim_idle_ms`)."""
+    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
+    if consumer:
+        parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
+
+
 def add_simulator_listen(parser: argparse.ArgumentParser, *, default_port: int, what: str) -> None:
     """A simulator's --listen HOST:PORT; its older --host / --port still parse (see `listen_of`)."""
     parser.add_argument(
@@ -58,3 +69,21 @@ def add_simulator_listen(parser: argparse.ArgumentParser, *, default_port: int, 
 
 def listen_of(args: argparse.Namespace) -> tuple[str, int]:
     return split_host_port(args.listen) if args.listen else (args.host, args.port)
+
+
+def serve_metrics(listen: str | None) -> None:
+    """--metrics-listen: Prometheus /metrics of this process on HOST:PORT (nothing when unset)."""
+    if listen:
+        from prometheus_client import start_http_server
+
+        host, port = split_host_port(listen)
+        start_http_server(port, addr=host or "127.0.0.1")
+
+
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The settings, with what the command line overrides (--database-url, --redis-url) applied."""
+    from penpay.settings import get_settings
+
+    updates = {name: value for name in ("database_url", "redis_url") if (value := getattr(args, name, None))}
+    settings = get_settings()
+    return settings.model_copy(update=updates) if updates else settings

@@ -122,26 +122,17 @@ class EmbeddedStack:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
-        from datetime import timedelta
-
-        from application.review.paybill_refund import SuspenseRefunds
-        from deriv_gateway.server import GatewayServer
         from deriv_gateway.simulator import DerivSimulator
         from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
-        from mpesa_adapter.callback_server import CallbackServer
-        from mpesa_adapter.callback_store import SqlCallbackInbox
-        from mpesa_adapter.config import CallbackServerConfig
         from mpesa_adapter.simulator import DarajaSimulator
         from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
-        from penpay.bootstrap import bootstrap, paybill_deposits, payments
-        from penpay.wiring.gateway import gateway_config
+        from penpay.bootstrap import bootstrap, payments
+        from penpay.wiring.auditor import build_audit_worker
+        from penpay.wiring.callbacks import build_callback_server, register_paybill_urls
+        from penpay.wiring.gateway import build_gateway
+        from penpay.wiring.saga_worker import build_saga_worker
         from persistence.migrate import upgrade_async
-        from sms_adapter.delivery_reports import DeliveryReports
         from sms_adapter.simulator import SmsSimulator
-        from workers.float_low import float_low_consumer
-        from workers.notifications import notification_consumers
-        from workers.relay import OutboxRelay
-        from workers.sagas import Sweeper, saga_consumer
 
         s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -212,25 +203,16 @@ class EmbeddedStack:
         core = bootstrap(s, pool_size=5)
         self._stack.push_async_callback(core.close)
 
-        callbacks_url = urlsplit(s.mpesa_callback_base_url)
-        callbacks = CallbackServer(
-            CallbackServerConfig.from_strings(
-                s.mpesa_callback_secret.get_secret_value(), s.mpesa_allowed_ips, s.trusted_proxies
-            ),
-            SqlCallbackInbox(core.engine),
-            host=callbacks_url.hostname or "127.0.0.1",
-            port=callbacks_url.port or 8767,
-            extra_routes=DeliveryReports(report_token).routes(),
-            paybill=paybill_deposits(core),
-            refunds=SuspenseRefunds(unit_of_work=core.unit_of_work),
-        )
+        callbacks = build_callback_server(core)
         await callbacks.start()
         self._stack.push_async_callback(callbacks.stop)
         self.addresses["M-Pesa callbacks"] = callbacks.base_url
-        await self._register_paybill_urls(s)
+        # C2B Register URL at start-up, as an operator does once, so the simulator knows where to
+        # ask about and confirm paybill payments.
+        await register_paybill_urls(s)
 
         # The embedded stack holds no Redis lease: it is the only gateway of its world.
-        gateway = GatewayServer(gateway_config(s, redis_url=None))
+        gateway = build_gateway(s, redis_url=None)
         await gateway.start()
         self._stack.push_async_callback(gateway.stop, 1.0)
         await gateway.wait_serving(15)
@@ -239,58 +221,17 @@ class EmbeddedStack:
         wired = payments(core)
         self._stack.push_async_callback(wired.close)
         await self._fund_floats_once(core)
-
-        bus = core.message_bus()
-        relay = OutboxRelay(core.engine, bus, poll_interval=0.1)
-        consumer = saga_consumer(bus, core.engine, wired.saga, block_ms=200)
-        sweeper = Sweeper(
-            core.engine,
-            wired.saga,
-            min_age=timedelta(seconds=s.sweeper_min_age),
-            interval=s.sweeper_interval,
-        )
-        await consumer.start()
-        for runner in (relay.run(self._stop), consumer.run(self._stop), sweeper.run(self._stop)):
-            self._tasks.append(asyncio.create_task(runner))
-
         api = await self._start_public_surface(core, wired)
 
-        # Payment notices (SMS to the simulator, email to the API's development sink), read from
-        # the same in-process bus by consumer groups of their own: the saga never waits on them.
-        notices = notification_consumers(bus, core.engine, api.notifier, cipher=core.pii, block_ms=200)
-        # FloatLow alerts, from the same bus, and the continuous auditor (`penpay worker audit`).
-        notices.append(float_low_consumer(bus, core.engine, block_ms=200))
-        for notice_consumer in notices:
-            await notice_consumer.start()
-            self._tasks.append(asyncio.create_task(notice_consumer.run(self._stop)))
-        self._tasks.append(asyncio.create_task(self._auditor(core).run(self._stop)))
-
-    def _auditor(self, core: Any) -> Any:
-        from deriv_gateway.channel import gateway_channel
-        from deriv_gateway.payments_client import GatewayDerivBalance
-        from mpesa_adapter.balance_queries import ask_account_balance
-        from mpesa_adapter.callback_store import SqlCallbackInbox
-        from mpesa_adapter.client import DarajaClient
-        from penpay.bootstrap import daraja_config
-        from penpay.commands.audit_worker import auditor_config
-        from workers.auditor import Auditor
-
-        s = self.settings
-        channel = gateway_channel(s.gateway_addr)
-        self._stack.push_async_callback(channel.close)
-        daraja = DarajaClient(daraja_config(s))
-        self._stack.push_async_callback(daraja.close)
-        inbox = SqlCallbackInbox(core.engine)
-
-        async def ask() -> object:
-            return await ask_account_balance(daraja, inbox)
-
-        return Auditor(
-            core.engine,
-            config=auditor_config(s),
-            deriv_balance=GatewayDerivBalance(channel, timeout=s.gateway_request_timeout).agent_balance,
-            ask_mpesa_balance=ask,
-        )
+        # The relay, the saga consumer and sweeper, and on the same in-process bus the payment
+        # notices (SMS to the simulator, email to the API's development sink) and FloatLow alerts,
+        # by consumer groups of their own: the saga never waits on them. Then the auditor.
+        saga_worker = build_saga_worker(core, payments=wired, notifier=api.notifier, block_ms=200)
+        auditor = build_audit_worker(core)
+        for daemon in (saga_worker, auditor):
+            self._stack.push_async_callback(daemon.close)
+            await daemon.start()
+            self._tasks.append(asyncio.create_task(daemon.run(self._stop)))
 
     async def _start_public_surface(self, core: Any, wired: Any) -> Any:
         """The gRPC API and the HTTP bridge; returns the built API."""
@@ -300,16 +241,6 @@ class EmbeddedStack:
         self.addresses.update(addresses)
         self.api = api  # `penpay up` issues the console's staff tokens with its keys
         return api
-
-    @staticmethod
-    async def _register_paybill_urls(s: Settings) -> None:
-        """C2B Register URL at start-up, as an operator does once (`penpay mpesa register-urls`), so
-        the simulator knows where to ask about and confirm paybill payments."""
-        from mpesa_adapter.client import DarajaClient
-        from penpay.bootstrap import daraja_config
-
-        async with DarajaClient(daraja_config(s)) as daraja:
-            await daraja.register_c2b_urls()
 
     async def _fund_floats_once(self, core: Any) -> None:
         """A new database: the ledger's floats open at the simulators' balances (audited)."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 
 from penpay.cli_args import add_listen, add_metrics_listen
@@ -80,15 +78,13 @@ def _issue_operator_token(name: str, roles: str = "operator") -> int:
 async def _serve(args: argparse.Namespace) -> None:
     from penpay import bootstrap
     from penpay.wiring.api import build_api
+    from workers.host import stop_on_signals
 
     core = bootstrap.bootstrap()
     metrics = args.metrics_listen or core.settings.metrics_addr
     api = build_api(core, grpc_addr=args.listen, metrics_addr=metrics)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     try:
         await api.server.start()
         print(f"penpay api listening on {api.server.address}", flush=True)

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
+
+from penpay.cli_args import command_settings
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,16 +21,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.set_defaults(handler=run)
 
 
-async def _verify(url: str) -> int:
+async def _verify(settings: Settings) -> int:
+    from penpay.bootstrap import bootstrap
     from persistence.audit import verify_chain
-    from persistence.engine import create_engine
 
-    engine = create_engine(url, pool_size=1)
+    core = bootstrap(settings, pool_size=1)
     try:
-        async with engine.connect() as connection:
+        async with core.engine.connect() as connection:
             report = await verify_chain(connection)
     finally:
-        await engine.dispose()
+        await core.close()
     for problem in report.problems:
         print(f"BROKEN {problem}")
     verdict = "intact" if report.ok else f"BROKEN ({len(report.problems)} problems)"
@@ -33,6 +39,4 @@ async def _verify(url: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from penpay.settings import get_settings
-
-    return asyncio.run(_verify(args.database_url or get_settings().database_url))
+    return asyncio.run(_verify(command_settings(args)))

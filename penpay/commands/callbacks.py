@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
-from penpay.cli_args import add_listen
+from penpay.cli_args import add_listen, command_settings
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,58 +37,36 @@ def run(args: argparse.Namespace) -> int:
     from workers.alert_metrics import count_alerts
 
     count_alerts()  # foreign Daraja results are alerted here (the log line is what leaves this process)
-    return asyncio.run(_run(args))
+    return asyncio.run(_run(command_settings(args), args))
 
 
-async def _run(args: argparse.Namespace) -> int:
-    from urllib.parse import urlsplit
-
-    from application.review.paybill_refund import SuspenseRefunds
-    from mpesa_adapter.callback_server import CallbackServer
-    from mpesa_adapter.callback_store import SqlCallbackInbox
-    from mpesa_adapter.config import CallbackServerConfig
-    from penpay.bootstrap import bootstrap, paybill_deposits
-    from penpay.settings import get_settings
-    from sms_adapter.delivery_reports import DeliveryReports
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from penpay.bootstrap import bootstrap
+    from penpay.cli_args import split_host_port
+    from penpay.wiring.callbacks import build_callback_server
     from workers.host import stop_on_signals
 
-    settings = get_settings()
-    if args.database_url:
-        settings = settings.model_copy(update={"database_url": args.database_url})
-    secret = settings.mpesa_callback_secret.get_secret_value()
-    if not secret:
-        print("penpay callbacks needs PENPAY_MPESA_CALLBACK_SECRET (the secret path segment)")
-        return 2
-    if args.listen:
-        host, _, port = args.listen.rpartition(":")
-    else:
-        url = urlsplit(settings.mpesa_callback_base_url)
-        host, port = url.hostname or "127.0.0.1", str(url.port or 80)
-    report_token = settings.sms_at_delivery_report_token.get_secret_value()
-    reports = DeliveryReports(report_token).routes() if report_token else []
+    host, port = split_host_port(args.listen) if args.listen else (None, None)
     core = bootstrap(settings, pool_size=5)
-    server = CallbackServer(
-        CallbackServerConfig.from_strings(secret, settings.mpesa_allowed_ips, settings.trusted_proxies),
-        SqlCallbackInbox(core.engine),
-        host=host,
-        port=int(port),
-        extra_routes=reports,
-        paybill=paybill_deposits(core),
-        refunds=SuspenseRefunds(unit_of_work=core.unit_of_work),
-    )
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    await server.start()
-    print(f"M-Pesa callbacks on {server.base_url}", flush=True)
-    if args.register_urls:
-        from penpay.commands.mpesa import register_urls
-
-        # A Daraja that cannot be reached now must not stop the callbacks: say so and serve on.
-        if await register_urls() != 0:
-            print("penpay callbacks: the paybill URLs are not registered; run penpay mpesa register-urls")
     try:
-        await stop.wait()
+        server = build_callback_server(core, host=host, port=port)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await server.start()
+        try:
+            print(f"M-Pesa callbacks on {server.base_url}", flush=True)
+            if args.register_urls:
+                from penpay.commands.mpesa import register_urls
+
+                # A Daraja that cannot be reached now must not stop the callbacks: say so, serve on.
+                if await register_urls() != 0:
+                    print(
+                        "penpay callbacks: the paybill URLs are not registered; "
+                        "run penpay mpesa register-urls"
+                    )
+            await stop.wait()
+        finally:
+            await server.stop()
     finally:
-        await server.stop()
         await core.close()
     return 0

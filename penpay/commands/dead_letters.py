@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
+
+from penpay.cli_args import command_settings
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,19 +34,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from penpay.settings import get_settings
-
-    redis_url = args.redis_url or get_settings().redis_url
-    if not redis_url:
+    settings = command_settings(args)
+    if not settings.redis_url:
         print("dead letters of the in-process bus live in its process; set PENPAY_REDIS_URL or --redis-url")
         return 2
-    return asyncio.run(_run(redis_url, args))
+    return asyncio.run(_run(settings, args))
 
 
-async def _run(redis_url: str, args: argparse.Namespace) -> int:
-    from workers.redis_bus import RedisStreamsBus
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from penpay.bootstrap import message_bus
 
-    bus = RedisStreamsBus.from_url(redis_url, prefix=args.stream_prefix)
+    bus = message_bus(settings, stream_prefix=args.stream_prefix)
     try:
         streams = [args.stream] if args.stream else await bus.dead_letter_streams()
         found = 0

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
+from typing import TYPE_CHECKING, Any
 
 from penpay.cli_args import add_listen
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from penpay.settings import get_settings
-    from penpay.wiring.gateway import gateway_config
 
     overrides = {
         key: value
@@ -43,26 +44,23 @@ def run(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    config = gateway_config(get_settings(), **overrides)
-    if not config.agent_token:
+    return asyncio.run(_serve(get_settings(), overrides))
+
+
+async def _serve(settings: Settings, overrides: dict[str, Any]) -> int:
+    from penpay.wiring.gateway import build_gateway
+    from workers.host import stop_on_signals
+
+    if not settings.deriv_agent_token.get_secret_value():
         print("PENPAY_DERIV_AGENT_TOKEN is not set")
         return 2
-    asyncio.run(_serve(config))
-    return 0
-
-
-async def _serve(config: object) -> None:
-    from deriv_gateway.server import GatewayServer
-
-    server = GatewayServer(config)  # type: ignore[arg-type]
+    server = build_gateway(settings, **overrides)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     await server.start()
     print(f"penpay gateway listening on {server.address}", flush=True)
     try:
         await stop.wait()
     finally:
         await server.stop()
+    return 0

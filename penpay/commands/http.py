@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 
 from penpay.cli_args import add_listen
 
@@ -43,15 +41,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from penpay.settings import get_settings
-    from penpay_api.http import (
-        BridgeConfig,
-        CookiePolicy,
-        build_app,
-        discover_services,
-        parse_listen,
-    )
-    from penpay_api.http.app import edge_config
-    from penpay_api.http.discovery import packages_for
+    from penpay.wiring.public_surface import bridged_services, build_bridge
+    from penpay_api.http import parse_listen
 
     settings = get_settings()
     if args.trust_forwarded_for:
@@ -63,19 +54,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc)
         return 2
-    # also imports the generated modules that --service may name
-    discovered = discover_services(packages_for(settings.app_env))
+    discovered = bridged_services(settings)  # also imports the generated modules --service may name
     services = args.services or discovered
     if not services:
         print("no service with google.api.http rules found (run scripts/gen_protos.py?)")
         return 2
-    config = BridgeConfig(
-        cookie_policy=CookiePolicy(secure=not args.insecure_cookies),
-        **edge_config(settings),
-        default_timeout=args.timeout if args.timeout > 0 else None,
-    )
     try:
-        app = build_app(services, target, config=config)
+        app = build_bridge(
+            settings,
+            services=services,
+            grpc_target=target,
+            secure_cookies=not args.insecure_cookies,
+            default_timeout=args.timeout if args.timeout > 0 else None,
+        )
     except ValueError as exc:  # RuleError / TemplateError: an unknown service or a bad http rule
         print(f"cannot bridge: {exc}")
         return 2
@@ -85,12 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(app: object, host: str, port: int, target: str, services: list[str]) -> None:
     from penpay_api.http import start_server
+    from workers.host import stop_on_signals
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     runner, bound = await start_server(app, host, port)  # type: ignore[arg-type]
     print(
         f"penpay http listening on {host}:{bound}, forwarding to {target}: {', '.join(services)}", flush=True

@@ -33,23 +33,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def register_urls() -> int:
-    from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.errors import MpesaAdapterError
-    from penpay.bootstrap import daraja_config
     from penpay.settings import get_settings
+    from penpay.wiring.callbacks import register_paybill_urls
 
     settings = get_settings()
-    config = daraja_config(settings)
-    if not config.callback_secret:
+    if not settings.mpesa_callback_secret.get_secret_value():
         print("penpay mpesa register-urls needs PENPAY_MPESA_CALLBACK_SECRET (the secret path segment)")
         return 2
-    async with DarajaClient(config) as client:
-        try:
-            registered = await client.register_c2b_urls()
-        except MpesaAdapterError as exc:
-            print(f"penpay: Register URL refused: {exc}")
-            return 1
-    base = config.callback_base_url.rstrip("/")
+    try:
+        registered = await register_paybill_urls(settings)
+    except MpesaAdapterError as exc:
+        print(f"penpay: Register URL refused: {exc}")
+        return 1
+    base = settings.mpesa_callback_base_url.rstrip("/")
     print(
         f"registered paybill {registered.shortcode} (ResponseType {registered.response_type}): "
         f"{base}/payments/paybill/validate/***, {base}/payments/paybill/confirm/***"

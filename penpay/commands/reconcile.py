@@ -62,12 +62,9 @@ if TYPE_CHECKING:
 
 def _core(args: argparse.Namespace) -> Core:
     from penpay.bootstrap import bootstrap
-    from penpay.settings import get_settings
+    from penpay.cli_args import command_settings
 
-    settings = get_settings()
-    if args.database_url:
-        settings = settings.model_copy(update={"database_url": args.database_url})
-    return bootstrap(settings, pool_size=5)
+    return bootstrap(command_settings(args), pool_size=5)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -113,11 +110,11 @@ async def _run_async(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     async def go() -> int:
-        from persistence.reconciliation import SqlReconciliationStore
+        from penpay.reconcile.wiring import reconciliation_store
 
         core = _core(args)
         try:
-            for row in await SqlReconciliationStore(core.engine).runs(args.limit):
+            for row in await reconciliation_store(core).runs(args.limit):
                 print(
                     f"{row.id}  {row.status:<9} {row.window_from.isoformat()} .. {row.window_to.isoformat()}"
                     f"  unexplained={row.unexplained}  {row.counts}"
@@ -134,7 +131,7 @@ def _export(args: argparse.Namespace) -> int:
         import uuid
 
         from penpay.reconcile.export import items_csv
-        from persistence.reconciliation import SqlReconciliationStore
+        from penpay.reconcile.wiring import reconciliation_store
 
         try:
             uuid.UUID(args.run_id)
@@ -143,7 +140,7 @@ def _export(args: argparse.Namespace) -> int:
             return 2
         core = _core(args)
         try:
-            rows = await SqlReconciliationStore(core.engine).items(args.run_id)
+            rows = await reconciliation_store(core).items(args.run_id)
         finally:
             await core.close()
         text = items_csv(rows)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from penpay.cli_args import add_metrics_listen
+from penpay.cli_args import add_metrics_listen, command_settings, serve_metrics
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 GROUP = "worker"
-log = logging.getLogger("penpay.reconcile")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,59 +31,25 @@ def run(args: argparse.Namespace) -> int:
     from workers.alert_metrics import count_alerts
 
     count_alerts()
-    if args.metrics_listen and not args.once:
-        from prometheus_client import start_http_server
-
-        host, _, port = args.metrics_listen.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1")
-    asyncio.run(_run(args))
+    if not args.once:
+        serve_metrics(args.metrics_listen)
+    asyncio.run(_run(command_settings(args), args))
     return 0
 
 
-async def _run(args: argparse.Namespace) -> None:
-    from application.alerts import raise_alert
-    from application.reconciliation.ports import MPESA_C2B
-    from mpesa_adapter.pull_transactions import PULL_WINDOW
+async def _run(settings: Settings, args: argparse.Namespace) -> None:
     from penpay.bootstrap import bootstrap
-    from penpay.reconcile.wiring import reconciliation
-    from penpay.settings import get_settings
-    from workers.host import stop_on_signals
+    from penpay.wiring.daemon import run_until_signalled
+    from penpay.wiring.reconcile_worker import build_reconcile_worker
 
-    settings = get_settings()
-    if args.database_url:
-        settings = settings.model_copy(update={"database_url": args.database_url})
     core = bootstrap(settings, pool_size=5)
-    wired = reconciliation(core)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
+    daemon = build_reconcile_worker(core)
+    if not args.once:
+        await run_until_signalled(daemon, core)
+        return
     try:
-        while not stop.is_set():
-            now = core.clock.now()
-            oldest = now - PULL_WINDOW + timedelta(minutes=5)
-            cursor = await wired.store.cursor(MPESA_C2B)
-            start = cursor or oldest
-            if start < oldest:
-                raise_alert(
-                    "reconciliation_gap",
-                    f"reconciled only to {start.isoformat()}: M-Pesa no longer lists what came before "
-                    f"{oldest.isoformat()}; that part needs its statement",
-                )
-                start = oldest
-            end = now - timedelta(seconds=settings.reconcile_lag)
-            if end > start:
-                report = await wired.reconciler.run(start, end, now=now, trigger="worker")
-                log.info(
-                    "reconcile.run run_id=%s status=%s unexplained=%d",
-                    report.run_id,
-                    report.status,
-                    report.unexplained,
-                )
-            if args.once:
-                return
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=settings.reconcile_interval)
-            except TimeoutError:
-                pass
+        assert daemon.worker is not None
+        await daemon.worker.run_once()
     finally:
-        await wired.close()
+        await daemon.close()
         await core.close()

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
-from penpay.cli_args import add_metrics_listen
+from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("relay", help="relay the transactional outbox to Redis Streams")
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     parser.add_argument("--redis-url", help="overrides PENPAY_REDIS_URL")
-    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
+    add_stream_options(parser, consumer=False)
     parser.add_argument("--batch-size", type=int, default=100, help="rows claimed per pass (default 100)")
     parser.add_argument(
         "--poll-interval", type=float, default=0.5, help="seconds between passes when idle (default 0.5)"
@@ -35,35 +39,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from penpay.settings import get_settings
-
-    settings = get_settings()
-    redis_url = args.redis_url or settings.redis_url
-    if not redis_url:
+    settings = command_settings(args)
+    if not settings.redis_url:
         print(
             "penpay relay needs Redis (PENPAY_REDIS_URL or --redis-url); without it the in-process "
             "bus runs inside the embedded stack, relay and consumers together"
         )
         return 2
-    if args.metrics_listen:
-        from prometheus_client import start_http_server
-
-        host, _, port = args.metrics_listen.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1")
-    asyncio.run(_relay(args.database_url or settings.database_url, redis_url, args))
+    serve_metrics(args.metrics_listen)
+    asyncio.run(_relay(settings, args))
     return 0
 
 
-async def _relay(database_url: str, redis_url: str, args: argparse.Namespace) -> None:
+async def _relay(settings: Settings, args: argparse.Namespace) -> None:
     from penpay.bootstrap import bootstrap
-    from penpay.settings import get_settings
+    from penpay.wiring.relay import build_relay
     from workers.host import run_workers, stop_on_signals
-    from workers.relay import OutboxRelay
 
-    settings = get_settings().model_copy(update={"database_url": database_url, "redis_url": redis_url})
     core = bootstrap(settings, pool_size=2)
-    bus = core.message_bus(stream_prefix=args.stream_prefix, stream_maxlen=args.stream_maxlen)
-    relay = OutboxRelay(core.engine, bus, batch_size=args.batch_size, poll_interval=args.poll_interval)
+    relay = build_relay(
+        core,
+        stream_prefix=args.stream_prefix,
+        stream_maxlen=args.stream_maxlen,
+        batch_size=args.batch_size,
+        poll_interval=args.poll_interval,
+    )
     try:
         if args.once:
             published = await relay.drain()

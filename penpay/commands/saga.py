@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from penpay.cli_args import add_metrics_listen
+from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
+
+if TYPE_CHECKING:
+    from penpay.settings import Settings
 
 GROUP = "worker"
 
@@ -26,8 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--database-url", help="overrides PENPAY_DATABASE_URL")
     parser.add_argument("--no-sweeper", action="store_true", help="consume events only")
     parser.add_argument("--sweeper-only", action="store_true", help="run only the sweeper")
-    parser.add_argument("--stream-prefix", default="", help="Redis key prefix of the streams (default none)")
-    parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="XAUTOCLAIM idle threshold")
+    add_stream_options(parser)
     add_metrics_listen(parser, default="off; the in-flight gauges")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default PENPAY_LOG_LEVEL, INFO)")
     parser.set_defaults(handler=run)
@@ -35,70 +37,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from penpay.notifiers import missing_provider
-    from penpay.settings import get_settings
     from workers.alert_metrics import count_alerts
 
-    problem = missing_provider(get_settings())
-    if problem is not None and not get_settings().redis_url:  # it sends the notices itself
+    settings = command_settings(args)
+    problem = missing_provider(settings)
+    if problem is not None and not settings.redis_url:  # it sends the notices itself
         print(f"penpay: {problem}", file=sys.stderr)
         return 2
     count_alerts()  # penpay_alerts_total{kind}: Daraja set-up errors and foreign answers raised here
-    if args.metrics_listen:
-        from prometheus_client import start_http_server
-
-        host, _, port = args.metrics_listen.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1")
-    asyncio.run(_run(args))
+    serve_metrics(args.metrics_listen)
+    asyncio.run(_run(settings, args))
     return 0
 
 
-async def _run(args: argparse.Namespace) -> None:
-    from datetime import timedelta
+async def _run(settings: Settings, args: argparse.Namespace) -> None:
+    from penpay.bootstrap import bootstrap
+    from penpay.wiring.daemon import run_until_signalled
+    from penpay.wiring.saga_worker import build_saga_worker
 
-    from penpay.bootstrap import bootstrap, payments
-    from penpay.notifiers import build_notifier
-    from penpay.settings import get_settings
-    from security.rate_limit import InProcessRateLimiter
-    from workers.float_low import float_low_consumer
-    from workers.host import run_workers, stop_on_signals
-    from workers.notifications import notification_consumers
-    from workers.relay import OutboxRelay
-    from workers.sagas import Sweeper, saga_consumer
-
-    settings = get_settings()
-    if args.database_url:
-        settings = settings.model_copy(update={"database_url": args.database_url})
     core = bootstrap(settings, pool_size=10)
-    wired = payments(core)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    tasks = []
-    closers: list[Callable[[], Awaitable[None]]] = []
-    try:
-        consumers = []
-        relay = None
-        if not args.sweeper_only:
-            bus = core.message_bus(stream_prefix=args.stream_prefix)
-            consumers.append(saga_consumer(bus, core.engine, wired.saga, claim_idle_ms=args.claim_idle_ms))
-            if not settings.redis_url:
-                relay = OutboxRelay(core.engine, bus, poll_interval=0.1)
-                # The in-process bus is this process's alone: the notices must be read here too.
-                notifiers = build_notifier(settings, InProcessRateLimiter())
-                closers.append(notifiers.aclose)
-                consumers += notification_consumers(bus, core.engine, notifiers.notifier, cipher=core.pii)
-                consumers.append(float_low_consumer(bus, core.engine))  # `worker audit`'s with Redis
-        if not args.no_sweeper:
-            sweeper = Sweeper(
-                core.engine,
-                wired.saga,
-                min_age=timedelta(seconds=settings.sweeper_min_age),
-                interval=settings.sweeper_interval,
-            )
-            tasks.append(sweeper.run(stop))
-        tasks.append(run_workers(stop, relay=relay, consumers=consumers))
-        await asyncio.gather(*tasks)
-    finally:
-        for close in closers:
-            await close()
-        await wired.close()
-        await core.close()
+    worker = build_saga_worker(
+        core,
+        stream_prefix=args.stream_prefix,
+        consume=not args.sweeper_only,
+        sweep=not args.no_sweeper,
+        claim_idle_ms=args.claim_idle_ms,
+    )
+    await run_until_signalled(worker, core)

@@ -50,19 +50,23 @@ class Reconciliation:
             await close()
 
 
+def reconciliation_store(core: Core) -> SqlReconciliationStore:
+    """Runs, items and cursors; what a run books, it books as the actor "reconciliation"."""
+    return SqlReconciliationStore(core.engine, unit_of_work=lambda: core.unit_of_work(actor="reconciliation"))
+
+
 def reconciliation(core: Core) -> Reconciliation:
     """Reconciliation wired to Daraja (its own APIs) and the Deriv gateway (read-only RPCs)."""
     from datetime import timedelta
 
     from deriv_gateway.channel import gateway_channel
-    from mpesa_adapter.client import DarajaClient
-    from penpay.bootstrap import daraja_config, daraja_token_cache
+    from penpay.bootstrap import daraja_client
 
     s = core.settings
-    config = daraja_config(s)
-    tokens = daraja_token_cache(s, config)
-    daraja = DarajaClient(config, token_cache=tokens)
+    closers: list[Callable[[], Awaitable[object]]] = []
+    daraja = daraja_client(s, closers.append)
     channel = gateway_channel(s.gateway_addr)
+    closers.append(channel.close)
     reads = ProviderReadsOverApis(
         DarajaReconciliationReads(
             daraja,
@@ -73,11 +77,6 @@ def reconciliation(core: Core) -> Reconciliation:
         ),
         GatewayDerivReads(channel, timeout=s.gateway_request_timeout + 10),
     )
-    store = SqlReconciliationStore(
-        core.engine, unit_of_work=lambda: core.unit_of_work(actor="reconciliation")
-    )
+    store = reconciliation_store(core)
     reconciler = Reconciler(reads, store, b2c_grace=timedelta(seconds=s.reconcile_b2c_grace))
-    closers: list[Callable[[], Awaitable[object]]] = [daraja.close, channel.close]
-    if tokens is not None:
-        closers.append(tokens.close)
     return Reconciliation(reconciler, store, closers)

@@ -230,13 +230,10 @@ def build_api(
     if mpesa_lookups is None and payments is not None:
         # Only where this API moves money is M-Pesa configured; without it, the review actions
         # that need M-Pesa's word answer EVIDENCE_UNAVAILABLE.
-        from mpesa_adapter.client import DarajaClient
         from mpesa_adapter.review_lookups import DarajaReviewLookups
-        from penpay.bootstrap import daraja_config, daraja_token_cache
+        from penpay.bootstrap import daraja_client
 
-        mpesa_config = daraja_config(s)
-        review_daraja = DarajaClient(mpesa_config, token_cache=daraja_token_cache(s, mpesa_config))
-        closers.append(review_daraja.close)
+        review_daraja = daraja_client(s, closers.append)
         mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine)
         if mpesa_reversals is None:
             from mpesa_adapter.reversal import DarajaReversals

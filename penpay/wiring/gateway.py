@@ -1,11 +1,13 @@
-"""The Deriv gateway's wiring: its configuration from the settings (one place for `penpay gateway`,
-the embedded stack and the cluster). The gateway package itself reads no settings."""
+"""The Deriv gateway's wiring: the daemon and its configuration from the settings (one place for
+`penpay gateway`, the embedded stack, the cluster's processes and the saga tests). The gateway
+package itself reads no settings."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from deriv_gateway.config import GatewayConfig, usd_cents
+from deriv_gateway.server import GatewayServer
 from penpay.production import Part, refuse_development_values
 from penpay.settings import Settings
 
@@ -38,3 +40,8 @@ def gateway_config(settings: Settings, **overrides: Any) -> GatewayConfig:
     for key, value in overrides.items():
         setattr(config, key, value)
     return config
+
+
+def build_gateway(settings: Settings, **overrides: Any) -> GatewayServer:
+    """The gateway daemon (not started), configured as `gateway_config` says."""
+    return GatewayServer(gateway_config(settings, **overrides))

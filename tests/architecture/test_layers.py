@@ -9,7 +9,11 @@ shipped imports them but the `penpay` command's modules (penpay/commands), which
 files count as a floor of their own (CLI) as importers, and as the composition root when imported.
 The generated contracts (`penpay/<package>/v1`, produced by the build from protos/) sit beside the
 domain: anyone may import them, they import nothing of ours. Nothing imports upwards, and no two
-packages of one floor import each other in a circle."""
+packages of one floor import each other in a circle.
+
+Inside the composition root, a command (penpay/commands) builds no adapter itself: it parses its
+arguments, loads the settings, asks the wiring (penpay/wiring, penpay/bootstrap.py) for its daemon
+and runs it, so each adapter is chosen and built in one place."""
 
 from __future__ import annotations
 
@@ -120,6 +124,90 @@ def circles(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
     for start in sorted(graph):
         walk(start, start, [start])
     return [list(cycle) for cycle in sorted(found)]
+
+
+ADAPTERS = {package for package, floor in FLOORS.items() if floor == FLOORS["persistence"]}
+# What a command may call of the adapter packages: what runs a process or reads and reports; every
+# other call (a class, `Bus.from_url`, `create_engine`, `saga_consumer`, ...) builds an adapter.
+COMMANDS_MAY_CALL = {
+    "workers.host.stop_on_signals",
+    "workers.host.run_workers",
+    "workers.alert_metrics.count_alerts",
+    "persistence.audit.verify_chain",
+    "persistence.migrate",
+    "persistence.urls.redact",
+    "penpay_api.http.parse_listen",
+    "penpay_api.http.start_server",
+}
+# `penpay check` reads the simulators' books: a proving tool, leaving penpay/ with the others.
+COMMANDS_NOT_YET_WIRED = {"check.py"}
+
+
+def adapter_calls_of_commands(root: Path) -> dict[str, list[str]]:
+    """Command module -> what it calls of the adapter packages (`module.name`; `Bus.from_url(...)`
+    counts as a call of `Bus`). The simulators are exempt: `penpay sim` runs them as they are."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((root / "penpay" / "commands").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        imported: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                parts = node.module.split(".")
+                if parts[0] in ADAPTERS and "simulator" not in parts:
+                    imported.update({alias.asname or alias.name: node.module for alias in node.names})
+        called = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                while isinstance(func, ast.Attribute):
+                    func = func.value
+                if isinstance(func, ast.Name) and func.id in imported:
+                    module = imported[func.id]
+                    called.add(module if module.endswith(f".{func.id}") else f"{module}.{func.id}")
+        if called:
+            found[path.name] = sorted(called)
+    return found
+
+
+def adapters_built_by_commands(root: Path) -> dict[str, list[str]]:
+    built = {
+        name: [call for call in calls if call not in COMMANDS_MAY_CALL]
+        for name, calls in adapter_calls_of_commands(root).items()
+    }
+    return {name: calls for name, calls in built.items() if calls}
+
+
+def test_commands_build_no_adapter_themselves() -> None:
+    built = adapters_built_by_commands(ROOT)
+    assert {name: adapters for name, adapters in built.items() if name not in COMMANDS_NOT_YET_WIRED} == {}
+
+
+def test_the_checker_sees_a_command_build_an_adapter(tmp_path: Path) -> None:
+    commands = tmp_path / "penpay" / "commands"
+    commands.mkdir(parents=True)
+    (commands / "relay.py").write_text(
+        "from workers.redis_bus import RedisStreamsBus\n"
+        "from persistence.engine import create_engine\n"
+        "from workers.host import stop_on_signals\n"
+        "from workers.sagas import saga_consumer\n"
+        "def run(url):\n"
+        "    stop_on_signals(None)\n"
+        "    return RedisStreamsBus.from_url(url), saga_consumer(create_engine(url))\n"
+    )
+    (commands / "sim.py").write_text(
+        "from mpesa_adapter.simulator import DarajaSimulator\nDarajaSimulator()\n"
+    )
+    (commands / "wired.py").write_text(
+        "from penpay.wiring.relay import build_relay\nfrom workers.relay import OutboxRelay\n"
+        "def run(core) -> OutboxRelay:\n    return build_relay(core)\n"
+    )
+    assert adapters_built_by_commands(tmp_path) == {
+        "relay.py": [
+            "persistence.engine.create_engine",
+            "workers.redis_bus.RedisStreamsBus",
+            "workers.sagas.saga_consumer",
+        ]
+    }
 
 
 def test_no_package_imports_a_floor_above_its_own() -> None:

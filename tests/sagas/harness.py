@@ -18,17 +18,14 @@ from datetime import timedelta
 from typing import Any
 
 import aiohttp
-import grpc
+from pydantic import SecretStr
 
 from application.payments.decisions import SagaPolicy
 from application.payments.floats import fund_float
 from application.payments.paybill import PaybillDeposits
 from application.payments.rates import FixedRates
-from application.payments.saga import PaymentSaga, no_checkpoint
+from application.payments.saga import PaymentSaga
 from application.payments.service import PaymentsApplication
-from application.review.paybill_refund import SuspenseRefunds
-from deriv_gateway.config import GatewayConfig
-from deriv_gateway.payments_client import GatewayDerivPayments
 from deriv_gateway.server import GatewayServer
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator
 from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
@@ -46,20 +43,20 @@ from domain.wallet.account_kind import AccountKind
 from domain.wallet.deriv_rules import DerivTransferLimits
 from domain.wallet.money import Currency, Money
 from mpesa_adapter.callback_server import CallbackServer
-from mpesa_adapter.callback_store import SqlCallbackInbox
-from mpesa_adapter.client import DarajaClient
-from mpesa_adapter.config import CallbackServerConfig, DarajaConfig
-from mpesa_adapter.confirmer import CallbackConfirmer
-from mpesa_adapter.saga_port import DarajaMpesaGateway
+from mpesa_adapter.config import DarajaConfig
 from mpesa_adapter.simulator import DarajaSimulator
 from mpesa_adapter.simulator import SimulatorConfig as MpesaSimConfig
 from mpesa_adapter.simulator.config import DEFAULT_INITIATOR_PASSWORD, SANDBOX_PASSKEY, SANDBOX_SHORTCODE
-from persistence.engine import create_engine
+from penpay.bootstrap import bootstrap, payments
+from penpay.settings import Settings
+from penpay.wiring.callbacks import build_callback_server
+from penpay.wiring.gateway import build_gateway
+from penpay.wiring.saga_worker import build_saga_worker
 from persistence.unit_of_work import SqlUnitOfWork
 from workers.bus import MessageBus
 from workers.consumer import EventConsumer
 from workers.relay import OutboxRelay
-from workers.sagas import Sweeper, saga_consumer
+from workers.sagas import Sweeper
 
 CONSUMER_KEY = "penpay-saga-test-key"
 CONSUMER_SECRET = "penpay-saga-test-secret"
@@ -318,8 +315,6 @@ async def running_stack(
     mpesa_base_url: str | None = None,  # PenPay's Daraja client goes there (a proxy) instead
 ) -> AsyncIterator[Stack]:
     async with AsyncExitStack() as stack:
-        engine = create_engine(database_url, pool_size=10)
-        stack.push_async_callback(engine.dispose)
         http = await stack.enter_async_context(aiohttp.ClientSession())
 
         deriv_sim = DerivSimulator(
@@ -344,73 +339,72 @@ async def running_stack(
         await mpesa_sim.start()
         stack.push_async_callback(mpesa_sim.stop)
 
+        # The stack is wired as `penpay up` wires it (penpay/wiring), from settings naming the
+        # simulators, with the tests' faster timings handed in where settings carry none.
         secret = secrets.token_urlsafe(24)
-        paybill = PaybillDeposits(
-            unit_of_work=lambda: SqlUnitOfWork(engine),  # type: ignore[arg-type,return-value]
-            rates=FixedRates(),
-            transfer_limits=TRANSFER_LIMITS,
-            shortcode=SANDBOX_SHORTCODE,
+        settings = Settings(
+            _env_file=None,
+            app_env="testing",
+            database_url=database_url,
+            redis_url=None,
+            deriv_ws_url=deriv_sim.url(app_id=None),
+            deriv_app_id="1089",
+            deriv_agent_token=SecretStr(DEFAULT_AGENT_TOKEN),
+            deriv_rest_base_url=rest_sim.base_url,
+            deriv_rest_app_id="app-sim-1",
+            deriv_rest_agent_token=SecretStr(REST_AGENT_TOKEN),
+            gateway_addr="127.0.0.1:0",
+            gateway_request_timeout=5.0,
+            gateway_unknown_settle=1.0,
+            mpesa_callback_secret=SecretStr(secret),
+            mpesa_allowed_ips="127.0.0.1",
+            trusted_proxies="",
+            float_low_usd_cents=0,
+            float_low_kes_cents=0,
+            sweeper_min_age=0.3,
+            sweeper_interval=0.2,
         )
-        callbacks = CallbackServer(
-            CallbackServerConfig.from_strings(secret, "127.0.0.1"),
-            SqlCallbackInbox(engine),
-            port=0,
-            paybill=paybill,
-            refunds=SuspenseRefunds(unit_of_work=lambda: SqlUnitOfWork(engine)),  # type: ignore[arg-type,return-value]
-        )
-        await callbacks.start()
-        stack.push_async_callback(callbacks.stop)
-
-        gateway = GatewayServer(
-            GatewayConfig(
-                ws_url=deriv_sim.url(app_id=None),
-                app_id="1089",
-                agent_token=DEFAULT_AGENT_TOKEN,
-                grpc_addr="127.0.0.1:0",
-                database_url=database_url,
-                request_timeout=5.0,
-                backoff_initial=0.05,
-                backoff_max=0.5,
-                rest_base_url=rest_sim.base_url,
-                rest_app_id="app-sim-1",
-                rest_agent_token=REST_AGENT_TOKEN,
-                rest_poll_interval=0.05,
-                **({"unknown_settle": 1.0} | (gateway_overrides or {})),
-            )
+        gateway = build_gateway(
+            settings,
+            backoff_initial=0.05,
+            backoff_max=0.5,
+            rest_poll_interval=0.05,
+            **(gateway_overrides or {}),
         )
         await gateway.start()
         stack.push_async_callback(gateway.stop, 0.2)
         await gateway.wait_serving(10)
-        channel = grpc.aio.insecure_channel(gateway.address)
-        stack.push_async_callback(channel.close)
+
+        core = bootstrap(settings.model_copy(update={"gateway_addr": gateway.address}), pool_size=10)
+        stack.push_async_callback(core.close)
+        engine = core.engine
+        paybill = PaybillDeposits(
+            unit_of_work=core.unit_of_work,
+            rates=FixedRates(),
+            transfer_limits=TRANSFER_LIMITS,
+            shortcode=SANDBOX_SHORTCODE,
+        )
+        callbacks = build_callback_server(core, host="127.0.0.1", port=0, paybill=paybill)
+        await callbacks.start()
+        stack.push_async_callback(callbacks.stop)
 
         config = daraja_config(mpesa_sim, callbacks, secret)
         if mpesa_base_url is not None:
             config = replace(config, base_url=mpesa_base_url)
-        daraja = DarajaClient(config)
-        stack.push_async_callback(daraja.close)
-        deriv = GatewayDerivPayments(channel, timeout=10.0)
-
-        def uow() -> SqlUnitOfWork:
-            return SqlUnitOfWork(engine)
-
-        saga = PaymentSaga(
-            unit_of_work=uow,  # type: ignore[arg-type]
-            mpesa=DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(engine))),
-            deriv=deriv,
-            policy=policy,
-            checkpoint=no_checkpoint,
+        wired = payments(core, mpesa_config=config, saga_policy=policy)
+        stack.push_async_callback(wired.close)
+        worker = build_saga_worker(
+            core,
+            payments=wired,
+            bus=bus,
+            in_process=False,
+            relay=True,
+            relay_options={"batch_size": 200},
+            block_ms=50,
+            claim_idle_ms=2_000,
         )
-        app = PaymentsApplication(
-            unit_of_work=uow,  # type: ignore[arg-type]
-            rates=FixedRates(),
-            deriv=deriv,
-            saga=saga,
-            transfer_limits=TRANSFER_LIMITS,
-        )
-        relay = OutboxRelay(engine, bus, batch_size=200)
-        consumer = saga_consumer(bus, engine, saga, block_ms=50, claim_idle_ms=2_000)
-        sweeper = Sweeper(engine, saga, min_age=timedelta(seconds=0.3), interval=0.2)
+        stack.push_async_callback(worker.close)
+        assert worker.relay and worker.saga_consumer and worker.sweeper
         yield Stack(
             database_url=database_url,
             engine=engine,
@@ -420,12 +414,12 @@ async def running_stack(
             gateway=gateway,
             callbacks=callbacks,
             daraja_config=config,
-            saga=saga,
-            app=app,
+            saga=wired.saga,
+            app=wired.application,
             bus=bus,
-            relay=relay,
-            consumer=consumer,
-            sweeper=sweeper,
+            relay=worker.relay,
+            consumer=worker.saga_consumer,
+            sweeper=worker.sweeper,
             http=http,
             paybill=paybill,
         )
