@@ -34,6 +34,10 @@ class ProviderRecord:
     transaction_hint: str | None = None  # a PenPay transaction id the record names, if any
     party: str = ""  # the payer as the provider shows them (an M-Pesa MSISDN, maybe masked)
     account: str = ""  # PenPay's account at the provider the record is of (the paybill shortcode)
+    # the provider's status of the record: "complete" moved money; Deriv's REST wallet also lists
+    # operations that have not moved it yet (pending, processing) or never will (failed, rejected,
+    # cancelled); a "reverted" one moved it and its move back is a record of its own
+    status: str = "complete"
 
 
 @dataclass(frozen=True)

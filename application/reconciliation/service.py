@@ -7,6 +7,7 @@ alert `reconciliation_read_failed`: it is never taken for "nothing to import", a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -29,6 +30,9 @@ READ_FAILED_ALERT = "reconciliation_read_failed"
 PAID_STK = ("CONFIRMED", "SUCCEEDED")  # MpesaRequest statuses of a payment PenPay holds as made
 UNEXPLAINED_ALERT = "reconciliation_unexplained"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Deriv REST wallet statuses: the money moved / not yet / never
+MOVED_STATUSES = ("complete", "reverted")
+OPEN_STATUSES = ("pending", "processing", "requested")
 # Records a little outside the window are read too, so that a record and its evidence stamped on
 # either side of the window's edge still find each other.
 EDGE = timedelta(minutes=10)
@@ -195,12 +199,14 @@ class Reconciler:
     # --- Deriv: the agent's statement against DerivTransfer / DerivWithdrawal and the agent float --
 
     async def _deriv_statement(self, start: datetime, end: datetime) -> list[Item]:
-        lines = await self._reads.deriv_statement(start - EDGE, end + EDGE)
+        read = await self._reads.deriv_statement(start - EDGE, end + EDGE)
+        lines = [ln for ln in read if ln.status in MOVED_STATUSES]
+        unmoved = [ln for ln in read if ln.status not in MOVED_STATUSES and start <= ln.occurred_at < end]
         evidence = {e.provider_ref: e for e in await self._store.deriv_evidence(start - EDGE, end + EDGE)}
         evidence.update(
             await self._store.deriv_evidence_by_ref([ln.ref for ln in lines if ln.ref not in evidence])
         )
-        hints = sorted({ln.transaction_hint for ln in lines if ln.transaction_hint})
+        hints = sorted({ln.transaction_hint for ln in read if ln.transaction_hint})
         known = await self._store.known_transactions(hints)
         # Deriv gives a withdrawal's caller the client's transaction id; the agent's own line (another
         # id) names our operation in its description: matched by transaction and direction.
@@ -264,6 +270,11 @@ class Reconciler:
                     float_kind="DERIV_AGENT_FLOAT",
                 )
             )
+        for record in unmoved:
+            items.append(self._unmoved(record, by_operation, matched))
+            ev = by_operation.get((record.transaction_hint or "", record.credit))
+            if ev is not None:
+                matched.add((ev.transaction_id, ev.kind))  # reported by the record just made
         for ev in evidence.values():
             if start <= ev.created_at < end and (ev.transaction_id, ev.kind) not in matched:
                 comparison = Comparison(provider=None, evidence=ev.amount, ledger=None)
@@ -271,6 +282,30 @@ class Reconciler:
                     _item(ports.DERIV_STATEMENT, f"deriv:{ev.provider_ref}", classify(comparison), None, ev)
                 )
         return items
+
+    @staticmethod
+    def _unmoved(
+        record: ProviderRecord,
+        by_operation: dict[tuple[str, bool], Evidence],
+        matched: set[tuple[str, str]],
+    ) -> Item:
+        """A Deriv operation that has not moved money (pending) or never will (failed, rejected,
+        cancelled). Pending: the next run looks again. Otherwise it agrees with PenPay unless PenPay
+        holds that operation as executed with no line of Deriv's saying so."""
+        ev = by_operation.get((record.transaction_hint or "", record.credit))
+        if record.status in OPEN_STATUSES:
+            item_class = ItemClass.AWAITING_PROVIDER
+        elif ev is not None and (ev.transaction_id, ev.kind) not in matched:
+            item_class = ItemClass.MISSING_AT_PROVIDER
+        else:
+            item_class = ItemClass.MATCHED
+        item = _item(ports.DERIV_STATEMENT, f"deriv:{record.ref}", item_class, record, ev)
+        return dataclasses.replace(
+            item,
+            detail=f"{item.detail}; Deriv status {record.status}, no money moved"[:500],
+            transaction_id=ev.transaction_id if ev else item.transaction_id,
+            float_kind=None,
+        )
 
     # --- M-Pesa B2C: Transaction Status for every payout not yet confirmed -------------------------
 

@@ -290,7 +290,7 @@ async def c_config(request: web.Request) -> web.Response:
         for key in ("per_minute",):
             if key in body:
                 setattr(cfg, key, int(body[key]))
-        for key in ("rate_limit_enabled", "require_app_id", "issue_refresh_tokens"):
+        for key in ("rate_limit_enabled", "require_app_id", "issue_refresh_tokens", "omit_links"):
             if key in body:
                 setattr(cfg, key, bool(body[key]))
         if "withdraw_settle_after" in body:
@@ -303,6 +303,21 @@ async def c_settle(request: web.Request) -> web.Response:
     settled = sim.state.settle_due(sim.v3.engine.clock.now(), force=True)
     sim.v3.engine.flush()
     return _json({"settled": settled})
+
+
+async def c_revert(request: web.Request) -> web.Response:
+    """Deriv reverses a completed operation: `{"kind": "transfer"|"withdraw", "request_id"}`."""
+    sim = _sim(request)
+    body = await _body(request)
+    op = sim.state.operations.get((str(body.get("kind")), str(body.get("request_id"))))
+    if op is None:
+        return _bad("no such operation")
+    try:
+        sim.state.revert(op, int(sim.v3.engine.clock.now()))
+    except ValueError as exc:
+        return _bad(str(exc))
+    sim.v3.engine.flush()
+    return _json({"operation": op.to_dict()})
 
 
 async def c_operations(request: web.Request) -> web.Response:
@@ -342,6 +357,7 @@ def _control_routes(app: web.Application) -> None:
     app.router.add_post(f"{base}/config", c_config)
     app.router.add_post(f"{base}/settle", c_settle)
     app.router.add_get(f"{base}/operations", c_operations)
+    app.router.add_post(f"{base}/revert", c_revert)
     app.router.add_get(f"{base}/wire", c_wire)
     app.router.add_delete(f"{base}/wire", c_wire)
     app.router.add_get(f"{base}/violations", c_violations)
