@@ -155,18 +155,21 @@ async def test_the_gateway_pages_through_the_wallet_with_or_without_links(
     assert len(bulk) >= 130
 
 
-async def test_the_gateway_follows_no_link_to_another_host(world: World) -> None:
+async def test_the_gateway_follows_no_link_to_another_host_or_resource(world: World) -> None:
+    await agent_transfers(world, 101, "page")
     async with grpc.aio.insecure_channel(world.stack.gateway.address) as channel:
         stub = pb_grpc.DerivGatewayServiceStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await stub.ListStatement(
-                pb.ListStatementRequest(
-                    api=pb.DERIV_API_REST,
-                    page_token="https://evil.example/wallet/v1/transactions/payment_agent?page_cursor=x",
-                ),
-                timeout=10.0,
-            )
-    assert failed.value.code() is not grpc.StatusCode.OK
-    assert world.stack.rest_sim.wire == [] or all(
-        "evil" not in str(e.get("path")) for e in world.stack.rest_sim.wire
-    )
+        first = await stub.ListStatement(pb.ListStatementRequest(api=pb.DERIV_API_REST), timeout=10.0)
+        assert first.more and first.next_page_token.startswith(PA_TRANSACTIONS)
+        second = await stub.ListStatement(
+            pb.ListStatementRequest(api=pb.DERIV_API_REST, page_token=first.next_page_token), timeout=10.0
+        )
+        assert second.entries and not second.more
+        for token in (
+            "https://evil.example" + first.next_page_token,
+            first.next_page_token.replace(PA_TRANSACTIONS, "/payment-agents/v1/agents/me"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.ListStatement(
+                    pb.ListStatementRequest(api=pb.DERIV_API_REST, page_token=token), timeout=10.0
+                )
