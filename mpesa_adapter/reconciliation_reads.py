@@ -62,30 +62,37 @@ class DarajaReconciliationReads:
         self._nominated = nominated_number
         self._pull_callback = pull_callback_url
         self._balance_wait = balance_wait
-        self._registered = False
+        self._registered: set[str] = set()
 
     async def pulled_c2b(self, start: datetime, end: datetime) -> list[ProviderRecord]:
-        try:
-            if not self._registered:
-                await self._client.pull_register(
-                    nominated_number=self._nominated, callback_url=self._pull_callback
+        """The C2B payments of every shortcode PenPay collects under (STK pushes and the paybill may
+        be separate shortcodes, each with its own list), each record tagged with its shortcode."""
+        records: list[ProviderRecord] = []
+        for shortcode in self._client.pull_shortcodes:
+            try:
+                if shortcode not in self._registered:
+                    await self._client.pull_register(
+                        nominated_number=self._nominated,
+                        callback_url=self._pull_callback,
+                        shortcode=shortcode,
+                    )
+                    self._registered.add(shortcode)
+                pulled = await self._client.pull_transactions(start, end, shortcode=shortcode)
+            except (PullFailed, errors.MpesaAdapterError) as failed:
+                raise ProviderReadFailed(MPESA_C2B, f"shortcode {shortcode}: {failed}") from None
+            records += [
+                ProviderRecord(
+                    ref=p.receipt,
+                    amount=Amount(p.amount_cents, "KES"),
+                    credit=True,
+                    occurred_at=p.occurred_at.astimezone(UTC),
+                    reference=p.bill_reference,
+                    party=p.msisdn_shown,
+                    account=shortcode,
                 )
-                self._registered = True
-            pulled = await self._client.pull_transactions(start, end)
-        except (PullFailed, errors.MpesaAdapterError) as failed:
-            raise ProviderReadFailed(MPESA_C2B, str(failed)) from None
-        return [
-            ProviderRecord(
-                ref=p.receipt,
-                amount=Amount(p.amount_cents, "KES"),
-                credit=True,
-                occurred_at=p.occurred_at.astimezone(UTC),
-                reference=p.bill_reference,
-                party=p.msisdn_shown,
-                account=self._client.shortcode,
-            )
-            for p in pulled
-        ]
+                for p in pulled
+            ]
+        return records
 
     async def ask_b2c_status(self, originator_conversation_id: str) -> None:
         """Transaction Status by OriginatorConversationID: the answer settles the row at the status
