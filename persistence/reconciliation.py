@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, true, update
+from sqlalchemy import and_, case, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -134,13 +134,19 @@ class SqlReconciliationStore:
                 status=str(r.status),
                 created_at=r.created_at,
                 kind=kind,
+                party=str(getattr(r, "party", None) or ""),
             )
             for r in rows
         ]
 
     @staticmethod
     def _stk_query() -> Any:
-        t = mpesa_requests
+        """MpesaRequests with the party PenPay holds: the number an STK push went to, or for a paybill
+        deposit (`C2B-<TransID>`) the payer as its confirmation showed them (not the user's number:
+        anyone may pay a deposit reference)."""
+        t, c = mpesa_requests, c2b_payments
+        paybill = t.c.checkout_request_id.like("C2B-%")
+        party = case((paybill, func.coalesce(c.c.msisdn_shown, "")), else_=t.c.phone)
         return select(
             t.c.transaction_id,
             t.c.mpesa_receipt_number.label("ref"),
@@ -148,7 +154,8 @@ class SqlReconciliationStore:
             t.c.amount_currency,
             t.c.status,
             t.c.created_at,
-        )
+            party.label("party"),
+        ).select_from(t.outerjoin(c, and_(paybill, c.c.trans_id == t.c.mpesa_receipt_number)))
 
     async def stk_evidence(self, start: datetime, end: datetime) -> list[Evidence]:
         """Every STK push of the window, whatever its status (one still open explains a payment M-Pesa
@@ -223,14 +230,17 @@ class SqlReconciliationStore:
         if not trans_ids:
             return {}
         t = c2b_payments
-        query = select(t.c.trans_id, t.c.amount_cents, t.c.amount_currency, t.c.status).where(
-            t.c.trans_id.in_(sorted(set(trans_ids)))
-        )
+        query = select(
+            t.c.trans_id, t.c.amount_cents, t.c.amount_currency, t.c.status, t.c.msisdn_shown
+        ).where(t.c.trans_id.in_(sorted(set(trans_ids))))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {
             str(r.trans_id): PaybillHeld(
-                str(r.trans_id), Amount(int(r.amount_cents), str(r.amount_currency)), str(r.status)
+                str(r.trans_id),
+                Amount(int(r.amount_cents), str(r.amount_currency)),
+                str(r.status),
+                str(r.msisdn_shown or ""),
             )
             for r in rows
         }

@@ -49,6 +49,9 @@ class Evidence:
     created_at: datetime
     # Deriv: "transfer" (agent -> client, a debit of the agent) or "withdrawal" (client -> agent)
     kind: str = ""
+    # the M-Pesa party PenPay holds for it (the number an STK push went to, a paybill payer's masked
+    # MSISDN, a payout's recipient): only its visible digits are ever compared, never used as a key
+    party: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class PaybillHeld:
     trans_id: str
     amount: Amount
     status: str  # application.payments.paybill.Status
+    msisdn_shown: str = ""  # the payer as the confirmation showed them (masked)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from application.reconciliation.rules import (
     classify_float,
     held_in_suspense,
 )
+from domain.payments.paybill import masked, visible_digits_agree
 
 READ_FAILED_ALERT = "reconciliation_read_failed"
 PAID_STK = ("CONFIRMED", "SUCCEEDED")  # MpesaRequest statuses of a payment PenPay holds as made
@@ -168,6 +169,7 @@ class Reconciler:
                     ledger=suspended.amount,
                     provider_copies=copies[record.ref],
                     in_suspense=True,
+                    party_agrees=visible_digits_agree(record.party, suspended.msisdn_shown),
                 )
                 item_class = classify(comparison)
             elif ev is not None and ev.status not in PAID_STK:
@@ -179,10 +181,20 @@ class Reconciler:
                     evidence=ev.amount if ev else None,
                     ledger=ledger.get(ev.transaction_id) if ev else None,
                     provider_copies=copies[record.ref],
+                    party_agrees=visible_digits_agree(record.party, ev.party) if ev else True,
                 )
                 item_class = classify(comparison)
+            held_party = suspended.msisdn_shown if suspended else ev.party if ev else ""
             items.append(
-                _item(ports.MPESA_C2B, f"c2b:{record.ref}", item_class, record, ev, float_kind="MPESA_FLOAT")
+                _item(
+                    ports.MPESA_C2B,
+                    f"c2b:{record.ref}",
+                    item_class,
+                    record,
+                    ev,
+                    float_kind="MPESA_FLOAT",
+                    held_party=held_party,
+                )
             )
         pulled_refs = {p.ref for p in pulled}
         for ev in paid:
@@ -366,8 +378,13 @@ def _item(
     *,
     tx: str | None = None,
     float_kind: str | None = None,
+    held_party: str = "",
 ) -> Item:
     parts = [item_class.value.lower().replace("_", " ")]
+    if item_class is ItemClass.PARTY_MISMATCH:
+        # masked forms only: the detail is read by staff and exported
+        shown = masked(record.party if record else "") or "none"
+        parts.append(f"party shown {shown}, PenPay holds {masked(held_party) or 'none'}")
     if record is not None:
         parts.append(f"provider {record.ref} {record.amount.cents} {record.amount.currency}")
         if record.reference:
