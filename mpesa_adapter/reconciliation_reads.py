@@ -16,6 +16,8 @@ from application.reconciliation.ports import (
     MPESA_B2C,
     MPESA_C2B,
     MPESA_FLOAT,
+    Payout,
+    PayoutCheck,
     ProviderReadFailed,
     ProviderRecord,
 )
@@ -25,6 +27,7 @@ from mpesa_adapter.balance_queries import ask_account_balance
 from mpesa_adapter.callback_store import BALANCE_QUERY_ANSWERED, BALANCE_QUERY_SUBJECT, SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.confirmer import CallbackConfirmer
+from mpesa_adapter.payout_checks import PayoutChecks, payout_record
 from mpesa_adapter.pull_transactions import PullFailed
 from persistence.tables import audit_logs, audit_pending
 
@@ -62,6 +65,7 @@ class DarajaReconciliationReads:
         self._nominated = nominated_number
         self._pull_callback = pull_callback_url
         self._balance_wait = balance_wait
+        self._payouts = PayoutChecks(client, engine, wait=balance_wait)
         self._registered: set[str] = set()
 
     async def pulled_c2b(self, start: datetime, end: datetime) -> list[ProviderRecord]:
@@ -101,6 +105,12 @@ class DarajaReconciliationReads:
             await self._confirmer.confirm_b2c(originator_conversation_id)
         except errors.MpesaAdapterError as failed:
             raise ProviderReadFailed(MPESA_B2C, str(failed)) from None
+
+    def payout_record(self, payout: Payout) -> ProviderRecord | None:
+        return payout_record(payout)
+
+    async def check_payouts(self, payouts: list[Payout]) -> dict[str, PayoutCheck]:
+        return await self._payouts.check(payouts)
 
     async def mpesa_balance(self) -> Amount:
         try:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, true, update
+from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,8 +17,8 @@ from application.ledger import book
 from application.payments import bookings
 from application.payments.paybill import SETTLED, PaybillPayment
 from application.payments.paybill import Status as PaybillStatus
-from application.reconciliation.ports import MPESA_C2B, Evidence, Item, PaybillHeld
-from application.reconciliation.rules import CLASSES, Amount
+from application.reconciliation.ports import MPESA_B2C, MPESA_C2B, Evidence, Item, PaybillHeld, Payout
+from application.reconciliation.rules import CLASSES, Amount, ItemClass
 from domain.shared.ids import new_uuid7
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
@@ -270,10 +270,52 @@ class SqlReconciliationStore:
         ).where(t.c.status.in_(_UNSETTLED_B2C), t.c.created_at >= start, t.c.created_at < end)
         return await self._evidence(query)
 
+    async def confirmed_payouts(self, start: datetime, end: datetime) -> list[Payout]:
+        t, i = mpesa_disbursements, reconciliation_items
+        awaited = select(i.c.provider_ref).where(
+            i.c.source == MPESA_B2C,
+            i.c.item_class == ItemClass.AWAITING_PROVIDER.value,
+            i.c.provider_ref.is_not(None),
+        )
+        query = select(t).where(
+            t.c.status == "CONFIRMED",
+            or_(
+                and_(t.c.created_at >= start, t.c.created_at < end),
+                t.c.originator_conversation_id.in_(awaited),
+            ),
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Payout(
+                transaction_id=str(r.transaction_id),
+                originator_conversation_id=str(r.originator_conversation_id),
+                receipt=r.transaction_receipt,
+                amount=Amount(int(r.amount_cents), str(r.amount_currency)),
+                created_at=r.created_at,
+                phone=str(r.phone),
+                raw_result=str(r.raw_result or ""),
+            )
+            for r in rows
+        ]
+
+    async def item_classes(self, keys: list[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        t = reconciliation_items
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(t.c.item_key, t.c.item_class).where(t.c.item_key.in_(keys)))
+            return {str(r.item_key): str(r.item_class) for r in rows}
+
     # --- ledger ----------------------------------------------------------------------------------
 
     async def float_movement(
-        self, transaction_ids: list[str], float_kind: str, *, into_float_only: bool = False
+        self,
+        transaction_ids: list[str],
+        float_kind: str,
+        *,
+        into_float_only: bool = False,
+        out_of_float_only: bool = False,
     ) -> dict[str, Amount]:
         """Net movement of the float per transaction: a debit (money into the provider account) counts
         positive, a credit negative. `into_float_only`: the debits alone (a customer's payment, compared
@@ -292,11 +334,13 @@ class SqlReconciliationStore:
             .select_from(e.join(a, e.c.account_id == a.c.id))
             .where(and_(a.c.kind == float_kind, e.c.transaction_id.in_(ids)))
             .where(e.c.side == "DEBIT" if into_float_only else true())
+            .where(e.c.side == "CREDIT" if out_of_float_only else true())
             .group_by(e.c.transaction_id, e.c.amount_currency)
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {str(r.transaction_id): Amount(int(r.net), str(r.amount_currency)) for r in rows}
+        sign = -1 if out_of_float_only else 1
+        return {str(r.transaction_id): Amount(sign * int(r.net), str(r.amount_currency)) for r in rows}
 
     async def float_balance(self, float_kind: str, currency: str) -> Amount:
         a = ledger_accounts

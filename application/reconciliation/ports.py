@@ -65,6 +65,29 @@ class PaybillHeld:
 
 
 @dataclass(frozen=True)
+class Payout:
+    """A B2C payout PenPay holds as CONFIRMED (its MpesaDisbursement), with M-Pesa's own word on it as
+    it arrived: the result callback (or the Transaction Status answer that confirmed it)."""
+
+    transaction_id: str
+    originator_conversation_id: str
+    receipt: str | None
+    amount: Amount
+    created_at: datetime
+    phone: str
+    raw_result: str
+
+
+@dataclass(frozen=True)
+class PayoutCheck:
+    """Transaction Status about a confirmed payout's receipt: True M-Pesa confirms it (our payout, our
+    amount), False it denies it (no such receipt, another payout or amount), None no answer yet."""
+
+    confirmed: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
 class Item:
     key: str
     source: str
@@ -91,6 +114,15 @@ class ProviderReads(Protocol):
     async def ask_b2c_status(self, originator_conversation_id: str) -> None: ...
 
     async def mpesa_balance(self) -> Amount: ...
+
+    def payout_record(self, payout: Payout) -> ProviderRecord | None:
+        """M-Pesa's record of a payout as its result callback carried it (None: it carried none)."""
+        ...
+
+    async def check_payouts(self, payouts: list[Payout]) -> dict[str, PayoutCheck]:
+        """Transaction Status about each payout's receipt, asked once each, answers awaited together
+        (by OriginatorConversationID)."""
+        ...
 
     async def deriv_balance(self) -> Amount: ...
 
@@ -128,10 +160,23 @@ class ReconciliationStore(Protocol):
 
     async def unconfirmed_b2c(self, start: datetime, end: datetime) -> list[Evidence]: ...
 
+    async def confirmed_payouts(self, start: datetime, end: datetime) -> list[Payout]:
+        """The window's confirmed payouts, and any confirmed one whose Transaction Status check an
+        earlier run is still awaiting (whatever its window)."""
+        ...
+
+    async def item_classes(self, keys: list[str]) -> dict[str, str]: ...
+
     async def float_movement(
-        self, transaction_ids: list[str], float_kind: str, *, into_float_only: bool = False
+        self,
+        transaction_ids: list[str],
+        float_kind: str,
+        *,
+        into_float_only: bool = False,
+        out_of_float_only: bool = False,
     ) -> dict[str, Amount]:
-        """Net movement of the float per transaction; `into_float_only`: only what came in (debits)."""
+        """Net movement of the float per transaction; `into_float_only`: only what came in (debits);
+        `out_of_float_only`: only what went out (credits, counted positive)."""
         ...
 
     async def float_balance(self, float_kind: str, currency: str) -> Amount: ...

@@ -319,9 +319,12 @@ class Reconciler:
             float_kind=None,
         )
 
-    # --- M-Pesa B2C: Transaction Status for every payout not yet confirmed -------------------------
+    # --- M-Pesa B2C: every payout of the window ---------------------------------------------------
 
     async def _mpesa_b2c(self, start: datetime, end: datetime, now: datetime) -> list[Item]:
+        """Not confirmed yet: Transaction Status by OriginatorConversationID (the inbox settles it).
+        Confirmed: M-Pesa's result against the evidence and the ledger, and Transaction Status about
+        its receipt once (a payout M-Pesa does not have is found so); the next runs keep the answer."""
         items = []
         for ev in await self._store.unconfirmed_b2c(start, end):
             assert ev.provider_ref is not None
@@ -332,6 +335,65 @@ class Reconciler:
             )
             item = _item(ports.MPESA_B2C, f"b2c:{ev.provider_ref}", classify(comparison), None, ev)
             items.append(item)
+        return items + await self._confirmed_payouts(start, end)
+
+    async def _confirmed_payouts(self, start: datetime, end: datetime) -> list[Item]:
+        payouts = await self._store.confirmed_payouts(start, end)
+        keys = {p.originator_conversation_id: f"b2c:{p.originator_conversation_id}" for p in payouts}
+        before = await self._store.item_classes(list(keys.values()))
+        # asked once: a payout whose check an earlier run settled is not asked again
+        unchecked = [
+            p
+            for p in payouts
+            if before.get(keys[p.originator_conversation_id]) in (None, "AWAITING_PROVIDER")
+        ]
+        checks = await self._reads.check_payouts(unchecked) if unchecked else {}
+        paid_out = await self._store.float_movement(
+            [p.transaction_id for p in payouts], "MPESA_FLOAT", out_of_float_only=True
+        )
+        items = []
+        for payout in payouts:
+            key = keys[payout.originator_conversation_id]
+            record = self._reads.payout_record(payout)
+            ev = Evidence(
+                transaction_id=payout.transaction_id,
+                provider_ref=payout.originator_conversation_id,
+                amount=payout.amount,
+                status="CONFIRMED",
+                created_at=payout.created_at,
+                party=payout.phone,
+            )
+            comparison = Comparison(
+                provider=record.amount if record else None,
+                evidence=payout.amount,
+                ledger=paid_out.get(payout.transaction_id),
+                party_agrees=visible_digits_agree(record.party, payout.phone) if record else True,
+            )
+            item_class = classify(comparison)
+            check = checks.get(payout.originator_conversation_id)
+            note = ""
+            if check is None:
+                previous = before.get(key)
+                if previous == ItemClass.MISSING_AT_PROVIDER.value:
+                    item_class = ItemClass.MISSING_AT_PROVIDER  # what Transaction Status said stands
+                note = "Transaction Status checked in an earlier run"
+            elif check.confirmed is False:
+                item_class, note = ItemClass.MISSING_AT_PROVIDER, check.detail
+            elif check.confirmed is None:
+                if item_class is ItemClass.MATCHED:
+                    item_class = ItemClass.AWAITING_PROVIDER
+                note = check.detail
+            else:
+                note = check.detail
+            item = _item(ports.MPESA_B2C, key, item_class, record, ev, held_party=payout.phone)
+            items.append(
+                dataclasses.replace(
+                    item,
+                    provider_ref=payout.originator_conversation_id,
+                    detail=f"{item.detail}; {note}"[:500] if note else item.detail,
+                    credit=False,
+                )
+            )
         return items
 
     # --- floats: the provider's balance against the ledger -----------------------------------------
