@@ -112,6 +112,17 @@ async def test_a_pending_rest_transfer_awaits_and_a_reverted_one_is_reported(wor
     assert report.unexplained >= 1
 
 
+async def test_the_june_generation_is_read_alike(world: World) -> None:
+    await a_deposit_and_a_withdrawal(world.stack)
+    await rest_control(world, "config", {"generation": "june"})
+    start, end = await world.window()
+    async with grpc.aio.insecure_channel(world.stack.gateway.address) as channel:
+        v3 = await GatewayDerivReads(channel, timeout=10.0).statement(start, end)
+        wallet = await GatewayDerivReads(channel, timeout=10.0, rest=True)._wallet(start, end)
+    assert sorted(r.ref for r in wallet) == sorted(r.ref for r in v3) and len(v3) == 2
+    assert {r.status for r in wallet} == {"complete"}
+
+
 async def test_the_simulator_filters_by_request_id_and_lists_statuses(world: World) -> None:
     await agent_transfers(world, 3, "flt")
     status, body = await rest_get(world, PA_TRANSACTIONS, request_id="flt-1")
