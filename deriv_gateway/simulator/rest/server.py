@@ -7,8 +7,10 @@
     rest.base_url                      # http://127.0.0.1:PORT  (API, /oauth2/*, /__control__/*)
 
 The v3 control API (books, mailbox, clock) sees REST transfers and withdrawals; this server's
-`/__control__/` steers the REST side: identities, faults, generation, settlement, the wire log and
-the schema violations found with the OpenAPI document loaded.
+`/__control__/` steers the REST side: identities, faults, generation, settlement, Deriv reverting a
+completed operation (`POST /__control__/revert {"kind", "request_id"}`), the wallet transactions
+leaving `links` out as the live API was seen to (`POST /__control__/config {"omit_links": true}`), the
+wire log and the schema violations found with the OpenAPI document loaded.
 """
 
 from __future__ import annotations
