@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,15 +40,15 @@ def payout_record(payout: Payout) -> ProviderRecord | None:
         return None
     if not isinstance(data.get("Result"), dict):
         return None
-    try:
-        b2c = parse_b2c_result(data, payout.raw_result.encode())
-        paid, party = b2c.amount, b2c.receiver
-        if paid is None:
-            status = parse_status_result(data, payout.raw_result.encode())
-            paid = status.amount
-            party = str(status.envelope.param("CreditPartyName") or "") or None
-    except (ValueError, KeyError, TypeError, errors.MpesaAdapterError):
-        return None
+    raw = payout.raw_result.encode()
+    paid, party = None, ""
+    for read in (_b2c_result, _status_result):
+        try:
+            paid, party = read(data, raw)
+        except (ValueError, KeyError, TypeError, errors.MpesaAdapterError):
+            continue
+        if paid is not None:
+            break
     if paid is None:
         return None
     return ProviderRecord(
@@ -56,8 +58,18 @@ def payout_record(payout: Payout) -> ProviderRecord | None:
         occurred_at=payout.created_at,
         reference=payout.originator_conversation_id,
         transaction_hint=payout.transaction_id,
-        party=_number(party or ""),
+        party=_number(party),
     )
+
+
+def _b2c_result(data: dict[str, Any], raw: bytes) -> tuple[Decimal | None, str]:
+    result = parse_b2c_result(data, raw)
+    return result.amount, result.receiver or ""
+
+
+def _status_result(data: dict[str, Any], raw: bytes) -> tuple[Decimal | None, str]:
+    result = parse_status_result(data, raw)
+    return result.amount, str(result.envelope.param("CreditPartyName") or "")
 
 
 def _number(receiver: str) -> str:
@@ -94,11 +106,12 @@ class PayoutChecks:
                 accepted = await self._client.transaction_status(
                     transaction_id=payout.receipt, occasion=ocid, remarks="PenPay reconciliation"
                 )
-            except (errors.SpikeArrest, errors.TransportError, errors.ForeignAnswer) as error:
-                found[ocid] = PayoutCheck(None, f"Transaction Status not sent: {type(error).__name__}")
-                continue
             except errors.DarajaError as error:
                 found[ocid] = PayoutCheck(None, f"Transaction Status refused: {error.error_code}")
+                continue
+            except errors.MpesaAdapterError as error:
+                # not sent, or not answered about this request: nothing learnt, asked again next run
+                found[ocid] = PayoutCheck(None, f"Transaction Status not answered: {type(error).__name__}")
                 continue
             asked.append(_Asked(payout, accepted.conversation_id, before[0]))
         try:

@@ -16,9 +16,17 @@ from datetime import datetime, timedelta
 
 from application.alerts import raise_alert
 from application.reconciliation import ports
-from application.reconciliation.ports import Evidence, Item, ProviderReadFailed, ProviderRecord
+from application.reconciliation.ports import (
+    Evidence,
+    Item,
+    Payout,
+    PayoutCheck,
+    ProviderReadFailed,
+    ProviderRecord,
+)
 from application.reconciliation.rules import (
     CLASSES,
+    Amount,
     Comparison,
     ItemClass,
     classify,
@@ -314,7 +322,7 @@ class Reconciler:
         item = _item(ports.DERIV_STATEMENT, f"deriv:{record.ref}", item_class, record, ev)
         return dataclasses.replace(
             item,
-            detail=f"{item.detail}; Deriv status {record.status}, no money moved"[:500],
+            detail=f"{item.detail}: no money moved"[:500],
             transaction_id=ev.transaction_id if ev else item.transaction_id,
             float_kind=None,
         )
@@ -363,28 +371,14 @@ class Reconciler:
                 created_at=payout.created_at,
                 party=payout.phone,
             )
-            comparison = Comparison(
-                provider=record.amount if record else None,
-                evidence=payout.amount,
-                ledger=paid_out.get(payout.transaction_id),
-                party_agrees=visible_digits_agree(record.party, payout.phone) if record else True,
-            )
-            item_class = classify(comparison)
             check = checks.get(payout.originator_conversation_id)
-            note = ""
-            if check is None:
-                previous = before.get(key)
-                if previous == ItemClass.MISSING_AT_PROVIDER.value:
-                    item_class = ItemClass.MISSING_AT_PROVIDER  # what Transaction Status said stands
+            item_class = self._payout_class(payout, record, check, before.get(key), paid_out)
+            if check is not None:
+                note = check.detail
+            elif key in before:
                 note = "Transaction Status checked in an earlier run"
-            elif check.confirmed is False:
-                item_class, note = ItemClass.MISSING_AT_PROVIDER, check.detail
-            elif check.confirmed is None:
-                if item_class is ItemClass.MATCHED:
-                    item_class = ItemClass.AWAITING_PROVIDER
-                note = check.detail
             else:
-                note = check.detail
+                note = ""
             item = _item(ports.MPESA_B2C, key, item_class, record, ev, held_party=payout.phone)
             items.append(
                 dataclasses.replace(
@@ -395,6 +389,39 @@ class Reconciler:
                 )
             )
         return items
+
+    @staticmethod
+    def _payout_class(
+        payout: Payout,
+        record: ProviderRecord | None,
+        check: PayoutCheck | None,
+        previous: str | None,
+        paid_out: dict[str, Amount],
+    ) -> ItemClass:
+        """M-Pesa's result against the evidence and the float's outflow; then what Transaction Status
+        said this run (`check`), or an earlier run (`previous`, when it was not asked again)."""
+        provider = record.amount if record else None
+        if provider is None and check is not None and check.confirmed:
+            provider = payout.amount  # the inbox takes a status answer only with the payout's amount
+        if check is not None and check.confirmed is False:
+            return ItemClass.MISSING_AT_PROVIDER
+        if check is None and previous == ItemClass.MISSING_AT_PROVIDER.value:
+            return ItemClass.MISSING_AT_PROVIDER  # what Transaction Status said stands
+        if provider is None:
+            if check is None and previous not in (None, ItemClass.AWAITING_PROVIDER.value):
+                return ItemClass(previous)
+            return ItemClass.AWAITING_PROVIDER  # no word of M-Pesa's on it yet: asked, looked at again
+        item_class = classify(
+            Comparison(
+                provider=provider,
+                evidence=payout.amount,
+                ledger=paid_out.get(payout.transaction_id),
+                party_agrees=visible_digits_agree(record.party, payout.phone) if record else True,
+            )
+        )
+        if check is not None and check.confirmed is None and item_class is ItemClass.MATCHED:
+            return ItemClass.AWAITING_PROVIDER
+        return item_class
 
     # --- floats: the provider's balance against the ledger -----------------------------------------
 
@@ -451,6 +478,8 @@ def _item(
         parts.append(f"provider {record.ref} {record.amount.cents} {record.amount.currency}")
         if record.reference:
             parts.append(f"ref {record.reference[:80]}")
+        if record.status != "complete":
+            parts.append(f"Deriv status {record.status}")
     if ev is not None:
         parts.append(f"evidence {ev.transaction_id} {ev.status} {ev.amount.cents} {ev.amount.currency}")
     if item_class is ItemClass.HELD_IN_SUSPENSE:

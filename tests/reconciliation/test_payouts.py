@@ -96,3 +96,18 @@ async def test_a_payout_check_left_unanswered_is_asked_again_by_a_later_window(w
     assert later.status == "SUCCEEDED", later
     found = {r.item_key: r.item_class for r in await world.items(later)}
     assert found[key] == "MATCHED", found
+
+
+async def test_a_payout_confirmed_by_transaction_status_alone_is_matched(world: World) -> None:
+    # M-Pesa's B2C result never arrives: the saga confirmed the payout by Transaction Status, whose
+    # answer is then M-Pesa's word on it
+    world.stack.mpesa_sim.add_fault("drop", api="b2c", count=1)
+    await a_deposit_and_a_withdrawal(world.stack)
+    [payout] = await world.rows(mpesa_disbursements)
+    assert payout.status == "CONFIRMED" and "TransactionStatus" in (payout.raw_result or "")
+    report = await world.run()
+    item = next(
+        r for r in await world.items(report) if r.item_key == f"b2c:{payout.originator_conversation_id}"
+    )
+    assert item.item_class == "MATCHED", item.detail
+    assert item.provider_amount_cents == payout.amount_cents
