@@ -122,7 +122,8 @@ def _wallet_record(e: pb.StatementEntry) -> ProviderRecord:
 def merge(v3: list[ProviderRecord], wallet: list[ProviderRecord]) -> list[ProviderRecord]:
     """One record per Deriv transaction id: a v3 line and the wallet item of the same transaction are
     one movement of money. The v3 line stays (its description carries PenPay's reference); the wallet
-    item adds the PenPay id it names and its status where the line lacks them."""
+    item adds the PenPay id it names and its status where the line lacks them. Where the two views
+    disagree on the amount or the direction, the record carries the disagreement (never matched)."""
     by_ref = {r.ref: i for i, r in enumerate(v3)}
     merged = list(v3)
     for item in wallet:
@@ -132,6 +133,10 @@ def merge(v3: list[ProviderRecord], wallet: list[ProviderRecord]) -> list[Provid
             merged.append(item)
             continue
         line = merged[at]
+        conflict = ""
+        if (item.amount, item.credit) != (line.amount, line.credit):
+            side = "in" if item.credit else "out"
+            conflict = f"the REST wallet shows {item.amount.cents} {item.amount.currency} {side}"
         merged[at] = ProviderRecord(
             ref=line.ref,
             amount=line.amount,
@@ -142,5 +147,6 @@ def merge(v3: list[ProviderRecord], wallet: list[ProviderRecord]) -> list[Provid
             party=line.party,
             account=line.account,
             status=item.status,
+            conflict=conflict,
         )
     return merged

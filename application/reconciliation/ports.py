@@ -38,6 +38,9 @@ class ProviderRecord:
     # operations that have not moved it yet (pending, processing) or never will (failed, rejected,
     # cancelled); a "reverted" one moved it and its move back is a record of its own
     status: str = "complete"
+    # the provider's two views of this record disagree (Deriv's v3 statement and REST wallet): what
+    # the other view shows; such a record is never matched
+    conflict: str = ""
 
 
 @dataclass(frozen=True)

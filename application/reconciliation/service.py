@@ -279,6 +279,9 @@ class Reconciler:
                 ours = ev.provider_ref
                 first = min(same, key=lambda o: (o.ref != ours, o.occurred_at, o.ref))
                 item_class = ItemClass.MATCHED if first.ref == line.ref else ItemClass.DUPLICATE_AT_PROVIDER
+            if line.conflict:
+                # Deriv's two views of one transaction disagree: which amount moved is for a person
+                item_class = ItemClass.AMOUNT_MISMATCH
             items.append(
                 _item(
                     ports.DERIV_STATEMENT,
@@ -480,6 +483,8 @@ def _item(
             parts.append(f"ref {record.reference[:80]}")
         if record.status != "complete":
             parts.append(f"Deriv status {record.status}")
+        if record.conflict:
+            parts.append(record.conflict)
     if ev is not None:
         parts.append(f"evidence {ev.transaction_id} {ev.status} {ev.amount.cents} {ev.amount.currency}")
     if item_class is ItemClass.HELD_IN_SUSPENSE:
