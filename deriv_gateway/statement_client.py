@@ -8,6 +8,8 @@ description; the REST item carries PenPay's id as request_id and its status)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import grpc
@@ -15,19 +17,33 @@ import grpc
 from application.reconciliation.ports import DERIV_FLOAT, DERIV_STATEMENT, ProviderReadFailed, ProviderRecord
 from application.reconciliation.rules import Amount
 from application.reconciliation.service import transaction_hint
+from deriv_gateway.payments_client import _retry_after
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
 
 PAGE = 200
 REST_PAGE = 100
 MAX_PAGES = 10_000  # a bound on a provider that keeps answering "more"
+# The agent's REST token has 60 calls a minute, shared with the money calls: a wallet page the
+# gateway held back for it (nothing sent) is asked again after the delay it names, a few times.
+HELD_BACK_TRIES = 3
+HELD_BACK_WAIT_MAX = 65.0
 
 
 class GatewayDerivReads:
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0, rest: bool = False) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout: float = 30.0,
+        rest: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._stub = pb_grpc.DerivGatewayServiceStub(channel)
         self._timeout = timeout
         self._rest = rest  # the gateway has a REST transport: read the wallet's transactions too
+        self._sleep = sleep
+        self.held_back = 0  # wallet pages asked again after the limiter held them back
 
     async def statement(self, start: datetime, end: datetime) -> list[ProviderRecord]:
         records = await self._v3(start, end)
@@ -36,11 +52,24 @@ class GatewayDerivReads:
         return records
 
     async def _list(self, request: pb.ListStatementRequest) -> pb.ListStatementResponse:
-        try:
-            reply: pb.ListStatementResponse = await self._stub.ListStatement(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise ProviderReadFailed(DERIV_STATEMENT, f"{error.code().name}: {error.details()}") from None
-        return reply
+        for attempt in range(HELD_BACK_TRIES):
+            try:
+                reply: pb.ListStatementResponse = await self._stub.ListStatement(
+                    request, timeout=self._timeout
+                )
+                return reply
+            except grpc.aio.AioRpcError as error:
+                wait = (
+                    _retry_after(error, None) if error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED else None
+                )
+                last = attempt == HELD_BACK_TRIES - 1
+                if wait is None or wait > HELD_BACK_WAIT_MAX or last or request.api != pb.DERIV_API_REST:
+                    raise ProviderReadFailed(
+                        DERIV_STATEMENT, f"{error.code().name}: {error.details()}"
+                    ) from None
+                self.held_back += 1
+                await self._sleep(wait)
+        raise AssertionError("unreachable")
 
     async def _v3(self, start: datetime, end: datetime) -> list[ProviderRecord]:
         records: list[ProviderRecord] = []

@@ -5,6 +5,7 @@ the wallet), and reconciliation keeps each Deriv transaction once."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -184,3 +185,23 @@ async def test_the_gateway_follows_no_link_to_another_host_or_resource(world: Wo
                 await stub.ListStatement(
                     pb.ListStatementRequest(api=pb.DERIV_API_REST, page_token=token), timeout=10.0
                 )
+
+
+async def test_a_wallet_page_the_agent_token_limiter_holds_back_is_asked_again(world: World) -> None:
+    await a_deposit_and_a_withdrawal(world.stack)
+    start, end = await world.window()
+    rest = world.stack.gateway.rest
+    assert rest is not None
+    # the agent's token spent its minute on money calls: the next call may go in 3 s
+    rest.client.limiters.for_token(REST_AGENT_TOKEN).block(rest.client.clock() + 3.0)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+    async with grpc.aio.insecure_channel(world.stack.gateway.address) as channel:
+        reads = GatewayDerivReads(channel, timeout=10.0, rest=True, sleep=sleep)
+        wallet = await reads._wallet(start, end)
+    assert reads.held_back == 1 and len(waits) == 1 and 0 < waits[0] <= 3.0
+    assert len(wallet) == 2
