@@ -272,19 +272,24 @@ class SqlReconciliationStore:
 
     async def confirmed_payouts(self, start: datetime, end: datetime) -> list[Payout]:
         t, i = mpesa_disbursements, reconciliation_items
-        awaited = select(i.c.provider_ref).where(
-            i.c.source == MPESA_B2C,
-            i.c.item_class == ItemClass.AWAITING_PROVIDER.value,
-            i.c.provider_ref.is_not(None),
-        )
-        query = select(t).where(
-            t.c.status == "CONFIRMED",
-            or_(
-                and_(t.c.created_at >= start, t.c.created_at < end),
-                t.c.originator_conversation_id.in_(awaited),
-            ),
-        )
         async with self._engine.connect() as conn:
+            awaited = [
+                str(key).removeprefix("b2c:")
+                for key in (
+                    await conn.execute(
+                        select(i.c.item_key).where(
+                            i.c.source == MPESA_B2C, i.c.item_class == ItemClass.AWAITING_PROVIDER.value
+                        )
+                    )
+                ).scalars()
+            ]
+            query = select(t).where(
+                t.c.status == "CONFIRMED",
+                or_(
+                    and_(t.c.created_at >= start, t.c.created_at < end),
+                    t.c.originator_conversation_id.in_(awaited),
+                ),
+            )
             rows = (await conn.execute(query)).all()
         return [
             Payout(
@@ -299,13 +304,14 @@ class SqlReconciliationStore:
             for r in rows
         ]
 
-    async def item_classes(self, keys: list[str]) -> dict[str, str]:
+    async def item_states(self, keys: list[str]) -> dict[str, tuple[str, str | None]]:
         if not keys:
             return {}
         t = reconciliation_items
+        query = select(t.c.item_key, t.c.item_class, t.c.provider_ref).where(t.c.item_key.in_(keys))
         async with self._engine.connect() as conn:
-            rows = await conn.execute(select(t.c.item_key, t.c.item_class).where(t.c.item_key.in_(keys)))
-            return {str(r.item_key): str(r.item_class) for r in rows}
+            rows = await conn.execute(query)
+            return {str(r.item_key): (str(r.item_class), r.provider_ref) for r in rows}
 
     # --- ledger ----------------------------------------------------------------------------------
 
@@ -374,6 +380,12 @@ class SqlReconciliationStore:
                     .values(
                         item_class=item.item_class.value,
                         last_run_id=_uuid(run_id),
+                        # what the provider shows now (a payout's item names its receipt once confirmed)
+                        provider_ref=item.provider_ref,
+                        provider_amount_cents=item.provider_amount.cents if item.provider_amount else None,
+                        provider_amount_currency=item.provider_amount.currency
+                        if item.provider_amount
+                        else None,
                         detail=item.detail,
                         review_status="OPEN" if CLASSES[item.item_class].review else "NONE",
                         updated_at=now,

@@ -168,7 +168,9 @@ class ReconciliationStore(Protocol):
         earlier run is still awaiting (whatever its window)."""
         ...
 
-    async def item_classes(self, keys: list[str]) -> dict[str, str]: ...
+    async def item_states(self, keys: list[str]) -> dict[str, tuple[str, str | None]]:
+        """(item class, provider_ref) of the items recorded under these keys."""
+        ...
 
     async def float_movement(
         self,

@@ -351,13 +351,19 @@ class Reconciler:
     async def _confirmed_payouts(self, start: datetime, end: datetime) -> list[Item]:
         payouts = await self._store.confirmed_payouts(start, end)
         keys = {p.originator_conversation_id: f"b2c:{p.originator_conversation_id}" for p in payouts}
-        before = await self._store.item_classes(list(keys.values()))
-        # asked once: a payout whose check an earlier run settled is not asked again
-        unchecked = [
-            p
+        # A confirmed payout's item names its receipt (provider_ref): one whose item names it in a
+        # class other than AWAITING_PROVIDER was checked by Transaction Status in an earlier run, and
+        # is not asked again (an item of the payout while it was unconfirmed names its
+        # OriginatorConversationID: its MISSING_AT_PROVIDER came from the grace, not from M-Pesa).
+        states = await self._store.item_states(list(keys.values()))
+        before = {
+            key: item_class
             for p in payouts
-            if before.get(keys[p.originator_conversation_id]) in (None, "AWAITING_PROVIDER")
-        ]
+            if (key := keys[p.originator_conversation_id]) in states
+            and states[key][1] == _payout_ref(p)
+            and (item_class := states[key][0]) != ItemClass.AWAITING_PROVIDER.value
+        }
+        unchecked = [p for p in payouts if keys[p.originator_conversation_id] not in before]
         checks = await self._reads.check_payouts(unchecked) if unchecked else {}
         paid_out = await self._store.float_movement(
             [p.transaction_id for p in payouts], "MPESA_FLOAT", out_of_float_only=True
@@ -386,7 +392,7 @@ class Reconciler:
             items.append(
                 dataclasses.replace(
                     item,
-                    provider_ref=payout.originator_conversation_id,
+                    provider_ref=_payout_ref(payout),
                     detail=f"{item.detail}; {note}"[:500] if note else item.detail,
                     credit=False,
                 )
@@ -449,6 +455,10 @@ class Reconciler:
                 occurred_at=now,
             )
         ]
+
+
+def _payout_ref(payout: Payout) -> str:
+    return payout.receipt or payout.originator_conversation_id
 
 
 def _unique(records: list[ProviderRecord]) -> list[ProviderRecord]:

@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from application.reconciliation.ports import Item
+from application.reconciliation.rules import ItemClass
 from application.reconciliation.service import Reconciler
 from mpesa_adapter.callback_store import STATUS_CONFIRMED_AGAIN
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
@@ -90,7 +92,7 @@ async def test_a_payout_check_left_unanswered_is_asked_again_by_a_later_window(w
     )
     hasty = Reconciler(ProviderReadsOverApis(impatient, ours._deriv), world.store)
     await hasty.run(start, end, now=end)  # its Account Balance wait fails it too, after the payouts
-    assert await world.store.item_classes([key]) == {key: "AWAITING_PROVIDER"}
+    assert await world.store.item_states([key]) == {key: ("AWAITING_PROVIDER", payout.transaction_receipt)}
     # the worker's next window starts where this one ended: the payout is not in it, yet it is checked
     later = await world.reconciler.run(end, end + timedelta(minutes=5), now=end + timedelta(minutes=5))
     assert later.status == "SUCCEEDED", later
@@ -111,3 +113,29 @@ async def test_a_payout_confirmed_by_transaction_status_alone_is_matched(world: 
     )
     assert item.item_class == "MATCHED", item.detail
     assert item.provider_amount_cents == payout.amount_cents
+
+
+async def test_a_payout_missing_by_the_grace_then_confirmed_is_checked(world: World) -> None:
+    """An earlier run's MISSING_AT_PROVIDER for a payout still unconfirmed then (its grace ran out) is
+    not Transaction Status's word about its receipt: once confirmed, the payout is asked about."""
+    await a_deposit_and_a_withdrawal(world.stack)
+    [payout] = await world.rows(mpesa_disbursements)
+    key = f"b2c:{payout.originator_conversation_id}"
+    start, end = await world.window()
+    earlier = await world.store.start_run("test", start, end, end)
+    await world.store.record_item(
+        earlier,
+        Item(
+            key=key,
+            source="mpesa_b2c",
+            item_class=ItemClass.MISSING_AT_PROVIDER,
+            detail="missing at provider (grace)",
+            provider_ref=payout.originator_conversation_id,
+        ),
+        end,
+    )
+    report = await world.run()
+    item = next(r for r in await world.items(report) if r.item_key == key)
+    assert item.item_class == "MATCHED", item.detail
+    assert item.provider_ref == payout.transaction_receipt
+    assert await confirmations(world) == 1
