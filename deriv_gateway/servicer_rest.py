@@ -10,6 +10,7 @@ import grpc
 from deriv_gateway.request_rules import InvalidRequest
 from deriv_gateway.server import DerivGatewayServicer, _call, _money, transfer_response, withdraw_response
 from deriv_gateway.service import DerivGateway
+from deriv_gateway.statement_rest import rest_statement_page
 from deriv_gateway.transport_rest import RestTransport
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 
@@ -101,6 +102,44 @@ class SeamServicer(DerivGatewayServicer):
                 loginid=balance.loginid, balance=_money(balance.cents, balance.currency)
             )
 
+    async def ListStatement(
+        self, request: pb.ListStatementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStatementResponse:
+        if request.api != REST:
+            return await super().ListStatement(request, context)
+        if request.date_from_unix < 0 or request.date_to_unix < request.date_from_unix:
+            await _call(context, "ListStatement", _bad_range)
+        lines, token = await _call(
+            context,
+            "ListStatement",
+            lambda: rest_statement_page(
+                self._rest(),
+                date_from=request.date_from_unix,
+                date_to=request.date_to_unix,
+                page_token=request.page_token,
+                limit=request.limit,
+            ),
+        )
+        return pb.ListStatementResponse(
+            entries=[
+                pb.StatementEntry(
+                    deriv_transaction_id=line.transaction_id or 0,
+                    action_type=line.category,
+                    amount=_money(line.amount_minor, line.currency),
+                    credit=line.credit,
+                    from_loginid=line.counterparty if line.credit else "",
+                    to_loginid="" if line.credit else line.counterparty,
+                    longcode=f"{line.channel} {line.request_id}".strip()[:500],
+                    transaction_time=line.time,
+                    request_id=line.request_id[:128],
+                    status=line.status[:32],
+                )
+                for line in lines
+            ],
+            more=bool(token),
+            next_page_token=token,
+        )
+
     async def _watchable(self) -> RestTransport:
         rest = self._rest()
         self.gateway.term.token()
@@ -115,3 +154,7 @@ class SeamServicer(DerivGatewayServicer):
             context, "Authorize", lambda: self._rest().authorize(request.client_token)
         )
         return pb.AuthorizeResponse(nickname=nickname, currency=currency)
+
+
+async def _bad_range() -> None:
+    raise InvalidRequest("date_to_unix", "the range must not end before it starts")

@@ -102,6 +102,9 @@ NO_CONVERSATION_ID = "DUPLICATE-OCID"
 # Account Balance queries we sent live in the audit trail (a step PenPay took, with the ids Daraja gave
 # it), subject MpesaBalanceQuery / ConversationID: a balance result is believed only when it answers one.
 BALANCE_QUERY_SUBJECT = "MpesaBalanceQuery"
+# Transaction Status answers that confirm a payout already CONFIRMED, by the query's ConversationID
+STATUS_QUERY_SUBJECT = "MpesaStatusQuery"
+STATUS_CONFIRMED_AGAIN = "mpesa.status_query.confirmed_again"
 BALANCE_QUERY_SENT = "mpesa.balance_query.sent"
 BALANCE_QUERY_ANSWERED = "mpesa.balance_query.answered"
 ADAPTER_ACTOR = "penpay:mpesa-adapter"
@@ -110,6 +113,17 @@ ADAPTER_ACTOR = "penpay:mpesa-adapter"
 def _held_conversation_id(row: Any) -> str | None:
     held = row.conversation_id
     return None if held in (None, "", NO_CONVERSATION_ID) else str(held)
+
+
+def _status_confirmed(cb: TransactionStatusResult, ocid: str, delivery: Delivery) -> AuditRecord:
+    return AuditRecord(
+        occurred_at=delivery.received_at,
+        actor=ADAPTER_ACTOR,
+        action=STATUS_CONFIRMED_AGAIN,
+        subject_type=STATUS_QUERY_SUBJECT,
+        subject_id=str(cb.envelope.conversation_id or ocid),
+        details={"originator_conversation_id": ocid, "receipt": cb.receipt, "amount": str(cb.amount)},
+    )
 
 
 def new_uuid7() -> uuid.UUID:
@@ -647,6 +661,9 @@ class SqlCallbackInbox:
                     )
                 if row.status == CONFIRMED:
                     if row.transaction_receipt == cb.receipt:
+                        # M-Pesa confirms again a payout already settled (reconciliation asks so):
+                        # nothing changes, and the answer is kept where its asker looks for it
+                        await write_pending(conn, [_status_confirmed(cb, ocid, delivery)])
                         return Outcome.DUPLICATE
                     return await review(ReviewReason.CONFIRMATION_MISMATCH, "a second receipt for one payout")
                 if row.status == SUCCEEDED and row.transaction_receipt != cb.receipt:

@@ -152,8 +152,14 @@ class DarajaClient:
 
     @property
     def shortcode(self) -> str:
-        """The shortcode PenPay collects under (Pull Transactions lists its C2B payments)."""
+        """The Lipa na M-Pesa shortcode STK pushes are paid to."""
         return self._cfg.shortcode
+
+    @property
+    def pull_shortcodes(self) -> tuple[str, ...]:
+        """Every shortcode PenPay collects under, each with its own Pull Transactions list: the STK
+        push shortcode and the paybill's (C2B) one, when the operator set a separate one."""
+        return tuple(dict.fromkeys((self._cfg.shortcode, self._cfg.c2b_party)))
 
     @property
     def token_cache(self) -> AccessTokens:
@@ -475,9 +481,11 @@ class DarajaClient:
 
         return await self._retrying("c2b_register", attempt)
 
-    async def pull_register(self, *, nominated_number: str, callback_url: str) -> str:
-        """Register the shortcode for Pull Transactions (once); the ResponseRefID."""
-        body = register_body(self._cfg.shortcode, nominated_number, callback_url)
+    async def pull_register(
+        self, *, nominated_number: str, callback_url: str, shortcode: str | None = None
+    ) -> str:
+        """Register a shortcode (default: the STK one) for Pull Transactions (once); the ResponseRefID."""
+        body = register_body(shortcode or self._cfg.shortcode, nominated_number, callback_url)
 
         async def attempt() -> str:
             data, _ = await self._call("pull_register", PULL_REGISTER, body, money_moving=False)
@@ -485,12 +493,15 @@ class DarajaClient:
 
         return await self._retrying("pull_register", attempt)
 
-    async def pull_transactions(self, start: datetime, end: datetime) -> list[PulledTransaction]:
-        """Every C2B payment of the shortcode in [start, end], all pages. A page answered with HTTP 200
-        and a ResponseCode other than 1000 raises `PullFailed`: never read as "nothing to import"."""
+    async def pull_transactions(
+        self, start: datetime, end: datetime, *, shortcode: str | None = None
+    ) -> list[PulledTransaction]:
+        """Every C2B payment of a shortcode (default: the STK one) in [start, end], all pages. A page
+        answered with HTTP 200 and a ResponseCode other than 1000 raises `PullFailed`: never read as
+        "nothing to import"."""
         found: list[PulledTransaction] = []
         while True:
-            body = query_body(self._cfg.shortcode, start, end, len(found))
+            body = query_body(shortcode or self._cfg.shortcode, start, end, len(found))
 
             async def attempt(body: dict[str, str] = body) -> list[PulledTransaction]:
                 data, _ = await self._call("pull_query", PULL_QUERY, body, money_moving=False)

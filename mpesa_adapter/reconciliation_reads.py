@@ -16,6 +16,8 @@ from application.reconciliation.ports import (
     MPESA_B2C,
     MPESA_C2B,
     MPESA_FLOAT,
+    Payout,
+    PayoutCheck,
     ProviderReadFailed,
     ProviderRecord,
 )
@@ -25,6 +27,7 @@ from mpesa_adapter.balance_queries import ask_account_balance
 from mpesa_adapter.callback_store import BALANCE_QUERY_ANSWERED, BALANCE_QUERY_SUBJECT, SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.confirmer import CallbackConfirmer
+from mpesa_adapter.payout_checks import PayoutChecks, payout_record
 from mpesa_adapter.pull_transactions import PullFailed
 from persistence.tables import audit_logs, audit_pending
 
@@ -62,30 +65,38 @@ class DarajaReconciliationReads:
         self._nominated = nominated_number
         self._pull_callback = pull_callback_url
         self._balance_wait = balance_wait
-        self._registered = False
+        self._payouts = PayoutChecks(client, engine, wait=balance_wait)
+        self._registered: set[str] = set()
 
     async def pulled_c2b(self, start: datetime, end: datetime) -> list[ProviderRecord]:
-        try:
-            if not self._registered:
-                await self._client.pull_register(
-                    nominated_number=self._nominated, callback_url=self._pull_callback
+        """The C2B payments of every shortcode PenPay collects under (STK pushes and the paybill may
+        be separate shortcodes, each with its own list), each record tagged with its shortcode."""
+        records: list[ProviderRecord] = []
+        for shortcode in self._client.pull_shortcodes:
+            try:
+                if shortcode not in self._registered:
+                    await self._client.pull_register(
+                        nominated_number=self._nominated,
+                        callback_url=self._pull_callback,
+                        shortcode=shortcode,
+                    )
+                    self._registered.add(shortcode)
+                pulled = await self._client.pull_transactions(start, end, shortcode=shortcode)
+            except (PullFailed, errors.MpesaAdapterError) as failed:
+                raise ProviderReadFailed(MPESA_C2B, f"shortcode {shortcode}: {failed}") from None
+            records += [
+                ProviderRecord(
+                    ref=p.receipt,
+                    amount=Amount(p.amount_cents, "KES"),
+                    credit=True,
+                    occurred_at=p.occurred_at.astimezone(UTC),
+                    reference=p.bill_reference,
+                    party=p.msisdn_shown,
+                    account=shortcode,
                 )
-                self._registered = True
-            pulled = await self._client.pull_transactions(start, end)
-        except (PullFailed, errors.MpesaAdapterError) as failed:
-            raise ProviderReadFailed(MPESA_C2B, str(failed)) from None
-        return [
-            ProviderRecord(
-                ref=p.receipt,
-                amount=Amount(p.amount_cents, "KES"),
-                credit=True,
-                occurred_at=p.occurred_at.astimezone(UTC),
-                reference=p.bill_reference,
-                party=p.msisdn_shown,
-                account=self._client.shortcode,
-            )
-            for p in pulled
-        ]
+                for p in pulled
+            ]
+        return records
 
     async def ask_b2c_status(self, originator_conversation_id: str) -> None:
         """Transaction Status by OriginatorConversationID: the answer settles the row at the status
@@ -94,6 +105,12 @@ class DarajaReconciliationReads:
             await self._confirmer.confirm_b2c(originator_conversation_id)
         except errors.MpesaAdapterError as failed:
             raise ProviderReadFailed(MPESA_B2C, str(failed)) from None
+
+    def payout_record(self, payout: Payout) -> ProviderRecord | None:
+        return payout_record(payout)
+
+    async def check_payouts(self, payouts: list[Payout]) -> dict[str, PayoutCheck]:
+        return await self._payouts.check(payouts)
 
     async def mpesa_balance(self) -> Amount:
         try:

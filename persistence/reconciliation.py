@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, true, update
+from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,8 +17,8 @@ from application.ledger import book
 from application.payments import bookings
 from application.payments.paybill import RECONCILED, SETTLED, PaybillPayment
 from application.payments.paybill import Status as PaybillStatus
-from application.reconciliation.ports import MPESA_C2B, Evidence, Item, PaybillHeld
-from application.reconciliation.rules import CLASSES, Amount
+from application.reconciliation.ports import MPESA_B2C, MPESA_C2B, Evidence, Item, PaybillHeld, Payout
+from application.reconciliation.rules import CLASSES, Amount, ItemClass
 from domain.shared.ids import new_uuid7
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
@@ -134,13 +134,19 @@ class SqlReconciliationStore:
                 status=str(r.status),
                 created_at=r.created_at,
                 kind=kind,
+                party=str(getattr(r, "party", None) or ""),
             )
             for r in rows
         ]
 
     @staticmethod
     def _stk_query() -> Any:
-        t = mpesa_requests
+        """MpesaRequests with the party PenPay holds: the number an STK push went to, or for a paybill
+        deposit (`C2B-<TransID>`) the payer as its confirmation showed them (not the user's number:
+        anyone may pay a deposit reference)."""
+        t, c = mpesa_requests, c2b_payments
+        paybill = t.c.checkout_request_id.like("C2B-%")
+        party = case((paybill, func.coalesce(c.c.msisdn_shown, "")), else_=t.c.phone)
         return select(
             t.c.transaction_id,
             t.c.mpesa_receipt_number.label("ref"),
@@ -148,7 +154,8 @@ class SqlReconciliationStore:
             t.c.amount_currency,
             t.c.status,
             t.c.created_at,
-        )
+            party.label("party"),
+        ).select_from(t.outerjoin(c, and_(paybill, c.c.trans_id == t.c.mpesa_receipt_number)))
 
     async def stk_evidence(self, start: datetime, end: datetime) -> list[Evidence]:
         """Every STK push of the window, whatever its status (one still open explains a payment M-Pesa
@@ -223,14 +230,17 @@ class SqlReconciliationStore:
         if not trans_ids:
             return {}
         t = c2b_payments
-        query = select(t.c.trans_id, t.c.amount_cents, t.c.amount_currency, t.c.status).where(
-            t.c.trans_id.in_(sorted(set(trans_ids)))
-        )
+        query = select(
+            t.c.trans_id, t.c.amount_cents, t.c.amount_currency, t.c.status, t.c.msisdn_shown
+        ).where(t.c.trans_id.in_(sorted(set(trans_ids))))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {
             str(r.trans_id): PaybillHeld(
-                str(r.trans_id), Amount(int(r.amount_cents), str(r.amount_currency)), str(r.status)
+                str(r.trans_id),
+                Amount(int(r.amount_cents), str(r.amount_currency)),
+                str(r.status),
+                str(r.msisdn_shown or ""),
             )
             for r in rows
         }
@@ -260,10 +270,58 @@ class SqlReconciliationStore:
         ).where(t.c.status.in_(_UNSETTLED_B2C), t.c.created_at >= start, t.c.created_at < end)
         return await self._evidence(query)
 
+    async def confirmed_payouts(self, start: datetime, end: datetime) -> list[Payout]:
+        t, i = mpesa_disbursements, reconciliation_items
+        async with self._engine.connect() as conn:
+            awaited = [
+                str(key).removeprefix("b2c:")
+                for key in (
+                    await conn.execute(
+                        select(i.c.item_key).where(
+                            i.c.source == MPESA_B2C, i.c.item_class == ItemClass.AWAITING_PROVIDER.value
+                        )
+                    )
+                ).scalars()
+            ]
+            query = select(t).where(
+                t.c.status == "CONFIRMED",
+                or_(
+                    and_(t.c.created_at >= start, t.c.created_at < end),
+                    t.c.originator_conversation_id.in_(awaited),
+                ),
+            )
+            rows = (await conn.execute(query)).all()
+        return [
+            Payout(
+                transaction_id=str(r.transaction_id),
+                originator_conversation_id=str(r.originator_conversation_id),
+                receipt=r.transaction_receipt,
+                amount=Amount(int(r.amount_cents), str(r.amount_currency)),
+                created_at=r.created_at,
+                phone=str(r.phone),
+                raw_result=str(r.raw_result or ""),
+            )
+            for r in rows
+        ]
+
+    async def item_states(self, keys: list[str]) -> dict[str, tuple[str, str | None]]:
+        if not keys:
+            return {}
+        t = reconciliation_items
+        query = select(t.c.item_key, t.c.item_class, t.c.provider_ref).where(t.c.item_key.in_(keys))
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(query)
+            return {str(r.item_key): (str(r.item_class), r.provider_ref) for r in rows}
+
     # --- ledger ----------------------------------------------------------------------------------
 
     async def float_movement(
-        self, transaction_ids: list[str], float_kind: str, *, into_float_only: bool = False
+        self,
+        transaction_ids: list[str],
+        float_kind: str,
+        *,
+        into_float_only: bool = False,
+        out_of_float_only: bool = False,
     ) -> dict[str, Amount]:
         """Net movement of the float per transaction: a debit (money into the provider account) counts
         positive, a credit negative. `into_float_only`: the debits alone (a customer's payment, compared
@@ -282,11 +340,13 @@ class SqlReconciliationStore:
             .select_from(e.join(a, e.c.account_id == a.c.id))
             .where(and_(a.c.kind == float_kind, e.c.transaction_id.in_(ids)))
             .where(e.c.side == "DEBIT" if into_float_only else true())
+            .where(e.c.side == "CREDIT" if out_of_float_only else true())
             .group_by(e.c.transaction_id, e.c.amount_currency)
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {str(r.transaction_id): Amount(int(r.net), str(r.amount_currency)) for r in rows}
+        sign = -1 if out_of_float_only else 1
+        return {str(r.transaction_id): Amount(sign * int(r.net), str(r.amount_currency)) for r in rows}
 
     async def float_balance(self, float_kind: str, currency: str) -> Amount:
         a = ledger_accounts
@@ -320,6 +380,12 @@ class SqlReconciliationStore:
                     .values(
                         item_class=item.item_class.value,
                         last_run_id=_uuid(run_id),
+                        # what the provider shows now (a payout's item names its receipt once confirmed)
+                        provider_ref=item.provider_ref,
+                        provider_amount_cents=item.provider_amount.cents if item.provider_amount else None,
+                        provider_amount_currency=item.provider_amount.currency
+                        if item.provider_amount
+                        else None,
                         detail=item.detail,
                         review_status="OPEN" if CLASSES[item.item_class].review else "NONE",
                         updated_at=now,

@@ -34,6 +34,13 @@ class ProviderRecord:
     transaction_hint: str | None = None  # a PenPay transaction id the record names, if any
     party: str = ""  # the payer as the provider shows them (an M-Pesa MSISDN, maybe masked)
     account: str = ""  # PenPay's account at the provider the record is of (the paybill shortcode)
+    # the provider's status of the record: "complete" moved money; Deriv's REST wallet also lists
+    # operations that have not moved it yet (pending, processing) or never will (failed, rejected,
+    # cancelled); a "reverted" one moved it and its move back is a record of its own
+    status: str = "complete"
+    # the provider's two views of this record disagree (Deriv's v3 statement and REST wallet): what
+    # the other view shows; such a record is never matched
+    conflict: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class Evidence:
     created_at: datetime
     # Deriv: "transfer" (agent -> client, a debit of the agent) or "withdrawal" (client -> agent)
     kind: str = ""
+    # the M-Pesa party PenPay holds for it (the number an STK push went to, a paybill payer's masked
+    # MSISDN, a payout's recipient): only its visible digits are ever compared, never used as a key
+    party: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,30 @@ class PaybillHeld:
     trans_id: str
     amount: Amount
     status: str  # application.payments.paybill.Status
+    msisdn_shown: str = ""  # the payer as the confirmation showed them (masked)
+
+
+@dataclass(frozen=True)
+class Payout:
+    """A B2C payout PenPay holds as CONFIRMED (its MpesaDisbursement), with M-Pesa's own word on it as
+    it arrived: the result callback (or the Transaction Status answer that confirmed it)."""
+
+    transaction_id: str
+    originator_conversation_id: str
+    receipt: str | None
+    amount: Amount
+    created_at: datetime
+    phone: str
+    raw_result: str
+
+
+@dataclass(frozen=True)
+class PayoutCheck:
+    """Transaction Status about a confirmed payout's receipt: True M-Pesa confirms it (our payout, our
+    amount), False it denies it (no such receipt, another payout or amount), None no answer yet."""
+
+    confirmed: bool | None
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -83,6 +117,15 @@ class ProviderReads(Protocol):
     async def ask_b2c_status(self, originator_conversation_id: str) -> None: ...
 
     async def mpesa_balance(self) -> Amount: ...
+
+    def payout_record(self, payout: Payout) -> ProviderRecord | None:
+        """M-Pesa's record of a payout as its result callback carried it (None: it carried none)."""
+        ...
+
+    async def check_payouts(self, payouts: list[Payout]) -> dict[str, PayoutCheck]:
+        """Transaction Status about each payout's receipt, asked once each, answers awaited together
+        (by OriginatorConversationID)."""
+        ...
 
     async def deriv_balance(self) -> Amount: ...
 
@@ -120,10 +163,25 @@ class ReconciliationStore(Protocol):
 
     async def unconfirmed_b2c(self, start: datetime, end: datetime) -> list[Evidence]: ...
 
+    async def confirmed_payouts(self, start: datetime, end: datetime) -> list[Payout]:
+        """The window's confirmed payouts, and any confirmed one whose Transaction Status check an
+        earlier run is still awaiting (whatever its window)."""
+        ...
+
+    async def item_states(self, keys: list[str]) -> dict[str, tuple[str, str | None]]:
+        """(item class, provider_ref) of the items recorded under these keys."""
+        ...
+
     async def float_movement(
-        self, transaction_ids: list[str], float_kind: str, *, into_float_only: bool = False
+        self,
+        transaction_ids: list[str],
+        float_kind: str,
+        *,
+        into_float_only: bool = False,
+        out_of_float_only: bool = False,
     ) -> dict[str, Amount]:
-        """Net movement of the float per transaction; `into_float_only`: only what came in (debits)."""
+        """Net movement of the float per transaction; `into_float_only`: only what came in (debits);
+        `out_of_float_only`: only what went out (credits, counted positive)."""
         ...
 
     async def float_balance(self, float_kind: str, currency: str) -> Amount: ...

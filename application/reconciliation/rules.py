@@ -22,6 +22,9 @@ class ItemClass(StrEnum):
     MISSING_AT_PROVIDER = "MISSING_AT_PROVIDER"
     # provider, evidence or ledger disagree on the amount or the currency
     AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    # the amounts agree but the M-Pesa party does not: the visible digits of the (masked) MSISDN the
+    # provider shows are not those of the number PenPay holds for it
+    PARTY_MISMATCH = "PARTY_MISMATCH"
     # the provider moved the money of one PenPay operation more than once
     DUPLICATE_AT_PROVIDER = "DUPLICATE_AT_PROVIDER"
     # a float's ledger balance is not the provider's balance
@@ -47,6 +50,7 @@ CLASSES: dict[ItemClass, ClassRule] = {
     ItemClass.UNKNOWN_AT_PENPAY: ClassRule(explained=False, review=True, suspense=True),
     ItemClass.MISSING_AT_PROVIDER: ClassRule(explained=False, review=True, suspense=False),
     ItemClass.AMOUNT_MISMATCH: ClassRule(explained=False, review=True, suspense=False),
+    ItemClass.PARTY_MISMATCH: ClassRule(explained=False, review=True, suspense=False),
     ItemClass.DUPLICATE_AT_PROVIDER: ClassRule(explained=False, review=True, suspense=False),
     ItemClass.FLOAT_MISMATCH: ClassRule(explained=False, review=True, suspense=False),
 }
@@ -72,6 +76,8 @@ class Comparison:
     # the evidence is a paybill payment PenPay holds in suspense (no transaction, no float movement
     # of a transaction: the suspense posting booked `evidence`)
     in_suspense: bool = False
+    # the visible digits of the provider's party agree with what PenPay holds (or one side shows none)
+    party_agrees: bool = True
 
 
 def classify(c: Comparison) -> ItemClass:
@@ -87,10 +93,12 @@ def classify(c: Comparison) -> ItemClass:
         # Even when it names one of our transactions: the ledger does not carry it, suspense does.
         return ItemClass.UNKNOWN_AT_PENPAY
     if c.in_suspense:
-        return ItemClass.HELD_IN_SUSPENSE if c.evidence == c.provider else ItemClass.AMOUNT_MISMATCH
+        if c.evidence != c.provider:
+            return ItemClass.AMOUNT_MISMATCH
+        return ItemClass.HELD_IN_SUSPENSE if c.party_agrees else ItemClass.PARTY_MISMATCH
     if c.evidence != c.provider or c.ledger != c.provider:
         return ItemClass.AMOUNT_MISMATCH
-    return ItemClass.MATCHED
+    return ItemClass.MATCHED if c.party_agrees else ItemClass.PARTY_MISMATCH
 
 
 def held_in_suspense(paybill_status: str | None) -> bool:

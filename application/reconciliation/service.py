@@ -7,6 +7,7 @@ alert `reconciliation_read_failed`: it is never taken for "nothing to import", a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -15,20 +16,32 @@ from datetime import datetime, timedelta
 
 from application.alerts import raise_alert
 from application.reconciliation import ports
-from application.reconciliation.ports import Evidence, Item, ProviderReadFailed, ProviderRecord
+from application.reconciliation.ports import (
+    Evidence,
+    Item,
+    Payout,
+    PayoutCheck,
+    ProviderReadFailed,
+    ProviderRecord,
+)
 from application.reconciliation.rules import (
     CLASSES,
+    Amount,
     Comparison,
     ItemClass,
     classify,
     classify_float,
     held_in_suspense,
 )
+from domain.payments.paybill import masked, visible_digits_agree
 
 READ_FAILED_ALERT = "reconciliation_read_failed"
 PAID_STK = ("CONFIRMED", "SUCCEEDED")  # MpesaRequest statuses of a payment PenPay holds as made
 UNEXPLAINED_ALERT = "reconciliation_unexplained"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Deriv REST wallet statuses: the money moved / not yet / never
+MOVED_STATUSES = ("complete", "reverted")
+OPEN_STATUSES = ("pending", "processing", "requested")
 # Records a little outside the window are read too, so that a record and its evidence stamped on
 # either side of the window's edge still find each other.
 EDGE = timedelta(minutes=10)
@@ -164,6 +177,7 @@ class Reconciler:
                     ledger=suspended.amount,
                     provider_copies=copies[record.ref],
                     in_suspense=True,
+                    party_agrees=visible_digits_agree(record.party, suspended.msisdn_shown),
                 )
                 item_class = classify(comparison)
             elif ev is not None and ev.status not in PAID_STK:
@@ -175,10 +189,20 @@ class Reconciler:
                     evidence=ev.amount if ev else None,
                     ledger=ledger.get(ev.transaction_id) if ev else None,
                     provider_copies=copies[record.ref],
+                    party_agrees=visible_digits_agree(record.party, ev.party) if ev else True,
                 )
                 item_class = classify(comparison)
+            held_party = suspended.msisdn_shown if suspended else ev.party if ev else ""
             items.append(
-                _item(ports.MPESA_C2B, f"c2b:{record.ref}", item_class, record, ev, float_kind="MPESA_FLOAT")
+                _item(
+                    ports.MPESA_C2B,
+                    f"c2b:{record.ref}",
+                    item_class,
+                    record,
+                    ev,
+                    float_kind="MPESA_FLOAT",
+                    held_party=held_party,
+                )
             )
         pulled_refs = {p.ref for p in pulled}
         for ev in paid:
@@ -195,12 +219,14 @@ class Reconciler:
     # --- Deriv: the agent's statement against DerivTransfer / DerivWithdrawal and the agent float --
 
     async def _deriv_statement(self, start: datetime, end: datetime) -> list[Item]:
-        lines = await self._reads.deriv_statement(start - EDGE, end + EDGE)
+        read = await self._reads.deriv_statement(start - EDGE, end + EDGE)
+        lines = [ln for ln in read if ln.status in MOVED_STATUSES]
+        unmoved = [ln for ln in read if ln.status not in MOVED_STATUSES and start <= ln.occurred_at < end]
         evidence = {e.provider_ref: e for e in await self._store.deriv_evidence(start - EDGE, end + EDGE)}
         evidence.update(
             await self._store.deriv_evidence_by_ref([ln.ref for ln in lines if ln.ref not in evidence])
         )
-        hints = sorted({ln.transaction_hint for ln in lines if ln.transaction_hint})
+        hints = sorted({ln.transaction_hint for ln in read if ln.transaction_hint})
         known = await self._store.known_transactions(hints)
         # Deriv gives a withdrawal's caller the client's transaction id; the agent's own line (another
         # id) names our operation in its description: matched by transaction and direction.
@@ -253,6 +279,9 @@ class Reconciler:
                 ours = ev.provider_ref
                 first = min(same, key=lambda o: (o.ref != ours, o.occurred_at, o.ref))
                 item_class = ItemClass.MATCHED if first.ref == line.ref else ItemClass.DUPLICATE_AT_PROVIDER
+            if line.conflict:
+                # Deriv's two views of one transaction disagree: which amount moved is for a person
+                item_class = ItemClass.AMOUNT_MISMATCH
             items.append(
                 _item(
                     ports.DERIV_STATEMENT,
@@ -264,6 +293,11 @@ class Reconciler:
                     float_kind="DERIV_AGENT_FLOAT",
                 )
             )
+        for record in unmoved:
+            items.append(self._unmoved(record, by_operation, matched))
+            ev = by_operation.get((record.transaction_hint or "", record.credit))
+            if ev is not None:
+                matched.add((ev.transaction_id, ev.kind))  # reported by the record just made
         for ev in evidence.values():
             if start <= ev.created_at < end and (ev.transaction_id, ev.kind) not in matched:
                 comparison = Comparison(provider=None, evidence=ev.amount, ledger=None)
@@ -272,9 +306,36 @@ class Reconciler:
                 )
         return items
 
-    # --- M-Pesa B2C: Transaction Status for every payout not yet confirmed -------------------------
+    @staticmethod
+    def _unmoved(
+        record: ProviderRecord,
+        by_operation: dict[tuple[str, bool], Evidence],
+        matched: set[tuple[str, str]],
+    ) -> Item:
+        """A Deriv operation that has not moved money (pending) or never will (failed, rejected,
+        cancelled). Pending: the next run looks again. Otherwise it agrees with PenPay unless PenPay
+        holds that operation as executed with no line of Deriv's saying so."""
+        ev = by_operation.get((record.transaction_hint or "", record.credit))
+        if record.status in OPEN_STATUSES:
+            item_class = ItemClass.AWAITING_PROVIDER
+        elif ev is not None and (ev.transaction_id, ev.kind) not in matched:
+            item_class = ItemClass.MISSING_AT_PROVIDER
+        else:
+            item_class = ItemClass.MATCHED
+        item = _item(ports.DERIV_STATEMENT, f"deriv:{record.ref}", item_class, record, ev)
+        return dataclasses.replace(
+            item,
+            detail=f"{item.detail}: no money moved"[:500],
+            transaction_id=ev.transaction_id if ev else item.transaction_id,
+            float_kind=None,
+        )
+
+    # --- M-Pesa B2C: every payout of the window ---------------------------------------------------
 
     async def _mpesa_b2c(self, start: datetime, end: datetime, now: datetime) -> list[Item]:
+        """Not confirmed yet: Transaction Status by OriginatorConversationID (the inbox settles it).
+        Confirmed: M-Pesa's result against the evidence and the ledger, and Transaction Status about
+        its receipt once (a payout M-Pesa does not have is found so); the next runs keep the answer."""
         items = []
         for ev in await self._store.unconfirmed_b2c(start, end):
             assert ev.provider_ref is not None
@@ -285,7 +346,91 @@ class Reconciler:
             )
             item = _item(ports.MPESA_B2C, f"b2c:{ev.provider_ref}", classify(comparison), None, ev)
             items.append(item)
+        return items + await self._confirmed_payouts(start, end)
+
+    async def _confirmed_payouts(self, start: datetime, end: datetime) -> list[Item]:
+        payouts = await self._store.confirmed_payouts(start, end)
+        keys = {p.originator_conversation_id: f"b2c:{p.originator_conversation_id}" for p in payouts}
+        # A confirmed payout's item names its receipt (provider_ref): one whose item names it in a
+        # class other than AWAITING_PROVIDER was checked by Transaction Status in an earlier run, and
+        # is not asked again (an item of the payout while it was unconfirmed names its
+        # OriginatorConversationID: its MISSING_AT_PROVIDER came from the grace, not from M-Pesa).
+        states = await self._store.item_states(list(keys.values()))
+        before = {
+            key: item_class
+            for p in payouts
+            if (key := keys[p.originator_conversation_id]) in states
+            and states[key][1] == _payout_ref(p)
+            and (item_class := states[key][0]) != ItemClass.AWAITING_PROVIDER.value
+        }
+        unchecked = [p for p in payouts if keys[p.originator_conversation_id] not in before]
+        checks = await self._reads.check_payouts(unchecked) if unchecked else {}
+        paid_out = await self._store.float_movement(
+            [p.transaction_id for p in payouts], "MPESA_FLOAT", out_of_float_only=True
+        )
+        items = []
+        for payout in payouts:
+            key = keys[payout.originator_conversation_id]
+            record = self._reads.payout_record(payout)
+            ev = Evidence(
+                transaction_id=payout.transaction_id,
+                provider_ref=payout.originator_conversation_id,
+                amount=payout.amount,
+                status="CONFIRMED",
+                created_at=payout.created_at,
+                party=payout.phone,
+            )
+            check = checks.get(payout.originator_conversation_id)
+            item_class = self._payout_class(payout, record, check, before.get(key), paid_out)
+            if check is not None:
+                note = check.detail
+            elif key in before:
+                note = "Transaction Status checked in an earlier run"
+            else:
+                note = ""
+            item = _item(ports.MPESA_B2C, key, item_class, record, ev, held_party=payout.phone)
+            items.append(
+                dataclasses.replace(
+                    item,
+                    provider_ref=_payout_ref(payout),
+                    detail=f"{item.detail}; {note}"[:500] if note else item.detail,
+                    credit=False,
+                )
+            )
         return items
+
+    @staticmethod
+    def _payout_class(
+        payout: Payout,
+        record: ProviderRecord | None,
+        check: PayoutCheck | None,
+        previous: str | None,
+        paid_out: dict[str, Amount],
+    ) -> ItemClass:
+        """M-Pesa's result against the evidence and the float's outflow; then what Transaction Status
+        said this run (`check`), or an earlier run (`previous`, when it was not asked again)."""
+        provider = record.amount if record else None
+        if provider is None and check is not None and check.confirmed:
+            provider = payout.amount  # the inbox takes a status answer only with the payout's amount
+        if check is not None and check.confirmed is False:
+            return ItemClass.MISSING_AT_PROVIDER
+        if check is None and previous == ItemClass.MISSING_AT_PROVIDER.value:
+            return ItemClass.MISSING_AT_PROVIDER  # what Transaction Status said stands
+        if provider is None:
+            if check is None and previous not in (None, ItemClass.AWAITING_PROVIDER.value):
+                return ItemClass(previous)
+            return ItemClass.AWAITING_PROVIDER  # no word of M-Pesa's on it yet: asked, looked at again
+        item_class = classify(
+            Comparison(
+                provider=provider,
+                evidence=payout.amount,
+                ledger=paid_out.get(payout.transaction_id),
+                party_agrees=visible_digits_agree(record.party, payout.phone) if record else True,
+            )
+        )
+        if check is not None and check.confirmed is None and item_class is ItemClass.MATCHED:
+            return ItemClass.AWAITING_PROVIDER
+        return item_class
 
     # --- floats: the provider's balance against the ledger -----------------------------------------
 
@@ -312,6 +457,10 @@ class Reconciler:
         ]
 
 
+def _payout_ref(payout: Payout) -> str:
+    return payout.receipt or payout.originator_conversation_id
+
+
 def _unique(records: list[ProviderRecord]) -> list[ProviderRecord]:
     seen: set[str] = set()
     out = []
@@ -331,12 +480,21 @@ def _item(
     *,
     tx: str | None = None,
     float_kind: str | None = None,
+    held_party: str = "",
 ) -> Item:
     parts = [item_class.value.lower().replace("_", " ")]
+    if item_class is ItemClass.PARTY_MISMATCH:
+        # masked forms only: the detail is read by staff and exported
+        shown = masked(record.party if record else "") or "none"
+        parts.append(f"party shown {shown}, PenPay holds {masked(held_party) or 'none'}")
     if record is not None:
         parts.append(f"provider {record.ref} {record.amount.cents} {record.amount.currency}")
         if record.reference:
             parts.append(f"ref {record.reference[:80]}")
+        if record.status != "complete":
+            parts.append(f"Deriv status {record.status}")
+        if record.conflict:
+            parts.append(record.conflict)
     if ev is not None:
         parts.append(f"evidence {ev.transaction_id} {ev.status} {ev.amount.cents} {ev.amount.currency}")
     if item_class is ItemClass.HELD_IN_SUSPENSE:

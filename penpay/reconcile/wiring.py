@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from application.reconciliation.ports import ProviderRecord
+from application.reconciliation.ports import Payout, PayoutCheck, ProviderRecord
 from application.reconciliation.rules import Amount
 from application.reconciliation.service import Reconciler
 from deriv_gateway.statement_client import GatewayDerivReads
@@ -34,6 +34,12 @@ class ProviderReadsOverApis:
 
     async def mpesa_balance(self) -> Amount:
         return await self._mpesa.mpesa_balance()
+
+    def payout_record(self, payout: Payout) -> ProviderRecord | None:
+        return self._mpesa.payout_record(payout)
+
+    async def check_payouts(self, payouts: list[Payout]) -> dict[str, PayoutCheck]:
+        return await self._mpesa.check_payouts(payouts)
 
     async def deriv_balance(self) -> Amount:
         return await self._deriv.balance()
@@ -75,7 +81,7 @@ def reconciliation(core: Core) -> Reconciliation:
             pull_callback_url=f"{s.mpesa_callback_base_url.rstrip('/')}/pulltransactions",
             balance_wait=s.reconcile_balance_wait,
         ),
-        GatewayDerivReads(channel, timeout=s.gateway_request_timeout + 10),
+        GatewayDerivReads(channel, timeout=s.gateway_request_timeout + 10, rest=bool(s.deriv_rest_base_url)),
     )
     store = reconciliation_store(core)
     reconciler = Reconciler(reads, store, b2c_grace=timedelta(seconds=s.reconcile_b2c_grace))

@@ -93,7 +93,7 @@ async def world(fresh_mariadb_url: str) -> AsyncIterator[World]:
                     pull_callback_url=f"{stack.callbacks.base_url}/pull",
                     balance_wait=10.0,
                 ),
-                GatewayDerivReads(channel, timeout=10.0),
+                GatewayDerivReads(channel, timeout=10.0, rest=True),
             )
             store = SqlReconciliationStore(stack.engine)
             yield World(stack, Reconciler(reads, store), store)

@@ -45,8 +45,8 @@ async def test_a_clean_world_has_no_unexplained_difference_and_a_rerun_adds_noth
     assert report.status == "SUCCEEDED", report
     assert report.unexplained == 0, [(r.item_key, r.detail) for r in await world.items(report)]
     found = classes(await world.items(report))
-    # the STK payment, the Deriv transfer and withdrawal lines, both floats: all matched
-    assert sorted(k.split(":")[0] for k in found) == ["c2b", "deriv", "deriv", "float", "float"]
+    # the STK payment, the Deriv transfer and withdrawal lines, the payout, both floats: all matched
+    assert sorted(k.split(":")[0] for k in found) == ["b2c", "c2b", "deriv", "deriv", "float", "float"]
     assert set(found.values()) == {"MATCHED"}
 
     before = await world.count(reconciliation_items)

@@ -24,6 +24,15 @@ KES = Amount(2_600_00, "KES")
     ("comparison", "expected"),
     [
         (Comparison(provider=KES, evidence=KES, ledger=KES), ItemClass.MATCHED),
+        (Comparison(provider=KES, evidence=KES, ledger=KES, party_agrees=False), ItemClass.PARTY_MISMATCH),
+        (
+            Comparison(provider=KES, evidence=KES, ledger=None, party_agrees=False),
+            ItemClass.AMOUNT_MISMATCH,  # the amount decides first
+        ),
+        (
+            Comparison(provider=KES, evidence=KES, ledger=KES, in_suspense=True, party_agrees=False),
+            ItemClass.PARTY_MISMATCH,
+        ),
         (Comparison(provider=KES, evidence=None, ledger=None), ItemClass.UNKNOWN_AT_PENPAY),
         (Comparison(provider=None, evidence=KES, ledger=KES), ItemClass.MISSING_AT_PROVIDER),
         (Comparison(provider=None, evidence=KES, ledger=None, awaiting=True), ItemClass.AWAITING_PROVIDER),

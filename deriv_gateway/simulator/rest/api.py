@@ -83,6 +83,57 @@ class RestConfig:
     withdraw_settle_after: float = 0.0  # a withdrawal's `pending` lasts this long (simulator clock)
     issue_refresh_tokens: bool = True
     default_oauth_login: str = "alice_w"
+    omit_links: bool = False  # wallet transactions without `links` (seen live, anchors §11)
+
+
+def _moment(value: str | None, name: str) -> float | None:
+    """A wallet filter's date: ISO 8601 or epoch seconds (both are documented)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Refusal(400, "ValidationError", f"{name} must be ISO 8601 or epoch seconds") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _wallet_item(
+    request_id: str,
+    transaction_id: int | None,
+    at: float,
+    category: str,
+    channel: str,
+    status: str,
+    minor: int,
+    currency: str,
+    other: str | None,
+) -> dict[str, Any]:
+    """One wallet transaction in the shape a client of the live API types (anchors §11)."""
+    amount = format_amount(minor, currency)
+    meta: dict[str, Any] = {
+        "transaction_status": status,
+        "transaction_gross_amount": amount,
+        "transaction_net_amount": amount,
+        "transaction_currency": currency,
+    }
+    if other is not None:
+        meta["source_client_id" if category == "deposit" else "destination_client_id"] = other
+    return {
+        "request_id": request_id,
+        "transaction_id": transaction_id,
+        "timestamp": _iso(at),
+        "category": category,
+        "channel": channel,
+        "metadata": meta,
+    }
 
 
 class Refusal(Exception):
@@ -554,6 +605,7 @@ class RestApi:
             currency=currency,
             notes=str(data.get("notes") or ""),
             status="pending",
+            created_at=call.now,
         )
         self.state.operations[("transfer", op.request_id)] = op
         fault = call.fault
@@ -695,6 +747,7 @@ class RestApi:
             notes=str(data.get("notes") or ""),
             status="pending",
             settle_at=call.now + self.config.withdraw_settle_after,
+            created_at=call.now,
         )
         fault = call.fault
         if fault is not None and fault.kind == "pending":
@@ -736,6 +789,13 @@ class RestApi:
         return Reply(200, {"data": [wallet]})
 
     def transactions(self, call: Call) -> Reply:
+        """The wallet's transactions, newest first, cursor-paged (`links.next` is followed verbatim).
+
+        One item per move of the wallet's money (the Books ledger both APIs share, so a v3 transfer
+        is listed too, with its v3 transaction id) plus the REST operations that moved nothing yet or
+        never will: `pending` (transaction_id null), `failed` / `rejected`. A reverted operation's
+        own item reads `reverted`; the move back is an item of its own (`complete`).
+        """
         q = dict(call.request.query)
         wallet_type = call.params["wallet_type"]
         if wallet_type not in ("main", "p2p", "partner", "payment_agent"):
@@ -754,48 +814,90 @@ class RestApi:
             raise Refusal(400, "ValidationError", "per_page must be an integer") from None
         if not 100 <= per_page <= 1000:
             raise Refusal(400, "ValidationError", "per_page must be within 100..1000")
+        since = _moment(q.get("start_date_time"), "start_date_time")
+        until = _moment(q.get("end_date_time"), "end_date_time")
+        currency = q.get("transaction_currency")
+        if currency is not None and not re.fullmatch(r"[A-Z]{3}", currency):
+            raise Refusal(400, "ValidationError", "transaction_currency must be ^[A-Z]{3}$")
         loginid = call.caller.loginid
-        items: list[dict[str, Any]] = []
+        items: list[tuple[float, int, dict[str, Any]]] = []
         if self.state.wallet_type(loginid) == wallet_type:
-            by_transfer = {t.transfer_id: t for t in self.state.books.transfers}
-            for entry in reversed(self.state.books.statement(loginid)):
-                rid = self.state.request_ids.get(entry.reference_id or -1, "")
-                if "request_id" in q and rid != q["request_id"]:
-                    continue
-                transfer = by_transfer.get(entry.reference_id or -1)
-                amount = format_amount(abs(entry.amount), entry.currency)
-                items.append(
-                    {
-                        "request_id": rid,
-                        "transaction_id": entry.transaction_id,
-                        "timestamp": datetime.fromtimestamp(entry.time, UTC)
-                        .isoformat()
-                        .replace("+00:00", "Z"),
-                        "category": "deposit" if entry.amount > 0 else "withdrawal",
-                        "channel": "payment_agent" if transfer is not None else "cashier",
-                        "metadata": {
-                            "transaction_status": "complete",
-                            "transaction_gross_amount": amount,
-                            "transaction_net_amount": amount,
-                            "transaction_currency": entry.currency,
-                        },
-                    }
-                )
-        page = items[offset : offset + per_page]
+            items = self._wallet_items(loginid)
+        chosen = [
+            item
+            for at, _, item in sorted(items, key=lambda t: (t[0], t[1]), reverse=True)
+            if ("request_id" not in q or item["request_id"] == q["request_id"])
+            and (currency is None or item["metadata"]["transaction_currency"] == currency)
+            and (since is None or at >= since)
+            and (until is None or at <= until)
+        ]
+        page = chosen[offset : offset + per_page]
         path = call.request.path
 
         def link(at: int) -> str:
             cursor = base64.urlsafe_b64encode(json.dumps({"offset": at, "query": q}).encode()).decode()
             return f"{path}?{urlencode({'page_cursor': cursor})}"
 
-        links = {
-            "self": link(offset),
-            "first": link(0),
-            "next": link(offset + per_page) if offset + per_page < len(items) else None,
-            "prev": link(max(0, offset - per_page)) if offset > 0 else None,
+        body: dict[str, Any] = {
+            "data": {
+                "start_date_time": _iso(since) if since is not None else None,
+                "end_date_time": _iso(until) if until is not None else None,
+                "transactions": page,
+            }
         }
-        data = {"start_date_time": None, "end_date_time": None, "transactions": page}
-        return Reply(200, {"data": data, "links": links})
+        if not self.config.omit_links:  # the live API has been seen leaving `links` out (anchors §11)
+            body["links"] = {
+                "self": link(offset),
+                "first": link(0),
+                "next": link(offset + per_page) if offset + per_page < len(chosen) else None,
+                "prev": link(max(0, offset - per_page)) if offset > 0 else None,
+            }
+        return Reply(200, body)
+
+    def _wallet_items(self, loginid: str) -> list[tuple[float, int, dict[str, Any]]]:
+        """(time, order, item) of every transaction of the wallet of `loginid`."""
+        books = self.state.books
+        by_transfer = {t.transfer_id: t for t in books.transfers}
+        found: list[tuple[float, int, dict[str, Any]]] = []
+        for entry in books.statement(loginid):
+            ref = entry.reference_id if entry.reference_id is not None else -1
+            op = self.state.moves.get(ref)
+            status = "complete"
+            if op is not None and op.status == "reverted" and ref != op.reversal_id:
+                status = "reverted"
+            transfer = by_transfer.get(ref)
+            other = None
+            if transfer is not None:
+                other = transfer.from_loginid if entry.amount > 0 else transfer.to_loginid
+            item = _wallet_item(
+                self.state.request_ids.get(ref, ""),
+                entry.transaction_id,
+                float(entry.time),
+                "deposit" if entry.amount > 0 else "withdrawal",
+                "payment_agent" if transfer is not None else "cashier",
+                status,
+                abs(entry.amount),
+                entry.currency,
+                other,
+            )
+            found.append((float(entry.time), entry.transaction_id, item))
+        for op in self.state.operations.values():
+            if op.status not in ("pending", "failed", "rejected") or not op.visible_to(loginid):
+                continue
+            incoming = op.target == loginid
+            item = _wallet_item(
+                op.request_id,
+                None,
+                op.created_at,
+                "deposit" if incoming else "withdrawal",
+                "payment_agent",
+                op.status,
+                op.amount,
+                op.currency,
+                op.source if incoming else op.target,
+            )
+            found.append((op.created_at, 0, item))
+        return found
 
     def nickname(self, call: Call) -> Reply:
         ref = self.state.wallet_id(f"identity:{call.caller.loginid}")

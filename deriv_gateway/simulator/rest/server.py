@@ -7,8 +7,10 @@
     rest.base_url                      # http://127.0.0.1:PORT  (API, /oauth2/*, /__control__/*)
 
 The v3 control API (books, mailbox, clock) sees REST transfers and withdrawals; this server's
-`/__control__/` steers the REST side: identities, faults, generation, settlement, the wire log and
-the schema violations found with the OpenAPI document loaded.
+`/__control__/` steers the REST side: identities, faults, generation, settlement, Deriv reverting a
+completed operation (`POST /__control__/revert {"kind", "request_id"}`), the wallet transactions
+leaving `links` out as the live API was seen to (`POST /__control__/config {"omit_links": true}`), the
+wire log and the schema violations found with the OpenAPI document loaded.
 """
 
 from __future__ import annotations
@@ -290,7 +292,7 @@ async def c_config(request: web.Request) -> web.Response:
         for key in ("per_minute",):
             if key in body:
                 setattr(cfg, key, int(body[key]))
-        for key in ("rate_limit_enabled", "require_app_id", "issue_refresh_tokens"):
+        for key in ("rate_limit_enabled", "require_app_id", "issue_refresh_tokens", "omit_links"):
             if key in body:
                 setattr(cfg, key, bool(body[key]))
         if "withdraw_settle_after" in body:
@@ -303,6 +305,21 @@ async def c_settle(request: web.Request) -> web.Response:
     settled = sim.state.settle_due(sim.v3.engine.clock.now(), force=True)
     sim.v3.engine.flush()
     return _json({"settled": settled})
+
+
+async def c_revert(request: web.Request) -> web.Response:
+    """Deriv reverses a completed operation: `{"kind": "transfer"|"withdraw", "request_id"}`."""
+    sim = _sim(request)
+    body = await _body(request)
+    op = sim.state.operations.get((str(body.get("kind")), str(body.get("request_id"))))
+    if op is None:
+        return _bad("no such operation")
+    try:
+        sim.state.revert(op, int(sim.v3.engine.clock.now()))
+    except ValueError as exc:
+        return _bad(str(exc))
+    sim.v3.engine.flush()
+    return _json({"operation": op.to_dict()})
 
 
 async def c_operations(request: web.Request) -> web.Response:
@@ -342,6 +359,7 @@ def _control_routes(app: web.Application) -> None:
     app.router.add_post(f"{base}/config", c_config)
     app.router.add_post(f"{base}/settle", c_settle)
     app.router.add_get(f"{base}/operations", c_operations)
+    app.router.add_post(f"{base}/revert", c_revert)
     app.router.add_get(f"{base}/wire", c_wire)
     app.router.add_delete(f"{base}/wire", c_wire)
     app.router.add_get(f"{base}/violations", c_violations)

@@ -103,6 +103,8 @@ class Operation:
     settle_to: str = "complete"
     transaction_id: int | None = None
     transfer_id: int | None = None  # Books transfer, once complete
+    created_at: float = 0.0  # when Deriv accepted it (the wallet transactions list it from then)
+    reversal_id: int | None = None  # Books transfer that moved it back (status reverted)
 
     def visible_to(self, loginid: str) -> bool:
         return loginid in (self.source, self.target)
@@ -156,6 +158,8 @@ class RestState:
     refresh_tokens: dict[str, BearerToken] = field(default_factory=dict)
     # Books transfer id -> request_id, so wallet transactions can be filtered by request_id
     request_ids: dict[int, str] = field(default_factory=dict)
+    # Books transfer id -> the operation it belongs to (its original move, or its reversal)
+    moves: dict[int, Operation] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(f"{self.seed}:rest")
@@ -260,6 +264,32 @@ class RestState:
         op.transfer_id = transfer.transfer_id
         op.transaction_id = transfer.debit_transaction_id
         self.request_ids[transfer.transfer_id] = op.request_id
+        self.moves[transfer.transfer_id] = op
+
+    def revert(self, op: Operation, now: int) -> None:
+        """Deriv reverses a completed operation: the money moves back (a line of its own in both
+        APIs' statements) and the operation's wallet transaction reads `reverted`."""
+        from ..books import InsufficientFunds
+
+        if op.status != "complete":
+            raise ValueError(f"only a complete operation can be reverted (this one is {op.status})")
+        try:
+            back = self.books.move(
+                "paymentagent_transfer" if op.kind == "withdraw" else "paymentagent_withdraw",
+                self.books.accounts[op.target],
+                self.books.accounts[op.source],
+                op.amount,
+                f"reversal of {op.request_id}",
+                f"REST {op.kind} {op.request_id} reverted",
+                f"{op.request_id}-reversal",
+                now,
+            )
+        except InsufficientFunds:
+            raise ValueError("the credited account no longer holds the amount") from None
+        op.status = "reverted"
+        op.reversal_id = back.transfer_id
+        self.request_ids[back.transfer_id] = op.request_id
+        self.moves[back.transfer_id] = op
 
     def settle_due(self, now: float, force: bool = False) -> int:
         """Settle every pending operation whose time has come; returns how many settled."""

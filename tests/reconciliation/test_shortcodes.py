@@ -1,0 +1,74 @@
+"""Pull Transactions lists one shortcode's payments: an operator whose paybill (C2B) shortcode is not
+the STK push one must see both lists in reconciliation (real sockets: the Daraja simulator, MariaDB)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from application.reconciliation.service import Reconciler
+from deriv_gateway.statement_client import GatewayDerivReads
+from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
+from mpesa_adapter.simulator.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE
+from penpay.reconcile.wiring import ProviderReadsOverApis
+from persistence.reconciliation import SqlReconciliationStore
+from tests.reconciliation.conftest import World, a_deposit_and_a_withdrawal
+from tests.sagas.harness import MPESA_FLOAT_KES, running_stack
+from workers.memory_bus import InProcessBus
+
+pytestmark = pytest.mark.integration
+
+PAYBILL = "600777"  # the operator's separate paybill
+
+
+@pytest.fixture
+async def two_shortcodes(fresh_mariadb_url: str) -> AsyncIterator[World]:
+    overrides = {
+        "utility_balance": MPESA_FLOAT_KES.amount_minor // 100,
+        "shortcodes": {SANDBOX_SHORTCODE: SANDBOX_PASSKEY, PAYBILL: SANDBOX_PASSKEY},
+    }
+    async with running_stack(fresh_mariadb_url, InProcessBus(), mpesa_overrides=overrides) as stack:
+        await stack.fund_floats()
+        config = dataclasses.replace(stack.daraja_config, c2b_shortcode=PAYBILL)
+        daraja = DarajaClient(config)
+        await daraja.register_c2b_urls()
+        channel = grpc.aio.insecure_channel(stack.gateway.address)
+        try:
+            reads = ProviderReadsOverApis(
+                DarajaReconciliationReads(
+                    daraja,
+                    stack.engine,
+                    nominated_number="254708374149",
+                    pull_callback_url=f"{stack.callbacks.base_url}/pull",
+                    balance_wait=10.0,
+                ),
+                GatewayDerivReads(channel, timeout=10.0),
+            )
+            store = SqlReconciliationStore(stack.engine)
+            yield World(stack, Reconciler(reads, store), store)
+        finally:
+            await channel.close()
+            await daraja.close()
+
+
+async def test_payments_to_a_separate_paybill_shortcode_are_pulled_too(two_shortcodes: World) -> None:
+    world = two_shortcodes
+    deposit, _ = await a_deposit_and_a_withdrawal(world.stack)  # STK: paid to the STK shortcode
+    # no validation asked (not enabled on it): M-Pesa takes the money whatever PenPay says
+    paid = await world.customer_pays_paybill("254711000111", 1_300, shortcode=PAYBILL, validation=False)
+
+    report = await world.run()
+    assert report.status == "SUCCEEDED", report
+    items = {row.item_key: row for row in await world.items(report)}
+    stk = [
+        row
+        for row in items.values()
+        if row.source == "mpesa_c2b" and str(row.transaction_id) == str(deposit.id)
+    ]
+    assert [row.item_class for row in stk] == ["MATCHED"]
+    # the paybill payment is M-Pesa's record under the paybill shortcode: read, never missed
+    assert f"c2b:{paid['TransID']}" in items, sorted(items)
