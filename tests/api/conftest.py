@@ -129,7 +129,8 @@ class Harness:
             dev_pb2.ListSentMessagesRequest(channel=channel), metadata=account.auth
         )
         assert reply.messages, f"no {channel} message for {account.email}"
-        return reply.messages[0].body.split("code is ")[1][:6]
+        body: str = reply.messages[0].body
+        return body.split("code is ")[1][:6]
 
     async def verified_account(self) -> Account:
         account = await self.new_account()
