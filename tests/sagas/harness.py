@@ -345,7 +345,7 @@ async def running_stack(
 
         secret = secrets.token_urlsafe(24)
         paybill = PaybillDeposits(
-            unit_of_work=lambda: SqlUnitOfWork(engine),  # type: ignore[arg-type,return-value]
+            unit_of_work=lambda: SqlUnitOfWork(engine),
             rates=FixedRates(),
             transfer_limits=TRANSFER_LIMITS,
             shortcode=SANDBOX_SHORTCODE,
@@ -393,14 +393,14 @@ async def running_stack(
             return SqlUnitOfWork(engine)
 
         saga = PaymentSaga(
-            unit_of_work=uow,  # type: ignore[arg-type]
+            unit_of_work=uow,
             mpesa=DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(engine))),
             deriv=deriv,
             policy=policy,
             checkpoint=no_checkpoint,
         )
         app = PaymentsApplication(
-            unit_of_work=uow,  # type: ignore[arg-type]
+            unit_of_work=uow,
             rates=FixedRates(),
             deriv=deriv,
             saga=saga,
