@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.errors import DuplicateIdempotencyKey
-from application.payments.create_once import create_once
+from application.payments.create_once import Created, create_once
 from domain.payments.status import TransactionStatus
 from domain.shared.errors import ConcurrentModification
 from persistence.engine import create_engine
@@ -144,9 +144,9 @@ async def test_requests_racing_with_one_idempotency_key_create_one_transaction_a
         user_id = await insert_user(engine)
         key = deposit_key(user_id, "double-click")
         racers = 10
-        barrier, met = asyncio.Barrier(racers), set()  # type: ignore[var-annotated]
+        barrier, met = asyncio.Barrier(racers), set[asyncio.Task[object]]()
 
-        async def request():  # type: ignore[no-untyped-def]
+        async def request() -> Created:
             return await create_once(
                 lambda: ReadersMeetUnitOfWork(engine, barrier, met),
                 user_id=user_id,
