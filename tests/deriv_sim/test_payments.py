@@ -149,7 +149,7 @@ async def test_verify_email_code_lifecycle(
 async def test_mailbox_shows_a_code_requested_with_an_amount(
     connect_client: ConnectClient, sim: DerivSimulator, control: Control
 ) -> None:
-    # amounts in url_parameters are parsed as Decimal -> None: the control API must still serialise them
+    # amounts in url_parameters are parsed as Decimal: the control API must still serialise them
     alice = await connect_client(sim, ALICE_TOKEN)
     params = {"pa_amount": 25.5, "pa_currency": "USD", "pa_loginid": AGENT}
     reply = await alice.call(
