@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from persistence import migrate
 from tests import databases
 
 os.environ.setdefault("APP_ENV", "testing")
@@ -45,9 +44,7 @@ def fresh_mariadb_url() -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A migrated SQLite file of this test's own."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'penpay.db'}"
-    migrate.upgrade(url)
-    return url
+    return databases.create_sqlite_database(tmp_path / "penpay.db")
 
 
 @pytest.fixture(params=["mariadb", "sqlite"])
