@@ -75,3 +75,16 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[object]
     async for key in client.scan_iter(match=f"{key_prefix}*"):
         await client.delete(key)
     await client.aclose()
+
+
+# Every test says what it needs (README, "Markers"), so `-m` picks a subset that is whole.
+KINDS = ("unit", "property", "integration", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
+    if unmarked:
+        raise pytest.UsageError(
+            f"tests without one of the markers {', '.join(KINDS)} (see pyproject.toml):\n  "
+            + "\n  ".join(unmarked)
+        )
