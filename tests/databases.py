@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def mysql_url(database: str) -> str:
     return f"mysql+aiomysql://{MYSQL_USER}:{MYSQL_PASSWORD}@{MYSQL_HOST}:{MYSQL_PORT}/{database}"
 
 
+def _upgrade(url: str) -> None:
+    """Alembic's env runs an event loop of its own: in a thread, so a test inside one may call this."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(migrate.upgrade, url).result()
+
+
 def _create_empty(cursor: pymysql.cursors.Cursor) -> str:
     name = f"penpay_t_{secrets.token_hex(6)}"
     cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
@@ -62,7 +69,7 @@ class MysqlTemplate:
         finally:
             connection.close()
         atexit.register(drop_mysql_database, self.name)
-        migrate.upgrade(mysql_url(self.name))
+        _upgrade(mysql_url(self.name))
         connection = _admin()
         try:
             with connection.cursor() as cursor:
@@ -176,7 +183,7 @@ def sqlite_template() -> Path:
     directory = Path(tempfile.mkdtemp(prefix="penpay-sqlite-template-"))
     atexit.register(shutil.rmtree, directory, True)
     path = directory / "template.db"
-    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    _upgrade(f"sqlite+aiosqlite:///{path}")
     connection = sqlite3.connect(path)
     try:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
