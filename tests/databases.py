@@ -4,8 +4,8 @@ Each test session gets its own MariaDB database (penpay_t_<random>), migrated wi
 and dropped at the end, so parallel runs and developers' data never meet.
 
 Alembic runs once per test process, into a template (a MariaDB database and a SQLite file);
-every further migrated database is a copy of it: the template's own CREATE TABLE statements
-and the rows the migrations seed. Running the thirteen migrations took most of a fresh
+every further migrated database is a copy of it: the template's own CREATE TABLE and CREATE
+TRIGGER statements and the rows the migrations seed. Running the thirteen migrations took most of a fresh
 database's set-up (2 to 4 s on a loaded machine, against well under 1 s for the copy), and
 many tests take a fresh one; the next copy is made in a thread while a test runs.
 tests/integration/test_test_databases.py proves a copy is the
@@ -87,6 +87,18 @@ class MysqlTemplate:
                     cursor.execute(f"SELECT 1 FROM `{self.name}`.`{table}` LIMIT 1")
                     if cursor.fetchone() is not None:
                         self.seeded.append(table)
+                # The append-only guards (audit log, ledger entries) are triggers: their statements
+                # and the sql_mode each was made under.
+                cursor.execute(
+                    "SELECT trigger_name, sql_mode FROM information_schema.triggers"
+                    " WHERE trigger_schema = %s ORDER BY event_object_table, action_timing,"
+                    " event_manipulation, action_order",
+                    (self.name,),
+                )
+                self.triggers: list[tuple[str, str]] = []
+                for trigger, sql_mode in cursor.fetchall():
+                    cursor.execute(f"SHOW CREATE TRIGGER `{self.name}`.`{trigger}`")
+                    self.triggers.append((str(sql_mode), str(cursor.fetchone()[2])))
         finally:
             connection.close()
 
@@ -101,6 +113,14 @@ class MysqlTemplate:
                 cursor.execute(f"INSERT INTO `{name}`.`{table}` SELECT * FROM `{self.name}`.`{table}`")
         finally:
             cursor.execute("SET SESSION foreign_key_checks = 1")
+        cursor.execute("SELECT @@SESSION.sql_mode")
+        sql_mode = cursor.fetchone()[0]
+        try:
+            for trigger_mode, statement in self.triggers:
+                cursor.execute("SET SESSION sql_mode = %s", (trigger_mode,))
+                cursor.execute(statement)
+        finally:
+            cursor.execute("SET SESSION sql_mode = %s", (sql_mode,))
 
 
 @cache
