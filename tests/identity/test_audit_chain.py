@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence import migrate
-from persistence.audit import AuditRecord, verify_chain
+from persistence.audit import AuditRecord, ChainReport, verify_chain
 from persistence.engine import create_engine
 from persistence.tables import audit_logs, ledger_entries
 from persistence.unit_of_work import SqlUnitOfWork
@@ -31,7 +32,7 @@ def own_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def chain_engine(own_url: str):  # type: ignore[no-untyped-def]
+async def chain_engine(own_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(own_url, pool_size=10)
     yield engine
     await engine.dispose()
@@ -45,7 +46,7 @@ async def write(engine: AsyncEngine, n: int, tag: str) -> None:
             await uow.commit()
 
 
-async def verify(engine: AsyncEngine):  # type: ignore[no-untyped-def]
+async def verify(engine: AsyncEngine) -> ChainReport:
     async with engine.connect() as connection:
         return await verify_chain(connection)
 
