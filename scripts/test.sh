@@ -23,6 +23,8 @@ export PENPAY_WHEEL_VENV
 echo "== pytest"
 # Three processes, a test file each at a time (--dist loadfile: a file's module fixtures, such as a
 # cluster, stay in one process). Each process has its own MariaDB database and Redis key prefixes.
-.venv/bin/pytest -p no:cacheprovider -n "${PENPAY_TEST_PROCESSES:-3}" --dist loadfile \
+# Files go out in collection order, the longest first (tests/conftest.py, LONG_FIRST); xdist's own
+# order (most tests first) left the few-test, minutes-long files (the chaos soak) for the end.
+.venv/bin/pytest -p no:cacheprovider -n "${PENPAY_TEST_PROCESSES:-3}" --dist loadfile --no-loadscope-reorder \
   --cov --cov-report=term:skip-covered "$@"
 echo "== test.sh finished in $(( $(date +%s) - start )) s"
