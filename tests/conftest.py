@@ -77,6 +77,10 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[object]
     await client.aclose()
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    databases.close()
+
+
 # Every test says what it needs (README, "Markers"), so `-m` picks a subset that is whole.
 KINDS = ("unit", "property", "integration", "browser")
 

@@ -52,8 +52,8 @@ def _upgrade(url: str) -> None:
         pool.submit(migrate.upgrade, url).result()
 
 
-def _create_empty(cursor: pymysql.cursors.Cursor) -> str:
-    name = f"penpay_t_{secrets.token_hex(6)}"
+def _create_empty(cursor: pymysql.cursors.Cursor, kind: str = "") -> str:
+    name = f"penpay_t_{kind}{secrets.token_hex(6)}"
     cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     return name
 
@@ -65,7 +65,7 @@ class MysqlTemplate:
         connection = _admin()
         try:
             with connection.cursor() as cursor:
-                self.name = _create_empty(cursor)
+                self.name = _create_empty(cursor, "tpl_")
         finally:
             connection.close()
         atexit.register(drop_mysql_database, self.name)
@@ -239,3 +239,12 @@ def drop_mysql_database(name: str) -> None:
             warnings.warn(f"MariaDB left the directory of test database {name}", stacklevel=2)
     finally:
         connection.close()
+
+
+def close() -> None:
+    """Drop this process's template and its ready copy (tests/conftest.py, at the end of the session;
+    atexit does it too, but an xdist worker may leave without running atexit)."""
+    if _ready_copies.cache_info().currsize:
+        _ready_copies().close()
+    if mysql_template.cache_info().currsize:
+        drop_mysql_database(mysql_template().name)
