@@ -148,7 +148,7 @@ async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(fr
             await journals[1].finish(tid, winner.fencing_token, jn.DONE, deriv_transaction_id=1)
         with pytest.raises(jn.StaleFencingToken):
             await journals[1].take_over(tid, 8)
-        await journals[1].finish(tid, 9, jn.DONE, deriv_transaction_id=int(time.time() * 1000))
+        await journals[1].finish(tid, 9, jn.DONE, deriv_transaction_id=9_000_001)
         row = await journals[0].get(tid)
         assert row is not None and row.status == jn.DONE and row.fencing_token == 9
     finally:

@@ -87,7 +87,9 @@ async def test_an_inserted_row_and_a_cut_tail_are_found(chain_engine: AsyncEngin
     async with chain_engine.connect() as connection:
         rows = (await connection.execute(select(audit_logs).order_by(audit_logs.c.id))).all()
     # a forged row appended with a correct-looking hash: the head does not know it
-    forged = AuditRecord(datetime.now(UTC), "evil", "Forged", "X", "1", {}).row(rows[-1].row_hash)
+    forged = AuditRecord(datetime(2026, 3, 1, 12, 0, tzinfo=UTC), "evil", "Forged", "X", "1", {}).row(
+        rows[-1].row_hash
+    )
     async with chain_engine.begin() as connection:
         await connection.execute(insert(audit_logs), forged)
     report = await verify(chain_engine)
@@ -167,7 +169,7 @@ async def test_downgrade_removes_the_triggers_and_upgrade_chains_existing_rows(t
                 await connection.execute(
                     insert(audit_logs),
                     {
-                        "occurred_at": datetime.now(UTC),
+                        "occurred_at": datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
                         "actor": "old",
                         "action": "Old",
                         "subject_type": "T",
