@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from persistence import migrate
 from tests import databases
 
 os.environ.setdefault("APP_ENV", "testing")
@@ -45,9 +44,7 @@ def fresh_mariadb_url() -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A migrated SQLite file of this test's own."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'penpay.db'}"
-    migrate.upgrade(url)
-    return url
+    return databases.create_sqlite_database(tmp_path / "penpay.db")
 
 
 @pytest.fixture(params=["mariadb", "sqlite"])
@@ -78,3 +75,45 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[object]
     async for key in client.scan_iter(match=f"{key_prefix}*"):
         await client.delete(key)
     await client.aclose()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    databases.close()
+
+
+# Every test says what it needs (README, "Markers"), so `-m` picks a subset that is whole.
+KINDS = ("unit", "property", "integration", "browser")
+
+
+# The files that take longest (minutes of mostly waiting on processes and sockets), longest first.
+# scripts/test.sh hands files to its processes in collection order (--dist loadfile
+# --no-loadscope-reorder): started first, these run beside the many short files instead of being
+# the last ones left, each alone on one process, at the end.
+LONG_FIRST = (
+    "tests/chaos/test_soak.py",
+    "tests/demo/test_cluster.py",
+    "tests/integration/test_compose.py",
+    "tests/consistency/test_database_checks.py",
+    "tests/public_surface/test_schemathesis.py",
+    "tests/demo/test_command.py",
+    "tests/consistency/test_simulator_books.py",
+    "tests/sagas/test_crash_recovery.py",
+    "tests/consistency/test_check_command.py",
+    "tests/sagas/test_deposit_saga.py",
+    "tests/sagas/test_withdrawal_saga.py",
+)
+
+
+def _long_first(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
+    if unmarked:
+        raise pytest.UsageError(
+            f"tests without one of the markers {', '.join(KINDS)} (see pyproject.toml):\n  "
+            + "\n  ".join(unmarked)
+        )
+    items.sort(key=_long_first)  # stable: each file's tests keep their order

@@ -31,11 +31,11 @@ from penpay.settings import Settings
 from penpay.wallet.v1 import wallet_pb2_grpc
 from penpay.wiring.api import DEFAULT, Api, build_api
 from penpay_api.auth import RoleAwareAccessTokens
-from persistence import migrate
 from security.access_tokens import SigningKey
 from security.notify import DevelopmentNotifier
 from security.passwords import FAST_FOR_TESTS, Argon2idHasher
 from security.rate_limit import InProcessRateLimiter
+from tests import databases
 from tests.floats import fund_test_floats
 
 PASSWORD = "correct horse battery 9"
@@ -129,7 +129,8 @@ class Harness:
             dev_pb2.ListSentMessagesRequest(channel=channel), metadata=account.auth
         )
         assert reply.messages, f"no {channel} message for {account.email}"
-        return reply.messages[0].body.split("code is ")[1][:6]
+        body: str = reply.messages[0].body
+        return body.split("code is ")[1][:6]
 
     async def verified_account(self) -> Account:
         account = await self.new_account()
@@ -156,9 +157,7 @@ class Gateway:
 
 @pytest.fixture
 def journal_url(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'journal.db'}"
-    migrate.upgrade(url)
-    return url
+    return databases.create_sqlite_database(tmp_path / "journal.db")
 
 
 @pytest.fixture

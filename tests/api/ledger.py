@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from application.ledger import book
+from domain.shared.clock import Clock
 from domain.shared.ids import UserId
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.ledger_entry import credit, debit
 from domain.wallet.money import Currency, Money
 from domain.wallet.posting import Posting
+from penpay.bootstrap import Core
 from persistence.unit_of_work import SqlUnitOfWork
 
-from .conftest import Harness
+
+class Books(Protocol):
+    """What booking needs of a test harness (tests/api's Harness, tests/public_surface's Surface)."""
+
+    @property
+    def core(self) -> Core: ...
+
+    @property
+    def clock(self) -> Clock: ...
 
 
 async def move(
-    api: Harness,
+    api: Books,
     user_id: str,
     cents: int,
     *,
@@ -42,5 +53,5 @@ async def move(
         await uow.commit()
 
 
-async def fund_wallet(api: Harness, user_id: str, cents: int, currency: Currency = Currency.KES) -> None:
+async def fund_wallet(api: Books, user_id: str, cents: int, currency: Currency = Currency.KES) -> None:
     await move(api, user_id, cents, currency=currency, description="fund")

@@ -161,7 +161,7 @@ async def test_verifying_an_unknown_contact_answers_like_a_wrong_code(api: Harne
             api.auth.VerifyPhone if isinstance(request, auth_pb2.VerifyPhoneRequest) else api.auth.VerifyEmail
         )
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
-            await call(request)  # type: ignore[operator]
+            await call(request)
         answers.append((unknown.value.code(), details_of(unknown.value).error_info.reason))
     assert answers == [(grpc.StatusCode.INVALID_ARGUMENT, "VERIFICATION_CODE_INVALID")] * 2
 

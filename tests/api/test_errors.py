@@ -17,7 +17,7 @@ from domain.shared.errors import DomainError
 from domain.wallet.errors import InvalidAmount
 from penpay.auth.v1 import auth_pb2
 from penpay.payments.v1 import payments_pb2
-from penpay_api.errors import DETAILS_KEY, RpcFailure, parse_status, to_failure
+from penpay_api.errors import DETAILS_KEY, ParsedStatus, RpcFailure, parse_status, to_failure
 
 from .conftest import Harness, StartApi, details_of, trailer
 
@@ -28,10 +28,16 @@ def _status(failure: RpcFailure) -> status_pb2.Status:
     return status_pb2.Status.FromString(failure.status)
 
 
-def _parsed(failure: RpcFailure):  # type: ignore[no-untyped-def]
+def _parsed(failure: RpcFailure) -> ParsedStatus:
     parsed = parse_status(failure.trailing_metadata)
     assert parsed is not None
     return parsed
+
+
+def _info(failure: RpcFailure) -> error_details_pb2.ErrorInfo:
+    info = _parsed(failure).error_info
+    assert info is not None, "no ErrorInfo in the details"
+    return info
 
 
 @pytest.mark.unit
@@ -39,6 +45,7 @@ def test_a_bad_field_is_invalid_argument_with_a_field_violation_and_error_info()
     failure = to_failure(WeakPassword("at least 12 characters, please"))
     parsed = _parsed(failure)
     assert failure.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert parsed.error_info is not None
     assert parsed.error_info.reason == "WEAK_PASSWORD" and parsed.error_info.domain == "penpay.io"
     assert [(v.field, v.description) for v in parsed.violations] == [
         ("password", "at least 12 characters, please")
@@ -72,7 +79,7 @@ def test_domain_field_names_become_request_field_names() -> None:
 def test_codes_by_error(error: DomainError, code: grpc.StatusCode) -> None:
     failure = to_failure(error)
     assert failure.code is code
-    assert _parsed(failure).error_info.reason == error.reason
+    assert _info(failure).reason == error.reason
     assert _status(failure).code == code.value[0]
 
 
@@ -88,7 +95,7 @@ def test_a_rate_limit_carries_retry_info_and_a_retry_after_trailer() -> None:
 def test_deriv_holding_a_call_back_is_unavailable_with_retry_info() -> None:
     failure = to_failure(DerivBusy("confirm again in 7 s", retry_after_seconds=7))
     assert failure.code is grpc.StatusCode.UNAVAILABLE
-    assert _parsed(failure).error_info.reason == "DERIV_BUSY"
+    assert _info(failure).reason == "DERIV_BUSY"
     assert _parsed(failure).retry_delay_seconds == 7
     assert ("retry-after", "7") in failure.trailing_metadata
 
@@ -96,7 +103,7 @@ def test_deriv_holding_a_call_back_is_unavailable_with_retry_info() -> None:
 @pytest.mark.unit
 def test_compliance_names_its_rule() -> None:
     failure = to_failure(ComplianceRefused("daily limit", rule="DAILY_LIMIT"))
-    assert _parsed(failure).error_info.metadata["rule"] == "DAILY_LIMIT"
+    assert _info(failure).metadata["rule"] == "DAILY_LIMIT"
 
 
 @pytest.mark.unit
@@ -108,7 +115,7 @@ def test_unexpected_errors_are_internal_and_say_nothing(error: Exception) -> Non
     failure = to_failure(error, request_id="req-1")
     assert failure.code is grpc.StatusCode.INTERNAL and failure.message == "internal error"
     assert SECRET.encode() not in failure.status
-    info = _parsed(failure).error_info
+    info = _info(failure)
     assert info.reason == "INTERNAL" and info.metadata["request_id"] == "req-1"
 
 

@@ -40,7 +40,9 @@ async def refused_rows(api: Harness) -> list[Any]:
 async def propose_as(api: Harness, metadata: tuple[tuple[str, str], ...]) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await api.ops.ProposeReviewAction(
-            ops_pb2.ProposeReviewActionRequest(transaction_id="0" * 32, kind=1, reason="x"),
+            ops_pb2.ProposeReviewActionRequest(
+                transaction_id="0" * 32, kind=ops_pb2.REVIEW_ACTION_KIND_RESOLVE_COMPLETED, reason="x"
+            ),
             metadata=metadata,
         )
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED  # every call is refused

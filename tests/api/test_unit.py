@@ -87,7 +87,7 @@ def test_client_ip_believes_forwarded_for_only_from_a_trusted_proxy() -> None:
 
 def test_operator_tokens() -> None:
     tokens = RoleAwareAccessTokens([SIGNING_KEY])
-    now = datetime.now(UTC)
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # tokens are issued and verified as of this instant
     with pytest.raises(ValueError):
         tokens.issue_operator_token(operator="Robert'); DROP", now=now)
     token, _ = tokens.issue_operator_token(operator=f"op-{secrets.token_hex(2)}", now=now)

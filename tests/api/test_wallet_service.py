@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
@@ -17,9 +17,9 @@ from .ledger import move
 pytestmark = pytest.mark.integration
 
 
-def ts(moment: object) -> timestamp_pb2.Timestamp:
+def ts(moment: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)  # type: ignore[arg-type]
+    stamp.FromDatetime(moment)
     return stamp
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.alerts import ALERTS_LOGGER
 from domain.shared.clock import FixedClock
+from domain.shared.json_value import JSONValue
 from domain.wallet.money import Currency, Money
 from mpesa_adapter.callback_store import (
     ADAPTER_ACTOR,
@@ -22,7 +23,7 @@ from mpesa_adapter.callback_store import (
     BALANCE_QUERY_SUBJECT,
 )
 from persistence.audit import AuditRecord, seal_pending, write_pending
-from persistence.auditor_store import read_checkpoint, recent_verdicts, write_checkpoint
+from persistence.auditor_store import Verdict, read_checkpoint, recent_verdicts, write_checkpoint
 from persistence.tables import audit_logs, ledger_accounts, transactions
 from tests.consistency.helpers import World, insert_posting, raw_sql, tx_uuid
 from workers.auditor import CHECKS, Auditor, AuditorConfig, parse_utility_balance
@@ -33,7 +34,9 @@ pytestmark = pytest.mark.integration
 async def _now(engine: AsyncEngine) -> datetime:
     """The auditor's 'now': just after the world's newest transaction (no wall clock in tests)."""
     async with engine.connect() as conn:
-        newest = (await conn.execute(sa.select(sa.func.max(transactions.c.updated_at)))).scalar_one()
+        newest: datetime = (
+            await conn.execute(sa.select(sa.func.max(transactions.c.updated_at)))
+        ).scalar_one()
     return newest + timedelta(minutes=1)
 
 
@@ -45,11 +48,11 @@ async def _auditor(
     return Auditor(world.engine, config=config, clock=clock, deriv_balance=deriv)
 
 
-def _status(verdicts: list, check: str) -> str:  # type: ignore[type-arg]
-    return next(v.status for v in verdicts if v.check == check)
+def _status(verdicts: list[Verdict], check: str) -> str:
+    return next(str(v.status) for v in verdicts if v.check == check)
 
 
-def _failed(verdicts: list) -> set[str]:  # type: ignore[type-arg]
+def _failed(verdicts: list[Verdict]) -> set[str]:
     return {v.check for v in verdicts if v.failed}
 
 
@@ -229,7 +232,9 @@ def test_the_utility_account_is_read_from_darajas_balance_string() -> None:
     assert parse_utility_balance(None) is None
 
 
-def _record(action: str, subject: str, details: dict[str, object], at: datetime | None = None) -> AuditRecord:
+def _record(
+    action: str, subject: str, details: dict[str, JSONValue], at: datetime | None = None
+) -> AuditRecord:
     return AuditRecord(
         occurred_at=at or datetime(2026, 1, 1, tzinfo=UTC),
         actor=ADAPTER_ACTOR,

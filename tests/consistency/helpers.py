@@ -412,7 +412,8 @@ Line = tuple[Any, str, int, str]  # (account id (UUID or typed id), side, cents,
 def _uuid(value: Any) -> uuid.UUID | None:
     if value is None:
         return None
-    return value.value if hasattr(value, "value") else value
+    found: uuid.UUID = value.value if hasattr(value, "value") else value
+    return found
 
 
 def insert_posting(

@@ -68,7 +68,8 @@ class Deriv:
             reply = json.loads(await ws.recv())
             if reply.get("req_id") == request["req_id"]:
                 assert "error" not in reply, reply
-                return reply
+                answer: dict[str, Any] = reply
+                return answer
 
     async def control(self, method: str, path: str, body: Any = None, **params: str) -> Any:
         assert self.sim.control_url

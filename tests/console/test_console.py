@@ -55,7 +55,9 @@ async def test_two_operators_refund_a_refused_deposit_in_the_browser(console: Co
     # dashboard's ages and its last 24 hours then cover these payments.
     under_review = (await stack.get(refused)).updated_at
     assert under_review is not None
-    console.review.core.clock.set(under_review)
+    clock = console.review.core.clock
+    assert isinstance(clock, FixedClock)  # the review stack's core runs on a fixed clock
+    clock.set(under_review)
     # The dashboard's "oldest" comes from the report: when the oldest of each status was created.
     report = await console.review.ops.GetReconciliationReport(
         pb.GetReconciliationReportRequest(),

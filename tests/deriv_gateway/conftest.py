@@ -7,17 +7,18 @@ Deriv's official JSON schemas (shared/anchors/deriv-api-schemas) when the test f
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the locked dev tools
 import pytest
 
 from deriv_gateway.config import GatewayConfig
+from deriv_gateway.journal import Journal, Operation
 from deriv_gateway.server import GatewayServer
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator, SimulatorConfig
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
@@ -127,7 +128,7 @@ def journal_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def frames() -> Any:
+def frames() -> Iterator[FrameLog]:
     log = FrameLog()
     yield log
     problems = log.problems()
@@ -162,8 +163,12 @@ class Running:
         self.stub = pb_grpc.DerivGatewayServiceStub(channel)
 
 
+# start_gateway(wait=True, lease=None, **GatewayConfig overrides): a running gateway and a channel to it.
+StartGateway = Callable[..., Awaitable["Running"]]
+
+
 @pytest.fixture
-async def start_gateway(make_config: Callable[..., GatewayConfig]) -> AsyncIterator[Callable[..., Any]]:
+async def start_gateway(make_config: Callable[..., GatewayConfig]) -> AsyncIterator[StartGateway]:
     running: list[Running] = []
 
     async def start(wait: bool = True, **overrides: Any) -> Running:
@@ -185,3 +190,17 @@ async def start_gateway(make_config: Callable[..., GatewayConfig]) -> AsyncItera
 
 def shared_schema_dir() -> Path:
     return SCHEMAS
+
+
+async def journaled(journal: Journal, operation_id: str) -> Operation:
+    """The journal's row of an operation the test knows was journaled."""
+    row = await journal.get(operation_id)
+    assert row is not None, f"{operation_id} is not in the journal"
+    return row
+
+
+def lease_token(server: GatewayServer) -> int:
+    """The fencing token of a gateway that holds its lease."""
+    token = server.lease.token
+    assert token is not None, "the gateway does not hold its lease"
+    return token

@@ -34,7 +34,7 @@ async def test_get_settings_becomes_a_kyc_snapshot(start_gateway: Callable[..., 
     accounts = GatewayDerivAccounts(running.channel)
 
     settings = await accounts.get_settings(CLIENT_TOKEN)
-    snapshot = KycSnapshot.from_get_settings(dict(settings), taken_at=datetime.now(UTC))
+    snapshot = KycSnapshot.from_get_settings(dict(settings), taken_at=datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
 
     assert snapshot.first_name == "Alice" and snapshot.last_name == "Wanjiru"
     assert all(value not in ("", 0) for value in settings.values())

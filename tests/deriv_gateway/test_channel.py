@@ -8,10 +8,12 @@ import uuid
 
 import grpc
 import pytest
+from redis.asyncio import Redis
 
 from deriv_gateway.channel import address_list_target, gateway_channel
 from deriv_gateway.lease import RedisLease
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
+from tests.deriv_gateway.conftest import Sim, StartGateway
 
 from .test_gateway import transfer
 
@@ -19,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 async def test_calls_go_to_the_leader_and_follow_it_when_it_is_deposed(
-    sim, start_gateway, redis_url, key_prefix, redis_client
-):
+    sim: Sim, start_gateway: StartGateway, redis_url: str, key_prefix: str, redis_client: Redis
+) -> None:
     key = f"{key_prefix}lease"
     lease_a = RedisLease(redis_url, key, ttl=1.0, retry=0.1)
     a = await start_gateway(lease=lease_a)

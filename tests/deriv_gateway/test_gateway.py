@@ -13,11 +13,12 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from redis.asyncio import Redis
 
 from deriv_gateway import journal as jn
 from deriv_gateway.grpc_errors import parse_details
@@ -30,6 +31,7 @@ from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
 from persistence.engine import create_engine
 from tests.conftest import REPO_ROOT
+from tests.deriv_gateway.conftest import FrameLog, Sim, StartGateway, journaled, lease_token
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +63,21 @@ def error_info(exc: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo |
     return info, others
 
 
-async def test_transfer_executes_once_and_a_repeat_replays_the_first_result(sim, start_gateway, journal_url):
+def _stdout(process: subprocess.Popen[str]) -> IO[str]:
+    assert process.stdout is not None, "started without stdout=PIPE"
+    return process.stdout
+
+
+def error_info_of(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo the refusal must carry."""
+    info, _ = error_info(exc)
+    assert info is not None, "no ErrorInfo in the details"
+    return info
+
+
+async def test_transfer_executes_once_and_a_repeat_replays_the_first_result(
+    sim: Sim, start_gateway: StartGateway, journal_url: str
+) -> None:
     gw = await start_gateway(database_url=journal_url)
     tid = str(uuid.uuid4())
     first = await gw.stub.Transfer(transfer(tid, 1050))
@@ -79,7 +95,9 @@ async def test_transfer_executes_once_and_a_repeat_replays_the_first_result(sim,
     assert row.deriv_transaction_id == first.deriv_transaction_id and row.description == f"PenPay {tid}"
 
 
-async def test_transfer_cut_after_the_frame_was_sent_resolves_to_exactly_one(sim, start_gateway, journal_url):
+async def test_transfer_cut_after_the_frame_was_sent_resolves_to_exactly_one(
+    sim: Sim, start_gateway: StartGateway, journal_url: str
+) -> None:
     gw = await start_gateway(database_url=journal_url)
     tid = str(uuid.uuid4())
     await sim.fault(kind="drop_after", call="paymentagent_transfer", match={"description": tid}, times=1)
@@ -92,7 +110,9 @@ async def test_transfer_cut_after_the_frame_was_sent_resolves_to_exactly_one(sim
     assert await sim.executed(f"PenPay {tid}") == 1
 
 
-async def test_twenty_concurrent_calls_with_one_id_execute_once(sim, start_gateway, journal_url, frames):
+async def test_twenty_concurrent_calls_with_one_id_execute_once(
+    sim: Sim, start_gateway: StartGateway, journal_url: str, frames: FrameLog
+) -> None:
     gw = await start_gateway(database_url=journal_url)
     tid = str(uuid.uuid4())
     results = await asyncio.gather(*(gw.stub.Transfer(transfer(tid, 1100)) for _ in range(20)))
@@ -101,7 +121,7 @@ async def test_twenty_concurrent_calls_with_one_id_execute_once(sim, start_gatew
     assert len([f for f in frames.sent("paymentagent_transfer") if tid in f["description"]]) == 1
 
 
-async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(fresh_mariadb_url):
+async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(fresh_mariadb_url: str) -> None:
     journals = [jn.Journal.from_url(fresh_mariadb_url) for _ in range(2)]
     tid = str(uuid.uuid4())
     try:
@@ -121,6 +141,7 @@ async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(fr
         )
         assert sorted(created for created, _ in claims) == [False, True]
         winner = next(row for created, row in claims if created)
+        assert winner.fencing_token is not None
         # a stale fencing token may not record; the owner may; a newer token can take over
         with pytest.raises(jn.StaleFencingToken):
             await journals[0].finish(tid, winner.fencing_token - 1, jn.DONE, deriv_transaction_id=1)
@@ -129,7 +150,7 @@ async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(fr
             await journals[1].finish(tid, winner.fencing_token, jn.DONE, deriv_transaction_id=1)
         with pytest.raises(jn.StaleFencingToken):
             await journals[1].take_over(tid, 8)
-        await journals[1].finish(tid, 9, jn.DONE, deriv_transaction_id=int(time.time() * 1000))
+        await journals[1].finish(tid, 9, jn.DONE, deriv_transaction_id=9_000_001)
         row = await journals[0].get(tid)
         assert row is not None and row.status == jn.DONE and row.fencing_token == 9
     finally:
@@ -137,8 +158,8 @@ async def test_two_gateway_processes_racing_on_one_id_the_primary_key_decides(fr
             await j.close()
 
 
-def _claim(journal: jn.Journal, op: str, token: int) -> Any:
-    return journal.claim(
+async def _claim(journal: jn.Journal, op: str, token: int) -> tuple[bool, jn.Operation]:
+    return await journal.claim(
         operation_id=op,
         kind="transfer",
         client_loginid=CLIENT,
@@ -150,7 +171,9 @@ def _claim(journal: jn.Journal, op: str, token: int) -> Any:
 
 
 @pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-by-one"])
-async def test_a_deposed_leader_cannot_claim_once_a_newer_leader_has_written(journal_url, group_commit):
+async def test_a_deposed_leader_cannot_claim_once_a_newer_leader_has_written(
+    journal_url: str, group_commit: bool
+) -> None:
     old = jn.Journal(create_engine(journal_url), owns_engine=True, group_commit=group_commit)
     new = jn.Journal(create_engine(journal_url), owns_engine=True, group_commit=group_commit)
     try:
@@ -191,7 +214,7 @@ async def test_a_deposed_leader_cannot_claim_once_a_newer_leader_has_written(jou
         await new.close()
 
 
-async def _raw_transfer(sim, description: str, cents: int) -> None:
+async def _raw_transfer(sim: Sim, description: str, cents: int) -> None:
     """A transfer executed behind the gateway's back, as if a dead process had sent it."""
     from deriv_gateway.connection import ClientSession
 
@@ -203,8 +226,8 @@ async def _raw_transfer(sim, description: str, cents: int) -> None:
 
 
 async def test_after_a_crash_a_sending_row_is_resolved_from_the_statement_first(
-    sim, start_gateway, journal_url
-):
+    sim: Sim, start_gateway: StartGateway, journal_url: str
+) -> None:
     # process A wrote SENDING, sent the frame and died; Deriv executed it
     tid, lost = str(uuid.uuid4()), str(uuid.uuid4())
     journal = jn.Journal.from_url(journal_url)
@@ -235,7 +258,9 @@ async def test_after_a_crash_a_sending_row_is_resolved_from_the_statement_first(
     assert row is not None and row.attempts == 2 and row.status == jn.DONE
 
 
-async def test_unknown_outcome_within_the_settle_window_is_not_resent(sim, start_gateway, sqlite_url):
+async def test_unknown_outcome_within_the_settle_window_is_not_resent(
+    sim: Sim, start_gateway: StartGateway, sqlite_url: str
+) -> None:
     tid = str(uuid.uuid4())
     journal = jn.Journal.from_url(sqlite_url)
     await journal.claim(
@@ -255,7 +280,9 @@ async def test_unknown_outcome_within_the_settle_window_is_not_resent(sim, start
     assert await sim.executed(f"PenPay {tid}") == 0
 
 
-async def test_reconnect_restores_authorization_and_the_balance_stream(sim, start_gateway):
+async def test_reconnect_restores_authorization_and_the_balance_stream(
+    sim: Sim, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway()
     updates: asyncio.Queue[pb.WatchBalanceResponse] = asyncio.Queue()
 
@@ -286,7 +313,9 @@ async def test_reconnect_restores_authorization_and_the_balance_stream(sim, star
             await watcher
 
 
-async def test_the_balance_stream_is_open_only_while_someone_watches(sim, start_gateway, frames):
+async def test_the_balance_stream_is_open_only_while_someone_watches(
+    sim: Sim, start_gateway: StartGateway, frames: FrameLog
+) -> None:
     """Deriv pushes a balance message after every transfer: the gateway subscribes only while
     WatchBalance has a watcher, and tells Deriv to forget the stream when the last one leaves."""
     gw = await start_gateway()
@@ -332,7 +361,9 @@ async def test_the_balance_stream_is_open_only_while_someone_watches(sim, start_
     assert len(pushed()) == seen
 
 
-async def test_rate_limit_and_timeouts_surface_as_clear_grpc_statuses(sim, start_gateway):
+async def test_rate_limit_and_timeouts_surface_as_clear_grpc_statuses(
+    sim: Sim, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway(request_timeout=1.0)
     tid = str(uuid.uuid4())
     await sim.fault(kind="rate_limit", call="paymentagent_transfer", times=1)
@@ -375,8 +406,8 @@ async def test_rate_limit_and_timeouts_surface_as_clear_grpc_statuses(sim, start
 
 
 async def test_a_transfer_our_limiter_cannot_fit_before_its_deadline_is_deferred_unsent(
-    sim, start_gateway, frames
-):
+    sim: Sim, start_gateway: StartGateway, frames: FrameLog
+) -> None:
     from application.payments.errors import CallDeferred
     from deriv_gateway.payments_client import GatewayDerivPayments
     from deriv_gateway.protocol.ratelimit import CallLimits
@@ -401,7 +432,7 @@ async def test_a_transfer_our_limiter_cannot_fit_before_its_deadline_is_deferred
     assert not [f for f in frames.sent("paymentagent_transfer") if f.get("description") == f"PenPay {held}"]
 
 
-async def test_a_gateway_nobody_can_connect_to_defers_the_call_and_a_running_one_does_not():
+async def test_a_gateway_nobody_can_connect_to_defers_the_call_and_a_running_one_does_not() -> None:
     import socket
 
     from application.payments.errors import CallDeferred
@@ -424,7 +455,9 @@ async def test_a_gateway_nobody_can_connect_to_defers_the_call_and_a_running_one
     assert deferred.value.code == "GATEWAY_UNREACHABLE" and 0 < deferred.value.retry_after <= 5
 
 
-async def test_an_unavailable_answer_from_a_running_gateway_is_not_taken_for_unsent(sim, start_gateway):
+async def test_an_unavailable_answer_from_a_running_gateway_is_not_taken_for_unsent(
+    sim: Sim, start_gateway: StartGateway
+) -> None:
     from application.payments.errors import CallOutcomeUnknown
     from deriv_gateway.payments_client import GatewayDerivPayments
     from domain.user.deriv_login_id import DerivLoginId
@@ -440,7 +473,9 @@ async def test_an_unavailable_answer_from_a_running_gateway_is_not_taken_for_uns
         )
 
 
-async def test_withdrawal_flow_on_the_clients_own_connection(sim, start_gateway, frames):
+async def test_withdrawal_flow_on_the_clients_own_connection(
+    sim: Sim, start_gateway: StartGateway, frames: FrameLog
+) -> None:
     # the gateway's own maximum above the agent's at Deriv (changed there): Deriv's refusal is met below
     gw = await start_gateway(transfer_max_cents=10_000_00)
     auth = await gw.stub.Authorize(pb.AuthorizeRequest(client_token=CLIENT_TOKEN))
@@ -509,7 +544,12 @@ async def test_withdrawal_flow_on_the_clients_own_connection(sim, start_gateway,
     assert await sim.executed(f"PenPay {tid}") == 0
 
 
-async def test_no_token_reaches_a_log_line(sim, start_gateway, capsys, caplog):
+async def test_no_token_reaches_a_log_line(
+    sim: Sim,
+    start_gateway: StartGateway,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import structlog
 
     structlog.reset_defaults()
@@ -529,8 +569,8 @@ async def test_no_token_reaches_a_log_line(sim, start_gateway, capsys, caplog):
 
 
 async def test_a_deposed_leader_stops_sending_and_the_standby_takes_over(
-    sim, start_gateway, redis_url, key_prefix, redis_client
-):
+    sim: Sim, start_gateway: StartGateway, redis_url: str, key_prefix: str, redis_client: Redis
+) -> None:
     key = f"{key_prefix}lease"
     lease_a = RedisLease(redis_url, key, ttl=1.0, retry=0.1)
     a = await start_gateway(lease=lease_a)
@@ -558,8 +598,13 @@ async def test_a_deposed_leader_stops_sending_and_the_standby_takes_over(
 
 
 async def test_leader_process_dies_and_the_standby_serves_within_the_bound(
-    sim, start_gateway, redis_url, key_prefix, redis_client, fresh_mariadb_url
-):
+    sim: Sim,
+    start_gateway: StartGateway,
+    redis_url: str,
+    key_prefix: str,
+    redis_client: Redis,
+    fresh_mariadb_url: str,
+) -> None:
     ttl, retry = 1.5, 0.2
     key = f"{key_prefix}lease"
     env = {
@@ -583,7 +628,7 @@ async def test_leader_process_dies_and_the_standby_serves_within_the_bound(
         text=True,
     )
     try:
-        line = await asyncio.wait_for(asyncio.to_thread(leader.stdout.readline), 20)
+        line = await asyncio.wait_for(asyncio.to_thread(_stdout(leader).readline), 20)
         assert "listening on" in line, line
         address = line.rsplit(" ", 1)[1].strip()
         async with grpc.aio.insecure_channel(address) as channel:
@@ -626,14 +671,16 @@ async def test_leader_process_dies_and_the_standby_serves_within_the_bound(
             assert took < ttl + retry + 2.0
             assert result.deriv_transaction_id > 0 and await sim.executed(f"PenPay {tid}") == 1
             row = await standby.server.journal.get(tid)
-            assert row is not None and row.fencing_token == standby.server.lease.token >= 2
+            assert row is not None and row.fencing_token == lease_token(standby.server) >= 2
     finally:
         if leader.poll() is None:
             leader.kill()
             leader.wait(5)
 
 
-async def test_every_frame_matches_the_official_schemas(sim, start_gateway, frames):
+async def test_every_frame_matches_the_official_schemas(
+    sim: Sim, start_gateway: StartGateway, frames: FrameLog
+) -> None:
     """A tour of every call the gateway makes; the `frames` fixture validates them at teardown."""
     gw = await start_gateway()
     await gw.stub.Transfer(transfer(str(uuid.uuid4())))
@@ -656,7 +703,9 @@ async def test_every_frame_matches_the_official_schemas(sim, start_gateway, fram
     assert not frames.problems()
 
 
-async def test_batched_claims_and_outcomes_keep_their_own_answers(journal_url, monkeypatch):
+async def test_batched_claims_and_outcomes_keep_their_own_answers(
+    journal_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Claims and outcomes committed together (group commit): every caller still gets its own row's answer."""
     sizes: list[int] = []  # MariaDB: the outcomes per multi-row UPDATE (SQLite writes them one by one)
     original = journal_mariadb.finish_rows
@@ -687,15 +736,15 @@ async def test_batched_claims_and_outcomes_keep_their_own_answers(journal_url, m
         )
         assert [type(o).__name__ for o in outcomes] == ["StaleFencingToken"] * 2 + ["NoneType"] * 3
         # the same row twice in one batch: the first outcome counts
-        outcomes = await asyncio.gather(
+        pair = await asyncio.gather(
             journal.finish(new[5], 1, jn.DONE, deriv_transaction_id=7_000_015, result={"n": 5}),
             journal.finish(new[5], 1, jn.FAILED, error_code="Late"),
             return_exceptions=True,
         )
-        assert [type(o).__name__ for o in outcomes] == ["NoneType", "StaleFencingToken"]
+        assert [type(o).__name__ for o in pair] == ["NoneType", "StaleFencingToken"]
         if "mysql" in journal_url:
             assert sizes[-2:] == [5, 2], sizes  # each gather was written as one batch
-        rows = [await journal.get(op) for op in new]
+        rows = [await journaled(journal, op) for op in new]
         assert (rows[0].status, rows[0].fencing_token) == (jn.SENDING, 2)
         assert (rows[1].status, rows[1].deriv_transaction_id) == (jn.DONE, 7_000_001)
         for i, row in enumerate(rows[2:], start=2):
@@ -710,7 +759,7 @@ async def test_batched_claims_and_outcomes_keep_their_own_answers(journal_url, m
         await newer.close()
 
 
-async def test_the_sqlite_lane_writes_rows_the_engine_reads_back_exactly(sqlite_url):
+async def test_the_sqlite_lane_writes_rows_the_engine_reads_back_exactly(sqlite_url: str) -> None:
     """The SQLite batches bypass SQLAlchemy (one thread hop per batch): what they write must read back
     through the engine as SQLAlchemy itself would have stored it, timestamps to the microsecond."""
     journal = jn.Journal.from_url(sqlite_url)

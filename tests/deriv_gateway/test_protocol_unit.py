@@ -134,7 +134,8 @@ def test_an_answer_naming_another_request_is_foreign_whatever_it_says() -> None:
     assert isinstance(event, Reply) and event.ok
     # calls that name no operation are not compared (a balance is about the account)
     balance = core.encode("balance")
-    assert core.receive(json.dumps({"echo_req": {}, "msg_type": "balance", "req_id": balance.req_id})).ok
+    answered = core.receive(json.dumps({"echo_req": {}, "msg_type": "balance", "req_id": balance.req_id}))
+    assert isinstance(answered, Reply) and answered.ok
 
 
 def test_top_level_error_reply_with_msg_type_error_resolves_the_request() -> None:

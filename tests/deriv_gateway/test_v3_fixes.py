@@ -15,8 +15,10 @@ import pytest
 
 from deriv_gateway import journal as jn
 from deriv_gateway.simulator import DEFAULT_AGENT_LOGINID
+from deriv_gateway.simulator.faults import FaultRule
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
-from tests.deriv_gateway.test_gateway import CLIENT, CLIENT_TOKEN, error_info, transfer, usd
+from tests.deriv_gateway.conftest import FrameLog, Sim, StartGateway, journaled
+from tests.deriv_gateway.test_gateway import CLIENT, CLIENT_TOKEN, error_info_of, transfer, usd
 from tests.deriv_gateway.test_link_send import ExceptionsReported
 from tests.deriv_gateway.test_takeover_and_resolve import _books, _claim, _execute_behind_the_gateway
 
@@ -33,14 +35,14 @@ async def _until(check: Any, timeout: float = 10.0) -> Any:
         await asyncio.sleep(0.02)
 
 
-def _rule(sim: Any, rule_id: str) -> Any:
+def _rule(sim: Sim, rule_id: str) -> FaultRule:
     return next(r for r in sim.sim.faults.rules if r.id == rule_id)
 
 
 # --- 3. a RateLimit answer to the keep-alive ping -------------------------------------------------
 
 
-async def test_a_rate_limited_ping_does_not_drop_a_live_socket(sim, start_gateway):
+async def test_a_rate_limited_ping_does_not_drop_a_live_socket(sim: Sim, start_gateway: StartGateway) -> None:
     gw = await start_gateway(ping_interval=0.05)
     await sim.fault(id="ping-rl", kind="rate_limit", call="ping", times=3)
     rule = _rule(sim, "ping-rl")
@@ -60,8 +62,8 @@ async def test_a_rate_limited_ping_does_not_drop_a_live_socket(sim, start_gatewa
 
 
 async def test_a_transfer_to_the_agent_itself_or_outside_its_limits_is_refused_before_any_frame(
-    sim, start_gateway, frames
-):
+    sim: Sim, start_gateway: StartGateway, frames: FrameLog
+) -> None:
     gw = await start_gateway(transfer_min_cents=10_00, transfer_max_cents=2_000_00)
     refused = {
         str(uuid.uuid4()): transfer_to(DEFAULT_AGENT_LOGINID, 12_50),  # the agent's own account
@@ -84,8 +86,8 @@ async def test_a_transfer_to_the_agent_itself_or_outside_its_limits_is_refused_b
 
 
 async def test_an_operation_journaled_before_the_limits_changed_is_settled_not_refused(
-    sim, start_gateway, sqlite_url
-):
+    sim: Sim, start_gateway: StartGateway, sqlite_url: str
+) -> None:
     executed = str(uuid.uuid4())
     await _claim(sqlite_url, executed)  # 13.00 sent by an earlier leader, executed at Deriv
     await _execute_behind_the_gateway(sim, executed)
@@ -109,8 +111,8 @@ def withdraw(wid: str, cents: int) -> pb.WithdrawRequest:
 
 
 async def test_a_drop_with_many_transfers_in_flight_resolves_them_from_one_statement_read(
-    sim, start_gateway, frames
-):
+    sim: Sim, start_gateway: StartGateway, frames: FrameLog
+) -> None:
     # more unknown outcomes at once than Deriv's statement allowance (25 a minute; ours 22)
     count = 30
     gw = await start_gateway(request_timeout=8.0)
@@ -146,7 +148,9 @@ def _alerts() -> float:
     return REGISTRY.get_sample_value("penpay_alerts_total", {"kind": "deriv_foreign_answer"}) or 0.0
 
 
-async def test_a_transfer_reply_about_another_operation_is_not_taken_for_ours(sim, start_gateway):
+async def test_a_transfer_reply_about_another_operation_is_not_taken_for_ours(
+    sim: Sim, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway(unknown_settle=30.0)
     alerts = _alerts()
     # executed, answered as another operation: found in our own statement line instead
@@ -165,14 +169,18 @@ async def test_a_transfer_reply_about_another_operation_is_not_taken_for_ours(si
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gw.stub.Transfer(transfer(unsent))
-    info, _ = error_info(caught.value)
+    info = error_info_of(caught.value)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and info.metadata["outcome"] == "unknown"
-    assert (await gw.server.journal.get(unsent)).status == jn.SENDING  # resolved later, never resent blind
+    assert (
+        await journaled(gw.server.journal, unsent)
+    ).status == jn.SENDING  # resolved later, never resent blind
     assert await sim.executed(f"PenPay {unsent}") == 0
     assert _alerts() == alerts + 2
 
 
-async def test_a_withdraw_reply_about_another_operation_is_not_taken_for_ours(sim, start_gateway):
+async def test_a_withdraw_reply_about_another_operation_is_not_taken_for_ours(
+    sim: Sim, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway(unknown_settle=30.0)
     alerts = _alerts()
     await gw.stub.RequestWithdrawalCode(pb.RequestWithdrawalCodeRequest(client_token=CLIENT_TOKEN))
@@ -184,17 +192,17 @@ async def test_a_withdraw_reply_about_another_operation_is_not_taken_for_ours(si
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gw.stub.Withdraw(request)
-    info, _ = error_info(caught.value)
+    info = error_info_of(caught.value)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and info.metadata["outcome"] == "unknown"
-    assert (await gw.server.journal.get(wid)).status == jn.SENDING
+    assert (await journaled(gw.server.journal, wid)).status == jn.SENDING
     assert await sim.executed(f"PenPay {wid}") == 0
     assert _alerts() == alerts + 1
 
 
 @pytest.mark.parametrize("kind", ["other_operation", "other_line"])
 async def test_a_statement_about_other_operations_proves_nothing_about_ours(
-    sim, start_gateway, sqlite_url, kind
-):
+    sim: Sim, start_gateway: StartGateway, sqlite_url: str, kind: str
+) -> None:
     gw = await start_gateway(unknown_settle=0.0)
     # an earlier attempt's frame executed at Deriv; its row is SENDING, past the settle window
     earlier = str(uuid.uuid4())
@@ -208,9 +216,9 @@ async def test_a_statement_about_other_operations_proves_nothing_about_ours(
 
     # another query's page (no line of ours) is not "not executed": nothing sent again;
     # a line with our reference about another client and amount is not "executed" either
-    info, _ = error_info(caught.value)
+    info = error_info_of(caught.value)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and info.metadata["outcome"] == "unknown"
-    assert (await gw.server.journal.get(earlier)).status == jn.SENDING
+    assert (await journaled(gw.server.journal, earlier)).status == jn.SENDING
     assert _alerts() == alerts + 1
     found = await gw.stub.Transfer(transfer(earlier, 13_00))  # our statement, answered about ours
     assert found.resolved_from_statement
@@ -218,8 +226,8 @@ async def test_a_statement_about_other_operations_proves_nothing_about_ours(
 
 
 async def test_a_reply_carrying_another_operations_transaction_id_is_not_taken_for_ours(
-    sim, start_gateway, journal_url
-):
+    sim: Sim, start_gateway: StartGateway, journal_url: str
+) -> None:
     gw = await start_gateway(database_url=journal_url)
     first = await gw.stub.Transfer(transfer(str(uuid.uuid4())))
     alerts = _alerts()
@@ -229,5 +237,5 @@ async def test_a_reply_carrying_another_operations_transaction_id_is_not_taken_f
     line = await _books(sim, tid)
     assert result.resolved_from_statement and result.deriv_transaction_id == line["debit_transaction_id"]
     assert result.deriv_transaction_id != first.deriv_transaction_id
-    assert (await gw.server.journal.get(tid)).deriv_transaction_id == line["debit_transaction_id"]
+    assert (await journaled(gw.server.journal, tid)).deriv_transaction_id == line["debit_transaction_id"]
     assert _alerts() == alerts + 1

@@ -19,7 +19,7 @@ TRANSFER = "/payment-agents/v1/transfer"
 
 
 async def _deposit(world: World, request_id: str, **kw: object) -> RestResult:
-    async with world.client(**kw) as client:  # type: ignore[arg-type]
+    async with world.client(**kw) as client:
         return await client.transfer(
             AGENT, request_id=request_id, to_nickname="alice_w", amount="20.00", currency="USD",
             notes=f"PenPay {request_id}",

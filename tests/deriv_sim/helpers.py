@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,13 @@ def have_schemas() -> bool:
 
 @cache
 def load_schema(call: str, kind: str) -> dict[str, Any]:
-    return json.loads((schema_dir() / call / f"{kind}.json").read_text())
+    schema: dict[str, Any] = json.loads((schema_dir() / call / f"{kind}.json").read_text())
+    return schema
 
 
 @cache
 def receive_validator(call: str) -> Any:
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]  # no stubs in the locked dev tools
 
     schema = load_schema(call, "receive")
     if call == "account_list":
@@ -87,7 +89,7 @@ class Client:
 
     async def _read(self, timeout: float) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
-        message = json.loads(raw)
+        message: dict[str, Any] = json.loads(raw)
         check_message(message)
         return message
 
@@ -141,7 +143,8 @@ class Client:
     async def login(self, token: str) -> dict[str, Any]:
         reply = await self.call({"authorize": token})
         assert "error" not in reply, reply
-        return reply["authorize"]
+        authorize: dict[str, Any] = reply["authorize"]
+        return authorize
 
 
 def fast_config(**overrides: Any) -> SimulatorConfig:
@@ -182,6 +185,12 @@ class Control:
         box = await self.get(f"/mailbox/{loginid}")
         assert box["latest"], box
         return str(box["latest"])
+
+
+# The conftest's factories: make_sim(**SimulatorConfig overrides) and
+# connect_client(sim, token=None, **connect options).
+MakeSim = Callable[..., Awaitable[DerivSimulator]]
+ConnectClient = Callable[..., Awaitable[Client]]
 
 
 def control_for(sim: DerivSimulator, http: aiohttp.ClientSession) -> Control:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from deriv_gateway.simulator import DerivSimulator
+from tests.deriv_sim.helpers import Client, ConnectClient, Control
+
 from .helpers import AGENT, AGENT_TOKEN, ALICE, ALICE_EMAIL, ALICE_TOKEN
 
 pytestmark = pytest.mark.integration
 
 
-async def test_authorize_fields(client):
+async def test_authorize_fields(client: Client) -> None:
     auth = await client.login(ALICE_TOKEN)
     assert auth["loginid"] == ALICE
     assert auth["currency"] == "USD"
@@ -25,7 +28,7 @@ async def test_authorize_fields(client):
     assert listed["VRTC90000001"]["is_virtual"] == 1
 
 
-async def test_authorize_errors_and_rebinding(client):
+async def test_authorize_errors_and_rebinding(client: Client) -> None:
     reply = await client.call({"authorize": AGENT_TOKEN, "tokens": [ALICE_TOKEN]})
     assert reply["error"] == {"code": "InvalidToken", "message": "Token is not valid for current user."}
     await client.login(ALICE_TOKEN)
@@ -33,7 +36,7 @@ async def test_authorize_errors_and_rebinding(client):
     assert (await client.call({"balance": 1}))["balance"]["loginid"] == AGENT
 
 
-async def test_multiple_tokens_select_by_loginid(client):
+async def test_multiple_tokens_select_by_loginid(client: Client) -> None:
     await client.call({"authorize": ALICE_TOKEN, "tokens": ["sim-virtual-token"]})
     virtual = await client.call({"balance": 1, "loginid": "VRTC90000001"})
     assert virtual["balance"]["loginid"] == "VRTC90000001"
@@ -42,7 +45,7 @@ async def test_multiple_tokens_select_by_loginid(client):
     assert other["error"]["code"] == "AuthorizationRequired"
 
 
-async def test_balance_all_and_other_account(client):
+async def test_balance_all_and_other_account(client: Client) -> None:
     await client.login(ALICE_TOKEN)
     everything = (await client.call({"balance": 1, "account": "all"}))["balance"]
     assert set(everything["accounts"]) == {ALICE, "VRTC90000001"}
@@ -52,7 +55,7 @@ async def test_balance_all_and_other_account(client):
     assert denied["error"]["code"] == "PermissionDenied"
 
 
-async def test_get_settings_and_account_list(client):
+async def test_get_settings_and_account_list(client: Client) -> None:
     await client.login(AGENT_TOKEN)
     settings = (await client.call({"get_settings": 1}))["get_settings"]
     assert settings["email"] == "agent@penpay.sim"
@@ -64,7 +67,9 @@ async def test_get_settings_and_account_list(client):
     assert [a["loginid"] for a in accounts] == [AGENT]
 
 
-async def test_balance_stream_with_req_id_and_already_subscribed(connect_client, sim):
+async def test_balance_stream_with_req_id_and_already_subscribed(
+    connect_client: ConnectClient, sim: DerivSimulator
+) -> None:
     agent = await connect_client(sim, AGENT_TOKEN)
     first = await agent.call({"balance": 1, "subscribe": 1, "req_id": 41, "passthrough": {"p": 1}})
     sub_id = first["subscription"]["id"]
@@ -91,7 +96,9 @@ async def test_balance_stream_with_req_id_and_already_subscribed(connect_client,
     assert [m for m in await agent.quiet(0.2) if m["msg_type"] == "balance"] == []
 
 
-async def test_transaction_stream_sees_incoming_withdrawal(connect_client, sim, control):
+async def test_transaction_stream_sees_incoming_withdrawal(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     agent = await connect_client(sim, AGENT_TOKEN)
     sub = await agent.call({"transaction": 1, "subscribe": 1, "req_id": 5})
     sub_id = sub["subscription"]["id"]
@@ -118,7 +125,7 @@ async def test_transaction_stream_sees_incoming_withdrawal(connect_client, sim, 
     assert (await agent.call({"forget_all": ["transaction", "balance"]}))["forget_all"] == [sub_id]
 
 
-async def test_logout_forgets_account_streams(client):
+async def test_logout_forgets_account_streams(client: Client) -> None:
     await client.login(ALICE_TOKEN)
     await client.call({"balance": 1, "subscribe": 1})
     assert (await client.call({"logout": 1}))["logout"] == 1
@@ -126,7 +133,7 @@ async def test_logout_forgets_account_streams(client):
     assert (await client.call({"forget_all": "balance"}))["forget_all"] == []
 
 
-async def test_statement_filters_and_paging(connect_client, sim):
+async def test_statement_filters_and_paging(connect_client: ConnectClient, sim: DerivSimulator) -> None:
     agent = await connect_client(sim, AGENT_TOKEN)
     for i in range(5):
         reply = await agent.call(
@@ -159,7 +166,7 @@ async def test_statement_filters_and_paging(connect_client, sim):
     assert deposits["count"] == 0
 
 
-async def test_website_status_and_paymentagent_list(client):
+async def test_website_status_and_paymentagent_list(client: Client) -> None:
     status = (await client.call({"website_status": 1}))["website_status"]
     assert status["currencies_config"]["USD"]["fractional_digits"] == 2
     assert status["site_status"] == "up"

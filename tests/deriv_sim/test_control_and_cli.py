@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from deriv_gateway.simulator import DerivSimulator
 from penpay.cli import build_parser
+from tests.deriv_sim.helpers import ConnectClient, Control, MakeSim
 
 from .helpers import AGENT, ALICE, Client
 
 pytestmark = pytest.mark.integration
 
 
-async def test_health_config_and_clock(control, sim, client):
+async def test_health_config_and_clock(control: Control, sim: DerivSimulator, client: Client) -> None:
+    assert sim.ports is not None
     health = await control.get("/health")
     assert health["status"] == "ok" and health["ws_port"] == sim.ports.ws and health["connections"] == 1
     config = await control.post("/config", {"request_timeout": 3, "rate_limits": {"general_minutely": 7}})
@@ -28,7 +32,9 @@ async def test_health_config_and_clock(control, sim, client):
     assert (await client.call({"time": 1}))["time"] - before >= 86400
 
 
-async def test_accounts_crud_and_adjust(control, connect_client, sim):
+async def test_accounts_crud_and_adjust(
+    control: Control, connect_client: ConnectClient, sim: DerivSimulator
+) -> None:
     accounts = await control.get("/accounts")
     assert {a["loginid"] for a in accounts["accounts"]} >= {AGENT, ALICE, "VRTC90000001"}
     assert any(t["token"] == "sim-agent-token" for t in accounts["tokens"])
@@ -62,7 +68,7 @@ async def test_accounts_crud_and_adjust(control, connect_client, sim):
     await control.post("/accounts/CR55500001/adjust", {"amount": "-100"}, status=409)
 
 
-async def test_accounts_from_file(make_sim, connect_client, tmp_path):
+async def test_accounts_from_file(make_sim: MakeSim, connect_client: ConnectClient, tmp_path: Path) -> None:
     path = tmp_path / "accounts.json"
     path.write_text(
         json.dumps(
@@ -93,13 +99,13 @@ async def test_accounts_from_file(make_sim, connect_client, tmp_path):
     assert reply["client_to_full_name"] == "Sam Client"
 
 
-async def test_connections_drop(control, client):
+async def test_connections_drop(control: Control, client: Client) -> None:
     assert (await control.post("/connections/drop"))["dropped"] == 1
     with pytest.raises(ConnectionClosed):
         await client.recv(timeout=2)
 
 
-def test_cli_registers_sim_deriv(tmp_path):
+def test_cli_registers_sim_deriv(tmp_path: Path) -> None:
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps([{"kind": "duplicate", "call": "ping"}]))
     args = build_parser().parse_args(
@@ -118,7 +124,7 @@ def test_cli_registers_sim_deriv(tmp_path):
     assert (config.host, config.port) == ("127.0.0.1", 8765)
 
 
-async def test_cli_process_end_to_end():
+async def test_cli_process_end_to_end() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

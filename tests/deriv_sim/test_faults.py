@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import aiohttp
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from deriv_gateway.simulator import DerivSimulator
 from deriv_gateway.simulator.faults import FaultInjector
+from tests.deriv_sim.helpers import ConnectClient, Control, MakeSim
 
 from .helpers import AGENT_TOKEN, ALICE
 
 pytestmark = pytest.mark.integration
 
 
-def transfer(ref: str, amount: int = 10) -> dict:
+def transfer(ref: str, amount: int = 10) -> dict[str, Any]:
     return {
         "paymentagent_transfer": 1,
         "amount": amount,
@@ -25,11 +29,13 @@ def transfer(ref: str, amount: int = 10) -> dict:
     }
 
 
-async def executed(control, ref: str) -> int:
+async def executed(control: Control, ref: str) -> int:
     return int((await control.get("/books/transfers", description_contains=ref))["count"])
 
 
-async def test_drop_before_does_not_execute(connect_client, sim, control):
+async def test_drop_before_does_not_execute(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     await control.post("/faults", {"kind": "drop_before", "call": "paymentagent_transfer"})
     agent = await connect_client(sim, AGENT_TOKEN)
     await agent.send(transfer("R1"))
@@ -39,7 +45,9 @@ async def test_drop_before_does_not_execute(connect_client, sim, control):
     assert await executed(control, "R1") == 0
 
 
-async def test_drop_after_executes_without_reply(connect_client, sim, control):
+async def test_drop_after_executes_without_reply(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     await control.post(
         "/faults", {"kind": "drop_after", "call": "paymentagent_transfer", "match": {"description": "R2"}}
     )
@@ -51,7 +59,9 @@ async def test_drop_after_executes_without_reply(connect_client, sim, control):
     assert await executed(control, "R2") == 1
 
 
-async def test_delay_and_delay_past_timeout(make_sim, connect_client, http):
+async def test_delay_and_delay_past_timeout(
+    make_sim: MakeSim, connect_client: ConnectClient, http: aiohttp.ClientSession
+) -> None:
     from .helpers import control_for
 
     sim = await make_sim(request_timeout=0.6)
@@ -75,7 +85,9 @@ async def test_delay_and_delay_past_timeout(make_sim, connect_client, http):
     assert await executed(control, "R3") == 1  # executed; only the reply was lost
 
 
-async def test_other_requests_are_answered_while_one_is_delayed(connect_client, sim, control):
+async def test_other_requests_are_answered_while_one_is_delayed(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     await control.post("/faults", {"kind": "delay", "call": "balance", "delay": 0.5})
     client = await connect_client(sim, AGENT_TOKEN)
     await client.send({"balance": 1, "req_id": 100})
@@ -83,7 +95,9 @@ async def test_other_requests_are_answered_while_one_is_delayed(connect_client, 
     assert (await client.recv(timeout=2))["req_id"] == 100
 
 
-async def test_rate_limit_fault_does_not_execute(connect_client, sim, control):
+async def test_rate_limit_fault_does_not_execute(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     await control.post("/faults", {"kind": "rate_limit", "call": "paymentagent_transfer", "times": 1})
     agent = await connect_client(sim, AGENT_TOKEN)
     reply = await agent.call(transfer("R4"))
@@ -97,7 +111,9 @@ async def test_rate_limit_fault_does_not_execute(connect_client, sim, control):
 
 
 @pytest.mark.parametrize("execute", [True, False])
-async def test_timeout_fault(connect_client, sim, control, execute):
+async def test_timeout_fault(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control, execute: bool
+) -> None:
     await control.post(
         "/faults", {"kind": "timeout", "call": "paymentagent_transfer", "delay": 0.1, "execute": execute}
     )
@@ -107,7 +123,9 @@ async def test_timeout_fault(connect_client, sim, control, execute):
     assert await executed(control, "R5") == (1 if execute else 0)
 
 
-async def test_duplicate_reply_executes_once(connect_client, sim, control):
+async def test_duplicate_reply_executes_once(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     await control.post("/faults", {"kind": "duplicate", "call": "paymentagent_transfer"})
     agent = await connect_client(sim, AGENT_TOKEN)
     first = await agent.call(transfer("R6", amount=12))
@@ -116,7 +134,9 @@ async def test_duplicate_reply_executes_once(connect_client, sim, control):
     assert await executed(control, "R6") == 1
 
 
-async def test_skip_stream_updates(connect_client, sim, control):
+async def test_skip_stream_updates(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     agent = await connect_client(sim, AGENT_TOKEN)
     await agent.call({"balance": 1, "subscribe": 1})
     await control.post("/faults", {"kind": "skip_stream", "call": "balance", "nth": 1})
@@ -129,7 +149,9 @@ async def test_skip_stream_updates(connect_client, sim, control):
     assert rules[0]["seen"] == 2 and rules[0]["fired"] == 1
 
 
-async def test_faults_from_config_and_control_crud(make_sim, connect_client, http):
+async def test_faults_from_config_and_control_crud(
+    make_sim: MakeSim, connect_client: ConnectClient, http: aiohttp.ClientSession
+) -> None:
     from .helpers import control_for
 
     sim = await make_sim(faults=[{"id": "first-ping", "kind": "rate_limit", "call": "ping", "nth": 1}])
@@ -153,7 +175,7 @@ def schedule(seed: int, n: int = 200) -> list[bool]:
     return [injector.decide("ping", {"ping": 1}, None) is not None for _ in range(n)]
 
 
-def test_seeded_schedule_is_reproducible():
+def test_seeded_schedule_is_reproducible() -> None:
     assert schedule(7) == schedule(7)
     assert schedule(7) != schedule(8)
     assert 30 < sum(schedule(7)) < 90
@@ -172,7 +194,7 @@ def test_seeded_schedule_is_reproducible():
     assert mixed == schedule(7)
 
 
-async def test_seeded_schedule_over_the_wire(make_sim, connect_client):
+async def test_seeded_schedule_over_the_wire(make_sim: MakeSim, connect_client: ConnectClient) -> None:
     async def run(seed: int) -> list[str]:
         sim = await make_sim(seed=seed, faults=[{"kind": "rate_limit", "call": "ping", "probability": 0.5}])
         client = await connect_client(sim)
@@ -187,7 +209,9 @@ async def test_seeded_schedule_over_the_wire(make_sim, connect_client):
     assert "RateLimit" in a and "ok" in a
 
 
-async def test_reset_restores_seed_state(connect_client, sim, control):
+async def test_reset_restores_seed_state(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     agent = await connect_client(sim, AGENT_TOKEN)
     await control.post("/faults", {"kind": "duplicate", "call": "ping"})
     await agent.call(transfer("R9"))
@@ -200,7 +224,9 @@ async def test_reset_restores_seed_state(connect_client, sim, control):
     await asyncio.sleep(0)
 
 
-async def test_same_seed_same_transcript(make_sim, connect_client, http):
+async def test_same_seed_same_transcript(
+    make_sim: MakeSim, connect_client: ConnectClient, http: aiohttp.ClientSession
+) -> None:
     from .helpers import ALICE_EMAIL, ALICE_TOKEN, control_for
 
     async def run(seed: int) -> tuple[str, str, str]:

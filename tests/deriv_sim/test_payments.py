@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
+
+from deriv_gateway.simulator import DerivSimulator
+from tests.deriv_sim.helpers import ConnectClient, Control
 
 from .helpers import AGENT, AGENT_TOKEN, ALICE, ALICE_EMAIL, ALICE_TOKEN
 
 pytestmark = pytest.mark.integration
 
 
-def transfer(amount, to=ALICE, **extra):
+def transfer(amount: float, to: str = ALICE, **extra: Any) -> dict[str, Any]:
     return {"paymentagent_transfer": 1, "amount": amount, "currency": "USD", "transfer_to": to, **extra}
 
 
-def withdraw(code, amount=20, pa=AGENT, **extra):
+def withdraw(code: str, amount: float = 20, pa: str = AGENT, **extra: Any) -> dict[str, Any]:
     return {
         "paymentagent_withdraw": 1,
         "amount": amount,
@@ -26,7 +30,9 @@ def withdraw(code, amount=20, pa=AGENT, **extra):
     }
 
 
-async def test_transfer_dry_run_then_real(connect_client, sim, control):
+async def test_transfer_dry_run_then_real(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     agent = await connect_client(sim, AGENT_TOKEN)
     dry = await agent.call(transfer(10.75, to=ALICE.lower(), dry_run=1))
     assert dry["paymentagent_transfer"] == 2
@@ -75,7 +81,13 @@ async def test_transfer_dry_run_then_real(connect_client, sim, control):
         ),
     ],
 )
-async def test_transfer_errors(connect_client, sim, control, request_, message):
+async def test_transfer_errors(
+    connect_client: ConnectClient,
+    sim: DerivSimulator,
+    control: Control,
+    request_: dict[str, Any],
+    message: str | None,
+) -> None:
     agent = await connect_client(sim, AGENT_TOKEN)
     reply = await agent.call(request_)
     assert reply["error"]["code"] == "PaymentAgentTransferError", reply
@@ -86,7 +98,9 @@ async def test_transfer_errors(connect_client, sim, control, request_, message):
     assert (await control.get("/books/transfers"))["count"] == 0
 
 
-async def test_transfer_insufficient_balance_and_not_a_pa(connect_client, sim, control):
+async def test_transfer_insufficient_balance_and_not_a_pa(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     await control.post(f"/accounts/{AGENT}/adjust", {"amount": "-49995.00"})
     agent = await connect_client(sim, AGENT_TOKEN)
     reply = await agent.call(transfer(10))
@@ -102,7 +116,9 @@ async def test_transfer_insufficient_balance_and_not_a_pa(connect_client, sim, c
     assert reply["error"] == {"code": "PermissionDenied", "message": "Permission denied."}
 
 
-async def test_verify_email_code_lifecycle(connect_client, sim, control):
+async def test_verify_email_code_lifecycle(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     alice = await connect_client(sim, ALICE_TOKEN)
     assert (await alice.call({"verify_email": ALICE_EMAIL, "type": "paymentagent_withdraw"}))[
         "verify_email"
@@ -130,7 +146,9 @@ async def test_verify_email_code_lifecycle(connect_client, sim, control):
     assert (await control.get(f"/mailbox/{ALICE}"))["latest"] is None
 
 
-async def test_mailbox_shows_a_code_requested_with_an_amount(connect_client, sim, control):
+async def test_mailbox_shows_a_code_requested_with_an_amount(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     # amounts in url_parameters are parsed as Decimal: the control API must still serialise them
     alice = await connect_client(sim, ALICE_TOKEN)
     params = {"pa_amount": 25.5, "pa_currency": "USD", "pa_loginid": AGENT}
@@ -144,7 +162,9 @@ async def test_mailbox_shows_a_code_requested_with_an_amount(connect_client, sim
     assert listed["messages"][-1]["url_parameters"]["pa_amount"] == 25.5
 
 
-async def test_code_expires_after_an_hour(connect_client, sim, control):
+async def test_code_expires_after_an_hour(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     alice = await connect_client(sim, ALICE_TOKEN)
     await alice.call({"verify_email": ALICE_EMAIL, "type": "paymentagent_withdraw"})
     code = await control.code(ALICE)
@@ -156,7 +176,9 @@ async def test_code_expires_after_an_hour(connect_client, sim, control):
     assert reply["error"]["code"] == "InvalidToken"
 
 
-async def test_verify_email_sends_nothing_unless_own_address(connect_client, sim, control):
+async def test_verify_email_sends_nothing_unless_own_address(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     anon = await connect_client(sim)
     assert (await anon.call({"verify_email": ALICE_EMAIL, "type": "paymentagent_withdraw"}))[
         "verify_email"
@@ -174,7 +196,9 @@ async def test_verify_email_sends_nothing_unless_own_address(connect_client, sim
     }
 
 
-async def test_withdraw_happy_path_and_errors(connect_client, sim, control):
+async def test_withdraw_happy_path_and_errors(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     alice = await connect_client(sim, ALICE_TOKEN)
 
     async def fresh_code() -> str:
@@ -217,7 +241,9 @@ async def test_withdraw_happy_path_and_errors(connect_client, sim, control):
     assert reply["error"]["message"] == "You cannot withdraw funds to the same account."
 
 
-async def test_books_balance_after_many_operations(connect_client, sim, control):
+async def test_books_balance_after_many_operations(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     before = await control.get("/books/summary")
     assert before["balanced"] is True
     agent = await connect_client(sim, AGENT_TOKEN)

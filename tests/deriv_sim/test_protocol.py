@@ -9,8 +9,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from deriv_gateway.simulator import RateLimitConfig
+from deriv_gateway.simulator import DerivSimulator, RateLimitConfig
 from deriv_gateway.simulator.ratelimit import SlidingWindows
+from tests.deriv_sim.helpers import Client, ConnectClient, MakeSim
 
 from .helpers import AGENT_TOKEN, ALICE_TOKEN
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize(
     "query", ["", "?app_id=", "?app_id=0123", "?app_id=abc", "?l=EN", "?app_id=12345678901234567890"]
 )
-async def test_upgrade_refused_without_valid_app_id(sim, query):
+async def test_upgrade_refused_without_valid_app_id(sim: DerivSimulator, query: str) -> None:
     url = sim.url(app_id=None) + query
     with pytest.raises(InvalidStatus) as info:
         await connect(url)
@@ -30,13 +31,14 @@ async def test_upgrade_refused_without_valid_app_id(sim, query):
     assert response.headers["Content-Type"] == "application/json"
 
 
-async def test_unknown_path_is_404(sim):
+async def test_unknown_path_is_404(sim: DerivSimulator) -> None:
+    assert sim.ports is not None
     with pytest.raises(InvalidStatus) as info:
         await connect(f"ws://127.0.0.1:{sim.ports.ws}/other?app_id=1089")
     assert info.value.response.status_code == 404
 
 
-async def test_ping_time_and_envelope(client, sim):
+async def test_ping_time_and_envelope(client: Client, sim: DerivSimulator) -> None:
     pong = await client.call({"ping": 1, "req_id": 7, "passthrough": {"trace": "x1"}})
     assert pong == {
         "echo_req": {"ping": 1, "req_id": 7, "passthrough": {"trace": "x1"}},
@@ -51,7 +53,7 @@ async def test_ping_time_and_envelope(client, sim):
     assert abs(reply["time"] - sim.engine.clock.epoch()) <= 2
 
 
-async def test_echo_req_redacts_sensitive_fields(client):
+async def test_echo_req_redacts_sensitive_fields(client: Client) -> None:
     reply = await client.call({"authorize": AGENT_TOKEN, "tokens": ["sim-agent-read"]})
     assert reply["echo_req"]["authorize"] == "<not shown>"
     assert reply["echo_req"]["tokens"] == "<not shown>"
@@ -64,13 +66,13 @@ async def test_echo_req_redacts_sensitive_fields(client):
     assert invalid["echo_req"]["authorize"] == "bad token!"
 
 
-async def test_malformed_json_closes_the_socket(client):
+async def test_malformed_json_closes_the_socket(client: Client) -> None:
     await client.send("{not json")
     with pytest.raises(ConnectionClosed):
         await client.recv(timeout=2)
 
 
-async def test_non_object_is_bad_request_and_unknown_call_unrecognised(client):
+async def test_non_object_is_bad_request_and_unknown_call_unrecognised(client: Client) -> None:
     await client.send("[1, 2]")
     reply = await client.recv()
     assert reply["msg_type"] == "error" and reply["error"]["code"] == "BadRequest"
@@ -79,7 +81,7 @@ async def test_non_object_is_bad_request_and_unknown_call_unrecognised(client):
     assert reply["error"] == {"code": "UnrecognisedRequest", "message": "Unrecognised request"}
 
 
-async def test_input_validation_details(client):
+async def test_input_validation_details(client: Client) -> None:
     reply = await client.call({"paymentagent_transfer": 1, "amount": "10", "currency": "US$"})
     error = reply["error"]
     assert error["code"] == "InputValidationFailed"
@@ -102,7 +104,9 @@ async def test_input_validation_details(client):
     assert reply["error"]["details"] == {"req_id": "Expected integer - got string."}
 
 
-async def test_check_order_validation_before_auth_before_scope(connect_client, sim):
+async def test_check_order_validation_before_auth_before_scope(
+    connect_client: ConnectClient, sim: DerivSimulator
+) -> None:
     anon = await connect_client(sim)
     # unauthenticated AND invalid: InputValidationFailed wins
     reply = await anon.call({"balance": 1, "subscribe": 5})
@@ -131,7 +135,9 @@ async def test_check_order_validation_before_auth_before_scope(connect_client, s
     assert reply["error"]["message"] == "Permission denied, requires admin scope(s)."
 
 
-async def test_rate_limit_comes_first_and_is_per_account(make_sim, connect_client):
+async def test_rate_limit_comes_first_and_is_per_account(
+    make_sim: MakeSim, connect_client: ConnectClient
+) -> None:
     sim = await make_sim(rate_limits=RateLimitConfig(general_minutely=3, general_hourly=100))
     a = await connect_client(sim, ALICE_TOKEN)  # authorize counts as the first call (by connection)
     b = await connect_client(sim, ALICE_TOKEN)
@@ -146,7 +152,7 @@ async def test_rate_limit_comes_first_and_is_per_account(make_sim, connect_clien
     assert sim.engine.limiter.refused == {"balance": 1}  # counted, for /stats/rate_limited
 
 
-def test_sliding_windows_count_each_window_on_its_own():
+def test_sliding_windows_count_each_window_on_its_own() -> None:
     now = [1000.0]
     windows = SlidingWindows(lambda: now[0])
     limits = [(60.0, 3), (3600.0, 5)]
@@ -161,7 +167,9 @@ def test_sliding_windows_count_each_window_on_its_own():
     assert windows.allow(key, limits)
 
 
-async def test_ping_flood_closes_with_policy_violation(make_sim, connect_client):
+async def test_ping_flood_closes_with_policy_violation(
+    make_sim: MakeSim, connect_client: ConnectClient
+) -> None:
     sim = await make_sim(rate_limits=RateLimitConfig(ping_per_second=5))
     client = await connect_client(sim)
     for _ in range(5):
@@ -173,14 +181,16 @@ async def test_ping_flood_closes_with_policy_violation(make_sim, connect_client)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1008
 
 
-async def test_sanity_check(client):
+async def test_sanity_check(client: Client) -> None:
     reply = await client.call({"ping": 1, "passthrough": {"bad key!": 1}})
     assert reply["error"] == {"code": "SanityCheckFailed", "message": "Parameters sanity check failed."}
     reply = await client.call({"ping": 1, "passthrough": {"x": "a" * 301}})
     assert reply["error"]["code"] == "SanityCheckFailed"
 
 
-async def test_compression_negotiated_and_configurable(make_sim, connect_client):
+async def test_compression_negotiated_and_configurable(
+    make_sim: MakeSim, connect_client: ConnectClient
+) -> None:
     on = await make_sim()
     client = await connect_client(on)
     assert [e.name for e in client.ws.protocol.extensions] == ["permessage-deflate"]
@@ -190,7 +200,9 @@ async def test_compression_negotiated_and_configurable(make_sim, connect_client)
     assert (await client.call({"ping": 1}))["ping"] == "pong"
 
 
-async def test_idle_socket_is_dropped_and_traffic_keeps_it(make_sim, connect_client):
+async def test_idle_socket_is_dropped_and_traffic_keeps_it(
+    make_sim: MakeSim, connect_client: ConnectClient
+) -> None:
     sim = await make_sim(idle_timeout=0.6)
     idle = await connect_client(sim, ping_interval=None)
     busy = await connect_client(sim, ping_interval=None)

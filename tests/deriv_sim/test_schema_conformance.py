@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from deriv_gateway.simulator import DerivSimulator
 from deriv_gateway.simulator.server import parse_frame
 from deriv_gateway.simulator.validation import SPECS, validate
+from tests.deriv_sim.helpers import ConnectClient, Control
 
 from .helpers import AGENT, AGENT_TOKEN, ALICE, ALICE_EMAIL, ALICE_TOKEN, VALIDATED, have_schemas, load_schema
 
@@ -117,7 +119,7 @@ def both_ways(request: dict[str, Any]) -> tuple[Any, Any]:
     return json.loads(text), parse_frame(text)
 
 
-def test_simulator_knows_exactly_the_schema_fields():
+def test_simulator_knows_exactly_the_schema_fields() -> None:
     for call, spec in SPECS.items():
         schema = load_schema(call, "send")
         assert set(spec.fields) == set(schema["properties"]), call
@@ -129,8 +131,8 @@ def test_simulator_knows_exactly_the_schema_fields():
 
 
 @pytest.mark.parametrize("call", sorted(SPECS))
-def test_validator_agrees_with_send_schema(call):
-    import jsonschema
+def test_validator_agrees_with_send_schema(call: str) -> None:
+    import jsonschema  # type: ignore[import-untyped]  # no stubs in the locked dev tools
 
     schema = load_schema(call, "send")
     official = jsonschema.Draft4Validator(schema)
@@ -164,7 +166,9 @@ def test_validator_agrees_with_send_schema(call):
     assert checked > 100
 
 
-async def test_every_call_replies_per_receive_schema(connect_client, sim, control):
+async def test_every_call_replies_per_receive_schema(
+    connect_client: ConnectClient, sim: DerivSimulator, control: Control
+) -> None:
     """One pass over every call the simulator serves; the client checks each message on receipt."""
     VALIDATED.clear()
     anon = await connect_client(sim)

@@ -87,7 +87,13 @@ bad_tokens = st.one_of(
 
 @st.composite
 def invalid_transfers(draw: st.DrawFn) -> pb.TransferRequest:
-    fields = {"transfer_id": str(uuid.uuid4()), "client_loginid": CLIENT, "cents": 1250, "currency": "USD"}
+    # the drawn spoilers are values of any type (wrong ones on purpose)
+    fields: dict[str, Any] = {
+        "transfer_id": str(uuid.uuid4()),
+        "client_loginid": CLIENT,
+        "cents": 1250,
+        "currency": "USD",
+    }
     broken = draw(st.lists(st.sampled_from(sorted(fields)), min_size=1, max_size=4, unique=True))
     spoilers = {
         "transfer_id": bad_operation_ids,

@@ -44,8 +44,8 @@ TEST_POLICY = CookiePolicy(
 
 
 def _compile(out: Path) -> None:
-    import google.api
-    from grpc_tools import protoc
+    import google.api  # type: ignore[import-untyped]  # googleapis-common-protos ships no py.typed
+    from grpc_tools import protoc  # type: ignore[import-untyped]  # grpcio-tools ships no py.typed
 
     deps = out / "deps" / "google" / "api"
     deps.mkdir(parents=True)

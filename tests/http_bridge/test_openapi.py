@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the locked dev tools
 import pytest
 
 from penpay_api.http.openapi import build_openapi
@@ -154,7 +154,10 @@ async def test_real_responses_conform_to_the_documented_schemas(bridge: Bridge) 
 
     def schema_of(path: str, method: str, status: str) -> dict[str, Any]:
         responses = paths[path][method]["responses"]
-        return responses.get(status, responses["default"])["content"]["application/json"]["schema"]
+        schema: dict[str, Any] = responses.get(status, responses["default"])["content"]["application/json"][
+            "schema"
+        ]
+        return schema
 
     cases = [
         (

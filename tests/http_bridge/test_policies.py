@@ -26,7 +26,11 @@ pytestmark = pytest.mark.unit
 
 def _metadata(headers: dict[str, str], **kwargs: Any) -> dict[str, str | bytes]:
     multi = CIMultiDict(headers)
-    options = {"authorization": multi.get("Authorization"), "request_id": "r1", "peer": "10.0.0.9"}
+    options: dict[str, Any] = {
+        "authorization": multi.get("Authorization"),
+        "request_id": "r1",
+        "peer": "10.0.0.9",
+    }
     options.update(kwargs)
     return dict(request_metadata(multi, multi.items(), **options))
 

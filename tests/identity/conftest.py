@@ -59,7 +59,9 @@ async def any_engine(any_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def clock() -> FixedClock:
-    return FixedClock(datetime.now(UTC).replace(microsecond=0))
+    # A fixed instant, not the wall clock: tokens, codes and windows are all as of this clock.
+    # In the past, since PyJWT refuses a token whose `iat` is ahead of the wall clock.
+    return FixedClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
 
 
 @pytest.fixture

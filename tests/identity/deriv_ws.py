@@ -14,7 +14,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from application.identity.errors import DerivBindingRefused
-from application.identity.ports import DerivAuthorization
+from application.identity.ports import DerivAuthorization, DerivRestAccount
 
 
 class DerivWebSocketAccounts:
@@ -53,3 +53,8 @@ class DerivWebSocketAccounts:
         _, reply = await self._call(token, {"get_settings": 1})
         settings: dict[str, object] = reply["get_settings"]
         return settings
+
+    async def authorize_rest(self, token: str) -> DerivRestAccount:
+        # Speaks v3 only: the binding tests over Deriv's new API use the gateway's REST client
+        # (tests/identity/test_deriv_rest_binding.py).
+        raise DerivBindingRefused("this test client speaks Deriv's API v3 only")

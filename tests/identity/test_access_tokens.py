@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 
 from application.identity.errors import InvalidAccessToken
@@ -116,6 +117,7 @@ def test_rotation_keeps_old_tokens_valid_and_the_jwks_lists_both(tokens: RsaAcce
     # the JWKS really carries the public key: a standard client verifies the signature with it
     # (its expiry check would read the wall clock; expiry is tested above, as of a fixed instant)
     public = RSAAlgorithm.from_jwk(json.dumps(jwks["keys"][0]))
+    assert isinstance(public, RSAPublicKey)  # a JWKS holds no private part
     claims = jwt.decode(
         new_token, public, algorithms=["RS256"], audience="penpay-api", options={"verify_exp": False}
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence import migrate
-from persistence.audit import AuditRecord, verify_chain
+from persistence.audit import AuditRecord, ChainReport, verify_chain
 from persistence.engine import create_engine
 from persistence.tables import audit_logs, ledger_entries
 from persistence.unit_of_work import SqlUnitOfWork
@@ -31,7 +32,7 @@ def own_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def chain_engine(own_url: str):  # type: ignore[no-untyped-def]
+async def chain_engine(own_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(own_url, pool_size=10)
     yield engine
     await engine.dispose()
@@ -45,7 +46,7 @@ async def write(engine: AsyncEngine, n: int, tag: str) -> None:
             await uow.commit()
 
 
-async def verify(engine: AsyncEngine):  # type: ignore[no-untyped-def]
+async def verify(engine: AsyncEngine) -> ChainReport:
     async with engine.connect() as connection:
         return await verify_chain(connection)
 
@@ -86,7 +87,9 @@ async def test_an_inserted_row_and_a_cut_tail_are_found(chain_engine: AsyncEngin
     async with chain_engine.connect() as connection:
         rows = (await connection.execute(select(audit_logs).order_by(audit_logs.c.id))).all()
     # a forged row appended with a correct-looking hash: the head does not know it
-    forged = AuditRecord(datetime.now(UTC), "evil", "Forged", "X", "1", {}).row(rows[-1].row_hash)
+    forged = AuditRecord(datetime(2026, 3, 1, 12, 0, tzinfo=UTC), "evil", "Forged", "X", "1", {}).row(
+        rows[-1].row_hash
+    )
     async with chain_engine.begin() as connection:
         await connection.execute(insert(audit_logs), forged)
     report = await verify(chain_engine)
@@ -166,7 +169,7 @@ async def test_downgrade_removes_the_triggers_and_upgrade_chains_existing_rows(t
                 await connection.execute(
                     insert(audit_logs),
                     {
-                        "occurred_at": datetime.now(UTC),
+                        "occurred_at": datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
                         "actor": "old",
                         "action": "Old",
                         "subject_type": "T",

@@ -4,16 +4,17 @@ row names the pending record it came from, and rows sealed before the guard keep
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence import migrate
-from persistence.audit import AuditRecord, verify_chain, write_pending
+from persistence.audit import AuditRecord, ChainReport, verify_chain, write_pending
 from persistence.audit_sealer import AuditSealer
 from persistence.engine import create_engine
 from persistence.tables import audit_logs, audit_pending
@@ -57,12 +58,12 @@ async def pending_ids(engine: AsyncEngine) -> list[int]:
         return list((await connection.execute(ids)).scalars())
 
 
-async def chain_rows(engine: AsyncEngine):  # type: ignore[no-untyped-def]
+async def chain_rows(engine: AsyncEngine) -> Sequence[Row[Any]]:
     async with engine.connect() as connection:
         return (await connection.execute(select(audit_logs).order_by(audit_logs.c.id))).all()
 
 
-async def verify(engine: AsyncEngine):  # type: ignore[no-untyped-def]
+async def verify(engine: AsyncEngine) -> ChainReport:
     async with engine.connect() as connection:
         return await verify_chain(connection)
 

@@ -9,12 +9,13 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from application.identity.compliance import CompliancePolicy
 from application.identity.deriv_rest import DerivRestBinding
@@ -127,7 +128,7 @@ async def new_user(world: World) -> UserId:
     return await service.register(email=unique_email(), phone=unique_phone(), password=PASSWORD)
 
 
-async def account_row(world: World, user_id: UserId):  # type: ignore[no-untyped-def]
+async def account_row(world: World, user_id: UserId) -> Row[Any]:
     async with world.identity.engine.connect() as connection:
         return (
             await connection.execute(select(deriv_accounts).where(deriv_accounts.c.user_id == user_id.value))

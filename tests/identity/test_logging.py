@@ -79,6 +79,7 @@ def test_a_checkout_request_id_keeps_no_subscriber_number() -> None:
     assert "checkout_request_id=ws_CO_06122026141736090******948" in event["event"]
 
 
+@pytest.mark.integration
 async def test_a_full_identity_flow_logs_no_secret(identity: Identity, captured: io.StringIO) -> None:
     email, phone = unique_email(), unique_phone()
     service = identity.service

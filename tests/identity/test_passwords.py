@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -29,12 +30,13 @@ async def test_production_parameters_hash_verify_and_keep_the_loop_responsive() 
         loop_thread = threading.get_ident()
         loop_ran = threading.Event()
         lock = threading.Lock()
-        seen = {"threads": set(), "running": 0, "most": 0}
+        threads: set[int] = set()
+        seen = {"running": 0, "most": 0}
         real_hash = hasher._hasher.hash
 
         def watched_hash(password: str, *, salt: bytes | None = None) -> str:
             with lock:
-                seen["threads"].add(threading.get_ident())
+                threads.add(threading.get_ident())
                 seen["running"] += 1
                 seen["most"] = max(seen["most"], seen["running"])
             try:
@@ -53,7 +55,7 @@ async def test_production_parameters_hash_verify_and_keep_the_loop_responsive() 
         await asyncio.sleep(0)
         loop_ran.set()
         assert len(set(await hashes)) == 10
-        assert loop_thread not in seen["threads"]
+        assert loop_thread not in threads
         assert seen["most"] == 2  # the cap, reached: ten hashes never run ten at a time
     finally:
         hasher.close()
@@ -78,7 +80,7 @@ def test_parameters_from_configuration_and_the_production_floor() -> None:
     defaults = password_hasher(Settings(app_env="testing"))
     defaults.close()
     assert defaults.parameters == PRODUCTION
-    cheap = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
+    cheap: dict[str, Any] = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
     hasher = password_hasher(Settings(app_env="testing", **cheap))
     try:
         assert hasher.parameters == FAST_FOR_TESTS

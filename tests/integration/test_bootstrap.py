@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from penpay.bootstrap import bootstrap, daraja_config
 from penpay.settings import Settings
@@ -35,6 +36,8 @@ async def test_a_redis_url_gives_redis_streams_and_mariadb_is_used_when_configur
 
 
 def test_daraja_config_carries_the_secrets_without_showing_them() -> None:
-    config = daraja_config(Settings(mpesa_consumer_secret="s3cret-consumer", mpesa_passkey="pass-key-123"))
+    config = daraja_config(
+        Settings(mpesa_consumer_secret=SecretStr("s3cret-consumer"), mpesa_passkey=SecretStr("pass-key-123"))
+    )
     assert config.consumer_secret == "s3cret-consumer" and config.passkey == "pass-key-123"
     assert "s3cret-consumer" not in repr(config) and "pass-key-123" not in repr(config)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs in the locked dev tools
 
 from penpay.cli import build_parser
 from penpay.settings import Settings

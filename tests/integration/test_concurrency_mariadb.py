@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.ledger import book
-from domain.shared.clock import SystemClock
+from domain.shared.clock import FixedClock
 from domain.shared.errors import ConcurrentModification
 from domain.wallet.errors import Overdraft
 from persistence.engine import create_engine
@@ -22,6 +23,8 @@ from persistence.unit_of_work import SqlUnitOfWork
 from tests.integration.ledger_helpers import balance_of, fund, net_by_currency, pay_out, wallet_and_float
 
 pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # the idempotency store's clock: claims are as of this instant
 
 
 @pytest.fixture
@@ -87,7 +90,7 @@ async def test_two_writers_moving_money_both_ways_between_two_accounts_do_not_de
 async def test_one_idempotency_key_raced_by_many_requests_is_claimed_exactly_once(
     engine: AsyncEngine,
 ) -> None:
-    store = SqlIdempotencyStore(engine, SystemClock())
+    store = SqlIdempotencyStore(engine, FixedClock(NOW))
     start = asyncio.Event()
 
     async def claim() -> ClaimOutcome:
@@ -104,7 +107,7 @@ async def test_one_idempotency_key_raced_by_many_requests_is_claimed_exactly_onc
 async def test_a_repeat_after_completion_replays_the_first_response_and_a_different_request_is_refused(
     engine: AsyncEngine,
 ) -> None:
-    store = SqlIdempotencyStore(engine, SystemClock())
+    store = SqlIdempotencyStore(engine, FixedClock(NOW))
     key = {"scope": "user-2:deposit", "key_hash": "b" * 64}
     assert (await store.claim(**key, fingerprint="1" * 64)).outcome is ClaimOutcome.CLAIMED
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.ledger import book
@@ -26,7 +26,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def count(engine: AsyncEngine, table) -> int:  # type: ignore[no-untyped-def]
+async def count(engine: AsyncEngine, table: Table) -> int:
     async with engine.connect() as connection:
         return int((await connection.execute(select(func.count()).select_from(table))).scalar_one())
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -25,9 +29,11 @@ EXPECTED_TABLES = {
     "ledger_postings", "user_devices", "processed_events", "deriv_gateway_operations",
 }  # fmt: skip
 
+T = TypeVar("T")
+
 
 @pytest.fixture(params=["mariadb", "sqlite"])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
         return
@@ -36,7 +42,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path):  # type: ignor
     databases.drop_mysql_database(name)
 
 
-async def _inspect(url: str, fn):  # type: ignore[no-untyped-def]
+async def _inspect(url: str, fn: Callable[[Connection], T]) -> T:
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:

@@ -11,9 +11,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.errors import DuplicateIdempotencyKey
-from application.payments.create_once import create_once
+from application.payments.create_once import Created, create_once
 from domain.payments.status import TransactionStatus
+from domain.payments.transaction import Transaction
 from domain.shared.errors import ConcurrentModification
+from domain.shared.ids import UserId
 from persistence.engine import create_engine
 from persistence.tables import audit_logs, domain_events, transactions
 from persistence.unit_of_work import SqlUnitOfWork
@@ -124,11 +126,12 @@ class ReadersMeetUnitOfWork(SqlUnitOfWork):
         await super().__aenter__()
         real_lookup = self.transactions.find_by_idempotency_key
 
-        async def lookup_then_meet(user_id, key_hash):  # type: ignore[no-untyped-def]
+        async def lookup_then_meet(user_id: UserId, key_hash: str) -> Transaction | None:
             found = await real_lookup(user_id, key_hash)
             task = asyncio.current_task()
+            assert task is not None
             if task not in self._met:
-                self._met.add(task)  # type: ignore[arg-type]
+                self._met.add(task)
                 await asyncio.wait_for(self._barrier.wait(), timeout=10)
             return found
 
@@ -144,9 +147,9 @@ async def test_requests_racing_with_one_idempotency_key_create_one_transaction_a
         user_id = await insert_user(engine)
         key = deposit_key(user_id, "double-click")
         racers = 10
-        barrier, met = asyncio.Barrier(racers), set()  # type: ignore[var-annotated]
+        barrier, met = asyncio.Barrier(racers), set[asyncio.Task[object]]()
 
-        async def request():  # type: ignore[no-untyped-def]
+        async def request() -> Created:
             return await create_once(
                 lambda: ReadersMeetUnitOfWork(engine, barrier, met),
                 user_id=user_id,

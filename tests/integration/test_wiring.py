@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 async def test_without_redis_the_saga_worker_also_relays_and_sends_the_notices(sqlite_url: str) -> None:
     # The in-process bus is this process's alone: nobody else could read what its relay publishes.
-    core = bootstrap(Settings(_env_file=None, app_env="testing", database_url=sqlite_url, redis_url=None))
+    settings = Settings(_env_file=None, app_env="testing", database_url=sqlite_url, redis_url=None)  # type: ignore[call-arg]
+    core = bootstrap(settings)
     worker = build_saga_worker(core)
     try:
         assert worker.relay is not None and worker.sweeper is not None
@@ -31,7 +32,9 @@ async def test_without_redis_the_saga_worker_also_relays_and_sends_the_notices(s
 async def test_with_redis_the_saga_worker_only_wakes_and_sweeps_the_sagas(
     mariadb_url: str, redis_url: str, key_prefix: str
 ) -> None:
-    settings = Settings(_env_file=None, app_env="testing", database_url=mariadb_url, redis_url=redis_url)
+    settings = Settings(  # type: ignore[call-arg]  # _env_file: pydantic-settings' init option
+        _env_file=None, app_env="testing", database_url=mariadb_url, redis_url=redis_url
+    )
     core = bootstrap(settings)
     worker = build_saga_worker(core, stream_prefix=key_prefix, sweep=False)
     auditor = build_audit_worker(core, stream_prefix=key_prefix, ask_mpesa_balance=False)

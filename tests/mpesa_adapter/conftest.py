@@ -6,7 +6,7 @@ import asyncio
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -297,7 +297,7 @@ async def build_harness(
     sim_overrides: dict[str, Any] | None = None,
     server_overrides: dict[str, Any] | None = None,
     client_overrides: dict[str, Any] | None = None,
-) -> AsyncIterator[Harness]:
+) -> AsyncGenerator[Harness, None]:
     sim = DarajaSimulator(sim_config(**(sim_overrides or {})))
     await sim.start()
     store = SqlCallbackInbox(engine)

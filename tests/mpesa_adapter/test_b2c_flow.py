@@ -62,7 +62,24 @@ async def test_queue_timeout_after_money_moved_resolves_to_exactly_one_payout(h:
     assert [t["originator_conversation_id"] for t in books["transactions"]] == [ocid]
 
 
-B2C_FAILURES = [1, 2, 3, 4, 8, 11, 15, 17, 21, 26, 2001, 2006, 2028, 2040, 8006, "SFC_IC0003"]
+B2C_FAILURES: list[int | str] = [
+    1,
+    2,
+    3,
+    4,
+    8,
+    11,
+    15,
+    17,
+    21,
+    26,
+    2001,
+    2006,
+    2028,
+    2040,
+    8006,
+    "SFC_IC0003",
+]
 
 
 async def test_every_failure_result_code_is_recorded_as_failed(h: Harness) -> None:

@@ -184,7 +184,7 @@ async def test_malformed_bodies_are_400_and_recorded(h: Harness) -> None:
     malformed = [r for r in await h.reviews() if r.reason == "MALFORMED" and r.remote_addr == "127.0.0.1"]
     assert {bytes(r.raw_body) for r in malformed} >= {raw for raw in MALFORMED.values() if len(raw) < 65536}
 
-    b2c_wrong_shape = {"Body": {"stkCallback": {}}}
+    b2c_wrong_shape: dict[str, Any] = {"Body": {"stkCallback": {}}}
     assert (await h.post_raw(PATHS[CallbackKind.B2C_RESULT], b2c_wrong_shape))[0] == 400
 
 

@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from application.payments.errors import CallOutcomeUnknown
 from domain.wallet.money import Currency, Money
+from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT
 from mpesa_adapter.balance_queries import ask_account_balance
 from mpesa_adapter.callback_store import (
     BALANCE_QUERY_SUBJECT,
     CONFIRMED,
-    FOREIGN_ANSWER_ALERT,
     SENT,
     SUCCEEDED,
 )
@@ -49,6 +49,10 @@ class Alerts:
 
     def records(self) -> list[logging.LogRecord]:
         return [r for r in self._caplog.records if getattr(r, "alert", None) == FOREIGN_ANSWER_ALERT]
+
+    def correlation_ids(self) -> list[object]:
+        # set by the alert's `extra=`: not an attribute LogRecord declares
+        return [getattr(r, "correlation_id", None) for r in self.records()]
 
     def counted(self) -> float:
         return alert_count() - self._start
@@ -85,7 +89,7 @@ async def test_stk_query_about_another_checkout_neither_pays_nor_fails_the_depos
         assert (kept.kind, kept.reason, kept.status) == ("stk_query", "FOREIGN_ANSWER", "OPEN")
         assert kept.transaction_id == row.transaction_id
         assert b"CheckoutRequestID" in kept.raw_body and checkout.encode() not in kept.raw_body
-    assert [r.correlation_id for r in alerts.records()] == [cancelled_id, paid_id]
+    assert alerts.correlation_ids() == [cancelled_id, paid_id]
     assert alerts.counted() == 2
 
     # The next, correct, answers settle both.
@@ -112,7 +116,7 @@ async def test_b2c_answer_naming_another_originator_conversation_id_is_not_taken
     assert (row.status, row.conversation_id) == (SENT, None)  # the server's id never became ours
     (kept,) = await h.reviews(ocid)
     assert (kept.kind, kept.reason, kept.transaction_id) == ("b2c", "FOREIGN_ANSWER", tx_id)
-    assert [r.correlation_id for r in alerts.records()] == [ocid]
+    assert alerts.correlation_ids() == [ocid]
     assert alerts.counted() == 1
 
     # The payout the first call made is settled by its own Result, naming our id.
@@ -134,7 +138,7 @@ async def test_b2c_result_about_another_payout_changes_nothing(h: Harness, alert
     assert (row.status, row.transaction_receipt, row.conversation_id) == (SENT, None, None)
     (kept,) = await h.reviews(foreign)
     assert (kept.kind, kept.reason) == ("b2c_result", "UNKNOWN_ID")
-    assert [r.correlation_id for r in alerts.records()] == [foreign]
+    assert alerts.correlation_ids() == [foreign]
     assert alerts.counted() == 1
     assert await h.events(tx_id) == []
 
@@ -159,7 +163,7 @@ async def test_transaction_status_about_another_payout_changes_nothing(h: Harnes
     assert (row.status, row.transaction_receipt) == (SENT, None)
     (kept,) = await h.reviews(ocid)
     assert (kept.kind, kept.reason, kept.transaction_id) == ("status_result", "FOREIGN_ANSWER", tx_id)
-    assert [r.correlation_id for r in alerts.records()] == [ocid]
+    assert alerts.correlation_ids() == [ocid]
     assert alerts.counted() == 1
 
     await h.confirmer.confirm_b2c(ocid)
@@ -213,7 +217,7 @@ async def test_account_balance_result_is_taken_only_when_it_answers_a_query_of_o
     (kept,) = await h.reviews(foreign)
     assert (kept.kind, kept.reason) == ("balance_result", "UNKNOWN_ID")
     assert await h.reviews(ours.conversation_id) == []
-    assert [r.correlation_id for r in alerts.records()] == [foreign]
+    assert alerts.correlation_ids() == [foreign]
     assert alerts.counted() == 1
     async with h.engine.connect() as conn:
         audited = (
@@ -254,5 +258,5 @@ async def test_b2c_result_naming_another_receipt_than_the_one_we_hold_changes_no
     assert (row.status, row.transaction_receipt) == (SUCCEEDED, held.transaction_receipt)
     (kept,) = await h.reviews(ocid)
     assert (kept.reason, kept.transaction_id) == ("CONFLICTING_RESULT", held.transaction_id)
-    assert [r.correlation_id for r in alerts.records()] == [ocid]
+    assert alerts.correlation_ids() == [ocid]
     assert alerts.counted() == 1

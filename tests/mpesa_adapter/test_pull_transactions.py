@@ -43,8 +43,10 @@ async def test_pull_lists_stk_and_paybill_payments_in_the_window(h: Harness) -> 
 
     pulled = await h.client.pull_transactions(NOW - timedelta(hours=1), NOW + timedelta(minutes=1))
 
-    by_receipt = {p.receipt: p for p in pulled}
+    by_receipt = {p.receipt: p for p in pulled if p.receipt is not None}
+    assert len(by_receipt) == len(pulled), "every pulled payment carries its receipt"
     stk_receipt = h.sim.engine.books.stk[checkout].receipt
+    assert stk_receipt is not None
     assert set(by_receipt) == {stk_receipt, paid["TransID"]}
     assert by_receipt[paid["TransID"]].amount_cents == 700_00
     assert by_receipt[paid["TransID"]].bill_reference == "ACC42"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,7 +45,7 @@ async def test_success_callback_is_recorded_then_confirmed_by_stk_query(h: Harne
 
 async def test_same_success_delivered_five_times_concurrently_credits_once(fresh_mariadb_url: str) -> None:
     engine: AsyncEngine = await make_engine(fresh_mariadb_url)
-    harness: AsyncIterator[Harness] = build_harness(engine)
+    harness: AsyncGenerator[Harness, None] = build_harness(engine)
     h = await anext(harness)
     try:
         msisdn = phone()
@@ -85,7 +85,25 @@ async def test_simulator_duplicate_fault_changes_nothing_the_second_time(h: Harn
     assert (await h.request_row(checkout)).status == SUCCEEDED
 
 
-STK_FAILURES = [1, 2, 3, 4, 8, 17, 26, 1001, 1019, 1025, 1032, 1037, 2001, 2028, 8006, 9999, "SFC_IC0003"]
+STK_FAILURES: list[int | str] = [
+    1,
+    2,
+    3,
+    4,
+    8,
+    17,
+    26,
+    1001,
+    1019,
+    1025,
+    1032,
+    1037,
+    2001,
+    2028,
+    8006,
+    9999,
+    "SFC_IC0003",
+]
 
 
 async def test_every_failure_result_code_is_recorded_as_failed(h: Harness) -> None:

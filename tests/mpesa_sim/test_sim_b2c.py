@@ -54,7 +54,8 @@ async def _failure(daraja: Daraja, receiver: Receiver, ocid: str, **overrides: A
     assert RECEIPT_RE.match(result["Result"]["TransactionID"])  # present even on failure
     await daraja.sim.drain()
     assert daraja.sim.books["b2c"]["total_paid"] == 0
-    return result["Result"]
+    failed: dict[str, Any] = result["Result"]
+    return failed
 
 
 async def test_bad_security_credential_is_2001(daraja: Daraja, receiver: Receiver) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,8 +14,8 @@ from .conftest import Daraja, Receiver, fast_config
 pytestmark = pytest.mark.integration
 
 
-def crid(callback: dict) -> str:
-    return callback["Body"]["stkCallback"]["CheckoutRequestID"]
+def crid(callback: dict[str, Any]) -> str:
+    return str(callback["Body"]["stkCallback"]["CheckoutRequestID"])
 
 
 async def test_duplicate_callbacks(daraja: Daraja, receiver: Receiver) -> None:

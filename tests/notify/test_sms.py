@@ -12,11 +12,13 @@ import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 import structlog
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from application.identity.errors import MessageNotDelivered, RateLimited
 from mpesa_adapter.callback_server import CallbackServer
@@ -156,14 +158,16 @@ async def test_the_notifier_from_settings_sends_sms_through_africas_talking(sim:
 
 @pytest.mark.unit
 def test_production_names_the_first_missing_provider_setting() -> None:
-    prod = {"app_env": "production"}
+    prod: dict[str, Any] = {"app_env": "production"}
     assert missing_provider(Settings(app_env="development")) is None
     assert str(missing_provider(Settings(**prod))).startswith("PENPAY_SMTP_HOST: expected")
     with_email = Settings(**prod, smtp_host="smtp.example.com")
     assert str(missing_provider(with_email)).startswith("PENPAY_SMS_AT_USERNAME: expected")
     with_user = Settings(**prod, smtp_host="smtp.example.com", sms_at_username="penpay")
     assert str(missing_provider(with_user)).startswith("PENPAY_SMS_AT_API_KEY: expected")
-    ready = Settings(**prod, smtp_host="smtp.example.com", sms_at_username="penpay", sms_at_api_key="k")
+    ready = Settings(
+        **prod, smtp_host="smtp.example.com", sms_at_username="penpay", sms_at_api_key=SecretStr("k")
+    )
     assert missing_provider(ready) is None
 
 

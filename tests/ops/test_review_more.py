@@ -49,20 +49,22 @@ async def b2c_book(review: Review, ocid: str) -> dict[str, Any]:
 
 
 async def propose(
-    review: Review, tx_id: TransactionId, kind: int, who: str = "olga", **evidence: Any
+    review: Review, tx_id: TransactionId, kind: pb.ReviewActionKind, who: str = "olga", **evidence: Any
 ) -> pb.ReviewAction:
     request = pb.ProposeReviewActionRequest(transaction_id=str(tx_id), kind=kind, reason="per the provider")
     if "receipt" in evidence:
         request.mpesa_receipt = evidence["receipt"]
     reply = await review.ops.ProposeReviewAction(request, metadata=review.staff(who, "operator"))
-    return reply.action
+    action: pb.ReviewAction = reply.action
+    return action
 
 
 async def approve(review: Review, action_id: str, who: str = "abel") -> pb.ReviewAction:
     reply = await review.ops.ApproveReviewAction(
         pb.ApproveReviewActionRequest(action_id=action_id), metadata=review.staff(who, "approver")
     )
-    return reply.action
+    action: pb.ReviewAction = reply.action
+    return action
 
 
 async def stuck_payout(review: Review, user: UserId | None = None) -> tuple[TransactionId, str, str]:

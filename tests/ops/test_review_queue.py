@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -41,7 +42,8 @@ PASSWORD = "correct horse battery 9"
 def reason_of(error: grpc.aio.AioRpcError) -> str:
     parsed = parse_status(error.trailing_metadata())
     assert parsed is not None and parsed.error_info is not None
-    return parsed.error_info.reason
+    reason: str = parsed.error_info.reason
+    return reason
 
 
 async def refused_deposit(review: Review, user: UserId | None = None) -> TransactionId:
@@ -54,7 +56,7 @@ async def refused_deposit(review: Review, user: UserId | None = None) -> Transac
     return tx.id
 
 
-async def audit_actions(review: Review, tx_id: TransactionId) -> list[tuple[str, str, dict[str, object]]]:
+async def audit_actions(review: Review, tx_id: TransactionId) -> list[tuple[str, str, dict[str, Any]]]:
     import json
 
     async with review.stack.engine.connect() as connection:
@@ -217,7 +219,7 @@ async def test_one_operator_cannot_move_money_and_denied_evidence_is_refused(rev
         assert details["proposed_by"] == "operator:olga"
         if action in ("review.refused", "review.approved"):
             assert details["approved_by"] == "operator:amos"
-    assert trail[-1][2]["provider_line"]["deriv_transaction_id"] == paid_as  # type: ignore[index]
+    assert trail[-1][2]["provider_line"]["deriv_transaction_id"] == paid_as
     async with stack.engine.connect() as connection:
         assert (await verify_chain(connection)).ok
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.cookies import Morsel, SimpleCookie
@@ -81,7 +81,8 @@ class Reply:
         """The one error detail whose @type ends with `type_suffix` (e.g. "ErrorInfo")."""
         found = [d for d in self.json["details"] if d["@type"].endswith("." + type_suffix)]
         assert len(found) == 1, f"expected one {type_suffix} in {self.json}"
-        return found[0]
+        detail: dict[str, Any] = found[0]
+        return detail
 
     @property
     def reason(self) -> str:
@@ -140,14 +141,14 @@ class Browser:
                 self.cookies[name] = morsel.value
         return reply
 
-    def get(self, path: str, **kwargs: Any) -> Awaitable[Reply]:
-        return self.call("GET", path, **kwargs)
+    async def get(self, path: str, **kwargs: Any) -> Reply:
+        return await self.call("GET", path, **kwargs)
 
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> Awaitable[Reply]:
-        return self.call("POST", path, body={} if body is None else body, **kwargs)
+    async def post(self, path: str, body: Any = None, **kwargs: Any) -> Reply:
+        return await self.call("POST", path, body={} if body is None else body, **kwargs)
 
-    def delete(self, path: str, **kwargs: Any) -> Awaitable[Reply]:
-        return self.call("DELETE", path, **kwargs)
+    async def delete(self, path: str, **kwargs: Any) -> Reply:
+        return await self.call("DELETE", path, **kwargs)
 
 
 @dataclass

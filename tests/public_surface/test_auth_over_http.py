@@ -12,18 +12,16 @@ from application.identity.rate_limits import DEFAULT_RULES
 from deriv_gateway.accounts_client import GatewayDerivAccounts
 from domain.shared.clock import FixedClock
 from persistence.tables import deriv_accounts, user_devices, users
-from tests.api.conftest import UNREACHABLE_GATEWAY
-
-from .conftest import (
+from tests.api.conftest import (
     CLIENT_TOKEN,
     PASSWORD,
+    UNREACHABLE_GATEWAY,
     Gateway,
-    Surface,
-    error_shape,
-    serve_surface,
     unique_email,
     unique_phone,
 )
+
+from .conftest import Surface, error_shape, serve_surface
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from persistence.tables import refresh_tokens, user_devices, verification_codes
+from tests.api.conftest import PASSWORD, unique_email, unique_phone
 
-from .conftest import PASSWORD, Surface, error_shape, unique_email, unique_phone
+from .conftest import Surface, error_shape
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from persistence.tables import idempotency_keys, transactions
+from tests.api.conftest import PASSWORD
 
-from .conftest import PASSWORD, Surface, User, error_shape
+from .conftest import Surface, User, error_shape
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import PASSWORD, Surface, error_shape
+from tests.api.conftest import PASSWORD
+
+from .conftest import Surface, error_shape
 
 pytestmark = pytest.mark.integration
 

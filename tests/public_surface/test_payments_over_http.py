@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from domain.shared.clock import FixedClock
 from persistence.tables import transactions
+from tests.api.conftest import Gateway
 
-from .conftest import Gateway, Surface, User, error_shape, serve_surface
+from .conftest import Surface, User, error_shape, serve_surface
 from .state import fingerprint
 
 pytestmark = pytest.mark.integration
@@ -141,7 +143,8 @@ async def test_json_the_document_refuses_is_refused(surface: Surface, payer: Use
     )
     assert null.status == 400 and null.json["code"] == 3
     assert null.json["message"] == "body: currency: null is not allowed"
-    for body in ([], "", "KES"):
+    bodies: tuple[Any, ...] = ([], "", "KES")
+    for body in bodies:
         not_an_object = await payer.browser.call("POST", "/v1/deposits", body=body, headers=key())
         assert (
             not_an_object.status == 400

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the locked dev tools
 import pytest
 import requests
 import schemathesis
@@ -39,9 +39,13 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.shared.clock import FixedClock
+from tests.api.conftest import PASSWORD, Gateway, unique_email, unique_phone
 
-from .conftest import PASSWORD, Gateway, Surface, serve_surface, unique_email, unique_phone
+from .conftest import Surface, serve_surface
 from .state import Fingerprint, audit_actions_since, fingerprint
+
+# A case of any operation of the document (schemathesis types it by the operation's parameter model).
+AnyCase = schemathesis.Case[Any]
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +74,7 @@ def _int64_as_strings(value: Any, schema: dict[str, Any], components: dict[str, 
 
 
 def negative_data_rejection_but_numeric_int64(
-    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: AnyCase
 ) -> bool | None:
     """negative_data_rejection, except when the body's only departure from the document is a 64-bit
     integer written as a JSON number: the document shows the canonical string the bridge writes, while
@@ -172,7 +176,7 @@ def fake_response(status: int, body: bytes, url: str) -> schemathesis.Response:
     )
 
 
-def check_titles(case: schemathesis.Case, response: schemathesis.Response) -> set[str]:
+def check_titles(case: AnyCase, response: schemathesis.Response) -> set[str]:
     try:
         case.validate_response(response, checks=CHECKS)
     except FailureGroup as failures:
@@ -228,12 +232,12 @@ class Fuzzer:
             suppress_health_check=list(HealthCheck),
         )
         @given(case=strategy)
-        def exercise(case: schemathesis.Case) -> None:
+        def exercise(case: AnyCase) -> None:
             self.case(operation.label, case, headers)
 
         exercise()
 
-    def case(self, label: str, case: schemathesis.Case, headers: dict[str, str]) -> None:
+    def case(self, label: str, case: AnyCase, headers: dict[str, str]) -> None:
         response = case.call(base_url=self.base_url, session=self.session, headers=headers)
         self.report.record(label, response.status_code)
         try:

@@ -5,7 +5,7 @@ transcoded into the request (paging, RFC 3339 timestamps)."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED = 3, 5, 7, 16
 
 
-def rfc3339(moment: object) -> str:
+def rfc3339(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 

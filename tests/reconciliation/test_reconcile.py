@@ -170,7 +170,7 @@ async def test_a_payment_never_validated_confirmed_after_reconciliation_stays_in
 
     # two people give it to its owner (the paybill suspense review): a deposit, matched from then on
     review = PaybillSuspenseReview(
-        unit_of_work=lambda: SqlUnitOfWork(stack.engine),  # type: ignore[arg-type,return-value]
+        unit_of_work=lambda: SqlUnitOfWork(stack.engine),
         deposits=stack.paybill,
     )
     await review.propose_assignment(staff="op-1", trans_id=trans_id, reference=reference, reason="SMS")

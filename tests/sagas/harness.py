@@ -342,7 +342,7 @@ async def running_stack(
         # The stack is wired as `penpay up` wires it (penpay/wiring), from settings naming the
         # simulators, with the tests' faster timings handed in where settings carry none.
         secret = secrets.token_urlsafe(24)
-        settings = Settings(
+        settings = Settings(  # type: ignore[call-arg]  # _env_file: pydantic-settings' init option
             _env_file=None,
             app_env="testing",
             database_url=database_url,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from domain.payments.status import TransactionStatus as S
-from mpesa_adapter.callback_store import FOREIGN_ANSWER_ALERT
+from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT
 from mpesa_adapter.client import B2C, STK_PUSH
 from mpesa_adapter.saga_port import SETUP_ERROR_ALERT
 from persistence.tables import mpesa_callback_reviews

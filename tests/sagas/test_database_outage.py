@@ -39,7 +39,7 @@ async def test_an_accepted_stk_push_is_recorded_once_the_database_is_back(stack:
             cut.cut(OUTAGE_SECONDS)
 
     saga = PaymentSaga(
-        unit_of_work=lambda: SqlUnitOfWork(engine),  # type: ignore[arg-type, return-value]
+        unit_of_work=lambda: SqlUnitOfWork(engine),
         mpesa=stack.saga._mpesa,
         deriv=stack.saga._deriv,
         policy=FAST_POLICY,

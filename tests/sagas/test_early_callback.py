@@ -91,7 +91,7 @@ async def reviews(stack: Stack, checkout_request_id: str) -> list[Any]:
 
 def racing_saga(stack: Stack, port: AnswerAfterTheCallback) -> PaymentSaga:
     return PaymentSaga(
-        unit_of_work=stack.uow,  # type: ignore[arg-type]
+        unit_of_work=stack.uow,
         mpesa=port,
         deriv=stack.saga._deriv,
         policy=stack.saga.policy,

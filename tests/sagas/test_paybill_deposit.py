@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from application.identity.ports import KnownUser
 from application.payments.paybill import key_hash
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId, UserId
+from domain.user.kyc_snapshot import KycSnapshot
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency
 from mpesa_adapter.client import DarajaClient
@@ -226,16 +228,16 @@ async def test_validation_holds_a_paybill_deposit_to_the_compliance_policy(stack
     from persistence.transaction_stats import SqlTransactionStats
     from tests.sagas.harness import TRANSFER_LIMITS
 
-    async def no_refresh(user_id: UserId) -> Any:
+    async def no_refresh(user_id: UserId, *, known: KnownUser | None = None) -> KycSnapshot:
         raise AssertionError("validation must not call Deriv")
 
     guarded = PaybillDeposits(
-        unit_of_work=stack.uow,  # type: ignore[arg-type]
+        unit_of_work=stack.uow,
         rates=FixedRates(),
         transfer_limits=TRANSFER_LIMITS,
         shortcode=stack.paybill.shortcode,
         policy=CompliancePolicy(
-            unit_of_work=stack.uow,  # type: ignore[arg-type]
+            unit_of_work=stack.uow,
             stats=SqlTransactionStats(stack.engine),
             refresh_kyc=no_refresh,
             clock=SystemClock(),

@@ -43,7 +43,8 @@ def test_ids_read_back_from_storage_need_not_be_v7() -> None:
 
 def test_ids_of_different_kinds_are_never_equal() -> None:
     value = new_uuid7()
-    assert UserId(value) != TransactionId(value)
+    user: object = UserId(value)  # compared as any two objects are
+    assert user != TransactionId(value)
 
 
 def test_garbage_id_text_is_refused_with_the_field_named() -> None:

@@ -1,0 +1,137 @@
+"""The tests' migrated databases are copies of a per-process template (tests/databases.py): a copy
+must be exactly what Alembic makes, or every test that takes one would test another schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from persistence import migrate
+from tests import databases
+
+pytestmark = pytest.mark.integration
+
+
+def _mysql_shape(name: str) -> dict[str, tuple[str, int]]:
+    """Each table's CREATE TABLE statement and row count, each trigger's statement and sql_mode,
+    and how many routines, views and events there are."""
+    connection = databases._admin()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+                (name,),
+            )
+            shape: dict[str, tuple[str, int]] = {}
+            for (table,) in cursor.fetchall():
+                cursor.execute(f"SHOW CREATE TABLE `{name}`.`{table}`")
+                ddl = str(cursor.fetchone()[1])
+                cursor.execute(f"SELECT COUNT(*) FROM `{name}`.`{table}`")
+                shape[str(table)] = (ddl, int(cursor.fetchone()[0]))
+            cursor.execute(
+                "SELECT trigger_name, sql_mode FROM information_schema.triggers WHERE trigger_schema = %s",
+                (name,),
+            )
+            for trigger, sql_mode in cursor.fetchall():
+                cursor.execute(f"SHOW CREATE TRIGGER `{name}`.`{trigger}`")
+                shape[f"trigger {trigger}"] = (f"{sql_mode}: {cursor.fetchone()[2]}", 0)
+            for kind, query in [
+                ("routines", "SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = %s"),
+                ("views", "SELECT COUNT(*) FROM information_schema.views WHERE table_schema = %s"),
+                ("events", "SELECT COUNT(*) FROM information_schema.events WHERE event_schema = %s"),
+            ]:
+                cursor.execute(query, (name,))
+                shape[kind] = ("", int(cursor.fetchone()[0]))
+            return shape
+    finally:
+        connection.close()
+
+
+def _mysql_rows(name: str, table: str) -> list[tuple[object, ...]]:
+    connection = databases._admin()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM `{name}`.`{table}` ORDER BY 1")
+            return list(cursor.fetchall())
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def migrated_by_alembic() -> Iterator[str]:
+    name, url = databases.create_mysql_database(migrated=False)
+    migrate.upgrade(url)
+    yield name
+    databases.drop_mysql_database(name)
+
+
+def test_a_mariadb_copy_has_alembics_schema_and_the_templates_rows(
+    fresh_mariadb_url: str, migrated_by_alembic: str
+) -> None:
+    copy = fresh_mariadb_url.rsplit("/", 1)[1]
+    copied, migrated = _mysql_shape(copy), _mysql_shape(migrated_by_alembic)
+    assert set(copied) == set(migrated) and len(copied) > 30
+    assert any(key.startswith("trigger ") for key in migrated)  # the append-only guards
+    for table, (ddl, rows) in migrated.items():
+        assert copied[table] == (ddl, rows), table
+    template = databases.mysql_template()
+    assert template.seeded  # the migrations seed rows (accounts, the audit chain's head, the revision)
+    for table in template.seeded:
+        assert _mysql_rows(copy, table) == _mysql_rows(template.name, table), table
+
+
+def test_a_mariadb_copy_keeps_the_foreign_keys(fresh_mariadb_url: str) -> None:
+    copy = fresh_mariadb_url.rsplit("/", 1)[1]
+    connection = databases._admin()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"USE `{copy}`")
+            with pytest.raises(pymysql.err.IntegrityError) as refused:
+                cursor.execute(
+                    "INSERT INTO ledger_entries (id, posting_id, account_id, side, amount_cents,"
+                    " amount_currency, created_at) VALUES (UNHEX(REPEAT('11', 16)), UNHEX(REPEAT('22', 16)),"
+                    " UNHEX(REPEAT('33', 16)), 'DEBIT', 100, 'KES', '2026-01-01 00:00:00')"
+                )
+            assert refused.value.args[0] == 1452  # a foreign key constraint fails
+    finally:
+        connection.close()
+
+
+def test_a_mariadb_copy_keeps_the_append_only_guards(fresh_mariadb_url: str) -> None:
+    copy = fresh_mariadb_url.rsplit("/", 1)[1]
+    connection = databases._admin()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"USE `{copy}`")
+            cursor.execute("SET SESSION foreign_key_checks = 0")  # a row of its own, no posting needed
+            cursor.execute(
+                "INSERT INTO ledger_entries (id, posting_id, account_id, side, amount_cents,"
+                " amount_currency, created_at) VALUES (UNHEX(REPEAT('11', 16)), UNHEX(REPEAT('22', 16)),"
+                " UNHEX(REPEAT('33', 16)), 'DEBIT', 100, 'KES', '2026-01-01 00:00:00')"
+            )
+            with pytest.raises(pymysql.err.MySQLError, match="append-only"):
+                cursor.execute("UPDATE ledger_entries SET amount_cents = 1")
+            with pytest.raises(pymysql.err.MySQLError, match="append-only"):
+                cursor.execute("DELETE FROM ledger_entries")
+    finally:
+        connection.close()
+
+
+def _sqlite_shape(path: Path) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return list(connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"))
+    finally:
+        connection.close()
+
+
+def test_a_sqlite_copy_has_alembics_schema(sqlite_url: str, tmp_path: Path) -> None:
+    by_alembic = tmp_path / "alembic.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{by_alembic}")
+    copy = Path(sqlite_url.removeprefix("sqlite+aiosqlite:///"))
+    assert _sqlite_shape(copy) == _sqlite_shape(by_alembic)
