@@ -26,6 +26,7 @@ from domain.shared.events import DomainEvent
 from domain.shared.json_value import JSONValue
 from persistence import audit, outbox
 from persistence.audit_sealer import sealer_for
+from persistence.callback_reviews import SqlCallbackReviews
 from persistence.idempotency_store import complete
 from persistence.ledger_repository import SqlLedgerRepository
 from persistence.paybill_store import SqlPaybillStore
@@ -82,6 +83,7 @@ class SqlUnitOfWork:
         self.saga_steps = SqlSagaSteps(self._connection)
         self.review_actions = SqlReviewActions(self._connection)
         self.paybill = SqlPaybillStore(self._connection)
+        self.callback_reviews = SqlCallbackReviews(self._connection)
         return self
 
     async def __aexit__(

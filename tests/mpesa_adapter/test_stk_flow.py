@@ -34,7 +34,7 @@ async def test_success_callback_is_recorded_then_confirmed_by_stk_query(h: Harne
     raw = json.loads(row.raw_callback)  # the evidence, byte-for-byte what was received
     assert raw["Body"]["stkCallback"]["CheckoutRequestID"] == checkout
     events = await h.events(tx_id)
-    assert [e.event_type for e in events] == ["MpesaStkCallbackRecorded"]
+    assert [e.event_type for e in events] == ["MpesaCallbackReceived"]
 
     first = await h.confirmer.confirm_stk(checkout)
     again = await h.confirmer.confirm_stk(checkout)
