@@ -14,7 +14,7 @@ from mpesa_adapter.confirmer import Verdict
 from mpesa_adapter.inbox import Outcome
 from mpesa_adapter.routes import PATHS, CallbackKind
 from mpesa_adapter.types import StkQueryStatus
-from persistence.tables import domain_events, mpesa_requests
+from persistence.tables import audit_logs, audit_pending, domain_events, mpesa_requests
 from tests.mpesa_adapter.conftest import Harness, build_harness, make_engine, phone
 
 pytestmark = pytest.mark.integration
@@ -35,6 +35,13 @@ async def test_success_callback_is_recorded_then_confirmed_by_stk_query(h: Harne
     assert raw["Body"]["stkCallback"]["CheckoutRequestID"] == checkout
     events = await h.events(tx_id)
     assert [e.event_type for e in events] == ["MpesaCallbackReceived"]
+    assert events[0].stream == "penpay.payments" and events[0].aggregate_version == 2
+    # The evidence goes through the audit chain like every other money change (sealed or pending).
+    audited = [
+        await h.count(t, t.c.action == "MpesaCallbackReceived", t.c.subject_id == str(tx_id))
+        for t in (audit_logs, audit_pending)
+    ]
+    assert sum(audited) == 1
 
     first = await h.confirmer.confirm_stk(checkout)
     again = await h.confirmer.confirm_stk(checkout)
