@@ -184,9 +184,10 @@ class SqlCallbackInbox:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         # The evidence is the application's to write: the aggregate, in a unit of work. Its audit
-        # records are sealed in the background (committed with the evidence either way).
+        # record (MpesaCallbackReceived) is committed with the evidence and chained by the next seal
+        # of any process: the saga's, which the callback wakes to confirm and credit or fail.
         self._evidence = MpesaEvidence(
-            lambda: SqlUnitOfWork(engine, actor=ADAPTER_ACTOR, wait_for_seal=False)
+            lambda: SqlUnitOfWork(engine, actor=ADAPTER_ACTOR, wait_for_seal=False, seal_here=False)
         )
 
     # --- STK ------------------------------------------------------------------------------

@@ -326,13 +326,30 @@ class SqlTransactionRepository:
         if loaded is None:
             raise ConcurrentModification(f"transaction {tx.id} was not loaded in this unit of work")
         old_version, old_attachments = loaded
+        attachments = self._attachments_of(tx)
+        changed = [
+            name
+            for name, record in attachments.items()
+            if record is not None and record != old_attachments.get(name)
+        ]
+        if (
+            tx.version != old_version
+            and len(changed) == 1
+            and old_attachments.get(changed[0]) is not None
+            and self._connection.dialect.name in ("mysql", "mariadb")
+        ):
+            # The usual change (a step's status and its evidence): one multi-table UPDATE, the
+            # version check on the transaction row guarding both rows.
+            await self._update_with_attachment(tx, old_version, changed[0], attachments[changed[0]])
+            self._loaded[tx.id] = (tx.version, attachments)
+            self._track(tx)
+            return
         if tx.version != old_version:
             result = await self._connection.execute(
                 _UPDATE, {"b_id": tx.id.value, "b_old_version": old_version, **_transaction_row(tx)}
             )
             if result.rowcount != 1:
                 raise ConcurrentModification(f"transaction {tx.id} changed since it was read")
-        attachments = self._attachments_of(tx)
         for name, record in attachments.items():
             before = old_attachments.get(name)
             if record is None or record == before:
@@ -352,6 +369,30 @@ class SqlTransactionRepository:
                 raise
         self._loaded[tx.id] = (tx.version, attachments)
         self._track(tx)
+
+    async def _update_with_attachment(
+        self, tx: Transaction, old_version: int, name: str, record: Attachment | None
+    ) -> None:
+        assert record is not None
+        table = _ATTACHMENT_TABLES[name]
+        values: dict[Any, Any] = {transactions.c[key]: value for key, value in _transaction_row(tx).items()}
+        values |= {
+            table.c[key]: value for key, value in _attachment_row(record).items() if key != "transaction_id"
+        }
+        statement = (
+            update(transactions)
+            .where(transactions.c.id == tx.id.value, transactions.c.version == old_version)
+            .where(table.c.transaction_id == transactions.c.id)
+            .values(values)
+        )
+        try:
+            result = await self._connection.execute(statement)
+        except IntegrityError as error:
+            if "receipt" in str(error.orig):
+                raise DuplicateReceipt(f"{type(record).__name__}: receipt already recorded") from error
+            raise
+        if result.rowcount < 1:
+            raise ConcurrentModification(f"transaction {tx.id} changed since it was read")
 
     # --- reading ------------------------------------------------------------------------
 
