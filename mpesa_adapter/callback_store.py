@@ -20,7 +20,6 @@ it was unknown, mismatching, conflicting or rejected.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -36,9 +35,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.alerts import raise_alert
-from application.payments.mpesa_evidence import Arrival, CallbackResult, MpesaEvidence, QueryResult
+from application.payments.mpesa_evidence import (
+    Arrival,
+    CallbackResult,
+    KeptAnswer,
+    MpesaEvidence,
+    QueryResult,
+)
 from domain.payments.stk_evidence import CallbackEffect, StkCallbackEvidence, StkQueryAnswer
 from domain.shared.errors import DomainError
+from domain.shared.ids import TransactionId
 from domain.wallet.money import Currency, Money
 from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT
 from mpesa_adapter.callback_parsing import (
@@ -58,6 +64,7 @@ from mpesa_adapter.routes import CallbackKind
 from mpesa_adapter.types import RequestAccepted
 from persistence.audit import AuditRecord, write_pending
 from persistence.audit_sealer import sealer_for
+from persistence.callback_reviews import review_row
 from persistence.tables import audit_logs, audit_pending, domain_events, mpesa_disbursements, mpesa_requests
 from persistence.unit_of_work import SqlUnitOfWork
 
@@ -69,12 +76,6 @@ CONFIRMED = "CONFIRMED"
 FAILED = "FAILED"
 UNKNOWN = "UNKNOWN"
 REVIEW = "REVIEW"
-
-# mpesa_callback_reviews.status: OPEN for a person; ADOPTED when an STK callback that came before its
-# request was stored has been applied to it (resolved_by says so).
-REVIEW_OPEN = "OPEN"
-REVIEW_ADOPTED = "ADOPTED"
-ADOPTED_BY = "penpay:adopted-early-callback"
 
 _RECORDED = (Outcome.SUCCESS_RECORDED, Outcome.FAILURE_RECORDED)
 
@@ -787,21 +788,10 @@ class SqlCallbackInbox:
         *,
         alert: bool = True,
     ) -> Outcome:
-        await conn.execute(
-            insert(mpesa_callback_reviews).values(
-                id=new_uuid7(),
-                kind=str(kind),
-                reason=reason.value,
-                detail=detail[:255],
-                correlation_id=(correlation_id or None) and correlation_id[:64],
-                transaction_id=transaction_id,
-                remote_addr=(delivery.remote_addr or None) and (delivery.remote_addr or "")[:45],
-                raw_body=raw,
-                body_sha256=hashlib.sha256(raw).hexdigest(),
-                status=REVIEW_OPEN,
-                received_at=delivery.received_at,
-            )
-        )
+        arrival = Arrival(str(kind), raw, delivery.remote_addr, delivery.received_at)
+        tx_id = None if transaction_id is None else TransactionId(transaction_id)
+        kept = KeptAnswer(arrival, reason.value, detail, correlation_id, tx_id)
+        await conn.execute(insert(mpesa_callback_reviews).values(review_row(kept)))
         _log_review(kind, reason, correlation_id, delivery.remote_addr)
         if alert:
             _alert_if_foreign(kind, reason, detail, correlation_id, transaction_id)
