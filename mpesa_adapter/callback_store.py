@@ -26,7 +26,7 @@ import re
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ from application.payments.mpesa_evidence import (
     QueryResult,
 )
 from domain.payments.stk_evidence import CallbackEffect, StkCallbackEvidence, StkQueryAnswer
+from domain.payments.transaction import Transaction
 from domain.shared.errors import DomainError
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Currency, Money
@@ -166,6 +167,8 @@ class StoredRequest:
     status: str
     result_code: int | None
     mpesa_receipt_number: str | None
+    # The deposit as read (a Transaction), handed back with the query's answer: no second read.
+    read: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -653,24 +656,21 @@ class SqlCallbackInbox:
     # --- used by CallbackConfirmer -------------------------------------------------------
 
     async def stk_request(self, checkout_request_id: str) -> StoredRequest | None:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(mpesa_requests).where(mpesa_requests.c.checkout_request_id == checkout_request_id)
-                )
-            ).first()
-        if row is None:
+        tx = await self._evidence.read_stk(checkout_request_id)
+        request = None if tx is None else tx.mpesa_request
+        if tx is None or request is None:
             return None
         return StoredRequest(
-            row.transaction_id,
-            row.checkout_request_id,
-            row.merchant_request_id,
-            row.phone,
-            row.amount_cents,
-            row.amount_currency,
-            row.status,
-            row.result_code,
-            row.mpesa_receipt_number,
+            tx.id.value,
+            request.checkout_request_id,
+            request.merchant_request_id,
+            request.phone.value,
+            request.amount.amount_minor,
+            request.amount.currency.value,
+            str(request.status),
+            request.result_code,
+            request.mpesa_receipt_number,
+            read=tx,
         )
 
     async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None:
@@ -696,9 +696,13 @@ class SqlCallbackInbox:
             row.transaction_receipt,
         )
 
-    async def stk_query_answered(self, checkout_request_id: str, answer: StkQueryAnswer) -> QueryResult:
-        """A final STK Query answer, recorded by the application on the aggregate (one writer)."""
-        return await self._evidence.stk_query_answered(checkout_request_id, answer)
+    async def stk_query_answered(
+        self, checkout_request_id: str, answer: StkQueryAnswer, *, read: StoredRequest | None = None
+    ) -> QueryResult:
+        """A final STK Query answer, recorded by the application on the aggregate (one writer).
+        `read`: what stk_request gave before the query (saved as read when nothing changed since)."""
+        earlier = read.read if read is not None and isinstance(read.read, Transaction) else None
+        return await self._evidence.stk_query_answered(checkout_request_id, answer, read=earlier)
 
     async def keep_answer_for_review(self, api: str, detail: str, correlation_id: str, raw: bytes) -> None:
         """A synchronous answer to one of our requests that is about another (client.ForeignAnswer): kept

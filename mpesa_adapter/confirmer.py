@@ -84,7 +84,9 @@ class ConfirmationStore(Protocol):
 
     async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None: ...
 
-    async def stk_query_answered(self, checkout_request_id: str, answer: StkQueryAnswer) -> QueryResult: ...
+    async def stk_query_answered(
+        self, checkout_request_id: str, answer: StkQueryAnswer, *, read: StoredRequest | None = None
+    ) -> QueryResult: ...
 
     async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]: ...
 
@@ -139,7 +141,7 @@ class CallbackConfirmer:
             evidence=evidence,
         )
         # The application records it on the aggregate (the one writer of the evidence).
-        result = await self._store.stk_query_answered(checkout_request_id, answer)
+        result = await self._store.stk_query_answered(checkout_request_id, answer, read=row)
         if result.effect is QueryEffect.CONTRADICTED:
             log.warning(
                 "stk %s: callback success contradicted by STK Query %s",

@@ -285,6 +285,10 @@ class SqlTransactionRepository:
         attached = (await self._connection.execute(_ATTACHMENTS_BY_ID, {"tx_id": tx_id.value})).one()
         return self._reconstitute(row, attached)
 
+    def resume(self, tx: Transaction) -> None:
+        self._loaded[tx.id] = (tx.version, self._attachments_of(tx))
+        self._track(tx)
+
     async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None:
         params = {"key_hash": key_hash, "user_id": user_id.value}
         row = (await self._connection.execute(_READ_BY_KEY, params)).first()

@@ -219,12 +219,34 @@ class MpesaEvidence:
 
     # --- STK Query --------------------------------------------------------------------------
 
-    async def stk_query_answered(self, checkout_request_id: str, answer: StkQueryAnswer) -> QueryResult:
-        return await _again_on_conflict(lambda: self._stk_query(checkout_request_id, answer))
-
-    async def _stk_query(self, checkout: str, answer: StkQueryAnswer) -> QueryResult:
+    async def read_stk(self, checkout_request_id: str) -> Transaction | None:
+        """The deposit a CheckoutRequestID belongs to, read before asking M-Pesa about it (no lock:
+        hand it to stk_query_answered, whose save checks that nothing changed since)."""
         async with self._uow() as uow:
-            tx = await uow.transactions.find_by_checkout_request_id(checkout)
+            return await uow.transactions.find_by_checkout_request_id(checkout_request_id)
+
+    async def stk_query_answered(
+        self, checkout_request_id: str, answer: StkQueryAnswer, *, read: Transaction | None = None
+    ) -> QueryResult:
+        """Record a final STK Query answer. `read`: the deposit as read_stk gave it before the query,
+        saved as it was read when nothing changed meanwhile (else read again)."""
+        first = [read]
+
+        async def attempt() -> QueryResult:
+            earlier, first[0] = first[0], None  # a retry reads afresh
+            return await self._stk_query(checkout_request_id, answer, earlier)
+
+        return await _again_on_conflict(attempt)
+
+    async def _stk_query(
+        self, checkout: str, answer: StkQueryAnswer, read: Transaction | None
+    ) -> QueryResult:
+        async with self._uow() as uow:
+            if read is not None:
+                uow.transactions.resume(read)
+                tx: Transaction | None = read
+            else:
+                tx = await uow.transactions.find_by_checkout_request_id(checkout)
             if tx is None or tx.mpesa_request is None:
                 raise LookupError(f"no stored MpesaRequest {checkout}")
             effect = tx.stk_query_answered(answer, now=uow.clock.now())

@@ -25,6 +25,11 @@ class TransactionRepository(Protocol):
         """Load with a row lock held until the surrounding database transaction ends."""
         ...
 
+    def resume(self, tx: Transaction) -> None:
+        """Continue in this unit of work with an aggregate an earlier one read (no statement):
+        save() checks the version it was read at, so a change meanwhile is ConcurrentModification."""
+        ...
+
     async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None: ...
 
     async def save(self, tx: Transaction) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.payments.stk_evidence import QueryEffect, StkQueryAnswer
 from mpesa_adapter.callback_store import CONFIRMED, FAILED, SENT, SUCCEEDED
 from mpesa_adapter.confirmer import Verdict
 from mpesa_adapter.inbox import Outcome
@@ -232,4 +233,27 @@ async def test_confirmation_contradicted_by_stk_query_goes_to_review(h: Harness)
     verdict = await h.confirmer.confirm_stk(checkout)
     assert (verdict.verdict, verdict.newly_confirmed) == (Verdict.MISMATCH, False)
     assert (await h.request_row(checkout)).status == "REVIEW"
+    assert [r.reason for r in await h.reviews(checkout)] == ["CONFIRMATION_MISMATCH"]
+
+
+async def test_a_query_answer_never_overwrites_a_callback_recorded_after_its_read(h: Harness) -> None:
+    """The confirmer reads the request, asks STK Query, then records the answer on what it read. A
+    callback recorded in between grew the transaction's version: the answer is judged again on the
+    fresh evidence instead of overwriting it (here: paid by callback, "not paid" by the query is a
+    contradiction for review, never FAILED over SUCCEEDED)."""
+    msisdn = phone()
+    h.sim.add_fault("drop", api="stk", phone=msisdn)
+    _, checkout = await h.push(msisdn, 60)
+    await h.drain()
+    read = await h.store.stk_request(checkout)
+    assert read is not None and read.status == SENT
+    (dropped,) = h.callbacks(checkout)
+    assert (await h.post_raw(STK, dropped["body"]))[0] == 200
+    assert (await h.request_row(checkout)).status == SUCCEEDED
+
+    answer = StkQueryAnswer(paid=False, result_code=1032, result_desc="cancelled", evidence="{}")
+    result = await h.store.stk_query_answered(checkout, answer, read=read)
+    assert (result.effect, result.newly_confirmed) == (QueryEffect.CONTRADICTED, False)
+    row = await h.request_row(checkout)
+    assert (row.status, row.mpesa_receipt_number) == ("REVIEW", h.sim.engine.books.stk[checkout].receipt)
     assert [r.reason for r in await h.reviews(checkout)] == ["CONFIRMATION_MISMATCH"]
