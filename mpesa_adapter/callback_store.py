@@ -1,37 +1,32 @@
 """SQL adapter of `CallbackInbox` (and of the confirmer's store), SQLAlchemy Core on the existing tables.
 
-Each callback is one short transaction:
-1. lock the stored request by its correlation id (SELECT ... FOR UPDATE; SQLite: BEGIN IMMEDIATE),
-2. cross-check it (MerchantRequestID / ConversationID, amount, unmasked phone, receipt format),
-3. apply the terminal state with a guarded UPDATE (`... WHERE id = :id AND status = 'SENT'`), so a second
-   delivery changes nothing; the UNIQUE receipt column turns a reused receipt into an IntegrityError,
-   caught in a savepoint and recorded for review,
-4. write an outbox row (`domain_events`, stream `penpay.mpesa`) for the worker that confirms and credits,
-all in the same transaction. The raw body is kept: in the request row (raw_callback / raw_result) when it
-settled the request, in `mpesa_callback_reviews` when it was unknown, mismatching, conflicting or rejected.
+STK answers (callbacks, STK Query answers, early callbacks adopted) are parsed here and handed to the
+application (application.payments.mpesa_evidence): the Transaction aggregate judges them by the rules
+in domain/payments/stk_evidence.py and the unit of work commits the MpesaRequest evidence, the
+aggregate's version, its typed events (MpesaCallbackReceived, outbox) and their audit records together.
+This module writes no `mpesa_requests` row.
 
-An STK callback can beat the saga's commit of the push's answer (the CheckoutRequestID is known only
-after the call): it is parked as UNKNOWN_ID, and once the saga has stored the request it calls
-`adopt_early_stk_callbacks`, which applies the parked callback as if it arrived now (review row ADOPTED).
-
-Attachment states written here (String(16)):
-  mpesa_requests:      SENT -> SUCCEEDED -> CONFIRMED | REVIEW ;  SENT -> FAILED ;  SENT -> CONFIRMED (query)
+B2C answers (result, queue timeout, Transaction Status) are still recorded here, each in one short
+transaction: lock the disbursement by its OriginatorConversationID, cross-check it, apply the terminal
+state with a guarded UPDATE (`... WHERE status = :old`), so a second delivery changes nothing (a reused
+receipt is an IntegrityError, caught in a savepoint and recorded for review), and write an outbox row
+(`domain_events`, stream `penpay.mpesa`) for the worker. Attachment states written here (String(16)):
   mpesa_disbursements: SENT|UNKNOWN -> SUCCEEDED -> CONFIRMED | REVIEW ; SENT|UNKNOWN -> FAILED ;
                        SENT -> UNKNOWN (queue timeout) ;
                        SENT|UNKNOWN|SUCCEEDED -> CONFIRMED (Transaction Status)
+The raw body is kept: in the evidence row when it settled the request, in `mpesa_callback_reviews` when
+it was unknown, mismatching, conflicting or rejected.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +35,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.alerts import raise_alert
+from application.payments.mpesa_evidence import (
+    Arrival,
+    CallbackResult,
+    KeptAnswer,
+    MpesaEvidence,
+    QueryResult,
+)
+from domain.payments.stk_evidence import CallbackEffect, StkCallbackEvidence, StkQueryAnswer
+from domain.payments.transaction import Transaction
+from domain.shared.errors import DomainError
+from domain.shared.ids import TransactionId
+from domain.wallet.money import Currency, Money
 from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT
 from mpesa_adapter.callback_parsing import (
     B2CQueueTimeout,
@@ -58,7 +65,9 @@ from mpesa_adapter.routes import CallbackKind
 from mpesa_adapter.types import RequestAccepted
 from persistence.audit import AuditRecord, write_pending
 from persistence.audit_sealer import sealer_for
+from persistence.callback_reviews import review_row
 from persistence.tables import audit_logs, audit_pending, domain_events, mpesa_disbursements, mpesa_requests
+from persistence.unit_of_work import SqlUnitOfWork
 
 log = logging.getLogger("penpay.mpesa.callbacks")
 
@@ -68,12 +77,6 @@ CONFIRMED = "CONFIRMED"
 FAILED = "FAILED"
 UNKNOWN = "UNKNOWN"
 REVIEW = "REVIEW"
-
-# mpesa_callback_reviews.status: OPEN for a person; ADOPTED when an STK callback that came before its
-# request was stored has been applied to it (resolved_by says so).
-REVIEW_OPEN = "OPEN"
-REVIEW_ADOPTED = "ADOPTED"
-ADOPTED_BY = "penpay:adopted-early-callback"
 
 _RECORDED = (Outcome.SUCCESS_RECORDED, Outcome.FAILURE_RECORDED)
 
@@ -144,7 +147,7 @@ def _digits(phone: str | None) -> str:
 INT32 = range(-(2**31), 2**31)  # result_code is an INTEGER column
 
 
-def _code_int(code: str | None) -> int | None:
+def code_int(code: str | None) -> int | None:
     if code is None:
         return None
     try:
@@ -155,7 +158,7 @@ def _code_int(code: str | None) -> int | None:
 
 
 def _desc(code: str, desc: str) -> str:
-    text = desc if _code_int(code) is not None else f"[{code}] {desc}"
+    text = desc if code_int(code) is not None else f"[{code}] {desc}"
     return text[:255]
 
 
@@ -178,6 +181,8 @@ class StoredRequest:
     status: str
     result_code: int | None
     mpesa_receipt_number: str | None
+    # The deposit as read (a Transaction), handed back with the query's answer: no second read.
+    read: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -196,12 +201,22 @@ class StoredDisbursement:
 class SqlCallbackInbox:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # The evidence is the application's to write: the aggregate, in a unit of work. Its audit
+        # record (MpesaCallbackReceived) is committed with the evidence and chained by the next seal
+        # of any process: the saga's, which the callback wakes to confirm and credit or fail.
+        self._evidence = MpesaEvidence(
+            lambda: SqlUnitOfWork(engine, actor=ADAPTER_ACTOR, wait_for_seal=False, seal_here=False)
+        )
 
     # --- STK ------------------------------------------------------------------------------
 
     async def record_stk_callback(self, cb: StkCallback, delivery: Delivery) -> Outcome:
-        async with self._engine.begin() as conn:
-            outcome = await self._record_stk(conn, cb, delivery)
+        """Parsed and authenticated here; judged and recorded by the application (MpesaEvidence):
+        the Transaction aggregate changes the evidence, in one unit of work."""
+        kind = CallbackKind.STK
+        arrival = Arrival(kind.value, cb.raw, delivery.remote_addr, delivery.received_at)
+        result = await self._evidence.stk_callback(stk_evidence(cb), arrival)
+        outcome = self._stk_outcome(kind, cb.checkout_request_id, result)
         if outcome in _RECORDED:
             log.info(
                 "stk callback checkout_request_id=%s result_code=%s -> %s",
@@ -213,200 +228,30 @@ class SqlCallbackInbox:
 
     async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]:
         """Take in the STK callbacks parked as UNKNOWN_ID because they arrived before the saga stored
-        the push's answer (a fast payer beats the commit). Each is applied as `record_stk_callback`
-        would apply it now (the same cross-checks; a mismatch is recorded for review as usual) and its
-        parked row is marked ADOPTED. One transaction; the parked rows are locked, so a callback is
-        adopted once however many workers ask. Returns the outcomes, empty when nothing was parked.
+        the push's answer (a fast payer beats the commit); see MpesaEvidence.adopt_early_stk_callbacks.
+        Returns the outcomes, empty when nothing was parked.
 
         The bodies are re-parsed with the endpoint's parser: each was authenticated (path secret,
         allow-list) before it was parked, so it deserves what a callback arriving now would get."""
-        t = mpesa_callback_reviews
-        parked_here = (
-            select(t.c.id)
-            .where(t.c.correlation_id == checkout_request_id)
-            .where(t.c.status == REVIEW_OPEN)
-            .limit(1)
-        )
-        async with self._engine.connect() as conn:  # almost always nothing: one indexed read, no locks
-            if (await conn.execute(parked_here)).first() is None:
-                return ()
-        adopted: list[tuple[StkCallback, Outcome]] = []
-        async with self._engine.begin() as conn:
-            # The request row first, then the review rows: the lock order of a callback being recorded.
-            request = (
-                await conn.execute(
-                    select(mpesa_requests.c.transaction_id)
-                    .where(mpesa_requests.c.checkout_request_id == checkout_request_id)
-                    .with_for_update()
-                )
-            ).first()
-            if request is None:
-                return ()
-            parked = (
-                await conn.execute(
-                    select(t.c.id, t.c.raw_body, t.c.remote_addr, t.c.received_at)
-                    .where(t.c.kind == CallbackKind.STK.value)
-                    .where(t.c.reason == ReviewReason.UNKNOWN_ID.value)
-                    .where(t.c.status == REVIEW_OPEN)
-                    .where(t.c.correlation_id == checkout_request_id)
-                    .order_by(t.c.received_at, t.c.id)
-                    .with_for_update()
-                )
-            ).all()
-            for row in parked:
-                raw = bytes(row.raw_body)
-                try:
-                    cb = parse_stk_callback(strict_json(raw), raw)
-                except MalformedCallback as exc:  # parsed once already; a stricter parser may refuse it now
-                    log.warning("parked stk callback %s not adopted: %s", row.id, exc)
-                    continue
-                if cb.checkout_request_id != checkout_request_id:
-                    continue  # a longer id, cut to the column's 64 characters: not this request
-                outcome = await self._record_stk(conn, cb, Delivery(row.remote_addr, row.received_at))
-                await conn.execute(
-                    update(t)
-                    .where(t.c.id == row.id)
-                    .where(t.c.status == REVIEW_OPEN)
-                    .values(
-                        status=REVIEW_ADOPTED,
-                        transaction_id=request.transaction_id,
-                        resolved_at=_now(),
-                        resolved_by=ADOPTED_BY,
-                    )
-                )
-                adopted.append((cb, outcome))
-        for cb, outcome in adopted:
-            log.info(
-                "early stk callback adopted checkout_request_id=%s result_code=%s -> %s",
-                cb.checkout_request_id,
-                cb.result_code,
-                outcome,
-            )
-        return tuple(outcome for _, outcome in adopted)
-
-    async def _record_stk(self, conn: AsyncConnection, cb: StkCallback, delivery: Delivery) -> Outcome:
-        """Record one STK callback inside the caller's transaction (see the module docstring)."""
-        kind = CallbackKind.STK
-        row = (
-            await conn.execute(
-                select(mpesa_requests)
-                .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
-                .with_for_update()
-            )
-        ).first()
-        if row is None:
-            return await self._review(
-                conn,
-                kind,
-                ReviewReason.UNKNOWN_ID,
-                "no such CheckoutRequestID",
-                cb.checkout_request_id,
-                None,
-                cb.raw,
-                delivery,
-                Outcome.UNKNOWN,
-            )
-        tx_id = row.transaction_id
-
-        async def review(reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH) -> Outcome:
-            return await self._review(
-                conn, kind, reason, detail, cb.checkout_request_id, tx_id, cb.raw, delivery, outcome
-            )
-
-        if row.merchant_request_id != cb.merchant_request_id:
-            return await review(ReviewReason.MERCHANT_ID_MISMATCH, "MerchantRequestID differs")
-        if cb.succeeded:
-            problem = self._stk_success_problem(cb, row)
-            if problem is not None:
-                return await review(*problem)
-        if row.status != SENT:
-            return await self._stk_repeat(conn, cb, row, review)
-
-        values: dict[str, Any] = {
-            "result_code": _code_int(cb.result_code),
-            "result_desc": _desc(cb.result_code, cb.result_desc),
-            "raw_callback": _raw_text(cb.raw),
-            "updated_at": _now(),
-        }
-        if cb.succeeded:
-            values |= {"status": SUCCEEDED, "mpesa_receipt_number": cb.receipt}
-        else:
-            values |= {"status": FAILED}
-        guarded = (
-            update(mpesa_requests)
-            .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
-            .where(mpesa_requests.c.status == SENT)
-            .values(**values)
-        )
-        try:
-            async with conn.begin_nested():
-                changed = (await conn.execute(guarded)).rowcount
-        except IntegrityError:
-            return await review(ReviewReason.RECEIPT_REUSED, "MpesaReceiptNumber already used")
-        if changed != 1:
-            return Outcome.DUPLICATE  # cannot happen under the row lock; kept as the last guard
-        outcome = Outcome.SUCCESS_RECORDED if cb.succeeded else Outcome.FAILURE_RECORDED
-        await self._event(
-            conn,
-            tx_id,
-            "MpesaStkCallbackRecorded",
-            {
-                "checkout_request_id": cb.checkout_request_id,
-                "outcome": outcome.value,
-                "result_code": cb.result_code,
-                "mpesa_receipt_number": cb.receipt,
-            },
-        )
-        return outcome
+        results = await self._evidence.adopt_early_stk_callbacks(checkout_request_id, _parse_parked)
+        outcomes = tuple(self._stk_outcome(CallbackKind.STK, checkout_request_id, r) for r in results)
+        for outcome in outcomes:
+            log.info("early stk callback adopted checkout_request_id=%s -> %s", checkout_request_id, outcome)
+        return outcomes
 
     @staticmethod
-    def _stk_success_problem(cb: StkCallback, row: Any) -> tuple[ReviewReason, str] | None:
-        if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
-            return (
-                ReviewReason.AMOUNT_MISMATCH,
-                f"callback amount {cb.amount} vs stored {row.amount_cents} cents",
-            )
-        if not cb.receipt:
-            return ReviewReason.RECEIPT_MISSING, "success without MpesaReceiptNumber"
-        if not RECEIPT_RE.match(cb.receipt):
-            return ReviewReason.RECEIPT_INVALID, "MpesaReceiptNumber has not the receipt format"
-        if cb.phone_masked:
-            log.info("stk callback %s: masked PhoneNumber, phone check skipped", cb.checkout_request_id)
-        elif cb.phone is not None and _digits(cb.phone) != _digits(row.phone):
-            return ReviewReason.PHONE_MISMATCH, "PhoneNumber differs from the stored MSISDN"
-        return None
-
-    async def _stk_repeat(
-        self, conn: AsyncConnection, cb: StkCallback, row: Any, review: Callable[..., Awaitable[Outcome]]
-    ) -> Outcome:
-        """The request is settled already: the same evidence is a duplicate, anything else a conflict."""
-        if cb.succeeded and row.status in (SUCCEEDED, CONFIRMED):
-            if row.mpesa_receipt_number == cb.receipt:
-                return Outcome.DUPLICATE
-            if row.mpesa_receipt_number is None and row.status == CONFIRMED:
-                # Confirmed by STK Query alone (lost callback); the late callback brings the receipt.
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(
-                            update(mpesa_requests)
-                            .where(mpesa_requests.c.checkout_request_id == cb.checkout_request_id)
-                            .where(mpesa_requests.c.mpesa_receipt_number.is_(None))
-                            .values(
-                                mpesa_receipt_number=cb.receipt,
-                                raw_callback=_raw_text(cb.raw),
-                                updated_at=_now(),
-                            )
-                        )
-                except IntegrityError:
-                    return await review(ReviewReason.RECEIPT_REUSED, "MpesaReceiptNumber already used")
-                return Outcome.DUPLICATE
-        if not cb.succeeded and row.status == FAILED and row.result_code == _code_int(cb.result_code):
-            return Outcome.DUPLICATE
-        return await review(
-            ReviewReason.CONFLICTING_RESULT,
-            f"ResultCode {cb.result_code} for a request already {row.status}",
-            Outcome.CONFLICT,
-        )
+    def _stk_outcome(kind: CallbackKind, correlation_id: str, result: CallbackResult) -> Outcome:
+        judgement = result.judgement
+        if judgement is None:
+            _log_review(kind, ReviewReason.UNKNOWN_ID, correlation_id, None)
+            return Outcome.UNKNOWN
+        if judgement.effect is not CallbackEffect.REVIEW:
+            return _STK_OUTCOMES[judgement.effect]
+        problem = judgement.problem
+        reason = ReviewReason(problem.value) if problem else ReviewReason.CONFLICTING_RESULT
+        _log_review(kind, reason, correlation_id, None)
+        _alert_if_foreign(kind, reason, judgement.detail, correlation_id, result.transaction_id)
+        return Outcome.CONFLICT if judgement.conflict else Outcome.MISMATCH
 
     # --- B2C ------------------------------------------------------------------------------
 
@@ -459,7 +304,7 @@ class SqlCallbackInbox:
                 if (
                     not cb.succeeded
                     and row.status == FAILED
-                    and row.result_code == _code_int(cb.envelope.result_code)
+                    and row.result_code == code_int(cb.envelope.result_code)
                 ):
                     return Outcome.DUPLICATE
                 return await review(
@@ -468,7 +313,7 @@ class SqlCallbackInbox:
                     Outcome.CONFLICT,
                 )
             values: dict[str, Any] = {
-                "result_code": _code_int(cb.envelope.result_code),
+                "result_code": code_int(cb.envelope.result_code),
                 "result_desc": _desc(cb.envelope.result_code, cb.envelope.result_desc),
                 "raw_result": _raw_text(cb.raw),
                 "updated_at": _now(),
@@ -550,7 +395,7 @@ class SqlCallbackInbox:
                 .where(mpesa_disbursements.c.status == SENT)
                 .values(
                     status=UNKNOWN,
-                    result_code=_code_int(cb.envelope.result_code),
+                    result_code=code_int(cb.envelope.result_code),
                     result_desc=_desc(cb.envelope.result_code, cb.envelope.result_desc),
                     raw_result=_raw_text(cb.raw),
                     updated_at=_now(),
@@ -828,24 +673,21 @@ class SqlCallbackInbox:
     # --- used by CallbackConfirmer -------------------------------------------------------
 
     async def stk_request(self, checkout_request_id: str) -> StoredRequest | None:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(mpesa_requests).where(mpesa_requests.c.checkout_request_id == checkout_request_id)
-                )
-            ).first()
-        if row is None:
+        tx = await self._evidence.read_stk(checkout_request_id)
+        request = None if tx is None else tx.mpesa_request
+        if tx is None or request is None:
             return None
         return StoredRequest(
-            row.transaction_id,
-            row.checkout_request_id,
-            row.merchant_request_id,
-            row.phone,
-            row.amount_cents,
-            row.amount_currency,
-            row.status,
-            row.result_code,
-            row.mpesa_receipt_number,
+            tx.id.value,
+            request.checkout_request_id,
+            request.merchant_request_id,
+            request.phone.value,
+            request.amount.amount_minor,
+            request.amount.currency.value,
+            str(request.status),
+            request.result_code,
+            request.mpesa_receipt_number,
+            read=tx,
         )
 
     async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None:
@@ -871,51 +713,13 @@ class SqlCallbackInbox:
             row.transaction_receipt,
         )
 
-    async def transition_stk(
-        self,
-        checkout_request_id: str,
-        from_status: str,
-        to_status: str,
-        *,
-        note: str | None = None,
-        result_code: int | None = None,
-        evidence: str | None = None,
-    ) -> bool:
-        """Guarded state change; True for exactly one of any number of concurrent callers."""
-        values: dict[str, Any] = {"status": to_status, "updated_at": _now()}
-        if note is not None:
-            values["result_desc"] = note[:255]
-        if result_code is not None:
-            values["result_code"] = result_code
-        async with self._engine.begin() as conn:
-            changed = (
-                await conn.execute(
-                    update(mpesa_requests)
-                    .where(mpesa_requests.c.checkout_request_id == checkout_request_id)
-                    .where(mpesa_requests.c.status == from_status)
-                    .values(**values)
-                )
-            ).rowcount
-            if changed == 1 and to_status == REVIEW and evidence is not None:
-                row = (
-                    await conn.execute(
-                        select(mpesa_requests.c.transaction_id).where(
-                            mpesa_requests.c.checkout_request_id == checkout_request_id
-                        )
-                    )
-                ).first()
-                await self._review(
-                    conn,
-                    "confirmation",
-                    ReviewReason.CONFIRMATION_MISMATCH,
-                    note or "",
-                    checkout_request_id,
-                    row.transaction_id if row else None,
-                    evidence.encode(),
-                    Delivery(None),
-                    Outcome.MISMATCH,
-                )
-        return changed == 1
+    async def stk_query_answered(
+        self, checkout_request_id: str, answer: StkQueryAnswer, *, read: StoredRequest | None = None
+    ) -> QueryResult:
+        """A final STK Query answer, recorded by the application on the aggregate (one writer).
+        `read`: what stk_request gave before the query (saved as read when nothing changed since)."""
+        earlier = read.read if read is not None and isinstance(read.read, Transaction) else None
+        return await self._evidence.stk_query_answered(checkout_request_id, answer, read=earlier)
 
     async def keep_answer_for_review(self, api: str, detail: str, correlation_id: str, raw: bytes) -> None:
         """A synchronous answer to one of our requests that is about another (client.ForeignAnswer): kept
@@ -1005,37 +809,73 @@ class SqlCallbackInbox:
         *,
         alert: bool = True,
     ) -> Outcome:
-        await conn.execute(
-            insert(mpesa_callback_reviews).values(
-                id=new_uuid7(),
-                kind=str(kind),
-                reason=reason.value,
-                detail=detail[:255],
-                correlation_id=(correlation_id or None) and correlation_id[:64],
-                transaction_id=transaction_id,
-                remote_addr=(delivery.remote_addr or None) and (delivery.remote_addr or "")[:45],
-                raw_body=raw,
-                body_sha256=hashlib.sha256(raw).hexdigest(),
-                status=REVIEW_OPEN,
-                received_at=delivery.received_at,
-            )
-        )
-        log.warning(
-            "mpesa callback recorded for review: kind=%s reason=%s correlation_id=%s remote=%s",
-            kind,
-            reason.value,
-            correlation_id,
-            delivery.remote_addr,
-        )
-        if alert and (
-            reason in _FOREIGN_REASONS or (reason is ReviewReason.UNKNOWN_ID and kind != CallbackKind.STK)
-        ):
-            raise_alert(
-                FOREIGN_ANSWER_ALERT,
-                f"Daraja answered about another id than ours; kept for review, nothing changed ({detail})",
-                api=str(kind),
-                reason=reason.value,
-                correlation_id=correlation_id,
-                transaction_id=None if transaction_id is None else str(transaction_id),
-            )
+        arrival = Arrival(str(kind), raw, delivery.remote_addr, delivery.received_at)
+        tx_id = None if transaction_id is None else TransactionId(transaction_id)
+        kept = KeptAnswer(arrival, reason.value, detail, correlation_id, tx_id)
+        await conn.execute(insert(mpesa_callback_reviews).values(review_row(kept)))
+        _log_review(kind, reason, correlation_id, delivery.remote_addr)
+        if alert:
+            _alert_if_foreign(kind, reason, detail, correlation_id, transaction_id)
         return outcome
+
+
+_STK_OUTCOMES = {
+    CallbackEffect.SUCCESS_RECORDED: Outcome.SUCCESS_RECORDED,
+    CallbackEffect.FAILURE_RECORDED: Outcome.FAILURE_RECORDED,
+    CallbackEffect.DUPLICATE: Outcome.DUPLICATE,
+    CallbackEffect.RECEIPT_ADDED: Outcome.DUPLICATE,  # the same payment; the receipt was missing
+}
+
+
+def stk_evidence(cb: StkCallback) -> StkCallbackEvidence:
+    """The parsed callback as the domain judges it: codes and amounts in their stored forms."""
+    amount_cents = cents(cb.amount)
+    try:
+        amount = None if amount_cents is None else Money(amount_cents, Currency.KES)
+    except DomainError:
+        amount = None  # an amount no Money holds is no amount we asked for
+    if cb.phone_masked:
+        log.info("stk callback %s: masked PhoneNumber, phone check skipped", cb.checkout_request_id)
+    return StkCallbackEvidence(
+        checkout_request_id=cb.checkout_request_id,
+        merchant_request_id=cb.merchant_request_id,
+        result_code=code_int(cb.result_code),
+        result_desc=_desc(cb.result_code, cb.result_desc),
+        paid=cb.succeeded,
+        amount=amount,
+        receipt=cb.receipt,
+        phone_digits=None if cb.phone_masked or cb.phone is None else _digits(cb.phone),
+        raw=_raw_text(cb.raw),
+    )
+
+
+def _parse_parked(raw: bytes) -> StkCallbackEvidence | None:
+    try:
+        return stk_evidence(parse_stk_callback(strict_json(raw), raw))
+    except MalformedCallback as exc:  # parsed once already; a stricter parser may refuse it now
+        log.warning("parked stk callback not adopted: %s", exc)
+        return None
+
+
+def _log_review(kind: str, reason: ReviewReason, correlation_id: str | None, remote_addr: str | None) -> None:
+    log.warning(
+        "mpesa callback recorded for review: kind=%s reason=%s correlation_id=%s remote=%s",
+        kind,
+        reason.value,
+        correlation_id,
+        remote_addr,
+    )
+
+
+def _alert_if_foreign(
+    kind: str, reason: ReviewReason, detail: str, correlation_id: str | None, transaction_id: object
+) -> None:
+    if reason in _FOREIGN_REASONS or (reason is ReviewReason.UNKNOWN_ID and kind != CallbackKind.STK):
+        raise_alert(
+            FOREIGN_ANSWER_ALERT,
+            f"Daraja answered about another id than ours; kept for review, nothing changed ({detail})",
+            api=str(kind),
+            reason=reason.value,
+            correlation_id=correlation_id,
+            transaction_id=None if transaction_id is None else str(transaction_id),
+        )

@@ -3,6 +3,7 @@
 Called by the saga workers (from the outbox event the inbox wrote), never in the HTTP request path.
 
 STK: STK Query is synchronous, so `confirm_stk` answers at once:
+  (the answer is recorded by the application on the Transaction aggregate: MpesaEvidence)
   recorded success + query "0"        -> CONFIRMED (row SUCCEEDED -> CONFIRMED; `newly_confirmed` is True
                                          for exactly one caller: that caller credits)
   recorded success + query failure    -> MISMATCH  (row -> REVIEW, evidence kept for review)
@@ -27,6 +28,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from application.alerts import raise_alert
+from application.payments.mpesa_evidence import QueryResult
+from domain.payments.stk_evidence import QueryEffect, StkQueryAnswer
 from mpesa_adapter import errors
 from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT, alert_setup_error
 from mpesa_adapter.callback_store import (
@@ -38,6 +41,7 @@ from mpesa_adapter.callback_store import (
     UNKNOWN,
     StoredDisbursement,
     StoredRequest,
+    code_int,
 )
 from mpesa_adapter.inbox import Outcome
 from mpesa_adapter.types import RequestAccepted, StkQueryResult, StkQueryStatus
@@ -80,16 +84,9 @@ class ConfirmationStore(Protocol):
 
     async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None: ...
 
-    async def transition_stk(
-        self,
-        checkout_request_id: str,
-        from_status: str,
-        to_status: str,
-        *,
-        note: str | None = None,
-        result_code: int | None = None,
-        evidence: str | None = None,
-    ) -> bool: ...
+    async def stk_query_answered(
+        self, checkout_request_id: str, answer: StkQueryAnswer, *, read: StoredRequest | None = None
+    ) -> QueryResult: ...
 
     async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]: ...
 
@@ -136,42 +133,22 @@ class CallbackConfirmer:
                 "checkout_request_id": checkout_request_id,
             }
         )
-        if row.status == SUCCEEDED:
-            if query.status == StkQueryStatus.COMPLETED:
-                moved = await self._store.transition_stk(checkout_request_id, SUCCEEDED, CONFIRMED)
-                return await self._after(checkout_request_id, moved, Verdict.CONFIRMED)
-            moved = await self._store.transition_stk(
-                checkout_request_id,
-                SUCCEEDED,
-                REVIEW,
-                note=f"callback said paid, STK Query says {query.result_code}",
-                evidence=evidence,
-            )
+        code = query.result_code or ""
+        answer = StkQueryAnswer(
+            paid=query.status == StkQueryStatus.COMPLETED,
+            result_code=code_int(code),
+            result_desc=query.result_desc or code,
+            evidence=evidence,
+        )
+        # The application records it on the aggregate (the one writer of the evidence).
+        result = await self._store.stk_query_answered(checkout_request_id, answer, read=row)
+        if result.effect is QueryEffect.CONTRADICTED:
             log.warning(
                 "stk %s: callback success contradicted by STK Query %s",
                 checkout_request_id,
                 query.result_code,
             )
-            return await self._after(checkout_request_id, moved, Verdict.MISMATCH)
-        # SENT: no callback has arrived; the query settles it (a lost callback).
-        if query.status == StkQueryStatus.COMPLETED:
-            moved = await self._store.transition_stk(
-                checkout_request_id,
-                SENT,
-                CONFIRMED,
-                note="confirmed by STK Query (no callback)",
-                result_code=0,
-            )
-            return await self._after(checkout_request_id, moved, Verdict.CONFIRMED)
-        code = query.result_code or ""
-        moved = await self._store.transition_stk(
-            checkout_request_id,
-            SENT,
-            FAILED,
-            note=f"STK Query: {query.result_desc or code}",
-            result_code=int(code) if code.lstrip("-").isdigit() else None,
-        )
-        return await self._after(checkout_request_id, moved, Verdict.FAILED)
+        return _query_confirmation(result)
 
     async def keep_foreign_answer(self, foreign: errors.ForeignAnswer) -> None:
         """An answer about another request than ours: an alert now, the raw answer kept for review under
@@ -192,14 +169,6 @@ class CallbackConfirmer:
         """The push's answer is stored now: a callback that came before it (parked as unknown) is
         recorded as evidence (or for review, when it disagrees). True when one was taken in."""
         return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id))
-
-    async def _after(self, checkout_request_id: str, moved: bool, verdict: Verdict) -> Confirmation:
-        if moved:
-            return Confirmation(verdict, newly_confirmed=verdict == Verdict.CONFIRMED)
-        # Someone else settled it meanwhile: report what the row says now.
-        row = await self._store.stk_request(checkout_request_id)
-        settled = _settled_stk(row) if row is not None else None
-        return settled or Confirmation(Verdict.PENDING, detail="row changed concurrently")
 
     async def confirm_b2c(self, originator_conversation_id: str) -> Confirmation:
         row = await self._store.disbursement(originator_conversation_id)
@@ -225,13 +194,33 @@ class CallbackConfirmer:
         return Confirmation(Verdict.PENDING, detail="Transaction Status requested")
 
 
+_QUERY_VERDICTS = {
+    QueryEffect.CONFIRMED: Verdict.CONFIRMED,
+    QueryEffect.FAILED: Verdict.FAILED,
+    QueryEffect.CONTRADICTED: Verdict.MISMATCH,
+}
+
+
+def _query_confirmation(result: QueryResult) -> Confirmation:
+    verdict = _QUERY_VERDICTS.get(result.effect)
+    if verdict is not None:
+        return Confirmation(verdict, newly_confirmed=result.newly_confirmed)
+    # Someone else settled it meanwhile: report what the evidence says now.
+    settled = _settled_status(result.status)
+    return settled or Confirmation(Verdict.PENDING, detail="row changed concurrently")
+
+
 def _settled_stk(row: StoredRequest) -> Confirmation | None:
-    if row.status == CONFIRMED:
+    return _settled_status(row.status)
+
+
+def _settled_status(status: str) -> Confirmation | None:
+    if status == CONFIRMED:
         return Confirmation(Verdict.CONFIRMED, detail="already confirmed")
-    if row.status == REVIEW:
+    if status == REVIEW:
         return Confirmation(Verdict.MISMATCH, detail="recorded for review")
-    if row.status == FAILED:
+    if status == FAILED:
         return Confirmation(Verdict.FAILED, detail="recorded failure")
-    if row.status in (SENT, SUCCEEDED):
+    if status in (SENT, SUCCEEDED):
         return None
-    return Confirmation(Verdict.PENDING, detail=f"unexpected status {row.status}")
+    return Confirmation(Verdict.PENDING, detail=f"unexpected status {status}")

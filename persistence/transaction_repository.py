@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from application.errors import DuplicateIdempotencyKey
 from application.unit_of_work import EventSource
 from domain.payments.attachments import DerivTransfer, DerivWithdrawal, MpesaDisbursement, MpesaRequest
+from domain.payments.errors import DuplicateReceipt
 from domain.payments.status import TransactionStatus, TransactionType
 from domain.payments.transaction import Transaction
 from domain.shared.errors import ConcurrentModification
@@ -38,8 +39,10 @@ from persistence.tables import (
 Attachment = MpesaRequest | MpesaDisbursement | DerivTransfer | DerivWithdrawal
 
 _BY_ID_FOR_UPDATE = select(transactions).where(transactions.c.id == bindparam("tx_id")).with_for_update()
-_ID_BY_CHECKOUT = select(mpesa_requests.c.transaction_id).where(
-    mpesa_requests.c.checkout_request_id == bindparam("value")
+_ID_BY_CHECKOUT_FOR_UPDATE = (
+    select(mpesa_requests.c.transaction_id)
+    .where(mpesa_requests.c.checkout_request_id == bindparam("value"))
+    .with_for_update()
 )
 _ID_BY_ORIGINATOR = select(mpesa_disbursements.c.transaction_id).where(
     mpesa_disbursements.c.originator_conversation_id == bindparam("value")
@@ -97,6 +100,10 @@ _READ_BY_KEY = _with_attachments(*transactions.c).where(
     transactions.c.user_id == bindparam("user_id"),
 )
 _ATTACHMENTS_BY_ID = _with_attachments().where(transactions.c.id == bindparam("tx_id"))
+# An STK answer names only its CheckoutRequestID: the transaction and its evidence in one read.
+_READ_BY_CHECKOUT = _with_attachments(*transactions.c).where(
+    mpesa_requests.c.checkout_request_id == bindparam("value")
+)
 
 
 def _money(cents: int | None, currency: str | None) -> Money | None:
@@ -278,6 +285,10 @@ class SqlTransactionRepository:
         attached = (await self._connection.execute(_ATTACHMENTS_BY_ID, {"tx_id": tx_id.value})).one()
         return self._reconstitute(row, attached)
 
+    def resume(self, tx: Transaction) -> None:
+        self._loaded[tx.id] = (tx.version, self._attachments_of(tx))
+        self._track(tx)
+
     async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None:
         params = {"key_hash": key_hash, "user_id": user_id.value}
         row = (await self._connection.execute(_READ_BY_KEY, params)).first()
@@ -298,8 +309,18 @@ class SqlTransactionRepository:
         found = [await self.get(TransactionId(tx_id)) for tx_id in ids]
         return [tx for tx in found if tx is not None]
 
-    async def find_by_checkout_request_id(self, checkout_request_id: str) -> Transaction | None:
-        return await self._load_by_attachment(_ID_BY_CHECKOUT, checkout_request_id)
+    async def find_by_checkout_request_id(
+        self, checkout_request_id: str, *, hold_absence: bool = False
+    ) -> Transaction | None:
+        params = {"value": checkout_request_id}
+        row = (await self._connection.execute(_READ_BY_CHECKOUT, params)).first()
+        if row is not None:
+            return self._reconstitute(row, row)
+        # Absent from the snapshot: a locking read sees the latest commit and, when there is still
+        # nothing, holds the key's gap until this unit of work ends.
+        if hold_absence and (await self._connection.execute(_ID_BY_CHECKOUT_FOR_UPDATE, params)).first():
+            raise ConcurrentModification(f"MpesaRequest {checkout_request_id} was stored meanwhile")
+        return None
 
     async def find_by_originator_conversation_id(self, originator_conversation_id: str) -> Transaction | None:
         return await self._load_by_attachment(_ID_BY_ORIGINATOR, originator_conversation_id)
@@ -309,27 +330,73 @@ class SqlTransactionRepository:
         if loaded is None:
             raise ConcurrentModification(f"transaction {tx.id} was not loaded in this unit of work")
         old_version, old_attachments = loaded
+        attachments = self._attachments_of(tx)
+        changed = [
+            name
+            for name, record in attachments.items()
+            if record is not None and record != old_attachments.get(name)
+        ]
+        if (
+            tx.version != old_version
+            and len(changed) == 1
+            and old_attachments.get(changed[0]) is not None
+            and self._connection.dialect.name in ("mysql", "mariadb")
+        ):
+            # The usual change (a step's status and its evidence): one multi-table UPDATE, the
+            # version check on the transaction row guarding both rows.
+            await self._update_with_attachment(tx, old_version, changed[0], attachments[changed[0]])
+            self._loaded[tx.id] = (tx.version, attachments)
+            self._track(tx)
+            return
         if tx.version != old_version:
             result = await self._connection.execute(
                 _UPDATE, {"b_id": tx.id.value, "b_old_version": old_version, **_transaction_row(tx)}
             )
             if result.rowcount != 1:
                 raise ConcurrentModification(f"transaction {tx.id} changed since it was read")
-        attachments = self._attachments_of(tx)
         for name, record in attachments.items():
             before = old_attachments.get(name)
             if record is None or record == before:
                 continue
             table = _ATTACHMENT_TABLES[name]
             row = _attachment_row(record)
-            if before is None:
-                await self._connection.execute(insert(table), row)
-            else:
-                await self._connection.execute(
-                    update(table).where(table.c.transaction_id == tx.id.value).values(row)
-                )
+            try:
+                if before is None:
+                    await self._connection.execute(insert(table), row)
+                else:
+                    await self._connection.execute(
+                        update(table).where(table.c.transaction_id == tx.id.value).values(row)
+                    )
+            except IntegrityError as error:
+                if "receipt" in str(error.orig):
+                    raise DuplicateReceipt(f"{type(record).__name__}: receipt already recorded") from error
+                raise
         self._loaded[tx.id] = (tx.version, attachments)
         self._track(tx)
+
+    async def _update_with_attachment(
+        self, tx: Transaction, old_version: int, name: str, record: Attachment | None
+    ) -> None:
+        assert record is not None
+        table = _ATTACHMENT_TABLES[name]
+        values: dict[Any, Any] = {transactions.c[key]: value for key, value in _transaction_row(tx).items()}
+        values |= {
+            table.c[key]: value for key, value in _attachment_row(record).items() if key != "transaction_id"
+        }
+        statement = (
+            update(transactions)
+            .where(transactions.c.id == tx.id.value, transactions.c.version == old_version)
+            .where(table.c.transaction_id == transactions.c.id)
+            .values(values)
+        )
+        try:
+            result = await self._connection.execute(statement)
+        except IntegrityError as error:
+            if "receipt" in str(error.orig):
+                raise DuplicateReceipt(f"{type(record).__name__}: receipt already recorded") from error
+            raise
+        if result.rowcount < 1:
+            raise ConcurrentModification(f"transaction {tx.id} changed since it was read")
 
     # --- reading ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from domain.shared.events import DomainEvent
 from domain.shared.json_value import JSONValue
 from persistence import audit, outbox
 from persistence.audit_sealer import sealer_for
+from persistence.callback_reviews import SqlCallbackReviews
 from persistence.idempotency_store import complete
 from persistence.kyc_attestations import SqlKycAttestations
 from persistence.ledger_repository import SqlLedgerRepository
@@ -46,11 +47,17 @@ class SqlUnitOfWork:
         actor: str = "system",
         cipher: PiiCipher | None = None,
         wait_for_seal: bool = True,
+        seal_here: bool = True,
     ) -> None:
         self._engine = engine
         # False: the audit seal runs in the background (AuditSealer.seal_soon); the caller returns
         # without waiting for its records to be chained (they are committed either way).
         self._wait_for_seal = wait_for_seal
+        # False: no seal from this unit of work; its records wait, committed in audit_pending, for
+        # the next seal of any process, which chains every pending record. For a process whose
+        # records are always followed by another's sealed commit (an M-Pesa callback, then the
+        # saga's): one seal pass per callback was more statements than the callback itself.
+        self._seal_here = seal_here
         # Personal data is encrypted with the configured keys (the composition root's); None: the
         # development key (security.pii.default_cipher), for tests without one.
         self._cipher = cipher
@@ -84,6 +91,7 @@ class SqlUnitOfWork:
         self.review_actions = SqlReviewActions(self._connection)
         self.paybill = SqlPaybillStore(self._connection)
         self.kyc_attestations = SqlKycAttestations(self._connection, self._cipher)
+        self.callback_reviews = SqlCallbackReviews(self._connection)
         return self
 
     async def __aexit__(
@@ -163,7 +171,7 @@ class SqlUnitOfWork:
             await audit.seal_pending(connection, batch_size=max(1000, len(records)))
         await connection.commit()
         self._committed = True
-        self._to_seal = self._to_seal or (bool(records) and not self._seal_in_transaction)
+        self._to_seal = self._to_seal or (bool(records) and self._seal_here and not self._seal_in_transaction)
         self._events, self._sources, self._audit_records = [], [], []
 
     async def rollback(self) -> None:

@@ -36,7 +36,8 @@ SAGA_STREAMS = ("penpay.payments", "penpay.mpesa")
 WAKE_UPS = (
     "DepositInitiated",
     "TransactionStatusChanged",
-    "MpesaStkCallbackRecorded",
+    "MpesaCallbackReceived",  # the aggregate's: an STK callback recorded (stream penpay.payments)
+    "MpesaStkCallbackRecorded",  # the adapter's old name: rows written before the aggregate did it
     "MpesaB2CResultRecorded",
     "MpesaB2COutcomeUnknown",
     "MpesaB2CConfirmed",

@@ -25,3 +25,9 @@ class AmountMismatch(DomainError):
 
     reason = "AMOUNT_MISMATCH"
     field = "amount"
+
+
+class DuplicateReceipt(DomainError):
+    """An M-Pesa receipt already held by another request: one payment is evidence for one request."""
+
+    reason = "DUPLICATE_RECEIPT"

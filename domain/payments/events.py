@@ -57,8 +57,11 @@ class TransactionStatusChanged(TransactionEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MpesaCallbackReceived(TransactionEvent):
+    """An STK callback recorded the first result of the push (SUCCEEDED or FAILED evidence); the
+    saga cross-checks it with STK Query before crediting. result_code None: a code no integer holds."""
+
     checkout_request_id: str
-    result_code: int
+    result_code: int | None
     mpesa_receipt_number: str | None
 
 

@@ -46,6 +46,17 @@ from domain.payments.status import (
     TransactionType,
     assert_transition,
 )
+from domain.payments.stk_evidence import (
+    CallbackEffect,
+    CallbackJudgement,
+    QueryEffect,
+    StkCallbackEvidence,
+    StkQueryAnswer,
+    apply_stk_callback,
+    apply_stk_query,
+    judge_stk_callback,
+    judge_stk_query,
+)
 from domain.shared.clock import require_utc, utc_now
 from domain.shared.events import DomainEvent
 from domain.shared.ids import TransactionId, UserId
@@ -372,7 +383,8 @@ class Transaction:
         result_desc: str | None = None,
         now: datetime | None = None,
     ) -> None:
-        """The STK callback says paid. A repeat of the same callback changes nothing."""
+        """The payment is proven (callback and STK Query agree, or the query alone): credit it.
+        A repeat changes nothing. MpesaCallbackReceived was raised when the callback came."""
         request = self._require_mpesa_request()
         if self.status not in (Status.AWAITING_MPESA, Status.OUTCOME_UNKNOWN):
             if request.status == EvidenceStatus.CONFIRMED:
@@ -389,14 +401,6 @@ class Transaction:
         )
         self._move_to(Status.MPESA_CONFIRMED, at)
         self.mpesa_request = confirmed
-        self._record(
-            MpesaCallbackReceived(
-                **self._common(at),
-                checkout_request_id=request.checkout_request_id,
-                result_code=0,
-                mpesa_receipt_number=mpesa_receipt_number,
-            )
-        )
 
     def mpesa_failed(
         self,
@@ -406,7 +410,7 @@ class Transaction:
         raw_callback: str | None,
         now: datetime | None = None,
     ) -> None:
-        """The STK callback says not paid (cancelled, timeout, insufficient funds...)."""
+        """The payment is proven not made (cancelled, timeout, insufficient funds...): end FAILED."""
         if result_code == 0:
             raise InvalidEvidence("result code 0 means paid; use mpesa_confirmed", field="result_code")
         request = self._require_mpesa_request()
@@ -424,16 +428,47 @@ class Transaction:
         self._move_to(Status.FAILED, at, reason=reason)
         self.mpesa_request = failed
         self._record(
-            MpesaCallbackReceived(
-                **self._common(at),
-                checkout_request_id=request.checkout_request_id,
-                result_code=result_code,
-                mpesa_receipt_number=None,
-            )
-        )
-        self._record(
             TransactionFailed(**self._common(at), type=self.type, reason=self.failure_reason or reason)
         )
+
+    def stk_callback_received(
+        self, callback: StkCallbackEvidence, *, now: datetime | None = None
+    ) -> CallbackJudgement:
+        """An STK callback about this deposit's push: judged by the STK evidence rules
+        (stk_evidence.py). Evidence that proves something is recorded on the MpesaRequest (the
+        version grows; MpesaCallbackReceived for a first result); anything else changes nothing
+        and the judgement says why, for a person. No status change: the saga credits or fails the
+        deposit once the STK Query agrees."""
+        request = self._require_mpesa_request()
+        judgement = judge_stk_callback(request, callback)
+        at = _at(now)
+        changed = apply_stk_callback(request, callback, judgement.effect, now=at)
+        if changed is request:
+            return judgement
+        self.mpesa_request = changed
+        self._touch(at)
+        if judgement.effect in (CallbackEffect.SUCCESS_RECORDED, CallbackEffect.FAILURE_RECORDED):
+            self._record(
+                MpesaCallbackReceived(
+                    **self._common(at),
+                    checkout_request_id=request.checkout_request_id,
+                    result_code=callback.result_code,
+                    mpesa_receipt_number=changed.mpesa_receipt_number,
+                )
+            )
+        return judgement
+
+    def stk_query_answered(self, answer: StkQueryAnswer, *, now: datetime | None = None) -> QueryEffect:
+        """A final STK Query answer about this deposit's push, judged by the STK evidence rules.
+        No status change and no event: the saga that asked decides again from the evidence."""
+        request = self._require_mpesa_request()
+        effect = judge_stk_query(request, answer)
+        if effect is QueryEffect.SETTLED:
+            return effect
+        at = _at(now)
+        self.mpesa_request = apply_stk_query(request, answer, effect, now=at)
+        self._touch(at)
+        return effect
 
     def deriv_transfer_sent(self, *, now: datetime | None = None) -> DerivTransfer:
         """Record the Deriv transfer about to be sent (before sending it)."""

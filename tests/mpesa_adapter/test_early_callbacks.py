@@ -65,8 +65,10 @@ async def test_a_callback_that_beat_the_stored_answer_is_adopted_as_evidence(on_
     assert row.mpesa_receipt_number == h.sim.engine.books.stk[checkout].receipt
     assert row.raw_callback.encode() == parked.raw_body  # the evidence is the bytes received
     events = await h.events(tx_id)
-    assert [e.event_type for e in events] == ["MpesaStkCallbackRecorded"]
-    assert json.loads(events[0].payload)["outcome"] == Outcome.SUCCESS_RECORDED.value
+    assert [e.event_type for e in events] == ["MpesaCallbackReceived"]
+    payload = json.loads(events[0].payload)
+    assert (payload["result_code"], payload["mpesa_receipt_number"]) == (0, row.mpesa_receipt_number)
+    assert events[0].aggregate_version == 2  # the aggregate's version grew with the evidence
     (resolved,) = await h.reviews(checkout)
     assert (resolved.status, resolved.resolved_by, resolved.transaction_id) == ("ADOPTED", ADOPTED_BY, tx_id)
     assert resolved.resolved_at is not None

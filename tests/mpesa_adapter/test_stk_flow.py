@@ -9,12 +9,13 @@ from collections.abc import AsyncGenerator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.payments.stk_evidence import QueryEffect, StkQueryAnswer
 from mpesa_adapter.callback_store import CONFIRMED, FAILED, SENT, SUCCEEDED
 from mpesa_adapter.confirmer import Verdict
 from mpesa_adapter.inbox import Outcome
 from mpesa_adapter.routes import PATHS, CallbackKind
 from mpesa_adapter.types import StkQueryStatus
-from persistence.tables import domain_events, mpesa_requests
+from persistence.tables import audit_logs, audit_pending, domain_events, mpesa_requests
 from tests.mpesa_adapter.conftest import Harness, build_harness, make_engine, phone
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,14 @@ async def test_success_callback_is_recorded_then_confirmed_by_stk_query(h: Harne
     raw = json.loads(row.raw_callback)  # the evidence, byte-for-byte what was received
     assert raw["Body"]["stkCallback"]["CheckoutRequestID"] == checkout
     events = await h.events(tx_id)
-    assert [e.event_type for e in events] == ["MpesaStkCallbackRecorded"]
+    assert [e.event_type for e in events] == ["MpesaCallbackReceived"]
+    assert events[0].stream == "penpay.payments" and events[0].aggregate_version == 2
+    # The evidence goes through the audit chain like every other money change (sealed or pending).
+    audited = [
+        await h.count(t, t.c.action == "MpesaCallbackReceived", t.c.subject_id == str(tx_id))
+        for t in (audit_logs, audit_pending)
+    ]
+    assert sum(audited) == 1
 
     first = await h.confirmer.confirm_stk(checkout)
     again = await h.confirmer.confirm_stk(checkout)
@@ -243,4 +251,27 @@ async def test_confirmation_contradicted_by_stk_query_goes_to_review(h: Harness)
     verdict = await h.confirmer.confirm_stk(checkout)
     assert (verdict.verdict, verdict.newly_confirmed) == (Verdict.MISMATCH, False)
     assert (await h.request_row(checkout)).status == "REVIEW"
+    assert [r.reason for r in await h.reviews(checkout)] == ["CONFIRMATION_MISMATCH"]
+
+
+async def test_a_query_answer_never_overwrites_a_callback_recorded_after_its_read(h: Harness) -> None:
+    """The confirmer reads the request, asks STK Query, then records the answer on what it read. A
+    callback recorded in between grew the transaction's version: the answer is judged again on the
+    fresh evidence instead of overwriting it (here: paid by callback, "not paid" by the query is a
+    contradiction for review, never FAILED over SUCCEEDED)."""
+    msisdn = phone()
+    h.sim.add_fault("drop", api="stk", phone=msisdn)
+    _, checkout = await h.push(msisdn, 60)
+    await h.drain()
+    read = await h.store.stk_request(checkout)
+    assert read is not None and read.status == SENT
+    (dropped,) = h.callbacks(checkout)
+    assert (await h.post_raw(STK, dropped["body"]))[0] == 200
+    assert (await h.request_row(checkout)).status == SUCCEEDED
+
+    answer = StkQueryAnswer(paid=False, result_code=1032, result_desc="cancelled", evidence="{}")
+    result = await h.store.stk_query_answered(checkout, answer, read=read)
+    assert (result.effect, result.newly_confirmed) == (QueryEffect.CONTRADICTED, False)
+    row = await h.request_row(checkout)
+    assert (row.status, row.mpesa_receipt_number) == ("REVIEW", h.sim.engine.books.stk[checkout].receipt)
     assert [r.reason for r in await h.reviews(checkout)] == ["CONFIRMATION_MISMATCH"]
