@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -39,6 +38,7 @@ from deriv_gateway.request_rules import (
 from deriv_gateway.single_flight import SingleFlight
 from deriv_gateway.statement_reads import StatementReads, StatementRequest
 from deriv_gateway.term import LeadershipTerm
+from domain.shared.clock import Clock
 
 log = get_logger("deriv_gateway.money_calls")
 
@@ -55,6 +55,7 @@ class MoneyCalls:
         steps: JournalSteps,
         statements: StatementReads,
         clients: ClientCalls,
+        clock: Clock,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -64,6 +65,7 @@ class MoneyCalls:
         self.steps = steps
         self.statements = statements
         self.clients = clients
+        self.clock = clock
 
     async def _agent_ready(self) -> None:
         await wait_agent_ready(self.agent, self.config.request_timeout)
@@ -200,7 +202,7 @@ class MoneyCalls:
         # SENDING, and not by a request of this process (single-flight): outcome unknown.
         await self.steps.take_over(row, token)
         log.info("gateway.resolving_unknown", operation_id=row.operation_id, kind=row.kind)
-        scanned_at = datetime.now(UTC)
+        scanned_at = self.clock.now()
         try:
             found = await self.statements.find(row.description, row.created_at)
         except errors.DerivError as exc:
@@ -283,9 +285,9 @@ class MoneyCalls:
             # No row: the gateway never claimed it, so never sent it. The statement is still read
             # (a lost journal row must not turn into a second execution), as far back as the lookback.
             client, description = loginid or "", reference(operation_id, self.config.reference_prefix)
-            since = datetime.now(UTC)
+            since = self.clock.now()
         call = MoneyCall(operation_id, kind, client, cents, currency, description, token)
-        scanned_at = datetime.now(UTC)
+        scanned_at = self.clock.now()
         try:
             if request is None:
                 found = await self.statements.find(description, since)
@@ -445,7 +447,7 @@ class MoneyCalls:
     async def _resolve_after_failure(self, call: MoneyCall, cause: errors.DerivError) -> MoneyResult:
         """The frame left and no definite answer came back: find it in the statement, now."""
         try:
-            found = await self.statements.find(call.description, datetime.now(UTC))
+            found = await self.statements.find(call.description, self.clock.now())
         except errors.DerivError as exc:
             raise errors.OutcomeUnknown(
                 f"outcome unknown ({cause.code}) and the statement is unavailable ({exc.code}); retry later",

@@ -25,6 +25,7 @@ from deriv_gateway.logs import get_logger
 from deriv_gateway.money_call import MoneyResult
 from deriv_gateway.protocol import errors
 from deriv_gateway.service import DerivGateway
+from domain.shared.clock import Clock
 from penpay.common.v1 import money_pb2
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
@@ -243,7 +244,7 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
     async def ListStatement(
         self, request: pb.ListStatementRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStatementResponse:
-        now = int(datetime.now(UTC).timestamp())
+        now = int(self.gateway.clock.now().timestamp())
         oldest = now - int(STATEMENT_SEARCH_WINDOW.total_seconds())
         date_from = max(request.date_from_unix, oldest) if request.date_from_unix > 0 else oldest
         date_to = min(request.date_to_unix, now) if request.date_to_unix > 0 else now
@@ -274,7 +275,7 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
     async def FindStatementLine(
         self, request: pb.FindStatementLineRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindStatementLineResponse:
-        now = datetime.now(UTC)
+        now = self.gateway.clock.now()
         oldest = now - STATEMENT_SEARCH_WINDOW
         since = oldest
         if request.since_unix > 0:
@@ -378,11 +379,14 @@ class GatewayServer:
         *,
         journal: Journal | None = None,
         lease: Lease | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock`: the gateway's time (journal timestamps and every window measured from them); the
+        system clock unless given (or the given journal's)."""
         self.config = config
-        self.journal = journal or Journal.from_url(config.database_url)
+        self.journal = journal or Journal.from_url(config.database_url, clock=clock)
         self.lease = lease or make_lease(config)
-        self.gateway = DerivGateway(config, self.journal, self.lease)
+        self.gateway = DerivGateway(config, self.journal, self.lease, clock=clock)
         self.rest = _rest_transport(config, self.gateway)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self._server: grpc.aio.Server | None = None

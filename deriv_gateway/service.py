@@ -33,13 +33,21 @@ from deriv_gateway.statement_pages import StatementLine
 from deriv_gateway.statement_reads import StatementReads
 from deriv_gateway.sweeper import Sweeper
 from deriv_gateway.term import LeadershipTerm
+from domain.shared.clock import Clock
 
 
 class DerivGateway:
-    def __init__(self, config: GatewayConfig, journal: jn.Journal, lease: Lease) -> None:
+    def __init__(
+        self, config: GatewayConfig, journal: jn.Journal, lease: Lease, *, clock: Clock | None = None
+    ) -> None:
         self.config = config
         self.journal = journal
         self.lease = lease
+        # Every "now" the gateway compares (settle windows, a term's start, statement windows) is
+        # compared with the journal's timestamps: one clock for both, the journal's unless given.
+        if clock is not None and clock is not journal.clock:
+            raise ValueError("the gateway and its journal must share one clock")
+        self.clock: Clock = journal.clock
         self.agent = DerivConnection(
             config.ws_url,
             config.app_id,
@@ -58,7 +66,12 @@ class DerivGateway:
             can_send=lambda: self.lease.is_leader,
         )
         self.term = LeadershipTerm(
-            lease, journal, self.agent, request_timeout=config.request_timeout, sweep=self._sweep
+            lease,
+            journal,
+            self.agent,
+            request_timeout=config.request_timeout,
+            sweep=self._sweep,
+            clock=self.clock,
         )
         self.flights = SingleFlight()
         self.steps = JournalSteps(journal, unknown_settle=config.unknown_settle)
@@ -74,6 +87,7 @@ class DerivGateway:
             steps=self.steps,
             statements=self.statements,
             clients=self.clients,
+            clock=self.clock,
         )
         self.sweeper = Sweeper(
             journal,
@@ -84,6 +98,7 @@ class DerivGateway:
             statements=self.statements,
             money=self.money,
             request_timeout=config.request_timeout,
+            clock=self.clock,
         )
 
     async def _sweep(self, token: int, started: datetime) -> None:

@@ -5,7 +5,7 @@ inside the window -> looked at again when it ends. Never sends a money frame."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 
 from deriv_gateway import journal as jn
 from deriv_gateway.agent_account import wait_agent_ready
@@ -19,6 +19,7 @@ from deriv_gateway.protocol.messages import StatementMatch
 from deriv_gateway.single_flight import SingleFlight
 from deriv_gateway.statement_reads import StatementReads
 from deriv_gateway.term import LeadershipTerm
+from domain.shared.clock import Clock
 
 log = get_logger("deriv_gateway.sweeper")
 
@@ -37,6 +38,7 @@ class Sweeper:
         statements: StatementReads,
         money: MoneyCalls,
         request_timeout: float,
+        clock: Clock,
     ) -> None:
         self.journal = journal
         self.agent = agent
@@ -46,6 +48,7 @@ class Sweeper:
         self.statements = statements
         self.money = money
         self._request_timeout = request_timeout
+        self._clock = clock
 
     async def sweep(self, token: int, started: datetime) -> None:
         """Every row left SENDING before `started` (this term's start), page by page, until none is
@@ -80,7 +83,7 @@ class Sweeper:
     async def _sweep_rows(self, rows: list[jn.Operation], token: int) -> float | None:
         """Settle one page of rows with one statement scan; the seconds until one can be looked at again."""
         since = min(row.created_at for row in rows)
-        scanned_at = datetime.now(UTC)
+        scanned_at = self._clock.now()
         found = await self.statements.scan({row.description for row in rows}, since, self.agent.request)
         retry_in: float | None = None
         for row in rows:

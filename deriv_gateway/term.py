@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from deriv_gateway import journal as jn
 from deriv_gateway.connection import DerivConnection
 from deriv_gateway.lease import Lease
 from deriv_gateway.logs import get_logger
 from deriv_gateway.protocol import errors
+from domain.shared.clock import Clock
 
 log = get_logger("deriv_gateway.term")
 
@@ -30,12 +31,14 @@ class LeadershipTerm:
         *,
         request_timeout: float,
         sweep: Sweep,
+        clock: Clock,
     ) -> None:
         self.lease = lease
         self.journal = journal
         self.agent = agent
         self._request_timeout = request_timeout
         self._sweep = sweep
+        self._clock = clock
         # the token the journal's fence was raised to in this term (None: not yet)
         self.fenced_token: int | None = None
         self._fence_event = asyncio.Event()
@@ -96,7 +99,8 @@ class LeadershipTerm:
 
     async def _run(self, token: int) -> None:
         """A new leader: raise the journal's fence, then resolve what earlier leaders left SENDING."""
-        started = datetime.now(UTC)
+        # on the journal's clock: the sweep takes the rows last sent before this instant
+        started = self._clock.now()
         delay = 0.1
         while self.holds(token):
             try:

@@ -18,7 +18,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 
@@ -205,7 +205,7 @@ class RestTransport:
     async def _sweep(self, token: int) -> None:
         """Like the v3 sweep (which leaves REST rows alone), by request_id lookups on the agent's token
         (the agent may read both its transfers and withdrawals made to it). Never sends money."""
-        started = datetime.now(UTC)
+        started = self.gateway.clock.now()
         delay = 1.0
         while True:
             try:
@@ -255,7 +255,7 @@ class RestTransport:
             lookup = partial(self.client.lookup_transfer, self._agent_token, operation_id)
         else:
             lookup = partial(self.client.lookup_withdrawal, self._agent_token, operation_id)
-        scanned_at = datetime.now(UTC)
+        scanned_at = self.gateway.clock.now()
         found = await self._lookup(lookup, kind, operation_id)
         if found is not None:
             return await self._done(
@@ -392,7 +392,7 @@ class RestTransport:
             await gw.journal.resend(operation_id, token, jn.NOT_SENT)
         else:  # SENDING, left by an earlier attempt: look it up first
             await gw.steps.take_over(row, token)
-            scanned_at = datetime.now(UTC)
+            scanned_at = self.gateway.clock.now()
             found = await self._lookup(lookup, kind, operation_id)
             if found is not None:
                 return await self._done(kind, operation_id, client, cents, currency, token, found)
@@ -477,7 +477,7 @@ class RestTransport:
             raise OperationNotExecuted(f"operation {operation_id} was not executed (journal: NOT_SENT)")
         if row is not None:
             await gw.steps.take_over(row, token)
-        scanned_at = datetime.now(UTC)
+        scanned_at = self.gateway.clock.now()
         found = await self._lookup(lookup, kind, operation_id)
         if found is not None:
             if row is None:

@@ -212,7 +212,7 @@ class EmbeddedStack:
         await register_paybill_urls(s)
 
         # The embedded stack holds no Redis lease: it is the only gateway of its world.
-        gateway = build_gateway(s, redis_url=None)
+        gateway = build_gateway(s, clock=core.clock, redis_url=None)
         await gateway.start()
         self._stack.push_async_callback(gateway.stop, 1.0)
         await gateway.wait_serving(15)

@@ -19,7 +19,7 @@ from deriv_gateway.journal.group_commit import (
     duplicate,
     past_the_fence,
 )
-from deriv_gateway.journal.records import FENCE_ID, SENDING, FenceMissing, now_utc
+from deriv_gateway.journal.records import FENCE_ID, SENDING, FenceMissing
 
 
 class MySQLGroupCommit(GroupCommit):
@@ -123,7 +123,8 @@ async def claim_rows(
     ids that exist are looked up first and reported as not created.
     """
     newest = max(p["fencing_token"] for _, p in inserts)
-    now = _naive(now_utc())
+    # the fence's updated_at: the batch's newest claim time (the journal's clock, no reading of its own)
+    now = _naive(max(p["created_at"] for _, p in inserts))
     await cur.execute(FENCE_SQL, (newest, now, FENCE_ID, newest))
     if cur.rowcount == 1:
         current = newest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 SENDING = "SENDING"
@@ -77,10 +77,6 @@ def row_of(row: Any) -> Operation:
 
 # json.dumps with separators builds an encoder per call; one, built once, writes the same text
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class FenceMissing(RuntimeError):

@@ -25,7 +25,7 @@ from deriv_gateway.journal.group_commit import (
     Missed,
     past_the_fence,
 )
-from deriv_gateway.journal.records import FENCE_ID, SENDING, FenceMissing, now_utc
+from deriv_gateway.journal.records import FENCE_ID, SENDING, FenceMissing
 
 T = TypeVar("T")
 
@@ -209,7 +209,9 @@ def claim_rows(
     Checked: the ids that exist are looked up first and reported as not created.
     """
     newest = max(p["fencing_token"] for _, p in inserts)
-    if db.execute(_FENCE, (newest, _stamp(now_utc()), FENCE_ID, newest)).rowcount == 1:
+    # the fence's updated_at: the batch's newest claim time (the journal's clock, no reading of its own)
+    now = _stamp(max(p["created_at"] for _, p in inserts))
+    if db.execute(_FENCE, (newest, now, FENCE_ID, newest)).rowcount == 1:
         current = newest
     else:
         row = db.execute(_FENCE_GET, (FENCE_ID,)).fetchone()

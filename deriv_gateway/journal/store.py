@@ -26,10 +26,10 @@ from deriv_gateway.journal.records import (
     StaleFencingToken,
     claimed_row,
     compact_json,
-    now_utc,
     row_of,
 )
 from deriv_gateway.journal.sqlite import SQLiteGroupCommit
+from domain.shared.clock import Clock, SystemClock
 from persistence.engine import create_engine
 from persistence.tables import deriv_gateway_operations as ops
 
@@ -104,9 +104,9 @@ _FENCE_RAISE = (
 _FENCE_GET = select(ops.c.fencing_token).where(ops.c.operation_id == FENCE_ID)
 
 
-async def _pass_fence(conn: AsyncConnection, token: int) -> None:
+async def _pass_fence(conn: AsyncConnection, token: int, now: datetime) -> None:
     """Raise the fence to `token` inside the caller's transaction, or refuse (StaleFencingToken)."""
-    if (await conn.execute(_FENCE_RAISE, {"token": token, "now": now_utc()})).rowcount == 1:
+    if (await conn.execute(_FENCE_RAISE, {"token": token, "now": now})).rowcount == 1:
         return
     current = (await conn.execute(_FENCE_GET)).scalar()
     if current is None:
@@ -135,8 +135,17 @@ def _fence_row(now: datetime) -> dict[str, Any]:
 
 
 class Journal:
-    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False, group_commit: bool = True) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        owns_engine: bool = False,
+        group_commit: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
         self.engine = engine
+        # every timestamp the journal writes; the gateway compares them with the same clock's "now"
+        self.clock: Clock = clock or SystemClock()
         self._owns_engine = owns_engine
         self._fence_ready = False
         self._group: GroupCommit | None = None
@@ -154,8 +163,8 @@ class Journal:
             # transaction per write, through the engine
 
     @classmethod
-    def from_url(cls, url: str) -> Journal:
-        return cls(create_engine(url), owns_engine=True)
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> Journal:
+        return cls(create_engine(url), owns_engine=True, clock=clock)
 
     async def close(self) -> None:
         for group in (self._group, self._outcomes):
@@ -173,7 +182,7 @@ class Journal:
         if not exists:
             with contextlib.suppress(IntegrityError):  # another process created it meanwhile
                 async with self.engine.begin() as conn:
-                    await conn.execute(_INSERT, _fence_row(now_utc()))
+                    await conn.execute(_INSERT, _fence_row(self.clock.now()))
         self._fence_ready = True
 
     @contextlib.asynccontextmanager
@@ -182,7 +191,7 @@ class Journal:
         await self._ensure_fence()
         try:
             async with self.engine.begin() as conn:
-                await _pass_fence(conn, token)
+                await _pass_fence(conn, token, self.clock.now())
                 yield conn
         except FenceMissing:
             self._fence_ready = False
@@ -221,7 +230,7 @@ class Journal:
         Returns (True, row) if this call created it, else (False, existing row). Raises
         StaleFencingToken when a newer token has been seen by this journal.
         """
-        now = now_utc()
+        now = self.clock.now()
         values = {
             "operation_id": operation_id,
             "kind": kind,
@@ -279,7 +288,7 @@ class Journal:
 
         False if a row with this id exists (then that row is the one to read).
         """
-        now = now_utc()
+        now = self.clock.now()
         values = {
             "operation_id": operation_id,
             "kind": kind,
@@ -328,7 +337,7 @@ class Journal:
             "err_code": error_code,
             "err_message": (error_message or "")[:255] or None,
             "res": compact_json(result) if result is not None else None,
-            "now": now_utc(),
+            "now": self.clock.now(),
         }
         if self._outcomes is not None:
             count = await self._outcomes.submit("finish", params)
@@ -358,7 +367,7 @@ class Journal:
                         "token": token,
                         "new_token": token,
                         "expected_status": expected_status,
-                        "now": now_utc(),
+                        "now": self.clock.now(),
                     },
                 )
             ).rowcount

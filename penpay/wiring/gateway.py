@@ -8,6 +8,7 @@ from typing import Any
 
 from deriv_gateway.config import GatewayConfig, usd_cents
 from deriv_gateway.server import GatewayServer
+from domain.shared.clock import Clock, SystemClock
 from penpay.production import Part, refuse_development_values
 from penpay.settings import Settings
 
@@ -42,6 +43,7 @@ def gateway_config(settings: Settings, **overrides: Any) -> GatewayConfig:
     return config
 
 
-def build_gateway(settings: Settings, **overrides: Any) -> GatewayServer:
-    """The gateway daemon (not started), configured as `gateway_config` says."""
-    return GatewayServer(gateway_config(settings, **overrides))
+def build_gateway(settings: Settings, *, clock: Clock | None = None, **overrides: Any) -> GatewayServer:
+    """The gateway daemon (not started), configured as `gateway_config` says, on `clock` (the
+    composition root's `core.clock` where there is a core; the system clock for the daemon alone)."""
+    return GatewayServer(gateway_config(settings, **overrides), clock=clock or SystemClock())

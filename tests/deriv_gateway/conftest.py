@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.journal import Journal, Operation
 from deriv_gateway.server import GatewayServer
-from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator, SimulatorConfig
+from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, Clock, DerivSimulator, SimulatorConfig
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
 from tests.conftest import SHARED_DIR
 
@@ -108,6 +109,26 @@ class Sim:
         return int((await self.post("/connections/drop")).get("dropped", 0))
 
 
+class WorldClock:
+    """The gateway's clock on the simulator's time (domain.shared.clock.Clock): what a test
+    advances moves Deriv's statement and the gateway's settle windows together, with no waiting
+    (asyncio's own timeouts and sleeps stay real)."""
+
+    def __init__(self, simulated: Clock) -> None:
+        self._simulated = simulated
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._simulated.now(), UTC)
+
+    def advance(self, seconds: float) -> None:
+        self._simulated.advance(seconds)
+
+
+@pytest.fixture
+def world_clock(sim: Sim) -> WorldClock:
+    return WorldClock(sim.sim.engine.clock)
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[Sim]:
     config = SimulatorConfig(port=0, control_port=0, seed=11, request_timeout=3.0)
@@ -163,7 +184,8 @@ class Running:
         self.stub = pb_grpc.DerivGatewayServiceStub(channel)
 
 
-# start_gateway(wait=True, lease=None, **GatewayConfig overrides): a running gateway and a channel to it.
+# start_gateway(wait=True, lease=None, clock=None, **GatewayConfig overrides): a running gateway and a
+# channel to it (`clock`: the gateway's, e.g. a WorldClock).
 StartGateway = Callable[..., Awaitable["Running"]]
 
 
@@ -173,7 +195,8 @@ async def start_gateway(make_config: Callable[..., GatewayConfig]) -> AsyncItera
 
     async def start(wait: bool = True, **overrides: Any) -> Running:
         lease = overrides.pop("lease", None)
-        server = GatewayServer(make_config(**overrides), lease=lease)
+        clock = overrides.pop("clock", None)
+        server = GatewayServer(make_config(**overrides), lease=lease, clock=clock)
         await server.start()
         if wait:
             await server.wait_serving(10)

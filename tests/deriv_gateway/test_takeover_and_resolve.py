@@ -22,10 +22,11 @@ from deriv_gateway import journal as jn
 from deriv_gateway.connection import ClientSession
 from deriv_gateway.lease import RedisLease
 from deriv_gateway.simulator import DEFAULT_AGENT_LOGINID, DEFAULT_AGENT_TOKEN
+from domain.shared.clock import Clock
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
 from tests.conftest import REPO_ROOT
-from tests.deriv_gateway.conftest import FrameLog, Sim, StartGateway, journaled, lease_token
+from tests.deriv_gateway.conftest import FrameLog, Sim, StartGateway, WorldClock, journaled, lease_token
 from tests.deriv_gateway.test_gateway import (
     CLIENT,
     CLIENT_TOKEN,
@@ -38,10 +39,21 @@ from tests.deriv_gateway.test_gateway import (
 
 pytestmark = pytest.mark.integration
 
+# the gateway's default settle window: tests on a WorldClock move past it instead of waiting it out
+SETTLE = 30.0
 
-async def _claim(url: str, op: str, *, kind: str = "transfer", cents: int = 1300, token: int = 1) -> None:
-    """A SENDING row as a gateway writes it just before its frame leaves."""
-    journal = jn.Journal.from_url(url)
+
+async def _claim(
+    url: str,
+    op: str,
+    *,
+    kind: str = "transfer",
+    cents: int = 1300,
+    token: int = 1,
+    clock: Clock | None = None,
+) -> None:
+    """A SENDING row as a gateway writes it just before its frame leaves (on the gateway's clock)."""
+    journal = jn.Journal.from_url(url, clock=clock)
     try:
         created, _ = await journal.claim(
             operation_id=op,
@@ -235,21 +247,20 @@ async def test_a_row_inside_the_settle_window_is_looked_at_again_when_it_ends(
 
 
 async def test_the_settle_window_counts_from_the_send_not_from_the_last_question(
-    sim: Sim, start_gateway: StartGateway, sqlite_url: str
+    sim: Sim, start_gateway: StartGateway, sqlite_url: str, world_clock: WorldClock
 ) -> None:
     """Asking about an unknown row (which takes it over) must not push its settle window back."""
     op = str(uuid.uuid4())
-    await _claim(sqlite_url, op)
-    gw = await start_gateway(unknown_settle=1.0)
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            result = await gw.stub.Transfer(transfer(op, 1300))
-            break
-        except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
-            assert time.monotonic() < deadline, "the window never ended: each question restarted it"
-            await asyncio.sleep(0.2)
+    await _claim(sqlite_url, op, clock=world_clock)
+    gw = await start_gateway(unknown_settle=SETTLE, clock=world_clock)
+    world_clock.advance(SETTLE - 5)
+    with pytest.raises(grpc.aio.AioRpcError) as early:  # inside the window: asked (and taken over)
+        await gw.stub.Transfer(transfer(op, 1300))
+    assert early.value.code() == grpc.StatusCode.UNAVAILABLE, early.value
+    assert error_info_of(early.value).reason == "OutcomeUnknown"
+    # past the window counted from the send, well inside one counted from the question
+    world_clock.advance(10)
+    result = await gw.stub.Transfer(transfer(op, 1300))
     assert result.deriv_transaction_id > 0 and await sim.executed(f"PenPay {op}") == 1
 
 
@@ -318,10 +329,15 @@ async def _not_executed(call: Any) -> None:
 
 
 async def test_transfer_resolve_only_never_sends(
-    sim: Sim, start_gateway: StartGateway, frames: FrameLog, journal_url: str
+    sim: Sim, start_gateway: StartGateway, frames: FrameLog, journal_url: str, world_clock: WorldClock
 ) -> None:
     # the gateway's own maximum above the agent's at Deriv: Deriv's refusal is recorded below
-    gw = await start_gateway(database_url=journal_url, unknown_settle=1.0, transfer_max_cents=10_000_00)
+    gw = await start_gateway(
+        database_url=journal_url,
+        unknown_settle=SETTLE,
+        transfer_max_cents=10_000_00,
+        clock=world_clock,
+    )
     journal = gw.server.journal
 
     # never seen: not executed, and nothing written
@@ -351,7 +367,7 @@ async def test_transfer_resolve_only_never_sends(
 
     # SENDING and executed (its sender died): found in the statement, recorded
     lost = str(uuid.uuid4())
-    await _claim(journal_url, lost)
+    await _claim(journal_url, lost, clock=world_clock)
     await _execute_behind_the_gateway(sim, lost)
     found = await gw.stub.Transfer(_resolve(lost))
     assert found.resolved_from_statement and not found.replayed
@@ -360,12 +376,12 @@ async def test_transfer_resolve_only_never_sends(
 
     # SENDING and not executed: unknown inside the settle window, then NOT_EXECUTED (row released)
     unsent = str(uuid.uuid4())
-    await _claim(journal_url, unsent)
+    await _claim(journal_url, unsent, clock=world_clock)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gw.stub.Transfer(_resolve(unsent))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_info_of(caught.value).reason == "OutcomeUnknown"
-    await asyncio.sleep(1.1)
+    world_clock.advance(SETTLE + 1)
     await _not_executed(gw.stub.Transfer(_resolve(unsent)))
     assert (await journaled(journal, unsent)).status == jn.NOT_SENT
     await _not_executed(gw.stub.Transfer(_resolve(unsent)))  # and stays so
