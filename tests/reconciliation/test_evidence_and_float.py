@@ -1,6 +1,6 @@
-"""Three of issue 17's reconciliation classes that had no test over real sockets: PenPay evidence the
-provider does not have, and the M-Pesa float against Account Balance (read through Daraja's API),
-and the worker's alarm when its cursor fell behind what M-Pesa still lists."""
+"""Issue 17's reconciliation promises that had no test over real sockets: PenPay evidence the
+provider does not have (at M-Pesa and at Deriv), the M-Pesa float against Account Balance (read
+through Daraja's API), and the worker's alarm when its cursor fell behind what M-Pesa still lists."""
 
 from __future__ import annotations
 
@@ -84,3 +84,17 @@ async def test_a_worker_whose_cursor_fell_behind_m_pesa_s_48_hours_raises_a_gap(
     [run] = await world.store.runs()
     # what M-Pesa still lists is reconciled all the same, from the edge of its 48 hours
     assert run.window_from == end - timedelta(hours=48) and run.status == "SUCCEEDED", run
+
+
+async def test_a_transfer_penpay_holds_that_deriv_s_statement_lacks_is_missing_at_provider(
+    world: World,
+) -> None:
+    deposit, _ = await a_deposit_and_a_withdrawal(world.stack)
+    books = world.stack.deriv_sim.engine.books
+    ours = [e for e in books.ledger if str(deposit.id.value) in e.longcode or str(deposit.id) in e.longcode]
+    assert ours, "the deposit's transfer is not on Deriv's books"
+    books.ledger = [e for e in books.ledger if e not in ours]  # Deriv's records lost it
+    report = await world.run()
+    items = [r for r in await world.items(report) if r.source == "deriv_statement"]
+    mine = [r.item_class for r in items if str(r.transaction_id) == str(deposit.id)]
+    assert mine == ["MISSING_AT_PROVIDER"], [(r.item_key, r.item_class, r.detail) for r in items]
