@@ -32,12 +32,17 @@ from persistence.tables import (
     deriv_withdrawals,
     mpesa_disbursements,
     mpesa_requests,
+    saga_steps,
     transactions,
 )
 
 Attachment = MpesaRequest | MpesaDisbursement | DerivTransfer | DerivWithdrawal
 
 _BY_ID_FOR_UPDATE = select(transactions).where(transactions.c.id == bindparam("tx_id")).with_for_update()
+# The sweeper's: a row another worker holds locked is that worker's to move, not waited for.
+_BY_ID_FOR_UPDATE_SKIP_LOCKED = (
+    select(transactions).where(transactions.c.id == bindparam("tx_id")).with_for_update(skip_locked=True)
+)
 _ID_BY_CHECKOUT = select(mpesa_requests.c.transaction_id).where(
     mpesa_requests.c.checkout_request_id == bindparam("value")
 )
@@ -97,6 +102,14 @@ _READ_BY_KEY = _with_attachments(*transactions.c).where(
     transactions.c.user_id == bindparam("user_id"),
 )
 _ATTACHMENTS_BY_ID = _with_attachments().where(transactions.c.id == bindparam("tx_id"))
+# The saga's step read: the attachments and the saga-step journal in one plain statement after the
+# row lock (one row per step, the attachment columns repeated; one row of NULL steps when none).
+_STEP_COLUMNS = tuple(c.label(f"step__{c.name}") for c in saga_steps.c if c.name != "transaction_id")
+_ATTACHMENTS_AND_STEPS_BY_ID = (
+    _with_attachments(*_STEP_COLUMNS)
+    .outerjoin(saga_steps, saga_steps.c.transaction_id == transactions.c.id)
+    .where(transactions.c.id == bindparam("tx_id"))
+)
 
 
 def _money(cents: int | None, currency: str | None) -> Money | None:
@@ -277,6 +290,20 @@ class SqlTransactionRepository:
             return None
         attached = (await self._connection.execute(_ATTACHMENTS_BY_ID, {"tx_id": tx_id.value})).one()
         return self._reconstitute(row, attached)
+
+    async def get_for_step(
+        self, tx_id: TransactionId, *, skip_locked: bool = False
+    ) -> tuple[Transaction, list[Any]] | None:
+        """The transaction under its row lock and its saga-step rows (labelled "step__<column>"),
+        in two statements; None when it does not exist or, with `skip_locked`, another database
+        transaction holds it."""
+        locking = _BY_ID_FOR_UPDATE_SKIP_LOCKED if skip_locked else _BY_ID_FOR_UPDATE
+        row = (await self._connection.execute(locking, {"tx_id": tx_id.value})).first()
+        if row is None:
+            return None
+        rows = (await self._connection.execute(_ATTACHMENTS_AND_STEPS_BY_ID, {"tx_id": tx_id.value})).all()
+        steps = [r for r in rows if r.step__step is not None]
+        return self._reconstitute(row, rows[0]), steps
 
     async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None:
         params = {"key_hash": key_hash, "user_id": user_id.value}

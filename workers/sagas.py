@@ -141,7 +141,9 @@ class Sweeper:
         async def one(tx_id: TransactionId) -> None:
             async with self._limit:
                 try:
-                    advanced = await self._saga.advance(tx_id)
+                    # One owner at a time: what an event's advance (here, or in another worker
+                    # holding its row) is moving is left to it, not waited for.
+                    advanced = await self._saga.advance(tx_id, if_idle=True)
                 except Exception as exc:  # one bad transaction must not stop the sweep
                     log.warning("sweeper.advance_failed", transaction_id=str(tx_id), error=type(exc).__name__)
                     return
