@@ -74,7 +74,10 @@ _WAITING_FOR_EVIDENCE_OR_TIME = (
     TransactionStatus.DERIV_TRANSFER_SENT,
     TransactionStatus.MPESA_DISBURSEMENT_SENT,
 )
-QUIET_STATUSES = frozenset(
+# Only the saga's own credit enters MPESA_CONFIRMED, and it goes straight on from the state it
+# committed (the transfer's intent in the same commit, or a float wait the sweeper retries).
+ENTERED_ONLY_BY_THE_SAGA = frozenset({TransactionStatus.MPESA_CONFIRMED.value})
+QUIET_STATUSES = ENTERED_ONLY_BY_THE_SAGA | frozenset(
     s.value for s in TransactionStatus if s.is_terminal or s in _WAITING_FOR_EVIDENCE_OR_TIME
 )
 

@@ -143,6 +143,8 @@ class PaymentSaga:
         self._checkpoint = checkpoint
         self._float_thresholds = float_thresholds or {}
         self._owners: dict[TransactionId, _Owner] = {}
+        # Deposits whose credit goes without the transfer's intent (the float fell short of it)
+        self._credit_alone: set[TransactionId] = set()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -402,7 +404,9 @@ class PaymentSaga:
         )
         # Straight on, in the same database transaction, to the transfer's intent when the rules
         # say so: the credit, the float reservation and the intent commit together, once.
-        if decide(self._view(now, tx, steps), self.policy).action is not Action.SEND_DERIV_TRANSFER:
+        alone = tx.id in self._credit_alone
+        self._credit_alone.discard(tx.id)
+        if alone or decide(self._view(now, tx, steps), self.policy).action is not Action.SEND_DERIV_TRANSFER:
             await book_all(uow, received)
             await uow.transactions.save(tx)
             self._checkpoint("deposit.credit.before_commit")
@@ -410,20 +414,19 @@ class PaymentSaga:
             self._checkpoint("deposit.credit.after_commit")
             return True
         transfer = await bookings.deposit_transfer(uow.ledger, tx)
-        try:
-            accounts = await book_all(uow, [*received, transfer])
-        except Overdraft:
-            # The float cannot cover the transfer: the credit alone, and the deposit waits for it.
-            await book_all(uow, received)
-            await uow.transactions.save(tx)
-            self._checkpoint("deposit.credit.before_commit")
-            await self._float_wait(uow, tx, transfer, AccountKind.DERIV_AGENT_FLOAT)
-            self._checkpoint("deposit.credit.after_commit")
-            return False
-        await self._float_crossed(uow, transfer, AccountKind.DERIV_AGENT_FLOAT, accounts)
         tx.deriv_transfer_sent(now=now)
         await uow.saga_steps.start(tx.id, Step.DERIV_TRANSFER, now=now)
         await uow.transactions.save(tx)
+        # The ledger last: the system accounts every deposit books (the floats, FX, FX_SPREAD) are
+        # locked from here to the commit only, not across this step's other writes.
+        try:
+            accounts = await book_all(uow, [*received, transfer])
+        except Overdraft:
+            # The float cannot cover the transfer: nothing is committed; the credit goes alone, and
+            # the transfer's own step finds the float short (FLOAT_WAIT, FloatLow) as ever.
+            self._credit_alone.add(tx.id)
+            return _Then(_read_again)
+        await self._float_crossed(uow, transfer, AccountKind.DERIV_AGENT_FLOAT, accounts)
         self._checkpoint("deposit.credit.before_commit")
         self._checkpoint("deposit.transfer.before_commit")
         await uow.commit()
@@ -906,6 +909,10 @@ class PaymentSaga:
             await uow.transactions.save(tx)
             await uow.commit()
         return True
+
+
+async def _read_again() -> bool:
+    return True
 
 
 def _reserved(posting: Posting) -> Money:
