@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.payments.ports import LockedSaga, StepRecord
 from domain.shared.ids import TransactionId
-from persistence.tables import saga_steps
+from persistence.tables import saga_steps, transactions
 from persistence.transaction_repository import SqlTransactionRepository
 
 _t = saga_steps
@@ -91,9 +91,16 @@ class SqlSagaSteps:
             )
         await self._connection.execute(statement)
 
+    def look_again_at(self, transaction_id: TransactionId, at: datetime) -> None:
+        self._transactions.look_again_at(transaction_id, at)
+
     async def defer(
         self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
     ) -> None:
+        # The step is due again at `until`, perhaps before the saga's last word: the sweeper looks.
+        await self._connection.execute(
+            update(transactions).where(transactions.c.id == transaction_id.value).values(saga_due_at=None)
+        )
         key = (_t.c.transaction_id == transaction_id.value) & (_t.c.step == step)
         await self._connection.execute(
             update(_t)

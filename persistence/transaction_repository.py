@@ -8,6 +8,7 @@ transaction, so two workers cannot both move one transaction forward.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any
@@ -67,6 +68,7 @@ _UPDATE = (
         failure_reason=bindparam("failure_reason"),
         version=bindparam("version"),
         updated_at=bindparam("updated_at"),
+        saga_due_at=bindparam("saga_due_at"),
     )
 )
 
@@ -246,6 +248,12 @@ class SqlTransactionRepository:
         self._track = track
         # What was read, so save() knows the version to check and which rows exist.
         self._loaded: dict[TransactionId, tuple[int, dict[str, Attachment | None]]] = {}
+        # The saga's "nothing to do before" for the next save of a transaction (else NULL)
+        self._due: dict[TransactionId, datetime] = {}
+
+    def look_again_at(self, tx_id: TransactionId, at: datetime) -> None:
+        """Written with the transaction's next save in this unit of work (transactions.saga_due_at)."""
+        self._due[tx_id] = at
 
     async def add(self, tx: Transaction) -> None:
         # No savepoint: a duplicate key fails the first insert, which writes nothing, and the
@@ -337,8 +345,16 @@ class SqlTransactionRepository:
             raise ConcurrentModification(f"transaction {tx.id} was not loaded in this unit of work")
         old_version, old_attachments = loaded
         if tx.version != old_version:
+            # A save without the saga's word (an operator's, a callback's) clears it: the sweeper looks.
+            due = self._due.pop(tx.id, None)
             result = await self._connection.execute(
-                _UPDATE, {"b_id": tx.id.value, "b_old_version": old_version, **_transaction_row(tx)}
+                _UPDATE,
+                {
+                    "b_id": tx.id.value,
+                    "b_old_version": old_version,
+                    **_transaction_row(tx),
+                    "saga_due_at": due,
+                },
             )
             if result.rowcount != 1:
                 raise ConcurrentModification(f"transaction {tx.id} changed since it was read")

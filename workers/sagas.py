@@ -99,7 +99,9 @@ class Sweeper:
     A transaction the saga left waiting is not read again on every sweep: advance() says when time
     alone will give it something to do (decisions.next_due), and the sweeper skips it until then,
     unless it changed meanwhile, and never for longer than `max_quiet` (the bound on how late a
-    change that came with no event, e.g. evidence whose wake-up was lost, is noticed). Without
+    change that came with no event, e.g. evidence whose wake-up was lost, is noticed). The saga
+    writes that time with the transaction it leaves waiting (transactions.saga_due_at), so no
+    sweeper of any worker reads it before then, not even once to learn it. Without
     that, every sweep re-read every waiting transaction: under load the sweeper took most of the
     workers' CPU, which made transactions wait longer, which gave it more to re-read.
     """
@@ -137,7 +139,13 @@ class Sweeper:
         quiet; returns how many were advanced."""
         now = self._clock.now()
         found, self._position = await stale_transaction_ids(
-            self._engine, untouched_since=now - self.min_age, limit=self.batch, after=self._position
+            self._engine,
+            untouched_since=now - self.min_age,
+            limit=self.batch,
+            after=self._position,
+            # what the saga said has nothing to do before a later time is not read to find it waiting
+            now=now,
+            quiet_since=now - self.max_quiet,
         )
         due = [tx_id for tx_id, updated_at in found if not self._still_quiet(tx_id, updated_at, now)]
 

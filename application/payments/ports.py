@@ -139,6 +139,12 @@ class SagaSteps(Protocol):
         """The attempt just started was held back unsent: take it back, and wait until `until`."""
         ...
 
+    def look_again_at(self, transaction_id: TransactionId, at: datetime) -> None:
+        """Nothing for time alone to do before `at` (decisions.next_due of the state being saved):
+        written with the transaction's next save in this unit of work, and the sweepers pass over it
+        until then (or until they would look anyway after their longest quiet)."""
+        ...
+
 
 class PaymentUsers(Protocol):
     async def get(self, user_id: UserId) -> User | None: ...

@@ -35,6 +35,7 @@ from application.payments.decisions import (
     SagaView,
     Step,
     decide,
+    next_due,
 )
 from application.payments.errors import (
     CallDeferred,
@@ -265,22 +266,37 @@ class PaymentSaga:
             Action.REVIEW: self._review,
         }[action]
 
-    @staticmethod
-    async def _commit_change(uow: PaymentsUnitOfWork, tx: Transaction) -> bool:
+    async def _commit_change(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord]
+    ) -> bool:
+        self._promise(uow, tx, steps)
         await uow.transactions.save(tx)
         await uow.commit()
         return True
+
+    def _promise(self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord]) -> None:
+        """Before saving a transaction the saga leaves waiting: when time alone next gives it
+        something to do (decisions.next_due), saved with it, so the sweepers of every worker pass over
+        it until then instead of each reading it to find it waiting."""
+        view = self._view(uow.clock.now(), tx, steps)
+        if decide(view, self.policy).action is not Action.WAIT:
+            return  # this advance goes on with it
+        due = next_due(view, self.policy)
+        if due is not None:
+            uow.saga_steps.look_again_at(tx.id, due)
 
     # --- deposit ----------------------------------------------------------------------------
 
     async def _send_stk_push(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
     ) -> StepOutcome:
-        await uow.saga_steps.start(tx.id, Step.STK_PUSH, now=uow.clock.now())
+        now = uow.clock.now()
+        await uow.saga_steps.start(tx.id, Step.STK_PUSH, now=now)
         await uow.commit()
-        return _Then(lambda: self._call_stk_push(tx))
+        pushed = _started(steps, Step.STK_PUSH, now)
+        return _Then(lambda: self._call_stk_push(tx, pushed))
 
-    async def _call_stk_push(self, tx: Transaction) -> bool:
+    async def _call_stk_push(self, tx: Transaction, steps: Mapping[str, StepRecord]) -> bool:
         tx_id = tx.id
         self._checkpoint("deposit.stk_push.before_call")
         try:
@@ -317,7 +333,7 @@ class PaymentSaga:
                 now=now,
             )
 
-        await self._record_stk_answer(tx_id, record)
+        await self._record_stk_answer(tx_id, record, steps)
         # A fast payer's callback can beat that commit; the inbox kept it aside as unknown. Take it
         # in now instead of waiting for the STK-callback timer. A crash or failure here leaves it
         # parked, and the timer's STK Query settles the deposit as before.
@@ -331,7 +347,10 @@ class PaymentSaga:
         return adopted  # True: the evidence is there, decide again; else the callback wakes us
 
     async def _record_stk_answer(
-        self, tx_id: TransactionId, record: Callable[[Transaction, Any], None]
+        self,
+        tx_id: TransactionId,
+        record: Callable[[Transaction, Any], None],
+        steps: Mapping[str, StepRecord],
     ) -> None:
         """An STK push carries no id of ours: its CheckoutRequestID, held only in memory here, is
         the one way to query the payment later. Keep trying to store it while the database is
@@ -340,7 +359,7 @@ class PaymentSaga:
         deadline = loop.time() + STK_ANSWER_PATIENCE
         while True:
             try:
-                await self._finish(tx_id, record, only_if=S.PENDING)
+                await self._finish(tx_id, record, only_if=S.PENDING, steps=steps)
                 return
             except DomainError:
                 raise
@@ -357,7 +376,7 @@ class PaymentSaga:
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
     ) -> StepOutcome:
         tx.mark_outcome_unknown(decision.reason, now=uow.clock.now())
-        return await self._commit_change(uow, tx)
+        return await self._commit_change(uow, tx, steps)
 
     async def _confirm_stk(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
@@ -416,6 +435,7 @@ class PaymentSaga:
         transfer = await bookings.deposit_transfer(uow.ledger, tx)
         tx.deriv_transfer_sent(now=now)
         await uow.saga_steps.start(tx.id, Step.DERIV_TRANSFER, now=now)
+        self._promise(uow, tx, _started(steps, Step.DERIV_TRANSFER, now))
         await uow.transactions.save(tx)
         # The ledger last: the system accounts every deposit books (the floats, FX, FX_SPREAD) are
         # locked from here to the commit only, not across this step's other writes.
@@ -451,7 +471,7 @@ class PaymentSaga:
             raw_callback=request.raw_callback,
             now=uow.clock.now(),
         )
-        return await self._commit_change(uow, tx)
+        return await self._commit_change(uow, tx, steps)
 
     async def _send_deriv_transfer(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
@@ -462,6 +482,7 @@ class PaymentSaga:
             return False
         tx.deriv_transfer_sent(now=now)
         await uow.saga_steps.start(tx.id, Step.DERIV_TRANSFER, now=now)
+        self._promise(uow, tx, _started(steps, Step.DERIV_TRANSFER, now))
         await uow.transactions.save(tx)
         self._checkpoint("deposit.transfer.before_commit")
         await uow.commit()
@@ -524,7 +545,7 @@ class PaymentSaga:
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
     ) -> StepOutcome:
         tx.fail(decision.reason, now=uow.clock.now())
-        return await self._commit_change(uow, tx)
+        return await self._commit_change(uow, tx, steps)
 
     async def _resolve_deriv_withdrawal(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
@@ -589,6 +610,7 @@ class PaymentSaga:
             if not await self._reserve(uow, tx, posting, AccountKind.MPESA_FLOAT):
                 return False
             tx.mpesa_disbursement_sent(originator_conversation_id=originator_conversation_id(tx.id), now=now)
+            self._promise(uow, tx, _started(steps, Step.B2C, now, decision.reason))
             await uow.transactions.save(tx)
         await uow.saga_steps.start(tx.id, Step.B2C, now=now, detail=decision.reason)
         self._checkpoint("withdrawal.b2c.before_commit")
@@ -650,7 +672,7 @@ class PaymentSaga:
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
     ) -> StepOutcome:
         _complete_disbursement(tx, uow.clock.now())
-        return await self._commit_change(uow, tx)
+        return await self._commit_change(uow, tx, steps)
 
     async def _start_refund(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
@@ -762,7 +784,7 @@ class PaymentSaga:
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
     ) -> StepOutcome:
         tx.refund_paid(now=uow.clock.now())
-        return await self._commit_change(uow, tx)
+        return await self._commit_change(uow, tx, steps)
 
     async def _refund_not_paid(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
@@ -771,7 +793,7 @@ class PaymentSaga:
         refund = tx.mpesa_disbursement
         why = (refund.result_desc if refund is not None else None) or "no description"
         tx.refund_not_paid(why, now=uow.clock.now())
-        return await self._commit_change(uow, tx)
+        return await self._commit_change(uow, tx, steps)
 
     # --- both -------------------------------------------------------------------------------
 
@@ -800,7 +822,7 @@ class PaymentSaga:
         if not is_legal_transition(tx.type, tx.status, S.NEEDS_REVIEW):
             tx.mark_outcome_unknown(decision.reason, now=now)
         tx.needs_review(decision.reason, now=now)
-        return await self._commit_change(uow, tx)
+        return await self._commit_change(uow, tx, steps)
 
     async def _reserve(
         self, uow: PaymentsUnitOfWork, tx: Transaction, posting: Posting, kind: AccountKind
@@ -885,11 +907,12 @@ class PaymentSaga:
         change: Callable[[Transaction, Any], None],
         *,
         only_if: S | tuple[S, ...],
+        steps: Mapping[str, StepRecord] | None = None,
     ) -> bool:
         async def apply(uow: PaymentsUnitOfWork, t: Transaction) -> None:
             change(t, uow.clock.now())
 
-        return await self._finish_with(tx_id, apply, only_if=only_if)
+        return await self._finish_with(tx_id, apply, only_if=only_if, steps=steps)
 
     async def _finish_with(
         self,
@@ -897,18 +920,33 @@ class PaymentSaga:
         change: Callable[[PaymentsUnitOfWork, Transaction], Any],
         *,
         only_if: S | tuple[S, ...],
+        steps: Mapping[str, StepRecord] | None = None,
     ) -> bool:
         """Record a call's answer: apply `change` under the row lock if the transaction is still
-        where the call left it."""
+        where the call left it. `steps`: the saga-step journal as this advance left it, when it
+        knows it (then the sweepers are told when to look again)."""
         allowed = (only_if,) if isinstance(only_if, S) else only_if
         async with self._uow() as uow:
             tx = await uow.transactions.get_for_update(tx_id)
             if tx is None or tx.status not in allowed:
                 return True
             await change(uow, tx)
+            if steps is not None:
+                self._promise(uow, tx, steps)
             await uow.transactions.save(tx)
             await uow.commit()
         return True
+
+
+def _started(
+    steps: Mapping[str, StepRecord], step: Step, now: datetime, detail: str | None = None
+) -> dict[str, StepRecord]:
+    """`steps` as SagaSteps.start leaves them: one more attempt of `step`, updated now."""
+    old = steps.get(step.value)
+    record = StepRecord(
+        step.value, (old.attempts if old else 0) + 1, old.started_at if old else now, now, detail, None
+    )
+    return {**steps, step.value: record}
 
 
 async def _read_again() -> bool:
