@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -166,7 +166,8 @@ class PaymentSaga:
             result = await self._advance(tx_id, skip_locked=if_idle)
             while owner.again:  # evidence may have come after our last look
                 owner.again = False
-                result = await self._advance(tx_id, skip_locked=False)
+                more = await self._advance(tx_id, skip_locked=False)
+                result = replace(more, actions=result.actions + more.actions)
         except BaseException as error:
             owner.done.set_exception(error)
             owner.done.exception()  # retrieved: the waiters, if any, raise it themselves

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from application.payments.decisions import Action
 from application.payments.floats import fund_float
 from domain.payments.status import TransactionStatus as S
 from domain.wallet.account_kind import AccountKind
@@ -224,6 +226,28 @@ async def test_a_deposit_left_waiting_is_passed_over_by_every_sweeper_until_time
     assert not await swept_at(due - timedelta(milliseconds=1))  # no sweeper reads it to find it waiting
     assert await swept_at(due)  # then the STK Query is due: any sweeper takes it
     assert await swept_at(pushed.updated_at + timedelta(minutes=5, seconds=1))  # never quiet past max_quiet
+
+
+async def test_the_sweeper_leaves_a_transaction_another_worker_holds_to_it(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)  # PENDING: its wake-up is not pumped
+    async with stack.uow() as holder:  # another worker in the middle of a step
+        assert await holder.transactions.get_for_update(tx.id) is not None
+        advanced = await asyncio.wait_for(stack.saga.advance(tx.id, if_idle=True), 10)
+        assert advanced.busy and advanced.actions == ()  # not waited for, nothing done
+    assert (await stack.get(tx.id)).status is S.PENDING
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
+
+
+async def test_a_wake_up_for_a_transaction_being_advanced_joins_its_owner(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)
+
+    first, second = await asyncio.gather(stack.saga.advance(tx.id), stack.saga.advance(tx.id))
+
+    assert second is first  # one advance moved it; the other waited for it (and its second look)
+    assert first.actions[0] is Action.SEND_STK_PUSH
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
 
 
 async def test_the_sweeper_reports_how_much_money_is_in_flight_and_for_how_long(stack: Stack) -> None:
