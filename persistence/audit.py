@@ -49,9 +49,10 @@ HEAD_ID = 1
 
 _INSERT_AUDIT = insert(audit_logs)
 _INSERT_PENDING = insert(audit_pending)
-_PENDING_BATCH = (
-    select(audit_pending).order_by(audit_pending.c.id).limit(bindparam("batch_size")).with_for_update()
-)
+# A plain read, after the head lock: no lock on audit_pending, whose gap after the last row a
+# locking read held at REPEATABLE READ, so every unit of work's INSERT of its records (and its
+# commit, and the ledger rows it held) waited for the seal. See seal_pending.
+_PENDING_BATCH = select(audit_pending).order_by(audit_pending.c.id).limit(bindparam("batch_size"))
 _DELETE_PENDING = delete(audit_pending).where(audit_pending.c.id.in_(bindparam("ids", expanding=True)))
 _COUNT_PENDING = select(func.count()).select_from(audit_pending)
 _LOCK_HEAD = select(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).with_for_update()
@@ -172,7 +173,10 @@ async def seal_pending(connection: AsyncConnection, *, batch_size: int = 1000) -
     """Step 2, in a transaction of its own (the caller commits): chain up to `batch_size` committed
     pending records into audit_logs under the head lock. Returns how many were sealed."""
     prev, count = await _lock_head(connection)
-    # A locking read: the latest committed pending rows, whatever this transaction's snapshot.
+    # The snapshot is taken here, after the head lock (a locking read takes none): it holds every
+    # record committed so far and none a seal before ours deleted, as only seals delete and they go
+    # one at a time under the head lock. A record committed after it is the next seal's. The unique
+    # audit_logs.pending_id refuses a record chained twice, should a caller's snapshot be older.
     pending = (await connection.execute(_PENDING_BATCH, {"batch_size": batch_size})).all()
     if not pending:
         return 0

@@ -255,7 +255,7 @@ async def review_queue(
         more = len(ids) > page_size
         ids = ids[:page_size]
         repository = SqlTransactionRepository(connection, lambda source: None)
-        steps = SqlSagaSteps(connection)
+        steps = SqlSagaSteps(connection, repository)
         items: list[QueueItem] = []
         for raw_id in ids:
             tx_id = TransactionId(raw_id)

@@ -75,11 +75,14 @@ async def stale_transaction_ids(
     untouched_since: datetime,
     limit: int = 200,
     after: SweepPosition | None = None,
+    now: datetime | None = None,
+    quiet_since: datetime | None = None,
 ) -> tuple[list[tuple[TransactionId, datetime]], SweepPosition | None]:
     """(id, updated_at), oldest first, from `after` on (the (status, updated_at) index); with the
     position to carry on from, or None when this page reached the end. Without the position every
     sweep would re-read the same oldest `limit` rows: withdrawals waiting an hour for their code
-    would starve the rest."""
+    would starve the rest. With `now`, a transaction whose saga said it has nothing to do before a
+    later time (saga_due_at) is left out, unless untouched since `quiet_since`."""
     t = transactions.c
     query = (
         select(t.id, t.updated_at)
@@ -87,6 +90,9 @@ async def stale_transaction_ids(
         .order_by(t.updated_at, t.id)
         .limit(limit)
     )
+    if now is not None:
+        due = or_(t.saga_due_at.is_(None), t.saga_due_at <= now)
+        query = query.where(due if quiet_since is None else or_(due, t.updated_at < quiet_since))
     if after is not None:
         query = query.where(
             or_(

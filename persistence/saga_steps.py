@@ -11,9 +11,10 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from application.payments.ports import StepRecord
+from application.payments.ports import LockedSaga, StepRecord
 from domain.shared.ids import TransactionId
-from persistence.tables import saga_steps
+from persistence.tables import saga_steps, transactions
+from persistence.transaction_repository import SqlTransactionRepository
 
 _t = saga_steps
 
@@ -29,9 +30,28 @@ def _record(row: object) -> StepRecord:
     )
 
 
+def _labelled_record(row: Any) -> StepRecord:
+    return StepRecord(
+        step=row.step__step,
+        attempts=row.step__attempts,
+        started_at=row.step__started_at,
+        updated_at=row.step__updated_at,
+        detail=row.step__detail,
+        retry_at=row.step__retry_at,
+    )
+
+
 class SqlSagaSteps:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: AsyncConnection, transactions: SqlTransactionRepository) -> None:
         self._connection = connection
+        self._transactions = transactions
+
+    async def lock(self, transaction_id: TransactionId, *, skip_locked: bool = False) -> LockedSaga | None:
+        found = await self._transactions.get_for_step(transaction_id, skip_locked=skip_locked)
+        if found is None:
+            return None
+        tx, rows = found
+        return LockedSaga(tx, {row.step__step: _labelled_record(row) for row in rows})
 
     async def get(self, transaction_id: TransactionId) -> Mapping[str, StepRecord]:
         rows = await self._connection.execute(select(_t).where(_t.c.transaction_id == transaction_id.value))
@@ -71,9 +91,16 @@ class SqlSagaSteps:
             )
         await self._connection.execute(statement)
 
+    def look_again_at(self, transaction_id: TransactionId, at: datetime) -> None:
+        self._transactions.look_again_at(transaction_id, at)
+
     async def defer(
         self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
     ) -> None:
+        # The step is due again at `until`, perhaps before the saga's last word: the sweeper looks.
+        await self._connection.execute(
+            update(transactions).where(transactions.c.id == transaction_id.value).values(saga_due_at=None)
+        )
         key = (_t.c.transaction_id == transaction_id.value) & (_t.c.step == step)
         await self._connection.execute(
             update(_t)

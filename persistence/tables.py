@@ -178,6 +178,9 @@ transactions = Table(
     Column("failure_reason", String(255), nullable=True),
     Column("version", Integer, nullable=False),
     *_timestamps(),
+    # The saga's word, written with the transaction it left waiting: nothing for time alone to do
+    # before this, so the sweepers pass over it until then. NULL: no word (they look).
+    Column("saga_due_at", UtcDateTime(), nullable=True),
     CheckConstraint("amount_cents > 0", name="amount_positive"),
     Index(None, "user_id", "created_at"),
     Index(None, "status", "updated_at"),

@@ -8,6 +8,7 @@ transaction, so two workers cannot both move one transaction forward.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any
@@ -33,6 +34,7 @@ from persistence.tables import (
     deriv_withdrawals,
     mpesa_disbursements,
     mpesa_requests,
+    saga_steps,
     transactions,
 )
 
@@ -43,6 +45,10 @@ _ID_BY_CHECKOUT_FOR_UPDATE = (
     select(mpesa_requests.c.transaction_id)
     .where(mpesa_requests.c.checkout_request_id == bindparam("value"))
     .with_for_update()
+)
+# The sweeper's: a row another worker holds locked is that worker's to move, not waited for.
+_BY_ID_FOR_UPDATE_SKIP_LOCKED = (
+    select(transactions).where(transactions.c.id == bindparam("tx_id")).with_for_update(skip_locked=True)
 )
 _ID_BY_ORIGINATOR = select(mpesa_disbursements.c.transaction_id).where(
     mpesa_disbursements.c.originator_conversation_id == bindparam("value")
@@ -65,6 +71,7 @@ _UPDATE = (
         failure_reason=bindparam("failure_reason"),
         version=bindparam("version"),
         updated_at=bindparam("updated_at"),
+        saga_due_at=bindparam("saga_due_at"),
     )
 )
 
@@ -103,6 +110,14 @@ _ATTACHMENTS_BY_ID = _with_attachments().where(transactions.c.id == bindparam("t
 # An STK answer names only its CheckoutRequestID: the transaction and its evidence in one read.
 _READ_BY_CHECKOUT = _with_attachments(*transactions.c).where(
     mpesa_requests.c.checkout_request_id == bindparam("value")
+)
+# The saga's step read: the attachments and the saga-step journal in one plain statement after the
+# row lock (one row per step, the attachment columns repeated; one row of NULL steps when none).
+_STEP_COLUMNS = tuple(c.label(f"step__{c.name}") for c in saga_steps.c if c.name != "transaction_id")
+_ATTACHMENTS_AND_STEPS_BY_ID = (
+    _with_attachments(*_STEP_COLUMNS)
+    .outerjoin(saga_steps, saga_steps.c.transaction_id == transactions.c.id)
+    .where(transactions.c.id == bindparam("tx_id"))
 )
 
 
@@ -240,6 +255,12 @@ class SqlTransactionRepository:
         self._track = track
         # What was read, so save() knows the version to check and which rows exist.
         self._loaded: dict[TransactionId, tuple[int, dict[str, Attachment | None]]] = {}
+        # The saga's "nothing to do before" for the next save of a transaction (else NULL)
+        self._due: dict[TransactionId, datetime] = {}
+
+    def look_again_at(self, tx_id: TransactionId, at: datetime) -> None:
+        """Written with the transaction's next save in this unit of work (transactions.saga_due_at)."""
+        self._due[tx_id] = at
 
     async def add(self, tx: Transaction) -> None:
         # No savepoint: a duplicate key fails the first insert, which writes nothing, and the
@@ -288,6 +309,20 @@ class SqlTransactionRepository:
     def resume(self, tx: Transaction) -> None:
         self._loaded[tx.id] = (tx.version, self._attachments_of(tx))
         self._track(tx)
+
+    async def get_for_step(
+        self, tx_id: TransactionId, *, skip_locked: bool = False
+    ) -> tuple[Transaction, list[Any]] | None:
+        """The transaction under its row lock and its saga-step rows (labelled "step__<column>"),
+        in two statements; None when it does not exist or, with `skip_locked`, another database
+        transaction holds it."""
+        locking = _BY_ID_FOR_UPDATE_SKIP_LOCKED if skip_locked else _BY_ID_FOR_UPDATE
+        row = (await self._connection.execute(locking, {"tx_id": tx_id.value})).first()
+        if row is None:
+            return None
+        rows = (await self._connection.execute(_ATTACHMENTS_AND_STEPS_BY_ID, {"tx_id": tx_id.value})).all()
+        steps = [r for r in rows if r.step__step is not None]
+        return self._reconstitute(row, rows[0]), steps
 
     async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None:
         params = {"key_hash": key_hash, "user_id": user_id.value}
@@ -349,8 +384,16 @@ class SqlTransactionRepository:
             self._track(tx)
             return
         if tx.version != old_version:
+            # A save without the saga's word (an operator's, a callback's) clears it: the sweeper looks.
+            due = self._due.pop(tx.id, None)
             result = await self._connection.execute(
-                _UPDATE, {"b_id": tx.id.value, "b_old_version": old_version, **_transaction_row(tx)}
+                _UPDATE,
+                {
+                    "b_id": tx.id.value,
+                    "b_old_version": old_version,
+                    **_transaction_row(tx),
+                    "saga_due_at": due,
+                },
             )
             if result.rowcount != 1:
                 raise ConcurrentModification(f"transaction {tx.id} changed since it was read")
@@ -380,6 +423,8 @@ class SqlTransactionRepository:
         assert record is not None
         table = _ATTACHMENT_TABLES[name]
         values: dict[Any, Any] = {transactions.c[key]: value for key, value in _transaction_row(tx).items()}
+        # As in the single-table save: the saga's "nothing to do before", or NULL (the sweeper looks).
+        values[transactions.c.saga_due_at] = self._due.pop(tx.id, None)
         values |= {
             table.c[key]: value for key, value in _attachment_row(record).items() if key != "transaction_id"
         }

@@ -87,7 +87,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedgerRepository(self._connection, self.clock)
         self.transactions = SqlTransactionRepository(self._connection, self.track)
         self.users = SqlUserRepository(self._connection, self.track, self._cipher)
-        self.saga_steps = SqlSagaSteps(self._connection)
+        self.saga_steps = SqlSagaSteps(self._connection, self.transactions)
         self.review_actions = SqlReviewActions(self._connection)
         self.paybill = SqlPaybillStore(self._connection)
         self.kyc_attestations = SqlKycAttestations(self._connection, self._cipher)

@@ -75,7 +75,10 @@ _WAITING_FOR_EVIDENCE_OR_TIME = (
     TransactionStatus.DERIV_TRANSFER_SENT,
     TransactionStatus.MPESA_DISBURSEMENT_SENT,
 )
-QUIET_STATUSES = frozenset(
+# Only the saga's own credit enters MPESA_CONFIRMED, and it goes straight on from the state it
+# committed (the transfer's intent in the same commit, or a float wait the sweeper retries).
+ENTERED_ONLY_BY_THE_SAGA = frozenset({TransactionStatus.MPESA_CONFIRMED.value})
+QUIET_STATUSES = ENTERED_ONLY_BY_THE_SAGA | frozenset(
     s.value for s in TransactionStatus if s.is_terminal or s in _WAITING_FOR_EVIDENCE_OR_TIME
 )
 
@@ -97,7 +100,9 @@ class Sweeper:
     A transaction the saga left waiting is not read again on every sweep: advance() says when time
     alone will give it something to do (decisions.next_due), and the sweeper skips it until then,
     unless it changed meanwhile, and never for longer than `max_quiet` (the bound on how late a
-    change that came with no event, e.g. evidence whose wake-up was lost, is noticed). Without
+    change that came with no event, e.g. evidence whose wake-up was lost, is noticed). The saga
+    writes that time with the transaction it leaves waiting (transactions.saga_due_at), so no
+    sweeper of any worker reads it before then, not even once to learn it. Without
     that, every sweep re-read every waiting transaction: under load the sweeper took most of the
     workers' CPU, which made transactions wait longer, which gave it more to re-read.
     """
@@ -135,14 +140,22 @@ class Sweeper:
         quiet; returns how many were advanced."""
         now = self._clock.now()
         found, self._position = await stale_transaction_ids(
-            self._engine, untouched_since=now - self.min_age, limit=self.batch, after=self._position
+            self._engine,
+            untouched_since=now - self.min_age,
+            limit=self.batch,
+            after=self._position,
+            # what the saga said has nothing to do before a later time is not read to find it waiting
+            now=now,
+            quiet_since=now - self.max_quiet,
         )
         due = [tx_id for tx_id, updated_at in found if not self._still_quiet(tx_id, updated_at, now)]
 
         async def one(tx_id: TransactionId) -> None:
             async with self._limit:
                 try:
-                    advanced = await self._saga.advance(tx_id)
+                    # One owner at a time: what an event's advance (here, or in another worker
+                    # holding its row) is moving is left to it, not waited for.
+                    advanced = await self._saga.advance(tx_id, if_idle=True)
                 except Exception as exc:  # one bad transaction must not stop the sweep
                     log.warning("sweeper.advance_failed", transaction_id=str(tx_id), error=type(exc).__name__)
                     return

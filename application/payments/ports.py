@@ -16,6 +16,7 @@ from typing import Protocol
 
 from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
+from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId, UserId
 from domain.user.deriv_login_id import DerivLoginId
 from domain.user.user import User
@@ -109,8 +110,22 @@ class StepRecord:
     retry_at: datetime | None = None  # deferred: not to be tried again before this
 
 
+@dataclass(frozen=True, slots=True)
+class LockedSaga:
+    """A transaction under its row lock, with its saga-step journal: what one saga step decides on."""
+
+    transaction: Transaction
+    steps: Mapping[str, StepRecord]
+
+
 class SagaSteps(Protocol):
     async def get(self, transaction_id: TransactionId) -> Mapping[str, StepRecord]: ...
+
+    async def lock(self, transaction_id: TransactionId, *, skip_locked: bool = False) -> LockedSaga | None:
+        """The transaction under its row lock (held until the unit of work ends) and its steps, read
+        after the lock; None when there is no such transaction or, `skip_locked`, another worker's
+        database transaction holds it (that worker is moving it)."""
+        ...
 
     async def start(
         self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str | None = None
@@ -122,6 +137,12 @@ class SagaSteps(Protocol):
         self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
     ) -> None:
         """The attempt just started was held back unsent: take it back, and wait until `until`."""
+        ...
+
+    def look_again_at(self, transaction_id: TransactionId, at: datetime) -> None:
+        """Nothing for time alone to do before `at` (decisions.next_due of the state being saved):
+        written with the transaction's next save in this unit of work, and the sweepers pass over it
+        until then (or until they would look anyway after their longest quiet)."""
         ...
 
 

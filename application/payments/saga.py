@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -35,6 +35,7 @@ from application.payments.decisions import (
     SagaView,
     Step,
     decide,
+    next_due,
 )
 from application.payments.errors import (
     CallDeferred,
@@ -43,13 +44,19 @@ from application.payments.errors import (
     CallUnavailable,
     NotExecuted,
 )
-from application.payments.ports import DerivPayments, MpesaGateway, PaymentsUnitOfWork, Verdict
+from application.payments.ports import (
+    DerivPayments,
+    MpesaGateway,
+    PaymentsUnitOfWork,
+    StepRecord,
+    Verdict,
+)
 from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import is_legal_transition
 from domain.payments.transaction import Transaction
 from domain.shared.errors import DomainError
-from domain.shared.ids import TransactionId
+from domain.shared.ids import LedgerAccountId, TransactionId
 from domain.wallet.account_kind import AccountKind, LedgerSide
 from domain.wallet.errors import Overdraft
 from domain.wallet.events import FloatLow
@@ -93,6 +100,30 @@ class Advanced:
     actions: tuple[Action, ...]
     # What it stopped on, when that was WAIT (the sweeper asks decisions.next_due of it)
     waiting: SagaView | None = None
+    # Left alone: another advance (this process's, or another worker's holding its row) moves it
+    busy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Then:
+    """What a step does once its intent is committed and the connection is back in the pool: the
+    external call and its answer. True: decide again (from a fresh locked read); False: stop."""
+
+    call: Callable[[], Awaitable[bool]]
+    also: Action | None = None  # a second action committed in the same database transaction
+
+
+# A step's part under the row lock: True when it committed a change to the transaction in hand
+# (the next decision starts from that state), False to stop, or the call to make after the commit.
+StepOutcome = bool | _Then
+
+
+@dataclass(slots=True)
+class _Owner:
+    """This process's advance of one transaction, and whether a wake-up came in meanwhile."""
+
+    done: asyncio.Future[Advanced]
+    again: bool = False
 
 
 class PaymentSaga:
@@ -112,39 +143,85 @@ class PaymentSaga:
         self.policy = policy or SagaPolicy()
         self._checkpoint = checkpoint
         self._float_thresholds = float_thresholds or {}
+        self._owners: dict[TransactionId, _Owner] = {}
+        # Deposits whose credit goes without the transfer's intent (the float fell short of it)
+        self._credit_alone: set[TransactionId] = set()
 
     # --- the loop ---------------------------------------------------------------------------
 
-    async def advance(self, tx_id: TransactionId) -> Advanced:
+    async def advance(self, tx_id: TransactionId, *, if_idle: bool = False) -> Advanced:
+        """Move the transaction as far as it goes now. One advance per transaction at a time in this
+        process: a wake-up for one already being moved makes its owner look once more when done
+        (and waits for that); `if_idle` (the sweeper) leaves a transaction another advance holds,
+        here or in another worker (its row locked), to that advance."""
+        owner = self._owners.get(tx_id)
+        if owner is not None:
+            if if_idle:
+                return Advanced(tx_id, None, (), busy=True)
+            owner.again = True
+            return await asyncio.shield(owner.done)
+        owner = _Owner(asyncio.get_running_loop().create_future())
+        self._owners[tx_id] = owner
+        try:
+            result = await self._advance(tx_id, skip_locked=if_idle)
+            while owner.again:  # evidence may have come after our last look
+                owner.again = False
+                more = await self._advance(tx_id, skip_locked=False)
+                result = replace(more, actions=result.actions + more.actions)
+        except BaseException as error:
+            owner.done.set_exception(error)
+            owner.done.exception()  # retrieved: the waiters, if any, raise it themselves
+            raise
+        finally:
+            del self._owners[tx_id]
+        owner.done.set_result(result)
+        return result
+
+    async def _advance(self, tx_id: TransactionId, *, skip_locked: bool) -> Advanced:
+        """Per step: one locked read, one decision, one commit. A step that changed the
+        transaction decides its next one from the state it committed, without reading it again;
+        only a step to take needs the lock (and so a fresh read)."""
         actions: list[Action] = []
         status: S | None = None
         for _ in range(MAX_STEPS_PER_ADVANCE):
             async with self._uow() as uow:
-                tx = await uow.transactions.get(tx_id)
-                if tx is None:
-                    return Advanced(tx_id, None, tuple(actions))
-                view = await self._view(uow, tx)
+                locked = await uow.saga_steps.lock(tx_id, skip_locked=skip_locked)
+                if locked is None:
+                    return Advanced(tx_id, status, tuple(actions), busy=skip_locked)
+                skip_locked = False  # only the first look passes over a transaction held elsewhere
+                tx, steps = locked.transaction, locked.steps
+                view = self._view(uow.clock.now(), tx, steps)
                 decision = decide(view, self.policy)
+                status = tx.status
+                if decision.action is Action.WAIT:
+                    return Advanced(tx_id, status, tuple(actions), waiting=view)
+                actions.append(decision.action)
+                log.info(
+                    "saga.step",
+                    transaction_id=str(tx_id),
+                    status=tx.status.value,
+                    action=decision.action.value,
+                    why=decision.reason,
+                )
+                outcome = await self._step(decision.action)(uow, tx, steps, decision)
             status = tx.status
-            if decision.action is Action.WAIT:
-                return Advanced(tx_id, status, tuple(actions), waiting=view)
-            actions.append(decision.action)
-            log.info(
-                "saga.step",
-                transaction_id=str(tx_id),
-                status=tx.status.value,
-                action=decision.action.value,
-                why=decision.reason,
-            )
-            if decision.action is Action.CONFIRM_STK:
-                # Read-only: no intent row, no lock; the query runs from the state just read.
-                if not await self._query_stk(tx, decision):
+            if isinstance(outcome, _Then):
+                if outcome.also is not None:
+                    actions.append(outcome.also)
+                if not await outcome.call():
                     break
-            elif not await self._execute(tx_id, decision):
+                continue
+            if not outcome:
                 break
+            # Committed: what the transaction is now is in hand. Time or evidence moves a waiting
+            # one (their events or the sweeper wake it); a step to take reads it again, locked.
+            after = self._view(uow.clock.now(), tx, steps)
+            if decide(after, self.policy).action is Action.WAIT:
+                return Advanced(tx_id, status, tuple(actions), waiting=after)
         return Advanced(tx_id, status, tuple(actions))
 
-    async def _view(self, uow: PaymentsUnitOfWork, tx: Transaction) -> SagaView:
+    @staticmethod
+    def _view(now: datetime, tx: Transaction, steps: Mapping[str, StepRecord]) -> SagaView:
         def status_of(record: Any) -> str | None:
             return None if record is None else str(record.status)
 
@@ -153,29 +230,22 @@ class PaymentSaga:
             status=tx.status,
             unknown_step=tx.outcome_unknown_step,
             updated_at=tx.updated_at,
-            now=uow.clock.now(),
+            now=now,
             mpesa_request=status_of(tx.mpesa_request),
             mpesa_disbursement=status_of(tx.mpesa_disbursement),
             disbursement_accepted=bool(tx.mpesa_disbursement and tx.mpesa_disbursement.conversation_id),
             deriv_transfer=status_of(tx.deriv_transfer),
             deriv_withdrawal=status_of(tx.deriv_withdrawal),
-            steps=await uow.saga_steps.get(tx.id),
+            steps=steps,
         )
 
-    async def _locked(
-        self, uow: PaymentsUnitOfWork, tx_id: TransactionId, expected: Action
-    ) -> Transaction | None:
-        """The transaction under its row lock, if the decision still stands (else None)."""
-        tx = await uow.transactions.get_for_update(tx_id)
-        if tx is None:
-            return None
-        if decide(await self._view(uow, tx), self.policy).action is not expected:
-            return None  # another worker moved it meanwhile
-        return tx
-
-    async def _execute(self, tx_id: TransactionId, decision: Decision) -> bool:
-        """Run one action; False when the loop should stop (waiting, or nothing changed)."""
-        handler = {
+    def _step(
+        self, action: Action
+    ) -> Callable[
+        [PaymentsUnitOfWork, Transaction, Mapping[str, StepRecord], Decision], Awaitable[StepOutcome]
+    ]:
+        """The part of `action` done under the row lock the decision was taken under."""
+        return {
             Action.SEND_STK_PUSH: self._send_stk_push,
             Action.MARK_STK_UNKNOWN: self._mark_stk_unknown,
             Action.CONFIRM_STK: self._confirm_stk,
@@ -195,18 +265,40 @@ class PaymentSaga:
             Action.COMPLETE_REFUND: self._complete_refund,
             Action.REFUND_NOT_PAID: self._refund_not_paid,
             Action.REVIEW: self._review,
-        }[decision.action]
-        return await handler(tx_id, decision)
+        }[action]
+
+    async def _commit_change(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord]
+    ) -> bool:
+        self._promise(uow, tx, steps)
+        await uow.transactions.save(tx)
+        await uow.commit()
+        return True
+
+    def _promise(self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord]) -> None:
+        """Before saving a transaction the saga leaves waiting: when time alone next gives it
+        something to do (decisions.next_due), saved with it, so the sweepers of every worker pass over
+        it until then instead of each reading it to find it waiting."""
+        view = self._view(uow.clock.now(), tx, steps)
+        if decide(view, self.policy).action is not Action.WAIT:
+            return  # this advance goes on with it
+        due = next_due(view, self.policy)
+        if due is not None:
+            uow.saga_steps.look_again_at(tx.id, due)
 
     # --- deposit ----------------------------------------------------------------------------
 
-    async def _send_stk_push(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.SEND_STK_PUSH)
-            if tx is None:
-                return True
-            await uow.saga_steps.start(tx.id, Step.STK_PUSH, now=uow.clock.now())
-            await uow.commit()
+    async def _send_stk_push(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        now = uow.clock.now()
+        await uow.saga_steps.start(tx.id, Step.STK_PUSH, now=now)
+        await uow.commit()
+        pushed = _started(steps, Step.STK_PUSH, now)
+        return _Then(lambda: self._call_stk_push(tx, pushed))
+
+    async def _call_stk_push(self, tx: Transaction, steps: Mapping[str, StepRecord]) -> bool:
+        tx_id = tx.id
         self._checkpoint("deposit.stk_push.before_call")
         try:
             accepted = await self._mpesa.stk_push(
@@ -242,7 +334,7 @@ class PaymentSaga:
                 now=now,
             )
 
-        await self._record_stk_answer(tx_id, record)
+        await self._record_stk_answer(tx_id, record, steps)
         # A fast payer's callback can beat that commit; the inbox kept it aside as unknown. Take it
         # in now instead of waiting for the STK-callback timer. A crash or failure here leaves it
         # parked, and the timer's STK Query settles the deposit as before.
@@ -256,7 +348,10 @@ class PaymentSaga:
         return adopted  # True: the evidence is there, decide again; else the callback wakes us
 
     async def _record_stk_answer(
-        self, tx_id: TransactionId, record: Callable[[Transaction, Any], None]
+        self,
+        tx_id: TransactionId,
+        record: Callable[[Transaction, Any], None],
+        steps: Mapping[str, StepRecord],
     ) -> None:
         """An STK push carries no id of ours: its CheckoutRequestID, held only in memory here, is
         the one way to query the payment later. Keep trying to store it while the database is
@@ -265,7 +360,7 @@ class PaymentSaga:
         deadline = loop.time() + STK_ANSWER_PATIENCE
         while True:
             try:
-                await self._finish(tx_id, record, only_if=S.PENDING)
+                await self._finish(tx_id, record, only_if=S.PENDING, steps=steps)
                 return
             except DomainError:
                 raise
@@ -278,17 +373,17 @@ class PaymentSaga:
                 # Short steps: the answer must land before another worker's call grace runs out.
                 await asyncio.sleep(0.25)
 
-    async def _mark_stk_unknown(self, tx_id: TransactionId, decision: Decision) -> bool:
-        return await self._finish(
-            tx_id,
-            lambda t, now: t.mark_outcome_unknown(decision.reason, now=now),
-            expected=Action.MARK_STK_UNKNOWN,
-        )
+    async def _mark_stk_unknown(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        tx.mark_outcome_unknown(decision.reason, now=uow.clock.now())
+        return await self._commit_change(uow, tx, steps)
 
-    async def _confirm_stk(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await uow.transactions.get(tx_id)
-        return True if tx is None else await self._query_stk(tx, decision)
+    async def _confirm_stk(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        # Read-only: nothing to commit; the lock goes with the unit of work before the query.
+        return _Then(lambda: self._query_stk(tx, decision))
 
     async def _query_stk(self, tx: Transaction, decision: Decision) -> bool:
         """The STK Query moves no money, so no intent is written before it: its attempt is counted
@@ -313,67 +408,97 @@ class PaymentSaga:
             await uow.saga_steps.start(tx_id, step, now=uow.clock.now(), detail=detail)
             await uow.commit()
 
-    async def _credit_deposit(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.CREDIT_DEPOSIT)
-            if tx is None or tx.mpesa_request is None:
-                return True
-            now = uow.clock.now()
-            await book_all(uow, await bookings.deposit_received(uow.ledger, tx))
-            request = tx.mpesa_request
-            tx.mpesa_confirmed(
-                mpesa_receipt_number=request.mpesa_receipt_number,
-                amount=tx.amount,
-                raw_callback=request.raw_callback,
-                result_desc=request.result_desc,
-                now=now,
-            )
+    async def _credit_deposit(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        request = tx.mpesa_request
+        assert request is not None  # the decision stands on its CONFIRMED evidence
+        now = uow.clock.now()
+        received = await bookings.deposit_received(uow.ledger, tx)
+        tx.mpesa_confirmed(
+            mpesa_receipt_number=request.mpesa_receipt_number,
+            amount=tx.amount,
+            raw_callback=request.raw_callback,
+            result_desc=request.result_desc,
+            now=now,
+        )
+        # Straight on, in the same database transaction, to the transfer's intent when the rules
+        # say so: the credit, the float reservation and the intent commit together, once.
+        alone = tx.id in self._credit_alone
+        self._credit_alone.discard(tx.id)
+        if alone or decide(self._view(now, tx, steps), self.policy).action is not Action.SEND_DERIV_TRANSFER:
+            await book_all(uow, received)
             await uow.transactions.save(tx)
             self._checkpoint("deposit.credit.before_commit")
             await uow.commit()
+            self._checkpoint("deposit.credit.after_commit")
+            return True
+        transfer = await bookings.deposit_transfer(uow.ledger, tx)
+        tx.deriv_transfer_sent(now=now)
+        await uow.saga_steps.start(tx.id, Step.DERIV_TRANSFER, now=now)
+        self._promise(uow, tx, _started(steps, Step.DERIV_TRANSFER, now))
+        await uow.transactions.save(tx)
+        # The ledger last: the system accounts every deposit books (the floats, FX, FX_SPREAD) are
+        # locked from here to the commit only, not across this step's other writes.
+        try:
+            accounts = await book_all(uow, [*received, transfer])
+        except Overdraft:
+            # The float cannot cover the transfer: nothing is committed; the credit goes alone, and
+            # the transfer's own step finds the float short (FLOAT_WAIT, FloatLow) as ever.
+            self._credit_alone.add(tx.id)
+            return _Then(_read_again)
+        await self._float_crossed(uow, transfer, AccountKind.DERIV_AGENT_FLOAT, accounts)
+        self._checkpoint("deposit.credit.before_commit")
+        self._checkpoint("deposit.transfer.before_commit")
+        await uow.commit()
         self._checkpoint("deposit.credit.after_commit")
-        return True
+        log.info(
+            "saga.step",
+            transaction_id=str(tx.id),
+            status=S.MPESA_CONFIRMED.value,
+            action=Action.SEND_DERIV_TRANSFER.value,
+            why="committed with the credit",
+        )
+        return _Then(lambda: self._transfer_after_intent(tx), also=Action.SEND_DERIV_TRANSFER)
 
-    async def _fail_deposit(self, tx_id: TransactionId, decision: Decision) -> bool:
-        def fail(t: Transaction, now: Any) -> None:
-            request = t.mpesa_request
-            assert request is not None
-            t.mpesa_failed(
-                result_code=request.result_code or 1,
-                result_desc=request.result_desc,
-                raw_callback=request.raw_callback,
-                now=now,
-            )
+    async def _fail_deposit(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        request = tx.mpesa_request
+        assert request is not None
+        tx.mpesa_failed(
+            result_code=request.result_code or 1,
+            result_desc=request.result_desc,
+            raw_callback=request.raw_callback,
+            now=uow.clock.now(),
+        )
+        return await self._commit_change(uow, tx, steps)
 
-        return await self._finish(tx_id, fail, expected=Action.FAIL_DEPOSIT)
+    async def _send_deriv_transfer(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        now = uow.clock.now()
+        posting = await bookings.deposit_transfer(uow.ledger, tx)
+        if not await self._reserve(uow, tx, posting, AccountKind.DERIV_AGENT_FLOAT):
+            return False
+        tx.deriv_transfer_sent(now=now)
+        await uow.saga_steps.start(tx.id, Step.DERIV_TRANSFER, now=now)
+        self._promise(uow, tx, _started(steps, Step.DERIV_TRANSFER, now))
+        await uow.transactions.save(tx)
+        self._checkpoint("deposit.transfer.before_commit")
+        await uow.commit()
+        return _Then(lambda: self._transfer_after_intent(tx))
 
-    async def _send_deriv_transfer(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.SEND_DERIV_TRANSFER)
-            if tx is None:
-                return True
-            now = uow.clock.now()
-            posting = await bookings.deposit_transfer(uow.ledger, tx)
-            if not await self._reserve(uow, tx, posting, AccountKind.DERIV_AGENT_FLOAT):
-                return False
-            tx.deriv_transfer_sent(now=now)
-            await uow.saga_steps.start(tx.id, Step.DERIV_TRANSFER, now=now)
-            await uow.transactions.save(tx)
-            self._checkpoint("deposit.transfer.before_commit")
-            await uow.commit()
+    async def _transfer_after_intent(self, tx: Transaction) -> bool:
         self._checkpoint("deposit.transfer.before_call")
         return await self._call_deriv_transfer(tx)
 
-    async def _resolve_deriv_transfer(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.RESOLVE_DERIV_TRANSFER)
-            if tx is None:
-                return True
-            await uow.saga_steps.start(
-                tx.id, Step.DERIV_TRANSFER, now=uow.clock.now(), detail=decision.reason
-            )
-            await uow.commit()
-        return await self._call_deriv_transfer(tx)
+    async def _resolve_deriv_transfer(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        await uow.saga_steps.start(tx.id, Step.DERIV_TRANSFER, now=uow.clock.now(), detail=decision.reason)
+        await uow.commit()
+        return _Then(lambda: self._call_deriv_transfer(tx))
 
     async def _call_deriv_transfer(self, tx: Transaction) -> bool:
         assert tx.converted_amount is not None
@@ -417,20 +542,21 @@ class PaymentSaga:
 
     # --- withdrawal -------------------------------------------------------------------------
 
-    async def _fail_withdrawal(self, tx_id: TransactionId, decision: Decision) -> bool:
-        return await self._finish(
-            tx_id, lambda t, now: t.fail(decision.reason, now=now), expected=Action.FAIL_WITHDRAWAL
-        )
+    async def _fail_withdrawal(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        tx.fail(decision.reason, now=uow.clock.now())
+        return await self._commit_change(uow, tx, steps)
 
-    async def _resolve_deriv_withdrawal(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.RESOLVE_DERIV_WITHDRAWAL)
-            if tx is None:
-                return True
-            await uow.saga_steps.start(
-                tx.id, Step.DERIV_WITHDRAWAL, now=uow.clock.now(), detail=decision.reason
-            )
-            await uow.commit()
+    async def _resolve_deriv_withdrawal(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        await uow.saga_steps.start(tx.id, Step.DERIV_WITHDRAWAL, now=uow.clock.now(), detail=decision.reason)
+        await uow.commit()
+        return _Then(lambda: self._look_up_deriv_withdrawal(tx))
+
+    async def _look_up_deriv_withdrawal(self, tx: Transaction) -> bool:
+        tx_id = tx.id
         try:
             receipt = await self._deriv.withdraw(
                 withdrawal_id=str(tx.id),
@@ -476,23 +602,24 @@ class PaymentSaga:
             tx_id, debited, only_if=(S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN)
         )
 
-    async def _send_b2c(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.SEND_B2C)
-            if tx is None:
-                return True
-            now = uow.clock.now()
-            if tx.status is S.DERIV_WITHDRAWAL_DONE:
-                posting = await bookings.withdrawal_payout(uow.ledger, tx)
-                if not await self._reserve(uow, tx, posting, AccountKind.MPESA_FLOAT):
-                    return False
-                tx.mpesa_disbursement_sent(
-                    originator_conversation_id=originator_conversation_id(tx.id), now=now
-                )
-                await uow.transactions.save(tx)
-            await uow.saga_steps.start(tx.id, Step.B2C, now=now, detail=decision.reason)
-            self._checkpoint("withdrawal.b2c.before_commit")
-            await uow.commit()
+    async def _send_b2c(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        now = uow.clock.now()
+        if tx.status is S.DERIV_WITHDRAWAL_DONE:
+            posting = await bookings.withdrawal_payout(uow.ledger, tx)
+            if not await self._reserve(uow, tx, posting, AccountKind.MPESA_FLOAT):
+                return False
+            tx.mpesa_disbursement_sent(originator_conversation_id=originator_conversation_id(tx.id), now=now)
+            self._promise(uow, tx, _started(steps, Step.B2C, now, decision.reason))
+            await uow.transactions.save(tx)
+        await uow.saga_steps.start(tx.id, Step.B2C, now=now, detail=decision.reason)
+        self._checkpoint("withdrawal.b2c.before_commit")
+        await uow.commit()
+        return _Then(lambda: self._call_b2c(tx))
+
+    async def _call_b2c(self, tx: Transaction) -> bool:
+        tx_id = tx.id
         self._checkpoint("withdrawal.b2c.before_call")
         assert tx.converted_amount is not None
         try:
@@ -529,39 +656,44 @@ class PaymentSaga:
         )
         return False  # the result callback wakes us
 
-    async def _confirm_b2c(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.CONFIRM_B2C)
-            if tx is None or tx.mpesa_disbursement is None:
-                return True
-            await uow.saga_steps.start(tx.id, Step.B2C_QUERY, now=uow.clock.now(), detail=decision.reason)
-            await uow.commit()
-        verdict = await self._mpesa.confirm_b2c(tx.mpesa_disbursement.originator_conversation_id)
+    async def _confirm_b2c(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        disbursement = tx.mpesa_disbursement
+        assert disbursement is not None  # the decision stands on its evidence
+        await uow.saga_steps.start(tx.id, Step.B2C_QUERY, now=uow.clock.now(), detail=decision.reason)
+        await uow.commit()
+        return _Then(lambda: self._ask_b2c_status(disbursement.originator_conversation_id))
+
+    async def _ask_b2c_status(self, originator_conversation_id: str) -> bool:
+        verdict = await self._mpesa.confirm_b2c(originator_conversation_id)
         return verdict is not Verdict.PENDING
 
-    async def _complete_withdrawal(self, tx_id: TransactionId, decision: Decision) -> bool:
-        return await self._finish(tx_id, _complete_disbursement, expected=Action.COMPLETE_WITHDRAWAL)
+    async def _complete_withdrawal(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        _complete_disbursement(tx, uow.clock.now())
+        return await self._commit_change(uow, tx, steps)
 
-    async def _start_refund(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.START_REFUND)
-            if tx is None:
-                return True
-            await book_all(uow, await bookings.withdrawal_reversal(uow.ledger, tx))
-            await uow.saga_steps.start(tx.id, Step.REFUND, now=uow.clock.now(), detail=decision.reason)
-            self._checkpoint("withdrawal.refund.before_commit")
-            await uow.commit()
+    async def _start_refund(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        await book_all(uow, await bookings.withdrawal_reversal(uow.ledger, tx))
+        await uow.saga_steps.start(tx.id, Step.REFUND, now=uow.clock.now(), detail=decision.reason)
+        self._checkpoint("withdrawal.refund.before_commit")
+        await uow.commit()
+        return _Then(lambda: self._refund_after_intent(tx))
+
+    async def _refund_after_intent(self, tx: Transaction) -> bool:
         self._checkpoint("withdrawal.refund.before_call")
         return await self._call_refund(tx)
 
-    async def _resolve_refund(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.RESOLVE_REFUND)
-            if tx is None:
-                return True
-            await uow.saga_steps.start(tx.id, Step.REFUND, now=uow.clock.now(), detail=decision.reason)
-            await uow.commit()
-        return await self._call_refund(tx)
+    async def _resolve_refund(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        await uow.saga_steps.start(tx.id, Step.REFUND, now=uow.clock.now(), detail=decision.reason)
+        await uow.commit()
+        return _Then(lambda: self._call_refund(tx))
 
     async def _call_refund(self, tx: Transaction) -> bool:
         try:
@@ -595,17 +727,21 @@ class PaymentSaga:
 
     # --- deposit refund (approved in review) ---------------------------------------------
 
-    async def _send_refund_b2c(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.SEND_REFUND_B2C)
-            if tx is None or tx.mpesa_disbursement is None:
-                return True
-            # The step is the mark that the one send may have left: after it, only queries.
-            await uow.saga_steps.start(tx.id, Step.REFUND_B2C, now=uow.clock.now(), detail=decision.reason)
-            self._checkpoint("refund.b2c.before_commit")
-            await uow.commit()
+    async def _send_refund_b2c(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        assert tx.mpesa_disbursement is not None  # the decision stands on its evidence
+        # The step is the mark that the one send may have left: after it, only queries.
+        await uow.saga_steps.start(tx.id, Step.REFUND_B2C, now=uow.clock.now(), detail=decision.reason)
+        self._checkpoint("refund.b2c.before_commit")
+        await uow.commit()
+        return _Then(lambda: self._call_refund_b2c(tx))
+
+    async def _call_refund_b2c(self, tx: Transaction) -> bool:
+        tx_id = tx.id
         self._checkpoint("refund.b2c.before_call")
         refund = tx.mpesa_disbursement
+        assert refund is not None
         try:
             conversation_id = await self._mpesa.b2c(
                 originator_conversation_id=refund.originator_conversation_id,
@@ -636,31 +772,29 @@ class PaymentSaga:
         )
         return False  # the result callback wakes us
 
-    async def _confirm_refund_b2c(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async with self._uow() as uow:
-            tx = await self._locked(uow, tx_id, Action.CONFIRM_REFUND_B2C)
-            if tx is None or tx.mpesa_disbursement is None:
-                return True
-            await uow.saga_steps.start(
-                tx.id, Step.REFUND_B2C_QUERY, now=uow.clock.now(), detail=decision.reason
-            )
-            await uow.commit()
-        verdict = await self._mpesa.confirm_b2c(tx.mpesa_disbursement.originator_conversation_id)
-        return verdict is not Verdict.PENDING
+    async def _confirm_refund_b2c(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        refund = tx.mpesa_disbursement
+        assert refund is not None  # the decision stands on its evidence
+        await uow.saga_steps.start(tx.id, Step.REFUND_B2C_QUERY, now=uow.clock.now(), detail=decision.reason)
+        await uow.commit()
+        return _Then(lambda: self._ask_b2c_status(refund.originator_conversation_id))
 
-    async def _complete_refund(self, tx_id: TransactionId, decision: Decision) -> bool:
-        return await self._finish(
-            tx_id, lambda t, now: t.refund_paid(now=now), expected=Action.COMPLETE_REFUND
-        )
+    async def _complete_refund(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        tx.refund_paid(now=uow.clock.now())
+        return await self._commit_change(uow, tx, steps)
 
-    async def _refund_not_paid(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async def not_paid(uow: PaymentsUnitOfWork, t: Transaction) -> None:
-            await book(uow, await bookings.deposit_refund_failed(uow.ledger, t))
-            refund = t.mpesa_disbursement
-            why = (refund.result_desc if refund is not None else None) or "no description"
-            t.refund_not_paid(why, now=uow.clock.now())
-
-        return await self._finish_with(tx_id, not_paid, expected=Action.REFUND_NOT_PAID)
+    async def _refund_not_paid(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        await book(uow, await bookings.deposit_refund_failed(uow.ledger, tx))
+        refund = tx.mpesa_disbursement
+        why = (refund.result_desc if refund is not None else None) or "no description"
+        tx.refund_not_paid(why, now=uow.clock.now())
+        return await self._commit_change(uow, tx, steps)
 
     # --- both -------------------------------------------------------------------------------
 
@@ -681,15 +815,15 @@ class PaymentSaga:
             await uow.commit()
         log.info("saga.call_deferred", transaction_id=str(tx_id), step=step.value, seconds=round(wait, 1))
 
-    async def _review(self, tx_id: TransactionId, decision: Decision) -> bool:
-        async def review(uow: PaymentsUnitOfWork, t: Transaction) -> None:
-            now = uow.clock.now()
-            # Waiting states (no answer yet) reach review through OUTCOME_UNKNOWN, as the table says.
-            if not is_legal_transition(t.type, t.status, S.NEEDS_REVIEW):
-                t.mark_outcome_unknown(decision.reason, now=now)
-            t.needs_review(decision.reason, now=now)
-
-        return await self._finish_with(tx_id, review, expected=Action.REVIEW)
+    async def _review(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        now = uow.clock.now()
+        # Waiting states (no answer yet) reach review through OUTCOME_UNKNOWN, as the table says.
+        if not is_legal_transition(tx.type, tx.status, S.NEEDS_REVIEW):
+            tx.mark_outcome_unknown(decision.reason, now=now)
+        tx.needs_review(decision.reason, now=now)
+        return await self._commit_change(uow, tx, steps)
 
     async def _reserve(
         self, uow: PaymentsUnitOfWork, tx: Transaction, posting: Posting, kind: AccountKind
@@ -697,28 +831,46 @@ class PaymentSaga:
         """Book a float reservation; a float too low leaves the transaction waiting (committed
         FLOAT_WAIT step + FloatLow event) instead of failing it. True when booked. Crossing the
         low-float threshold downwards raises FloatLow too (once per crossing)."""
-        needed = next(e.amount for e in posting.entries if e.side is LedgerSide.CREDIT)
-        threshold = self._float_thresholds.get(kind, 0)
         try:
             accounts = await book(uow, posting)
         except Overdraft:
-            await self._float_low(uow, kind, needed, needed.amount_minor, threshold)
-            await uow.saga_steps.start(
-                tx.id, Step.FLOAT_WAIT, now=uow.clock.now(), detail=f"{kind.value} too low"
-            )
-            await uow.commit()
-            log.warning("saga.float_too_low", transaction_id=str(tx.id), float=kind.value)
+            await self._float_wait(uow, tx, posting, kind)
             return False
+        await self._float_crossed(uow, posting, kind, accounts)
+        return True
+
+    async def _float_wait(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, posting: Posting, kind: AccountKind
+    ) -> None:
+        """The float cannot cover `posting`: FloatLow, and the FLOAT_WAIT step, committed."""
+        needed = _reserved(posting)
+        threshold = self._float_thresholds.get(kind, 0)
+        await self._float_low(uow, kind, needed, needed.amount_minor, threshold)
+        await uow.saga_steps.start(
+            tx.id, Step.FLOAT_WAIT, now=uow.clock.now(), detail=f"{kind.value} too low"
+        )
+        await uow.commit()
+        log.warning("saga.float_too_low", transaction_id=str(tx.id), float=kind.value)
+
+    async def _float_crossed(
+        self,
+        uow: PaymentsUnitOfWork,
+        posting: Posting,
+        kind: AccountKind,
+        accounts: Mapping[LedgerAccountId, LedgerAccount],
+    ) -> None:
+        """FloatLow when `posting` took the float below its threshold (once per crossing)."""
+        needed = _reserved(posting)
         # the float as the posting left it: locked and updated, not read again
         float_account = next(
             (a for a in accounts.values() if a.kind is kind and a.currency is needed.currency), None
         )
+        threshold = self._float_thresholds.get(kind, 0)
         after = await self._float_low(
             uow, kind, needed, 0, threshold, only_if_crossed=True, account=float_account
         )
         if after is not None:
             log.warning("saga.float_below_threshold", float=kind.value, balance_minor=after)
-        return True
 
     @staticmethod
     async def _float_low(
@@ -755,37 +907,56 @@ class PaymentSaga:
         tx_id: TransactionId,
         change: Callable[[Transaction, Any], None],
         *,
-        expected: Action | None = None,
-        only_if: S | tuple[S, ...] | None = None,
+        only_if: S | tuple[S, ...],
+        steps: Mapping[str, StepRecord] | None = None,
     ) -> bool:
         async def apply(uow: PaymentsUnitOfWork, t: Transaction) -> None:
             change(t, uow.clock.now())
 
-        return await self._finish_with(tx_id, apply, expected=expected, only_if=only_if)
+        return await self._finish_with(tx_id, apply, only_if=only_if, steps=steps)
 
     async def _finish_with(
         self,
         tx_id: TransactionId,
         change: Callable[[PaymentsUnitOfWork, Transaction], Any],
         *,
-        expected: Action | None = None,
-        only_if: S | tuple[S, ...] | None = None,
+        only_if: S | tuple[S, ...],
+        steps: Mapping[str, StepRecord] | None = None,
     ) -> bool:
-        """Apply `change` under the row lock if the transaction is still where we left it."""
+        """Record a call's answer: apply `change` under the row lock if the transaction is still
+        where the call left it. `steps`: the saga-step journal as this advance left it, when it
+        knows it (then the sweepers are told when to look again)."""
         allowed = (only_if,) if isinstance(only_if, S) else only_if
         async with self._uow() as uow:
-            if expected is not None:
-                tx = await self._locked(uow, tx_id, expected)
-            else:
-                tx = await uow.transactions.get_for_update(tx_id)
-                if tx is not None and allowed is not None and tx.status not in allowed:
-                    tx = None
-            if tx is None:
+            tx = await uow.transactions.get_for_update(tx_id)
+            if tx is None or tx.status not in allowed:
                 return True
             await change(uow, tx)
+            if steps is not None:
+                self._promise(uow, tx, steps)
             await uow.transactions.save(tx)
             await uow.commit()
         return True
+
+
+def _started(
+    steps: Mapping[str, StepRecord], step: Step, now: datetime, detail: str | None = None
+) -> dict[str, StepRecord]:
+    """`steps` as SagaSteps.start leaves them: one more attempt of `step`, updated now."""
+    old = steps.get(step.value)
+    record = StepRecord(
+        step.value, (old.attempts if old else 0) + 1, old.started_at if old else now, now, detail, None
+    )
+    return {**steps, step.value: record}
+
+
+async def _read_again() -> bool:
+    return True
+
+
+def _reserved(posting: Posting) -> Money:
+    """What a float reservation takes from the float (its credit)."""
+    return next(e.amount for e in posting.entries if e.side is LedgerSide.CREDIT)
 
 
 def _complete_disbursement(t: Transaction, now: Any) -> None:

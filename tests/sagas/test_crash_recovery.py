@@ -215,3 +215,23 @@ async def test_a_withdrawal_survives_a_worker_killed_at(
     assert refunds == (1 if outcome is S.REVERSED else 0)
     assert await charged_and_paid(crash_stack, tx.phone.value) == (0, 1 if outcome is S.COMPLETED else 0)
     await assert_ledger_balanced(crash_stack)
+
+
+async def test_the_credit_commits_with_the_transfer_intent(crash_stack: Stack, worker: Worker) -> None:
+    """The credit, the agent float's reservation and the transfer's intent are one commit: a worker
+    killed right after it left the deposit DERIV_TRANSFER_SENT, its transfer not yet sent."""
+    user = await crash_stack.user()
+    worker.start(crash_at="deposit.credit.after_commit")
+    tx = await crash_stack.deposit(user, 1_300)
+    await crash_stack.relay.relay_once()
+
+    assert await worker.killed_by_itself() == -9
+    committed = await crash_stack.get(tx.id)
+    assert committed.status is S.DERIV_TRANSFER_SENT
+    assert committed.deriv_transfer is not None
+    assert await crash_stack.deriv_transfers(str(tx.id)) == 0
+
+    worker.start()
+    status = await relay_until(crash_stack, tx.id, worker, {S.COMPLETED, S.NEEDS_REVIEW, S.FAILED})
+    assert status is S.COMPLETED, worker.tail()
+    assert await crash_stack.deriv_transfers(str(tx.id)) == 1

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import select
 
+from application.payments.decisions import Action
 from application.payments.floats import fund_float
 from domain.payments.status import TransactionStatus as S
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
+from persistence.saga_queries import stale_transaction_ids
+from persistence.tables import transactions
 from tests.sagas.harness import AGENT_FLOAT_USD, CLIENT_LOGINID, Stack
 from workers.sagas import Sweeper, report_in_flight
 
@@ -193,6 +198,56 @@ async def test_a_waiting_transaction_is_not_read_again_until_time_or_a_change_ca
     assert await sweeper.sweep_once() == 1  # it changed: looked at again, and the B2C goes out
     assert (await stack.get(waiting.id)).status is S.MPESA_DISBURSEMENT_SENT
     await stack.settle(waiting.id)
+
+
+async def test_a_deposit_left_waiting_is_passed_over_by_every_sweeper_until_time_can_move_it(
+    stack: Stack,
+) -> None:
+    user = await stack.user(phone="254700031234")  # lab range F=3: the callback is never delivered
+    tx = await stack.deposit(user, 1_300)
+    await stack.pump()  # DepositInitiated: the STK push, its answer stored, left waiting for the callback
+    pushed = await stack.get(tx.id)
+    assert pushed.status is S.AWAITING_MPESA
+    async with stack.engine.connect() as connection:
+        due = (
+            await connection.execute(
+                select(transactions.c.saga_due_at).where(transactions.c.id == tx.id.value)
+            )
+        ).scalar_one()
+    # the saga's word, saved with the answer: nothing before the STK callback's wait is over
+    assert due == pushed.updated_at + stack.saga.policy.stk_callback_wait
+
+    async def swept_at(now: datetime) -> bool:
+        found, _ = await stale_transaction_ids(
+            stack.engine, untouched_since=now, limit=10_000, now=now, quiet_since=now - timedelta(minutes=5)
+        )
+        return tx.id in {tx_id for tx_id, _ in found}
+
+    assert not await swept_at(due - timedelta(milliseconds=1))  # no sweeper reads it to find it waiting
+    assert await swept_at(due)  # then the STK Query is due: any sweeper takes it
+    assert await swept_at(pushed.updated_at + timedelta(minutes=5, seconds=1))  # never quiet past max_quiet
+
+
+async def test_the_sweeper_leaves_a_transaction_another_worker_holds_to_it(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)  # PENDING: its wake-up is not pumped
+    async with stack.uow() as holder:  # another worker in the middle of a step
+        assert await holder.transactions.get_for_update(tx.id) is not None
+        advanced = await asyncio.wait_for(stack.saga.advance(tx.id, if_idle=True), 10)
+        assert advanced.busy and advanced.actions == ()  # not waited for, nothing done
+    assert (await stack.get(tx.id)).status is S.PENDING
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
+
+
+async def test_a_wake_up_for_a_transaction_being_advanced_joins_its_owner(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)
+
+    first, second = await asyncio.gather(stack.saga.advance(tx.id), stack.saga.advance(tx.id))
+
+    assert second is first  # one advance moved it; the other waited for it (and its second look)
+    assert first.actions[0] is Action.SEND_STK_PUSH
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
 
 
 async def test_the_sweeper_reports_how_much_money_is_in_flight_and_for_how_long(stack: Stack) -> None:
