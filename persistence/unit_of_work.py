@@ -29,6 +29,7 @@ from persistence.audit_sealer import sealer_for
 from persistence.idempotency_store import complete
 from persistence.ledger_repository import SqlLedgerRepository
 from persistence.paybill_store import SqlPaybillStore
+from persistence.payment_requests import SqlPaymentRequests
 from persistence.review_actions import SqlReviewActions
 from persistence.saga_steps import SqlSagaSteps
 from persistence.transaction_repository import SqlTransactionRepository
@@ -82,6 +83,7 @@ class SqlUnitOfWork:
         self.saga_steps = SqlSagaSteps(self._connection)
         self.review_actions = SqlReviewActions(self._connection)
         self.paybill = SqlPaybillStore(self._connection)
+        self.requests = SqlPaymentRequests(self._connection, self._cipher)
         return self
 
     async def __aexit__(

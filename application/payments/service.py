@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from application.errors import DuplicateIdempotencyKey
 from application.identity.ports import KnownUser
 from application.payments.create_once import create_once
 from application.payments.errors import (
@@ -38,13 +39,14 @@ from application.payments.errors import (
     VerificationCodeRejected,
 )
 from application.payments.float_cover import require_float_cover
-from application.payments.ports import DerivPayments, PaymentsUnitOfWork, RateSource
+from application.payments.ports import DerivPayments, RateSource
+from application.payments.requests import RequestKey, RequestUnitOfWork, SessionEnded, judge_stored
 from application.payments.saga import PaymentSaga, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
-from domain.shared.errors import InvalidValue
+from domain.shared.errors import DomainError, InvalidValue
 from domain.shared.ids import TransactionId, UserId
 from domain.user.phone_number import PhoneNumber
 from domain.user.user import User
@@ -75,7 +77,7 @@ class PaymentsApplication:
     def __init__(
         self,
         *,
-        unit_of_work: Callable[[], PaymentsUnitOfWork],
+        unit_of_work: Callable[[], RequestUnitOfWork],
         rates: RateSource,
         deriv: DerivPayments,
         saga: PaymentSaga,
@@ -105,52 +107,91 @@ class PaymentsApplication:
         phone: str | None,
         idempotency_key_hash: str,
         client_ip: str | None = None,
+        key: RequestKey | None = None,
+        session_id: str | None = None,
     ) -> Transaction:
-        if amount.currency is not Currency.KES:
-            raise InvalidValue("a deposit is paid in KES", field="currency")
-        # One read for both (each unit of work is a pooled connection and its round trips); the
-        # user is judged after the policy, whose refusals come first.
-        # The user and their Deriv token are read here once, for the compliance check and the
-        # KYC refresh too (each unit of work is a pooled connection and its round trips).
-        async with self._uow() as uow:
-            existing = await uow.transactions.find_by_idempotency_key(user_id, idempotency_key_hash)
-            found = await uow.users.get(user_id) if existing is None else None
-            token = await uow.users.load_deriv_token(user_id) if found is not None else None
-        if existing is not None:
-            return existing
-        # The amount first (what M-Pesa takes, then the USD it buys at the quote against what Deriv
-        # accepts): refused here, nothing was written and the customer is never charged.
-        require_mpesa_amount(amount)
+        """`key`: the caller's idempotency key, whose answer is read in the one read and written with
+        the Transaction (application/payments/requests.py); `session_id`: a session the API left to
+        this read to check. Refusals keep the order a caller sees: the session, the key, then the
+        request itself."""
         now = self._uow().clock.now()  # the clock only: no unit of work is entered
-        rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
-        self._limits.check_deposit(amount, rate, at=now)
-        # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
+        # The amount is judged here but refused only after the read, in the order above: what M-Pesa
+        # takes, then the USD it buys at the quote against what Deriv accepts. Refused, nothing is
+        # written and the customer is never charged.
+        refused: DomainError | None = None
+        try:
+            if amount.currency is not Currency.KES:
+                raise InvalidValue("a deposit is paid in KES", field="currency")
+            require_mpesa_amount(amount)
+            rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
+            self._limits.check_deposit(amount, rate, at=now)
+            payout = rate.convert(amount, at=now).target
+        except DomainError as error:
+            refused = error
         async with self._uow() as uow:
-            await require_float_cover(uow, TransactionType.DEPOSIT, rate.convert(amount, at=now).target)
+            read = await uow.requests.read(
+                user_id, now=now, session_id=session_id, key=key, key_hash=idempotency_key_hash
+            )
+            if not read.session_open:
+                raise SessionEnded("this session has ended; sign in again")
+            replace = judge_stored(read, key, now)
+            if read.transaction_under_key is not None:
+                existing = await uow.transactions.get(read.transaction_under_key)
+                if existing is not None:
+                    return existing
+            if refused is not None:
+                raise refused
+            # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
+            await require_float_cover(uow, TransactionType.DEPOSIT, payout)
         if self._policy is not None:
-            known = KnownUser(found, token) if found is not None else None
+            known = KnownUser(read.user, read.deriv_token) if read.user is not None else None
             await self._policy.check_money_movement(
                 user_id=user_id, amount=amount, client_ip=client_ip, known=known
             )
-        user = _bound(found)
-        payer = PhoneNumber(phone) if phone else user.phone
+        user = _bound(read.user)
         assert user.deriv_login_id is not None
-        created = await create_once(
-            self._uow,
+        transaction = Transaction.start_deposit(
             user_id=user_id,
-            key_hash=idempotency_key_hash,
-            looked=True,
-            build=lambda: Transaction.start_deposit(
-                user_id=user_id,
-                amount=amount,
-                idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "deposit"),
-                locked_rate=rate,
-                phone=payer,
-                deriv_login_id=user.deriv_login_id,  # type: ignore[arg-type]
-                now=now,
-            ),
+            amount=amount,
+            idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "deposit"),
+            locked_rate=rate,
+            phone=PhoneNumber(phone) if phone else user.phone,
+            deriv_login_id=user.deriv_login_id,
+            now=now,
         )
-        return created.transaction
+        return await self._create_answered(transaction, key, replace=replace)
+
+    async def _create_answered(
+        self, tx: Transaction, key: RequestKey | None, *, replace: bool
+    ) -> Transaction:
+        """Store `tx` and, under a key, its answer, in one database transaction. A request that lost
+        the race for the key (the unique key hash) answers as a repeat would."""
+        async with self._uow() as uow:
+            try:
+                await uow.transactions.add(tx)
+                if key is not None:
+                    await uow.requests.record_answer(
+                        key, transaction_id=tx.id, body=key.answer(tx), now=uow.clock.now(), replace=replace
+                    )
+                await uow.commit()
+                return tx
+            except DuplicateIdempotencyKey:
+                pass
+        # A fresh unit of work: a new snapshot that sees the winner's committed rows.
+        async with self._uow() as uow:
+            now = uow.clock.now()
+            read = await uow.requests.read(
+                tx.user_id, now=now, session_id=None, key=key, key_hash=tx.idempotency_key_hash
+            )
+            judge_stored(read, key, now)
+            winner = (
+                await uow.transactions.get(read.transaction_under_key)
+                if read.transaction_under_key is not None
+                else None
+            )
+        if winner is None:
+            raise DuplicateIdempotencyKey("the idempotency key is taken but its transaction is not visible")
+        return winner
 
     async def initiate_withdrawal(
         self,
