@@ -175,6 +175,11 @@ class RateLimiter(Protocol):
         """Count one call under `key`; raise RateLimited (with retry-after) past `limit` per window."""
         ...
 
+    async def hit_all(self, hits: Sequence[tuple[str, int, int]]) -> None:
+        """Count one call in every window of `hits` (key, limit, window in seconds) at once, or,
+        past a limit, in none: RateLimited with the first full window's retry-after."""
+        ...
+
 
 class TransactionStats(Protocol):
     """Read-only figures from the `transactions` table for the AML limits."""
