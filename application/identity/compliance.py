@@ -14,10 +14,11 @@ is written to the audit log in a transaction of its own (it stays even though th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -32,6 +33,13 @@ from domain.user.user import User
 from domain.wallet.money import Money
 
 log = structlog.get_logger("penpay.compliance")
+
+
+T = TypeVar("T")
+
+
+async def _value(value: T) -> T:
+    return value
 
 
 class RefreshKyc(Protocol):
@@ -102,7 +110,33 @@ class CompliancePolicy:
                 "identity document so they can verify you; money moves once they have",
                 amount,
             )
-        snapshot = await self._refresh_kyc(user_id, known=known) if refresh else user.kyc
+        now = self._clock.now()
+        currency = amount.currency.value
+        windows = [
+            (rule, window, ceiling)
+            for rule, window, table in (
+                ("DAILY_LIMIT", timedelta(days=1), self.limits.daily_minor),
+                ("WEEKLY_LIMIT", timedelta(days=7), self.limits.weekly_minor),
+            )
+            if (ceiling := table.get(currency)) is not None
+        ]
+        # The KYC from Deriv and the one read for the velocity rule and every amount window, at the
+        # same time (a round trip to Deriv and one to the database); judged below in the rules' order.
+        kyc, counted = await asyncio.gather(
+            self._refresh_kyc(user_id, known=known) if refresh else _value(user.kyc),
+            self._stats.usage(
+                user_id,
+                currency,
+                count_since=now - timedelta(hours=1),
+                amounts_since=[now - window for _, window, _ in windows],
+            ),
+            return_exceptions=True,
+        )
+        if isinstance(kyc, BaseException):
+            raise kyc
+        if isinstance(counted, BaseException):
+            raise counted
+        snapshot, usage = kyc, counted
         if snapshot is None or not snapshot.is_acceptable():
             missing = ", ".join(snapshot.missing_for_payments()) if snapshot else "everything"
             await self._refuse(
@@ -114,23 +148,6 @@ class CompliancePolicy:
                 user_id, "RESIDENCE_NOT_SUPPORTED", "PenPay serves residents of Kenya only", amount
             )
 
-        now = self._clock.now()
-        currency = amount.currency.value
-        windows = [
-            (rule, window, ceiling)
-            for rule, window, table in (
-                ("DAILY_LIMIT", timedelta(days=1), self.limits.daily_minor),
-                ("WEEKLY_LIMIT", timedelta(days=7), self.limits.weekly_minor),
-            )
-            if (ceiling := table.get(currency)) is not None
-        ]
-        # one read for the velocity rule and every amount window
-        usage = await self._stats.usage(
-            user_id,
-            currency,
-            count_since=now - timedelta(hours=1),
-            amounts_since=[now - window for _, window, _ in windows],
-        )
         if usage.started >= self.limits.max_transactions_per_hour:
             await self._refuse(
                 user_id,
