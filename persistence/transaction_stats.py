@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.identity.ports import Usage
 from domain.payments.status import TransactionStatus
 from domain.shared.ids import UserId
+from persistence.engine import connect
 from persistence.tables import transactions
 
 _t = transactions
@@ -59,7 +60,7 @@ class SqlTransactionStats:
             "b_oldest": min([count_since, *amounts_since]),
         }
         params.update({f"b_since_{i}": since for i, since in enumerate(amounts_since)})
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             row = (await connection.execute(_usage(len(amounts_since)), params)).one()
         return Usage(
             started=int(row[0] or 0), amounts=tuple(int(v or 0) for v in row[1 : 1 + len(amounts_since)])

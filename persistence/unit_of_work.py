@@ -26,6 +26,7 @@ from domain.shared.events import DomainEvent
 from domain.shared.json_value import JSONValue
 from persistence import audit, outbox
 from persistence.audit_sealer import sealer_for
+from persistence.engine import connect
 from persistence.idempotency_store import complete
 from persistence.ledger_repository import SqlLedgerRepository
 from persistence.paybill_store import SqlPaybillStore
@@ -72,7 +73,7 @@ class SqlUnitOfWork:
         return self._connection
 
     async def __aenter__(self) -> Self:
-        self._connection = await self._engine.connect()
+        self._connection = await connect(self._engine).start()
         await self._connection.begin()
         self._events, self._sources, self._audit_records = [], [], []
         self._committed = False
