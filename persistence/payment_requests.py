@@ -2,21 +2,25 @@
 
 One statement: the user (the columns judging a payment needs, not their devices) with their Deriv
 token, whether the session (a refresh-token family) is still open, whether an idempotency record is
-under the key and the Transaction under the key hash. Each was a statement (the session a connection)
+under the key, the Transaction under the key hash and the AML limits' figures (as
+persistence/transaction_stats.py counts them). Each was a statement (the session a connection)
 of its own before. A record found (a repeat) is read by a second statement. Statements are built once
 per shape at import.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, insert, literal, null, select
+from sqlalchemy import Select, bindparam, delete, exists, func, insert, literal, null, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from application.identity.ports import Usage, UsageQuery
 from application.payments.requests import RequestKey, RequestRead, StoredRequest
+from domain.payments.status import TransactionStatus
 from domain.shared.ids import TransactionId, UserId, new_uuid7
 from persistence.idempotency_store import RETENTION
 from persistence.tables import deriv_accounts, idempotency_keys, refresh_tokens, transactions, users
@@ -24,6 +28,8 @@ from persistence.user_repository import _SELECT_USER, aad, user_from_row
 from security.pii import PiiCipher, default_cipher
 
 _ik, _rt, _t = idempotency_keys, refresh_tokens, transactions
+# as persistence/transaction_stats.py: failed and reversed transactions moved no money
+_NO_MONEY_MOVED = [TransactionStatus.FAILED.value, TransactionStatus.REVERSED.value]
 
 _SESSION_OPEN = exists().where(
     _rt.c.family_id == bindparam("b_family_id"),
@@ -44,17 +50,42 @@ _RECORD = select(
 ).where(_ik.c.id == bindparam("b_id"))
 
 
-def _statement(session: bool, record: bool) -> Select[Any]:
+_MOVED_MONEY = _t.c.status.not_in(_NO_MONEY_MOVED)
+
+
+@functools.cache
+def _statement(session: bool, record: bool, windows: int | None) -> Select[Any]:
+    """The one read's shape: with the session check, the record lookup, and the AML figures (the
+    velocity count and `windows` amount sums, each over the user's rows by (user_id, created_at))."""
     columns: list[Any] = [
         deriv_accounts.c.token_enc,  # deriv_accounts is joined by _SELECT_USER
         (_SESSION_OPEN if session else literal(True)).label("session_open"),
         _UNDER_KEY.label("under_key"),
         (_RECORD_ID if record else null()).label("record_id"),
     ]
+    if windows is not None:
+        mine = _t.c.user_id == users.c.id
+        columns.append(
+            select(func.count())
+            .where(mine, _t.c.created_at >= bindparam("b_count_since"))
+            .scalar_subquery()
+            .label("started")
+        )
+        columns += [
+            select(func.coalesce(func.sum(_t.c.amount_cents), 0))
+            .where(
+                mine,
+                _t.c.created_at >= bindparam(f"b_since_{i}"),
+                _t.c.amount_currency == bindparam("b_currency"),
+                _MOVED_MONEY,
+            )
+            .scalar_subquery()
+            .label(f"moved_{i}")
+            for i in range(windows)
+        ]
     return _SELECT_USER.add_columns(*columns).where(users.c.id == bindparam("b_user_id"))
 
 
-_READ = {(s, r): _statement(s, r) for s in (False, True) for r in (False, True)}
 _INSERT = insert(_ik)
 _DROP_EXPIRED = delete(_ik).where(
     _ik.c.scope == bindparam("b_scope"),
@@ -71,9 +102,19 @@ class SqlPaymentRequests:
         self._cipher = cipher or default_cipher()
 
     async def read(
-        self, user_id: UserId, *, now: datetime, session_id: str | None, key: RequestKey | None, key_hash: str
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        session_id: str | None,
+        key: RequestKey | None,
+        key_hash: str,
+        usage: UsageQuery | None = None,
     ) -> RequestRead:
         params: dict[str, Any] = {"b_user_id": user_id.value, "b_key_hash": key_hash}
+        if usage is not None:
+            params["b_count_since"], params["b_currency"] = usage.count_since, usage.currency
+            params.update({f"b_since_{i}": since for i, since in enumerate(usage.amounts_since)})
         session = session_id is not None
         if session:
             try:
@@ -83,7 +124,8 @@ class SqlPaymentRequests:
             params["b_now"] = now
         if key is not None:
             params["b_scope"] = key.scope
-        row = (await self._connection.execute(_READ[(session, key is not None)], params)).first()
+        windows = len(usage.amounts_since) if usage is not None else None
+        row = (await self._connection.execute(_statement(session, key is not None, windows), params)).first()
         if row is None:
             return RequestRead(None, None, True, None, None)
         user = user_from_row(row, (), self._cipher)
@@ -103,7 +145,12 @@ class SqlPaymentRequests:
                 expires_at=found.expires_at,
             )
         under_key = TransactionId(row.under_key) if row.under_key is not None else None
-        return RequestRead(user, token, bool(row.session_open), stored, under_key)
+        counted = None
+        if windows is not None:
+            counted = Usage(
+                int(row.started or 0), tuple(int(row._mapping[f"moved_{i}"] or 0) for i in range(windows))
+            )
+        return RequestRead(user, token, bool(row.session_open), stored, under_key, counted)
 
     async def record_answer(
         self, key: RequestKey, *, transaction_id: TransactionId, body: bytes, now: datetime, replace: bool

@@ -198,10 +198,21 @@ class TransactionStats(Protocol):
 @dataclass(frozen=True, slots=True)
 class KnownUser:
     """A user and their Deriv token as read earlier in the same request, handed on so the
-    compliance check and the KYC refresh do not read them again."""
+    compliance check and the KYC refresh do not read them again; `usage`, when the caller read the
+    limits' figures in that read too (CompliancePolicy.usage_query), so the policy does not either."""
 
     user: User
     deriv_token: str | None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Which figures the AML limits need for a payment (TransactionStats.usage's arguments)."""
+
+    currency: str
+    count_since: datetime
+    amounts_since: tuple[datetime, ...]
 
 
 @dataclass(frozen=True, slots=True)

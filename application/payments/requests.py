@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from application.identity.ports import Usage, UsageQuery
 from application.payments.ports import PaymentsUnitOfWork
 from domain.payments.transaction import Transaction
 from domain.shared.errors import DomainError
@@ -62,11 +63,19 @@ class RequestRead:
     session_open: bool  # True when no session was asked about
     stored: StoredRequest | None
     transaction_under_key: TransactionId | None
+    usage: Usage | None = None  # the AML limits' figures, when asked for
 
 
 class PaymentRequests(Protocol):
     async def read(
-        self, user_id: UserId, *, now: datetime, session_id: str | None, key: RequestKey | None, key_hash: str
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        session_id: str | None,
+        key: RequestKey | None,
+        key_hash: str,
+        usage: UsageQuery | None = None,
     ) -> RequestRead: ...
 
     async def record_answer(

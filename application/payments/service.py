@@ -23,7 +23,7 @@ from typing import Protocol
 import structlog
 
 from application.errors import DuplicateIdempotencyKey
-from application.identity.ports import KnownUser
+from application.identity.ports import KnownUser, UsageQuery
 from application.payments.create_once import create_once
 from application.payments.errors import (
     CallDeferred,
@@ -65,6 +65,10 @@ class MoneyMovementPolicy(Protocol):
     async def check_money_movement(
         self, *, user_id: UserId, amount: Money, client_ip: str | None = None, known: KnownUser | None = None
     ) -> None: ...
+
+    def usage_query(self, amount: Money, now: datetime) -> UsageQuery:
+        """The limits' figures, for the caller's one read to fetch (handed back in KnownUser.usage)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +134,12 @@ class PaymentsApplication:
             refused = error
         async with self._uow() as uow:
             read = await uow.requests.read(
-                user_id, now=now, session_id=session_id, key=key, key_hash=idempotency_key_hash
+                user_id,
+                now=now,
+                session_id=session_id,
+                key=key,
+                key_hash=idempotency_key_hash,
+                usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
             )
             if not read.session_open:
                 raise SessionEnded("this session has ended; sign in again")
@@ -144,7 +153,7 @@ class PaymentsApplication:
             # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
             await require_float_cover(uow, TransactionType.DEPOSIT, payout)
         if self._policy is not None:
-            known = KnownUser(read.user, read.deriv_token) if read.user is not None else None
+            known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
             await self._policy.check_money_movement(
                 user_id=user_id, amount=amount, client_ip=client_ip, known=known
             )
