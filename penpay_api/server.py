@@ -55,6 +55,8 @@ class Service:
     # of money_methods, those whose use case checks the session and reads and writes the idempotency
     # record in its own one read and create transaction (penpay_api/idempotency.py)
     answered_by_use_case: Collection[str] = ()
+    # methods whose use case checks the caller's session in its own one read of the user
+    sessions_checked_by_use_case: Collection[str] = ()
     field_aliases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
@@ -96,7 +98,11 @@ class ApiServer:
             ObservabilityInterceptor(trusted_proxies=trusted_proxies),
             ErrorMappingInterceptor(field_aliases=aliases),
             AuthenticationInterceptor(
-                tokens, self.policy, clock, sessions, sessions_checked_by_use_case=answered
+                tokens,
+                self.policy,
+                clock,
+                sessions,
+                sessions_checked_by_use_case={m for s in services for m in s.sessions_checked_by_use_case},
             ),
             AuthorisationInterceptor(self.policy, refusal_audit),
             idempotency,

@@ -209,27 +209,45 @@ class PaymentsApplication:
         amount: Money,
         idempotency_key_hash: str,
         client_ip: str | None = None,
+        session_id: str | None = None,
     ) -> Transaction:
+        """`session_id`: a session the API left to this use case's one read to check (as a deposit's)."""
         if amount.currency is not Currency.USD:
             raise InvalidValue("a withdrawal is asked in USD", field="currency")
-        existing = await self._existing(user_id, idempotency_key_hash)
-        if existing is not None and existing.status is not S.PENDING:
-            return existing
         rate = None
-        if existing is None:
-            # before anything is written or a code is asked for
-            self._limits.check(amount, what="withdrawals")
-            # The M-Pesa float must hold the KES now: no code is asked for a payout it cannot make.
-            async with self._uow() as uow:
-                rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=uow.clock.now())
-                payout = rate.convert_to_whole_units(amount, at=uow.clock.now()).target
-                await require_float_cover(uow, TransactionType.WITHDRAWAL, payout)
-            if self._policy is not None:
-                await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
-        user = await self._user(user_id)
-        token = await self._client_token(user_id)
         async with self._uow() as uow:
             now = uow.clock.now()
+            read = await uow.requests.read(
+                user_id,
+                now=now,
+                session_id=session_id,
+                key=None,  # the API claims a withdrawal's key itself (its answer comes after Deriv's)
+                key_hash=idempotency_key_hash,
+                usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
+            )
+            if not read.session_open:
+                raise SessionEnded("this session has ended; sign in again")
+            existing = (
+                await uow.transactions.get(read.transaction_under_key)
+                if read.transaction_under_key is not None
+                else None
+            )
+            if existing is not None and existing.status is not S.PENDING:
+                return existing
+            if existing is None:
+                # before anything is written or a code is asked for
+                self._limits.check(amount, what="withdrawals")
+                # The M-Pesa float must hold the KES now: no code is asked for a payout it cannot make.
+                rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=now)
+                payout = rate.convert_to_whole_units(amount, at=now).target
+                await require_float_cover(uow, TransactionType.WITHDRAWAL, payout)
+        if existing is None and self._policy is not None:
+            known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
+            await self._policy.check_money_movement(
+                user_id=user_id, amount=amount, client_ip=client_ip, known=known
+            )
+        user = _bound(read.user)
+        token = await self._usable_token(user, read.deriv_token)
         if existing is not None:
             # The same request again while its code was never sent (Deriv was not answering, or held
             # the request back): ask again. A new code cancels an earlier one that may have gone out.
@@ -239,6 +257,7 @@ class PaymentsApplication:
             self._uow,
             user_id=user_id,
             key_hash=idempotency_key_hash,
+            looked=True,
             build=lambda: Transaction.start_withdrawal(
                 user_id=user_id,
                 amount=amount,
@@ -335,10 +354,14 @@ class PaymentsApplication:
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
             token = await uow.users.load_deriv_token(user_id)
+        return await self._usable_token(user, token)
+
+    async def _usable_token(self, user: User | None, token: str | None) -> str:
+        """`token` as read with `user`, or a REST user's OAuth token (refreshed when about to expire)."""
         if user is None or user.deriv_login_id is None or not token:
             raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
         if user.deriv_login_id.is_rest and self._rest_token is not None:
-            return await self._rest_token(user_id)
+            return await self._rest_token(user.id)
         return token
 
     # --- reading ----------------------------------------------------------------------------
@@ -363,15 +386,6 @@ class PaymentsApplication:
         return TransactionPage(items, token)
 
     # --- helpers ----------------------------------------------------------------------------
-
-    async def _existing(self, user_id: UserId, key_hash: str) -> Transaction | None:
-        async with self._uow() as uow:
-            return await uow.transactions.find_by_idempotency_key(user_id, key_hash)
-
-    async def _user(self, user_id: UserId) -> User:
-        async with self._uow() as uow:
-            user = await uow.users.get(user_id)
-        return _bound(user)
 
     async def _get(self, tx_id: TransactionId) -> Transaction:
         async with self._uow() as uow:

@@ -37,6 +37,10 @@ CREATES_TRANSACTION_UNDER_KEY = frozenset(
 # The money methods whose use case checks the caller's session and reads and writes the key's record
 # in its own one read and create transaction (application/payments/requests.py).
 ANSWERED_BY_USE_CASE = frozenset({f"/{SERVICE_NAME}/InitiateDeposit"})
+# The methods whose use case checks the caller's session in its one read of the user.
+SESSIONS_CHECKED_BY_USE_CASE = frozenset(
+    f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal")
+)
 FIELD_ALIASES = {f"/{SERVICE_NAME}/ConfirmWithdrawal": {"code": "verification_code"}}
 _TYPES = {
     TransactionType.DEPOSIT: pb.TRANSACTION_TYPE_DEPOSIT,
@@ -65,7 +69,13 @@ class PaymentsApplication(Protocol):
     ) -> Transaction: ...
 
     async def initiate_withdrawal(
-        self, *, user_id: UserId, amount: Money, idempotency_key_hash: str, client_ip: str | None = None
+        self,
+        *,
+        user_id: UserId,
+        amount: Money,
+        idempotency_key_hash: str,
+        client_ip: str | None = None,
+        session_id: str | None = None,
     ) -> Transaction: ...
 
     async def confirm_withdrawal(
@@ -180,6 +190,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             amount=Money(request.amount_cents, Currency.parse(request.currency)),
             idempotency_key_hash=_key_hash(),
             client_ip=client_ip(),
+            session_id=current_call().session_to_check,
         )
         return pb.InitiateWithdrawalResponse(
             transaction=transaction_pb(tx), quoted_payout=money(tx.converted_amount)

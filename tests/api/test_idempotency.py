@@ -439,3 +439,16 @@ async def test_the_stored_response_expires_after_24_hours(
     fresh, trailers = await raw_call(api, TEST_METHOD, deposit(), account, "k-expiry")
     assert fresh != first and double.calls == 2 and "idempotent-replayed" not in dict(trailers)
     assert payments_pb2.InitiateDepositResponse.FromString(fresh).transaction.status == "call 2"
+
+
+async def test_an_ended_session_asks_deriv_for_no_withdrawal_code(payer: tuple[Harness, Account]) -> None:
+    """InitiateWithdrawal checks the session in its one read too: logged out, refused, and no
+    Transaction, no key kept, no code asked for."""
+    api, account = payer
+    await api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=account.refresh_token), metadata=account.auth)
+    error = await failing_call(api, WITHDRAWAL, withdrawal(), account, f"withdrawal-{secrets.token_hex(8)}")
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details_of(error).error_info.reason == "SESSION_ENDED"
+    assert await count_transactions(api) == 0
+    async with api.core.engine.connect() as connection:
+        assert (await connection.execute(select(idempotency_keys))).all() == []
