@@ -2,10 +2,10 @@
 
 One statement: the user (the columns judging a payment needs, not their devices) with their Deriv
 token, whether the session (a refresh-token family) is still open, whether an idempotency record is
-under the key, the Transaction under the key hash and the AML limits' figures (as
-persistence/transaction_stats.py counts them). Each was a statement (the session a connection)
-of its own before. A record found (a repeat) is read by a second statement. Statements are built once
-per shape at import.
+under the key, the Transaction under the key hash, the AML limits' figures (as
+persistence/transaction_stats.py counts them) and the paying float's balance. Each was a statement
+(the session and the limits a connection) of its own before. A record found (a repeat) is read by a
+second statement. Statements are built once per shape.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from application.payments.requests import RequestKey, RequestRead, StoredRequest
 from domain.payments.status import TransactionStatus
 from domain.shared.ids import TransactionId, UserId, new_uuid7
 from persistence.idempotency_store import RETENTION
-from persistence.tables import deriv_accounts, idempotency_keys, refresh_tokens, transactions, users
+from persistence.tables import (
+    deriv_accounts,
+    idempotency_keys,
+    ledger_accounts,
+    refresh_tokens,
+    transactions,
+    users,
+)
 from persistence.user_repository import _SELECT_USER, aad, user_from_row
 from security.pii import PiiCipher, default_cipher
 
@@ -53,8 +60,15 @@ _RECORD = select(
 _MOVED_MONEY = _t.c.status.not_in(_NO_MONEY_MOVED)
 
 
+_FLOAT_BALANCE = (
+    select(ledger_accounts.c.balance_cents)
+    .where(ledger_accounts.c.code == bindparam("b_float_code"))
+    .scalar_subquery()
+)
+
+
 @functools.cache
-def _statement(session: bool, record: bool, windows: int | None) -> Select[Any]:
+def _statement(session: bool, record: bool, windows: int | None, floats: bool) -> Select[Any]:
     """The one read's shape: with the session check, the record lookup, and the AML figures (the
     velocity count and `windows` amount sums, each over the user's rows by (user_id, created_at))."""
     columns: list[Any] = [
@@ -62,6 +76,7 @@ def _statement(session: bool, record: bool, windows: int | None) -> Select[Any]:
         (_SESSION_OPEN if session else literal(True)).label("session_open"),
         _UNDER_KEY.label("under_key"),
         (_RECORD_ID if record else null()).label("record_id"),
+        (_FLOAT_BALANCE if floats else null()).label("float_balance"),
     ]
     if windows is not None:
         mine = _t.c.user_id == users.c.id
@@ -110,8 +125,11 @@ class SqlPaymentRequests:
         key: RequestKey | None,
         key_hash: str,
         usage: UsageQuery | None = None,
+        float_code: str | None = None,
     ) -> RequestRead:
         params: dict[str, Any] = {"b_user_id": user_id.value, "b_key_hash": key_hash}
+        if float_code is not None:
+            params["b_float_code"] = float_code
         if usage is not None:
             params["b_count_since"], params["b_currency"] = usage.count_since, usage.currency
             params.update({f"b_since_{i}": since for i, since in enumerate(usage.amounts_since)})
@@ -125,7 +143,11 @@ class SqlPaymentRequests:
         if key is not None:
             params["b_scope"] = key.scope
         windows = len(usage.amounts_since) if usage is not None else None
-        row = (await self._connection.execute(_statement(session, key is not None, windows), params)).first()
+        row = (
+            await self._connection.execute(
+                _statement(session, key is not None, windows, float_code is not None), params
+            )
+        ).first()
         if row is None:
             return RequestRead(None, None, True, None, None)
         user = user_from_row(row, (), self._cipher)
@@ -150,7 +172,8 @@ class SqlPaymentRequests:
             counted = Usage(
                 int(row.started or 0), tuple(int(row._mapping[f"moved_{i}"] or 0) for i in range(windows))
             )
-        return RequestRead(user, token, bool(row.session_open), stored, under_key, counted)
+        balance = int(row.float_balance) if row.float_balance is not None else None
+        return RequestRead(user, token, bool(row.session_open), stored, under_key, counted, balance)
 
     async def record_answer(
         self, key: RequestKey, *, transaction_id: TransactionId, body: bytes, now: datetime, replace: bool

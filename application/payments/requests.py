@@ -64,6 +64,7 @@ class RequestRead:
     stored: StoredRequest | None
     transaction_under_key: TransactionId | None
     usage: Usage | None = None  # the AML limits' figures, when asked for
+    float_balance: int | None = None  # the float's balance in minor units, when asked for and it exists
 
 
 class PaymentRequests(Protocol):
@@ -76,6 +77,7 @@ class PaymentRequests(Protocol):
         key: RequestKey | None,
         key_hash: str,
         usage: UsageQuery | None = None,
+        float_code: str | None = None,
     ) -> RequestRead: ...
 
     async def record_answer(

@@ -38,7 +38,7 @@ from application.payments.errors import (
     TransactionNotFound,
     VerificationCodeRejected,
 )
-from application.payments.float_cover import require_float_cover
+from application.payments.float_cover import float_code, require_float_cover
 from application.payments.ports import DerivPayments, RateSource
 from application.payments.requests import RequestKey, RequestUnitOfWork, SessionEnded, judge_stored
 from application.payments.saga import PaymentSaga, no_checkpoint
@@ -140,6 +140,7 @@ class PaymentsApplication:
                 key=key,
                 key_hash=idempotency_key_hash,
                 usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
+                float_code=float_code(TransactionType.DEPOSIT, Currency.USD),
             )
             if not read.session_open:
                 raise SessionEnded("this session has ended; sign in again")
@@ -151,7 +152,7 @@ class PaymentsApplication:
             if refused is not None:
                 raise refused
             # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
-            await require_float_cover(uow, TransactionType.DEPOSIT, payout)
+            await require_float_cover(uow, TransactionType.DEPOSIT, payout, balance_minor=read.float_balance)
         if self._policy is not None:
             known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
             await self._policy.check_money_movement(
@@ -224,6 +225,7 @@ class PaymentsApplication:
                 key=None,  # the API claims a withdrawal's key itself (its answer comes after Deriv's)
                 key_hash=idempotency_key_hash,
                 usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
+                float_code=float_code(TransactionType.WITHDRAWAL, Currency.KES),
             )
             if not read.session_open:
                 raise SessionEnded("this session has ended; sign in again")
@@ -240,7 +242,9 @@ class PaymentsApplication:
                 # The M-Pesa float must hold the KES now: no code is asked for a payout it cannot make.
                 rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=now)
                 payout = rate.convert_to_whole_units(amount, at=now).target
-                await require_float_cover(uow, TransactionType.WITHDRAWAL, payout)
+                await require_float_cover(
+                    uow, TransactionType.WITHDRAWAL, payout, balance_minor=read.float_balance
+                )
         if existing is None and self._policy is not None:
             known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
             await self._policy.check_money_movement(
