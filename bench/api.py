@@ -18,10 +18,12 @@ passwords at test cost, since making users is set-up, not what is measured.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 from typing import Any
 
+from bench import sql_counts
 from bench.load import counted, timed
 from bench.results import Figure, Results
 from bench.roles import processes, spawn
@@ -57,7 +59,8 @@ async def run_api_group(args: argparse.Namespace, results: Results) -> None:
             "gateway_addr": gw_info["addr"],
             "mpesa_base_url": mpesa_info["url"],
         }
-        env = {**os.environ, "PENPAY_APP_ENV": "testing"}
+        counts_path = f"/tmp/penpay-bench-api-sql-{os.getpid()}.json"
+        env = {**os.environ, "PENPAY_APP_ENV": "testing", sql_counts.ENV: counts_path}
         api, api_info = spawn("api", env=env, settings=settings)
         procs.append(api)
         bridge, bridge_info = spawn("bridge", grpc_addr=api_info["addr"])
@@ -138,7 +141,14 @@ async def run_api_group(args: argparse.Namespace, results: Results) -> None:
             warm, measured = users[: n // 2], users[n // 2 :]
             await counted(n, [deposit(u) for u in warm])
             ops = [deposit(u) for _ in range(DEPOSITS_PER_USER) for u in measured]
+            before = await sql_counts.read(api.pid, counts_path)
             sample = await counted(n, ops, pids={"client": me, "api": api.pid})
+            await asyncio.sleep(0.5)  # the background audit seals of the last deposits
+            after = await sql_counts.read(api.pid, counts_path)
+            per = {
+                k: (after[k] - before[k]) / max(1, sample.count)
+                for k in ("statements", "commits", "rollbacks")
+            }
             figure = Figure(
                 group=GROUP,
                 name=f"InitiateDeposit via gRPC p99, {n} in flight",
@@ -152,7 +162,9 @@ async def run_api_group(args: argparse.Namespace, results: Results) -> None:
                 cpu_ms_per_op={k: round(v, 3) for k, v in sample.cpu_ms_per_op.items()},
                 goal=P99_GOAL,
                 note=f"{sample.rate:.0f} deposits initiated/s over {sample.count} deposits "
-                f"({len(measured)} users, {DEPOSITS_PER_USER} each); not completed (no workers here)",
+                f"({len(measured)} users, {DEPOSITS_PER_USER} each); not completed (no workers here); "
+                f"per deposit, the API's SQL: {per['statements']:.1f} statements, {per['commits']:.1f} "
+                f"commits, {per['rollbacks']:.1f} rollbacks",
                 first_error=sample.first_error,
             )
             results.add(figure)

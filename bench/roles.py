@@ -190,10 +190,12 @@ async def api(settings: dict[str, Any]) -> None:
     """The real public gRPC API (penpay.wiring.api.build_api), as `penpay api` builds it, with
     a cheap Argon2 cost (registering the bench's users is set-up, not what is measured)."""
     import logging
+    import os
 
     import structlog
 
     from application.payments.floats import fund_new_floats
+    from bench import sql_counts
     from domain.wallet.account_kind import AccountKind
     from domain.wallet.money import Currency, Money
     from penpay import bootstrap
@@ -208,6 +210,9 @@ async def api(settings: dict[str, Any]) -> None:
     logging.disable(logging.WARNING)  # request logs would cost the figures their own time
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     core = bootstrap.bootstrap(Settings(**settings))
+    counts_path = os.environ.get(sql_counts.ENV)
+    if counts_path:
+        sql_counts.install(core.engine, counts_path)
     async with core.unit_of_work(actor="bench") as uow:  # payments need floats that can pay them out
         await fund_new_floats(uow, BENCH_FLOATS, "bench opening balance")
         await uow.commit()

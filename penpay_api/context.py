@@ -52,6 +52,12 @@ class CallState:
     client_ip: str | None
     principal: Principal | None = None
     idempotency_key_hash: str | None = None
+    # For a method whose use case reads and writes its idempotency record itself (the idempotency
+    # interceptor's answered_by_use_case): the key's scope and the request's fingerprint.
+    idempotency_scope: str | None = None
+    idempotency_fingerprint: str | None = None
+    # The session the authentication interceptor left to the use case's one read to check.
+    session_to_check: str | None = None
     code: grpc.StatusCode = grpc.StatusCode.OK
     reason: str | None = None
     replayed: bool = False

@@ -6,30 +6,44 @@
   and the method, so the same client key of another user or on another method is another key.
   The request's fingerprint is an HMAC under a server key (requests carry phone numbers and
   withdrawal codes, which a plain hash would not hide).
-- First request (CLAIMED): the servicer runs; its serialized response, or its error status
-  with details, is stored with complete() in a short transaction of its own (the application's
-  own transaction has already committed; a crash in between is safe because the transaction
-  table's unique idempotency_key_hash makes the retried operation return the same transaction).
 - Repeat with the same key and request within 24 h (REPLAY): the stored bytes are sent as they
   are (success: byte-identical response; error: the same status and details), with trailing
   metadata `idempotent-replayed: true`.
-- Repeat while the first is still running (IN_FLIGHT): ABORTED, reason IDEMPOTENCY_KEY_IN_FLIGHT.
 - Same key, different request (MISMATCH): FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED,
   and trailing metadata `x-http-code: 422` for the HTTP bridge.
-- Retryable failures (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED, INTERNAL,
-  UNKNOWN, cancellation) are not stored: the claim is released so the same key can be retried
-  at once (Stripe does the same for 429/409-like outcomes); what is stored is an answer that
-  would be the same next time.
-- A definitive error is stored only if the call executed, i.e. changed something a repeat must
-  not redo (Stripe: "if incoming parameters failed validation, no idempotent result is saved").
-  InitiateDeposit and InitiateWithdrawal (a service's creates_transaction_under_key) write their
-  Transaction under the key's hash, so they executed exactly when that Transaction exists after the call
-  (e.g. Deriv refused to email the code: the withdrawal is FAILED, and the refusal is replayed).
-  When none exists (an amount out of range, a compliance refusal, an unbound Deriv account),
-  nothing was executed: the claim is released and the key stays free, for the same request or
-  a corrected one. Any other money method acts on an existing transaction, and may refuse after
-  changing it (a rejected verification code fails the withdrawal): its definitive errors are
-  always stored. The check is one read of the unique key hash, on the error path only.
+- Repeat while the first is still running (IN_FLIGHT): ABORTED, reason IDEMPOTENCY_KEY_IN_FLIGHT.
+
+Where the record is read and written depends on the method:
+
+- `answered_by_use_case` (InitiateDeposit): the use case does it (application/payments/requests.py).
+  Its one read finds the record under the key (replay, mismatch) beside the user; a new request's
+  response is written with its Transaction, in the same database transaction (the servicer hands
+  the use case the encoder of its response). Nothing is claimed first, so nothing is released:
+  a refused request wrote nothing, and a crash before the commit left nothing; the unique
+  transactions.idempotency_key_hash decides between two new requests racing under one key, and
+  the loser answers with the winner's stored response (or MISMATCH). This interceptor only
+  computes the key's hash, scope and fingerprint and turns the use case's answer into the replay
+  or the refusal above.
+- Every other money method: the interceptor claims the key (SqlIdempotencyStore.claim, a short
+  transaction of its own: IN_FLIGHT with a 60 s lease) before the servicer runs, and after it
+  stores the serialized response, or the error status with details, with complete() in a second
+  short transaction of its own (the application's own transaction has committed by then; a crash in
+  between is safe because the unique transactions.idempotency_key_hash makes the retried operation
+  return the same Transaction, and the lease lets a retry take the key over).
+  - Retryable failures (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED, INTERNAL,
+    UNKNOWN, cancellation) are not stored: the claim is released so the same key can be retried
+    at once (Stripe does the same for 429/409-like outcomes); what is stored is an answer that
+    would be the same next time.
+  - A definitive error is stored only if the call executed, i.e. changed something a repeat must
+    not redo (Stripe: "if incoming parameters failed validation, no idempotent result is saved").
+    InitiateWithdrawal (a service's creates_transaction_under_key) writes its Transaction under the
+    key's hash, so it executed exactly when that Transaction exists after the call (e.g. Deriv
+    refused to email the code: the withdrawal is FAILED, and the refusal is replayed). When none
+    exists (an amount out of range, a compliance refusal, an unbound Deriv account), nothing was
+    executed: the claim is released and the key stays free, for the same request or a corrected
+    one. Any other money method acts on an existing transaction, and may refuse after changing it
+    (a rejected verification code fails the withdrawal): its definitive errors are always stored.
+    The check is one read of the unique key hash, on the error path only.
 
 The clock is the one given (a FixedClock in tests proves the 24 h expiry); the store must be
 built with the same clock.
@@ -48,6 +62,7 @@ import grpc
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.payments.requests import IdempotencyKeyInFlight, IdempotencyKeyReused, StoredAnswer
 from domain.payments.idempotency import IdempotencyKey, request_fingerprint
 from domain.shared.clock import Clock
 from penpay_api.context import current_call, metadata_value
@@ -96,6 +111,27 @@ def _transaction_id_of(response: Any) -> uuid.UUID | None:
         return None
 
 
+def _reused() -> RpcFailure:
+    return RpcFailure.build(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "this idempotency key was used for a different request; use a new key for a new request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        metadata={"field": "idempotency_key"},
+        violations=[Violation("idempotency_key", "already used for a different request")],
+        extra_trailers=((HTTP_CODE_KEY, "422"),),
+    )
+
+
+def _in_flight() -> RpcFailure:
+    return RpcFailure.build(
+        grpc.StatusCode.ABORTED,
+        "a request with this idempotency key is still being processed; retry shortly",
+        reason="IDEMPOTENCY_KEY_IN_FLIGHT",
+        retry_after_seconds=1,
+        extra_trailers=((HTTP_CODE_KEY, "409"),),
+    )
+
+
 class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     def __init__(
         self,
@@ -106,6 +142,7 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
         money_methods: Collection[str],
         fingerprint_key: bytes | None = None,
         creates_transaction_under_key: Collection[str] = (),
+        answered_by_use_case: Collection[str] = (),
     ) -> None:
         self._store = store
         self._engine = engine
@@ -113,6 +150,8 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
         self.money_methods = set(money_methods)
         # set by the server from its services, as money_methods
         self.creates_transaction_under_key = set(creates_transaction_under_key)
+        # set by the server too: the methods whose use case reads and writes the record itself
+        self.answered_by_use_case = set(answered_by_use_case)
         self._fingerprint_key = fingerprint_key
         # Per method, domain field names -> request field names (set by the server, as for errors).
         self.field_aliases: dict[str, Mapping[str, str]] = {}
@@ -166,32 +205,25 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
         key = IdempotencyKey.create(raw, scope=principal.subject, operation=method)
         scope = f"{principal.subject}{method}"
         fingerprint = self.fingerprint(request)
+        if method in self.answered_by_use_case:
+            state.idempotency_key_hash = key.hash_hex
+            state.idempotency_scope, state.idempotency_fingerprint = scope, fingerprint
+            try:
+                return await inner(request, context)
+            except StoredAnswer as stored:
+                return self._replay(stored.response_code, stored.response_body, context)
+            except IdempotencyKeyReused:
+                raise _reused() from None
+            except IdempotencyKeyInFlight:
+                raise _in_flight() from None
         claim = await self._store.claim(scope=scope, key_hash=key.hash_hex, fingerprint=fingerprint)
 
         if claim.outcome is ClaimOutcome.MISMATCH:
-            raise RpcFailure.build(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "this idempotency key was used for a different request; use a new key for a new request",
-                reason="IDEMPOTENCY_KEY_REUSED",
-                metadata={"field": "idempotency_key"},
-                violations=[Violation("idempotency_key", "already used for a different request")],
-                extra_trailers=((HTTP_CODE_KEY, "422"),),
-            )
+            raise _reused()
         if claim.outcome is ClaimOutcome.IN_FLIGHT:
-            raise RpcFailure.build(
-                grpc.StatusCode.ABORTED,
-                "a request with this idempotency key is still being processed; retry shortly",
-                reason="IDEMPOTENCY_KEY_IN_FLIGHT",
-                retry_after_seconds=1,
-                extra_trailers=((HTTP_CODE_KEY, "409"),),
-            )
+            raise _in_flight()
         if claim.outcome is ClaimOutcome.REPLAY:
-            state.replayed = True
-            body = claim.response_body or b""
-            if claim.response_code == OK_CODE:
-                context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
-                return body
-            raise RpcFailure.from_status_bytes(body, ((REPLAYED_KEY, "true"),))
+            return self._replay(claim.response_code, claim.response_body, context)
 
         # CLAIMED: this call owns the key.
         state.idempotency_key_hash = key.hash_hex
@@ -224,6 +256,15 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
         body = _passthrough(serializer)(response)
         await self._complete(scope, key.hash_hex, OK_CODE, body, _transaction_id_of(response))
         return body
+
+    @staticmethod
+    def _replay(code: int | None, body: bytes | None, context: grpc.aio.ServicerContext) -> bytes:
+        """The stored answer, as it was sent the first time."""
+        current_call().replayed = True
+        if code == OK_CODE:
+            context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
+            return body or b""
+        raise RpcFailure.from_status_bytes(body or b"", ((REPLAYED_KEY, "true"),))
 
     async def _executed(self, method: str, key_hash: str) -> bool:
         """Whether a call that ended in a definitive error changed something (see the contract)."""

@@ -8,7 +8,9 @@
    with their traceback, and nothing of them reaches the client.
 3. AuthenticationInterceptor: `authorization: Bearer <jwt>` verified (RS256) for every method
    that is not public, and a user's session still open (penpay_api.sessions: logout ends it at
-   once); the principal goes into the CallState.
+   once); the principal goes into the CallState. A method whose use case reads the user anyway
+   (`sessions_checked_by_use_case`: InitiateDeposit) has the session checked in that one read
+   instead of a read of its own: the session id goes into the CallState for the servicer to hand on.
 4. AuthorisationInterceptor: operator services need a staff role, and the role their method
    needs (AccessPolicy.roles_for); every other
    authenticated method needs a user's token (the servicer then acts on that user only).
@@ -174,11 +176,13 @@ class AuthenticationInterceptor(UnaryInterceptor):
         policy: AccessPolicy,
         clock: Clock,
         sessions: SessionCheck | None = None,
+        sessions_checked_by_use_case: Collection[str] = (),
     ) -> None:
         self._tokens = tokens
         self._policy = policy
         self._clock = clock
         self._sessions = sessions
+        self.sessions_checked_by_use_case = set(sessions_checked_by_use_case)
 
     def applies(self, method: str) -> bool:
         return self._policy.access(method) is not Access.PUBLIC
@@ -194,14 +198,14 @@ class AuthenticationInterceptor(UnaryInterceptor):
             raise _unauthenticated("the authorization metadata must be 'Bearer <access token>'")
         now = self._clock.now()
         principal = self._tokens.verify_principal(token.strip(), now=now)
+        state = current_call()
         # Operator tokens open no session (no refresh family); they simply expire.
-        if (
-            self._sessions is not None
-            and principal.user_id is not None
-            and not await self._sessions.is_open(principal.session_id, now=now)
-        ):
-            raise _unauthenticated("this session has ended; sign in again", reason="SESSION_ENDED")
-        current_call().principal = principal
+        if self._sessions is not None and principal.user_id is not None:
+            if method in self.sessions_checked_by_use_case:
+                state.session_to_check = principal.session_id
+            elif not await self._sessions.is_open(principal.session_id, now=now):
+                raise _unauthenticated("this session has ended; sign in again", reason="SESSION_ENDED")
+        state.principal = principal
         return await behavior(request, context)
 
 

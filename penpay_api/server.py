@@ -52,6 +52,11 @@ class Service:
     money_methods: Collection[str] = ()
     # of money_methods, those whose refusals free the key when they created nothing under it
     creates_transaction_under_key: Collection[str] = ()
+    # of money_methods, those whose use case checks the session and reads and writes the idempotency
+    # record in its own one read and create transaction (penpay_api/idempotency.py)
+    answered_by_use_case: Collection[str] = ()
+    # methods whose use case checks the caller's session in its own one read of the user
+    sessions_checked_by_use_case: Collection[str] = ()
     field_aliases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
@@ -83,6 +88,8 @@ class ApiServer:
         self.idempotency.creates_transaction_under_key.update(
             m for s in services for m in s.creates_transaction_under_key
         )
+        answered = {m for s in services for m in s.answered_by_use_case}
+        self.idempotency.answered_by_use_case.update(answered)
         aliases: dict[str, Mapping[str, str]] = {}
         for s in services:
             aliases.update(s.field_aliases)
@@ -90,7 +97,13 @@ class ApiServer:
         self.interceptors: list[grpc.aio.ServerInterceptor] = [
             ObservabilityInterceptor(trusted_proxies=trusted_proxies),
             ErrorMappingInterceptor(field_aliases=aliases),
-            AuthenticationInterceptor(tokens, self.policy, clock, sessions),
+            AuthenticationInterceptor(
+                tokens,
+                self.policy,
+                clock,
+                sessions,
+                sessions_checked_by_use_case={m for s in services for m in s.sessions_checked_by_use_case},
+            ),
             AuthorisationInterceptor(self.policy, refusal_audit),
             idempotency,
         ]

@@ -17,6 +17,7 @@ from typing import Protocol
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from persistence.engine import connect
 from persistence.tables import refresh_tokens
 
 _rt = refresh_tokens
@@ -44,6 +45,6 @@ class SqlSessionCheck:
             family_id = uuid.UUID(session_id)
         except ValueError:
             return False  # not a session this server opened
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             found = await connection.execute(_OPEN_TOKEN, {"b_family_id": family_id, "b_now": now})
             return found.first() is not None

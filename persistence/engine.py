@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import select
 from typing import Any
 
+import structlog
 from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+log = structlog.get_logger("penpay.db")
 
 
 def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
@@ -19,8 +21,8 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        # No ping per checkout (a round trip per unit of work): `_drop_dead` below looks at the
-        # socket instead, and a connection found dead is replaced before it is handed out.
+        # No ping per checkout (a round trip per unit of work): a pooled connection found dead by
+        # its first statement is replaced and that statement sent again (RetryingConnection).
         pool_pre_ping=False,
         pool_recycle=3600,
         # No ROLLBACK on every return to the pool: a connection closed inside a transaction is
@@ -31,36 +33,42 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
         # on a server setting. Locking reads (FOR UPDATE) read the latest committed row.
         isolation_level="REPEATABLE READ",
     )
-    event.listen(engine.sync_engine.pool, "checkout", _drop_dead)
     return engine
 
 
-def _drop_dead(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    """Refuse a pooled connection the server has closed (restart, KILL, wait_timeout): the pool
-    then discards it and checks out another (a new connection if need be), so the caller never sees
-    it. An idle connection has nothing to read: a readable socket, data buffered or end of file
-    means the server hung up (or wrote an error before doing so). No round trip, unlike a ping. A
-    connection lost silently (no FIN) fails its first statement as before; SQLAlchemy then
-    invalidates the whole pool, so one caller sees it, not one per pooled connection."""
-    if _looks_dead(getattr(dbapi_connection, "_connection", None)):
-        raise exc.DisconnectionError("the server closed this pooled connection")
+class RetryingConnection(AsyncConnection):
+    """A connection whose first statement is sent once more, on a new connection, when the pooled
+    one turns out dead (the server restarted, KILL, wait_timeout): no ping per checkout (a round trip
+    per unit of work), and no look at the driver's private socket either.
+
+    Safe because it is the first statement: nothing of this transaction can have been done by the
+    server (autocommit is off, and a connection lost mid-statement rolls its transaction back), so
+    sending it again on a fresh connection is the whole transaction from its start. SQLAlchemy
+    invalidates the connection (and every pooled one older than the failure) before we retry.
+    A failure after the first statement is the caller's, as before.
+    """
+
+    _sent_one = False
+
+    async def execute(self, statement: Any, parameters: Any = None, *, execution_options: Any = None) -> Any:
+        if self._sent_one:
+            return await super().execute(statement, parameters, execution_options=execution_options)
+        self._sent_one = True
+        try:
+            return await super().execute(statement, parameters, execution_options=execution_options)
+        except exc.DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            log.warning("db.dead_connection_replaced", error_type=type(error.orig).__name__)
+        # The invalidated transaction is ended, then the next statement checks out a new connection
+        # and begins anew (the caller commits that one).
+        await self.rollback()
+        return await super().execute(statement, parameters, execution_options=execution_options)
 
 
-def _looks_dead(raw: Any) -> bool:
-    writer = getattr(raw, "_writer", None)  # aiomysql's asyncio stream pair
-    reader = getattr(raw, "_reader", None)
-    if writer is None or reader is None:
-        return raw is not None and hasattr(raw, "_writer")  # aiomysql, closed; other drivers: trust
-    transport = writer.transport
-    if transport is None or transport.is_closing() or reader.at_eof() or getattr(reader, "_buffer", b""):
-        return True
-    sock = transport.get_extra_info("socket")
-    fileno = sock.fileno() if sock is not None else -1
-    if fileno < 0:
-        return True
-    poller = select.poll()  # not select(): descriptors above 1024 are common in a busy process
-    poller.register(fileno, select.POLLIN | select.POLLPRI)
-    return bool(poller.poll(0))
+def connect(engine: AsyncEngine) -> RetryingConnection:
+    """`engine.connect()`, with the first statement retried on a dead pooled connection."""
+    return RetryingConnection(engine)
 
 
 def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:

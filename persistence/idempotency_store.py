@@ -1,12 +1,19 @@
 """Request-level idempotency records (`idempotency_keys`), PEC 10.
 
-Two phases, so a concurrent repeat can be told "still in flight" instead of waiting:
-  1. claim(): a short transaction of its own inserts the key as IN_FLIGHT with a lease;
-     the unique (scope, key_hash) decides between racing requests.
-  2. complete(): inside the operation's own unit of work, stores the response, so the
-     effect and "this key is done" commit together or not at all.
-A claim whose holder died (lease passed, never completed) may be taken over; the
-operation's own uniqueness (e.g. transactions.idempotency_key_hash) still stops a double effect.
+Two ways a record is written (penpay_api/idempotency.py says which money call uses which):
+
+- With the effect (InitiateDeposit): the use case's one read finds the record under the key
+  (persistence/payment_requests.py), and a new request's answer is inserted COMPLETED in the same
+  database transaction as its Transaction. The effect and "this key is done, here is its response"
+  commit together or not at all; nothing is claimed first.
+- Claimed, then completed (the other money calls, whose answer comes after an external call):
+  1. claim(): a short transaction of its own inserts the key as IN_FLIGHT with a lease; the unique
+     (scope, key_hash) decides between racing requests, and a concurrent repeat is told "still in
+     flight" instead of waiting.
+  2. complete(): the API stores the response in a second short transaction of its own, after the
+     operation's own transaction has committed. A crash in between leaves the claim, whose lease
+     runs out; the retry takes it over, and the operation's own uniqueness
+     (transactions.idempotency_key_hash) returns the Transaction already made, never a second one.
 transaction_exists_under_key() reads that uniqueness: whether a refused call had created its
 Transaction before it was refused.
 """
@@ -86,7 +93,8 @@ class Claim:
 
 
 class SqlIdempotencyStore:
-    """claim() runs in its own transaction on the engine; complete() in the caller's."""
+    """claim() runs in its own transaction on the engine; complete() in the connection it is given
+    (the API's own short transaction)."""
 
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
@@ -151,7 +159,7 @@ async def complete(
     now: datetime,
     transaction_id: Any = None,
 ) -> None:
-    """Mark a claimed key done with its response, in the caller's transaction."""
+    """Mark a claimed key done with its response, in the transaction of the connection given."""
     result = await connection.execute(
         _COMPLETE,
         {

@@ -27,10 +27,12 @@ from domain.shared.json_value import JSONValue
 from persistence import audit, outbox
 from persistence.audit_sealer import sealer_for
 from persistence.callback_reviews import SqlCallbackReviews
+from persistence.engine import connect
 from persistence.idempotency_store import complete
 from persistence.kyc_attestations import SqlKycAttestations
 from persistence.ledger_repository import SqlLedgerRepository
 from persistence.paybill_store import SqlPaybillStore
+from persistence.payment_requests import SqlPaymentRequests
 from persistence.review_actions import SqlReviewActions
 from persistence.saga_steps import SqlSagaSteps
 from persistence.transaction_repository import SqlTransactionRepository
@@ -79,7 +81,7 @@ class SqlUnitOfWork:
         return self._connection
 
     async def __aenter__(self) -> Self:
-        self._connection = await self._engine.connect()
+        self._connection = await connect(self._engine).start()
         await self._connection.begin()
         self._events, self._sources, self._audit_records = [], [], []
         self._committed = False
@@ -92,6 +94,7 @@ class SqlUnitOfWork:
         self.paybill = SqlPaybillStore(self._connection)
         self.kyc_attestations = SqlKycAttestations(self._connection, self._cipher)
         self.callback_reviews = SqlCallbackReviews(self._connection)
+        self.requests = SqlPaymentRequests(self._connection, self._cipher)
         return self
 
     async def __aexit__(

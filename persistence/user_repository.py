@@ -263,33 +263,8 @@ class SqlUserRepository:
         row = (await self._connection.execute(statement, params)).first()
         if row is None:
             return None
-        user_id = UserId(row.id)
         device_rows = (await self._connection.execute(_DEVICES, {"user_id": row.id})).all()
-        devices = tuple(_device_from_row(d) for d in device_rows)
-        kyc = None
-        if row.kyc_snapshot_enc is not None:
-            kyc = snapshot_from_json(
-                self._cipher.decrypt(
-                    row.kyc_snapshot_enc, aad=aad("user_compliance.kyc_snapshot_enc", user_id)
-                )
-            )
-        phone = PhoneNumber(row.phone)
-        # Verified only for the number that was verified (a changed number needs a new code).
-        phone_verified = bool(row.pv_verified) and row.pv_phone == phone.value
-        user = User.reconstitute(
-            id=user_id,
-            email=Email(row.email),
-            phone=phone,
-            password_hash=PasswordHash(row.password_hash),
-            devices=devices,
-            phone_verified=phone_verified,
-            email_verified=bool(row.email_verified),
-            deriv_login_id=DerivLoginId(row.deriv_login_id) if row.deriv_login_id else None,
-            kyc=kyc,
-            version=int(row.version),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        user = user_from_row(row, tuple(_device_from_row(d) for d in device_rows), self._cipher)
         self._remember(user)
         return user
 
@@ -590,6 +565,33 @@ class SqlUserRepository:
             )
             changed = True
         return changed
+
+
+def user_from_row(row: Row[Any], devices: tuple[Device, ...], cipher: PiiCipher) -> User:
+    """The User of a row of `_SELECT_USER`'s columns (the snapshot decrypted) and its devices."""
+    user_id = UserId(row.id)
+    kyc = None
+    if row.kyc_snapshot_enc is not None:
+        kyc = snapshot_from_json(
+            cipher.decrypt(row.kyc_snapshot_enc, aad=aad("user_compliance.kyc_snapshot_enc", user_id))
+        )
+    phone = PhoneNumber(row.phone)
+    # Verified only for the number that was verified (a changed number needs a new code).
+    phone_verified = bool(row.pv_verified) and row.pv_phone == phone.value
+    return User.reconstitute(
+        id=user_id,
+        email=Email(row.email),
+        phone=phone,
+        password_hash=PasswordHash(row.password_hash),
+        devices=devices,
+        phone_verified=phone_verified,
+        email_verified=bool(row.email_verified),
+        deriv_login_id=DerivLoginId(row.deriv_login_id) if row.deriv_login_id else None,
+        kyc=kyc,
+        version=int(row.version),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 def _device_row(user_id: UserId, device: Device) -> dict[str, Any]:

@@ -14,15 +14,16 @@ is written to the audit log in a transaction of its own (it stays even though th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 import structlog
 
 from application.identity.errors import ComplianceRefused, UserNotFound
-from application.identity.ports import IdentityUnitOfWork, KnownUser, TransactionStats
+from application.identity.ports import IdentityUnitOfWork, KnownUser, TransactionStats, Usage, UsageQuery
 from application.identity.rate_limits import RateLimitGuard
 from domain.shared.clock import Clock
 from domain.shared.ids import UserId
@@ -32,6 +33,13 @@ from domain.user.user import User
 from domain.wallet.money import Money
 
 log = structlog.get_logger("penpay.compliance")
+
+
+T = TypeVar("T")
+
+
+async def _value(value: T) -> T:
+    return value
 
 
 class RefreshKyc(Protocol):
@@ -102,7 +110,31 @@ class CompliancePolicy:
                 "identity document so they can verify you; money moves once they have",
                 amount,
             )
-        snapshot = await self._refresh_kyc(user_id, known=known) if refresh else user.kyc
+        now = self._clock.now()
+        currency = amount.currency.value
+        windows = self._windows(currency)
+        if known is not None and known.usage is not None:
+            # read by the caller in its one read (usage_query): only the KYC is fetched here
+            kyc: KycSnapshot | BaseException | None = (
+                await self._refresh_kyc(user_id, known=known) if refresh else user.kyc
+            )
+            counted: Usage | BaseException = known.usage
+        else:
+            # The KYC from Deriv and the one read for the velocity rule and every amount window, at
+            # the same time (a round trip to Deriv and one to the database); judged below in order.
+            query = self.usage_query(amount, now)
+            kyc, counted = await asyncio.gather(
+                self._refresh_kyc(user_id, known=known) if refresh else _value(user.kyc),
+                self._stats.usage(
+                    user_id, currency, count_since=query.count_since, amounts_since=query.amounts_since
+                ),
+                return_exceptions=True,
+            )
+        if isinstance(kyc, BaseException):
+            raise kyc
+        if isinstance(counted, BaseException):
+            raise counted
+        snapshot, usage = kyc, counted
         if snapshot is None or not snapshot.is_acceptable():
             missing = ", ".join(snapshot.missing_for_payments()) if snapshot else "everything"
             await self._refuse(
@@ -114,23 +146,6 @@ class CompliancePolicy:
                 user_id, "RESIDENCE_NOT_SUPPORTED", "PenPay serves residents of Kenya only", amount
             )
 
-        now = self._clock.now()
-        currency = amount.currency.value
-        windows = [
-            (rule, window, ceiling)
-            for rule, window, table in (
-                ("DAILY_LIMIT", timedelta(days=1), self.limits.daily_minor),
-                ("WEEKLY_LIMIT", timedelta(days=7), self.limits.weekly_minor),
-            )
-            if (ceiling := table.get(currency)) is not None
-        ]
-        # one read for the velocity rule and every amount window
-        usage = await self._stats.usage(
-            user_id,
-            currency,
-            count_since=now - timedelta(hours=1),
-            amounts_since=[now - window for _, window, _ in windows],
-        )
         if usage.started >= self.limits.max_transactions_per_hour:
             await self._refuse(
                 user_id,
@@ -150,6 +165,26 @@ class CompliancePolicy:
                     limit_breach=True,
                     extra={"used_minor": used, "limit_minor": ceiling},
                 )
+
+    def _windows(self, currency: str) -> list[tuple[str, timedelta, int]]:
+        """The amount limits of `currency`: (rule, window, ceiling in minor units)."""
+        return [
+            (rule, window, ceiling)
+            for rule, window, table in (
+                ("DAILY_LIMIT", timedelta(days=1), self.limits.daily_minor),
+                ("WEEKLY_LIMIT", timedelta(days=7), self.limits.weekly_minor),
+            )
+            if (ceiling := table.get(currency)) is not None
+        ]
+
+    def usage_query(self, amount: Money, now: datetime) -> UsageQuery:
+        """The figures check_money_movement judges `amount` by, for a caller that reads them itself
+        (in a read it makes anyway) and hands them over in KnownUser.usage."""
+        return UsageQuery(
+            currency=amount.currency.value,
+            count_since=now - timedelta(hours=1),
+            amounts_since=tuple(now - window for _, window, _ in self._windows(amount.currency.value)),
+        )
 
     async def _refuse(
         self,

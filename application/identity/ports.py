@@ -175,6 +175,11 @@ class RateLimiter(Protocol):
         """Count one call under `key`; raise RateLimited (with retry-after) past `limit` per window."""
         ...
 
+    async def hit_all(self, hits: Sequence[tuple[str, int, int]]) -> None:
+        """Count one call in every window of `hits` (key, limit, window in seconds) at once, or,
+        past a limit, in none: RateLimited with the first full window's retry-after."""
+        ...
+
 
 class TransactionStats(Protocol):
     """Read-only figures from the `transactions` table for the AML limits."""
@@ -193,10 +198,21 @@ class TransactionStats(Protocol):
 @dataclass(frozen=True, slots=True)
 class KnownUser:
     """A user and their Deriv token as read earlier in the same request, handed on so the
-    compliance check and the KYC refresh do not read them again."""
+    compliance check and the KYC refresh do not read them again; `usage`, when the caller read the
+    limits' figures in that read too (CompliancePolicy.usage_query), so the policy does not either."""
 
     user: User
     deriv_token: str | None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Which figures the AML limits need for a payment (TransactionStats.usage's arguments)."""
+
+    currency: str
+    count_since: datetime
+    amounts_since: tuple[datetime, ...]
 
 
 @dataclass(frozen=True, slots=True)

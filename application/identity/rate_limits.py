@@ -49,9 +49,14 @@ class RateLimitGuard:
         self, action: str, *, ip: str | None = None, phone: str | None = None, account: str | None = None
     ) -> None:
         subjects = {"ip": ip, "phone": phone, "account": account}
-        for rule in self.rules.get(action, ()):
-            value = subjects.get(rule.subject)
-            if not value:
-                continue
-            key = f"rl:{action}:{rule.subject}:{_digest(value)}"
-            await self._limiter.hit(key, limit=rule.limit, window_seconds=rule.window_seconds)
+        hits = [
+            (f"rl:{action}:{rule.subject}:{_digest(value)}", rule.limit, rule.window_seconds)
+            for rule in self.rules.get(action, ())
+            if (value := subjects.get(rule.subject))
+        ]
+        # every window in one round trip; a refused call is counted in none of them
+        if len(hits) == 1:
+            key, limit, seconds = hits[0]
+            await self._limiter.hit(key, limit=limit, window_seconds=seconds)
+        elif hits:
+            await self._limiter.hit_all(hits)

@@ -15,7 +15,8 @@ from typing import Protocol
 from application.payments.errors import FloatInsufficient
 from domain.payments.status import TransactionType
 from domain.wallet.account_kind import AccountKind
-from domain.wallet.money import Money
+from domain.wallet.ledger_account import system_account_code
+from domain.wallet.money import Currency, Money
 from domain.wallet.ports import LedgerRepository
 
 
@@ -35,14 +36,24 @@ PAYING_FLOAT = {
 }
 
 
-async def require_float_cover(uow: _Ledgered, flow: TransactionType, payout: Money) -> None:
+async def require_float_cover(
+    uow: _Ledgered, flow: TransactionType, payout: Money, *, balance_minor: int | None = None
+) -> None:
     """Raise FloatInsufficient when the float paying `flow` out holds less than `payout` (read only;
-    the caller does not commit)."""
+    the caller does not commit). `balance_minor`: the float's balance as the caller read it in the
+    same transaction (float_code names the row); None: read here (the account made if missing)."""
     kind, where, untouched = PAYING_FLOAT[flow]
-    account = await uow.ledger.get_or_create_account(kind=kind, currency=payout.currency)
-    if account.balance_minor < payout.amount_minor:
+    if balance_minor is None:
+        account = await uow.ledger.get_or_create_account(kind=kind, currency=payout.currency)
+        balance_minor = account.balance_minor
+    if balance_minor < payout.amount_minor:
         raise FloatInsufficient(
             f"PenPay cannot take this {flow.value.lower()} right now: it cannot pay out {payout} {where} "
             f"at the moment. {untouched}; please try again later or with a smaller amount.",
             float_kind=kind.value,
         )
+
+
+def float_code(flow: TransactionType, currency: Currency) -> str:
+    """The ledger code of the float that pays `flow` out in `currency` (for a caller's own read)."""
+    return system_account_code(PAYING_FLOAT[flow][0], currency)

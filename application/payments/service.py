@@ -22,7 +22,8 @@ from typing import Protocol
 
 import structlog
 
-from application.identity.ports import KnownUser
+from application.errors import DuplicateIdempotencyKey
+from application.identity.ports import KnownUser, UsageQuery
 from application.payments.create_once import create_once
 from application.payments.errors import (
     CallDeferred,
@@ -37,14 +38,15 @@ from application.payments.errors import (
     TransactionNotFound,
     VerificationCodeRejected,
 )
-from application.payments.float_cover import require_float_cover
-from application.payments.ports import DerivPayments, PaymentsUnitOfWork, RateSource
+from application.payments.float_cover import float_code, require_float_cover
+from application.payments.ports import DerivPayments, RateSource
+from application.payments.requests import RequestKey, RequestUnitOfWork, SessionEnded, judge_stored
 from application.payments.saga import PaymentSaga, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
-from domain.shared.errors import InvalidValue
+from domain.shared.errors import DomainError, InvalidValue
 from domain.shared.ids import TransactionId, UserId
 from domain.user.phone_number import PhoneNumber
 from domain.user.user import User
@@ -64,6 +66,10 @@ class MoneyMovementPolicy(Protocol):
         self, *, user_id: UserId, amount: Money, client_ip: str | None = None, known: KnownUser | None = None
     ) -> None: ...
 
+    def usage_query(self, amount: Money, now: datetime) -> UsageQuery:
+        """The limits' figures, for the caller's one read to fetch (handed back in KnownUser.usage)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TransactionPage:
@@ -75,7 +81,7 @@ class PaymentsApplication:
     def __init__(
         self,
         *,
-        unit_of_work: Callable[[], PaymentsUnitOfWork],
+        unit_of_work: Callable[[], RequestUnitOfWork],
         rates: RateSource,
         deriv: DerivPayments,
         saga: PaymentSaga,
@@ -105,52 +111,97 @@ class PaymentsApplication:
         phone: str | None,
         idempotency_key_hash: str,
         client_ip: str | None = None,
+        key: RequestKey | None = None,
+        session_id: str | None = None,
     ) -> Transaction:
-        if amount.currency is not Currency.KES:
-            raise InvalidValue("a deposit is paid in KES", field="currency")
-        # One read for both (each unit of work is a pooled connection and its round trips); the
-        # user is judged after the policy, whose refusals come first.
-        # The user and their Deriv token are read here once, for the compliance check and the
-        # KYC refresh too (each unit of work is a pooled connection and its round trips).
-        async with self._uow() as uow:
-            existing = await uow.transactions.find_by_idempotency_key(user_id, idempotency_key_hash)
-            found = await uow.users.get(user_id) if existing is None else None
-            token = await uow.users.load_deriv_token(user_id) if found is not None else None
-        if existing is not None:
-            return existing
-        # The amount first (what M-Pesa takes, then the USD it buys at the quote against what Deriv
-        # accepts): refused here, nothing was written and the customer is never charged.
-        require_mpesa_amount(amount)
+        """`key`: the caller's idempotency key, whose answer is read in the one read and written with
+        the Transaction (application/payments/requests.py); `session_id`: a session the API left to
+        this read to check. Refusals keep the order a caller sees: the session, the key, then the
+        request itself."""
         now = self._uow().clock.now()  # the clock only: no unit of work is entered
-        rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
-        self._limits.check_deposit(amount, rate, at=now)
-        # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
+        # The amount is judged here but refused only after the read, in the order above: what M-Pesa
+        # takes, then the USD it buys at the quote against what Deriv accepts. Refused, nothing is
+        # written and the customer is never charged.
+        refused: DomainError | None = None
+        try:
+            if amount.currency is not Currency.KES:
+                raise InvalidValue("a deposit is paid in KES", field="currency")
+            require_mpesa_amount(amount)
+            rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
+            self._limits.check_deposit(amount, rate, at=now)
+            payout = rate.convert(amount, at=now).target
+        except DomainError as error:
+            refused = error
         async with self._uow() as uow:
-            await require_float_cover(uow, TransactionType.DEPOSIT, rate.convert(amount, at=now).target)
+            read = await uow.requests.read(
+                user_id,
+                now=now,
+                session_id=session_id,
+                key=key,
+                key_hash=idempotency_key_hash,
+                usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
+                float_code=float_code(TransactionType.DEPOSIT, Currency.USD),
+            )
+            if not read.session_open:
+                raise SessionEnded("this session has ended; sign in again")
+            replace = judge_stored(read, key, now)
+            if read.transaction_under_key is not None:
+                existing = await uow.transactions.get(read.transaction_under_key)
+                if existing is not None:
+                    return existing
+            if refused is not None:
+                raise refused
+            # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
+            await require_float_cover(uow, TransactionType.DEPOSIT, payout, balance_minor=read.float_balance)
         if self._policy is not None:
-            known = KnownUser(found, token) if found is not None else None
+            known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
             await self._policy.check_money_movement(
                 user_id=user_id, amount=amount, client_ip=client_ip, known=known
             )
-        user = _bound(found)
-        payer = PhoneNumber(phone) if phone else user.phone
+        user = _bound(read.user)
         assert user.deriv_login_id is not None
-        created = await create_once(
-            self._uow,
+        transaction = Transaction.start_deposit(
             user_id=user_id,
-            key_hash=idempotency_key_hash,
-            looked=True,
-            build=lambda: Transaction.start_deposit(
-                user_id=user_id,
-                amount=amount,
-                idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "deposit"),
-                locked_rate=rate,
-                phone=payer,
-                deriv_login_id=user.deriv_login_id,  # type: ignore[arg-type]
-                now=now,
-            ),
+            amount=amount,
+            idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "deposit"),
+            locked_rate=rate,
+            phone=PhoneNumber(phone) if phone else user.phone,
+            deriv_login_id=user.deriv_login_id,
+            now=now,
         )
-        return created.transaction
+        return await self._create_answered(transaction, key, replace=replace)
+
+    async def _create_answered(
+        self, tx: Transaction, key: RequestKey | None, *, replace: bool
+    ) -> Transaction:
+        """Store `tx` and, under a key, its answer, in one database transaction. A request that lost
+        the race for the key (the unique key hash) answers as a repeat would."""
+        async with self._uow() as uow:
+            try:
+                await uow.transactions.add(tx)
+                if key is not None:
+                    await uow.requests.record_answer(
+                        key, transaction_id=tx.id, body=key.answer(tx), now=uow.clock.now(), replace=replace
+                    )
+                await uow.commit()
+                return tx
+            except DuplicateIdempotencyKey:
+                pass
+        # A fresh unit of work: a new snapshot that sees the winner's committed rows.
+        async with self._uow() as uow:
+            now = uow.clock.now()
+            read = await uow.requests.read(
+                tx.user_id, now=now, session_id=None, key=key, key_hash=tx.idempotency_key_hash
+            )
+            judge_stored(read, key, now)
+            winner = (
+                await uow.transactions.get(read.transaction_under_key)
+                if read.transaction_under_key is not None
+                else None
+            )
+        if winner is None:
+            raise DuplicateIdempotencyKey("the idempotency key is taken but its transaction is not visible")
+        return winner
 
     async def initiate_withdrawal(
         self,
@@ -159,27 +210,48 @@ class PaymentsApplication:
         amount: Money,
         idempotency_key_hash: str,
         client_ip: str | None = None,
+        session_id: str | None = None,
     ) -> Transaction:
+        """`session_id`: a session the API left to this use case's one read to check (as a deposit's)."""
         if amount.currency is not Currency.USD:
             raise InvalidValue("a withdrawal is asked in USD", field="currency")
-        existing = await self._existing(user_id, idempotency_key_hash)
-        if existing is not None and existing.status is not S.PENDING:
-            return existing
         rate = None
-        if existing is None:
-            # before anything is written or a code is asked for
-            self._limits.check(amount, what="withdrawals")
-            # The M-Pesa float must hold the KES now: no code is asked for a payout it cannot make.
-            async with self._uow() as uow:
-                rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=uow.clock.now())
-                payout = rate.convert_to_whole_units(amount, at=uow.clock.now()).target
-                await require_float_cover(uow, TransactionType.WITHDRAWAL, payout)
-            if self._policy is not None:
-                await self._policy.check_money_movement(user_id=user_id, amount=amount, client_ip=client_ip)
-        user = await self._user(user_id)
-        token = await self._client_token(user_id)
         async with self._uow() as uow:
             now = uow.clock.now()
+            read = await uow.requests.read(
+                user_id,
+                now=now,
+                session_id=session_id,
+                key=None,  # the API claims a withdrawal's key itself (its answer comes after Deriv's)
+                key_hash=idempotency_key_hash,
+                usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
+                float_code=float_code(TransactionType.WITHDRAWAL, Currency.KES),
+            )
+            if not read.session_open:
+                raise SessionEnded("this session has ended; sign in again")
+            existing = (
+                await uow.transactions.get(read.transaction_under_key)
+                if read.transaction_under_key is not None
+                else None
+            )
+            if existing is not None and existing.status is not S.PENDING:
+                return existing
+            if existing is None:
+                # before anything is written or a code is asked for
+                self._limits.check(amount, what="withdrawals")
+                # The M-Pesa float must hold the KES now: no code is asked for a payout it cannot make.
+                rate = self._rates.lock(base=Currency.USD, quote=Currency.KES, now=now)
+                payout = rate.convert_to_whole_units(amount, at=now).target
+                await require_float_cover(
+                    uow, TransactionType.WITHDRAWAL, payout, balance_minor=read.float_balance
+                )
+        if existing is None and self._policy is not None:
+            known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
+            await self._policy.check_money_movement(
+                user_id=user_id, amount=amount, client_ip=client_ip, known=known
+            )
+        user = _bound(read.user)
+        token = await self._usable_token(user, read.deriv_token)
         if existing is not None:
             # The same request again while its code was never sent (Deriv was not answering, or held
             # the request back): ask again. A new code cancels an earlier one that may have gone out.
@@ -189,6 +261,7 @@ class PaymentsApplication:
             self._uow,
             user_id=user_id,
             key_hash=idempotency_key_hash,
+            looked=True,
             build=lambda: Transaction.start_withdrawal(
                 user_id=user_id,
                 amount=amount,
@@ -285,10 +358,14 @@ class PaymentsApplication:
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
             token = await uow.users.load_deriv_token(user_id)
+        return await self._usable_token(user, token)
+
+    async def _usable_token(self, user: User | None, token: str | None) -> str:
+        """`token` as read with `user`, or a REST user's OAuth token (refreshed when about to expire)."""
         if user is None or user.deriv_login_id is None or not token:
             raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
         if user.deriv_login_id.is_rest and self._rest_token is not None:
-            return await self._rest_token(user_id)
+            return await self._rest_token(user.id)
         return token
 
     # --- reading ----------------------------------------------------------------------------
@@ -313,15 +390,6 @@ class PaymentsApplication:
         return TransactionPage(items, token)
 
     # --- helpers ----------------------------------------------------------------------------
-
-    async def _existing(self, user_id: UserId, key_hash: str) -> Transaction | None:
-        async with self._uow() as uow:
-            return await uow.transactions.find_by_idempotency_key(user_id, key_hash)
-
-    async def _user(self, user_id: UserId) -> User:
-        async with self._uow() as uow:
-            user = await uow.users.get(user_id)
-        return _bound(user)
 
     async def _get(self, tx_id: TransactionId) -> Transaction:
         async with self._uow() as uow:

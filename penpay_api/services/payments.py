@@ -11,6 +11,7 @@ from typing import Protocol
 
 import grpc
 
+from application.payments.requests import RequestKey
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId, UserId
@@ -31,6 +32,13 @@ MONEY_METHODS = frozenset(
 # key" prove that a refused call changed nothing, and frees the key (penpay_api/idempotency.py).
 # Left out, a method keeps every refusal (the safe side: a key burnt, never an effect redone).
 CREATES_TRANSACTION_UNDER_KEY = frozenset(
+    f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal")
+)
+# The money methods whose use case checks the caller's session and reads and writes the key's record
+# in its own one read and create transaction (application/payments/requests.py).
+ANSWERED_BY_USE_CASE = frozenset({f"/{SERVICE_NAME}/InitiateDeposit"})
+# The methods whose use case checks the caller's session in its one read of the user.
+SESSIONS_CHECKED_BY_USE_CASE = frozenset(
     f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal")
 )
 FIELD_ALIASES = {f"/{SERVICE_NAME}/ConfirmWithdrawal": {"code": "verification_code"}}
@@ -56,10 +64,18 @@ class PaymentsApplication(Protocol):
         phone: str | None,
         idempotency_key_hash: str,
         client_ip: str | None = None,
+        key: RequestKey | None = None,
+        session_id: str | None = None,
     ) -> Transaction: ...
 
     async def initiate_withdrawal(
-        self, *, user_id: UserId, amount: Money, idempotency_key_hash: str, client_ip: str | None = None
+        self,
+        *,
+        user_id: UserId,
+        amount: Money,
+        idempotency_key_hash: str,
+        client_ip: str | None = None,
+        session_id: str | None = None,
     ) -> Transaction: ...
 
     async def confirm_withdrawal(
@@ -140,15 +156,31 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
 
     async def InitiateDeposit(
         self, request: pb.InitiateDepositRequest, context: grpc.aio.ServicerContext
-    ) -> pb.InitiateDepositResponse:
+    ) -> pb.InitiateDepositResponse | bytes:  # bytes: as stored, sent as they are (idempotency)
+        call = current_call()
+        key_hash = _key_hash()
+        if call.idempotency_scope is None or call.idempotency_fingerprint is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.INTERNAL, "internal error", reason="IDEMPOTENCY_NOT_CONFIGURED"
+            )
+        answered: dict[TransactionId, bytes] = {}
+
+        def answer(tx: Transaction) -> bytes:
+            body: bytes = pb.InitiateDepositResponse(transaction=transaction_pb(tx)).SerializeToString()
+            answered[tx.id] = body
+            return body
+
         tx = await self._payments.initiate_deposit(
             user_id=caller_id(),
             amount=Money(request.amount_cents, Currency.parse(request.currency)),
             phone=request.phone_number or None,
-            idempotency_key_hash=_key_hash(),
+            idempotency_key_hash=key_hash,
             client_ip=client_ip(),
+            key=RequestKey(call.idempotency_scope, key_hash, call.idempotency_fingerprint, answer),
+            session_id=call.session_to_check,
         )
-        return pb.InitiateDepositResponse(transaction=transaction_pb(tx))
+        # The bytes stored for a repeat, when this call stored them (the same bytes as re-encoding).
+        return answered.get(tx.id) or pb.InitiateDepositResponse(transaction=transaction_pb(tx))
 
     async def InitiateWithdrawal(
         self, request: pb.InitiateWithdrawalRequest, context: grpc.aio.ServicerContext
@@ -158,6 +190,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             amount=Money(request.amount_cents, Currency.parse(request.currency)),
             idempotency_key_hash=_key_hash(),
             client_ip=client_ip(),
+            session_id=current_call().session_to_check,
         )
         return pb.InitiateWithdrawalResponse(
             transaction=transaction_pb(tx), quoted_payout=money(tx.converted_amount)

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from application.payments.errors import PaymentRefused, ServiceUnavailable
 from domain.payments.idempotency import IdempotencyKey
@@ -133,6 +133,64 @@ async def test_a_repeat_replays_the_first_response_byte_for_byte(payer: tuple[Ha
     assert stored.status == "COMPLETED" and stored.response_body == first and stored.response_code == 0
     assert str(stored.transaction_id) == response.transaction.transaction_id
     assert not any(key in text for text in texts)
+
+
+async def test_two_new_requests_racing_under_one_key_get_one_answer(payer: tuple[Harness, Account]) -> None:
+    """Nothing is claimed before the use case runs: the unique key hash lets one request store its
+    Transaction and answer; the other answers with that stored answer, whichever way they overlap."""
+    api, account = payer
+    key = f"deposit-{secrets.token_hex(8)}"
+    (one, _), (two, _) = await asyncio.gather(
+        raw_call(api, DEPOSIT, deposit(), account, key), raw_call(api, DEPOSIT, deposit(), account, key)
+    )
+    assert one == two
+    assert await count_transactions(api) == 1
+
+
+async def test_the_answer_commits_with_the_transaction(payer: tuple[Harness, Account]) -> None:
+    """The Transaction, its outbox event and the key's answer are one database transaction: no
+    commit holds one without the other, so a crash between them cannot split them (and no claim
+    is left to release)."""
+    api, account = payer
+    committed: list[list[str]] = []
+    open_: dict[int, list[str]] = {}
+
+    def statement(conn: Any, _cursor: Any, text: str, *_: Any) -> None:
+        open_.setdefault(id(conn), []).append(text.split("(")[0].strip().upper())
+
+    def commit(conn: Any) -> None:
+        committed.append(open_.pop(id(conn), []))
+
+    def rollback(conn: Any) -> None:
+        open_.pop(id(conn), None)
+
+    sync = api.core.engine.sync_engine
+    listeners = (("before_cursor_execute", statement), ("commit", commit), ("rollback", rollback))
+    for name, fn in listeners:
+        event.listen(sync, name, fn)
+    try:
+        await raw_call(api, DEPOSIT, deposit(), account, f"deposit-{secrets.token_hex(8)}")
+    finally:
+        for name, fn in listeners:
+            event.remove(sync, name, fn)
+    writes = [c for c in committed if any("IDEMPOTENCY_KEYS" in s or "INTO TRANSACTIONS" in s for s in c)]
+    assert len(writes) == 1, committed
+    assert {"INSERT INTO TRANSACTIONS", "INSERT INTO IDEMPOTENCY_KEYS", "INSERT INTO DOMAIN_EVENTS"} <= set(
+        writes[0]
+    )
+
+
+async def test_an_ended_session_moves_no_money(payer: tuple[Harness, Account]) -> None:
+    """InitiateDeposit checks the session in its one read, not in the interceptor: logged out,
+    the call is refused as before and nothing is written, not even the key."""
+    api, account = payer
+    await api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=account.refresh_token), metadata=account.auth)
+    error = await failing_call(api, DEPOSIT, deposit(), account, f"deposit-{secrets.token_hex(8)}")
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details_of(error).error_info.reason == "SESSION_ENDED"
+    assert await count_transactions(api) == 0
+    async with api.core.engine.connect() as connection:
+        assert (await connection.execute(select(idempotency_keys))).all() == []
 
 
 async def test_the_same_key_for_another_request_is_refused(payer: tuple[Harness, Account]) -> None:
@@ -381,3 +439,16 @@ async def test_the_stored_response_expires_after_24_hours(
     fresh, trailers = await raw_call(api, TEST_METHOD, deposit(), account, "k-expiry")
     assert fresh != first and double.calls == 2 and "idempotent-replayed" not in dict(trailers)
     assert payments_pb2.InitiateDepositResponse.FromString(fresh).transaction.status == "call 2"
+
+
+async def test_an_ended_session_asks_deriv_for_no_withdrawal_code(payer: tuple[Harness, Account]) -> None:
+    """InitiateWithdrawal checks the session in its one read too: logged out, refused, and no
+    Transaction, no key kept, no code asked for."""
+    api, account = payer
+    await api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=account.refresh_token), metadata=account.auth)
+    error = await failing_call(api, WITHDRAWAL, withdrawal(), account, f"withdrawal-{secrets.token_hex(8)}")
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details_of(error).error_info.reason == "SESSION_ENDED"
+    assert await count_transactions(api) == 0
+    async with api.core.engine.connect() as connection:
+        assert (await connection.execute(select(idempotency_keys))).all() == []

@@ -215,3 +215,31 @@ async def test_a_deposit_the_float_cannot_pay_out_is_failed_precondition_until_f
         metadata=(*account.auth, *same_key),
     )
     assert started.transaction.status == "pending"
+
+
+async def test_a_deposit_is_judged_by_the_limits_read_with_the_user(
+    payer: tuple[Harness, Account, Gateway],
+) -> None:
+    """InitiateDeposit reads the AML figures in its one read with the user (not through the policy's
+    own read): the daily amount and the hourly count still refuse, with the rule named."""
+    api, account, _ = payer
+
+    async def deposit(amount_cents: int) -> None:
+        await api.payments.InitiateDeposit(
+            payments_pb2.InitiateDepositRequest(amount_cents=amount_cents, currency="KES"),
+            metadata=(*account.auth, *key()),
+        )
+
+    async def refused_by(amount_cents: int) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await deposit(amount_cents)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        parsed = details_of(refused.value)
+        assert parsed.error_info.reason == "COMPLIANCE_REFUSED"
+        return str(parsed.error_info.metadata["rule"])
+
+    await deposit(200_000_00)  # of the day's KES 300,000
+    assert await refused_by(200_000_00) == "DAILY_LIMIT"
+    for _ in range(4):  # five started this hour in all
+        await deposit(1_300_00)
+    assert await refused_by(1_300_00) == "VELOCITY"

@@ -89,3 +89,22 @@ async def test_login_and_register_are_limited_per_ip_and_per_account(identity: I
         await identity.service.register(
             email=unique_email(), phone=unique_phone(), password=PASSWORD, client_ip="10.9.9.9"
         )
+
+
+@pytest.mark.parametrize("backend", ["redis", "in-process"])
+async def test_a_call_refused_by_one_window_is_counted_in_none(
+    backend: str, redis_client: object, key_prefix: str
+) -> None:
+    """A money call's ip and phone windows are judged together (one round trip on Redis): refused
+    by its phone window, the call does not use up its ip window either."""
+    limiter = (
+        RedisRateLimiter(redis_client, prefix=key_prefix) if backend == "redis" else InProcessRateLimiter()
+    )
+    guard = RateLimitGuard(limiter, rules={"money": (RateRule("ip", 2, 60), RateRule("phone", 1, 60))})
+    await guard.check("money", ip="10.0.0.1", phone="+254700000001")
+    with pytest.raises(RateLimited):
+        await guard.check("money", ip="10.0.0.1", phone="+254700000001")  # the phone's window is full
+    await guard.check("money", ip="10.0.0.1", phone="+254700000002")  # the ip's second call, not its third
+    with pytest.raises(RateLimited) as limited:
+        await guard.check("money", ip="10.0.0.1", phone="+254700000003")
+    assert 1 <= limited.value.retry_after_seconds <= 60

@@ -1,5 +1,6 @@
 """The engine's pooled connections on MariaDB: no ping per checkout, and a connection the server
-closed (a restart, KILL, wait_timeout) is replaced before a unit of work gets it."""
+closed (a restart, KILL, wait_timeout) is replaced when a unit of work's first statement finds it
+dead, and that statement sent again (persistence.engine.RetryingConnection)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,127 @@
+"""A payment request's one read and its stored answer (PEC 10), for the use cases that create a
+Transaction under the caller's idempotency key (InitiateDeposit).
+
+The API hands the use case the key as it scoped it (`RequestKey`) and, when it left the session
+check to the use case, the session id. One read then answers everything asked before anything
+else is done: the user and their Deriv token, whether the session is still open, the answer stored
+under the key, and the Transaction already under the key hash. The answer of a new request is
+written in the Transaction's own database transaction (`record_answer`): the effect and "this key
+is done, here is its response" commit together or not at all, so there is no claim to release and
+no window in which one is committed without the other.
+
+- A stored answer for the same request: `StoredAnswer` is raised, carrying the response bytes,
+  which the API sends as they are.
+- The key used for another request: `IdempotencyKeyReused`.
+- A claim still in flight (a record another PenPay version took with its own claim):
+  `IdempotencyKeyInFlight`.
+- Two new requests under one key at once: the unique transactions.idempotency_key_hash lets one
+  commit; the other then reads the winner's answer and answers as a repeat would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from application.identity.ports import Usage, UsageQuery
+from application.payments.ports import PaymentsUnitOfWork
+from domain.payments.transaction import Transaction
+from domain.shared.errors import DomainError
+from domain.shared.ids import TransactionId, UserId
+from domain.user.user import User
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """The caller's idempotency key as the API scoped it, and how its answer is written."""
+
+    scope: str
+    key_hash: str
+    fingerprint: str  # which request the key was used for
+    answer: Callable[[Transaction], bytes]  # the response a repeat is sent, byte for byte
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """The idempotency record found under the key."""
+
+    fingerprint: str
+    completed: bool  # False: a claim in flight
+    response_code: int | None
+    response_body: bytes | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRead:
+    """What the one read found. `user` is read without its devices: for judging, never for saving."""
+
+    user: User | None
+    deriv_token: str | None
+    session_open: bool  # True when no session was asked about
+    stored: StoredRequest | None
+    transaction_under_key: TransactionId | None
+    usage: Usage | None = None  # the AML limits' figures, when asked for
+    float_balance: int | None = None  # the float's balance in minor units, when asked for and it exists
+
+
+class PaymentRequests(Protocol):
+    async def read(
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        session_id: str | None,
+        key: RequestKey | None,
+        key_hash: str,
+        usage: UsageQuery | None = None,
+        float_code: str | None = None,
+    ) -> RequestRead: ...
+
+    async def record_answer(
+        self, key: RequestKey, *, transaction_id: TransactionId, body: bytes, now: datetime, replace: bool
+    ) -> None:
+        """Store the answer of a new request (`replace`: over an expired record under the key)."""
+        ...
+
+
+class RequestUnitOfWork(PaymentsUnitOfWork, Protocol):
+    @property
+    def requests(self) -> PaymentRequests: ...
+
+
+class StoredAnswer(Exception):  # not an error: the first request's answer, to send again
+    """The same request was answered before: send its stored response."""
+
+    def __init__(self, response_code: int, response_body: bytes) -> None:
+        super().__init__("replay of a stored answer")
+        self.response_code = response_code
+        self.response_body = response_body
+
+
+class IdempotencyKeyReused(DomainError):
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotencyKeyInFlight(DomainError):
+    reason = "IDEMPOTENCY_KEY_IN_FLIGHT"
+
+
+class SessionEnded(DomainError):
+    reason = "SESSION_ENDED"
+
+
+def judge_stored(read: RequestRead, key: RequestKey | None, now: datetime) -> bool:
+    """Raise what a record under the key decides; True when an expired record is to be replaced."""
+    stored = read.stored
+    if key is None or stored is None:
+        return False
+    if stored.expires_at <= now:
+        return True  # retention (or a claim's lease) ran out: the key is free again
+    if stored.fingerprint != key.fingerprint:
+        raise IdempotencyKeyReused("this idempotency key was used for a different request")
+    if not stored.completed:
+        raise IdempotencyKeyInFlight("a request with this idempotency key is still being processed")
+    raise StoredAnswer(stored.response_code or 0, stored.response_body or b"")
