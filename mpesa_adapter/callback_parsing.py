@@ -341,11 +341,13 @@ class TransactionStatusResult:
 
     def names_another_than_asked(self) -> bool:
         """The Occasion we sent names the id we asked about (an OriginatorConversationID or a receipt);
-        an answer whose parameters name neither is about another transaction."""
-        if self.occasion is None:
+        an answer whose parameters name another OriginatorConversationID, and not the receipt asked
+        about either, is about another transaction. An answer naming no OriginatorConversationID is
+        about the Occasion (ours, echoed): its receipt is the payout's, not an id we asked about, and
+        the store checks it against the receipt we hold."""
+        if self.occasion is None or self.named_originator_conversation_id is None:
             return False
-        named = {self.named_originator_conversation_id, self.receipt} - {None}
-        return bool(named) and self.occasion not in named
+        return self.occasion not in (self.named_originator_conversation_id, self.receipt)
 
     @property
     def raw(self) -> bytes:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import secrets
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,32 +43,49 @@ B2C_SHORTCODE = "600992"
 
 @dataclass
 class RecordingInbox:
-    """Delegates to the SQL inbox and remembers every outcome (what the endpoint decided, per delivery)."""
+    """Delegates to the SQL inbox and remembers every outcome (what the endpoint decided, per delivery).
+    Counts the calls still running, so `Harness.drain` also waits for a delivery the simulator gave up
+    waiting for (its callback_timeout) while PenPay was still recording it."""
 
     inner: SqlCallbackInbox
     outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
+    in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def record_stk_callback(self, cb: StkCallback, delivery: Delivery) -> Outcome:
-        return self._note("stk", await self.inner.record_stk_callback(cb, delivery))
+        return await self._track("stk", self.inner.record_stk_callback(cb, delivery))
 
     async def record_b2c_result(self, cb: B2CResult, delivery: Delivery) -> Outcome:
-        return self._note("b2c_result", await self.inner.record_b2c_result(cb, delivery))
+        return await self._track("b2c_result", self.inner.record_b2c_result(cb, delivery))
 
     async def record_b2c_timeout(self, cb: B2CQueueTimeout, delivery: Delivery) -> Outcome:
-        return self._note("b2c_timeout", await self.inner.record_b2c_timeout(cb, delivery))
+        return await self._track("b2c_timeout", self.inner.record_b2c_timeout(cb, delivery))
 
     async def record_status_result(self, cb: TransactionStatusResult, delivery: Delivery) -> Outcome:
-        return self._note("status_result", await self.inner.record_status_result(cb, delivery))
+        return await self._track("status_result", self.inner.record_status_result(cb, delivery))
 
     async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome:
-        return self._note("balance_result", await self.inner.record_balance_result(env, delivery))
+        return await self._track("balance_result", self.inner.record_balance_result(env, delivery))
 
     async def record_rejected(self, rejection: Rejection) -> Outcome:
-        return self._note(f"rejected:{rejection.reason}", await self.inner.record_rejected(rejection))
+        return await self._track(f"rejected:{rejection.reason}", self.inner.record_rejected(rejection))
 
-    def _note(self, kind: str, outcome: Outcome) -> Outcome:
+    async def _track(self, kind: str, call: Awaitable[Outcome]) -> Outcome:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            outcome = await call
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
         self.outcomes.append((kind, outcome))
         return outcome
+
+    async def idle(self) -> None:
+        """Return once no call is running (at once when none is)."""
+        if self.in_flight:
+            await self._idle.wait()
 
     def of(self, kind: str) -> list[Outcome]:
         return [o for k, o in self.outcomes if k == kind]
@@ -145,6 +162,7 @@ class Harness:
 
     async def drain(self) -> None:
         await self.sim.drain(15.0)
+        await self.inbox.idle()
 
     # --- rows the saga would have written ------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 
@@ -109,7 +110,10 @@ async def test_duplicate_result_and_late_timeout_change_nothing(h: Harness) -> N
     h.sim.add_fault("duplicate", api="b2c", phone=msisdn, copies=3)
     _, ocid = await h.payout(msisdn, 120)
     await h.drain()
-    assert h.inbox.of("b2c_result") == [Outcome.SUCCESS_RECORDED, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    # Exactly one copy records the payout. Which one is not fixed: on a loaded machine the simulator
+    # may stop waiting for an answer (its callback_timeout) and send the next copy while PenPay is
+    # still recording the first (drain() waits for both).
+    assert Counter(h.inbox.of("b2c_result")) == {Outcome.SUCCESS_RECORDED: 1, Outcome.DUPLICATE: 2}
     # A queue timeout after the result (they can cross) is stale: nothing changes.
     book = h.sim.engine.books.b2c[ocid]
     timeout = {

@@ -196,6 +196,38 @@ async def test_transaction_status_naming_another_receipt_than_ours_changes_nothi
     assert alerts.counted() == 1
 
 
+async def test_transaction_status_naming_its_payout_only_in_the_occasion_settles_it(
+    h: Harness, alerts: Alerts
+) -> None:
+    """No OriginatorConversationID parameter: the echoed Occasion names the payout, and the receipt
+    the answer carries is the payout's (not a second subject to compare with the Occasion)."""
+    msisdn = phone()
+    h.sim.add_fault("drop", api="b2c", phone=msisdn)  # no Result: Transaction Status decides
+    tx_id, ocid = await h.payout(msisdn, 300)
+    await h.drain()
+    h.sim.add_fault("drop", api="status")  # we deliver it ourselves, without the parameter
+    assert (await h.confirmer.confirm_b2c(ocid)).verdict == Verdict.PENDING
+    await h.drain()
+    (status,) = [c for c in h.sim.callbacks if c["kind"] == "status_result"]
+    body: dict[str, Any] = copy.deepcopy(status["body"])
+    result = body["Result"]
+    assert result["ReferenceData"]["ReferenceItem"] == {"Key": "Occasion", "Value": ocid}
+    params = result["ResultParameters"]["ResultParameter"]
+    receipt = next(item["Value"] for item in params if item["Key"] == "ReceiptNo")
+    result["ResultParameters"]["ResultParameter"] = [
+        item for item in params if item["Key"] != "OriginatorConversationID"
+    ]
+
+    assert (await h.post_raw(PATHS[CallbackKind.STATUS_RESULT], body))[0] == 200
+
+    assert h.inbox.of("status_result") == [Outcome.CONFIRMED]
+    row = await h.disbursement_row(ocid)
+    assert (row.status, row.transaction_receipt) == (CONFIRMED, receipt)
+    assert await h.reviews(ocid) == []
+    assert alerts.counted() == 0
+    assert "MpesaB2CConfirmed" in [e.event_type for e in await h.events(tx_id)]
+
+
 async def test_account_balance_result_is_taken_only_when_it_answers_a_query_of_ours(
     h: Harness, alerts: Alerts
 ) -> None:

@@ -234,6 +234,11 @@ def test_a_status_result_is_about_what_its_occasion_asked() -> None:
     assert _status("PENPAY-a", "PENPAY-b", "UKZ0000002").names_another_than_asked()
     other = _status("PENPAY-a", "PENPAY-b", None)
     assert other.names_another_than_asked() and other.subject_originator_conversation_id == "PENPAY-b"
+    # The subject only in the Occasion (no OriginatorConversationID parameter): the receipt is then
+    # the payout's, not the id asked about, and is no sign of another payment.
+    only_occasion = _status("PENPAY-a", None, "UKZ0000001")
+    assert not only_occasion.names_another_than_asked()
+    assert only_occasion.subject_originator_conversation_id == "PENPAY-a"
 
 
 def test_only_darajas_own_business_refusal_is_not_a_set_up_error() -> None:
