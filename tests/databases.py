@@ -7,7 +7,9 @@ Alembic runs once per test process, into a template (a MariaDB database and a SQ
 every further migrated database is a copy of it: the template's own CREATE TABLE and CREATE
 TRIGGER statements and the rows the migrations seed. Running the thirteen migrations took most of a fresh
 database's set-up (2 to 4 s on a loaded machine, against well under 1 s for the copy), and
-many tests take a fresh one; the next copy is made in a thread while a test runs.
+many tests take a fresh one. The copy is made when a test asks for it: a copy made ahead in a
+background thread overlapped a little more, but a CI run had a worker die of a segfault while that
+thread ran, so it went (suspected, not proven).
 tests/integration/test_test_databases.py proves a copy is the
 migrated schema, and the migration tests still migrate with Alembic.
 """
@@ -16,12 +18,10 @@ from __future__ import annotations
 
 import atexit
 import os
-import queue
 import secrets
 import shutil
 import sqlite3
 import tempfile
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -141,59 +141,9 @@ def _new_mysql_database(template: MysqlTemplate | None) -> str:
     return name
 
 
-class _ReadyCopies:
-    """Keeps the next migrated database made in a thread while the current test runs: the copy's
-    DDL (about a second on a loaded machine) then overlaps the sockets tests wait on."""
-
-    def __init__(self, template: MysqlTemplate) -> None:
-        self._template = template
-        self._ready: queue.Queue[str | Exception] = queue.Queue(maxsize=1)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._fill, name="penpay-test-databases", daemon=True)
-        self._thread.start()
-        atexit.register(self.close)
-
-    def _fill(self) -> None:
-        while not self._stopping.is_set():
-            made: str | Exception
-            try:
-                made = _new_mysql_database(self._template)
-            except Exception as error:  # handed to the test that takes it, which fails with it
-                made = error
-            while True:
-                if self._stopping.is_set():
-                    if isinstance(made, str):
-                        drop_mysql_database(made)
-                    return
-                try:
-                    self._ready.put(made, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-
-    def take(self) -> str:
-        made = self._ready.get(timeout=120)
-        if isinstance(made, Exception):
-            raise made
-        return made
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=30)
-        while not self._ready.empty():
-            made = self._ready.get_nowait()
-            if isinstance(made, str):
-                drop_mysql_database(made)
-
-
-@cache
-def _ready_copies() -> _ReadyCopies:
-    return _ReadyCopies(mysql_template())
-
-
 def create_mysql_database(*, migrated: bool = True) -> tuple[str, str]:
     """Create an empty (optionally migrated: a copy of the template) database; returns (name, url)."""
-    name = _ready_copies().take() if migrated else _new_mysql_database(None)
+    name = _new_mysql_database(mysql_template() if migrated else None)
     return name, mysql_url(name)
 
 
@@ -242,9 +192,7 @@ def drop_mysql_database(name: str) -> None:
 
 
 def close() -> None:
-    """Drop this process's template and its ready copy (tests/conftest.py, at the end of the session;
-    atexit does it too, but an xdist worker may leave without running atexit)."""
-    if _ready_copies.cache_info().currsize:
-        _ready_copies().close()
+    """Drop this process's template (tests/conftest.py, at the end of the session; atexit does it
+    too, but an xdist worker may leave without running atexit)."""
     if mysql_template.cache_info().currsize:
         drop_mysql_database(mysql_template().name)
