@@ -205,8 +205,9 @@ class StkCallback:
     amount: Decimal | None = None
     receipt: str | None = None
     transaction_date: str | None = None
-    phone: str | None = None  # None when absent; see phone_masked
+    phone: str | None = None  # None when absent or masked; see phone_masked
     phone_masked: bool = False
+    phone_shown: str | None = None  # the masked number as sent (its visible digits are still compared)
     raw: bytes = field(default=b"", repr=False)
 
     @property
@@ -232,6 +233,7 @@ def parse_stk_callback(data: dict[str, Any], raw: bytes) -> StkCallback:
         transaction_date=_text(_first(items, "TransactionDate")),
         phone=None if masked else phone_raw,
         phone_masked=masked,
+        phone_shown=phone_raw[:24] if masked and phone_raw else None,
         raw=raw,
     )
 

@@ -46,6 +46,7 @@ from domain.payments.stk_evidence import CallbackEffect, StkCallbackEvidence, St
 from domain.payments.transaction import Transaction
 from domain.shared.errors import DomainError
 from domain.shared.ids import TransactionId
+from domain.shared.json_value import JSONValue
 from domain.wallet.money import Currency, Money
 from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT
 from mpesa_adapter.callback_parsing import (
@@ -583,15 +584,21 @@ class SqlCallbackInbox:
 
     # --- Account Balance --------------------------------------------------------------------
 
-    async def record_balance_query(self, accepted: RequestAccepted, *, now: datetime) -> None:
-        """The query just accepted: its ids go to the audit trail, for `record_balance_result`."""
+    async def record_balance_query(
+        self, accepted: RequestAccepted, *, now: datetime, shortcode: str | None = None
+    ) -> None:
+        """The query just accepted: its ids (and the shortcode asked about, each shortcode holding its
+        own part of the float) go to the audit trail, for `record_balance_result`."""
+        details: dict[str, JSONValue] = {"originator_conversation_id": accepted.originator_conversation_id}
+        if shortcode is not None:
+            details["shortcode"] = shortcode
         record = AuditRecord(
             occurred_at=now,
             actor=ADAPTER_ACTOR,
             action=BALANCE_QUERY_SENT,
             subject_type=BALANCE_QUERY_SUBJECT,
             subject_id=accepted.conversation_id,
-            details={"originator_conversation_id": accepted.originator_conversation_id},
+            details=details,
         )
         async with self._engine.begin() as conn:
             await write_pending(conn, [record])
@@ -603,7 +610,8 @@ class SqlCallbackInbox:
         answer. Anything else is kept for review, with an alert."""
         kind = CallbackKind.BALANCE_RESULT
         async with self._engine.begin() as conn:
-            asked = await self._balance_query(conn, env.conversation_id)
+            sent = await self._balance_query(conn, env.conversation_id)
+            asked, shortcode = sent if sent is not None else (None, None)
             if asked is None or asked != env.originator_conversation_id:
                 return await self._review(
                     conn,
@@ -629,6 +637,7 @@ class SqlCallbackInbox:
                         details={
                             "result_code": env.result_code,
                             "account_balance": None if balance is None else str(balance),
+                            "shortcode": shortcode,
                         },
                     )
                 ],
@@ -638,9 +647,11 @@ class SqlCallbackInbox:
         return Outcome.STATUS_RECORDED
 
     @staticmethod
-    async def _balance_query(conn: AsyncConnection, conversation_id: str | None) -> str | None:
-        """The OriginatorConversationID our query with this ConversationID was given, if we sent one
-        (sealed into audit_logs, or still in audit_pending)."""
+    async def _balance_query(
+        conn: AsyncConnection, conversation_id: str | None
+    ) -> tuple[str | None, str | None] | None:
+        """The OriginatorConversationID our query with this ConversationID was given and the shortcode
+        it asked about, if we sent one (sealed into audit_logs, or still in audit_pending)."""
         if not conversation_id:
             return None
         sent = [
@@ -653,8 +664,9 @@ class SqlCallbackInbox:
         row = (await conn.execute(sent[0].union_all(sent[1]))).first()
         if row is None:
             return None
-        ocid = json.loads(row.details).get("originator_conversation_id")
-        return str(ocid) if ocid else None
+        details = json.loads(row.details)
+        ocid, shortcode = details.get("originator_conversation_id"), details.get("shortcode")
+        return (str(ocid) if ocid else None, str(shortcode) if shortcode else None)
 
     async def record_rejected(self, rejection: Rejection) -> Outcome:
         async with self._engine.begin() as conn:
@@ -834,8 +846,6 @@ def stk_evidence(cb: StkCallback) -> StkCallbackEvidence:
         amount = None if amount_cents is None else Money(amount_cents, Currency.KES)
     except DomainError:
         amount = None  # an amount no Money holds is no amount we asked for
-    if cb.phone_masked:
-        log.info("stk callback %s: masked PhoneNumber, phone check skipped", cb.checkout_request_id)
     return StkCallbackEvidence(
         checkout_request_id=cb.checkout_request_id,
         merchant_request_id=cb.merchant_request_id,
@@ -846,6 +856,7 @@ def stk_evidence(cb: StkCallback) -> StkCallbackEvidence:
         receipt=cb.receipt,
         phone_digits=None if cb.phone_masked or cb.phone is None else _digits(cb.phone),
         raw=_raw_text(cb.raw),
+        phone_shown=cb.phone_shown if cb.phone_masked else None,
     )
 
 

@@ -162,6 +162,12 @@ class DarajaClient:
         return tuple(dict.fromkeys((self._cfg.shortcode, self._cfg.c2b_party)))
 
     @property
+    def balance_shortcodes(self) -> tuple[str, ...]:
+        """Every shortcode that holds part of the M-Pesa float, each with its own balance at Safaricom:
+        the collecting ones (STK push, paybill) and the B2C one payouts leave from."""
+        return tuple(dict.fromkeys((*self.pull_shortcodes, self._cfg.b2c_party)))
+
+    @property
     def token_cache(self) -> AccessTokens:
         if self._tokens is None:
             cfg = self._cfg
@@ -433,13 +439,16 @@ class DarajaClient:
         )
         return accepted
 
-    async def account_balance(self, *, remarks: str = "PenPay balance") -> RequestAccepted:
+    async def account_balance(
+        self, *, shortcode: str | None = None, remarks: str = "PenPay balance"
+    ) -> RequestAccepted:
+        """Account Balance of one shortcode (default: the B2C one); the result comes by callback."""
         cfg = self._cfg
         body = {
             "Initiator": cfg.initiator_name,
             "SecurityCredential": self.security_credential(),
             "CommandID": "AccountBalance",
-            "PartyA": cfg.b2c_party,
+            "PartyA": shortcode or cfg.b2c_party,
             "IdentifierType": "4",
             "Remarks": remarks,
             "QueueTimeOutURL": self._callback(CallbackKind.BALANCE_TIMEOUT),

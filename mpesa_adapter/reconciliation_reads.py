@@ -23,7 +23,7 @@ from application.reconciliation.ports import (
 )
 from application.reconciliation.rules import Amount
 from mpesa_adapter import errors
-from mpesa_adapter.balance_queries import ask_account_balance
+from mpesa_adapter.balance_queries import ask_account_balances
 from mpesa_adapter.callback_store import BALANCE_QUERY_ANSWERED, BALANCE_QUERY_SUBJECT, SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.confirmer import CallbackConfirmer
@@ -112,20 +112,32 @@ class DarajaReconciliationReads:
     async def check_payouts(self, payouts: list[Payout]) -> dict[str, PayoutCheck]:
         return await self._payouts.check(payouts)
 
-    async def mpesa_balance(self) -> Amount:
+    async def mpesa_balance(self) -> dict[str, Amount]:
+        """The Utility Account of every shortcode holding part of the float (collections land on the
+        paybill/STK shortcodes, payouts leave the B2C one), each read from the answer to its own query."""
         try:
-            accepted = await ask_account_balance(self._client, self._store)
+            asked = await ask_account_balances(self._client, self._store)
         except errors.MpesaAdapterError as failed:
             raise ProviderReadFailed(MPESA_FLOAT, str(failed)) from None
+        balances: dict[str, Amount] = {}
         try:
             async with asyncio.timeout(self._balance_wait):
-                while True:
-                    answer = await self._answer(accepted.conversation_id)
-                    if answer is not None:
-                        return answer
-                    await asyncio.sleep(0.1)
+                for shortcode, accepted in asked.items():
+                    balances[shortcode] = await self._awaited(accepted.conversation_id)
         except TimeoutError:
-            raise ProviderReadFailed(MPESA_FLOAT, "no Account Balance result arrived") from None
+            missing = [code for code in asked if code not in balances]
+            raise ProviderReadFailed(
+                MPESA_FLOAT, f"no Account Balance result arrived for shortcode {', '.join(missing)}"
+            ) from None
+        return balances
+
+    async def _awaited(self, conversation_id: str) -> Amount:
+        """The answer to one query, once the inbox has taken it (polled: it arrives by callback)."""
+        while True:
+            answer = await self._answer(conversation_id)
+            if answer is not None:
+                return answer
+            await asyncio.sleep(0.1)
 
     async def _answer(self, conversation_id: str) -> Amount | None:
         async with self._engine.connect() as conn:

@@ -143,35 +143,56 @@ async def float_balance(
 
 @dataclass(frozen=True, slots=True)
 class BalanceAnswer:
-    """The latest Account Balance result the M-Pesa adapter took (it answered a query of ours)."""
+    """An Account Balance result the M-Pesa adapter took (it answered a query of ours), with the
+    shortcode that query asked about (None: recorded before queries named their shortcode)."""
 
     answered_at: datetime
     conversation_id: str
     result_code: str | None
     account_balance: str | None
+    shortcode: str | None = None
 
 
-async def latest_mpesa_balance(connection: AsyncConnection) -> BalanceAnswer | None:
+# Answers read to find each shortcode's latest: the auditor asks every shortcode each run, so a few
+# runs' worth holds them all.
+_RECENT_ANSWERS = 50
+
+
+async def recent_mpesa_balances(connection: AsyncConnection) -> list[BalanceAnswer]:
+    """The latest Account Balance answers, newest first."""
     found: list[BalanceAnswer] = []
     for table in (audit_logs, audit_pending):
-        row = (
-            await connection.execute(
-                select(table.c.occurred_at, table.c.subject_id, table.c.details)
-                .where(table.c.action == BALANCE_ANSWERED, table.c.subject_type == BALANCE_SUBJECT)
-                .order_by(table.c.occurred_at.desc(), table.c.id.desc())
-                .limit(1)
-            )
-        ).first()
-        if row is not None:
+        rows = await connection.execute(
+            select(table.c.occurred_at, table.c.subject_id, table.c.details)
+            .where(table.c.action == BALANCE_ANSWERED, table.c.subject_type == BALANCE_SUBJECT)
+            .order_by(table.c.occurred_at.desc(), table.c.id.desc())
+            .limit(_RECENT_ANSWERS)
+        )
+        for row in rows:
             details = json.loads(row.details)
-            code = details.get("result_code")
-            balance = details.get("account_balance")
+            code, balance, shortcode = (
+                details.get(k) for k in ("result_code", "account_balance", "shortcode")
+            )
             found.append(
                 BalanceAnswer(
                     row.occurred_at,
                     str(row.subject_id),
                     None if code is None else str(code),
                     None if balance is None else str(balance),
+                    None if shortcode is None else str(shortcode),
                 )
             )
-    return max(found, key=lambda a: a.answered_at) if found else None
+    return sorted(found, key=lambda a: a.answered_at, reverse=True)
+
+
+async def latest_mpesa_balance(connection: AsyncConnection) -> BalanceAnswer | None:
+    recent = await recent_mpesa_balances(connection)
+    return recent[0] if recent else None
+
+
+async def latest_mpesa_balances(connection: AsyncConnection) -> dict[str | None, BalanceAnswer]:
+    """The latest answer about each shortcode."""
+    latest: dict[str | None, BalanceAnswer] = {}
+    for answer in await recent_mpesa_balances(connection):
+        latest.setdefault(answer.shortcode, answer)
+    return latest

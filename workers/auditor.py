@@ -10,7 +10,8 @@ rests on, checked incrementally where a full pass would grow with the database.
   audit_chain          the hash chain verified from its last verified row (persistence.audit)
   float_deriv          the ledger's Deriv agent float against the agent's balance (gateway GetBalance)
   float_mpesa          the ledger's M-Pesa float, as its entries stood when Daraja answered, against the
-                       latest Account Balance result the adapter took (Utility Account, available)
+                       latest Account Balance result the adapter took about each shortcode holding
+                       part of it (the collecting ones and the B2C one), their Utility Accounts summed
   stale_transactions   transactions whose status has not moved within `stale_after`, by status
                        (NEEDS_REVIEW is listed, not failed: it waits for a person by design)
 
@@ -94,12 +95,16 @@ class Auditor:
         clock: Clock | None = None,
         deriv_balance: Callable[[], Awaitable[Money]] | None = None,
         ask_mpesa_balance: Callable[[], Awaitable[object]] | None = None,
+        mpesa_shortcodes: tuple[str, ...] = (),
     ) -> None:
+        """mpesa_shortcodes: every shortcode holding part of the M-Pesa float (collecting and B2C),
+        whose balances together are the float; empty: the latest answer, whatever it was about."""
         self._engine = engine
         self.config = config or AuditorConfig()
         self._clock = clock or SystemClock()
         self._deriv_balance = deriv_balance
         self._ask_mpesa_balance = ask_mpesa_balance
+        self._mpesa_shortcodes = mpesa_shortcodes
 
     # --- one run --------------------------------------------------------------------------------
 
@@ -260,23 +265,46 @@ class Auditor:
         return self._compare("float_deriv", "Deriv agent float", ledger, provider, {})
 
     async def _float_mpesa(self, conn: AsyncConnection) -> Verdict:
-        answer = await q.latest_mpesa_balance(conn)
-        if answer is None:
-            return Verdict("float_mpesa", SKIPPED, "no M-Pesa Account Balance result recorded yet")
+        if self._mpesa_shortcodes:
+            latest = await q.latest_mpesa_balances(conn)
+            missing = [code for code in self._mpesa_shortcodes if code not in latest]
+            if missing:
+                said = f"no M-Pesa Account Balance result recorded yet for shortcode {', '.join(missing)}"
+                return Verdict("float_mpesa", SKIPPED, said)
+            answers = [latest[code] for code in self._mpesa_shortcodes]
+        else:
+            answer = await q.latest_mpesa_balance(conn)
+            if answer is None:
+                return Verdict("float_mpesa", SKIPPED, "no M-Pesa Account Balance result recorded yet")
+            answers = [answer]
+        newest = max(answers, key=lambda a: a.answered_at)
         details: dict[str, Any] = {
-            "answered_at": answer.answered_at.isoformat(),
-            "conversation_id": answer.conversation_id,
-            "result_code": answer.result_code,
+            "answered_at": newest.answered_at.isoformat(),
+            "conversation_id": newest.conversation_id,
+            "result_code": newest.result_code,
         }
-        provider = parse_utility_balance(answer.account_balance)
-        if answer.result_code not in ("0", None) or provider is None:
-            summary = (
-                "the latest Account Balance result gives no Utility Account balance "
-                f"(ResultCode {answer.result_code})"
-            )
-            return Verdict("float_mpesa", SKIPPED, summary, details)
-        ledger = await q.float_balance(conn, AccountKind.MPESA_FLOAT, "KES", at=answer.answered_at)
-        return self._compare("float_mpesa", "M-Pesa float", ledger, provider, details)
+        total = 0
+        per_shortcode: dict[str, Any] = {}
+        for answer in answers:
+            provider = parse_utility_balance(answer.account_balance)
+            per_shortcode[answer.shortcode or ""] = {
+                "conversation_id": answer.conversation_id,
+                "answered_at": answer.answered_at.isoformat(),
+                "result_code": answer.result_code,
+                "provider_cents": None if provider is None else provider.amount_minor,
+            }
+            if answer.result_code not in ("0", None) or provider is None:
+                summary = (
+                    "the latest Account Balance result gives no Utility Account balance "
+                    f"(shortcode {answer.shortcode or 'unnamed'}, ResultCode {answer.result_code})"
+                )
+                return Verdict("float_mpesa", SKIPPED, summary, {**details, "shortcodes": per_shortcode})
+            total += provider.amount_minor
+        if self._mpesa_shortcodes:
+            details["shortcodes"] = per_shortcode
+        # The ledger as it stood at the newest answer (the shortcodes are asked together, seconds apart).
+        ledger = await q.float_balance(conn, AccountKind.MPESA_FLOAT, "KES", at=newest.answered_at)
+        return self._compare("float_mpesa", "M-Pesa float", ledger, Money(total, Currency.KES), details)
 
     def _compare(
         self, check: str, what: str, ledger: int, provider: Money, details: dict[str, Any]

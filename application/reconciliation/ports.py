@@ -116,7 +116,9 @@ class ProviderReads(Protocol):
 
     async def ask_b2c_status(self, originator_conversation_id: str) -> None: ...
 
-    async def mpesa_balance(self) -> Amount: ...
+    async def mpesa_balance(self) -> dict[str, Amount]:
+        """Each shortcode's balance (the float is held across the collecting and the B2C shortcodes)."""
+        ...
 
     def payout_record(self, payout: Payout) -> ProviderRecord | None:
         """M-Pesa's record of a payout as its result callback carried it (None: it carried none)."""

@@ -109,6 +109,14 @@ def held_in_suspense(paybill_status: str | None) -> bool:
     return paybill_status in (PaybillStatus.SUSPENSE, PaybillStatus.REFUNDED)
 
 
+def sum_balances(balances: dict[str, Amount]) -> Amount:
+    """The float as the provider holds it across its accounts (one currency: M-Pesa's are all KES)."""
+    currencies = {a.currency for a in balances.values()}
+    if len(currencies) != 1:
+        raise ValueError(f"balances in {sorted(currencies) or 'no currency'} cannot make one float")
+    return Amount(sum(a.cents for a in balances.values()), currencies.pop())
+
+
 def classify_float(provider: Amount, ledger: Amount) -> ItemClass:
     return ItemClass.MATCHED if provider == ledger else ItemClass.FLOAT_MISMATCH
 

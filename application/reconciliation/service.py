@@ -32,6 +32,7 @@ from application.reconciliation.rules import (
     classify,
     classify_float,
     held_in_suspense,
+    sum_balances,
 )
 from domain.payments.paybill import masked, visible_digits_agree
 
@@ -435,14 +436,19 @@ class Reconciler:
     # --- floats: the provider's balance against the ledger -----------------------------------------
 
     async def _float(self, source: str, now: datetime) -> list[Item]:
+        parts = ""
         if source == ports.MPESA_FLOAT:
-            provider, kind = await self._reads.mpesa_balance(), "MPESA_FLOAT"
+            # One ledger float, held at Safaricom across several shortcodes: their balances summed.
+            balances = await self._reads.mpesa_balance()
+            provider, kind = sum_balances(balances), "MPESA_FLOAT"
+            parts = " (" + ", ".join(f"shortcode {code} {a.cents}" for code, a in balances.items()) + ")"
         else:
             provider, kind = await self._reads.deriv_balance(), "DERIV_AGENT_FLOAT"
         booked = await self._store.float_balance(kind, provider.currency)
         item_class = classify_float(provider, booked)
         detail = (
-            f"{kind}: provider {provider.cents} {provider.currency}, ledger {booked.cents} {booked.currency}"
+            f"{kind}: provider {provider.cents} {provider.currency}{parts}, "
+            f"ledger {booked.cents} {booked.currency}"
         )
         return [
             Item(

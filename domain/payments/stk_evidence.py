@@ -9,7 +9,8 @@ Evidence states (MpesaRequest.status):
   SENT -> SUCCEEDED (callback: paid) -> CONFIRMED (STK Query agrees) | REVIEW (STK Query disagrees)
   SENT -> FAILED (callback or STK Query: not paid)
   SENT -> CONFIRMED (STK Query: paid, no callback came); a late callback then adds the receipt
-A callback trusts nothing it is sent: a different MerchantRequestID, amount or phone, a receipt
+A callback trusts nothing it is sent: a different MerchantRequestID, amount or phone (a masked phone:
+its visible digits), a receipt
 missing or not in the receipt format, or a second, different result for a settled request changes
 nothing and is kept for a person (EvidenceProblem).
 """
@@ -23,6 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain.payments.attachments import EvidenceStatus, MpesaRequest
+from domain.payments.paybill import visible_digits_agree
 from domain.wallet.money import Money
 
 E = EvidenceStatus
@@ -64,6 +66,9 @@ class StkCallbackEvidence:
     receipt: str | None
     phone_digits: str | None  # None when absent or masked
     raw: str
+    # A masked PhoneNumber as shown (`0722***000`, `0722000***`, Safaricom since 2026): only its visible
+    # digits can be compared. None when whole (then phone_digits) or absent.
+    phone_shown: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,11 @@ def judge_stk_callback(request: MpesaRequest, cb: StkCallbackEvidence) -> Callba
             return _review(EvidenceProblem.RECEIPT_INVALID, "MpesaReceiptNumber has not the receipt format")
         if cb.phone_digits is not None and cb.phone_digits != request.phone.value:
             return _review(EvidenceProblem.PHONE_MISMATCH, "PhoneNumber differs from the stored MSISDN")
+        if cb.phone_shown is not None and not visible_digits_agree(cb.phone_shown, request.phone.value):
+            return _review(
+                EvidenceProblem.PHONE_MISMATCH,
+                "masked PhoneNumber's visible digits differ from the stored MSISDN",
+            )
     if request.status == E.SENT:
         recorded = CallbackEffect.SUCCESS_RECORDED if cb.paid else CallbackEffect.FAILURE_RECORDED
         return CallbackJudgement(recorded)

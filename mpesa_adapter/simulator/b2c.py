@@ -44,7 +44,10 @@ def result_body(engine: Engine, record: B2CRecord) -> dict[str, Any]:
                 {"Key": "TransactionReceipt", "Value": record.transaction_id},
                 {"Key": "ReceiverPartyPublicName", "Value": engine.public_name(record.phone)},
                 {"Key": "TransactionCompletedDateTime", "Value": dotted(record.completed_at)},
-                {"Key": "B2CUtilityAccountAvailableFunds", "Value": money(engine.books.utility)},
+                {
+                    "Key": "B2CUtilityAccountAvailableFunds",
+                    "Value": money(engine.books.utility_of(record.party_a)),
+                },
                 {"Key": "B2CWorkingAccountAvailableFunds", "Value": money(engine.books.working)},
                 {"Key": "B2CRecipientIsRegisteredCustomer", "Value": "Y"},
                 {"Key": "B2CChargesPaidAccountAvailableFunds", "Value": 0.0},
@@ -145,7 +148,7 @@ def pay(engine: Engine, req: B2CPayment) -> dict[str, str]:
         at = engine.clock.now()
         code = decided
         if code is None:
-            if engine.books.utility < record.amount:
+            if engine.books.utility_of(record.party_a) < record.amount:
                 code = 1
             elif engine.books.paid_on(record.phone, at) + record.amount > config.daily_limit:
                 code = 4

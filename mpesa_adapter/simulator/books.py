@@ -119,22 +119,41 @@ class ReversalRecord:
 
 
 class Books:
-    def __init__(self, utility: int, working: int) -> None:
+    """The organisation's money and the records that moved it. Each shortcode has its own Utility
+    Account, as at Safaricom: a collection (STK push, paybill) lands on the shortcode paid, a payout
+    leaves the B2C shortcode it names as PartyA. The opening utility balance is the `home` (B2C)
+    shortcode's, where an operator funds payouts; the other shortcodes open empty."""
+
+    def __init__(self, utility: int, working: int, home: str = "") -> None:
         self.opening_utility = utility
         self.working = working
+        self.home = home
         self.reset()
 
-    def reset(self, utility: int | None = None, working: int | None = None) -> None:
+    def reset(self, utility: int | None = None, working: int | None = None, home: str | None = None) -> None:
         if utility is not None:
             self.opening_utility = utility
         if working is not None:
             self.working = working
-        self.utility = self.opening_utility
+        if home is not None:
+            self.home = home
+        self.utilities: dict[str, int] = {self.home: self.opening_utility}
         self.stk: dict[str, StkRecord] = {}
         self.b2c: dict[str, B2CRecord] = {}
         self.c2b: dict[str, C2BRecord] = {}
         self.reversals: dict[str, ReversalRecord] = {}  # by OriginatorConversationID
         self.pull_registrations: dict[str, str] = {}  # shortcode -> CallBackURL
+
+    @property
+    def utility(self) -> int:
+        """All the shortcodes' Utility Accounts together."""
+        return sum(self.utilities.values())
+
+    def utility_of(self, shortcode: str) -> int:
+        return self.utilities.get(shortcode, 0)
+
+    def _move(self, shortcode: str, amount: int) -> None:
+        self.utilities[shortcode] = self.utility_of(shortcode) + amount
 
     # --- STK ---------------------------------------------------------------------------------------
     def add_stk(self, record: StkRecord) -> None:
@@ -146,7 +165,7 @@ class Books:
     def charge(self, record: StkRecord, at: datetime) -> None:
         record.status, record.result_code, record.completed_at = "completed", 0, at
         record.receipt, record.charged = record.receipt_candidate, True
-        self.utility += record.amount
+        self._move(record.shortcode, record.amount)
 
     def decline_stk(self, record: StkRecord, code: int | str, at: datetime) -> None:
         record.status, record.result_code, record.completed_at = "completed", code, at
@@ -164,7 +183,7 @@ class Books:
 
     def pay(self, record: B2CRecord, at: datetime) -> None:
         record.status, record.result_code, record.completed_at, record.paid = "completed", 0, at, True
-        self.utility -= record.amount
+        self._move(record.party_a, -record.amount)
 
     def decline_b2c(self, record: B2CRecord, code: int | str, at: datetime) -> None:
         record.status, record.result_code, record.completed_at = "completed", code, at
@@ -182,7 +201,7 @@ class Books:
 
     def collect(self, record: C2BRecord, at: datetime) -> None:
         record.status, record.result_code, record.completed_at, record.collected = "completed", "0", at, True
-        self.utility += record.amount
+        self._move(record.shortcode, record.amount)
 
     def decline_c2b(self, record: C2BRecord, code: str, at: datetime) -> None:
         record.status, record.result_code, record.completed_at = "declined", code, at
@@ -200,7 +219,7 @@ class Books:
 
     def reverse(self, record: ReversalRecord, at: datetime) -> None:
         record.status, record.result_code, record.completed_at, record.reversed = "completed", 0, at, True
-        self.utility -= record.amount
+        self._move(record.shortcode, -record.amount)
 
     def decline_reversal(self, record: ReversalRecord, code: int | str, at: datetime) -> None:
         record.status, record.result_code, record.completed_at = "completed", code, at
@@ -264,6 +283,7 @@ class Books:
             },
             "accounts": {
                 "utility": self.utility,
+                "utility_by_shortcode": dict(self.utilities),
                 "working": self.working,
                 "opening_utility": self.opening_utility,
             },

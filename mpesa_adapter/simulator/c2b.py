@@ -162,7 +162,7 @@ async def pay(engine: Engine, req: PaymentRequest) -> dict[str, Any]:
             engine.books.decline_c2b(record, code, engine.clock.now())
             return {"TransID": record.trans_id, "status": "declined", "validation": validation, "code": code}
     engine.books.collect(record, engine.clock.now())
-    body = notification(engine, record, balance=f"{engine.books.utility}.00")
+    body = notification(engine, record, balance=f"{engine.books.utility_of(record.shortcode)}.00")
     plan = engine.faults.plan("c2b", req.phone, engine.config.phone_rules)
     from mpesa_adapter.simulator.stk import apply_plan
 

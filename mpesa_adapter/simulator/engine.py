@@ -35,7 +35,7 @@ class Engine:
             else CredentialChecker.from_seed(config.key_seed)
         )
         self.dispatcher = Dispatcher(self.clock, self._delivery_settings)
-        self.books = Books(config.utility_balance, config.working_balance)
+        self.books = Books(config.utility_balance, config.working_balance, self.home_shortcode)
         self.c2b = C2BRegistry()  # paybill URLs registered by Register URL
         self._hits: dict[str, deque[float]] = defaultdict(deque)
         self.reseed(config.seed)
@@ -52,9 +52,14 @@ class Engine:
         self.reseed(self.config.seed if seed is None else seed)
         if tokens:
             self.tokens.reset()
-        self.books.reset(self.config.utility_balance, self.config.working_balance)
+        self.books.reset(self.config.utility_balance, self.config.working_balance, self.home_shortcode)
         self.dispatcher.log.clear()
         self._hits.clear()
+
+    @property
+    def home_shortcode(self) -> str:
+        """The B2C shortcode the opening utility balance is on (payouts are funded there)."""
+        return self.config.b2c_shortcodes[0] if self.config.b2c_shortcodes else ""
 
     def _delivery_settings(self) -> tuple[float, float, float, int]:
         c = self.config

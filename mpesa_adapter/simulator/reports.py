@@ -168,7 +168,10 @@ def account_balance(engine: Engine, req: ReportRequest) -> dict[str, str]:
     def complete() -> list[Delivery]:
         at = engine.clock.now()
         placeholder = placeholder_transaction_id(at)
-        if not credential_ok or req.party_a not in config.b2c_shortcodes:
+        # Any of the organisation's shortcodes has a balance (its own: collections land on the
+        # shortcode paid, payouts leave the B2C one); another PartyA is one the initiator has no rights on.
+        ours = set(config.b2c_shortcodes) | set(config.shortcodes) | set(config.tills)
+        if not credential_ok or req.party_a not in ours:
             code = 2001 if not credential_ok else 21
             body = _failure(str(code), errors.B2C_RESULTS[code], ocid, conv, placeholder)
             body["Result"]["ResultType"] = "0"
@@ -185,7 +188,10 @@ def account_balance(engine: Engine, req: ReportRequest) -> dict[str, str]:
                         "ResultParameter": [
                             {
                                 "Key": "AccountBalance",
-                                "Value": balance_string(engine.books.working, engine.books.utility),
+                                "Value": balance_string(
+                                    engine.books.working if req.party_a == engine.home_shortcode else 0,
+                                    engine.books.utility_of(req.party_a),
+                                ),
                             },
                             {"Key": "BOCompletedTime", "Value": compact(at)},
                         ]

@@ -78,7 +78,7 @@ def result_body(engine: Engine, record: ReversalRecord, phone: str | None) -> di
             "ResultParameter": [
                 {
                     "Key": "DebitAccountBalance",
-                    "Value": f"Utility Account|KES|{money(engine.books.utility):.2f}",
+                    "Value": f"Utility Account|KES|{money(engine.books.utility_of(record.shortcode)):.2f}",
                 },
                 {"Key": "Amount", "Value": money(record.amount)},
                 {"Key": "TransCompletedTime", "Value": int(compact(record.completed_at))},
@@ -116,7 +116,7 @@ def reverse(engine: Engine, req: ReversalRequest) -> dict[str, str]:
         at = engine.clock.now()
         original = _original(engine, record.original_trans_id)
         code = decided
-        if code == 0 and engine.books.utility < record.amount:
+        if code == 0 and engine.books.utility_of(record.shortcode) < record.amount:
             code = 1
         if code == 0:
             engine.books.reverse(record, at)

@@ -32,7 +32,7 @@ class ProviderReadsOverApis:
     async def ask_b2c_status(self, originator_conversation_id: str) -> None:
         await self._mpesa.ask_b2c_status(originator_conversation_id)
 
-    async def mpesa_balance(self) -> Amount:
+    async def mpesa_balance(self) -> dict[str, Amount]:
         return await self._mpesa.mpesa_balance()
 
     def payout_record(self, payout: Payout) -> ProviderRecord | None:

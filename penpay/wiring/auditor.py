@@ -61,8 +61,9 @@ def build_audit_worker(
         worker.closers.append(channel.close)
         deriv_read = GatewayDerivBalance(channel, timeout=s.gateway_request_timeout).agent_balance
     ask = None
+    shortcodes: tuple[str, ...] = ()
     if ask_mpesa_balance:
-        from mpesa_adapter.balance_queries import ask_account_balance
+        from mpesa_adapter.balance_queries import ask_account_balances
         from mpesa_adapter.callback_store import SqlCallbackInbox
         from penpay.bootstrap import daraja_client
 
@@ -70,7 +71,9 @@ def build_audit_worker(
         inbox = SqlCallbackInbox(core.engine)
 
         async def ask() -> object:
-            return await ask_account_balance(daraja, inbox)
+            return await ask_account_balances(daraja, inbox)
+
+        shortcodes = daraja.balance_shortcodes
 
     worker.auditor = Auditor(
         core.engine,
@@ -78,6 +81,7 @@ def build_audit_worker(
         clock=core.clock,
         deriv_balance=deriv_read,
         ask_mpesa_balance=ask,
+        mpesa_shortcodes=shortcodes,
     )
     worker.loops.append(worker.auditor.run)
     if float_low if float_low is not None else bool(s.redis_url):

@@ -225,6 +225,20 @@ async def test_the_floats_are_compared_with_the_providers_balances(world: World)
     assert _status(await auditor.run_once(), "float_deriv") == "FAIL"
 
 
+async def test_the_m_pesa_float_waits_for_every_shortcode_s_balance(world: World) -> None:
+    now = await _now(world.engine)
+    config = AuditorConfig(stale_after=timedelta(minutes=15))
+    auditor = Auditor(
+        world.engine, config=config, clock=FixedClock(now), mpesa_shortcodes=("174379", "600992")
+    )
+    await _answer_balance(world.engine, 1_000_00, now, shortcode="174379")
+    (mpesa,) = [v for v in await auditor.run_once() if v.check == "float_mpesa"]
+    assert (str(mpesa.status), mpesa.summary) == (
+        "SKIPPED",
+        "no M-Pesa Account Balance result recorded yet for shortcode 600992",
+    )
+
+
 def test_the_utility_account_is_read_from_darajas_balance_string() -> None:
     text = "Working Account|KES|10.00|10.00|0.00|0.00&Utility Account|KES|481000.50|481000.00|0.00|0.00"
     assert parse_utility_balance(text) == Money(48_100_000, Currency.KES)
@@ -245,7 +259,9 @@ def _record(
     )
 
 
-async def _answer_balance(engine: AsyncEngine, utility_cents: int, at: datetime) -> None:
+async def _answer_balance(
+    engine: AsyncEngine, utility_cents: int, at: datetime, shortcode: str | None = None
+) -> None:
     """An Account Balance result as the M-Pesa adapter records one it took."""
     whole, cents = divmod(utility_cents, 100)
     amount = f"{whole}.{cents:02d}"
@@ -255,7 +271,10 @@ async def _answer_balance(engine: AsyncEngine, utility_cents: int, at: datetime)
             conn,
             [
                 _record(
-                    BALANCE_QUERY_ANSWERED, "AG_test_balance", {"result_code": 0, "account_balance": text}, at
+                    BALANCE_QUERY_ANSWERED,
+                    f"AG_test_balance{shortcode or ''}",
+                    {"result_code": 0, "account_balance": text, "shortcode": shortcode},
+                    at,
                 )
             ],
         )

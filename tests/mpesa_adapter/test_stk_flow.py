@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import AsyncGenerator
 
@@ -210,14 +211,33 @@ async def test_unknown_callbacks_are_recorded_for_review_and_never_credited(h: H
     assert (await h.request_row(checkout)).status == SUCCEEDED  # the genuine one is unaffected
 
 
-async def test_masked_phone_number_skips_the_phone_check(db: AsyncEngine) -> None:
+async def test_a_masked_phone_number_is_checked_on_its_visible_digits(db: AsyncEngine) -> None:
     async for h in build_harness(db, sim_overrides={"mask_phone_numbers": True}):
         _, checkout = await h.push(phone(), 25)
         await h.drain()
-        assert h.inbox.of("stk") == [Outcome.SUCCESS_RECORDED]
+        assert h.inbox.of("stk") == [Outcome.SUCCESS_RECORDED]  # the simulator's masked number agrees
         raw = json.loads((await h.request_row(checkout)).raw_callback)
         items = {i["Name"]: i.get("Value") for i in raw["Body"]["stkCallback"]["CallbackMetadata"]["Item"]}
         assert str(items["PhoneNumber"]).endswith("***")
+
+        # The same answer showing another number's digits is about someone else: kept for a person.
+        msisdn = phone()
+        h.sim.add_fault("drop", api="stk", phone=msisdn)
+        _, other = await h.push(msisdn, 30)
+        await h.drain()
+        (dropped,) = h.callbacks(other)
+        genuine = dropped["body"]
+        foreign = copy.deepcopy(genuine)
+        for entry in foreign["Body"]["stkCallback"]["CallbackMetadata"]["Item"]:
+            if entry["Name"] == "PhoneNumber":
+                assert str(entry["Value"]) == f"0{msisdn[3:9]}***"
+                entry["Value"] = f"0{int(msisdn[3:9]) + 1:06d}***"
+        assert await h.post_raw(STK, foreign) == (200, {"ResultCode": 0, "ResultDesc": "Accepted"})
+        assert h.inbox.of("stk")[-1] == Outcome.MISMATCH
+        assert [r.reason for r in await h.reviews(other)] == ["PHONE_MISMATCH"]
+        assert (await h.request_row(other)).status == SENT
+        assert await h.post_raw(STK, genuine) == (200, {"ResultCode": 0, "ResultDesc": "Accepted"})
+        assert (await h.request_row(other)).status == SUCCEEDED
 
 
 async def test_confirmation_contradicted_by_stk_query_goes_to_review(h: Harness) -> None:

@@ -7,6 +7,7 @@ import aiohttp
 import pytest
 
 from mpesa_adapter.simulator import DarajaSimulator
+from mpesa_adapter.simulator.config import SANDBOX_SHORTCODE
 
 from .conftest import PHONE, Daraja, Receiver, fast_config, items, params
 
@@ -219,7 +220,17 @@ async def test_account_balance_follows_the_books(daraja: Daraja, receiver: Recei
     assert (r["ResultType"], r["ResultCode"]) == ("0", "0")  # strings, as in the portal sample
     p = params(result)
     accounts = {a.split("|")[0]: a.split("|") for a in p["AccountBalance"].split("&")}
-    assert accounts["Utility Account"][1:3] == ["KES", f"{10_000_000 + 1000 - 400:.2f}"]
+    # Each shortcode has its own balance: the payout left the B2C shortcode (it holds the opening
+    # balance); the STK payment landed on the Lipa na M-Pesa shortcode.
+    assert accounts["Utility Account"][1:3] == ["KES", f"{10_000_000 - 400:.2f}"]
+    await daraja.balance(PartyA=SANDBOX_SHORTCODE)
+    _, collected = await receiver.wait("balance-result", 2)
+    stk_accounts = {a.split("|")[0]: a.split("|") for a in params(collected)["AccountBalance"].split("&")}
+    assert stk_accounts["Utility Account"][1:3] == ["KES", f"{1000:.2f}"]
+    assert stk_accounts["Working Account"][2] == "0.00"
+    await daraja.balance(PartyA="999111")  # not the organisation's: no rights on it
+    *_, foreign = await receiver.wait("balance-result", 3)
+    assert str(foreign["Result"]["ResultCode"]) == "21"
     assert set(accounts) == {
         "Working Account",
         "Float Account",

@@ -47,7 +47,8 @@ async def test_a_receipt_penpay_holds_that_m_pesa_never_listed_is_missing_at_pro
 
 async def test_an_m_pesa_float_that_is_not_the_utility_account_is_a_float_mismatch(world: World) -> None:
     await a_deposit_and_a_withdrawal(world.stack)
-    world.stack.mpesa_sim.engine.books.utility -= 5_000  # money left the shortcode outside PenPay
+    books = world.stack.mpesa_sim.engine.books
+    books.utilities[books.home] -= 5_000  # money left the B2C shortcode outside PenPay
     report = await world.run()
     floats = [r for r in await world.items(report) if r.source == "mpesa_float"]
     assert [r.item_class for r in floats] == ["FLOAT_MISMATCH"], [r.detail for r in floats]

@@ -11,13 +11,17 @@ import pytest
 
 from application.reconciliation.service import Reconciler
 from deriv_gateway.statement_client import GatewayDerivReads
+from domain.wallet.money import Currency
+from mpesa_adapter.balance_queries import ask_account_balances
+from mpesa_adapter.callback_store import SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from mpesa_adapter.simulator.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE
 from penpay.reconcile.wiring import ProviderReadsOverApis
 from persistence.reconciliation import SqlReconciliationStore
 from tests.reconciliation.conftest import World, a_deposit_and_a_withdrawal
-from tests.sagas.harness import MPESA_FLOAT_KES, running_stack
+from tests.sagas.harness import B2C_SHORTCODE, MPESA_FLOAT_KES, running_stack
+from workers.auditor import Auditor, AuditorConfig
 from workers.memory_bus import InProcessBus
 
 pytestmark = pytest.mark.integration
@@ -72,3 +76,53 @@ async def test_payments_to_a_separate_paybill_shortcode_are_pulled_too(two_short
     assert [row.item_class for row in stk] == ["MATCHED"]
     # the paybill payment is M-Pesa's record under the paybill shortcode: read, never missed
     assert f"c2b:{paid['TransID']}" in items, sorted(items)
+
+
+async def test_the_float_is_every_shortcode_s_balance_together(two_shortcodes: World) -> None:
+    """Collections stay on the shortcode paid (STK, paybill), payouts leave the B2C one: each holds its
+    own balance at Safaricom, and only together are they the ledger's one M-Pesa float."""
+    world = two_shortcodes
+    await a_deposit_and_a_withdrawal(world.stack)  # KES 2,600 in on the STK shortcode, 10 out of B2C
+    await world.customer_pays_paybill("254711000111", 1_300, shortcode=PAYBILL, validation=False)
+    held = world.stack.mpesa_sim.engine.books.utilities
+    assert held[SANDBOX_SHORTCODE] == 2_600 and held[PAYBILL] == 1_300  # nothing swept
+
+    report = await world.run()
+    assert report.status == "SUCCEEDED", report
+    (item,) = [row for row in await world.items(report) if row.source == "mpesa_float"]
+    assert item.item_class == "MATCHED", item.detail
+    for shortcode in (SANDBOX_SHORTCODE, PAYBILL, B2C_SHORTCODE):  # each asked, each named
+        assert f"shortcode {shortcode} {held[shortcode] * 100}" in item.detail, item.detail
+
+
+async def test_the_auditor_sums_every_shortcode_s_balance(two_shortcodes: World) -> None:
+    """The continuous auditor asks Account Balance of each shortcode (over Daraja's API, answered at
+    the callback endpoint) and compares their sum with the float, naming each shortcode's part."""
+    world = two_shortcodes
+    await a_deposit_and_a_withdrawal(world.stack)
+    await world.customer_pays_paybill("254711000111", 1_300, shortcode=PAYBILL, validation=False)
+    await world.run()  # the paybill payment nobody claimed is booked into the float (suspense)
+    daraja = DarajaClient(dataclasses.replace(world.stack.daraja_config, c2b_shortcode=PAYBILL))
+    inbox = SqlCallbackInbox(world.stack.engine)
+
+    async def ask() -> object:
+        return await ask_account_balances(daraja, inbox)
+
+    exact = AuditorConfig(float_tolerance=((Currency.KES, 0), (Currency.USD, 0)))
+    auditor = Auditor(
+        world.stack.engine, config=exact, ask_mpesa_balance=ask, mpesa_shortcodes=daraja.balance_shortcodes
+    )
+    try:
+        await auditor.run_once()  # asks, after its run
+        await world.stack.mpesa_sim.drain()
+        verdicts = await auditor.run_once()
+    finally:
+        await daraja.close()
+    (mpesa,) = [v for v in verdicts if v.check == "float_mpesa"]
+    assert str(mpesa.status) == "OK", mpesa.summary
+    held = world.stack.mpesa_sim.engine.books.utilities
+    parts = mpesa.details["shortcodes"]
+    assert {code: part["provider_cents"] for code, part in parts.items()} == {
+        code: held[code] * 100 for code in (SANDBOX_SHORTCODE, PAYBILL, B2C_SHORTCODE)
+    }
+    assert mpesa.details["difference_cents"] == 0

@@ -113,7 +113,27 @@ def test_a_callback_that_does_not_fit_the_request_changes_nothing(
     assert (pushed.mpesa_request, pushed.version, pushed.pull_events()) == (before, version, [])
 
 
-def test_a_masked_phone_is_not_compared(pushed: Transaction, now: datetime) -> None:
+def test_a_masked_phone_is_compared_on_its_visible_digits(pushed: Transaction, now: datetime) -> None:
+    msisdn = pushed.phone.value  # 2547XXXXXXXX
+    other_tail = f"{(int(msisdn[-3:]) + 1) % 1000:03d}"
+    foreign = paid(pushed, phone_digits=None, phone_shown=f"0{msisdn[3:6]}***{other_tail}")
+    before, version = pushed.mpesa_request, pushed.version
+    judgement = pushed.stk_callback_received(foreign, now=now)
+    assert (judgement.effect, judgement.problem) == (CallbackEffect.REVIEW, EvidenceProblem.PHONE_MISMATCH)
+    assert (pushed.mpesa_request, pushed.version, pushed.pull_events()) == (before, version, [])
+
+    other_head = paid(pushed, phone_digits=None, phone_shown=f"0{int(msisdn[3:9]) + 1:06d}***")
+    assert pushed.stk_callback_received(other_head, now=now).problem is EvidenceProblem.PHONE_MISMATCH
+
+    for shown in (f"0{msisdn[3:6]}***{msisdn[-3:]}", f"0{msisdn[3:9]}***"):  # both 2026 forms
+        ours = paid(pushed, phone_digits=None, phone_shown=shown)
+        assert pushed.stk_callback_received(ours, now=now).effect in (
+            CallbackEffect.SUCCESS_RECORDED,
+            CallbackEffect.DUPLICATE,
+        )
+
+
+def test_an_absent_phone_is_not_compared(pushed: Transaction, now: datetime) -> None:
     judgement = pushed.stk_callback_received(paid(pushed, phone_digits=None), now=now)
     assert judgement.effect is CallbackEffect.SUCCESS_RECORDED
 
