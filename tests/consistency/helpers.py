@@ -427,6 +427,7 @@ def insert_posting(
     transaction_id: Any = None,
     entry_transaction_id: Any = "same",
     adjust_balances: bool = True,
+    description: str = "corruption",
 ) -> uuid.UUID:
     """Insert a posting and its entries as given (balanced or not); with adjust_balances, move the
     stored balances the way the entries do, so only the intended rule breaks."""
@@ -439,7 +440,7 @@ def insert_posting(
         {
             "id": posting_id,
             "transaction_id": tx,
-            "description": "corruption",
+            "description": description,
             "reverses_posting_id": None,
             "created_at": now,
         },

@@ -135,6 +135,36 @@ def _negative_wallet(sql: sa.Connection, w: World) -> None:
     )
 
 
+def _funding_to_suspense(sql: sa.Connection, w: World) -> None:
+    # float funding booked the way it was before CAPITAL existed
+    insert_posting(
+        sql,
+        [(w.accounts.mpesa_float, DEBIT, 500_00, "KES"), (w.accounts.suspense_kes, CREDIT, 500_00, "KES")],
+        description="float funding: the old way",
+    )
+
+
+def _capital_against_fx(sql: sa.Connection, w: World) -> None:
+    insert_posting(
+        sql, [(w.accounts.capital_kes, DEBIT, 5_00, "KES"), (w.accounts.fx_kes, CREDIT, 5_00, "KES")]
+    )
+
+
+def _capital_for_a_transaction(sql: sa.Connection, w: World) -> None:
+    # balanced, and the deposit's floats and wallets untouched: only the capital rule breaks
+    insert_posting(
+        sql,
+        [(w.accounts.capital_kes, DEBIT, 5_00, "KES"), (w.accounts.fx_kes, CREDIT, 5_00, "KES")],
+        transaction_id=w.deposit.id,
+    )
+
+
+def _float_against_fx(sql: sa.Connection, w: World) -> None:
+    insert_posting(
+        sql, [(w.accounts.mpesa_float, DEBIT, 7_00, "KES"), (w.accounts.fx_kes, CREDIT, 7_00, "KES")]
+    )
+
+
 def _ghost_account(sql: sa.Connection, w: World) -> None:
     ghost = uuid.uuid4()
     insert_posting(sql, [(ghost, DEBIT, 5_00, "KES"), (ghost, CREDIT, 5_00, "KES")])
@@ -269,6 +299,12 @@ CORRUPTIONS = {
     "a stored balance one cent off": Corruption(_balance_off, Code.BALANCE_MISMATCH),
     "a wallet below zero": Corruption(_negative_wallet, Code.NEGATIVE_BALANCE),
     "entries on a missing account": Corruption(_ghost_account, Code.UNKNOWN_ACCOUNT),
+    "float funding booked to suspense": Corruption(_funding_to_suspense, Code.FUNDING_IN_SUSPENSE),
+    "capital moved against FX": Corruption(_capital_against_fx, Code.CAPITAL_MISUSED),
+    "capital moved for a transaction": Corruption(_capital_for_a_transaction, Code.CAPITAL_MISUSED, _deposit),
+    "a float moved against FX with no transaction": Corruption(
+        _float_against_fx, Code.FLOAT_ENTRY_UNEXPLAINED
+    ),
     "a USD entry on a KES account": Corruption(
         _entry_in_other_currency, Code.ENTRY_CURRENCY_MISMATCH, only=False
     ),
