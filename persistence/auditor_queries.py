@@ -74,11 +74,12 @@ async def overdrawn_accounts(connection: AsyncConnection, *, limit: int = 100) -
 async def touched_since(
     connection: AsyncConnection, since: datetime | None
 ) -> tuple[list[uuid.UUID], datetime | None]:
-    """Accounts with an entry created after `since` (all accounts with entries when None), and the
-    newest entry's created_at."""
+    """Accounts with an entry created after `since` (every account when None: a full pass also
+    sees a balance set on an account that has no entry at all), and the newest entry's created_at."""
     where = [] if since is None else [_e.c.created_at > since]
     newest = (await connection.execute(select(func.max(_e.c.created_at)).where(*where))).scalar()
-    ids = (await connection.execute(select(_e.c.account_id).where(*where).distinct())).scalars().all()
+    accounts = select(_a.c.id) if since is None else select(_e.c.account_id).where(*where).distinct()
+    ids = (await connection.execute(accounts)).scalars().all()
     return list(ids), newest
 
 

@@ -24,6 +24,7 @@ AUDIT_CHECKS = (
     "float_deriv",
     "float_mpesa",
     "stale_transactions",
+    "funding_in_capital",
 )
 _SUMMARY_MAX = 1000
 

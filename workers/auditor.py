@@ -14,6 +14,10 @@ rests on, checked incrementally where a full pass would grow with the database.
                        part of it (the collecting ones and the B2C one), their Utility Accounts summed
   stale_transactions   transactions whose status has not moved within `stale_after`, by status
                        (NEEDS_REVIEW is listed, not failed: it waits for a person by design)
+  funding_in_capital   float funding is the house's own money, in CAPITAL: none left in SUSPENSE
+                       (so SUSPENSE's balance is only money nobody explains) and CAPITAL moved by
+                       nothing but float funding (persistence.consistency.funding; reads only the
+                       SUSPENSE funding postings and CAPITAL's entries)
 
 Each run stores one verdict per check (audit_verdicts: OK, FAIL or SKIPPED with a summary and
 details), moves the checkpoints only past what it verified, sets Prometheus gauges and raises a
@@ -48,6 +52,7 @@ from persistence.auditor_store import (
     save_verdicts,
     write_checkpoint,
 )
+from persistence.consistency.funding import capital_misuses, funding_left_in_suspense
 from workers import metrics
 
 log = structlog.get_logger("penpay.auditor")
@@ -122,6 +127,7 @@ class Auditor:
                 deriv,
                 await self._float_mpesa(conn),
                 await self._stale(conn, now),
+                await self._funding_in_capital(conn),
             ]
             await conn.rollback()
         async with self._engine.begin() as conn:
@@ -346,3 +352,27 @@ class Auditor:
             )
         review = sum(n for k, n in counts.items() if k[1] == "NEEDS_REVIEW")
         return Verdict("stale_transactions", OK, f"nothing stuck; {review} in review past the limit", details)
+
+    async def _funding_in_capital(self, conn: AsyncConnection) -> Verdict:
+        left = await funding_left_in_suspense(conn)
+        misuses = await capital_misuses(conn)
+        details: dict[str, Any] = {
+            "funding_in_suspense_minor": left,
+            "capital_misused": [
+                {"posting_id": m.posting_id, "message": m.message} for m in misuses[:_LISTED]
+            ],
+        }
+        problems = [
+            f"{Money(cents, Currency(cur))} of float funding in SUSPENSE"
+            for cur, cents in sorted(left.items())
+        ]
+        if misuses:
+            problems.append(f"{len(misuses)} postings move CAPITAL other than float funding")
+        if problems:
+            return Verdict("funding_in_capital", FAIL, "; ".join(problems), details)
+        return Verdict(
+            "funding_in_capital",
+            OK,
+            "float funding is all in CAPITAL; SUSPENSE holds only unexplained money",
+            details,
+        )

@@ -37,6 +37,13 @@ Reconciliation (money a provider moved that no PenPay transaction explains):
   into a float Dr MPESA_FLOAT or DERIV_AGENT_FLOAT / Cr SUSPENSE   amount
   out of one   Dr SUSPENSE / Cr the float                          amount
 
+Float funding (`penpay float fund`, the opening funding of a new database; no transaction):
+  into a float Dr MPESA_FLOAT or DERIV_AGENT_FLOAT / Cr CAPITAL     amount
+  out of one   Dr CAPITAL / Cr the float                            amount
+  reclassified Dr SUSPENSE / Cr CAPITAL (per currency, once), by migration 0022: funding booked
+               before CAPITAL existed went to SUSPENSE; this moves it out so SUSPENSE holds only
+               money nobody can explain
+
 The FX account holds both legs of every conversion valued at the quote's reference (mid) rate, so
 it says what position PenPay holds; what the customer's rate and the rounding down earned goes to
 FX_SPREAD in the source currency (LockedRate.spread_split; a quote without a reference books no
@@ -249,13 +256,14 @@ async def paybill_suspense_refunded(ledger: LedgerRepository, amount: Money, tra
 
 
 async def float_funding(ledger: LedgerRepository, kind: K, amount: Money, note: str) -> Posting:
-    """Money the operator put into a float (or, negative, took out), against suspense."""
+    """Money the operator put into a float (or, negative, took out), against the house's capital:
+    it is explained money, so it never touches SUSPENSE."""
     float_id = await _account(ledger, kind, amount.currency)
-    suspense_id = await _account(ledger, K.SUSPENSE, amount.currency)
+    capital_id = await _account(ledger, K.CAPITAL, amount.currency)
     if amount.is_positive():
-        lines = [debit(float_id, amount), credit(suspense_id, amount)]
+        lines = [debit(float_id, amount), credit(capital_id, amount)]
     else:
-        lines = [credit(float_id, -amount), debit(suspense_id, -amount)]
+        lines = [credit(float_id, -amount), debit(capital_id, -amount)]
     return Posting.create(lines=lines, description=f"float funding: {note}"[:255])
 
 

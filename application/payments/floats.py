@@ -16,7 +16,13 @@ from domain.wallet.money import Currency, Money
 
 FLOAT_KINDS = (AccountKind.DERIV_AGENT_FLOAT, AccountKind.MPESA_FLOAT)
 # The system accounts every report lists, opened with the floats (also made on first use).
-SYSTEM_KINDS = (AccountKind.FX, AccountKind.FX_SPREAD, AccountKind.FEES, AccountKind.SUSPENSE)
+SYSTEM_KINDS = (
+    AccountKind.FX,
+    AccountKind.FX_SPREAD,
+    AccountKind.FEES,
+    AccountKind.SUSPENSE,
+    AccountKind.CAPITAL,
+)
 
 
 async def open_system_accounts(uow: UnitOfWork) -> None:

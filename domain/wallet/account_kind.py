@@ -22,17 +22,24 @@ class AccountKind(StrEnum):
     # rounding down kept. FX then holds only the conversion itself, valued at the reference rate.
     FX_SPREAD = "FX_SPREAD"
     FEES = "FEES"
+    # Money nobody can yet explain (a paybill payment nobody claimed, a reconciliation finding):
+    # its balance is what a person still has to look at, so nothing else is booked to it.
     SUSPENSE = "SUSPENSE"
+    # The house's own money put into (or, debited, taken out of) the floats: the owner's capital
+    # contribution in accounting terms, kept apart from SUSPENSE so suspense shows only the unexplained.
+    CAPITAL = "CAPITAL"
 
     @property
     def normal_side(self) -> LedgerSide:
         """Assets (money PenPay holds at M-Pesa or Deriv) are debit-normal; what PenPay
-        owes users, its FX position, spread and fee income and suspense are credit-normal."""
+        owes users, its FX position, spread and fee income, suspense and the capital put into the
+        floats are credit-normal."""
         return _NORMAL_SIDE[self]
 
     @property
     def default_no_overdraft(self) -> bool:
-        """Real balances cannot be negative; FX, spread, fees and suspense are clearing accounts."""
+        """Real balances cannot be negative; FX, spread, fees, suspense and capital are not balances
+        held anywhere (capital goes below zero when the house takes out more than it put in)."""
         return self in _NO_OVERDRAFT
 
 
@@ -44,6 +51,7 @@ _NORMAL_SIDE = {
     AccountKind.FX_SPREAD: LedgerSide.CREDIT,
     AccountKind.FEES: LedgerSide.CREDIT,
     AccountKind.SUSPENSE: LedgerSide.CREDIT,
+    AccountKind.CAPITAL: LedgerSide.CREDIT,
 }
 
 _NO_OVERDRAFT = frozenset({AccountKind.USER_WALLET, AccountKind.MPESA_FLOAT, AccountKind.DERIV_AGENT_FLOAT})

@@ -1,7 +1,8 @@
 """`penpay float fund`: book money the operator put into (or, negative, took out of) a float.
 
 The ledger's floats mirror the real Deriv agent balance and the M-Pesa B2C float; payments
-that would overdraw one wait (FloatLow events) until it is funded. Audited.
+that would overdraw one wait (FloatLow events) until it is funded. Booked against CAPITAL (the
+house's own money, never SUSPENSE); audited.
 
 The amount is written as money is, with its currency (`penpay float fund deriv USD 1000`,
 `penpay float fund mpesa KES 50000.00`): a bare number of cents is one slip away from a

@@ -10,6 +10,7 @@ One module per job, each listing the rules it checks:
 
   ledger       the ledger sums to zero, per currency and per posting; every entry where it belongs
   accounts     stored balances, account set-up, no overdraft; balances by kind
+  funding      float money no transaction moved is CAPITAL's (funding) or SUSPENSE's (unexplained)
   overview     counts by status, NEEDS_REVIEW, unresolved (stale) transactions
   evidence     the evidence rows each transaction's status needs
   flows        the floats and wallets each terminal transaction moved
@@ -20,7 +21,7 @@ One module per job, each listing the rules it checks:
 
 Sign convention: a "net" is sum(DEBIT) - sum(CREDIT) of a set of entries, in minor units of one
 currency. A debit-normal account (the floats) grows by its net; a credit-normal one (wallets, FX,
-FX spread, fees, suspense) shrinks by it. FX and FX_SPREAD are clearing accounts (bookings.py: the
+FX spread, fees, suspense, capital) shrinks by it. FX and FX_SPREAD are clearing accounts (bookings.py: the
 conversion at the quote's reference rate, and what the customer's rate and rounding earned): no
 per-transaction rule reads them, the sums per currency cover them, and their balances are reported
 (balances_by_kind).

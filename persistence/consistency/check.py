@@ -13,6 +13,7 @@ from persistence.consistency.collector import Collector
 from persistence.consistency.deriv_books import check_deriv_books
 from persistence.consistency.evidence import check_evidence
 from persistence.consistency.flows import check_flows
+from persistence.consistency.funding import check_funding
 from persistence.consistency.ledger import check_postings, check_sums
 from persistence.consistency.mpesa_books import check_mpesa_books
 from persistence.consistency.overview import list_transactions
@@ -37,6 +38,7 @@ async def check_consistency(
         await check_sums(connection, out)
         await check_postings(connection, out)
         await check_accounts(connection, out)
+        await check_funding(connection, out)
         await list_transactions(connection, out, now=now, stale_after=stale_after)
         await check_evidence(connection, out)
         await check_flows(connection, out)

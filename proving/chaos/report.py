@@ -9,7 +9,8 @@ have stopped and the sweeper has had its time, turned into the invariants the so
                           the checker's PAID_TWICE)
   ledger sums         0   per currency, debits - credits
   (reported, not judged: what the system accounts hold — FX at the reference rate, the FX spread
-  earned, fees, suspense — so a spread or suspense balance nobody expects is seen)
+  earned, fees, suspense (only money nobody explains), the capital put into the floats — so a
+  spread or suspense balance nobody expects is seen)
   unresolved          0   every transaction terminal or NEEDS_REVIEW (each review listed with its reason)
   audit chain             verified from the first row to the last
   violations          0   every other rule of persistence.consistency
@@ -46,8 +47,9 @@ LOST_CODES = frozenset(
         Code.MPESA_FLOAT_MISMATCH,
     }
 )
-# What the report lists beside the ledger sums: where conversion, spread, fees and unexplained money sit.
-SYSTEM_ACCOUNT_KINDS = ("FX", "FX_SPREAD", "FEES", "SUSPENSE")
+# What the report lists beside the ledger sums: where conversion, spread, fees, unexplained money and
+# the house's own funding of the floats sit (funding is CAPITAL, so SUSPENSE shows only the unexplained).
+SYSTEM_ACCOUNT_KINDS = ("FX", "FX_SPREAD", "FEES", "SUSPENSE", "CAPITAL")
 # A soak in which the API refused most of the traffic proved nothing: it fails.
 MIN_ACCEPTED_SHARE = 0.5
 
@@ -214,7 +216,8 @@ class SoakReport:
             + ", ".join(f"{cur} {_cents(v)}" for cur, v in self.ledger_sums.items())
         )
         out.append(
-            "system accounts (FX at the reference rate, spread earned, fees, suspense): "
+            "system accounts (FX at the reference rate, spread earned, fees, unexplained money held "
+            "in suspense, capital funding the floats): "
             + (", ".join(f"{k} {_cents(v)}" for k, v in self.system_accounts.items()) or "none")
         )
         out.append(f"transactions left unresolved (outside NEEDS_REVIEW): {len(c.unresolved)}")

@@ -118,6 +118,32 @@ async def test_a_balance_that_is_not_its_entries_is_found(world: World) -> None:
     assert _failed(verdicts) == {"account_balances"}
 
 
+async def test_float_funding_booked_to_suspense_or_capital_moved_otherwise_is_found(world: World) -> None:
+    auditor = await _auditor(world)
+    assert "funding_in_capital" not in _failed(await auditor.run_once())
+    kes = "KES"
+    with raw_sql(world.url) as conn:
+        # funding booked the way it was before CAPITAL existed, and capital spent on FX
+        insert_posting(
+            conn,
+            [
+                (world.accounts.mpesa_float, "DEBIT", 500_00, kes),
+                (world.accounts.suspense_kes, "CREDIT", 500_00, kes),
+            ],
+            description="float funding: the old way",
+        )
+        insert_posting(
+            conn,
+            [(world.accounts.capital_kes, "DEBIT", 5_00, kes), (world.accounts.fx_kes, "CREDIT", 5_00, kes)],
+        )
+    verdicts = await auditor.run_once()
+    assert _failed(verdicts) == {"funding_in_capital"}
+    verdict = next(v for v in verdicts if v.check == "funding_in_capital")
+    assert verdict.details["funding_in_suspense_minor"] == {"KES": 500_00}
+    assert len(verdict.details["capital_misused"]) == 1
+    assert "500.00 KES of float funding in SUSPENSE" in verdict.summary, verdict.summary
+
+
 async def test_a_row_slipped_into_the_audit_chain_is_found(world: World) -> None:
     auditor = await _auditor(world)
     assert not _failed(await auditor.run_once())

@@ -7,7 +7,7 @@ The world: one user with
   - a deposit in NEEDS_REVIEW (paid by M-Pesa, Deriv refused the transfer),
   - a deposit still AWAITING_MPESA (fresh: not stale),
 booked with the postings of the flows (persistence.consistency's docstring), on floats
-funded by postings without a transaction (Dr float / Cr SUSPENSE). The external ids
+funded by postings without a transaction (Dr float / Cr CAPITAL). The external ids
 (CheckoutRequestID, receipts, Deriv transaction ids) are made up here unless the caller
 passes the simulators' own (see test_books.py).
 
@@ -125,6 +125,8 @@ class Accounts:
     deriv_float: LedgerAccountId
     suspense_kes: LedgerAccountId
     suspense_usd: LedgerAccountId
+    capital_kes: LedgerAccountId
+    capital_usd: LedgerAccountId
     other_wallet_kes: LedgerAccountId
 
 
@@ -158,6 +160,8 @@ async def _accounts(engine: AsyncEngine, user_id: UserId, other_user: UserId) ->
             deriv_float=await get(K.DERIV_AGENT_FLOAT, USD),
             suspense_kes=await get(K.SUSPENSE, KES),
             suspense_usd=await get(K.SUSPENSE, USD),
+            capital_kes=await get(K.CAPITAL, KES),
+            capital_usd=await get(K.CAPITAL, USD),
             other_wallet_kes=await get(K.USER_WALLET, KES, other_user),
         )
         await uow.commit()
@@ -293,10 +297,10 @@ async def build_world(
             _posting(
                 None,
                 "float funding: Deriv agent",
-                (a.deriv_float, a.suspense_usd, Money(DERIV_FLOAT_CENTS, USD)),
+                (a.deriv_float, a.capital_usd, Money(DERIV_FLOAT_CENTS, USD)),
             ),
             _posting(
-                None, "float funding: M-Pesa", (a.mpesa_float, a.suspense_kes, Money(MPESA_FLOAT_CENTS, KES))
+                None, "float funding: M-Pesa", (a.mpesa_float, a.capital_kes, Money(MPESA_FLOAT_CENTS, KES))
             ),
         ],
     )
@@ -423,6 +427,7 @@ def insert_posting(
     transaction_id: Any = None,
     entry_transaction_id: Any = "same",
     adjust_balances: bool = True,
+    description: str = "corruption",
 ) -> uuid.UUID:
     """Insert a posting and its entries as given (balanced or not); with adjust_balances, move the
     stored balances the way the entries do, so only the intended rule breaks."""
@@ -435,7 +440,7 @@ def insert_posting(
         {
             "id": posting_id,
             "transaction_id": tx,
-            "description": "corruption",
+            "description": description,
             "reverses_posting_id": None,
             "created_at": now,
         },

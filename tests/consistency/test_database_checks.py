@@ -135,6 +135,36 @@ def _negative_wallet(sql: sa.Connection, w: World) -> None:
     )
 
 
+def _funding_to_suspense(sql: sa.Connection, w: World) -> None:
+    # float funding booked the way it was before CAPITAL existed
+    insert_posting(
+        sql,
+        [(w.accounts.mpesa_float, DEBIT, 500_00, "KES"), (w.accounts.suspense_kes, CREDIT, 500_00, "KES")],
+        description="float funding: the old way",
+    )
+
+
+def _capital_against_fx(sql: sa.Connection, w: World) -> None:
+    insert_posting(
+        sql, [(w.accounts.capital_kes, DEBIT, 5_00, "KES"), (w.accounts.fx_kes, CREDIT, 5_00, "KES")]
+    )
+
+
+def _capital_for_a_transaction(sql: sa.Connection, w: World) -> None:
+    # balanced, and the deposit's floats and wallets untouched: only the capital rule breaks
+    insert_posting(
+        sql,
+        [(w.accounts.capital_kes, DEBIT, 5_00, "KES"), (w.accounts.fx_kes, CREDIT, 5_00, "KES")],
+        transaction_id=w.deposit.id,
+    )
+
+
+def _float_against_fx(sql: sa.Connection, w: World) -> None:
+    insert_posting(
+        sql, [(w.accounts.mpesa_float, DEBIT, 7_00, "KES"), (w.accounts.fx_kes, CREDIT, 7_00, "KES")]
+    )
+
+
 def _ghost_account(sql: sa.Connection, w: World) -> None:
     ghost = uuid.uuid4()
     insert_posting(sql, [(ghost, DEBIT, 5_00, "KES"), (ghost, CREDIT, 5_00, "KES")])
@@ -269,6 +299,9 @@ CORRUPTIONS = {
     "a stored balance one cent off": Corruption(_balance_off, Code.BALANCE_MISMATCH),
     "a wallet below zero": Corruption(_negative_wallet, Code.NEGATIVE_BALANCE),
     "entries on a missing account": Corruption(_ghost_account, Code.UNKNOWN_ACCOUNT),
+    "float funding booked to suspense": Corruption(_funding_to_suspense, Code.FUNDING_IN_SUSPENSE),
+    "capital moved against FX": Corruption(_capital_against_fx, Code.CAPITAL_MISUSED),
+    "capital moved for a transaction": Corruption(_capital_for_a_transaction, Code.CAPITAL_MISUSED, _deposit),
     "a USD entry on a KES account": Corruption(
         _entry_in_other_currency, Code.ENTRY_CURRENCY_MISMATCH, only=False
     ),
@@ -371,6 +404,18 @@ async def test_each_corruption_is_reported_by_its_rule(world: World, name: str) 
     if case.about is not None:
         named = {v.transaction_id for v in report.violations if v.code == case.code}
         assert named == {str(case.about(world).id)}  # type: ignore[attr-defined]
+
+
+async def test_a_float_moved_with_no_transaction_against_neither_capital_nor_suspense_is_a_warning(
+    world: World,
+) -> None:
+    with raw_sql(world.url) as sql:
+        _float_against_fx(sql, world)
+    report = await check(world)
+
+    assert report.violations == []
+    assert report.warning_codes() == {WarningCode.FLOAT_ENTRY_UNEXPLAINED}
+    assert "against FX" in report.warnings[0].message
 
 
 async def test_a_reversed_deposit_whose_kes_refund_is_not_booked_is_a_warning(world: World) -> None:

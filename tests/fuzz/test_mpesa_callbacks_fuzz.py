@@ -99,7 +99,7 @@ async def one_mutated_example(h: Harness, genuine: Genuine, case: Case) -> str:
     return expected
 
 
-SYSTEM_ACCOUNTS_AT_MIGRATION = 2  # FX_SPREAD KES and USD (migration 0013)
+SYSTEM_ACCOUNTS_AT_MIGRATION = 4  # FX_SPREAD (migration 0013) and CAPITAL (0022), KES and USD
 
 
 async def fuzz_mutations(h: Harness, bridge: Bridge, genuine: Genuine, menu: Menu) -> None:
@@ -122,7 +122,7 @@ async def fuzz_mutations(h: Harness, bridge: Bridge, genuine: Genuine, menu: Men
     assert (await row_of(h, genuine.kind, genuine.correlation_id)).status == expected
     tables = await counts(h.engine)
     # No money moved: no posting, no entry, and no account beyond the system accounts the
-    # migrations open (FX_SPREAD per currency); a callback opens none.
+    # migrations open (FX_SPREAD and CAPITAL per currency); a callback opens none.
     assert tables["ledger_postings"] == tables["ledger_entries"] == 0
     assert tables["ledger_accounts"] == SYSTEM_ACCOUNTS_AT_MIGRATION
     assert await untouched_transactions(h.engine)

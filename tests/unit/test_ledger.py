@@ -47,6 +47,10 @@ def test_factories_set_codes_normal_sides_and_overdraft_rules() -> None:
     assert LedgerAccount.system(AccountKind.DERIV_AGENT_FLOAT, Currency.USD).no_overdraft
     for kind in (AccountKind.FX, AccountKind.FEES, AccountKind.SUSPENSE):
         assert not LedgerAccount.system(kind, KES).no_overdraft
+    # The house's capital is credit-normal and may go below zero (more taken out than put in).
+    capital = LedgerAccount.system(AccountKind.CAPITAL, KES)
+    assert capital.code == "system:capital:KES"  # the code migration 0022 opens
+    assert (capital.normal_side, capital.no_overdraft) == (LedgerSide.CREDIT, False)
 
 
 def test_a_user_wallet_is_made_only_through_its_own_factory() -> None:
