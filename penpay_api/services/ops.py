@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.identity.kyc_attestation import KycAttestation, KycAttestationRefused
 from application.identity.kyc_review import KycAttestationReview, ProposedAttestation
+from application.reconciliation.closing import ReconciliationItemReview
 from application.reconciliation.errors import RunNotFound
 from application.reconciliation.rules import ItemClass
 from application.review.paybill import PaybillSuspenseReview
@@ -70,6 +71,7 @@ METHOD_ROLES = {
                 "ProposePaybillAssignment",
                 "ProposePaybillRefund",
                 "ProposeKycAttestation",
+                "CloseReconciliationItem",
             ),
             (OPERATOR_ROLE,),
         ),
@@ -145,7 +147,9 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         paybill: PaybillSuspenseReview | None = None,
         refunds: SuspenseRefunds | None = None,
         kyc: KycAttestationReview | None = None,
+        reconciliation_items: ReconciliationItemReview | None = None,
     ) -> None:
+        self._reconciliation_items = reconciliation_items
         self._paybill = paybill
         self._refunds = refunds
         self._kyc = kyc
@@ -185,6 +189,22 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         return pb.ListReconciliationItemsResponse(
             items=[_item(row) for row in rows],
             next_page_token=rows[-1].item_key if len(rows) == size else "",
+        )
+
+    async def CloseReconciliationItem(
+        self, request: pb.CloseReconciliationItemRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CloseReconciliationItemResponse:
+        if self._reconciliation_items is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "closing reconciliation items is not handled here",
+                reason="UNIMPLEMENTED",
+            )
+        closed = await self._reconciliation_items.close(
+            staff=_staff(), item_key=request.item_key, reason=request.reason
+        )
+        return pb.CloseReconciliationItemResponse(
+            item_key=closed.item_key, review_status=closed.review_status
         )
 
     async def GetReconciliationReport(
@@ -815,4 +835,7 @@ def _item(row: Any) -> pb.ReconciliationItem:
         detail=mask_phone(row.detail or ""),
         review_status=row.review_status,
         suspense_posting_id=str(row.suspense_posting_id) if row.suspense_posting_id else "",
+        resolved_by=row.resolved_by or "",
+        resolution=mask_phone(row.resolution or ""),
+        resolved_at=timestamp(row.resolved_at),
     )
