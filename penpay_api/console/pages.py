@@ -89,6 +89,7 @@ class Console:
         r.add_get("/ops/reconciliation", self.guarded(self.reconciliation))
         r.add_get("/ops/reconciliation/{run_id}", self.guarded(self.reconciliation_run))
         r.add_get("/ops/reconciliation/{run_id}/items.csv", self.guarded(self.reconciliation_csv))
+        r.add_post("/ops/reconciliation/{run_id}/close", self.guarded(self.reconciliation_close, write=True))
         r.add_get("/ops/paybill", self.guarded(self.paybill))
         for verb, handler in (
             ("propose", self.paybill_propose),
@@ -304,8 +305,34 @@ class Console:
         return item_class if item_class in views.ITEM_CLASSES else ""
 
     async def reconciliation_run(self, request: web.Request) -> web.StreamResponse:
+        return await self._run_page(request, self._item_class(request))
+
+    async def reconciliation_close(self, request: web.Request) -> web.StreamResponse:
+        """Close one item queued for review with the operator's reason (no money moves); the run's
+        page comes back with what happened (htmx swaps its items section)."""
+        form = await request.post()
+        key = str(form.get("item_key", ""))
+        message = pb.CloseReconciliationItemRequest(item_key=key, reason=str(form.get("reason", "")))
+        try:
+            await self.rpc(request, "CloseReconciliationItem", message)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNAVAILABLE:
+                raise
+            error = exc.details() or exc.code().name
+            return await self._run_page(request, str(form.get("class", "")), error=error, status=409)
+        return await self._run_page(request, str(form.get("class", "")), notice=f"Closed {key}.")
+
+    async def _run_page(
+        self,
+        request: web.Request,
+        item_class: str,
+        *,
+        notice: str | None = None,
+        error: str | None = None,
+        status: int = 200,
+    ) -> web.StreamResponse:
         run_id = request.match_info["run_id"]
-        item_class = self._item_class(request)
+        item_class = item_class if item_class in views.ITEM_CLASSES else ""
         message = pb.ListReconciliationItemsRequest(
             run_id=run_id,
             item_class=item_class,
@@ -331,6 +358,9 @@ class Console:
             next_page=answer.next_page_token,
             item_class=item_class,
             classes=views.ITEM_CLASSES,
+            notice=notice,
+            error=error,
+            status=status,
             staff=True,
         )
 
@@ -470,6 +500,7 @@ class Console:
         return await self._paybill_act(
             request, "RejectPaybillRefund", message, "Refund rejected: the payment stays in suspense."
         )
+
     # -- KYC attestations (four-eyes) ----------------------------------------------------------
 
     async def _attestations(self, request: web.Request, **shown: Any) -> dict[str, Any]:

@@ -393,6 +393,8 @@ def recon_item(i: pb.ReconciliationItem) -> dict[str, Any]:
         "detail": mask_phone(i.detail),
         "review_status": i.review_status,
         "suspense_posting_id": i.suspense_posting_id,
+        "resolved_by": i.resolved_by,
+        "resolution": mask_phone(i.resolution),
     }
 
 
