@@ -34,11 +34,13 @@ def record_of(row: Any) -> ProviderRecord:
 
 
 def stored_item_of(row: Any) -> StoredItem:
+    written_off = row.write_off_posting_id is not None
     return StoredItem(
         item_key=str(row.item_key),
         review_status=str(row.review_status),
-        holds_suspense=row.suspense_posting_id is not None,
+        holds_suspense=row.suspense_posting_id is not None and not written_off,
         record=record_of(row),
+        write_off_proposed_by=None if written_off else row.write_off_proposed_by,
     )
 
 

@@ -641,6 +641,11 @@ reconciliation_items = Table(
     Column("resolved_by", String(64), nullable=True),
     Column("resolution", String(255), nullable=True),
     Column("resolved_at", UtcDateTime(), nullable=True),
+    # a write-off of its SUSPENSE proposed (NULL once rejected), and the posting its approval booked
+    Column("write_off_proposed_by", String(64), nullable=True),
+    Column("write_off_reason", String(255), nullable=True),
+    Column("write_off_proposed_at", UtcDateTime(), nullable=True),
+    Column("write_off_posting_id", UUIDv7(), ForeignKey("ledger_postings.id"), nullable=True),
     Index(None, "last_run_id"),
     Index(None, "item_class", "review_status"),
 )

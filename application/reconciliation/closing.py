@@ -50,8 +50,9 @@ class ProviderRecord:
 class StoredItem:
     item_key: str
     review_status: str
-    holds_suspense: bool
+    holds_suspense: bool  # its SUSPENSE posting booked and not written off
     record: ProviderRecord
+    write_off_proposed_by: str | None = None
 
 
 def reason_of(text: str) -> str:

@@ -23,6 +23,9 @@ class AccountKind(StrEnum):
     FX_SPREAD = "FX_SPREAD"
     FEES = "FEES"
     SUSPENSE = "SUSPENSE"
+    # Money reconciliation held in SUSPENSE that two people agreed nobody in PenPay owns (a provider
+    # fee, a provider's own error settled outside PenPay): written off here, never back to SUSPENSE.
+    RECONCILIATION_WRITE_OFF = "RECONCILIATION_WRITE_OFF"
 
     @property
     def normal_side(self) -> LedgerSide:
@@ -44,6 +47,7 @@ _NORMAL_SIDE = {
     AccountKind.FX_SPREAD: LedgerSide.CREDIT,
     AccountKind.FEES: LedgerSide.CREDIT,
     AccountKind.SUSPENSE: LedgerSide.CREDIT,
+    AccountKind.RECONCILIATION_WRITE_OFF: LedgerSide.CREDIT,
 }
 
 _NO_OVERDRAFT = frozenset({AccountKind.USER_WALLET, AccountKind.MPESA_FLOAT, AccountKind.DERIV_AGENT_FLOAT})

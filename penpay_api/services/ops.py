@@ -20,6 +20,7 @@ from application.identity.kyc_review import KycAttestationReview, ProposedAttest
 from application.reconciliation.closing import ReconciliationItemReview
 from application.reconciliation.errors import RunNotFound
 from application.reconciliation.rules import ItemClass
+from application.reconciliation.write_off import SuspenseWriteOffs
 from application.review.paybill import PaybillSuspenseReview
 from application.review.paybill_refund import RefundView, SuspenseRefunds
 from application.review.ports import Proposal
@@ -72,6 +73,7 @@ METHOD_ROLES = {
                 "ProposePaybillRefund",
                 "ProposeKycAttestation",
                 "CloseReconciliationItem",
+                "ProposeReconciliationWriteOff",
             ),
             (OPERATOR_ROLE,),
         ),
@@ -85,6 +87,8 @@ METHOD_ROLES = {
                 "RejectPaybillRefund",
                 "ApproveKycAttestation",
                 "RejectKycAttestation",
+                "ApproveReconciliationWriteOff",
+                "RejectReconciliationWriteOff",
                 # the approver compares the identity with the documents; the proposer typed it
                 "RevealKycAttestation",
             ),
@@ -148,7 +152,9 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         refunds: SuspenseRefunds | None = None,
         kyc: KycAttestationReview | None = None,
         reconciliation_items: ReconciliationItemReview | None = None,
+        write_offs: SuspenseWriteOffs | None = None,
     ) -> None:
+        self._write_offs = write_offs
         self._reconciliation_items = reconciliation_items
         self._paybill = paybill
         self._refunds = refunds
@@ -206,6 +212,31 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         return pb.CloseReconciliationItemResponse(
             item_key=closed.item_key, review_status=closed.review_status
         )
+
+    def _write_off(self) -> SuspenseWriteOffs:
+        if self._write_offs is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED, "write-offs are not handled here", reason="UNIMPLEMENTED"
+            )
+        return self._write_offs
+
+    async def ProposeReconciliationWriteOff(
+        self, request: pb.ProposeReconciliationWriteOffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProposeReconciliationWriteOffResponse:
+        await self._write_off().propose(staff=_staff(), item_key=request.item_key, reason=request.reason)
+        return pb.ProposeReconciliationWriteOffResponse()
+
+    async def ApproveReconciliationWriteOff(
+        self, request: pb.ApproveReconciliationWriteOffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApproveReconciliationWriteOffResponse:
+        done = await self._write_off().approve(staff=_staff(), item_key=request.item_key)
+        return pb.ApproveReconciliationWriteOffResponse(item_key=done.item_key, posting_id=done.posting_id)
+
+    async def RejectReconciliationWriteOff(
+        self, request: pb.RejectReconciliationWriteOffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RejectReconciliationWriteOffResponse:
+        await self._write_off().reject(staff=_staff(), item_key=request.item_key, reason=request.reason)
+        return pb.RejectReconciliationWriteOffResponse()
 
     async def GetReconciliationReport(
         self, request: pb.GetReconciliationReportRequest, context: grpc.aio.ServicerContext
@@ -838,4 +869,6 @@ def _item(row: Any) -> pb.ReconciliationItem:
         resolved_by=row.resolved_by or "",
         resolution=mask_phone(row.resolution or ""),
         resolved_at=timestamp(row.resolved_at),
+        write_off_proposed_by="" if row.write_off_posting_id else (row.write_off_proposed_by or ""),
+        write_off_posting_id=str(row.write_off_posting_id) if row.write_off_posting_id else "",
     )

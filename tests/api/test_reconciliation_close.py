@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from application.reconciliation.ports import Item
 from application.reconciliation.rules import Amount, ItemClass
@@ -18,7 +18,7 @@ from penpay.ops.v1 import ops_pb2
 from penpay_api.auth import APPROVER_ROLE, VIEWER_ROLE
 from penpay_api.errors import parse_status
 from persistence.reconciliation import SqlReconciliationStore
-from persistence.tables import audit_logs, ledger_postings, reconciliation_items
+from persistence.tables import audit_logs, ledger_accounts, ledger_postings, reconciliation_items
 
 from .conftest import Harness, bearer
 
@@ -71,7 +71,7 @@ async def audit_of(api: Harness, key: str) -> list[tuple[str, str, dict[str, obj
     async with api.core.engine.connect() as conn:
         rows = await conn.execute(
             select(audit_logs.c.actor, audit_logs.c.action, audit_logs.c.details)
-            .where(audit_logs.c.subject_id == key[:64], audit_logs.c.action.like("reconciliation.item_%"))
+            .where(audit_logs.c.subject_id == key[:64], audit_logs.c.action.like("reconciliation.%"))
             .order_by(audit_logs.c.id)
         )
         return [(r.actor, r.action, json.loads(r.details)) for r in rows]
@@ -184,3 +184,112 @@ async def test_an_item_whose_money_is_in_suspense_or_that_matched_is_not_closed(
     assert reason_of(not_open) == "RECONCILIATION_ITEM_NOT_OPEN"
     assert (await row(api, held.key)).review_status == "OPEN"  # type: ignore[attr-defined]
     assert [a for _, a, _ in await audit_of(api, held.key)] == ["reconciliation.item_queued"]
+
+
+async def balance(api: Harness, kind: str, currency: str) -> int:
+    a = ledger_accounts
+    async with api.core.engine.connect() as conn:
+        value = (
+            await conn.execute(
+                select(func.sum(a.c.balance_cents)).where(a.c.kind == kind, a.c.currency == currency)
+            )
+        ).scalar_one_or_none()
+    return int(value or 0)
+
+
+async def write_off_call(
+    api: Harness, method: str, key: str, auth: tuple[tuple[str, str], ...], reason: str = ""
+) -> object:
+    request = getattr(ops_pb2, f"{method}Request")
+    fields = {"item_key": key} if method.startswith("Approve") else {"item_key": key, "reason": reason}
+    return await getattr(api.ops, method)(request(**fields), metadata=auth)
+
+
+async def write_off_refused(
+    api: Harness, method: str, key: str, auth: tuple[tuple[str, str], ...], reason: str = "fee"
+) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await write_off_call(api, method, key, auth, reason)
+    return caught.value
+
+
+async def test_a_suspense_write_off_takes_two_people_and_is_booked_once(api: Harness) -> None:
+    stamp = str(uuid.uuid4().int)[:12]
+    held = Item(
+        key=f"deriv:{stamp}",
+        source="deriv_statement",
+        item_class=ItemClass.UNKNOWN_AT_PENPAY,
+        detail="money at Deriv with no PenPay transaction",
+        provider_ref=stamp,
+        provider_amount=Amount(7_00, "USD"),
+        float_kind="DERIV_AGENT_FLOAT",
+    )
+    no_suspense = missing(f"c2b:NOSUSP{uuid.uuid4().hex[:10]}")
+    run_id = await a_run(api, held, no_suspense)
+    key = held.key
+    olga = staff(api, "olga", "operator", APPROVER_ROLE)  # holds both roles: still one person
+    otto = staff(api, "otto", "operator")
+    amos = staff(api, "amos", APPROVER_ROLE)
+    suspense0, written0 = (
+        await balance(api, "SUSPENSE", "USD"),
+        await balance(api, "RECONCILIATION_WRITE_OFF", "USD"),
+    )
+
+    propose, approve, reject = (
+        "ProposeReconciliationWriteOff",
+        "ApproveReconciliationWriteOff",
+        "RejectReconciliationWriteOff",
+    )
+    viewer = await write_off_refused(api, propose, key, staff(api, "vera", VIEWER_ROLE))
+    assert viewer.code() == grpc.StatusCode.PERMISSION_DENIED
+    only_approver = await write_off_refused(api, propose, key, amos)
+    assert only_approver.code() == grpc.StatusCode.PERMISSION_DENIED
+    nothing_held = await write_off_refused(api, propose, no_suspense.key, olga)
+    assert reason_of(nothing_held) == "RECONCILIATION_ITEM_HOLDS_NO_SUSPENSE"
+    not_proposed = await write_off_refused(api, approve, key, amos)
+    assert reason_of(not_proposed) == "RECONCILIATION_WRITE_OFF_NOT_PROPOSED"
+
+    await write_off_call(api, propose, key, olga, "Deriv fee, ticket 77")
+    twice = await write_off_refused(api, propose, key, otto)
+    assert reason_of(twice) == "RECONCILIATION_WRITE_OFF_ALREADY_PROPOSED"
+    own = await write_off_refused(api, approve, key, olga)
+    assert (own.code(), reason_of(own)) == (grpc.StatusCode.PERMISSION_DENIED, "FOUR_EYES_REQUIRED")
+    operator_only = await write_off_refused(api, approve, key, otto)
+    assert operator_only.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await balance(api, "SUSPENSE", "USD") == suspense0  # nothing booked yet
+
+    await write_off_call(api, reject, key, amos, "ask Deriv first")
+    after_reject = await row(api, key)
+    assert (after_reject.review_status, after_reject.write_off_proposed_by) == ("OPEN", None)  # type: ignore[attr-defined]
+    await write_off_call(api, propose, key, olga, "Deriv fee, ticket 78")
+    done = await write_off_call(api, approve, key, amos)
+    assert done.item_key == key and done.posting_id  # type: ignore[attr-defined]
+
+    # SUSPENSE held the 7.00 as a credit (money came into the Deriv float): now written off, once
+    assert await balance(api, "SUSPENSE", "USD") == suspense0 - 7_00
+    assert await balance(api, "RECONCILIATION_WRITE_OFF", "USD") == written0 + 7_00
+    again = await write_off_refused(api, approve, key, staff(api, "ann", APPROVER_ROLE))
+    assert reason_of(again) == "RECONCILIATION_ITEM_NOT_OPEN"
+    assert await balance(api, "RECONCILIATION_WRITE_OFF", "USD") == written0 + 7_00
+
+    listed = await api.ops.ListReconciliationItems(
+        ops_pb2.ListReconciliationItemsRequest(run_id=run_id), metadata=otto
+    )
+    [item] = [i for i in listed.items if i.item_key == key]
+    assert (item.review_status, item.resolved_by, item.resolution, item.write_off_posting_id) == (
+        "RESOLVED",
+        "operator:amos",
+        "Deriv fee, ticket 78",
+        done.posting_id,  # type: ignore[attr-defined]
+    )
+    trail = [(actor, action) for actor, action, _ in await audit_of(api, key)]
+    assert trail == [
+        ("reconciliation", "reconciliation.item_queued"),
+        ("operator:olga", "reconciliation.write_off_proposed"),
+        ("operator:olga", "reconciliation.write_off_four_eyes_refused"),
+        ("operator:amos", "reconciliation.write_off_rejected"),
+        ("operator:olga", "reconciliation.write_off_proposed"),
+        ("operator:amos", "reconciliation.write_off_approved"),
+    ]
+    *_, (_, _, approved) = await audit_of(api, key)
+    assert (approved["proposed_by"], approved["approved_by"]) == ("operator:olga", "operator:amos")
