@@ -90,6 +90,11 @@ class Console:
         r.add_get("/ops/reconciliation/{run_id}", self.guarded(self.reconciliation_run))
         r.add_get("/ops/reconciliation/{run_id}/items.csv", self.guarded(self.reconciliation_csv))
         r.add_post("/ops/reconciliation/{run_id}/close", self.guarded(self.reconciliation_close, write=True))
+        for verb in ("propose_write_off", "approve_write_off", "reject_write_off"):
+            r.add_post(
+                f"/ops/reconciliation/{{run_id}}/{verb}",
+                self.guarded(self.reconciliation_write_off, write=True),
+            )
         r.add_get("/ops/paybill", self.guarded(self.paybill))
         for verb, handler in (
             ("propose", self.paybill_propose),
@@ -321,6 +326,39 @@ class Console:
             error = exc.details() or exc.code().name
             return await self._run_page(request, str(form.get("class", "")), error=error, status=409)
         return await self._run_page(request, str(form.get("class", "")), notice=f"Closed {key}.")
+
+    async def reconciliation_write_off(self, request: web.Request) -> web.StreamResponse:
+        """Propose, approve or reject writing off an item's SUSPENSE (four eyes: the API refuses the
+        proposer's own approval); the run's page comes back with what happened."""
+        form = await request.post()
+        key = str(form.get("item_key", ""))
+        reason = str(form.get("reason", ""))
+        verb = request.path.rsplit("/", 1)[-1]
+        method, message, done = {
+            "propose_write_off": (
+                "ProposeReconciliationWriteOff",
+                pb.ProposeReconciliationWriteOffRequest(item_key=key, reason=reason),
+                f"Write-off of {key} proposed: waiting for an approver.",
+            ),
+            "approve_write_off": (
+                "ApproveReconciliationWriteOff",
+                pb.ApproveReconciliationWriteOffRequest(item_key=key),
+                f"Written off {key}.",
+            ),
+            "reject_write_off": (
+                "RejectReconciliationWriteOff",
+                pb.RejectReconciliationWriteOffRequest(item_key=key, reason=reason),
+                f"Write-off of {key} rejected: it stays in suspense.",
+            ),
+        }[verb]
+        try:
+            await self.rpc(request, method, message)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNAVAILABLE:
+                raise
+            error = exc.details() or exc.code().name
+            return await self._run_page(request, str(form.get("class", "")), error=error, status=409)
+        return await self._run_page(request, str(form.get("class", "")), notice=done)
 
     async def _run_page(
         self,

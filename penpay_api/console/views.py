@@ -395,6 +395,7 @@ def recon_item(i: pb.ReconciliationItem) -> dict[str, Any]:
         "suspense_posting_id": i.suspense_posting_id,
         "resolved_by": i.resolved_by,
         "resolution": mask_phone(i.resolution),
+        "write_off_proposed_by": i.write_off_proposed_by,
     }
 
 

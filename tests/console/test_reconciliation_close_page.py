@@ -1,6 +1,7 @@
 """The reconciliation run page in Chromium: an operator closes an item queued for review with a
 reason (no money moves), the page shows it RESOLVED with their name; a viewer's attempt is refused
-on the page and changes nothing; an item whose money is in SUSPENSE offers no close."""
+on the page and changes nothing; an item whose money is in SUSPENSE offers no close but a write-off,
+which its proposer cannot approve and a second person does."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ async def test_an_operator_closes_a_queued_item_on_the_run_page(console: Console
     await expect(vera.get_by_role("alert")).to_be_visible()
     await expect(vera.get_by_test_id(f"review-{key}")).to_contain_text("OPEN")
 
-    olga = await console.page_for(staff_token(console, "olga", "operator"))
+    olga = await console.page_for(staff_token(console, "olga", "operator", "approver"))
     await olga.goto(f"{console.url}/ops/reconciliation/{run_id}")
     assert await olga.get_by_role("button", name=f"Close {held}").count() == 0  # a booking, not a note
     await olga.get_by_label(f"Why close {key} (no money moves; audited)").fill("Safaricom fee, ticket 123")
@@ -74,3 +75,25 @@ async def test_an_operator_closes_a_queued_item_on_the_run_page(console: Console
     assert await olga.get_by_role("button", name=f"Close {key}").count() == 0
     assert await console.axe(olga) == []
     await console.screenshot(olga, "reconciliation-item-closed")
+
+    # The item whose money is in SUSPENSE: a write-off, by two people.
+    await olga.get_by_label(f"Why write off {held}'s suspense (two people; audited)").fill(
+        "Deriv fee, ticket 9"
+    )
+    await olga.get_by_role("button", name=f"Propose write-off of {held}").click()
+    await expect(olga.get_by_role("status")).to_have_text(
+        f"Write-off of {held} proposed: waiting for an approver."
+    )
+    await olga.get_by_role("button", name=f"Approve write-off of {held}").click()
+    await expect(olga.get_by_role("alert")).to_contain_text("proposer")
+    await expect(olga.get_by_test_id(f"review-{held}")).to_contain_text("OPEN")
+    amos = await console.page_for(staff_token(console, "amos", "approver"))
+    await amos.goto(f"{console.url}/ops/reconciliation/{run_id}")
+    await expect(amos.get_by_test_id(f"review-{held}")).to_contain_text("write-off proposed by operator:olga")
+    await amos.get_by_role("button", name=f"Approve write-off of {held}").click()
+    await expect(amos.get_by_role("status")).to_have_text(f"Written off {held}.")
+    await expect(amos.get_by_test_id(f"review-{held}")).to_contain_text("RESOLVED")
+    await expect(amos.get_by_test_id(f"review-{held}")).to_contain_text(
+        "closed by operator:amos: Deriv fee, ticket 9"
+    )
+    assert await console.axe(amos) == []
