@@ -4,6 +4,7 @@ provider record and is queued again when that record changes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -19,6 +20,7 @@ from penpay_api.auth import APPROVER_ROLE, VIEWER_ROLE
 from penpay_api.errors import parse_status
 from persistence.reconciliation import SqlReconciliationStore
 from persistence.tables import audit_logs, ledger_accounts, ledger_postings, reconciliation_items
+from tests.floats import fund_test_floats
 
 from .conftest import Harness, bearer
 
@@ -293,3 +295,41 @@ async def test_a_suspense_write_off_takes_two_people_and_is_booked_once(api: Har
     ]
     *_, (_, _, approved) = await audit_of(api, key)
     assert (approved["proposed_by"], approved["approved_by"]) == ("operator:olga", "operator:amos")
+
+
+async def test_two_approvers_at_once_book_the_write_off_once(api: Harness) -> None:
+    stamp = str(uuid.uuid4().int)[:12]
+    held = Item(
+        key=f"deriv:{stamp}",
+        source="deriv_statement",
+        item_class=ItemClass.UNKNOWN_AT_PENPAY,
+        detail="money out of the Deriv float with no PenPay transaction",
+        provider_ref=stamp,
+        provider_amount=Amount(4_00, "USD"),
+        credit=False,
+        float_kind="DERIV_AGENT_FLOAT",
+    )
+    await fund_test_floats(api.core)  # money can leave the float only if it holds some
+    suspense0, written0 = (
+        await balance(api, "SUSPENSE", "USD"),
+        await balance(api, "RECONCILIATION_WRITE_OFF", "USD"),
+    )
+    await a_run(api, held)
+    # money that left the float: SUSPENSE debited (credit-normal, so its balance goes down)
+    assert await balance(api, "SUSPENSE", "USD") == suspense0 - 4_00
+    await write_off_call(
+        api, "ProposeReconciliationWriteOff", held.key, staff(api, "olga", "operator"), "fee"
+    )
+    outcomes = await asyncio.gather(
+        *(
+            write_off_call(api, "ApproveReconciliationWriteOff", held.key, staff(api, name, APPROVER_ROLE))
+            for name in ("amos", "ann")
+        ),
+        return_exceptions=True,
+    )
+    refused_ones = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(refused_ones) == 1 and reason_of(refused_ones[0]) == "RECONCILIATION_ITEM_NOT_OPEN", outcomes
+    assert await balance(api, "SUSPENSE", "USD") == suspense0
+    assert await balance(api, "RECONCILIATION_WRITE_OFF", "USD") == written0 - 4_00
+    approvals = [a for _, a, _ in await audit_of(api, held.key) if a == "reconciliation.write_off_approved"]
+    assert len(approvals) == 1
