@@ -17,11 +17,13 @@ from application.ledger import book
 from application.payments import bookings
 from application.payments.paybill import RECONCILED, SETTLED, PaybillPayment
 from application.payments.paybill import Status as PaybillStatus
+from application.reconciliation.closing import RESOLVED, ProviderRecord, resolution_stands
 from application.reconciliation.ports import MPESA_B2C, MPESA_C2B, Evidence, Item, PaybillHeld, Payout
 from application.reconciliation.rules import CLASSES, Amount, ItemClass
 from domain.shared.ids import new_uuid7
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
+from persistence.reconciliation_closing import record_of
 from persistence.tables import (
     c2b_payments,
     deriv_transfers,
@@ -364,16 +366,38 @@ class SqlReconciliationStore:
 
     async def record_item(self, run_id: str, item: Item, now: datetime) -> None:
         """Insert the item once; a later run updates its class and run. Its suspense posting (if its
-        class books one) is written with the insert, in one transaction."""
+        class books one) is written with the insert, in one transaction. An item an operator closed
+        (RESOLVED) stays so while the provider shows the same record; a changed one is queued again."""
         t = reconciliation_items
         async with self._uow() as uow:
             conn = uow.connection
             existing = (
                 await conn.execute(
-                    select(t.c.id, t.c.item_class).where(t.c.item_key == item.key).with_for_update()
+                    select(
+                        t.c.id,
+                        t.c.item_class,
+                        t.c.provider_ref,
+                        t.c.provider_amount_cents,
+                        t.c.provider_amount_currency,
+                        t.c.review_status,
+                    )
+                    .where(t.c.item_key == item.key)
+                    .with_for_update()
                 )
             ).first()
             if existing is not None:
+                review_status = "OPEN" if CLASSES[item.item_class].review else "NONE"
+                if existing.review_status == RESOLVED:
+                    seen = ProviderRecord(item.item_class.value, item.provider_ref, item.provider_amount)
+                    if resolution_stands(record_of(existing), seen):
+                        review_status = RESOLVED  # an operator explained this very record
+                    elif review_status == "OPEN":
+                        uow.audit(
+                            action="reconciliation.item_reopened",
+                            subject_type="ReconciliationItem",
+                            subject_id=item.key[:64],
+                            details={"class": item.item_class.value, "detail": item.detail},
+                        )
                 await conn.execute(
                     update(t)
                     .where(t.c.id == existing.id)
@@ -387,7 +411,7 @@ class SqlReconciliationStore:
                         if item.provider_amount
                         else None,
                         detail=item.detail,
-                        review_status="OPEN" if CLASSES[item.item_class].review else "NONE",
+                        review_status=review_status,
                         updated_at=now,
                     )
                 )

@@ -637,9 +637,18 @@ reconciliation_items = Table(
     *_money("penpay_amount", nullable=True),
     Column("occurred_at", UtcDateTime(), nullable=True),
     Column("detail", String(500), nullable=False),
-    Column("review_status", String(16), nullable=False),  # NONE | OPEN
+    Column("review_status", String(16), nullable=False),  # NONE | OPEN | RESOLVED
     Column("suspense_posting_id", UUIDv7(), ForeignKey("ledger_postings.id"), nullable=True),
     *_timestamps(),
+    # the operator who closed it, their explanation, when (migration 0024)
+    Column("resolved_by", String(64), nullable=True),
+    Column("resolution", String(255), nullable=True),
+    Column("resolved_at", UtcDateTime(), nullable=True),
+    # a write-off of its SUSPENSE proposed (NULL once rejected), and the posting its approval booked
+    Column("write_off_proposed_by", String(64), nullable=True),
+    Column("write_off_reason", String(255), nullable=True),
+    Column("write_off_proposed_at", UtcDateTime(), nullable=True),
+    Column("write_off_posting_id", UUIDv7(), ForeignKey("ledger_postings.id"), nullable=True),
     Index(None, "last_run_id"),
     Index(None, "item_class", "review_status"),
 )

@@ -36,6 +36,8 @@ Paybill (C2B) deposit: the same postings as a deposit (received, converted, tran
 Reconciliation (money a provider moved that no PenPay transaction explains):
   into a float Dr MPESA_FLOAT or DERIV_AGENT_FLOAT / Cr SUSPENSE   amount
   out of one   Dr SUSPENSE / Cr the float                          amount
+  written off  (two people agreed it is nobody's in PenPay: a provider fee, the provider's error)
+               into a float: Dr SUSPENSE / Cr RECONCILIATION_WRITE_OFF; out of one: the mirror
 
 Float funding (`penpay float fund`, the opening funding of a new database; no transaction):
   into a float Dr MPESA_FLOAT or DERIV_AGENT_FLOAT / Cr CAPITAL     amount
@@ -283,3 +285,19 @@ async def unexplained_at_provider(
     else:
         lines = [debit(suspense_id, amount), credit(float_id, amount)]
     return Posting.create(lines=lines, description=f"reconciliation suspense: {note}"[:255])
+
+
+async def reconciliation_write_off(
+    ledger: LedgerRepository, amount: Money, *, into_float: bool, note: str
+) -> Posting:
+    """Suspense of a reconciliation item (`unexplained_at_provider`) written off under four eyes:
+    money that came into a float, Dr SUSPENSE / Cr RECONCILIATION_WRITE_OFF; money that left one,
+    Dr RECONCILIATION_WRITE_OFF / Cr SUSPENSE. The float is not touched: the provider's books
+    already agree with it."""
+    suspense_id = await _account(ledger, K.SUSPENSE, amount.currency)
+    write_off_id = await _account(ledger, K.RECONCILIATION_WRITE_OFF, amount.currency)
+    if into_float:
+        lines = [debit(suspense_id, amount), credit(write_off_id, amount)]
+    else:
+        lines = [debit(write_off_id, amount), credit(suspense_id, amount)]
+    return Posting.create(lines=lines, description=f"reconciliation write-off: {note}"[:255])

@@ -28,6 +28,9 @@ class AccountKind(StrEnum):
     # The house's own money put into (or, debited, taken out of) the floats: the owner's capital
     # contribution in accounting terms, kept apart from SUSPENSE so suspense shows only the unexplained.
     CAPITAL = "CAPITAL"
+    # Money reconciliation held in SUSPENSE that two people agreed nobody in PenPay owns (a provider
+    # fee, a provider's own error settled outside PenPay): written off here, never back to SUSPENSE.
+    RECONCILIATION_WRITE_OFF = "RECONCILIATION_WRITE_OFF"
 
     @property
     def normal_side(self) -> LedgerSide:
@@ -52,6 +55,7 @@ _NORMAL_SIDE = {
     AccountKind.FEES: LedgerSide.CREDIT,
     AccountKind.SUSPENSE: LedgerSide.CREDIT,
     AccountKind.CAPITAL: LedgerSide.CREDIT,
+    AccountKind.RECONCILIATION_WRITE_OFF: LedgerSide.CREDIT,
 }
 
 _NO_OVERDRAFT = frozenset({AccountKind.USER_WALLET, AccountKind.MPESA_FLOAT, AccountKind.DERIV_AGENT_FLOAT})

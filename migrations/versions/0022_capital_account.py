@@ -12,7 +12,7 @@ postings put into SUSPENSE minus what earlier reclassifications already moved ou
 upgrade again (after a downgrade) books nothing more.
 
 Revision ID: 0022
-Revises: 0016
+Revises: 0017
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from domain.shared.ids import new_uuid7
 from persistence.types import UtcDateTime, UUIDv7
 
 revision: str = "0022"
-down_revision: str | None = "0016"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -38,6 +38,8 @@ from application.identity.ports import (
 )
 from application.identity.rate_limits import RateLimitGuard
 from application.identity.service import IdentityService
+from application.reconciliation.closing import ReconciliationItemReview
+from application.reconciliation.write_off import SuspenseWriteOffs
 from application.review.service import ReviewService
 from application.wallet.queries import WalletQueries
 from penpay.bootstrap import Core
@@ -49,6 +51,8 @@ from penpay_api.server import ApiServer, Service
 from penpay_api.services.payments import PaymentsApplication
 from penpay_api.sessions import SqlSessionCheck
 from persistence.auth_store import CODE_TTL, SqlRefreshTokenStore, SqlVerificationCodeStore
+from persistence.reconciliation_closing import SqlItemClosings
+from persistence.reconciliation_write_off import SqlWriteOffs
 from persistence.transaction_stats import SqlTransactionStats
 from persistence.wallet_queries import SqlWalletReadModel
 from security.notify import DevelopmentNotifier
@@ -280,6 +284,10 @@ def build_api(
                 # Without M-Pesa configured here, approving a refund says so (ActionNotPossible).
                 refunds=SuspenseRefunds(unit_of_work=core.unit_of_work, reversals=mpesa_reversals),
                 kyc=KycAttestationReview(unit_of_work=lambda actor: core.unit_of_work(actor=actor)),
+                reconciliation_items=ReconciliationItemReview(
+                    SqlItemClosings(lambda actor: core.unit_of_work(actor=actor))
+                ),
+                write_offs=SuspenseWriteOffs(SqlWriteOffs(lambda actor: core.unit_of_work(actor=actor))),
             ),
             add_to_server=ops_pb2_grpc.add_OpsServiceServicer_to_server,
             operator_only=True,

@@ -89,6 +89,12 @@ class Console:
         r.add_get("/ops/reconciliation", self.guarded(self.reconciliation))
         r.add_get("/ops/reconciliation/{run_id}", self.guarded(self.reconciliation_run))
         r.add_get("/ops/reconciliation/{run_id}/items.csv", self.guarded(self.reconciliation_csv))
+        r.add_post("/ops/reconciliation/{run_id}/close", self.guarded(self.reconciliation_close, write=True))
+        for verb in ("propose_write_off", "approve_write_off", "reject_write_off"):
+            r.add_post(
+                f"/ops/reconciliation/{{run_id}}/{verb}",
+                self.guarded(self.reconciliation_write_off, write=True),
+            )
         r.add_get("/ops/paybill", self.guarded(self.paybill))
         for verb, handler in (
             ("propose", self.paybill_propose),
@@ -304,8 +310,67 @@ class Console:
         return item_class if item_class in views.ITEM_CLASSES else ""
 
     async def reconciliation_run(self, request: web.Request) -> web.StreamResponse:
+        return await self._run_page(request, self._item_class(request))
+
+    async def reconciliation_close(self, request: web.Request) -> web.StreamResponse:
+        """Close one item queued for review with the operator's reason (no money moves); the run's
+        page comes back with what happened (htmx swaps its items section)."""
+        form = await request.post()
+        key = str(form.get("item_key", ""))
+        message = pb.CloseReconciliationItemRequest(item_key=key, reason=str(form.get("reason", "")))
+        try:
+            await self.rpc(request, "CloseReconciliationItem", message)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNAVAILABLE:
+                raise
+            error = exc.details() or exc.code().name
+            return await self._run_page(request, str(form.get("class", "")), error=error, status=409)
+        return await self._run_page(request, str(form.get("class", "")), notice=f"Closed {key}.")
+
+    async def reconciliation_write_off(self, request: web.Request) -> web.StreamResponse:
+        """Propose, approve or reject writing off an item's SUSPENSE (four eyes: the API refuses the
+        proposer's own approval); the run's page comes back with what happened."""
+        form = await request.post()
+        key = str(form.get("item_key", ""))
+        reason = str(form.get("reason", ""))
+        verb = request.path.rsplit("/", 1)[-1]
+        method, message, done = {
+            "propose_write_off": (
+                "ProposeReconciliationWriteOff",
+                pb.ProposeReconciliationWriteOffRequest(item_key=key, reason=reason),
+                f"Write-off of {key} proposed: waiting for an approver.",
+            ),
+            "approve_write_off": (
+                "ApproveReconciliationWriteOff",
+                pb.ApproveReconciliationWriteOffRequest(item_key=key),
+                f"Written off {key}.",
+            ),
+            "reject_write_off": (
+                "RejectReconciliationWriteOff",
+                pb.RejectReconciliationWriteOffRequest(item_key=key, reason=reason),
+                f"Write-off of {key} rejected: it stays in suspense.",
+            ),
+        }[verb]
+        try:
+            await self.rpc(request, method, message)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNAVAILABLE:
+                raise
+            error = exc.details() or exc.code().name
+            return await self._run_page(request, str(form.get("class", "")), error=error, status=409)
+        return await self._run_page(request, str(form.get("class", "")), notice=done)
+
+    async def _run_page(
+        self,
+        request: web.Request,
+        item_class: str,
+        *,
+        notice: str | None = None,
+        error: str | None = None,
+        status: int = 200,
+    ) -> web.StreamResponse:
         run_id = request.match_info["run_id"]
-        item_class = self._item_class(request)
+        item_class = item_class if item_class in views.ITEM_CLASSES else ""
         message = pb.ListReconciliationItemsRequest(
             run_id=run_id,
             item_class=item_class,
@@ -331,6 +396,9 @@ class Console:
             next_page=answer.next_page_token,
             item_class=item_class,
             classes=views.ITEM_CLASSES,
+            notice=notice,
+            error=error,
+            status=status,
             staff=True,
         )
 
@@ -470,6 +538,7 @@ class Console:
         return await self._paybill_act(
             request, "RejectPaybillRefund", message, "Refund rejected: the payment stays in suspense."
         )
+
     # -- KYC attestations (four-eyes) ----------------------------------------------------------
 
     async def _attestations(self, request: web.Request, **shown: Any) -> dict[str, Any]:

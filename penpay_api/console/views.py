@@ -393,6 +393,9 @@ def recon_item(i: pb.ReconciliationItem) -> dict[str, Any]:
         "detail": mask_phone(i.detail),
         "review_status": i.review_status,
         "suspense_posting_id": i.suspense_posting_id,
+        "resolved_by": i.resolved_by,
+        "resolution": mask_phone(i.resolution),
+        "write_off_proposed_by": i.write_off_proposed_by,
     }
 
 

@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.identity.kyc_attestation import KycAttestation, KycAttestationRefused
 from application.identity.kyc_review import KycAttestationReview, ProposedAttestation
+from application.reconciliation.closing import ReconciliationItemReview
 from application.reconciliation.errors import RunNotFound
 from application.reconciliation.rules import ItemClass
+from application.reconciliation.write_off import SuspenseWriteOffs
 from application.review.paybill import PaybillSuspenseReview
 from application.review.paybill_refund import RefundView, SuspenseRefunds
 from application.review.ports import Proposal
@@ -70,6 +72,8 @@ METHOD_ROLES = {
                 "ProposePaybillAssignment",
                 "ProposePaybillRefund",
                 "ProposeKycAttestation",
+                "CloseReconciliationItem",
+                "ProposeReconciliationWriteOff",
             ),
             (OPERATOR_ROLE,),
         ),
@@ -83,6 +87,8 @@ METHOD_ROLES = {
                 "RejectPaybillRefund",
                 "ApproveKycAttestation",
                 "RejectKycAttestation",
+                "ApproveReconciliationWriteOff",
+                "RejectReconciliationWriteOff",
                 # the approver compares the identity with the documents; the proposer typed it
                 "RevealKycAttestation",
             ),
@@ -145,7 +151,11 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
         paybill: PaybillSuspenseReview | None = None,
         refunds: SuspenseRefunds | None = None,
         kyc: KycAttestationReview | None = None,
+        reconciliation_items: ReconciliationItemReview | None = None,
+        write_offs: SuspenseWriteOffs | None = None,
     ) -> None:
+        self._write_offs = write_offs
+        self._reconciliation_items = reconciliation_items
         self._paybill = paybill
         self._refunds = refunds
         self._kyc = kyc
@@ -186,6 +196,47 @@ class OpsServicer(pb_grpc.OpsServiceServicer):
             items=[_item(row) for row in rows],
             next_page_token=rows[-1].item_key if len(rows) == size else "",
         )
+
+    async def CloseReconciliationItem(
+        self, request: pb.CloseReconciliationItemRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CloseReconciliationItemResponse:
+        if self._reconciliation_items is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "closing reconciliation items is not handled here",
+                reason="UNIMPLEMENTED",
+            )
+        closed = await self._reconciliation_items.close(
+            staff=_staff(), item_key=request.item_key, reason=request.reason
+        )
+        return pb.CloseReconciliationItemResponse(
+            item_key=closed.item_key, review_status=closed.review_status
+        )
+
+    def _write_off(self) -> SuspenseWriteOffs:
+        if self._write_offs is None:
+            raise RpcFailure.build(
+                grpc.StatusCode.UNIMPLEMENTED, "write-offs are not handled here", reason="UNIMPLEMENTED"
+            )
+        return self._write_offs
+
+    async def ProposeReconciliationWriteOff(
+        self, request: pb.ProposeReconciliationWriteOffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProposeReconciliationWriteOffResponse:
+        await self._write_off().propose(staff=_staff(), item_key=request.item_key, reason=request.reason)
+        return pb.ProposeReconciliationWriteOffResponse()
+
+    async def ApproveReconciliationWriteOff(
+        self, request: pb.ApproveReconciliationWriteOffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApproveReconciliationWriteOffResponse:
+        done = await self._write_off().approve(staff=_staff(), item_key=request.item_key)
+        return pb.ApproveReconciliationWriteOffResponse(item_key=done.item_key, posting_id=done.posting_id)
+
+    async def RejectReconciliationWriteOff(
+        self, request: pb.RejectReconciliationWriteOffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RejectReconciliationWriteOffResponse:
+        await self._write_off().reject(staff=_staff(), item_key=request.item_key, reason=request.reason)
+        return pb.RejectReconciliationWriteOffResponse()
 
     async def GetReconciliationReport(
         self, request: pb.GetReconciliationReportRequest, context: grpc.aio.ServicerContext
@@ -815,4 +866,9 @@ def _item(row: Any) -> pb.ReconciliationItem:
         detail=mask_phone(row.detail or ""),
         review_status=row.review_status,
         suspense_posting_id=str(row.suspense_posting_id) if row.suspense_posting_id else "",
+        resolved_by=row.resolved_by or "",
+        resolution=mask_phone(row.resolution or ""),
+        resolved_at=timestamp(row.resolved_at),
+        write_off_proposed_by="" if row.write_off_posting_id else (row.write_off_proposed_by or ""),
+        write_off_posting_id=str(row.write_off_posting_id) if row.write_off_posting_id else "",
     )

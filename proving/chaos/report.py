@@ -49,7 +49,7 @@ LOST_CODES = frozenset(
 )
 # What the report lists beside the ledger sums: where conversion, spread, fees, unexplained money and
 # the house's own funding of the floats sit (funding is CAPITAL, so SUSPENSE shows only the unexplained).
-SYSTEM_ACCOUNT_KINDS = ("FX", "FX_SPREAD", "FEES", "SUSPENSE", "CAPITAL")
+SYSTEM_ACCOUNT_KINDS = ("FX", "FX_SPREAD", "FEES", "SUSPENSE", "CAPITAL", "RECONCILIATION_WRITE_OFF")
 # A soak in which the API refused most of the traffic proved nothing: it fails.
 MIN_ACCEPTED_SHARE = 0.5
 
