@@ -55,6 +55,7 @@ from tests.fuzz.mpesa_harness import (
     row_of,
     snapshot,
     store_sent,
+    transaction_version,
     untouched_transactions,
 )
 from tests.mpesa_adapter.conftest import Harness
@@ -93,6 +94,8 @@ async def one_mutated_example(h: Harness, genuine: Genuine, case: Case) -> str:
         ).scalar_one()
     assert row.status == expected, f"row {row.status}, expected {expected}: {why}"
     assert events == (0 if expected == SENT else 1), f"{events} events: {why}"
+    if expected == SENT:  # a refused answer is not recorded: the aggregate's version did not move
+        assert await transaction_version(h.engine, tx_id) == 1, why
     if expected == SUCCEEDED:
         stored = row.mpesa_receipt_number if genuine.kind is Kind.STK else row.transaction_receipt
         assert stored == own_receipt
