@@ -123,9 +123,15 @@ def test_a_mariadb_copy_keeps_the_append_only_guards(fresh_mariadb_url: str) -> 
 
 
 def _sqlite_shape(path: Path) -> list[tuple[object, ...]]:
+    """Each object's definition as its set of lines: Alembic's batch mode (a table rebuilt to add a
+    foreign key on SQLite) writes the constraints in an order that changes from run to run."""
     connection = sqlite3.connect(path)
     try:
-        return list(connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"))
+        rows = connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
+        return [
+            (kind, name, table, sorted(line.rstrip(", ") for line in str(sql).splitlines()))
+            for kind, name, table, sql in rows
+        ]
     finally:
         connection.close()
 
