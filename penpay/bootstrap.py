@@ -252,7 +252,9 @@ def payments(
     saga = PaymentSaga(
         unit_of_work=core.unit_of_work,
         mpesa=mpesa,
-        deriv=deriv,
+        # the one adapter is both gateways
+        deriv_deposits=deriv,
+        deriv_withdrawals=deriv,
         policy=saga_policy
         or SagaPolicy(
             call_grace=timedelta(seconds=s.saga_call_grace),

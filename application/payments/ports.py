@@ -68,10 +68,16 @@ class DerivReceipt:
     deriv_transaction_id: int
 
 
-class DerivPayments(Protocol):
+class DerivDepositGateway(Protocol):
+    """Deriv's side of a deposit (and of a withdrawal's refund): the agent pays the user's account."""
+
     async def transfer(self, *, transfer_id: str, loginid: DerivLoginId, amount: Money) -> DerivReceipt:
         """paymentagent_transfer, at most once per transfer_id (the gateway's journal)."""
         ...
+
+
+class DerivWithdrawalGateway(Protocol):
+    """Deriv's side of a withdrawal: the emailed code, then the debit of the user's account with it."""
 
     async def request_withdrawal_code(
         self, *, client_token: str, amount: Money, account: DerivLoginId | None = None

@@ -45,7 +45,8 @@ from application.payments.errors import (
     NotExecuted,
 )
 from application.payments.ports import (
-    DerivPayments,
+    DerivDepositGateway,
+    DerivWithdrawalGateway,
     MpesaGateway,
     PaymentsUnitOfWork,
     StepRecord,
@@ -132,14 +133,16 @@ class PaymentSaga:
         *,
         unit_of_work: Callable[[], PaymentsUnitOfWork],
         mpesa: MpesaGateway,
-        deriv: DerivPayments,
+        deriv_deposits: DerivDepositGateway,
+        deriv_withdrawals: DerivWithdrawalGateway,
         policy: SagaPolicy | None = None,
         checkpoint: Callable[[str], None] = no_checkpoint,
         float_thresholds: dict[AccountKind, int] | None = None,
     ) -> None:
         self._uow = unit_of_work
         self._mpesa = mpesa
-        self._deriv = deriv
+        self._deriv_deposits = deriv_deposits
+        self._deriv_withdrawals = deriv_withdrawals
         self.policy = policy or SagaPolicy()
         self._checkpoint = checkpoint
         self._float_thresholds = float_thresholds or {}
@@ -503,7 +506,7 @@ class PaymentSaga:
     async def _call_deriv_transfer(self, tx: Transaction) -> bool:
         assert tx.converted_amount is not None
         try:
-            receipt = await self._deriv.transfer(
+            receipt = await self._deriv_deposits.transfer(
                 transfer_id=str(tx.id), loginid=tx.deriv_login_id, amount=tx.converted_amount
             )
         except CallRefused as refused:
@@ -558,7 +561,7 @@ class PaymentSaga:
     async def _look_up_deriv_withdrawal(self, tx: Transaction) -> bool:
         tx_id = tx.id
         try:
-            receipt = await self._deriv.withdraw(
+            receipt = await self._deriv_withdrawals.withdraw(
                 withdrawal_id=str(tx.id),
                 client_token="",  # looked up on the agent's side: the user's token is not needed
                 verification_code="",
@@ -697,7 +700,7 @@ class PaymentSaga:
 
     async def _call_refund(self, tx: Transaction) -> bool:
         try:
-            await self._deriv.transfer(
+            await self._deriv_deposits.transfer(
                 transfer_id=refund_transfer_id(tx.id), loginid=tx.deriv_login_id, amount=tx.amount
             )
         except CallRefused as refused:

@@ -39,7 +39,7 @@ from application.payments.errors import (
     VerificationCodeRejected,
 )
 from application.payments.float_cover import float_code, require_float_cover
-from application.payments.ports import DerivPayments, RateSource
+from application.payments.ports import DerivWithdrawalGateway, RateSource
 from application.payments.requests import RequestKey, RequestUnitOfWork, SessionEnded, judge_stored
 from application.payments.saga import PaymentSaga, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
@@ -83,7 +83,7 @@ class PaymentsApplication:
         *,
         unit_of_work: Callable[[], RequestUnitOfWork],
         rates: RateSource,
-        deriv: DerivPayments,
+        deriv: DerivWithdrawalGateway,
         saga: PaymentSaga,
         transfer_limits: DerivTransferLimits,
         policy: MoneyMovementPolicy | None = None,

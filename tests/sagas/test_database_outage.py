@@ -41,7 +41,8 @@ async def test_an_accepted_stk_push_is_recorded_once_the_database_is_back(stack:
     saga = PaymentSaga(
         unit_of_work=lambda: SqlUnitOfWork(engine),
         mpesa=stack.saga._mpesa,
-        deriv=stack.saga._deriv,
+        deriv_deposits=stack.saga._deriv_deposits,
+        deriv_withdrawals=stack.saga._deriv_withdrawals,
         policy=FAST_POLICY,
         checkpoint=checkpoint,
     )

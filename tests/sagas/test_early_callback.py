@@ -93,7 +93,8 @@ def racing_saga(stack: Stack, port: AnswerAfterTheCallback) -> PaymentSaga:
     return PaymentSaga(
         unit_of_work=stack.uow,
         mpesa=port,
-        deriv=stack.saga._deriv,
+        deriv_deposits=stack.saga._deriv_deposits,
+        deriv_withdrawals=stack.saga._deriv_withdrawals,
         policy=stack.saga.policy,
     )
 
