@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from application.identity.ports import KnownUser, UsageQuery
 from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
 from domain.payments.transaction import Transaction
@@ -95,6 +96,18 @@ class DerivWithdrawalGateway(Protocol):
         resolve_only: bool = False,
         account: DerivLoginId | None = None,
     ) -> DerivReceipt: ...
+
+
+class MoneyMovementPolicy(Protocol):
+    """KYC, limits and velocity (application.identity.compliance.CompliancePolicy)."""
+
+    async def check_money_movement(
+        self, *, user_id: UserId, amount: Money, client_ip: str | None = None, known: KnownUser | None = None
+    ) -> None: ...
+
+    def usage_query(self, amount: Money, now: datetime) -> UsageQuery:
+        """The limits' figures, for the caller's one read to fetch (handed back in KnownUser.usage)."""
+        ...
 
 
 class RateSource(Protocol):
