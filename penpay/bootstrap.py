@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from application.payments.paybill import PaybillDeposits
     from application.payments.ports import MoneyMovementPolicy
     from application.payments.queries import TransactionQueries
-    from application.payments.saga import PaymentSaga
+    from application.payments.saga import SagaRunner
     from application.payments.withdrawals import WithdrawalOrchestrator
     from domain.shared.ids import UserId
     from domain.user.kyc_snapshot import KycSnapshot
@@ -213,7 +213,7 @@ class Payments:
     """The payment saga runner, the two orchestrators and the transaction reads, wired to Daraja and
     the Deriv gateway."""
 
-    saga: PaymentSaga
+    saga: SagaRunner
     deposits: DepositOrchestrator
     withdrawals: WithdrawalOrchestrator
     transactions: TransactionQueries
@@ -240,7 +240,7 @@ def payments(
     from application.payments.deposits import DepositOrchestrator
     from application.payments.queries import TransactionQueries
     from application.payments.rates import FixedRates
-    from application.payments.saga import PaymentSaga
+    from application.payments.saga import SagaRunner
     from application.payments.withdrawals import WithdrawalOrchestrator
     from deriv_gateway.channel import gateway_channel
     from deriv_gateway.payments_client import GatewayDerivPayments
@@ -257,7 +257,7 @@ def payments(
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
     mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
     checkpoint = crash_checkpoint(s)
-    saga = PaymentSaga(
+    saga = SagaRunner(
         unit_of_work=core.unit_of_work,
         mpesa=mpesa,
         # the one adapter is both gateways

@@ -1,4 +1,9 @@
-"""PaymentSaga: the asyncio layer around decisions.decide() — one transaction at a time.
+"""SagaRunner: the asyncio layer around decisions.decide() — one transaction at a time.
+
+The one engine of both sagas (PEC 6.3): a deposit and a withdrawal are two paths through decisions'
+one transition table, so one runner advances either. The orchestrators (DepositOrchestrator,
+WithdrawalOrchestrator) only start a transaction and run the steps a user waits for; every later
+step, and every retry, is taken here.
 
 `advance(tx_id)` loops: load the transaction with its row lock, decide, and execute the
 action. An external call is never made inside a database transaction and never before its
@@ -127,7 +132,9 @@ class _Owner:
     again: bool = False
 
 
-class PaymentSaga:
+class SagaRunner:
+    """Advances any payment transaction through decisions' one table (see the module docstring)."""
+
     def __init__(
         self,
         *,
@@ -970,4 +977,4 @@ def _complete_disbursement(t: Transaction, now: Any) -> None:
     )
 
 
-__all__ = ["Advanced", "EvidenceStatus", "PaymentSaga", "originator_conversation_id", "refund_transfer_id"]
+__all__ = ["Advanced", "EvidenceStatus", "SagaRunner", "originator_conversation_id", "refund_transfer_id"]

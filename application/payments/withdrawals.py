@@ -36,7 +36,7 @@ from application.payments.errors import (
 from application.payments.float_cover import float_code, require_float_cover
 from application.payments.ports import DerivWithdrawalGateway, MoneyMovementPolicy, RateSource
 from application.payments.requests import RequestUnitOfWork, SessionEnded, bound_user
-from application.payments.saga import PaymentSaga, no_checkpoint
+from application.payments.saga import SagaRunner, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import TransactionType
@@ -57,7 +57,7 @@ class WithdrawalOrchestrator:
         unit_of_work: Callable[[], RequestUnitOfWork],
         rates: RateSource,
         deriv: DerivWithdrawalGateway,
-        saga: PaymentSaga,
+        saga: SagaRunner,
         transfer_limits: DerivTransferLimits,
         policy: MoneyMovementPolicy | None = None,
         checkpoint: Callable[[str], None] = no_checkpoint,

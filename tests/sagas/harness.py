@@ -25,7 +25,7 @@ from application.payments.deposits import DepositOrchestrator
 from application.payments.floats import fund_float
 from application.payments.paybill import PaybillDeposits
 from application.payments.rates import FixedRates
-from application.payments.saga import PaymentSaga
+from application.payments.saga import SagaRunner
 from application.payments.withdrawals import WithdrawalOrchestrator
 from deriv_gateway.server import GatewayServer
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator
@@ -94,7 +94,7 @@ class Stack:
     gateway: GatewayServer
     callbacks: CallbackServer
     daraja_config: DarajaConfig
-    saga: PaymentSaga
+    saga: SagaRunner
     deposits: DepositOrchestrator
     withdrawals: WithdrawalOrchestrator
     bus: MessageBus
