@@ -1,4 +1,4 @@
-"""DerivPayments over the gateway's gRPC API: the sagas' view of Deriv money calls.
+"""DerivDepositGateway and DerivWithdrawalGateway over the gateway's gRPC API (the sagas' Deriv calls).
 
 Every gRPC failure is classified for the saga (application.payments.errors):
 - refused for good: INVALID_ARGUMENT, FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED,
@@ -113,6 +113,8 @@ def _never_sent(error: grpc.aio.AioRpcError) -> bool:
 
 
 class GatewayDerivPayments:
+    """Both Deriv gateway ports (application.payments.ports), over one channel."""
+
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0) -> None:
         self._stub = pb_grpc.DerivGatewayServiceStub(channel)
         self._timeout = timeout

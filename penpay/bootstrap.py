@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from application.payments.decisions import SagaPolicy
+    from application.payments.deposits import DepositOrchestrator
     from application.payments.paybill import PaybillDeposits
-    from application.payments.saga import PaymentSaga
-    from application.payments.service import MoneyMovementPolicy, PaymentsApplication
+    from application.payments.ports import MoneyMovementPolicy
+    from application.payments.queries import TransactionQueries
+    from application.payments.saga import SagaRunner
+    from application.payments.withdrawals import WithdrawalOrchestrator
     from domain.shared.ids import UserId
     from domain.user.kyc_snapshot import KycSnapshot
     from domain.wallet.deriv_rules import DerivTransferLimits
@@ -207,10 +210,13 @@ def crash_checkpoint(settings: Settings) -> Callable[[str], None]:
 
 @dataclass
 class Payments:
-    """The payment sagas and use cases, wired to Daraja and the Deriv gateway."""
+    """The payment saga runner, the two orchestrators and the transaction reads, wired to Daraja and
+    the Deriv gateway."""
 
-    saga: PaymentSaga
-    application: PaymentsApplication
+    saga: SagaRunner
+    deposits: DepositOrchestrator
+    withdrawals: WithdrawalOrchestrator
+    transactions: TransactionQueries
     _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -231,9 +237,11 @@ def payments(
     from datetime import timedelta
 
     from application.payments.decisions import SagaPolicy
+    from application.payments.deposits import DepositOrchestrator
+    from application.payments.queries import TransactionQueries
     from application.payments.rates import FixedRates
-    from application.payments.saga import PaymentSaga
-    from application.payments.service import PaymentsApplication
+    from application.payments.saga import SagaRunner
+    from application.payments.withdrawals import WithdrawalOrchestrator
     from deriv_gateway.channel import gateway_channel
     from deriv_gateway.payments_client import GatewayDerivPayments
     from domain.wallet.account_kind import AccountKind
@@ -249,10 +257,12 @@ def payments(
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
     mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
     checkpoint = crash_checkpoint(s)
-    saga = PaymentSaga(
+    saga = SagaRunner(
         unit_of_work=core.unit_of_work,
         mpesa=mpesa,
-        deriv=deriv,
+        # the one adapter is both gateways
+        deriv_deposits=deriv,
+        deriv_withdrawals=deriv,
         policy=saga_policy
         or SagaPolicy(
             call_grace=timedelta(seconds=s.saga_call_grace),
@@ -267,23 +277,33 @@ def payments(
             AccountKind.MPESA_FLOAT: s.float_low_kes_cents,
         },
     )
-    application = PaymentsApplication(
-        # The API answers without waiting for the audit seal: the records are committed with the
-        # action (audit_pending) and chained by the background seal a moment later.
-        unit_of_work=lambda: core.unit_of_work(wait_for_seal=False),
-        rates=FixedRates(
-            kes_per_usd_buy=s.fx_kes_per_usd_buy,
-            kes_per_usd_sell=s.fx_kes_per_usd_sell,
-            ttl=timedelta(seconds=s.fx_quote_ttl),
-        ),
+
+    # The API answers without waiting for the audit seal: the records are committed with the
+    # action (audit_pending) and chained by the background seal a moment later.
+    def use_case_unit_of_work() -> SqlUnitOfWork:
+        return core.unit_of_work(wait_for_seal=False)
+
+    rates = FixedRates(
+        kes_per_usd_buy=s.fx_kes_per_usd_buy,
+        kes_per_usd_sell=s.fx_kes_per_usd_sell,
+        ttl=timedelta(seconds=s.fx_quote_ttl),
+    )
+    limits = deriv_transfer_limits(s)
+    deposits = DepositOrchestrator(
+        unit_of_work=use_case_unit_of_work, rates=rates, transfer_limits=limits, policy=policy
+    )
+    withdrawals = WithdrawalOrchestrator(
+        unit_of_work=use_case_unit_of_work,
+        rates=rates,
         deriv=deriv,
         saga=saga,
-        transfer_limits=deriv_transfer_limits(s),
+        transfer_limits=limits,
         policy=policy,
         checkpoint=checkpoint,
         rest_token=rest_token,
     )
-    return Payments(saga, application, closers)
+    transactions = TransactionQueries(unit_of_work=use_case_unit_of_work)
+    return Payments(saga, deposits, withdrawals, transactions, closers)
 
 
 def paybill_deposits(core: Core) -> PaybillDeposits:

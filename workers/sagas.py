@@ -1,7 +1,7 @@
 """The saga workers: wake-ups from the bus, and the sweeper for whatever no event wakes.
 
 Events only say "look at transaction X again"; what to do is decided from the database by
-PaymentSaga.advance(), so a duplicate, late, reordered or lost event changes nothing. The
+SagaRunner.advance(), so a duplicate, late, reordered or lost event changes nothing. The
 sweeper is what makes a lost event (in-process bus after a restart, a message dead-lettered,
 a callback that never came) harmless: every waiting transaction is looked at again after a
 while, and the decisions' timeouts and bounded attempts take it from there.
@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.payments.decisions import next_due
-from application.payments.saga import PaymentSaga
+from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus, TransactionType
 from domain.shared.clock import Clock, SystemClock
 from domain.shared.ids import TransactionId
@@ -47,7 +47,7 @@ WAKE_UPS = (
 
 
 def saga_consumer(
-    bus: MessageBus, engine: AsyncEngine, saga: PaymentSaga, *, clock: Clock | None = None, **options: object
+    bus: MessageBus, engine: AsyncEngine, saga: SagaRunner, *, clock: Clock | None = None, **options: object
 ) -> EventConsumer:
     consumer = EventConsumer(bus, engine, group=SAGA_GROUP, streams=SAGA_STREAMS, clock=clock, **options)  # type: ignore[arg-type]
 
@@ -110,7 +110,7 @@ class Sweeper:
     def __init__(
         self,
         engine: AsyncEngine,
-        saga: PaymentSaga,
+        saga: SagaRunner,
         *,
         min_age: timedelta = timedelta(seconds=5),
         interval: float = 5.0,

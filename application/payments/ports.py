@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from application.identity.ports import KnownUser, UsageQuery
 from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
 from domain.payments.transaction import Transaction
@@ -68,10 +69,16 @@ class DerivReceipt:
     deriv_transaction_id: int
 
 
-class DerivPayments(Protocol):
+class DerivDepositGateway(Protocol):
+    """Deriv's side of a deposit (and of a withdrawal's refund): the agent pays the user's account."""
+
     async def transfer(self, *, transfer_id: str, loginid: DerivLoginId, amount: Money) -> DerivReceipt:
         """paymentagent_transfer, at most once per transfer_id (the gateway's journal)."""
         ...
+
+
+class DerivWithdrawalGateway(Protocol):
+    """Deriv's side of a withdrawal: the emailed code, then the debit of the user's account with it."""
 
     async def request_withdrawal_code(
         self, *, client_token: str, amount: Money, account: DerivLoginId | None = None
@@ -89,6 +96,18 @@ class DerivPayments(Protocol):
         resolve_only: bool = False,
         account: DerivLoginId | None = None,
     ) -> DerivReceipt: ...
+
+
+class MoneyMovementPolicy(Protocol):
+    """KYC, limits and velocity (application.identity.compliance.CompliancePolicy)."""
+
+    async def check_money_movement(
+        self, *, user_id: UserId, amount: Money, client_ip: str | None = None, known: KnownUser | None = None
+    ) -> None: ...
+
+    def usage_query(self, amount: Money, now: datetime) -> UsageQuery:
+        """The limits' figures, for the caller's one read to fetch (handed back in KnownUser.usage)."""
+        ...
 
 
 class RateSource(Protocol):

@@ -1,5 +1,5 @@
 """A payment request's one read and its stored answer (PEC 10), for the use cases that create a
-Transaction under the caller's idempotency key (InitiateDeposit).
+Transaction under the caller's idempotency key (InitiateDeposit; InitiateWithdrawal reads the same way).
 
 The API hands the use case the key as it scoped it (`RequestKey`) and, when it left the session
 check to the use case, the session id. One read then answers everything asked before anything
@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Protocol
 
 from application.identity.ports import Usage, UsageQuery
+from application.payments.errors import DerivAccountNotBound, TransactionNotFound
 from application.payments.ports import PaymentsUnitOfWork
 from domain.payments.transaction import Transaction
 from domain.shared.errors import DomainError
@@ -125,3 +126,12 @@ def judge_stored(read: RequestRead, key: RequestKey | None, now: datetime) -> bo
     if not stored.completed:
         raise IdempotencyKeyInFlight("a request with this idempotency key is still being processed")
     raise StoredAnswer(stored.response_code or 0, stored.response_body or b"")
+
+
+def bound_user(user: User | None) -> User:
+    """The user read, who must exist and have a Deriv account bound."""
+    if user is None:
+        raise TransactionNotFound("no such user", field="user_id")
+    if user.deriv_login_id is None:
+        raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
+    return user

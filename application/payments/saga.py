@@ -1,4 +1,9 @@
-"""PaymentSaga: the asyncio layer around decisions.decide() — one transaction at a time.
+"""SagaRunner: the asyncio layer around decisions.decide() — one transaction at a time.
+
+The one engine of both sagas (PEC 6.3): a deposit and a withdrawal are two paths through decisions'
+one transition table, so one runner advances either. The orchestrators (DepositOrchestrator,
+WithdrawalOrchestrator) only start a transaction and run the steps a user waits for; every later
+step, and every retry, is taken here.
 
 `advance(tx_id)` loops: load the transaction with its row lock, decide, and execute the
 action. An external call is never made inside a database transaction and never before its
@@ -45,7 +50,8 @@ from application.payments.errors import (
     NotExecuted,
 )
 from application.payments.ports import (
-    DerivPayments,
+    DerivDepositGateway,
+    DerivWithdrawalGateway,
     MpesaGateway,
     PaymentsUnitOfWork,
     StepRecord,
@@ -126,20 +132,24 @@ class _Owner:
     again: bool = False
 
 
-class PaymentSaga:
+class SagaRunner:
+    """Advances any payment transaction through decisions' one table (see the module docstring)."""
+
     def __init__(
         self,
         *,
         unit_of_work: Callable[[], PaymentsUnitOfWork],
         mpesa: MpesaGateway,
-        deriv: DerivPayments,
+        deriv_deposits: DerivDepositGateway,
+        deriv_withdrawals: DerivWithdrawalGateway,
         policy: SagaPolicy | None = None,
         checkpoint: Callable[[str], None] = no_checkpoint,
         float_thresholds: dict[AccountKind, int] | None = None,
     ) -> None:
         self._uow = unit_of_work
         self._mpesa = mpesa
-        self._deriv = deriv
+        self._deriv_deposits = deriv_deposits
+        self._deriv_withdrawals = deriv_withdrawals
         self.policy = policy or SagaPolicy()
         self._checkpoint = checkpoint
         self._float_thresholds = float_thresholds or {}
@@ -503,7 +513,7 @@ class PaymentSaga:
     async def _call_deriv_transfer(self, tx: Transaction) -> bool:
         assert tx.converted_amount is not None
         try:
-            receipt = await self._deriv.transfer(
+            receipt = await self._deriv_deposits.transfer(
                 transfer_id=str(tx.id), loginid=tx.deriv_login_id, amount=tx.converted_amount
             )
         except CallRefused as refused:
@@ -558,7 +568,7 @@ class PaymentSaga:
     async def _look_up_deriv_withdrawal(self, tx: Transaction) -> bool:
         tx_id = tx.id
         try:
-            receipt = await self._deriv.withdraw(
+            receipt = await self._deriv_withdrawals.withdraw(
                 withdrawal_id=str(tx.id),
                 client_token="",  # looked up on the agent's side: the user's token is not needed
                 verification_code="",
@@ -697,7 +707,7 @@ class PaymentSaga:
 
     async def _call_refund(self, tx: Transaction) -> bool:
         try:
-            await self._deriv.transfer(
+            await self._deriv_deposits.transfer(
                 transfer_id=refund_transfer_id(tx.id), loginid=tx.deriv_login_id, amount=tx.amount
             )
         except CallRefused as refused:
@@ -967,4 +977,4 @@ def _complete_disbursement(t: Transaction, now: Any) -> None:
     )
 
 
-__all__ = ["Advanced", "EvidenceStatus", "PaymentSaga", "originator_conversation_id", "refund_transfer_id"]
+__all__ = ["Advanced", "EvidenceStatus", "SagaRunner", "originator_conversation_id", "refund_transfer_id"]

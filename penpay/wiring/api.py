@@ -42,13 +42,12 @@ from application.reconciliation.closing import ReconciliationItemReview
 from application.reconciliation.write_off import SuspenseWriteOffs
 from application.review.service import ReviewService
 from application.wallet.queries import WalletQueries
-from penpay.bootstrap import Core
+from penpay.bootstrap import Core, Payments
 from penpay_api.auth import RoleAwareAccessTokens
 from penpay_api.context import current_call_or_none
 from penpay_api.idempotency import IdempotencyInterceptor
 from penpay_api.refusal_throttle import RefusalThrottle
 from penpay_api.server import ApiServer, Service
-from penpay_api.services.payments import PaymentsApplication
 from penpay_api.sessions import SqlSessionCheck
 from persistence.auth_store import CODE_TTL, SqlRefreshTokenStore, SqlVerificationCodeStore
 from persistence.reconciliation_closing import SqlItemClosings
@@ -84,7 +83,7 @@ class Api:
     tokens: RoleAwareAccessTokens
     notifier: Notifier
     wallet: WalletQueries
-    payments: PaymentsApplication | None
+    payments: Payments | None
     _closers: list[Callable[[], Awaitable[object] | object]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -106,7 +105,7 @@ def build_api(
     deriv: DerivAccountGateway | None = None,
     deriv_oauth: DerivOAuth | None = None,
     rate_limiter: RateLimiter | None = None,
-    payments: PaymentsApplication | object | None = DEFAULT,
+    payments: Payments | object | None = DEFAULT,
     consistency_check: Callable[..., Awaitable[Any]] | object | None = DEFAULT,
     dev_services: bool | None = None,
     extra_services: list[Service] | None = None,
@@ -215,10 +214,14 @@ def build_api(
             core, policy=policy, rest_token=rest_binding.token if rest_binding is not None else None
         )
         closers.append(built.close)
-        payments = built.application
-    elif rest_binding is not None and hasattr(payments, "use_rest_tokens"):
-        # built before this API (penpay up): its REST users' tokens come from the binding built here
-        payments.use_rest_tokens(rest_binding.token)
+        wired: Payments | None = built
+    elif payments is None or isinstance(payments, Payments):
+        wired = payments
+        if wired is not None and rest_binding is not None:
+            # built before this API (penpay up): its REST users' tokens come from the binding built here
+            wired.withdrawals.use_rest_tokens(rest_binding.token)
+    else:
+        raise TypeError(f"payments: bootstrap.Payments, None or DEFAULT, not {type(payments).__name__}")
     if consistency_check is DEFAULT:
         from persistence.consistency.check import check_consistency
 
@@ -231,7 +234,7 @@ def build_api(
         statement_channel = gateway_channel(s.gateway_addr)
         closers.append(statement_channel.close)
         deriv_statement = GatewayDerivStatement(statement_channel, timeout=s.gateway_request_timeout + 10)
-    if mpesa_lookups is None and payments is not None:
+    if mpesa_lookups is None and wired is not None:
         # Only where this API moves money is M-Pesa configured; without it, the review actions
         # that need M-Pesa's word answer EVIDENCE_UNAVAILABLE.
         from mpesa_adapter.review_lookups import DarajaReviewLookups
@@ -301,13 +304,15 @@ def build_api(
             public_methods=keys.PUBLIC_METHODS,
         ),
     ]
-    if payments is not None:
+    if wired is not None:
         services.append(
             Service(
                 name=payments_service.SERVICE_NAME,
                 servicer=payments_service.PaymentsServicer(
-                    payments,  # type: ignore[arg-type]
-                    paybill_deposits(core),
+                    deposits=wired.deposits,
+                    withdrawals=wired.withdrawals,
+                    transactions=wired.transactions,
+                    paybill=paybill_deposits(core),
                 ),
                 add_to_server=payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
                 money_methods=payments_service.MONEY_METHODS,
@@ -363,7 +368,7 @@ def build_api(
         tokens=tokens,
         notifier=notifier,
         wallet=wallet_queries,
-        payments=payments,  # type: ignore[arg-type]
+        payments=wired,
         _closers=closers,
     )
 

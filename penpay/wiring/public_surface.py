@@ -48,7 +48,7 @@ async def start_public_surface(stack: AsyncExitStack, core: Any, wired: Any) -> 
     from penpay_api.http import start_server
 
     settings = core.settings
-    api = build_api(core, payments=wired.application)
+    api = build_api(core, payments=wired)
     await api.server.start()
     stack.push_async_callback(api.close)
     grpc_addr = settings.grpc_addr

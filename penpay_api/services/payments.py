@@ -1,4 +1,5 @@
-"""penpay.payments.v1.PaymentsService over application.payments.service.PaymentsApplication.
+"""penpay.payments.v1.PaymentsService over the DepositOrchestrator, the WithdrawalOrchestrator and the
+TransactionQueries (application/payments/deposits.py, withdrawals.py, queries.py).
 
 The three money RPCs run behind the idempotency interceptor, which hands over the hash of the
 caller's idempotency key (the application stores it on the Transaction, unique).
@@ -49,12 +50,14 @@ _TYPES = {
 
 
 class TransactionPage(Protocol):
-    items: list[Transaction]
-    next_page_token: str | None
+    @property
+    def items(self) -> list[Transaction]: ...
+    @property
+    def next_page_token(self) -> str | None: ...
 
 
-class PaymentsApplication(Protocol):
-    """application.payments.service.PaymentsApplication, as the servicer uses it."""
+class DepositOrchestrator(Protocol):
+    """application.payments.deposits.DepositOrchestrator, as the servicer uses it."""
 
     async def initiate_deposit(
         self,
@@ -67,6 +70,10 @@ class PaymentsApplication(Protocol):
         key: RequestKey | None = None,
         session_id: str | None = None,
     ) -> Transaction: ...
+
+
+class WithdrawalOrchestrator(Protocol):
+    """application.payments.withdrawals.WithdrawalOrchestrator, as the servicer uses it."""
 
     async def initiate_withdrawal(
         self,
@@ -81,6 +88,10 @@ class PaymentsApplication(Protocol):
     async def confirm_withdrawal(
         self, *, user_id: UserId, transaction_id: TransactionId, verification_code: str
     ) -> Transaction: ...
+
+
+class TransactionQueries(Protocol):
+    """application.payments.queries.TransactionQueries, as the servicer uses it."""
 
     async def get_transaction(self, *, user_id: UserId, transaction_id: TransactionId) -> Transaction: ...
 
@@ -150,8 +161,17 @@ def _key_hash() -> str:
 
 
 class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
-    def __init__(self, payments: PaymentsApplication, paybill: PaybillReferences | None = None) -> None:
-        self._payments = payments
+    def __init__(
+        self,
+        *,
+        deposits: DepositOrchestrator,
+        withdrawals: WithdrawalOrchestrator,
+        transactions: TransactionQueries,
+        paybill: PaybillReferences | None = None,
+    ) -> None:
+        self._deposits = deposits
+        self._withdrawals = withdrawals
+        self._transactions = transactions
         self._paybill = paybill
 
     async def InitiateDeposit(
@@ -170,7 +190,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             answered[tx.id] = body
             return body
 
-        tx = await self._payments.initiate_deposit(
+        tx = await self._deposits.initiate_deposit(
             user_id=caller_id(),
             amount=Money(request.amount_cents, Currency.parse(request.currency)),
             phone=request.phone_number or None,
@@ -185,7 +205,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def InitiateWithdrawal(
         self, request: pb.InitiateWithdrawalRequest, context: grpc.aio.ServicerContext
     ) -> pb.InitiateWithdrawalResponse:
-        tx = await self._payments.initiate_withdrawal(
+        tx = await self._withdrawals.initiate_withdrawal(
             user_id=caller_id(),
             amount=Money(request.amount_cents, Currency.parse(request.currency)),
             idempotency_key_hash=_key_hash(),
@@ -201,7 +221,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     ) -> pb.ConfirmWithdrawalResponse:
         user_id = caller_id()
         _key_hash()
-        tx = await self._payments.confirm_withdrawal(
+        tx = await self._withdrawals.confirm_withdrawal(
             user_id=user_id,
             transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
             verification_code=request.verification_code,
@@ -211,7 +231,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetTransactionResponse:
-        tx = await self._payments.get_transaction(
+        tx = await self._transactions.get_transaction(
             user_id=caller_id(),
             transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
         )
@@ -220,7 +240,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def ListTransactions(
         self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTransactionsResponse:
-        page = await self._payments.list_transactions(
+        page = await self._transactions.list_transactions(
             user_id=caller_id(), page_size=request.page_size, page_token=request.page_token or None
         )
         return pb.ListTransactionsResponse(

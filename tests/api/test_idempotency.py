@@ -1,6 +1,6 @@
 """The idempotency contract of the money RPCs.
 
-On InitiateDeposit with the real PaymentsApplication (a verified user with a bound Deriv account
+On InitiateDeposit with the real DepositOrchestrator (a verified user with a bound Deriv account
 through the real gateway): key required, byte-identical replay, mismatch, scope per user, only the
 hash stored, one transaction per key even after the 24 h window. Errors of the real money RPCs: a
 refusal before the Transaction was written leaves the key free; one after it (InitiateWithdrawal

@@ -1,4 +1,4 @@
-"""penpay.payments.v1.PaymentsService over the real PaymentsApplication, the real Deriv gateway
+"""penpay.payments.v1.PaymentsService over the real orchestrators, the real Deriv gateway
 and the Deriv simulator (the saga's later steps are the payments tests' business)."""
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ async def test_a_retried_payout_is_paid_once_across_a_killed_worker(review: Revi
     ) as response:
         assert response.status == 201, await response.text()
     tx = await stack.withdrawal(user, 10_00)
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
     )
     stuck = await stack.settle(tx.id)

@@ -75,7 +75,7 @@ async def stuck_payout(review: Review, user: UserId | None = None) -> tuple[Tran
     await mpesa_fault(review, kind="drop", api="b2c", count=None)
     await mpesa_fault(review, kind="drop", api="status", count=None)
     tx = await stack.withdrawal(user, 10_00)
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
     )
     done = await stack.settle(tx.id)

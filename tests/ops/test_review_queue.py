@@ -293,7 +293,7 @@ async def withdrawal_in_review(review: Review, user: UserId, *, debit_executed: 
         # ... and Deriv's statement cannot be read: the debit's outcome stays unknown
         await stack.deriv_fault(kind="rate_limit", call="statement")
         with contextlib.suppress(Exception):
-            await stack.app.confirm_withdrawal(
+            await stack.withdrawals.confirm_withdrawal(
                 user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
             )
         await review.deriv_control("DELETE", "/faults")

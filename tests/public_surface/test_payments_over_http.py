@@ -1,4 +1,4 @@
-"""penpay.payments.v1.PaymentsService through the HTTP bridge over the real PaymentsApplication (KYC
+"""penpay.payments.v1.PaymentsService through the HTTP bridge over the real orchestrators (KYC
 refreshed from the Deriv simulator through the real gateway): every RPC succeeding and refused.
 The saga's later steps (STK push, callbacks, transfers) are the payments tests' business."""
 

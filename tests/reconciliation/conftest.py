@@ -108,7 +108,7 @@ async def a_deposit_and_a_withdrawal(stack: Stack) -> tuple[Any, Any]:
     assert (await stack.settle(deposit.id)).status == TransactionStatus.COMPLETED
     withdrawal = await stack.withdrawal(user, 10_00)
     await stack.settle(withdrawal.id, until={TransactionStatus.AWAITING_WITHDRAWAL_CODE})
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=withdrawal.id, verification_code=await stack.withdrawal_code()
     )
     assert (await stack.settle(withdrawal.id)).status == TransactionStatus.COMPLETED

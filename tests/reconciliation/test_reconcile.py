@@ -309,7 +309,7 @@ async def test_a_reversed_withdrawal_and_its_transfer_back_reconcile(world: Worl
     assert (await stack.settle(deposit.id)).status == TransactionStatus.COMPLETED
     withdrawal = await stack.withdrawal(user, 10_00)
     await stack.settle(withdrawal.id, until={TransactionStatus.AWAITING_WITHDRAWAL_CODE})
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=withdrawal.id, verification_code=await stack.withdrawal_code()
     )
     assert (await stack.settle(withdrawal.id)).status == TransactionStatus.REVERSED

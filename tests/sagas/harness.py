@@ -21,11 +21,12 @@ import aiohttp
 from pydantic import SecretStr
 
 from application.payments.decisions import SagaPolicy
+from application.payments.deposits import DepositOrchestrator
 from application.payments.floats import fund_float
 from application.payments.paybill import PaybillDeposits
 from application.payments.rates import FixedRates
-from application.payments.saga import PaymentSaga
-from application.payments.service import PaymentsApplication
+from application.payments.saga import SagaRunner
+from application.payments.withdrawals import WithdrawalOrchestrator
 from deriv_gateway.server import GatewayServer
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN, DerivSimulator
 from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
@@ -93,8 +94,9 @@ class Stack:
     gateway: GatewayServer
     callbacks: CallbackServer
     daraja_config: DarajaConfig
-    saga: PaymentSaga
-    app: PaymentsApplication
+    saga: SagaRunner
+    deposits: DepositOrchestrator
+    withdrawals: WithdrawalOrchestrator
     bus: MessageBus
     relay: OutboxRelay
     consumer: EventConsumer
@@ -171,7 +173,7 @@ class Stack:
             await uow.commit()
 
     async def deposit(self, user_id: UserId, shillings: int, key: str | None = None) -> Transaction:
-        return await self.app.initiate_deposit(
+        return await self.deposits.initiate_deposit(
             user_id=user_id,
             amount=Money(shillings * 100, Currency.KES),
             phone=None,
@@ -179,7 +181,7 @@ class Stack:
         )
 
     async def withdrawal(self, user_id: UserId, cents: int, key: str | None = None) -> Transaction:
-        return await self.app.initiate_withdrawal(
+        return await self.withdrawals.initiate_withdrawal(
             user_id=user_id,
             amount=Money(cents, Currency.USD),
             idempotency_key_hash=_key(user_id, key or secrets.token_hex(8), "withdrawal"),
@@ -415,7 +417,8 @@ async def running_stack(
             callbacks=callbacks,
             daraja_config=config,
             saga=wired.saga,
-            app=wired.application,
+            deposits=wired.deposits,
+            withdrawals=wired.withdrawals,
             bus=bus,
             relay=worker.relay,
             consumer=worker.saga_consumer,

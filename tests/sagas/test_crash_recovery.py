@@ -197,7 +197,7 @@ async def test_a_withdrawal_survives_a_worker_killed_at(
     user = await crash_stack.user(phone=phone)
     worker.start(crash_at=crash_at)
     tx = await crash_stack.withdrawal(user, 10_00)
-    await crash_stack.app.confirm_withdrawal(
+    await crash_stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await crash_stack.withdrawal_code()
     )
     await crash_stack.relay.relay_once()

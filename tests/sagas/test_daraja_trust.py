@@ -72,7 +72,7 @@ async def test_an_html_404_on_the_b2c_leaves_the_withdrawal_waiting_never_refund
     caplog.set_level(logging.ERROR, logger="penpay.alerts")
     user = await stack.user()
     tx = await stack.withdrawal(user, 10_00)
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
     )
     await stack.pump()
@@ -108,7 +108,7 @@ async def test_answers_about_other_requests_hold_payments_until_a_correct_answer
     user = await stack.user(phone="254700031234")
     deposit = await stack.deposit(user, 1_300)
     withdrawal = await stack.withdrawal(user, 10_00)
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=withdrawal.id, verification_code=await stack.withdrawal_code()
     )
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.engine import make_url
 
-from application.payments.saga import PaymentSaga
+from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus as S
 from persistence.engine import create_engine
 from persistence.unit_of_work import SqlUnitOfWork
@@ -38,10 +38,11 @@ async def test_an_accepted_stk_push_is_recorded_once_the_database_is_back(stack:
         if name == "deposit.stk_push.after_call":  # Daraja answered; nothing stored yet
             cut.cut(OUTAGE_SECONDS)
 
-    saga = PaymentSaga(
+    saga = SagaRunner(
         unit_of_work=lambda: SqlUnitOfWork(engine),
         mpesa=stack.saga._mpesa,
-        deriv=stack.saga._deriv,
+        deriv_deposits=stack.saga._deriv_deposits,
+        deriv_withdrawals=stack.saga._deriv_withdrawals,
         policy=FAST_POLICY,
         checkpoint=checkpoint,
     )

@@ -194,7 +194,9 @@ async def test_a_waiting_transaction_is_not_read_again_until_time_or_a_change_ca
     assert await sweeper.sweep_once() == 0  # still waiting: not read again
 
     code = await stack.withdrawal_code()
-    await stack.app.confirm_withdrawal(user_id=user, transaction_id=waiting.id, verification_code=code)
+    await stack.withdrawals.confirm_withdrawal(
+        user_id=user, transaction_id=waiting.id, verification_code=code
+    )
     assert await sweeper.sweep_once() == 1  # it changed: looked at again, and the B2C goes out
     assert (await stack.get(waiting.id)).status is S.MPESA_DISBURSEMENT_SENT
     await stack.settle(waiting.id)

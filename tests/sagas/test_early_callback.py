@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from application.payments.decisions import Action
 from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
-from application.payments.saga import PaymentSaga
+from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
@@ -89,11 +89,12 @@ async def reviews(stack: Stack, checkout_request_id: str) -> list[Any]:
         return list(rows.all())
 
 
-def racing_saga(stack: Stack, port: AnswerAfterTheCallback) -> PaymentSaga:
-    return PaymentSaga(
+def racing_saga(stack: Stack, port: AnswerAfterTheCallback) -> SagaRunner:
+    return SagaRunner(
         unit_of_work=stack.uow,
         mpesa=port,
-        deriv=stack.saga._deriv,
+        deriv_deposits=stack.saga._deriv_deposits,
+        deriv_withdrawals=stack.saga._deriv_withdrawals,
         policy=stack.saga.policy,
     )
 

@@ -45,7 +45,7 @@ async def test_a_withdrawal_books_its_spread_in_usd(stack: Stack) -> None:
     user = await stack.user()
     tx = await stack.withdrawal(user, 10_00)  # USD 10 at the sell rate 128 = KES 1,280
     code = await stack.withdrawal_code()
-    await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
+    await stack.withdrawals.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
     assert (await stack.settle(tx.id)).status is S.COMPLETED
 
     # At the reference rate 129, KES 1,280 costs USD 9.9225, rounded up to 9.93: the spread is USD 0.07.

@@ -51,7 +51,9 @@ async def test_a_rest_users_withdrawal_uses_their_token_and_the_six_digit_code(s
 
     code = await stack.withdrawal_code(CLIENT_LOGINID)  # alice_w is CR90000001 in the books
     assert len(code) == 6 and code.isdigit()
-    confirmed = await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
+    confirmed = await stack.withdrawals.confirm_withdrawal(
+        user_id=user, transaction_id=tx.id, verification_code=code
+    )
     assert confirmed.status is S.DERIV_WITHDRAWAL_DONE, confirmed.failure_reason
     done = await stack.settle(tx.id)
 
@@ -65,7 +67,7 @@ async def test_a_rest_withdrawal_lost_in_flight_is_resolved_on_the_agents_side(s
     tx = await stack.withdrawal(user, 10_00)
     await stack.rest_fault(kind="drop_after", endpoint="withdraw", times=1)
     code = await stack.withdrawal_code(CLIENT_LOGINID)
-    await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
+    await stack.withdrawals.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED, done.failure_reason
     assert stack.rest_posts(WITHDRAW, str(tx.id)) == 1

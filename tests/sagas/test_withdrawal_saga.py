@@ -22,7 +22,7 @@ async def test_a_confirmed_withdrawal_pays_kes_by_b2c_once(stack: Stack) -> None
     assert tx.status is S.AWAITING_WITHDRAWAL_CODE
     assert tx.converted_amount is not None and tx.converted_amount.amount_minor == 1_280_00
 
-    confirmed = await stack.app.confirm_withdrawal(
+    confirmed = await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
     )
     assert confirmed.status is S.DERIV_WITHDRAWAL_DONE
@@ -45,7 +45,7 @@ async def test_a_payout_held_back_by_spike_arrest_waits_and_pays_once_without_us
         json={"kind": "spike_arrest", "api": "b2c", "count": arrests},
     ) as response:
         assert response.status in (200, 201), await response.text()
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
     )
 
@@ -63,7 +63,9 @@ async def test_a_wrong_code_fails_the_withdrawal_and_moves_nothing(stack: Stack)
     tx = await stack.withdrawal(user, 10_00)
 
     with pytest.raises(VerificationCodeRejected):
-        await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code="WRONG123")
+        await stack.withdrawals.confirm_withdrawal(
+            user_id=user, transaction_id=tx.id, verification_code="WRONG123"
+        )
 
     assert (await stack.get(tx.id)).status is S.FAILED
     assert await stack.deriv_transfers(str(tx.id)) == 0
@@ -72,7 +74,7 @@ async def test_a_wrong_code_fails_the_withdrawal_and_moves_nothing(stack: Stack)
 async def test_a_failed_b2c_sends_the_usd_back_to_deriv_and_reverses(stack: Stack) -> None:
     user = await stack.user(phone="254712342040")  # B2C 2040: unregistered customer
     tx = await stack.withdrawal(user, 12_50)
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
     )
 
@@ -83,7 +85,7 @@ async def test_a_failed_b2c_sends_the_usd_back_to_deriv_and_reverses(stack: Stac
 
 
 async def confirm(stack: Stack, user: UserId, tx_id: TransactionId) -> Transaction:
-    return await stack.app.confirm_withdrawal(
+    return await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx_id, verification_code=await stack.withdrawal_code()
     )
 
@@ -173,7 +175,7 @@ async def test_a_debit_deriv_held_back_unsent_is_confirmed_again_with_the_same_c
     await stack.deriv_fault(kind="rate_limit", call="paymentagent_withdraw", times=1)
 
     with pytest.raises(DerivBusy) as busy:
-        await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
+        await stack.withdrawals.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
 
     assert busy.value.retry_after_seconds >= 1
     held = await stack.get(tx.id)
@@ -185,7 +187,9 @@ async def test_a_debit_deriv_held_back_unsent_is_confirmed_again_with_the_same_c
         await stack.sweeper.sweep_once()
     assert (await stack.get(tx.id)).status is S.AWAITING_WITHDRAWAL_CODE
 
-    again = await stack.app.confirm_withdrawal(user_id=user, transaction_id=tx.id, verification_code=code)
+    again = await stack.withdrawals.confirm_withdrawal(
+        user_id=user, transaction_id=tx.id, verification_code=code
+    )
 
     assert again.status is S.DERIV_WITHDRAWAL_DONE
     assert (await stack.settle(tx.id)).status is S.COMPLETED
@@ -206,7 +210,7 @@ async def test_the_same_withdrawal_request_again_asks_for_the_code_deriv_held_ba
 
     assert again.id == pending.id
     assert again.status is S.AWAITING_WITHDRAWAL_CODE
-    await stack.app.confirm_withdrawal(
+    await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=again.id, verification_code=await stack.withdrawal_code()
     )
     assert (await stack.settle(again.id)).status is S.COMPLETED

@@ -1,29 +1,24 @@
-"""PaymentsApplication: the use cases behind PaymentsService (InitiateDeposit, ...).
+"""WithdrawalOrchestrator: InitiateWithdrawal and ConfirmWithdrawal (PEC 3.1.8, an Orchestrator of
+the withdrawal saga).
 
-Initiation only stores the Transaction (with its locked quote) and returns: the deposit saga
-picks it up from the DepositInitiated event. Two withdrawal steps run inline because the
-user is waiting for them: asking Deriv to email the code (InitiateWithdrawal) and the debit
-with that code (ConfirmWithdrawal, whose code is never stored). Both follow the saga's rule:
-intent committed before the call, answer recorded after, the sweeper resolves the rest.
+Two withdrawal steps run here, inline, because the user is waiting for them: asking Deriv to email
+the code (InitiateWithdrawal) and the debit with that code (ConfirmWithdrawal, whose code is never
+stored). Both follow the saga's rule: intent committed before the call, answer recorded after
+(the debit's answer by the saga runner, application/payments/saga.py, which then takes the
+withdrawal on through the one transition table); the sweeper resolves the rest.
 
-An amount Deriv would refuse (outside the payment agent's transfer limits) is refused first, before
-the compliance policy or anything else can write: the customer has not paid, no code is asked for,
-and no Transaction takes the idempotency key, so a corrected request can start afresh.
+An amount Deriv would refuse is refused first, before the compliance policy or anything else can
+write: no code is asked for, and no Transaction takes the idempotency key.
 """
 
 from __future__ import annotations
 
-import base64
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 import structlog
 
-from application.errors import DuplicateIdempotencyKey
-from application.identity.ports import KnownUser, UsageQuery
+from application.identity.ports import KnownUser
 from application.payments.create_once import create_once
 from application.payments.errors import (
     CallDeferred,
@@ -39,52 +34,30 @@ from application.payments.errors import (
     VerificationCodeRejected,
 )
 from application.payments.float_cover import float_code, require_float_cover
-from application.payments.ports import DerivPayments, RateSource
-from application.payments.requests import RequestKey, RequestUnitOfWork, SessionEnded, judge_stored
-from application.payments.saga import PaymentSaga, no_checkpoint
+from application.payments.ports import DerivWithdrawalGateway, MoneyMovementPolicy, RateSource
+from application.payments.requests import RequestUnitOfWork, SessionEnded, bound_user
+from application.payments.saga import SagaRunner, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
-from domain.shared.errors import DomainError, InvalidValue
+from domain.shared.errors import InvalidValue
 from domain.shared.ids import TransactionId, UserId
-from domain.user.phone_number import PhoneNumber
 from domain.user.user import User
 from domain.wallet.deriv_rules import DerivTransferLimits
 from domain.wallet.money import Currency, Money
-from domain.wallet.mpesa_rules import require_mpesa_amount
 
 log = structlog.get_logger("penpay.payments")
 
-MAX_PAGE_SIZE = 100
 
-
-class MoneyMovementPolicy(Protocol):
-    """KYC, limits and velocity (application.identity.compliance.CompliancePolicy)."""
-
-    async def check_money_movement(
-        self, *, user_id: UserId, amount: Money, client_ip: str | None = None, known: KnownUser | None = None
-    ) -> None: ...
-
-    def usage_query(self, amount: Money, now: datetime) -> UsageQuery:
-        """The limits' figures, for the caller's one read to fetch (handed back in KnownUser.usage)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionPage:
-    items: list[Transaction]
-    next_page_token: str
-
-
-class PaymentsApplication:
+class WithdrawalOrchestrator:
     def __init__(
         self,
         *,
         unit_of_work: Callable[[], RequestUnitOfWork],
         rates: RateSource,
-        deriv: DerivPayments,
-        saga: PaymentSaga,
+        deriv: DerivWithdrawalGateway,
+        saga: SagaRunner,
         transfer_limits: DerivTransferLimits,
         policy: MoneyMovementPolicy | None = None,
         checkpoint: Callable[[str], None] = no_checkpoint,
@@ -100,108 +73,6 @@ class PaymentsApplication:
         self._saga = saga
         self._policy = policy
         self._checkpoint = checkpoint
-
-    # --- initiation -------------------------------------------------------------------------
-
-    async def initiate_deposit(
-        self,
-        *,
-        user_id: UserId,
-        amount: Money,
-        phone: str | None,
-        idempotency_key_hash: str,
-        client_ip: str | None = None,
-        key: RequestKey | None = None,
-        session_id: str | None = None,
-    ) -> Transaction:
-        """`key`: the caller's idempotency key, whose answer is read in the one read and written with
-        the Transaction (application/payments/requests.py); `session_id`: a session the API left to
-        this read to check. Refusals keep the order a caller sees: the session, the key, then the
-        request itself."""
-        now = self._uow().clock.now()  # the clock only: no unit of work is entered
-        # The amount is judged here but refused only after the read, in the order above: what M-Pesa
-        # takes, then the USD it buys at the quote against what Deriv accepts. Refused, nothing is
-        # written and the customer is never charged.
-        refused: DomainError | None = None
-        try:
-            if amount.currency is not Currency.KES:
-                raise InvalidValue("a deposit is paid in KES", field="currency")
-            require_mpesa_amount(amount)
-            rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
-            self._limits.check_deposit(amount, rate, at=now)
-            payout = rate.convert(amount, at=now).target
-        except DomainError as error:
-            refused = error
-        async with self._uow() as uow:
-            read = await uow.requests.read(
-                user_id,
-                now=now,
-                session_id=session_id,
-                key=key,
-                key_hash=idempotency_key_hash,
-                usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
-                float_code=float_code(TransactionType.DEPOSIT, Currency.USD),
-            )
-            if not read.session_open:
-                raise SessionEnded("this session has ended; sign in again")
-            replace = judge_stored(read, key, now)
-            if read.transaction_under_key is not None:
-                existing = await uow.transactions.get(read.transaction_under_key)
-                if existing is not None:
-                    return existing
-            if refused is not None:
-                raise refused
-            # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
-            await require_float_cover(uow, TransactionType.DEPOSIT, payout, balance_minor=read.float_balance)
-        if self._policy is not None:
-            known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
-            await self._policy.check_money_movement(
-                user_id=user_id, amount=amount, client_ip=client_ip, known=known
-            )
-        user = _bound(read.user)
-        assert user.deriv_login_id is not None
-        transaction = Transaction.start_deposit(
-            user_id=user_id,
-            amount=amount,
-            idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "deposit"),
-            locked_rate=rate,
-            phone=PhoneNumber(phone) if phone else user.phone,
-            deriv_login_id=user.deriv_login_id,
-            now=now,
-        )
-        return await self._create_answered(transaction, key, replace=replace)
-
-    async def _create_answered(
-        self, tx: Transaction, key: RequestKey | None, *, replace: bool
-    ) -> Transaction:
-        """Store `tx` and, under a key, its answer, in one database transaction. A request that lost
-        the race for the key (the unique key hash) answers as a repeat would."""
-        async with self._uow() as uow:
-            try:
-                await uow.transactions.add(tx)
-                if key is not None:
-                    await uow.requests.record_answer(
-                        key, transaction_id=tx.id, body=key.answer(tx), now=uow.clock.now(), replace=replace
-                    )
-                await uow.commit()
-                return tx
-            except DuplicateIdempotencyKey:
-                pass
-        # A fresh unit of work: a new snapshot that sees the winner's committed rows.
-        async with self._uow() as uow:
-            now = uow.clock.now()
-            read = await uow.requests.read(
-                tx.user_id, now=now, session_id=None, key=key, key_hash=tx.idempotency_key_hash
-            )
-            judge_stored(read, key, now)
-            winner = (
-                await uow.transactions.get(read.transaction_under_key)
-                if read.transaction_under_key is not None
-                else None
-            )
-        if winner is None:
-            raise DuplicateIdempotencyKey("the idempotency key is taken but its transaction is not visible")
-        return winner
 
     async def initiate_withdrawal(
         self,
@@ -250,7 +121,7 @@ class PaymentsApplication:
             await self._policy.check_money_movement(
                 user_id=user_id, amount=amount, client_ip=client_ip, known=known
             )
-        user = _bound(read.user)
+        user = bound_user(read.user)
         token = await self._usable_token(user, read.deriv_token)
         if existing is not None:
             # The same request again while its code was never sent (Deriv was not answering, or held
@@ -368,27 +239,6 @@ class PaymentsApplication:
             return await self._rest_token(user.id)
         return token
 
-    # --- reading ----------------------------------------------------------------------------
-
-    async def get_transaction(self, *, user_id: UserId, transaction_id: TransactionId) -> Transaction:
-        async with self._uow() as uow:
-            tx = await uow.transactions.get(transaction_id)
-        if tx is None or tx.user_id != user_id:
-            raise TransactionNotFound("no such transaction", field="transaction_id")
-        return tx
-
-    async def list_transactions(
-        self, *, user_id: UserId, page_size: int, page_token: str | None
-    ) -> TransactionPage:
-        size = min(max(page_size or 20, 1), MAX_PAGE_SIZE)
-        before = _decode_token(page_token) if page_token else None
-        async with self._uow() as uow:
-            items = await uow.transactions.list_for_user(user_id, limit=size + 1, before=before)
-        more = len(items) > size
-        items = items[:size]
-        token = _encode_token(items[-1].id) if more and items else ""
-        return TransactionPage(items, token)
-
     # --- helpers ----------------------------------------------------------------------------
 
     async def _get(self, tx_id: TransactionId) -> Transaction:
@@ -410,22 +260,4 @@ class PaymentsApplication:
         return tx
 
 
-def _bound(user: User | None) -> User:
-    """The user, who must exist and have a Deriv account bound."""
-    if user is None:
-        raise TransactionNotFound("no such user", field="user_id")
-    if user.deriv_login_id is None:
-        raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
-    return user
-
-
-def _encode_token(tx_id: TransactionId) -> str:
-    return base64.urlsafe_b64encode(tx_id.value.bytes).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> TransactionId:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return TransactionId(uuid.UUID(bytes=raw))
-    except (ValueError, TypeError):
-        raise InvalidValue("page_token is not valid", field="page_token") from None
+__all__ = ["WithdrawalOrchestrator"]

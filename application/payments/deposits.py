@@ -1,0 +1,154 @@
+"""DepositOrchestrator: InitiateDeposit (PEC 3.1.8, an Orchestrator of the deposit saga).
+
+It checks the request in one read (application/payments/requests.py), stores the Transaction with its
+locked quote and, under the caller's key, its answer, and returns: the saga runner
+(application/payments/saga.py) picks it up from the DepositInitiated event and takes it through the
+one transition table (application/payments/decisions.py).
+
+An amount Deriv would refuse (outside the payment agent's transfer limits) is refused first, before
+the compliance policy or anything else can write: the customer has not paid and no Transaction takes
+the idempotency key, so a corrected request can start afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from application.errors import DuplicateIdempotencyKey
+from application.identity.ports import KnownUser
+from application.payments.float_cover import float_code, require_float_cover
+from application.payments.ports import MoneyMovementPolicy, RateSource
+from application.payments.requests import (
+    RequestKey,
+    RequestUnitOfWork,
+    SessionEnded,
+    bound_user,
+    judge_stored,
+)
+from domain.payments.idempotency import IdempotencyKey
+from domain.payments.status import TransactionType
+from domain.payments.transaction import Transaction
+from domain.shared.errors import DomainError, InvalidValue
+from domain.shared.ids import UserId
+from domain.user.phone_number import PhoneNumber
+from domain.wallet.deriv_rules import DerivTransferLimits
+from domain.wallet.money import Currency, Money
+from domain.wallet.mpesa_rules import require_mpesa_amount
+
+
+class DepositOrchestrator:
+    def __init__(
+        self,
+        *,
+        unit_of_work: Callable[[], RequestUnitOfWork],
+        rates: RateSource,
+        transfer_limits: DerivTransferLimits,
+        policy: MoneyMovementPolicy | None = None,
+    ) -> None:
+        self._uow = unit_of_work
+        self._limits = transfer_limits
+        self._rates = rates
+        self._policy = policy
+
+    async def initiate_deposit(
+        self,
+        *,
+        user_id: UserId,
+        amount: Money,
+        phone: str | None,
+        idempotency_key_hash: str,
+        client_ip: str | None = None,
+        key: RequestKey | None = None,
+        session_id: str | None = None,
+    ) -> Transaction:
+        """`key`: the caller's idempotency key, whose answer is read in the one read and written with
+        the Transaction (application/payments/requests.py); `session_id`: a session the API left to
+        this read to check. Refusals keep the order a caller sees: the session, the key, then the
+        request itself."""
+        now = self._uow().clock.now()  # the clock only: no unit of work is entered
+        # The amount is judged here but refused only after the read, in the order above: what M-Pesa
+        # takes, then the USD it buys at the quote against what Deriv accepts. Refused, nothing is
+        # written and the customer is never charged.
+        refused: DomainError | None = None
+        try:
+            if amount.currency is not Currency.KES:
+                raise InvalidValue("a deposit is paid in KES", field="currency")
+            require_mpesa_amount(amount)
+            rate = self._rates.lock(base=Currency.KES, quote=Currency.USD, now=now)
+            self._limits.check_deposit(amount, rate, at=now)
+            payout = rate.convert(amount, at=now).target
+        except DomainError as error:
+            refused = error
+        async with self._uow() as uow:
+            read = await uow.requests.read(
+                user_id,
+                now=now,
+                session_id=session_id,
+                key=key,
+                key_hash=idempotency_key_hash,
+                usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
+                float_code=float_code(TransactionType.DEPOSIT, Currency.USD),
+            )
+            if not read.session_open:
+                raise SessionEnded("this session has ended; sign in again")
+            replace = judge_stored(read, key, now)
+            if read.transaction_under_key is not None:
+                existing = await uow.transactions.get(read.transaction_under_key)
+                if existing is not None:
+                    return existing
+            if refused is not None:
+                raise refused
+            # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
+            await require_float_cover(uow, TransactionType.DEPOSIT, payout, balance_minor=read.float_balance)
+        if self._policy is not None:
+            known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
+            await self._policy.check_money_movement(
+                user_id=user_id, amount=amount, client_ip=client_ip, known=known
+            )
+        user = bound_user(read.user)
+        assert user.deriv_login_id is not None
+        transaction = Transaction.start_deposit(
+            user_id=user_id,
+            amount=amount,
+            idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "deposit"),
+            locked_rate=rate,
+            phone=PhoneNumber(phone) if phone else user.phone,
+            deriv_login_id=user.deriv_login_id,
+            now=now,
+        )
+        return await self._create_answered(transaction, key, replace=replace)
+
+    async def _create_answered(
+        self, tx: Transaction, key: RequestKey | None, *, replace: bool
+    ) -> Transaction:
+        """Store `tx` and, under a key, its answer, in one database transaction. A request that lost
+        the race for the key (the unique key hash) answers as a repeat would."""
+        async with self._uow() as uow:
+            try:
+                await uow.transactions.add(tx)
+                if key is not None:
+                    await uow.requests.record_answer(
+                        key, transaction_id=tx.id, body=key.answer(tx), now=uow.clock.now(), replace=replace
+                    )
+                await uow.commit()
+                return tx
+            except DuplicateIdempotencyKey:
+                pass
+        # A fresh unit of work: a new snapshot that sees the winner's committed rows.
+        async with self._uow() as uow:
+            now = uow.clock.now()
+            read = await uow.requests.read(
+                tx.user_id, now=now, session_id=None, key=key, key_hash=tx.idempotency_key_hash
+            )
+            judge_stored(read, key, now)
+            winner = (
+                await uow.transactions.get(read.transaction_under_key)
+                if read.transaction_under_key is not None
+                else None
+            )
+        if winner is None:
+            raise DuplicateIdempotencyKey("the idempotency key is taken but its transaction is not visible")
+        return winner
+
+
+__all__ = ["DepositOrchestrator"]
