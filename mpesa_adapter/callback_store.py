@@ -43,6 +43,7 @@ from application.payments.mpesa_evidence import (
     MpesaEvidence,
     QueryResult,
 )
+from domain.payments.paybill import visible_digits_agree
 from domain.payments.stk_evidence import CallbackEffect, StkCallbackEvidence, StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.errors import DomainError
@@ -125,6 +126,21 @@ ADAPTER_ACTOR = "penpay:mpesa-adapter"
 def _held_conversation_id(row: Any) -> str | None:
     held = row.conversation_id
     return None if held in (None, "", NO_CONVERSATION_ID) else str(held)
+
+
+def _about_this_payout(cb: TransactionStatusResult, row: Any, ocid: str) -> bool:
+    """A final Transaction Status answer is about this payout: its customer, where shown, is the
+    payee; and it names our OriginatorConversationID, the ConversationID or receipt we hold, or
+    (naming none, e.g. asked about a receipt) shows the customer at all."""
+    if cb.party is not None and not visible_digits_agree(cb.party, row.phone):
+        return False
+    held = _held_conversation_id(row)
+    return (
+        cb.named_originator_conversation_id == ocid
+        or (held is not None and cb.subject_conversation_id == held)
+        or (row.transaction_receipt is not None and row.transaction_receipt == cb.receipt)
+        or cb.party is not None
+    )
 
 
 def _status_confirmed(cb: TransactionStatusResult, ocid: str, delivery: Delivery) -> AuditRecord:
@@ -505,6 +521,13 @@ class SqlCallbackInbox:
                 return await review(ReviewReason.FOREIGN_ANSWER, "status result names another ConversationID")
             if row.transaction_receipt and cb.receipt and row.transaction_receipt != cb.receipt:
                 return await review(ReviewReason.FOREIGN_ANSWER, "status result names another receipt")
+            if (cb.completed or cb.final_failure) and not _about_this_payout(cb, row, ocid):
+                # Neither id names ours (an answer about a receipt an operator typed): the amount
+                # alone may be another payout's; the customer it names must be ours.
+                return await review(
+                    ReviewReason.PHONE_MISMATCH,
+                    f"status result names no id of ours and party {cb.party or 'none'} is not the payee",
+                )
 
             if cb.completed:
                 if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
