@@ -340,6 +340,8 @@ class TransactionStatusResult:
     occasion: str | None = None
     named_originator_conversation_id: str | None = None
     subject_conversation_id: str | None = None
+    # The customer's MSISDN as the result shows it (masked or whole), from its party names.
+    party: str | None = None
 
     def names_another_than_asked(self) -> bool:
         """The Occasion we sent names the id we asked about (an OriginatorConversationID or a receipt);
@@ -382,7 +384,24 @@ def parse_status_result(data: dict[str, Any], raw: bytes) -> TransactionStatusRe
         occasion=occasion,
         named_originator_conversation_id=named,
         subject_conversation_id=_text(env.param("ConversationID", "Conversation ID")),
+        party=_customer_party(env.parameters),
     )
+
+
+_PARTY_KEYS = ("ReceiverPartyPublicName", "CreditPartyName", "DebitPartyName")
+_MSISDN_SHOWN = re.compile(r"^\+?[0-9][0-9* ]{7,}[0-9*]$")
+
+
+def _customer_party(pairs: tuple[tuple[str, Scalar], ...]) -> str | None:
+    """The customer's number from "<MSISDN> - <name>" party values (DebitPartyName is given twice,
+    once for our shortcode): the first that shows a phone number (masked or whole), not a shortcode."""
+    for key, value in pairs:
+        if key not in _PARTY_KEYS or not isinstance(value, str):
+            continue
+        shown = value.split(" - ", 1)[0].strip()
+        if _MSISDN_SHOWN.match(shown) and sum(c.isdigit() for c in shown) >= 6 and len(shown) >= 9:
+            return shown
+    return None
 
 
 # --- C2B (paybill): validation and confirmation share one body ---------------------------

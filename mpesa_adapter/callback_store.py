@@ -7,7 +7,8 @@ aggregate's version, its typed events (MpesaCallbackReceived, outbox) and their 
 This module writes no `mpesa_requests` row.
 
 B2C answers (result, queue timeout, Transaction Status) are still recorded here, each in one short
-transaction: lock the disbursement by its OriginatorConversationID, cross-check it, apply the terminal
+transaction: lock the transaction's row then the disbursement's, found by its OriginatorConversationID
+(the saga's lock, so its save never resets a result it did not read), cross-check it, apply the terminal
 state with a guarded UPDATE (`... WHERE status = :old`), so a second delivery changes nothing (a reused
 receipt is an IntegrityError, caught in a savepoint and recorded for review), and write an outbox row
 (`domain_events`, stream `penpay.mpesa`) for the worker. Attachment states written here (String(16)):
@@ -42,6 +43,7 @@ from application.payments.mpesa_evidence import (
     MpesaEvidence,
     QueryResult,
 )
+from domain.payments.paybill import visible_digits_agree
 from domain.payments.stk_evidence import CallbackEffect, StkCallbackEvidence, StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.errors import DomainError
@@ -67,7 +69,14 @@ from mpesa_adapter.types import RequestAccepted
 from persistence.audit import AuditRecord, write_pending
 from persistence.audit_sealer import sealer_for
 from persistence.callback_reviews import review_row
-from persistence.tables import audit_logs, audit_pending, domain_events, mpesa_disbursements, mpesa_requests
+from persistence.tables import (
+    audit_logs,
+    audit_pending,
+    domain_events,
+    mpesa_disbursements,
+    mpesa_requests,
+    transactions,
+)
 from persistence.unit_of_work import SqlUnitOfWork
 
 log = logging.getLogger("penpay.mpesa.callbacks")
@@ -117,6 +126,21 @@ ADAPTER_ACTOR = "penpay:mpesa-adapter"
 def _held_conversation_id(row: Any) -> str | None:
     held = row.conversation_id
     return None if held in (None, "", NO_CONVERSATION_ID) else str(held)
+
+
+def _about_this_payout(cb: TransactionStatusResult, row: Any, ocid: str) -> bool:
+    """A final Transaction Status answer is about this payout: its customer, where shown, is the
+    payee; and it names our OriginatorConversationID, the ConversationID or receipt we hold, or
+    (naming none, e.g. asked about a receipt) shows the customer at all."""
+    if cb.party is not None and not visible_digits_agree(cb.party, row.phone):
+        return False
+    held = _held_conversation_id(row)
+    return (
+        cb.named_originator_conversation_id == ocid
+        or (held is not None and cb.subject_conversation_id == held)
+        or (row.transaction_receipt is not None and row.transaction_receipt == cb.receipt)
+        or cb.party is not None
+    )
 
 
 def _status_confirmed(cb: TransactionStatusResult, ocid: str, delivery: Delivery) -> AuditRecord:
@@ -497,6 +521,13 @@ class SqlCallbackInbox:
                 return await review(ReviewReason.FOREIGN_ANSWER, "status result names another ConversationID")
             if row.transaction_receipt and cb.receipt and row.transaction_receipt != cb.receipt:
                 return await review(ReviewReason.FOREIGN_ANSWER, "status result names another receipt")
+            if (cb.completed or cb.final_failure) and not _about_this_payout(cb, row, ocid):
+                # Neither id names ours (an answer about a receipt an operator typed): the amount
+                # alone may be another payout's; the customer it names must be ours.
+                return await review(
+                    ReviewReason.PHONE_MISMATCH,
+                    f"status result names no id of ours and party {cb.party or 'none'} is not the payee",
+                )
 
             if cb.completed:
                 if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
@@ -763,12 +794,27 @@ class SqlCallbackInbox:
 
     async def transition_disbursement(self, ocid: str, from_status: str, to_status: str) -> bool:
         async with self._engine.begin() as conn:
+            await self._lock_disbursement(conn, ocid)
             return await self._set_disbursement(conn, ocid, from_status, status=to_status) == 1
 
     # --- helpers --------------------------------------------------------------------------
 
     @staticmethod
     async def _lock_disbursement(conn: AsyncConnection, ocid: str | None) -> Any:
+        """The disbursement row under its lock, its transaction's row locked first (the order every
+        writer takes: review rows, transaction, evidence). The saga rewrites the whole evidence row
+        under the transaction's lock alone: a result written without it, between the saga's read and
+        its save, would be reset by that save."""
+        tx_id = (
+            await conn.execute(
+                select(mpesa_disbursements.c.transaction_id).where(
+                    mpesa_disbursements.c.originator_conversation_id == ocid
+                )
+            )
+        ).scalar_one_or_none()
+        if tx_id is None:
+            return None
+        await conn.execute(select(transactions.c.id).where(transactions.c.id == tx_id).with_for_update())
         return (
             await conn.execute(
                 select(mpesa_disbursements)

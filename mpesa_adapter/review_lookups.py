@@ -3,9 +3,10 @@
 STK Query is synchronous: `stk_outcome` asks it and writes nothing (the approval records what it
 proves). Transaction Status answers asynchronously, at the callback endpoints (possibly another
 process), whose inbox checks the answer as it checks the sagas' own (it must name our payout, its
-ConversationID and amount) and records it: the payout CONFIRMED with the receipt, or a row in
-`mpesa_callback_reviews` saying why not. `check_receipt` asks about the receipt under our payout's
-OriginatorConversationID (the Occasion), then reads those records for a bounded number of polls.
+ConversationID and amount; naming none of our ids, our payee) and records it: the payout CONFIRMED
+with the receipt, or a row in `mpesa_callback_reviews` saying why not. `check_receipt` asks about
+the receipt under our payout's OriginatorConversationID (the Occasion), then reads those records
+for a bounded number of polls.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mpesa_adapter import errors
 from mpesa_adapter.callback_store import CONFIRMED, FAILED, REVIEW, SqlCallbackInbox
 from mpesa_adapter.confirmer import CallbackConfirmer, DarajaQueries
 from mpesa_adapter.types import StkQueryStatus
-from persistence.tables import mpesa_callback_reviews
+from persistence.tables import mpesa_callback_reviews, mpesa_disbursements
 
 log = logging.getLogger("penpay.mpesa.review")
 
@@ -70,6 +71,8 @@ class DarajaReviewLookups:
         settled = await self._settled(ocid, receipt)
         if settled is not None:
             return settled
+        if await self._held_elsewhere(ocid, receipt):
+            return ReceiptCheck(False, f"{receipt} is already recorded for another payout")
         before = await self._reviews(ocid, None)
         try:
             accepted = await self._client.transaction_status(
@@ -104,6 +107,17 @@ class DarajaReviewLookups:
         if row.status == REVIEW:
             return ReceiptCheck(False, "M-Pesa's answers about this payout contradict each other")
         return None
+
+    async def _held_elsewhere(self, ocid: str, receipt: str) -> bool:
+        """Another disbursement holds this receipt (UNIQUE): it is that payout's, not this one's."""
+        t = mpesa_disbursements
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                select(t.c.transaction_id).where(
+                    t.c.transaction_receipt == receipt, t.c.originator_conversation_id != ocid
+                )
+            )
+            return found.first() is not None
 
     async def _reviews(self, ocid: str, query: str | None) -> tuple[int, str]:
         """How many answers were kept for review under our payout (or the query's own id), and

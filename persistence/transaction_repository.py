@@ -379,7 +379,9 @@ class SqlTransactionRepository:
         ):
             # The usual change (a step's status and its evidence): one multi-table UPDATE, the
             # version check on the transaction row guarding both rows.
-            await self._update_with_attachment(tx, old_version, changed[0], attachments[changed[0]])
+            await self._update_with_attachment(
+                tx, old_version, changed[0], attachments[changed[0]], old_attachments[changed[0]]
+            )
             self._loaded[tx.id] = (tx.version, attachments)
             self._track(tx)
             return
@@ -407,9 +409,15 @@ class SqlTransactionRepository:
                 if before is None:
                     await self._connection.execute(insert(table), row)
                 else:
-                    await self._connection.execute(
-                        update(table).where(table.c.transaction_id == tx.id.value).values(row)
+                    # Guarded by the status read: the B2C callbacks still write the disbursement row
+                    # outside the aggregate (no version), and a save must not reset what they wrote.
+                    result = await self._connection.execute(
+                        update(table)
+                        .where(table.c.transaction_id == tx.id.value, table.c.status == str(before.status))
+                        .values(row)
                     )
+                    if result.rowcount != 1:
+                        raise ConcurrentModification(f"{type(record).__name__} of {tx.id} changed since read")
             except IntegrityError as error:
                 if "receipt" in str(error.orig):
                     raise DuplicateReceipt(f"{type(record).__name__}: receipt already recorded") from error
@@ -418,9 +426,14 @@ class SqlTransactionRepository:
         self._track(tx)
 
     async def _update_with_attachment(
-        self, tx: Transaction, old_version: int, name: str, record: Attachment | None
+        self,
+        tx: Transaction,
+        old_version: int,
+        name: str,
+        record: Attachment | None,
+        before: Attachment | None,
     ) -> None:
-        assert record is not None
+        assert record is not None and before is not None
         table = _ATTACHMENT_TABLES[name]
         values: dict[Any, Any] = {transactions.c[key]: value for key, value in _transaction_row(tx).items()}
         # As in the single-table save: the saga's "nothing to do before", or NULL (the sweeper looks).
@@ -432,6 +445,8 @@ class SqlTransactionRepository:
             update(transactions)
             .where(transactions.c.id == tx.id.value, transactions.c.version == old_version)
             .where(table.c.transaction_id == transactions.c.id)
+            # the evidence row as read, too (see save: B2C callbacks write it without the version)
+            .where(table.c.status == str(before.status))
             .values(values)
         )
         try:

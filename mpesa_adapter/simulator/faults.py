@@ -67,6 +67,9 @@ CALLBACK_FAULTS: dict[str, tuple[str, ...]] = {
     # The Result is about another transaction: other ids (and receipt) than the request's. B2C: the
     # payout happens, only its Result names another one; status/balance: the subject is another's.
     "foreign_result": ("b2c", "status", "balance"),
+    # A Transaction Status Result naming no OriginatorConversationID nor ConversationID (only the
+    # receipt, amount and parties): taken as about the Occasion, so only its party can tell whose it is.
+    "anonymous_result": ("status",),
 }
 # A synchronous answer about another request: STK Query answers (ResultCode 0 unless
 # params.result_code) for another CheckoutRequestID and MerchantRequestID; B2C accepts the payment

@@ -138,6 +138,10 @@ def transaction_status(engine: Engine, req: ReportRequest) -> dict[str, str]:
             }
             if "foreign_result" in plan:
                 _about_another(engine, body["Result"]["ResultParameters"]["ResultParameter"])
+            if "anonymous_result" in plan:
+                params = body["Result"]["ResultParameters"]["ResultParameter"]
+                named = ("OriginatorConversationID", "ConversationID")
+                params[:] = [p for p in params if p["Key"] not in named]
         return [_route(engine, plan, req, body, "status_result", ocid, conv)]
 
     engine.dispatcher.schedule(plan.delay if plan.delay is not None else config.callback_delay, complete)

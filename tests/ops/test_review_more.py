@@ -10,14 +10,15 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from domain.payments.attachments import EvidenceStatus as E
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId, UserId
 from penpay.ops.v1 import ops_pb2 as pb
 from persistence.audit import verify_chain
-from persistence.tables import audit_logs
+from persistence.tables import audit_logs, users
+from tests.mpesa_adapter.conftest import phone
 from tests.ops.conftest import Review, bearer
 from tests.ops.test_review_queue import audit_actions, reason_of, user_token
 from tests.sagas.harness import CLIENT_LOGINID
@@ -134,6 +135,51 @@ async def test_a_receipt_of_another_payout_is_refused(review: Review) -> None:
     assert reason_of(denied.value) == "EVIDENCE_DENIED"
     assert (await review.stack.get(second)).status is S.NEEDS_REVIEW
     assert (await review.stack.get(first)).status is S.NEEDS_REVIEW  # nothing settled on the way
+
+
+async def test_a_receipt_answer_naming_no_id_of_ours_is_taken_only_for_our_payee(review: Review) -> None:
+    """Transaction Status may answer about a receipt naming neither OriginatorConversationID nor
+    ConversationID: then the amount alone (the same here) proves nothing, the payee must be ours."""
+    stack = review.stack
+    user = await stack.user(phone=phone())
+    first, _, first_receipt = await stuck_payout(review, user)
+    async with stack.engine.begin() as connection:  # the user's number changes: a second payee
+        await connection.execute(update(users).where(users.c.id == user.value).values(phone=phone()))
+    second, _, second_receipt = await stuck_payout(review, user)
+    assert (await stack.get(first)).phone != (await stack.get(second)).phone
+    await mpesa_fault(review, kind="anonymous_result", api="status", count=None)
+
+    typo = await propose(review, second, RESOLVE, receipt=first_receipt)
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await approve(review, typo.action_id)
+    assert reason_of(denied.value) == "EVIDENCE_DENIED"
+    assert "PHONE_MISMATCH" in (denied.value.details() or ""), denied.value.details()
+    for tx_id in (first, second):
+        tx = await stack.get(tx_id)
+        assert tx.status is S.NEEDS_REVIEW  # nothing changed on either payout
+        assert tx.mpesa_disbursement is not None and tx.mpesa_disbursement.transaction_receipt is None
+    assert [action for _, action, _ in await audit_actions(review, second)] == [
+        "review.proposed",
+        "review.refused",
+    ]
+
+    right = await propose(review, second, RESOLVE, receipt=second_receipt)
+    assert (await approve(review, right.action_id)).status == pb.REVIEW_ACTION_STATUS_EXECUTED
+    tx = await stack.get(second)
+    assert tx.status is S.COMPLETED
+    assert tx.mpesa_disbursement is not None
+    assert (tx.mpesa_disbursement.status, tx.mpesa_disbursement.transaction_receipt) == (
+        E.CONFIRMED,
+        second_receipt,
+    )
+
+    # That receipt is now the second payout's: offered for the first, it is refused without asking.
+    again = await propose(review, first, RESOLVE, receipt=second_receipt)
+    with pytest.raises(grpc.aio.AioRpcError) as held:
+        await approve(review, again.action_id)
+    assert reason_of(held.value) == "EVIDENCE_DENIED"
+    assert "another payout" in (held.value.details() or ""), held.value.details()
+    assert (await stack.get(first)).status is S.NEEDS_REVIEW
 
 
 async def stuck_push(review: Review, phone: str) -> TransactionId:
