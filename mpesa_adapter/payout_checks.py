@@ -26,6 +26,7 @@ from mpesa_adapter import errors
 from mpesa_adapter.callback_parsing import parse_b2c_result, parse_status_result, strict_json
 from mpesa_adapter.callback_store import STATUS_CONFIRMED_AGAIN, STATUS_QUERY_SUBJECT
 from mpesa_adapter.confirmer import DarajaQueries
+from mpesa_adapter.inbox import ReviewReason
 from persistence.tables import audit_logs, audit_pending, mpesa_callback_reviews
 
 
@@ -147,7 +148,13 @@ class PayoutChecks:
                     return PayoutCheck(True, f"Transaction Status confirms {asked.payout.receipt}")
         count, newest = await self._reviews(asked.payout.originator_conversation_id, asked.query)
         if count > asked.reviews:
-            return PayoutCheck(False, f"M-Pesa does not confirm {asked.payout.receipt}: {newest}"[:300])
+            # The inbox refuses a result showing another payee (PHONE_MISMATCH): M-Pesa has the receipt
+            # we hold, paid to someone else. That is a party mismatch, never "missing at the provider".
+            return PayoutCheck(
+                False,
+                f"M-Pesa does not confirm {asked.payout.receipt}: {newest}"[:300],
+                party_differs=newest.startswith(f"{ReviewReason.PHONE_MISMATCH.value}:"),
+            )
         return None
 
     async def _reviews(self, ocid: str, query: str | None) -> tuple[int, str]:

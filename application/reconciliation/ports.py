@@ -84,10 +84,13 @@ class Payout:
 @dataclass(frozen=True)
 class PayoutCheck:
     """Transaction Status about a confirmed payout's receipt: True M-Pesa confirms it (our payout, our
-    amount), False it denies it (no such receipt, another payout or amount), None no answer yet."""
+    amount), False it denies it (no such receipt, another payout or amount), None no answer yet.
+    `party_differs`: M-Pesa has the receipt but shows another payee than ours (not "missing": the
+    money left, to someone else, and paying it again would pay twice)."""
 
     confirmed: bool | None
     detail: str
+    party_differs: bool = False
 
 
 @dataclass(frozen=True)

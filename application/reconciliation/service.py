@@ -413,6 +413,8 @@ class Reconciler:
         provider = record.amount if record else None
         if provider is None and check is not None and check.confirmed:
             provider = payout.amount  # the inbox takes a status answer only with the payout's amount
+        if check is not None and check.party_differs:
+            return ItemClass.PARTY_MISMATCH
         if check is not None and check.confirmed is False:
             return ItemClass.MISSING_AT_PROVIDER
         if check is None and previous == ItemClass.MISSING_AT_PROVIDER.value:
