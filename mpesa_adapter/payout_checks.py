@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.reconciliation.ports import Payout, PayoutCheck, ProviderRecord
@@ -27,7 +27,8 @@ from mpesa_adapter.callback_parsing import parse_b2c_result, parse_status_result
 from mpesa_adapter.callback_store import STATUS_CONFIRMED_AGAIN, STATUS_QUERY_SUBJECT
 from mpesa_adapter.confirmer import DarajaQueries
 from mpesa_adapter.inbox import ReviewReason
-from persistence.tables import audit_logs, audit_pending, mpesa_callback_reviews
+from mpesa_adapter.review_table import review_tally
+from persistence.tables import audit_logs, audit_pending
 
 
 def payout_record(payout: Payout) -> ProviderRecord | None:
@@ -102,7 +103,7 @@ class PayoutChecks:
             if not payout.receipt:
                 found[ocid] = PayoutCheck(False, "confirmed without a receipt to ask M-Pesa about")
                 continue
-            before = await self._reviews(ocid, None)
+            before = await review_tally(self._engine, ocid, None)
             try:
                 accepted = await self._client.transaction_status(
                     transaction_id=payout.receipt, occasion=ocid, remarks="PenPay reconciliation"
@@ -114,7 +115,7 @@ class PayoutChecks:
                 # not sent, or not answered about this request: nothing learnt, asked again next run
                 found[ocid] = PayoutCheck(None, f"Transaction Status not answered: {type(error).__name__}")
                 continue
-            asked.append(_Asked(payout, accepted.conversation_id, before[0]))
+            asked.append(_Asked(payout, accepted.conversation_id, before.count))
         try:
             async with asyncio.timeout(self._wait):
                 while asked:
@@ -146,26 +147,13 @@ class PayoutChecks:
                 ).first()
                 if row is not None:
                     return PayoutCheck(True, f"Transaction Status confirms {asked.payout.receipt}")
-        count, newest = await self._reviews(asked.payout.originator_conversation_id, asked.query)
-        if count > asked.reviews:
+        now = await review_tally(self._engine, asked.payout.originator_conversation_id, asked.query)
+        if now.count > asked.reviews:
             # The inbox refuses a result showing another payee (PHONE_MISMATCH): M-Pesa has the receipt
             # we hold, paid to someone else. That is a party mismatch, never "missing at the provider".
             return PayoutCheck(
                 False,
-                f"M-Pesa does not confirm {asked.payout.receipt}: {newest}"[:300],
-                party_differs=newest.startswith(f"{ReviewReason.PHONE_MISMATCH.value}:"),
+                f"M-Pesa does not confirm {asked.payout.receipt}: {now.describe()}"[:300],
+                party_differs=now.reason == ReviewReason.PHONE_MISMATCH,
             )
         return None
-
-    async def _reviews(self, ocid: str, query: str | None) -> tuple[int, str]:
-        t = mpesa_callback_reviews
-        ids = [ocid] if query is None else [ocid, query]
-        where = or_(*(t.c.correlation_id == i for i in ids))
-        async with self._engine.connect() as conn:
-            count = (await conn.execute(select(func.count()).where(where))).scalar_one()
-            newest = (
-                await conn.execute(
-                    select(t.c.reason, t.c.detail).where(where).order_by(t.c.id.desc()).limit(1)
-                )
-            ).first()
-        return int(count), "" if newest is None else f"{newest.reason}: {newest.detail or ''}"

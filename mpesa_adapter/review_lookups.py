@@ -14,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.review.ports import ReceiptCheck, StkAnswer, StkOutcome
 from mpesa_adapter import errors
 from mpesa_adapter.callback_store import CONFIRMED, FAILED, REVIEW, SqlCallbackInbox
 from mpesa_adapter.confirmer import CallbackConfirmer, DarajaQueries
+from mpesa_adapter.review_table import review_tally
 from mpesa_adapter.types import StkQueryStatus
-from persistence.tables import mpesa_callback_reviews, mpesa_disbursements
+from persistence.tables import mpesa_disbursements
 
 log = logging.getLogger("penpay.mpesa.review")
 
@@ -73,7 +74,7 @@ class DarajaReviewLookups:
             return settled
         if await self._held_elsewhere(ocid, receipt):
             return ReceiptCheck(False, f"{receipt} is already recorded for another payout")
-        before = await self._reviews(ocid, None)
+        before = await review_tally(self._engine, ocid, None)
         try:
             accepted = await self._client.transaction_status(
                 transaction_id=receipt, occasion=ocid, remarks="PenPay review evidence"
@@ -87,9 +88,11 @@ class DarajaReviewLookups:
             settled = await self._settled(ocid, receipt)
             if settled is not None:
                 return settled
-            now = await self._reviews(ocid, query)
-            if now[0] > before[0]:
-                return ReceiptCheck(False, f"M-Pesa does not confirm {receipt} for this payout: {now[1]}")
+            now = await review_tally(self._engine, ocid, query)
+            if now.count > before.count:
+                return ReceiptCheck(
+                    False, f"M-Pesa does not confirm {receipt} for this payout: {now.describe()}"
+                )
             await asyncio.sleep(self._interval)
         return ReceiptCheck(None, f"Transaction Status asked (ConversationID {query}), no answer yet")
 
@@ -118,18 +121,3 @@ class DarajaReviewLookups:
                 )
             )
             return found.first() is not None
-
-    async def _reviews(self, ocid: str, query: str | None) -> tuple[int, str]:
-        """How many answers were kept for review under our payout (or the query's own id), and
-        what the newest says."""
-        t = mpesa_callback_reviews
-        ids = [ocid] if query is None else [ocid, query]
-        where = or_(*(t.c.correlation_id == i for i in ids))
-        async with self._engine.connect() as conn:
-            count = (await conn.execute(select(func.count()).where(where))).scalar_one()
-            newest = (
-                await conn.execute(
-                    select(t.c.reason, t.c.detail).where(where).order_by(t.c.id.desc()).limit(1)
-                )
-            ).first()
-        return int(count), "" if newest is None else f"{newest.reason}: {newest.detail or ''}"
