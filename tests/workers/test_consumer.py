@@ -37,7 +37,7 @@ class CrashBeforeAck:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bus, name)
 
-    async def ack(self, stream: str, group: str, message_id: str) -> None:
+    async def ack(self, stream: str, group: str, *message_ids: str) -> None:
         raise ConsumerCrashed
 
 
