@@ -15,18 +15,20 @@ The saga never waits for any of this: it only writes its events; these groups re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.identity.errors import RateLimited
 from application.identity.ports import Notifier
-from application.notifications.payment_notices import notice_for
+from application.notifications.payment_notices import NoticeFacts, notice_for
 from domain.payments.status import TransactionStatus
 from domain.shared.clock import Clock
 from domain.shared.ids import TransactionId
+from persistence.payment_notice_reads import notice_facts
 from persistence.unit_of_work import SqlUnitOfWork
 from security.pii import PiiCipher
 from workers.bus import MessageBus
@@ -51,6 +53,9 @@ def notification_consumers(
     **options: Any,
 ) -> list[EventConsumer]:
     consumers = []
+    facts = RecentNoticeFacts()  # one read of a status change's facts serves both channels
+    # A notice's audit record is chained in the background: nothing waits for it.
+    options.setdefault("wait_for_seal", False)
     for channel in channels:
         consumer = EventConsumer(
             bus,
@@ -58,14 +63,39 @@ def notification_consumers(
             group=NOTICE_GROUPS[channel],
             streams=NOTICE_STREAMS,
             clock=clock,
-            cipher=cipher,  # a notice reads the user's phone and email: the deployment's PII keys
+            cipher=cipher,  # the deployment's PII keys, for whatever else the unit of work reads
             **options,
         )
         # Only a final status makes a notice: the others are acknowledged without an inbox row
         # (two per status change and channel, for nothing).
-        consumer.register("TransactionStatusChanged", _handler(channel, notifier), wants=_reaches_final)
+        consumer.register(
+            "TransactionStatusChanged", _handler(channel, notifier, facts), wants=_reaches_final
+        )
         consumers.append(consumer)
     return consumers
+
+
+class RecentNoticeFacts:
+    """The notice facts one channel's handler read, kept for the other channel's handler of the
+    same status change, which comes moments later in this process: one read per notice, not one
+    per channel. An entry serves once and for at most `ttl` seconds (contacts may change; a
+    redelivery reads afresh); at most `size` are kept."""
+
+    def __init__(self, *, size: int = 256, ttl: float = 5.0) -> None:
+        self._size, self._ttl = size, ttl
+        self._kept: dict[TransactionId, tuple[float, NoticeFacts]] = {}
+
+    async def get(self, connection: AsyncConnection, tx_id: TransactionId) -> NoticeFacts | None:
+        now = time.monotonic()
+        kept = self._kept.pop(tx_id, None)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        facts = await notice_facts(connection, tx_id)
+        if facts is not None:
+            self._kept[tx_id] = (now + self._ttl, facts)
+            if len(self._kept) > self._size:
+                del self._kept[next(iter(self._kept))]  # the oldest
+        return facts
 
 
 def _reaches_final(event: EventEnvelope) -> bool:
@@ -75,7 +105,7 @@ def _reaches_final(event: EventEnvelope) -> bool:
         return False
 
 
-def _handler(channel: str, notifier: Notifier) -> Any:
+def _handler(channel: str, notifier: Notifier, facts: RecentNoticeFacts) -> Any:
     async def handle(event: EventEnvelope, uow: SqlUnitOfWork) -> None:
         try:
             reached = TransactionStatus(str(event.data().get("to_status")))
@@ -83,23 +113,21 @@ def _handler(channel: str, notifier: Notifier) -> Any:
             return
         if reached not in _REACHED:
             return
-        tx = await uow.transactions.get(TransactionId.from_str(event.aggregate_id))
+        # One narrow read (the transaction's facts and the user's contacts) in the inbox's
+        # transaction: the status change carries no contact, and must not.
+        tx = await facts.get(uow.connection, TransactionId.from_str(event.aggregate_id))
         if tx is None:
             log.warning("notice.no_transaction", transaction_id=event.aggregate_id)
             return
         notice = notice_for(tx, reached)
         if notice is None:
             return
-        user = await uow.users.get(tx.user_id)
-        if user is None:
-            log.warning("notice.no_user", transaction_id=str(tx.id))
-            return
         context = {"transaction_id": str(tx.id), "channel": channel, "notice": notice.kind}
         try:
             if channel == "sms":
-                await notifier.send_sms(to=user.phone.e164, body=notice.sms)
-            elif user.email_verified:  # an address nobody proved is theirs gets nothing
-                await notifier.send_email(to=user.email.value, subject=notice.subject, body=notice.email)
+                await notifier.send_sms(to=tx.user_phone.e164, body=notice.sms)
+            elif tx.email_verified:  # an address nobody proved is theirs gets nothing
+                await notifier.send_email(to=tx.user_email.value, subject=notice.subject, body=notice.email)
             else:
                 log.info("notice.skipped", **context, reason="email_not_verified")
                 return
