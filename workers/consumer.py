@@ -25,10 +25,11 @@ that raises rolls everything back and leaves the message pending: it is redelive
 back. A message delivered more than `max_deliveries` times without an ack (its consumer keeps
 dying) is dead-lettered without running the handler again.
 
-`claim_idle_ms` must exceed the longest handler run: a handler still running when its message
-is claimed runs twice concurrently; the inbox key makes one of them a no-op, but side effects
-outside the database transaction (calls to Deriv, M-Pesa) are the saga's to make idempotent,
-e.g. by committing its intent first and calling out in a later step.
+`claim_idle_ms` must exceed the longest run of a batch (its acks wait for its last handler): a
+message still unacknowledged when it is claimed runs twice, perhaps concurrently; the inbox key
+makes one of them a no-op, but side effects outside the database transaction (calls to Deriv,
+M-Pesa) are the saga's to make idempotent, e.g. by committing its intent first and calling out
+in a later step.
 
 Order: a consumer group does not preserve per-aggregate order (several consumers, claims,
 replays). Handlers check the aggregate's stored version/state against
