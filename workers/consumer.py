@@ -101,7 +101,6 @@ class EventConsumer:
         clock: Clock | None = None,
         uow_factory: Callable[[], SqlUnitOfWork] | None = None,
         cipher: PiiCipher | None = None,
-        wait_for_seal: bool = True,
     ) -> None:
         if len(group) > 64:
             raise ValueError("the group name is the inbox consumer name: at most 64 characters")
@@ -119,11 +118,7 @@ class EventConsumer:
         self._uow_factory = uow_factory or (
             # `cipher`: the deployment's PII keys, for handlers that read users (None: the
             # development key, which cannot read what production wrote).
-            # `wait_for_seal` False: audit records are chained in the background (a handler whose
-            # records nothing downstream waits for need not hold its batch's ack for the seal).
-            lambda: SqlUnitOfWork(
-                engine, clock=self._clock, actor=f"worker:{group}", cipher=cipher, wait_for_seal=wait_for_seal
-            )
+            lambda: SqlUnitOfWork(engine, clock=self._clock, actor=f"worker:{group}", cipher=cipher)
         )
         self._handlers: dict[str, Handler] = {}
         self._standalone: dict[str, StandaloneHandler] = {}
