@@ -127,8 +127,10 @@ class InProcessBus:
             out.append(Delivery(stream, message_id, dict(stored[1]), entry.count))
         return out
 
-    async def ack(self, stream: str, group: str, message_id: str) -> None:
-        self._stream(stream).groups[group].pending.pop(message_id, None)
+    async def ack(self, stream: str, group: str, *message_ids: str) -> None:
+        pending = self._stream(stream).groups[group].pending
+        for message_id in message_ids:
+            pending.pop(message_id, None)
 
     async def pending_count(self, stream: str, group: str) -> int:
         return len(self._stream(stream).groups[group].pending)

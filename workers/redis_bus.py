@@ -97,8 +97,9 @@ class RedisStreamsBus:
             deliveries.append(Delivery(stream, message_id, _fields(fields), times))
         return deliveries
 
-    async def ack(self, stream: str, group: str, message_id: str) -> None:
-        await self._redis.xack(self.key(stream), group, message_id)
+    async def ack(self, stream: str, group: str, *message_ids: str) -> None:
+        if message_ids:
+            await self._redis.xack(self.key(stream), group, *message_ids)
 
     async def pending_count(self, stream: str, group: str) -> int:
         info = await self._redis.xpending(self.key(stream), group)

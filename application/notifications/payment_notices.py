@@ -1,14 +1,22 @@
 """The notice a user gets when a payment ends: deposit completed, failed or refunded, withdrawal
 paid or reversed. Amounts are shown in both currencies (what the user paid or asked, and what it converted
-to at the locked rate). Pure: the consumer in workers/notifications.py loads and delivers."""
+to at the locked rate). Pure: the consumer in workers/notifications.py loads and delivers.
+
+A notice needs six facts of the transaction and the user's contacts, not the aggregates: the
+consumer reads `NoticeFacts` in one narrow statement (persistence/payment_notice_reads.py) rather
+than the Transaction with its attachments and the User with its devices and KYC snapshot."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from domain.payments.status import TransactionStatus, TransactionType
-from domain.payments.transaction import Transaction
+from domain.shared.ids import TransactionId
+from domain.user.deriv_login_id import DerivLoginId
+from domain.user.email import Email
+from domain.user.phone_number import PhoneNumber
 from domain.wallet.money import Money
 
 # (type, status reached) -> what happened, in a few words.
@@ -20,6 +28,38 @@ NOTIFIED: dict[tuple[TransactionType, TransactionStatus], str] = {
     (TransactionType.WITHDRAWAL, TransactionStatus.COMPLETED): "withdrawal paid",
     (TransactionType.WITHDRAWAL, TransactionStatus.REVERSED): "withdrawal reversed",
 }
+
+
+class NoticeSubject(Protocol):
+    """What a notice tells of a transaction (a Transaction is one)."""
+
+    @property
+    def id(self) -> TransactionId: ...
+    @property
+    def type(self) -> TransactionType: ...
+    @property
+    def amount(self) -> Money: ...
+    @property
+    def converted_amount(self) -> Money | None: ...
+    @property
+    def phone(self) -> PhoneNumber: ...  # the M-Pesa number of the payment (shown masked)
+    @property
+    def deriv_login_id(self) -> DerivLoginId: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeFacts:
+    """A transaction's notice facts and its user's contacts, as one read returns them."""
+
+    id: TransactionId
+    type: TransactionType
+    amount: Money
+    converted_amount: Money | None
+    phone: PhoneNumber
+    deriv_login_id: DerivLoginId
+    user_phone: PhoneNumber  # where the SMS goes: the user's number, not the payment's
+    user_email: Email
+    email_verified: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +76,7 @@ def shown(money: Money | None) -> str:
     return f"{money.currency.value} {Decimal(money.to_decimal_string()):,}"
 
 
-def notice_for(tx: Transaction, reached: TransactionStatus) -> PaymentNotice | None:
+def notice_for(tx: NoticeSubject, reached: TransactionStatus) -> PaymentNotice | None:
     """The notice for `tx` having reached `reached`, or None when that is not told to users."""
     kind = NOTIFIED.get((tx.type, reached))
     if kind is None:

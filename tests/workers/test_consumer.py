@@ -37,8 +37,28 @@ class CrashBeforeAck:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bus, name)
 
-    async def ack(self, stream: str, group: str, message_id: str) -> None:
+    async def ack(self, stream: str, group: str, *message_ids: str) -> None:
         raise ConsumerCrashed
+
+
+class CountingBus:
+    """The real bus, counting the round trips the consumer spends on acks and claims."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self._bus = bus
+        self.acks: list[tuple[str, ...]] = []
+        self.claims = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    async def ack(self, stream: str, group: str, *message_ids: str) -> None:
+        self.acks.append(message_ids)
+        await self._bus.ack(stream, group, *message_ids)
+
+    async def claim_stale(self, *args: Any, **kwargs: Any) -> Any:
+        self.claims += 1
+        return await self._bus.claim_stale(*args, **kwargs)
 
 
 class AuditingHandler:
@@ -91,6 +111,25 @@ async def test_each_event_is_handled_once_and_acked(backend: Backend) -> None:
     assert await inbox_rows(backend, group) == 3
     assert await backend.bus.pending_count(STREAM, group) == 0
     assert await runtime.process_once() == []
+
+
+async def test_a_batch_is_acknowledged_in_one_round_trip_and_claims_wait_for_idle_time(
+    backend: Backend,
+) -> None:
+    group, handler = group_name(), AuditingHandler()
+    counting = CountingBus(backend.bus)
+    runtime = consumer(backend, group, handler, bus=counting)
+    await runtime.start()
+    await insert_events(backend.engine, 3)
+    await insert_events(backend.engine, event_type="SomethingElse")
+    await OutboxRelay(backend.engine, backend.bus).drain()
+
+    assert statuses(await runtime.process_once()) == ["handled", "handled", "handled", "ignored"]
+    assert [len(ids) for ids in counting.acks] == [4]  # handled and ignored alike, after the commits
+    assert await backend.bus.pending_count(STREAM, group) == 0
+    assert await runtime.process_once() == []
+    # Nothing can be claimable before claim_idle_ms (60 s here): the second pass did not look.
+    assert counting.claims == 1
 
 
 async def test_a_crash_after_commit_before_ack_is_redelivered_and_is_a_no_op(backend: Backend) -> None:
