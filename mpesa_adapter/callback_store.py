@@ -633,7 +633,7 @@ class SqlCallbackInbox:
         )
         async with self._engine.begin() as conn:
             await write_pending(conn, [record])
-        await sealer_for(self._engine).sealed()
+        await sealer_for(self._engine).after_commit()
 
     async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome:
         """An Account Balance result is taken (audited with the balance it gives) only when it answers
@@ -673,7 +673,7 @@ class SqlCallbackInbox:
                     )
                 ],
             )
-        await sealer_for(self._engine).sealed()
+        await sealer_for(self._engine).after_commit()
         log.info("balance result conversation_id=%s result_code=%s", env.conversation_id, env.result_code)
         return Outcome.STATUS_RECORDED
 
