@@ -228,7 +228,7 @@ class SqlCallbackInbox:
         self._engine = engine
         # The evidence is the application's to write: the aggregate, in a unit of work. Its audit
         # record (MpesaCallbackReceived) is committed with the evidence and chained by the next seal
-        # of any process: the saga's, which the callback wakes to confirm and credit or fail.
+        # of any process: the background sealer's, or (inline) the saga's that the callback wakes.
         self._evidence = MpesaEvidence(
             lambda: SqlUnitOfWork(engine, actor=ADAPTER_ACTOR, wait_for_seal=False, seal_here=False)
         )

@@ -57,9 +57,7 @@ def build_audit_worker(
     worker = AuditWorker()
     # Always run, whichever PENPAY_AUDIT_SEALER says: it also chains the records of a process that
     # died between its commit and its own seal.
-    worker.sealer = BackgroundSealer(
-        core.engine, interval=s.audit_seal_interval, alert_after=s.audit_stale_after
-    )
+    worker.sealer = BackgroundSealer(core.engine, interval=s.audit_seal_interval)
     worker.loops.append(worker.sealer.run)
     deriv_read = None
     if deriv_balance and s.gateway_addr:
