@@ -228,7 +228,7 @@ class SqlCallbackInbox:
         self._engine = engine
         # The evidence is the application's to write: the aggregate, in a unit of work. Its audit
         # record (MpesaCallbackReceived) is committed with the evidence and chained by the next seal
-        # of any process: the saga's, which the callback wakes to confirm and credit or fail.
+        # of any process: the background sealer's, or (inline) the saga's that the callback wakes.
         self._evidence = MpesaEvidence(
             lambda: SqlUnitOfWork(engine, actor=ADAPTER_ACTOR, wait_for_seal=False, seal_here=False)
         )
@@ -633,7 +633,7 @@ class SqlCallbackInbox:
         )
         async with self._engine.begin() as conn:
             await write_pending(conn, [record])
-        await sealer_for(self._engine).sealed()
+        await sealer_for(self._engine).after_commit()
 
     async def record_balance_result(self, env: ResultEnvelope, delivery: Delivery) -> Outcome:
         """An Account Balance result is taken (audited with the balance it gives) only when it answers
@@ -673,7 +673,7 @@ class SqlCallbackInbox:
                     )
                 ],
             )
-        await sealer_for(self._engine).sealed()
+        await sealer_for(self._engine).after_commit()
         log.info("balance result conversation_id=%s result_code=%s", env.conversation_id, env.result_code)
         return Outcome.STATUS_RECORDED
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from domain.shared.clock import Clock, SystemClock
 from penpay.production import Part, refuse_development_values
 from penpay.settings import Settings, SettingsError, get_settings
+from persistence.audit_sealer import seal_in_background
 from persistence.engine import create_engine
 from persistence.idempotency_store import SqlIdempotencyStore
 from persistence.unit_of_work import SqlUnitOfWork
@@ -279,7 +280,8 @@ def payments(
     )
 
     # The API answers without waiting for the audit seal: the records are committed with the
-    # action (audit_pending) and chained by the background seal a moment later.
+    # action (audit_pending) and chained a moment later (by the background sealer, or inline by
+    # this process's seal_soon when PENPAY_AUDIT_SEALER=inline).
     def use_case_unit_of_work() -> SqlUnitOfWork:
         return core.unit_of_work(wait_for_seal=False)
 
@@ -344,6 +346,9 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, p
     cipher = pii_cipher(settings)  # in production: refused at start when PENPAY_PII_KEYS is unset
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url, pool_size=pool_size)
+    if settings.audit_sealer == "background":
+        # The audit daemon's sealer chains every record; this process only commits them.
+        seal_in_background(engine)
     return Core(
         settings=settings,
         engine=engine,

@@ -70,7 +70,8 @@ def embedded_settings(settings: Settings, state_dir: Path) -> Settings:
         SANDBOX_SHORTCODE,
     )
 
-    updates: dict[str, Any] = {"redis_url": None}
+    # The stack runs the audit worker, whose sealer chains every record: no other part seals.
+    updates: dict[str, Any] = {"redis_url": None, "audit_sealer": "background"}
     if not settings.deriv_agent_token.get_secret_value():
         updates["deriv_agent_token"] = SecretStr(DEFAULT_AGENT_TOKEN)
     if not settings.mpesa_consumer_key.get_secret_value():

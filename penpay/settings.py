@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     audit_float_tolerance_usd_cents: int = Field(default=10_000, ge=0)
     audit_float_tolerance_kes_cents: int = Field(default=1_000_000, ge=0)
     audit_verdict_retention_days: int = Field(default=7, ge=1)
+    # Who chains audit records (committed with their action in audit_pending) into audit_logs:
+    # "background": only the sealer of `penpay worker audit` (or the embedded stack), every
+    # audit_seal_interval seconds, in large batches; no other process seals or waits for a seal.
+    # "inline": each process right after its commits (one-shot tools, tests without the daemon).
+    audit_sealer: Literal["background", "inline"] = "inline"
+    audit_seal_interval: float = Field(default=0.5, gt=0)
     # Reconciliation against the providers (penpay reconcile run, penpay worker reconcile), seconds
     reconcile_interval: float = 300.0  # between the worker's runs
     reconcile_lag: float = 120.0  # a run ends this long before now: records still settling wait

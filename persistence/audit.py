@@ -8,12 +8,13 @@ the one-row `audit_chain_head` table.
 Writing is in two steps, so that no business transaction waits for the chain head:
 1. write_pending(): inside the action's own transaction, the records go to `audit_pending`
    (committed with the action or not at all; no lock beyond the rows inserted);
-2. seal_pending(): right after the commit (persistence/audit_sealer.py), a short transaction locks
-   the head (SELECT ... FOR UPDATE; on SQLite the transaction holds the write lock), moves every
-   committed pending record into audit_logs in id order, chained, each with the pending_id it came
-   from, deletes them from audit_pending and moves the head. Sealers of every process serialise on
-   the head, once per batch of records instead of once per business commit; chain order is the
-   order records were sealed in.
+2. seal_pending(): later, in the background sealer or right after the commit
+   (persistence/audit_sealer.py), a short transaction locks the head (SELECT ... FOR UPDATE; on
+   SQLite the transaction holds the write lock), moves every committed pending record into
+   audit_logs in id order, chained, each with the pending_id it came from (one INSERT, whose
+   RETURNING gives the head its last id), deletes them from audit_pending and moves the head.
+   Sealers serialise on the head, once per batch of records instead of once per business commit;
+   chain order is the order records were sealed in.
 verify_chain() walks the rows and finds any changed, removed or inserted row, and a cut tail
 (against the head); records still waiting in audit_pending are counted, not checked.
 
@@ -47,7 +48,9 @@ from persistence.tables import audit_chain_head, audit_logs, audit_pending
 GENESIS_HASH = "0" * 64
 HEAD_ID = 1
 
-_INSERT_AUDIT = insert(audit_logs)
+# RETURNING (MariaDB >= 10.5, SQLite >= 3.35): the ids the rows were given, so the head learns its
+# last id from the insert itself, not from a MAX(id) over audit_logs.
+_INSERT_AUDIT = insert(audit_logs).returning(audit_logs.c.id)
 _INSERT_PENDING = insert(audit_pending)
 # A plain read, after the head lock: no lock on audit_pending, whose gap after the last row a
 # locking read held at REPEATABLE READ, so every unit of work's INSERT of its records (and its
@@ -55,6 +58,7 @@ _INSERT_PENDING = insert(audit_pending)
 _PENDING_BATCH = select(audit_pending).order_by(audit_pending.c.id).limit(bindparam("batch_size"))
 _DELETE_PENDING = delete(audit_pending).where(audit_pending.c.id.in_(bindparam("ids", expanding=True)))
 _COUNT_PENDING = select(func.count()).select_from(audit_pending)
+_OLDEST_PENDING = select(func.min(audit_pending.c.occurred_at))
 _LOCK_HEAD = select(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).with_for_update()
 _INSERT_HEAD = insert(audit_chain_head)
 _UPDATE_HEAD = (
@@ -67,7 +71,6 @@ _UPDATE_HEAD = (
         updated_at=bindparam("updated_at"),
     )
 )
-_MAX_ID = select(func.max(audit_logs.c.id))
 _READ_HEAD = select(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID)
 _PAGE = (
     select(audit_logs)
@@ -186,9 +189,8 @@ async def seal_pending(connection: AsyncConnection, *, batch_size: int = 1000) -
         # pending_id (outside the hash) is what lets the delete below past audit_pending's guard.
         rows.append({**row, "pending_id": record.id})
         prev = row["row_hash"]
-    await connection.execute(_INSERT_AUDIT, rows)
+    last_id = max((await connection.execute(_INSERT_AUDIT, rows)).scalars())
     await connection.execute(_DELETE_PENDING, {"ids": [record.id for record in pending]})
-    last_id = (await connection.execute(_MAX_ID)).scalar_one()
     await connection.execute(
         _UPDATE_HEAD,
         {
@@ -203,6 +205,14 @@ async def seal_pending(connection: AsyncConnection, *, batch_size: int = 1000) -
 
 async def count_pending(connection: AsyncConnection) -> int:
     return int((await connection.execute(_COUNT_PENDING)).scalar_one())
+
+
+async def oldest_pending(connection: AsyncConnection) -> datetime | None:
+    """When the oldest record still waiting to be sealed was written (None: none waits)."""
+    value: datetime | None = (await connection.execute(_OLDEST_PENDING)).scalar()
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 @dataclass

@@ -1,14 +1,18 @@
-"""The audit sealer: chains committed audit records (audit_pending) into audit_logs, right after the
-commits that wrote them, one short transaction per batch.
+"""The audit sealer: chains committed audit records (audit_pending) into audit_logs, one short
+transaction per batch.
 
-One sealer per engine and event loop. A unit of work that committed audit records calls
-`await sealer_for(engine).sealed()` once its connection is back in the pool: that returns after a
-seal that started after the call has finished, so the caller's records are in the chain (this
-process's sealer or another's moved them). Calls that arrive while a seal runs are served together
-by the next one (group commit): N concurrent commits cost about one head lock, not N.
+Two ways to run it, chosen per engine by the composition root (PENPAY_AUDIT_SEALER):
+- background: the processes that write records never seal; one sealer (`penpay worker audit`,
+  workers/audit_sealing.py) chains every pending record every few tenths of a second, in large
+  batches. A unit of work costs its one INSERT into audit_pending; the chain, a fraction of a seal.
+- inline (tools, tests): a unit of work that committed audit records calls
+  `await sealer_for(engine).sealed()` once its connection is back in the pool: that returns after a
+  seal that started after the call has finished, so the caller's records are in the chain. Calls
+  that arrive while a seal runs are served together by the next one (group commit).
 
-A record whose process died before its seal stays in audit_pending, committed, and is chained by
-the next seal of any process (every seal takes every pending record, not only its own).
+Either way a record is durable from its action's commit: a record whose process died before its seal
+stays in audit_pending and is chained by the next seal of any process (every seal takes every
+pending record, not only its own).
 """
 
 from __future__ import annotations
@@ -68,12 +72,24 @@ class AuditSealer:
                 return
             self._covered = max(self._covered, covers)
 
+    async def after_commit(self, *, wait: bool = True) -> None:
+        """Records were just committed: chain them now (wait) or soon, unless a background sealer
+        owns this engine's chain (then they wait for it, committed)."""
+        if sealed_in_background(self._engine):
+            return
+        if wait:
+            await self.sealed()
+        else:
+            self.seal_soon()
+
     async def seal_all(self) -> int:
         """Seal every committed pending record, a batch per transaction; returns how many."""
         sealed = 0
         while True:
-            async with self._engine.begin() as connection:
+            async with self._engine.connect() as connection:
                 batch = await seal_pending(connection, batch_size=BATCH_SIZE)
+                # Nothing sealed: nothing written, so no commit (the head lock goes with the rollback).
+                await (connection.commit() if batch else connection.rollback())
             sealed += batch
             if batch < BATCH_SIZE:
                 return sealed
@@ -82,6 +98,19 @@ class AuditSealer:
 _sealers: weakref.WeakKeyDictionary[AsyncEngine, dict[asyncio.AbstractEventLoop, AuditSealer]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+# Engines whose chain a background sealer owns: their units of work never seal.
+_background: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
+
+
+def seal_in_background(engine: AsyncEngine) -> None:
+    """From now on this process leaves `engine`'s records to the background sealer."""
+    _background.add(engine)
+
+
+def sealed_in_background(engine: AsyncEngine) -> bool:
+    return engine in _background
 
 
 def sealer_for(engine: AsyncEngine) -> AuditSealer:

@@ -24,6 +24,7 @@ from persistence.review_actions import proposal_of
 from persistence.saga_steps import SqlSagaSteps
 from persistence.tables import (
     audit_logs,
+    audit_pending,
     ledger_accounts,
     ledger_entries,
     ledger_postings,
@@ -60,7 +61,7 @@ class ProviderAnswerRow:
 
 @dataclass(frozen=True, slots=True)
 class AuditRow:
-    id: int
+    id: int  # audit_logs.id; 0: committed in audit_pending, not chained yet
     occurred_at: datetime
     actor: str
     action: str
@@ -198,11 +199,23 @@ async def _answers(
 
 
 async def _audit(connection: AsyncConnection, tx_id: TransactionId) -> list[AuditRow]:
-    a = audit_logs
-    rows = await connection.execute(
-        select(a).where(a.c.subject_id == str(tx_id)).order_by(a.c.id).limit(MAX_AUDIT_ROWS)
-    )
-    return [AuditRow(int(row.id), row.occurred_at, row.actor, row.action, row.details) for row in rows]
+    """The chain's rows about the transaction, then those committed but not chained yet (id 0): the
+    background sealer chains them a moment after their action, and the operator sees them now."""
+    found: list[AuditRow] = []
+    for table, chained in ((audit_logs, True), (audit_pending, False)):
+        rows = await connection.execute(
+            select(table)
+            .where(table.c.subject_id == str(tx_id))
+            .order_by(table.c.id)
+            .limit(MAX_AUDIT_ROWS - len(found))
+        )
+        found.extend(
+            AuditRow(int(row.id) if chained else 0, row.occurred_at, row.actor, row.action, row.details)
+            for row in rows
+        )
+        if len(found) >= MAX_AUDIT_ROWS:
+            break
+    return found
 
 
 async def _ledger(connection: AsyncConnection, tx_id: TransactionId) -> list[LedgerLineRow]:

@@ -5,10 +5,11 @@ domain events as outbox rows (`domain_events`), audit records for every financia
 for explicit audit records, and idempotency records. Nothing is published before commit: the
 outbox relay only ever sees committed rows.
 
-Audit records are committed to `audit_pending` and chained into `audit_logs` right after the
-commit (persistence/audit.py): on MariaDB by the audit sealer, once this unit of work's
-connection is back in the pool (leaving the `async with` waits for it), so concurrent commits
-never queue on the chain head; on SQLite, whose transaction holds the database's write lock
+Audit records are committed to `audit_pending` (one INSERT of all of them) and chained into
+`audit_logs` (persistence/audit.py): on MariaDB by the audit sealer (persistence/audit_sealer.py),
+in the background sealer when the process wiring says so, else right after the commit, once this
+unit of work's connection is back in the pool (leaving the `async with` waits for it), so concurrent
+commits never queue on the chain head; on SQLite, whose transaction holds the database's write lock
 anyway, in the same transaction.
 """
 
@@ -110,10 +111,7 @@ class SqlUnitOfWork:
             await connection.close()
         if self._to_seal:
             self._to_seal = False
-            if self._wait_for_seal:
-                await sealer_for(self._engine).sealed()
-            else:
-                sealer_for(self._engine).seal_soon()
+            await sealer_for(self._engine).after_commit(wait=self._wait_for_seal)
 
     # --- what the operation hands to the unit of work --------------------------------
 

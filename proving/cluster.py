@@ -294,6 +294,8 @@ class Cluster:
             "PENPAY_MPESA_CERT_FILE": str(self.workdir / "daraja-sim-cert.pem"),
             "PENPAY_MPESA_CALLBACK_BASE_URL": self.addresses["callbacks"],
             "PENPAY_MPESA_CALLBACK_SECRET": self.callback_secret,
+            # The `audit` process's sealer chains every record; the others only commit them.
+            "PENPAY_AUDIT_SEALER": "background",
             "PYTHONUNBUFFERED": "1",
         }
         if self.config.sms_simulator:  # codes and payment notices by SMS through the simulator

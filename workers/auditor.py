@@ -7,7 +7,9 @@ rests on, checked incrementally where a full pass would grow with the database.
                        (the checkpoint is the newest entry seen, read back with an overlap so an
                        entry committed late is still seen); every account once per
                        `full_pass_every` (a balance changed without an entry touches no account)
-  audit_chain          the hash chain verified from its last verified row (persistence.audit)
+  audit_chain          the hash chain verified from its last verified row (persistence.audit); and
+                       how long the oldest record committed but not yet sealed has waited (beyond
+                       `pending_alert_after`: alert `audit_seal_behind`, the sealer is down or stuck)
   float_deriv          the ledger's Deriv agent float against the agent's balance (gateway GetBalance)
   float_mpesa          the ledger's M-Pesa float, as its entries stood when Daraja answered, against the
                        latest Account Balance result the adapter took about each shortcode holding
@@ -42,7 +44,7 @@ from domain.shared.clock import Clock, SystemClock
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
 from persistence import auditor_queries as q
-from persistence.audit import ChainPoint, verify_chain
+from persistence.audit import ChainPoint, oldest_pending, verify_chain
 from persistence.auditor_store import (
     AUDIT_CHECKS,
     Verdict,
@@ -73,6 +75,8 @@ class AuditorConfig:
     interval: float = 60.0
     # Every account is recomputed this often (a balance changed without an entry is seen then).
     full_pass_every: timedelta = timedelta(hours=24)
+    # An audit record waiting longer than this to be chained means the sealer is not sealing.
+    pending_alert_after: timedelta = timedelta(minutes=2)
 
     def tolerance(self, currency: Currency) -> int:
         return dict(self.float_tolerance).get(currency, 0)
@@ -110,6 +114,7 @@ class Auditor:
         self._deriv_balance = deriv_balance
         self._ask_mpesa_balance = ask_mpesa_balance
         self._mpesa_shortcodes = mpesa_shortcodes
+        self._seal_behind = False  # alerted about unsealed records; again only after they clear
 
     # --- one run --------------------------------------------------------------------------------
 
@@ -123,7 +128,7 @@ class Auditor:
                 await self._ledger_sums(conn),
                 await self._no_overdraft(conn),
                 await self._account_balances(conn, checkpoints, now),
-                await self._audit_chain(conn, checkpoints),
+                await self._audit_chain(conn, checkpoints, now),
                 deriv,
                 await self._float_mpesa(conn),
                 await self._stale(conn, now),
@@ -233,7 +238,9 @@ class Auditor:
             details,
         )
 
-    async def _audit_chain(self, conn: AsyncConnection, out: dict[str, dict[str, Any]]) -> Verdict:
+    async def _audit_chain(
+        self, conn: AsyncConnection, out: dict[str, dict[str, Any]], now: datetime
+    ) -> Verdict:
         saved = await read_checkpoint(conn, "audit_chain")
         start = (
             None
@@ -242,11 +249,13 @@ class Auditor:
         )
         report = await verify_chain(conn, start=start, max_problems=_LISTED)
         metrics.AUDIT_CHAIN_PROBLEMS.set(len(report.problems))
+        waited = await self._pending_wait(conn, now)
         rows = (start.rows if start else 0) + report.rows_checked
         details = {
             "from_row": None if start is None else start.row_id,
             "rows_checked": report.rows_checked,
             "pending": report.pending,
+            "oldest_pending_seconds": waited,
             "problems": report.problems[:_LISTED],
         }
         if not report.ok:
@@ -256,6 +265,22 @@ class Auditor:
         return Verdict(
             "audit_chain", OK, f"audit chain intact: {rows} rows, {report.rows_checked} new", details
         )
+
+    async def _pending_wait(self, conn: AsyncConnection, now: datetime) -> float:
+        """Seconds the oldest unsealed record has waited; alert once when past the limit. Not a
+        failed verdict: the records are committed, only their chaining is late."""
+        oldest = await oldest_pending(conn)
+        waited = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+        metrics.AUDIT_OLDEST_PENDING.set(waited)
+        behind = waited > self.config.pending_alert_after.total_seconds()
+        if behind and not self._seal_behind:
+            raise_alert(
+                "audit_seal_behind",
+                "audit records wait in audit_pending unsealed: is the audit sealer running?",
+                seconds=int(waited),
+            )
+        self._seal_behind = behind
+        return waited
 
     async def _float_deriv(self) -> Verdict:
         if self._deriv_balance is None:

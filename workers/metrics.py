@@ -51,6 +51,12 @@ AUDIT_BALANCE_MISMATCHES = Gauge(
     "Accounts (touched since the checkpoint) whose balance is not their entries",
 )
 AUDIT_CHAIN_PROBLEMS = Gauge("penpay_audit_chain_problems", "Problems the audit chain walk found")
+AUDIT_OLDEST_PENDING = Gauge(
+    "penpay_audit_oldest_pending_seconds",
+    "Age of the oldest audit record committed but not sealed into the chain yet; 0 when none waits",
+)
+# Set by the background audit sealer (workers/audit_sealing.py).
+AUDIT_SEALED = Counter("penpay_audit_sealed", "Audit records the background sealer chained")
 AUDIT_FLOAT_DIFFERENCE = Gauge(
     "penpay_audit_float_difference_minor",
     "A float in the ledger minus the provider's balance (minor units)",

@@ -1,5 +1,5 @@
-"""`penpay worker audit`: the continuous auditor (workers/auditor.py) and the FloatLow consumer
-(workers/float_low.py), until SIGTERM.
+"""`penpay worker audit`: the background audit sealer (workers/audit_sealing.py), the continuous
+auditor (workers/auditor.py) and the FloatLow consumer (workers/float_low.py), until SIGTERM.
 
 Every PENPAY_AUDIT_INTERVAL seconds the auditor checks the ledger, the audit chain, the floats
 against Deriv (the gateway's GetBalance) and M-Pesa (the latest Account Balance result; it asks for

@@ -1,6 +1,7 @@
-"""The continuous auditor's wiring (`penpay worker audit`, the embedded stack): the auditor with its
-provider balance reads, and with Redis the FloatLow alerts (without Redis the saga worker reads
-them from its in-process bus)."""
+"""The continuous auditor's wiring (`penpay worker audit`, the embedded stack): the background audit
+sealer (workers/audit_sealing.py, the only sealer when PENPAY_AUDIT_SEALER=background), the auditor
+with its provider balance reads, and with Redis the FloatLow alerts (without Redis the saga worker
+reads them from its in-process bus)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from penpay.wiring.daemon import Daemon
+from workers.audit_sealing import BackgroundSealer
 from workers.auditor import Auditor, AuditorConfig
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ def auditor_config(settings: Settings) -> AuditorConfig:
 @dataclass
 class AuditWorker(Daemon):
     auditor: Auditor | None = None
+    sealer: BackgroundSealer | None = None
 
 
 def build_audit_worker(
@@ -52,6 +55,10 @@ def build_audit_worker(
 
     s = core.settings
     worker = AuditWorker()
+    # Always run, whichever PENPAY_AUDIT_SEALER says: it also chains the records of a process that
+    # died between its commit and its own seal.
+    worker.sealer = BackgroundSealer(core.engine, interval=s.audit_seal_interval)
+    worker.loops.append(worker.sealer.run)
     deriv_read = None
     if deriv_balance and s.gateway_addr:
         from deriv_gateway.channel import gateway_channel

@@ -166,6 +166,25 @@ async def test_a_row_slipped_into_the_audit_chain_is_found(world: World) -> None
     assert any("chain broken" in p for p in problems)
 
 
+async def test_records_left_unsealed_too_long_raise_one_alert_not_a_failed_check(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = await _now(world.engine)
+    auditor = await _auditor(world, now=now)
+    waiting = AuditRecord(now - timedelta(minutes=10), "api", "Waiting", "Test", "w-1", {})
+    async with world.engine.begin() as conn:  # committed, and no sealer runs
+        await write_pending(conn, [waiting])
+    with caplog.at_level(logging.ERROR, logger=ALERTS_LOGGER):
+        first = await auditor.run_once()
+        await auditor.run_once()  # still behind: not alerted again
+    alerts = [getattr(r, "alert", None) for r in caplog.records if r.name == ALERTS_LOGGER]
+    assert alerts == ["audit_seal_behind"]
+    assert "audit_chain" not in _failed(first)  # the record is durable; only its chaining is late
+    details = next(v for v in first if v.check == "audit_chain").details
+    assert details["oldest_pending_seconds"] == 600.0
+    assert REGISTRY.get_sample_value("penpay_audit_oldest_pending_seconds") == 600.0
+
+
 async def test_a_transaction_past_its_time_limit_is_found_by_status(world: World) -> None:
     now = await _now(world.engine)
     auditor = await _auditor(world, now=now)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from pydantic import SecretStr
 
@@ -33,6 +35,22 @@ async def test_a_redis_url_gives_redis_streams_and_mariadb_is_used_when_configur
             assert uow.connection.dialect.name == "mysql"
     finally:
         await core.close()
+
+
+async def test_the_audit_sealer_setting_decides_who_seals(mariadb_url: str) -> None:
+    from penpay.wiring.auditor import build_audit_worker
+    from persistence.audit_sealer import sealed_in_background
+
+    for in_background in (False, True):
+        sealer: Literal["background", "inline"] = "background" if in_background else "inline"
+        core = bootstrap(Settings(database_url=mariadb_url, redis_url=None, audit_sealer=sealer))
+        try:
+            assert sealed_in_background(core.engine) is in_background
+            # The audit daemon runs the sealer either way (it also chains a dead writer's records).
+            worker = build_audit_worker(core, deriv_balance=False, ask_mpesa_balance=False)
+            assert worker.sealer is not None and worker.sealer.run in worker.loops
+        finally:
+            await core.close()
 
 
 def test_daraja_config_carries_the_secrets_without_showing_them() -> None:

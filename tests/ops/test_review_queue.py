@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -25,7 +26,7 @@ from penpay.deriv.v1 import deriv_gateway_pb2 as deriv_pb2
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as deriv_pb2_grpc
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay_api.errors import parse_status
-from persistence.audit import verify_chain
+from persistence.audit import AuditRecord, verify_chain, write_pending
 from persistence.tables import audit_logs, review_actions
 from tests.ops.conftest import Review, bearer
 
@@ -120,6 +121,15 @@ async def test_the_queue_is_for_staff_and_each_action_for_its_role(review: Revie
         assert reason_of(refused.value) == "ROLE_REQUIRED"
     async with review.stack.engine.connect() as connection:
         assert (await connection.execute(select(review_actions))).first() is None
+
+    # A record committed but not chained yet (the background sealer's lag) is shown already, id 0.
+    waiting = AuditRecord(datetime(2026, 3, 1, 12, 0, tzinfo=UTC), "api", "Waiting", "T", str(tx_id), {})
+    async with review.stack.engine.begin() as connection:
+        await write_pending(connection, [waiting])
+    queue = await review.ops.ListReviewQueue(pb.ListReviewQueueRequest(), metadata=viewer)
+    last = queue.items[0].audit_records[-1]
+    assert (last.action, last.id) == ("Waiting", 0)
+    assert all(a.id > 0 for a in queue.items[0].audit_records[:-1])
 
 
 async def test_one_operator_cannot_move_money_and_denied_evidence_is_refused(review: Review) -> None:
