@@ -67,7 +67,7 @@ from mpesa_adapter.types import RequestAccepted
 from persistence.audit import AuditRecord, write_pending
 from persistence.audit_sealer import sealer_for
 from persistence.callback_reviews import review_row
-from persistence.tables import audit_logs, audit_pending, mpesa_disbursements, mpesa_requests
+from persistence.tables import audit_logs, audit_pending, mpesa_disbursements
 
 log = logging.getLogger("penpay.mpesa.callbacks")
 
@@ -467,30 +467,9 @@ class SqlCallbackInbox:
     async def keep_answer_for_review(self, api: str, detail: str, correlation_id: str, raw: bytes) -> None:
         """A synchronous answer to one of our requests that is about another (client.ForeignAnswer): kept
         with the id we asked about (a CheckoutRequestID or an OriginatorConversationID), for a person."""
-        async with self._engine.begin() as conn:
-            found = (
-                await conn.execute(
-                    select(mpesa_requests.c.transaction_id)
-                    .where(mpesa_requests.c.checkout_request_id == correlation_id)
-                    .union_all(
-                        select(mpesa_disbursements.c.transaction_id).where(
-                            mpesa_disbursements.c.originator_conversation_id == correlation_id
-                        )
-                    )
-                )
-            ).first()
-            await self._review(
-                conn,
-                api,
-                ReviewReason.FOREIGN_ANSWER,
-                detail,
-                correlation_id,
-                found.transaction_id if found is not None else None,
-                raw,
-                Delivery(None),
-                Outcome.MISMATCH,
-                alert=False,  # the caller raised it before storing (CallbackConfirmer.keep_foreign_answer)
-            )
+        await self._evidence.keep_foreign_answer(api, raw, detail, correlation_id)
+        # not alerted here: the caller raised it before storing (CallbackConfirmer.keep_foreign_answer)
+        _log_review(api, ReviewReason.FOREIGN_ANSWER, correlation_id, None)
 
     # --- helpers --------------------------------------------------------------------------
 
