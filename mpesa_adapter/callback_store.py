@@ -301,7 +301,7 @@ class SqlCallbackInbox:
         result = await self._payouts.status_answer(
             status_answer(cb, ocid), arrival, query_conversation_id=cb.envelope.conversation_id
         )
-        outcome = _payout_outcome(kind, ocid, result, delivery)
+        outcome = _payout_outcome(kind, ocid, result, delivery, "status result for no known disbursement")
         if outcome is Outcome.CONFIRMED:
             log.info("status result originator_conversation_id=%s: payout confirmed", ocid)
         elif outcome is Outcome.STATUS_RECORDED and result.judgement and result.judgement.problem is None:
@@ -570,14 +570,20 @@ _PAYOUT_OUTCOMES = {
 }
 
 
-def _payout_outcome(kind: CallbackKind, ocid: str, result: PayoutResult, delivery: Delivery) -> Outcome:
+def _payout_outcome(
+    kind: CallbackKind,
+    ocid: str,
+    result: PayoutResult,
+    delivery: Delivery,
+    unknown: str = payout_evidence.NO_SUCH_PAYOUT,
+) -> Outcome:
     """The endpoint's outcome of a B2C answer the application judged; a kept answer is logged, and
     alerted when it is about another payment than ours."""
     judgement = result.judgement
     if judgement is None:
         reason = ReviewReason.UNKNOWN_ID
         _log_review(kind, reason, ocid, delivery.remote_addr)
-        _alert_if_foreign(kind, reason, "no such OriginatorConversationID", ocid, None)
+        _alert_if_foreign(kind, reason, unknown, ocid, None)
         return Outcome.UNKNOWN
     if judgement.problem is not None:
         reason = ReviewReason(judgement.problem.value)

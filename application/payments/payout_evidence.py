@@ -42,6 +42,8 @@ from domain.shared.ids import TransactionId
 STATUS_QUERY_SUBJECT = "MpesaStatusQuery"
 STATUS_CONFIRMED_AGAIN = "mpesa.status_query.confirmed_again"
 
+NO_SUCH_PAYOUT = "no such OriginatorConversationID"
+
 Judge = Callable[[Transaction, datetime], PayoutJudgement]
 
 
@@ -86,6 +88,7 @@ class PayoutEvidence:
             judge,
             "ReceiptNo already used",
             confirmed_again=(query_conversation_id or answer.originator_conversation_id, answer),
+            unknown="status result for no known disbursement",
         )
         return result
 
@@ -113,16 +116,17 @@ class PayoutEvidence:
         reused: str,
         *,
         confirmed_again: tuple[str, StatusAnswer] | None = None,
+        unknown: str = NO_SUCH_PAYOUT,
     ) -> PayoutResult:
         async with self._uow() as uow:
             found = await uow.transactions.find_by_originator_conversation_id(ocid)
         if found is None:
-            await self.keep(KeptAnswer(arrival, UNKNOWN_ID, "no such OriginatorConversationID", ocid, None))
+            await self.keep(KeptAnswer(arrival, UNKNOWN_ID, unknown, ocid, None))
             return PayoutResult(None)
         tx_id = found.id
 
         async def attempt() -> PayoutResult | None:
-            return await self._judge_locked(tx_id, ocid, arrival, judge, confirmed_again)
+            return await self._judge_locked(tx_id, ocid, arrival, judge, confirmed_again, unknown)
 
         result = await _again_on_conflict(attempt)
         if result is not None:
@@ -139,6 +143,7 @@ class PayoutEvidence:
         arrival: Arrival,
         judge: Judge,
         confirmed_again: tuple[str, StatusAnswer] | None,
+        unknown: str,
     ) -> PayoutResult | None:
         """None: the save found the receipt already another payout's (nothing committed)."""
         async with self._uow() as uow:
@@ -146,9 +151,7 @@ class PayoutEvidence:
             payout = None if tx is None else tx.mpesa_disbursement
             if tx is None or payout is None or payout.originator_conversation_id != ocid:
                 # Re-sent under a new id since the lookup: the old id is no payout of ours any more.
-                await uow.callback_reviews.keep(
-                    KeptAnswer(arrival, UNKNOWN_ID, "no such OriginatorConversationID", ocid, None)
-                )
+                await uow.callback_reviews.keep(KeptAnswer(arrival, UNKNOWN_ID, unknown, ocid, None))
                 await uow.commit()
                 return PayoutResult(None)
             version = tx.version
