@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from domain.shared.clock import Clock, SystemClock
 from mpesa_adapter import c2b, reversal
 from mpesa_adapter import callback_parsing as parsing
 from mpesa_adapter.config import CallbackServerConfig, IpNetwork
@@ -92,11 +93,13 @@ class CallbackEndpoints:
         inbox: CallbackInbox,
         paybill: c2b.Paybill | None = None,
         refunds: reversal.ReversalResults | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if len(config.secret) < SECRET_MIN_LENGTH:
             raise ValueError("the callback secret must be at least 16 characters (128 bits recommended)")
         self._cfg = config
         self._inbox = inbox
+        self._clock: Clock = clock or SystemClock()  # the composition root's: when an answer arrived
         self._secret = config.secret.encode()
         self._handlers: dict[CallbackKind, _Handler] = {
             CallbackKind.STK: self._stk,
@@ -137,7 +140,7 @@ class CallbackEndpoints:
             ", ".join(request.headers.getall("X-Forwarded-For", ())),
             self._cfg.trusted_proxies,
         )
-        delivery = Delivery(remote)
+        delivery = Delivery(remote, self._clock.now())
         raw = await self._read(request)
         if raw is None:
             log.warning(
@@ -248,8 +251,9 @@ class CallbackServer:
         extra_routes: Sequence[web.RouteDef] = (),
         paybill: c2b.Paybill | None = None,
         refunds: reversal.ReversalResults | None = None,
+        clock: Clock | None = None,
     ):
-        self._endpoints = CallbackEndpoints(config, inbox, paybill, refunds)
+        self._endpoints = CallbackEndpoints(config, inbox, paybill, refunds, clock)
         self._extra_routes = list(extra_routes)  # other providers' callbacks (SMS delivery reports)
         self._host = host
         self._port = port

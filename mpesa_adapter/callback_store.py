@@ -1,49 +1,47 @@
 """SQL adapter of `CallbackInbox` (and of the confirmer's store), SQLAlchemy Core on the existing tables.
 
-STK answers (callbacks, STK Query answers, early callbacks adopted) are parsed here and handed to the
-application (application.payments.mpesa_evidence): the Transaction aggregate judges them by the rules
-in domain/payments/stk_evidence.py and the unit of work commits the MpesaRequest evidence, the
-aggregate's version, its typed events (MpesaCallbackReceived, outbox) and their audit records together.
-This module writes no `mpesa_requests` row.
+Every answer about a request of ours (STK callbacks, STK Query answers, early callbacks adopted, B2C
+results, queue timeouts, Transaction Status answers) is parsed here and handed to the application
+(application.payments.mpesa_evidence for STK, application.payments.payout_evidence for B2C): the
+Transaction aggregate judges it by the rules in domain/payments/stk_evidence.py and b2c_evidence.py,
+and the unit of work commits the evidence, the aggregate's version, its typed events (outbox:
+MpesaCallbackReceived, MpesaDisbursementOutcomeUnknown, MpesaDisbursementCompleted,
+MpesaDisbursementFailed) and their audit records together. This module writes no `mpesa_requests`
+or `mpesa_disbursements` row and no event; it maps what the application decided to the endpoint's
+Outcome, logs and alerts. The unit of work (with its clock) is the composition root's.
 
-B2C answers (result, queue timeout, Transaction Status) are still recorded here, each in one short
-transaction: lock the transaction's row then the disbursement's, found by its OriginatorConversationID
-(the saga's lock, so its save never resets a result it did not read), cross-check it, apply the terminal
-state with a guarded UPDATE (`... WHERE status = :old`), so a second delivery changes nothing (a reused
-receipt is an IntegrityError, caught in a savepoint and recorded for review), and write an outbox row
-(`domain_events`, stream `penpay.mpesa`) for the worker. Attachment states written here (String(16)):
-  mpesa_disbursements: SENT|UNKNOWN -> SUCCEEDED -> CONFIRMED | REVIEW ; SENT|UNKNOWN -> FAILED ;
-                       SENT -> UNKNOWN (queue timeout) ;
-                       SENT|UNKNOWN|SUCCEEDED -> CONFIRMED (Transaction Status)
-The raw body is kept: in the evidence row when it settled the request, in `mpesa_callback_reviews` when
-it was unknown, mismatching, conflicting or rejected.
+Which payout a Transaction Status answer is about (the OriginatorConversationID it names, or the
+Occasion we sent) is found here; answers about no request of ours, Account Balance results and
+rejected deliveries are kept (`mpesa_callback_reviews`) or audited here. The raw body is kept: in
+the evidence row when it settled the request, in `mpesa_callback_reviews` when it was unknown,
+mismatching, conflicting or rejected.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import secrets
-import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.alerts import raise_alert
+from application.payments import payout_evidence
 from application.payments.mpesa_evidence import (
     Arrival,
     CallbackResult,
+    EvidenceUnitOfWork,
     KeptAnswer,
     MpesaEvidence,
     QueryResult,
 )
-from domain.payments.paybill import visible_digits_agree
+from application.payments.payout_evidence import PayoutEvidence, PayoutResult
+from domain.payments import b2c_evidence
+from domain.payments.b2c_evidence import B2CResultEvidence, B2CTimeoutEvidence, PayoutEffect, StatusAnswer
 from domain.payments.stk_evidence import CallbackEffect, StkCallbackEvidence, StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.errors import DomainError
@@ -69,15 +67,7 @@ from mpesa_adapter.types import RequestAccepted
 from persistence.audit import AuditRecord, write_pending
 from persistence.audit_sealer import sealer_for
 from persistence.callback_reviews import review_row
-from persistence.tables import (
-    audit_logs,
-    audit_pending,
-    domain_events,
-    mpesa_disbursements,
-    mpesa_requests,
-    transactions,
-)
-from persistence.unit_of_work import SqlUnitOfWork
+from persistence.tables import audit_logs, audit_pending, mpesa_disbursements
 
 log = logging.getLogger("penpay.mpesa.callbacks")
 
@@ -90,8 +80,6 @@ REVIEW = "REVIEW"
 
 _RECORDED = (Outcome.SUCCESS_RECORDED, Outcome.FAILURE_RECORDED)
 
-RECEIPT_RE = re.compile(r"^[A-Z0-9]{10}$")
-EVENT_STREAM = "penpay.mpesa"
 
 # Review reasons that mean "Daraja answered about another request than the one we hold": an operator
 # hears about them at once (alert). An STK callback for an unknown CheckoutRequestID is not one of them:
@@ -109,60 +97,19 @@ _FOREIGN_REASONS = frozenset(
 )
 # The saga stores this instead of a ConversationID when Daraja refused a re-sent B2C as a duplicate
 # (application.payments.saga): it is no id of Daraja's, so nothing is compared with it.
-NO_CONVERSATION_ID = "DUPLICATE-OCID"
+NO_CONVERSATION_ID = b2c_evidence.NO_CONVERSATION_ID
 
 
 # Account Balance queries we sent live in the audit trail (a step PenPay took, with the ids Daraja gave
 # it), subject MpesaBalanceQuery / ConversationID: a balance result is believed only when it answers one.
 BALANCE_QUERY_SUBJECT = "MpesaBalanceQuery"
 # Transaction Status answers that confirm a payout already CONFIRMED, by the query's ConversationID
-STATUS_QUERY_SUBJECT = "MpesaStatusQuery"
-STATUS_CONFIRMED_AGAIN = "mpesa.status_query.confirmed_again"
+# (audited by the application; named here for the payout checks that read them)
+STATUS_QUERY_SUBJECT = payout_evidence.STATUS_QUERY_SUBJECT
+STATUS_CONFIRMED_AGAIN = payout_evidence.STATUS_CONFIRMED_AGAIN
 BALANCE_QUERY_SENT = "mpesa.balance_query.sent"
 BALANCE_QUERY_ANSWERED = "mpesa.balance_query.answered"
 ADAPTER_ACTOR = "penpay:mpesa-adapter"
-
-
-def _held_conversation_id(row: Any) -> str | None:
-    held = row.conversation_id
-    return None if held in (None, "", NO_CONVERSATION_ID) else str(held)
-
-
-def _about_this_payout(cb: TransactionStatusResult, row: Any, ocid: str) -> bool:
-    """A final Transaction Status answer is about this payout: its customer, where shown, is the
-    payee; and it names our OriginatorConversationID, the ConversationID or receipt we hold, or
-    (naming none, e.g. asked about a receipt) shows the customer at all."""
-    if cb.party is not None and not visible_digits_agree(cb.party, row.phone):
-        return False
-    held = _held_conversation_id(row)
-    return (
-        cb.named_originator_conversation_id == ocid
-        or (held is not None and cb.subject_conversation_id == held)
-        or (row.transaction_receipt is not None and row.transaction_receipt == cb.receipt)
-        or cb.party is not None
-    )
-
-
-def _status_confirmed(cb: TransactionStatusResult, ocid: str, delivery: Delivery) -> AuditRecord:
-    return AuditRecord(
-        occurred_at=delivery.received_at,
-        actor=ADAPTER_ACTOR,
-        action=STATUS_CONFIRMED_AGAIN,
-        subject_type=STATUS_QUERY_SUBJECT,
-        subject_id=str(cb.envelope.conversation_id or ocid),
-        details={"originator_conversation_id": ocid, "receipt": cb.receipt, "amount": str(cb.amount)},
-    )
-
-
-def new_uuid7() -> uuid.UUID:
-    """Local UUIDv7 (ms timestamp + random), so this package needs nothing unfinished from domain/."""
-    value = (time.time_ns() // 1_000_000 & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62 | secrets.randbits(62)
-    return uuid.UUID(int=value)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _digits(phone: str | None) -> str:
@@ -224,14 +171,14 @@ class StoredDisbursement:
 
 
 class SqlCallbackInbox:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        # The evidence is the application's to write: the aggregate, in a unit of work. Its audit
-        # record (MpesaCallbackReceived) is committed with the evidence and chained by the next seal
-        # of any process: the background sealer's, or (inline) the saga's that the callback wakes.
-        self._evidence = MpesaEvidence(
-            lambda: SqlUnitOfWork(engine, actor=ADAPTER_ACTOR, wait_for_seal=False, seal_here=False)
-        )
+    def __init__(self, engine: AsyncEngine, unit_of_work: Callable[[], EvidenceUnitOfWork]) -> None:
+        """`unit_of_work`: the composition root's (its clock, actor ADAPTER_ACTOR). The evidence is
+        the application's to write: the aggregate, in a unit of work. Its audit records (the typed
+        events) are committed with the evidence and chained by the next seal of any process:
+        the background sealer's, or (inline) the saga's that the answer wakes."""
+        self._engine = engine  # reads, and the answers no request of ours is named in
+        self._evidence = MpesaEvidence(unit_of_work)
+        self._payouts = PayoutEvidence(unit_of_work)
 
     # --- STK ------------------------------------------------------------------------------
 
@@ -281,165 +228,45 @@ class SqlCallbackInbox:
     # --- B2C ------------------------------------------------------------------------------
 
     async def record_b2c_result(self, cb: B2CResult, delivery: Delivery) -> Outcome:
+        """Parsed and authenticated here; judged and recorded by the application (PayoutEvidence):
+        the Transaction aggregate changes the MpesaDisbursement evidence, in one unit of work."""
         kind = CallbackKind.B2C_RESULT
         ocid = cb.originator_conversation_id
-        async with self._engine.begin() as conn:
-            row = await self._lock_disbursement(conn, ocid)
-            if row is None:
-                return await self._review(
-                    conn,
-                    kind,
-                    ReviewReason.UNKNOWN_ID,
-                    "no such OriginatorConversationID",
-                    ocid,
-                    None,
-                    cb.raw,
-                    delivery,
-                    Outcome.UNKNOWN,
-                )
-            tx_id = row.transaction_id
-
-            async def review(
-                reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
-            ) -> Outcome:
-                return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
-
-            held = _held_conversation_id(row)
-            if held and cb.conversation_id and held != cb.conversation_id:
-                return await review(ReviewReason.CONVERSATION_ID_MISMATCH, "ConversationID differs")
-            if cb.succeeded:
-                if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
-                    return await review(
-                        ReviewReason.AMOUNT_MISMATCH,
-                        f"result amount {cb.amount} vs stored {row.amount_cents} cents",
-                    )
-                if not cb.receipt:
-                    return await review(ReviewReason.RECEIPT_MISSING, "success without TransactionReceipt")
-                if not RECEIPT_RE.match(cb.receipt):
-                    return await review(
-                        ReviewReason.RECEIPT_INVALID, "TransactionReceipt has not the receipt format"
-                    )
-            if row.status not in (SENT, UNKNOWN):
-                if (
-                    cb.succeeded
-                    and row.status in (SUCCEEDED, CONFIRMED)
-                    and row.transaction_receipt == cb.receipt
-                ):
-                    return Outcome.DUPLICATE
-                if (
-                    not cb.succeeded
-                    and row.status == FAILED
-                    and row.result_code == code_int(cb.envelope.result_code)
-                ):
-                    return Outcome.DUPLICATE
-                return await review(
-                    ReviewReason.CONFLICTING_RESULT,
-                    f"ResultCode {cb.envelope.result_code} for a disbursement already {row.status}",
-                    Outcome.CONFLICT,
-                )
-            values: dict[str, Any] = {
-                "result_code": code_int(cb.envelope.result_code),
-                "result_desc": _desc(cb.envelope.result_code, cb.envelope.result_desc),
-                "raw_result": _raw_text(cb.raw),
-                "updated_at": _now(),
-                "status": SUCCEEDED if cb.succeeded else FAILED,
-            }
-            if cb.conversation_id and not _held_conversation_id(row):
-                values["conversation_id"] = cb.conversation_id
-            if cb.succeeded:
-                values["transaction_receipt"] = cb.receipt
-            guarded = (
-                update(mpesa_disbursements)
-                .where(mpesa_disbursements.c.originator_conversation_id == ocid)
-                .where(mpesa_disbursements.c.status == row.status)
-                .values(**values)
+        result = await self._payouts.b2c_result(b2c_result_evidence(cb), _arrival(kind, cb.raw, delivery))
+        outcome = _payout_outcome(kind, ocid, result, delivery)
+        if outcome in _RECORDED:
+            log.info(
+                "b2c result originator_conversation_id=%s result_code=%s -> %s",
+                ocid,
+                cb.envelope.result_code,
+                outcome,
             )
-            try:
-                async with conn.begin_nested():
-                    changed = (await conn.execute(guarded)).rowcount
-            except IntegrityError:
-                return await review(ReviewReason.RECEIPT_REUSED, "TransactionReceipt already used")
-            if changed != 1:
-                return Outcome.DUPLICATE
-            outcome = Outcome.SUCCESS_RECORDED if cb.succeeded else Outcome.FAILURE_RECORDED
-            await self._event(
-                conn,
-                tx_id,
-                "MpesaB2CResultRecorded",
-                {
-                    "originator_conversation_id": ocid,
-                    "outcome": outcome.value,
-                    "result_code": cb.envelope.result_code,
-                    "transaction_receipt": cb.receipt,
-                },
-            )
-        log.info(
-            "b2c result originator_conversation_id=%s result_code=%s -> %s",
-            ocid,
-            cb.envelope.result_code,
-            outcome,
-        )
         return outcome
 
     async def record_b2c_timeout(self, cb: B2CQueueTimeout, delivery: Delivery) -> Outcome:
         """Not a failure: the payout may or may not have happened. SENT -> UNKNOWN, for Transaction Status."""
         kind = CallbackKind.B2C_TIMEOUT
         ocid = cb.originator_conversation_id
-        async with self._engine.begin() as conn:
-            row = await self._lock_disbursement(conn, ocid)
-            if row is None:
-                return await self._review(
-                    conn,
-                    kind,
-                    ReviewReason.UNKNOWN_ID,
-                    "no such OriginatorConversationID",
-                    ocid,
-                    None,
-                    cb.raw,
-                    delivery,
-                    Outcome.UNKNOWN,
-                )
-            held = _held_conversation_id(row)
-            if held and cb.conversation_id and held != cb.conversation_id:
-                return await self._review(
-                    conn,
-                    kind,
-                    ReviewReason.CONVERSATION_ID_MISMATCH,
-                    "ConversationID differs",
-                    ocid,
-                    row.transaction_id,
-                    cb.raw,
-                    delivery,
-                    Outcome.MISMATCH,
-                )
-            if row.status != SENT:
-                return Outcome.DUPLICATE  # a late timeout after the result, or a second timeout
-            await conn.execute(
-                update(mpesa_disbursements)
-                .where(mpesa_disbursements.c.originator_conversation_id == ocid)
-                .where(mpesa_disbursements.c.status == SENT)
-                .values(
-                    status=UNKNOWN,
-                    result_code=code_int(cb.envelope.result_code),
-                    result_desc=_desc(cb.envelope.result_code, cb.envelope.result_desc),
-                    raw_result=_raw_text(cb.raw),
-                    updated_at=_now(),
-                )
-            )
-            await self._event(
-                conn,
-                row.transaction_id,
-                "MpesaB2COutcomeUnknown",
-                {"originator_conversation_id": ocid, "outcome": Outcome.TIMEOUT_RECORDED.value},
-            )
-        log.info("b2c queue timeout originator_conversation_id=%s -> outcome unknown", ocid)
-        return Outcome.TIMEOUT_RECORDED
+        timeout = B2CTimeoutEvidence(
+            originator_conversation_id=ocid,
+            conversation_id=cb.conversation_id,
+            result_code=code_int(cb.envelope.result_code),
+            result_desc=_desc(cb.envelope.result_code, cb.envelope.result_desc),
+            raw=_raw_text(cb.raw),
+        )
+        result = await self._payouts.b2c_timeout(timeout, _arrival(kind, cb.raw, delivery))
+        outcome = _payout_outcome(kind, ocid, result, delivery)
+        if outcome is Outcome.TIMEOUT_RECORDED:
+            log.info("b2c queue timeout originator_conversation_id=%s -> outcome unknown", ocid)
+        return outcome
 
     async def record_status_result(self, cb: TransactionStatusResult, delivery: Delivery) -> Outcome:
         """A Transaction Status answer about one of our B2C payouts: "Completed" settles it as CONFIRMED
         (exactly one payout: the disbursement row holds the receipt, UNIQUE); a final failure of a payout
-        still SENT/UNKNOWN settles it as FAILED; anything else is kept as evidence only."""
+        still SENT/UNKNOWN settles it as FAILED; anything else is kept as evidence only. Which payout it
+        is about is found here; what it proves is the aggregate's to judge (PayoutEvidence)."""
         kind = CallbackKind.STATUS_RESULT
+        arrival = _arrival(kind, cb.raw, delivery)
         ocid = cb.subject_originator_conversation_id
         if ocid is None and not cb.envelope.succeeded:
             # e.g. "could not be found" (ResultCode 25) or a credential failure: such a result names
@@ -450,168 +277,41 @@ class SqlCallbackInbox:
                 cb.envelope.result_code,
                 cb.envelope.conversation_id,
             )
-            async with self._engine.begin() as conn:
-                return await self._review(
-                    conn,
-                    kind,
-                    ReviewReason.STATUS_FAILED,
-                    _status_failure(cb),
-                    cb.envelope.conversation_id,
-                    None,
-                    cb.raw,
-                    delivery,
-                    Outcome.STATUS_RECORDED,
-                    alert=False,
-                )
-        async with self._engine.begin() as conn:
-            if cb.names_another_than_asked():
-                # The Occasion is ours (the id we asked about); the parameters are about another payment.
-                asked = await self._lock_disbursement(conn, cb.occasion)
-                return await self._review(
-                    conn,
-                    kind,
-                    ReviewReason.FOREIGN_ANSWER,
-                    f"asked about {cb.occasion}, answered about {cb.named_originator_conversation_id}",
-                    cb.occasion,
-                    asked.transaction_id if asked is not None else None,
-                    cb.raw,
-                    delivery,
-                    Outcome.MISMATCH,
-                )
-            row = await self._lock_disbursement(conn, ocid) if ocid else None
-            if row is None or ocid is None:
-                return await self._review(
-                    conn,
-                    kind,
-                    ReviewReason.UNKNOWN_ID,
-                    "status result for no known disbursement",
-                    ocid,
-                    None,
-                    cb.raw,
-                    delivery,
-                    Outcome.UNKNOWN,
-                )
-            tx_id = row.transaction_id
-
-            async def review(
-                reason: ReviewReason, detail: str, outcome: Outcome = Outcome.MISMATCH
-            ) -> Outcome:
-                return await self._review(conn, kind, reason, detail, ocid, tx_id, cb.raw, delivery, outcome)
-
-            if not cb.envelope.succeeded and cb.named_originator_conversation_id is None:
-                # The query itself failed (e.g. "no such transaction" for a receipt an operator
-                # offered): it settles nothing, and is kept as the provider's word under our id.
-                return await self._review(
-                    conn,
-                    kind,
-                    ReviewReason.STATUS_FAILED,
-                    _status_failure(cb),
-                    ocid,
-                    tx_id,
-                    cb.raw,
-                    delivery,
-                    Outcome.STATUS_RECORDED,
-                    alert=False,
-                )
-
-            # Whatever it says, an answer naming another ConversationID or receipt than the ones we hold
-            # is about another payment: it settles nothing and changes nothing.
-            held = _held_conversation_id(row)
-            if held and cb.subject_conversation_id and held != cb.subject_conversation_id:
-                return await review(ReviewReason.FOREIGN_ANSWER, "status result names another ConversationID")
-            if row.transaction_receipt and cb.receipt and row.transaction_receipt != cb.receipt:
-                return await review(ReviewReason.FOREIGN_ANSWER, "status result names another receipt")
-            if (cb.completed or cb.final_failure) and not _about_this_payout(cb, row, ocid):
-                # Neither id names ours (an answer about a receipt an operator typed): the amount
-                # alone may be another payout's; the customer it names must be ours.
-                return await review(
-                    ReviewReason.PHONE_MISMATCH,
-                    f"status result names no id of ours and party {cb.party or 'none'} is not the payee",
-                )
-
-            if cb.completed:
-                if row.amount_currency != "KES" or cents(cb.amount) != row.amount_cents:
-                    return await review(ReviewReason.AMOUNT_MISMATCH, f"status amount {cb.amount} vs stored")
-                if not cb.receipt or not RECEIPT_RE.match(cb.receipt):
-                    return await review(
-                        ReviewReason.RECEIPT_INVALID, "status result without a valid ReceiptNo"
-                    )
-                if row.status == CONFIRMED:
-                    if row.transaction_receipt == cb.receipt:
-                        # M-Pesa confirms again a payout already settled (reconciliation asks so):
-                        # nothing changes, and the answer is kept where its asker looks for it
-                        await write_pending(conn, [_status_confirmed(cb, ocid, delivery)])
-                        return Outcome.DUPLICATE
-                    return await review(ReviewReason.CONFIRMATION_MISMATCH, "a second receipt for one payout")
-                if row.status == SUCCEEDED and row.transaction_receipt != cb.receipt:
-                    await self._set_disbursement(conn, ocid, row.status, status=REVIEW)
-                    return await review(
-                        ReviewReason.CONFIRMATION_MISMATCH, "status receipt differs from the result's"
-                    )
-                if row.status not in (SENT, UNKNOWN, SUCCEEDED):
-                    return await review(
-                        ReviewReason.CONFIRMATION_MISMATCH,
-                        f"Completed for a disbursement {row.status}",
-                        Outcome.CONFLICT,
-                    )
-                try:
-                    async with conn.begin_nested():
-                        changed = await self._set_disbursement(
-                            conn,
-                            ocid,
-                            row.status,
-                            status=CONFIRMED,
-                            transaction_receipt=cb.receipt,
-                            **(
-                                {}
-                                if row.status == SUCCEEDED
-                                else {"result_code": 0, "raw_result": _raw_text(cb.raw)}
-                            ),
-                        )
-                except IntegrityError:
-                    return await review(ReviewReason.RECEIPT_REUSED, "ReceiptNo already used")
-                if changed != 1:
-                    return Outcome.DUPLICATE
-                await self._event(
-                    conn,
-                    tx_id,
-                    "MpesaB2CConfirmed",
-                    {
-                        "originator_conversation_id": ocid,
-                        "transaction_receipt": cb.receipt,
-                        "outcome": "CONFIRMED",
-                    },
-                )
-                log.info("status result originator_conversation_id=%s: payout confirmed", ocid)
-                return Outcome.CONFIRMED
-            if cb.final_failure and row.status in (SENT, UNKNOWN):
-                await self._set_disbursement(
-                    conn,
-                    ocid,
-                    row.status,
-                    status=FAILED,
-                    result_desc=f"status: {cb.transaction_status}"[:255],
-                    raw_result=_raw_text(cb.raw),
-                )
-                await self._event(
-                    conn,
-                    tx_id,
-                    "MpesaB2CResultRecorded",
-                    {"originator_conversation_id": ocid, "outcome": Outcome.FAILURE_RECORDED.value},
-                )
-                return Outcome.FAILURE_RECORDED
-            if cb.final_failure and row.status in (SUCCEEDED, CONFIRMED):
-                await self._set_disbursement(conn, ocid, row.status, status=REVIEW)
-                return await review(
-                    ReviewReason.CONFIRMATION_MISMATCH, f"status {cb.transaction_status} after success"
-                )
-        log.info(
-            "status result originator_conversation_id=%s result_code=%s status=%s: nothing settled",
-            ocid,
-            cb.envelope.result_code,
-            cb.transaction_status,
+            reason = ReviewReason.STATUS_FAILED
+            conversation_id = cb.envelope.conversation_id
+            await self._payouts.keep(KeptAnswer(arrival, reason, _status_failure(cb), conversation_id, None))
+            _log_review(kind, reason, conversation_id, delivery.remote_addr)
+            return Outcome.STATUS_RECORDED
+        if cb.names_another_than_asked():
+            # The Occasion is ours (the id we asked about); the parameters are about another payment.
+            reason = ReviewReason.FOREIGN_ANSWER
+            detail = f"asked about {cb.occasion}, answered about {cb.named_originator_conversation_id}"
+            kept = KeptAnswer(arrival, reason, detail, cb.occasion, None)
+            tx_id = await self._payouts.keep(kept, about_payout=cb.occasion)
+            _log_review(kind, reason, cb.occasion, delivery.remote_addr)
+            _alert_if_foreign(kind, reason, detail, cb.occasion, tx_id)
+            return Outcome.MISMATCH
+        if ocid is None:
+            reason = ReviewReason.UNKNOWN_ID
+            detail = "status result for no known disbursement"
+            await self._payouts.keep(KeptAnswer(arrival, reason, detail, None, None))
+            _log_review(kind, reason, None, delivery.remote_addr)
+            _alert_if_foreign(kind, reason, detail, None, None)
+            return Outcome.UNKNOWN
+        result = await self._payouts.status_answer(
+            status_answer(cb, ocid), arrival, query_conversation_id=cb.envelope.conversation_id
         )
-        return Outcome.STATUS_RECORDED
+        outcome = _payout_outcome(kind, ocid, result, delivery, "status result for no known disbursement")
+        if outcome is Outcome.CONFIRMED:
+            log.info("status result originator_conversation_id=%s: payout confirmed", ocid)
+        elif outcome is Outcome.STATUS_RECORDED and result.judgement and result.judgement.problem is None:
+            log.info(
+                "status result originator_conversation_id=%s result_code=%s status=%s: nothing settled",
+                ocid,
+                cb.envelope.result_code,
+                cb.transaction_status,
+            )
+        return outcome
 
     # --- Account Balance --------------------------------------------------------------------
 
@@ -767,91 +467,11 @@ class SqlCallbackInbox:
     async def keep_answer_for_review(self, api: str, detail: str, correlation_id: str, raw: bytes) -> None:
         """A synchronous answer to one of our requests that is about another (client.ForeignAnswer): kept
         with the id we asked about (a CheckoutRequestID or an OriginatorConversationID), for a person."""
-        async with self._engine.begin() as conn:
-            found = (
-                await conn.execute(
-                    select(mpesa_requests.c.transaction_id)
-                    .where(mpesa_requests.c.checkout_request_id == correlation_id)
-                    .union_all(
-                        select(mpesa_disbursements.c.transaction_id).where(
-                            mpesa_disbursements.c.originator_conversation_id == correlation_id
-                        )
-                    )
-                )
-            ).first()
-            await self._review(
-                conn,
-                api,
-                ReviewReason.FOREIGN_ANSWER,
-                detail,
-                correlation_id,
-                found.transaction_id if found is not None else None,
-                raw,
-                Delivery(None),
-                Outcome.MISMATCH,
-                alert=False,  # the caller raised it before storing (CallbackConfirmer.keep_foreign_answer)
-            )
-
-    async def transition_disbursement(self, ocid: str, from_status: str, to_status: str) -> bool:
-        async with self._engine.begin() as conn:
-            await self._lock_disbursement(conn, ocid)
-            return await self._set_disbursement(conn, ocid, from_status, status=to_status) == 1
+        await self._evidence.keep_foreign_answer(api, raw, detail, correlation_id)
+        # not alerted here: the caller raised it before storing (CallbackConfirmer.keep_foreign_answer)
+        _log_review(api, ReviewReason.FOREIGN_ANSWER, correlation_id, None)
 
     # --- helpers --------------------------------------------------------------------------
-
-    @staticmethod
-    async def _lock_disbursement(conn: AsyncConnection, ocid: str | None) -> Any:
-        """The disbursement row under its lock, its transaction's row locked first (the order every
-        writer takes: review rows, transaction, evidence). The saga rewrites the whole evidence row
-        under the transaction's lock alone: a result written without it, between the saga's read and
-        its save, would be reset by that save."""
-        tx_id = (
-            await conn.execute(
-                select(mpesa_disbursements.c.transaction_id).where(
-                    mpesa_disbursements.c.originator_conversation_id == ocid
-                )
-            )
-        ).scalar_one_or_none()
-        if tx_id is None:
-            return None
-        await conn.execute(select(transactions.c.id).where(transactions.c.id == tx_id).with_for_update())
-        return (
-            await conn.execute(
-                select(mpesa_disbursements)
-                .where(mpesa_disbursements.c.originator_conversation_id == ocid)
-                .with_for_update()
-            )
-        ).first()
-
-    @staticmethod
-    async def _set_disbursement(conn: AsyncConnection, ocid: str, from_status: str, **values: Any) -> int:
-        values["updated_at"] = _now()
-        result = await conn.execute(
-            update(mpesa_disbursements)
-            .where(mpesa_disbursements.c.originator_conversation_id == ocid)
-            .where(mpesa_disbursements.c.status == from_status)
-            .values(**values)
-        )
-        return int(result.rowcount)
-
-    @staticmethod
-    async def _event(
-        conn: AsyncConnection, transaction_id: uuid.UUID, event_type: str, payload: dict[str, Any]
-    ) -> None:
-        await conn.execute(
-            insert(domain_events).values(
-                id=new_uuid7(),
-                stream=EVENT_STREAM,
-                aggregate_type="Transaction",
-                aggregate_id=str(transaction_id),
-                aggregate_version=None,
-                event_type=event_type,
-                payload=json.dumps(payload, separators=(",", ":"), sort_keys=True),
-                occurred_at=_now(),
-                published_at=None,
-                publish_attempts=0,
-            )
-        )
 
     @staticmethod
     async def _review(
@@ -936,3 +556,80 @@ def _alert_if_foreign(
             correlation_id=correlation_id,
             transaction_id=None if transaction_id is None else str(transaction_id),
         )
+
+
+_PAYOUT_OUTCOMES = {
+    PayoutEffect.SUCCESS_RECORDED: Outcome.SUCCESS_RECORDED,
+    PayoutEffect.FAILURE_RECORDED: Outcome.FAILURE_RECORDED,
+    PayoutEffect.OUTCOME_UNKNOWN: Outcome.TIMEOUT_RECORDED,
+    PayoutEffect.CONFIRMED: Outcome.CONFIRMED,
+    PayoutEffect.CONFIRMED_AGAIN: Outcome.DUPLICATE,  # nothing changes; audited for its asker
+    PayoutEffect.DUPLICATE: Outcome.DUPLICATE,
+    PayoutEffect.NOTHING_SETTLED: Outcome.STATUS_RECORDED,
+    PayoutEffect.CONTRADICTED: Outcome.MISMATCH,  # the evidence went to REVIEW, the answer kept
+}
+
+
+def _payout_outcome(
+    kind: CallbackKind,
+    ocid: str,
+    result: PayoutResult,
+    delivery: Delivery,
+    unknown: str = payout_evidence.NO_SUCH_PAYOUT,
+) -> Outcome:
+    """The endpoint's outcome of a B2C answer the application judged; a kept answer is logged, and
+    alerted when it is about another payment than ours."""
+    judgement = result.judgement
+    if judgement is None:
+        reason = ReviewReason.UNKNOWN_ID
+        _log_review(kind, reason, ocid, delivery.remote_addr)
+        _alert_if_foreign(kind, reason, unknown, ocid, None)
+        return Outcome.UNKNOWN
+    if judgement.problem is not None:
+        reason = ReviewReason(judgement.problem.value)
+        _log_review(kind, reason, ocid, delivery.remote_addr)
+        if reason is not ReviewReason.STATUS_FAILED:  # the provider's word, not a foreign answer
+            _alert_if_foreign(kind, reason, judgement.detail, ocid, result.transaction_id)
+    if judgement.effect is PayoutEffect.REVIEW:
+        return Outcome.CONFLICT if judgement.conflict else Outcome.MISMATCH
+    return _PAYOUT_OUTCOMES[judgement.effect]
+
+
+def _arrival(kind: CallbackKind, raw: bytes, delivery: Delivery) -> Arrival:
+    return Arrival(kind.value, raw, delivery.remote_addr, delivery.received_at)
+
+
+def b2c_result_evidence(cb: B2CResult) -> B2CResultEvidence:
+    """The parsed result as the domain judges it: codes and amounts in their stored forms."""
+    code = cb.envelope.result_code
+    return B2CResultEvidence(
+        originator_conversation_id=cb.originator_conversation_id,
+        conversation_id=cb.conversation_id,
+        paid=cb.succeeded,
+        result_code=code_int(code),
+        result_code_shown=str(code),
+        result_desc=_desc(code, cb.envelope.result_desc),
+        amount_cents=cents(cb.amount),
+        amount_shown=str(cb.amount),
+        receipt=cb.receipt,
+        raw=_raw_text(cb.raw),
+    )
+
+
+def status_answer(cb: TransactionStatusResult, ocid: str) -> StatusAnswer:
+    """A Transaction Status result about the payout `ocid`, as the domain judges it."""
+    return StatusAnswer(
+        originator_conversation_id=ocid,
+        succeeded=cb.envelope.succeeded,
+        completed=cb.completed,
+        final_failure=cb.final_failure,
+        transaction_status=cb.transaction_status,
+        failure_desc=_status_failure(cb),
+        named_originator_conversation_id=cb.named_originator_conversation_id,
+        subject_conversation_id=cb.subject_conversation_id,
+        receipt=cb.receipt,
+        amount_cents=cents(cb.amount),
+        amount_shown=str(cb.amount),
+        party=cb.party,
+        raw=_raw_text(cb.raw),
+    )

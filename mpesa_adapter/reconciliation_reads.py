@@ -54,13 +54,14 @@ class DarajaReconciliationReads:
         client: DarajaClient,
         engine: AsyncEngine,
         *,
+        inbox: SqlCallbackInbox,  # the composition root's (penpay.bootstrap.callback_inbox)
         nominated_number: str,
         pull_callback_url: str,
         balance_wait: float = 30.0,
     ) -> None:
         self._client = client
         self._engine = engine
-        self._store = SqlCallbackInbox(engine)
+        self._store = inbox
         self._confirmer = CallbackConfirmer(client, self._store)
         self._nominated = nominated_number
         self._pull_callback = pull_callback_url

@@ -36,12 +36,13 @@ class DarajaReviewLookups:
         client: DarajaQueries,  # the same two read-only Daraja calls the confirmer makes
         engine: AsyncEngine,
         *,
+        inbox: SqlCallbackInbox,  # the composition root's (penpay.bootstrap.callback_inbox)
         polls: int = 100,
         poll_interval: float = 0.1,
     ) -> None:
         self._client = client
         self._engine = engine
-        self._store = SqlCallbackInbox(engine)
+        self._store = inbox
         self._polls = polls
         self._interval = poll_interval
 

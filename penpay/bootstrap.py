@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from domain.shared.ids import UserId
     from domain.user.kyc_snapshot import KycSnapshot
     from domain.wallet.deriv_rules import DerivTransferLimits
+    from mpesa_adapter.callback_store import SqlCallbackInbox
     from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.config import DarajaConfig
     from mpesa_adapter.shared_token import RedisTokenCache
@@ -246,7 +247,6 @@ def payments(
     from deriv_gateway.channel import gateway_channel
     from deriv_gateway.payments_client import GatewayDerivPayments
     from domain.wallet.account_kind import AccountKind
-    from mpesa_adapter.callback_store import SqlCallbackInbox
     from mpesa_adapter.confirmer import CallbackConfirmer
     from mpesa_adapter.saga_port import DarajaMpesaGateway
 
@@ -256,7 +256,7 @@ def payments(
     channel = gateway_channel(s.gateway_addr)
     closers.append(channel.close)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
-    mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, SqlCallbackInbox(core.engine)))
+    mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, callback_inbox(core)))
     checkpoint = crash_checkpoint(s)
     saga = SagaRunner(
         unit_of_work=core.unit_of_work,
@@ -306,6 +306,30 @@ def payments(
     )
     transactions = TransactionQueries(unit_of_work=use_case_unit_of_work)
     return Payments(saga, deposits, withdrawals, transactions, closers)
+
+
+def evidence_unit_of_work(
+    engine: AsyncEngine, clock: Clock, cipher: PiiCipher | None = None
+) -> Callable[[], SqlUnitOfWork]:
+    """The unit of work M-Pesa's answers are recorded in (mpesa_adapter.callback_store): the
+    adapter's actor, and no audit seal of its own: its records wait, committed, for the next seal
+    of any process, the saga's, which the answer wakes (one seal pass per callback was more
+    statements than the callback itself)."""
+    from mpesa_adapter.callback_store import ADAPTER_ACTOR
+
+    def unit_of_work() -> SqlUnitOfWork:
+        return SqlUnitOfWork(
+            engine, clock=clock, actor=ADAPTER_ACTOR, cipher=cipher, wait_for_seal=False, seal_here=False
+        )
+
+    return unit_of_work
+
+
+def callback_inbox(core: Core) -> SqlCallbackInbox:
+    """Where M-Pesa's answers (callbacks, query results) are recorded, on the core's clock."""
+    from mpesa_adapter.callback_store import SqlCallbackInbox
+
+    return SqlCallbackInbox(core.engine, evidence_unit_of_work(core.engine, core.clock, core.pii))
 
 
 def paybill_deposits(core: Core) -> PaybillDeposits:

@@ -409,8 +409,8 @@ class SqlTransactionRepository:
                 if before is None:
                     await self._connection.execute(insert(table), row)
                 else:
-                    # Guarded by the status read: the B2C callbacks still write the disbursement row
-                    # outside the aggregate (no version), and a save must not reset what they wrote.
+                    # Guarded by the status read as well as the version: an evidence row is never
+                    # reset to what a save read, even by a writer that did not move the version.
                     result = await self._connection.execute(
                         update(table)
                         .where(table.c.transaction_id == tx.id.value, table.c.status == str(before.status))
@@ -445,7 +445,7 @@ class SqlTransactionRepository:
             update(transactions)
             .where(transactions.c.id == tx.id.value, transactions.c.version == old_version)
             .where(table.c.transaction_id == transactions.c.id)
-            # the evidence row as read, too (see save: B2C callbacks write it without the version)
+            # the evidence row as read, too (see save)
             .where(table.c.status == str(before.status))
             .values(values)
         )

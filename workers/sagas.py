@@ -30,14 +30,22 @@ from workers.metrics import IN_FLIGHT, OLDEST_IN_FLIGHT
 log = structlog.get_logger("penpay.sagas")
 
 SAGA_GROUP = "payment-saga"
+# penpay.mpesa: where the adapter's own outbox rows went (old names below); nothing new is written there.
 SAGA_STREAMS = ("penpay.payments", "penpay.mpesa")
 
 # Events after which a transaction may have something to do now.
 WAKE_UPS = (
     "DepositInitiated",
     "TransactionStatusChanged",
-    "MpesaCallbackReceived",  # the aggregate's: an STK callback recorded (stream penpay.payments)
-    "MpesaStkCallbackRecorded",  # the adapter's old name: rows written before the aggregate did it
+    # The aggregate's, on stream penpay.payments: an STK callback or a B2C result recorded
+    "MpesaCallbackReceived",
+    "MpesaDisbursementOutcomeUnknown",  # B2C queue timeout
+    "MpesaDisbursementCompleted",  # Transaction Status confirmed the payout
+    "MpesaDisbursementFailed",  # Transaction Status: the payout was not made
+    # The adapter's old names (stream penpay.mpesa), from before the aggregate wrote the evidence:
+    # outbox rows a relay had not published yet are renamed by migration 0025, but messages already
+    # in the Redis streams (pending, or re-delivered) keep them, so they still wake the saga.
+    "MpesaStkCallbackRecorded",
     "MpesaB2CResultRecorded",
     "MpesaB2COutcomeUnknown",
     "MpesaB2CConfirmed",

@@ -36,6 +36,7 @@ from domain.shared.ids import TransactionId
 # mpesa_callback_reviews.reason of a callback naming an id we do not hold (yet): an STK callback can
 # beat the saga's commit of the push's answer, and is adopted once that commit lands.
 UNKNOWN_ID = "UNKNOWN_ID"
+FOREIGN_ANSWER = "FOREIGN_ANSWER"  # an answer to our request that is about another id
 CONFIRMATION_KIND = "confirmation"
 ATTEMPTS = 5  # reads again after a concurrent change; a delivery keeps losing only under a storm
 
@@ -216,6 +217,23 @@ class MpesaEvidence:
                 await uow.transactions.save(tx)
             await uow.commit()
         return tuple(results)
+
+    # --- answers about another request -------------------------------------------------------
+
+    async def keep_foreign_answer(self, kind: str, raw: bytes, detail: str, correlation_id: str) -> None:
+        """A synchronous answer to one of our requests that is about another: kept for a person under
+        the id we asked about (a CheckoutRequestID or an OriginatorConversationID), with its
+        transaction when that id is ours. Nothing else changes."""
+        async with self._uow() as uow:
+            tx = await uow.transactions.find_by_checkout_request_id(correlation_id)
+            if tx is None:
+                tx = await uow.transactions.find_by_originator_conversation_id(correlation_id)
+            arrival = Arrival(kind, raw, None, uow.clock.now())
+            tx_id = None if tx is None else tx.id
+            await uow.callback_reviews.keep(
+                KeptAnswer(arrival, FOREIGN_ANSWER, detail, correlation_id, tx_id)
+            )
+            await uow.commit()
 
     # --- STK Query --------------------------------------------------------------------------
 

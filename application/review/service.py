@@ -113,6 +113,26 @@ def deriv_denial(tx: Transaction, claimed: int | None, line: StatementLine | Non
     return None
 
 
+def _confirmed_by_the_check(asked: Transaction, now: Transaction, proposal: Proposal) -> bool:
+    """The one change since the proposal is M-Pesa's confirmation of the offered receipt, which the
+    approval's own Transaction Status check asked for: the aggregate records it on the payout and
+    its version moves with it. Any other change (status, reason, Deriv evidence, another payout) is
+    a reason to propose again."""
+    payout, was = now.mpesa_disbursement, asked.mpesa_disbursement
+    return (
+        proposal.kind is ActionKind.RESOLVE_COMPLETED
+        and now.type is TransactionType.WITHDRAWAL
+        and asked.version == proposal.transaction_version
+        and (now.status, now.failure_reason, now.deriv_withdrawal)
+        == (asked.status, asked.failure_reason, asked.deriv_withdrawal)
+        and payout is not None
+        and was is not None
+        and payout.originator_conversation_id == was.originator_conversation_id
+        and payout.status == EvidenceStatus.CONFIRMED
+        and payout.transaction_receipt == proposal.mpesa_receipt
+    )
+
+
 def _line_details(line: StatementLine | None) -> JSONValue:
     if line is None:
         return None
@@ -215,6 +235,7 @@ class ReviewService:
 
         checked = await self._check_evidence(tx, proposal)
         line, denial = checked.line, checked.denial
+        asked = tx
 
         async with self._uow(staff) as uow:
             tx = await uow.transactions.get_for_update(proposal.transaction_id)
@@ -222,7 +243,8 @@ class ReviewService:
             proposal = await self._open(uow, action_id, for_update=True)
             now = uow.clock.now()
             why = denial
-            if why is None and tx.version != proposal.transaction_version:
+            changed = tx.version != proposal.transaction_version
+            if why is None and changed and not _confirmed_by_the_check(asked, tx, proposal):
                 why = "the transaction changed after the proposal: propose again"
             if why is None:
                 why = refusal(proposal.kind, view_of(tx), _evidence(proposal))

@@ -57,19 +57,41 @@ class TransactionStatusChanged(TransactionEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MpesaCallbackReceived(TransactionEvent):
-    """An STK callback recorded the first result of the push (SUCCEEDED or FAILED evidence); the
-    saga cross-checks it with STK Query before crediting. result_code None: a code no integer holds."""
+    """M-Pesa's callback recorded the first result of a request (SUCCEEDED or FAILED evidence): an
+    STK callback (checkout_request_id) or a B2C result (originator_conversation_id; its receipt is
+    the TransactionReceipt). The saga cross-checks it (STK Query, Transaction Status) before acting.
+    result_code None: a code no integer holds."""
 
-    checkout_request_id: str
+    checkout_request_id: str | None = None
+    originator_conversation_id: str | None = None
     result_code: int | None
     mpesa_receipt_number: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MpesaDisbursementCompleted(TransactionEvent):
+    """The B2C payout is proven made (its evidence CONFIRMED): raised once per payout, by the
+    Transaction Status answer that confirmed it, or by the saga when it confirms it otherwise."""
+
     originator_conversation_id: str
     transaction_receipt: str | None
     amount: Money
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MpesaDisbursementOutcomeUnknown(TransactionEvent):
+    """B2C queue timeout: the payout may or may not have happened; Transaction Status decides."""
+
+    originator_conversation_id: str
+    result_code: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MpesaDisbursementFailed(TransactionEvent):
+    """Transaction Status says the payout was not made (Cancelled, Declined, Expired, Failed)."""
+
+    originator_conversation_id: str
+    transaction_status: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -43,6 +43,10 @@ class EvidenceProblem(StrEnum):
     RECEIPT_REUSED = "RECEIPT_REUSED"
     CONFLICTING_RESULT = "CONFLICTING_RESULT"
     CONFIRMATION_MISMATCH = "CONFIRMATION_MISMATCH"
+    # B2C answers (b2c_evidence.py)
+    CONVERSATION_ID_MISMATCH = "CONVERSATION_ID_MISMATCH"
+    FOREIGN_ANSWER = "FOREIGN_ANSWER"  # a status answer about another payment than ours
+    STATUS_FAILED = "STATUS_FAILED"  # the Transaction Status query itself failed: the provider's word
 
 
 class CallbackEffect(StrEnum):

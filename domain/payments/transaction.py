@@ -24,12 +24,27 @@ from domain.payments.attachments import (
     MpesaDisbursement,
     MpesaRequest,
 )
+from domain.payments.b2c_evidence import (
+    B2CResultEvidence,
+    B2CTimeoutEvidence,
+    PayoutEffect,
+    PayoutJudgement,
+    StatusAnswer,
+    apply_b2c_result,
+    apply_b2c_timeout,
+    apply_status_answer,
+    judge_b2c_result,
+    judge_b2c_timeout,
+    judge_status_answer,
+)
 from domain.payments.errors import AmountMismatch, IllegalTransition, InvalidEvidence
 from domain.payments.events import (
     DepositInitiated,
     DerivTransferCompleted,
     MpesaCallbackReceived,
     MpesaDisbursementCompleted,
+    MpesaDisbursementFailed,
+    MpesaDisbursementOutcomeUnknown,
     NeedsReview,
     RefundRequested,
     ReviewRetryApproved,
@@ -624,14 +639,17 @@ class Transaction:
         )
         self._move_to(Status.COMPLETED, at)
         self.mpesa_disbursement = paid
-        self._record(
-            MpesaDisbursementCompleted(
-                **self._common(at),
-                originator_conversation_id=disbursement.originator_conversation_id,
-                transaction_receipt=transaction_receipt,
-                amount=disbursement.amount,
+        if disbursement.status != EvidenceStatus.CONFIRMED:
+            # Raised here only when this call proves the payout; a Transaction Status answer that
+            # confirmed it raised it already (b2c_status_answered): once per payout.
+            self._record(
+                MpesaDisbursementCompleted(
+                    **self._common(at),
+                    originator_conversation_id=disbursement.originator_conversation_id,
+                    transaction_receipt=transaction_receipt,
+                    amount=disbursement.amount,
+                )
             )
-        )
         self._record(TransactionCompleted(**self._common(at), type=self.type))
 
     def mpesa_disbursement_failed(
@@ -658,6 +676,90 @@ class Transaction:
             now=at,
         )
         self._touch(at)
+
+    def b2c_result_received(
+        self, result: B2CResultEvidence, *, now: datetime | None = None
+    ) -> PayoutJudgement:
+        """A B2C result about this transaction's payout (a withdrawal's, or a deposit's refund),
+        judged by the B2C evidence rules (b2c_evidence.py). A first result is recorded on the
+        MpesaDisbursement (the version grows; MpesaCallbackReceived); anything else changes nothing
+        and the judgement says why, for a person. No status change: the saga decides once
+        Transaction Status agrees."""
+        disbursement = self._require_payout(result.originator_conversation_id)
+        judgement = judge_b2c_result(disbursement, result)
+        at = _at(now)
+        changed = apply_b2c_result(disbursement, result, judgement.effect, now=at)
+        if self._evidence_changed(disbursement, changed, at):
+            self._record(
+                MpesaCallbackReceived(
+                    **self._common(at),
+                    originator_conversation_id=disbursement.originator_conversation_id,
+                    result_code=result.result_code,
+                    mpesa_receipt_number=changed.transaction_receipt if result.paid else None,
+                )
+            )
+        return judgement
+
+    def b2c_timeout_received(
+        self, timeout: B2CTimeoutEvidence, *, now: datetime | None = None
+    ) -> PayoutJudgement:
+        """A B2C queue timeout: the payout's outcome is unknown (SENT -> UNKNOWN), for Transaction
+        Status to settle; never a failure (re-sending could pay twice)."""
+        disbursement = self._require_payout(timeout.originator_conversation_id)
+        judgement = judge_b2c_timeout(disbursement, timeout)
+        at = _at(now)
+        changed = apply_b2c_timeout(disbursement, timeout, judgement.effect, now=at)
+        if self._evidence_changed(disbursement, changed, at):
+            self._record(
+                MpesaDisbursementOutcomeUnknown(
+                    **self._common(at),
+                    originator_conversation_id=disbursement.originator_conversation_id,
+                    result_code=timeout.result_code,
+                )
+            )
+        return judgement
+
+    def b2c_status_answered(self, answer: StatusAnswer, *, now: datetime | None = None) -> PayoutJudgement:
+        """A Transaction Status answer about this payout: Completed confirms it (exactly one payout:
+        MpesaDisbursementCompleted), a final failure of a payout not yet paid fails it
+        (MpesaDisbursementFailed), one contradicting a success puts the evidence in REVIEW."""
+        disbursement = self._require_payout(answer.originator_conversation_id)
+        judgement = judge_status_answer(disbursement, answer)
+        at = _at(now)
+        changed = apply_status_answer(disbursement, answer, judgement.effect, now=at)
+        if not self._evidence_changed(disbursement, changed, at):
+            return judgement
+        if judgement.effect is PayoutEffect.CONFIRMED:
+            self._record(
+                MpesaDisbursementCompleted(
+                    **self._common(at),
+                    originator_conversation_id=changed.originator_conversation_id,
+                    transaction_receipt=changed.transaction_receipt,
+                    amount=changed.amount,
+                )
+            )
+        elif judgement.effect is PayoutEffect.FAILURE_RECORDED:
+            self._record(
+                MpesaDisbursementFailed(
+                    **self._common(at),
+                    originator_conversation_id=changed.originator_conversation_id,
+                    transaction_status=answer.transaction_status,
+                )
+            )
+        return judgement
+
+    def _require_payout(self, originator_conversation_id: str) -> MpesaDisbursement:
+        disbursement = self._require_disbursement()
+        if disbursement.originator_conversation_id != originator_conversation_id:
+            raise InvalidEvidence("the answer is about another B2C payment of this transaction")
+        return disbursement
+
+    def _evidence_changed(self, before: MpesaDisbursement, after: MpesaDisbursement, at: datetime) -> bool:
+        if after is before:
+            return False
+        self.mpesa_disbursement = after
+        self._touch(at)
+        return True
 
     def retry_mpesa_disbursement(self, *, now: datetime | None = None) -> None:
         """The B2C payment is proven not made: go back to DERIV_WITHDRAWAL_DONE to send it again."""

@@ -66,7 +66,7 @@ def reconciliation(core: Core) -> Reconciliation:
     from datetime import timedelta
 
     from deriv_gateway.channel import gateway_channel
-    from penpay.bootstrap import daraja_client
+    from penpay.bootstrap import callback_inbox, daraja_client
 
     s = core.settings
     closers: list[Callable[[], Awaitable[object]]] = []
@@ -77,6 +77,7 @@ def reconciliation(core: Core) -> Reconciliation:
         DarajaReconciliationReads(
             daraja,
             core.engine,
+            inbox=callback_inbox(core),
             nominated_number=s.mpesa_pull_nominated_number,
             pull_callback_url=f"{s.mpesa_callback_base_url.rstrip('/')}/pulltransactions",
             balance_wait=s.reconcile_balance_wait,

@@ -238,10 +238,10 @@ def build_api(
         # Only where this API moves money is M-Pesa configured; without it, the review actions
         # that need M-Pesa's word answer EVIDENCE_UNAVAILABLE.
         from mpesa_adapter.review_lookups import DarajaReviewLookups
-        from penpay.bootstrap import daraja_client
+        from penpay.bootstrap import callback_inbox, daraja_client
 
         review_daraja = daraja_client(s, closers.append)
-        mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine)
+        mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine, inbox=callback_inbox(core))
         if mpesa_reversals is None:
             from mpesa_adapter.reversal import DarajaReversals
 

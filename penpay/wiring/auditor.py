@@ -71,11 +71,10 @@ def build_audit_worker(
     shortcodes: tuple[str, ...] = ()
     if ask_mpesa_balance:
         from mpesa_adapter.balance_queries import ask_account_balances
-        from mpesa_adapter.callback_store import SqlCallbackInbox
-        from penpay.bootstrap import daraja_client
+        from penpay.bootstrap import callback_inbox, daraja_client
 
         daraja = daraja_client(s, worker.closers.append)
-        inbox = SqlCallbackInbox(core.engine)
+        inbox = callback_inbox(core)
 
         async def ask() -> object:
             return await ask_account_balances(daraja, inbox)

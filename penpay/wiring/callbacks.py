@@ -30,9 +30,8 @@ def build_callback_server(
     """Listening where PENPAY_MPESA_CALLBACK_BASE_URL points unless host/port are given; the paybill
     and suspense-refund use cases from the core unless handed in (not started)."""
     from application.review.paybill_refund import SuspenseRefunds
-    from mpesa_adapter.callback_store import SqlCallbackInbox
     from mpesa_adapter.config import CallbackServerConfig
-    from penpay.bootstrap import paybill_deposits
+    from penpay.bootstrap import callback_inbox, paybill_deposits
     from sms_adapter.delivery_reports import DeliveryReports
 
     s = core.settings
@@ -43,13 +42,14 @@ def build_callback_server(
     report_token = s.sms_at_delivery_report_token.get_secret_value()
     return CallbackServer(
         CallbackServerConfig.from_strings(secret, s.mpesa_allowed_ips, s.trusted_proxies),
-        SqlCallbackInbox(core.engine),
+        callback_inbox(core),
         host=host or url.hostname or "127.0.0.1",
         port=(url.port or 80) if port is None else port,
         extra_routes=DeliveryReports(report_token).routes() if report_token else [],
         paybill=paybill if paybill is not None else paybill_deposits(core),
         # Reversal results only record what M-Pesa answered; no Daraja client is needed here.
         refunds=refunds if refunds is not None else SuspenseRefunds(unit_of_work=core.unit_of_work),
+        clock=core.clock,  # when each answer arrived
     )
 
 

@@ -29,6 +29,7 @@ from persistence.reconciliation import SqlReconciliationStore
 from persistence.tables import transactions
 from tests.console.conftest import Console
 from tests.console.test_console import staff_token
+from tests.mpesa_adapter.conftest import inbox_on
 from tests.ops.test_paybill_suspense import _suspense_payment as suspense_payment
 from tests.ops.test_review_more import stuck_payout
 from tests.ops.test_review_queue import user_token
@@ -55,6 +56,7 @@ async def reconcile(console: Console) -> RunReport:
             DarajaReconciliationReads(
                 daraja,
                 stack.engine,
+                inbox=inbox_on(stack.engine),
                 nominated_number="254708374149",
                 pull_callback_url=f"{stack.callbacks.base_url}/pull",
                 balance_wait=10.0,

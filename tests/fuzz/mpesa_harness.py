@@ -137,6 +137,18 @@ async def store_sent(h: Harness, kind: Kind, correlation_id: str, merchant: str,
         "created_at": now,
         "updated_at": now,
     }
+    # A withdrawal as the aggregate holds it: USD asked, the KES paid out its converted amount.
+    asked: dict[str, object] = (
+        {"status": "AWAITING_MPESA", "amount_cents": AMOUNT * 100, "amount_currency": "KES"}
+        if kind is Kind.STK
+        else {
+            "status": "MPESA_DISBURSEMENT_SENT",
+            "amount_cents": 62,
+            "amount_currency": "USD",
+            "converted_amount_cents": AMOUNT * 100,
+            "converted_amount_currency": "KES",
+        }
+    )
     async with h.engine.begin() as conn:
         await insert_user_row(conn, user_id, now)
         await conn.execute(
@@ -144,9 +156,7 @@ async def store_sent(h: Harness, kind: Kind, correlation_id: str, merchant: str,
                 id=tx_id,
                 user_id=user_id,
                 type="DEPOSIT" if kind is Kind.STK else "WITHDRAWAL",
-                status="AWAITING_MPESA",
-                amount_cents=AMOUNT * 100,
-                amount_currency="KES",
+                **asked,
                 phone=msisdn,
                 deriv_login_id="CR90000000",
                 idempotency_key_hash=secrets.token_hex(32),
@@ -184,11 +194,12 @@ async def counts(engine: AsyncEngine) -> dict[str, int]:
 
 
 async def untouched_transactions(engine: AsyncEngine) -> bool:
-    """No callback moved a transaction's status: only the saga does. (An STK answer the aggregate
+    """No callback moved a transaction's status: only the saga does. (An answer the aggregate
     records raises the version; the examples check that a refused one does not.)"""
+    started = {"DEPOSIT": "AWAITING_MPESA", "WITHDRAWAL": "MPESA_DISBURSEMENT_SENT"}
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(transactions.c.status))).all()
-    return all(r.status == "AWAITING_MPESA" for r in rows)
+        rows = (await conn.execute(select(transactions.c.type, transactions.c.status))).all()
+    return all(r.status == started[r.type] for r in rows)
 
 
 async def transaction_version(engine: AsyncEngine, tx_id: uuid.UUID) -> int:

@@ -94,10 +94,9 @@ async def one_mutated_example(h: Harness, genuine: Genuine, case: Case) -> str:
         ).scalar_one()
     assert row.status == expected, f"row {row.status}, expected {expected}: {why}"
     assert events == (0 if expected == SENT else 1), f"{events} events: {why}"
-    # A refused answer is not recorded: the version did not move. A recorded STK answer moves it once
-    # (the Transaction aggregate writes STK evidence); B2C evidence is still written beside it.
-    recorded_by_aggregate = expected != SENT and genuine.kind is Kind.STK
-    assert await transaction_version(h.engine, tx_id) == (2 if recorded_by_aggregate else 1), why
+    # A refused answer is not recorded: the version did not move. A recorded answer moves it once
+    # (the Transaction aggregate writes the STK and the B2C evidence).
+    assert await transaction_version(h.engine, tx_id) == (1 if expected == SENT else 2), why
     if expected == SUCCEEDED:
         stored = row.mpesa_receipt_number if genuine.kind is Kind.STK else row.transaction_receipt
         assert stored == own_receipt

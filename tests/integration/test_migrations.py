@@ -99,3 +99,69 @@ async def test_database_enforces_the_uniqueness_the_flows_rely_on(empty_database
         ("deriv_withdrawals", ("deriv_transaction_id",)),
         ("transactions", ("idempotency_key_hash",)),
     } <= found
+
+
+async def test_0025_renames_the_unpublished_b2c_events_and_back(empty_database_url: str) -> None:
+    """Outbox rows of the adapter's old B2C names that no relay published take the aggregate's
+    names; published rows and other streams keep theirs; the downgrade renames back."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from persistence.tables import domain_events
+
+    at = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    rows = {
+        "result": (
+            "penpay.mpesa",
+            "MpesaB2CResultRecorded",
+            {"outcome": "SUCCESS_RECORDED", "result_code": "0"},
+        ),
+        "status_failed": ("penpay.mpesa", "MpesaB2CResultRecorded", {"outcome": "FAILURE_RECORDED"}),
+        "timeout": ("penpay.mpesa", "MpesaB2COutcomeUnknown", {"outcome": "TIMEOUT_RECORDED"}),
+        "confirmed": ("penpay.mpesa", "MpesaB2CConfirmed", {"outcome": "CONFIRMED"}),
+        "published": ("penpay.mpesa", "MpesaB2CConfirmed", {"outcome": "CONFIRMED"}),
+        "stk": ("penpay.payments", "MpesaCallbackReceived", {"checkout_request_id": "ws_CO_1"}),
+    }
+    ids = {name: uuid.uuid4() for name in rows}
+    await migrate.upgrade_async(empty_database_url, "0024")
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as conn:
+            for name, (stream, event_type, payload) in rows.items():
+                await conn.execute(
+                    insert(domain_events).values(
+                        id=ids[name],
+                        stream=stream,
+                        aggregate_type="Transaction",
+                        aggregate_id=str(uuid.uuid4()),
+                        aggregate_version=None,
+                        event_type=event_type,
+                        payload=json.dumps(payload, separators=(",", ":"), sort_keys=True),
+                        occurred_at=at,
+                        published_at=at if name == "published" else None,
+                        publish_attempts=0,
+                    )
+                )
+
+        async def names() -> dict[str, str]:
+            async with engine.connect() as conn:
+                found = (await conn.execute(select(domain_events.c.id, domain_events.c.event_type))).all()
+            by_id = {row.id: row.event_type for row in found}
+            return {name: by_id[ids[name]] for name in rows}
+
+        await migrate.upgrade_async(empty_database_url, "0025")
+        assert await names() == {
+            "result": "MpesaCallbackReceived",
+            "status_failed": "MpesaDisbursementFailed",
+            "timeout": "MpesaDisbursementOutcomeUnknown",
+            "confirmed": "MpesaDisbursementCompleted",
+            "published": "MpesaB2CConfirmed",
+            "stk": "MpesaCallbackReceived",
+        }
+        await migrate.downgrade_async(empty_database_url, "0024")
+        assert await names() == {name: event_type for name, (_, event_type, _) in rows.items()}
+    finally:
+        await engine.dispose()

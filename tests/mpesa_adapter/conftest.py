@@ -17,6 +17,7 @@ from aiohttp import web
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.shared.clock import SystemClock
 from mpesa_adapter import review_table
 from mpesa_adapter.callback_parsing import (
     B2CQueueTimeout,
@@ -34,6 +35,7 @@ from mpesa_adapter.inbox import Delivery, Outcome, Rejection
 from mpesa_adapter.simulator import DarajaSimulator, SimulatorConfig
 from mpesa_adapter.simulator.config import DEFAULT_INITIATOR_PASSWORD, SANDBOX_PASSKEY, SANDBOX_SHORTCODE
 from mpesa_adapter.simulator.faults import B2C_PHONE_OUTCOMES, STK_PHONE_OUTCOMES
+from penpay.bootstrap import evidence_unit_of_work
 from persistence.engine import create_engine
 from persistence.tables import domain_events, mpesa_disbursements, mpesa_requests, transactions, users
 
@@ -170,6 +172,18 @@ class Harness:
     async def new_transaction(self, phone: str, amount_cents: int, kind: str = "DEPOSIT") -> uuid.UUID:
         now = datetime.now(UTC)
         user_id, tx_id = uuid.uuid4(), uuid.uuid4()
+        # A withdrawal as the aggregate holds it: USD asked, the KES paid out its converted amount.
+        asked: dict[str, Any] = (
+            {"amount_cents": amount_cents, "amount_currency": "KES", "status": "AWAITING_MPESA"}
+            if kind == "DEPOSIT"
+            else {
+                "amount_cents": max(1, amount_cents // 130),
+                "amount_currency": "USD",
+                "converted_amount_cents": amount_cents,
+                "converted_amount_currency": "KES",
+                "status": "MPESA_DISBURSEMENT_SENT",
+            }
+        )
         async with self.engine.begin() as conn:
             await insert_user_row(conn, user_id, now)
             await conn.execute(
@@ -177,9 +191,7 @@ class Harness:
                     id=tx_id,
                     user_id=user_id,
                     type=kind,
-                    status="AWAITING_MPESA",
-                    amount_cents=amount_cents,
-                    amount_currency="KES",
+                    **asked,
                     phone=phone,
                     deriv_login_id="CR90000000",
                     idempotency_key_hash=secrets.token_hex(32),
@@ -319,7 +331,7 @@ async def build_harness(
 ) -> AsyncGenerator[Harness, None]:
     sim = DarajaSimulator(sim_config(**(sim_overrides or {})))
     await sim.start()
-    store = SqlCallbackInbox(engine)
+    store = inbox_on(engine)
     inbox = RecordingInbox(store)
     server_config = CallbackServerConfig.from_strings(
         secrets.token_urlsafe(24), **({"allowed_ips": "127.0.0.1"} | (server_overrides or {}))
@@ -379,6 +391,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "harness(sim_overrides=..., server_overrides=..., client_overrides=...)"
     )
+
+
+def inbox_on(engine: AsyncEngine) -> SqlCallbackInbox:
+    """The callback store as the composition root builds it, on this engine and the system clock
+    (the simulator answers in real time)."""
+    return SqlCallbackInbox(engine, evidence_unit_of_work(engine, SystemClock()))
 
 
 def phone(suffix: str = "") -> str:

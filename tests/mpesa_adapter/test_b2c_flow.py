@@ -35,7 +35,10 @@ async def test_payout_result_then_confirmed_by_transaction_status(h: Harness) ->
     assert h.inbox.of("status_result") == [Outcome.CONFIRMED]
     assert (await h.confirmer.confirm_b2c(ocid)).verdict == Verdict.CONFIRMED
     assert (await h.disbursement_row(ocid)).status == CONFIRMED
-    assert [e.event_type for e in await h.events(tx_id)] == ["MpesaB2CResultRecorded", "MpesaB2CConfirmed"]
+    assert [e.event_type for e in await h.events(tx_id)] == [
+        "MpesaCallbackReceived",
+        "MpesaDisbursementCompleted",
+    ]
     assert h.sim.books["b2c"]["total_paid"] == 250
 
 

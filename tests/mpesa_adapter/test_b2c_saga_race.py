@@ -1,8 +1,9 @@
 """A B2C result that lands while the saga holds the withdrawal is never reset by the saga's save.
 
 The saga records the ConversationID of an accepted B2C under the transaction's row lock, rewriting the
-whole `mpesa_disbursements` row; the result callback writes that row outside the aggregate. These tests
-put the result exactly between the saga's read and its save, over real MariaDB."""
+whole `mpesa_disbursements` row; the result is recorded by the aggregate too (application.payments.
+payout_evidence), under the same lock. These tests put the result exactly between the saga's read and
+its save, over real MariaDB."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.shared.errors import ConcurrentModification
 from domain.shared.ids import TransactionId
 from mpesa_adapter.callback_parsing import parse_b2c_result
-from mpesa_adapter.callback_store import SENT, SUCCEEDED, SqlCallbackInbox
+from mpesa_adapter.callback_store import SENT, SUCCEEDED
 from mpesa_adapter.inbox import Delivery, Outcome
 from persistence.tables import mpesa_disbursements, transactions
 from persistence.transaction_repository import SqlTransactionRepository
-from tests.mpesa_adapter.conftest import insert_user_row, phone
+from tests.mpesa_adapter.conftest import inbox_on, insert_user_row, phone
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +111,7 @@ async def _waits_on(conn: AsyncConnection, watcher: AsyncEngine, task: asyncio.T
 
 async def test_a_b2c_result_during_the_sagas_step_survives_its_save(db: AsyncEngine) -> None:
     tx_id, ocid = await _withdrawal_sent(db)
-    store = SqlCallbackInbox(db)
+    store = inbox_on(db)
     receipt = "UL6" + secrets.token_hex(4).upper()[:7]
     async with db.begin() as conn:
         # The saga's step after the B2C call answered: the transaction under its lock, the answer applied.
@@ -140,7 +141,7 @@ async def test_a_b2c_result_during_the_sagas_step_survives_its_save(db: AsyncEng
 async def test_a_save_of_a_plain_read_refuses_to_reset_a_result_recorded_since(db: AsyncEngine) -> None:
     """A reader without the row lock (a plain get) saving after a result landed: refused, not reset."""
     tx_id, ocid = await _withdrawal_sent(db)
-    store = SqlCallbackInbox(db)
+    store = inbox_on(db)
     receipt = "UL7" + secrets.token_hex(4).upper()[:7]
     async with db.connect() as conn:
         repo = SqlTransactionRepository(conn, lambda _: None)

@@ -225,7 +225,7 @@ async def test_transaction_status_naming_its_payout_only_in_the_occasion_settles
     assert (row.status, row.transaction_receipt) == (CONFIRMED, receipt)
     assert await h.reviews(ocid) == []
     assert alerts.counted() == 0
-    assert "MpesaB2CConfirmed" in [e.event_type for e in await h.events(tx_id)]
+    assert "MpesaDisbursementCompleted" in [e.event_type for e in await h.events(tx_id)]
 
 
 async def test_account_balance_result_is_taken_only_when_it_answers_a_query_of_ours(

@@ -22,7 +22,6 @@ from pydantic import SecretStr
 
 from application.identity.errors import MessageNotDelivered, RateLimited
 from mpesa_adapter.callback_server import CallbackServer
-from mpesa_adapter.callback_store import SqlCallbackInbox
 from mpesa_adapter.config import CallbackServerConfig
 from penpay.notifiers import build_notifier, missing_provider
 from penpay.settings import Settings
@@ -34,6 +33,7 @@ from security.rate_limit import InProcessRateLimiter
 from sms_adapter.africastalking import AfricasTalkingSms
 from sms_adapter.delivery_reports import DeliveryReports
 from sms_adapter.simulator import DEFAULT_API_KEY, DEFAULT_USERNAME, SmsSimulator
+from tests.mpesa_adapter.conftest import inbox_on
 
 pytestmark = pytest.mark.integration
 PHONE = "+254712345678"
@@ -211,7 +211,7 @@ async def test_delivery_reports_reach_penpay_callbacks_and_are_counted(
     engine = create_engine(sqlite_url)
     server = CallbackServer(
         CallbackServerConfig.from_strings(secrets.token_urlsafe(24), "127.0.0.1"),
-        SqlCallbackInbox(engine),
+        inbox_on(engine),
         extra_routes=DeliveryReports(token).routes(),
     )
     await server.start()

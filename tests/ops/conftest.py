@@ -115,7 +115,9 @@ async def review_stack(
                 rate_limiter=InProcessRateLimiter(),
                 payments=None,
                 deriv_statement=GatewayDerivStatement(gateway, timeout=10.0),
-                mpesa_lookups=DarajaReviewLookups(daraja, core.engine, polls=100, poll_interval=0.05),
+                mpesa_lookups=DarajaReviewLookups(
+                    daraja, core.engine, inbox=bootstrap.callback_inbox(core), polls=100, poll_interval=0.05
+                ),
                 mpesa_reversals=DarajaReversals(daraja),
             )
             await api.server.start()

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from domain.shared.clock import FixedClock
 from mpesa_adapter.callback_server import CallbackServer
-from mpesa_adapter.callback_store import SqlCallbackInbox
 from mpesa_adapter.config import CallbackServerConfig
+from penpay.bootstrap import callback_inbox
 from penpay_api.http import BridgeConfig, CookiePolicy, ForwardingPolicy
 from security.proxies import TrustedProxies
 from tests.api.conftest import PASSWORD, Gateway, unique_email, unique_phone
@@ -120,7 +120,7 @@ async def test_the_callback_allow_list_believes_forwarded_for_only_from_the_prox
         config = CallbackServerConfig.from_strings(
             CALLBACK_SECRET, allowed_ips=SAFARICOM, trusted_proxies=PROXY_EGRESS
         )
-        server = CallbackServer(config, SqlCallbackInbox(surface.core.engine))
+        server = CallbackServer(config, callback_inbox(surface.core))
         await server.start()
         path = f"/payments/stk/{CALLBACK_SECRET}"
         try:

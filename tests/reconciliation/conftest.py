@@ -20,6 +20,7 @@ from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.reconcile.wiring import ProviderReadsOverApis
 from persistence.reconciliation import SqlReconciliationStore
 from persistence.tables import c2b_payments, transactions
+from tests.mpesa_adapter.conftest import inbox_on
 from tests.sagas.harness import MPESA_FLOAT_KES, Stack, running_stack
 from workers.memory_bus import InProcessBus
 
@@ -89,6 +90,7 @@ async def world(fresh_mariadb_url: str) -> AsyncIterator[World]:
                 DarajaReconciliationReads(
                     daraja,
                     stack.engine,
+                    inbox=inbox_on(stack.engine),
                     nominated_number="254708374149",
                     pull_callback_url=f"{stack.callbacks.base_url}/pull",
                     balance_wait=10.0,

@@ -17,6 +17,7 @@ from mpesa_adapter.callback_store import STATUS_CONFIRMED_AGAIN
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.reconcile.wiring import ProviderReadsOverApis
 from persistence.tables import audit_logs, audit_pending, mpesa_callback_reviews, mpesa_disbursements
+from tests.mpesa_adapter.conftest import inbox_on
 from tests.reconciliation.conftest import World, a_deposit_and_a_withdrawal
 
 pytestmark = pytest.mark.integration
@@ -86,6 +87,7 @@ async def test_a_payout_check_left_unanswered_is_asked_again_by_a_later_window(w
     impatient = DarajaReconciliationReads(
         mpesa._client,
         world.stack.engine,
+        inbox=inbox_on(world.stack.engine),
         nominated_number="254708374149",
         pull_callback_url=f"{world.stack.callbacks.base_url}/pull",
         balance_wait=0.0,  # the answers are not waited for

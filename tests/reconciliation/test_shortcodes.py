@@ -13,12 +13,12 @@ from application.reconciliation.service import Reconciler
 from deriv_gateway.statement_client import GatewayDerivReads
 from domain.wallet.money import Currency
 from mpesa_adapter.balance_queries import ask_account_balances
-from mpesa_adapter.callback_store import SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from mpesa_adapter.simulator.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE
 from penpay.reconcile.wiring import ProviderReadsOverApis
 from persistence.reconciliation import SqlReconciliationStore
+from tests.mpesa_adapter.conftest import inbox_on
 from tests.reconciliation.conftest import World, a_deposit_and_a_withdrawal
 from tests.sagas.harness import B2C_SHORTCODE, MPESA_FLOAT_KES, running_stack
 from workers.auditor import Auditor, AuditorConfig
@@ -46,6 +46,7 @@ async def two_shortcodes(fresh_mariadb_url: str) -> AsyncIterator[World]:
                 DarajaReconciliationReads(
                     daraja,
                     stack.engine,
+                    inbox=inbox_on(stack.engine),
                     nominated_number="254708374149",
                     pull_callback_url=f"{stack.callbacks.base_url}/pull",
                     balance_wait=10.0,
@@ -103,7 +104,7 @@ async def test_the_auditor_sums_every_shortcode_s_balance(two_shortcodes: World)
     await world.customer_pays_paybill("254711000111", 1_300, shortcode=PAYBILL, validation=False)
     await world.run()  # the paybill payment nobody claimed is booked into the float (suspense)
     daraja = DarajaClient(dataclasses.replace(world.stack.daraja_config, c2b_shortcode=PAYBILL))
-    inbox = SqlCallbackInbox(world.stack.engine)
+    inbox = inbox_on(world.stack.engine)
 
     async def ask() -> object:
         return await ask_account_balances(daraja, inbox)
