@@ -29,7 +29,7 @@ from application.notifications.payment_notices import NoticeFacts, notice_for
 from domain.payments.status import TransactionStatus
 from domain.shared.clock import Clock, SystemClock
 from domain.shared.ids import TransactionId
-from persistence.audit_sealer import sealer_for
+from persistence.audit_sealer import sealed_in_background, sealer_for
 from persistence.payment_notice_reads import notice_facts
 from persistence.unit_of_work import SqlUnitOfWork
 from security.pii import PiiCipher
@@ -103,6 +103,8 @@ class DeferredSeal:
         self._timer: asyncio.TimerHandle | None = None
 
     def request(self) -> None:
+        if sealed_in_background(self._engine):
+            return  # the audit daemon's sealer chains them
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._delay, self._fire)
 
