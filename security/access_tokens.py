@@ -41,7 +41,7 @@ MAX_TTL = timedelta(minutes=15)
 DEFAULT_TTL = timedelta(minutes=10)
 LEEWAY_SECONDS = 30
 # Tokens remembered as verified, at most (one per client session, each for at most MAX_TTL).
-VERIFIED_CACHE_SIZE = 50_000
+VERIFIED_CACHE_SIZE = 10_000  # ~2 KB each (the text and its claims): ~20 MB at most
 
 
 @dataclass(frozen=True, slots=True)
