@@ -237,6 +237,7 @@ class RsaAccessTokens:
         if len(cache) >= VERIFIED_CACHE_SIZE:
             for text in [t for t, (c, _) in cache.items() if c.expires_at + LEEWAY_SECONDS < instant]:
                 del cache[text]
-            while len(cache) >= VERIFIED_CACHE_SIZE:
-                del cache[next(iter(cache))]  # the oldest remembered
+            # the oldest remembered, a tenth at once, so that the scan above is rare when full
+            for text in list(cache)[: max(0, len(cache) - VERIFIED_CACHE_SIZE * 9 // 10)]:
+                del cache[text]
         cache[token] = verified
