@@ -201,6 +201,7 @@ async def api(settings: dict[str, Any]) -> None:
     from penpay import bootstrap
     from penpay.settings import Settings
     from penpay.wiring.api import build_api
+    from penpay_api.heap import freeze_startup_heap
     from security.passwords import FAST_FOR_TESTS, Argon2idHasher
 
     BENCH_FLOATS = {
@@ -218,6 +219,7 @@ async def api(settings: dict[str, Any]) -> None:
         await uow.commit()
     built = build_api(core, hasher=Argon2idHasher(FAST_FOR_TESTS), metrics_addr=None)
     await built.server.start()
+    freeze_startup_heap()  # as `penpay api` does
     _ready({"addr": built.server.address})
     await asyncio.Event().wait()
 

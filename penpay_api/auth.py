@@ -61,18 +61,9 @@ class RoleAwareAccessTokens(RsaAccessTokens):
         return token, expires
 
     def verify_principal(self, token: str, *, now: datetime | None = None) -> Principal:
-        claims = self.verify(token, now=now)  # signature, alg, kid, iss, aud, exp: or InvalidAccessToken
-        # Verified above; read the one claim AccessClaims does not carry.
-        # (Times were checked by verify() as of `now`: no check here may read the wall clock.)
-        payload = jwt.decode(
-            token,
-            options={
-                "verify_signature": False,
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-            },
-        )
+        # signature, alg, kid, iss, aud, exp: or InvalidAccessToken. The roles claim, which
+        # AccessClaims does not carry, is read from the same verified payload.
+        claims, payload = self.verified(token, now=now)
         roles = payload.get(ROLES_CLAIM) or []
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise InvalidAccessToken("access token roles are malformed")

@@ -74,7 +74,7 @@ from penpay_api.errors import (
     invalid_argument,
     to_failure,
 )
-from penpay_api.interceptors import Behavior, Continuation, replace_unary
+from penpay_api.interceptors import Behavior, Continuation, handlers_of, remember, replace_unary
 from persistence.idempotency_release import release_claim
 from persistence.idempotency_store import (
     ClaimOutcome,
@@ -167,10 +167,13 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        known = handlers_of(self).get(method)
+        if known is not None:
+            return known
+        handler = await continuation(handler_call_details)
         if handler is None or method not in self.money_methods:
-            return handler
+            return remember(self, method, handler)
         if handler.unary_unary is None:
             raise RuntimeError(f"money method {method} must be unary-unary")
         inner: Behavior = handler.unary_unary
@@ -179,7 +182,9 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             return await self._guard(method, inner, serializer, request, context)
 
-        return replace_unary(handler, behavior, response_serializer=_passthrough(serializer))
+        return remember(
+            self, method, replace_unary(handler, behavior, response_serializer=_passthrough(serializer))
+        )
 
     async def _guard(
         self,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
@@ -63,6 +64,26 @@ def replace_unary(
     )
 
 
+# The handler an interceptor made for each method, per interceptor: the wrapping is the same for
+# every call of a method (the services are fixed when the server starts, and no interceptor here
+# looks at a call's metadata before its behaviour runs), so it is made once instead of on every
+# call; a remembered handler also spares the calls into the interceptors inside this one.
+_HANDLERS: weakref.WeakKeyDictionary[object, dict[str, grpc.RpcMethodHandler]] = weakref.WeakKeyDictionary()
+
+
+def handlers_of(interceptor: object) -> dict[str, grpc.RpcMethodHandler]:
+    return _HANDLERS.setdefault(interceptor, {})
+
+
+def remember(
+    interceptor: object, method: str, handler: grpc.RpcMethodHandler | None
+) -> grpc.RpcMethodHandler | None:
+    """`handler`, remembered for `method` when there is one (an unknown method is looked up anew)."""
+    if handler is not None:
+        handlers_of(interceptor)[method] = handler
+    return handler
+
+
 class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Wraps the behaviour of the unary-unary methods `applies()` selects with `around()`."""
 
@@ -77,16 +98,19 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        known = handlers_of(self).get(method)
+        if known is not None:
+            return known
+        handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or not self.applies(method):
-            return handler
+            return remember(self, method, handler)
         inner: Behavior = handler.unary_unary
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             return await self.around(method, inner, request, context)
 
-        return replace_unary(handler, behavior)
+        return remember(self, method, replace_unary(handler, behavior))
 
 
 class ObservabilityInterceptor(UnaryInterceptor):

@@ -5,6 +5,11 @@
 - TTL is at most 15 minutes; issuer and audience are checked; exp, iat, sub, aud, iss, jti required.
 - Rotation: keys are an ordered list, the first signs; older keys stay listed (and in the JWKS)
   until the tokens they signed have expired, then are dropped.
+- A token verified once is remembered (its exact text -> its claims) until it expires: the RS256
+  check and three base64/JSON decodes were the largest CPU cost of an authenticated call, and a
+  client sends the same token for its whole life. What the signature proves cannot change for the
+  same bytes under the same keys (a rotation makes a new instance, with an empty memory); expiry and
+  not-before are still judged against `now` at every call. Refusals are never remembered.
 
 Keys come from PENPAY_JWT_PRIVATE_KEYS ("kid1:/path/key1.pem,kid2:/path/key2.pem", PEM RSA private
 keys, first = current). Outside production, a fresh 2048-bit key per process is made when unset.
@@ -16,10 +21,11 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Self
 
 import jwt
@@ -34,6 +40,8 @@ ALGORITHM = "RS256"
 MAX_TTL = timedelta(minutes=15)
 DEFAULT_TTL = timedelta(minutes=10)
 LEEWAY_SECONDS = 30
+# Tokens remembered as verified, at most (one per client session, each for at most MAX_TTL).
+VERIFIED_CACHE_SIZE = 10_000  # ~2 KB each (the text and its claims): ~20 MB at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,8 @@ class RsaAccessTokens:
         self._keys = list(keys)
         self._by_kid = {k.kid: k for k in keys}
         self._public = {k.kid: k.private_key.public_key() for k in keys}
+        # token text -> (its claims, its payload): see the module's docstring
+        self._verified: dict[str, tuple[AccessClaims, Mapping[str, Any]]] = {}
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
@@ -168,6 +178,27 @@ class RsaAccessTokens:
         return token, expires
 
     def verify(self, token: str, *, now: datetime | None = None) -> AccessClaims:
+        return self.verified(token, now=now)[0]
+
+    def verified(self, token: str, *, now: datetime | None = None) -> tuple[AccessClaims, Mapping[str, Any]]:
+        """The token's claims and its whole payload, once its signature, algorithm, key, issuer,
+        audience and times are checked; InvalidAccessToken otherwise."""
+        # Expiry and not-before are checked here against `now` (an injected instant, the wall clock
+        # only by default): PyJWT's own checks would read the wall clock behind the caller's back.
+        instant = (now or datetime.now(UTC)).timestamp()
+        known = self._verified.get(token)
+        if known is None:
+            known = self._check_signed(token)
+            self._remember(token, known, instant)
+        claims, payload = known
+        if claims.expires_at + LEEWAY_SECONDS < instant:
+            raise InvalidAccessToken("access token expired")
+        if int(payload.get("nbf", payload["iat"])) - LEEWAY_SECONDS > instant:
+            raise InvalidAccessToken("access token refused: ImmatureSignatureError")
+        return known
+
+    def _check_signed(self, token: str) -> tuple[AccessClaims, Mapping[str, Any]]:
+        """Everything but the times, which depend on when the token is used."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -179,11 +210,8 @@ class RsaAccessTokens:
         if key is None:
             raise InvalidAccessToken("access token signed by an unknown key")
         options: Any = {"require": ["exp", "iat", "sub", "aud", "iss", "jti"]}
-        # Expiry and not-before are checked here against `now` (an injected instant, the wall clock
-        # only by default): PyJWT's own checks would read the wall clock behind the caller's back.
-        instant = (now or datetime.now(UTC)).timestamp()
         try:
-            claims = jwt.decode(
+            payload: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=[ALGORITHM],
@@ -191,17 +219,25 @@ class RsaAccessTokens:
                 issuer=self.issuer,
                 options={**options, "verify_exp": False, "verify_nbf": False, "verify_iat": False},  # type: ignore[arg-type]
             )
-            if int(claims["exp"]) + LEEWAY_SECONDS < instant:
-                raise jwt.ExpiredSignatureError("Signature has expired")
-            if int(claims.get("nbf", claims["iat"])) - LEEWAY_SECONDS > instant:
-                raise jwt.ImmatureSignatureError("The token is not yet valid")
-        except jwt.ExpiredSignatureError as exc:
-            raise InvalidAccessToken("access token expired") from exc
+            claims = AccessClaims(
+                user_id=str(payload["sub"]),
+                device_id=str(payload.get("did", "")),
+                session_id=str(payload.get("sid", "")),
+                expires_at=int(payload["exp"]),
+            )
+            int(payload.get("nbf", payload["iat"]))  # a time that is not a number is refused here
+        except (TypeError, ValueError) as exc:
+            raise InvalidAccessToken(f"access token refused: {type(exc).__name__}") from exc
         except jwt.PyJWTError as exc:
             raise InvalidAccessToken(f"access token refused: {type(exc).__name__}") from exc
-        return AccessClaims(
-            user_id=str(claims["sub"]),
-            device_id=str(claims.get("did", "")),
-            session_id=str(claims.get("sid", "")),
-            expires_at=int(claims["exp"]),
-        )
+        return claims, MappingProxyType(payload)  # shared by every call with this token: read-only
+
+    def _remember(self, token: str, verified: tuple[AccessClaims, Mapping[str, Any]], instant: float) -> None:
+        cache = self._verified
+        if len(cache) >= VERIFIED_CACHE_SIZE:
+            for text in [t for t, (c, _) in cache.items() if c.expires_at + LEEWAY_SECONDS < instant]:
+                del cache[text]
+            # the oldest remembered, a tenth at once, so that the scan above is rare when full
+            for text in list(cache)[: max(0, len(cache) - VERIFIED_CACHE_SIZE * 9 // 10)]:
+                del cache[text]
+        cache[token] = verified

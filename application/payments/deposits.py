@@ -12,6 +12,7 @@ the idempotency key, so a corrected request can start afresh.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from application.errors import DuplicateIdempotencyKey
@@ -79,32 +80,49 @@ class DepositOrchestrator:
             payout = rate.convert(amount, at=now).target
         except DomainError as error:
             refused = error
-        async with self._uow() as uow:
-            read = await uow.requests.read(
-                user_id,
-                now=now,
-                session_id=session_id,
-                key=key,
-                key_hash=idempotency_key_hash,
-                usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
-                float_code=float_code(TransactionType.DEPOSIT, Currency.USD),
-            )
-            if not read.session_open:
-                raise SessionEnded("this session has ended; sign in again")
-            replace = judge_stored(read, key, now)
-            if read.transaction_under_key is not None:
-                existing = await uow.transactions.get(read.transaction_under_key)
-                if existing is not None:
-                    return existing
-            if refused is not None:
-                raise refused
-            # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
-            await require_float_cover(uow, TransactionType.DEPOSIT, payout, balance_minor=read.float_balance)
-        if self._policy is not None:
-            known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
-            await self._policy.check_money_movement(
-                user_id=user_id, amount=amount, client_ip=client_ip, known=known
-            )
+        compliance: asyncio.Future[None] | None = None
+        try:
+            async with self._uow() as uow:
+                read = await uow.requests.read(
+                    user_id,
+                    now=now,
+                    session_id=session_id,
+                    key=key,
+                    key_hash=idempotency_key_hash,
+                    usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
+                    float_code=float_code(TransactionType.DEPOSIT, Currency.USD),
+                )
+                if not read.session_open:
+                    raise SessionEnded("this session has ended; sign in again")
+                replace = judge_stored(read, key, now)
+                if read.transaction_under_key is not None:
+                    existing = await uow.transactions.get(read.transaction_under_key)
+                    if existing is not None:
+                        return existing
+                if refused is not None:
+                    raise refused
+                # The Deriv agent float must hold the USD now, or the customer would pay for a wait.
+                await require_float_cover(
+                    uow, TransactionType.DEPOSIT, payout, balance_minor=read.float_balance
+                )
+                if self._policy is not None:
+                    # Judged from what was read, so it starts now: the read's own transaction ends
+                    # (a round trip) while the rate limit and Deriv's KYC are asked.
+                    known = (
+                        KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
+                    )
+                    compliance = asyncio.ensure_future(
+                        self._policy.check_money_movement(
+                            user_id=user_id, amount=amount, client_ip=client_ip, known=known
+                        )
+                    )
+        except BaseException:
+            if compliance is not None:  # the read's transaction failed to end: nothing goes on
+                compliance.cancel()
+                await asyncio.gather(compliance, return_exceptions=True)
+            raise
+        if compliance is not None:
+            await compliance
         user = bound_user(read.user)
         assert user.deriv_login_id is not None
         transaction = Transaction.start_deposit(

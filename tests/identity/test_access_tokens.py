@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 
 from application.identity.errors import InvalidAccessToken
+from security import access_tokens
 from security.access_tokens import RsaAccessTokens, SigningKey
 
 pytestmark = pytest.mark.unit
@@ -132,3 +133,34 @@ def test_rotation_keeps_old_tokens_valid_and_the_jwks_lists_both(tokens: RsaAcce
 def test_ttl_above_fifteen_minutes_is_refused() -> None:
     with pytest.raises(ValueError):
         RsaAccessTokens([KEY], ttl=timedelta(minutes=16))
+
+
+def test_a_remembered_token_is_still_judged_by_its_times(tokens: RsaAccessTokens) -> None:
+    token, expires = tokens.issue(user_id="u1", device_id="d", session_id="s", now=NOW)
+    assert tokens.verify(token, now=NOW).user_id == "u1"  # verified, and remembered
+    with pytest.raises(InvalidAccessToken, match="expired"):
+        tokens.verify(token, now=expires + timedelta(minutes=1))
+    with pytest.raises(InvalidAccessToken):
+        tokens.verify(token, now=NOW - timedelta(minutes=5))
+    assert tokens.verify(token, now=NOW).user_id == "u1"
+
+
+def test_only_the_exact_token_is_remembered(tokens: RsaAccessTokens) -> None:
+    token, _ = tokens.issue(user_id="u1", device_id="d", session_id="s", now=NOW)
+    tokens.verify(token, now=NOW)
+    head, payload, signature = token.split(".")
+    forged = _b64(json.dumps(_claims(sub="u2")).encode())
+    for altered in (f"{head}.{forged}.{signature}", f"{head}.{payload}.{signature[:-2]}AA"):
+        with pytest.raises(InvalidAccessToken):
+            tokens.verify(altered, now=NOW)
+    assert tokens.verify(token, now=NOW).user_id == "u1"
+
+
+def test_the_memory_of_verified_tokens_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access_tokens, "VERIFIED_CACHE_SIZE", 3)
+    tokens = RsaAccessTokens([KEY])
+    issued = [tokens.issue(user_id=f"u{i}", device_id="d", session_id="s", now=NOW)[0] for i in range(5)]
+    for token in issued:
+        tokens.verify(token, now=NOW)
+    assert len(tokens._verified) <= 3
+    assert [tokens.verify(t, now=NOW).user_id for t in issued] == [f"u{i}" for i in range(5)]
