@@ -9,6 +9,8 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from persistence import driver_metadata
+
 log = structlog.get_logger("penpay.db")
 
 
@@ -16,6 +18,8 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo=echo)
+    if parsed.get_driver_name() == "aiomysql":
+        driver_metadata.install()  # each column's metadata parsed once per process, not per result
     engine = create_async_engine(
         url,
         echo=echo,
