@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from domain.shared.clock import Clock
 from mpesa_adapter import c2b, reversal
 from mpesa_adapter import callback_parsing as parsing
 from mpesa_adapter.config import CallbackServerConfig, IpNetwork
@@ -92,11 +93,14 @@ class CallbackEndpoints:
         inbox: CallbackInbox,
         paybill: c2b.Paybill | None = None,
         refunds: reversal.ReversalResults | None = None,
+        *,
+        clock: Clock,
     ) -> None:
         if len(config.secret) < SECRET_MIN_LENGTH:
             raise ValueError("the callback secret must be at least 16 characters (128 bits recommended)")
         self._cfg = config
         self._inbox = inbox
+        self._clock = clock  # stamps each delivery's arrival
         self._secret = config.secret.encode()
         self._handlers: dict[CallbackKind, _Handler] = {
             CallbackKind.STK: self._stk,
@@ -137,7 +141,7 @@ class CallbackEndpoints:
             ", ".join(request.headers.getall("X-Forwarded-For", ())),
             self._cfg.trusted_proxies,
         )
-        delivery = Delivery(remote)
+        delivery = Delivery(remote, self._clock.now())
         raw = await self._read(request)
         if raw is None:
             log.warning(
@@ -248,8 +252,10 @@ class CallbackServer:
         extra_routes: Sequence[web.RouteDef] = (),
         paybill: c2b.Paybill | None = None,
         refunds: reversal.ReversalResults | None = None,
+        *,
+        clock: Clock,
     ):
-        self._endpoints = CallbackEndpoints(config, inbox, paybill, refunds)
+        self._endpoints = CallbackEndpoints(config, inbox, paybill, refunds, clock=clock)
         self._extra_routes = list(extra_routes)  # other providers' callbacks (SMS delivery reports)
         self._host = host
         self._port = port

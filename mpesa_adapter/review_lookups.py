@@ -31,17 +31,21 @@ _NOT_ANSWERED = (errors.SpikeArrest, errors.TransportError, errors.ForeignAnswer
 
 
 class DarajaReviewLookups:
+    """The inbox that records Daraja's answers comes from the composition root
+    (penpay/wiring/api.py): the lookups read it, they do not build it."""
+
     def __init__(
         self,
         client: DarajaQueries,  # the same two read-only Daraja calls the confirmer makes
         engine: AsyncEngine,
         *,
+        inbox: SqlCallbackInbox,
         polls: int = 100,
         poll_interval: float = 0.1,
     ) -> None:
         self._client = client
         self._engine = engine
-        self._store = SqlCallbackInbox(engine)
+        self._store = inbox
         self._polls = polls
         self._interval = poll_interval
 

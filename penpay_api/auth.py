@@ -60,7 +60,7 @@ class RoleAwareAccessTokens(RsaAccessTokens):
         token = jwt.encode(claims, signing.private_key, algorithm=ALGORITHM, headers={"kid": signing.kid})
         return token, expires
 
-    def verify_principal(self, token: str, *, now: datetime | None = None) -> Principal:
+    def verify_principal(self, token: str, *, now: datetime) -> Principal:
         claims = self.verify(token, now=now)  # signature, alg, kid, iss, aud, exp: or InvalidAccessToken
         # Verified above; read the one claim AccessClaims does not carry.
         # (Times were checked by verify() as of `now`: no check here may read the wall clock.)

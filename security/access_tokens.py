@@ -18,7 +18,7 @@ import base64
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -167,7 +167,7 @@ class RsaAccessTokens:
         )
         return token, expires
 
-    def verify(self, token: str, *, now: datetime | None = None) -> AccessClaims:
+    def verify(self, token: str, *, now: datetime) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -179,9 +179,9 @@ class RsaAccessTokens:
         if key is None:
             raise InvalidAccessToken("access token signed by an unknown key")
         options: Any = {"require": ["exp", "iat", "sub", "aud", "iss", "jti"]}
-        # Expiry and not-before are checked here against `now` (an injected instant, the wall clock
-        # only by default): PyJWT's own checks would read the wall clock behind the caller's back.
-        instant = (now or datetime.now(UTC)).timestamp()
+        # Expiry and not-before are checked here against `now` (the caller's clock): PyJWT's own
+        # checks would read the wall clock behind the caller's back.
+        instant = now.timestamp()
         try:
             claims = jwt.decode(
                 token,

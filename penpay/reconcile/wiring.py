@@ -66,17 +66,20 @@ def reconciliation(core: Core) -> Reconciliation:
     from datetime import timedelta
 
     from deriv_gateway.channel import gateway_channel
+    from mpesa_adapter.callback_store import SqlCallbackInbox
     from penpay.bootstrap import daraja_client
 
     s = core.settings
     closers: list[Callable[[], Awaitable[object]]] = []
-    daraja = daraja_client(s, closers.append)
+    daraja = daraja_client(s, closers.append, clock=core.clock)
     channel = gateway_channel(s.gateway_addr)
     closers.append(channel.close)
     reads = ProviderReadsOverApis(
         DarajaReconciliationReads(
             daraja,
             core.engine,
+            inbox=SqlCallbackInbox(core.engine),
+            clock=core.clock,
             nominated_number=s.mpesa_pull_nominated_number,
             pull_callback_url=f"{s.mpesa_callback_base_url.rstrip('/')}/pulltransactions",
             balance_wait=s.reconcile_balance_wait,

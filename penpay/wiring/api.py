@@ -160,7 +160,8 @@ def build_api(
     if notifier is None:
         from penpay.notifiers import build_notifier
 
-        notifiers = build_notifier(s, rate_limiter)  # MissingSecret in production without providers
+        # MissingSecret in production without providers
+        notifiers = build_notifier(s, rate_limiter, clock=core.clock)
         closers.append(notifiers.aclose)
         notifier, dev_sink = notifiers.notifier, notifiers.dev_sink
     if is_production(core) and dev_sink is not None:
@@ -237,11 +238,12 @@ def build_api(
     if mpesa_lookups is None and wired is not None:
         # Only where this API moves money is M-Pesa configured; without it, the review actions
         # that need M-Pesa's word answer EVIDENCE_UNAVAILABLE.
+        from mpesa_adapter.callback_store import SqlCallbackInbox
         from mpesa_adapter.review_lookups import DarajaReviewLookups
         from penpay.bootstrap import daraja_client
 
-        review_daraja = daraja_client(s, closers.append)
-        mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine)
+        review_daraja = daraja_client(s, closers.append, clock=core.clock)
+        mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine, inbox=SqlCallbackInbox(core.engine))
         if mpesa_reversals is None:
             from mpesa_adapter.reversal import DarajaReversals
 

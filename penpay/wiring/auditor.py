@@ -67,11 +67,11 @@ def build_audit_worker(
         from mpesa_adapter.callback_store import SqlCallbackInbox
         from penpay.bootstrap import daraja_client
 
-        daraja = daraja_client(s, worker.closers.append)
+        daraja = daraja_client(s, worker.closers.append, clock=core.clock)
         inbox = SqlCallbackInbox(core.engine)
 
         async def ask() -> object:
-            return await ask_account_balances(daraja, inbox)
+            return await ask_account_balances(daraja, inbox, now=core.clock.now())
 
         shortcodes = daraja.balance_shortcodes
 

@@ -21,6 +21,7 @@ from deriv_gateway.statement_client import GatewayDerivReads
 from domain.payments.status import TransactionStatus as S
 from domain.shared.clock import FixedClock
 from domain.shared.ids import TransactionId
+from mpesa_adapter.callback_store import SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.ops.v1 import ops_pb2 as pb
@@ -55,6 +56,8 @@ async def reconcile(console: Console) -> RunReport:
             DarajaReconciliationReads(
                 daraja,
                 stack.engine,
+                inbox=SqlCallbackInbox(stack.engine),
+                clock=stack.clock,
                 nominated_number="254708374149",
                 pull_callback_url=f"{stack.callbacks.base_url}/pull",
                 balance_wait=10.0,

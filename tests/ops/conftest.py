@@ -19,6 +19,7 @@ from deriv_gateway.accounts_client import GatewayDerivAccounts
 from deriv_gateway.payments_client import GatewayDerivStatement
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
 from domain.shared.clock import FixedClock
+from mpesa_adapter.callback_store import SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.reversal import DarajaReversals
 from mpesa_adapter.review_lookups import DarajaReviewLookups
@@ -115,7 +116,9 @@ async def review_stack(
                 rate_limiter=InProcessRateLimiter(),
                 payments=None,
                 deriv_statement=GatewayDerivStatement(gateway, timeout=10.0),
-                mpesa_lookups=DarajaReviewLookups(daraja, core.engine, polls=100, poll_interval=0.05),
+                mpesa_lookups=DarajaReviewLookups(
+                    daraja, core.engine, inbox=SqlCallbackInbox(core.engine), polls=100, poll_interval=0.05
+                ),
                 mpesa_reversals=DarajaReversals(daraja),
             )
             await api.server.start()

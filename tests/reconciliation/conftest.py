@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from application.reconciliation.service import Reconciler, RunReport
 from deriv_gateway.statement_client import GatewayDerivReads
 from domain.payments.status import TransactionStatus
+from mpesa_adapter.callback_store import SqlCallbackInbox
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.reconcile.wiring import ProviderReadsOverApis
@@ -89,6 +90,8 @@ async def world(fresh_mariadb_url: str) -> AsyncIterator[World]:
                 DarajaReconciliationReads(
                     daraja,
                     stack.engine,
+                    inbox=SqlCallbackInbox(stack.engine),
+                    clock=stack.clock,
                     nominated_number="254708374149",
                     pull_callback_url=f"{stack.callbacks.base_url}/pull",
                     balance_wait=10.0,

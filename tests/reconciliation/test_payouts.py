@@ -13,7 +13,7 @@ from sqlalchemy import update
 from application.reconciliation.ports import Item
 from application.reconciliation.rules import ItemClass
 from application.reconciliation.service import Reconciler
-from mpesa_adapter.callback_store import STATUS_CONFIRMED_AGAIN
+from mpesa_adapter.callback_store import STATUS_CONFIRMED_AGAIN, SqlCallbackInbox
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.reconcile.wiring import ProviderReadsOverApis
 from persistence.tables import audit_logs, audit_pending, mpesa_callback_reviews, mpesa_disbursements
@@ -86,6 +86,8 @@ async def test_a_payout_check_left_unanswered_is_asked_again_by_a_later_window(w
     impatient = DarajaReconciliationReads(
         mpesa._client,
         world.stack.engine,
+        inbox=SqlCallbackInbox(world.stack.engine),
+        clock=world.stack.clock,
         nominated_number="254708374149",
         pull_callback_url=f"{world.stack.callbacks.base_url}/pull",
         balance_wait=0.0,  # the answers are not waited for

@@ -34,6 +34,7 @@ from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus
 from domain.payments.transaction import Transaction
+from domain.shared.clock import Clock
 from domain.shared.ids import TransactionId, UserId
 from domain.user.deriv_login_id import DerivLoginId
 from domain.user.email import Email
@@ -103,6 +104,7 @@ class Stack:
     sweeper: Sweeper
     http: aiohttp.ClientSession
     paybill: PaybillDeposits
+    clock: Clock  # the core's: what stamps the stack's records
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
@@ -425,4 +427,5 @@ async def running_stack(
             sweeper=worker.sweeper,
             http=http,
             paybill=paybill,
+            clock=core.clock,
         )
