@@ -55,9 +55,12 @@ class ReviewReason(StrEnum):
 
 @dataclass(frozen=True)
 class Delivery:
-    """How a callback arrived: the client address (after trusted-proxy X-Forwarded-For) and when."""
+    """How a callback arrived: the client address (after trusted-proxy X-Forwarded-For) and when
+    (the callback endpoints stamp it by their injected clock)."""
 
     remote_addr: str | None
+    # The default serves only callback_store.py's record of a foreign answer, until that file's
+    # rewrite takes a clock (see tests/architecture/test_wall_clock.py).
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
