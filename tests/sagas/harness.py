@@ -256,8 +256,6 @@ class Stack:
 
     async def assert_consistent(self) -> None:
         """The consistency checker over the database and both simulators' books."""
-        from datetime import UTC, datetime
-
         from persistence.consistency.check import check_consistency
         from proving.simulator_books import fetch_simulator_books
 
@@ -266,7 +264,7 @@ class Stack:
             mpesa_control_url=f"{self.mpesa_sim.base_url}/__control__",
             deriv_opening_balance_cents=AGENT_FLOAT_USD.amount_minor,
         )
-        report = await check_consistency(self.engine, now=datetime.now(UTC), books=books)
+        report = await check_consistency(self.engine, now=self.clock.now(), books=books)
         assert not report.violations, [f"{v.code}: {v.message}" for v in report.violations]
 
     # --- the simulators' books --------------------------------------------------------------
