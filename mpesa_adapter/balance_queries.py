@@ -6,7 +6,7 @@ collecting paybill/STK ones and the B2C one), so `ask_account_balances` asks eac
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from mpesa_adapter.types import RequestAccepted
@@ -32,17 +32,17 @@ async def ask_account_balance(
     store: BalanceQueryStore,
     *,
     shortcode: str | None = None,
-    now: datetime | None = None,
+    now: datetime,
 ) -> RequestAccepted:
     accepted = await client.account_balance(shortcode=shortcode)
     # A result can beat this record (Daraja answers within seconds); it is then kept for review with
     # an alert, as any result about no query of ours.
-    await store.record_balance_query(accepted, now=now or datetime.now(UTC), shortcode=shortcode)
+    await store.record_balance_query(accepted, now=now, shortcode=shortcode)
     return accepted
 
 
 async def ask_account_balances(
-    client: BalanceClient, store: BalanceQueryStore, *, now: datetime | None = None
+    client: BalanceClient, store: BalanceQueryStore, *, now: datetime
 ) -> dict[str, RequestAccepted]:
     """One Account Balance query per shortcode holding part of the float, by shortcode."""
     return {

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from domain.shared.clock import Clock, SystemClock
+from domain.shared.clock import Clock
 from mpesa_adapter import c2b, reversal
 from mpesa_adapter import callback_parsing as parsing
 from mpesa_adapter.config import CallbackServerConfig, IpNetwork
@@ -93,13 +93,14 @@ class CallbackEndpoints:
         inbox: CallbackInbox,
         paybill: c2b.Paybill | None = None,
         refunds: reversal.ReversalResults | None = None,
-        clock: Clock | None = None,
+        *,
+        clock: Clock,
     ) -> None:
         if len(config.secret) < SECRET_MIN_LENGTH:
             raise ValueError("the callback secret must be at least 16 characters (128 bits recommended)")
         self._cfg = config
         self._inbox = inbox
-        self._clock: Clock = clock or SystemClock()  # the composition root's: when an answer arrived
+        self._clock = clock  # stamps each delivery's arrival
         self._secret = config.secret.encode()
         self._handlers: dict[CallbackKind, _Handler] = {
             CallbackKind.STK: self._stk,
@@ -251,9 +252,10 @@ class CallbackServer:
         extra_routes: Sequence[web.RouteDef] = (),
         paybill: c2b.Paybill | None = None,
         refunds: reversal.ReversalResults | None = None,
-        clock: Clock | None = None,
+        *,
+        clock: Clock,
     ):
-        self._endpoints = CallbackEndpoints(config, inbox, paybill, refunds, clock)
+        self._endpoints = CallbackEndpoints(config, inbox, paybill, refunds, clock=clock)
         self._extra_routes = list(extra_routes)  # other providers' callbacks (SMS delivery reports)
         self._host = host
         self._port = port

@@ -32,6 +32,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from domain.shared.clock import SystemClock
 from mpesa_adapter import errors
 from mpesa_adapter.access_token import AccessTokens, TokenCache
 from mpesa_adapter.config import DarajaConfig
@@ -120,14 +121,14 @@ class DarajaClient:
         *,
         session: aiohttp.ClientSession | None = None,
         token_cache: AccessTokens | None = None,
-        now: Callable[[], datetime] | None = None,
+        now: Callable[[], datetime] | None = None,  # the STK Timestamp's clock
     ) -> None:
         self._cfg = config
         self._base = config.base_url.rstrip("/")
         self._session = session
         self._own_session = session is None
         self._tokens = token_cache
-        self._now = now
+        self._now = now or SystemClock().now
         self._public_key: rsa.RSAPublicKey | None = None
         self._credential: str | None = None
 
@@ -191,7 +192,7 @@ class DarajaClient:
 
     def _stk_auth(self) -> tuple[str, str]:
         """(Password, Timestamp) for this request: both from one Nairobi-time reading."""
-        timestamp = stk_timestamp(self._now() if self._now else None)
+        timestamp = stk_timestamp(self._now())
         return stk_password(self._cfg.shortcode, self._cfg.passkey, timestamp), timestamp
 
     def _callback(self, kind: CallbackKind) -> str:

@@ -7,8 +7,8 @@ a recorded success is confirmed by `CallbackConfirmer` (STK Query / Transaction 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -55,10 +55,11 @@ class ReviewReason(StrEnum):
 
 @dataclass(frozen=True)
 class Delivery:
-    """How a callback arrived: the client address (after trusted-proxy X-Forwarded-For) and when."""
+    """How a callback arrived: the client address (after trusted-proxy X-Forwarded-For) and when
+    (the callback endpoints stamp it by their injected clock)."""
 
     remote_addr: str | None
-    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    received_at: datetime
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from application.reconciliation.ports import (
     ProviderRecord,
 )
 from application.reconciliation.rules import Amount
+from domain.shared.clock import Clock
 from mpesa_adapter import errors
 from mpesa_adapter.balance_queries import ask_account_balances
 from mpesa_adapter.callback_store import BALANCE_QUERY_ANSWERED, BALANCE_QUERY_SUBJECT, SqlCallbackInbox
@@ -49,12 +50,16 @@ def utility_balance(account_balance: str, account: str = FLOAT_ACCOUNT) -> Amoun
 
 
 class DarajaReconciliationReads:
+    """The inbox (where Daraja's answers land) and the clock that stamps each query come from the
+    composition root (penpay/reconcile/wiring.py): the reads build neither."""
+
     def __init__(
         self,
         client: DarajaClient,
         engine: AsyncEngine,
         *,
         inbox: SqlCallbackInbox,  # the composition root's (penpay.bootstrap.callback_inbox)
+        clock: Clock,
         nominated_number: str,
         pull_callback_url: str,
         balance_wait: float = 30.0,
@@ -62,6 +67,7 @@ class DarajaReconciliationReads:
         self._client = client
         self._engine = engine
         self._store = inbox
+        self._clock = clock
         self._confirmer = CallbackConfirmer(client, self._store)
         self._nominated = nominated_number
         self._pull_callback = pull_callback_url
@@ -117,7 +123,7 @@ class DarajaReconciliationReads:
         """The Utility Account of every shortcode holding part of the float (collections land on the
         paybill/STK shortcodes, payouts leave the B2C one), each read from the answer to its own query."""
         try:
-            asked = await ask_account_balances(self._client, self._store)
+            asked = await ask_account_balances(self._client, self._store, now=self._clock.now())
         except errors.MpesaAdapterError as failed:
             raise ProviderReadFailed(MPESA_FLOAT, str(failed)) from None
         balances: dict[str, Amount] = {}

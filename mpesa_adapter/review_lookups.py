@@ -31,6 +31,9 @@ _NOT_ANSWERED = (errors.SpikeArrest, errors.TransportError, errors.ForeignAnswer
 
 
 class DarajaReviewLookups:
+    """The inbox that records Daraja's answers comes from the composition root
+    (penpay/wiring/api.py): the lookups read it, they do not build it."""
+
     def __init__(
         self,
         client: DarajaQueries,  # the same two read-only Daraja calls the confirmer makes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -21,12 +21,11 @@ def _nairobi() -> tzinfo:
 NAIROBI = _nairobi()
 
 
-def stk_timestamp(now: datetime | None = None) -> str:
-    """`YYYYMMDDHHMMSS` in Africa/Nairobi time."""
-    moment = now if now is not None else datetime.now(UTC)
-    if moment.tzinfo is None:
+def stk_timestamp(now: datetime) -> str:
+    """`now` as `YYYYMMDDHHMMSS` in Africa/Nairobi time."""
+    if now.tzinfo is None:
         raise ValueError("stk_timestamp needs an aware datetime")
-    return moment.astimezone(NAIROBI).strftime("%Y%m%d%H%M%S")
+    return now.astimezone(NAIROBI).strftime("%Y%m%d%H%M%S")
 
 
 def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:

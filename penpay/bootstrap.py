@@ -48,19 +48,19 @@ TokensT = TypeVar("TokensT", bound="RsaAccessTokens")
 
 
 def message_bus(
-    settings: Settings, *, stream_prefix: str = "", stream_maxlen: int | None = None
+    settings: Settings, *, clock: Clock, stream_prefix: str = "", stream_maxlen: int | None = None
 ) -> MessageBus:
     """Redis Streams when configured; otherwise the in-process bus of the embedded stack."""
     if settings.redis_url:
         from workers.redis_bus import DEFAULT_MAXLEN, RedisStreamsBus
 
         return RedisStreamsBus.from_url(
-            settings.redis_url, prefix=stream_prefix, maxlen=stream_maxlen or DEFAULT_MAXLEN
+            settings.redis_url, prefix=stream_prefix, maxlen=stream_maxlen or DEFAULT_MAXLEN, clock=clock
         )
     from workers.memory_bus import DEFAULT_MAXLEN as MEMORY_MAXLEN
     from workers.memory_bus import InProcessBus
 
-    return InProcessBus(maxlen=stream_maxlen or MEMORY_MAXLEN)
+    return InProcessBus(maxlen=stream_maxlen or MEMORY_MAXLEN, clock=clock)
 
 
 def daraja_config(settings: Settings) -> DarajaConfig:
@@ -102,14 +102,16 @@ def daraja_client(
     settings: Settings,
     on_close: Callable[[Callable[[], Awaitable[object]]], object],
     config: DarajaConfig | None = None,
+    *,
+    clock: Clock,
 ) -> DarajaClient:
-    """A Daraja client on `config` (default: from settings) with the shared token cache; what closes
-    both is handed to `on_close` (a list's append)."""
+    """A Daraja client on `config` (default: from settings) with the shared token cache, stamping
+    its STK pushes by `clock`; what closes both is handed to `on_close` (a list's append)."""
     from mpesa_adapter.client import DarajaClient
 
     config = config or daraja_config(settings)
     tokens = daraja_token_cache(settings, config)
-    client = DarajaClient(config, token_cache=tokens)
+    client = DarajaClient(config, token_cache=tokens, now=clock.now)
     on_close(client.close)
     if tokens is not None:
         on_close(tokens.close)
@@ -179,7 +181,9 @@ class Core:
         )
 
     def message_bus(self, *, stream_prefix: str = "", stream_maxlen: int | None = None) -> MessageBus:
-        bus = message_bus(self.settings, stream_prefix=stream_prefix, stream_maxlen=stream_maxlen)
+        bus = message_bus(
+            self.settings, clock=self.clock, stream_prefix=stream_prefix, stream_maxlen=stream_maxlen
+        )
         self._buses.append(bus)
         return bus
 
@@ -252,7 +256,7 @@ def payments(
 
     s = core.settings
     closers: list[Callable[[], Awaitable[object]]] = []
-    daraja = daraja_client(s, closers.append, mpesa_config)
+    daraja = daraja_client(s, closers.append, mpesa_config, clock=core.clock)
     channel = gateway_channel(s.gateway_addr)
     closers.append(channel.close)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)

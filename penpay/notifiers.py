@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from application.identity.ports import Notifier, RateLimiter
+from domain.shared.clock import Clock
 from penpay.production import Part, refuse_development_values
 from penpay.settings import Settings, SettingsError
 from security.notify import DevelopmentNotifier, EmailSender, SmsSender, SplitNotifier
@@ -42,7 +43,11 @@ class BuiltNotifier:
 
 
 def build_notifier(
-    settings: Settings, limiter: RateLimiter, *, dev_sink: DevelopmentNotifier | None = None
+    settings: Settings,
+    limiter: RateLimiter,
+    *,
+    clock: Clock,
+    dev_sink: DevelopmentNotifier | None = None,
 ) -> BuiltNotifier:
     require_providers(settings)
     closers: list[Callable[[], Awaitable[None]]] = []
@@ -62,7 +67,7 @@ def build_notifier(
         closers.append(at.aclose)
         sms = at
     else:
-        sms = used_sink = dev_sink or DevelopmentNotifier()
+        sms = used_sink = dev_sink or DevelopmentNotifier(clock=clock)
     if settings.smtp_host:
         from security.notify import SmtpNotifier
 
@@ -75,7 +80,7 @@ def build_notifier(
             starttls=settings.smtp_starttls,
         )
     else:
-        email = used_sink = used_sink or dev_sink or DevelopmentNotifier()
+        email = used_sink = used_sink or dev_sink or DevelopmentNotifier(clock=clock)
     notifier = RecipientLimitedNotifier(
         SplitNotifier(sms=sms, email=email),
         limiter,

@@ -60,7 +60,7 @@ class RoleAwareAccessTokens(RsaAccessTokens):
         token = jwt.encode(claims, signing.private_key, algorithm=ALGORITHM, headers={"kid": signing.kid})
         return token, expires
 
-    def verify_principal(self, token: str, *, now: datetime | None = None) -> Principal:
+    def verify_principal(self, token: str, *, now: datetime) -> Principal:
         # signature, alg, kid, iss, aud, exp: or InvalidAccessToken. The roles claim, which
         # AccessClaims does not carry, is read from the same verified payload.
         claims, payload = self.verified(token, now=now)

@@ -89,7 +89,7 @@ class SqlUnitOfWork:
         self._to_seal = False
         self.ledger = SqlLedgerRepository(self._connection, self.clock)
         self.transactions = SqlTransactionRepository(self._connection, self.track)
-        self.users = SqlUserRepository(self._connection, self.track, self._cipher)
+        self.users = SqlUserRepository(self._connection, self.track, self._cipher, self.clock)
         self.saga_steps = SqlSagaSteps(self._connection, self.transactions)
         self.review_actions = SqlReviewActions(self._connection)
         self.paybill = SqlPaybillStore(self._connection)

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from application.identity.errors import AlreadyRegistered, DerivAccountNotBound
 from application.identity.ports import DerivCredentials
 from application.unit_of_work import EventSource
-from domain.shared.clock import utc_now
+from domain.shared.clock import Clock, SystemClock
 from domain.shared.errors import ConcurrentModification
 from domain.shared.ids import DeviceId, UserId
 from domain.user.deriv_login_id import DerivLoginId
@@ -239,10 +239,12 @@ class SqlUserRepository:
         connection: AsyncConnection,
         track: Callable[[EventSource], None] | None = None,
         cipher: PiiCipher | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._connection = connection
         self._track = track or (lambda _source: None)
         self._cipher = cipher or default_cipher()
+        self._clock = clock or SystemClock()  # the unit of work's: stamps what the rows do not carry
         self._loaded: dict[UserId, _Loaded] = {}
 
     # --- reading --------------------------------------------------------------------------
@@ -503,7 +505,7 @@ class SqlUserRepository:
                     refresh_token, aad=aad("deriv_accounts.refresh_token_enc", user_id)
                 ),
                 "token_expires_at": expires_at,
-                "updated_at": utc_now(),
+                "updated_at": self._clock.now(),
             },
         )
         if result.rowcount != 1:

@@ -23,7 +23,7 @@ import base64
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Self
@@ -177,15 +177,15 @@ class RsaAccessTokens:
         )
         return token, expires
 
-    def verify(self, token: str, *, now: datetime | None = None) -> AccessClaims:
+    def verify(self, token: str, *, now: datetime) -> AccessClaims:
         return self.verified(token, now=now)[0]
 
-    def verified(self, token: str, *, now: datetime | None = None) -> tuple[AccessClaims, Mapping[str, Any]]:
+    def verified(self, token: str, *, now: datetime) -> tuple[AccessClaims, Mapping[str, Any]]:
         """The token's claims and its whole payload, once its signature, algorithm, key, issuer,
         audience and times are checked; InvalidAccessToken otherwise."""
-        # Expiry and not-before are checked here against `now` (an injected instant, the wall clock
-        # only by default): PyJWT's own checks would read the wall clock behind the caller's back.
-        instant = (now or datetime.now(UTC)).timestamp()
+        # Expiry and not-before are checked here against `now` (the caller's clock): PyJWT's own
+        # checks would read the wall clock behind the caller's back.
+        instant = now.timestamp()
         known = self._verified.get(token)
         if known is None:
             known = self._check_signed(token)

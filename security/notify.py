@@ -15,12 +15,14 @@ import json
 import smtplib
 import ssl
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 
 import structlog
+
+from domain.shared.clock import Clock, SystemClock
 
 log = structlog.get_logger("penpay.notify")
 
@@ -38,11 +40,13 @@ class SentMessage:
 
 
 class DevelopmentNotifier:
-    """Keeps every message (tests read `sent`); optionally appends each to a JSONL file."""
+    """Keeps every message (tests read `sent`); optionally appends each to a JSONL file. Each is
+    stamped by `clock` (the composition root hands in the process's)."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, clock: Clock | None = None) -> None:
         self.sent: list[SentMessage] = []
         self._path = path
+        self._clock = clock or SystemClock()
 
     def _keep(self, message: SentMessage) -> None:
         self.sent.append(message)
@@ -61,10 +65,10 @@ class DevelopmentNotifier:
         log.info("notify.dev_sink", channel=message.channel)
 
     async def send_email(self, *, to: str, subject: str, body: str) -> None:
-        self._keep(SentMessage("email", to, subject, body, datetime.now(UTC)))
+        self._keep(SentMessage("email", to, subject, body, self._clock.now()))
 
     async def send_sms(self, *, to: str, body: str) -> None:
-        self._keep(SentMessage("sms", to, "", body, datetime.now(UTC)))
+        self._keep(SentMessage("sms", to, "", body, self._clock.now()))
 
     def latest(self, channel: str, to: str) -> SentMessage:
         return next(m for m in reversed(self.sent) if m.channel == channel and m.to == to)

@@ -35,10 +35,11 @@ def mariadb_url() -> Iterator[str]:
 
 @pytest.fixture
 def fresh_mariadb_url() -> Iterator[str]:
-    """A migrated MariaDB database of this test's own, for whole-database assertions."""
+    """A migrated MariaDB database of this test's own, for whole-database assertions (emptied
+    back to the template's state for the next test rather than dropped: tests/databases.py)."""
     name, url = databases.create_mysql_database()
     yield url
-    databases.drop_mysql_database(name)
+    databases.recycle_mysql_database(name)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from domain.shared.clock import Clock, SystemClock
 from workers.bus import DEAD_SUFFIX, DeadLetter, Delivery, dead_letter_fields, dead_stream
 
 DEFAULT_MAXLEN = 100_000
@@ -45,10 +45,15 @@ class _Stream:
 
 class InProcessBus:
     def __init__(
-        self, *, maxlen: int = DEFAULT_MAXLEN, monotonic: Callable[[], float] = time.monotonic
+        self,
+        *,
+        maxlen: int = DEFAULT_MAXLEN,
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self.maxlen = maxlen
-        self._now = monotonic
+        self._now = monotonic  # idle times of pending entries
+        self._clock = clock or SystemClock()  # entry ids (milliseconds, as Redis's) and dead_at
         self._streams: dict[str, _Stream] = {}
         self._seq = itertools.count(1)
         self._changed = asyncio.Event()
@@ -58,7 +63,7 @@ class InProcessBus:
 
     def _append(self, stream: str, fields: Mapping[str, str]) -> str:
         seq = next(self._seq)
-        message_id = f"{int(time.time() * 1000)}-{seq}"
+        message_id = f"{int(self._clock.now().timestamp() * 1000)}-{seq}"
         entries = self._stream(stream).entries
         entries[message_id] = (seq, dict(fields))
         while len(entries) > self.maxlen:
@@ -137,7 +142,7 @@ class InProcessBus:
 
     async def dead_letter(self, delivery: Delivery, *, group: str, consumer: str, error: str) -> str:
         fields = dead_letter_fields(
-            delivery, group=group, consumer=consumer, error=error, dead_at=datetime.now(UTC).isoformat()
+            delivery, group=group, consumer=consumer, error=error, dead_at=self._clock.now().isoformat()
         )
         dead_id = self._append(dead_stream(delivery.stream), fields)
         await self.ack(delivery.stream, group, delivery.message_id)

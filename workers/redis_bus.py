@@ -10,12 +10,12 @@ still holds the event.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
+from domain.shared.clock import Clock, SystemClock
 from workers.bus import DEAD_SUFFIX, DeadLetter, Delivery, dead_letter_fields, dead_stream
 
 DEFAULT_MAXLEN = 1_000_000
@@ -37,16 +37,20 @@ class RedisStreamsBus:
         prefix: str = "",
         maxlen: int = DEFAULT_MAXLEN,
         owns_client: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         self._redis: Any = client  # redis-py's stub types fight decode_responses; parsed below
         self.prefix = prefix
         self.maxlen = maxlen
         self._owns_client = owns_client
+        self._clock = clock or SystemClock()  # a dead letter's dead_at
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "", maxlen: int = DEFAULT_MAXLEN) -> RedisStreamsBus:
+    def from_url(
+        cls, url: str, *, prefix: str = "", maxlen: int = DEFAULT_MAXLEN, clock: Clock | None = None
+    ) -> RedisStreamsBus:
         client = redis.Redis.from_url(url, decode_responses=True, protocol=2)
-        return cls(client, prefix=prefix, maxlen=maxlen, owns_client=True)
+        return cls(client, prefix=prefix, maxlen=maxlen, owns_client=True, clock=clock)
 
     def key(self, stream: str) -> str:
         return f"{self.prefix}{stream}"
@@ -107,7 +111,7 @@ class RedisStreamsBus:
 
     async def dead_letter(self, delivery: Delivery, *, group: str, consumer: str, error: str) -> str:
         fields = dead_letter_fields(
-            delivery, group=group, consumer=consumer, error=error, dead_at=datetime.now(UTC).isoformat()
+            delivery, group=group, consumer=consumer, error=error, dead_at=self._clock.now().isoformat()
         )
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.key(dead_stream(delivery.stream)), fields, maxlen=self.maxlen, approximate=True)

@@ -42,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from domain.shared.clock import SystemClock
     from penpay.bootstrap import message_bus
 
-    bus = message_bus(settings, stream_prefix=args.stream_prefix)
+    # The process's clock: only a dead letter's dead_at reads it, and this command writes none.
+    bus = message_bus(settings, clock=SystemClock(), stream_prefix=args.stream_prefix)
     try:
         streams = [args.stream] if args.stream else await bus.dead_letter_streams()
         found = 0

@@ -70,7 +70,7 @@ def reconciliation(core: Core) -> Reconciliation:
 
     s = core.settings
     closers: list[Callable[[], Awaitable[object]]] = []
-    daraja = daraja_client(s, closers.append)
+    daraja = daraja_client(s, closers.append, clock=core.clock)
     channel = gateway_channel(s.gateway_addr)
     closers.append(channel.close)
     reads = ProviderReadsOverApis(
@@ -78,6 +78,7 @@ def reconciliation(core: Core) -> Reconciliation:
             daraja,
             core.engine,
             inbox=callback_inbox(core),
+            clock=core.clock,
             nominated_number=s.mpesa_pull_nominated_number,
             pull_callback_url=f"{s.mpesa_callback_base_url.rstrip('/')}/pulltransactions",
             balance_wait=s.reconcile_balance_wait,

@@ -160,7 +160,8 @@ def build_api(
     if notifier is None:
         from penpay.notifiers import build_notifier
 
-        notifiers = build_notifier(s, rate_limiter)  # MissingSecret in production without providers
+        # MissingSecret in production without providers
+        notifiers = build_notifier(s, rate_limiter, clock=core.clock)
         closers.append(notifiers.aclose)
         notifier, dev_sink = notifiers.notifier, notifiers.dev_sink
     if is_production(core) and dev_sink is not None:
@@ -240,7 +241,7 @@ def build_api(
         from mpesa_adapter.review_lookups import DarajaReviewLookups
         from penpay.bootstrap import callback_inbox, daraja_client
 
-        review_daraja = daraja_client(s, closers.append)
+        review_daraja = daraja_client(s, closers.append, clock=core.clock)
         mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine, inbox=callback_inbox(core))
         if mpesa_reversals is None:
             from mpesa_adapter.reversal import DarajaReversals

@@ -73,11 +73,11 @@ def build_audit_worker(
         from mpesa_adapter.balance_queries import ask_account_balances
         from penpay.bootstrap import callback_inbox, daraja_client
 
-        daraja = daraja_client(s, worker.closers.append)
+        daraja = daraja_client(s, worker.closers.append, clock=core.clock)
         inbox = callback_inbox(core)
 
         async def ask() -> object:
-            return await ask_account_balances(daraja, inbox)
+            return await ask_account_balances(daraja, inbox, now=core.clock.now())
 
         shortcodes = daraja.balance_shortcodes
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from domain.shared.clock import SystemClock
 from mpesa_adapter.callback_server import CallbackServer
 from penpay.settings import SettingsError
 
@@ -61,7 +62,8 @@ async def register_paybill_urls(settings: Settings) -> C2BUrlsRegistered:
     closers: list[Callable[[], Awaitable[object]]] = []
     try:
         # The shared token cache: a token of its own would revoke the one the workers use.
-        return await daraja_client(settings, closers.append).register_c2b_urls()
+        # C2B Register URL sends no STK Timestamp: the system clock is never read here.
+        return await daraja_client(settings, closers.append, clock=SystemClock()).register_c2b_urls()
     finally:
         for close in closers:
             await close()

@@ -34,7 +34,8 @@ def build_notify_worker(
         limiter = rate_limiter_from_url(settings.redis_url, prefix=settings.rate_limit_prefix)
         if hasattr(limiter, "aclose"):
             daemon.closers.append(limiter.aclose)
-        built = build_notifier(settings, limiter)  # MissingSecret in production without providers
+        # MissingSecret in production without providers
+        built = build_notifier(settings, limiter, clock=core.clock)
         daemon.closers.append(built.aclose)
         notifier = built.notifier
     if bus is None:

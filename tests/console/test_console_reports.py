@@ -57,6 +57,7 @@ async def reconcile(console: Console) -> RunReport:
                 daraja,
                 stack.engine,
                 inbox=inbox_on(stack.engine),
+                clock=stack.clock,
                 nominated_number="254708374149",
                 pull_callback_url=f"{stack.callbacks.base_url}/pull",
                 balance_wait=10.0,

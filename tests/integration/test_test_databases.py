@@ -122,6 +122,70 @@ def test_a_mariadb_copy_keeps_the_append_only_guards(fresh_mariadb_url: str) -> 
         connection.close()
 
 
+def _write_everywhere(name: str) -> None:
+    """Rows in the guarded tables, the seeded ones changed, counters moved, as a saga test leaves them."""
+    connection = databases._admin()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"USE `{name}`")
+            cursor.execute("SET SESSION foreign_key_checks = 0")
+            cursor.execute(
+                "INSERT INTO ledger_entries (id, posting_id, account_id, side, amount_cents,"
+                " amount_currency, created_at) VALUES (UNHEX(REPEAT('11', 16)), UNHEX(REPEAT('22', 16)),"
+                " UNHEX(REPEAT('33', 16)), 'DEBIT', 100, 'KES', '2026-01-01 00:00:00')"
+            )
+            cursor.execute("DELETE FROM alembic_version")  # a seeded table left empty
+            cursor.execute("UPDATE audit_chain_head SET row_count = row_count + 7")
+            cursor.execute(
+                "SELECT table_name FROM information_schema.columns WHERE table_schema = %s AND extra LIKE %s",
+                (name, "%auto_increment%"),
+            )
+            counted = [str(row[0]) for row in cursor.fetchall()]
+        connection.commit()
+    finally:
+        connection.close()
+    assert counted  # the shape below compares AUTO_INCREMENT=N in each CREATE TABLE
+
+
+def test_a_used_mariadb_database_is_emptied_back_into_a_fresh_copy() -> None:
+    name, _ = databases.create_mysql_database()
+    fresh = _mysql_shape(name)
+    _write_everywhere(name)
+    assert _mysql_shape(name) != fresh
+    databases.recycle_mysql_database(name)
+    again, _ = databases.create_mysql_database()  # the next test of this process gets it
+    try:
+        assert again == name
+        assert _mysql_shape(again) == fresh
+        for table in databases.mysql_template().seeded:
+            assert _mysql_rows(again, table) == _mysql_rows(databases.mysql_template().name, table), table
+    finally:
+        databases.drop_mysql_database(again)
+
+
+def test_a_database_whose_schema_a_test_changed_is_dropped_not_handed_out() -> None:
+    name, _ = databases.create_mysql_database()
+    connection = databases._admin()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE `{name}`.`transactions` ADD COLUMN scratch INT NULL")
+    finally:
+        connection.close()
+    databases.recycle_mysql_database(name)
+    connection = databases._admin()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = %s", (name,))
+            assert cursor.fetchone()[0] == 0
+    finally:
+        connection.close()
+    other, _ = databases.create_mysql_database()
+    try:
+        assert other != name
+    finally:
+        databases.drop_mysql_database(other)
+
+
 def _sqlite_shape(path: Path) -> list[tuple[object, ...]]:
     """Each object's definition as its set of lines: Alembic's batch mode (a table rebuilt to add a
     foreign key on SQLite) writes the constraints in an order that changes from run to run."""

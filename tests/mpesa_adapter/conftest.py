@@ -336,7 +336,8 @@ async def build_harness(
     server_config = CallbackServerConfig.from_strings(
         secrets.token_urlsafe(24), **({"allowed_ips": "127.0.0.1"} | (server_overrides or {}))
     )
-    server = CallbackServer(server_config, inbox, port=0)
+    # The wall clock, as the callback store's own stamps read it (until it takes a clock too).
+    server = CallbackServer(server_config, inbox, port=0, clock=SystemClock())
     await server.start()
     assert sim.base_url is not None
     settings: dict[str, Any] = {

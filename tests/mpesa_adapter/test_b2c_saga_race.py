@@ -120,7 +120,7 @@ async def test_a_b2c_result_during_the_sagas_step_survives_its_save(db: AsyncEng
         assert tx is not None
         tx.mpesa_disbursement_accepted(conversation_id="AG_20261206_0000race", now=NOW)
         # The result arrives now, before the saga saves.
-        landing = asyncio.create_task(store.record_b2c_result(_result(ocid, receipt), Delivery(None)))
+        landing = asyncio.create_task(store.record_b2c_result(_result(ocid, receipt), Delivery(None, NOW)))
         await _waits_on(conn, db, landing)
         await repo.save(tx)
     assert await landing == Outcome.SUCCESS_RECORDED
@@ -149,7 +149,7 @@ async def test_a_save_of_a_plain_read_refuses_to_reset_a_result_recorded_since(d
         assert tx is not None
         await conn.rollback()  # the read's snapshot ends; the result commits meanwhile
         assert (
-            await store.record_b2c_result(_result(ocid, receipt), Delivery(None)) == Outcome.SUCCESS_RECORDED
+            await store.record_b2c_result(_result(ocid, receipt), Delivery(None, NOW)) == Outcome.SUCCESS_RECORDED
         )
         tx.mpesa_disbursement_accepted(conversation_id="AG_20261206_0000race", now=NOW)
         with pytest.raises(ConcurrentModification):

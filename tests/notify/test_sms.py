@@ -12,6 +12,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from application.identity.errors import MessageNotDelivered, RateLimited
+from domain.shared.clock import FixedClock
 from mpesa_adapter.callback_server import CallbackServer
 from mpesa_adapter.config import CallbackServerConfig
 from penpay.notifiers import build_notifier, missing_provider
@@ -37,6 +39,7 @@ from tests.mpesa_adapter.conftest import inbox_on
 
 pytestmark = pytest.mark.integration
 PHONE = "+254712345678"
+SENT_AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -146,7 +149,7 @@ async def test_the_notifier_from_settings_sends_sms_through_africas_talking(sim:
         sms_at_api_key=DEFAULT_API_KEY,  # type: ignore[arg-type]
         sms_at_base_url=sim.base_url,
     )
-    built = build_notifier(settings, InProcessRateLimiter())
+    built = build_notifier(settings, InProcessRateLimiter(), clock=FixedClock(SENT_AT))
     try:
         await built.notifier.send_sms(to=PHONE, body="hello")
         await built.notifier.send_email(to="a@example.co.ke", subject="s", body="b")
@@ -213,6 +216,7 @@ async def test_delivery_reports_reach_penpay_callbacks_and_are_counted(
         CallbackServerConfig.from_strings(secrets.token_urlsafe(24), "127.0.0.1"),
         inbox_on(engine),
         extra_routes=DeliveryReports(token).routes(),
+        clock=FixedClock(SENT_AT),
     )
     await server.start()
     before = REGISTRY.get_sample_value("penpay_sms_delivery_reports_total", {"status": "Success"}) or 0.0

@@ -120,7 +120,7 @@ async def test_the_callback_allow_list_believes_forwarded_for_only_from_the_prox
         config = CallbackServerConfig.from_strings(
             CALLBACK_SECRET, allowed_ips=SAFARICOM, trusted_proxies=PROXY_EGRESS
         )
-        server = CallbackServer(config, callback_inbox(surface.core))
+        server = CallbackServer(config, callback_inbox(surface.core), clock=clock)
         await server.start()
         path = f"/payments/stk/{CALLBACK_SECRET}"
         try:

@@ -91,6 +91,7 @@ async def world(fresh_mariadb_url: str) -> AsyncIterator[World]:
                     daraja,
                     stack.engine,
                     inbox=inbox_on(stack.engine),
+                    clock=stack.clock,
                     nominated_number="254708374149",
                     pull_callback_url=f"{stack.callbacks.base_url}/pull",
                     balance_wait=10.0,

@@ -47,6 +47,7 @@ async def two_shortcodes(fresh_mariadb_url: str) -> AsyncIterator[World]:
                     daraja,
                     stack.engine,
                     inbox=inbox_on(stack.engine),
+                    clock=stack.clock,
                     nominated_number="254708374149",
                     pull_callback_url=f"{stack.callbacks.base_url}/pull",
                     balance_wait=10.0,
@@ -107,7 +108,7 @@ async def test_the_auditor_sums_every_shortcode_s_balance(two_shortcodes: World)
     inbox = inbox_on(world.stack.engine)
 
     async def ask() -> object:
-        return await ask_account_balances(daraja, inbox)
+        return await ask_account_balances(daraja, inbox, now=world.stack.clock.now())
 
     exact = AuditorConfig(float_tolerance=((Currency.KES, 0), (Currency.USD, 0)))
     auditor = Auditor(

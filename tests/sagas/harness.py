@@ -34,6 +34,7 @@ from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus
 from domain.payments.transaction import Transaction
+from domain.shared.clock import Clock
 from domain.shared.ids import TransactionId, UserId
 from domain.user.deriv_login_id import DerivLoginId
 from domain.user.email import Email
@@ -103,6 +104,7 @@ class Stack:
     sweeper: Sweeper
     http: aiohttp.ClientSession
     paybill: PaybillDeposits
+    clock: Clock  # the core's: what stamps the stack's records
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
@@ -254,8 +256,6 @@ class Stack:
 
     async def assert_consistent(self) -> None:
         """The consistency checker over the database and both simulators' books."""
-        from datetime import UTC, datetime
-
         from persistence.consistency.check import check_consistency
         from proving.simulator_books import fetch_simulator_books
 
@@ -264,7 +264,7 @@ class Stack:
             mpesa_control_url=f"{self.mpesa_sim.base_url}/__control__",
             deriv_opening_balance_cents=AGENT_FLOAT_USD.amount_minor,
         )
-        report = await check_consistency(self.engine, now=datetime.now(UTC), books=books)
+        report = await check_consistency(self.engine, now=self.clock.now(), books=books)
         assert not report.violations, [f"{v.code}: {v.message}" for v in report.violations]
 
     # --- the simulators' books --------------------------------------------------------------
@@ -425,4 +425,5 @@ async def running_stack(
             sweeper=worker.sweeper,
             http=http,
             paybill=paybill,
+            clock=core.clock,
         )
