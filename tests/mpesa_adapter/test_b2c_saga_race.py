@@ -149,7 +149,8 @@ async def test_a_save_of_a_plain_read_refuses_to_reset_a_result_recorded_since(d
         assert tx is not None
         await conn.rollback()  # the read's snapshot ends; the result commits meanwhile
         assert (
-            await store.record_b2c_result(_result(ocid, receipt), Delivery(None, NOW)) == Outcome.SUCCESS_RECORDED
+            await store.record_b2c_result(_result(ocid, receipt), Delivery(None, NOW))
+            == Outcome.SUCCESS_RECORDED
         )
         tx.mpesa_disbursement_accepted(conversation_id="AG_20261206_0000race", now=NOW)
         with pytest.raises(ConcurrentModification):
