@@ -78,7 +78,6 @@ def _issue_operator_token(name: str, roles: str = "operator") -> int:
 async def _serve(args: argparse.Namespace) -> None:
     from penpay import bootstrap
     from penpay.wiring.api import build_api
-    from penpay_api.heap import freeze_startup_heap
     from workers.host import stop_on_signals
 
     core = bootstrap.bootstrap()
@@ -87,8 +86,7 @@ async def _serve(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
-        await api.server.start()
-        freeze_startup_heap()
+        await api.serve()
         print(f"penpay api listening on {api.server.address}", flush=True)
         await stop.wait()
         await api.server.stop(grace=args.grace)

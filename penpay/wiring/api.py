@@ -86,6 +86,14 @@ class Api:
     payments: Payments | None
     _closers: list[Callable[[], Awaitable[object] | object]] = field(default_factory=list)
 
+    async def serve(self) -> None:
+        """Start the server, then keep the start-up heap out of the collector's walks (a daemon's
+        start; tests that build an API start its server alone)."""
+        from penpay_api.heap import freeze_startup_heap
+
+        await self.server.start()
+        freeze_startup_heap()
+
     async def close(self) -> None:
         await self.server.stop()
         for close in reversed(self._closers):
