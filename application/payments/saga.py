@@ -11,7 +11,8 @@ intent is committed:
 
     1. lock, decide, record the intent (evidence row SENT / saga step / float reservation), commit
     2. call out (the id is ours: transfer id, withdrawal id, OriginatorConversationID)
-    3. lock, record the answer, commit
+    3. record the answer on the state committed in 1 (its version checked on save; read again,
+       locked, only if something moved it meanwhile), commit
 
 A crash between 1 and 3 leaves the intent; the next advance() (a redelivered event or the
 sweeper) sees it and resolves by the same id instead of calling blindly. `checkpoint(name)`
