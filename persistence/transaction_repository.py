@@ -7,14 +7,28 @@ transaction, so two workers cannot both move one transaction forward.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from fractions import Fraction
 from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, Update, bindparam, insert, select, update
+from sqlalchemy import (
+    Column,
+    Row,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +52,7 @@ from persistence.tables import (
     saga_steps,
     transactions,
 )
+from persistence.types import UtcDateTime
 
 Attachment = MpesaRequest | MpesaDisbursement | DerivTransfer | DerivWithdrawal
 
@@ -100,8 +115,9 @@ def _with_attachments(*columns: Any) -> Select[Any]:
     return select(*columns).select_from(joined)
 
 
-# A plain read: the row and its attachments in one statement. A locking read: the row under its
-# lock, then the attachments (a join would lock their rows too, which the callbacks write).
+# A plain read: the row and its attachments in one statement. A locking read: on MariaDB one
+# statement too (_step_read); elsewhere the row under its lock, then the attachments (a join
+# would lock their rows too, which the callbacks write).
 _READ_BY_ID = _with_attachments(*transactions.c).where(transactions.c.id == bindparam("tx_id"))
 _READ_BY_KEY = _with_attachments(*transactions.c).where(
     transactions.c.idempotency_key_hash == bindparam("key_hash"),
@@ -120,6 +136,73 @@ _ATTACHMENTS_AND_STEPS_BY_ID = (
     .outerjoin(saga_steps, saga_steps.c.transaction_id == transactions.c.id)
     .where(transactions.c.id == bindparam("tx_id"))
 )
+
+
+# The saga's step read on MariaDB, one statement: the row under its lock, and each attachment of the
+# transaction's flow and its saga-step rows as JSON from correlated subqueries. A join would lock
+# the attachment rows, and the gaps where they are missing (which, with time-ordered ids, is where
+# every other transaction's new evidence goes); a locking read does not lock what its subqueries
+# read, and they are evaluated after the row lock is granted, so they see what the last holder
+# committed (a derived table would not: it is read before the lock wait).
+def _json_of(table: Table, columns: tuple[Column[Any], ...]) -> Any:
+    pairs: list[Any] = []
+    for c in columns:
+        pairs += [literal_column(f"'{c.name}'"), c]
+    return func.json_object(*pairs)
+
+
+def _json_columns(table: Table) -> tuple[Column[Any], ...]:
+    return tuple(c for c in table.c if c.name != "transaction_id")  # the transaction's own id
+
+
+_JSON_ATTACHMENT = {
+    name: select(_json_of(table, _json_columns(table)))
+    .where(table.c.transaction_id == transactions.c.id)
+    .scalar_subquery()
+    for name, table in _ATTACHMENT_TABLES.items()
+}
+_STEPS_JSON = (
+    select(func.json_arrayagg(_json_of(saga_steps, _json_columns(saga_steps))))
+    .where(saga_steps.c.transaction_id == transactions.c.id)
+    .scalar_subquery()
+)
+
+
+def _step_read(*, skip_locked: bool, steps: bool = True) -> Select[Any]:
+    flows: dict[str, list[str]] = {}
+    for tx_type, names in _FLOW_ATTACHMENTS.items():
+        for name in names:
+            flows.setdefault(name, []).append(tx_type.value)
+    # only the attachments the transaction's flow has: a deposit never reads deriv_withdrawals
+    attached = []
+    for name, types in flows.items():
+        read: Any = _JSON_ATTACHMENT[name]
+        if len(types) == 1:  # literal: no bind parameter to expand per execution
+            read = case((transactions.c.type == literal_column(f"'{types[0]}'"), read), else_=None)
+        attached.append(read.label(f"json__{name}"))
+    if steps:
+        attached.append(_STEPS_JSON.label("json__steps"))
+    return (
+        select(*transactions.c, *attached)
+        .where(transactions.c.id == bindparam("tx_id"))
+        .with_for_update(skip_locked=skip_locked)
+    )
+
+
+_STEP_READ = _step_read(skip_locked=False)
+_STEP_READ_SKIP_LOCKED = _step_read(skip_locked=True)
+_LOCKED_READ = _step_read(skip_locked=False, steps=False)  # get_for_update's, on MariaDB
+
+
+def _decoded(table: Table, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A JSON object of `table`'s columns (timestamps as text) as labelled "<prefix>__<column>"."""
+    out: dict[str, Any] = {}
+    for c in _json_columns(table):
+        value = values.get(c.name)
+        if value is not None and isinstance(c.type, UtcDateTime):
+            value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        out[f"{prefix}__{c.name}"] = value
+    return out
 
 
 def _money(cents: int | None, currency: str | None) -> Money | None:
@@ -327,6 +410,9 @@ class SqlTransactionRepository:
         return None if row is None else self._reconstitute(row, row)
 
     async def get_for_update(self, tx_id: TransactionId) -> Transaction | None:
+        if self._connection.dialect.name in ("mysql", "mariadb"):
+            found = await self._read_locked(_LOCKED_READ, tx_id)
+            return None if found is None else found[0]
         row = (await self._connection.execute(_BY_ID_FOR_UPDATE, {"tx_id": tx_id.value})).first()
         if row is None:
             return None
@@ -341,8 +427,10 @@ class SqlTransactionRepository:
         self, tx_id: TransactionId, *, skip_locked: bool = False
     ) -> tuple[Transaction, list[Any]] | None:
         """The transaction under its row lock and its saga-step rows (labelled "step__<column>"),
-        in two statements; None when it does not exist or, with `skip_locked`, another database
-        transaction holds it."""
+        in one statement on MariaDB (_step_read), two elsewhere; None when it does not exist or,
+        with `skip_locked`, another database transaction holds it."""
+        if self._connection.dialect.name in ("mysql", "mariadb"):
+            return await self._read_locked(_STEP_READ_SKIP_LOCKED if skip_locked else _STEP_READ, tx_id)
         locking = _BY_ID_FOR_UPDATE_SKIP_LOCKED if skip_locked else _BY_ID_FOR_UPDATE
         row = (await self._connection.execute(locking, {"tx_id": tx_id.value})).first()
         if row is None:
@@ -350,6 +438,26 @@ class SqlTransactionRepository:
         rows = (await self._connection.execute(_ATTACHMENTS_AND_STEPS_BY_ID, {"tx_id": tx_id.value})).all()
         steps = [r for r in rows if r.step__step is not None]
         return self._reconstitute(row, rows[0]), steps
+
+    async def _read_locked(
+        self, statement: Select[Any], tx_id: TransactionId
+    ) -> tuple[Transaction, list[Any]] | None:
+        """One locking read (_step_read): the transaction, its attachments, its step rows if asked."""
+        row = (await self._connection.execute(statement, {"tx_id": tx_id.value})).first()
+        if row is None:
+            return None
+        attached: dict[str, Any] = {}
+        for name, table in _ATTACHMENT_TABLES.items():
+            text = row._mapping[f"json__{name}"]
+            if text is None:
+                attached |= {f"{name}__{c.name}": None for c in table.c}
+            else:
+                attached |= {f"{name}__transaction_id": row.id, **_decoded(table, json.loads(text), name)}
+        steps = [
+            SimpleNamespace(**_decoded(saga_steps, step, "step"))
+            for step in json.loads(row._mapping.get("json__steps") or "[]")
+        ]
+        return self._reconstitute(row, SimpleNamespace(_mapping=attached)), steps  # type: ignore[arg-type]
 
     async def find_by_idempotency_key(self, user_id: UserId, key_hash: str) -> Transaction | None:
         params = {"key_hash": key_hash, "user_id": user_id.value}

@@ -11,7 +11,8 @@ intent is committed:
 
     1. lock, decide, record the intent (evidence row SENT / saga step / float reservation), commit
     2. call out (the id is ours: transfer id, withdrawal id, OriginatorConversationID)
-    3. lock, record the answer, commit
+    3. record the answer on the state committed in 1 (its version checked on save; read again,
+       locked, only if something moved it meanwhile), commit
 
 A crash between 1 and 3 leaves the intent; the next advance() (a redelivered event or the
 sweeper) sees it and resolves by the same id instead of calling blindly. `checkpoint(name)`
@@ -61,7 +62,7 @@ from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import is_legal_transition
 from domain.payments.transaction import Transaction
-from domain.shared.errors import DomainError
+from domain.shared.errors import ConcurrentModification, DomainError
 from domain.shared.ids import LedgerAccountId, TransactionId
 from domain.wallet.account_kind import AccountKind, LedgerSide
 from domain.wallet.errors import Overdraft
@@ -320,12 +321,16 @@ class SagaRunner:
                 tx_id,
                 lambda t, now: t.fail(f"M-Pesa refused the STK push: {refused_reason}", now=now),
                 only_if=S.PENDING,
+                known=tx,
             )
         except CallUnavailable as unavailable:
             # Provably not sent: nothing can be paid, so the deposit ends; the user asks again.
             why = unavailable.reason
             return await self._finish(
-                tx_id, lambda t, now: t.fail(f"M-Pesa is unavailable: {why}", now=now), only_if=S.PENDING
+                tx_id,
+                lambda t, now: t.fail(f"M-Pesa is unavailable: {why}", now=now),
+                only_if=S.PENDING,
+                known=tx,
             )
         except CallOutcomeUnknown:
             return False  # MARK_STK_UNKNOWN after the grace period
@@ -344,7 +349,7 @@ class SagaRunner:
                 now=now,
             )
 
-        await self._record_stk_answer(tx_id, record, steps)
+        await self._record_stk_answer(tx_id, record, steps, known=tx)
         # A fast payer's callback can beat that commit; the inbox kept it aside as unknown. Take it
         # in now instead of waiting for the STK-callback timer. A crash or failure here leaves it
         # parked, and the timer's STK Query settles the deposit as before.
@@ -362,6 +367,8 @@ class SagaRunner:
         tx_id: TransactionId,
         record: Callable[[Transaction, Any], None],
         steps: Mapping[str, StepRecord],
+        *,
+        known: Transaction | None = None,
     ) -> None:
         """An STK push carries no id of ours: its CheckoutRequestID, held only in memory here, is
         the one way to query the payment later. Keep trying to store it while the database is
@@ -370,11 +377,12 @@ class SagaRunner:
         deadline = loop.time() + STK_ANSWER_PATIENCE
         while True:
             try:
-                await self._finish(tx_id, record, only_if=S.PENDING, steps=steps)
+                await self._finish(tx_id, record, only_if=S.PENDING, steps=steps, known=known)
                 return
             except DomainError:
                 raise
             except Exception as error:
+                known = None  # changed in memory by the failed attempt: the next one reads afresh
                 if loop.time() > deadline:
                     raise
                 log.warning(
@@ -520,10 +528,14 @@ class SagaRunner:
             refused_reason = refused.reason
 
             async def refuse(uow: PaymentsUnitOfWork, t: Transaction) -> None:
-                await book(uow, await bookings.deposit_transfer_refused(uow.ledger, t))
+                # The transaction's row first, then the ledger's (the order of the locked read)
                 t.deriv_transfer_refused(refused_reason, now=uow.clock.now())
+                await uow.transactions.save(t)
+                await book(uow, await bookings.deposit_transfer_refused(uow.ledger, t))
 
-            return await self._finish_with(tx.id, refuse, only_if=(S.DERIV_TRANSFER_SENT, S.OUTCOME_UNKNOWN))
+            return await self._finish_with(
+                tx.id, refuse, only_if=(S.DERIV_TRANSFER_SENT, S.OUTCOME_UNKNOWN), known=tx
+            )
         except CallDeferred as deferred:
             await self._defer(tx.id, Step.DERIV_TRANSFER, deferred)
             return False
@@ -536,6 +548,7 @@ class SagaRunner:
                     tx.id,
                     lambda t, now: t.mark_outcome_unknown(f"Deriv transfer: {lost_reason}", now=now),
                     only_if=S.DERIV_TRANSFER_SENT,
+                    known=tx,
                 )
             if isinstance(lost, CallOutcomeUnknown) and lost.retry_after is not None:
                 await self._defer(tx.id, Step.DERIV_TRANSFER, lost)
@@ -547,6 +560,7 @@ class SagaRunner:
                 deriv_transaction_id=receipt.deriv_transaction_id, now=now
             ),
             only_if=(S.DERIV_TRANSFER_SENT, S.OUTCOME_UNKNOWN),
+            known=tx,
         )
         return False
 
@@ -582,6 +596,7 @@ class SagaRunner:
                 tx_id,
                 lambda t, now: t.fail(f"the Deriv withdrawal did not happen: {absent_reason}", now=now),
                 only_if=(S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN),
+                known=tx,
             )
         except CallDeferred as deferred:
             await self._defer(tx_id, Step.DERIV_WITHDRAWAL, deferred)
@@ -595,21 +610,29 @@ class SagaRunner:
                     tx_id,
                     lambda t, now: t.mark_outcome_unknown(f"Deriv withdrawal: {lost_reason}", now=now),
                     only_if=S.AWAITING_WITHDRAWAL_CODE,
+                    known=tx,
                 )
             if isinstance(lost, CallOutcomeUnknown) and lost.retry_after is not None:
                 await self._defer(tx_id, Step.DERIV_WITHDRAWAL, lost)
             return False
-        return await self.record_deriv_withdrawal(tx_id, receipt.deriv_transaction_id)
+        await self.record_deriv_withdrawal(tx_id, receipt.deriv_transaction_id, known=tx)
+        return True
 
-    async def record_deriv_withdrawal(self, tx_id: TransactionId, deriv_transaction_id: int) -> bool:
-        """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal)."""
+    async def record_deriv_withdrawal(
+        self, tx_id: TransactionId, deriv_transaction_id: int, *, known: Transaction | None = None
+    ) -> Transaction | None:
+        """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal). The
+        transaction as committed, or None when it had moved on; `known`: as this process last
+        committed it (see _finish_tx)."""
 
         async def debited(uow: PaymentsUnitOfWork, t: Transaction) -> None:
-            await book_all(uow, await bookings.withdrawal_debited(uow.ledger, t))
+            # The transaction's row first, then the ledger's (the order of the locked read)
             t.deriv_withdrawal_done(deriv_transaction_id=deriv_transaction_id, now=uow.clock.now())
+            await uow.transactions.save(t)
+            await book_all(uow, await bookings.withdrawal_debited(uow.ledger, t))
 
-        return await self._finish_with(
-            tx_id, debited, only_if=(S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN)
+        return await self._finish_tx(
+            tx_id, debited, only_if=(S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN), known=known
         )
 
     async def _send_b2c(
@@ -647,7 +670,9 @@ class SagaRunner:
                     result_code=1, result_desc=f"refused: {refused_reason}"[:255], raw_result=None, now=now
                 )
 
-            return await self._finish(tx_id, failed, only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN))
+            return await self._finish(
+                tx_id, failed, only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN), known=tx
+            )
         except CallDeferred as deferred:
             await self._defer(tx_id, Step.B2C, deferred)
             return False
@@ -663,6 +688,7 @@ class SagaRunner:
             tx_id,
             lambda t, now: t.mpesa_disbursement_accepted(conversation_id=accepted_as, now=now),
             only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN),
+            known=tx,
         )
         return False  # the result callback wakes us
 
@@ -716,6 +742,7 @@ class SagaRunner:
                 tx.id,
                 lambda t, now: t.needs_review(f"refund transfer refused by Deriv: {refused_reason}", now=now),
                 only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN),
+                known=tx,
             )
         except CallDeferred as deferred:
             await self._defer(tx.id, Step.REFUND, deferred)
@@ -732,6 +759,7 @@ class SagaRunner:
             tx.id,
             lambda t, now: t.reverse(reason, now=now),
             only_if=(S.MPESA_DISBURSEMENT_SENT, S.OUTCOME_UNKNOWN),
+            known=tx,
         )
         return False
 
@@ -766,7 +794,7 @@ class SagaRunner:
                     result_code=1, result_desc=f"refused: {refused_reason}"[:255], raw_result=None, now=now
                 )
 
-            return await self._finish(tx_id, failed, only_if=S.NEEDS_REVIEW)
+            return await self._finish(tx_id, failed, only_if=S.NEEDS_REVIEW, known=tx)
         except CallDeferred as deferred:
             await self._defer(tx_id, Step.REFUND_B2C, deferred)
             return False
@@ -779,6 +807,7 @@ class SagaRunner:
             tx_id,
             lambda t, now: t.mpesa_disbursement_accepted(conversation_id=accepted_as, now=now),
             only_if=S.NEEDS_REVIEW,
+            known=tx,
         )
         return False  # the result callback wakes us
 
@@ -919,11 +948,13 @@ class SagaRunner:
         *,
         only_if: S | tuple[S, ...],
         steps: Mapping[str, StepRecord] | None = None,
+        known: Transaction | None = None,
     ) -> bool:
         async def apply(uow: PaymentsUnitOfWork, t: Transaction) -> None:
             change(t, uow.clock.now())
 
-        return await self._finish_with(tx_id, apply, only_if=only_if, steps=steps)
+        await self._finish_tx(tx_id, apply, only_if=only_if, steps=steps, known=known)
+        return True
 
     async def _finish_with(
         self,
@@ -932,21 +963,51 @@ class SagaRunner:
         *,
         only_if: S | tuple[S, ...],
         steps: Mapping[str, StepRecord] | None = None,
+        known: Transaction | None = None,
     ) -> bool:
-        """Record a call's answer: apply `change` under the row lock if the transaction is still
-        where the call left it. `steps`: the saga-step journal as this advance left it, when it
-        knows it (then the sweepers are told when to look again)."""
+        await self._finish_tx(tx_id, change, only_if=only_if, steps=steps, known=known)
+        return True
+
+    async def _finish_tx(
+        self,
+        tx_id: TransactionId,
+        change: Callable[[PaymentsUnitOfWork, Transaction], Any],
+        *,
+        only_if: S | tuple[S, ...],
+        steps: Mapping[str, StepRecord] | None = None,
+        known: Transaction | None = None,
+    ) -> Transaction | None:
+        """Record a call's answer: apply `change` if the transaction is still where the call left it;
+        the transaction as committed, or None when it was left alone. `steps`: the saga-step journal
+        as this advance left it, when it knows it (then the sweepers are told when to look again).
+        `known`: the transaction as this process last committed it (the intent before the call):
+        changed and saved as it stands, without reading it again, the save's version check (and
+        the evidence row's status check) standing in for the locked read; when anything changed
+        it meanwhile, read again under the lock and decided on afresh."""
         allowed = (only_if,) if isinstance(only_if, S) else only_if
+        if known is not None and known.status in allowed:
+            try:
+                async with self._uow() as uow:
+                    uow.transactions.resume(known)
+                    await change(uow, known)
+                    if steps is not None:
+                        self._promise(uow, known, steps)
+                    await uow.transactions.save(known)
+                    await uow.commit()
+                return known
+            except ConcurrentModification:
+                # `known` is spent (changed in memory, not saved): the stored state decides.
+                log.info("saga.changed_meanwhile", transaction_id=str(tx_id))
         async with self._uow() as uow:
             tx = await uow.transactions.get_for_update(tx_id)
             if tx is None or tx.status not in allowed:
-                return True
+                return None
             await change(uow, tx)
             if steps is not None:
                 self._promise(uow, tx, steps)
             await uow.transactions.save(tx)
             await uow.commit()
-        return True
+        return tx
 
 
 def _started(

@@ -41,7 +41,7 @@ from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
-from domain.shared.errors import InvalidValue
+from domain.shared.errors import ConcurrentModification, InvalidValue
 from domain.shared.ids import TransactionId, UserId
 from domain.user.user import User
 from domain.wallet.deriv_rules import DerivTransferLimits
@@ -156,7 +156,7 @@ class WithdrawalOrchestrator:
             )
         except CallRefused as refused:
             reason = f"Deriv refused to send the verification code: {refused.reason}"
-            await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.PENDING)
+            await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.PENDING, known=tx)
             raise PaymentRefused(reason) from None
         except CallDeferred as deferred:
             raise DerivBusy.held_back(deferred, "the code request", "send the same request again") from None
@@ -164,7 +164,7 @@ class WithdrawalOrchestrator:
             # PENDING stays: the same request again asks again; else the sweeper fails it (no money
             # can move without a code).
             raise ServiceUnavailable(f"Deriv is not answering: {lost.reason}") from None
-        return await self._change(tx.id, lambda t, now: t.withdrawal_code_sent(now=now), S.PENDING)
+        return await self._change(tx.id, lambda t, now: t.withdrawal_code_sent(now=now), S.PENDING, known=tx)
 
     async def confirm_withdrawal(
         self, *, user_id: UserId, transaction_id: TransactionId, verification_code: str
@@ -198,26 +198,35 @@ class WithdrawalOrchestrator:
             )
         except CallRefused as refused:
             reason = f"Deriv refused the withdrawal: {refused.reason}"
-            await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.AWAITING_WITHDRAWAL_CODE)
+            await self._change(
+                tx.id, lambda t, now: t.fail(reason, now=now), S.AWAITING_WITHDRAWAL_CODE, known=tx
+            )
             raise VerificationCodeRejected(reason, field="verification_code") from None
         except CallDeferred as deferred:
             # Held back before it reached Deriv: the code is unused, so the user confirms again with
             # it. (A plain CallUnavailable may follow a frame that left: that one stays requested.)
             await self._change(
-                tx.id, lambda t, now: t.deriv_withdrawal_not_sent(now=now), S.AWAITING_WITHDRAWAL_CODE
+                tx.id,
+                lambda t, now: t.deriv_withdrawal_not_sent(now=now),
+                S.AWAITING_WITHDRAWAL_CODE,
+                known=tx,
             )
             raise DerivBusy.held_back(deferred, "the withdrawal", "confirm with the same code") from None
         except (CallUnavailable, CallOutcomeUnknown) as lost:
             log.warning("withdrawal.debit_unresolved", transaction_id=str(tx.id), error=lost.reason)
             if isinstance(lost, CallOutcomeUnknown):
                 note = f"Deriv withdrawal: {lost.reason}"
-                await self._change(
-                    tx.id, lambda t, now: t.mark_outcome_unknown(note, now=now), S.AWAITING_WITHDRAWAL_CODE
+                return await self._change(
+                    tx.id,
+                    lambda t, now: t.mark_outcome_unknown(note, now=now),
+                    S.AWAITING_WITHDRAWAL_CODE,
+                    known=tx,
                 )
             return await self._get(tx.id)  # the sweeper resolves it without the code
         self._checkpoint("withdrawal.debit.after_call")
-        await self._saga.record_deriv_withdrawal(tx.id, receipt.deriv_transaction_id)
-        return await self._get(tx.id)
+        # From the state just committed (this call owns it), not read again when nothing moved it
+        done = await self._saga.record_deriv_withdrawal(tx.id, receipt.deriv_transaction_id, known=tx)
+        return done if done is not None else await self._get(tx.id)
 
     def use_rest_tokens(self, rest_token: Callable[[UserId], Awaitable[str]]) -> None:
         """Take REST users' tokens from here (wired after construction where the identity service
@@ -248,8 +257,26 @@ class WithdrawalOrchestrator:
         return tx
 
     async def _change(
-        self, tx_id: TransactionId, change: Callable[[Transaction, datetime], None], expected: S
+        self,
+        tx_id: TransactionId,
+        change: Callable[[Transaction, datetime], None],
+        expected: S,
+        *,
+        known: Transaction | None = None,
     ) -> Transaction:
+        """`change` the transaction if it is still `expected`. `known`: as this request last read or
+        committed it, changed and saved without reading it again (the save's version check stands
+        in for the lock); read again, locked, when anything moved it meanwhile."""
+        if known is not None and known.status is expected:
+            try:
+                async with self._uow() as uow:
+                    uow.transactions.resume(known)
+                    change(known, uow.clock.now())
+                    await uow.transactions.save(known)
+                    await uow.commit()
+                return known
+            except ConcurrentModification:
+                pass  # `known` is spent: the stored state decides
         async with self._uow() as uow:
             tx = await uow.transactions.get_for_update(tx_id)
             assert tx is not None
