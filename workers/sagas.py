@@ -12,12 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.payments.decisions import next_due
 from application.payments.saga import SagaRunner
+from domain.payments.events import (
+    DepositInitiated,
+    MpesaCallbackReceived,
+    MpesaDisbursementCompleted,
+    MpesaDisbursementFailed,
+    MpesaDisbursementOutcomeUnknown,
+    RefundRequested,
+    ReviewRetryApproved,
+    TransactionStatusChanged,
+)
 from domain.payments.status import TransactionStatus, TransactionType
 from domain.shared.clock import Clock, SystemClock
 from domain.shared.ids import TransactionId
@@ -35,32 +46,38 @@ SAGA_STREAMS = ("penpay.payments", "penpay.mpesa")
 
 # Events after which a transaction may have something to do now.
 WAKE_UPS = (
-    "DepositInitiated",
-    "TransactionStatusChanged",
-    # The aggregate's, on stream penpay.payments: an STK callback or a B2C result recorded
-    "MpesaCallbackReceived",
-    "MpesaDisbursementOutcomeUnknown",  # B2C queue timeout
-    "MpesaDisbursementCompleted",  # Transaction Status confirmed the payout
-    "MpesaDisbursementFailed",  # Transaction Status: the payout was not made
+    *(
+        event.event_type
+        for event in (
+            DepositInitiated,
+            TransactionStatusChanged,
+            # The aggregate's, on stream penpay.payments: an STK callback or a B2C result recorded
+            MpesaCallbackReceived,
+            MpesaDisbursementOutcomeUnknown,  # B2C queue timeout
+            MpesaDisbursementCompleted,  # Transaction Status confirmed the payout
+            MpesaDisbursementFailed,  # Transaction Status: the payout was not made
+            RefundRequested,
+            ReviewRetryApproved,
+        )
+    ),
     # The adapter's old names (stream penpay.mpesa), from before the aggregate wrote the evidence:
     # outbox rows a relay had not published yet are renamed by migration 0025, but messages already
-    # in the Redis streams (pending, or re-delivered) keep them, so they still wake the saga.
+    # in the Redis streams (pending, or re-delivered) keep them, so they still wake the saga. No
+    # class carries them any more: they are names on the wire only.
     "MpesaStkCallbackRecorded",
     "MpesaB2CResultRecorded",
     "MpesaB2COutcomeUnknown",
     "MpesaB2CConfirmed",
-    "RefundRequested",
-    "ReviewRetryApproved",
 )
 
 
 def saga_consumer(
-    bus: MessageBus, engine: AsyncEngine, saga: SagaRunner, *, clock: Clock | None = None, **options: object
+    bus: MessageBus, engine: AsyncEngine, saga: SagaRunner, *, clock: Clock | None = None, **options: Any
 ) -> EventConsumer:
-    consumer = EventConsumer(bus, engine, group=SAGA_GROUP, streams=SAGA_STREAMS, clock=clock, **options)  # type: ignore[arg-type]
+    consumer = EventConsumer(bus, engine, group=SAGA_GROUP, streams=SAGA_STREAMS, clock=clock, **options)
 
     async def wake(event: EventEnvelope) -> None:
-        if event.event_type == "TransactionStatusChanged" and not wakes_the_saga(event):
+        if event.event_type == TransactionStatusChanged.event_type and not wakes_the_saga(event):
             return
         await saga.advance(TransactionId.from_str(event.aggregate_id))
 

@@ -71,8 +71,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def _check(args: argparse.Namespace, url: str) -> Any:
-    from persistence.consistency.check import check_consistency
-    from persistence.engine import create_engine
+    from penpay.wiring.check import check_database
     from proving.simulator_books import fetch_simulator_books
 
     books = await fetch_simulator_books(
@@ -82,17 +81,9 @@ async def _check(args: argparse.Namespace, url: str) -> Any:
         deriv_opening_balance_cents=args.deriv_opening_balance_cents,
         reference_prefix=args.deriv_reference_prefix,
     )
-    engine = create_engine(url, pool_size=1)
-    try:
-        return await check_consistency(
-            engine,
-            now=datetime.now(UTC),
-            stale_after=args.stale_after,
-            books=books,
-            max_rows=args.max_rows,
-        )
-    finally:
-        await engine.dispose()
+    return await check_database(
+        url, now=datetime.now(UTC), stale_after=args.stale_after, books=books, max_rows=args.max_rows
+    )
 
 
 def _cents(value: int) -> str:
@@ -172,7 +163,7 @@ def render(report: Any, database: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from penpay.settings import get_settings
-    from persistence.migrate import schema_problem
+    from penpay.wiring.check import schema_problem
     from persistence.urls import redact
     from proving.simulator_books import BooksUnavailable
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import grpc
 
@@ -58,7 +59,17 @@ from security.notify import DevelopmentNotifier
 from security.proxies import TrustedProxies
 from workers.bus import MessageBus
 
-DEFAULT = object()  # "build it from settings"
+if TYPE_CHECKING:
+    from penpay_api.services.ops import ConsistencyCheck
+
+
+class FromSettings(Enum):
+    """'Build it from settings' (None means 'none at all'): an enum, so the type checker narrows it."""
+
+    DEFAULT = "from settings"
+
+
+DEFAULT: Final = FromSettings.DEFAULT
 
 
 def is_production(core: Core) -> bool:
@@ -106,15 +117,15 @@ def build_api(
     core: Core,
     *,
     grpc_addr: str | None = None,
-    metrics_addr: str | object | None = DEFAULT,
+    metrics_addr: str | Literal[FromSettings.DEFAULT] | None = DEFAULT,
     tokens: RoleAwareAccessTokens | None = None,
     hasher: PasswordHasher | None = None,
     notifier: Notifier | None = None,
     deriv: DerivAccountGateway | None = None,
     deriv_oauth: DerivOAuth | None = None,
     rate_limiter: RateLimiter | None = None,
-    payments: Payments | object | None = DEFAULT,
-    consistency_check: Callable[..., Awaitable[Any]] | object | None = DEFAULT,
+    payments: Payments | Literal[FromSettings.DEFAULT] | None = DEFAULT,
+    consistency_check: ConsistencyCheck | Literal[FromSettings.DEFAULT] | None = DEFAULT,
     dev_services: bool | None = None,
     extra_services: list[Service] | None = None,
     extra_handlers: list[grpc.GenericRpcHandler] | None = None,
@@ -287,7 +298,7 @@ def build_api(
                 engine=core.engine,
                 bus=bus,
                 clock=core.clock,
-                consistency_check=consistency_check,  # type: ignore[arg-type]
+                consistency_check=consistency_check,
                 review=review,
                 paybill=PaybillSuspenseReview(
                     unit_of_work=core.unit_of_work,
@@ -365,7 +376,7 @@ def build_api(
         idempotency=idempotency,
         clock=core.clock,
         grpc_addr=grpc_addr or s.grpc_addr,
-        metrics_addr=s.metrics_addr if metrics_addr is DEFAULT else metrics_addr,  # type: ignore[arg-type]
+        metrics_addr=s.metrics_addr if metrics_addr is DEFAULT else metrics_addr,
         trusted_proxies=TrustedProxies.parse(s.trusted_proxies),
         extra_handlers=extra_handlers or (),
         sessions=SqlSessionCheck(core.engine),
