@@ -138,7 +138,7 @@ class OutboxRelay:
         delay = self.poll_interval
         held: AsyncConnection | None = None  # MariaDB: one connection for the whole loop
         loop = asyncio.get_running_loop()
-        next_rollup = loop.time()
+        next_rollup = loop.time() + self.rollup_interval
         try:
             while not stop.is_set():
                 if loop.time() >= next_rollup:
