@@ -16,9 +16,17 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from domain.payments.status import TERMINAL_STATUSES
 from domain.wallet.account_kind import AccountKind, LedgerSide
-from persistence.tables import audit_logs, audit_pending, ledger_accounts, ledger_entries, transactions
+from persistence import ledger_balances
+from persistence.tables import (
+    audit_logs,
+    audit_pending,
+    ledger_accounts,
+    ledger_balance_deltas,
+    ledger_entries,
+    transactions,
+)
 
-_a, _e, _t = ledger_accounts, ledger_entries, transactions
+_a, _d, _e, _t = ledger_accounts, ledger_balance_deltas, ledger_entries, transactions
 _NO_OVERDRAFT_KINDS = [k.value for k in AccountKind if k.default_no_overdraft]
 _DEBIT = LedgerSide.DEBIT.value
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
@@ -59,16 +67,17 @@ class AccountProblem:
 
 async def overdrawn_accounts(connection: AsyncConnection, *, limit: int = 100) -> list[AccountProblem]:
     """Accounts that may not be overdrawn (their flag, or a kind whose default says so) below zero."""
+    balance = ledger_balances.balance()
     rows = await connection.execute(
-        select(_a.c.code, _a.c.kind, _a.c.currency, _a.c.balance_cents)
+        select(_a.c.code, _a.c.kind, _a.c.currency, balance.label("balance"))
         .where(
             or_(_a.c.no_overdraft.is_(True), _a.c.kind.in_(_NO_OVERDRAFT_KINDS)),
-            _a.c.balance_cents < 0,
+            balance < 0,
         )
         .order_by(_a.c.code)
         .limit(limit)
     )
-    return [AccountProblem(r.code, r.kind, r.currency, int(r.balance_cents)) for r in rows]
+    return [AccountProblem(r.code, r.kind, r.currency, int(r.balance)) for r in rows]
 
 
 async def touched_since(
@@ -86,9 +95,15 @@ async def touched_since(
 async def balance_mismatches(
     connection: AsyncConnection, account_ids: list[uuid.UUID], *, chunk: int = 500
 ) -> list[AccountProblem]:
-    """Of these accounts, those whose stored balance is not what their entries add up to (on the
-    account's normal side)."""
+    """Of these accounts, those whose stored balance (balance_cents and the changes not yet rolled
+    up) is not what their entries add up to (on the account's normal side)."""
     found: list[AccountProblem] = []
+    unrolled = (
+        select(_d.c.account_id.label("account_id"), func.sum(_d.c.delta_cents).label("pending"))
+        .group_by(_d.c.account_id)
+        .subquery("unrolled")
+    )
+    stored = _a.c.balance_cents + func.coalesce(unrolled.c.pending, 0)
     normal_net = case(
         (_a.c.normal_side == _DEBIT, func.coalesce(func.sum(_signed()), 0)),
         else_=-func.coalesce(func.sum(_signed()), 0),
@@ -96,16 +111,26 @@ async def balance_mismatches(
     for start in range(0, len(account_ids), chunk):
         part = account_ids[start : start + chunk]
         rows = await connection.execute(
-            select(_a.c.code, _a.c.kind, _a.c.currency, _a.c.balance_cents, normal_net.label("computed"))
-            .select_from(_a.outerjoin(_e, _e.c.account_id == _a.c.id))
+            select(_a.c.code, _a.c.kind, _a.c.currency, stored.label("stored"), normal_net.label("computed"))
+            .select_from(
+                _a.outerjoin(_e, _e.c.account_id == _a.c.id).outerjoin(
+                    unrolled, unrolled.c.account_id == _a.c.id
+                )
+            )
             .where(_a.c.id.in_(part))
-            .group_by(_a.c.id, _a.c.code, _a.c.kind, _a.c.currency, _a.c.balance_cents, _a.c.normal_side)
+            .group_by(
+                _a.c.id,
+                _a.c.code,
+                _a.c.kind,
+                _a.c.currency,
+                _a.c.balance_cents,
+                _a.c.normal_side,
+                unrolled.c.pending,
+            )
         )
         for r in rows:
-            if int(r.balance_cents) != int(r.computed):
-                found.append(
-                    AccountProblem(r.code, r.kind, r.currency, int(r.balance_cents), int(r.computed))
-                )
+            if int(r.stored) != int(r.computed):
+                found.append(AccountProblem(r.code, r.kind, r.currency, int(r.stored), int(r.computed)))
     return sorted(found, key=lambda p: p.code)
 
 
@@ -128,10 +153,11 @@ async def float_balance(
 ) -> int:
     """The float's balance (debit-normal) now, or as its entries stood at `at`."""
     if at is None:
+        float_rows = (_a.c.kind == kind.value, _a.c.currency == currency)
         stored = await connection.execute(
-            select(func.coalesce(func.sum(_a.c.balance_cents), 0)).where(
-                _a.c.kind == kind.value, _a.c.currency == currency
-            )
+            select(
+                func.coalesce(func.sum(_a.c.balance_cents), 0) + ledger_balances.unrolled_total(*float_rows)
+            ).where(*float_rows)
         )
         return int(stored.scalar_one())
     net = await connection.execute(

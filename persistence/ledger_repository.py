@@ -2,18 +2,22 @@
 
 Statements are built once at import (bindparam) because building them per call costs more
 than the database round trips here (see ../shared/anchors/performance-facts.md).
-Concurrency: accounts are read with SELECT ... FOR UPDATE in id order (no deadlock between
-two postings on the same pair), and balances are written back with a version check.
+Concurrency: accounts a posting must hold (user wallets; a no-overdraft float money leaves) are
+read with SELECT ... FOR UPDATE in id order (no deadlock between two postings on the same pair),
+and balances are written back with a version check. The other accounts (hot system accounts) are
+neither locked nor updated: the posting inserts its change for each into ledger_balance_deltas,
+in the same transaction, and ledger_rollup adds those into the balances later.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, case, insert, or_, select, update
+from sqlalchemy import Engine, Row, Select, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,7 +28,9 @@ from domain.wallet.account_kind import AccountKind
 from domain.wallet.ledger_account import LedgerAccount, system_account_code, user_wallet_code
 from domain.wallet.money import Currency
 from domain.wallet.posting import Posting
-from persistence.tables import ledger_accounts, ledger_entries, ledger_postings
+from domain.wallet.posting_service import RolledUpChange
+from persistence import ledger_balances
+from persistence.tables import ledger_accounts, ledger_balance_deltas, ledger_entries, ledger_postings
 
 _SELECT_FOR_UPDATE = (
     select(ledger_accounts)
@@ -32,7 +38,23 @@ _SELECT_FOR_UPDATE = (
     .order_by(ledger_accounts.c.id)
     .with_for_update()
 )
-_SELECT_BY_CODE = select(ledger_accounts).where(ledger_accounts.c.code == bindparam("code"))
+# A plain read shows the balance with its changes not yet rolled up; only a locked read (whose
+# account then has none pending but those unrolled_for_update takes) reads balance_cents alone.
+_SELECT_BY_CODE: Select[Any] = select(
+    *[c for c in ledger_accounts.c if c.name != "balance_cents"],
+    ledger_balances.balance().label("balance_cents"),
+).where(ledger_accounts.c.code == bindparam("code"))
+_SELECT_LOCKED_BY_CODE = select(ledger_accounts).where(ledger_accounts.c.code == bindparam("code"))
+_SELECT_BY_IDS = select(ledger_accounts).where(ledger_accounts.c.id.in_(bindparam("ids", expanding=True)))
+_d = ledger_balance_deltas
+_SELECT_UNROLLED_FOR_UPDATE = (
+    select(_d.c.id, _d.c.account_id, _d.c.delta_cents)
+    .where(_d.c.account_id.in_(bindparam("ids", expanding=True)))
+    .with_for_update()
+)
+_DELETE_ROLLED = delete(_d).where(_d.c.id.in_(bindparam("ids", expanding=True)))
+_INSERT_DELTA = insert(_d)
+_SUM_UNROLLED = select(ledger_balances.unrolled(bindparam("account_id")))
 _INSERT_ACCOUNT = insert(ledger_accounts)
 _INSERT_POSTING = insert(ledger_postings)
 _INSERT_ENTRY = insert(ledger_entries)
@@ -83,6 +105,11 @@ def account_row(account: LedgerAccount) -> dict[str, Any]:
 # Account code -> id, per database (engine), of accounts read back committed: a posting names its
 # accounts by code, and reading each id every time was a statement per account per posting.
 _KNOWN_IDS: weakref.WeakKeyDictionary[Engine, dict[str, LedgerAccountId]] = weakref.WeakKeyDictionary()
+# Account id -> the account as once read committed (kind, currency, rule never change): what
+# describe_accounts needs to check a posting and choose what to lock, without a read.
+_KNOWN_ACCOUNTS: weakref.WeakKeyDictionary[Engine, dict[LedgerAccountId, LedgerAccount]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _code(kind: AccountKind, currency: Currency, user_id: UserId | None) -> str:
@@ -97,6 +124,43 @@ class SqlLedgerRepository:
         self._loaded_versions: dict[LedgerAccountId, int] = {}
         # Accounts this unit of work created: not remembered, as it may still roll back.
         self._created: set[str] = set()
+        # Rows of ledger_balance_deltas taken by unrolled_for_update, per account: deleted when
+        # that account's balance (which now includes them) is saved.
+        self._rolled_in: dict[LedgerAccountId, list[int]] = {}
+
+    def _remember(self, accounts: Iterable[LedgerAccount]) -> None:
+        known = _KNOWN_ACCOUNTS.setdefault(self._connection.sync_engine, {})
+        for account in accounts:
+            if account.code not in self._created:
+                known.setdefault(account.id, dataclasses.replace(account))
+
+    async def describe_accounts(
+        self, ids: Collection[LedgerAccountId]
+    ) -> dict[LedgerAccountId, LedgerAccount]:
+        known = _KNOWN_ACCOUNTS.setdefault(self._connection.sync_engine, {})
+        found = {i: dataclasses.replace(known[i]) for i in ids if i in known}
+        missing = sorted(i.value for i in ids if i not in found)
+        if missing:
+            rows = await self._connection.execute(_SELECT_BY_IDS, {"ids": missing})
+            read = [account_from_row(row) for row in rows]
+            self._remember(read)
+            found.update((account.id, account) for account in read)
+        return found
+
+    async def unrolled_for_update(self, ids: Collection[LedgerAccountId]) -> dict[LedgerAccountId, int]:
+        # A locking read: the rows committed now, whatever this transaction's snapshot, and it
+        # waits for any still being written (rare: only a float found short comes here).
+        if not ids:
+            return {}
+        rows = (
+            await self._connection.execute(_SELECT_UNROLLED_FOR_UPDATE, {"ids": sorted(i.value for i in ids)})
+        ).all()
+        sums: dict[LedgerAccountId, int] = {}
+        for row in rows:
+            account_id = LedgerAccountId(row.account_id)
+            sums[account_id] = sums.get(account_id, 0) + int(row.delta_cents)
+            self._rolled_in.setdefault(account_id, []).append(int(row.id))
+        return sums
 
     async def account_id(
         self, *, kind: AccountKind, currency: Currency, user_id: UserId | None = None
@@ -117,6 +181,8 @@ class SqlLedgerRepository:
         accounts = [account_from_row(row) for row in result]
         for account in accounts:
             self._loaded_versions[account.id] = account.version
+            self._rolled_in.pop(account.id, None)  # read afresh: rows taken before are not in it
+        self._remember(accounts)
         return {account.id: account for account in accounts}
 
     async def get_or_create_account(
@@ -140,15 +206,22 @@ class SqlLedgerRepository:
         except IntegrityError:
             # Created concurrently: a locking read sees the latest committed row even under
             # REPEATABLE READ, where a plain read would still show our older snapshot.
-            locked = await self._connection.execute(_SELECT_BY_CODE.with_for_update(), {"code": code})
-            return account_from_row(locked.one())
+            locked = await self._connection.execute(_SELECT_LOCKED_BY_CODE.with_for_update(), {"code": code})
+            found = account_from_row(locked.one())
+            found.balance_minor += int(
+                (await self._connection.execute(_SUM_UNROLLED, {"account_id": found.id.value})).scalar_one()
+            )
+            return found
         return account
 
     async def add_posting(self, posting: Posting) -> None:
         await self.add_postings([posting])
 
-    async def add_postings(self, postings: Sequence[Posting]) -> None:
-        """Every posting in one insert, every entry of them in another."""
+    async def add_postings(
+        self, postings: Sequence[Posting], rolled_up: Sequence[RolledUpChange] = ()
+    ) -> None:
+        """Every posting in one insert, every entry of them in another, the changes left to the
+        roll-up in a third."""
         if not postings:
             return
         await self._connection.execute(
@@ -181,6 +254,18 @@ class SqlLedgerRepository:
                 for entry in posting.entries
             ],
         )
+        if rolled_up:
+            await self._connection.execute(
+                _INSERT_DELTA,
+                [
+                    {
+                        "account_id": change.account_id.value,
+                        "posting_id": change.posting_id.value,
+                        "delta_cents": change.change_minor,
+                    }
+                    for change in rolled_up
+                ],
+            )
 
     async def save_accounts(self, accounts: Iterable[LedgerAccount]) -> None:
         """Every balance in one UPDATE (a CASE per column), each row matched with the version it
@@ -194,6 +279,10 @@ class SqlLedgerRepository:
             if version is None:
                 raise ConcurrentModification(f"account {account.code} was not loaded for update")
             old[account.id] = version
+        rolled_in = [row for account in changed for row in self._rolled_in.pop(account.id, [])]
+        if rolled_in:
+            # locked by unrolled_for_update, so all still there: now part of the balance saved
+            await self._connection.execute(_DELETE_ROLLED, {"ids": rolled_in})
         now: datetime = self._clock.now()
         if len(changed) == 1:
             account = changed[0]

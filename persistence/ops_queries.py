@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.payments.status import TERMINAL_STATUSES, TransactionStatus
 from domain.wallet.account_kind import LedgerSide
+from persistence import ledger_balances
 from persistence.tables import (
     domain_events,
     ledger_accounts,
@@ -115,7 +116,7 @@ async def reconciliation_report(
     async with engine.connect() as connection:
         kinds = (
             await connection.execute(
-                select(a.c.kind, a.c.currency, func.sum(a.c.balance_cents), func.count())
+                select(a.c.kind, a.c.currency, func.sum(ledger_balances.balance(a)), func.count())
                 .group_by(a.c.kind, a.c.currency)
                 .order_by(a.c.kind, a.c.currency)
             )

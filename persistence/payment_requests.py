@@ -22,6 +22,7 @@ from application.identity.ports import Usage, UsageQuery
 from application.payments.requests import RequestKey, RequestRead, StoredRequest
 from domain.payments.status import TransactionStatus
 from domain.shared.ids import TransactionId, UserId, new_uuid7
+from persistence import ledger_balances
 from persistence.idempotency_store import RETENTION
 from persistence.tables import (
     deriv_accounts,
@@ -61,7 +62,7 @@ _MOVED_MONEY = _t.c.status.not_in(_NO_MONEY_MOVED)
 
 
 _FLOAT_BALANCE = (
-    select(ledger_accounts.c.balance_cents)
+    select(ledger_balances.balance())  # the changes not yet rolled up included
     .where(ledger_accounts.c.code == bindparam("b_float_code"))
     .scalar_subquery()
 )

@@ -23,6 +23,7 @@ from application.reconciliation.rules import CLASSES, Amount, ItemClass
 from domain.shared.ids import new_uuid7
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
+from persistence import ledger_balances
 from persistence.reconciliation_closing import record_of
 from persistence.tables import (
     c2b_payments,
@@ -355,7 +356,7 @@ class SqlReconciliationStore:
         async with self._engine.connect() as conn:
             value = (
                 await conn.execute(
-                    select(func.sum(a.c.balance_cents)).where(
+                    select(func.sum(ledger_balances.balance(a))).where(
                         a.c.kind == float_kind, a.c.currency == currency
                     )
                 )

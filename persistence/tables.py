@@ -369,6 +369,26 @@ ledger_entries = Table(
     Index(None, "posting_id"),
 )
 
+# Hot accounts (migration 0026): a posting does not lock or update a system account that no rule
+# guards (FX, spread, fees, suspense, ...), nor a float it only pays into; it writes here what it
+# changed, one row per posting and account, in its own transaction. A roll-up (the relay daemon's)
+# later adds the rows into ledger_accounts.balance_cents and deletes them in one transaction, so at
+# every commit an account's balance is balance_cents + SUM(delta_cents) of its rows here, which the
+# consistency checker proves equal to SUM(its entries). Kept apart from ledger_entries, which no
+# UPDATE or DELETE may touch, and so that roll-up deletes exactly the rows it read, whatever order
+# they committed in (a cursor over entry ids could skip one committed late).
+ledger_balance_deltas = Table(
+    "ledger_balance_deltas",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("account_id", UUIDv7(), nullable=False),
+    Column("posting_id", UUIDv7(), nullable=False),
+    # on the account's normal side, like balance_cents
+    Column("delta_cents", BigInteger, nullable=False),
+    UniqueConstraint("posting_id", "account_id"),
+    Index(None, "account_id"),
+)
+
 # --- Deriv gateway journal -------------------------------------------------------------
 
 # The gateway's own write-ahead record of every money-moving Deriv call: "sending" is

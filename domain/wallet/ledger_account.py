@@ -85,9 +85,18 @@ class LedgerAccount:
     def balance(self) -> Money:
         return Money(self.balance_minor, self.currency)
 
-    def balance_after(self, entries: Iterable[LedgerEntry]) -> int:
-        """The balance these entries would leave, checked but not applied."""
-        new_balance = self.balance_minor
+    def serialises(self, change_minor: int) -> bool:
+        """Whether a posting changing this balance by `change_minor` must hold the account (lock
+        it, check, update it) rather than leave the change to be rolled up later: a user's wallet
+        always (what the user sees and spends), another account with the no-overdraft rule when
+        money leaves it. Money coming in cannot overdraw, and an account with no such rule has
+        nothing to check, so those changes need no order between postings."""
+        return self.kind is AccountKind.USER_WALLET or (self.no_overdraft and change_minor < 0)
+
+    def change_of(self, entries: Iterable[LedgerEntry]) -> int:
+        """What these entries change the balance by (normal side), checked to be this account's
+        and in its currency; no overdraft check (that needs the balance: `balance_after`)."""
+        change = 0
         for entry in entries:
             if entry.account_id != self.id:
                 raise UnknownLedgerAccount(f"entry {entry.id} is not for account {self.code}")
@@ -95,7 +104,16 @@ class LedgerAccount:
                 raise CurrencyMismatch(
                     f"account {self.code} holds {self.currency}, not {entry.amount.currency}"
                 )
-            new_balance += entry.signed_minor(self.normal_side)
+            change += entry.signed_minor(self.normal_side)
+        return change
+
+    def roll_in(self, change_minor: int) -> None:
+        """Add changes booked earlier without this account held (rolled up from their rows)."""
+        self.balance_minor += change_minor
+
+    def balance_after(self, entries: Iterable[LedgerEntry]) -> int:
+        """The balance these entries would leave, checked but not applied."""
+        new_balance = self.balance_minor + self.change_of(entries)
         if self.no_overdraft and new_balance < 0:
             raise Overdraft(
                 f"account {self.code} would go to {Money(new_balance, self.currency)}; it cannot be overdrawn"

@@ -10,6 +10,7 @@ from domain.wallet.account_kind import AccountKind
 from domain.wallet.ledger_account import LedgerAccount
 from domain.wallet.money import Currency
 from domain.wallet.posting import Posting
+from domain.wallet.posting_service import RolledUpChange
 
 
 class LedgerRepository(Protocol):
@@ -17,6 +18,19 @@ class LedgerRepository(Protocol):
         self, ids: Collection[LedgerAccountId]
     ) -> dict[LedgerAccountId, LedgerAccount]:
         """Lock and load these accounts (in id order, to avoid deadlocks); missing ids are absent."""
+        ...
+
+    async def describe_accounts(
+        self, ids: Collection[LedgerAccountId]
+    ) -> dict[LedgerAccountId, LedgerAccount]:
+        """What these accounts are (kind, currency, rule), without locking them: enough to check a
+        posting's lines and decide which accounts it must hold. Their balances are not to be used
+        (an implementation may remember accounts, which never change but for their balance)."""
+        ...
+
+    async def unrolled_for_update(self, ids: Collection[LedgerAccountId]) -> dict[LedgerAccountId, int]:
+        """For accounts this unit of work holds: lock their changes not yet rolled up and return
+        their sum per account; the next save_accounts rolls them in (writes them off the list)."""
         ...
 
     async def get_or_create_account(
@@ -34,8 +48,11 @@ class LedgerRepository(Protocol):
 
     async def add_posting(self, posting: Posting) -> None: ...
 
-    async def add_postings(self, postings: Sequence[Posting]) -> None:
-        """Write these postings and all their entries (one insert each where the store allows)."""
+    async def add_postings(
+        self, postings: Sequence[Posting], rolled_up: Sequence[RolledUpChange] = ()
+    ) -> None:
+        """Write these postings and all their entries (one insert each where the store allows),
+        and the changes of accounts left to the roll-up."""
         ...
 
     async def save_accounts(self, accounts: Iterable[LedgerAccount]) -> None:

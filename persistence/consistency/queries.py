@@ -12,6 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from domain.payments.status import TERMINAL_STATUSES, TransactionType
 from domain.wallet.account_kind import AccountKind, LedgerSide
+from persistence import ledger_balances
 from persistence.tables import ledger_accounts as _a
 from persistence.tables import ledger_entries as _e
 from persistence.tables import transactions as _t
@@ -127,7 +128,8 @@ async def float_totals(connection: AsyncConnection, kind: AccountKind, currency:
         .select_from(_e.join(_a, _a.c.id == _e.c.account_id))
         .where(_a.c.kind == kind.value, _e.c.amount_currency == currency, _e.c.transaction_id.is_not(None))
     )
+    float_rows = (_a.c.kind == kind.value, _a.c.currency == currency)
     balance = await connection.scalar(
-        select(func.sum(_a.c.balance_cents)).where(_a.c.kind == kind.value, _a.c.currency == currency)
+        select(func.sum(_a.c.balance_cents) + ledger_balances.unrolled_total(*float_rows)).where(*float_rows)
     )
     return as_int(movement), as_int(balance)

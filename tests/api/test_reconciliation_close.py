@@ -11,13 +11,14 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from penpay.ops.v1 import ops_pb2
 from sqlalchemy import func, select
 
 from application.reconciliation.ports import Item
 from application.reconciliation.rules import Amount, ItemClass
-from penpay.ops.v1 import ops_pb2
 from penpay_api.auth import APPROVER_ROLE, VIEWER_ROLE
 from penpay_api.errors import parse_status
+from persistence import ledger_balances
 from persistence.reconciliation import SqlReconciliationStore
 from persistence.tables import audit_logs, ledger_accounts, ledger_postings, reconciliation_items
 from tests.floats import fund_test_floats
@@ -193,7 +194,7 @@ async def balance(api: Harness, kind: str, currency: str) -> int:
     async with api.core.engine.connect() as conn:
         value = (
             await conn.execute(
-                select(func.sum(a.c.balance_cents)).where(a.c.kind == kind, a.c.currency == currency)
+                select(func.sum(ledger_balances.balance(a))).where(a.c.kind == kind, a.c.currency == currency)
             )
         ).scalar_one_or_none()
     return int(value or 0)

@@ -22,6 +22,7 @@ from mpesa_adapter.callback_store import (
     BALANCE_QUERY_ANSWERED,
     BALANCE_QUERY_SUBJECT,
 )
+from persistence import ledger_balances
 from persistence.audit import AuditRecord, seal_pending, write_pending
 from persistence.auditor_store import Verdict, read_checkpoint, recent_verdicts, write_checkpoint
 from persistence.tables import audit_logs, ledger_accounts, transactions
@@ -235,7 +236,7 @@ async def test_the_floats_are_compared_with_the_providers_balances(world: World)
         ledger_usd = int(
             (
                 await conn.execute(
-                    sa.select(ledger_accounts.c.balance_cents).where(
+                    sa.select(ledger_balances.balance()).where(
                         ledger_accounts.c.id == world.accounts.deriv_float.value
                     )
                 )
@@ -244,7 +245,7 @@ async def test_the_floats_are_compared_with_the_providers_balances(world: World)
         ledger_kes = int(
             (
                 await conn.execute(
-                    sa.select(ledger_accounts.c.balance_cents).where(
+                    sa.select(ledger_balances.balance()).where(
                         ledger_accounts.c.id == world.accounts.mpesa_float.value
                     )
                 )

@@ -10,6 +10,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from persistence import ledger_balances
 from persistence.tables import ledger_accounts
 from tests.consistency.helpers import World, raw_sql
 
@@ -38,7 +39,7 @@ async def test_audit_once_says_healthy_then_names_what_broke(world: World) -> No
         conn.execute(
             sa.update(ledger_accounts)
             .where(ledger_accounts.c.id == world.accounts.deriv_float.value)
-            .values(balance_cents=-5)
+            .values(balance_cents=-5 - ledger_balances.unrolled(ledger_accounts.c.id))  # the balance: -5
         )
     broken = audit_once(world.url)
     assert broken.returncode == 1, broken.stdout + broken.stderr

@@ -23,6 +23,7 @@ from persistence.tables import (
     deriv_transfers,
     deriv_withdrawals,
     ledger_accounts,
+    ledger_balance_deltas,
     mpesa_disbursements,
     mpesa_requests,
     transactions,
@@ -125,6 +126,17 @@ def _balance_off(sql: sa.Connection, w: World) -> None:
         ledger_accounts.update()
         .where(ledger_accounts.c.id == account)
         .values(balance_cents=ledger_accounts.c.balance_cents + 1)
+    )
+
+
+def _pending_off(sql: sa.Connection, w: World) -> None:
+    # a hot account's change waiting for the roll-up, one cent away from its posting's entries
+    first = sql.execute(sa.select(sa.func.min(ledger_balance_deltas.c.id))).scalar_one()
+    assert first is not None, "the world books hot accounts: some change must be pending"
+    sql.execute(
+        ledger_balance_deltas.update()
+        .where(ledger_balance_deltas.c.id == first)
+        .values(delta_cents=ledger_balance_deltas.c.delta_cents + 1)
     )
 
 
@@ -298,6 +310,8 @@ CORRUPTIONS = {
     "a posting with one debit, per posting": Corruption(_extra_debit, Code.POSTING_UNBALANCED, only=False),
     "a stored balance one cent off": Corruption(_balance_off, Code.BALANCE_MISMATCH),
     "a wallet below zero": Corruption(_negative_wallet, Code.NEGATIVE_BALANCE),
+    # the balance (stored + pending) no longer matches the entries either
+    "a pending change one cent off": Corruption(_pending_off, Code.UNROLLED_MISMATCH, only=False),
     "entries on a missing account": Corruption(_ghost_account, Code.UNKNOWN_ACCOUNT),
     "float funding booked to suspense": Corruption(_funding_to_suspense, Code.FUNDING_IN_SUSPENSE),
     "capital moved against FX": Corruption(_capital_against_fx, Code.CAPITAL_MISUSED),

@@ -12,7 +12,8 @@ from domain.wallet.ledger_account import LedgerAccount
 from domain.wallet.ledger_entry import credit, debit
 from domain.wallet.money import Currency, Money
 from domain.wallet.posting import Posting
-from persistence.tables import ledger_entries, users
+from persistence import ledger_balances
+from persistence.tables import ledger_accounts, ledger_entries, users
 from persistence.unit_of_work import SqlUnitOfWork
 
 
@@ -88,6 +89,7 @@ async def net_by_currency(engine: AsyncEngine) -> dict[str, int]:
 
 
 async def balance_of(engine: AsyncEngine, account: LedgerAccount) -> int:
-    async with SqlUnitOfWork(engine) as uow:
-        accounts = await uow.ledger.get_accounts_for_update([account.id])
-        return accounts[account.id].balance_minor
+    """The balance every reader sees: balance_cents and the changes not yet rolled up."""
+    async with engine.connect() as connection:
+        statement = select(ledger_balances.balance()).where(ledger_accounts.c.id == account.id.value)
+        return int((await connection.execute(statement)).scalar_one())

@@ -19,10 +19,17 @@ from domain.wallet.account_kind import AccountKind as K
 from domain.wallet.ledger_entry import credit, debit
 from domain.wallet.money import Currency, Money
 from domain.wallet.posting import Posting
-from persistence import migrate
+from persistence import ledger_balances, migrate
 from persistence.consistency.check import check_consistency
 from persistence.engine import create_engine
-from persistence.tables import audit_logs, audit_pending, ledger_accounts, ledger_postings
+from persistence.ledger_rollup import roll_up
+from persistence.tables import (
+    audit_logs,
+    audit_pending,
+    ledger_accounts,
+    ledger_balance_deltas,
+    ledger_postings,
+)
 from persistence.unit_of_work import SqlUnitOfWork
 from tests import databases
 
@@ -36,7 +43,7 @@ NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 async def _balance(engine: AsyncEngine, kind: K, currency: Currency) -> int:
     async with engine.connect() as conn:
         value = await conn.scalar(
-            sa.select(sa.func.sum(ledger_accounts.c.balance_cents)).where(
+            sa.select(sa.func.sum(ledger_balances.balance())).where(
                 ledger_accounts.c.kind == kind.value, ledger_accounts.c.currency == currency.value
             )
         )
@@ -101,6 +108,10 @@ def url_at_0016(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 async def _fund_the_old_way(engine: AsyncEngine) -> None:
     """What float_funding booked before 0022: Dr float / Cr SUSPENSE (and out: the mirror), beside
     money that really is unexplained (a reconciliation finding), which must stay in SUSPENSE."""
+    # Booked by today's code, whose postings leave hot accounts' changes to the roll-up: the table
+    # for them stands in for this run only, rolled into the balances as the code of then wrote them.
+    async with engine.begin() as conn:
+        await conn.run_sync(ledger_balance_deltas.create)
     async with SqlUnitOfWork(engine) as uow:
 
         async def account(kind: K, currency: Currency) -> LedgerAccountId:
@@ -121,13 +132,22 @@ async def _fund_the_old_way(engine: AsyncEngine) -> None:
             )
             await book(uow, posting)
         await uow.commit()
+    assert await roll_up(engine, NOW) > 0
+    async with engine.begin() as conn:
+        await conn.run_sync(ledger_balance_deltas.drop)
 
 
 async def test_the_migration_moves_old_funding_out_of_suspense_exactly_once(url_at_0016: str) -> None:
     engine = create_engine(url_at_0016)
     try:
         await _fund_the_old_way(engine)
-        assert await _balance(engine, K.SUSPENSE, KES) == 9_998_000_00 + 123_45
+        async with engine.connect() as conn:  # at 0016 a balance is balance_cents alone
+            suspense = await conn.scalar(
+                sa.select(sa.func.sum(ledger_accounts.c.balance_cents)).where(
+                    ledger_accounts.c.kind == K.SUSPENSE.value, ledger_accounts.c.currency == KES.value
+                )
+            )
+        assert suspense == 9_998_000_00 + 123_45
 
         await migrate.upgrade_async(url_at_0016)
 

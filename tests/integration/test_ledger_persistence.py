@@ -11,8 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.ledger import book
 from domain.wallet.errors import Overdraft
+from domain.wallet.ledger_account import LedgerAccount
 from persistence.engine import create_engine
-from persistence.tables import audit_logs, domain_events, ledger_accounts, ledger_entries, ledger_postings
+from persistence.tables import (
+    audit_logs,
+    domain_events,
+    ledger_accounts,
+    ledger_balance_deltas,
+    ledger_entries,
+    ledger_postings,
+)
 from persistence.unit_of_work import SqlUnitOfWork
 from tests.integration.ledger_helpers import balance_of, fund, net_by_currency, pay_out, wallet_and_float
 
@@ -45,13 +53,76 @@ async def test_a_posting_commits_balances_entries_outbox_events_and_audit_togeth
     async with engine.connect() as connection:
         events = (await connection.execute(select(domain_events))).all()
         audits = (await connection.execute(select(audit_logs))).all()
-    assert sorted(e.event_type for e in events) == ["BalanceChanged", "BalanceChanged"]
+    # the wallet is held and changed; the float money only came into waits for the roll-up
+    assert [(e.event_type, e.aggregate_id) for e in events] == [("BalanceChanged", str(wallet.id))]
     assert {e.stream for e in events} == {"penpay.wallet"}
     assert all(e.published_at is None for e in events)
     assert {json.loads(e.payload)["balance_minor"] for e in events} == {100_00}
-    assert sorted(a.action for a in audits) == ["BalanceChanged", "BalanceChanged"]
+    assert [a.action for a in audits] == ["BalanceChanged"]
     assert all(len(a.row_hash) == 64 for a in audits)
     assert await net_by_currency(engine) == {"KES": 0}
+    assert await stored_and_pending(engine, float_account) == (0, [100_00])
+
+
+async def stored_and_pending(engine: AsyncEngine, account: LedgerAccount) -> tuple[int, list[int]]:
+    """(balance_cents, the changes waiting for the roll-up) of `account`."""
+    async with engine.connect() as connection:
+        stored = await connection.scalar(
+            select(ledger_accounts.c.balance_cents).where(ledger_accounts.c.id == account.id.value)
+        )
+        pending = await connection.scalars(
+            select(ledger_balance_deltas.c.delta_cents)
+            .where(ledger_balance_deltas.c.account_id == account.id.value)
+            .order_by(ledger_balance_deltas.c.id)
+        )
+        return int(stored or 0), [int(d) for d in pending]
+
+
+async def test_the_roll_up_moves_pending_changes_into_the_balance_and_nothing_else(
+    engine: AsyncEngine,
+) -> None:
+    from domain.shared.clock import utc_now
+    from persistence.ledger_rollup import roll_up
+
+    wallet, float_account = await wallet_and_float(engine)
+    await fund(engine, wallet, float_account, 30_00)
+    await fund(engine, wallet, float_account, 12_00)
+    assert await stored_and_pending(engine, float_account) == (0, [30_00, 12_00])
+
+    assert await roll_up(engine, utc_now()) == 2
+    assert await stored_and_pending(engine, float_account) == (42_00, [])
+    assert await balance_of(engine, float_account) == 42_00
+    assert await roll_up(engine, utc_now()) == 0
+    assert await stored_and_pending(engine, float_account) == (42_00, [])
+
+
+async def test_the_roll_up_skips_an_account_a_posting_holds(engine: AsyncEngine) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has no row locks")
+    from domain.shared.clock import utc_now
+    from persistence.ledger_rollup import roll_up
+
+    wallet, float_account = await wallet_and_float(engine)
+    await fund(engine, wallet, float_account, 30_00)
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.ledger.get_accounts_for_update([float_account.id])  # a payout holding the float
+        assert await roll_up(engine, utc_now()) == 0  # does not wait for it
+    assert await roll_up(engine, utc_now()) == 1
+    assert await stored_and_pending(engine, float_account) == (30_00, [])
+
+
+async def test_a_float_found_short_rolls_in_what_was_paid_into_it_and_pays_out(engine: AsyncEngine) -> None:
+    wallet, float_account = await wallet_and_float(engine)
+    await fund(engine, wallet, float_account, 30_00)
+    async with SqlUnitOfWork(engine) as uow:
+        accounts = await book(uow, pay_out(wallet, float_account, 25_00))
+        await uow.commit()
+    assert accounts[float_account.id].balance_minor == 5_00
+    assert await stored_and_pending(engine, float_account) == (5_00, [])
+    with pytest.raises(Overdraft):  # what is left, rolled in or not, is all there is
+        async with SqlUnitOfWork(engine) as uow:
+            await book(uow, pay_out(wallet, float_account, 5_01))
+    assert await stored_and_pending(engine, float_account) == (5_00, [])
 
 
 async def test_a_refused_posting_changes_nothing(engine: AsyncEngine) -> None:
@@ -167,11 +238,14 @@ async def test_balances_written_together_are_refused_when_one_changed_since_it_w
 ) -> None:
     from sqlalchemy import update
 
+    from domain.shared.clock import utc_now
     from domain.shared.errors import ConcurrentModification
     from domain.wallet.posting_service import post
+    from persistence.ledger_rollup import roll_up
 
     wallet, float_account = await wallet_and_float(engine)
     await fund(engine, wallet, float_account, 50_00)
+    await roll_up(engine, utc_now())  # the float's balance_cents, read locked, then has it
     async with SqlUnitOfWork(engine) as uow:
         accounts = await uow.ledger.get_accounts_for_update([wallet.id, float_account.id])
         # another writer's change, as the version check would meet it

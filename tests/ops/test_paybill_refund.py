@@ -10,11 +10,12 @@ from typing import Any
 
 import grpc
 import pytest
+from penpay.ops.v1 import ops_pb2 as pb
 from sqlalchemy import func, select
 
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.routes import PATHS, CallbackKind
-from penpay.ops.v1 import ops_pb2 as pb
+from persistence import ledger_balances
 from persistence.tables import (
     audit_logs,
     c2b_payments,
@@ -56,7 +57,7 @@ async def _count(review: Review, table: Any, *where: Any) -> int:
 async def _suspense_kes(review: Review) -> int:
     row = await _one(
         review,
-        select(ledger_accounts.c.balance_cents).where(
+        select(ledger_balances.balance().label("balance_cents")).where(
             ledger_accounts.c.kind == "SUSPENSE", ledger_accounts.c.currency == "KES"
         ),
     )

@@ -20,6 +20,7 @@ from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.routes import PATHS, CallbackKind
+from persistence import ledger_balances
 from persistence.tables import c2b_payments, ledger_accounts, mpesa_callback_reviews, transactions
 from tests.sagas.harness import Stack
 
@@ -67,7 +68,7 @@ async def _deposits_of(stack: Stack, user: UserId) -> list[Any]:
 async def _suspense_kes(stack: Stack) -> int:
     async with stack.engine.connect() as conn:
         rows = await conn.execute(
-            select(ledger_accounts.c.balance_cents).where(
+            select(ledger_balances.balance().label("balance_cents")).where(
                 ledger_accounts.c.kind == AccountKind.SUSPENSE.value, ledger_accounts.c.currency == "KES"
             )
         )

@@ -198,3 +198,57 @@ def test_entries_belong_to_their_posting_and_transaction() -> None:
     )
     assert all(e.posting_id == posting.id and e.transaction_id == tx_id for e in posting.entries)
     assert len({e.id for e in posting.entries}) == 2
+
+
+def test_only_wallets_and_guarded_accounts_money_leaves_are_held() -> None:
+    from domain.wallet.posting_service import to_hold
+
+    wallet = LedgerAccount.user_wallet(UserId.new(), KES)
+    float_ = LedgerAccount.system(AccountKind.MPESA_FLOAT, KES)
+    fx = LedgerAccount.system(AccountKind.FX, KES)
+    accounts = accounts_by_id(wallet, float_, fx)
+    paid_in = Posting.create(
+        lines=[debit(float_.id, kes("5")), credit(wallet.id, kes("5"))], description="in"
+    )
+    paid_out = Posting.create(
+        lines=[debit(wallet.id, kes("5")), credit(float_.id, kes("5"))], description="out"
+    )
+    to_fx = Posting.create(lines=[debit(wallet.id, kes("2")), credit(fx.id, kes("2"))], description="fx")
+
+    assert to_hold([paid_in], accounts) == {wallet.id}  # money into the float: no order needed
+    assert to_hold([paid_out], accounts) == {wallet.id, float_.id}
+    assert to_hold([paid_in, paid_out], accounts) == {wallet.id}  # the float's net change is nil
+    assert to_hold([to_fx], accounts) == {wallet.id}  # FX has no rule to check
+
+
+def test_rolled_up_accounts_are_checked_not_changed_and_their_changes_returned() -> None:
+    from domain.wallet.posting_service import RolledUpChange, post_all
+
+    wallet = LedgerAccount.user_wallet(UserId.new(), KES)
+    float_ = LedgerAccount.system(AccountKind.MPESA_FLOAT, KES)
+    usd_fx = LedgerAccount.system(AccountKind.FX, Currency.USD)
+    posting = Posting.create(
+        lines=[debit(float_.id, kes("7")), credit(wallet.id, kes("7"))], description="in"
+    )
+
+    events, changes = post_all([posting], accounts_by_id(wallet, float_), rolled_up={float_.id})
+
+    assert [(e.account_id, e.balance_minor) for e in events] == [(wallet.id, 700)]
+    assert changes == [RolledUpChange(posting.id, float_.id, 700)]
+    assert (float_.balance_minor, float_.version) == (0, 1)
+    wrong = Posting.create(lines=[debit(usd_fx.id, kes("1")), credit(wallet.id, kes("1"))], description="x")
+    with pytest.raises(CurrencyMismatch):  # a rolled-up account is still checked
+        post_all([wrong], accounts_by_id(wallet, usd_fx), rolled_up={usd_fx.id})
+    assert wallet.balance_minor == 700
+
+
+def test_a_later_posting_refused_leaves_the_earlier_ones_unapplied() -> None:
+    from domain.wallet.posting_service import post_all
+
+    wallet = LedgerAccount.user_wallet(UserId.new(), KES)
+    suspense = LedgerAccount.system(AccountKind.SUSPENSE, KES)
+    fund = Posting.create(lines=[debit(suspense.id, kes("3")), credit(wallet.id, kes("3"))], description="in")
+    out = Posting.create(lines=[debit(wallet.id, kes("4")), credit(suspense.id, kes("4"))], description="out")
+    with pytest.raises(Overdraft):
+        post_all([fund, out], accounts_by_id(wallet, suspense))
+    assert (wallet.balance_minor, wallet.version, suspense.balance_minor) == (0, 1, 0)
