@@ -8,7 +8,7 @@ ledger_accounts.balance_cents and deletes them in one transaction. An account's 
 balance_cents + SUM(delta_cents) of its rows here. Nothing to move: no row is pending at upgrade.
 
 Revision ID: 0026
-Revises: 0024
+Revises: 0025
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from alembic import op
 from persistence.types import UUIDv7
 
 revision: str = "0026"
-down_revision: str | None = "0024"
+down_revision: str | None = "0025"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

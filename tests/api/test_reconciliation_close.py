@@ -11,11 +11,11 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from penpay.ops.v1 import ops_pb2
 from sqlalchemy import func, select
 
 from application.reconciliation.ports import Item
 from application.reconciliation.rules import Amount, ItemClass
+from penpay.ops.v1 import ops_pb2
 from penpay_api.auth import APPROVER_ROLE, VIEWER_ROLE
 from penpay_api.errors import parse_status
 from persistence import ledger_balances

@@ -10,11 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
-from penpay.ops.v1 import ops_pb2 as pb
 from sqlalchemy import func, select
 
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.routes import PATHS, CallbackKind
+from penpay.ops.v1 import ops_pb2 as pb
 from persistence import ledger_balances
 from persistence.tables import (
     audit_logs,
