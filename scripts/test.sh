@@ -10,7 +10,7 @@ bash scripts/services.sh
 
 export APP_ENV=testing PENPAY_APP_ENV=testing
 
-echo "== ruff"; .venv/bin/ruff check .
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 # Every package that ships, the bench and the tests (generated gRPC code excluded in pyproject.toml).
 PACKAGES="domain application persistence security mpesa_adapter deriv_gateway sms_adapter workers penpay_api penpay proving bench tests"
 echo "== mypy --strict $PACKAGES"; .venv/bin/mypy --strict $PACKAGES

@@ -32,8 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PENPAY = [sys.executable, "-m", "penpay"]
 
 
-
-
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

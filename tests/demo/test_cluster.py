@@ -121,4 +121,3 @@ async def test_no_process_logged_a_secret_at_debug(cluster: Cluster) -> None:
     codes = [s for r in JOURNEYS for s in r.handled_secrets if s.isdigit()]
     leaks = find_leaks(logs, secrets=secrets, codes=codes, phones=[r.phone for r in JOURNEYS])
     assert not leaks, "\n".join(map(str, leaks))
-

@@ -58,7 +58,7 @@ def captured() -> Iterator[io.StringIO]:
 
 def test_the_shared_set_up_redacts_what_the_search_looks_for(captured: io.StringIO) -> None:
     register_secret(TOKEN)
-    logging.getLogger("websockets.client").debug("> TEXT '{\"authorize\": \"%s\"}'", TOKEN)  # held at WARNING
+    logging.getLogger("websockets.client").debug('> TEXT \'{"authorize": "%s"}\'', TOKEN)  # held at WARNING
     logging.getLogger("deriv_gateway.connection").info("sent %s for %s", TOKEN, PHONE)
     structlog.get_logger("penpay.test").info("verify", code=CODE, phone=PHONE, msisdn=254712345678, jwt=JWT)
     lines = captured.getvalue().splitlines()

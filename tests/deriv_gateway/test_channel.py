@@ -58,7 +58,6 @@ async def test_calls_go_to_the_leader_and_follow_it_when_it_is_deposed(
         assert row is not None and row.fencing_token == b.server.lease.token
 
 
-
 def test_an_address_list_resolves_names_and_keeps_literals() -> None:
     target = address_list_target(["localhost:50052", "127.0.0.2:50053"])
     assert target == "ipv4:127.0.0.1:50052,127.0.0.2:50053"

@@ -48,8 +48,6 @@ def test_discovery_skips_missing_packages_and_keeps_services_with_rules() -> Non
     assert found == ["penpay.payments.v1.PaymentsService"]  # the Deriv gateway service has no http rule
 
 
-
-
 @pytest.mark.integration
 async def test_penpay_http_serves_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
