@@ -135,6 +135,11 @@ class Sweeper:
     sweeper of any worker reads it before then, not even once to learn it. Without
     that, every sweep re-read every waiting transaction: under load the sweeper took most of the
     workers' CPU, which made transactions wait longer, which gave it more to re-read.
+
+    A transaction saved without the saga's word (saga_due_at NULL) has an owner: the event that save
+    wrote, or the advance that goes on from it. The sweeper leaves it to that owner for `event_grace`
+    (at least min_age): looking sooner, under load, met the owner's advance (its row locked, or its
+    work done), an empty locked read and a rollback each time.
     """
 
     def __init__(
