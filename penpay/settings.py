@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     saga_max_attempts: int = 5
     sweeper_interval: float = 5.0
     sweeper_min_age: float = 5.0
+    # A transaction saved without the saga's word (its event wakes the saga) is swept after this
+    sweeper_event_grace: float = 10.0
     float_low_usd_cents: int = 100_000  # FloatLow below this Deriv agent balance
     float_low_kes_cents: int = 5_000_000  # FloatLow below this M-Pesa float
     # The continuous auditor (`penpay worker audit`): how often it runs (seconds), how long a

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.payments.attachments import EvidenceStatus
@@ -77,12 +77,16 @@ async def stale_transaction_ids(
     after: SweepPosition | None = None,
     now: datetime | None = None,
     quiet_since: datetime | None = None,
+    unclaimed_since: datetime | None = None,
 ) -> tuple[list[tuple[TransactionId, datetime]], SweepPosition | None]:
     """(id, updated_at), oldest first, from `after` on (the (status, updated_at) index); with the
     position to carry on from, or None when this page reached the end. Without the position every
     sweep would re-read the same oldest `limit` rows: withdrawals waiting an hour for their code
     would starve the rest. With `now`, a transaction whose saga said it has nothing to do before a
-    later time (saga_due_at) is left out, unless untouched since `quiet_since`."""
+    later time (saga_due_at) is left out, unless untouched since `quiet_since`; and with
+    `unclaimed_since`, one saved without the saga's word (saga_due_at NULL) is left to its owner
+    until untouched since then: the event that save wrote wakes the saga, or the advance that
+    saved it goes on from it, so only a lost event or a crashed worker leaves it to the sweeper."""
     t = transactions.c
     query = (
         select(t.id, t.updated_at)
@@ -91,7 +95,10 @@ async def stale_transaction_ids(
         .limit(limit)
     )
     if now is not None:
-        due = or_(t.saga_due_at.is_(None), t.saga_due_at <= now)
+        unowned: ColumnElement[bool] = t.saga_due_at.is_(None)
+        if unclaimed_since is not None:
+            unowned = and_(unowned, t.updated_at < unclaimed_since)
+        due = or_(unowned, t.saga_due_at <= now)
         query = query.where(due if quiet_since is None else or_(due, t.updated_at < quiet_since))
     if after is not None:
         query = query.where(

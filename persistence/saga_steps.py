@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import bindparam, case, literal, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -115,9 +115,14 @@ class SqlSagaSteps:
     async def defer(
         self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
     ) -> None:
-        # The step is due again at `until`, perhaps before the saga's last word: the sweeper looks.
+        # The step is due again at `until`, perhaps before the saga's last word: the sweepers look
+        # then (or at the saga's word, if earlier). Not NULL: that is a save whose event, or whose
+        # advance going on, moves it, and the advance that deferred this step has stopped.
+        due = transactions.c.saga_due_at
         await self._connection.execute(
-            update(transactions).where(transactions.c.id == transaction_id.value).values(saga_due_at=None)
+            update(transactions)
+            .where(transactions.c.id == transaction_id.value)
+            .values(saga_due_at=case((due.is_not(None) & (due < until), due), else_=literal(until, due.type)))
         )
         key = (_t.c.transaction_id == transaction_id.value) & (_t.c.step == step)
         await self._connection.execute(

@@ -44,22 +44,24 @@ SAGA_GROUP = "payment-saga"
 # penpay.mpesa: where the adapter's own outbox rows went (old names below); nothing new is written there.
 SAGA_STREAMS = ("penpay.payments", "penpay.mpesa")
 
-# Events after which a transaction may have something to do now.
+# Events after which a transaction may have something to do now. The aggregate's own carry the
+# version they made (the saga skips one it already read and decided on); the old names do not.
+VERSIONED_WAKE_UPS = frozenset(
+    event.event_type
+    for event in (
+        DepositInitiated,
+        TransactionStatusChanged,
+        # The aggregate's, on stream penpay.payments: an STK callback or a B2C result recorded
+        MpesaCallbackReceived,
+        MpesaDisbursementOutcomeUnknown,  # B2C queue timeout
+        MpesaDisbursementCompleted,  # Transaction Status confirmed the payout
+        MpesaDisbursementFailed,  # Transaction Status: the payout was not made
+        RefundRequested,
+        ReviewRetryApproved,
+    )
+)
 WAKE_UPS = (
-    *(
-        event.event_type
-        for event in (
-            DepositInitiated,
-            TransactionStatusChanged,
-            # The aggregate's, on stream penpay.payments: an STK callback or a B2C result recorded
-            MpesaCallbackReceived,
-            MpesaDisbursementOutcomeUnknown,  # B2C queue timeout
-            MpesaDisbursementCompleted,  # Transaction Status confirmed the payout
-            MpesaDisbursementFailed,  # Transaction Status: the payout was not made
-            RefundRequested,
-            ReviewRetryApproved,
-        )
-    ),
+    *sorted(VERSIONED_WAKE_UPS),
     # The adapter's old names (stream penpay.mpesa), from before the aggregate wrote the evidence:
     # outbox rows a relay had not published yet are renamed by migration 0025, but messages already
     # in the Redis streams (pending, or re-delivered) keep them, so they still wake the saga. No
@@ -79,7 +81,10 @@ def saga_consumer(
     async def wake(event: EventEnvelope) -> None:
         if event.event_type == TransactionStatusChanged.event_type and not wakes_the_saga(event):
             return
-        await saga.advance(TransactionId.from_str(event.aggregate_id))
+        # Its version, when the aggregate wrote it: a wake-up about a version this process
+        # already decided on (the saga's own step, or one it is taking now) reads nothing.
+        version = event.aggregate_version if event.event_type in VERSIONED_WAKE_UPS else None
+        await saga.advance(TransactionId.from_str(event.aggregate_id), version=version)
 
     for event_type in WAKE_UPS:
         consumer.register_standalone(event_type, wake, inbox=False)  # a repeated look is harmless
@@ -130,6 +135,11 @@ class Sweeper:
     sweeper of any worker reads it before then, not even once to learn it. Without
     that, every sweep re-read every waiting transaction: under load the sweeper took most of the
     workers' CPU, which made transactions wait longer, which gave it more to re-read.
+
+    A transaction saved without the saga's word (saga_due_at NULL) has an owner: the event that save
+    wrote, or the advance that goes on from it. The sweeper leaves it to that owner for `event_grace`
+    (at least min_age): looking sooner, under load, met the owner's advance (its row locked, or its
+    work done), an empty locked read and a rollback each time.
     """
 
     def __init__(
@@ -142,12 +152,17 @@ class Sweeper:
         batch: int = 200,
         concurrency: int = 8,
         max_quiet: timedelta = timedelta(seconds=30),
+        event_grace: timedelta | None = None,
         report_every: timedelta = timedelta(seconds=30),
         clock: Clock | None = None,
     ) -> None:
         self._engine = engine
         self._saga = saga
         self.min_age = min_age
+        # How long a transaction saved without the saga's word is left to the event that save wrote
+        # (or to the advance that goes on from it) before a sweeper takes it as unowned: under load
+        # a sweeper that looked sooner met its owner's advance, and found it locked or done.
+        self.event_grace = max(min_age, event_grace if event_grace is not None else min_age)
         self.interval = interval
         self.batch = batch
         self.max_quiet = max_quiet
@@ -172,6 +187,8 @@ class Sweeper:
             # what the saga said has nothing to do before a later time is not read to find it waiting
             now=now,
             quiet_since=now - self.max_quiet,
+            # what the saga saved without a word is its owner's (an event, a running advance) a while
+            unclaimed_since=now - self.event_grace,
         )
         due = [tx_id for tx_id, updated_at in found if not self._still_quiet(tx_id, updated_at, now)]
 

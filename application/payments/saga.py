@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -79,6 +80,9 @@ STK_ANSWER_PATIENCE = 60.0
 
 MAX_STEPS_PER_ADVANCE = 12
 
+# How many transactions' last-seen versions a runner remembers (wake-ups about older ones just look).
+SEEN_VERSIONS = 10_000
+
 # A call held back by a rate limit waits what the limiter said (at most the policy's cap), spread by
 # up to this fraction so the calls it refused together do not all come back in the same instant.
 DEFERRAL_JITTER = 0.25
@@ -109,6 +113,8 @@ class Advanced:
     waiting: SagaView | None = None
     # Left alone: another advance (this process's, or another worker's holding its row) moves it
     busy: bool = False
+    # Left alone: a wake-up about a version this process had already read and decided on
+    seen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,15 @@ class _Owner:
 
     done: asyncio.Future[Advanced]
     again: bool = False
+    # The newest version such a wake-up named; None: one named no version (it always looks again)
+    newest: int | None = 0
+
+    def wake(self, version: int | None) -> None:
+        self.again = True
+        if version is None or self.newest is None:
+            self.newest = None
+        else:
+            self.newest = max(self.newest, version)
 
 
 class SagaRunner:
@@ -155,31 +170,43 @@ class SagaRunner:
         self._checkpoint = checkpoint
         self._float_thresholds = float_thresholds or {}
         self._owners: dict[TransactionId, _Owner] = {}
+        # The newest version of each transaction this process read under its lock (or committed)
+        # and decided on: a wake-up about that version or an older one has nothing new to show.
+        self._seen: OrderedDict[TransactionId, int] = OrderedDict()
         # Deposits whose credit goes without the transfer's intent (the float fell short of it)
         self._credit_alone: set[TransactionId] = set()
 
     # --- the loop ---------------------------------------------------------------------------
 
-    async def advance(self, tx_id: TransactionId, *, if_idle: bool = False) -> Advanced:
+    async def advance(
+        self, tx_id: TransactionId, *, if_idle: bool = False, version: int | None = None
+    ) -> Advanced:
         """Move the transaction as far as it goes now. One advance per transaction at a time in this
         process: a wake-up for one already being moved makes its owner look once more when done
         (and waits for that); `if_idle` (the sweeper) leaves a transaction another advance holds,
-        here or in another worker (its row locked), to that advance."""
+        here or in another worker (its row locked), to that advance. `version`: the one a wake-up
+        event names; a wake-up about a version this process already read and decided on (most
+        are the saga's own steps' events, or the confirmer's during its STK Query) reads nothing."""
         owner = self._owners.get(tx_id)
         if owner is not None:
             if if_idle:
                 return Advanced(tx_id, None, (), busy=True)
-            owner.again = True
+            owner.wake(version)
             return await asyncio.shield(owner.done)
+        if self._has_seen(tx_id, version):
+            return Advanced(tx_id, None, (), seen=True)
         owner = _Owner(asyncio.get_running_loop().create_future())
         self._owners[tx_id] = owner
         try:
             result = await self._advance(tx_id, skip_locked=if_idle)
-            while owner.again:  # evidence may have come after our last look
-                owner.again = False
+            # evidence may have come after our last look; not when its version is one we decided on
+            while owner.again and not self._has_seen(tx_id, owner.newest):
+                owner.again, owner.newest = False, 0
                 more = await self._advance(tx_id, skip_locked=False)
                 result = replace(more, actions=result.actions + more.actions)
         except BaseException as error:
+            # A failed advance is looked at again by its event's redelivery: nothing counts as seen.
+            self._seen.pop(tx_id, None)
             owner.done.set_exception(error)
             owner.done.exception()  # retrieved: the waiters, if any, raise it themselves
             raise
@@ -187,6 +214,17 @@ class SagaRunner:
             del self._owners[tx_id]
         owner.done.set_result(result)
         return result
+
+    def _has_seen(self, tx_id: TransactionId, version: int | None) -> bool:
+        seen = self._seen.get(tx_id)
+        return version is not None and seen is not None and version <= seen
+
+    def _saw(self, tx: Transaction) -> None:
+        """`tx` as read under its lock, or as just committed: its state is what is decided on next."""
+        self._seen[tx.id] = tx.version
+        self._seen.move_to_end(tx.id)
+        if len(self._seen) > SEEN_VERSIONS:
+            self._seen.popitem(last=False)
 
     async def _advance(self, tx_id: TransactionId, *, skip_locked: bool) -> Advanced:
         """Per step: one locked read, one decision, one commit. A step that changed the
@@ -201,6 +239,7 @@ class SagaRunner:
                     return Advanced(tx_id, status, tuple(actions), busy=skip_locked)
                 skip_locked = False  # only the first look passes over a transaction held elsewhere
                 tx, steps = locked.transaction, locked.steps
+                self._saw(tx)
                 view = self._view(uow.clock.now(), tx, steps)
                 decision = decide(view, self.policy)
                 status = tx.status
@@ -224,6 +263,7 @@ class SagaRunner:
                 continue
             if not outcome:
                 break
+            self._saw(tx)
             # Committed: what the transaction is now is in hand. Time or evidence moves a waiting
             # one (their events or the sweeper wake it); a step to take reads it again, locked.
             after = self._view(uow.clock.now(), tx, steps)

@@ -82,6 +82,7 @@ def build_saga_worker(
             core.engine,
             payments.saga,
             min_age=timedelta(seconds=s.sweeper_min_age),
+            event_grace=timedelta(seconds=s.sweeper_event_grace),
             interval=s.sweeper_interval,
             clock=core.clock,
         )

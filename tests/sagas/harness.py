@@ -364,6 +364,7 @@ async def running_stack(
             float_low_usd_cents=0,
             float_low_kes_cents=0,
             sweeper_min_age=0.3,
+            sweeper_event_grace=0.3,  # events the tests leave undelivered are swept as soon as ever
             sweeper_interval=0.2,
         )
         gateway = build_gateway(

@@ -60,6 +60,7 @@ class Worker:
             "PENPAY_SAGA_QUERY_INTERVAL": "0.5",
             "PENPAY_SWEEPER_INTERVAL": "0.3",
             "PENPAY_SWEEPER_MIN_AGE": "0.5",
+            "PENPAY_SWEEPER_EVENT_GRACE": "1",
             "PENPAY_CRASH_AT": "",
         }
         self.args = [

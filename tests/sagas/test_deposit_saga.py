@@ -271,3 +271,71 @@ async def test_the_sweeper_reports_how_much_money_is_in_flight_and_for_how_long(
     assert sample("penpay_transactions_in_flight", "DEPOSIT", "NEEDS_REVIEW") == 0
     assert sample("penpay_transactions_oldest_in_flight_seconds", "DEPOSIT", "NEEDS_REVIEW") == 0
     assert sample("penpay_transactions_in_flight", "DEPOSIT", "COMPLETED") is None  # finished: not reported
+
+
+async def test_a_wake_up_about_a_version_this_process_decided_on_reads_nothing(stack: Stack) -> None:
+    user = await stack.user(phone="254700031234")  # lab range F=3: the callback is never delivered
+    tx = await stack.deposit(user, 1_300)
+    await stack.pump()  # the STK push, its answer stored: waiting for the callback
+    looked = await stack.saga.advance(tx.id)  # read under its lock: nothing to do
+    assert looked.status is S.AWAITING_MPESA and not looked.seen
+    version = (await stack.get(tx.id)).version
+
+    again = await stack.saga.advance(tx.id, version=version)  # e.g. the event of the saga's own step
+    newer = await stack.saga.advance(tx.id, version=version + 1)  # a change not read here yet
+
+    assert again.seen and again.status is None and again.actions == ()
+    assert not newer.seen and newer.status is S.AWAITING_MPESA
+
+
+async def _saga_due_at(stack: Stack, tx_id: object) -> datetime | None:
+    async with stack.engine.connect() as connection:
+        due: datetime | None = (
+            await connection.execute(select(transactions.c.saga_due_at).where(transactions.c.id == tx_id))
+        ).scalar_one()
+    return due
+
+
+async def test_a_transaction_saved_without_the_saga_s_word_is_left_to_its_event_for_the_grace(
+    stack: Stack,
+) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)  # PENDING, saved by the API: its DepositInitiated wakes the saga
+    assert await _saga_due_at(stack, tx.id.value) is None
+    grace = timedelta(seconds=10)
+
+    async def swept_at(now: datetime) -> bool:
+        found, _ = await stale_transaction_ids(
+            stack.engine,
+            untouched_since=now,
+            limit=10_000,
+            now=now,
+            quiet_since=now - timedelta(minutes=5),
+            unclaimed_since=now - grace,
+        )
+        return tx.id in {tx_id for tx_id, _ in found}
+
+    saved = (await stack.get(tx.id)).updated_at
+    assert not await swept_at(saved + grace - timedelta(milliseconds=1))  # its event's to wake
+    assert await swept_at(saved + grace + timedelta(milliseconds=1))  # the event was lost: swept
+    assert (await stack.settle(tx.id)).status is S.COMPLETED
+
+
+async def test_a_deferred_step_is_swept_when_its_wait_is_over_or_at_the_saga_s_earlier_word(
+    stack: Stack,
+) -> None:
+    user = await stack.user(phone="254700031234")  # lab range F=3: the callback is never delivered
+    tx = await stack.deposit(user, 1_300)
+    await stack.pump()
+    promised = await _saga_due_at(stack, tx.id.value)
+    assert promised is not None
+    now = promised - timedelta(seconds=30)
+
+    async def defer(until: datetime) -> datetime | None:
+        async with stack.uow() as uow:
+            await uow.saga_steps.defer(tx.id, "stk_query", now=now, until=until, detail="deferred: test")
+            await uow.commit()
+        return await _saga_due_at(stack, tx.id.value)
+
+    assert await defer(promised + timedelta(minutes=1)) == promised  # the saga's word comes first
+    assert await defer(promised - timedelta(seconds=5)) == promised - timedelta(seconds=5)
