@@ -608,7 +608,9 @@ class Transaction:
     def mpesa_disbursement_accepted(self, *, conversation_id: str, now: datetime | None = None) -> None:
         """M-Pesa accepted the B2C request (its ConversationID); the result comes later."""
         disbursement = self._require_disbursement()
-        if disbursement.conversation_id == conversation_id:
+        if disbursement.conversation_id == conversation_id or self.is_terminal:
+            # A late acceptance of a payout whose end is known (its result failed it and the USD went
+            # back) proves nothing new: the result named its ConversationID already.
             return
         at = _at(now)
         self.mpesa_disbursement = dataclasses.replace(
