@@ -228,17 +228,32 @@ def mysql_template() -> MysqlTemplate:
     return MysqlTemplate()
 
 
-# Used databases emptied back to the template's state, waiting for the next test of this process.
+# Databases a finished test handed back, emptied only when the next test of this process asks for
+# one: a test's fixtures are torn down in an order of their own (a gateway fixture set up before the
+# database's can outlive it and still write), so emptying at hand-back raced those writers.
 _recycled: list[str] = []
 
 
 def recycle_mysql_database(name: str) -> None:
-    """A test is done with its migrated database: empty it for the next test, or drop it when its
-    schema is no longer the template's or it cannot be emptied within a few seconds."""
-    template = mysql_template()
+    """A test is done with its migrated database: keep it for the next test of this process, which
+    empties it (`_reuse`) or drops it."""
+    _recycled.append(name)
+
+
+def _reuse(template: MysqlTemplate, name: str) -> bool:
+    """Empty a handed-back database for a new test: only when nobody is connected to it any more,
+    its schema is still the template's and the emptying takes no more than a few seconds."""
     try:
+        connection = _admin()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT COUNT(*) FROM information_schema.processlist WHERE db = %s", (name,))
+                if cursor.fetchone()[0]:
+                    return False  # something of the last test still holds it: not ours to empty
+        finally:
+            connection.close()
         if schema_fingerprint(name) != template.fingerprint:
-            raise LookupError("the schema changed")
+            return False
         connection = _admin()
         try:
             with connection.cursor() as cursor:
@@ -248,15 +263,17 @@ def recycle_mysql_database(name: str) -> None:
             connection.commit()
         finally:
             connection.close()
-    except (LookupError, pymysql.err.MySQLError):
-        drop_mysql_database(name)
-        return
-    _recycled.append(name)
+        return True
+    except pymysql.err.MySQLError:
+        return False
 
 
 def _new_mysql_database(template: MysqlTemplate | None) -> str:
-    if template is not None and _recycled:
-        return _recycled.pop()
+    while template is not None and _recycled:
+        name = _recycled.pop()
+        if _reuse(template, name):
+            return name
+        drop_mysql_database(name)
     connection = _admin()
     try:
         with connection.cursor() as cursor:
