@@ -415,8 +415,17 @@ class SqlCallbackInbox:
 
     # --- used by CallbackConfirmer -------------------------------------------------------
 
-    async def stk_request(self, checkout_request_id: str) -> StoredRequest | None:
-        tx = await self._evidence.read_stk(checkout_request_id)
+    async def stk_request(
+        self, checkout_request_id: str, *, read: Transaction | None = None
+    ) -> StoredRequest | None:
+        """`read`: the deposit as the caller just read it (the saga's locked read for its STK Query
+        step), taken instead of a read of our own when it holds this request. Not fresher than one:
+        the answer's save checks its version (and reads again if anything moved it)."""
+        held = None if read is None else read.mpesa_request
+        if read is not None and held is not None and held.checkout_request_id == checkout_request_id:
+            tx: Transaction | None = read
+        else:
+            tx = await self._evidence.read_stk(checkout_request_id)
         request = None if tx is None else tx.mpesa_request
         if tx is None or request is None:
             return None

@@ -30,6 +30,7 @@ from typing import Protocol
 from application.alerts import raise_alert
 from application.payments.mpesa_evidence import QueryResult
 from domain.payments.stk_evidence import QueryEffect, StkQueryAnswer
+from domain.payments.transaction import Transaction
 from mpesa_adapter import errors
 from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT, alert_setup_error
 from mpesa_adapter.callback_store import (
@@ -80,7 +81,9 @@ class DarajaQueries(Protocol):
 
 
 class ConfirmationStore(Protocol):
-    async def stk_request(self, checkout_request_id: str) -> StoredRequest | None: ...
+    async def stk_request(
+        self, checkout_request_id: str, *, read: Transaction | None = None
+    ) -> StoredRequest | None: ...
 
     async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None: ...
 
@@ -100,8 +103,9 @@ class CallbackConfirmer:
         self._client = client
         self._store = store
 
-    async def confirm_stk(self, checkout_request_id: str) -> Confirmation:
-        row = await self._store.stk_request(checkout_request_id)
+    async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Confirmation:
+        """`read`: the deposit as the caller (the saga's step) just read it: not read again."""
+        row = await self._store.stk_request(checkout_request_id, read=read)
         if row is None:
             raise LookupError(f"no stored MpesaRequest {checkout_request_id}")
         settled = _settled_stk(row)
