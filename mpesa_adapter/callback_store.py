@@ -198,14 +198,19 @@ class SqlCallbackInbox:
             )
         return outcome
 
-    async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]:
+    async def adopt_early_stk_callbacks(
+        self, checkout_request_id: str, *, parked: bool = False
+    ) -> tuple[Outcome, ...]:
         """Take in the STK callbacks parked as UNKNOWN_ID because they arrived before the saga stored
         the push's answer (a fast payer beats the commit); see MpesaEvidence.adopt_early_stk_callbacks.
         Returns the outcomes, empty when nothing was parked.
 
         The bodies are re-parsed with the endpoint's parser: each was authenticated (path secret,
-        allow-list) before it was parked, so it deserves what a callback arriving now would get."""
-        results = await self._evidence.adopt_early_stk_callbacks(checkout_request_id, _parse_parked)
+        allow-list) before it was parked, so it deserves what a callback arriving now would get.
+        `parked`: the caller saw one parked, so no look for one first."""
+        results = await self._evidence.adopt_early_stk_callbacks(
+            checkout_request_id, _parse_parked, parked=parked
+        )
         outcomes = tuple(self._stk_outcome(CallbackKind.STK, checkout_request_id, r) for r in results)
         for outcome in outcomes:
             log.info("early stk callback adopted checkout_request_id=%s -> %s", checkout_request_id, outcome)

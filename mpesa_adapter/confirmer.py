@@ -91,7 +91,9 @@ class ConfirmationStore(Protocol):
         self, checkout_request_id: str, answer: StkQueryAnswer, *, read: StoredRequest | None = None
     ) -> QueryResult: ...
 
-    async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]: ...
+    async def adopt_early_stk_callbacks(
+        self, checkout_request_id: str, *, parked: bool = False
+    ) -> tuple[Outcome, ...]: ...
 
     async def keep_answer_for_review(
         self, api: str, detail: str, correlation_id: str, raw: bytes
@@ -169,10 +171,11 @@ class CallbackConfirmer:
         except Exception as error:  # the alert is out; the caller still treats the answer as unknown
             log.error("foreign %s answer for %s not stored: %s", foreign.api, foreign.expected, error)
 
-    async def adopt_early_stk(self, checkout_request_id: str) -> bool:
+    async def adopt_early_stk(self, checkout_request_id: str, *, parked: bool = False) -> bool:
         """The push's answer is stored now: a callback that came before it (parked as unknown) is
-        recorded as evidence (or for review, when it disagrees). True when one was taken in."""
-        return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id))
+        recorded as evidence (or for review, when it disagrees). True when one was taken in.
+        `parked`: the caller saw one parked, so no look for one first."""
+        return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id, parked=parked))
 
     async def confirm_b2c(self, originator_conversation_id: str) -> Confirmation:
         row = await self._store.disbursement(originator_conversation_id)

@@ -74,8 +74,8 @@ class DarajaMpesaGateway:
     async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Verdict:
         return _VERDICTS[(await self._confirmer.confirm_stk(checkout_request_id, read=read)).verdict]
 
-    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
-        return await self._confirmer.adopt_early_stk(checkout_request_id)
+    async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
+        return await self._confirmer.adopt_early_stk(checkout_request_id, parked=parked)
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
         try:

@@ -52,9 +52,10 @@ class MpesaGateway(Protocol):
         read it again; the answer's save checks that nothing changed it since."""
         ...
 
-    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
+    async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
         """The push's answer is stored: a callback that came before it (kept aside as unknown) is
-        taken in now. True when one was, so the saga decides again at once."""
+        taken in now. True when one was, so the saga decides again at once. `parked`: the caller
+        saw one parked (in the answer's own commit), so no look for one first."""
         ...
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:

@@ -357,7 +357,7 @@ class SagaRunner:
         if parked is False:
             return False  # asked in the answer's own commit: none came first; its callback wakes us
         try:
-            adopted = await self._mpesa.stk_answer_recorded(checkout)
+            adopted = await self._mpesa.stk_answer_recorded(checkout, parked=bool(parked))
         except Exception as error:
             log.warning(
                 "saga.early_callback_not_adopted", transaction_id=str(tx_id), error=type(error).__name__

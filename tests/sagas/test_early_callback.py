@@ -63,10 +63,10 @@ class AnswerAfterTheCallback:
                 await asyncio.sleep(0.02)
         return accepted
 
-    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
+    async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
         if self._adoption_fails:
             raise ConnectionError("database away")
-        return await self._inner.stk_answer_recorded(checkout_request_id)
+        return await self._inner.stk_answer_recorded(checkout_request_id, parked=parked)
 
     async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Verdict:
         return await self._inner.confirm_stk(checkout_request_id, read=read)
