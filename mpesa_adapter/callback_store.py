@@ -198,14 +198,19 @@ class SqlCallbackInbox:
             )
         return outcome
 
-    async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]:
+    async def adopt_early_stk_callbacks(
+        self, checkout_request_id: str, *, parked: bool = False
+    ) -> tuple[Outcome, ...]:
         """Take in the STK callbacks parked as UNKNOWN_ID because they arrived before the saga stored
         the push's answer (a fast payer beats the commit); see MpesaEvidence.adopt_early_stk_callbacks.
         Returns the outcomes, empty when nothing was parked.
 
         The bodies are re-parsed with the endpoint's parser: each was authenticated (path secret,
-        allow-list) before it was parked, so it deserves what a callback arriving now would get."""
-        results = await self._evidence.adopt_early_stk_callbacks(checkout_request_id, _parse_parked)
+        allow-list) before it was parked, so it deserves what a callback arriving now would get.
+        `parked`: the caller saw one parked, so no look for one first."""
+        results = await self._evidence.adopt_early_stk_callbacks(
+            checkout_request_id, _parse_parked, parked=parked
+        )
         outcomes = tuple(self._stk_outcome(CallbackKind.STK, checkout_request_id, r) for r in results)
         for outcome in outcomes:
             log.info("early stk callback adopted checkout_request_id=%s -> %s", checkout_request_id, outcome)
@@ -415,8 +420,17 @@ class SqlCallbackInbox:
 
     # --- used by CallbackConfirmer -------------------------------------------------------
 
-    async def stk_request(self, checkout_request_id: str) -> StoredRequest | None:
-        tx = await self._evidence.read_stk(checkout_request_id)
+    async def stk_request(
+        self, checkout_request_id: str, *, read: Transaction | None = None
+    ) -> StoredRequest | None:
+        """`read`: the deposit as the caller just read it (the saga's locked read for its STK Query
+        step), taken instead of a read of our own when it holds this request. Not fresher than one:
+        the answer's save checks its version (and reads again if anything moved it)."""
+        held = None if read is None else read.mpesa_request
+        if read is not None and held is not None and held.checkout_request_id == checkout_request_id:
+            tx: Transaction | None = read
+        else:
+            tx = await self._evidence.read_stk(checkout_request_id)
         request = None if tx is None else tx.mpesa_request
         if tx is None or request is None:
             return None

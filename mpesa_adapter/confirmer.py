@@ -30,6 +30,7 @@ from typing import Protocol
 from application.alerts import raise_alert
 from application.payments.mpesa_evidence import QueryResult
 from domain.payments.stk_evidence import QueryEffect, StkQueryAnswer
+from domain.payments.transaction import Transaction
 from mpesa_adapter import errors
 from mpesa_adapter.alerting import FOREIGN_ANSWER_ALERT, alert_setup_error
 from mpesa_adapter.callback_store import (
@@ -80,7 +81,9 @@ class DarajaQueries(Protocol):
 
 
 class ConfirmationStore(Protocol):
-    async def stk_request(self, checkout_request_id: str) -> StoredRequest | None: ...
+    async def stk_request(
+        self, checkout_request_id: str, *, read: Transaction | None = None
+    ) -> StoredRequest | None: ...
 
     async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None: ...
 
@@ -88,7 +91,9 @@ class ConfirmationStore(Protocol):
         self, checkout_request_id: str, answer: StkQueryAnswer, *, read: StoredRequest | None = None
     ) -> QueryResult: ...
 
-    async def adopt_early_stk_callbacks(self, checkout_request_id: str) -> tuple[Outcome, ...]: ...
+    async def adopt_early_stk_callbacks(
+        self, checkout_request_id: str, *, parked: bool = False
+    ) -> tuple[Outcome, ...]: ...
 
     async def keep_answer_for_review(
         self, api: str, detail: str, correlation_id: str, raw: bytes
@@ -100,8 +105,9 @@ class CallbackConfirmer:
         self._client = client
         self._store = store
 
-    async def confirm_stk(self, checkout_request_id: str) -> Confirmation:
-        row = await self._store.stk_request(checkout_request_id)
+    async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Confirmation:
+        """`read`: the deposit as the caller (the saga's step) just read it: not read again."""
+        row = await self._store.stk_request(checkout_request_id, read=read)
         if row is None:
             raise LookupError(f"no stored MpesaRequest {checkout_request_id}")
         settled = _settled_stk(row)
@@ -165,10 +171,11 @@ class CallbackConfirmer:
         except Exception as error:  # the alert is out; the caller still treats the answer as unknown
             log.error("foreign %s answer for %s not stored: %s", foreign.api, foreign.expected, error)
 
-    async def adopt_early_stk(self, checkout_request_id: str) -> bool:
+    async def adopt_early_stk(self, checkout_request_id: str, *, parked: bool = False) -> bool:
         """The push's answer is stored now: a callback that came before it (parked as unknown) is
-        recorded as evidence (or for review, when it disagrees). True when one was taken in."""
-        return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id))
+        recorded as evidence (or for review, when it disagrees). True when one was taken in.
+        `parked`: the caller saw one parked, so no look for one first."""
+        return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id, parked=parked))
 
     async def confirm_b2c(self, originator_conversation_id: str) -> Confirmation:
         row = await self._store.disbursement(originator_conversation_id)

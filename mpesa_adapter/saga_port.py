@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from application.payments.errors import CallDeferred, CallOutcomeUnknown, CallRefused, CallUnavailable
 from application.payments.ports import StkPushAccepted, Verdict
+from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
 from mpesa_adapter import errors
@@ -70,11 +71,11 @@ class DarajaMpesaGateway:
             raise CallRefused(f"STK push refused: {exc}") from None
         return StkPushAccepted(accepted.checkout_request_id, accepted.merchant_request_id)
 
-    async def confirm_stk(self, checkout_request_id: str) -> Verdict:
-        return _VERDICTS[(await self._confirmer.confirm_stk(checkout_request_id)).verdict]
+    async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Verdict:
+        return _VERDICTS[(await self._confirmer.confirm_stk(checkout_request_id, read=read)).verdict]
 
-    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
-        return await self._confirmer.adopt_early_stk(checkout_request_id)
+    async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
+        return await self._confirmer.adopt_early_stk(checkout_request_id, parked=parked)
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
         try:

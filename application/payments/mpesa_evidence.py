@@ -180,15 +180,18 @@ class MpesaEvidence:
         await uow.callback_reviews.keep(KeptAnswer(arrival, reason, judgement.detail, correlation_id, tx_id))
 
     async def adopt_early_stk_callbacks(
-        self, checkout_request_id: str, parse: ParseParked
+        self, checkout_request_id: str, parse: ParseParked, *, parked: bool = False
     ) -> tuple[CallbackResult, ...]:
         """Take in the STK callbacks parked as UNKNOWN_ID because they came before the saga stored
         the push's answer. Each is judged as a callback arriving now and its parked row marked
         ADOPTED, in one unit of work; the parked rows are locked, so each is adopted once however
-        many workers ask. `parse` is the endpoint's parser (None: not this request's callback)."""
-        async with self._uow() as uow:  # almost always nothing parked: one indexed read
-            if not await uow.callback_reviews.any_parked(checkout_request_id):
-                return ()
+        many workers ask. `parse` is the endpoint's parser (None: not this request's callback).
+        `parked`: the caller saw one parked (the saga, in the commit of the push's answer), so no
+        look for one first; the locked read of the parked rows decides either way."""
+        if not parked:
+            async with self._uow() as uow:  # almost always nothing parked: one indexed read
+                if not await uow.callback_reviews.any_parked(checkout_request_id):
+                    return ()
         return await _again_on_conflict(lambda: self._adopt(checkout_request_id, parse))
 
     async def _adopt(self, checkout: str, parse: ParseParked) -> tuple[CallbackResult, ...]:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from application.identity.ports import KnownUser, UsageQuery
+from application.payments.mpesa_evidence import CallbackReviews
 from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
 from domain.payments.transaction import Transaction
@@ -45,13 +46,16 @@ class MpesaGateway(Protocol):
         self, *, transaction_id: TransactionId, phone: str, amount: Money
     ) -> StkPushAccepted: ...
 
-    async def confirm_stk(self, checkout_request_id: str) -> Verdict:
-        """Cross-check a callback (or its absence) with STK Query; writes the evidence row."""
+    async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Verdict:
+        """Cross-check a callback (or its absence) with STK Query; writes the evidence row.
+        `read`: the deposit as the caller just read it (the saga's step), so the adapter does not
+        read it again; the answer's save checks that nothing changed it since."""
         ...
 
-    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
+    async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
         """The push's answer is stored: a callback that came before it (kept aside as unknown) is
-        taken in now. True when one was, so the saga decides again at once."""
+        taken in now. True when one was, so the saga decides again at once. `parked`: the caller
+        saw one parked (in the answer's own commit), so no look for one first."""
         ...
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
@@ -180,3 +184,5 @@ class PaymentsUnitOfWork(UnitOfWork, Protocol):
     def saga_steps(self) -> SagaSteps: ...
     @property
     def users(self) -> PaymentUsers: ...
+    @property
+    def callback_reviews(self) -> CallbackReviews: ...

@@ -389,12 +389,15 @@ class SagaRunner:
                 now=now,
             )
 
-        await self._record_stk_answer(tx_id, record, steps, known=tx)
+        checkout = accepted.checkout_request_id
+        parked = await self._record_stk_answer(tx_id, record, steps, known=tx, checkout=checkout)
         # A fast payer's callback can beat that commit; the inbox kept it aside as unknown. Take it
         # in now instead of waiting for the STK-callback timer. A crash or failure here leaves it
         # parked, and the timer's STK Query settles the deposit as before.
+        if parked is False:
+            return False  # asked in the answer's own commit: none came first; its callback wakes us
         try:
-            adopted = await self._mpesa.stk_answer_recorded(accepted.checkout_request_id)
+            adopted = await self._mpesa.stk_answer_recorded(checkout, parked=bool(parked))
         except Exception as error:
             log.warning(
                 "saga.early_callback_not_adopted", transaction_id=str(tx_id), error=type(error).__name__
@@ -409,16 +412,41 @@ class SagaRunner:
         steps: Mapping[str, StepRecord],
         *,
         known: Transaction | None = None,
-    ) -> None:
+        checkout: str,
+    ) -> bool | None:
         """An STK push carries no id of ours: its CheckoutRequestID, held only in memory here, is
         the one way to query the payment later. Keep trying to store it while the database is
-        away (a restart, a failover) instead of dropping it and leaving the charge to review."""
+        away (a restart, a failover) instead of dropping it and leaving the charge to review.
+
+        Whether a callback is parked under that id (it came before this commit) is asked in the
+        same database transaction, after the request row's insert: an unknown id's callback holds
+        the key's gap locked until it has parked and committed (mpesa_evidence), so the insert
+        waits for it and the read after sees it; a callback after the insert waits for the commit
+        and then finds the request. Only when no plain read came before the insert (REPEATABLE
+        READ takes its snapshot at the first one): the state this process committed, saved as it
+        stands. After a locked read (its subqueries take the snapshot, maybe before the parked
+        row's commit) nothing is asked: None, and the caller asks after the commit, as it does
+        when the answer was not stored."""
+
+        parked: list[bool | None] = [None]
+
+        async def look_for_parked(uow: PaymentsUnitOfWork, after_read: bool) -> None:
+            parked[0] = None if after_read else await uow.callback_reviews.any_parked(checkout)
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STK_ANSWER_PATIENCE
         while True:
+            parked[0] = None
             try:
-                await self._finish(tx_id, record, only_if=S.PENDING, steps=steps, known=known)
-                return
+                await self._finish_tx(
+                    tx_id,
+                    _applying(record),
+                    only_if=S.PENDING,
+                    steps=steps,
+                    known=known,
+                    before_commit=look_for_parked,
+                )
+                return parked[0]
             except DomainError:
                 raise
             except Exception as error:
@@ -447,11 +475,12 @@ class SagaRunner:
         """The STK Query moves no money, so no intent is written before it: its attempt is counted
         with the answer when that answer settles nothing (a crash before that only asks again).
         A settled answer is the evidence row itself (the confirmer moves it), so nothing else is
-        written then."""
+        written then. The step's own read goes with the query (the confirmer reads nothing more):
+        the answer is saved on it, its version checked."""
         if tx.mpesa_request is None:
             return True
         try:
-            verdict = await self._mpesa.confirm_stk(tx.mpesa_request.checkout_request_id)
+            verdict = await self._mpesa.confirm_stk(tx.mpesa_request.checkout_request_id, read=tx)
         except Exception:
             with contextlib.suppress(Exception):  # the query's own error is the one to report
                 await self._count_attempt(tx.id, Step.STK_QUERY, decision.reason)
@@ -990,10 +1019,7 @@ class SagaRunner:
         steps: Mapping[str, StepRecord] | None = None,
         known: Transaction | None = None,
     ) -> bool:
-        async def apply(uow: PaymentsUnitOfWork, t: Transaction) -> None:
-            change(t, uow.clock.now())
-
-        await self._finish_tx(tx_id, apply, only_if=only_if, steps=steps, known=known)
+        await self._finish_tx(tx_id, _applying(change), only_if=only_if, steps=steps, known=known)
         return True
 
     async def _finish_with(
@@ -1016,6 +1042,7 @@ class SagaRunner:
         only_if: S | tuple[S, ...],
         steps: Mapping[str, StepRecord] | None = None,
         known: Transaction | None = None,
+        before_commit: Callable[[PaymentsUnitOfWork, bool], Awaitable[None]] | None = None,
     ) -> Transaction | None:
         """Record a call's answer: apply `change` if the transaction is still where the call left it;
         the transaction as committed, or None when it was left alone. `steps`: the saga-step journal
@@ -1023,7 +1050,8 @@ class SagaRunner:
         `known`: the transaction as this process last committed it (the intent before the call):
         changed and saved as it stands, without reading it again, the save's version check (and
         the evidence row's status check) standing in for the locked read; when anything changed
-        it meanwhile, read again under the lock and decided on afresh."""
+        it meanwhile, read again under the lock and decided on afresh. `before_commit`: run after
+        the save, in the same database transaction, told whether it was read there (True) or not."""
         allowed = (only_if,) if isinstance(only_if, S) else only_if
         if known is not None and known.status in allowed:
             try:
@@ -1033,6 +1061,8 @@ class SagaRunner:
                     if steps is not None:
                         self._promise(uow, known, steps)
                     await uow.transactions.save(known)
+                    if before_commit is not None:
+                        await before_commit(uow, False)
                     await uow.commit()
                 return known
             except ConcurrentModification:
@@ -1046,8 +1076,21 @@ class SagaRunner:
             if steps is not None:
                 self._promise(uow, tx, steps)
             await uow.transactions.save(tx)
+            if before_commit is not None:
+                await before_commit(uow, True)
             await uow.commit()
         return tx
+
+
+def _applying(
+    change: Callable[[Transaction, Any], None],
+) -> Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]]:
+    """A change taking the time, as _finish_tx applies one (with its unit of work)."""
+
+    async def apply(uow: PaymentsUnitOfWork, t: Transaction) -> None:
+        change(t, uow.clock.now())
+
+    return apply
 
 
 def _started(

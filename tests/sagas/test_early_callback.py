@@ -11,15 +11,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select, text
 
 from application.payments.decisions import Action
 from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
 from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus as S
+from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
-from persistence.tables import mpesa_callback_reviews
+from persistence.tables import mpesa_callback_reviews, mpesa_requests
 from tests.sagas.harness import FAST_POLICY, Stack, running_stack
 from workers.redis_bus import RedisStreamsBus
 
@@ -62,13 +63,13 @@ class AnswerAfterTheCallback:
                 await asyncio.sleep(0.02)
         return accepted
 
-    async def stk_answer_recorded(self, checkout_request_id: str) -> bool:
+    async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
         if self._adoption_fails:
             raise ConnectionError("database away")
-        return await self._inner.stk_answer_recorded(checkout_request_id)
+        return await self._inner.stk_answer_recorded(checkout_request_id, parked=parked)
 
-    async def confirm_stk(self, checkout_request_id: str) -> Verdict:
-        return await self._inner.confirm_stk(checkout_request_id)
+    async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Verdict:
+        return await self._inner.confirm_stk(checkout_request_id, read=read)
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
         return await self._inner.b2c(
@@ -80,6 +81,53 @@ class AnswerAfterTheCallback:
 
     async def parked(self, checkout_request_id: str) -> list[Any]:
         return await reviews(self._stack, checkout_request_id)
+
+
+class CallbackDuringTheAnswer(AnswerAfterTheCallback):
+    """The callback parks while the saga's store of the push's answer waits for it: its database
+    transaction holds the request key's gap (as the inbox's locking read does for an unknown id),
+    the saga's insert of the request row waits on it, and only then is the callback parked and
+    committed. The saga asks for parked callbacks in that same store, after the insert."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(stack)
+        self.raced = False
+        self.parking: asyncio.Task[None] | None = None
+
+    async def stk_push(self, *, transaction_id: TransactionId, phone: str, amount: Money) -> StkPushAccepted:
+        accepted = await super().stk_push(transaction_id=transaction_id, phone=phone, amount=amount)
+        checkout = accepted.checkout_request_id
+        (row,) = await self.parked(checkout)
+        t = mpesa_callback_reviews
+        async with self._stack.engine.begin() as connection:  # taken back out, parked again below
+            await connection.execute(delete(t).where(t.c.id == row.id))
+        holder = await self._stack.engine.connect()
+        await holder.begin()
+        by_checkout = mpesa_requests.c.checkout_request_id == checkout
+        await holder.execute(select(mpesa_requests.c.transaction_id).where(by_checkout).with_for_update())
+        self.parking = asyncio.create_task(self._park_once_the_insert_waits(holder, dict(row._mapping)))
+        return accepted
+
+    async def _park_once_the_insert_waits(self, holder: Any, row: dict[str, Any]) -> None:
+        try:
+            async with asyncio.timeout(5):
+                while not await self._insert_waits():
+                    await asyncio.sleep(0.02)
+            self.raced = True
+        finally:
+            await holder.execute(insert(mpesa_callback_reviews).values(row))
+            await holder.commit()
+            await holder.close()
+
+    async def _insert_waits(self) -> bool:
+        # The test's own connections (no PROCESS privilege needed): a statement that takes
+        # microseconds, still running, is the insert waiting for the gap lock.
+        query = text(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE DB = DATABASE() AND INFO LIKE 'INSERT INTO%mpesa_requests%'"
+        )
+        async with self._stack.engine.connect() as connection:
+            return bool((await connection.execute(query)).scalar())
 
 
 async def reviews(stack: Stack, checkout_request_id: str) -> list[Any]:
@@ -134,3 +182,24 @@ async def test_when_adoption_fails_the_deposit_still_settles_by_the_timer(stack:
     assert await stack.deriv_transfers(str(tx.id)) == 1
     (parked,) = await reviews(stack, pushed.mpesa_request.checkout_request_id)
     assert parked.status == "OPEN"  # left for a person, as before adoption existed
+
+
+async def test_a_callback_parked_while_the_answer_waits_for_it_is_adopted_in_that_store(
+    slow_stack: Stack,
+) -> None:
+    user = await slow_stack.user()
+    tx = await slow_stack.deposit(user, 1_300)
+    port = CallbackDuringTheAnswer(slow_stack)
+
+    advanced = await racing_saga(slow_stack, port).advance(tx.id)
+    assert port.parking is not None
+    await port.parking
+    done = await slow_stack.settle(tx.id, timeout=SETTLE_SECONDS)  # the timer alone would take 60 s
+
+    assert port.raced  # the request row's insert did wait for the parking callback
+    assert advanced.actions[:2] == (Action.SEND_STK_PUSH, Action.CONFIRM_STK)
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert await slow_stack.deriv_transfers(str(tx.id)) == 1
+    assert done.mpesa_request is not None
+    (parked,) = await reviews(slow_stack, done.mpesa_request.checkout_request_id)
+    assert (parked.reason, parked.status) == ("UNKNOWN_ID", "ADOPTED")
