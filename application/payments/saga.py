@@ -619,17 +619,25 @@ class SagaRunner:
         return True
 
     async def record_deriv_withdrawal(
-        self, tx_id: TransactionId, deriv_transaction_id: int, *, known: Transaction | None = None
+        self,
+        tx_id: TransactionId,
+        deriv_transaction_id: int,
+        *,
+        known: Transaction | None = None,
+        also: Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]] | None = None,
     ) -> Transaction | None:
         """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal). The
         transaction as committed, or None when it had moved on; `known`: as this process last
-        committed it (see _finish_tx)."""
+        committed it (see _finish_tx); `also`: written in the same database transaction, after
+        (ConfirmWithdrawal's answer under the caller's key)."""
 
         async def debited(uow: PaymentsUnitOfWork, t: Transaction) -> None:
             # The transaction's row first, then the ledger's (the order of the locked read)
             t.deriv_withdrawal_done(deriv_transaction_id=deriv_transaction_id, now=uow.clock.now())
             await uow.transactions.save(t)
             await book_all(uow, await bookings.withdrawal_debited(uow.ledger, t))
+            if also is not None:
+                await also(uow, t)
 
         return await self._finish_tx(
             tx_id, debited, only_if=(S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN), known=known
