@@ -60,7 +60,7 @@ from application.payments.ports import (
 )
 from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
-from domain.payments.status import is_legal_transition
+from domain.payments.status import TransactionType, is_legal_transition
 from domain.payments.transaction import Transaction
 from domain.shared.errors import ConcurrentModification, DomainError
 from domain.shared.ids import LedgerAccountId, TransactionId
@@ -1038,6 +1038,20 @@ def _reserved(posting: Posting) -> Money:
     return next(e.amount for e in posting.entries if e.side is LedgerSide.CREDIT)
 
 
+def complete_if_paid(tx: Transaction, now: datetime) -> bool:
+    """The saga's COMPLETE_WITHDRAWAL, taken in the unit of work that recorded the evidence proving
+    the payout (a Transaction Status answer confirming it), when the one table decides it from that
+    state: the step needs no call, so waking the saga for it would only cost a locked read and a
+    commit more. True when completed (saved and committed by the caller)."""
+    if tx.type is not TransactionType.WITHDRAWAL:
+        return False
+    view = SagaRunner._view(now, tx, {})
+    if decide(view, SagaPolicy()).action is not Action.COMPLETE_WITHDRAWAL:
+        return False
+    _complete_disbursement(tx, now)
+    return True
+
+
 def _complete_disbursement(t: Transaction, now: Any) -> None:
     d = t.mpesa_disbursement
     assert d is not None
@@ -1046,4 +1060,11 @@ def _complete_disbursement(t: Transaction, now: Any) -> None:
     )
 
 
-__all__ = ["Advanced", "EvidenceStatus", "SagaRunner", "originator_conversation_id", "refund_transfer_id"]
+__all__ = [
+    "Advanced",
+    "EvidenceStatus",
+    "SagaRunner",
+    "complete_if_paid",
+    "originator_conversation_id",
+    "refund_transfer_id",
+]
