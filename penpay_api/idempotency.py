@@ -301,7 +301,12 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
                     error_type=type(exc).__name__,
                     exc_info=exc,
                 )
-            if failure.code in RETRYABLE_CODES or not await self._executed(method, key_hash):
+            # A refusal of the caller (its session ended) is about no request: nothing is kept.
+            if (
+                failure.code in RETRYABLE_CODES
+                or failure.code is grpc.StatusCode.UNAUTHENTICATED
+                or not await self._executed(method, key_hash)
+            ):
                 if state.idempotency_claimed:
                     await self._release(scope, key_hash, fingerprint)
             else:

@@ -223,14 +223,16 @@ class WithdrawalOrchestrator:
         transaction_id: TransactionId,
         verification_code: str,
         key: RequestKey | None = None,
+        session_id: str | None = None,
     ) -> Transaction:
         """`key`: the caller's idempotency key, read with the user, claimed with the debit's intent
-        and completed with its answer (requests.py); None: the API claims and completes it."""
+        and completed with its answer (requests.py); None: the API claims and completes it.
+        `session_id`: a session the API left to that read to check."""
         code = (verification_code or "").strip()
         if not code or len(code) > 64:
             raise InvalidValue("verification_code is required", field="verification_code")
         # Before the lock: a REST token may need a refresh (a call to Deriv's OAuth server).
-        token, replace = await self._client_token(user_id, key)
+        token, replace = await self._client_token(user_id, key, session_id)
         async with self._uow() as uow:
             tx = await uow.transactions.get_for_update(transaction_id)
             if tx is None or tx.user_id != user_id or tx.type.value != "WITHDRAWAL":
@@ -296,23 +298,26 @@ class WithdrawalOrchestrator:
         holding the binding is built later, as in `penpay up`)."""
         self._rest_token = rest_token
 
-    async def _client_token(self, user_id: UserId, key: RequestKey | None) -> tuple[str, bool]:
+    async def _client_token(
+        self, user_id: UserId, key: RequestKey | None, session_id: str | None
+    ) -> tuple[str, bool]:
         """The user's Deriv token for their side of a withdrawal (v3 API token or REST OAuth token),
-        read with the record under `key` (judged here: a repeat is answered before anything is
-        locked); and whether that record is an expired one to replace."""
+        from one read with the session (`session_id`: one the API left to this read to check) and
+        the record under `key` (judged here: a repeat is answered before anything is locked); and
+        whether that record is an expired one to replace."""
         async with self._uow() as uow:
             now = uow.clock.now()
-            if key is None:
-                user = await uow.users.get(user_id)
-                token = await uow.users.load_deriv_token(user_id)
-                replace = False
-            else:
-                read = await uow.requests.read(
-                    user_id, now=now, session_id=None, key=key, key_hash=key.key_hash
-                )
-                replace = judge_stored(read, key, now)
-                user, token = read.user, read.deriv_token
-        return await self._usable_token(user, token), replace
+            read = await uow.requests.read(
+                user_id,
+                now=now,
+                session_id=session_id,
+                key=key,
+                key_hash=key.key_hash if key is not None else "",
+            )
+            if not read.session_open:
+                raise SessionEnded("this session has ended; sign in again")
+            replace = judge_stored(read, key, now)
+        return await self._usable_token(read.user, read.deriv_token), replace
 
     async def _usable_token(self, user: User | None, token: str | None) -> str:
         """`token` as read with `user`, or a REST user's OAuth token (refreshed when about to expire)."""

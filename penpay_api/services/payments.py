@@ -46,7 +46,7 @@ CLAIMED_BY_USE_CASE = frozenset(
 )
 # The methods whose use case checks the caller's session in its one read of the user.
 SESSIONS_CHECKED_BY_USE_CASE = frozenset(
-    f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal")
+    f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal", "ConfirmWithdrawal")
 )
 FIELD_ALIASES = {f"/{SERVICE_NAME}/ConfirmWithdrawal": {"code": "verification_code"}}
 _TYPES = {
@@ -99,6 +99,7 @@ class WithdrawalOrchestrator(Protocol):
         transaction_id: TransactionId,
         verification_code: str,
         key: RequestKey | None = None,
+        session_id: str | None = None,
     ) -> Transaction: ...
 
 
@@ -268,6 +269,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
             verification_code=request.verification_code,
             key=_claimed_key(answer),
+            session_id=current_call().session_to_check,
         )
         return answered.get(tx.id) or pb.ConfirmWithdrawalResponse(transaction=transaction_pb(tx))
 

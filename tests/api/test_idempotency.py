@@ -452,3 +452,23 @@ async def test_an_ended_session_asks_deriv_for_no_withdrawal_code(payer: tuple[H
     assert await count_transactions(api) == 0
     async with api.core.engine.connect() as connection:
         assert (await connection.execute(select(idempotency_keys))).all() == []
+
+
+async def test_an_ended_session_confirms_no_withdrawal(payer: tuple[Harness, Account]) -> None:
+    """ConfirmWithdrawal checks the session in its one read of the user: logged out, refused before
+    anything is locked, no debit asked for, and the key kept for no answer."""
+    api, account = payer
+    started, _ = await raw_call(api, WITHDRAWAL, withdrawal(), account, f"w-{secrets.token_hex(8)}")
+    tx = payments_pb2.InitiateWithdrawalResponse.FromString(started).transaction
+    await api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=account.refresh_token), metadata=account.auth)
+    confirm = payments_pb2.ConfirmWithdrawalRequest(
+        transaction_id=tx.transaction_id, verification_code="123456"
+    )
+    error = await failing_call(api, CONFIRM, confirm, account, f"confirm-{secrets.token_hex(8)}")
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details_of(error).error_info.reason == "SESSION_ENDED"
+    async with api.core.engine.connect() as connection:
+        status = (await connection.execute(select(transactions.c.status))).scalar_one()
+        keys = (await connection.execute(select(idempotency_keys.c.scope))).scalars().all()
+    assert status == "AWAITING_WITHDRAWAL_CODE"
+    assert [scope for scope in keys if scope.endswith("ConfirmWithdrawal")] == []
