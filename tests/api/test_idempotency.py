@@ -472,3 +472,52 @@ async def test_an_ended_session_confirms_no_withdrawal(payer: tuple[Harness, Acc
         keys = (await connection.execute(select(idempotency_keys.c.scope))).scalars().all()
     assert status == "AWAITING_WITHDRAWAL_CODE"
     assert [scope for scope in keys if scope.endswith("ConfirmWithdrawal")] == []
+
+
+async def test_a_withdrawal_s_key_is_claimed_with_its_intent_and_answered_with_its_answer(
+    payer: tuple[Harness, Account], gateway: Gateway
+) -> None:
+    """InitiateWithdrawal and ConfirmWithdrawal write their key in the database transactions they
+    commit anyway: the claim with the intent (before Deriv is called), the answer with the answer.
+    No commit writes the key alone; a repeat of each replays its answer byte for byte."""
+    api, account = payer
+    committed: list[list[str]] = []
+    open_: dict[int, list[str]] = {}
+
+    def statement(conn: Any, _cursor: Any, text: str, *_: Any) -> None:
+        open_.setdefault(id(conn), []).append(" ".join(text.split()[:3]).upper())
+
+    def commit(conn: Any) -> None:
+        committed.append(open_.pop(id(conn), []))
+
+    def rollback(conn: Any) -> None:
+        open_.pop(id(conn), None)
+
+    sync = api.core.engine.sync_engine
+    listeners = (("before_cursor_execute", statement), ("commit", commit), ("rollback", rollback))
+    for name, fn in listeners:
+        event.listen(sync, name, fn)
+    start_key, confirm_key = f"w-{secrets.token_hex(8)}", f"c-{secrets.token_hex(8)}"
+    try:
+        started, _ = await raw_call(api, WITHDRAWAL, withdrawal(), account, start_key)
+        tx = payments_pb2.InitiateWithdrawalResponse.FromString(started).transaction
+        mails = [m for m in gateway.simulator.engine.books.mailbox if m.loginid == "CR90000001"]
+        confirm = payments_pb2.ConfirmWithdrawalRequest(
+            transaction_id=tx.transaction_id, verification_code=str(mails[-1].code)
+        )
+        confirmed, _ = await raw_call(api, CONFIRM, confirm, account, confirm_key)
+    finally:
+        for name, fn in listeners:
+            event.remove(sync, name, fn)
+    keyed = [c for c in committed if any("IDEMPOTENCY_KEYS" in s for s in c)]
+    assert len(keyed) == 4, committed  # claim, answer; claim, answer
+    for statements in keyed:
+        assert any(s.startswith(("INSERT INTO TRANSACTIONS", "UPDATE TRANSACTIONS")) for s in statements)
+    assert payments_pb2.ConfirmWithdrawalResponse.FromString(confirmed).transaction.status == (
+        "deriv_withdrawal_done"
+    )
+
+    again, trailers = await raw_call(api, WITHDRAWAL, withdrawal(), account, start_key)
+    assert again == started and dict(trailers).get("idempotent-replayed") == "true"
+    again, trailers = await raw_call(api, CONFIRM, confirm, account, confirm_key)
+    assert again == confirmed and dict(trailers).get("idempotent-replayed") == "true"
