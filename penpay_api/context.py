@@ -56,6 +56,8 @@ class CallState:
     # interceptor's answered_by_use_case): the key's scope and the request's fingerprint.
     idempotency_scope: str | None = None
     idempotency_fingerprint: str | None = None
+    # Set when a claimed_by_use_case method's use case committed its IN_FLIGHT claim with its intent.
+    idempotency_claimed: bool = False
     # The session the authentication interceptor left to the use case's one read to check.
     session_to_check: str | None = None
     code: grpc.StatusCode = grpc.StatusCode.OK

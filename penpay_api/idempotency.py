@@ -24,6 +24,14 @@ Where the record is read and written depends on the method:
   the loser answers with the winner's stored response (or MISMATCH). This interceptor only
   computes the key's hash, scope and fingerprint and turns the use case's answer into the replay
   or the refusal above.
+- `claimed_by_use_case` (InitiateWithdrawal, ConfirmWithdrawal: their answer comes after a call to
+  Deriv): the use case reads the record in its first read (replay, mismatch, in flight are
+  answered there), writes the claim (IN_FLIGHT, the lease) in the same database transaction as the
+  call's intent, and completes it with its answer in the transaction that records the answer
+  (penpay_api/services/payments.py hands it the encoder and `claimed`). No transaction of the
+  interceptor's own on the way through; on the paths where the use case answered without claiming
+  (a repeat of a finished request, a refusal before its intent) the interceptor stores the answer
+  as below, as a new COMPLETED record, and releases or completes the use case's claim as below.
 - Every other money method: the interceptor claims the key (SqlIdempotencyStore.claim, a short
   transaction of its own: IN_FLIGHT with a 60 s lease) before the servicer runs, and after it
   stores the serialized response, or the error status with details, with complete() in a second
@@ -80,6 +88,7 @@ from persistence.idempotency_store import (
     ClaimOutcome,
     SqlIdempotencyStore,
     complete,
+    store_answer,
     transaction_exists_under_key,
 )
 
@@ -143,6 +152,7 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
         fingerprint_key: bytes | None = None,
         creates_transaction_under_key: Collection[str] = (),
         answered_by_use_case: Collection[str] = (),
+        claimed_by_use_case: Collection[str] = (),
     ) -> None:
         self._store = store
         self._engine = engine
@@ -152,6 +162,8 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
         self.creates_transaction_under_key = set(creates_transaction_under_key)
         # set by the server too: the methods whose use case reads and writes the record itself
         self.answered_by_use_case = set(answered_by_use_case)
+        # ... and those whose use case claims the key with its intent and completes it with its answer
+        self.claimed_by_use_case = set(claimed_by_use_case)
         self._fingerprint_key = fingerprint_key
         # Per method, domain field names -> request field names (set by the server, as for errors).
         self.field_aliases: dict[str, Mapping[str, str]] = {}
@@ -221,6 +233,21 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
                 raise _reused() from None
             except IdempotencyKeyInFlight:
                 raise _in_flight() from None
+        if method in self.claimed_by_use_case:
+            # The use case claims the key with its intent and completes it with its answer.
+            state.idempotency_key_hash = key.hash_hex
+            state.idempotency_scope, state.idempotency_fingerprint = scope, fingerprint
+            state.idempotency_claimed = False
+            try:
+                return await self._run(
+                    method, inner, serializer, request, context, scope, key.hash_hex, fingerprint
+                )
+            except StoredAnswer as stored:
+                return self._replay(stored.response_code, stored.response_body, context)
+            except IdempotencyKeyReused:
+                raise _reused() from None
+            except IdempotencyKeyInFlight:
+                raise _in_flight() from None
         claim = await self._store.claim(scope=scope, key_hash=key.hash_hex, fingerprint=fingerprint)
 
         if claim.outcome is ClaimOutcome.MISMATCH:
@@ -232,14 +259,35 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
 
         # CLAIMED: this call owns the key.
         state.idempotency_key_hash = key.hash_hex
+        state.idempotency_claimed = True
+        return await self._run(method, inner, serializer, request, context, scope, key.hash_hex, fingerprint)
+
+    async def _run(
+        self,
+        method: str,
+        inner: Behavior,
+        serializer: Any,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        scope: str,
+        key_hash: str,
+        fingerprint: str,
+    ) -> Any:
+        """The call under a claim (the interceptor's, or one its use case may commit with its intent:
+        `current_call().idempotency_claimed` says whether there is one), then its answer stored."""
+        state = current_call()
         try:
             response = await inner(request, context)
+        except (StoredAnswer, IdempotencyKeyReused, IdempotencyKeyInFlight):
+            raise  # the use case's own judgement of the key: nothing of this call's is under it
         except asyncio.CancelledError:
-            await asyncio.shield(self._release(scope, key.hash_hex, fingerprint))
+            if state.idempotency_claimed:
+                await asyncio.shield(self._release(scope, key_hash, fingerprint))
             raise
         except grpc.aio.AbortError:
             # The servicer aborted by itself: its status is not ours to store.
-            await self._release(scope, key.hash_hex, fingerprint)
+            if state.idempotency_claimed:
+                await self._release(scope, key_hash, fingerprint)
             raise
         except Exception as exc:
             failure = to_failure(
@@ -253,13 +301,23 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
                     error_type=type(exc).__name__,
                     exc_info=exc,
                 )
-            if failure.code in RETRYABLE_CODES or not await self._executed(method, key.hash_hex):
-                await self._release(scope, key.hash_hex, fingerprint)
+            # A refusal of the caller (its session ended) is about no request: nothing is kept.
+            if (
+                failure.code in RETRYABLE_CODES
+                or failure.code is grpc.StatusCode.UNAUTHENTICATED
+                or not await self._executed(method, key_hash)
+            ):
+                if state.idempotency_claimed:
+                    await self._release(scope, key_hash, fingerprint)
             else:
-                await self._complete(scope, key.hash_hex, failure.code.value[0], failure.status, None)
+                await self._complete(
+                    scope, key_hash, fingerprint, failure.code.value[0], failure.status, None
+                )
             raise failure from None
+        if isinstance(response, bytes):
+            return response  # the use case stored these bytes with its answer
         body = _passthrough(serializer)(response)
-        await self._complete(scope, key.hash_hex, OK_CODE, body, _transaction_id_of(response))
+        await self._complete(scope, key_hash, fingerprint, OK_CODE, body, _transaction_id_of(response))
         return body
 
     @staticmethod
@@ -282,21 +340,42 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
             return True
 
     async def _complete(
-        self, scope: str, key_hash: str, code: int, body: bytes, transaction_id: uuid.UUID | None
+        self,
+        scope: str,
+        key_hash: str,
+        fingerprint: str,
+        code: int,
+        body: bytes,
+        transaction_id: uuid.UUID | None,
     ) -> None:
+        """The answer over this call's claim or, when none was taken, under the key as a new record."""
+        claimed = current_call().idempotency_claimed
         try:
             async with self._engine.begin() as connection:
-                await complete(
-                    connection,
-                    scope=scope,
-                    key_hash=key_hash,
-                    response_code=code,
-                    response_body=body,
-                    now=self._clock.now(),
-                    transaction_id=transaction_id,
-                )
+                if claimed:
+                    await complete(
+                        connection,
+                        scope=scope,
+                        key_hash=key_hash,
+                        response_code=code,
+                        response_body=body,
+                        now=self._clock.now(),
+                        transaction_id=transaction_id,
+                    )
+                else:
+                    await store_answer(
+                        connection,
+                        scope=scope,
+                        key_hash=key_hash,
+                        fingerprint=fingerprint,
+                        response_code=code,
+                        response_body=body,
+                        now=self._clock.now(),
+                        transaction_id=transaction_id,
+                    )
         except LookupError:
-            # Our lease ran out and a retry took the key over: it will store its own answer.
+            # Our lease ran out and a retry took the key over (or another request holds it): that
+            # one stores its own answer.
             log.warning("idempotency.claim_lost", response_code=code)
 
     async def _release(self, scope: str, key_hash: str, fingerprint: str) -> None:

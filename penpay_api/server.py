@@ -55,6 +55,9 @@ class Service:
     # of money_methods, those whose use case checks the session and reads and writes the idempotency
     # record in its own one read and create transaction (penpay_api/idempotency.py)
     answered_by_use_case: Collection[str] = ()
+    # of money_methods, those whose use case claims the key with its intent and completes it with its
+    # answer (penpay_api/idempotency.py)
+    claimed_by_use_case: Collection[str] = ()
     # methods whose use case checks the caller's session in its own one read of the user
     sessions_checked_by_use_case: Collection[str] = ()
     field_aliases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -90,6 +93,7 @@ class ApiServer:
         )
         answered = {m for s in services for m in s.answered_by_use_case}
         self.idempotency.answered_by_use_case.update(answered)
+        self.idempotency.claimed_by_use_case.update(m for s in services for m in s.claimed_by_use_case)
         aliases: dict[str, Mapping[str, str]] = {}
         for s in services:
             aliases.update(s.field_aliases)

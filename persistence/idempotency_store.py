@@ -175,6 +175,40 @@ async def complete(
         raise LookupError("idempotency key was not claimed, or was completed already")
 
 
+async def store_answer(
+    connection: AsyncConnection,
+    *,
+    scope: str,
+    key_hash: str,
+    fingerprint: str,
+    response_code: int,
+    response_body: bytes,
+    now: datetime,
+    transaction_id: Any = None,
+) -> None:
+    """Store an answer under a key nothing claimed (a use case that claims with its intent answered
+    before claiming: a repeat of a finished request, a refusal): inserted COMPLETED; LookupError
+    when a record is under the key already (another request's, which stores its own answer)."""
+    try:
+        await connection.execute(
+            _INSERT,
+            {
+                "id": new_uuid7(),
+                "scope": scope,
+                "key_hash": key_hash,
+                "request_fingerprint": fingerprint,
+                "status": "COMPLETED",
+                "response_code": response_code,
+                "response_body": response_body,
+                "transaction_id": transaction_id,
+                "created_at": now,
+                "expires_at": now + RETENTION,
+            },
+        )
+    except IntegrityError:
+        raise LookupError("a record is under the idempotency key already") from None
+
+
 async def transaction_exists_under_key(engine: AsyncEngine, key_hash: str) -> bool:
     """Whether a Transaction was stored under this key hash (one read of its unique index)."""
     async with engine.connect() as connection:

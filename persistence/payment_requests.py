@@ -15,15 +15,21 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, func, insert, literal, null, select
+from sqlalchemy import Select, bindparam, delete, exists, func, insert, literal, null, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.identity.ports import Usage, UsageQuery
-from application.payments.requests import RequestKey, RequestRead, StoredRequest
+from application.payments.requests import (
+    IdempotencyKeyInFlight,
+    RequestKey,
+    RequestRead,
+    StoredRequest,
+)
 from domain.payments.status import TransactionStatus
 from domain.shared.ids import TransactionId, UserId, new_uuid7
 from persistence import ledger_balances
-from persistence.idempotency_store import RETENTION
+from persistence.idempotency_store import IN_FLIGHT_LEASE, RETENTION
 from persistence.tables import (
     deriv_accounts,
     idempotency_keys,
@@ -103,6 +109,23 @@ def _statement(session: bool, record: bool, windows: int | None, floats: bool) -
 
 
 _INSERT = insert(_ik)
+# A claim this request wrote with its intent, completed with its answer (never another's answer)
+_COMPLETE = (
+    update(_ik)
+    .where(
+        _ik.c.scope == bindparam("b_scope"),
+        _ik.c.key_hash == bindparam("b_key_hash"),
+        _ik.c.request_fingerprint == bindparam("b_fingerprint"),
+        _ik.c.status == "IN_FLIGHT",
+    )
+    .values(
+        status="COMPLETED",
+        response_code=0,
+        response_body=bindparam("b_body"),
+        transaction_id=bindparam("b_transaction_id"),
+        expires_at=bindparam("b_expires_at"),
+    )
+)
 _DROP_EXPIRED = delete(_ik).where(
     _ik.c.scope == bindparam("b_scope"),
     _ik.c.key_hash == bindparam("b_key_hash"),
@@ -175,6 +198,46 @@ class SqlPaymentRequests:
             )
         balance = int(row.float_balance) if row.float_balance is not None else None
         return RequestRead(user, token, bool(row.session_open), stored, under_key, counted, balance)
+
+    async def claim(self, key: RequestKey, *, now: datetime, replace: bool) -> None:
+        if replace:
+            await self._connection.execute(
+                _DROP_EXPIRED, {"b_scope": key.scope, "b_key_hash": key.key_hash, "b_now": now}
+            )
+        try:
+            await self._connection.execute(
+                _INSERT,
+                {
+                    "id": new_uuid7(),
+                    "scope": key.scope,
+                    "key_hash": key.key_hash,
+                    "request_fingerprint": key.fingerprint,
+                    "status": "IN_FLIGHT",
+                    "created_at": now,
+                    "expires_at": now + IN_FLIGHT_LEASE,
+                },
+            )
+        except IntegrityError:
+            # Another request under the key got its record in since this one's read: it runs.
+            raise IdempotencyKeyInFlight(
+                "a request with this idempotency key is still being processed"
+            ) from None
+
+    async def complete(
+        self, key: RequestKey, *, transaction_id: TransactionId, body: bytes, now: datetime
+    ) -> bool:
+        done = await self._connection.execute(
+            _COMPLETE,
+            {
+                "b_scope": key.scope,
+                "b_key_hash": key.key_hash,
+                "b_fingerprint": key.fingerprint,
+                "b_body": body,
+                "b_transaction_id": transaction_id.value,
+                "b_expires_at": now + RETENTION,
+            },
+        )
+        return bool(done.rowcount)
 
     async def record_answer(
         self, key: RequestKey, *, transaction_id: TransactionId, body: bytes, now: datetime, replace: bool

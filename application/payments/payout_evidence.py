@@ -9,11 +9,16 @@ Each answer is judged under the transaction's row lock, the lock the saga holds 
 payout (transaction row first): a result never lands between the saga's read and its save. The
 OriginatorConversationID is looked up in a unit of work of its own, so the locking read is the first
 statement of the one that judges: its snapshot then starts after the lock, with whatever the saga
-committed. The save is still guarded by the evidence status read, as every save of it is.
+committed. The save is still guarded by the evidence status read, as every save of it is. An id of
+the form the saga sends (PENPAY-<transaction id>) needs no lookup: the transaction it names is
+locked first, and the payout under the lock must carry that id. An answer proving the payout
+(Transaction Status confirming it) completes the withdrawal in the same commit (saga.complete_if_paid).
 """
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +30,7 @@ from application.payments.mpesa_evidence import (
     KeptAnswer,
     _again_on_conflict,
 )
+from application.payments.saga import complete_if_paid
 from domain.payments.b2c_evidence import (
     B2CResultEvidence,
     B2CTimeoutEvidence,
@@ -43,6 +49,18 @@ STATUS_QUERY_SUBJECT = "MpesaStatusQuery"
 STATUS_CONFIRMED_AGAIN = "mpesa.status_query.confirmed_again"
 
 NO_SUCH_PAYOUT = "no such OriginatorConversationID"
+
+# The OriginatorConversationIDs the saga (and a deposit's refund) send name their transaction:
+# PENPAY-<its id in hex>[-R] (saga.originator_conversation_id, review.service).
+_OURS = re.compile(r"PENPAY-([0-9a-f]{32})(?:-R)?")
+
+
+def _named_by(ocid: str) -> TransactionId | None:
+    """The transaction an OriginatorConversationID of ours names, read from its form; only a hint:
+    the payout found under the lock must carry this very id, or the answer is kept as unknown."""
+    matched = _OURS.fullmatch(ocid)
+    return None if matched is None else TransactionId(uuid.UUID(matched.group(1)))
+
 
 Judge = Callable[[Transaction, datetime], PayoutJudgement]
 
@@ -118,12 +136,14 @@ class PayoutEvidence:
         confirmed_again: tuple[str, StatusAnswer] | None = None,
         unknown: str = NO_SUCH_PAYOUT,
     ) -> PayoutResult:
-        async with self._uow() as uow:
-            found = await uow.transactions.find_by_originator_conversation_id(ocid)
-        if found is None:
-            await self.keep(KeptAnswer(arrival, UNKNOWN_ID, unknown, ocid, None))
-            return PayoutResult(None)
-        tx_id = found.id
+        tx_id = _named_by(ocid)
+        if tx_id is None:  # not an id of ours by its form: looked up in a unit of work of its own
+            async with self._uow() as uow:
+                found = await uow.transactions.find_by_originator_conversation_id(ocid)
+            if found is None:
+                await self.keep(KeptAnswer(arrival, UNKNOWN_ID, unknown, ocid, None))
+                return PayoutResult(None)
+            tx_id = found.id
 
         async def attempt() -> PayoutResult | None:
             return await self._judge_locked(tx_id, ocid, arrival, judge, confirmed_again, unknown)
@@ -155,7 +175,10 @@ class PayoutEvidence:
                 await uow.commit()
                 return PayoutResult(None)
             version = tx.version
-            judgement = judge(tx, uow.clock.now())
+            now = uow.clock.now()
+            judgement = judge(tx, now)
+            # A payout proven now completes the withdrawal in this same commit (the saga's next step)
+            complete_if_paid(tx, now)
             if judgement.problem is not None:
                 await uow.callback_reviews.keep(
                     KeptAnswer(arrival, judgement.problem.value, judgement.detail, ocid, tx.id)

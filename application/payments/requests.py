@@ -9,6 +9,10 @@ written in the Transaction's own database transaction (`record_answer`): the eff
 is done, here is its response" commit together or not at all, so there is no claim to release and
 no window in which one is committed without the other.
 
+A request whose answer comes after a call out (InitiateWithdrawal, ConfirmWithdrawal) writes an
+IN_FLIGHT claim with its intent instead (`claim`: a repeat meanwhile is told "in flight") and
+completes it with its answer (`complete`), each in a database transaction the use case commits anyway.
+
 - A stored answer for the same request: `StoredAnswer` is raised, carrying the response bytes,
   which the API sends as they are.
 - The key used for another request: `IdempotencyKeyReused`.
@@ -23,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from application.identity.ports import Usage, UsageQuery
 from application.payments.errors import DerivAccountNotBound, TransactionNotFound
@@ -42,6 +46,9 @@ class RequestKey:
     key_hash: str
     fingerprint: str  # which request the key was used for
     answer: Callable[[Transaction], bytes]  # the response a repeat is sent, byte for byte
+    # Told when the use case committed an IN_FLIGHT claim with its intent (claimed, then
+    # completed: InitiateWithdrawal, ConfirmWithdrawal), so the API releases or completes that one.
+    claimed: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,26 @@ class PaymentRequests(Protocol):
     ) -> None:
         """Store the answer of a new request (`replace`: over an expired record under the key)."""
         ...
+
+    async def claim(self, key: RequestKey, *, now: datetime, replace: bool) -> None:
+        """Write the key IN_FLIGHT (a lease) with the intent of a request whose answer comes after
+        an external call; `IdempotencyKeyInFlight` when another request's record got in first."""
+        ...
+
+    async def complete(
+        self, key: RequestKey, *, transaction_id: TransactionId, body: bytes, now: datetime
+    ) -> bool:
+        """Store the answer over this request's own claim; False when the claim is gone (its lease
+        ran out and a retry took the key over: that one stores its own answer)."""
+        ...
+
+
+@runtime_checkable
+class AnswersRequests(Protocol):
+    """A unit of work that can store a request's answer (told apart when handed another port's)."""
+
+    @property
+    def requests(self) -> PaymentRequests: ...
 
 
 class RequestUnitOfWork(PaymentsUnitOfWork, Protocol):

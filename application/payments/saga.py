@@ -61,7 +61,7 @@ from application.payments.ports import (
 )
 from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
-from domain.payments.status import is_legal_transition
+from domain.payments.status import TransactionType, is_legal_transition
 from domain.payments.transaction import Transaction
 from domain.shared.errors import ConcurrentModification, DomainError
 from domain.shared.ids import LedgerAccountId, TransactionId
@@ -688,17 +688,25 @@ class SagaRunner:
         return True
 
     async def record_deriv_withdrawal(
-        self, tx_id: TransactionId, deriv_transaction_id: int, *, known: Transaction | None = None
+        self,
+        tx_id: TransactionId,
+        deriv_transaction_id: int,
+        *,
+        known: Transaction | None = None,
+        also: Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]] | None = None,
     ) -> Transaction | None:
         """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal). The
         transaction as committed, or None when it had moved on; `known`: as this process last
-        committed it (see _finish_tx)."""
+        committed it (see _finish_tx); `also`: written in the same database transaction, after
+        (ConfirmWithdrawal's answer under the caller's key)."""
 
         async def debited(uow: PaymentsUnitOfWork, t: Transaction) -> None:
             # The transaction's row first, then the ledger's (the order of the locked read)
             t.deriv_withdrawal_done(deriv_transaction_id=deriv_transaction_id, now=uow.clock.now())
             await uow.transactions.save(t)
             await book_all(uow, await bookings.withdrawal_debited(uow.ledger, t))
+            if also is not None:
+                await also(uow, t)
 
         return await self._finish_tx(
             tx_id, debited, only_if=(S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN), known=known
@@ -1113,6 +1121,20 @@ def _reserved(posting: Posting) -> Money:
     return next(e.amount for e in posting.entries if e.side is LedgerSide.CREDIT)
 
 
+def complete_if_paid(tx: Transaction, now: datetime) -> bool:
+    """The saga's COMPLETE_WITHDRAWAL, taken in the unit of work that recorded the evidence proving
+    the payout (a Transaction Status answer confirming it), when the one table decides it from that
+    state: the step needs no call, so waking the saga for it would only cost a locked read and a
+    commit more. True when completed (saved and committed by the caller)."""
+    if tx.type is not TransactionType.WITHDRAWAL:
+        return False
+    view = SagaRunner._view(now, tx, {})
+    if decide(view, SagaPolicy()).action is not Action.COMPLETE_WITHDRAWAL:
+        return False
+    _complete_disbursement(tx, now)
+    return True
+
+
 def _complete_disbursement(t: Transaction, now: Any) -> None:
     d = t.mpesa_disbursement
     assert d is not None
@@ -1121,4 +1143,11 @@ def _complete_disbursement(t: Transaction, now: Any) -> None:
     )
 
 
-__all__ = ["Advanced", "EvidenceStatus", "SagaRunner", "originator_conversation_id", "refund_transfer_id"]
+__all__ = [
+    "Advanced",
+    "EvidenceStatus",
+    "SagaRunner",
+    "complete_if_paid",
+    "originator_conversation_id",
+    "refund_transfer_id",
+]

@@ -18,6 +18,7 @@ from datetime import datetime
 
 import structlog
 
+from application.errors import DuplicateIdempotencyKey
 from application.identity.ports import KnownUser
 from application.payments.create_once import create_once
 from application.payments.errors import (
@@ -34,8 +35,21 @@ from application.payments.errors import (
     VerificationCodeRejected,
 )
 from application.payments.float_cover import float_code, require_float_cover
-from application.payments.ports import DerivWithdrawalGateway, MoneyMovementPolicy, RateSource
-from application.payments.requests import RequestUnitOfWork, SessionEnded, bound_user
+from application.payments.ports import (
+    DerivWithdrawalGateway,
+    MoneyMovementPolicy,
+    PaymentsUnitOfWork,
+    RateSource,
+)
+from application.payments.requests import (
+    AnswersRequests,
+    IdempotencyKeyInFlight,
+    RequestKey,
+    RequestUnitOfWork,
+    SessionEnded,
+    bound_user,
+    judge_stored,
+)
 from application.payments.saga import SagaRunner, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
@@ -82,8 +96,11 @@ class WithdrawalOrchestrator:
         idempotency_key_hash: str,
         client_ip: str | None = None,
         session_id: str | None = None,
+        key: RequestKey | None = None,
     ) -> Transaction:
-        """`session_id`: a session the API left to this use case's one read to check (as a deposit's)."""
+        """`session_id`: a session the API left to this use case's one read to check (as a deposit's).
+        `key`: the caller's idempotency key, read in the one read, claimed with the Transaction and
+        completed with the code's answer (requests.py); None: the API claims and completes it."""
         if amount.currency is not Currency.USD:
             raise InvalidValue("a withdrawal is asked in USD", field="currency")
         rate = None
@@ -93,13 +110,14 @@ class WithdrawalOrchestrator:
                 user_id,
                 now=now,
                 session_id=session_id,
-                key=None,  # the API claims a withdrawal's key itself (its answer comes after Deriv's)
+                key=key,
                 key_hash=idempotency_key_hash,
                 usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
                 float_code=float_code(TransactionType.WITHDRAWAL, Currency.KES),
             )
             if not read.session_open:
                 raise SessionEnded("this session has ended; sign in again")
+            replace = judge_stored(read, key, now)
             existing = (
                 await uow.transactions.get(read.transaction_under_key)
                 if read.transaction_under_key is not None
@@ -126,29 +144,59 @@ class WithdrawalOrchestrator:
         if existing is not None:
             # The same request again while its code was never sent (Deriv was not answering, or held
             # the request back): ask again. A new code cancels an earlier one that may have gone out.
-            return await self._request_withdrawal_code(existing, token)
+            if key is not None:
+                async with self._uow() as uow:
+                    await uow.requests.claim(key, now=uow.clock.now(), replace=replace)
+                    await uow.commit()
+                key.claimed()
+            return await self._request_withdrawal_code(existing, token, key)
         assert rate is not None  # locked above, for this new withdrawal
-        created = await create_once(
-            self._uow,
+        tx = Transaction.start_withdrawal(
             user_id=user_id,
-            key_hash=idempotency_key_hash,
-            looked=True,
-            build=lambda: Transaction.start_withdrawal(
-                user_id=user_id,
-                amount=amount,
-                idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "withdrawal"),
-                locked_rate=rate,
-                phone=user.phone,
-                deriv_login_id=user.deriv_login_id,  # type: ignore[arg-type]
-                now=now,
-            ),
+            amount=amount,
+            idempotency_key=IdempotencyKey(idempotency_key_hash, str(user_id), "withdrawal"),
+            locked_rate=rate,
+            phone=user.phone,
+            deriv_login_id=user.deriv_login_id,  # type: ignore[arg-type]
+            now=now,
         )
-        if not created.created and created.transaction.status is not S.PENDING:
-            return created.transaction
-        return await self._request_withdrawal_code(created.transaction, token)
+        if key is None:
+            created = await create_once(
+                self._uow, user_id=user_id, key_hash=idempotency_key_hash, looked=True, build=lambda: tx
+            )
+            if not created.created and created.transaction.status is not S.PENDING:
+                return created.transaction
+            return await self._request_withdrawal_code(created.transaction, token, None)
+        return await self._request_withdrawal_code(await self._create_claimed(tx, key, replace), token, key)
 
-    async def _request_withdrawal_code(self, tx: Transaction, token: str) -> Transaction:
-        """Ask Deriv to email the code of the PENDING withdrawal `tx`; AWAITING_WITHDRAWAL_CODE after."""
+    async def _create_claimed(self, tx: Transaction, key: RequestKey, replace: bool) -> Transaction:
+        """Store `tx` (the code request's intent) and the key's claim in one database transaction. A
+        request that lost the race for the key answers as a repeat would (the winner's claim: in
+        flight; its answer: replayed)."""
+        async with self._uow() as uow:
+            try:
+                await uow.transactions.add(tx)
+                await uow.requests.claim(key, now=uow.clock.now(), replace=replace)
+                await uow.commit()
+                key.claimed()
+                return tx
+            except DuplicateIdempotencyKey:
+                pass
+        # A fresh unit of work: a new snapshot that sees the winner's committed rows.
+        async with self._uow() as uow:
+            now = uow.clock.now()
+            read = await uow.requests.read(
+                tx.user_id, now=now, session_id=None, key=key, key_hash=tx.idempotency_key_hash
+            )
+            judge_stored(read, key, now)
+        # The winner's record is gone (released after a failure it may be retrying): it runs.
+        raise IdempotencyKeyInFlight("a request with this idempotency key is still being processed")
+
+    async def _request_withdrawal_code(
+        self, tx: Transaction, token: str, key: RequestKey | None
+    ) -> Transaction:
+        """Ask Deriv to email the code of the PENDING withdrawal `tx`; AWAITING_WITHDRAWAL_CODE after
+        (committed with the key's answer, under a key claimed with the intent)."""
         self._checkpoint("withdrawal.code.before_call")
         try:
             await self._deriv.request_withdrawal_code(
@@ -164,16 +212,27 @@ class WithdrawalOrchestrator:
             # PENDING stays: the same request again asks again; else the sweeper fails it (no money
             # can move without a code).
             raise ServiceUnavailable(f"Deriv is not answering: {lost.reason}") from None
-        return await self._change(tx.id, lambda t, now: t.withdrawal_code_sent(now=now), S.PENDING, known=tx)
+        return await self._change(
+            tx.id, lambda t, now: t.withdrawal_code_sent(now=now), S.PENDING, known=tx, key=key
+        )
 
     async def confirm_withdrawal(
-        self, *, user_id: UserId, transaction_id: TransactionId, verification_code: str
+        self,
+        *,
+        user_id: UserId,
+        transaction_id: TransactionId,
+        verification_code: str,
+        key: RequestKey | None = None,
+        session_id: str | None = None,
     ) -> Transaction:
+        """`key`: the caller's idempotency key, read with the user, claimed with the debit's intent
+        and completed with its answer (requests.py); None: the API claims and completes it.
+        `session_id`: a session the API left to that read to check."""
         code = (verification_code or "").strip()
         if not code or len(code) > 64:
             raise InvalidValue("verification_code is required", field="verification_code")
         # Before the lock: a REST token may need a refresh (a call to Deriv's OAuth server).
-        token = await self._client_token(user_id)
+        token, replace = await self._client_token(user_id, key, session_id)
         async with self._uow() as uow:
             tx = await uow.transactions.get_for_update(transaction_id)
             if tx is None or tx.user_id != user_id or tx.type.value != "WITHDRAWAL":
@@ -186,7 +245,11 @@ class WithdrawalOrchestrator:
                 raise NotAwaitingCode(f"the withdrawal is {tx.status.value}, not waiting for a code")
             tx.deriv_withdrawal_requested(now=uow.clock.now())
             await uow.transactions.save(tx)
+            if key is not None:
+                await uow.requests.claim(key, now=uow.clock.now(), replace=replace)
             await uow.commit()
+        if key is not None:
+            key.claimed()
         self._checkpoint("withdrawal.debit.before_call")
         try:
             receipt = await self._deriv.withdraw(
@@ -225,7 +288,9 @@ class WithdrawalOrchestrator:
             return await self._get(tx.id)  # the sweeper resolves it without the code
         self._checkpoint("withdrawal.debit.after_call")
         # From the state just committed (this call owns it), not read again when nothing moved it
-        done = await self._saga.record_deriv_withdrawal(tx.id, receipt.deriv_transaction_id, known=tx)
+        done = await self._saga.record_deriv_withdrawal(
+            tx.id, receipt.deriv_transaction_id, known=tx, also=_answered_by(key)
+        )
         return done if done is not None else await self._get(tx.id)
 
     def use_rest_tokens(self, rest_token: Callable[[UserId], Awaitable[str]]) -> None:
@@ -233,12 +298,26 @@ class WithdrawalOrchestrator:
         holding the binding is built later, as in `penpay up`)."""
         self._rest_token = rest_token
 
-    async def _client_token(self, user_id: UserId) -> str:
-        """The user's Deriv token for their side of a withdrawal (v3 API token or REST OAuth token)."""
+    async def _client_token(
+        self, user_id: UserId, key: RequestKey | None, session_id: str | None
+    ) -> tuple[str, bool]:
+        """The user's Deriv token for their side of a withdrawal (v3 API token or REST OAuth token),
+        from one read with the session (`session_id`: one the API left to this read to check) and
+        the record under `key` (judged here: a repeat is answered before anything is locked); and
+        whether that record is an expired one to replace."""
         async with self._uow() as uow:
-            user = await uow.users.get(user_id)
-            token = await uow.users.load_deriv_token(user_id)
-        return await self._usable_token(user, token)
+            now = uow.clock.now()
+            read = await uow.requests.read(
+                user_id,
+                now=now,
+                session_id=session_id,
+                key=key,
+                key_hash=key.key_hash if key is not None else "",
+            )
+            if not read.session_open:
+                raise SessionEnded("this session has ended; sign in again")
+            replace = judge_stored(read, key, now)
+        return await self._usable_token(read.user, read.deriv_token), replace
 
     async def _usable_token(self, user: User | None, token: str | None) -> str:
         """`token` as read with `user`, or a REST user's OAuth token (refreshed when about to expire)."""
@@ -263,16 +342,19 @@ class WithdrawalOrchestrator:
         expected: S,
         *,
         known: Transaction | None = None,
+        key: RequestKey | None = None,
     ) -> Transaction:
         """`change` the transaction if it is still `expected`. `known`: as this request last read or
         committed it, changed and saved without reading it again (the save's version check stands
-        in for the lock); read again, locked, when anything moved it meanwhile."""
+        in for the lock); read again, locked, when anything moved it meanwhile. `key`: claimed by
+        this request, completed with the answer in the same database transaction."""
         if known is not None and known.status is expected:
             try:
                 async with self._uow() as uow:
                     uow.transactions.resume(known)
                     change(known, uow.clock.now())
                     await uow.transactions.save(known)
+                    await _answer(uow, key, known)
                     await uow.commit()
                 return known
             except ConcurrentModification:
@@ -283,8 +365,30 @@ class WithdrawalOrchestrator:
             if tx.status is expected:
                 change(tx, uow.clock.now())
                 await uow.transactions.save(tx)
+                await _answer(uow, key, tx)
                 await uow.commit()
         return tx
+
+
+def _answered_by(
+    key: RequestKey | None,
+) -> Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]] | None:
+    """The key's answer written in the saga's unit of work of the debit (the same SqlUnitOfWork)."""
+    if key is None:
+        return None
+
+    async def answer(uow: PaymentsUnitOfWork, tx: Transaction) -> None:
+        if not isinstance(uow, AnswersRequests):
+            raise TypeError("the saga's unit of work cannot store a request's answer")
+        await uow.requests.complete(key, transaction_id=tx.id, body=key.answer(tx), now=uow.clock.now())
+
+    return answer
+
+
+async def _answer(uow: RequestUnitOfWork, key: RequestKey | None, tx: Transaction) -> None:
+    """The key's answer (`tx` as saved), over this request's claim, in the unit of work of `tx`."""
+    if key is not None:
+        await uow.requests.complete(key, transaction_id=tx.id, body=key.answer(tx), now=uow.clock.now())
 
 
 __all__ = ["WithdrawalOrchestrator"]

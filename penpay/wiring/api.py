@@ -338,6 +338,7 @@ def build_api(
                 money_methods=payments_service.MONEY_METHODS,
                 creates_transaction_under_key=payments_service.CREATES_TRANSACTION_UNDER_KEY,
                 answered_by_use_case=payments_service.ANSWERED_BY_USE_CASE,
+                claimed_by_use_case=payments_service.CLAIMED_BY_USE_CASE,
                 sessions_checked_by_use_case=payments_service.SESSIONS_CHECKED_BY_USE_CASE,
                 field_aliases=payments_service.FIELD_ALIASES,
             )

@@ -7,6 +7,7 @@ caller's idempotency key (the application stores it on the Transaction, unique).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Protocol
 
@@ -38,9 +39,14 @@ CREATES_TRANSACTION_UNDER_KEY = frozenset(
 # The money methods whose use case checks the caller's session and reads and writes the key's record
 # in its own one read and create transaction (application/payments/requests.py).
 ANSWERED_BY_USE_CASE = frozenset({f"/{SERVICE_NAME}/InitiateDeposit"})
+# The money methods whose answer comes after a call out: their use case reads the key's record in its
+# first read, claims the key with its intent and completes it with its answer (requests.py).
+CLAIMED_BY_USE_CASE = frozenset(
+    f"/{SERVICE_NAME}/{name}" for name in ("InitiateWithdrawal", "ConfirmWithdrawal")
+)
 # The methods whose use case checks the caller's session in its one read of the user.
 SESSIONS_CHECKED_BY_USE_CASE = frozenset(
-    f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal")
+    f"/{SERVICE_NAME}/{name}" for name in ("InitiateDeposit", "InitiateWithdrawal", "ConfirmWithdrawal")
 )
 FIELD_ALIASES = {f"/{SERVICE_NAME}/ConfirmWithdrawal": {"code": "verification_code"}}
 _TYPES = {
@@ -83,10 +89,17 @@ class WithdrawalOrchestrator(Protocol):
         idempotency_key_hash: str,
         client_ip: str | None = None,
         session_id: str | None = None,
+        key: RequestKey | None = None,
     ) -> Transaction: ...
 
     async def confirm_withdrawal(
-        self, *, user_id: UserId, transaction_id: TransactionId, verification_code: str
+        self,
+        *,
+        user_id: UserId,
+        transaction_id: TransactionId,
+        verification_code: str,
+        key: RequestKey | None = None,
+        session_id: str | None = None,
     ) -> Transaction: ...
 
 
@@ -160,6 +173,19 @@ def _key_hash() -> str:
     return key_hash
 
 
+def _claimed_key(answer: Callable[[Transaction], bytes]) -> RequestKey | None:
+    """The call's key for a use case that claims it with its intent (CLAIMED_BY_USE_CASE); None when
+    the interceptor claimed it itself (then it also completes it)."""
+    call = current_call()
+    if call.idempotency_claimed or call.idempotency_scope is None or call.idempotency_fingerprint is None:
+        return None
+
+    def claimed() -> None:
+        call.idempotency_claimed = True
+
+    return RequestKey(call.idempotency_scope, _key_hash(), call.idempotency_fingerprint, answer, claimed)
+
+
 class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     def __init__(
         self,
@@ -204,29 +230,48 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
 
     async def InitiateWithdrawal(
         self, request: pb.InitiateWithdrawalRequest, context: grpc.aio.ServicerContext
-    ) -> pb.InitiateWithdrawalResponse:
+    ) -> pb.InitiateWithdrawalResponse | bytes:  # bytes: as stored with the answer (idempotency)
+        answered: dict[TransactionId, bytes] = {}
+
+        def answer(tx: Transaction) -> bytes:
+            body: bytes = pb.InitiateWithdrawalResponse(
+                transaction=transaction_pb(tx), quoted_payout=money(tx.converted_amount)
+            ).SerializeToString()
+            answered[tx.id] = body
+            return body
+
         tx = await self._withdrawals.initiate_withdrawal(
             user_id=caller_id(),
             amount=Money(request.amount_cents, Currency.parse(request.currency)),
             idempotency_key_hash=_key_hash(),
             client_ip=client_ip(),
             session_id=current_call().session_to_check,
+            key=_claimed_key(answer),
         )
-        return pb.InitiateWithdrawalResponse(
+        return answered.get(tx.id) or pb.InitiateWithdrawalResponse(
             transaction=transaction_pb(tx), quoted_payout=money(tx.converted_amount)
         )
 
     async def ConfirmWithdrawal(
         self, request: pb.ConfirmWithdrawalRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ConfirmWithdrawalResponse:
+    ) -> pb.ConfirmWithdrawalResponse | bytes:  # bytes: as stored with the answer (idempotency)
         user_id = caller_id()
         _key_hash()
+        answered: dict[TransactionId, bytes] = {}
+
+        def answer(tx: Transaction) -> bytes:
+            body: bytes = pb.ConfirmWithdrawalResponse(transaction=transaction_pb(tx)).SerializeToString()
+            answered[tx.id] = body
+            return body
+
         tx = await self._withdrawals.confirm_withdrawal(
             user_id=user_id,
             transaction_id=TransactionId.from_str(request.transaction_id, field="transaction_id"),
             verification_code=request.verification_code,
+            key=_claimed_key(answer),
+            session_id=current_call().session_to_check,
         )
-        return pb.ConfirmWithdrawalResponse(transaction=transaction_pb(tx))
+        return answered.get(tx.id) or pb.ConfirmWithdrawalResponse(transaction=transaction_pb(tx))
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext

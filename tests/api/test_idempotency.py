@@ -452,3 +452,72 @@ async def test_an_ended_session_asks_deriv_for_no_withdrawal_code(payer: tuple[H
     assert await count_transactions(api) == 0
     async with api.core.engine.connect() as connection:
         assert (await connection.execute(select(idempotency_keys))).all() == []
+
+
+async def test_an_ended_session_confirms_no_withdrawal(payer: tuple[Harness, Account]) -> None:
+    """ConfirmWithdrawal checks the session in its one read of the user: logged out, refused before
+    anything is locked, no debit asked for, and the key kept for no answer."""
+    api, account = payer
+    started, _ = await raw_call(api, WITHDRAWAL, withdrawal(), account, f"w-{secrets.token_hex(8)}")
+    tx = payments_pb2.InitiateWithdrawalResponse.FromString(started).transaction
+    await api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=account.refresh_token), metadata=account.auth)
+    confirm = payments_pb2.ConfirmWithdrawalRequest(
+        transaction_id=tx.transaction_id, verification_code="123456"
+    )
+    error = await failing_call(api, CONFIRM, confirm, account, f"confirm-{secrets.token_hex(8)}")
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details_of(error).error_info.reason == "SESSION_ENDED"
+    async with api.core.engine.connect() as connection:
+        status = (await connection.execute(select(transactions.c.status))).scalar_one()
+        keys = (await connection.execute(select(idempotency_keys.c.scope))).scalars().all()
+    assert status == "AWAITING_WITHDRAWAL_CODE"
+    assert [scope for scope in keys if scope.endswith("ConfirmWithdrawal")] == []
+
+
+async def test_a_withdrawal_s_key_is_claimed_with_its_intent_and_answered_with_its_answer(
+    payer: tuple[Harness, Account], gateway: Gateway
+) -> None:
+    """InitiateWithdrawal and ConfirmWithdrawal write their key in the database transactions they
+    commit anyway: the claim with the intent (before Deriv is called), the answer with the answer.
+    No commit writes the key alone; a repeat of each replays its answer byte for byte."""
+    api, account = payer
+    committed: list[list[str]] = []
+    open_: dict[int, list[str]] = {}
+
+    def statement(conn: Any, _cursor: Any, text: str, *_: Any) -> None:
+        open_.setdefault(id(conn), []).append(" ".join(text.split()[:3]).upper())
+
+    def commit(conn: Any) -> None:
+        committed.append(open_.pop(id(conn), []))
+
+    def rollback(conn: Any) -> None:
+        open_.pop(id(conn), None)
+
+    sync = api.core.engine.sync_engine
+    listeners = (("before_cursor_execute", statement), ("commit", commit), ("rollback", rollback))
+    for name, fn in listeners:
+        event.listen(sync, name, fn)
+    start_key, confirm_key = f"w-{secrets.token_hex(8)}", f"c-{secrets.token_hex(8)}"
+    try:
+        started, _ = await raw_call(api, WITHDRAWAL, withdrawal(), account, start_key)
+        tx = payments_pb2.InitiateWithdrawalResponse.FromString(started).transaction
+        mails = [m for m in gateway.simulator.engine.books.mailbox if m.loginid == "CR90000001"]
+        confirm = payments_pb2.ConfirmWithdrawalRequest(
+            transaction_id=tx.transaction_id, verification_code=str(mails[-1].code)
+        )
+        confirmed, _ = await raw_call(api, CONFIRM, confirm, account, confirm_key)
+    finally:
+        for name, fn in listeners:
+            event.remove(sync, name, fn)
+    keyed = [c for c in committed if any("IDEMPOTENCY_KEYS" in s for s in c)]
+    assert len(keyed) == 4, committed  # claim, answer; claim, answer
+    for statements in keyed:
+        assert any(s.startswith(("INSERT INTO TRANSACTIONS", "UPDATE TRANSACTIONS")) for s in statements)
+    assert payments_pb2.ConfirmWithdrawalResponse.FromString(confirmed).transaction.status == (
+        "deriv_withdrawal_done"
+    )
+
+    again, trailers = await raw_call(api, WITHDRAWAL, withdrawal(), account, start_key)
+    assert again == started and dict(trailers).get("idempotent-replayed") == "true"
+    again, trailers = await raw_call(api, CONFIRM, confirm, account, confirm_key)
+    assert again == confirmed and dict(trailers).get("idempotent-replayed") == "true"

@@ -35,9 +35,12 @@ async def test_payout_result_then_confirmed_by_transaction_status(h: Harness) ->
     assert h.inbox.of("status_result") == [Outcome.CONFIRMED]
     assert (await h.confirmer.confirm_b2c(ocid)).verdict == Verdict.CONFIRMED
     assert (await h.disbursement_row(ocid)).status == CONFIRMED
+    # The answer proving the payout completes the withdrawal in its own commit (no saga step after)
     assert [e.event_type for e in await h.events(tx_id)] == [
         "MpesaCallbackReceived",
         "MpesaDisbursementCompleted",
+        "TransactionStatusChanged",
+        "TransactionCompleted",
     ]
     assert h.sim.books["b2c"]["total_paid"] == 250
 
