@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import Table, func, select
@@ -25,6 +27,9 @@ from persistence.unit_of_work import SqlUnitOfWork
 from tests.integration.ledger_helpers import balance_of, fund, net_by_currency, pay_out, wallet_and_float
 
 pytestmark = pytest.mark.integration
+
+# What the roll-up stamps on the accounts it writes; no reading of the wall clock.
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -81,7 +86,6 @@ async def stored_and_pending(engine: AsyncEngine, account: LedgerAccount) -> tup
 async def test_the_roll_up_moves_pending_changes_into_the_balance_and_nothing_else(
     engine: AsyncEngine,
 ) -> None:
-    from domain.shared.clock import utc_now
     from persistence.ledger_rollup import roll_up
 
     wallet, float_account = await wallet_and_float(engine)
@@ -89,25 +93,32 @@ async def test_the_roll_up_moves_pending_changes_into_the_balance_and_nothing_el
     await fund(engine, wallet, float_account, 12_00)
     assert await stored_and_pending(engine, float_account) == (0, [30_00, 12_00])
 
-    assert await roll_up(engine, utc_now()) == 2
+    assert await roll_up(engine, NOW) == 2
     assert await stored_and_pending(engine, float_account) == (42_00, [])
     assert await balance_of(engine, float_account) == 42_00
-    assert await roll_up(engine, utc_now()) == 0
+    assert await roll_up(engine, NOW) == 0
     assert await stored_and_pending(engine, float_account) == (42_00, [])
 
 
-async def test_the_roll_up_skips_an_account_a_posting_holds(engine: AsyncEngine) -> None:
-    if engine.dialect.name == "sqlite":
-        pytest.skip("SQLite has no row locks")
-    from domain.shared.clock import utc_now
+async def test_the_roll_up_skips_an_account_a_posting_holds(fresh_mariadb_url: str) -> None:
+    # MariaDB only: SQLite has no row locks to skip.
     from persistence.ledger_rollup import roll_up
+
+    engine = create_engine(fresh_mariadb_url)
+    try:
+        await _roll_up_skips_a_held_account(engine, roll_up)
+    finally:
+        await engine.dispose()
+
+
+async def _roll_up_skips_a_held_account(engine: AsyncEngine, roll_up: Any) -> None:
 
     wallet, float_account = await wallet_and_float(engine)
     await fund(engine, wallet, float_account, 30_00)
     async with SqlUnitOfWork(engine) as uow:
         await uow.ledger.get_accounts_for_update([float_account.id])  # a payout holding the float
-        assert await roll_up(engine, utc_now()) == 0  # does not wait for it
-    assert await roll_up(engine, utc_now()) == 1
+        assert await roll_up(engine, NOW) == 0  # does not wait for it
+    assert await roll_up(engine, NOW) == 1
     assert await stored_and_pending(engine, float_account) == (30_00, [])
 
 
@@ -238,14 +249,13 @@ async def test_balances_written_together_are_refused_when_one_changed_since_it_w
 ) -> None:
     from sqlalchemy import update
 
-    from domain.shared.clock import utc_now
     from domain.shared.errors import ConcurrentModification
     from domain.wallet.posting_service import post
     from persistence.ledger_rollup import roll_up
 
     wallet, float_account = await wallet_and_float(engine)
     await fund(engine, wallet, float_account, 50_00)
-    await roll_up(engine, utc_now())  # the float's balance_cents, read locked, then has it
+    await roll_up(engine, NOW)  # the float's balance_cents, read locked, then has it
     async with SqlUnitOfWork(engine) as uow:
         accounts = await uow.ledger.get_accounts_for_update([wallet.id, float_account.id])
         # another writer's change, as the version check would meet it
