@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from security.notify import DevelopmentNotifier
 from security.passwords import FAST_FOR_TESTS, Argon2idHasher
 from security.rate_limit import InProcessRateLimiter
 from tests import databases
+from tests.clocks import the_processes_clock
 from tests.floats import fund_test_floats
 
 PASSWORD = "correct horse battery 9"
@@ -189,8 +190,9 @@ async def gateway(journal_url: str) -> AsyncIterator[Gateway]:
 @pytest.fixture
 def clock() -> FixedClock:
     """Two days behind the wall clock, so a test can move it a day forward: PyJWT checks a token's
-    `iat` against the wall clock even when security.access_tokens verifies as of a given `now`."""
-    return FixedClock(datetime.now(UTC).replace(microsecond=0) - timedelta(days=2))
+    `iat` against the wall clock even when security.access_tokens verifies as of a given `now`, so
+    this clock is pinned to the process's own."""
+    return FixedClock(the_processes_clock().replace(microsecond=0) - timedelta(days=2))
 
 
 StartApi = Callable[..., Awaitable[Harness]]

@@ -218,7 +218,7 @@ async def test_another_users_transaction_is_not_found(api: Harness) -> None:
     alice, bob = await api.new_account(), await api.new_account()
     owner = UserId.from_str(alice.user_id)
     async with SqlUnitOfWork(api.core.engine, clock=api.clock) as uow:
-        tx = new_deposit(owner, deposit_key(owner, "errors-1"))
+        tx = new_deposit(owner, deposit_key(owner, "errors-1"), now=api.clock.now())
         await uow.transactions.add(tx)
         await uow.commit()
     mine = await api.payments.GetTransaction(

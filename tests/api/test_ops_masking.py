@@ -46,8 +46,8 @@ async def deposit_under_review(api: Harness) -> str:
         }
     }
     async with SqlUnitOfWork(api.core.engine, clock=api.clock) as uow:
-        tx = new_deposit(user_id, deposit_key(user_id, "masking"), shillings=1_000)
-        tx.stk_push_sent(stk_request(tx, "ws_CO_masking"), now=now)
+        tx = new_deposit(user_id, deposit_key(user_id, "masking"), shillings=1_000, now=now)
+        tx.stk_push_sent(stk_request(tx, "ws_CO_masking", now=now), now=now)
         tx.mpesa_confirmed(
             mpesa_receipt_number="QKX1234567",
             amount=tx.amount,

@@ -41,10 +41,12 @@ async def test_reconciliation_report(api: Harness) -> None:
     await move(api, alice.user_id, 7_00, currency=Currency.USD)
     async with SqlUnitOfWork(api.core.engine, clock=api.clock) as uow:
         user_id = UserId.from_str(alice.user_id)
-        stuck = new_deposit(user_id, deposit_key(user_id, "ops-1"), shillings=1_500)
+        stuck = new_deposit(user_id, deposit_key(user_id, "ops-1"), shillings=1_500, now=api.clock.now())
         stuck.mark_outcome_unknown("STK push timed out", now=api.clock.now())
         await uow.transactions.add(stuck)
-        await uow.transactions.add(new_deposit(user_id, deposit_key(user_id, "ops-2"), shillings=250))
+        await uow.transactions.add(
+            new_deposit(user_id, deposit_key(user_id, "ops-2"), shillings=250, now=api.clock.now())
+        )
         await uow.commit()
 
     report = await api.ops.GetReconciliationReport(

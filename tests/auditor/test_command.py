@@ -9,12 +9,20 @@ import sys
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence import ledger_balances
 from persistence.tables import ledger_accounts
-from tests.consistency.helpers import World, raw_sql
+from tests.clocks import the_processes_clock
+from tests.consistency.helpers import World, build_world, raw_sql
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def world(engine: AsyncEngine, fresh_mariadb_url: str) -> World:
+    """Booked on the system clock: the command judges its time limits on it, not on a test's."""
+    return await build_world(engine, fresh_mariadb_url, now=the_processes_clock())
 
 
 def audit_once(url: str) -> subprocess.CompletedProcess[str]:

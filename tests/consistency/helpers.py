@@ -55,6 +55,9 @@ WITHDRAWAL_USD = 20  # x 129.5 = 2,590 KES
 REVERSED_USD = 12  # x 129.5 = 1,554 KES
 DERIV_FLOAT_CENTS = 50_000_00  # the Deriv simulator's agent balance at its seed
 MPESA_FLOAT_CENTS = 1_000_000_00
+# When the run is booked, unless a test books it on another clock (a check run as a subprocess
+# judges staleness on the system clock): every stamp of the run is this instant.
+BOOKED_AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
 _counter = itertools.count(1)
 
@@ -65,8 +68,7 @@ def _key(user_id: UserId, operation: str) -> IdempotencyKey:
     )
 
 
-def _rate(base: Currency, quote: Currency, value: str) -> LockedRate:
-    now = datetime.now(UTC)
+def _rate(base: Currency, quote: Currency, value: str, now: datetime) -> LockedRate:
     return LockedRate.create(
         quote_id=f"q-{next(_counter)}",
         base=base,
@@ -77,25 +79,31 @@ def _rate(base: Currency, quote: Currency, value: str) -> LockedRate:
     )
 
 
-def start_deposit(user_id: UserId, *, shillings: int = DEPOSIT_KES, phone: str = PHONE) -> Transaction:
+def start_deposit(
+    user_id: UserId, *, shillings: int = DEPOSIT_KES, phone: str = PHONE, now: datetime = BOOKED_AT
+) -> Transaction:
     return Transaction.start_deposit(
         user_id=user_id,
         amount=Money(shillings * 100, KES),
         idempotency_key=_key(user_id, "deposit"),
-        locked_rate=_rate(KES, USD, "0.0077"),
+        locked_rate=_rate(KES, USD, "0.0077", now),
         phone=PhoneNumber.mpesa(phone),
         deriv_login_id=DerivLoginId(CLIENT),
+        now=now,
     )
 
 
-def start_withdrawal(user_id: UserId, *, dollars: int = WITHDRAWAL_USD, phone: str = PHONE) -> Transaction:
+def start_withdrawal(
+    user_id: UserId, *, dollars: int = WITHDRAWAL_USD, phone: str = PHONE, now: datetime = BOOKED_AT
+) -> Transaction:
     return Transaction.start_withdrawal(
         user_id=user_id,
         amount=Money(dollars * 100, USD),
         idempotency_key=_key(user_id, "withdrawal"),
-        locked_rate=_rate(USD, KES, "129.5"),
+        locked_rate=_rate(USD, KES, "129.5", now),
         phone=PhoneNumber.mpesa(phone),
         deriv_login_id=DerivLoginId(CLIENT),
+        now=now,
     )
 
 
@@ -169,12 +177,15 @@ async def _accounts(engine: AsyncEngine, user_id: UserId, other_user: UserId) ->
 
 
 def _posting(
-    tx: Transaction | None, description: str, *legs: tuple[LedgerAccountId, LedgerAccountId, Money]
+    tx: Transaction | None,
+    description: str,
+    *legs: tuple[LedgerAccountId, LedgerAccountId, Money],
+    now: datetime,
 ) -> Posting:
     lines: list[PostingLine] = []
     for debited, credited, amount in legs:
         lines += [debit(debited, amount), credit(credited, amount)]
-    return Posting.create(lines=lines, description=description, transaction_id=tx.id if tx else None)
+    return Posting.create(lines=lines, description=description, transaction_id=tx.id if tx else None, now=now)
 
 
 async def _store(engine: AsyncEngine, tx: Transaction | None, postings: list[Posting]) -> None:
@@ -191,36 +202,38 @@ def _conv(tx: Transaction) -> Money:
     return tx.converted_amount
 
 
-def _deposit_received(a: Accounts, tx: Transaction) -> list[Posting]:
+def _deposit_received(a: Accounts, tx: Transaction, now: datetime) -> list[Posting]:
     return [
-        _posting(tx, "deposit: M-Pesa payment received", (a.mpesa_float, a.wallet_kes, tx.amount)),
+        _posting(tx, "deposit: M-Pesa payment received", (a.mpesa_float, a.wallet_kes, tx.amount), now=now),
         _posting(
             tx,
             "deposit: KES to USD",
             (a.wallet_kes, a.fx_kes, tx.amount),
             (a.fx_usd, a.wallet_usd, _conv(tx)),
+            now=now,
         ),
     ]
 
 
-def _deposit_transfer(a: Accounts, tx: Transaction) -> Posting:
-    return _posting(tx, "deposit: Deriv transfer", (a.wallet_usd, a.deriv_float, _conv(tx)))
+def _deposit_transfer(a: Accounts, tx: Transaction, now: datetime) -> Posting:
+    return _posting(tx, "deposit: Deriv transfer", (a.wallet_usd, a.deriv_float, _conv(tx)), now=now)
 
 
-def _withdrawal_debited(a: Accounts, tx: Transaction) -> list[Posting]:
+def _withdrawal_debited(a: Accounts, tx: Transaction, now: datetime) -> list[Posting]:
     return [
-        _posting(tx, "withdrawal: Deriv account debited", (a.deriv_float, a.wallet_usd, tx.amount)),
+        _posting(tx, "withdrawal: Deriv account debited", (a.deriv_float, a.wallet_usd, tx.amount), now=now),
         _posting(
             tx,
             "withdrawal: USD to KES",
             (a.wallet_usd, a.fx_usd, tx.amount),
             (a.fx_kes, a.wallet_kes, _conv(tx)),
+            now=now,
         ),
     ]
 
 
-def _withdrawal_payout(a: Accounts, tx: Transaction) -> Posting:
-    return _posting(tx, "withdrawal: B2C payout", (a.wallet_kes, a.mpesa_float, _conv(tx)))
+def _withdrawal_payout(a: Accounts, tx: Transaction, now: datetime) -> Posting:
+    return _posting(tx, "withdrawal: B2C payout", (a.wallet_kes, a.mpesa_float, _conv(tx)), now=now)
 
 
 @dataclass
@@ -254,20 +267,20 @@ class Plan:
     pending_deposit: Transaction
 
 
-async def plan(engine: AsyncEngine) -> Plan:
+async def plan(engine: AsyncEngine, *, now: datetime) -> Plan:
     user_id = await insert_user(engine)
     return Plan(
         user_id=user_id,
-        deposit=start_deposit(user_id),
-        withdrawal=start_withdrawal(user_id),
-        reversed_withdrawal=start_withdrawal(user_id, dollars=REVERSED_USD, phone=B2C_FAILING_PHONE),
-        failed_deposit=start_deposit(user_id, shillings=500, phone=CANCELLING_PHONE),
-        review_deposit=start_deposit(user_id, shillings=1_500),
-        pending_deposit=start_deposit(user_id, shillings=300),
+        deposit=start_deposit(user_id, now=now),
+        withdrawal=start_withdrawal(user_id, now=now),
+        reversed_withdrawal=start_withdrawal(user_id, dollars=REVERSED_USD, phone=B2C_FAILING_PHONE, now=now),
+        failed_deposit=start_deposit(user_id, shillings=500, phone=CANCELLING_PHONE, now=now),
+        review_deposit=start_deposit(user_id, shillings=1_500, now=now),
+        pending_deposit=start_deposit(user_id, shillings=300, now=now),
     )
 
 
-def _stk(tx: Transaction, checkout_id: str) -> None:
+def _stk(tx: Transaction, checkout_id: str, now: datetime) -> None:
     tx.stk_push_sent(
         MpesaRequest.sent(
             transaction_id=tx.id,
@@ -275,16 +288,23 @@ def _stk(tx: Transaction, checkout_id: str) -> None:
             merchant_request_id=f"m-{next(_counter)}",
             phone=tx.phone,
             amount=tx.amount,
-            now=datetime.now(UTC),
-        )
+            now=now,
+        ),
+        now=now,
     )
 
 
 async def build_world(
-    engine: AsyncEngine, url: str, the_plan: Plan | None = None, ids: ExternalIds | None = None
+    engine: AsyncEngine,
+    url: str,
+    the_plan: Plan | None = None,
+    ids: ExternalIds | None = None,
+    *,
+    now: datetime = BOOKED_AT,
 ) -> World:
-    """Book the whole consistent run (each transaction with its postings in one unit of work)."""
-    p = the_plan or await plan(engine)
+    """Book the whole consistent run (each transaction with its postings in one unit of work), every
+    transaction's step stamped `now`."""
+    p = the_plan or await plan(engine, now=now)
     ids = ids or ExternalIds()
     other_user = await insert_user(engine)
     a = await _accounts(engine, p.user_id, other_user)
@@ -298,49 +318,55 @@ async def build_world(
                 None,
                 "float funding: Deriv agent",
                 (a.deriv_float, a.capital_usd, Money(DERIV_FLOAT_CENTS, USD)),
+                now=now,
             ),
             _posting(
-                None, "float funding: M-Pesa", (a.mpesa_float, a.capital_kes, Money(MPESA_FLOAT_CENTS, KES))
+                None,
+                "float funding: M-Pesa",
+                (a.mpesa_float, a.capital_kes, Money(MPESA_FLOAT_CENTS, KES)),
+                now=now,
             ),
         ],
     )
 
     # COMPLETED deposit
     d = p.deposit
-    _stk(d, ids.deposit_checkout)
-    d.mpesa_confirmed(mpesa_receipt_number=ids.deposit_receipt, amount=d.amount, raw_callback=None)
-    postings = _deposit_received(a, d)
-    d.deriv_transfer_sent()
-    postings.append(_deposit_transfer(a, d))
-    d.deriv_transfer_completed(deriv_transaction_id=ids.deposit_deriv_id)
+    _stk(d, ids.deposit_checkout, now)
+    d.mpesa_confirmed(mpesa_receipt_number=ids.deposit_receipt, amount=d.amount, raw_callback=None, now=now)
+    postings = _deposit_received(a, d, now)
+    d.deriv_transfer_sent(now=now)
+    postings.append(_deposit_transfer(a, d, now))
+    d.deriv_transfer_completed(deriv_transaction_id=ids.deposit_deriv_id, now=now)
     await _store(engine, d, postings)
 
     # COMPLETED withdrawal
     w = p.withdrawal
-    w.withdrawal_code_sent()
-    w.deriv_withdrawal_requested()
-    w.deriv_withdrawal_done(deriv_transaction_id=ids.withdrawal_deriv_id)
-    postings = _withdrawal_debited(a, w)
-    w.mpesa_disbursement_sent(originator_conversation_id=ids.withdrawal_ocid or fake_ocid(w))
-    postings.append(_withdrawal_payout(a, w))
+    w.withdrawal_code_sent(now=now)
+    w.deriv_withdrawal_requested(now=now)
+    w.deriv_withdrawal_done(deriv_transaction_id=ids.withdrawal_deriv_id, now=now)
+    postings = _withdrawal_debited(a, w, now)
+    w.mpesa_disbursement_sent(originator_conversation_id=ids.withdrawal_ocid or fake_ocid(w), now=now)
+    postings.append(_withdrawal_payout(a, w, now))
     w.mpesa_disbursement_completed(
-        transaction_receipt=ids.withdrawal_receipt, result_desc="ok", raw_result=None
+        transaction_receipt=ids.withdrawal_receipt, result_desc="ok", raw_result=None, now=now
     )
     await _store(engine, w, postings)
 
     # REVERSED withdrawal: B2C failed, the payout and the conversion reversed, USD refunded
     r = p.reversed_withdrawal
-    r.withdrawal_code_sent()
-    r.deriv_withdrawal_requested()
-    r.deriv_withdrawal_done(deriv_transaction_id=ids.reversed_deriv_id)
-    debited, converted = _withdrawal_debited(a, r)
-    payout = _withdrawal_payout(a, r)
-    r.mpesa_disbursement_sent(originator_conversation_id=ids.reversed_ocid or fake_ocid(r))
-    r.mpesa_disbursement_failed(result_code=1, result_desc="insufficient utility balance", raw_result=None)
-    refund = _posting(
-        r, "withdrawal reversed: refund transfer to Deriv", (a.wallet_usd, a.deriv_float, r.amount)
+    r.withdrawal_code_sent(now=now)
+    r.deriv_withdrawal_requested(now=now)
+    r.deriv_withdrawal_done(deriv_transaction_id=ids.reversed_deriv_id, now=now)
+    debited, converted = _withdrawal_debited(a, r, now)
+    payout = _withdrawal_payout(a, r, now)
+    r.mpesa_disbursement_sent(originator_conversation_id=ids.reversed_ocid or fake_ocid(r), now=now)
+    r.mpesa_disbursement_failed(
+        result_code=1, result_desc="insufficient utility balance", raw_result=None, now=now
     )
-    r.reverse("B2C payout failed; the USD was sent back to the user's Deriv account")
+    refund = _posting(
+        r, "withdrawal reversed: refund transfer to Deriv", (a.wallet_usd, a.deriv_float, r.amount), now=now
+    )
+    r.reverse("B2C payout failed; the USD was sent back to the user's Deriv account", now=now)
     await _store(
         engine,
         r,
@@ -348,31 +374,33 @@ async def build_world(
             debited,
             converted,
             payout,
-            payout.reversal("withdrawal reversed: B2C payout failed"),
-            converted.reversal("withdrawal reversed: KES back to USD"),
+            payout.reversal("withdrawal reversed: B2C payout failed", now=now),
+            converted.reversal("withdrawal reversed: KES back to USD", now=now),
             refund,
         ],
     )
 
     # FAILED deposit: the customer cancelled the STK push
     f = p.failed_deposit
-    _stk(f, ids.failed_checkout)
-    f.mpesa_failed(result_code=1032, result_desc="Request cancelled by user", raw_callback=None)
+    _stk(f, ids.failed_checkout, now)
+    f.mpesa_failed(result_code=1032, result_desc="Request cancelled by user", raw_callback=None, now=now)
     await _store(engine, f, [])
 
     # NEEDS_REVIEW deposit: paid, Deriv refused the transfer (its posting reversed)
     v = p.review_deposit
-    _stk(v, ids.review_checkout)
-    v.mpesa_confirmed(mpesa_receipt_number=ids.review_receipt, amount=v.amount, raw_callback=None)
-    postings = _deposit_received(a, v)
-    v.deriv_transfer_sent()
-    transfer = _deposit_transfer(a, v)
-    v.deriv_transfer_refused("ClientDisabled: the account is disabled")
-    await _store(engine, v, [*postings, transfer, transfer.reversal("deposit: Deriv refused the transfer")])
+    _stk(v, ids.review_checkout, now)
+    v.mpesa_confirmed(mpesa_receipt_number=ids.review_receipt, amount=v.amount, raw_callback=None, now=now)
+    postings = _deposit_received(a, v, now)
+    v.deriv_transfer_sent(now=now)
+    transfer = _deposit_transfer(a, v, now)
+    v.deriv_transfer_refused("ClientDisabled: the account is disabled", now=now)
+    await _store(
+        engine, v, [*postings, transfer, transfer.reversal("deposit: Deriv refused the transfer", now=now)]
+    )
 
     # AWAITING_MPESA deposit, just started
     n = p.pending_deposit
-    _stk(n, ids.pending_checkout)
+    _stk(n, ids.pending_checkout, now)
     await _store(engine, n, [])
 
     return World(
@@ -431,7 +459,7 @@ def insert_posting(
 ) -> uuid.UUID:
     """Insert a posting and its entries as given (balanced or not); with adjust_balances, move the
     stored balances the way the entries do, so only the intended rule breaks."""
-    now = datetime.now(UTC)
+    now = BOOKED_AT
     posting_id = new_uuid7()
     tx = _uuid(transaction_id)
     entry_tx = tx if entry_transaction_id == "same" else _uuid(entry_transaction_id)

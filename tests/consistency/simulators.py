@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -22,13 +22,13 @@ from deriv_gateway.protocol.messages import reference, to_wire_amount
 from deriv_gateway.simulator import DEFAULT_AGENT_LOGINID, DEFAULT_AGENT_TOKEN, DerivSimulator
 from mpesa_adapter.client import originator_conversation_id_for
 from mpesa_adapter.simulator import DarajaSimulator
-from mpesa_adapter.simulator.clock import EAT
 from mpesa_adapter.simulator.config import SANDBOX_B2C_SHORTCODE, SANDBOX_PASSKEY, SANDBOX_SHORTCODE
 from persistence.consistency.check import check_consistency
 from persistence.consistency.report import ConsistencyReport
 from proving.simulator_books import fetch_simulator_books
 from tests.consistency.helpers import (
     B2C_FAILING_PHONE,
+    BOOKED_AT,
     CANCELLING_PHONE,
     DEPOSIT_KES,
     PHONE,
@@ -41,6 +41,8 @@ from tests.consistency.helpers import (
 CLIENT_TOKEN = "sim-client1-token"
 CLIENT_EMAIL = "alice@clients.sim"
 NOWHERE = "http://127.0.0.1:9/callback"  # callbacks are not what these tests look at
+# The STK Timestamp (EAT): Daraja checks its form and the Password made with it, not its age.
+STK_TIMESTAMP = "20261206150000"
 
 
 class Deriv:
@@ -139,7 +141,7 @@ class Mpesa:
 
     async def stk(self, phone: str, shillings: int) -> str:
         """An STK push, completed (charged or declined by the phone's rule); its CheckoutRequestID."""
-        timestamp = datetime.now(EAT).strftime("%Y%m%d%H%M%S")
+        timestamp = STK_TIMESTAMP
         password = base64.b64encode(f"{SANDBOX_SHORTCODE}{SANDBOX_PASSKEY}{timestamp}".encode()).decode()
         reply = await self._post(
             "/mpesa/stkpush/v1/processrequest",
@@ -189,8 +191,9 @@ class Mpesa:
 
 
 class Run:
-    def __init__(self, world: World, deriv: Deriv, mpesa: Mpesa) -> None:
+    def __init__(self, world: World, deriv: Deriv, mpesa: Mpesa, now: datetime) -> None:
         self.world = world
+        self.now = now  # when the run was booked: the check is made as of then
         self.deriv = deriv
         self.mpesa = mpesa
 
@@ -201,15 +204,22 @@ class Run:
             **fetch,  # type: ignore[arg-type]
         )
         return await check_consistency(
-            self.world.engine, now=datetime.now(UTC), stale_after=timedelta(minutes=15), books=books
+            self.world.engine, now=self.now, stale_after=timedelta(minutes=15), books=books
         )
 
 
 async def run_with_books(
-    engine: AsyncEngine, url: str, deriv: Deriv, mpesa: Mpesa, *, skip: frozenset[str] = frozenset()
+    engine: AsyncEngine,
+    url: str,
+    deriv: Deriv,
+    mpesa: Mpesa,
+    *,
+    skip: frozenset[str] = frozenset(),
+    now: datetime = BOOKED_AT,
 ) -> Run:
-    """The helpers' world, its external calls made on the simulators (except those in `skip`)."""
-    p = await plan(engine)
+    """The helpers' world, its external calls made on the simulators (except those in `skip`),
+    booked as of `now`."""
+    p = await plan(engine, now=now)
     ids = ExternalIds()
 
     ids.deposit_checkout = await mpesa.stk(PHONE, DEPOSIT_KES)
@@ -238,8 +248,8 @@ async def run_with_books(
     ids.review_receipt = mpesa.receipt(ids.review_checkout)
     # the pending deposit's STK push is not made: nothing of it is in the books yet
 
-    world = await build_world(engine, url, p, ids)
-    return Run(world, deriv, mpesa)
+    world = await build_world(engine, url, p, ids, now=now)
+    return Run(world, deriv, mpesa, now)
 
 
 def cents(money: object) -> int:

@@ -1,5 +1,8 @@
 """`penpay check`, run as a user runs it (a subprocess), on MariaDB and SQLite.
 
+The command judges staleness on the system clock, so the runs it checks are booked on that clock
+(tests.clocks.the_processes_clock), not at the helpers' fixed instant.
+
 The subprocess is started with asyncio so the simulators, which live in this test's event
 loop, keep answering while the command reads their books.
 """
@@ -17,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from penpay.commands.check import duration
 from persistence.tables import ledger_accounts
+from tests.clocks import the_processes_clock
 from tests.consistency.helpers import build_world, raw_sql
 from tests.consistency.simulators import Deriv, Mpesa, run_with_books
 
@@ -48,7 +52,7 @@ def as_json(stdout: str) -> dict[str, Any]:
 async def test_check_exits_0_on_a_consistent_database_and_1_once_it_is_not(
     engine: AsyncEngine, database_url: str
 ) -> None:
-    world = await build_world(engine, database_url)
+    world = await build_world(engine, database_url, now=the_processes_clock())
 
     code, out, err = await penpay_check("--database-url", database_url)
     assert code == 0, out + err
@@ -82,7 +86,7 @@ async def test_check_exits_0_on_a_consistent_database_and_1_once_it_is_not(
 async def test_check_reports_a_stale_transaction_as_unresolved(
     engine: AsyncEngine, database_url: str
 ) -> None:
-    world = await build_world(engine, database_url)
+    world = await build_world(engine, database_url, now=the_processes_clock())
     await asyncio.sleep(1.2)
 
     code, out, _ = await penpay_check("--database-url", database_url, "--stale-after", "1s", "--json")
@@ -96,7 +100,7 @@ async def test_check_reports_a_stale_transaction_as_unresolved(
 async def test_check_compares_the_simulators_books(
     engine: AsyncEngine, database_url: str, deriv: Deriv, mpesa: Mpesa
 ) -> None:
-    run = await run_with_books(engine, database_url, deriv, mpesa)
+    run = await run_with_books(engine, database_url, deriv, mpesa, now=the_processes_clock())
     books = ["--deriv-control", str(deriv.sim.control_url), "--mpesa-control", str(mpesa.sim.base_url)]
 
     code, out, err = await penpay_check("--database-url", database_url, *books, "--json")

@@ -10,7 +10,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -28,17 +28,16 @@ from persistence.tables import (
     mpesa_requests,
     transactions,
 )
-from tests.consistency.helpers import World, build_world, insert_posting, raw_sql, tx_uuid
+from tests.consistency.helpers import BOOKED_AT, World, build_world, insert_posting, raw_sql, tx_uuid
 
 pytestmark = pytest.mark.integration
 
 DEBIT, CREDIT = "DEBIT", "CREDIT"
 
 
-async def check(world: World, *, now: datetime | None = None) -> ConsistencyReport:
-    return await check_consistency(
-        world.engine, now=now or datetime.now(UTC), stale_after=timedelta(minutes=15)
-    )
+async def check(world: World, *, now: datetime = BOOKED_AT) -> ConsistencyReport:
+    """The check as of `now`: by default the instant the world was booked (nothing is stale yet)."""
+    return await check_consistency(world.engine, now=now, stale_after=timedelta(minutes=15))
 
 
 @pytest.fixture
@@ -78,7 +77,7 @@ async def test_a_consistent_run_is_ok(world: World) -> None:
 
 
 async def test_a_transaction_left_in_flight_becomes_unresolved_after_the_threshold(world: World) -> None:
-    later = await check(world, now=datetime.now(UTC) + timedelta(minutes=16))
+    later = await check(world, now=BOOKED_AT + timedelta(minutes=16))
 
     assert later.violations == []
     assert [(u.transaction_id, u.status) for u in later.unresolved] == [
@@ -233,7 +232,7 @@ def _delete_payout(sql: sa.Connection, w: World) -> None:
 
 
 def _payout_on_a_deposit(sql: sa.Connection, w: World) -> None:
-    now = datetime.now(UTC)
+    now = BOOKED_AT
     sql.execute(
         mpesa_disbursements.insert(),
         {
@@ -452,7 +451,7 @@ async def test_the_rows_listed_per_rule_are_capped(world: World) -> None:
         sql.execute(ledger_accounts.update().values(balance_cents=ledger_accounts.c.balance_cents + 1))
 
     report = await check_consistency(
-        world.engine, now=datetime.now(UTC), stale_after=timedelta(minutes=15), max_rows=2
+        world.engine, now=BOOKED_AT, stale_after=timedelta(minutes=15), max_rows=2
     )
 
     assert [v.code for v in report.violations] == [Code.BALANCE_MISMATCH] * 2

@@ -56,7 +56,7 @@ async def reconcile(console: Console) -> RunReport:
             DarajaReconciliationReads(
                 daraja,
                 stack.engine,
-                inbox=inbox_on(stack.engine),
+                inbox=inbox_on(stack.engine, stack.clock),
                 clock=stack.clock,
                 nominated_number="254708374149",
                 pull_callback_url=f"{stack.callbacks.base_url}/pull",

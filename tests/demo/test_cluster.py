@@ -10,7 +10,7 @@ credentials, callback secret)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from proving.cluster import Cluster, ClusterConfig
 from proving.demo import Endpoints, JourneyOptions, run_journey
 from proving.demo.journey import JourneyResult
 from proving.simulator_books import fetch_simulator_books
+from tests.clocks import the_processes_clock
 from tests.conftest import REDIS_URL
 from tests.databases import create_mysql_database, drop_mysql_database
 from tests.demo.log_secrets import find_leaks
@@ -71,8 +72,9 @@ async def assert_consistent(cluster: Cluster) -> None:
     )
     engine = create_engine(cluster.config.database_url, pool_size=1)
     try:
+        # The cluster's processes stamp with the system clock: "stale" is judged on it too.
         report = await check_consistency(
-            engine, now=datetime.now(UTC), stale_after=timedelta(minutes=15), books=books
+            engine, now=the_processes_clock(), stale_after=timedelta(minutes=15), books=books
         )
     finally:
         await engine.dispose()

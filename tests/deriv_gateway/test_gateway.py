@@ -30,6 +30,7 @@ from penpay.common.v1 import money_pb2
 from penpay.deriv.v1 import deriv_gateway_pb2 as pb
 from penpay.deriv.v1 import deriv_gateway_pb2_grpc as pb_grpc
 from persistence.engine import create_engine
+from tests.clocks import SteppingClock
 from tests.conftest import REPO_ROOT
 from tests.deriv_gateway.conftest import FrameLog, Sim, StartGateway, journaled, lease_token
 
@@ -687,7 +688,7 @@ async def test_every_frame_matches_the_official_schemas(
     await gw.stub.GetBalance(pb.GetBalanceRequest())
     await gw.stub.GetSettings(pb.GetSettingsRequest(client_token=CLIENT_TOKEN))
     await gw.stub.RequestWithdrawalCode(pb.RequestWithdrawalCodeRequest(client_token=CLIENT_TOKEN))
-    await gw.server.gateway.statements.find("PenPay nothing-here", datetime.now(UTC))
+    await gw.server.gateway.statements.find("PenPay nothing-here", gw.server.gateway.clock.now())
     await gw.server.gateway.agent.request("ping")
     calls = {next(iter(f)) for d, f in frames.frames if d == "send"}
     assert {
@@ -762,11 +763,13 @@ async def test_batched_claims_and_outcomes_keep_their_own_answers(
 async def test_the_sqlite_lane_writes_rows_the_engine_reads_back_exactly(sqlite_url: str) -> None:
     """The SQLite batches bypass SQLAlchemy (one thread hop per batch): what they write must read back
     through the engine as SQLAlchemy itself would have stored it, timestamps to the microsecond."""
-    journal = jn.Journal.from_url(sqlite_url)
+    # a stamp with microseconds, to see them read back; every reading is later than the one before
+    clock = SteppingClock(datetime(2026, 12, 6, 12, 0, 0, 123_456, tzinfo=UTC))
+    journal = jn.Journal.from_url(sqlite_url, clock=clock)
     try:
         assert isinstance(journal._group, SQLiteGroupCommit)
         op = str(uuid.uuid4())
-        before = datetime.now(UTC)
+        before = clock.now()
         created, claimed = await _claim(journal, op, 1)
         assert created
         row = await journal.get(op)
@@ -775,7 +778,7 @@ async def test_the_sqlite_lane_writes_rows_the_engine_reads_back_exactly(sqlite_
             claimed.updated_at,
         )
         assert row.created_at >= before and row.created_at.tzinfo is not None
-        assert [r.operation_id for r in await journal.list_sending(sent_before=datetime.now(UTC))] == [op]
+        assert [r.operation_id for r in await journal.list_sending(sent_before=clock.now())] == [op]
         assert await journal.list_sending(sent_before=before) == []
 
         await journal.finish(

@@ -7,7 +7,6 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -126,7 +125,7 @@ async def row_in(conn: AsyncConnection, kind: Kind, correlation_id: str) -> Any:
 
 async def store_sent(h: Harness, kind: Kind, correlation_id: str, merchant: str, msisdn: str) -> uuid.UUID:
     """A user, a transaction and its SENT request (STK) or disbursement, as the sagas store them."""
-    now = datetime.now(UTC)
+    now = h.clock.now()
     user_id, tx_id = uuid.uuid4(), uuid.uuid4()
     evidence = {
         "transaction_id": tx_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,12 +18,12 @@ from persistence import ledger_balances
 from persistence.tables import ledger_accounts, ledger_entries, users
 from persistence.unit_of_work import SqlUnitOfWork
 
+REGISTERED_AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)  # every user row's stamp: nothing here reads it
+
 
 async def insert_user(engine: AsyncEngine) -> UserId:
-    from domain.shared.clock import utc_now
-
     user_id = UserId.new()
-    now = utc_now()
+    now = REGISTERED_AT
     async with engine.begin() as connection:
         await connection.execute(
             users.insert(),

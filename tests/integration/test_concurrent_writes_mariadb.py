@@ -25,6 +25,8 @@ from persistence.unit_of_work import SqlUnitOfWork
 
 pytestmark = pytest.mark.integration
 
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)  # the orphan's, the user's and the codes' instant
+
 
 @pytest.fixture
 async def engine(fresh_mariadb_url: str) -> AsyncIterator[AsyncEngine]:
@@ -52,7 +54,7 @@ async def test_records_left_pending_by_a_dead_process_are_sealed_by_the_next_com
     engine: AsyncEngine,
 ) -> None:
     # What a process killed between its commit and its seal leaves behind: committed, unchained.
-    orphan = AuditRecord(datetime.now(UTC), "crashed", "Orphan", "Test", "o-1", {"n": 1})
+    orphan = AuditRecord(NOW, "crashed", "Orphan", "Test", "o-1", {"n": 1})
     async with engine.begin() as connection:
         await connection.execute(insert(audit_pending), [orphan.pending_row()])
         assert (await verify_chain(connection)).pending == 1
@@ -116,7 +118,7 @@ def new_user() -> User:
         email=Email(f"codes{secrets.token_hex(5)}@example.co.ke"),
         phone=PhoneNumber(f"+2547{secrets.randbelow(10**8):08d}"),
         password_hash=PasswordHash("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$aGFzaA"),
-        now=datetime.now(UTC),
+        now=NOW,
     )
 
 
@@ -127,7 +129,7 @@ async def test_many_new_users_ask_for_a_code_at_once_without_a_deadlock(engine: 
             await uow.users.add(user)
         await uow.commit()
     codes = SqlVerificationCodeStore(engine)
-    now = datetime.now(UTC)
+    now = NOW
 
     async def ask(user: User) -> None:
         await codes.create(user_id=user.id, purpose=VerificationPurpose.PHONE, code="123456", now=now)

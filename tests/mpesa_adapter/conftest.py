@@ -17,7 +17,7 @@ from aiohttp import web
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.shared.clock import SystemClock
+from domain.shared.clock import Clock
 from mpesa_adapter import review_table
 from mpesa_adapter.callback_parsing import (
     B2CQueueTimeout,
@@ -38,10 +38,13 @@ from mpesa_adapter.simulator.faults import B2C_PHONE_OUTCOMES, STK_PHONE_OUTCOME
 from penpay.bootstrap import evidence_unit_of_work
 from persistence.engine import create_engine
 from persistence.tables import domain_events, mpesa_disbursements, mpesa_requests, transactions, users
+from tests.clocks import SteppingClock
 
 CONSUMER_KEY = "penpay-test-consumer-key"
 CONSUMER_SECRET = "penpay-test-consumer-secret-" + "s3cr3t"
 B2C_SHORTCODE = "600992"
+# Where a harness's clock starts. It steps on every reading, so the reviews still order by arrival.
+STARTED_AT = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -150,6 +153,7 @@ class Harness:
     server_config: CallbackServerConfig
     confirmer: CallbackConfirmer
     session: aiohttp.ClientSession
+    clock: Clock  # PenPay's side: the store's stamps and the rows written as the saga would
 
     @property
     def secret(self) -> str:
@@ -170,7 +174,7 @@ class Harness:
     # --- rows the saga would have written ------------------------------------------------
 
     async def new_transaction(self, phone: str, amount_cents: int, kind: str = "DEPOSIT") -> uuid.UUID:
-        now = datetime.now(UTC)
+        now = self.clock.now()
         user_id, tx_id = uuid.uuid4(), uuid.uuid4()
         # A withdrawal as the aggregate holds it: USD asked, the KES paid out its converted amount.
         asked: dict[str, Any] = (
@@ -216,7 +220,7 @@ class Harness:
     async def store_request(
         self, tx_id: uuid.UUID, checkout_id: str, merchant_id: str, phone: str, amount_kes: int
     ) -> None:
-        now = datetime.now(UTC)
+        now = self.clock.now()
         async with self.engine.begin() as conn:
             await conn.execute(
                 insert(mpesa_requests).values(
@@ -245,7 +249,7 @@ class Harness:
         return tx_id, ocid
 
     async def store_disbursement(self, tx_id: uuid.UUID, ocid: str, phone: str, amount_kes: int) -> None:
-        now = datetime.now(UTC)
+        now = self.clock.now()
         async with self.engine.begin() as conn:
             await conn.execute(
                 insert(mpesa_disbursements).values(
@@ -331,13 +335,13 @@ async def build_harness(
 ) -> AsyncGenerator[Harness, None]:
     sim = DarajaSimulator(sim_config(**(sim_overrides or {})))
     await sim.start()
-    store = inbox_on(engine)
+    clock = SteppingClock(STARTED_AT)
+    store = inbox_on(engine, clock)
     inbox = RecordingInbox(store)
     server_config = CallbackServerConfig.from_strings(
         secrets.token_urlsafe(24), **({"allowed_ips": "127.0.0.1"} | (server_overrides or {}))
     )
-    # The wall clock, as the callback store's own stamps read it (until it takes a clock too).
-    server = CallbackServer(server_config, inbox, port=0, clock=SystemClock())
+    server = CallbackServer(server_config, inbox, port=0, clock=clock)
     await server.start()
     assert sim.base_url is not None
     settings: dict[str, Any] = {
@@ -371,6 +375,7 @@ async def build_harness(
         server_config,
         CallbackConfirmer(client, store),
         session,
+        clock,
     )
     try:
         yield harness
@@ -394,10 +399,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def inbox_on(engine: AsyncEngine) -> SqlCallbackInbox:
-    """The callback store as the composition root builds it, on this engine and the system clock
-    (the simulator answers in real time)."""
-    return SqlCallbackInbox(engine, evidence_unit_of_work(engine, SystemClock()))
+def inbox_on(engine: AsyncEngine, clock: Clock) -> SqlCallbackInbox:
+    """The callback store as the composition root builds it, on this engine and the given clock."""
+    return SqlCallbackInbox(engine, evidence_unit_of_work(engine, clock))
 
 
 def phone(suffix: str = "") -> str:

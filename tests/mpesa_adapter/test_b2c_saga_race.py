@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.shared.clock import FixedClock
 from domain.shared.errors import ConcurrentModification
 from domain.shared.ids import TransactionId
 from mpesa_adapter.callback_parsing import parse_b2c_result
@@ -111,7 +112,7 @@ async def _waits_on(conn: AsyncConnection, watcher: AsyncEngine, task: asyncio.T
 
 async def test_a_b2c_result_during_the_sagas_step_survives_its_save(db: AsyncEngine) -> None:
     tx_id, ocid = await _withdrawal_sent(db)
-    store = inbox_on(db)
+    store = inbox_on(db, FixedClock(NOW))
     receipt = "UL6" + secrets.token_hex(4).upper()[:7]
     async with db.begin() as conn:
         # The saga's step after the B2C call answered: the transaction under its lock, the answer applied.
@@ -141,7 +142,7 @@ async def test_a_b2c_result_during_the_sagas_step_survives_its_save(db: AsyncEng
 async def test_a_save_of_a_plain_read_refuses_to_reset_a_result_recorded_since(db: AsyncEngine) -> None:
     """A reader without the row lock (a plain get) saving after a result landed: refused, not reset."""
     tx_id, ocid = await _withdrawal_sent(db)
-    store = inbox_on(db)
+    store = inbox_on(db, FixedClock(NOW))
     receipt = "UL7" + secrets.token_hex(4).upper()[:7]
     async with db.connect() as conn:
         repo = SqlTransactionRepository(conn, lambda _: None)

@@ -6,7 +6,6 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -14,10 +13,11 @@ import pytest
 from aiohttp import web
 
 from mpesa_adapter.simulator import DarajaSimulator, SimulatorConfig
-from mpesa_adapter.simulator.clock import EAT
 from mpesa_adapter.simulator.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE
 
 PHONE = "254708374149"
+# The STK Timestamp (EAT): Daraja checks its form and the Password made with it, not its age.
+STK_TIMESTAMP = "20261206150000"
 
 
 @dataclass
@@ -125,7 +125,7 @@ class Daraja:
             return resp.status, await resp.json(content_type=None)
 
     def stk_body(self, **overrides: Any) -> dict[str, Any]:
-        ts = datetime.now(EAT).strftime("%Y%m%d%H%M%S")
+        ts = STK_TIMESTAMP
         password = base64.b64encode(f"{SANDBOX_SHORTCODE}{SANDBOX_PASSKEY}{ts}".encode()).decode()
         body: dict[str, Any] = {
             "BusinessShortCode": 174379,

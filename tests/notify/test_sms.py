@@ -214,7 +214,7 @@ async def test_delivery_reports_reach_penpay_callbacks_and_are_counted(
     engine = create_engine(sqlite_url)
     server = CallbackServer(
         CallbackServerConfig.from_strings(secrets.token_urlsafe(24), "127.0.0.1"),
-        inbox_on(engine),
+        inbox_on(engine, FixedClock(SENT_AT)),
         extra_routes=DeliveryReports(token).routes(),
         clock=FixedClock(SENT_AT),
     )

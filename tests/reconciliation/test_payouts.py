@@ -87,7 +87,7 @@ async def test_a_payout_check_left_unanswered_is_asked_again_by_a_later_window(w
     impatient = DarajaReconciliationReads(
         mpesa._client,
         world.stack.engine,
-        inbox=inbox_on(world.stack.engine),
+        inbox=inbox_on(world.stack.engine, world.stack.clock),
         clock=world.stack.clock,
         nominated_number="254708374149",
         pull_callback_url=f"{world.stack.callbacks.base_url}/pull",

@@ -46,7 +46,7 @@ async def two_shortcodes(fresh_mariadb_url: str) -> AsyncIterator[World]:
                 DarajaReconciliationReads(
                     daraja,
                     stack.engine,
-                    inbox=inbox_on(stack.engine),
+                    inbox=inbox_on(stack.engine, stack.clock),
                     clock=stack.clock,
                     nominated_number="254708374149",
                     pull_callback_url=f"{stack.callbacks.base_url}/pull",
@@ -105,7 +105,7 @@ async def test_the_auditor_sums_every_shortcode_s_balance(two_shortcodes: World)
     await world.customer_pays_paybill("254711000111", 1_300, shortcode=PAYBILL, validation=False)
     await world.run()  # the paybill payment nobody claimed is booked into the float (suspense)
     daraja = DarajaClient(dataclasses.replace(world.stack.daraja_config, c2b_shortcode=PAYBILL))
-    inbox = inbox_on(world.stack.engine)
+    inbox = inbox_on(world.stack.engine, world.stack.clock)
 
     async def ask() -> object:
         return await ask_account_balances(daraja, inbox, now=world.stack.clock.now())

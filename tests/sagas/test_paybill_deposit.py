@@ -225,7 +225,6 @@ async def test_validation_holds_a_paybill_deposit_to_the_compliance_policy(stack
     from application.identity.compliance import CompliancePolicy
     from application.payments.paybill import PaybillDeposits, PaybillPayment
     from application.payments.rates import FixedRates
-    from domain.shared.clock import SystemClock
     from persistence.transaction_stats import SqlTransactionStats
     from tests.sagas.harness import TRANSFER_LIMITS
 
@@ -241,7 +240,7 @@ async def test_validation_holds_a_paybill_deposit_to_the_compliance_policy(stack
             unit_of_work=stack.uow,
             stats=SqlTransactionStats(stack.engine),
             refresh_kyc=no_refresh,
-            clock=SystemClock(),
+            clock=stack.clock,  # the core's: what stamps the stack's records
         ),
     )
     user = await stack.user()  # phone verified, Deriv bound, but no KYC snapshot held

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from domain.shared.errors import InvalidIdentifier
 from domain.shared.ids import TransactionId, UserId, new_uuid7, uuid7_unix_ms
+from tests.clocks import the_processes_clock
 
 pytestmark = pytest.mark.unit
 
@@ -17,10 +18,15 @@ def test_uuid7_has_version_7_and_rfc_variant() -> None:
     assert value.variant == uuid.RFC_4122
 
 
+def _unix_ms(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
 def test_uuid7_embeds_the_current_millisecond() -> None:
-    before = time.time_ns() // 1_000_000
+    # UUIDv7 stamps with the system clock by design: the bounds are read from that same clock.
+    before = _unix_ms(the_processes_clock())
     value = new_uuid7()
-    after = time.time_ns() // 1_000_000
+    after = _unix_ms(the_processes_clock())
     assert before <= uuid7_unix_ms(value) <= after + 1
 
 

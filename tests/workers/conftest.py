@@ -24,6 +24,7 @@ from workers.memory_bus import InProcessBus
 from workers.redis_bus import RedisStreamsBus
 
 STREAM = "penpay.payments"
+OCCURRED_AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # the relay orders by id, not by this stamp
 
 
 @dataclass
@@ -73,7 +74,7 @@ def event_row(
         "aggregate_version": 1,
         "event_type": event_type,
         "payload": json.dumps({"note": "payload-must-not-be-logged"}),
-        "occurred_at": occurred_at or datetime.now(UTC),
+        "occurred_at": occurred_at or OCCURRED_AT,
         "published_at": None,
         "publish_attempts": 0,
     }

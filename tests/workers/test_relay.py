@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from sqlalchemy import insert, select
 from penpay import cli
 from persistence.tables import domain_events
 from tests.workers.conftest import (
+    OCCURRED_AT,
     STREAM,
     Backend,
     event_row,
@@ -32,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 async def test_a_row_committed_late_is_still_published(mariadb_redis: Backend) -> None:
     engine, bus = mariadb_redis.engine, mariadb_redis.bus
     relay = OutboxRelay(engine, bus)
-    early = event_row(occurred_at=datetime.now(UTC) - timedelta(seconds=1))
+    early = event_row(occurred_at=OCCURRED_AT - timedelta(seconds=1))
     late = event_row()
     # The scenario that defeats "id > last seen": the early row has the smaller id and the
     # earlier occurred_at, but its transaction commits after the later row was relayed.
