@@ -173,6 +173,30 @@ class EventConsumer:
         """Claim stale messages, read new ones (waiting up to block_ms), handle them all."""
         if not self._started:
             await self.start()
+        try:
+            deliveries = await self._fetch()
+        except Exception as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The bus lost the stream and its group (a Redis restarted without persistence): make
+            # them again and read on; otherwise this consumer failed until its process restarted.
+            log.warning("consumer.group_lost", group=self.group, streams=self.streams)
+            await self.start()
+            deliveries = await self._fetch()
+        # Messages of one aggregate are handled in order; different aggregates concurrently.
+        by_aggregate: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            key = delivery.fields.get("aggregate_id") or delivery.message_id
+            by_aggregate.setdefault(str(key), []).append(delivery)
+
+        async def in_order(group: list[Delivery]) -> list[tuple[Delivery, Outcome]]:
+            return [(delivery, await self._settle(delivery)) for delivery in group]
+
+        results = await asyncio.gather(*(in_order(group) for group in by_aggregate.values()))
+        return await self._ack_batch([pair for group in results for pair in group])
+
+    async def _fetch(self) -> list[Delivery]:
+        """Stale messages claimed (when due), then new ones read (waiting up to block_ms)."""
         deliveries: list[Delivery] = []
         if self._claim_due():
             for stream in self.streams:
@@ -186,17 +210,7 @@ class EventConsumer:
             count=self.batch_size,
             block_ms=0 if deliveries else self.block_ms,
         )
-        # Messages of one aggregate are handled in order; different aggregates concurrently.
-        by_aggregate: dict[str, list[Delivery]] = {}
-        for delivery in deliveries:
-            key = delivery.fields.get("aggregate_id") or delivery.message_id
-            by_aggregate.setdefault(str(key), []).append(delivery)
-
-        async def in_order(group: list[Delivery]) -> list[tuple[Delivery, Outcome]]:
-            return [(delivery, await self._settle(delivery)) for delivery in group]
-
-        results = await asyncio.gather(*(in_order(group) for group in by_aggregate.values()))
-        return await self._ack_batch([pair for group in results for pair in group])
+        return deliveries
 
     def _claim_due(self) -> bool:
         """A message becomes claimable `claim_idle_ms` after its delivery: looking twice per that

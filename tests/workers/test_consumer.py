@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from redis import asyncio as aioredis
 from sqlalchemy import func, select
 
 from penpay import cli
@@ -130,6 +131,27 @@ async def test_a_batch_is_acknowledged_in_one_round_trip_and_claims_wait_for_idl
     assert await runtime.process_once() == []
     # Nothing can be claimable before claim_idle_ms (60 s here): the second pass did not look.
     assert counting.claims == 1
+
+
+async def test_a_group_the_bus_lost_is_made_again_and_reading_goes_on(mariadb_redis: Backend) -> None:
+    """A Redis restarted without persistence has lost the streams and their groups: the consumer
+    makes its group again instead of failing every pass until its process restarts (found by the
+    full soak: the audit daemon's FloatLow consumer failed for good after a Redis restart)."""
+    backend = mariadb_redis
+    group, handler = group_name(), AuditingHandler()
+    runtime = consumer(backend, group, handler)
+    await runtime.start()
+    assert backend.redis_url is not None
+    raw = aioredis.from_url(backend.redis_url)
+    try:
+        assert await raw.delete(f"{backend.prefix}{STREAM}") == 1  # what the restart did
+    finally:
+        await raw.aclose()
+    await insert_events(backend.engine, 2)
+    await OutboxRelay(backend.engine, backend.bus).drain()  # XADD makes the stream, not the group
+
+    assert statuses(await runtime.process_once()) == ["handled", "handled"]
+    assert await backend.bus.pending_count(STREAM, group) == 0
 
 
 async def test_a_crash_after_commit_before_ack_is_redelivered_and_is_a_no_op(backend: Backend) -> None:
