@@ -32,7 +32,7 @@ from proving.chaos.report import SoakReport, build_report
 from proving.chaos.schedule import CLUSTER_ENV, Schedule, build_schedule
 from proving.chaos.servers import PrivateMariaDB, PrivateRedis
 from proving.chaos.tcpcut import TcpCut
-from proving.cluster import Cluster, ClusterConfig
+from proving.cluster import ROOT, Cluster, ClusterConfig
 
 PROGRESS_EVERY = 15.0
 
@@ -240,6 +240,8 @@ class ChaosSoak:
             start.isoformat(),
             "--to",
             end.isoformat(),
+            # the cluster's own code: from another directory, `-m penpay` could import another checkout
+            cwd=ROOT,
             env=self.cluster.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
