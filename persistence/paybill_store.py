@@ -88,8 +88,10 @@ class SqlPaybillStore:
             **_columns(values),
         }
         try:
-            async with self._c.begin_nested():
-                await self._c.execute(insert(c2b_payments).values(**row))
+            # No savepoint: a duplicate fails this one insert, which then wrote nothing (InnoDB and
+            # SQLite undo a failed statement alone). A savepoint also hid a deadlock: InnoDB ends the
+            # whole transaction, and ROLLBACK TO SAVEPOINT then failed with "does not exist".
+            await self._c.execute(insert(c2b_payments).values(**row))
         except IntegrityError:
             return False
         return True

@@ -4,6 +4,7 @@ credits Deriv; MariaDB, Redis Streams, the Deriv simulator and the gateway are a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.routes import PATHS, CallbackKind
 from persistence import ledger_balances
 from persistence.tables import c2b_payments, ledger_accounts, mpesa_callback_reviews, transactions
+from tests import databases
 from tests.sagas.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -272,3 +274,74 @@ async def test_a_repeat_confirmation_with_other_values_changes_nothing_and_is_ke
     assert len(await _deposits_of(stack, user)) == 1
     done = await stack.settle(TransactionId(row.transaction_id))
     assert done.status is S.COMPLETED and done.amount.amount_minor == 2_600_00
+
+
+async def test_a_confirmation_the_server_ends_in_a_deadlock_is_settled_by_running_it_again(
+    stack: Stack,
+) -> None:
+    """Two deliveries of one new TransID (or two new ones in one index gap) take the same gap lock
+    and both insert: InnoDB ends one transaction to break the deadlock. That confirmation was
+    answered with an error (M-Pesa does not redeliver it) and waited for reconciliation in suspense:
+    found by the full chaos soak. Here another transaction takes the gap first and is made the
+    heavier one, so the server ends the confirmation's; it must be settled anyway."""
+    await _register(stack)
+    database = stack.engine.url.database
+    other = databases._admin()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(f"USE `{database}`")
+            cursor.execute("BEGIN")
+            # heavier than the confirmation's transaction: the server ends the lighter one
+            for n in range(30):
+                cursor.execute(
+                    "INSERT INTO processed_events (consumer, event_id, processed_at)"
+                    " VALUES (%s, UNHEX(REPLACE(UUID(), '-', '')), %s)",
+                    (f"deadlock-test-{n}", "2026-12-06 12:00:00"),
+                )
+            cursor.execute("SELECT id FROM c2b_payments WHERE trans_id = 'UL6ZZZZZZZ' FOR UPDATE")  # the gap
+        paying = asyncio.create_task(_pay(stack, "NOT-A-REF", 1_500, validation=False))
+        for _ in range(2_000):  # until the confirmation's insert waits on the gap this holds
+            if _insert_waits(database):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the confirmation never reached its insert")
+        with other.cursor() as cursor:
+            cursor.execute(  # into the same gap: a cycle, the confirmation's transaction is ended
+                "INSERT INTO c2b_payments (id, trans_id, shortcode, bill_ref, amount_cents,"
+                " amount_currency, status, created_at, updated_at)"
+                " VALUES (UNHEX(REPLACE(UUID(), '-', '')), 'UL6ZZZZZZZ', '600000', 'X', 100, 'KES',"
+                " 'SUSPENSE', '2026-12-06 12:00:00', '2026-12-06 12:00:00')"
+            )
+        other.rollback()
+        paid = await paying
+    finally:
+        other.close()
+    row = await _settled_row(stack, paid["TransID"])
+    assert row.status == "SUSPENSE" and row.amount_cents == 1_500_00
+    assert await _deadlocks(database) >= 1  # the server did end one: the test proves the retry
+
+
+def _insert_waits(database: str) -> bool:
+    admin = databases._admin()
+    try:
+        with admin.cursor() as cursor:
+            # an insert still running is waiting: nothing else holds it up
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.processlist WHERE db = %s AND command = 'Query'"
+                " AND info LIKE 'INSERT INTO c2b_payments%%'",
+                (database,),
+            )
+            return bool(cursor.fetchone()[0])
+    finally:
+        admin.close()
+
+
+async def _deadlocks(database: str) -> int:
+    admin = databases._admin()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
+            return int(cursor.fetchone()[1])
+    finally:
+        admin.close()
