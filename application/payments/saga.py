@@ -1027,8 +1027,7 @@ class SagaRunner:
         steps: Mapping[str, StepRecord] | None = None,
         known: Transaction | None = None,
     ) -> bool:
-        await self._finish_tx(tx_id, _applying(change), only_if=only_if, steps=steps, known=known)
-        return True
+        return await self._finish_with(tx_id, _applying(change), only_if=only_if, steps=steps, known=known)
 
     async def _finish_with(
         self,
