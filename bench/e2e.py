@@ -554,12 +554,65 @@ async def _measured_phase(
         results, f"{kind.lower()}s", rows, since_wall, len(ops), goal, baseline, cpu, per.describe()
     )
     _floor_figures(results, kind.lower(), per, cpu)
+    results.notes.append(await _slowest_timelines(url, kind, since))
     if digests and per.done:
         top = await _top_digests(url, per.done)
         results.notes.append(
             f"e2e {kind.lower()}s: the most frequent statements per completed {kind.lower()} "
             "(performance_schema digests, all processes):\n    " + "\n    ".join(top)
         )
+
+
+async def _slowest_timelines(url: str, kind: str, since: datetime, count: int = 10) -> str:
+    """Where the slowest completed transactions spent their time: each event they raised, by when
+    it was written (+ms from creation) and how long the relay took to publish it (/ms)."""
+    from sqlalchemy import select
+
+    from persistence.tables import domain_events as e
+    from persistence.tables import transactions as t
+
+    async with _engine(url).connect() as connection:
+        done = (
+            await connection.execute(
+                select(t.c.id, t.c.created_at, t.c.updated_at).where(
+                    t.c.type == kind, t.c.created_at >= since, t.c.status == "COMPLETED"
+                )
+            )
+        ).all()
+        slow = sorted(done, key=lambda r: r.updated_at - r.created_at, reverse=True)[:count]
+        lines = []
+        for row in slow:
+            events = (
+                await connection.execute(
+                    select(
+                        e.c.event_type, e.c.aggregate_version, e.c.occurred_at, e.c.published_at, e.c.payload
+                    )
+                    .where(e.c.aggregate_id == str(row.id))
+                    .order_by(e.c.occurred_at, e.c.id)
+                )
+            ).all()
+
+            def ms(at: datetime | None, start: datetime = row.created_at) -> str:
+                return "-" if at is None else f"{(at - start).total_seconds() * 1000:.0f}"
+
+            steps = " ".join(
+                f"{_event_label(ev.event_type, ev.payload)}@{ev.aggregate_version or ''}"
+                f"+{ms(ev.occurred_at)}/{ms(ev.published_at, ev.occurred_at)}"
+                for ev in events
+            )
+            lines.append(f"{ms(row.updated_at)} ms: {steps}")
+    return (
+        f"e2e {kind.lower()}s: the {len(lines)} slowest, each event as"
+        " type@version+ms written/ms to publish:\n    " + "\n    ".join(lines)
+    )
+
+
+def _event_label(event_type: str, payload: str) -> str:
+    """A status change by the state it entered (the rest by their names)."""
+    import json
+
+    to = json.loads(payload).get("to_status") if event_type == "TransactionStatusChanged" else None
+    return f"->{to}" if to else event_type
 
 
 FLOOR_GOALS = {  # issue 19's goals, per completed deposit / withdrawal
