@@ -569,6 +569,7 @@ async def _slowest_timelines(url: str, kind: str, since: datetime, count: int = 
     from sqlalchemy import select
 
     from persistence.tables import domain_events as e
+    from persistence.tables import saga_steps as s
     from persistence.tables import transactions as t
 
     async with _engine(url).connect() as connection:
@@ -600,7 +601,18 @@ async def _slowest_timelines(url: str, kind: str, since: datetime, count: int = 
                 f"+{ms(ev.occurred_at)}/{ms(ev.published_at, ev.occurred_at)}"
                 for ev in events
             )
-            lines.append(f"{ms(row.updated_at)} ms: {steps}")
+            saga = (
+                await connection.execute(
+                    select(s.c.step, s.c.attempts, s.c.started_at, s.c.updated_at, s.c.detail)
+                    .where(s.c.transaction_id == row.id)
+                    .order_by(s.c.started_at)
+                )
+            ).all()
+            tried = " ".join(
+                f"{r.step}x{r.attempts}+{ms(r.started_at)}..{ms(r.updated_at)}({(r.detail or '')[:40]})"
+                for r in saga
+            )
+            lines.append(f"{ms(row.updated_at)} ms: {steps}\n      steps: {tried}")
     return (
         f"e2e {kind.lower()}s: the {len(lines)} slowest, each event as"
         " type@version+ms written/ms to publish:\n    " + "\n    ".join(lines)

@@ -22,8 +22,15 @@ ADOPTED_BY = "penpay:adopted-early-callback"
 
 _INSERT = insert(t)
 _ANY_PARKED = select(t.c.id).where(t.c.correlation_id == bindparam("cid")).where(t.c.status == OPEN).limit(1)
+# The request's own parked rows, found (and so locked) by their correlation_id. Left to itself,
+# MariaDB read a table of few OPEN rows through (status, received_at) for the ORDER BY, which
+# locked every OPEN row and the gaps between: adoptions waited on and deadlocked with each other
+# (7-8 deposits in a bench run of 100 lost theirs and waited for the STK-callback timer).
+CORRELATION_INDEX = "ix_mpesa_callback_reviews_correlation_id"
 _PARKED = (
     select(t.c.id, t.c.kind, t.c.raw_body, t.c.remote_addr, t.c.received_at)
+    .with_hint(t, f"FORCE INDEX ({CORRELATION_INDEX})", dialect_name="mysql")
+    .with_hint(t, f"FORCE INDEX ({CORRELATION_INDEX})", dialect_name="mariadb")
     .where(t.c.kind == bindparam("kind"))
     .where(t.c.reason == UNKNOWN_ID)
     .where(t.c.status == OPEN)
