@@ -13,8 +13,9 @@ For each delivered message the runtime:
 1. opens a SqlUnitOfWork and inserts the inbox row (group, event id) into `processed_events`;
    if the row exists the event was already handled: roll back, ack, done (effectively once);
 2. calls the handler, then commits (the handler never commits), then XACKs: once per stream
-   for the whole batch `process_once` read (one round trip, not one per message; a crash
-   before it leaves the batch pending, and its redelivery meets the inbox).
+   for the messages settled together (one round trip, not one per message; a crash
+   before it leaves them pending, and their redelivery meets the inbox). `run()` reads on while
+   handlers run; `process_once()` (tests) handles one batch to the end.
 
 A crash after the commit and before the ack leaves the message pending; another consumer
 claims it after `claim_idle_ms` (XAUTOCLAIM, tried at most every `claim_idle_ms / 2`: nothing
@@ -25,11 +26,11 @@ that raises rolls everything back and leaves the message pending: it is redelive
 back. A message delivered more than `max_deliveries` times without an ack (its consumer keeps
 dying) is dead-lettered without running the handler again.
 
-`claim_idle_ms` must exceed the longest run of a batch (its acks wait for its last handler): a
-message still unacknowledged when it is claimed runs twice, perhaps concurrently; the inbox key
-makes one of them a no-op, but side effects outside the database transaction (calls to Deriv,
-M-Pesa) are the saga's to make idempotent, e.g. by committing its intent first and calling out
-in a later step.
+`claim_idle_ms` must exceed the longest run of a handler (and of a batch, in process_once: its
+acks wait for its last handler): a message still unacknowledged when it is claimed runs twice,
+perhaps concurrently; the inbox key makes one of them a no-op, but side effects outside the
+database transaction (calls to Deriv, M-Pesa) are the saga's to make idempotent, e.g. by
+committing its intent first and calling out in a later step.
 
 Order: a consumer group does not preserve per-aggregate order (several consumers, claims,
 replays). Handlers check the aggregate's stored version/state against
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import socket
@@ -97,6 +99,7 @@ class EventConsumer:
         max_deliveries: int = 5,
         claim_idle_ms: int = 60_000,
         batch_size: int = 10,
+        max_in_flight: int | None = None,
         block_ms: int = 1_000,
         clock: Clock | None = None,
         uow_factory: Callable[[], SqlUnitOfWork] | None = None,
@@ -113,6 +116,8 @@ class EventConsumer:
         self.max_deliveries = max_deliveries
         self.claim_idle_ms = claim_idle_ms
         self.batch_size = batch_size
+        # run(): messages handled at once (each holds a database connection while it runs)
+        self.max_in_flight = max_in_flight or 2 * batch_size
         self.block_ms = block_ms
         self._clock = clock or SystemClock()
         self._uow_factory = uow_factory or (
@@ -173,16 +178,7 @@ class EventConsumer:
         """Claim stale messages, read new ones (waiting up to block_ms), handle them all."""
         if not self._started:
             await self.start()
-        try:
-            deliveries = await self._fetch()
-        except Exception as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            # The bus lost the stream and its group (a Redis restarted without persistence): make
-            # them again and read on; otherwise this consumer failed until its process restarted.
-            log.warning("consumer.group_lost", group=self.group, streams=self.streams)
-            await self.start()
-            deliveries = await self._fetch()
+        deliveries = await self._fetch_or_regroup(self.batch_size)
         # Messages of one aggregate are handled in order; different aggregates concurrently.
         by_aggregate: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
@@ -195,19 +191,33 @@ class EventConsumer:
         results = await asyncio.gather(*(in_order(group) for group in by_aggregate.values()))
         return await self._ack_batch([pair for group in results for pair in group])
 
-    async def _fetch(self) -> list[Delivery]:
+    async def _fetch_or_regroup(self, count: int) -> list[Delivery]:
+        if not self._started:
+            await self.start()
+        try:
+            return await self._fetch(count)
+        except Exception as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The bus lost the stream and its group (a Redis restarted without persistence): make
+            # them again and read on; otherwise this consumer failed until its process restarted.
+            log.warning("consumer.group_lost", group=self.group, streams=self.streams)
+            await self.start()
+            return await self._fetch(count)
+
+    async def _fetch(self, count: int) -> list[Delivery]:
         """Stale messages claimed (when due), then new ones read (waiting up to block_ms)."""
         deliveries: list[Delivery] = []
         if self._claim_due():
             for stream in self.streams:
                 deliveries += await self._bus.claim_stale(
-                    stream, self.group, self.consumer, min_idle_ms=self.claim_idle_ms, count=self.batch_size
+                    stream, self.group, self.consumer, min_idle_ms=self.claim_idle_ms, count=count
                 )
         deliveries += await self._bus.read(
             self.streams,
             self.group,
             self.consumer,
-            count=self.batch_size,
+            count=count,
             block_ms=0 if deliveries else self.block_ms,
         )
         return deliveries
@@ -247,17 +257,72 @@ class EventConsumer:
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Read on while handlers run. Reading a batch and waiting for all of it (process_once) held
+        every message behind the batch's slowest handler: a saga's wake-up waited 1-2 s in Redis
+        behind other transactions' calls to M-Pesa and Deriv. Here a message waits only for the
+        earlier messages of its own aggregate (handled in order); at most `max_in_flight` are
+        handled at once; the messages settled in one turn of the loop are acknowledged together
+        (one XACK per stream). On stop, what is running is finished and acknowledged."""
         log.info("consumer.started", group=self.group, consumer=self.consumer, streams=self.streams)
+        running: dict[str, asyncio.Task[Outcome]] = {}  # message id -> its handling
+        newest: dict[str, asyncio.Task[Outcome]] = {}  # aggregate -> its latest handling
+        settled: list[tuple[Delivery, Outcome]] = []
+        acking: list[asyncio.Task[None]] = []
+
+        async def acknowledge() -> None:
+            batch = settled[:]
+            settled.clear()
+            await self._ack_batch(batch)
+
+        def done(delivery: Delivery, key: str, task: asyncio.Future[Outcome]) -> None:
+            running.pop(delivery.message_id, None)
+            if newest.get(key) is task:
+                del newest[key]
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is not None:  # left pending: redelivered after claim_idle_ms
+                log.warning("event.failed", group=self.group, error=type(error).__name__)
+                return
+            settled.append((delivery, task.result()))
+            if len(settled) == 1:  # the first of this turn: acknowledge them all once it ends
+                acking.append(asyncio.create_task(acknowledge()))
+                acking[:] = [t for t in acking if not t.done()]
+
+        async def after(previous: asyncio.Task[Outcome] | None, delivery: Delivery) -> Outcome:
+            if previous is not None:
+                await asyncio.wait([previous])  # its outcome is its own; ours comes after it
+            return await self._settle(delivery)
+
         delay = 0.0
-        while not stop.is_set():
-            try:
-                await self.process_once()
-                delay = 0.0
-            except Exception as exc:
-                delay = min(max(delay * 2, 0.5), 30.0)
-                log.warning("consumer.failed", group=self.group, error=type(exc).__name__, retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+        try:
+            while not stop.is_set():
+                free = self.max_in_flight - len(running)
+                if free <= 0:
+                    await asyncio.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    deliveries = await self._fetch_or_regroup(min(free, self.batch_size))
+                    delay = 0.0
+                except Exception as exc:
+                    delay = min(max(delay * 2, 0.5), 30.0)
+                    log.warning("consumer.failed", group=self.group, error=type(exc).__name__, retry_in=delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    continue
+                for delivery in deliveries:
+                    if delivery.message_id in running:
+                        continue  # claimed back while still being handled here
+                    key = str(delivery.fields.get("aggregate_id") or delivery.message_id)
+                    task = asyncio.create_task(after(newest.get(key), delivery))
+                    running[delivery.message_id] = newest[key] = task
+                    task.add_done_callback(functools.partial(done, delivery, key))
+        finally:
+            if running:
+                await asyncio.wait(list(running.values()))
+            await asyncio.gather(*acking, return_exceptions=True)
+            if settled:
+                await acknowledge()
         log.info("consumer.stopped", group=self.group, consumer=self.consumer)
 
     # --- one delivery -------------------------------------------------------------------

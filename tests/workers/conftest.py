@@ -63,14 +63,18 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 def event_row(
-    *, stream: str = STREAM, event_type: str = "TestHappened", occurred_at: datetime | None = None
+    *,
+    stream: str = STREAM,
+    event_type: str = "TestHappened",
+    occurred_at: datetime | None = None,
+    aggregate_id: str | None = None,
 ) -> dict[str, Any]:
     event_id = new_uuid7()
     return {
         "id": event_id,
         "stream": stream,
         "aggregate_type": "Transaction",
-        "aggregate_id": str(new_uuid7()),
+        "aggregate_id": aggregate_id or str(new_uuid7()),
         "aggregate_version": 1,
         "event_type": event_type,
         "payload": json.dumps({"note": "payload-must-not-be-logged"}),

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from redis import asyncio as aioredis
 from sqlalchemy import func, select
 
+from domain.shared.ids import new_uuid7
 from penpay import cli
 from persistence.tables import processed_events
 from persistence.unit_of_work import SqlUnitOfWork
@@ -305,3 +306,43 @@ async def test_a_wake_up_handler_runs_without_inbox_rows_and_a_repeat_just_looks
     assert await inbox_rows(backend, group) == 0  # no inbox read or write for a look
     assert await backend.bus.pending_count(STREAM, group) == 0
     assert looks == [str(row["id"])]
+
+
+async def test_a_slow_handler_holds_up_only_its_own_aggregate(backend: Backend) -> None:
+    """run() reads on while a handler runs: a message of another aggregate, published after the
+    slow one started, is handled while it still runs (reading a batch and waiting for all of it
+    held every message behind its slowest handler); a later message of the slow one's aggregate
+    waits for it, in order. Stopping finishes what runs and acknowledges it."""
+    group, handled = group_name(), list[str]()
+    slow_started, release, fast_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    runtime = EventConsumer(backend.bus, backend.engine, group=group, streams=[STREAM], block_ms=20)
+    slow = str(new_uuid7())
+
+    async def handle(event: EventEnvelope) -> None:
+        if event.aggregate_id == slow and not handled:
+            slow_started.set()
+            await release.wait()
+        handled.append(str(event.event_id))
+        if event.aggregate_id != slow:
+            fast_done.set()
+
+    runtime.register_standalone("TestHappened", handle, inbox=False)
+    await runtime.start()
+    (first,) = await insert_events(backend.engine, aggregate_id=slow)
+    await OutboxRelay(backend.engine, backend.bus).drain()
+    stop = asyncio.Event()
+    running = asyncio.create_task(runtime.run(stop))
+    try:
+        await asyncio.wait_for(slow_started.wait(), 10)
+        (other,) = await insert_events(backend.engine)
+        (second,) = await insert_events(backend.engine, aggregate_id=slow)
+        await OutboxRelay(backend.engine, backend.bus).drain()
+        await asyncio.wait_for(fast_done.wait(), 10)  # while the slow one still runs
+        assert handled == [str(other["id"])]
+        release.set()
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    assert handled == [str(other["id"]), str(first["id"]), str(second["id"])]
+    assert await backend.bus.pending_count(STREAM, group) == 0
