@@ -198,9 +198,12 @@ class SqlLedgerRepository:
             if user_id is not None
             else LedgerAccount.system(kind, currency, now=now)
         )
+        if user_id is not None and self._connection.dialect.name != "sqlite":
+            return await self._create_apart(account)
         try:
-            # No savepoint: a duplicate fails this one insert, which then wrote nothing, and InnoDB
-            # (and SQLite) undo a failed statement alone, the transaction going on.
+            # A system account, with what creates it (its funding); or SQLite (one writer: no
+            # transaction beside ours). No savepoint: a duplicate fails this one insert, which then
+            # wrote nothing, the transaction going on.
             await self._connection.execute(_INSERT_ACCOUNT, account_row(account))
             self._created.add(code)
         except IntegrityError:
@@ -217,6 +220,24 @@ class SqlLedgerRepository:
             )
             return found
         return account
+
+    async def _create_apart(self, account: LedgerAccount) -> LedgerAccount:
+        """A user's wallet created in a short transaction of its own, committed before ours goes on.
+        Inside ours, two first deposits of one user both inserted the wallet's code: after the
+        first insert committed, the other two each held a share lock on it from their duplicate
+        check and then deadlocked on their locking reads (6 deadlocks in a bench run of 100). An
+        account with no postings changes no balance; what is read back is committed, remembered
+        as such (describe_accounts' plain read, on our older snapshot, would not see it)."""
+        async with self._connection.engine.connect() as apart:
+            try:
+                await apart.execute(_INSERT_ACCOUNT, account_row(account))
+                await apart.commit()
+            except IntegrityError:
+                await apart.rollback()  # created meanwhile: read it below
+            found = account_from_row((await apart.execute(_SELECT_BY_CODE, {"code": account.code})).one())
+            await apart.rollback()
+        self._remember([found])
+        return found
 
     async def add_posting(self, posting: Posting) -> None:
         await self.add_postings([posting])
