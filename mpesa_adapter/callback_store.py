@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.alerts import raise_alert
 from application.payments import payout_evidence
+from application.payments.decisions import SagaPolicy
 from application.payments.mpesa_evidence import (
     Arrival,
     CallbackResult,
@@ -171,14 +172,21 @@ class StoredDisbursement:
 
 
 class SqlCallbackInbox:
-    def __init__(self, engine: AsyncEngine, unit_of_work: Callable[[], EvidenceUnitOfWork]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        unit_of_work: Callable[[], EvidenceUnitOfWork],
+        *,
+        saga_policy: SagaPolicy,
+    ) -> None:
         """`unit_of_work`: the composition root's (its clock, actor ADAPTER_ACTOR). The evidence is
         the application's to write: the aggregate, in a unit of work. Its audit records (the typed
         events) are committed with the evidence and chained by the next seal of any process:
-        the background sealer's, or (inline) the saga's that the answer wakes."""
+        the background sealer's, or (inline) the saga's that the answer wakes. `saga_policy`: the
+        running saga's, by which an answer proving a payout completes the withdrawal."""
         self._engine = engine  # reads, and the answers no request of ours is named in
         self._evidence = MpesaEvidence(unit_of_work)
-        self._payouts = PayoutEvidence(unit_of_work)
+        self._payouts = PayoutEvidence(unit_of_work, saga_policy)
 
     # --- STK ------------------------------------------------------------------------------
 

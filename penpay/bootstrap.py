@@ -242,7 +242,6 @@ def payments(
     certificate, short retries) and saga timings the settings do not carry."""
     from datetime import timedelta
 
-    from application.payments.decisions import SagaPolicy
     from application.payments.deposits import DepositOrchestrator
     from application.payments.queries import TransactionQueries
     from application.payments.rates import FixedRates
@@ -260,7 +259,8 @@ def payments(
     channel = gateway_channel(s.gateway_addr)
     closers.append(channel.close)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
-    mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, callback_inbox(core)))
+    policy_of_saga = saga_policy or settings_saga_policy(s)
+    mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, callback_inbox(core, policy_of_saga)))
     checkpoint = crash_checkpoint(s)
     saga = SagaRunner(
         unit_of_work=core.unit_of_work,
@@ -268,14 +268,7 @@ def payments(
         # the one adapter is both gateways
         deriv_deposits=deriv,
         deriv_withdrawals=deriv,
-        policy=saga_policy
-        or SagaPolicy(
-            call_grace=timedelta(seconds=s.saga_call_grace),
-            stk_callback_wait=timedelta(seconds=s.saga_stk_callback_wait),
-            b2c_result_wait=timedelta(seconds=s.saga_b2c_result_wait),
-            query_interval=timedelta(seconds=s.saga_query_interval),
-            max_attempts=s.saga_max_attempts,
-        ),
+        policy=policy_of_saga,
         checkpoint=checkpoint,
         float_thresholds={
             AccountKind.DERIV_AGENT_FLOAT: s.float_low_usd_cents,
@@ -329,11 +322,31 @@ def evidence_unit_of_work(
     return unit_of_work
 
 
-def callback_inbox(core: Core) -> SqlCallbackInbox:
-    """Where M-Pesa's answers (callbacks, query results) are recorded, on the core's clock."""
+def settings_saga_policy(settings: Settings) -> SagaPolicy:
+    """The sagas' timings and bounds as settings give them (PENPAY_SAGA_*)."""
+    from datetime import timedelta
+
+    from application.payments.decisions import SagaPolicy
+
+    return SagaPolicy(
+        call_grace=timedelta(seconds=settings.saga_call_grace),
+        stk_callback_wait=timedelta(seconds=settings.saga_stk_callback_wait),
+        b2c_result_wait=timedelta(seconds=settings.saga_b2c_result_wait),
+        query_interval=timedelta(seconds=settings.saga_query_interval),
+        max_attempts=settings.saga_max_attempts,
+    )
+
+
+def callback_inbox(core: Core, saga_policy: SagaPolicy | None = None) -> SqlCallbackInbox:
+    """Where M-Pesa's answers (callbacks, query results) are recorded, on the core's clock;
+    `saga_policy`: the running saga's when it is not the settings' (the tests' faster timings)."""
     from mpesa_adapter.callback_store import SqlCallbackInbox
 
-    return SqlCallbackInbox(core.engine, evidence_unit_of_work(core.engine, core.clock, core.pii))
+    return SqlCallbackInbox(
+        core.engine,
+        evidence_unit_of_work(core.engine, core.clock, core.pii),
+        saga_policy=saga_policy or settings_saga_policy(core.settings),
+    )
 
 
 def paybill_deposits(core: Core) -> PaybillDeposits:

@@ -22,9 +22,9 @@ from application.payments.ports import MoneyMovementPolicy, RateSource
 from application.payments.requests import (
     RequestKey,
     RequestUnitOfWork,
-    SessionEnded,
     bound_user,
     judge_stored,
+    read_request,
 )
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionType
@@ -83,7 +83,8 @@ class DepositOrchestrator:
         compliance: asyncio.Future[None] | None = None
         try:
             async with self._uow() as uow:
-                read = await uow.requests.read(
+                read, replace = await read_request(
+                    uow.requests,
                     user_id,
                     now=now,
                     session_id=session_id,
@@ -92,9 +93,6 @@ class DepositOrchestrator:
                     usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
                     float_code=float_code(TransactionType.DEPOSIT, Currency.USD),
                 )
-                if not read.session_open:
-                    raise SessionEnded("this session has ended; sign in again")
-                replace = judge_stored(read, key, now)
                 if read.transaction_under_key is not None:
                     existing = await uow.transactions.get(read.transaction_under_key)
                     if existing is not None:

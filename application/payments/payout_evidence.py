@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from application.payments.decisions import SagaPolicy
 from application.payments.mpesa_evidence import (
     UNKNOWN_ID,
     Arrival,
@@ -74,8 +75,11 @@ class PayoutResult:
 
 
 class PayoutEvidence:
-    def __init__(self, uow: Callable[[], EvidenceUnitOfWork]) -> None:
+    def __init__(self, uow: Callable[[], EvidenceUnitOfWork], policy: SagaPolicy) -> None:
+        """`policy`: the running saga's (settings feed it), which decides whether an answer's
+        evidence completes the withdrawal here."""
         self._uow = uow
+        self._policy = policy
 
     async def b2c_result(self, result: B2CResultEvidence, arrival: Arrival) -> PayoutResult:
         def judge(tx: Transaction, now: datetime) -> PayoutJudgement:
@@ -178,7 +182,7 @@ class PayoutEvidence:
             now = uow.clock.now()
             judgement = judge(tx, now)
             # A payout proven now completes the withdrawal in this same commit (the saga's next step)
-            complete_if_paid(tx, now)
+            complete_if_paid(tx, now, self._policy)
             if judgement.problem is not None:
                 await uow.callback_reviews.keep(
                     KeptAnswer(arrival, judgement.problem.value, judgement.detail, ocid, tx.id)

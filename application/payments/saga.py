@@ -1120,15 +1120,16 @@ def _reserved(posting: Posting) -> Money:
     return next(e.amount for e in posting.entries if e.side is LedgerSide.CREDIT)
 
 
-def complete_if_paid(tx: Transaction, now: datetime) -> bool:
+def complete_if_paid(tx: Transaction, now: datetime, policy: SagaPolicy) -> bool:
     """The saga's COMPLETE_WITHDRAWAL, taken in the unit of work that recorded the evidence proving
     the payout (a Transaction Status answer confirming it), when the one table decides it from that
-    state: the step needs no call, so waking the saga for it would only cost a locked read and a
-    commit more. True when completed (saved and committed by the caller)."""
+    state under the running saga's `policy`: the step needs no call, so waking the saga for it would
+    only cost a locked read and a commit more. True when completed (saved and committed by the
+    caller)."""
     if tx.type is not TransactionType.WITHDRAWAL:
         return False
     view = SagaRunner._view(now, tx, {})
-    if decide(view, SagaPolicy()).action is not Action.COMPLETE_WITHDRAWAL:
+    if decide(view, policy).action is not Action.COMPLETE_WITHDRAWAL:
         return False
     _complete_disbursement(tx, now)
     return True

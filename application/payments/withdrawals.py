@@ -46,9 +46,9 @@ from application.payments.requests import (
     IdempotencyKeyInFlight,
     RequestKey,
     RequestUnitOfWork,
-    SessionEnded,
     bound_user,
     judge_stored,
+    read_request,
 )
 from application.payments.saga import SagaRunner, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
@@ -106,7 +106,8 @@ class WithdrawalOrchestrator:
         rate = None
         async with self._uow() as uow:
             now = uow.clock.now()
-            read = await uow.requests.read(
+            read, replace = await read_request(
+                uow.requests,
                 user_id,
                 now=now,
                 session_id=session_id,
@@ -115,9 +116,6 @@ class WithdrawalOrchestrator:
                 usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
                 float_code=float_code(TransactionType.WITHDRAWAL, Currency.KES),
             )
-            if not read.session_open:
-                raise SessionEnded("this session has ended; sign in again")
-            replace = judge_stored(read, key, now)
             existing = (
                 await uow.transactions.get(read.transaction_under_key)
                 if read.transaction_under_key is not None
@@ -307,16 +305,14 @@ class WithdrawalOrchestrator:
         whether that record is an expired one to replace."""
         async with self._uow() as uow:
             now = uow.clock.now()
-            read = await uow.requests.read(
+            read, replace = await read_request(
+                uow.requests,
                 user_id,
                 now=now,
                 session_id=session_id,
                 key=key,
                 key_hash=key.key_hash if key is not None else "",
             )
-            if not read.session_open:
-                raise SessionEnded("this session has ended; sign in again")
-            replace = judge_stored(read, key, now)
         return await self._usable_token(read.user, read.deriv_token), replace
 
     async def _usable_token(self, user: User | None, token: str | None) -> str:

@@ -13,6 +13,7 @@ from mpesa_adapter.callback_server import CallbackServer
 from penpay.settings import SettingsError
 
 if TYPE_CHECKING:
+    from application.payments.decisions import SagaPolicy
     from application.payments.paybill import PaybillDeposits
     from application.review.paybill_refund import SuspenseRefunds
     from mpesa_adapter.types import C2BUrlsRegistered
@@ -27,9 +28,11 @@ def build_callback_server(
     port: int | None = None,
     paybill: PaybillDeposits | None = None,
     refunds: SuspenseRefunds | None = None,
+    saga_policy: SagaPolicy | None = None,
 ) -> CallbackServer:
     """Listening where PENPAY_MPESA_CALLBACK_BASE_URL points unless host/port are given; the paybill
-    and suspense-refund use cases from the core unless handed in (not started)."""
+    and suspense-refund use cases from the core unless handed in (not started); `saga_policy`: the
+    running saga's when it is not the settings' (the tests' faster timings)."""
     from application.review.paybill_refund import SuspenseRefunds
     from mpesa_adapter.config import CallbackServerConfig
     from penpay.bootstrap import callback_inbox, paybill_deposits
@@ -43,7 +46,7 @@ def build_callback_server(
     report_token = s.sms_at_delivery_report_token.get_secret_value()
     return CallbackServer(
         CallbackServerConfig.from_strings(secret, s.mpesa_allowed_ips, s.trusted_proxies),
-        callback_inbox(core),
+        callback_inbox(core, saga_policy),
         host=host or url.hostname or "127.0.0.1",
         port=(url.port or 80) if port is None else port,
         extra_routes=DeliveryReports(report_token).routes() if report_token else [],

@@ -51,6 +51,14 @@ from persistence.tables import transactions as _t
 PAYBILL_PREFIX = "C2B-"
 
 
+def charge_name(checkout_id: str) -> str:
+    """A charge as a report names it: a paybill payment by its TransID (under `C2B-<TransID>` in the
+    books), else the STK push by its CheckoutRequestID."""
+    if checkout_id.startswith(PAYBILL_PREFIX):
+        return f"paybill payment {checkout_id.removeprefix(PAYBILL_PREFIX)}"
+    return f"STK push {checkout_id}"
+
+
 async def paybill_suspense(connection: AsyncConnection) -> dict[str, int]:
     """TransID -> amount of the paybill payments booked to suspense."""
     rows = await connection.execute(
@@ -135,7 +143,7 @@ async def check_mpesa_books(connection: AsyncConnection, out: Collector, books: 
         if row is None and checkout_id.removeprefix(PAYBILL_PREFIX) in suspense:
             out.warning(
                 WarningCode.PAYBILL_IN_SUSPENSE,
-                f"paybill payment {checkout_id.removeprefix(PAYBILL_PREFIX)} of "
+                f"{charge_name(checkout_id)} of "
                 f"{money(charge.amount_cents, 'KES')} is held in suspense for a person",
             )
             continue
@@ -148,27 +156,29 @@ async def check_mpesa_books(connection: AsyncConnection, out: Collector, books: 
                 sim_net[owner] += charge.amount_cents
                 out.warning(
                     WarningCode.STK_CHARGE_IN_REVIEW,
-                    f"M-Pesa charged {charge.phone} {money(charge.amount_cents, 'KES')} for STK push "
-                    f"{checkout_id}, whose answer the deposit in review never recorded",
+                    f"M-Pesa charged {charge.phone} {money(charge.amount_cents, 'KES')} for "
+                    f"{charge_name(checkout_id)}, whose answer the deposit in review never recorded",
                     owner,
                 )
                 continue
             out.violation(
                 Code.STK_CHARGE_UNKNOWN,
                 f"M-Pesa charged {charge.phone} {money(charge.amount_cents, 'KES')} "
-                f"for STK push {checkout_id}, "
+                f"for {charge_name(checkout_id)}, "
                 "which belongs to no deposit",
             )
             continue
         tx_id = row.transaction_id
         sim_net[tx_id] += charge.amount_cents
         if row.type != DEPOSIT:
-            out.violation(Code.STK_CHARGE_UNKNOWN, f"STK push {checkout_id} belongs to a {row.type}", tx_id)
+            out.violation(
+                Code.STK_CHARGE_UNKNOWN, f"{charge_name(checkout_id)} belongs to a {row.type}", tx_id
+            )
             continue
         if as_int(row.amount_cents) != charge.amount_cents:
             out.violation(
                 Code.BOOKS_AMOUNT_MISMATCH,
-                f"M-Pesa charged {money(charge.amount_cents, 'KES')} for STK push {checkout_id}, "
+                f"M-Pesa charged {money(charge.amount_cents, 'KES')} for {charge_name(checkout_id)}, "
                 f"the request was for {money(as_int(row.amount_cents), 'KES')}",
                 tx_id,
             )
@@ -180,7 +190,7 @@ async def check_mpesa_books(connection: AsyncConnection, out: Collector, books: 
             ):
                 out.violation(
                     Code.MPESA_RECEIPT_MISMATCH,
-                    f"STK push {checkout_id}: stored receipt {row.mpesa_receipt_number}, "
+                    f"{charge_name(checkout_id)}: stored receipt {row.mpesa_receipt_number}, "
                     f"M-Pesa issued {charge.receipt}",
                     tx_id,
                 )
@@ -189,14 +199,14 @@ async def check_mpesa_books(connection: AsyncConnection, out: Collector, books: 
         elif row.tx_status in TERMINAL:
             out.violation(
                 Code.STK_CHARGE_UNBOOKED,
-                f"M-Pesa charged STK push {checkout_id} but its request is {row.status} and the "
+                f"M-Pesa charged {charge_name(checkout_id)} but its request is {row.status} and the "
                 f"deposit {row.tx_status}",
                 tx_id,
             )
         else:
             out.warning(
                 WarningCode.STK_CHARGE_PENDING,
-                f"M-Pesa charged STK push {checkout_id}; the deposit is still {row.tx_status}",
+                f"M-Pesa charged {charge_name(checkout_id)}; the deposit is still {row.tx_status}",
                 tx_id,
             )
 
@@ -208,7 +218,7 @@ async def check_mpesa_books(connection: AsyncConnection, out: Collector, books: 
     for checkout_id, tx_id in not_charged[: out.max_rows]:
         out.violation(
             Code.STK_CONFIRMED_NOT_CHARGED,
-            f"STK push {checkout_id} is CONFIRMED here and was never charged by M-Pesa",
+            f"{charge_name(checkout_id)} is CONFIRMED here and was never charged by M-Pesa",
             tx_id,
         )
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.shared.ids import new_uuid7
 from mpesa_adapter.client import originator_conversation_id_for
+from persistence.consistency.mpesa_books import charge_name
 from persistence.consistency.report import Code, ConsistencyReport, WarningCode
 from persistence.tables import mpesa_requests, transactions
 from proving.simulator_books import operation_id_of, transaction_of_ocid
@@ -147,6 +148,23 @@ async def test_an_stk_charge_no_deposit_knows(run: Run) -> None:
 
     assert report.codes() == {Code.STK_CHARGE_UNKNOWN, Code.MPESA_FLOAT_MISMATCH}
     assert any(checkout in v.message for v in report.violations if v.code == Code.STK_CHARGE_UNKNOWN)
+
+
+async def test_a_paybill_charge_no_deposit_knows_is_named_as_a_paybill_payment(run: Run) -> None:
+    trans_id = await run.mpesa.paybill(PHONE, 100)
+
+    report = await run.check()
+
+    assert report.codes() == {Code.STK_CHARGE_UNKNOWN, Code.MPESA_FLOAT_MISMATCH}
+    unknown = [v.message for v in report.violations if v.code == Code.STK_CHARGE_UNKNOWN]
+    assert len(unknown) == 1
+    assert f"paybill payment {trans_id}," in unknown[0]
+    assert "STK push" not in unknown[0]
+
+
+def test_a_charge_is_named_by_its_kind() -> None:
+    assert charge_name("C2B-UL6AB12CDE") == "paybill payment UL6AB12CDE"
+    assert charge_name("ws_CO_061220261500001") == "STK push ws_CO_061220261500001"
 
 
 async def test_a_stk_payment_confirmed_here_that_mpesa_never_charged(run: Run) -> None:

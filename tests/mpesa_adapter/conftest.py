@@ -17,6 +17,7 @@ from aiohttp import web
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from application.payments.decisions import SagaPolicy
 from domain.shared.clock import Clock
 from mpesa_adapter import review_table
 from mpesa_adapter.callback_parsing import (
@@ -401,7 +402,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def inbox_on(engine: AsyncEngine, clock: Clock) -> SqlCallbackInbox:
     """The callback store as the composition root builds it, on this engine and the given clock."""
-    return SqlCallbackInbox(engine, evidence_unit_of_work(engine, clock))
+    return SqlCallbackInbox(engine, evidence_unit_of_work(engine, clock), saga_policy=SagaPolicy())
 
 
 def phone(suffix: str = "") -> str:

@@ -387,7 +387,7 @@ async def running_stack(
             transfer_limits=TRANSFER_LIMITS,
             shortcode=SANDBOX_SHORTCODE,
         )
-        callbacks = build_callback_server(core, host="127.0.0.1", port=0, paybill=paybill)
+        callbacks = build_callback_server(core, host="127.0.0.1", port=0, paybill=paybill, saga_policy=policy)
         await callbacks.start()
         stack.push_async_callback(callbacks.stop)
 
