@@ -23,8 +23,8 @@ from application.payments.requests import (
     RequestKey,
     RequestUnitOfWork,
     bound_user,
+    judge_read,
     judge_stored,
-    read_request,
 )
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionType
@@ -83,8 +83,7 @@ class DepositOrchestrator:
         compliance: asyncio.Future[None] | None = None
         try:
             async with self._uow() as uow:
-                read, replace = await read_request(
-                    uow.requests,
+                read = await uow.requests.read(
                     user_id,
                     now=now,
                     session_id=session_id,
@@ -93,6 +92,7 @@ class DepositOrchestrator:
                     usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
                     float_code=float_code(TransactionType.DEPOSIT, Currency.USD),
                 )
+                replace = judge_read(read, key, now)
                 if read.transaction_under_key is not None:
                     existing = await uow.transactions.get(read.transaction_under_key)
                     if existing is not None:

@@ -155,32 +155,13 @@ def judge_stored(read: RequestRead, key: RequestKey | None, now: datetime) -> bo
     raise StoredAnswer(stored.response_code or 0, stored.response_body or b"")
 
 
-async def read_request(
-    requests: PaymentRequests,
-    user_id: UserId,
-    *,
-    now: datetime,
-    session_id: str | None,
-    key: RequestKey | None,
-    key_hash: str,
-    usage: UsageQuery | None = None,
-    float_code: str | None = None,
-) -> tuple[RequestRead, bool]:
-    """The one read, judged in the order a caller sees refusals: the session (`SessionEnded`), then
-    the record under the key (`judge_stored`). Returns the read and whether an expired record under
-    the key is to be replaced."""
-    read = await requests.read(
-        user_id,
-        now=now,
-        session_id=session_id,
-        key=key,
-        key_hash=key_hash,
-        usage=usage,
-        float_code=float_code,
-    )
+def judge_read(read: RequestRead, key: RequestKey | None, now: datetime) -> bool:
+    """The one read judged in the order a caller sees refusals: the session (`SessionEnded`), then
+    the record under the key (`judge_stored`). Whether an expired record under the key is to be
+    replaced."""
     if not read.session_open:
         raise SessionEnded("this session has ended; sign in again")
-    return read, judge_stored(read, key, now)
+    return judge_stored(read, key, now)
 
 
 def bound_user(user: User | None) -> User:

@@ -47,8 +47,8 @@ from application.payments.requests import (
     RequestKey,
     RequestUnitOfWork,
     bound_user,
+    judge_read,
     judge_stored,
-    read_request,
 )
 from application.payments.saga import SagaRunner, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
@@ -106,8 +106,7 @@ class WithdrawalOrchestrator:
         rate = None
         async with self._uow() as uow:
             now = uow.clock.now()
-            read, replace = await read_request(
-                uow.requests,
+            read = await uow.requests.read(
                 user_id,
                 now=now,
                 session_id=session_id,
@@ -116,6 +115,7 @@ class WithdrawalOrchestrator:
                 usage=self._policy.usage_query(amount, now) if self._policy is not None else None,
                 float_code=float_code(TransactionType.WITHDRAWAL, Currency.KES),
             )
+            replace = judge_read(read, key, now)
             existing = (
                 await uow.transactions.get(read.transaction_under_key)
                 if read.transaction_under_key is not None
@@ -305,14 +305,14 @@ class WithdrawalOrchestrator:
         whether that record is an expired one to replace."""
         async with self._uow() as uow:
             now = uow.clock.now()
-            read, replace = await read_request(
-                uow.requests,
+            read = await uow.requests.read(
                 user_id,
                 now=now,
                 session_id=session_id,
                 key=key,
                 key_hash=key.key_hash if key is not None else "",
             )
+            replace = judge_read(read, key, now)
         return await self._usable_token(read.user, read.deriv_token), replace
 
     async def _usable_token(self, user: User | None, token: str | None) -> str:
