@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.errors import failure_fields
 from domain.shared.clock import Clock, SystemClock
 from persistence import inbox
 from persistence.unit_of_work import SqlUnitOfWork
@@ -282,7 +283,7 @@ class EventConsumer:
                 return
             error = task.exception()
             if error is not None:  # left pending: redelivered after claim_idle_ms
-                log.warning("event.failed", group=self.group, error=type(error).__name__)
+                log.warning("event.failed", group=self.group, **failure_fields(error))
                 return
             settled.append((delivery, task.result()))
             if len(settled) == 1:  # the first of this turn: acknowledge them all once it ends
@@ -365,7 +366,7 @@ class EventConsumer:
             if delivery.delivery_count >= self.max_deliveries:
                 await self._dead_letter(delivery, event, error)
                 return Outcome("dead", delivery.message_id, event_id)
-            log.warning("event.failed", **context, error=type(exc).__name__)
+            log.warning("event.failed", **context, **failure_fields(exc))
             return Outcome("retry", delivery.message_id, event_id)
         if first:
             metrics.EVENTS_HANDLED.labels(
@@ -413,7 +414,7 @@ class EventConsumer:
             if delivery.delivery_count >= self.max_deliveries:
                 await self._dead_letter(delivery, event, f"{type(exc).__name__}: {exc}")
                 return Outcome("dead", delivery.message_id, event_id)
-            log.warning("event.failed", **context, error=type(exc).__name__)
+            log.warning("event.failed", **context, **failure_fields(exc))
             return Outcome("retry", delivery.message_id, event_id)
         if seen:
             metrics.DUPLICATES_SKIPPED.labels(stream=delivery.stream, group=self.group).inc()

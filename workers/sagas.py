@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.errors import failure_fields
 from application.payments.decisions import next_due
 from application.payments.saga import SagaRunner
 from domain.payments.events import (
@@ -199,7 +200,7 @@ class Sweeper:
                     # holding its row) is moving is left to it, not waited for.
                     advanced = await self._saga.advance(tx_id, if_idle=True)
                 except Exception as exc:  # one bad transaction must not stop the sweep
-                    log.warning("sweeper.advance_failed", transaction_id=str(tx_id), error=type(exc).__name__)
+                    log.warning("sweeper.advance_failed", transaction_id=str(tx_id), **failure_fields(exc))
                     return
             if advanced.waiting is not None:
                 latest = self._clock.now() + self.max_quiet

@@ -33,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from application.errors import failure_fields
 from application.ledger import book, book_all
 from application.payments import bookings
 from application.payments.decisions import (
@@ -399,9 +400,7 @@ class SagaRunner:
         try:
             adopted = await self._mpesa.stk_answer_recorded(checkout, parked=bool(parked))
         except Exception as error:
-            log.warning(
-                "saga.early_callback_not_adopted", transaction_id=str(tx_id), error=type(error).__name__
-            )
+            log.warning("saga.early_callback_not_adopted", transaction_id=str(tx_id), **failure_fields(error))
             return False
         return adopted  # True: the evidence is there, decide again; else the callback wakes us
 
@@ -454,7 +453,7 @@ class SagaRunner:
                 if loop.time() > deadline:
                     raise
                 log.warning(
-                    "saga.stk_answer_not_stored_yet", transaction_id=str(tx_id), error=type(error).__name__
+                    "saga.stk_answer_not_stored_yet", transaction_id=str(tx_id), **failure_fields(error)
                 )
                 # Short steps: the answer must land before another worker's call grace runs out.
                 await asyncio.sleep(0.25)

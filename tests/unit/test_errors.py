@@ -40,3 +40,18 @@ def test_field_can_be_given_per_instance_over_the_class_default() -> None:
     assert InvalidAmount("x").field == "amount"
     assert InvalidAmount("x", field="amount_cents").field == "amount_cents"
     assert str(InvalidAmount("bad amount")) == "bad amount"
+
+
+def test_a_failure_is_logged_by_its_type_and_the_servers_error_number_never_its_message() -> None:
+    import pymysql
+    from sqlalchemy.exc import OperationalError
+
+    from application.errors import failure_fields
+
+    deadlock = OperationalError(
+        "UPDATE users SET phone = %s",
+        {"phone": "254712345678"},
+        pymysql.err.OperationalError(1213, "Deadlock"),
+    )
+    assert failure_fields(deadlock) == {"error": "OperationalError", "db_errno": 1213}
+    assert failure_fields(RuntimeError("254712345678")) == {"error": "RuntimeError"}
