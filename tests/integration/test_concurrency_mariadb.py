@@ -143,9 +143,10 @@ async def test_a_wallet_another_transaction_created_after_our_snapshot_can_be_bo
     engine: AsyncEngine,
 ) -> None:
     """Two first deposits of one user: both miss the wallet, one creates it, the other's insert
-    meets the unique code and reads the row locked. That account, committed after the second's
+    meets the unique code and reads the committed row. That account, committed after the second's
     snapshot, must be bookable there: describe_accounts' plain read cannot see it (the e2e bench
-    met UnknownLedgerAccount 25 times in 100 deposits, each put right by the sweeper seconds later)."""
+    met UnknownLedgerAccount 25 times in 100 deposits, each put right by the sweeper seconds later),
+    and neither may deadlock on it (both inserts inside the booking transactions did)."""
     user_id = await insert_user(engine)
     async with SqlUnitOfWork(engine) as late:
         _, float_account = await wallet_and_float(engine)  # committed: the float is known
