@@ -601,9 +601,8 @@ class SagaRunner:
                 await uow.transactions.save(t)
                 await book(uow, await bookings.deposit_transfer_refused(uow.ledger, t))
 
-            return await self._finish_with(
-                tx.id, refuse, only_if=(S.DERIV_TRANSFER_SENT, S.OUTCOME_UNKNOWN), known=tx
-            )
+            await self._finish_tx(tx.id, refuse, only_if=(S.DERIV_TRANSFER_SENT, S.OUTCOME_UNKNOWN), known=tx)
+            return True
         except CallDeferred as deferred:
             await self._defer(tx.id, Step.DERIV_TRANSFER, deferred)
             return False
@@ -1026,18 +1025,7 @@ class SagaRunner:
         steps: Mapping[str, StepRecord] | None = None,
         known: Transaction | None = None,
     ) -> bool:
-        return await self._finish_with(tx_id, _applying(change), only_if=only_if, steps=steps, known=known)
-
-    async def _finish_with(
-        self,
-        tx_id: TransactionId,
-        change: Callable[[PaymentsUnitOfWork, Transaction], Any],
-        *,
-        only_if: S | tuple[S, ...],
-        steps: Mapping[str, StepRecord] | None = None,
-        known: Transaction | None = None,
-    ) -> bool:
-        await self._finish_tx(tx_id, change, only_if=only_if, steps=steps, known=known)
+        await self._finish_tx(tx_id, _applying(change), only_if=only_if, steps=steps, known=known)
         return True
 
     async def _finish_tx(
