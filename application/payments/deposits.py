@@ -24,7 +24,7 @@ from application.payments.requests import (
     RequestUnitOfWork,
     bound_user,
     judge_read,
-    judge_stored,
+    read_after_lost_race,
 )
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionType
@@ -152,11 +152,7 @@ class DepositOrchestrator:
                 pass
         # A fresh unit of work: a new snapshot that sees the winner's committed rows.
         async with self._uow() as uow:
-            now = uow.clock.now()
-            read = await uow.requests.read(
-                tx.user_id, now=now, session_id=None, key=key, key_hash=tx.idempotency_key_hash
-            )
-            judge_stored(read, key, now)
+            read = await read_after_lost_race(uow, tx, key)
             winner = (
                 await uow.transactions.get(read.transaction_under_key)
                 if read.transaction_under_key is not None

@@ -164,6 +164,20 @@ def judge_read(read: RequestRead, key: RequestKey | None, now: datetime) -> bool
     return judge_stored(read, key, now)
 
 
+async def read_after_lost_race(
+    uow: RequestUnitOfWork, tx: Transaction, key: RequestKey | None
+) -> RequestRead:
+    """Another request under the key committed its record first: read it again (`uow` fresh, its
+    snapshot sees the winner's rows) and raise what it decides (its stored answer, in flight, or
+    reused). The read, for a caller that goes on to the winner's transaction."""
+    now = uow.clock.now()
+    read = await uow.requests.read(
+        tx.user_id, now=now, session_id=None, key=key, key_hash=tx.idempotency_key_hash
+    )
+    judge_stored(read, key, now)
+    return read
+
+
 def bound_user(user: User | None) -> User:
     """The user read, who must exist and have a Deriv account bound."""
     if user is None:

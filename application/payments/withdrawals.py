@@ -48,7 +48,7 @@ from application.payments.requests import (
     RequestUnitOfWork,
     bound_user,
     judge_read,
-    judge_stored,
+    read_after_lost_race,
 )
 from application.payments.saga import SagaRunner, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
@@ -182,11 +182,7 @@ class WithdrawalOrchestrator:
                 pass
         # A fresh unit of work: a new snapshot that sees the winner's committed rows.
         async with self._uow() as uow:
-            now = uow.clock.now()
-            read = await uow.requests.read(
-                tx.user_id, now=now, session_id=None, key=key, key_hash=tx.idempotency_key_hash
-            )
-            judge_stored(read, key, now)
+            await read_after_lost_race(uow, tx, key)
         # The winner's record is gone (released after a failure it may be retrying): it runs.
         raise IdempotencyKeyInFlight("a request with this idempotency key is still being processed")
 
