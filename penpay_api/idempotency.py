@@ -222,23 +222,17 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
         key = IdempotencyKey.create(raw, scope=principal.subject, operation=method)
         scope = f"{principal.subject}{method}"
         fingerprint = self.fingerprint(request)
-        if method in self.answered_by_use_case:
+        claimed = method in self.claimed_by_use_case
+        if claimed or method in self.answered_by_use_case:
+            # The use case judges the key in its own read. Answered: it claims and answers it
+            # alone. Claimed: it claims it with its intent and answers with its answer, and _run
+            # stores what the call ends in otherwise.
             state.idempotency_key_hash = key.hash_hex
             state.idempotency_scope, state.idempotency_fingerprint = scope, fingerprint
             try:
-                return await inner(request, context)
-            except StoredAnswer as stored:
-                return self._replay(stored.response_code, stored.response_body, context)
-            except IdempotencyKeyReused:
-                raise _reused() from None
-            except IdempotencyKeyInFlight:
-                raise _in_flight() from None
-        if method in self.claimed_by_use_case:
-            # The use case claims the key with its intent and completes it with its answer.
-            state.idempotency_key_hash = key.hash_hex
-            state.idempotency_scope, state.idempotency_fingerprint = scope, fingerprint
-            state.idempotency_claimed = False
-            try:
+                if not claimed:
+                    return await inner(request, context)
+                state.idempotency_claimed = False
                 return await self._run(
                     method, inner, serializer, request, context, scope, key.hash_hex, fingerprint
                 )
