@@ -199,23 +199,28 @@ class SqlPaymentRequests:
         balance = int(row.float_balance) if row.float_balance is not None else None
         return RequestRead(user, token, bool(row.session_open), stored, under_key, counted, balance)
 
-    async def claim(self, key: RequestKey, *, now: datetime, replace: bool) -> None:
+    async def _insert(self, key: RequestKey, *, now: datetime, replace: bool, **values: object) -> None:
+        """The record under `key`, after the expired one it replaces (judged so by the read)."""
         if replace:
             await self._connection.execute(
                 _DROP_EXPIRED, {"b_scope": key.scope, "b_key_hash": key.key_hash, "b_now": now}
             )
+        await self._connection.execute(
+            _INSERT,
+            {
+                "id": new_uuid7(),
+                "scope": key.scope,
+                "key_hash": key.key_hash,
+                "request_fingerprint": key.fingerprint,
+                "created_at": now,
+                **values,
+            },
+        )
+
+    async def claim(self, key: RequestKey, *, now: datetime, replace: bool) -> None:
         try:
-            await self._connection.execute(
-                _INSERT,
-                {
-                    "id": new_uuid7(),
-                    "scope": key.scope,
-                    "key_hash": key.key_hash,
-                    "request_fingerprint": key.fingerprint,
-                    "status": "IN_FLIGHT",
-                    "created_at": now,
-                    "expires_at": now + IN_FLIGHT_LEASE,
-                },
+            await self._insert(
+                key, now=now, replace=replace, status="IN_FLIGHT", expires_at=now + IN_FLIGHT_LEASE
             )
         except IntegrityError:
             # Another request under the key got its record in since this one's read: it runs.
@@ -242,22 +247,13 @@ class SqlPaymentRequests:
     async def record_answer(
         self, key: RequestKey, *, transaction_id: TransactionId, body: bytes, now: datetime, replace: bool
     ) -> None:
-        if replace:
-            await self._connection.execute(
-                _DROP_EXPIRED, {"b_scope": key.scope, "b_key_hash": key.key_hash, "b_now": now}
-            )
-        await self._connection.execute(
-            _INSERT,
-            {
-                "id": new_uuid7(),
-                "scope": key.scope,
-                "key_hash": key.key_hash,
-                "request_fingerprint": key.fingerprint,
-                "status": "COMPLETED",
-                "response_code": 0,
-                "response_body": body,
-                "transaction_id": transaction_id.value,
-                "created_at": now,
-                "expires_at": now + RETENTION,
-            },
+        await self._insert(
+            key,
+            now=now,
+            replace=replace,
+            status="COMPLETED",
+            response_code=0,
+            response_body=body,
+            transaction_id=transaction_id.value,
+            expires_at=now + RETENTION,
         )
