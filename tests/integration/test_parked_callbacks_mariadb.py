@@ -85,3 +85,13 @@ async def test_two_adoptions_of_different_requests_do_not_wait_for_each_other(en
         "ws_CO_C": "OPEN",
         "ws_CO_D": "ADOPTED",
     }
+
+
+async def test_the_locked_read_names_its_index_whatever_the_statistics_say(engine: AsyncEngine) -> None:
+    """The test above passes on whichever plan this server picks here; the bench's server, on a new
+    table's statistics, picked (status, received_at) for the ORDER BY. The statement itself must not
+    leave that choice to the optimizer."""
+    from persistence.callback_reviews import _PARKED, CORRELATION_INDEX
+
+    sql = str(_PARKED.compile(dialect=engine.dialect))
+    assert f"FORCE INDEX ({CORRELATION_INDEX})" in sql and sql.rstrip().endswith("FOR UPDATE")
