@@ -2,8 +2,9 @@
 
 Called by the saga workers (from the outbox event the inbox wrote), never in the HTTP request path.
 
-STK: STK Query is synchronous, so `confirm_stk` answers at once:
-  (the answer is recorded by the application on the Transaction aggregate: MpesaEvidence)
+STK: STK Query is synchronous, so `confirm_stk` answers at once (`ask_stk` asks only: the saga
+records the answer itself, in the commit of what it decides, and `confirm_stk` records it in a unit of
+work of its own; either way the application records it on the Transaction aggregate: MpesaEvidence)
   recorded success + query "0"        -> CONFIRMED (row SUCCEEDED -> CONFIRMED; `newly_confirmed` is True
                                          for exactly one caller: that caller credits)
   recorded success + query failure    -> MISMATCH  (row -> REVIEW, evidence kept for review)
@@ -106,10 +107,33 @@ class CallbackConfirmer:
         self._store = store
 
     async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Confirmation:
-        """`read`: the deposit as the caller (the saga's step) just read it: not read again."""
+        """Ask STK Query and record a final answer in a unit of work of its own. `read`: the deposit
+        as the caller just read it: not read again."""
         row = await self._store.stk_request(checkout_request_id, read=read)
         if row is None:
             raise LookupError(f"no stored MpesaRequest {checkout_request_id}")
+        asked = await self._ask(checkout_request_id, row)
+        if isinstance(asked, Confirmation):
+            return asked
+        # The application records it on the aggregate (the one writer of the evidence).
+        result = await self._store.stk_query_answered(checkout_request_id, asked, read=row)
+        if result.effect is QueryEffect.CONTRADICTED:
+            log.warning("stk %s: callback success contradicted by STK Query", checkout_request_id)
+        return _query_confirmation(result)
+
+    async def ask_stk(self, deposit: Transaction) -> StkQueryAnswer | Confirmation:
+        """Ask STK Query about `deposit`'s push (as its saga step read it, under its lock) and
+        return a final answer for the caller to record with what it decides, in one commit; or,
+        when there is nothing to record (settled already, no final answer yet), the verdict."""
+        request = deposit.mpesa_request
+        if request is None:
+            raise LookupError(f"transaction {deposit.id} has no MpesaRequest")
+        row = await self._store.stk_request(request.checkout_request_id, read=deposit)
+        if row is None:
+            raise LookupError(f"no stored MpesaRequest {request.checkout_request_id}")
+        return await self._ask(request.checkout_request_id, row)
+
+    async def _ask(self, checkout_request_id: str, row: StoredRequest) -> StkQueryAnswer | Confirmation:
         settled = _settled_stk(row)
         if settled is not None:
             return settled
@@ -140,21 +164,12 @@ class CallbackConfirmer:
             }
         )
         code = query.result_code or ""
-        answer = StkQueryAnswer(
+        return StkQueryAnswer(
             paid=query.status == StkQueryStatus.COMPLETED,
             result_code=code_int(code),
             result_desc=query.result_desc or code,
             evidence=evidence,
         )
-        # The application records it on the aggregate (the one writer of the evidence).
-        result = await self._store.stk_query_answered(checkout_request_id, answer, read=row)
-        if result.effect is QueryEffect.CONTRADICTED:
-            log.warning(
-                "stk %s: callback success contradicted by STK Query %s",
-                checkout_request_id,
-                query.result_code,
-            )
-        return _query_confirmation(result)
 
     async def keep_foreign_answer(self, foreign: errors.ForeignAnswer) -> None:
         """An answer about another request than ours: an alert now, the raw answer kept for review under

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from application.payments.errors import CallDeferred, CallOutcomeUnknown, CallRefused, CallUnavailable
 from application.payments.ports import StkPushAccepted, Verdict
+from domain.payments.stk_evidence import StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
 from mpesa_adapter import errors
 from mpesa_adapter.alerting import SETUP_ERROR_ALERT, alert_setup_error
 from mpesa_adapter.client import DarajaClient
-from mpesa_adapter.confirmer import CallbackConfirmer
+from mpesa_adapter.confirmer import CallbackConfirmer, Confirmation
 from mpesa_adapter.confirmer import Verdict as AdapterVerdict
 
 _VERDICTS = {
@@ -71,8 +72,9 @@ class DarajaMpesaGateway:
             raise CallRefused(f"STK push refused: {exc}") from None
         return StkPushAccepted(accepted.checkout_request_id, accepted.merchant_request_id)
 
-    async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Verdict:
-        return _VERDICTS[(await self._confirmer.confirm_stk(checkout_request_id, read=read)).verdict]
+    async def query_stk(self, deposit: Transaction) -> StkQueryAnswer | Verdict:
+        asked = await self._confirmer.ask_stk(deposit)
+        return _VERDICTS[asked.verdict] if isinstance(asked, Confirmation) else asked
 
     async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
         return await self._confirmer.adopt_early_stk(checkout_request_id, parked=parked)

@@ -270,23 +270,37 @@ class MpesaEvidence:
                 tx = await uow.transactions.find_by_checkout_request_id(checkout)
             if tx is None or tx.mpesa_request is None:
                 raise LookupError(f"no stored MpesaRequest {checkout}")
-            effect = tx.stk_query_answered(answer, now=uow.clock.now())
-            request = tx.mpesa_request
+            effect = await record_stk_query_answer(uow, tx, answer)
+            status = str(tx.mpesa_request.status)
             if effect is QueryEffect.SETTLED:
-                return QueryResult(effect, str(request.status))
-            if effect is QueryEffect.CONTRADICTED:
-                arrival = Arrival(CONFIRMATION_KIND, answer.evidence.encode(), None, uow.clock.now())
-                kept = KeptAnswer(
-                    arrival,
-                    EvidenceProblem.CONFIRMATION_MISMATCH.value,
-                    request.result_desc or "",
-                    checkout,
-                    tx.id,
-                )
-                await uow.callback_reviews.keep(kept)
+                return QueryResult(effect, status)
             await uow.transactions.save(tx)
             await uow.commit()
-        return QueryResult(effect, str(request.status), newly_confirmed=effect is QueryEffect.CONFIRMED)
+        return QueryResult(effect, status, newly_confirmed=effect is QueryEffect.CONFIRMED)
+
+
+async def record_stk_query_answer(
+    uow: EvidenceUnitOfWork, tx: Transaction, answer: StkQueryAnswer
+) -> QueryEffect:
+    """A final STK Query answer judged on the deposit (`tx`, read in `uow`); a contradiction of its
+    callback kept for a person in the same unit of work. The caller saves `tx` unless SETTLED (then
+    nothing changed): here (a unit of work of its own) or the saga, with what the answer decides."""
+    request = tx.mpesa_request
+    if request is None:
+        raise LookupError(f"transaction {tx.id} has no MpesaRequest")
+    effect = tx.stk_query_answered(answer, now=uow.clock.now())
+    if effect is QueryEffect.CONTRADICTED:
+        arrival = Arrival(CONFIRMATION_KIND, answer.evidence.encode(), None, uow.clock.now())
+        why = tx.mpesa_request.result_desc if tx.mpesa_request is not None else None
+        kept = KeptAnswer(
+            arrival,
+            EvidenceProblem.CONFIRMATION_MISMATCH.value,
+            why or "",
+            request.checkout_request_id,
+            tx.id,
+        )
+        await uow.callback_reviews.keep(kept)
+    return effect
 
 
 async def _again_on_conflict(attempt: Callable[[], Awaitable[_T]]) -> _T:
@@ -309,4 +323,5 @@ __all__ = [
     "MpesaEvidence",
     "ParkedCallback",
     "QueryResult",
+    "record_stk_query_answer",
 ]

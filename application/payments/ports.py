@@ -18,6 +18,7 @@ from application.identity.ports import KnownUser, UsageQuery
 from application.payments.mpesa_evidence import CallbackReviews
 from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
+from domain.payments.stk_evidence import StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId, UserId
 from domain.user.deriv_login_id import DerivLoginId
@@ -46,10 +47,11 @@ class MpesaGateway(Protocol):
         self, *, transaction_id: TransactionId, phone: str, amount: Money
     ) -> StkPushAccepted: ...
 
-    async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Verdict:
-        """Cross-check a callback (or its absence) with STK Query; writes the evidence row.
-        `read`: the deposit as the caller just read it (the saga's step), so the adapter does not
-        read it again; the answer's save checks that nothing changed it since."""
+    async def query_stk(self, deposit: Transaction) -> StkQueryAnswer | Verdict:
+        """Cross-check a callback (or its absence) with STK Query about `deposit`'s push, as the
+        saga's step just read it (not read again). Writes nothing: a final answer is returned for
+        the saga to record on the deposit in the commit of what it decides (the credit, the
+        failure, the review); a Verdict when there is nothing to record (PENDING: ask again later)."""
         ...
 
     async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:

@@ -52,6 +52,7 @@ from application.payments.errors import (
     CallUnavailable,
     NotExecuted,
 )
+from application.payments.mpesa_evidence import record_stk_query_answer
 from application.payments.ports import (
     DerivDepositGateway,
     DerivWithdrawalGateway,
@@ -63,6 +64,7 @@ from application.payments.ports import (
 from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import TransactionType, is_legal_transition
+from domain.payments.stk_evidence import QueryEffect, StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.errors import ConcurrentModification, DomainError
 from domain.shared.ids import LedgerAccountId, TransactionId
@@ -121,10 +123,16 @@ class Advanced:
 @dataclass(frozen=True, slots=True)
 class _Then:
     """What a step does once its intent is committed and the connection is back in the pool: the
-    external call and its answer. True: decide again (from a fresh locked read); False: stop."""
+    external call and its answer. True: decide again (from a fresh locked read); False: stop; an
+    STK Query's final answer: recorded under the next step's lock and decided on in its commit."""
 
-    call: Callable[[], Awaitable[bool]]
+    call: Callable[[], Awaitable[bool | StkQueryAnswer]]
     also: Action | None = None  # a second action committed in the same database transaction
+
+
+# What the deposit's evidence, changed by an STK Query's answer, may decide and commit with it: each
+# of these steps saves the transaction. Anything else commits the evidence alone first.
+_DECIDED_WITH_ANSWER = frozenset({Action.CREDIT_DEPOSIT, Action.FAIL_DEPOSIT, Action.REVIEW})
 
 
 # A step's part under the row lock: True when it committed a change to the transaction in hand
@@ -233,6 +241,7 @@ class SagaRunner:
         only a step to take needs the lock (and so a fresh read)."""
         actions: list[Action] = []
         status: S | None = None
+        answer: StkQueryAnswer | None = None  # an STK Query's, to record under the next lock
         for _ in range(MAX_STEPS_PER_ADVANCE):
             async with self._uow() as uow:
                 locked = await uow.saga_steps.lock(tx_id, skip_locked=skip_locked)
@@ -241,9 +250,14 @@ class SagaRunner:
                 skip_locked = False  # only the first look passes over a transaction held elsewhere
                 tx, steps = locked.transaction, locked.steps
                 self._saw(tx)
+                carried, answer = answer, None
+                recorded = carried is not None and await self._record_query_answer(uow, tx, carried)
                 view = self._view(uow.clock.now(), tx, steps)
                 decision = decide(view, self.policy)
                 status = tx.status
+                if recorded and decision.action not in _DECIDED_WITH_ANSWER:
+                    await self._commit_change(uow, tx, steps)  # the evidence alone; decided on next
+                    continue
                 if decision.action is Action.WAIT:
                     return Advanced(tx_id, status, tuple(actions), waiting=view)
                 actions.append(decision.action)
@@ -256,10 +270,16 @@ class SagaRunner:
                 )
                 outcome = await self._step(decision.action)(uow, tx, steps, decision)
             status = tx.status
+            if outcome is _READ_AGAIN:
+                answer = carried  # rolled back with the step: recorded again under the next lock
+                continue
             if isinstance(outcome, _Then):
                 if outcome.also is not None:
                     actions.append(outcome.also)
-                if not await outcome.call():
+                called = await outcome.call()
+                if isinstance(called, StkQueryAnswer):
+                    answer = called
+                elif not called:
                     break
                 continue
             if not outcome:
@@ -470,24 +490,35 @@ class SagaRunner:
         # Read-only: nothing to commit; the lock goes with the unit of work before the query.
         return _Then(lambda: self._query_stk(tx, decision))
 
-    async def _query_stk(self, tx: Transaction, decision: Decision) -> bool:
+    async def _query_stk(self, tx: Transaction, decision: Decision) -> bool | StkQueryAnswer:
         """The STK Query moves no money, so no intent is written before it: its attempt is counted
         with the answer when that answer settles nothing (a crash before that only asks again).
-        A settled answer is the evidence row itself (the confirmer moves it), so nothing else is
-        written then. The step's own read goes with the query (the confirmer reads nothing more):
-        the answer is saved on it, its version checked."""
+        A final answer is the evidence itself: handed back to be recorded under the next step's
+        lock, in the commit of what it decides (the credit, the failure, the review), so the
+        evidence and the money move together. The step's own read goes with the query."""
         if tx.mpesa_request is None:
             return True
         try:
-            verdict = await self._mpesa.confirm_stk(tx.mpesa_request.checkout_request_id, read=tx)
+            asked = await self._mpesa.query_stk(tx)
         except Exception:
             with contextlib.suppress(Exception):  # the query's own error is the one to report
                 await self._count_attempt(tx.id, Step.STK_QUERY, decision.reason)
             raise
-        if verdict is Verdict.PENDING:
+        if asked is Verdict.PENDING:
             await self._count_attempt(tx.id, Step.STK_QUERY, decision.reason)
             return False
-        return True  # the evidence row changed: decide again
+        return asked if isinstance(asked, StkQueryAnswer) else True  # settled already: decide again
+
+    async def _record_query_answer(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, answer: StkQueryAnswer
+    ) -> bool:
+        """The STK Query's answer on `tx` as just read under its lock (the rules judge it against
+        the evidence as it stands now, whatever came meanwhile). True when it changed the evidence:
+        saved with the step it decides."""
+        effect = await record_stk_query_answer(uow, tx, answer)
+        if effect is QueryEffect.CONTRADICTED:
+            log.warning("saga.stk_query_contradicts_callback", transaction_id=str(tx.id))
+        return effect is not QueryEffect.SETTLED
 
     async def _count_attempt(self, tx_id: TransactionId, step: Step, detail: str) -> None:
         async with self._uow() as uow:
@@ -532,7 +563,7 @@ class SagaRunner:
             # The float cannot cover the transfer: nothing is committed; the credit goes alone, and
             # the transfer's own step finds the float short (FLOAT_WAIT, FloatLow) as ever.
             self._credit_alone.add(tx.id)
-            return _Then(_read_again)
+            return _READ_AGAIN
         await self._float_crossed(uow, transfer, AccountKind.DERIV_AGENT_FLOAT, accounts)
         self._checkpoint("deposit.credit.before_commit")
         self._checkpoint("deposit.transfer.before_commit")
@@ -1100,6 +1131,10 @@ def _started(
 
 async def _read_again() -> bool:
     return True
+
+
+# A step that committed nothing and wants the transaction read and decided on again.
+_READ_AGAIN = _Then(_read_again)
 
 
 def _reserved(posting: Posting) -> Money:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from domain.payments.attachments import EvidenceStatus
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId
 from persistence.tables import ledger_entries
@@ -236,3 +237,28 @@ async def test_the_credit_commits_with_the_transfer_intent(crash_stack: Stack, w
     status = await relay_until(crash_stack, tx.id, worker, {S.COMPLETED, S.NEEDS_REVIEW, S.FAILED})
     assert status is S.COMPLETED, worker.tail()
     assert await crash_stack.deriv_transfers(str(tx.id)) == 1
+
+
+async def test_the_stk_query_answer_commits_with_the_credit(crash_stack: Stack, worker: Worker) -> None:
+    """The STK Query's answer is recorded in the credit's commit, not one of its own: a worker
+    killed right before that commit left the evidence as the callback (or the push) left it, and
+    the restarted worker asks again and credits once."""
+    user = await crash_stack.user()
+    worker.start(crash_at="deposit.credit.before_commit")
+    tx = await crash_stack.deposit(user, 1_300)
+    await crash_stack.relay.relay_once()
+
+    assert await worker.killed_by_itself() == -9
+    committed = await crash_stack.get(tx.id)
+    assert committed.mpesa_request is not None
+    assert committed.mpesa_request.status in (EvidenceStatus.SENT, EvidenceStatus.SUCCEEDED)
+    assert committed.status is S.AWAITING_MPESA
+
+    worker.start()
+    status = await relay_until(crash_stack, tx.id, worker, {S.COMPLETED, S.NEEDS_REVIEW, S.FAILED})
+    assert status is S.COMPLETED, worker.tail()
+    credited = (await crash_stack.get(tx.id)).mpesa_request
+    assert credited is not None and credited.status == EvidenceStatus.CONFIRMED
+    assert await crash_stack.deriv_transfers(str(tx.id)) == 1
+    assert await charged_and_paid(crash_stack, tx.phone.value) == (1, 0)
+    await assert_ledger_balanced(crash_stack)

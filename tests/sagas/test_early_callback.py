@@ -17,6 +17,7 @@ from application.payments.decisions import Action
 from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
 from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus as S
+from domain.payments.stk_evidence import StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
@@ -68,8 +69,8 @@ class AnswerAfterTheCallback:
             raise ConnectionError("database away")
         return await self._inner.stk_answer_recorded(checkout_request_id, parked=parked)
 
-    async def confirm_stk(self, checkout_request_id: str, *, read: Transaction | None = None) -> Verdict:
-        return await self._inner.confirm_stk(checkout_request_id, read=read)
+    async def query_stk(self, deposit: Transaction) -> StkQueryAnswer | Verdict:
+        return await self._inner.query_stk(deposit)
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
         return await self._inner.b2c(
