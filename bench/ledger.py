@@ -36,7 +36,7 @@ AMOUNT = Money.of_minor(1000, Currency.KES)
 
 class LedgerPostings:
     def __init__(self, url: str, accounts: int) -> None:
-        self.engine = create_engine(url)  # the product's engine settings (pool 20 + 20 overflow)
+        self.engine = create_engine(url)  # the product's engine settings (a pool of 40, kept)
         self._accounts = accounts
         self.ids: list[LedgerAccountId] = []
         self._keys: list[str] = []
