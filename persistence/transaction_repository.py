@@ -506,21 +506,21 @@ class SqlTransactionRepository:
             for name, record in attachments.items()
             if record is not None and record != old_attachments.get(name)
         ]
+        updated = [name for name in changed if old_attachments.get(name) is not None]
+        joined = None
         if (
             tx.version != old_version
-            and len(changed) == 1
-            and old_attachments.get(changed[0]) is not None
+            and len(updated) == 1
             and self._connection.dialect.name in ("mysql", "mariadb")
         ):
             # The usual change (a step's status and its evidence): one multi-table UPDATE, the
-            # version check on the transaction row guarding both rows.
+            # version check on the transaction row guarding both rows; a new record (the credit's
+            # transfer intent) inserted after it.
+            joined = updated[0]
             await self._update_with_attachment(
-                tx, old_version, changed[0], attachments[changed[0]], old_attachments[changed[0]]
+                tx, old_version, joined, attachments[joined], old_attachments[joined]
             )
-            self._loaded[tx.id] = (tx.version, attachments)
-            self._track(tx)
-            return
-        if tx.version != old_version:
+        elif tx.version != old_version:
             # A save without the saga's word (an operator's, a callback's) clears it: the sweeper looks.
             due = self._due.pop(tx.id, None)
             result = await self._connection.execute(
@@ -536,7 +536,7 @@ class SqlTransactionRepository:
                 raise ConcurrentModification(f"transaction {tx.id} changed since it was read")
         for name, record in attachments.items():
             before = old_attachments.get(name)
-            if record is None or record == before:
+            if record is None or record == before or name == joined:
                 continue
             table = _ATTACHMENT_TABLES[name]
             row = _attachment_row(record)

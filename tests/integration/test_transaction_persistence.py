@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.errors import DuplicateIdempotencyKey
@@ -166,3 +166,62 @@ async def test_requests_racing_with_one_idempotency_key_create_one_transaction_a
         assert stored == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_credit_saves_its_evidence_in_the_status_update_and_inserts_the_transfer(
+    engine: AsyncEngine,
+) -> None:
+    """The credit changes the status and the M-Pesa evidence and adds the transfer's intent: on
+    MariaDB one multi-table UPDATE (the version guarding both rows) and the new row's INSERT; a
+    save from a stale version changes nothing."""
+    user_id = await insert_user(engine)
+    tx = new_deposit(user_id, deposit_key(user_id))
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.transactions.add(tx)
+        await uow.commit()
+    async with SqlUnitOfWork(engine) as uow:
+        pushed = await uow.transactions.get_for_update(tx.id)
+        assert pushed is not None
+        pushed.stk_push_sent(stk_request(pushed, "ws_CO_CREDIT"))
+        await uow.transactions.save(pushed)
+        await uow.commit()
+
+    def credit(t: Transaction) -> None:
+        t.mpesa_confirmed(mpesa_receipt_number="RKT1CREDIT", amount=t.amount, raw_callback="{}")
+        t.deriv_transfer_sent()
+
+    async with SqlUnitOfWork(engine) as uow:
+        stale = await uow.transactions.get(tx.id)
+    assert stale is not None
+    sent: list[str] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        async with SqlUnitOfWork(engine) as uow:
+            credited = await uow.transactions.get_for_update(tx.id)
+            assert credited is not None
+            credit(credited)
+            sent.clear()
+            await uow.transactions.save(credited)
+            saved = list(sent)
+            await uow.commit()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        assert saved.count("UPDATE") == 1 and "INSERT" in saved, saved
+
+    async with SqlUnitOfWork(engine) as uow:
+        found = await uow.transactions.get(tx.id)
+    assert found is not None and found.status is TransactionStatus.DERIV_TRANSFER_SENT
+    assert found.mpesa_request is not None and found.mpesa_request.mpesa_receipt_number == "RKT1CREDIT"
+    assert found.deriv_transfer is not None
+
+    with pytest.raises(ConcurrentModification):
+        async with SqlUnitOfWork(engine) as uow:
+            uow.transactions.resume(stale)
+            credit(stale)
+            await uow.transactions.save(stale)
+            await uow.commit()
