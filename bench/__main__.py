@@ -74,6 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="e2e cluster's saga and sweeper timings: the cluster's fast ones (call grace 2 s, sweeper "
         "every 0.5 s) or production's defaults (30 s, every 5 s)",
     )
+    parser.add_argument(
+        "--pin-seconds",
+        type=float,
+        default=1.0,
+        help="e2e: the M-Pesa simulator's delay from an accepted STK push (or B2C) to its callback, "
+        "a payer entering the PIN (default 1; a real one takes several). 0 answers at once, before "
+        "the saga has stored the push's answer: most deposits then take the early-callback path "
+        "(parked, then adopted), which costs about four statements more and is rare in production",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     args = parser.parse_args(argv)
     default = [g for g in groups.ORDER if not (args.quick and g == "e2e")]
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "groups": args.groups,
         "quick": args.quick,
         "burst": args.burst,
+        "pin_seconds": args.pin_seconds,
         "seconds": args.seconds,
         "warmup": args.warmup,
         "run_seconds": round(time.monotonic() - started, 1),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import re
 import secrets
 import tempfile
@@ -33,7 +34,7 @@ from typing import Any
 
 from bench.load import Sample, counted
 from bench.results import Figure, Goal, Results
-from bench.users import DEPOSITS_PER_USER, BenchUser, make_users
+from bench.users import DEPOSITS_PER_USER, BenchUser, make_users, payer_phone
 
 GROUP = "e2e"
 CONCURRENCY = 16
@@ -459,6 +460,7 @@ async def _run_on(
             float_kes_cents=1_000_000_000_00,
             env=FAST_ARGON2,
             fast_sagas=getattr(args, "saga_timings", "fast") == "fast",
+            mpesa_callback_delay=getattr(args, "pin_seconds", 1.0),
             # the cluster's fast saga timings (its default): with production timings a deposit waited
             # for the STK Query timer (p50 initiation-to-completed 68 s, measured), not for its callback
         )
@@ -484,10 +486,17 @@ async def _run_on(
             async with grpc.aio.insecure_channel(addr) as channel:
                 payments = payments_pb2_grpc.PaymentsServiceStub(channel)
 
+                payers = itertools.count()
+
                 def deposit(user: BenchUser) -> Any:
                     async def one() -> None:
                         key = ("idempotency-key", f"bench-{secrets.token_hex(8)}")
-                        request = payments_pb2.InitiateDepositRequest(amount_cents=1_300_00, currency="KES")
+                        # Each deposit paid from a phone of its own: with a PIN delay a user's deposits
+                        # are in flight together, and M-Pesa refuses a second STK push to a phone whose
+                        # first waits for its PIN (SubscriberLocked).
+                        request = payments_pb2.InitiateDepositRequest(
+                            amount_cents=1_300_00, currency="KES", phone_number=payer_phone(next(payers))
+                        )
                         try:
                             await payments.InitiateDeposit(request, metadata=user.metadata(key))
                         except grpc.aio.AioRpcError as exc:  # a client retries ABORTED with the same key

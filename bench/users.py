@@ -22,6 +22,11 @@ def plain_phone() -> str:
     return f"+2547{1000 + secrets.randbelow(9000)}9{secrets.randbelow(1000):03d}"
 
 
+def payer_phone(n: int) -> str:
+    """The n-th of distinct phones of plain_phone's pattern (a deposit paid from a phone of its own)."""
+    return f"+2547{1000 + (n // 1000) % 9000}9{n % 1000:03d}"
+
+
 @dataclass
 class BenchUser:
     ip: str
