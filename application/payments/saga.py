@@ -241,34 +241,52 @@ class SagaRunner:
         only a step to take needs the lock (and so a fresh read)."""
         actions: list[Action] = []
         status: S | None = None
-        answer: StkQueryAnswer | None = None  # an STK Query's, to record under the next lock
+        # An STK Query's final answer, recorded in the next step's unit of work; `asked`: the
+        # deposit as read for the query, which that step resumes instead of reading it again
+        # (its save's version check stands in for the lock; a change meanwhile: read, locked).
+        answer: StkQueryAnswer | None = None
+        asked: tuple[Transaction, Mapping[str, StepRecord]] | None = None
         for _ in range(MAX_STEPS_PER_ADVANCE):
+            carried, answer = answer, None
+            resumed, asked = asked, None
             async with self._uow() as uow:
-                locked = await uow.saga_steps.lock(tx_id, skip_locked=skip_locked)
-                if locked is None:
-                    return Advanced(tx_id, status, tuple(actions), busy=skip_locked)
-                skip_locked = False  # only the first look passes over a transaction held elsewhere
-                tx, steps = locked.transaction, locked.steps
-                self._saw(tx)
-                carried, answer = answer, None
-                recorded = carried is not None and await self._record_query_answer(uow, tx, carried)
-                view = self._view(uow.clock.now(), tx, steps)
-                decision = decide(view, self.policy)
-                status = tx.status
-                if recorded and decision.action not in _DECIDED_WITH_ANSWER:
-                    await self._commit_change(uow, tx, steps)  # the evidence alone; decided on next
+                if resumed is not None:
+                    tx, steps = resumed
+                    uow.transactions.resume(tx)
+                else:
+                    locked = await uow.saga_steps.lock(tx_id, skip_locked=skip_locked)
+                    if locked is None:
+                        return Advanced(tx_id, status, tuple(actions), busy=skip_locked)
+                    skip_locked = False  # only the first look passes over a transaction held elsewhere
+                    tx, steps = locked.transaction, locked.steps
+                    self._saw(tx)
+                try:
+                    recorded = carried is not None and await self._record_query_answer(uow, tx, carried)
+                    view = self._view(uow.clock.now(), tx, steps)
+                    decision = decide(view, self.policy)
+                    status = tx.status
+                    if recorded and decision.action not in _DECIDED_WITH_ANSWER:
+                        await self._commit_change(uow, tx, steps)  # the evidence alone; decided on next
+                        continue
+                    if decision.action is Action.WAIT:
+                        return Advanced(tx_id, status, tuple(actions), waiting=view)
+                    actions.append(decision.action)
+                    log.info(
+                        "saga.step",
+                        transaction_id=str(tx_id),
+                        status=tx.status.value,
+                        action=decision.action.value,
+                        why=decision.reason,
+                    )
+                    outcome = await self._step(decision.action)(uow, tx, steps, decision)
+                except ConcurrentModification:
+                    if resumed is None:
+                        raise
+                    # Moved since the query's read (a callback, another worker): nothing of this
+                    # step is committed; the answer is judged again on the state read under the lock.
+                    log.info("saga.changed_meanwhile", transaction_id=str(tx_id))
+                    answer = carried
                     continue
-                if decision.action is Action.WAIT:
-                    return Advanced(tx_id, status, tuple(actions), waiting=view)
-                actions.append(decision.action)
-                log.info(
-                    "saga.step",
-                    transaction_id=str(tx_id),
-                    status=tx.status.value,
-                    action=decision.action.value,
-                    why=decision.reason,
-                )
-                outcome = await self._step(decision.action)(uow, tx, steps, decision)
             status = tx.status
             if outcome is _READ_AGAIN:
                 answer = carried  # rolled back with the step: recorded again under the next lock
@@ -278,7 +296,7 @@ class SagaRunner:
                     actions.append(outcome.also)
                 called = await outcome.call()
                 if isinstance(called, StkQueryAnswer):
-                    answer = called
+                    answer, asked = called, (tx, steps)
                 elif not called:
                     break
                 continue
@@ -544,8 +562,8 @@ class SagaRunner:
         alone = tx.id in self._credit_alone
         self._credit_alone.discard(tx.id)
         if alone or decide(self._view(now, tx, steps), self.policy).action is not Action.SEND_DERIV_TRANSFER:
+            await uow.transactions.save(tx)  # the transaction's row before the ledger's, as below
             await book_all(uow, received)
-            await uow.transactions.save(tx)
             self._checkpoint("deposit.credit.before_commit")
             await uow.commit()
             self._checkpoint("deposit.credit.after_commit")
