@@ -32,19 +32,24 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def test_a_deposit_round_trips_with_its_evidence_events_and_audit(engine: AsyncEngine) -> None:
+async def pushed_deposit(engine: AsyncEngine, checkout_request_id: str) -> tuple[Transaction, Transaction]:
+    """A new deposit stored, then its STK push's answer: (as created, as pushed)."""
     user_id = await insert_user(engine)
     tx = new_deposit(user_id, deposit_key(user_id))
     async with SqlUnitOfWork(engine) as uow:
         await uow.transactions.add(tx)
         await uow.commit()
-
     async with SqlUnitOfWork(engine) as uow:
-        loaded = await uow.transactions.get_for_update(tx.id)
-        assert loaded is not None
-        loaded.stk_push_sent(stk_request(loaded, "ws_CO_191220191020363925"))
-        await uow.transactions.save(loaded)
+        pushed = await uow.transactions.get_for_update(tx.id)
+        assert pushed is not None
+        pushed.stk_push_sent(stk_request(pushed, checkout_request_id))
+        await uow.transactions.save(pushed)
         await uow.commit()
+    return tx, pushed
+
+
+async def test_a_deposit_round_trips_with_its_evidence_events_and_audit(engine: AsyncEngine) -> None:
+    tx, loaded = await pushed_deposit(engine, "ws_CO_191220191020363925")
 
     async with SqlUnitOfWork(engine) as uow:
         found = await uow.transactions.find_by_checkout_request_id("ws_CO_191220191020363925")
@@ -174,17 +179,7 @@ async def test_a_credit_saves_its_evidence_in_the_status_update_and_inserts_the_
     """The credit changes the status and the M-Pesa evidence and adds the transfer's intent: on
     MariaDB one multi-table UPDATE (the version guarding both rows) and the new row's INSERT; a
     save from a stale version changes nothing."""
-    user_id = await insert_user(engine)
-    tx = new_deposit(user_id, deposit_key(user_id))
-    async with SqlUnitOfWork(engine) as uow:
-        await uow.transactions.add(tx)
-        await uow.commit()
-    async with SqlUnitOfWork(engine) as uow:
-        pushed = await uow.transactions.get_for_update(tx.id)
-        assert pushed is not None
-        pushed.stk_push_sent(stk_request(pushed, "ws_CO_CREDIT"))
-        await uow.transactions.save(pushed)
-        await uow.commit()
+    tx, _ = await pushed_deposit(engine, "ws_CO_CREDIT")
 
     def credit(t: Transaction) -> None:
         t.mpesa_confirmed(mpesa_receipt_number="RKT1CREDIT", amount=t.amount, raw_callback="{}")
