@@ -54,3 +54,13 @@ async def test_a_connection_the_server_closed_is_replaced_before_use(engine: Asy
     async with SqlUnitOfWork(engine) as uow:  # its first statement needs no retry by the caller
         now_id = (await uow.connection.execute(text("SELECT CONNECTION_ID()"))).scalar_one()
     assert now_id != killed
+
+
+async def test_a_burst_beyond_pool_size_keeps_the_connections_it_opened(engine: AsyncEngine) -> None:
+    """pool_size 1 allows two at once; the second is kept after the burst, not closed on its return
+    (each burst would otherwise pay a connect, its handshake and three SETs again)."""
+    async with engine.connect() as first, engine.connect() as second:
+        opened = {(await c.execute(text("SELECT CONNECTION_ID()"))).scalar_one() for c in (first, second)}
+    async with engine.connect() as first, engine.connect() as second:
+        again = {(await c.execute(text("SELECT CONNECTION_ID()"))).scalar_one() for c in (first, second)}
+    assert len(opened) == 2 and again == opened
