@@ -6,6 +6,8 @@ import pytest
 
 from application.payments.errors import DerivBusy, VerificationCodeRejected
 from application.payments.floats import fund_float
+from application.payments.rates import FixedRates
+from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId, UserId
@@ -197,20 +199,51 @@ async def test_a_debit_deriv_held_back_unsent_is_confirmed_again_with_the_same_c
 
 
 async def test_the_same_withdrawal_request_again_asks_for_the_code_deriv_held_back(stack: Stack) -> None:
+    """The code request moves no money: held back, it leaves nothing stored (as a refused deposit),
+    and the same request again asks again and stores its withdrawal under the key."""
     user = await stack.user()
     await stack.deriv_fault(kind="rate_limit", call="verify_email", times=1)
 
     with pytest.raises(DerivBusy):
         await stack.withdrawal(user, 10_00, key="same-key")
     async with stack.uow() as uow:
-        pending = await uow.transactions.find_by_idempotency_key(user, _key(user, "same-key", "withdrawal"))
-    assert pending is not None and pending.status is S.PENDING
+        held = await uow.transactions.find_by_idempotency_key(user, _key(user, "same-key", "withdrawal"))
+    assert held is None
 
     again = await stack.withdrawal(user, 10_00, key="same-key")
 
-    assert again.id == pending.id
     assert again.status is S.AWAITING_WITHDRAWAL_CODE
+    async with stack.uow() as uow:
+        stored = await uow.transactions.find_by_idempotency_key(user, _key(user, "same-key", "withdrawal"))
+    assert stored is not None and stored.id == again.id
     await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=again.id, verification_code=await stack.withdrawal_code()
     )
     assert (await stack.settle(again.id)).status is S.COMPLETED
+
+
+async def test_a_withdrawal_stored_pending_before_its_code_was_asked_for_asks_again(stack: Stack) -> None:
+    """A PENDING withdrawal an earlier version stored before asking Deriv for the code (and never got
+    it sent): the same request again asks for the code and takes that withdrawal on."""
+    user = await stack.user()
+    key_hash = _key(user, "old-key", "withdrawal")
+    async with stack.uow() as uow:
+        now = uow.clock.now()
+        known = await uow.users.get(user)
+        assert known is not None and known.deriv_login_id is not None
+        pending = Transaction.start_withdrawal(
+            user_id=user,
+            amount=Money(10_00, Currency.USD),
+            idempotency_key=IdempotencyKey(key_hash, str(user), "withdrawal"),
+            locked_rate=FixedRates().lock(base=Currency.USD, quote=Currency.KES, now=now),
+            phone=known.phone,
+            deriv_login_id=known.deriv_login_id,
+            now=now,
+        )
+        await uow.transactions.add(pending)
+        await uow.commit()
+
+    again = await stack.withdrawal(user, 10_00, key="old-key")
+
+    assert again.id == pending.id
+    assert again.status is S.AWAITING_WITHDRAWAL_CODE
