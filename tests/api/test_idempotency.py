@@ -533,7 +533,7 @@ async def test_a_withdrawal_s_key_is_claimed_with_its_read_and_answered_with_its
     # the reads went on in the units of work that commit: none ended in a rollback
     assert not any(has(r, "SELECT USERS.ID") or has(r, "SELECT TRANSACTIONS.ID") for r in rolled_back)
     assert payments_pb2.ConfirmWithdrawalResponse.FromString(confirmed).transaction.status == (
-        "deriv_withdrawal_done"
+        "mpesa_disbursement_sent"
     )
 
     again, trailers = await raw_call(api, WITHDRAWAL, withdrawal(), account, start_key)
