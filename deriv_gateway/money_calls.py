@@ -7,6 +7,7 @@ before anything else; concurrent calls with one id in this process share one att
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -150,25 +151,52 @@ class MoneyCalls:
     async def _withdraw(
         self, withdrawal_id: str, token_value: str, code: str, cents: int, currency: str
     ) -> MoneyResult:
+        # The usual case, a new operation: the journal is not read before the claim (whose insert
+        # finds a row that exists). Only what refuses the call first looks for its row: a final one
+        # is replayed, and an operation already journaled (sent under earlier limits, say) is
+        # settled, never refused.
         token = await self.term.fenced()
-        existing = await self.journal.get(withdrawal_id)
-        if existing is not None and existing.kind == "withdraw" and existing.status in (jn.DONE, jn.FAILED):
-            if existing.amount_cents != cents or existing.currency != currency:
-                raise OperationConflict(f"withdrawal id {withdrawal_id} was used for a different withdrawal")
-            return self.steps.replay(existing)
-        await self._agent_ready()
-        check_agent_account_currency(self.agent, currency)
-        agent_loginid = self.agent.loginid
-        if not agent_loginid:
-            raise errors.NotConnected("agent account not authorized yet")
-        description = reference(withdrawal_id, self.config.reference_prefix)
-        # a journaled withdrawal (sent under earlier limits, say) is settled, never refused
-        if existing is None:
+        try:
+            if not self.agent.usable:
+                await self._agent_ready()
+            check_agent_account_currency(self.agent, currency)
+            agent_loginid = self.agent.loginid
+            if not agent_loginid:
+                raise errors.NotConnected("agent account not authorized yet")
+        except Exception:
+            found = await self._journaled(withdrawal_id, cents, currency)
+            if isinstance(found, MoneyResult):
+                return found
+            raise
+        journaled = False  # True: the call goes on for a row already in the journal
+        try:
             self._check_limits(cents, currency)
-        async with self.clients.session(token_value) as session:
+        except InvalidRequest:
+            found = await self._journaled(withdrawal_id, cents, currency)
+            if found is None:
+                raise
+            if isinstance(found, MoneyResult):
+                return found
+            journaled = True
+        description = reference(withdrawal_id, self.config.reference_prefix)
+        async with contextlib.AsyncExitStack() as opened:
+            try:
+                session = await opened.enter_async_context(self.clients.session(token_value))
+            except Exception:
+                found = await self._journaled(withdrawal_id, cents, currency)
+                if isinstance(found, MoneyResult):
+                    return found
+                raise
             loginid = session.loginid
-            if existing is None:
-                check_not_the_agent("client_token", loginid, agent_loginid)
+            if not journaled:
+                try:
+                    check_not_the_agent("client_token", loginid, agent_loginid)
+                except InvalidRequest:
+                    found = await self._journaled(withdrawal_id, cents, currency)
+                    if found is None:
+                        raise
+                    if isinstance(found, MoneyResult):
+                        return found
             call = MoneyCall(withdrawal_id, "withdraw", loginid, cents, currency, description, token)
             created, row = await self.steps.claim(call)
             if not created:
@@ -189,6 +217,18 @@ class MoneyCalls:
                 return await session.request("paymentagent_withdraw", fields)
 
             return await self._send_journaled(call, send)
+
+    async def _journaled(
+        self, withdrawal_id: str, cents: int, currency: str
+    ) -> MoneyResult | jn.Operation | None:
+        """The journal's row of this id, read when a new withdrawal's call is refused before its claim:
+        replayed when it is a withdrawal that ended (DONE or FAILED), else as it is (None: no row)."""
+        existing = await self.journal.get(withdrawal_id)
+        if existing is None or existing.kind != "withdraw" or existing.status not in (jn.DONE, jn.FAILED):
+            return existing
+        if existing.amount_cents != cents or existing.currency != currency:
+            raise OperationConflict(f"withdrawal id {withdrawal_id} was used for a different withdrawal")
+        return self.steps.replay(existing)
 
     # --- a row that already exists ---------------------------------------------------------
 

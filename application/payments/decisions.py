@@ -336,8 +336,8 @@ DEPOSIT_RULES += (
 )
 
 WITHDRAWAL_RULES: tuple[Rule, ...] = (
-    # PENDING is left inline by InitiateWithdrawal (the code is requested there); still PENDING
-    # long after means that request crashed before asking Deriv: nothing moved.
+    # PENDING: stored by an earlier InitiateWithdrawal before it asked Deriv for the code (today's
+    # stores a withdrawal once the code was sent); still PENDING long after, nothing moved.
     (S.PENDING, _stale, Action.FAIL_WITHDRAWAL, "the withdrawal code was never requested"),
     # AWAITING_WITHDRAWAL_CODE: ConfirmWithdrawal runs the debit inline; a debit recorded as
     # sent and never answered is resolved without the code (resolve-only, never a new debit).
@@ -424,6 +424,16 @@ WITHDRAWAL_RULES: tuple[Rule, ...] = (
                 ),
                 Action.REVIEW,
                 "B2C attempts exhausted",
+            ),
+            (
+                status,
+                _all(
+                    guard,
+                    _evidence(_b2c, E.SENT),
+                    lambda v, p: not v.disbursement_accepted and v.step(Step.B2C) is None,
+                ),
+                Action.SEND_B2C,
+                "pay the user by B2C (reserved with the debit)",
             ),
             (
                 status,

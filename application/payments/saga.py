@@ -742,22 +742,43 @@ class SagaRunner:
         known: Transaction | None = None,
         also: Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]] | None = None,
     ) -> Transaction | None:
-        """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal). The
-        transaction as committed, or None when it had moved on; `known`: as this process last
-        committed it (see _finish_tx); `also`: written in the same database transaction, after
-        (ConfirmWithdrawal's answer under the caller's key)."""
+        """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal) and, in the same
+        database transaction when the rules say so, reserve the M-Pesa float and record the payout
+        about to be sent (MPESA_DISBURSEMENT_SENT, its evidence SENT): the debit, the conversion and
+        the reservation commit together, once. The B2C step (the mark that the one send may have
+        left) stays with the process that sends, the saga's SEND_B2C, which sends at once while no
+        attempt is marked. A float too low: the debit alone, and SEND_B2C finds the float short
+        (FLOAT_WAIT, FloatLow) as ever. The transaction as committed, or None when it had moved on;
+        `known`: as this process last committed it (see _finish_tx); `also`: written in the same
+        database transaction, after (ConfirmWithdrawal's answer under the caller's key)."""
 
-        async def debited(uow: PaymentsUnitOfWork, t: Transaction) -> None:
-            # The transaction's row first, then the ledger's (the order of the locked read)
-            t.deriv_withdrawal_done(deriv_transaction_id=deriv_transaction_id, now=uow.clock.now())
-            await uow.transactions.save(t)
-            await book_all(uow, await bookings.withdrawal_debited(uow.ledger, t))
-            if also is not None:
-                await also(uow, t)
+        def debited(payout: bool) -> Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]]:
+            async def change(uow: PaymentsUnitOfWork, t: Transaction) -> None:
+                now = uow.clock.now()
+                t.deriv_withdrawal_done(deriv_transaction_id=deriv_transaction_id, now=now)
+                postings = await bookings.withdrawal_debited(uow.ledger, t)
+                reserved = None
+                if payout and decide(self._view(now, t, {}), self.policy).action is Action.SEND_B2C:
+                    reserved = await bookings.withdrawal_payout(uow.ledger, t)
+                    t.mpesa_disbursement_sent(
+                        originator_conversation_id=originator_conversation_id(t.id), now=now
+                    )
+                # The transaction's row first, then the ledger's (the order of the locked read)
+                await uow.transactions.save(t)
+                accounts = await book_all(uow, [*postings, *([reserved] if reserved else [])])
+                if reserved is not None:
+                    await self._float_crossed(uow, reserved, AccountKind.MPESA_FLOAT, accounts)
+                if also is not None:
+                    await also(uow, t)
 
-        return await self._finish_tx(
-            tx_id, debited, only_if=(S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN), known=known
-        )
+            return change
+
+        only_if = (S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN)
+        try:
+            return await self._finish_tx(tx_id, debited(True), only_if=only_if, known=known)
+        except Overdraft:
+            # The float cannot cover the payout: nothing was committed (`known` is spent)
+            return await self._finish_tx(tx_id, debited(False), only_if=only_if)
 
     async def _send_b2c(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision

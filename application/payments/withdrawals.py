@@ -3,9 +3,11 @@ the withdrawal saga).
 
 Two withdrawal steps run here, inline, because the user is waiting for them: asking Deriv to email
 the code (InitiateWithdrawal) and the debit with that code (ConfirmWithdrawal, whose code is never
-stored). Both follow the saga's rule: intent committed before the call, answer recorded after
-(the debit's answer by the saga runner, application/payments/saga.py, which then takes the
-withdrawal on through the one transition table); the sweeper resolves the rest.
+stored). The debit follows the saga's rule: intent committed before the call, answer recorded after
+(by the saga runner, application/payments/saga.py, which then takes the withdrawal on through the one
+transition table); the sweeper resolves the rest. The code request moves no money: only the caller's
+idempotency key is claimed before it (in the one read's database transaction), and the new
+Transaction is stored once, with the answer, as Deriv's answer left it.
 
 An amount Deriv would refuse is refused first, before the compliance policy or anything else can
 write: no code is asked for, and no Transaction takes the idempotency key.
@@ -99,8 +101,8 @@ class WithdrawalOrchestrator:
         key: RequestKey | None = None,
     ) -> Transaction:
         """`session_id`: a session the API left to this use case's one read to check (as a deposit's).
-        `key`: the caller's idempotency key, read in the one read, claimed with the Transaction and
-        completed with the code's answer (requests.py); None: the API claims and completes it."""
+        `key`: the caller's idempotency key, read and claimed in the one read's database transaction
+        and completed with the code's answer (requests.py); None: the API claims and completes it."""
         if amount.currency is not Currency.USD:
             raise InvalidValue("a withdrawal is asked in USD", field="currency")
         rate = None
@@ -132,6 +134,12 @@ class WithdrawalOrchestrator:
                 await require_float_cover(
                     uow, TransactionType.WITHDRAWAL, payout, balance_minor=read.float_balance
                 )
+            if key is not None:
+                # The key's claim ends the read's own database transaction (a commit instead of its
+                # rollback): committed before Deriv is asked, so a repeat meanwhile is told "in flight".
+                await uow.requests.claim(key, now=now, replace=replace)
+                await uow.commit()
+                key.claimed()
         if existing is None and self._policy is not None:
             known = KnownUser(read.user, read.deriv_token, read.usage) if read.user is not None else None
             await self._policy.check_money_movement(
@@ -140,13 +148,8 @@ class WithdrawalOrchestrator:
         user = bound_user(read.user)
         token = await self._usable_token(user, read.deriv_token)
         if existing is not None:
-            # The same request again while its code was never sent (Deriv was not answering, or held
-            # the request back): ask again. A new code cancels an earlier one that may have gone out.
-            if key is not None:
-                async with self._uow() as uow:
-                    await uow.requests.claim(key, now=uow.clock.now(), replace=replace)
-                    await uow.commit()
-                key.claimed()
+            # The same request again while its code was never sent (a PENDING one an earlier
+            # version stored before asking): ask again. A new code cancels an earlier one.
             return await self._request_withdrawal_code(existing, token, key)
         assert rate is not None  # locked above, for this new withdrawal
         tx = Transaction.start_withdrawal(
@@ -158,25 +161,45 @@ class WithdrawalOrchestrator:
             deriv_login_id=user.deriv_login_id,  # type: ignore[arg-type]
             now=now,
         )
-        if key is None:
-            created = await create_once(
-                self._uow, user_id=user_id, key_hash=idempotency_key_hash, looked=True, build=lambda: tx
-            )
-            if not created.created and created.transaction.status is not S.PENDING:
-                return created.transaction
-            return await self._request_withdrawal_code(created.transaction, token, None)
-        return await self._request_withdrawal_code(await self._create_claimed(tx, key, replace), token, key)
+        return await self._start_with_code(tx, token, key)
 
-    async def _create_claimed(self, tx: Transaction, key: RequestKey, replace: bool) -> Transaction:
-        """Store `tx` (the code request's intent) and the key's claim in one database transaction. A
-        request that lost the race for the key answers as a repeat would (the winner's claim: in
-        flight; its answer: replayed)."""
+    async def _start_with_code(self, tx: Transaction, token: str, key: RequestKey | None) -> Transaction:
+        """A new withdrawal (`tx`, PENDING in memory): Deriv emails the code first, then `tx` is stored
+        as the answer left it (AWAITING_WITHDRAWAL_CODE, or FAILED when Deriv refused: a refusal to
+        replay), with the key's answer, in one database transaction. The code request moves no
+        money, so nothing but the key's claim is committed before it. Held back or not answered:
+        nothing is stored (as for a refused deposit), and the same request again asks again."""
+        refusal = await self._ask_for_code(tx, token)
+        if refusal is not None:
+            reason = refusal
+            await self._store_new(tx, lambda t, now: t.fail(reason, now=now), key, answer=False)
+            raise PaymentRefused(reason)
+        return await self._store_new(tx, lambda t, now: t.withdrawal_code_sent(now=now), key, answer=True)
+
+    async def _store_new(
+        self,
+        tx: Transaction,
+        change: Callable[[Transaction, datetime], None],
+        key: RequestKey | None,
+        *,
+        answer: bool,
+    ) -> Transaction:
+        """`change` the new `tx` and store it, with the answer over `key`'s claim when `answer` (else
+        the API stores the error it ends in). A request that lost the race for the key hash (the
+        unique column decides) answers as a repeat would."""
+        if key is None:
+            change(tx, self._uow().clock.now())  # the clock only: no unit of work is entered
+            created = await create_once(
+                self._uow, user_id=tx.user_id, key_hash=tx.idempotency_key_hash, looked=True, build=lambda: tx
+            )
+            return created.transaction
         async with self._uow() as uow:
             try:
+                change(tx, uow.clock.now())
                 await uow.transactions.add(tx)
-                await uow.requests.claim(key, now=uow.clock.now(), replace=replace)
+                if answer:
+                    await _answer(uow, key, tx)
                 await uow.commit()
-                key.claimed()
                 return tx
             except DuplicateIdempotencyKey:
                 pass
@@ -186,26 +209,34 @@ class WithdrawalOrchestrator:
         # The winner's record is gone (released after a failure it may be retrying): it runs.
         raise IdempotencyKeyInFlight("a request with this idempotency key is still being processed")
 
-    async def _request_withdrawal_code(
-        self, tx: Transaction, token: str, key: RequestKey | None
-    ) -> Transaction:
-        """Ask Deriv to email the code of the PENDING withdrawal `tx`; AWAITING_WITHDRAWAL_CODE after
-        (committed with the key's answer, under a key claimed with the intent)."""
+    async def _ask_for_code(self, tx: Transaction, token: str) -> str | None:
+        """Ask Deriv to email the code of `tx`: None when it did, Deriv's refusal when it refused;
+        `DerivBusy` when held back, `ServiceUnavailable` when Deriv did not answer."""
         self._checkpoint("withdrawal.code.before_call")
         try:
             await self._deriv.request_withdrawal_code(
                 client_token=token, amount=tx.amount, account=tx.deriv_login_id
             )
         except CallRefused as refused:
-            reason = f"Deriv refused to send the verification code: {refused.reason}"
-            await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.PENDING, known=tx)
-            raise PaymentRefused(reason) from None
+            return f"Deriv refused to send the verification code: {refused.reason}"
         except CallDeferred as deferred:
             raise DerivBusy.held_back(deferred, "the code request", "send the same request again") from None
         except (CallUnavailable, CallOutcomeUnknown) as lost:
-            # PENDING stays: the same request again asks again; else the sweeper fails it (no money
-            # can move without a code).
             raise ServiceUnavailable(f"Deriv is not answering: {lost.reason}") from None
+        return None
+
+    async def _request_withdrawal_code(
+        self, tx: Transaction, token: str, key: RequestKey | None
+    ) -> Transaction:
+        """Ask Deriv to email the code of the stored PENDING withdrawal `tx`; AWAITING_WITHDRAWAL_CODE
+        after (committed with the key's answer, under a key claimed with the read). Not answered:
+        PENDING stays, and the same request again asks again; else the sweeper fails it (no money
+        can move without a code)."""
+        refusal = await self._ask_for_code(tx, token)
+        if refusal is not None:
+            reason = refusal
+            await self._change(tx.id, lambda t, now: t.fail(reason, now=now), S.PENDING, known=tx)
+            raise PaymentRefused(reason)
         return await self._change(
             tx.id, lambda t, now: t.withdrawal_code_sent(now=now), S.PENDING, known=tx, key=key
         )
@@ -225,23 +256,27 @@ class WithdrawalOrchestrator:
         code = (verification_code or "").strip()
         if not code or len(code) > 64:
             raise InvalidValue("verification_code is required", field="verification_code")
-        # Before the lock: a REST token may need a refresh (a call to Deriv's OAuth server).
-        token, replace = await self._client_token(user_id, key, session_id)
         async with self._uow() as uow:
-            tx = await uow.transactions.get_for_update(transaction_id)
-            if tx is None or tx.user_id != user_id or tx.type.value != "WITHDRAWAL":
-                raise TransactionNotFound("no such withdrawal", field="transaction_id")
-            if tx.status is not S.AWAITING_WITHDRAWAL_CODE or tx.deriv_withdrawal_may_have_gone():
-                if tx.status is S.PENDING:
-                    raise NotAwaitingCode("the verification code has not been sent yet")
-                if tx.deriv_withdrawal_may_have_gone():
-                    return tx  # confirmed before: the saga carries on from here
-                raise NotAwaitingCode(f"the withdrawal is {tx.status.value}, not waiting for a code")
-            tx.deriv_withdrawal_requested(now=uow.clock.now())
-            await uow.transactions.save(tx)
-            if key is not None:
-                await uow.requests.claim(key, now=uow.clock.now(), replace=replace)
-            await uow.commit()
+            now = uow.clock.now()
+            read = await uow.requests.read(
+                user_id,
+                now=now,
+                session_id=session_id,
+                key=key,
+                key_hash=key.key_hash if key is not None else "",
+            )
+            replace = judge_read(read, key, now)  # a repeat is answered before anything is locked
+            # A stored token goes on to the lock in this same database transaction; a REST token may
+            # need a refresh first (a call to Deriv's OAuth server), never made under the lock.
+            token = self._stored_token(read.user, read.deriv_token)
+            if token is not None:
+                tx, requested = await self._debit_intent(uow, user_id, transaction_id, key, replace)
+        if token is None:
+            token = await self._usable_token(read.user, read.deriv_token)
+            async with self._uow() as uow:
+                tx, requested = await self._debit_intent(uow, user_id, transaction_id, key, replace)
+        if not requested:
+            return tx  # confirmed before: the saga carries on from here
         if key is not None:
             key.claimed()
         self._checkpoint("withdrawal.debit.before_call")
@@ -292,32 +327,48 @@ class WithdrawalOrchestrator:
         holding the binding is built later, as in `penpay up`)."""
         self._rest_token = rest_token
 
-    async def _client_token(
-        self, user_id: UserId, key: RequestKey | None, session_id: str | None
-    ) -> tuple[str, bool]:
-        """The user's Deriv token for their side of a withdrawal (v3 API token or REST OAuth token),
-        from one read with the session (`session_id`: one the API left to this read to check) and
-        the record under `key` (judged here: a repeat is answered before anything is locked); and
-        whether that record is an expired one to replace."""
-        async with self._uow() as uow:
-            now = uow.clock.now()
-            read = await uow.requests.read(
-                user_id,
-                now=now,
-                session_id=session_id,
-                key=key,
-                key_hash=key.key_hash if key is not None else "",
-            )
-            replace = judge_read(read, key, now)
-        return await self._usable_token(read.user, read.deriv_token), replace
+    async def _debit_intent(
+        self,
+        uow: RequestUnitOfWork,
+        user_id: UserId,
+        transaction_id: TransactionId,
+        key: RequestKey | None,
+        replace: bool,
+    ) -> tuple[Transaction, bool]:
+        """The debit's intent, locked, saved and committed with the key's claim; whether it was
+        written (False: the debit was requested before, and the saga carries on from there)."""
+        tx = await uow.transactions.get_for_update(transaction_id)
+        if tx is None or tx.user_id != user_id or tx.type.value != "WITHDRAWAL":
+            raise TransactionNotFound("no such withdrawal", field="transaction_id")
+        if tx.status is not S.AWAITING_WITHDRAWAL_CODE or tx.deriv_withdrawal_may_have_gone():
+            if tx.status is S.PENDING:
+                raise NotAwaitingCode("the verification code has not been sent yet")
+            if tx.deriv_withdrawal_may_have_gone():
+                return tx, False
+            raise NotAwaitingCode(f"the withdrawal is {tx.status.value}, not waiting for a code")
+        tx.deriv_withdrawal_requested(now=uow.clock.now())
+        await uow.transactions.save(tx)
+        if key is not None:
+            await uow.requests.claim(key, now=uow.clock.now(), replace=replace)
+        await uow.commit()
+        return tx, True
 
-    async def _usable_token(self, user: User | None, token: str | None) -> str:
-        """`token` as read with `user`, or a REST user's OAuth token (refreshed when about to expire)."""
+    def _stored_token(self, user: User | None, token: str | None) -> str | None:
+        """`token` as read with `user`; None for a REST user whose OAuth token is fetched (and
+        refreshed when about to expire) by `_usable_token`."""
         if user is None or user.deriv_login_id is None or not token:
             raise DerivAccountNotBound("bind your Deriv account first", field="deriv_login_id")
         if user.deriv_login_id.is_rest and self._rest_token is not None:
-            return await self._rest_token(user.id)
+            return None
         return token
+
+    async def _usable_token(self, user: User | None, token: str | None) -> str:
+        """`token` as read with `user`, or a REST user's OAuth token (refreshed when about to expire)."""
+        stored = self._stored_token(user, token)
+        if stored is not None:
+            return stored
+        assert user is not None and self._rest_token is not None  # as _stored_token judged
+        return await self._rest_token(user.id)
 
     # --- helpers ----------------------------------------------------------------------------
 

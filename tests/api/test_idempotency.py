@@ -474,14 +474,17 @@ async def test_an_ended_session_confirms_no_withdrawal(payer: tuple[Harness, Acc
     assert [scope for scope in keys if scope.endswith("ConfirmWithdrawal")] == []
 
 
-async def test_a_withdrawal_s_key_is_claimed_with_its_intent_and_answered_with_its_answer(
+async def test_a_withdrawal_s_key_is_claimed_with_its_read_and_answered_with_its_answer(
     payer: tuple[Harness, Account], gateway: Gateway
 ) -> None:
     """InitiateWithdrawal and ConfirmWithdrawal write their key in the database transactions they
-    commit anyway: the claim with the intent (before Deriv is called), the answer with the answer.
-    No commit writes the key alone; a repeat of each replays its answer byte for byte."""
+    commit anyway: the claim with the one read (InitiateWithdrawal: the code request moves no money,
+    and its Transaction is stored once, with the answer) or with the debit's intent, before Deriv is
+    called; the answer with the answer. No unit of work of theirs ends in a rollback; a repeat of
+    each replays its answer byte for byte."""
     api, account = payer
     committed: list[list[str]] = []
+    rolled_back: list[list[str]] = []
     open_: dict[int, list[str]] = {}
 
     def statement(conn: Any, _cursor: Any, text: str, *_: Any) -> None:
@@ -491,7 +494,7 @@ async def test_a_withdrawal_s_key_is_claimed_with_its_intent_and_answered_with_i
         committed.append(open_.pop(id(conn), []))
 
     def rollback(conn: Any) -> None:
-        open_.pop(id(conn), None)
+        rolled_back.append(open_.pop(id(conn), []))
 
     sync = api.core.engine.sync_engine
     listeners = (("before_cursor_execute", statement), ("commit", commit), ("rollback", rollback))
@@ -511,10 +514,26 @@ async def test_a_withdrawal_s_key_is_claimed_with_its_intent_and_answered_with_i
             event.remove(sync, name, fn)
     keyed = [c for c in committed if any("IDEMPOTENCY_KEYS" in s for s in c)]
     assert len(keyed) == 4, committed  # claim, answer; claim, answer
-    for statements in keyed:
-        assert any(s.startswith(("INSERT INTO TRANSACTIONS", "UPDATE TRANSACTIONS")) for s in statements)
+    start_claim, start_answer, confirm_claim, confirm_answer = keyed
+
+    def has(statements: list[str], *prefixes: str) -> bool:
+        return all(any(s.startswith(p) for s in statements) for p in prefixes)
+
+    assert has(start_claim, "SELECT USERS.ID", "INSERT INTO IDEMPOTENCY_KEYS")
+    assert not has(start_claim, "INSERT INTO TRANSACTIONS")  # stored once, with the answer
+    assert has(start_answer, "INSERT INTO TRANSACTIONS", "UPDATE IDEMPOTENCY_KEYS")
+    assert has(
+        confirm_claim,
+        "SELECT USERS.ID",
+        "SELECT TRANSACTIONS.ID",
+        "UPDATE TRANSACTIONS",
+        "INSERT INTO IDEMPOTENCY_KEYS",
+    )
+    assert has(confirm_answer, "UPDATE TRANSACTIONS", "UPDATE IDEMPOTENCY_KEYS")
+    # the reads went on in the units of work that commit: none ended in a rollback
+    assert not any(has(r, "SELECT USERS.ID") or has(r, "SELECT TRANSACTIONS.ID") for r in rolled_back)
     assert payments_pb2.ConfirmWithdrawalResponse.FromString(confirmed).transaction.status == (
-        "deriv_withdrawal_done"
+        "mpesa_disbursement_sent"
     )
 
     again, trailers = await raw_call(api, WITHDRAWAL, withdrawal(), account, start_key)

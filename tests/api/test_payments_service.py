@@ -95,7 +95,7 @@ async def test_withdrawal_is_quoted_then_confirmed_with_the_emailed_code(
         metadata=(*account.auth, *key()),
     )
     assert confirmed.transaction.transaction_id == tx.transaction_id
-    assert confirmed.transaction.status == "deriv_withdrawal_done"
+    assert confirmed.transaction.status == "mpesa_disbursement_sent"  # debited, payout reserved
 
 
 async def test_a_wrong_withdrawal_code_names_the_field(payer: tuple[Harness, Account, Gateway]) -> None:

@@ -19,6 +19,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from redis.asyncio import Redis
+from sqlalchemy import event
 
 from deriv_gateway import journal as jn
 from deriv_gateway.grpc_errors import parse_details
@@ -472,6 +473,42 @@ async def test_an_unavailable_answer_from_a_running_gateway_is_not_taken_for_uns
         await GatewayDerivPayments(gw.channel, timeout=10.0).transfer(
             transfer_id=str(uuid.uuid4()), loginid=DerivLoginId(CLIENT), amount=Money(1250, Currency.USD)
         )
+
+
+async def test_a_new_withdrawal_reads_no_journal_row_before_its_claim(
+    sim: Sim, start_gateway: StartGateway
+) -> None:
+    """The claim's insert finds a row that exists, so a new withdrawal costs no read of the journal
+    first; one that ended is replayed from its row even when the client's token opens no session."""
+    gw = await start_gateway()
+    await gw.stub.RequestWithdrawalCode(pb.RequestWithdrawalCodeRequest(client_token=CLIENT_TOKEN))
+    code = (await sim.get(f"/mailbox/{CLIENT}"))["latest"]
+    reads: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, text: str, *_: Any) -> None:
+        if " ".join(text.split()).startswith("SELECT deriv_gateway_operations.operation_id"):
+            reads.append(text)
+
+    engine = gw.server.gateway.journal.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", statement)
+    wid = str(uuid.uuid4())
+    try:
+        done = await gw.stub.Withdraw(
+            pb.WithdrawRequest(
+                withdrawal_id=wid, client_token=CLIENT_TOKEN, verification_code=code, amount=usd(2500)
+            )
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+    assert not done.replayed and reads == []
+
+    again = await gw.stub.Withdraw(
+        pb.WithdrawRequest(
+            withdrawal_id=wid, client_token="no-such-token", verification_code=code, amount=usd(2500)
+        )
+    )
+    assert again.replayed and again.deriv_transaction_id == done.deriv_transaction_id
+    assert await sim.executed(f"PenPay {wid}") == 1
 
 
 async def test_withdrawal_flow_on_the_clients_own_connection(

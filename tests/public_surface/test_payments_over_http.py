@@ -110,7 +110,7 @@ async def test_withdrawal_quoted_then_confirmed_with_the_emailed_code(surface: S
     )
     assert confirmed.status == 200, confirmed.json
     assert confirmed.json["transaction"]["transaction_id"] == tx["transaction_id"]
-    assert confirmed.json["transaction"]["status"] == "deriv_withdrawal_done"
+    assert confirmed.json["transaction"]["status"] == "mpesa_disbursement_sent"  # debited, payout reserved
 
     # A rejected code fails its withdrawal: another one for the refusal.
     other = await payer.browser.post(

@@ -54,7 +54,7 @@ async def test_a_rest_users_withdrawal_uses_their_token_and_the_six_digit_code(s
     confirmed = await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=code
     )
-    assert confirmed.status is S.DERIV_WITHDRAWAL_DONE, confirmed.failure_reason
+    assert confirmed.status is S.MPESA_DISBURSEMENT_SENT, confirmed.failure_reason
     done = await stack.settle(tx.id)
 
     assert done.status is S.COMPLETED, done.failure_reason

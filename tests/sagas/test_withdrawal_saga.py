@@ -6,6 +6,9 @@ import pytest
 
 from application.payments.errors import DerivBusy, VerificationCodeRejected
 from application.payments.floats import fund_float
+from application.payments.rates import FixedRates
+from domain.payments.attachments import EvidenceStatus
+from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId, UserId
@@ -25,13 +28,45 @@ async def test_a_confirmed_withdrawal_pays_kes_by_b2c_once(stack: Stack) -> None
     confirmed = await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
     )
-    assert confirmed.status is S.DERIV_WITHDRAWAL_DONE
+    assert confirmed.status is S.MPESA_DISBURSEMENT_SENT  # debited, converted, payout reserved
     done = await stack.settle(tx.id)
 
     assert done.status is S.COMPLETED, done.failure_reason
     assert done.mpesa_disbursement is not None and done.mpesa_disbursement.transaction_receipt
     assert done.deriv_withdrawal is not None and done.deriv_withdrawal.deriv_transaction_id
     assert await stack.deriv_transfers(str(tx.id)) == 1  # the paymentagent_withdraw
+
+
+async def test_the_debit_and_the_payout_s_reservation_commit_together_then_b2c_goes_once(
+    stack: Stack,
+) -> None:
+    """ConfirmWithdrawal books the debit, the conversion and the M-Pesa float's reservation in one
+    commit (MPESA_DISBURSEMENT_SENT, its evidence SENT). The B2C step stays the saga's: no attempt
+    is marked by the debit, so the saga's first look sends it, once."""
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+
+    confirmed = await confirm(stack, user, tx.id)
+
+    assert confirmed.status is S.MPESA_DISBURSEMENT_SENT
+    assert confirmed.mpesa_disbursement is not None
+    assert confirmed.mpesa_disbursement.status is EvidenceStatus.SENT
+    async with stack.uow() as uow:
+        assert "b2c" not in await uow.saga_steps.get(tx.id)
+        mpesa_float = await uow.ledger.get_or_create_account(
+            kind=AccountKind.MPESA_FLOAT, currency=Currency.KES
+        )
+    assert mpesa_float.balance == MPESA_FLOAT_KES - Money(1_280_00, Currency.KES)  # reserved
+
+    await stack.pump()  # the debit's wake-up: the saga sends at once, not after the call grace
+    async with stack.uow() as uow:
+        assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
+    done = await stack.settle(tx.id)
+    assert done.status is S.COMPLETED, done.failure_reason
+    payouts = [r for r in (await stack.mpesa_books())["b2c"]["transactions"] if r["paid"]]
+    assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
+    async with stack.uow() as uow:
+        assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
 
 
 async def test_a_payout_held_back_by_spike_arrest_waits_and_pays_once_without_using_its_attempts(
@@ -110,7 +145,11 @@ async def test_a_debit_whose_answer_is_lost_is_resolved_without_the_code(stack: 
 
     after_confirm = await confirm(stack, user, tx.id)
     # The gateway may resolve it through the statement within the call; otherwise the sweeper does.
-    assert after_confirm.status in (S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN, S.DERIV_WITHDRAWAL_DONE)
+    assert after_confirm.status in (
+        S.AWAITING_WITHDRAWAL_CODE,
+        S.OUTCOME_UNKNOWN,
+        S.MPESA_DISBURSEMENT_SENT,
+    )
 
     done = await stack.settle(tx.id, timeout=30)
     assert done.status is S.COMPLETED, done.failure_reason
@@ -191,26 +230,57 @@ async def test_a_debit_deriv_held_back_unsent_is_confirmed_again_with_the_same_c
         user_id=user, transaction_id=tx.id, verification_code=code
     )
 
-    assert again.status is S.DERIV_WITHDRAWAL_DONE
+    assert again.status is S.MPESA_DISBURSEMENT_SENT
     assert (await stack.settle(tx.id)).status is S.COMPLETED
     assert await stack.deriv_transfers(str(tx.id)) == 1
 
 
 async def test_the_same_withdrawal_request_again_asks_for_the_code_deriv_held_back(stack: Stack) -> None:
+    """The code request moves no money: held back, it leaves nothing stored (as a refused deposit),
+    and the same request again asks again and stores its withdrawal under the key."""
     user = await stack.user()
     await stack.deriv_fault(kind="rate_limit", call="verify_email", times=1)
 
     with pytest.raises(DerivBusy):
         await stack.withdrawal(user, 10_00, key="same-key")
     async with stack.uow() as uow:
-        pending = await uow.transactions.find_by_idempotency_key(user, _key(user, "same-key", "withdrawal"))
-    assert pending is not None and pending.status is S.PENDING
+        held = await uow.transactions.find_by_idempotency_key(user, _key(user, "same-key", "withdrawal"))
+    assert held is None
 
     again = await stack.withdrawal(user, 10_00, key="same-key")
 
-    assert again.id == pending.id
     assert again.status is S.AWAITING_WITHDRAWAL_CODE
+    async with stack.uow() as uow:
+        stored = await uow.transactions.find_by_idempotency_key(user, _key(user, "same-key", "withdrawal"))
+    assert stored is not None and stored.id == again.id
     await stack.withdrawals.confirm_withdrawal(
         user_id=user, transaction_id=again.id, verification_code=await stack.withdrawal_code()
     )
     assert (await stack.settle(again.id)).status is S.COMPLETED
+
+
+async def test_a_withdrawal_stored_pending_before_its_code_was_asked_for_asks_again(stack: Stack) -> None:
+    """A PENDING withdrawal an earlier version stored before asking Deriv for the code (and never got
+    it sent): the same request again asks for the code and takes that withdrawal on."""
+    user = await stack.user()
+    key_hash = _key(user, "old-key", "withdrawal")
+    async with stack.uow() as uow:
+        now = uow.clock.now()
+        known = await uow.users.get(user)
+        assert known is not None and known.deriv_login_id is not None
+        pending = Transaction.start_withdrawal(
+            user_id=user,
+            amount=Money(10_00, Currency.USD),
+            idempotency_key=IdempotencyKey(key_hash, str(user), "withdrawal"),
+            locked_rate=FixedRates().lock(base=Currency.USD, quote=Currency.KES, now=now),
+            phone=known.phone,
+            deriv_login_id=known.deriv_login_id,
+            now=now,
+        )
+        await uow.transactions.add(pending)
+        await uow.commit()
+
+    again = await stack.withdrawal(user, 10_00, key="old-key")
+
+    assert again.id == pending.id
+    assert again.status is S.AWAITING_WITHDRAWAL_CODE
