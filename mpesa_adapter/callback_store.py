@@ -455,7 +455,24 @@ class SqlCallbackInbox:
             read=tx,
         )
 
-    async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None:
+    async def disbursement(
+        self, originator_conversation_id: str, *, read: Transaction | None = None
+    ) -> StoredDisbursement | None:
+        """`read`: the withdrawal as the caller just read it (the saga's locked read for its
+        Transaction Status step), taken instead of a read of our own when it holds this payout."""
+        held = None if read is None else read.mpesa_disbursement
+        if held is not None and held.originator_conversation_id == originator_conversation_id:
+            return StoredDisbursement(
+                held.transaction_id.value,
+                held.originator_conversation_id,
+                held.conversation_id,
+                held.phone.value,
+                held.amount.amount_minor,
+                held.amount.currency.value,
+                str(held.status),
+                held.result_code,
+                held.transaction_receipt,
+            )
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(

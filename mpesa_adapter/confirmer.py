@@ -86,7 +86,9 @@ class ConfirmationStore(Protocol):
         self, checkout_request_id: str, *, read: Transaction | None = None
     ) -> StoredRequest | None: ...
 
-    async def disbursement(self, originator_conversation_id: str) -> StoredDisbursement | None: ...
+    async def disbursement(
+        self, originator_conversation_id: str, *, read: Transaction | None = None
+    ) -> StoredDisbursement | None: ...
 
     async def stk_query_answered(
         self, checkout_request_id: str, answer: StkQueryAnswer, *, read: StoredRequest | None = None
@@ -192,8 +194,11 @@ class CallbackConfirmer:
         `parked`: the caller saw one parked, so no look for one first."""
         return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id, parked=parked))
 
-    async def confirm_b2c(self, originator_conversation_id: str) -> Confirmation:
-        row = await self._store.disbursement(originator_conversation_id)
+    async def confirm_b2c(
+        self, originator_conversation_id: str, *, read: Transaction | None = None
+    ) -> Confirmation:
+        """`read`: the withdrawal as the caller (the saga's step) just read it: not read again."""
+        row = await self._store.disbursement(originator_conversation_id, read=read)
         if row is None:
             raise LookupError(f"no stored MpesaDisbursement {originator_conversation_id}")
         if row.status == CONFIRMED:

@@ -108,8 +108,10 @@ class DarajaMpesaGateway:
             raise CallRefused(f"B2C refused: {exc}") from None
         return accepted.conversation_id
 
-    async def confirm_b2c(self, originator_conversation_id: str) -> Verdict:
-        return _VERDICTS[(await self._confirmer.confirm_b2c(originator_conversation_id)).verdict]
+    async def confirm_b2c(
+        self, originator_conversation_id: str, *, read: Transaction | None = None
+    ) -> Verdict:
+        return _VERDICTS[(await self._confirmer.confirm_b2c(originator_conversation_id, read=read)).verdict]
 
 
 def _waiting(api: str, exc: errors.DarajaError, **ids: str) -> CallOutcomeUnknown:

@@ -66,7 +66,13 @@ class MpesaGateway(Protocol):
         returns normally (with an empty ConversationID) in that case."""
         ...
 
-    async def confirm_b2c(self, originator_conversation_id: str) -> Verdict: ...
+    async def confirm_b2c(
+        self, originator_conversation_id: str, *, read: Transaction | None = None
+    ) -> Verdict:
+        """What the payout's evidence proves, or one Transaction Status query sent (PENDING: its
+        answer comes to the ResultURL). `read`: the withdrawal as the caller just read it (the saga's
+        step), so the adapter does not read it again."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

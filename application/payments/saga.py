@@ -844,10 +844,11 @@ class SagaRunner:
         assert disbursement is not None  # the decision stands on its evidence
         await uow.saga_steps.start(tx.id, Step.B2C_QUERY, now=uow.clock.now(), detail=decision.reason)
         await uow.commit()
-        return _Then(lambda: self._ask_b2c_status(disbursement.originator_conversation_id))
+        return _Then(lambda: self._ask_b2c_status(disbursement.originator_conversation_id, tx))
 
-    async def _ask_b2c_status(self, originator_conversation_id: str) -> bool:
-        verdict = await self._mpesa.confirm_b2c(originator_conversation_id)
+    async def _ask_b2c_status(self, originator_conversation_id: str, read: Transaction) -> bool:
+        # `read`: as this step read it under the lock (its evidence is what was decided on)
+        verdict = await self._mpesa.confirm_b2c(originator_conversation_id, read=read)
         return verdict is not Verdict.PENDING
 
     async def _complete_withdrawal(
@@ -963,7 +964,7 @@ class SagaRunner:
         assert refund is not None  # the decision stands on its evidence
         await uow.saga_steps.start(tx.id, Step.REFUND_B2C_QUERY, now=uow.clock.now(), detail=decision.reason)
         await uow.commit()
-        return _Then(lambda: self._ask_b2c_status(refund.originator_conversation_id))
+        return _Then(lambda: self._ask_b2c_status(refund.originator_conversation_id, tx))
 
     async def _complete_refund(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision

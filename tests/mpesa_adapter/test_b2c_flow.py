@@ -6,11 +6,14 @@ import asyncio
 from collections import Counter
 
 import pytest
+from sqlalchemy import event
 
+from domain.shared.ids import TransactionId
 from mpesa_adapter import errors
 from mpesa_adapter.callback_store import CONFIRMED, FAILED, SUCCEEDED, UNKNOWN
 from mpesa_adapter.confirmer import Verdict
 from mpesa_adapter.inbox import Outcome
+from persistence.unit_of_work import SqlUnitOfWork
 from tests.mpesa_adapter.conftest import Harness, phone
 
 pytestmark = pytest.mark.integration
@@ -169,3 +172,28 @@ async def test_account_balance(h: Harness) -> None:
     await h.drain()
     (delivered,) = [c for c in h.sim.callbacks if c["kind"] == "balance_result"]
     assert delivered["status"] == 200
+
+
+async def test_the_status_check_takes_the_withdrawal_as_its_caller_read_it(h: Harness) -> None:
+    """The saga's Transaction Status step hands over the withdrawal it read under its lock: the
+    confirmer judges that evidence and reads nothing again; without it, it reads the row."""
+    tx_id, ocid = await h.payout(phone(), 250)
+    await h.drain()
+    async with SqlUnitOfWork(h.engine, clock=h.clock) as uow:
+        read = await uow.transactions.get(TransactionId(tx_id))
+    assert read is not None and read.mpesa_disbursement is not None
+    selects: list[str] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(h.engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        handed = await h.confirmer.confirm_b2c(ocid, read=read)
+        assert selects == []
+        looked_up = await h.confirmer.confirm_b2c(ocid)
+        assert len(selects) == 1
+    finally:
+        event.remove(h.engine.sync_engine, "before_cursor_execute", on_execute)
+    assert handed.verdict == looked_up.verdict == Verdict.PENDING  # one Transaction Status query each

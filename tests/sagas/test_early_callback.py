@@ -77,8 +77,10 @@ class AnswerAfterTheCallback:
             originator_conversation_id=originator_conversation_id, phone=phone, amount=amount
         )
 
-    async def confirm_b2c(self, originator_conversation_id: str) -> Verdict:
-        return await self._inner.confirm_b2c(originator_conversation_id)
+    async def confirm_b2c(
+        self, originator_conversation_id: str, *, read: Transaction | None = None
+    ) -> Verdict:
+        return await self._inner.confirm_b2c(originator_conversation_id, read=read)
 
     async def parked(self, checkout_request_id: str) -> list[Any]:
         return await reviews(self._stack, checkout_request_id)

@@ -61,8 +61,10 @@ class MovedDuringTheQuery:
             originator_conversation_id=originator_conversation_id, phone=phone, amount=amount
         )
 
-    async def confirm_b2c(self, originator_conversation_id: str) -> Verdict:
-        return await self._inner.confirm_b2c(originator_conversation_id)
+    async def confirm_b2c(
+        self, originator_conversation_id: str, *, read: Transaction | None = None
+    ) -> Verdict:
+        return await self._inner.confirm_b2c(originator_conversation_id, read=read)
 
 
 async def test_an_answer_whose_deposit_moved_during_the_query_is_judged_again_and_credited_once(
