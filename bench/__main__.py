@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mysql-driver",
         choices=("aiomysql", "asyncmy"),
-        default="aiomysql",
+        default="asyncmy",
         help="e2e cluster's MariaDB driver (the scheme of PENPAY_DATABASE_URL), for A/B runs",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")

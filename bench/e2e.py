@@ -459,7 +459,7 @@ async def _run_on(
         tempfile.TemporaryDirectory(prefix="penpay-bench-e2e-") as tmp,
     ):
         config = ClusterConfig(
-            database_url=_with_driver(url, getattr(args, "mysql_driver", "aiomysql")),
+            database_url=_with_driver(url, getattr(args, "mysql_driver", "asyncmy")),
             redis_url=args.redis_url,
             workdir=Path(tmp),
             seed=7,

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     )
 
     # Persistence: SQLite is the embedded default; MariaDB looks like
-    # mysql+aiomysql://user:pass@127.0.0.1:3306/penpay
+    # mysql+asyncmy://user:pass@127.0.0.1:3306/penpay (mysql+aiomysql:// works too, with more CPU)
     database_url: str = "sqlite+aiosqlite:///./penpay.db"
     # No Redis URL means the in-process bus and in-process rate limiting.
     redis_url: str | None = None
