@@ -6,7 +6,7 @@ batch retry (deriv_gateway.journal.group_commit), on a real MariaDB."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select, text
@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.errors import failure_fields
 from deriv_gateway.journal import group_commit
-from domain.shared.clock import utc_now
 from domain.shared.ids import new_uuid7
 from mpesa_adapter.c2b import _lock_conflict
 from persistence.engine import create_engine
 from persistence.tables import idempotency_keys
 
 pytestmark = pytest.mark.integration
+AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # the rows' stamps: nothing here reads them
 
 
 @pytest.fixture
@@ -33,15 +33,14 @@ async def engine(mariadb_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 def _key_row() -> dict[str, object]:
-    now = utc_now()
     return {
         "id": new_uuid7(),
         "scope": "test-driver-errors",
         "key_hash": new_uuid7().hex * 2,
         "request_fingerprint": "f" * 64,
         "status": "IN_FLIGHT",
-        "created_at": now,
-        "expires_at": now + timedelta(hours=1),
+        "created_at": AT,
+        "expires_at": AT + timedelta(hours=1),
     }
 
 
