@@ -53,6 +53,7 @@ async def test_a_duplicate_key_is_1062(engine: AsyncEngine) -> None:
             await connection.execute(insert(idempotency_keys), {**row, "id": new_uuid7()})
 
     assert failure_fields(refused.value) == {"error": "IntegrityError", "db_errno": 1062}
+    assert refused.value.orig is not None
     assert group_commit.duplicate(refused.value.orig)  # the journal's raw connection sees the driver's
 
 
@@ -71,4 +72,5 @@ async def test_a_lock_wait_run_out_is_1205_and_may_run_again(engine: AsyncEngine
     assert failure_fields(ran_out.value) == {"error": "OperationalError", "db_errno": 1205}
     assert _lock_conflict(ran_out.value)  # the C2B use cases run again
     assert group_commit.transient(ran_out.value)
+    assert ran_out.value.orig is not None
     assert group_commit.transient(ran_out.value.orig)
