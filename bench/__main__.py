@@ -83,6 +83,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the saga has stored the push's answer: most deposits then take the early-callback path "
         "(parked, then adopted), which costs about four statements more and is rare in production",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="e2e cluster's event loop (PENPAY_EVENT_LOOP of every PenPay process), for A/B runs",
+    )
+    parser.add_argument(
+        "--mysql-driver",
+        choices=("aiomysql", "asyncmy"),
+        default="asyncmy",
+        help="e2e cluster's MariaDB driver (the scheme of PENPAY_DATABASE_URL), for A/B runs",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     args = parser.parse_args(argv)
     default = [g for g in groups.ORDER if not (args.quick and g == "e2e")]
@@ -121,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "burst": args.burst,
         "pin_seconds": args.pin_seconds,
+        "event_loop": args.event_loop,
+        "mysql_driver": args.mysql_driver,
         "seconds": args.seconds,
         "warmup": args.warmup,
         "run_seconds": round(time.monotonic() - started, 1),

@@ -412,6 +412,13 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
         )
 
 
+def _with_driver(url: str, driver: str) -> str:
+    """The cluster's database URL with `driver` (aiomysql, asyncmy) in its scheme."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername=f"mysql+{driver}").render_as_string(hide_password=False)
+
+
 @dataclass(frozen=True)
 class Database:
     admin_url: str
@@ -452,13 +459,13 @@ async def _run_on(
         tempfile.TemporaryDirectory(prefix="penpay-bench-e2e-") as tmp,
     ):
         config = ClusterConfig(
-            database_url=url,
+            database_url=_with_driver(url, getattr(args, "mysql_driver", "asyncmy")),
             redis_url=args.redis_url,
             workdir=Path(tmp),
             seed=7,
             float_usd_cents=10_000_000_00,
             float_kes_cents=1_000_000_000_00,
-            env=FAST_ARGON2,
+            env={**FAST_ARGON2, "PENPAY_EVENT_LOOP": getattr(args, "event_loop", "uvloop")},
             fast_sagas=getattr(args, "saga_timings", "fast") == "fast",
             mpesa_callback_delay=getattr(args, "pin_seconds", 1.0),
             # the cluster's fast saga timings (its default): with production timings a deposit waited

@@ -3,7 +3,7 @@ port of its own, so its global status counters (statements, commits, pings, row-
 CPU belong to this run alone, whoever else uses the machine's shared server.
 
     with private_mariadb() as server:   # None when mariadbd or mariadb-install-db is not installed
-        server.admin_url                 # mysql+aiomysql://root@127.0.0.1:P/
+        server.admin_url                 # mysql+asyncmy://root@127.0.0.1:P/
         server.pid                       # for its CPU
 
 Costs about 5 s (install-db + start). The server runs with the shared server's durability
@@ -36,7 +36,7 @@ class PrivateServer:
 
     @property
     def admin_url(self) -> str:
-        return f"mysql+aiomysql://root@127.0.0.1:{self.port}/"
+        return f"mysql+asyncmy://root@127.0.0.1:{self.port}/"
 
 
 def available() -> bool:

@@ -330,7 +330,9 @@ def main() -> int:
     profiled = os.environ.get("PENPAY_BENCH_PROFILE_ROLES", "gateway,bare-forwarder").split(",")
     if profile_dir and role in profiled:
         _profile_until_terminated(role, profile_dir)
-    asyncio.run(ROLES[role](**args))
+    from penpay import event_loop
+
+    event_loop.run(ROLES[role](**args))  # the loop `penpay` runs its processes on
     return 0
 
 

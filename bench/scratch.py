@@ -12,7 +12,7 @@ import pymysql
 from sqlalchemy.engine import make_url
 
 # The test user of scripts/services.sh (grants on `penpay%`); root works too.
-DEFAULT_ADMIN_URL = "mysql+aiomysql://penpay:penpay@127.0.0.1:3306/"
+DEFAULT_ADMIN_URL = "mysql+asyncmy://penpay:penpay@127.0.0.1:3306/"
 
 
 def connect_args(url: str, database: str | None = None) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def connect_args(url: str, database: str | None = None) -> dict[str, Any]:
 def database_url(admin_url: str, name: str) -> str:
     return (
         make_url(admin_url)
-        .set(drivername="mysql+aiomysql", database=name)
+        .set(drivername="mysql+asyncmy", database=name)
         .render_as_string(hide_password=False)
     )
 

@@ -1,4 +1,4 @@
-"""Alembic environment: async engines for MariaDB (aiomysql) and SQLite (aiosqlite)."""
+"""Alembic environment: async engines for MariaDB (asyncmy or aiomysql) and SQLite (aiosqlite)."""
 
 from __future__ import annotations
 

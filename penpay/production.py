@@ -57,7 +57,7 @@ def _secret(name: str, value: str, what: str) -> Iterator[str]:
 def _database(s: Settings) -> Iterator[str]:
     if s.database_url == Settings.model_fields["database_url"].default:
         yield (
-            "PENPAY_DATABASE_URL: expected the production database (mysql+aiomysql://...), "
+            "PENPAY_DATABASE_URL: expected the production database (mysql+asyncmy://...), "
             "not the development default"
         )
 

@@ -1,4 +1,4 @@
 """SQL persistence (SQLAlchemy 2 async Core): tables, unit of work, repositories, outbox.
 
-Shared by the API and the workers. Works on MariaDB/MySQL (aiomysql) and SQLite (aiosqlite).
+Shared by the API and the workers. Works on MariaDB/MySQL (asyncmy, or aiomysql) and SQLite (aiosqlite).
 """

@@ -85,7 +85,7 @@ export PENPAY_SMS_AT_BASE_URL=http://127.0.0.1:$(free_port) PENPAY_DERIV_REST_BA
 
 log "penpay migrate"
 "$venv/bin/penpay" migrate >&2
-"$venv/bin/penpay" migrate --sql --database-url "mysql+aiomysql://dba@db/penpay" > offline.sql
+"$venv/bin/penpay" migrate --sql --database-url "mysql+asyncmy://dba@db/penpay" > offline.sql
 grep -q "CREATE TRIGGER trg_audit_pending_no_unsealed_delete" offline.sql || { log "penpay migrate --sql: no triggers"; exit 1; }
 
 log "penpay up"

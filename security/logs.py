@@ -9,7 +9,7 @@ ending in a JSON renderer; redact_secrets() runs last before rendering and repla
   `SecretStr` setting) wherever it appears inside a string, e.g. a frame a library prints;
 - Kenyan phone numbers (2547..., +2547..., 07...), masked to their first and last digits.
 Wire-level loggers that would print frames, SQL parameters or raw request heads (websockets,
-sqlalchemy.engine, aiomysql, aiohttp.server) are held at WARNING so a DEBUG root level cannot
+sqlalchemy.engine, aiomysql, asyncmy, aiohttp.server) are held at WARNING so a DEBUG root level cannot
 leak what they carry; what they still say at WARNING goes through the same redaction.
 """
 
@@ -45,6 +45,7 @@ _QUIET_LOGGERS = (
     "websockets",  # DEBUG prints every frame: `authorize` carries a Deriv token
     "sqlalchemy.engine",  # INFO prints statements' parameters
     "aiomysql",
+    "asyncmy",
     "aiosqlite",
     "asyncio",
     "urllib3",

@@ -43,6 +43,8 @@ MYSQL_HOST = os.environ.get("PENPAY_TEST_DB_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("PENPAY_TEST_DB_PORT", "3306"))
 MYSQL_USER = os.environ.get("PENPAY_TEST_DB_USER", "penpay")
 MYSQL_PASSWORD = os.environ.get("PENPAY_TEST_DB_PASSWORD", "penpay")
+# The async driver of the tests' URLs: asyncmy, production's; aiomysql works too.
+MYSQL_DRIVER = os.environ.get("PENPAY_TEST_DB_DRIVER", "asyncmy")
 
 
 def _admin() -> pymysql.connections.Connection:
@@ -50,7 +52,7 @@ def _admin() -> pymysql.connections.Connection:
 
 
 def mysql_url(database: str) -> str:
-    return f"mysql+aiomysql://{MYSQL_USER}:{MYSQL_PASSWORD}@{MYSQL_HOST}:{MYSQL_PORT}/{database}"
+    return f"mysql+{MYSQL_DRIVER}://{MYSQL_USER}:{MYSQL_PASSWORD}@{MYSQL_HOST}:{MYSQL_PORT}/{database}"
 
 
 def _upgrade(url: str) -> None:

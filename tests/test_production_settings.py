@@ -19,7 +19,7 @@ from penpay.settings import Settings, SettingsError
 # A production configuration that passes every check: each test breaks one thing.
 PRODUCTION: dict[str, Any] = {
     "app_env": "production",
-    "database_url": "mysql+aiomysql://penpay:pw@127.0.0.1:1/penpay",  # port 1: never reached
+    "database_url": "mysql+asyncmy://penpay:pw@127.0.0.1:1/penpay",  # port 1: never reached
     "deriv_ws_url": "wss://ws.derivws.com/websockets/v3",
     "deriv_app_id": "31337",
     "deriv_agent_token": "agent-token",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import operator
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -151,26 +152,38 @@ CREATED = COLUMNS.index("created_at")
 UPDATED = COLUMNS.index("updated_at")
 
 
+@functools.cache
+def driver_errors(name: str) -> tuple[type[Exception], ...]:
+    """The exception class `name` (IntegrityError, OperationalError, InterfaceError) of each MySQL
+    driver the journal's raw connection may be: PyMySQL's (aiomysql raises them) and asyncmy's,
+    which are not PyMySQL's subclasses (asyncmy is optional)."""
+    import pymysql
+
+    found: list[type[Exception]] = [getattr(pymysql.err, name)]
+    with contextlib.suppress(ImportError):
+        from asyncmy import errors
+
+        found.append(getattr(errors, name))
+    return tuple(found)
+
+
 def duplicate(exc: BaseException) -> bool:
     if isinstance(exc, IntegrityError | sqlite3.IntegrityError):
         return True
-    import pymysql
-
-    return isinstance(exc, pymysql.err.IntegrityError) and bool(exc.args) and exc.args[0] == 1062
+    return isinstance(exc, driver_errors("IntegrityError")) and bool(exc.args) and exc.args[0] == 1062
 
 
 def transient(exc: BaseException) -> bool:
     """A deadlock, a lock wait timeout or a lost connection: the batch may simply run again."""
-    import pymysql
-
     if isinstance(exc, sqlite3.OperationalError):  # busy past busy_timeout, or the file went away
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
         exc = exc.orig if exc.orig is not None else exc
-    if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
+    closed = driver_errors("InterfaceError")
+    if isinstance(exc, driver_errors("OperationalError") + closed):
         code = exc.args[0] if exc.args else None
         # deadlock, lock wait timeout; gone away, lost, cannot connect; connection already closed
-        return code in (1205, 1213, 2006, 2013, 2003, 0) or isinstance(exc, pymysql.err.InterfaceError)
+        return code in (1205, 1213, 2006, 2013, 2003, 0) or isinstance(exc, closed)
     return False

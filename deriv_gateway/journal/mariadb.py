@@ -1,4 +1,4 @@
-"""The journal's group commit on MariaDB/MySQL: raw SQL on an aiomysql connection of the lane's own."""
+"""The journal's group commit on MariaDB/MySQL: raw SQL on a driver connection of the lane's own."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from deriv_gateway.journal.records import FENCE_ID, SENDING, FenceMissing
 
 
 class MySQLGroupCommit(GroupCommit):
-    """The same batches on MariaDB/MySQL, on a raw aiomysql connection of the lane's own.
+    """The same batches on MariaDB/MySQL, on a raw connection (aiomysql or asyncmy) of the lane's own.
 
     The journal's hottest path (two batches per operation): SQL written once per batch shape and
     sent as is, with no SQLAlchemy statement building, compilation or greenlet hop per statement.
@@ -41,10 +41,17 @@ class MySQLGroupCommit(GroupCommit):
 
     async def _raw_connection(self) -> Any:
         if self._raw is None:
-            import aiomysql
-
+            # the engine's own driver and connect arguments (FOUND_ROWS among them: rowcount counts
+            # matched rows, which the fence and the outcomes compare)
             _, params = self.engine.dialect.create_connect_args(self.engine.url)
-            raw = await aiomysql.connect(**params, autocommit=False)
+            if self.engine.url.get_driver_name() == "asyncmy":
+                import asyncmy
+
+                raw = await asyncmy.connect(**params, autocommit=False)
+            else:
+                import aiomysql
+
+                raw = await aiomysql.connect(**params, autocommit=False)
             async with raw.cursor() as cur:
                 await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             self._raw = raw

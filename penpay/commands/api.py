@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import sys
 
+from penpay import event_loop
 from penpay.cli_args import add_listen, add_metrics_listen
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:  # codes could not be sent: nobody could verify a phone and pay
         print(f"penpay: {problem}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(args))
+    event_loop.run(_serve(args))
     return 0
 
 

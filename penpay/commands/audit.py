@@ -4,9 +4,9 @@ removed or inserted (each broken row is printed), 0 when the chain holds."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
 from penpay.cli_args import command_settings
 
 if TYPE_CHECKING:
@@ -39,4 +39,4 @@ async def _verify(settings: Settings) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_verify(command_settings(args)))
+    return event_loop.run(_verify(command_settings(args)))

@@ -12,9 +12,9 @@ also reads FloatLow events (group "float-low-alerts"); without Redis `penpay wor
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
 from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     count_alerts()
     if not args.once:
         serve_metrics(args.metrics_listen)
-    return asyncio.run(_run(command_settings(args), args))
+    return event_loop.run(_run(command_settings(args), args))
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
 from penpay.cli_args import add_listen, command_settings
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from workers.alert_metrics import count_alerts
 
     count_alerts()  # foreign Daraja results are alerted here (the log line is what leaves this process)
-    return asyncio.run(_run(command_settings(args), args))
+    return event_loop.run(_run(command_settings(args), args))
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:

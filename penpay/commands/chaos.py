@@ -12,12 +12,13 @@ one breaks, 2 when the soak could not run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from penpay import event_loop
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="penpay-chaos-"))
     _say(f"workdir {workdir} (process logs: <name>.log)")
     try:
-        return asyncio.run(_soak(args, workdir))
+        return event_loop.run(_soak(args, workdir))
     except KeyboardInterrupt:
         return 2
     except Exception as error:

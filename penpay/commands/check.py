@@ -11,12 +11,13 @@ Exit status: 0 when consistent (no violation, no unresolved transaction), 1 when
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from penpay import event_loop
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}
@@ -168,12 +169,12 @@ def run(args: argparse.Namespace) -> int:
     from proving.simulator_books import BooksUnavailable
 
     url = args.database_url or get_settings().database_url
-    problem = asyncio.run(schema_problem(url))
+    problem = event_loop.run(schema_problem(url))
     if problem:
         print(f"penpay check: {problem} ({redact(url)}): run `penpay migrate` first", file=sys.stderr)
         return 2
     try:
-        report = asyncio.run(_check(args, url))
+        report = event_loop.run(_check(args, url))
     except BooksUnavailable as error:
         print(f"penpay check: cannot read the simulators' books: {error}", file=sys.stderr)
         return 2

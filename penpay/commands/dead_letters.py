@@ -8,9 +8,9 @@ processed it skip it through their inbox) and deletes it from the dead-letter st
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
 from penpay.cli_args import command_settings
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print("dead letters of the in-process bus live in its process; set PENPAY_REDIS_URL or --redis-url")
         return 2
-    return asyncio.run(_run(settings, args))
+    return event_loop.run(_run(settings, args))
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:

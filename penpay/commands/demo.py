@@ -12,13 +12,14 @@ problem JSON on stderr), 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
+
+from penpay import event_loop
 
 
 def cents(text: str) -> int:
@@ -102,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    return event_loop.run(_run(args))
 
 
 def _default_endpoints(args: argparse.Namespace, settings: Any) -> Any:

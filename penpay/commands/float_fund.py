@@ -12,9 +12,10 @@ hundredfold error, and a currency that is not the float's says the operator mean
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING
+
+from penpay import event_loop
 
 if TYPE_CHECKING:
     from domain.wallet.account_kind import AccountKind
@@ -71,7 +72,7 @@ def parse_amount(words: list[str], *, expected: Currency) -> Money:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    return event_loop.run(_run(args))
 
 
 async def _run(args: argparse.Namespace) -> int:

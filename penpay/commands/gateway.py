@@ -11,6 +11,7 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from penpay import event_loop
 from penpay.cli_args import add_listen
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    return asyncio.run(_serve(get_settings(), overrides))
+    return event_loop.run(_serve(get_settings(), overrides))
 
 
 async def _serve(settings: Settings, overrides: dict[str, Any]) -> int:

@@ -15,6 +15,8 @@ import argparse
 import asyncio
 import sys
 
+from penpay import event_loop
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("healthcheck", help="probe a PenPay process (for container health checks)")
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     try:
-        healthy, detail = asyncio.run(asyncio.wait_for(_probe(args), args.timeout))
+        healthy, detail = event_loop.run(asyncio.wait_for(_probe(args), args.timeout))
     except (TimeoutError, OSError) as exc:
         healthy, detail = False, f"{type(exc).__name__}: {exc}"
     print(detail, file=sys.stdout if healthy else sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from penpay import event_loop
 from penpay.cli_args import add_listen
 
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # RuleError / TemplateError: an unknown service or a bad http rule
         print(f"cannot bridge: {exc}")
         return 2
-    asyncio.run(_serve(app, host, port, target, services))
+    event_loop.run(_serve(app, host, port, target, services))
     return 0
 
 

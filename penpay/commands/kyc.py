@@ -13,10 +13,11 @@ and the incident, for the review every broken glass gets afterwards.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import date
 from typing import cast
+
+from penpay import event_loop
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    return event_loop.run(_run(args))
 
 
 async def _run(args: argparse.Namespace) -> int:

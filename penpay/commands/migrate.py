@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+
+from penpay import event_loop
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
         migrate.upgrade_sql(url, args.revision)
         return 0
     migrate.upgrade(url, args.revision)
-    revision = asyncio.run(migrate.current_revision(url))
+    revision = event_loop.run(migrate.current_revision(url))
     print(f"database {redact(url)} is at schema revision {revision}")
     return 0

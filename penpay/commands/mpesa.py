@@ -10,7 +10,8 @@ registration of a shortcode until it is deleted on the Daraja portal.
 from __future__ import annotations
 
 import argparse
-import asyncio
+
+from penpay import event_loop
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(register_urls())
+    return event_loop.run(register_urls())
 
 
 async def register_urls() -> int:

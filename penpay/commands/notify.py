@@ -9,10 +9,10 @@ the relay, and this command refuses to start. Production needs both providers (e
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
 from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"penpay: {problem}", file=sys.stderr)
         return 2
     serve_metrics(args.metrics_listen)  # the dead letters and handled counters; compose's healthcheck
-    asyncio.run(_run(settings, args))
+    event_loop.run(_run(settings, args))
     return 0
 
 

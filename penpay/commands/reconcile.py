@@ -17,6 +17,8 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
+
 
 def moment(text: str) -> datetime:
     """ISO 8601; a moment without a zone is UTC."""
@@ -71,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.end <= args.start:
         print("penpay reconcile: --to must be after --from", file=sys.stderr)
         return 2
-    return asyncio.run(_run_async(args))
+    return event_loop.run(_run_async(args))
 
 
 async def _run_async(args: argparse.Namespace) -> int:
@@ -123,7 +125,7 @@ def _runs(args: argparse.Namespace) -> int:
             await core.close()
         return 0
 
-    return asyncio.run(go())
+    return event_loop.run(go())
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -152,4 +154,4 @@ def _export(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         return 0
 
-    return asyncio.run(go())
+    return event_loop.run(go())

@@ -8,9 +8,9 @@ failed run moves no cursor: the next run covers its window again.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
 from penpay.cli_args import add_metrics_listen, command_settings, serve_metrics
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     count_alerts()
     if not args.once:
         serve_metrics(args.metrics_listen)
-    asyncio.run(_run(command_settings(args), args))
+    event_loop.run(_run(command_settings(args), args))
     return 0
 
 

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
 from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     serve_metrics(args.metrics_listen)
-    asyncio.run(_relay(settings, args))
+    event_loop.run(_relay(settings, args))
     return 0
 
 

@@ -12,10 +12,10 @@ named checkpoint.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
+from penpay import event_loop
 from penpay.cli_args import add_metrics_listen, add_stream_options, command_settings, serve_metrics
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     count_alerts()  # penpay_alerts_total{kind}: Daraja set-up errors and foreign answers raised here
     serve_metrics(args.metrics_listen)
-    asyncio.run(_run(settings, args))
+    event_loop.run(_run(settings, args))
     return 0
 
 

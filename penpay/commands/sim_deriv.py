@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from penpay import event_loop
 from penpay.cli_args import add_simulator_listen, listen_of
 
 GROUP = "sim"
@@ -119,5 +120,5 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"penpay sim deriv: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(config, args))
+    event_loop.run(_serve(config, args))
     return 0

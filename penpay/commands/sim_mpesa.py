@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from penpay import event_loop
 from penpay.cli_args import add_simulator_listen, listen_of
 
 GROUP = "sim"
@@ -105,9 +106,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    return asyncio.run(_serve(build_config(args), args.write_cert))
+    return event_loop.run(_serve(build_config(args), args.write_cert))
 
 
 async def _serve(config: Any, write_cert: str | None) -> int:

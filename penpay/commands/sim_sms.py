@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 
+from penpay import event_loop
 from penpay.cli_args import add_simulator_listen, listen_of
 
 GROUP = "sim"
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(args))
+    event_loop.run(_serve(args))
     return 0
 
 

@@ -11,6 +11,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from penpay import event_loop
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("up", help="run the whole stack on embedded defaults (simulators)")
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from workers.alert_metrics import count_alerts
 
     count_alerts()  # served with the API's metrics in this one process
-    return asyncio.run(_run(args))
+    return event_loop.run(_run(args))
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ class PrivateMariaDB:
         self.datadir = workdir / "mariadb"
         # A unix socket path must stay under ~107 bytes: keep it in a short temp directory.
         self.socket_dir = Path(tempfile.mkdtemp(prefix="penpay-mdb-"))
-        self.url = f"mysql+aiomysql://root@127.0.0.1:{self.port}/{DATABASE}"
+        self.url = f"mysql+asyncmy://root@127.0.0.1:{self.port}/{DATABASE}"
         argv = [
             "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
             "--bind-address=127.0.0.1", f"--socket={self.socket_dir / 'mysqld.sock'}",

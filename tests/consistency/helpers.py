@@ -421,7 +421,9 @@ async def build_world(
 
 
 def sync_url(url: str) -> str:
-    return url.replace("sqlite+aiosqlite", "sqlite").replace("mysql+aiomysql", "mysql+pymysql")
+    for driver in ("sqlite+aiosqlite", "mysql+aiomysql", "mysql+asyncmy"):
+        url = url.replace(driver, {"sqlite+aiosqlite": "sqlite"}.get(driver, "mysql+pymysql"))
+    return url
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """The parsed-once result metadata (persistence.driver_metadata) gives what aiomysql's own parsing
-gives, on MariaDB, for every kind of column the schema uses, the first time and from the cache."""
+gives, on MariaDB, for every kind of column the schema uses, the first time and from the cache; and
+asyncmy, production's driver, reads the same rows and descriptions as aiomysql."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from aiomysql import connection as aiomysql_connection
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence import driver_metadata
@@ -25,9 +27,20 @@ WIDE = text(
 SAME_NAME_OTHER_TYPE = (text("SELECT 7 AS x"), text("SELECT 'seven' AS x"))
 
 
+def _on(url: str, driver: str) -> str:
+    return make_url(url).set(drivername=f"mysql+{driver}").render_as_string(hide_password=False)
+
+
 @pytest.fixture
 async def engine(mariadb_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(mariadb_url, pool_size=1)
+    engine = create_engine(_on(mariadb_url, "aiomysql"), pool_size=1)  # an operator's URL may name it
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def asyncmy_engine(mariadb_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(_on(mariadb_url, "asyncmy"), pool_size=1)
     yield engine
     await engine.dispose()
 
@@ -56,3 +69,13 @@ async def test_rows_and_descriptions_match_aiomysqls_own_parsing(
     assert cached_again == library
     assert library[1][1] == [(7,)] and library[2][1] == [("seven",)]
     assert library[0][1][0][2] == "h\u00e9llo"
+
+
+async def test_asyncmy_reads_what_aiomysql_reads(engine: AsyncEngine, asyncmy_engine: AsyncEngine) -> None:
+    statements = [WIDE, *SAME_NAME_OTHER_TYPE]
+    aiomysql_reads = [await _read(engine, s) for s in statements]
+    asyncmy_reads = [await _read(asyncmy_engine, s) for s in statements]
+
+    assert [rows for _, rows in asyncmy_reads] == [rows for _, rows in aiomysql_reads]
+    # name and type code of each column (the sizes are each driver's own reading of the packet)
+    assert [[c[:2] for c in d] for d, _ in asyncmy_reads] == [[c[:2] for c in d] for d, _ in aiomysql_reads]
