@@ -24,6 +24,7 @@ from application.payments.decisions import SagaPolicy
 from application.payments.deposits import DepositOrchestrator
 from application.payments.floats import fund_float
 from application.payments.paybill import PaybillDeposits
+from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
 from application.payments.rates import FixedRates
 from application.payments.saga import SagaRunner
 from application.payments.withdrawals import WithdrawalOrchestrator
@@ -33,6 +34,7 @@ from deriv_gateway.simulator import SimulatorConfig as DerivSimConfig
 from deriv_gateway.simulator.rest import DerivRestSimulator, RestServerConfig
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus
+from domain.payments.stk_evidence import StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.clock import Clock
 from domain.shared.ids import TransactionId, UserId
@@ -428,3 +430,30 @@ async def running_stack(
             paybill=paybill,
             clock=core.clock,
         )
+
+
+class PassThroughMpesa:
+    """The stack's own M-Pesa port, every call passed on: a test subclasses it to change one call."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self._inner: MpesaGateway = stack.saga._mpesa
+
+    async def stk_push(self, *, transaction_id: TransactionId, phone: str, amount: Money) -> StkPushAccepted:
+        return await self._inner.stk_push(transaction_id=transaction_id, phone=phone, amount=amount)
+
+    async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
+        return await self._inner.stk_answer_recorded(checkout_request_id, parked=parked)
+
+    async def query_stk(self, deposit: Transaction) -> StkQueryAnswer | Verdict:
+        return await self._inner.query_stk(deposit)
+
+    async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
+        return await self._inner.b2c(
+            originator_conversation_id=originator_conversation_id, phone=phone, amount=amount
+        )
+
+    async def confirm_b2c(
+        self, originator_conversation_id: str, *, read: Transaction | None = None
+    ) -> Verdict:
+        return await self._inner.confirm_b2c(originator_conversation_id, read=read)

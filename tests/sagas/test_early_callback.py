@@ -14,15 +14,13 @@ import pytest
 from sqlalchemy import delete, insert, select, text
 
 from application.payments.decisions import Action
-from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
+from application.payments.ports import StkPushAccepted
 from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus as S
-from domain.payments.stk_evidence import StkQueryAnswer
-from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
 from persistence.tables import mpesa_callback_reviews, mpesa_requests
-from tests.sagas.harness import FAST_POLICY, Stack, running_stack
+from tests.sagas.harness import FAST_POLICY, PassThroughMpesa, Stack, running_stack
 from workers.redis_bus import RedisStreamsBus
 
 pytestmark = pytest.mark.integration
@@ -48,13 +46,12 @@ async def slow_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) ->
         await bus.close()
 
 
-class AnswerAfterTheCallback:
+class AnswerAfterTheCallback(PassThroughMpesa):
     """The stack's own M-Pesa port, except that Daraja's answer to the push reaches the saga only once
     the callback for it has been parked: the race the e2e benchmark loses nearly every time, made certain."""
 
     def __init__(self, stack: Stack, *, adoption_fails: bool = False) -> None:
-        self._stack = stack
-        self._inner: MpesaGateway = stack.saga._mpesa
+        super().__init__(stack)
         self._adoption_fails = adoption_fails
 
     async def stk_push(self, *, transaction_id: TransactionId, phone: str, amount: Money) -> StkPushAccepted:
@@ -68,19 +65,6 @@ class AnswerAfterTheCallback:
         if self._adoption_fails:
             raise ConnectionError("database away")
         return await self._inner.stk_answer_recorded(checkout_request_id, parked=parked)
-
-    async def query_stk(self, deposit: Transaction) -> StkQueryAnswer | Verdict:
-        return await self._inner.query_stk(deposit)
-
-    async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
-        return await self._inner.b2c(
-            originator_conversation_id=originator_conversation_id, phone=phone, amount=amount
-        )
-
-    async def confirm_b2c(
-        self, originator_conversation_id: str, *, read: Transaction | None = None
-    ) -> Verdict:
-        return await self._inner.confirm_b2c(originator_conversation_id, read=read)
 
     async def parked(self, checkout_request_id: str) -> list[Any]:
         return await reviews(self._stack, checkout_request_id)

@@ -15,34 +15,25 @@ import pytest
 from sqlalchemy import select
 
 from application.payments.decisions import Action
-from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
+from application.payments.ports import Verdict
 from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus as S
 from domain.payments.stk_evidence import StkQueryAnswer
 from domain.payments.transaction import Transaction
-from domain.shared.ids import TransactionId
-from domain.wallet.money import Money
 from persistence.tables import domain_events
-from tests.sagas.harness import Stack
+from tests.sagas.harness import PassThroughMpesa, Stack
 
 pytestmark = pytest.mark.integration
 
 NO_CALLBACK = "254700031234"  # the simulator's lab range F=3: the STK callback is never delivered
 
 
-class MovedDuringTheQuery:
+class MovedDuringTheQuery(PassThroughMpesa):
     """The stack's M-Pesa port; while its STK Query is answered, the deposit is moved elsewhere."""
 
     def __init__(self, stack: Stack) -> None:
-        self._stack = stack
-        self._inner: MpesaGateway = stack.saga._mpesa
+        super().__init__(stack)
         self.moved = 0
-
-    async def stk_push(self, *, transaction_id: TransactionId, phone: str, amount: Money) -> StkPushAccepted:
-        return await self._inner.stk_push(transaction_id=transaction_id, phone=phone, amount=amount)
-
-    async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
-        return await self._inner.stk_answer_recorded(checkout_request_id, parked=parked)
 
     async def query_stk(self, deposit: Transaction) -> StkQueryAnswer | Verdict:
         asked = await self._inner.query_stk(deposit)
@@ -55,16 +46,6 @@ class MovedDuringTheQuery:
                 await uow.commit()
             self.moved += 1
         return asked
-
-    async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
-        return await self._inner.b2c(
-            originator_conversation_id=originator_conversation_id, phone=phone, amount=amount
-        )
-
-    async def confirm_b2c(
-        self, originator_conversation_id: str, *, read: Transaction | None = None
-    ) -> Verdict:
-        return await self._inner.confirm_b2c(originator_conversation_id, read=read)
 
 
 async def test_an_answer_whose_deposit_moved_during_the_query_is_judged_again_and_credited_once(
