@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from domain.shared.clock import Clock
 from domain.shared.errors import ConcurrentModification
 from domain.shared.ids import LedgerAccountId, UserId
 from domain.wallet.account_kind import AccountKind
+from domain.wallet.errors import FloorNotKept
 from domain.wallet.ledger_account import LedgerAccount, system_account_code, user_wallet_code
 from domain.wallet.money import Currency
 from domain.wallet.posting import Posting
@@ -110,6 +111,10 @@ _KNOWN_IDS: weakref.WeakKeyDictionary[Engine, dict[str, LedgerAccountId]] = weak
 _KNOWN_ACCOUNTS: weakref.WeakKeyDictionary[Engine, dict[LedgerAccountId, LedgerAccount]] = (
     weakref.WeakKeyDictionary()
 )
+# Account id -> its balance as this process last knew it, for the no-overdraft system accounts
+# (the floats): what keeps_floor guesses on. Set by every locked read, lowered by every change
+# written last, forgotten when one found the floor not kept (so the next booking locks, reads).
+_FLOOR_GUESSES: weakref.WeakKeyDictionary[Engine, dict[LedgerAccountId, int]] = weakref.WeakKeyDictionary()
 
 
 def _code(kind: AccountKind, currency: Currency, user_id: UserId | None) -> str:
@@ -127,6 +132,8 @@ class SqlLedgerRepository:
         # Rows of ledger_balance_deltas taken by unrolled_for_update, per account: deleted when
         # that account's balance (which now includes them) is saved.
         self._rolled_in: dict[LedgerAccountId, list[int]] = {}
+        # change_last's changes (with their floors) and held accounts, for write_last.
+        self._last: tuple[dict[LedgerAccountId, tuple[int, int]], list[LedgerAccount]] | None = None
 
     def _remember(self, accounts: Iterable[LedgerAccount]) -> None:
         known = _KNOWN_ACCOUNTS.setdefault(self._connection.sync_engine, {})
@@ -179,8 +186,11 @@ class SqlLedgerRepository:
     ) -> dict[LedgerAccountId, LedgerAccount]:
         result = await self._connection.execute(_SELECT_FOR_UPDATE, {"ids": sorted(i.value for i in ids)})
         accounts = [account_from_row(row) for row in result]
+        guesses = _FLOOR_GUESSES.setdefault(self._connection.sync_engine, {})
         for account in accounts:
             self._loaded_versions[account.id] = account.version
+            if account.no_overdraft and account.kind is not AccountKind.USER_WALLET:
+                guesses[account.id] = account.balance_minor  # committed, less what is not rolled up
             self._rolled_in.pop(account.id, None)  # read afresh: rows taken before are not in it
         self._remember(accounts)
         return {account.id: account for account in accounts}
@@ -335,8 +345,62 @@ class SqlLedgerRepository:
         if result.rowcount != len(changed):
             codes = ", ".join(account.code for account in changed)
             raise ConcurrentModification(f"an account of {codes} changed since it was read")
+        guesses = _FLOOR_GUESSES.setdefault(self._connection.sync_engine, {})
         for account in changed:
             self._loaded_versions[account.id] = account.version
+            if account.id in guesses:
+                guesses[account.id] = account.balance_minor
+
+    def keeps_floor(self, account_id: LedgerAccountId, change_minor: int, floor_minor: int) -> bool:
+        guess = _FLOOR_GUESSES.get(self._connection.sync_engine, {}).get(account_id)
+        return guess is not None and guess + change_minor >= floor_minor
+
+    def change_last(
+        self,
+        changes: Mapping[LedgerAccountId, tuple[int, int]],
+        held: Iterable[LedgerAccount],
+    ) -> None:
+        if self._last is not None:
+            raise RuntimeError("one change_last per unit of work: book the postings together")
+        self._last = (dict(changes), list({account.id: account for account in held}.values()))
+
+    async def write_last(self) -> None:
+        """change_last's statement: the held balances (version-checked, as save_accounts) and
+        each change added to its account's balance where that keeps the floor, in one UPDATE.
+        Sent last, just before COMMIT, it takes the accounts' row locks for that instant only."""
+        last, self._last = self._last, None
+        if last is None:
+            return
+        changes, held = last
+        a = ledger_accounts.c
+        for account in held:
+            if account.id not in self._loaded_versions:
+                raise ConcurrentModification(f"account {account.code} was not loaded for update")
+        matched = [(a.id == acc.id.value) & (a.version == self._loaded_versions[acc.id]) for acc in held]
+        matched += [(a.id == i.value) & (a.balance_cents + c >= floor) for i, (c, floor) in changes.items()]
+        result = await self._connection.execute(
+            update(ledger_accounts)
+            # the ids first: a range of the primary key, so no other row is read (and locked)
+            .where(a.id.in_([acc.id.value for acc in held] + [i.value for i in changes]), or_(*matched))
+            .values(
+                balance_cents=case(
+                    *[(a.id == acc.id.value, acc.balance_minor) for acc in held],
+                    *[(a.id == i.value, a.balance_cents + c) for i, (c, _) in changes.items()],
+                ),
+                version=case(*[(a.id == acc.id.value, acc.version) for acc in held], else_=a.version + 1),
+                updated_at=self._clock.now(),
+            )
+        )
+        guesses = _FLOOR_GUESSES.setdefault(self._connection.sync_engine, {})
+        if result.rowcount != len(held) + len(changes):
+            for account_id in changes:
+                guesses.pop(account_id, None)  # the next booking locks and reads it
+            raise FloorNotKept(f"{len(changes)} account(s) booked without a lock would not keep their floor")
+        for account in held:
+            self._loaded_versions[account.id] = account.version
+        for account_id, (change, _) in changes.items():
+            if account_id in guesses:
+                guesses[account_id] += change
 
 
 def _transaction_id(posting: Posting) -> Any:

@@ -359,7 +359,8 @@ ledger_entries = Table(
     metadata,
     Column("id", UUIDv7(), primary_key=True),
     Column("posting_id", UUIDv7(), ForeignKey("ledger_postings.id"), nullable=False),
-    Column("account_id", UUIDv7(), ForeignKey("ledger_accounts.id"), nullable=False),
+    # No foreign key (0027): its check share-locked the account's row, the hot floats' included.
+    Column("account_id", UUIDv7(), nullable=False),
     Column("side", String(6), nullable=False),
     *_money("amount"),
     Column("transaction_id", UUIDv7(), nullable=True),

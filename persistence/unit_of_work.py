@@ -170,6 +170,7 @@ class SqlUnitOfWork:
         await audit.write_pending(connection, records)
         if records and self._seal_in_transaction:
             await audit.seal_pending(connection, batch_size=max(1000, len(records)))
+        await self.ledger.write_last()  # the floats' row locks, held from here to the COMMIT only
         await connection.commit()
         self._committed = True
         self._to_seal = self._to_seal or (bool(records) and self._seal_here and not self._seal_in_transaction)

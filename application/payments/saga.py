@@ -69,7 +69,7 @@ from domain.payments.transaction import Transaction
 from domain.shared.errors import ConcurrentModification, DomainError
 from domain.shared.ids import LedgerAccountId, TransactionId
 from domain.wallet.account_kind import AccountKind, LedgerSide
-from domain.wallet.errors import Overdraft
+from domain.wallet.errors import FloorNotKept, Overdraft
 from domain.wallet.events import FloatLow
 from domain.wallet.ledger_account import LedgerAccount
 from domain.wallet.money import Money
@@ -279,6 +279,12 @@ class SagaRunner:
                         why=decision.reason,
                     )
                     outcome = await self._step(decision.action)(uow, tx, steps, decision)
+                except FloorNotKept:
+                    # A float booked unlocked went below its floor meanwhile: nothing of the step
+                    # is committed; the step again, read under the lock, and the float locked too.
+                    log.info("saga.float_floor_not_kept", transaction_id=str(tx_id))
+                    answer = carried
+                    continue
                 except ConcurrentModification:
                     if resumed is None:
                         raise
@@ -576,7 +582,7 @@ class SagaRunner:
         # The ledger last: the system accounts every deposit books (the floats, FX, FX_SPREAD) are
         # locked from here to the commit only, not across this step's other writes.
         try:
-            accounts = await book_all(uow, [*received, transfer])
+            accounts = await book_all(uow, [*received, transfer], keep_above=self._float_thresholds)
         except Overdraft:
             # The float cannot cover the transfer: nothing is committed; the credit goes alone, and
             # the transfer's own step finds the float short (FLOAT_WAIT, FloatLow) as ever.
@@ -765,7 +771,8 @@ class SagaRunner:
                     )
                 # The transaction's row first, then the ledger's (the order of the locked read)
                 await uow.transactions.save(t)
-                accounts = await book_all(uow, [*postings, *([reserved] if reserved else [])])
+                booked = [*postings, *([reserved] if reserved else [])]
+                accounts = await book_all(uow, booked, keep_above=self._float_thresholds)
                 if reserved is not None:
                     await self._float_crossed(uow, reserved, AccountKind.MPESA_FLOAT, accounts)
                 if also is not None:
@@ -1017,7 +1024,7 @@ class SagaRunner:
         FLOAT_WAIT step + FloatLow event) instead of failing it. True when booked. Crossing the
         low-float threshold downwards raises FloatLow too (once per crossing)."""
         try:
-            accounts = await book(uow, posting)
+            accounts = await book(uow, posting, keep_above=self._float_thresholds)
         except Overdraft:
             await self._float_wait(uow, tx, posting, kind)
             return False
@@ -1050,6 +1057,8 @@ class SagaRunner:
         float_account = next(
             (a for a in accounts.values() if a.kind is kind and a.currency is needed.currency), None
         )
+        if float_account is None:
+            return  # booked unlocked, on the condition that it stays at or above the threshold
         threshold = self._float_thresholds.get(kind, 0)
         after = await self._float_low(
             uow, kind, needed, 0, threshold, only_if_crossed=True, account=float_account
@@ -1133,6 +1142,20 @@ class SagaRunner:
             except ConcurrentModification:
                 # `known` is spent (changed in memory, not saved): the stored state decides.
                 log.info("saga.changed_meanwhile", transaction_id=str(tx_id))
+        try:
+            return await self._finish_locked(tx_id, change, allowed, steps, before_commit)
+        except FloorNotKept:
+            # A float booked unlocked went below its floor meanwhile; now the booking locks it.
+            return await self._finish_locked(tx_id, change, allowed, steps, before_commit)
+
+    async def _finish_locked(
+        self,
+        tx_id: TransactionId,
+        change: Callable[[PaymentsUnitOfWork, Transaction], Any],
+        allowed: tuple[S, ...],
+        steps: Mapping[str, StepRecord] | None,
+        before_commit: Callable[[PaymentsUnitOfWork, bool], Awaitable[None]] | None,
+    ) -> Transaction | None:
         async with self._uow() as uow:
             tx = await uow.transactions.get_for_update(tx_id)
             if tx is None or tx.status not in allowed:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.shared.errors import DomainError
+from domain.shared.errors import ConcurrentModification, DomainError
 
 
 class InvalidAmount(DomainError):
@@ -60,3 +60,11 @@ class Overdraft(DomainError):
     """A no-overdraft account (user wallet, M-Pesa or Deriv float) would go below zero."""
 
     reason = "OVERDRAFT"
+
+
+class FloorNotKept(ConcurrentModification):
+    """A change booked without holding its account (LedgerRepository.change_last) would have
+    taken the balance below the floor it was booked on: nothing of the unit of work is committed.
+    Booking again holds the account (locked read, the overdraft rule, FloatLow), as before."""
+
+    reason = "FLOOR_NOT_KEPT"

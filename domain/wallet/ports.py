@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from domain.shared.ids import LedgerAccountId, UserId
@@ -57,4 +57,24 @@ class LedgerRepository(Protocol):
 
     async def save_accounts(self, accounts: Iterable[LedgerAccount]) -> None:
         """Persist balances with an optimistic version check (ConcurrentModification)."""
+        ...
+
+    def keeps_floor(self, account_id: LedgerAccountId, change_minor: int, floor_minor: int) -> bool:
+        """Whether, as far as this process knows without a read, changing the account (a no-overdraft
+        system account) by `change_minor` leaves it at or above `floor_minor`: the guess on which a
+        booking leaves it unlocked (change_last). A wrong guess costs a retry, never money."""
+        ...
+
+    def change_last(
+        self,
+        changes: Mapping[LedgerAccountId, tuple[int, int]],
+        held: Iterable[LedgerAccount],
+    ) -> None:
+        """Instead of save_accounts: `held` (locked, applied) and, per unlocked account, its
+        (change, floor) written by write_last as the unit of work's last statement; an account the
+        change would take below its floor fails it all there (FloorNotKept)."""
+        ...
+
+    async def write_last(self) -> None:
+        """change_last's writes, if any: called by the unit of work right before COMMIT."""
         ...

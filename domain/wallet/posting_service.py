@@ -43,16 +43,25 @@ def _known(posting: Posting, accounts: Mapping[LedgerAccountId, LedgerAccount]) 
             raise UnknownLedgerAccount(f"posting {posting.id} names unknown account {account_id}")
 
 
-def to_hold(
+def net_changes(
     postings: Sequence[Posting], accounts: Mapping[LedgerAccountId, LedgerAccount]
-) -> set[LedgerAccountId]:
-    """The accounts these postings, booked together, must hold (lock, check, update): decided on
-    each account's net change over all of them."""
+) -> dict[LedgerAccountId, int]:
+    """What these postings, booked together, change each account's balance by (normal side);
+    every account checked known and in its currency."""
     change: dict[LedgerAccountId, int] = defaultdict(int)
     for posting in postings:
         _known(posting, accounts)
         for account_id, entries in _by_account(posting).items():
             change[account_id] += accounts[account_id].change_of(entries)
+    return dict(change)
+
+
+def to_hold(
+    postings: Sequence[Posting], accounts: Mapping[LedgerAccountId, LedgerAccount]
+) -> set[LedgerAccountId]:
+    """The accounts these postings, booked together, must hold (lock, check, update): decided on
+    each account's net change over all of them."""
+    change = net_changes(postings, accounts)
     return {account_id for account_id, net in change.items() if accounts[account_id].serialises(net)}
 
 

@@ -8,14 +8,17 @@ from datetime import datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from application.payments.decisions import Action
 from application.payments.floats import fund_float
 from domain.payments.status import TransactionStatus as S
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
+from persistence.engine import create_engine
 from persistence.saga_queries import stale_transaction_ids
 from persistence.tables import transactions
+from persistence.unit_of_work import SqlUnitOfWork
 from tests.sagas.harness import AGENT_FLOAT_USD, CLIENT_LOGINID, Stack
 from workers.sagas import Sweeper, report_in_flight
 
@@ -144,6 +147,34 @@ async def test_a_deposit_waits_for_the_agent_float_and_goes_on_once_it_is_funded
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED
     assert await stack.deriv_transfers(str(tx.id)) == 1
+
+
+async def test_a_float_another_process_emptied_fails_the_unlocked_credit_whole_and_the_deposit_waits(
+    stack: Stack,
+) -> None:
+    user = await stack.user()
+    first = await stack.deposit(user, 1_300)
+    assert (await stack.settle(first.id)).status is S.COMPLETED  # this process knows the float now
+    tx = await stack.deposit(user, 1_300)
+    # Another process (its own engine, so its own knowledge) pays the rest of the float out.
+    elsewhere = create_engine(stack.database_url)
+    try:
+        async with SqlUnitOfWork(elsewhere) as uow:
+            left = AGENT_FLOAT_USD - Money(10_00, Currency.USD)
+            await fund_float(uow, AccountKind.DERIV_AGENT_FLOAT, -left, "withdrawn by the operator")
+            await uow.commit()
+    finally:
+        await elsewhere.dispose()
+
+    with capture_logs() as logs:
+        waiting = await stack.settle(tx.id, until={S.MPESA_CONFIRMED}, timeout=10)
+    # booked without the float's lock on this process's word, refused at the commit, booked again
+    # with the float held: the credit alone, the transfer waiting for a top-up
+    assert [e["event"] for e in logs].count("saga.float_floor_not_kept") == 1
+    assert waiting.deriv_transfer is None
+    assert await stack.events("FloatLow")
+    assert await stack.deriv_transfers(str(tx.id)) == 0
+    await stack.assert_consistent()
 
 
 async def test_contradicting_mpesa_evidence_goes_to_review_through_outcome_unknown(stack: Stack) -> None:
