@@ -231,6 +231,15 @@ class SqlLedgerRepository:
             return found
         return account
 
+    async def open_wallets(self, user_id: UserId, currencies: Iterable[Currency]) -> None:
+        """A new user's wallets, in its registration's transaction (one insert): nobody else can
+        be creating them, so none of get_or_create_account's care for a concurrent creation."""
+        now = self._clock.now()
+        wallets = [LedgerAccount.user_wallet(user_id, currency, now=now) for currency in currencies]
+        if wallets:
+            await self._connection.execute(_INSERT_ACCOUNT, [account_row(wallet) for wallet in wallets])
+            self._created.update(wallet.code for wallet in wallets)
+
     async def _create_apart(self, account: LedgerAccount) -> LedgerAccount:
         """A user's wallet created in a short transaction of its own, committed before ours goes on.
         Inside ours, two first deposits of one user both inserted the wallet's code: after the

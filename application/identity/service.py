@@ -53,6 +53,7 @@ from domain.user.kyc_snapshot import KycSnapshot
 from domain.user.password_hash import PasswordHash
 from domain.user.phone_number import PhoneNumber
 from domain.user.user import User
+from domain.wallet.money import Currency
 
 log = structlog.get_logger("penpay.identity")
 
@@ -126,6 +127,9 @@ class IdentityService:
                 email=email_vo, phone=phone_vo, password_hash=password_hash, now=self._clock.now()
             )
             await uow.users.add(user)  # AlreadyRegistered on a race (unique email/phone)
+            # Its wallets now, with the user: a first deposit then creates none (each was a
+            # transaction of its own on the money path, four statements per wallet).
+            await uow.ledger.open_wallets(user.id, Currency)
             uow.audit(action="UserRegistered", subject_type="User", subject_id=str(user.id))
             await uow.commit()
         log.info("user.registered", user_id=str(user.id))

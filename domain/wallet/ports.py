@@ -39,6 +39,10 @@ class LedgerRepository(Protocol):
         """The user's wallet (kind USER_WALLET, user_id given) or the system account of that kind."""
         ...
 
+    async def open_wallets(self, user_id: UserId, currencies: Iterable[Currency]) -> None:
+        """Create a new user's wallets (none exists yet), in the caller's unit of work."""
+        ...
+
     async def account_id(
         self, *, kind: AccountKind, currency: Currency, user_id: UserId | None = None
     ) -> LedgerAccountId:

@@ -25,13 +25,32 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _FK = "fk_ledger_entries_account_id_ledger_accounts"
+# 0004's append-only triggers: SQLite's batch rebuilds the table, and its triggers go with it.
+_TRIGGERS = (("trg_ledger_entries_no_update", "UPDATE"), ("trg_ledger_entries_no_delete", "DELETE"))
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("ledger_entries") as batch:  # batch: SQLite cannot drop one by ALTER
+    if op.get_context().dialect.name != "sqlite":
+        op.drop_constraint(_FK, "ledger_entries", type_="foreignkey")
+        return
+    with op.batch_alter_table("ledger_entries") as batch:  # SQLite cannot drop one by ALTER
         batch.drop_constraint(_FK, type_="foreignkey")
+    _append_only_again()
 
 
 def downgrade() -> None:
+    if op.get_context().dialect.name != "sqlite":
+        op.create_foreign_key(_FK, "ledger_entries", "ledger_accounts", ["account_id"], ["id"])
+        return
     with op.batch_alter_table("ledger_entries") as batch:
         batch.create_foreign_key(_FK, "ledger_accounts", ["account_id"], ["id"])
+    _append_only_again()
+
+
+def _append_only_again() -> None:
+    for name, operation in _TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}")
+        op.execute(
+            f"CREATE TRIGGER {name} BEFORE {operation} ON ledger_entries "
+            f"BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: {operation} refused'); END"
+        )

@@ -57,7 +57,7 @@ async def test_reconciliation_report(api: Harness) -> None:
     }
     assert totals[("USER_WALLET", "KES")] == (1_300_00, 2)
     assert totals[("MPESA_FLOAT", "KES")] == (1_300_00, 1)
-    assert totals[("USER_WALLET", "USD")] == (7_00, 1)
+    assert totals[("USER_WALLET", "USD")] == (7_00, 2)  # every user's wallets opened at registration
     currencies = {c.currency: c for c in report.currency_totals}
     assert currencies["KES"].debits_cents == currencies["KES"].credits_cents == 1_700_00
     assert all(c.balanced for c in report.currency_totals)

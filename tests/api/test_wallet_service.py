@@ -26,7 +26,8 @@ def ts(moment: datetime) -> timestamp_pb2.Timestamp:
 async def test_balances_per_currency(api: Harness) -> None:
     account = await api.new_account()
     empty = await api.wallet.GetBalances(wallet_pb2.GetBalancesRequest(), metadata=account.auth)
-    assert list(empty.balances) == []
+    # opened at registration, at zero
+    assert {(b.balance.currency, b.balance.amount_cents) for b in empty.balances} == {("KES", 0), ("USD", 0)}
 
     await move(api, account.user_id, 10_000_00)
     await move(api, account.user_id, 2_500_00, out=True)

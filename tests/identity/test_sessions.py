@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from application.identity.errors import (
     AlreadyRegistered,
@@ -15,9 +15,12 @@ from application.identity.errors import (
     RefreshTokenReused,
     WeakPassword,
 )
+from domain.shared.ids import UserId
 from domain.user.errors import DeviceLimitReached
+from domain.wallet.account_kind import AccountKind
+from domain.wallet.money import Currency
 from persistence.auth_store import hash_refresh_token
-from persistence.tables import refresh_tokens, users
+from persistence.tables import ledger_accounts, refresh_tokens, users
 from security.passwords import Argon2idHasher, Argon2Parameters
 
 from .conftest import PASSWORD, Identity, unique_email, unique_phone
@@ -29,6 +32,34 @@ async def register(identity: Identity) -> tuple[str, str]:
     email, phone = unique_email(), unique_phone()
     await identity.service.register(email=email, phone=phone, password=PASSWORD, client_ip="10.0.0.1")
     return email, phone
+
+
+async def test_registration_opens_the_user_s_wallets_with_the_user(any_identity: Identity) -> None:
+    email, _ = await register(any_identity)
+    async with any_identity.engine.connect() as connection:
+        user_id = (await connection.execute(select(users.c.id).where(users.c.email == email))).scalar_one()
+        wallets = (
+            await connection.execute(
+                select(ledger_accounts.c.kind, ledger_accounts.c.currency, ledger_accounts.c.balance_cents)
+                .where(ledger_accounts.c.user_id == user_id)
+                .order_by(ledger_accounts.c.currency)
+            )
+        ).all()
+    assert [tuple(w) for w in wallets] == [("USER_WALLET", "KES", 0), ("USER_WALLET", "USD", 0)]
+    # a first deposit finds them: nothing to create on the money path
+    async with any_identity.uow() as uow:
+        found = await uow.ledger.get_or_create_account(
+            kind=AccountKind.USER_WALLET, currency=Currency.USD, user_id=UserId(user_id)
+        )
+        await uow.commit()
+    assert found.balance_minor == 0
+    async with any_identity.engine.connect() as connection:
+        count = (
+            await connection.execute(
+                select(func.count()).select_from(ledger_accounts).where(ledger_accounts.c.user_id == user_id)
+            )
+        ).scalar_one()
+    assert count == 2
 
 
 async def test_register_then_login_by_email_or_phone(any_identity: Identity) -> None:

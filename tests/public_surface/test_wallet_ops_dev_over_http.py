@@ -26,7 +26,13 @@ def rfc3339(moment: datetime) -> str:
 async def test_balances(surface: Surface) -> None:
     user = await surface.sign_up()
     empty = await user.browser.get("/v1/wallet/balances")
-    assert empty.status == 200 and empty.json == {"balances": []}
+    assert empty.status == 200  # the wallets opened at registration, at zero
+    assert {
+        b["balance"]["currency"]: b["balance"].get("amount_cents", "0") for b in empty.json["balances"]
+    } == {
+        "KES": "0",
+        "USD": "0",
+    }
     await move(surface, user.user_id, 10_000_00)
     await move(surface, user.user_id, 40_00, currency=Currency.USD)
 
