@@ -9,6 +9,7 @@ uvloop is not built for (Windows): nothing in PenPay depends on which loop runs 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -32,8 +33,18 @@ def loop_factory(name: EventLoopName | None = None) -> Callable[[], asyncio.Abst
 def run(main: Coroutine[Any, Any, T], *, name: EventLoopName | None = None) -> T:
     """`asyncio.run(main)` on the chosen loop (asyncio.Runner: the same shutdown of tasks,
     async generators and the default executor)."""
+    _collect_less()
     with asyncio.Runner(loop_factory=loop_factory(name)) as runner:
         return runner.run(main)
+
+
+def _collect_less() -> None:
+    """What the imports built (modules, SQLAlchemy's tables, protobuf descriptors) lives as long
+    as the process: frozen, no collection walks it again; and the youngest generation collected
+    every 20,000 allocations instead of 700 (a unit of work allocates thousands of short-lived,
+    acyclic objects, which reference counting frees anyway)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def _configured() -> EventLoopName:
