@@ -51,6 +51,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -132,6 +133,7 @@ class EventConsumer:
         self._wants: dict[str, Callable[[EventEnvelope], bool]] = {}
         self._started = False
         self._next_claim = 0.0  # time.monotonic() from which XAUTOCLAIM is worth a round trip again
+        self._running: dict[str, asyncio.Task[Outcome]] = {}  # run()'s: message id -> its handling
 
     # --- registration -------------------------------------------------------------------
 
@@ -265,7 +267,7 @@ class EventConsumer:
         handled at once; the messages settled in one turn of the loop are acknowledged together
         (one XACK per stream). On stop, what is running is finished and acknowledged."""
         log.info("consumer.started", group=self.group, consumer=self.consumer, streams=self.streams)
-        running: dict[str, asyncio.Task[Outcome]] = {}  # message id -> its handling
+        running = self._running  # message id -> its handling
         newest: dict[str, asyncio.Task[Outcome]] = {}  # aggregate -> its latest handling
         settled: list[tuple[Delivery, Outcome]] = []
         acking: list[asyncio.Task[None]] = []
@@ -325,6 +327,17 @@ class EventConsumer:
             if settled:
                 await acknowledge()
         log.info("consumer.stopped", group=self.group, consumer=self.consumer)
+
+    def queue_delay(self) -> timedelta:
+        """How long the oldest message run() is handling now waited since it was written (its
+        stream id's milliseconds; the clock's, as the bus stamps them): what an event written now
+        may wait before its handler runs. Zero when nothing is being handled."""
+        stamps = [_written_ms(message_id) for message_id in self._running]
+        oldest = min((ms for ms in stamps if ms is not None), default=None)
+        if oldest is None:
+            return timedelta(0)
+        waited = self._clock.now().timestamp() * 1000 - oldest
+        return timedelta(milliseconds=max(waited, 0.0))
 
     # --- one delivery -------------------------------------------------------------------
 
@@ -436,3 +449,9 @@ class EventConsumer:
             dead_id=dead_id,
             deliveries=delivery.delivery_count,
         )
+
+
+def _written_ms(message_id: str) -> int | None:
+    """A stream id's time part (`<ms>-<seq>`), or None for an id of another form."""
+    head, _, _ = message_id.partition("-")
+    return int(head) if head.isdigit() else None

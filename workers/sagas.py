@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -156,10 +157,16 @@ class Sweeper:
         event_grace: timedelta | None = None,
         report_every: timedelta = timedelta(seconds=30),
         clock: Clock | None = None,
+        queue_delay: Callable[[], timedelta] | None = None,
     ) -> None:
         self._engine = engine
         self._saga = saga
         self.min_age = min_age
+        # How long an event waits now before its handler runs (the worker's consumer): a
+        # transaction younger than that may well have its event still queued, so it is not
+        # taken as unowned. A saturated worker's sweeper advanced the queued ones itself, and
+        # their events then met the work done: reads and rollbacks for nothing (issue 19).
+        self._queue_delay = queue_delay or (lambda: timedelta(0))
         # How long a transaction saved without the saga's word is left to the event that save wrote
         # (or to the advance that goes on from it) before a sweeper takes it as unowned: under load
         # a sweeper that looked sooner met its owner's advance, and found it locked or done.
@@ -180,16 +187,17 @@ class Sweeper:
         the last stopped, and starts again from the oldest after the end), skipping those still
         quiet; returns how many were advanced."""
         now = self._clock.now()
+        queued = self._queue_delay()
         found, self._position = await stale_transaction_ids(
             self._engine,
-            untouched_since=now - self.min_age,
+            untouched_since=now - max(self.min_age, queued),
             limit=self.batch,
             after=self._position,
             # what the saga said has nothing to do before a later time is not read to find it waiting
             now=now,
             quiet_since=now - self.max_quiet,
             # what the saga saved without a word is its owner's (an event, a running advance) a while
-            unclaimed_since=now - self.event_grace,
+            unclaimed_since=now - max(self.event_grace, queued),
         )
         due = [tx_id for tx_id, updated_at in found if not self._still_quiet(tx_id, updated_at, now)]
 

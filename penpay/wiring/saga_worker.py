@@ -85,6 +85,7 @@ def build_saga_worker(
             event_grace=timedelta(seconds=s.sweeper_event_grace),
             interval=s.sweeper_interval,
             clock=core.clock,
+            queue_delay=worker.saga_consumer.queue_delay if worker.saga_consumer is not None else None,
         )
         worker.loops.append(worker.sweeper.run)
     return worker

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from application.payments.decisions import Action
 from application.payments.floats import fund_float
 from domain.payments.status import TransactionStatus as S
+from domain.shared.clock import FixedClock
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
 from persistence.engine import create_engine
@@ -270,6 +271,27 @@ async def test_the_sweeper_leaves_a_transaction_another_worker_holds_to_it(stack
         assert advanced.busy and advanced.actions == ()  # not waited for, nothing done
     assert (await stack.get(tx.id)).status is S.PENDING
     assert (await stack.settle(tx.id)).status is S.COMPLETED
+
+
+async def test_the_sweeper_leaves_what_may_still_be_queued_for_the_worker_s_consumer(stack: Stack) -> None:
+    user = await stack.user()
+    tx = await stack.deposit(user, 1_300)  # PENDING: its wake-up is not pumped (queued)
+    created = (await stack.get(tx.id)).updated_at
+    queued = timedelta(seconds=30)  # what an event waits now before the worker's consumer runs it
+
+    def sweeper(delay: timedelta) -> Sweeper:
+        return Sweeper(
+            stack.engine,
+            stack.saga,
+            min_age=timedelta(seconds=1),
+            clock=FixedClock(created + timedelta(seconds=10)),  # older than min_age
+            queue_delay=lambda: delay,
+        )
+
+    assert await sweeper(queued).sweep_once() == 0  # its event may still be on the way: left to it
+    assert (await stack.get(tx.id)).status is S.PENDING
+    assert await sweeper(timedelta(0)).sweep_once() == 1  # nothing queued: taken as unowned
+    assert (await stack.get(tx.id)).status is not S.PENDING
 
 
 async def test_a_wake_up_for_a_transaction_being_advanced_joins_its_owner(stack: Stack) -> None:

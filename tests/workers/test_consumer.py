@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client import REGISTRY
 from redis import asyncio as aioredis
 from sqlalchemy import func, select
 
+from domain.shared.clock import FixedClock
 from domain.shared.ids import new_uuid7
 from penpay import cli
 from persistence.tables import processed_events
@@ -21,6 +23,7 @@ from tests.workers.conftest import STREAM, Backend, audit_count, insert_events
 from workers.bus import MessageBus
 from workers.consumer import EventConsumer, Outcome
 from workers.envelope import EventEnvelope
+from workers.memory_bus import InProcessBus
 from workers.relay import OutboxRelay
 
 pytestmark = pytest.mark.integration
@@ -346,3 +349,34 @@ async def test_a_slow_handler_holds_up_only_its_own_aggregate(backend: Backend) 
         await asyncio.wait_for(running, 10)
     assert handled == [str(other["id"]), str(first["id"]), str(second["id"])]
     assert await backend.bus.pending_count(STREAM, group) == 0
+
+
+async def test_the_queue_delay_is_how_long_the_oldest_message_being_handled_waited(
+    sqlite_memory: Backend,
+) -> None:
+    clock = FixedClock(datetime(2026, 12, 7, 9, 0, tzinfo=UTC))
+    bus = InProcessBus(clock=clock)  # stamps its ids with this clock, as Redis with its own
+    group, started, release = group_name(), asyncio.Event(), asyncio.Event()
+    engine = sqlite_memory.engine
+    runtime = EventConsumer(bus, engine, group=group, streams=[STREAM], block_ms=20, clock=clock)
+
+    async def handle(event: EventEnvelope) -> None:
+        started.set()
+        await release.wait()
+
+    runtime.register_standalone("TestHappened", handle, inbox=False)
+    await runtime.start()
+    assert runtime.queue_delay() == timedelta(0)  # nothing handled
+    await insert_events(sqlite_memory.engine)
+    await OutboxRelay(sqlite_memory.engine, bus).drain()  # written at 9:00:00
+    stop = asyncio.Event()
+    running = asyncio.create_task(runtime.run(stop))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        clock.advance(timedelta(seconds=3))
+        assert runtime.queue_delay() == timedelta(seconds=3)
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    assert runtime.queue_delay() == timedelta(0)
