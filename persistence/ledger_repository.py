@@ -176,9 +176,11 @@ class SqlLedgerRepository:
         code = _code(kind, currency, user_id)
         found = known.get(code)
         if found is None:
-            found = (await self.get_or_create_account(kind=kind, currency=currency, user_id=user_id)).id
+            account = await self.get_or_create_account(kind=kind, currency=currency, user_id=user_id)
+            found = account.id
             if code not in self._created:
                 known[code] = found
+                self._remember([account])  # what describe_accounts needs, read already
         return found
 
     async def get_accounts_for_update(

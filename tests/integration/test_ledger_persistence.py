@@ -198,6 +198,39 @@ async def test_an_account_id_is_remembered_once_committed_never_from_a_rolled_ba
         assert await uow.ledger.account_id(kind=kind, currency=currency) == created
 
 
+async def test_an_account_looked_up_by_its_code_is_described_without_another_read(
+    engine: AsyncEngine,
+) -> None:
+    from sqlalchemy import event
+
+    from domain.wallet.account_kind import AccountKind
+    from domain.wallet.money import Currency
+
+    wallet, _ = await wallet_and_float(engine)
+    # another process: nothing of these accounts known yet
+    fresh = create_engine(engine.url.render_as_string(hide_password=False))
+    sent: list[str] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if not statement.upper().startswith("BEGIN"):  # SQLite's own
+            sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(fresh.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        async with SqlUnitOfWork(fresh) as uow:
+            found = await uow.ledger.account_id(
+                kind=AccountKind.USER_WALLET, currency=Currency.KES, user_id=wallet.user_id
+            )
+            assert found == wallet.id and sent == ["SELECT"]  # its code read it
+            described = await uow.ledger.describe_accounts([found])
+        assert sent == ["SELECT"]  # and what it is came with that read
+        assert described[found].kind is AccountKind.USER_WALLET
+        assert described[found].currency is Currency.KES
+    finally:
+        event.remove(fresh.sync_engine, "before_cursor_execute", on_execute)
+        await fresh.dispose()
+
+
 async def test_postings_booked_together_are_written_in_order_with_one_balance_each(
     engine: AsyncEngine,
 ) -> None:
