@@ -286,7 +286,7 @@ async def _reset_digests(url: str) -> bool:
     return True
 
 
-async def _top_digests(url: str, per: int, limit: int = 25) -> list[str]:
+async def _top_digests(url: str, per: int, limit: int = 40) -> list[str]:
     """The most frequent statements since `_reset_digests`, per completed transaction."""
     from sqlalchemy import text
 

@@ -447,6 +447,23 @@ WITHDRAWAL_RULES: tuple[Rule, ...] = (
                 "B2C not accepted yet: send again with the same id",
             ),
             (
+                # Never accepted (no ConversationID) and Transaction Status never found it: M-Pesa
+                # has not got it (one it had would refuse the same id as a duplicate), so it goes
+                # again now rather than to a person. Waiting for call_grace let the queries run out
+                # first, every time: the soak's payouts stuck in review, unpaid, and a person's
+                # RETRY only ran out the queries again.
+                status,
+                _all(
+                    guard,
+                    _evidence(_b2c, E.SENT),
+                    lambda v, p: not v.disbursement_accepted,
+                    _exhausted(Step.B2C_QUERY),
+                    lambda v, p: not _exhausted(Step.B2C)(v, p),
+                ),
+                Action.SEND_B2C,
+                "Transaction Status never found the B2C: send again with the same id",
+            ),
+            (
                 status,
                 _all(guard, _evidence(_b2c, E.SENT, E.SUCCEEDED, E.UNKNOWN), _exhausted(Step.B2C_QUERY)),
                 Action.REVIEW,

@@ -170,6 +170,10 @@ class SagaSteps(Protocol):
         """The attempt just started was held back unsent: take it back, and wait until `until`."""
         ...
 
+    async def reset(self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str) -> None:
+        """`step`'s attempts start over (a new send's outcome gets its own queries)."""
+        ...
+
     def look_again_at(self, transaction_id: TransactionId, at: datetime) -> None:
         """Nothing for time alone to do before `at` (decisions.next_due of the state being saved):
         written with the transaction's next save in this unit of work, and the sweepers pass over it

@@ -798,6 +798,9 @@ class SagaRunner:
             tx.mpesa_disbursement_sent(originator_conversation_id=originator_conversation_id(tx.id), now=now)
             self._promise(uow, tx, _started(steps, Step.B2C, now, decision.reason))
             await uow.transactions.save(tx)
+        elif steps.get(Step.B2C_QUERY.value) is not None:
+            # Sent again: this send's outcome gets Transaction Status's whole budget of its own.
+            await uow.saga_steps.reset(tx.id, Step.B2C_QUERY.value, now=now, detail=decision.reason)
         await uow.saga_steps.start(tx.id, Step.B2C, now=now, detail=decision.reason)
         self._checkpoint("withdrawal.b2c.before_commit")
         await uow.commit()

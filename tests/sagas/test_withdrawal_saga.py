@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import pytest
 
 from application.payments.errors import DerivBusy, VerificationCodeRejected
@@ -284,3 +287,35 @@ async def test_a_withdrawal_stored_pending_before_its_code_was_asked_for_asks_ag
 
     assert again.id == pending.id
     assert again.status is S.AWAITING_WITHDRAWAL_CODE
+
+
+async def test_a_payout_m_pesa_never_got_is_sent_again_with_its_id_when_transaction_status_finds_nothing(
+    stack: Stack,
+) -> None:
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    # The B2C's answer is an error M-Pesa gives before it carries anything out: the outcome is
+    # unknown to PenPay (no ConversationID), and Transaction Status never finds the payout.
+    async with stack.http.post(
+        f"{stack.mpesa_sim.base_url}/__control__/faults",
+        json={"kind": "internal_error", "api": "b2c", "count": 1},
+    ) as response:
+        assert response.status in (200, 201), await response.text()
+    # A grace for a send in flight longer than Transaction Status takes to run out of attempts (as
+    # in the soak's settings): the send again after that grace never came before the queries ran out.
+    policy, stack.saga.policy = stack.saga.policy, replace(stack.saga.policy, call_grace=timedelta(minutes=5))
+    try:
+        await confirm(stack, user, tx.id)
+        done = await stack.settle(tx.id, timeout=60)
+    finally:
+        stack.saga.policy = policy
+
+    # sent again under the same OriginatorConversationID once the queries ran out: paid once, no
+    # person needed (it went to review, unpaid, and a person's RETRY ran the queries out again)
+    assert done.status is S.COMPLETED, done.failure_reason
+    payouts = [r for r in (await stack.mpesa_books())["b2c"]["transactions"] if r["paid"]]
+    assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
+    async with stack.uow() as uow:
+        steps = await uow.saga_steps.get(tx.id)
+    assert steps["b2c"].attempts == 2
+    await stack.assert_consistent()

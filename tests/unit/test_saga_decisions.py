@@ -144,6 +144,28 @@ def test_a_b2c_payout_follows_the_evidence(evidence: str, accepted: bool, age: f
     assert decide(v, POLICY).action is action
 
 
+def test_a_b2c_m_pesa_never_accepted_is_sent_again_once_transaction_status_never_found_it() -> None:
+    queried_out = {**step(Step.B2C, attempts=1, ago=5), **step(Step.B2C_QUERY, attempts=POLICY.max_attempts)}
+
+    def decided(*, accepted: bool, sends: int, evidence: str = "SENT") -> Action:
+        steps = {**queried_out, **step(Step.B2C, attempts=sends, ago=5)}
+        v = view(
+            WITHDRAWAL,
+            S.MPESA_DISBURSEMENT_SENT,
+            age=120,
+            mpesa_disbursement=evidence,
+            disbursement_accepted=accepted,
+            steps=steps,
+        )
+        return decide(v, POLICY).action
+
+    # not accepted, sends left: the same OriginatorConversationID again, not a person (it was REVIEW)
+    assert decided(accepted=False, sends=1) is Action.SEND_B2C
+    assert decided(accepted=False, sends=POLICY.max_attempts) is Action.REVIEW  # sends used up
+    assert decided(accepted=True, sends=1) is Action.REVIEW  # accepted: its outcome is M-Pesa's
+    assert decided(accepted=True, sends=1, evidence="SUCCEEDED") is Action.REVIEW
+
+
 def test_a_refund_already_started_is_resolved_by_its_id() -> None:
     v = view(
         WITHDRAWAL, S.MPESA_DISBURSEMENT_SENT, mpesa_disbursement="FAILED", steps=step(Step.REFUND, ago=40)
