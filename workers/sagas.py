@@ -187,7 +187,8 @@ class Sweeper:
         the last stopped, and starts again from the oldest after the end), skipping those still
         quiet; returns how many were advanced."""
         now = self._clock.now()
-        queued = self._queue_delay()
+        # at most max_quiet: a handler stuck on a slow call must not keep this sweeper off for longer
+        queued = min(self._queue_delay(), self.max_quiet)
         found, self._position = await stale_transaction_ids(
             self._engine,
             untouched_since=now - max(self.min_age, queued),

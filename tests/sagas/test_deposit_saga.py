@@ -279,18 +279,21 @@ async def test_the_sweeper_leaves_what_may_still_be_queued_for_the_worker_s_cons
     created = (await stack.get(tx.id)).updated_at
     queued = timedelta(seconds=30)  # what an event waits now before the worker's consumer runs it
 
-    def sweeper(delay: timedelta) -> Sweeper:
+    def sweeper(delay: timedelta, *, age: timedelta = timedelta(seconds=10)) -> Sweeper:
         return Sweeper(
             stack.engine,
             stack.saga,
-            min_age=timedelta(seconds=1),
-            clock=FixedClock(created + timedelta(seconds=10)),  # older than min_age
+            min_age=timedelta(seconds=1),  # the deposit is older than that
+            max_quiet=timedelta(seconds=60),
+            clock=FixedClock(created + age),
             queue_delay=lambda: delay,
         )
 
     assert await sweeper(queued).sweep_once() == 0  # its event may still be on the way: left to it
+    # a handler stuck for an hour keeps the sweeper off no longer than max_quiet
+    assert await sweeper(timedelta(hours=1), age=timedelta(seconds=59)).sweep_once() == 0
     assert (await stack.get(tx.id)).status is S.PENDING
-    assert await sweeper(timedelta(0)).sweep_once() == 1  # nothing queued: taken as unowned
+    assert await sweeper(timedelta(hours=1), age=timedelta(seconds=61)).sweep_once() == 1
     assert (await stack.get(tx.id)).status is not S.PENDING
 
 
