@@ -316,8 +316,36 @@ class SqlLedgerRepository:
     async def save_accounts(self, accounts: Iterable[LedgerAccount]) -> None:
         """Every balance in one UPDATE (a CASE per column), each row matched with the version it
         was read at: fewer rows matched than accounts given means one changed meanwhile."""
+        await self._write_balances(accounts, {})
+
+    def keeps_floor(self, account_id: LedgerAccountId, change_minor: int, floor_minor: int) -> bool:
+        guess = _FLOOR_GUESSES.get(self._connection.sync_engine, {}).get(account_id)
+        return guess is not None and guess + change_minor >= floor_minor
+
+    def change_last(
+        self,
+        changes: Mapping[LedgerAccountId, tuple[int, int]],
+        held: Iterable[LedgerAccount],
+    ) -> None:
+        if self._last is not None:
+            raise RuntimeError("one change_last per unit of work: book the postings together")
+        self._last = (dict(changes), list(held))
+
+    async def write_last(self) -> None:
+        """change_last's statement: the held balances (as save_accounts) and each change added to
+        its account's balance where that keeps the floor, in one UPDATE. Sent last, just before
+        COMMIT, it takes the accounts' row locks for that instant only."""
+        last, self._last = self._last, None
+        if last is not None:
+            await self._write_balances(last[1], last[0])
+
+    async def _write_balances(
+        self, accounts: Iterable[LedgerAccount], changes: Mapping[LedgerAccountId, tuple[int, int]]
+    ) -> None:
+        """`accounts` (held: version-checked, their rolled-in changes deleted) and `changes`
+        ((change, floor) per unheld account, applied where the floor holds), in one UPDATE."""
         changed = list({account.id: account for account in accounts}.values())
-        if not changed:
+        if not changed and not changes:
             return
         old: dict[LedgerAccountId, int] = {}
         for account in changed:
@@ -330,7 +358,7 @@ class SqlLedgerRepository:
             # locked by unrolled_for_update, so all still there: now part of the balance saved
             await self._connection.execute(_DELETE_ROLLED, {"ids": rolled_in})
         now: datetime = self._clock.now()
-        if len(changed) == 1:
+        if len(changed) == 1 and not changes:
             account = changed[0]
             result = await self._connection.execute(
                 _UPDATE_BALANCE,
@@ -344,71 +372,41 @@ class SqlLedgerRepository:
             )
         else:
             a = ledger_accounts.c
+            matched = [(a.id == acc.id.value) & (a.version == old[acc.id]) for acc in changed]
+            matched += [
+                (a.id == i.value) & (a.balance_cents + c >= floor) for i, (c, floor) in changes.items()
+            ]
             result = await self._connection.execute(
                 update(ledger_accounts)
-                .where(or_(*[(a.id == acc.id.value) & (a.version == old[acc.id]) for acc in changed]))
+                # the ids first: a range of the primary key, so no other row is read (and locked)
+                .where(
+                    a.id.in_([acc.id.value for acc in changed] + [i.value for i in changes]), or_(*matched)
+                )
                 .values(
-                    balance_cents=case(*[(a.id == acc.id.value, acc.balance_minor) for acc in changed]),
-                    version=case(*[(a.id == acc.id.value, acc.version) for acc in changed]),
+                    balance_cents=case(
+                        *[(a.id == acc.id.value, acc.balance_minor) for acc in changed],
+                        *[(a.id == i.value, a.balance_cents + c) for i, (c, _) in changes.items()],
+                    ),
+                    version=case(
+                        *[(a.id == acc.id.value, acc.version) for acc in changed], else_=a.version + 1
+                    ),
                     updated_at=now,
                 )
             )
-        if result.rowcount != len(changed):
-            codes = ", ".join(account.code for account in changed)
-            raise ConcurrentModification(f"an account of {codes} changed since it was read")
         guesses = _FLOOR_GUESSES.setdefault(self._connection.sync_engine, {})
+        if result.rowcount != len(changed) + len(changes):
+            codes = ", ".join(account.code for account in changed)
+            if not changes:
+                raise ConcurrentModification(f"an account of {codes} changed since it was read")
+            for account_id in changes:
+                guesses.pop(account_id, None)  # the next booking locks and reads it
+            raise FloorNotKept(
+                f"an account booked without a lock would not keep its floor (or one of {codes} moved)"
+            )
         for account in changed:
             self._loaded_versions[account.id] = account.version
             if account.id in guesses:
                 guesses[account.id] = account.balance_minor
-
-    def keeps_floor(self, account_id: LedgerAccountId, change_minor: int, floor_minor: int) -> bool:
-        guess = _FLOOR_GUESSES.get(self._connection.sync_engine, {}).get(account_id)
-        return guess is not None and guess + change_minor >= floor_minor
-
-    def change_last(
-        self,
-        changes: Mapping[LedgerAccountId, tuple[int, int]],
-        held: Iterable[LedgerAccount],
-    ) -> None:
-        if self._last is not None:
-            raise RuntimeError("one change_last per unit of work: book the postings together")
-        self._last = (dict(changes), list({account.id: account for account in held}.values()))
-
-    async def write_last(self) -> None:
-        """change_last's statement: the held balances (version-checked, as save_accounts) and
-        each change added to its account's balance where that keeps the floor, in one UPDATE.
-        Sent last, just before COMMIT, it takes the accounts' row locks for that instant only."""
-        last, self._last = self._last, None
-        if last is None:
-            return
-        changes, held = last
-        a = ledger_accounts.c
-        for account in held:
-            if account.id not in self._loaded_versions:
-                raise ConcurrentModification(f"account {account.code} was not loaded for update")
-        matched = [(a.id == acc.id.value) & (a.version == self._loaded_versions[acc.id]) for acc in held]
-        matched += [(a.id == i.value) & (a.balance_cents + c >= floor) for i, (c, floor) in changes.items()]
-        result = await self._connection.execute(
-            update(ledger_accounts)
-            # the ids first: a range of the primary key, so no other row is read (and locked)
-            .where(a.id.in_([acc.id.value for acc in held] + [i.value for i in changes]), or_(*matched))
-            .values(
-                balance_cents=case(
-                    *[(a.id == acc.id.value, acc.balance_minor) for acc in held],
-                    *[(a.id == i.value, a.balance_cents + c) for i, (c, _) in changes.items()],
-                ),
-                version=case(*[(a.id == acc.id.value, acc.version) for acc in held], else_=a.version + 1),
-                updated_at=self._clock.now(),
-            )
-        )
-        guesses = _FLOOR_GUESSES.setdefault(self._connection.sync_engine, {})
-        if result.rowcount != len(held) + len(changes):
-            for account_id in changes:
-                guesses.pop(account_id, None)  # the next booking locks and reads it
-            raise FloorNotKept(f"{len(changes)} account(s) booked without a lock would not keep their floor")
-        for account in held:
-            self._loaded_versions[account.id] = account.version
         for account_id, (change, _) in changes.items():
             if account_id in guesses:
                 guesses[account_id] += change

@@ -5,6 +5,7 @@ nothing and the next booking locks the float."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -157,3 +158,43 @@ async def test_without_floors_the_float_is_held_as_ever(fresh_mariadb_url: str) 
             await uow.commit()
     finally:
         await engine.dispose()
+
+
+async def test_a_float_held_and_rolled_in_beside_one_written_last_keeps_its_rolled_changes_once(
+    engine: AsyncEngine,
+) -> None:
+    from application.ledger import book_all
+    from domain.wallet.money import Currency
+    from persistence.tables import ledger_balance_deltas
+
+    kes_wallet, kes_float = await wallet_and_float(engine)
+    await fund(engine, kes_wallet, kes_float, 100_00)  # a change left to the roll-up: balance_cents 0
+    usd_wallet, usd_float = await known_float_in(engine, Currency.USD)  # this process knows it: 90.00
+
+    async with SqlUnitOfWork(engine) as uow:
+        held = await book_all(
+            uow,
+            [pay_out(kes_wallet, kes_float, 30_00), pay_out(usd_wallet, usd_float, 10_00)],
+            keep_above={AccountKind.MPESA_FLOAT: 0},
+        )
+        assert kes_float.id in held and usd_float.id not in held  # one held (and rolled in), one last
+        await uow.commit()
+
+    async with engine.connect() as connection:
+        pending = (
+            await connection.execute(
+                select(func.count()).where(ledger_balance_deltas.c.account_id == kes_float.id.value)
+            )
+        ).scalar_one()
+    # the 100.00 rolled into the balance saved, and its pending row gone with it: counted once
+    assert (await stored(engine, kes_float))[0] == 70_00 and pending == 0
+    assert (await stored(engine, usd_float))[0] == 80_00
+
+
+async def known_float_in(engine: AsyncEngine, currency: Any) -> tuple[LedgerAccount, LedgerAccount]:
+    wallet, float_account = await wallet_and_float(engine, currency)
+    await fund(engine, wallet, float_account, 100_00)
+    async with SqlUnitOfWork(engine) as uow:
+        await book(uow, pay_out(wallet, float_account, 10_00), keep_above=FLOORS)
+        await uow.commit()
+    return wallet, float_account
