@@ -29,7 +29,7 @@ from mpesa_adapter.callback_store import BALANCE_QUERY_ANSWERED, BALANCE_QUERY_S
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.confirmer import CallbackConfirmer
 from mpesa_adapter.payout_checks import PayoutChecks, payout_record
-from mpesa_adapter.pull_transactions import PullFailed
+from mpesa_adapter.pull_reads import PullReads
 from persistence.tables import audit_logs, audit_pending
 
 # B2C pays from the Utility Account, and collections land there in PenPay's set-up: the float mirrors it.
@@ -60,8 +60,7 @@ class DarajaReconciliationReads:
         *,
         inbox: SqlCallbackInbox,  # the composition root's (penpay.bootstrap.callback_inbox)
         clock: Clock,
-        nominated_number: str,
-        pull_callback_url: str,
+        pulls: PullReads,  # the composition root's (penpay.bootstrap.pull_reads)
         balance_wait: float = 30.0,
     ) -> None:
         self._client = client
@@ -69,27 +68,18 @@ class DarajaReconciliationReads:
         self._store = inbox
         self._clock = clock
         self._confirmer = CallbackConfirmer(client, self._store)
-        self._nominated = nominated_number
-        self._pull_callback = pull_callback_url
+        self._pulls = pulls
         self._balance_wait = balance_wait
         self._payouts = PayoutChecks(client, engine, wait=balance_wait)
-        self._registered: set[str] = set()
 
     async def pulled_c2b(self, start: datetime, end: datetime) -> list[ProviderRecord]:
         """The C2B payments of every shortcode PenPay collects under (STK pushes and the paybill may
         be separate shortcodes, each with its own list), each record tagged with its shortcode."""
         records: list[ProviderRecord] = []
-        for shortcode in self._client.pull_shortcodes:
+        for shortcode in self._pulls.shortcodes:
             try:
-                if shortcode not in self._registered:
-                    await self._client.pull_register(
-                        nominated_number=self._nominated,
-                        callback_url=self._pull_callback,
-                        shortcode=shortcode,
-                    )
-                    self._registered.add(shortcode)
-                pulled = await self._client.pull_transactions(start, end, shortcode=shortcode)
-            except (PullFailed, errors.MpesaAdapterError) as failed:
+                pulled = await self._pulls.pulled(start, end, shortcode=shortcode)
+            except errors.MpesaAdapterError as failed:
                 raise ProviderReadFailed(MPESA_C2B, f"shortcode {shortcode}: {failed}") from None
             records += [
                 ProviderRecord(

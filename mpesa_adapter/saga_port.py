@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from application.payments.errors import CallDeferred, CallOutcomeUnknown, CallRefused, CallUnavailable
 from application.payments.ports import StkPushAccepted, Verdict
+from application.review.lost_push import push_reference
 from domain.payments.stk_evidence import StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
@@ -40,8 +41,7 @@ QUOTA_RETRY_AFTER = 300.0
 
 
 def account_reference(tx_id: TransactionId) -> str:
-    # Daraja allows 12 alphanumerics; the head of a UUIDv7 is its timestamp, so take the tail.
-    return tx_id.value.hex[-12:].upper()
+    return push_reference(tx_id)  # the review queue looks a lost push up by it
 
 
 __all__ = ["SETUP_ERROR_ALERT", "DarajaMpesaGateway", "account_reference"]

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mpesa_adapter.callback_store import SqlCallbackInbox
     from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.config import DarajaConfig
+    from mpesa_adapter.pull_reads import PullReads
     from mpesa_adapter.shared_token import RedisTokenCache
     from security.access_tokens import RsaAccessTokens
     from security.passwords import Argon2idHasher
@@ -116,6 +117,18 @@ def daraja_client(
     if tokens is not None:
         on_close(tokens.close)
     return client
+
+
+def pull_reads(settings: Settings, client: DarajaClient) -> PullReads:
+    """Pull Transactions of PenPay's shortcodes over `client`, registered under the nominated
+    number and PenPay's callback base URL (reconciliation and the review queue read it)."""
+    from mpesa_adapter.pull_reads import PullReads
+
+    return PullReads(
+        client,
+        nominated_number=settings.mpesa_pull_nominated_number,
+        callback_url=f"{settings.mpesa_callback_base_url.rstrip('/')}/pulltransactions",
+    )
 
 
 def deriv_transfer_limits(settings: Settings) -> DerivTransferLimits:

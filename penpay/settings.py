@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     reconcile_balance_wait: float = 30.0  # the longest wait for Account Balance's result callback
     # Pull Transactions registration: the Safaricom number nominated for the shortcode
     mpesa_pull_nominated_number: str = "254708374149"
+    # A deposit whose STK push's answer was lost is failed in review only this long (seconds) after
+    # it went to review: until then the customer may still pay and M-Pesa's list may still lag.
+    review_lost_push_wait: float = Field(default=600.0, ge=0)
     # Fault injection for crash tests and chaos runs: kill -9 this process at a named saga
     # checkpoint (see application/payments/saga.py). Refused when app_env is production.
     crash_at: str | None = None

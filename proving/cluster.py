@@ -114,6 +114,8 @@ FAST_SAGA_ENV = {
     "PENPAY_SWEEPER_INTERVAL": "0.5",
     "PENPAY_SWEEPER_MIN_AGE": "1",
     "PENPAY_SWEEPER_EVENT_GRACE": "3",
+    # the simulator's customers pay within seconds of a push (callback delay plus a chaos delay)
+    "PENPAY_REVIEW_LOST_PUSH_WAIT": "30",
 }
 
 

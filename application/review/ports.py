@@ -124,6 +124,37 @@ class ReceiptCheck:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class PulledPayment:
+    """A C2B payment in M-Pesa's list of the STK shortcode (Pull Transactions)."""
+
+    receipt: str
+    amount_minor: int
+    reference: str  # the BillRefNumber: an STK push's AccountReference
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedPayment:
+    """A paid STK callback kept aside because it names a CheckoutRequestID no push of ours holds."""
+
+    checkout_request_id: str
+    merchant_request_id: str
+    receipt: str
+    amount_minor: int | None
+    phone_shown: str | None  # as the callback gave it, possibly masked
+
+
+@dataclass(frozen=True, slots=True)
+class LostPushRecords:
+    """What M-Pesa's own records show around a push whose answer (its CheckoutRequestID) was lost."""
+
+    pulled: tuple[PulledPayment, ...]  # every payment Pull Transactions lists in the window
+    parked: tuple[ParkedPayment, ...]  # paid STK callbacks parked since the push
+
+    def under(self, reference: str) -> tuple[PulledPayment, ...]:
+        return tuple(p for p in self.pulled if p.reference.strip().upper() == reference)
+
+
 class MpesaLookups(Protocol):
     async def stk_outcome(self, *, checkout_request_id: str, merchant_request_id: str | None) -> StkOutcome:
         """STK Query (read-only: no evidence row is written)."""
@@ -134,6 +165,17 @@ class MpesaLookups(Protocol):
         confirmed when M-Pesa's answer names that payout, its amount and ConversationID (the
         callback inbox then holds the payout as CONFIRMED with that receipt); denied when it names
         another payout, another amount, or no such transaction."""
+        ...
+
+    async def lost_push_records(self, *, since: datetime, until: datetime) -> LostPushRecords:
+        """Pull Transactions of the STK shortcode over [since, until] and the paid STK callbacks
+        parked since `since` (read-only). Raises application.payments.errors.CallUnavailable when
+        M-Pesa's list cannot be read now."""
+        ...
+
+    async def take_in_parked(self, checkout_request_id: str) -> bool:
+        """Apply the callbacks parked under this id to the push that now holds it (as the saga does
+        for a callback that beat the push's answer). True when one was taken in."""
         ...
 
 

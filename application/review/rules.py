@@ -130,7 +130,9 @@ def _fail(v: ReviewView, e: Evidence) -> str | None:
     if v.mpesa_request == E.CONFIRMED.value:
         return "the customer paid by M-Pesa: refund the deposit instead"
     if v.mpesa_request is None:
-        return "the STK push's answer was lost: M-Pesa may have charged the customer"
+        # The push's answer was lost: at approval, once the push can no longer be paid, M-Pesa's
+        # list must show no payment under its AccountReference (lost_push.judge_fail).
+        return None
     if v.deriv_transfer is not None:
         return "a Deriv transfer was recorded"
     if v.mpesa_request == E.SENT.value:
@@ -157,6 +159,13 @@ _OPEN = (E.SENT.value, E.SUCCEEDED.value, E.UNKNOWN.value)
 # (type, guard, retry): the first whose guard holds. Names of saga_steps (decisions.Step) as text:
 # rules.py stays free of the saga's module.
 RETRYABLE: tuple[tuple[T, Callable[[ReviewView], bool], Retry], ...] = (
+    (
+        T.DEPOSIT,
+        lambda v: v.mpesa_request is None and v.deriv_transfer is None and v.mpesa_disbursement is None,
+        # At approval, the callback parked for want of the push's CheckoutRequestID, whose receipt
+        # M-Pesa lists under the push's AccountReference, gives it (lost_push.judge_retry).
+        Retry("take in the payment M-Pesa lists under the lost push's reference", ("stk_query",)),
+    ),
     (
         T.DEPOSIT,
         lambda v: v.mpesa_disbursement == E.SENT.value and not v.disbursement_accepted,

@@ -17,7 +17,10 @@ import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+
+import structlog
 
 from application.ledger import book
 from application.payments import bookings
@@ -39,10 +42,12 @@ from application.review.errors import (
     ProposalNotOpen,
     ReviewActionNotFound,
 )
+from application.review.lost_push import judge_fail, judge_retry, push_reference
 from application.review.ports import (
     DerivLookups,
     DerivStatement,
     MpesaLookups,
+    ParkedPayment,
     Proposal,
     ReviewUnitOfWork,
     StatementLine,
@@ -50,7 +55,7 @@ from application.review.ports import (
     StkOutcome,
 )
 from application.review.rules import ActionKind, Evidence, ProposalStatus, ReviewView, refusal, retry_of
-from domain.payments.attachments import EvidenceStatus
+from domain.payments.attachments import EvidenceStatus, MpesaRequest
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
 from domain.shared.errors import InvalidValue
@@ -58,6 +63,13 @@ from domain.shared.ids import TransactionId, new_uuid7
 from domain.shared.json_value import JSONValue
 
 MAX_REASON = 255
+# How long after a deposit went to review its lost push may still be paid and listed by M-Pesa:
+# the customer's prompt lasts a minute or two; Pull Transactions may list a payment minutes late.
+LOST_PUSH_WAIT = timedelta(minutes=10)
+# M-Pesa's clock and ours may differ: its list is read from a little before the deposit began.
+CLOCK_MARGIN = timedelta(minutes=10)
+
+log = structlog.get_logger("penpay.review")
 
 
 def refund_originator_conversation_id(tx_id: TransactionId) -> str:
@@ -153,6 +165,7 @@ class Checked:
     denial: str | None = None  # why the provider's records refuse the proposal
     answer: JSONValue = None  # the provider's answer, for the audit record
     stk: StkOutcome | None = None  # STK Query proved a push unpaid
+    push: ParkedPayment | None = None  # the parked callback that gives a lost push its answer
 
 
 class ReviewService:
@@ -163,11 +176,13 @@ class ReviewService:
         deriv_statement: DerivStatement,
         deriv_lookups: DerivLookups,
         mpesa_lookups: MpesaLookups | None = None,
+        lost_push_wait: timedelta = LOST_PUSH_WAIT,
     ) -> None:
         self._uow = unit_of_work  # actor -> unit of work auditing as that actor
         self._deriv = deriv_statement
         self._lookups = deriv_lookups
         self._mpesa = mpesa_lookups  # None: the actions that need M-Pesa's word are refused
+        self._lost_push_wait = lost_push_wait
 
     # --- propose ----------------------------------------------------------------------------
 
@@ -232,8 +247,9 @@ class ReviewService:
                 raise FourEyesRequired("a proposal is approved by someone other than its proposer")
             tx = await uow.transactions.get(proposal.transaction_id)
             assert tx is not None  # a proposal references its transaction (foreign key)
+            asked_at = uow.clock.now()
 
-        checked = await self._check_evidence(tx, proposal)
+        checked = await self._check_evidence(tx, proposal, asked_at)
         line, denial = checked.line, checked.denial
         asked = tx
 
@@ -289,14 +305,31 @@ class ReviewService:
                 },
             )
             await uow.commit()
+        if checked.push is not None:
+            await self._take_in_parked(tx.id, checked.push.checkout_request_id)
         return executed
 
-    async def _check_evidence(self, tx: Transaction, proposal: Proposal) -> Checked:
+    async def _take_in_parked(self, tx_id: TransactionId, checkout_request_id: str) -> None:
+        """The parked callback, now that its push holds its CheckoutRequestID. Left parked (for the
+        callback queue) if this fails: the saga's STK Query settles the deposit without it."""
+        assert self._mpesa is not None
+        try:
+            await self._mpesa.take_in_parked(checkout_request_id)
+        except Exception as error:
+            log.warning(
+                "review.parked_callback_not_taken_in",
+                transaction_id=str(tx_id),
+                error_type=type(error).__name__,
+            )
+
+    async def _check_evidence(self, tx: Transaction, proposal: Proposal, now: datetime) -> Checked:
         """Ask the provider (no lock held)."""
         kind, deposit = proposal.kind, tx.type is TransactionType.DEPOSIT
         if kind is ActionKind.FAIL and not deposit:
             return await self._check_debit_not_executed(tx)
         request = tx.mpesa_request
+        if deposit and request is None and kind in (ActionKind.FAIL, ActionKind.RETRY):
+            return await self._check_lost_push(tx, kind, now)
         if kind is ActionKind.FAIL and request is not None and request.status == EvidenceStatus.SENT:
             return await self._check_not_paid(tx)
         if kind is ActionKind.RESOLVE_COMPLETED and deposit:
@@ -342,6 +375,41 @@ class ReviewService:
             why = "STK Query says the customer paid: money moved (retry the deposit so the saga credits it)"
             return Checked(denial=why, answer=answer)
         return Checked(answer=answer, stk=outcome)
+
+    async def _check_lost_push(self, tx: Transaction, kind: ActionKind, now: datetime) -> Checked:
+        """A push whose answer was lost: M-Pesa's list of payments under its AccountReference and the
+        callbacks parked for want of its CheckoutRequestID decide (application.review.lost_push)."""
+        if self._mpesa is None:
+            raise EvidenceUnavailable("M-Pesa cannot be asked from here; nothing changed")
+        if kind is ActionKind.FAIL:
+            # The push went before the deposit went to review (its call's grace ran out first).
+            payable_until = tx.updated_at + self._lost_push_wait
+            if now < payable_until:
+                raise EvidenceUnavailable(
+                    f"the lost push may still be paid and listed by M-Pesa until {payable_until:%H:%M:%S} "
+                    "UTC; nothing changed, approve again after it"
+                )
+        try:
+            records = await self._mpesa.lost_push_records(since=tx.created_at - CLOCK_MARGIN, until=now)
+        except CallUnavailable as error:
+            raise EvidenceUnavailable(
+                f"M-Pesa's list of payments cannot be read now ({error}); "
+                "nothing changed, approve again later"
+            ) from None
+        reference = push_reference(tx.id)
+        if kind is ActionKind.FAIL:
+            judged = judge_fail(records, reference=reference, amount=tx.amount, phone=tx.phone.value)
+        else:
+            judged = judge_retry(records, reference=reference, amount=tx.amount)
+        if judged.wait is not None:
+            raise EvidenceUnavailable(f"{judged.wait}; nothing changed, approve again later")
+        answer: JSONValue = {
+            "api": "pull_transactions",
+            "reference": reference,
+            "listed_under_reference": [p.receipt for p in records.under(reference)],
+            "checkout_request_id": judged.found.checkout_request_id if judged.found else None,
+        }
+        return Checked(denial=judged.denial, answer=answer, push=judged.found)
 
     async def _check_transfer(self, tx: Transaction, proposal: Proposal) -> Checked:
         try:
@@ -438,6 +506,21 @@ class ReviewService:
             tx.fail_after_review(f"failed in review: {proposal.reason}", now=now)
             return "failed: no money moved"
         if proposal.kind is ActionKind.RETRY:
+            if tx.type is TransactionType.DEPOSIT and tx.mpesa_request is None:
+                found = checked.push
+                if found is None:
+                    raise ActionNotPossible("M-Pesa's records gave the push no answer: approve again")
+                tx.lost_push_answer_found(
+                    MpesaRequest.sent(
+                        transaction_id=tx.id,
+                        checkout_request_id=found.checkout_request_id,
+                        merchant_request_id=found.merchant_request_id,
+                        phone=tx.phone,
+                        amount=tx.amount,
+                        now=now,
+                    ),
+                    now=now,
+                )
             retry = retry_of(view_of(tx))
             assert retry is not None  # the rules were asked under this lock
             detail = f"retry approved in review {proposal.id}"

@@ -75,10 +75,11 @@ CALLBACK_FAULTS: dict[str, tuple[str, ...]] = {
 # params.result_code) for another CheckoutRequestID and MerchantRequestID; B2C accepts the payment
 # and answers with another OriginatorConversationID and ConversationID.
 # `answer_lost`: the request is carried out, and its answer is lost on the way back (the client sees
-# 500.003.1001, an unknown outcome for a money-moving call): the crash case of a Reversal.
+# 500.003.1001, an unknown outcome for a money-moving call): the crash case of a Reversal, and an
+# STK push whose CheckoutRequestID never reaches PenPay (its callback comes, naming an unknown id).
 ANSWER_FAULTS: dict[str, tuple[str, ...]] = {
     "foreign_answer": ("stk_query", "b2c"),
-    "answer_lost": ("reversal",),
+    "answer_lost": ("stk", "reversal"),
 }
 # Pull Transactions answers a failed pull with HTTP 200 and ResponseCode 1001 (simulator/pull.py).
 PULL_FAULTS: dict[str, tuple[str, ...]] = {"pull_failure": ("pull_query",)}

@@ -66,7 +66,7 @@ def reconciliation(core: Core) -> Reconciliation:
     from datetime import timedelta
 
     from deriv_gateway.channel import gateway_channel
-    from penpay.bootstrap import callback_inbox, daraja_client
+    from penpay.bootstrap import callback_inbox, daraja_client, pull_reads
 
     s = core.settings
     closers: list[Callable[[], Awaitable[object]]] = []
@@ -79,8 +79,7 @@ def reconciliation(core: Core) -> Reconciliation:
             core.engine,
             inbox=callback_inbox(core),
             clock=core.clock,
-            nominated_number=s.mpesa_pull_nominated_number,
-            pull_callback_url=f"{s.mpesa_callback_base_url.rstrip('/')}/pulltransactions",
+            pulls=pull_reads(s, daraja),
             balance_wait=s.reconcile_balance_wait,
         ),
         GatewayDerivReads(channel, timeout=s.gateway_request_timeout + 10, rest=bool(s.deriv_rest_base_url)),

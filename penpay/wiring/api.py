@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -258,10 +259,12 @@ def build_api(
         # Only where this API moves money is M-Pesa configured; without it, the review actions
         # that need M-Pesa's word answer EVIDENCE_UNAVAILABLE.
         from mpesa_adapter.review_lookups import DarajaReviewLookups
-        from penpay.bootstrap import callback_inbox, daraja_client
+        from penpay.bootstrap import callback_inbox, daraja_client, pull_reads
 
         review_daraja = daraja_client(s, closers.append, clock=core.clock)
-        mpesa_lookups = DarajaReviewLookups(review_daraja, core.engine, inbox=callback_inbox(core))
+        mpesa_lookups = DarajaReviewLookups(
+            review_daraja, core.engine, inbox=callback_inbox(core), pulls=pull_reads(s, review_daraja)
+        )
         if mpesa_reversals is None:
             from mpesa_adapter.reversal import DarajaReversals
 
@@ -271,6 +274,7 @@ def build_api(
         deriv_statement=deriv_statement,
         deriv_lookups=deriv_statement,
         mpesa_lookups=mpesa_lookups,
+        lost_push_wait=timedelta(seconds=s.review_lost_push_wait),
     )
 
     wallet_queries = WalletQueries(SqlWalletReadModel(core.engine))

@@ -22,6 +22,7 @@ from domain.payments.status import TransactionStatus as S
 from domain.shared.clock import FixedClock
 from domain.shared.ids import TransactionId
 from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.pull_reads import PullReads
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.ops.v1 import ops_pb2 as pb
 from penpay.reconcile.wiring import ProviderReadsOverApis
@@ -58,8 +59,9 @@ async def reconcile(console: Console) -> RunReport:
                 stack.engine,
                 inbox=inbox_on(stack.engine, stack.clock),
                 clock=stack.clock,
-                nominated_number="254708374149",
-                pull_callback_url=f"{stack.callbacks.base_url}/pull",
+                pulls=PullReads(
+                    daraja, nominated_number="254708374149", callback_url=f"{stack.callbacks.base_url}/pull"
+                ),
                 balance_wait=10.0,
             ),
             GatewayDerivReads(channel, timeout=10.0),

@@ -20,6 +20,7 @@ from deriv_gateway.payments_client import GatewayDerivStatement
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
 from domain.shared.clock import FixedClock
 from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.pull_reads import PullReads
 from mpesa_adapter.reversal import DarajaReversals
 from mpesa_adapter.review_lookups import DarajaReviewLookups
 from penpay import bootstrap
@@ -51,9 +52,10 @@ class Review:
     channel: grpc.aio.Channel
     ops: ops_pb2_grpc.OpsServiceStub
     tokens: RoleAwareAccessTokens
+    clock: FixedClock  # the API's: NOW unless a test moves it
 
     def staff(self, name: str, *roles: str) -> tuple[tuple[str, str], ...]:
-        token, _ = self.tokens.issue_operator_token(operator=name, now=NOW, roles=roles)
+        token, _ = self.tokens.issue_operator_token(operator=name, now=self.clock.now(), roles=roles)
         return bearer(token)
 
     async def pay_by_hand(self, loginid: str, amount: str, description: str) -> dict[str, Any]:
@@ -100,7 +102,8 @@ async def review_stack(
                 grpc_addr="127.0.0.1:0",
                 gateway_addr=stack.gateway.address,
             )
-            core = bootstrap.bootstrap(settings, clock=FixedClock(NOW), pool_size=5)
+            clock = FixedClock(NOW)
+            core = bootstrap.bootstrap(settings, clock=clock, pool_size=5)
             gateway = grpc.aio.insecure_channel(stack.gateway.address)
             hasher = Argon2idHasher(FAST_FOR_TESTS)
             tokens = RoleAwareAccessTokens([SIGNING_KEY])
@@ -116,14 +119,23 @@ async def review_stack(
                 payments=None,
                 deriv_statement=GatewayDerivStatement(gateway, timeout=10.0),
                 mpesa_lookups=DarajaReviewLookups(
-                    daraja, core.engine, inbox=bootstrap.callback_inbox(core), polls=100, poll_interval=0.05
+                    daraja,
+                    core.engine,
+                    inbox=bootstrap.callback_inbox(core),
+                    pulls=PullReads(
+                        daraja,
+                        nominated_number="254708374149",
+                        callback_url=f"{stack.callbacks.base_url}/pull",
+                    ),
+                    polls=100,
+                    poll_interval=0.05,
                 ),
                 mpesa_reversals=DarajaReversals(daraja),
             )
             await api.server.start()
             channel = grpc.aio.insecure_channel(api.server.address)
             try:
-                yield Review(stack, api, core, channel, ops_pb2_grpc.OpsServiceStub(channel), tokens)
+                yield Review(stack, api, core, channel, ops_pb2_grpc.OpsServiceStub(channel), tokens, clock)
                 await stack.assert_consistent()
             finally:
                 await channel.close()

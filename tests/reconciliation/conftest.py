@@ -16,6 +16,7 @@ from application.reconciliation.service import Reconciler, RunReport
 from deriv_gateway.statement_client import GatewayDerivReads
 from domain.payments.status import TransactionStatus
 from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.pull_reads import PullReads
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.reconcile.wiring import ProviderReadsOverApis
 from persistence.reconciliation import SqlReconciliationStore
@@ -92,8 +93,11 @@ async def world(fresh_mariadb_url: str) -> AsyncIterator[World]:
                     stack.engine,
                     inbox=inbox_on(stack.engine, stack.clock),
                     clock=stack.clock,
-                    nominated_number="254708374149",
-                    pull_callback_url=f"{stack.callbacks.base_url}/pull",
+                    pulls=PullReads(
+                        daraja,
+                        nominated_number="254708374149",
+                        callback_url=f"{stack.callbacks.base_url}/pull",
+                    ),
                     balance_wait=10.0,
                 ),
                 GatewayDerivReads(channel, timeout=10.0, rest=True),

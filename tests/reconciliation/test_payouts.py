@@ -14,6 +14,7 @@ from application.reconciliation.ports import Item
 from application.reconciliation.rules import ItemClass
 from application.reconciliation.service import Reconciler
 from mpesa_adapter.callback_store import STATUS_CONFIRMED_AGAIN
+from mpesa_adapter.pull_reads import PullReads
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from penpay.reconcile.wiring import ProviderReadsOverApis
 from persistence.tables import audit_logs, audit_pending, mpesa_callback_reviews, mpesa_disbursements
@@ -89,8 +90,11 @@ async def test_a_payout_check_left_unanswered_is_asked_again_by_a_later_window(w
         world.stack.engine,
         inbox=inbox_on(world.stack.engine, world.stack.clock),
         clock=world.stack.clock,
-        nominated_number="254708374149",
-        pull_callback_url=f"{world.stack.callbacks.base_url}/pull",
+        pulls=PullReads(
+            mpesa._client,
+            nominated_number="254708374149",
+            callback_url=f"{world.stack.callbacks.base_url}/pull",
+        ),
         balance_wait=0.0,  # the answers are not waited for
     )
     hasty = Reconciler(ProviderReadsOverApis(impatient, ours._deriv), world.store)

@@ -14,6 +14,7 @@ from deriv_gateway.statement_client import GatewayDerivReads
 from domain.wallet.money import Currency
 from mpesa_adapter.balance_queries import ask_account_balances
 from mpesa_adapter.client import DarajaClient
+from mpesa_adapter.pull_reads import PullReads
 from mpesa_adapter.reconciliation_reads import DarajaReconciliationReads
 from mpesa_adapter.simulator.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE
 from penpay.reconcile.wiring import ProviderReadsOverApis
@@ -48,8 +49,11 @@ async def two_shortcodes(fresh_mariadb_url: str) -> AsyncIterator[World]:
                     stack.engine,
                     inbox=inbox_on(stack.engine, stack.clock),
                     clock=stack.clock,
-                    nominated_number="254708374149",
-                    pull_callback_url=f"{stack.callbacks.base_url}/pull",
+                    pulls=PullReads(
+                        daraja,
+                        nominated_number="254708374149",
+                        callback_url=f"{stack.callbacks.base_url}/pull",
+                    ),
                     balance_wait=10.0,
                 ),
                 GatewayDerivReads(channel, timeout=10.0),
