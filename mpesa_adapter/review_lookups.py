@@ -23,24 +23,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.payments.errors import CallUnavailable
-from application.payments.mpesa_evidence import UNKNOWN_ID
-from application.review.ports import (
-    LostPushRecords,
-    ParkedPayment,
-    PulledPayment,
-    ReceiptCheck,
-    StkAnswer,
-    StkOutcome,
-)
+from application.payments.lost_push import LostPushRecords
+from application.review.ports import ReceiptCheck, StkAnswer, StkOutcome
 from mpesa_adapter import errors
-from mpesa_adapter.callback_parsing import MalformedCallback, StkCallback, parse_stk_callback, strict_json
 from mpesa_adapter.callback_store import CONFIRMED, FAILED, REVIEW, SqlCallbackInbox
 from mpesa_adapter.confirmer import CallbackConfirmer, DarajaQueries
-from mpesa_adapter.pull_reads import PullReads
-from mpesa_adapter.review_table import mpesa_callback_reviews, review_tally
-from mpesa_adapter.routes import CallbackKind
+from mpesa_adapter.lost_push_reads import LostPushReads
+from mpesa_adapter.review_table import review_tally
 from mpesa_adapter.types import StkQueryStatus
-from persistence.callback_reviews import OPEN
 from persistence.tables import mpesa_disbursements
 
 log = logging.getLogger("penpay.mpesa.review")
@@ -58,14 +48,14 @@ class DarajaReviewLookups:
         engine: AsyncEngine,
         *,
         inbox: SqlCallbackInbox,  # the composition root's (penpay.bootstrap.callback_inbox)
-        pulls: PullReads | None = None,  # None: a lost push cannot be looked up from here
+        lost_push: LostPushReads | None = None,  # None: a lost push cannot be looked up from here
         polls: int = 100,
         poll_interval: float = 0.1,
     ) -> None:
         self._client = client
         self._engine = engine
         self._store = inbox
-        self._pulls = pulls
+        self._lost_push = lost_push
         self._polls = polls
         self._interval = poll_interval
 
@@ -147,49 +137,9 @@ class DarajaReviewLookups:
             return found.first() is not None
 
     async def lost_push_records(self, *, since: datetime, until: datetime) -> LostPushRecords:
-        if self._pulls is None:
+        if self._lost_push is None:
             raise CallUnavailable("Pull Transactions is not configured for this API")
-        try:
-            pulled = await self._pulls.pulled(since, until, shortcode=self._pulls.shortcodes[0])
-        except errors.MpesaAdapterError as failed:
-            raise CallUnavailable(f"Pull Transactions: {failed}") from None
-        return LostPushRecords(
-            pulled=tuple(PulledPayment(p.receipt, p.amount_cents, p.bill_reference) for p in pulled),
-            parked=await self._parked_payments(since),
-        )
-
-    async def _parked_payments(self, since: datetime) -> tuple[ParkedPayment, ...]:
-        """Paid STK callbacks parked since `since` because no push of ours held their id."""
-        t = mpesa_callback_reviews
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(t.c.raw_body)
-                .where(t.c.status == OPEN)
-                .where(t.c.received_at >= since)
-                .where(t.c.kind == CallbackKind.STK.value)
-                .where(t.c.reason == UNKNOWN_ID)
-            )
-            bodies = [bytes(row.raw_body) for row in rows]
-        found: list[ParkedPayment] = []
-        for raw in bodies:
-            try:
-                cb = parse_stk_callback(strict_json(raw), raw)
-            except MalformedCallback:
-                continue  # parked as it came; the callback queue shows it to a person
-            if cb.succeeded and cb.receipt and cb.checkout_request_id:
-                found.append(_parked(cb))
-        return tuple(found)
+        return await self._lost_push.records(since=since, until=until)
 
     async def take_in_parked(self, checkout_request_id: str) -> bool:
         return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id, parked=True))
-
-
-def _parked(cb: StkCallback) -> ParkedPayment:
-    cents = None if cb.amount is None else cb.amount * 100
-    return ParkedPayment(
-        checkout_request_id=cb.checkout_request_id,
-        merchant_request_id=cb.merchant_request_id,
-        receipt=cb.receipt or "",
-        amount_minor=int(cents) if cents is not None and cents == cents.to_integral_value() else None,
-        phone_shown=cb.phone or cb.phone_shown,
-    )

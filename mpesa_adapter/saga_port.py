@@ -14,9 +14,11 @@ is raised.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from application.payments.errors import CallDeferred, CallOutcomeUnknown, CallRefused, CallUnavailable
+from application.payments.lost_push import LostPushRecords, push_reference
 from application.payments.ports import StkPushAccepted, Verdict
-from application.review.lost_push import push_reference
 from domain.payments.stk_evidence import StkQueryAnswer
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId
@@ -26,6 +28,7 @@ from mpesa_adapter.alerting import SETUP_ERROR_ALERT, alert_setup_error
 from mpesa_adapter.client import DarajaClient
 from mpesa_adapter.confirmer import CallbackConfirmer, Confirmation
 from mpesa_adapter.confirmer import Verdict as AdapterVerdict
+from mpesa_adapter.lost_push_reads import LostPushReads
 
 _VERDICTS = {
     AdapterVerdict.CONFIRMED: Verdict.CONFIRMED,
@@ -48,9 +51,12 @@ __all__ = ["SETUP_ERROR_ALERT", "DarajaMpesaGateway", "account_reference"]
 
 
 class DarajaMpesaGateway:
-    def __init__(self, client: DarajaClient, confirmer: CallbackConfirmer) -> None:
+    def __init__(
+        self, client: DarajaClient, confirmer: CallbackConfirmer, *, lost_push: LostPushReads | None = None
+    ) -> None:
         self._client = client
         self._confirmer = confirmer
+        self._lost_push = lost_push  # None: a lost push's answer is left to people
 
     async def stk_push(self, *, transaction_id: TransactionId, phone: str, amount: Money) -> StkPushAccepted:
         try:
@@ -78,6 +84,11 @@ class DarajaMpesaGateway:
 
     async def stk_answer_recorded(self, checkout_request_id: str, *, parked: bool = False) -> bool:
         return await self._confirmer.adopt_early_stk(checkout_request_id, parked=parked)
+
+    async def lost_push_records(self, *, since: datetime, until: datetime) -> LostPushRecords:
+        if self._lost_push is None:
+            raise CallUnavailable("Pull Transactions is not configured for the saga")
+        return await self._lost_push.records(since=since, until=until)
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
         try:

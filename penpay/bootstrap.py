@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mpesa_adapter.callback_store import SqlCallbackInbox
     from mpesa_adapter.client import DarajaClient
     from mpesa_adapter.config import DarajaConfig
+    from mpesa_adapter.lost_push_reads import LostPushReads
     from mpesa_adapter.pull_reads import PullReads
     from mpesa_adapter.shared_token import RedisTokenCache
     from security.access_tokens import RsaAccessTokens
@@ -129,6 +130,13 @@ def pull_reads(settings: Settings, client: DarajaClient) -> PullReads:
         nominated_number=settings.mpesa_pull_nominated_number,
         callback_url=f"{settings.mpesa_callback_base_url.rstrip('/')}/pulltransactions",
     )
+
+
+def lost_push_reads(core: Core, client: DarajaClient) -> LostPushReads:
+    """What M-Pesa's records show of a push whose answer was lost (the saga and the review queue)."""
+    from mpesa_adapter.lost_push_reads import LostPushReads
+
+    return LostPushReads(pull_reads(core.settings, client), core.engine)
 
 
 def deriv_transfer_limits(settings: Settings) -> DerivTransferLimits:
@@ -273,7 +281,11 @@ def payments(
     closers.append(channel.close)
     deriv = GatewayDerivPayments(channel, timeout=s.gateway_request_timeout + 10)
     policy_of_saga = saga_policy or settings_saga_policy(s)
-    mpesa = DarajaMpesaGateway(daraja, CallbackConfirmer(daraja, callback_inbox(core, policy_of_saga)))
+    mpesa = DarajaMpesaGateway(
+        daraja,
+        CallbackConfirmer(daraja, callback_inbox(core, policy_of_saga)),
+        lost_push=lost_push_reads(core, daraja),
+    )
     checkpoint = crash_checkpoint(s)
     saga = SagaRunner(
         unit_of_work=core.unit_of_work,

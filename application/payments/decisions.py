@@ -28,6 +28,7 @@ class Action(StrEnum):
     # deposit
     SEND_STK_PUSH = "SEND_STK_PUSH"
     MARK_STK_UNKNOWN = "MARK_STK_UNKNOWN"  # a push was started and its answer lost
+    FIND_LOST_PUSH = "FIND_LOST_PUSH"  # its CheckoutRequestID from M-Pesa's records (read-only)
     CONFIRM_STK = "CONFIRM_STK"  # STK Query: cross-check a callback, or ask when none came
     CREDIT_DEPOSIT = "CREDIT_DEPOSIT"  # book the KES received and the conversion to USD
     FAIL_DEPOSIT = "FAIL_DEPOSIT"  # M-Pesa says not paid
@@ -55,6 +56,7 @@ class Step(StrEnum):
 
     STK_PUSH = "stk_push"
     STK_QUERY = "stk_query"
+    PUSH_LOOKUP = "push_lookup"  # a lost push looked for in M-Pesa's records
     DERIV_TRANSFER = "deriv_transfer"
     DERIV_WITHDRAWAL = "deriv_withdrawal"
     B2C = "b2c"
@@ -234,11 +236,19 @@ DEPOSIT_RULES: tuple[Rule, ...] = (
         "the Deriv transfer's answer was lost",
     ),
     # OUTCOME_UNKNOWN, by the step whose answer was lost.
+    # The push's answer (its CheckoutRequestID) was lost: M-Pesa's list of payments under the
+    # push's AccountReference and a callback parked for want of the id may give it back.
     (
         S.OUTCOME_UNKNOWN,
-        _unknown_at(S.PENDING),
+        _all(_unknown_at(S.PENDING), _exhausted(Step.PUSH_LOOKUP)),
         Action.REVIEW,
-        "the STK push's answer was lost: no CheckoutRequestID to query",
+        "the STK push's answer was lost: M-Pesa's records did not give its CheckoutRequestID back",
+    ),
+    (
+        S.OUTCOME_UNKNOWN,
+        _all(_unknown_at(S.PENDING), _due(Step.PUSH_LOOKUP, lambda p: p.query_interval)),
+        Action.FIND_LOST_PUSH,
+        "the STK push's answer was lost: look for its payment under its reference",
     ),
     (
         S.OUTCOME_UNKNOWN,

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from application.identity.ports import KnownUser, UsageQuery
+from application.payments.lost_push import LostPushRecords
 from application.payments.mpesa_evidence import CallbackReviews
 from application.unit_of_work import UnitOfWork
 from domain.payments.ports import TransactionRepository
@@ -58,6 +59,12 @@ class MpesaGateway(Protocol):
         """The push's answer is stored: a callback that came before it (kept aside as unknown) is
         taken in now. True when one was, so the saga decides again at once. `parked`: the caller
         saw one parked (in the answer's own commit), so no look for one first."""
+        ...
+
+    async def lost_push_records(self, *, since: datetime, until: datetime) -> LostPushRecords:
+        """What M-Pesa's own records show around a push whose answer was lost: Pull Transactions
+        of the STK shortcode over [since, until] and the paid STK callbacks parked since `since`
+        (read-only). Raises CallUnavailable when M-Pesa's list cannot be read now."""
         ...
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:

@@ -52,6 +52,7 @@ from application.payments.errors import (
     CallUnavailable,
     NotExecuted,
 )
+from application.payments.lost_push import CLOCK_MARGIN, judge_retry, push_reference
 from application.payments.mpesa_evidence import record_stk_query_answer
 from application.payments.ports import (
     DerivDepositGateway,
@@ -344,6 +345,7 @@ class SagaRunner:
         return {
             Action.SEND_STK_PUSH: self._send_stk_push,
             Action.MARK_STK_UNKNOWN: self._mark_stk_unknown,
+            Action.FIND_LOST_PUSH: self._find_lost_push,
             Action.CONFIRM_STK: self._confirm_stk,
             Action.CREDIT_DEPOSIT: self._credit_deposit,
             Action.FAIL_DEPOSIT: self._fail_deposit,
@@ -507,6 +509,57 @@ class SagaRunner:
     ) -> StepOutcome:
         tx.mark_outcome_unknown(decision.reason, now=uow.clock.now())
         return await self._commit_change(uow, tx, steps)
+
+    async def _find_lost_push(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        # Read-only: nothing to commit; the lock goes with the unit of work before the lookup.
+        now = uow.clock.now()
+        return _Then(lambda: self._look_up_lost_push(tx, decision, now))
+
+    async def _look_up_lost_push(self, tx: Transaction, decision: Decision, now: datetime) -> bool:
+        """A push whose answer was lost, in M-Pesa's own records: one payment of the deposit's amount
+        listed under the push's AccountReference, and the callback parked for want of the push's
+        CheckoutRequestID naming its receipt (lost_push.judge_retry, the rule two people approve a
+        RETRY by). The id is recorded as the push's answer and the callback taken in; the deposit
+        goes on as any push, STK Query asked before it is credited. Anything less counts an
+        attempt; when they run out, people decide (and only they may fail it)."""
+        try:
+            records = await self._mpesa.lost_push_records(since=tx.created_at - CLOCK_MARGIN, until=now)
+        except CallUnavailable as unavailable:
+            await self._count_attempt(tx.id, Step.PUSH_LOOKUP, f"M-Pesa's list not read: {unavailable}")
+            return False
+        except Exception:
+            with contextlib.suppress(Exception):  # the lookup's own error is the one to report
+                await self._count_attempt(tx.id, Step.PUSH_LOOKUP, decision.reason)
+            raise
+        judged = judge_retry(records, reference=push_reference(tx.id), amount=tx.amount)
+        found = judged.found
+        if found is None:
+            await self._count_attempt(
+                tx.id, Step.PUSH_LOOKUP, judged.denial or judged.wait or decision.reason
+            )
+            return False
+
+        def record(t: Transaction, at: Any) -> None:
+            if t.mpesa_request is not None:
+                return  # another worker recorded it first
+            t.lost_push_answer_found(
+                checkout_request_id=found.checkout_request_id,
+                merchant_request_id=found.merchant_request_id,
+                now=at,
+            )
+
+        if await self._finish_tx(tx.id, _applying(record), only_if=S.OUTCOME_UNKNOWN, known=tx) is None:
+            return True  # it moved meanwhile: decide again
+        log.info("saga.lost_push_found", transaction_id=str(tx.id), receipt=found.receipt)
+        try:
+            await self._mpesa.stk_answer_recorded(found.checkout_request_id, parked=True)
+        except Exception as error:  # left parked: the STK Query settles the deposit without it
+            log.warning(
+                "saga.parked_callback_not_taken_in", transaction_id=str(tx.id), **failure_fields(error)
+            )
+        return True
 
     async def _confirm_stk(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision

@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from application.payments.lost_push import LostPushRecords
 from application.payments.ports import StepRecord
 from application.review.rules import ActionKind, ProposalStatus
 from application.unit_of_work import UnitOfWork
@@ -122,37 +123,6 @@ class ReceiptCheck:
 
     confirmed: bool | None  # None: no answer yet (ask again later)
     detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PulledPayment:
-    """A C2B payment in M-Pesa's list of the STK shortcode (Pull Transactions)."""
-
-    receipt: str
-    amount_minor: int
-    reference: str  # the BillRefNumber: an STK push's AccountReference
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedPayment:
-    """A paid STK callback kept aside because it names a CheckoutRequestID no push of ours holds."""
-
-    checkout_request_id: str
-    merchant_request_id: str
-    receipt: str
-    amount_minor: int | None
-    phone_shown: str | None  # as the callback gave it, possibly masked
-
-
-@dataclass(frozen=True, slots=True)
-class LostPushRecords:
-    """What M-Pesa's own records show around a push whose answer (its CheckoutRequestID) was lost."""
-
-    pulled: tuple[PulledPayment, ...]  # every payment Pull Transactions lists in the window
-    parked: tuple[ParkedPayment, ...]  # paid STK callbacks parked since the push
-
-    def under(self, reference: str) -> tuple[PulledPayment, ...]:
-        return tuple(p for p in self.pulled if p.reference.strip().upper() == reference)
 
 
 class MpesaLookups(Protocol):

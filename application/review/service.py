@@ -33,6 +33,13 @@ from application.payments.errors import (
     NotExecuted,
     TransactionNotFound,
 )
+from application.payments.lost_push import (
+    CLOCK_MARGIN,
+    ParkedPayment,
+    judge_fail,
+    judge_retry,
+    push_reference,
+)
 from application.review.errors import (
     ActionNotPossible,
     EvidenceDenied,
@@ -42,12 +49,10 @@ from application.review.errors import (
     ProposalNotOpen,
     ReviewActionNotFound,
 )
-from application.review.lost_push import judge_fail, judge_retry, push_reference
 from application.review.ports import (
     DerivLookups,
     DerivStatement,
     MpesaLookups,
-    ParkedPayment,
     Proposal,
     ReviewUnitOfWork,
     StatementLine,
@@ -55,7 +60,7 @@ from application.review.ports import (
     StkOutcome,
 )
 from application.review.rules import ActionKind, Evidence, ProposalStatus, ReviewView, refusal, retry_of
-from domain.payments.attachments import EvidenceStatus, MpesaRequest
+from domain.payments.attachments import EvidenceStatus
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
 from domain.shared.errors import InvalidValue
@@ -66,8 +71,6 @@ MAX_REASON = 255
 # How long after a deposit went to review its lost push may still be paid and listed by M-Pesa:
 # the customer's prompt lasts a minute or two; Pull Transactions may list a payment minutes late.
 LOST_PUSH_WAIT = timedelta(minutes=10)
-# M-Pesa's clock and ours may differ: its list is read from a little before the deposit began.
-CLOCK_MARGIN = timedelta(minutes=10)
 
 log = structlog.get_logger("penpay.review")
 
@@ -378,7 +381,7 @@ class ReviewService:
 
     async def _check_lost_push(self, tx: Transaction, kind: ActionKind, now: datetime) -> Checked:
         """A push whose answer was lost: M-Pesa's list of payments under its AccountReference and the
-        callbacks parked for want of its CheckoutRequestID decide (application.review.lost_push)."""
+        callbacks parked for want of its CheckoutRequestID decide (application.payments.lost_push)."""
         if self._mpesa is None:
             raise EvidenceUnavailable("M-Pesa cannot be asked from here; nothing changed")
         if kind is ActionKind.FAIL:
@@ -511,14 +514,8 @@ class ReviewService:
                 if found is None:
                     raise ActionNotPossible("M-Pesa's records gave the push no answer: approve again")
                 tx.lost_push_answer_found(
-                    MpesaRequest.sent(
-                        transaction_id=tx.id,
-                        checkout_request_id=found.checkout_request_id,
-                        merchant_request_id=found.merchant_request_id,
-                        phone=tx.phone,
-                        amount=tx.amount,
-                        now=now,
-                    ),
+                    checkout_request_id=found.checkout_request_id,
+                    merchant_request_id=found.merchant_request_id,
                     now=now,
                 )
             retry = retry_of(view_of(tx))

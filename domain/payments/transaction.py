@@ -843,22 +843,29 @@ class Transaction:
         self._touch(at)
         self._record(ReviewRetryApproved(**self._common(at), step=step))
 
-    def lost_push_answer_found(self, mpesa_request: MpesaRequest, *, now: datetime | None = None) -> None:
-        """Two people found the answer of a push that was lost in M-Pesa's own records (the payment
-        listed under the push's AccountReference, and the callback naming its receipt, which gives
-        the CheckoutRequestID): recorded as the push's answer. The deposit stays under review until
-        the retry hands it back to the saga, which asks STK Query under that id before crediting."""
+    def lost_push_answer_found(
+        self, *, checkout_request_id: str, merchant_request_id: str, now: datetime | None = None
+    ) -> None:
+        """The answer of a push that was lost, found in M-Pesa's own records (the payment listed
+        under the push's AccountReference, and the callback naming its receipt, which gives the
+        CheckoutRequestID): recorded as the push's answer, by the saga while the outcome is unknown
+        or by two people under review (their retry then hands the deposit back to the saga). Either
+        way STK Query is asked under that id before the deposit is credited."""
         self._require_type(TransactionType.DEPOSIT)
-        if self.status is not Status.NEEDS_REVIEW:
-            raise IllegalTransition("only a deposit under review has its lost push's answer recorded")
+        if self.status not in (Status.NEEDS_REVIEW, Status.OUTCOME_UNKNOWN):
+            raise IllegalTransition("only a deposit whose outcome is unknown has its lost push found")
         if self.mpesa_request is not None:
             raise InvalidEvidence("this deposit's STK push already has its answer")
-        if mpesa_request.transaction_id != self.id:
-            raise InvalidEvidence("the STK push belongs to another transaction")
-        if mpesa_request.amount != self.amount or mpesa_request.phone != self.phone:
-            raise InvalidEvidence("the STK push must ask this transaction's phone for its amount")
-        self.mpesa_request = mpesa_request
-        self._touch(_at(now))
+        at = _at(now)
+        self.mpesa_request = MpesaRequest.sent(
+            transaction_id=self.id,
+            checkout_request_id=checkout_request_id,
+            merchant_request_id=merchant_request_id,
+            phone=self.phone,
+            amount=self.amount,
+            now=at,
+        )
+        self._touch(at)
 
     def resume_after_review(self, step: str, *, now: datetime | None = None) -> None:
         """Two people approved resolving a stuck step again: back to OUTCOME_UNKNOWN, whose step

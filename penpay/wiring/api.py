@@ -259,11 +259,14 @@ def build_api(
         # Only where this API moves money is M-Pesa configured; without it, the review actions
         # that need M-Pesa's word answer EVIDENCE_UNAVAILABLE.
         from mpesa_adapter.review_lookups import DarajaReviewLookups
-        from penpay.bootstrap import callback_inbox, daraja_client, pull_reads
+        from penpay.bootstrap import callback_inbox, daraja_client, lost_push_reads
 
         review_daraja = daraja_client(s, closers.append, clock=core.clock)
         mpesa_lookups = DarajaReviewLookups(
-            review_daraja, core.engine, inbox=callback_inbox(core), pulls=pull_reads(s, review_daraja)
+            review_daraja,
+            core.engine,
+            inbox=callback_inbox(core),
+            lost_push=lost_push_reads(core, review_daraja),
         )
         if mpesa_reversals is None:
             from mpesa_adapter.reversal import DarajaReversals

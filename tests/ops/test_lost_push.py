@@ -1,8 +1,9 @@
 """A deposit whose STK push's answer was lost (the simulator carries the push out and answers
-500.003.1001): its way out through the review API, four-eyes, on M-Pesa's own records. The push's
-AccountReference is looked up in Pull Transactions; a paid push's callback, parked for want of the
-CheckoutRequestID, gives the id back, and the saga credits the deposit after STK Query agrees. An
-unpaid one is failed only once the push can no longer be paid."""
+500.003.1001) and which the saga's own lookups left to people: its way out through the review API,
+four-eyes, on M-Pesa's own records. The push's AccountReference is looked up in Pull Transactions;
+a paid push's callback, parked for want of the CheckoutRequestID, gives the id back, and the saga
+credits the deposit after STK Query agrees. An unpaid one is failed only once the push can no
+longer be paid."""
 
 from __future__ import annotations
 
@@ -45,9 +46,12 @@ async def parked_callbacks(review: Review, wanted: int) -> list[tuple[str, str]]
 
 
 async def lost_push(review: Review, phone: str) -> Transaction:
+    """A deposit whose push's answer was lost, under review: the saga's own lookups found nothing
+    (M-Pesa's list could not be read while it looked)."""
     stack = review.stack
     user = await stack.user(phone=phone)
     await mpesa_fault(review, kind="answer_lost", api="stk")
+    await mpesa_fault(review, kind="pull_failure", api="pull_query", count=None)
     tx = await stack.deposit(user, 1_300)
     done = await stack.settle(tx.id)
     await clear_mpesa_faults(review)
@@ -60,7 +64,7 @@ async def lost_push(review: Review, phone: str) -> Transaction:
 
 
 async def test_a_paid_push_whose_answer_was_lost_is_taken_in_and_credited(review: Review) -> None:
-    tx = await lost_push(review, "254700041234")  # the customer pays
+    tx = await lost_push(review, "254722041234")  # the customer pays
     action = await propose(review, tx.id, FAIL)
     with pytest.raises(grpc.aio.AioRpcError) as denied:
         await approve(review, action.action_id)
@@ -92,7 +96,7 @@ async def test_a_paid_push_whose_answer_was_lost_is_taken_in_and_credited(review
 async def test_an_unpaid_push_whose_answer_was_lost_fails_once_it_can_no_longer_be_paid(
     review: Review,
 ) -> None:
-    tx = await lost_push(review, "254700041032")  # the customer cancels: nothing is paid
+    tx = await lost_push(review, "254722041032")  # the customer cancels: nothing is paid
     retry = await propose(review, tx.id, RETRY)
     with pytest.raises(grpc.aio.AioRpcError) as denied:
         await approve(review, retry.action_id)

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from application.payments.decisions import SagaPolicy
 from application.payments.deposits import DepositOrchestrator
 from application.payments.floats import fund_float
+from application.payments.lost_push import LostPushRecords
 from application.payments.paybill import PaybillDeposits
 from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
 from application.payments.rates import FixedRates
@@ -167,6 +168,14 @@ class Stack:
     async def rest_fault(self, **rule: Any) -> None:
         async with self.http.post(f"{self.rest_sim.base_url}/__control__/faults", json=rule) as response:
             assert response.status in (200, 201), await response.text()
+
+    async def mpesa_fault(self, **rule: Any) -> None:
+        async with self.http.post(f"{self.mpesa_sim.base_url}/__control__/faults", json=rule) as response:
+            assert response.status == 201, await response.text()
+
+    async def clear_mpesa_faults(self) -> None:
+        async with self.http.delete(f"{self.mpesa_sim.base_url}/__control__/faults") as response:
+            assert response.status == 200, await response.text()
 
     async def fund_floats(self, usd: Money = AGENT_FLOAT_USD, kes: Money = MPESA_FLOAT_KES) -> None:
         async with self.uow() as uow:
@@ -447,6 +456,9 @@ class PassThroughMpesa:
 
     async def query_stk(self, deposit: Transaction) -> StkQueryAnswer | Verdict:
         return await self._inner.query_stk(deposit)
+
+    async def lost_push_records(self, *, since: datetime, until: datetime) -> LostPushRecords:
+        return await self._inner.lost_push_records(since=since, until=until)
 
     async def b2c(self, *, originator_conversation_id: str, phone: str, amount: Money) -> str:
         return await self._inner.b2c(

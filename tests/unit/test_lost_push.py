@@ -1,4 +1,4 @@
-"""The review rules of a deposit whose STK push's answer was lost (application.review.lost_push):
+"""The review rules of a deposit whose STK push's answer was lost (application.payments.lost_push):
 M-Pesa's list under the push's AccountReference and the callbacks parked for want of its id."""
 
 from __future__ import annotations
@@ -7,8 +7,14 @@ import uuid
 
 import pytest
 
-from application.review.lost_push import judge_fail, judge_retry, push_reference
-from application.review.ports import LostPushRecords, ParkedPayment, PulledPayment
+from application.payments.lost_push import (
+    LostPushRecords,
+    ParkedPayment,
+    PulledPayment,
+    judge_fail,
+    judge_retry,
+    push_reference,
+)
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Currency, Money
 from mpesa_adapter.saga_port import account_reference

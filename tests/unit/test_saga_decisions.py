@@ -57,9 +57,17 @@ def test_a_push_in_flight_is_left_alone_and_a_lost_one_is_marked_unknown() -> No
     assert decide(lost, POLICY).action is Action.MARK_STK_UNKNOWN
 
 
-def test_a_lost_push_answer_goes_to_review_because_nothing_can_be_queried() -> None:
+def test_a_lost_push_answer_is_looked_for_in_m_pesa_s_records_then_left_to_people() -> None:
     unknown = view(DEPOSIT, S.OUTCOME_UNKNOWN, unknown_step=S.PENDING)
-    assert decide(unknown, POLICY).action is Action.REVIEW
+    assert decide(unknown, POLICY).action is Action.FIND_LOST_PUSH
+    looked = view(DEPOSIT, S.OUTCOME_UNKNOWN, unknown_step=S.PENDING, steps=step(Step.PUSH_LOOKUP, ago=5))
+    assert decide(looked, POLICY).action is Action.WAIT
+    assert next_due(looked, POLICY) == NOW + POLICY.query_interval - timedelta(seconds=5)
+    again = view(DEPOSIT, S.OUTCOME_UNKNOWN, unknown_step=S.PENDING, steps=step(Step.PUSH_LOOKUP, ago=15))
+    assert decide(again, POLICY).action is Action.FIND_LOST_PUSH
+    spent = step(Step.PUSH_LOOKUP, attempts=POLICY.max_attempts, ago=15)
+    exhausted = decide(view(DEPOSIT, S.OUTCOME_UNKNOWN, unknown_step=S.PENDING, steps=spent), POLICY)
+    assert exhausted.action is Action.REVIEW and "did not give" in exhausted.reason
 
 
 @pytest.mark.parametrize(

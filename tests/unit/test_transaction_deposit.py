@@ -292,3 +292,23 @@ def test_reconstitute_raises_no_events(deposit: Transaction) -> None:
     )
     assert copy.pull_events() == []
     assert copy.version == 7
+
+
+def test_a_lost_push_s_answer_found_in_m_pesa_s_records_is_recorded_once(
+    deposit: Transaction, now: datetime
+) -> None:
+    with pytest.raises(IllegalTransition):  # its push may still be answered: not lost yet
+        deposit.lost_push_answer_found(checkout_request_id="ws_CO_1", merchant_request_id="mr-1", now=now)
+    deposit.mark_outcome_unknown("the STK push's answer was lost", now=now)
+    assert deposit.outcome_unknown_step is S.PENDING
+    deposit.lost_push_answer_found(checkout_request_id="ws_CO_1", merchant_request_id="mr-1", now=now)
+    request = deposit.mpesa_request
+    assert request is not None and request.status == EvidenceStatus.SENT
+    assert (request.checkout_request_id, request.amount, request.phone) == (
+        "ws_CO_1",
+        deposit.amount,
+        deposit.phone,
+    )
+    assert deposit.outcome_unknown_step is S.AWAITING_MPESA  # now STK Query can be asked
+    with pytest.raises(InvalidEvidence):
+        deposit.lost_push_answer_found(checkout_request_id="ws_CO_2", merchant_request_id="mr-2", now=now)

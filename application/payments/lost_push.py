@@ -3,7 +3,8 @@
 The push carried PenPay's AccountReference (`push_reference`, the transaction id's tail); Pull
 Transactions lists a paid push's payment under it as the BillRefNumber. A paid push's callback
 names the CheckoutRequestID PenPay never received, so it was parked for want of it. Together they
-decide (pure: the caller reads the records):
+decide (pure: the caller reads the records). The saga looks first, and takes a paid push in
+itself (RETRY's rule); what it cannot settle goes to two people:
 
 - FAIL only once the push can no longer be paid (its time is over) and M-Pesa lists no payment
   under its reference; a parked callback of the deposit's phone and amount whose receipt M-Pesa does
@@ -16,11 +17,45 @@ decide (pure: the caller reads the records):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
-from application.review.ports import LostPushRecords, ParkedPayment
 from domain.payments.paybill import visible_digits_agree
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
+
+# M-Pesa's clock and ours may differ: its list is read from a little before the deposit began.
+CLOCK_MARGIN = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class PulledPayment:
+    """A C2B payment in M-Pesa's list of the STK shortcode (Pull Transactions)."""
+
+    receipt: str
+    amount_minor: int
+    reference: str  # the BillRefNumber: an STK push's AccountReference
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedPayment:
+    """A paid STK callback kept aside because it names a CheckoutRequestID no push of ours holds."""
+
+    checkout_request_id: str
+    merchant_request_id: str
+    receipt: str
+    amount_minor: int | None
+    phone_shown: str | None  # as the callback gave it, possibly masked
+
+
+@dataclass(frozen=True, slots=True)
+class LostPushRecords:
+    """What M-Pesa's own records show around a push whose answer (its CheckoutRequestID) was lost."""
+
+    pulled: tuple[PulledPayment, ...]  # every payment Pull Transactions lists in the window
+    parked: tuple[ParkedPayment, ...]  # paid STK callbacks parked since the push
+
+    def under(self, reference: str) -> tuple[PulledPayment, ...]:
+        return tuple(p for p in self.pulled if p.reference.strip().upper() == reference)
 
 
 def push_reference(transaction_id: TransactionId) -> str:
