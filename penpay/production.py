@@ -18,6 +18,7 @@ from penpay.settings import Settings, SettingsError
 # Safaricom's sandbox accounts (daraja-protocol.md section 2) and Deriv's public demo app id.
 SANDBOX_SHORTCODES = frozenset({"174379", "600000", "600992", "600997"})
 SANDBOX_INITIATORS = frozenset({"testapi", "testapiuser"})
+SANDBOX_MSISDN = "254708374149"  # the sandbox's test number, nominated for Pull Transactions there
 DERIV_DEMO_APP_IDS = frozenset({"1089"})
 
 
@@ -91,6 +92,12 @@ def _mpesa(s: Settings) -> Iterator[str]:
         yield (
             "PENPAY_MPESA_INITIATOR_NAME: expected the B2C API operator, "
             f"not the sandbox's {s.mpesa_initiator_name}"
+        )
+    if s.mpesa_pull_nominated_number.strip() in ("", SANDBOX_MSISDN):
+        # Pull Transactions (reconciliation, and a push whose answer was lost) registers under it.
+        yield (
+            "PENPAY_MPESA_PULL_NOMINATED_NUMBER: expected the number nominated for PenPay's shortcodes, "
+            "not the sandbox's"
         )
     if not s.mpesa_security_credential.get_secret_value():
         yield from _secret(
