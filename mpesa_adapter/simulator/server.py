@@ -108,7 +108,7 @@ def api_handler(
             answer = serve(engine, body)
             if foreign is not None:  # b2c: accepted and paid, but the answer names another request
                 answer = b2c.foreign_answer(engine, answer)
-            if engine.faults.answer_fault(api, None, "answer_lost") is not None:
+            if engine.faults.answer_fault(api, _phone_of(api, body), "answer_lost") is not None:
                 raise engine.error(errors.INTERNAL_ERROR)  # carried out; its answer never gets back
             return web.json_response(answer)
         except DarajaError as exc:

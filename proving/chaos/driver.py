@@ -36,6 +36,7 @@ _MPESA_SETUP: dict[str, tuple[str, dict[str, Any]]] = {
     "callback_missing": ("faults", {"kind": "drop", "api": "stk"}),
     "callback_reordered": ("faults", {"kind": "out_of_order", "api": "stk"}),
     "stk_spike_arrest": ("faults", {"kind": "spike_arrest", "api": "stk"}),
+    "stk_answer_lost": ("faults", {"kind": "answer_lost", "api": "stk"}),
     "b2c_queue_timeout": ("faults", {"kind": "queue_timeout", "api": "b2c"}),
     "b2c_result_duplicate": ("faults", {"kind": "duplicate", "api": "b2c", "copies": 2}),
     "b2c_result_missing": ("faults", {"kind": "drop", "api": "b2c"}),

@@ -39,6 +39,9 @@ DEPOSIT_SCENARIOS: tuple[tuple[str, int], ...] = (
     ("callback_missing", 3),
     ("callback_reordered", 3),
     ("stk_spike_arrest", 2),  # the push answered 500.003.02 Spike Arrest
+    # the push carried out and answered 500.003.1001: its CheckoutRequestID is found again in
+    # M-Pesa's records (Pull Transactions, the parked callback), by the saga or by two people
+    ("stk_answer_lost", 2),
     ("deriv_refused", 2),  # converts below the agent's USD 10 minimum: Deriv refuses the transfer
 )
 WITHDRAWAL_SCENARIOS: tuple[tuple[str, int], ...] = (
