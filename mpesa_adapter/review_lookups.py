@@ -31,7 +31,7 @@ from mpesa_adapter.confirmer import CallbackConfirmer, DarajaQueries
 from mpesa_adapter.lost_push_reads import LostPushReads
 from mpesa_adapter.review_table import review_tally
 from mpesa_adapter.types import StkQueryStatus
-from persistence.tables import mpesa_disbursements
+from persistence.tables import c2b_payments, mpesa_disbursements, mpesa_requests
 
 log = logging.getLogger("penpay.mpesa.review")
 
@@ -140,6 +140,18 @@ class DarajaReviewLookups:
         if self._lost_push is None:
             raise CallUnavailable("Pull Transactions is not configured for this API")
         return await self._lost_push.records(since=since, until=until)
+
+    async def receipt_held(self, receipt: str) -> bool:
+        async with self._engine.connect() as conn:
+            for found in (
+                select(mpesa_requests.c.transaction_id).where(
+                    mpesa_requests.c.mpesa_receipt_number == receipt
+                ),
+                select(c2b_payments.c.id).where(c2b_payments.c.trans_id == receipt),
+            ):
+                if (await conn.execute(found.limit(1))).first() is not None:
+                    return True
+        return False
 
     async def take_in_parked(self, checkout_request_id: str) -> bool:
         return bool(await self._store.adopt_early_stk_callbacks(checkout_request_id, parked=True))

@@ -11,7 +11,9 @@ itself (RETRY's rule); what it cannot settle goes to two people:
   not list yet (its list lags) makes the approval wait.
 - RETRY takes in the payment listed under the reference: the parked callback naming its receipt
   gives the push's CheckoutRequestID, recorded as the push's answer; the saga then asks STK Query
-  under it before crediting, as for any push.
+  under it before crediting, as for any push. When no callback ever names it, two people may take
+  the payment in on the list alone (`listed`), after the same wait as FAIL and only on a receipt no
+  other request or paybill payment holds.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class Judgement:
     denial: str | None = None  # M-Pesa's records refuse the action
     wait: str | None = None  # they cannot decide it yet: approve again later
     found: ParkedPayment | None = None  # RETRY: the callback whose CheckoutRequestID is the push's
+    # RETRY without a callback: the payment M-Pesa lists under the reference (people only, after
+    # the push's time, on a receipt no other record holds)
+    listed: PulledPayment | None = None
 
 
 def judge_fail(records: LostPushRecords, *, reference: str, amount: Money, phone: str) -> Judgement:
@@ -115,5 +120,6 @@ def judge_retry(records: LostPushRecords, *, reference: str, amount: Money) -> J
             return Judgement(found=parked)
     return Judgement(
         wait=f"M-Pesa lists {payment.receipt} under this deposit's reference, but no callback naming "
-        "it has arrived to give the push's CheckoutRequestID"
+        "it has arrived to give the push's CheckoutRequestID",
+        listed=payment,
     )

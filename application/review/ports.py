@@ -143,6 +143,11 @@ class MpesaLookups(Protocol):
         M-Pesa's list cannot be read now."""
         ...
 
+    async def receipt_held(self, receipt: str) -> bool:
+        """Whether an M-Pesa receipt is already another payment's: an STK request's or a paybill
+        payment's (read-only)."""
+        ...
+
     async def take_in_parked(self, checkout_request_id: str) -> bool:
         """Apply the callbacks parked under this id to the push that now holds it (as the saga does
         for a callback that beat the push's answer). True when one was taken in."""

@@ -35,7 +35,9 @@ from application.payments.errors import (
 )
 from application.payments.lost_push import (
     CLOCK_MARGIN,
+    Judgement,
     ParkedPayment,
+    PulledPayment,
     judge_fail,
     judge_retry,
     push_reference,
@@ -169,6 +171,7 @@ class Checked:
     answer: JSONValue = None  # the provider's answer, for the audit record
     stk: StkOutcome | None = None  # STK Query proved a push unpaid
     push: ParkedPayment | None = None  # the parked callback that gives a lost push its answer
+    listed: PulledPayment | None = None  # a lost push's payment taken in on M-Pesa's list alone
 
 
 class ReviewService:
@@ -384,14 +387,13 @@ class ReviewService:
         callbacks parked for want of its CheckoutRequestID decide (application.payments.lost_push)."""
         if self._mpesa is None:
             raise EvidenceUnavailable("M-Pesa cannot be asked from here; nothing changed")
-        if kind is ActionKind.FAIL:
-            # The push went before the deposit went to review (its call's grace ran out first).
-            payable_until = tx.updated_at + self._lost_push_wait
-            if now < payable_until:
-                raise EvidenceUnavailable(
-                    f"the lost push may still be paid and listed by M-Pesa until {payable_until:%H:%M:%S} "
-                    "UTC; nothing changed, approve again after it"
-                )
+        # The push went before the deposit went to review (its call's grace ran out first).
+        payable_until = tx.updated_at + self._lost_push_wait
+        if kind is ActionKind.FAIL and now < payable_until:
+            raise EvidenceUnavailable(
+                f"the lost push may still be paid and listed by M-Pesa until {payable_until:%H:%M:%S} "
+                "UTC; nothing changed, approve again after it"
+            )
         try:
             records = await self._mpesa.lost_push_records(since=tx.created_at - CLOCK_MARGIN, until=now)
         except CallUnavailable as error:
@@ -404,6 +406,19 @@ class ReviewService:
             judged = judge_fail(records, reference=reference, amount=tx.amount, phone=tx.phone.value)
         else:
             judged = judge_retry(records, reference=reference, amount=tx.amount)
+        listed = judged.listed
+        if listed is not None and now >= payable_until:
+            # No callback came in the push's time: M-Pesa's own list is the evidence, on a receipt
+            # nothing else holds (a paybill payment under the same reference would be one).
+            if await self._mpesa.receipt_held(listed.receipt):
+                judged = Judgement(denial=f"{listed.receipt} is already another payment's")
+            else:
+                judged = Judgement(listed=listed)
+        elif judged.wait is not None and listed is not None:
+            raise EvidenceUnavailable(
+                f"{judged.wait}; nothing changed, approve again later (after {payable_until:%H:%M:%S} "
+                "UTC it is taken in on M-Pesa's list alone)"
+            )
         if judged.wait is not None:
             raise EvidenceUnavailable(f"{judged.wait}; nothing changed, approve again later")
         answer: JSONValue = {
@@ -411,8 +426,9 @@ class ReviewService:
             "reference": reference,
             "listed_under_reference": [p.receipt for p in records.under(reference)],
             "checkout_request_id": judged.found.checkout_request_id if judged.found else None,
+            "taken_in_as_listed": judged.listed.receipt if judged.listed else None,
         }
-        return Checked(denial=judged.denial, answer=answer, push=judged.found)
+        return Checked(denial=judged.denial, answer=answer, push=judged.found, listed=judged.listed)
 
     async def _check_transfer(self, tx: Transaction, proposal: Proposal) -> Checked:
         try:
@@ -509,6 +525,11 @@ class ReviewService:
             tx.fail_after_review(f"failed in review: {proposal.reason}", now=now)
             return "failed: no money moved"
         if proposal.kind is ActionKind.RETRY:
+            if tx.type is TransactionType.DEPOSIT and tx.mpesa_request is None and checked.listed:
+                receipt = checked.listed.receipt
+                tx.lost_push_paid_as_listed(receipt=receipt, now=now)
+                tx.resume_after_review(Step.STK_PUSH.value, now=now)
+                return f"retry approved: {receipt}, listed by M-Pesa under the push's reference, is taken in"
             if tx.type is TransactionType.DEPOSIT and tx.mpesa_request is None:
                 found = checked.push
                 if found is None:

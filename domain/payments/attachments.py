@@ -96,6 +96,38 @@ class MpesaRequest:
             updated_at=now,
         )
 
+    @classmethod
+    def paid_without_push_answer(
+        cls,
+        *,
+        transaction_id: TransactionId,
+        checkout_request_id: str,  # a stand-in: C2B-<TransID>, PULL-<receipt>
+        merchant_request_id: str,
+        phone: PhoneNumber,
+        amount: Money,
+        receipt: str,
+        result_desc: str,
+        raw_callback: str | None,
+        now: datetime,
+    ) -> MpesaRequest:
+        """A payment M-Pesa proved by other means than an STK push's answer (a paybill
+        confirmation, its list of payments): CONFIRMED from the start."""
+        sent = cls.sent(
+            transaction_id=transaction_id,
+            checkout_request_id=checkout_request_id,
+            merchant_request_id=merchant_request_id,
+            phone=phone,
+            amount=amount,
+            now=now,
+        )
+        return sent.with_callback(
+            result_code=0,
+            result_desc=result_desc,
+            mpesa_receipt_number=receipt,
+            raw_callback=raw_callback,
+            now=now,
+        )
+
     def with_callback(
         self,
         *,

@@ -109,6 +109,8 @@ def _reason(text: str) -> str:
 
 # The MpesaRequest of a paybill deposit has no CheckoutRequestID: it holds this and the TransID.
 PAYBILL_REQUEST_PREFIX = "C2B-"
+# Nor has a lost push's, taken in by two people on M-Pesa's list alone: this and the receipt.
+LISTED_REQUEST_PREFIX = "PULL-"
 
 
 @dataclass(eq=False, kw_only=True)
@@ -214,19 +216,16 @@ class Transaction:
             now=now,
         )
         at = tx.created_at
-        tx.mpesa_request = MpesaRequest(
+        tx.mpesa_request = MpesaRequest.paid_without_push_answer(
             transaction_id=tx.id,
             checkout_request_id=f"{PAYBILL_REQUEST_PREFIX}{mpesa_receipt_number}",
             merchant_request_id=shortcode,
             phone=phone,
             amount=amount,
-            status=EvidenceStatus.CONFIRMED,
-            result_code=0,
+            receipt=mpesa_receipt_number,
             result_desc="paybill payment confirmed",
-            mpesa_receipt_number=mpesa_receipt_number,
             raw_callback=raw_confirmation,
-            created_at=at,
-            updated_at=at,
+            now=at,
         )
         tx._move_to(Status.AWAITING_MPESA, at)
         return tx
@@ -863,6 +862,31 @@ class Transaction:
             merchant_request_id=merchant_request_id,
             phone=self.phone,
             amount=self.amount,
+            now=at,
+        )
+        self._touch(at)
+
+    def lost_push_paid_as_listed(self, *, receipt: str, now: datetime | None = None) -> None:
+        """Two people took in a lost push's payment on M-Pesa's list alone (Pull Transactions lists
+        it under the push's AccountReference, and no callback ever gave its CheckoutRequestID): the
+        push's request is recorded CONFIRMED under `PULL-<receipt>`, as a paybill payment's is under
+        `C2B-<TransID>`. The deposit stays under review until the retry hands it to the saga, which
+        credits it."""
+        self._require_type(TransactionType.DEPOSIT)
+        if self.status is not Status.NEEDS_REVIEW:
+            raise IllegalTransition("only people take a lost push's payment in on M-Pesa's list")
+        if self.mpesa_request is not None:
+            raise InvalidEvidence("this deposit's STK push already has its answer")
+        at = _at(now)
+        self.mpesa_request = MpesaRequest.paid_without_push_answer(
+            transaction_id=self.id,
+            checkout_request_id=f"{LISTED_REQUEST_PREFIX}{receipt}",
+            merchant_request_id=LISTED_REQUEST_PREFIX.rstrip("-"),
+            phone=self.phone,
+            amount=self.amount,
+            receipt=receipt,
+            result_desc="listed by M-Pesa's Pull Transactions under the push's AccountReference",
+            raw_callback=None,
             now=at,
         )
         self._touch(at)

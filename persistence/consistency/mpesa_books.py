@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.payments.status import TransactionStatus as S
+from domain.payments.transaction import LISTED_REQUEST_PREFIX
 from domain.wallet.account_kind import AccountKind
 from persistence.consistency.books import B2CPayout, MpesaBooks
 from persistence.consistency.collector import Collector, money
@@ -119,8 +120,12 @@ async def check_mpesa_books(connection: AsyncConnection, out: Collector, books: 
 
     # STK charges -> deposits
     charged = {s.checkout_request_id: s for s in books.stk if s.charged}
+    # A lost push's payment taken in on M-Pesa's list alone is held under PULL-<receipt>.
+    listed = {
+        f"{LISTED_REQUEST_PREFIX}{s.receipt}": s.checkout_request_id for s in charged.values() if s.receipt
+    }
     requests: dict[str, Any] = {}
-    for chunk in chunks(sorted(charged)):
+    for chunk in chunks(sorted([*charged, *listed])):
         rows = await connection.execute(
             select(
                 mr.c.checkout_request_id,
@@ -135,7 +140,16 @@ async def check_mpesa_books(connection: AsyncConnection, out: Collector, books: 
             .where(mr.c.checkout_request_id.in_(list(chunk)))
         )
         for found in rows:
-            requests[found.checkout_request_id] = found
+            charge_id = listed.get(found.checkout_request_id, found.checkout_request_id)
+            held = requests.get(charge_id)
+            if held is not None and held.transaction_id != found.transaction_id:
+                out.violation(
+                    Code.PAID_TWICE,
+                    f"{charge_name(charge_id)} is held by two deposits "
+                    f"({held.checkout_request_id} and {found.checkout_request_id})",
+                    found.transaction_id,
+                )
+            requests[charge_id] = found
     in_review = await _deposits_in_review_without_request(connection)
     suspense = await paybill_suspense(connection)
     for checkout_id, charge in sorted(charged.items()):
@@ -213,7 +227,7 @@ async def check_mpesa_books(connection: AsyncConnection, out: Collector, books: 
     confirmed = select(mr.c.checkout_request_id, mr.c.transaction_id).where(mr.c.status == CONFIRMED)
     not_charged: list[tuple[str, uuid.UUID]] = []
     async for request in await connection.stream(confirmed):
-        if request.checkout_request_id not in charged:
+        if request.checkout_request_id not in charged and request.checkout_request_id not in listed:
             not_charged.append((request.checkout_request_id, request.transaction_id))
     for checkout_id, tx_id in not_charged[: out.max_rows]:
         out.violation(

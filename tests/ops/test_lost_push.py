@@ -45,20 +45,22 @@ async def parked_callbacks(review: Review, wanted: int) -> list[tuple[str, str]]
     raise AssertionError("no STK callback was parked")
 
 
-async def lost_push(review: Review, phone: str) -> Transaction:
+async def lost_push(review: Review, phone: str, *, callback_lost: bool = False) -> Transaction:
     """A deposit whose push's answer was lost, under review: the saga's own lookups found nothing
-    (M-Pesa's list could not be read while it looked)."""
+    (M-Pesa's list could not be read while it looked). `callback_lost`: its callback never came."""
     stack = review.stack
     user = await stack.user(phone=phone)
     await mpesa_fault(review, kind="answer_lost", api="stk")
+    if callback_lost:
+        await mpesa_fault(review, kind="drop", api="stk")
     await mpesa_fault(review, kind="pull_failure", api="pull_query", count=None)
     tx = await stack.deposit(user, 1_300)
     done = await stack.settle(tx.id)
     await clear_mpesa_faults(review)
     assert done.status is S.NEEDS_REVIEW, done.failure_reason
     assert done.mpesa_request is None and "answer was lost" in (done.failure_reason or "")
-    # the push went ahead: M-Pesa called back about a CheckoutRequestID PenPay never saw
-    await parked_callbacks(review, 1)
+    if not callback_lost:  # the push went ahead: M-Pesa called back about an id PenPay never saw
+        await parked_callbacks(review, 1)
     review.clock.set(done.updated_at + LOST_PUSH_WAIT)
     return done
 
@@ -120,3 +122,31 @@ async def test_an_unpaid_push_whose_answer_was_lost_fails_once_it_can_no_longer_
     [*_, (_, action_name, details)] = await audit_actions(review, tx.id)
     assert action_name == "review.approved"
     assert details["provider_answer"]["listed_under_reference"] == []
+
+
+async def test_a_paid_push_whose_answer_and_callback_were_lost_is_taken_in_on_m_pesa_s_list(
+    review: Review,
+) -> None:
+    tx = await lost_push(review, "254722071234", callback_lost=True)  # paid; no callback ever
+    retry = await propose(review, tx.id, RETRY)
+    review.clock.set(tx.updated_at + LOST_PUSH_WAIT - timedelta(seconds=1))
+    with pytest.raises(grpc.aio.AioRpcError) as early:  # a callback may still come: wait for it
+        await approve(review, retry.action_id)
+    assert early.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "on M-Pesa's list alone" in (early.value.details() or "")
+
+    review.clock.set(tx.updated_at + LOST_PUSH_WAIT)
+    done = await approve(review, retry.action_id)
+    assert done.status == pb.REVIEW_ACTION_STATUS_EXECUTED
+    credited = await review.stack.settle(tx.id)
+    assert credited.status is S.COMPLETED, credited.failure_reason
+    request = credited.mpesa_request
+    assert request is not None and request.status == E.CONFIRMED
+    books = await review.stack.mpesa_books()
+    [charge] = [s for s in books["stk"]["transactions"] if s["charged"]]
+    assert request.mpesa_receipt_number == charge["receipt"]  # the payment M-Pesa made, once
+    assert request.checkout_request_id == f"PULL-{charge['receipt']}"
+    assert await review.stack.deriv_transfers(str(tx.id)) == 1
+    [*_, (_, action_name, details)] = await audit_actions(review, tx.id)
+    assert action_name == "review.approved"
+    assert details["provider_answer"]["taken_in_as_listed"] == charge["receipt"]

@@ -85,6 +85,7 @@ def test_a_retry_is_refused_or_waits_when_the_records_do_not_give_the_id() -> No
     no_callback = LostPushRecords(pulled=(PulledPayment("UAB1CD2EF3", 1_300_00, REF),), parked=())
     judged = judge_retry(no_callback, reference=REF, amount=KES_1300)
     assert judged.found is None and judged.wait is not None and "no callback" in judged.wait
+    assert judged.listed == PulledPayment("UAB1CD2EF3", 1_300_00, REF)  # for people, after the wait
     bad_callback = LostPushRecords(
         pulled=(PulledPayment("UAB1CD2EF3", 1_300_00, REF),), parked=(parked("UAB1CD2EF3", amount=1),)
     )
