@@ -317,3 +317,19 @@ def test_a_lost_push_s_answer_found_in_m_pesa_s_records_is_recorded_once(
     assert unknown_step(deposit) is S.AWAITING_MPESA  # now STK Query can be asked
     with pytest.raises(InvalidEvidence):
         deposit.lost_push_answer_found(checkout_request_id="ws_CO_2", merchant_request_id="mr-2", now=now)
+
+
+def test_only_people_take_a_lost_push_s_payment_in_on_m_pesa_s_list(
+    deposit: Transaction, now: datetime
+) -> None:
+    deposit.mark_outcome_unknown("the STK push's answer was lost", now=now)
+    with pytest.raises(IllegalTransition):  # the saga needs the callback and STK Query
+        deposit.lost_push_paid_as_listed(receipt="UAB1CD2EF3", now=now)
+    deposit.needs_review("the STK push's answer was lost", now=now)
+    deposit.lost_push_paid_as_listed(receipt="UAB1CD2EF3", now=now)
+    request = deposit.mpesa_request
+    assert request is not None and request.status == EvidenceStatus.CONFIRMED
+    assert (request.checkout_request_id, request.mpesa_receipt_number) == ("PULL-UAB1CD2EF3", "UAB1CD2EF3")
+    assert request.amount == deposit.amount and request.phone == deposit.phone
+    with pytest.raises(InvalidEvidence):
+        deposit.lost_push_paid_as_listed(receipt="UAB1CD2EF4", now=now)
