@@ -573,8 +573,11 @@ class SagaRunner:
         A final answer is the evidence itself: handed back to be recorded under the next step's
         lock, in the commit of what it decides (the credit, the failure, the review), so the
         evidence and the money move together. The step's own read goes with the query."""
-        if tx.mpesa_request is None:
+        request = tx.mpesa_request
+        if request is None:
             return True
+        if request.status == EvidenceStatus.SENT and await self._took_in_parked(tx.id, request):
+            return True  # decide again on the callback
         try:
             asked = await self._mpesa.query_stk(tx)
         except Exception:
@@ -585,6 +588,18 @@ class SagaRunner:
             await self._count_attempt(tx.id, Step.STK_QUERY, decision.reason)
             return False
         return asked if isinstance(asked, StkQueryAnswer) else True  # settled already: decide again
+
+    async def _took_in_parked(self, tx_id: TransactionId, request: MpesaRequest) -> bool:
+        """No callback recorded yet: one may be parked under the push's id, left there when taking
+        it in failed or a crash came first (after the push's answer, or a lost push's, was stored).
+        Taken in now, before STK Query is asked, so it is judged as evidence, not left for a person."""
+        try:
+            return await self._mpesa.stk_answer_recorded(request.checkout_request_id)
+        except Exception as error:
+            log.warning(
+                "saga.parked_callback_not_taken_in", transaction_id=str(tx_id), **failure_fields(error)
+            )
+            return False
 
     async def _record_query_answer(
         self, uow: PaymentsUnitOfWork, tx: Transaction, answer: StkQueryAnswer

@@ -155,7 +155,10 @@ async def test_a_callback_that_beats_the_stored_answer_settles_the_deposit_witho
     assert parked.transaction_id == tx.id.value
 
 
-async def test_when_adoption_fails_the_deposit_still_settles_by_the_timer(stack: Stack) -> None:
+async def test_when_adoption_fails_the_timer_s_step_takes_the_callback_in(stack: Stack) -> None:
+    """Taking the early callback in fails after the push's answer is stored (or a crash comes
+    first): the deposit still settles by the STK-callback timer, whose step takes the parked
+    callback in before asking STK Query, so it is judged as evidence, not left for a person."""
     user = await stack.user()
     tx = await stack.deposit(user, 1_300)
 
@@ -167,8 +170,9 @@ async def test_when_adoption_fails_the_deposit_still_settles_by_the_timer(stack:
     done = await stack.settle(tx.id)  # FAST_POLICY: the STK-callback timer, then STK Query
     assert done.status is S.COMPLETED, done.failure_reason
     assert await stack.deriv_transfers(str(tx.id)) == 1
+    assert done.mpesa_request is not None and done.mpesa_request.mpesa_receipt_number  # the callback's
     (parked,) = await reviews(stack, pushed.mpesa_request.checkout_request_id)
-    assert parked.status == "OPEN"  # left for a person, as before adoption existed
+    assert parked.status == "ADOPTED"
 
 
 async def test_a_callback_parked_while_the_answer_waits_for_it_is_adopted_in_that_store(
