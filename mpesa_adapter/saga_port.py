@@ -43,11 +43,7 @@ SPIKE_ARREST_RETRY_AFTER = 5.0
 QUOTA_RETRY_AFTER = 300.0
 
 
-def account_reference(tx_id: TransactionId) -> str:
-    return push_reference(tx_id)  # the review queue looks a lost push up by it
-
-
-__all__ = ["SETUP_ERROR_ALERT", "DarajaMpesaGateway", "account_reference"]
+__all__ = ["SETUP_ERROR_ALERT", "DarajaMpesaGateway"]
 
 
 class DarajaMpesaGateway:
@@ -63,7 +59,8 @@ class DarajaMpesaGateway:
             accepted = await self._client.stk_push(
                 phone=phone,
                 amount_cents=amount.amount_minor,
-                account_reference=account_reference(transaction_id),
+                # the saga and the review queue look a lost push up in Pull Transactions by it
+                account_reference=push_reference(transaction_id),
                 description="PenPay",
             )
         except errors.OutcomeUnknown as exc:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from application.alerts import raise_alert
+from application.payments.lost_push import push_reference
 from application.reconciliation import ports
 from application.reconciliation.ports import (
     Evidence,
@@ -35,6 +36,7 @@ from application.reconciliation.rules import (
     sum_balances,
 )
 from domain.payments.paybill import masked, visible_digits_agree
+from domain.shared.ids import TransactionId
 
 READ_FAILED_ALERT = "reconciliation_read_failed"
 PAID_STK = ("CONFIRMED", "SUCCEEDED")  # MpesaRequest statuses of a payment PenPay holds as made
@@ -46,11 +48,6 @@ OPEN_STATUSES = ("pending", "processing", "requested")
 # Records a little outside the window are read too, so that a record and its evidence stamped on
 # either side of the window's edge still find each other.
 EDGE = timedelta(minutes=10)
-
-
-def account_reference(transaction_id: str) -> str:
-    """The AccountReference PenPay sends with an STK push (mpesa_adapter.saga_port.account_reference)."""
-    return transaction_id.replace("-", "")[-12:].upper()
 
 
 def transaction_hint(text: str) -> str | None:
@@ -139,7 +136,7 @@ class Reconciler:
         # A payment PenPay holds no receipt for (confirmed by STK Query alone, or its callback still on
         # the way) is found by the account reference PenPay sent (its transaction id's tail) and amount.
         by_reference = {
-            (account_reference(e.transaction_id), e.amount): e
+            (push_reference(TransactionId.from_str(e.transaction_id)), e.amount): e
             for e in pushes
             if not (e.provider_ref and e.status in PAID_STK)
         }

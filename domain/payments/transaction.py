@@ -850,11 +850,10 @@ class Transaction:
         CheckoutRequestID): recorded as the push's answer, by the saga while the outcome is unknown
         or by two people under review (their retry then hands the deposit back to the saga). Either
         way STK Query is asked under that id before the deposit is credited."""
-        self._require_type(TransactionType.DEPOSIT)
-        if self.status not in (Status.NEEDS_REVIEW, Status.OUTCOME_UNKNOWN):
-            raise IllegalTransition("only a deposit whose outcome is unknown has its lost push found")
-        if self.mpesa_request is not None:
-            raise InvalidEvidence("this deposit's STK push already has its answer")
+        self._require_lost_push(
+            (Status.NEEDS_REVIEW, Status.OUTCOME_UNKNOWN),
+            "only a deposit whose outcome is unknown has its lost push found",
+        )
         at = _at(now)
         self.mpesa_request = MpesaRequest.sent(
             transaction_id=self.id,
@@ -872,11 +871,9 @@ class Transaction:
         push's request is recorded CONFIRMED under `PULL-<receipt>`, as a paybill payment's is under
         `C2B-<TransID>`. The deposit stays under review until the retry hands it to the saga, which
         credits it."""
-        self._require_type(TransactionType.DEPOSIT)
-        if self.status is not Status.NEEDS_REVIEW:
-            raise IllegalTransition("only people take a lost push's payment in on M-Pesa's list")
-        if self.mpesa_request is not None:
-            raise InvalidEvidence("this deposit's STK push already has its answer")
+        self._require_lost_push(
+            (Status.NEEDS_REVIEW,), "only people take a lost push's payment in on M-Pesa's list"
+        )
         at = _at(now)
         self.mpesa_request = MpesaRequest.paid_without_push_answer(
             transaction_id=self.id,
@@ -890,6 +887,14 @@ class Transaction:
             now=at,
         )
         self._touch(at)
+
+    def _require_lost_push(self, statuses: tuple[Status, ...], refusal: str) -> None:
+        """A deposit whose push has no answer recorded, in one of `statuses`."""
+        self._require_type(TransactionType.DEPOSIT)
+        if self.status not in statuses:
+            raise IllegalTransition(refusal)
+        if self.mpesa_request is not None:
+            raise InvalidEvidence("this deposit's STK push already has its answer")
 
     def resume_after_review(self, step: str, *, now: datetime | None = None) -> None:
         """Two people approved resolving a stuck step again: back to OUTCOME_UNKNOWN, whose step

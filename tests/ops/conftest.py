@@ -20,8 +20,6 @@ from deriv_gateway.payments_client import GatewayDerivStatement
 from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
 from domain.shared.clock import FixedClock
 from mpesa_adapter.client import DarajaClient
-from mpesa_adapter.lost_push_reads import LostPushReads
-from mpesa_adapter.pull_reads import PullReads
 from mpesa_adapter.reversal import DarajaReversals
 from mpesa_adapter.review_lookups import DarajaReviewLookups
 from penpay import bootstrap
@@ -123,14 +121,7 @@ async def review_stack(
                     daraja,
                     core.engine,
                     inbox=bootstrap.callback_inbox(core),
-                    lost_push=LostPushReads(
-                        PullReads(
-                            daraja,
-                            nominated_number="254708374149",
-                            callback_url=f"{stack.callbacks.base_url}/pull",
-                        ),
-                        core.engine,
-                    ),
+                    lost_push=bootstrap.lost_push_reads(core, daraja),
                     polls=100,
                     poll_interval=0.05,
                 ),
