@@ -79,7 +79,8 @@ _PAGE = (
     .limit(bindparam("page_size"))
 )
 
-# Events of these bounded contexts are financial actions and are audited automatically.
+# Events of these bounded contexts are financial actions and are audited automatically: migration
+# 0028's trigger copies their outbox rows into audit_pending (it names them as streams).
 FINANCIAL_CONTEXTS = frozenset({"payments", "wallet"})
 
 
@@ -135,17 +136,6 @@ CONTENT_COLUMNS = ("occurred_at", "actor", "action", "subject_type", "subject_id
 
 def is_financial(event: DomainEvent) -> bool:
     return bounded_context(event) in FINANCIAL_CONTEXTS
-
-
-def record_for_event(event: DomainEvent, actor: str) -> AuditRecord:
-    return AuditRecord(
-        occurred_at=event.occurred_at,
-        actor=actor,
-        action=event.event_type,
-        subject_type=event.aggregate_type,
-        subject_id=event.aggregate_id(),
-        details={"event_id": str(event.event_id), **event.payload()},
-    )
 
 
 async def _lock_head(connection: AsyncConnection) -> tuple[str, int]:

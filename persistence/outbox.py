@@ -29,7 +29,7 @@ def stream_for(event: DomainEvent) -> str:
     return f"penpay.{bounded_context(event)}"
 
 
-def event_row(event: DomainEvent) -> dict[str, Any]:
+def event_row(event: DomainEvent, actor: str) -> dict[str, Any]:
     return {
         "id": event.event_id.value,
         "stream": stream_for(event),
@@ -41,9 +41,12 @@ def event_row(event: DomainEvent) -> dict[str, Any]:
         "occurred_at": event.occurred_at,
         "published_at": None,
         "publish_attempts": 0,
+        "actor": actor,
     }
 
 
-async def write_events(connection: AsyncConnection, events: Sequence[DomainEvent]) -> None:
+async def write_events(connection: AsyncConnection, events: Sequence[DomainEvent], actor: str) -> None:
+    """The events' outbox rows. Those of financial events are audited by the database (migration
+    0028's trigger copies each into audit_pending, with `actor`, in the same statement)."""
     if events:
-        await connection.execute(_INSERT_EVENT, [event_row(e) for e in events])
+        await connection.execute(_INSERT_EVENT, [event_row(e, actor) for e in events])

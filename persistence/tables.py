@@ -274,6 +274,9 @@ domain_events = Table(
     Column("occurred_at", UtcDateTime(), nullable=False),
     Column("published_at", UtcDateTime(), nullable=True),
     Column("publish_attempts", Integer, nullable=False),
+    # Who caused the event (migration 0028): a trigger copies a financial event, with it, into
+    # audit_pending. NULL on rows written before.
+    Column("actor", String(64), nullable=True),
     # The relay claims unpublished rows with FOR UPDATE SKIP LOCKED through this index.
     Index(None, "published_at", "occurred_at"),
 )

@@ -1,8 +1,9 @@
 """SqlUnitOfWork: one database transaction per business operation.
 
 Commits, together or not at all: the aggregates the repositories touched, their new
-domain events as outbox rows (`domain_events`), audit records for every financial event and
-for explicit audit records, and idempotency records. Nothing is published before commit: the
+domain events as outbox rows (`domain_events`), audit records for every financial event (written
+by the database from the event's outbox row, migration 0028) and for explicit audit records, and
+idempotency records. Nothing is published before commit: the
 outbox relay only ever sees committed rows.
 
 Audit records are committed to `audit_pending` (one INSERT of all of them) and chained into
@@ -164,16 +165,17 @@ class SqlUnitOfWork:
         events = [*self._events]
         for source in self._sources:
             events.extend(source.pull_events())
-        records = [*self._audit_records]
-        records.extend(audit.record_for_event(e, self.actor) for e in events if audit.is_financial(e))
-        await outbox.write_events(connection, events)
+        records = self._audit_records
+        # A financial event's audit record is written by the database with its outbox row.
+        audited = len(records) + sum(1 for e in events if audit.is_financial(e))
+        await outbox.write_events(connection, events, self.actor)
         await audit.write_pending(connection, records)
-        if records and self._seal_in_transaction:
-            await audit.seal_pending(connection, batch_size=max(1000, len(records)))
+        if audited and self._seal_in_transaction:
+            await audit.seal_pending(connection, batch_size=max(1000, audited))
         await self.ledger.write_last()  # the floats' row locks, held from here to the COMMIT only
         await connection.commit()
         self._committed = True
-        self._to_seal = self._to_seal or (bool(records) and self._seal_here and not self._seal_in_transaction)
+        self._to_seal = self._to_seal or (bool(audited) and self._seal_here and not self._seal_in_transaction)
         self._events, self._sources, self._audit_records = [], [], []
 
     async def rollback(self) -> None:

@@ -81,6 +81,7 @@ def event_row(
         "occurred_at": occurred_at or OCCURRED_AT,
         "published_at": None,
         "publish_attempts": 0,
+        "actor": "test",
     }
 
 
