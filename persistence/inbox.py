@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import delete, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,3 +40,9 @@ async def record_processed(
 async def was_processed(connection: AsyncConnection, consumer: str, event_id: uuid.UUID) -> bool:
     statement = select(exists().where(_t.c.consumer == consumer, _t.c.event_id == event_id))
     return bool((await connection.execute(statement)).scalar())
+
+
+async def forget(connection: AsyncConnection, consumer: str, event_id: uuid.UUID) -> None:
+    """Take back the inbox row this transaction inserted: the event is to come back and be handled
+    again (workers.consumer.KeepAndRetry)."""
+    await connection.execute(delete(_t).where(_t.c.consumer == consumer, _t.c.event_id == event_id))

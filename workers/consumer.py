@@ -72,6 +72,18 @@ Handler = Callable[[EventEnvelope, SqlUnitOfWork], Awaitable[None]]
 # is idempotent by itself; the inbox row is written after it returns.
 StandaloneHandler = Callable[[EventEnvelope], Awaitable[None]]
 ANY_EVENT = "*"
+
+
+class KeepAndRetry(Exception):
+    """Raised by a handler whose work so far must stand although the event is not done (a notice
+    sent by one channel, the other failed): the consumer commits the unit of work without the
+    inbox row and leaves the message to come back, as for any failure (`cause`, the failure)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
 # Outcomes whose message is acknowledged after the batch ("dead" was acked by the dead letter).
 _TO_ACK = frozenset({"handled", "duplicate", "ignored"})
 
@@ -371,7 +383,12 @@ class EventConsumer:
                     uow.connection, self.group, event.event_id, uow.clock.now()
                 )
                 if first:
-                    await handler(event, uow)
+                    try:
+                        await handler(event, uow)
+                    except KeepAndRetry as partly:
+                        await inbox.forget(uow.connection, self.group, event.event_id)
+                        await uow.commit()
+                        raise partly.cause from None
                     await uow.commit()
         except Exception as exc:
             metrics.HANDLER_FAILURES.labels(stream=delivery.stream, group=self.group).inc()

@@ -1,7 +1,7 @@
 """`penpay worker notify`: payment notices by SMS and email (workers/notifications.py), until SIGTERM.
 
 It reads the status changes the relay publishes to Redis Streams (PENPAY_REDIS_URL), as one
-consumer of the groups "payment-notice-sms" and "payment-notice-email" (run as many as you like).
+consumer of the group "payment-notices" (run as many as you like).
 Without Redis the bus lives inside one process: `penpay worker saga` then runs the notices beside
 the relay, and this command refuses to start. Production needs both providers (exit 2 otherwise).
 """

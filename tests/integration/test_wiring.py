@@ -9,7 +9,7 @@ from penpay.settings import Settings
 from penpay.wiring.auditor import build_audit_worker
 from penpay.wiring.saga_worker import build_saga_worker
 from workers.float_low import FLOAT_LOW_GROUP
-from workers.notifications import NOTICE_GROUPS
+from workers.notifications import NOTICE_GROUP
 from workers.sagas import SAGA_GROUP
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ async def test_without_redis_the_saga_worker_also_relays_and_sends_the_notices(s
     try:
         assert worker.relay is not None and worker.sweeper is not None
         groups = sorted(consumer.group for consumer in worker.consumers)
-        assert groups == sorted([SAGA_GROUP, *NOTICE_GROUPS.values(), FLOAT_LOW_GROUP])
+        assert groups == sorted([SAGA_GROUP, NOTICE_GROUP, FLOAT_LOW_GROUP])
     finally:
         await worker.close()
         await core.close()
