@@ -280,6 +280,9 @@ async def _reset_digests(url: str) -> bool:
             if not on:
                 return False
             await connection.execute(text("TRUNCATE performance_schema.events_statements_summary_by_digest"))
+            await connection.execute(
+                text("TRUNCATE performance_schema.events_statements_summary_by_thread_by_event_name")
+            )
             await connection.commit()
     except Exception:
         return False
@@ -324,11 +327,14 @@ class PerCompleted:
         return self.statements + self.pings
 
     def describe(self) -> str:
+        # The kinds (Com_*) also count what triggers run, once per row (0028's audit records of
+        # financial events); the round trips (Questions) count only what a client sent.
         where = "a private mariadbd: this run alone" if self.private else "server-wide: the shared server"
         g = self.get
         return (
             f"; per completed ({where}): {self.round_trips:.1f} round trips = {self.statements:.1f} SQL "
-            f"statements (select {g('Com_select'):.1f}, insert {g('Com_insert'):.1f}, update "
+            f"statements (by kind, triggers' included: select {g('Com_select'):.1f}, "
+            f"insert {g('Com_insert'):.1f}, update "
             f"{g('Com_update'):.1f}, delete {g('Com_delete'):.1f}, savepoint {g('Com_savepoint'):.1f}, "
             f"release {g('Com_release_savepoint'):.1f}, set {g('Com_set_option'):.1f}) + {self.pings:.1f} "
             f"pings; {g('Com_commit'):.1f} commits, {g('Com_rollback'):.1f} rollbacks; "
@@ -539,6 +545,43 @@ async def _run_on(
                 await _withdrawals(results, args, url, db, control, channel, wd_users, withdrawals, cluster)
 
 
+# Statements by process: a connection names its process by the `_pid` attribute the driver sends.
+_BY_PROCESS = """
+SELECT a.ATTR_VALUE AS pid, e.EVENT_NAME AS event, SUM(e.COUNT_STAR) AS n
+FROM performance_schema.events_statements_summary_by_thread_by_event_name e
+JOIN performance_schema.threads t ON t.THREAD_ID = e.THREAD_ID
+JOIN performance_schema.session_connect_attrs a
+  ON a.PROCESSLIST_ID = t.PROCESSLIST_ID AND a.ATTR_NAME = '_pid'
+WHERE e.COUNT_STAR > 0 AND e.EVENT_NAME LIKE 'statement/sql/%'
+GROUP BY a.ATTR_VALUE, e.EVENT_NAME
+"""
+
+
+async def _statements_by_process(url: str, per: int, cluster: Any) -> str:
+    """Per completed transaction and process: statements, commits and rollbacks, counted on the
+    connections still open at the end (pools keep theirs; one closed during the run is missing)."""
+    from sqlalchemy import text
+
+    names = {str(proc.pid): name for name, proc in cluster.processes.items() if proc.pid}
+    counts: dict[str, dict[str, int]] = {}
+    async with _engine(url).connect() as connection:
+        for pid, event, n in (await connection.execute(text(_BY_PROCESS))).all():
+            name = names.get(str(pid))
+            if name is None:
+                continue  # the bench's own connections
+            kind = str(event).rsplit("/", 1)[-1]
+            mine = counts.setdefault(name, {"all": 0, "commit": 0, "rollback": 0})
+            mine["all"] += int(n)
+            if kind in ("commit", "rollback"):
+                mine[kind] += int(n)
+    done = max(per, 1)
+    return ", ".join(
+        f"{name} {c['all'] / done:.1f} "
+        f"({c['commit'] / done:.2f} commits, {c['rollback'] / done:.2f} rollbacks)"
+        for name, c in sorted(counts.items(), key=lambda item: -item[1]["all"])
+    )
+
+
 async def _measured_phase(
     results: Results,
     args: argparse.Namespace,
@@ -576,6 +619,10 @@ async def _measured_phase(
         results.notes.append(
             f"e2e {kind.lower()}s: the most frequent statements per completed {kind.lower()} "
             "(performance_schema digests, all processes):\n    " + "\n    ".join(top)
+        )
+        by_process = await _statements_by_process(url, per.done, cluster)
+        results.notes.append(
+            f"e2e {kind.lower()}s: statements per completed {kind.lower()} by process: {by_process}"
         )
 
 
