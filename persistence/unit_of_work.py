@@ -3,8 +3,8 @@
 Commits, together or not at all: the aggregates the repositories touched, their new
 domain events as outbox rows (`domain_events`), audit records for every financial event (written
 by the database from the event's outbox row, migration 0028) and for explicit audit records, and
-idempotency records. Nothing is published before commit: the
-outbox relay only ever sees committed rows.
+idempotency records. Nothing is published before commit: the outbox relay only ever sees
+committed rows.
 
 Audit records are committed to `audit_pending` (one INSERT of all of them) and chained into
 `audit_logs` (persistence/audit.py): on MariaDB by the audit sealer (persistence/audit_sealer.py),
