@@ -1,5 +1,5 @@
 """The payment notices' wiring (`penpay worker notify`; without Redis the saga worker runs them
-beside its relay, on the in-process bus): SMS and email consumers of the status changes."""
+beside its relay, on the in-process bus): one consumer of the status changes for SMS and email."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def build_notify_worker(
     notifier: Notifier | None = None,
     **consumer_options: Any,
 ) -> Daemon:
-    """The notice consumers; the notifier from settings (penpay/notifiers.py) unless handed in
+    """The notice consumer; the notifier from settings (penpay/notifiers.py) unless handed in
     (the embedded stack hands in its API's, whose development sink the demo reads)."""
     from workers.notifications import notification_consumers
 
