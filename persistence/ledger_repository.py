@@ -45,6 +45,10 @@ _SELECT_BY_CODE: Select[Any] = select(
     *[c for c in ledger_accounts.c if c.name != "balance_cents"],
     ledger_balances.balance().label("balance_cents"),
 ).where(ledger_accounts.c.code == bindparam("code"))
+_SELECT_BY_CODES: Select[Any] = select(
+    *[c for c in ledger_accounts.c if c.name != "balance_cents"],
+    ledger_balances.balance().label("balance_cents"),
+).where(ledger_accounts.c.code.in_(bindparam("codes", expanding=True)))
 _SELECT_LOCKED_BY_CODE = select(ledger_accounts).where(ledger_accounts.c.code == bindparam("code"))
 _SELECT_BY_IDS = select(ledger_accounts).where(ledger_accounts.c.id.in_(bindparam("ids", expanding=True)))
 _d = ledger_balance_deltas
@@ -175,6 +179,11 @@ class SqlLedgerRepository:
         known = _KNOWN_IDS.setdefault(self._connection.sync_engine, {})
         code = _code(kind, currency, user_id)
         found = known.get(code)
+        if found is None and user_id is not None:
+            # A booking names a user's wallets one by one (a deposit's credit: KES, then USD), and in
+            # production most users are new to a process: one read learns all of them at once.
+            await self._learn_wallets(user_id)
+            found = known.get(code)
         if found is None:
             account = await self.get_or_create_account(kind=kind, currency=currency, user_id=user_id)
             found = account.id
@@ -182,6 +191,17 @@ class SqlLedgerRepository:
                 known[code] = found
                 self._remember([account])  # what describe_accounts needs, read already
         return found
+
+    async def _learn_wallets(self, user_id: UserId) -> None:
+        """Remember the ids (and descriptions) of every wallet `user_id` has, committed."""
+        codes = [user_wallet_code(user_id, currency) for currency in Currency]
+        rows = await self._connection.execute(_SELECT_BY_CODES, {"codes": codes})
+        accounts = [account_from_row(row) for row in rows]
+        known = _KNOWN_IDS.setdefault(self._connection.sync_engine, {})
+        for account in accounts:
+            if account.code not in self._created:
+                known[account.code] = account.id
+        self._remember(accounts)
 
     async def get_accounts_for_update(
         self, ids: Collection[LedgerAccountId]

@@ -231,6 +231,45 @@ async def test_an_account_looked_up_by_its_code_is_described_without_another_rea
         await fresh.dispose()
 
 
+async def test_a_users_wallets_are_learnt_in_one_read(engine: AsyncEngine) -> None:
+    """A deposit's credit names the user's KES wallet, then the USD one; a process that knows
+    neither (in production, most users) learns both with the first lookup."""
+    from sqlalchemy import event
+
+    from domain.wallet.account_kind import AccountKind
+    from domain.wallet.money import Currency
+
+    kes, _ = await wallet_and_float(engine)
+    async with SqlUnitOfWork(engine) as uow:
+        usd = await uow.ledger.get_or_create_account(
+            kind=AccountKind.USER_WALLET, currency=Currency.USD, user_id=kes.user_id
+        )
+        await uow.commit()
+    fresh = create_engine(engine.url.render_as_string(hide_password=False))  # another process
+    sent: list[str] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if not statement.upper().startswith("BEGIN"):  # SQLite's own
+            sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(fresh.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        async with SqlUnitOfWork(fresh) as uow:
+            wallet = AccountKind.USER_WALLET
+            assert (
+                await uow.ledger.account_id(kind=wallet, currency=Currency.KES, user_id=kes.user_id) == kes.id
+            )
+            assert (
+                await uow.ledger.account_id(kind=wallet, currency=Currency.USD, user_id=kes.user_id) == usd.id
+            )
+            described = await uow.ledger.describe_accounts([kes.id, usd.id])
+        assert sent == ["SELECT"]
+        assert {a.currency for a in described.values()} == {Currency.KES, Currency.USD}
+    finally:
+        event.remove(fresh.sync_engine, "before_cursor_execute", on_execute)
+        await fresh.dispose()
+
+
 async def test_postings_booked_together_are_written_in_order_with_one_balance_each(
     engine: AsyncEngine,
 ) -> None:
