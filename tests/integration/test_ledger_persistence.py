@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -198,16 +199,12 @@ async def test_an_account_id_is_remembered_once_committed_never_from_a_rolled_ba
         assert await uow.ledger.account_id(kind=kind, currency=currency) == created
 
 
-async def test_an_account_looked_up_by_its_code_is_described_without_another_read(
-    engine: AsyncEngine,
-) -> None:
+@contextlib.asynccontextmanager
+async def another_process(engine: AsyncEngine) -> AsyncIterator[tuple[AsyncEngine, list[str]]]:
+    """An engine of its own on the same database (a process that knows none of its accounts yet),
+    with the first word of every statement it sends."""
     from sqlalchemy import event
 
-    from domain.wallet.account_kind import AccountKind
-    from domain.wallet.money import Currency
-
-    wallet, _ = await wallet_and_float(engine)
-    # another process: nothing of these accounts known yet
     fresh = create_engine(engine.url.render_as_string(hide_password=False))
     sent: list[str] = []
 
@@ -217,25 +214,33 @@ async def test_an_account_looked_up_by_its_code_is_described_without_another_rea
 
     event.listen(fresh.sync_engine, "before_cursor_execute", on_execute)
     try:
-        async with SqlUnitOfWork(fresh) as uow:
-            found = await uow.ledger.account_id(
-                kind=AccountKind.USER_WALLET, currency=Currency.KES, user_id=wallet.user_id
-            )
-            assert found == wallet.id and sent == ["SELECT"]  # its code read it
-            described = await uow.ledger.describe_accounts([found])
-        assert sent == ["SELECT"]  # and what it is came with that read
-        assert described[found].kind is AccountKind.USER_WALLET
-        assert described[found].currency is Currency.KES
+        yield fresh, sent
     finally:
         event.remove(fresh.sync_engine, "before_cursor_execute", on_execute)
         await fresh.dispose()
 
 
+async def test_an_account_looked_up_by_its_code_is_described_without_another_read(
+    engine: AsyncEngine,
+) -> None:
+    from domain.wallet.account_kind import AccountKind
+    from domain.wallet.money import Currency
+
+    wallet, _ = await wallet_and_float(engine)
+    async with another_process(engine) as (fresh, sent), SqlUnitOfWork(fresh) as uow:
+        found = await uow.ledger.account_id(
+            kind=AccountKind.USER_WALLET, currency=Currency.KES, user_id=wallet.user_id
+        )
+        assert found == wallet.id and sent == ["SELECT"]  # its code read it
+        described = await uow.ledger.describe_accounts([found])
+        assert sent == ["SELECT"]  # and what it is came with that read
+    assert described[found].kind is AccountKind.USER_WALLET
+    assert described[found].currency is Currency.KES
+
+
 async def test_a_users_wallets_are_learnt_in_one_read(engine: AsyncEngine) -> None:
     """A deposit's credit names the user's KES wallet, then the USD one; a process that knows
     neither (in production, most users) learns both with the first lookup."""
-    from sqlalchemy import event
-
     from domain.wallet.account_kind import AccountKind
     from domain.wallet.money import Currency
 
@@ -245,29 +250,13 @@ async def test_a_users_wallets_are_learnt_in_one_read(engine: AsyncEngine) -> No
             kind=AccountKind.USER_WALLET, currency=Currency.USD, user_id=kes.user_id
         )
         await uow.commit()
-    fresh = create_engine(engine.url.render_as_string(hide_password=False))  # another process
-    sent: list[str] = []
-
-    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if not statement.upper().startswith("BEGIN"):  # SQLite's own
-            sent.append(statement.split(None, 1)[0].upper())
-
-    event.listen(fresh.sync_engine, "before_cursor_execute", on_execute)
-    try:
-        async with SqlUnitOfWork(fresh) as uow:
-            wallet = AccountKind.USER_WALLET
-            assert (
-                await uow.ledger.account_id(kind=wallet, currency=Currency.KES, user_id=kes.user_id) == kes.id
-            )
-            assert (
-                await uow.ledger.account_id(kind=wallet, currency=Currency.USD, user_id=kes.user_id) == usd.id
-            )
-            described = await uow.ledger.describe_accounts([kes.id, usd.id])
+    wallet = AccountKind.USER_WALLET
+    async with another_process(engine) as (fresh, sent), SqlUnitOfWork(fresh) as uow:
+        assert await uow.ledger.account_id(kind=wallet, currency=Currency.KES, user_id=kes.user_id) == kes.id
+        assert await uow.ledger.account_id(kind=wallet, currency=Currency.USD, user_id=kes.user_id) == usd.id
+        described = await uow.ledger.describe_accounts([kes.id, usd.id])
         assert sent == ["SELECT"]
-        assert {a.currency for a in described.values()} == {Currency.KES, Currency.USD}
-    finally:
-        event.remove(fresh.sync_engine, "before_cursor_execute", on_execute)
-        await fresh.dispose()
+    assert {a.currency for a in described.values()} == {Currency.KES, Currency.USD}
 
 
 async def test_postings_booked_together_are_written_in_order_with_one_balance_each(
