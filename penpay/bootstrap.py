@@ -258,9 +258,12 @@ def payments(
     rest_token: Callable[[UserId], Awaitable[str]] | None = None,
     mpesa_config: DarajaConfig | None = None,
     saga_policy: SagaPolicy | None = None,
+    initiator_pushes: bool = True,
 ) -> Payments:
     """The sagas and use cases from settings; tests hand in a Daraja configuration (the simulator's
-    certificate, short retries) and saga timings the settings do not carry."""
+    certificate, short retries) and saga timings the settings do not carry. `initiator_pushes`:
+    InitiateDeposit sends the STK push (production); False leaves it to the saga workers (the
+    saga tests that drive that step themselves)."""
     from datetime import timedelta
 
     from application.payments.deposits import DepositOrchestrator
@@ -313,9 +316,15 @@ def payments(
         ttl=timedelta(seconds=s.fx_quote_ttl),
     )
     limits = deriv_transfer_limits(s)
+    # The API sends each new deposit's STK push itself, its intent committed with the deposit.
     deposits = DepositOrchestrator(
-        unit_of_work=use_case_unit_of_work, rates=rates, transfer_limits=limits, policy=policy
+        unit_of_work=use_case_unit_of_work,
+        rates=rates,
+        transfer_limits=limits,
+        policy=policy,
+        saga=saga if initiator_pushes else None,
     )
+    closers.insert(0, deposits.drain)  # the pushes in flight answered before Daraja's client closes
     withdrawals = WithdrawalOrchestrator(
         unit_of_work=use_case_unit_of_work,
         rates=rates,

@@ -83,6 +83,8 @@ def saga_consumer(
     async def wake(event: EventEnvelope) -> None:
         if event.event_type == TransactionStatusChanged.event_type and not wakes_the_saga(event):
             return
+        if event.event_type == DepositInitiated.event_type and event.data().get("pushed_by_initiator"):
+            return  # its InitiateDeposit sends the push; a lost answer is the sweeper's after the grace
         # Its version, when the aggregate wrote it: a wake-up about a version this process
         # already decided on (the saga's own step, or one it is taking now) reads nothing.
         version = event.aggregate_version if event.event_type in VERSIONED_WAKE_UPS else None

@@ -1,9 +1,12 @@
 """DepositOrchestrator: InitiateDeposit (PEC 3.1.8, an Orchestrator of the deposit saga).
 
 It checks the request in one read (application/payments/requests.py), stores the Transaction with its
-locked quote and, under the caller's key, its answer, and returns: the saga runner
-(application/payments/saga.py) picks it up from the DepositInitiated event and takes it through the
-one transition table (application/payments/decisions.py).
+locked quote and, under the caller's key, its answer, and returns. Given the saga runner, it also
+owns the first step: the STK push's intent is committed with the Transaction (one commit, not one
+more of a saga worker's) and the push is sent right after, in the background, the answer recorded
+by the saga's own code (SagaRunner.claim_stk_push); without it, the saga runner
+(application/payments/saga.py) sends the push, woken by the DepositInitiated event. Either way every
+later step goes through the one transition table (application/payments/decisions.py).
 
 An amount Deriv would refuse (outside the payment agent's transfer limits) is refused first, before
 the compliance policy or anything else can write: the customer has not paid and no Transaction takes
@@ -13,7 +16,7 @@ the idempotency key, so a corrected request can start afresh.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from application.errors import DuplicateIdempotencyKey
 from application.identity.ports import KnownUser
@@ -26,6 +29,7 @@ from application.payments.requests import (
     judge_read,
     read_after_lost_race,
 )
+from application.payments.saga import SagaRunner
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionType
 from domain.payments.transaction import Transaction
@@ -45,11 +49,15 @@ class DepositOrchestrator:
         rates: RateSource,
         transfer_limits: DerivTransferLimits,
         policy: MoneyMovementPolicy | None = None,
+        saga: SagaRunner | None = None,
     ) -> None:
+        """`saga`: this process sends each new deposit's STK push (see the module docstring)."""
         self._uow = unit_of_work
         self._limits = transfer_limits
         self._rates = rates
         self._policy = policy
+        self._saga = saga
+        self._pushes: set[asyncio.Task[None]] = set()
 
     async def initiate_deposit(
         self,
@@ -131,25 +139,44 @@ class DepositOrchestrator:
             phone=PhoneNumber(phone) if phone else user.phone,
             deriv_login_id=user.deriv_login_id,
             now=now,
+            pushed_by_initiator=self._saga is not None,
         )
         return await self._create_answered(transaction, key, replace=replace)
+
+    async def drain(self) -> None:
+        """Wait until the pushes this process sent have their answers recorded (at shutdown; tests):
+        one cut short leaves its intent, which the saga resolves after the call grace."""
+        while self._pushes:
+            await asyncio.gather(*self._pushes, return_exceptions=True)
+
+    def _push_soon(self, push: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.ensure_future(push())
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
 
     async def _create_answered(
         self, tx: Transaction, key: RequestKey | None, *, replace: bool
     ) -> Transaction:
         """Store `tx` and, under a key, its answer, in one database transaction. A request that lost
-        the race for the key (the unique key hash) answers as a repeat would."""
+        the race for the key (the unique key hash) answers as a repeat would. With the saga runner,
+        the push's intent is in that database transaction too, and the push goes once it commits."""
         async with self._uow() as uow:
             try:
                 await uow.transactions.add(tx)
+                push = None
+                if self._saga is not None:
+                    push = await self._saga.claim_stk_push(uow, tx)
                 if key is not None:
                     await uow.requests.record_answer(
                         key, transaction_id=tx.id, body=key.answer(tx), now=uow.clock.now(), replace=replace
                     )
                 await uow.commit()
-                return tx
             except DuplicateIdempotencyKey:
                 pass
+            else:
+                if push is not None:
+                    self._push_soon(push)
+                return tx
         # A fresh unit of work: a new snapshot that sees the winner's committed rows.
         async with self._uow() as uow:
             read = await read_after_lost_race(uow, tx, key)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -394,6 +395,29 @@ class SagaRunner:
         await uow.commit()
         pushed = _started(steps, Step.STK_PUSH, now)
         return _Then(lambda: self._call_stk_push(tx, pushed))
+
+    async def claim_stk_push(self, uow: PaymentsUnitOfWork, tx: Transaction) -> Callable[[], Awaitable[None]]:
+        """The first push of the new deposit `tx`, by the InitiateDeposit creating it: its intent is
+        written in the unit of work that inserts `tx` (one commit for both, not one more of the
+        saga's), and the push is sent, once that commit is done, by the call returned. Every other
+        process sees the intent and treats the push as in flight, exactly as after a crash between
+        a saga's intent and its call: the call grace, then M-Pesa's own records (lost_push).
+        The push records its answer on a copy of `tx` taken when it starts, after the commit:
+        `tx` itself stays the caller's answer, as committed."""
+        new_push = tx.type is TransactionType.DEPOSIT and tx.status is S.PENDING and tx.mpesa_request is None
+        if not new_push:
+            raise ValueError("only a new STK deposit's push is claimed by its initiator")
+        now = uow.clock.now()
+        await uow.saga_steps.start(tx.id, Step.STK_PUSH, now=now)
+        steps = _started({}, Step.STK_PUSH, now)
+
+        async def push() -> None:
+            try:
+                await self._call_stk_push(copy.deepcopy(tx), steps)
+            except Exception as error:  # the intent stands: the saga resolves it after the grace
+                log.warning("saga.initiator_push_failed", transaction_id=str(tx.id), **failure_fields(error))
+
+        return push
 
     async def _call_stk_push(self, tx: Transaction, steps: Mapping[str, StepRecord]) -> bool:
         tx_id = tx.id

@@ -39,6 +39,9 @@ class DepositInitiated(TransactionEvent):
     amount: Money  # KES the customer pays
     converted_amount: Money  # USD for the Deriv account
     rate_quote_id: str
+    # The InitiateDeposit that created it sends the STK push itself (its intent committed with the
+    # deposit): nothing waits on this event to push. False: the saga sends it (older events too).
+    pushed_by_initiator: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

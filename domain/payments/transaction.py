@@ -180,11 +180,22 @@ class Transaction:
         phone: PhoneNumber,
         deriv_login_id: DerivLoginId,
         now: datetime | None = None,
+        pushed_by_initiator: bool = False,
     ) -> Transaction:
-        """KES paid by STK push (whole shillings, M-Pesa limits) becomes USD on Deriv."""
+        """KES paid by STK push (whole shillings, M-Pesa limits) becomes USD on Deriv.
+        `pushed_by_initiator`: the caller sends the push itself, its intent committed with the
+        deposit (said in DepositInitiated, so no saga worker is woken to send it)."""
         require_mpesa_amount(amount)
         return cls._start(
-            TransactionType.DEPOSIT, user_id, amount, idempotency_key, locked_rate, phone, deriv_login_id, now
+            TransactionType.DEPOSIT,
+            user_id,
+            amount,
+            idempotency_key,
+            locked_rate,
+            phone,
+            deriv_login_id,
+            now,
+            pushed_by_initiator=pushed_by_initiator,
         )
 
     @classmethod
@@ -267,6 +278,8 @@ class Transaction:
         phone: PhoneNumber,
         deriv_login_id: DerivLoginId,
         now: datetime | None,
+        *,
+        pushed_by_initiator: bool = False,
     ) -> Transaction:
         at = _at(now)
         phone.require_mpesa_kenya()
@@ -298,16 +311,24 @@ class Transaction:
         )
         common = tx._common(at)
         tx._record(TransactionCreated(**common, user_id=user_id, type=type_, status=tx.status, amount=amount))
-        initiated = DepositInitiated if type_ is TransactionType.DEPOSIT else WithdrawalInitiated
-        tx._record(
-            initiated(
-                **common,
-                user_id=user_id,
-                amount=amount,
-                converted_amount=converted,
-                rate_quote_id=locked_rate.quote_id,
+        quote = locked_rate.quote_id
+        if type_ is TransactionType.DEPOSIT:
+            tx._record(
+                DepositInitiated(
+                    **common,
+                    user_id=user_id,
+                    amount=amount,
+                    converted_amount=converted,
+                    rate_quote_id=quote,
+                    pushed_by_initiator=pushed_by_initiator,
+                )
             )
-        )
+        else:
+            tx._record(
+                WithdrawalInitiated(
+                    **common, user_id=user_id, amount=amount, converted_amount=converted, rate_quote_id=quote
+                )
+            )
         return tx
 
     @classmethod

@@ -185,13 +185,26 @@ class Stack:
                 await fund_float(uow, AccountKind.MPESA_FLOAT, kes, "opening balance")
             await uow.commit()
 
-    async def deposit(self, user_id: UserId, shillings: int, key: str | None = None) -> Transaction:
-        return await self.deposits.initiate_deposit(
+    async def deposit(
+        self,
+        user_id: UserId,
+        shillings: int,
+        key: str | None = None,
+        *,
+        by: DepositOrchestrator | None = None,
+    ) -> Transaction:
+        """InitiateDeposit (`by`: an orchestrator of the test's own, see initiating_with)."""
+        return await (by or self.deposits).initiate_deposit(
             user_id=user_id,
             amount=Money(shillings * 100, Currency.KES),
             phone=None,
             idempotency_key_hash=_key(user_id, key or secrets.token_hex(8), "deposit"),
         )
+
+    def initiating_with(self, saga: SagaRunner) -> DepositOrchestrator:
+        """The stack's InitiateDeposit, its STK push sent through `saga` (a test's port or checkpoint)."""
+        d = self.deposits
+        return DepositOrchestrator(unit_of_work=d._uow, rates=d._rates, transfer_limits=d._limits, saga=saga)
 
     async def withdrawal(self, user_id: UserId, cents: int, key: str | None = None) -> Transaction:
         return await self.withdrawals.initiate_withdrawal(
@@ -326,6 +339,7 @@ async def running_stack(
     mpesa_overrides: dict[str, Any] | None = None,
     gateway_overrides: dict[str, Any] | None = None,
     mpesa_base_url: str | None = None,  # PenPay's Daraja client goes there (a proxy) instead
+    initiator_pushes: bool = True,  # False: the saga sends the STK push (the tests of that step)
 ) -> AsyncIterator[Stack]:
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -405,7 +419,7 @@ async def running_stack(
         config = daraja_config(mpesa_sim, callbacks, secret)
         if mpesa_base_url is not None:
             config = replace(config, base_url=mpesa_base_url)
-        wired = payments(core, mpesa_config=config, saga_policy=policy)
+        wired = payments(core, mpesa_config=config, saga_policy=policy, initiator_pushes=initiator_pushes)
         stack.push_async_callback(wired.close)
         worker = build_saga_worker(
             core,

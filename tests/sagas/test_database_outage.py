@@ -1,5 +1,6 @@
 """The database goes away at the worst moment of a deposit: the STK push has been accepted and
-its CheckoutRequestID, known only to the worker, is not stored yet. (Found by the chaos soak: a
+its CheckoutRequestID, known only to the process that sent it (the InitiateDeposit that created
+the deposit), is not stored yet. (Found by the chaos soak: a
 MariaDB restart there left the charge unmatched and the deposit in review.)"""
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ async def test_an_accepted_stk_push_is_recorded_once_the_database_is_back(stack:
         policy=FAST_POLICY,
         checkpoint=checkpoint,
     )
+    deposits = stack.initiating_with(saga)
     try:
         user = await stack.user(phone="254712345678")
-        tx = await stack.deposit(user, 1_300)
-
-        await saga.advance(tx.id)  # the database is cut while it holds the answer
+        tx = await stack.deposit(user, 1_300, by=deposits)
+        await deposits.drain()  # the database is cut while it holds the answer
 
         pushed = await stack.get(tx.id)
         assert cut.cuts == 1

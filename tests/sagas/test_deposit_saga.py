@@ -273,6 +273,7 @@ async def test_the_sweeper_leaves_a_transaction_another_worker_holds_to_it(stack
     assert (await stack.settle(tx.id)).status is S.COMPLETED
 
 
+@pytest.mark.saga_pushes
 async def test_the_sweeper_leaves_what_may_still_be_queued_for_the_worker_s_consumer(stack: Stack) -> None:
     user = await stack.user()
     tx = await stack.deposit(user, 1_300)  # PENDING: its wake-up is not pumped (queued)
@@ -297,6 +298,7 @@ async def test_the_sweeper_leaves_what_may_still_be_queued_for_the_worker_s_cons
     assert (await stack.get(tx.id)).status is not S.PENDING
 
 
+@pytest.mark.saga_pushes
 async def test_a_wake_up_for_a_transaction_being_advanced_joins_its_owner(stack: Stack) -> None:
     user = await stack.user()
     tx = await stack.deposit(user, 1_300)

@@ -23,7 +23,9 @@ from persistence.tables import mpesa_callback_reviews, mpesa_requests
 from tests.sagas.harness import FAST_POLICY, PassThroughMpesa, Stack, running_stack
 from workers.redis_bus import RedisStreamsBus
 
-pytestmark = pytest.mark.integration
+# The saga's own push step (a deposit whose InitiateDeposit left the push to it); the initiator's
+# push meeting an early callback: tests/sagas/test_initiator_push.py.
+pytestmark = [pytest.mark.integration, pytest.mark.saga_pushes]
 
 # The production wait: a deposit that needs the timer cannot settle within SETTLE_SECONDS.
 PRODUCTION_WAIT = replace(FAST_POLICY, stk_callback_wait=timedelta(seconds=60))
@@ -37,7 +39,11 @@ async def slow_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) ->
     bus = RedisStreamsBus.from_url(redis_url, prefix=key_prefix)
     try:
         async with running_stack(
-            fresh_mariadb_url, bus, policy=PRODUCTION_WAIT, mpesa_overrides={"callback_delay": 0.0}
+            fresh_mariadb_url,
+            bus,
+            policy=PRODUCTION_WAIT,
+            mpesa_overrides={"callback_delay": 0.0},
+            initiator_pushes=False,
         ) as running:
             await running.fund_floats()
             yield running

@@ -48,6 +48,7 @@ class MovedDuringTheQuery(PassThroughMpesa):
         return asked
 
 
+@pytest.mark.saga_pushes
 async def test_an_answer_whose_deposit_moved_during_the_query_is_judged_again_and_credited_once(
     stack: Stack,
 ) -> None:

@@ -50,6 +50,7 @@ def _start(
     phone: str = "254712345678",
     login: str = "CR1",
     now: datetime,
+    pushed_by_initiator: bool = False,
 ) -> Transaction:
     user_id = UserId.new()
     return Transaction.start_deposit(
@@ -60,6 +61,7 @@ def _start(
         phone=PhoneNumber(phone),
         deriv_login_id=DerivLoginId(login),
         now=now,
+        pushed_by_initiator=pushed_by_initiator,
     )
 
 
@@ -80,6 +82,17 @@ def test_start_deposit_locks_the_converted_usd_and_raises_created_and_initiated(
     assert [type(e) for e in events] == [TransactionCreated, DepositInitiated]
     assert all(e.aggregate_version() == 1 for e in events)
     assert tx.pull_events() == []
+
+
+@pytest.mark.parametrize("pushed_by_initiator", [False, True])
+def test_deposit_initiated_says_who_sends_the_push(
+    kes_to_usd: LockedRate, now: datetime, pushed_by_initiator: bool
+) -> None:
+    tx = _start(kes_to_usd, now=now, pushed_by_initiator=pushed_by_initiator)
+    initiated = tx.pull_events()[1]
+    assert isinstance(initiated, DepositInitiated)
+    # in the outbox payload the saga workers read: True leaves the push to the initiator
+    assert initiated.payload()["pushed_by_initiator"] is pushed_by_initiator
 
 
 def test_deposit_amount_must_be_whole_shillings(kes_to_usd: LockedRate, now: datetime) -> None:
