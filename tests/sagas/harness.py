@@ -193,13 +193,18 @@ class Stack:
         *,
         by: DepositOrchestrator | None = None,
     ) -> Transaction:
-        """InitiateDeposit (`by`: an orchestrator of the test's own, see initiating_with)."""
-        return await (by or self.deposits).initiate_deposit(
+        """InitiateDeposit (`by`: an orchestrator of the test's own, see initiating_with), returned
+        once the push it sent (if it sends it) has its answer recorded: what a test reads next is
+        not a race with it."""
+        deposits = by or self.deposits
+        tx = await deposits.initiate_deposit(
             user_id=user_id,
             amount=Money(shillings * 100, Currency.KES),
             phone=None,
             idempotency_key_hash=_key(user_id, key or secrets.token_hex(8), "deposit"),
         )
+        await deposits.drain()
+        return tx
 
     def initiating_with(self, saga: SagaRunner) -> DepositOrchestrator:
         """The stack's InitiateDeposit, its STK push sent through `saga` (a test's port or checkpoint)."""

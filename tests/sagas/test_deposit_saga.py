@@ -262,6 +262,7 @@ async def test_a_deposit_left_waiting_is_passed_over_by_every_sweeper_until_time
     assert await swept_at(pushed.updated_at + timedelta(minutes=5, seconds=1))  # never quiet past max_quiet
 
 
+@pytest.mark.saga_pushes
 async def test_the_sweeper_leaves_a_transaction_another_worker_holds_to_it(stack: Stack) -> None:
     user = await stack.user()
     tx = await stack.deposit(user, 1_300)  # PENDING: its wake-up is not pumped
@@ -310,6 +311,7 @@ async def test_a_wake_up_for_a_transaction_being_advanced_joins_its_owner(stack:
     assert (await stack.settle(tx.id)).status is S.COMPLETED
 
 
+@pytest.mark.saga_pushes
 async def test_the_sweeper_reports_how_much_money_is_in_flight_and_for_how_long(stack: Stack) -> None:
     user = await stack.user()
     first = await stack.withdrawal(user, 10_00)
@@ -354,6 +356,7 @@ async def _saga_due_at(stack: Stack, tx_id: object) -> datetime | None:
     return due
 
 
+@pytest.mark.saga_pushes
 async def test_a_transaction_saved_without_the_saga_s_word_is_left_to_its_event_for_the_grace(
     stack: Stack,
 ) -> None:

@@ -76,10 +76,9 @@ async def test_initiate_deposit_sends_the_push_its_intent_committed_with_the_dep
     monkeypatch.setattr(stack.saga, "advance", counted)  # what the saga consumer's wake-ups reach
     user = await stack.user(phone=PAYS)
 
-    tx = await stack.deposit(user, 1_300)
+    tx = await stack.deposit(user, 1_300)  # returned once the push's answer is recorded
 
     assert tx.status is S.PENDING  # the answer is the deposit as committed
-    await stack.deposits.drain()
     pushed = await stack.get(tx.id)
     assert pushed.status is S.AWAITING_MPESA
     assert pushed.mpesa_request is not None and pushed.mpesa_request.checkout_request_id
@@ -100,7 +99,6 @@ async def test_a_push_held_back_by_m_pesa_fails_the_deposit_at_once(stack: Stack
     await stack.mpesa_fault(kind="spike_arrest", api="stk")
 
     tx = await stack.deposit(user, 1_300)
-    await stack.deposits.drain()
 
     failed = await stack.get(tx.id)
     assert failed.status is S.FAILED
@@ -118,7 +116,6 @@ async def test_a_push_sent_whose_answer_died_with_its_process_is_found_not_sent_
     user = await stack.user(phone=PAYS)
 
     tx = await stack.deposit(user, 1_300, by=deposits)
-    await deposits.drain()
 
     assert (await stack.get(tx.id)).mpesa_request is None  # the answer died with it
     done = await stack.settle(tx.id)
@@ -136,7 +133,6 @@ async def test_a_push_whose_process_died_before_sending_it_is_never_sent_blindly
     user = await stack.user(phone=PAYS)
 
     tx = await stack.deposit(user, 1_300, by=deposits)
-    await deposits.drain()
 
     done = await stack.settle(tx.id)
     assert done.status is S.NEEDS_REVIEW
@@ -174,8 +170,7 @@ async def test_a_callback_that_beats_the_initiator_s_answer_wakes_the_saga_when_
     deposits = stack.initiating_with(stopping_at(stack, "none", mpesa=port))
     user = await stack.user()
 
-    tx = await stack.deposit(user, 1_300, by=deposits)
-    await deposits.drain()  # the answer stored, the parked callback taken in as evidence
+    tx = await stack.deposit(user, 1_300, by=deposits)  # its answer stored, the callback taken in
 
     done = await stack.settle(tx.id, timeout=10.0)  # by the adoption's own event: the timer is 60 s
     assert done.status is S.COMPLETED, done.failure_reason
