@@ -7,10 +7,12 @@ one update. Every other account (FX, FX_SPREAD, fees, suspense, a float money co
 its change written beside the entries, and the roll-up adds it into the balance later: the
 accounts every deposit touches are no longer a queue.
 
-The floats money leaves, when the caller names floors (book_all's keep_above) and the change
-leaves a float well above its floor, are not locked either: their change is the unit of work's
-last statement, conditional on the floor, so the one queue left (every deposit pays out of the
-Deriv agent float) is held for a COMMIT's time instead of the whole booking's.
+The floats money leaves, when the caller names floors (book_all's keep_above), are not locked
+either: within an allowance this process holds on the float's headroom (a lease,
+persistence/float_leases.py) the change is left to the roll-up too, like a hot account's, and no
+two bookings queue on the float; else, when the change leaves the float well above its floor, it
+is the unit of work's last statement, conditional on the floor, holding the float's row for a
+COMMIT's time instead of the whole booking's.
 """
 
 from __future__ import annotations
@@ -62,26 +64,33 @@ async def book_all(
         for i in hold
         if keep_above is not None and described[i].kind is not AccountKind.USER_WALLET
     }
-    last = {i: (net[i], floor) for i, floor in floors.items() if uow.ledger.keeps_floor(i, net[i], floor)}
-    hold -= last.keys()
+    leased = {i for i, floor in floors.items() if await uow.ledger.lease(i, net[i], floor)}
+    last = {
+        i: (net[i], floor)
+        for i, floor in floors.items()
+        if i not in leased and uow.ledger.keeps_floor(i, net[i], floor)
+    }
+    hold -= leased | last.keys()
     accounts = await _lock(uow, hold, described)
     rolled_up = account_ids - hold
     every = {**described, **accounts}
     now = uow.clock.now()
+    wallet = AccountKind.USER_WALLET
+    guarded = [i for i in hold if accounts[i].no_overdraft and accounts[i].kind is not wallet]
     try:
         balance_events, changes = post_all(postings, every, now=now, rolled_up=rolled_up)
+        _spare_leases(uow, accounts, guarded)
     except Overdraft:
         # A held float's balance_cents leaves out what was paid into it since the last roll-up
         # (never money out: that is always held). Only now, found short, roll those in and look
         # again; the refusal, if it stands, has still written nothing.
-        wallet = AccountKind.USER_WALLET
-        guarded = [i for i in hold if accounts[i].no_overdraft and accounts[i].kind is not wallet]
         unrolled = await uow.ledger.unrolled_for_update(guarded)
         if not unrolled:
             raise
         for account_id, change in unrolled.items():
             accounts[account_id].roll_in(change)
         balance_events, changes = post_all(postings, every, now=now, rolled_up=rolled_up)
+        _spare_leases(uow, accounts, guarded)
     await uow.ledger.add_postings(postings, [c for c in changes if c.account_id not in last])
     changed = list(dict.fromkeys(event.account_id for event in balance_events))  # in order, once each
     held = [accounts[account_id] for account_id in changed]
@@ -91,6 +100,16 @@ async def book_all(
         await uow.ledger.save_accounts(held)
     uow.record_events(balance_events)
     return accounts
+
+
+def _spare_leases(
+    uow: UnitOfWork, accounts: Mapping[LedgerAccountId, LedgerAccount], guarded: Sequence[LedgerAccountId]
+) -> None:
+    """A held float must keep what its leases may still book: that money is spent already."""
+    for account_id in guarded:
+        account = accounts[account_id]
+        if account.balance_minor < uow.ledger.leased(account_id):
+            raise Overdraft(f"{account.code} would overdraw once its leases have booked their allowance")
 
 
 async def _lock(

@@ -209,8 +209,12 @@ class Core:
         return bus
 
     async def close(self) -> None:
+        from persistence.float_leases import retire_held
+
         for bus in self._buses:
             await bus.close()
+        # this process's float leases: their allowance back now, not after their expiry
+        await retire_held(self.engine, self.clock.now())
         await self.engine.dispose()
 
 

@@ -30,7 +30,7 @@ from domain.wallet.ledger_account import LedgerAccount, system_account_code, use
 from domain.wallet.money import Currency
 from domain.wallet.posting import Posting
 from domain.wallet.posting_service import RolledUpChange
-from persistence import ledger_balances
+from persistence import float_leases, ledger_balances
 from persistence.tables import ledger_accounts, ledger_balance_deltas, ledger_entries, ledger_postings
 
 _SELECT_FOR_UPDATE = (
@@ -138,6 +138,8 @@ class SqlLedgerRepository:
         self._rolled_in: dict[LedgerAccountId, list[int]] = {}
         # change_last's changes (with their floors) and held accounts, for write_last.
         self._last: tuple[dict[LedgerAccountId, tuple[int, int]], list[LedgerAccount]] | None = None
+        # leased_cents of each account read locked (what its leases may still book: not spendable)
+        self._leased: dict[LedgerAccountId, int] = {}
 
     def _remember(self, accounts: Iterable[LedgerAccount]) -> None:
         known = _KNOWN_ACCOUNTS.setdefault(self._connection.sync_engine, {})
@@ -207,8 +209,11 @@ class SqlLedgerRepository:
         self, ids: Collection[LedgerAccountId]
     ) -> dict[LedgerAccountId, LedgerAccount]:
         result = await self._connection.execute(_SELECT_FOR_UPDATE, {"ids": sorted(i.value for i in ids)})
-        accounts = [account_from_row(row) for row in result]
+        rows = result.all()
+        accounts = [account_from_row(row) for row in rows]
         guesses = _FLOOR_GUESSES.setdefault(self._connection.sync_engine, {})
+        for row in rows:
+            self._leased[LedgerAccountId(row.id)] = int(row.leased_cents)
         for account in accounts:
             self._loaded_versions[account.id] = account.version
             if account.no_overdraft and account.kind is not AccountKind.USER_WALLET:
@@ -338,6 +343,20 @@ class SqlLedgerRepository:
         was read at: fewer rows matched than accounts given means one changed meanwhile."""
         await self._write_balances(accounts, {})
 
+    async def lease(self, account_id: LedgerAccountId, change_minor: int, floor_minor: int) -> bool:
+        if change_minor >= 0 or not float_leases.supported(self._connection):
+            return False
+        return await float_leases.reserve(
+            self._connection, account_id, -change_minor, floor_minor, self._clock.now()
+        )
+
+    async def recall_leases(self, account_id: LedgerAccountId) -> None:
+        if float_leases.supported(self._connection):
+            await float_leases.recall(self._connection.engine, account_id, self._clock.now())
+
+    def leased(self, account_id: LedgerAccountId) -> int:
+        return self._leased.get(account_id, 0)
+
     def keeps_floor(self, account_id: LedgerAccountId, change_minor: int, floor_minor: int) -> bool:
         guess = _FLOOR_GUESSES.get(self._connection.sync_engine, {}).get(account_id)
         return guess is not None and guess + change_minor >= floor_minor
@@ -394,7 +413,9 @@ class SqlLedgerRepository:
             a = ledger_accounts.c
             matched = [(a.id == acc.id.value) & (a.version == old[acc.id]) for acc in changed]
             matched += [
-                (a.id == i.value) & (a.balance_cents + c >= floor) for i, (c, floor) in changes.items()
+                # what the float's leases may still book counts as spent (float_leases.py)
+                (a.id == i.value) & (a.balance_cents - a.leased_cents + c >= floor)
+                for i, (c, floor) in changes.items()
             ]
             result = await self._connection.execute(
                 update(ledger_accounts)

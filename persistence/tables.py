@@ -343,6 +343,9 @@ ledger_accounts = Table(
     Column("balance_cents", BigInteger, nullable=False),
     Column("version", Integer, nullable=False),
     *_timestamps(),
+    # A no-overdraft float's allowances under unretired float_leases: money out of it outside them
+    # keeps its floor with this counted as spent (persistence/float_leases.py)
+    Column("leased_cents", BigInteger, nullable=False, server_default="0"),
 )
 
 ledger_postings = Table(
@@ -391,6 +394,20 @@ ledger_balance_deltas = Table(
     Column("delta_cents", BigInteger, nullable=False),
     UniqueConstraint("posting_id", "account_id"),
     Index(None, "account_id"),
+)
+
+# A process's allowance out of a float's headroom, booked without the float's row (migration 0029)
+float_leases = Table(
+    "float_leases",
+    metadata,
+    Column("id", UUIDv7(), primary_key=True),
+    Column("account_id", UUIDv7(), nullable=False),
+    Column("owner", String(128), nullable=False),  # which process took it (for people)
+    Column("allowance_cents", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("retired_at", UtcDateTime(), nullable=True),
+    Index(None, "account_id", "retired_at"),
 )
 
 # --- Deriv gateway journal -------------------------------------------------------------

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.shared.clock import Clock, SystemClock
 from persistence import outbox_reader
+from persistence.float_leases import retire_abandoned
 from persistence.ledger_rollup import roll_up
 from workers import metrics
 from workers.bus import MessageBus
@@ -119,6 +120,8 @@ class OutboxRelay:
     async def _roll_up(self) -> None:
         try:
             rolled = await roll_up(self._engine, self._clock.now())
+            # a lease whose process died keeps its allowance from the float until someone retires it
+            await retire_abandoned(self._engine, self._clock.now())
         except Exception as exc:  # the balances stay right without it; try again next time
             log.warning("relay.rollup_failed", error=type(exc).__name__)
         else:

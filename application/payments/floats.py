@@ -38,6 +38,9 @@ async def fund_float(uow: UnitOfWork, kind: AccountKind, amount: Money, note: st
         raise ValueError(f"{kind} is not a float account")
     await open_system_accounts(uow)
     posting = await bookings.float_funding(uow.ledger, kind, amount, note)
+    if not amount.is_positive():
+        # taken out: what processes hold leased of it comes back first (persistence/float_leases.py)
+        await uow.ledger.recall_leases(await uow.ledger.account_id(kind=kind, currency=amount.currency))
     await book(uow, posting)
     uow.audit(
         action="float.funded",

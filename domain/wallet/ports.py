@@ -63,6 +63,25 @@ class LedgerRepository(Protocol):
         """Persist balances with an optimistic version check (ConcurrentModification)."""
         ...
 
+    async def lease(self, account_id: LedgerAccountId, change_minor: int, floor_minor: int) -> bool:
+        """Whether this change of a no-overdraft system account (money out: `change_minor` < 0) is
+        booked within an allowance this process holds on its headroom above `floor_minor` (a
+        lease): then the account is neither locked nor updated, its change is left to the roll-up,
+        and the lease is guarded in this unit of work. False: no lease covers it (or the store has
+        none): the booking goes keeps_floor's way or locks the account."""
+        ...
+
+    async def recall_leases(self, account_id: LedgerAccountId) -> None:
+        """Retire every lease on this account, whoever holds it, before money is taken out of it
+        by people (its whole headroom theirs to take). Not in this unit of work: call it before the
+        booking locks anything."""
+        ...
+
+    def leased(self, account_id: LedgerAccountId) -> int:
+        """For an account read locked in this unit of work: what its unretired leases may still
+        book (a balance below it would overdraw once they have)."""
+        ...
+
     def keeps_floor(self, account_id: LedgerAccountId, change_minor: int, floor_minor: int) -> bool:
         """Whether, as far as this process knows without a read, changing the account (a no-overdraft
         system account) by `change_minor` leaves it at or above `floor_minor`: the guess on which a

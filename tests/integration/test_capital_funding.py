@@ -110,10 +110,14 @@ async def _fund_the_old_way(engine: AsyncEngine) -> None:
     money that really is unexplained (a reconciliation finding), which must stay in SUSPENSE."""
     # Booked by today's code, whose postings leave hot accounts' changes to the roll-up: the table
     # for them stands in for this run only, rolled into the balances as the code of then wrote them.
-    # Its outbox rows name their actor (0028): the column stands in too.
+    # Its outbox rows name their actor (0028), its floats their leased allowance (0029): the columns
+    # stand in too.
     async with engine.begin() as conn:
         await conn.run_sync(ledger_balance_deltas.create)
         await conn.execute(sa.text("ALTER TABLE domain_events ADD COLUMN actor VARCHAR(64)"))
+        await conn.execute(
+            sa.text("ALTER TABLE ledger_accounts ADD COLUMN leased_cents BIGINT NOT NULL DEFAULT 0")
+        )
     async with SqlUnitOfWork(engine) as uow:
 
         async def account(kind: K, currency: Currency) -> LedgerAccountId:
@@ -138,6 +142,7 @@ async def _fund_the_old_way(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(ledger_balance_deltas.drop)
         await conn.execute(sa.text("ALTER TABLE domain_events DROP COLUMN actor"))
+        await conn.execute(sa.text("ALTER TABLE ledger_accounts DROP COLUMN leased_cents"))
 
 
 async def test_the_migration_moves_old_funding_out_of_suspense_exactly_once(url_at_0016: str) -> None:

@@ -26,6 +26,15 @@ pytestmark = pytest.mark.integration
 FLOORS = {AccountKind.MPESA_FLOAT: 20_00}
 
 
+@pytest.fixture(autouse=True)
+def no_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float's own way, which a booking takes when no lease covers it (tests/integration/
+    test_float_leases.py: within a lease)."""
+    from persistence import float_leases
+
+    monkeypatch.setattr(float_leases, "CAPS", {})
+
+
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
