@@ -163,7 +163,8 @@ async def run_api_group(args: argparse.Namespace, results: Results) -> None:
                 goal=P99_GOAL,
                 note=f"{sample.rate:.0f} deposits initiated/s over {sample.count} deposits "
                 f"({len(measured)} users, {DEPOSITS_PER_USER} each); not completed (no workers here); "
-                f"per deposit, the API's SQL: {per['statements']:.1f} statements, {per['commits']:.1f} "
+                f"per deposit, the API's SQL (InitiateDeposit and the STK push it sends after, with its "
+                f"answer): {per['statements']:.1f} statements, {per['commits']:.1f} "
                 f"commits, {per['rollbacks']:.1f} rollbacks",
                 first_error=sample.first_error,
             )
