@@ -117,12 +117,18 @@ def supported(connection: AsyncConnection) -> bool:
 
 
 async def reserve(
-    connection: AsyncConnection, account_id: LedgerAccountId, amount: int, floor: int, now: datetime
+    connection: AsyncConnection,
+    account_id: LedgerAccountId,
+    amount: int,
+    floor: int,
+    now: datetime,
+    guarded: set[object],
 ) -> bool:
     """Take `amount` (cents, > 0) out of this process's lease on the float, taking a new lease when
-    the one held cannot cover it, and guard the lease in `connection`'s transaction (the booking's).
-    False: no lease covers it (the float's headroom is too small, or the lease was retired
-    meanwhile): the booking goes the float's own way."""
+    the one held cannot cover it, and guard the lease in `connection`'s transaction (the booking's;
+    `guarded`: the leases it guards already, added to). False: no lease covers it (the float's
+    headroom is too small, or the lease was retired meanwhile): the booking goes the float's own
+    way."""
     engine = connection.engine
     held = _HELD.setdefault(connection.sync_engine, {})
     lease = held.get(account_id)
@@ -132,7 +138,8 @@ async def reserve(
             if not _covers(lease, amount, now):
                 if lease is not None:
                     del held[account_id]
-                    await retire(engine, lease.id, now)
+                    if lease.id not in guarded:  # else its retirement would wait on this booking
+                        await retire(engine, lease.id, now)  # (left to expire, then the relay's)
                 lease = await take(engine, account_id, amount, floor, now)
                 if lease is None:
                     return False
@@ -143,6 +150,7 @@ async def reserve(
         if held.get(account_id) is lease:  # retired by someone else (it was abandoned): forget it
             del held[account_id]
         return False
+    guarded.add(lease.id)
     return True
 
 

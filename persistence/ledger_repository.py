@@ -140,6 +140,8 @@ class SqlLedgerRepository:
         self._last: tuple[dict[LedgerAccountId, tuple[int, int]], list[LedgerAccount]] | None = None
         # leased_cents of each account read locked (what its leases may still book: not spendable)
         self._leased: dict[LedgerAccountId, int] = {}
+        # float leases this unit of work's bookings are guarded by (their rows share-locked)
+        self._guarded: set[object] = set()
 
     def _remember(self, accounts: Iterable[LedgerAccount]) -> None:
         known = _KNOWN_ACCOUNTS.setdefault(self._connection.sync_engine, {})
@@ -347,7 +349,7 @@ class SqlLedgerRepository:
         if change_minor >= 0 or not float_leases.supported(self._connection):
             return False
         return await float_leases.reserve(
-            self._connection, account_id, -change_minor, floor_minor, self._clock.now()
+            self._connection, account_id, -change_minor, floor_minor, self._clock.now(), self._guarded
         )
 
     async def recall_leases(self, account_id: LedgerAccountId) -> None:

@@ -246,3 +246,25 @@ async def test_money_written_last_outside_every_lease_counts_them_spent(engine: 
     finally:
         await other.dispose()
     assert (await float_row(engine, float_))[:2] == (265_00, 245_00)
+
+
+async def test_a_booking_that_spends_its_lease_and_needs_another_does_not_wait_on_itself(
+    engine: AsyncEngine,
+) -> None:
+    wallet, float_ = await funded_float(engine, 1_000_00)
+    await pay_out_within_floors(engine, wallet, float_, 10_00)  # the lease: 245.00
+
+    async def twice() -> None:
+        async with SqlUnitOfWork(engine) as uow:
+            await book(uow, pay_out(wallet, float_, 200_00), keep_above=FLOORS)  # 35.00 left of it
+            # a new lease for this one; the spent one is not retired now: that would wait for this
+            # unit of work's own guard on it (it is left to expire)
+            await book(uow, pay_out(wallet, float_, 100_00), keep_above=FLOORS)
+            await uow.commit()
+
+    await asyncio.wait_for(twice(), 20)
+    assert sorted(allowance for _, allowance in await unretired(engine)) == [
+        181_25,
+        245_00,
+    ]  # (990.00 - 245.00 - 20.00) / 4
+    assert await pending(engine, float_) == 1_000_00 - 310_00
