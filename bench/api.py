@@ -143,8 +143,14 @@ async def run_api_group(args: argparse.Namespace, results: Results) -> None:
             ops = [deposit(u) for _ in range(DEPOSITS_PER_USER) for u in measured]
             before = await sql_counts.read(api.pid, counts_path)
             sample = await counted(n, ops, pids={"client": me, "api": api.pid})
-            await asyncio.sleep(0.5)  # the background audit seals of the last deposits
+            # the background audit seals and STK pushes (their answers) of the last deposits: read
+            # until the API's counts stop moving
             after = await sql_counts.read(api.pid, counts_path)
+            for _ in range(40):
+                await asyncio.sleep(0.5)
+                settled, after = after, await sql_counts.read(api.pid, counts_path)
+                if all(settled[k] == after[k] for k in ("statements", "commits", "rollbacks")):
+                    break
             per = {
                 k: (after[k] - before[k]) / max(1, sample.count)
                 for k in ("statements", "commits", "rollbacks")
