@@ -39,6 +39,7 @@ async def run_api_group(args: argparse.Namespace, results: Results) -> None:
     from bench.baselines import grpc_echo
     from bench.groups import API_CONCURRENCY, BRIDGE_GOAL, P99_GOAL
     from bench.scratch import scratch_database
+    from mpesa_adapter.simulator.config import DEFAULT_INITIATOR_PASSWORD, SANDBOX_PASSKEY
     from penpay.payments.v1 import payments_pb2, payments_pb2_grpc
     from penpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
@@ -58,6 +59,13 @@ async def run_api_group(args: argparse.Namespace, results: Results) -> None:
             "grpc_addr": "127.0.0.1:0",
             "gateway_addr": gw_info["addr"],
             "mpesa_base_url": mpesa_info["url"],
+            # what the simulator accepts: InitiateDeposit's STK push goes out and is answered, as in
+            # production (its callback finds no endpoint here: nothing waits on it)
+            "mpesa_consumer_key": "penpay-bench",
+            "mpesa_consumer_secret": "penpay-bench-secret",
+            "mpesa_passkey": SANDBOX_PASSKEY,
+            "mpesa_initiator_password": DEFAULT_INITIATOR_PASSWORD,
+            "mpesa_callback_secret": "penpay-bench-callbacks",
         }
         counts_path = f"/tmp/penpay-bench-api-sql-{os.getpid()}.json"
         env = {**os.environ, "PENPAY_APP_ENV": "testing", sql_counts.ENV: counts_path}

@@ -5,9 +5,6 @@ does not wait for the STK-callback timer (MariaDB, Redis Streams, both simulator
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,36 +17,13 @@ from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId
 from domain.wallet.money import Money
 from persistence.tables import mpesa_callback_reviews, mpesa_requests
-from tests.sagas.harness import FAST_POLICY, PassThroughMpesa, Stack, running_stack
-from workers.redis_bus import RedisStreamsBus
+from tests.sagas.harness import PassThroughMpesa, Stack
 
 # The saga's own push step (a deposit whose InitiateDeposit left the push to it); the initiator's
 # push meeting an early callback: tests/sagas/test_initiator_push.py.
 pytestmark = [pytest.mark.integration, pytest.mark.saga_pushes]
 
-# The production wait: a deposit that needs the timer cannot settle within SETTLE_SECONDS.
-PRODUCTION_WAIT = replace(FAST_POLICY, stk_callback_wait=timedelta(seconds=60))
-SETTLE_SECONDS = 10.0
-
-
-@pytest.fixture
-async def slow_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Stack]:
-    """The saga stack with the production STK-callback wait and callbacks sent at once (as in the
-    e2e benchmark)."""
-    bus = RedisStreamsBus.from_url(redis_url, prefix=key_prefix)
-    try:
-        async with running_stack(
-            fresh_mariadb_url,
-            bus,
-            policy=PRODUCTION_WAIT,
-            mpesa_overrides={"callback_delay": 0.0},
-            initiator_pushes=False,
-        ) as running:
-            await running.fund_floats()
-            yield running
-            await running.assert_consistent()
-    finally:
-        await bus.close()
+SETTLE_SECONDS = 10.0  # slow_stack's STK-callback wait is 60 s: only the callback settles in time
 
 
 class AnswerAfterTheCallback(PassThroughMpesa):

@@ -6,8 +6,6 @@ a push in flight: never sent again blindly (MariaDB, Redis Streams, both simulat
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,9 +16,8 @@ from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId
 from persistence.tables import mpesa_callback_reviews, saga_steps
-from tests.sagas.harness import FAST_POLICY, Stack, running_stack
+from tests.sagas.harness import Stack
 from tests.sagas.test_early_callback import AnswerAfterTheCallback
-from workers.redis_bus import RedisStreamsBus
 
 pytestmark = pytest.mark.integration
 
@@ -141,27 +138,6 @@ async def test_a_push_whose_process_died_before_sending_it_is_never_sent_blindly
     assert await push_attempts(stack, tx.id) == 1
 
 
-@pytest.fixture
-async def slow_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Stack]:
-    """The production STK-callback wait (a deposit that needs its timer cannot settle in the test's
-    time) and callbacks sent at once."""
-    from dataclasses import replace
-
-    bus = RedisStreamsBus.from_url(redis_url, prefix=key_prefix)
-    try:
-        async with running_stack(
-            fresh_mariadb_url,
-            bus,
-            policy=replace(FAST_POLICY, stk_callback_wait=timedelta(seconds=60)),
-            mpesa_overrides={"callback_delay": 0.0},
-        ) as running:
-            await running.fund_floats()
-            yield running
-            await running.assert_consistent()
-    finally:
-        await bus.close()
-
-
 async def test_a_callback_that_beats_the_initiator_s_answer_wakes_the_saga_when_taken_in(
     slow_stack: Stack,
 ) -> None:
@@ -172,7 +148,7 @@ async def test_a_callback_that_beats_the_initiator_s_answer_wakes_the_saga_when_
 
     tx = await stack.deposit(user, 1_300, by=deposits)  # its answer stored, the callback taken in
 
-    done = await stack.settle(tx.id, timeout=10.0)  # by the adoption's own event: the timer is 60 s
+    done = await stack.settle(tx.id, timeout=10.0)  # by the adoption's own event (the timer: 60 s)
     assert done.status is S.COMPLETED, done.failure_reason
     assert done.mpesa_request is not None
     t = mpesa_callback_reviews
