@@ -48,7 +48,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Every lease's allowance back first: the column goes, and the float's headroom with it.
+    # Stop every process first (as for the upgrade). Dropping the leases gives their allowances back;
+    # what they booked stays pending in ledger_balance_deltas, part of the floats' balances.
     op.drop_index(op.f("ix_float_leases_account_id_retired_at"), table_name="float_leases")
     op.drop_table("float_leases")
     with op.batch_alter_table("ledger_accounts") as batch:
