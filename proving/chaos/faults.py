@@ -43,6 +43,10 @@ from proving.chaos.tcpcut import TcpCut
 from proving.cluster import Cluster, ManagedProcess
 
 RESTART_TIMEOUT = 90.0
+# A control call's time limit; how long the simulator is asked to drain its deliveries after a
+# paybill payment (seconds)
+CONTROL_SECONDS = 15.0
+DRAIN_SECONDS = 30.0
 
 
 @dataclass
@@ -154,7 +158,9 @@ class FaultInjector:
             outcomes = [await self._post(f"{self.mpesa_control}/c2b/pay", body)]
             if stranger:  # the same again from a phone no user has: it can only be refunded
                 outcomes.append(await self._post(f"{self.mpesa_control}/c2b/pay", body | {"phone": stranger}))
-            await self._post(f"{self.mpesa_control}/drain", {"timeout": 30})
+            # The drain waits for every delivery the simulator has pending, a "late" callback's 30 s
+            # among them: the request may take that long, more than the other control calls' 15 s.
+            await self._post(f"{self.mpesa_control}/drain", {"timeout": DRAIN_SECONDS}, DRAIN_SECONDS + 5)
         # One word for the report when every payment went through ("applied" is what counts as struck).
         return "applied" if set(outcomes) == {"applied"} else "; ".join(outcomes)
 
@@ -177,9 +183,9 @@ class FaultInjector:
             self._held.discard(process.name)
         return f"killed {process.name}, restarted after {down:.1f}s"
 
-    async def _post(self, url: str, body: dict[str, Any]) -> str:
+    async def _post(self, url: str, body: dict[str, Any], seconds: float = CONTROL_SECONDS) -> str:
         assert self._http is not None
-        async with self._http.post(url, json=body) as response:
+        async with self._http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=seconds)) as response:
             text = await response.text()
             if response.status >= 300:
                 return f"refused: HTTP {response.status} {text[:200]}"
