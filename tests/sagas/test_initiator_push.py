@@ -22,7 +22,6 @@ from tests.sagas.test_early_callback import AnswerAfterTheCallback
 pytestmark = pytest.mark.integration
 
 PAYS = "254722051234"  # the customer pays
-NO_CALLBACK = "254700031234"  # lab range F=3: the callback is never delivered
 
 
 class Killed(Exception):
