@@ -25,6 +25,7 @@ AUDIT_CHECKS = (
     "float_mpesa",
     "stale_transactions",
     "funding_in_capital",
+    "float_leases",
 )
 _SUMMARY_MAX = 1000
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import Engine, bindparam, delete, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.shared.ids import LedgerAccountId, new_uuid7
@@ -96,6 +96,49 @@ _GIVE_BACK = (
 _RETIRE = update(_l).where(_l.c.id == bindparam("lease_id")).values(retired_at=bindparam("now"))
 _UNRETIRED = select(_l.c.id).where(_l.c.account_id == bindparam("b_id"), _l.c.retired_at.is_(None))
 _ABANDONED = select(_l.c.id).where(_l.c.retired_at.is_(None), _l.c.expires_at < bindparam("before"))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseAudit:
+    """What the continuous auditor finds wrong with the leases (workers/auditor.py)."""
+
+    # (account code, its leased_cents, the allowances of its unretired leases), where they differ
+    mismatched: tuple[tuple[str, int, int], ...]
+    # (lease id, account code, expires_at) of unretired leases the relay should have retired
+    abandoned: tuple[tuple[str, str, datetime], ...]
+
+
+_LEASED_TOTALS = (
+    select(
+        _a.c.code,
+        _a.c.leased_cents,
+        func.coalesce(func.sum(_l.c.allowance_cents), 0).label("allowances"),
+    )
+    .select_from(_a.outerjoin(_l, (_l.c.account_id == _a.c.id) & _l.c.retired_at.is_(None)))
+    .where((_a.c.leased_cents != 0) | _l.c.id.is_not(None))
+    .group_by(_a.c.id, _a.c.code, _a.c.leased_cents)
+)
+_LONG_EXPIRED = (
+    select(_l.c.id, _a.c.code, _l.c.expires_at)
+    .select_from(_l.join(_a, _a.c.id == _l.c.account_id))
+    .where(_l.c.retired_at.is_(None), _l.c.expires_at < bindparam("before"))
+    .order_by(_l.c.expires_at)
+)
+
+
+async def audit(connection: AsyncConnection, now: datetime, *, grace: timedelta) -> LeaseAudit:
+    """In one snapshot: each float's leased_cents against its unretired leases' allowances (taking
+    and retiring change both in one transaction), and the leases still unretired `grace` after the
+    relay should have retired them (ABANDONED_AFTER past their expiry)."""
+    totals = (await connection.execute(_LEASED_TOTALS)).all()
+    mismatched = tuple(
+        (row.code, int(row.leased_cents), int(row.allowances))
+        for row in totals
+        if int(row.leased_cents) != int(row.allowances)
+    )
+    before = now - ABANDONED_AFTER - grace
+    expired = (await connection.execute(_LONG_EXPIRED, {"before": before})).all()
+    return LeaseAudit(mismatched, tuple((str(row.id), row.code, row.expires_at) for row in expired))
 
 
 @dataclass(slots=True)

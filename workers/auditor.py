@@ -20,6 +20,9 @@ rests on, checked incrementally where a full pass would grow with the database.
                        (so SUSPENSE's balance is only money nobody explains) and CAPITAL moved by
                        nothing but float funding (persistence.consistency.funding; reads only the
                        SUSPENSE funding postings and CAPITAL's entries)
+  float_leases         each float's leased_cents is the allowances of its unretired leases
+                       (persistence.float_leases), and no lease is left unretired `lease_grace`
+                       after the relay should have retired it (its process died holding it)
 
 Each run stores one verdict per check (audit_verdicts: OK, FAIL or SKIPPED with a summary and
 details), moves the checkpoints only past what it verified, sets Prometheus gauges and raises a
@@ -44,6 +47,7 @@ from domain.shared.clock import Clock, SystemClock
 from domain.wallet.account_kind import AccountKind
 from domain.wallet.money import Currency, Money
 from persistence import auditor_queries as q
+from persistence import float_leases
 from persistence.audit import ChainPoint, oldest_pending, verify_chain
 from persistence.auditor_store import (
     AUDIT_CHECKS,
@@ -77,6 +81,8 @@ class AuditorConfig:
     full_pass_every: timedelta = timedelta(hours=24)
     # An audit record waiting longer than this to be chained means the sealer is not sealing.
     pending_alert_after: timedelta = timedelta(minutes=2)
+    # A lease still unretired this long after the relay's roll-up should have retired it
+    lease_grace: timedelta = timedelta(minutes=5)
 
     def tolerance(self, currency: Currency) -> int:
         return dict(self.float_tolerance).get(currency, 0)
@@ -133,6 +139,7 @@ class Auditor:
                 await self._float_mpesa(conn),
                 await self._stale(conn, now),
                 await self._funding_in_capital(conn),
+                await self._float_leases(conn, now),
             ]
             await conn.rollback()
         async with self._engine.begin() as conn:
@@ -377,6 +384,28 @@ class Auditor:
             )
         review = sum(n for k, n in counts.items() if k[1] == "NEEDS_REVIEW")
         return Verdict("stale_transactions", OK, f"nothing stuck; {review} in review past the limit", details)
+
+    async def _float_leases(self, conn: AsyncConnection, now: datetime) -> Verdict:
+        found = await float_leases.audit(conn, now, grace=self.config.lease_grace)
+        details: dict[str, Any] = {
+            "mismatched": [
+                {"account": code, "leased_minor": leased, "allowances_minor": allowances}
+                for code, leased, allowances in found.mismatched[:_LISTED]
+            ],
+            "abandoned": [
+                {"lease_id": lease_id, "account": code, "expires_at": expires.isoformat()}
+                for lease_id, code, expires in found.abandoned[:_LISTED]
+            ],
+        }
+        problems = [
+            f"{code}: leased {leased} but its unretired leases allow {allowances}"
+            for code, leased, allowances in found.mismatched
+        ]
+        if found.abandoned:
+            problems.append(f"{len(found.abandoned)} leases left unretired long past their expiry")
+        if problems:
+            return Verdict("float_leases", FAIL, "; ".join(problems), details)
+        return Verdict("float_leases", OK, "every float's leased total is its live leases'", details)
 
     async def _funding_in_capital(self, conn: AsyncConnection) -> Verdict:
         left = await funding_left_in_suspense(conn)

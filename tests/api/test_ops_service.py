@@ -180,6 +180,7 @@ async def test_auditor_verdicts_for_any_staff_role_and_no_user(api: Harness) -> 
 
     latest = await api.ops.GetAuditorVerdicts(ops_pb2.GetAuditorVerdictsRequest(), metadata=viewer)
     assert [v.check for v in latest.verdicts] == [
+        "float_leases",
         "funding_in_capital",
         "stale_transactions",
         "float_mpesa",

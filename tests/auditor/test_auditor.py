@@ -351,3 +351,47 @@ async def test_a_balance_changed_without_an_entry_is_found_by_the_periodic_full_
     full = await later.run_once()
     assert _status(full, "account_balances") == "FAIL"
     assert next(v for v in full if v.check == "account_balances").details["full_pass"] is True
+
+
+async def test_a_float_s_leased_total_and_its_live_leases_are_checked(world: World) -> None:
+    from domain.shared.ids import new_uuid7
+    from persistence import float_leases
+    from persistence.tables import float_leases as leases
+
+    now = await _now(world.engine)
+    auditor = await _auditor(world, now=now)
+    assert "float_leases" not in _failed(await auditor.run_once())
+    lease_id = new_uuid7()
+    with raw_sql(world.url) as conn:  # a lease the float's leased total does not count
+        conn.execute(
+            sa.insert(leases).values(
+                id=lease_id,
+                account_id=world.accounts.deriv_float.value,
+                owner="test",
+                allowance_cents=100_00,
+                created_at=now,
+                expires_at=now + float_leases.TTL,
+                retired_at=None,
+            )
+        )
+    verdicts = await auditor.run_once()
+    assert _failed(verdicts) == {"float_leases"}
+    verdict = next(v for v in verdicts if v.check == "float_leases")
+    assert verdict.details["mismatched"] == [
+        {"account": "system:deriv_agent_float:USD", "leased_minor": 0, "allowances_minor": 100_00}
+    ]
+
+    with raw_sql(world.url) as conn:  # counted: healthy
+        conn.execute(
+            sa.update(ledger_accounts)
+            .where(ledger_accounts.c.id == world.accounts.deriv_float.value)
+            .values(leased_cents=100_00)
+        )
+    assert "float_leases" not in _failed(await auditor.run_once())
+
+    # its process died and nobody retired it: after the relay's turn and the auditor's grace, found
+    late = now + float_leases.TTL + float_leases.ABANDONED_AFTER + AuditorConfig().lease_grace
+    assert "float_leases" not in _failed(await (await _auditor(world, now=late)).run_once())
+    later = await _auditor(world, now=late + timedelta(seconds=1))
+    verdict = next(v for v in await later.run_once() if v.check == "float_leases")
+    assert verdict.failed and verdict.details["abandoned"][0]["lease_id"] == str(lease_id)
