@@ -144,7 +144,6 @@ async def audit(connection: AsyncConnection, now: datetime, *, grace: timedelta)
 @dataclass(slots=True)
 class Lease:
     id: object  # the row's UUID
-    account_id: LedgerAccountId
     remaining: int
     use_until: datetime
 
@@ -155,8 +154,8 @@ _HELD: weakref.WeakKeyDictionary[Engine, dict[LedgerAccountId, Lease]] = weakref
 _TAKING: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-def supported(connection: AsyncConnection) -> bool:
-    return connection.dialect.name in ("mysql", "mariadb")
+def supported(bind: AsyncConnection | AsyncEngine) -> bool:
+    return bind.dialect.name in ("mysql", "mariadb")
 
 
 async def reserve(
@@ -234,7 +233,7 @@ async def take(
             },
         )
         await connection.commit()
-    return Lease(lease_id, account_id, allowance, now + TTL - MARGIN)
+    return Lease(lease_id, allowance, now + TTL - MARGIN)
 
 
 async def retire(engine: AsyncEngine, lease_id: object, now: datetime) -> bool:
@@ -282,7 +281,7 @@ async def recall(engine: AsyncEngine, account_id: LedgerAccountId, now: datetime
 
 async def retire_abandoned(engine: AsyncEngine, now: datetime) -> int:
     """Retire every lease long past its expiry (its process died holding it); how many."""
-    if engine.dialect.name not in ("mysql", "mariadb"):
+    if not supported(engine):
         return 0
     async with engine.connect() as connection:
         ids = list((await connection.execute(_ABANDONED, {"before": now - ABANDONED_AFTER})).scalars())

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.shared.clock import Clock, SystemClock
 from persistence import outbox_reader
-from persistence.float_leases import retire_abandoned
+from persistence.float_leases import ABANDONED_AFTER, retire_abandoned
 from persistence.ledger_rollup import roll_up
 from workers import metrics
 from workers.bus import MessageBus
@@ -62,6 +63,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.rollup_interval = rollup_interval
+        self._leases_looked_at: datetime | None = None
         self._clock = clock or SystemClock()
 
     @property
@@ -119,9 +121,13 @@ class OutboxRelay:
 
     async def _roll_up(self) -> None:
         try:
-            rolled = await roll_up(self._engine, self._clock.now())
-            # a lease whose process died keeps its allowance from the float until someone retires it
-            await retire_abandoned(self._engine, self._clock.now())
+            now = self._clock.now()
+            rolled = await roll_up(self._engine, now)
+            # A lease whose process died keeps its allowance from the float until someone retires
+            # it; looked for at half the time it is left (not at every roll-up: a read each second).
+            if self._leases_looked_at is None or now - self._leases_looked_at >= ABANDONED_AFTER / 2:
+                self._leases_looked_at = now
+                await retire_abandoned(self._engine, now)
         except Exception as exc:  # the balances stay right without it; try again next time
             log.warning("relay.rollup_failed", error=type(exc).__name__)
         else:
