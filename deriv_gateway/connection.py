@@ -64,6 +64,8 @@ class Link:
         self._on_stream = on_stream
         self._waiters: dict[int, asyncio.Future[Reply]] = {}
         self.closed = asyncio.Event()
+        # Why the socket ended, for the disconnect's log line (an operator's first question)
+        self.close_reason = "not closed"
         self._reader = asyncio.create_task(self._read(), name=f"deriv-reader-{name}")
 
     @classmethod
@@ -112,10 +114,13 @@ class Link:
                             log.exception("deriv.stream_handler_failed", link=self.name)
                 else:
                     log.debug("deriv.unsolicited", link=self.name, msg_type=event.message.get("msg_type"))
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as closed:
+            self.close_reason = _close_reason(closed)
         except Exception:
+            self.close_reason = "reader failed"
             log.exception("deriv.reader_failed", link=self.name)
+        else:  # a normal close (1000, 1001) ends the iteration instead of raising
+            self.close_reason = _close_reason(self.ws.close_exc)
         finally:
             self._lost()
 
@@ -212,6 +217,15 @@ class Link:
         if transport is not None:
             transport.abort()
         await self.close()
+
+
+def _close_reason(closed: ConnectionClosed) -> str:
+    """The close frames' codes and reasons ("no close frame" when the TCP connection just ended)."""
+    if closed.rcvd is not None:
+        return f"closed by Deriv: {closed.rcvd.code} {closed.rcvd.reason}".rstrip()
+    if closed.sent is not None:
+        return f"closed by the gateway: {closed.sent.code} {closed.sent.reason}".rstrip()
+    return "no close frame (the TCP connection ended)"
 
 
 def _time_out(future: asyncio.Future[Reply], call: str, timeout: float) -> None:
@@ -351,7 +365,7 @@ class DerivConnection:
                 for sub in self._subs:
                     sub.req_id = None
             if not self._closing:
-                log.warning("deriv.disconnected", link=self.name)
+                log.warning("deriv.disconnected", link=self.name, reason=link.close_reason)
 
     async def _connect_with_backoff(self) -> Link:
         def retryable(exc: BaseException) -> bool:

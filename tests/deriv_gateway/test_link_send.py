@@ -109,3 +109,33 @@ async def test_a_send_failing_after_the_frame_was_handed_over_is_unknown_and_lea
         await link.close()
         del request, raised
         assert not reported.never_retrieved()
+
+
+@pytest.mark.parametrize(
+    ("ending", "reason"),
+    [
+        ("policy", "closed by Deriv: 1008 Policy Violation"),  # Deriv's answer to a refused ping
+        ("normal", "closed by Deriv: 1000 bye"),
+        ("abort", "no close frame (the TCP connection ended)"),  # a proxy or the host gone
+    ],
+)
+async def test_a_link_says_why_its_socket_ended(ending: str, reason: str) -> None:
+    """The gateway logs why Deriv's socket ended (deriv.disconnected's `reason`): an operator's first
+    question when payments' answers were lost with it."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()  # the client is connected and has spoken
+        if ending == "policy":
+            await ws.close(1008, "Policy Violation")
+        elif ending == "normal":
+            await ws.close(1000, "bye")
+        else:
+            ws.transport.abort()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        link = await Link.open(f"ws://127.0.0.1:{port}/", name="test", compression=False, open_timeout=5)
+        assert link.close_reason == "not closed"
+        await link.ws.send('{"ping": 1, "req_id": 1}')
+        await asyncio.wait_for(link.closed.wait(), 5)
+    assert link.close_reason == reason
