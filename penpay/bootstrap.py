@@ -263,11 +263,13 @@ def payments(
     mpesa_config: DarajaConfig | None = None,
     saga_policy: SagaPolicy | None = None,
     initiator_pushes: bool = True,
+    initiator_payouts: bool = True,
 ) -> Payments:
     """The sagas and use cases from settings; tests hand in a Daraja configuration (the simulator's
     certificate, short retries) and saga timings the settings do not carry. `initiator_pushes`:
-    InitiateDeposit sends the STK push (production); False leaves it to the saga workers (the
-    saga tests that drive that step themselves)."""
+    InitiateDeposit sends the STK push (production), `initiator_payouts`: ConfirmWithdrawal sends
+    the B2C payout (production); False leaves either to the saga workers (the saga tests that drive
+    that step themselves)."""
     from datetime import timedelta
 
     from application.payments.deposits import DepositOrchestrator
@@ -328,7 +330,8 @@ def payments(
         policy=policy,
         saga=saga if initiator_pushes else None,
     )
-    closers.insert(0, deposits.drain)  # the pushes in flight answered before Daraja's client closes
+    # The pushes and payouts in flight (sent by this process's requests) answered before the clients close
+    closers.insert(0, saga.drain)
     withdrawals = WithdrawalOrchestrator(
         unit_of_work=use_case_unit_of_work,
         rates=rates,
@@ -338,6 +341,7 @@ def payments(
         policy=policy,
         checkpoint=checkpoint,
         rest_token=rest_token,
+        pays_out=initiator_payouts,
     )
     transactions = TransactionQueries(unit_of_work=use_case_unit_of_work)
     return Payments(saga, deposits, withdrawals, transactions, closers)

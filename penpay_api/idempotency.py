@@ -28,7 +28,9 @@ Where the record is read and written depends on the method:
   Deriv): the use case reads the record in its first read (replay, mismatch, in flight are
   answered there), writes the claim (IN_FLIGHT, the lease) in the same database transaction as the
   call's intent, and completes it with its answer in the transaction that records the answer
-  (penpay_api/services/payments.py hands it the encoder and `claimed`). No transaction of the
+  (penpay_api/services/payments.py hands it the encoder and `claimed`). InitiateWithdrawal's code
+  request moves no money and has no intent: it claims nothing, and writes its answer as a new
+  record with its Transaction, as InitiateDeposit does. No transaction of the
   interceptor's own on the way through; on the paths where the use case answered without claiming
   (a repeat of a finished request, a refusal before its intent) the interceptor stores the answer
   as below, as a new COMPLETED record, and releases or completes the use case's claim as below.

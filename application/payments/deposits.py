@@ -16,7 +16,7 @@ the idempotency key, so a corrected request can start afresh.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from application.errors import DuplicateIdempotencyKey
 from application.identity.ports import KnownUser
@@ -57,7 +57,6 @@ class DepositOrchestrator:
         self._rates = rates
         self._policy = policy
         self._saga = saga
-        self._pushes: set[asyncio.Task[None]] = set()
 
     async def initiate_deposit(
         self,
@@ -144,15 +143,9 @@ class DepositOrchestrator:
         return await self._create_answered(transaction, key, replace=replace)
 
     async def drain(self) -> None:
-        """Wait until the pushes this process sent have their answers recorded (at shutdown; tests):
-        one cut short leaves its intent, which the saga resolves after the call grace."""
-        while self._pushes:
-            await asyncio.gather(*self._pushes, return_exceptions=True)
-
-    def _push_soon(self, push: Callable[[], Awaitable[None]]) -> None:
-        task = asyncio.ensure_future(push())
-        self._pushes.add(task)
-        task.add_done_callback(self._pushes.discard)
+        """Wait until the pushes sent from here have their answers recorded (SagaRunner.drain)."""
+        if self._saga is not None:
+            await self._saga.drain()
 
     async def _create_answered(
         self, tx: Transaction, key: RequestKey | None, *, replace: bool
@@ -174,8 +167,8 @@ class DepositOrchestrator:
             except DuplicateIdempotencyKey:
                 pass
             else:
-                if push is not None:
-                    self._push_soon(push)
+                if push is not None and self._saga is not None:
+                    self._saga.send_soon(push)
                 return tx
         # A fresh unit of work: a new snapshot that sees the winner's committed rows.
         async with self._uow() as uow:

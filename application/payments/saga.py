@@ -186,6 +186,8 @@ class SagaRunner:
         self._seen: OrderedDict[TransactionId, int] = OrderedDict()
         # Deposits whose credit goes without the transfer's intent (the float fell short of it)
         self._credit_alone: set[TransactionId] = set()
+        # Calls an initiator's request claimed and this process sends in its background
+        self._sends: set[asyncio.Task[None]] = set()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -418,6 +420,20 @@ class SagaRunner:
                 log.warning("saga.initiator_push_failed", transaction_id=str(tx.id), **failure_fields(error))
 
         return push
+
+    def send_soon(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Run a claimed call (its intent committed) in this process's background: the request that
+        claimed it answers without waiting, and a cancelled request cannot cut the call short."""
+        task = asyncio.ensure_future(call())
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def drain(self) -> None:
+        """Wait until the claimed calls this process sent have their answers recorded (at shutdown,
+        before the clients close; tests): one cut short leaves its intent, which the saga resolves
+        after the call grace, as after a crash between an intent and its call."""
+        while self._sends:
+            await asyncio.gather(*self._sends, return_exceptions=True)
 
     async def _call_stk_push(self, tx: Transaction, steps: Mapping[str, StepRecord]) -> bool:
         tx_id = tx.id
@@ -839,19 +855,25 @@ class SagaRunner:
         *,
         known: Transaction | None = None,
         also: Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]] | None = None,
+        pay_out_here: bool = False,
     ) -> Transaction | None:
         """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal) and, in the same
         database transaction when the rules say so, reserve the M-Pesa float and record the payout
         about to be sent (MPESA_DISBURSEMENT_SENT, its evidence SENT): the debit, the conversion and
-        the reservation commit together, once. The B2C step (the mark that the one send may have
-        left) stays with the process that sends, the saga's SEND_B2C, which sends at once while no
-        attempt is marked. A float too low: the debit alone, and SEND_B2C finds the float short
-        (FLOAT_WAIT, FloatLow) as ever. The transaction as committed, or None when it had moved on;
-        `known`: as this process last committed it (see _finish_tx); `also`: written in the same
-        database transaction, after (ConfirmWithdrawal's answer under the caller's key)."""
+        the reservation commit together, once. `pay_out_here` (ConfirmWithdrawal): the B2C step (the
+        mark that the one send may have left) is written in that database transaction too, and
+        this process sends the B2C once it commits (send_soon): every other process sees the
+        attempt and waits for its answer, the call grace, then Transaction Status, exactly as after
+        a crash between the saga's SEND_B2C intent and its call. Else the saga's SEND_B2C sends at
+        once while no attempt is marked. A float too low: the debit alone, and SEND_B2C finds the
+        float short (FLOAT_WAIT, FloatLow) as ever. The transaction as committed, or None when it
+        had moved on; `known`: as this process last committed it (see _finish_tx); `also`: written
+        in the same database transaction, after (ConfirmWithdrawal's answer under the caller's key)."""
+        claimed: list[Transaction] = []  # the payout this call's committed change claimed
 
         def debited(payout: bool) -> Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]]:
             async def change(uow: PaymentsUnitOfWork, t: Transaction) -> None:
+                claimed.clear()  # a change read again and applied afresh claims afresh
                 now = uow.clock.now()
                 t.deriv_withdrawal_done(deriv_transaction_id=deriv_transaction_id, now=now)
                 postings = await bookings.withdrawal_debited(uow.ledger, t)
@@ -861,6 +883,11 @@ class SagaRunner:
                     t.mpesa_disbursement_sent(
                         originator_conversation_id=originator_conversation_id(t.id), now=now
                     )
+                    if pay_out_here:
+                        detail = "sent by the ConfirmWithdrawal that recorded the debit"
+                        await uow.saga_steps.start(t.id, Step.B2C, now=now, detail=detail)
+                        self._promise(uow, t, _started({}, Step.B2C, now, detail))
+                        claimed.append(t)
                 # The transaction's row first, then the ledger's (the order of the locked read)
                 await uow.transactions.save(t)
                 booked = [*postings, *([reserved] if reserved else [])]
@@ -874,10 +901,24 @@ class SagaRunner:
 
         only_if = (S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN)
         try:
-            return await self._finish_tx(tx_id, debited(True), only_if=only_if, known=known)
+            done = await self._finish_tx(tx_id, debited(True), only_if=only_if, known=known)
         except Overdraft:
             # The float cannot cover the payout: nothing was committed (`known` is spent)
             return await self._finish_tx(tx_id, debited(False), only_if=only_if)
+        if done is not None and claimed:
+            self.send_soon(self._claimed_b2c(copy.deepcopy(done)))
+        return done
+
+    def _claimed_b2c(self, tx: Transaction) -> Callable[[], Awaitable[None]]:
+        """The B2C of `tx` (a copy, as committed with its claimed attempt), sent in the background."""
+
+        async def send() -> None:
+            try:
+                await self._call_b2c(tx)
+            except Exception as error:  # the attempt stands: the saga resolves it after the grace
+                log.warning("saga.claimed_b2c_failed", transaction_id=str(tx.id), **failure_fields(error))
+
+        return send
 
     async def _send_b2c(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision

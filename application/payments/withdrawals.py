@@ -5,9 +5,10 @@ Two withdrawal steps run here, inline, because the user is waiting for them: ask
 the code (InitiateWithdrawal) and the debit with that code (ConfirmWithdrawal, whose code is never
 stored). The debit follows the saga's rule: intent committed before the call, answer recorded after
 (by the saga runner, application/payments/saga.py, which then takes the withdrawal on through the one
-transition table); the sweeper resolves the rest. The code request moves no money: only the caller's
-idempotency key is claimed before it (in the one read's database transaction), and the new
-Transaction is stored once, with the answer, as Deriv's answer left it.
+transition table); the sweeper resolves the rest. The debit's answer commits with the payout's
+reservation and its B2C intent, and this process sends the B2C (as InitiateDeposit sends its push).
+The code request moves no money: nothing is committed before it, and the new Transaction is stored
+once, with the caller's idempotency key and answer, as Deriv's answer left it.
 
 An amount Deriv would refuse is refused first, before the compliance policy or anything else can
 write: no code is asked for, and no Transaction takes the idempotency key.
@@ -78,8 +79,12 @@ class WithdrawalOrchestrator:
         policy: MoneyMovementPolicy | None = None,
         checkpoint: Callable[[str], None] = no_checkpoint,
         rest_token: Callable[[UserId], Awaitable[str]] | None = None,
+        pays_out: bool = True,
     ) -> None:
         self._uow = unit_of_work
+        # ConfirmWithdrawal claims the payout with the debit's answer and sends its B2C from here
+        # (production); False leaves the B2C to the saga workers (the tests of that step).
+        self._pays_out = pays_out
         # A new-API (REST) user's usable OAuth token (refreshed when about to expire; raises
         # DerivRebindRequired when it is dead). None: the stored token as it is.
         self._rest_token = rest_token
@@ -101,8 +106,8 @@ class WithdrawalOrchestrator:
         key: RequestKey | None = None,
     ) -> Transaction:
         """`session_id`: a session the API left to this use case's one read to check (as a deposit's).
-        `key`: the caller's idempotency key, read and claimed in the one read's database transaction
-        and completed with the code's answer (requests.py); None: the API claims and completes it."""
+        `key`: the caller's idempotency key, read in the one read and written with the code's answer
+        (requests.py); None: the API claims and completes it."""
         if amount.currency is not Currency.USD:
             raise InvalidValue("a withdrawal is asked in USD", field="currency")
         rate = None
@@ -134,9 +139,9 @@ class WithdrawalOrchestrator:
                 await require_float_cover(
                     uow, TransactionType.WITHDRAWAL, payout, balance_minor=read.float_balance
                 )
-            if key is not None:
-                # The key's claim ends the read's own database transaction (a commit instead of its
-                # rollback): committed before Deriv is asked, so a repeat meanwhile is told "in flight".
+            if key is not None and existing is not None:
+                # A PENDING one an earlier version stored: the code is asked for over it, its key
+                # claimed first (the answer completes the claim, as that version's did).
                 await uow.requests.claim(key, now=now, replace=replace)
                 await uow.commit()
                 key.claimed()
@@ -161,20 +166,26 @@ class WithdrawalOrchestrator:
             deriv_login_id=user.deriv_login_id,  # type: ignore[arg-type]
             now=now,
         )
-        return await self._start_with_code(tx, token, key)
+        return await self._start_with_code(tx, token, key, replace=replace)
 
-    async def _start_with_code(self, tx: Transaction, token: str, key: RequestKey | None) -> Transaction:
+    async def _start_with_code(
+        self, tx: Transaction, token: str, key: RequestKey | None, *, replace: bool
+    ) -> Transaction:
         """A new withdrawal (`tx`, PENDING in memory): Deriv emails the code first, then `tx` is stored
         as the answer left it (AWAITING_WITHDRAWAL_CODE, or FAILED when Deriv refused: a refusal to
         replay), with the key's answer, in one database transaction. The code request moves no
-        money, so nothing but the key's claim is committed before it. Held back or not answered:
-        nothing is stored (as for a refused deposit), and the same request again asks again."""
+        money, so nothing is committed before it, not even the key: a repeat meanwhile asks for a
+        code too (Deriv's newest code is the one that counts, and the user has it) and then, losing
+        the race for the key hash, answers as the first did. Held back or not answered: nothing is
+        stored (as for a refused deposit), and the same request again asks again."""
         refusal = await self._ask_for_code(tx, token)
         if refusal is not None:
             reason = refusal
             await self._store_new(tx, lambda t, now: t.fail(reason, now=now), key, answer=False)
             raise PaymentRefused(reason)
-        return await self._store_new(tx, lambda t, now: t.withdrawal_code_sent(now=now), key, answer=True)
+        return await self._store_new(
+            tx, lambda t, now: t.withdrawal_code_sent(now=now), key, answer=True, replace=replace
+        )
 
     async def _store_new(
         self,
@@ -183,10 +194,12 @@ class WithdrawalOrchestrator:
         key: RequestKey | None,
         *,
         answer: bool,
+        replace: bool = False,
     ) -> Transaction:
-        """`change` the new `tx` and store it, with the answer over `key`'s claim when `answer` (else
-        the API stores the error it ends in). A request that lost the race for the key hash (the
-        unique column decides) answers as a repeat would."""
+        """`change` the new `tx` and store it, with the answer under `key` when `answer` (a new
+        record; `replace`: over the expired one the read found), else the API stores the error it
+        ends in. A request that lost the race for the key hash (the unique column decides) answers
+        as a repeat would."""
         if key is None:
             change(tx, self._uow().clock.now())  # the clock only: no unit of work is entered
             created = await create_once(
@@ -198,7 +211,9 @@ class WithdrawalOrchestrator:
                 change(tx, uow.clock.now())
                 await uow.transactions.add(tx)
                 if answer:
-                    await _answer(uow, key, tx)
+                    await uow.requests.record_answer(
+                        key, transaction_id=tx.id, body=key.answer(tx), now=uow.clock.now(), replace=replace
+                    )
                 await uow.commit()
                 return tx
             except DuplicateIdempotencyKey:
@@ -318,7 +333,7 @@ class WithdrawalOrchestrator:
         self._checkpoint("withdrawal.debit.after_call")
         # From the state just committed (this call owns it), not read again when nothing moved it
         done = await self._saga.record_deriv_withdrawal(
-            tx.id, receipt.deriv_transaction_id, known=tx, also=_answered_by(key)
+            tx.id, receipt.deriv_transaction_id, known=tx, also=_answered_by(key), pay_out_here=self._pays_out
         )
         return done if done is not None else await self._get(tx.id)
 

@@ -21,8 +21,11 @@ async def _stack(
 ) -> AsyncIterator[Stack]:
     bus = RedisStreamsBus.from_url(redis_url, prefix=key_prefix)
     saga_pushes = request.node.get_closest_marker("saga_pushes") is not None
+    saga_payouts = request.node.get_closest_marker("saga_payouts") is not None
+    options.setdefault("initiator_pushes", not saga_pushes)
+    options.setdefault("initiator_payouts", not saga_payouts)
     try:
-        async with running_stack(database_url, bus, initiator_pushes=not saga_pushes, **options) as running:
+        async with running_stack(database_url, bus, **options) as running:
             await running.fund_floats()
             yield running
             await running.assert_consistent()
@@ -37,7 +40,8 @@ async def stack(
     """MariaDB + Redis Streams + both simulators + gateway + callback endpoints, floats funded.
     After every test the consistency checker must find the database and the simulators' books agree.
     Marked `saga_pushes`: the saga sends each deposit's STK push, woken by its DepositInitiated (a
-    deposit created before InitiateDeposit sent it), for the tests of that step."""
+    deposit created before InitiateDeposit sent it), for the tests of that step; `saga_payouts`:
+    the saga sends each withdrawal's B2C, woken by the debit ConfirmWithdrawal recorded."""
     async with _stack(fresh_mariadb_url, redis_url, key_prefix, request) as running:
         yield running
 

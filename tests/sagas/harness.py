@@ -251,6 +251,7 @@ class Stack:
         }
         deadline = time.monotonic() + timeout
         while True:
+            await self.saga.drain()  # the calls a request of this stack sent have their answers
             await self.pump()
             tx = await self.get(tx_id)
             if tx.status in wanted:
@@ -345,6 +346,7 @@ async def running_stack(
     gateway_overrides: dict[str, Any] | None = None,
     mpesa_base_url: str | None = None,  # PenPay's Daraja client goes there (a proxy) instead
     initiator_pushes: bool = True,  # False: the saga sends the STK push (the tests of that step)
+    initiator_payouts: bool = True,  # False: the saga sends the B2C payout (the tests of that step)
 ) -> AsyncIterator[Stack]:
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -424,7 +426,13 @@ async def running_stack(
         config = daraja_config(mpesa_sim, callbacks, secret)
         if mpesa_base_url is not None:
             config = replace(config, base_url=mpesa_base_url)
-        wired = payments(core, mpesa_config=config, saga_policy=policy, initiator_pushes=initiator_pushes)
+        wired = payments(
+            core,
+            mpesa_config=config,
+            saga_policy=policy,
+            initiator_pushes=initiator_pushes,
+            initiator_payouts=initiator_payouts,
+        )
         stack.push_async_callback(wired.close)
         worker = build_saga_worker(
             core,

@@ -223,6 +223,7 @@ async def test_the_sweeper_reaches_every_waiting_transaction_not_only_the_oldest
     await stack.settle(deposit.id)
 
 
+@pytest.mark.saga_payouts  # the change that moves it is the debit alone: the B2C is the saga's
 async def test_a_waiting_transaction_is_not_read_again_until_time_or_a_change_can_move_it(
     stack: Stack,
 ) -> None:

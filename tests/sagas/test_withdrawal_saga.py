@@ -40,12 +40,12 @@ async def test_a_confirmed_withdrawal_pays_kes_by_b2c_once(stack: Stack) -> None
     assert await stack.deriv_transfers(str(tx.id)) == 1  # the paymentagent_withdraw
 
 
-async def test_the_debit_and_the_payout_s_reservation_commit_together_then_b2c_goes_once(
+async def test_the_debit_the_reservation_and_the_b2c_intent_commit_together_then_b2c_goes_once(
     stack: Stack,
 ) -> None:
     """ConfirmWithdrawal books the debit, the conversion and the M-Pesa float's reservation in one
-    commit (MPESA_DISBURSEMENT_SENT, its evidence SENT). The B2C step stays the saga's: no attempt
-    is marked by the debit, so the saga's first look sends it, once."""
+    commit (MPESA_DISBURSEMENT_SENT, its evidence SENT) with the B2C's attempt, and sends the B2C
+    itself once that commit is done: the saga's wake-up finds it in flight and sends nothing."""
     user = await stack.user()
     tx = await stack.withdrawal(user, 10_00)
 
@@ -55,13 +55,15 @@ async def test_the_debit_and_the_payout_s_reservation_commit_together_then_b2c_g
     assert confirmed.mpesa_disbursement is not None
     assert confirmed.mpesa_disbursement.status is EvidenceStatus.SENT
     async with stack.uow() as uow:
-        assert "b2c" not in await uow.saga_steps.get(tx.id)
         mpesa_float = await uow.ledger.get_or_create_account(
             kind=AccountKind.MPESA_FLOAT, currency=Currency.KES
         )
     assert mpesa_float.balance == MPESA_FLOAT_KES - Money(1_280_00, Currency.KES)  # reserved
 
-    await stack.pump()  # the debit's wake-up: the saga sends at once, not after the call grace
+    await stack.saga.drain()  # the B2C sent by ConfirmWithdrawal has its answer recorded
+    accepted = await stack.get(tx.id)
+    assert accepted.mpesa_disbursement is not None and accepted.mpesa_disbursement.conversation_id
+    await stack.pump()  # the debit's wake-up: nothing more to send
     async with stack.uow() as uow:
         assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
     done = await stack.settle(tx.id)
@@ -70,6 +72,29 @@ async def test_the_debit_and_the_payout_s_reservation_commit_together_then_b2c_g
     assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
     async with stack.uow() as uow:
         assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
+
+
+@pytest.mark.saga_payouts
+async def test_a_debit_recorded_without_its_b2c_intent_is_paid_at_the_saga_s_first_look(
+    stack: Stack,
+) -> None:
+    """A debit recorded without the B2C's attempt (an orchestrator that leaves the payout to the
+    saga): no attempt is marked, so the saga's first look sends it, once, not after the grace."""
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+
+    confirmed = await confirm(stack, user, tx.id)
+
+    assert confirmed.status is S.MPESA_DISBURSEMENT_SENT
+    async with stack.uow() as uow:
+        assert "b2c" not in await uow.saga_steps.get(tx.id)
+    await stack.pump()  # the debit's wake-up: the saga sends at once, not after the call grace
+    async with stack.uow() as uow:
+        assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
+    done = await stack.settle(tx.id)
+    assert done.status is S.COMPLETED, done.failure_reason
+    payouts = [r for r in (await stack.mpesa_books())["b2c"]["transactions"] if r["paid"]]
+    assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
 
 
 async def test_a_payout_held_back_by_spike_arrest_waits_and_pays_once_without_using_its_attempts(
