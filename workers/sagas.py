@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -81,9 +81,12 @@ def saga_consumer(
     consumer = EventConsumer(bus, engine, group=SAGA_GROUP, streams=SAGA_STREAMS, clock=clock, **options)
 
     async def wake(event: EventEnvelope) -> None:
-        if event.event_type == TransactionStatusChanged.event_type and not wakes_the_saga(event):
+        data = event.data()
+        if data.get("moved_on"):
+            return  # its commit moved the transaction on: that later state's own event decides
+        if event.event_type == TransactionStatusChanged.event_type and not wakes_the_saga(data):
             return
-        if event.event_type == DepositInitiated.event_type and event.data().get("pushed_by_initiator"):
+        if event.event_type == DepositInitiated.event_type and data.get("pushed_by_initiator"):
             return  # its InitiateDeposit sends the push; a lost answer is the sweeper's after the grace
         # Its version, when the aggregate wrote it: a wake-up about a version this process
         # already decided on (the saga's own step, or one it is taking now) reads nothing.
@@ -95,11 +98,11 @@ def saga_consumer(
     return consumer
 
 
-def wakes_the_saga(event: EventEnvelope) -> bool:
+def wakes_the_saga(status_change: Mapping[str, Any]) -> bool:
     """A status change into a state where a fresh transaction has nothing to do, only evidence
     (whose own events wake the saga) or time (the sweeper) moving it, wakes nothing: most status
     changes are the saga's own, and looking again after each doubled its reads."""
-    return str(event.data().get("to_status")) not in QUIET_STATUSES
+    return str(status_change.get("to_status")) not in QUIET_STATUSES
 
 
 _WAITING_FOR_EVIDENCE_OR_TIME = (

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 import structlog
@@ -157,6 +158,14 @@ class _Owner:
             self.newest = None
         else:
             self.newest = max(self.newest, version)
+
+
+class Payout(Enum):
+    """Who takes a withdrawal's payout on from the debit's answer (record_deriv_withdrawal)."""
+
+    RESERVED = "reserved"  # reserved with the debit; the saga, going on from it, sends
+    SENT_HERE = "sent_here"  # reserved and its B2C attempt marked with the debit; this process sends
+    LATER = "later"  # the debit alone: its status change wakes the saga, which reserves and sends
 
 
 class SagaRunner:
@@ -855,35 +864,37 @@ class SagaRunner:
         *,
         known: Transaction | None = None,
         also: Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]] | None = None,
-        pay_out_here: bool = False,
+        payout: Payout = Payout.RESERVED,
     ) -> Transaction | None:
         """Deriv debited the user: book it and convert (shared with ConfirmWithdrawal) and, in the same
-        database transaction when the rules say so, reserve the M-Pesa float and record the payout
-        about to be sent (MPESA_DISBURSEMENT_SENT, its evidence SENT): the debit, the conversion and
-        the reservation commit together, once. `pay_out_here` (ConfirmWithdrawal): the B2C step (the
-        mark that the one send may have left) is written in that database transaction too, and
-        this process sends the B2C once it commits (send_soon): every other process sees the
-        attempt and waits for its answer, the call grace, then Transaction Status, exactly as after
-        a crash between the saga's SEND_B2C intent and its call. Else the saga's SEND_B2C sends at
-        once while no attempt is marked. A float too low: the debit alone, and SEND_B2C finds the
-        float short (FLOAT_WAIT, FloatLow) as ever. The transaction as committed, or None when it
-        had moved on; `known`: as this process last committed it (see _finish_tx); `also`: written
-        in the same database transaction, after (ConfirmWithdrawal's answer under the caller's key)."""
+        database transaction when the rules say so and `payout` is not LATER, reserve the M-Pesa
+        float and record the payout about to be sent (MPESA_DISBURSEMENT_SENT, its evidence SENT):
+        the debit, the conversion and the reservation commit together, once. RESERVED (the saga's
+        own lookup, which goes on from there): the saga's SEND_B2C sends at once while no attempt
+        is marked. SENT_HERE (ConfirmWithdrawal): the B2C step (the mark that the one send may have
+        left) is written in that database transaction too, and this process sends the B2C once it
+        commits (send_soon): every other process sees the attempt and waits for its answer, the
+        call grace, then Transaction Status, exactly as after a crash between the saga's SEND_B2C
+        intent and its call. LATER: the debit alone, whose status change wakes the saga's SEND_B2C.
+        A float too low: the debit alone, and SEND_B2C finds the float short (FLOAT_WAIT, FloatLow)
+        as ever. The transaction as committed, or None when it had moved on; `known`: as this
+        process last committed it (see _finish_tx); `also`: written in the same database
+        transaction, after (ConfirmWithdrawal's answer under the caller's key)."""
         claimed: list[Transaction] = []  # the payout this call's committed change claimed
 
-        def debited(payout: bool) -> Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]]:
+        def debited(reserve: bool) -> Callable[[PaymentsUnitOfWork, Transaction], Awaitable[None]]:
             async def change(uow: PaymentsUnitOfWork, t: Transaction) -> None:
                 claimed.clear()  # a change read again and applied afresh claims afresh
                 now = uow.clock.now()
                 t.deriv_withdrawal_done(deriv_transaction_id=deriv_transaction_id, now=now)
                 postings = await bookings.withdrawal_debited(uow.ledger, t)
                 reserved = None
-                if payout and decide(self._view(now, t, {}), self.policy).action is Action.SEND_B2C:
+                if reserve and decide(self._view(now, t, {}), self.policy).action is Action.SEND_B2C:
                     reserved = await bookings.withdrawal_payout(uow.ledger, t)
                     t.mpesa_disbursement_sent(
                         originator_conversation_id=originator_conversation_id(t.id), now=now
                     )
-                    if pay_out_here:
+                    if payout is Payout.SENT_HERE:
                         detail = "sent by the ConfirmWithdrawal that recorded the debit"
                         await uow.saga_steps.start(t.id, Step.B2C, now=now, detail=detail)
                         self._promise(uow, t, _started({}, Step.B2C, now, detail))
@@ -901,7 +912,8 @@ class SagaRunner:
 
         only_if = (S.AWAITING_WITHDRAWAL_CODE, S.OUTCOME_UNKNOWN)
         try:
-            done = await self._finish_tx(tx_id, debited(True), only_if=only_if, known=known)
+            reserve = payout is not Payout.LATER
+            done = await self._finish_tx(tx_id, debited(reserve), only_if=only_if, known=known)
         except Overdraft:
             # The float cannot cover the payout: nothing was committed (`known` is spent)
             return await self._finish_tx(tx_id, debited(False), only_if=only_if)
@@ -1367,6 +1379,7 @@ def _complete_disbursement(t: Transaction, now: Any) -> None:
 __all__ = [
     "Advanced",
     "EvidenceStatus",
+    "Payout",
     "SagaRunner",
     "complete_if_paid",
     "originator_conversation_id",

@@ -53,7 +53,7 @@ from application.payments.requests import (
     judge_read,
     read_after_lost_race,
 )
-from application.payments.saga import SagaRunner, no_checkpoint
+from application.payments.saga import Payout, SagaRunner, no_checkpoint
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus as S
 from domain.payments.status import TransactionType
@@ -83,7 +83,8 @@ class WithdrawalOrchestrator:
     ) -> None:
         self._uow = unit_of_work
         # ConfirmWithdrawal claims the payout with the debit's answer and sends its B2C from here
-        # (production); False leaves the B2C to the saga workers (the tests of that step).
+        # (production); False records the debit alone, and the saga workers reserve and send it
+        # (the tests of that step).
         self._pays_out = pays_out
         # A new-API (REST) user's usable OAuth token (refreshed when about to expire; raises
         # DerivRebindRequired when it is dead). None: the stored token as it is.
@@ -332,8 +333,9 @@ class WithdrawalOrchestrator:
             return await self._get(tx.id)  # the sweeper resolves it without the code
         self._checkpoint("withdrawal.debit.after_call")
         # From the state just committed (this call owns it), not read again when nothing moved it
+        payout = Payout.SENT_HERE if self._pays_out else Payout.LATER
         done = await self._saga.record_deriv_withdrawal(
-            tx.id, receipt.deriv_transaction_id, known=tx, also=_answered_by(key), pay_out_here=self._pays_out
+            tx.id, receipt.deriv_transaction_id, known=tx, also=_answered_by(key), payout=payout
         )
         return done if done is not None else await self._get(tx.id)
 

@@ -17,6 +17,10 @@ class TransactionEvent(DomainEvent):
 
     transaction_id: TransactionId
     version: int
+    # The commit that recorded this event moved the transaction on past it: a later status change
+    # (this is an earlier one), or to an end (COMPLETED, FAILED, REVERSED). What comes next is
+    # judged on that later state, so a consumer that only "looks again" skips this one.
+    moved_on: bool = False
 
     def aggregate_id(self) -> str:
         return str(self.transaction_id)

@@ -50,6 +50,7 @@ from domain.payments.events import (
     ReviewRetryApproved,
     TransactionCompleted,
     TransactionCreated,
+    TransactionEvent,
     TransactionFailed,
     TransactionStatusChanged,
     WithdrawalInitiated,
@@ -971,8 +972,10 @@ class Transaction:
         self._record(TransactionCompleted(**self._common(at), type=self.type))
 
     def pull_events(self) -> list[DomainEvent]:
+        """The events since the last save, each marked `moved_on` when this save moved the
+        transaction past it (see TransactionEvent.moved_on)."""
         events, self._pending_events = self._pending_events, []
-        return events
+        return _marked_moved_on(events)
 
     # --- internals --------------------------------------------------------------------------
 
@@ -1024,3 +1027,18 @@ class Transaction:
         if self.mpesa_disbursement is None:
             raise InvalidEvidence("no B2C payment was recorded for this transaction")
         return self.mpesa_disbursement
+
+
+def _marked_moved_on(events: list[DomainEvent]) -> list[DomainEvent]:
+    changes = [e for e in events if isinstance(e, TransactionStatusChanged)]
+    if not changes:
+        return events
+    final = changes[-1]
+    ended = final.to_status.is_terminal
+    marked: list[DomainEvent] = []
+    for event in events:
+        passed = isinstance(event, TransactionStatusChanged) and event is not final
+        if isinstance(event, TransactionEvent) and event is not final and (ended or passed):
+            event = dataclasses.replace(event, moved_on=True)
+        marked.append(event)
+    return marked

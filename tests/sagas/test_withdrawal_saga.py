@@ -75,20 +75,19 @@ async def test_the_debit_the_reservation_and_the_b2c_intent_commit_together_then
 
 
 @pytest.mark.saga_payouts
-async def test_a_debit_recorded_without_its_b2c_intent_is_paid_at_the_saga_s_first_look(
+async def test_a_debit_recorded_alone_wakes_the_saga_which_reserves_and_pays_at_its_first_look(
     stack: Stack,
 ) -> None:
-    """A debit recorded without the B2C's attempt (an orchestrator that leaves the payout to the
-    saga): no attempt is marked, so the saga's first look sends it, once, not after the grace."""
+    """A debit recorded alone (an orchestrator that leaves the payout to the saga): its status change
+    wakes the saga, whose first look reserves the float and sends the B2C, once."""
     user = await stack.user()
     tx = await stack.withdrawal(user, 10_00)
 
     confirmed = await confirm(stack, user, tx.id)
 
-    assert confirmed.status is S.MPESA_DISBURSEMENT_SENT
-    async with stack.uow() as uow:
-        assert "b2c" not in await uow.saga_steps.get(tx.id)
-    await stack.pump()  # the debit's wake-up: the saga sends at once, not after the call grace
+    assert confirmed.status is S.DERIV_WITHDRAWAL_DONE
+    assert confirmed.mpesa_disbursement is None
+    await stack.pump()  # the debit's wake-up: the saga reserves and sends at once
     async with stack.uow() as uow:
         assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
     done = await stack.settle(tx.id)

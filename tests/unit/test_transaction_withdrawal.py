@@ -10,12 +10,14 @@ from domain.payments.events import (
     MpesaDisbursementCompleted,
     TransactionCompleted,
     TransactionCreated,
+    TransactionEvent,
     TransactionStatusChanged,
     WithdrawalInitiated,
 )
 from domain.payments.idempotency import IdempotencyKey
 from domain.payments.status import TransactionStatus
 from domain.payments.transaction import Transaction
+from domain.shared.events import DomainEvent
 from domain.shared.ids import UserId
 from domain.user.deriv_login_id import DerivLoginId
 from domain.user.phone_number import PhoneNumber
@@ -214,3 +216,36 @@ def test_a_repeated_b2c_result_changes_nothing(withdrawal: Transaction, now: dat
 def test_deposit_steps_are_refused_on_a_withdrawal(withdrawal: Transaction, now: datetime) -> None:
     with pytest.raises(IllegalTransition):
         withdrawal.deriv_transfer_sent(now=now)
+
+
+def moved_on(events: list[DomainEvent]) -> list[bool]:
+    return [e.moved_on for e in events if isinstance(e, TransactionEvent)]
+
+
+def test_a_save_that_moves_on_marks_what_it_passed(withdrawal: Transaction, now: datetime) -> None:
+    """The saga's wake-ups skip an event its own commit moved the transaction past: the debit and
+    the payout's reservation in one save pass through DERIV_WITHDRAWAL_DONE; a Transaction Status
+    confirmation completed in the same save leaves nothing to do."""
+    withdrawal.withdrawal_code_sent(now=now)
+    assert moved_on(withdrawal.pull_events()) == [False]  # one change: it stands
+    withdrawal.deriv_withdrawal_requested(now=now)
+    withdrawal.pull_events()
+    withdrawal.deriv_withdrawal_done(deriv_transaction_id=111, now=now)
+    withdrawal.mpesa_disbursement_sent(originator_conversation_id="oc-1", now=now)
+    debit_and_payout = withdrawal.pull_events()
+    assert [(type(e).__name__, e.moved_on) for e in debit_and_payout if isinstance(e, TransactionEvent)] == [
+        ("TransactionStatusChanged", True),  # to DERIV_WITHDRAWAL_DONE, passed through
+        ("TransactionStatusChanged", False),  # to MPESA_DISBURSEMENT_SENT
+    ]
+    withdrawal.mpesa_disbursement_accepted(conversation_id="AG_1", now=now)
+    withdrawal.mpesa_disbursement_completed(
+        transaction_receipt="RCP", result_desc="ok", raw_result="{}", now=now
+    )
+    ended = withdrawal.pull_events()
+    assert [type(e) for e in ended] == [
+        TransactionStatusChanged,
+        MpesaDisbursementCompleted,
+        TransactionCompleted,
+    ]
+    assert moved_on(ended) == [False, True, True]  # only the change to COMPLETED stands
+    assert debit_and_payout[0].payload()["moved_on"] is True  # what the saga's consumer reads
