@@ -152,6 +152,9 @@ def test_production_defaults_secrets_and_allow_list() -> None:
     api = services["api"]
     assert api["environment"]["PENPAY_JWT_PRIVATE_KEYS"] == "k1:/run/secrets/jwt_signing_key"
     assert "jwt_signing_key" in api["secrets"]
+    for sender in ("api", "workers"):  # who sends a B2C encrypts its credential with Daraja's certificate
+        assert "daraja_cert" in services[sender]["secrets"], sender
+        assert services[sender]["volumes"] == services["workers"]["volumes"], sender
     allowed = services["callbacks"]["environment"]["PENPAY_MPESA_ALLOWED_IPS"]
     assert set(allowed.split(",")) == SAFARICOM_CALLBACK_IPS
     example = read_env_file(ROOT / "deploy" / "penpay.env.example")
