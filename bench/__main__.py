@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "idle passes of the sweeper and relay thinner in the per-deposit figures",
     )
     parser.add_argument(
+        "--withdrawals",
+        type=int,
+        help="withdrawals in the e2e withdrawal phase (default 50, quick 10): quick's ten leave the "
+        "relay's, the sealer's and the gateway's batches nearly empty, so its per-withdrawal figures "
+        "swing by a commit from run to run",
+    )
+    parser.add_argument(
         "--burst",
         type=int,
         help="deposits in the e2e rate-limit burst (default 100, quick 20; issue 8 asks for 500: "

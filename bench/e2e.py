@@ -57,6 +57,7 @@ def sizes(args: argparse.Namespace) -> tuple[int, int, int]:
     """(deposits, withdrawals, burst deposits)"""
     deposits, withdrawals, burst = (30, 10, 20) if args.quick else (200, 50, 100)
     deposits = getattr(args, "deposits", None) or deposits
+    withdrawals = getattr(args, "withdrawals", None) or withdrawals
     return deposits, withdrawals, getattr(args, "burst", None) or burst
 
 
