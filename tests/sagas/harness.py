@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from application.payments.decisions import SagaPolicy
+from application.payments.decisions import SagaPolicy, Step
 from application.payments.deposits import DepositOrchestrator
 from application.payments.floats import fund_float
 from application.payments.lost_push import LostPushRecords
@@ -297,6 +297,20 @@ class Stack:
         report = await check_consistency(self.engine, now=self.clock.now(), books=books)
         assert not report.violations, [f"{v.code}: {v.message}" for v in report.violations]
 
+    async def attempts(self, tx_id: TransactionId, step: Step) -> int:
+        """How many times the saga-step journal says `step` was started for the transaction."""
+        from sqlalchemy import select
+
+        from persistence.tables import saga_steps
+
+        async with self.engine.connect() as connection:
+            attempts = await connection.scalar(
+                select(saga_steps.c.attempts)
+                .where(saga_steps.c.transaction_id == tx_id.value)
+                .where(saga_steps.c.step == step.value)
+            )
+        return int(attempts or 0)
+
     # --- the simulators' books --------------------------------------------------------------
 
     async def deriv_transfers(self, reference: str) -> int:
@@ -308,6 +322,11 @@ class Stack:
     async def mpesa_books(self) -> dict[str, Any]:
         async with self.http.get(f"{self.mpesa_sim.base_url}/__control__/books") as response:
             return dict(await response.json())
+
+    async def payouts_to(self, phone: str) -> int:
+        """B2C payments the M-Pesa simulator made to this phone."""
+        books = await self.mpesa_books()
+        return sum(1 for r in books["b2c"]["transactions"] if r["phone"] == phone and r["paid"])
 
 
 def _key(user_id: UserId, raw: str, operation: str) -> str:

@@ -8,7 +8,6 @@ simulators over sockets)."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 
 from application.payments.decisions import Step
 from application.payments.saga import SagaRunner
@@ -16,7 +15,6 @@ from application.payments.withdrawals import WithdrawalOrchestrator
 from domain.payments.status import TransactionStatus as S
 from domain.payments.transaction import Transaction
 from domain.shared.ids import TransactionId, UserId
-from persistence.tables import saga_steps
 from tests.sagas.harness import Stack
 from tests.sagas.test_initiator_push import stopping_at
 
@@ -45,22 +43,6 @@ async def confirmed(
     return tx
 
 
-async def b2c_attempts(stack: Stack, tx_id: TransactionId) -> int:
-    async with stack.engine.connect() as connection:
-        attempts = await connection.scalar(
-            select(saga_steps.c.attempts)
-            .where(saga_steps.c.transaction_id == tx_id.value)
-            .where(saga_steps.c.step == Step.B2C.value)
-        )
-    return int(attempts or 0)
-
-
-async def payouts_to(stack: Stack, phone: str) -> int:
-    """B2C payments the M-Pesa simulator made to this phone."""
-    books = await stack.mpesa_books()
-    return sum(1 for r in books["b2c"]["transactions"] if r["phone"] == phone and r["paid"])
-
-
 async def test_confirm_withdrawal_sends_the_payout_its_attempt_committed_with_the_debit(
     stack: Stack,
 ) -> None:
@@ -73,11 +55,11 @@ async def test_confirm_withdrawal_sends_the_payout_its_attempt_committed_with_th
     assert answer.mpesa_disbursement is not None and not answer.mpesa_disbursement.conversation_id
     accepted = await stack.get(tx.id)
     assert accepted.mpesa_disbursement is not None and accepted.mpesa_disbursement.conversation_id
-    assert await b2c_attempts(stack, tx.id) == 1
+    assert await stack.attempts(tx.id, Step.B2C) == 1
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED, done.failure_reason
-    assert await payouts_to(stack, PAID) == 1
-    assert await b2c_attempts(stack, tx.id) == 1  # no process sent one of its own
+    assert await stack.payouts_to(PAID) == 1
+    assert await stack.attempts(tx.id, Step.B2C) == 1  # no process sent one of its own
 
 
 async def test_a_payout_whose_process_died_before_sending_it_goes_once_after_the_grace(stack: Stack) -> None:
@@ -93,11 +75,11 @@ async def test_a_payout_whose_process_died_before_sending_it_goes_once_after_the
     cut = await stack.get(tx.id)
     assert cut.status is S.MPESA_DISBURSEMENT_SENT
     assert cut.mpesa_disbursement is not None and not cut.mpesa_disbursement.conversation_id
-    assert await payouts_to(stack, PAID) == 0
+    assert await stack.payouts_to(PAID) == 0
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED, done.failure_reason
-    assert await payouts_to(stack, PAID) == 1
-    assert await b2c_attempts(stack, tx.id) == 2  # the cut one and the saga's, under one id
+    assert await stack.payouts_to(PAID) == 1
+    assert await stack.attempts(tx.id, Step.B2C) == 2  # the cut one and the saga's, under one id
 
 
 async def test_a_payout_sent_whose_answer_died_with_its_process_is_paid_once(stack: Stack) -> None:
@@ -114,5 +96,5 @@ async def test_a_payout_sent_whose_answer_died_with_its_process_is_paid_once(sta
     assert cut.mpesa_disbursement is not None and not cut.mpesa_disbursement.conversation_id
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED, done.failure_reason
-    assert await payouts_to(stack, PAID) == 1
+    assert await stack.payouts_to(PAID) == 1
     assert await stack.deriv_transfers(str(tx.id)) == 1  # one debit, no refund

@@ -15,7 +15,7 @@ from application.payments.decisions import Step
 from application.payments.saga import SagaRunner
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId
-from persistence.tables import mpesa_callback_reviews, saga_steps
+from persistence.tables import mpesa_callback_reviews
 from tests.sagas.harness import Stack
 from tests.sagas.test_early_callback import AnswerAfterTheCallback
 
@@ -43,16 +43,6 @@ def stopping_at(stack: Stack, point: str, **ports: Any) -> SagaRunner:
     )
 
 
-async def push_attempts(stack: Stack, tx_id: TransactionId) -> int:
-    async with stack.engine.connect() as connection:
-        attempts = await connection.scalar(
-            select(saga_steps.c.attempts)
-            .where(saga_steps.c.transaction_id == tx_id.value)
-            .where(saga_steps.c.step == Step.STK_PUSH.value)
-        )
-    return int(attempts or 0)
-
-
 async def pushes_to(stack: Stack, phone: str) -> int:
     """STK pushes the M-Pesa simulator received for this phone (charged or not)."""
     books = await stack.mpesa_books()
@@ -78,7 +68,7 @@ async def test_initiate_deposit_sends_the_push_its_intent_committed_with_the_dep
     pushed = await stack.get(tx.id)
     assert pushed.status is S.AWAITING_MPESA
     assert pushed.mpesa_request is not None and pushed.mpesa_request.checkout_request_id
-    assert await push_attempts(stack, tx.id) == 1
+    assert await stack.attempts(tx.id, Step.STK_PUSH) == 1
     [payload] = [p for p in await stack.events("DepositInitiated") if str(tx.id) in p]
     assert json.loads(payload)["pushed_by_initiator"] is True
 
@@ -117,7 +107,7 @@ async def test_a_push_sent_whose_answer_died_with_its_process_is_found_not_sent_
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED, done.failure_reason
     assert await pushes_to(stack, PAYS) == 1
-    assert await push_attempts(stack, tx.id) == 1  # the saga never sent one of its own
+    assert await stack.attempts(tx.id, Step.STK_PUSH) == 1  # the saga never sent one of its own
     assert await stack.deriv_transfers(str(tx.id)) == 1
 
 
@@ -134,7 +124,7 @@ async def test_a_push_whose_process_died_before_sending_it_is_never_sent_blindly
     assert done.status is S.NEEDS_REVIEW
     assert "did not give its CheckoutRequestID back" in (done.failure_reason or "")
     assert await pushes_to(stack, PAYS) == 0
-    assert await push_attempts(stack, tx.id) == 1
+    assert await stack.attempts(tx.id, Step.STK_PUSH) == 1
 
 
 async def test_a_callback_that_beats_the_initiator_s_answer_wakes_the_saga_when_taken_in(

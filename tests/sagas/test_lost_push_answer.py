@@ -13,8 +13,7 @@ from sqlalchemy import select
 from application.payments.decisions import Step
 from domain.payments.attachments import EvidenceStatus as E
 from domain.payments.status import TransactionStatus as S
-from domain.shared.ids import TransactionId
-from persistence.tables import mpesa_callback_reviews, saga_steps
+from persistence.tables import mpesa_callback_reviews
 from tests.sagas.harness import FAST_POLICY, Stack
 
 pytestmark = pytest.mark.integration
@@ -29,16 +28,6 @@ async def parked(stack: Stack) -> list[tuple[str, str]]:
         return [(r.correlation_id, r.status) for r in rows]
 
 
-async def lookups(stack: Stack, tx_id: TransactionId) -> int:
-    async with stack.engine.connect() as connection:
-        attempts = await connection.scalar(
-            select(saga_steps.c.attempts)
-            .where(saga_steps.c.transaction_id == tx_id.value)
-            .where(saga_steps.c.step == Step.PUSH_LOOKUP.value)
-        )
-        return int(attempts or 0)
-
-
 async def test_a_paid_push_whose_answer_was_lost_is_found_and_credited(stack: Stack) -> None:
     user = await stack.user(phone="254722051234")  # the customer pays
     await stack.mpesa_fault(kind="answer_lost", api="stk")
@@ -51,7 +40,8 @@ async def test_a_paid_push_whose_answer_was_lost_is_found_and_credited(stack: St
     assert done.mpesa_request.checkout_request_id == checkout  # the id the lost answer carried
     assert done.mpesa_request.status == E.CONFIRMED and done.mpesa_request.mpesa_receipt_number
     assert await stack.deriv_transfers(str(tx.id)) == 1
-    assert await lookups(stack, tx.id) < FAST_POLICY.max_attempts  # found before they ran out
+    found_after = await stack.attempts(tx.id, Step.PUSH_LOOKUP)
+    assert found_after < FAST_POLICY.max_attempts  # found before they ran out
 
 
 async def test_an_unpaid_push_whose_answer_was_lost_goes_to_people(stack: Stack) -> None:
@@ -62,7 +52,7 @@ async def test_an_unpaid_push_whose_answer_was_lost_goes_to_people(stack: Stack)
     assert done.status is S.NEEDS_REVIEW
     assert "did not give its CheckoutRequestID back" in (done.failure_reason or "")
     assert done.mpesa_request is None
-    assert await lookups(stack, tx.id) == FAST_POLICY.max_attempts
+    assert await stack.attempts(tx.id, Step.PUSH_LOOKUP) == FAST_POLICY.max_attempts
     [(_, status)] = await parked(stack)  # the cancellation's callback: for a person
     assert status == "OPEN"
     assert await stack.deriv_transfers(str(tx.id)) == 0
@@ -76,5 +66,5 @@ async def test_m_pesa_s_list_unreadable_counts_the_lookups_and_leaves_it_to_peop
     done = await stack.settle(tx.id)
     assert done.status is S.NEEDS_REVIEW
     assert done.mpesa_request is None  # never taken for "no payment"
-    assert await lookups(stack, tx.id) == FAST_POLICY.max_attempts
+    assert await stack.attempts(tx.id, Step.PUSH_LOOKUP) == FAST_POLICY.max_attempts
     await stack.clear_mpesa_faults()

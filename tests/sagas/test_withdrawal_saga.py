@@ -68,8 +68,7 @@ async def test_the_debit_the_reservation_and_the_b2c_intent_commit_together_then
         assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED, done.failure_reason
-    payouts = [r for r in (await stack.mpesa_books())["b2c"]["transactions"] if r["paid"]]
-    assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
+    assert await stack.payouts_to(tx.phone.value) == 1
     async with stack.uow() as uow:
         assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
 
@@ -92,8 +91,7 @@ async def test_a_debit_recorded_alone_wakes_the_saga_which_reserves_and_pays_at_
         assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
     done = await stack.settle(tx.id)
     assert done.status is S.COMPLETED, done.failure_reason
-    payouts = [r for r in (await stack.mpesa_books())["b2c"]["transactions"] if r["paid"]]
-    assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
+    assert await stack.payouts_to(tx.phone.value) == 1
 
 
 async def test_a_payout_held_back_by_spike_arrest_waits_and_pays_once_without_using_its_attempts(
@@ -114,8 +112,7 @@ async def test_a_payout_held_back_by_spike_arrest_waits_and_pays_once_without_us
     done = await stack.settle(tx.id, timeout=30)
 
     assert done.status is S.COMPLETED, done.failure_reason
-    payouts = [r for r in (await stack.mpesa_books())["b2c"]["transactions"] if r["paid"]]
-    assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
+    assert await stack.payouts_to(tx.phone.value) == 1
     async with stack.uow() as uow:
         assert (await uow.saga_steps.get(tx.id))["b2c"].attempts == 1
 
@@ -337,8 +334,7 @@ async def test_a_payout_m_pesa_never_got_is_sent_again_with_its_id_when_transact
     # sent again under the same OriginatorConversationID once the queries ran out: paid once, no
     # person needed (it went to review, unpaid, and a person's RETRY ran the queries out again)
     assert done.status is S.COMPLETED, done.failure_reason
-    payouts = [r for r in (await stack.mpesa_books())["b2c"]["transactions"] if r["paid"]]
-    assert len([r for r in payouts if r["phone"] == tx.phone.value]) == 1
+    assert await stack.payouts_to(tx.phone.value) == 1
     async with stack.uow() as uow:
         steps = await uow.saga_steps.get(tx.id)
     assert steps["b2c"].attempts == 2
