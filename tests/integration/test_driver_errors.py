@@ -52,7 +52,11 @@ async def test_a_duplicate_key_is_1062(engine: AsyncEngine) -> None:
         async with engine.begin() as connection:
             await connection.execute(insert(idempotency_keys), {**row, "id": new_uuid7()})
 
-    assert failure_fields(refused.value) == {"error": "IntegrityError", "db_errno": 1062}
+    assert failure_fields(refused.value) == {
+        "error": "IntegrityError",
+        "error_from": "sqlalchemy.exc",
+        "db_errno": 1062,
+    }
     assert refused.value.orig is not None
     assert group_commit.duplicate(refused.value.orig)  # the journal's raw connection sees the driver's
 
@@ -69,7 +73,11 @@ async def test_a_lock_wait_run_out_is_1205_and_may_run_again(engine: AsyncEngine
             await waiter.execute(locked)
         await holder.rollback()
 
-    assert failure_fields(ran_out.value) == {"error": "OperationalError", "db_errno": 1205}
+    assert failure_fields(ran_out.value) == {
+        "error": "OperationalError",
+        "error_from": "sqlalchemy.exc",
+        "db_errno": 1205,
+    }
     assert _lock_conflict(ran_out.value)  # the C2B use cases run again
     assert group_commit.transient(ran_out.value)
     assert ran_out.value.orig is not None

@@ -53,5 +53,17 @@ def test_a_failure_is_logged_by_its_type_and_the_servers_error_number_never_its_
         {"phone": "254712345678"},
         pymysql.err.OperationalError(1213, "Deadlock"),
     )
-    assert failure_fields(deadlock) == {"error": "OperationalError", "db_errno": 1213}
+    assert failure_fields(deadlock) == {
+        "error": "OperationalError",
+        "error_from": "sqlalchemy.exc",
+        "db_errno": 1213,
+    }
     assert failure_fields(RuntimeError("254712345678")) == {"error": "RuntimeError"}
+    # the same name from two places: SQLAlchemy's pool running out is not an asyncio deadline
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    assert failure_fields(PoolTimeout("QueuePool limit reached")) == {
+        "error": "TimeoutError",
+        "error_from": "sqlalchemy.exc",
+    }
+    assert failure_fields(TimeoutError()) == {"error": "TimeoutError"}
