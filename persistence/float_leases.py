@@ -169,8 +169,8 @@ async def reserve(
     """Take `amount` (cents, > 0) out of this process's lease on the float, taking a new lease when
     the one held cannot cover it, and guard the lease in `connection`'s transaction (the booking's;
     `guarded`: the leases it guards already, added to). False: no lease covers it (the float's
-    headroom is too small, or the lease was retired meanwhile): the booking goes the float's own
-    way. The spent lease's retirement waits for the bookings under it and for the float's pending
+    headroom is too small, the lease was retired meanwhile, or another booking of this process is
+    taking the next one): the booking goes the float's own way. The spent lease's retirement waits for the bookings under it and for the float's pending
     changes not yet committed: the booking's own unit of work must hold neither (a lease it guards
     is left to expire; a float is booked once per unit of work, by book_all, before it writes any
     pending change of that float)."""
@@ -178,7 +178,15 @@ async def reserve(
     held = _HELD.setdefault(connection.sync_engine, {})
     lease = held.get(account_id)
     if not _covers(lease, amount, now):
-        async with _TAKING.setdefault(connection.sync_engine, asyncio.Lock()):
+        taking = _TAKING.setdefault(connection.sync_engine, asyncio.Lock())
+        if taking.locked():
+            # Another booking of this process is taking the next lease, on a connection of the
+            # pool this booking holds one of: waiting here would hold it idle, and a burst of
+            # waiters drained the pool the taker needed (all stalled for its 30 s timeout). The
+            # float's own way costs its row lock instead. (No await between the check and the
+            # acquiring below: a lock found free is taken at once.)
+            return False
+        async with taking:
             lease = held.get(account_id)  # another booking may have taken one meanwhile
             if not _covers(lease, amount, now):
                 if lease is not None:

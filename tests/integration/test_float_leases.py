@@ -268,3 +268,32 @@ async def test_a_booking_that_spends_its_lease_and_needs_another_does_not_wait_o
         245_00,
     ]  # (990.00 - 245.00 - 20.00) / 4
     assert await pending(engine, float_) == 1_000_00 - 310_00
+
+
+async def test_bookings_waiting_for_the_next_lease_never_drain_the_pool_its_taker_needs(
+    engine: AsyncEngine, fresh_mariadb_url: str
+) -> None:
+    """Taking the next lease (and retiring the spent one) is a transaction of its own, on a pooled
+    connection of the booking's process, while the booking holds its own. Bookings that waited for
+    the taker held their connections idle: a burst of them drained the pool, and the taker's
+    checkout (then every one of them) waited out the pool's 30 s (the e2e bench's stalled bursts).
+    A booking that finds another one taking the next lease goes the float's own way instead."""
+    small = create_engine(fresh_mariadb_url, pool_size=1)  # two connections
+    try:
+        wallet, float_ = await funded_float(small, 1_000_00)
+        await pay_out_within_floors(small, wallet, float_, 240_00)  # the lease: 245.00, 5.00 left
+        holding = asyncio.Barrier(2)
+
+        async def booking() -> None:
+            async with SqlUnitOfWork(small) as uow:  # one of the pool's two connections
+                await holding.wait()  # both held before either needs the next lease
+                await book(uow, pay_out(wallet, float_, 10_00), keep_above=FLOORS)
+                await uow.commit()
+
+        await asyncio.wait_for(asyncio.gather(booking(), booking()), 20)
+        await float_leases.retire_held(small, NOW)
+    finally:
+        await small.dispose()
+    balance, leased, _ = await float_row(engine, float_)
+    assert balance + await pending(engine, float_) == 1_000_00 - 240_00 - 2 * 10_00
+    assert leased == 0 and await unretired(engine) == []
