@@ -170,10 +170,10 @@ async def reserve(
     the one held cannot cover it, and guard the lease in `connection`'s transaction (the booking's;
     `guarded`: the leases it guards already, added to). False: no lease covers it (the float's
     headroom is too small, the lease was retired meanwhile, or another booking of this process is
-    taking the next one): the booking goes the float's own way. The spent lease's retirement waits for the bookings under it and for the float's pending
-    changes not yet committed: the booking's own unit of work must hold neither (a lease it guards
-    is left to expire; a float is booked once per unit of work, by book_all, before it writes any
-    pending change of that float)."""
+    taking the next one): the booking goes the float's own way. The spent lease's retirement waits
+    for the bookings under it and for the float's pending changes not yet committed: the booking's
+    own unit of work must hold neither (a lease it guards is left to expire; a float is booked once
+    per unit of work, by book_all, before it writes any pending change of that float)."""
     engine = connection.engine
     held = _HELD.setdefault(connection.sync_engine, {})
     lease = held.get(account_id)
