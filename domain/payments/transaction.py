@@ -688,8 +688,8 @@ class Transaction:
         if result_code == 0:
             raise InvalidEvidence("result code 0 means paid", field="result_code")
         disbursement = self._require_disbursement()
-        if disbursement.status != EvidenceStatus.SENT:
-            return
+        if disbursement.status != EvidenceStatus.SENT or self.is_terminal:
+            return  # settled already; an ended transaction takes no late evidence (as accepted)
         at = _at(now)
         self.mpesa_disbursement = disbursement.with_result(
             result_code=result_code,

@@ -137,6 +137,17 @@ def _snapshot(tx: Transaction) -> tuple[object, ...]:
         "mpesa_disbursement_accepted",
     ],
 )
+# ... and its failure result, found by another CI run
+@example(
+    TransactionType.WITHDRAWAL,
+    [
+        "withdrawal_code_sent",
+        "deriv_withdrawal_done",
+        "mpesa_disbursement_sent",
+        "reverse",
+        "mpesa_disbursement_failed",
+    ],
+)
 def test_random_calls_follow_the_table_and_refusals_change_nothing(
     type_: TransactionType, calls: list[str]
 ) -> None:
