@@ -422,13 +422,9 @@ class SagaRunner:
         await uow.saga_steps.start(tx.id, Step.STK_PUSH, now=now)
         steps = _started({}, Step.STK_PUSH, now)
 
-        async def push() -> None:
-            try:
-                await self._call_stk_push(copy.deepcopy(tx), steps)
-            except Exception as error:  # the intent stands: the saga resolves it after the grace
-                log.warning("saga.initiator_push_failed", transaction_id=str(tx.id), **failure_fields(error))
-
-        return push
+        return _claimed_call(
+            lambda: self._call_stk_push(copy.deepcopy(tx), steps), tx.id, "saga.initiator_push_failed"
+        )
 
     def send_soon(self, call: Callable[[], Awaitable[None]]) -> None:
         """Run a claimed call (its intent committed) in this process's background: the request that
@@ -918,19 +914,9 @@ class SagaRunner:
             # The float cannot cover the payout: nothing was committed (`known` is spent)
             return await self._finish_tx(tx_id, debited(False), only_if=only_if)
         if done is not None and claimed:
-            self.send_soon(self._claimed_b2c(copy.deepcopy(done)))
+            sent = copy.deepcopy(done)  # the answer is recorded on a copy: `done` is the caller's
+            self.send_soon(_claimed_call(lambda: self._call_b2c(sent), done.id, "saga.claimed_b2c_failed"))
         return done
-
-    def _claimed_b2c(self, tx: Transaction) -> Callable[[], Awaitable[None]]:
-        """The B2C of `tx` (a copy, as committed with its claimed attempt), sent in the background."""
-
-        async def send() -> None:
-            try:
-                await self._call_b2c(tx)
-            except Exception as error:  # the attempt stands: the saga resolves it after the grace
-                log.warning("saga.claimed_b2c_failed", transaction_id=str(tx.id), **failure_fields(error))
-
-        return send
 
     async def _send_b2c(
         self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
@@ -1327,6 +1313,22 @@ def _applying(
         change(t, uow.clock.now())
 
     return apply
+
+
+def _claimed_call(
+    call: Callable[[], Awaitable[object]], tx_id: TransactionId, failed: str
+) -> Callable[[], Awaitable[None]]:
+    """A call an initiator claimed (its intent committed with the request's own commit), to run in
+    the background: a failure is logged (`failed`) and the intent stands, for the saga to resolve
+    after the call grace, as after a crash between an intent and its call."""
+
+    async def run() -> None:
+        try:
+            await call()
+        except Exception as error:
+            log.warning(failed, transaction_id=str(tx_id), **failure_fields(error))
+
+    return run
 
 
 def _started(
