@@ -110,7 +110,7 @@ def line(f: Figure) -> str:
     goal = f"{f.goal.text} {verdict}" if f.goal else ""
     errors = f" errors={f.errors}" if f.errors else ""
     return (
-        f"{f.name:<52}{_num(f.value, 1 if f.unit == 'ms' else 0):>9} {f.unit:<6}"
+        f"{f.name:<52}{_num(f.value, {'ms': 1, 'x': 2}.get(f.unit, 0)):>9} {f.unit:<6}"
         f"{_num(f.p50_ms, 1):>10}{_num(f.p99_ms, 1):>10}"
         f"{_num(f.ratio, 2) if f.ratio is not None else '':>7}  {goal}{errors}"
     )
