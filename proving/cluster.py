@@ -104,6 +104,9 @@ class ClusterConfig:
     # sink, which the bench's users read through DevService.
     sms_simulator: bool = False
     start_timeout: float = 60.0
+    # A command run in front of a process by name (valgrind for bench.e2e_instructions), its
+    # arguments before `python -m penpay ...`
+    wrap: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 FAST_SAGA_ENV = {
@@ -322,7 +325,10 @@ class Cluster:
         level = ["--log-level", c.log_level]
 
         def add(name: str, argv: Sequence[str], ready: Probe | None) -> None:
-            self.processes[name] = ManagedProcess(name, argv, env, self.workdir / f"{name}.log", ready)
+            program = (*c.wrap.get(name, ()), *PENPAY)
+            self.processes[name] = ManagedProcess(
+                name, argv, env, self.workdir / f"{name}.log", ready, program
+            )
 
         add(
             "deriv-sim",
