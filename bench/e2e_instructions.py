@@ -35,7 +35,14 @@ from pathlib import Path
 from bench.instructions import _instructions
 
 # The cluster's process names by role (one saga worker: the role is the whole saga's work)
-ROLES = {"api": "api", "worker": "worker-1", "callbacks": "callbacks", "notify": "notify", "relay": "relay"}
+ROLES = {
+    "api": "api",
+    "worker": "worker-1",
+    "callbacks": "callbacks",
+    "notify": "notify",
+    "relay": "relay",
+    "audit": "audit",
+}
 # Fast saga timings, but the graces a counted (slowed) process could outrun stretched: a deposit's
 # steps then follow its answers alone, as at full speed, and no sweep finds one late.
 SLOW_PROCESS_SAGAS = {
