@@ -167,7 +167,9 @@ def _balances_update(held: int, changed: int) -> Update:
             version=case(
                 *[(a.id == held_ids[n], param(f"h{n}_version", a.version)) for n in range(held)],
                 else_=a.version + 1,
-            ),
+            )
+            if held
+            else a.version + 1,  # a CASE with no WHEN is no SQL
             updated_at=param("now", a.updated_at),
         )
     )

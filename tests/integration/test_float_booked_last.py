@@ -207,3 +207,24 @@ async def known_float_in(engine: AsyncEngine, currency: Any) -> tuple[LedgerAcco
         await book(uow, pay_out(wallet, float_account, 10_00), keep_above=FLOORS)
         await uow.commit()
     return wallet, float_account
+
+
+async def test_a_change_written_last_with_no_held_account_beside_it_is_one_valid_update(
+    engine: AsyncEngine,
+) -> None:
+    """The UPDATE of changes alone (no version-checked account with them) once built a CASE with no
+    WHEN for the version, which no database takes. Every booking today holds a wallet beside a
+    float, so it is the repository's own contract this pins."""
+    _wallet, float_account = await known_float(engine, 100_00)
+    before, version = await stored(engine, float_account)
+    async with SqlUnitOfWork(engine) as uow:
+        uow.ledger.change_last({float_account.id: (-25_00, 20_00)}, [])
+        await uow.ledger.write_last()
+        await uow.commit()
+    assert await stored(engine, float_account) == (before - 25_00, version + 1)
+
+    async with SqlUnitOfWork(engine) as uow:  # below the floor: nothing written, and said so
+        uow.ledger.change_last({float_account.id: (-50_00, 20_00)}, [])
+        with pytest.raises(FloorNotKept):
+            await uow.ledger.write_last()
+    assert await stored(engine, float_account) == (before - 25_00, version + 1)
