@@ -25,6 +25,7 @@ import uuid
 from bench.load import Sample, thread_cpu_seconds, timed
 from bench.results import Goal, Results, print_table
 from bench.roles import processes, spawn
+from bench.users import fund_agent
 
 GROUP = "gateway"
 GATEWAY_GOAL = Goal(">= 0.70 of grpc echo", "ratio_at_least", 0.70)  # the gateway's own issue goal
@@ -56,14 +57,7 @@ async def run_gateway_group(
             await asyncio.to_thread(migrate.upgrade, journal)
         sim, sim_info = spawn("deriv-sim", compression=compression, rest=True)
         procs.append(sim)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(  # the agent needs a balance for the run
-                f"{sim_info['control']}/accounts/CR90000000/adjust",
-                json={"amount": "100000000.00", "note": "bench float"},
-            ) as r,
-        ):
-            r.raise_for_status()
+        await fund_agent(sim_info["control"], "100000000.00")  # the agent needs a balance for the run
         gateway, gw_info = spawn(
             "gateway",
             ws_url=sim_info["ws"],

@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.load import Sample, counted
 from bench.results import Figure, Goal, Results
-from bench.users import DEPOSITS_PER_USER, BenchUser, make_users, payer_phone
+from bench.users import DEPOSITS_PER_USER, BenchUser, fund_agent, make_users, payer_phone
 
 GROUP = "e2e"
 CONCURRENCY = 16
@@ -472,7 +472,6 @@ async def _run_on(
     burst_users_n: int,
     wd_users_n: int,
 ) -> None:
-    import aiohttp
     import grpc
 
     from bench.groups import DEPOSITS_GOAL, P99_GOAL, raw_ledger_name
@@ -501,14 +500,7 @@ async def _run_on(
             stack.push_async_callback(_dispose_engine, url)
             _log(t0, "cluster started")
             addr, control = cluster.addresses["grpc"], cluster.addresses["deriv_control"]
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(
-                    f"{control}/accounts/CR90000000/adjust",
-                    json={"amount": "10000000.00", "note": "bench float"},
-                ) as r,
-            ):
-                r.raise_for_status()
+            await fund_agent(control, "10000000.00")
             await _sim_limits(control, NO_LIMITS, cluster)
             users = await make_users(addr, control, dep_users_n + burst_users_n + wd_users_n)
             _log(t0, f"{len(users)} users made")

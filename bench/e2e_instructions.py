@@ -32,7 +32,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.instructions import _instructions
+from bench.instructions import callgrind_total
 
 # The cluster's process names by role (one saga worker: the role is the whole saga's work)
 ROLES = {
@@ -61,7 +61,6 @@ async def measure(
     role: str, deposits: int, concurrency: int, warmup: int, redis_url: str, keep: str | None
 ) -> tuple[int, int]:
     """(deposits completed in the window, instructions the role's process executed in it)."""
-    import aiohttp
     import grpc
 
     from bench.e2e import (
@@ -77,7 +76,7 @@ async def measure(
     from bench.load import counted
     from bench.private_mariadb import private_mariadb
     from bench.scratch import scratch_database
-    from bench.users import DEPOSITS_PER_USER, make_users
+    from bench.users import DEPOSITS_PER_USER, fund_agent, make_users
     from penpay.payments.v1 import payments_pb2_grpc
     from proving.cluster import Cluster, ClusterConfig
     from workers.notifications import NOTICE_GROUP
@@ -108,14 +107,7 @@ async def measure(
             async with Cluster(config) as cluster, contextlib.AsyncExitStack() as stack:
                 stack.push_async_callback(_dispose_engine, url)
                 addr, control = cluster.addresses["grpc"], cluster.addresses["deriv_control"]
-                async with (
-                    aiohttp.ClientSession() as http,
-                    http.post(
-                        f"{control}/accounts/CR90000000/adjust",
-                        json={"amount": "10000000.00", "note": "bench float"},
-                    ) as r,
-                ):
-                    r.raise_for_status()
+                await fund_agent(control, "10000000.00")
                 await _sim_limits(control, NO_LIMITS, cluster)
                 # a user makes at most DEPOSITS_PER_USER deposits (the limits' hourly count)
                 users = await make_users(
@@ -152,7 +144,7 @@ async def measure(
                 count = 0
                 deadline = time.monotonic() + 60
                 while not count and time.monotonic() < deadline:  # the dump is the role's to write
-                    count = _instructions(out)
+                    count = callgrind_total(out)
                     await asyncio.sleep(0.2)
                 if keep:
                     for path in Path(tmp).glob("callgrind.out*"):

@@ -27,6 +27,7 @@ import uuid
 
 from bench.load import counted
 from bench.roles import processes, spawn
+from bench.users import fund_agent
 
 WARMUP = 200
 INFLIGHT = 64
@@ -36,7 +37,7 @@ def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=False)
 
 
-def _instructions(path_prefix: str) -> int:
+def callgrind_total(path_prefix: str) -> int:
     """The largest event total among callgrind's files (the dump taken after the window)."""
     total = 0
     for path in glob.glob(path_prefix + "*"):
@@ -49,7 +50,6 @@ def _instructions(path_prefix: str) -> int:
 
 async def measure(role: str, transfers: int, keep: str | None) -> tuple[int, int]:
     """(transfers completed, instructions counted) for `transfers` Transfer calls through `role`."""
-    import aiohttp
     import grpc
 
     from deriv_gateway.simulator import DEFAULT_AGENT_TOKEN
@@ -64,14 +64,7 @@ async def measure(role: str, transfers: int, keep: str | None) -> tuple[int, int
         await asyncio.to_thread(migrate.upgrade, journal)
         sim, sim_info = spawn("deriv-sim")
         procs.append(sim)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{sim_info['control']}/accounts/CR90000000/adjust",
-                json={"amount": "100000000.00", "note": "bench float"},
-            ) as r,
-        ):
-            r.raise_for_status()
+        await fund_agent(sim_info["control"], "100000000.00")
         wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
         if role == "gateway":
             server, info = spawn("gateway", wrapper=wrapper, ws_url=sim_info["ws"], database_url=journal)
@@ -97,7 +90,7 @@ async def measure(role: str, transfers: int, keep: str | None) -> tuple[int, int
             raise RuntimeError(f"{sample.errors} transfers failed: {sample.first_error}")
         count = 0
         for _ in range(100):  # the dump is written by the role's process, shortly after the request
-            count = _instructions(out)
+            count = callgrind_total(out)
             if count:
                 break
             await asyncio.sleep(0.2)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import os
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+from bench.instructions import callgrind_total
 
 WARMUP = 100
 ROWS = 300
@@ -138,13 +139,7 @@ def _count(mode: str, per_transaction: int, url: str) -> int:
             capture_output=True,
             check=True,
         )
-        total = 0
-        for path in glob.glob(out + "*"):
-            with open(path) as lines:
-                for line in lines:
-                    if line.startswith(("summary:", "totals:")):
-                        total = max(total, int(line.split()[1]))
-        return total
+        return callgrind_total(out)
 
 
 def main() -> int:

@@ -37,6 +37,19 @@ class BenchUser:
         return (("authorization", f"Bearer {self.token}"), ("x-forwarded-for", self.ip), *extra)
 
 
+async def fund_agent(control_url: str, amount: str) -> None:
+    """Give the Deriv simulator's payment agent (CR90000000) `amount` USD more: its float for a run."""
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{control_url}/accounts/CR90000000/adjust", json={"amount": amount, "note": "bench float"}
+        ) as r,
+    ):
+        r.raise_for_status()
+
+
 async def add_deriv_accounts(control_url: str, count: int, run: str) -> list[tuple[str, str]]:
     """(loginid, token) of `count` new KYC-complete Kenyan USD accounts at the Deriv simulator."""
     import aiohttp
