@@ -102,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="asyncmy",
         help="e2e cluster's MariaDB driver (the scheme of PENPAY_DATABASE_URL), for A/B runs",
     )
+    parser.add_argument(
+        "--db-socket",
+        action="store_true",
+        help="e2e cluster on its private mariadbd's Unix socket instead of TCP on loopback, for A/B runs",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     args = parser.parse_args(argv)
     default = [g for g in groups.ORDER if not (args.quick and g == "e2e")]

@@ -432,17 +432,26 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
             admin_url=server.admin_url if server else args.mysql_url,
             pid=server.pid if server else _mariadbd_pid(),
             private=server is not None,
+            socket=str(server.socket) if server and getattr(args, "db_socket", False) else None,
         )
+        if db.socket:
+            results.notes.append(
+                "e2e: the cluster connects to its mariadbd through the Unix socket (--db-socket)"
+            )
         await _run_on(
             args, results, db, t0, deposits, withdrawals, burst, dep_users_n, burst_users_n, wd_users_n
         )
 
 
-def _with_driver(url: str, driver: str) -> str:
-    """The cluster's database URL with `driver` (aiomysql, asyncmy) in its scheme."""
+def _with_driver(url: str, driver: str, socket: str | None = None) -> str:
+    """The cluster's database URL with `driver` (aiomysql, asyncmy) in its scheme, and through
+    `socket` (a Unix socket) when given."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).set(drivername=f"mysql+{driver}").render_as_string(hide_password=False)
+    parsed = make_url(url).set(drivername=f"mysql+{driver}")
+    if socket is not None:
+        parsed = parsed.update_query_dict({"unix_socket": socket})
+    return parsed.render_as_string(hide_password=False)
 
 
 @dataclass(frozen=True)
@@ -450,6 +459,7 @@ class Database:
     admin_url: str
     pid: int | None  # mariadbd's, for its CPU
     private: bool
+    socket: str | None = None  # the cluster connects through this Unix socket (--db-socket)
 
 
 def _mariadbd_pid() -> int | None:
@@ -484,7 +494,7 @@ async def _run_on(
         tempfile.TemporaryDirectory(prefix="penpay-bench-e2e-") as tmp,
     ):
         config = ClusterConfig(
-            database_url=_with_driver(url, getattr(args, "mysql_driver", "asyncmy")),
+            database_url=_with_driver(url, getattr(args, "mysql_driver", "asyncmy"), db.socket),
             redis_url=args.redis_url,
             workdir=Path(tmp),
             seed=7,

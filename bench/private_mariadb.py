@@ -33,6 +33,7 @@ class PrivateServer:
     port: int
     pid: int
     datadir: Path
+    socket: Path
 
     @property
     def admin_url(self) -> str:
@@ -96,7 +97,7 @@ def private_mariadb(timeout: float = 60.0) -> Iterator[PrivateServer | None]:
         )
         try:
             _wait_ready(port, process, timeout, root / "mariadbd.log")
-            yield PrivateServer(port=port, pid=process.pid, datadir=data)
+            yield PrivateServer(port=port, pid=process.pid, datadir=data, socket=root / "mariadbd.sock")
         finally:
             process.terminate()
             try:
