@@ -786,7 +786,7 @@ def _machine_figures(
     e2e cluster saturates the cores, so the rate is CPU-bound and its ceiling is the cores' CPU
     over the CPU one transaction costs; counting only mariadbd, the simulators and the load
     generator gives the ceiling that no change to PenPay's processes can pass (with its
-    statements as they are). On another machine the absolute figures move; this one does not."""
+    statements as they are). Both are this machine's: they say whether a rate goal fits on it."""
     if not per.done or not per.private or "mariadbd" not in cpu:
         return  # a shared server's CPU is not this run's alone
     cores = os.cpu_count() or 1
