@@ -34,7 +34,8 @@ from pathlib import Path
 
 from bench.instructions import callgrind_total
 
-# The cluster's process names by role (one saga worker: the role is the whole saga's work)
+# The cluster's process names by role (one saga worker: the role is the whole saga's work; the
+# gateway keeps its 3 s lease while slowed at a few deposits in flight)
 ROLES = {
     "api": "api",
     "worker": "worker-1",
@@ -42,6 +43,7 @@ ROLES = {
     "notify": "notify",
     "relay": "relay",
     "audit": "audit",
+    "gateway": "gateway",
 }
 # Fast saga timings, but the graces a counted (slowed) process could outrun stretched: a deposit's
 # steps then follow its answers alone, as at full speed, and no sweep finds one late.
