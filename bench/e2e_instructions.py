@@ -25,14 +25,13 @@ import contextlib
 import itertools
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.instructions import callgrind_total
+from bench.instructions import callgrind_total, counting
 
 # The cluster's process names by role (one saga worker: the role is the whole saga's work; the
 # gateway keeps its 3 s lease while slowed at a few deposits in flight)
@@ -53,10 +52,6 @@ SLOW_PROCESS_SAGAS = {
     "PENPAY_SAGA_B2C_RESULT_WAIT": "600",
     "PENPAY_SWEEPER_EVENT_GRACE": "600",
 }
-
-
-def _control(pid: int, *args: str) -> None:
-    subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=False)
 
 
 async def measure(
@@ -139,10 +134,8 @@ async def measure(
                         return done
 
                     await phase(warmup)
-                    _control(pid, "-i", "on")
-                    done = await phase(deposits)
-                    _control(pid, "-i", "off")
-                    _control(pid, "-d")
+                    with counting(pid):
+                        done = await phase(deposits)
                 count = 0
                 deadline = time.monotonic() + 60
                 while not count and time.monotonic() < deadline:  # the dump is the role's to write

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import glob
 import os
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 
 from bench.load import counted
 from bench.roles import processes, spawn
@@ -35,6 +37,18 @@ INFLIGHT = 64
 
 def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def counting(pid: int) -> Iterator[None]:
+    """Instructions counted by the callgrind process `pid` inside the block (started with
+    --instr-atstart=no), dumped at its end for callgrind_total."""
+    _control(pid, "-i", "on")
+    try:
+        yield
+    finally:
+        _control(pid, "-i", "off")
+        _control(pid, "-d")
 
 
 def callgrind_total(path_prefix: str) -> int:
@@ -82,10 +96,8 @@ async def measure(role: str, transfers: int, keep: str | None) -> tuple[int, int
                 await stub.Transfer(request, timeout=120)
 
             await counted(INFLIGHT, [one] * WARMUP)
-            _control(server.pid, "-i", "on")
-            sample = await counted(INFLIGHT, [one] * transfers)
-            _control(server.pid, "-i", "off")
-            _control(server.pid, "-d")
+            with counting(server.pid):
+                sample = await counted(INFLIGHT, [one] * transfers)
         if sample.errors:
             raise RuntimeError(f"{sample.errors} transfers failed: {sample.first_error}")
         count = 0

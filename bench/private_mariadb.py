@@ -70,7 +70,7 @@ def private_mariadb(timeout: float = 60.0) -> Iterator[PrivateServer | None]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        port = free_port()
+        port, socket = free_port(), root / "mariadbd.sock"
         log = (root / "mariadbd.log").open("wb")
         process = subprocess.Popen(
             [
@@ -80,7 +80,7 @@ def private_mariadb(timeout: float = 60.0) -> Iterator[PrivateServer | None]:
                 *user,
                 f"--port={port}",
                 "--bind-address=127.0.0.1",
-                f"--socket={root / 'mariadbd.sock'}",
+                f"--socket={socket}",
                 f"--pid-file={root / 'mariadbd.pid'}",
                 "--skip-log-bin",
                 "--innodb-flush-log-at-trx-commit=1",
@@ -97,7 +97,7 @@ def private_mariadb(timeout: float = 60.0) -> Iterator[PrivateServer | None]:
         )
         try:
             _wait_ready(port, process, timeout, root / "mariadbd.log")
-            yield PrivateServer(port=port, pid=process.pid, datadir=data, socket=root / "mariadbd.sock")
+            yield PrivateServer(port=port, pid=process.pid, datadir=data, socket=socket)
         finally:
             process.terminate()
             try:

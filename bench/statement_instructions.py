@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.instructions import callgrind_total
+from bench.instructions import callgrind_total, counting
 
 WARMUP = 100
 ROWS = 300
@@ -37,10 +37,6 @@ INSERT = (
     "INSERT INTO bench_rows (id, tx, kind, amount_cents, currency, created_at, detail, n)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 )
-
-
-def _control(*args: str) -> None:
-    subprocess.run(["callgrind_control", *args, str(os.getpid())], capture_output=True, check=False)
 
 
 def _row(n: int) -> dict[str, Any]:
@@ -132,11 +128,9 @@ async def _child(mode: str, per_transaction: int, url: str) -> None:
 
     for n in range(WARMUP):
         await transaction(n)
-    _control("-i", "on")
-    for n in range(ROWS):
-        await transaction(n)
-    _control("-i", "off")
-    _control("-d")
+    with counting(os.getpid()):
+        for n in range(ROWS):
+            await transaction(n)
 
 
 def _count(mode: str, per_transaction: int, url: str) -> int:
