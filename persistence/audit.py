@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.shared.clock import utc_now
 from domain.shared.events import DomainEvent
 from domain.shared.json_value import JSONValue
+from persistence.delete_by_ids import delete_by_ids
 from persistence.outbox import bounded_context
 from persistence.tables import audit_chain_head, audit_logs, audit_pending
 
@@ -56,7 +57,6 @@ _INSERT_PENDING = insert(audit_pending)
 # locking read held at REPEATABLE READ, so every unit of work's INSERT of its records (and its
 # commit, and the ledger rows it held) waited for the seal. See seal_pending.
 _PENDING_BATCH = select(audit_pending).order_by(audit_pending.c.id).limit(bindparam("batch_size"))
-_DELETE_PENDING = delete(audit_pending).where(audit_pending.c.id.in_(bindparam("ids", expanding=True)))
 _COUNT_PENDING = select(func.count()).select_from(audit_pending)
 _OLDEST_PENDING = select(func.min(audit_pending.c.occurred_at))
 _LOCK_HEAD = select(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).with_for_update()
@@ -180,7 +180,7 @@ async def seal_pending(connection: AsyncConnection, *, batch_size: int = 1000) -
         rows.append({**row, "pending_id": record.id})
         prev = row["row_hash"]
     last_id = max((await connection.execute(_INSERT_AUDIT, rows)).scalars())
-    await connection.execute(_DELETE_PENDING, {"ids": [record.id for record in pending]})
+    await delete_by_ids(connection, audit_pending, [record.id for record in pending])
     await connection.execute(
         _UPDATE_HEAD,
         {

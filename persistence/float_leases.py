@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import Engine, bindparam, delete, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.shared.ids import LedgerAccountId, new_uuid7
 from persistence import ledger_balances
+from persistence.delete_by_ids import delete_by_ids
 from persistence.tables import float_leases, ledger_accounts, ledger_balance_deltas
 
 log = structlog.get_logger("penpay.float_leases")
@@ -82,7 +83,6 @@ _LOCK_LEASE = (
     .with_for_update()
 )
 _PENDING = select(_d.c.id, _d.c.delta_cents).where(_d.c.account_id == bindparam("b_id")).with_for_update()
-_DELETE_PENDING = delete(_d).where(_d.c.id.in_(bindparam("ids", expanding=True)))
 _GIVE_BACK = (
     update(_a)
     .where(_a.c.id == bindparam("b_id"))
@@ -257,7 +257,7 @@ async def retire(engine: AsyncEngine, lease_id: object, now: datetime) -> bool:
         await connection.execute(_LOCK_FLOAT, {"b_id": account})
         pending = (await connection.execute(_PENDING, {"b_id": account})).all()
         if pending:
-            await connection.execute(_DELETE_PENDING, {"ids": [row.id for row in pending]})
+            await delete_by_ids(connection, _d, [row.id for row in pending])
         await connection.execute(
             _GIVE_BACK,
             {

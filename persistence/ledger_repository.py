@@ -27,7 +27,6 @@ from sqlalchemy import (
     Update,
     bindparam,
     case,
-    delete,
     insert,
     or_,
     select,
@@ -46,6 +45,7 @@ from domain.wallet.money import Currency
 from domain.wallet.posting import Posting
 from domain.wallet.posting_service import RolledUpChange
 from persistence import float_leases, ledger_balances
+from persistence.delete_by_ids import delete_by_ids
 from persistence.tables import ledger_accounts, ledger_balance_deltas, ledger_entries, ledger_postings
 
 _SELECT_FOR_UPDATE = (
@@ -72,7 +72,6 @@ _SELECT_UNROLLED_FOR_UPDATE = (
     .where(_d.c.account_id.in_(bindparam("ids", expanding=True)))
     .with_for_update()
 )
-_DELETE_ROLLED = delete(_d).where(_d.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_DELTA = insert(_d)
 _SUM_UNROLLED = select(ledger_balances.unrolled(bindparam("account_id")))
 _INSERT_ACCOUNT = insert(ledger_accounts)
@@ -451,7 +450,7 @@ class SqlLedgerRepository:
         rolled_in = [row for account in changed for row in self._rolled_in.pop(account.id, [])]
         if rolled_in:
             # locked by unrolled_for_update, so all still there: now part of the balance saved
-            await self._connection.execute(_DELETE_ROLLED, {"ids": rolled_in})
+            await delete_by_ids(self._connection, _d, rolled_in)
         now: datetime = self._clock.now()
         if len(changed) == 1 and not changes:
             account = changed[0]

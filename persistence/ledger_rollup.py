@@ -13,9 +13,10 @@ import uuid
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, delete, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from persistence.delete_by_ids import delete_by_ids
 from persistence.tables import ledger_accounts, ledger_balance_deltas
 
 _a, _d = ledger_accounts, ledger_balance_deltas
@@ -27,7 +28,6 @@ _LOCK_ACCOUNTS = (
     .order_by(_a.c.id)
     .with_for_update(skip_locked=True)
 )
-_DELETE = delete(_d).where(_d.c.id.in_(bindparam("ids", expanding=True)))
 
 
 async def roll_up(engine: AsyncEngine, now: datetime, *, limit: int = 10_000) -> int:
@@ -44,7 +44,7 @@ async def roll_up(engine: AsyncEngine, now: datetime, *, limit: int = 10_000) ->
         if not locked:
             return 0
         ids = [row_id for account in locked for row_id, _ in by_account[account]]
-        deleted = (await connection.execute(_DELETE, {"ids": ids})).rowcount
+        deleted = await delete_by_ids(connection, _d, ids)
         if deleted != len(ids):
             # Another transaction rolled some of them in (a float found short takes its own):
             # the rows read are not all there; leave it all to the next pass.
