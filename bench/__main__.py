@@ -107,6 +107,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="e2e cluster on its private mariadbd's Unix socket instead of TCP on loopback, for A/B runs",
     )
+    parser.add_argument(
+        "--lock-waits",
+        action="store_true",
+        help="e2e diagnostic: the private mariadbd's innodb_lock_wait_timeout at 0, so every statement "
+        "that would wait for a row lock fails at once and its digest is listed; the failures change "
+        "the run, so its other figures are not comparable",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     args = parser.parse_args(argv)
     default = [g for g in groups.ORDER if not (args.quick and g == "e2e")]

@@ -309,14 +309,17 @@ async def _reset_digests(url: str) -> bool:
     return True
 
 
-async def _top_digests(url: str, per: int, limit: int = 40) -> list[str]:
-    """The most frequent statements since `_reset_digests`, per completed transaction."""
+async def _top_digests(url: str, per: int, limit: int = 40, *, failed: bool = False) -> list[str]:
+    """The most frequent statements since `_reset_digests`, per completed transaction; `failed`:
+    the statements that failed, by their failures."""
     from sqlalchemy import text
 
+    count = "SUM_ERRORS" if failed else "COUNT_STAR"
     query = text(
-        "SELECT COUNT_STAR, LEFT(REGEXP_REPLACE(DIGEST_TEXT, '[[:space:]]+', ' '), 150) FROM "
+        f"SELECT {count}, LEFT(REGEXP_REPLACE(DIGEST_TEXT, '[[:space:]]+', ' '), 150) FROM "
         "performance_schema.events_statements_summary_by_digest "
-        "WHERE SCHEMA_NAME IS NULL OR SCHEMA_NAME <> 'performance_schema' ORDER BY COUNT_STAR DESC LIMIT :n"
+        f"WHERE (SCHEMA_NAME IS NULL OR SCHEMA_NAME <> 'performance_schema') AND {count} > 0 "
+        f"ORDER BY {count} DESC LIMIT :n"
     )
     async with _engine(url).connect() as connection:
         rows = (await connection.execute(query, {"n": limit})).all()
@@ -420,7 +423,13 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
     wd_users_n = -(-withdrawals // DEPOSITS_PER_USER)
     t0 = time.monotonic()
     with contextlib.ExitStack() as servers:
-        server = None if getattr(args, "shared_mariadb", False) else servers.enter_context(private_mariadb())
+        server = (
+            None
+            if getattr(args, "shared_mariadb", False)
+            else servers.enter_context(
+                private_mariadb(lock_wait_timeout=0 if getattr(args, "lock_waits", False) else None)
+            )
+        )
         if server is None:
             results.notes.append(
                 "e2e: MariaDB counters are server-wide (the shared server): valid only while this run is "
@@ -655,6 +664,13 @@ async def _measured_phase(
             f"e2e {kind.lower()}s: the most frequent statements per completed {kind.lower()} "
             "(performance_schema digests, all processes):\n    " + "\n    ".join(top)
         )
+        if getattr(args, "lock_waits", False):
+            failed = await _top_digests(url, per.done, failed=True)
+            results.notes.append(
+                f"e2e {kind.lower()}s (--lock-waits): statements that failed, per completed "
+                f"{kind.lower()} (with innodb_lock_wait_timeout at 0 each row-lock wait is a failure):"
+                "\n    " + "\n    ".join(failed or ["none"])
+            )
         by_process = await _statements_by_process(url, per.done, cluster)
         results.notes.append(
             f"e2e {kind.lower()}s: statements per completed {kind.lower()} by process: {by_process}"

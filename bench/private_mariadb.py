@@ -49,7 +49,11 @@ def _running_as_root() -> bool:
 
 
 @contextlib.contextmanager
-def private_mariadb(timeout: float = 60.0) -> Iterator[PrivateServer | None]:
+def private_mariadb(
+    timeout: float = 60.0, *, lock_wait_timeout: int | None = None
+) -> Iterator[PrivateServer | None]:
+    """`lock_wait_timeout`: the server's innodb_lock_wait_timeout (0: a statement that would wait
+    for a row lock fails at once, which names it; bench --lock-waits)."""
     if not available():
         yield None
         return
@@ -90,6 +94,7 @@ def private_mariadb(timeout: float = 60.0) -> Iterator[PrivateServer | None]:
                 "--performance-schema=ON",
                 "--character-set-server=utf8mb4",
                 "--collation-server=utf8mb4_bin",
+                *([] if lock_wait_timeout is None else [f"--innodb-lock-wait-timeout={lock_wait_timeout}"]),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
