@@ -3,16 +3,17 @@ thinks of the list.
 
 `DELETE FROM t WHERE id IN (...)` on a small table that the list covers most of (audit_pending
 under the sealer, ledger_balance_deltas under the roll-up: every committed row is taken) is run by
-MariaDB (and MySQL) as a scan of the whole table. Under REPEATABLE READ the scan locks every row it
-passes with its gap, the supremum included: it waits for every transaction that has inserted a row
-there and not yet committed (every money movement writes audit records and deltas), and every
-insert into the table waits for it until it commits. Measured in the e2e bench (`--lock-waits`)
-these two deletes were the first waits of the convoys behind most row-lock waits of a deposit.
+MariaDB as a scan of the whole table. Under REPEATABLE READ (READ COMMITTED too) the scan locks
+every row it passes with its gap, the supremum included: it waits for every transaction that has
+inserted a row there and not yet committed (every money movement writes audit records and deltas),
+and every insert into the table waits for it until it commits. Measured in the e2e bench
+(`--lock-waits`) these two deletes were the first waits of the convoys behind most row-lock waits
+of a deposit.
 
-Here the ids come as one JSON array, unpacked by JSON_TABLE (MariaDB 10.6, MySQL 8.0) and joined
-to the table in that order (STRAIGHT_JOIN): one unique lookup per id, which locks that row only
-(not its gap) and never meets a row some other transaction is still inserting. SQLite has no row
-locks: it keeps the IN list.
+Here the ids come as one JSON array, unpacked by JSON_TABLE (MariaDB 10.6; MySQL 8.0 has it too,
+untested here) and joined to the table in that order (STRAIGHT_JOIN): one unique lookup per id,
+which locks that row only (not its gap) and never meets a row another transaction is still
+inserting. SQLite has no row locks: it keeps the IN list.
 """
 
 from __future__ import annotations
