@@ -266,7 +266,9 @@ COUNTERS = (
     "Com_select",
     "Com_insert",
     "Com_update",
+    "Com_update_multi",  # UPDATE of a transaction with its attachment's table
     "Com_delete",
+    "Com_delete_multi",  # the queue tables' DELETE by id (persistence/delete_by_ids.py)
     "Com_commit",
     "Com_rollback",
     "Com_savepoint",
@@ -358,7 +360,8 @@ class PerCompleted:
             f"; per completed ({where}): {self.round_trips:.1f} round trips = {self.statements:.1f} SQL "
             f"statements (by kind, triggers' included: select {g('Com_select'):.1f}, "
             f"insert {g('Com_insert'):.1f}, update "
-            f"{g('Com_update'):.1f}, delete {g('Com_delete'):.1f}, savepoint {g('Com_savepoint'):.1f}, "
+            f"{g('Com_update') + g('Com_update_multi'):.1f}, "
+            f"delete {g('Com_delete') + g('Com_delete_multi'):.1f}, savepoint {g('Com_savepoint'):.1f}, "
             f"release {g('Com_release_savepoint'):.1f}, set {g('Com_set_option'):.1f}) + {self.pings:.1f} "
             f"pings; {g('Com_commit'):.1f} commits, {g('Com_rollback'):.1f} rollbacks; "
             f"{g('Innodb_row_lock_waits'):.2f} row-lock waits ({g('Innodb_row_lock_time'):.0f} ms waited)"
