@@ -32,7 +32,7 @@ def _by_lookup(table: Table) -> Any:
     key = table.primary_key.columns.values()
     assert len(key) == 1 and key[0].name == "id", "a table keyed by one integer column `id`"
     return text(
-        f"DELETE t FROM JSON_TABLE(:ids, '$[*]' COLUMNS (id BIGINT PATH '$')) AS k "
+        "DELETE t FROM JSON_TABLE(:ids, '$[*]' COLUMNS (id BIGINT PATH '$')) AS k "
         f"STRAIGHT_JOIN {table.name} AS t ON t.id = k.id"
     )
 
