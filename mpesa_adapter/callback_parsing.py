@@ -233,7 +233,9 @@ def parse_stk_callback(data: dict[str, Any], raw: bytes) -> StkCallback:
         transaction_date=_text(_first(items, "TransactionDate")),
         phone=None if masked else phone_raw,
         phone_masked=masked,
-        phone_shown=phone_raw[:24] if masked and phone_raw else None,
+        # Whole: judged on what was detected as masked (a cut could drop the mask and leave an
+        # arbitrary head to be compared as a whole number). Nothing stores it.
+        phone_shown=phone_raw if masked else None,
         raw=raw,
     )
 

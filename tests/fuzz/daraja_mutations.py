@@ -24,6 +24,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from domain.payments.paybill import visible_digits_agree
 from tests.fuzz.hostile import Raw, any_json, any_text, broken_bytes, dumps
 
 
@@ -441,12 +442,15 @@ MASK = re.compile(r"[*xX#]")
 
 
 def _phone_effect(value: Any, msisdn: str) -> Effect:
-    """Daraja masks phones in some callbacks (2547****1234): a masked or absent phone is not checked."""
+    """Daraja masks phones in some callbacks (2547****1234): an absent phone is not checked, a masked
+    one on the digits it shows (visible_digits_agree: garbage around a mask character is a mismatch)."""
     if value is None or isinstance(value, bool):
         return N
     text = str(value).strip()
-    if not text or MASK.search(text):
+    if not text:
         return N
+    if MASK.search(text):
+        return N if visible_digits_agree(text, msisdn) else E
     return N if "".join(c for c in text if c.isdigit()) == msisdn else E
 
 
