@@ -27,11 +27,10 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.instructions import callgrind_total, counting
+from bench.instructions import counting, dumped_total
 
 # The cluster's process names by role (one saga worker: the role is the whole saga's work; the
 # gateway keeps its 3 s lease while slowed at a few deposits in flight)
@@ -136,11 +135,7 @@ async def measure(
                     await phase(warmup)
                     with counting(pid):
                         done = await phase(deposits)
-                count = 0
-                deadline = time.monotonic() + 60
-                while not count and time.monotonic() < deadline:  # the dump is the role's to write
-                    count = callgrind_total(out)
-                    await asyncio.sleep(0.2)
+                count = await dumped_total(out)
                 if keep:
                     for path in Path(tmp).glob("callgrind.out*"):
                         shutil.copy(path, keep + str(path)[len(out) :])

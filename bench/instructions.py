@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -49,6 +50,15 @@ def counting(pid: int) -> Iterator[None]:
     finally:
         _control(pid, "-i", "off")
         _control(pid, "-d")
+
+
+async def dumped_total(path_prefix: str, timeout: float = 60.0) -> int:
+    """callgrind_total once the counted process has written its dump (it does so shortly after
+    `counting` asks, on its own time); 0 when none came within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (total := callgrind_total(path_prefix)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return total
 
 
 def callgrind_total(path_prefix: str) -> int:
@@ -100,12 +110,7 @@ async def measure(role: str, transfers: int, keep: str | None) -> tuple[int, int
                 sample = await counted(INFLIGHT, [one] * transfers)
         if sample.errors:
             raise RuntimeError(f"{sample.errors} transfers failed: {sample.first_error}")
-        count = 0
-        for _ in range(100):  # the dump is written by the role's process, shortly after the request
-            count = callgrind_total(out)
-            if count:
-                break
-            await asyncio.sleep(0.2)
+        count = await dumped_total(out, timeout=20)
         if keep:
             for path in glob.glob(out + "*"):
                 shutil.copy(path, keep + path[len(out) :])
