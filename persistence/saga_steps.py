@@ -55,6 +55,21 @@ def _start_statements() -> tuple[Any, Any]:
 _START_MYSQL, _START_SQLITE = _start_statements()
 
 
+def _arm_statements() -> tuple[Any, Any]:
+    """`arm`'s one statement, on MariaDB and on SQLite: insert the armed step, or leave the row there
+    as it is (the no-op update keeps MariaDB's insert from failing on the key)."""
+    row: dict[str, Any] = {
+        name: bindparam(name, type_=_t.c[name].type)
+        for name in ("transaction_id", "step", "started_at", "updated_at", "detail", "retry_at")
+    }
+    my = mysql_insert(_t).values({**row, "attempts": 0})
+    lite = sqlite_insert(_t).values({**row, "attempts": 0})
+    return my.on_duplicate_key_update(step=_t.c.step), lite.on_conflict_do_nothing()
+
+
+_ARM_MYSQL, _ARM_SQLITE = _arm_statements()
+
+
 def _record(row: object) -> StepRecord:
     return StepRecord(
         step=row.step,  # type: ignore[attr-defined]
@@ -106,6 +121,22 @@ class SqlSagaSteps:
                 "started_at": now,
                 "updated_at": now,
                 "detail": detail[:255] if detail else None,
+            },
+        )
+
+    async def arm(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
+    ) -> None:
+        statement = _ARM_SQLITE if self._connection.dialect.name == "sqlite" else _ARM_MYSQL
+        await self._connection.execute(
+            statement,
+            {
+                "transaction_id": transaction_id.value,
+                "step": step,
+                "started_at": now,
+                "updated_at": now,
+                "retry_at": until,
+                "detail": detail[:255],
             },
         )
 

@@ -39,6 +39,8 @@ class Action(StrEnum):
     RESOLVE_DERIV_WITHDRAWAL = "RESOLVE_DERIV_WITHDRAWAL"  # resolve-only lookup, never a new debit
     SEND_B2C = "SEND_B2C"  # reserve the M-Pesa float, record, send (or re-send, same id)
     CONFIRM_B2C = "CONFIRM_B2C"  # Transaction Status query
+    # Transaction Status armed by the commit of the B2C answer that calls for it: asked, nothing written
+    CONFIRM_B2C_ARMED = "CONFIRM_B2C_ARMED"
     COMPLETE_WITHDRAWAL = "COMPLETE_WITHDRAWAL"
     START_REFUND = "START_REFUND"  # B2C failed for good: undo the bookings, send the USD back
     RESOLVE_REFUND = "RESOLVE_REFUND"  # the refund transfer's answer was lost: ask again, same id
@@ -161,6 +163,37 @@ def _all(*guards: Guard) -> Guard:
 
 def _any(*guards: Guard) -> Guard:
     return lambda v, p: any(g(v, p) for g in guards)
+
+
+def armed_until(record: StepRecord | None) -> datetime | None:
+    """For a query step armed by the commit of the evidence that calls for it (arm_status_query):
+    the end of its window (`retry_at`), before which the worker that commit wakes asks it, with no
+    attempt counted. None for any other step. (Only query steps are armed, and they are never
+    deferred: no attempt and a retry time mean armed.)"""
+    return None if record is None or record.attempts != 0 else record.retry_at
+
+
+def _armed(step: Step) -> Guard:
+    """`step` is armed and its window open: its query is read-only, so the woken worker asks it
+    writing nothing."""
+
+    def guard(v: SagaView, p: SagaPolicy) -> bool:
+        until = armed_until(v.step(step))
+        return until is not None and v.now < until
+
+    return guard
+
+
+def _query_due(step: Step) -> Guard:
+    """`_due` by the query interval, for a query step that may be armed: the armed query may have
+    left as late as the end of its window, so a counted one follows a whole interval after that."""
+    due = _due(step, lambda p: p.query_interval)
+
+    def guard(v: SagaView, p: SagaPolicy) -> bool:
+        until = armed_until(v.step(step))
+        return due(v, p) if until is None else v.now >= until + p.query_interval
+
+    return guard
 
 
 def _evidence(attr: str, *statuses: E | None) -> Guard:
@@ -481,11 +514,13 @@ WITHDRAWAL_RULES: tuple[Rule, ...] = (
             ),
             (
                 status,
-                _all(
-                    guard,
-                    _evidence(_b2c, E.SUCCEEDED, E.UNKNOWN),
-                    _due(Step.B2C_QUERY, lambda p: p.query_interval),
-                ),
+                _all(guard, _evidence(_b2c, E.SUCCEEDED, E.UNKNOWN), _armed(Step.B2C_QUERY)),
+                Action.CONFIRM_B2C_ARMED,
+                "cross-check the B2C result with Transaction Status, armed with the result",
+            ),
+            (
+                status,
+                _all(guard, _evidence(_b2c, E.SUCCEEDED, E.UNKNOWN), _query_due(Step.B2C_QUERY)),
                 Action.CONFIRM_B2C,
                 "cross-check the B2C result with Transaction Status",
             ),
@@ -517,15 +552,29 @@ def decide(view: SagaView, policy: SagaPolicy) -> Decision:
     return Decision(Action.WAIT)
 
 
+def arms_status_query(view: SagaView, policy: SagaPolicy) -> bool:
+    """A withdrawal's B2C answer, just recorded, calls for the Transaction Status cross-check and no
+    query was started: the answer's own commit arms it (Step.B2C_QUERY, no attempt counted), so the
+    worker it wakes asks without a commit of its own (CONFIRM_B2C_ARMED)."""
+    return (
+        _evidence(_b2c, E.SUCCEEDED, E.UNKNOWN)(view, policy)
+        and view.step(Step.B2C_QUERY) is None
+        and decide(view, policy).action is Action.CONFIRM_B2C
+    )
+
+
 def next_due(view: SagaView, policy: SagaPolicy) -> datetime | None:
     """For a view decide() says WAIT to: the earliest time at which time alone makes it act, or None
     when only new evidence, an event or a person can. Every time guard compares an age (since the
-    transaction's or a step's last update) with a policy duration, or the clock with a step's retry
-    time, so the candidates are exactly those sums: the first one decide() acts at is the answer."""
+    transaction's or a step's last update, or an armed step's retry time) with a policy duration, or
+    the clock with a step's retry time, so the candidates are exactly those sums: the first one
+    decide() acts at is the answer."""
     durations = [value for f in fields(policy) if isinstance(value := getattr(policy, f.name), timedelta)]
     marks = [view.updated_at, *(record.updated_at for record in view.steps.values())]
     candidates = {mark + d for mark in marks for d in durations}
-    candidates.update(record.retry_at for record in view.steps.values() if record.retry_at is not None)
+    retries = [record.retry_at for record in view.steps.values() if record.retry_at is not None]
+    candidates.update(retries)
+    candidates.update(at + d for at in retries for d in durations)  # after an armed query's window
     for at in sorted(c for c in candidates if c > view.now):
         if decide(replace(view, now=at), policy).action is not Action.WAIT:
             return at

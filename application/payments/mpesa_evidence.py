@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from application.unit_of_work import UnitOfWork
 from domain.payments.attachments import EvidenceStatus
@@ -32,6 +32,9 @@ from domain.payments.stk_evidence import (
 from domain.payments.transaction import Transaction
 from domain.shared.errors import ConcurrentModification
 from domain.shared.ids import TransactionId
+
+if TYPE_CHECKING:  # ports imports this module (CallbackReviews)
+    from application.payments.ports import SagaSteps
 
 # mpesa_callback_reviews.reason of a callback naming an id we do not hold (yet): an STK callback can
 # beat the saga's commit of the push's answer, and is adopted once that commit lands.
@@ -87,6 +90,8 @@ class CallbackReviews(Protocol):
 class EvidenceUnitOfWork(UnitOfWork, Protocol):
     @property
     def transactions(self) -> TransactionRepository: ...
+    @property
+    def saga_steps(self) -> SagaSteps: ...
     @property
     def callback_reviews(self) -> CallbackReviews: ...
 

@@ -12,7 +12,9 @@ statement of the one that judges: its snapshot then starts after the lock, with 
 committed. The save is still guarded by the evidence status read, as every save of it is. An id of
 the form the saga sends (PENPAY-<transaction id>) needs no lookup: the transaction it names is
 locked first, and the payout under the lock must carry that id. An answer proving the payout
-(Transaction Status confirming it) completes the withdrawal in the same commit (saga.complete_if_paid).
+(Transaction Status confirming it) completes the withdrawal in the same commit (saga.complete_if_paid);
+one that calls for the Transaction Status cross-check arms that query in it (saga.arm_status_query),
+so the saga's worker asks it without a commit of its own.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from application.payments.mpesa_evidence import (
     KeptAnswer,
     _again_on_conflict,
 )
-from application.payments.saga import complete_if_paid
+from application.payments.saga import arm_status_query, complete_if_paid
 from domain.payments.b2c_evidence import (
     B2CResultEvidence,
     B2CTimeoutEvidence,
@@ -171,7 +173,8 @@ class PayoutEvidence:
     ) -> PayoutResult | None:
         """None: the save found the receipt already another payout's (nothing committed)."""
         async with self._uow() as uow:
-            tx = await uow.transactions.get_for_update(tx_id)
+            locked = await uow.saga_steps.lock(tx_id)  # the saga's locked read: its steps come along
+            tx = None if locked is None else locked.transaction
             payout = None if tx is None else tx.mpesa_disbursement
             if tx is None or payout is None or payout.originator_conversation_id != ocid:
                 # Re-sent under a new id since the lookup: the old id is no payout of ours any more.
@@ -181,8 +184,11 @@ class PayoutEvidence:
             version = tx.version
             now = uow.clock.now()
             judgement = judge(tx, now)
-            # A payout proven now completes the withdrawal in this same commit (the saga's next step)
-            complete_if_paid(tx, now, self._policy)
+            # A payout proven now completes the withdrawal in this same commit (the saga's next step);
+            # one to cross-check has its Transaction Status query armed in it
+            if not complete_if_paid(tx, now, self._policy) and tx.version != version:
+                assert locked is not None
+                await arm_status_query(uow.saga_steps, tx, locked.steps, now, self._policy)
             if judgement.problem is not None:
                 await uow.callback_reviews.keep(
                     KeptAnswer(arrival, judgement.problem.value, judgement.detail, ocid, tx.id)

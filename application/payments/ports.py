@@ -177,6 +177,13 @@ class SagaSteps(Protocol):
         """The attempt just started was held back unsent: take it back, and wait until `until`."""
         ...
 
+    async def arm(
+        self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
+    ) -> None:
+        """`step` started at `now` with no attempt counted, to be asked before `until` (its retry
+        time: decisions.is_armed), unless it has a row already (which is then left as it is)."""
+        ...
+
     async def reset(self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str) -> None:
         """`step`'s attempts start over (a new send's outcome gets its own queries)."""
         ...

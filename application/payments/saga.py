@@ -44,6 +44,7 @@ from application.payments.decisions import (
     SagaPolicy,
     SagaView,
     Step,
+    arms_status_query,
     decide,
     next_due,
 )
@@ -61,6 +62,7 @@ from application.payments.ports import (
     DerivWithdrawalGateway,
     MpesaGateway,
     PaymentsUnitOfWork,
+    SagaSteps,
     StepRecord,
     Verdict,
 )
@@ -367,6 +369,7 @@ class SagaRunner:
             Action.RESOLVE_DERIV_WITHDRAWAL: self._resolve_deriv_withdrawal,
             Action.SEND_B2C: self._send_b2c,
             Action.CONFIRM_B2C: self._confirm_b2c,
+            Action.CONFIRM_B2C_ARMED: self._confirm_b2c_armed,
             Action.COMPLETE_WITHDRAWAL: self._complete_withdrawal,
             Action.START_REFUND: self._start_refund,
             Action.RESOLVE_REFUND: self._resolve_refund,
@@ -987,6 +990,24 @@ class SagaRunner:
         await uow.commit()
         return _Then(lambda: self._ask_b2c_status(disbursement.originator_conversation_id, tx))
 
+    async def _confirm_b2c_armed(
+        self, uow: PaymentsUnitOfWork, tx: Transaction, steps: Mapping[str, StepRecord], decision: Decision
+    ) -> StepOutcome:
+        """The query the B2C answer's commit armed: read-only, so nothing is written (the unit of
+        work ends with the lock released before the call). Asked again by whatever wakes the saga
+        within its interval, a crash meanwhile included; counted as ever after it."""
+        disbursement = tx.mpesa_disbursement
+        assert disbursement is not None  # the decision stands on its evidence
+        ocid = disbursement.originator_conversation_id
+
+        async def ask() -> bool:
+            self._checkpoint("withdrawal.b2c_query.armed_before_call")
+            answered = await self._ask_b2c_status(ocid, tx)
+            self._checkpoint("withdrawal.b2c_query.armed_after_call")
+            return answered
+
+        return _Then(ask)
+
     async def _ask_b2c_status(self, originator_conversation_id: str, read: Transaction) -> bool:
         # `read`: as this step read it under the lock (its evidence is what was decided on)
         verdict = await self._mpesa.confirm_b2c(originator_conversation_id, read=read)
@@ -1370,6 +1391,26 @@ def complete_if_paid(tx: Transaction, now: datetime, policy: SagaPolicy) -> bool
     return True
 
 
+async def arm_status_query(
+    steps: SagaSteps, tx: Transaction, known: Mapping[str, StepRecord], now: datetime, policy: SagaPolicy
+) -> bool:
+    """The saga's CONFIRM_B2C started in the unit of work that recorded the B2C answer calling for it
+    (decisions.arms_status_query; `known`: the steps read under its lock), so the worker the answer's
+    event wakes asks Transaction Status without a commit of its own, within one query interval.
+    The armed query may leave as late as that, so a counted one is due an interval after it, and
+    the sweepers pass over the transaction until then (saved with it): they have nothing to do
+    before, and the woken worker has it. True when armed (the caller saves `tx` and commits)."""
+    if tx.type is not TransactionType.WITHDRAWAL:
+        return False
+    if not arms_status_query(SagaRunner._view(now, tx, known), policy):
+        return False
+    until = now + policy.query_interval
+    detail = "armed by the B2C answer: asked by the worker it wakes"
+    await steps.arm(tx.id, Step.B2C_QUERY.value, now=now, until=until, detail=detail)
+    steps.look_again_at(tx.id, until + policy.query_interval)
+    return True
+
+
 def _complete_disbursement(t: Transaction, now: Any) -> None:
     d = t.mpesa_disbursement
     assert d is not None
@@ -1383,6 +1424,7 @@ __all__ = [
     "EvidenceStatus",
     "Payout",
     "SagaRunner",
+    "arm_status_query",
     "complete_if_paid",
     "originator_conversation_id",
     "refund_transfer_id",

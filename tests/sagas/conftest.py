@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.sagas.harness import FAST_POLICY, Stack, running_stack
+from tests.sagas.harness import FAST_POLICY, PATIENT_QUERIES, Stack, running_stack
 from workers.redis_bus import RedisStreamsBus
 
 # The production STK-callback wait: a deposit that needs its timer cannot settle in a test's time.
@@ -53,5 +53,15 @@ async def slow_stack(
     """`stack` with PRODUCTION_WAIT and the simulator's callbacks sent at once (as in the e2e
     benchmark): a callback can beat the push's stored answer."""
     options = {"policy": PRODUCTION_WAIT, "mpesa_overrides": {"callback_delay": 0.0}}
+    async with _stack(fresh_mariadb_url, redis_url, key_prefix, request, **options) as running:
+        yield running
+
+
+@pytest.fixture
+async def patient_stack(
+    fresh_mariadb_url: str, redis_url: str, key_prefix: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """`stack` with PATIENT_QUERIES: a query the saga counts is never asked again in a test's time."""
+    options = {"policy": PATIENT_QUERIES}
     async with _stack(fresh_mariadb_url, redis_url, key_prefix, request, **options) as running:
         yield running

@@ -25,7 +25,7 @@ from application.payments.deposits import DepositOrchestrator
 from application.payments.floats import fund_float
 from application.payments.lost_push import LostPushRecords
 from application.payments.paybill import PaybillDeposits
-from application.payments.ports import MpesaGateway, StkPushAccepted, Verdict
+from application.payments.ports import MpesaGateway, StepRecord, StkPushAccepted, Verdict
 from application.payments.rates import FixedRates
 from application.payments.saga import SagaRunner
 from application.payments.withdrawals import WithdrawalOrchestrator
@@ -86,6 +86,9 @@ FAST_POLICY = SagaPolicy(
     float_retry=timedelta(seconds=0.5),
     deferral_cap=timedelta(seconds=0.3),  # Deriv's RateLimit asks for 60 s
 )
+# Queries of one kind a minute apart (an armed query's window with them): no counted query follows
+# another within a test's time.
+PATIENT_QUERIES = replace(FAST_POLICY, query_interval=timedelta(seconds=60))
 
 
 @dataclass
@@ -310,6 +313,11 @@ class Stack:
                 .where(saga_steps.c.step == step.value)
             )
         return int(attempts or 0)
+
+    async def step_record(self, tx_id: TransactionId, step: Step) -> StepRecord | None:
+        """The saga-step journal's row of `step` for the transaction, as the saga reads it."""
+        async with self.uow() as uow:
+            return (await uow.saga_steps.get(tx_id)).get(step.value)
 
     # --- the simulators' books --------------------------------------------------------------
 

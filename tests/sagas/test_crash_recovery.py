@@ -15,16 +15,18 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from application.payments.decisions import SagaPolicy, Step
 from domain.payments.attachments import EvidenceStatus
 from domain.payments.status import TransactionStatus as S
 from domain.shared.ids import TransactionId
 from persistence.tables import ledger_entries
-from tests.sagas.harness import Stack, running_stack
+from tests.sagas.harness import FAST_POLICY, PATIENT_QUERIES, Stack, running_stack
 from workers.redis_bus import RedisStreamsBus
 
 pytestmark = pytest.mark.integration
@@ -95,13 +97,15 @@ class Worker:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
-@pytest.fixture
-async def crash_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def _crash_stack(
+    database_url: str, redis_url: str, key_prefix: str, policy: SagaPolicy = FAST_POLICY
+) -> AsyncIterator[Stack]:
     bus = RedisStreamsBus.from_url(redis_url, prefix=key_prefix)
     try:
         # The worker sends the payouts: its B2C crash points are the ones under test here (the
         # ConfirmWithdrawal that sends its own is cut short in tests/sagas/test_initiator_payout.py)
-        async with running_stack(fresh_mariadb_url, bus, initiator_payouts=False) as running:
+        async with running_stack(database_url, bus, initiator_payouts=False, policy=policy) as running:
             await running.fund_floats()
             yield running
             await running.assert_consistent()
@@ -110,8 +114,32 @@ async def crash_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -
 
 
 @pytest.fixture
+async def crash_stack(fresh_mariadb_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Stack]:
+    async with _crash_stack(fresh_mariadb_url, redis_url, key_prefix) as running:
+        yield running
+
+
+@pytest.fixture
 def worker(crash_stack: Stack, key_prefix: str, tmp_path: Path) -> Iterator[Worker]:
     process = Worker(crash_stack, key_prefix, tmp_path)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def patient_crash_stack(
+    fresh_mariadb_url: str, redis_url: str, key_prefix: str
+) -> AsyncIterator[Stack]:
+    """`crash_stack` whose queries are a minute apart (the armed window with them): the worker
+    reaches an armed query however late its wake-up comes, and no counted query runs in a test."""
+    async with _crash_stack(fresh_mariadb_url, redis_url, key_prefix, PATIENT_QUERIES) as running:
+        yield running
+
+
+@pytest.fixture
+def patient_worker(patient_crash_stack: Stack, key_prefix: str, tmp_path: Path) -> Iterator[Worker]:
+    process = Worker(patient_crash_stack, key_prefix, tmp_path)
+    process.env["PENPAY_SAGA_QUERY_INTERVAL"] = str(PATIENT_QUERIES.query_interval.total_seconds())
     yield process
     process.stop()
 
@@ -219,6 +247,41 @@ async def test_a_withdrawal_survives_a_worker_killed_at(
     assert refunds == (1 if outcome is S.REVERSED else 0)
     assert await charged_and_paid(crash_stack, tx.phone.value) == (0, 1 if outcome is S.COMPLETED else 0)
     await assert_ledger_balanced(crash_stack)
+
+
+@pytest.mark.parametrize(
+    "crash_at", ["withdrawal.b2c_query.armed_before_call", "withdrawal.b2c_query.armed_after_call"]
+)
+async def test_an_armed_transaction_status_survives_a_worker_killed_at(
+    crash_at: str, patient_crash_stack: Stack, patient_worker: Worker
+) -> None:
+    """The query the B2C result's commit armed is asked with nothing written: a worker killed before
+    or after asking leaves nothing half done, and after the restart the query is asked again (or its
+    answer, already on its way, completes the withdrawal), still uncounted."""
+    stack, worker = patient_crash_stack, patient_worker
+    user = await stack.user()
+    worker.start(crash_at=crash_at)
+    tx = await stack.withdrawal(user, 10_00)
+    await stack.withdrawals.confirm_withdrawal(
+        user_id=user, transaction_id=tx.id, verification_code=await stack.withdrawal_code()
+    )
+
+    async def relayed_until_killed() -> int:
+        while worker.process is not None and worker.process.poll() is None:
+            await stack.relay.relay_once()  # the B2C result's event reaches the worker
+            await asyncio.sleep(0.1)
+        return await worker.killed_by_itself()
+
+    assert await asyncio.wait_for(relayed_until_killed(), 30) == -9
+    query = await stack.step_record(tx.id, Step.B2C_QUERY)
+    assert query is not None and query.attempts == 0  # armed by the result; the worker wrote nothing
+
+    worker.start()
+    status = await relay_until(stack, tx.id, worker, {S.COMPLETED, S.NEEDS_REVIEW, S.FAILED})
+    assert status is S.COMPLETED, worker.tail()
+    assert await stack.attempts(tx.id, Step.B2C_QUERY) == 0
+    assert await charged_and_paid(stack, tx.phone.value) == (0, 1)
+    await assert_ledger_balanced(stack)
 
 
 async def test_the_credit_commits_with_the_transfer_intent(crash_stack: Stack, worker: Worker) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from application.payments.decisions import Step
 from application.payments.errors import DerivBusy, VerificationCodeRejected
 from application.payments.floats import fund_float
 from application.payments.rates import FixedRates
@@ -160,6 +161,42 @@ async def test_a_b2c_queue_timeout_is_settled_by_transaction_status_not_paid_aga
     books = await stack.mpesa_books()
     payouts = [r for r in books["b2c"]["transactions"] if r["phone"] == "254700061234" and r["paid"]]
     assert len(payouts) == 1
+
+
+async def test_the_b2c_result_arms_transaction_status_and_the_worker_asks_it_writing_nothing(
+    patient_stack: Stack,
+) -> None:
+    """The B2C result's commit starts the Transaction Status step with no attempt counted; the worker
+    its event wakes asks the query without a commit of its own, and the status answer completes the
+    withdrawal. A counted query (a commit of the worker's) would leave an attempt; and with a minute
+    between queries none could have been asked after it."""
+    stack = patient_stack
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    await confirm(stack, user, tx.id)
+
+    done = await stack.settle(tx.id)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    query = await stack.step_record(tx.id, Step.B2C_QUERY)
+    assert query is not None and query.attempts == 0 and query.retry_at is not None  # armed only
+    assert query.detail is not None and query.detail.startswith("armed by the B2C answer")
+    assert await stack.payouts_to(tx.phone.value) == 1
+
+
+async def test_an_armed_query_left_unanswered_is_asked_again_and_counted(stack: Stack) -> None:
+    """The armed query's answer never comes: one query interval after the arming the saga's counted
+    rule asks again (the sweepers leave it to the woken worker until then), and that answer completes."""
+    await stack.mpesa_fault(kind="drop", api="status", count=1)
+    user = await stack.user()
+    tx = await stack.withdrawal(user, 10_00)
+    await confirm(stack, user, tx.id)
+
+    done = await stack.settle(tx.id)
+
+    assert done.status is S.COMPLETED, done.failure_reason
+    assert await stack.attempts(tx.id, Step.B2C_QUERY) >= 1
+    assert await stack.payouts_to(tx.phone.value) == 1
 
 
 async def test_a_debit_whose_answer_is_lost_is_resolved_without_the_code(stack: Stack) -> None:

@@ -14,6 +14,7 @@ from application.payments.decisions import (
     SagaPolicy,
     SagaView,
     Step,
+    arms_status_query,
     decide,
     next_due,
 )
@@ -150,6 +151,59 @@ def test_a_b2c_payout_follows_the_evidence(evidence: str, accepted: bool, age: f
         disbursement_accepted=accepted,
     )
     assert decide(v, POLICY).action is action
+
+
+def armed(ago: float) -> dict[str, StepRecord]:
+    """Step.B2C_QUERY as the B2C answer's commit arms it: no attempt counted, to be asked within
+    one query interval."""
+    at = NOW - timedelta(seconds=ago)
+    until = at + POLICY.query_interval
+    return {Step.B2C_QUERY.value: StepRecord(Step.B2C_QUERY.value, 0, at, at, retry_at=until)}
+
+
+@pytest.mark.parametrize("evidence", ["SUCCEEDED", "UNKNOWN"])
+def test_a_b2c_answer_that_calls_for_transaction_status_arms_it_once(evidence: str) -> None:
+    def payout(steps: dict[str, StepRecord], status: S = S.MPESA_DISBURSEMENT_SENT) -> SagaView:
+        return view(
+            WITHDRAWAL,
+            status,
+            mpesa_disbursement=evidence,
+            disbursement_accepted=True,
+            steps=steps,
+            unknown_step=S.MPESA_DISBURSEMENT_SENT if status is S.OUTCOME_UNKNOWN else None,
+        )
+
+    assert arms_status_query(payout({}), POLICY)
+    assert arms_status_query(payout({}, S.OUTCOME_UNKNOWN), POLICY)
+    # a query started already (asked before the answer came, or armed): its own rules go on
+    assert not arms_status_query(payout(step(Step.B2C_QUERY, attempts=1, ago=1)), POLICY)
+    assert not arms_status_query(payout(armed(ago=1)), POLICY)
+    # armed: asked with nothing written within one query interval; the armed query may leave as
+    # late as that, so the counted one waits a whole interval more
+    interval = POLICY.query_interval.total_seconds()
+    assert decide(payout(armed(ago=0)), POLICY).action is Action.CONFIRM_B2C_ARMED
+    assert decide(payout(armed(ago=interval - 1)), POLICY).action is Action.CONFIRM_B2C_ARMED
+    assert decide(payout(armed(ago=interval)), POLICY).action is Action.WAIT
+    assert decide(payout(armed(ago=2 * interval - 1)), POLICY).action is Action.WAIT
+    assert decide(payout(armed(ago=2 * interval)), POLICY).action is Action.CONFIRM_B2C
+    assert next_due(payout(armed(ago=interval)), POLICY) == NOW + POLICY.query_interval
+    assert decide(payout(armed(ago=1), S.OUTCOME_UNKNOWN), POLICY).action is Action.CONFIRM_B2C_ARMED
+    # a query whose attempts a person reset (attempts 0, no retry time) is not armed: it waits
+    reset = {Step.B2C_QUERY.value: StepRecord(Step.B2C_QUERY.value, 0, NOW, NOW)}
+    assert decide(payout(reset), POLICY).action is Action.WAIT
+
+
+@pytest.mark.parametrize("evidence", ["SENT", "CONFIRMED", "FAILED", "REVIEW"])
+def test_only_a_result_to_cross_check_arms_transaction_status(evidence: str) -> None:
+    v = view(
+        WITHDRAWAL,
+        S.MPESA_DISBURSEMENT_SENT,
+        age=120,  # SENT this old asks Transaction Status too, but no answer came to arm it
+        mpesa_disbursement=evidence,
+        disbursement_accepted=True,
+    )
+    assert not arms_status_query(v, POLICY)
+    assert not arms_status_query(view(DEPOSIT, S.AWAITING_MPESA, mpesa_request="SUCCEEDED"), POLICY)
 
 
 def test_a_b2c_m_pesa_never_accepted_is_sent_again_once_transaction_status_never_found_it() -> None:
