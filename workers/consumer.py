@@ -17,6 +17,11 @@ For each delivered message the runtime:
    before it leaves them pending, and their redelivery meets the inbox). `run()` reads on while
    handlers run; `process_once()` (tests) handles one batch to the end.
 
+A batch handler (`register_batch`) takes the events of its type one read returns together: one
+unit of work, an inbox row each, one call with those not handled before, one commit; an event it
+reports failed has its inbox row taken back and comes back as any failure does. (`linger_ms`
+makes `run()` wait between reads that found less than a batch, so that more events share a commit.)
+
 A crash after the commit and before the ack leaves the message pending; another consumer
 claims it after `claim_idle_ms` (XAUTOCLAIM, tried at most every `claim_idle_ms / 2`: nothing
 can be claimable sooner) and the inbox turns it into a no-op. A handler
@@ -49,9 +54,11 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -71,6 +78,9 @@ Handler = Callable[[EventEnvelope, SqlUnitOfWork], Awaitable[None]]
 # A handler that opens its own transactions (a saga step that calls out between commits) and
 # is idempotent by itself; the inbox row is written after it returns.
 StandaloneHandler = Callable[[EventEnvelope], Awaitable[None]]
+# A handler of the events one read returned, in one unit of work (register_batch): the events
+# that failed, each with its failure (KeepAndRetry: what it wrote stands).
+BatchHandler = Callable[[Sequence[EventEnvelope], SqlUnitOfWork], Awaitable[Mapping[uuid.UUID, Exception]]]
 ANY_EVENT = "*"
 
 
@@ -115,6 +125,7 @@ class EventConsumer:
         batch_size: int = 10,
         max_in_flight: int | None = None,
         block_ms: int = 1_000,
+        linger_ms: int = 0,
         clock: Clock | None = None,
         uow_factory: Callable[[], SqlUnitOfWork] | None = None,
         cipher: PiiCipher | None = None,
@@ -133,6 +144,9 @@ class EventConsumer:
         # run(): messages handled at once (each holds a database connection while it runs)
         self.max_in_flight = max_in_flight or 2 * batch_size
         self.block_ms = block_ms
+        # run(): after a read that did not fill a batch, wait this long before the next (events
+        # that share a commit: register_batch), at the price of that much delay
+        self.linger_ms = linger_ms
         self._clock = clock or SystemClock()
         self._uow_factory = uow_factory or (
             # `cipher`: the deployment's PII keys, for handlers that read users (None: the
@@ -141,11 +155,12 @@ class EventConsumer:
         )
         self._handlers: dict[str, Handler] = {}
         self._standalone: dict[str, StandaloneHandler] = {}
+        self._batched: dict[str, BatchHandler] = {}
         self._without_inbox: set[str] = set()
         self._wants: dict[str, Callable[[EventEnvelope], bool]] = {}
         self._started = False
         self._next_claim = 0.0  # time.monotonic() from which XAUTOCLAIM is worth a round trip again
-        self._running: dict[str, asyncio.Task[Outcome]] = {}  # run()'s: message id -> its handling
+        self._running: dict[str, asyncio.Task[Any]] = {}  # run()'s: message id -> its handling
 
     # --- registration -------------------------------------------------------------------
 
@@ -155,11 +170,28 @@ class EventConsumer:
         """Handle events of `event_type` (or every event: "*"). One handler per type.
         `wants`: judged on the event alone; one it turns down is acknowledged at once, without the
         inbox's row and commit (the handler would have done nothing with it)."""
-        if event_type in self._handlers or event_type in self._standalone:
-            raise ValueError(f"{event_type} already has a handler in group {self.group}")
+        self._claim(event_type)
         self._handlers[event_type] = handler
         if wants is not None:
             self._wants[event_type] = wants
+
+    def register_batch(
+        self, event_type: str, handler: BatchHandler, *, wants: Callable[[EventEnvelope], bool] | None = None
+    ) -> None:
+        """Handle the events of `event_type` one read returns together, in one unit of work: one
+        inbox row each, one call of `handler` with those not handled before, one commit (not one
+        per event). The handler returns the events that failed: their inbox rows are taken back and
+        they come back as any failure does; a failure other than KeepAndRetry must have written
+        nothing. A crash before the commit repeats the batch's effects outside the database (a
+        notice: sent again, never lost). `wants`: as for register."""
+        self._claim(event_type)
+        self._batched[event_type] = handler
+        if wants is not None:
+            self._wants[event_type] = wants
+
+    def _claim(self, event_type: str) -> None:
+        if event_type in self._handlers or event_type in self._standalone or event_type in self._batched:
+            raise ValueError(f"{event_type} already has a handler in group {self.group}")
 
     def register_standalone(self, event_type: str, handler: StandaloneHandler, *, inbox: bool = True) -> None:
         """Handle `event_type` with a handler that commits its own work and is idempotent by
@@ -168,8 +200,7 @@ class EventConsumer:
         one writer: holding the inbox transaction open would block the handler's own).
         inbox=False: the handler only looks again at what the event names (a saga wake-up), so
         a repeat costs one look and nothing else; the inbox's read and write would cost more."""
-        if event_type in self._handlers or event_type in self._standalone:
-            raise ValueError(f"{event_type} already has a handler in group {self.group}")
+        self._claim(event_type)
         self._standalone[event_type] = handler
         if not inbox:
             self._without_inbox.add(event_type)
@@ -194,17 +225,24 @@ class EventConsumer:
         if not self._started:
             await self.start()
         deliveries = await self._fetch_or_regroup(self.batch_size)
+        together = [d for d in deliveries if self._is_batched(d)]
         # Messages of one aggregate are handled in order; different aggregates concurrently.
         by_aggregate: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
-            key = delivery.fields.get("aggregate_id") or delivery.message_id
-            by_aggregate.setdefault(str(key), []).append(delivery)
+            if not self._is_batched(delivery):
+                by_aggregate.setdefault(_key(delivery), []).append(delivery)
 
         async def in_order(group: list[Delivery]) -> list[tuple[Delivery, Outcome]]:
             return [(delivery, await self._settle(delivery)) for delivery in group]
 
         results = await asyncio.gather(*(in_order(group) for group in by_aggregate.values()))
-        return await self._ack_batch([pair for group in results for pair in group])
+        settled = [pair for group in results for pair in group]
+        if together:  # after the others: one of them may be an earlier message of the same aggregate
+            settled += await self._settle_together(together)
+        return await self._ack_batch(settled)
+
+    def _is_batched(self, delivery: Delivery) -> bool:
+        return bool(self._batched) and delivery.fields.get("event_type") in self._batched
 
     async def _fetch_or_regroup(self, count: int) -> list[Delivery]:
         if not self._started:
@@ -280,7 +318,7 @@ class EventConsumer:
         (one XACK per stream). On stop, what is running is finished and acknowledged."""
         log.info("consumer.started", group=self.group, consumer=self.consumer, streams=self.streams)
         running = self._running  # message id -> its handling
-        newest: dict[str, asyncio.Task[Outcome]] = {}  # aggregate -> its latest handling
+        newest: dict[str, asyncio.Task[Any]] = {}  # aggregate -> its latest handling
         settled: list[tuple[Delivery, Outcome]] = []
         acking: list[asyncio.Task[None]] = []
 
@@ -289,25 +327,42 @@ class EventConsumer:
             settled.clear()
             await self._ack_batch(batch)
 
-        def done(delivery: Delivery, key: str, task: asyncio.Future[Outcome]) -> None:
-            running.pop(delivery.message_id, None)
-            if newest.get(key) is task:
-                del newest[key]
+        def done(deliveries: list[Delivery], task: asyncio.Future[list[tuple[Delivery, Outcome]]]) -> None:
+            for delivery in deliveries:
+                running.pop(delivery.message_id, None)
+                key = _key(delivery)
+                if newest.get(key) is task:
+                    del newest[key]
             if task.cancelled():
                 return
             error = task.exception()
             if error is not None:  # left pending: redelivered after claim_idle_ms
                 log.warning("event.failed", group=self.group, **failure_fields(error))
                 return
-            settled.append((delivery, task.result()))
-            if len(settled) == 1:  # the first of this turn: acknowledge them all once it ends
+            first_of_turn = not settled
+            settled.extend(task.result())
+            if first_of_turn:  # acknowledge them all once this turn ends
                 acking.append(asyncio.create_task(acknowledge()))
                 acking[:] = [t for t in acking if not t.done()]
 
-        async def after(previous: asyncio.Task[Outcome] | None, delivery: Delivery) -> Outcome:
-            if previous is not None:
-                await asyncio.wait([previous])  # its outcome is its own; ours comes after it
-            return await self._settle(delivery)
+        async def after(
+            previous: list[asyncio.Task[Any]], deliveries: list[Delivery]
+        ) -> list[tuple[Delivery, Outcome]]:
+            if previous:
+                await asyncio.wait(previous)  # their outcomes are their own; ours come after them
+            if len(deliveries) == 1 and not self._is_batched(deliveries[0]):
+                return [(deliveries[0], await self._settle(deliveries[0]))]
+            return await self._settle_together(deliveries)
+
+        def start(deliveries: list[Delivery]) -> None:
+            keys = {_key(delivery) for delivery in deliveries}
+            previous = [newest[key] for key in keys if key in newest]
+            task = asyncio.create_task(after(previous, deliveries))
+            for delivery in deliveries:
+                running[delivery.message_id] = task
+            for key in keys:
+                newest[key] = task
+            task.add_done_callback(functools.partial(done, deliveries))
 
         delay = 0.0
         try:
@@ -325,13 +380,18 @@ class EventConsumer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
                     continue
-                for delivery in deliveries:
-                    if delivery.message_id in running:
-                        continue  # claimed back while still being handled here
-                    key = str(delivery.fields.get("aggregate_id") or delivery.message_id)
-                    task = asyncio.create_task(after(newest.get(key), delivery))
-                    running[delivery.message_id] = newest[key] = task
-                    task.add_done_callback(functools.partial(done, delivery, key))
+                # claimed back while still being handled here: left to that handling
+                fresh = [d for d in deliveries if d.message_id not in running]
+                together = [d for d in fresh if self._is_batched(d)]
+                for delivery in fresh:
+                    if not self._is_batched(delivery):
+                        start([delivery])
+                if together:
+                    start(together)
+                if self.linger_ms and len(deliveries) < self.batch_size:
+                    # a batch handler's next read waits a while: more events share its commit
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.linger_ms / 1000)
         finally:
             if running:
                 await asyncio.wait(list(running.values()))
@@ -357,26 +417,38 @@ class EventConsumer:
         """Handle one delivery and acknowledge it (process_once acknowledges its batch at once)."""
         return (await self._ack_batch([(delivery, await self._settle(delivery))]))[0]
 
-    async def _settle(self, delivery: Delivery) -> Outcome:
-        """Handle one delivery; its acknowledgement is the caller's (see _TO_ACK)."""
+    async def _taken(self, delivery: Delivery) -> EventEnvelope | Outcome:
+        """The delivery's event, or what became of a delivery that is not handled: dead-lettered
+        (malformed, or delivered too often) or ignored (no handler wants it)."""
         try:
             event = EventEnvelope.from_fields(delivery.fields)
         except MalformedMessage as exc:
             await self._dead_letter(delivery, None, str(exc))
             return Outcome("dead", delivery.message_id)
-        event_id = str(event.event_id)
         if delivery.delivery_count > self.max_deliveries:
             error = f"delivered {delivery.delivery_count} times without an acknowledgement"
             await self._dead_letter(delivery, event, error)
-            return Outcome("dead", delivery.message_id, event_id)
+            return Outcome("dead", delivery.message_id, str(event.event_id))
+        if event.event_type in self._standalone:
+            return event
+        known = event.event_type in self._handlers or event.event_type in self._batched
+        handled = known or ANY_EVENT in self._handlers
+        wants = self._wants.get(event.event_type if known else ANY_EVENT)
+        if not handled or (wants is not None and not wants(event)):
+            return Outcome("ignored", delivery.message_id, str(event.event_id))
+        return event
+
+    async def _settle(self, delivery: Delivery) -> Outcome:
+        """Handle one delivery; its acknowledgement is the caller's (see _TO_ACK)."""
+        event = await self._taken(delivery)
+        if isinstance(event, Outcome):
+            return event
+        if event.event_type in self._batched:  # a batch of one (the callers split batches off)
+            return (await self._settle_together([delivery]))[0][1]
         standalone = self._standalone.get(event.event_type)
         if standalone is not None:
             return await self._handle_standalone(delivery, event, standalone, self._context(delivery, event))
-        handler = self._handlers.get(event.event_type) or self._handlers.get(ANY_EVENT)
-        wants = self._wants.get(event.event_type if event.event_type in self._handlers else ANY_EVENT)
-        if handler is None or (wants is not None and not wants(event)):
-            return Outcome("ignored", delivery.message_id, event_id)
-        context = self._context(delivery, event)
+        handler = self._handlers.get(event.event_type) or self._handlers[ANY_EVENT]
         try:
             async with self._uow_factory() as uow:
                 first = await inbox.record_processed(
@@ -391,22 +463,74 @@ class EventConsumer:
                         raise partly.cause from None
                     await uow.commit()
         except Exception as exc:
-            metrics.HANDLER_FAILURES.labels(stream=delivery.stream, group=self.group).inc()
-            error = f"{type(exc).__name__}: {exc}"
-            if delivery.delivery_count >= self.max_deliveries:
-                await self._dead_letter(delivery, event, error)
-                return Outcome("dead", delivery.message_id, event_id)
-            log.warning("event.failed", **context, **failure_fields(exc))
-            return Outcome("retry", delivery.message_id, event_id)
-        if first:
-            metrics.EVENTS_HANDLED.labels(
-                stream=delivery.stream, group=self.group, event_type=event.event_type
-            ).inc()
-            log.info("event.handled", **context)
-            return Outcome("handled", delivery.message_id, event_id)
+            return await self._failed(delivery, event, exc)
+        return self._handled(delivery, event) if first else self._duplicate(delivery, event)
+
+    async def _settle_together(self, deliveries: list[Delivery]) -> list[tuple[Delivery, Outcome]]:
+        """Deliveries of batch handlers' events (register_batch), in one unit of work and one commit.
+        Nothing committed (the commit or a statement failed): every one of them comes back."""
+        settled: list[tuple[Delivery, Outcome]] = []
+        taken: list[tuple[Delivery, EventEnvelope]] = []
+        for delivery in deliveries:
+            event = await self._taken(delivery)
+            if isinstance(event, Outcome):
+                settled.append((delivery, event))
+            else:
+                taken.append((delivery, event))
+        if not taken:
+            return settled
+        fresh: list[tuple[Delivery, EventEnvelope]] = []
+        failed: Mapping[uuid.UUID, Exception] = {}
+        try:
+            async with self._uow_factory() as uow:
+                for delivery, event in taken:
+                    now = uow.clock.now()
+                    if await inbox.record_processed(uow.connection, self.group, event.event_id, now):
+                        fresh.append((delivery, event))
+                by_type: dict[str, list[EventEnvelope]] = {}
+                for _, event in fresh:
+                    by_type.setdefault(event.event_type, []).append(event)
+                failed = {}
+                for event_type, events in by_type.items():
+                    failed = {**failed, **await self._batched[event_type](events, uow)}
+                for event_id in failed:
+                    await inbox.forget(uow.connection, self.group, event_id)
+                await uow.commit()
+        except Exception as exc:
+            return settled + [(d, await self._failed(d, e, exc)) for d, e in taken]
+        firsts = {id(delivery) for delivery, _ in fresh}
+        for delivery, event in taken:
+            failure = failed.get(event.event_id)
+            if failure is not None:
+                cause = failure.cause if isinstance(failure, KeepAndRetry) else failure
+                settled.append((delivery, await self._failed(delivery, event, cause)))
+            elif id(delivery) in firsts:
+                settled.append((delivery, self._handled(delivery, event)))
+            else:
+                settled.append((delivery, self._duplicate(delivery, event)))
+        return settled
+
+    async def _failed(self, delivery: Delivery, event: EventEnvelope, exc: Exception) -> Outcome:
+        """A failed handling: left pending (redelivered after claim_idle_ms), or dead-lettered on its
+        `max_deliveries`-th delivery."""
+        event_id = str(event.event_id)
+        metrics.HANDLER_FAILURES.labels(stream=delivery.stream, group=self.group).inc()
+        if delivery.delivery_count >= self.max_deliveries:
+            await self._dead_letter(delivery, event, f"{type(exc).__name__}: {exc}")
+            return Outcome("dead", delivery.message_id, event_id)
+        log.warning("event.failed", **self._context(delivery, event), **failure_fields(exc))
+        return Outcome("retry", delivery.message_id, event_id)
+
+    def _handled(self, delivery: Delivery, event: EventEnvelope) -> Outcome:
+        labels = {"stream": delivery.stream, "group": self.group, "event_type": event.event_type}
+        metrics.EVENTS_HANDLED.labels(**labels).inc()
+        log.info("event.handled", **self._context(delivery, event))
+        return Outcome("handled", delivery.message_id, str(event.event_id))
+
+    def _duplicate(self, delivery: Delivery, event: EventEnvelope) -> Outcome:
         metrics.DUPLICATES_SKIPPED.labels(stream=delivery.stream, group=self.group).inc()
-        log.info("event.duplicate", **context)
-        return Outcome("duplicate", delivery.message_id, event_id)
+        log.info("event.duplicate", **self._context(delivery, event))
+        return Outcome("duplicate", delivery.message_id, str(event.event_id))
 
     def _context(self, delivery: Delivery, event: EventEnvelope) -> dict[str, object]:
         """What the logs say about a delivery (built only for one that is handled: most are not)."""
@@ -466,6 +590,11 @@ class EventConsumer:
             dead_id=dead_id,
             deliveries=delivery.delivery_count,
         )
+
+
+def _key(delivery: Delivery) -> str:
+    """The aggregate a message is about: its messages are handled in order (else its own id)."""
+    return str(delivery.fields.get("aggregate_id") or delivery.message_id)
 
 
 def _written_ms(message_id: str) -> int | None:

@@ -1,15 +1,18 @@
 """Payment notices by SMS and email: one consumer of the outbox's status changes, off the saga's path.
 
-One consumer group ("payment-notices") sends both channels of a final status change in one
-transaction: its inbox row, one read of the facts, the audit records of what went out, one commit.
-A notice is sent in the handler, inside that transaction, so an event delivered twice (redelivery,
-claim, replay) finds the inbox row and sends nothing. The channels stay independent: when one
+One consumer group ("payment-notices") sends both channels of a final status change, and the final
+status changes one read returns share one transaction (EventConsumer.register_batch): their inbox
+rows, one read of the facts each, the notices sent together, the audit records of what went out,
+one commit (one per notice cost a commit per payment; the consumer waits `linger_ms` between reads
+that find less than a batch, so that under load several share it). A notice is sent inside that
+transaction, so an event delivered twice (redelivery, claim, replay) finds the inbox row and sends
+nothing. The channels stay independent: when one
 fails after the other went out, what went out is committed with each sent channel's marker (an
 inbox row under the channel's name) and without the group's inbox row (KeepAndRetry), and the
 event comes back after `claim_idle_ms`, when the read sees the markers and only the failed channel
 is tried again; after `max_deliveries` it is dead-lettered (`penpay dead-letters`). The one window
-left is a crash after the provider took the message and before the commit: it is sent again
-(providers take no idempotency key), never lost. A recipient over its rate limit is skipped
+left is a crash after a provider took a message and before the commit: the batch's notices are
+sent again (providers take no idempotency key), never lost. A recipient over its rate limit is skipped
 (logged): a notice is worth less than a flood.
 
 Until 2026-12 each channel had a group of its own, "payment-notice-sms" and "payment-notice-email",
@@ -23,6 +26,7 @@ The saga never waits for any of this: it only writes its events; this group read
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,11 +41,11 @@ from domain.shared.clock import Clock, SystemClock
 from domain.shared.ids import TransactionId
 from persistence import inbox
 from persistence.audit_sealer import sealed_in_background, sealer_for
-from persistence.payment_notice_reads import notice_facts
+from persistence.payment_notice_reads import NoticeRead, notice_facts
 from persistence.unit_of_work import SqlUnitOfWork
 from security.pii import PiiCipher
 from workers.bus import MessageBus
-from workers.consumer import EventConsumer, KeepAndRetry
+from workers.consumer import BatchHandler, EventConsumer, KeepAndRetry
 from workers.envelope import EventEnvelope
 
 log = structlog.get_logger("penpay.notices")
@@ -69,12 +73,15 @@ def notification_consumers(
     # Most of the stream is status changes that make no notice, acknowledged unread: a larger
     # batch reads and acknowledges a relay's burst in a few round trips instead of one per ten.
     options.setdefault("batch_size", 50)
+    # Notices wait a little between reads that find fewer than a batch: the final status changes
+    # a read returns share one commit (one per notice cost a commit per payment).
+    options.setdefault("linger_ms", 200)
     consumer = EventConsumer(
         bus, engine, group=NOTICE_GROUP, streams=NOTICE_STREAMS, clock=clock, uow_factory=units, **options
     )
     # Only a final status makes a notice: the others are acknowledged without an inbox row.
     handler = _handler(tuple(channels), notifier, DeferredSeal(engine, delay=seal_delay))
-    consumer.register("TransactionStatusChanged", handler, wants=_reaches_final)
+    consumer.register_batch("TransactionStatusChanged", handler, wants=_reaches_final)
     return [consumer]
 
 
@@ -117,51 +124,68 @@ def _reaches_final(event: EventEnvelope) -> bool:
         return False
 
 
-def _handler(channels: tuple[str, ...], notifier: Notifier, seal: DeferredSeal) -> Any:
-    async def handle(event: EventEnvelope, uow: SqlUnitOfWork) -> None:
-        try:
-            reached = TransactionStatus(str(event.data().get("to_status")))
-        except ValueError:
-            return
-        if reached not in _REACHED:
-            return
-        # One narrow read (the transaction's facts, the user's contacts, the channels' markers) in
-        # the inbox's transaction: the status change carries no contact, and must not.
-        tx_id = TransactionId.from_str(event.aggregate_id)
-        read = await notice_facts(uow.connection, tx_id, event_id=event.event_id, markers=SENT_MARKERS)
-        if read is None:
-            log.warning("notice.no_transaction", transaction_id=event.aggregate_id)
-            return
-        notice = notice_for(read.facts, reached)
-        if notice is None:
-            return
-        sent: list[str] = []
-        failure: Exception | None = None
-        for channel in channels:
-            if channel in read.sent:
-                continue
+def _handler(channels: tuple[str, ...], notifier: Notifier, seal: DeferredSeal) -> BatchHandler:
+    async def handle(events: Sequence[EventEnvelope], uow: SqlUnitOfWork) -> dict[uuid.UUID, Exception]:
+        # One narrow read per event (the transaction's facts, the user's contacts, the channels'
+        # markers) in the inbox's transaction: the status change carries no contact, and must not.
+        work: list[tuple[EventEnvelope, NoticeRead, PaymentNotice]] = []
+        for event in events:
             try:
-                if await _send(channel, notifier, read.facts, notice):
-                    sent.append(channel)
-            except Exception as error:  # the other channel is still tried; this one comes back
-                failure = failure or error
-        records = [_record(channel, notice, read.facts, event) for channel in sent]
-        for record in records:
-            uow.audit(**record)
-        if records:
+                reached = TransactionStatus(str(event.data().get("to_status")))
+            except ValueError:
+                continue
+            if reached not in _REACHED:
+                continue
+            tx_id = TransactionId.from_str(event.aggregate_id)
+            read = await notice_facts(uow.connection, tx_id, event_id=event.event_id, markers=SENT_MARKERS)
+            if read is None:
+                log.warning("notice.no_transaction", transaction_id=event.aggregate_id)
+                continue
+            notice = notice_for(read.facts, reached)
+            if notice is not None:
+                work.append((event, read, notice))
+        # The notices go out together: the batch waits for its slowest provider call, not their sum.
+        outcomes = await asyncio.gather(
+            *(_send_channels(channels, notifier, read, notice) for _, read, notice in work)
+        )
+        failed: dict[uuid.UUID, Exception] = {}
+        for (event, read, notice), (sent, failure) in zip(work, outcomes, strict=True):
+            for channel in sent:
+                uow.audit(**_record(channel, notice, read.facts, event))
+            if failure is None:
+                continue
+            if not sent:
+                failed[event.event_id] = failure  # nothing written for it: it comes back whole
+                continue
+            # What went out stands, with each sent channel's marker; the event comes back for the rest.
+            for channel in sent:
+                await inbox.record_processed(
+                    uow.connection, SENT_MARKERS[channel], event.event_id, uow.clock.now()
+                )
+            failed[event.event_id] = KeepAndRetry(failure)
+        if any(sent for sent, _ in outcomes):
             seal.request()  # a rolled-back notice makes it an empty seal, nothing worse
-        if failure is None:
-            return
-        if not sent:
-            raise failure
-        # What went out stands, with each sent channel's marker; the event comes back for the rest.
-        for channel in sent:
-            await inbox.record_processed(
-                uow.connection, SENT_MARKERS[channel], event.event_id, uow.clock.now()
-            )
-        raise KeepAndRetry(failure)
+        return failed
 
     return handle
+
+
+async def _send_channels(
+    channels: tuple[str, ...], notifier: Notifier, read: NoticeRead, notice: PaymentNotice
+) -> tuple[list[str], Exception | None]:
+    """Each channel not sent before, one after the other: the channels that went out, and the first
+    failure (the other channel is still tried; a failed one comes back)."""
+    sent: list[str] = []
+    failure: Exception | None = None
+    for channel in channels:
+        if channel in read.sent:
+            continue
+        try:
+            if await _send(channel, notifier, read.facts, notice):
+                sent.append(channel)
+        except Exception as error:
+            failure = failure or error
+    return sent, failure
 
 
 async def _send(channel: str, notifier: Notifier, tx: NoticeFacts, notice: PaymentNotice) -> bool:

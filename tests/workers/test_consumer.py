@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +23,7 @@ from persistence.tables import processed_events
 from persistence.unit_of_work import SqlUnitOfWork
 from tests.workers.conftest import STREAM, Backend, audit_count, insert_events
 from workers.bus import MessageBus
-from workers.consumer import EventConsumer, Outcome
+from workers.consumer import EventConsumer, KeepAndRetry, Outcome
 from workers.envelope import EventEnvelope
 from workers.memory_bus import InProcessBus
 from workers.relay import OutboxRelay
@@ -289,6 +291,109 @@ async def test_consumer_and_relay_run_together_until_stopped(sqlite_memory: Back
     stop.set()
     await asyncio.wait_for(task, 5)
     assert [await audit_count(sqlite_memory.engine, str(r["id"])) for r in rows] == [1] * 5
+
+
+class BatchAuditor:
+    """A batch handler: one audit row per event it handles, one call per batch. Events named in
+    `failing` fail having written nothing; those in `partly` write their row, then KeepAndRetry."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.failing: set[str] = set()
+        self.partly: set[str] = set()
+
+    async def __call__(
+        self, events: Sequence[EventEnvelope], uow: SqlUnitOfWork
+    ) -> dict[uuid.UUID, Exception]:
+        self.batches.append([str(event.event_id) for event in events])
+        failed: dict[uuid.UUID, Exception] = {}
+        for event in events:
+            if str(event.event_id) in self.failing:
+                failed[event.event_id] = RuntimeError("boom: nothing written")
+                continue
+            uow.audit(action="test.handled", subject_type="test_event", subject_id=str(event.event_id))
+            if str(event.event_id) in self.partly:
+                failed[event.event_id] = KeepAndRetry(RuntimeError("half done"))
+        return failed
+
+
+def batch_consumer(backend: Backend, group: str, handler: BatchAuditor, **kwargs: Any) -> EventConsumer:
+    options: dict[str, Any] = {"block_ms": 0, "claim_idle_ms": 0, "max_deliveries": 3, **kwargs}
+    runtime = EventConsumer(backend.bus, backend.engine, group=group, streams=[STREAM], **options)
+    runtime.register_batch("TestHappened", handler)
+    return runtime
+
+
+async def test_a_batch_handler_takes_one_reads_events_in_one_unit_of_work(backend: Backend) -> None:
+    """One call with every new event of the read, one commit: the failed event's inbox row is taken
+    back (it wrote nothing), the half-done one's work stands without its row, and only those two
+    come back, together."""
+    group, handler = group_name(), BatchAuditor()
+    runtime = batch_consumer(backend, group, handler)
+    await runtime.start()
+    ids = [str(row["id"]) for row in await insert_events(backend.engine, 4)]
+    await insert_events(backend.engine, event_type="SomethingElse")
+    handler.failing, handler.partly = {ids[1]}, {ids[2]}
+    await OutboxRelay(backend.engine, backend.bus).drain()
+
+    outcomes = await runtime.process_once()
+
+    assert sorted(statuses(outcomes)) == ["handled", "handled", "ignored", "retry", "retry"]
+    assert handler.batches == [ids]  # one call, in the stream's order
+    assert [await audit_count(backend.engine, i) for i in ids] == [1, 0, 1, 1]
+    assert await inbox_rows(backend, group) == 2
+
+    handler.failing, handler.partly = set(), set()
+    again = await runtime.process_once()  # claimed back at once (claim_idle_ms 0)
+
+    assert sorted(statuses(again)) == ["handled", "handled"]
+    assert handler.batches[1] == [ids[1], ids[2]]
+    assert [await audit_count(backend.engine, i) for i in ids] == [1, 1, 2, 1]  # the half-done: once more
+    assert await inbox_rows(backend, group) == 4
+    assert await backend.bus.pending_count(STREAM, group) == 0
+
+
+async def test_a_batch_redelivered_after_its_commit_hands_the_handler_nothing(backend: Backend) -> None:
+    group, handler = group_name(), BatchAuditor()
+    crashing = EventConsumer(
+        CrashBeforeAck(backend.bus),
+        backend.engine,
+        group=group,
+        streams=[STREAM],
+        block_ms=0,
+        claim_idle_ms=0,
+    )
+    crashing.register_batch("TestHappened", handler)
+    await crashing.start()
+    ids = [str(row["id"]) for row in await insert_events(backend.engine, 3)]
+    await OutboxRelay(backend.engine, backend.bus).drain()
+    with pytest.raises(ConsumerCrashed):
+        await crashing.process_once()  # committed, then died before its acknowledgement
+
+    outcomes = await batch_consumer(backend, group, handler).process_once()
+
+    assert statuses(outcomes) == ["duplicate"] * 3
+    assert handler.batches == [ids]  # not called again: nothing new in the batch
+    assert [await audit_count(backend.engine, i) for i in ids] == [1, 1, 1]
+
+
+async def test_a_running_batch_consumer_lingers_and_handles_everything(sqlite_memory: Backend) -> None:
+    from workers.host import run_workers
+
+    group, handler = group_name(), BatchAuditor()
+    runtime = batch_consumer(sqlite_memory, group, handler, block_ms=50, linger_ms=50)
+    relay = OutboxRelay(sqlite_memory.engine, sqlite_memory.bus, poll_interval=0.02)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_workers(stop, relay=relay, consumers=[runtime]))
+    rows = await insert_events(sqlite_memory.engine, 5)
+    for _ in range(200):
+        if await inbox_rows(sqlite_memory, group) == 5:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert [await audit_count(sqlite_memory.engine, str(r["id"])) for r in rows] == [1] * 5
+    assert sorted(i for batch in handler.batches for i in batch) == sorted(str(r["id"]) for r in rows)
 
 
 async def test_a_wake_up_handler_runs_without_inbox_rows_and_a_repeat_just_looks_again(
