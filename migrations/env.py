@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from persistence.engine import create_engine
 from persistence.schema_compare import compare_type
+from persistence.server_check import require_supported
 from persistence.tables import metadata
 
 config = context.config
@@ -37,6 +38,10 @@ def configure(connection: Connection) -> None:
 
 
 def run_with_connection(connection: Connection) -> None:
+    dialect = connection.dialect
+    # Before anything changes: a server the code cannot run on is refused, named (server_check.py)
+    mariadb = bool(getattr(dialect, "is_mariadb", False))
+    require_supported(dialect.name, is_mariadb=mariadb, version=dialect.server_version_info)
     configure(connection)
     with context.begin_transaction():
         context.run_migrations()

@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from penpay import commands
 from penpay.logging_setup import setup_logging
 from penpay.settings import SettingsError
+from persistence.server_check import UnsupportedDatabase
 from security.config import MissingSecret
 
 GROUPS = {
@@ -71,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setting_problem(error: BaseException) -> BaseException | None:
-    """The SettingsError / MissingSecret behind `error`, also from inside an exception group."""
-    if isinstance(error, SettingsError | MissingSecret):
+    """The SettingsError / MissingSecret / UnsupportedDatabase behind `error`, also from inside an
+    exception group."""
+    if isinstance(error, SettingsError | MissingSecret | UnsupportedDatabase):
         return error
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:

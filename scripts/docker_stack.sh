@@ -5,7 +5,7 @@
 #  2. start a private dockerd (no bridge, no iptables; its own socket and data under $DOCKER_DIR);
 #  3. debootstrap a Debian bookworm rootfs with python3, trusting the host's extra CAs (this
 #     machine's TLS proxy), and `docker import` it as the base image;
-#  4. build the stand-ins for mysql:8.0 (MariaDB) and redis:7 on it, and the Dockerfile with
+#  4. build the stand-ins for mariadb:10.11 and redis:7 on it, and the Dockerfile with
 #     BASE_IMAGE set to it;
 #  5. check the image: not root, no compilers, no pip, `penpay --help` runs;
 #  6. run the sandbox (profile simulators) with host networking (deploy/compose.host.yml), wait
@@ -75,7 +75,7 @@ if ! docker image inspect penpay-base:bookworm >/dev/null 2>&1; then
 fi
 docker run --rm penpay-base:bookworm python3 --version
 
-step "images: stand-ins for mysql:8.0 and redis:7, and the Dockerfile on the local base"
+step "images: stand-ins for mariadb:10.11 and redis:7, and the Dockerfile on the local base"
 nice_ docker build -q --network host -t penpay-mariadb:local -f deploy/standins/mariadb.Dockerfile deploy/standins
 nice_ docker build -q --network host -t penpay-redis:local -f deploy/standins/redis.Dockerfile deploy/standins
 started=$(date +%s)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# mysql:8.0's entrypoint contract, enough for docker-compose.yml: MYSQL_DATABASE, MYSQL_USER,
+# The MariaDB image's entrypoint contract, enough for docker-compose.yml: MYSQL_DATABASE, MYSQL_USER,
 # MYSQL_PASSWORD[_FILE], MYSQL_ROOT_PASSWORD[_FILE]; arguments are mariadbd options.
 set -eu
 secret() { eval "f=\${${1}_FILE:-}"; if [ -n "$f" ]; then cat "$f"; else eval "printf %s \"\${$1:-}\""; fi; }
