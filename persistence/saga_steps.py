@@ -19,27 +19,27 @@ from persistence.transaction_repository import SqlTransactionRepository
 _t = saga_steps
 
 
-def _start_row() -> dict[str, Any]:
-    """`start`'s row, its values bound at execution: the statement is built once (building it per
+def _bound(*names: str) -> dict[str, Any]:
+    """A step row's columns bound at execution: each statement is built once (building it per
     call, with its ON DUPLICATE KEY alias of the table, cost more CPU than sending it)."""
-    row: dict[str, Any] = {
-        name: bindparam(name, type_=_t.c[name].type)
-        for name in ("transaction_id", "step", "started_at", "updated_at", "detail")
-    }
-    return {**row, "attempts": 1, "retry_at": None}
+    return {name: bindparam(name, type_=_t.c[name].type) for name in names}
+
+
+_ROW = ("transaction_id", "step", "started_at", "updated_at", "detail")
 
 
 def _start_statements() -> tuple[Any, Any]:
     """`start`'s one statement, on MariaDB and on SQLite: insert the first attempt, or count one
     more (and clear a deferral)."""
-    my = mysql_insert(_t).values(_start_row())
+    row = {**_bound(*_ROW), "attempts": 1, "retry_at": None}
+    my = mysql_insert(_t).values(row)
     on_mariadb = my.on_duplicate_key_update(
         attempts=_t.c.attempts + 1,
         updated_at=my.inserted.updated_at,
         detail=my.inserted.detail,
         retry_at=None,
     )
-    lite = sqlite_insert(_t).values(_start_row())
+    lite = sqlite_insert(_t).values(row)
     on_sqlite = lite.on_conflict_do_update(
         index_elements=[_t.c.transaction_id, _t.c.step],
         set_={
@@ -52,22 +52,16 @@ def _start_statements() -> tuple[Any, Any]:
     return on_mariadb, on_sqlite
 
 
-_START_MYSQL, _START_SQLITE = _start_statements()
-
-
 def _arm_statements() -> tuple[Any, Any]:
     """`arm`'s one statement, on MariaDB and on SQLite: insert the armed step, or leave the row there
     as it is (the no-op update keeps MariaDB's insert from failing on the key)."""
-    row: dict[str, Any] = {
-        name: bindparam(name, type_=_t.c[name].type)
-        for name in ("transaction_id", "step", "started_at", "updated_at", "detail", "retry_at")
-    }
-    my = mysql_insert(_t).values({**row, "attempts": 0})
-    lite = sqlite_insert(_t).values({**row, "attempts": 0})
-    return my.on_duplicate_key_update(step=_t.c.step), lite.on_conflict_do_nothing()
+    row = {**_bound(*_ROW, "retry_at"), "attempts": 0}
+    my = mysql_insert(_t).values(row)
+    return my.on_duplicate_key_update(step=_t.c.step), sqlite_insert(_t).values(row).on_conflict_do_nothing()
 
 
-_ARM_MYSQL, _ARM_SQLITE = _arm_statements()
+_START = _start_statements()
+_ARM = _arm_statements()
 
 
 def _record(row: object) -> StepRecord:
@@ -112,33 +106,26 @@ class SqlSagaSteps:
         self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str | None = None
     ) -> None:
         # One statement: insert the first attempt, or count one more (and clear a deferral).
-        statement = _START_SQLITE if self._connection.dialect.name == "sqlite" else _START_MYSQL
-        await self._connection.execute(
-            statement,
-            {
-                "transaction_id": transaction_id.value,
-                "step": step,
-                "started_at": now,
-                "updated_at": now,
-                "detail": detail[:255] if detail else None,
-            },
-        )
+        await self._upsert(_START, transaction_id, step, now, detail[:255] if detail else None)
 
     async def arm(
         self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
     ) -> None:
-        statement = _ARM_SQLITE if self._connection.dialect.name == "sqlite" else _ARM_MYSQL
-        await self._connection.execute(
-            statement,
-            {
-                "transaction_id": transaction_id.value,
-                "step": step,
-                "started_at": now,
-                "updated_at": now,
-                "retry_at": until,
-                "detail": detail[:255],
-            },
-        )
+        await self._upsert(_ARM, transaction_id, step, now, detail[:255], retry_at=until)
+
+    async def _upsert(
+        self,
+        statements: tuple[Any, Any],
+        transaction_id: TransactionId,
+        step: str,
+        now: datetime,
+        detail: str | None,
+        **more: Any,
+    ) -> None:
+        on_mariadb, on_sqlite = statements
+        statement = on_sqlite if self._connection.dialect.name == "sqlite" else on_mariadb
+        row = {"transaction_id": transaction_id.value, "step": step, "started_at": now, "updated_at": now}
+        await self._connection.execute(statement, {**row, "detail": detail, **more})
 
     def look_again_at(self, transaction_id: TransactionId, at: datetime) -> None:
         self._transactions.look_again_at(transaction_id, at)

@@ -276,21 +276,30 @@ async def test_every_group_sees_every_event_and_a_replay_is_skipped_by_groups_th
 
 
 async def test_consumer_and_relay_run_together_until_stopped(sqlite_memory: Backend) -> None:
-    from workers.host import run_workers
-
     group, handler = group_name(), AuditingHandler()
     runtime = consumer(sqlite_memory, group, handler, block_ms=50)
-    relay = OutboxRelay(sqlite_memory.engine, sqlite_memory.bus, poll_interval=0.02)
+    rows = await run_with_relay_until_handled(sqlite_memory, runtime, group, 5)
+    assert [await audit_count(sqlite_memory.engine, str(r["id"])) for r in rows] == [1] * 5
+
+
+async def run_with_relay_until_handled(
+    backend: Backend, runtime: EventConsumer, group: str, count: int
+) -> list[dict[str, Any]]:
+    """`count` new events, the relay and `runtime` running until the group's inbox holds them all
+    (or a few seconds passed), then stopped; the events' rows."""
+    from workers.host import run_workers
+
+    relay = OutboxRelay(backend.engine, backend.bus, poll_interval=0.02)
     stop = asyncio.Event()
     task = asyncio.create_task(run_workers(stop, relay=relay, consumers=[runtime]))
-    rows = await insert_events(sqlite_memory.engine, 5)
+    rows = await insert_events(backend.engine, count)
     for _ in range(200):
-        if await inbox_rows(sqlite_memory, group) == 5:
+        if await inbox_rows(backend, group) == count:
             break
         await asyncio.sleep(0.02)
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert [await audit_count(sqlite_memory.engine, str(r["id"])) for r in rows] == [1] * 5
+    return rows
 
 
 class BatchAuditor:
@@ -378,20 +387,9 @@ async def test_a_batch_redelivered_after_its_commit_hands_the_handler_nothing(ba
 
 
 async def test_a_running_batch_consumer_lingers_and_handles_everything(sqlite_memory: Backend) -> None:
-    from workers.host import run_workers
-
     group, handler = group_name(), BatchAuditor()
     runtime = batch_consumer(sqlite_memory, group, handler, block_ms=50, linger_ms=50)
-    relay = OutboxRelay(sqlite_memory.engine, sqlite_memory.bus, poll_interval=0.02)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_workers(stop, relay=relay, consumers=[runtime]))
-    rows = await insert_events(sqlite_memory.engine, 5)
-    for _ in range(200):
-        if await inbox_rows(sqlite_memory, group) == 5:
-            break
-        await asyncio.sleep(0.02)
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    rows = await run_with_relay_until_handled(sqlite_memory, runtime, group, 5)
     assert [await audit_count(sqlite_memory.engine, str(r["id"])) for r in rows] == [1] * 5
     assert sorted(i for batch in handler.batches for i in batch) == sorted(str(r["id"]) for r in rows)
 
