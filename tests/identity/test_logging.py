@@ -123,3 +123,26 @@ async def test_a_full_identity_flow_logs_no_secret(identity: Identity, captured:
     ]
     for secret in secrets_used:
         assert secret not in output
+
+
+@pytest.mark.unit
+def test_a_line_below_the_level_is_dropped_before_it_is_stamped_or_formatted() -> None:
+    """Production runs at WARNING and a payment logs mostly INFO: those lines must cost no stamping,
+    formatting or scrubbing (a value that cannot be formatted shows whether any ran)."""
+
+    class Unformattable:
+        def __str__(self) -> str:
+            raise AssertionError("formatted although below the level")
+
+    stream, root = io.StringIO(), logging.getLogger()
+    level = root.level
+    configure_logging("WARNING", stream)
+    try:
+        structlog.get_logger("penpay.test").info("value %s", Unformattable())
+        structlog.get_logger("penpay.test").warning("kept %s", "this")
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "penpay-json"]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        structlog.reset_defaults()
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["kept this"]
