@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -426,7 +425,7 @@ class SagaRunner:
         steps = _started({}, Step.STK_PUSH, now)
 
         return _claimed_call(
-            lambda: self._call_stk_push(copy.deepcopy(tx), steps), tx.id, "saga.initiator_push_failed"
+            lambda: self._call_stk_push(tx.copied(), steps), tx.id, "saga.initiator_push_failed"
         )
 
     def send_soon(self, call: Callable[[], Awaitable[None]]) -> None:
@@ -917,7 +916,7 @@ class SagaRunner:
             # The float cannot cover the payout: nothing was committed (`known` is spent)
             return await self._finish_tx(tx_id, debited(False), only_if=only_if)
         if done is not None and claimed:
-            sent = copy.deepcopy(done)  # the answer is recorded on a copy: `done` is the caller's
+            sent = done.copied()  # the answer is recorded on a copy: `done` is the caller's
             self.send_soon(_claimed_call(lambda: self._call_b2c(sent), done.id, "saga.claimed_b2c_failed"))
         return done
 

@@ -11,6 +11,7 @@ FAILED or REVERSED; it is not cleared when that problem is later resolved.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -970,6 +971,15 @@ class Transaction:
                 )
             )
         self._record(TransactionCompleted(**self._common(at), type=self.type))
+
+    def copied(self) -> Transaction:
+        """A copy that changes apart from this one (a call sent in the background records its answer
+        on it while this one is the caller's). Every field holds an immutable value or is replaced
+        when it changes, but for the pending events: a shallow copy with a list of its own is whole,
+        at a fraction of a deep copy's cost."""
+        twin = copy.copy(self)
+        twin._pending_events = list(self._pending_events)
+        return twin
 
     def pull_events(self) -> list[DomainEvent]:
         """The events since the last save, each marked `moved_on` when this save moved the

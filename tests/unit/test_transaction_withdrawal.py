@@ -249,3 +249,23 @@ def test_a_save_that_moves_on_marks_what_it_passed(withdrawal: Transaction, now:
     ]
     assert moved_on(ended) == [False, True, True]  # only the change to COMPLETED stands
     assert debit_and_payout[0].payload()["moved_on"] is True  # what the saga's consumer reads
+
+
+def test_a_copy_changes_apart_from_its_original(withdrawal: Transaction, now: datetime) -> None:
+    """What a call sent in the background records on its copy is not the caller's, nor the reverse."""
+    tx = _debited(withdrawal, now)
+    tx.mpesa_disbursement_sent(originator_conversation_id="PENPAY-1", now=now)
+    pending = len(tx._pending_events)
+    twin = tx.copied()
+
+    twin.mpesa_disbursement_accepted(conversation_id="AG_1", now=now)
+    twin.mark_outcome_unknown("B2C: the answer was lost", now=now)  # records an event
+
+    assert status(tx) is S.MPESA_DISBURSEMENT_SENT and status(twin) is S.OUTCOME_UNKNOWN
+    assert tx.version == twin.version - 2 and len(tx._pending_events) == pending
+    assert tx.mpesa_disbursement is not None and tx.mpesa_disbursement.conversation_id is None
+    assert twin.mpesa_disbursement is not None and twin.mpesa_disbursement.conversation_id == "AG_1"
+    assert len(twin._pending_events) == pending + 1
+
+    tx.pull_events()  # the caller saves its own: the copy keeps what it holds
+    assert len(twin._pending_events) == pending + 1
