@@ -440,11 +440,11 @@ class EventConsumer:
 
     async def _settle(self, delivery: Delivery) -> Outcome:
         """Handle one delivery; its acknowledgement is the caller's (see _TO_ACK)."""
+        if self._is_batched(delivery):  # a batch of one (the callers split batches off)
+            return (await self._settle_together([delivery]))[0][1]
         event = await self._taken(delivery)
         if isinstance(event, Outcome):
             return event
-        if event.event_type in self._batched:  # a batch of one (the callers split batches off)
-            return (await self._settle_together([delivery]))[0][1]
         standalone = self._standalone.get(event.event_type)
         if standalone is not None:
             return await self._handle_standalone(delivery, event, standalone, self._context(delivery, event))

@@ -181,7 +181,7 @@ class SagaSteps(Protocol):
         self, transaction_id: TransactionId, step: str, *, now: datetime, until: datetime, detail: str
     ) -> None:
         """`step` started at `now` with no attempt counted, to be asked before `until` (its retry
-        time: decisions.is_armed), unless it has a row already (which is then left as it is)."""
+        time: decisions.armed_until), unless it has a row already (which is then left as it is)."""
         ...
 
     async def reset(self, transaction_id: TransactionId, step: str, *, now: datetime, detail: str) -> None:
