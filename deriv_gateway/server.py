@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -35,6 +35,10 @@ log = get_logger("deriv_gateway.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DerivGatewayService"].full_name
 T = TypeVar("T")
 
+
+# How long one step of GatewayServer.stop may take before it is left behind (a container's stop
+# grace is 10 s by default: the four steps fit in it unless one of them hangs).
+STOP_STEP_LIMIT = 3.0
 
 # How far back FindStatementLine reads at most.
 STATEMENT_SEARCH_WINDOW = timedelta(days=30)
@@ -344,6 +348,28 @@ class DerivGatewayServicer(pb_grpc.DerivGatewayServiceServicer):
         )
 
 
+@dataclass(frozen=True)
+class StopOverrun:
+    """A step of GatewayServer.stop that did not end within its limit, left running."""
+
+    step: str
+    waiting_at: str
+    task: asyncio.Future[object]
+
+
+def _waiting_at(task: asyncio.Future[object]) -> str:
+    """The innermost coroutine a task is suspended in, as path:line function (a stop's diagnosis)."""
+    if not isinstance(task, asyncio.Task):
+        return "unknown"
+    coro: Any = task.get_coro()
+    while getattr(coro, "cr_await", None) is not None and hasattr(coro.cr_await, "cr_frame"):
+        coro = coro.cr_await  # down the chain of awaited coroutines to the one awaiting a future
+    frame = getattr(coro, "cr_frame", None)
+    if frame is None:
+        return "unknown"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}"
+
+
 def make_lease(config: GatewayConfig) -> Lease:
     if not config.redis_url:
         return LocalLease()
@@ -392,6 +418,8 @@ class GatewayServer:
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
         self._health_task: asyncio.Task[None] | None = None
+        # the steps of stop() that overran their limit (tests; each is logged)
+        self.stop_overruns: list[StopOverrun] = []
 
     @property
     def address(self) -> str:
@@ -433,16 +461,31 @@ class GatewayServer:
         if asyncio.iscoroutine(result):
             await result
 
-    async def stop(self, grace: float = 1.0) -> None:
-        with contextlib.suppress(Exception):
-            await self.gateway.stop()
+    async def stop(self, grace: float = 1.0, step_limit: float = STOP_STEP_LIMIT) -> None:
+        """Release the lease first (a standby may take over at once), then close the rest.
+
+        Each step gets at most `step_limit` seconds: one that overruns is logged with where it
+        waits and left behind, so a stop always ends (the process exits after it; the journal's
+        fence keeps a left-behind step from writing once another gateway leads).
+        """
+        await self._bounded("gateway", self.gateway.stop, step_limit)
         if self.rest is not None:
-            await self.rest.close()
+            await self._bounded("rest", self.rest.close, step_limit)
         if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
-        await self.journal.close()
-        log.info("gateway.stopped")
+            server, self._server = self._server, None
+            await self._bounded("grpc", lambda: server.stop(grace), step_limit + grace)
+        await self._bounded("journal", self.journal.close, step_limit)
+        log.info("gateway.stopped", overran=[o.step for o in self.stop_overruns] or None)
+
+    async def _bounded(self, step: str, work: Callable[[], Awaitable[object]], limit: float) -> None:
+        task = asyncio.ensure_future(work())
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        if not done:
+            overrun = StopOverrun(step, _waiting_at(task), task)
+            self.stop_overruns.append(overrun)
+            log.error("gateway.stop_step_overran", step=step, limit=limit, waiting_at=overrun.waiting_at)
+        elif not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("gateway.stop_step_failed", step=step, error=type(exc).__name__)
 
     async def wait_serving(self, timeout: float) -> None:  # noqa: ASYNC109
         """Until this instance is leader and its agent connection is authorized."""

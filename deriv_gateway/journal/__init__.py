@@ -24,6 +24,7 @@ from deriv_gateway.journal.records import (
     FENCE_ID,
     NOT_SENT,
     SENDING,
+    JournalClosed,
     Operation,
     StaleFencingToken,
 )
@@ -31,4 +32,14 @@ from deriv_gateway.journal.store import Journal
 
 # The journal's face: what the gateway, the REST transport and the tests use (`journal.Journal`,
 # `journal.SENDING`, ...); the modules behind it are its own.
-__all__ = ["DONE", "FAILED", "FENCE_ID", "NOT_SENT", "SENDING", "Journal", "Operation", "StaleFencingToken"]
+__all__ = [
+    "DONE",
+    "FAILED",
+    "FENCE_ID",
+    "NOT_SENT",
+    "SENDING",
+    "Journal",
+    "JournalClosed",
+    "Operation",
+    "StaleFencingToken",
+]

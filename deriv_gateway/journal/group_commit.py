@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deriv_gateway.journal.records import StaleFencingToken
+from deriv_gateway.journal.records import JournalClosed, StaleFencingToken
 from persistence.tables import deriv_gateway_operations as ops
 
 
@@ -60,6 +60,8 @@ class GroupCommit:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        queued, self._queue = self._queue, []
+        _abandon(queued)
         await self._drop_connection()
 
     async def _drop_connection(self) -> None:
@@ -74,7 +76,11 @@ class GroupCommit:
                 continue
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                results = await self._commit_batch(batch)
+                try:
+                    results = await self._commit_batch(batch)
+                except asyncio.CancelledError:
+                    _abandon(batch)  # closed mid-batch: its callers must not wait for ever
+                    raise
                 for (_, _, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
@@ -112,6 +118,14 @@ class GroupCommit:
     async def _commit(self, batch: list[tuple[str, dict[str, Any], asyncio.Future[Any]]]) -> list[Any]:
         """Commit the batch in one transaction; per item, its answer (or exception) in order."""
         raise NotImplementedError
+
+
+def _abandon(items: list[tuple[str, dict[str, Any], asyncio.Future[Any]]]) -> None:
+    """The lane closed before these were answered: each caller gets JournalClosed. A batch the lane
+    had already sent may still commit; its claims are then SENDING rows the next sweep settles."""
+    for _, _, future in items:
+        if not future.done():
+            future.set_exception(JournalClosed("the journal closed before this write was answered"))
 
 
 def past_the_fence(

@@ -83,6 +83,11 @@ class FenceMissing(RuntimeError):
     """The fence row was deleted behind the journal's back: created again on the next write."""
 
 
+class JournalClosed(RuntimeError):
+    """The journal closed (the gateway stopping) while a write waited for its commit: the caller
+    learns nothing of it, as after a crash (a claim may still be committed: a SENDING row)."""
+
+
 def claimed_row(values: dict[str, Any]) -> Operation:
     return Operation(
         operation_id=values["operation_id"],
