@@ -103,6 +103,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="e2e cluster's MariaDB driver (the scheme of PENPAY_DATABASE_URL), for A/B runs",
     )
     parser.add_argument(
+        "--statement-cache",
+        type=int,
+        default=None,
+        help="e2e cluster's prepared statements per connection (stmt_cache_size in PENPAY_DATABASE_URL; "
+        "0: every statement as text), for A/B runs; default: the engine's own",
+    )
+    parser.add_argument(
         "--db-socket",
         action="store_true",
         help="e2e cluster on its private mariadbd's Unix socket instead of TCP on loopback, for A/B runs",
@@ -154,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "pin_seconds": args.pin_seconds,
         "event_loop": args.event_loop,
         "mysql_driver": args.mysql_driver,
+        "statement_cache": args.statement_cache,
         "seconds": args.seconds,
         "warmup": args.warmup,
         "run_seconds": round(time.monotonic() - started, 1),

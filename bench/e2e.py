@@ -275,6 +275,8 @@ COUNTERS = (
     "Com_release_savepoint",
     "Com_set_option",
     "Com_admin_commands",  # COM_PING is counted here (MariaDB does not count it in Questions)
+    "Com_stmt_prepare",  # a round trip Questions does not count (the engine's statement cache)
+    "Com_stmt_execute",  # of Questions, the statements executed prepared (binary protocol)
     "Innodb_row_lock_waits",
     "Innodb_row_lock_time",
 )
@@ -290,6 +292,25 @@ async def _server_counters(url: str) -> dict[str, int]:
     async with _engine(url).connect() as connection:
         rows = (await connection.execute(query)).all()
     return {str(name): int(value) for name, value in rows}
+
+
+async def _prepared_statements(url: str) -> str:
+    """The server-side prepared statements held now (the engine's statement cache in every process's
+    pooled connections) against the server's limit, and the connections holding them."""
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
+        " WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'), @@max_prepared_stmt_count,"
+        " (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
+        " WHERE VARIABLE_NAME = 'THREADS_CONNECTED')"
+    )
+    async with _engine(url).connect() as connection:
+        held, limit, connected = (await connection.execute(query)).one()
+    return (
+        f"prepared statements held by the server: {int(held)} of max_prepared_stmt_count {int(limit)}, "
+        f"over {int(connected)} connections"
+    )
 
 
 async def _reset_digests(url: str) -> bool:
@@ -348,8 +369,12 @@ class PerCompleted:
         return self.get("Com_admin_commands")
 
     @property
+    def prepares(self) -> float:
+        return self.get("Com_stmt_prepare")
+
+    @property
     def round_trips(self) -> float:
-        return self.statements + self.pings
+        return self.statements + self.pings + self.prepares
 
     def describe(self) -> str:
         # The kinds (Com_*) also count what triggers run, once per row (0028's audit records of
@@ -362,8 +387,10 @@ class PerCompleted:
             f"insert {g('Com_insert'):.1f}, update "
             f"{g('Com_update') + g('Com_update_multi'):.1f}, "
             f"delete {g('Com_delete') + g('Com_delete_multi'):.1f}, savepoint {g('Com_savepoint'):.1f}, "
-            f"release {g('Com_release_savepoint'):.1f}, set {g('Com_set_option'):.1f}) + {self.pings:.1f} "
-            f"pings; {g('Com_commit'):.1f} commits, {g('Com_rollback'):.1f} rollbacks; "
+            f"release {g('Com_release_savepoint'):.1f}, set {g('Com_set_option'):.1f}; "
+            f"{g('Com_stmt_execute'):.1f} of them prepared) + {self.pings:.1f} pings + "
+            f"{self.prepares:.1f} prepares; "
+            f"{g('Com_commit'):.1f} commits, {g('Com_rollback'):.1f} rollbacks; "
             f"{g('Innodb_row_lock_waits'):.2f} row-lock waits ({g('Innodb_row_lock_time'):.0f} ms waited)"
         )
 
@@ -455,14 +482,17 @@ async def run_e2e_group(args: argparse.Namespace, results: Results) -> None:
         )
 
 
-def _with_driver(url: str, driver: str, socket: str | None = None) -> str:
-    """The cluster's database URL with `driver` (aiomysql, asyncmy) in its scheme, and through
-    `socket` (a Unix socket) when given."""
+def _with_driver(url: str, driver: str, socket: str | None = None, statement_cache: int | None = None) -> str:
+    """The cluster's database URL with `driver` (aiomysql, asyncmy) in its scheme, through `socket`
+    (a Unix socket) and with asyncmy's `statement_cache` (prepared statements per connection) when
+    given."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url).set(drivername=f"mysql+{driver}")
     if socket is not None:
         parsed = parsed.update_query_dict({"unix_socket": socket})
+    if statement_cache is not None:
+        parsed = parsed.update_query_dict({"stmt_cache_size": str(statement_cache)})
     return parsed.render_as_string(hide_password=False)
 
 
@@ -506,7 +536,12 @@ async def _run_on(
         tempfile.TemporaryDirectory(prefix="penpay-bench-e2e-") as tmp,
     ):
         config = ClusterConfig(
-            database_url=_with_driver(url, getattr(args, "mysql_driver", "asyncmy"), db.socket),
+            database_url=_with_driver(
+                url,
+                getattr(args, "mysql_driver", "asyncmy"),
+                db.socket,
+                getattr(args, "statement_cache", None),
+            ),
             redis_url=args.redis_url,
             workdir=Path(tmp),
             seed=7,
@@ -661,6 +696,7 @@ async def _measured_phase(
     _floor_figures(results, kind.lower(), per, cpu)
     _machine_figures(results, kind.lower(), per, cpu, goal)
     results.notes.append(await _slowest_timelines(url, kind, since))
+    results.notes.append(f"e2e {kind.lower()}s: {await _prepared_statements(url)}")
     if digests and per.done:
         top = await _top_digests(url, per.done)
         results.notes.append(
@@ -769,7 +805,7 @@ def _floor_figures(results: Results, kind: str, per: PerCompleted, cpu: dict[str
         per.round_trips,
         "stmts",
         Goal(f"<= {statements}", "value_at_most", statements),
-        f"{per.statements:.1f} statements + {per.pings:.1f} pings",
+        f"{per.statements:.1f} statements + {per.pings:.1f} pings + {per.prepares:.1f} prepares",
     )
     add(
         f"commits per completed {kind}",

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from persistence.engine import create_engine
 from persistence.unit_of_work import SqlUnitOfWork
@@ -64,3 +64,50 @@ async def test_a_burst_beyond_pool_size_keeps_the_connections_it_opened(engine: 
     async with engine.connect() as first, engine.connect() as second:
         again = {(await c.execute(text("SELECT CONNECTION_ID()"))).scalar_one() for c in (first, second)}
     assert len(opened) == 2 and again == opened
+
+
+_PREPARED = text("SELECT CONNECTION_ID() + :n")
+
+
+async def _statement_counts(engine: AsyncEngine, runs: int) -> tuple[int, int]:
+    """Run _PREPARED `runs` times on one connection: (prepares, prepared executions) it cost there,
+    the SHOW that reads them included (a statement of the cache too: its second run executes it)."""
+
+    async def counts(connection: AsyncConnection) -> tuple[int, int]:
+        rows = await connection.execute(
+            text("SHOW SESSION STATUS WHERE Variable_name IN ('Com_stmt_prepare', 'Com_stmt_execute')")
+        )
+        found = {str(name): int(value) for name, value in rows}
+        return found["Com_stmt_prepare"], found["Com_stmt_execute"]
+
+    async with engine.connect() as connection:
+        prepares, executions = await counts(connection)
+        for n in range(runs):
+            await connection.execute(_PREPARED, {"n": n})
+        after = await counts(connection)
+    return after[0] - prepares, after[1] - executions
+
+
+@pytest.mark.skipif(databases.MYSQL_DRIVER != "asyncmy", reason="asyncmy's statement cache")
+async def test_a_statement_met_again_is_executed_prepared(engine: AsyncEngine) -> None:
+    assert await _statement_counts(engine, 3) == (1, 3 + 1)  # prepared once, then executed in binary
+    assert await _statement_counts(engine, 2) == (0, 2 + 1)  # the connection keeps it across checkouts
+
+
+@pytest.mark.skipif(databases.MYSQL_DRIVER != "asyncmy", reason="asyncmy's statement cache")
+async def test_the_database_url_turns_the_statement_cache_off(mariadb_url: str) -> None:
+    engine = create_engine(f"{mariadb_url}?stmt_cache_size=0", pool_size=1)
+    try:
+        assert await _statement_counts(engine, 3) == (0, 0)  # every statement sent as text
+    finally:
+        await engine.dispose()
+
+
+async def test_a_dead_connection_is_replaced_under_a_prepared_statement(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        killed = (await connection.execute(_PREPARED, {"n": 0})).scalar_one()
+        await connection.execute(_PREPARED, {"n": 0})  # now prepared on this connection
+    _kill(killed)
+    async with SqlUnitOfWork(engine) as uow:  # the statement the dead connection had prepared
+        now_id = (await uow.connection.execute(_PREPARED, {"n": 0})).scalar_one()
+    assert now_id != killed

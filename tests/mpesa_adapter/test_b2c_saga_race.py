@@ -96,11 +96,12 @@ def _result(ocid: str, receipt: str) -> Any:
 async def _waits_on(conn: AsyncConnection, watcher: AsyncEngine, task: asyncio.Task[Any]) -> None:
     """Return once `task` is finished or another connection of this database is inside a locking read
     of a `transactions` row, which `conn`'s transaction holds (a condition, not a duration: the loop
-    ends on what the server reports; PROCESSLIST needs no privilege for one's own connections)."""
+    ends on what the server reports; PROCESSLIST needs no privilege for one's own connections;
+    Execute: the engine's statements run prepared)."""
     holder = (await conn.execute(text("SELECT CONNECTION_ID()"))).scalar_one()
     query = text(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
-        " AND ID NOT IN (:holder, CONNECTION_ID()) AND COMMAND = 'Query'"
+        " AND ID NOT IN (:holder, CONNECTION_ID()) AND COMMAND IN ('Query', 'Execute')"
         " AND INFO LIKE '%FROM transactions%FOR UPDATE%'"
     )
     while not task.done():

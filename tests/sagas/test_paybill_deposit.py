@@ -329,10 +329,11 @@ def _insert_waits(database: str) -> bool:
     admin = databases._admin()
     try:
         with admin.cursor() as cursor:
-            # an insert still running is waiting: nothing else holds it up
+            # an insert still running is waiting: nothing else holds it up (Execute: the engine's
+            # statements run prepared)
             cursor.execute(
-                "SELECT COUNT(*) FROM information_schema.processlist WHERE db = %s AND command = 'Query'"
-                " AND info LIKE 'INSERT INTO c2b_payments%%'",
+                "SELECT COUNT(*) FROM information_schema.processlist WHERE db = %s"
+                " AND command IN ('Query', 'Execute') AND info LIKE 'INSERT INTO c2b_payments%%'",
                 (database,),
             )
             return bool(cursor.fetchone()[0])
