@@ -54,7 +54,13 @@ SLOW_PROCESS_SAGAS = {
 
 
 async def measure(
-    role: str, deposits: int, concurrency: int, warmup: int, redis_url: str, keep: str | None
+    role: str,
+    deposits: int,
+    concurrency: int,
+    warmup: int,
+    redis_url: str,
+    keep: str | None,
+    statement_cache: int | None = None,
 ) -> tuple[int, int]:
     """(deposits completed in the window, instructions the role's process executed in it)."""
     import grpc
@@ -88,7 +94,7 @@ async def measure(
             out = os.path.join(tmp, "callgrind.out")
             wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
             config = ClusterConfig(
-                database_url=_with_driver(url, "asyncmy"),
+                database_url=_with_driver(url, "asyncmy", statement_cache=statement_cache),
                 redis_url=redis_url,
                 workdir=Path(tmp),
                 seed=7,
@@ -154,12 +160,25 @@ def main() -> int:
         "--redis-url", default=os.environ.get("PENPAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--keep", help="copy callgrind's output files to this path prefix")
+    parser.add_argument(
+        "--statement-cache",
+        type=int,
+        help="prepared statements per connection (stmt_cache_size; 0: as text); default: the engine's",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     done, instructions = asyncio.run(
-        measure(args.role, args.deposits, args.concurrency, args.warmup, args.redis_url, args.keep)
+        measure(
+            args.role,
+            args.deposits,
+            args.concurrency,
+            args.warmup,
+            args.redis_url,
+            args.keep,
+            args.statement_cache,
+        )
     )
     if not done or not instructions:
         print(f"{args.role}: nothing counted ({done} deposits completed)", file=sys.stderr)
