@@ -119,11 +119,19 @@ async def test_metrics_count_calls_by_method_and_code(api: Harness) -> None:
     await api.register()
     with pytest.raises(grpc.aio.AioRpcError):
         await api.wallet.GetBalances(wallet_pb2.GetBalancesRequest())
-    after = await _scrape(metrics.url)
 
     def value(samples: dict, name: str, method: str, code: str, **extra: str) -> float:  # type: ignore[type-arg]
         labels = tuple(sorted({"method": method, "code": code, **extra}.items()))
         return float(samples.get((name, labels), 0.0))
+
+    # An aborted call's status reaches the client while the server's interceptor is still on its
+    # way out (where it counts the call): scrape until the count moves, or give up after 200 looks.
+    unauthenticated = value(before, "penpay_api_requests_total", balances, "UNAUTHENTICATED")
+    for _ in range(200):
+        after = await _scrape(metrics.url)
+        if value(after, "penpay_api_requests_total", balances, "UNAUTHENTICATED") > unauthenticated:
+            break
+        await asyncio.sleep(0.01)
 
     assert value(after, "penpay_api_requests_total", register, "OK") == (
         value(before, "penpay_api_requests_total", register, "OK") + 1
