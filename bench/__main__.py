@@ -119,7 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="e2e diagnostic: the private mariadbd's innodb_lock_wait_timeout at 0, so every statement "
         "that would wait for a row lock fails at once and its digest is listed; the failures change "
-        "the run, so its other figures are not comparable",
+        "the run, so its other figures are not comparable; statements go as text (--statement-cache 0) "
+        "unless --statement-cache is given: MariaDB digests no prepared statement",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     args = parser.parse_args(argv)

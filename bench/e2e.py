@@ -496,6 +496,15 @@ def _with_driver(url: str, driver: str, socket: str | None = None, statement_cac
     return parsed.render_as_string(hide_password=False)
 
 
+def _statement_cache(args: argparse.Namespace) -> int | None:
+    """--statement-cache; with --lock-waits and none given, 0: the failed statements are found by
+    their digests, which MariaDB keeps for statements sent as text only."""
+    chosen: int | None = getattr(args, "statement_cache", None)
+    if chosen is None and getattr(args, "lock_waits", False):
+        return 0
+    return chosen
+
+
 @dataclass(frozen=True)
 class Database:
     admin_url: str
@@ -540,7 +549,7 @@ async def _run_on(
                 url,
                 getattr(args, "mysql_driver", "asyncmy"),
                 db.socket,
-                getattr(args, "statement_cache", None),
+                _statement_cache(args),
             ),
             redis_url=args.redis_url,
             workdir=Path(tmp),
@@ -630,13 +639,15 @@ FROM performance_schema.events_statements_summary_by_thread_by_event_name e
 JOIN performance_schema.threads t ON t.THREAD_ID = e.THREAD_ID
 JOIN performance_schema.session_connect_attrs a
   ON a.PROCESSLIST_ID = t.PROCESSLIST_ID AND a.ATTR_NAME = '_pid'
-WHERE e.COUNT_STAR > 0 AND e.EVENT_NAME LIKE 'statement/sql/%'
+WHERE e.COUNT_STAR > 0 AND (e.EVENT_NAME LIKE 'statement/sql/%'
+  OR e.EVENT_NAME IN ('statement/com/Execute', 'statement/com/Bulk_execute', 'statement/com/Prepare'))
 GROUP BY a.ATTR_VALUE, e.EVENT_NAME
 """
 
 
 async def _statements_by_process(url: str, per: int, cluster: Any) -> str:
-    """Per completed transaction and process: statements, commits and rollbacks, counted on the
+    """Per completed transaction and process: statements (a prepared one's execution is a
+    statement/com event, not statement/sql), commits, rollbacks and prepares, counted on the
     connections still open at the end (pools keep theirs; one closed during the run is missing)."""
     from sqlalchemy import text
 
@@ -648,14 +659,16 @@ async def _statements_by_process(url: str, per: int, cluster: Any) -> str:
             if name is None:
                 continue  # the bench's own connections
             kind = str(event).rsplit("/", 1)[-1]
-            mine = counts.setdefault(name, {"all": 0, "commit": 0, "rollback": 0})
-            mine["all"] += int(n)
-            if kind in ("commit", "rollback"):
+            mine = counts.setdefault(name, {"all": 0, "commit": 0, "rollback": 0, "Prepare": 0})
+            if kind in ("commit", "rollback", "Prepare"):
                 mine[kind] += int(n)
+            if kind != "Prepare":  # a round trip of its own, not a statement (as in Questions)
+                mine["all"] += int(n)
     done = max(per, 1)
     return ", ".join(
         f"{name} {c['all'] / done:.1f} "
-        f"({c['commit'] / done:.2f} commits, {c['rollback'] / done:.2f} rollbacks)"
+        f"({c['commit'] / done:.2f} commits, {c['rollback'] / done:.2f} rollbacks, "
+        f"{c['Prepare'] / done:.2f} prepares)"
         for name, c in sorted(counts.items(), key=lambda item: -item[1]["all"])
     )
 
@@ -701,7 +714,9 @@ async def _measured_phase(
         top = await _top_digests(url, per.done)
         results.notes.append(
             f"e2e {kind.lower()}s: the most frequent statements per completed {kind.lower()} "
-            "(performance_schema digests, all processes):\n    " + "\n    ".join(top)
+            "(performance_schema digests, all processes; statements sent as text only: MariaDB keeps no "
+            "digest of a prepared statement's executions, --statement-cache 0 lists them all):\n    "
+            + "\n    ".join(top)
         )
         if getattr(args, "lock_waits", False):
             failed = await _top_digests(url, per.done, failed=True)
