@@ -15,8 +15,8 @@ log = structlog.get_logger("penpay.db")
 
 # Server-side prepared statements asyncmy keeps per connection (its LRU cache): a statement met
 # again is executed in the binary protocol, its values sent as they are and its rows read without
-# parsing text, and a multi-row INSERT goes as one COM_STMT_BULK_EXECUTE on MariaDB. Less CPU in
-# PenPay's processes and in mariadbd alike (bench/README.md). The server holds at most
+# parsing text, and a multi-row INSERT goes as one COM_STMT_BULK_EXECUTE on MariaDB: about 10%
+# fewer instructions per deposit in PenPay's processes (bench/README.md). The server holds at most
 # max_prepared_stmt_count of them across all connections: past it a statement is sent as text.
 # `?stmt_cache_size=N` in the database URL sets it (0: every statement as text).
 STATEMENT_CACHE = 100

@@ -44,7 +44,8 @@ async def test_a_stop_whose_journal_cannot_close_ends_and_names_where_it_waited(
     created, _ = await _claim(server, token)  # the lane's thread and connection exist
     assert created
 
-    # another process holds the file's write lock: the next claim's batch waits in the lane's thread
+    # another connection (as another process would) holds the file's write lock: the next claim's
+    # batch waits for it in the lane's thread
     holder = sqlite3.connect(Path(make_url(sqlite_url).database or ""), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
