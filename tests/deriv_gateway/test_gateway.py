@@ -610,9 +610,12 @@ async def test_a_deposed_leader_stops_sending_and_the_standby_takes_over(
     sim: Sim, start_gateway: StartGateway, redis_url: str, key_prefix: str, redis_client: Redis
 ) -> None:
     key = f"{key_prefix}lease"
-    lease_a = RedisLease(redis_url, key, ttl=1.0, retry=0.1)
+    # A TTL of 3 s: with 1 s, a leader whose loop stalled 0.7 s under a loaded CI lost its lease
+    # (rightly: a stalled leader must) and the test's next call met no leader.
+    ttl = 3.0
+    lease_a = RedisLease(redis_url, key, ttl=ttl, retry=0.1)
     a = await start_gateway(lease=lease_a)
-    b = await start_gateway(wait=False, lease=RedisLease(redis_url, key, ttl=1.0, retry=0.1))
+    b = await start_gateway(wait=False, lease=RedisLease(redis_url, key, ttl=ttl, retry=0.1))
     await asyncio.sleep(0.3)
     assert a.server.lease.is_leader and not b.server.lease.is_leader
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -622,9 +625,9 @@ async def test_a_deposed_leader_stops_sending_and_the_standby_takes_over(
 
     lease_a.kill_renewer()  # A hangs: it can no longer renew
     started = time.monotonic()
-    await b.server.wait_serving(5)
+    await b.server.wait_serving(ttl + 5)
     took = time.monotonic() - started
-    assert took < 1.0 + 0.1 + 1.0, took
+    assert took < ttl + 0.1 + 1.0, took
     assert not a.server.lease.is_leader  # its local deadline passed before Redis let B in
     assert b.server.lease.token > lease_a.token
     with pytest.raises(grpc.aio.AioRpcError) as caught:
