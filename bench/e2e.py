@@ -491,7 +491,7 @@ def _with_driver(url: str, driver: str, socket: str | None = None, statement_cac
     parsed = make_url(url).set(drivername=f"mysql+{driver}")
     if socket is not None:
         parsed = parsed.update_query_dict({"unix_socket": socket})
-    if statement_cache is not None:
+    if statement_cache is not None and driver == "asyncmy":  # aiomysql has no statement cache
         parsed = parsed.update_query_dict({"stmt_cache_size": str(statement_cache)})
     return parsed.render_as_string(hide_password=False)
 
