@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from deriv_gateway import journal as jn
 from deriv_gateway.config import GatewayConfig
 from deriv_gateway.journal.group_commit import GroupCommit
+from deriv_gateway.lease import RedisLease
 from deriv_gateway.server import GatewayServer
 
 pytestmark = pytest.mark.integration
@@ -75,8 +76,6 @@ async def test_two_gateways_on_one_sqlite_file_stop_in_turn_with_nothing_left_be
 ) -> None:
     # CI once hung 300 s in this teardown (leader then standby, one SQLite journal): now every
     # step is bounded, and an overrun is named here instead of waiting for the test's timeout
-    from deriv_gateway.lease import RedisLease
-
     key = f"{key_prefix}lease"
     leader = GatewayServer(make_config(), lease=RedisLease(redis_url, key, ttl=5.0, retry=0.05))
     standby = GatewayServer(make_config(), lease=RedisLease(redis_url, key, ttl=5.0, retry=0.05))
